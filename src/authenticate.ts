@@ -1,0 +1,413 @@
+/**
+ * @module authenticate
+ *
+ * The request pipeline, cheapest step first so bad traffic costs little:
+ * 1. extract the credential; 2. parse it with no I/O (prefix, charset, length, checksum);
+ * 3. the failed-auth guard; 4. hash and look up through the cache; 5. status, kind, scopes,
+ * time blocks; 6. admission: every limit in one atomic `consume`, credits reserved;
+ * 7. BYOK provider keys from headers (stored ones on demand).
+ */
+
+import type { CachedKey } from './cache.js'
+import type { Context } from './context.js'
+import { Admission, type Decision, deny, publicKey, type SettleState } from './decision.js'
+import { type ErrorCode, isTollboothError } from './errors.js'
+import {
+  type LimitFigures,
+  setIetfHeaders,
+  setRateLimitHeaders,
+  setRetryAfter,
+  wwwAuthenticate,
+} from './headers.js'
+import { isWellFormedKey } from './keys/format.js'
+import { type CheckTemplate, compileKeyLimits, instantiate, refusal } from './limits/admission.js'
+import { withinTimeBlocks } from './limits/time-blocks.js'
+import type { AdmissionAccount } from './metering/accounts.js'
+import type { ResolvedRoute } from './options.js'
+import {
+  extractKey,
+  idempotencyKey,
+  incomingRequestId,
+  readHeader,
+  type TollboothRequest,
+} from './request.js'
+import type { Check, CheckResult, ConsumeResult, KeyKind, KeyRecord } from './storage/types.js'
+
+export const MESSAGES = {
+  missing: 'Missing API Key',
+  invalid: 'Invalid API Key',
+  inactive: 'Inactive API Key',
+  expired: 'Expired API Key',
+  ipBlocked: 'IP temporarily blocked',
+  storage: 'Storage unavailable',
+} as const
+
+/** A cache entry for a stored key: its limits compiled once. */
+export function toCached(record: KeyRecord): CachedKey {
+  return { record, info: publicKey(record), templates: compileKeyLimits(record) }
+}
+
+function kindOf(ctx: Context, key: string): KeyKind | null {
+  const p = ctx.options.prefixes
+  if (isWellFormedKey(key, p.consumption)) return 'consumption'
+  if (isWellFormedKey(key, p.management)) return 'management'
+  return null
+}
+
+async function lookup(ctx: Context, hash: string): Promise<CachedKey | null> {
+  const hit = ctx.cache.get(hash)
+  if (hit !== undefined) return hit
+  const record = await ctx.guard(ctx.storage.keys.getByHash(hash))
+  const entry = record ? toCached(record) : null
+  ctx.cache.set(hash, entry)
+  return entry
+}
+
+/** Answers an unusable key, counting the failure against the caller's IP. */
+async function invalid(
+  ctx: Context,
+  req: TollboothRequest,
+  now: number,
+  base: Record<string, string>,
+  requestId: string,
+): Promise<Decision> {
+  if (ctx.ipGuard && req.ip) {
+    try {
+      if (await ctx.guard(ctx.ipGuard.fail(req.ip, now))) {
+        return deny(403, 'ip_blocked', MESSAGES.ipBlocked, base, requestId)
+      }
+    } catch (err) {
+      ctx.report(err)
+    }
+  }
+  return deny(
+    401,
+    'invalid_api_key',
+    MESSAGES.invalid,
+    { ...base, 'WWW-Authenticate': wwwAuthenticate(true) },
+    requestId,
+  )
+}
+
+function unauthorized(
+  code: ErrorCode,
+  message: string,
+  base: Record<string, string>,
+  requestId: string,
+): Decision {
+  return deny(401, code, message, { ...base, 'WWW-Authenticate': wwwAuthenticate(true) }, requestId)
+}
+
+/** The figures of the limit closest to refusing, for the rate-limit header families. */
+function tightest(
+  checks: ReadonlyArray<Check>,
+  results: ReadonlyArray<CheckResult>,
+): LimitFigures | null {
+  let best: LimitFigures | null = null
+  let bestRatio = Infinity
+  for (let i = 0; i < checks.length; i++) {
+    const c = checks[i]!
+    if (c.type === 'hold') continue
+    const r = results[i]!
+    const ratio = r.remaining / c.limit
+    if (ratio < bestRatio) {
+      bestRatio = ratio
+      best = {
+        name: c.name,
+        limit: c.limit,
+        remaining: r.remaining,
+        resetMs: r.resetMs,
+        windowMs: c.windowMs,
+      }
+    }
+  }
+  return best
+}
+
+function setLimitHeaders(
+  out: Record<string, string>,
+  route: ResolvedRoute,
+  f: LimitFigures | null,
+): void {
+  if (!f) return
+  if (route.headers.rateLimit) setRateLimitHeaders(out, f)
+  if (route.headers.ietf) setIetfHeaders(out, f)
+}
+
+let seq = 0
+
+/**
+ * Decides one request. Never throws for a request's own faults: every outcome is a value.
+ * Storage failures become a 503 `storage_unavailable` denial, unless `failOpen` lets the
+ * request through uncounted (a key that cannot be looked up is never let through).
+ */
+export async function authenticate(
+  ctx: Context,
+  req: TollboothRequest,
+  route: ResolvedRoute,
+): Promise<Decision> {
+  const now = ctx.clock.now()
+  const internalId = `req_${ctx.instanceId}${(++seq).toString(36)}`
+  const requestId = (route.headers.requestId && incomingRequestId(req)) || internalId
+  const base: Record<string, string> = route.headers.requestId ? { 'X-Request-Id': requestId } : {}
+
+  const key = extractKey(req, route.keySources)
+  if (key === undefined) {
+    return deny(
+      401,
+      'missing_api_key',
+      MESSAGES.missing,
+      { ...base, 'WWW-Authenticate': wwwAuthenticate(false) },
+      requestId,
+    )
+  }
+  if (ctx.ipGuard && req.ip && ctx.ipGuard.blocked(req.ip, now)) {
+    return deny(403, 'ip_blocked', MESSAGES.ipBlocked, base, requestId)
+  }
+  if (kindOf(ctx, key) === null) return invalid(ctx, req, now, base, requestId)
+
+  let entry: CachedKey | null
+  try {
+    entry = await lookup(ctx, ctx.hash(key))
+  } catch (err) {
+    ctx.report(err)
+    return deny(
+      503,
+      'storage_unavailable',
+      MESSAGES.storage,
+      { ...base, 'Retry-After': '1' },
+      requestId,
+    )
+  }
+  if (!entry) return invalid(ctx, req, now, base, requestId)
+  const r = entry.record
+  if (r.revokedAt !== null && r.revokedAt <= now) return invalid(ctx, req, now, base, requestId)
+  if (!r.active) return unauthorized('inactive_api_key', MESSAGES.inactive, base, requestId)
+  if (r.expiresAt !== null && r.expiresAt <= now)
+    return unauthorized('expired_api_key', MESSAGES.expired, base, requestId)
+  if (r.kind !== route.kind) {
+    const msg =
+      route.kind === 'consumption'
+        ? 'Management keys cannot be used on this route; use a consumption key'
+        : 'This route accepts management keys only; consumption keys are refused'
+    return deny(403, 'wrong_key_kind', msg, base, requestId)
+  }
+  for (const scope of route.scopes) {
+    if (!r.scopes.includes(scope))
+      return deny(403, 'insufficient_scope', `Missing scope: ${scope}`, base, requestId)
+  }
+  if (!withinTimeBlocks(r.limits.timeBlocks, now)) {
+    return deny(
+      403,
+      'outside_time_block',
+      'This key can only be used during its reserved time blocks',
+      base,
+      requestId,
+    )
+  }
+
+  // Step 7 first: a caller's own provider key means the request is not expected to be charged.
+  let providerKeys: Record<string, string> = EMPTY
+  for (const [provider, header] of route.byok) {
+    const v = readHeader(req.headers, header)
+    if (v) {
+      if (providerKeys === EMPTY) providerKeys = {}
+      providerKeys[provider] = v
+    }
+  }
+  const callerProviders = providerKeys === EMPTY ? NO_PROVIDERS : new Set(Object.keys(providerKeys))
+  const metered = route.cost !== undefined
+  const estimate =
+    !metered || callerProviders.size > 0
+      ? 0
+      : typeof route.cost === 'function'
+        ? route.cost(req)
+        : (route.cost as number)
+
+  return admit(ctx, req, route, entry, {
+    now,
+    internalId,
+    requestId,
+    base,
+    metered,
+    estimate,
+    providerKeys,
+    callerProviders,
+  })
+}
+
+const EMPTY: Record<string, string> = Object.freeze({}) as Record<string, string>
+const NO_PROVIDERS: ReadonlySet<string> = new Set()
+
+interface AdmitInput {
+  now: number
+  internalId: string
+  requestId: string
+  base: Record<string, string>
+  metered: boolean
+  estimate: number
+  providerKeys: Record<string, string>
+  callerProviders: ReadonlySet<string>
+}
+
+async function admit(
+  ctx: Context,
+  req: TollboothRequest,
+  route: ResolvedRoute,
+  entry: CachedKey,
+  a: AdmitInput,
+): Promise<Decision> {
+  const r = entry.record
+  const o = ctx.options
+  let account: AdmissionAccount | null = null
+  const templates: CheckTemplate[] = []
+  const checks: Check[] = []
+  try {
+    if (a.metered || ctx.accounts.hasPlans) {
+      account = await ctx.guard(ctx.accounts.forAdmission(r.accountId, a.now))
+      for (const t of account.planTemplates) templates.push(t)
+    }
+    for (const t of entry.templates) templates.push(t)
+    for (const t of templates)
+      checks.push(
+        instantiate(
+          t,
+          a.internalId,
+          a.estimate,
+          t.role === 'concurrency' ? o.leaseTtlMs : o.reservationTtlMs,
+        ),
+      )
+    if (a.metered && account) {
+      const overage = account.plan?.allowOverage === true
+      const credit: Check = {
+        type: 'hold',
+        key: account.creditKey,
+        name: 'credits',
+        limit: overage ? Infinity : account.creditLimit,
+        amount: a.estimate,
+        holdId: a.internalId,
+        ttlMs: o.reservationTtlMs,
+      }
+      templates.push({ role: 'credits', tokens: false, check: credit })
+      checks.push(credit)
+    }
+  } catch (err) {
+    return storageFailure(ctx, err, req, route, entry, a)
+  }
+
+  let result: ConsumeResult | null = null
+  if (checks.length > 0) {
+    try {
+      result = await ctx.guard(ctx.storage.counters.consume(checks, a.now))
+    } catch (err) {
+      return storageFailure(ctx, err, req, route, entry, a)
+    }
+  }
+
+  const headers = a.base
+  if (result && !result.allowed) {
+    const i = result.results.findIndex((x) => !x.allowed)
+    const t = templates[i]!
+    const rf = refusal(t, result.results[i]!, route.quotaStatus)
+    const out = { ...headers }
+    const c = checks[i]!
+    if (c.type !== 'hold')
+      setLimitHeaders(out, route, {
+        name: c.name,
+        limit: c.limit,
+        remaining: 0,
+        resetMs: result.results[i]!.resetMs,
+        windowMs: c.windowMs,
+      })
+    setRetryAfter(out, rf.retryAfterMs)
+    return deny(rf.status, rf.code, rf.message, out, a.requestId)
+  }
+  if (result) setLimitHeaders(headers, route, tightest(checks, result.results))
+
+  const s: SettleState = {
+    holds: [],
+    tokenChecks: [],
+    estimate: a.estimate,
+    creditUsed: 0,
+    creditLimit: account?.creditLimit ?? Infinity,
+    creditOverage: account?.plan?.allowOverage === true,
+    metered: a.metered,
+    startedAt: a.now,
+    eventId: a.internalId,
+    ip: req.ip,
+    method: req.method,
+    path: req.path,
+    callerProviders: a.callerProviders,
+    chargeWhen: route.chargeWhen,
+  }
+  const idk = idempotencyKey(req)
+  if (idk) s.eventId = `${r.id}:${idk}`
+  for (let i = 0; i < checks.length; i++) {
+    const c = checks[i]!
+    const t = templates[i]!
+    if (c.type === 'hold') {
+      s.holds.push([c.key, c.holdId, t.role === 'credits' || t.role === 'budget'])
+      if (t.role === 'credits') s.creditUsed = result!.results[i]!.used
+    } else if (t.tokens && c.type === 'gcra') {
+      s.tokenChecks.push(c)
+    }
+  }
+  const admission = new Admission({
+    requestId: a.requestId,
+    key: entry.info,
+    providerKeys: a.providerKeys,
+    headers,
+    settle: s,
+    usageHeaders: route.headers.usage,
+    category: route.category ?? null,
+  })
+  if (route.byok.length > 0)
+    admission._resolveProvider = (p) => ctx.resolveStoredProvider(r.accountId, p)
+  return admission
+}
+
+function storageFailure(
+  ctx: Context,
+  err: unknown,
+  req: TollboothRequest,
+  route: ResolvedRoute,
+  entry: CachedKey,
+  a: AdmitInput,
+): Decision {
+  ctx.report(err)
+  if (!ctx.options.failOpen || (isTollboothError(err) && err.code !== 'storage_unavailable')) {
+    return deny(
+      503,
+      'storage_unavailable',
+      MESSAGES.storage,
+      { ...a.base, 'Retry-After': '1' },
+      a.requestId,
+    )
+  }
+  // Fail open: serve uncounted; nothing is held, so settle only records the event.
+  const s: SettleState = {
+    holds: [],
+    tokenChecks: [],
+    estimate: a.estimate,
+    creditUsed: 0,
+    creditLimit: Infinity,
+    creditOverage: false,
+    metered: false,
+    startedAt: a.now,
+    eventId: a.internalId,
+    ip: req.ip,
+    method: req.method,
+    path: req.path,
+    callerProviders: a.callerProviders,
+    chargeWhen: route.chargeWhen,
+  }
+  return new Admission({
+    requestId: a.requestId,
+    key: entry.info,
+    providerKeys: a.providerKeys,
+    headers: a.base,
+    settle: s,
+    usageHeaders: false,
+    category: route.category ?? null,
+  })
+}

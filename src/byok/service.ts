@@ -1,0 +1,127 @@
+/**
+ * @module byok/service
+ *
+ * Stored provider keys, `tb.providerKeys`: store (sealed), list (masked: provider, last four
+ * characters, dates; never the secret), get for use, verify through the integrator's verifier,
+ * delete. A provider key never appears in a log line, an error or a list answer.
+ */
+
+import { z } from 'zod'
+import type { Context } from '../context.js'
+import { InvalidRequestError, NotFoundError, NotImplementedError } from '../errors.js'
+import { checkAccountId } from '../metering/accounts.js'
+import { parseInput } from '../options.js'
+import type { Sealer } from './seal.js'
+
+/** A stored provider key as listed: masked. */
+export interface ProviderKeyView {
+  provider: string
+  /** `••••` and the last four characters. */
+  masked: string
+  createdAt: number
+  verifiedAt: number | null
+}
+
+/** Checks a provider key against the provider (e.g. a cheap authenticated GET); true when valid. */
+export type ProviderVerifier = (apiKey: string) => Promise<boolean> | boolean
+
+const storeSchema = z
+  .object({
+    provider: z.string().trim().toLowerCase().min(1).max(64),
+    apiKey: z.string().min(8).max(4096),
+  })
+  .strict()
+
+export class ProviderKeyService {
+  constructor(
+    private readonly ctx: Context,
+    private readonly sealer: Sealer,
+    private readonly verifiers: Record<string, ProviderVerifier>,
+  ) {}
+
+  private provider(provider: unknown): string {
+    const p = typeof provider === 'string' ? provider.toLowerCase() : ''
+    if (!(p in this.ctx.providers)) {
+      const known = Object.keys(this.ctx.providers).join(', ')
+      throw new InvalidRequestError(
+        `Invalid request: provider: unknown provider; expected one of ${known}`,
+        [{ path: 'provider', message: `must be one of ${known}` }],
+      )
+    }
+    return p
+  }
+
+  /** Seals and stores `apiKey` for the account, replacing a previous one. */
+  async store(
+    accountId: string,
+    input: { provider: string; apiKey: string },
+  ): Promise<ProviderKeyView> {
+    checkAccountId(accountId)
+    const v = parseInput(storeSchema, input)
+    const provider = this.provider(v.provider)
+    const record = {
+      accountId,
+      provider,
+      sealed: await this.sealer.seal(v.apiKey, accountId, provider),
+      last4: v.apiKey.slice(-4),
+      createdAt: this.ctx.clock.now(),
+      verifiedAt: null,
+    }
+    await this.ctx.storage.secrets.put(record)
+    return view(record)
+  }
+
+  async list(accountId: string): Promise<ProviderKeyView[]> {
+    checkAccountId(accountId)
+    return (await this.ctx.storage.secrets.list(accountId)).map(view)
+  }
+
+  /** The plaintext for calling the provider, or undefined when none is stored. */
+  async get(accountId: string, provider: string): Promise<string | undefined> {
+    const r = await this.ctx.storage.secrets.get(accountId, provider.toLowerCase())
+    return r ? this.sealer.open(r.sealed, accountId, r.provider) : undefined
+  }
+
+  /** Runs the provider's verifier on the stored key; records when it passed. */
+  async verify(
+    accountId: string,
+    provider: string,
+  ): Promise<{ provider: string; valid: boolean; verifiedAt: number | null }> {
+    checkAccountId(accountId)
+    const p = this.provider(provider)
+    const r = await this.ctx.storage.secrets.get(accountId, p)
+    if (!r) throw new NotFoundError('Provider key not found')
+    const verifier = this.verifiers[p]
+    if (!verifier) throw new NotImplementedError(`No verifier is configured for provider "${p}"`)
+    let valid = false
+    try {
+      valid = (await verifier(await this.sealer.open(r.sealed, accountId, p))) === true
+    } catch {
+      valid = false
+    }
+    const verifiedAt = valid ? this.ctx.clock.now() : r.verifiedAt
+    if (valid) await this.ctx.storage.secrets.put({ ...r, verifiedAt })
+    return { provider: p, valid, verifiedAt }
+  }
+
+  async delete(accountId: string, provider: string): Promise<void> {
+    checkAccountId(accountId)
+    const p = this.provider(provider)
+    if (!(await this.ctx.storage.secrets.delete(accountId, p)))
+      throw new NotFoundError('Provider key not found')
+  }
+}
+
+function view(r: {
+  provider: string
+  last4: string
+  createdAt: number
+  verifiedAt: number | null
+}): ProviderKeyView {
+  return {
+    provider: r.provider,
+    masked: `••••${r.last4}`,
+    createdAt: r.createdAt,
+    verifiedAt: r.verifiedAt,
+  }
+}

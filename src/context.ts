@@ -1,0 +1,65 @@
+/**
+ * @module context
+ *
+ * What the pipeline, the key manager and the meters share for one tollbooth instance:
+ * resolved options, storage, clock, hasher, caches and the usage out-box.
+ */
+
+import type { KeyCache } from './cache.js'
+import type { Clock } from './clock.js'
+import { StorageUnavailableError } from './errors.js'
+import type { KeyHasher } from './keys/hash.js'
+import type { IpGuard } from './limits/ip-block.js'
+import type { AccountService } from './metering/accounts.js'
+import type { Outbox } from './metering/outbox.js'
+import type { ResolvedOptions } from './options.js'
+import type { Storage } from './storage/types.js'
+
+export interface Context {
+  options: ResolvedOptions
+  storage: Storage
+  clock: Clock
+  hash: KeyHasher
+  cache: KeyCache
+  ipGuard: IpGuard | null
+  accounts: AccountService
+  outbox: Outbox
+  /** Provider id -> lowercase header name. */
+  providers: Record<string, string>
+  /** Unique per instance; prefixes generated ids. */
+  instanceId: string
+  /** Drops a key from this instance's cache and tells the others (change feed). */
+  invalidate(hash: string): Promise<void>
+  /** Bounds a hot-path storage call by `storageTimeoutMs`; rejects with StorageUnavailableError. */
+  guard<T>(p: Promise<T>): Promise<T>
+  /** The account's stored key for `provider`, unsealed; undefined when none. */
+  resolveStoredProvider(accountId: string, provider: string): Promise<string | undefined>
+  /** Reports an error that happened off the request path. */
+  report(err: unknown): void
+}
+
+/**
+ * Bounds `p` by `ms`. The memory store skips this (it cannot hang), saving a timer and an
+ * async hop per call.
+ */
+export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new StorageUnavailableError(`Storage did not answer within ${ms} ms`)),
+      ms,
+    )
+  })
+  return Promise.race([p, timeout]).then(
+    (v) => {
+      clearTimeout(timer)
+      return v
+    },
+    (err) => {
+      clearTimeout(timer)
+      throw err instanceof StorageUnavailableError
+        ? err
+        : new StorageUnavailableError('Storage unavailable', { cause: err })
+    },
+  )
+}

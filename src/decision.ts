@@ -1,0 +1,225 @@
+/**
+ * @module decision
+ *
+ * What `authenticate()` returns: an {@link Admission} (the request may go on) or a
+ * {@link Denial} (answer it from the prepared record). Denials are values, not exceptions:
+ * status, code, message, headers and the JSON body are ready to write.
+ */
+
+import type { ErrorCode } from './errors.js'
+import { setUsageHeaders } from './headers.js'
+import type { Check, KeyKind, KeyRecord } from './storage/types.js'
+
+/** The public view of a key: everything but its hash. Safe to log and to return. */
+export interface ApiKeyInfo {
+  id: string
+  name: string
+  accountId: string
+  kind: KeyKind
+  category: string | null
+  scopes: readonly string[]
+  metadata: Readonly<Record<string, unknown>>
+  /** Prefix and first characters, for display. */
+  start: string
+  expiresAt: number | null
+}
+
+export function publicKey(r: KeyRecord): ApiKeyInfo {
+  return {
+    id: r.id,
+    name: r.name,
+    accountId: r.accountId,
+    kind: r.kind,
+    category: r.category,
+    scopes: r.scopes,
+    metadata: r.metadata,
+    start: r.start,
+    expiresAt: r.expiresAt,
+  }
+}
+
+/** A refused request, ready to answer. */
+export interface Denial {
+  readonly allowed: false
+  readonly status: number
+  readonly code: ErrorCode
+  readonly message: string
+  /** Headers to send (`X-Request-Id`, `Retry-After`, `WWW-Authenticate`, rate-limit family). */
+  readonly headers: Record<string, string>
+  /** The JSON body, serialized: `{"error":message,"code":code}`. */
+  readonly body: string
+  readonly requestId: string
+}
+
+export function deny(
+  status: number,
+  code: ErrorCode,
+  message: string,
+  headers: Record<string, string>,
+  requestId: string,
+): Denial {
+  return {
+    allowed: false,
+    status,
+    code,
+    message,
+    headers,
+    body: JSON.stringify({ error: message, code }),
+    requestId,
+  }
+}
+
+/** What the handler reports for settle: units to charge, tokens used, provider, category. */
+export interface Report {
+  /** Credits to charge, replacing the route's estimate. */
+  cost?: number
+  /** Tokens used (counted against token-rate limits such as tpm). */
+  tokens?: number
+  /** The provider that served the request (sent as `X-Provider-Used`). */
+  provider?: string
+  /** The usage category, replacing the route's. */
+  category?: string
+}
+
+/** Internal state settle needs; not part of the public surface. */
+export interface SettleState {
+  /** Counter keys and hold ids to release: [key, holdId, isCredit]. */
+  holds: Array<[string, string, boolean]>
+  /** Token-rate limits to count at settle. */
+  tokenChecks: Array<Extract<Check, { type: 'gcra' }>>
+  /** Credits held at admission (the estimate). */
+  estimate: number
+  /** The credit figures at admission, after this request's hold: used and limit. */
+  creditUsed: number
+  creditLimit: number
+  /** The plan lets requests run past the credits (the excess is recorded as overage). */
+  creditOverage: boolean
+  metered: boolean
+  /** The route's billing policy; default: status < 400. */
+  chargeWhen: ((status: number) => boolean) | undefined
+  startedAt: number
+  eventId: string
+  ip: string | null
+  method: string
+  path: string
+  /** Provider keys presented by the caller in headers (lowercase provider -> key). */
+  callerProviders: ReadonlySet<string>
+}
+
+/**
+ * An admitted request. The adapter exposes it to the handler (`c.get('apiKey')`,
+ * `req.apiKey`, `request.apiKey`); the handler may `charge()` and `report()`, and tollbooth
+ * settles it exactly once after the response.
+ */
+export class Admission {
+  readonly allowed = true as const
+  readonly requestId: string
+  readonly key: ApiKeyInfo
+  readonly accountId: string
+  /** Provider keys the caller sent in `X-Provider-Key-*` headers (provider -> key). */
+  readonly providerKeys: Readonly<Record<string, string>>
+  /** Headers known at admission; `responseHeaders()` adds the usage figures after charges. */
+  readonly headers: Record<string, string>
+  /** @internal */
+  readonly _s: SettleState
+  /** @internal */
+  _report: Report = {}
+  /** @internal */
+  _charged: number | undefined = undefined
+  /** @internal */
+  _settled = false
+  /** @internal */
+  readonly _usageHeaders: boolean
+  /** @internal: resolves a stored provider key, set by the pipeline. */
+  _resolveProvider: ((provider: string) => Promise<string | undefined>) | undefined
+  /** @internal: providers whose key came from the caller (header or store). */
+  readonly _byok = new Set<string>()
+  category: string | null
+
+  constructor(init: {
+    requestId: string
+    key: ApiKeyInfo
+    providerKeys: Record<string, string>
+    headers: Record<string, string>
+    settle: SettleState
+    usageHeaders: boolean
+    category: string | null
+  }) {
+    this.requestId = init.requestId
+    this.key = init.key
+    this.accountId = init.key.accountId
+    this.providerKeys = init.providerKeys
+    this.headers = init.headers
+    this._s = init.settle
+    this._usageHeaders = init.usageHeaders
+    this.category = init.category
+    for (const p of init.settle.callerProviders) this._byok.add(p)
+  }
+
+  /** Adds `units` credits to this request's charge (the sum of all calls replaces the estimate). */
+  charge(units: number): void {
+    if (!(units >= 0) || !Number.isFinite(units))
+      throw new RangeError(`charge(units): units must be a finite number >= 0, got ${units}`)
+    this._charged = (this._charged ?? 0) + units
+  }
+
+  /** Reports what the request used: tokens, the provider that served it, its category. */
+  report(report: Report): void {
+    if (report.cost !== undefined) {
+      this._charged = undefined
+      this.charge(report.cost)
+    }
+    if (report.tokens !== undefined) {
+      if (!(report.tokens >= 0))
+        throw new RangeError(`report({ tokens }): must be >= 0, got ${report.tokens}`)
+      this._report.tokens = (this._report.tokens ?? 0) + report.tokens
+    }
+    if (report.provider !== undefined) this._report.provider = report.provider.toLowerCase()
+    if (report.category !== undefined) this.category = report.category
+  }
+
+  /**
+   * The key of `provider` to call upstream with: the caller's `X-Provider-Key-*` header first,
+   * else the account's stored key. Using one marks the request as BYOK (not charged) once the
+   * handler reports that provider.
+   */
+  async providerKey(provider: string): Promise<string | undefined> {
+    const p = provider.toLowerCase()
+    const fromHeader = this.providerKeys[p]
+    if (fromHeader) return fromHeader
+    const stored = this._resolveProvider ? await this._resolveProvider(p) : undefined
+    if (stored) this._byok.add(p)
+    return stored
+  }
+
+  /** True when the request is served on the caller's own provider key (not charged). */
+  get bypassed(): boolean {
+    const p = this._report.provider
+    return p ? this._byok.has(p) : this._s.callerProviders.size > 0
+  }
+
+  /** The credits this request will be charged if its response is billable. */
+  get cost(): number {
+    return this.bypassed ? 0 : (this._charged ?? this._s.estimate)
+  }
+
+  /**
+   * Every header to send with the response, with the usage figures after this request's
+   * charge. Adapters call it once, right before the response head is written.
+   */
+  responseHeaders(): Record<string, string> {
+    if (!this._usageHeaders || !this._s.metered) return this.headers
+    const out = { ...this.headers }
+    const s = this._s
+    setUsageHeaders(out, {
+      used: s.creditUsed - s.estimate + this.cost,
+      limit: s.creditLimit,
+      bypassed: this.bypassed,
+      provider: this._report.provider ?? null,
+    })
+    return out
+  }
+}
+
+/** The result of `authenticate()`. */
+export type Decision = Admission | Denial

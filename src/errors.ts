@@ -1,0 +1,144 @@
+/**
+ * @module errors
+ *
+ * The one error hierarchy of tollbooth. Every error carries a stable lowercase snake `code`
+ * (sent to API clients as `{ "error": message, "code": code }`) and an HTTP `status`.
+ *
+ * Configuration mistakes are thrown at construction as {@link ConfigError}; request outcomes
+ * are never thrown: `authenticate()` returns a denied `Decision` carrying the same code,
+ * status and message (see `src/decision.ts`). Each code is documented in `docs/errors.md`.
+ *
+ * Use {@link isTollboothError} rather than `instanceof`: two bundled copies of tollbooth
+ * (an ESM and a CJS one, say) agree on the brand, not on the class identity.
+ */
+
+const BRAND = Symbol.for('tollbooth.error')
+
+/** Every code tollbooth can send to an API client or throw. */
+export type ErrorCode =
+  | 'config_invalid'
+  | 'invalid_request'
+  | 'missing_api_key'
+  | 'invalid_api_key'
+  | 'inactive_api_key'
+  | 'expired_api_key'
+  | 'wrong_key_kind'
+  | 'insufficient_scope'
+  | 'outside_time_block'
+  | 'ip_blocked'
+  | 'quota_exceeded'
+  | 'rate_limited'
+  | 'concurrency_limited'
+  | 'insufficient_credits'
+  | 'not_found'
+  | 'conflict'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'not_implemented'
+  | 'storage_unavailable'
+
+/**
+ * Base class of every tollbooth error.
+ *
+ * @example
+ * ```ts
+ * try { createTollbooth({}) } catch (err) {
+ *   if (isTollboothError(err) && err.code === 'config_invalid') console.error(err.message)
+ * }
+ * ```
+ */
+export class TollboothError extends Error {
+  readonly [BRAND] = true
+  readonly code: ErrorCode
+  readonly status: number
+
+  constructor(code: ErrorCode, status: number, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+    this.status = status
+    this.name = this.constructor.name
+  }
+
+  /** The JSON body sent to API clients. */
+  toJSON(): { error: string; code: ErrorCode } {
+    return { error: this.message, code: this.code }
+  }
+}
+
+/**
+ * A bad option given to `createTollbooth()`, a route or an adapter. Thrown at construction,
+ * never while serving a request. The message names every bad option and what was expected.
+ * `err.code === 'config_invalid'`.
+ */
+export class ConfigError extends TollboothError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('config_invalid', 500, message, options)
+  }
+}
+
+/** One bad field of a request body or query, as reported in a 400. */
+export interface InvalidField {
+  path: string
+  message: string
+}
+
+/**
+ * Bad input to a tollbooth method or the management API: nothing was changed.
+ * `err.code === 'invalid_request'`, status 400; `err.issues` names each bad field.
+ */
+export class InvalidRequestError extends TollboothError {
+  readonly issues: InvalidField[]
+  constructor(message: string, issues: InvalidField[] = []) {
+    super('invalid_request', 400, message)
+    this.issues = issues
+  }
+  override toJSON(): { error: string; code: ErrorCode; issues?: InvalidField[] } {
+    return { error: this.message, code: this.code, issues: this.issues }
+  }
+}
+
+/** The thing asked for does not exist, or belongs to another account. Status 404. */
+export class NotFoundError extends TollboothError {
+  constructor(message = 'Not found') {
+    super('not_found', 404, message)
+  }
+}
+
+/** The change is refused by the thing's state (e.g. deleting a key that was used). Status 409. */
+export class ConflictError extends TollboothError {
+  constructor(message: string) {
+    super('conflict', 409, message)
+  }
+}
+
+/** A feature that needs a provider that is not configured (e.g. billing). Status 501. */
+export class NotImplementedError extends TollboothError {
+  constructor(message: string) {
+    super('not_implemented', 501, message)
+  }
+}
+
+/**
+ * The storage did not answer, or answered with an error, within the configured timeout.
+ * `err.code === 'storage_unavailable'`, status 503. The cause is kept but never sent to clients.
+ */
+export class StorageUnavailableError extends TollboothError {
+  constructor(message = 'Storage unavailable', options?: { cause?: unknown }) {
+    super('storage_unavailable', 503, message, options)
+  }
+}
+
+/** Any error tollbooth throws, for `switch (err.code)` narrowing. */
+export type AnyTollboothError =
+  | ConfigError
+  | InvalidRequestError
+  | NotFoundError
+  | ConflictError
+  | NotImplementedError
+  | StorageUnavailableError
+  | TollboothError
+
+/** True for any tollbooth error, even one thrown by another bundled copy of tollbooth. */
+export function isTollboothError(err: unknown): err is AnyTollboothError {
+  return typeof err === 'object' && err !== null && (err as Record<symbol, unknown>)[BRAND] === true
+}

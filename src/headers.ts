@@ -1,0 +1,95 @@
+/**
+ * @module headers
+ *
+ * The response header families, each a pure function from figures to a header record so all
+ * three adapters send the same bytes. Headers are the hot path's largest cost (each one is
+ * about a microsecond in the frameworks, more than the key hash), so a route sends only the
+ * families it enables, and the record is built once per decision.
+ */
+
+/** Which header families a route sends. */
+export interface HeaderFamilies {
+  /** `X-Request-Id`. Default on. */
+  requestId: boolean
+  /** `X-RateLimit-Limit`, `-Remaining`, `-Reset` where a limit applies. Default on. */
+  rateLimit: boolean
+  /**
+   * IETF `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-09).
+   * Default off.
+   */
+  ietf: boolean
+  /** `X-Usage-Current`, `-Limit`, `-Remaining`, `-Bypassed`, `X-Provider-Used` where credits are metered. Default on. */
+  usage: boolean
+}
+
+export const DEFAULT_HEADER_FAMILIES: HeaderFamilies = {
+  requestId: true,
+  rateLimit: true,
+  ietf: false,
+  usage: true,
+}
+
+/** The limit whose figures the rate-limit headers report. */
+export interface LimitFigures {
+  name: string
+  limit: number
+  remaining: number
+  /** Milliseconds until the limit is fully available again. */
+  resetMs: number
+  /** The policy window in milliseconds (0: all-time). */
+  windowMs: number
+}
+
+const seconds = (ms: number) => String(Math.max(0, Math.ceil(ms / 1000)))
+
+/**
+ * The de-facto `X-RateLimit-*` family (as GitHub and the seeds send it). `X-RateLimit-Reset`
+ * is in seconds from now, like the IETF `t` parameter, not an epoch time.
+ */
+export function setRateLimitHeaders(out: Record<string, string>, f: LimitFigures): void {
+  out['X-RateLimit-Limit'] = String(f.limit)
+  out['X-RateLimit-Remaining'] = String(Math.max(0, f.remaining))
+  if (Number.isFinite(f.resetMs)) out['X-RateLimit-Reset'] = seconds(f.resetMs)
+}
+
+/**
+ * IETF `RateLimit-Policy` and `RateLimit` structured fields,
+ * https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/ (draft 09):
+ * `RateLimit-Policy: "per-minute";q=60;w=60` and `RateLimit: "per-minute";r=59;t=1`.
+ */
+export function setIetfHeaders(out: Record<string, string>, f: LimitFigures): void {
+  const w = f.windowMs > 0 ? `;w=${seconds(f.windowMs)}` : ''
+  out['RateLimit-Policy'] = `"${f.name}";q=${f.limit}${w}`
+  const t = Number.isFinite(f.resetMs) ? `;t=${seconds(f.resetMs)}` : ''
+  out['RateLimit'] = `"${f.name}";r=${Math.max(0, f.remaining)}${t}`
+}
+
+/** `Retry-After` in whole seconds (RFC 9110 §10.2.3), at least 1. */
+export function setRetryAfter(out: Record<string, string>, retryAfterMs: number): void {
+  if (Number.isFinite(retryAfterMs))
+    out['Retry-After'] = String(Math.max(1, Math.ceil(retryAfterMs / 1000)))
+}
+
+/** Credit figures of the current period, after this request's charge. */
+export interface UsageFigures {
+  used: number
+  limit: number
+  bypassed: boolean
+  provider: string | null
+}
+
+const num = (n: number) => (Number.isFinite(n) ? String(Math.round(n * 1e6) / 1e6) : 'unlimited')
+
+/** The usage family of `001_da102ff7c76ebfc9.txt`. */
+export function setUsageHeaders(out: Record<string, string>, f: UsageFigures): void {
+  out['X-Usage-Current'] = num(f.used)
+  out['X-Usage-Limit'] = num(f.limit)
+  out['X-Usage-Remaining'] = num(Math.max(0, f.limit - f.used))
+  out['X-Usage-Bypassed'] = f.bypassed ? 'true' : 'false'
+  if (f.provider) out['X-Provider-Used'] = f.provider
+}
+
+/** RFC 6750 §3: a 401 names the scheme, and the error when a token was presented. */
+export function wwwAuthenticate(keyPresented: boolean): string {
+  return keyPresented ? 'Bearer error="invalid_token"' : 'Bearer'
+}

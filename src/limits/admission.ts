@@ -1,0 +1,212 @@
+/**
+ * @module limits/admission
+ *
+ * Pipeline step 6: turns a key's limits, its account's plan and the route's cost into the
+ * checks handed to one atomic `counters.consume`, and turns a refusal into its denial.
+ *
+ * A key's templates are compiled once per cache fill (counter names and windows fixed), so a
+ * request only fills in its cost and hold id. Counter names start with `{<accountId>}` so on
+ * Redis Cluster every counter of an account lives in one slot.
+ */
+
+import type { ErrorCode } from '../errors.js'
+import type { Check, CheckResult, KeyRecord, RateLimit } from '../storage/types.js'
+
+const HOUR = 3_600_000
+const DAY = 24 * HOUR
+
+/** Rolling quota windows, each kept as 24 buckets: a refusal comes at most 1/24 window early. */
+export const QUOTA_WINDOWS = {
+  total: { windowMs: 0, bucketMs: 0 },
+  daily: { windowMs: DAY, bucketMs: HOUR },
+  weekly: { windowMs: 7 * DAY, bucketMs: 7 * HOUR },
+  monthly: { windowMs: 30 * DAY, bucketMs: 30 * HOUR },
+} as const
+
+export type QuotaName = keyof typeof QUOTA_WINDOWS
+
+/** What a check is, so a refusal maps to the right status and message. */
+export type CheckRole = 'quota' | 'key-rate' | 'plan-rate' | 'concurrency' | 'credits' | 'budget'
+
+/** A check with its per-request fields left open. */
+export interface CheckTemplate {
+  role: CheckRole
+  check: Check
+  /** Token-rate limits are checked for room at admission and counted at settle. */
+  tokens: boolean
+}
+
+/** `per-second`, `per-minute`, … for round windows; `per-<n>ms` otherwise. */
+export function windowName(windowMs: number): string {
+  switch (windowMs) {
+    case 1000:
+      return 'per-second'
+    case 60_000:
+      return 'per-minute'
+    case HOUR:
+      return 'per-hour'
+    case DAY:
+      return 'per-day'
+    default:
+      return windowMs % 1000 === 0 ? `per-${windowMs / 1000}s` : `per-${windowMs}ms`
+  }
+}
+
+function rateTemplate(prefix: string, role: CheckRole, r: RateLimit, i: number): CheckTemplate {
+  const tokens = r.unit === 'tokens'
+  return {
+    role,
+    tokens,
+    check: {
+      type: 'gcra',
+      key: `${prefix}:r${i}:${r.limit}/${r.windowMs}${tokens ? 't' : ''}`,
+      name: windowName(r.windowMs) + (tokens ? '-tokens' : ''),
+      limit: r.limit,
+      windowMs: r.windowMs,
+      cost: tokens ? 0 : 1,
+    },
+  }
+}
+
+/** Compiles a key's own limits (quotas, rate limits, concurrency, budget). */
+export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
+  const out: CheckTemplate[] = []
+  const p = `{${key.accountId}}:k:${key.id}`
+  const q = key.limits.quotas
+  if (q) {
+    for (const name of ['total', 'daily', 'weekly', 'monthly'] as const) {
+      const limit = q[name]
+      if (limit === undefined) continue
+      const w = QUOTA_WINDOWS[name]
+      out.push({
+        role: 'quota',
+        tokens: false,
+        check: {
+          type: 'window',
+          key: `${p}:q:${name}`,
+          name,
+          limit,
+          windowMs: w.windowMs,
+          bucketMs: w.bucketMs,
+          cost: 1,
+        },
+      })
+    }
+  }
+  key.limits.rateLimits?.forEach((r, i) => {
+    out.push(rateTemplate(p, 'key-rate', r, i))
+  })
+  if (key.limits.concurrency !== undefined) {
+    out.push({
+      role: 'concurrency',
+      tokens: false,
+      check: {
+        type: 'hold',
+        key: `${p}:c`,
+        name: 'concurrency',
+        limit: key.limits.concurrency,
+        amount: 1,
+        holdId: '',
+        ttlMs: 0,
+      },
+    })
+  }
+  if (key.limits.budget !== undefined) {
+    out.push({
+      role: 'budget',
+      tokens: false,
+      check: {
+        type: 'hold',
+        key: `${p}:b`,
+        name: 'budget',
+        limit: key.limits.budget,
+        amount: 0,
+        holdId: '',
+        ttlMs: 0,
+      },
+    })
+  }
+  return out
+}
+
+/** Compiles a plan's account-wide rate limits. */
+export function compilePlanLimits(
+  accountId: string,
+  tier: string,
+  limits: ReadonlyArray<RateLimit>,
+): CheckTemplate[] {
+  return limits.map((r, i) => rateTemplate(`{${accountId}}:p:${tier}`, 'plan-rate', r, i))
+}
+
+/** A filled-in check for this request. */
+export function instantiate(
+  t: CheckTemplate,
+  holdId: string,
+  credits: number,
+  ttlMs: number,
+): Check {
+  const c = t.check
+  if (c.type !== 'hold') return c
+  return { ...c, holdId, ttlMs, amount: t.role === 'concurrency' ? 1 : credits }
+}
+
+/** How a refused check is answered. */
+export interface Refusal {
+  status: number
+  code: ErrorCode
+  message: string
+  retryAfterMs: number
+}
+
+/**
+ * The denial for the first refused check. Quotas name themselves as in
+ * `002_2f2523503321cfc2.txt` ("Rate limit exceeded: quota daily"); plan limits say
+ * "exceeded the per-minute rate limit on your subscription".
+ */
+export function refusal(t: CheckTemplate, r: CheckResult, quotaStatus: number): Refusal {
+  const name = t.check.name
+  switch (t.role) {
+    case 'quota':
+      return {
+        status: quotaStatus,
+        code: 'quota_exceeded',
+        message: `Rate limit exceeded: quota ${name}`,
+        retryAfterMs: r.retryAfterMs,
+      }
+    case 'key-rate':
+      return {
+        status: 429,
+        code: 'rate_limited',
+        message: `Rate limit exceeded: ${name} rate limit of this key`,
+        retryAfterMs: r.retryAfterMs,
+      }
+    case 'plan-rate':
+      return {
+        status: 429,
+        code: 'rate_limited',
+        message: `exceeded the ${name} rate limit on your subscription`,
+        retryAfterMs: r.retryAfterMs,
+      }
+    case 'concurrency':
+      return {
+        status: 429,
+        code: 'concurrency_limited',
+        message: `Too many concurrent requests: at most ${r.limit} in flight for this key`,
+        retryAfterMs: 1000,
+      }
+    case 'credits':
+      return {
+        status: 402,
+        code: 'insufficient_credits',
+        message: 'Insufficient credits',
+        retryAfterMs: Infinity,
+      }
+    case 'budget':
+      return {
+        status: 402,
+        code: 'insufficient_credits',
+        message: 'Insufficient credits: key budget exhausted',
+        retryAfterMs: Infinity,
+      }
+  }
+}

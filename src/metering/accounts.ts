@@ -1,0 +1,267 @@
+/**
+ * @module metering/accounts
+ *
+ * Accounts: a tier (plan), a prepaid balance, carried-over credits, and a credit counter per
+ * period. The credit limit of a period is the plan's monthly credits plus the carryover plus
+ * the prepaid balance; the period's use is one hold counter (`{<account>}:credits:<YYYY-MM>`),
+ * so reservations of concurrent requests are counted atomically with every other limit.
+ *
+ * At the first request of a new period the account rolls over, once (compare-and-set on
+ * `periodStart`): credits used beyond the plan come out of the prepaid balance, and unused
+ * plan credits carry over for up to `carryoverMonths` months' worth.
+ */
+
+import { LRUCache } from 'lru-cache'
+import { InvalidRequestError, NotFoundError } from '../errors.js'
+import { type CheckTemplate, compilePlanLimits } from '../limits/admission.js'
+import type { Plan, ResolvedOptions } from '../options.js'
+import type { AccountRecord, Storage } from '../storage/types.js'
+import { nextPeriod, type Period, periodOf } from './periods.js'
+
+/** What admission needs of an account, cached for the key cache's TTL. */
+export interface AdmissionAccount {
+  record: AccountRecord
+  tier: string | null
+  plan: Plan | null
+  period: Period
+  creditKey: string
+  /** Plan credits + carryover + balance; Infinity when the plan has unlimited credits. */
+  creditLimit: number
+  planTemplates: CheckTemplate[]
+}
+
+/** An account as `tb.accounts` returns it. */
+export interface AccountView {
+  id: string
+  tier: string | null
+  tierDisplay: string | null
+  plan: Plan | null
+  tierExpiresAt: number | null
+  billingCustomerId: string | null
+  /** Prepaid credits (top-ups), beyond the plan's. */
+  balance: number
+  carryover: number
+  credits: { used: number; limit: number; remaining: number }
+  period: Period
+  metadata: Record<string, unknown>
+}
+
+export const creditKey = (accountId: string, period: Period) =>
+  `{${accountId}}:credits:${period.id}`
+
+const ACCOUNT_ID = /^[A-Za-z0-9._:@|-]{1,128}$/
+
+/** Throws a 400 unless `id` is 1-128 of `A-Za-z0-9._:@|-` (no braces: they are hash tags). */
+export function checkAccountId(id: unknown, field = 'accountId'): string {
+  if (typeof id !== 'string' || !ACCOUNT_ID.test(id)) {
+    throw new InvalidRequestError(
+      `Invalid request: ${field}: must be 1-128 of A-Z a-z 0-9 . _ : @ | -`,
+      [{ path: field, message: 'must be 1-128 of A-Z a-z 0-9 . _ : @ | -' }],
+    )
+  }
+  return id
+}
+
+export class AccountService {
+  private readonly cache: LRUCache<string, AdmissionAccount>
+  /** True when plans are configured: every admission then reads the account (plan limits). */
+  readonly hasPlans: boolean
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly options: ResolvedOptions,
+    private readonly now: () => number,
+  ) {
+    this.hasPlans = Object.keys(options.plans).length > 0
+    const ttl = options.cache === false ? 1 : options.cache.ttlMs
+    this.cache = new LRUCache({
+      max: options.cache === false ? 1 : options.cache.max,
+      ttl,
+      perf: { now },
+    })
+  }
+
+  /** The tier in force: the record's, unless it expired or is unknown, then the default. */
+  effectiveTier(record: AccountRecord, now: number): string | null {
+    const t = record.tier
+    if (
+      t !== null &&
+      t in this.options.plans &&
+      (record.tierExpiresAt === null || record.tierExpiresAt > now)
+    )
+      return t
+    return this.options.defaultTier
+  }
+
+  planOf(tier: string | null): Plan | null {
+    return tier === null ? null : (this.options.plans[tier] ?? null)
+  }
+
+  creditLimit(record: AccountRecord, plan: Plan | null): number {
+    const monthly = plan ? plan.monthlyCredits : null
+    return (monthly === null ? Infinity : monthly) + record.carryover + record.balance
+  }
+
+  defaults(id: string, now: number): AccountRecord {
+    return {
+      id,
+      tier: null,
+      balance: 0,
+      carryover: 0,
+      periodStart: periodOf(now).start,
+      tierExpiresAt: null,
+      billingCustomerId: null,
+      metadata: {},
+    }
+  }
+
+  async ensure(id: string): Promise<AccountRecord> {
+    return this.storage.accounts.ensure(this.defaults(id, this.now()))
+  }
+
+  /** The account for admission at `now`, rolled over into the current period if needed. */
+  async forAdmission(id: string, now: number): Promise<AdmissionAccount> {
+    const cached = this.cache.get(id)
+    const period = periodOf(now)
+    if (cached && cached.period.start === period.start) return cached
+    let record = (await this.storage.accounts.get(id)) ?? (await this.ensure(id))
+    if (record.periodStart < period.start) record = await this.rollover(record, period)
+    const tier = this.effectiveTier(record, now)
+    const plan = this.planOf(tier)
+    const a: AdmissionAccount = {
+      record,
+      tier,
+      plan,
+      period,
+      creditKey: creditKey(id, period),
+      creditLimit: this.creditLimit(record, plan),
+      planTemplates: plan && tier ? compilePlanLimits(id, tier, plan.rateLimits) : [],
+    }
+    this.cache.set(id, a)
+    return a
+  }
+
+  /**
+   * Closes every period from the record's up to `current`, once across instances: the
+   * compare-and-set on `periodStart` lets exactly one caller apply it.
+   */
+  private async rollover(record: AccountRecord, current: Period): Promise<AccountRecord> {
+    let p = periodOf(record.periodStart)
+    let carryover = record.carryover
+    let fromBalance = 0
+    let balance = record.balance
+    for (let i = 0; p.start < current.start && i < 240; i++) {
+      const plan = this.planOf(this.effectiveTier(record, p.start))
+      const monthly = plan?.monthlyCredits ?? null
+      const used = i === 0 ? await this.storage.counters.held(creditKey(record.id, p), p.end) : 0
+      if (monthly === null) {
+        carryover = 0
+      } else {
+        const planPart = monthly + carryover
+        const beyond = Math.max(0, used - planPart)
+        const spent = Math.min(beyond, balance)
+        fromBalance += spent
+        balance -= spent
+        const unused = Math.max(0, planPart - used)
+        carryover =
+          plan && plan.carryoverMonths > 0 ? Math.min(unused, monthly * plan.carryoverMonths) : 0
+      }
+      p = nextPeriod(p)
+    }
+    const updated = await this.storage.accounts.update(
+      record.id,
+      { carryover, periodStart: current.start },
+      record.periodStart,
+    )
+    if (!updated) return (await this.storage.accounts.get(record.id)) ?? record
+    if (fromBalance > 0)
+      return (await this.storage.accounts.addBalance(record.id, -fromBalance)) ?? updated
+    return updated
+  }
+
+  invalidate(id: string): void {
+    this.cache.delete(id)
+  }
+
+  // ---- the public surface, `tb.accounts` ----
+
+  /** The account with its credit figures for the current period, or for the period `month`. */
+  async get(id: string, period?: Period): Promise<AccountView> {
+    checkAccountId(id)
+    const now = this.now()
+    const a = await this.forAdmission(id, now)
+    const p = period ?? a.period
+    const used = await this.storage.counters.held(
+      creditKey(id, p),
+      p.start === a.period.start ? now : p.end,
+    )
+    const limit =
+      p.start === a.period.start
+        ? a.creditLimit
+        : this.creditLimit({ ...a.record, carryover: 0, balance: 0 }, a.plan)
+    return {
+      id,
+      tier: a.tier,
+      tierDisplay: a.plan?.display ?? a.tier,
+      plan: a.plan,
+      tierExpiresAt: a.record.tierExpiresAt,
+      billingCustomerId: a.record.billingCustomerId,
+      balance: a.record.balance,
+      carryover: a.record.carryover,
+      credits: { used, limit, remaining: Math.max(0, limit - used) },
+      period: p,
+      metadata: a.record.metadata,
+    }
+  }
+
+  /** Sets the account's tier (a key of `options.plans`, or null for the default). */
+  async setTier(
+    id: string,
+    tier: string | null,
+    options: { expiresAt?: number | null } = {},
+  ): Promise<AccountView> {
+    checkAccountId(id)
+    if (tier !== null && !(tier in this.options.plans)) {
+      throw new InvalidRequestError(`Invalid request: tier: unknown tier "${tier}"`, [
+        {
+          path: 'tier',
+          message: `must be one of ${Object.keys(this.options.plans).join(', ') || '(no plans configured)'}`,
+        },
+      ])
+    }
+    await this.ensure(id)
+    await this.storage.accounts.update(id, {
+      tier,
+      ...(options.expiresAt !== undefined ? { tierExpiresAt: options.expiresAt } : {}),
+    })
+    this.invalidate(id)
+    return this.get(id)
+  }
+
+  /** Adds prepaid credits (a top-up); `amount` must be a finite number > 0. */
+  async addCredits(id: string, amount: number): Promise<AccountView> {
+    checkAccountId(id)
+    if (typeof amount !== 'number' || !Number.isFinite(amount) || amount <= 0) {
+      throw new InvalidRequestError('Invalid request: amount: must be a finite number > 0', [
+        { path: 'amount', message: 'must be a finite number > 0' },
+      ])
+    }
+    await this.ensure(id)
+    const r = await this.storage.accounts.addBalance(id, amount)
+    if (!r) throw new NotFoundError('Account not found')
+    this.invalidate(id)
+    return this.get(id)
+  }
+
+  /** Sets fields billing providers manage: customer id, metadata. */
+  async patch(
+    id: string,
+    patch: { billingCustomerId?: string | null; metadata?: Record<string, unknown> },
+  ): Promise<AccountView> {
+    checkAccountId(id)
+    await this.ensure(id)
+    await this.storage.accounts.update(id, patch)
+    this.invalidate(id)
+    return this.get(id)
+  }
+}

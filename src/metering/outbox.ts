@@ -1,0 +1,88 @@
+/**
+ * @module metering/outbox
+ *
+ * The usage out-box: settle() never writes to durable storage itself. Usage events and
+ * `lastUsedAt` times are queued here and written in batches: every `flushIntervalMs`, when
+ * `maxBatch` events are waiting, and by `tb.close()`. A failed write is kept and retried at
+ * the next flush (events are idempotent by id, so a retry never counts twice).
+ */
+
+import type { Storage, UsageEvent } from '../storage/types.js'
+
+export interface Outbox {
+  push(event: UsageEvent): void
+  touch(keyId: string, at: number): void
+  /** Writes everything queued; resolves when written (or rejects, keeping it queued). */
+  flush(): Promise<void>
+  /** Flushes and stops the timer. */
+  close(): Promise<void>
+  /** Events waiting to be written. */
+  readonly pending: number
+}
+
+export function createOutbox(
+  storage: Storage,
+  options: { flushIntervalMs: number; maxBatch: number },
+  onError: (err: unknown) => void,
+  afterFlush?: (events: ReadonlyArray<UsageEvent>) => void,
+): Outbox {
+  let events: UsageEvent[] = []
+  let touches = new Map<string, number>()
+  let running: Promise<void> | null = null
+  let timer: ReturnType<typeof setInterval> | null = null
+
+  const write = async () => {
+    while (events.length > 0 || touches.size > 0) {
+      const batch = events.splice(0, options.maxBatch)
+      const t = touches
+      touches = new Map()
+      try {
+        if (batch.length) await storage.usage.record(batch)
+        if (t.size) await storage.keys.touch([...t].map(([id, lastUsedAt]) => ({ id, lastUsedAt })))
+        if (batch.length) afterFlush?.(batch)
+      } catch (err) {
+        events = batch.concat(events)
+        for (const [id, at] of t) if ((touches.get(id) ?? 0) < at) touches.set(id, at)
+        throw err
+      }
+    }
+  }
+
+  const flush = (): Promise<void> => {
+    if (running) return running.then(() => (events.length || touches.size ? flush() : undefined))
+    running = write().finally(() => {
+      running = null
+    })
+    return running
+  }
+
+  const ensureTimer = () => {
+    if (timer) return
+    timer = setInterval(() => {
+      if (events.length || touches.size) flush().catch(onError)
+    }, options.flushIntervalMs)
+    // Do not keep a process alive just to flush; close() flushes what is left.
+    ;(timer as { unref?: () => void }).unref?.()
+  }
+
+  return {
+    push(event) {
+      events.push(event)
+      ensureTimer()
+      if (events.length >= options.maxBatch && !running) flush().catch(onError)
+    },
+    touch(keyId, at) {
+      touches.set(keyId, at)
+      ensureTimer()
+    },
+    flush,
+    async close() {
+      if (timer) clearInterval(timer)
+      timer = null
+      await flush()
+    },
+    get pending() {
+      return events.length
+    },
+  }
+}

@@ -1,0 +1,278 @@
+/**
+ * @module options
+ *
+ * Every option of tollbooth and its default, in one zod schema per object. A bad or unknown
+ * option throws a {@link ConfigError} naming each bad path and what was expected; a bad value
+ * is never coerced to the default.
+ */
+
+import { z } from 'zod'
+import type { Clock } from './clock.js'
+import { ConfigError, type InvalidField, InvalidRequestError } from './errors.js'
+import { DEFAULT_HEADER_FAMILIES, type HeaderFamilies } from './headers.js'
+import { PREFIX_PATTERN } from './keys/format.js'
+import type { KeySource, TollboothRequest } from './request.js'
+import type { Storage } from './storage/types.js'
+
+const posInt = z.number().int().positive().max(Number.MAX_SAFE_INTEGER)
+const nonNeg = z.number().nonnegative().finite()
+const msInt = z.number().int().nonnegative()
+
+/** Key limits, shared by `keys.create`, `keys.update` and the management API. */
+export const limitsSchema = z
+  .object({
+    quotas: z
+      .object({
+        total: posInt.optional(),
+        daily: posInt.optional(),
+        weekly: posInt.optional(),
+        monthly: posInt.optional(),
+      })
+      .strict()
+      .optional(),
+    rateLimits: z
+      .array(
+        z
+          .object({
+            limit: posInt,
+            windowMs: posInt,
+            unit: z.enum(['requests', 'tokens']).optional(),
+          })
+          .strict(),
+      )
+      .max(8)
+      .optional(),
+    concurrency: posInt.optional(),
+    budget: nonNeg.optional(),
+    timeBlocks: z
+      .array(
+        z
+          .object({ start: msInt, end: msInt })
+          .strict()
+          .refine((b) => b.end > b.start, { message: 'end must be after start', path: ['end'] }),
+      )
+      .max(1000)
+      .optional(),
+  })
+  .strict()
+
+const planSchema = z
+  .object({
+    /** Shown to people, e.g. "Pro ($99/mo)". */
+    display: z.string().min(1).max(100).optional(),
+    /** Credits granted each period; null: unlimited. */
+    monthlyCredits: nonNeg.nullable().default(null),
+    /** Price per credit beyond the plan's credits (informational, reported to billing). */
+    overageRate: nonNeg.default(0),
+    /** When true, requests beyond the credits are served and recorded as overage, not refused. */
+    allowOverage: z.boolean().default(false),
+    /** How many months of unused credits carry into the next period (0: none). */
+    carryoverMonths: z.number().int().min(0).max(120).default(0),
+    /** Rate limits across all of an account's keys. */
+    rateLimits: z
+      .array(
+        z
+          .object({
+            limit: posInt,
+            windowMs: posInt,
+            unit: z.enum(['requests', 'tokens']).optional(),
+          })
+          .strict(),
+      )
+      .max(8)
+      .default([]),
+  })
+  .strict()
+
+export type Plan = z.output<typeof planSchema>
+
+const fn = <T>(name: string) =>
+  z.custom<T>((v) => typeof v === 'function', { message: `${name} must be a function` })
+
+const keySource = z.union([
+  z.enum(['bearer', 'x-api-key']),
+  fn<(r: TollboothRequest) => string | undefined>('key source'),
+])
+
+const headerFamilies = z
+  .object({ requestId: z.boolean(), rateLimit: z.boolean(), ietf: z.boolean(), usage: z.boolean() })
+  .partial()
+  .strict()
+
+const prefix = z.string().regex(PREFIX_PATTERN, 'must be 1-32 of A-Z a-z 0-9 _')
+
+export const optionsSchema = z
+  .object({
+    /** At least 32 characters; derives the key-hash and sealing keys. Rotating it invalidates every key. */
+    secret: z.string().min(32, 'must be at least 32 characters (e.g. `openssl rand -base64 32`)'),
+    prefixes: z
+      .object({ consumption: prefix.default('sk_live_'), management: prefix.default('mk_live_') })
+      .strict()
+      .default({ consumption: 'sk_live_', management: 'mk_live_' })
+      .refine(
+        (p) => !p.consumption.startsWith(p.management) && !p.management.startsWith(p.consumption),
+        {
+          message: 'consumption and management prefixes must not be prefixes of each other',
+        },
+      ),
+    storage: z
+      .custom<Storage>(
+        (v) =>
+          typeof v === 'object' &&
+          v !== null &&
+          ['keys', 'counters', 'usage', 'accounts', 'secrets'].every((k) => k in v),
+        {
+          message:
+            'must be a Storage (keys, counters, usage, accounts, secrets), e.g. memoryStorage()',
+        },
+      )
+      .optional(),
+    clock: z
+      .custom<Clock>((v) => typeof (v as Clock)?.now === 'function', {
+        message: 'must have now(): number',
+      })
+      .optional(),
+    cache: z
+      .union([
+        z.literal(false),
+        z
+          .object({
+            ttlMs: posInt.default(30_000),
+            negativeTtlMs: posInt.default(5_000),
+            max: posInt.default(10_000),
+          })
+          .strict(),
+      ])
+      .default({ ttlMs: 30_000, negativeTtlMs: 5_000, max: 10_000 }),
+    keySources: z.array(keySource).min(1).default(['bearer', 'x-api-key']),
+    headers: headerFamilies.default({}),
+    /** Status for a reached rolling quota: 429 by default; 401 as in `002_2f2523503321cfc2.txt`. */
+    quotaStatus: z.union([z.literal(401), z.literal(403), z.literal(429)]).default(429),
+    failedAuth: z
+      .union([
+        z.literal(false),
+        z
+          .object({
+            limit: posInt.default(20),
+            windowMs: posInt.default(60_000),
+            blockMs: posInt.default(15 * 60_000),
+          })
+          .strict(),
+      ])
+      .default({ limit: 20, windowMs: 60_000, blockMs: 15 * 60_000 }),
+    /** A bound on every hot-path storage call; then fail closed (503) or open. */
+    storageTimeoutMs: posInt.default(2_000),
+    failOpen: z.boolean().default(false),
+    plans: z.record(z.string().min(1).max(64), planSchema).default({}),
+    defaultTier: z.string().min(1).max(64).nullable().default(null),
+    /** Credit holds that are never settled expire after this long. */
+    reservationTtlMs: posInt.default(5 * 60_000),
+    /** Concurrency leases of requests that never settle expire after this long. */
+    leaseTtlMs: posInt.default(5 * 60_000),
+    providers: z
+      .record(
+        z.string().regex(/^[a-z0-9-]{1,64}$/, 'provider ids are lowercase'),
+        z.string().regex(/^[A-Za-z0-9-]{1,128}$/),
+      )
+      .optional(),
+    /** Provider id -> a function that checks a stored provider key (for `providerKeys.verify`). */
+    verifiers: z
+      .record(z.string(), fn<(apiKey: string) => Promise<boolean> | boolean>('verifier'))
+      .default({}),
+    usage: z
+      .object({
+        flushIntervalMs: posInt.default(1_000),
+        maxBatch: posInt.default(500),
+        /** Request logs older than this are pruned (default 30 days). */
+        retentionMs: posInt.default(30 * 86_400_000),
+      })
+      .strict()
+      .default({ flushIntervalMs: 1_000, maxBatch: 500, retentionMs: 30 * 86_400_000 }),
+    /** Called with errors that happen off the request path (flush failures); secrets never included. */
+    onError: fn<(err: unknown) => void>('onError').optional(),
+  })
+  .strict()
+
+export type TollboothOptions = z.input<typeof optionsSchema>
+export type ResolvedOptions = z.output<typeof optionsSchema> & { headers: HeaderFamilies }
+
+function issuesOf(error: z.ZodError): InvalidField[] {
+  return error.issues.map((i) => ({
+    path: i.path.map(String).join('.') || '(root)',
+    message: describe(i),
+  }))
+}
+
+function describe(i: z.core.$ZodIssue): string {
+  if (i.code === 'unrecognized_keys')
+    return `unknown option(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`
+  return i.message
+}
+
+/** Parses options for a config object, throwing a {@link ConfigError} that names every bad path. */
+export function parseConfig<S extends z.ZodType>(
+  schema: S,
+  value: unknown,
+  what: string,
+): z.output<S> {
+  const r = schema.safeParse(value)
+  if (r.success) return r.data
+  const lines = issuesOf(r.error).map(
+    (i) => `${what}${i.path === '(root)' ? '' : `.${i.path}`}: ${i.message}`,
+  )
+  throw new ConfigError(`Invalid ${what}: ${lines.join('; ')}`)
+}
+
+/** Parses request input, throwing an {@link InvalidRequestError} (400) that names every bad field. */
+export function parseInput<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
+  const r = schema.safeParse(value)
+  if (r.success) return r.data
+  const issues = issuesOf(r.error)
+  throw new InvalidRequestError(
+    `Invalid request: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`,
+    issues,
+  )
+}
+
+export function resolveOptions(options: unknown): ResolvedOptions {
+  const o = parseConfig(optionsSchema, options, 'options')
+  if (o.defaultTier !== null && !(o.defaultTier in o.plans)) {
+    throw new ConfigError(
+      `Invalid options: options.defaultTier: "${o.defaultTier}" is not a key of options.plans`,
+    )
+  }
+  return { ...o, headers: { ...DEFAULT_HEADER_FAMILIES, ...o.headers } }
+}
+
+/** Per-route options, the same in the Hono, Express and Fastify adapters. */
+export const routeOptionsSchema = z
+  .object({
+    /** The key kind this route takes. Default `consumption`. */
+    kind: z.enum(['consumption', 'management']).default('consumption'),
+    /** Scopes the key must all have. */
+    scopes: z.array(z.string().min(1).max(128)).default([]),
+    /** Credits held at admission and charged at settle: a number or a function of the request. */
+    cost: z.union([nonNeg, fn<(r: TollboothRequest) => number>('cost')]).optional(),
+    /** Usage category of the route (e.g. `tts`); a handler may override it. */
+    category: z.string().min(1).max(64).optional(),
+    keySources: z.array(keySource).min(1).optional(),
+    headers: headerFamilies.optional(),
+    quotaStatus: z.union([z.literal(401), z.literal(403), z.literal(429)]).optional(),
+    /** Whether a response is billed; default: status < 400. */
+    chargeWhen: fn<(status: number) => boolean>('chargeWhen').optional(),
+    /** Reads BYOK provider keys from `X-Provider-Key-*` headers (all providers, or these). */
+    byok: z.union([z.boolean(), z.array(z.string().min(1))]).default(false),
+  })
+  .strict()
+
+export type RouteOptions = z.input<typeof routeOptionsSchema>
+export type ResolvedRoute = Omit<
+  z.output<typeof routeOptionsSchema>,
+  'headers' | 'keySources' | 'quotaStatus' | 'byok'
+> & {
+  headers: HeaderFamilies
+  keySources: KeySource[]
+  quotaStatus: 401 | 403 | 429
+  /** [provider id, lowercase header name] pairs read on this route. */
+  byok: Array<[string, string]>
+}

@@ -1,0 +1,432 @@
+/**
+ * @module storage/memory
+ *
+ * The embedded default storage: everything in this process's memory, lost on exit. Right for
+ * tests, demos and a single instance; several instances need `tollbooth/redis` or
+ * `tollbooth/postgres`, since each process would count on its own.
+ *
+ * Counters run the `limits/` algorithms synchronously, so every `consume` is atomic by
+ * construction (JavaScript runs it to completion). Idle counters are swept, so memory stays
+ * proportional to the keys active within their longest window.
+ */
+
+import { type GcraState, gcra, gcraAdd, gcraIdle } from '../limits/gcra.js'
+import { type HoldState, hold, holdIdle, release } from '../limits/hold.js'
+import { rollingWindow, type WindowState, windowAdd } from '../limits/rolling-window.js'
+import type {
+  AccountRecord,
+  AccountStore,
+  Check,
+  CheckResult,
+  ConsumeResult,
+  CounterStore,
+  KeyRecord,
+  KeyStore,
+  Page,
+  ProviderKeyRecord,
+  SecretStore,
+  SettleOp,
+  Storage,
+  UsageEvent,
+  UsageStore,
+  UsageSummary,
+} from './types.js'
+
+const clone = <T>(v: T): T => structuredClone(v)
+
+/** Sweep idle counters after this many operations. */
+const SWEEP_EVERY = 10_000
+
+function memoryKeys(): KeyStore {
+  const byId = new Map<string, KeyRecord>()
+  const byHash = new Map<string, string>()
+  const byAccount = new Map<string, Set<string>>()
+  const insert = (k: KeyRecord) => {
+    if (byId.has(k.id) || byHash.has(k.hash)) throw new Error('duplicate key id or hash')
+    byId.set(k.id, clone(k))
+    byHash.set(k.hash, k.id)
+    const set = byAccount.get(k.accountId) ?? new Set<string>()
+    byAccount.set(k.accountId, set)
+    set.add(k.id)
+  }
+  return {
+    async insert(k) {
+      insert(k)
+    },
+    async get(id) {
+      const k = byId.get(id)
+      return k ? clone(k) : null
+    },
+    async getByHash(hash) {
+      const id = byHash.get(hash)
+      const k = id === undefined ? undefined : byId.get(id)
+      return k ? clone(k) : null
+    },
+    async list(accountId, { limit, cursor, kind, includeRevoked }) {
+      const ids = [...(byAccount.get(accountId) ?? [])].sort().reverse()
+      const data: KeyRecord[] = []
+      let nextCursor: string | null = null
+      for (const id of ids) {
+        if (cursor && id >= cursor) continue
+        const k = byId.get(id)!
+        if (kind && k.kind !== kind) continue
+        if (!includeRevoked && k.revokedAt !== null) continue
+        if (data.length === limit) {
+          nextCursor = data[data.length - 1]!.id
+          break
+        }
+        data.push(clone(k))
+      }
+      return { data, nextCursor }
+    },
+    async update(id, patch) {
+      const k = byId.get(id)
+      if (!k) return null
+      Object.assign(k, clone(patch))
+      return clone(k)
+    },
+    async rotate(oldId, patch, next) {
+      const k = byId.get(oldId)
+      if (!k) return null
+      insert(next)
+      Object.assign(k, clone(patch))
+      return clone(k)
+    },
+    async delete(id) {
+      const k = byId.get(id)
+      if (!k) return false
+      byId.delete(id)
+      byHash.delete(k.hash)
+      byAccount.get(k.accountId)?.delete(id)
+      return true
+    },
+    async touch(updates) {
+      for (const { id, lastUsedAt } of updates) {
+        const k = byId.get(id)
+        if (k && (k.lastUsedAt === null || k.lastUsedAt < lastUsedAt)) k.lastUsedAt = lastUsedAt
+      }
+    },
+  }
+}
+
+type Counter =
+  | { type: 'window'; state: WindowState; windowMs: number; bucketMs: number }
+  | { type: 'gcra'; state: GcraState; limit: number; windowMs: number }
+  | { type: 'hold'; state: HoldState }
+
+function idle(c: Counter, now: number): boolean {
+  switch (c.type) {
+    case 'window':
+      return (
+        c.windowMs !== 0 &&
+        (c.state.idx.length === 0 ||
+          c.state.idx[c.state.idx.length - 1]! <
+            Math.floor(now / c.bucketMs) - Math.ceil(c.windowMs / c.bucketMs))
+      )
+    case 'gcra':
+      return gcraIdle(c.state, now, c.limit, c.windowMs)
+    case 'hold':
+      return holdIdle(c.state, now)
+  }
+}
+
+/** Evaluates one check against a counter without storing anything. */
+function evaluate(
+  check: Check,
+  c: Counter | undefined,
+  now: number,
+): { result: CheckResult; next: Counter } {
+  switch (check.type) {
+    case 'window': {
+      const v = rollingWindow(
+        c?.type === 'window' ? c.state : undefined,
+        now,
+        check.limit,
+        check.windowMs,
+        check.bucketMs,
+        check.cost,
+      )
+      return {
+        result: {
+          allowed: v.allowed,
+          limit: check.limit,
+          used: v.used,
+          remaining: v.remaining,
+          resetMs: v.resetMs,
+          retryAfterMs: v.retryAfterMs,
+        },
+        next: {
+          type: 'window',
+          state: v.state,
+          windowMs: check.windowMs,
+          bucketMs: check.bucketMs,
+        },
+      }
+    }
+    case 'gcra': {
+      const v = gcra(
+        c?.type === 'gcra' ? c.state : undefined,
+        now,
+        check.limit,
+        check.windowMs,
+        check.cost,
+      )
+      return {
+        result: {
+          allowed: v.allowed,
+          limit: check.limit,
+          used: check.limit - v.remaining,
+          remaining: v.remaining,
+          resetMs: v.resetMs,
+          retryAfterMs: v.retryAfterMs,
+        },
+        next: { type: 'gcra', state: v.state, limit: check.limit, windowMs: check.windowMs },
+      }
+    }
+    case 'hold': {
+      const v = hold(
+        c?.type === 'hold' ? c.state : undefined,
+        now,
+        check.limit,
+        check.amount,
+        check.holdId,
+        check.ttlMs,
+      )
+      return {
+        result: {
+          allowed: v.allowed,
+          limit: check.limit,
+          used: v.used,
+          remaining: v.remaining,
+          resetMs: 0,
+          retryAfterMs: v.allowed ? 0 : 1000,
+        },
+        next: { type: 'hold', state: v.state },
+      }
+    }
+  }
+}
+
+function memoryCounters(): CounterStore {
+  const counters = new Map<string, Counter>()
+  let ops = 0
+  const sweep = (now: number) => {
+    if (++ops < SWEEP_EVERY) return
+    ops = 0
+    for (const [k, c] of counters) if (idle(c, now)) counters.delete(k)
+  }
+  return {
+    async consume(checks, now): Promise<ConsumeResult> {
+      sweep(now)
+      const results: CheckResult[] = []
+      const next: Counter[] = []
+      let allowed = true
+      for (const check of checks) {
+        const e = evaluate(check, counters.get(check.key), now)
+        results.push(e.result)
+        next.push(e.next)
+        if (!e.result.allowed) allowed = false
+      }
+      if (allowed) for (let i = 0; i < checks.length; i++) counters.set(checks[i]!.key, next[i]!)
+      return { allowed, results }
+    },
+    async settle(ops: ReadonlyArray<SettleOp>, now) {
+      for (const op of ops) {
+        if (op.type === 'release') {
+          const c = counters.get(op.key)
+          counters.set(op.key, {
+            type: 'hold',
+            state: release(c?.type === 'hold' ? c.state : undefined, now, op.holdId, op.charge),
+          })
+        } else if (op.check.type === 'window') {
+          const { key, windowMs, bucketMs, cost } = op.check
+          const c = counters.get(key)
+          counters.set(key, {
+            type: 'window',
+            state: windowAdd(
+              c?.type === 'window' ? c.state : undefined,
+              now,
+              windowMs,
+              bucketMs,
+              cost,
+            ),
+            windowMs,
+            bucketMs,
+          })
+        } else {
+          const { key, limit, windowMs, cost } = op.check
+          const c = counters.get(key)
+          counters.set(key, {
+            type: 'gcra',
+            state: gcraAdd(c?.type === 'gcra' ? c.state : undefined, now, limit, windowMs, cost),
+            limit,
+            windowMs,
+          })
+        }
+      }
+    },
+    async held(key, now) {
+      const c = counters.get(key)
+      if (c?.type !== 'hold') return 0
+      let total = c.state.used
+      for (const id in c.state.holds) {
+        const h = c.state.holds[id]!
+        if (h[1] > now) total += h[0]
+      }
+      return total
+    },
+  }
+}
+
+function memoryUsage(): UsageStore {
+  const byId = new Map<string, UsageEvent>()
+  const byKey = new Map<string, UsageEvent[]>()
+  const byAccount = new Map<string, UsageEvent[]>()
+  const push = (m: Map<string, UsageEvent[]>, k: string, e: UsageEvent) => {
+    const list = m.get(k)
+    if (list) list.push(e)
+    else m.set(k, [e])
+  }
+  const newestFirst = (a: UsageEvent, b: UsageEvent) =>
+    b.time - a.time || (b.id < a.id ? -1 : b.id > a.id ? 1 : 0)
+  return {
+    async record(events) {
+      for (const e of events) {
+        if (byId.has(e.id)) continue
+        const copy = clone(e)
+        byId.set(e.id, copy)
+        push(byKey, e.keyId, copy)
+        push(byAccount, e.accountId, copy)
+      }
+    },
+    async summarize(accountId, from, to): Promise<UsageSummary> {
+      const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+      for (const e of byAccount.get(accountId) ?? []) {
+        if (e.time < from || e.time >= to) continue
+        out.requests++
+        out.units += e.units
+        const cat = e.category ?? 'uncategorized'
+        const c = out.byCategory[cat] ?? { requests: 0, units: 0 }
+        out.byCategory[cat] = c
+        c.requests++
+        c.units += e.units
+      }
+      return out
+    },
+    async logs(keyId, { limit, cursor }): Promise<Page<UsageEvent>> {
+      const all = (byKey.get(keyId) ?? []).slice().sort(newestFirst)
+      let start = 0
+      if (cursor) {
+        const [t, id] = decodeLogCursor(cursor)
+        while (
+          start < all.length &&
+          (all[start]!.time > t || (all[start]!.time === t && all[start]!.id >= id))
+        )
+          start++
+      }
+      const data = all.slice(start, start + limit).map(clone)
+      const last = data[data.length - 1]
+      const nextCursor = start + limit < all.length && last ? encodeLogCursor(last) : null
+      return { data, nextCursor }
+    },
+    async prune(before) {
+      let n = 0
+      for (const [id, e] of byId) {
+        if (e.time >= before) continue
+        byId.delete(id)
+        n++
+      }
+      if (n > 0) {
+        for (const m of [byKey, byAccount]) {
+          for (const [k, list] of m) {
+            const kept = list.filter((e) => e.time >= before)
+            if (kept.length) m.set(k, kept)
+            else m.delete(k)
+          }
+        }
+      }
+      return n
+    },
+  }
+}
+
+/** The cursor of a log page: the last event's time and id. Opaque to API clients. */
+export function encodeLogCursor(e: Pick<UsageEvent, 'time' | 'id'>): string {
+  return `${e.time}.${e.id}`
+}
+
+export function decodeLogCursor(cursor: string): [number, string] {
+  const dot = cursor.indexOf('.')
+  return [Number(cursor.slice(0, dot)), cursor.slice(dot + 1)]
+}
+
+function memoryAccounts(): AccountStore {
+  const byId = new Map<string, AccountRecord>()
+  return {
+    async get(id) {
+      const a = byId.get(id)
+      return a ? clone(a) : null
+    },
+    async ensure(defaults) {
+      const a = byId.get(defaults.id) ?? clone(defaults)
+      byId.set(defaults.id, a)
+      return clone(a)
+    },
+    async update(id, patch, ifPeriodStart) {
+      const a = byId.get(id)
+      if (!a || (ifPeriodStart !== undefined && a.periodStart !== ifPeriodStart)) return null
+      Object.assign(a, clone(patch))
+      return clone(a)
+    },
+    async addBalance(id, amount) {
+      const a = byId.get(id)
+      if (!a) return null
+      a.balance += amount
+      return clone(a)
+    },
+  }
+}
+
+function memorySecrets(): SecretStore {
+  const byAccount = new Map<string, Map<string, ProviderKeyRecord>>()
+  return {
+    async put(r) {
+      const m = byAccount.get(r.accountId) ?? new Map<string, ProviderKeyRecord>()
+      byAccount.set(r.accountId, m)
+      m.set(r.provider, clone(r))
+    },
+    async get(accountId, provider) {
+      const r = byAccount.get(accountId)?.get(provider)
+      return r ? clone(r) : null
+    },
+    async list(accountId) {
+      return [...(byAccount.get(accountId)?.values() ?? [])]
+        .sort((a, b) => (a.provider < b.provider ? -1 : 1))
+        .map(clone)
+    },
+    async delete(accountId, provider) {
+      return byAccount.get(accountId)?.delete(provider) ?? false
+    },
+  }
+}
+
+/**
+ * Storage in this process's memory: the default of `createTollbooth()`.
+ *
+ * @returns a fresh, empty {@link Storage}; give the same value to two tollbooth instances
+ *   only if they must share counters.
+ * @example
+ * ```ts
+ * const tb = createTollbooth({ secret, storage: memoryStorage() })
+ * ```
+ */
+export function memoryStorage(): Storage {
+  return {
+    keys: memoryKeys(),
+    counters: memoryCounters(),
+    usage: memoryUsage(),
+    accounts: memoryAccounts(),
+    secrets: memorySecrets(),
+    local: true,
+  }
+}

@@ -1,0 +1,340 @@
+/**
+ * @module storage/types
+ *
+ * The contract between tollbooth and a storage backend. A backend is one {@link Storage}
+ * value made of five small stores; `memoryStorage()`, `redisStorage()` and `postgresStorage()`
+ * implement it, and `describeStorageConformance()` from `tollbooth/testing` checks a user's
+ * own. Every time is milliseconds since the Unix epoch; every amount is a plain number of the
+ * limit's units (requests, tokens or credits). `docs/storage.md` states the same in MUST/MAY
+ * words.
+ *
+ * Every method may reject; tollbooth bounds each hot-path call with a timeout and answers
+ * 503 `storage_unavailable` (or lets the request through, with `failOpen`).
+ */
+
+import type { GcraState } from '../limits/gcra.js'
+import type { HoldState } from '../limits/hold.js'
+import type { WindowState } from '../limits/rolling-window.js'
+
+export type { GcraState, HoldState, WindowState }
+
+/** `consumption` keys call the product's routes; `management` keys call the management API. */
+export type KeyKind = 'consumption' | 'management'
+
+/** A rate limit: `limit` units per `windowMs`, enforced with GCRA. */
+export interface RateLimit {
+  limit: number
+  windowMs: number
+  /** What one unit is: a request (counted at admission) or a token (counted at settle). */
+  unit?: 'requests' | 'tokens'
+}
+
+/** Rolling request quotas; each optional. `total` is all-time. */
+export interface Quotas {
+  total?: number
+  daily?: number
+  weekly?: number
+  monthly?: number
+}
+
+/** A reserved interval in which a key may be used (`[start, end)`, ms since the epoch). */
+export interface TimeBlock {
+  start: number
+  end: number
+}
+
+/** Every limit a key can carry. Absent fields mean no limit. */
+export interface KeyLimits {
+  quotas?: Quotas
+  rateLimits?: RateLimit[]
+  /** Requests in flight at once. */
+  concurrency?: number
+  /** A credit budget of this key alone (all-time), beside the account's balance. */
+  budget?: number
+  /** Reserved intervals: outside all of them the key is refused (403). */
+  timeBlocks?: TimeBlock[]
+}
+
+/** A key as stored. Holds the hash, never the plaintext. */
+export interface KeyRecord {
+  /** `key_…`, sortable by creation time. */
+  id: string
+  /** Hex HMAC-SHA-256 of the plaintext under the instance secret: unique. */
+  hash: string
+  /** The prefix and first 4 random characters, for display. */
+  start: string
+  name: string
+  accountId: string
+  kind: KeyKind
+  category: string | null
+  scopes: string[]
+  metadata: Record<string, unknown>
+  active: boolean
+  createdAt: number
+  expiresAt: number | null
+  lastUsedAt: number | null
+  revokedAt: number | null
+  limits: KeyLimits
+}
+
+/** Fields `keys.update` may change. */
+export type KeyPatch = Partial<
+  Pick<
+    KeyRecord,
+    'name' | 'category' | 'scopes' | 'metadata' | 'active' | 'expiresAt' | 'revokedAt' | 'limits'
+  >
+>
+
+/** One page of a list, newest first. `nextCursor` is null on the last page. */
+export interface Page<T> {
+  data: T[]
+  nextCursor: string | null
+}
+
+export interface ListOptions {
+  /** Page size, 1 to 100. */
+  limit: number
+  /** The `nextCursor` of the previous page. */
+  cursor?: string | null
+}
+
+/** Durable key records. */
+export interface KeyStore {
+  /** Stores a new key. MUST reject if the id or the hash already exists. */
+  insert(key: KeyRecord): Promise<void>
+  get(id: string): Promise<KeyRecord | null>
+  /** The key whose `hash` matches, revoked or not; null when none. */
+  getByHash(hash: string): Promise<KeyRecord | null>
+  /**
+   * An account's keys of one kind, newest first (descending `id`), revoked ones included only
+   * when asked. The cursor is opaque to callers; a store may use the last id of the page.
+   */
+  list(
+    accountId: string,
+    options: ListOptions & { kind?: KeyKind; includeRevoked?: boolean },
+  ): Promise<Page<KeyRecord>>
+  /** Applies `patch` and returns the new record; null when the id does not exist. */
+  update(id: string, patch: KeyPatch): Promise<KeyRecord | null>
+  /**
+   * Rotation, atomically: inserts `next` and applies `patch` to `oldId` in one step, so no
+   * reader ever sees both keys fully valid (or neither) unless the patch says so. Returns the
+   * old record after the patch; null (and nothing inserted) when `oldId` does not exist.
+   */
+  rotate(oldId: string, patch: KeyPatch, next: KeyRecord): Promise<KeyRecord | null>
+  /** Removes the record for good. Returns false when it did not exist. */
+  delete(id: string): Promise<boolean>
+  /** Batched `lastUsedAt` updates; a later time wins over an earlier one. */
+  touch(updates: ReadonlyArray<{ id: string; lastUsedAt: number }>): Promise<void>
+}
+
+/**
+ * One check of an admission. `key` is the counter's name, chosen by the core
+ * (`{<accountId>}:…`, with the account id as a Redis Cluster hash tag); `name` labels the
+ * limit in headers and errors.
+ */
+export type Check =
+  | {
+      /** A rolling quota (see `limits/rolling-window`). */
+      type: 'window'
+      key: string
+      name: string
+      limit: number
+      /** 0 for all-time. */
+      windowMs: number
+      bucketMs: number
+      cost: number
+    }
+  | {
+      /** A rate limit (see `limits/gcra`). cost 0: refuse only when not one unit is free. */
+      type: 'gcra'
+      key: string
+      name: string
+      limit: number
+      windowMs: number
+      cost: number
+    }
+  | {
+      /** A hold: concurrency or credits (see `limits/hold`). limit Infinity never refuses. */
+      type: 'hold'
+      key: string
+      name: string
+      limit: number
+      amount: number
+      holdId: string
+      ttlMs: number
+    }
+
+/** The outcome of one check, in the order the checks were given. */
+export interface CheckResult {
+  allowed: boolean
+  limit: number
+  /** Counted after this request (before it, when the admission was refused). */
+  used: number
+  remaining: number
+  /** Milliseconds until the limit is fully available again (Infinity: never). */
+  resetMs: number
+  /** Milliseconds until this check would pass; 0 when it passed. */
+  retryAfterMs: number
+}
+
+export interface ConsumeResult {
+  /** True only when every check passed; then every check was counted. */
+  allowed: boolean
+  results: CheckResult[]
+}
+
+/** What settle does to counters after the response. */
+export type SettleOp =
+  | {
+      /** Drops hold `holdId` of counter `key` and adds `charge` to its settled total. */
+      type: 'release'
+      key: string
+      holdId: string
+      charge: number
+    }
+  | {
+      /** Adds `cost` to a window or GCRA counter after the fact, never refusing. */
+      type: 'add'
+      check: Extract<Check, { type: 'window' | 'gcra' }>
+    }
+
+/** Atomic counters for admission. The only store on the hot path besides key lookups. */
+export interface CounterStore {
+  /**
+   * Evaluates every check at `now` and, only if all pass, counts all of them: all or none,
+   * atomically with respect to every other `consume` and `settle` on the same counters
+   * (a request refused by one limit uses up nothing of the others). Concurrent callers see a
+   * serial order. Idle counters MUST expire (memory per key stays bounded).
+   */
+  consume(checks: ReadonlyArray<Check>, now: number): Promise<ConsumeResult>
+  /** Applies settle operations. Each op is applied at most once per call; order does not matter. */
+  settle(ops: ReadonlyArray<SettleOp>, now: number): Promise<void>
+  /** The current settled total plus live holds of a hold counter (0 when unknown). */
+  held(key: string, now: number): Promise<number>
+}
+
+/** One served request, as metered and logged. */
+export interface UsageEvent {
+  /** Unique: the request id, or derived from the `Idempotency-Key`. Recording is idempotent by it. */
+  id: string
+  requestId: string
+  keyId: string
+  accountId: string
+  time: number
+  /** Credits charged (0 when bypassed or refunded). */
+  units: number
+  /** The part of `units` beyond the account's credits, billable as overage (plans that allow it). */
+  overage: number
+  /** Tokens reported by the handler, when any. */
+  tokens: number
+  category: string | null
+  status: number
+  durationMs: number
+  ip: string | null
+  method: string
+  path: string
+  bypassed: boolean
+  provider: string | null
+}
+
+/** Totals of an account's usage in `[from, to)`. */
+export interface UsageSummary {
+  requests: number
+  units: number
+  byCategory: Record<string, { requests: number; units: number }>
+}
+
+/** Usage events: the meter and the request log. Written in batches, off the hot path. */
+export interface UsageStore {
+  /** Stores events; an event whose id is already stored is ignored (idempotent). */
+  record(events: ReadonlyArray<UsageEvent>): Promise<void>
+  /** Totals for an account between `from` (inclusive) and `to` (exclusive). */
+  summarize(accountId: string, from: number, to: number): Promise<UsageSummary>
+  /** A key's events, newest first (by time, then id). */
+  logs(keyId: string, options: ListOptions): Promise<Page<UsageEvent>>
+  /** Deletes events older than `before`; returns how many. */
+  prune(before: number): Promise<number>
+}
+
+/** An account: the owner of keys, credits and a plan. */
+export interface AccountRecord {
+  id: string
+  /** The plan's tier id, or null for the instance's default plan. */
+  tier: string | null
+  /** Prepaid credits added by top-ups and grants that have not expired with a period. */
+  balance: number
+  /** Unused plan credits carried into the current period. */
+  carryover: number
+  /** Start of the period the `carryover` was computed for (ms). */
+  periodStart: number
+  tierExpiresAt: number | null
+  billingCustomerId: string | null
+  metadata: Record<string, unknown>
+}
+
+export type AccountPatch = Partial<Omit<AccountRecord, 'id'>>
+
+/** Durable accounts. */
+export interface AccountStore {
+  get(id: string): Promise<AccountRecord | null>
+  /** Creates the account with `defaults` if missing, else returns it unchanged. */
+  ensure(defaults: AccountRecord): Promise<AccountRecord>
+  /**
+   * Applies `patch`; with `ifPeriodStart`, only when the stored `periodStart` equals it
+   * (compare-and-set, for period rollover). Returns the new record, or null when missing or
+   * the compare failed.
+   */
+  update(id: string, patch: AccountPatch, ifPeriodStart?: number): Promise<AccountRecord | null>
+  /** Adds `amount` (may be negative) to `balance` atomically; returns the new record. */
+  addBalance(id: string, amount: number): Promise<AccountRecord | null>
+}
+
+/** A provider key sealed with JWE under the instance secret. */
+export interface ProviderKeyRecord {
+  accountId: string
+  /** Lowercase provider id, e.g. `elevenlabs`. */
+  provider: string
+  /** JWE compact serialization; opens only with the instance secret. */
+  sealed: string
+  /** Last four characters, for display. */
+  last4: string
+  createdAt: number
+  verifiedAt: number | null
+}
+
+/** Sealed provider keys (BYOK), at most one per account and provider. */
+export interface SecretStore {
+  /** Inserts or replaces the record for (accountId, provider). */
+  put(record: ProviderKeyRecord): Promise<void>
+  get(accountId: string, provider: string): Promise<ProviderKeyRecord | null>
+  list(accountId: string): Promise<ProviderKeyRecord[]>
+  delete(accountId: string, provider: string): Promise<boolean>
+}
+
+/**
+ * A change feed so every instance drops a changed key from its cache at once. Without it,
+ * the cache TTL bounds how long another instance may still accept a revoked key.
+ */
+export interface ChangeFeed {
+  /** Tells every subscriber (on every instance) that the key with this hash changed. */
+  publish(hash: string): Promise<void>
+  /** Calls `listener` for every published hash; returns an unsubscribe function. */
+  subscribe(listener: (hash: string) => void): Promise<() => void>
+}
+
+/** A storage backend: five stores, an optional change feed, and an optional close. */
+export interface Storage {
+  keys: KeyStore
+  counters: CounterStore
+  usage: UsageStore
+  accounts: AccountStore
+  secrets: SecretStore
+  changes?: ChangeFeed
+  /** Releases what the storage opened itself (never the user's client). */
+  close?(): Promise<void>
+  /**
+   * True when the counters live in this process only (the memory store): tollbooth warns
+   * once (`TOLLBOOTH_LOCAL_COUNTERS`) if it runs with `NODE_ENV=production`.
+   */
+  readonly local?: boolean
+}

@@ -1,0 +1,199 @@
+/**
+ * @module tollbooth
+ *
+ * `createTollbooth()`: validates the options once and wires storage, cache, clock, hasher,
+ * meters and the out-box into the pipeline. Adapters call `route()` once per middleware and
+ * then `authenticate()` and `settle()` per request.
+ */
+
+import { authenticate } from './authenticate.js'
+import { DEFAULT_PROVIDERS } from './byok/providers.js'
+import { createSealer } from './byok/seal.js'
+import { ProviderKeyService } from './byok/service.js'
+import { createKeyCache } from './cache.js'
+import { systemClock } from './clock.js'
+import { type Context, withTimeout } from './context.js'
+import type { Decision } from './decision.js'
+import { ConfigError } from './errors.js'
+import { randomBase62 } from './keys/base62.js'
+import { createKeyHasher, deriveKey } from './keys/hash.js'
+import { KeyManager } from './keys/manager.js'
+import { createIpGuard } from './limits/ip-block.js'
+import { AccountService } from './metering/accounts.js'
+import { createOutbox } from './metering/outbox.js'
+import { UsageService } from './metering/usage.js'
+import {
+  parseConfig,
+  type ResolvedOptions,
+  type ResolvedRoute,
+  type RouteOptions,
+  resolveOptions,
+  routeOptionsSchema,
+} from './options.js'
+import type { TollboothRequest } from './request.js'
+import { type Outcome, settle } from './settle.js'
+import { memoryStorage } from './storage/memory.js'
+import type { Storage, UsageEvent } from './storage/types.js'
+import { env, warnOnce } from './warnings.js'
+
+export interface Tollbooth {
+  readonly options: ResolvedOptions
+  readonly storage: Storage
+  /** Key lifecycle: create, list, get, update, revoke, delete, rotate. */
+  readonly keys: KeyManager
+  /** Accounts: tier, prepaid credits, credit figures. */
+  readonly accounts: AccountService
+  /** Usage reports and request logs. */
+  readonly usage: UsageService
+  /** Stored (sealed) BYOK provider keys. */
+  readonly providerKeys: ProviderKeyService
+  /**
+   * Validates route options once (throws a ConfigError naming the bad option) and returns the
+   * compiled route that `authenticate()` takes.
+   */
+  route(options?: RouteOptions): ResolvedRoute
+  /** Decides a request; never throws for the request's own faults. */
+  authenticate(request: TollboothRequest, route?: ResolvedRoute): Promise<Decision>
+  /** Settles an admitted request exactly once (later calls and denials do nothing). */
+  settle(decision: Decision, outcome: Outcome): Promise<UsageEvent | null>
+  /** Writes queued usage events and `lastUsedAt` now. */
+  flush(): Promise<void>
+  /** Flushes, stops timers and unsubscribes from the change feed. The storage is the caller's to close. */
+  close(): Promise<void>
+}
+
+const ROUTE = Symbol('tollbooth.route')
+
+/**
+ * Creates a tollbooth instance.
+ *
+ * @param options.secret at least 32 characters; derives the key hash and sealing keys
+ * @param [options.prefixes={ consumption: 'sk_live_', management: 'mk_live_' }] key prefixes
+ * @param [options.storage=memoryStorage()] where keys, counters and usage live
+ * @throws {ConfigError} naming every bad or unknown option
+ * @example
+ * ```ts
+ * const tb = createTollbooth({ secret: process.env.TOLLBOOTH_SECRET, prefixes: { consumption: 'plabs_sk_live_' } })
+ * const { key } = await tb.keys.create({ accountId: 'acct_1', name: 'Production Key' })
+ * ```
+ */
+export function createTollbooth(
+  options: Parameters<typeof resolveOptions>[0] & object = {} as never,
+): Tollbooth {
+  const input = { ...(options as Record<string, unknown>) }
+  if (input['secret'] === undefined && env('NODE_ENV') === 'test') {
+    input['secret'] = randomBase62(43)
+    warnOnce(
+      'TOLLBOOTH_TEST_SECRET',
+      'no secret given; using a random one because NODE_ENV=test (keys will not survive a restart)',
+    )
+  } else if (input['secret'] === undefined) {
+    throw new ConfigError(
+      'Invalid options: options.secret is required (at least 32 characters, e.g. `openssl rand -base64 32`)',
+    )
+  }
+  const o = resolveOptions(input)
+  const storage = o.storage ?? memoryStorage()
+  const clock = o.clock ?? systemClock
+  const now = () => clock.now()
+  if (storage.local && env('NODE_ENV') === 'production') {
+    warnOnce(
+      'TOLLBOOTH_LOCAL_COUNTERS',
+      'the in-memory storage counts per process; use tollbooth/redis or tollbooth/postgres with several instances',
+    )
+  }
+  const onError =
+    o.onError ??
+    ((err: unknown) => console.error('[tollbooth]', err instanceof Error ? err.message : err))
+  const providers: Record<string, string> = {}
+  for (const [p, h] of Object.entries(o.providers ?? DEFAULT_PROVIDERS))
+    providers[p] = h.toLowerCase()
+
+  const ctx: Context = {
+    options: o,
+    storage,
+    clock,
+    hash: createKeyHasher(o.secret),
+    cache: createKeyCache(o.cache, now),
+    ipGuard: o.failedAuth === false ? null : createIpGuard(o.failedAuth, storage.counters),
+    accounts: new AccountService(storage, o, now),
+    outbox: createOutbox(storage, o.usage, onError),
+    providers,
+    instanceId: randomBase62(6),
+    async invalidate(hash: string) {
+      ctx.cache.delete(hash)
+      if (storage.changes) await storage.changes.publish(hash).catch(onError)
+    },
+    guard: storage.local
+      ? <T>(p: Promise<T>) => p
+      : <T>(p: Promise<T>) => withTimeout(p, o.storageTimeoutMs),
+    resolveStoredProvider: (accountId: string, provider: string): Promise<string | undefined> =>
+      providerKeys.get(accountId, provider).catch(() => undefined),
+    report: onError,
+  }
+  const providerKeys: ProviderKeyService = new ProviderKeyService(
+    ctx,
+    createSealer(deriveKey(o.secret, 'provider-key-seal')),
+    o.verifiers,
+  )
+  const unsubscribe = storage.changes
+    ?.subscribe((hash) => ctx.cache.delete(hash))
+    .catch((err) => {
+      onError(err)
+      return () => {}
+    })
+
+  const route = (routeOptions: RouteOptions = {}): ResolvedRoute => {
+    const r = parseConfig(routeOptionsSchema, routeOptions, 'route options')
+    const byok: Array<[string, string]> =
+      r.byok === false
+        ? []
+        : (r.byok === true ? Object.keys(providers) : r.byok.map((p) => p.toLowerCase())).map(
+            (p) => {
+              const header = providers[p]
+              if (!header)
+                throw new ConfigError(
+                  `Invalid route options: route options.byok: unknown provider "${p}"`,
+                )
+              return [p, header]
+            },
+          )
+    const resolved: ResolvedRoute = {
+      ...r,
+      headers: { ...o.headers, ...r.headers },
+      keySources: r.keySources ?? o.keySources,
+      quotaStatus: r.quotaStatus ?? o.quotaStatus,
+      byok,
+    }
+    Object.defineProperty(resolved, ROUTE, { value: true })
+    return resolved
+  }
+  const defaultRoute = route()
+
+  return {
+    options: o,
+    storage,
+    keys: new KeyManager(ctx),
+    accounts: ctx.accounts,
+    usage: new UsageService(ctx),
+    providerKeys,
+    route,
+    authenticate: (request, r) => authenticate(ctx, request, r ?? defaultRoute),
+    settle: (decision, outcome) => settle(ctx, decision, outcome),
+    flush: () => ctx.outbox.flush(),
+    async close() {
+      await ctx.outbox.close()
+      const off = await unsubscribe
+      off?.()
+    },
+  }
+}
+
+/** True for a route compiled by `tb.route()`. */
+export function isRoute(value: unknown): value is ResolvedRoute {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as Record<symbol, unknown>)[ROUTE] === true
+  )
+}

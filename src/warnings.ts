@@ -1,0 +1,23 @@
+/**
+ * @module warnings
+ *
+ * Setups that are valid but probably wrong get one warning each, with a `TOLLBOOTH_*` code
+ * documented in `docs/errors.md`, and never fail a request. Each fires once per process.
+ */
+
+export type WarningCode = 'TOLLBOOTH_LOCAL_COUNTERS' | 'TOLLBOOTH_TEST_SECRET'
+
+const seen = new Set<WarningCode>()
+
+/** Logs `message` once per process with its code, through `console.warn`. */
+export function warnOnce(code: WarningCode, message: string): void {
+  if (seen.has(code)) return
+  seen.add(code)
+  console.warn(`[tollbooth] ${code}: ${message} (see docs/errors.md#${code.toLowerCase()})`)
+}
+
+/** Reads an environment variable where there is a `process` (Node, Bun), else undefined. */
+export function env(name: string): string | undefined {
+  const p = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
+  return p?.env?.[name]
+}

@@ -1,0 +1,25 @@
+// Loads every subpath of package.json `exports` from dist/ as ESM (import) and CJS (require),
+// the way a user's project would after `npm install tollbooth`.
+
+import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'))
+const require = createRequire(import.meta.url)
+let failed = 0
+for (const subpath of Object.keys(pkg.exports)) {
+  if (subpath === './package.json') continue
+  const spec = subpath === '.' ? pkg.name : `${pkg.name}${subpath.slice(1)}`
+  for (const mode of ['import', 'require']) {
+    try {
+      const mod = mode === 'import' ? await import(spec) : require(spec)
+      const names = Object.keys(mod)
+      if (names.length === 0) throw new Error('no exports')
+      console.log(`ok   ${mode.padEnd(7)} ${spec} (${names.length} exports)`)
+    } catch (err) {
+      failed++
+      console.error(`FAIL ${mode.padEnd(7)} ${spec}: ${err.message}`)
+    }
+  }
+}
+if (failed) process.exit(1)
