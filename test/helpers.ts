@@ -1,0 +1,23 @@
+/** Shared helpers for tests that drive the core directly. */
+import { createTollbooth, manualClock, type TollboothOptions } from '../src/index.js'
+import type { TollboothRequest } from '../src/request.js'
+
+export const SECRET = 'test-secret-test-secret-test-secret-42'
+export const T0 = Date.UTC(2026, 10, 24, 12, 0, 0)
+
+export function setup(options: Partial<TollboothOptions> = {}) {
+  const clock = manualClock(T0)
+  const tb = createTollbooth({ secret: SECRET, clock, ...options })
+  return { tb, clock }
+}
+
+export function request(
+  key?: string,
+  extra: Partial<TollboothRequest> & { headers?: Record<string, string> } = {},
+): TollboothRequest {
+  const headers: Record<string, string> = {
+    ...(key === undefined ? {} : { authorization: `Bearer ${key}` }),
+    ...extra.headers,
+  }
+  return { ip: '203.0.113.7', method: 'GET', path: '/v1/thing', ...extra, headers }
+}
