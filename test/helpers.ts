@@ -13,7 +13,7 @@ export function setup(options: Partial<TollboothOptions> = {}) {
 
 export function request(
   key?: string,
-  extra: Partial<TollboothRequest> & { headers?: Record<string, string> } = {},
+  extra: Partial<Omit<TollboothRequest, 'headers'>> & { headers?: Record<string, string> } = {},
 ): TollboothRequest {
   const headers: Record<string, string> = {
     ...(key === undefined ? {} : { authorization: `Bearer ${key}` }),

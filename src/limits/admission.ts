@@ -210,3 +210,29 @@ export function refusal(t: CheckTemplate, r: CheckResult, quotaStatus: number): 
       }
   }
 }
+
+/**
+ * Which refused check answers a refused admission: the one whose wait is longest (the first
+ * on a tie), so that `Retry-After` is a time the request can pass, not one that only earns
+ * the next refusal (a plan's per-second limit and a spent daily quota: the quota answers).
+ *
+ * @returns the index into `results`, or -1 when every check passed
+ */
+export function decidingRefusal(
+  templates: ReadonlyArray<CheckTemplate>,
+  results: ReadonlyArray<CheckResult>,
+  quotaStatus: number,
+): number {
+  let best = -1
+  let wait = -1
+  for (let i = 0; i < results.length; i++) {
+    const r = results[i]!
+    if (r.allowed) continue
+    const w = refusal(templates[i]!, r, quotaStatus).retryAfterMs
+    if (w > wait) {
+      best = i
+      wait = w
+    }
+  }
+  return best
+}

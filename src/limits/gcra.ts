@@ -7,7 +7,10 @@
  * The state is kept in the algorithm's continuous form, a bucket level plus the time it was
  * measured, rather than one theoretical arrival time: the decisions are the same, but the
  * level stays an exact small number, so an emission interval below the resolution of a
- * millisecond timestamp (1e9 per minute is 60 ns) still counts every unit.
+ * millisecond timestamp (1e9 per minute is 60 ns) still counts every unit. The arithmetic is
+ * done in unit-milliseconds (`level * periodMs`), where every sum is an integer, so a verdict
+ * at the bucket's edge and the `Retry-After` are exact, not off by a floating-point rounding
+ * (a plain `limit / periodMs` rate put Retry-After one millisecond late, e.g. 1 per hour).
  *
  * **Pro:** O(1) state per limit, no bucket edges, an exact `Retry-After`. **Con:** a burst of
  * `limit` is always allowed after idling for `periodMs`.
@@ -32,6 +35,17 @@ export interface GcraVerdict {
 }
 
 /**
+ * The bucket level at `now`, in unit-milliseconds (`level * periodMs`): the state's level is
+ * stored in units, and scaling it back by the period and rounding recovers the exact integer
+ * the last admission left (for `limit * periodMs` below 2^51, every limit in practice), so
+ * that decisions at the edge of the bucket do not depend on floating-point rounding.
+ */
+function scaledAt(state: GcraState | undefined, now: number, limit: number, periodMs: number) {
+  if (!state) return 0
+  return Math.max(0, Math.round(state.level * periodMs) - Math.max(0, now - state.at) * limit)
+}
+
+/**
  * @param state the stored state, or undefined for a limit never used
  * @param now milliseconds since the epoch
  * @param limit units per period (positive)
@@ -45,24 +59,26 @@ export function gcra(
   periodMs: number,
   cost: number,
 ): GcraVerdict {
-  const rate = limit / periodMs
-  const drained = state ? Math.max(0, state.level - Math.max(0, now - state.at) * rate) : 0
-  const need = cost > 0 ? cost : 1
-  if (drained + need > limit) {
+  // Everything below is in unit-milliseconds: the bucket holds `limit * periodMs` and drains
+  // `limit` per millisecond, so the integer inputs give integer (exact) sums and differences.
+  const capacity = limit * periodMs
+  const drained = scaledAt(state, now, limit, periodMs)
+  const need = (cost > 0 ? cost : 1) * periodMs
+  if (drained + need > capacity) {
     return {
       allowed: false,
-      state: { level: drained, at: now },
-      remaining: Math.max(0, Math.floor(limit - drained)),
-      resetMs: Math.ceil(drained / rate),
-      retryAfterMs: Math.max(1, Math.ceil((drained + need - limit) / rate)),
+      state: { level: drained / periodMs, at: now },
+      remaining: Math.max(0, Math.floor((capacity - drained) / periodMs)),
+      resetMs: Math.ceil(drained / limit),
+      retryAfterMs: Math.max(1, Math.ceil((drained + need - capacity) / limit)),
     }
   }
-  const level = drained + cost
+  const level = drained + cost * periodMs
   return {
     allowed: true,
-    state: { level, at: now },
-    remaining: Math.max(0, Math.floor(limit - level)),
-    resetMs: Math.ceil(level / rate),
+    state: { level: level / periodMs, at: now },
+    remaining: Math.max(0, Math.floor((capacity - level) / periodMs)),
+    resetMs: Math.ceil(level / limit),
     retryAfterMs: 0,
   }
 }
@@ -75,12 +91,10 @@ export function gcraAdd(
   periodMs: number,
   cost: number,
 ): GcraState {
-  const rate = limit / periodMs
-  const drained = state ? Math.max(0, state.level - Math.max(0, now - state.at) * rate) : 0
-  return { level: drained + cost, at: now }
+  return { level: (scaledAt(state, now, limit, periodMs) + cost * periodMs) / periodMs, at: now }
 }
 
 /** True when the state has fully drained at `now` and can be dropped. */
 export function gcraIdle(state: GcraState, now: number, limit: number, periodMs: number): boolean {
-  return state.level - (now - state.at) * (limit / periodMs) <= 0
+  return scaledAt(state, now, limit, periodMs) <= 0
 }

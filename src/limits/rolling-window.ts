@@ -49,7 +49,9 @@ function sum(xs: number[]): number {
 
 function add(state: WindowState, current: number, cost: number): void {
   const last = state.idx.length - 1
-  if (last >= 0 && state.idx[last] === current) state.n[last]! += cost
+  // A clock that stepped back counts into the newest bucket: later, so it is kept longer (safe),
+  // and the buckets stay in ascending order.
+  if (last >= 0 && state.idx[last]! >= current) state.n[last]! += cost
   else {
     state.idx.push(current)
     state.n.push(cost)

@@ -6,8 +6,9 @@
  * `tollbooth/postgres`, since each process would count on its own.
  *
  * Counters run the `limits/` algorithms synchronously, so every `consume` is atomic by
- * construction (JavaScript runs it to completion). Idle counters are swept, so memory stays
- * proportional to the keys active within their longest window.
+ * construction (JavaScript runs it to completion). Idle counters are swept a few per call,
+ * so memory stays proportional to the keys active within their longest window (about 500
+ * bytes per active key with four limits, measured by `test/limits/memory-per-key.ts`).
  */
 
 import { type GcraState, gcra, gcraAdd, gcraIdle } from '../limits/gcra.js'
@@ -34,8 +35,13 @@ import type {
 
 const clone = <T>(v: T): T => structuredClone(v)
 
-/** Sweep idle counters after this many operations. */
-const SWEEP_EVERY = 10_000
+/**
+ * Counters examined for idleness per check of each call. Sweeping a few entries per call,
+ * rather than the whole map every N calls, keeps every call O(checks): a full pass over a
+ * million counters took one unlucky request 228 ms. Examining more entries than a call can
+ * create keeps the pass ahead of the growth, so an idle counter goes within one pass.
+ */
+const SWEEP_PER_CHECK = 2
 
 function memoryKeys(): KeyStore {
   const byId = new Map<string, KeyRecord>()
@@ -207,17 +213,44 @@ function evaluate(
   }
 }
 
-function memoryCounters(): CounterStore {
+/** The memory store's counters, with what tests and operators may want to look at. */
+export interface MemoryCounterStore extends CounterStore {
+  /** Counters held now (idle ones included until the sweep reaches them). */
+  readonly size: number
+  /**
+   * Drops every idle counter at once and returns how many went. Not needed for bounded
+   * memory (each `consume` and `settle` sweeps a few); for tests, or a timer after a burst.
+   */
+  sweep(now: number): number
+}
+
+function memoryCounters(): MemoryCounterStore {
   const counters = new Map<string, Counter>()
-  let ops = 0
-  const sweep = (now: number) => {
-    if (++ops < SWEEP_EVERY) return
-    ops = 0
-    for (const [k, c] of counters) if (idle(c, now)) counters.delete(k)
+  // A Map iterator visits entries added after it was made and tolerates deletes, so one
+  // cursor walks the map round and round, a few entries per call.
+  let cursor: MapIterator<[string, Counter]> | null = null
+  const sweep = (now: number, budget: number) => {
+    for (let i = 0; i < budget; i++) {
+      cursor ??= counters.entries()
+      const n = cursor.next()
+      if (n.done) {
+        cursor = null
+        return
+      }
+      if (idle(n.value[1], now)) counters.delete(n.value[0])
+    }
   }
   return {
+    get size() {
+      return counters.size
+    },
+    sweep(now) {
+      const before = counters.size
+      for (const [k, c] of counters) if (idle(c, now)) counters.delete(k)
+      return before - counters.size
+    },
     async consume(checks, now): Promise<ConsumeResult> {
-      sweep(now)
+      sweep(now, SWEEP_PER_CHECK * checks.length + 1)
       const results: CheckResult[] = []
       const next: Counter[] = []
       let allowed = true
@@ -231,6 +264,7 @@ function memoryCounters(): CounterStore {
       return { allowed, results }
     },
     async settle(ops: ReadonlyArray<SettleOp>, now) {
+      sweep(now, SWEEP_PER_CHECK * ops.length + 1)
       for (const op of ops) {
         if (op.type === 'release') {
           const c = counters.get(op.key)
@@ -420,7 +454,7 @@ function memorySecrets(): SecretStore {
  * const tb = createTollbooth({ secret, storage: memoryStorage() })
  * ```
  */
-export function memoryStorage(): Storage {
+export function memoryStorage(): Storage & { counters: MemoryCounterStore } {
   return {
     keys: memoryKeys(),
     counters: memoryCounters(),

@@ -199,6 +199,7 @@ describe('configuration errors', () => {
       } catch (e) {
         return e
       }
+      return undefined
     })()
     expect(err).toBeInstanceOf(ConfigError)
     expect(isTollboothError(err)).toBe(true)

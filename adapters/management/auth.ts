@@ -1,0 +1,238 @@
+/**
+ * @module tollbooth/management/auth
+ *
+ * Who may call the management API, and as which account. A credential is, by the first
+ * thing that fits:
+ * - a management key (by its prefix): checked by `tb.authenticate` on a management route, so
+ *   revocation, expiry, scopes, the key's own limits and the failed-auth guard all apply;
+ * - a consumption key (by its prefix), only where `consumptionKeys` allows it;
+ * - a session JWT (three base64url parts, or the session cookie), where `session` is set;
+ * - anything else, handed to the user's own `authenticate(request)`, where given.
+ * A kind of credential these routes do not take is refused with 403 and a message naming
+ * what they do take. The account comes from the credential, never from the request body.
+ */
+
+import type { Context } from 'hono'
+import {
+  type Admission,
+  clientIp,
+  type ResolvedRoute,
+  type Tollbooth,
+  type TrustProxy,
+} from '../../src/index.js'
+import { json } from './http.js'
+import { createSessionVerifier, looksLikeJwt, type SessionOptions } from './session.js'
+
+/** Key credentials: allowed or not, and the scopes a key must carry. */
+export type KeyAccess = boolean | { scopes?: string[] }
+
+/** Who may call the management API. Default: management keys, and sessions when configured. */
+export interface ManagementAuthOptions {
+  /** Management keys (kind `management`). Default true. */
+  managementKeys?: KeyAccess
+  /** Consumption keys, as in `001_da102ff7c76ebfc9.txt`. Default false. */
+  consumptionKeys?: KeyAccess
+  /** Session JWTs (`Authorization: Bearer <jwt>` or a cookie). Off unless given. */
+  session?: SessionOptions
+  /** Your own check, for any other credential: the account, or null to refuse (401). */
+  authenticate?: (
+    request: Request,
+  ) => Promise<{ accountId: string } | null> | { accountId: string } | null
+}
+
+/** The authenticated caller of a management route. */
+export interface Principal {
+  accountId: string
+  via: 'management_key' | 'consumption_key' | 'session' | 'custom'
+  /** The key that made the call, for key credentials. */
+  keyId: string | null
+}
+
+/** Either the caller, with headers to add and a settle hook, or the refusal to send. */
+export type AuthOutcome =
+  | { ok: true; principal: Principal; headers: Record<string, string>; done(status: number): void }
+  | { ok: false; response: Response }
+
+type NodeEnv = { incoming?: { socket?: { remoteAddress?: string } } }
+
+/** The socket address under `@hono/node-server` and the Express and Fastify mount helpers. */
+export const nodeSocket = (c: Context): string | undefined =>
+  (c.env as NodeEnv | undefined)?.incoming?.socket?.remoteAddress
+
+const ACCOUNT_ID = /^[A-Za-z0-9._:@|-]{1,128}$/
+const noop = () => {}
+
+function bearer(req: Request): string | undefined {
+  const h = req.headers.get('authorization')
+  if (h && /^bearer /i.test(h)) return h.slice(7).trim() || undefined
+  return req.headers.get('x-api-key')?.trim() || undefined
+}
+
+function cookie(req: Request, name: string): string | undefined {
+  for (const part of (req.headers.get('cookie') ?? '').split(';')) {
+    const eq = part.indexOf('=')
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim() || undefined
+  }
+  return undefined
+}
+
+const scopesOf = (a: KeyAccess | undefined): string[] =>
+  typeof a === 'object' ? (a.scopes ?? []) : []
+
+/**
+ * Builds the authenticator once (validating the session options; throws ConfigError).
+ *
+ * @param tb the tollbooth instance whose keys and clock are used
+ */
+export function createAuthenticator(
+  tb: Tollbooth,
+  auth: ManagementAuthOptions,
+  network: { trustProxy: TrustProxy; socketAddress: (c: Context) => string | null | undefined },
+): (c: Context) => Promise<AuthOutcome> {
+  const now = () => (tb.options.clock ? tb.options.clock.now() : Date.now())
+  const session = auth.session ? createSessionVerifier(auth.session, now) : null
+  const mgmt = auth.managementKeys ?? true
+  const cons = auth.consumptionKeys ?? false
+  const routes: Record<'management' | 'consumption', ResolvedRoute | null> = {
+    // The token is the one read below: hand it over as a Bearer whatever the instance reads.
+    management: mgmt
+      ? tb.route({ kind: 'management', scopes: scopesOf(mgmt), keySources: ['bearer'] })
+      : null,
+    consumption: cons
+      ? tb.route({ kind: 'consumption', scopes: scopesOf(cons), keySources: ['bearer'] })
+      : null,
+  }
+  const accepted: string[] = []
+  if (mgmt) accepted.push('a management key')
+  if (cons) {
+    const s = scopesOf(cons)
+    accepted.push(s.length ? `an API key with scope ${s.join(', ')}` : 'an API key')
+  }
+  if (session) accepted.push('a session token')
+  if (auth.authenticate) accepted.push('your account session')
+  const what =
+    accepted.length > 1 ? `${accepted.slice(0, -1).join(', ')} or ${accepted.at(-1)}` : accepted[0]
+  const acceptMessage = `these routes accept ${what}`
+  const { prefixes } = tb.options
+
+  const refuse = (status: number, code: string, error: string, invalid: boolean): AuthOutcome => ({
+    ok: false,
+    response: json({ error, code }, status, {
+      'www-authenticate': invalid ? 'Bearer error="invalid_token"' : 'Bearer',
+    }),
+  })
+
+  /** Nothing we know: a token that fits no credential (401 invalid), or none at all. */
+  const unknown = (token: string | undefined): AuthOutcome =>
+    token
+      ? refuse(401, 'unauthorized', `Invalid credentials; ${acceptMessage}`, true)
+      : refuse(401, 'unauthorized', `Missing credentials; ${acceptMessage}`, false)
+
+  const byKey = async (
+    c: Context,
+    token: string,
+    kind: 'management' | 'consumption',
+  ): Promise<AuthOutcome> => {
+    const route = routes[kind]
+    if (!route) {
+      const label = kind === 'management' ? 'Management keys' : 'API keys'
+      return {
+        ok: false,
+        response: json(
+          {
+            error: `${label} cannot be used on these routes; ${acceptMessage}`,
+            code: 'wrong_key_kind',
+          },
+          403,
+        ),
+      }
+    }
+    const headers = c.req.raw.headers
+    const { trustProxy } = network
+    const decision = await tb.authenticate(
+      {
+        headers: (name) =>
+          name === 'authorization' ? `Bearer ${token}` : (headers.get(name) ?? undefined),
+        ip: clientIp(
+          network.socketAddress(c),
+          trustProxy === false ? undefined : (headers.get('x-forwarded-for') ?? undefined),
+          trustProxy,
+        ),
+        method: c.req.method,
+        path: c.req.path,
+      },
+      route,
+    )
+    if (!decision.allowed) {
+      return {
+        ok: false,
+        response: new Response(decision.body, {
+          status: decision.status,
+          headers: { ...decision.headers, 'content-type': 'application/json; charset=utf-8' },
+        }),
+      }
+    }
+    const admission: Admission = decision
+    return {
+      ok: true,
+      principal: {
+        accountId: admission.accountId,
+        via: kind === 'management' ? 'management_key' : 'consumption_key',
+        keyId: admission.key.id,
+      },
+      headers: admission.responseHeaders(),
+      // Logged for the key like any request, free and under its own category, so usage
+      // reports tell management calls apart from the product's.
+      done: (status) => void tb.settle(admission, { status, category: 'management' }).catch(noop),
+    }
+  }
+
+  const bySession = async (token: string): Promise<AuthOutcome> => {
+    const r = await session!.verify(token)
+    if (!r.ok)
+      return refuse(
+        r.status,
+        r.status === 401 ? 'unauthorized' : 'session_keys_unavailable',
+        r.message,
+        r.status === 401,
+      )
+    if (!ACCOUNT_ID.test(r.accountId))
+      return refuse(401, 'unauthorized', 'Invalid session token: the account id is not valid', true)
+    return {
+      ok: true,
+      principal: { accountId: r.accountId, via: 'session', keyId: null },
+      headers: {},
+      done: noop,
+    }
+  }
+
+  return async function authenticateManagement(c) {
+    const req = c.req.raw
+    const token = bearer(req)
+    if (token?.startsWith(prefixes.management)) return byKey(c, token, 'management')
+    if (token?.startsWith(prefixes.consumption)) return byKey(c, token, 'consumption')
+    if (session && token && looksLikeJwt(token)) return bySession(token)
+    if (session?.cookie && !token) {
+      const t = cookie(req, session.cookie)
+      if (t) return bySession(t)
+    }
+    if (auth.authenticate) {
+      const who = await auth.authenticate(req)
+      if (who === null || who === undefined) return unknown(token)
+      if (typeof who.accountId !== 'string' || !ACCOUNT_ID.test(who.accountId))
+        throw new TypeError('management auth.authenticate() returned an invalid accountId')
+      return {
+        ok: true,
+        principal: { accountId: who.accountId, via: 'custom', keyId: null },
+        headers: {},
+        done: noop,
+      }
+    }
+    return unknown(token)
+  }
+}
+
+/** Wraps a route handler: authenticate, run, answer errors as JSON, settle the key's request. */
+export type Guard = (
+  handler: (c: Context, principal: Principal) => Promise<Response>,
+) => (c: Context) => Promise<Response>

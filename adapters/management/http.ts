@@ -1,0 +1,144 @@
+/**
+ * @module tollbooth/management/http
+ *
+ * The HTTP plumbing of the management API, kept apart from its routes: reading a JSON body
+ * with a size bound, validating bodies and queries with zod into the core's
+ * `InvalidRequestError` (a 400 naming each bad field), and turning any thrown error into the
+ * `{ error, code }` JSON answer. Nothing here knows about keys or accounts.
+ */
+
+import type { Context } from 'hono'
+import type { z } from 'zod'
+import {
+  type InvalidField,
+  InvalidRequestError,
+  isTollboothError,
+  TollboothError,
+} from '../../src/index.js'
+
+/** Bodies above this many bytes are refused with 413 before they are parsed. */
+export const BODY_LIMIT_BYTES = 64 * 1024
+
+/** JSON answer with the headers every management response carries (never cached: secrets). */
+export function json(data: unknown, status = 200, headers?: Record<string, string>): Response {
+  const h = new Headers(headers)
+  h.set('content-type', 'application/json; charset=utf-8')
+  h.set('cache-control', 'no-store')
+  return new Response(JSON.stringify(data), { status, headers: h })
+}
+
+/** A 204 with no body. */
+export function noContent(headers?: Record<string, string>): Response {
+  const h = new Headers(headers)
+  h.set('cache-control', 'no-store')
+  return new Response(null, { status: 204, headers: h })
+}
+
+/**
+ * The error answer: a tollbooth error keeps its status, code, message (and `issues` for a
+ * 400); anything else is a 500 whose message says nothing about the cause, which goes to
+ * `report` (without secrets: errors of the core never hold one).
+ */
+export function errorResponse(err: unknown, report: (err: unknown) => void): Response {
+  if (isTollboothError(err)) {
+    const body: Record<string, unknown> = { error: err.message, code: err.code }
+    const issues = (err as { issues?: unknown }).issues
+    if (Array.isArray(issues)) body['issues'] = issues
+    return json(body, err.status)
+  }
+  report(err)
+  return json({ error: 'Internal server error', code: 'internal_error' }, 500)
+}
+
+function issuesOf(error: z.ZodError, root: string): InvalidField[] {
+  return error.issues.map((i) => {
+    const path = i.path.map(String).join('.')
+    const message =
+      i.code === 'unrecognized_keys'
+        ? `unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`
+        : i.message
+    return { path: path || root, message }
+  })
+}
+
+/**
+ * Parses `value` with `schema`, or throws a 400 naming every bad field.
+ *
+ * @param where 'body' or 'query', named in the message and used as the path of root issues
+ */
+export function parse<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
+  const r = schema.safeParse(value)
+  if (r.success) return r.data
+  const root = `(${where})`
+  const issues = issuesOf(r.error, root)
+  throw new InvalidRequestError(
+    `Invalid request ${where}: ${issues.map((i) => (i.path === root ? i.message : `${i.path}: ${i.message}`)).join('; ')}`,
+    issues,
+  )
+}
+
+/** The query string as a record (the last of repeated names wins). */
+export function queryOf(c: Context): Record<string, string> {
+  const out: Record<string, string> = {}
+  const q = c.req.url.indexOf('?')
+  if (q === -1) return out
+  for (const [k, v] of new URLSearchParams(c.req.url.slice(q + 1))) out[k] = v
+  return out
+}
+
+const tooLarge = () =>
+  new TollboothError(
+    'invalid_request',
+    413,
+    `Request body too large: at most ${BODY_LIMIT_BYTES} bytes`,
+  )
+
+async function readBounded(req: Request): Promise<string> {
+  const declared = Number(req.headers.get('content-length') ?? '0')
+  if (declared > BODY_LIMIT_BYTES) throw tooLarge()
+  if (!req.body) return ''
+  const reader = req.body.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > BODY_LIMIT_BYTES) {
+      await reader.cancel().catch(() => {})
+      throw tooLarge()
+    }
+    chunks.push(value)
+  }
+  const all = new Uint8Array(size)
+  let at = 0
+  for (const c of chunks) {
+    all.set(c, at)
+    at += c.byteLength
+  }
+  return new TextDecoder('utf-8', { fatal: true }).decode(all)
+}
+
+/**
+ * The JSON body, or `{}` when the request has none (so optional bodies, as on rotate, may be
+ * left out). A body that is not JSON is a 400; over {@link BODY_LIMIT_BYTES} a 413.
+ */
+export async function readJson(c: Context): Promise<unknown> {
+  let text: string
+  try {
+    text = await readBounded(c.req.raw)
+  } catch (err) {
+    if (isTollboothError(err)) throw err
+    throw new InvalidRequestError('Invalid request body: must be UTF-8 JSON', [
+      { path: '(body)', message: 'must be UTF-8 JSON' },
+    ])
+  }
+  if (text.trim() === '') return {}
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new InvalidRequestError('Invalid request body: must be JSON', [
+      { path: '(body)', message: 'must be valid JSON (send Content-Type: application/json)' },
+    ])
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * @module tollbooth/management
+ *
+ * `managementApi(tb)`: the management REST API as a Hono app, mounted at a base path of the
+ * user's choice: keys and management keys (create, list, get, update, revoke, delete if
+ * unused, rotate, request logs), usage, stored provider keys and billing. The same app runs
+ * in Express and Fastify through their `mountFetch` helpers, so there is one code path.
+ *
+ * Routes are registered one by one, with no `*` middleware, so mounting the app at `/v1`
+ * beside the product's own `/v1/*` routes leaves those untouched. Every body and query is
+ * validated (400 `invalid_request` with `issues`), every answer is JSON with ISO times, and
+ * errors are `{ error, code }`.
+ */
+
+import { type Context, Hono } from 'hono'
+import { z } from 'zod'
+import { ConfigError, type Tollbooth, type TrustProxy } from '../../src/index.js'
+import { accountRoutes } from './account-routes.js'
+import { createAuthenticator, type Guard, type ManagementAuthOptions, nodeSocket } from './auth.js'
+import { type BillingProvider, billingRoutes } from './billing.js'
+import { errorResponse, json } from './http.js'
+import { keyRoutes } from './key-routes.js'
+
+export type { KeyAccess, ManagementAuthOptions, Principal } from './auth.js'
+export type { BillingProvider, CheckoutInput, PortalInput } from './billing.js'
+export type { SessionOptions } from './session.js'
+export { SAVE_KEY_MESSAGE } from './views.js'
+
+/** Options of {@link managementApi}. */
+export interface ManagementOptions {
+  /** Who may call it. Default: management keys, and session JWTs when `auth.session` is set. */
+  auth?: ManagementAuthOptions
+  /** Checkout and portal sessions; without it those routes answer 501. */
+  billing?: BillingProvider
+  /** Believe `X-Forwarded-For` for the failed-auth guard (true, or the number of proxies). */
+  trustProxy?: TrustProxy
+  /** The client's socket address; by default read from the Node bindings (`c.env.incoming`). */
+  socketAddress?: (c: Context) => string | null | undefined
+}
+
+const fn = (what: string) =>
+  z.custom<never>((v) => typeof v === 'function', `${what} must be a function`)
+const keyAccess = z.union([
+  z.boolean(),
+  z.object({ scopes: z.array(z.string().min(1).max(128)).max(20).optional() }).strict(),
+])
+const optionsSchema = z
+  .object({
+    auth: z
+      .object({
+        managementKeys: keyAccess.optional(),
+        consumptionKeys: keyAccess.optional(),
+        session: z
+          .custom<object>((v) => typeof v === 'object' && v !== null, 'must be an object')
+          .optional(),
+        authenticate: fn('authenticate').optional(),
+      })
+      .strict()
+      .refine(
+        (a) =>
+          a.managementKeys !== false ||
+          (a.consumptionKeys ?? false) !== false ||
+          a.session !== undefined ||
+          a.authenticate !== undefined,
+        { message: 'accepts no credential: allow a key kind, or give session or authenticate' },
+      )
+      .optional(),
+    billing: z
+      .custom<BillingProvider>(
+        (v) =>
+          typeof v === 'object' &&
+          v !== null &&
+          typeof (v as BillingProvider).checkout === 'function' &&
+          typeof (v as BillingProvider).portal === 'function',
+        'must have checkout(input) and portal(input) functions',
+      )
+      .optional(),
+    trustProxy: z.union([z.boolean(), z.number().int().positive()]).optional(),
+    socketAddress: fn('socketAddress').optional(),
+  })
+  .strict()
+
+/**
+ * The management API for `tb`, as a Hono app to mount under a base path.
+ *
+ * @param tb the tollbooth instance whose keys, usage, accounts and provider keys it manages
+ * @param [options.auth] who may call it (management keys, consumption keys, sessions, your own check)
+ * @param [options.billing] checkout and portal provider (else 501 on those routes)
+ * @throws {ConfigError} naming a bad option, at construction
+ * @example
+ * ```ts
+ * const app = new Hono()
+ * app.route('/v1', managementApi(tb, { auth: { session: { secret: process.env.SESSION_SECRET } } }))
+ * app.use('/v1/*', requireApiKey(tb, { cost: 1 }))   // the product's routes, after it
+ * ```
+ */
+export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): Hono {
+  if (typeof tb !== 'object' || tb === null || typeof tb.authenticate !== 'function')
+    throw new ConfigError(
+      'managementApi(tb): tb must be a tollbooth instance from createTollbooth()',
+    )
+  const r = optionsSchema.safeParse(options)
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => {
+      const path = i.path.length ? `.${i.path.join('.')}` : ''
+      const msg =
+        i.code === 'unrecognized_keys'
+          ? `unknown option(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`
+          : i.message
+      return `options${path}: ${msg}`
+    })
+    throw new ConfigError(`Invalid management options: ${lines.join('; ')}`)
+  }
+  const report =
+    tb.options.onError ??
+    ((err: unknown) =>
+      console.error('[tollbooth] management API:', err instanceof Error ? err.message : err))
+  const authenticate = createAuthenticator(tb, options.auth ?? {}, {
+    trustProxy: options.trustProxy ?? false,
+    socketAddress: options.socketAddress ?? nodeSocket,
+  })
+
+  const guard: Guard = (handler) =>
+    async function managementRoute(c) {
+      let auth: Awaited<ReturnType<typeof authenticate>>
+      try {
+        auth = await authenticate(c)
+      } catch (err) {
+        return errorResponse(err, report)
+      }
+      if (!auth.ok) return auth.response
+      let res: Response
+      try {
+        res = await handler(c, auth.principal)
+      } catch (err) {
+        res = errorResponse(err, report)
+      }
+      for (const name in auth.headers) res.headers.set(name, auth.headers[name]!)
+      auth.done(res.status)
+      return res
+    }
+
+  const app = new Hono()
+  keyRoutes(app, tb, guard)
+  accountRoutes(app, tb, guard)
+  billingRoutes(app, tb, guard, options.billing)
+  // Used only when the app is served on its own (or through mountFetch), never by app.route().
+  app.notFound((c) =>
+    json({ error: `Not found: ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404),
+  )
+  app.onError((err) => errorResponse(err, report))
+  return app
+}

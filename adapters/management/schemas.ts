@@ -1,0 +1,163 @@
+/**
+ * @module tollbooth/management/schemas
+ *
+ * The zod schemas of every body and query the management API takes. They are strict (an
+ * unknown field is a 400 that names it) and they list only what a caller may set: the account
+ * and the key kind come from the credential and the route, never from the body. Value rules
+ * the core also enforces (limits, provider ids) are checked again there, so the two can never
+ * disagree about what is stored.
+ */
+
+import { z } from 'zod'
+
+const DAY = 86_400_000
+
+const name = z
+  .string()
+  .trim()
+  .min(1, 'must be 1-100 characters')
+  .max(100, 'must be 1-100 characters')
+const expiresInDays = z
+  .number()
+  .int('must be a whole number of days')
+  .min(1, 'must be 1-365')
+  .max(365, 'must be 1-365')
+const isoTime = z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time' })
+const category = z.string().trim().min(1).max(64).nullable()
+const scopes = z.array(z.string().min(1).max(128)).max(100)
+const metadata = z.record(z.string(), z.unknown())
+
+/**
+ * Key limits as JSON: the core validates them field by field (strict). Time blocks may be
+ * given as ISO strings, as they are shown, or as ms since the epoch.
+ */
+const limits = z.record(z.string(), z.unknown()).transform((l) => {
+  const blocks = l['timeBlocks']
+  if (!Array.isArray(blocks)) return l
+  const ms = (v: unknown) =>
+    typeof v === 'string' && !Number.isNaN(Date.parse(v)) ? Date.parse(v) : v
+  return {
+    ...l,
+    timeBlocks: blocks.map((b) =>
+      typeof b === 'object' && b !== null
+        ? {
+            ...b,
+            start: ms((b as Record<string, unknown>)['start']),
+            end: ms((b as Record<string, unknown>)['end']),
+          }
+        : b,
+    ),
+  }
+})
+
+/** `POST /keys`. */
+export const createKeyBody = z
+  .object({
+    name: name.optional(),
+    expiresInDays: expiresInDays.optional(),
+    expiresAt: isoTime.nullable().optional(),
+    category: category.optional(),
+    scopes: scopes.optional(),
+    metadata: metadata.optional(),
+    limits: limits.optional(),
+  })
+  .strict()
+
+/** `POST /management-keys`. */
+export const createManagementKeyBody = z
+  .object({
+    name: name.optional(),
+    expiresInDays: expiresInDays.optional(),
+    expiresAt: isoTime.nullable().optional(),
+    scopes: scopes.optional(),
+    metadata: metadata.optional(),
+  })
+  .strict()
+
+/** `PATCH /keys/:id`: at least one field. `active: false` deactivates, `true` reactivates. */
+export const updateKeyBody = z
+  .object({
+    name: name.optional(),
+    active: z.boolean().optional(),
+    category: category.optional(),
+    scopes: scopes.optional(),
+    metadata: metadata.optional(),
+    limits: limits.optional(),
+    expiresAt: isoTime.nullable().optional(),
+  })
+  .strict()
+  .refine((v) => Object.keys(v).length > 0, { message: 'give at least one field to change' })
+
+/** `POST /keys/:id/rotate` (the body is optional). */
+export const rotateBody = z
+  .object({
+    gracePeriodMs: z
+      .number()
+      .int()
+      .min(0, 'must be 0 to 30 days in ms')
+      .max(30 * DAY, 'must be 0 to 30 days in ms'),
+  })
+  .partial()
+  .strict()
+
+/** `POST /provider-keys`. */
+export const providerKeyBody = z
+  .object({
+    provider: z.string().trim().min(1).max(64),
+    apiKey: z.string().min(8, 'must be at least 8 characters').max(4096),
+  })
+  .strict()
+
+const httpUrl = z.url({ protocol: /^https?$/, message: 'must be an http(s) URL' })
+
+/** `POST /billing/checkout`. */
+export const checkoutBody = z
+  .object({ tier: z.string().min(1).max(64), successUrl: httpUrl, cancelUrl: httpUrl })
+  .strict()
+
+/** `POST /billing/portal` (the body is optional). */
+export const portalBody = z.object({ returnUrl: httpUrl.optional() }).strict()
+
+const pageLimit = z
+  .string()
+  .regex(/^\d{1,3}$/, 'must be an integer from 1 to 100')
+  .transform(Number)
+  .pipe(
+    z
+      .number()
+      .min(1, 'must be an integer from 1 to 100')
+      .max(100, 'must be an integer from 1 to 100'),
+  )
+const flag = z
+  .enum(['true', 'false'], { message: 'must be true or false' })
+  .transform((v) => v === 'true')
+
+/** `GET /keys`, `GET /management-keys`. */
+export const listQuery = z
+  .object({
+    limit: pageLimit.optional(),
+    cursor: z.string().min(1).max(200).optional(),
+    includeRevoked: flag.optional(),
+  })
+  .strict()
+
+/** `GET /keys/:id/logs`. */
+export const logsQuery = z
+  .object({ limit: pageLimit.optional(), cursor: z.string().min(1).max(300).optional() })
+  .strict()
+
+/** `GET /usage`. */
+export const usageQuery = z
+  .object({
+    month: z
+      .string()
+      .regex(/^\d{4}-(0[1-9]|1[0-2])$/, 'must be YYYY-MM')
+      .optional(),
+  })
+  .strict()
+
+/** `DELETE /keys/:id`. */
+export const deleteQuery = z.object({ permanent: flag.optional() }).strict()
+
+/** Routes that take no query parameters. */
+export const noQuery = z.object({}).strict()

@@ -1,0 +1,53 @@
+/**
+ * @module limits/hold.test
+ *
+ * Unit tests of holds: concurrency slots and credit reservations. The random traces against
+ * a brute-force model are in `test/property/hold.test.ts`.
+ */
+
+import { describe, expect, it } from 'vitest'
+import { type HoldState, hold, holdIdle, release } from './hold.js'
+
+const T0 = 1_700_000_000_000
+
+describe('hold', () => {
+  it('refuses a second request in flight under a concurrency cap of 1', () => {
+    const a = hold(undefined, T0, 1, 1, 'a', 60_000)
+    expect(a).toMatchObject({ allowed: true, used: 1, remaining: 0 })
+    expect(hold(a.state, T0, 1, 1, 'b', 60_000)).toMatchObject({ allowed: false, used: 1 })
+  })
+
+  it('frees the slot when the request is released, charging nothing', () => {
+    const a = hold(undefined, T0, 1, 1, 'a', 60_000)
+    const s = release(a.state, T0 + 5, 'a', 0)
+    expect(s).toEqual({ used: 0, holds: {} })
+    expect(holdIdle(s, T0 + 5)).toBe(true)
+    expect(hold(s, T0 + 5, 1, 1, 'b', 60_000).allowed).toBe(true)
+  })
+
+  it('frees a slot that is never released when its lease expires', () => {
+    const a = hold(undefined, T0, 1, 1, 'a', 30_000)
+    expect(hold(a.state, T0 + 29_999, 1, 1, 'b', 30_000).allowed).toBe(false)
+    expect(hold(a.state, T0 + 30_000, 1, 1, 'b', 30_000).allowed).toBe(true)
+  })
+
+  it('turns a credit reservation into the actual charge and refunds the rest', () => {
+    let s: HoldState | undefined
+    s = hold(s, T0, 10, 6, 'a', 60_000).state
+    expect(hold(s, T0, 10, 6, 'b', 60_000).allowed).toBe(false)
+    s = release(s, T0, 'a', 2)
+    expect(s.used).toBe(2)
+    expect(hold(s, T0, 10, 8, 'b', 60_000)).toMatchObject({ allowed: true, used: 10, remaining: 0 })
+  })
+
+  it('counts but never refuses with an infinite limit (overage plans)', () => {
+    const v = hold({ used: 1e12, holds: {} }, T0, Infinity, 1e9, 'a', 1000)
+    expect(v).toMatchObject({ allowed: true, used: 1e12 + 1e9 })
+  })
+
+  it('ignores releasing a hold that is gone, still adding the charge', () => {
+    const s = release(undefined, T0, 'nope', 3)
+    expect(s).toEqual({ used: 3, holds: {} })
+    expect(holdIdle(s, T0)).toBe(false)
+  })
+})

@@ -1,0 +1,247 @@
+/**
+ * The fetch bridges of tollbooth/express and tollbooth/fastify (`mountFetch`), over real
+ * servers: paths relative to the mount point, bodies streamed in (also after express.json()),
+ * responses streamed out with every header (several Set-Cookie), errors, client aborts, and
+ * the socket address reaching the management API's failed-auth guard.
+ */
+
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { serve } from '@hono/node-server'
+import express from 'express'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { afterEach, describe, expect, it } from 'vitest'
+import { mountFetch as expressMount, type FetchHandler } from '../../adapters/express/mount.js'
+import { mountFetch as fastifyMount } from '../../adapters/fastify/mount.js'
+import { managementApi } from '../../adapters/management/index.js'
+import {
+  call,
+  closeServer,
+  FRAMEWORKS,
+  makeTollbooth,
+  type Served,
+  serveManagement,
+} from './servers.js'
+
+/** Echoes what it was given: method, path, query, body size and text, one header. */
+const echo: FetchHandler = async (req) => {
+  const url = new URL(req.url)
+  const body = req.method === 'GET' ? '' : await req.text()
+  const headers = new Headers({ 'content-type': 'application/json' })
+  headers.append('set-cookie', 'a=1; Path=/')
+  headers.append('set-cookie', 'b=2; Path=/')
+  headers.set('x-echo', 'yes')
+  return new Response(
+    JSON.stringify({
+      method: req.method,
+      path: url.pathname,
+      search: url.search,
+      size: body.length,
+      body: body.slice(0, 100),
+      contentType: req.headers.get('content-type'),
+      custom: req.headers.get('x-custom'),
+    }),
+    { status: 200, headers },
+  )
+}
+
+let closers: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const c of closers) await c()
+  closers = []
+})
+
+async function expressServer(setup: (app: express.Express) => void): Promise<string> {
+  const app = express()
+  setup(app)
+  const server = app.listen(0, '127.0.0.1')
+  await new Promise<void>((r) => server.once('listening', () => r()))
+  closers.push(() => closeServer(server))
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+async function fastifyServer(setup: (app: FastifyInstance) => Promise<void>): Promise<string> {
+  const app = Fastify()
+  await setup(app)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  closers.push(() => app.close())
+  return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+}
+
+describe('express mountFetch', () => {
+  it('hands over paths relative to a nested mount point, with query, headers and body', async () => {
+    const url = await expressServer((app) => {
+      const router = express.Router()
+      router.use('/v2', expressMount(echo))
+      app.use('/api', router)
+    })
+    const r = await call(url, 'POST', '/api/v2/things/7?x=1&y=2', {
+      raw: 'hello',
+      headers: { 'content-type': 'text/plain', 'x-custom': 'c' },
+    })
+    expect(r.body).toEqual({
+      method: 'POST',
+      path: '/things/7',
+      search: '?x=1&y=2',
+      size: 5,
+      body: 'hello',
+      contentType: 'text/plain',
+      custom: 'c',
+    })
+    expect(r.headers.getSetCookie()).toEqual(['a=1; Path=/', 'b=2; Path=/'])
+    expect(r.headers.get('x-echo')).toBe('yes')
+    expect((await call(url, 'GET', '/api/v2')).body.path).toBe('/')
+  })
+
+  it('streams a large body in, and re-sends a body express.json() already parsed', async () => {
+    const url = await expressServer((app) => {
+      app.use('/raw', expressMount(echo))
+      app.use('/parsed', express.json(), expressMount(echo))
+    })
+    const big = 'x'.repeat(2 * 1024 * 1024)
+    expect((await call(url, 'PUT', '/raw/up', { raw: big })).body.size).toBe(big.length)
+    const r = await call(url, 'POST', '/parsed/p', { json: { name: 'Production Key' } })
+    expect(r.body).toMatchObject({
+      body: '{"name":"Production Key"}',
+      contentType: 'application/json',
+    })
+  })
+
+  it('streams the response out and passes a thrown error to next()', async () => {
+    const url = await expressServer((app) => {
+      app.use(
+        '/stream',
+        expressMount(
+          () =>
+            new Response(
+              new ReadableStream({
+                start(c) {
+                  for (let i = 0; i < 100; i++) c.enqueue(new TextEncoder().encode(`chunk ${i}\n`))
+                  c.close()
+                },
+              }),
+            ),
+        ),
+      )
+      app.use(
+        '/boom',
+        expressMount(() => {
+          throw new Error('boom')
+        }),
+      )
+      app.use(
+        (err: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+          res.status(418).json({ caught: err.message })
+        },
+      )
+    })
+    const s = await call(url, 'GET', '/stream')
+    expect(s.text.split('\n').filter(Boolean)).toHaveLength(100)
+    const b = await call(url, 'GET', '/boom')
+    expect([b.status, b.body]).toEqual([418, { caught: 'boom' }])
+  })
+
+  it('aborts the request signal when the client goes away', async () => {
+    let aborted!: () => void
+    const abortedP = new Promise<void>((r) => {
+      aborted = r
+    })
+    const url = await expressServer((app) => {
+      app.use(
+        '/hang',
+        expressMount((req) => {
+          req.signal.addEventListener('abort', () => aborted())
+          return new Response(new ReadableStream({ start: (c) => c.enqueue(new Uint8Array([1])) }))
+        }),
+      )
+    })
+    const ctl = new AbortController()
+    const res = await fetch(`${url}/hang`, { signal: ctl.signal })
+    expect(res.status).toBe(200)
+    ctl.abort()
+    await abortedP
+  })
+
+  it('refuses a non-function handler at construction', () => {
+    expect(() => expressMount('nope' as never)).toThrow(/handler must be a function/)
+  })
+})
+
+describe('fastify mountFetch', () => {
+  it('serves under the prefix with the raw body of any content type, in its own context', async () => {
+    const url = await fastifyServer(async (app) => {
+      app.post('/other', async (request) => ({ parsed: request.body }))
+      await app.register(fastifyMount(echo), { prefix: '/v1' })
+    })
+    const r = await call(url, 'POST', '/v1/keys/k1?limit=2', {
+      raw: '{"not": json',
+      headers: { 'content-type': 'application/json', 'x-custom': 'c' },
+    })
+    expect(r.status).toBe(200)
+    expect(r.body).toMatchObject({
+      method: 'POST',
+      path: '/keys/k1',
+      search: '?limit=2',
+      body: '{"not": json',
+      custom: 'c',
+    })
+    expect(r.headers.getSetCookie()).toEqual(['a=1; Path=/', 'b=2; Path=/'])
+    const bin = await call(url, 'PATCH', '/v1/x', {
+      raw: 'abc',
+      headers: { 'content-type': 'application/octet-stream' },
+    })
+    expect(bin.body).toMatchObject({ method: 'PATCH', size: 3 })
+    expect((await call(url, 'DELETE', '/v1/keys/k1')).body.method).toBe('DELETE')
+    expect((await call(url, 'GET', '/v1')).body.path).toBe('/')
+    // Routes outside the plugin keep Fastify's own JSON parser.
+    expect((await call(url, 'POST', '/other', { json: { a: 1 } })).body).toEqual({
+      parsed: { a: 1 },
+    })
+  })
+
+  it('streams a large body in and the response out', async () => {
+    const url = await fastifyServer(async (app) => {
+      await app.register(fastifyMount(echo), { prefix: '/v1' })
+    })
+    const big = 'y'.repeat(3 * 1024 * 1024)
+    expect(
+      (await call(url, 'PUT', '/v1/up', { raw: big, headers: { 'content-type': 'text/plain' } }))
+        .body.size,
+    ).toBe(big.length)
+  })
+})
+
+describe('the management API served on its own', () => {
+  it('answers its routes, and unknown paths with a JSON 404', async () => {
+    const { tb } = makeTollbooth()
+    const server = serve({
+      fetch: managementApi(tb).fetch,
+      port: 0,
+      hostname: '127.0.0.1',
+    }) as Server
+    await new Promise<void>((r) => server.once('listening', () => r()))
+    closers.push(() => closeServer(server))
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    const mk = (await tb.keys.create({ accountId: 'acct_a', kind: 'management' })).key
+    expect((await call(url, 'GET', '/keys', { token: mk })).status).toBe(200)
+    const r = await call(url, 'GET', '/nope')
+    expect([r.status, r.body]).toEqual([404, { error: 'Not found: GET /nope', code: 'not_found' }])
+  })
+})
+
+describe.each(FRAMEWORKS)('the management API on %s sees the client address', (framework) => {
+  let served: Served
+  afterEach(() => served.close())
+
+  it('blocks an address after repeated bad management keys (failed-auth guard)', async () => {
+    const { tb } = makeTollbooth({ failedAuth: { limit: 3, windowMs: 60_000, blockMs: 60_000 } })
+    served = await serveManagement(framework, tb)
+    const mk = (await tb.keys.create({ accountId: 'acct_a', kind: 'management' })).key
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i++)
+      statuses.push((await call(served.url, 'GET', '/v1/keys', { token: `mk_bad${i}` })).status)
+    expect(statuses).toEqual([401, 401, 403, 403])
+    const blocked = await call(served.url, 'GET', '/v1/keys', { token: mk })
+    expect(blocked.body).toEqual({ error: 'IP temporarily blocked', code: 'ip_blocked' })
+  })
+})
