@@ -1,0 +1,132 @@
+/**
+ * @module tollbooth/stripe/webhooks
+ *
+ * The Stripe webhook endpoint's logic, framework-free: raw body and headers in, status and
+ * JSON body out. In order:
+ *
+ * 1. verify the `Stripe-Signature` header over the raw body with the endpoint secret
+ *    (`stripe.webhooks.constructEventAsync`, 5 minutes of tolerance on the tollbooth clock);
+ *    a bad one is a 400 and changes nothing;
+ * 2. skip an event already processed: a marker per event id in the counter store makes a
+ *    replay (Stripe retries, a resend from the dashboard, a second instance) a 200 no-op;
+ * 3. take a short lease on the event id, so two instances never apply it at once (the loser
+ *    answers 409 and Stripe retries later);
+ * 4. map it to changes (`events.ts`) and apply them (`applyBillingChanges`), then mark the
+ *    event processed. A failure releases the lease and answers 500: Stripe retries.
+ */
+
+import {
+  type AppliedChange,
+  applyBillingChanges,
+  createMarkers,
+  headerOf,
+  isTollboothError,
+  type Tollbooth,
+  type WebhookInput,
+  type WebhookResult,
+} from '../../src/index.js'
+import { changesOf, type EventContext, type StripeEventLike } from './events.js'
+
+/** How long another instance may hold an event before it is given up as crashed. */
+const LEASE_MS = 60_000
+
+/** The part of the Stripe client the webhook endpoint uses. */
+export interface WebhookVerifier {
+  webhooks: {
+    constructEventAsync(
+      payload: string | Uint8Array,
+      header: string,
+      secret: string,
+      tolerance?: number,
+      cryptoProvider?: undefined,
+      receivedAt?: number,
+    ): Promise<unknown>
+  }
+}
+
+export interface WebhookOptions extends EventContext {
+  webhookSecret: string
+  /** Maximum age of a signature, in seconds (Stripe's default, 300). */
+  toleranceSec: number
+  /** How long a processed event id is remembered (ms). */
+  markerTtlMs: number
+  onError: (err: unknown) => void
+}
+
+const fail = (status: number, error: string, code: string): WebhookResult => ({
+  status,
+  body: { error, code },
+  applied: [],
+})
+
+/** Verifies, deduplicates and applies one Stripe webhook call. Never throws. */
+export async function handleStripeWebhook(
+  tb: Tollbooth,
+  stripe: WebhookVerifier,
+  options: WebhookOptions,
+  input: WebhookInput,
+): Promise<WebhookResult> {
+  const now = () => tb.options.clock?.now() ?? Date.now()
+  const signature = input?.headers ? headerOf(input.headers, 'stripe-signature') : undefined
+  if (!signature) return fail(400, 'Missing Stripe-Signature header', 'invalid_request')
+  if (typeof input.body !== 'string' && !(input.body instanceof Uint8Array))
+    return fail(400, 'Webhook body must be the raw request body', 'invalid_request')
+  let event: StripeEventLike
+  try {
+    event = (await stripe.webhooks.constructEventAsync(
+      input.body,
+      signature,
+      options.webhookSecret,
+      options.toleranceSec,
+      undefined,
+      now(),
+    )) as StripeEventLike
+  } catch (err) {
+    const bad = (err as { type?: string }).type === 'StripeSignatureVerificationError'
+    return bad
+      ? fail(400, 'Invalid Stripe signature', 'invalid_signature')
+      : fail(400, 'Invalid webhook body', 'invalid_request')
+  }
+  if (typeof event?.id !== 'string' || typeof event.type !== 'string')
+    return fail(400, 'Invalid webhook body', 'invalid_request')
+
+  const markers = createMarkers(tb.storage, now)
+  const done = `{${event.id}}:billing:event`
+  const lease = `{${event.id}}:billing:lease`
+  const ok = (applied: AppliedChange[], extra: Record<string, unknown> = {}): WebhookResult => ({
+    status: 200,
+    body: { received: true, id: event.id, type: event.type, ...extra },
+    applied,
+  })
+  try {
+    if (await markers.has(done)) return ok([], { duplicate: true })
+    if (!(await markers.set(lease, LEASE_MS)))
+      return fail(409, 'This event is being processed', 'conflict')
+  } catch (err) {
+    options.onError(err)
+    return fail(500, 'Webhook could not be processed; Stripe will retry', 'webhook_failed')
+  }
+  try {
+    if (await markers.has(done)) return ok([], { duplicate: true })
+    const mapped = changesOf(event, options)
+    if ('ignored' in mapped) {
+      await markers.set(done, options.markerTtlMs)
+      return ok([], { ignored: mapped.ignored })
+    }
+    const applied = await applyBillingChanges(tb, mapped.changes, {
+      grantTtlMs: options.markerTtlMs,
+    })
+    await markers.set(done, options.markerTtlMs)
+    return ok(applied, { applied: applied.filter((a) => a.applied).length })
+  } catch (err) {
+    options.onError(err)
+    if (isTollboothError(err) && err.status === 400) {
+      // Bad data in the event (an account id or tier tollbooth refuses): a retry cannot help.
+      await markers.set(done, options.markerTtlMs).catch(options.onError)
+      return ok([], { ignored: err.message })
+    }
+    return fail(500, 'Webhook could not be processed; Stripe will retry', 'webhook_failed')
+  } finally {
+    await markers.clear(lease).catch(options.onError)
+  }
+}

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest'
+import { manualClock } from '../clock.js'
+import { createTollbooth } from '../tollbooth.js'
+import { applyBillingChanges, BILLING_STATE_KEY } from './apply.js'
+
+const T0 = Date.UTC(2026, 10, 24, 12, 0, 0)
+const make = () =>
+  createTollbooth({
+    secret: 'apply-unit-secret-apply-unit-secret-0001',
+    clock: manualClock(T0),
+    plans: { free: { monthlyCredits: 10 }, pro: { monthlyCredits: 1_000 } },
+    defaultTier: 'free',
+  })
+
+describe('applyBillingChanges', () => {
+  it('sets the tier with its expiry and remembers the subscription', async () => {
+    const tb = make()
+    const [r] = await applyBillingChanges(tb, [
+      {
+        type: 'tier',
+        accountId: 'a',
+        subscriptionId: 'sub_1',
+        at: T0,
+        tier: 'pro',
+        expiresAt: T0 + 1,
+      },
+    ])
+    expect(r!.applied).toBe(true)
+    const a = await tb.accounts.get('a')
+    expect(a.tier).toBe('pro')
+    expect(a.tierExpiresAt).toBe(T0 + 1)
+    expect(a.metadata[BILLING_STATE_KEY]).toEqual({ subscriptionId: 'sub_1', at: T0, ended: false })
+  })
+
+  it('keeps other metadata when it records its state', async () => {
+    const tb = make()
+    await tb.accounts.patch('a', { metadata: { team: 'blue' } })
+    await applyBillingChanges(tb, [
+      { type: 'cancel', accountId: 'a', subscriptionId: 'sub_1', at: T0 },
+    ])
+    expect((await tb.accounts.get('a')).metadata['team']).toBe('blue')
+  })
+
+  it('grants credits once per grant id, also when applied concurrently', async () => {
+    const tb = make()
+    const grant = {
+      type: 'credits',
+      accountId: 'a',
+      amount: 50,
+      grantId: 'g1',
+      reason: 'top-up',
+    } as const
+    const results = await Promise.all(
+      Array.from({ length: 5 }, () => applyBillingChanges(tb, [grant])),
+    )
+    expect(results.flat().filter((r) => r.applied)).toHaveLength(1)
+    expect((await tb.accounts.get('a')).balance).toBe(50)
+  })
+
+  it('refuses an unknown tier with a 400 and changes nothing', async () => {
+    const tb = make()
+    const err = await applyBillingChanges(tb, [
+      { type: 'tier', accountId: 'a', subscriptionId: 's', at: T0, tier: 'gold' },
+    ]).catch((e) => e)
+    expect(err.status).toBe(400)
+    expect((await tb.accounts.get('a')).metadata).toEqual({})
+  })
+})

@@ -1,0 +1,234 @@
+/**
+ * @module billing/meter-outbox
+ *
+ * Sends metered overage to a billing provider exactly once per usage event. Usage events
+ * reach it after tollbooth has recorded them (`tb.onUsageFlushed`); those with overage are
+ * queued by event id and delivered in batches. Three things make "exactly once" hold:
+ *
+ * 1. every delivery carries an identifier derived from the usage event id, which the
+ *    provider deduplicates, and its "duplicate" answer counts as delivered;
+ * 2. a delivered event gets a marker in the counter store, checked before every send, so a
+ *    retry, a second instance or a redelivery after a restart skips it;
+ * 3. a failed send stays queued and is retried with backoff: an outage only delays delivery.
+ *
+ * What the queue held when a process died is still in `tb.storage.usage`:
+ * `reconcileOverage()` (`billing/reconcile`) finds it and `redeliver` queues it again.
+ */
+
+import type { UsageEvent } from '../storage/types.js'
+import type { Tollbooth } from '../tollbooth.js'
+import { createMarkers, MARKER_TTL_MS, markerKey } from './markers.js'
+
+/** How a provider sends one overage event. */
+export interface MeterSink {
+  /**
+   * Sends `value` units of overage for `event` to the customer. Resolves when the provider
+   * accepted it, or answered that it already has it (`'duplicate'`).
+   */
+  send(event: UsageEvent, value: number, customerId: string): Promise<'delivered' | 'duplicate'>
+  /** True when a failed send may succeed later (network, 5xx, 429); false drops it. */
+  retryable(err: unknown): boolean
+}
+
+export interface MeterOutboxOptions {
+  /** Events sent per batch (default 100). */
+  batchSize?: number
+  /** Sends in flight at once within a batch (default 4). */
+  concurrency?: number
+  /** First retry delay after a failed batch (default 1 s), doubled up to `maxRetryMs`. */
+  retryMs?: number
+  /** Longest retry delay (default 5 minutes). */
+  maxRetryMs?: number
+  /** Delay from the first queued event to the automatic send (default 1 s). */
+  intervalMs?: number
+  /** Queue bound; past it the oldest are dropped (and found again by reconciliation). Default 100 000. */
+  maxPending?: number
+  /** How long a delivered marker is kept (default 35 days, Stripe's back-dating window). */
+  markerTtlMs?: number
+  /** The amount sent for an event (default its `overage`); 0 or less sends nothing. */
+  value?: (event: UsageEvent) => number
+}
+
+/** Counts of one `flush()`. */
+export interface MeterFlushResult {
+  delivered: number
+  /** The provider already had it (a retry whose first answer was lost). */
+  duplicates: number
+  /** Already marked delivered: nothing sent. */
+  skipped: number
+  /** The account has no billing customer: dropped (reconciliation reports it). */
+  noCustomer: number
+  /** Refused for good by the provider (reported to `onError`). */
+  rejected: number
+  /** Failed for now; still queued. */
+  retrying: number
+}
+
+export interface MeterOutbox {
+  /** Queues the events that carry overage (others are ignored); idempotent by event id. */
+  enqueue(events: ReadonlyArray<UsageEvent>): void
+  /** Sends everything queued now, whatever the backoff. */
+  flush(): Promise<MeterFlushResult>
+  /** True when the event's overage was delivered (its marker is set). */
+  isDelivered(event: UsageEvent): Promise<boolean>
+  /** Events queued and not yet delivered. */
+  readonly pending: number
+  /** The counts of the last flush (automatic or not), for monitoring; null before the first. */
+  readonly lastFlush: MeterFlushResult | null
+  /** Whether `eventId` is queued. */
+  has(eventId: string): boolean
+  /** Flushes once and stops the timers. */
+  close(): Promise<MeterFlushResult>
+}
+
+/**
+ * @param onError told of rejected sends and storage failures; never given a secret
+ */
+export function createMeterOutbox(
+  tb: Tollbooth,
+  sink: MeterSink,
+  options: MeterOutboxOptions = {},
+  onError: (err: unknown) => void = () => {},
+): MeterOutbox {
+  const batchSize = options.batchSize ?? 100
+  const concurrency = options.concurrency ?? 4
+  const retryMs = options.retryMs ?? 1_000
+  const maxRetryMs = options.maxRetryMs ?? 300_000
+  const intervalMs = options.intervalMs ?? 1_000
+  const maxPending = options.maxPending ?? 100_000
+  const ttl = options.markerTtlMs ?? MARKER_TTL_MS
+  const amountOf = options.value ?? ((e: UsageEvent) => e.overage)
+  const now = () => tb.options.clock?.now() ?? Date.now()
+  const markers = createMarkers(tb.storage, now)
+  const queue = new Map<string, UsageEvent>()
+  let running: Promise<MeterFlushResult> | null = null
+  let timer: ReturnType<typeof setTimeout> | null = null
+  let backoff = 0
+  let closed = false
+  let last: MeterFlushResult | null = null
+
+  const schedule = (ms: number) => {
+    if (timer || closed) return
+    timer = setTimeout(() => {
+      timer = null
+      flush().catch(onError)
+    }, ms)
+    ;(timer as { unref?: () => void }).unref?.()
+  }
+
+  const deliver = async (
+    e: UsageEvent,
+    r: MeterFlushResult,
+    customers: Map<string, string | null>,
+  ) => {
+    const key = markerKey(e.accountId, 'meter', e.id)
+    if (await markers.has(key)) {
+      r.skipped++
+      return true
+    }
+    let customer = customers.get(e.accountId)
+    if (customer === undefined) {
+      customer = (await tb.storage.accounts.get(e.accountId))?.billingCustomerId ?? null
+      customers.set(e.accountId, customer)
+    }
+    if (customer === null) {
+      r.noCustomer++
+      return true
+    }
+    let answer: 'delivered' | 'duplicate'
+    try {
+      answer = await sink.send(e, amountOf(e), customer)
+    } catch (err) {
+      if (sink.retryable(err)) return false
+      r.rejected++
+      onError(err)
+      return true
+    }
+    await markers.set(key, ttl)
+    if (answer === 'duplicate') r.duplicates++
+    else r.delivered++
+    return true
+  }
+
+  const run = async (): Promise<MeterFlushResult> => {
+    const r: MeterFlushResult = {
+      delivered: 0,
+      duplicates: 0,
+      skipped: 0,
+      noCustomer: 0,
+      rejected: 0,
+      retrying: 0,
+    }
+    const customers = new Map<string, string | null>()
+    const all = [...queue.values()]
+    for (let i = 0; i < all.length; i += batchSize) {
+      const batch = all.slice(i, i + batchSize)
+      let next = 0
+      const worker = async () => {
+        while (next < batch.length) {
+          const e = batch[next++]!
+          let done = false
+          try {
+            done = await deliver(e, r, customers)
+          } catch (err) {
+            onError(err) // storage: keep it queued
+          }
+          if (done) queue.delete(e.id)
+          else r.retrying++
+        }
+      }
+      await Promise.all(Array.from({ length: Math.min(concurrency, batch.length) }, worker))
+    }
+    if (r.retrying > 0) {
+      backoff = backoff === 0 ? retryMs : Math.min(maxRetryMs, backoff * 2)
+      schedule(backoff)
+    } else {
+      backoff = 0
+      if (queue.size > 0) schedule(intervalMs) // queued while this flush ran
+    }
+    last = r
+    return r
+  }
+
+  const flush = (): Promise<MeterFlushResult> => {
+    if (running) return running.then(flush, flush)
+    if (timer) clearTimeout(timer)
+    timer = null
+    running = run().finally(() => {
+      running = null
+    })
+    return running
+  }
+
+  return {
+    enqueue(events) {
+      for (const e of events) {
+        if (!(amountOf(e) > 0) || e.bypassed) continue
+        queue.set(e.id, e)
+      }
+      while (queue.size > maxPending) {
+        const oldest = queue.keys().next().value as string
+        queue.delete(oldest)
+        onError(new Error(`meter out-box full (${maxPending}): dropped event ${oldest}`))
+      }
+      if (queue.size >= batchSize) schedule(0)
+      else if (queue.size > 0) schedule(backoff || intervalMs)
+    },
+    flush,
+    isDelivered: (e) => markers.has(markerKey(e.accountId, 'meter', e.id)),
+    get pending() {
+      return queue.size
+    },
+    get lastFlush() {
+      return last
+    },
+    has: (id) => queue.has(id),
+    async close() {
+      const r = await flush()
+      closed = true
+      if (timer) clearTimeout(timer)
+      timer = null
+      return r
+    },
+  }
+}

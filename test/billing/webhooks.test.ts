@@ -1,0 +1,435 @@
+/**
+ * Stripe webhooks signed with the real `stripe.webhooks.generateTestHeaderString`: valid
+ * events change the account (tier, expiry, customer, credits), a bad signature is a 400 that
+ * changes nothing, a replay changes nothing, out-of-order events never roll an account back,
+ * and a failed apply answers 500 and succeeds on Stripe's retry.
+ */
+
+import type { AddressInfo } from 'node:net'
+import { serve } from '@hono/node-server'
+import { Hono } from 'hono'
+import Stripe from 'stripe'
+import { beforeEach, describe, expect, it } from 'vitest'
+import { type StripeBilling, stripeBilling } from '../../adapters/stripe/index.js'
+import {
+  createTollbooth,
+  type ManualClock,
+  manualClock,
+  memoryStorage,
+  type Storage,
+  type Tollbooth,
+} from '../../src/index.js'
+
+const SECRET = 'billing-suite-secret-billing-suite-secret-0002'
+const WHSEC = 'whsec_test_webhook_secret_0002'
+const T0 = Date.UTC(2026, 10, 24, 12, 0, 0)
+const S0 = T0 / 1000
+const DAY = 86_400_000
+const GRACE = 3 * DAY
+const PERIOD_END = S0 + 30 * 86_400
+const stripe = new Stripe('sk_test_unused')
+
+let clock: ManualClock
+let tb: Tollbooth
+let billing: StripeBilling
+let faults: { accountsUpdate: number }
+
+function faultyStorage(): Storage {
+  const s = memoryStorage()
+  const update = s.accounts.update.bind(s.accounts)
+  s.accounts.update = async (...args) => {
+    if (faults.accountsUpdate > 0) {
+      faults.accountsUpdate--
+      throw new Error('storage down')
+    }
+    return update(...args)
+  }
+  return s
+}
+
+beforeEach(() => {
+  faults = { accountsUpdate: 0 }
+  clock = manualClock(T0)
+  tb = createTollbooth({
+    secret: SECRET,
+    clock,
+    storage: faultyStorage(),
+    plans: {
+      starter: { monthlyCredits: 1_000 },
+      pro: { monthlyCredits: 200_000, allowOverage: true },
+      scale: { monthlyCredits: 2_000_000 },
+    },
+    defaultTier: 'starter',
+    onError: () => {},
+  })
+  billing = stripeBilling(tb, {
+    stripe,
+    webhookSecret: WHSEC,
+    tiers: {
+      starter: { priceId: 'price_starter' },
+      pro: { priceId: 'price_pro', grantCredits: 5_000 },
+      scale: { priceId: 'price_scale' },
+    },
+    onError: () => {},
+  })
+})
+
+let seq = 0
+const event = (type: string, object: Record<string, unknown>, created = S0, id?: string) => ({
+  id: id ?? `evt_${++seq}`,
+  object: 'event',
+  type,
+  created,
+  api_version: '2026-10-28.endive',
+  data: { object },
+})
+
+const signed = (body: string, opts: { secret?: string; timestamp?: number } = {}) =>
+  stripe.webhooks.generateTestHeaderString({
+    payload: body,
+    secret: opts.secret ?? WHSEC,
+    timestamp: opts.timestamp ?? Math.floor(clock.now() / 1000),
+  })
+
+async function deliver(e: object) {
+  const body = JSON.stringify(e)
+  return billing.webhook({ body, headers: { 'Stripe-Signature': signed(body) } })
+}
+
+const subscriptionCheckout = (account: string, sub: string, tier = 'pro') => ({
+  id: `cs_${sub}`,
+  object: 'checkout.session',
+  mode: 'subscription',
+  status: 'complete',
+  payment_status: 'paid',
+  customer: 'cus_A',
+  subscription: sub,
+  client_reference_id: account,
+  metadata: { tollbooth_account_id: account, tollbooth_tier: tier },
+})
+
+const subscription = (
+  account: string,
+  id: string,
+  o: { status?: string; price?: string; end?: number; cancelAtPeriodEnd?: boolean } = {},
+) => ({
+  id,
+  object: 'subscription',
+  customer: 'cus_A',
+  status: o.status ?? 'active',
+  cancel_at: null,
+  cancel_at_period_end: o.cancelAtPeriodEnd ?? false,
+  metadata: { tollbooth_account_id: account, tollbooth_tier: 'pro' },
+  items: {
+    object: 'list',
+    data: [
+      {
+        id: `si_${id}`,
+        price: { id: o.price ?? 'price_pro' },
+        current_period_start: S0,
+        current_period_end: o.end ?? PERIOD_END,
+      },
+    ],
+  },
+})
+
+const topUp = (account: string, session: string, credits: number, paid = true) => ({
+  id: session,
+  object: 'checkout.session',
+  mode: 'payment',
+  status: 'complete',
+  payment_status: paid ? 'paid' : 'unpaid',
+  customer: 'cus_A',
+  metadata: { tollbooth_account_id: account, tollbooth_credits: String(credits) },
+})
+
+const invoice = (
+  account: string,
+  id: string,
+  sub: string,
+  end: number,
+  reason = 'subscription_cycle',
+) => ({
+  id,
+  object: 'invoice',
+  customer: 'cus_A',
+  billing_reason: reason,
+  parent: {
+    type: 'subscription_details',
+    subscription_details: { subscription: sub, metadata: { tollbooth_account_id: account } },
+  },
+  lines: {
+    object: 'list',
+    data: [
+      {
+        id: `il_${id}`,
+        period: { start: end - 30 * 86_400, end },
+        pricing: {
+          type: 'price_details',
+          price_details: { price: 'price_pro', product: 'prod_1' },
+        },
+      },
+    ],
+  },
+})
+
+describe('valid events', () => {
+  it('a subscription checkout sets the tier and the customer; the subscription sets the expiry', async () => {
+    const r = await deliver(
+      event('checkout.session.completed', subscriptionCheckout('acct_1', 'sub_1')),
+    )
+    expect(r.status).toBe(200)
+    let a = await tb.accounts.get('acct_1')
+    expect(a.tier).toBe('pro')
+    expect(a.billingCustomerId).toBe('cus_A')
+    expect(a.tierExpiresAt).toBeNull()
+    await deliver(event('customer.subscription.created', subscription('acct_1', 'sub_1')))
+    a = await tb.accounts.get('acct_1')
+    expect(a.tier).toBe('pro')
+    expect(a.tierExpiresAt).toBe(PERIOD_END * 1000 + GRACE)
+  })
+
+  it('a paid renewal extends the tier and grants its credits; the tier lapses to the default when unpaid', async () => {
+    await deliver(event('customer.subscription.created', subscription('acct_1', 'sub_1')))
+    const next = PERIOD_END + 30 * 86_400
+    await deliver(event('invoice.paid', invoice('acct_1', 'in_1', 'sub_1', next), S0 + 60))
+    let a = await tb.accounts.get('acct_1')
+    expect(a.tierExpiresAt).toBe(next * 1000 + GRACE)
+    expect(a.balance).toBe(5_000)
+    clock.set(next * 1000 + GRACE + 1)
+    a = await tb.accounts.get('acct_1')
+    expect(a.tier).toBe('starter')
+  })
+
+  it('cancel at period end keeps the tier until then, and deletion returns to the default tier', async () => {
+    await deliver(event('customer.subscription.created', subscription('acct_1', 'sub_1')))
+    await deliver(
+      event(
+        'customer.subscription.updated',
+        subscription('acct_1', 'sub_1', { cancelAtPeriodEnd: true }),
+        S0 + 10,
+      ),
+    )
+    let a = await tb.accounts.get('acct_1')
+    expect(a.tier).toBe('pro')
+    expect(a.tierExpiresAt).toBe(PERIOD_END * 1000)
+    await deliver(
+      event(
+        'customer.subscription.deleted',
+        subscription('acct_1', 'sub_1', { status: 'canceled' }),
+        S0 + 20,
+      ),
+    )
+    a = await tb.accounts.get('acct_1')
+    expect(a.tier).toBe('starter')
+    expect(a.tierExpiresAt).toBeNull()
+  })
+
+  it('a credit top-up adds the credits when paid, and not before', async () => {
+    const unpaid = await deliver(
+      event('checkout.session.completed', topUp('acct_2', 'cs_t1', 25_000, false)),
+    )
+    expect(unpaid.status).toBe(200)
+    expect((await tb.accounts.get('acct_2')).balance).toBe(0)
+    await deliver(
+      event('checkout.session.async_payment_succeeded', topUp('acct_2', 'cs_t1', 25_000)),
+    )
+    const a = await tb.accounts.get('acct_2')
+    expect(a.balance).toBe(25_000)
+    expect(a.credits.limit).toBe(1_000 + 25_000)
+  })
+
+  it('answers 200 and changes nothing for events it does not use or objects it did not create', async () => {
+    const r1 = await deliver(event('charge.succeeded', { id: 'ch_1', object: 'charge' }))
+    expect(r1.status).toBe(200)
+    expect(r1.body['ignored']).toMatch(/not used/)
+    const foreign = { ...subscription('x', 'sub_x'), metadata: {} }
+    const r2 = await deliver(event('customer.subscription.created', foreign))
+    expect(r2.body['ignored']).toMatch(/not a tollbooth subscription/)
+  })
+})
+
+describe('signatures', () => {
+  it('refuses a bad, missing, tampered or stale signature with 400 and changes nothing', async () => {
+    const before = await tb.accounts.get('acct_3')
+    const e = event('checkout.session.completed', topUp('acct_3', 'cs_s1', 10_000))
+    const body = JSON.stringify(e)
+    const cases = [
+      { body, headers: { 'stripe-signature': signed(body, { secret: 'whsec_wrong_secret' }) } },
+      { body, headers: {} },
+      { body: body.replace('10000', '99999'), headers: { 'stripe-signature': signed(body) } },
+      { body, headers: { 'stripe-signature': signed(body, { timestamp: S0 - 301 }) } },
+      { body: 'not json', headers: { 'stripe-signature': signed('not json') } },
+    ]
+    for (const c of cases) {
+      const r = await billing.webhook(c)
+      expect(r.status).toBe(400)
+      expect(r.applied).toEqual([])
+      expect(JSON.stringify(r.body)).not.toContain(WHSEC)
+    }
+    expect(await tb.accounts.get('acct_3')).toEqual(before)
+    // Nothing was remembered either: the genuine event still applies.
+    const ok = await billing.webhook({ body, headers: { 'stripe-signature': signed(body) } })
+    expect(ok.status).toBe(200)
+    expect((await tb.accounts.get('acct_3')).balance).toBe(10_000)
+  })
+
+  it('verifies on the raw bytes and over real HTTP (handleRequest)', async () => {
+    const app = new Hono()
+    app.post('/stripe/webhook', (c) => billing.handleRequest(c.req.raw))
+    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
+    await new Promise<void>((r) => server.once('listening', () => r()))
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/stripe/webhook`
+    try {
+      // Multi-byte characters: the signature covers the raw bytes, not a re-encoded string.
+      const session = { ...topUp('acct_h', 'cs_h1', 700), custom_text: 'Crédits für café ☕' }
+      const body = JSON.stringify(event('checkout.session.completed', session))
+      const bad = await fetch(url, {
+        method: 'POST',
+        body,
+        headers: { 'stripe-signature': signed(body, { secret: 'whsec_nope_nope' }) },
+      })
+      expect(bad.status).toBe(400)
+      expect(await bad.json()).toEqual({
+        error: 'Invalid Stripe signature',
+        code: 'invalid_signature',
+      })
+      const res = await fetch(url, {
+        method: 'POST',
+        body,
+        headers: { 'stripe-signature': signed(body) },
+      })
+      expect(res.status).toBe(200)
+      expect(((await res.json()) as { received: boolean }).received).toBe(true)
+      expect((await tb.accounts.get('acct_h')).balance).toBe(700)
+    } finally {
+      await new Promise((r) => server.close(r))
+    }
+  })
+})
+
+describe('replays', () => {
+  it('a replayed event changes nothing: no double grant', async () => {
+    const e = event('checkout.session.completed', topUp('acct_4', 'cs_r1', 25_000))
+    const first = await deliver(e)
+    const second = await deliver(e)
+    const third = await deliver(e)
+    expect(first.body['duplicate']).toBeUndefined()
+    expect(second.body['duplicate']).toBe(true)
+    expect(third.body['duplicate']).toBe(true)
+    expect((await tb.accounts.get('acct_4')).balance).toBe(25_000)
+  })
+
+  it('the same event delivered concurrently is applied once', async () => {
+    const e = event('checkout.session.completed', topUp('acct_c', 'cs_c1', 1_000))
+    const results = await Promise.all(Array.from({ length: 8 }, () => deliver(e)))
+    const applied = results.filter((r) => r.status === 200 && !r.body['duplicate'])
+    expect(applied).toHaveLength(1)
+    for (const r of results) expect([200, 409]).toContain(r.status)
+    expect((await tb.accounts.get('acct_c')).balance).toBe(1_000)
+  })
+
+  it('the same payment in another event grants once; a renewal invoice grants once', async () => {
+    await deliver(event('checkout.session.completed', topUp('acct_5', 'cs_r2', 3_000)))
+    const again = await deliver(
+      event('checkout.session.async_payment_succeeded', topUp('acct_5', 'cs_r2', 3_000)),
+    )
+    expect(again.applied.find((a) => a.change.type === 'credits')?.reason).toBe('already-granted')
+    await deliver(event('customer.subscription.created', subscription('acct_5', 'sub_5')))
+    const inv = invoice('acct_5', 'in_5', 'sub_5', PERIOD_END + 86_400 * 30)
+    await deliver(event('invoice.paid', inv, S0 + 5))
+    await deliver(event('invoice.paid', inv, S0 + 6)) // the same invoice, a new event id
+    expect((await tb.accounts.get('acct_5')).balance).toBe(3_000 + 5_000)
+  })
+})
+
+describe('out of order', () => {
+  it('an older subscription event arriving late is ignored', async () => {
+    const r1 = await deliver(
+      event(
+        'customer.subscription.updated',
+        subscription('acct_6', 'sub_6', { cancelAtPeriodEnd: true }),
+        S0 + 20,
+      ),
+    )
+    expect(r1.applied.map((a) => a.applied)).toEqual([true, true])
+    const r2 = await deliver(
+      event('customer.subscription.created', subscription('acct_6', 'sub_6'), S0 + 10),
+    )
+    expect(r2.applied.find((a) => a.change.type === 'tier')?.reason).toBe('stale')
+    const a = await tb.accounts.get('acct_6')
+    expect(a.tierExpiresAt).toBe(PERIOD_END * 1000) // the cancellation's, not the renewal's
+  })
+
+  it('a deleted subscription is not revived by an update delivered after it', async () => {
+    await deliver(event('customer.subscription.created', subscription('acct_7', 'sub_7'), S0))
+    await deliver(
+      event(
+        'customer.subscription.deleted',
+        subscription('acct_7', 'sub_7', { status: 'canceled' }),
+        S0 + 30,
+      ),
+    )
+    const late = await deliver(
+      event('customer.subscription.updated', subscription('acct_7', 'sub_7'), S0 + 30),
+    )
+    expect(late.applied.find((a) => a.change.type === 'tier')?.reason).toBe('ended')
+    const paid = await deliver(
+      event('invoice.paid', invoice('acct_7', 'in_7', 'sub_7', PERIOD_END), S0 + 40),
+    )
+    expect(paid.applied.find((a) => a.change.type === 'tier')?.reason).toBe('ended')
+    expect((await tb.accounts.get('acct_7')).tier).toBe('starter')
+  })
+
+  it('the end of a replaced subscription does not cancel the new one', async () => {
+    await deliver(event('customer.subscription.created', subscription('acct_8', 'sub_old'), S0))
+    await deliver(
+      event(
+        'customer.subscription.created',
+        subscription('acct_8', 'sub_new', { price: 'price_scale' }),
+        S0 + 50,
+      ),
+    )
+    const r = await deliver(
+      event(
+        'customer.subscription.deleted',
+        subscription('acct_8', 'sub_old', { status: 'canceled' }),
+        S0 + 60,
+      ),
+    )
+    expect(r.applied.find((a) => a.change.type === 'cancel')?.reason).toBe('other-subscription')
+    expect((await tb.accounts.get('acct_8')).tier).toBe('scale')
+  })
+})
+
+describe('failures', () => {
+  it('answers 200 and reports an event whose account id tollbooth refuses (a retry cannot help)', async () => {
+    const errors: unknown[] = []
+    const b = stripeBilling(tb, {
+      stripe,
+      webhookSecret: WHSEC,
+      tiers: { pro: { priceId: 'price_pro' } },
+      onError: (err) => errors.push(err),
+    })
+    const body = JSON.stringify(
+      event('checkout.session.completed', topUp('acct {bad}', 'cs_b1', 5)),
+    )
+    const r = await b.webhook({ body, headers: { 'stripe-signature': signed(body) } })
+    expect(r.status).toBe(200)
+    expect(r.body['ignored']).toMatch(/accountId/)
+    expect(errors).toHaveLength(1)
+  })
+
+  it('answers 500 when the change cannot be stored, and applies on the retry', async () => {
+    const e = event('customer.subscription.created', subscription('acct_9', 'sub_9'))
+    await tb.accounts.get('acct_9')
+    faults.accountsUpdate = 1
+    const r1 = await deliver(e)
+    expect(r1.status).toBe(500)
+    expect(r1.body['code']).toBe('webhook_failed')
+    const r2 = await deliver(e)
+    expect(r2.status).toBe(200)
+    expect(r2.body['duplicate']).toBeUndefined()
+    expect((await tb.accounts.get('acct_9')).tier).toBe('pro')
+  })
+})
