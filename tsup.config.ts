@@ -4,13 +4,21 @@ export default defineConfig({
   entry: {
     index: 'src/index.ts',
     hono: 'adapters/hono/index.ts',
+    express: 'adapters/express/index.ts',
+    fastify: 'adapters/fastify/index.ts',
+    management: 'adapters/management/index.ts',
+    redis: 'adapters/redis/index.ts',
+    postgres: 'adapters/postgres/index.ts',
+    stripe: 'adapters/stripe/index.ts',
+    testing: 'adapters/testing/index.ts',
   },
   format: ['esm', 'cjs'],
   dts: true,
+  // One shared copy of the core for every entry, in CJS too (tsup splits CJS only when asked).
   splitting: true,
   sourcemap: true,
   clean: true,
   target: 'es2022',
-  platform: 'neutral',
+  platform: 'node',
   external: ['hono', 'express', 'fastify', 'fastify-plugin', 'ioredis', 'pg', 'stripe', 'vitest'],
 })

@@ -11,7 +11,7 @@ import type { Clock } from './clock.js'
 import { ConfigError, type InvalidField, InvalidRequestError } from './errors.js'
 import { DEFAULT_HEADER_FAMILIES, type HeaderFamilies } from './headers.js'
 import { PREFIX_PATTERN } from './keys/format.js'
-import type { KeySource, TollboothRequest } from './request.js'
+import type { KeySource, TollboothRequest, TrustProxy } from './request.js'
 import type { Storage } from './storage/types.js'
 
 const posInt = z.number().int().positive().max(Number.MAX_SAFE_INTEGER)
@@ -262,6 +262,16 @@ export const routeOptionsSchema = z
     chargeWhen: fn<(status: number) => boolean>('chargeWhen').optional(),
     /** Reads BYOK provider keys from `X-Provider-Key-*` headers (all providers, or these). */
     byok: z.union([z.boolean(), z.array(z.string().min(1))]).default(false),
+    /**
+     * Whom the adapters believe about the client IP: false (the socket's peer), true (the
+     * leftmost `X-Forwarded-For` entry) or n (n trusted proxies in front). Default false.
+     */
+    trustProxy: z
+      .custom<TrustProxy>(
+        (v) => typeof v === 'boolean' || (Number.isSafeInteger(v) && (v as number) > 0),
+        { message: 'must be a boolean or a positive integer (the number of proxies in front)' },
+      )
+      .default(false),
   })
   .strict()
 

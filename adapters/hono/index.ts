@@ -3,8 +3,8 @@
  *
  * `requireApiKey` for Hono: authenticates with the core, answers a denial from its prepared
  * record, exposes the admission as `c.get('apiKey')`, writes the response headers after the
- * handler (so usage figures include a cost the handler reported) and settles exactly once,
- * also when the handler throws.
+ * handler (so usage figures include a cost the handler reported) and settles exactly once:
+ * after the handler, also when it throws, or with status 499 as soon as the client goes away.
  */
 
 import type { Context, MiddlewareHandler } from 'hono'
@@ -12,11 +12,11 @@ import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import {
   type Admission,
-  ConfigError,
   clientIp,
+  type HeaderSource,
   type RouteOptions,
+  readHeader,
   type Tollbooth,
-  type TrustProxy,
 } from '../../src/index.js'
 
 declare module 'hono' {
@@ -26,23 +26,33 @@ declare module 'hono' {
   }
 }
 
+/** The route options of every adapter, plus where Hono finds the client's socket address. */
 export interface HonoRouteOptions extends RouteOptions {
-  /** Believe `X-Forwarded-For` (true, or the number of proxies in front). Default false. */
-  trustProxy?: TrustProxy
   /** The client's socket address; by default read from `@hono/node-server`'s `c.env.incoming`. */
   socketAddress?: (c: Context) => string | null | undefined
 }
 
-type NodeEnv = { incoming?: { socket?: { remoteAddress?: string } } }
+/** What `@hono/node-server` puts in `c.env` (its `HttpBindings`), read without importing it. */
+interface NodeBindings {
+  incoming?: {
+    headers: Record<string, string | string[] | undefined>
+    socket?: { remoteAddress?: string }
+  }
+  outgoing?: { writableFinished: boolean; once(event: 'close', listener: () => void): unknown }
+}
 
-const nodeSocket = (c: Context) => (c.env as NodeEnv | undefined)?.incoming?.socket?.remoteAddress
+const nodeSocket = (c: Context) =>
+  (c.env as NodeBindings | undefined)?.incoming?.socket?.remoteAddress
 
 /**
  * Requires a valid API key on the routes it guards.
  *
  * @param tb the tollbooth instance
  * @param [options.kind='consumption'] the key kind the route takes
+ * @param [options.scopes=[]] scopes the key must all have
  * @param [options.cost] credits held at admission and charged after the response
+ * @param [options.trustProxy=false] believe `X-Forwarded-For` (true, or the number of proxies)
+ * @returns a middleware named `requireApiKey`
  * @throws {ConfigError} at construction, naming a bad option
  * @example
  * ```ts
@@ -51,27 +61,21 @@ const nodeSocket = (c: Context) => (c.env as NodeEnv | undefined)?.incoming?.soc
  * ```
  */
 export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): MiddlewareHandler {
-  const { trustProxy = false, socketAddress = nodeSocket, ...routeOptions } = options
-  if (
-    trustProxy !== true &&
-    trustProxy !== false &&
-    !(Number.isInteger(trustProxy) && trustProxy > 0)
-  ) {
-    throw new ConfigError(
-      `Invalid route options: trustProxy must be a boolean or a positive integer, got ${String(trustProxy)}`,
-    )
-  }
+  const { socketAddress = nodeSocket, ...routeOptions } = options
   const route = tb.route(routeOptions)
+  const trust = route.trustProxy
 
   return async function requireApiKey(c, next) {
-    const headers = c.req.raw.headers
+    const node = c.env as NodeBindings | undefined
+    // On Node, the lowercase header record as it came: building a Web Headers costs more.
+    const headers: HeaderSource = node?.incoming?.headers ?? c.req.raw.headers
     const decision = await tb.authenticate(
       {
         headers,
         ip: clientIp(
           socketAddress(c),
-          trustProxy === false ? undefined : (headers.get('x-forwarded-for') ?? undefined),
-          trustProxy,
+          trust === false ? undefined : readHeader(headers, 'x-forwarded-for'),
+          trust,
         ),
         method: c.req.method,
         path: c.req.path,
@@ -79,22 +83,46 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       route,
     )
     if (!decision.allowed) {
+      // The content type goes in the init: @hono/node-server's Response would drop a later set().
       const res = new Response(decision.body, {
         status: decision.status,
-        headers: decision.headers,
+        headers: { ...decision.headers, 'content-type': 'application/json' },
       })
-      res.headers.set('content-type', 'application/json')
       throw new HTTPException(decision.status as ContentfulStatusCode, { res })
     }
     c.set('apiKey', decision)
+    let settled = false
+    const settle = (status: number) => {
+      if (settled) return
+      settled = true
+      void tb.settle(decision, { status })
+    }
+    // The client going away settles at once (499), so its lease and hold do not wait for
+    // the handler. On Node the socket tells; elsewhere the request's abort signal does.
+    const outgoing = node?.outgoing
+    if (outgoing) {
+      outgoing.once('close', () => {
+        if (!outgoing.writableFinished) settle(499)
+      })
+    } else {
+      c.req.raw.signal?.addEventListener('abort', () => settle(499), { once: true })
+    }
     try {
       await next()
     } catch (err) {
-      void tb.settle(decision, { status: 500 })
+      settle(500)
       throw err
     }
+    // On c.res itself, as hono's cors does: c.header() after the handler rebuilds the Response.
     const out = decision.responseHeaders()
-    for (const name in out) c.header(name, out[name])
-    void tb.settle(decision, { status: c.res.status })
+    try {
+      const resHeaders = c.res.headers
+      for (const name in out) resHeaders.set(name, out[name]!)
+    } catch {
+      // A proxied fetch() Response has immutable headers: Hono's c.res setter makes a copy.
+      c.res = new Response(c.res.body, c.res)
+      for (const name in out) c.res.headers.set(name, out[name]!)
+    }
+    settle(c.res.status)
   }
 }

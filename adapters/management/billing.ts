@@ -8,44 +8,33 @@
  */
 
 import type { Hono } from 'hono'
-import { InvalidRequestError, NotImplementedError, type Tollbooth } from '../../src/index.js'
+import {
+  type BillingProvider,
+  type CheckoutInput,
+  InvalidRequestError,
+  NotImplementedError,
+  type PortalInput,
+  type Tollbooth,
+} from '../../src/index.js'
 import type { Guard } from './auth.js'
 import { json, parse, queryOf, readJson } from './http.js'
 import { checkoutBody, noQuery, portalBody } from './schemas.js'
 import { subscriptionView } from './views.js'
 
-/** What checkout is asked for: the account, the tier it subscribes to, where to send it back. */
-export interface CheckoutInput {
-  accountId: string
-  tier: string
-  successUrl: string
-  cancelUrl: string
-  /** The account's customer id at the billing provider, once it has one. */
-  customerId: string | null
-}
+export type { BillingProvider, CheckoutInput, PortalInput }
 
-/** What the portal is asked for. */
-export interface PortalInput {
-  accountId: string
-  returnUrl?: string
-  customerId: string | null
-}
-
-/**
- * A billing provider: creates hosted checkout and portal sessions. Throw a tollbooth error
- * (e.g. `ConflictError` when the account has no customer yet) to answer with its status.
- */
-export interface BillingProvider {
-  checkout(input: CheckoutInput): Promise<{ url: string; sessionId: string }>
-  portal(input: PortalInput): Promise<{ url: string }>
-}
+/** The largest webhook body read (Stripe events are a few kB). */
+const MAX_WEBHOOK_BYTES = 1 << 20
 
 const notConfigured = () =>
   new NotImplementedError(
     'Billing is not configured: pass a billing provider to managementApi(tb, { billing })',
   )
 
-/** Registers `/billing/*` on `app`. */
+/**
+ * Registers `/billing/*` on `app`. `POST /billing/webhook` takes no credential: the provider's
+ * signature over the raw body is checked by `billing.webhook()`.
+ */
 export function billingRoutes(
   app: Hono,
   tb: Tollbooth,
@@ -66,18 +55,18 @@ export function billingRoutes(
       if (!billing) throw notConfigured()
       parse(noQuery, queryOf(c), 'query')
       const body = parse(checkoutBody, await readJson(c), 'body')
-      const tiers = Object.keys(tb.options.plans)
-      if (tiers.length > 0 && !tiers.includes(body.tier))
-        throw new InvalidRequestError(
-          `Invalid request body: tier: must be one of ${tiers.join(', ')}`,
-          [{ path: 'tier', message: `must be one of ${tiers.join(', ')}` }],
-        )
-      const account = await tb.accounts.get(p.accountId)
-      const s = await billing.checkout({
-        accountId: p.accountId,
-        ...body,
-        customerId: account.billingCustomerId,
-      })
+      if (body.tier !== undefined) {
+        const tiers = Object.keys(tb.options.plans)
+        if (tiers.length > 0 && !tiers.includes(body.tier))
+          throw new InvalidRequestError(
+            `Invalid request body: tier: must be one of ${tiers.join(', ')}`,
+            [{ path: 'tier', message: `must be one of ${tiers.join(', ')}` }],
+          )
+      }
+      const base = { accountId: p.accountId, successUrl: body.successUrl, cancelUrl: body.cancelUrl }
+      const s = await billing.checkout(
+        body.tier !== undefined ? { ...base, tier: body.tier } : { ...base, credits: body.credits! },
+      )
       return json({ url: s.url, sessionId: s.sessionId })
     }),
   )
@@ -88,13 +77,21 @@ export function billingRoutes(
       if (!billing) throw notConfigured()
       parse(noQuery, queryOf(c), 'query')
       const body = parse(portalBody, await readJson(c), 'body')
-      const account = await tb.accounts.get(p.accountId)
       const s = await billing.portal({
         accountId: p.accountId,
         ...(body.returnUrl ? { returnUrl: body.returnUrl } : {}),
-        customerId: account.billingCustomerId,
       })
       return json({ url: s.url })
     }),
   )
+
+  app.post('/billing/webhook', async (c) => {
+    if (!billing) throw notConfigured()
+    const raw = new Uint8Array(await c.req.arrayBuffer())
+    if (raw.byteLength > MAX_WEBHOOK_BYTES) {
+      return c.json({ error: 'Webhook body too large', code: 'invalid_request' }, 413)
+    }
+    const r = await billing.webhook({ body: raw, headers: c.req.raw.headers })
+    return c.json(r.body, r.status as 200)
+  })
 }

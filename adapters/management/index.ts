@@ -71,8 +71,9 @@ const optionsSchema = z
           typeof v === 'object' &&
           v !== null &&
           typeof (v as BillingProvider).checkout === 'function' &&
-          typeof (v as BillingProvider).portal === 'function',
-        'must have checkout(input) and portal(input) functions',
+          typeof (v as BillingProvider).portal === 'function' &&
+          typeof (v as BillingProvider).webhook === 'function',
+        'must be a BillingProvider with checkout, portal and webhook, e.g. stripeBilling(tb, …)',
       )
       .optional(),
     trustProxy: z.union([z.boolean(), z.number().int().positive()]).optional(),

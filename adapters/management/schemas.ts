@@ -112,8 +112,18 @@ const httpUrl = z.url({ protocol: /^https?$/, message: 'must be an http(s) URL' 
 
 /** `POST /billing/checkout`. */
 export const checkoutBody = z
-  .object({ tier: z.string().min(1).max(64), successUrl: httpUrl, cancelUrl: httpUrl })
+  .object({
+    tier: z.string().min(1).max(64).optional(),
+    /** Prepaid credits to buy (a top-up) instead of a tier. */
+    credits: z.number().int().positive().max(1e12).optional(),
+    successUrl: httpUrl,
+    cancelUrl: httpUrl,
+  })
   .strict()
+  .refine((b) => (b.tier === undefined) !== (b.credits === undefined), {
+    message: 'give either tier (a subscription) or credits (a top-up)',
+    path: ['tier'],
+  })
 
 /** `POST /billing/portal` (the body is optional). */
 export const portalBody = z.object({ returnUrl: httpUrl.optional() }).strict()

@@ -245,10 +245,11 @@ describe('other credentials', () => {
 })
 
 describe('billing provider', () => {
-  it('creates checkout and portal sessions with the caller account and customer id', async () => {
+  it('creates checkout and portal sessions for the caller account, and passes webhooks on', async () => {
     const calls: unknown[] = []
     await start({
       billing: {
+        name: 'fake',
         async checkout(input) {
           calls.push(input)
           return { url: 'https://checkout.example/c/1', sessionId: 'cs_1' }
@@ -256,6 +257,14 @@ describe('billing provider', () => {
         async portal(input) {
           calls.push(input)
           return { url: 'https://billing.example/p/1' }
+        },
+        async webhook(input) {
+          const text = new TextDecoder().decode(input.body as Uint8Array)
+          const sig = (input.headers as Headers).get('x-signature')
+          calls.push({ webhook: text, sig })
+          return sig === 'good'
+            ? { status: 200, body: { received: true }, applied: [] }
+            : { status: 400, body: { error: 'bad signature' }, applied: [] }
         },
       },
     })
@@ -279,9 +288,31 @@ describe('billing provider', () => {
     expect(bad.body.issues).toEqual([{ path: 'tier', message: 'must be one of pro' }])
     const p = await api('POST', '/billing/portal', { token: mk })
     expect([p.status, p.body]).toEqual([200, { url: 'https://billing.example/p/1' }])
+    const topUp = await api('POST', '/billing/checkout', {
+      token: mk,
+      json: { credits: 5000, successUrl: body.successUrl, cancelUrl: body.cancelUrl },
+    })
+    expect(topUp.status).toBe(200)
+    const both = await api('POST', '/billing/checkout', { token: mk, json: { ...body, credits: 5 } })
+    expect(both.status).toBe(400)
+    const hook = await fetch(`${served!.url}/v1/billing/webhook`, {
+      method: 'POST',
+      headers: { 'x-signature': 'good', 'content-type': 'application/json' },
+      body: '{"id":"evt_1"}',
+    })
+    expect([hook.status, await hook.json()]).toEqual([200, { received: true }])
+    const forged = await fetch(`${served!.url}/v1/billing/webhook`, {
+      method: 'POST',
+      headers: { 'x-signature': 'forged' },
+      body: '{"id":"evt_2"}',
+    })
+    expect(forged.status).toBe(400)
     expect(calls).toEqual([
-      { accountId: 'acct_a', customerId: 'cus_1', ...body },
-      { accountId: 'acct_a', customerId: 'cus_1' },
+      { accountId: 'acct_a', ...body },
+      { accountId: 'acct_a' },
+      { accountId: 'acct_a', credits: 5000, successUrl: body.successUrl, cancelUrl: body.cancelUrl },
+      { webhook: '{"id":"evt_1"}', sig: 'good' },
+      { webhook: '{"id":"evt_2"}', sig: 'forged' },
     ])
   })
 })
@@ -302,7 +333,7 @@ describe('configuration', () => {
     [{ auth: { consumptionKeys: 'yes' } }, /options\.auth\.consumptionKeys/],
     [
       { billing: { checkout() {} } },
-      /options\.billing: must have checkout\(input\) and portal\(input\)/,
+      /options\.billing: must be a BillingProvider with checkout, portal and webhook/,
     ],
     [{ trustProxy: -1 }, /options\.trustProxy/],
     [{ bogus: 1 }, /unknown option\(s\) "bogus"/],

@@ -278,10 +278,21 @@ const CASES: Case[] = [
     path: '/billing/checkout',
     json: {},
     issues: [
-      { path: 'tier', message: /expected string/ },
       { path: 'successUrl', message: 'must be an http(s) URL' },
       { path: 'cancelUrl', message: 'must be an http(s) URL' },
     ],
+  },
+  {
+    method: 'POST',
+    path: '/billing/checkout',
+    json: { successUrl: 'https://a.example', cancelUrl: 'https://a.example' },
+    issues: [{ path: 'tier', message: 'give either tier (a subscription) or credits (a top-up)' }],
+  },
+  {
+    method: 'POST',
+    path: '/billing/checkout',
+    json: { credits: -5, successUrl: 'https://a.example', cancelUrl: 'https://a.example' },
+    issues: [{ path: 'credits', message: /expected number to be >0/ }],
   },
   {
     method: 'POST',
@@ -303,6 +314,10 @@ describe.each(FRAMEWORKS)('bad input on %s', (framework) => {
     ;({ tb } = makeTollbooth())
     served = await serveManagement(framework, tb, {
       billing: {
+        name: 'fake',
+        async webhook() {
+          return { status: 200, body: {}, applied: [] }
+        },
         async checkout(i) {
           billingCalls.push(i)
           return { url: 'https://c.example', sessionId: 'cs' }

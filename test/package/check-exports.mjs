@@ -10,7 +10,12 @@ let failed = 0
 for (const subpath of Object.keys(pkg.exports)) {
   if (subpath === './package.json') continue
   const spec = subpath === '.' ? pkg.name : `${pkg.name}${subpath.slice(1)}`
+  const target = pkg.exports[subpath]
   for (const mode of ['import', 'require']) {
+    if (typeof target === 'object' && !(mode in target)) {
+      console.log(`skip ${mode.padEnd(7)} ${spec} (ESM only)`)
+      continue
+    }
     try {
       const mod = mode === 'import' ? await import(spec) : require(spec)
       const names = Object.keys(mod)

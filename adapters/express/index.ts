@@ -1,0 +1,107 @@
+/**
+ * @module tollbooth/express
+ *
+ * `requireApiKey` for Express 5 (and 4): authenticates with the core, answers a denial from its
+ * prepared record, exposes the admission as `req.apiKey`, writes the response headers when the
+ * head is written (so usage figures include a cost the handler reported) and settles exactly
+ * once, when the response finishes (its status, so an error handler's 500 is not billed) or
+ * with status 499 when the connection closes before that.
+ */
+
+import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import { type Admission, clientIp, type RouteOptions, type Tollbooth } from '../../src/index.js'
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    /**
+     * The admitted request on routes guarded by `requireApiKey`: key, account, provider keys,
+     * `charge()` and `report()`. Undefined on routes it does not guard.
+     */
+    apiKey: Admission
+  }
+}
+
+/** The route options of every adapter (the same names in tollbooth/hono and tollbooth/fastify). */
+export type ExpressRouteOptions = RouteOptions
+
+/**
+ * Requires a valid API key on the routes it guards.
+ *
+ * @param tb the tollbooth instance
+ * @param [options.kind='consumption'] the key kind the route takes
+ * @param [options.scopes=[]] scopes the key must all have
+ * @param [options.cost] credits held at admission and charged after the response
+ * @param [options.trustProxy=false] believe `X-Forwarded-For` (true, or the number of proxies);
+ *   Express's own `trust proxy` setting is not consulted, so all three adapters agree
+ * @returns a middleware named `requireApiKey`
+ * @throws {ConfigError} at construction, naming a bad option
+ * @example
+ * ```ts
+ * app.use('/v1', requireApiKey(tb, { cost: 1, category: 'tts' }))
+ * app.post('/v1/synthesize', (req, res) => {
+ *   req.apiKey.charge(3)
+ *   res.json({ account: req.apiKey.accountId })
+ * })
+ * ```
+ */
+export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}): RequestHandler {
+  const route = tb.route(options)
+  const trust = route.trustProxy
+
+  return function requireApiKey(req: Request, res: Response, next: NextFunction): void {
+    const headers = req.headers
+    // originalUrl, not path: under app.use('/v1', …) req.path has lost its mount point.
+    const url = req.originalUrl
+    const q = url.indexOf('?')
+    tb.authenticate(
+      {
+        headers,
+        ip: clientIp(
+          req.socket.remoteAddress,
+          trust === false ? undefined : (headers['x-forwarded-for'] as string | undefined),
+          trust,
+        ),
+        method: req.method,
+        path: q === -1 ? url : url.slice(0, q),
+      },
+      route,
+    ).then((decision) => {
+      if (!decision.allowed) {
+        res.statusCode = decision.status
+        const h = decision.headers
+        for (const name in h) res.setHeader(name, h[name]!)
+        res.setHeader('content-type', 'application/json')
+        res.end(decision.body)
+        return
+      }
+      req.apiKey = decision
+      guard(tb, decision, res)
+      next()
+    }, next)
+  }
+}
+
+/** Writes the decision's headers with the response head, and settles once when it is over. */
+function guard(tb: Tollbooth, decision: Admission, res: Response): void {
+  // Every head goes through writeHead (res.end/res.write call it implicitly), so hooking it
+  // once per response sees the handler's charges and runs before a byte is sent.
+  const writeHead = res.writeHead
+  res.writeHead = function writeHeadWithUsage(this: Response, ...args: unknown[]) {
+    res.writeHead = writeHead
+    const out = decision.responseHeaders()
+    for (const name in out) res.setHeader(name, out[name]!)
+    return (writeHead as (...a: unknown[]) => Response).apply(this, args)
+  } as Response['writeHead']
+  let settled = false
+  const done = () => {
+    if (settled) return
+    settled = true
+    res.removeListener('finish', done)
+    res.removeListener('close', done)
+    void tb.settle(decision, { status: res.writableFinished ? res.statusCode : 499 })
+  }
+  res.once('finish', done)
+  res.once('close', done)
+}
+
+export { type FetchHandler, mountFetch, type NodeBindings } from './mount.js'

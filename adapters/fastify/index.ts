@@ -1,0 +1,221 @@
+/**
+ * @module tollbooth/fastify
+ *
+ * tollbooth for Fastify 5: the `tollbooth` plugin guards the routes that ask for it (in
+ * `config.tollbooth`, or all of them with `global: true`), and `requireApiKey` is the same
+ * guard as a route's `preHandler`. The admission is `request.apiKey`; the response headers go
+ * out in `onSend` (after the handler's charges); `onResponse` settles with the reply's status,
+ * or the connection closing first with 499, exactly once. Only guarded routes get these
+ * hooks, so the others pay nothing.
+ */
+
+import type {
+  FastifyPluginAsync,
+  FastifyReply,
+  FastifyRequest,
+  onResponseHookHandler,
+  onSendHookHandler,
+  preHandlerAsyncHookHandler,
+} from 'fastify'
+import fp from 'fastify-plugin'
+import {
+  type Admission,
+  ConfigError,
+  clientIp,
+  type ResolvedRoute,
+  type RouteOptions,
+  type Tollbooth,
+} from '../../src/index.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The admitted request on guarded routes: key, account, `charge()` and `report()`. */
+    apiKey: Admission
+  }
+  interface FastifyInstance {
+    /** The tollbooth instance the plugin was registered with. */
+    tollbooth: Tollbooth
+    /** A route `preHandler` with the plugin's options, overridden by `options`. */
+    requireApiKey(options?: FastifyRouteOptions): preHandlerAsyncHookHandler
+  }
+  interface FastifyContextConfig {
+    /** Route options (merged over the plugin's), or false to leave a route unguarded. */
+    tollbooth?: FastifyRouteOptions | false
+  }
+}
+
+/** The route options of every adapter (the same names in tollbooth/hono and tollbooth/express). */
+export type FastifyRouteOptions = RouteOptions
+
+/** The plugin's options: the instance, whether every route is guarded, and route defaults. */
+export interface TollboothPluginOptions extends FastifyRouteOptions {
+  /** The tollbooth instance (`createTollbooth()`). */
+  tb: Tollbooth
+  /** Guard every route but those with `config: { tollbooth: false }`. Default false. */
+  global?: boolean
+}
+
+const PENDING = Symbol('tollbooth.pending')
+const GUARD = Symbol('tollbooth.guard')
+type Pending = { [PENDING]: Admission | null }
+type Tag = { tb: Tollbooth; route: ResolvedRoute } | true
+type Tagged = { [GUARD]?: Tag }
+
+/** The guard itself: authenticate, answer a denial, or leave the admission on the request. */
+function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerAsyncHookHandler {
+  const trust = route.trustProxy
+  const handler = async function requireApiKey(request: FastifyRequest, reply: FastifyReply) {
+    const headers = request.headers
+    const url = request.url
+    const q = url.indexOf('?')
+    const decision = await tb.authenticate(
+      {
+        headers,
+        ip: clientIp(
+          request.raw.socket.remoteAddress,
+          trust === false ? undefined : (headers['x-forwarded-for'] as string | undefined),
+          trust,
+        ),
+        method: request.method,
+        path: q === -1 ? url : url.slice(0, q),
+      },
+      route,
+    )
+    if (!decision.allowed) {
+      return reply
+        .code(decision.status)
+        .headers(decision.headers)
+        .type('application/json')
+        .send(decision.body)
+    }
+    request.apiKey = decision
+    ;(request as unknown as Pending)[PENDING] = decision
+    // A client gone before the response finished: 499. Fastify's onRequestAbort is not enough,
+    // as it fires only while the request body is unread (a parsed POST body never aborts).
+    const raw = reply.raw
+    raw.once('close', () => {
+      if (!raw.writableFinished) settleOnce(tb, request, 499)
+    })
+    return undefined
+  }
+  ;(handler as Tagged)[GUARD] = true
+  return handler
+}
+
+/**
+ * Requires a valid API key on one route, as its `preHandler`. The `tollbooth` plugin must be
+ * registered: it gives the route the hooks that write the headers and settle.
+ *
+ * @param tb the tollbooth instance
+ * @param [options] route options (kind, scopes, cost, category, headers, quotaStatus, byok,
+ *   keySources, trustProxy), as in every adapter
+ * @throws {ConfigError} at construction, naming a bad option
+ * @example
+ * ```ts
+ * await app.register(tollbooth, { tb })
+ * app.post('/v1/chat', { preHandler: requireApiKey(tb, { cost: 1 }) }, async (request) => {
+ *   request.apiKey.report({ cost: 3 })
+ *   return { account: request.apiKey.accountId }
+ * })
+ * ```
+ */
+export function requireApiKey(
+  tb: Tollbooth,
+  options: FastifyRouteOptions = {},
+): preHandlerAsyncHookHandler {
+  const tag = { tb, route: tb.route(options) }
+  // The plugin's onRoute swaps this for the real guard; running it means the plugin is missing.
+  const unhooked = async function requireApiKey() {
+    throw new ConfigError(
+      'tollbooth/fastify: requireApiKey(tb) must be a route preHandler, declared after `await app.register(tollbooth, { tb })`; for a whole scope, register the plugin with global: true',
+    )
+  }
+  ;(unhooked as Tagged)[GUARD] = tag
+  return unhooked
+}
+
+function settleOnce(tb: Tollbooth, request: FastifyRequest, status: number): void {
+  const r = request as unknown as Pending
+  const decision = r[PENDING]
+  if (decision === null) return
+  r[PENDING] = null
+  void tb.settle(decision, { status })
+}
+
+/** Writes the headers after the handler, so usage figures include what it charged. */
+const onSend: onSendHookHandler = (request, reply, payload, next) => {
+  const decision = (request as unknown as Pending)[PENDING]
+  if (decision !== null) {
+    const out = decision.responseHeaders()
+    for (const name in out) reply.header(name, out[name])
+  }
+  next(null, payload)
+}
+
+/** Settles with the reply's status once the response is sent. */
+function onResponseOf(tb: Tollbooth): onResponseHookHandler {
+  return (request, reply, next) => {
+    settleOnce(tb, request, reply.statusCode)
+    next()
+  }
+}
+
+/** A route hook option (absent, one function or a list) with `fn` added. */
+const withHook = (hook: unknown, fn: unknown, first = false): unknown[] =>
+  first ? [fn].concat(hook ?? []) : ([] as unknown[]).concat(hook ?? [], fn)
+
+const plugin: FastifyPluginAsync<TollboothPluginOptions> = async (fastify, options) => {
+  const { tb, global = false, ...defaults } = options
+  if (typeof tb?.authenticate !== 'function' || typeof tb.route !== 'function')
+    throw new ConfigError('Invalid plugin options: options.tb must be a tollbooth instance')
+  tb.route(defaults)
+  const onResponse = onResponseOf(tb)
+
+  fastify.decorateRequest('apiKey', null as unknown as Admission)
+  fastify.decorateRequest(PENDING, null)
+  fastify.decorate('tollbooth', tb)
+  fastify.decorate('requireApiKey', (o: FastifyRouteOptions = {}) =>
+    requireApiKey(tb, { ...defaults, ...o }),
+  )
+  fastify.addHook('onRoute', (routeOptions) => {
+    const r = routeOptions as unknown as Record<string, unknown>
+    const pre = ([] as Tagged[]).concat((r['preHandler'] ?? []) as Tagged[])
+    // A HEAD route copied from its GET comes through again, already guarded.
+    if (pre.some((f) => f[GUARD] === true)) return
+    const tag = pre.find((f) => f[GUARD] !== undefined)?.[GUARD] as Exclude<Tag, true> | undefined
+    const config = routeOptions.config?.tollbooth
+    if (tag) {
+      r['preHandler'] = pre.map((f) => {
+        const t = f[GUARD] as Exclude<Tag, true> | undefined
+        return t ? guard(t.tb, t.route) : f
+      })
+    } else if (config !== false && (global || config !== undefined)) {
+      r['preHandler'] = withHook(pre, guard(tb, tb.route({ ...defaults, ...config })), true)
+    } else return
+    r['onSend'] = withHook(r['onSend'], onSend)
+    r['onResponse'] = withHook(
+      r['onResponse'],
+      !tag || tag.tb === tb ? onResponse : onResponseOf(tag.tb),
+    )
+  })
+}
+
+/**
+ * The Fastify plugin: decorates `request.apiKey`, `fastify.tollbooth` and
+ * `fastify.requireApiKey()`, and guards routes with `config: { tollbooth: options }` (or every
+ * route with `global: true`).
+ *
+ * @param options.tb the tollbooth instance
+ * @param [options.global=false] guard every route but those with `config.tollbooth: false`
+ * @throws {ConfigError} at registration or route registration, naming a bad option
+ * @example
+ * ```ts
+ * await app.register(tollbooth, { tb, cost: 1 })
+ * app.post('/v1/tts', { config: { tollbooth: { category: 'tts' } } }, async (request) => ({
+ *   account: request.apiKey.accountId,
+ * }))
+ * ```
+ */
+export const tollbooth = fp(plugin, { fastify: '5.x', name: 'tollbooth' })
+
+export { type FetchHandler, mountFetch, type NodeBindings } from './mount.js'

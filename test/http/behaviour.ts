@@ -1,0 +1,397 @@
+/**
+ * @module test/http/behaviour
+ *
+ * One behaviour suite for every framework adapter: `describeBehaviour(name, startServer)` runs
+ * each case against a real server of that framework on 127.0.0.1:0. Every denial asserts the
+ * route handler never ran; after each case, every admission a handler saw has been settled by
+ * the adapter exactly once.
+ */
+
+import { afterEach, describe, expect, test } from 'vitest'
+import { createTollbooth, type TollboothOptions } from '../../src/index.js'
+import {
+  eventually,
+  gate,
+  type Harness,
+  harness,
+  PREFIXES,
+  type Req,
+  type Res,
+  type StartServer,
+  type TestRoute,
+} from './harness.js'
+
+export type { StartServer, TestRoute, TestServer } from './harness.js'
+
+const ok = (): TestRoute => ({ path: '/v1/ok', handle: (k) => ({ account: k.accountId }) })
+const PLAN = { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' }
+
+/** Sends a request that must be denied from the prepared record, without running the handler. */
+async function expectDenied(
+  h: Harness,
+  path: string,
+  init: Req,
+  status: number,
+  error: string,
+  code: string,
+): Promise<Res> {
+  const ran = h.handled.length
+  const res = await h.fetch(path, init)
+  expect(res.status).toBe(status)
+  expect(res.body).toEqual({ error, code })
+  expect(res.headers.get('content-type')).toMatch(/^application\/json/)
+  expect(res.headers.get('x-request-id')).toMatch(/^req_/)
+  expect(h.handled).toHaveLength(ran)
+  return res
+}
+
+export function describeBehaviour(name: string, startServer: StartServer): void {
+  describe(`requireApiKey on ${name}`, () => {
+    let h: Harness | undefined
+    const start = async (routes: TestRoute[], options: Partial<TollboothOptions> = {}) => {
+      h = await harness(startServer, routes, options)
+      return h
+    }
+    const key = async (input: Record<string, unknown> = {}) =>
+      (await h!.tb.keys.create({ accountId: 'acct_1', ...input })).key
+
+    afterEach(async () => {
+      if (!h) return
+      const { handled, finished, settled } = h
+      await eventually(() => finished.count === handled.length, 'handlers to return')
+      await eventually(() => settled.length >= handled.length, 'every admission to settle')
+      for (const d of handled) expect(settled.filter((s) => s.decision === d)).toHaveLength(1)
+      expect(settled).toHaveLength(handled.length)
+      await h.close()
+      h = undefined
+    })
+
+    test('refuses a request without a key (401, WWW-Authenticate: Bearer)', async () => {
+      const h = await start([ok()])
+      const res = await expectDenied(h, '/v1/ok', {}, 401, 'Missing API Key', 'missing_api_key')
+      expect(res.headers.get('www-authenticate')).toBe('Bearer')
+    })
+
+    test('refuses a malformed and an unknown key with Invalid API Key', async () => {
+      const h = await start([ok()])
+      const other = createTollbooth({
+        secret: 'another-secret-another-secret-another',
+        prefixes: PREFIXES,
+      })
+      const unknown = (await other.keys.create({ accountId: 'acct_x' })).key
+      for (const k of [`${PREFIXES.consumption}not-a-real-key`, unknown]) {
+        const res = await expectDenied(
+          h,
+          '/v1/ok',
+          { key: k },
+          401,
+          'Invalid API Key',
+          'invalid_api_key',
+        )
+        expect(res.headers.get('www-authenticate')).toBe('Bearer error="invalid_token"')
+      }
+      await other.close()
+    })
+
+    test('refuses inactive, expired and revoked keys with the seed strings', async () => {
+      const h = await start([ok()])
+      const inactive = await key({ active: false })
+      const expiring = await key({ expiresAt: h.clock.now() + 60_000 })
+      const revoked = await h.tb.keys.create({ accountId: 'acct_1' })
+      expect((await h.fetch('/v1/ok', { key: expiring })).status).toBe(200)
+      await h.tb.keys.revoke(revoked.record.id)
+      h.clock.advance(60_000)
+      const cases: Array<[string, string, string]> = [
+        [inactive, 'Inactive API Key', 'inactive_api_key'],
+        [expiring, 'Expired API Key', 'expired_api_key'],
+        [revoked.key, 'Invalid API Key', 'invalid_api_key'],
+      ]
+      for (const [k, error, code] of cases) {
+        const res = await expectDenied(h, '/v1/ok', { key: k }, 401, error, code)
+        expect(res.headers.get('www-authenticate')).toBe('Bearer error="invalid_token"')
+      }
+    })
+
+    test('refuses the wrong key kind with 403, both ways', async () => {
+      const h = await start([ok(), { ...ok(), path: '/admin', options: { kind: 'management' } }])
+      const mk = await key({ kind: 'management' })
+      const ck = await key()
+      await expectDenied(
+        h,
+        '/v1/ok',
+        { key: mk },
+        403,
+        'Management keys cannot be used on this route; use a consumption key',
+        'wrong_key_kind',
+      )
+      await expectDenied(
+        h,
+        '/admin',
+        { key: ck },
+        403,
+        'This route accepts management keys only; consumption keys are refused',
+        'wrong_key_kind',
+      )
+      expect((await h.fetch('/admin', { key: mk })).status).toBe(200)
+    })
+
+    test('refuses a key without the route scope with 403', async () => {
+      const h = await start([{ ...ok(), options: { scopes: ['tts:write'] } }])
+      const reader = await key({ scopes: ['tts:read'] })
+      await expectDenied(
+        h,
+        '/v1/ok',
+        { key: reader },
+        403,
+        'Missing scope: tts:write',
+        'insufficient_scope',
+      )
+      expect((await h.fetch('/v1/ok', { key: await key({ scopes: ['tts:write'] }) })).status).toBe(
+        200,
+      )
+    })
+
+    test('reads the key from the configured key sources only', async () => {
+      const h = await start([{ ...ok(), options: { keySources: ['x-api-key'] } }])
+      const k = await key()
+      await expectDenied(h, '/v1/ok', { key: k }, 401, 'Missing API Key', 'missing_api_key')
+      const res = await h.fetch('/v1/ok', { headers: { 'x-api-key': k } })
+      expect(res.status).toBe(200)
+      expect(res.body).toEqual({ account: 'acct_1' })
+    })
+
+    test('refuses past a rolling quota: 429 by default, quotaStatus 401 by option', async () => {
+      const h = await start([ok(), { ...ok(), path: '/v2/ok', options: { quotaStatus: 401 } }])
+      const a = await key({ limits: { quotas: { daily: 2 } } })
+      const b = await key({ limits: { quotas: { daily: 2 } } })
+      for (let i = 0; i < 2; i++) {
+        expect((await h.fetch('/v1/ok', { key: a })).status).toBe(200)
+        expect((await h.fetch('/v2/ok', { key: b })).status).toBe(200)
+      }
+      const ran = h.handled.length
+      const r429 = await h.fetch('/v1/ok', { key: a })
+      const r401 = await h.fetch('/v2/ok', { key: b })
+      for (const [res, status] of [
+        [r429, 429],
+        [r401, 401],
+      ] as const) {
+        expect(res.status).toBe(status)
+        expect(res.body).toEqual({
+          error: 'Rate limit exceeded: quota daily',
+          code: 'quota_exceeded',
+        })
+        expect(res.headers.get('content-type')).toMatch(/^application\/json/)
+      }
+      expect(h.handled).toHaveLength(ran)
+    })
+
+    test('refuses past a rate limit with 429, Retry-After and X-RateLimit-*', async () => {
+      const h = await start([ok()])
+      const k = await key({ limits: { rateLimits: [{ limit: 2, windowMs: 60_000 }] } })
+      const first = await h.fetch('/v1/ok', { key: k })
+      expect(first.headers.get('x-ratelimit-limit')).toBe('2')
+      expect(first.headers.get('x-ratelimit-remaining')).toBe('1')
+      expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
+      const res = await h.fetch('/v1/ok', { key: k })
+      expect(res.status).toBe(429)
+      expect(res.body).toEqual({
+        error: 'Rate limit exceeded: per-minute rate limit of this key',
+        code: 'rate_limited',
+      })
+      const retryAfter = Number(res.headers.get('retry-after'))
+      expect(retryAfter).toBeGreaterThanOrEqual(1)
+      expect(retryAfter).toBeLessThanOrEqual(60)
+      expect(res.headers.get('x-ratelimit-limit')).toBe('2')
+      expect(res.headers.get('x-ratelimit-remaining')).toBe('0')
+      expect(h.handled).toHaveLength(2)
+      h.clock.advance(retryAfter * 1000)
+      expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
+    })
+
+    test('releases the concurrency lease after a thrown handler', async () => {
+      const throws: TestRoute = {
+        path: '/v1/boom',
+        handle: () => {
+          throw new Error('handler failed')
+        },
+      }
+      const h = await start([ok(), throws])
+      const k = await key({ limits: { concurrency: 1 } })
+      expect((await h.fetch('/v1/boom', { key: k })).status).toBe(500)
+      await eventually(() => h.settled.length === 1, 'the thrown request to settle')
+      expect(h.settled[0]!.status).toBe(500)
+      expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
+    })
+
+    test.each([
+      ['a GET', 'GET', undefined],
+      ['a POST whose body was read', 'POST', { text: 'hello' }],
+    ] as const)(
+      'releases the concurrency lease when the client aborts %s mid-request',
+      async (_, method, json) => {
+        const hold = gate()
+        const slow: TestRoute = {
+          method,
+          path: '/v1/slow',
+          handle: () => hold.promise.then(() => ({})),
+        }
+        const h = await start([ok(), slow])
+        const k = await key({ limits: { concurrency: 1 } })
+        const ac = new AbortController()
+        const pending = h
+          .fetch('/v1/slow', { key: k, json, signal: ac.signal })
+          .catch((e: Error) => e)
+        await eventually(() => h.handled.length === 1, 'the slow handler to start')
+        const busy = await h.fetch('/v1/ok', { key: k })
+        expect(busy.status).toBe(429)
+        expect((busy.body as { code: string }).code).toBe('concurrency_limited')
+        expect(h.handled).toHaveLength(1)
+        ac.abort()
+        expect(await pending).toBeInstanceOf(Error)
+        await eventually(() => h.settled.length === 1, 'the aborted request to settle')
+        expect(h.settled[0]!.status).toBe(499)
+        expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
+        hold.open()
+      },
+    )
+
+    test('sends X-Usage-* after the charge the handler reported', async () => {
+      const h = await start(
+        [
+          {
+            path: '/v1/tts',
+            options: { cost: 1 },
+            handle: (k) => {
+              k.charge(5)
+              return {}
+            },
+          },
+          {
+            path: '/v1/chat',
+            options: { cost: 1, category: 'llm' },
+            handle: (k) => {
+              k.report({ cost: 2, provider: 'openai' })
+              return {}
+            },
+          },
+        ],
+        PLAN,
+      )
+      const k = await key()
+      const tts = await h.fetch('/v1/tts', { key: k })
+      expect(tts.status).toBe(200)
+      expect(tts.headers.get('x-usage-current')).toBe('5')
+      expect(tts.headers.get('x-usage-limit')).toBe('100')
+      expect(tts.headers.get('x-usage-remaining')).toBe('95')
+      expect(tts.headers.get('x-usage-bypassed')).toBe('false')
+      await eventually(() => h.settled.length === 1, 'the first request to settle')
+      const chat = await h.fetch('/v1/chat', { key: k })
+      expect(chat.headers.get('x-usage-current')).toBe('7')
+      expect(chat.headers.get('x-usage-remaining')).toBe('93')
+      expect(chat.headers.get('x-provider-used')).toBe('openai')
+      await eventually(() => h.settled.length === 2 && !!h.settled[1]!.event, 'settle')
+      expect(h.settled[1]!.event).toMatchObject({ units: 2, category: 'llm', path: '/v1/chat' })
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(7)
+    })
+
+    test('sends only the header families the route enables', async () => {
+      const quiet = { cost: 1, headers: { requestId: false, usage: false, rateLimit: false } }
+      const h = await start([{ ...ok(), options: quiet }], PLAN)
+      const k = await key({ limits: { rateLimits: [{ limit: 5, windowMs: 1000 }] } })
+      const res = await h.fetch('/v1/ok', { key: k })
+      expect(res.status).toBe(200)
+      for (const name of ['x-request-id', 'x-usage-current', 'x-ratelimit-limit'])
+        expect(res.headers.get(name)).toBeNull()
+    })
+
+    test('does not charge a request served on the caller own provider key (BYOK)', async () => {
+      const h = await start(
+        [
+          {
+            path: '/v1/chat',
+            options: { cost: 3, byok: true },
+            handle: (k) => {
+              k.report({ provider: 'openai' })
+              return { got: k.providerKeys['openai'] === 'sk-caller-openai-key' }
+            },
+          },
+        ],
+        PLAN,
+      )
+      const k = await key()
+      const res = await h.fetch('/v1/chat', {
+        key: k,
+        headers: { 'X-Provider-Key-OpenAI': 'sk-caller-openai-key' },
+      })
+      expect(res.status).toBe(200)
+      expect(res.body).toEqual({ got: true })
+      expect(res.headers.get('x-usage-bypassed')).toBe('true')
+      expect(res.headers.get('x-usage-current')).toBe('0')
+      expect(res.headers.get('x-provider-used')).toBe('openai')
+      for (const [, v] of res.headers) expect(v).not.toContain('sk-caller-openai-key')
+      await eventually(() => !!h.settled[0]?.event, 'settle')
+      expect(h.settled[0]!.event).toMatchObject({ units: 0, bypassed: true })
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(0)
+    })
+
+    test('generates X-Request-Id, and echoes a valid incoming one', async () => {
+      const h = await start([{ ...ok(), handle: (k) => ({ id: k.requestId }) }])
+      const k = await key()
+      const fresh = await h.fetch('/v1/ok', { key: k })
+      expect(fresh.headers.get('x-request-id')).toMatch(/^req_/)
+      expect(fresh.body).toEqual({ id: fresh.headers.get('x-request-id') })
+      const echoed = await h.fetch('/v1/ok', {
+        key: k,
+        headers: { 'x-request-id': 'abc-123.X:9_z' },
+      })
+      expect(echoed.headers.get('x-request-id')).toBe('abc-123.X:9_z')
+      expect(echoed.body).toEqual({ id: 'abc-123.X:9_z' })
+      const bad = await h.fetch('/v1/ok', { key: k, headers: { 'x-request-id': 'a b<script>' } })
+      expect(bad.headers.get('x-request-id')).toMatch(/^req_/)
+      const denied = await h.fetch('/v1/ok', { headers: { 'x-request-id': 'deny-1' } })
+      expect(denied.status).toBe(401)
+      expect(denied.headers.get('x-request-id')).toBe('deny-1')
+    })
+
+    const BLOCKING = { failedAuth: { limit: 3, windowMs: 60_000, blockMs: 600_000 } }
+    const bogus = `${PREFIXES.consumption}${'x'.repeat(40)}`
+
+    test('blocks the socket IP after failed auths; X-Forwarded-For is ignored by default', async () => {
+      const h = await start([ok()], BLOCKING)
+      const k = await key()
+      for (const [i, status] of [401, 401, 403].entries()) {
+        const res = await h.fetch('/v1/ok', {
+          key: bogus,
+          headers: { 'x-forwarded-for': `203.0.113.${i + 1}` },
+        })
+        expect(res.status).toBe(status)
+      }
+      const spoofed = { key: k, headers: { 'x-forwarded-for': '198.51.100.9' } }
+      await expectDenied(h, '/v1/ok', spoofed, 403, 'IP temporarily blocked', 'ip_blocked')
+      h.clock.advance(600_000)
+      expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
+      await eventually(() => !!h.settled[0]?.event, 'settle')
+      expect(h.settled[0]!.event!.ip).toBe('127.0.0.1')
+    })
+
+    test('with trustProxy, blocks the forwarded client IP and not the proxy', async () => {
+      const h = await start([{ ...ok(), options: { trustProxy: true } }], BLOCKING)
+      const k = await key()
+      const from = (ip: string) => ({ 'x-forwarded-for': `${ip}, 10.0.0.1` })
+      for (let i = 0; i < 3; i++)
+        await h.fetch('/v1/ok', { key: bogus, headers: from('203.0.113.7') })
+      await expectDenied(
+        h,
+        '/v1/ok',
+        { key: k, headers: from('203.0.113.7') },
+        403,
+        'IP temporarily blocked',
+        'ip_blocked',
+      )
+      expect((await h.fetch('/v1/ok', { key: k, headers: from('203.0.113.8') })).status).toBe(200)
+      expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
+      await eventually(() => h.settled.filter((s) => s.event).length === 2, 'settle')
+      expect(h.settled.map((s) => s.event!.ip)).toEqual(['203.0.113.8', '127.0.0.1'])
+    })
+  })
+}

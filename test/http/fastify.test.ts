@@ -1,0 +1,149 @@
+/**
+ * @module test/http/fastify
+ *
+ * The behaviour suite on Fastify 5, twice: routes guarded by the plugin through
+ * `config.tollbooth`, and routes with `requireApiKey` as their preHandler. Then what is
+ * Fastify's own: `global`, `config.tollbooth: false`, HEAD routes, and option errors.
+ */
+
+import Fastify, {
+  type FastifyContextConfig,
+  type FastifyInstance,
+  type FastifyRequest,
+} from 'fastify'
+import { describe, expect, expectTypeOf, test } from 'vitest'
+import { requireApiKey, tollbooth } from '../../adapters/fastify/index.js'
+import {
+  type Admission,
+  ConfigError,
+  createTollbooth,
+  type RouteOptions,
+  type Tollbooth,
+} from '../../src/index.js'
+import { describeBehaviour, type StartServer } from './behaviour.js'
+import { eventually, harness, SECRET } from './harness.js'
+
+async function listen(app: FastifyInstance) {
+  const address = await app.listen({ host: '127.0.0.1', port: 0 })
+  return { url: address, close: () => app.close() }
+}
+
+const startWithConfig: StartServer = async (tb, routes) => {
+  const app = Fastify()
+  await app.register(tollbooth, { tb })
+  for (const r of routes) {
+    app.route({
+      method: r.method ?? 'GET',
+      url: r.path,
+      config: { tollbooth: r.options ?? {} },
+      handler: async (request) => r.handle(request.apiKey),
+    })
+  }
+  return listen(app)
+}
+
+const startWithPreHandler: StartServer = async (tb, routes) => {
+  const app = Fastify()
+  await app.register(tollbooth, { tb })
+  for (const r of routes) {
+    app.route({
+      method: r.method ?? 'GET',
+      url: r.path,
+      preHandler: requireApiKey(tb, r.options),
+      handler: async (request) => r.handle(request.apiKey),
+    })
+  }
+  return listen(app)
+}
+
+describeBehaviour('Fastify (plugin, config.tollbooth)', startWithConfig)
+describeBehaviour('Fastify (requireApiKey preHandler)', startWithPreHandler)
+
+describe('tollbooth/fastify', () => {
+  test('types request.apiKey, fastify.tollbooth and config.tollbooth', () => {
+    expectTypeOf<FastifyRequest['apiKey']>().toEqualTypeOf<Admission>()
+    expectTypeOf<FastifyInstance['tollbooth']>().toEqualTypeOf<Tollbooth>()
+    expectTypeOf<FastifyContextConfig['tollbooth']>().toEqualTypeOf<
+      RouteOptions | false | undefined
+    >()
+  })
+
+  test('fastify.requireApiKey() guards a route with the plugin options as defaults', async () => {
+    const h = await harness(
+      async (tb, routes) => {
+        const app = Fastify()
+        await app.register(tollbooth, { tb, category: 'tts', scopes: ['tts'] })
+        app.get('/v1/a', { preHandler: app.requireApiKey({ category: 'stt' }) }, async (request) =>
+          routes[0]!.handle(request.apiKey),
+        )
+        return listen(app)
+      },
+      [{ path: '/v1/a', handle: () => ({}) }],
+    )
+    try {
+      const plain = (await h.tb.keys.create({ accountId: 'acct_1' })).key
+      const scoped = (await h.tb.keys.create({ accountId: 'acct_1', scopes: ['tts'] })).key
+      expect((await h.fetch('/v1/a', { key: plain })).status).toBe(403)
+      expect((await h.fetch('/v1/a', { key: scoped })).status).toBe(200)
+      expect(h.handled).toHaveLength(1)
+      await eventually(() => h.settled.filter((s) => s.event).length === 1, 'settle')
+      expect(h.settled.map((s) => s.event?.category)).toEqual(['stt'])
+    } finally {
+      await h.close()
+    }
+  })
+
+  test('global guards every route but those with config.tollbooth false', async () => {
+    const h = await harness(
+      async (tb, routes) => {
+        const app = Fastify()
+        await app.register(tollbooth, { tb, global: true, category: 'tts' })
+        app.get('/v1/a', async (request) => routes[0]!.handle(request.apiKey))
+        app.get('/health', { config: { tollbooth: false } }, async () => ({ up: true }))
+        return listen(app)
+      },
+      [{ path: '/v1/a', handle: (k) => ({ id: k.key.id }) }],
+    )
+    try {
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1' })
+      expect((await h.fetch('/v1/a')).status).toBe(401)
+      expect(h.handled).toHaveLength(0)
+      expect((await h.fetch('/health')).body).toEqual({ up: true })
+      const res = await h.fetch('/v1/a', { key })
+      expect(res.status).toBe(200)
+      expect(res.headers.get('x-request-id')).toMatch(/^req_/)
+      const head = await h.fetch('/v1/a', { key, method: 'HEAD' })
+      expect(head.status).toBe(200)
+      expect((await h.fetch('/v1/a', { method: 'HEAD' })).status).toBe(401)
+      await eventually(() => h.settled.filter((s) => s.event).length === 2, 'settle')
+      expect(h.settled.map((s) => s.event?.category)).toEqual(['tts', 'tts'])
+    } finally {
+      await h.close()
+    }
+  })
+
+  test('throws a ConfigError naming a bad option at registration and route registration', async () => {
+    const tb = createTollbooth({ secret: SECRET })
+    expect(() => requireApiKey(tb, { trustProxy: 0 })).toThrow(ConfigError)
+    const bad = Fastify()
+    await expect(bad.register(tollbooth, { tb, cost: -1 })).rejects.toThrow(/cost/)
+    const noTb = Fastify()
+    await expect(noTb.register(tollbooth, {} as never)).rejects.toThrow(/options\.tb/)
+    const badRoute = Fastify()
+    await badRoute.register(tollbooth, { tb })
+    expect(() =>
+      badRoute.get('/x', { config: { tollbooth: { scopes: 'a' as never } } }, async () => ({})),
+    ).toThrow(/scopes/)
+    await Promise.all([bad.close(), noTb.close(), badRoute.close()])
+  })
+
+  test('answers 500 naming the fix when requireApiKey runs without the plugin', async () => {
+    const tb = createTollbooth({ secret: SECRET })
+    const app = Fastify()
+    app.get('/x', { preHandler: requireApiKey(tb) }, async () => ({}))
+    const res = await app.inject({ url: '/x' })
+    expect(res.statusCode).toBe(500)
+    expect(res.json().message).toMatch(/await app\.register\(tollbooth/)
+    await app.close()
+  })
+})

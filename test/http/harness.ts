@@ -1,0 +1,168 @@
+/**
+ * @module test/http/harness
+ *
+ * What the behaviour suite needs around a real server: the framework-neutral route shape each
+ * framework's `startServer` mounts, a tollbooth instance on a manual clock whose `settle` calls
+ * are recorded (so a test sees that an adapter settles each admission exactly once, and with
+ * which status), and a small fetch client.
+ */
+
+import {
+  type Admission,
+  createTollbooth,
+  type ManualClock,
+  manualClock,
+  type RouteOptions,
+  type Tollbooth,
+  type TollboothOptions,
+  type UsageEvent,
+} from '../../src/index.js'
+
+/** One route the suite asks a framework to serve, guarded by that framework's requireApiKey. */
+export interface TestRoute {
+  method?: 'GET' | 'POST'
+  path: string
+  /** Options for requireApiKey, the same object for every framework. */
+  options?: RouteOptions
+  /** The handler's work: its result is sent as JSON with status 200; a throw is a 500. */
+  handle(apiKey: Admission): unknown
+}
+
+export interface TestServer {
+  /** `http://127.0.0.1:<port>` */
+  url: string
+  close(): Promise<void>
+}
+
+/** Starts a real server of one framework on 127.0.0.1:0 serving `routes`. */
+export type StartServer = (tb: Tollbooth, routes: TestRoute[]) => Promise<TestServer>
+
+export const SECRET = 'behaviour-suite-secret-behaviour-suite-secret'
+export const PREFIXES = { consumption: 'sk_test_', management: 'mk_test_' }
+export const T0 = Date.UTC(2026, 0, 15, 12, 0, 0)
+
+/** A settle call as the adapter made it. */
+export interface Settled {
+  decision: Admission
+  status: number
+  event: UsageEvent | null
+}
+
+export interface Harness {
+  tb: Tollbooth
+  clock: ManualClock
+  url: string
+  /** Admissions the route handlers saw, in order (a denial must never add one). */
+  handled: Admission[]
+  /** Handlers that returned or threw. */
+  finished: { count: number }
+  settled: Settled[]
+  fetch(path: string, init?: Req): Promise<Res>
+  close(): Promise<void>
+}
+
+export interface Req {
+  key?: string
+  method?: string
+  headers?: Record<string, string>
+  /** A JSON body (sent with `content-type: application/json`). */
+  json?: unknown
+  signal?: AbortSignal
+}
+
+export interface Res {
+  status: number
+  headers: Headers
+  body: unknown
+  text: string
+}
+
+/** Starts `startServer` with a fresh tollbooth on a manual clock, recording settle calls. */
+export async function harness(
+  startServer: StartServer,
+  routes: TestRoute[],
+  options: Partial<TollboothOptions> = {},
+): Promise<Harness> {
+  const clock = manualClock(T0)
+  const tb = createTollbooth({ secret: SECRET, prefixes: PREFIXES, clock, ...options })
+  const settled: Settled[] = []
+  const settle = tb.settle
+  tb.settle = (decision, outcome) => {
+    const p = settle(decision, outcome)
+    if (decision.allowed) {
+      const entry: Settled = { decision, status: outcome.status, event: null }
+      settled.push(entry)
+      void p.then((event) => {
+        entry.event = event
+      })
+    }
+    return p
+  }
+  const handled: Admission[] = []
+  const finished = { count: 0 }
+  const wrapped = routes.map((r) => ({
+    ...r,
+    async handle(apiKey: Admission) {
+      handled.push(apiKey)
+      try {
+        return await r.handle(apiKey)
+      } finally {
+        finished.count++
+      }
+    },
+  }))
+  const server = await startServer(tb, wrapped)
+  return {
+    tb,
+    clock,
+    url: server.url,
+    handled,
+    finished,
+    settled,
+    fetch: (path, init = {}) => send(server.url + path, init),
+    async close() {
+      await server.close()
+      await tb.close()
+    },
+  }
+}
+
+async function send(url: string, init: Req): Promise<Res> {
+  const headers: Record<string, string> = { ...init.headers }
+  if (init.key !== undefined) headers['authorization'] = `Bearer ${init.key}`
+  if (init.json !== undefined) headers['content-type'] = 'application/json'
+  const res = await fetch(url, {
+    method: init.method ?? (init.json === undefined ? 'GET' : 'POST'),
+    headers,
+    ...(init.json === undefined ? {} : { body: JSON.stringify(init.json) }),
+    ...(init.signal ? { signal: init.signal } : {}),
+  })
+  const text = await res.text()
+  let body: unknown = text
+  try {
+    body = JSON.parse(text)
+  } catch {}
+  return { status: res.status, headers: res.headers, body, text }
+}
+
+/**
+ * Waits for something the server does after the client already has its answer (an adapter
+ * settles on `finish`, which may run after the bytes reach the client). Bounded: fails after
+ * 2 seconds of event-loop turns, never sleeps on a timer for time-based logic.
+ */
+export async function eventually(check: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 2_000
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 1))
+  }
+}
+
+/** A promise with its resolve, for handlers the test holds open. */
+export function gate(): { promise: Promise<void>; open(): void } {
+  let open!: () => void
+  const promise = new Promise<void>((r) => {
+    open = r
+  })
+  return { promise, open }
+}

@@ -1,0 +1,102 @@
+/**
+ * @module test/http/hono
+ *
+ * The behaviour suite on Hono, served by `@hono/node-server` on 127.0.0.1:0.
+ */
+
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { serve } from '@hono/node-server'
+import { Hono } from 'hono'
+import { HTTPException } from 'hono/http-exception'
+import { describe, expect, expectTypeOf, test } from 'vitest'
+import { requireApiKey } from '../../adapters/hono/index.js'
+import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
+import { describeBehaviour, type StartServer } from './behaviour.js'
+import { harness, SECRET } from './harness.js'
+
+const startHono: StartServer = async (tb, routes) => {
+  const app = new Hono()
+  // Denials are HTTPExceptions carrying the prepared response; anything else is a 500.
+  app.onError((err, c) =>
+    err instanceof HTTPException ? err.getResponse() : c.json({ error: 'boom' }, 500),
+  )
+  for (const r of routes) {
+    app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), async (c) => {
+      if (c.req.method === 'POST') await c.req.json()
+      return c.json((await r.handle(c.get('apiKey'))) as object)
+    })
+  }
+  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
+    const s = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s))
+  })
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
+      }),
+  }
+}
+
+describeBehaviour('Hono', startHono)
+
+describe('tollbooth/hono', () => {
+  test('throws a ConfigError naming a bad option at construction', () => {
+    const tb = createTollbooth({ secret: SECRET })
+    expect(() => requireApiKey(tb, { trustProxy: -1 })).toThrow(ConfigError)
+    expect(() => requireApiKey(tb, { trustProxy: -1 })).toThrow(/trustProxy/)
+    expect(() => requireApiKey(tb, { cost: -5 })).toThrow(/cost/)
+    expect(() => requireApiKey(tb, { kind: 'admin' as never })).toThrow(/kind/)
+  })
+
+  test('names the middleware requireApiKey', () => {
+    const tb = createTollbooth({ secret: SECRET })
+    expect(requireApiKey(tb).name).toBe('requireApiKey')
+  })
+
+  test("types c.get('apiKey') as the Admission", () => {
+    const app = new Hono()
+    app.get('/', (c) => {
+      expectTypeOf(c.get('apiKey')).toEqualTypeOf<Admission>()
+      return c.text('')
+    })
+  })
+
+  test('adds its headers to a proxied fetch() response, whose headers are immutable', async () => {
+    const upstream = createServer((_req, res) => res.end('{"upstream":true}'))
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r))
+    const origin = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
+    const h = await harness(
+      async (tb, routes) => {
+        const app = new Hono()
+        app.get('/v1/proxy', requireApiKey(tb), async (c) => {
+          await routes[0]!.handle(c.get('apiKey'))
+          return fetch(origin)
+        })
+        const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
+          const s = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s))
+        })
+        const { port } = server.address() as AddressInfo
+        return {
+          url: `http://127.0.0.1:${port}`,
+          close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+        }
+      },
+      [{ path: '/v1/proxy', handle: () => ({}) }],
+    )
+    try {
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1' })
+      const res = await h.fetch('/v1/proxy', { key })
+      expect(res.status).toBe(200)
+      expect(res.body).toEqual({ upstream: true })
+      expect(res.headers.get('x-request-id')).toMatch(/^req_/)
+      expect(h.settled.map((s) => s.status)).toEqual([200])
+    } finally {
+      await h.close()
+      await new Promise((r) => upstream.close(r))
+    }
+  })
+})
