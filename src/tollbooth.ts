@@ -58,6 +58,13 @@ export interface Tollbooth {
   settle(decision: Decision, outcome: Outcome): Promise<UsageEvent | null>
   /** Writes queued usage events and `lastUsedAt` now. */
   flush(): Promise<void>
+  /**
+   * Calls `listener` with each batch of usage events once it is recorded in storage (how a
+   * billing provider's meter out-box learns of overage). A batch may be seen again after a
+   * retried write: event ids are unique. A listener that throws is reported to `onError` and
+   * never fails the flush. Returns the function that removes the listener.
+   */
+  onUsageFlushed(listener: (events: ReadonlyArray<UsageEvent>) => void): () => void
   /** Flushes, stops timers and unsubscribes from the change feed. The storage is the caller's to close. */
   close(): Promise<void>
 }
@@ -96,7 +103,8 @@ export function createTollbooth(
   const storage = o.storage ?? memoryStorage()
   const clock = o.clock ?? systemClock
   const now = () => clock.now()
-  if (storage.local && env('NODE_ENV') === 'production') {
+  const inProcess = storage.keys.inProcess && storage.counters.inProcess && storage.accounts.inProcess
+  if (storage.counters.inProcess && env('NODE_ENV') === 'production') {
     warnOnce(
       'TOLLBOOTH_LOCAL_COUNTERS',
       'the in-memory storage counts per process; use tollbooth/redis or tollbooth/postgres with several instances',
@@ -109,6 +117,7 @@ export function createTollbooth(
   for (const [p, h] of Object.entries(o.providers ?? DEFAULT_PROVIDERS))
     providers[p] = h.toLowerCase()
 
+  const flushListeners = new Set<(events: ReadonlyArray<UsageEvent>) => void>()
   const ctx: Context = {
     options: o,
     storage,
@@ -117,14 +126,22 @@ export function createTollbooth(
     cache: createKeyCache(o.cache, now),
     ipGuard: o.failedAuth === false ? null : createIpGuard(o.failedAuth, storage.counters),
     accounts: new AccountService(storage, o, now),
-    outbox: createOutbox(storage, o.usage, onError),
+    outbox: createOutbox(storage, { ...o.usage, now }, onError, (events) => {
+      for (const listener of flushListeners) {
+        try {
+          listener(events)
+        } catch (err) {
+          onError(err)
+        }
+      }
+    }),
     providers,
     instanceId: randomBase62(6),
     async invalidate(hash: string) {
       ctx.cache.delete(hash)
       if (storage.changes) await storage.changes.publish(hash).catch(onError)
     },
-    guard: storage.local
+    guard: inProcess
       ? <T>(p: Promise<T>) => p
       : <T>(p: Promise<T>) => withTimeout(p, o.storageTimeoutMs),
     resolveStoredProvider: (accountId: string, provider: string): Promise<string | undefined> =>
@@ -181,6 +198,12 @@ export function createTollbooth(
     authenticate: (request, r) => authenticate(ctx, request, r ?? defaultRoute),
     settle: (decision, outcome) => settle(ctx, decision, outcome),
     flush: () => ctx.outbox.flush(),
+    onUsageFlushed(listener) {
+      flushListeners.add(listener)
+      return () => {
+        flushListeners.delete(listener)
+      }
+    },
     async close() {
       await ctx.outbox.close()
       const off = await unsubscribe

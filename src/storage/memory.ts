@@ -56,6 +56,7 @@ function memoryKeys(): KeyStore {
     set.add(k.id)
   }
   return {
+    inProcess: true,
     async insert(k) {
       insert(k)
     },
@@ -241,6 +242,7 @@ function memoryCounters(): MemoryCounterStore {
     }
   }
   return {
+    inProcess: true,
     get size() {
       return counters.size
     },
@@ -397,6 +399,7 @@ export function decodeLogCursor(cursor: string): [number, string] {
 function memoryAccounts(): AccountStore {
   const byId = new Map<string, AccountRecord>()
   return {
+    inProcess: true,
     async get(id) {
       const a = byId.get(id)
       return a ? clone(a) : null
@@ -461,6 +464,5 @@ export function memoryStorage(): Storage & { counters: MemoryCounterStore } {
     usage: memoryUsage(),
     accounts: memoryAccounts(),
     secrets: memorySecrets(),
-    local: true,
   }
 }

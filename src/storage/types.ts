@@ -99,7 +99,7 @@ export interface ListOptions {
 }
 
 /** Durable key records. */
-export interface KeyStore {
+export interface KeyStore extends InProcess {
   /** Stores a new key. MUST reject if the id or the hash already exists. */
   insert(key: KeyRecord): Promise<void>
   get(id: string): Promise<KeyRecord | null>
@@ -199,7 +199,7 @@ export type SettleOp =
     }
 
 /** Atomic counters for admission. The only store on the hot path besides key lookups. */
-export interface CounterStore {
+export interface CounterStore extends InProcess {
   /**
    * Evaluates every check at `now` and, only if all pass, counts all of them: all or none,
    * atomically with respect to every other `consume` and `settle` on the same counters
@@ -215,7 +215,10 @@ export interface CounterStore {
 
 /** One served request, as metered and logged. */
 export interface UsageEvent {
-  /** Unique: the request id, or derived from the `Idempotency-Key`. Recording is idempotent by it. */
+  /**
+   * Unique: the request's internal id (a retried `Idempotency-Key` is caught before an event
+   * is written). Recording is idempotent by it.
+   */
   id: string
   requestId: string
   keyId: string
@@ -275,7 +278,7 @@ export interface AccountRecord {
 export type AccountPatch = Partial<Omit<AccountRecord, 'id'>>
 
 /** Durable accounts. */
-export interface AccountStore {
+export interface AccountStore extends InProcess {
   get(id: string): Promise<AccountRecord | null>
   /** Creates the account with `defaults` if missing, else returns it unchanged. */
   ensure(defaults: AccountRecord): Promise<AccountRecord>
@@ -332,9 +335,15 @@ export interface Storage {
   changes?: ChangeFeed
   /** Releases what the storage opened itself (never the user's client). */
   close?(): Promise<void>
-  /**
-   * True when the counters live in this process only (the memory store): tollbooth warns
-   * once (`TOLLBOOTH_LOCAL_COUNTERS`) if it runs with `NODE_ENV=production`.
-   */
-  readonly local?: boolean
+}
+
+/**
+ * Marks a store that runs in this process and cannot hang (the memory stores). When the
+ * key, counter and account stores all carry it, tollbooth skips the `storageTimeoutMs` timer
+ * on the hot path; in-process counters under `NODE_ENV=production` warn once
+ * (`TOLLBOOTH_LOCAL_COUNTERS`). Stores of a remote server never set it, so a storage mixed
+ * from both (`{ ...memoryStorage(), counters: redis.counters }`) keeps its timeouts.
+ */
+export interface InProcess {
+  readonly inProcess?: true
 }

@@ -160,7 +160,8 @@ describe('denials', () => {
     const storage = memoryStorage()
     const tb = createTollbooth({ secret: SECRET, storage, storageTimeoutMs: 50 })
     const { key } = await tb.keys.create({ accountId: 'acct_1', limits: { quotas: { daily: 10 } } })
-    Object.defineProperty(storage, 'local', { value: false })
+    // As if the counters were remote: the timeout guard applies.
+    storage.counters = { ...storage.counters, inProcess: undefined } as never
     const tb2 = createTollbooth({
       secret: SECRET,
       storage,

@@ -1,0 +1,86 @@
+/**
+ * @module tollbooth/redis/changes
+ *
+ * The change feed on Redis pub/sub: `publish` is one PUBLISH on the user's client; the first
+ * `subscribe` opens a dedicated connection (`client.duplicate()`, since a subscribed
+ * connection can run nothing else) that every listener of this storage shares. The
+ * subscriber queues its SUBSCRIBE until connected and resubscribes after a reconnect, so a
+ * feed opened while Redis is down starts working when Redis is back; until then the key
+ * cache's TTL bounds how long a revoked key may still pass on another instance.
+ */
+
+import type { ChangeFeed } from '../../src/index.js'
+import type { RedisClient } from './store.js'
+
+/** A change feed that can close the connection it opened. */
+export interface RedisChangeFeed extends ChangeFeed {
+  close(): Promise<void>
+}
+
+/**
+ * @param client the user's client (used to publish, and duplicated to subscribe)
+ * @param channel the pub/sub channel
+ * @param timeoutMs how long `subscribe` waits for Redis to confirm before rejecting
+ */
+export function redisChanges(
+  client: RedisClient,
+  channel: string,
+  timeoutMs: number,
+): RedisChangeFeed {
+  const listeners = new Set<(hash: string) => void>()
+  let sub: RedisClient | null = null
+  let subscribed: Promise<unknown> | null = null
+
+  const open = (): Promise<unknown> => {
+    const override = { enableOfflineQueue: true, maxRetriesPerRequest: null, lazyConnect: false }
+    const conn =
+      'nodes' in client ? client.duplicate(undefined, override) : client.duplicate(override)
+    conn.on('error', () => {
+      // Reconnects by itself; failures surface as the hot path's storage errors.
+    })
+    conn.on('message', (ch: string, hash: string) => {
+      if (ch !== channel) return
+      for (const listener of listeners) listener(hash)
+    })
+    sub = conn
+    return conn.subscribe(channel)
+  }
+
+  return {
+    async publish(hash) {
+      await client.publish(channel, hash)
+    },
+    async subscribe(listener) {
+      listeners.add(listener)
+      const off = () => {
+        listeners.delete(listener)
+      }
+      subscribed ??= open()
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new Error(
+                `tollbooth/redis: the change feed was not subscribed within ${timeoutMs} ms; it keeps trying, and until then the key cache TTL bounds revocation`,
+              ),
+            ),
+          timeoutMs,
+        )
+      })
+      try {
+        await Promise.race([subscribed, late])
+      } finally {
+        clearTimeout(timer)
+      }
+      return off
+    },
+    async close() {
+      listeners.clear()
+      const conn = sub
+      sub = null
+      subscribed = null
+      conn?.disconnect()
+    },
+  }
+}

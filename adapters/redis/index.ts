@@ -1,0 +1,99 @@
+/**
+ * @module tollbooth/redis
+ *
+ * `redisStorage()`: every tollbooth store on Redis, through the user's ioredis client, for
+ * deployments with several instances. Admission is one round trip (one Lua script checks and
+ * counts every limit, all or none); key lookups are cached by the core; usage is written in
+ * batches off the hot path; revocations reach every instance through pub/sub.
+ *
+ * Counters live under `{<accountId>}` hash tags and every other store under one tag of its
+ * own, so each script touches a single slot and the storage runs on Redis Cluster.
+ */
+
+import type { Storage } from '../../src/index.js'
+import { ConfigError } from '../../src/index.js'
+import { redisAccounts, redisSecrets } from './accounts.js'
+import { redisChanges } from './changes.js'
+import { redisCounters } from './counters.js'
+import { redisKeys } from './keys.js'
+import { type Ctx, defineCommands, type RedisClient } from './store.js'
+import { redisUsage } from './usage.js'
+
+export { escapeHoldId } from './counters.js'
+export { CONSUME, SETTLE } from './scripts.js'
+export { type Commands, type RedisClient, SCRIPTS } from './store.js'
+
+export interface RedisStorageOptions {
+  /**
+   * Your ioredis client (`new Redis(url, options)`) or cluster; tollbooth defines its Lua
+   * commands on it and never closes it. Recommended options, so a Redis outage turns into
+   * fast 503s instead of queued requests, and a command whose reply was lost is never run
+   * twice: `{ maxRetriesPerRequest: 1, enableOfflineQueue: false,
+   * autoResendUnfulfilledCommands: false, connectTimeout: 2000, commandTimeout: 1000 }`
+   * (with `enableOfflineQueue: false`, wait for the client's `ready` event before serving),
+   * and an `error` listener on the client.
+   */
+  client: RedisClient
+  /** Prepended to every Redis key and to the pub/sub channel. No braces. Default `tollbooth:`. */
+  keyPrefix?: string
+  /**
+   * How long an idle counter is kept past the moment it turns idle, in ms: covers clock
+   * differences between instances. Default 60000.
+   */
+  idleSlackMs?: number
+  /** How long the change feed's first subscribe may wait for Redis, in ms. Default 5000. */
+  subscribeTimeoutMs?: number
+}
+
+/**
+ * Storage on Redis.
+ *
+ * @param options.client an ioredis `Redis` or `Cluster`, created and closed by you
+ * @param [options.keyPrefix='tollbooth:'] prefix of every key and of the change channel
+ * @param [options.idleSlackMs=60000] extra life of idle counters (ms)
+ * @param [options.subscribeTimeoutMs=5000] bound on the change feed's first subscribe (ms)
+ * @returns a {@link Storage} whose `close()` closes only the subscriber it opened
+ * @throws {ConfigError} naming a bad option
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis'
+ * import { createTollbooth } from 'tollbooth'
+ * import { redisStorage } from 'tollbooth/redis'
+ *
+ * const client = new Redis(process.env.REDIS_URL, { maxRetriesPerRequest: 1, commandTimeout: 1000 })
+ * const tb = createTollbooth({ secret, storage: redisStorage({ client }) })
+ * ```
+ */
+export function redisStorage(options: RedisStorageOptions): Storage {
+  const o = options as Partial<RedisStorageOptions> | undefined
+  const client = o?.client as unknown as Record<string, unknown> | undefined
+  if (!client || typeof client['defineCommand'] !== 'function')
+    throw new ConfigError(
+      'Invalid redisStorage options: client must be an ioredis Redis or Cluster instance',
+    )
+  const { keyPrefix = 'tollbooth:', idleSlackMs = 60_000, subscribeTimeoutMs = 5000 } = o!
+  if (typeof keyPrefix !== 'string' || /[{}]/.test(keyPrefix))
+    throw new ConfigError(
+      `Invalid redisStorage options: keyPrefix must be a string without braces (tollbooth sets the hash tags), got ${JSON.stringify(keyPrefix)}`,
+    )
+  for (const [name, v] of [
+    ['idleSlackMs', idleSlackMs],
+    ['subscribeTimeoutMs', subscribeTimeoutMs],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 0)
+      throw new ConfigError(
+        `Invalid redisStorage options: ${name} must be a non-negative integer (milliseconds), got ${String(v)}`,
+      )
+  }
+  const ctx: Ctx = { client: defineCommands(options.client), prefix: keyPrefix }
+  const changes = redisChanges(options.client, `${keyPrefix}changes`, subscribeTimeoutMs)
+  return {
+    keys: redisKeys(ctx),
+    counters: redisCounters(ctx, idleSlackMs),
+    usage: redisUsage(ctx),
+    accounts: redisAccounts(ctx),
+    secrets: redisSecrets(ctx),
+    changes: { publish: changes.publish, subscribe: changes.subscribe },
+    close: () => changes.close(),
+  }
+}

@@ -1,0 +1,267 @@
+/**
+ * @module tollbooth/redis/record-scripts
+ *
+ * The Lua of the durable records: key inserts, compare-and-set updates, rotation, listing,
+ * deletion and `lastUsedAt`; usage events and their aggregates; account creation,
+ * compare-and-set and balance. Each script touches only the keys it is given, all under one
+ * hash tag (`{keys}`, `{usage}`) or a single key, so they run on Redis Cluster.
+ *
+ * Records are stored as the caller's JSON and returned as-is: Lua decodes JSON only to read
+ * a field, never re-encodes it (its cjson keeps 14 digits).
+ */
+
+/** Inserts a key. Rejects (`TOLLBOOTH_DUPLICATE`) when the id or the hash exists. */
+export const KEY_INSERT = `-- KEYS[1]  records: HASH id -> key JSON (without lastUsedAt)
+-- KEYS[2]  lastUsed: HASH id -> lastUsedAt (ms)
+-- KEYS[3]  byHash: HASH hash -> id
+-- KEYS[4]  the account's index: ZSET of ids, score 0, ordered by id
+-- ARGV[1]  id
+-- ARGV[2]  hash
+-- ARGV[3]  the record as JSON
+-- ARGV[4]  lastUsedAt, or '' for null
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then
+  return redis.error_reply('TOLLBOOTH_DUPLICATE a key with this id or hash already exists')
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) end
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[4], 0, ARGV[1])
+return 1
+`
+
+/** Reads a key by id or by hash: `{ json, lastUsedAt | false }`, or nil. */
+export const KEY_GET = `-- KEYS[1]  records: HASH id -> key JSON
+-- KEYS[2]  lastUsed: HASH id -> lastUsedAt
+-- KEYS[3]  byHash: HASH hash -> id
+-- ARGV[1]  'id' or 'hash': what ARGV[2] is
+-- ARGV[2]  the id or the hash
+local id = ARGV[2]
+if ARGV[1] == 'hash' then id = redis.call('HGET', KEYS[3], ARGV[2]) end
+if not id then return nil end
+local json = redis.call('HGET', KEYS[1], id)
+if not json then return nil end
+return { json, redis.call('HGET', KEYS[2], id) }
+`
+
+/** Replaces a key's JSON if it still equals what the caller read: 1, 0 (changed), -1 (gone). */
+export const KEY_CAS = `-- KEYS[1]  records: HASH id -> key JSON
+-- ARGV[1]  id
+-- ARGV[2]  the JSON the caller read
+-- ARGV[3]  the new JSON
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return -1 end
+if cur ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+`
+
+/** Rotation: patches the old key and inserts the new one together. 1, 0 (changed), -1 (gone). */
+export const KEY_ROTATE = `-- KEYS[1]  records: HASH id -> key JSON
+-- KEYS[2]  lastUsed: HASH id -> lastUsedAt
+-- KEYS[3]  byHash: HASH hash -> id
+-- KEYS[4]  the new key's account index (ZSET)
+-- ARGV[1]  old id
+-- ARGV[2]  the old JSON the caller read
+-- ARGV[3]  the old key's new JSON
+-- ARGV[4]  new id
+-- ARGV[5]  new hash
+-- ARGV[6]  new JSON
+-- ARGV[7]  new lastUsedAt, or ''
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return -1 end
+if cur ~= ARGV[2] then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[5]) == 1 then
+  return redis.error_reply('TOLLBOOTH_DUPLICATE a key with this id or hash already exists')
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[4], ARGV[6])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], ARGV[4], ARGV[7]) end
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[4])
+redis.call('ZADD', KEYS[4], 0, ARGV[4])
+return 1
+`
+
+/** One page of an account's keys, newest first: `{ nextCursor | '', json, lastUsedAt, … }`. */
+export const KEY_LIST = `-- KEYS[1]  the account's index: ZSET of ids
+-- KEYS[2]  records: HASH id -> key JSON
+-- KEYS[3]  lastUsed: HASH id -> lastUsedAt
+-- ARGV[1]  cursor: the last id of the previous page, or ''
+-- ARGV[2]  page size
+-- ARGV[3]  kind to keep, or '' for all
+-- ARGV[4]  '1' to include revoked keys
+local max = '+'
+if ARGV[1] ~= '' then max = '(' .. ARGV[1] end
+local limit = tonumber(ARGV[2])
+local out = { '' }
+local found, last = 0, nil
+while true do
+  local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], max, '-', 'LIMIT', 0, 100)
+  if #ids == 0 then return out end
+  for _, id in ipairs(ids) do
+    local json = redis.call('HGET', KEYS[2], id)
+    if json then
+      local r = cjson.decode(json)
+      local live = r.revokedAt == nil or r.revokedAt == cjson.null
+      if (ARGV[3] == '' or r.kind == ARGV[3]) and (live or ARGV[4] == '1') then
+        if found == limit then
+          out[1] = last
+          return out
+        end
+        found = found + 1
+        last = id
+        out[#out + 1] = json
+        out[#out + 1] = redis.call('HGET', KEYS[3], id) or ''
+      end
+    end
+  end
+  max = '(' .. ids[#ids]
+end
+`
+
+/** Deletes a key and its index entries: 1, or 0 when it did not exist. */
+export const KEY_DELETE = `-- KEYS[1]  records: HASH id -> key JSON
+-- KEYS[2]  lastUsed: HASH id -> lastUsedAt
+-- KEYS[3]  byHash: HASH hash -> id
+-- KEYS[4]  the account's index (ZSET)
+-- ARGV[1]  id
+-- ARGV[2]  the key's hash
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[2]) end
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
+`
+
+/** Batched `lastUsedAt`: keeps the later time; ignores unknown ids. */
+export const KEY_TOUCH = `-- KEYS[1]  records: HASH id -> key JSON
+-- KEYS[2]  lastUsed: HASH id -> lastUsedAt
+-- ARGV[2i-1], ARGV[2i]  update i: id, lastUsedAt (ms)
+for i = 1, #ARGV - 1, 2 do
+  local id, t = ARGV[i], tonumber(ARGV[i + 1])
+  if redis.call('HEXISTS', KEYS[1], id) == 1 then
+    local cur = redis.call('HGET', KEYS[2], id)
+    if not cur or tonumber(cur) < t then redis.call('HSET', KEYS[2], id, ARGV[i + 1]) end
+  end
+end
+return 1
+`
+
+/** Records usage events; an id already stored is skipped. Returns how many were new. */
+export const USAGE_RECORD = `-- KEYS[1]  events: HASH id -> event JSON
+-- KEYS[2]  all: ZSET id by time (for prune)
+-- KEYS[1 + 2i], KEYS[2 + 2i]  event i's account index and key index (ZSET id by time)
+-- ARGV[3i-2], ARGV[3i-1], ARGV[3i]  event i: id, time (ms), JSON
+local n = 0
+for i = 1, #ARGV / 3 do
+  local id, time = ARGV[3 * i - 2], ARGV[3 * i - 1]
+  if redis.call('HSETNX', KEYS[1], id, ARGV[3 * i]) == 1 then
+    redis.call('ZADD', KEYS[2], time, id)
+    redis.call('ZADD', KEYS[1 + 2 * i], time, id)
+    redis.call('ZADD', KEYS[2 + 2 * i], time, id)
+    n = n + 1
+  end
+end
+return n
+`
+
+/** Totals in [from, to): `{ requests, units, category, requests, units, … }` as strings. */
+export const USAGE_SUMMARY = `-- KEYS[1]  the account's index: ZSET id by time
+-- KEYS[2]  events: HASH id -> event JSON
+-- ARGV[1]  from (ms, inclusive)
+-- ARGV[2]  to (ms, exclusive)
+local requests, units, cats = 0, 0, {}
+local offset = 0
+while true do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '(' .. ARGV[2], 'LIMIT', offset, 500)
+  for _, id in ipairs(ids) do
+    local json = redis.call('HGET', KEYS[2], id)
+    if json then
+      local e = cjson.decode(json)
+      local cat = e.category
+      if cat == nil or cat == cjson.null then cat = 'uncategorized' end
+      local c = cats[cat]
+      if not c then
+        c = { 0, 0 }
+        cats[cat] = c
+      end
+      requests = requests + 1
+      units = units + e.units
+      c[1] = c[1] + 1
+      c[2] = c[2] + e.units
+    end
+  end
+  if #ids < 500 then break end
+  offset = offset + 500
+end
+local out = { tostring(requests), string.format('%.17g', units) }
+for cat, c in pairs(cats) do
+  out[#out + 1] = cat
+  out[#out + 1] = tostring(c[1])
+  out[#out + 1] = string.format('%.17g', c[2])
+end
+return out
+`
+
+/** A page of a key's events, newest first: `{ '1' | '0' (more), json, … }`. */
+export const USAGE_LOGS = `-- KEYS[1]  the key's index: ZSET id by time
+-- KEYS[2]  events: HASH id -> event JSON
+-- ARGV[1]  cursor time, or '' for the first page
+-- ARGV[2]  cursor id (the last event of the previous page)
+-- ARGV[3]  page size
+local function before(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local start = 0
+if ARGV[1] ~= '' then
+  start = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf')
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])) do
+    if not before(m, ARGV[2]) then start = start + 1 end
+  end
+end
+local limit = tonumber(ARGV[3])
+local ids = redis.call('ZREVRANGE', KEYS[1], start, start + limit)
+local out = { '0' }
+if #ids > limit then out[1] = '1' end
+for i = 1, math.min(#ids, limit) do
+  out[#out + 1] = redis.call('HGET', KEYS[2], ids[i]) or ''
+end
+return out
+`
+
+/** Creates an account unless it exists; returns `{ json, balance }` as stored. */
+export const ACCOUNT_ENSURE = `-- KEYS[1]  the account: HASH j (JSON without balance), b (balance)
+-- ARGV[1]  JSON
+-- ARGV[2]  balance
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'j', ARGV[1], 'b', ARGV[2])
+end
+return redis.call('HMGET', KEYS[1], 'j', 'b')
+`
+
+/** Compare-and-set of an account: `{ status, json, balance }`; status 1, 0 (changed), -1. */
+export const ACCOUNT_CAS = `-- KEYS[1]  the account: HASH j (JSON without balance), b (balance)
+-- ARGV[1]  the JSON the caller read
+-- ARGV[2]  the new JSON
+-- ARGV[3]  the new balance, or '' to keep it
+local cur = redis.call('HGET', KEYS[1], 'j')
+if not cur then return { -1 } end
+if cur ~= ARGV[1] then return { 0 } end
+redis.call('HSET', KEYS[1], 'j', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'b', ARGV[3]) end
+local r = redis.call('HMGET', KEYS[1], 'j', 'b')
+return { 1, r[1], r[2] }
+`
+
+/** Adds to the balance in one step (double arithmetic, as in JavaScript). */
+export const ACCOUNT_ADD = `-- KEYS[1]  the account: HASH j (JSON without balance), b (balance)
+-- ARGV[1]  the amount to add (may be negative)
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+local b = tonumber(redis.call('HGET', KEYS[1], 'b')) + tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'b', string.format('%.17g', b))
+return redis.call('HMGET', KEYS[1], 'j', 'b')
+`

@@ -1,0 +1,224 @@
+/**
+ * @module tollbooth/redis/scripts.test
+ *
+ * The Lua against the TypeScript algorithms it mirrors: random states and inputs (fractional
+ * limits, rates and costs included) are written into a real Redis, one admission runs, and
+ * every figure and the stored state must equal what `gcra()`, `rollingWindow()` and `hold()`
+ * return on the same inputs. Also loads every script into Redis.
+ */
+
+import { createHash } from 'node:crypto'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import {
+  type CounterStore,
+  gcra,
+  hold,
+  memoryStorage,
+  release,
+  rollingWindow,
+  type SettleOp,
+} from '../../src/index.js'
+import { prng } from '../testing/fixtures.js'
+import { redisCounters } from './counters.js'
+import { type Ctx, defineCommands, SCRIPTS } from './store.js'
+import { connectRedis, deletePrefix, testPrefix } from './test-helpers.js'
+
+const client = await connectRedis()
+const T0 = 1_767_225_600_000
+const f = (x: number) => (x === Infinity ? 'inf' : String(x))
+/** The numbers of a window or GCRA state string. */
+const parse = (raw: string | null) => (raw ?? '').split(',').slice(1).map(Number)
+/** A hold state string as a HoldState. */
+function parseHold(raw: string | null) {
+  const p = (raw ?? 'h\n0').split('\n')
+  const holds: Record<string, [number, number]> = {}
+  for (let k = 2; k + 2 < p.length; k += 3) holds[p[k]!] = [Number(p[k + 1]), Number(p[k + 2])]
+  return { used: Number(p[1]), holds }
+}
+
+describe.skipIf(!client)('redis Lua scripts', () => {
+  const redis = client!
+  const prefix = testPrefix('lua')
+  let counters: CounterStore
+  beforeAll(() => {
+    const ctx: Ctx = { client: defineCommands(redis), prefix }
+    counters = redisCounters(ctx, 60_000)
+  })
+  afterEach(() => deletePrefix(redis, prefix))
+  afterAll(() => redis.quit())
+
+  it('loads every script into Redis (each compiles, under its SHA-1)', async () => {
+    for (const [name, lua] of Object.entries(SCRIPTS)) {
+      const sha = createHash('sha1').update(lua).digest('hex')
+      expect(await redis.script('LOAD', lua), name).toBe(sha)
+    }
+    const shas = Object.values(SCRIPTS).map((l) => createHash('sha1').update(l).digest('hex'))
+    expect(await redis.script('EXISTS', ...shas)).toEqual(shas.map(() => 1))
+  })
+
+  it('computes GCRA exactly as gcra() on 400 random inputs', async () => {
+    const rand = prng(1)
+    for (let i = 0; i < 400; i++) {
+      const limit = rand() < 0.5 ? 1 + Math.floor(rand() * 100) : rand() * 1000
+      const windowMs = rand() < 0.5 ? 1 + Math.floor(rand() * 100_000) : rand() * 86_400_000
+      const state =
+        rand() < 0.2
+          ? undefined
+          : { level: rand() * limit * 1.1, at: T0 - rand() * 5000 + (rand() < 0.1 ? 9000 : 0) }
+      const cost = rand() < 0.2 ? 0 : rand() < 0.5 ? 1 : rand() * limit * 0.3
+      const now = T0 + Math.floor(rand() * 2000)
+      const key = `{a}:g${i}`
+      if (state) await redis.set(prefix + key, `g,${state.level},${state.at}`)
+      const got = await counters.consume(
+        [{ type: 'gcra', key, name: 'r', limit, windowMs, cost }],
+        now,
+      )
+      const v = gcra(state, now, limit, windowMs, cost)
+      expect(got.results[0], `input ${i}`).toEqual({
+        allowed: v.allowed,
+        limit,
+        used: limit - v.remaining,
+        remaining: v.remaining,
+        resetMs: v.resetMs,
+        retryAfterMs: v.retryAfterMs,
+      })
+      const stored = await redis.get(prefix + key)
+      if (v.allowed && v.state.level > 0) expect(parse(stored)).toEqual([v.state.level, now])
+    }
+  })
+
+  it('computes rolling windows exactly as rollingWindow() on 400 random inputs', async () => {
+    const rand = prng(2)
+    for (let i = 0; i < 400; i++) {
+      const allTime = rand() < 0.15
+      const bucketMs = allTime ? 0 : 1 + Math.floor(rand() * 5000)
+      const windowMs = allTime ? 0 : bucketMs * (1 + Math.floor(rand() * 30))
+      const limit = rand() < 0.5 ? Math.floor(rand() * 50) : rand() * 50
+      const now = T0 + Math.floor(rand() * 100_000)
+      const current = allTime ? 0 : Math.floor(now / bucketMs)
+      const idx: number[] = []
+      const n: number[] = []
+      if (allTime) {
+        if (rand() < 0.8) {
+          idx.push(0)
+          n.push(rand() * 40)
+        }
+      } else {
+        // Now and then buckets ahead of now: another instance's clock ran ahead.
+        const ahead = rand() < 0.2 ? 3 : 0
+        for (let b = current - 40; b <= current + ahead; b++) {
+          if (rand() < 0.3) {
+            idx.push(b)
+            n.push(rand() < 0.5 ? 1 + Math.floor(rand() * 3) : rand() * 4)
+          }
+        }
+      }
+      const cost = rand() < 0.1 ? 0 : rand() < 0.5 ? 1 : rand() * 6
+      const key = `{a}:w${i}`
+      const state = idx.length ? { idx, n } : undefined
+      if (state) await redis.set(prefix + key, ['w', ...idx.flatMap((x, k) => [x, n[k]])].join(','))
+      const got = await counters.consume(
+        [{ type: 'window', key, name: 'q', limit, windowMs, bucketMs, cost }],
+        now,
+      )
+      const v = rollingWindow(state, now, limit, windowMs, bucketMs, cost)
+      const { state: next, ...figures } = v
+      expect(got.results[0], `input ${i}`).toEqual({ limit, ...figures })
+      if (v.allowed && next.idx.length) {
+        const want = next.idx.flatMap((x, k) => [x, next.n[k]])
+        expect(parse(await redis.get(prefix + key)), `state ${i}`).toEqual(want)
+      }
+    }
+  })
+
+  it('computes holds and releases exactly as hold() and release() on 300 random inputs', async () => {
+    const rand = prng(3)
+    for (let i = 0; i < 300; i++) {
+      const now = T0 + Math.floor(rand() * 10_000)
+      const holds: Record<string, [number, number]> = {}
+      const count = Math.floor(rand() * 6)
+      for (let h = 0; h < count; h++)
+        holds[`req_${h}`] = [rand() < 0.5 ? 1 : rand() * 3, now - 2000 + Math.floor(rand() * 4000)]
+      const state = rand() < 0.2 ? undefined : { used: rand() < 0.3 ? 0 : rand() * 10, holds }
+      const limit = rand() < 0.15 ? Infinity : rand() * 20
+      const amount = rand() < 0.5 ? 1 : rand() * 5
+      const id = `req_${Math.floor(rand() * 8)}`
+      const ttlMs = 1 + Math.floor(rand() * 5000)
+      const key = `{a}:h${i}`
+      const encode = (s: NonNullable<typeof state>) =>
+        ['h', f(s.used), ...Object.entries(s.holds).flatMap(([k, [a, e]]) => [k, f(a), f(e)])].join(
+          '\n',
+        )
+      if (state) await redis.set(prefix + key, encode(state))
+      const got = await counters.consume(
+        [{ type: 'hold', key, name: 'c', limit, amount, holdId: id, ttlMs }],
+        now,
+      )
+      const v = hold(structuredClone(state), now, limit, amount, id, ttlMs)
+      expect(got.results[0], `input ${i}`).toEqual({
+        allowed: v.allowed,
+        limit,
+        used: v.used,
+        remaining: v.remaining,
+        resetMs: 0,
+        retryAfterMs: v.allowed ? 0 : 1000,
+      })
+      const after = v.allowed ? v.state : state
+      const charge = rand() * 3
+      const released = release(structuredClone(after), now + 1, id, charge)
+      await counters.settle([{ type: 'release', key, holdId: id, charge }], now + 1)
+      expect(await redis.get(prefix + key).then(parseHold), `release ${i}`).toEqual(released)
+    }
+  })
+
+  it('matches the memory store on a random sequence with fractional figures', async () => {
+    const ref = memoryStorage().counters
+    const rand = prng(4)
+    let now = T0
+    const checks = () => [
+      {
+        type: 'window' as const,
+        key: '{s}:w',
+        name: 'q',
+        limit: 7.5,
+        windowMs: 3000,
+        bucketMs: 700,
+        cost: rand() * 2,
+      },
+      {
+        type: 'gcra' as const,
+        key: '{s}:g',
+        name: 'r',
+        limit: 3.3,
+        windowMs: 999,
+        cost: rand() < 0.3 ? 0 : rand() * 2,
+      },
+      {
+        type: 'hold' as const,
+        key: '{s}:h',
+        name: 'c',
+        limit: 4.2,
+        amount: rand(),
+        holdId: `r${Math.floor(rand() * 5)}`,
+        ttlMs: 800,
+      },
+    ]
+    for (let step = 0; step < 400; step++) {
+      now += Math.floor(rand() * 300)
+      if (rand() < 0.75) {
+        const cs = checks().filter(() => rand() < 0.6)
+        expect(await counters.consume(cs, now), `step ${step}`).toEqual(await ref.consume(cs, now))
+      } else {
+        const [w, g] = checks()
+        const ops: SettleOp[] = [
+          { type: 'release', key: '{s}:h', holdId: `r${Math.floor(rand() * 5)}`, charge: rand() },
+          { type: 'add', check: w! as never },
+          { type: 'add', check: g! as never },
+        ]
+        await counters.settle(ops, now)
+        await ref.settle(ops, now)
+        expect(await counters.held('{s}:h', now)).toBe(await ref.held('{s}:h', now))
+      }
+    }
+  })
+})

@@ -1,0 +1,105 @@
+/**
+ * @module tollbooth/redis/store
+ *
+ * What the Redis stores share: the Lua commands registered on the user's client with
+ * `defineCommand` (ioredis then runs them by EVALSHA, loading a script on NOSCRIPT), the key
+ * layout under `keyPrefix`, and the encoding of numbers across the Lua boundary.
+ *
+ * Layout (P = keyPrefix):
+ * - counters: `P{accountId}:…` (the core's names, hash-tagged by account)
+ * - keys: `P{keys}:rec`, `P{keys}:used`, `P{keys}:hash` (HASHes), `P{keys}:acct:<id>` (ZSET)
+ * - usage: `P{usage}:ev` (HASH), `P{usage}:all`, `P{usage}:acct:<id>`, `P{usage}:key:<id>` (ZSETs)
+ * - accounts: `Paccount:<id>` (HASH); secrets: `Psecrets:<accountId>` (HASH)
+ * - change feed: the pub/sub channel `Pchanges`
+ */
+
+import type { Cluster, Redis } from 'ioredis'
+import * as records from './record-scripts.js'
+import { CONSUME, SETTLE } from './scripts.js'
+
+/** An ioredis client or cluster: the user's, never closed by tollbooth. */
+export type RedisClient = Redis | Cluster
+
+type Arg = string | number
+type Run<T> = (numKeys: number, ...args: Arg[]) => Promise<T>
+type Reply = string | number | null | Reply[]
+
+/** The client with tollbooth's commands defined on it. */
+export interface Commands {
+  tollboothConsume: Run<string[]>
+  tollboothSettle: Run<number>
+  tollboothKeyInsert: Run<number>
+  tollboothKeyGet: Run<[string, string | null] | null>
+  tollboothKeyCas: Run<number>
+  tollboothKeyRotate: Run<number>
+  tollboothKeyList: Run<string[]>
+  tollboothKeyDelete: Run<number>
+  tollboothKeyTouch: Run<number>
+  tollboothUsageRecord: Run<number>
+  tollboothUsageSummary: Run<string[]>
+  tollboothUsageLogs: Run<string[]>
+  tollboothAccountEnsure: Run<[string, string]>
+  tollboothAccountCas: Run<Reply[]>
+  tollboothAccountAdd: Run<[string, string] | null>
+}
+
+/** Every Lua script by command name, so a test can load each one into a real Redis. */
+export const SCRIPTS: Record<keyof Commands, string> = {
+  tollboothConsume: CONSUME,
+  tollboothSettle: SETTLE,
+  tollboothKeyInsert: records.KEY_INSERT,
+  tollboothKeyGet: records.KEY_GET,
+  tollboothKeyCas: records.KEY_CAS,
+  tollboothKeyRotate: records.KEY_ROTATE,
+  tollboothKeyList: records.KEY_LIST,
+  tollboothKeyDelete: records.KEY_DELETE,
+  tollboothKeyTouch: records.KEY_TOUCH,
+  tollboothUsageRecord: records.USAGE_RECORD,
+  tollboothUsageSummary: records.USAGE_SUMMARY,
+  tollboothUsageLogs: records.USAGE_LOGS,
+  tollboothAccountEnsure: records.ACCOUNT_ENSURE,
+  tollboothAccountCas: records.ACCOUNT_CAS,
+  tollboothAccountAdd: records.ACCOUNT_ADD,
+}
+
+/** The user's client with the commands defined (redefining them is harmless). */
+export type Client = RedisClient & Commands
+
+/** Defines every tollbooth command on `client` (numkeys given per call) and returns it typed. */
+export function defineCommands(client: RedisClient): Client {
+  for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { lua })
+  return client as Client
+}
+
+/** What every store gets: the typed client and the key prefix. */
+export interface Ctx {
+  client: Client
+  prefix: string
+}
+
+/** A number for Lua: `inf` for infinities (tonumber reads the rest exactly). */
+export function enc(x: number): string {
+  return x === Infinity ? 'inf' : x === -Infinity ? '-inf' : String(x)
+}
+
+/** A number from Lua (`%.17g` or `inf`); -0 becomes 0. */
+export function dec(s: string): number {
+  return s === 'inf' ? Infinity : s === '-inf' ? -Infinity : Number(s) + 0
+}
+
+/** Whether a rejection is one of the scripts' duplicate errors. */
+export function isDuplicate(err: unknown): boolean {
+  return err instanceof Error && err.message.includes('TOLLBOOTH_DUPLICATE')
+}
+
+/** Retries a read-modify-write until its compare-and-set lands (bounded). */
+export async function casLoop<T>(attempt: () => Promise<T | typeof RETRY>): Promise<T> {
+  for (let i = 0; i < 100; i++) {
+    const r = await attempt()
+    if (r !== RETRY) return r
+  }
+  throw new Error('tollbooth/redis: a record kept changing during an update (100 attempts)')
+}
+
+/** Returned by a `casLoop` attempt whose compare failed. */
+export const RETRY: unique symbol = Symbol('retry')

@@ -1,0 +1,146 @@
+/**
+ * @module tollbooth/testing/accounts
+ *
+ * Conformance tests of `AccountStore` (idempotent ensure, compare-and-set update, atomic
+ * balance), `SecretStore` (one sealed key per account and provider) and, when present, the
+ * `ChangeFeed` (a published hash reaches every subscriber).
+ */
+
+import { describe, expect, it } from 'vitest'
+import {
+  eventually,
+  type GetStorage,
+  makeAccount,
+  makeSecret,
+  newAccountId,
+  randomHash,
+} from './fixtures.js'
+
+export function accountStoreTests(get: GetStorage): void {
+  describe('accounts', () => {
+    it('creates an account once and then returns it unchanged', async () => {
+      const a = makeAccount({ tier: 'pro', metadata: { plan: { seats: 3 } } })
+      expect(await get().accounts.get(a.id)).toBeNull()
+      expect(await get().accounts.ensure(a)).toEqual(a)
+      const again = await get().accounts.ensure({ ...a, tier: 'free', balance: 99 })
+      expect(again).toEqual(a)
+      expect(await get().accounts.get(a.id)).toEqual(a)
+    })
+
+    it('returns the same record to concurrent ensures', async () => {
+      const a = makeAccount()
+      const all = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => get().accounts.ensure({ ...a, balance: i })),
+      )
+      expect(new Set(all.map((r) => r.balance)).size).toBe(1)
+      expect(await get().accounts.get(a.id)).toEqual(all[0])
+    })
+
+    it('updates the patched fields; null for an unknown account', async () => {
+      const a = makeAccount()
+      await get().accounts.ensure(a)
+      const patch = {
+        tier: 'scale',
+        tierExpiresAt: 1_800_000_000_000,
+        billingCustomerId: 'cus_123',
+        metadata: { k: 'v' },
+      }
+      expect(await get().accounts.update(a.id, patch)).toEqual({ ...a, ...patch })
+      expect(await get().accounts.get(a.id)).toEqual({ ...a, ...patch })
+      expect(await get().accounts.update(newAccountId(), { tier: 'x' })).toBeNull()
+      expect(await get().accounts.update(a.id, { tier: null })).toEqual({
+        ...a,
+        ...patch,
+        tier: null,
+      })
+    })
+
+    it('applies an update with ifPeriodStart only when the period matches', async () => {
+      const a = makeAccount({ periodStart: 1000, carryover: 5 })
+      await get().accounts.ensure(a)
+      const rollover = { periodStart: 2000, carryover: 7 }
+      expect(await get().accounts.update(a.id, rollover, 999)).toBeNull()
+      expect(await get().accounts.get(a.id)).toEqual(a)
+      expect(await get().accounts.update(a.id, rollover, 1000)).toEqual({ ...a, ...rollover })
+      expect(await get().accounts.update(a.id, { carryover: 0 }, 1000)).toBeNull()
+      expect((await get().accounts.get(a.id))?.carryover).toBe(7)
+    })
+
+    it('lets exactly one of concurrent period rollovers win', async () => {
+      const a = makeAccount({ periodStart: 1000 })
+      await get().accounts.ensure(a)
+      const all = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          get().accounts.update(a.id, { periodStart: 2000, carryover: i }, 1000),
+        ),
+      )
+      expect(all.filter((r) => r !== null)).toHaveLength(1)
+    })
+
+    it('adds to the balance atomically under 100 concurrent adds', async () => {
+      const a = makeAccount({ balance: 10 })
+      await get().accounts.ensure(a)
+      await Promise.all(
+        Array.from({ length: 100 }, (_, i) => get().accounts.addBalance(a.id, i % 2 ? 3 : -1)),
+      )
+      expect((await get().accounts.get(a.id))?.balance).toBe(10 + 50 * 3 - 50)
+      expect(await get().accounts.addBalance(a.id, 0.25)).toEqual({ ...a, balance: 110.25 })
+      expect(await get().accounts.addBalance(newAccountId(), 5)).toBeNull()
+    })
+  })
+
+  describe('secrets', () => {
+    it('puts, replaces, gets, lists and deletes provider keys per account', async () => {
+      const s = makeSecret()
+      const other = makeSecret({ accountId: s.accountId, provider: 'openai' })
+      await get().secrets.put(s)
+      await get().secrets.put(other)
+      expect(await get().secrets.get(s.accountId, 'elevenlabs')).toEqual(s)
+      const replaced = { ...s, sealed: s.sealed + 'x', last4: 'abcd', verifiedAt: 1234 }
+      await get().secrets.put(replaced)
+      expect(await get().secrets.get(s.accountId, 'elevenlabs')).toEqual(replaced)
+      const list = await get().secrets.list(s.accountId)
+      expect(list.slice().sort((a, b) => (a.provider < b.provider ? -1 : 1))).toEqual([
+        replaced,
+        other,
+      ])
+      expect(await get().secrets.delete(s.accountId, 'elevenlabs')).toBe(true)
+      expect(await get().secrets.delete(s.accountId, 'elevenlabs')).toBe(false)
+      expect(await get().secrets.get(s.accountId, 'elevenlabs')).toBeNull()
+      expect(await get().secrets.list(s.accountId)).toEqual([other])
+    })
+
+    it('keeps accounts apart', async () => {
+      const a = makeSecret()
+      const b = makeSecret({ provider: a.provider })
+      await get().secrets.put(a)
+      await get().secrets.put(b)
+      expect(await get().secrets.get(a.accountId, a.provider)).toEqual(a)
+      expect(await get().secrets.get(b.accountId, a.provider)).toEqual(b)
+      expect(await get().secrets.delete(b.accountId, 'openai')).toBe(false)
+      expect(await get().secrets.list(a.accountId)).toEqual([a])
+      expect(await get().secrets.list(newAccountId())).toEqual([])
+      expect(await get().secrets.get(newAccountId(), a.provider)).toBeNull()
+    })
+  })
+
+  describe('changes', () => {
+    it('delivers a published hash to subscribers, and stops after unsubscribe', async () => {
+      const feed = get().changes
+      if (!feed) return
+      const seenA: string[] = []
+      const seenB: string[] = []
+      const offA = await feed.subscribe((h) => seenA.push(h))
+      const offB = await feed.subscribe((h) => seenB.push(h))
+      const first = randomHash()
+      await feed.publish(first)
+      await eventually(() => seenA.includes(first) && seenB.includes(first))
+      offA()
+      const second = randomHash()
+      await feed.publish(second)
+      await eventually(() => seenB.includes(second))
+      expect(seenA).not.toContain(second)
+      offB()
+    })
+  })
+}

@@ -1,0 +1,284 @@
+/**
+ * @module tollbooth/testing/counters
+ *
+ * Conformance tests of `CounterStore`: all-or-nothing admission across rolling windows, GCRA
+ * and holds, the figures of each result (checked against the in-memory reference, which runs
+ * the `limits/` algorithms), expiry driven by an explicit `now`, settle operations, `held()`,
+ * and serial behaviour under concurrent callers.
+ */
+
+import { describe, expect, it } from 'vitest'
+import { type Check, type ConsumeResult, memoryStorage, type SettleOp } from '../../src/index.js'
+import { type GetStorage, newAccountId, prng, randomId } from './fixtures.js'
+
+const HOUR = 3_600_000
+const DAY = 24 * HOUR
+const T0 = 1_767_225_600_000
+
+/** Fresh counter names under one account's hash tag. */
+function names(): { window: string; gcra: string; hold: string; other: string } {
+  const p = `{${newAccountId()}}:k:${randomId(8)}`
+  return { window: `${p}:q:daily`, gcra: `${p}:r0`, hold: `${p}:c`, other: `${p}:q:total` }
+}
+
+type WindowCheck = Extract<Check, { type: 'window' }>
+type GcraCheck = Extract<Check, { type: 'gcra' }>
+
+const windowCheck = (
+  key: string,
+  limit: number,
+  cost = 1,
+  windowMs = DAY,
+  bucketMs = HOUR,
+): WindowCheck => ({
+  type: 'window',
+  key,
+  name: 'daily',
+  limit,
+  windowMs,
+  bucketMs,
+  cost,
+})
+const gcraCheck = (key: string, limit: number, windowMs: number, cost = 1): GcraCheck => ({
+  type: 'gcra',
+  key,
+  name: 'per-second',
+  limit,
+  windowMs,
+  cost,
+})
+const holdCheck = (key: string, limit: number, amount: number, holdId: string, ttlMs = 60_000) =>
+  ({ type: 'hold', key, name: 'concurrency', limit, amount, holdId, ttlMs }) as Check
+
+export function counterStoreTests(get: GetStorage): void {
+  describe('counters', () => {
+    it('counts a rolling window up to its limit and reports the figures', async () => {
+      const n = names()
+      const c = get().counters
+      for (let i = 1; i <= 3; i++) {
+        const r = await c.consume([windowCheck(n.window, 3)], T0 + i)
+        expect(r.allowed).toBe(true)
+        expect(r.results[0]).toMatchObject({ allowed: true, limit: 3, used: i, remaining: 3 - i })
+        expect(r.results[0]!.retryAfterMs).toBe(0)
+      }
+      const refused = await c.consume([windowCheck(n.window, 3)], T0 + 10)
+      expect(refused.allowed).toBe(false)
+      expect(refused.results[0]).toMatchObject({ allowed: false, limit: 3, used: 3, remaining: 0 })
+      expect(refused.results[0]!.retryAfterMs).toBeGreaterThan(0)
+    })
+
+    it('frees a window bucket exactly when it leaves the window (explicit now)', async () => {
+      const n = names()
+      const c = get().counters
+      const start = T0 + 5 * HOUR + 123
+      await c.consume([windowCheck(n.window, 2)], start)
+      await c.consume([windowCheck(n.window, 2)], start + 2 * HOUR)
+      const refused = await c.consume([windowCheck(n.window, 2)], start + 3 * HOUR)
+      expect(refused.allowed).toBe(false)
+      const wait = refused.results[0]!.retryAfterMs
+      expect(wait).toBeGreaterThan(DAY - 3 * HOUR)
+      expect(wait).toBeLessThanOrEqual(DAY)
+      const at = start + 3 * HOUR + wait
+      expect((await c.consume([windowCheck(n.window, 2)], at - 1)).allowed).toBe(false)
+      const ok = await c.consume([windowCheck(n.window, 2)], at)
+      expect(ok.allowed).toBe(true)
+      expect(ok.results[0]!.used).toBe(2)
+    })
+
+    it('never ages an all-time window', async () => {
+      const n = names()
+      const total = windowCheck(n.other, 1, 1, 0, 0)
+      const c = get().counters
+      const first = await c.consume([total], T0)
+      expect(first.results[0]).toMatchObject({ allowed: true, used: 1, resetMs: Infinity })
+      const later = await c.consume([total], T0 + 400 * DAY)
+      expect(later.allowed).toBe(false)
+      expect(later.results[0]).toMatchObject({ resetMs: Infinity, retryAfterMs: Infinity })
+    })
+
+    it('refills a GCRA limit at its rate, with an exact retry-after', async () => {
+      const n = names()
+      const c = get().counters
+      for (let i = 0; i < 5; i++) {
+        expect((await c.consume([gcraCheck(n.gcra, 5, 1000)], T0)).allowed).toBe(true)
+      }
+      const refused = await c.consume([gcraCheck(n.gcra, 5, 1000)], T0)
+      expect(refused.results[0]).toMatchObject({
+        allowed: false,
+        limit: 5,
+        remaining: 0,
+        retryAfterMs: 200,
+        resetMs: 1000,
+      })
+      expect((await c.consume([gcraCheck(n.gcra, 5, 1000)], T0 + 199)).allowed).toBe(false)
+      const ok = await c.consume([gcraCheck(n.gcra, 5, 1000)], T0 + 200)
+      expect(ok.results[0]).toMatchObject({ allowed: true, remaining: 0, retryAfterMs: 0 })
+      const idle = await c.consume([gcraCheck(n.gcra, 5, 1000)], T0 + 5000)
+      expect(idle.results[0]).toMatchObject({ allowed: true, remaining: 4, resetMs: 200 })
+    })
+
+    it('checks a GCRA limit with cost 0 for room without counting', async () => {
+      const n = names()
+      const c = get().counters
+      for (let i = 0; i < 3; i++) {
+        const r = await c.consume([gcraCheck(n.gcra, 2, 1000, 0)], T0)
+        expect(r.results[0]).toMatchObject({ allowed: true, remaining: 2 })
+      }
+      await c.settle([{ type: 'add', check: gcraCheck(n.gcra, 2, 1000, 5) }], T0)
+      const r = await c.consume([gcraCheck(n.gcra, 2, 1000, 0)], T0)
+      expect(r.results[0]).toMatchObject({ allowed: false, retryAfterMs: 2000 })
+    })
+
+    it('expires a hold after its TTL', async () => {
+      const n = names()
+      const c = get().counters
+      expect((await c.consume([holdCheck(n.hold, 1, 1, 'h1', 1000)], T0)).allowed).toBe(true)
+      expect(await c.held(n.hold, T0 + 999)).toBe(1)
+      const refused = await c.consume([holdCheck(n.hold, 1, 1, 'h2', 1000)], T0 + 999)
+      expect(refused.results[0]).toMatchObject({ allowed: false, used: 1, remaining: 0 })
+      expect(await c.held(n.hold, T0 + 1000)).toBe(0)
+      const ok = await c.consume([holdCheck(n.hold, 1, 1, 'h2', 1000)], T0 + 1000)
+      expect(ok.results[0]).toMatchObject({ allowed: true, used: 1, remaining: 0 })
+    })
+
+    it('releases a hold and adds its charge to the settled total', async () => {
+      const n = names()
+      const c = get().counters
+      await c.consume([holdCheck(n.hold, 10, 4, 'a')], T0)
+      await c.consume([holdCheck(n.hold, 10, 2.5, 'b')], T0)
+      expect(await c.held(n.hold, T0)).toBe(6.5)
+      await c.settle([{ type: 'release', key: n.hold, holdId: 'a', charge: 3 }], T0 + 1)
+      expect(await c.held(n.hold, T0 + 1)).toBe(5.5)
+      const r = await c.consume([holdCheck(n.hold, 10, 4.5, 'c')], T0 + 2)
+      expect(r.results[0]).toMatchObject({ allowed: true, used: 10, remaining: 0 })
+      expect((await c.consume([holdCheck(n.hold, 10, 0.5, 'd')], T0 + 2)).allowed).toBe(false)
+      // A release of an unknown (or expired) hold still charges.
+      await c.settle([{ type: 'release', key: n.other, holdId: 'zz', charge: 2 }], T0)
+      expect(await c.held(n.other, T0)).toBe(2)
+      expect(await c.held(`{${newAccountId()}}:none`, T0)).toBe(0)
+    })
+
+    it('never refuses a hold with an infinite limit, and still counts it', async () => {
+      const n = names()
+      const c = get().counters
+      const r = await c.consume([holdCheck(n.hold, Infinity, 1e9, 'x')], T0)
+      expect(r.results[0]).toMatchObject({ allowed: true, limit: Infinity, used: 1e9 })
+      expect(r.results[0]!.remaining).toBe(Infinity)
+      expect(await c.held(n.hold, T0)).toBe(1e9)
+    })
+
+    it('adds settle costs to windows and GCRA limits without refusing', async () => {
+      const n = names()
+      const c = get().counters
+      const ops: SettleOp[] = [
+        { type: 'add', check: windowCheck(n.window, 3, 5) },
+        { type: 'add', check: gcraCheck(n.gcra, 10, 1000, 4) },
+      ]
+      await c.settle(ops, T0)
+      const r = await c.consume([windowCheck(n.window, 10, 1), gcraCheck(n.gcra, 10, 1000)], T0)
+      expect(r.results[0]).toMatchObject({ allowed: true, used: 6, remaining: 4 })
+      expect(r.results[1]).toMatchObject({ allowed: true, used: 5, remaining: 5 })
+    })
+
+    it('counts all checks or none, whichever check refuses', async () => {
+      const n = names()
+      const c = get().counters
+      const checks = (holdLimit: number, gcraLimit: number, windowLimit: number, id: string) => [
+        windowCheck(n.window, windowLimit),
+        gcraCheck(n.gcra, gcraLimit, 60_000),
+        holdCheck(n.hold, holdLimit, 1, id),
+      ]
+      expect((await c.consume(checks(5, 5, 5, 'h0'), T0)).allowed).toBe(true)
+      for (const [h, g, w] of [
+        [1, 5, 5],
+        [5, 1, 5],
+        [5, 5, 1],
+      ] as const) {
+        const r = await c.consume(checks(h, g, w, `h-${h}${g}${w}`), T0)
+        expect(r.allowed).toBe(false)
+        expect(r.results.map((x) => x.allowed)).toEqual([w > 1, g > 1, h > 1])
+      }
+      // Nothing of the refused attempts was counted anywhere.
+      const after = await c.consume(checks(5, 5, 5, 'h1'), T0)
+      expect(after.results.map((x) => x.used)).toEqual([2, 2, 2])
+      expect(await c.held(n.hold, T0)).toBe(2)
+    })
+
+    it('returns one result per check, in the order given', async () => {
+      const n = names()
+      const c = get().counters
+      const r = await c.consume(
+        [
+          holdCheck(n.hold, 7, 1, 'q'),
+          gcraCheck(n.gcra, 3, 1000),
+          windowCheck(n.window, 11),
+          windowCheck(n.other, 13),
+        ],
+        T0,
+      )
+      expect(r.allowed).toBe(true)
+      expect(r.results.map((x) => [x.limit, x.remaining])).toEqual([
+        [7, 6],
+        [3, 2],
+        [11, 10],
+        [13, 12],
+      ])
+      expect((await c.consume([], T0)).allowed).toBe(true)
+    })
+
+    it('admits exactly 50 of 200 concurrent requests against a limit of 50', async () => {
+      const n = names()
+      const c = get().counters
+      const all = await Promise.all(
+        Array.from({ length: 200 }, (_, i) =>
+          c.consume([windowCheck(n.window, 50), holdCheck(n.hold, 1000, 1, `r${i}`)], T0),
+        ),
+      )
+      const admitted = all.filter((r) => r.allowed)
+      expect(admitted).toHaveLength(50)
+      expect(admitted.map((r) => r.results[0]!.used).sort((a, b) => a - b)).toEqual(
+        Array.from({ length: 50 }, (_, i) => i + 1),
+      )
+      expect(await c.held(n.hold, T0)).toBe(50)
+    })
+
+    it('matches the reference algorithms on a random sequence of operations', async () => {
+      const ref = memoryStorage().counters
+      const c = get().counters
+      const rand = prng(20260101)
+      const n = names()
+      const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!
+      // Rates chosen so every intermediate figure is exact in binary floating point.
+      const cost = () => 1 + Math.floor(rand() * 3)
+      const adders = (): Array<WindowCheck | GcraCheck> => [
+        windowCheck(n.window, 6, cost(), 4000, 1000),
+        windowCheck(n.other, 9, cost(), 0, 0),
+        gcraCheck(n.gcra, 4, 1024, cost()),
+      ]
+      const pool = (): Check[] => [
+        ...adders(),
+        gcraCheck(`${n.gcra}:b`, 2, 512, 0),
+        holdCheck(n.hold, 3, 1, `h${Math.floor(rand() * 6)}`, 1500),
+      ]
+      let now = T0
+      for (let step = 0; step < 300; step++) {
+        now += Math.floor(rand() * 400)
+        const roll = rand()
+        if (roll < 0.7) {
+          const checks = pool().filter(() => rand() < 0.5)
+          const want: ConsumeResult = await ref.consume(checks, now)
+          expect(await c.consume(checks, now), `step ${step}`).toEqual(want)
+        } else if (roll < 0.9) {
+          const op: SettleOp =
+            rand() < 0.5
+              ? { type: 'release', key: n.hold, holdId: `h${Math.floor(rand() * 6)}`, charge: 0 }
+              : { type: 'add', check: pick(adders()) }
+          await ref.settle([op], now)
+          await c.settle([op], now)
+        } else {
+          expect(await c.held(n.hold, now), `step ${step}`).toBe(await ref.held(n.hold, now))
+        }
+      }
+    })
+  })
+}

@@ -1,0 +1,187 @@
+/**
+ * @module test/fault/redis
+ *
+ * Redis dies under traffic and comes back. A Hono API whose counters live on a redis-server
+ * started here (keys and usage in memory) serves a steady stream of requests; the server is
+ * killed: requests get 503 `storage_unavailable` within the storage timeout and the process
+ * keeps serving; the server is restarted: requests pass again. Every admitted request has
+ * exactly one usage event, and no refused one has any. A frozen (SIGSTOP) server, which
+ * neither answers nor closes, gets 503s once the storage timeout passes.
+ */
+
+import type { AddressInfo } from 'node:net'
+import { serve } from '@hono/node-server'
+import { Hono } from 'hono'
+import { Redis } from 'ioredis'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { requireApiKey } from '../../adapters/hono/index.js'
+import { redisStorage } from '../../adapters/redis/index.js'
+import { FAIL_FAST } from '../../adapters/redis/test-helpers.js'
+import { createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
+import { type RedisServer, startRedisServer } from './redis-server.js'
+
+const TIMEOUT_MS = 500
+
+let server: RedisServer | null = null
+try {
+  server = await startRedisServer()
+} catch (err) {
+  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
+}
+
+describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
+  const redis = server!
+  const client = new Redis(`redis://127.0.0.1:${redis.port}`, {
+    ...FAIL_FAST,
+    retryStrategy: () => 50,
+  })
+  const errors: string[] = []
+  client.on('error', (err) => errors.push(err.message))
+  const memory = memoryStorage()
+  // Keys and usage in memory, counters on Redis: the Redis counters are not in-process, so
+  // every hot-path call is bounded by storageTimeoutMs.
+  const storage: Storage = {
+    ...memory,
+    counters: redisStorage({ client, keyPrefix: 'fault:' }).counters,
+  }
+  const tb = createTollbooth({
+    secret: 'fault-test-secret-fault-test-secret-42',
+    storage,
+    storageTimeoutMs: TIMEOUT_MS,
+    failedAuth: false,
+    usage: { flushIntervalMs: 60_000, maxBatch: 100_000, retentionMs: 86_400_000 },
+  })
+  const app = new Hono()
+  app.use('/v1/*', requireApiKey(tb))
+  app.get('/v1/work', (c) => c.json({ ok: true }))
+  let http: ReturnType<typeof serve>
+  let base = ''
+  let key = ''
+
+  beforeAll(async () => {
+    await new Promise<void>((resolve) => client.once('ready', () => resolve()))
+    http = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
+    await new Promise((r) => http.once('listening', r))
+    base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`
+    const created = await tb.keys.create({
+      accountId: 'acct_fault',
+      limits: {
+        quotas: { daily: 1_000_000 },
+        rateLimits: [{ limit: 100_000, windowMs: 1000 }],
+        concurrency: 100,
+      },
+    })
+    key = created.key
+  })
+
+  afterAll(async () => {
+    await tb.close()
+    http?.close()
+    client.disconnect()
+    await redis.kill()
+  })
+
+  interface Outcome {
+    status: number
+    ms: number
+    code?: string
+    requestId: string | null
+  }
+  const call = async (): Promise<Outcome> => {
+    const t = Date.now()
+    const res = await fetch(`${base}/v1/work`, { headers: { authorization: `Bearer ${key}` } })
+    const body = (await res.json()) as { code?: string }
+    return {
+      status: res.status,
+      ms: Date.now() - t,
+      code: body.code,
+      requestId: res.headers.get('x-request-id'),
+    }
+  }
+  /** `workers` loops of requests until `stop(outcomes)`; at most 3000 requests, 20 s. */
+  const traffic = (workers: number, stop: (out: Outcome[]) => boolean) => {
+    const out: Outcome[] = []
+    const until = Date.now() + 20_000
+    const loop = async () => {
+      while (!stop(out) && out.length < 3000 && Date.now() < until) out.push(await call())
+    }
+    return { out, done: Promise.all(Array.from({ length: workers }, loop)).then(() => out) }
+  }
+  const waitFor = async (cond: () => boolean) => {
+    while (!cond()) await new Promise((r) => setTimeout(r, 5))
+  }
+
+  it('answers 503 within the timeout while Redis is down, and recovers after a restart', async () => {
+    // 1. Healthy: every request passes.
+    const healthy = await Promise.all(Array.from({ length: 100 }, call))
+    expect(healthy.map((o) => o.status)).toEqual(Array(100).fill(200))
+
+    // 2. Killed (SIGKILL) under traffic: requests fail fast with 503, the process serves on.
+    let killed = false
+    const down = traffic(8, (out) => killed && out.filter((o) => o.status === 503).length >= 100)
+    await waitFor(() => down.out.length >= 40)
+    await redis.kill()
+    killed = true
+    const during = await down.done
+    const refused = during.filter((o) => o.status !== 200)
+    expect(during.filter((o) => o.status === 200).length).toBeGreaterThanOrEqual(40)
+    expect(refused.length).toBeGreaterThanOrEqual(100)
+    for (const o of refused) {
+      expect(o.status).toBe(503)
+      expect(o.code).toBe('storage_unavailable')
+      expect(o.ms).toBeLessThan(TIMEOUT_MS + 1000)
+    }
+
+    // 3. Restarted on the same port: the client reconnects and requests pass again.
+    const restartedAt = Date.now()
+    await redis.restart()
+    const firstOk = (out: Outcome[]) => out.findIndex((o) => o.status === 200)
+    const after = await traffic(8, (out) => firstOk(out) >= 0 && out.length - firstOk(out) >= 200)
+      .done
+    expect(firstOk(after)).toBeGreaterThanOrEqual(0)
+    // The 8 requests in flight when the first one passed may still have been refused.
+    const recovered = after.slice(firstOk(after) + 8)
+    expect(recovered.length).toBeGreaterThan(150)
+    expect(recovered.every((o) => o.status === 200)).toBe(true)
+    expect(after.every((o) => o.status === 200 || o.code === 'storage_unavailable')).toBe(true)
+    const recoveryMs = Date.now() - restartedAt
+    expect(recoveryMs).toBeLessThan(10_000)
+
+    // 4. No usage event lost for an admitted request, and none for a refused one.
+    await tb.flush()
+    const admitted = [...healthy, ...during, ...after].filter((o) => o.status === 200)
+    const ids = admitted.map((o) => o.requestId)
+    expect(ids.every((id) => typeof id === 'string' && id.length > 0)).toBe(true)
+    const logged: string[] = []
+    const keyId = (await memory.keys.list('acct_fault', { limit: 1 })).data[0]!.id
+    let cursor: string | null = null
+    do {
+      const page = await memory.usage.logs(keyId, { limit: 100, cursor })
+      logged.push(...page.data.map((e) => e.requestId))
+      cursor = page.nextCursor
+    } while (cursor)
+    expect(logged.sort()).toEqual((ids as string[]).sort())
+    console.log(
+      `fault: ${admitted.length} admitted, ${refused.length} refused while down (max ${Math.max(...refused.map((o) => o.ms))} ms), recovered in ${recoveryMs} ms`,
+    )
+  })
+
+  it('answers 503 after the storage timeout while Redis hangs, and recovers when it answers', async () => {
+    // Nothing answers, nothing closes: only the core's timeout can end these requests.
+    redis.freeze(true)
+    let frozen: Outcome[]
+    try {
+      frozen = await Promise.all(Array.from({ length: 20 }, call))
+    } finally {
+      redis.freeze(false)
+    }
+    for (const o of frozen) {
+      expect(o.status).toBe(503)
+      expect(o.code).toBe('storage_unavailable')
+      expect(o.ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 5)
+      expect(o.ms).toBeLessThan(TIMEOUT_MS + 1000)
+    }
+    const later = await traffic(4, (out) => out.filter((o) => o.status === 200).length >= 50).done
+    expect(later.slice(-40).every((o) => o.status === 200)).toBe(true)
+  })
+})
