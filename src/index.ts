@@ -4,12 +4,45 @@
  * The public surface of the core. Adapters import from here only.
  */
 
+export {
+  applyBillingChanges,
+  BILLING_STATE_KEY,
+  type BillingState,
+} from './billing/apply.js'
+export { createMarkers, MARKER_TTL_MS, type Markers, markerKey } from './billing/markers.js'
+export {
+  createMeterOutbox,
+  type MeterFlushResult,
+  type MeterOutbox,
+  type MeterOutboxOptions,
+  type MeterSink,
+} from './billing/meter-outbox.js'
+export {
+  type OverageReconciliation,
+  type OverageTotals,
+  overageEvents,
+  reconcileOverage,
+} from './billing/reconcile.js'
+export {
+  type AppliedChange,
+  type BillingChange,
+  type BillingProvider,
+  type CheckoutInput,
+  type CheckoutResult,
+  type HeaderBag,
+  headerOf,
+  type PortalInput,
+  type PortalResult,
+  type WebhookInput,
+  type WebhookResult,
+} from './billing/types.js'
 export { DEFAULT_PROVIDERS } from './byok/providers.js'
 export type { ProviderKeyView, ProviderVerifier } from './byok/service.js'
 export { type Clock, type ManualClock, manualClock, systemClock } from './clock.js'
 export { Admission, type ApiKeyInfo, type Decision, type Denial, type Report } from './decision.js'
 export {
   type AnyTollboothError,
+  BillingUnavailableError,
   ConfigError,
   ConflictError,
   type ErrorCode,
@@ -25,10 +58,10 @@ export type { HeaderFamilies } from './headers.js'
 export { isWellFormedKey } from './keys/format.js'
 export type { CreatedKey, CreateKeyInput, KeyView, UpdateKeyInput } from './keys/manager.js'
 export { QUOTA_WINDOWS } from './limits/admission.js'
-export { type GcraVerdict, gcra } from './limits/gcra.js'
+export { type GcraVerdict, gcra, gcraAdd } from './limits/gcra.js'
 export { type HoldVerdict, hold, release } from './limits/hold.js'
-export { rollingWindow, type WindowVerdict } from './limits/rolling-window.js'
-export type { AccountView } from './metering/accounts.js'
+export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-window.js'
+export { type AccountView, checkAccountId } from './metering/accounts.js'
 export { type Period, parseMonth, periodOf } from './metering/periods.js'
 export type { LogEntry, UsageReport } from './metering/usage.js'
 export type {
@@ -38,6 +71,7 @@ export type {
   RouteOptions,
   TollboothOptions,
 } from './options.js'
+export { parseConfig } from './options.js'
 export {
   clientIp,
   type HeaderSource,

@@ -1,0 +1,170 @@
+/**
+ * @module postgres/accounts
+ *
+ * Accounts in `<schema>.accounts` and sealed provider keys in `<schema>.provider_keys`.
+ * `addBalance` is one `UPDATE … SET balance = balance + $2`, so concurrent top-ups and charges
+ * never lose one another; the period rollover's compare-and-set is a `WHERE period_start = $n`
+ * on the same `UPDATE` as the patch.
+ */
+
+import type {
+  AccountPatch,
+  AccountRecord,
+  AccountStore,
+  ProviderKeyRecord,
+  SecretStore,
+} from '../../src/index.js'
+import { type Db, json, num } from './db.js'
+
+interface AccountRow {
+  id: string
+  tier: string | null
+  balance: number
+  carryover: number
+  period_start: string
+  tier_expires_at: string | null
+  billing_customer_id: string | null
+  metadata: Record<string, unknown>
+}
+
+const ACCOUNT_COLUMNS =
+  'id, tier, balance, carryover, period_start, tier_expires_at, billing_customer_id, metadata'
+
+function toAccount(r: AccountRow): AccountRecord {
+  return {
+    id: r.id,
+    tier: r.tier,
+    balance: r.balance,
+    carryover: r.carryover,
+    periodStart: Number(r.period_start),
+    tierExpiresAt: num(r.tier_expires_at),
+    billingCustomerId: r.billing_customer_id,
+    metadata: r.metadata,
+  }
+}
+
+const ACCOUNT_PATCH: Record<keyof AccountPatch, [column: string, cast: string]> = {
+  tier: ['tier', 'text'],
+  balance: ['balance', 'float8'],
+  carryover: ['carryover', 'float8'],
+  periodStart: ['period_start', 'bigint'],
+  tierExpiresAt: ['tier_expires_at', 'bigint'],
+  billingCustomerId: ['billing_customer_id', 'text'],
+  metadata: ['metadata', 'jsonb'],
+}
+
+export function postgresAccounts(db: Db): AccountStore {
+  const t = db.table('accounts')
+  const get = async (id: string) => {
+    const rows = await db.query<AccountRow>(`SELECT ${ACCOUNT_COLUMNS} FROM ${t} WHERE id = $1`, [
+      id,
+    ])
+    return rows[0] ? toAccount(rows[0]) : null
+  }
+  return {
+    get,
+    async ensure(d) {
+      const rows = await db.query<AccountRow>(
+        `INSERT INTO ${t} (${ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+         ON CONFLICT (id) DO NOTHING RETURNING ${ACCOUNT_COLUMNS}`,
+        [
+          d.id,
+          d.tier,
+          d.balance,
+          d.carryover,
+          d.periodStart,
+          d.tierExpiresAt,
+          d.billingCustomerId,
+          json(d.metadata),
+        ],
+      )
+      if (rows[0]) return toAccount(rows[0])
+      // The row existed (or a concurrent insert just committed, which the conflict waited for).
+      return (await get(d.id)) ?? d
+    },
+    async update(id, patch, ifPeriodStart) {
+      const sets: string[] = []
+      const values: unknown[] = [id, ifPeriodStart ?? null]
+      for (const field of Object.keys(ACCOUNT_PATCH) as Array<keyof AccountPatch>) {
+        const v = patch[field]
+        if (v === undefined) continue
+        const [column, cast] = ACCOUNT_PATCH[field]
+        values.push(field === 'metadata' ? json(v) : v)
+        sets.push(`${column} = $${values.length}::${cast}`)
+      }
+      const where = 'id = $1 AND ($2::bigint IS NULL OR period_start = $2)'
+      const rows = await db.query<AccountRow>(
+        sets.length
+          ? `UPDATE ${t} SET ${sets.join(', ')} WHERE ${where} RETURNING ${ACCOUNT_COLUMNS}`
+          : `SELECT ${ACCOUNT_COLUMNS} FROM ${t} WHERE ${where}`,
+        values,
+      )
+      return rows[0] ? toAccount(rows[0]) : null
+    },
+    async addBalance(id, amount) {
+      const rows = await db.query<AccountRow>(
+        `UPDATE ${t} SET balance = balance + $2::float8 WHERE id = $1 RETURNING ${ACCOUNT_COLUMNS}`,
+        [id, amount],
+      )
+      return rows[0] ? toAccount(rows[0]) : null
+    },
+  }
+}
+
+interface SecretRow {
+  account_id: string
+  provider: string
+  sealed: string
+  last4: string
+  created_at: string
+  verified_at: string | null
+}
+
+const SECRET_COLUMNS = 'account_id, provider, sealed, last4, created_at, verified_at'
+
+function toSecret(r: SecretRow): ProviderKeyRecord {
+  return {
+    accountId: r.account_id,
+    provider: r.provider,
+    sealed: r.sealed,
+    last4: r.last4,
+    createdAt: Number(r.created_at),
+    verifiedAt: num(r.verified_at),
+  }
+}
+
+export function postgresSecrets(db: Db): SecretStore {
+  const t = db.table('provider_keys')
+  return {
+    async put(r) {
+      await db.execute(
+        `INSERT INTO ${t} (${SECRET_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (account_id, provider) DO UPDATE SET sealed = excluded.sealed,
+           last4 = excluded.last4, created_at = excluded.created_at,
+           verified_at = excluded.verified_at`,
+        [r.accountId, r.provider, r.sealed, r.last4, r.createdAt, r.verifiedAt],
+      )
+    },
+    async get(accountId, provider) {
+      const rows = await db.query<SecretRow>(
+        `SELECT ${SECRET_COLUMNS} FROM ${t} WHERE account_id = $1 AND provider = $2`,
+        [accountId, provider],
+      )
+      return rows[0] ? toSecret(rows[0]) : null
+    },
+    async list(accountId) {
+      const rows = await db.query<SecretRow>(
+        `SELECT ${SECRET_COLUMNS} FROM ${t} WHERE account_id = $1 ORDER BY provider`,
+        [accountId],
+      )
+      return rows.map(toSecret)
+    },
+    async delete(accountId, provider) {
+      const n = await db.execute(`DELETE FROM ${t} WHERE account_id = $1 AND provider = $2`, [
+        accountId,
+        provider,
+      ])
+      return n > 0
+    },
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * @module tollbooth/postgres
+ *
+ * Storage on PostgreSQL (through the user's `pg` Pool) for several instances sharing keys,
+ * counters, usage and accounts, with a LISTEN/NOTIFY change feed so a revoked key is dropped
+ * from every instance's cache at once. The schema ships as versioned SQL migrations, applied
+ * by {@link migrate}.
+ *
+ * Durable data and counters can live apart: `{ ...postgresStorage({ pool }), counters:
+ * redisStorage({ client }).counters }` keeps keys, usage and accounts in PostgreSQL and the
+ * hot admission counters in Redis.
+ */
+
+import { type ChangeFeed, ConfigError, type Storage } from '../../src/index.js'
+import { postgresAccounts, postgresSecrets } from './accounts.js'
+import { postgresChanges } from './changes.js'
+import { postgresCounters } from './counters.js'
+import { checkOptions, createDb, type PgPool } from './db.js'
+import { postgresKeys } from './keys.js'
+import { postgresUsage } from './usage.js'
+
+export type { PgPool } from './db.js'
+export { DEFAULT_SCHEMA } from './db.js'
+export {
+  MIGRATIONS,
+  type MigrateOptions,
+  type MigrateResult,
+  type Migration,
+  migrate,
+} from './migrate.js'
+export { INIT_SQL } from './migrations/0001-init.js'
+
+export interface PostgresStorageOptions {
+  /** The user's `pg` Pool. tollbooth never ends it; `close()` only returns what it borrowed. */
+  pool: PgPool
+  /** The schema holding tollbooth's tables (as given to `migrate`). Default `tollbooth`. */
+  schema?: string
+  /**
+   * Admissions on this instance between two background deletions of expired counters
+   * (0 turns them off; then call `pruneCounters()` yourself). Default 10 000.
+   */
+  pruneEvery?: number
+  /**
+   * Wait for the WAL flush of every admission's commit. Off by default: counter commits use
+   * `synchronous_commit = off`, still atomic and isolated, so a crash of the server (not of
+   * the app) can forget the last fraction of a second of counts, like Redis's default
+   * `appendfsync everysec`; on, each admission waits for a disk flush (measured on the test
+   * machine: p50 0.68 ms instead of 0.43 ms for two counters, 4 ms while other writers were busy).
+   */
+  durableCounters?: boolean
+  /**
+   * Use named prepared statements for the hot lookups (a key by hash: parsed and planned once
+   * per connection, a third faster than unnamed statements as measured). Turn off behind a pooler that cannot
+   * keep them (PgBouncer before 1.21 in transaction mode). Default true.
+   */
+  preparedStatements?: boolean
+  /** Errors off the request path (a lost LISTEN connection). Default: `console.error`. */
+  onError?: (err: unknown) => void
+}
+
+/** {@link Storage} with a change feed and the PostgreSQL-specific maintenance calls. */
+export interface PostgresStorage extends Storage {
+  changes: ChangeFeed
+  /**
+   * Deletes counters whose state has expired at `now` (idle rate limits, windows whose last
+   * bucket has left, holds past their TTL) and returns how many. Rows an admission holds are
+   * skipped. Runs by itself every `pruneEvery` admissions.
+   */
+  pruneCounters(now?: number): Promise<number>
+  /** Stops the change feed and waits for a background prune; the pool stays open. */
+  close(): Promise<void>
+}
+
+/**
+ * PostgreSQL storage. Run {@link migrate} once before first use (at deploy or at start).
+ *
+ * @param options.pool the user's `pg` Pool (one connection is held while the change feed has
+ *   subscribers, so size the pool one above the concurrency you need)
+ * @param [options.schema='tollbooth'] schema of the tables
+ * @param [options.pruneEvery=10000] admissions between background prunes of expired counters
+ * @param [options.durableCounters=false] wait for the WAL flush of each admission's commit
+ * @param [options.preparedStatements=true] prepare the hot lookups once per connection
+ * @param [options.onError=console.error] errors off the request path
+ * @returns a {@link PostgresStorage}; it opens no connection until used
+ * @throws {ConfigError} naming `options.pool`, `options.schema`, `options.pruneEvery`,
+ *   `options.durableCounters`, `options.preparedStatements` or `options.onError`
+ * @example
+ * ```ts
+ * import { Pool } from 'pg'
+ * import { createTollbooth } from 'tollbooth'
+ * import { migrate, postgresStorage } from 'tollbooth/postgres'
+ *
+ * const pool = new Pool({ connectionString: process.env.DATABASE_URL })
+ * await migrate({ pool })
+ * const tb = createTollbooth({ secret: process.env.TOLLBOOTH_SECRET, storage: postgresStorage({ pool }) })
+ * ```
+ */
+export function postgresStorage(options: PostgresStorageOptions): PostgresStorage {
+  const { pool, schema } = checkOptions('postgresStorage', options)
+  const pruneEvery = options.pruneEvery ?? 10_000
+  if (!Number.isSafeInteger(pruneEvery) || pruneEvery < 0) {
+    throw new ConfigError(
+      `postgresStorage: options.pruneEvery must be an integer >= 0 (admissions), got ${String(pruneEvery)}`,
+    )
+  }
+  const durable = options.durableCounters ?? false
+  const prepare = options.preparedStatements ?? true
+  for (const [name, v] of [
+    ['durableCounters', durable],
+    ['preparedStatements', prepare],
+  ] as const) {
+    if (typeof v !== 'boolean') {
+      throw new ConfigError(`postgresStorage: options.${name} must be a boolean, got ${typeof v}`)
+    }
+  }
+  if (options.onError !== undefined && typeof options.onError !== 'function') {
+    throw new ConfigError('postgresStorage: options.onError must be a function')
+  }
+  const onError =
+    options.onError ??
+    ((err: unknown) =>
+      console.error('[tollbooth/postgres]', err instanceof Error ? err.message : err))
+  const db = createDb(pool, schema, prepare)
+  const counters = postgresCounters(db, pruneEvery, durable)
+  const changes = postgresChanges(db, onError)
+  return {
+    keys: postgresKeys(db),
+    counters,
+    usage: postgresUsage(db),
+    accounts: postgresAccounts(db),
+    secrets: postgresSecrets(db),
+    changes,
+    pruneCounters: (now = Date.now()) => counters.prune(now),
+    async close() {
+      await changes.close()
+      await counters.idle()
+    },
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * @module bench/postgres-miss
+ *
+ * `authenticate()` on a key-cache miss against PostgreSQL holding 100 000 keys: the cost a
+ * request pays when its key is not in this instance's cache (first use, after the TTL, after a
+ * revocation elsewhere). 100 000 filler keys go in with one `INSERT … SELECT generate_series`,
+ * then 1 000 real keys through `tb.keys.create`; the cache is off, so every call is a miss.
+ *
+ * Measured, one call at a time on one connection's worth of latency (p50 / p99 / mean):
+ * - `SELECT 1`: the round trip to the server, the floor;
+ * - `keys.getByHash`: the storage lookup alone;
+ * - authenticate, a known key without limits: lookup + pipeline (no counters);
+ * - authenticate, a known key with a rate limit and a daily quota: plus one `consume`
+ *   transaction (BEGIN, lock-and-read, write, COMMIT);
+ * - authenticate, a well-formed key that is not stored: the 401 path.
+ *
+ * Usage: `npx tsx bench/postgres-miss.ts [iterations=5000]` with DATABASE_URL (default
+ * postgres://postgres@127.0.0.1:5432/test). Uses a schema `tb_bench_<random>`, dropped after.
+ */
+
+import pg from 'pg'
+import { migrate, postgresStorage } from '../adapters/postgres/index.js'
+import { createTollbooth } from '../src/index.js'
+
+const URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+const N = Number(process.argv[2] ?? 5000)
+const FILLER = 100_000
+const REAL = 1000
+const SECRET = 'postgres-miss-benchmark-secret-0123456789'
+
+interface Figures {
+  p50: number
+  p99: number
+  mean: number
+}
+
+async function measure(label: string, n: number, fn: (i: number) => Promise<unknown>) {
+  for (let i = 0; i < Math.min(500, n); i++) await fn(i) // warm-up: JIT, plans, buffers
+  const ms = new Float64Array(n)
+  for (let i = 0; i < n; i++) {
+    const t = performance.now()
+    await fn(i)
+    ms[i] = performance.now() - t
+  }
+  ms.sort()
+  const f: Figures = {
+    p50: ms[Math.floor(n * 0.5)]!,
+    p99: ms[Math.floor(n * 0.99)]!,
+    mean: ms.reduce((s, x) => s + x, 0) / n,
+  }
+  const fmt = (x: number) => `${x.toFixed(3)} ms`.padStart(10)
+  console.log(`${label.padEnd(46)} p50 ${fmt(f.p50)}  p99 ${fmt(f.p99)}  mean ${fmt(f.mean)}`)
+  return f
+}
+
+const request = (key: string) => ({
+  headers: { authorization: `Bearer ${key}` },
+  ip: '127.0.0.1',
+  method: 'GET',
+  path: '/v1/thing',
+})
+
+async function main() {
+  const pool = new pg.Pool({ connectionString: URL, max: 4 })
+  const schema = `tb_bench_${Math.random().toString(36).slice(2, 10)}`
+  try {
+    await migrate({ pool, schema })
+    let t = performance.now()
+    await pool.query(
+      `INSERT INTO "${schema}".keys (id, hash, start, name, account_id, kind, created_at, limits)
+       SELECT 'key_0' || lpad(i::text, 9, '0'), md5(i::text) || md5((-i)::text), 'sk_live_abcd',
+              'filler', 'acct_' || (i % 5000), 'consumption', 1767225600000 + i, '{}'
+       FROM generate_series(1, ${FILLER}) AS i`,
+    )
+    console.log(`inserted ${FILLER} filler keys in ${(performance.now() - t).toFixed(0)} ms`)
+    const storage = postgresStorage({ pool, schema })
+    const options = { secret: SECRET, storage, cache: false as const, failedAuth: false as const }
+    const tb = createTollbooth(options)
+    t = performance.now()
+    const plain: string[] = []
+    const limited: string[] = []
+    for (let i = 0; i < REAL; i++) {
+      const limits =
+        i % 2 ? { rateLimits: [{ limit: 1e9, windowMs: 1000 }], quotas: { daily: 1e9 } } : {}
+      const { key } = await tb.keys.create({ accountId: `acct_real_${i % 50}`, limits })
+      ;(i % 2 ? limited : plain).push(key)
+    }
+    console.log(
+      `created ${REAL} keys through tb.keys.create in ${(performance.now() - t).toFixed(0)} ms`,
+    )
+    await pool.query(`ANALYZE "${schema}".keys`)
+    const { rows } = await pool.query<{ hash: string }>(
+      `SELECT hash FROM "${schema}".keys ORDER BY random() LIMIT 1000`,
+    )
+    const hashes = rows.map((r) => r.hash)
+    // Well-formed keys (right prefix and checksum) that are not stored: minted by a second
+    // instance whose key store keeps nothing.
+    const stranger = createTollbooth({ ...options, storage: { ...storage, keys: nullKeys() } })
+    const unknown: string[] = []
+    for (let i = 0; i < 1000; i++)
+      unknown.push((await stranger.keys.create({ accountId: 'acct_x' })).key)
+    console.log(
+      `\nauthenticate() on a cache miss, ${FILLER + REAL} keys, ${N} calls each, one at a time:`,
+    )
+    const out = {
+      roundTrip: await measure('SELECT 1 (round trip)', N, () => pool.query('SELECT 1')),
+      getByHash: await measure('keys.getByHash', N, (i) =>
+        storage.keys.getByHash(hashes[i % hashes.length]!),
+      ),
+      noLimits: await measure('authenticate: known key, no limits', N, (i) =>
+        tb.authenticate(request(plain[i % plain.length]!)).then(expectAllowed),
+      ),
+      withLimits: await measure('authenticate: known key, rate limit + quota', N, (i) =>
+        tb.authenticate(request(limited[i % limited.length]!)).then(expectAllowed),
+      ),
+      unknownKey: await measure('authenticate: unknown key (401)', N, (i) =>
+        tb.authenticate(request(unknown[i % unknown.length]!)).then((d) => {
+          if (d.allowed || d.status !== 401) throw new Error('expected a 401')
+        }),
+      ),
+    }
+    console.log(JSON.stringify(out))
+    await tb.close()
+    await stranger.close()
+    await storage.close()
+  } finally {
+    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+    await pool.end()
+  }
+}
+
+function expectAllowed(d: { allowed: boolean; status?: number }) {
+  if (!d.allowed) throw new Error(`expected an admission, got ${d.status}`)
+}
+
+/** A key store that keeps nothing: keys minted on it exist nowhere. */
+function nullKeys() {
+  return {
+    insert: async () => {},
+    get: async () => null,
+    getByHash: async () => null,
+    list: async () => ({ data: [], nextCursor: null }),
+    update: async () => null,
+    rotate: async () => null,
+    delete: async () => false,
+    touch: async () => {},
+  }
+}
+
+await main()

@@ -1,0 +1,155 @@
+/**
+ * @module test/storage/postgres-migrate
+ *
+ * `migrate()`: applies each migration once, also when several processes start at once; the
+ * indexes the hot queries need exist and are the ones the planner picks; a storage on a schema
+ * that was never migrated says to run `migrate()`; bad options are refused by name.
+ */
+
+import type pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { INIT_SQL, MIGRATIONS, migrate, postgresStorage } from '../../adapters/postgres/index.js'
+import { ConfigError, isTollboothError } from '../../src/index.js'
+import { newPool, schemaName, skipPostgres } from './postgres-fixture.js'
+
+describe.skipIf(skipPostgres)('postgres migrate', () => {
+  let pool: pg.Pool
+  const schemas: string[] = []
+  const fresh = () => {
+    const s = schemaName()
+    schemas.push(s)
+    return s
+  }
+
+  beforeAll(() => {
+    pool = newPool(20)
+  })
+
+  afterAll(async () => {
+    for (const s of schemas) await pool.query(`DROP SCHEMA IF EXISTS "${s}" CASCADE`)
+    await pool?.end()
+  })
+
+  it('applies every migration once, then nothing', async () => {
+    const schema = fresh()
+    expect(await migrate({ pool, schema })).toEqual({ schema, applied: ['0001-init'] })
+    expect(await migrate({ pool, schema })).toEqual({ schema, applied: [] })
+    const rows = (await pool.query(`SELECT id, name FROM "${schema}".migrations`)).rows
+    expect(rows).toEqual(MIGRATIONS.map((m) => ({ id: m.id, name: m.name })))
+  })
+
+  it('applies a migration exactly once when 8 processes migrate at once', async () => {
+    const schema = fresh()
+    // Separate pools, as separate processes would have.
+    const pools = Array.from({ length: 8 }, () => newPool(1))
+    try {
+      const results = await Promise.all(pools.map((p) => migrate({ pool: p, schema })))
+      const applied = results.flatMap((r) => r.applied)
+      expect(applied).toEqual(['0001-init'])
+    } finally {
+      await Promise.all(pools.map((p) => p.end()))
+    }
+    const count = await pool.query(`SELECT count(*)::int AS n FROM "${schema}".migrations`)
+    expect(count.rows[0].n).toBe(1)
+  })
+
+  it('creates the indexes for lookup by hash, lists by account and logs by key', async () => {
+    const schema = fresh()
+    await migrate({ pool, schema })
+    const defs = (
+      await pool.query<{ indexdef: string }>(
+        'SELECT indexdef FROM pg_indexes WHERE schemaname = $1',
+        [schema],
+      )
+    ).rows.map((r) => r.indexdef.replace(`${schema}.`, ''))
+    expect(defs).toEqual(
+      expect.arrayContaining([
+        'CREATE UNIQUE INDEX keys_hash_key ON keys USING btree (hash)',
+        'CREATE INDEX keys_account_id_idx ON keys USING btree (account_id, id DESC)',
+        'CREATE INDEX usage_events_key_idx ON usage_events USING btree (key_id, occurred_at DESC, id DESC)',
+      ]),
+    )
+    // With enough rows, the planner uses them for the stores' own queries.
+    await pool.query(
+      `INSERT INTO "${schema}".keys (id, hash, start, name, account_id, kind, created_at)
+       SELECT 'key_' || lpad(i::text, 8, '0'), md5(i::text) || md5((-i)::text), 'sk_', 'k',
+              'acct_' || (i % 500), 'consumption', i
+       FROM generate_series(1, 20000) AS i`,
+    )
+    await pool.query(
+      `INSERT INTO "${schema}".usage_events (id, request_id, key_id, account_id, occurred_at, units,
+         status, duration_ms, method, path)
+       SELECT 'req_' || i, 'req_' || i, 'key_' || (i % 500), 'acct_1', i, 1, 200, 1, 'GET', '/'
+       FROM generate_series(1, 20000) AS i`,
+    )
+    await pool.query(`ANALYZE "${schema}".keys, "${schema}".usage_events`)
+    const plan = async (sql: string, values: unknown[]) =>
+      (await pool.query(`EXPLAIN ${sql}`, values)).rows.map((r) => r['QUERY PLAN']).join('\n')
+    expect(await plan(`SELECT * FROM "${schema}".keys WHERE hash = $1`, ['x'])).toContain(
+      'keys_hash_key',
+    )
+    expect(
+      await plan(
+        `SELECT * FROM "${schema}".keys WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT 21`,
+        ['acct_7', 'key_9'],
+      ),
+    ).toContain('keys_account_id_idx')
+    expect(
+      await plan(
+        `SELECT * FROM "${schema}".usage_events WHERE key_id = $1 AND (occurred_at, id) < ($2, $3::text)
+         ORDER BY occurred_at DESC, id DESC LIMIT 21`,
+        ['key_7', 15000, 'req_15000'],
+      ),
+    ).toContain('usage_events_key_idx')
+  })
+
+  it('ships SQL that applies by hand after SET search_path', async () => {
+    const schema = fresh()
+    const client = await pool.connect()
+    try {
+      await client.query(`CREATE SCHEMA "${schema}"`)
+      await client.query(`SET search_path TO "${schema}"`)
+      await client.query(INIT_SQL)
+      await client.query('RESET search_path')
+    } finally {
+      client.release()
+    }
+    const tables = await pool.query<{ table_name: string }>(
+      'SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1',
+      [schema],
+    )
+    expect(tables.rows.map((r) => r.table_name)).toEqual([
+      'accounts',
+      'counters',
+      'keys',
+      'provider_keys',
+      'usage_events',
+    ])
+  })
+
+  it('tells to run migrate() when the tables are missing', async () => {
+    const storage = postgresStorage({ pool, schema: fresh() })
+    const err = await storage.keys.getByHash('0'.repeat(64)).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect(isTollboothError(err) && err.message).toMatch(/run `await migrate\(\{ pool, schema/)
+    const consume = storage.counters.consume(
+      [{ type: 'gcra', key: 'x', name: 'n', limit: 1, windowMs: 1000, cost: 1 }],
+      0,
+    )
+    await expect(consume).rejects.toThrow(/migrate/)
+  })
+
+  it('refuses bad options by name, before any I/O', async () => {
+    expect(() => postgresStorage({ pool: undefined as never })).toThrow(
+      /options\.pool must be a pg Pool/,
+    )
+    expect(() => postgresStorage({ pool: {} as never })).toThrow(/options\.pool/)
+    for (const schema of ['', 'a"b', 'x; DROP TABLE keys', '1abc', 'a'.repeat(49)]) {
+      expect(() => postgresStorage({ pool, schema })).toThrow(/options\.schema must be/)
+    }
+    expect(() => postgresStorage({ pool, pruneEvery: -1 })).toThrow(/options\.pruneEvery/)
+    expect(() => postgresStorage({ pool, pruneEvery: 1.5 })).toThrow(/options\.pruneEvery/)
+    await expect(migrate({ pool, schema: 'bad-name' })).rejects.toThrow(/options\.schema/)
+    await expect(migrate({ pool: null as never })).rejects.toBeInstanceOf(ConfigError)
+  })
+})
