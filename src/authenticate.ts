@@ -20,7 +20,13 @@ import {
   wwwAuthenticate,
 } from './headers.js'
 import { isWellFormedKey } from './keys/format.js'
-import { type CheckTemplate, compileKeyLimits, instantiate, refusal } from './limits/admission.js'
+import {
+  type CheckTemplate,
+  compileKeyLimits,
+  decidingRefusal,
+  instantiate,
+  refusal,
+} from './limits/admission.js'
 import { withinTimeBlocks } from './limits/time-blocks.js'
 import type { AdmissionAccount } from './metering/accounts.js'
 import type { ResolvedRoute } from './options.js'
@@ -98,20 +104,25 @@ function unauthorized(
   return deny(401, code, message, { ...base, 'WWW-Authenticate': wwwAuthenticate(true) }, requestId)
 }
 
-/** The figures of the limit closest to refusing, for the rate-limit header families. */
+/**
+ * The figures of the limit closest to refusing, for the rate-limit header families: the
+ * fewest units left (a client may send that many before one refuses, whatever the shares of
+ * the others), the longer reset on a tie.
+ */
 function tightest(
   checks: ReadonlyArray<Check>,
   results: ReadonlyArray<CheckResult>,
 ): LimitFigures | null {
   let best: LimitFigures | null = null
-  let bestRatio = Infinity
   for (let i = 0; i < checks.length; i++) {
     const c = checks[i]!
     if (c.type === 'hold') continue
     const r = results[i]!
-    const ratio = r.remaining / c.limit
-    if (ratio < bestRatio) {
-      bestRatio = ratio
+    if (
+      best === null ||
+      r.remaining < best.remaining ||
+      (r.remaining === best.remaining && r.resetMs > best.resetMs)
+    ) {
       best = {
         name: c.name,
         limit: c.limit,
@@ -217,12 +228,9 @@ export async function authenticate(
   }
   const callerProviders = providerKeys === EMPTY ? NO_PROVIDERS : new Set(Object.keys(providerKeys))
   const metered = route.cost !== undefined
-  const estimate =
-    !metered || callerProviders.size > 0
-      ? 0
-      : typeof route.cost === 'function'
-        ? route.cost(req)
-        : (route.cost as number)
+  const routeCost = typeof route.cost === 'function' ? costOf(route.cost, req) : (route.cost ?? 0)
+  // A caller's own provider key: nothing is held, so a BYOK caller needs no credits.
+  const estimate = callerProviders.size > 0 ? 0 : routeCost
 
   return admit(ctx, req, route, entry, {
     now,
@@ -231,9 +239,21 @@ export async function authenticate(
     base,
     metered,
     estimate,
+    routeCost,
     providerKeys,
     callerProviders,
   })
+}
+
+/**
+ * The route's cost function, checked: a bad value would poison the credit counters.
+ * @throws {RangeError} naming the route option when it returns anything but a finite number >= 0
+ */
+function costOf(cost: (r: TollboothRequest) => number, req: TollboothRequest): number {
+  const v = cost(req)
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+    throw new RangeError(`route option cost(request) must return a finite number >= 0, got ${v}`)
+  return v
 }
 
 const EMPTY: Record<string, string> = Object.freeze({}) as Record<string, string>
@@ -246,6 +266,7 @@ interface AdmitInput {
   base: Record<string, string>
   metered: boolean
   estimate: number
+  routeCost: number
   providerKeys: Record<string, string>
   callerProviders: ReadonlySet<string>
 }
@@ -306,7 +327,7 @@ async function admit(
 
   const headers = a.base
   if (result && !result.allowed) {
-    const i = result.results.findIndex((x) => !x.allowed)
+    const i = decidingRefusal(templates, result.results, route.quotaStatus)
     const t = templates[i]!
     const rf = refusal(t, result.results[i]!, route.quotaStatus)
     const out = { ...headers }
@@ -328,6 +349,7 @@ async function admit(
     holds: [],
     tokenChecks: [],
     estimate: a.estimate,
+    routeCost: a.routeCost,
     creditUsed: 0,
     creditLimit: account?.creditLimit ?? Infinity,
     creditOverage: account?.plan?.allowOverage === true,
@@ -341,7 +363,7 @@ async function admit(
     chargeWhen: route.chargeWhen,
   }
   const idk = idempotencyKey(req)
-  if (idk) s.eventId = `${r.id}:${idk}`
+  if (idk) s.idempotencyId = `${r.id}:${idk}`
   for (let i = 0; i < checks.length; i++) {
     const c = checks[i]!
     const t = templates[i]!
@@ -361,8 +383,8 @@ async function admit(
     usageHeaders: route.headers.usage,
     category: route.category ?? null,
   })
-  if (route.byok.length > 0)
-    admission._resolveProvider = (p) => ctx.resolveStoredProvider(r.accountId, p)
+  // Stored provider keys serve every route; the route's `byok` option governs headers only.
+  admission._resolveProvider = ctx.resolveStoredProvider
   return admission
 }
 
@@ -389,6 +411,7 @@ function storageFailure(
     holds: [],
     tokenChecks: [],
     estimate: a.estimate,
+    routeCost: a.routeCost,
     creditUsed: 0,
     creditLimit: Infinity,
     creditOverage: false,

@@ -87,8 +87,10 @@ export interface SettleState {
   holds: Array<[string, string, boolean]>
   /** Token-rate limits to count at settle. */
   tokenChecks: Array<Extract<Check, { type: 'gcra' }>>
-  /** Credits held at admission (the estimate). */
+  /** Credits held at admission (the estimate; 0 when the caller sent its own provider key). */
   estimate: number
+  /** The route's cost for this request, held or not: charged unless the request is bypassed. */
+  routeCost: number
   /** The credit figures at admission, after this request's hold: used and limit. */
   creditUsed: number
   creditLimit: number
@@ -98,7 +100,13 @@ export interface SettleState {
   /** The route's billing policy; default: status < 400. */
   chargeWhen: ((status: number) => boolean) | undefined
   startedAt: number
+  /** The request's own event id (its internal request id). */
   eventId: string
+  /**
+   * `<keyId>:<Idempotency-Key>` when the request carries one: a billed response is recorded
+   * and charged once per value within a day (see `settle`).
+   */
+  idempotencyId?: string
   ip: string | null
   method: string
   path: string
@@ -116,8 +124,11 @@ export class Admission {
   readonly requestId: string
   readonly key: ApiKeyInfo
   readonly accountId: string
-  /** Provider keys the caller sent in `X-Provider-Key-*` headers (provider -> key). */
-  readonly providerKeys: Readonly<Record<string, string>>
+  /**
+   * Provider keys the caller sent in `X-Provider-Key-*` headers (provider -> key). Not
+   * enumerable, so logging or serializing the decision never prints them.
+   */
+  declare readonly providerKeys: Readonly<Record<string, string>>
   /** Headers known at admission; `responseHeaders()` adds the usage figures after charges. */
   readonly headers: Record<string, string>
   /** @internal */
@@ -131,7 +142,9 @@ export class Admission {
   /** @internal */
   readonly _usageHeaders: boolean
   /** @internal: resolves a stored provider key, set by the pipeline. */
-  _resolveProvider: ((provider: string) => Promise<string | undefined>) | undefined
+  _resolveProvider:
+    | ((accountId: string, provider: string) => Promise<string | undefined>)
+    | undefined
   /** @internal: providers whose key came from the caller (header or store). */
   readonly _byok = new Set<string>()
   category: string | null
@@ -148,7 +161,7 @@ export class Admission {
     this.requestId = init.requestId
     this.key = init.key
     this.accountId = init.key.accountId
-    this.providerKeys = init.providerKeys
+    Object.defineProperty(this, 'providerKeys', { value: init.providerKeys, enumerable: false })
     this.headers = init.headers
     this._s = init.settle
     this._usageHeaders = init.usageHeaders
@@ -165,54 +178,68 @@ export class Admission {
 
   /** Reports what the request used: tokens, the provider that served it, its category. */
   report(report: Report): void {
-    if (report.cost !== undefined) {
-      this._charged = undefined
-      this.charge(report.cost)
-    }
-    if (report.tokens !== undefined) {
-      if (!(report.tokens >= 0))
-        throw new RangeError(`report({ tokens }): must be >= 0, got ${report.tokens}`)
-      this._report.tokens = (this._report.tokens ?? 0) + report.tokens
-    }
-    if (report.provider !== undefined) this._report.provider = report.provider.toLowerCase()
-    if (report.category !== undefined) this.category = report.category
+    // Check everything first: a bad report throws and changes nothing.
+    const { cost, tokens, provider, category } = report
+    if (cost !== undefined && !(Number.isFinite(cost) && cost >= 0))
+      throw new RangeError(`report({ cost }): must be a finite number >= 0, got ${cost}`)
+    if (tokens !== undefined && !(Number.isFinite(tokens) && tokens >= 0))
+      throw new RangeError(`report({ tokens }): must be a finite number >= 0, got ${tokens}`)
+    if (provider !== undefined && typeof provider !== 'string')
+      throw new TypeError('report({ provider }): must be a string')
+    if (category !== undefined && typeof category !== 'string')
+      throw new TypeError('report({ category }): must be a string')
+    if (cost !== undefined) this._charged = cost
+    if (tokens !== undefined) this._report.tokens = (this._report.tokens ?? 0) + tokens
+    if (provider !== undefined) this._report.provider = provider.toLowerCase()
+    if (category !== undefined) this.category = category
   }
 
   /**
-   * The key of `provider` to call upstream with: the caller's `X-Provider-Key-*` header first,
-   * else the account's stored key. Using one marks the request as BYOK (not charged) once the
-   * handler reports that provider.
+   * The key of `provider` to call upstream with: the caller's `X-Provider-Key-*` header first
+   * (on routes with the `byok` option), else the account's stored key (on every route). A key
+   * returned from either makes the request BYOK, not charged, unless the handler reports
+   * another provider as the one that served it.
    */
   async providerKey(provider: string): Promise<string | undefined> {
     const p = provider.toLowerCase()
     const fromHeader = this.providerKeys[p]
     if (fromHeader) return fromHeader
-    const stored = this._resolveProvider ? await this._resolveProvider(p) : undefined
+    const stored = this._resolveProvider
+      ? await this._resolveProvider(this.accountId, p)
+      : undefined
     if (stored) this._byok.add(p)
     return stored
   }
 
-  /** True when the request is served on the caller's own provider key (not charged). */
+  /**
+   * True when the request is served on the caller's own provider key (not charged): the
+   * reported provider's key came from the caller, or, with no provider reported, the caller
+   * sent one or the handler took a stored one.
+   */
   get bypassed(): boolean {
     const p = this._report.provider
-    return p ? this._byok.has(p) : this._s.callerProviders.size > 0
+    return p ? this._byok.has(p) : this._byok.size > 0
   }
 
   /** The credits this request will be charged if its response is billable. */
   get cost(): number {
-    return this.bypassed ? 0 : (this._charged ?? this._s.estimate)
+    return this.bypassed ? 0 : (this._charged ?? this._s.routeCost)
   }
 
   /**
    * Every header to send with the response, with the usage figures after this request's
    * charge. Adapters call it once, right before the response head is written.
+   *
+   * @param status the response status, when known: a response the route does not bill
+   *   (by default status >= 400) then shows no charge
    */
-  responseHeaders(): Record<string, string> {
+  responseHeaders(status?: number): Record<string, string> {
     if (!this._usageHeaders || !this._s.metered) return this.headers
     const out = { ...this.headers }
     const s = this._s
+    const billed = status === undefined || (s.chargeWhen ? s.chargeWhen(status) : status < 400)
     setUsageHeaders(out, {
-      used: s.creditUsed - s.estimate + this.cost,
+      used: s.creditUsed - s.estimate + (billed ? this.cost : 0),
       limit: s.creditLimit,
       bypassed: this.bypassed,
       provider: this._report.provider ?? null,

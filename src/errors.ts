@@ -35,6 +35,7 @@ export type ErrorCode =
   | 'unauthorized'
   | 'forbidden'
   | 'not_implemented'
+  | 'billing_unavailable'
   | 'storage_unavailable'
 
 /**
@@ -119,6 +120,17 @@ export class NotImplementedError extends TollboothError {
 }
 
 /**
+ * The billing provider (e.g. Stripe) did not answer or refused the call; nothing changed
+ * here. `err.code === 'billing_unavailable'`, status 502. The provider's message is kept as
+ * the cause, never sent to clients.
+ */
+export class BillingUnavailableError extends TollboothError {
+  constructor(message = 'Billing provider unavailable', options?: { cause?: unknown }) {
+    super('billing_unavailable', 502, message, options)
+  }
+}
+
+/**
  * The storage did not answer, or answered with an error, within the configured timeout.
  * `err.code === 'storage_unavailable'`, status 503. The cause is kept but never sent to clients.
  */
@@ -135,6 +147,7 @@ export type AnyTollboothError =
   | NotFoundError
   | ConflictError
   | NotImplementedError
+  | BillingUnavailableError
   | StorageUnavailableError
   | TollboothError
 

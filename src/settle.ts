@@ -6,11 +6,21 @@
  * is not billable, by default any status >= 400), release the concurrency lease, count
  * reported tokens against token-rate limits, and queue one usage event and the key's
  * `lastUsedAt` in the out-box. Nothing here writes durable storage on the request path.
+ *
+ * A request carrying an `Idempotency-Key` is charged and recorded once per key and
+ * `Idempotency-Key` within {@link IDEMPOTENCY_WINDOW_MS}: a retry of a billed request is
+ * served (the handler decides what to answer) but its reservation is refunded and no second
+ * event is written. Attempts that were not billed (a 500, say) are logged each on their own
+ * and do not use the key up, so the retry that succeeds is the one charged. Every event keeps
+ * its request's own id, so a key reused after the window is a new request, logged as such.
  */
 
 import type { Context } from './context.js'
 import { Admission, type Decision, type Report } from './decision.js'
-import type { SettleOp, UsageEvent } from './storage/types.js'
+import type { Check, SettleOp, UsageEvent } from './storage/types.js'
+
+/** How long a settled `Idempotency-Key` is remembered: 24 hours, counted in hourly buckets. */
+export const IDEMPOTENCY_WINDOW_MS = 86_400_000
 
 /** What happened to the request. */
 export interface Outcome extends Report {
@@ -18,7 +28,41 @@ export interface Outcome extends Report {
   status: number
 }
 
-/** @returns the usage event queued, or null when nothing was settled (a denial, or a repeat). */
+/**
+ * True unless this request's `Idempotency-Key` was already settled for its key: one atomic
+ * count on a 24-hour window. A storage failure counts as a first settle (the event itself
+ * stays idempotent by id).
+ */
+async function firstSettle(
+  ctx: Context,
+  decision: Admission,
+  id: string,
+  now: number,
+): Promise<boolean> {
+  const check: Check = {
+    type: 'window',
+    key: `{${decision.accountId}}:idem:${id}`,
+    name: 'idempotency',
+    limit: 1,
+    windowMs: IDEMPOTENCY_WINDOW_MS,
+    bucketMs: IDEMPOTENCY_WINDOW_MS / 24,
+    cost: 1,
+  }
+  try {
+    return (await ctx.guard(ctx.storage.counters.consume([check], now))).allowed
+  } catch (err) {
+    ctx.report(err)
+    return true
+  }
+}
+
+/**
+ * Never rejects for a bad outcome: an invalid report (a negative cost, say) is passed to
+ * `onError` and the request is settled with what was charged before it.
+ *
+ * @returns the usage event queued, or null when nothing was settled (a denial, a second
+ *   call, or a retry of an `Idempotency-Key` already settled)
+ */
 export async function settle(
   ctx: Context,
   decision: Decision,
@@ -27,11 +71,26 @@ export async function settle(
   if (!(decision instanceof Admission) || decision._settled) return null
   decision._settled = true
   const { status, ...report } = outcome
-  if (Object.keys(report).length > 0) decision.report(report)
+  if (Object.keys(report).length > 0) {
+    try {
+      decision.report(report)
+    } catch (err) {
+      ctx.report(err)
+    }
+  }
   const now = ctx.clock.now()
   const s = decision._s
-  const billable = s.chargeWhen ? s.chargeWhen(status) : status < 400
-  const charge = billable ? decision.cost : 0
+  let billable = status < 400
+  if (s.chargeWhen) {
+    try {
+      billable = s.chargeWhen(status) === true
+    } catch (err) {
+      ctx.report(err)
+    }
+  }
+  const idem = billable ? s.idempotencyId : undefined
+  const repeat = idem !== undefined && !(await firstSettle(ctx, decision, idem, now))
+  const charge = billable && !repeat ? decision.cost : 0
   const ops: SettleOp[] = []
   for (const [key, holdId, credit] of s.holds)
     ops.push({ type: 'release', key, holdId, charge: credit ? charge : 0 })
@@ -52,6 +111,8 @@ export async function settle(
       ? Math.max(0, Math.min(charge, after - s.creditLimit))
       : 0
   const key = decision.key
+  ctx.outbox.touch(key.id, s.startedAt)
+  if (repeat) return null
   const event: UsageEvent = {
     id: s.eventId,
     requestId: decision.requestId,
@@ -71,6 +132,5 @@ export async function settle(
     provider: decision._report.provider ?? null,
   }
   ctx.outbox.push(event)
-  ctx.outbox.touch(key.id, s.startedAt)
   return event
 }

@@ -64,6 +64,7 @@ export function checkAccountId(id: unknown, field = 'accountId'): string {
 
 export class AccountService {
   private readonly cache: LRUCache<string, AdmissionAccount>
+  private readonly ttlMs: number
   /** True when plans are configured: every admission then reads the account (plan limits). */
   readonly hasPlans: boolean
 
@@ -74,9 +75,12 @@ export class AccountService {
   ) {
     this.hasPlans = Object.keys(options.plans).length > 0
     const ttl = options.cache === false ? 1 : options.cache.ttlMs
+    this.ttlMs = ttl
     this.cache = new LRUCache({
       max: options.cache === false ? 1 : options.cache.max,
       ttl,
+      // Read the injected clock on every check: the default (1 ms) caches it behind a timer.
+      ttlResolution: 0,
       perf: { now },
     })
   }
@@ -122,8 +126,8 @@ export class AccountService {
   /** The account for admission at `now`, rolled over into the current period if needed. */
   async forAdmission(id: string, now: number): Promise<AdmissionAccount> {
     const cached = this.cache.get(id)
+    if (cached && now >= cached.period.start && now < cached.period.end) return cached
     const period = periodOf(now)
-    if (cached && cached.period.start === period.start) return cached
     let record = (await this.storage.accounts.get(id)) ?? (await this.ensure(id))
     if (record.periodStart < period.start) record = await this.rollover(record, period)
     const tier = this.effectiveTier(record, now)
@@ -137,7 +141,11 @@ export class AccountService {
       creditLimit: this.creditLimit(record, plan),
       planTemplates: plan && tier ? compilePlanLimits(id, tier, plan.rateLimits) : [],
     }
-    this.cache.set(id, a)
+    // A tier that expires sooner than the cache TTL must not outlive its expiry in the cache
+    // (lru-cache drops an entry once its age exceeds the ttl, hence the - 1).
+    const left = record.tierExpiresAt === null ? Infinity : record.tierExpiresAt - now
+    if (left > this.ttlMs || left <= 0) this.cache.set(id, a)
+    else if (left > 1) this.cache.set(id, a, { ttl: left - 1 })
     return a
   }
 

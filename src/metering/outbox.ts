@@ -5,6 +5,10 @@
  * `lastUsedAt` times are queued here and written in batches: every `flushIntervalMs`, when
  * `maxBatch` events are waiting, and by `tb.close()`. A failed write is kept and retried at
  * the next flush (events are idempotent by id, so a retry never counts twice).
+ *
+ * Retention: a flush also deletes events older than `retentionMs` (the request-log
+ * retention), at most once per {@link PRUNE_EVERY_MS} of clock time, so pruning costs one
+ * storage call an hour however busy the instance is.
  */
 
 import type { Storage, UsageEvent } from '../storage/types.js'
@@ -20,12 +24,26 @@ export interface Outbox {
   readonly pending: number
 }
 
+/** Pruning of old events runs at most this often (clock time): one hour. */
+export const PRUNE_EVERY_MS = 3_600_000
+
+export interface OutboxOptions {
+  flushIntervalMs: number
+  maxBatch: number
+  /** Events older than this are pruned by a flush; omitted: never pruned. */
+  retentionMs?: number
+  /** The clock pruning reads; default `Date.now`. */
+  now?: () => number
+}
+
 export function createOutbox(
   storage: Storage,
-  options: { flushIntervalMs: number; maxBatch: number },
+  options: OutboxOptions,
   onError: (err: unknown) => void,
   afterFlush?: (events: ReadonlyArray<UsageEvent>) => void,
 ): Outbox {
+  const now = options.now ?? (() => Date.now())
+  let lastPrune = -Infinity
   let events: UsageEvent[] = []
   let touches = new Map<string, number>()
   let running: Promise<void> | null = null
@@ -45,6 +63,19 @@ export function createOutbox(
         for (const [id, at] of t) if ((touches.get(id) ?? 0) < at) touches.set(id, at)
         throw err
       }
+    }
+    await prune()
+  }
+
+  /** Deletes expired events if the last prune is an hour old; a failure only reports. */
+  const prune = async () => {
+    const t = now()
+    if (options.retentionMs === undefined || t - lastPrune < PRUNE_EVERY_MS) return
+    lastPrune = t
+    try {
+      await storage.usage.prune(t - options.retentionMs)
+    } catch (err) {
+      onError(err)
     }
   }
 

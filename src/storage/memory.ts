@@ -329,7 +329,8 @@ function memoryUsage(): UsageStore {
     async record(events) {
       for (const e of events) {
         if (byId.has(e.id)) continue
-        const copy = clone(e)
+        // Events are flat records: a shallow copy keeps the caller from changing stored ones.
+        const copy = { ...e }
         byId.set(e.id, copy)
         push(byKey, e.keyId, copy)
         push(byAccount, e.accountId, copy)

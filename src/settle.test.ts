@@ -1,0 +1,244 @@
+/**
+ * @module settle.test
+ *
+ * settle(): each cost form, reserve -> settle -> refund, the charge policy, one usage event
+ * per request (also when settled twice or retried with the same Idempotency-Key), and
+ * reservations that are never settled.
+ */
+
+import { describe, expect, it } from 'vitest'
+import { admitted, denied, events, req, setup } from '../test/metering/helpers.js'
+import { readHeader } from './request.js'
+
+const PLANS = { pro: { monthlyCredits: 100 } }
+const metered = { plans: PLANS, defaultTier: 'pro' }
+
+describe('settle: cost forms', () => {
+  it('charges a fixed route cost and records one event with every field', async () => {
+    const { tb, clock, key, keyId } = await setup(metered)
+    const route = tb.route({ cost: 2, category: 'tts' })
+    const d = admitted(await tb.authenticate(req(key), route))
+    clock.advance(150)
+    const e = await tb.settle(d, { status: 200 })
+    expect(e).toEqual({
+      id: expect.stringMatching(/^req_/),
+      requestId: d.requestId,
+      keyId,
+      accountId: 'acct_1',
+      time: clock.now() - 150,
+      units: 2,
+      overage: 0,
+      tokens: 0,
+      category: 'tts',
+      status: 200,
+      durationMs: 150,
+      ip: '127.0.0.1',
+      method: 'POST',
+      path: '/v1/synthesize',
+      bypassed: false,
+      provider: null,
+    })
+    expect(await events(tb, keyId)).toEqual([{ ...e }])
+    expect((await tb.accounts.get('acct_1')).credits).toEqual({
+      used: 2,
+      limit: 100,
+      remaining: 98,
+    })
+  })
+
+  it('reserves a cost computed from the request and charges it', async () => {
+    const { tb, key } = await setup(metered)
+    const route = tb.route({ cost: (r) => Number(readHeader(r.headers, 'x-units') ?? 1) })
+    const d = admitted(await tb.authenticate(req(key, { 'x-units': '7' }), route))
+    // Held before the handler runs: a concurrent request already sees it.
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(7)
+    expect((await tb.settle(d, { status: 200 }))?.units).toBe(7)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(7)
+  })
+
+  it('throws naming the route option when the cost function returns a bad number', async () => {
+    const { tb, key } = await setup(metered)
+    for (const bad of [Number.NaN, -1, Infinity]) {
+      const route = tb.route({ cost: () => bad })
+      await expect(tb.authenticate(req(key), route)).rejects.toThrow(/route option cost/)
+    }
+    // Nothing was held or poisoned.
+    expect((await tb.accounts.get('acct_1')).credits).toEqual({
+      used: 0,
+      limit: 100,
+      remaining: 100,
+    })
+  })
+
+  it('charges the sum of charge() calls instead of the estimate, refunding the rest', async () => {
+    const { tb, key } = await setup(metered)
+    const d = admitted(await tb.authenticate(req(key), tb.route({ cost: 10 })))
+    d.charge(3)
+    d.charge(4)
+    expect(d.cost).toBe(7)
+    expect((await tb.settle(d, { status: 200 }))?.units).toBe(7)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(7)
+  })
+
+  it('charges what the handler reports, through report() or the outcome', async () => {
+    const { tb, key } = await setup(metered)
+    const route = tb.route({ cost: 1 })
+    const a = admitted(await tb.authenticate(req(key), route))
+    a.report({ cost: 12, tokens: 340, provider: 'ElevenLabs', category: 'stt' })
+    const ea = await tb.settle(a, { status: 200 })
+    expect(ea).toMatchObject({ units: 12, tokens: 340, provider: 'elevenlabs', category: 'stt' })
+    const b = admitted(await tb.authenticate(req(key), route))
+    const eb = await tb.settle(b, { status: 201, cost: 5, tokens: 9 })
+    expect(eb).toMatchObject({ units: 5, tokens: 9, status: 201 })
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(17)
+  })
+
+  it('charges beyond the estimate when the handler reports more (overdraw by its own report)', async () => {
+    const { tb, key } = await setup({ plans: { s: { monthlyCredits: 5 } }, defaultTier: 's' })
+    const d = admitted(await tb.authenticate(req(key), tb.route({ cost: 1 })))
+    expect((await tb.settle(d, { status: 200, cost: 8 }))?.units).toBe(8)
+    const c = (await tb.accounts.get('acct_1')).credits
+    expect(c).toEqual({ used: 8, limit: 5, remaining: 0 })
+    expect(denied(await tb.authenticate(req(key), tb.route({ cost: 1 }))).status).toBe(402)
+  })
+
+  it('report() with a bad value throws and changes nothing', async () => {
+    const { tb, key } = await setup(metered)
+    const d = admitted(await tb.authenticate(req(key), tb.route({ cost: 1 })))
+    d.charge(4)
+    expect(() => d.report({ cost: -1, category: 'x' })).toThrow(RangeError)
+    expect(() => d.report({ tokens: Number.NaN })).toThrow(RangeError)
+    expect(() => d.report({ tokens: Infinity })).toThrow(RangeError)
+    expect(() => d.charge(Number.NaN)).toThrow(RangeError)
+    expect(d.cost).toBe(4)
+    expect(d.category).toBe(null)
+  })
+
+  it('a bad outcome reaches onError and the request settles with its prior charge', async () => {
+    const errors: unknown[] = []
+    const { tb, key } = await setup({ ...metered, onError: (e) => errors.push(e) })
+    const d = admitted(await tb.authenticate(req(key), tb.route({ cost: 3 })))
+    const e = await tb.settle(d, { status: 200, cost: -5 })
+    expect(e?.units).toBe(3)
+    expect(errors).toHaveLength(1)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(3)
+  })
+})
+
+describe('settle: refunds and the charge policy', () => {
+  it('refunds the whole reservation of a response with status >= 400', async () => {
+    const { tb, key, keyId } = await setup(metered)
+    const route = tb.route({ cost: 5 })
+    for (const status of [400, 404, 499, 500, 503]) {
+      const d = admitted(await tb.authenticate(req(key), route))
+      d.charge(9)
+      expect((await tb.settle(d, { status }))?.units).toBe(0)
+    }
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(0)
+    expect((await events(tb, keyId)).map((e) => e.units)).toEqual([0, 0, 0, 0, 0])
+  })
+
+  it('bills what the route option chargeWhen says', async () => {
+    const { tb, key } = await setup(metered)
+    const route = tb.route({ cost: 1, chargeWhen: (s) => s < 500 })
+    const bill = async (status: number) =>
+      (await tb.settle(admitted(await tb.authenticate(req(key), route)), { status }))?.units
+    expect(await bill(404)).toBe(1)
+    expect(await bill(503)).toBe(0)
+    expect(await bill(200)).toBe(1)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(2)
+  })
+
+  it('an unsettled reservation expires after reservationTtlMs', async () => {
+    const { tb, clock, key } = await setup({
+      plans: { one: { monthlyCredits: 1 } },
+      defaultTier: 'one',
+      reservationTtlMs: 10_000,
+    })
+    const route = tb.route({ cost: 1 })
+    admitted(await tb.authenticate(req(key), route)) // never settled (a crashed handler)
+    expect(denied(await tb.authenticate(req(key), route)).status).toBe(402)
+    clock.advance(9_999)
+    expect(denied(await tb.authenticate(req(key), route)).status).toBe(402)
+    clock.advance(2)
+    const d = admitted(await tb.authenticate(req(key), route))
+    await tb.settle(d, { status: 200 })
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(1)
+  })
+})
+
+describe('settle: one event per request', () => {
+  it('a second settle() does nothing', async () => {
+    const { tb, key, keyId } = await setup(metered)
+    const d = admitted(await tb.authenticate(req(key), tb.route({ cost: 2 })))
+    expect(await tb.settle(d, { status: 200 })).not.toBeNull()
+    expect(await tb.settle(d, { status: 200, cost: 50 })).toBeNull()
+    expect(await tb.settle(d, { status: 500 })).toBeNull()
+    expect(await events(tb, keyId)).toHaveLength(1)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(2)
+  })
+
+  it('settling a denial records nothing', async () => {
+    const { tb, keyId } = await setup(metered)
+    const d = denied(await tb.authenticate(req('sk_live_nope'), tb.route({ cost: 1 })))
+    expect(await tb.settle(d, { status: 401 })).toBeNull()
+    expect(await events(tb, keyId)).toHaveLength(0)
+  })
+
+  it('a retry with the same Idempotency-Key is charged and recorded once', async () => {
+    const { tb, key, keyId } = await setup(metered)
+    const route = tb.route({ cost: 3, category: 'tts' })
+    const h = { 'idempotency-key': 'order-42' }
+    const first = admitted(await tb.authenticate(req(key, h), route))
+    const retry = admitted(await tb.authenticate(req(key, h), route)) // while the first runs
+    expect((await tb.settle(first, { status: 200 }))?.id).toBe(first.requestId)
+    expect(await tb.settle(retry, { status: 200 })).toBeNull()
+    const later = admitted(await tb.authenticate(req(key, h), route))
+    expect(await tb.settle(later, { status: 200 })).toBeNull()
+    const other = admitted(
+      await tb.authenticate(req(key, { 'idempotency-key': 'order-43' }), route),
+    )
+    expect(await tb.settle(other, { status: 200 })).not.toBeNull()
+    expect(await events(tb, keyId)).toHaveLength(2)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(6)
+    expect((await tb.usage.get('acct_1')).requestCount).toBe(2)
+  })
+
+  it('a failed attempt does not use the Idempotency-Key up: the retry that succeeds is billed', async () => {
+    const { tb, key, keyId } = await setup(metered)
+    const route = tb.route({ cost: 3 })
+    const h = { 'idempotency-key': 'k-1' }
+    await tb.settle(admitted(await tb.authenticate(req(key, h), route)), { status: 502 })
+    const ok = await tb.settle(admitted(await tb.authenticate(req(key, h), route)), {
+      status: 200,
+    })
+    expect(ok?.units).toBe(3)
+    const log = await events(tb, keyId)
+    expect(log.map((e) => e.status).sort()).toEqual([200, 502])
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(3)
+  })
+
+  it('the same Idempotency-Key on two keys is two requests', async () => {
+    const { tb, key } = await setup(metered)
+    const second = (await tb.keys.create({ accountId: 'acct_1', name: 'k2' })).key
+    const route = tb.route({ cost: 1 })
+    const h = { 'idempotency-key': 'same' }
+    for (const k of [key, second])
+      expect(
+        await tb.settle(admitted(await tb.authenticate(req(k, h), route)), { status: 200 }),
+      ).not.toBeNull()
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(2)
+  })
+
+  it('the Idempotency-Key is forgotten after 24 hours', async () => {
+    const { tb, clock, key, keyId } = await setup(metered)
+    const route = tb.route({ cost: 1 })
+    const h = { 'idempotency-key': 'daily' }
+    await tb.settle(admitted(await tb.authenticate(req(key, h), route)), { status: 200 })
+    clock.advance(26 * 3_600_000)
+    expect(
+      await tb.settle(admitted(await tb.authenticate(req(key, h), route)), { status: 200 }),
+    ).not.toBeNull()
+    expect(await events(tb, keyId)).toHaveLength(2)
+  })
+})
