@@ -17,6 +17,7 @@ import {
   setIetfHeaders,
   setRateLimitHeaders,
   setRetryAfter,
+  withHeader,
   wwwAuthenticate,
 } from './headers.js'
 import { isWellFormedKey } from './keys/format.js'
@@ -90,7 +91,7 @@ async function invalid(
     401,
     'invalid_api_key',
     MESSAGES.invalid,
-    { ...base, 'WWW-Authenticate': wwwAuthenticate(true) },
+    withHeader(base, 'WWW-Authenticate', wwwAuthenticate(true)),
     requestId,
   )
 }
@@ -101,7 +102,13 @@ function unauthorized(
   base: Record<string, string>,
   requestId: string,
 ): Decision {
-  return deny(401, code, message, { ...base, 'WWW-Authenticate': wwwAuthenticate(true) }, requestId)
+  return deny(
+    401,
+    code,
+    message,
+    withHeader(base, 'WWW-Authenticate', wwwAuthenticate(true)),
+    requestId,
+  )
 }
 
 /**
@@ -168,7 +175,7 @@ export async function authenticate(
       401,
       'missing_api_key',
       MESSAGES.missing,
-      { ...base, 'WWW-Authenticate': wwwAuthenticate(false) },
+      withHeader(base, 'WWW-Authenticate', wwwAuthenticate(false)),
       requestId,
     )
   }
@@ -186,7 +193,7 @@ export async function authenticate(
       503,
       'storage_unavailable',
       MESSAGES.storage,
-      { ...base, 'Retry-After': '1' },
+      withHeader(base, 'Retry-After', '1'),
       requestId,
     )
   }
@@ -330,7 +337,7 @@ async function admit(
     const i = decidingRefusal(templates, result.results, route.quotaStatus)
     const t = templates[i]!
     const rf = refusal(t, result.results[i]!, route.quotaStatus)
-    const out = { ...headers }
+    const out = withHeader(headers)
     const c = checks[i]!
     if (c.type !== 'hold')
       setLimitHeaders(out, route, {
@@ -402,7 +409,7 @@ function storageFailure(
       503,
       'storage_unavailable',
       MESSAGES.storage,
-      { ...a.base, 'Retry-After': '1' },
+      withHeader(a.base, 'Retry-After', '1'),
       a.requestId,
     )
   }

@@ -124,19 +124,17 @@ export class Admission {
   readonly requestId: string
   readonly key: ApiKeyInfo
   readonly accountId: string
-  /**
-   * Provider keys the caller sent in `X-Provider-Key-*` headers (provider -> key). Not
-   * enumerable, so logging or serializing the decision never prints them.
-   */
-  declare readonly providerKeys: Readonly<Record<string, string>>
-  /** Headers known at admission; `responseHeaders()` adds the usage figures after charges. */
+  /** Headers known at admission; `responseHeaders()` brings the usage figures up to date. */
   readonly headers: Record<string, string>
+  category: string | null
   /** @internal */
   readonly _s: SettleState
-  /** @internal */
-  _report: Report = {}
-  /** @internal */
+  /** @internal: the charge reported by the handler; undefined keeps the route's cost. */
   _charged: number | undefined = undefined
+  /** @internal: tokens reported by the handler. */
+  _tokens = 0
+  /** @internal: the provider the handler reported (lowercase). */
+  _provider: string | null = null
   /** @internal */
   _settled = false
   /** @internal */
@@ -144,10 +142,11 @@ export class Admission {
   /** @internal: resolves a stored provider key, set by the pipeline. */
   _resolveProvider:
     | ((accountId: string, provider: string) => Promise<string | undefined>)
-    | undefined
-  /** @internal: providers whose key came from the caller (header or store). */
-  readonly _byok = new Set<string>()
-  category: string | null
+    | undefined = undefined
+  /** @internal: providers whose key came from the caller (header or store); null for none. */
+  _byok: Set<string> | null
+  /** A private field: never enumerated, serialized or printed by `util.inspect`. */
+  readonly #providerKeys: Readonly<Record<string, string>>
 
   constructor(init: {
     requestId: string
@@ -161,12 +160,34 @@ export class Admission {
     this.requestId = init.requestId
     this.key = init.key
     this.accountId = init.key.accountId
-    Object.defineProperty(this, 'providerKeys', { value: init.providerKeys, enumerable: false })
     this.headers = init.headers
+    this.category = init.category
     this._s = init.settle
     this._usageHeaders = init.usageHeaders
-    this.category = init.category
-    for (const p of init.settle.callerProviders) this._byok.add(p)
+    this.#providerKeys = init.providerKeys
+    this._byok = init.settle.callerProviders.size > 0 ? new Set(init.settle.callerProviders) : null
+  }
+
+  /**
+   * Provider keys the caller sent in `X-Provider-Key-*` headers (provider -> key), on routes
+   * with the `byok` option. A getter over a private field, so logging or serializing the
+   * decision never prints them.
+   */
+  get providerKeys(): Readonly<Record<string, string>> {
+    return this.#providerKeys
+  }
+
+  /** True once `settle()` has run for this admission (it runs at most once). */
+  get settled(): boolean {
+    return this._settled
+  }
+
+  /**
+   * True when the admission holds a concurrency lease or credits that settle releases: an
+   * adapter settles such a request as soon as its client goes away, not when the handler ends.
+   */
+  get holds(): boolean {
+    return this._s.holds.length > 0
   }
 
   /** Adds `units` credits to this request's charge (the sum of all calls replaces the estimate). */
@@ -179,7 +200,10 @@ export class Admission {
   /** Reports what the request used: tokens, the provider that served it, its category. */
   report(report: Report): void {
     // Check everything first: a bad report throws and changes nothing.
-    const { cost, tokens, provider, category } = report
+    const cost = report.cost
+    const tokens = report.tokens
+    const provider = report.provider
+    const category = report.category
     if (cost !== undefined && !(Number.isFinite(cost) && cost >= 0))
       throw new RangeError(`report({ cost }): must be a finite number >= 0, got ${cost}`)
     if (tokens !== undefined && !(Number.isFinite(tokens) && tokens >= 0))
@@ -189,8 +213,8 @@ export class Admission {
     if (category !== undefined && typeof category !== 'string')
       throw new TypeError('report({ category }): must be a string')
     if (cost !== undefined) this._charged = cost
-    if (tokens !== undefined) this._report.tokens = (this._report.tokens ?? 0) + tokens
-    if (provider !== undefined) this._report.provider = provider.toLowerCase()
+    if (tokens !== undefined) this._tokens += tokens
+    if (provider !== undefined) this._provider = provider.toLowerCase()
     if (category !== undefined) this.category = category
   }
 
@@ -202,12 +226,12 @@ export class Admission {
    */
   async providerKey(provider: string): Promise<string | undefined> {
     const p = provider.toLowerCase()
-    const fromHeader = this.providerKeys[p]
+    const fromHeader = this.#providerKeys[p]
     if (fromHeader) return fromHeader
     const stored = this._resolveProvider
       ? await this._resolveProvider(this.accountId, p)
       : undefined
-    if (stored) this._byok.add(p)
+    if (stored) (this._byok ??= new Set()).add(p)
     return stored
   }
 
@@ -217,8 +241,10 @@ export class Admission {
    * sent one or the handler took a stored one.
    */
   get bypassed(): boolean {
-    const p = this._report.provider
-    return p ? this._byok.has(p) : this._byok.size > 0
+    const b = this._byok
+    if (b === null) return false
+    const p = this._provider
+    return p ? b.has(p) : b.size > 0
   }
 
   /** The credits this request will be charged if its response is billable. */
@@ -228,23 +254,24 @@ export class Admission {
 
   /**
    * Every header to send with the response, with the usage figures after this request's
-   * charge. Adapters call it once, right before the response head is written.
+   * charge. Adapters call it once, right before the response head is written; it updates and
+   * returns `headers` (no copy: headers are the hot path's largest cost).
    *
    * @param status the response status, when known: a response the route does not bill
    *   (by default status >= 400) then shows no charge
    */
   responseHeaders(status?: number): Record<string, string> {
     if (!this._usageHeaders || !this._s.metered) return this.headers
-    const out = { ...this.headers }
     const s = this._s
     const billed = status === undefined || (s.chargeWhen ? s.chargeWhen(status) : status < 400)
-    setUsageHeaders(out, {
-      used: s.creditUsed - s.estimate + (billed ? this.cost : 0),
-      limit: s.creditLimit,
-      bypassed: this.bypassed,
-      provider: this._report.provider ?? null,
-    })
-    return out
+    setUsageHeaders(
+      this.headers,
+      s.creditUsed - s.estimate + (billed ? this.cost : 0),
+      s.creditLimit,
+      this.bypassed,
+      this._provider,
+    )
+    return this.headers
   }
 }
 

@@ -70,10 +70,15 @@ export async function settle(
 ): Promise<UsageEvent | null> {
   if (!(decision instanceof Admission) || decision._settled) return null
   decision._settled = true
-  const { status, ...report } = outcome
-  if (Object.keys(report).length > 0) {
+  const status = outcome.status
+  if (
+    outcome.cost !== undefined ||
+    outcome.tokens !== undefined ||
+    outcome.provider !== undefined ||
+    outcome.category !== undefined
+  ) {
     try {
-      decision.report(report)
+      decision.report(outcome)
     } catch (err) {
       ctx.report(err)
     }
@@ -94,9 +99,20 @@ export async function settle(
   const ops: SettleOp[] = []
   for (const [key, holdId, credit] of s.holds)
     ops.push({ type: 'release', key, holdId, charge: credit ? charge : 0 })
-  const tokens = decision._report.tokens ?? 0
-  if (tokens > 0)
-    for (const check of s.tokenChecks) ops.push({ type: 'add', check: { ...check, cost: tokens } })
+  const tokens = decision._tokens
+  if (tokens > 0) {
+    for (const c of s.tokenChecks) {
+      const check = {
+        type: 'gcra',
+        key: c.key,
+        name: c.name,
+        limit: c.limit,
+        windowMs: c.windowMs,
+        cost: tokens,
+      } as const
+      ops.push({ type: 'add', check })
+    }
+  }
   if (ops.length > 0) {
     try {
       await ctx.guard(ctx.storage.counters.settle(ops, now))
@@ -129,7 +145,7 @@ export async function settle(
     method: s.method,
     path: s.path,
     bypassed: decision.bypassed,
-    provider: decision._report.provider ?? null,
+    provider: decision._provider,
   }
   ctx.outbox.push(event)
   return event

@@ -103,7 +103,8 @@ export function createTollbooth(
   const storage = o.storage ?? memoryStorage()
   const clock = o.clock ?? systemClock
   const now = () => clock.now()
-  const inProcess = storage.keys.inProcess && storage.counters.inProcess && storage.accounts.inProcess
+  const inProcess =
+    storage.keys.inProcess && storage.counters.inProcess && storage.accounts.inProcess
   if (storage.counters.inProcess && env('NODE_ENV') === 'production') {
     warnOnce(
       'TOLLBOOTH_LOCAL_COUNTERS',

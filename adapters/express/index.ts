@@ -81,27 +81,49 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
   }
 }
 
+const ADMISSION = Symbol('tollbooth.admission')
+const TB = Symbol('tollbooth.tb')
+const WRITE_HEAD = Symbol('tollbooth.writeHead')
+
+/** What the adapter keeps on the response: no closure per request, shared functions below. */
+type Tracked = Response & {
+  [ADMISSION]?: Admission | null
+  [TB]?: Tollbooth
+  [WRITE_HEAD]?: Response['writeHead']
+}
+
+/**
+ * Every head goes through writeHead (res.end/res.write call it implicitly), so hooking it once
+ * per response sees the handler's charges and the final status before a byte is sent.
+ */
+function writeHeadWithUsage(this: Tracked, a?: unknown, b?: unknown, c?: unknown): Response {
+  const original = this[WRITE_HEAD]!
+  this.writeHead = original
+  const decision = this[ADMISSION]
+  if (decision) {
+    const out = decision.responseHeaders(typeof a === 'number' ? a : this.statusCode)
+    for (const name in out) this.setHeader(name, out[name]!)
+  }
+  return (original as (a?: unknown, b?: unknown, c?: unknown) => Response).call(this, a, b, c)
+}
+
+/** `finish` or `close`, whichever comes first: settles once (499 when the client went away). */
+function settleOnEnd(this: Tracked): void {
+  const decision = this[ADMISSION]
+  if (!decision) return
+  this[ADMISSION] = null
+  void this[TB]!.settle(decision, { status: this.writableFinished ? this.statusCode : 499 })
+}
+
 /** Writes the decision's headers with the response head, and settles once when it is over. */
 function guard(tb: Tollbooth, decision: Admission, res: Response): void {
-  // Every head goes through writeHead (res.end/res.write call it implicitly), so hooking it
-  // once per response sees the handler's charges and runs before a byte is sent.
-  const writeHead = res.writeHead
-  res.writeHead = function writeHeadWithUsage(this: Response, ...args: unknown[]) {
-    res.writeHead = writeHead
-    const out = decision.responseHeaders()
-    for (const name in out) res.setHeader(name, out[name]!)
-    return (writeHead as (...a: unknown[]) => Response).apply(this, args)
-  } as Response['writeHead']
-  let settled = false
-  const done = () => {
-    if (settled) return
-    settled = true
-    res.removeListener('finish', done)
-    res.removeListener('close', done)
-    void tb.settle(decision, { status: res.writableFinished ? res.statusCode : 499 })
-  }
-  res.once('finish', done)
-  res.once('close', done)
+  const r = res as Tracked
+  r[ADMISSION] = decision
+  r[TB] = tb
+  r[WRITE_HEAD] = res.writeHead
+  res.writeHead = writeHeadWithUsage as Response['writeHead']
+  res.on('finish', settleOnEnd)
+  res.on('close', settleOnEnd)
 }
 
 export { type FetchHandler, mountFetch, type NodeBindings } from './mount.js'

@@ -92,10 +92,13 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerAsyncHookHandler 
     ;(request as unknown as Pending)[PENDING] = decision
     // A client gone before the response finished: 499. Fastify's onRequestAbort is not enough,
     // as it fires only while the request body is unread (a parsed POST body never aborts).
-    const raw = reply.raw
-    raw.once('close', () => {
-      if (!raw.writableFinished) settleOnce(tb, request, 499)
-    })
+    // Only an admission that holds a lease or credits needs it early; the rest settle onResponse.
+    if (decision.holds) {
+      const raw = reply.raw as RawTracked
+      raw[REQUEST] = request
+      raw[TB] = tb
+      raw.on('close', settleOnClose)
+    }
     return undefined
   }
   ;(handler as Tagged)[GUARD] = true
@@ -134,6 +137,15 @@ export function requireApiKey(
   return unhooked
 }
 
+const REQUEST = Symbol('tollbooth.request')
+const TB = Symbol('tollbooth.tb')
+type RawTracked = FastifyReply['raw'] & { [REQUEST]?: FastifyRequest; [TB]?: Tollbooth }
+
+/** A shared `close` listener (no closure per request): settles with 499 if not finished. */
+function settleOnClose(this: RawTracked): void {
+  if (!this.writableFinished) settleOnce(this[TB]!, this[REQUEST]!, 499)
+}
+
 function settleOnce(tb: Tollbooth, request: FastifyRequest, status: number): void {
   const r = request as unknown as Pending
   const decision = r[PENDING]
@@ -146,7 +158,7 @@ function settleOnce(tb: Tollbooth, request: FastifyRequest, status: number): voi
 const onSend: onSendHookHandler = (request, reply, payload, next) => {
   const decision = (request as unknown as Pending)[PENDING]
   if (decision !== null) {
-    const out = decision.responseHeaders()
+    const out = decision.responseHeaders(reply.statusCode)
     for (const name in out) reply.header(name, out[name])
   }
   next(null, payload)

@@ -38,7 +38,10 @@ interface NodeBindings {
     headers: Record<string, string | string[] | undefined>
     socket?: { remoteAddress?: string }
   }
-  outgoing?: { writableFinished: boolean; once(event: 'close', listener: () => void): unknown }
+  outgoing?: {
+    writableFinished: boolean
+    on(event: 'close', listener: (this: never) => void): unknown
+  }
 }
 
 const nodeSocket = (c: Context) =>
@@ -91,30 +94,34 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       throw new HTTPException(decision.status as ContentfulStatusCode, { res })
     }
     c.set('apiKey', decision)
-    let settled = false
-    const settle = (status: number) => {
-      if (settled) return
-      settled = true
-      void tb.settle(decision, { status })
-    }
-    // The client going away settles at once (499), so its lease and hold do not wait for
-    // the handler. On Node the socket tells; elsewhere the request's abort signal does.
-    const outgoing = node?.outgoing
-    if (outgoing) {
-      outgoing.once('close', () => {
-        if (!outgoing.writableFinished) settle(499)
-      })
-    } else {
-      c.req.raw.signal?.addEventListener('abort', () => settle(499), { once: true })
+    // The client going away settles at once (499), so a lease or credit hold does not wait for
+    // the handler. On Node the socket tells (a shared listener: no closure per request);
+    // elsewhere the request's abort signal does. Admissions holding nothing settle after next().
+    if (decision.holds) {
+      const outgoing = node?.outgoing as Tracked | undefined
+      if (outgoing) {
+        outgoing[ADMISSION] = decision
+        outgoing[TB] = tb
+        outgoing.on('close', settleOnClose)
+      } else {
+        c.req.raw.signal?.addEventListener(
+          'abort',
+          () => {
+            if (!decision.settled) void tb.settle(decision, { status: 499 })
+          },
+          { once: true },
+        )
+      }
     }
     try {
       await next()
     } catch (err) {
-      settle(500)
+      if (!decision.settled) void tb.settle(decision, { status: 500 })
       throw err
     }
     // On c.res itself, as hono's cors does: c.header() after the handler rebuilds the Response.
-    const out = decision.responseHeaders()
+    const status = c.res.status
+    const out = decision.responseHeaders(status)
     try {
       const resHeaders = c.res.headers
       for (const name in out) resHeaders.set(name, out[name]!)
@@ -123,6 +130,16 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       c.res = new Response(c.res.body, c.res)
       for (const name in out) c.res.headers.set(name, out[name]!)
     }
-    settle(c.res.status)
+    if (!decision.settled) void tb.settle(decision, { status })
   }
+}
+
+const ADMISSION = Symbol('tollbooth.admission')
+const TB = Symbol('tollbooth.tb')
+type Tracked = NonNullable<NodeBindings['outgoing']> & { [ADMISSION]?: Admission; [TB]?: Tollbooth }
+
+/** A shared `close` listener: settles with 499 when the response did not finish. */
+function settleOnClose(this: Tracked): void {
+  const decision = this[ADMISSION]!
+  if (!this.writableFinished && !decision.settled) void this[TB]!.settle(decision, { status: 499 })
 }

@@ -1,18 +1,20 @@
 /**
  * @module keys/hash
  *
- * The stored form of a key: HMAC-SHA-256 (@noble/hashes) under a 32-byte key derived from the
- * instance `secret` with HKDF-SHA-256, hex encoded. A database leak therefore reveals no
- * usable key, and without the secret a hash cannot be confirmed by guessing.
+ * The stored form of a key: HMAC-SHA-256 (RFC 2104, SHA-256 from @noble/hashes) under a
+ * 32-byte key derived from the instance `secret` with HKDF-SHA-256, hex encoded. A database
+ * leak therefore reveals no usable key, and without the secret a hash cannot be confirmed by
+ * guessing.
  *
- * The HMAC key schedule (inner and outer pads) is absorbed once per instance; each call
- * clones that state, so the per-request cost is two SHA-256 compressions of short input.
+ * This runs on every request, so it allocates nothing: the inner and outer states (the key
+ * XOR ipad/opad blocks, absorbed once per instance) are cloned into two scratch hashes with
+ * `_cloneInto`, the key's ASCII bytes are written into a scratch buffer, and the digest is
+ * hex-encoded from a table. The result equals `hmac(sha256, key, message)` (test/vectors).
  */
 
 import { hkdf } from '@noble/hashes/hkdf.js'
-import { hmac } from '@noble/hashes/hmac.js'
 import { sha256 } from '@noble/hashes/sha2.js'
-import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
+import { utf8ToBytes } from '@noble/hashes/utils.js'
 
 const SALT = utf8ToBytes('tollbooth/v1')
 
@@ -24,11 +26,55 @@ export function deriveKey(secret: string, info: string): Uint8Array {
 /** A function from plaintext key to its hex lookup hash, bound to one secret. */
 export type KeyHasher = (key: string) => string
 
+const HEX: string[] = []
+for (let i = 0; i < 256; i++) HEX.push(i.toString(16).padStart(2, '0'))
+
+type Sha256 = ReturnType<typeof sha256.create>
+
 /**
  * @param secret the instance secret (at least 32 characters, checked by the options schema)
  * @returns a hasher; `hasher(key)` is HMAC-SHA-256(HKDF(secret, 'key-hash'), key) as hex
  */
 export function createKeyHasher(secret: string): KeyHasher {
-  const base = hmac.create(sha256, deriveKey(secret, 'key-hash'))
-  return (key) => bytesToHex(base.clone().update(utf8ToBytes(key)).digest())
+  const k = deriveKey(secret, 'key-hash')
+  const pad = new Uint8Array(64)
+  pad.set(k)
+  for (let i = 0; i < 64; i++) pad[i]! ^= 0x36
+  const inner = sha256.create().update(pad)
+  for (let i = 0; i < 64; i++) pad[i]! ^= 0x36 ^ 0x5c
+  const outer = sha256.create().update(pad)
+  pad.fill(0)
+  const si = sha256.create() as Sha256
+  const so = sha256.create() as Sha256
+  const mid = new Uint8Array(32)
+  const out = new Uint8Array(32)
+  // One scratch buffer per key length (keys are short and few lengths occur).
+  const scratch: Uint8Array[] = []
+
+  return (key) => {
+    let bytes: Uint8Array
+    const n = key.length
+    let ascii = n <= 512
+    if (ascii) {
+      bytes = scratch[n] ?? (scratch[n] = new Uint8Array(n))
+      for (let i = 0; i < n; i++) {
+        const c = key.charCodeAt(i)
+        if (c > 127) {
+          ascii = false
+          break
+        }
+        bytes[i] = c
+      }
+    }
+    if (!ascii) bytes = utf8ToBytes(key)
+    ;(inner as Sha256)._cloneInto(si)
+    si.update(bytes!)
+    si.digestInto(mid)
+    ;(outer as Sha256)._cloneInto(so)
+    so.update(mid)
+    so.digestInto(out)
+    let hex = ''
+    for (let i = 0; i < 32; i++) hex += HEX[out[i]!]
+    return hex
+  }
 }

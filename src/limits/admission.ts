@@ -147,7 +147,8 @@ export function instantiate(
 ): Check {
   const c = t.check
   if (c.type !== 'hold') return c
-  return { ...c, holdId, ttlMs, amount: t.role === 'concurrency' ? 1 : credits }
+  const amount = t.role === 'concurrency' ? 1 : credits
+  return { type: 'hold', key: c.key, name: c.name, limit: c.limit, amount, holdId, ttlMs }
 }
 
 /** How a refused check is answered. */

@@ -12,7 +12,6 @@
  */
 
 import { type GcraState, gcra, gcraAdd, gcraIdle } from '../limits/gcra.js'
-import { type HoldState, hold, holdIdle, release } from '../limits/hold.js'
 import { rollingWindow, type WindowState, windowAdd } from '../limits/rolling-window.js'
 import type {
   AccountRecord,
@@ -119,7 +118,41 @@ function memoryKeys(): KeyStore {
 type Counter =
   | { type: 'window'; state: WindowState; windowMs: number; bucketMs: number }
   | { type: 'gcra'; state: GcraState; limit: number; windowMs: number }
-  | { type: 'hold'; state: HoldState }
+  | HoldCounter
+
+/**
+ * A hold counter kept mutable, for speed: the same figures as `limits/hold` (a hold is live
+ * while `expiresAt > now`), but adding and releasing a hold touch one Map entry instead of
+ * copying every hold of the counter. `held` is the sum of the holds in the Map; expired ones
+ * are dropped whenever `now` reaches `nextExpiry` (the earliest expiry in the Map, or earlier).
+ */
+interface HoldCounter {
+  type: 'hold'
+  used: number
+  holds: Map<string, [amount: number, expiresAt: number]>
+  held: number
+  nextExpiry: number
+}
+
+function newHold(): HoldCounter {
+  return { type: 'hold', used: 0, holds: new Map(), held: 0, nextExpiry: Infinity }
+}
+
+/** Drops expired holds (they count for nothing either way, so this is safe before a refusal). */
+function pruneHolds(c: HoldCounter, now: number): void {
+  if (now < c.nextExpiry) return
+  let held = 0
+  let next = Infinity
+  for (const [id, h] of c.holds) {
+    if (h[1] <= now) c.holds.delete(id)
+    else {
+      held += h[0]
+      if (h[1] < next) next = h[1]
+    }
+  }
+  c.held = held
+  c.nextExpiry = next
+}
 
 function idle(c: Counter, now: number): boolean {
   switch (c.type) {
@@ -133,7 +166,8 @@ function idle(c: Counter, now: number): boolean {
     case 'gcra':
       return gcraIdle(c.state, now, c.limit, c.windowMs)
     case 'hold':
-      return holdIdle(c.state, now)
+      pruneHolds(c, now)
+      return c.used === 0 && c.holds.size === 0
   }
 }
 
@@ -191,24 +225,22 @@ function evaluate(
       }
     }
     case 'hold': {
-      const v = hold(
-        c?.type === 'hold' ? c.state : undefined,
-        now,
-        check.limit,
-        check.amount,
-        check.holdId,
-        check.ttlMs,
-      )
+      // Evaluated in place: see consume(), which adds the hold only once every check passed.
+      const h = c?.type === 'hold' ? c : newHold()
+      pruneHolds(h, now)
+      const total = h.used + h.held
+      const allowed = total + check.amount <= check.limit
+      const used = allowed ? total + check.amount : total
       return {
         result: {
-          allowed: v.allowed,
+          allowed,
           limit: check.limit,
-          used: v.used,
-          remaining: v.remaining,
+          used,
+          remaining: Math.max(0, check.limit - used),
           resetMs: 0,
-          retryAfterMs: v.allowed ? 0 : 1000,
+          retryAfterMs: allowed ? 0 : 1000,
         },
-        next: { type: 'hold', state: v.state },
+        next: h,
       }
     }
   }
@@ -262,7 +294,21 @@ function memoryCounters(): MemoryCounterStore {
         next.push(e.next)
         if (!e.result.allowed) allowed = false
       }
-      if (allowed) for (let i = 0; i < checks.length; i++) counters.set(checks[i]!.key, next[i]!)
+      if (allowed) {
+        for (let i = 0; i < checks.length; i++) {
+          const check = checks[i]!
+          const n = next[i]!
+          if (n.type === 'hold' && check.type === 'hold') {
+            const expiresAt = now + check.ttlMs
+            const prev = n.holds.get(check.holdId)
+            if (prev) n.held -= prev[0]
+            n.holds.set(check.holdId, [check.amount, expiresAt])
+            n.held += check.amount
+            if (expiresAt < n.nextExpiry) n.nextExpiry = expiresAt
+          }
+          counters.set(check.key, n)
+        }
+      }
       return { allowed, results }
     },
     async settle(ops: ReadonlyArray<SettleOp>, now) {
@@ -270,10 +316,16 @@ function memoryCounters(): MemoryCounterStore {
       for (const op of ops) {
         if (op.type === 'release') {
           const c = counters.get(op.key)
-          counters.set(op.key, {
-            type: 'hold',
-            state: release(c?.type === 'hold' ? c.state : undefined, now, op.holdId, op.charge),
-          })
+          const h = c?.type === 'hold' ? c : newHold()
+          pruneHolds(h, now)
+          const held = h.holds.get(op.holdId)
+          if (held) {
+            h.holds.delete(op.holdId)
+            // Recount from zero when empty, so float amounts leave no drift behind.
+            h.held = h.holds.size === 0 ? 0 : h.held - held[0]
+          }
+          h.used += op.charge
+          counters.set(op.key, h)
         } else if (op.check.type === 'window') {
           const { key, windowMs, bucketMs, cost } = op.check
           const c = counters.get(key)
@@ -304,12 +356,8 @@ function memoryCounters(): MemoryCounterStore {
     async held(key, now) {
       const c = counters.get(key)
       if (c?.type !== 'hold') return 0
-      let total = c.state.used
-      for (const id in c.state.holds) {
-        const h = c.state.holds[id]!
-        if (h[1] > now) total += h[0]
-      }
-      return total
+      pruneHolds(c, now)
+      return c.used + c.held
     },
   }
 }

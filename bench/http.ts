@@ -1,0 +1,168 @@
+/**
+ * @module bench/http
+ *
+ * HTTP benchmark: for each framework, one server process holding every variant on its own
+ * port (bench/servers/*.ts), loaded in turn by wrk (or autocannon when wrk is absent) from a
+ * second process. Server and loader are pinned to different cores with taskset when there is
+ * one. Variants are reshuffled every cycle and each ratio is taken against the bare server of
+ * the same cycle, because this machine's speed moves ±20 % between runs a minute apart.
+ * Bounded: cycles × variants × slice seconds per framework, 127.0.0.1 only.
+ */
+
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { cpus } from 'node:os'
+
+export interface Sample {
+  rps: number
+  p50ms: number
+  p99ms: number
+  cpuUsPerReq: number
+}
+
+export interface VariantResult {
+  variant: string
+  samples: Sample[]
+  /** Per-cycle ratio to the bare server of the same cycle. */
+  ratios: number[]
+  headers: number
+}
+
+const has = (cmd: string) => {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+export const tools = { wrk: has('wrk'), taskset: has('taskset') && cpus().length >= 2 }
+
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return Number(fields[11]) + Number(fields[12]) // utime + stime, in clock ticks (1/100 s)
+}
+
+function toMs(v: string): number {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(v.trim())
+  if (!m) return Number.NaN
+  const n = Number(m[1])
+  return m[2] === 'us' ? n / 1000 : m[2] === 's' ? n * 1000 : n
+}
+
+async function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    p.stdout.on('data', (d) => {
+      out += d
+    })
+    p.stderr.on('data', (d) => {
+      out += d
+    })
+    p.on('error', reject)
+    p.on('exit', () => resolve(out))
+  })
+}
+
+async function load(url: string, key: string, seconds: number, connections: number): Promise<Omit<Sample, 'cpuUsPerReq'> & { requests: number }> {
+  if (tools.wrk) {
+    const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Authorization: Bearer ${key}`, url]
+    const out = tools.taskset ? await run('taskset', ['-c', '1', 'wrk', ...args]) : await run('wrk', args)
+    const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1])
+    const requests = Number(/(\d+) requests in/.exec(out)?.[1])
+    const p50 = toMs(/\s50%\s+(\S+)/.exec(out)?.[1] ?? '')
+    const p99 = toMs(/\s99%\s+(\S+)/.exec(out)?.[1] ?? '')
+    const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out)
+    if (non2xx) throw new Error(`${url}: ${non2xx[1]} non-2xx responses`)
+    return { rps, p50ms: p50, p99ms: p99, requests }
+  }
+  const { default: autocannon } = await import('autocannon')
+  const r = await autocannon({ url, connections, duration: seconds, headers: { authorization: `Bearer ${key}` } })
+  if (r.non2xx > 0) throw new Error(`${url}: ${r.non2xx} non-2xx responses`)
+  return { rps: r.requests.average, p50ms: r.latency.p50, p99ms: r.latency.p99, requests: r.requests.total }
+}
+
+function shuffle<T>(xs: T[]): T[] {
+  const a = xs.slice()
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[a[i], a[j]] = [a[j]!, a[i]!]
+  }
+  return a
+}
+
+async function startServer(framework: string): Promise<{ child: ChildProcess; pid: number; ports: Record<string, number>; key: string }> {
+  const args = ['--import', 'tsx', `bench/servers/${framework}.ts`]
+  const child = tools.taskset ? spawn('taskset', ['-c', '0', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] }) : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+  return new Promise((resolve, reject) => {
+    let out = ''
+    const timer = setTimeout(() => reject(new Error(`${framework} server did not start`)), 30_000)
+    child.stdout!.on('data', (d) => {
+      out += d
+      const line = out.split('\n').find((l) => l.startsWith('{'))
+      if (line) {
+        clearTimeout(timer)
+        const info = JSON.parse(line)
+        resolve({ child, ...info })
+      }
+    })
+    child.on('exit', (code) => reject(new Error(`${framework} server exited with ${code}`)))
+  })
+}
+
+async function headerCount(url: string, key: string): Promise<number> {
+  const res = await fetch(url, { headers: { authorization: `Bearer ${key}` } })
+  if (res.status !== 200) throw new Error(`${url} answered ${res.status}`)
+  let n = 0
+  res.headers.forEach((_v, k) => {
+    if (/^(x-|ratelimit)/i.test(k)) n++
+  })
+  await res.arrayBuffer()
+  return n
+}
+
+export async function benchFramework(
+  framework: string,
+  variants: readonly string[],
+  o: { cycles: number; seconds: number; connections: number },
+): Promise<VariantResult[]> {
+  const s = await startServer(framework)
+  try {
+    const results = new Map<string, VariantResult>()
+    for (const v of variants) {
+      const url = `http://127.0.0.1:${s.ports[v]}/hello`
+      results.set(v, { variant: v, samples: [], ratios: [], headers: await headerCount(url, s.key) })
+      await load(url, s.key, 1, o.connections) // warm up: JIT and caches
+    }
+    for (let c = 0; c < o.cycles; c++) {
+      const cycle = new Map<string, Sample>()
+      for (const v of shuffle([...variants])) {
+        const url = `http://127.0.0.1:${s.ports[v]}/hello`
+        const before = cpuTicks(s.pid)
+        const r = await load(url, s.key, o.seconds, o.connections)
+        const cpuMs = (cpuTicks(s.pid) - before) * 10
+        const sample = { rps: r.rps, p50ms: r.p50ms, p99ms: r.p99ms, cpuUsPerReq: (cpuMs * 1000) / Math.max(1, r.requests) }
+        cycle.set(v, sample)
+        results.get(v)!.samples.push(sample)
+      }
+      const bare = cycle.get('bare')!.rps
+      for (const [v, sample] of cycle) results.get(v)!.ratios.push(sample.rps / bare)
+      process.stderr.write(`  ${framework} cycle ${c + 1}/${o.cycles} done\n`)
+    }
+    return variants.map((v) => results.get(v)!)
+  } finally {
+    s.child.kill('SIGTERM')
+  }
+}
+
+export function quantile(xs: number[], q: number): number {
+  const a = xs.slice().sort((x, y) => x - y)
+  if (a.length === 0) return Number.NaN
+  const pos = (a.length - 1) * q
+  const lo = Math.floor(pos)
+  const hi = Math.ceil(pos)
+  return a[lo]! + (a[hi]! - a[lo]!) * (pos - lo)
+}

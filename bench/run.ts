@@ -1,0 +1,102 @@
+/**
+ * @module bench/run
+ *
+ * `npm run bench` (quick, under 10 minutes) or `npm run bench -- --full`: the micro benchmark
+ * and the HTTP benchmark of every framework, printed as tables and written to
+ * bench/RESULTS.md with the command, date and machine. Starts and stops its own servers.
+ */
+
+import { execFileSync } from 'node:child_process'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpus, totalmem } from 'node:os'
+import { benchFramework, quantile, tools, type VariantResult } from './http.js'
+import { VARIANTS } from './servers/common.js'
+
+const full = process.argv.includes('--full')
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split(',')
+const o = full ? { cycles: 7, seconds: 4, connections: 32 } : { cycles: 4, seconds: 2, connections: 32 }
+const frameworks = (only ?? ['hono', 'express', 'fastify']).filter((f) => ['hono', 'express', 'fastify'].includes(f))
+
+const PEERS: Record<string, string> = { hono: 'hono-rate-limiter', express: 'express-rate-limit', fastify: '@fastify/rate-limit' }
+
+const f0 = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '—')
+const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '—')
+
+function table(framework: string, rs: VariantResult[]): { md: string; byName: Map<string, VariantResult> } {
+  const byName = new Map(rs.map((r) => [r.variant, r]))
+  const lines = [
+    `### ${framework}`,
+    '',
+    '| variant | headers | req/s (median) | p50 ms | p99 ms | server CPU µs/req | ratio to bare: median [q1, q3] |',
+    '|---|---:|---:|---:|---:|---:|---|',
+  ]
+  for (const r of rs) {
+    const med = (k: 'rps' | 'p50ms' | 'p99ms' | 'cpuUsPerReq') => quantile(r.samples.map((s) => s[k]), 0.5)
+    const label = r.variant === 'peer' ? `peer (${PEERS[framework]} + Bearer check)` : r.variant
+    lines.push(
+      `| ${label} | ${r.headers} | ${f0(med('rps'))} | ${f2(med('p50ms'))} | ${f2(med('p99ms'))} | ${f2(med('cpuUsPerReq'))} | ${f2(quantile(r.ratios, 0.5))} [${f2(quantile(r.ratios, 0.25))}, ${f2(quantile(r.ratios, 0.75))}] |`,
+    )
+  }
+  return { md: lines.join('\n'), byName }
+}
+
+function targets(framework: string, byName: Map<string, VariantResult>): string[] {
+  const ratio = (a: string, b: string) => {
+    const xa = byName.get(a)!.ratios
+    const xb = byName.get(b)!.ratios
+    return quantile(xa.map((x, i) => x / xb[i]!), 0.5)
+  }
+  const vsFloor = ratio('tollbooth', 'floor')
+  const peerTb = quantile(byName.get('tollbooth-peer-headers')!.ratios, 0.5)
+  const peer = quantile(byName.get('peer')!.ratios, 0.5)
+  return [
+    `| ${framework} | tollbooth / floor (same headers) >= 0.95 | ${f2(vsFloor)} | ${vsFloor >= 0.95 ? 'met' : 'missed'} |`,
+    `| ${framework} | tollbooth (peer's headers) / bare >= peer / bare | ${f2(peerTb)} vs ${f2(peer)} | ${peerTb >= peer ? 'met' : 'missed'} |`,
+  ]
+}
+
+const started = new Date()
+const sections: string[] = []
+const targetRows: string[] = []
+
+if (existsSync(new URL('./micro.ts', import.meta.url))) {
+  process.stderr.write('micro benchmark…\n')
+  const out = execFileSync(process.execPath, ['--import', 'tsx', 'bench/micro.ts', ...(full ? ['--full'] : [])], { encoding: 'utf8' })
+  sections.push('## Micro: authenticate() + settle(), memory store, no framework', '', out.trim(), '')
+}
+
+sections.push(
+  '## HTTP: hello-world route per framework',
+  '',
+  `Loader: ${tools.wrk ? 'wrk -t1 -c32' : 'autocannon -c32'}, ${o.cycles} cycles × ${o.seconds} s per variant, variants reshuffled each cycle, ratios against the bare server of the same cycle${tools.taskset ? '; server pinned to CPU 0, loader to CPU 1 (taskset)' : ''}. Variants: bare; one no-op middleware; the hand-written floor of the whole job (bench/floor.ts: key parse + checksum, keyed SHA-256, LRU, GCRA + 24-bucket daily quota + credit reservation, request id, 10 headers, settle with a usage event); tollbooth requireApiKey (memory store; key with a per-minute rate limit, a daily quota, cost 1 against plan credits) with every header family (10 headers); the same with only the header family the peer sends; the peer limiter plus a hand-written Bearer check.`,
+  '',
+)
+for (const fw of frameworks) {
+  process.stderr.write(`${fw}…\n`)
+  const rs = await benchFramework(fw, VARIANTS, o)
+  const t = table(fw, rs)
+  sections.push(t.md, '')
+  targetRows.push(...targets(fw, t.byName))
+}
+
+const cpu = cpus()[0]?.model ?? 'unknown'
+const md = [
+  '# Benchmark results',
+  '',
+  `Command: \`npm run bench${full ? ' -- --full' : ''}\` · date: ${started.toISOString()} · machine: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
+  '',
+  'Throughput on this machine moves ±20 % between runs a minute apart: compare ratios within one run, not absolute figures across runs.',
+  '',
+  '## Targets',
+  '',
+  '| framework | target | measured | |',
+  '|---|---|---|---|',
+  ...targetRows,
+  '',
+  ...sections,
+].join('\n')
+
+const notes = new URL('./NOTES.md', import.meta.url)
+const extra = existsSync(notes) ? `\n${readFileSync(notes, 'utf8')}` : ''
+writeFileSync(new URL('./RESULTS.md', import.meta.url), `${md}\n${extra}`)
+console.log(md)

@@ -1,0 +1,53 @@
+/**
+ * @module bench/servers/common
+ *
+ * What every benchmark server shares: a tollbooth instance on the memory store with one key
+ * carrying a per-minute rate limit and a daily quota, on a plan whose credits a cost of 1 is
+ * charged against (limits far above what a run can reach), and the hand-written floor.
+ */
+
+import type { AddressInfo } from 'node:net'
+import { createTollbooth, type HeaderFamilies, type RouteOptions, type Tollbooth } from '../../src/index.js'
+import { createFloor } from '../floor.js'
+
+export const SECRET = 'bench-secret-bench-secret-bench-secret!'
+export const PREFIX = 'sk_live_'
+
+export const ALL_HEADERS: Partial<HeaderFamilies> = { requestId: true, rateLimit: true, ietf: true, usage: true }
+export const RATE_LIMIT_ONLY: Partial<HeaderFamilies> = { requestId: false, rateLimit: true, ietf: false, usage: false }
+export const IETF_ONLY: Partial<HeaderFamilies> = { requestId: false, rateLimit: false, ietf: true, usage: false }
+
+export async function benchTollbooth(): Promise<{ tb: Tollbooth; key: string }> {
+  const tb = createTollbooth({
+    secret: SECRET,
+    prefixes: { consumption: PREFIX, management: 'mk_live_' },
+    plans: { bench: { monthlyCredits: 1e15 } },
+    defaultTier: 'bench',
+    failedAuth: false,
+  })
+  const { key } = await tb.keys.create({
+    accountId: 'acct_bench',
+    name: 'bench',
+    limits: { rateLimits: [{ limit: 1e9, windowMs: 60_000 }], quotas: { daily: 1e9 } },
+  })
+  return { tb, key }
+}
+
+export function route(headers: Partial<HeaderFamilies>): RouteOptions {
+  return { cost: 1, headers }
+}
+
+export const floor = (key: string) => createFloor(PREFIX, SECRET, 10, key)
+
+/** The variants every framework server offers, by name. */
+export const VARIANTS = ['bare', 'noop', 'floor', 'tollbooth', 'tollbooth-peer-headers', 'peer'] as const
+export type Variant = (typeof VARIANTS)[number]
+
+/** Prints `{ pid, ports, key }` as one JSON line for the runner. */
+export function announce(ports: Record<string, number>, key: string): void {
+  process.stdout.write(`${JSON.stringify({ pid: process.pid, ports, key })}\n`)
+  // Exit normally on a signal, so `--cpu-prof` writes its profile.
+  for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, () => process.exit(0))
+}
+
+export const portOf = (server: { address(): AddressInfo | string | null }) => (server.address() as AddressInfo).port

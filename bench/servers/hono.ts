@@ -1,0 +1,55 @@
+/**
+ * @module bench/servers/hono
+ *
+ * One process, one Hono app per variant, each on its own port (so no variant pays for
+ * another's routing). The runner loads one port at a time.
+ */
+
+import { serve } from '@hono/node-server'
+import { Hono, type MiddlewareHandler } from 'hono'
+import { rateLimiter } from 'hono-rate-limiter'
+import { requireApiKey } from '../../adapters/hono/index.js'
+import { announce, benchTollbooth, floor, ALL_HEADERS, IETF_ONLY, route, type Variant, VARIANTS } from './common.js'
+
+const { tb, key } = await benchTollbooth()
+const f = floor(key)
+
+const floorMw: MiddlewareHandler = async (c, next) => {
+  const a = f.admit(c.req.header('authorization'), c.req.header('x-api-key'))
+  if (!('key' in a)) return c.body(a.body, a.status as 401, { 'content-type': 'application/json' })
+  for (const [n, v] of a.headers) c.header(n, v)
+  await next()
+  f.settle(a, c.res.status)
+  return undefined
+}
+
+const bearer: MiddlewareHandler = async (c, next) => {
+  const auth = c.req.header('authorization')
+  if (auth !== `Bearer ${key}`) return c.json({ error: 'Invalid API Key' }, 401)
+  await next()
+  return undefined
+}
+
+const middleware: Record<Variant, MiddlewareHandler[]> = {
+  bare: [],
+  noop: [async (_c, next) => next()],
+  floor: [floorMw],
+  tollbooth: [requireApiKey(tb, route(ALL_HEADERS))],
+  // hono-rate-limiter sends the IETF draft-7 pair; tollbooth sends its IETF family, the same two headers.
+  'tollbooth-peer-headers': [requireApiKey(tb, route(IETF_ONLY))],
+  peer: [bearer, rateLimiter({ windowMs: 60_000, limit: 1e9, standardHeaders: 'draft-7', keyGenerator: (c) => c.req.header('authorization') ?? '' })],
+}
+
+const ports: Record<string, number> = {}
+for (const v of VARIANTS) {
+  const app = new Hono()
+  for (const m of middleware[v]) app.use('/hello', m)
+  app.get('/hello', (c) => c.json({ hello: 'world' }))
+  await new Promise<void>((resolve) => {
+    serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
+      ports[v] = info.port
+      resolve()
+    })
+  })
+}
+announce(ports, key)
