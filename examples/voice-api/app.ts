@@ -2,16 +2,38 @@
  * @module examples/voice-api/app
  *
  * A voice API in the shape of `000_e64ca3fbac44b344.txt` and `001_da102ff7c76ebfc9.txt`, on
- * tollbooth and Hono: `plabs_sk_live_` keys, `/v1/synthesize`, `/v1/transcribe`, `/v1/chat`
- * metered in credits by category (tts, stt, llm), plans starter/pro/scale with monthly
- * credits, overage and carryover, BYOK provider-key headers that bypass metering, the usage
- * headers, and a per-key rate limit.
+ * tollbooth and Hono:
+ *
+ * - `plabs_sk_live_` API keys (and `plabs_mk_live_` management keys), every key rate limited
+ *   (60 requests a minute unless created with its own limits): 429 with `X-RateLimit-*` and
+ *   `Retry-After`;
+ * - `/v1/synthesize`, `/v1/transcribe`, `/v1/chat`, `/v1/rag/query` metered in credits under
+ *   the categories tts, stt, llm and rag, with the usage headers on every answer;
+ * - plans free/starter/pro/scale with monthly credits, overage and carryover;
+ * - BYOK: `X-Provider-Key-*` headers, or provider keys stored with `/v1/provider-keys`, make a
+ *   request free (`X-Usage-Bypassed: true`);
+ * - the management API at `/v1` (`/v1/keys…`, `/v1/usage`, `/v1/provider-keys…`,
+ *   `/v1/billing/…`), where the ordinary API key is accepted, as in the seed's curl lines;
+ * - the developer portal at `/portal` (the same routes), for session tokens only.
  */
 
 import { Hono } from 'hono'
-import { requireApiKey } from '../../adapters/hono/index.js'
-import { createTollbooth, type Storage, type Tollbooth } from '../../src/index.js'
+import { HTTPException } from 'hono/http-exception'
+import { managementApi } from '../../adapters/management/index.js'
+import {
+  type Clock,
+  createTollbooth,
+  type KeyLimits,
+  type Storage,
+  type Tollbooth,
+  type TollboothOptions,
+} from '../../src/index.js'
+import { type DemoBilling, demoBilling } from './demo-billing.js'
+import { BadRequest, productRoutes } from './product-routes.js'
 
+export { PRICING } from './product-routes.js'
+
+/** The tiers: credits a month, overage price per credit, months of unused credits kept. */
 export const PLANS = {
   free: { display: 'Free', monthlyCredits: 1_000, rateLimits: [{ limit: 10, windowMs: 1_000 }] },
   starter: {
@@ -34,58 +56,114 @@ export const PLANS = {
     allowOverage: true,
     carryoverMonths: 2,
   },
+} satisfies TollboothOptions['plans']
+
+/** The usage categories of the product routes. */
+export const CATEGORIES = ['tts', 'stt', 'llm', 'rag'] as const
+
+/** The per-key rate limit every key gets unless it is created with its own. */
+export const KEY_LIMITS: KeyLimits = { rateLimits: [{ limit: 60, windowMs: 60_000 }] }
+
+export const PREFIXES = { consumption: 'plabs_sk_live_', management: 'plabs_mk_live_' }
+
+/**
+ * Checks behind `POST /v1/provider-keys/:provider/verify`. Stand-ins that check the key's
+ * format; in production, make one cheap authenticated call to the provider (for ElevenLabs,
+ * `GET https://api.elevenlabs.io/v1/user` with the `xi-api-key` header) and return `res.ok`.
+ */
+export const VERIFIERS = {
+  elevenlabs: (key: string) => /^sk_[A-Za-z0-9]{16,}$/.test(key),
+  openai: (key: string) => /^sk-[A-Za-z0-9_-]{20,}$/.test(key),
+  deepgram: (key: string) => /^[a-f0-9]{40}$/.test(key),
+}
+
+export interface VoiceApiOptions {
+  /** At least 32 characters: derives the key hashes (rotating it invalidates every key). */
+  secret: string
+  /** Default: in memory. */
+  storage?: Storage | undefined
+  /** Signs the developer portal's session tokens; without it `/portal` is not served. */
+  sessionSecret?: string | undefined
+  /** The server's public URL, for the demo billing pages. Default `http://127.0.0.1:3000`. */
+  publicUrl?: () => string
+  /** Default {@link PLANS}. */
+  plans?: TollboothOptions['plans']
+  /** For tests: a manual clock. */
+  clock?: Clock
 }
 
 export interface VoiceApi {
   app: Hono
   tb: Tollbooth
+  billing: DemoBilling
 }
 
-export function createVoiceApi(options: { secret: string; storage?: Storage }): VoiceApi {
+/**
+ * Builds the voice API.
+ *
+ * @example
+ * ```ts
+ * const { app, tb } = createVoiceApi({ secret: process.env.TOLLBOOTH_SECRET! })
+ * serve({ fetch: app.fetch, port: 3000 })
+ * ```
+ */
+export function createVoiceApi(options: VoiceApiOptions): VoiceApi {
   const tb = createTollbooth({
     secret: options.secret,
     ...(options.storage ? { storage: options.storage } : {}),
-    prefixes: { consumption: 'plabs_sk_live_', management: 'plabs_mk_live_' },
-    plans: PLANS,
+    ...(options.clock ? { clock: options.clock } : {}),
+    prefixes: PREFIXES,
+    plans: options.plans ?? PLANS,
     defaultTier: 'free',
+    verifiers: VERIFIERS,
   })
+  const billing = demoBilling(tb, { baseUrl: options.publicUrl ?? (() => 'http://127.0.0.1:3000') })
   const app = new Hono()
 
   app.get('/', (c) => c.json({ name: 'voice-api', docs: 'see examples/voice-api/README.md' }))
+  productRoutes(app, tb)
 
-  // Text to speech: 10 credits held, then 1 credit per 100 characters charged.
-  app.post(
-    '/v1/synthesize',
-    requireApiKey(tb, { category: 'tts', byok: true, cost: 10 }),
-    async (c) => {
-      const body = (await c.req.json().catch(() => ({}))) as { text?: string; provider?: string }
-      const text = typeof body.text === 'string' ? body.text : ''
-      if (!text) return c.json({ error: 'text is required', code: 'invalid_request' }, 400)
-      const provider = (body.provider ?? 'elevenlabs').toLowerCase()
-      const apiKey = c.get('apiKey')
-      await apiKey.providerKey(provider)
-      apiKey.report({ provider, cost: Math.max(1, Math.ceil(text.length / 100)) })
-      return c.json({
-        audio: `data:audio/wav;base64,${btoa(text.slice(0, 32))}`,
-        characters: text.length,
-        provider,
-      })
-    },
+  // Keys created through the API get the per-key rate limit unless they carry their own.
+  const defaultLimits = async (c: import('hono').Context, next: () => Promise<void>) => {
+    await next()
+    if (c.res.status !== 201) return
+    const { id } = (await c.res.clone().json()) as { id: string }
+    const key = await tb.keys.get(id)
+    if (!key.limits.rateLimits) await tb.keys.update(id, { limits: { ...key.limits, ...KEY_LIMITS } })
+  }
+  app.post('/v1/keys', defaultLimits)
+  app.post('/portal/keys', defaultLimits)
+
+  // The usage breakdown of the seed: the four product categories, 0 when unused (calls to the
+  // management routes are logged under `management` at no charge: counted in requests only).
+  const productBreakdown = async (c: import('hono').Context, next: () => Promise<void>) => {
+    await next()
+    if (c.res.status !== 200) return
+    const body = (await c.res.json()) as { breakdown: Record<string, number> }
+    body.breakdown = Object.fromEntries(CATEGORIES.map((k) => [k, body.breakdown[k] ?? 0]))
+    c.res = new Response(JSON.stringify(body), c.res)
+  }
+  app.get('/v1/usage', productBreakdown)
+  app.get('/portal/usage', productBreakdown)
+
+  // The seed's curl lines manage keys with the ordinary API key: consumption keys allowed.
+  app.route('/v1', managementApi(tb, { auth: { consumptionKeys: true }, billing }))
+  if (options.sessionSecret) {
+    // The portal: sessions only, "not accessible with API keys".
+    const auth = { managementKeys: false, session: { secret: options.sessionSecret } }
+    app.route('/portal', managementApi(tb, { auth, billing }))
+  }
+  app.route('/', billing.pages)
+
+  app.notFound((c) =>
+    c.json({ error: `Not found: ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404),
   )
-
-  app.post('/v1/transcribe', requireApiKey(tb, { category: 'stt', byok: true, cost: 5 }), (c) => {
-    c.get('apiKey').report({ provider: 'deepgram' })
-    return c.json({ text: 'hello world', provider: 'deepgram' })
+  app.onError((err, c) => {
+    if (err instanceof HTTPException) return err.getResponse()
+    if (err instanceof BadRequest)
+      return c.json({ error: err.message, code: 'invalid_request', issues: err.issues }, 400)
+    console.error('[voice-api]', err)
+    return c.json({ error: 'Internal server error', code: 'internal_error' }, 500)
   })
-
-  app.post('/v1/chat', requireApiKey(tb, { category: 'llm', byok: true, cost: 10 }), async (c) => {
-    const body = (await c.req.json().catch(() => ({}))) as { message?: string }
-    const reply = `You said: ${String(body.message ?? '').slice(0, 200)}`
-    c.get('apiKey').report({ provider: 'openai', cost: Math.max(1, Math.ceil(reply.length / 4)) })
-    return c.json({ reply, provider: 'openai' })
-  })
-
-  app.get('/v1/agents', requireApiKey(tb, { cost: 0 }), (c) => c.json({ data: [] }))
-
-  return { app, tb }
+  return { app, tb, billing }
 }

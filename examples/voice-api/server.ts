@@ -1,42 +1,60 @@
 /**
  * @module examples/voice-api/server
  *
- * `npm run demo` / `npm run example:voice`: starts the voice API on PORT (default 3000) with
- * the in-memory storage, creates an account with a management key and a consumption key, and
- * prints them.
+ * `npm run example:voice` (also `npm run demo`): starts the voice API on PORT (default 3000)
+ * with the in-memory storage, or on Redis / PostgreSQL when `REDIS_URL` / `DATABASE_URL` are
+ * set, creates an account on the pro plan with a management key, an API key and a portal
+ * session token, and prints them one a line.
  */
 
 import { serve } from '@hono/node-server'
-import { createVoiceApi } from './app.js'
+import { demoAccountId, storageFromEnv } from '../shared/storage.js'
+import { signSession } from '../shared/session.js'
+import { createVoiceApi, KEY_LIMITS } from './app.js'
 
 const secret = process.env.TOLLBOOTH_SECRET ?? 'demo-secret-change-me-demo-secret-change-me'
+const sessionSecret = process.env.SESSION_SECRET ?? 'demo-session-secret-change-me-0123456789'
 const port = Number(process.env.PORT ?? 3000)
-const { app, tb } = createVoiceApi({ secret })
+const host = process.env.HOST ?? '127.0.0.1'
+let publicUrl = `http://${host}:${port}`
 
-await tb.accounts.setTier('acct_demo', 'pro')
+const opened = await storageFromEnv()
+const { app, tb } = createVoiceApi({
+  secret,
+  storage: opened.storage,
+  sessionSecret,
+  publicUrl: () => publicUrl,
+})
+
+const accountId = demoAccountId('acct_demo', opened)
+await tb.accounts.setTier(accountId, 'pro')
 const management = await tb.keys.create({
-  accountId: 'acct_demo',
+  accountId,
   name: 'Demo management key',
   kind: 'management',
 })
-const consumption = await tb.keys.create({
-  accountId: 'acct_demo',
-  name: 'Demo key',
-  limits: { rateLimits: [{ limit: 60, windowMs: 60_000 }] },
-})
+const consumption = await tb.keys.create({ accountId, name: 'Demo key', limits: KEY_LIMITS })
+const session = await signSession(sessionSecret, accountId)
 
-const server = serve({ fetch: app.fetch, port, hostname: '127.0.0.1' }, (info) => {
-  console.log(`voice-api listening on http://127.0.0.1:${info.port}`)
+const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
+  publicUrl = `http://${host}:${info.port}`
+  console.log(`voice-api listening on ${publicUrl} (storage: ${opened.label})`)
+  console.log(`account: ${accountId}`)
   console.log(`management key: ${management.key}`)
   console.log(`consumption key: ${consumption.key}`)
+  console.log(`session token: ${session}`)
   console.log(
-    `try: curl -X POST http://127.0.0.1:${info.port}/v1/synthesize -H "Authorization: Bearer ${consumption.key}" -H "Content-Type: application/json" -d '{"text":"Hello"}' -i`,
+    `try: curl -X POST ${publicUrl}/v1/synthesize -H "Authorization: Bearer ${consumption.key}" -H "Content-Type: application/json" -d '{"text":"Hello"}' -i`,
   )
 })
 
+let stopping = false
 const stop = async () => {
+  if (stopping) return
+  stopping = true
   server.close()
   await tb.close()
+  await opened.close()
   process.exit(0)
 }
 process.on('SIGINT', stop)
