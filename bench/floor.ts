@@ -44,7 +44,12 @@ export interface FloorDenial {
 }
 
 /** Builds the floor with one valid key; returns the key and the admit/settle pair. */
-export function createFloor(prefix: string, secret: string, headerCount: 3 | 10, plaintext: string) {
+export function createFloor(
+  prefix: string,
+  secret: string,
+  headerCount: 3 | 10,
+  plaintext: string,
+) {
   const block = new Uint8Array(64)
   block.set(utf8ToBytes(secret).slice(0, 64))
   const base = sha256.create().update(block)
@@ -89,7 +94,8 @@ export function createFloor(prefix: string, secret: string, headerCount: 3 | 10,
 
   function admit(auth: string | undefined, xApiKey: string | undefined): FloorAdmit | FloorDenial {
     const k = auth?.startsWith('Bearer ') ? auth.slice(7) : xApiKey
-    if (!k || !wellFormed(k)) return { status: 401, body: '{"error":"Invalid API Key","code":"invalid_api_key"}' }
+    if (!k || !wellFormed(k))
+      return { status: 401, body: '{"error":"Invalid API Key","code":"invalid_api_key"}' }
     const h = hash(k)
     let key = cache.get(h)
     if (!key) {
@@ -110,9 +116,14 @@ export function createFloor(prefix: string, secret: string, headerCount: 3 | 10,
     }
     let used = 0
     for (let i = 0; i < 25; i++) used += key.daily[i]!
-    if (used + 1 > DAILY) return { status: 429, body: '{"error":"Rate limit exceeded: quota daily","code":"quota_exceeded"}' }
+    if (used + 1 > DAILY)
+      return {
+        status: 429,
+        body: '{"error":"Rate limit exceeded: quota daily","code":"quota_exceeded"}',
+      }
     const cr = key.credits
-    if (cr.used + cr.held + 1 > cr.limit) return { status: 402, body: '{"error":"Insufficient credits","code":"insufficient_credits"}' }
+    if (cr.used + cr.held + 1 > cr.limit)
+      return { status: 402, body: '{"error":"Insufficient credits","code":"insufficient_credits"}' }
     g.level = level
     g.at = now
     key.daily[24]!++
@@ -141,7 +152,14 @@ export function createFloor(prefix: string, secret: string, headerCount: 3 | 10,
     const cr = a.key.credits
     cr.held -= 1
     if (status < 400) cr.used += 1
-    events.push({ id: a.requestId, key: a.key.id, account: a.key.account, time: a.started, units: status < 400 ? 1 : 0, status })
+    events.push({
+      id: a.requestId,
+      key: a.key.id,
+      account: a.key.account,
+      time: a.started,
+      units: status < 400 ? 1 : 0,
+      status,
+    })
     if (events.length >= 500) events.length = 0
     lastUsed.set(a.key.id, a.started)
   }

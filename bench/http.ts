@@ -67,10 +67,25 @@ async function run(cmd: string, args: string[]): Promise<string> {
   })
 }
 
-async function load(url: string, key: string, seconds: number, connections: number): Promise<Omit<Sample, 'cpuUsPerReq'> & { requests: number }> {
+async function load(
+  url: string,
+  key: string,
+  seconds: number,
+  connections: number,
+): Promise<Omit<Sample, 'cpuUsPerReq'> & { requests: number }> {
   if (tools.wrk) {
-    const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Authorization: Bearer ${key}`, url]
-    const out = tools.taskset ? await run('taskset', ['-c', '1', 'wrk', ...args]) : await run('wrk', args)
+    const args = [
+      '-t1',
+      `-c${connections}`,
+      `-d${seconds}s`,
+      '--latency',
+      '-H',
+      `Authorization: Bearer ${key}`,
+      url,
+    ]
+    const out = tools.taskset
+      ? await run('taskset', ['-c', '1', 'wrk', ...args])
+      : await run('wrk', args)
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1])
     const requests = Number(/(\d+) requests in/.exec(out)?.[1])
     const p50 = toMs(/\s50%\s+(\S+)/.exec(out)?.[1] ?? '')
@@ -80,9 +95,19 @@ async function load(url: string, key: string, seconds: number, connections: numb
     return { rps, p50ms: p50, p99ms: p99, requests }
   }
   const { default: autocannon } = await import('autocannon')
-  const r = await autocannon({ url, connections, duration: seconds, headers: { authorization: `Bearer ${key}` } })
+  const r = await autocannon({
+    url,
+    connections,
+    duration: seconds,
+    headers: { authorization: `Bearer ${key}` },
+  })
   if (r.non2xx > 0) throw new Error(`${url}: ${r.non2xx} non-2xx responses`)
-  return { rps: r.requests.average, p50ms: r.latency.p50, p99ms: r.latency.p99, requests: r.requests.total }
+  return {
+    rps: r.requests.average,
+    p50ms: r.latency.p50,
+    p99ms: r.latency.p99,
+    requests: r.requests.total,
+  }
 }
 
 function shuffle<T>(xs: T[]): T[] {
@@ -94,9 +119,15 @@ function shuffle<T>(xs: T[]): T[] {
   return a
 }
 
-async function startServer(framework: string): Promise<{ child: ChildProcess; pid: number; ports: Record<string, number>; key: string }> {
+async function startServer(
+  framework: string,
+): Promise<{ child: ChildProcess; pid: number; ports: Record<string, number>; key: string }> {
   const args = ['--import', 'tsx', `bench/servers/${framework}.ts`]
-  const child = tools.taskset ? spawn('taskset', ['-c', '0', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] }) : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = tools.taskset
+    ? spawn('taskset', ['-c', '0', process.execPath, ...args], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      })
+    : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
   return new Promise((resolve, reject) => {
     let out = ''
     const timer = setTimeout(() => reject(new Error(`${framework} server did not start`)), 30_000)
@@ -134,7 +165,12 @@ export async function benchFramework(
     const results = new Map<string, VariantResult>()
     for (const v of variants) {
       const url = `http://127.0.0.1:${s.ports[v]}/hello`
-      results.set(v, { variant: v, samples: [], ratios: [], headers: await headerCount(url, s.key) })
+      results.set(v, {
+        variant: v,
+        samples: [],
+        ratios: [],
+        headers: await headerCount(url, s.key),
+      })
       await load(url, s.key, 1, o.connections) // warm up: JIT and caches
     }
     for (let c = 0; c < o.cycles; c++) {
@@ -144,7 +180,12 @@ export async function benchFramework(
         const before = cpuTicks(s.pid)
         const r = await load(url, s.key, o.seconds, o.connections)
         const cpuMs = (cpuTicks(s.pid) - before) * 10
-        const sample = { rps: r.rps, p50ms: r.p50ms, p99ms: r.p99ms, cpuUsPerReq: (cpuMs * 1000) / Math.max(1, r.requests) }
+        const sample = {
+          rps: r.rps,
+          p50ms: r.p50ms,
+          p99ms: r.p99ms,
+          cpuUsPerReq: (cpuMs * 1000) / Math.max(1, r.requests),
+        }
         cycle.set(v, sample)
         results.get(v)!.samples.push(sample)
       }

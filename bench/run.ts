@@ -13,16 +13,30 @@ import { benchFramework, quantile, tools, type VariantResult } from './http.js'
 import { VARIANTS } from './servers/common.js'
 
 const full = process.argv.includes('--full')
-const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split(',')
-const o = full ? { cycles: 7, seconds: 4, connections: 32 } : { cycles: 4, seconds: 2, connections: 32 }
-const frameworks = (only ?? ['hono', 'express', 'fastify']).filter((f) => ['hono', 'express', 'fastify'].includes(f))
+const only = process.argv
+  .find((a) => a.startsWith('--only='))
+  ?.slice(7)
+  .split(',')
+const o = full
+  ? { cycles: 7, seconds: 4, connections: 32 }
+  : { cycles: 4, seconds: 2, connections: 32 }
+const frameworks = (only ?? ['hono', 'express', 'fastify']).filter((f) =>
+  ['hono', 'express', 'fastify'].includes(f),
+)
 
-const PEERS: Record<string, string> = { hono: 'hono-rate-limiter', express: 'express-rate-limit', fastify: '@fastify/rate-limit' }
+const PEERS: Record<string, string> = {
+  hono: 'hono-rate-limiter',
+  express: 'express-rate-limit',
+  fastify: '@fastify/rate-limit',
+}
 
 const f0 = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '—')
 const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '—')
 
-function table(framework: string, rs: VariantResult[]): { md: string; byName: Map<string, VariantResult> } {
+function table(
+  framework: string,
+  rs: VariantResult[],
+): { md: string; byName: Map<string, VariantResult> } {
   const byName = new Map(rs.map((r) => [r.variant, r]))
   const lines = [
     `### ${framework}`,
@@ -31,7 +45,11 @@ function table(framework: string, rs: VariantResult[]): { md: string; byName: Ma
     '|---|---:|---:|---:|---:|---:|---|',
   ]
   for (const r of rs) {
-    const med = (k: 'rps' | 'p50ms' | 'p99ms' | 'cpuUsPerReq') => quantile(r.samples.map((s) => s[k]), 0.5)
+    const med = (k: 'rps' | 'p50ms' | 'p99ms' | 'cpuUsPerReq') =>
+      quantile(
+        r.samples.map((s) => s[k]),
+        0.5,
+      )
     const label = r.variant === 'peer' ? `peer (${PEERS[framework]} + Bearer check)` : r.variant
     lines.push(
       `| ${label} | ${r.headers} | ${f0(med('rps'))} | ${f2(med('p50ms'))} | ${f2(med('p99ms'))} | ${f2(med('cpuUsPerReq'))} | ${f2(quantile(r.ratios, 0.5))} [${f2(quantile(r.ratios, 0.25))}, ${f2(quantile(r.ratios, 0.75))}] |`,
@@ -44,7 +62,10 @@ function targets(framework: string, byName: Map<string, VariantResult>): string[
   const ratio = (a: string, b: string) => {
     const xa = byName.get(a)!.ratios
     const xb = byName.get(b)!.ratios
-    return quantile(xa.map((x, i) => x / xb[i]!), 0.5)
+    return quantile(
+      xa.map((x, i) => x / xb[i]!),
+      0.5,
+    )
   }
   const vsFloor = ratio('tollbooth', 'floor')
   const peerTb = quantile(byName.get('tollbooth-peer-headers')!.ratios, 0.5)
@@ -61,8 +82,17 @@ const targetRows: string[] = []
 
 if (existsSync(new URL('./micro.ts', import.meta.url))) {
   process.stderr.write('micro benchmark…\n')
-  const out = execFileSync(process.execPath, ['--import', 'tsx', 'bench/micro.ts', ...(full ? ['--full'] : [])], { encoding: 'utf8' })
-  sections.push('## Micro: authenticate() + settle(), memory store, no framework', '', out.trim(), '')
+  const out = execFileSync(
+    process.execPath,
+    ['--import', 'tsx', 'bench/micro.ts', ...(full ? ['--full'] : [])],
+    { encoding: 'utf8' },
+  )
+  sections.push(
+    '## Micro: authenticate() + settle(), memory store, no framework',
+    '',
+    out.trim(),
+    '',
+  )
 }
 
 sections.push(

@@ -231,7 +231,10 @@ export class Admission {
     const stored = this._resolveProvider
       ? await this._resolveProvider(this.accountId, p)
       : undefined
-    if (stored) (this._byok ??= new Set()).add(p)
+    if (stored) {
+      if (this._byok === null) this._byok = new Set()
+      this._byok.add(p)
+    }
     return stored
   }
 

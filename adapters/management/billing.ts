@@ -63,9 +63,15 @@ export function billingRoutes(
             [{ path: 'tier', message: `must be one of ${tiers.join(', ')}` }],
           )
       }
-      const base = { accountId: p.accountId, successUrl: body.successUrl, cancelUrl: body.cancelUrl }
+      const base = {
+        accountId: p.accountId,
+        successUrl: body.successUrl,
+        cancelUrl: body.cancelUrl,
+      }
       const s = await billing.checkout(
-        body.tier !== undefined ? { ...base, tier: body.tier } : { ...base, credits: body.credits! },
+        body.tier !== undefined
+          ? { ...base, tier: body.tier }
+          : { ...base, credits: body.credits! },
       )
       return json({ url: s.url, sessionId: s.sessionId })
     }),

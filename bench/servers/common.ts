@@ -7,15 +7,35 @@
  */
 
 import type { AddressInfo } from 'node:net'
-import { createTollbooth, type HeaderFamilies, type RouteOptions, type Tollbooth } from '../../src/index.js'
+import {
+  createTollbooth,
+  type HeaderFamilies,
+  type RouteOptions,
+  type Tollbooth,
+} from '../../src/index.js'
 import { createFloor } from '../floor.js'
 
 export const SECRET = 'bench-secret-bench-secret-bench-secret!'
 export const PREFIX = 'sk_live_'
 
-export const ALL_HEADERS: Partial<HeaderFamilies> = { requestId: true, rateLimit: true, ietf: true, usage: true }
-export const RATE_LIMIT_ONLY: Partial<HeaderFamilies> = { requestId: false, rateLimit: true, ietf: false, usage: false }
-export const IETF_ONLY: Partial<HeaderFamilies> = { requestId: false, rateLimit: false, ietf: true, usage: false }
+export const ALL_HEADERS: Partial<HeaderFamilies> = {
+  requestId: true,
+  rateLimit: true,
+  ietf: true,
+  usage: true,
+}
+export const RATE_LIMIT_ONLY: Partial<HeaderFamilies> = {
+  requestId: false,
+  rateLimit: true,
+  ietf: false,
+  usage: false,
+}
+export const IETF_ONLY: Partial<HeaderFamilies> = {
+  requestId: false,
+  rateLimit: false,
+  ietf: true,
+  usage: false,
+}
 
 export async function benchTollbooth(): Promise<{ tb: Tollbooth; key: string }> {
   const tb = createTollbooth({
@@ -40,7 +60,14 @@ export function route(headers: Partial<HeaderFamilies>): RouteOptions {
 export const floor = (key: string) => createFloor(PREFIX, SECRET, 10, key)
 
 /** The variants every framework server offers, by name. */
-export const VARIANTS = ['bare', 'noop', 'floor', 'tollbooth', 'tollbooth-peer-headers', 'peer'] as const
+export const VARIANTS = [
+  'bare',
+  'noop',
+  'floor',
+  'tollbooth',
+  'tollbooth-peer-headers',
+  'peer',
+] as const
 export type Variant = (typeof VARIANTS)[number]
 
 /** Prints `{ pid, ports, key }` as one JSON line for the runner. */
@@ -50,4 +77,5 @@ export function announce(ports: Record<string, number>, key: string): void {
   for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, () => process.exit(0))
 }
 
-export const portOf = (server: { address(): AddressInfo | string | null }) => (server.address() as AddressInfo).port
+export const portOf = (server: { address(): AddressInfo | string | null }) =>
+  (server.address() as AddressInfo).port

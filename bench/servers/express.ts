@@ -7,7 +7,17 @@
 import express, { type RequestHandler } from 'express'
 import { rateLimit } from 'express-rate-limit'
 import { requireApiKey } from '../../adapters/express/index.js'
-import { ALL_HEADERS, announce, benchTollbooth, floor, portOf, RATE_LIMIT_ONLY, route, type Variant, VARIANTS } from './common.js'
+import {
+  ALL_HEADERS,
+  announce,
+  benchTollbooth,
+  floor,
+  portOf,
+  RATE_LIMIT_ONLY,
+  route,
+  VARIANTS,
+  type Variant,
+} from './common.js'
 
 const { tb, key } = await benchTollbooth()
 const f = floor(key)

@@ -8,7 +8,17 @@ import rateLimit from '@fastify/rate-limit'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { requireApiKey, tollbooth } from '../../adapters/fastify/index.js'
 import type { FloorAdmit } from '../floor.js'
-import { ALL_HEADERS, announce, benchTollbooth, floor, portOf, RATE_LIMIT_ONLY, route, type Variant, VARIANTS } from './common.js'
+import {
+  ALL_HEADERS,
+  announce,
+  benchTollbooth,
+  floor,
+  portOf,
+  RATE_LIMIT_ONLY,
+  route,
+  VARIANTS,
+  type Variant,
+} from './common.js'
 
 const { tb, key } = await benchTollbooth()
 const f = floor(key)
@@ -43,13 +53,22 @@ async function build(v: Variant): Promise<FastifyInstance> {
     case 'tollbooth-peer-headers':
       await app.register(tollbooth, { tb })
       // @fastify/rate-limit's x-ratelimit-* family, the same three headers as tollbooth's.
-      app.get('/hello', { preHandler: requireApiKey(tb, route(v === 'tollbooth' ? ALL_HEADERS : RATE_LIMIT_ONLY)) }, handler)
+      app.get(
+        '/hello',
+        { preHandler: requireApiKey(tb, route(v === 'tollbooth' ? ALL_HEADERS : RATE_LIMIT_ONLY)) },
+        handler,
+      )
       break
     case 'peer':
       app.addHook('onRequest', async (req, reply) => {
-        if (req.headers.authorization !== `Bearer ${key}`) return reply.code(401).send({ error: 'Invalid API Key' })
+        if (req.headers.authorization !== `Bearer ${key}`)
+          return reply.code(401).send({ error: 'Invalid API Key' })
       })
-      await app.register(rateLimit, { max: 1e9, timeWindow: 60_000, keyGenerator: (req) => req.headers.authorization ?? '' })
+      await app.register(rateLimit, {
+        max: 1e9,
+        timeWindow: 60_000,
+        keyGenerator: (req) => req.headers.authorization ?? '',
+      })
       app.get('/hello', handler)
       break
   }

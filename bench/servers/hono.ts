@@ -9,7 +9,16 @@ import { serve } from '@hono/node-server'
 import { Hono, type MiddlewareHandler } from 'hono'
 import { rateLimiter } from 'hono-rate-limiter'
 import { requireApiKey } from '../../adapters/hono/index.js'
-import { announce, benchTollbooth, floor, ALL_HEADERS, IETF_ONLY, route, type Variant, VARIANTS } from './common.js'
+import {
+  ALL_HEADERS,
+  announce,
+  benchTollbooth,
+  floor,
+  IETF_ONLY,
+  route,
+  VARIANTS,
+  type Variant,
+} from './common.js'
 
 const { tb, key } = await benchTollbooth()
 const f = floor(key)
@@ -37,7 +46,15 @@ const middleware: Record<Variant, MiddlewareHandler[]> = {
   tollbooth: [requireApiKey(tb, route(ALL_HEADERS))],
   // hono-rate-limiter sends the IETF draft-7 pair; tollbooth sends its IETF family, the same two headers.
   'tollbooth-peer-headers': [requireApiKey(tb, route(IETF_ONLY))],
-  peer: [bearer, rateLimiter({ windowMs: 60_000, limit: 1e9, standardHeaders: 'draft-7', keyGenerator: (c) => c.req.header('authorization') ?? '' })],
+  peer: [
+    bearer,
+    rateLimiter({
+      windowMs: 60_000,
+      limit: 1e9,
+      standardHeaders: 'draft-7',
+      keyGenerator: (c) => c.req.header('authorization') ?? '',
+    }),
+  ],
 }
 
 const ports: Record<string, number> = {}

@@ -56,7 +56,8 @@ export function createKeyHasher(secret: string): KeyHasher {
     const n = key.length
     let ascii = n <= 512
     if (ascii) {
-      bytes = scratch[n] ?? (scratch[n] = new Uint8Array(n))
+      bytes = scratch[n] ?? new Uint8Array(n)
+      scratch[n] = bytes
       for (let i = 0; i < n; i++) {
         const c = key.charCodeAt(i)
         if (c > 127) {

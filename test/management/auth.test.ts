@@ -293,7 +293,10 @@ describe('billing provider', () => {
       json: { credits: 5000, successUrl: body.successUrl, cancelUrl: body.cancelUrl },
     })
     expect(topUp.status).toBe(200)
-    const both = await api('POST', '/billing/checkout', { token: mk, json: { ...body, credits: 5 } })
+    const both = await api('POST', '/billing/checkout', {
+      token: mk,
+      json: { ...body, credits: 5 },
+    })
     expect(both.status).toBe(400)
     const hook = await fetch(`${served!.url}/v1/billing/webhook`, {
       method: 'POST',
@@ -310,7 +313,12 @@ describe('billing provider', () => {
     expect(calls).toEqual([
       { accountId: 'acct_a', ...body },
       { accountId: 'acct_a' },
-      { accountId: 'acct_a', credits: 5000, successUrl: body.successUrl, cancelUrl: body.cancelUrl },
+      {
+        accountId: 'acct_a',
+        credits: 5000,
+        successUrl: body.successUrl,
+        cancelUrl: body.cancelUrl,
+      },
       { webhook: '{"id":"evt_1"}', sig: 'good' },
       { webhook: '{"id":"evt_2"}', sig: 'forged' },
     ])
