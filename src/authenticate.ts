@@ -352,23 +352,14 @@ async function admit(
   }
   if (result) setLimitHeaders(headers, route, tightest(checks, result.results))
 
-  const s: SettleState = {
-    holds: [],
-    tokenChecks: [],
-    estimate: a.estimate,
-    routeCost: a.routeCost,
-    creditUsed: 0,
-    creditLimit: account?.creditLimit ?? Infinity,
-    creditOverage: account?.plan?.allowOverage === true,
-    metered: a.metered,
-    startedAt: a.now,
-    eventId: a.internalId,
-    ip: req.ip,
-    method: req.method,
-    path: req.path,
-    callerProviders: a.callerProviders,
-    chargeWhen: route.chargeWhen,
-  }
+  const s = settleState(
+    req,
+    route,
+    a,
+    a.metered,
+    account?.creditLimit ?? Infinity,
+    account?.plan?.allowOverage === true,
+  )
   const idk = idempotencyKey(req)
   if (idk) s.idempotencyId = `${r.id}:${idk}`
   for (let i = 0; i < checks.length; i++) {
@@ -395,6 +386,34 @@ async function admit(
   return admission
 }
 
+/** What settle needs of an admission, before its holds are listed. */
+function settleState(
+  req: TollboothRequest,
+  route: ResolvedRoute,
+  a: AdmitInput,
+  metered: boolean,
+  creditLimit: number,
+  creditOverage: boolean,
+): SettleState {
+  return {
+    holds: [],
+    tokenChecks: [],
+    estimate: a.estimate,
+    routeCost: a.routeCost,
+    creditUsed: 0,
+    creditLimit,
+    creditOverage,
+    metered,
+    startedAt: a.now,
+    eventId: a.internalId,
+    ip: req.ip,
+    method: req.method,
+    path: req.path,
+    callerProviders: a.callerProviders,
+    chargeWhen: route.chargeWhen,
+  }
+}
+
 function storageFailure(
   ctx: Context,
   err: unknown,
@@ -414,23 +433,7 @@ function storageFailure(
     )
   }
   // Fail open: serve uncounted; nothing is held, so settle only records the event.
-  const s: SettleState = {
-    holds: [],
-    tokenChecks: [],
-    estimate: a.estimate,
-    routeCost: a.routeCost,
-    creditUsed: 0,
-    creditLimit: Infinity,
-    creditOverage: false,
-    metered: false,
-    startedAt: a.now,
-    eventId: a.internalId,
-    ip: req.ip,
-    method: req.method,
-    path: req.path,
-    callerProviders: a.callerProviders,
-    chargeWhen: route.chargeWhen,
-  }
+  const s = settleState(req, route, a, false, Infinity, false)
   return new Admission({
     requestId: a.requestId,
     key: entry.info,

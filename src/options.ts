@@ -18,6 +18,15 @@ const posInt = z.number().int().positive().max(Number.MAX_SAFE_INTEGER)
 const nonNeg = z.number().nonnegative().finite()
 const msInt = z.number().int().nonnegative()
 
+/** Rate limits (GCRA): at most 8, each `limit` units per `windowMs`, of requests or tokens. */
+const rateLimitsSchema = z
+  .array(
+    z
+      .object({ limit: posInt, windowMs: posInt, unit: z.enum(['requests', 'tokens']).optional() })
+      .strict(),
+  )
+  .max(8)
+
 /** Key limits, shared by `keys.create`, `keys.update` and the management API. */
 export const limitsSchema = z
   .object({
@@ -30,18 +39,7 @@ export const limitsSchema = z
       })
       .strict()
       .optional(),
-    rateLimits: z
-      .array(
-        z
-          .object({
-            limit: posInt,
-            windowMs: posInt,
-            unit: z.enum(['requests', 'tokens']).optional(),
-          })
-          .strict(),
-      )
-      .max(8)
-      .optional(),
+    rateLimits: rateLimitsSchema.optional(),
     concurrency: posInt.optional(),
     budget: nonNeg.optional(),
     timeBlocks: z
@@ -69,18 +67,7 @@ const planSchema = z
     /** How many months of unused credits carry into the next period (0: none). */
     carryoverMonths: z.number().int().min(0).max(120).default(0),
     /** Rate limits across all of an account's keys. */
-    rateLimits: z
-      .array(
-        z
-          .object({
-            limit: posInt,
-            windowMs: posInt,
-            unit: z.enum(['requests', 'tokens']).optional(),
-          })
-          .strict(),
-      )
-      .max(8)
-      .default([]),
+    rateLimits: rateLimitsSchema.default([]),
   })
   .strict()
 
