@@ -242,3 +242,29 @@ describe('settle: one event per request', () => {
     expect(await events(tb, keyId)).toHaveLength(2)
   })
 })
+
+describe('settle without a usage event', () => {
+  it('releases holds and touches lastUsedAt but records and charges nothing with record: false', async () => {
+    const { createTollbooth, manualClock } = await import('./index.js')
+    const clock = manualClock(Date.UTC(2026, 10, 24))
+    const tb = createTollbooth({ secret: 'record-false-secret-record-false-secret', clock })
+    const { key, record } = await tb.keys.create({
+      accountId: 'acct_r',
+      limits: { concurrency: 1 },
+    })
+    const route = tb.route({ cost: 5 })
+    const req = { headers: { authorization: `Bearer ${key}` }, ip: null, method: 'GET', path: '/x' }
+    const d = await tb.authenticate(req, route)
+    expect(d.allowed).toBe(true)
+    expect(await tb.settle(d, { status: 200, record: false })).toBeNull()
+    // The lease is free again.
+    const again = await tb.authenticate(req, route)
+    expect(again.allowed).toBe(true)
+    await tb.settle(again, { status: 200 })
+    await tb.flush()
+    const usage = await tb.usage.get('acct_r')
+    expect(usage.requestCount).toBe(1)
+    expect(usage.credits.used).toBe(5)
+    expect((await tb.keys.get(record.id)).lastUsedAt).not.toBeNull()
+  })
+})

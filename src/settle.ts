@@ -26,6 +26,12 @@ export const IDEMPOTENCY_WINDOW_MS = 86_400_000
 export interface Outcome extends Report {
   /** The response status (use 499 for a client that went away, 500 for a thrown handler). */
   status: number
+  /**
+   * False settles without a usage event (holds released, `lastUsedAt` touched, nothing
+   * charged): for calls that are not product usage, such as the management API's own.
+   * Default true.
+   */
+  record?: boolean
 }
 
 /**
@@ -95,7 +101,7 @@ export async function settle(
   }
   const idem = billable ? s.idempotencyId : undefined
   const repeat = idem !== undefined && !(await firstSettle(ctx, decision, idem, now))
-  const charge = billable && !repeat ? decision.cost : 0
+  const charge = billable && !repeat && outcome.record !== false ? decision.cost : 0
   const ops: SettleOp[] = []
   for (const [key, holdId, credit] of s.holds)
     ops.push({ type: 'release', key, holdId, charge: credit ? charge : 0 })
@@ -128,7 +134,7 @@ export async function settle(
       : 0
   const key = decision.key
   ctx.outbox.touch(key.id, s.startedAt)
-  if (repeat) return null
+  if (repeat || outcome.record === false) return null
   const event: UsageEvent = {
     id: s.eventId,
     requestId: decision.requestId,

@@ -181,9 +181,9 @@ export function createAuthenticator(
         keyId: admission.key.id,
       },
       headers: admission.responseHeaders(),
-      // Logged for the key like any request, free and under its own category, so usage
-      // reports tell management calls apart from the product's.
-      done: (status) => void tb.settle(admission, { status, category: 'management' }).catch(noop),
+      // Settled for the key's limits and lastUsedAt, but not recorded as usage: management
+      // calls are not what the product meters, so /usage counts only product requests.
+      done: (status) => void tb.settle(admission, { status, record: false }).catch(noop),
     }
   }
 
