@@ -39,6 +39,7 @@ import {
   type TollboothRequest,
 } from './request.js'
 import type { Check, CheckResult, ConsumeResult, KeyKind, KeyRecord } from './storage/types.js'
+import { warnOnce } from './warnings.js'
 
 export const MESSAGES = {
   missing: 'Missing API Key',
@@ -155,6 +156,22 @@ function setLimitHeaders(
 let seq = 0
 
 /**
+ * `X-Forwarded-For` on a route that does not trust proxies usually means a proxy is in front
+ * and every client shares its IP (one failed-auth block would then block everyone). Looked
+ * for in the first 1,000 requests only, and warned about once.
+ */
+let forwardedChecks = 1000
+function checkForwarded(req: TollboothRequest): void {
+  forwardedChecks--
+  if (readHeader(req.headers, 'x-forwarded-for') === undefined) return
+  forwardedChecks = 0
+  warnOnce(
+    'TOLLBOOTH_UNTRUSTED_FORWARDED_FOR',
+    'a request carries X-Forwarded-For but trustProxy is off: behind a proxy every client shares its IP; set trustProxy to the number of proxies in front',
+  )
+}
+
+/**
  * Decides one request. Never throws for a request's own faults: every outcome is a value.
  * Storage failures become a 503 `storage_unavailable` denial, unless `failOpen` lets the
  * request through uncounted (a key that cannot be looked up is never let through).
@@ -168,6 +185,8 @@ export async function authenticate(
   const internalId = `req_${ctx.instanceId}${(++seq).toString(36)}`
   const requestId = (route.headers.requestId && incomingRequestId(req)) || internalId
   const base: Record<string, string> = route.headers.requestId ? { 'X-Request-Id': requestId } : {}
+
+  if (forwardedChecks > 0 && route.trustProxy === false) checkForwarded(req)
 
   const key = extractKey(req, route.keySources)
   if (key === undefined) {

@@ -40,6 +40,8 @@ export function createKeyCache(
   }
   // perf.now-free TTL: lru-cache reads `performance.now()` unless given a clock; ours is injectable.
   const lru = new LRUCache<string, Entry>({
+    // Read the (injectable) clock on every check: lru-cache otherwise caches it for 1 ms.
+    ttlResolution: 0,
     max: options.max,
     ttl: options.ttlMs,
     ttlAutopurge: false,

@@ -5,7 +5,10 @@
  * documented in `docs/errors.md`, and never fail a request. Each fires once per process.
  */
 
-export type WarningCode = 'TOLLBOOTH_LOCAL_COUNTERS' | 'TOLLBOOTH_TEST_SECRET'
+export type WarningCode =
+  | 'TOLLBOOTH_LOCAL_COUNTERS'
+  | 'TOLLBOOTH_TEST_SECRET'
+  | 'TOLLBOOTH_UNTRUSTED_FORWARDED_FOR'
 
 const seen = new Set<WarningCode>()
 

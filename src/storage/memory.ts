@@ -11,6 +11,7 @@
  * bytes per active key with four limits, measured by `test/limits/memory-per-key.ts`).
  */
 
+import { InvalidRequestError } from '../errors.js'
 import { type GcraState, gcra, gcraAdd, gcraIdle } from '../limits/gcra.js'
 import { rollingWindow, type WindowState, windowAdd } from '../limits/rolling-window.js'
 import type {
@@ -442,7 +443,13 @@ export function encodeLogCursor(e: Pick<UsageEvent, 'time' | 'id'>): string {
 
 export function decodeLogCursor(cursor: string): [number, string] {
   const dot = cursor.indexOf('.')
-  return [Number(cursor.slice(0, dot)), cursor.slice(dot + 1)]
+  const time = Number(cursor.slice(0, dot))
+  if (dot <= 0 || !Number.isSafeInteger(time) || dot === cursor.length - 1) {
+    throw new InvalidRequestError('Invalid request: cursor: not a cursor this API returned', [
+      { path: 'cursor', message: 'not a cursor this API returned' },
+    ])
+  }
+  return [time, cursor.slice(dot + 1)]
 }
 
 function memoryAccounts(): AccountStore {

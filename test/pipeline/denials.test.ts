@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import {
   ConfigError,
   createTollbooth,
@@ -225,5 +225,27 @@ describe('configuration errors', () => {
     expect(() => tb.route({ cost: -1 })).toThrow(/route options\.cost/)
     expect(() => tb.route({ kind: 'admin' } as never)).toThrow(/route options\.kind/)
     expect(() => tb.route({ byok: ['nope'] })).toThrow(/unknown provider "nope"/)
+  })
+})
+
+describe('warnings', () => {
+  it('warns once when X-Forwarded-For arrives with trustProxy off, and never fails the request', async () => {
+    const { tb } = setup()
+    const { key } = await tb.keys.create({ accountId: 'acct_1' })
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {})
+    try {
+      for (let i = 0; i < 3; i++) {
+        const d = await tb.authenticate(
+          request(key, { headers: { 'x-forwarded-for': '198.51.100.9' } }),
+        )
+        expect(d.allowed).toBe(true)
+      }
+      const calls = warn.mock.calls.filter((c) =>
+        String(c[0]).includes('TOLLBOOTH_UNTRUSTED_FORWARDED_FOR'),
+      )
+      expect(calls).toHaveLength(1)
+    } finally {
+      warn.mockRestore()
+    }
   })
 })
