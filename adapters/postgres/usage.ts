@@ -10,7 +10,6 @@
 import {
   decodeLogCursor,
   encodeLogCursor,
-  InvalidRequestError,
   type UsageEvent,
   type UsageStore,
   type UsageSummary,
@@ -79,17 +78,6 @@ function toEvent(r: EventRow): UsageEvent {
   }
 }
 
-/** The events' time and id from a log cursor; a 400 naming `cursor` when it is not one. */
-function parseCursor(cursor: string): [number, string] {
-  const [time, id] = decodeLogCursor(cursor)
-  if (!Number.isSafeInteger(time) || id === '' || !cursor.includes('.')) {
-    throw new InvalidRequestError('Invalid request: cursor: not a cursor of this list', [
-      { path: 'cursor', message: 'not a cursor of this list' },
-    ])
-  }
-  return [time, id]
-}
-
 export function postgresUsage(db: Db): UsageStore {
   const t = db.table('usage_events')
   const recordSql = `INSERT INTO ${t} (${COLUMNS})
@@ -126,7 +114,7 @@ export function postgresUsage(db: Db): UsageStore {
       return out
     },
     async logs(keyId, { limit, cursor }) {
-      const [time, id] = cursor ? parseCursor(cursor) : [null, null]
+      const [time, id] = cursor ? decodeLogCursor(cursor) : [null, null]
       const rows = await db.query<EventRow>(
         `SELECT ${COLUMNS} FROM ${t}
          WHERE key_id = $1 AND ($2::bigint IS NULL OR (occurred_at, id) < ($2, $3::text))

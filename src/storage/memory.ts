@@ -441,12 +441,16 @@ export function encodeLogCursor(e: Pick<UsageEvent, 'time' | 'id'>): string {
   return `${e.time}.${e.id}`
 }
 
+/**
+ * The time and id in a log cursor.
+ * @throws {InvalidRequestError} (400, naming `cursor`) when it is not one this API returned
+ */
 export function decodeLogCursor(cursor: string): [number, string] {
   const dot = cursor.indexOf('.')
   const time = Number(cursor.slice(0, dot))
   if (dot <= 0 || !Number.isSafeInteger(time) || dot === cursor.length - 1) {
-    throw new InvalidRequestError('Invalid request: cursor: not a cursor this API returned', [
-      { path: 'cursor', message: 'not a cursor this API returned' },
+    throw new InvalidRequestError('Invalid request: cursor: not a cursor of this list', [
+      { path: 'cursor', message: 'not a cursor of this list' },
     ])
   }
   return [time, cursor.slice(dot + 1)]
