@@ -17,7 +17,7 @@
  * - the developer portal at `/portal` (the same routes), for session tokens only.
  */
 
-import { Hono } from 'hono'
+import { type Context, Hono, type Next } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import { managementApi } from '../../adapters/management/index.js'
 import {
@@ -124,19 +124,20 @@ export function createVoiceApi(options: VoiceApiOptions): VoiceApi {
   productRoutes(app, tb)
 
   // Keys created through the API get the per-key rate limit unless they carry their own.
-  const defaultLimits = async (c: import('hono').Context, next: () => Promise<void>) => {
+  const defaultLimits = async (c: Context, next: Next) => {
     await next()
     if (c.res.status !== 201) return
     const { id } = (await c.res.clone().json()) as { id: string }
     const key = await tb.keys.get(id)
-    if (!key.limits.rateLimits) await tb.keys.update(id, { limits: { ...key.limits, ...KEY_LIMITS } })
+    if (!key.limits.rateLimits)
+      await tb.keys.update(id, { limits: { ...key.limits, ...KEY_LIMITS } })
   }
   app.post('/v1/keys', defaultLimits)
   app.post('/portal/keys', defaultLimits)
 
   // The usage breakdown of the seed: the four product categories, 0 when unused (calls to the
   // management routes are logged under `management` at no charge: counted in requests only).
-  const productBreakdown = async (c: import('hono').Context, next: () => Promise<void>) => {
+  const productBreakdown = async (c: Context, next: Next) => {
     await next()
     if (c.res.status !== 200) return
     const body = (await c.res.json()) as { breakdown: Record<string, number> }

@@ -8,8 +8,8 @@
  */
 
 import { serve } from '@hono/node-server'
-import { demoAccountId, storageFromEnv } from '../shared/storage.js'
 import { signSession } from '../shared/session.js'
+import { demoAccountId, storageFromEnv } from '../shared/storage.js'
 import { createVoiceApi, KEY_LIMITS } from './app.js'
 
 const secret = process.env.TOLLBOOTH_SECRET ?? 'demo-secret-change-me-demo-secret-change-me'

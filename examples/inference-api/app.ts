@@ -1,0 +1,123 @@
+/**
+ * @module examples/inference-api/app
+ *
+ * An inference API in the shape of `004_8209d5d9c76b9400.txt` and `002_2f2523503321cfc2.txt`,
+ * on tollbooth and Fastify:
+ *
+ * - an OpenAI-compatible `POST /v1/chat/completions` and an Anthropic-compatible
+ *   `POST /v1/messages` on a deterministic stand-in model, charged by the tokens each response
+ *   reports, with errors in each SDK's shape;
+ * - consumption keys `sk_`: credit keys (60 rpm, a shared prepaid balance, per-key
+ *   `maxBudget`, tpm, rolling quotas) and pool keys (reserved time blocks, 1 request at a
+ *   time, expiring with their subscription), see `plans.ts`;
+ * - management keys `mk_` and session tokens for `/api/*`: keys, pools, billing;
+ * - the error strings and statuses of `002`: `Invalid API Key`, `Inactive API Key`,
+ *   `Expired API Key` (401), `Rate limit exceeded: quota daily` (401),
+ *   `exceeded the per-second rate limit on your subscription` (429),
+ *   `IP temporarily blocked` (403, after 20 failed attempts from one IP in a minute);
+ * - request logs per key (`GET /api/keys/:id/logs`).
+ */
+
+import Fastify, { type FastifyInstance } from 'fastify'
+import { tollbooth } from '../../adapters/fastify/index.js'
+import {
+  type Clock,
+  createTollbooth,
+  isTollboothError,
+  type Storage,
+  type Tollbooth,
+  type TollboothOptions,
+} from '../../src/index.js'
+import { accountAuth } from './account-auth.js'
+import { anthropicRoutes } from './anthropic-routes.js'
+import { billingRoutes } from './billing-routes.js'
+import { keyRoutes } from './key-routes.js'
+import { MODELS } from './model.js'
+import { openAiRoutes } from './openai-routes.js'
+import { PLANS } from './plans.js'
+
+export { countTokens } from './model.js'
+export { CREDITS_PER_USD, ESTIMATE_CREDITS, POOLS } from './plans.js'
+
+export const PREFIXES = { consumption: 'sk_', management: 'mk_' }
+
+export interface InferenceApiOptions {
+  /** At least 32 characters: derives the key hashes (rotating it invalidates every key). */
+  secret: string
+  /** Verifies the dashboard's session tokens (HS256), at least 32 characters. */
+  sessionSecret: string
+  /** Default: in memory. */
+  storage?: Storage | undefined
+  /** For tests: a manual clock. */
+  clock?: Clock
+  /** The failed-auth IP guard. Default: 20 failures a minute block the IP for 15 minutes. */
+  failedAuth?: TollboothOptions['failedAuth']
+}
+
+export interface InferenceApi {
+  app: FastifyInstance
+  tb: Tollbooth
+}
+
+/**
+ * Builds the inference API (call `app.listen()` or `app.ready()` next).
+ *
+ * @example
+ * ```ts
+ * const { app } = await createInferenceApi({ secret: process.env.TOLLBOOTH_SECRET!, sessionSecret: process.env.SESSION_SECRET! })
+ * await app.listen({ port: 3000 })
+ * ```
+ */
+export async function createInferenceApi(options: InferenceApiOptions): Promise<InferenceApi> {
+  const tb = createTollbooth({
+    secret: options.secret,
+    ...(options.storage ? { storage: options.storage } : {}),
+    ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.failedAuth !== undefined ? { failedAuth: options.failedAuth } : {}),
+    prefixes: PREFIXES,
+    plans: PLANS,
+    defaultTier: 'credits',
+    // `002`: a reached rolling quota answers 401 "Rate limit exceeded: quota daily".
+    quotaStatus: 401,
+  })
+  const app = Fastify({ bodyLimit: 1 << 20 })
+  await app.register(tollbooth, { tb })
+
+  app.get('/', async () => ({
+    name: 'inference-api',
+    models: MODELS,
+    docs: 'see examples/inference-api/README.md',
+  }))
+  await app.register(openAiRoutes(tb), { prefix: '/v1' })
+  await app.register(anthropicRoutes(), { prefix: '/v1' })
+  await app.register(
+    async (api) => {
+      accountAuth(api, tb, options.sessionSecret)
+      api.setErrorHandler((err, _request, reply) => {
+        if (isTollboothError(err))
+          return reply.code(err.status).send({ success: false, error: err.message, code: err.code })
+        const status = (err as { statusCode?: number }).statusCode
+        if (typeof status === 'number' && status >= 400 && status < 500)
+          return reply
+            .code(status)
+            .send({ success: false, error: (err as Error).message, code: 'invalid_request' })
+        reply.log.error(err)
+        return reply
+          .code(500)
+          .send({ success: false, error: 'Internal server error', code: 'internal_error' })
+      })
+      keyRoutes(api, tb)
+      billingRoutes(api, tb)
+    },
+    { prefix: '/api' },
+  )
+  app.setNotFoundHandler((request, reply) =>
+    reply
+      .code(404)
+      .send({ error: `Not found: ${request.method} ${request.url}`, code: 'not_found' }),
+  )
+  app.addHook('onClose', async () => {
+    await tb.close()
+  })
+  return { app, tb }
+}

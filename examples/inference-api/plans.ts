@@ -1,0 +1,129 @@
+/**
+ * @module examples/inference-api/plans
+ *
+ * How the two kinds of consumption keys of `004_8209d5d9c76b9400.txt` map onto tollbooth:
+ *
+ * - **Credit keys** belong to the user's account, on the `credits` plan: no monthly credits,
+ *   only the prepaid balance (top-ups), which all credit keys share. Each key has 60 rpm by
+ *   default, an optional `maxBudget` (a per-key credit budget), an optional tpm (a token-rate
+ *   limit counted from the tokens each response reports) and optional rolling quotas.
+ * - **Pool keys** belong to a subscription: reserving time blocks on a pool creates a
+ *   subscription account (`<user>:sub_…`) on the `unlimited` plan, so its keys never touch the
+ *   user's balance. Each pool key is limited to the subscription's time blocks and to one
+ *   request in flight, and expires with the subscription.
+ *
+ * One credit is one token of the stand-in model; {@link CREDITS_PER_USD} converts the
+ * dollar amounts of the API (top-ups, `maxBudget`, balances).
+ */
+
+import type { AccountView, KeyLimits, TimeBlock, Tollbooth } from '../../src/index.js'
+
+const HOUR = 3_600_000
+const DAY = 24 * HOUR
+
+/** $10 per million tokens. */
+export const CREDITS_PER_USD = 100_000
+
+/** Credits held while a request runs (the actual tokens are charged when it ends). */
+export const ESTIMATE_CREDITS = 100
+
+export const PLANS = {
+  credits: {
+    display: 'Credits (prepaid)',
+    monthlyCredits: 0,
+    // Plan-level caps across all of an account's keys (`002_2f2523503321cfc2.txt`).
+    rateLimits: [
+      { limit: 10, windowMs: 1_000 },
+      { limit: 600, windowMs: 60_000 },
+    ],
+  },
+  unlimited: { display: 'Unlimited (pool subscription)', monthlyCredits: null },
+}
+
+/** The pools: a daily window in UTC hours, reserved for each day of a subscription. */
+export const POOLS: Record<string, { name: string; fromHour: number; toHour: number }> = {
+  'pool-night': { name: 'Night (00:00-08:00 UTC)', fromHour: 0, toHour: 8 },
+  'pool-day': { name: 'Day (08:00-16:00 UTC)', fromHour: 8, toHour: 16 },
+  'pool-evening': { name: 'Evening (16:00-24:00 UTC)', fromHour: 16, toHour: 24 },
+}
+
+/** A pool subscription, kept in the user's account metadata. */
+export interface Subscription {
+  id: string
+  poolId: string
+  /** The subscription's own account, owner of its pool keys. */
+  accountId: string
+  createdAt: number
+  expiresAt: number
+  blocks: TimeBlock[]
+}
+
+/** The pool's window on each of `days` days from `now` (today's if it has not ended). */
+export function blocksFor(poolId: string, now: number, days: number): TimeBlock[] {
+  const pool = POOLS[poolId]!
+  const today = Math.floor(now / DAY) * DAY
+  const blocks: TimeBlock[] = []
+  for (let d = 0; d <= days; d++) {
+    const start = today + d * DAY + pool.fromHour * HOUR
+    const end = today + d * DAY + pool.toHour * HOUR
+    if (end > now && start < now + days * DAY) blocks.push({ start, end })
+  }
+  return blocks
+}
+
+/** The user's subscriptions, newest first. */
+export function subscriptionsOf(account: AccountView): Subscription[] {
+  const list = account.metadata['subscriptions']
+  return Array.isArray(list) ? [...(list as Subscription[])].reverse() : []
+}
+
+/** Reserves the pool's time blocks for `days` days: a new subscription on the unlimited plan. */
+export async function subscribe(
+  tb: Tollbooth,
+  userId: string,
+  poolId: string,
+  days: number,
+  now: number,
+): Promise<Subscription> {
+  const id = `sub_${crypto.randomUUID().replaceAll('-', '').slice(0, 16)}`
+  const sub: Subscription = {
+    id,
+    poolId,
+    accountId: `${userId}:${id}`,
+    createdAt: now,
+    expiresAt: now + days * DAY,
+    blocks: blocksFor(poolId, now, days),
+  }
+  await tb.accounts.setTier(sub.accountId, 'unlimited', { expiresAt: sub.expiresAt })
+  const user = await tb.accounts.get(userId)
+  const previous = (user.metadata['subscriptions'] as Subscription[] | undefined) ?? []
+  await tb.accounts.patch(userId, {
+    metadata: { ...user.metadata, subscriptions: [...previous, sub] },
+  })
+  return sub
+}
+
+/** Limits of a credit key. */
+export function creditLimits(o: {
+  rpm: number
+  tpm?: number | undefined
+  maxBudget?: number | undefined
+  quotas?: KeyLimits['quotas'] | undefined
+}): KeyLimits {
+  return {
+    rateLimits: [
+      { limit: o.rpm, windowMs: 60_000 },
+      ...(o.tpm ? [{ limit: o.tpm, windowMs: 60_000, unit: 'tokens' as const }] : []),
+    ],
+    ...(o.maxBudget !== undefined ? { budget: Math.round(o.maxBudget * CREDITS_PER_USD) } : {}),
+    ...(o.quotas ? { quotas: o.quotas } : {}),
+  }
+}
+
+/** Limits of a pool key: its subscription's blocks, one request at a time. */
+export function poolLimits(sub: Subscription): KeyLimits {
+  return { timeBlocks: sub.blocks, concurrency: 1 }
+}
+
+/** Dollars, rounded to the cent's hundredth. */
+export const usd = (credits: number) => Math.round((credits / CREDITS_PER_USD) * 10_000) / 10_000

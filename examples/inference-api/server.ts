@@ -1,0 +1,71 @@
+/**
+ * @module examples/inference-api/server
+ *
+ * `npm run example:inference`: starts the inference API on PORT (default 3000) with the
+ * in-memory storage, or on Redis / PostgreSQL when `REDIS_URL` / `DATABASE_URL` are set. It
+ * creates an account with $5 of credit, a management key, a credit key, a pool subscription
+ * for the current 8-hour block with a pool key, and a dashboard session token, and prints them.
+ */
+
+import type { AddressInfo } from 'node:net'
+import { signSession } from '../shared/session.js'
+import { demoAccountId, storageFromEnv } from '../shared/storage.js'
+import { CREDITS_PER_USD, createInferenceApi, POOLS } from './app.js'
+import { creditLimits, poolLimits, subscribe } from './plans.js'
+
+const secret = process.env.TOLLBOOTH_SECRET ?? 'demo-secret-change-me-demo-secret-change-me'
+const sessionSecret = process.env.SESSION_SECRET ?? 'demo-session-secret-change-me-0123456789'
+const port = Number(process.env.PORT ?? 3000)
+const host = process.env.HOST ?? '127.0.0.1'
+
+const opened = await storageFromEnv()
+const { app, tb } = await createInferenceApi({ secret, sessionSecret, storage: opened.storage })
+
+const accountId = demoAccountId('user_demo', opened)
+await tb.accounts.addCredits(accountId, 5 * CREDITS_PER_USD)
+const management = await tb.keys.create({ accountId, name: 'mgmt_key_01', kind: 'management' })
+const credit = await tb.keys.create({
+  accountId,
+  name: 'client_42',
+  category: 'production',
+  metadata: { keyPlan: 'credits' },
+  limits: creditLimits({ rpm: 60 }),
+})
+// The pool whose daily block is under way now, so the pool key works at once.
+const hour = new Date().getUTCHours()
+const poolId = Object.keys(POOLS).find(
+  (id) => hour >= POOLS[id]!.fromHour && hour < POOLS[id]!.toHour,
+)!
+const sub = await subscribe(tb, accountId, poolId, 30, Date.now())
+const pool = await tb.keys.create({
+  accountId: sub.accountId,
+  name: `${poolId} key`,
+  category: 'subscription',
+  metadata: { keyPlan: 'pool', subscriptionId: sub.id },
+  expiresAt: sub.expiresAt,
+  limits: poolLimits(sub),
+})
+const session = await signSession(sessionSecret, accountId)
+
+await app.listen({ port, host })
+const url = `http://${host}:${(app.server.address() as AddressInfo).port}`
+console.log(`inference-api listening on ${url} (storage: ${opened.label})`)
+console.log(`account: ${accountId}`)
+console.log(`management key: ${management.key}`)
+console.log(`consumption key: ${credit.key}`)
+console.log(`pool key: ${pool.key}`)
+console.log(`session token: ${session}`)
+console.log(
+  `try: curl ${url}/v1/chat/completions -H "Authorization: Bearer ${credit.key}" -H "Content-Type: application/json" -d '{"model":"echo-1","messages":[{"role":"user","content":"Hello"}]}'`,
+)
+
+let stopping = false
+const stop = async () => {
+  if (stopping) return
+  stopping = true
+  await app.close()
+  await opened.close()
+  process.exit(0)
+}
+process.on('SIGINT', stop)
+process.on('SIGTERM', stop)

@@ -1,0 +1,53 @@
+/**
+ * @module examples/pdf-api/server
+ *
+ * `npm run example:pdf`: starts the PDF API on PORT (default 3000) with the in-memory storage,
+ * or on Redis / PostgreSQL when `REDIS_URL` / `DATABASE_URL` are set, creates an account on
+ * the pro plan with an API key and a session token for the account routes, and prints them.
+ */
+
+import type { AddressInfo } from 'node:net'
+import { signSession } from '../shared/session.js'
+import { demoAccountId, storageFromEnv } from '../shared/storage.js'
+import { createPdfApi } from './app.js'
+
+const secret = process.env.TOLLBOOTH_SECRET ?? 'demo-secret-change-me-demo-secret-change-me'
+const sessionSecret = process.env.SESSION_SECRET ?? 'demo-session-secret-change-me-0123456789'
+const port = Number(process.env.PORT ?? 3000)
+const host = process.env.HOST ?? '127.0.0.1'
+
+const opened = await storageFromEnv()
+const { app, tb } = createPdfApi({ secret, sessionSecret, storage: opened.storage })
+
+const accountId = demoAccountId('user_demo', opened)
+await tb.accounts.setTier(accountId, 'pro')
+const consumption = await tb.keys.create({
+  accountId,
+  name: 'CI Pipeline',
+  metadata: { label: 'CI Pipeline' },
+})
+const session = await signSession(sessionSecret, accountId)
+
+const server = app.listen(port, host, () => {
+  const url = `http://${host}:${(server.address() as AddressInfo).port}`
+  console.log(`pdf-api listening on ${url} (storage: ${opened.label})`)
+  console.log(`account: ${accountId}`)
+  console.log(`consumption key: ${consumption.key}`)
+  console.log(`session token: ${session}`)
+  console.log(
+    `try: curl -X POST ${url}/api/v1/compress -H "Authorization: Bearer ${consumption.key}" -H "Content-Type: application/json" -d '{"file":"https://example.com/report.pdf"}'`,
+  )
+})
+
+let stopping = false
+const stop = async () => {
+  if (stopping) return
+  stopping = true
+  server.close()
+  server.closeAllConnections()
+  await tb.close()
+  await opened.close()
+  process.exit(0)
+}
+process.on('SIGINT', stop)
+process.on('SIGTERM', stop)

@@ -1,0 +1,108 @@
+/**
+ * @module examples/shared/storage
+ *
+ * Where the examples keep their keys, counters and usage: the in-memory default, or the
+ * servers named by `REDIS_URL` and `DATABASE_URL`. With both, PostgreSQL keeps keys, usage and
+ * accounts and Redis the hot admission counters (the split `tollbooth/postgres` recommends).
+ * Every example's `server.ts` calls {@link storageFromEnv}; the tests call {@link openStorage}
+ * with explicit URLs.
+ */
+
+import { Redis } from 'ioredis'
+import pg from 'pg'
+import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
+import { redisStorage } from '../../adapters/redis/index.js'
+import type { Storage } from '../../src/index.js'
+
+/** Where to connect; nothing given: the in-memory storage. */
+export interface StorageConfig {
+  /** `redis://…`: counters (and, without `databaseUrl`, everything) in Redis. */
+  redisUrl?: string | undefined
+  /** Prefix of every Redis key and of the change channel. Default `tollbooth:`. */
+  redisPrefix?: string | undefined
+  /** `postgres://…`: keys, usage and accounts in PostgreSQL, migrated at start. */
+  databaseUrl?: string | undefined
+  /** The schema of tollbooth's tables. Default `tollbooth`. */
+  databaseSchema?: string | undefined
+}
+
+/** An opened storage: undefined for the in-memory default, and how to close the connections. */
+export interface OpenedStorage {
+  /** Pass to `createTollbooth({ storage })`; undefined means the in-memory default. */
+  storage: Storage | undefined
+  /** `memory`, `redis`, `postgres` or `postgres+redis`, for the start-up banner. */
+  label: string
+  /** Closes what this module opened (call after `tb.close()`). */
+  close(): Promise<void>
+}
+
+/**
+ * Opens the storage `config` names. Redis is connected and PostgreSQL migrated before it
+ * returns, so a wrong URL fails the start, not the first request.
+ *
+ * @throws the client's error when a server cannot be reached
+ */
+export async function openStorage(config: StorageConfig): Promise<OpenedStorage> {
+  const closers: Array<() => Promise<unknown>> = []
+  const close = async () => {
+    for (const c of closers.reverse()) await c().catch(() => {})
+  }
+  try {
+    let redis: Storage | undefined
+    let postgres: Storage | undefined
+    if (config.redisUrl) {
+      const client = new Redis(config.redisUrl, {
+        // The options `tollbooth/redis` recommends: an outage turns into fast 503s.
+        maxRetriesPerRequest: 1,
+        enableOfflineQueue: false,
+        autoResendUnfulfilledCommands: false,
+        connectTimeout: 2000,
+        commandTimeout: 1000,
+        lazyConnect: true,
+      })
+      client.on('error', (err) => console.error('[redis]', err.message))
+      closers.push(() => client.quit())
+      await client.connect()
+      redis = redisStorage({ client, keyPrefix: config.redisPrefix ?? 'tollbooth:' })
+      closers.push(() => redis?.close?.() ?? Promise.resolve())
+    }
+    if (config.databaseUrl) {
+      const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10 })
+      closers.push(() => pool.end())
+      const schema = config.databaseSchema ?? 'tollbooth'
+      await migrate({ pool, schema })
+      postgres = postgresStorage({ pool, schema })
+      closers.push(() => postgres?.close?.() ?? Promise.resolve())
+    }
+    if (postgres && redis)
+      return {
+        storage: { ...postgres, counters: redis.counters },
+        label: 'postgres+redis',
+        close,
+      }
+    if (postgres) return { storage: postgres, label: 'postgres', close }
+    if (redis) return { storage: redis, label: 'redis', close }
+    return { storage: undefined, label: 'memory', close }
+  } catch (err) {
+    await close()
+    throw err
+  }
+}
+
+/** {@link openStorage} from `REDIS_URL`, `REDIS_PREFIX`, `DATABASE_URL` and `DATABASE_SCHEMA`. */
+export function storageFromEnv(env: NodeJS.ProcessEnv = process.env): Promise<OpenedStorage> {
+  return openStorage({
+    redisUrl: env['REDIS_URL'] || undefined,
+    redisPrefix: env['REDIS_PREFIX'] || undefined,
+    databaseUrl: env['DATABASE_URL'] || undefined,
+    databaseSchema: env['DATABASE_SCHEMA'] || undefined,
+  })
+}
+
+/**
+ * An account id for the keys printed at start: fixed on the in-memory storage, fresh on a
+ * durable one, so each start begins with unused credits.
+ */
+export function demoAccountId(base: string, opened: OpenedStorage): string {
+  return opened.storage ? `${base}_${Date.now().toString(36)}` : base
+}

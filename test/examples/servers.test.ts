@@ -1,0 +1,85 @@
+/**
+ * `npm run example:voice`, `example:pdf` and `example:inference`: each `server.ts` starts on
+ * the in-memory default with one command, prints the credentials it created one a line, and
+ * each printed credential works where its README says.
+ */
+
+import { afterEach, describe, expect, it } from 'vitest'
+import { call } from './http.js'
+import { type Started, startServer } from './spawn.js'
+
+let started: Started | undefined
+afterEach(async () => {
+  await started?.stop()
+  started = undefined
+})
+
+describe('example servers', () => {
+  it('voice-api: a management key, an API key and a portal session token', async () => {
+    started = await startServer('examples/voice-api/server.ts', [
+      'management key',
+      'consumption key',
+      'session token',
+    ])
+    const { url, lines } = started
+    expect(started.output()).toContain('(storage: memory)')
+    const key = lines['consumption key']!
+    const synth = await call(url, 'POST', '/v1/synthesize', { token: key, json: { text: 'Hello' } })
+    expect([synth.status, synth.headers.get('x-usage-current')]).toEqual([200, '1'])
+    expect(synth.headers.get('x-ratelimit-limit')).toBe('60')
+    const keys = await call(url, 'GET', '/v1/keys', { token: lines['management key']! })
+    expect(keys.body.data).toHaveLength(1)
+    expect((await call(url, 'GET', '/v1/keys', { token: key })).status).toBe(200)
+    const portal = await call(url, 'GET', '/portal/usage', { token: lines['session token']! })
+    expect(portal.body.breakdown).toEqual({ tts: 1, stt: 0, llm: 0, rag: 0 })
+  })
+
+  it('pdf-api: an API key and a session token for the account routes', async () => {
+    started = await startServer('examples/pdf-api/server.ts', ['consumption key', 'session token'])
+    const { url, lines } = started
+    const key = lines['consumption key']!
+    expect(key).toMatch(/^pdf_live_/)
+    const op = await call(url, 'POST', '/api/v1/compress', {
+      token: key,
+      json: { file: 'https://example.com/report.pdf' },
+    })
+    expect(op.status).toBe(200)
+    const token = lines['session token']!
+    const list = await call(url, 'GET', '/api/v1/account/keys', { token })
+    expect(list.body).toEqual([expect.objectContaining({ name: 'CI Pipeline' })])
+    expect((await call(url, 'GET', '/api/v1/account/profile', { token })).body).toEqual({
+      tier: 'pro',
+    })
+    const usage = await call(url, 'GET', '/api/v1/account/usage', { token })
+    expect(usage.body).toMatchObject({ current: 1, limit: 500 })
+  })
+
+  it('inference-api: management, credit and pool keys, and a session token', async () => {
+    started = await startServer('examples/inference-api/server.ts', [
+      'management key',
+      'consumption key',
+      'pool key',
+      'session token',
+    ])
+    const { url, lines } = started
+    const chat = (key: string) =>
+      call(url, 'POST', '/v1/chat/completions', {
+        token: key,
+        json: { model: 'echo-1', messages: [{ role: 'user', content: 'Hello' }] },
+      })
+    expect(lines['consumption key']).toMatch(/^sk_/)
+    expect(lines['management key']).toMatch(/^mk_/)
+    expect((await chat(lines['consumption key']!)).status).toBe(200)
+    expect((await chat(lines['pool key']!)).status).toBe(200)
+    const keys = await call(url, 'GET', '/api/keys', { token: lines['management key']! })
+    expect(keys.body.data.map((k: { keyType: string }) => k.keyType).sort()).toEqual([
+      'credit',
+      'subscription',
+    ])
+    const status = await call(url, 'GET', '/api/billing/status', {
+      token: lines['session token']!,
+    })
+    expect(status.body.data).toMatchObject({ balance: expect.any(Number) })
+    expect(status.body.data.balance).toBeLessThan(5)
+  })
+})

@@ -1,0 +1,42 @@
+/**
+ * @module test/examples/voice-fixture
+ *
+ * The voice example served for a test: on a manual clock at {@link T0}, with the portal's
+ * session secret, its demo billing pages pointed at the server itself, and a JSON client.
+ */
+
+import { createVoiceApi } from '../../examples/voice-api/app.js'
+import { manualClock, type TollboothOptions } from '../../src/index.js'
+import { type Client, clientOf, type Res, serveHono, trackSettles } from './http.js'
+
+export const SECRET = 'voice-example-secret-voice-example-secret'
+export const SESSION_SECRET = 'voice-example-session-secret-0123456789'
+export const T0 = Date.UTC(2026, 2, 21)
+
+/** Starts the example; `plans` replaces the shipped plans. */
+export async function startVoice(plans?: TollboothOptions['plans']) {
+  const clock = manualClock(T0)
+  let url = ''
+  const voice = createVoiceApi({
+    secret: SECRET,
+    clock,
+    sessionSecret: SESSION_SECRET,
+    publicUrl: () => url,
+    ...(plans ? { plans } : {}),
+  })
+  const settles = trackSettles(voice.tb)
+  const served = await serveHono(voice.app)
+  url = served.url
+  const api: Client = clientOf(served)
+  return { ...voice, clock, api, settles, close: () => served.close() }
+}
+
+export type VoiceFixture = Awaited<ReturnType<typeof startVoice>>
+
+/** `POST /v1/synthesize` with `text`. */
+export const synth = (
+  api: Client,
+  token: string,
+  text = 'Hello',
+  headers: Record<string, string> = {},
+): Promise<Res> => api('POST', '/v1/synthesize', { token, json: { text }, headers })
