@@ -170,11 +170,14 @@ export const optionsSchema = z
       .object({
         flushIntervalMs: posInt.default(1_000),
         maxBatch: posInt.default(500),
-        /** Request logs older than this are pruned (default 30 days). */
-        retentionMs: posInt.default(30 * 86_400_000),
+        /**
+         * Usage events (the request logs, and what monthly reports sum) older than this are
+         * pruned. Default 400 days, so `usage.get(id, { month })` stays exact for a year.
+         */
+        retentionMs: posInt.default(400 * 86_400_000),
       })
       .strict()
-      .default({ flushIntervalMs: 1_000, maxBatch: 500, retentionMs: 30 * 86_400_000 }),
+      .default({ flushIntervalMs: 1_000, maxBatch: 500, retentionMs: 400 * 86_400_000 }),
     /** Called with errors that happen off the request path (flush failures); secrets never included. */
     onError: fn<(err: unknown) => void>('onError').optional(),
   })
