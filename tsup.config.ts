@@ -11,6 +11,7 @@ export default defineConfig({
     postgres: 'adapters/postgres/index.ts',
     stripe: 'adapters/stripe/index.ts',
     testing: 'adapters/testing/index.ts',
+    portal: 'adapters/portal/index.ts',
   },
   format: ['esm', 'cjs'],
   dts: true,

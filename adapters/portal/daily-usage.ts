@@ -1,0 +1,100 @@
+/**
+ * @module tollbooth/portal/daily-usage
+ *
+ * `GET <base>/api/usage/daily?month=YYYY-MM`: the signed-in account's usage per UTC day of a
+ * billing period, split by category, for the portal's chart. The management API answers a
+ * whole period (`GET /usage`); the days come from the same storage call it uses,
+ * `storage.usage.summarize(accountId, from, to)`, once per day up to today (at most 31, a few
+ * at a time), after the usage out-box is flushed so the last requests are counted.
+ */
+
+import type { Hono } from 'hono'
+import { z } from 'zod'
+import { parseMonth, periodOf, type Tollbooth, type UsageSummary } from '../../src/index.js'
+import { json, parse, queryOf } from '../management/http.js'
+import type { Identify } from './session-routes.js'
+
+const DAY = 86_400_000
+/** Days summarized at once: enough to be quick, few enough not to drain a connection pool. */
+const PARALLEL = 8
+
+/** One day of the series. Credits and requests, in total and per category. */
+export interface UsageDay {
+  /** `YYYY-MM-DD` (UTC). */
+  date: string
+  requests: number
+  credits: number
+  byCategory: Record<string, { requests: number; credits: number }>
+}
+
+const dailyQuery = z
+  .object({
+    month: z
+      .string()
+      .regex(/^\d{4}-(0[1-9]|1[0-2])$/, 'must be YYYY-MM')
+      .optional(),
+  })
+  .strict()
+
+const empty: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+
+/** Summaries of `[from, to)` for each `from`, at most {@link PARALLEL} in flight. */
+async function summarizeDays(
+  tb: Tollbooth,
+  accountId: string,
+  starts: number[],
+): Promise<UsageSummary[]> {
+  const out: UsageSummary[] = []
+  for (let i = 0; i < starts.length; i += PARALLEL) {
+    const batch = starts.slice(i, i + PARALLEL)
+    out.push(
+      ...(await Promise.all(batch.map((t) => tb.storage.usage.summarize(accountId, t, t + DAY)))),
+    )
+  }
+  return out
+}
+
+/** Registers `GET /api/usage/daily` on `app`. */
+export function dailyUsageRoute(app: Hono, tb: Tollbooth, identify: Identify): void {
+  const now = () => (tb.options.clock ? tb.options.clock.now() : Date.now())
+
+  app.get('/api/usage/daily', async (c) => {
+    const who = await identify(c.req.raw)
+    if (!who)
+      return json({ error: 'Not signed in; sign in to the portal', code: 'unauthorized' }, 401)
+    if ('unavailable' in who)
+      return json({ error: who.unavailable, code: 'session_keys_unavailable' }, 503)
+    const q = parse(dailyQuery, queryOf(c), 'query')
+    const t = now()
+    const period = q.month ? parseMonth(q.month)! : periodOf(t)
+    const starts: number[] = []
+    for (let d = period.start; d < period.end; d += DAY) starts.push(d)
+    await tb.flush()
+    const past = starts.filter((d) => d <= t)
+    const sums = await summarizeDays(tb, who.accountId, past)
+    const categories = new Set<string>()
+    const days: UsageDay[] = starts.map((d, i) => {
+      const s = sums[i] ?? empty
+      const byCategory: UsageDay['byCategory'] = {}
+      for (const [cat, v] of Object.entries(s.byCategory)) {
+        categories.add(cat)
+        byCategory[cat] = { requests: v.requests, credits: v.units }
+      }
+      return {
+        date: new Date(d).toISOString().slice(0, 10),
+        requests: s.requests,
+        credits: s.units,
+        byCategory,
+      }
+    })
+    return json({
+      period: {
+        id: period.id,
+        start: new Date(period.start).toISOString(),
+        end: new Date(period.end).toISOString(),
+      },
+      categories: [...categories].sort(),
+      days,
+    })
+  })
+}

@@ -1,0 +1,161 @@
+/**
+ * @module tollbooth/portal/session-routes
+ *
+ * Who is signed in, and `<base>/api/session`: `GET` tells the page whether a visitor is
+ * signed in (and hands it the CSRF token, setting the CSRF cookie when missing), `POST` signs
+ * in with a session JWT (verified by the same jose verifier as the management API, then kept
+ * in an HttpOnly cookie that expires with the token), `DELETE` signs out. Sign-in and sign-out
+ * both renew the CSRF token. With `authenticate`, the integrator's own session decides and
+ * sign-in and sign-out happen in their application (`signInUrl`, `signOutUrl`).
+ */
+
+import type { Context, Hono } from 'hono'
+import { z } from 'zod'
+import { checkAccountId } from '../../src/index.js'
+import { json, parse, readJson } from '../management/http.js'
+import type { createSessionVerifier } from '../management/session.js'
+import {
+  type CookieJar,
+  csrfCookie,
+  jarFor,
+  newCsrfToken,
+  readCookie,
+  setCookie,
+} from './cookies.js'
+import type { ResolvedPortalOptions } from './options.js'
+
+type Verifier = ReturnType<typeof createSessionVerifier>
+
+/** The signed-in account, a key source that cannot be reached (503), or nobody. */
+export type Visitor = { accountId: string } | { unavailable: string } | null
+
+/** Finds who sent `request`: the portal's session cookie first, then `authenticate`. */
+export type Identify = (request: Request) => Promise<Visitor>
+
+/** The largest session token kept in a cookie (browsers keep about 4 kB per cookie). */
+const MAX_TOKEN = 3800
+
+const validAccount = (id: unknown): id is string => {
+  try {
+    checkAccountId(id)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Builds {@link Identify} for the portal's options. */
+export function createIdentify(o: ResolvedPortalOptions, verifier: Verifier | null): Identify {
+  return async function identify(request) {
+    const jar = jarFor(request, o.cookieName, o.secureCookies)
+    const token = verifier ? readCookie(request, jar.session) : undefined
+    if (verifier && token) {
+      const r = await verifier.verify(token)
+      if (r.ok && validAccount(r.accountId)) return { accountId: r.accountId }
+      if (!r.ok && r.status === 503) return { unavailable: r.message }
+    }
+    if (!o.authenticate) return null
+    const who = await o.authenticate(request)
+    if (who === null || who === undefined) return null
+    if (!validAccount(who.accountId))
+      throw new TypeError('portal authenticate() returned an invalid accountId')
+    return { accountId: who.accountId }
+  }
+}
+
+/** A JSON answer that sets `cookies`. */
+function withCookies(body: unknown, status: number, cookies: string[]): Response {
+  const res = json(body, status)
+  for (const c of cookies) res.headers.append('set-cookie', c)
+  return res
+}
+
+const signInBody = z
+  .object({ token: z.string().min(1).max(MAX_TOKEN, `must be at most ${MAX_TOKEN} characters`) })
+  .strict()
+
+/** Registers `GET`, `POST` and `DELETE` `/api/session` on `app`. */
+export function sessionRoutes(
+  app: Hono,
+  o: ResolvedPortalOptions,
+  verifier: Verifier | null,
+  identify: Identify,
+  now: () => number,
+): void {
+  const page = {
+    title: o.title,
+    categories: o.categories,
+    providers: o.providers,
+    signInUrl: o.signInUrl,
+    signOutUrl: o.signOutUrl,
+    tokenSignIn: verifier !== null,
+  }
+  const jarOf = (c: Context): CookieJar => jarFor(c.req.raw, o.cookieName, o.secureCookies)
+
+  app.get('/api/session', async (c) => {
+    const jar = jarOf(c)
+    const cookies: string[] = []
+    let csrf = csrfCookie(c.req.raw, jar)
+    if (csrf === undefined) {
+      csrf = newCsrfToken()
+      cookies.push(setCookie(jar, jar.csrf, csrf))
+    }
+    const who = await identify(c.req.raw)
+    if (who && 'unavailable' in who)
+      return withCookies({ error: who.unavailable, code: 'session_keys_unavailable' }, 503, cookies)
+    // A session cookie that no longer verifies (expired, signed with a retired key) is dropped.
+    if (!who && verifier && readCookie(c.req.raw, jar.session) !== undefined)
+      cookies.push(setCookie(jar, jar.session, '', 0))
+    const body = {
+      signedIn: who !== null,
+      accountId: who?.accountId ?? null,
+      csrfToken: csrf,
+      secureCookies: jar.secure,
+      portal: page,
+    }
+    return withCookies(body, 200, cookies)
+  })
+
+  app.post('/api/session', async (c) => {
+    if (!verifier)
+      return json(
+        {
+          error: 'This portal signs in through your application, not with a session token',
+          code: 'not_found',
+        },
+        404,
+      )
+    const { token } = parse(signInBody, await readJson(c), 'body')
+    const r = await verifier.verify(token.trim())
+    if (!r.ok)
+      return json(
+        { error: r.message, code: r.status === 401 ? 'unauthorized' : 'session_keys_unavailable' },
+        r.status,
+      )
+    if (!validAccount(r.accountId))
+      return json(
+        { error: 'Invalid session token: the account id is not valid', code: 'unauthorized' },
+        401,
+      )
+    const jar = jarOf(c)
+    const exp = typeof r.claims['exp'] === 'number' ? r.claims['exp'] : undefined
+    const csrf = newCsrfToken()
+    return withCookies({ signedIn: true, accountId: r.accountId, csrfToken: csrf }, 200, [
+      setCookie(
+        jar,
+        jar.session,
+        token.trim(),
+        exp === undefined ? undefined : exp - Math.floor(now() / 1000),
+      ),
+      setCookie(jar, jar.csrf, csrf),
+    ])
+  })
+
+  app.delete('/api/session', (c) => {
+    const jar = jarOf(c)
+    const csrf = newCsrfToken()
+    const cookies = [setCookie(jar, jar.csrf, csrf)]
+    if (verifier) cookies.push(setCookie(jar, jar.session, '', 0))
+    return withCookies({ signedIn: false, csrfToken: csrf, signOutUrl: o.signOutUrl }, 200, cookies)
+  })
+}

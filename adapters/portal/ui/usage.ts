@@ -1,0 +1,149 @@
+/**
+ * @module tollbooth/portal/ui/usage
+ *
+ * The "Usage" view: for the current billing period or any of the eleven before it, the
+ * credits used, the limit and what remains, the request count, the breakdown by category
+ * (`GET usage`), and the chart of usage per day stacked by category (`GET usage/daily`),
+ * in credits or in requests.
+ */
+
+import { api, messageOf } from './api.js'
+import { type Metric, usageChart } from './chart.js'
+import { alertBox, clear, field, h, table, title, uid } from './dom.js'
+import { day, monthName, num } from './format.js'
+import type { DailyJson, UsageJson } from './types.js'
+import type { View } from './view.js'
+
+/** The current month and the eleven before it, as `YYYY-MM` (UTC, like billing periods). */
+function months(): string[] {
+  const now = new Date()
+  const out: string[] = []
+  for (let i = 0; i < 12; i++) {
+    const d = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - i, 1))
+    out.push(`${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, '0')}`)
+  }
+  return out
+}
+
+const stat = (label: string, value: string | Node) =>
+  h('div', { class: 'stat' }, h('dt', null, label), h('dd', null, value))
+
+/** Renders the usage view into `root`. */
+export const usageView: View = async (root) => {
+  const list = months()
+  const period = h(
+    'select',
+    { name: 'period' },
+    ...list.map((m, i) =>
+      h(
+        'option',
+        { value: i === 0 ? '' : m },
+        i === 0 ? `Current period (${monthName(m)})` : monthName(m),
+      ),
+    ),
+  )
+  const metricName = uid('metric')
+  const metricInputs = (['credits', 'requests'] as const).map((m, i) =>
+    h('input', {
+      type: 'radio',
+      name: metricName,
+      value: m,
+      id: `${metricName}-${m}`,
+      checked: i === 0,
+    }),
+  )
+  const error = alertBox()
+  const summary = h('div', { class: 'summary' })
+  const breakdown = h('div', { class: 'list' })
+  const chartHost = h('div', { class: 'chart-host' })
+  let chart: { destroy(): void } | null = null
+  let daily: DailyJson | null = null
+
+  const metric = (): Metric =>
+    (metricInputs.find((i) => i.checked)?.value as Metric | undefined) ?? 'credits'
+
+  const draw = () => {
+    chart?.destroy()
+    clear(chartHost)
+    if (daily) chart = usageChart(chartHost, daily, metric())
+  }
+
+  const load = async () => {
+    error.show(null)
+    const q = period.value ? `?month=${period.value}` : ''
+    try {
+      const [usage, days] = await Promise.all([
+        api<UsageJson>('GET', `usage${q}`),
+        api<DailyJson>('GET', `usage/daily${q}`),
+      ])
+      daily = days
+      const limit = usage.credits.limit
+      clear(summary)
+      summary.append(
+        h(
+          'dl',
+          { class: 'stats' },
+          stat('Credits used', num(usage.credits.used)),
+          stat('Credit limit', limit === null ? 'Unlimited' : num(limit)),
+          stat(
+            'Remaining',
+            usage.credits.remaining === null ? 'Unlimited' : num(usage.credits.remaining),
+          ),
+          stat('Requests', num(usage.requestCount)),
+          stat(period.value ? 'Period ended' : 'Resets on', h('span', null, day(usage.resetDate))),
+        ),
+      )
+      const cats = Object.keys(usage.requests).sort()
+      clear(breakdown)
+      breakdown.append(
+        cats.length === 0
+          ? h('p', { class: 'empty' }, 'No requests in this period.')
+          : table(
+              'Usage by category',
+              ['Category', 'Requests', 'Credits'],
+              cats.map((c) => [c, num(usage.requests[c] ?? 0), num(usage.breakdown[c] ?? 0)]),
+            ),
+      )
+      draw()
+    } catch (err) {
+      error.show(messageOf(err))
+    }
+  }
+  period.addEventListener('change', () => void load())
+  for (const input of metricInputs) input.addEventListener('change', draw)
+
+  const byCat = uid('by-category')
+  const perDay = uid('per-day')
+  root.append(
+    title('Usage'),
+    h(
+      'p',
+      { class: 'lead' },
+      'Credits and requests of your account, by billing period (calendar months, UTC).',
+    ),
+    field('Billing period', period),
+    error.el,
+    summary,
+    h('section', { 'aria-labelledby': byCat }, h('h2', { id: byCat }, 'By category'), breakdown),
+    h(
+      'section',
+      { 'aria-labelledby': perDay },
+      h('h2', { id: perDay }, 'Usage per day'),
+      h(
+        'fieldset',
+        { class: 'inline' },
+        h('legend', null, 'Show'),
+        ...metricInputs.flatMap((input) => [
+          h(
+            'label',
+            { for: input.id, class: 'choice' },
+            input,
+            input.value === 'credits' ? 'Credits' : 'Requests',
+          ),
+        ]),
+      ),
+      chartHost,
+    ),
+  )
+  await load()
+}

@@ -1,0 +1,192 @@
+/**
+ * What the portal adds to the management API, over real HTTP (127.0.0.1, port 0): unique
+ * aliases, the management API's own answers passing through, the per-day usage series, the
+ * integrator's own `authenticate`, and the same portal mounted in Express and Fastify.
+ */
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { ManualClock, Tollbooth } from '../../src/index.js'
+import { browserClient, makeTollbooth, type Served, servePortal, sessionToken } from './servers.js'
+
+const DAY = 86_400_000
+let tb: Tollbooth
+let clock: ManualClock
+let served: Served
+
+beforeEach(async () => {
+  ;({ tb, clock } = makeTollbooth())
+  served = await servePortal('hono', tb)
+})
+afterEach(async () => {
+  await served.close()
+  await tb.close()
+})
+
+/** A client signed in as `accountId`. */
+async function signedIn(accountId = 'acct_a') {
+  const client = browserClient(served.url)
+  const r = await client.signIn(await sessionToken(accountId, clock))
+  expect(r.status).toBe(200)
+  return client
+}
+
+describe('keys through the portal', () => {
+  it('keeps aliases unique per account, without case, also on rename and under concurrency', async () => {
+    const client = await signedIn()
+    const a = await client.call('POST', '/api/keys', {
+      json: { name: 'Backend', category: 'production' },
+    })
+    expect(a.status).toBe(201)
+    const dup = await client.call('POST', '/api/keys', { json: { name: '  backend ' } })
+    expect(dup.status).toBe(409)
+    expect(dup.body).toEqual({
+      error: 'An API key with the alias "backend" already exists; choose another alias',
+      code: 'conflict',
+      issues: [{ path: 'name', message: 'is already used by another key of this account' }],
+    })
+    const other = await signedIn('acct_b')
+    expect((await other.call('POST', '/api/keys', { json: { name: 'Backend' } })).status).toBe(201)
+
+    const b = await client.call('POST', '/api/keys', { json: { name: 'Worker' } })
+    expect(
+      (await client.call('PATCH', `/api/keys/${b.body.id}`, { json: { name: 'BACKEND' } })).status,
+    ).toBe(409)
+    expect(
+      (await client.call('PATCH', `/api/keys/${a.body.id}`, { json: { name: 'backend' } })).status,
+    ).toBe(200)
+
+    const race = await Promise.all(
+      [1, 2, 3, 4].map(() => client.call('POST', '/api/keys', { json: { name: 'Racer' } })),
+    )
+    expect(race.map((r) => r.status).sort()).toEqual([201, 409, 409, 409])
+    expect((await tb.keys.list('acct_a')).data.map((k) => k.name).sort()).toEqual([
+      'Racer',
+      'Worker',
+      'backend',
+    ])
+  })
+
+  it("passes the management API's own answers through (400 naming the field, 404, 409)", async () => {
+    const client = await signedIn()
+    const bad = await client.call('POST', '/api/keys', {
+      json: { name: 'x', limits: { quotas: { daily: -1 } } },
+    })
+    expect(bad.status).toBe(400)
+    expect(bad.body.code).toBe('invalid_request')
+    expect(JSON.stringify(bad.body.issues)).toContain('limits.quotas.daily')
+    expect((await client.call('GET', '/api/keys/key_nope')).status).toBe(404)
+    expect((await client.call('GET', '/api/nowhere')).body.code).toBe('not_found')
+    const big = await client.call('POST', '/api/keys', {
+      json: { name: 'x', metadata: { pad: 'x'.repeat(70_000) } },
+    })
+    expect(big.status).toBe(413)
+  })
+})
+
+describe('usage per day', () => {
+  it('counts requests and credits per UTC day and category, for the current or a past month', async () => {
+    const client = await signedIn()
+    const { key } = await tb.keys.create({ accountId: 'acct_a', category: 'production' })
+    const call = () =>
+      fetch(`${served.url}/v1/synthesize`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}` },
+      })
+    const start = Date.UTC(2026, 2, 10, 12)
+    clock.set(start)
+    expect((await call()).status).toBe(200)
+    clock.set(start + DAY)
+    expect((await call()).status).toBe(200)
+    expect((await call()).status).toBe(200)
+    const r = await client.call('GET', '/api/usage/daily?month=2026-03')
+    expect(r.status).toBe(200)
+    expect(r.body.period).toEqual({
+      id: '2026-03',
+      start: '2026-03-01T00:00:00.000Z',
+      end: '2026-04-01T00:00:00.000Z',
+    })
+    expect(r.body.categories).toEqual(['tts'])
+    expect(r.body.days).toHaveLength(31)
+    const byDate = Object.fromEntries(r.body.days.map((d: { date: string }) => [d.date, d]))
+    expect(byDate['2026-03-10']).toEqual({
+      date: '2026-03-10',
+      requests: 1,
+      credits: 1,
+      byCategory: { tts: { requests: 1, credits: 1 } },
+    })
+    expect(byDate['2026-03-11'].requests).toBe(2)
+    expect(byDate['2026-03-12'].requests).toBe(0)
+    const current = await client.call('GET', '/api/usage/daily')
+    expect(current.body.period.id).toBe('2026-03')
+    const usage = await client.call('GET', '/api/usage')
+    expect(usage.body.requestCount).toBe(3)
+    expect((await client.call('GET', '/api/usage/daily?month=2026-13')).body.issues).toEqual([
+      { path: 'month', message: 'must be YYYY-MM' },
+    ])
+    expect((await client.call('GET', '/api/usage/daily?day=1')).status).toBe(400)
+    expect((await browserClient(served.url).call('GET', '/api/usage/daily')).status).toBe(401)
+  })
+})
+
+describe("the integrator's own authenticate()", () => {
+  it('signs in from their session cookie, and offers no token sign-in', async () => {
+    await served.close()
+    served = await servePortal('hono', tb, {
+      authenticate: (req) => {
+        const m = /(?:^|;\s*)app_session=(\w+)/.exec(req.headers.get('cookie') ?? '')
+        return m ? { accountId: `acct_${m[1]}` } : null
+      },
+      signInUrl: '/login',
+      signOutUrl: '/logout',
+    })
+    const client = browserClient(served.url)
+    client.jar.set('app_session', 'carol')
+    const s = await client.call('GET', '/api/session')
+    expect(s.body).toMatchObject({ signedIn: true, accountId: 'acct_carol' })
+    expect(s.body.portal).toMatchObject({
+      tokenSignIn: false,
+      signInUrl: '/login',
+      signOutUrl: '/logout',
+    })
+    const created = await client.call('POST', '/api/keys', { json: { name: 'Mine' } })
+    expect(created.status).toBe(201)
+    expect((await tb.keys.get(created.body.id)).accountId).toBe('acct_carol')
+    expect((await client.call('POST', '/api/session', { json: { token: 'x' } })).status).toBe(404)
+    expect((await client.call('DELETE', '/api/session')).body.signOutUrl).toBe('/logout')
+    client.jar.delete('app_session')
+    expect((await client.call('GET', '/api/keys')).status).toBe(401)
+  })
+})
+
+describe('mounted in Express and Fastify', () => {
+  for (const framework of ['express', 'fastify'] as const) {
+    it(`serves the page and the API under /portal in ${framework}`, async () => {
+      const other = await servePortal(framework, tb)
+      try {
+        const redirect = await fetch(`${other.url}/portal`, { redirect: 'manual' })
+        expect(redirect.status).toBe(308)
+        expect(redirect.headers.get('location')).toBe('/portal/')
+        const page = await fetch(`${other.url}/portal/`)
+        expect(page.headers.get('content-security-policy')).toContain("script-src 'self'")
+        const [, js] = /src="(assets\/[^"]+)"/.exec(await page.text()) ?? []
+        expect((await fetch(`${other.url}/portal/${js}`)).status).toBe(200)
+        const client = browserClient(other.url)
+        expect((await client.signIn(await sessionToken('acct_f', clock))).status).toBe(200)
+        expect((await client.call('POST', '/api/keys', { json: { name: framework } })).status).toBe(
+          201,
+        )
+        expect((await client.call('POST', '/api/keys', { json: { name: framework } })).status).toBe(
+          409,
+        )
+        expect(
+          (await client.call('POST', '/api/keys', { json: { name: 'x' }, csrf: false })).status,
+        ).toBe(403)
+        const list = await client.call('GET', '/api/keys')
+        expect(list.body.data.map((k: { name: string }) => k.name)).toEqual([framework])
+        expect((await client.call('GET', '/api/usage/daily')).body.days.length).toBeGreaterThan(27)
+      } finally {
+        await other.close()
+      }
+    })
+  }
+})

@@ -1,0 +1,254 @@
+/**
+ * The portal's guards over real HTTP (127.0.0.1, port 0), without a browser: options checked
+ * at construction, the page and its security headers, sign-in into cookies (attributes,
+ * `Secure` and `__Host-` outside localhost, expiry, sign-out), the CSRF check and the refusal
+ * of API keys on every portal route.
+ */
+
+import { request as httpRequest } from 'node:http'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { portal } from '../../adapters/portal/index.js'
+import { isTollboothError, type ManualClock, type Tollbooth } from '../../src/index.js'
+import {
+  browserClient,
+  makeTollbooth,
+  PREFIXES,
+  SESSION_SECRET,
+  type Served,
+  servePortal,
+  sessionToken,
+} from './servers.js'
+
+let tb: Tollbooth
+let clock: ManualClock
+let served: Served
+
+beforeEach(async () => {
+  ;({ tb, clock } = makeTollbooth())
+  served = await servePortal('hono', tb)
+})
+afterEach(async () => {
+  await served.close()
+  await tb.close()
+})
+
+/** A client signed in as `accountId`. */
+async function signedIn(accountId = 'acct_a') {
+  const client = browserClient(served.url)
+  const r = await client.signIn(await sessionToken(accountId, clock))
+  expect(r.status).toBe(200)
+  return client
+}
+
+/** A request with a chosen Host header (fetch cannot set one), answering status and cookies. */
+function withHost(path: string, host: string): Promise<{ status: number; cookies: string[] }> {
+  const { port } = new URL(served.url)
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, headers: { host } }, (res) => {
+      res.resume()
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, cookies: res.headers['set-cookie'] ?? [] }),
+      )
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+describe('portal options', () => {
+  const configError = (f: () => unknown) => {
+    try {
+      f()
+    } catch (err) {
+      expect(isTollboothError(err) && err.code).toBe('config_invalid')
+      return (err as Error).message
+    }
+    throw new Error('expected a ConfigError')
+  }
+
+  it('throws a ConfigError naming each bad option', () => {
+    expect(configError(() => portal(tb, {}))).toContain(
+      'give session (session JWTs) or authenticate',
+    )
+    expect(configError(() => portal(tb, { session: { secret: 'short' } }))).toBe(
+      'Invalid portal options: options.session.secret: must be at least 32 bytes',
+    )
+    expect(
+      configError(() => portal(tb, { session: { secret: SESSION_SECRET, cookie: 'x' } as never })),
+    ).toContain('options.session: cookie is set by the portal itself')
+    expect(
+      configError(() => portal(tb, { authenticate: () => null, colour: 'red' } as never)),
+    ).toContain('unknown option(s) "colour"')
+    expect(
+      configError(() => portal(tb, { authenticate: () => null, signInUrl: 'javascript:x' })),
+    ).toContain('options.signInUrl: must be a path or an http(s) URL')
+    expect(configError(() => portal({} as Tollbooth, { authenticate: () => null }))).toContain(
+      'tb must be a tollbooth instance',
+    )
+  })
+})
+
+describe('the page', () => {
+  it('redirects <base> to <base>/ and serves a shell with a strict CSP and no inline code', async () => {
+    const redirect = await fetch(`${served.url}/portal?x=1`, { redirect: 'manual' })
+    expect(redirect.status).toBe(308)
+    expect(redirect.headers.get('location')).toBe('/portal/?x=1')
+    const res = await fetch(`${served.url}/portal/`)
+    expect(res.status).toBe(200)
+    const csp = res.headers.get('content-security-policy') ?? ''
+    expect(csp).toContain("script-src 'self'")
+    expect(csp).toContain("style-src 'self'")
+    expect(csp).toContain("frame-ancestors 'self'")
+    expect(csp).not.toContain('unsafe')
+    expect(res.headers.get('x-content-type-options')).toBe('nosniff')
+    expect(res.headers.get('referrer-policy')).toBe('no-referrer')
+    const html = await res.text()
+    expect(html).not.toMatch(/<script(?![^>]*\ssrc=)[^>]*>/)
+    expect(html).not.toMatch(/\sstyle=|\son[a-z]+=/)
+    const [, js] = /src="(assets\/app-[0-9a-f]{10}\.js)"/.exec(html) ?? []
+    const [, css] = /href="(assets\/app-[0-9a-f]{10}\.css)"/.exec(html) ?? []
+    for (const [path, type] of [
+      [js, 'text/javascript'],
+      [css, 'text/css'],
+    ]) {
+      const a = await fetch(`${served.url}/portal/${path}`)
+      expect(a.status).toBe(200)
+      expect(a.headers.get('content-type')).toContain(type)
+      expect(a.headers.get('cache-control')).toContain('immutable')
+    }
+    expect((await fetch(`${served.url}/portal/assets/app-0000000000.js`)).status).toBe(404)
+    expect((await fetch(`${served.url}/portal/elsewhere`)).status).toBe(404)
+  })
+})
+
+describe('sign-in and cookies', () => {
+  it('keeps the session in an HttpOnly SameSite=Strict cookie that expires with the token', async () => {
+    const client = browserClient(served.url)
+    const first = await client.call('GET', '/api/session')
+    expect(first.body).toMatchObject({ signedIn: false, accountId: null, secureCookies: false })
+    expect(first.headers.getSetCookie()).toEqual([
+      expect.stringMatching(
+        /^tollbooth-portal-csrf=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict$/,
+      ),
+    ])
+    const csrfBefore = client.jar.get('tollbooth-portal-csrf')
+    const r = await client.call('POST', '/api/session', {
+      json: { token: await sessionToken('acct_a', clock) },
+    })
+    expect(r.status).toBe(200)
+    expect(r.body).toMatchObject({ signedIn: true, accountId: 'acct_a' })
+    const cookies = r.headers.getSetCookie()
+    expect(cookies[0]).toMatch(
+      /^tollbooth-portal=ey[\w.-]+; Path=\/; HttpOnly; SameSite=Strict; Max-Age=3600$/,
+    )
+    expect(client.jar.get('tollbooth-portal-csrf')).not.toBe(csrfBefore)
+    expect((await client.call('GET', '/api/session')).body.accountId).toBe('acct_a')
+  })
+
+  it('refuses a bad token and sets no session cookie', async () => {
+    const client = browserClient(served.url)
+    for (const token of [await sessionToken('acct_a', clock, 'x'.repeat(40)), 'not-a-jwt']) {
+      const r = await client.signIn(token)
+      expect(r.status).toBe(401)
+      expect(r.body.code).toBe('unauthorized')
+    }
+    expect(client.jar.has('tollbooth-portal')).toBe(false)
+    expect((await client.call('POST', '/api/session', { json: { jwt: 'x' } })).status).toBe(400)
+  })
+
+  it('drops a session that expired: signed out, and the API answers 401', async () => {
+    const client = await signedIn()
+    clock.advance(3_601_000)
+    const s = await client.call('GET', '/api/session')
+    expect(s.body.signedIn).toBe(false)
+    expect(s.headers.getSetCookie()).toContain(
+      'tollbooth-portal=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0',
+    )
+    expect((await client.call('GET', '/api/keys')).status).toBe(401)
+  })
+
+  it('uses Secure __Host- cookies outside localhost', async () => {
+    const remote = await withHost('/portal/api/session', 'portal.example.com')
+    expect(remote.status).toBe(200)
+    expect(remote.cookies[0]).toMatch(
+      /^__Host-tollbooth-portal-csrf=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict; Secure$/,
+    )
+    const local = await withHost('/portal/api/session', 'localhost:8080')
+    expect(local.cookies[0]).toMatch(
+      /^tollbooth-portal-csrf=[^;]+; Path=\/; HttpOnly; SameSite=Strict$/,
+    )
+  })
+
+  it('signs out: the session cookie is cleared and the CSRF token renewed', async () => {
+    const client = await signedIn()
+    const r = await client.call('DELETE', '/api/session')
+    expect(r.status).toBe(200)
+    expect(client.jar.has('tollbooth-portal')).toBe(false)
+    expect((await client.call('GET', '/api/keys')).status).toBe(401)
+  })
+})
+
+describe('CSRF and API keys', () => {
+  it('refuses a change without the token, with a wrong one, or from another site, and changes nothing', async () => {
+    const client = await signedIn()
+    const body = { json: { name: 'Sneaky' } }
+    const token = client.jar.get('tollbooth-portal-csrf')!
+    const refused = [
+      await client.call('POST', '/api/keys', { ...body, csrf: false }),
+      await client.call('POST', '/api/keys', {
+        ...body,
+        csrf: false,
+        headers: { 'x-csrf-token': 'A'.repeat(43) },
+      }),
+      await client.call('POST', '/api/keys', {
+        ...body,
+        headers: { 'sec-fetch-site': 'cross-site' },
+      }),
+      await client.call('DELETE', '/api/session', { csrf: false }),
+    ]
+    for (const r of refused) {
+      expect(r.status).toBe(403)
+      expect(r.body.code).toBe('forbidden')
+    }
+    expect(token).toMatch(/^[\w-]{43}$/)
+    expect((await tb.keys.list('acct_a')).data).toEqual([])
+    expect((await client.call('GET', '/api/session')).body.signedIn).toBe(true)
+    const ok = await client.call('POST', '/api/keys', {
+      ...body,
+      headers: { 'sec-fetch-site': 'same-origin' },
+    })
+    expect(ok.status).toBe(201)
+    expect(ok.body.key).toMatch(/^plabs_sk_live_/)
+  })
+
+  it('refuses consumption and management keys on every portal route, but not Basic auth', async () => {
+    const { key } = await tb.keys.create({ accountId: 'acct_a' })
+    const { key: mk } = await tb.keys.create({ accountId: 'acct_a', kind: 'management' })
+    expect(key.startsWith(PREFIXES.consumption) && mk.startsWith(PREFIXES.management)).toBe(true)
+    const presented: Array<Record<string, string>> = [
+      { authorization: `Bearer ${key}` },
+      { authorization: `bearer ${mk}` },
+      { 'x-api-key': key },
+    ]
+    for (const headers of presented) {
+      for (const [method, path] of [
+        ['GET', '/portal/api/keys'],
+        ['POST', '/portal/api/keys'],
+        ['GET', '/portal/api/session'],
+        ['GET', '/portal/'],
+      ] as const) {
+        const r = await fetch(`${served.url}${path}`, { method, headers })
+        expect(r.status, `${method} ${path}`).toBe(403)
+        expect(await r.json()).toEqual({
+          error: 'Portal routes are not accessible with API keys; sign in to the portal instead',
+          code: 'forbidden',
+        })
+      }
+    }
+    const basic = await fetch(`${served.url}/portal/api/session`, {
+      headers: { authorization: 'Basic c3RhZ2luZzpwYXNz' },
+    })
+    expect(basic.status).toBe(200)
+    expect((await tb.keys.list('acct_a')).data).toHaveLength(1)
+  })
+})
