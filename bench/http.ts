@@ -26,6 +26,14 @@ export interface VariantResult {
   /** Per-cycle ratio to the bare server of the same cycle. */
   ratios: number[]
   headers: number
+  /** Redis commands per request (from INFO commandstats), for the Redis variant. */
+  redisPerRequest?: number[]
+}
+
+/** Commands the server's Redis client has sent (counted in bench/servers/hono.ts). */
+async function redisCommands(port: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}/redis-commands`)
+  return Number(await res.text())
 }
 
 const has = (cmd: string) => {
@@ -161,6 +169,9 @@ export async function benchFramework(
   o: { cycles: number; seconds: number; connections: number },
 ): Promise<VariantResult[]> {
   const s = await startServer(framework)
+  // Variants the server offers beyond the common ones (storage variants when REDIS_URL or
+  // DATABASE_URL is set) are measured too.
+  variants = [...variants, ...Object.keys(s.ports).filter((v) => !variants.includes(v))]
   try {
     const results = new Map<string, VariantResult>()
     for (const v of variants) {
@@ -177,9 +188,17 @@ export async function benchFramework(
       const cycle = new Map<string, Sample>()
       for (const v of shuffle([...variants])) {
         const url = `http://127.0.0.1:${s.ports[v]}/hello`
+        const redisBefore = v === 'tollbooth-redis' ? await redisCommands(s.ports[v]!) : 0
         const before = cpuTicks(s.pid)
         const r = await load(url, s.key, o.seconds, o.connections)
         const cpuMs = (cpuTicks(s.pid) - before) * 10
+        if (v === 'tollbooth-redis') {
+          // Settles still in flight when the load stops finish within a few ms.
+          await new Promise((resolve) => setTimeout(resolve, 200))
+          const n = (await redisCommands(s.ports[v]!)) - redisBefore
+          const res = results.get(v)!
+          res.redisPerRequest = [...(res.redisPerRequest ?? []), n / Math.max(1, r.requests)]
+        }
         const sample = {
           rps: r.rps,
           p50ms: r.p50ms,

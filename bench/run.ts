@@ -55,6 +55,13 @@ function table(
       `| ${label} | ${r.headers} | ${f0(med('rps'))} | ${f2(med('p50ms'))} | ${f2(med('p99ms'))} | ${f2(med('cpuUsPerReq'))} | ${f2(quantile(r.ratios, 0.5))} [${f2(quantile(r.ratios, 0.25))}, ${f2(quantile(r.ratios, 0.75))}] |`,
     )
   }
+  const redis = byName.get('tollbooth-redis')?.redisPerRequest
+  if (redis?.length) {
+    lines.push(
+      '',
+      `Redis commands per request sent by tollbooth-redis (counted at its ioredis client): median ${f2(quantile(redis, 0.5))} — one EVALSHA for the admission on the hot path, one after the response to release the credit reservation; usage events stay in memory here.`,
+    )
+  }
   return { md: lines.join('\n'), byName }
 }
 

@@ -10,7 +10,9 @@ import type { AddressInfo } from 'node:net'
 import {
   createTollbooth,
   type HeaderFamilies,
+  memoryStorage,
   type RouteOptions,
+  type Storage,
   type Tollbooth,
 } from '../../src/index.js'
 import { createFloor } from '../floor.js'
@@ -37,14 +39,24 @@ export const IETF_ONLY: Partial<HeaderFamilies> = {
   usage: false,
 }
 
+const OPTIONS = {
+  secret: SECRET,
+  prefixes: { consumption: PREFIX, management: 'mk_live_' },
+  plans: { bench: { monthlyCredits: 1e15 } },
+  defaultTier: 'bench',
+  failedAuth: false,
+} as const
+
+/**
+ * Another instance over the same keys, accounts and usage (so the same key works) but with its
+ * counters elsewhere: Redis or PostgreSQL, for the storage variants.
+ */
+export function withCounters(tb: Tollbooth, counters: Storage['counters']): Tollbooth {
+  return createTollbooth({ ...OPTIONS, storage: { ...tb.storage, counters } })
+}
+
 export async function benchTollbooth(): Promise<{ tb: Tollbooth; key: string }> {
-  const tb = createTollbooth({
-    secret: SECRET,
-    prefixes: { consumption: PREFIX, management: 'mk_live_' },
-    plans: { bench: { monthlyCredits: 1e15 } },
-    defaultTier: 'bench',
-    failedAuth: false,
-  })
+  const tb = createTollbooth({ ...OPTIONS, storage: memoryStorage() })
   const { key } = await tb.keys.create({
     accountId: 'acct_bench',
     name: 'bench',

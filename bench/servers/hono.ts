@@ -8,7 +8,11 @@
 import { serve } from '@hono/node-server'
 import { Hono, type MiddlewareHandler } from 'hono'
 import { rateLimiter } from 'hono-rate-limiter'
+import { Redis } from 'ioredis'
+import pg from 'pg'
 import { requireApiKey } from '../../adapters/hono/index.js'
+import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
+import { redisStorage } from '../../adapters/redis/index.js'
 import {
   ALL_HEADERS,
   announce,
@@ -18,6 +22,7 @@ import {
   route,
   VARIANTS,
   type Variant,
+  withCounters,
 } from './common.js'
 
 const { tb, key } = await benchTollbooth()
@@ -57,11 +62,36 @@ const middleware: Record<Variant, MiddlewareHandler[]> = {
   ],
 }
 
+// Storage variants, when the servers are there: the same job with the counters on Redis or
+// PostgreSQL (keys, accounts and usage stay in memory, as cached keys would).
+const extra: Record<string, MiddlewareHandler[]> = {}
+let redisCommands = 0
+if (process.env.REDIS_URL) {
+  const client = new Redis(process.env.REDIS_URL, { maxRetriesPerRequest: 1 })
+  // Count the commands this client sends (other processes may share the Redis server).
+  const send = client.sendCommand.bind(client)
+  client.sendCommand = ((...args: Parameters<typeof send>) => {
+    redisCommands++
+    return send(...args)
+  }) as typeof send
+  const counters = redisStorage({ client, keyPrefix: `bench${process.pid}:` }).counters
+  extra['tollbooth-redis'] = [requireApiKey(withCounters(tb, counters), route(ALL_HEADERS))]
+}
+if (process.env.DATABASE_URL) {
+  const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 8 })
+  const schema = `tb_bench_${process.pid}`
+  await migrate({ pool, schema })
+  process.on('exit', () => void pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`))
+  const counters = postgresStorage({ pool, schema }).counters
+  extra['tollbooth-postgres'] = [requireApiKey(withCounters(tb, counters), route(ALL_HEADERS))]
+}
+
 const ports: Record<string, number> = {}
-for (const v of VARIANTS) {
+for (const v of [...VARIANTS, ...Object.keys(extra)]) {
   const app = new Hono()
-  for (const m of middleware[v]) app.use('/hello', m)
+  for (const m of middleware[v as Variant] ?? extra[v]!) app.use('/hello', m)
   app.get('/hello', (c) => c.json({ hello: 'world' }))
+  app.get('/redis-commands', (c) => c.text(String(redisCommands)))
   await new Promise<void>((resolve) => {
     serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
       ports[v] = info.port
