@@ -62,9 +62,8 @@ function kindOf(ctx: Context, key: string): KeyKind | null {
   return null
 }
 
+/** A cache miss: the storage lookup, remembered (a miss too) for the cache's TTL. */
 async function lookup(ctx: Context, hash: string): Promise<CachedKey | null> {
-  const hit = ctx.cache.get(hash)
-  if (hit !== undefined) return hit
   const record = await ctx.guard(ctx.storage.keys.getByHash(hash))
   const entry = record ? toCached(record) : null
   ctx.cache.set(hash, entry)
@@ -205,7 +204,10 @@ export async function authenticate(
 
   let entry: CachedKey | null
   try {
-    entry = await lookup(ctx, ctx.hash(key))
+    // A cache hit stays synchronous: no promise, no await on the common path.
+    const hash = ctx.hash(key)
+    const hit = ctx.cache.get(hash)
+    entry = hit !== undefined ? hit : await lookup(ctx, hash)
   } catch (err) {
     ctx.report(err)
     return deny(
@@ -311,7 +313,9 @@ async function admit(
   const checks: Check[] = []
   try {
     if (a.metered || ctx.accounts.hasPlans) {
-      account = await ctx.guard(ctx.accounts.forAdmission(r.accountId, a.now))
+      account =
+        ctx.accounts.peek(r.accountId, a.now) ??
+        (await ctx.guard(ctx.accounts.forAdmission(r.accountId, a.now)))
       for (const t of account.planTemplates) templates.push(t)
     }
     for (const t of entry.templates) templates.push(t)

@@ -124,9 +124,15 @@ export class AccountService {
   }
 
   /** The account for admission at `now`, rolled over into the current period if needed. */
-  async forAdmission(id: string, now: number): Promise<AdmissionAccount> {
+  /** The cached admission view of the account at `now`, or undefined (then call forAdmission). */
+  peek(id: string, now: number): AdmissionAccount | undefined {
     const cached = this.cache.get(id)
-    if (cached && now >= cached.period.start && now < cached.period.end) return cached
+    return cached && now >= cached.period.start && now < cached.period.end ? cached : undefined
+  }
+
+  async forAdmission(id: string, now: number): Promise<AdmissionAccount> {
+    const cached = this.peek(id, now)
+    if (cached) return cached
     const period = periodOf(now)
     let record = (await this.storage.accounts.get(id)) ?? (await this.ensure(id))
     if (record.periodStart < period.start) record = await this.rollover(record, period)
