@@ -15,11 +15,18 @@
  *   `Expired API Key` (401), `Rate limit exceeded: quota daily` (401),
  *   `exceeded the per-second rate limit on your subscription` (429),
  *   `IP temporarily blocked` (403, after 20 failed attempts from one IP in a minute);
- * - request logs per key (`GET /api/keys/:id/logs`).
+ * - request logs per key (`GET /api/keys/:id/logs`);
+ * - prepaid credits sold through Stripe Checkout when a Stripe client is given
+ *   (`stripeBilling`, its webhook at `POST /api/billing/webhook`), else a stand-in top-up;
+ * - the developer portal (`tollbooth/portal`) at `/portal`, signed in with the dashboard's
+ *   session tokens.
  */
 
 import Fastify, { type FastifyInstance } from 'fastify'
-import { tollbooth } from '../../adapters/fastify/index.js'
+import type Stripe from 'stripe'
+import { mountFetch, tollbooth } from '../../adapters/fastify/index.js'
+import { portal } from '../../adapters/portal/index.js'
+import { type StripeBilling, stripeBilling } from '../../adapters/stripe/index.js'
 import {
   type Clock,
   createTollbooth,
@@ -30,11 +37,11 @@ import {
 } from '../../src/index.js'
 import { accountAuth } from './account-auth.js'
 import { anthropicRoutes } from './anthropic-routes.js'
-import { billingRoutes } from './billing-routes.js'
+import { billingRoutes, stripeWebhookRoute } from './billing-routes.js'
 import { keyRoutes } from './key-routes.js'
 import { MODELS } from './model.js'
 import { openAiRoutes } from './openai-routes.js'
-import { PLANS } from './plans.js'
+import { CREDITS_PER_USD, PLANS } from './plans.js'
 
 export { countTokens } from './model.js'
 export { CREDITS_PER_USD, ESTIMATE_CREDITS, POOLS } from './plans.js'
@@ -44,7 +51,7 @@ export const PREFIXES = { consumption: 'sk_', management: 'mk_' }
 export interface InferenceApiOptions {
   /** At least 32 characters: derives the key hashes (rotating it invalidates every key). */
   secret: string
-  /** Verifies the dashboard's session tokens (HS256), at least 32 characters. */
+  /** Verifies the session tokens of the dashboard and the portal (HS256, 32+ characters). */
   sessionSecret: string
   /** Default: in memory. */
   storage?: Storage | undefined
@@ -52,11 +59,22 @@ export interface InferenceApiOptions {
   clock?: Clock
   /** The failed-auth IP guard. Default: 20 failures a minute block the IP for 15 minutes. */
   failedAuth?: TollboothOptions['failedAuth']
+  /**
+   * Sell credits through Stripe (`examples/shared/stripe.ts` reads it from the environment):
+   * the client, the webhook endpoint's signing secret, and the one-time price of one unit of
+   * `creditsPerUnit` credits (default {@link CREDITS_PER_USD}: a $1 price). Without it, the
+   * stand-in `POST /api/billing/topup`.
+   */
+  stripe?:
+    | { client: Stripe; webhookSecret: string; creditsPriceId: string; creditsPerUnit?: number }
+    | undefined
 }
 
 export interface InferenceApi {
   app: FastifyInstance
   tb: Tollbooth
+  /** The Stripe provider with the `stripe` option, else null. */
+  billing: StripeBilling | null
 }
 
 /**
@@ -80,6 +98,22 @@ export async function createInferenceApi(options: InferenceApiOptions): Promise<
     // `002`: a reached rolling quota answers 401 "Rate limit exceeded: quota daily".
     quotaStatus: 401,
   })
+  const s = options.stripe
+  const perUnit = s?.creditsPerUnit ?? CREDITS_PER_USD
+  const billing = s
+    ? stripeBilling(tb, {
+        stripe: s.client,
+        webhookSecret: s.webhookSecret,
+        tiers: {},
+        // From one unit ($1) to 10,000 units: the stand-in top-up's bounds.
+        credits: {
+          priceId: s.creditsPriceId,
+          creditsPerUnit: perUnit,
+          min: perUnit,
+          max: 10_000 * perUnit,
+        },
+      })
+    : null
   const app = Fastify({ bodyLimit: 1 << 20 })
   await app.register(tollbooth, { tb })
 
@@ -107,17 +141,21 @@ export async function createInferenceApi(options: InferenceApiOptions): Promise<
           .send({ success: false, error: 'Internal server error', code: 'internal_error' })
       })
       keyRoutes(api, tb)
-      billingRoutes(api, tb)
+      billingRoutes(api, tb, billing)
     },
     { prefix: '/api' },
   )
+  if (billing) await stripeWebhookRoute(app, billing)
+  const portalApp = portal(tb, { session: { secret: options.sessionSecret } })
+  await app.register(mountFetch(portalApp.fetch), { prefix: '/portal' })
   app.setNotFoundHandler((request, reply) =>
     reply
       .code(404)
       .send({ error: `Not found: ${request.method} ${request.url}`, code: 'not_found' }),
   )
   app.addHook('onClose', async () => {
+    await billing?.close()
     await tb.close()
   })
-  return { app, tb }
+  return { app, tb, billing }
 }

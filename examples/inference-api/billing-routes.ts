@@ -7,24 +7,43 @@
  *   block for each of the next `days` days (default 30), a subscription whose keys are minted
  *   with `POST /api/keys/subscription`;
  * - `GET /billing/status`: the shared credit balance (USD and credits) and the subscriptions;
- * - `POST /billing/topup` `{ amount }`: adds prepaid credits. A stand-in for the payment page:
- *   in production the balance grows from your payment provider's webhook
- *   (`applyBillingChanges` with a `credits` change, as `tollbooth/stripe` does).
+ * - with Stripe (`stripeBilling`): `POST /billing/checkout` `{ credits, successUrl, cancelUrl }`
+ *   opens a Checkout session in payment mode, and the balance grows when Stripe's signed
+ *   `checkout.session.completed` reaches `POST /api/billing/webhook` ({@link stripeWebhookRoute},
+ *   outside the authenticated context), once per payment;
+ * - without Stripe, `POST /billing/topup` `{ amount }` (USD) adds prepaid credits at once: a
+ *   stand-in for the payment page, not served when Stripe is configured.
  */
 
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
+import type { StripeBilling } from '../../adapters/stripe/index.js'
 import { NotFoundError, type Tollbooth } from '../../src/index.js'
 import { parse } from './key-routes.js'
 import { CREDITS_PER_USD, POOLS, subscribe, subscriptionsOf, usd } from './plans.js'
 
 const subscribeBody = z.object({ days: z.number().int().min(1).max(31).default(30) }).strict()
 const topupBody = z.object({ amount: z.number().min(1).max(10_000) }).strict()
+const checkoutBody = z
+  .object({
+    credits: z.number().int().positive(),
+    successUrl: z.url({ protocol: /^https?$/ }),
+    cancelUrl: z.url({ protocol: /^https?$/ }),
+  })
+  .strict()
 
 const iso = (ms: number) => new Date(ms).toISOString()
 
-/** Registers `/pools*` and `/billing/*` on `api` (the `/api` context, behind `accountAuth`). */
-export function billingRoutes(api: FastifyInstance, tb: Tollbooth): void {
+/**
+ * Registers `/pools*` and `/billing/*` on `api` (the `/api` context, behind `accountAuth`).
+ *
+ * @param stripe the Stripe provider selling credit top-ups, or null for the stand-in top-up
+ */
+export function billingRoutes(
+  api: FastifyInstance,
+  tb: Tollbooth,
+  stripe: StripeBilling | null,
+): void {
   const now = () => tb.options.clock?.now() ?? Date.now()
 
   const status = async (user: string) => {
@@ -80,9 +99,37 @@ export function billingRoutes(api: FastifyInstance, tb: Tollbooth): void {
     data: await status(request.account.id),
   }))
 
+  if (stripe) {
+    api.post('/billing/checkout', async (request) => {
+      const body = parse(checkoutBody, request.body, 'body')
+      const session = await stripe.checkout({ accountId: request.account.id, ...body })
+      return { success: true, data: { url: session.url, sessionId: session.sessionId } }
+    })
+    return
+  }
   api.post('/billing/topup', async (request) => {
     const body = parse(topupBody, request.body, 'body')
     await tb.accounts.addCredits(request.account.id, Math.round(body.amount * CREDITS_PER_USD))
     return { success: true, data: await status(request.account.id) }
+  })
+}
+
+/**
+ * `POST /api/billing/webhook` on `app`, in a context of its own: no session or key (Stripe's
+ * signature over the raw body is the credential), the body kept as bytes for that check.
+ * Subscribe the endpoint to `checkout.session.completed` and
+ * `checkout.session.async_payment_succeeded`.
+ */
+export async function stripeWebhookRoute(app: FastifyInstance, stripe: StripeBilling) {
+  await app.register(async (hook) => {
+    hook.removeAllContentTypeParsers()
+    hook.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) =>
+      done(null, body),
+    )
+    hook.post('/api/billing/webhook', async (request, reply) => {
+      const body = Buffer.isBuffer(request.body) ? request.body : ''
+      const r = await stripe.webhook({ body, headers: request.headers })
+      return reply.code(r.status).send(r.body)
+    })
   })
 }

@@ -4,12 +4,16 @@
  * `npm run example:inference`: starts the inference API on PORT (default 3000) with the
  * in-memory storage, or on Redis / PostgreSQL when `REDIS_URL` / `DATABASE_URL` are set. It
  * creates an account with $5 of credit, a management key, a credit key, a pool subscription
- * for the current 8-hour block with a pool key, and a dashboard session token, and prints them.
+ * for the current 8-hour block with a pool key, and a session token (for `/api/*` and the
+ * developer portal at `/portal`), and prints them. With `STRIPE_SECRET_KEY`,
+ * `STRIPE_WEBHOOK_SECRET` and `STRIPE_PRICE_CREDITS` set, credits are sold through Stripe
+ * Checkout (`POST /api/billing/checkout`); otherwise `POST /api/billing/topup` is a stand-in.
  */
 
 import type { AddressInfo } from 'node:net'
 import { signSession } from '../shared/session.js'
 import { demoAccountId, storageFromEnv } from '../shared/storage.js'
+import { stripeFromEnv } from '../shared/stripe.js'
 import { CREDITS_PER_USD, createInferenceApi, POOLS } from './app.js'
 import { creditLimits, poolLimits, subscribe } from './plans.js'
 
@@ -18,8 +22,22 @@ const sessionSecret = process.env.SESSION_SECRET ?? 'demo-session-secret-change-
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'
 
+const stripe = stripeFromEnv(['credits'])
 const opened = await storageFromEnv()
-const { app, tb } = await createInferenceApi({ secret, sessionSecret, storage: opened.storage })
+const { app, tb } = await createInferenceApi({
+  secret,
+  sessionSecret,
+  storage: opened.storage,
+  ...(stripe
+    ? {
+        stripe: {
+          client: stripe.client,
+          webhookSecret: stripe.webhookSecret,
+          creditsPriceId: stripe.prices.credits,
+        },
+      }
+    : {}),
+})
 
 const accountId = demoAccountId('user_demo', opened)
 await tb.accounts.addCredits(accountId, 5 * CREDITS_PER_USD)
@@ -55,6 +73,10 @@ console.log(`management key: ${management.key}`)
 console.log(`consumption key: ${credit.key}`)
 console.log(`pool key: ${pool.key}`)
 console.log(`session token: ${session}`)
+console.log(`portal: ${url}/portal/ (sign in with the session token)`)
+console.log(
+  `billing: ${stripe ? `Stripe, webhook at ${url}/api/billing/webhook` : 'the stand-in top-up (set STRIPE_* for Stripe)'}`,
+)
 console.log(
   `try: curl ${url}/v1/chat/completions -H "Authorization: Bearer ${credit.key}" -H "Content-Type: application/json" -d '{"model":"echo-1","messages":[{"role":"user","content":"Hello"}]}'`,
 )

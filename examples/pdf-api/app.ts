@@ -7,10 +7,14 @@
  *   `/rotate`, `/accessibility-check`), 1 credit each, recorded per operation;
  * - a monthly limit: 500 operations on pro (100 on free), reset on the 1st at 00:00 UTC, then
  *   402 `Insufficient credits`;
- * - the account API at `/api/v1/account` (keys, usage, profile) for session tokens only.
+ * - the account API at `/api/v1/account` (keys, usage, profile) for session tokens only;
+ * - the developer portal (`tollbooth/portal`) at `/portal`, signed in with the same session
+ *   tokens (`POST /portal/api/session`).
  */
 
 import express, { type Express, type NextFunction, type Request, type Response } from 'express'
+import { mountFetch } from '../../adapters/express/index.js'
+import { portal } from '../../adapters/portal/index.js'
 import {
   type Clock,
   createTollbooth,
@@ -35,7 +39,7 @@ export const PREFIXES = { consumption: 'pdf_live_', management: 'pdf_mgmt_' }
 export interface PdfApiOptions {
   /** At least 32 characters: derives the key hashes (rotating it invalidates every key). */
   secret: string
-  /** Verifies the account routes' session tokens (HS256), at least 32 characters. */
+  /** Verifies the session tokens of the account routes and the portal (HS256, 32+ characters). */
   sessionSecret: string
   /** Default: in memory. */
   storage?: Storage | undefined
@@ -76,6 +80,7 @@ export function createPdfApi(options: PdfApiOptions): PdfApi {
   })
   operationRoutes(app, tb)
   app.use('/api/v1/account', accountRoutes(tb, options.sessionSecret, PREFIXES.consumption))
+  app.use('/portal', mountFetch(portal(tb, { session: { secret: options.sessionSecret } }).fetch))
 
   app.use((req: Request, res: Response) => {
     res.status(404).json({ error: `Not found: ${req.method} ${req.path}`, code: 'not_found' })

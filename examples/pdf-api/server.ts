@@ -3,7 +3,8 @@
  *
  * `npm run example:pdf`: starts the PDF API on PORT (default 3000) with the in-memory storage,
  * or on Redis / PostgreSQL when `REDIS_URL` / `DATABASE_URL` are set, creates an account on
- * the pro plan with an API key and a session token for the account routes, and prints them.
+ * the pro plan with an API key and a session token for the account routes and the developer
+ * portal at `/portal`, and prints them.
  */
 
 import type { AddressInfo } from 'node:net'
@@ -34,6 +35,7 @@ const server = app.listen(port, host, () => {
   console.log(`account: ${accountId}`)
   console.log(`consumption key: ${consumption.key}`)
   console.log(`session token: ${session}`)
+  console.log(`portal: ${url}/portal/ (sign in with the session token)`)
   console.log(
     `try: curl -X POST ${url}/api/v1/compress -H "Authorization: Bearer ${consumption.key}" -H "Content-Type: application/json" -d '{"file":"https://example.com/report.pdf"}'`,
   )

@@ -14,13 +14,19 @@
  *   request free (`X-Usage-Bypassed: true`);
  * - the management API at `/v1` (`/v1/keys…`, `/v1/usage`, `/v1/provider-keys…`,
  *   `/v1/billing/…`), where the ordinary API key is accepted, as in the seed's curl lines;
- * - the developer portal at `/portal` (the same routes), for session tokens only.
+ * - the tiers sold through Stripe Checkout when a Stripe client is given (`stripeBilling`, its
+ *   webhook at `POST /v1/billing/webhook`), else through the stand-in of `demo-billing.ts`;
+ * - the developer portal (`tollbooth/portal`) at `/portal`, for session tokens only.
  */
 
 import { type Context, Hono, type Next } from 'hono'
 import { HTTPException } from 'hono/http-exception'
+import type Stripe from 'stripe'
 import { managementApi } from '../../adapters/management/index.js'
+import { portal } from '../../adapters/portal/index.js'
+import { stripeBilling } from '../../adapters/stripe/index.js'
 import {
+  type BillingProvider,
   type Clock,
   createTollbooth,
   type KeyLimits,
@@ -82,7 +88,7 @@ export interface VoiceApiOptions {
   secret: string
   /** Default: in memory. */
   storage?: Storage | undefined
-  /** Signs the developer portal's session tokens; without it `/portal` is not served. */
+  /** Verifies the developer portal's session tokens; without it `/portal` is not served. */
   sessionSecret?: string | undefined
   /** The server's public URL, for the demo billing pages. Default `http://127.0.0.1:3000`. */
   publicUrl?: () => string
@@ -90,12 +96,24 @@ export interface VoiceApiOptions {
   plans?: TollboothOptions['plans']
   /** For tests: a manual clock. */
   clock?: Clock
+  /**
+   * Sell the tiers through Stripe (`examples/shared/stripe.ts` reads it from the environment):
+   * the client, the webhook endpoint's signing secret and each tier's recurring price.
+   * Without it, the stand-in provider of `demo-billing.ts`.
+   */
+  stripe?: { client: Stripe; webhookSecret: string; prices: Record<PaidTier, string> } | undefined
 }
+
+/** The tiers that are sold. */
+export type PaidTier = 'starter' | 'pro' | 'scale'
 
 export interface VoiceApi {
   app: Hono
   tb: Tollbooth
-  billing: DemoBilling
+  /** The billing provider: `stripeBilling` with the `stripe` option, else the demo. */
+  billing: BillingProvider
+  /** The stand-in provider, null with Stripe. */
+  demo: DemoBilling | null
 }
 
 /**
@@ -117,7 +135,21 @@ export function createVoiceApi(options: VoiceApiOptions): VoiceApi {
     defaultTier: 'free',
     verifiers: VERIFIERS,
   })
-  const billing = demoBilling(tb, { baseUrl: options.publicUrl ?? (() => 'http://127.0.0.1:3000') })
+  const s = options.stripe
+  const demo = s
+    ? null
+    : demoBilling(tb, { baseUrl: options.publicUrl ?? (() => 'http://127.0.0.1:3000') })
+  const billing: BillingProvider = s
+    ? stripeBilling(tb, {
+        stripe: s.client,
+        webhookSecret: s.webhookSecret,
+        tiers: {
+          starter: { priceId: s.prices.starter },
+          pro: { priceId: s.prices.pro },
+          scale: { priceId: s.prices.scale },
+        },
+      })
+    : demo!
   const app = new Hono()
 
   app.get('/', (c) => c.json({ name: 'voice-api', docs: 'see examples/voice-api/README.md' }))
@@ -133,7 +165,7 @@ export function createVoiceApi(options: VoiceApiOptions): VoiceApi {
       await tb.keys.update(id, { limits: { ...key.limits, ...KEY_LIMITS } })
   }
   app.post('/v1/keys', defaultLimits)
-  app.post('/portal/keys', defaultLimits)
+  app.post('/portal/api/keys', defaultLimits)
 
   // The usage breakdown of the seed: the four product categories, 0 when unused (calls to the
   // management routes are logged under `management` at no charge: counted in requests only).
@@ -145,16 +177,15 @@ export function createVoiceApi(options: VoiceApiOptions): VoiceApi {
     c.res = new Response(JSON.stringify(body), c.res)
   }
   app.get('/v1/usage', productBreakdown)
-  app.get('/portal/usage', productBreakdown)
+  app.get('/portal/api/usage', productBreakdown)
 
   // The seed's curl lines manage keys with the ordinary API key: consumption keys allowed.
+  // `POST /v1/billing/webhook` (no credential, the provider's signature) goes to `billing`.
   app.route('/v1', managementApi(tb, { auth: { consumptionKeys: true }, billing }))
-  if (options.sessionSecret) {
-    // The portal: sessions only, "not accessible with API keys".
-    const auth = { managementKeys: false, session: { secret: options.sessionSecret } }
-    app.route('/portal', managementApi(tb, { auth, billing }))
-  }
-  app.route('/', billing.pages)
+  // The developer portal: sessions only, "not accessible with API keys"; its API under /portal/api.
+  if (options.sessionSecret)
+    app.route('/portal', portal(tb, { session: { secret: options.sessionSecret } }))
+  if (demo) app.route('/', demo.pages)
 
   app.notFound((c) =>
     c.json({ error: `Not found: ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404),
@@ -166,5 +197,5 @@ export function createVoiceApi(options: VoiceApiOptions): VoiceApi {
     console.error('[voice-api]', err)
     return c.json({ error: 'Internal server error', code: 'internal_error' }, 500)
   })
-  return { app, tb, billing }
+  return { app, tb, billing, demo }
 }

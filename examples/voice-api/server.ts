@@ -4,12 +4,15 @@
  * `npm run example:voice` (also `npm run demo`): starts the voice API on PORT (default 3000)
  * with the in-memory storage, or on Redis / PostgreSQL when `REDIS_URL` / `DATABASE_URL` are
  * set, creates an account on the pro plan with a management key, an API key and a portal
- * session token, and prints them one a line.
+ * session token (it signs in to the developer portal at `/portal`), and prints them one a
+ * line. With `STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET` and `STRIPE_PRICE_STARTER` / `_PRO` /
+ * `_SCALE` set, the tiers are sold through Stripe Checkout; otherwise through the stand-in.
  */
 
 import { serve } from '@hono/node-server'
 import { signSession } from '../shared/session.js'
 import { demoAccountId, storageFromEnv } from '../shared/storage.js'
+import { stripeFromEnv } from '../shared/stripe.js'
 import { createVoiceApi, KEY_LIMITS } from './app.js'
 
 const secret = process.env.TOLLBOOTH_SECRET ?? 'demo-secret-change-me-demo-secret-change-me'
@@ -18,12 +21,14 @@ const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'
 let publicUrl = `http://${host}:${port}`
 
+const stripe = stripeFromEnv(['starter', 'pro', 'scale'])
 const opened = await storageFromEnv()
 const { app, tb } = createVoiceApi({
   secret,
   storage: opened.storage,
   sessionSecret,
   publicUrl: () => publicUrl,
+  stripe: stripe ?? undefined,
 })
 
 const accountId = demoAccountId('acct_demo', opened)
@@ -43,6 +48,10 @@ const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
   console.log(`management key: ${management.key}`)
   console.log(`consumption key: ${consumption.key}`)
   console.log(`session token: ${session}`)
+  console.log(`portal: ${publicUrl}/portal/ (sign in with the session token)`)
+  console.log(
+    `billing: ${stripe ? `Stripe, webhook at ${publicUrl}/v1/billing/webhook` : 'the demo stand-in (set STRIPE_* for Stripe)'}`,
+  )
   console.log(
     `try: curl -X POST ${publicUrl}/v1/synthesize -H "Authorization: Bearer ${consumption.key}" -H "Content-Type: application/json" -d '{"text":"Hello"}' -i`,
   )

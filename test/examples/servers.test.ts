@@ -1,12 +1,22 @@
 /**
  * `npm run example:voice`, `example:pdf` and `example:inference`: each `server.ts` starts on
  * the in-memory default with one command, prints the credentials it created one a line, and
- * each printed credential works where its README says.
+ * each printed credential works where its README says; in all three the printed session
+ * token signs in to the developer portal at `/portal`.
  */
 
 import { afterEach, describe, expect, it } from 'vitest'
+import { browserClient, type Res } from '../portal/servers.js'
 import { call } from './http.js'
 import { type Started, startServer } from './spawn.js'
+
+/** Signs in to the portal at `url` with `token`, then `GET /portal/api/<path>`. */
+async function portalGet(url: string, token: string, path: string): Promise<Res> {
+  const browser = browserClient(url)
+  const signIn = await browser.signIn(token)
+  expect(signIn.status).toBe(200)
+  return browser.call('GET', `/api/${path}`)
+}
 
 let started: Started | undefined
 afterEach(async () => {
@@ -30,8 +40,10 @@ describe('example servers', () => {
     const keys = await call(url, 'GET', '/v1/keys', { token: lines['management key']! })
     expect(keys.body.data).toHaveLength(1)
     expect((await call(url, 'GET', '/v1/keys', { token: key })).status).toBe(200)
-    const portal = await call(url, 'GET', '/portal/usage', { token: lines['session token']! })
-    expect(portal.body.breakdown).toEqual({ tts: 1, stt: 0, llm: 0, rag: 0 })
+    const usage = await portalGet(url, lines['session token']!, 'usage')
+    expect(usage.body.breakdown).toEqual({ tts: 1, stt: 0, llm: 0, rag: 0 })
+    const portalKeys = await portalGet(url, lines['session token']!, 'keys')
+    expect(portalKeys.body.data.map((k: { name: string }) => k.name)).toEqual(['Demo key'])
   })
 
   it('pdf-api: an API key and a session token for the account routes', async () => {
@@ -52,6 +64,8 @@ describe('example servers', () => {
     })
     const usage = await call(url, 'GET', '/api/v1/account/usage', { token })
     expect(usage.body).toMatchObject({ current: 1, limit: 500 })
+    const portalKeys = await portalGet(url, token, 'keys')
+    expect(portalKeys.body.data.map((k: { name: string }) => k.name)).toEqual(['CI Pipeline'])
   })
 
   it('inference-api: management, credit and pool keys, and a session token', async () => {
@@ -81,5 +95,8 @@ describe('example servers', () => {
     })
     expect(status.body.data).toMatchObject({ balance: expect.any(Number) })
     expect(status.body.data.balance).toBeLessThan(5)
+    const portalKeys = await portalGet(url, lines['session token']!, 'keys')
+    // The pool key lives in the subscription's own account: the user's credit key only.
+    expect(portalKeys.body.data.map((k: { name: string }) => k.name)).toEqual(['client_42'])
   })
 })

@@ -5,7 +5,7 @@
  * session secret, its demo billing pages pointed at the server itself, and a JSON client.
  */
 
-import { createVoiceApi } from '../../examples/voice-api/app.js'
+import { createVoiceApi, type VoiceApiOptions } from '../../examples/voice-api/app.js'
 import { manualClock, type TollboothOptions } from '../../src/index.js'
 import { type Client, clientOf, type Res, serveHono, trackSettles } from './http.js'
 
@@ -13,8 +13,11 @@ export const SECRET = 'voice-example-secret-voice-example-secret'
 export const SESSION_SECRET = 'voice-example-session-secret-0123456789'
 export const T0 = Date.UTC(2026, 2, 21)
 
-/** Starts the example; `plans` replaces the shipped plans. */
-export async function startVoice(plans?: TollboothOptions['plans']) {
+/** Starts the example; `plans` replaces the shipped plans, `stripe` sells them through Stripe. */
+export async function startVoice(
+  plans?: TollboothOptions['plans'],
+  stripe?: VoiceApiOptions['stripe'],
+) {
   const clock = manualClock(T0)
   let url = ''
   const voice = createVoiceApi({
@@ -23,12 +26,13 @@ export async function startVoice(plans?: TollboothOptions['plans']) {
     sessionSecret: SESSION_SECRET,
     publicUrl: () => url,
     ...(plans ? { plans } : {}),
+    ...(stripe ? { stripe } : {}),
   })
   const settles = trackSettles(voice.tb)
   const served = await serveHono(voice.app)
   url = served.url
   const api: Client = clientOf(served)
-  return { ...voice, clock, api, settles, close: () => served.close() }
+  return { ...voice, clock, api, url, settles, close: () => served.close() }
 }
 
 export type VoiceFixture = Awaited<ReturnType<typeof startVoice>>
