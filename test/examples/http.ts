@@ -52,47 +52,10 @@ export async function serveFastify(app: FastifyInstance): Promise<Served> {
   return { url: `http://127.0.0.1:${port}`, close: () => app.close() }
 }
 
-export interface Res {
-  status: number
-  headers: Headers
-  /** Parsed JSON, or null for an empty or non-JSON body. */
-  // biome-ignore lint/suspicious/noExplicitAny: tests read answers field by field
-  body: any
-  text: string
-}
+// One curl line: the management suite's helper, shared.
+import { type Call, call, type Res } from '../management/servers.js'
 
-export interface Call {
-  /** `Authorization: Bearer <token>` (a key or a session JWT). */
-  token?: string
-  /** Sent as JSON. */
-  json?: unknown
-  headers?: Record<string, string>
-}
-
-/** One curl line: `method url+path` with a bearer token and a JSON body. */
-export async function call(url: string, method: string, path: string, c: Call = {}): Promise<Res> {
-  const headers: Record<string, string> = { ...c.headers }
-  if (c.token) headers['authorization'] = `Bearer ${c.token}`
-  let body: string | undefined
-  if (c.json !== undefined) {
-    body = JSON.stringify(c.json)
-    headers['content-type'] ??= 'application/json'
-  }
-  const res = await fetch(url + path, {
-    method,
-    headers,
-    redirect: 'manual',
-    ...(body !== undefined ? { body } : {}),
-  })
-  const text = await res.text()
-  let parsed: unknown = null
-  try {
-    parsed = text ? JSON.parse(text) : null
-  } catch {
-    parsed = null
-  }
-  return { status: res.status, headers: res.headers, body: parsed, text }
-}
+export { type Call, call, type Res }
 
 /** A client bound to one server. */
 export type Client = (method: string, path: string, c?: Call) => Promise<Res>

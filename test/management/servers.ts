@@ -158,7 +158,7 @@ export interface Call {
   headers?: Record<string, string>
 }
 
-/** A fetch to `url + path`, answering status, headers, parsed JSON and text. */
+/** A fetch to `url + path`, answering status, headers, parsed JSON and text (one curl line). */
 export async function call(url: string, method: string, path: string, c: Call = {}): Promise<Res> {
   const headers: Record<string, string> = { ...c.headers }
   if (c.token) headers['authorization'] = `Bearer ${c.token}`
@@ -169,7 +169,13 @@ export async function call(url: string, method: string, path: string, c: Call = 
   } else if (c.raw !== undefined) {
     body = c.raw
   }
-  const res = await fetch(url + path, { method, headers, ...(body !== undefined ? { body } : {}) })
+  // Redirects are answers too (the portal redirects its bare base path).
+  const res = await fetch(url + path, {
+    method,
+    headers,
+    redirect: 'manual',
+    ...(body !== undefined ? { body } : {}),
+  })
   const text = await res.text()
   let parsed: unknown = null
   try {
