@@ -44,7 +44,10 @@ export interface Denial {
   readonly status: number
   readonly code: ErrorCode
   readonly message: string
-  /** Headers to send (`X-Request-Id`, `Retry-After`, `WWW-Authenticate`, rate-limit family). */
+  /**
+   * Headers to send: `Content-Type`, and where they apply `X-Request-Id`, `Retry-After`,
+   * `WWW-Authenticate` and the rate-limit family.
+   */
   readonly headers: Record<string, string>
   /** The JSON body, serialized: `{"error":message,"code":code}`. */
   readonly body: string
@@ -58,6 +61,9 @@ export function deny(
   headers: Record<string, string>,
   requestId: string,
 ): Denial {
+  // `headers` is always a record made for this request: the body's type joins it here, so
+  // every adapter writes one record and nothing else.
+  headers['Content-Type'] = 'application/json; charset=utf-8'
   return {
     allowed: false,
     status,

@@ -70,7 +70,6 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
         res.statusCode = decision.status
         const h = decision.headers
         for (const name in h) res.setHeader(name, h[name]!)
-        res.setHeader('content-type', 'application/json')
         res.end(decision.body)
         return
       }

@@ -82,11 +82,7 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerAsyncHookHandler 
       route,
     )
     if (!decision.allowed) {
-      return reply
-        .code(decision.status)
-        .headers(decision.headers)
-        .type('application/json')
-        .send(decision.body)
+      return reply.code(decision.status).headers(decision.headers).send(decision.body)
     }
     request.apiKey = decision
     ;(request as unknown as Pending)[PENDING] = decision

@@ -86,10 +86,11 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       route,
     )
     if (!decision.allowed) {
-      // The content type goes in the init: @hono/node-server's Response would drop a later set().
+      // Every header (the content type too) goes in the init: @hono/node-server's Response
+      // would drop a later set().
       const res = new Response(decision.body, {
         status: decision.status,
-        headers: { ...decision.headers, 'content-type': 'application/json' },
+        headers: decision.headers,
       })
       throw new HTTPException(decision.status as ContentfulStatusCode, { res })
     }

@@ -168,7 +168,7 @@ export function createAuthenticator(
         ok: false,
         response: new Response(decision.body, {
           status: decision.status,
-          headers: { ...decision.headers, 'content-type': 'application/json; charset=utf-8' },
+          headers: decision.headers,
         }),
       }
     }
