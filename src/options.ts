@@ -199,18 +199,24 @@ function describe(i: z.core.$ZodIssue): string {
   return i.message
 }
 
-/** Parses options for a config object, throwing a {@link ConfigError} that names every bad path. */
+/**
+ * Parses options for a config object, throwing a {@link ConfigError} that names every bad path.
+ *
+ * @param what the object's name in each line (`options`, `route options`)
+ * @param [title=what] its name in the message's opening (`Invalid <title>: …`)
+ */
 export function parseConfig<S extends z.ZodType>(
   schema: S,
   value: unknown,
   what: string,
+  title = what,
 ): z.output<S> {
   const r = schema.safeParse(value)
   if (r.success) return r.data
   const lines = issuesOf(r.error).map(
     (i) => `${what}${i.path === '(root)' ? '' : `.${i.path}`}: ${i.message}`,
   )
-  throw new ConfigError(`Invalid ${what}: ${lines.join('; ')}`)
+  throw new ConfigError(`Invalid ${title}: ${lines.join('; ')}`)
 }
 
 /** Parses request input, throwing an {@link InvalidRequestError} (400) that names every bad field. */

@@ -14,7 +14,7 @@
 
 import { type Context, Hono } from 'hono'
 import { z } from 'zod'
-import { ConfigError, type Tollbooth, type TrustProxy } from '../../src/index.js'
+import { ConfigError, parseConfig, type Tollbooth, type TrustProxy } from '../../src/index.js'
 import { accountRoutes } from './account-routes.js'
 import { createAuthenticator, type Guard, type ManagementAuthOptions, nodeSocket } from './auth.js'
 import { type BillingProvider, billingRoutes } from './billing.js'
@@ -100,18 +100,7 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
     throw new ConfigError(
       'managementApi(tb): tb must be a tollbooth instance from createTollbooth()',
     )
-  const r = optionsSchema.safeParse(options)
-  if (!r.success) {
-    const lines = r.error.issues.map((i) => {
-      const path = i.path.length ? `.${i.path.join('.')}` : ''
-      const msg =
-        i.code === 'unrecognized_keys'
-          ? `unknown option(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`
-          : i.message
-      return `options${path}: ${msg}`
-    })
-    throw new ConfigError(`Invalid management options: ${lines.join('; ')}`)
-  }
+  parseConfig(optionsSchema, options, 'options', 'management options')
   const report =
     tb.options.onError ??
     ((err: unknown) =>

@@ -8,7 +8,7 @@
  */
 
 import { z } from 'zod'
-import { ConfigError, DEFAULT_PROVIDERS, type Tollbooth, type TrustProxy } from '../../src/index.js'
+import { DEFAULT_PROVIDERS, parseConfig, type Tollbooth, type TrustProxy } from '../../src/index.js'
 import type { SessionOptions } from '../management/index.js'
 
 /** Who is signed in: the account, or null to show the sign-in page. */
@@ -103,19 +103,7 @@ const schema = z
  * @throws {ConfigError} naming every bad or unknown option
  */
 export function resolvePortalOptions(tb: Tollbooth, options: PortalOptions): ResolvedPortalOptions {
-  const r = schema.safeParse(options ?? {})
-  if (!r.success) {
-    const lines = r.error.issues.map((i) => {
-      const path = i.path.length ? `.${i.path.join('.')}` : ''
-      const msg =
-        i.code === 'unrecognized_keys'
-          ? `unknown option(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`
-          : i.message
-      return `options${path}: ${msg}`
-    })
-    throw new ConfigError(`Invalid portal options: ${lines.join('; ')}`)
-  }
-  const o = r.data
+  const o = parseConfig(schema, options ?? {}, 'options', 'portal options')
   return {
     session: (o.session as Omit<SessionOptions, 'cookie'> | undefined) ?? null,
     authenticate: o.authenticate ?? null,
