@@ -75,7 +75,7 @@ async function run(cmd: string, args: string[]): Promise<string> {
   })
 }
 
-async function load(
+export async function loadOnce(
   url: string,
   key: string,
   seconds: number,
@@ -182,7 +182,7 @@ export async function benchFramework(
         ratios: [],
         headers: await headerCount(url, s.key),
       })
-      await load(url, s.key, 1, o.connections) // warm up: JIT and caches
+      await loadOnce(url, s.key, 1, o.connections) // warm up: JIT and caches
     }
     for (let c = 0; c < o.cycles; c++) {
       const cycle = new Map<string, Sample>()
@@ -190,7 +190,7 @@ export async function benchFramework(
         const url = `http://127.0.0.1:${s.ports[v]}/hello`
         const redisBefore = v === 'tollbooth-redis' ? await redisCommands(s.ports[v]!) : 0
         const before = cpuTicks(s.pid)
-        const r = await load(url, s.key, o.seconds, o.connections)
+        const r = await loadOnce(url, s.key, o.seconds, o.connections)
         const cpuMs = (cpuTicks(s.pid) - before) * 10
         if (v === 'tollbooth-redis') {
           // Settles still in flight when the load stops finish within a few ms.

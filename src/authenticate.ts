@@ -175,11 +175,11 @@ function checkForwarded(req: TollboothRequest): void {
  * Storage failures become a 503 `storage_unavailable` denial, unless `failOpen` lets the
  * request through uncounted (a key that cannot be looked up is never let through).
  */
-export async function authenticate(
+export function authenticate(
   ctx: Context,
   req: TollboothRequest,
   route: ResolvedRoute,
-): Promise<Decision> {
+): Decision | Promise<Decision> {
   const now = ctx.clock.now()
   const internalId = `req_${ctx.instanceId}${(++seq).toString(36)}`
   const requestId = (route.headers.requestId && incomingRequestId(req)) || internalId
@@ -200,24 +200,59 @@ export async function authenticate(
   if (ctx.ipGuard && req.ip && ctx.ipGuard.blocked(req.ip, now)) {
     return deny(403, 'ip_blocked', MESSAGES.ipBlocked, base, requestId)
   }
+  // A key seen lately (the memo holds well-formed keys only): no format check, no hash.
+  const entry = ctx.cache.getByKey(key, now)
+  if (entry !== undefined) return verified(ctx, req, route, entry, now, base, requestId, internalId)
   if (kindOf(ctx, key) === null) return invalid(ctx, req, now, base, requestId)
-
-  let entry: CachedKey | null
+  let hash: string
+  let hit: CachedKey | null | undefined
   try {
-    // A cache hit stays synchronous: no promise, no await on the common path.
-    const hash = ctx.hash(key)
-    const hit = ctx.cache.get(hash)
-    entry = hit !== undefined ? hit : await lookup(ctx, hash)
+    hash = ctx.hash(key)
+    hit = ctx.cache.get(hash)
   } catch (err) {
-    ctx.report(err)
-    return deny(
-      503,
-      'storage_unavailable',
-      MESSAGES.storage,
-      withHeader(base, 'Retry-After', '1'),
-      requestId,
+    return unavailable(ctx, err, base, requestId)
+  }
+  if (hit === undefined) {
+    // A cache miss: the one storage read of the key, then the same steps.
+    return lookup(ctx, hash).then(
+      (e) => {
+        ctx.cache.remember(key, hash)
+        return verified(ctx, req, route, e, now, base, requestId, internalId)
+      },
+      (err: unknown) => unavailable(ctx, err, base, requestId),
     )
   }
+  ctx.cache.remember(key, hash)
+  return verified(ctx, req, route, hit, now, base, requestId, internalId)
+}
+
+function unavailable(
+  ctx: Context,
+  err: unknown,
+  base: Record<string, string>,
+  requestId: string,
+): Decision {
+  ctx.report(err)
+  return deny(
+    503,
+    'storage_unavailable',
+    MESSAGES.storage,
+    withHeader(base, 'Retry-After', '1'),
+    requestId,
+  )
+}
+
+/** Steps 5 to 7 for a key found (or remembered as unknown). */
+function verified(
+  ctx: Context,
+  req: TollboothRequest,
+  route: ResolvedRoute,
+  entry: CachedKey | null,
+  now: number,
+  base: Record<string, string>,
+  requestId: string,
+  internalId: string,
+): Decision | Promise<Decision> {
   if (!entry) return invalid(ctx, req, now, base, requestId)
   const r = entry.record
   if (r.revokedAt !== null && r.revokedAt <= now) return invalid(ctx, req, now, base, requestId)
@@ -299,62 +334,111 @@ interface AdmitInput {
   callerProviders: ReadonlySet<string>
 }
 
-async function admit(
+/**
+ * Step 6. Synchronous when the account is cached and the counters are in-process
+ * (`consumeSync`): then a request is decided without a promise or a microtask.
+ */
+function admit(
+  ctx: Context,
+  req: TollboothRequest,
+  route: ResolvedRoute,
+  entry: CachedKey,
+  a: AdmitInput,
+): Decision | Promise<Decision> {
+  let account: AdmissionAccount | null = null
+  if (a.metered || ctx.accounts.hasPlans) {
+    const cached = ctx.accounts.peek(entry.record.accountId, a.now)
+    if (cached === undefined) return admitLater(ctx, req, route, entry, a)
+    account = cached
+  }
+  return count(ctx, req, route, entry, a, account)
+}
+
+/** Step 6 after the account is read from storage. */
+async function admitLater(
   ctx: Context,
   req: TollboothRequest,
   route: ResolvedRoute,
   entry: CachedKey,
   a: AdmitInput,
 ): Promise<Decision> {
-  const r = entry.record
-  const o = ctx.options
-  let account: AdmissionAccount | null = null
-  const templates: CheckTemplate[] = []
-  const checks: Check[] = []
+  let account: AdmissionAccount
   try {
-    if (a.metered || ctx.accounts.hasPlans) {
-      account =
-        ctx.accounts.peek(r.accountId, a.now) ??
-        (await ctx.guard(ctx.accounts.forAdmission(r.accountId, a.now)))
-      for (const t of account.planTemplates) templates.push(t)
-    }
-    for (const t of entry.templates) templates.push(t)
-    for (const t of templates)
-      checks.push(
-        instantiate(
-          t,
-          a.internalId,
-          a.estimate,
-          t.role === 'concurrency' ? o.leaseTtlMs : o.reservationTtlMs,
-        ),
-      )
-    if (a.metered && account) {
-      const overage = account.plan?.allowOverage === true
-      const credit: Check = {
-        type: 'hold',
-        key: account.creditKey,
-        name: 'credits',
-        limit: overage ? Infinity : account.creditLimit,
-        amount: a.estimate,
-        holdId: a.internalId,
-        ttlMs: o.reservationTtlMs,
-      }
-      templates.push({ role: 'credits', tokens: false, check: credit })
-      checks.push(credit)
-    }
+    account = await ctx.guard(ctx.accounts.forAdmission(entry.record.accountId, a.now))
   } catch (err) {
     return storageFailure(ctx, err, req, route, entry, a)
   }
+  return count(ctx, req, route, entry, a, account)
+}
 
-  let result: ConsumeResult | null = null
-  if (checks.length > 0) {
+/** Every limit and the credit reservation in one atomic `consume`. */
+function count(
+  ctx: Context,
+  req: TollboothRequest,
+  route: ResolvedRoute,
+  entry: CachedKey,
+  a: AdmitInput,
+  account: AdmissionAccount | null,
+): Decision | Promise<Decision> {
+  const o = ctx.options
+  const templates: CheckTemplate[] = []
+  const checks: Check[] = []
+  if (account) for (const t of account.planTemplates) templates.push(t)
+  for (const t of entry.templates) templates.push(t)
+  for (const t of templates)
+    checks.push(
+      instantiate(
+        t,
+        a.internalId,
+        a.estimate,
+        t.role === 'concurrency' ? o.leaseTtlMs : o.reservationTtlMs,
+      ),
+    )
+  if (a.metered && account) {
+    const overage = account.plan?.allowOverage === true
+    const credit: Check = {
+      type: 'hold',
+      key: account.creditKey,
+      name: 'credits',
+      limit: overage ? Infinity : account.creditLimit,
+      amount: a.estimate,
+      holdId: a.internalId,
+      ttlMs: o.reservationTtlMs,
+    }
+    templates.push({ role: 'credits', tokens: false, check: credit })
+    checks.push(credit)
+  }
+  if (checks.length === 0)
+    return decide(ctx, req, route, entry, a, account, templates, checks, null)
+  const counters = ctx.storage.counters
+  if (counters.inProcess && counters.consumeSync) {
+    let result: ConsumeResult
     try {
-      result = await ctx.guard(ctx.storage.counters.consume(checks, a.now))
+      result = counters.consumeSync(checks, a.now)
     } catch (err) {
       return storageFailure(ctx, err, req, route, entry, a)
     }
+    return decide(ctx, req, route, entry, a, account, templates, checks, result)
   }
+  return ctx.guard(counters.consume(checks, a.now)).then(
+    (result) => decide(ctx, req, route, entry, a, account, templates, checks, result),
+    (err: unknown) => storageFailure(ctx, err, req, route, entry, a),
+  )
+}
 
+/** The decision from the counters' answer: a refusal with its headers, or the admission. */
+function decide(
+  ctx: Context,
+  req: TollboothRequest,
+  route: ResolvedRoute,
+  entry: CachedKey,
+  a: AdmitInput,
+  account: AdmissionAccount | null,
+  templates: CheckTemplate[],
+  checks: Check[],
+  result: ConsumeResult | null,
+): Decision {
+  const r = entry.record
   const headers = a.base
   if (result && !result.allowed) {
     const i = decidingRefusal(templates, result.results, route.quotaStatus)

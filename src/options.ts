@@ -127,10 +127,12 @@ export const optionsSchema = z
             ttlMs: posInt.default(30_000),
             negativeTtlMs: posInt.default(5_000),
             max: posInt.default(10_000),
+            /** Remember recent key strings, so a repeat request skips the hash (src/cache.ts). */
+            memoizeKeys: z.boolean().default(true),
           })
           .strict(),
       ])
-      .default({ ttlMs: 30_000, negativeTtlMs: 5_000, max: 10_000 }),
+      .default({ ttlMs: 30_000, negativeTtlMs: 5_000, max: 10_000, memoizeKeys: true }),
     keySources: z.array(keySource).min(1).default(['bearer', 'x-api-key']),
     headers: headerFamilies.default({}),
     /** Status for a reached rolling quota: 429 by default; 401 as in `002_2f2523503321cfc2.txt`. */

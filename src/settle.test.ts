@@ -268,3 +268,35 @@ describe('settle without a usage event', () => {
     expect((await tb.keys.get(record.id)).lastUsedAt).not.toBeNull()
   })
 })
+
+describe('decide() and settleLater(): the adapters synchronous path', () => {
+  it('decides a cached key on the memory store without a promise, and settles at once', async () => {
+    const { tb, key, keyId } = await setup(metered)
+    const route = tb.route({ cost: 2 })
+    // The first request reads the key and the account from storage: a promise.
+    const first = tb.decide(req(key), route)
+    expect(first).toBeInstanceOf(Promise)
+    const a = admitted(await first)
+    tb.settleLater(a, { status: 200 })
+    expect(a.settled).toBe(true)
+    const d = tb.decide(req(key), route)
+    expect(d).not.toBeInstanceOf(Promise)
+    const b = admitted(d as Awaited<typeof d>)
+    b.report({ cost: 3 })
+    tb.settleLater(b, { status: 200 })
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(5)
+    expect((await events(tb, keyId)).map((e) => e.units).sort()).toEqual([2, 3])
+  })
+
+  it('settleLater sends a storage failure to onError and never throws', async () => {
+    const errors: unknown[] = []
+    const { tb, key } = await setup({ ...metered, onError: (e: unknown) => errors.push(e) })
+    const route = tb.route({ cost: 1 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    tb.storage.counters.settleSync = () => {
+      throw new Error('counters down')
+    }
+    expect(() => tb.settleLater(d, { status: 200 })).not.toThrow()
+    expect(errors).toEqual([expect.objectContaining({ message: 'counters down' })])
+  })
+})

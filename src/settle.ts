@@ -34,18 +34,9 @@ export interface Outcome extends Report {
   record?: boolean
 }
 
-/**
- * True unless this request's `Idempotency-Key` was already settled for its key: one atomic
- * count on a 24-hour window. A storage failure counts as a first settle (the event itself
- * stays idempotent by id).
- */
-async function firstSettle(
-  ctx: Context,
-  decision: Admission,
-  id: string,
-  now: number,
-): Promise<boolean> {
-  const check: Check = {
+/** The 24-hour window an `Idempotency-Key` is counted on. */
+function idempotencyCheck(decision: Admission, id: string): Check {
+  return {
     type: 'window',
     key: `{${decision.accountId}}:idem:${id}`,
     name: 'idempotency',
@@ -53,12 +44,6 @@ async function firstSettle(
     windowMs: IDEMPOTENCY_WINDOW_MS,
     bucketMs: IDEMPOTENCY_WINDOW_MS / 24,
     cost: 1,
-  }
-  try {
-    return (await ctx.guard(ctx.storage.counters.consume([check], now))).allowed
-  } catch (err) {
-    ctx.report(err)
-    return true
   }
 }
 
@@ -69,14 +54,13 @@ async function firstSettle(
  * @returns the usage event queued, or null when nothing was settled (a denial, a second
  *   call, or a retry of an `Idempotency-Key` already settled)
  */
-export async function settle(
+export function settle(
   ctx: Context,
   decision: Decision,
   outcome: Outcome,
-): Promise<UsageEvent | null> {
+): UsageEvent | null | Promise<UsageEvent | null> {
   if (!(decision instanceof Admission) || decision._settled) return null
   decision._settled = true
-  const status = outcome.status
   if (
     outcome.cost !== undefined ||
     outcome.tokens !== undefined ||
@@ -91,16 +75,48 @@ export async function settle(
   }
   const now = ctx.clock.now()
   const s = decision._s
-  let billable = status < 400
+  let billable = outcome.status < 400
   if (s.chargeWhen) {
     try {
-      billable = s.chargeWhen(status) === true
+      billable = s.chargeWhen(outcome.status) === true
     } catch (err) {
       ctx.report(err)
     }
   }
   const idem = billable ? s.idempotencyId : undefined
-  const repeat = idem !== undefined && !(await firstSettle(ctx, decision, idem, now))
+  if (idem === undefined) return apply(ctx, decision, outcome, now, billable, false)
+  // True unless this request's `Idempotency-Key` was already settled for its key: one atomic
+  // count. A storage failure counts as a first settle (the event itself stays idempotent by id).
+  const counters = ctx.storage.counters
+  const check = [idempotencyCheck(decision, idem)]
+  if (counters.inProcess && counters.consumeSync) {
+    let first = true
+    try {
+      first = counters.consumeSync(check, now).allowed
+    } catch (err) {
+      ctx.report(err)
+    }
+    return apply(ctx, decision, outcome, now, billable, !first)
+  }
+  return ctx.guard(counters.consume(check, now)).then(
+    (r) => apply(ctx, decision, outcome, now, billable, !r.allowed),
+    (err: unknown) => {
+      ctx.report(err)
+      return apply(ctx, decision, outcome, now, billable, false)
+    },
+  )
+}
+
+/** Releases the holds, counts tokens, and queues the event (unless `repeat`). */
+function apply(
+  ctx: Context,
+  decision: Admission,
+  outcome: Outcome,
+  now: number,
+  billable: boolean,
+  repeat: boolean,
+): UsageEvent | null | Promise<UsageEvent | null> {
+  const s = decision._s
   const charge = billable && !repeat && outcome.record !== false ? decision.cost : 0
   const ops: SettleOp[] = []
   for (const [key, holdId, credit] of s.holds)
@@ -119,14 +135,35 @@ export async function settle(
       ops.push({ type: 'add', check })
     }
   }
-  if (ops.length > 0) {
+  if (ops.length === 0) return record(ctx, decision, outcome, now, charge, repeat)
+  const counters = ctx.storage.counters
+  if (counters.inProcess && counters.settleSync) {
     try {
-      await ctx.guard(ctx.storage.counters.settle(ops, now))
+      counters.settleSync(ops, now)
     } catch (err) {
-      // The holds expire by their TTL; the event below is still recorded.
       ctx.report(err)
     }
+    return record(ctx, decision, outcome, now, charge, repeat)
   }
+  return ctx.guard(counters.settle(ops, now)).then(
+    () => record(ctx, decision, outcome, now, charge, repeat),
+    (err: unknown) => {
+      // The holds expire by their TTL; the event is still recorded.
+      ctx.report(err)
+      return record(ctx, decision, outcome, now, charge, repeat)
+    },
+  )
+}
+
+function record(
+  ctx: Context,
+  decision: Admission,
+  outcome: Outcome,
+  now: number,
+  charge: number,
+  repeat: boolean,
+): UsageEvent | null {
+  const s = decision._s
   const after = s.creditUsed - s.estimate + charge
   const overage =
     s.metered && s.creditOverage && Number.isFinite(s.creditLimit)
@@ -143,9 +180,9 @@ export async function settle(
     time: s.startedAt,
     units: charge,
     overage,
-    tokens,
+    tokens: decision._tokens,
     category: decision.category,
-    status,
+    status: outcome.status,
     durationMs: Math.max(0, now - s.startedAt),
     ip: s.ip,
     method: s.method,

@@ -54,8 +54,19 @@ export interface Tollbooth {
   route(options?: RouteOptions): ResolvedRoute
   /** Decides a request; never throws for the request's own faults. */
   authenticate(request: TollboothRequest, route?: ResolvedRoute): Promise<Decision>
+  /**
+   * `authenticate()` for adapters: the decision itself when it needs no I/O (a cached key on
+   * in-process counters), else its promise, so the common path costs no microtask. Throws
+   * (synchronously or by rejecting) only what `authenticate()` rejects with.
+   */
+  decide(request: TollboothRequest, route?: ResolvedRoute): Decision | Promise<Decision>
   /** Settles an admitted request exactly once (later calls and denials do nothing). */
   settle(decision: Decision, outcome: Outcome): Promise<UsageEvent | null>
+  /**
+   * `settle()` for adapters that do not wait for it: synchronous when the counters are
+   * in-process; a storage failure goes to `onError`, never to the caller.
+   */
+  settleLater(decision: Decision, outcome: Outcome): void
   /** Writes queued usage events and `lastUsedAt` now. */
   flush(): Promise<void>
   /**
@@ -196,8 +207,17 @@ export function createTollbooth(
     usage: new UsageService(ctx),
     providerKeys,
     route,
-    authenticate: (request, r) => authenticate(ctx, request, r ?? defaultRoute),
-    settle: (decision, outcome) => settle(ctx, decision, outcome),
+    authenticate: async (request, r) => authenticate(ctx, request, r ?? defaultRoute),
+    decide: (request, r) => authenticate(ctx, request, r ?? defaultRoute),
+    settle: async (decision, outcome) => settle(ctx, decision, outcome),
+    settleLater(decision, outcome) {
+      try {
+        const p = settle(ctx, decision, outcome)
+        if (p instanceof Promise) p.catch(onError)
+      } catch (err) {
+        onError(err)
+      }
+    },
     flush: () => ctx.outbox.flush(),
     onUsageFlushed(listener) {
       flushListeners.add(listener)

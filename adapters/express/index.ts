@@ -9,7 +9,13 @@
  */
 
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
-import { type Admission, clientIp, type RouteOptions, type Tollbooth } from '../../src/index.js'
+import {
+  type Admission,
+  clientIp,
+  type Decision,
+  type RouteOptions,
+  type Tollbooth,
+} from '../../src/index.js'
 
 declare module 'express-serve-static-core' {
   interface Request {
@@ -53,31 +59,49 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     // originalUrl, not path: under app.use('/v1', …) req.path has lost its mount point.
     const url = req.originalUrl
     const q = url.indexOf('?')
-    tb.authenticate(
-      {
-        headers,
-        ip: clientIp(
-          req.socket.remoteAddress,
-          trust === false ? undefined : (headers['x-forwarded-for'] as string | undefined),
-          trust,
-        ),
-        method: req.method,
-        path: q === -1 ? url : url.slice(0, q),
-      },
-      route,
-    ).then((decision) => {
-      if (!decision.allowed) {
-        res.statusCode = decision.status
-        const h = decision.headers
-        for (const name in h) res.setHeader(name, h[name]!)
-        res.end(decision.body)
-        return
-      }
-      req.apiKey = decision
-      guard(tb, decision, res)
-      next()
-    }, next)
+    let d: ReturnType<Tollbooth['decide']>
+    try {
+      d = tb.decide(
+        {
+          headers,
+          ip: clientIp(
+            req.socket.remoteAddress,
+            trust === false ? undefined : (headers['x-forwarded-for'] as string | undefined),
+            trust,
+          ),
+          method: req.method,
+          path: q === -1 ? url : url.slice(0, q),
+        },
+        route,
+      )
+    } catch (err) {
+      next(err)
+      return
+    }
+    // Synchronous on a cached key with in-process counters: no promise, no microtask.
+    if (d instanceof Promise) d.then((decision) => proceed(tb, decision, req, res, next), next)
+    else proceed(tb, d, req, res, next)
   }
+}
+
+/** Answers a denial, or guards the response and passes the admitted request on. */
+function proceed(
+  tb: Tollbooth,
+  decision: Decision,
+  req: Request,
+  res: Response,
+  next: NextFunction,
+): void {
+  if (!decision.allowed) {
+    res.statusCode = decision.status
+    const h = decision.headers
+    for (const name in h) res.setHeader(name, h[name]!)
+    res.end(decision.body)
+    return
+  }
+  req.apiKey = decision
+  guard(tb, decision, res)
+  next()
 }
 
 const ADMISSION = Symbol('tollbooth.admission')
@@ -111,7 +135,7 @@ function settleOnEnd(this: Tracked): void {
   const decision = this[ADMISSION]
   if (!decision) return
   this[ADMISSION] = null
-  void this[TB]!.settle(decision, { status: this.writableFinished ? this.statusCode : 499 })
+  this[TB]!.settleLater(decision, { status: this.writableFinished ? this.statusCode : 499 })
 }
 
 /** Writes the decision's headers with the response head, and settles once when it is over. */

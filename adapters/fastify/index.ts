@@ -68,7 +68,7 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerAsyncHookHandler 
     const headers = request.headers
     const url = request.url
     const q = url.indexOf('?')
-    const decision = await tb.authenticate(
+    const d = tb.decide(
       {
         headers,
         ip: clientIp(
@@ -81,6 +81,7 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerAsyncHookHandler 
       },
       route,
     )
+    const decision = d instanceof Promise ? await d : d
     if (!decision.allowed) {
       return reply.code(decision.status).headers(decision.headers).send(decision.body)
     }
@@ -147,7 +148,7 @@ function settleOnce(tb: Tollbooth, request: FastifyRequest, status: number): voi
   const decision = r[PENDING]
   if (decision === null) return
   r[PENDING] = null
-  void tb.settle(decision, { status })
+  tb.settleLater(decision, { status })
 }
 
 /** Writes the headers after the handler, so usage figures include what it charged. */

@@ -40,6 +40,8 @@ interface NodeBindings {
   }
   outgoing?: {
     writableFinished: boolean
+    headersSent: boolean
+    setHeader(name: string, value: string): unknown
     on(event: 'close', listener: (this: never) => void): unknown
   }
 }
@@ -72,7 +74,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     const node = c.env as NodeBindings | undefined
     // On Node, the lowercase header record as it came: building a Web Headers costs more.
     const headers: HeaderSource = node?.incoming?.headers ?? c.req.raw.headers
-    const decision = await tb.authenticate(
+    const d = tb.decide(
       {
         headers,
         ip: clientIp(
@@ -85,6 +87,8 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       },
       route,
     )
+    // Synchronous on a cached key with in-process counters: no promise, no microtask.
+    const decision = d instanceof Promise ? await d : d
     if (!decision.allowed) {
       // Every header (the content type too) goes in the init: @hono/node-server's Response
       // would drop a later set().
@@ -108,7 +112,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
         c.req.raw.signal?.addEventListener(
           'abort',
           () => {
-            if (!decision.settled) void tb.settle(decision, { status: 499 })
+            if (!decision.settled) tb.settleLater(decision, { status: 499 })
           },
           { once: true },
         )
@@ -117,21 +121,21 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     try {
       await next()
     } catch (err) {
-      if (!decision.settled) void tb.settle(decision, { status: 500 })
+      if (!decision.settled) tb.settleLater(decision, { status: 500 })
       throw err
     }
-    // On c.res itself, as hono's cors does: c.header() after the handler rebuilds the Response.
     const status = c.res.status
     const out = decision.responseHeaders(status)
-    try {
-      const resHeaders = c.res.headers
-      for (const name in out) resHeaders.set(name, out[name]!)
-    } catch {
-      // A proxied fetch() Response has immutable headers: Hono's c.res setter makes a copy.
-      c.res = new Response(c.res.body, c.res)
-      for (const name in out) c.res.headers.set(name, out[name]!)
+    const outgoing = node?.outgoing
+    if (outgoing && !outgoing.headersSent) {
+      // On Node, straight onto the ServerResponse: @hono/node-server's writeHead() merges
+      // them, and its fast path (a plain header record, no Web Headers) stays fast. Reading
+      // c.res.headers would build a Headers object and, for most bodies, a whole Web Response.
+      for (const name in out) outgoing.setHeader(name, out[name]!)
+    } else {
+      writeHeaders(c, out)
     }
-    if (!decision.settled) void tb.settle(decision, { status })
+    if (!decision.settled) tb.settleLater(decision, { status })
   }
 }
 
@@ -142,5 +146,17 @@ type Tracked = NonNullable<NodeBindings['outgoing']> & { [ADMISSION]?: Admission
 /** A shared `close` listener: settles with 499 when the response did not finish. */
 function settleOnClose(this: Tracked): void {
   const decision = this[ADMISSION]!
-  if (!this.writableFinished && !decision.settled) void this[TB]!.settle(decision, { status: 499 })
+  if (!this.writableFinished && !decision.settled) this[TB]!.settleLater(decision, { status: 499 })
+}
+
+/** Sets the headers on `c.res` itself, as hono's cors does (c.header() after the handler rebuilds the Response). */
+function writeHeaders(c: Context, out: Record<string, string>): void {
+  try {
+    const resHeaders = c.res.headers
+    for (const name in out) resHeaders.set(name, out[name]!)
+  } catch {
+    // A proxied fetch() Response has immutable headers: Hono's c.res setter makes a copy.
+    c.res = new Response(c.res.body, c.res)
+    for (const name in out) c.res.headers.set(name, out[name]!)
+  }
 }

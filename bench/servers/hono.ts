@@ -28,11 +28,19 @@ import {
 const { tb, key } = await benchTollbooth()
 const f = floor(key)
 
+interface Node {
+  incoming: { headers: Record<string, string | undefined> }
+  outgoing: { setHeader(n: string, v: string): void }
+}
+
+// As tollbooth's adapter does on Node: the request's header record as it came (c.req.header()
+// would build a Web Headers), and the response headers onto the ServerResponse.
 const floorMw: MiddlewareHandler = async (c, next) => {
-  const a = f.admit(c.req.header('authorization'), c.req.header('x-api-key'))
+  const { incoming, outgoing } = c.env as Node
+  const a = f.admit(incoming.headers['authorization'], incoming.headers['x-api-key'])
   if (!('key' in a)) return c.body(a.body, a.status as 401, { 'content-type': 'application/json' })
-  for (const [n, v] of a.headers) c.header(n, v)
   await next()
+  for (const [n, v] of a.headers) outgoing.setHeader(n, v)
   f.settle(a, c.res.status)
   return undefined
 }

@@ -274,6 +274,76 @@ function memoryCounters(): MemoryCounterStore {
       if (idle(n.value[1], now)) counters.delete(n.value[0])
     }
   }
+  function consumeSync(checks: ReadonlyArray<Check>, now: number): ConsumeResult {
+    sweep(now, SWEEP_PER_CHECK * checks.length + 1)
+    const results: CheckResult[] = []
+    const next: Counter[] = []
+    let allowed = true
+    for (const check of checks) {
+      const e = evaluate(check, counters.get(check.key), now)
+      results.push(e.result)
+      next.push(e.next)
+      if (!e.result.allowed) allowed = false
+    }
+    if (allowed) {
+      for (let i = 0; i < checks.length; i++) {
+        const check = checks[i]!
+        const n = next[i]!
+        if (n.type === 'hold' && check.type === 'hold') {
+          const expiresAt = now + check.ttlMs
+          const prev = n.holds.get(check.holdId)
+          if (prev) n.held -= prev[0]
+          n.holds.set(check.holdId, [check.amount, expiresAt])
+          n.held += check.amount
+          if (expiresAt < n.nextExpiry) n.nextExpiry = expiresAt
+        }
+        counters.set(check.key, n)
+      }
+    }
+    return { allowed, results }
+  }
+  function settleSync(ops: ReadonlyArray<SettleOp>, now: number): void {
+    sweep(now, SWEEP_PER_CHECK * ops.length + 1)
+    for (const op of ops) {
+      if (op.type === 'release') {
+        const c = counters.get(op.key)
+        const h = c?.type === 'hold' ? c : newHold()
+        pruneHolds(h, now)
+        const held = h.holds.get(op.holdId)
+        if (held) {
+          h.holds.delete(op.holdId)
+          // Recount from zero when empty, so float amounts leave no drift behind.
+          h.held = h.holds.size === 0 ? 0 : h.held - held[0]
+        }
+        h.used += op.charge
+        counters.set(op.key, h)
+      } else if (op.check.type === 'window') {
+        const { key, windowMs, bucketMs, cost } = op.check
+        const c = counters.get(key)
+        counters.set(key, {
+          type: 'window',
+          state: windowAdd(
+            c?.type === 'window' ? c.state : undefined,
+            now,
+            windowMs,
+            bucketMs,
+            cost,
+          ),
+          windowMs,
+          bucketMs,
+        })
+      } else {
+        const { key, limit, windowMs, cost } = op.check
+        const c = counters.get(key)
+        counters.set(key, {
+          type: 'gcra',
+          state: gcraAdd(c?.type === 'gcra' ? c.state : undefined, now, limit, windowMs, cost),
+          limit,
+          windowMs,
+        })
+      }
+    }
+  }
   return {
     inProcess: true,
     get size() {
@@ -284,75 +354,13 @@ function memoryCounters(): MemoryCounterStore {
       for (const [k, c] of counters) if (idle(c, now)) counters.delete(k)
       return before - counters.size
     },
-    async consume(checks, now): Promise<ConsumeResult> {
-      sweep(now, SWEEP_PER_CHECK * checks.length + 1)
-      const results: CheckResult[] = []
-      const next: Counter[] = []
-      let allowed = true
-      for (const check of checks) {
-        const e = evaluate(check, counters.get(check.key), now)
-        results.push(e.result)
-        next.push(e.next)
-        if (!e.result.allowed) allowed = false
-      }
-      if (allowed) {
-        for (let i = 0; i < checks.length; i++) {
-          const check = checks[i]!
-          const n = next[i]!
-          if (n.type === 'hold' && check.type === 'hold') {
-            const expiresAt = now + check.ttlMs
-            const prev = n.holds.get(check.holdId)
-            if (prev) n.held -= prev[0]
-            n.holds.set(check.holdId, [check.amount, expiresAt])
-            n.held += check.amount
-            if (expiresAt < n.nextExpiry) n.nextExpiry = expiresAt
-          }
-          counters.set(check.key, n)
-        }
-      }
-      return { allowed, results }
+    consumeSync,
+    settleSync,
+    async consume(checks, now) {
+      return consumeSync(checks, now)
     },
-    async settle(ops: ReadonlyArray<SettleOp>, now) {
-      sweep(now, SWEEP_PER_CHECK * ops.length + 1)
-      for (const op of ops) {
-        if (op.type === 'release') {
-          const c = counters.get(op.key)
-          const h = c?.type === 'hold' ? c : newHold()
-          pruneHolds(h, now)
-          const held = h.holds.get(op.holdId)
-          if (held) {
-            h.holds.delete(op.holdId)
-            // Recount from zero when empty, so float amounts leave no drift behind.
-            h.held = h.holds.size === 0 ? 0 : h.held - held[0]
-          }
-          h.used += op.charge
-          counters.set(op.key, h)
-        } else if (op.check.type === 'window') {
-          const { key, windowMs, bucketMs, cost } = op.check
-          const c = counters.get(key)
-          counters.set(key, {
-            type: 'window',
-            state: windowAdd(
-              c?.type === 'window' ? c.state : undefined,
-              now,
-              windowMs,
-              bucketMs,
-              cost,
-            ),
-            windowMs,
-            bucketMs,
-          })
-        } else {
-          const { key, limit, windowMs, cost } = op.check
-          const c = counters.get(key)
-          counters.set(key, {
-            type: 'gcra',
-            state: gcraAdd(c?.type === 'gcra' ? c.state : undefined, now, limit, windowMs, cost),
-            limit,
-            windowMs,
-          })
-        }
-      }
+    async settle(ops, now) {
+      settleSync(ops, now)
     },
     async held(key, now) {
       const c = counters.get(key)

@@ -211,6 +211,13 @@ export interface CounterStore extends InProcess {
   settle(ops: ReadonlyArray<SettleOp>, now: number): Promise<void>
   /** The current settled total plus live holds of a hold counter (0 when unknown). */
   held(key: string, now: number): Promise<number>
+  /**
+   * In-process stores only: `consume` without a promise. When present, the hot path calls it
+   * instead and a request is decided with no asynchronous step (no microtask, no promise).
+   */
+  consumeSync?(checks: ReadonlyArray<Check>, now: number): ConsumeResult
+  /** In-process stores only: `settle` without a promise (see `consumeSync`). */
+  settleSync?(ops: ReadonlyArray<SettleOp>, now: number): void
 }
 
 /** One served request, as metered and logged. */

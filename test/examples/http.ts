@@ -78,6 +78,8 @@ export function trackSettles(tb: Tollbooth): { idle(): Promise<void> } {
     void p.finally(() => pending.delete(p))
     return p
   }
+  ;(tb as { settleLater: Tollbooth['settleLater'] }).settleLater = (decision, outcome) =>
+    void tb.settle(decision, outcome).catch(() => {})
   return {
     async idle() {
       // The response's `finish` event may still be queued behind the client's read.

@@ -98,6 +98,9 @@ export async function harness(
     }
     return p
   }
+  // Adapters settle without waiting: through the recorder above (settleLater is settle
+  // with its errors sent to onError; src/settle.test.ts covers it).
+  tb.settleLater = (decision, outcome) => void tb.settle(decision, outcome).catch(() => {})
   const handled: Admission[] = []
   const finished = { count: 0 }
   const wrapped = routes.map((r) => ({
