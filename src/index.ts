@@ -81,6 +81,12 @@ export {
   type TrustProxy,
 } from './request.js'
 export type { Outcome } from './settle.js'
-export { decodeLogCursor, encodeLogCursor, memoryStorage } from './storage/memory.js'
+export {
+  decodeLogCursor,
+  encodeLogCursor,
+  type MemoryCounterStore,
+  type MemoryStorageOptions,
+  memoryStorage,
+} from './storage/memory.js'
 export type * from './storage/types.js'
 export { createTollbooth, isRoute, type Tollbooth } from './tollbooth.js'

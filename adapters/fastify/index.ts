@@ -61,9 +61,17 @@ type Pending = { [PENDING]: Admission | null }
 type Tag = { tb: Tollbooth; route: ResolvedRoute } | true
 type Tagged = { [GUARD]?: Tag }
 
+/**
+ * True when a route's headers can change after the handler (usage figures on a metered
+ * route): they then go out in onSend. Otherwise the guard writes them and the route gets no
+ * onSend hook at all.
+ */
+const lateHeaders = (route: ResolvedRoute) => route.headers.usage && route.cost !== undefined
+
 /** The guard itself: authenticate, answer a denial, or leave the admission on the request. */
 function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerAsyncHookHandler {
   const trust = route.trustProxy
+  const late = lateHeaders(route)
   const handler = async function requireApiKey(request: FastifyRequest, reply: FastifyReply) {
     const headers = request.headers
     const url = request.url
@@ -87,6 +95,10 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerAsyncHookHandler 
     }
     request.apiKey = decision
     ;(request as unknown as Pending)[PENDING] = decision
+    if (!late) {
+      const out = decision.headers
+      for (const name in out) reply.header(name, out[name])
+    }
     // A client gone before the response finished: 499. Fastify's onRequestAbort is not enough,
     // as it fires only while the request body is unread (a parsed POST body never aborts).
     // Only an admission that holds a lease or credits needs it early; the rest settle onResponse.
@@ -193,15 +205,20 @@ const plugin: FastifyPluginAsync<TollboothPluginOptions> = async (fastify, optio
     if (pre.some((f) => f[GUARD] === true)) return
     const tag = pre.find((f) => f[GUARD] !== undefined)?.[GUARD] as Exclude<Tag, true> | undefined
     const config = routeOptions.config?.tollbooth
+    let late: boolean
     if (tag) {
+      late = false
       r['preHandler'] = pre.map((f) => {
         const t = f[GUARD] as Exclude<Tag, true> | undefined
+        if (t) late ||= lateHeaders(t.route)
         return t ? guard(t.tb, t.route) : f
       })
     } else if (config !== false && (global || config !== undefined)) {
-      r['preHandler'] = withHook(pre, guard(tb, tb.route({ ...defaults, ...config })), true)
+      const route = tb.route({ ...defaults, ...config })
+      late = lateHeaders(route)
+      r['preHandler'] = withHook(pre, guard(tb, route), true)
     } else return
-    r['onSend'] = withHook(r['onSend'], onSend)
+    if (late) r['onSend'] = withHook(r['onSend'], onSend)
     r['onResponse'] = withHook(
       r['onResponse'],
       !tag || tag.tb === tb ? onResponse : onResponseOf(tag.tb),

@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest'
+import { memoryStorage } from './memory.js'
+import type { UsageEvent } from './types.js'
+
+const HOUR = 3_600_000
+const event = (i: number, time: number, over: Partial<UsageEvent> = {}): UsageEvent => ({
+  id: `req_${i}`,
+  requestId: `req_${i}`,
+  keyId: 'key_1',
+  accountId: 'acct_1',
+  time,
+  units: 2,
+  overage: 0,
+  tokens: 0,
+  category: 'tts',
+  status: 200,
+  durationMs: 1,
+  ip: null,
+  method: 'GET',
+  path: '/x',
+  bypassed: false,
+  provider: null,
+  ...over,
+})
+
+describe('memoryStorage usage: bounded events', () => {
+  it('keeps the newest maxEvents for logs and still summarizes every event by the hour', async () => {
+    const { usage } = memoryStorage({ maxEvents: 3 })
+    const t0 = 10 * HOUR
+    await usage.record([
+      event(1, t0 + 1),
+      event(2, t0 + 2, { category: null, units: 1 }),
+      event(3, t0 + HOUR + 5),
+      event(4, t0 + HOUR + 6, { accountId: 'acct_2', keyId: 'key_2' }),
+      event(5, t0 + 2 * HOUR),
+    ])
+    const logs = await usage.logs('key_1', { limit: 10 })
+    expect(logs.data.map((e) => e.id)).toEqual(['req_5', 'req_3'])
+    expect(await usage.summarize('acct_1', t0, t0 + 3 * HOUR)).toEqual({
+      requests: 4,
+      units: 7,
+      byCategory: { tts: { requests: 3, units: 6 }, uncategorized: { requests: 1, units: 1 } },
+    })
+    // The evicted events count in their hour, not to the millisecond.
+    expect((await usage.summarize('acct_1', t0 + HOUR, t0 + 3 * HOUR)).requests).toBe(2)
+    expect((await usage.summarize('acct_1', t0, t0 + HOUR)).requests).toBe(2)
+    expect((await usage.summarize('acct_2', t0, t0 + 3 * HOUR)).requests).toBe(1)
+    // Pruning drops whole evicted hours too, and counts them.
+    expect(await usage.prune(t0 + HOUR)).toBe(2)
+    expect((await usage.summarize('acct_1', 0, t0 + 3 * HOUR)).requests).toBe(2)
+  })
+
+  it('refuses a bad maxEvents, naming it', () => {
+    expect(() => memoryStorage({ maxEvents: 0 })).toThrow(/options\.maxEvents/)
+  })
+})
