@@ -149,6 +149,11 @@ export class Admission {
   _resolveProvider:
     | ((accountId: string, provider: string) => Promise<string | undefined>)
     | undefined = undefined
+  /**
+   * @internal: an adapter's own per-request state, so it adds no property to the framework's
+   * objects (each new property on Node's ServerResponse costs microseconds per request).
+   */
+  _adapter: unknown = undefined
   /** @internal: providers whose key came from the caller (header or store); null for none. */
   _byok: Set<string> | null
   /** A private field: never enumerated, serialized or printed by `util.inspect`. */
@@ -194,6 +199,14 @@ export class Admission {
    */
   get holds(): boolean {
     return this._s.holds.length > 0
+  }
+
+  /**
+   * True when `responseHeaders()` returns `headers` as they are, whatever the handler does (no
+   * usage figures on this route): an adapter may then write them before the handler runs.
+   */
+  get headersFinal(): boolean {
+    return !this._usageHeaders || !this._s.metered
   }
 
   /** Adds `units` credits to this request's charge (the sum of all calls replaces the estimate). */
@@ -270,7 +283,7 @@ export class Admission {
    *   (by default status >= 400) then shows no charge
    */
   responseHeaders(status?: number): Record<string, string> {
-    if (!this._usageHeaders || !this._s.metered) return this.headers
+    if (this.headersFinal) return this.headers
     const s = this._s
     const billed = status === undefined || (s.chargeWhen ? s.chargeWhen(status) : status < 400)
     setUsageHeaders(

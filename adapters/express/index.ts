@@ -54,6 +54,38 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
   const route = tb.route(options)
   const trust = route.trustProxy
 
+  /**
+   * One listener per middleware, not per request: `close` follows `finish` on every response,
+   * or comes alone when the client went away (499). Settling twice does nothing.
+   */
+  function settleOnClose(this: Response): void {
+    const decision = this.req.apiKey
+    if (decision && !decision.settled)
+      tb.settleLater(decision, { status: this.writableFinished ? this.statusCode : 499 })
+  }
+
+  /** Answers a denial, or guards the response and passes the admitted request on. */
+  function proceed(decision: Decision, req: Request, res: Response, next: NextFunction): void {
+    if (!decision.allowed) {
+      res.statusCode = decision.status
+      const h = decision.headers
+      for (const name in h) res.setHeader(name, h[name]!)
+      res.end(decision.body)
+      return
+    }
+    req.apiKey = decision
+    if (decision.headersFinal) {
+      const h = decision.headers
+      for (const name in h) res.setHeader(name, h[name]!)
+    } else {
+      // Usage figures follow the handler's charges and the final status: written with the head.
+      decision._adapter = res.writeHead
+      res.writeHead = writeHeadWithUsage as Response['writeHead']
+    }
+    res.on('close', settleOnClose)
+    next()
+  }
+
   return function requireApiKey(req: Request, res: Response, next: NextFunction): void {
     const headers = req.headers
     // originalUrl, not path: under app.use('/v1', …) req.path has lost its mount point.
@@ -79,74 +111,23 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
       return
     }
     // Synchronous on a cached key with in-process counters: no promise, no microtask.
-    if (d instanceof Promise) d.then((decision) => proceed(tb, decision, req, res, next), next)
-    else proceed(tb, d, req, res, next)
+    if (d instanceof Promise) d.then((decision) => proceed(decision, req, res, next), next)
+    else proceed(d, req, res, next)
   }
-}
-
-/** Answers a denial, or guards the response and passes the admitted request on. */
-function proceed(
-  tb: Tollbooth,
-  decision: Decision,
-  req: Request,
-  res: Response,
-  next: NextFunction,
-): void {
-  if (!decision.allowed) {
-    res.statusCode = decision.status
-    const h = decision.headers
-    for (const name in h) res.setHeader(name, h[name]!)
-    res.end(decision.body)
-    return
-  }
-  req.apiKey = decision
-  guard(tb, decision, res)
-  next()
-}
-
-const ADMISSION = Symbol('tollbooth.admission')
-const TB = Symbol('tollbooth.tb')
-const WRITE_HEAD = Symbol('tollbooth.writeHead')
-
-/** What the adapter keeps on the response: no closure per request, shared functions below. */
-type Tracked = Response & {
-  [ADMISSION]?: Admission | null
-  [TB]?: Tollbooth
-  [WRITE_HEAD]?: Response['writeHead']
 }
 
 /**
  * Every head goes through writeHead (res.end/res.write call it implicitly), so hooking it once
- * per response sees the handler's charges and the final status before a byte is sent.
+ * per response sees the handler's charges and the final status before a byte is sent. The
+ * writeHead it replaced is kept in the admission: no property is added to the response.
  */
-function writeHeadWithUsage(this: Tracked, a?: unknown, b?: unknown, c?: unknown): Response {
-  const original = this[WRITE_HEAD]!
+function writeHeadWithUsage(this: Response, a?: unknown, b?: unknown, c?: unknown): Response {
+  const decision = this.req.apiKey
+  const original = decision._adapter as Response['writeHead']
   this.writeHead = original
-  const decision = this[ADMISSION]
-  if (decision) {
-    const out = decision.responseHeaders(typeof a === 'number' ? a : this.statusCode)
-    for (const name in out) this.setHeader(name, out[name]!)
-  }
+  const out = decision.responseHeaders(typeof a === 'number' ? a : this.statusCode)
+  for (const name in out) this.setHeader(name, out[name]!)
   return (original as (a?: unknown, b?: unknown, c?: unknown) => Response).call(this, a, b, c)
-}
-
-/** `finish` or `close`, whichever comes first: settles once (499 when the client went away). */
-function settleOnEnd(this: Tracked): void {
-  const decision = this[ADMISSION]
-  if (!decision) return
-  this[ADMISSION] = null
-  this[TB]!.settleLater(decision, { status: this.writableFinished ? this.statusCode : 499 })
-}
-
-/** Writes the decision's headers with the response head, and settles once when it is over. */
-function guard(tb: Tollbooth, decision: Admission, res: Response): void {
-  const r = res as Tracked
-  r[ADMISSION] = decision
-  r[TB] = tb
-  r[WRITE_HEAD] = res.writeHead
-  res.writeHead = writeHeadWithUsage as Response['writeHead']
-  res.on('finish', settleOnEnd)
-  res.on('close', settleOnEnd)
 }
 
 export { type FetchHandler, mountFetch, type NodeBindings } from './mount.js'
