@@ -188,11 +188,11 @@ export async function benchFramework(
       const cycle = new Map<string, Sample>()
       for (const v of shuffle([...variants])) {
         const url = `http://127.0.0.1:${s.ports[v]}/hello`
-        const redisBefore = v === 'tollbooth-redis' ? await redisCommands(s.ports[v]!) : 0
+        const redisBefore = v.endsWith('-redis') ? await redisCommands(s.ports[v]!) : 0
         const before = cpuTicks(s.pid)
         const r = await loadOnce(url, s.key, o.seconds, o.connections)
         const cpuMs = (cpuTicks(s.pid) - before) * 10
-        if (v === 'tollbooth-redis') {
+        if (v.endsWith('-redis')) {
           // Settles still in flight when the load stops finish within a few ms.
           await new Promise((resolve) => setTimeout(resolve, 200))
           const n = (await redisCommands(s.ports[v]!)) - redisBefore

@@ -7,6 +7,8 @@
  */
 
 import type { AddressInfo } from 'node:net'
+import { Redis } from 'ioredis'
+import { redisStorage } from '../../adapters/redis/index.js'
 import {
   createTollbooth,
   type HeaderFamilies,
@@ -91,3 +93,39 @@ export function announce(ports: Record<string, number>, key: string): void {
 
 export const portOf = (server: { address(): AddressInfo | string | null }) =>
   (server.address() as AddressInfo).port
+
+/**
+ * An ioredis client that counts the commands it sends (other processes may share the Redis
+ * server, so counting there would not do), or null without REDIS_URL.
+ */
+export function countedRedis(): { client: Redis; commands(): number } | null {
+  if (!process.env.REDIS_URL) return null
+  const client = new Redis(process.env.REDIS_URL, { maxRetriesPerRequest: 1 })
+  let n = 0
+  const send = client.sendCommand.bind(client)
+  client.sendCommand = ((...args: Parameters<typeof send>) => {
+    n++
+    return send(...args)
+  }) as typeof send
+  return { client, commands: () => n }
+}
+
+/**
+ * The Redis variants every framework server offers when REDIS_URL is set: tollbooth with its
+ * counters on Redis (keys, accounts and usage stay in memory, as cached keys would), and the
+ * peer limiter on its Redis store. Each counts its own commands.
+ */
+export function redisVariants(
+  tb: Tollbooth,
+): { tb: Tollbooth; tbCommands(): number; peer: Redis; peerCommands(): number } | null {
+  const ours = countedRedis()
+  const theirs = countedRedis()
+  if (!ours || !theirs) return null
+  const counters = redisStorage({ client: ours.client, keyPrefix: `bench${process.pid}:` }).counters
+  return {
+    tb: withCounters(tb, counters),
+    tbCommands: ours.commands,
+    peer: theirs.client,
+    peerCommands: theirs.commands,
+  }
+}

@@ -6,6 +6,7 @@
 
 import express, { type RequestHandler } from 'express'
 import { rateLimit } from 'express-rate-limit'
+import { RedisStore } from 'rate-limit-redis'
 import { requireApiKey } from '../../adapters/express/index.js'
 import {
   ALL_HEADERS,
@@ -14,6 +15,7 @@ import {
   floor,
   portOf,
   RATE_LIMIT_ONLY,
+  redisVariants,
   route,
   VARIANTS,
   type Variant,
@@ -61,13 +63,43 @@ const middleware: Record<Variant, RequestHandler[]> = {
   ],
 }
 
+// With REDIS_URL: tollbooth's counters on Redis, and express-rate-limit on rate-limit-redis.
+const extra: Record<string, RequestHandler[]> = {}
+const commands: Record<string, () => number> = {}
+const redis = redisVariants(tb)
+if (redis) {
+  extra['tollbooth-redis'] = [requireApiKey(redis.tb, route(ALL_HEADERS))]
+  commands['tollbooth-redis'] = redis.tbCommands
+  const client = redis.peer
+  extra['peer-redis'] = [
+    bearer,
+    rateLimit({
+      windowMs: 60_000,
+      limit: 1e9,
+      standardHeaders: false,
+      legacyHeaders: true,
+      keyGenerator: (req) => req.headers.authorization ?? '',
+      validate: false,
+      store: new RedisStore({
+        sendCommand: (command: string, ...args: string[]) =>
+          client.call(command, ...args) as never,
+        prefix: `rl${process.pid}:`,
+      }),
+    }),
+  ]
+  commands['peer-redis'] = redis.peerCommands
+}
+
 const ports: Record<string, number> = {}
-for (const v of VARIANTS) {
+for (const v of [...VARIANTS, ...Object.keys(extra)]) {
   const app = express()
   app.disable('x-powered-by')
   app.disable('etag')
-  app.get('/hello', ...middleware[v], (_req, res) => {
+  app.get('/hello', ...(middleware[v as Variant] ?? extra[v]!), (_req, res) => {
     res.json({ hello: 'world' })
+  })
+  app.get('/redis-commands', (_req, res) => {
+    res.send(String(commands[v]?.() ?? 0))
   })
   const server = app.listen(0, '127.0.0.1')
   await new Promise((resolve) => server.once('listening', resolve))

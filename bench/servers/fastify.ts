@@ -5,7 +5,7 @@
  */
 
 import rateLimit from '@fastify/rate-limit'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { requireApiKey, tollbooth } from '../../adapters/fastify/index.js'
 import type { FloorAdmit } from '../floor.js'
 import {
@@ -15,6 +15,7 @@ import {
   floor,
   portOf,
   RATE_LIMIT_ONLY,
+  redisVariants,
   route,
   VARIANTS,
   type Variant,
@@ -26,9 +27,37 @@ const FLOOR = Symbol('floor')
 
 const handler = async () => ({ hello: 'world' })
 
-async function build(v: Variant): Promise<FastifyInstance> {
+const redis = redisVariants(tb)
+const commands: Record<string, () => number> = {}
+if (redis) {
+  commands['tollbooth-redis'] = redis.tbCommands
+  commands['peer-redis'] = redis.peerCommands
+}
+
+const bearer = async (req: FastifyRequest, reply: FastifyReply) => {
+  if (req.headers.authorization !== `Bearer ${key}`)
+    return reply.code(401).send({ error: 'Invalid API Key' })
+}
+
+async function build(v: Variant | 'tollbooth-redis' | 'peer-redis'): Promise<FastifyInstance> {
   const app = Fastify({ logger: false })
+  app.get('/redis-commands', async () => String(commands[v]?.() ?? 0))
   switch (v) {
+    case 'tollbooth-redis':
+      await app.register(tollbooth, { tb: redis!.tb })
+      app.get('/hello', { preHandler: requireApiKey(redis!.tb, route(ALL_HEADERS)) }, handler)
+      break
+    case 'peer-redis':
+      // @fastify/rate-limit's own Redis store, on ioredis.
+      await app.register(rateLimit, {
+        max: 1e9,
+        timeWindow: 60_000,
+        keyGenerator: (req) => req.headers.authorization ?? '',
+        redis: redis!.peer,
+        nameSpace: `frl${process.pid}:`,
+      })
+      app.get('/hello', { onRequest: bearer }, handler)
+      break
     case 'bare':
       app.get('/hello', handler)
       break
@@ -60,10 +89,7 @@ async function build(v: Variant): Promise<FastifyInstance> {
       )
       break
     case 'peer':
-      app.addHook('onRequest', async (req, reply) => {
-        if (req.headers.authorization !== `Bearer ${key}`)
-          return reply.code(401).send({ error: 'Invalid API Key' })
-      })
+      app.addHook('onRequest', bearer)
       await app.register(rateLimit, {
         max: 1e9,
         timeWindow: 60_000,
@@ -76,7 +102,7 @@ async function build(v: Variant): Promise<FastifyInstance> {
 }
 
 const ports: Record<string, number> = {}
-for (const v of VARIANTS) {
+for (const v of [...VARIANTS, ...(redis ? (['tollbooth-redis', 'peer-redis'] as const) : [])]) {
   const app = await build(v)
   await app.listen({ port: 0, host: '127.0.0.1' })
   ports[v] = portOf(app.server)

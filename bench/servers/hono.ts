@@ -7,18 +7,17 @@
 
 import { serve } from '@hono/node-server'
 import { Hono, type MiddlewareHandler } from 'hono'
-import { rateLimiter } from 'hono-rate-limiter'
-import { Redis } from 'ioredis'
+import { RedisStore, rateLimiter } from 'hono-rate-limiter'
 import pg from 'pg'
 import { requireApiKey } from '../../adapters/hono/index.js'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
-import { redisStorage } from '../../adapters/redis/index.js'
 import {
   ALL_HEADERS,
   announce,
   benchTollbooth,
   floor,
   IETF_ONLY,
+  redisVariants,
   route,
   VARIANTS,
   type Variant,
@@ -71,19 +70,40 @@ const middleware: Record<Variant, MiddlewareHandler[]> = {
 }
 
 // Storage variants, when the servers are there: the same job with the counters on Redis or
-// PostgreSQL (keys, accounts and usage stay in memory, as cached keys would).
+// PostgreSQL (keys, accounts and usage stay in memory, as cached keys would), and the peer on
+// its Redis store.
 const extra: Record<string, MiddlewareHandler[]> = {}
-let redisCommands = 0
-if (process.env.REDIS_URL) {
-  const client = new Redis(process.env.REDIS_URL, { maxRetriesPerRequest: 1 })
-  // Count the commands this client sends (other processes may share the Redis server).
-  const send = client.sendCommand.bind(client)
-  client.sendCommand = ((...args: Parameters<typeof send>) => {
-    redisCommands++
-    return send(...args)
-  }) as typeof send
-  const counters = redisStorage({ client, keyPrefix: `bench${process.pid}:` }).counters
-  extra['tollbooth-redis'] = [requireApiKey(withCounters(tb, counters), route(ALL_HEADERS))]
+const commands: Record<string, () => number> = {}
+const redis = redisVariants(tb)
+if (redis) {
+  extra['tollbooth-redis'] = [requireApiKey(redis.tb, route(ALL_HEADERS))]
+  commands['tollbooth-redis'] = redis.tbCommands
+  const client = redis.peer
+  extra['peer-redis'] = [
+    bearer,
+    rateLimiter({
+      windowMs: 60_000,
+      limit: 1e9,
+      standardHeaders: 'draft-7',
+      keyGenerator: (c) => c.req.header('authorization') ?? '',
+      // hono-rate-limiter's RedisStore takes a client of four methods: ioredis, adapted.
+      store: new RedisStore({
+        client: {
+          scriptLoad: (script: string) => client.script('LOAD', script) as Promise<string>,
+          evalsha: <TArgs extends unknown[], TData = unknown>(
+            sha1: string,
+            keys: string[],
+            args: TArgs,
+          ) =>
+            client.evalsha(sha1, keys.length, ...keys, ...(args as string[])) as Promise<TData>,
+          decr: (key: string) => client.decr(key),
+          del: (key: string) => client.del(key),
+        },
+        prefix: `hrl${process.pid}:`,
+      }),
+    }),
+  ]
+  commands['peer-redis'] = redis.peerCommands
 }
 if (process.env.DATABASE_URL) {
   const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 8 })
@@ -99,7 +119,7 @@ for (const v of [...VARIANTS, ...Object.keys(extra)]) {
   const app = new Hono()
   for (const m of middleware[v as Variant] ?? extra[v]!) app.use('/hello', m)
   app.get('/hello', (c) => c.json({ hello: 'world' }))
-  app.get('/redis-commands', (c) => c.text(String(redisCommands)))
+  app.get('/redis-commands', (c) => c.text(String(commands[v]?.() ?? 0)))
   await new Promise<void>((resolve) => {
     serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
       ports[v] = info.port
