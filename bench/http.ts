@@ -26,11 +26,40 @@ export interface VariantResult {
   /** Per-cycle ratio to the bare server of the same cycle. */
   ratios: number[]
   headers: number
-  /** Redis commands per request (from INFO commandstats), for the Redis variant. */
+  /** Redis commands per request counted at the variant's client, per cycle (Redis variants). */
   redisPerRequest?: number[]
+  /** Redis commands per request seen by MONITOR over sequential requests (Redis variants). */
+  monitorPerRequest?: number
 }
 
-/** Commands the server's Redis client has sent (counted in bench/servers/hono.ts). */
+/**
+ * Commands per request as the Redis server sees them: MONITOR on while `n` requests are sent
+ * one after another (and their settles have landed). Counts every client's commands (not
+ * those a script runs inside Redis), so it is run with nothing else loading Redis.
+ */
+async function monitorPerRequest(url: string, key: string, n: number): Promise<number> {
+  const { Redis } = await import('ioredis')
+  const client = new Redis(process.env.REDIS_URL!)
+  const monitor = await client.monitor()
+  let seen = 0
+  // Commands a script runs inside Redis show up too, with source 'lua': not round trips.
+  monitor.on('monitor', (_time: string, _args: string[], source: string) => {
+    if (source !== 'lua') seen++
+  })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  seen = 0
+  for (let i = 0; i < n; i++) {
+    const res = await fetch(url, { headers: { authorization: `Bearer ${key}` } })
+    await res.arrayBuffer()
+  }
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  const count = seen
+  monitor.disconnect()
+  client.disconnect()
+  return count / n
+}
+
+/** Commands the variant's Redis client has sent (counted in bench/servers/common.ts). */
 async function redisCommands(port: number): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${port}/redis-commands`)
   return Number(await res.text())
@@ -211,6 +240,10 @@ export async function benchFramework(
       const bare = cycle.get('bare')!.rps
       for (const [v, sample] of cycle) results.get(v)!.ratios.push(sample.rps / bare)
       process.stderr.write(`  ${framework} cycle ${c + 1}/${o.cycles} done\n`)
+    }
+    for (const v of variants.filter((x) => x.endsWith('-redis'))) {
+      const url = `http://127.0.0.1:${s.ports[v]}/hello`
+      results.get(v)!.monitorPerRequest = await monitorPerRequest(url, s.key, 200)
     }
     return variants.map((v) => results.get(v)!)
   } finally {

@@ -119,6 +119,9 @@ local function hold_live(raw, now)
   local p = split(raw, '\\n')
   if p[1] ~= 'h' then return s, held end
   s.used = tonumber(p[2])
+  -- The stored text of each kept hold too: written back as it was, not formatted again (with
+  -- many concurrent holds, string.format was most of a call's time).
+  s.text = {}
   for k = 3, #p - 2, 3 do
     local exp = tonumber(p[k + 2])
     if exp > now then
@@ -126,6 +129,7 @@ local function hold_live(raw, now)
       s.ids[#s.ids + 1] = p[k]
       s.amounts[#s.amounts + 1] = amount
       s.expires[#s.expires + 1] = exp
+      s.text[#s.ids] = p[k] .. '\\n' .. p[k + 1] .. '\\n' .. p[k + 2]
       held = held + amount
     end
   end
@@ -138,10 +142,9 @@ local function hold_write(key, s, now, slack)
   end
   local parts = { 'h', fmt(s.used) }
   local last = now
+  local text = s.text or {}
   for k = 1, #s.ids do
-    parts[#parts + 1] = s.ids[k]
-    parts[#parts + 1] = fmt(s.amounts[k])
-    parts[#parts + 1] = fmt(s.expires[k])
+    parts[#parts + 1] = text[k] or (s.ids[k] .. '\\n' .. fmt(s.amounts[k]) .. '\\n' .. fmt(s.expires[k]))
     if s.expires[k] > last then last = s.expires[k] end
   end
   local idleIn = nil
@@ -236,6 +239,7 @@ for i = 1, #KEYS do
       for k = 1, #s.ids do
         if s.ids[k] == id then
           s.amounts[k], s.expires[k], found = amount, now + ttlMs, true
+          s.text[k] = nil
         end
       end
       if not found then
@@ -282,12 +286,13 @@ for i = 1, #KEYS do
   if t == 'r' then
     local id, charge = ARGV[b + 1], num(ARGV[b + 2])
     local s = hold_live(raw, now)
-    local kept = { used = s.used, ids = {}, amounts = {}, expires = {} }
+    local kept = { used = s.used, ids = {}, amounts = {}, expires = {}, text = {} }
     for k = 1, #s.ids do
       if s.ids[k] ~= id then
         kept.ids[#kept.ids + 1] = s.ids[k]
         kept.amounts[#kept.amounts + 1] = s.amounts[k]
         kept.expires[#kept.expires + 1] = s.expires[k]
+        kept.text[#kept.ids] = s.text[k]
       end
     end
     kept.used = kept.used + charge
