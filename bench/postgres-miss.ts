@@ -1,10 +1,11 @@
 /**
  * @module bench/postgres-miss
  *
- * `authenticate()` on a key-cache miss against PostgreSQL holding 100 000 keys: the cost a
- * request pays when its key is not in this instance's cache (first use, after the TTL, after a
- * revocation elsewhere). 100 000 filler keys go in with one `INSERT … SELECT generate_series`,
- * then 1 000 real keys through `tb.keys.create`; the cache is off, so every call is a miss.
+ * `authenticate()` on a key-cache miss against PostgreSQL holding 1 000 000 keys (by default):
+ * the cost a request pays when its key is not in this instance's cache (first use, after the
+ * TTL, after a revocation elsewhere). The filler keys go in with one
+ * `INSERT … SELECT generate_series`, then 1 000 real keys through `tb.keys.create`; the cache
+ * is off, so every call is a miss.
  *
  * Measured, one call at a time on one connection's worth of latency (p50 / p99 / mean):
  * - `SELECT 1`: the round trip to the server, the floor;
@@ -14,7 +15,7 @@
  *   transaction (BEGIN, lock-and-read, write, COMMIT);
  * - authenticate, a well-formed key that is not stored: the 401 path.
  *
- * Usage: `npx tsx bench/postgres-miss.ts [iterations=5000]` with DATABASE_URL (default
+ * Usage: `npx tsx bench/postgres-miss.ts [iterations=5000] [keys=1000000]` with DATABASE_URL (default
  * postgres://postgres@127.0.0.1:5432/test). Uses a schema `tb_bench_<random>`, dropped after.
  */
 
@@ -24,8 +25,8 @@ import { createTollbooth } from '../src/index.js'
 
 const URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const N = Number(process.argv[2] ?? 5000)
-const FILLER = 100_000
 const REAL = 1000
+const FILLER = Number(process.argv[3] ?? 1_000_000) - REAL
 const SECRET = 'postgres-miss-benchmark-secret-0123456789'
 
 interface Figures {

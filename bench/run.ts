@@ -109,12 +109,7 @@ if (existsSync(new URL('./micro.ts', import.meta.url))) {
     targetRows.push(
       `| core (micro) | decide + settle >= 0.8 x the floor's ops/s | ${m[1]} | ${Number(m[1]) >= 0.8 ? 'met' : 'missed'} |`,
     )
-  sections.push(
-    '## Micro: the core per request, memory store, no framework',
-    '',
-    out.trim(),
-    '',
-  )
+  sections.push('## Micro: the core per request, memory store, no framework', '', out.trim(), '')
 }
 
 sections.push(
@@ -129,6 +124,63 @@ for (const fw of frameworks) {
   const t = table(fw, rs)
   sections.push(t.md, '')
   targetRows.push(...targets(fw, t.byName))
+}
+
+// Scale: memory per key in the memory store, a PostgreSQL cache miss among 1M keys, Redis
+// memory per key. Each is its own script, run here as a child process.
+if (!only || only.includes('scale')) {
+  const memKeys = full ? 1_000_000 : 200_000
+  const node = (args: string[]) =>
+    execFileSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 24 }).trim()
+  process.stderr.write(`scale: memory store, ${memKeys} keys…\n`)
+  const parts = [
+    '## Scale',
+    '',
+    `Memory store, ${memKeys.toLocaleString('en-US')} keys (\`node --expose-gc --import tsx test/limits/memory-per-key.ts ${memKeys}\`):`,
+    '',
+    '```',
+    node([
+      '--expose-gc',
+      '--max-old-space-size=8192',
+      '--import',
+      'tsx',
+      'test/limits/memory-per-key.ts',
+      String(memKeys),
+    ]),
+    '```',
+    '',
+  ]
+  if (process.env.DATABASE_URL) {
+    process.stderr.write('scale: PostgreSQL, 1M keys…\n')
+    const out = node(['--import', 'tsx', 'bench/postgres-miss.ts', '2000', '1000000'])
+    parts.push(
+      'PostgreSQL (`npx tsx bench/postgres-miss.ts 2000 1000000`):',
+      '',
+      '```',
+      out
+        .split('\n')
+        .filter((l) => !l.startsWith('{'))
+        .join('\n'),
+      '```',
+      '',
+    )
+  }
+  if (process.env.REDIS_URL) {
+    process.stderr.write('scale: Redis memory per key…\n')
+    const out = node(['--import', 'tsx', 'bench/redis-memory.ts', '100000'])
+    parts.push(
+      'Redis (`npx tsx bench/redis-memory.ts 100000`):',
+      '',
+      '```',
+      out
+        .split('\n')
+        .filter((l) => !l.startsWith('{'))
+        .join('\n'),
+      '```',
+      '',
+    )
+  }
+  sections.push(...parts)
 }
 
 const cpu = cpus()[0]?.model ?? 'unknown'

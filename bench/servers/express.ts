@@ -81,8 +81,7 @@ if (redis) {
       keyGenerator: (req) => req.headers.authorization ?? '',
       validate: false,
       store: new RedisStore({
-        sendCommand: (command: string, ...args: string[]) =>
-          client.call(command, ...args) as never,
+        sendCommand: (command: string, ...args: string[]) => client.call(command, ...args) as never,
         prefix: `rl${process.pid}:`,
       }),
     }),

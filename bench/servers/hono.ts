@@ -94,8 +94,7 @@ if (redis) {
             sha1: string,
             keys: string[],
             args: TArgs,
-          ) =>
-            client.evalsha(sha1, keys.length, ...keys, ...(args as string[])) as Promise<TData>,
+          ) => client.evalsha(sha1, keys.length, ...keys, ...(args as string[])) as Promise<TData>,
           decr: (key: string) => client.decr(key),
           del: (key: string) => client.del(key),
         },
