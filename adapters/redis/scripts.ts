@@ -135,6 +135,33 @@ local function hold_live(raw, now)
   end
   return s, held
 end
+-- The common case in O(one pass of string.find), with nothing rebuilt: sums the live holds in
+-- order (as hold_live), notes where hold \`id\` is, and keeps the stored text of the holds
+-- as it is. Returns nil when a hold has expired: the caller then takes hold_live's path,
+-- which drops it.
+local function hold_scan(raw, now, id)
+  local st = { used = 0, held = 0, last = now, lastOther = now, body = '', usedText = '0' }
+  if not raw then return st end
+  local _, hdr, usedText = string.find(raw, '^h\\n([^\\n]*)')
+  if not hdr then return st end
+  st.used, st.usedText, st.body = tonumber(usedText), usedText, string.sub(raw, hdr + 1)
+  local pos = hdr + 1
+  while true do
+    local a, b, hid, amount, expText = string.find(raw, '^\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)', pos)
+    if not a then break end
+    local exp = tonumber(expText)
+    if exp <= now then return nil end
+    st.held = st.held + tonumber(amount)
+    if exp > st.last then st.last = exp end
+    if hid == id then
+      st.from, st.to = a - hdr, b - hdr
+    elseif exp > st.lastOther then
+      st.lastOther = exp
+    end
+    pos = b + 1
+  end
+  return st
+end
 local function hold_write(key, s, now, slack)
   if s.used == 0 and #s.ids == 0 then
     redis.call('DEL', key)
@@ -229,6 +256,26 @@ for i = 1, #KEYS do
     used = limit - remaining
   else
     local amount, ttlMs, id = num(ARGV[b + 2]), num(ARGV[b + 3]), ARGV[b + 4]
+    local st = hold_scan(raw, now, id)
+    if st and not st.from then
+      -- A new hold on a counter with none expired: appended to the stored text.
+      local total = st.used + st.held
+      resetMs = 0
+      if total + amount > limit then
+        ok, used, remaining, retryMs = false, total, math.max(0, limit - total), 1000
+      else
+        ok, used, remaining, retryMs = true, total + amount, limit - total - amount, 0
+        writes[i] = function()
+          local exp = now + ttlMs
+          local last = st.last
+          if exp > last then last = exp end
+          local idleIn = nil
+          if st.used == 0 then idleIn = last - now end
+          local text = 'h\\n' .. st.usedText .. st.body .. '\\n' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp)
+          expire(KEYS[i], text, idleIn, slack)
+        end
+      end
+    else
     local s, held = hold_live(raw, now)
     local total = s.used + held
     resetMs = 0
@@ -249,6 +296,7 @@ for i = 1, #KEYS do
       end
       ok, used, remaining, retryMs = true, total + amount, limit - total - amount, 0
       writes[i] = function() hold_write(KEYS[i], s, now, slack) end
+    end
     end
   end
   if not ok then out[1] = '0' end
@@ -283,7 +331,25 @@ for i = 1, #KEYS do
   local b = 3 + (i - 1) * 4
   local t = ARGV[b]
   local raw = redis.call('GET', KEYS[i])
-  if t == 'r' then
+  local st = nil
+  if t == 'r' then st = hold_scan(raw, now, ARGV[b + 1]) end
+  if st then
+    -- A release with no hold expired: the hold's text cut out, the rest kept as stored.
+    local used = st.used + num(ARGV[b + 2])
+    local body = st.body
+    local last = st.last
+    if st.from then
+      body = string.sub(body, 1, st.from - 1) .. string.sub(body, st.to + 1)
+      last = st.lastOther
+    end
+    if used == 0 and body == '' then
+      redis.call('DEL', KEYS[i])
+    else
+      local idleIn = nil
+      if used == 0 then idleIn = last - now end
+      expire(KEYS[i], 'h\\n' .. fmt(used) .. body, idleIn, slack)
+    end
+  elseif t == 'r' then
     local id, charge = ARGV[b + 1], num(ARGV[b + 2])
     local s = hold_live(raw, now)
     local kept = { used = s.used, ids = {}, amounts = {}, expires = {}, text = {} }
