@@ -217,6 +217,9 @@ export async function benchFramework(
       const cycle = new Map<string, Sample>()
       for (const v of shuffle([...variants])) {
         const url = `http://127.0.0.1:${s.ports[v]}/hello`
+        // Let the previous variant's tail (settles, storage writes) finish first: all variants
+        // share one server process.
+        await new Promise((resolve) => setTimeout(resolve, 250))
         const redisBefore = v.endsWith('-redis') ? await redisCommands(s.ports[v]!) : 0
         const before = cpuTicks(s.pid)
         const r = await loadOnce(url, s.key, o.seconds, o.connections)
