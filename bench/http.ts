@@ -156,15 +156,22 @@ function shuffle<T>(xs: T[]): T[] {
   return a
 }
 
-async function startServer(
-  framework: string,
-): Promise<{ child: ChildProcess; pid: number; ports: Record<string, number>; key: string }> {
+interface Server {
+  child: ChildProcess
+  pid: number
+  ports: Record<string, number>
+  key: string
+}
+
+async function startServer(framework: string, variants: 'memory' | 'storage'): Promise<Server> {
   const args = ['--import', 'tsx', `bench/servers/${framework}.ts`]
+  const env = { ...process.env, BENCH_VARIANTS: variants }
   const child = tools.taskset
     ? spawn('taskset', ['-c', '0', process.execPath, ...args], {
         stdio: ['ignore', 'pipe', 'inherit'],
+        env,
       })
-    : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+    : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env })
   return new Promise((resolve, reject) => {
     let out = ''
     const timer = setTimeout(() => reject(new Error(`${framework} server did not start`)), 30_000)
@@ -192,43 +199,57 @@ async function headerCount(url: string, key: string): Promise<number> {
   return n
 }
 
+/**
+ * Loads every variant of `framework` in turn, `o.cycles` times, reshuffled each cycle. The
+ * memory variants run in one server process; the storage variants (with REDIS_URL or
+ * DATABASE_URL) in a second, with its own bare server, which they are measured against.
+ */
 export async function benchFramework(
   framework: string,
   variants: readonly string[],
   o: { cycles: number; seconds: number; connections: number },
 ): Promise<VariantResult[]> {
-  const s = await startServer(framework)
-  // Variants the server offers beyond the common ones (storage variants when REDIS_URL or
-  // DATABASE_URL is set) are measured too.
-  variants = [...variants, ...Object.keys(s.ports).filter((v) => !variants.includes(v))]
+  const servers: Server[] = [await startServer(framework, 'memory')]
+  if (process.env.REDIS_URL || process.env.DATABASE_URL)
+    servers.push(await startServer(framework, 'storage'))
+  // One entry per (process, variant); the second process's bare is named apart.
+  const entries: Array<{ name: string; v: string; s: Server; bare: string }> = []
+  for (const [i, s] of servers.entries()) {
+    const bare = i === 0 ? 'bare' : 'bare (storage process)'
+    const own =
+      i === 0
+        ? [...variants, ...Object.keys(s.ports).filter((v) => !variants.includes(v))]
+        : Object.keys(s.ports)
+    for (const v of own) entries.push({ name: v === 'bare' ? bare : v, v, s, bare })
+  }
   try {
     const results = new Map<string, VariantResult>()
-    for (const v of variants) {
-      const url = `http://127.0.0.1:${s.ports[v]}/hello`
-      results.set(v, {
-        variant: v,
+    for (const e of entries) {
+      const url = `http://127.0.0.1:${e.s.ports[e.v]}/hello`
+      results.set(e.name, {
+        variant: e.name,
         samples: [],
         ratios: [],
-        headers: await headerCount(url, s.key),
+        headers: await headerCount(url, e.s.key),
       })
-      await loadOnce(url, s.key, 1, o.connections) // warm up: JIT and caches
+      await loadOnce(url, e.s.key, 1, o.connections) // warm up: JIT and caches
     }
     for (let c = 0; c < o.cycles; c++) {
       const cycle = new Map<string, Sample>()
-      for (const v of shuffle([...variants])) {
-        const url = `http://127.0.0.1:${s.ports[v]}/hello`
-        // Let the previous variant's tail (settles, storage writes) finish first: all variants
-        // share one server process.
+      for (const e of shuffle(entries)) {
+        const url = `http://127.0.0.1:${e.s.ports[e.v]}/hello`
+        // Let the previous variant's tail (settles, storage writes) finish first.
         await new Promise((resolve) => setTimeout(resolve, 250))
-        const redisBefore = v.endsWith('-redis') ? await redisCommands(s.ports[v]!) : 0
-        const before = cpuTicks(s.pid)
-        const r = await loadOnce(url, s.key, o.seconds, o.connections)
-        const cpuMs = (cpuTicks(s.pid) - before) * 10
-        if (v.endsWith('-redis')) {
+        const redis = e.v.endsWith('-redis')
+        const redisBefore = redis ? await redisCommands(e.s.ports[e.v]!) : 0
+        const before = cpuTicks(e.s.pid)
+        const r = await loadOnce(url, e.s.key, o.seconds, o.connections)
+        const cpuMs = (cpuTicks(e.s.pid) - before) * 10
+        if (redis) {
           // Settles still in flight when the load stops finish within a few ms.
           await new Promise((resolve) => setTimeout(resolve, 200))
-          const n = (await redisCommands(s.ports[v]!)) - redisBefore
-          const res = results.get(v)!
+          const n = (await redisCommands(e.s.ports[e.v]!)) - redisBefore
+          const res = results.get(e.name)!
           res.redisPerRequest = [...(res.redisPerRequest ?? []), n / Math.max(1, r.requests)]
         }
         const sample = {
@@ -237,20 +258,22 @@ export async function benchFramework(
           p99ms: r.p99ms,
           cpuUsPerReq: (cpuMs * 1000) / Math.max(1, r.requests),
         }
-        cycle.set(v, sample)
-        results.get(v)!.samples.push(sample)
+        cycle.set(e.name, sample)
+        results.get(e.name)!.samples.push(sample)
       }
-      const bare = cycle.get('bare')!.rps
-      for (const [v, sample] of cycle) results.get(v)!.ratios.push(sample.rps / bare)
+      for (const e of entries) {
+        const sample = cycle.get(e.name)!
+        results.get(e.name)!.ratios.push(sample.rps / cycle.get(e.bare)!.rps)
+      }
       process.stderr.write(`  ${framework} cycle ${c + 1}/${o.cycles} done\n`)
     }
-    for (const v of variants.filter((x) => x.endsWith('-redis'))) {
-      const url = `http://127.0.0.1:${s.ports[v]}/hello`
-      results.get(v)!.monitorPerRequest = await monitorPerRequest(url, s.key, 200)
+    for (const e of entries.filter((x) => x.v.endsWith('-redis'))) {
+      const url = `http://127.0.0.1:${e.s.ports[e.v]}/hello`
+      results.get(e.name)!.monitorPerRequest = await monitorPerRequest(url, e.s.key, 200)
     }
-    return variants.map((v) => results.get(v)!)
+    return entries.map((e) => results.get(e.name)!)
   } finally {
-    s.child.kill('SIGTERM')
+    for (const s of servers) s.child.kill('SIGTERM')
   }
 }
 

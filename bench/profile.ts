@@ -5,6 +5,8 @@
  * server under `node --cpu-prof`, loads one variant with wrk (or autocannon) from another core,
  * and prints the server's self time per function and per file, in µs per request. How the
  * hot path's costs in bench/NOTES.md were found; compare two variants by running it twice.
+ * The storage variants (tollbooth-redis, peer-redis, tollbooth-postgres) need
+ * BENCH_VARIANTS=storage and REDIS_URL / DATABASE_URL.
  */
 
 import { spawn } from 'node:child_process'

@@ -84,6 +84,18 @@ export const VARIANTS = [
 ] as const
 export type Variant = (typeof VARIANTS)[number]
 
+/**
+ * Which variants this process serves: the memory ones (the default), or, with
+ * BENCH_VARIANTS=storage, `bare` and the storage ones. A storage variant's code paths (promises,
+ * other result shapes) would otherwise share the JIT's inline caches with the memory variants
+ * and slow them down, which no single-storage application sees.
+ */
+export const STORAGE_PROCESS = process.env.BENCH_VARIANTS === 'storage'
+
+export function served(extra: Record<string, unknown>): string[] {
+  return STORAGE_PROCESS ? ['bare', ...Object.keys(extra)] : [...VARIANTS]
+}
+
 /** Prints `{ pid, ports, key }` as one JSON line for the runner. */
 export function announce(ports: Record<string, number>, key: string): void {
   process.stdout.write(`${JSON.stringify({ pid: process.pid, ports, key })}\n`)
@@ -118,6 +130,7 @@ export function countedRedis(): { client: Redis; commands(): number } | null {
 export function redisVariants(
   tb: Tollbooth,
 ): { tb: Tollbooth; tbCommands(): number; peer: Redis; peerCommands(): number } | null {
+  if (!STORAGE_PROCESS) return null
   const ours = countedRedis()
   const theirs = countedRedis()
   if (!ours || !theirs) return null

@@ -17,7 +17,7 @@ import {
   RATE_LIMIT_ONLY,
   redisVariants,
   route,
-  VARIANTS,
+  served,
   type Variant,
 } from './common.js'
 
@@ -90,7 +90,7 @@ if (redis) {
 }
 
 const ports: Record<string, number> = {}
-for (const v of [...VARIANTS, ...Object.keys(extra)]) {
+for (const v of served(extra)) {
   const app = express()
   app.disable('x-powered-by')
   app.disable('etag')

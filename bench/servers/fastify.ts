@@ -17,7 +17,7 @@ import {
   RATE_LIMIT_ONLY,
   redisVariants,
   route,
-  VARIANTS,
+  served,
   type Variant,
 } from './common.js'
 
@@ -102,7 +102,9 @@ async function build(v: Variant | 'tollbooth-redis' | 'peer-redis'): Promise<Fas
 }
 
 const ports: Record<string, number> = {}
-for (const v of [...VARIANTS, ...(redis ? (['tollbooth-redis', 'peer-redis'] as const) : [])]) {
+for (const v of served(redis ? { 'tollbooth-redis': 1, 'peer-redis': 1 } : {}) as Array<
+  Parameters<typeof build>[0]
+>) {
   const app = await build(v)
   await app.listen({ port: 0, host: '127.0.0.1' })
   ports[v] = portOf(app.server)

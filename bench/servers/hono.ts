@@ -19,7 +19,8 @@ import {
   IETF_ONLY,
   redisVariants,
   route,
-  VARIANTS,
+  STORAGE_PROCESS,
+  served,
   type Variant,
   withCounters,
 } from './common.js'
@@ -104,7 +105,7 @@ if (redis) {
   ]
   commands['peer-redis'] = redis.peerCommands
 }
-if (process.env.DATABASE_URL) {
+if (STORAGE_PROCESS && process.env.DATABASE_URL) {
   const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 8 })
   const schema = `tb_bench_${process.pid}`
   await migrate({ pool, schema })
@@ -114,7 +115,7 @@ if (process.env.DATABASE_URL) {
 }
 
 const ports: Record<string, number> = {}
-for (const v of [...VARIANTS, ...Object.keys(extra)]) {
+for (const v of served(extra)) {
   const app = new Hono()
   for (const m of middleware[v as Variant] ?? extra[v]!) app.use('/hello', m)
   app.get('/hello', (c) => c.json({ hello: 'world' }))
