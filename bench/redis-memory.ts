@@ -1,8 +1,9 @@
 /**
  * @module bench/redis-memory
  *
- * Redis memory per key, read from `INFO memory` (used_memory) around each step, on the keys of
- * this run only (a prefix of its own, deleted after):
+ * Redis memory per key: `MEMORY USAGE … SAMPLES 0` summed over the keys of this run (a prefix
+ * of its own, deleted after) after each step. (`INFO memory` deltas also count the server's
+ * buffers and scripts, and moved by a factor of 3 between runs.)
  * - a stored key record (`tb.keys.create`);
  * - an active key: the state its first request leaves (the counters of the HTTP benchmark's
  *   key: a per-minute rate limit and a daily quota, its account's credit counter, and the
@@ -20,9 +21,18 @@ const N = Number(process.argv[2] ?? 100_000)
 const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379')
 const prefix = `tbmem${process.pid}:`
 
+/** Bytes of every key under this run's prefix, as MEMORY USAGE counts them. */
 async function used(): Promise<number> {
-  const info = await client.info('memory')
-  return Number(/used_memory:(\d+)/.exec(info)![1])
+  let total = 0
+  let cursor = '0'
+  do {
+    const [next, batch] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
+    cursor = next
+    const pipe = client.pipeline()
+    for (const k of batch) pipe.memory('USAGE', k, 'SAMPLES', 0)
+    for (const [err, n] of (await pipe.exec()) ?? []) if (!err) total += Number(n)
+  } while (cursor !== '0')
+  return total
 }
 
 /** Runs `fn(i)` for i < N, 64 at a time. */
@@ -64,7 +74,7 @@ try {
   const m2 = await used()
   const record = (m1 - m0) / N
   const active = (m2 - m1) / N
-  console.log(`Redis memory, ${N} keys (used_memory deltas):`)
+  console.log(`Redis memory, ${N} keys (MEMORY USAGE of this run's keys):`)
   console.log(`  key record:                        ${record.toFixed(0)} B per key`)
   console.log(`  active key (counters + account):   ${active.toFixed(0)} B per key`)
   console.log(JSON.stringify({ keys: N, recordBytes: record, activeBytes: active }))
