@@ -174,6 +174,10 @@ function checkForwarded(req: TollboothRequest): void {
  * Decides one request. Never throws for a request's own faults: every outcome is a value.
  * Storage failures become a 503 `storage_unavailable` denial, unless `failOpen` lets the
  * request through uncounted (a key that cannot be looked up is never let through).
+ *
+ * Returns the decision itself when no step needs I/O (a cached key, a cached account and
+ * in-process counters with `consumeSync`), else a promise of it: `tb.decide()` passes that
+ * on to the adapters, `tb.authenticate()` always returns a promise.
  */
 export function authenticate(
   ctx: Context,
