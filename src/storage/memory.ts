@@ -441,9 +441,13 @@ function memoryUsage(maxEvents: number): UsageStore {
   const byAccount = new Map<string, Queue<UsageEvent>>()
   const tallies = new Map<string, Map<number, Tally>>()
   const push = (m: Map<string, Queue<UsageEvent>>, k: string, e: UsageEvent) => {
-    let q = m.get(k)
-    if (!q) m.set(k, (q = new Queue()))
-    q.push(e)
+    const q = m.get(k)
+    if (q) q.push(e)
+    else {
+      const fresh = new Queue<UsageEvent>()
+      fresh.push(e)
+      m.set(k, fresh)
+    }
   }
   const shiftFrom = (m: Map<string, Queue<UsageEvent>>, k: string) => {
     const q = m.get(k)!
@@ -457,10 +461,16 @@ function memoryUsage(maxEvents: number): UsageStore {
     shiftFrom(byKey, e.keyId)
     shiftFrom(byAccount, e.accountId)
     let hours = tallies.get(e.accountId)
-    if (!hours) tallies.set(e.accountId, (hours = new Map()))
+    if (!hours) {
+      hours = new Map()
+      tallies.set(e.accountId, hours)
+    }
     const hour = e.time - (e.time % HOUR)
     let t = hours.get(hour)
-    if (!t) hours.set(hour, (t = { requests: 0, units: 0, byCategory: new Map() }))
+    if (!t) {
+      t = { requests: 0, units: 0, byCategory: new Map() }
+      hours.set(hour, t)
+    }
     t.requests++
     t.units += e.units
     const cat = e.category ?? 'uncategorized'
