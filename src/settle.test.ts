@@ -300,3 +300,27 @@ describe('decide() and settleLater(): the adapters synchronous path', () => {
     expect(errors).toEqual([expect.objectContaining({ message: 'counters down' })])
   })
 })
+
+describe('flush() and close() wait for settles in flight', () => {
+  it('records the event of a request whose settle still waits on remote counters', async () => {
+    const { memoryStorage } = await import('./index.js')
+    const storage = memoryStorage()
+    const local = storage.counters
+    // As a remote store: no in-process marker, and a settle that answers 30 ms later.
+    const slow = {
+      consume: local.consume,
+      held: local.held,
+      settle: (ops: Parameters<typeof local.settle>[0], now: number) =>
+        new Promise<void>((resolve) => setTimeout(() => resolve(local.settle(ops, now)), 30)),
+    }
+    const { tb, key, keyId } = await setup({ ...metered, storage: { ...storage, counters: slow } })
+    const d = admitted(await tb.authenticate(req(key), tb.route({ cost: 1 })))
+    tb.settleLater(d, { status: 200 })
+    await tb.flush()
+    expect((await events(tb, keyId)).map((e) => e.units)).toEqual([1])
+    const again = admitted(await tb.authenticate(req(key), tb.route({ cost: 1 })))
+    tb.settleLater(again, { status: 200 })
+    await tb.close()
+    expect(await events(tb, keyId)).toHaveLength(2)
+  })
+})

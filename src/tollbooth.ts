@@ -67,7 +67,7 @@ export interface Tollbooth {
    * in-process; a storage failure goes to `onError`, never to the caller.
    */
   settleLater(decision: Decision, outcome: Outcome): void
-  /** Writes queued usage events and `lastUsedAt` now. */
+  /** Waits for settles in flight on remote counters, then writes queued usage events and `lastUsedAt`. */
   flush(): Promise<void>
   /**
    * Calls `listener` with each batch of usage events once it is recorded in storage (how a
@@ -76,7 +76,7 @@ export interface Tollbooth {
    * never fails the flush. Returns the function that removes the listener.
    */
   onUsageFlushed(listener: (events: ReadonlyArray<UsageEvent>) => void): () => void
-  /** Flushes, stops timers and unsubscribes from the change feed. The storage is the caller's to close. */
+  /** Waits for settles in flight, flushes, stops timers and unsubscribes from the change feed. The storage is the caller's to close. */
   close(): Promise<void>
 }
 
@@ -199,6 +199,23 @@ export function createTollbooth(
   }
   const defaultRoute = route()
 
+  // Settles waiting on remote counters: flush() and close() wait for them, so the events of
+  // requests already answered are not left out of the last batch (or lost at shutdown).
+  const inFlight = new Set<Promise<unknown>>()
+  const track = <T>(r: T | Promise<T>): T | Promise<T> => {
+    if (r instanceof Promise) {
+      inFlight.add(r)
+      const done = () => {
+        inFlight.delete(r)
+      }
+      r.then(done, done)
+    }
+    return r
+  }
+  const settled = async () => {
+    while (inFlight.size > 0) await Promise.allSettled([...inFlight])
+  }
+
   return {
     options: o,
     storage,
@@ -209,16 +226,19 @@ export function createTollbooth(
     route,
     authenticate: async (request, r) => authenticate(ctx, request, r ?? defaultRoute),
     decide: (request, r) => authenticate(ctx, request, r ?? defaultRoute),
-    settle: async (decision, outcome) => settle(ctx, decision, outcome),
+    settle: async (decision, outcome) => track(settle(ctx, decision, outcome)),
     settleLater(decision, outcome) {
       try {
-        const p = settle(ctx, decision, outcome)
+        const p = track(settle(ctx, decision, outcome))
         if (p instanceof Promise) p.catch(onError)
       } catch (err) {
         onError(err)
       }
     },
-    flush: () => ctx.outbox.flush(),
+    async flush() {
+      await settled()
+      await ctx.outbox.flush()
+    },
     onUsageFlushed(listener) {
       flushListeners.add(listener)
       return () => {
@@ -226,6 +246,7 @@ export function createTollbooth(
       }
     },
     async close() {
+      await settled()
       await ctx.outbox.close()
       const off = await unsubscribe
       off?.()
