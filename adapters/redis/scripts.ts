@@ -25,6 +25,11 @@ local function num(s)
   return tonumber(s)
 end
 local function fmt(x)
+  -- Integers (most figures) print exactly with %d, the same text as %.17g below 1e15 (but -0,
+  -- left to %.17g), and faster.
+  if x == math.floor(x) and x < 1e15 and x > -1e15 and (x ~= 0 or 1 / x > 0) then
+    return string.format('%d', x)
+  end
   if x == INF then return 'inf' elseif x == -INF then return '-inf' end
   return string.format('%.17g', x)
 end
@@ -145,21 +150,26 @@ local function hold_scan(raw, now, id)
   local _, hdr, usedText = string.find(raw, '^h\\n([^\\n]*)')
   if not hdr then return st end
   st.used, st.usedText, st.body = tonumber(usedText), usedText, string.sub(raw, hdr + 1)
+  -- Where hold \`id\` starts, if stored: no id is captured below, only compared by position.
+  local at = string.find(raw, '\\n' .. id .. '\\n', hdr + 1, true)
   local pos = hdr + 1
   while true do
-    local a, b, hid, amount, expText = string.find(raw, '^\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)', pos)
+    local a, b, amount, expText = string.find(raw, '^\\n[^\\n]*\\n([^\\n]*)\\n([^\\n]*)', pos)
     if not a then break end
     local exp = tonumber(expText)
     if exp <= now then return nil end
     st.held = st.held + tonumber(amount)
     if exp > st.last then st.last = exp end
-    if hid == id then
+    if a == at then
       st.from, st.to = a - hdr, b - hdr
     elseif exp > st.lastOther then
       st.lastOther = exp
     end
     pos = b + 1
   end
+  -- The id's text found inside another field (a numeric id equal to an amount, say): the
+  -- full path decides.
+  if at and not st.from then return nil end
   return st
 end
 local function hold_write(key, s, now, slack)
