@@ -13,15 +13,18 @@ import type {
   FastifyPluginAsync,
   FastifyReply,
   FastifyRequest,
+  HookHandlerDoneFunction,
   onResponseHookHandler,
   onSendHookHandler,
   preHandlerAsyncHookHandler,
+  preHandlerHookHandler,
 } from 'fastify'
 import fp from 'fastify-plugin'
 import {
   type Admission,
   ConfigError,
   clientIp,
+  type Decision,
   type ResolvedRoute,
   type RouteOptions,
   type Tollbooth,
@@ -68,30 +71,24 @@ type Tagged = { [GUARD]?: Tag }
  */
 const lateHeaders = (route: ResolvedRoute) => route.headers.usage && route.cost !== undefined
 
-/** The guard itself: authenticate, answer a denial, or leave the admission on the request. */
-function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerAsyncHookHandler {
+/**
+ * The guard itself: authenticate, answer a denial, or leave the admission on the request.
+ * Callback-style, so a decision made without I/O continues the request with no promise.
+ */
+function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
   const trust = route.trustProxy
   const late = lateHeaders(route)
-  const handler = async function requireApiKey(request: FastifyRequest, reply: FastifyReply) {
-    const headers = request.headers
-    const url = request.url
-    const q = url.indexOf('?')
-    const d = tb.decide(
-      {
-        headers,
-        ip: clientIp(
-          request.raw.socket.remoteAddress,
-          trust === false ? undefined : (headers['x-forwarded-for'] as string | undefined),
-          trust,
-        ),
-        method: request.method,
-        path: q === -1 ? url : url.slice(0, q),
-      },
-      route,
-    )
-    const decision = d instanceof Promise ? await d : d
+
+  function proceed(
+    decision: Decision,
+    request: FastifyRequest,
+    reply: FastifyReply,
+    done: HookHandlerDoneFunction,
+  ): void {
     if (!decision.allowed) {
-      return reply.code(decision.status).headers(decision.headers).send(decision.body)
+      // A reply sent from a hook ends the request there: done() is not called.
+      reply.code(decision.status).headers(decision.headers).send(decision.body)
+      return
     }
     request.apiKey = decision
     ;(request as unknown as Pending)[PENDING] = decision
@@ -103,10 +100,42 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerAsyncHookHandler 
     // as it fires only while the request body is unread (a parsed POST body never aborts).
     // Only an admission that holds a lease or credits needs it early; the rest settle onResponse.
     if (decision.holds) reply.raw.on('close', () => settleOnClose(tb, request, reply))
-    return undefined
+    done()
+  }
+
+  const handler = function requireApiKey(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    done: HookHandlerDoneFunction,
+  ): void {
+    const headers = request.headers
+    const url = request.url
+    const q = url.indexOf('?')
+    let d: Decision | Promise<Decision>
+    try {
+      d = tb.decide(
+        {
+          headers,
+          ip: clientIp(
+            request.raw.socket.remoteAddress,
+            trust === false ? undefined : (headers['x-forwarded-for'] as string | undefined),
+            trust,
+          ),
+          method: request.method,
+          path: q === -1 ? url : url.slice(0, q),
+        },
+        route,
+      )
+    } catch (err) {
+      done(err as Error)
+      return
+    }
+    if (d instanceof Promise)
+      d.then((decision) => proceed(decision, request, reply, done), done as (e: unknown) => void)
+    else proceed(d, request, reply, done)
   }
   ;(handler as Tagged)[GUARD] = true
-  return handler
+  return handler as preHandlerHookHandler
 }
 
 /**
