@@ -189,10 +189,27 @@ export type TollboothOptions = z.input<typeof optionsSchema>
 export type ResolvedOptions = z.output<typeof optionsSchema> & { headers: HeaderFamilies }
 
 function issuesOf(error: z.ZodError): InvalidField[] {
-  return error.issues.map((i) => ({
+  return flatten(error.issues, []).map((i) => ({
     path: i.path.map(String).join('.') || '(root)',
     message: describe(i),
   }))
+}
+
+/**
+ * A union the value matched by type but not by content (`cache: { ttlMs: -5 }` against
+ * `false | { … }`) reports that branch's own issues, so the message names the field, not
+ * just the union's "Invalid input".
+ */
+function flatten(issues: ReadonlyArray<z.core.$ZodIssue>, base: PropertyKey[]): z.core.$ZodIssue[] {
+  const out: z.core.$ZodIssue[] = []
+  for (const i of issues) {
+    const path = [...base, ...i.path]
+    const inside =
+      i.code === 'invalid_union' ? i.errors.filter((b) => b.every((x) => x.path.length > 0)) : []
+    if (inside.length === 1) out.push(...flatten(inside[0]!, path))
+    else out.push({ ...i, path })
+  }
+  return out
 }
 
 function describe(i: z.core.$ZodIssue): string {

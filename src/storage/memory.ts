@@ -11,9 +11,11 @@
  * bytes per active key with four limits, measured by `test/limits/memory-per-key.ts`).
  */
 
-import { ConfigError, InvalidRequestError } from '../errors.js'
+import { z } from 'zod'
+import { InvalidRequestError } from '../errors.js'
 import { type GcraState, gcra, gcraAdd, gcraIdle } from '../limits/gcra.js'
 import { rollingWindow, type WindowState, windowAdd } from '../limits/rolling-window.js'
+import { parseConfig } from '../options.js'
 import type {
   AccountRecord,
   AccountStore,
@@ -634,6 +636,10 @@ function memorySecrets(): SecretStore {
   }
 }
 
+const memoryOptionsSchema = z
+  .object({ maxEvents: z.number().int().positive().max(Number.MAX_SAFE_INTEGER).default(10_000) })
+  .strict()
+
 export interface MemoryStorageOptions {
   /**
    * Usage events kept for request logs (default 10,000): past it, the oldest are dropped
@@ -659,11 +665,12 @@ export interface MemoryStorageOptions {
 export function memoryStorage(
   options: MemoryStorageOptions = {},
 ): Storage & { counters: MemoryCounterStore } {
-  const maxEvents = options.maxEvents ?? 10_000
-  if (!Number.isSafeInteger(maxEvents) || maxEvents < 1)
-    throw new ConfigError(
-      `Invalid memoryStorage options: options.maxEvents must be an integer >= 1, got ${maxEvents}`,
-    )
+  const { maxEvents } = parseConfig(
+    memoryOptionsSchema,
+    options,
+    'options',
+    'memoryStorage options',
+  )
   return {
     keys: memoryKeys(),
     counters: memoryCounters(),

@@ -207,6 +207,10 @@ describe('configuration errors', () => {
     const msg = (err as Error).message
     expect(msg).toMatch(/options\.secret: must be at least 32 characters/)
     expect(msg).toMatch(/options\.cache/)
+    // A union matched by type reports the bad field inside it.
+    expect(() =>
+      createTollbooth({ secret: SECRET, cache: { memoizeKeys: 'yes' } } as never),
+    ).toThrow(/options\.cache\.memoizeKeys/)
     expect(msg).toMatch(/options\.prefixes\.consumption/)
   })
 
