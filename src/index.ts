@@ -71,7 +71,7 @@ export type {
   RouteOptions,
   TollboothOptions,
 } from './options.js'
-export { parseConfig } from './options.js'
+export { headersFollowHandler, parseConfig } from './options.js'
 export {
   clientIp,
   type HeaderSource,

@@ -301,3 +301,12 @@ export type ResolvedRoute = Omit<
   /** [provider id, lowercase header name] pairs read on this route. */
   byok: Array<[string, string]>
 }
+
+/**
+ * True when a route's response headers can change after its handler (usage figures on a
+ * metered route): adapters then write them with the response head. Otherwise they may go out
+ * before the handler runs. Per request, `Admission.headersFinal` says the same.
+ */
+export function headersFollowHandler(route: ResolvedRoute): boolean {
+  return route.headers.usage && route.cost !== undefined
+}

@@ -25,6 +25,7 @@ import {
   ConfigError,
   clientIp,
   type Decision,
+  headersFollowHandler,
   type ResolvedRoute,
   type RouteOptions,
   type Tollbooth,
@@ -65,19 +66,12 @@ type Tag = { tb: Tollbooth; route: ResolvedRoute } | true
 type Tagged = { [GUARD]?: Tag }
 
 /**
- * True when a route's headers can change after the handler (usage figures on a metered
- * route): they then go out in onSend. Otherwise the guard writes them and the route gets no
- * onSend hook at all.
- */
-const lateHeaders = (route: ResolvedRoute) => route.headers.usage && route.cost !== undefined
-
-/**
  * The guard itself: authenticate, answer a denial, or leave the admission on the request.
  * Callback-style, so a decision made without I/O continues the request with no promise.
  */
 function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
   const trust = route.trustProxy
-  const late = lateHeaders(route)
+  const late = headersFollowHandler(route)
 
   function proceed(
     decision: Decision,
@@ -233,14 +227,15 @@ const plugin: FastifyPluginAsync<TollboothPluginOptions> = async (fastify, optio
       late = false
       r['preHandler'] = pre.map((f) => {
         const t = f[GUARD] as Exclude<Tag, true> | undefined
-        if (t) late ||= lateHeaders(t.route)
+        if (t) late ||= headersFollowHandler(t.route)
         return t ? guard(t.tb, t.route) : f
       })
     } else if (config !== false && (global || config !== undefined)) {
       const route = tb.route({ ...defaults, ...config })
-      late = lateHeaders(route)
+      late = headersFollowHandler(route)
       r['preHandler'] = withHook(pre, guard(tb, route), true)
     } else return
+    // Headers that cannot change after the handler went out in the guard: no onSend hook.
     if (late) r['onSend'] = withHook(r['onSend'], onSend)
     r['onResponse'] = withHook(
       r['onResponse'],
