@@ -127,9 +127,12 @@ export function countedRedis(): { client: Redis; commands(): number } | null {
  * counters on Redis (keys, accounts and usage stay in memory, as cached keys would), and the
  * peer limiter on its Redis store. Each counts its own commands.
  */
-export function redisVariants(
-  tb: Tollbooth,
-): { tb: Tollbooth; tbCommands(): number; peer: Redis; peerCommands(): number } | null {
+export function redisVariants(tb: Tollbooth): {
+  tb: Tollbooth
+  peer: Redis
+  /** Commands sent so far, by variant. */
+  commands: Record<string, () => number>
+} | null {
   if (!STORAGE_PROCESS) return null
   const ours = countedRedis()
   const theirs = countedRedis()
@@ -137,8 +140,7 @@ export function redisVariants(
   const counters = redisStorage({ client: ours.client, keyPrefix: `bench${process.pid}:` }).counters
   return {
     tb: withCounters(tb, counters),
-    tbCommands: ours.commands,
     peer: theirs.client,
-    peerCommands: theirs.commands,
+    commands: { 'tollbooth-redis': ours.commands, 'peer-redis': theirs.commands },
   }
 }

@@ -43,6 +43,18 @@ const bearer: RequestHandler = (req, res, next) => {
   next()
 }
 
+/** express-rate-limit as the peer variants use it, on its memory store or the one given. */
+const peerLimiter = (store?: RedisStore) =>
+  rateLimit({
+    windowMs: 60_000,
+    limit: 1e9,
+    standardHeaders: false,
+    legacyHeaders: true,
+    keyGenerator: (req) => req.headers.authorization ?? '',
+    validate: false,
+    ...(store ? { store } : {}),
+  })
+
 const middleware: Record<Variant, RequestHandler[]> = {
   bare: [],
   noop: [(_req, _res, next) => next()],
@@ -50,43 +62,24 @@ const middleware: Record<Variant, RequestHandler[]> = {
   tollbooth: [requireApiKey(tb, route(ALL_HEADERS))],
   // express-rate-limit's legacy X-RateLimit-* family, the same three headers as tollbooth's.
   'tollbooth-peer-headers': [requireApiKey(tb, route(RATE_LIMIT_ONLY))],
-  peer: [
-    bearer,
-    rateLimit({
-      windowMs: 60_000,
-      limit: 1e9,
-      standardHeaders: false,
-      legacyHeaders: true,
-      keyGenerator: (req) => req.headers.authorization ?? '',
-      validate: false,
-    }),
-  ],
+  peer: [bearer, peerLimiter()],
 }
 
 // With REDIS_URL: tollbooth's counters on Redis, and express-rate-limit on rate-limit-redis.
 const extra: Record<string, RequestHandler[]> = {}
-const commands: Record<string, () => number> = {}
 const redis = redisVariants(tb)
 if (redis) {
-  extra['tollbooth-redis'] = [requireApiKey(redis.tb, route(ALL_HEADERS))]
-  commands['tollbooth-redis'] = redis.tbCommands
   const client = redis.peer
+  extra['tollbooth-redis'] = [requireApiKey(redis.tb, route(ALL_HEADERS))]
   extra['peer-redis'] = [
     bearer,
-    rateLimit({
-      windowMs: 60_000,
-      limit: 1e9,
-      standardHeaders: false,
-      legacyHeaders: true,
-      keyGenerator: (req) => req.headers.authorization ?? '',
-      validate: false,
-      store: new RedisStore({
+    peerLimiter(
+      new RedisStore({
         sendCommand: (command: string, ...args: string[]) => client.call(command, ...args) as never,
         prefix: `rl${process.pid}:`,
       }),
-    }),
+    ),
   ]
-  commands['peer-redis'] = redis.peerCommands
 }
 
 const ports: Record<string, number> = {}
@@ -98,7 +91,7 @@ for (const v of served(extra)) {
     res.json({ hello: 'world' })
   })
   app.get('/redis-commands', (_req, res) => {
-    res.send(String(commands[v]?.() ?? 0))
+    res.send(String(redis?.commands[v]?.() ?? 0))
   })
   const server = app.listen(0, '127.0.0.1')
   await new Promise((resolve) => server.once('listening', resolve))

@@ -28,11 +28,6 @@ const FLOOR = Symbol('floor')
 const handler = async () => ({ hello: 'world' })
 
 const redis = redisVariants(tb)
-const commands: Record<string, () => number> = {}
-if (redis) {
-  commands['tollbooth-redis'] = redis.tbCommands
-  commands['peer-redis'] = redis.peerCommands
-}
 
 const bearer = async (req: FastifyRequest, reply: FastifyReply) => {
   if (req.headers.authorization !== `Bearer ${key}`)
@@ -41,7 +36,7 @@ const bearer = async (req: FastifyRequest, reply: FastifyReply) => {
 
 async function build(v: Variant | 'tollbooth-redis' | 'peer-redis'): Promise<FastifyInstance> {
   const app = Fastify({ logger: false })
-  app.get('/redis-commands', async () => String(commands[v]?.() ?? 0))
+  app.get('/redis-commands', async () => String(redis?.commands[v]?.() ?? 0))
   switch (v) {
     case 'tollbooth-redis':
       await app.register(tollbooth, { tb: redis!.tb })
@@ -102,9 +97,7 @@ async function build(v: Variant | 'tollbooth-redis' | 'peer-redis'): Promise<Fas
 }
 
 const ports: Record<string, number> = {}
-for (const v of served(redis ? { 'tollbooth-redis': 1, 'peer-redis': 1 } : {}) as Array<
-  Parameters<typeof build>[0]
->) {
+for (const v of served(redis?.commands ?? {}) as Array<Parameters<typeof build>[0]>) {
   const app = await build(v)
   await app.listen({ port: 0, host: '127.0.0.1' })
   ports[v] = portOf(app.server)

@@ -52,6 +52,16 @@ const bearer: MiddlewareHandler = async (c, next) => {
   return undefined
 }
 
+/** hono-rate-limiter as the peer variants use it, on its memory store or the one given. */
+const peerLimiter = (store?: RedisStore) =>
+  rateLimiter({
+    windowMs: 60_000,
+    limit: 1e9,
+    standardHeaders: 'draft-7',
+    keyGenerator: (c) => c.req.header('authorization') ?? '',
+    ...(store ? { store } : {}),
+  })
+
 const middleware: Record<Variant, MiddlewareHandler[]> = {
   bare: [],
   noop: [async (_c, next) => next()],
@@ -59,36 +69,22 @@ const middleware: Record<Variant, MiddlewareHandler[]> = {
   tollbooth: [requireApiKey(tb, route(ALL_HEADERS))],
   // hono-rate-limiter sends the IETF draft-7 pair; tollbooth sends its IETF family, the same two headers.
   'tollbooth-peer-headers': [requireApiKey(tb, route(IETF_ONLY))],
-  peer: [
-    bearer,
-    rateLimiter({
-      windowMs: 60_000,
-      limit: 1e9,
-      standardHeaders: 'draft-7',
-      keyGenerator: (c) => c.req.header('authorization') ?? '',
-    }),
-  ],
+  peer: [bearer, peerLimiter()],
 }
 
 // Storage variants, when the servers are there: the same job with the counters on Redis or
 // PostgreSQL (keys, accounts and usage stay in memory, as cached keys would), and the peer on
 // its Redis store.
 const extra: Record<string, MiddlewareHandler[]> = {}
-const commands: Record<string, () => number> = {}
 const redis = redisVariants(tb)
 if (redis) {
   extra['tollbooth-redis'] = [requireApiKey(redis.tb, route(ALL_HEADERS))]
-  commands['tollbooth-redis'] = redis.tbCommands
   const client = redis.peer
   extra['peer-redis'] = [
     bearer,
-    rateLimiter({
-      windowMs: 60_000,
-      limit: 1e9,
-      standardHeaders: 'draft-7',
-      keyGenerator: (c) => c.req.header('authorization') ?? '',
+    peerLimiter(
       // hono-rate-limiter's RedisStore takes a client of four methods: ioredis, adapted.
-      store: new RedisStore({
+      new RedisStore({
         client: {
           scriptLoad: (script: string) => client.script('LOAD', script) as Promise<string>,
           evalsha: <TArgs extends unknown[], TData = unknown>(
@@ -101,9 +97,8 @@ if (redis) {
         },
         prefix: `hrl${process.pid}:`,
       }),
-    }),
+    ),
   ]
-  commands['peer-redis'] = redis.peerCommands
 }
 if (STORAGE_PROCESS && process.env.DATABASE_URL) {
   const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 8 })
@@ -119,7 +114,7 @@ for (const v of served(extra)) {
   const app = new Hono()
   for (const m of middleware[v as Variant] ?? extra[v]!) app.use('/hello', m)
   app.get('/hello', (c) => c.json({ hello: 'world' }))
-  app.get('/redis-commands', (c) => c.text(String(commands[v]?.() ?? 0)))
+  app.get('/redis-commands', (c) => c.text(String(redis?.commands[v]?.() ?? 0)))
   await new Promise<void>((resolve) => {
     serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
       ports[v] = info.port
