@@ -60,7 +60,7 @@ function table(
   if (redis?.redisPerRequest?.length) {
     lines.push(
       '',
-      `Redis commands per request, tollbooth-redis: ${f2(quantile(redis.redisPerRequest, 0.5))} counted at its ioredis client under load (median of cycles), ${f2(redis.monitorPerRequest ?? Number.NaN)} seen by MONITOR over 200 sequential requests — one EVALSHA for the admission, the only round trip before the response, and one after the response to release the credit reservation; usage events stay in memory here. ${PEERS[framework]} on Redis: ${f2(quantile(peerRedis?.redisPerRequest ?? [], 0.5))} at its client, ${f2(peerRedis?.monitorPerRequest ?? Number.NaN)} by MONITOR.`,
+      `Redis commands per request, tollbooth-redis: ${f2(quantile(redis.redisPerRequest, 0.5))} counted at its ioredis client under load (median of cycles), ${f2(redis.monitorPerRequest ?? Number.NaN)} seen by MONITOR over 200 sequential requests — one EVALSHA per admission, the only round trip before the response, which also carries the settles queued for the account since its last call (the credit reservation released and charged); usage events stay in memory here. ${PEERS[framework]} on Redis: ${f2(quantile(peerRedis?.redisPerRequest ?? [], 0.5))} at its client, ${f2(peerRedis?.monitorPerRequest ?? Number.NaN)} by MONITOR.`,
     )
   }
   return { md: lines.join('\n'), byName }

@@ -1,21 +1,25 @@
 /**
  * @module tollbooth/redis/scripts
  *
- * The Lua of the counters: admission (`CONSUME`, one round trip per request), settle
- * operations (`SETTLE`). They mirror `src/limits/{rolling-window,gcra,hold}.ts` operation for
- * operation (same IEEE doubles, same order of additions), so Redis and the in-memory store
- * give the same figures; `scripts.test.ts` checks that on random sequences.
+ * The Lua of the counters: one script, `CONSUME`, that applies the settle operations queued
+ * for an account and then runs an admission (one round trip per request: the settles ride
+ * along with the account's next admission). It mirrors
+ * `src/limits/{rolling-window,gcra,hold}.ts` operation for operation (same IEEE doubles, same
+ * order of additions), so Redis and the in-memory store give the same figures; `scripts.test.ts` checks that on random sequences.
  *
  * Counter states are strings, every number written with `%.17g` so it reads back exactly
  * (Lua's `tostring` keeps only 14 digits):
  * - window `w,<idx>,<n>,<idx>,<n>…` (buckets oldest first)
  * - gcra `g,<level>,<at>`
- * - hold `h\n<used>\n<id>\n<amount>\n<expiresAt>…` (holds in insertion order, ids escaped by
- *   the caller so they hold no newline)
+ * - hold `h\n<used>\n<sum>\n<minExp>\n<maxExp>` then `\n#<id>\n<amount>\n<expiresAt>` per hold
+ *   (in insertion order, ids escaped by the caller so they hold no newline; `#` marks an id,
+ *   so a plain search finds it). `sum` is the holds' total when every amount is an integer;
+ *   with it and `minExp > now`, an admission or a release reads no hold.
  *
- * A counter that would be idle is deleted; any other gets a PEXPIRE at the moment it turns
- * idle plus `slackMs` (the instances' clocks may differ), except all-time windows and holds
- * with a settled total, which never go idle.
+ * Each counter is read at most once per call and written at most once, at its end. A counter
+ * that would be idle is deleted; any other expires at the moment it turns idle plus `slackMs`
+ * (the instances' clocks may differ), except all-time windows and holds with a settled total,
+ * which never go idle.
  */
 
 const HELPERS = `
@@ -33,6 +37,12 @@ local function fmt(x)
   if x == INF then return 'inf' elseif x == -INF then return '-inf' end
   return string.format('%.17g', x)
 end
+-- A figure for the reply: an integer as an integer reply (Redis truncates a Lua number to
+-- one, exact below 2^53), anything else as text.
+local function reply(x)
+  if x == math.floor(x) and x < 9e15 and x > -9e15 then return x end
+  return fmt(x)
+end
 local function split(s, sep)
   local out, pos = {}, 1
   while true do
@@ -45,11 +55,34 @@ local function split(s, sep)
     pos = i + #sep
   end
 end
-local function expire(key, value, ms, slack)
-  if ms == nil then
-    redis.call('SET', key, value)
-  else
-    redis.call('SET', key, value, 'PX', math.max(1, math.ceil(ms)) + slack)
+-- Every key's text is read once per call and written once at its end (\`get\` / \`put\` /
+-- \`commit\`): a settle and the admission that carries it may touch the same counter.
+local cache, order, ttl = {}, {}, {}
+local function get(key)
+  local v = cache[key]
+  if v == nil then
+    v = redis.call('GET', key)
+    cache[key] = v
+  end
+  return v
+end
+-- value false deletes the key; ms nil keeps it with no expiry.
+local function put(key, value, ms, slack)
+  if ttl[key] == nil then order[#order + 1] = key end
+  cache[key] = value
+  if ms == nil then ttl[key] = false else ttl[key] = math.max(1, math.ceil(ms)) + slack end
+end
+local function commit()
+  for k = 1, #order do
+    local key = order[k]
+    local v, px = cache[key], ttl[key]
+    if v == false then
+      redis.call('DEL', key)
+    elseif px == false then
+      redis.call('SET', key, v)
+    else
+      redis.call('SET', key, v, 'PX', fmt(px))
+    end
   end
 end
 
@@ -79,7 +112,7 @@ local function window_add(idx, n, current, cost)
 end
 local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack)
   if #idx == 0 then
-    redis.call('DEL', key)
+    put(key, false)
     return
   end
   local parts = { 'w' }
@@ -89,7 +122,7 @@ local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack)
   end
   local idleIn = nil
   if windowMs ~= 0 then idleIn = (idx[#idx] + span + 1) * bucketMs - now end
-  expire(key, table.concat(parts, ','), idleIn, slack)
+  put(key, table.concat(parts, ','), idleIn, slack)
 end
 local function window_geometry(now, windowMs, bucketMs)
   if windowMs == 0 then return 0, 0 end
@@ -110,83 +143,74 @@ local function gcra_scaled(raw, now, limit, periodMs)
 end
 local function gcra_write(key, scaled, now, limit, periodMs, slack)
   if scaled <= 0 then
-    redis.call('DEL', key)
+    put(key, false)
   else
-    expire(key, 'g,' .. fmt(scaled / periodMs) .. ',' .. fmt(now), scaled / limit + 1, slack)
+    put(key, 'g,' .. fmt(scaled / periodMs) .. ',' .. fmt(now), scaled / limit + 1, slack)
   end
 end
 
--- holds (limits/hold.ts): read and drop the expired ones
+-- holds (limits/hold.ts). The header keeps what an admission and a release need without
+-- reading the holds: \`sum\`, the live holds' total when every amount is an integer (integers
+-- add exactly in any order, so it equals hold()'s in-order sum), else ''; \`minExp\` and
+-- \`maxExp\`, bounds on the holds' expiries (a release leaves them: a stale bound only sends
+-- the next call down the full path, or keeps an idle key a little longer).
+local function integral(x)
+  return x == math.floor(x) and x < 9e15 and x > -9e15
+end
+-- The header: used, sum (nil when unknown), minExp, maxExp, where the holds start, the used
+-- text. No state: zeros and an empty body.
+local function hold_head(raw)
+  if not raw then return 0, 0, INF, -INF, nil, '0' end
+  local _, e, u, sm, mn, mx = string.find(raw, '^h\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)')
+  if not e then return 0, 0, INF, -INF, nil, '0' end
+  local sum = nil
+  if sm ~= '' then sum = tonumber(sm) end
+  return tonumber(u), sum, num(mn), num(mx), e + 1, u
+end
+local function hold_text(usedText, sum, mn, mx, body)
+  local st = ''
+  if sum then st = fmt(sum) end
+  return 'h\\n' .. usedText .. '\\n' .. st .. '\\n' .. fmt(mn) .. '\\n' .. fmt(mx) .. body
+end
+-- The full path: every hold read, the expired ones dropped, in insertion order.
 local function hold_live(raw, now)
-  local s = { used = 0, ids = {}, amounts = {}, expires = {} }
+  local s = { used = 0, ids = {}, amounts = {}, expires = {}, text = {} }
   local held = 0
-  if not raw then return s, held end
-  local p = split(raw, '\\n')
-  if p[1] ~= 'h' then return s, held end
-  s.used = tonumber(p[2])
-  -- The stored text of each kept hold too: written back as it was, not formatted again (with
-  -- many concurrent holds, string.format was most of a call's time).
-  s.text = {}
-  for k = 3, #p - 2, 3 do
-    local exp = tonumber(p[k + 2])
+  local used, _, _, _, from = hold_head(raw)
+  s.used = used
+  if not from then return s, held end
+  for id, a, e in string.gmatch(string.sub(raw, from), '\\n#([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)') do
+    local exp = tonumber(e)
     if exp > now then
-      local amount = tonumber(p[k + 1])
-      s.ids[#s.ids + 1] = p[k]
-      s.amounts[#s.amounts + 1] = amount
-      s.expires[#s.expires + 1] = exp
-      s.text[#s.ids] = p[k] .. '\\n' .. p[k + 1] .. '\\n' .. p[k + 2]
+      local amount = tonumber(a)
+      local k = #s.ids + 1
+      s.ids[k], s.amounts[k], s.expires[k] = id, amount, exp
+      -- Kept as stored, not formatted again.
+      s.text[k] = '\\n#' .. id .. '\\n' .. a .. '\\n' .. e
       held = held + amount
     end
   end
   return s, held
 end
--- The common case in O(one pass of string.find), with nothing rebuilt: sums the live holds in
--- order (as hold_live), notes where hold \`id\` is, and keeps the stored text of the holds
--- as it is. Returns nil when a hold has expired: the caller then takes hold_live's path,
--- which drops it.
-local function hold_scan(raw, now, id)
-  local st = { used = 0, held = 0, last = now, lastOther = now, body = '', usedText = '0' }
-  if not raw then return st end
-  local _, hdr, usedText = string.find(raw, '^h\\n([^\\n]*)')
-  if not hdr then return st end
-  st.used, st.usedText, st.body = tonumber(usedText), usedText, string.sub(raw, hdr + 1)
-  -- Where hold \`id\` starts, if stored: no id is captured below, only compared by position.
-  local at = string.find(raw, '\\n' .. id .. '\\n', hdr + 1, true)
-  local pos = hdr + 1
-  while true do
-    local a, b, amount, expText = string.find(raw, '^\\n[^\\n]*\\n([^\\n]*)\\n([^\\n]*)', pos)
-    if not a then break end
-    local exp = tonumber(expText)
-    if exp <= now then return nil end
-    st.held = st.held + tonumber(amount)
-    if exp > st.last then st.last = exp end
-    if a == at then
-      st.from, st.to = a - hdr, b - hdr
-    elseif exp > st.lastOther then
-      st.lastOther = exp
-    end
-    pos = b + 1
-  end
-  -- The id's text found inside another field (a numeric id equal to an amount, say): the
-  -- full path decides.
-  if at and not st.from then return nil end
-  return st
-end
 local function hold_write(key, s, now, slack)
   if s.used == 0 and #s.ids == 0 then
-    redis.call('DEL', key)
+    put(key, false)
     return
   end
-  local parts = { 'h', fmt(s.used) }
-  local last = now
-  local text = s.text or {}
+  local parts = {}
+  local sum, mn, mx = 0, INF, -INF
   for k = 1, #s.ids do
-    parts[#parts + 1] = text[k] or (s.ids[k] .. '\\n' .. fmt(s.amounts[k]) .. '\\n' .. fmt(s.expires[k]))
-    if s.expires[k] > last then last = s.expires[k] end
+    local a, e = s.amounts[k], s.expires[k]
+    parts[k] = s.text[k] or ('\\n#' .. s.ids[k] .. '\\n' .. fmt(a) .. '\\n' .. fmt(e))
+    if sum then
+      if integral(a) then sum = sum + a else sum = nil end
+    end
+    if e < mn then mn = e end
+    if e > mx then mx = e end
   end
   local idleIn = nil
-  if s.used == 0 then idleIn = last - now end
-  expire(key, table.concat(parts, '\\n'), idleIn, slack)
+  if s.used == 0 then idleIn = mx - now end
+  put(key, hold_text(fmt(s.used), sum, mn, mx, table.concat(parts)), idleIn, slack)
 end
 `
 
@@ -194,24 +218,103 @@ end
  * Admission: evaluates every check, counts all of them only if all pass.
  * Call: `numkeys, ...keys, now, slackMs, ...5 args per check`.
  */
-export const CONSUME = `-- KEYS[i]  the counter of check i (all of one request share the {accountId} hash tag)
--- ARGV[1]  now: milliseconds since the epoch, from the caller's clock
+/** Settle operations on one counter, never refusing (the first part of CONSUME below). */
+const SETTLE_OP = `
+local function settle_op(key, t, a, b, c, now, slack)
+  local raw = get(key)
+  if t == 'r' then
+    local used, sum, mn, mx, from = hold_head(raw)
+    if sum and mn > now then
+      -- No hold expired and the total known: the hold's text cut out, nothing else read.
+      used = used + num(b)
+      local body = ''
+      if from then
+        local at = string.find(raw, '\\n#' .. a .. '\\n', from, true)
+        if at then
+          local _, e, amt = string.find(raw, '^\\n#[^\\n]*\\n([^\\n]*)\\n[^\\n]*', at)
+          sum = sum - tonumber(amt)
+          body = string.sub(raw, from, at - 1) .. string.sub(raw, e + 1)
+        else
+          body = string.sub(raw, from)
+        end
+      end
+      if body == '' then sum, mn, mx = 0, INF, -INF end
+      if used == 0 and body == '' then
+        put(key, false)
+      else
+        local idleIn = nil
+        if used == 0 then idleIn = mx - now end
+        put(key, hold_text(fmt(used), sum, mn, mx, body), idleIn, slack)
+      end
+      return
+    end
+    local s = hold_live(raw, now)
+    local kept = { used = s.used, ids = {}, amounts = {}, expires = {}, text = {} }
+    for k = 1, #s.ids do
+      if s.ids[k] ~= a then
+        local n = #kept.ids + 1
+        kept.ids[n], kept.amounts[n], kept.expires[n], kept.text[n] = s.ids[k], s.amounts[k], s.expires[k], s.text[k]
+      end
+    end
+    kept.used = kept.used + num(b)
+    hold_write(key, kept, now, slack)
+  elseif t == 'w' then
+    local windowMs, bucketMs, cost = num(a), num(b), num(c)
+    local current, span = window_geometry(now, windowMs, bucketMs)
+    local idx, n = window_live(raw, current - span)
+    window_add(idx, n, current, cost)
+    window_write(key, idx, n, now, windowMs, bucketMs, span, slack)
+  else
+    local limit, windowMs, cost = num(a), num(b), num(c)
+    local scaled = gcra_scaled(raw, now, limit, windowMs) + cost * windowMs
+    gcra_write(key, scaled, now, limit, windowMs, slack)
+  end
+end
+`
+
+/**
+ * The one counter script: settle operations queued since the account's last call (applied
+ * first, never refusing), then an admission that evaluates every check and counts all of them
+ * only if all pass. Either part may be empty: a settle sent on its own has no checks.
+ *
+ * Call: `numkeys, ...opKeys, ...checkKeys, now, slackMs, nOps, ...5 args per op, ...5 args
+ * per check`.
+ */
+export const CONSUME = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] the counter of check i
+--            (all of one call share the {accountId} hash tag)
+-- ARGV[1]  now: milliseconds since the epoch, from the caller's clock, for the checks
 -- ARGV[2]  slackMs: kept past the moment a counter turns idle (clock skew between instances)
--- ARGV[3 + 5(i-1)] .. ARGV[7 + 5(i-1)]  check i: type, limit, a, b, c where
+-- ARGV[3]  nOps: how many settle ops come first
+-- ARGV[4 + 5(i-1)] .. ARGV[8 + 5(i-1)]  settle op i: type, now (its settle's clock reading),
+--            a, b, c where
+--            type 'r' (release a hold): a holdId, b charge, c unused
+--            type 'w' (add to a window): a windowMs, b bucketMs, c cost
+--            type 'g' (add to a GCRA limit): a limit, b windowMs, c cost
+-- then, from B = 4 + 5 nOps, ARGV[B + 5(i-1)] .. ARGV[B + 4 + 5(i-1)]  check i: type,
+--            limit, a, b, c where
 --            type 'w' (window): a windowMs, b bucketMs, c cost
 --            type 'g' (gcra):   a windowMs, b cost, c unused
 --            type 'h' (hold):   a amount, b ttlMs, c holdId
--- Returns { allowed ('1' | '0'), then per check: allowed, used, remaining, resetMs,
---   retryAfterMs }, numbers as '%.17g' strings ('inf' for infinity).
+-- Returns { allowed (1 | 0), then per check: allowed, used, remaining, resetMs,
+--   retryAfterMs }: integers as integer replies (no string to format), other numbers as
+--   '%.17g' strings ('inf' for infinity).
 ${HELPERS}
+${SETTLE_OP}
 local now = tonumber(ARGV[1])
 local slack = tonumber(ARGV[2])
-local out = { '1' }
+local nOps = tonumber(ARGV[3])
+for i = 1, nOps do
+  local b = 4 + (i - 1) * 5
+  settle_op(KEYS[i], ARGV[b], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], tonumber(ARGV[b + 1]), slack)
+end
+local base = 4 + nOps * 5
+local out = { 1 }
 local writes = {}
-for i = 1, #KEYS do
-  local b = 3 + (i - 1) * 5
+for i = nOps + 1, #KEYS do
+  local key = KEYS[i]
+  local b = base + (i - nOps - 1) * 5
   local t, limit = ARGV[b], num(ARGV[b + 1])
-  local raw = redis.call('GET', KEYS[i])
+  local raw = get(key)
   local ok, used, remaining, resetMs, retryMs
   if t == 'w' then
     local windowMs, bucketMs, cost = num(ARGV[b + 2]), num(ARGV[b + 3]), num(ARGV[b + 4])
@@ -241,8 +344,8 @@ for i = 1, #KEYS do
       if allTime then resetMs = INF
       elseif #idx == 0 then resetMs = 0
       else resetMs = (idx[1] + span + 1) * bucketMs - now end
-      writes[i] = function()
-        window_write(KEYS[i], idx, n, now, windowMs, bucketMs, span, slack)
+      writes[#writes + 1] = function()
+        window_write(key, idx, n, now, windowMs, bucketMs, span, slack)
       end
     end
   elseif t == 'g' then
@@ -261,129 +364,68 @@ for i = 1, #KEYS do
       ok, retryMs = true, 0
       remaining = math.max(0, math.floor((capacity - level) / windowMs))
       resetMs = math.ceil(level / limit)
-      writes[i] = function() gcra_write(KEYS[i], level, now, limit, windowMs, slack) end
+      writes[#writes + 1] = function() gcra_write(key, level, now, limit, windowMs, slack) end
     end
     used = limit - remaining
   else
     local amount, ttlMs, id = num(ARGV[b + 2]), num(ARGV[b + 3]), ARGV[b + 4]
-    local st = hold_scan(raw, now, id)
-    if st and not st.from then
-      -- A new hold on a counter with none expired: appended to the stored text.
-      local total = st.used + st.held
-      resetMs = 0
+    local settled, sum, mn, mx, from, usedText = hold_head(raw)
+    resetMs = 0
+    if sum and mn > now and not (from and string.find(raw, '\\n#' .. id .. '\\n', from, true)) then
+      -- A new hold, no hold expired, the total known: appended, nothing else read.
+      local total = settled + sum
       if total + amount > limit then
         ok, used, remaining, retryMs = false, total, math.max(0, limit - total), 1000
       else
         ok, used, remaining, retryMs = true, total + amount, limit - total - amount, 0
-        writes[i] = function()
+        writes[#writes + 1] = function()
           local exp = now + ttlMs
-          local last = st.last
-          if exp > last then last = exp end
+          local body = ''
+          if from then body = string.sub(raw, from) end
+          local s2 = nil
+          if integral(amount) then s2 = sum + amount end
+          local hi = mx
+          if exp > hi then hi = exp end
+          local lo = mn
+          if exp < lo then lo = exp end
           local idleIn = nil
-          if st.used == 0 then idleIn = last - now end
-          local text = 'h\\n' .. st.usedText .. st.body .. '\\n' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp)
-          expire(KEYS[i], text, idleIn, slack)
+          if settled == 0 then idleIn = hi - now end
+          body = body .. '\\n#' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp)
+          put(key, hold_text(usedText, s2, lo, hi, body), idleIn, slack)
         end
       end
     else
-    local s, held = hold_live(raw, now)
-    local total = s.used + held
-    resetMs = 0
-    if total + amount > limit then
-      ok, used, remaining, retryMs = false, total, math.max(0, limit - total), 1000
-    else
-      local found = false
-      for k = 1, #s.ids do
-        if s.ids[k] == id then
-          s.amounts[k], s.expires[k], found = amount, now + ttlMs, true
-          s.text[k] = nil
+      local s, held = hold_live(raw, now)
+      local total = s.used + held
+      if total + amount > limit then
+        ok, used, remaining, retryMs = false, total, math.max(0, limit - total), 1000
+      else
+        local found = false
+        for k = 1, #s.ids do
+          if s.ids[k] == id then
+            s.amounts[k], s.expires[k], found = amount, now + ttlMs, true
+            s.text[k] = nil
+          end
         end
+        if not found then
+          local k = #s.ids + 1
+          s.ids[k], s.amounts[k], s.expires[k] = id, amount, now + ttlMs
+        end
+        ok, used, remaining, retryMs = true, total + amount, limit - total - amount, 0
+        writes[#writes + 1] = function() hold_write(key, s, now, slack) end
       end
-      if not found then
-        s.ids[#s.ids + 1] = id
-        s.amounts[#s.amounts + 1] = amount
-        s.expires[#s.expires + 1] = now + ttlMs
-      end
-      ok, used, remaining, retryMs = true, total + amount, limit - total - amount, 0
-      writes[i] = function() hold_write(KEYS[i], s, now, slack) end
-    end
     end
   end
-  if not ok then out[1] = '0' end
-  out[#out + 1] = ok and '1' or '0'
-  out[#out + 1] = fmt(used)
-  out[#out + 1] = fmt(remaining)
-  out[#out + 1] = fmt(resetMs)
-  out[#out + 1] = fmt(retryMs)
+  local n = #out
+  if ok then out[n + 1] = 1 else out[1], out[n + 1] = 0, 0 end
+  out[n + 2] = reply(used)
+  out[n + 3] = reply(remaining)
+  out[n + 4] = reply(resetMs)
+  out[n + 5] = reply(retryMs)
 end
-if out[1] == '1' then
-  for i = 1, #KEYS do writes[i]() end
+if out[1] == 1 then
+  for k = 1, #writes do writes[k]() end
 end
+commit()
 return out
-`
-
-/**
- * Settle operations, applied in order, never refusing.
- * Call: `numkeys, ...keys, now, slackMs, ...4 args per op`.
- */
-export const SETTLE = `-- KEYS[i]  the counter of op i
--- ARGV[1]  now: milliseconds since the epoch
--- ARGV[2]  slackMs: kept past the moment a counter turns idle
--- ARGV[3 + 4(i-1)] .. ARGV[6 + 4(i-1)]  op i: type, a, b, c where
---            type 'r' (release a hold): a holdId, b charge, c unused
---            type 'w' (add to a window): a windowMs, b bucketMs, c cost
---            type 'g' (add to a GCRA limit): a limit, b windowMs, c cost
--- Returns the number of ops applied.
-${HELPERS}
-local now = tonumber(ARGV[1])
-local slack = tonumber(ARGV[2])
-for i = 1, #KEYS do
-  local b = 3 + (i - 1) * 4
-  local t = ARGV[b]
-  local raw = redis.call('GET', KEYS[i])
-  local st = nil
-  if t == 'r' then st = hold_scan(raw, now, ARGV[b + 1]) end
-  if st then
-    -- A release with no hold expired: the hold's text cut out, the rest kept as stored.
-    local used = st.used + num(ARGV[b + 2])
-    local body = st.body
-    local last = st.last
-    if st.from then
-      body = string.sub(body, 1, st.from - 1) .. string.sub(body, st.to + 1)
-      last = st.lastOther
-    end
-    if used == 0 and body == '' then
-      redis.call('DEL', KEYS[i])
-    else
-      local idleIn = nil
-      if used == 0 then idleIn = last - now end
-      expire(KEYS[i], 'h\\n' .. fmt(used) .. body, idleIn, slack)
-    end
-  elseif t == 'r' then
-    local id, charge = ARGV[b + 1], num(ARGV[b + 2])
-    local s = hold_live(raw, now)
-    local kept = { used = s.used, ids = {}, amounts = {}, expires = {}, text = {} }
-    for k = 1, #s.ids do
-      if s.ids[k] ~= id then
-        kept.ids[#kept.ids + 1] = s.ids[k]
-        kept.amounts[#kept.amounts + 1] = s.amounts[k]
-        kept.expires[#kept.expires + 1] = s.expires[k]
-        kept.text[#kept.ids] = s.text[k]
-      end
-    end
-    kept.used = kept.used + charge
-    hold_write(KEYS[i], kept, now, slack)
-  elseif t == 'w' then
-    local windowMs, bucketMs, cost = num(ARGV[b + 1]), num(ARGV[b + 2]), num(ARGV[b + 3])
-    local current, span = window_geometry(now, windowMs, bucketMs)
-    local idx, n = window_live(raw, current - span)
-    window_add(idx, n, current, cost)
-    window_write(KEYS[i], idx, n, now, windowMs, bucketMs, span, slack)
-  else
-    local limit, windowMs, cost = num(ARGV[b + 1]), num(ARGV[b + 2]), num(ARGV[b + 3])
-    local scaled = gcra_scaled(raw, now, limit, windowMs) + cost * windowMs
-    gcra_write(KEYS[i], scaled, now, limit, windowMs, slack)
-  end
-end
-return #KEYS
 `

@@ -15,7 +15,7 @@
 
 import type { Cluster, Redis } from 'ioredis'
 import * as records from './record-scripts.js'
-import { CONSUME, SETTLE } from './scripts.js'
+import { CONSUME } from './scripts.js'
 
 /** An ioredis client or cluster: the user's, never closed by tollbooth. */
 export type RedisClient = Redis | Cluster
@@ -26,8 +26,7 @@ type Reply = string | number | null | Reply[]
 
 /** The client with tollbooth's commands defined on it. */
 export interface Commands {
-  tollboothConsume: Run<string[]>
-  tollboothSettle: Run<number>
+  tollboothConsume: Run<Array<number | string>>
   tollboothKeyInsert: Run<number>
   tollboothKeyGet: Run<[string, string | null] | null>
   tollboothKeyCas: Run<number>
@@ -46,7 +45,6 @@ export interface Commands {
 /** Every Lua script by command name, so a test can load each one into a real Redis. */
 export const SCRIPTS: Record<keyof Commands, string> = {
   tollboothConsume: CONSUME,
-  tollboothSettle: SETTLE,
   tollboothKeyInsert: records.KEY_INSERT,
   tollboothKeyGet: records.KEY_GET,
   tollboothKeyCas: records.KEY_CAS,

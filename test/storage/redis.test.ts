@@ -4,7 +4,7 @@
  * `redisStorage()` against a real Redis (`REDIS_URL`): the storage conformance suite (each test
  * under its own key prefix, deleted afterwards), then what is particular to Redis: counters
  * expire when idle, every script stays in one Cluster slot, an admission costs one round
- * trip, a dead Redis gives a fast error rather than a hang, and bad options throw.
+ * trip (settles ride along with the next one), a dead Redis gives a fast error rather than a hang, and bad options throw.
  */
 
 import { connect } from 'node:net'
@@ -204,7 +204,7 @@ describe.skipIf(!client)('redisStorage on Redis', () => {
     }
   })
 
-  it('admits a request in one round trip and settles it in one more', async () => {
+  it('admits a request in one round trip, its settle riding along with the next admission', async () => {
     const prefix = newPrefix('rtt')
     const own = (await connectRedis())!
     const storage = redisStorage({ client: own, keyPrefix: prefix })
@@ -228,17 +228,127 @@ describe.skipIf(!client)('redisStorage on Redis', () => {
     const N = 20
     let admitted = 0
     const commands = await monitored(async () => {
+      // As the adapters do: the settle is not awaited before the next request.
       for (let i = 0; i < N; i++) {
         const d = await tb.authenticate(req)
         if (d.allowed) admitted++
-        await tb.settle(d, { status: 200 })
+        tb.settleLater(d, { status: 200 })
       }
+      // The last settle has no admission after it: it goes after settleBatchMs (5 ms).
+      await new Promise((r) => setTimeout(r, 50))
     })
     // Every command this instance sent, whatever its keys: the round trips of N requests.
     const mine = commands.filter((c) => c.source.endsWith(`:${port}`))
     expect(admitted).toBe(N)
-    expect(mine.map((c) => c.args[0])).toEqual(Array(2 * N).fill('evalsha'))
+    expect(mine.map((c) => c.args[0])).toEqual(Array(N + 1).fill('evalsha'))
+    // evalsha sha numkeys ...keys now slack nOps: admissions 2..N each carry the previous
+    // request's settle (the release of its concurrency lease); the last call is that alone.
+    const nOps = mine.map((c) => Number(c.args[3 + Number(c.args[2]) + 2]))
+    expect(nOps).toEqual([0, ...Array(N - 1).fill(1), 1])
+    expect(Number(mine[N]!.args[2])).toBe(1)
+    // The leases were all released: 5 requests at once are admitted.
+    const five = await Promise.all(Array.from({ length: 5 }, () => tb.authenticate(req)))
+    expect(five.every((d) => d.allowed)).toBe(true)
     await tb.close()
+    await storage.close?.()
+    await own.quit()
+  })
+
+  it('sends settles on their own when no admission comes, one call per account, and close() waits for them', async () => {
+    const prefix = newPrefix('batch')
+    const own = (await connectRedis())!
+    const storage = redisStorage({ client: own, keyPrefix: prefix, settleBatchMs: 30 })
+    const { counters } = storage
+    const now = Date.now()
+    const hold = (acct: string, id: string) =>
+      ({
+        type: 'hold',
+        key: `{${acct}}:credit`,
+        name: 'c',
+        limit: 10,
+        amount: 2,
+        holdId: id,
+        ttlMs: 60_000,
+      }) as const
+    for (const [acct, id] of [
+      ['a', 'r1'],
+      ['a', 'r2'],
+      ['b', 'r1'],
+    ] as const)
+      expect((await counters.consume([hold(acct, id)], now)).allowed).toBe(true)
+    const port = String((own as unknown as { stream: { localPort: number } }).stream.localPort)
+    let settled = 0
+    const commands = await monitored(async () => {
+      const started = Date.now()
+      const all = [
+        counters.settle([{ type: 'release', key: '{a}:credit', holdId: 'r1', charge: 1 }], now),
+        counters.settle([{ type: 'release', key: '{a}:credit', holdId: 'r2', charge: 1 }], now),
+        // One call's ops on two accounts: resolved once both are applied.
+        counters.settle(
+          [
+            { type: 'release', key: '{b}:credit', holdId: 'r1', charge: 2 },
+            {
+              type: 'add',
+              check: {
+                type: 'gcra',
+                key: '{a}:rate',
+                name: 'r',
+                limit: 5,
+                windowMs: 1000,
+                cost: 1,
+              },
+            },
+          ],
+          now,
+        ),
+      ].map((p) => p.then(() => settled++))
+      await Promise.resolve()
+      expect(settled).toBe(0)
+      await Promise.all(all)
+      expect(Date.now() - started).toBeGreaterThanOrEqual(25)
+    })
+    const mine = commands.filter((c) => c.source.endsWith(`:${port}`))
+    // Two calls, one per account, with no checks: account a's three ops, account b's one.
+    expect(mine.map((c) => [c.args[0], Number(c.args[2])]).sort()).toEqual([
+      ['evalsha', 1],
+      ['evalsha', 3],
+    ])
+    expect(await own.get(`${prefix}{a}:credit`)).toBe('h\n2\n0\ninf\n-inf')
+    expect(await own.get(`${prefix}{b}:credit`)).toBe('h\n2\n0\ninf\n-inf')
+    expect(await own.exists(`${prefix}{a}:rate`)).toBe(1)
+
+    // A long batch is sent without waiting: 300 ops in calls of at most 256, all applied.
+    const add = {
+      type: 'add',
+      check: {
+        type: 'window',
+        key: '{a}:day',
+        name: 'd',
+        limit: 1e6,
+        windowMs: 0,
+        bucketMs: 0,
+        cost: 1,
+      },
+    } as const
+    await counters.settle(Array(300).fill(add), now)
+    expect(await own.get(`${prefix}{a}:day`)).toBe('w,0,300')
+
+    // tb.close() waits for a settle still queued.
+    const tb = createTollbooth({ secret: SECRET, storage, usage: { flushIntervalMs: 60_000 } })
+    const { key } = await tb.keys.create({ accountId: 'acct_close', limits: { concurrency: 1 } })
+    const d = await tb.authenticate({
+      headers: { authorization: `Bearer ${key}` },
+      ip: '127.0.0.1',
+      method: 'GET',
+      path: '/',
+    })
+    expect(d.allowed).toBe(true)
+    const lease = (await own.keys(`${prefix}{acct_close}:*`)).filter((k) => k.endsWith(':c'))
+    expect(lease).toHaveLength(1)
+    tb.settleLater(d, { status: 200 })
+    expect(await own.exists(lease[0]!)).toBe(1)
+    await tb.close()
+    expect(await own.exists(lease[0]!)).toBe(0)
     await storage.close?.()
     await own.quit()
   })
@@ -266,6 +376,7 @@ describe.skipIf(!client)('redisStorage on Redis', () => {
       () => redisStorage({ client: redis, keyPrefix: 'app:{x}:' }),
       () => redisStorage({ client: redis, idleSlackMs: -1 }),
       () => redisStorage({ client: redis, subscribeTimeoutMs: 1.5 }),
+      () => redisStorage({ client: redis, settleBatchMs: -5 }),
     ]
     const messages = bad.map((f) => {
       try {
@@ -281,6 +392,7 @@ describe.skipIf(!client)('redisStorage on Redis', () => {
     expect(messages[1]).toMatch(/keyPrefix/)
     expect(messages[2]).toMatch(/idleSlackMs/)
     expect(messages[3]).toMatch(/subscribeTimeoutMs/)
+    expect(messages[4]).toMatch(/settleBatchMs/)
   })
 
   it('carries a change from one client to a storage on another', async () => {
