@@ -74,7 +74,11 @@ const has = (cmd: string) => {
   }
 }
 
-export const tools = { wrk: has('wrk'), taskset: has('taskset') && cpus().length >= 2 }
+export const tools = {
+  wrk: has('wrk'),
+  taskset: has('taskset') && cpus().length >= 2,
+  valgrind: has('valgrind') && has('redis-server'),
+}
 
 function cpuTicks(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')

@@ -183,6 +183,25 @@ if (!only || only.includes('scale')) {
   sections.push(...parts)
 }
 
+// The counter script's cost in instructions (callgrind on a private redis-server): unlike
+// µs, it does not move with the machine's load.
+if ((!only || only.includes('scale')) && tools.valgrind) {
+  process.stderr.write('Redis script cost (callgrind)…\n')
+  const out = execFileSync(
+    process.execPath,
+    ['--import', 'tsx', 'bench/redis-script-cost.ts', '1000'],
+    { encoding: 'utf8' },
+  ).trim()
+  sections.push(
+    '## Redis script cost',
+    '',
+    'Instructions Redis spends per call (`npx tsx bench/redis-script-cost.ts 1000`: callgrind on a private redis-server, a trivial script subtracted):',
+    '',
+    ...out.split('\n').filter((l) => !l.startsWith('{')),
+    '',
+  )
+}
+
 const cpu = cpus()[0]?.model ?? 'unknown'
 const md = [
   '# Benchmark results',

@@ -1,0 +1,162 @@
+/**
+ * @module bench/redis-script-cost
+ *
+ * What the counter script costs Redis, in instructions, which unlike µs do not move with the
+ * machine's load: each scenario runs N calls against a private `redis-server` started under
+ * `valgrind --tool=callgrind` on a free port, and the instructions of a run of N trivial
+ * scripts with no keys are subtracted. A call's instructions include Redis reading the
+ * command and writing the reply (the kernel's part is not counted).
+ *
+ * Scenarios (tollbooth's on the HTTP benchmark's key: a per-minute rate limit, a daily quota
+ * and a credit reservation, the previous request's settle carried in the same call):
+ * - `tollbooth, 1 in flight`: each call releases the hold the previous one took
+ * - `tollbooth, 32 in flight`: 32 reservations live on the account's credit counter
+ * - `fixed window (the peers' job)`: INCR, PTTL and a PEXPIRE when new — what the peer
+ *   limiters' Redis stores do per request
+ *
+ * Usage: `npx tsx bench/redis-script-cost.ts [calls=1000]` (needs valgrind and redis-server;
+ * prints nothing but a note without them). Prints a table and a JSON line.
+ */
+
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
+import { connect, createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Redis } from 'ioredis'
+import { CONSUME } from '../adapters/redis/scripts.js'
+
+const N = Number(process.argv[2] ?? 1000)
+
+const has = (cmd: string) => {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+const FIXED_WINDOW = `local c = redis.call('INCR', KEYS[1])
+local t = redis.call('PTTL', KEYS[1])
+if t < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return { c, t }`
+
+type Call = (i: number) => {
+  script: 'consume' | 'fixed' | 'trivial'
+  keys: string[]
+  args: string[]
+}
+
+const T0 = 1_795_000_000_000
+/** The rate limit (GCRA), the daily quota (24 hourly buckets) and the credit hold. */
+const CHECKS = (id: string) => [
+  ...['g', '1000000000', '60000', '1', ''],
+  ...['w', '1000000000', '86400000', '3600000', '1'],
+  ...['h', '1000000000000000', '1', '60000', id],
+]
+
+/** Admission i, carrying the release of the hold taken `inFlight` requests earlier. */
+const tollbooth =
+  (inFlight: number): Call =>
+  (i) => {
+    const now = String(T0 + i)
+    const carried = i >= inFlight
+    const keys = ['{a}:g', '{a}:w', '{a}:h']
+    const ops = carried ? ['r', now, `req_${i - inFlight}`, '1', ''] : []
+    return {
+      script: 'consume',
+      keys: carried ? ['{a}:h', ...keys] : keys,
+      args: [now, '60000', carried ? '1' : '0', ...ops, ...CHECKS(`req_${i}`)],
+    }
+  }
+
+const SCENARIOS: Array<[string, Call]> = [
+  ['tollbooth, 1 in flight', tollbooth(1)],
+  ['tollbooth, 32 in flight', tollbooth(32)],
+  [
+    'fixed window (the peers\u2019 job)',
+    () => ({ script: 'fixed', keys: ['{a}:fw'], args: ['60000'] }),
+  ],
+]
+
+const answers = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const socket = connect(port, '127.0.0.1')
+    socket.once('connect', () => {
+      socket.destroy()
+      resolve(true)
+    })
+    socket.once('error', () => resolve(false))
+  })
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number }
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+/** Instructions of a private redis-server that served `calls` N times, then shut down. */
+async function instructions(call: Call, warm: number): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'tb-cg-'))
+  const port = await freePort()
+  const server = spawn(
+    'valgrind',
+    [
+      '--tool=callgrind',
+      `--callgrind-out-file=${join(dir, 'cg.%p')}`,
+      'redis-server',
+      '--port',
+      String(port),
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+    ],
+    { stdio: 'ignore' },
+  )
+  const exited = new Promise((resolve) => server.once('exit', resolve))
+  // valgrind takes a few seconds to start the server: wait until its port answers.
+  for (let i = 0; !(await answers(port)); i++) {
+    if (i > 300) throw new Error('redis-server under valgrind did not start')
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  const client = new Redis(port, '127.0.0.1', { retryStrategy: () => null })
+  client.on('error', () => {})
+  const sha = {
+    consume: (await client.script('LOAD', CONSUME)) as string,
+    fixed: (await client.script('LOAD', FIXED_WINDOW)) as string,
+    trivial: (await client.script('LOAD', 'return 1')) as string,
+  }
+  for (let i = 0; i < warm + N; i++) {
+    const c = call(i)
+    await client.evalsha(sha[c.script], c.keys.length, ...c.keys, ...c.args)
+  }
+  await client.call('SHUTDOWN', 'NOSAVE').catch(() => {})
+  client.disconnect()
+  await exited
+  const file = readdirSync(dir).find((f) => f.startsWith('cg.'))!
+  const m = /^summary:\s+(\d+)/m.exec(readFileSync(join(dir, file), 'utf8'))
+  return Number(m?.[1])
+}
+
+if (!has('valgrind') || !has('redis-server')) {
+  console.log('redis-script-cost: needs valgrind and redis-server; skipped')
+} else {
+  // Warm-up calls are part of every run, so they cancel out against the baseline's.
+  const warm = 64
+  const base = await instructions(() => ({ script: 'trivial', keys: [], args: [] }), warm)
+  const rows: Array<[string, number]> = []
+  for (const [name, call] of SCENARIOS) {
+    const total = await instructions(call, warm)
+    rows.push([name, (total - base) / (warm + N)])
+  }
+  console.log(`| script (${warm + N} calls each) | instructions per call, over a trivial script |`)
+  console.log('|---|---:|')
+  for (const [name, n] of rows)
+    console.log(`| ${name} | ${Math.round(n).toLocaleString('en-US')} |`)
+  console.log(JSON.stringify(Object.fromEntries(rows.map(([k, v]) => [k, Math.round(v)]))))
+}
