@@ -10,6 +10,7 @@
  */
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 
@@ -28,35 +29,55 @@ export interface VariantResult {
   headers: number
   /** Redis commands per request counted at the variant's client, per cycle (Redis variants). */
   redisPerRequest?: number[]
-  /** Redis commands per request seen by MONITOR over sequential requests (Redis variants). */
-  monitorPerRequest?: number
+  /**
+   * Redis commands per request seen by MONITOR over sequential requests (Redis variants): in
+   * all, and those the requests waited for (see monitorPerRequest).
+   */
+  monitorPerRequest?: { all: number; admissions: number }
 }
 
 /**
  * Commands per request as the Redis server sees them: MONITOR on while `n` requests are sent
  * one after another (and their settles have landed). Counts every client's commands (not
- * those a script runs inside Redis), so it is run with nothing else loading Redis.
+ * those a script runs inside Redis), so it is run with nothing else loading Redis. `all` is
+ * every command; `admissions` leaves out tollbooth's calls that carry settles and no check
+ * (sent after a response, when no admission of the account came within `settleBatchMs`):
+ * what the requests waited for.
  */
-async function monitorPerRequest(url: string, key: string, n: number): Promise<number> {
+async function monitorPerRequest(
+  url: string,
+  key: string,
+  n: number,
+): Promise<{ all: number; admissions: number }> {
   const { Redis } = await import('ioredis')
+  const { CONSUME } = await import('../adapters/redis/scripts.js')
+  const consumeSha = createHash('sha1').update(CONSUME).digest('hex')
   const client = new Redis(process.env.REDIS_URL!)
   const monitor = await client.monitor()
-  let seen = 0
+  let all = 0
+  let settlesOnly = 0
   // Commands a script runs inside Redis show up too, with source 'lua': not round trips.
-  monitor.on('monitor', (_time: string, _args: string[], source: string) => {
-    if (source !== 'lua') seen++
+  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+    if (source === 'lua') return
+    all++
+    // evalsha sha numkeys ...keys now slack nOps …: no check when numkeys === nOps.
+    if (args[0]?.toLowerCase() === 'evalsha' && args[1] === consumeSha) {
+      const numKeys = Number(args[2])
+      if (Number(args[3 + numKeys + 2]) === numKeys) settlesOnly++
+    }
   })
   await new Promise((resolve) => setTimeout(resolve, 100))
-  seen = 0
+  all = 0
+  settlesOnly = 0
   for (let i = 0; i < n; i++) {
     const res = await fetch(url, { headers: { authorization: `Bearer ${key}` } })
     await res.arrayBuffer()
   }
   await new Promise((resolve) => setTimeout(resolve, 300))
-  const count = seen
+  const counts = { all: all / n, admissions: (all - settlesOnly) / n }
   monitor.disconnect()
   client.disconnect()
-  return count / n
+  return counts
 }
 
 /** Commands the variant's Redis client has sent (counted in bench/servers/common.ts). */
