@@ -50,6 +50,25 @@ describe('memoryStorage usage: bounded events', () => {
     expect((await usage.summarize('acct_1', 0, t0 + 3 * HOUR)).requests).toBe(2)
   })
 
+  it('evicts oldest first after the ring wrapped and after a prune, and ignores a kept id', async () => {
+    const { usage } = memoryStorage({ maxEvents: 4 })
+    const t0 = 10 * HOUR
+    for (let i = 1; i <= 10; i++) await usage.record([event(i, t0 + i)])
+    const ids = async () => (await usage.logs('key_1', { limit: 10 })).data.map((e) => e.id)
+    expect(await ids()).toEqual(['req_10', 'req_9', 'req_8', 'req_7'])
+    // A retried event still kept is not counted twice.
+    await usage.record([event(9, t0 + 9)])
+    expect((await usage.summarize('acct_1', t0, t0 + HOUR)).requests).toBe(10)
+    // Prune the two oldest kept events; the next two recorded evict nothing.
+    expect(await usage.prune(t0 + 9)).toBe(2)
+    await usage.record([event(11, t0 + 11), event(12, t0 + 12)])
+    expect(await ids()).toEqual(['req_12', 'req_11', 'req_10', 'req_9'])
+    // Full again: the oldest kept (req_9) goes first.
+    await usage.record([event(13, t0 + 13)])
+    expect(await ids()).toEqual(['req_13', 'req_12', 'req_11', 'req_10'])
+    expect((await usage.summarize('acct_1', t0, t0 + HOUR)).requests).toBe(11)
+  })
+
   it('refuses a bad maxEvents, naming it', () => {
     expect(() => memoryStorage({ maxEvents: 0 })).toThrow(/options\.maxEvents/)
     expect(() => memoryStorage({ maxEvent: 5 } as never)).toThrow(/unknown option\(s\) "maxEvent"/)

@@ -400,78 +400,34 @@ const HOUR = 3_600_000
 /** Requests and units of events no longer kept, per account and hour. */
 type Tally = { requests: number; units: number; byCategory: Map<string, [number, number]> }
 
-/**
- * A first-in first-out list whose `shift()` is O(1): a head index, and the array compacted
- * once the head passes half of it (Array#shift moves every element: 7 µs on 10,000).
- */
-class Queue<T> {
-  items: T[] = []
-  head = 0
-  get size(): number {
-    return this.items.length - this.head
-  }
-  push(x: T): void {
-    this.items.push(x)
-  }
-  shift(): T | undefined {
-    if (this.head >= this.items.length) return undefined
-    const x = this.items[this.head]
-    this.items[this.head++] = undefined as T
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head)
-      this.head = 0
-    }
-    return x
-  }
-  /** The live items (a copy). */
-  toArray(): T[] {
-    return this.items.slice(this.head)
-  }
-  /** Keeps the items `keep` accepts; returns the new size. */
-  retain(keep: (x: T) => boolean): number {
-    this.items = this.toArray().filter(keep)
-    this.head = 0
-    return this.items.length
-  }
-}
-
 function memoryUsage(maxEvents: number): UsageStore {
-  const byId = new Map<string, UsageEvent>()
-  // Recording order is eviction order, in every queue: the oldest event is first in each.
-  const order = new Queue<UsageEvent>()
-  const byKey = new Map<string, Queue<UsageEvent>>()
-  const byAccount = new Map<string, Queue<UsageEvent>>()
+  const ids = new Set<string>()
+  // The newest `maxEvents` events in recording order, as one ring: it grows by push until
+  // full, then each new event takes the oldest one's slot (at `head`), which is tallied by the
+  // hour. No per-key or per-account lists to keep in step: logs() and summarize() scan it.
+  let ring: UsageEvent[] = []
+  let head = 0
   const tallies = new Map<string, Map<number, Tally>>()
-  const push = (m: Map<string, Queue<UsageEvent>>, k: string, e: UsageEvent) => {
-    const q = m.get(k)
-    if (q) q.push(e)
-    else {
-      const fresh = new Queue<UsageEvent>()
-      fresh.push(e)
-      m.set(k, fresh)
-    }
-  }
-  const shiftFrom = (m: Map<string, Queue<UsageEvent>>, k: string) => {
-    const q = m.get(k)!
-    q.shift()
-    if (q.size === 0) m.delete(k)
-  }
-  /** Drops the oldest event from the lists and tallies it. */
-  const evictOldest = () => {
-    const e = order.shift()!
-    byId.delete(e.id)
-    shiftFrom(byKey, e.keyId)
-    shiftFrom(byAccount, e.accountId)
-    let hours = tallies.get(e.accountId)
-    if (!hours) {
-      hours = new Map()
-      tallies.set(e.accountId, hours)
-    }
+  // Evicted events come in recording order, mostly of one account and hour: the last tally.
+  let last: { accountId: string; hour: number; tally: Tally } | null = null
+  /** Counts an evicted event into its account's hour. */
+  const tallyEvicted = (e: UsageEvent) => {
     const hour = e.time - (e.time % HOUR)
-    let t = hours.get(hour)
-    if (!t) {
-      t = { requests: 0, units: 0, byCategory: new Map() }
-      hours.set(hour, t)
+    let t: Tally
+    if (last !== null && last.accountId === e.accountId && last.hour === hour) t = last.tally
+    else {
+      let hours = tallies.get(e.accountId)
+      if (!hours) {
+        hours = new Map()
+        tallies.set(e.accountId, hours)
+      }
+      let found = hours.get(hour)
+      if (!found) {
+        found = { requests: 0, units: 0, byCategory: new Map() }
+        hours.set(hour, found)
+      }
+      t = found
+      last = { accountId: e.accountId, hour, tally: t }
     }
     t.requests++
     t.units += e.units
@@ -482,19 +438,26 @@ function memoryUsage(maxEvents: number): UsageStore {
       c[1] += e.units
     } else t.byCategory.set(cat, [1, e.units])
   }
+  /** The stored events, oldest first (a copy of the ring's order). */
+  const inOrder = (): UsageEvent[] =>
+    head === 0 ? ring.slice() : ring.slice(head).concat(ring.slice(0, head))
   const newestFirst = (a: UsageEvent, b: UsageEvent) =>
     b.time - a.time || (b.id < a.id ? -1 : b.id > a.id ? 1 : 0)
   return {
     async record(events) {
       for (const e of events) {
-        if (byId.has(e.id)) continue
+        if (ids.has(e.id)) continue
         // Events are flat records: a copy keeps the caller from changing stored ones.
         const copy = copyEvent(e)
-        byId.set(e.id, copy)
-        order.push(copy)
-        push(byKey, e.keyId, copy)
-        push(byAccount, e.accountId, copy)
-        if (byId.size > maxEvents) evictOldest()
+        ids.add(e.id)
+        if (ring.length < maxEvents) ring.push(copy)
+        else {
+          const old = ring[head]!
+          ids.delete(old.id)
+          tallyEvicted(old)
+          ring[head] = copy
+          head = head + 1 === ring.length ? 0 : head + 1
+        }
       }
     },
     async summarize(accountId, from, to): Promise<UsageSummary> {
@@ -507,13 +470,10 @@ function memoryUsage(maxEvents: number): UsageStore {
         c.requests += requests
         c.units += units
       }
-      const q = byAccount.get(accountId)
-      if (q) {
-        const items = q.items
-        for (let i = q.head; i < items.length; i++) {
-          const e = items[i]!
-          if (e.time >= from && e.time < to) add(e.category ?? 'uncategorized', 1, e.units)
-        }
+      for (let i = 0; i < ring.length; i++) {
+        const e = ring[i]!
+        if (e.accountId === accountId && e.time >= from && e.time < to)
+          add(e.category ?? 'uncategorized', 1, e.units)
       }
       // Evicted events count by the hour they fell in.
       for (const [hour, t] of tallies.get(accountId) ?? []) {
@@ -523,7 +483,7 @@ function memoryUsage(maxEvents: number): UsageStore {
       return out
     },
     async logs(keyId, { limit, cursor }): Promise<Page<UsageEvent>> {
-      const all = (byKey.get(keyId)?.toArray() ?? []).sort(newestFirst)
+      const all = ring.filter((e) => e.keyId === keyId).sort(newestFirst)
       let start = 0
       if (cursor) {
         const [t, id] = decodeLogCursor(cursor)
@@ -539,19 +499,14 @@ function memoryUsage(maxEvents: number): UsageStore {
       return { data, nextCursor }
     },
     async prune(before) {
-      let n = 0
-      for (const [id, e] of byId) {
-        if (e.time >= before) continue
-        byId.delete(id)
-        n++
-      }
+      const kept = inOrder().filter((e) => e.time >= before)
+      let n = ring.length - kept.length
       if (n > 0) {
-        const keep = (e: UsageEvent) => e.time >= before
-        order.retain(keep)
-        for (const m of [byKey, byAccount]) {
-          for (const [k, q] of m) if (q.retain(keep) === 0) m.delete(k)
-        }
+        for (const e of ring) if (e.time < before) ids.delete(e.id)
+        ring = kept
+        head = 0
       }
+      last = null
       for (const [account, hours] of tallies) {
         for (const [hour, t] of hours) {
           if (hour + HOUR > before) continue
