@@ -18,24 +18,16 @@
  * prints nothing but a note without them). Prints a table and a JSON line.
  */
 
-import { execFileSync, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { CONSUME } from '../adapters/redis/scripts.js'
+import { tools } from './http.js'
 
 const N = Number(process.argv[2] ?? 1000)
-
-const has = (cmd: string) => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
 
 const FIXED_WINDOW = `local c = redis.call('INCR', KEYS[1])
 local t = redis.call('PTTL', KEYS[1])
@@ -143,7 +135,7 @@ async function instructions(call: Call, warm: number): Promise<number> {
   return Number(m?.[1])
 }
 
-if (!has('valgrind') || !has('redis-server')) {
+if (!tools.valgrind) {
   console.log('redis-script-cost: needs valgrind and redis-server; skipped')
 } else {
   // Warm-up calls are part of every run, so they cancel out against the baseline's.

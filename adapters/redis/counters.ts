@@ -103,12 +103,16 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
     }
   }
 
+  /** Sends a batch with no admission; each caller hears of a failure through its settle(). */
+  const sendAlone = (b: Batch) => {
+    run(b, [], 0).catch(() => {})
+  }
+
   function flushAll(): void {
     armed = false
     const batches = [...pending.values()]
     pending.clear()
-    // Each caller hears of a failure through its own settle() promise.
-    for (const b of batches) run(b, [], 0).catch(() => {})
+    for (const b of batches) sendAlone(b)
   }
 
   /** Queues `op`; true when `done` was added to the batch (once per batch and caller). */
@@ -129,7 +133,7 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
     // held in memory at once).
     if (b.keys.length >= MAX_BATCH) {
       pending.delete(tag)
-      run(b, [], 0).catch(() => {})
+      sendAlone(b)
     }
     return added
   }
