@@ -7,13 +7,15 @@
  * answer is a {@link KeyView}, which never holds a secret or a hash.
  *
  * Every input is validated with zod (a 400 `InvalidRequestError` naming each bad field, and
- * nothing changed). Every change drops the key from the cache on this instance and, through
+ * nothing changed); text and metadata follow the rules of `src/input.ts` (valid Unicode, no
+ * NUL, metadata bounded in depth and size), the same for every store. Every change drops the key from the cache on this instance and, through
  * the storage's change feed, on every other.
  */
 
 import { z } from 'zod'
 import type { Context } from '../context.js'
 import { ConflictError, NotFoundError } from '../errors.js'
+import { metadataSchema, text, textProblem } from '../input.js'
 import { checkAccountId } from '../metering/accounts.js'
 import { limitsSchema, parseInput } from '../options.js'
 import type { KeyKind, KeyLimits, KeyPatch, KeyRecord } from '../storage/types.js'
@@ -36,10 +38,10 @@ const when = z.union([
   z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),
 ])
 
-const name = z.string().trim().min(1).max(100)
-const category = z.string().trim().min(1).max(64).nullable()
-const scopes = z.array(z.string().min(1).max(128)).max(100)
-const metadata = z.record(z.string(), z.unknown())
+const name = text(z.string().trim().min(1).max(100))
+const category = text(z.string().trim().min(1).max(64)).nullable()
+const scopes = z.array(text(z.string().min(1).max(128))).max(100)
+const metadata = metadataSchema()
 
 export const createKeySchema = z
   .object({
@@ -79,7 +81,7 @@ export type UpdateKeyInput = z.input<typeof updateKeySchema>
 const listSchema = z
   .object({
     limit: z.number().int().min(1).max(100).default(20),
-    cursor: z.string().max(200).nullable().optional(),
+    cursor: text(z.string().max(200)).nullable().optional(),
     kind: z.enum(['consumption', 'management']).default('consumption'),
     includeRevoked: z.boolean().default(false),
   })
@@ -115,7 +117,12 @@ export class KeyManager {
   }
 
   private async owned(id: string, scope: Scope): Promise<KeyRecord> {
-    const r = typeof id === 'string' && id.length <= 64 ? await this.ctx.storage.keys.get(id) : null
+    // An id no key can have (too long, a NUL, a lone surrogate) is not looked up: a store
+    // could only fail on it.
+    const r =
+      typeof id === 'string' && id.length <= 64 && textProblem(id) === null
+        ? await this.ctx.storage.keys.get(id)
+        : null
     if (!r || (scope.accountId !== undefined && r.accountId !== scope.accountId))
       throw new NotFoundError('API key not found')
     return r
