@@ -67,7 +67,14 @@ export {
   type ValueProblem,
 } from './input.js'
 export { isWellFormedKey } from './keys/format.js'
-export type { CreatedKey, CreateKeyInput, KeyView, UpdateKeyInput } from './keys/manager.js'
+export {
+  type CreatedKey,
+  type CreateKeyInput,
+  type KeyView,
+  type NameRule,
+  nameTaken,
+  type UpdateKeyInput,
+} from './keys/manager.js'
 export { QUOTA_WINDOWS } from './limits/admission.js'
 export { type GcraVerdict, gcra, gcraAdd } from './limits/gcra.js'
 export { type HoldVerdict, hold, release } from './limits/hold.js'

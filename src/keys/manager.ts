@@ -103,6 +103,23 @@ export interface Scope {
   accountId?: string
 }
 
+/** Rules a caller adds to a create or a rename. */
+export interface NameRule {
+  /**
+   * Refuse (409 `conflict`, naming `name`) a name that another live key of the same account
+   * and kind already wears, compared trimmed and without case. The portal sets it: there the
+   * name is an alias, unique per account. Checks of one account run one at a time in this
+   * process; two instances creating the same name at the same instant can both succeed.
+   */
+  uniqueName?: boolean
+}
+
+/** The message of a name already taken under {@link NameRule.uniqueName}. */
+export const nameTaken = (name: string): string =>
+  `An API key with the alias "${name}" already exists; choose another alias`
+
+const norm = (s: string) => s.trim().toLowerCase()
+
 export interface CreatedKey {
   /** The plaintext key. Shown once: store it now, it cannot be retrieved again. */
   key: string
@@ -110,7 +127,46 @@ export interface CreatedKey {
 }
 
 export class KeyManager {
+  /** The tail of each account's queue of unique-name writes. */
+  private readonly queues = new Map<string, Promise<unknown>>()
+
   constructor(private readonly ctx: Context) {}
+
+  /** Runs `task` after every earlier unique-name write of `accountId` has finished. */
+  private serial<T>(accountId: string, task: () => Promise<T>): Promise<T> {
+    const prev = this.queues.get(accountId) ?? Promise.resolve()
+    const run = prev.then(task, task)
+    const tail = run.catch(() => {})
+    this.queues.set(accountId, tail)
+    void tail.then(() => {
+      if (this.queues.get(accountId) === tail) this.queues.delete(accountId)
+    })
+    return run
+  }
+
+  /** Throws a 409 naming `name` when another live key of the account and kind wears `name`. */
+  private async refuseTaken(
+    accountId: string,
+    kind: KeyKind,
+    name: string,
+    exceptId: string | null,
+  ): Promise<void> {
+    const want = norm(name)
+    let cursor: string | null = null
+    do {
+      const page = await this.ctx.storage.keys.list(accountId, {
+        limit: 100,
+        cursor,
+        kind,
+        includeRevoked: false,
+      })
+      if (page.data.some((k) => k.id !== exceptId && norm(k.name) === want))
+        throw new ConflictError(nameTaken(name.trim()), [
+          { path: 'name', message: 'is already used by another key of this account' },
+        ])
+      cursor = page.nextCursor
+    } while (cursor)
+  }
 
   private prefix(kind: KeyKind): string {
     return this.ctx.options.prefixes[kind]
@@ -134,10 +190,22 @@ export class KeyManager {
     return { key, hash: this.ctx.hash(key), start: keyStart(key, prefix) }
   }
 
-  /** Creates a key. The plaintext is in the result and nowhere else. */
-  async create(input: CreateKeyInput): Promise<CreatedKey> {
+  /**
+   * Creates a key. The plaintext is in the result and nowhere else.
+   * @param [rule.uniqueName=false] refuse a name another live key of the account wears (409)
+   */
+  async create(input: CreateKeyInput, rule: NameRule = {}): Promise<CreatedKey> {
     const v = parseInput(createKeySchema, input)
     checkAccountId(v.accountId)
+    if (rule.uniqueName === true)
+      return this.serial(v.accountId, async () => {
+        await this.refuseTaken(v.accountId, v.kind, v.name, null)
+        return this.insert(v)
+      })
+    return this.insert(v)
+  }
+
+  private async insert(v: z.output<typeof createKeySchema>): Promise<CreatedKey> {
     const now = this.ctx.clock.now()
     const m = this.mint(v.kind)
     const record: KeyRecord = {
@@ -184,10 +252,23 @@ export class KeyManager {
     return keyView(await this.owned(id, scope))
   }
 
-  /** Changes name, active flag, category, scopes, metadata, limits or expiry. */
-  async update(id: string, input: UpdateKeyInput, scope: Scope = {}): Promise<KeyView> {
+  /**
+   * Changes name, active flag, category, scopes, metadata, limits or expiry.
+   * @param [scope.uniqueName=false] refuse a new name another live key of the account wears
+   */
+  async update(id: string, input: UpdateKeyInput, scope: Scope & NameRule = {}): Promise<KeyView> {
     const patch = parseInput(updateKeySchema, input) as KeyPatch
     const r = await this.owned(id, scope)
+    const name = patch.name
+    if (scope.uniqueName === true && name !== undefined)
+      return this.serial(r.accountId, async () => {
+        await this.refuseTaken(r.accountId, r.kind, name, r.id)
+        return this.apply(r, patch)
+      })
+    return this.apply(r, patch)
+  }
+
+  private async apply(r: KeyRecord, patch: KeyPatch): Promise<KeyView> {
     const updated = await this.ctx.storage.keys.update(r.id, patch)
     if (!updated) throw new NotFoundError('API key not found')
     await this.ctx.invalidate(r.hash)

@@ -23,6 +23,14 @@ import {
 import { client, makeTollbooth, type Served, serveManagement } from '../management/servers.js'
 import { freshSchema, newPool, skipPostgres } from '../storage/postgres-fixture.js'
 
+/** A product request with `key`. */
+const product = (key: string) => ({
+  headers: { authorization: `Bearer ${key}` },
+  ip: null,
+  method: 'POST',
+  path: '/v1/synthesize',
+})
+
 /** The names every plain object answers for without owning them. */
 const PROTO_NAMES = ['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf']
 
@@ -80,6 +88,11 @@ const BAD_KEY_BODIES: BadBody[] = [
     field: /^metadata/,
   },
   { what: 'metadata nested 9 deep', raw: j({ metadata: deepObject(9) }), field: /^metadata/ },
+  {
+    what: 'a metadata name "__proto__"',
+    raw: '{"metadata":{"a":{"__proto__":{"admin":true}}}}',
+    field: 'metadata.a',
+  },
   {
     what: 'metadata over 8 KiB',
     raw: j({ metadata: { blob: 'x'.repeat(9000) } }),
@@ -246,50 +259,82 @@ for (const store of STORES) {
         await unchanged()
       })
 
-      it(`"${name}" as a key's name, category, scope and metadata name is stored as given`, async () => {
+      it(`"${name}" as a key's name, category and scope is stored as given`, async () => {
+        // `__proto__` as a metadata name is refused (above); the others are ordinary names.
+        const metadata = name === '__proto__' ? {} : { [name]: name }
         const r = await api('POST', '/keys', {
           token: mk,
-          json: { name, category: name, scopes: [name], metadata: { [name]: name } },
+          json: { name, category: name, scopes: [name], metadata },
         })
         expect(r.status, r.text).toBe(201)
         expect(r.body.name).toBe(name)
-        expect(r.body.category).toBe(name)
-        expect(Object.hasOwn(r.body.metadata, name)).toBe(true)
         const got = await api('GET', `/keys/${r.body.id}`, { token: mk })
-        expect(got.body.metadata[name]).toBe(name)
+        expect(got.body.category).toBe(name)
+        expect(got.body.scopes).toEqual([name])
+        expect(got.body.metadata).toEqual(metadata)
+        if (name !== '__proto__') expect(Object.hasOwn(got.body.metadata, name)).toBe(true)
         expect((await api('DELETE', `/keys/${r.body.id}?permanent=true`, { token: mk })).status)
           .toBe(204)
         await unchanged()
       })
 
       it(`tier "${name}": setTier throws naming the tier; the account keeps working`, async () => {
-        const err = await tb.accounts.setTier('acct_in', name).catch((e: unknown) => e)
+        const account = `tier_${PROTO_NAMES.indexOf(name)}`
+        const { key } = await tb.keys.create({ accountId: account })
+        const err = await tb.accounts.setTier(account, name).catch((e: unknown) => e)
         expect(isTollboothError(err) && err.code).toBe('invalid_request')
         expect((err as InvalidRequestError).issues.map((i) => i.path)).toEqual(['tier'])
         expect((err as Error).message).toContain(name)
-        expect((await tb.accounts.get('acct_in')).tier).toBe('pro')
-        await unchanged()
+        expect((await tb.accounts.get(account)).tier).toBe('pro')
+        const d = await tb.authenticate(product(key), tb.route({ cost: 1 }))
+        expect(d.allowed && d.accountId).toBe(account)
+        if (d.allowed) await tb.settle(d, { status: 200 })
       })
 
       it(`account id "${name}": an account like any other`, async () => {
         // `constructor` etc. match the account id pattern: they must be ordinary accounts.
         const created = await tb.keys.create({ accountId: name, name: 'k' })
-        {
-          const d = await tb.authenticate(
-            {
-              headers: { authorization: `Bearer ${created.key}` },
-              ip: null,
-              method: 'GET',
-              path: '/x',
-            },
-            tb.route({ cost: 1 }),
-          )
-          expect(d.allowed).toBe(true)
-          if (d.allowed) await tb.settle(d, { status: 200 })
-          expect((await tb.accounts.get(name)).tier).toBe('pro')
-        }
+        const d = await tb.authenticate(product(created.key), tb.route({ cost: 1 }))
+        expect(d.allowed).toBe(true)
+        if (d.allowed) await tb.settle(d, { status: 200 })
+        expect((await tb.accounts.get(name)).tier).toBe('pro')
+        expect((await tb.keys.list(name)).data.map((k) => k.id)).toEqual([created.record.id])
       })
     }
+
+    it('a NUL in a key id or a cursor: 404 or 400 naming the cursor, never a 500', async () => {
+      for (const path of ['/keys/%00', '/keys/key_%00/logs', '/keys/%00/rotate']) {
+        const r = await api(path.endsWith('rotate') ? 'POST' : 'GET', path, { token: mk })
+        expect(r.status, `${path}: ${r.text}`).toBe(404)
+      }
+      const list = await api('GET', '/keys?cursor=%00', { token: mk })
+      expect(list.status, list.text).toBe(400)
+      expectField(list.body, 'cursor')
+      const logs = await api('GET', `/keys/${keyId}/logs?cursor=a%00`, { token: mk })
+      expect(logs.status, logs.text).toBe(400)
+      expectField(logs.body, 'cursor')
+      await unchanged()
+    })
+
+    it('usage categories named like members of Object.prototype count as themselves', async () => {
+      const { key } = await tb.keys.create({ accountId: 'acct_cat' })
+      for (const category of PROTO_NAMES) {
+        const d = await tb.authenticate(product(key), tb.route({ cost: 2, category }))
+        expect(d.allowed).toBe(true)
+        if (d.allowed) await tb.settle(d, { status: 200 })
+      }
+      await tb.flush()
+      const u = await tb.usage.get('acct_cat')
+      expect(u.requestCount).toBe(PROTO_NAMES.length)
+      for (const category of PROTO_NAMES) {
+        expect(Object.hasOwn(u.breakdown, category), category).toBe(true)
+        expect(u.breakdown[category]).toBe(2)
+        expect(u.requests[category]).toBe(1)
+      }
+      // Nothing leaked onto Object.prototype or Object.
+      expect(({} as Record<string, unknown>)['requests']).toBeUndefined()
+      expect((Object as unknown as Record<string, unknown>)['units']).toBeUndefined()
+    })
 
     it('the programmatic API refuses the same values with an InvalidRequestError', async () => {
       const cases: Array<[Record<string, unknown>, string | RegExp]> = [
@@ -316,7 +361,7 @@ for (const store of STORES) {
         const upd = await tb.keys.update(keyId, input as never).catch((e: unknown) => e)
         expect(upd).toBeInstanceOf(InvalidRequestError)
       }
-      for (const metadata of [{ a: '\ud800' }, deepObject(20_000), { big: 'x'.repeat(9000) }]) {
+      for (const metadata of [{ a: '\ud800' }, deepObject(20_000), { big: 'x'.repeat(70_000) }]) {
         const err = await tb.accounts.patch('acct_in', { metadata }).catch((e: unknown) => e)
         expect(err).toBeInstanceOf(InvalidRequestError)
         expect((err as InvalidRequestError).issues[0]!.path).toMatch(/^metadata/)
