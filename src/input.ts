@@ -12,6 +12,8 @@
  *   walked with an explicit stack that stops at the bound, so metadata nested 20,000 deep is
  *   refused in a few steps instead of overflowing a recursive walk or the database's parser.
  *   `__proto__` is refused as a name: assigning it on a plain object changes its prototype.
+ * - **Recorded text** (a request's path, method, category in a usage event) is not refused
+ *   but made storable ({@link storableText}): Hono decodes `%00` into a path.
  * - **Lookups by a user-given name** go through {@link ownValue}: `plans['constructor']` is
  *   `Object`, so an `in` check or a plain index would take an inherited member for a plan,
  *   a provider or a pool.
@@ -41,6 +43,15 @@ export function textProblem(s: string): string | null {
   return m[0] === '\u0000'
     ? 'must not contain a NUL character'
     : 'must be valid Unicode (it contains a lone UTF-16 surrogate)'
+}
+
+/**
+ * `s` with each NUL and lone surrogate replaced by U+FFFD: for text tollbooth records rather
+ * than accepts (a request's path, method, category), so one odd request cannot make a store
+ * refuse a whole batch of usage events.
+ */
+export function storableText(s: string): string {
+  return BAD_TEXT.test(s) ? s.replace(/[\u0000\p{Cs}]/gu, '\ufffd') : s
 }
 
 /** Adds the text rule to a zod string schema (after its own length checks). */

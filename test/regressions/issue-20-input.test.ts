@@ -316,6 +316,26 @@ for (const store of STORES) {
       await unchanged()
     })
 
+    it('a NUL in a request path is recorded as U+FFFD and never blocks usage recording', async () => {
+      // Hono decodes `%00` in c.req.path; PostgreSQL text cannot hold it, and a refused batch
+      // stays first in the out-box, so every later event of the instance waited behind it.
+      const { key, record } = await tb.keys.create({ accountId: 'acct_path' })
+      const send = (path: string) =>
+        fetch(`${served.url}${path}`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}` },
+        })
+      expect((await send('/v1/synthesize%00x')).status).toBe(404)
+      expect((await send('/v1/synthesize')).status).toBe(200)
+      await tb.flush()
+      const logs = await tb.usage.logs(record.id)
+      expect(logs.data.map((e) => e.path).sort()).toEqual([
+        '/v1/synthesize',
+        '/v1/synthesize\ufffdx',
+      ])
+      expect((await tb.usage.get('acct_path')).requestCount).toBe(2)
+    })
+
     it('usage categories named like members of Object.prototype count as themselves', async () => {
       const { key } = await tb.keys.create({ accountId: 'acct_cat' })
       for (const category of PROTO_NAMES) {
