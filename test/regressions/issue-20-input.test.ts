@@ -156,6 +156,7 @@ afterAll(async () => {
 for (const store of STORES) {
   describe.skipIf(store.skip)(`hostile input on ${store.name}`, () => {
     let tb: Tollbooth
+    let storage: Storage
     let served: Served
     let cleanup: () => Promise<void>
     let api: ReturnType<typeof client>
@@ -166,7 +167,8 @@ for (const store of STORES) {
     beforeAll(async () => {
       const s = await store.make()
       cleanup = s.cleanup
-      tb = makeTollbooth({ storage: s.storage }).tb
+      storage = s.storage
+      tb = makeTollbooth({ storage }).tb
       served = await serveManagement('hono', tb)
       api = client(served)
       mk = (await tb.keys.create({ accountId: 'acct_in', kind: 'management' })).key
@@ -334,6 +336,24 @@ for (const store of STORES) {
         '/v1/synthesize\ufffdx',
       ])
       expect((await tb.usage.get('acct_path')).requestCount).toBe(2)
+    })
+
+    it('a key stored with a lone surrogate by an earlier version still lists and can be fixed', async () => {
+      // Redis's list script decoded every record with cjson, which refuses the escape
+      // JSON.stringify writes for a lone surrogate: one such key made GET /keys a 500.
+      const { record } = await tb.keys.create({ accountId: 'acct_old', name: 'placeholder' })
+      // PostgreSQL's jsonb never took a lone surrogate; its text columns turn one into U+FFFD.
+      const metadata = store.name === 'postgres' ? {} : { note: 'x\udc00' }
+      await storage.keys.update(record.id, { name: 'old\ud800', metadata })
+      const list = await tb.keys.list('acct_old')
+      expect(list.data.map((k) => k.id)).toEqual([record.id])
+      expect((await tb.keys.list('acct_old', { includeRevoked: true })).data).toHaveLength(1)
+      const fixed = await tb.keys.update(record.id, { name: 'fixed', metadata: {} })
+      expect([fixed.name, fixed.metadata]).toEqual(['fixed', {}])
+      await tb.keys.revoke(record.id)
+      await storage.keys.update(record.id, { name: 'again\udfff' })
+      expect((await tb.keys.list('acct_old')).data).toEqual([])
+      expect((await tb.keys.list('acct_old', { includeRevoked: true })).data).toHaveLength(1)
     })
 
     it('usage categories named like members of Object.prototype count as themselves', async () => {
