@@ -34,7 +34,9 @@ export const METADATA_MAX_BYTES = 8 * 1024
 export const ACCOUNT_METADATA_MAX_BYTES = 64 * 1024
 
 /** A NUL or a lone surrogate (with the `u` flag a valid pair is one code point, not `Cs`). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is one of the two it looks for
 const BAD_TEXT = /[\u0000\p{Cs}]/u
+const BAD_TEXT_ALL = new RegExp(BAD_TEXT.source, 'gu')
 
 /** Why `s` cannot be stored as text, or null when it can. */
 export function textProblem(s: string): string | null {
@@ -51,7 +53,7 @@ export function textProblem(s: string): string | null {
  * refuse a whole batch of usage events.
  */
 export function storableText(s: string): string {
-  return BAD_TEXT.test(s) ? s.replace(/[\u0000\p{Cs}]/gu, '\ufffd') : s
+  return BAD_TEXT.test(s) ? s.replace(BAD_TEXT_ALL, '\ufffd') : s
 }
 
 /** Adds the text rule to a zod string schema (after its own length checks). */
@@ -83,9 +85,7 @@ export function metadataProblems(value: unknown, maxBytes = METADATA_MAX_BYTES):
   const problems: ValueProblem[] = []
   if (typeof value !== 'object' || value === null || Array.isArray(value) || !isPlainObject(value))
     return [{ path: [], message: 'must be an object' }]
-  const stack: Array<{ v: unknown; path: Path; depth: number }> = [
-    { v: value, path: [], depth: 1 },
-  ]
+  const stack: Array<{ v: unknown; path: Path; depth: number }> = [{ v: value, path: [], depth: 1 }]
   while (stack.length > 0 && problems.length < 20) {
     const { v, path, depth } = stack.pop()!
     if (typeof v === 'string') {
@@ -127,7 +127,10 @@ export function metadataProblems(value: unknown, maxBytes = METADATA_MAX_BYTES):
   if (problems.length === 0) {
     const bytes = new TextEncoder().encode(JSON.stringify(value)).length
     if (bytes > maxBytes)
-      problems.push({ path: [], message: `must be at most ${maxBytes} bytes as JSON (got ${bytes})` })
+      problems.push({
+        path: [],
+        message: `must be at most ${maxBytes} bytes as JSON (got ${bytes})`,
+      })
   }
   return problems
 }

@@ -275,8 +275,9 @@ for (const store of STORES) {
         expect(got.body.scopes).toEqual([name])
         expect(got.body.metadata).toEqual(metadata)
         if (name !== '__proto__') expect(Object.hasOwn(got.body.metadata, name)).toBe(true)
-        expect((await api('DELETE', `/keys/${r.body.id}?permanent=true`, { token: mk })).status)
-          .toBe(204)
+        expect(
+          (await api('DELETE', `/keys/${r.body.id}?permanent=true`, { token: mk })).status,
+        ).toBe(204)
         await unchanged()
       })
 
