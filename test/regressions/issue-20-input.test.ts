@@ -377,6 +377,19 @@ for (const store of STORES) {
       expect((Object as unknown as Record<string, unknown>)['units']).toBeUndefined()
     })
 
+    it('decision.providerKey of a name like a member of Object.prototype is undefined', async () => {
+      const { key } = await tb.keys.create({ accountId: 'acct_byok' })
+      const d = await tb.authenticate(
+        { ...product(key), headers: { ...product(key).headers, 'x-provider-key-openai': 'sk-x' } },
+        tb.route({ cost: 1, byok: true }),
+      )
+      expect(d.allowed).toBe(true)
+      if (!d.allowed) return
+      for (const name of PROTO_NAMES) expect(await d.providerKey(name), name).toBeUndefined()
+      expect(await d.providerKey('openai')).toBe('sk-x')
+      await tb.settle(d, { status: 200 })
+    })
+
     it('the programmatic API refuses the same values with an InvalidRequestError', async () => {
       const cases: Array<[Record<string, unknown>, string | RegExp]> = [
         [{ name: '\ud800' }, 'name'],
