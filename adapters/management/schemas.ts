@@ -31,24 +31,31 @@ const metadata = metadataSchema()
  * Key limits as JSON: the core validates them field by field (strict). Time blocks may be
  * given as ISO strings, as they are shown, or as ms since the epoch.
  */
-const limits = z.record(z.string(), z.unknown()).transform((l) => {
-  const blocks = l['timeBlocks']
-  if (!Array.isArray(blocks)) return l
-  const ms = (v: unknown) =>
-    typeof v === 'string' && !Number.isNaN(Date.parse(v)) ? Date.parse(v) : v
-  return {
-    ...l,
-    timeBlocks: blocks.map((b) =>
-      typeof b === 'object' && b !== null
-        ? {
-            ...b,
-            start: ms((b as Record<string, unknown>)['start']),
-            end: ms((b as Record<string, unknown>)['end']),
-          }
-        : b,
-    ),
-  }
-})
+const limits = z
+  // Not z.record: it drops a `__proto__` name silently, where the core's strict schema
+  // answers that it is an unknown field.
+  .custom<Record<string, unknown>>(
+    (v) => typeof v === 'object' && v !== null && !Array.isArray(v),
+    'expected object',
+  )
+  .transform((l) => {
+    const blocks = l['timeBlocks']
+    if (!Array.isArray(blocks)) return l
+    const ms = (v: unknown) =>
+      typeof v === 'string' && !Number.isNaN(Date.parse(v)) ? Date.parse(v) : v
+    return {
+      ...l,
+      timeBlocks: blocks.map((b) =>
+        typeof b === 'object' && b !== null
+          ? {
+              ...b,
+              start: ms((b as Record<string, unknown>)['start']),
+              end: ms((b as Record<string, unknown>)['end']),
+            }
+          : b,
+      ),
+    }
+  })
 
 /** `POST /keys`. */
 export const createKeyBody = z

@@ -94,6 +94,11 @@ const BAD_KEY_BODIES: BadBody[] = [
     field: 'metadata.a',
   },
   {
+    what: 'a limits field "__proto__"',
+    raw: '{"limits":{"__proto__":{"quotas":{"daily":1}}}}',
+    field: 'limits',
+  },
+  {
     what: 'metadata over 8 KiB',
     raw: j({ metadata: { blob: 'x'.repeat(9000) } }),
     field: 'metadata',
