@@ -14,6 +14,7 @@ import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { connectRedis, deletePrefix, testPrefix } from '../../adapters/redis/test-helpers.js'
 import {
+  ConfigError,
   InvalidRequestError,
   isTollboothError,
   memoryStorage,
@@ -156,6 +157,17 @@ const STORES: StoreCase[] = [
 afterAll(async () => {
   await pgPool?.end()
   await redis?.quit()
+})
+
+describe('configuration names like members of Object.prototype', () => {
+  it('throws a ConfigError for defaultTier or a byok provider named like one', () => {
+    for (const name of PROTO_NAMES) {
+      expect(() => makeTollbooth({ defaultTier: name }), name).toThrow(ConfigError)
+      expect(() => makeTollbooth({ defaultTier: name }), name).toThrow(/defaultTier/)
+      const { tb } = makeTollbooth()
+      expect(() => tb.route({ byok: [name] }), name).toThrow(/unknown provider/)
+    }
+  })
 })
 
 for (const store of STORES) {
