@@ -67,14 +67,8 @@ export {
   type ValueProblem,
 } from './input.js'
 export { isWellFormedKey } from './keys/format.js'
-export {
-  type CreatedKey,
-  type CreateKeyInput,
-  type KeyView,
-  type NameRule,
-  nameTaken,
-  type UpdateKeyInput,
-} from './keys/manager.js'
+export type { CreatedKey, CreateKeyInput, KeyView, UpdateKeyInput } from './keys/manager.js'
+export { type NameRule, nameTaken } from './keys/unique-names.js'
 export { QUOTA_WINDOWS } from './limits/admission.js'
 export { type GcraVerdict, gcra, gcraAdd } from './limits/gcra.js'
 export { type HoldVerdict, hold, release } from './limits/hold.js'

@@ -8,8 +8,8 @@
  *
  * Every input is validated with zod (a 400 `InvalidRequestError` naming each bad field, and
  * nothing changed); text and metadata follow the rules of `src/input.ts` (valid Unicode, no
- * NUL, metadata bounded in depth and size), the same for every store. Every change drops the key from the cache on this instance and, through
- * the storage's change feed, on every other.
+ * NUL, metadata bounded in depth and size), the same for every store. Every change drops the
+ * key from the cache on this instance and, through the storage's change feed, on every other.
  */
 
 import { z } from 'zod'
@@ -21,6 +21,7 @@ import { limitsSchema, parseInput } from '../options.js'
 import type { KeyKind, KeyLimits, KeyPatch, KeyRecord } from '../storage/types.js'
 import { generateKey, keyStart } from './format.js'
 import { newId } from './ids.js'
+import { createNameGuard, type NameRule } from './unique-names.js'
 
 const DAY = 86_400_000
 
@@ -103,23 +104,6 @@ export interface Scope {
   accountId?: string
 }
 
-/** Rules a caller adds to a create or a rename. */
-export interface NameRule {
-  /**
-   * Refuse (409 `conflict`, naming `name`) a name that another live key of the same account
-   * and kind already wears, compared trimmed and without case. The portal sets it: there the
-   * name is an alias, unique per account. Checks of one account run one at a time in this
-   * process; two instances creating the same name at the same instant can both succeed.
-   */
-  uniqueName?: boolean
-}
-
-/** The message of a name already taken under {@link NameRule.uniqueName}. */
-export const nameTaken = (name: string): string =>
-  `An API key with the alias "${name}" already exists; choose another alias`
-
-const norm = (s: string) => s.trim().toLowerCase()
-
 export interface CreatedKey {
   /** The plaintext key. Shown once: store it now, it cannot be retrieved again. */
   key: string
@@ -127,45 +111,10 @@ export interface CreatedKey {
 }
 
 export class KeyManager {
-  /** The tail of each account's queue of unique-name writes. */
-  private readonly queues = new Map<string, Promise<unknown>>()
+  private readonly names: ReturnType<typeof createNameGuard>
 
-  constructor(private readonly ctx: Context) {}
-
-  /** Runs `task` after every earlier unique-name write of `accountId` has finished. */
-  private serial<T>(accountId: string, task: () => Promise<T>): Promise<T> {
-    const prev = this.queues.get(accountId) ?? Promise.resolve()
-    const run = prev.then(task, task)
-    const tail = run.catch(() => {})
-    this.queues.set(accountId, tail)
-    void tail.then(() => {
-      if (this.queues.get(accountId) === tail) this.queues.delete(accountId)
-    })
-    return run
-  }
-
-  /** Throws a 409 naming `name` when another live key of the account and kind wears `name`. */
-  private async refuseTaken(
-    accountId: string,
-    kind: KeyKind,
-    name: string,
-    exceptId: string | null,
-  ): Promise<void> {
-    const want = norm(name)
-    let cursor: string | null = null
-    do {
-      const page = await this.ctx.storage.keys.list(accountId, {
-        limit: 100,
-        cursor,
-        kind,
-        includeRevoked: false,
-      })
-      if (page.data.some((k) => k.id !== exceptId && norm(k.name) === want))
-        throw new ConflictError(nameTaken(name.trim()), [
-          { path: 'name', message: 'is already used by another key of this account' },
-        ])
-      cursor = page.nextCursor
-    } while (cursor)
+  constructor(private readonly ctx: Context) {
+    this.names = createNameGuard(ctx.storage)
   }
 
   private prefix(kind: KeyKind): string {
@@ -198,10 +147,10 @@ export class KeyManager {
     const v = parseInput(createKeySchema, input)
     checkAccountId(v.accountId)
     if (rule.uniqueName === true)
-      return this.serial(v.accountId, async () => {
-        await this.refuseTaken(v.accountId, v.kind, v.name, null)
-        return this.insert(v)
-      })
+      return this.names.claim(
+        { accountId: v.accountId, kind: v.kind, name: v.name, exceptId: null },
+        () => this.insert(v),
+      )
     return this.insert(v)
   }
 
@@ -261,10 +210,9 @@ export class KeyManager {
     const r = await this.owned(id, scope)
     const name = patch.name
     if (scope.uniqueName === true && name !== undefined)
-      return this.serial(r.accountId, async () => {
-        await this.refuseTaken(r.accountId, r.kind, name, r.id)
-        return this.apply(r, patch)
-      })
+      return this.names.claim({ accountId: r.accountId, kind: r.kind, name, exceptId: r.id }, () =>
+        this.apply(r, patch),
+      )
     return this.apply(r, patch)
   }
 
