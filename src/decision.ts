@@ -8,6 +8,7 @@
 
 import type { ErrorCode } from './errors.js'
 import { setUsageHeaders } from './headers.js'
+import { ownValue } from './input.js'
 import type { Check, KeyKind, KeyRecord } from './storage/types.js'
 
 /** The public view of a key: everything but its hash. Safe to log and to return. */
@@ -245,7 +246,7 @@ export class Admission {
    */
   async providerKey(provider: string): Promise<string | undefined> {
     const p = provider.toLowerCase()
-    const fromHeader = this.#providerKeys[p]
+    const fromHeader = ownValue(this.#providerKeys, p)
     if (fromHeader) return fromHeader
     const stored = this._resolveProvider
       ? await this._resolveProvider(this.accountId, p)

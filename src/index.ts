@@ -55,8 +55,20 @@ export {
   TollboothError,
 } from './errors.js'
 export type { HeaderFamilies } from './headers.js'
+export {
+  ACCOUNT_METADATA_MAX_BYTES,
+  METADATA_MAX_BYTES,
+  METADATA_MAX_DEPTH,
+  metadataProblems,
+  metadataSchema,
+  ownValue,
+  text,
+  textProblem,
+  type ValueProblem,
+} from './input.js'
 export { isWellFormedKey } from './keys/format.js'
 export type { CreatedKey, CreateKeyInput, KeyView, UpdateKeyInput } from './keys/manager.js'
+export { type NameRule, nameTaken } from './keys/unique-names.js'
 export { QUOTA_WINDOWS } from './limits/admission.js'
 export { type GcraVerdict, gcra, gcraAdd } from './limits/gcra.js'
 export { type HoldVerdict, hold, release } from './limits/hold.js'

@@ -251,7 +251,7 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown): z.ou
 
 export function resolveOptions(options: unknown): ResolvedOptions {
   const o = parseConfig(optionsSchema, options, 'options')
-  if (o.defaultTier !== null && !(o.defaultTier in o.plans)) {
+  if (o.defaultTier !== null && !Object.hasOwn(o.plans, o.defaultTier)) {
     throw new ConfigError(
       `Invalid options: options.defaultTier: "${o.defaultTier}" is not a key of options.plans`,
     )

@@ -17,6 +17,7 @@
 
 import type { Context } from './context.js'
 import { Admission, type Decision, type Report } from './decision.js'
+import { storableText } from './input.js'
 import type { Check, SettleOp, UsageEvent } from './storage/types.js'
 
 /** How long a settled `Idempotency-Key` is remembered: 24 hours, counted in hourly buckets. */
@@ -181,12 +182,12 @@ function record(
     units: charge,
     overage,
     tokens: decision._tokens,
-    category: decision.category,
+    category: decision.category === null ? null : storableText(decision.category),
     status: outcome.status,
     durationMs: Math.max(0, now - s.startedAt),
     ip: s.ip,
-    method: s.method,
-    path: s.path,
+    method: storableText(s.method),
+    path: storableText(s.path),
     bypassed: decision.bypassed,
     provider: decision._provider,
   }

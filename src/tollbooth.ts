@@ -15,6 +15,7 @@ import { systemClock } from './clock.js'
 import { type Context, withTimeout } from './context.js'
 import type { Decision } from './decision.js'
 import { ConfigError } from './errors.js'
+import { ownValue } from './input.js'
 import { randomBase62 } from './keys/base62.js'
 import { createKeyHasher, deriveKey } from './keys/hash.js'
 import { KeyManager } from './keys/manager.js'
@@ -179,7 +180,7 @@ export function createTollbooth(
         ? []
         : (r.byok === true ? Object.keys(providers) : r.byok.map((p) => p.toLowerCase())).map(
             (p) => {
-              const header = providers[p]
+              const header = ownValue(providers, p)
               if (!header)
                 throw new ConfigError(
                   `Invalid route options: route options.byok: unknown provider "${p}"`,

@@ -36,6 +36,12 @@ export interface ManagementOptions {
   trustProxy?: TrustProxy
   /** The client's socket address; by default read from the Node bindings (`c.env.incoming`). */
   socketAddress?: (c: Context) => string | null | undefined
+  /**
+   * Key names are aliases, unique per account (a 409 naming `name` on a create or rename
+   * that repeats one, compared without case). Checked by `tb.keys` itself, so no path
+   * spelling can go around it. Default false; the portal sets it.
+   */
+  uniqueKeyNames?: boolean
 }
 
 const fn = (what: string) =>
@@ -78,6 +84,7 @@ const optionsSchema = z
       .optional(),
     trustProxy: z.union([z.boolean(), z.number().int().positive()]).optional(),
     socketAddress: fn('socketAddress').optional(),
+    uniqueKeyNames: z.boolean().optional(),
   })
   .strict()
 
@@ -87,6 +94,7 @@ const optionsSchema = z
  * @param tb the tollbooth instance whose keys, usage, accounts and provider keys it manages
  * @param [options.auth] who may call it (management keys, consumption keys, sessions, your own check)
  * @param [options.billing] checkout and portal provider (else 501 on those routes)
+ * @param [options.uniqueKeyNames=false] key names unique per account, without case (409)
  * @throws {ConfigError} naming a bad option, at construction
  * @example
  * ```ts
@@ -131,7 +139,7 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
     }
 
   const app = new Hono()
-  keyRoutes(app, tb, guard)
+  keyRoutes(app, tb, guard, { uniqueName: options.uniqueKeyNames === true })
   accountRoutes(app, tb, guard)
   billingRoutes(app, tb, guard, options.billing)
   // Used only when the app is served on its own (or through mountFetch), never by app.route().

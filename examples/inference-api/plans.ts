@@ -47,6 +47,14 @@ export const POOLS: Record<string, { name: string; fromHour: number; toHour: num
   'pool-evening': { name: 'Evening (16:00-24:00 UTC)', fromHour: 16, toHour: 24 },
 }
 
+/**
+ * The pool `id` names, or undefined. An own-property lookup: `POOLS['constructor']` is
+ * `Object`, and a subscription to it would get no time blocks (a key valid around the clock).
+ */
+export function poolOf(id: string): (typeof POOLS)[string] | undefined {
+  return Object.hasOwn(POOLS, id) ? POOLS[id] : undefined
+}
+
 /** A pool subscription, kept in the user's account metadata. */
 export interface Subscription {
   id: string
@@ -60,7 +68,8 @@ export interface Subscription {
 
 /** The pool's window on each of `days` days from `now` (today's if it has not ended). */
 export function blocksFor(poolId: string, now: number, days: number): TimeBlock[] {
-  const pool = POOLS[poolId]!
+  const pool = poolOf(poolId)
+  if (!pool) throw new RangeError(`unknown pool "${poolId}"`)
   const today = Math.floor(now / DAY) * DAY
   const blocks: TimeBlock[] = []
   for (let d = 0; d <= days; d++) {

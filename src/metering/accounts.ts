@@ -12,9 +12,11 @@
  */
 
 import { LRUCache } from 'lru-cache'
+import { z } from 'zod'
 import { InvalidRequestError, NotFoundError } from '../errors.js'
+import { ACCOUNT_METADATA_MAX_BYTES, metadataSchema, ownValue, text } from '../input.js'
 import { type CheckTemplate, compilePlanLimits } from '../limits/admission.js'
-import type { Plan, ResolvedOptions } from '../options.js'
+import { type Plan, parseInput, type ResolvedOptions } from '../options.js'
 import type { AccountRecord, Storage } from '../storage/types.js'
 import { nextPeriod, type Period, periodOf } from './periods.js'
 
@@ -62,6 +64,14 @@ export function checkAccountId(id: unknown, field = 'accountId'): string {
   return id
 }
 
+/** What `patch` may set: the same value rules as a key's metadata. */
+const patchSchema = z
+  .object({
+    billingCustomerId: text(z.string().min(1).max(255)).nullable().optional(),
+    metadata: metadataSchema(ACCOUNT_METADATA_MAX_BYTES).optional(),
+  })
+  .strict()
+
 export class AccountService {
   private readonly cache: LRUCache<string, AdmissionAccount>
   private readonly ttlMs: number
@@ -90,7 +100,7 @@ export class AccountService {
     const t = record.tier
     if (
       t !== null &&
-      t in this.options.plans &&
+      Object.hasOwn(this.options.plans, t) &&
       (record.tierExpiresAt === null || record.tierExpiresAt > now)
     )
       return t
@@ -98,7 +108,7 @@ export class AccountService {
   }
 
   planOf(tier: string | null): Plan | null {
-    return tier === null ? null : (this.options.plans[tier] ?? null)
+    return tier === null ? null : (ownValue(this.options.plans, tier) ?? null)
   }
 
   creditLimit(record: AccountRecord, plan: Plan | null): number {
@@ -235,7 +245,7 @@ export class AccountService {
     options: { expiresAt?: number | null } = {},
   ): Promise<AccountView> {
     checkAccountId(id)
-    if (tier !== null && !(tier in this.options.plans)) {
+    if (tier !== null && (typeof tier !== 'string' || !Object.hasOwn(this.options.plans, tier))) {
       throw new InvalidRequestError(`Invalid request: tier: unknown tier "${tier}"`, [
         {
           path: 'tier',
@@ -273,8 +283,9 @@ export class AccountService {
     patch: { billingCustomerId?: string | null; metadata?: Record<string, unknown> },
   ): Promise<AccountView> {
     checkAccountId(id)
+    const v = parseInput(patchSchema, patch)
     await this.ensure(id)
-    await this.storage.accounts.update(id, patch)
+    await this.storage.accounts.update(id, v)
     this.invalidate(id)
     return this.get(id)
   }

@@ -462,11 +462,14 @@ function memoryUsage(maxEvents: number): UsageStore {
     },
     async summarize(accountId, from, to): Promise<UsageSummary> {
       const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+      // A Map, not the record: a category named `__proto__` or `constructor` must not reach
+      // Object.prototype or Object itself.
+      const cats = new Map<string, { requests: number; units: number }>()
       const add = (cat: string, requests: number, units: number) => {
         out.requests += requests
         out.units += units
-        const c = out.byCategory[cat] ?? { requests: 0, units: 0 }
-        out.byCategory[cat] = c
+        const c = cats.get(cat) ?? { requests: 0, units: 0 }
+        cats.set(cat, c)
         c.requests += requests
         c.units += units
       }
@@ -480,6 +483,7 @@ function memoryUsage(maxEvents: number): UsageStore {
         if (hour < from || hour >= to) continue
         for (const [cat, [requests, units]] of t.byCategory) add(cat, requests, units)
       }
+      out.byCategory = Object.fromEntries(cats)
       return out
     },
     async logs(keyId, { limit, cursor }): Promise<Page<UsageEvent>> {

@@ -158,6 +158,13 @@ describe('inference-api example: 002 logs, errors and IP blocking', () => {
       json: { name: 'ci' },
     })
     expect([rename.status, rename.body.code]).toEqual([409, 'conflict'])
+    // The rule lives in tb.keys (one check at a time per account), not in a look-before-create.
+    const race = await Promise.all(
+      [1, 2, 3, 4].map(() =>
+        api('POST', '/api/keys/credit', { token: session, json: { name: 'racer' } }),
+      ),
+    )
+    expect(race.map((r) => r.status).sort()).toEqual([201, 409, 409, 409])
     expect((await chat(key)).status).toBe(200)
     clock.advance(DAY)
     const expired = await chat(key)
