@@ -60,6 +60,7 @@ export type { CreatedKey, CreateKeyInput, KeyView, UpdateKeyInput } from './keys
 export { QUOTA_WINDOWS } from './limits/admission.js'
 export { type GcraVerdict, gcra, gcraAdd } from './limits/gcra.js'
 export { type HoldVerdict, hold, release } from './limits/hold.js'
+export { gcraRemove, undrained, windowRemove } from './limits/revert.js'
 export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-window.js'
 export { type AccountView, checkAccountId } from './metering/accounts.js'
 export { type Period, parseMonth, periodOf } from './metering/periods.js'
