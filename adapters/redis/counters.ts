@@ -69,7 +69,8 @@ function pushOp(keys: string[], args: string[], prefix: string, op: SettleOp, no
     for (const c of op.checks) {
       keys.push(prefix + c.key)
       if (c.type === 'hold') args.push('H', at, escapeHoldId(c.holdId), '', '')
-      else if (c.type === 'window') args.push('W', at, enc(c.windowMs), enc(c.bucketMs), enc(c.cost))
+      else if (c.type === 'window')
+        args.push('W', at, enc(c.windowMs), enc(c.bucketMs), enc(c.cost))
       else args.push('G', at, enc(c.limit), enc(c.windowMs), enc(c.cost))
     }
     return
@@ -121,11 +122,7 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
     const args: string[] = batch ? batch.keys : []
     for (const c of checks) args.push(prefix + c.key)
     if (admission) args.push(prefix + admission.key)
-    args.push(
-      enc(now),
-      slack,
-      admission ? `${nOps}:${Math.ceil(admission.ttlMs)}` : String(nOps),
-    )
+    args.push(enc(now), slack, admission ? `${nOps}:${Math.ceil(admission.ttlMs)}` : String(nOps))
     if (batch) for (const a of batch.args) args.push(a)
     for (const c of checks) pushCheck(args, c)
     try {

@@ -276,8 +276,10 @@ export function counterStoreTests(get: GetStorage): void {
         checks: checks(id),
       })
       const used = async (now: number) =>
-        (await c.consume([windowCheck(n.window, 10, 0), windowCheck(n.other, 10, 0, 0, 0)], now))
-          .results.map((r) => r.used)
+        (
+          await c.consume([windowCheck(n.window, 10, 0), windowCheck(n.other, 10, 0, 0, 0)], now)
+        ).results
+          .map((r) => r.used)
           .concat([
             (await c.consume([gcraCheck(n.gcra, 10, 60_000, 0)], now)).results[0]!.remaining,
             await c.held(n.hold, now),

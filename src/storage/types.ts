@@ -255,6 +255,11 @@ export interface CounterStore extends InProcess {
   /** The current settled total plus live holds of a hold counter (0 when unknown). */
   held(key: string, now: number): Promise<number>
   /**
+   * How many calls the store serves at once (a connection pool's size), when bounded: the
+   * core then lets one account wait on at most half of them (option `accountInFlight`).
+   */
+  readonly concurrency?: number
+  /**
    * In-process stores only: `consume` without a promise. When present, the hot path calls it
    * instead and a request is decided with no asynchronous step (no microtask, no promise).
    */
