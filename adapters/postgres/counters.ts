@@ -135,7 +135,10 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
   let admissions = 0
   let pruning: Promise<unknown> | null = null
 
+  // A pg Pool's size (10 unless set): the core lets one account wait on half of it at most.
+  const max = (db.pool as { options?: { max?: unknown } }).options?.max
   return {
+    concurrency: typeof max === 'number' && max > 0 ? max : 10,
     async consume(checks, now, admission) {
       if (checks.length === 0) return { allowed: true, results: [] }
       if (pruneEvery > 0 && ++admissions >= pruneEvery && !pruning) {

@@ -57,7 +57,7 @@ describe.skipIf(!server)('counters reconciled after Redis faults', () => {
     plans: { big: { monthlyCredits: 1_000_000_000 } },
     defaultTier: 'big',
     usage: { flushIntervalMs: 60_000, maxBatch: 100_000, retentionMs: 86_400_000 },
-    onError: (e) => errors.push(e),
+    onError: (e: unknown) => errors.push(e),
   })
   const app = new Hono()
   app.use('/v1/*', requireApiKey(tb, { cost: 1 }))

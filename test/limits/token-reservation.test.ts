@@ -16,6 +16,7 @@ import { requireApiKey } from '../../adapters/hono/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { connectRedis, deletePrefix, testPrefix } from '../../adapters/redis/test-helpers.js'
 import { type Admission, createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
+import { readHeader } from '../../src/request.js'
 import { MINUTE, req, SECRET, setup, T0 } from './setup.js'
 
 const TPM = { rateLimits: [{ limit: 1000, windowMs: MINUTE, unit: 'tokens' as const }] }
@@ -43,7 +44,7 @@ describe('token limits reserve the route estimate', () => {
   it('counts a report above the estimate in full, and keeps the estimate when none is reported', async () => {
     const { tb, clock } = setup()
     const { key } = await tb.keys.create({ accountId: 'acct_t', limits: TPM })
-    const route = tb.route({ tokens: (r) => Number(r.headers['x-max-tokens'] ?? 100) })
+    const route = tb.route({ tokens: (r) => Number(readHeader(r.headers, 'x-max-tokens') ?? 100) })
     const big = await tb.authenticate(
       { ...req(key), headers: { ...req(key).headers, 'x-max-tokens': '300' } },
       route,
@@ -100,10 +101,7 @@ describe('token limits over HTTP (Hono)', () => {
     app.post(
       '/v1/chat',
       requireApiKey(tb, {
-        tokens: (r) => {
-          const v = r.headers['x-max-tokens']
-          return Number(Array.isArray(v) ? v[0] : (v ?? 0))
-        },
+        tokens: (r) => Number(readHeader(r.headers, 'x-max-tokens') ?? 0),
       }),
       async (c) => {
         // The handler takes a while, as an upstream model would: all 1,000 are in flight.
