@@ -343,6 +343,8 @@ function costOf(
 }
 
 const EMPTY: Record<string, string> = Object.freeze({}) as Record<string, string>
+/** Admissions of one account that may wait for a turn, per slot of `accountInFlight`. */
+const WAITING_PER_SLOT = 32
 const NO_PROVIDERS: ReadonlySet<string> = new Set()
 
 interface AdmitInput {
@@ -456,9 +458,10 @@ function count(
  * One admission on a remote store, with an identity: when its answer is lost (a timeout, a
  * dropped connection), a cancel is queued that undoes it if it was applied, or keeps it from
  * ever applying if it was not, so a request answered 503 leaves no count and no hold behind.
- * At most `accountInFlight` admissions of one account wait on the store at once; more are
- * refused at once (a 503, counted nowhere), so one account's burst cannot hold every
- * connection of the store while the others time out.
+ *
+ * At most `accountInFlight` admissions of one account are sent to the store at once; the
+ * others wait their turn in this process (within the same storage timeout), so one account's
+ * burst on a slow store cannot hold every connection while the other accounts time out.
  */
 function remoteConsume(
   ctx: Context,
@@ -467,39 +470,63 @@ function remoteConsume(
   now: number,
   internalId: string,
 ): Promise<ConsumeResult> {
-  const waiting = ctx.admitting.get(accountId) ?? 0
-  if (waiting >= ctx.accountInFlight)
+  let lane = ctx.admitting.get(accountId)
+  if (!lane) {
+    lane = { running: 0, waiting: [] }
+    ctx.admitting.set(accountId, lane)
+  }
+  const l = lane
+  if (
+    l.running >= ctx.accountInFlight &&
+    l.waiting.length >= WAITING_PER_SLOT * ctx.accountInFlight
+  )
     return Promise.reject(
       new StorageUnavailableError(
-        `Storage busy: ${waiting} admissions of this account already waiting on it`,
+        `Storage busy: ${l.running + l.waiting.length} admissions of this account waiting`,
       ),
     )
-  ctx.admitting.set(accountId, waiting + 1)
   const admission: AdmissionId = {
     key: `{${accountId}}:a:${internalId}`,
     ttlMs: ctx.admissionTtlMs,
   }
-  let raw: Promise<ConsumeResult>
-  try {
-    raw = ctx.storage.counters.consume(checks, now, admission)
-  } catch (err) {
-    raw = Promise.reject(err)
+  let abandoned = false
+  let raw: Promise<ConsumeResult> | undefined
+  const next = () => {
+    const go = l.waiting.shift()
+    if (go) go()
+    else if (--l.running === 0) ctx.admitting.delete(accountId)
   }
-  const done = () => {
-    const n = (ctx.admitting.get(accountId) ?? 1) - 1
-    if (n <= 0) ctx.admitting.delete(accountId)
-    else ctx.admitting.set(accountId, n)
-  }
-  raw.then(done, done)
-  return ctx.guard(raw).catch((err: unknown) => {
-    const cancel: SettleOp = {
-      type: 'cancel',
-      key: admission.key,
-      ttlMs: admission.ttlMs,
-      at: now,
-      checks,
+  const send = (): Promise<ConsumeResult> => {
+    // Timed out while waiting its turn: never sent, nothing to undo.
+    if (abandoned) {
+      next()
+      return Promise.reject(new StorageUnavailableError('Storage did not answer in time'))
     }
-    ctx.retries.add([cancel], raw, true)
+    try {
+      raw = ctx.storage.counters.consume(checks, now, admission)
+    } catch (err) {
+      raw = Promise.reject(err)
+    }
+    raw.then(next, next)
+    return raw
+  }
+  let p: Promise<ConsumeResult>
+  if (l.running < ctx.accountInFlight) {
+    l.running++
+    p = send()
+  } else p = new Promise<void>((resolve) => l.waiting.push(resolve)).then(send)
+  return ctx.guard(p).catch((err: unknown) => {
+    abandoned = true
+    if (raw) {
+      const cancel: SettleOp = {
+        type: 'cancel',
+        key: admission.key,
+        ttlMs: admission.ttlMs,
+        at: now,
+        checks,
+      }
+      ctx.retries.add([cancel], raw, true)
+    }
     throw err
   })
 }

@@ -39,8 +39,11 @@ export interface Context {
   guard<T>(p: Promise<T>): Promise<T>
   /** Settles and cancels retried until the counter store takes them. */
   retries: SettleQueue
-  /** Admissions of each account waiting on remote counters now (see `accountInFlight`). */
-  admitting: Map<string, number>
+  /**
+   * Per account: admissions sent to remote counters and not yet answered, and those waiting
+   * their turn (see `accountInFlight`).
+   */
+  admitting: Map<string, { running: number; waiting: Array<() => void> }>
   /** The most admissions of one account waiting on remote counters at once. */
   accountInFlight: number
   /** How long a remote store keeps an admission's record for a cancel to find. */

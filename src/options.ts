@@ -160,10 +160,11 @@ export const optionsSchema = z
      */
     maxPendingSettles: posInt.default(10_000),
     /**
-     * Admissions of one account waiting on a remote counter store at once; beyond it a
-     * request is answered 503 `storage_unavailable` at once, so one account's burst on a
-     * slow store cannot take every connection from the others. Default: half the store's
-     * `concurrency` (a PostgreSQL pool's size), else 64.
+     * Admissions of one account sent to a remote counter store at once; the others wait their
+     * turn in this process, within `storageTimeoutMs` (and beyond 32 waiting per slot are
+     * answered 503 `storage_unavailable` at once), so one account's burst on a slow store
+     * cannot take every connection from the others. Default: half the store's `concurrency`
+     * (a PostgreSQL pool's size), else 64.
      */
     accountInFlight: posInt.optional(),
     /** Credit holds that are never settled expire after this long. */

@@ -4,9 +4,9 @@
  * Issue 20 item 6 on PostgreSQL: admissions of one account stuck behind a row lock (here
  * taken on purpose by another session, as a long transaction or a slow disk would) hold
  * pooled connections past the storage timeout, then commit when the lock goes.
- * - A bystander account keeps being served: one account waits on at most half the pool
- *   (`accountInFlight`); without that bound the bystander's admissions wait for a connection
- *   and time out.
+ * - A bystander account keeps being served: one account is sent to at most half the pool at
+ *   once (`accountInFlight`), the rest wait in the process; without that bound the
+ *   bystander's admissions wait for a connection and time out.
  * - The admissions answered 503 that commit late are cancelled: the account's counters end
  *   exactly as if they had never been sent.
  */
@@ -101,7 +101,8 @@ describe.skipIf(skipPostgres)('PostgreSQL admissions under one account’s burst
     }
     const attacker = await burst
     expect(bystander).toEqual(Array(20).fill(200))
-    // Half the pool (3) waited and timed out; the other 47 were refused at once.
+    // Half the pool (3) waited on the lock; the other 47 waited their turn in the process and
+    // never took a connection. All timed out.
     expect(attacker).toEqual(Array(50).fill(503))
     await s.tb.flush()
     expect(s.tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
