@@ -195,4 +195,45 @@ describe.skipIf(!server)('counters reconciled after Redis faults', () => {
     expect(f.credits).toBe(served)
     expect(f.holds).toBe(0)
   }, 60_000)
+
+  it('keeps at most maxPendingSettles waiting, reporting and counting the rest', async () => {
+    const dropped: unknown[] = []
+    const small = createTollbooth({
+      secret: 'reconcile-test-secret-reconcile-test-42',
+      storage,
+      storageTimeoutMs: TIMEOUT_MS,
+      failedAuth: false,
+      maxPendingSettles: 3,
+      plans: { big: { monthlyCredits: 1_000_000_000 } },
+      defaultTier: 'big',
+      onError: (e: unknown) => dropped.push(e),
+    })
+    const { key } = await small.keys.create({ accountId: 'acct_bound' })
+    const route = small.route({ cost: 1 })
+    const request = {
+      headers: { authorization: `Bearer ${key}` },
+      ip: '127.0.0.1',
+      method: 'GET',
+      path: '/v1/work',
+    }
+    const ds = await Promise.all(
+      Array.from({ length: 10 }, () => small.authenticate(request, route)),
+    )
+    expect(ds.every((d) => d.allowed)).toBe(true)
+    redis.freeze(true)
+    try {
+      // Every settle times out: 3 wait for their call's outcome, 7 are dropped and reported.
+      await Promise.all(ds.map((d) => small.settle(d, { status: 200 })))
+      expect(small.stats().settleRetries).toEqual({ pending: 3, retried: 0, dropped: 7 })
+      const full = dropped.filter((e) => String(e).includes('settle retry queue full'))
+      expect(full).toHaveLength(7)
+    } finally {
+      redis.freeze(false)
+    }
+    // Thawed, the calls land: nothing left to retry, every request charged once.
+    await small.flush()
+    expect(small.stats().settleRetries.pending).toBe(0)
+    expect((await small.accounts.get('acct_bound')).credits.used).toBe(10)
+    await small.close()
+  }, 30_000)
 })
