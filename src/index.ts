@@ -82,6 +82,7 @@ export {
   type TrustProxy,
 } from './request.js'
 export type { Outcome } from './settle.js'
+export type { SettleQueueStats } from './settle-queue.js'
 export {
   decodeLogCursor,
   encodeLogCursor,
