@@ -19,6 +19,11 @@
  * of counts, as Redis with its default `appendfsync everysec` would; waiting costs a disk flush
  * per admission.
  *
+ * An admission with an identity also locks and writes its record, a row of kind null and state
+ * `"c"` (a cancel's tombstone: `"x"`) that expires with the record's TTL; a cancel locks the
+ * record with the admission's counters, so it waits for an admission still in flight or, first,
+ * makes its late commit a refusal.
+ *
  * Each row carries `expires_at`, the time its state becomes the same as no state; rows past it
  * are deleted in the background every `pruneEvery` admissions (and by `pruneCounters()`),
  * skipping rows an admission holds.

@@ -15,6 +15,12 @@
  * a reservation is released up to `settleBatchMs` later, which only matters to a balance
  * read in between (it still shows the request in flight); a process that dies loses the
  * queued settles, and their reservations expire by their TTL, as if it died before settling.
+ *
+ * An admission with an identity writes its record (`'c'`, a plain string key with a TTL) in
+ * the same script; a `cancel` is one `x` op followed by one revert op per check of the
+ * admission, all undone in the script only when the record is there, which then becomes the
+ * tombstone `'x'`. Commands on one connection run in order, but the tombstone also covers a
+ * cancel that reaches Redis before the admission it undoes.
  */
 
 import type {
