@@ -11,7 +11,7 @@
 import type { CachedKey } from './cache.js'
 import type { Context } from './context.js'
 import { Admission, type Decision, deny, publicKey, type SettleState } from './decision.js'
-import { type ErrorCode, isTollboothError } from './errors.js'
+import { type ErrorCode, isTollboothError, StorageUnavailableError } from './errors.js'
 import {
   type LimitFigures,
   setIetfHeaders,
@@ -38,7 +38,15 @@ import {
   readHeader,
   type TollboothRequest,
 } from './request.js'
-import type { Check, CheckResult, ConsumeResult, KeyKind, KeyRecord } from './storage/types.js'
+import type {
+  AdmissionId,
+  Check,
+  CheckResult,
+  ConsumeResult,
+  KeyKind,
+  KeyRecord,
+  SettleOp,
+} from './storage/types.js'
 import { warnOnce } from './warnings.js'
 
 export const MESSAGES = {
@@ -295,7 +303,10 @@ function verified(
   }
   const callerProviders = providerKeys === EMPTY ? NO_PROVIDERS : new Set(Object.keys(providerKeys))
   const metered = route.cost !== undefined
-  const routeCost = typeof route.cost === 'function' ? costOf(route.cost, req) : (route.cost ?? 0)
+  const routeCost =
+    typeof route.cost === 'function' ? costOf(route.cost, req, 'cost') : (route.cost ?? 0)
+  const tokens =
+    typeof route.tokens === 'function' ? costOf(route.tokens, req, 'tokens') : (route.tokens ?? 0)
   // A caller's own provider key: nothing is held, so a BYOK caller needs no credits.
   const estimate = callerProviders.size > 0 ? 0 : routeCost
 
@@ -307,23 +318,33 @@ function verified(
     metered,
     estimate,
     routeCost,
+    tokens,
     providerKeys,
     callerProviders,
   })
 }
 
 /**
- * The route's cost function, checked: a bad value would poison the credit counters.
+ * A route's estimate function (`cost`, `tokens`), checked: a bad value would poison the
+ * counters.
  * @throws {RangeError} naming the route option when it returns anything but a finite number >= 0
  */
-function costOf(cost: (r: TollboothRequest) => number, req: TollboothRequest): number {
-  const v = cost(req)
+function costOf(
+  estimate: (r: TollboothRequest) => number,
+  req: TollboothRequest,
+  option: 'cost' | 'tokens',
+): number {
+  const v = estimate(req)
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
-    throw new RangeError(`route option cost(request) must return a finite number >= 0, got ${v}`)
+    throw new RangeError(
+      `route option ${option}(request) must return a finite number >= 0, got ${v}`,
+    )
   return v
 }
 
 const EMPTY: Record<string, string> = Object.freeze({}) as Record<string, string>
+/** Admissions of one account that may wait for a turn, per slot of `accountInFlight`. */
+const WAITING_PER_SLOT = 32
 const NO_PROVIDERS: ReadonlySet<string> = new Set()
 
 interface AdmitInput {
@@ -334,6 +355,8 @@ interface AdmitInput {
   metered: boolean
   estimate: number
   routeCost: number
+  /** Tokens reserved against token-rate limits. */
+  tokens: number
   providerKeys: Record<string, string>
   callerProviders: ReadonlySet<string>
 }
@@ -396,6 +419,7 @@ function count(
         a.internalId,
         a.estimate,
         t.role === 'concurrency' ? o.leaseTtlMs : o.reservationTtlMs,
+        a.tokens,
       ),
     )
   if (a.metered && account) {
@@ -424,10 +448,87 @@ function count(
     }
     return decide(ctx, req, route, entry, a, account, templates, checks, result)
   }
-  return ctx.guard(counters.consume(checks, a.now)).then(
+  return remoteConsume(ctx, entry.record.accountId, checks, a.now, a.internalId).then(
     (result) => decide(ctx, req, route, entry, a, account, templates, checks, result),
     (err: unknown) => storageFailure(ctx, err, req, route, entry, a),
   )
+}
+
+/**
+ * One admission on a remote store, with an identity: when its answer is lost (a timeout, a
+ * dropped connection), a cancel is queued that undoes it if it was applied, or keeps it from
+ * ever applying if it was not, so a request answered 503 leaves no count and no hold behind.
+ *
+ * At most `accountInFlight` admissions of one account are sent to the store at once; the
+ * others wait their turn in this process (within the same storage timeout), so one account's
+ * burst on a slow store cannot hold every connection while the other accounts time out.
+ */
+function remoteConsume(
+  ctx: Context,
+  accountId: string,
+  checks: Check[],
+  now: number,
+  internalId: string,
+): Promise<ConsumeResult> {
+  let lane = ctx.admitting.get(accountId)
+  if (!lane) {
+    lane = { running: 0, waiting: [] }
+    ctx.admitting.set(accountId, lane)
+  }
+  const l = lane
+  if (
+    l.running >= ctx.accountInFlight &&
+    l.waiting.length >= WAITING_PER_SLOT * ctx.accountInFlight
+  )
+    return Promise.reject(
+      new StorageUnavailableError(
+        `Storage busy: ${l.running + l.waiting.length} admissions of this account waiting`,
+      ),
+    )
+  const admission: AdmissionId = {
+    key: `{${accountId}}:a:${internalId}`,
+    ttlMs: ctx.admissionTtlMs,
+  }
+  let abandoned = false
+  let raw: Promise<ConsumeResult> | undefined
+  const next = () => {
+    const go = l.waiting.shift()
+    if (go) go()
+    else if (--l.running === 0) ctx.admitting.delete(accountId)
+  }
+  const send = (): Promise<ConsumeResult> => {
+    // Timed out while waiting its turn: never sent, nothing to undo.
+    if (abandoned) {
+      next()
+      return Promise.reject(new StorageUnavailableError('Storage did not answer in time'))
+    }
+    try {
+      raw = ctx.storage.counters.consume(checks, now, admission)
+    } catch (err) {
+      raw = Promise.reject(err)
+    }
+    raw.then(next, next)
+    return raw
+  }
+  let p: Promise<ConsumeResult>
+  if (l.running < ctx.accountInFlight) {
+    l.running++
+    p = send()
+  } else p = new Promise<void>((resolve) => l.waiting.push(resolve)).then(send)
+  return ctx.guard(p).catch((err: unknown) => {
+    abandoned = true
+    if (raw) {
+      const cancel: SettleOp = {
+        type: 'cancel',
+        key: admission.key,
+        ttlMs: admission.ttlMs,
+        at: now,
+        checks,
+      }
+      ctx.retries.add([cancel], raw, true)
+    }
+    throw err
+  })
 }
 
 /** The decision from the counters' answer: a refusal with its headers, or the admission. */
@@ -473,16 +574,30 @@ function decide(
   )
   const idk = idempotencyKey(req)
   if (idk) s.idempotencyId = `${r.id}:${idk}`
+  const overrun = route.overrun
+  // A report above the estimate: cut to it (strict prepaid, the default), charged in full (a
+  // plan with overage and no key budget), or up to an overdraft past what was left.
+  let capped = false
+  let headroom = Infinity
   for (let i = 0; i < checks.length; i++) {
     const c = checks[i]!
     const t = templates[i]!
     if (c.type === 'hold') {
-      s.holds.push([c.key, c.holdId, t.role === 'credits' || t.role === 'budget'])
+      const credit = t.role === 'credits' || t.role === 'budget'
+      s.holds.push([c.key, c.holdId, credit])
       if (t.role === 'credits') s.creditUsed = result!.results[i]!.used
+      if (credit) {
+        if (overrun === undefined && (t.role === 'budget' || !account?.plan?.allowOverage))
+          capped = true
+        headroom = Math.min(headroom, c.limit - result!.results[i]!.used)
+      }
     } else if (t.tokens && c.type === 'gcra') {
       s.tokenChecks.push(c)
     }
   }
+  if (overrun === 'cap' || capped) s.maxCharge = a.routeCost
+  else if (overrun !== undefined && s.holds.some((h) => h[2]))
+    s.maxCharge = a.routeCost + Math.max(0, headroom + overrun.maxOverdraft)
   const admission = new Admission({
     requestId: a.requestId,
     key: entry.info,
@@ -515,6 +630,8 @@ function settleState(
     creditLimit,
     creditOverage,
     metered,
+    maxCharge: Infinity,
+    tokenEstimate: a.tokens,
     startedAt: a.now,
     eventId: a.internalId,
     ip: req.ip,

@@ -72,6 +72,7 @@ export { type NameRule, nameTaken } from './keys/unique-names.js'
 export { QUOTA_WINDOWS } from './limits/admission.js'
 export { type GcraVerdict, gcra, gcraAdd } from './limits/gcra.js'
 export { type HoldVerdict, hold, release } from './limits/hold.js'
+export { gcraRemove, undrained, windowRemove } from './limits/revert.js'
 export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-window.js'
 export { type AccountView, checkAccountId } from './metering/accounts.js'
 export { type Period, parseMonth, periodOf } from './metering/periods.js'
@@ -93,6 +94,7 @@ export {
   type TrustProxy,
 } from './request.js'
 export type { Outcome } from './settle.js'
+export type { SettleQueueStats } from './settle-queue.js'
 export {
   decodeLogCursor,
   encodeLogCursor,

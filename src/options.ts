@@ -154,6 +154,19 @@ export const optionsSchema = z
     failOpen: z.boolean().default(false),
     plans: z.record(z.string().min(1).max(64), planSchema).default({}),
     defaultTier: z.string().min(1).max(64).nullable().default(null),
+    /**
+     * Settles and cancels that could not be applied are retried from a queue of at most this
+     * many (see `settle-queue`); beyond it they are dropped and reported to `onError`.
+     */
+    maxPendingSettles: posInt.default(10_000),
+    /**
+     * Admissions of one account sent to a remote counter store at once; the others wait their
+     * turn in this process, within `storageTimeoutMs` (and beyond 32 waiting per slot are
+     * answered 503 `storage_unavailable` at once), so one account's burst on a slow store
+     * cannot take every connection from the others. Default: half the store's `concurrency`
+     * (a PostgreSQL pool's size), else 64.
+     */
+    accountInFlight: posInt.optional(),
     /** Credit holds that are never settled expire after this long. */
     reservationTtlMs: posInt.default(5 * 60_000),
     /** Concurrency leases of requests that never settle expire after this long. */
@@ -268,6 +281,22 @@ export const routeOptionsSchema = z
     scopes: z.array(z.string().min(1).max(128)).default([]),
     /** Credits held at admission and charged at settle: a number or a function of the request. */
     cost: z.union([nonNeg, fn<(r: TollboothRequest) => number>('cost')]).optional(),
+    /**
+     * What a charge reported above the route's `cost` (the estimate held) does: `'cap'` cuts
+     * it to the estimate (strict prepaid; the default, except on a plan with `allowOverage`,
+     * where the whole report is charged and the excess recorded as overage);
+     * `{ maxOverdraft }` charges it up to `maxOverdraft` credits past what the account (and
+     * a key budget) had left at admission, and the account's next requests are refused (402)
+     * until a top-up covers the debt.
+     */
+    overrun: z.union([z.literal('cap'), z.object({ maxOverdraft: nonNeg }).strict()]).optional(),
+    /**
+     * Tokens reserved at admission against token-rate limits (`unit: 'tokens'`): a number or
+     * a function of the request (e.g. prompt tokens + `max_tokens`). At settle the count is
+     * trued-up to the tokens reported (the estimate stays when none are). Default 0: a token
+     * limit then only checks for room at admission and counts the report at settle.
+     */
+    tokens: z.union([nonNeg, fn<(r: TollboothRequest) => number>('tokens')]).optional(),
     /** Usage category of the route (e.g. `tts`); a handler may override it. */
     category: z.string().min(1).max(64).optional(),
     keySources: z.array(keySource).min(1).optional(),

@@ -22,6 +22,11 @@ export interface TollboothRequest {
   method: string
   /** The path without the query string. */
   path: string
+  /**
+   * The parsed body, where the framework has parsed it before the guard runs (Fastify, whose
+   * `preHandler` comes after parsing), so a route's `cost` and `tokens` estimates can read it.
+   */
+  body?: unknown
 }
 
 /** Reads one header (lowercase name) from any {@link HeaderSource}. */

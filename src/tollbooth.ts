@@ -33,6 +33,7 @@ import {
 } from './options.js'
 import type { TollboothRequest } from './request.js'
 import { type Outcome, settle } from './settle.js'
+import { createSettleQueue, type SettleQueueStats } from './settle-queue.js'
 import { memoryStorage } from './storage/memory.js'
 import type { Storage, UsageEvent } from './storage/types.js'
 import { env, warnOnce } from './warnings.js'
@@ -79,7 +80,15 @@ export interface Tollbooth {
   onUsageFlushed(listener: (events: ReadonlyArray<UsageEvent>) => void): () => void
   /** Waits for settles in flight, flushes, stops timers and unsubscribes from the change feed. The storage is the caller's to close. */
   close(): Promise<void>
+  /**
+   * Figures of this instance: counter operations waiting to be retried (settles and cancels
+   * whose first attempt failed), retried, and dropped because the queue was full.
+   */
+  stats(): { settleRetries: SettleQueueStats }
 }
+
+/** How long `flush()` and `close()` wait for retried settles before going on. */
+const DRAIN_MS = 10_000
 
 const ROUTE = Symbol('tollbooth.route')
 
@@ -157,6 +166,15 @@ export function createTollbooth(
     guard: inProcess
       ? <T>(p: Promise<T>) => p
       : <T>(p: Promise<T>) => withTimeout(p, o.storageTimeoutMs),
+    retries: createSettleQueue(storage.counters, now, onError, o.maxPendingSettles),
+    admitting: new Map(),
+    accountInFlight:
+      o.accountInFlight ??
+      (storage.counters.concurrency
+        ? Math.max(1, Math.floor(storage.counters.concurrency / 2))
+        : 64),
+    // Long past any answer a store can still send late (a cancel goes right after it).
+    admissionTtlMs: Math.max(60_000, 10 * o.storageTimeoutMs),
     resolveStoredProvider: (accountId: string, provider: string): Promise<string | undefined> =>
       providerKeys.get(accountId, provider).catch(() => undefined),
     report: onError,
@@ -238,8 +256,10 @@ export function createTollbooth(
     },
     async flush() {
       await settled()
+      await ctx.retries.drain(DRAIN_MS)
       await ctx.outbox.flush()
     },
+    stats: () => ({ settleRetries: ctx.retries.stats() }),
     onUsageFlushed(listener) {
       flushListeners.add(listener)
       return () => {
@@ -248,6 +268,12 @@ export function createTollbooth(
     },
     async close() {
       await settled()
+      if (!(await ctx.retries.drain(DRAIN_MS)))
+        onError(
+          new Error(
+            `close(): ${ctx.retries.stats().pending} counter operation(s) still waiting for the store; their holds expire by their TTL`,
+          ),
+        )
       await ctx.outbox.close()
       const off = await unsubscribe
       off?.()

@@ -117,6 +117,7 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
           ),
           method: request.method,
           path: q === -1 ? url : url.slice(0, q),
+          body: request.body,
         },
         route,
       )

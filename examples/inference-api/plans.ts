@@ -24,8 +24,11 @@ const DAY = 24 * HOUR
 /** $10 per million tokens. */
 export const CREDITS_PER_USD = 100_000
 
-/** Credits held while a request runs (the actual tokens are charged when it ends). */
-export const ESTIMATE_CREDITS = 100
+/**
+ * The most tokens an answer may have when a request sets no `max_tokens`: the answer is cut
+ * there, so a request's estimate (its prompt plus this) bounds what it can use.
+ */
+export const DEFAULT_MAX_TOKENS = 256
 
 export const PLANS = {
   credits: {

@@ -14,11 +14,13 @@
 import { z } from 'zod'
 import { InvalidRequestError } from '../errors.js'
 import { type GcraState, gcra, gcraAdd, gcraIdle } from '../limits/gcra.js'
+import { gcraRemove, windowRemove } from '../limits/revert.js'
 import { rollingWindow, type WindowState, windowAdd } from '../limits/rolling-window.js'
 import { parseConfig } from '../options.js'
 import type {
   AccountRecord,
   AccountStore,
+  AdmissionId,
   Check,
   CheckResult,
   ConsumeResult,
@@ -122,6 +124,14 @@ type Counter =
   | { type: 'window'; state: WindowState; windowMs: number; bucketMs: number }
   | { type: 'gcra'; state: GcraState; limit: number; windowMs: number }
   | HoldCounter
+  | Mark
+
+/** An admission's record (`c`: committed) or a cancel's tombstone (`x`), kept until `expiresAt`. */
+interface Mark {
+  type: 'mark'
+  state: 'c' | 'x'
+  expiresAt: number
+}
 
 /**
  * A hold counter kept mutable, for speed: the same figures as `limits/hold` (a hold is live
@@ -139,6 +149,32 @@ interface HoldCounter {
 
 function newHold(): HoldCounter {
   return { type: 'hold', used: 0, holds: new Map(), held: 0, nextExpiry: Infinity }
+}
+
+/** Drops live hold `id`; false when it was not there. */
+function dropHold(h: HoldCounter, now: number, id: string): boolean {
+  pruneHolds(h, now)
+  const held = h.holds.get(id)
+  if (!held) return false
+  h.holds.delete(id)
+  // Recount from zero when empty, so float amounts leave no drift behind.
+  h.held = h.holds.size === 0 ? 0 : h.held - held[0]
+  return true
+}
+
+/** The answer to an admission a cancel came before: nothing counted. */
+function cancelled(checks: ReadonlyArray<Check>): ConsumeResult {
+  return {
+    allowed: false,
+    results: checks.map((c) => ({
+      allowed: false,
+      limit: c.limit,
+      used: 0,
+      remaining: 0,
+      resetMs: 0,
+      retryAfterMs: 1000,
+    })),
+  }
 }
 
 /** Drops expired holds (they count for nothing either way, so this is safe before a refusal). */
@@ -171,6 +207,8 @@ function idle(c: Counter, now: number): boolean {
     case 'hold':
       pruneHolds(c, now)
       return c.used === 0 && c.holds.size === 0
+    case 'mark':
+      return c.expiresAt <= now
   }
 }
 
@@ -276,8 +314,18 @@ function memoryCounters(): MemoryCounterStore {
       if (idle(n.value[1], now)) counters.delete(n.value[0])
     }
   }
-  function consumeSync(checks: ReadonlyArray<Check>, now: number): ConsumeResult {
+  /** The live record or tombstone of an admission, if any. */
+  const markOf = (key: string, now: number): Mark | undefined => {
+    const m = counters.get(key)
+    return m?.type === 'mark' && m.expiresAt > now ? m : undefined
+  }
+  function consumeSync(
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission?: AdmissionId,
+  ): ConsumeResult {
     sweep(now, SWEEP_PER_CHECK * checks.length + 1)
+    if (admission && markOf(admission.key, now)?.state === 'x') return cancelled(checks)
     const results: CheckResult[] = []
     const next: Counter[] = []
     let allowed = true
@@ -301,8 +349,31 @@ function memoryCounters(): MemoryCounterStore {
         }
         counters.set(check.key, n)
       }
+      if (admission)
+        counters.set(admission.key, { type: 'mark', state: 'c', expiresAt: now + admission.ttlMs })
     }
     return { allowed, results }
+  }
+  /** Undoes a recorded admission (see `SettleOp` `cancel`), or leaves a tombstone first. */
+  function cancel(op: Extract<SettleOp, { type: 'cancel' }>, now: number): void {
+    const m = markOf(op.key, now)
+    if (m?.state === 'x') return
+    counters.set(op.key, { type: 'mark', state: 'x', expiresAt: now + op.ttlMs })
+    if (!m) return
+    for (const check of op.checks) {
+      const c = counters.get(check.key)
+      if (check.type === 'hold') {
+        if (c?.type === 'hold') dropHold(c, now, check.holdId)
+      } else if (check.type === 'window') {
+        if (c?.type === 'window') {
+          const state = windowRemove(c.state, op.at, check.windowMs, check.bucketMs, check.cost)
+          if (state) c.state = state
+        }
+      } else if (c?.type === 'gcra') {
+        const state = gcraRemove(c.state, now, op.at, check.limit, check.windowMs, check.cost)
+        if (state) c.state = state
+      }
+    }
   }
   function settleSync(ops: ReadonlyArray<SettleOp>, now: number): void {
     sweep(now, SWEEP_PER_CHECK * ops.length + 1)
@@ -310,15 +381,11 @@ function memoryCounters(): MemoryCounterStore {
       if (op.type === 'release') {
         const c = counters.get(op.key)
         const h = c?.type === 'hold' ? c : newHold()
-        pruneHolds(h, now)
-        const held = h.holds.get(op.holdId)
-        if (held) {
-          h.holds.delete(op.holdId)
-          // Recount from zero when empty, so float amounts leave no drift behind.
-          h.held = h.holds.size === 0 ? 0 : h.held - held[0]
-        }
+        if (!dropHold(h, now, op.holdId) && op.ifHeld) continue
         h.used += op.charge
         counters.set(op.key, h)
+      } else if (op.type === 'cancel') {
+        cancel(op, now)
       } else if (op.check.type === 'window') {
         const { key, windowMs, bucketMs, cost } = op.check
         const c = counters.get(key)
@@ -358,8 +425,8 @@ function memoryCounters(): MemoryCounterStore {
     },
     consumeSync,
     settleSync,
-    async consume(checks, now) {
-      return consumeSync(checks, now)
+    async consume(checks, now, admission) {
+      return consumeSync(checks, now, admission)
     },
     async settle(ops, now) {
       settleSync(ops, now)

@@ -183,19 +183,53 @@ export interface ConsumeResult {
   results: CheckResult[]
 }
 
+/**
+ * The identity of one admission (see `consume`): `key` names its record, under the same
+ * `{<accountId>}` hash tag as its checks; `ttlMs` is how long the record (or a tombstone left
+ * by a `cancel`) is kept.
+ */
+export interface AdmissionId {
+  key: string
+  ttlMs: number
+}
+
 /** What settle does to counters after the response. */
 export type SettleOp =
   | {
-      /** Drops hold `holdId` of counter `key` and adds `charge` to its settled total. */
+      /**
+       * Drops hold `holdId` of counter `key` and adds `charge` to its settled total. With
+       * `ifHeld`, only when the hold is still there (a retried settle: the first attempt may
+       * have been applied), so applying it twice charges once.
+       */
       type: 'release'
       key: string
       holdId: string
       charge: number
+      ifHeld?: boolean
     }
   | {
-      /** Adds `cost` to a window or GCRA counter after the fact, never refusing. */
+      /**
+       * Adds `cost` to a window or GCRA counter after the fact, never refusing. A negative
+       * `cost` takes units back (a token estimate trued-up at settle); a count never goes
+       * below zero.
+       */
       type: 'add'
       check: Extract<Check, { type: 'window' | 'gcra' }>
+    }
+  | {
+      /**
+       * Undoes the admission recorded under `key` (an `AdmissionId`), whose answer was lost
+       * (a timeout): when its record is there, each of `checks` (the admission's own, as
+       * given to `consume` at time `at`) is taken back: a hold's `holdId` dropped with no
+       * charge, a window's `cost` taken out of the bucket of `at`, a GCRA `cost` taken back
+       * less what has drained since `at`. Then, or when there is no record, a tombstone stays
+       * under `key` for `ttlMs`; with a tombstone already there, nothing is done.
+       */
+      type: 'cancel'
+      key: string
+      ttlMs: number
+      at: number
+      checks: ReadonlyArray<Check>
     }
 
 /** Atomic counters for admission. The only store on the hot path besides key lookups. */
@@ -205,12 +239,26 @@ export interface CounterStore extends InProcess {
    * atomically with respect to every other `consume` and `settle` on the same counters
    * (a request refused by one limit uses up nothing of the others). Concurrent callers see a
    * serial order. Idle counters MUST expire (memory per key stays bounded).
+   *
+   * With `admission`, an admission that passes also records `admission.key` for
+   * `admission.ttlMs`, atomically with its counts, so a later `cancel` can undo it; when a
+   * `cancel` of that key came first (its tombstone is there), nothing is counted and the
+   * result is a refusal.
    */
-  consume(checks: ReadonlyArray<Check>, now: number): Promise<ConsumeResult>
+  consume(
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission?: AdmissionId,
+  ): Promise<ConsumeResult>
   /** Applies settle operations. Each op is applied at most once per call; order does not matter. */
   settle(ops: ReadonlyArray<SettleOp>, now: number): Promise<void>
   /** The current settled total plus live holds of a hold counter (0 when unknown). */
   held(key: string, now: number): Promise<number>
+  /**
+   * How many calls the store serves at once (a connection pool's size), when bounded: the
+   * core then lets one account wait on at most half of them (option `accountInFlight`).
+   */
+  readonly concurrency?: number
   /**
    * In-process stores only: `consume` without a promise. When present, the hot path calls it
    * instead and a request is decided with no asynchronous step (no microtask, no promise).

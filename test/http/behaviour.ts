@@ -260,7 +260,7 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
         [
           {
             path: '/v1/tts',
-            options: { cost: 1 },
+            options: { cost: 10 },
             handle: (k) => {
               k.charge(5)
               return {}
@@ -268,7 +268,7 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
           },
           {
             path: '/v1/chat',
-            options: { cost: 1, category: 'llm' },
+            options: { cost: 4, category: 'llm' },
             handle: (k) => {
               k.report({ cost: 2, provider: 'openai' })
               return {}
