@@ -9,13 +9,7 @@
  */
 
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
-import {
-  type Admission,
-  clientIp,
-  type Decision,
-  type RouteOptions,
-  type Tollbooth,
-} from '../../src/index.js'
+import type { Admission, Decision, RouteOptions, Tollbooth } from '../../src/index.js'
 
 declare module 'express-serve-static-core' {
   interface Request {
@@ -52,7 +46,6 @@ export type ExpressRouteOptions = RouteOptions
  */
 export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}): RequestHandler {
   const route = tb.route(options)
-  const trust = route.trustProxy
 
   /**
    * One listener per middleware, not per request: `close` follows `finish` on every response,
@@ -96,11 +89,7 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
       d = tb.decide(
         {
           headers,
-          ip: clientIp(
-            req.socket.remoteAddress,
-            trust === false ? undefined : (headers['x-forwarded-for'] as string | undefined),
-            trust,
-          ),
+          ip: req.socket.remoteAddress ?? null,
           method: req.method,
           path: q === -1 ? url : url.slice(0, q),
         },

@@ -10,14 +10,7 @@
 import type { Context, MiddlewareHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
-import {
-  type Admission,
-  clientIp,
-  type HeaderSource,
-  type RouteOptions,
-  readHeader,
-  type Tollbooth,
-} from '../../src/index.js'
+import type { Admission, HeaderSource, RouteOptions, Tollbooth } from '../../src/index.js'
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -68,7 +61,6 @@ const nodeSocket = (c: Context) =>
 export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): MiddlewareHandler {
   const { socketAddress = nodeSocket, ...routeOptions } = options
   const route = tb.route(routeOptions)
-  const trust = route.trustProxy
 
   return async function requireApiKey(c, next) {
     const node = c.env as NodeBindings | undefined
@@ -77,11 +69,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     const d = tb.decide(
       {
         headers,
-        ip: clientIp(
-          socketAddress(c),
-          trust === false ? undefined : readHeader(headers, 'x-forwarded-for'),
-          trust,
-        ),
+        ip: socketAddress(c) ?? null,
         method: c.req.method,
         path: c.req.path,
       },

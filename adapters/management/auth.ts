@@ -13,13 +13,7 @@
  */
 
 import type { Context } from 'hono'
-import {
-  type Admission,
-  clientIp,
-  type ResolvedRoute,
-  type Tollbooth,
-  type TrustProxy,
-} from '../../src/index.js'
+import type { Admission, ResolvedRoute, Tollbooth, TrustProxy } from '../../src/index.js'
 import { json } from './http.js'
 import { createSessionVerifier, looksLikeJwt, type SessionOptions } from './session.js'
 
@@ -96,10 +90,20 @@ export function createAuthenticator(
   const routes: Record<'management' | 'consumption', ResolvedRoute | null> = {
     // The token is the one read below: hand it over as a Bearer whatever the instance reads.
     management: mgmt
-      ? tb.route({ kind: 'management', scopes: scopesOf(mgmt), keySources: ['bearer'] })
+      ? tb.route({
+          kind: 'management',
+          scopes: scopesOf(mgmt),
+          keySources: ['bearer'],
+          trustProxy: network.trustProxy,
+        })
       : null,
     consumption: cons
-      ? tb.route({ kind: 'consumption', scopes: scopesOf(cons), keySources: ['bearer'] })
+      ? tb.route({
+          kind: 'consumption',
+          scopes: scopesOf(cons),
+          keySources: ['bearer'],
+          trustProxy: network.trustProxy,
+        })
       : null,
   }
   const accepted: string[] = []
@@ -148,16 +152,11 @@ export function createAuthenticator(
       }
     }
     const headers = c.req.raw.headers
-    const { trustProxy } = network
     const decision = await tb.authenticate(
       {
         headers: (name) =>
           name === 'authorization' ? `Bearer ${token}` : (headers.get(name) ?? undefined),
-        ip: clientIp(
-          network.socketAddress(c),
-          trustProxy === false ? undefined : (headers.get('x-forwarded-for') ?? undefined),
-          trustProxy,
-        ),
+        ip: network.socketAddress(c) ?? null,
         method: c.req.method,
         path: c.req.path,
       },

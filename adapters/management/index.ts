@@ -14,7 +14,13 @@
 
 import { type Context, Hono } from 'hono'
 import { z } from 'zod'
-import { ConfigError, parseConfig, type Tollbooth, type TrustProxy } from '../../src/index.js'
+import {
+  ConfigError,
+  parseConfig,
+  type Tollbooth,
+  type TrustProxy,
+  trustProxySchema,
+} from '../../src/index.js'
 import { accountRoutes } from './account-routes.js'
 import { createAuthenticator, type Guard, type ManagementAuthOptions, nodeSocket } from './auth.js'
 import { type BillingProvider, billingRoutes } from './billing.js'
@@ -76,7 +82,7 @@ const optionsSchema = z
         'must be a BillingProvider with checkout, portal and webhook, e.g. stripeBilling(tb, …)',
       )
       .optional(),
-    trustProxy: z.union([z.boolean(), z.number().int().positive()]).optional(),
+    trustProxy: trustProxySchema.optional(),
     socketAddress: fn('socketAddress').optional(),
   })
   .strict()

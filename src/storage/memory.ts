@@ -16,6 +16,7 @@ import { InvalidRequestError } from '../errors.js'
 import { type GcraState, gcra, gcraAdd, gcraIdle } from '../limits/gcra.js'
 import { rollingWindow, type WindowState, windowAdd } from '../limits/rolling-window.js'
 import { parseConfig } from '../options.js'
+import { memoryIpBlocks } from './memory-ip-blocks.js'
 import type {
   AccountRecord,
   AccountStore,
@@ -632,5 +633,6 @@ export function memoryStorage(
     usage: memoryUsage(maxEvents),
     accounts: memoryAccounts(),
     secrets: memorySecrets(),
+    ipBlocks: memoryIpBlocks(),
   }
 }
