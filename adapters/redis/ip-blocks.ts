@@ -29,8 +29,8 @@ end
  */
 export const IP_FAIL = `${PRUNE}
 local ip, count, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local until = tonumber(redis.call('ZSCORE', KEYS[2], ip))
-if until and until > now then return tostring(until) end
+local ends_at = tonumber(redis.call('ZSCORE', KEYS[2], ip))
+if ends_at and ends_at > now then return tostring(ends_at) end
 local n = redis.call('INCRBY', KEYS[1], count)
 if n == count then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 if n < tonumber(ARGV[4]) then return false end
@@ -53,10 +53,10 @@ local from = ARGV[2] == '' and '-' or '(' .. ARGV[2]
 local out = {}
 local ips = redis.call('ZRANGEBYLEX', KEYS[3], from, '+', 'LIMIT', 0, tonumber(ARGV[3]))
 for _, ip in ipairs(ips) do
-  local until = tonumber(redis.call('ZSCORE', KEYS[2], ip))
-  if until and until > now then
+  local ends_at = tonumber(redis.call('ZSCORE', KEYS[2], ip))
+  if ends_at and ends_at > now then
     out[#out + 1] = ip
-    out[#out + 1] = tostring(until)
+    out[#out + 1] = tostring(ends_at)
   end
 end
 return out
@@ -64,11 +64,11 @@ return out
 
 /** KEYS: count, until, ips. ARGV: ip, now. Returns 1 when a block was in force. */
 export const IP_LIFT = `
-local until = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]))
+local ends_at = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]))
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-if until and until > tonumber(ARGV[2]) then return 1 end
+if ends_at and ends_at > tonumber(ARGV[2]) then return 1 end
 return 0
 `
 
