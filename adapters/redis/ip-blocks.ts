@@ -2,8 +2,8 @@
  * @module tollbooth/redis/ip-blocks
  *
  * The failed-auth guard's counts and blocks on Redis, all under the `{ipblocks}` hash tag so
- * each script touches one slot: `P{ipblocks}:n:<ip>` (failures of the window, a string with
- * the window as its TTL), `P{ipblocks}:until` (ZSET, address -> end of its block) and
+ * each script touches one slot: `P{ipblocks}:n:<ip>` (a HASH: the window's start `s` and its
+ * failures `n`, by the caller's clock), `P{ipblocks}:until` (ZSET, address -> end of its block) and
  * `P{ipblocks}:ips` (ZSET, score 0, for listing by address). Ended blocks leave both ZSETs
  * at the next block made or list read; only addresses that already failed many times in one
  * instance ever get here (the core counts in process first).
@@ -31,8 +31,15 @@ export const IP_FAIL = `${PRUNE}
 local ip, count, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local ends_at = tonumber(redis.call('ZSCORE', KEYS[2], ip))
 if ends_at and ends_at > now then return tostring(ends_at) end
-local n = redis.call('INCRBY', KEYS[1], count)
-if n == count then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+local start = tonumber(redis.call('HGET', KEYS[1], 's'))
+local n = count
+if start == nil or start + tonumber(ARGV[5]) <= now then
+  redis.call('HSET', KEYS[1], 's', ARGV[3], 'n', count)
+  -- The window is the caller's clock; the TTL only tidies up, with a minute of slack.
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]) + 60000)
+else
+  n = redis.call('HINCRBY', KEYS[1], 'n', count)
+end
 if n < tonumber(ARGV[4]) then return false end
 redis.call('DEL', KEYS[1])
 prune(now)

@@ -93,7 +93,8 @@ describe.skipIf(!client)('failed-auth guard on Redis', () => {
     // and the second blocks. Inside them: no more than these commands.
     const calls = await commandCalls(client)
     expect((calls['evalsha'] ?? 0) + (calls['eval'] ?? 0)).toBe(2)
-    expect(calls['incrby']).toBe(2)
+    expect(calls['hset']).toBe(1)
+    expect(calls['hincrby']).toBe(1)
     expect(calls['zadd']).toBe(2)
     expect(await client.dbsize()).toBe(2 + keyRecords)
     // The instance that decided (the 20th failure was on a) refuses the address at once,
