@@ -50,11 +50,12 @@ const req = (key: string, ip: string) => ({
 })
 
 describe.skipIf(!client)('failed-auth guard on Redis', () => {
+  const redis = client as Redis
   const clock = manualClock(T0)
   let a: Tollbooth
   let b: Tollbooth
   beforeAll(() => {
-    const storage = () => redisStorage({ client: client, keyPrefix: 'g:', settleBatchMs: 0 })
+    const storage = () => redisStorage({ client: redis, keyPrefix: 'g:', settleBatchMs: 0 })
     a = createTollbooth({ secret: SECRET, clock, storage: storage() })
     b = createTollbooth({ secret: SECRET, clock, storage: storage() })
   })
@@ -64,7 +65,7 @@ describe.skipIf(!client)('failed-auth guard on Redis', () => {
   })
 
   it('10,000 malformed keys from 10,000 addresses: no Redis command, no Redis key', async () => {
-    await client.config('RESETSTAT')
+    await redis.config('RESETSTAT')
     const started = performance.now()
     for (let i = 0; i < 10_000; i++) {
       const d = await (i % 2 ? a : b).authenticate(
@@ -74,15 +75,15 @@ describe.skipIf(!client)('failed-auth guard on Redis', () => {
     }
     const ms = performance.now() - started
     console.log(`10,000 malformed keys: ${(ms / 10).toFixed(1)} µs each`)
-    expect(await commandCalls(client)).toEqual({})
-    expect(await client.dbsize()).toBe(0)
+    expect(await commandCalls(redis)).toEqual({})
+    expect(await redis.dbsize()).toBe(0)
   })
 
   it('blocks an address failing on both instances at its 20th failure, for 2 script runs', async () => {
     const { key } = await a.keys.create({ accountId: 'acct_1' })
     const ip = '198.51.100.4'
-    const keyRecords = await client.dbsize()
-    await client.config('RESETSTAT')
+    const keyRecords = await redis.dbsize()
+    await redis.config('RESETSTAT')
     const statuses: number[] = []
     for (let i = 0; i < 20; i++)
       statuses.push(
@@ -91,12 +92,12 @@ describe.skipIf(!client)('failed-auth guard on Redis', () => {
     expect(statuses).toEqual([...Array(19).fill(401), 403])
     // Each instance tells Redis from its 10th failure there, with the ten: two script runs,
     // and the second blocks. Inside them: no more than these commands.
-    const calls = await commandCalls(client)
+    const calls = await commandCalls(redis)
     expect((calls['evalsha'] ?? 0) + (calls['eval'] ?? 0)).toBe(2)
     expect(calls['hset']).toBe(1)
     expect(calls['hincrby']).toBe(1)
     expect(calls['zadd']).toBe(2)
-    expect(await client.dbsize()).toBe(2 + keyRecords)
+    expect(await redis.dbsize()).toBe(2 + keyRecords)
     // The instance that decided (the 20th failure was on a) refuses the address at once,
     // even with a good key, for the 15 minutes of the block.
     const decided = (await a.authenticate(req(key, ip))) as Denial
