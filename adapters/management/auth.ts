@@ -40,6 +40,8 @@ export interface Principal {
   via: 'management_key' | 'consumption_key' | 'session' | 'custom'
   /** The key that made the call, for key credentials. */
   keyId: string | null
+  /** The key's scopes, for key credentials (empty otherwise). */
+  scopes: ReadonlyArray<string>
 }
 
 /** Either the caller, with headers to add and a settle hook, or the refusal to send. */
@@ -178,6 +180,7 @@ export function createAuthenticator(
         accountId: admission.accountId,
         via: kind === 'management' ? 'management_key' : 'consumption_key',
         keyId: admission.key.id,
+        scopes: admission.key.scopes,
       },
       headers: admission.responseHeaders(),
       // Settled for the key's limits and lastUsedAt, but not recorded as usage: management
@@ -199,7 +202,7 @@ export function createAuthenticator(
       return refuse(401, 'unauthorized', 'Invalid session token: the account id is not valid', true)
     return {
       ok: true,
-      principal: { accountId: r.accountId, via: 'session', keyId: null },
+      principal: { accountId: r.accountId, via: 'session', keyId: null, scopes: [] },
       headers: {},
       done: noop,
     }
@@ -222,7 +225,7 @@ export function createAuthenticator(
         throw new TypeError('management auth.authenticate() returned an invalid accountId')
       return {
         ok: true,
-        principal: { accountId: who.accountId, via: 'custom', keyId: null },
+        principal: { accountId: who.accountId, via: 'custom', keyId: null, scopes: [] },
         headers: {},
         done: noop,
       }
