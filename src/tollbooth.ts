@@ -89,8 +89,9 @@ export interface IpBlocks {
   /** `ip`'s block in force, or null. */
   get(ip: string): Promise<IpBlock | null>
   /**
-   * Ends `ip`'s block and forgets its failures: at once on this instance, within 5 s on the
-   * others (they re-read a block they hold that often). False when it was not blocked.
+   * Ends `ip`'s block and forgets its failures: at once on this instance; another instance
+   * holding the block re-reads it on that address's first request 5 s or more after its
+   * last read, and serves the request after that one. False when it was not blocked.
    */
   lift(ip: string): Promise<boolean>
 }

@@ -13,8 +13,9 @@
  * still blocked at exactly `limit`. A block decided in the store reaches another instance
  * when that address crosses the threshold there (at most `ceil(limit / 2) - 1` more failures
  * per instance and window). Checking a block costs no I/O: blocks are held in memory, and a
- * held block is re-read from the store at most every {@link RECHECK_MS}, so a block lifted
- * on one instance ends on the others within that time.
+ * held block is re-read from the store in the background, on a request of that address at
+ * least {@link RECHECK_MS} after the last read, so a block lifted on one instance ends on the
+ * others from the request after that one.
  */
 
 import { LRUCache } from 'lru-cache'
