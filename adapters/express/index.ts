@@ -31,7 +31,8 @@ export type ExpressRouteOptions = RouteOptions
  * @param [options.kind='consumption'] the key kind the route takes
  * @param [options.scopes=[]] scopes the key must all have
  * @param [options.cost] credits held at admission and charged after the response
- * @param [options.trustProxy=false] believe `X-Forwarded-For` (true, or the number of proxies);
+ * @param [options.trustProxy=false] the proxies in front: their number (`X-Forwarded-For`),
+ *   `{ hops, header: 'forwarded' }` (RFC 7239), or true for every hop (see `TrustProxy`);
  *   Express's own `trust proxy` setting is not consulted, so all three adapters agree
  * @returns a middleware named `requireApiKey`
  * @throws {ConfigError} at construction, naming a bad option

@@ -49,7 +49,8 @@ const nodeSocket = (c: Context) =>
  * @param [options.kind='consumption'] the key kind the route takes
  * @param [options.scopes=[]] scopes the key must all have
  * @param [options.cost] credits held at admission and charged after the response
- * @param [options.trustProxy=false] believe `X-Forwarded-For` (true, or the number of proxies)
+ * @param [options.trustProxy=false] the proxies in front: their number (`X-Forwarded-For`),
+ *   `{ hops, header: 'forwarded' }` (RFC 7239), or true for every hop (see `TrustProxy`)
  * @returns a middleware named `requireApiKey`
  * @throws {ConfigError} at construction, naming a bad option
  * @example

@@ -41,7 +41,7 @@ export interface ManagementOptions {
   auth?: ManagementAuthOptions
   /** Checkout and portal sessions; without it those routes answer 501. */
   billing?: BillingProvider
-  /** Believe `X-Forwarded-For` for the failed-auth guard (true, or the number of proxies). */
+  /** The proxies in front, for the failed-auth guard: as the route option (see `TrustProxy`). */
   trustProxy?: TrustProxy
   /** The client's socket address; by default read from the Node bindings (`c.env.incoming`). */
   socketAddress?: (c: Context) => string | null | undefined

@@ -48,7 +48,7 @@ export interface PortalOptions {
   secureCookies?: boolean | 'auto'
   /** CSP `frame-ancestors`: who may show the portal in a frame. Default `["'self'"]`. */
   frameAncestors?: string[]
-  /** Believe `X-Forwarded-For` for the failed-auth guard (true, or the number of proxies). */
+  /** The proxies in front, for the failed-auth guard: as the route option (see `TrustProxy`). */
   trustProxy?: TrustProxy
 }
 
