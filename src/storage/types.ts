@@ -2,7 +2,7 @@
  * @module storage/types
  *
  * The contract between tollbooth and a storage backend. A backend is one {@link Storage}
- * value made of five small stores; `memoryStorage()`, `redisStorage()` and `postgresStorage()`
+ * value made of six small stores; `memoryStorage()`, `redisStorage()` and `postgresStorage()`
  * implement it, and `describeStorageConformance()` from `tollbooth/testing` checks a user's
  * own. Every time is milliseconds since the Unix epoch; every amount is a plain number of the
  * limit's units (requests, tokens or credits). `docs/storage.md` states the same in MUST/MAY
