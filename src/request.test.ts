@@ -46,6 +46,7 @@ describe('clientIp', () => {
     expect(clientIp('10.0.0.1', xff('203.0.113.7:4711'), 1)).toBe('203.0.113.7')
     expect(clientIp('10.0.0.1', xff('[2001:db8::7]:4711'), 1)).toBe('2001:db8::7')
     expect(clientIp('10.0.0.1', xff('2001:db8::7'), 1)).toBe('2001:db8::7')
+    expect(clientIp('10.0.0.1', xff('2001:DB8::7'), 1)).toBe('2001:db8::7')
     expect(clientIp('10.0.0.1', xff('::ffff:203.0.113.7'), 1)).toBe('203.0.113.7')
   })
 

@@ -118,7 +118,8 @@ function hopAddress(raw: string | undefined): string | null {
     // IPv4 with a port (`203.0.113.7:4711`); IPv6 has more than one colon.
     v = v.slice(0, v.indexOf(':'))
   }
-  return IP.test(v) ? unmapped(v) : null
+  // Lowercase: one IPv6 address, one counter (Node's socket addresses are lowercase too).
+  return IP.test(v) ? unmapped(v.toLowerCase()) : null
 }
 
 /** True for an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`), which {@link clientIp} unmaps. */

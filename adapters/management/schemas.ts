@@ -163,6 +163,7 @@ export const ipParam = z
     /^[0-9A-Fa-f:.]{2,45}$/,
     'must be an IPv4 or IPv6 address, e.g. 203.0.113.7 or 2001:db8::1',
   )
+  .transform((ip) => ip.toLowerCase())
 
 /** `GET /keys/:id/logs`. */
 export const logsQuery = z

@@ -144,6 +144,9 @@ describe.each(STORES)('/ip-blocks on %s', (_name, make) => {
         expect(r.body).toMatchObject({ code: 'forbidden' })
         expect((await api(method, path, key)).status).toBe(403)
       }
+      expect((await api('GET', '/ip-blocks/2001:DB8::1', ops)).body).toMatchObject({
+        ip: '2001:db8::1',
+      })
       const junk = await api('GET', '/ip-blocks/not-an-ip', ops)
       expect(junk.status).toBe(400)
       expect(junk.body).toMatchObject({ code: 'invalid_request' })
