@@ -209,7 +209,8 @@ export function authenticate(
   if (route.trustProxy !== false || isMapped(req.ip)) {
     // The client behind the trusted proxies, seen by the guard, key sources and the log.
     req = { ...req, ip: clientIp(req.ip, req.headers, route.trustProxy) }
-  } else if (forwardedChecks > 0) checkForwarded(req)
+  }
+  if (forwardedChecks > 0 && route.trustProxy === false) checkForwarded(req)
 
   const key = extractKey(req, route.keySources)
   if (key === undefined) {
