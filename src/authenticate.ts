@@ -32,9 +32,12 @@ import { withinTimeBlocks } from './limits/time-blocks.js'
 import type { AdmissionAccount } from './metering/accounts.js'
 import type { ResolvedRoute } from './options.js'
 import {
+  clientIp,
   extractKey,
   idempotencyKey,
   incomingRequestId,
+  isForwarded,
+  isMapped,
   readHeader,
   type TollboothRequest,
 } from './request.js'
@@ -82,15 +85,19 @@ async function lookup(ctx: Context, hash: string): Promise<CachedKey | null> {
 async function invalid(
   ctx: Context,
   req: TollboothRequest,
+  route: ResolvedRoute,
   now: number,
   base: Record<string, string>,
   requestId: string,
 ): Promise<Decision> {
   if (ctx.ipGuard && req.ip) {
+    // Without trusted proxies, forwarding headers may mean a proxy's address, shared by
+    // many clients: only a flood blocks it (`proxiedLimit`).
+    const proxied = route.trustProxy === false && isForwarded(req.headers)
+    if (proxied) warnForwarded()
     try {
-      if (await ctx.guard(ctx.ipGuard.fail(req.ip, now))) {
-        return deny(403, 'ip_blocked', MESSAGES.ipBlocked, base, requestId)
-      }
+      const ms = await ctx.guard(ctx.ipGuard.fail(req.ip, now, proxied))
+      if (ms > 0) return ipBlocked(ms, base, requestId)
     } catch (err) {
       ctx.report(err)
     }
@@ -102,6 +109,13 @@ async function invalid(
     withHeader(base, 'WWW-Authenticate', wwwAuthenticate(true)),
     requestId,
   )
+}
+
+/** 403 `ip_blocked`, with `Retry-After`: the seconds until the block ends. */
+function ipBlocked(ms: number, base: Record<string, string>, requestId: string): Decision {
+  const out = withHeader(base)
+  setRetryAfter(out, ms)
+  return deny(403, 'ip_blocked', MESSAGES.ipBlocked, out, requestId)
 }
 
 function unauthorized(
@@ -163,18 +177,21 @@ function setLimitHeaders(
 let seq = 0
 
 /**
- * `X-Forwarded-For` on a route that does not trust proxies usually means a proxy is in front
- * and every client shares its IP (one failed-auth block would then block everyone). Looked
- * for in the first 1,000 requests only, and warned about once.
+ * Forwarding headers on a route that does not trust proxies usually mean a proxy is in front
+ * and every client shares its address. Looked for in the first 1,000 requests, and at every
+ * failed authentication; warned about once.
  */
 let forwardedChecks = 1000
 function checkForwarded(req: TollboothRequest): void {
   forwardedChecks--
-  if (readHeader(req.headers, 'x-forwarded-for') === undefined) return
+  if (isForwarded(req.headers)) warnForwarded()
+}
+
+function warnForwarded(): void {
   forwardedChecks = 0
   warnOnce(
     'TOLLBOOTH_UNTRUSTED_FORWARDED_FOR',
-    'a request carries X-Forwarded-For but trustProxy is off: behind a proxy every client shares its IP; set trustProxy to the number of proxies in front',
+    'a request carries X-Forwarded-For or Forwarded but trustProxy is off, so every client behind a proxy shares its address and the failed-auth guard only stops floods there (failedAuth.proxiedLimit); set trustProxy to the number of proxies in front',
   )
 }
 
@@ -197,6 +214,10 @@ export function authenticate(
   const requestId = (route.headers.requestId && incomingRequestId(req)) || internalId
   const base: Record<string, string> = route.headers.requestId ? { 'X-Request-Id': requestId } : {}
 
+  if (route.trustProxy !== false || isMapped(req.ip)) {
+    // The client behind the trusted proxies, seen by the guard, key sources and the log.
+    req = { ...req, ip: clientIp(req.ip, req.headers, route.trustProxy) }
+  }
   if (forwardedChecks > 0 && route.trustProxy === false) checkForwarded(req)
 
   const key = extractKey(req, route.keySources)
@@ -209,13 +230,14 @@ export function authenticate(
       requestId,
     )
   }
-  if (ctx.ipGuard && req.ip && ctx.ipGuard.blocked(req.ip, now)) {
-    return deny(403, 'ip_blocked', MESSAGES.ipBlocked, base, requestId)
+  if (ctx.ipGuard && req.ip) {
+    const ms = ctx.ipGuard.blocked(req.ip, now)
+    if (ms > 0) return ipBlocked(ms, base, requestId)
   }
   // A key seen lately (the memo holds well-formed keys only): no format check, no hash.
   const entry = ctx.cache.getByKey(key, now)
   if (entry !== undefined) return verified(ctx, req, route, entry, now, base, requestId, internalId)
-  if (kindOf(ctx, key) === null) return invalid(ctx, req, now, base, requestId)
+  if (kindOf(ctx, key) === null) return invalid(ctx, req, route, now, base, requestId)
   let hash: string
   let hit: CachedKey | null | undefined
   try {
@@ -265,9 +287,10 @@ function verified(
   requestId: string,
   internalId: string,
 ): Decision | Promise<Decision> {
-  if (!entry) return invalid(ctx, req, now, base, requestId)
+  if (!entry) return invalid(ctx, req, route, now, base, requestId)
   const r = entry.record
-  if (r.revokedAt !== null && r.revokedAt <= now) return invalid(ctx, req, now, base, requestId)
+  if (r.revokedAt !== null && r.revokedAt <= now)
+    return invalid(ctx, req, route, now, base, requestId)
   if (!r.active) return unauthorized('inactive_api_key', MESSAGES.inactive, base, requestId)
   if (r.expiresAt !== null && r.expiresAt <= now)
     return unauthorized('expired_api_key', MESSAGES.expired, base, requestId)

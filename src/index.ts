@@ -84,10 +84,11 @@ export type {
   RouteOptions,
   TollboothOptions,
 } from './options.js'
-export { headersFollowHandler, parseConfig } from './options.js'
+export { headersFollowHandler, parseConfig, trustProxySchema } from './options.js'
 export {
   clientIp,
   type HeaderSource,
+  isForwarded,
   type KeySource,
   readHeader,
   type TollboothRequest,
@@ -103,4 +104,4 @@ export {
   memoryStorage,
 } from './storage/memory.js'
 export type * from './storage/types.js'
-export { createTollbooth, isRoute, type Tollbooth } from './tollbooth.js'
+export { createTollbooth, type IpBlocks, isRoute, type Tollbooth } from './tollbooth.js'

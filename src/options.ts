@@ -86,6 +86,24 @@ const headerFamilies = z
   .partial()
   .strict()
 
+/** `trustProxy`, the same in every adapter, the management API and the portal. */
+export const trustProxySchema: z.ZodType<TrustProxy> = z.union(
+  [
+    z.boolean(),
+    z.number().int().positive().max(100),
+    z
+      .object({
+        hops: z.number().int().positive().max(100),
+        header: z.enum(['x-forwarded-for', 'forwarded']),
+      })
+      .strict(),
+  ],
+  {
+    error:
+      'must be a boolean, the number of proxies in front (1-100), or { hops, header: "x-forwarded-for" | "forwarded" }',
+  },
+)
+
 const prefix = z.string().regex(PREFIX_PATTERN, 'must be 1-32 of A-Z a-z 0-9 _')
 
 export const optionsSchema = z
@@ -107,10 +125,10 @@ export const optionsSchema = z
         (v) =>
           typeof v === 'object' &&
           v !== null &&
-          ['keys', 'counters', 'usage', 'accounts', 'secrets'].every((k) => k in v),
+          ['keys', 'counters', 'usage', 'accounts', 'secrets', 'ipBlocks'].every((k) => k in v),
         {
           message:
-            'must be a Storage (keys, counters, usage, accounts, secrets), e.g. memoryStorage()',
+            'must be a Storage (keys, counters, usage, accounts, secrets, ipBlocks), e.g. memoryStorage()',
         },
       )
       .optional(),
@@ -137,6 +155,12 @@ export const optionsSchema = z
     headers: headerFamilies.default({}),
     /** Status for a reached rolling quota: 429 by default; 401 as in `002_2f2523503321cfc2.txt`. */
     quotaStatus: z.union([z.literal(401), z.literal(403), z.literal(429)]).default(429),
+    /**
+     * The failed-authentication guard: an address with `limit` failures within `windowMs` is
+     * refused for `blockMs`. Requests that carry `X-Forwarded-For`/`Forwarded` on a route that
+     * does not trust proxies may all come from one proxy: their address is blocked only at
+     * `proxiedLimit`, a brake on floods that never blocks a proxy for one client's mistakes.
+     */
     failedAuth: z
       .union([
         z.literal(false),
@@ -145,10 +169,11 @@ export const optionsSchema = z
             limit: posInt.default(20),
             windowMs: posInt.default(60_000),
             blockMs: posInt.default(15 * 60_000),
+            proxiedLimit: posInt.default(1000),
           })
           .strict(),
       ])
-      .default({ limit: 20, windowMs: 60_000, blockMs: 15 * 60_000 }),
+      .default({ limit: 20, windowMs: 60_000, blockMs: 15 * 60_000, proxiedLimit: 1000 }),
     /** A bound on every hot-path storage call; then fail closed (503) or open. */
     storageTimeoutMs: posInt.default(2_000),
     failOpen: z.boolean().default(false),
@@ -307,15 +332,11 @@ export const routeOptionsSchema = z
     /** Reads BYOK provider keys from `X-Provider-Key-*` headers (all providers, or these). */
     byok: z.union([z.boolean(), z.array(z.string().min(1))]).default(false),
     /**
-     * Whom the adapters believe about the client IP: false (the socket's peer), true (the
-     * leftmost `X-Forwarded-For` entry) or n (n trusted proxies in front). Default false.
+     * Whom to believe about the client IP: false (the socket's peer), n (n trusted proxies in
+     * front, appending to `X-Forwarded-For`), `{ hops, header: 'forwarded' }` (RFC 7239) or
+     * true (every hop). Default false. See {@link TrustProxy}.
      */
-    trustProxy: z
-      .custom<TrustProxy>(
-        (v) => typeof v === 'boolean' || (Number.isSafeInteger(v) && (v as number) > 0),
-        { message: 'must be a boolean or a positive integer (the number of proxies in front)' },
-      )
-      .default(false),
+    trustProxy: trustProxySchema.default(false),
   })
   .strict()
 

@@ -35,7 +35,7 @@ import type { TollboothRequest } from './request.js'
 import { type Outcome, settle } from './settle.js'
 import { createSettleQueue, type SettleQueueStats } from './settle-queue.js'
 import { memoryStorage } from './storage/memory.js'
-import type { Storage, UsageEvent } from './storage/types.js'
+import type { IpBlock, Page, Storage, UsageEvent } from './storage/types.js'
 import { env, warnOnce } from './warnings.js'
 
 export interface Tollbooth {
@@ -49,6 +49,8 @@ export interface Tollbooth {
   readonly usage: UsageService
   /** Stored (sealed) BYOK provider keys. */
   readonly providerKeys: ProviderKeyService
+  /** Addresses blocked by the failed-auth guard: list, look up, lift. */
+  readonly ipBlocks: IpBlocks
   /**
    * Validates route options once (throws a ConfigError naming the bad option) and returns the
    * compiled route that `authenticate()` takes.
@@ -89,6 +91,20 @@ export interface Tollbooth {
 
 /** How long `flush()` and `close()` wait for retried settles before going on. */
 const DRAIN_MS = 10_000
+
+/** The failed-auth guard's blocks, as the management API shows and lifts them. */
+export interface IpBlocks {
+  /** Blocks in force, by ascending address. */
+  list(options?: { limit?: number; cursor?: string | null }): Promise<Page<IpBlock>>
+  /** `ip`'s block in force, or null. */
+  get(ip: string): Promise<IpBlock | null>
+  /**
+   * Ends `ip`'s block and forgets its failures: at once on this instance; another instance
+   * holding the block re-reads it on that address's first request 5 s or more after its
+   * last read, and serves the request after that one. False when it was not blocked.
+   */
+  lift(ip: string): Promise<boolean>
+}
 
 const ROUTE = Symbol('tollbooth.route')
 
@@ -146,7 +162,7 @@ export function createTollbooth(
     clock,
     hash: createKeyHasher(o.secret),
     cache: createKeyCache(o.cache, now),
-    ipGuard: o.failedAuth === false ? null : createIpGuard(o.failedAuth, storage.counters),
+    ipGuard: o.failedAuth === false ? null : createIpGuard(o.failedAuth, storage.ipBlocks, onError),
     accounts: new AccountService(storage, o, now),
     outbox: createOutbox(storage, { ...o.usage, now }, onError, (events) => {
       for (const listener of flushListeners) {
@@ -242,6 +258,15 @@ export function createTollbooth(
     accounts: ctx.accounts,
     usage: new UsageService(ctx),
     providerKeys,
+    ipBlocks: {
+      list: (l = {}) =>
+        (ctx.ipGuard ?? storage.ipBlocks).list(now(), {
+          limit: l.limit ?? 100,
+          cursor: l.cursor ?? null,
+        }),
+      get: (ip) => (ctx.ipGuard ?? storage.ipBlocks).get(ip, now()),
+      lift: (ip) => (ctx.ipGuard ?? storage.ipBlocks).lift(ip, now()),
+    },
     route,
     authenticate: async (request, r) => authenticate(ctx, request, r ?? defaultRoute),
     decide: (request, r) => authenticate(ctx, request, r ?? defaultRoute),

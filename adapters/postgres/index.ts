@@ -16,6 +16,7 @@ import { postgresAccounts, postgresSecrets } from './accounts.js'
 import { postgresChanges } from './changes.js'
 import { postgresCounters } from './counters.js'
 import { checkOptions, createDb, type PgPool } from './db.js'
+import { postgresIpBlocks } from './ip-blocks.js'
 import { postgresKeys } from './keys.js'
 import { postgresUsage } from './usage.js'
 
@@ -29,6 +30,7 @@ export {
   migrate,
 } from './migrate.js'
 export { INIT_SQL } from './migrations/0001-init.js'
+export { IP_BLOCKS_SQL } from './migrations/0002-ip-blocks.js'
 
 export interface PostgresStorageOptions {
   /** The user's `pg` Pool. tollbooth never ends it; `close()` only returns what it borrowed. */
@@ -129,6 +131,7 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
     usage: postgresUsage(db),
     accounts: postgresAccounts(db),
     secrets: postgresSecrets(db),
+    ipBlocks: postgresIpBlocks(db),
     changes,
     pruneCounters: (now = Date.now()) => counters.prune(now),
     async close() {

@@ -17,6 +17,7 @@ import { type GcraState, gcra, gcraAdd, gcraIdle } from '../limits/gcra.js'
 import { gcraRemove, windowRemove } from '../limits/revert.js'
 import { rollingWindow, type WindowState, windowAdd } from '../limits/rolling-window.js'
 import { parseConfig } from '../options.js'
+import { memoryIpBlocks } from './memory-ip-blocks.js'
 import type {
   AccountRecord,
   AccountStore,
@@ -703,5 +704,6 @@ export function memoryStorage(
     usage: memoryUsage(maxEvents),
     accounts: memoryAccounts(),
     secrets: memorySecrets(),
+    ipBlocks: memoryIpBlocks(),
   }
 }

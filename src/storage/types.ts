@@ -2,7 +2,7 @@
  * @module storage/types
  *
  * The contract between tollbooth and a storage backend. A backend is one {@link Storage}
- * value made of five small stores; `memoryStorage()`, `redisStorage()` and `postgresStorage()`
+ * value made of six small stores; `memoryStorage()`, `redisStorage()` and `postgresStorage()`
  * implement it, and `describeStorageConformance()` from `tollbooth/testing` checks a user's
  * own. Every time is milliseconds since the Unix epoch; every amount is a plain number of the
  * limit's units (requests, tokens or credits). `docs/storage.md` states the same in MUST/MAY
@@ -369,6 +369,43 @@ export interface SecretStore {
   delete(accountId: string, provider: string): Promise<boolean>
 }
 
+/** A client address refused by the failed-authentication guard until `until`. */
+export interface IpBlock {
+  ip: string
+  /** When the block ends (ms since the epoch). */
+  until: number
+}
+
+/** The rule `IpBlockStore.fail` applies, from the `failedAuth` option. */
+export interface IpBlockRule {
+  /** Failures within `windowMs` that block the address. */
+  limit: number
+  windowMs: number
+  blockMs: number
+}
+
+/**
+ * Failed authentications by client address, shared by every instance. The core counts each
+ * address in process first and calls `fail` only for one that keeps failing, so a malformed
+ * or guessed key from a new address costs no storage call.
+ */
+export interface IpBlockStore {
+  /**
+   * Adds `count` failures of `ip` at `now` to its window, a fixed one of `rule.windowMs` from
+   * its first counted failure. When the window holds `rule.limit` failures, blocks `ip` until
+   * `now + rule.blockMs` and starts a new window. Atomic per address. Returns the end of the
+   * block in force (a block in force is returned as it is: neither counted nor extended), or
+   * null. Counts and blocks MUST expire once over.
+   */
+  fail(ip: string, count: number, now: number, rule: IpBlockRule): Promise<number | null>
+  /** The block of `ip` in force at `now`, or null. */
+  get(ip: string, now: number): Promise<IpBlock | null>
+  /** Blocks in force at `now`, by ascending `ip` (byte order); the cursor is opaque. */
+  list(now: number, options: ListOptions): Promise<Page<IpBlock>>
+  /** Ends the block of `ip` and forgets its failures; false when it was not blocked at `now`. */
+  lift(ip: string, now: number): Promise<boolean>
+}
+
 /**
  * A change feed so every instance drops a changed key from its cache at once. Without it,
  * the cache TTL bounds how long another instance may still accept a revoked key.
@@ -380,13 +417,14 @@ export interface ChangeFeed {
   subscribe(listener: (hash: string) => void): Promise<() => void>
 }
 
-/** A storage backend: five stores, an optional change feed, and an optional close. */
+/** A storage backend: six stores, an optional change feed, and an optional close. */
 export interface Storage {
   keys: KeyStore
   counters: CounterStore
   usage: UsageStore
   accounts: AccountStore
   secrets: SecretStore
+  ipBlocks: IpBlockStore
   changes?: ChangeFeed
   /** Releases what the storage opened itself (never the user's client). */
   close?(): Promise<void>
