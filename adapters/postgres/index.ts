@@ -15,7 +15,7 @@ import { type ChangeFeed, ConfigError, type Storage } from '../../src/index.js'
 import { postgresAccounts, postgresSecrets } from './accounts.js'
 import { postgresChanges } from './changes.js'
 import { postgresCounters } from './counters.js'
-import { checkOptions, createDb, type PgPool } from './db.js'
+import { checkOptions, createDb, DEFAULT_STATEMENT_TIMEOUT_MS, type PgPool } from './db.js'
 import { postgresKeys } from './keys.js'
 import { postgresUsage } from './usage.js'
 
@@ -54,6 +54,14 @@ export interface PostgresStorageOptions {
    * keep them (PgBouncer before 1.21 in transaction mode). Default true.
    */
   preparedStatements?: boolean
+  /**
+   * How long one counter transaction (an admission or a settle) may take, from its call: a
+   * pooled connection obtained later is handed back unused, and on the server no statement of
+   * it (a lock wait included) runs longer (`SET LOCAL statement_timeout`, `lock_timeout`), so an
+   * admission the caller was answered 503 for does not commit later. Keep it below the core's
+   * `storageTimeoutMs` by at least a round trip. Default 1,500 (the core's default is 2,000).
+   */
+  statementTimeoutMs?: number
   /** Errors off the request path (a lost LISTEN connection). Default: `console.error`. */
   onError?: (err: unknown) => void
 }
@@ -80,10 +88,13 @@ export interface PostgresStorage extends Storage {
  * @param [options.pruneEvery=10000] admissions between background prunes of expired counters
  * @param [options.durableCounters=false] wait for the WAL flush of each admission's commit
  * @param [options.preparedStatements=true] prepare the hot lookups once per connection
+ * @param [options.statementTimeoutMs=1500] deadline of one counter transaction, below the
+ *   core's `storageTimeoutMs`
  * @param [options.onError=console.error] errors off the request path
  * @returns a {@link PostgresStorage}; it opens no connection until used
  * @throws {ConfigError} naming `options.pool`, `options.schema`, `options.pruneEvery`,
- *   `options.durableCounters`, `options.preparedStatements` or `options.onError`
+ *   `options.durableCounters`, `options.preparedStatements`, `options.statementTimeoutMs` or
+ *   `options.onError`
  * @example
  * ```ts
  * import { Pool } from 'pg'
@@ -103,6 +114,12 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
       `postgresStorage: options.pruneEvery must be an integer >= 0 (admissions), got ${String(pruneEvery)}`,
     )
   }
+  const deadlineMs = options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS
+  if (!Number.isSafeInteger(deadlineMs) || deadlineMs <= 0) {
+    throw new ConfigError(
+      `postgresStorage: options.statementTimeoutMs must be a positive integer (milliseconds), got ${String(deadlineMs)}`,
+    )
+  }
   const durable = options.durableCounters ?? false
   const prepare = options.preparedStatements ?? true
   for (const [name, v] of [
@@ -120,7 +137,7 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
     options.onError ??
     ((err: unknown) =>
       console.error('[tollbooth/postgres]', err instanceof Error ? err.message : err))
-  const db = createDb(pool, schema, prepare)
+  const db = createDb(pool, schema, prepare, deadlineMs)
   const counters = postgresCounters(db, pruneEvery, durable)
   const changes = postgresChanges(db, onError)
   return {

@@ -131,6 +131,12 @@ export async function startPostgresServer(): Promise<PostgresServer> {
       for (const c of childrenOf(pid)) signal(c, 'SIGKILL')
       signal(pid, 'SIGKILL')
     })
+  const freeze = (frozen: boolean) => {
+    if (proc.pid === undefined) return
+    const sig = frozen ? 'SIGSTOP' : 'SIGCONT'
+    signal(proc.pid, sig)
+    for (const c of childrenOf(proc.pid)) signal(c, sig)
+  }
   return {
     port,
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
@@ -141,14 +147,9 @@ export async function startPostgresServer(): Promise<PostgresServer> {
     async restart() {
       proc = await launch(dir, port, user)
     },
-    freeze(frozen) {
-      if (proc.pid === undefined) return
-      const sig = frozen ? 'SIGSTOP' : 'SIGCONT'
-      signal(proc.pid, sig)
-      for (const c of childrenOf(proc.pid)) signal(c, sig)
-    },
+    freeze,
     async stop() {
-      this.freeze(false)
+      freeze(false)
       await kill()
       rmSync(dir, { recursive: true, force: true })
     },
