@@ -59,7 +59,7 @@ export interface PostgresStorageOptions {
    * pooled connection obtained later is handed back unused, and on the server no statement of
    * it (a lock wait included) runs longer (`SET LOCAL statement_timeout`, `lock_timeout`), so an
    * admission the caller was answered 503 for does not commit later. Keep it below the core's
-   * `storageTimeoutMs` by at least a round trip. Default 1,500 (the core's default is 2,000).
+   * `storageTimeoutMs` by at least a round trip. Default 1,750 (the core's default is 2,000).
    */
   statementTimeoutMs?: number
   /** Errors off the request path (a lost LISTEN connection). Default: `console.error`. */
@@ -88,7 +88,7 @@ export interface PostgresStorage extends Storage {
  * @param [options.pruneEvery=10000] admissions between background prunes of expired counters
  * @param [options.durableCounters=false] wait for the WAL flush of each admission's commit
  * @param [options.preparedStatements=true] prepare the hot lookups once per connection
- * @param [options.statementTimeoutMs=1500] deadline of one counter transaction, below the
+ * @param [options.statementTimeoutMs=1750] deadline of one counter transaction, below the
  *   core's `storageTimeoutMs`
  * @param [options.onError=console.error] errors off the request path
  * @returns a {@link PostgresStorage}; it opens no connection until used
