@@ -121,7 +121,10 @@ describe.skipIf(skipPostgres)('account changes on the PostgreSQL change feed', (
   })
 
   it('drops the account on every instance at once: a downgrade to 10 credits serves 10', async () => {
-    const s = pools.map((pool) => postgresStorage({ pool, schema })) as [Storage, Storage]
+    const s: [Storage, Storage] = [
+      postgresStorage({ pool: pools[0]!, schema }),
+      postgresStorage({ pool: pools[1]!, schema }),
+    ]
     const [a, b] = instances(s)
     try {
       const ms = await downgradeAndTopUp(a, b, 'acct_feed_pg')
