@@ -5,18 +5,26 @@
  * answers 503 after `storageTimeoutMs` (1,000 ms here) while the store's call goes on; with
  * `statementTimeoutMs` (700 ms) the counter transaction is not run when its pooled connection
  * came after that deadline, and on the server no statement of it waits past it (a row lock held
- * by someone else). Each case: a key with a `total` quota of 2 has used 1; a request times out;
- * once the obstacle is gone the key must still have exactly 1 left (the timed-out request used
- * nothing), where a late commit would have used it up.
+ * by someone else), and statements the server only gets to after it (a frozen server) are
+ * rolled back instead of committed. Each case, on a private server: a key with a `total` quota
+ * of 2 has used 1; a request times out; once the obstacle is gone the key must still have
+ * exactly 1 left (the timed-out request used nothing), where a late commit would have used it up.
  */
 
-import type pg from 'pg'
+import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { postgresStorage } from '../../adapters/postgres/index.js'
+import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { createTollbooth, type Tollbooth } from '../../src/index.js'
-import { freshSchema, newPool, skipPostgres } from '../storage/postgres-fixture.js'
+import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'postgres-deadline-secret-postgres-deadline'
+
+let server: PostgresServer | null = null
+try {
+  server = await startPostgresServer()
+} catch (err) {
+  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
+}
 
 const request = (key: string) => ({
   headers: { authorization: `Bearer ${key}` },
@@ -25,21 +33,24 @@ const request = (key: string) => ({
   path: '/v1/thing',
 })
 
-describe.skipIf(skipPostgres)('PostgreSQL admissions past the caller deadline', () => {
+describe.skipIf(!server)('PostgreSQL admissions past the caller deadline', () => {
+  const pgServer = server!
   const pools: pg.Pool[] = []
-  let schema = ''
-  let drop: () => Promise<void> = async () => {}
+  const schema = 'tb_deadline'
+  const newPool = (max: number) => {
+    const p = new pg.Pool({ connectionString: pgServer.url, max, connectionTimeoutMillis: 5000 })
+    p.on('error', () => {})
+    pools.push(p)
+    return p
+  }
 
   beforeAll(async () => {
-    const p = newPool(2)
-    pools.push(p)
-    const f = await freshSchema(p)
-    schema = f.schema
-    drop = f.drop
-  })
+    await migrate({ pool: newPool(2), schema })
+  }, 30_000)
   afterAll(async () => {
-    await drop()
+    pgServer.freeze(false)
     for (const p of pools) await p.end()
+    await pgServer.stop()
   })
 
   /**
@@ -48,7 +59,6 @@ describe.skipIf(skipPostgres)('PostgreSQL admissions past the caller deadline', 
    */
   const setup = async (max: number) => {
     const pool = newPool(max)
-    pools.push(pool)
     const storage = postgresStorage({ pool, schema, statementTimeoutMs: 700 })
     const tb = createTollbooth({
       secret: SECRET,
@@ -70,6 +80,12 @@ describe.skipIf(skipPostgres)('PostgreSQL admissions past the caller deadline', 
     return { pool, tb, key, close }
   }
 
+  /** Waits until only the change feed's connection is out of `pool` (abandoned calls are done). */
+  const settled = async (pool: pg.Pool) => {
+    while (pool.waitingCount > 0 || pool.totalCount - pool.idleCount > 1)
+      await new Promise((r) => setTimeout(r, 10))
+  }
+
   /** After the timed-out request: exactly one more is admitted, then the quota is spent. */
   const oneLeft = async (tb: Tollbooth, key: string) => {
     expect((await tb.authenticate(request(key))).allowed).toBe(true)
@@ -85,10 +101,8 @@ describe.skipIf(skipPostgres)('PostgreSQL admissions past the caller deadline', 
       setTimeout(() => busy.release(), 1500)
       expect(await pending).toMatchObject({ status: 503, code: 'storage_unavailable' })
       expect(Date.now() - t).toBeLessThan(1500)
-      // The abandoned call has had the connection and given it back (or not taken it): only
-      // the change feed's connection is still out.
-      while (pool.waitingCount > 0 || pool.totalCount - pool.idleCount > 1)
-        await new Promise((r) => setTimeout(r, 10))
+      // The abandoned call has had the connection and given it back (or not taken it).
+      await settled(pool)
       await oneLeft(tb, key)
     } finally {
       await close()
@@ -121,6 +135,28 @@ describe.skipIf(skipPostgres)('PostgreSQL admissions past the caller deadline', 
       await oneLeft(tb, key)
     } finally {
       locker.release()
+      await close()
+    }
+  })
+
+  it('rolls back an admission the server only got to after the deadline (frozen server)', async () => {
+    const { pool, tb, key, close } = await setup(4)
+    try {
+      pgServer.freeze(true)
+      const t = Date.now()
+      let decision: Awaited<ReturnType<Tollbooth['authenticate']>>
+      try {
+        decision = await tb.authenticate(request(key))
+      } finally {
+        setTimeout(() => pgServer.freeze(false), 500)
+      }
+      expect(decision).toMatchObject({ status: 503, code: 'storage_unavailable' })
+      expect(Date.now() - t).toBeLessThan(1500)
+      // Thawed, the server runs the statements it had been sent; the call sees its deadline
+      // has passed and rolls back instead of committing.
+      await settled(pool)
+      await oneLeft(tb, key)
+    } finally {
       await close()
     }
   })
