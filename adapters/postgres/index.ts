@@ -31,7 +31,11 @@ export {
 export { INIT_SQL } from './migrations/0001-init.js'
 
 export interface PostgresStorageOptions {
-  /** The user's `pg` Pool. tollbooth never ends it; `close()` only returns what it borrowed. */
+  /**
+   * The user's `pg` Pool. tollbooth never ends it; `close()` only returns what it borrowed.
+   * Give it an `'error'` listener: an idle client whose server went away emits on the pool, and
+   * unheard that ends the process (tollbooth listens on the clients it has checked out).
+   */
   pool: PgPool
   /** The schema holding tollbooth's tables (as given to `migrate`). Default `tollbooth`. */
   schema?: string
