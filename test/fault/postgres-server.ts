@@ -120,6 +120,13 @@ export async function startPostgresServer(): Promise<PostgresServer> {
   }
   const port = await freePort()
   let proc = await launch(dir, port, user)
+  // Also when a test run ends without reaching stop() (a failed hook, a timeout).
+  const reap = () => {
+    if (proc.pid !== undefined && proc.exitCode === null && proc.signalCode === null)
+      signal(proc.pid, 'SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  }
+  process.once('exit', reap)
   const kill = () =>
     new Promise<void>((resolve) => {
       if (proc.exitCode !== null || proc.signalCode !== null || proc.pid === undefined)
@@ -151,6 +158,7 @@ export async function startPostgresServer(): Promise<PostgresServer> {
     async stop() {
       freeze(false)
       await kill()
+      process.removeListener('exit', reap)
       rmSync(dir, { recursive: true, force: true })
     },
   }
