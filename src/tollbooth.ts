@@ -251,9 +251,9 @@ export function createTollbooth(
 
 /**
  * Listens to the storage's change feed: a key's hash drops the key from the cache, and
- * `account:<id>` the account's admission view. Until the subscription is confirmed, and
- * whenever the feed reports it stopped delivering, both caches serve entries for
- * `cache.feedDownTtlMs` at most; they empty when it delivers again.
+ * `account:<id>` the account's admission view. Whenever the feed reports it stopped
+ * delivering, or its subscription failed, both caches serve entries for `cache.feedDownTtlMs`
+ * at most; they empty when it reports delivering again.
  */
 function subscribe(
   storage: Storage,
@@ -267,7 +267,6 @@ function subscribe(
     ctx.cache.feed(live)
     ctx.accounts.feed(live)
   }
-  status(false)
   const onStatus = (live: boolean) => {
     reported = true
     status(live)
@@ -277,17 +276,12 @@ function subscribe(
       ctx.accounts.invalidate(message.slice(ACCOUNT_MESSAGE.length))
     else ctx.cache.delete(message)
   }
-  return feed.subscribe(onMessage, { onStatus }).then(
-    (off) => {
-      // A feed that reports its state has said so already (and may have dropped since).
-      if (!reported) status(true)
-      return off
-    },
-    (err) => {
-      onError(err)
-      return () => {}
-    },
-  )
+  return feed.subscribe(onMessage, { onStatus }).catch((err) => {
+    onError(err)
+    // Not delivering (a feed that keeps trying says so with onStatus(true) when it does).
+    if (!reported) status(false)
+    return () => {}
+  })
 }
 
 /** True for a route compiled by `tb.route()`. */

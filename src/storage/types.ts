@@ -344,7 +344,7 @@ export interface SubscribeOptions {
    * messages published meanwhile are lost) and `onStatus(true)` when it delivers again.
    * In between, tollbooth serves cached keys and accounts for `cache.feedDownTtlMs` at most,
    * and it empties its caches once the feed is back. A feed that never calls it is taken as
-   * delivering from the moment `subscribe` resolves.
+   * delivering, unless its `subscribe` rejects: then as down until it calls `onStatus(true)`.
    */
   onStatus?: (live: boolean) => void
 }

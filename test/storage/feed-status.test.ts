@@ -85,4 +85,42 @@ describe('caches while the change feed is down', () => {
       await Promise.all([a.close(), b.close()])
     }
   })
+
+  it('takes a feed whose subscribe rejected as down until it reports delivering', async () => {
+    const clock = manualClock(Date.UTC(2026, 0, 15, 12))
+    const memory = memoryStorage()
+    let report: ((live: boolean) => void) | undefined
+    const feed: ChangeFeed = {
+      publish: async () => {},
+      async subscribe(_listener, options) {
+        report = options?.onStatus
+        throw new Error('not yet')
+      },
+    }
+    const errors: unknown[] = []
+    const tb = createTollbooth({
+      clock,
+      storage: { ...memory, changes: feed },
+      cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },
+      onError: (e) => errors.push(e),
+    })
+    await new Promise((r) => setTimeout(r, 0))
+    try {
+      expect(errors).toHaveLength(1)
+      expect((await tb.accounts.get('acct_2')).balance).toBe(0)
+      await memory.accounts.addBalance('acct_2', 3) // no message can tell tb
+      clock.advance(999)
+      expect((await tb.accounts.get('acct_2')).balance).toBe(0)
+      clock.advance(1)
+      expect((await tb.accounts.get('acct_2')).balance).toBe(3)
+      // The feed catches up and says so: from now on only the TTL bounds the cache.
+      report?.(true)
+      expect((await tb.accounts.get('acct_2')).balance).toBe(3)
+      await memory.accounts.addBalance('acct_2', 1)
+      clock.advance(5000)
+      expect((await tb.accounts.get('acct_2')).balance).toBe(3)
+    } finally {
+      await tb.close()
+    }
+  })
 })
