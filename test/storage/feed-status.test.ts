@@ -102,7 +102,7 @@ describe('caches while the change feed is down', () => {
       clock,
       storage: { ...memory, changes: feed },
       cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },
-      onError: (e) => errors.push(e),
+      onError: (e: unknown) => errors.push(e),
     })
     await new Promise((r) => setTimeout(r, 0))
     try {
