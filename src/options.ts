@@ -147,10 +147,18 @@ export const optionsSchema = z
             max: posInt.default(10_000),
             /** Remember recent key strings, so a repeat request skips the hash (src/cache.ts). */
             memoizeKeys: z.boolean().default(true),
+            /** While the storage's change feed is down: the longest a cached entry is served. */
+            feedDownTtlMs: posInt.default(5_000),
           })
           .strict(),
       ])
-      .default({ ttlMs: 30_000, negativeTtlMs: 5_000, max: 10_000, memoizeKeys: true }),
+      .default({
+        ttlMs: 30_000,
+        negativeTtlMs: 5_000,
+        max: 10_000,
+        memoizeKeys: true,
+        feedDownTtlMs: 5_000,
+      }),
     keySources: z.array(keySource).min(1).default(['bearer', 'x-api-key']),
     headers: headerFamilies.default({}),
     /** Status for a reached rolling quota: 429 by default; 401 as in `002_2f2523503321cfc2.txt`. */

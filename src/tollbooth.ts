@@ -20,7 +20,7 @@ import { randomBase62 } from './keys/base62.js'
 import { createKeyHasher, deriveKey } from './keys/hash.js'
 import { KeyManager } from './keys/manager.js'
 import { createIpGuard } from './limits/ip-block.js'
-import { AccountService } from './metering/accounts.js'
+import { ACCOUNT_MESSAGE, AccountService } from './metering/accounts.js'
 import { createOutbox } from './metering/outbox.js'
 import { UsageService } from './metering/usage.js'
 import {
@@ -163,7 +163,7 @@ export function createTollbooth(
     hash: createKeyHasher(o.secret),
     cache: createKeyCache(o.cache, now),
     ipGuard: o.failedAuth === false ? null : createIpGuard(o.failedAuth, storage.ipBlocks, onError),
-    accounts: new AccountService(storage, o, now),
+    accounts: new AccountService(storage, o, now, onError),
     outbox: createOutbox(storage, { ...o.usage, now }, onError, (events) => {
       for (const listener of flushListeners) {
         try {
@@ -200,12 +200,7 @@ export function createTollbooth(
     createSealer(deriveKey(o.secret, 'provider-key-seal')),
     o.verifiers,
   )
-  const unsubscribe = storage.changes
-    ?.subscribe((hash) => ctx.cache.delete(hash))
-    .catch((err) => {
-      onError(err)
-      return () => {}
-    })
+  const unsubscribe = subscribe(storage, ctx, onError)
 
   const route = (routeOptions: RouteOptions = {}): ResolvedRoute => {
     const r = parseConfig(routeOptionsSchema, routeOptions, 'route options')
@@ -304,6 +299,41 @@ export function createTollbooth(
       off?.()
     },
   }
+}
+
+/**
+ * Listens to the storage's change feed: a key's hash drops the key from the cache, and
+ * `account:<id>` the account's admission view. Whenever the feed reports it stopped
+ * delivering, or its subscription failed, both caches serve entries for `cache.feedDownTtlMs`
+ * at most; they empty when it reports delivering again.
+ */
+function subscribe(
+  storage: Storage,
+  ctx: Context,
+  onError: (err: unknown) => void,
+): Promise<() => void> | undefined {
+  const feed = storage.changes
+  if (!feed) return undefined
+  let reported = false
+  const status = (live: boolean) => {
+    ctx.cache.feed(live)
+    ctx.accounts.feed(live)
+  }
+  const onStatus = (live: boolean) => {
+    reported = true
+    status(live)
+  }
+  const onMessage = (message: string) => {
+    if (message.startsWith(ACCOUNT_MESSAGE))
+      ctx.accounts.invalidate(message.slice(ACCOUNT_MESSAGE.length))
+    else ctx.cache.delete(message)
+  }
+  return feed.subscribe(onMessage, { onStatus }).catch((err) => {
+    onError(err)
+    // Not delivering (a feed that keeps trying says so with onStatus(true) when it does).
+    if (!reported) status(false)
+    return () => {}
+  })
 }
 
 /** True for a route compiled by `tb.route()`. */

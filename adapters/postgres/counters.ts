@@ -29,7 +29,7 @@
  * skipping rows an admission holds.
  */
 
-import type { PoolClient, QueryResult } from 'pg'
+import type { QueryResult } from 'pg'
 import type { CheckResult, CounterStore, HoldState } from '../../src/index.js'
 import {
   apply,
@@ -41,7 +41,7 @@ import {
   markOf,
   revert,
 } from './counter-state.js'
-import { type Db, explain } from './db.js'
+import { checkout, type Db, explain } from './db.js'
 
 interface CounterRow {
   key: string
@@ -83,13 +83,15 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     now: number,
     decide: (stored: Map<string, Counter>) => { value: T; next: Map<string, Counter> | null },
   ): Promise<T> => {
-    const client: PoolClient = await db.pool.connect()
+    const { client, left, release } = await checkout(db, db.deadlineMs)
     const lit = (s: string) => client.escapeLiteral(s)
     let broken: Error | undefined
     try {
       const names = [...new Set(keys)].map(lit).join(', ')
+      // No statement (a lock wait included) may outlive the caller's deadline.
+      const ms = left()
       const read = await client.query<CounterRow>(
-        `${begin}
+        `${begin} SET LOCAL statement_timeout = ${ms}; SET LOCAL lock_timeout = ${ms};
          INSERT INTO ${t} AS c (key, expires_at)
          SELECT k, ${bigint(now)} FROM unnest(ARRAY[${names}]::text[]) AS k ORDER BY k COLLATE "C"
          ON CONFLICT (key) DO UPDATE SET key = excluded.key
@@ -103,6 +105,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
         await client.query('ROLLBACK')
         return value
       }
+      left() // past the deadline the catch below rolls back: the caller was answered 503
       const rows: string[] = []
       for (const [key, c] of next) {
         rows.push(
@@ -123,7 +126,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
       })
       throw explain(err, db.schema)
     } finally {
-      client.release(broken)
+      release(broken)
     }
   }
 

@@ -9,10 +9,16 @@
  * At the first request of a new period the account rolls over, once (compare-and-set on
  * `periodStart`): credits used beyond the plan come out of the prepaid balance, and unused
  * plan credits carry over for up to `carryoverMonths` months' worth.
+ *
+ * The admission view of an account is cached like a key. A change made here (tier, top-up,
+ * patch) drops it on this instance and publishes `account:<id>` on the storage's change feed,
+ * on which every other instance drops it too; while the feed is down, the cached view is
+ * served for `cache.feedDownTtlMs` at most ({@link FeedBound}).
  */
 
 import { LRUCache } from 'lru-cache'
 import { z } from 'zod'
+import { FeedBound } from '../cache.js'
 import { InvalidRequestError, NotFoundError } from '../errors.js'
 import { ACCOUNT_METADATA_MAX_BYTES, metadataSchema, ownValue, text } from '../input.js'
 import { type CheckTemplate, compilePlanLimits } from '../limits/admission.js'
@@ -51,6 +57,9 @@ export interface AccountView {
 export const creditKey = (accountId: string, period: Period) =>
   `{${accountId}}:credits:${period.id}`
 
+/** What precedes the account id in a change-feed message about an account. */
+export const ACCOUNT_MESSAGE = 'account:'
+
 const ACCOUNT_ID = /^[A-Za-z0-9._:@|-]{1,128}$/
 
 /** Throws a 400 unless `id` is 1-128 of `A-Za-z0-9._:@|-` (no braces: they are hash tags). */
@@ -73,19 +82,25 @@ const patchSchema = z
   .strict()
 
 export class AccountService {
-  private readonly cache: LRUCache<string, AdmissionAccount>
+  private readonly cache: LRUCache<string, { a: AdmissionAccount; cachedAt: number }>
   private readonly ttlMs: number
+  private readonly bound: FeedBound
+  /** Bumped by every drop: a read that began before one is not cached (it may be older). */
+  private generation = 0
   /** True when plans are configured: every admission then reads the account (plan limits). */
   readonly hasPlans: boolean
 
+  /** @param report where a failed change-feed publish goes (the change itself stands) */
   constructor(
     private readonly storage: Storage,
     private readonly options: ResolvedOptions,
     private readonly now: () => number,
+    private readonly report: (err: unknown) => void = () => {},
   ) {
     this.hasPlans = Object.keys(options.plans).length > 0
     const ttl = options.cache === false ? 1 : options.cache.ttlMs
     this.ttlMs = ttl
+    this.bound = new FeedBound(options.cache === false ? 1 : options.cache.feedDownTtlMs)
     this.cache = new LRUCache({
       max: options.cache === false ? 1 : options.cache.max,
       ttl,
@@ -136,13 +151,16 @@ export class AccountService {
   /** The account for admission at `now`, rolled over into the current period if needed. */
   /** The cached admission view of the account at `now`, or undefined (then call forAdmission). */
   peek(id: string, now: number): AdmissionAccount | undefined {
-    const cached = this.cache.get(id)
-    return cached && now >= cached.period.start && now < cached.period.end ? cached : undefined
+    const c = this.cache.get(id)
+    if (c === undefined || !this.bound.fresh(c.cachedAt, now)) return undefined
+    const a = c.a
+    return now >= a.period.start && now < a.period.end ? a : undefined
   }
 
   async forAdmission(id: string, now: number): Promise<AdmissionAccount> {
     const cached = this.peek(id, now)
     if (cached) return cached
+    const generation = this.generation
     const period = periodOf(now)
     let record = (await this.storage.accounts.get(id)) ?? (await this.ensure(id))
     if (record.periodStart < period.start) record = await this.rollover(record, period)
@@ -160,8 +178,10 @@ export class AccountService {
     // A tier that expires sooner than the cache TTL must not outlive its expiry in the cache
     // (lru-cache drops an entry once its age exceeds the ttl, hence the - 1).
     const left = record.tierExpiresAt === null ? Infinity : record.tierExpiresAt - now
-    if (left > this.ttlMs || left <= 0) this.cache.set(id, a)
-    else if (left > 1) this.cache.set(id, a, { ttl: left - 1 })
+    if (generation !== this.generation) return a
+    const c = { a, cachedAt: now }
+    if (left > this.ttlMs || left <= 0) this.cache.set(id, c)
+    else if (left > 1) this.cache.set(id, c, { ttl: left - 1 })
     return a
   }
 
@@ -203,8 +223,27 @@ export class AccountService {
     return updated
   }
 
+  /** Drops the cached view of the account on this instance (a change-feed message). */
   invalidate(id: string): void {
+    this.generation++
     this.cache.delete(id)
+  }
+
+  /**
+   * The change feed stopped (false) or resumed (true) delivering: cached views older than
+   * `cache.feedDownTtlMs` are not served while it is down, and all are dropped when it is back.
+   */
+  feed(live: boolean): void {
+    if (this.bound.set(live) && live) {
+      this.generation++
+      this.cache.clear()
+    }
+  }
+
+  /** After a change: drops the view here and tells every other instance to. */
+  private async changed(id: string): Promise<void> {
+    this.invalidate(id)
+    await this.storage.changes?.publish(`${ACCOUNT_MESSAGE}${id}`).catch(this.report)
   }
 
   // ---- the public surface, `tb.accounts` ----
@@ -258,7 +297,7 @@ export class AccountService {
       tier,
       ...(options.expiresAt !== undefined ? { tierExpiresAt: options.expiresAt } : {}),
     })
-    this.invalidate(id)
+    await this.changed(id)
     return this.get(id)
   }
 
@@ -273,7 +312,7 @@ export class AccountService {
     await this.ensure(id)
     const r = await this.storage.accounts.addBalance(id, amount)
     if (!r) throw new NotFoundError('Account not found')
-    this.invalidate(id)
+    await this.changed(id)
     return this.get(id)
   }
 
@@ -286,7 +325,7 @@ export class AccountService {
     const v = parseInput(patchSchema, patch)
     await this.ensure(id)
     await this.storage.accounts.update(id, v)
-    this.invalidate(id)
+    await this.changed(id)
     return this.get(id)
   }
 }

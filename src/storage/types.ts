@@ -407,14 +407,31 @@ export interface IpBlockStore {
 }
 
 /**
- * A change feed so every instance drops a changed key from its cache at once. Without it,
- * the cache TTL bounds how long another instance may still accept a revoked key.
+ * A change feed so every instance drops a changed key or account from its caches at once.
+ * Without it, the cache TTL bounds how long another instance may still accept a revoked key
+ * or apply an old plan. A message is an opaque string to the feed: a key's hash (64 hex
+ * digits) or `account:<accountId>`; a feed carries it as it is.
  */
 export interface ChangeFeed {
-  /** Tells every subscriber (on every instance) that the key with this hash changed. */
-  publish(hash: string): Promise<void>
-  /** Calls `listener` for every published hash; returns an unsubscribe function. */
-  subscribe(listener: (hash: string) => void): Promise<() => void>
+  /** Tells every subscriber (on every instance) of `message`: a key's hash or `account:<id>`. */
+  publish(message: string): Promise<void>
+  /**
+   * Calls `listener` for every published message; returns an unsubscribe function.
+   * `options.onStatus` is for feeds that can miss messages (a lost connection): see
+   * {@link SubscribeOptions}.
+   */
+  subscribe(listener: (message: string) => void, options?: SubscribeOptions): Promise<() => void>
+}
+
+export interface SubscribeOptions {
+  /**
+   * A feed calls `onStatus(false)` when it stops delivering (its connection dropped, so
+   * messages published meanwhile are lost) and `onStatus(true)` when it delivers again.
+   * In between, tollbooth serves cached keys and accounts for `cache.feedDownTtlMs` at most,
+   * and it empties its caches once the feed is back. A feed that never calls it is taken as
+   * delivering, unless its `subscribe` rejects: then as down until it calls `onStatus(true)`.
+   */
+  onStatus?: (live: boolean) => void
 }
 
 /** A storage backend: six stores, an optional change feed, and an optional close. */
