@@ -32,6 +32,8 @@ export interface Outcome extends Report {
    * Default true.
    */
   record?: boolean
+  /** Time to the first response byte (ms from admission), measured by the adapter. */
+  ttfbMs?: number
 }
 
 /** The 24-hour window an `Idempotency-Key` is counted on. */
@@ -184,6 +186,8 @@ function record(
     category: decision.category,
     status: outcome.status,
     durationMs: Math.max(0, now - s.startedAt),
+    ttfbMs: outcome.ttfbMs ?? null,
+    code: null,
     ip: s.ip,
     method: s.method,
     path: s.path,

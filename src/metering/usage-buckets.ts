@@ -1,0 +1,83 @@
+/**
+ * @module metering/usage-buckets
+ *
+ * How the stores answer `usage.summarize(accountId, from, to)` without reading every event:
+ * each store keeps, as events are recorded, an account's admitted requests and units per
+ * category per UTC hour (Redis also per UTC day). A range is then cut into the whole days and
+ * hours it covers, read from those totals, and at most two partial hours at its edges, read
+ * from the events themselves. Billing periods and the portal's days start on hour boundaries,
+ * so their summaries read totals only: the cost is O(categories × buckets), not O(events).
+ */
+
+import type { UsageEvent, UsageSummary } from '../storage/types.js'
+
+/** One hour (ms): the finest bucket of the usage totals. */
+export const USAGE_HOUR_MS = 3_600_000
+/** One day (ms): the coarser bucket (UTC days, as the portal's chart). */
+export const USAGE_DAY_MS = 86_400_000
+
+/** The pieces a range `[from, to)` is read from. */
+export interface UsageRangeParts {
+  /** Starts of whole UTC days inside the range. */
+  days: number[]
+  /** Starts of whole hours inside the range and outside those days. */
+  hours: number[]
+  /** Sub-hour `[from, to)` ranges at the edges, to be read from the events. */
+  edges: Array<[number, number]>
+}
+
+const floorTo = (t: number, step: number) => t - (((t % step) + step) % step)
+const ceilTo = (t: number, step: number) => {
+  const f = floorTo(t, step)
+  return f === t ? t : f + step
+}
+
+/**
+ * Cuts `[from, to)` into whole days, whole hours and sub-hour edges.
+ * @param withDays false to keep whole days as hours (a store that keeps hourly totals only)
+ */
+export function splitUsageRange(from: number, to: number, withDays = true): UsageRangeParts {
+  const out: UsageRangeParts = { days: [], hours: [], edges: [] }
+  if (!(to > from)) return out
+  const h1 = ceilTo(from, USAGE_HOUR_MS)
+  const h2 = floorTo(to, USAGE_HOUR_MS)
+  if (h1 >= h2) {
+    out.edges.push([from, to])
+    return out
+  }
+  if (from < h1) out.edges.push([from, h1])
+  if (h2 < to) out.edges.push([h2, to])
+  let d1 = withDays ? ceilTo(h1, USAGE_DAY_MS) : h2
+  let d2 = withDays ? floorTo(h2, USAGE_DAY_MS) : h2
+  if (d1 >= d2) d1 = d2 = h2
+  for (let t = h1; t < d1; t += USAGE_HOUR_MS) out.hours.push(t)
+  for (let t = d1; t < d2; t += USAGE_DAY_MS) out.days.push(t)
+  for (let t = d2; t < h2; t += USAGE_HOUR_MS) out.hours.push(t)
+  return out
+}
+
+/** The category an event is totalled under. */
+export function usageCategory(e: Pick<UsageEvent, 'category'>): string {
+  return e.category ?? 'uncategorized'
+}
+
+/** Whether an event counts in summaries and billing: admitted requests only. */
+export function countsInSummary(e: Pick<UsageEvent, 'code'>): boolean {
+  return e.code === null || e.code === undefined
+}
+
+/** Adds `requests` and `units` of `category` to a summary. */
+export function addToSummary(
+  out: UsageSummary,
+  category: string,
+  requests: number,
+  units: number,
+): void {
+  out.requests += requests
+  out.units += units
+  const c = out.byCategory[category]
+  if (c) {
+    c.requests += requests
+    c.units += units
+  } else out.byCategory[category] = { requests, units }
+}
