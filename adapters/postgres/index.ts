@@ -29,6 +29,7 @@ export {
   migrate,
 } from './migrate.js'
 export { INIT_SQL } from './migrations/0001-init.js'
+export { USAGE_AGGREGATES_SQL } from './migrations/0002-usage-aggregates.js'
 
 export interface PostgresStorageOptions {
   /** The user's `pg` Pool. tollbooth never ends it; `close()` only returns what it borrowed. */

@@ -37,6 +37,7 @@ export interface Commands {
   tollboothUsageRecord: Run<number>
   tollboothUsageSummary: Run<string[]>
   tollboothUsageLogs: Run<string[]>
+  tollboothUsagePrune: Run<number>
   tollboothAccountEnsure: Run<[string, string]>
   tollboothAccountCas: Run<Reply[]>
   tollboothAccountAdd: Run<[string, string] | null>
@@ -55,6 +56,7 @@ export const SCRIPTS: Record<keyof Commands, string> = {
   tollboothUsageRecord: records.USAGE_RECORD,
   tollboothUsageSummary: records.USAGE_SUMMARY,
   tollboothUsageLogs: records.USAGE_LOGS,
+  tollboothUsagePrune: records.USAGE_PRUNE,
   tollboothAccountEnsure: records.ACCOUNT_ENSURE,
   tollboothAccountCas: records.ACCOUNT_CAS,
   tollboothAccountAdd: records.ACCOUNT_ADD,

@@ -6,17 +6,27 @@
  * (summaries), per key (logs: equal scores order by id, so a reverse range is "newest first
  * by time, then id") and overall (prune).
  *
- * `summarize` reads every event of the range inside Redis: its cost grows with the events in
- * the period. For heavy metering keep usage in PostgreSQL and only the counters in Redis.
+ * Recording also adds each admitted event to its account's totals of its hour and its UTC day
+ * (HASHes `agg:<account>:h:<hour>` and `agg:<account>:d:<day>`, fields `r:<category>` and
+ * `u:<category>`), in the same script as the event, so a retried batch counts nothing twice.
+ * `summarize` reads those totals for the whole days and hours of its range, and the events
+ * only of sub-hour edges: a month is at most 31 days and 46 hours of totals, whatever the
+ * traffic, so one account's summary never holds Redis's single thread for long. Pruning takes
+ * each deleted event out of its totals in the same script.
  */
 
 import {
+  countsInSummary,
   decodeLogCursor,
   encodeLogCursor,
   type Page,
+  splitUsageRange,
+  USAGE_DAY_MS,
+  USAGE_HOUR_MS,
   type UsageEvent,
   type UsageStore,
   type UsageSummary,
+  usageCategory,
 } from '../../src/index.js'
 import { type Ctx, dec } from './store.js'
 
@@ -28,6 +38,15 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
   const all = `${prefix}{usage}:all`
   const byAccount = (id: string) => `${prefix}{usage}:acct:${id}`
   const byKey = (id: string) => `${prefix}{usage}:key:${id}`
+  const hourOf = (id: string, t: number) => `${prefix}{usage}:agg:${id}:h:${t}`
+  const dayOf = (id: string, t: number) => `${prefix}{usage}:agg:${id}:d:${t}`
+  /** The four keys of an event in USAGE_RECORD and USAGE_PRUNE. */
+  const keysOf = (e: UsageEvent) => [
+    byAccount(e.accountId),
+    byKey(e.keyId),
+    hourOf(e.accountId, e.time - (e.time % USAGE_HOUR_MS)),
+    dayOf(e.accountId, e.time - (e.time % USAGE_DAY_MS)),
+  ]
 
   return {
     async record(list) {
@@ -36,20 +55,29 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
         const keys = [events, all]
         const argv: string[] = []
         for (const e of batch) {
-          keys.push(byAccount(e.accountId), byKey(e.keyId))
-          argv.push(e.id, String(e.time), JSON.stringify(e))
+          keys.push(...keysOf(e))
+          const counted = countsInSummary(e)
+          argv.push(
+            e.id,
+            String(e.time),
+            JSON.stringify(e),
+            usageCategory(e),
+            counted ? String(e.units) : '',
+          )
         }
         await client.tollboothUsageRecord(keys.length, ...keys, ...argv)
       }
     },
     async summarize(accountId, from, to): Promise<UsageSummary> {
-      const r = await client.tollboothUsageSummary(
-        2,
+      const parts = splitUsageRange(from, to)
+      const keys = [
         byAccount(accountId),
         events,
-        String(from),
-        String(to),
-      )
+        ...parts.days.map((t) => dayOf(accountId, t)),
+        ...parts.hours.map((t) => hourOf(accountId, t)),
+      ]
+      const argv = parts.edges.flatMap(([a, b]) => [String(a), String(b)])
+      const r = await client.tollboothUsageSummary(keys.length, ...keys, ...argv)
       const out: UsageSummary = { requests: dec(r[0]!), units: dec(r[1]!), byCategory: {} }
       for (let i = 2; i + 2 < r.length; i += 3) {
         out.byCategory[r[i]!] = { requests: dec(r[i + 1]!), units: dec(r[i + 2]!) }
@@ -80,19 +108,23 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
         const ids = await client.zrangebyscore(all, '-inf', `(${before}`, 'LIMIT', 0, BATCH)
         if (ids.length === 0) return removed
         const jsons = await client.hmget(events, ...ids)
-        const tx = client
-          .multi()
-          .hdel(events, ...ids)
-          .zrem(all, ...ids)
+        const keys = [events, all]
+        const argv: string[] = []
         jsons.forEach((json, i) => {
-          if (json === null) return
+          if (json === null) {
+            // An id left in `all` without its event (deleted by a concurrent prune).
+            keys.push(all, all, all, all)
+            argv.push(ids[i]!, '', '')
+            return
+          }
           const e = JSON.parse(json) as UsageEvent
-          tx.zrem(byAccount(e.accountId), ids[i]!).zrem(byKey(e.keyId), ids[i]!)
+          keys.push(...keysOf(e))
+          argv.push(e.id, usageCategory(e), countsInSummary(e) ? String(e.units) : '')
         })
-        const res = await tx.exec()
-        const err = res?.find(([e]) => e)?.[0]
-        if (err) throw err
-        removed += Number(res?.[0]?.[1] ?? 0)
+        const n = await client.tollboothUsagePrune(keys.length, ...keys, ...argv)
+        // Ids whose event was already gone: drop them from `all` so the loop ends.
+        if (jsons.includes(null)) await client.zrem(all, ...ids.filter((_, i) => jsons[i] === null))
+        removed += n
       }
     },
   }
