@@ -158,6 +158,9 @@ export const USAGE_RECORD = `-- KEYS[1]  events: HASH id -> event JSON
 -- ARGV[5i-4] .. ARGV[5i]  event i: id, time (ms), JSON, category, units ('' when refused:
 --          logged, not counted)
 local n = 0
+-- Totals to add, summed per HASH and category first: one HINCRBY and one HINCRBYFLOAT per
+-- bucket and category of the batch, not per event.
+local add, order = {}, {}
 for i = 1, #ARGV / 5 do
   local a, k = 5 * i - 4, 4 * i - 1
   local id, time, units = ARGV[a], ARGV[a + 1], ARGV[a + 4]
@@ -168,11 +171,28 @@ for i = 1, #ARGV / 5 do
     if units ~= '' then
       local cat = ARGV[a + 3]
       for j = k + 2, k + 3 do
-        redis.call('HINCRBY', KEYS[j], 'r:' .. cat, 1)
-        redis.call('HINCRBYFLOAT', KEYS[j], 'u:' .. cat, units)
+        local h = add[KEYS[j]]
+        if not h then
+          h = {}
+          add[KEYS[j]] = h
+          order[#order + 1] = KEYS[j]
+        end
+        local c = h[cat]
+        if not c then
+          h[cat] = { 1, tonumber(units) }
+        else
+          c[1] = c[1] + 1
+          c[2] = c[2] + tonumber(units)
+        end
       end
     end
     n = n + 1
+  end
+end
+for _, key in ipairs(order) do
+  for cat, c in pairs(add[key]) do
+    redis.call('HINCRBY', key, 'r:' .. cat, c[1])
+    redis.call('HINCRBYFLOAT', key, 'u:' .. cat, string.format('%.17g', c[2]))
   end
 end
 return n
