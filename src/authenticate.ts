@@ -10,7 +10,14 @@
 
 import type { CachedKey } from './cache.js'
 import type { Context } from './context.js'
-import { Admission, type Decision, deny, publicKey, type SettleState } from './decision.js'
+import {
+  Admission,
+  type Decision,
+  type Denial,
+  deny,
+  publicKey,
+  type SettleState,
+} from './decision.js'
 import { type ErrorCode, isTollboothError } from './errors.js'
 import {
   type LimitFigures,
@@ -101,7 +108,7 @@ function unauthorized(
   message: string,
   base: Record<string, string>,
   requestId: string,
-): Decision {
+): Denial {
   return deny(
     401,
     code,
@@ -246,6 +253,44 @@ function unavailable(
   )
 }
 
+/**
+ * A request refused for a known key (its status, kind, scopes, time blocks, limits or
+ * credits), logged like a served one: one event pushed to the usage out-box, written in its
+ * batches and pruned by its retention, with the status and code and 0 credits. Summaries and
+ * billing skip it (`code` is set). Unknown, malformed and revoked keys are not logged.
+ */
+function logged(
+  ctx: Context,
+  req: TollboothRequest,
+  route: ResolvedRoute,
+  r: KeyRecord,
+  now: number,
+  id: string,
+  d: Denial,
+): Denial {
+  ctx.outbox.push({
+    id,
+    requestId: d.requestId,
+    keyId: r.id,
+    accountId: r.accountId,
+    time: now,
+    units: 0,
+    overage: 0,
+    tokens: 0,
+    category: route.category ?? null,
+    status: d.status,
+    durationMs: 0,
+    ttfbMs: null,
+    code: d.code,
+    ip: req.ip,
+    method: req.method,
+    path: req.path,
+    bypassed: false,
+    provider: null,
+  })
+  return d
+}
+
 /** Steps 5 to 7 for a key found (or remembered as unknown). */
 function verified(
   ctx: Context,
@@ -260,27 +305,30 @@ function verified(
   if (!entry) return invalid(ctx, req, now, base, requestId)
   const r = entry.record
   if (r.revokedAt !== null && r.revokedAt <= now) return invalid(ctx, req, now, base, requestId)
-  if (!r.active) return unauthorized('inactive_api_key', MESSAGES.inactive, base, requestId)
+  const refuse = (d: Denial) => logged(ctx, req, route, r, now, internalId, d)
+  if (!r.active) return refuse(unauthorized('inactive_api_key', MESSAGES.inactive, base, requestId))
   if (r.expiresAt !== null && r.expiresAt <= now)
-    return unauthorized('expired_api_key', MESSAGES.expired, base, requestId)
+    return refuse(unauthorized('expired_api_key', MESSAGES.expired, base, requestId))
   if (r.kind !== route.kind) {
     const msg =
       route.kind === 'consumption'
         ? 'Management keys cannot be used on this route; use a consumption key'
         : 'This route accepts management keys only; consumption keys are refused'
-    return deny(403, 'wrong_key_kind', msg, base, requestId)
+    return refuse(deny(403, 'wrong_key_kind', msg, base, requestId))
   }
   for (const scope of route.scopes) {
     if (!r.scopes.includes(scope))
-      return deny(403, 'insufficient_scope', `Missing scope: ${scope}`, base, requestId)
+      return refuse(deny(403, 'insufficient_scope', `Missing scope: ${scope}`, base, requestId))
   }
   if (!withinTimeBlocks(r.limits.timeBlocks, now)) {
-    return deny(
-      403,
-      'outside_time_block',
-      'This key can only be used during its reserved time blocks',
-      base,
-      requestId,
+    return refuse(
+      deny(
+        403,
+        'outside_time_block',
+        'This key can only be used during its reserved time blocks',
+        base,
+        requestId,
+      ),
     )
   }
 
@@ -459,7 +507,8 @@ function decide(
         windowMs: c.windowMs,
       })
     setRetryAfter(out, rf.retryAfterMs)
-    return deny(rf.status, rf.code, rf.message, out, a.requestId)
+    const d = deny(rf.status, rf.code, rf.message, out, a.requestId)
+    return logged(ctx, req, route, r, a.now, a.internalId, d)
   }
   if (result) setLimitHeaders(headers, route, tightest(checks, result.results))
 
