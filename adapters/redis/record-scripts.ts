@@ -280,6 +280,34 @@ end
 return n
 `
 
+/**
+ * Upgrades events recorded before usage totals existed (their JSON has no `code`): adds each to
+ * its hour and day totals and appends `"ttfbMs":null,"code":null` to its JSON (string edit, no
+ * re-encoding), so a second run skips it. An event changed since the caller read it is skipped.
+ * Returns how many were upgraded.
+ */
+export const USAGE_UPGRADE = `-- KEYS[1]  events: HASH id -> event JSON
+-- KEYS[2i], KEYS[2i+1]  event i's account totals of its hour and of its day (HASH)
+-- ARGV[4i-3] .. ARGV[4i]  event i: id, the JSON the caller read, category, units ('' when not
+--          counted)
+local n = 0
+for i = 1, #ARGV / 4 do
+  local a = 4 * i - 3
+  local id, json, cat, units = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  if redis.call('HGET', KEYS[1], id) == json and string.sub(json, -1) == '}' then
+    redis.call('HSET', KEYS[1], id, string.sub(json, 1, -2) .. ',"ttfbMs":null,"code":null}')
+    if units ~= '' then
+      for j = 2 * i, 2 * i + 1 do
+        redis.call('HINCRBY', KEYS[j], 'r:' .. cat, 1)
+        redis.call('HINCRBYFLOAT', KEYS[j], 'u:' .. cat, units)
+      end
+    end
+    n = n + 1
+  end
+end
+return n
+`
+
 /** A page of a key's events, newest first: `{ '1' | '0' (more), json, … }`. */
 export const USAGE_LOGS = `-- KEYS[1]  the key's index: ZSET id by time
 -- KEYS[2]  events: HASH id -> event JSON

@@ -38,6 +38,7 @@ export interface Commands {
   tollboothUsageSummary: Run<string[]>
   tollboothUsageLogs: Run<string[]>
   tollboothUsagePrune: Run<number>
+  tollboothUsageUpgrade: Run<number>
   tollboothAccountEnsure: Run<[string, string]>
   tollboothAccountCas: Run<Reply[]>
   tollboothAccountAdd: Run<[string, string] | null>
@@ -57,6 +58,7 @@ export const SCRIPTS: Record<keyof Commands, string> = {
   tollboothUsageSummary: records.USAGE_SUMMARY,
   tollboothUsageLogs: records.USAGE_LOGS,
   tollboothUsagePrune: records.USAGE_PRUNE,
+  tollboothUsageUpgrade: records.USAGE_UPGRADE,
   tollboothAccountEnsure: records.ACCOUNT_ENSURE,
   tollboothAccountCas: records.ACCOUNT_CAS,
   tollboothAccountAdd: records.ACCOUNT_ADD,

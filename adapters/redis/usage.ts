@@ -16,6 +16,7 @@
  */
 
 import {
+  ConfigError,
   countsInSummary,
   decodeLogCursor,
   encodeLogCursor,
@@ -28,18 +29,80 @@ import {
   type UsageSummary,
   usageCategory,
 } from '../../src/index.js'
-import { type Ctx, dec } from './store.js'
+import { type Ctx, dec, defineCommands, type RedisClient } from './store.js'
 
 /** Events per RECORD call and per prune step, so one script never runs long. */
 const BATCH = 200
 
+/** The usage keys under a prefix. */
+function usageKeys(prefix: string) {
+  return {
+    events: `${prefix}{usage}:ev`,
+    all: `${prefix}{usage}:all`,
+    byAccount: (id: string) => `${prefix}{usage}:acct:${id}`,
+    byKey: (id: string) => `${prefix}{usage}:key:${id}`,
+    hourOf: (id: string, t: number) => `${prefix}{usage}:agg:${id}:h:${t}`,
+    dayOf: (id: string, t: number) => `${prefix}{usage}:agg:${id}:d:${t}`,
+  }
+}
+
+/**
+ * Run once after every instance runs a version with usage totals (December 2026): adds the
+ * events recorded before, by a version without them, to the totals that summaries read, in
+ * batches of 200 events, each one short script. Idempotent (an upgraded event is marked), so
+ * it is safe to run again or from two processes. Until it has run, `GET /usage` does not count
+ * those older events; their logs show `ttfbMs` and `code` as null either way.
+ *
+ * @param options.client the ioredis client given to `redisStorage`
+ * @param [options.keyPrefix='tollbooth:'] the `keyPrefix` given to `redisStorage`
+ * @returns how many events were upgraded
+ * @throws {ConfigError} naming a bad option
+ * @example
+ * ```ts
+ * import { upgradeUsageTotals } from 'tollbooth/redis'
+ * await upgradeUsageTotals({ client, keyPrefix: 'myapi:' })
+ * ```
+ */
+export async function upgradeUsageTotals(options: {
+  client: RedisClient
+  keyPrefix?: string
+}): Promise<number> {
+  const { client, keyPrefix = 'tollbooth:' } = options ?? ({} as never)
+  if (!client || typeof (client as { defineCommand?: unknown }).defineCommand !== 'function')
+    throw new ConfigError(
+      'Invalid upgradeUsageTotals options: client must be an ioredis Redis or Cluster instance',
+    )
+  if (typeof keyPrefix !== 'string' || /[{}]/.test(keyPrefix))
+    throw new ConfigError(
+      `Invalid upgradeUsageTotals options: keyPrefix must be a string without braces, got ${JSON.stringify(keyPrefix)}`,
+    )
+  const ctx: Ctx = { client: defineCommands(client), prefix: keyPrefix }
+  const { events, all, hourOf, dayOf } = usageKeys(ctx.prefix)
+  let upgraded = 0
+  for (let start = 0; ; start += BATCH) {
+    const ids = await ctx.client.zrange(all, start, start + BATCH - 1)
+    if (ids.length === 0) return upgraded
+    const jsons = await ctx.client.hmget(events, ...ids)
+    const keys = [events]
+    const argv: string[] = []
+    for (const json of jsons) {
+      if (json === null) continue
+      // Events of this version always carry `code`; an older version recorded served ones only.
+      const e = JSON.parse(json) as Omit<UsageEvent, 'code'> & { code?: string | null }
+      if (e.code !== undefined) continue
+      keys.push(
+        hourOf(e.accountId, e.time - (e.time % USAGE_HOUR_MS)),
+        dayOf(e.accountId, e.time - (e.time % USAGE_DAY_MS)),
+      )
+      argv.push(e.id, json, usageCategory(e), String(e.units))
+    }
+    if (argv.length > 0)
+      upgraded += await ctx.client.tollboothUsageUpgrade(keys.length, ...keys, ...argv)
+  }
+}
+
 export function redisUsage({ client, prefix }: Ctx): UsageStore {
-  const events = `${prefix}{usage}:ev`
-  const all = `${prefix}{usage}:all`
-  const byAccount = (id: string) => `${prefix}{usage}:acct:${id}`
-  const byKey = (id: string) => `${prefix}{usage}:key:${id}`
-  const hourOf = (id: string, t: number) => `${prefix}{usage}:agg:${id}:h:${t}`
-  const dayOf = (id: string, t: number) => `${prefix}{usage}:agg:${id}:d:${t}`
+  const { events, all, byAccount, byKey, hourOf, dayOf } = usageKeys(prefix)
   /** The four keys of an event in USAGE_RECORD and USAGE_PRUNE. */
   const keysOf = (e: UsageEvent) => [
     byAccount(e.accountId),
@@ -98,7 +161,13 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
       const data = r
         .slice(1)
         .filter((json) => json !== '')
-        .map((json) => JSON.parse(json) as UsageEvent)
+        .map((json) => {
+          const e = JSON.parse(json) as UsageEvent
+          // Events recorded before these fields existed (see upgradeRedisUsageTotals).
+          e.ttfbMs ??= null
+          e.code ??= null
+          return e
+        })
       const last = data[data.length - 1]
       return { data, nextCursor: r[0] === '1' && last ? encodeLogCursor(last) : null }
     },
