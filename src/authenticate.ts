@@ -291,6 +291,40 @@ function logged(
   return d
 }
 
+/** Step 5: the key's status, kind, scopes and time blocks; the refusal, or null to go on. */
+function keyRefusal(
+  r: KeyRecord,
+  route: ResolvedRoute,
+  now: number,
+  base: Record<string, string>,
+  requestId: string,
+): Denial | null {
+  if (!r.active) return unauthorized('inactive_api_key', MESSAGES.inactive, base, requestId)
+  if (r.expiresAt !== null && r.expiresAt <= now)
+    return unauthorized('expired_api_key', MESSAGES.expired, base, requestId)
+  if (r.kind !== route.kind) {
+    const msg =
+      route.kind === 'consumption'
+        ? 'Management keys cannot be used on this route; use a consumption key'
+        : 'This route accepts management keys only; consumption keys are refused'
+    return deny(403, 'wrong_key_kind', msg, base, requestId)
+  }
+  for (const scope of route.scopes) {
+    if (!r.scopes.includes(scope))
+      return deny(403, 'insufficient_scope', `Missing scope: ${scope}`, base, requestId)
+  }
+  if (!withinTimeBlocks(r.limits.timeBlocks, now)) {
+    return deny(
+      403,
+      'outside_time_block',
+      'This key can only be used during its reserved time blocks',
+      base,
+      requestId,
+    )
+  }
+  return null
+}
+
 /** Steps 5 to 7 for a key found (or remembered as unknown). */
 function verified(
   ctx: Context,
@@ -305,32 +339,9 @@ function verified(
   if (!entry) return invalid(ctx, req, now, base, requestId)
   const r = entry.record
   if (r.revokedAt !== null && r.revokedAt <= now) return invalid(ctx, req, now, base, requestId)
-  const refuse = (d: Denial) => logged(ctx, req, route, r, now, internalId, d)
-  if (!r.active) return refuse(unauthorized('inactive_api_key', MESSAGES.inactive, base, requestId))
-  if (r.expiresAt !== null && r.expiresAt <= now)
-    return refuse(unauthorized('expired_api_key', MESSAGES.expired, base, requestId))
-  if (r.kind !== route.kind) {
-    const msg =
-      route.kind === 'consumption'
-        ? 'Management keys cannot be used on this route; use a consumption key'
-        : 'This route accepts management keys only; consumption keys are refused'
-    return refuse(deny(403, 'wrong_key_kind', msg, base, requestId))
-  }
-  for (const scope of route.scopes) {
-    if (!r.scopes.includes(scope))
-      return refuse(deny(403, 'insufficient_scope', `Missing scope: ${scope}`, base, requestId))
-  }
-  if (!withinTimeBlocks(r.limits.timeBlocks, now)) {
-    return refuse(
-      deny(
-        403,
-        'outside_time_block',
-        'This key can only be used during its reserved time blocks',
-        base,
-        requestId,
-      ),
-    )
-  }
+  const refused = keyRefusal(r, route, now, base, requestId)
+  // A refusal of a known key is logged; an admitted request pays nothing for this.
+  if (refused) return logged(ctx, req, route, r, now, internalId, refused)
 
   // Step 7 first: a caller's own provider key means the request is not expected to be charged.
   let providerKeys: Record<string, string> = EMPTY
