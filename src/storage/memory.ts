@@ -471,11 +471,20 @@ function memoryUsage(maxEvents: number): UsageStore {
       const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
       const parts = splitUsageRange(from, to, false)
       const hours = tallies.get(accountId)
-      if (hours)
-        for (const h of parts.hours) {
-          const t = hours.get(h)
-          if (t) for (const [cat, [requests, units]] of t) addToSummary(out, cat, requests, units)
-        }
+      const add = (t: Tally) => {
+        for (const [cat, [requests, units]] of t) addToSummary(out, cat, requests, units)
+      }
+      if (hours && parts.hours.length > 0) {
+        const first = parts.hours[0]!
+        const end = parts.hours[parts.hours.length - 1]! + USAGE_HOUR_MS
+        // Whichever is shorter: the hours of the range, or the hours the account has.
+        if (parts.hours.length <= hours.size)
+          for (const h of parts.hours) {
+            const t = hours.get(h)
+            if (t) add(t)
+          }
+        else for (const [h, t] of hours) if (h >= first && h < end) add(t)
+      }
       // Sub-hour edges (a range not on hour boundaries): the kept events.
       if (parts.edges.length > 0)
         for (const e of ring) {
