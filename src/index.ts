@@ -71,6 +71,7 @@ export {
   USAGE_DAY_MS,
   USAGE_HOUR_MS,
   type UsageRangeParts,
+  usageBuckets,
   usageCategory,
 } from './metering/usage-buckets.js'
 export type {

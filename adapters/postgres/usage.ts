@@ -131,7 +131,7 @@ export function postgresUsage(db: Db): UsageStore {
       )
     },
     async summarize(accountId, from, to): Promise<UsageSummary> {
-      const { hours, edges } = splitUsageRange(from, to, false)
+      const { hours, edges } = splitUsageRange(from, to)
       const [e1, e2] = [edges[0] ?? [0, 0], edges[1] ?? [0, 0]]
       const rows = await db.query<{ category: string; requests: number; units: number }>(
         `SELECT category, sum(requests)::float8 AS requests, sum(units) AS units FROM (
@@ -143,15 +143,7 @@ export function postgresUsage(db: Db): UsageStore {
              AND ((occurred_at >= $4 AND occurred_at < $5)
                OR (occurred_at >= $6 AND occurred_at < $7))
          ) s GROUP BY category`,
-        [
-          accountId,
-          hours[0] ?? 0,
-          hours.length ? hours[hours.length - 1]! + USAGE_HOUR_MS : 0,
-          e1[0],
-          e1[1],
-          e2[0],
-          e2[1],
-        ],
+        [accountId, hours?.[0] ?? 0, hours?.[1] ?? 0, e1[0], e1[1], e2[0], e2[1]],
       )
       const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
       for (const r of rows) if (r.requests > 0) addToSummary(out, r.category, r.requests, r.units)

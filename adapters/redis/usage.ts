@@ -16,6 +16,7 @@
  */
 
 import {
+  addToSummary,
   ConfigError,
   countsInSummary,
   decodeLogCursor,
@@ -27,12 +28,15 @@ import {
   type UsageEvent,
   type UsageStore,
   type UsageSummary,
+  usageBuckets,
   usageCategory,
 } from '../../src/index.js'
 import { type Ctx, dec, defineCommands, type RedisClient } from './store.js'
 
 /** Events per RECORD call and per prune step, so one script never runs long. */
 const BATCH = 200
+/** Day and hour totals read per summary script: a month (at most 77) is one script. */
+const SUMMARY_BUCKETS = 1000
 
 /** The usage keys under a prefix. */
 function usageKeys(prefix: string) {
@@ -133,17 +137,21 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
     },
     async summarize(accountId, from, to): Promise<UsageSummary> {
       const parts = splitUsageRange(from, to)
-      const keys = [
-        byAccount(accountId),
-        events,
-        ...parts.days.map((t) => dayOf(accountId, t)),
-        ...parts.hours.map((t) => hourOf(accountId, t)),
+      const whole = parts.hours ? usageBuckets(...parts.hours) : { days: [], hours: [] }
+      const buckets = [
+        ...whole.days.map((t) => dayOf(accountId, t)),
+        ...whole.hours.map((t) => hourOf(accountId, t)),
       ]
-      const argv = parts.edges.flatMap(([a, b]) => [String(a), String(b)])
-      const r = await client.tollboothUsageSummary(keys.length, ...keys, ...argv)
-      const out: UsageSummary = { requests: dec(r[0]!), units: dec(r[1]!), byCategory: {} }
-      for (let i = 2; i + 2 < r.length; i += 3) {
-        out.byCategory[r[i]!] = { requests: dec(r[i + 1]!), units: dec(r[i + 2]!) }
+      const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+      // A month is one call; a range of years is a few, each script short (and each call's
+      // arguments well under what a function call takes).
+      let edges = parts.edges.flatMap(([a, b]) => [String(a), String(b)])
+      for (let i = 0; i === 0 || i < buckets.length; i += SUMMARY_BUCKETS) {
+        const keys = [byAccount(accountId), events, ...buckets.slice(i, i + SUMMARY_BUCKETS)]
+        const r = await client.tollboothUsageSummary(keys.length, ...keys, ...edges)
+        edges = []
+        for (let j = 2; j + 2 < r.length; j += 3)
+          addToSummary(out, r[j]!, dec(r[j + 1]!), dec(r[j + 2]!))
       }
       return out
     },

@@ -140,6 +140,8 @@ export function usageStoreTests(get: GetStorage): void {
         [start + 5 * HOUR + 1234, start + 2 * DAY + 7 * HOUR - 99],
         [start + 30 * HOUR + 17, start + 30 * HOUR + 40_000],
         [0, start + 10 * DAY],
+        // A range of 130 years (more day totals than one script call takes on Redis).
+        [0, Date.UTC(2100, 0, 1)],
       ]
       for (const [from, to] of ranges)
         for (const id of [accountId, other])

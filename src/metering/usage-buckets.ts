@@ -18,10 +18,8 @@ export const USAGE_DAY_MS = 86_400_000
 
 /** The pieces a range `[from, to)` is read from. */
 export interface UsageRangeParts {
-  /** Starts of whole UTC days inside the range. */
-  days: number[]
-  /** Starts of whole hours inside the range and outside those days. */
-  hours: number[]
+  /** `[start, end)` of the whole hours inside the range, or null when it holds none. */
+  hours: [number, number] | null
   /** Sub-hour `[from, to)` ranges at the edges, to be read from the events. */
   edges: Array<[number, number]>
 }
@@ -32,23 +30,26 @@ const ceilTo = (t: number, step: number) => {
   return f === t ? t : f + step
 }
 
-/**
- * Cuts `[from, to)` into whole days, whole hours and sub-hour edges.
- * @param withDays false to keep whole days as hours (a store that keeps hourly totals only)
- */
-export function splitUsageRange(from: number, to: number, withDays = true): UsageRangeParts {
-  const out: UsageRangeParts = { days: [], hours: [], edges: [] }
-  if (!(to > from)) return out
+/** Cuts `[from, to)` into its whole hours and the sub-hour edges around them. */
+export function splitUsageRange(from: number, to: number): UsageRangeParts {
+  if (!(to > from)) return { hours: null, edges: [] }
   const h1 = ceilTo(from, USAGE_HOUR_MS)
   const h2 = floorTo(to, USAGE_HOUR_MS)
-  if (h1 >= h2) {
-    out.edges.push([from, to])
-    return out
-  }
-  if (from < h1) out.edges.push([from, h1])
-  if (h2 < to) out.edges.push([h2, to])
-  let d1 = withDays ? ceilTo(h1, USAGE_DAY_MS) : h2
-  let d2 = withDays ? floorTo(h2, USAGE_DAY_MS) : h2
+  if (h1 >= h2) return { hours: null, edges: [[from, to]] }
+  const edges: Array<[number, number]> = []
+  if (from < h1) edges.push([from, h1])
+  if (h2 < to) edges.push([h2, to])
+  return { hours: [h1, h2], edges }
+}
+
+/**
+ * The whole hours `[h1, h2)` (hour boundaries) as whole UTC days plus the hours outside them,
+ * for a store that keeps daily totals beside hourly ones.
+ */
+export function usageBuckets(h1: number, h2: number): { days: number[]; hours: number[] } {
+  const out = { days: [] as number[], hours: [] as number[] }
+  let d1 = ceilTo(h1, USAGE_DAY_MS)
+  let d2 = floorTo(h2, USAGE_DAY_MS)
   if (d1 >= d2) d1 = d2 = h2
   for (let t = h1; t < d1; t += USAGE_HOUR_MS) out.hours.push(t)
   for (let t = d1; t < d2; t += USAGE_DAY_MS) out.days.push(t)

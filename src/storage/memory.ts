@@ -469,17 +469,16 @@ function memoryUsage(maxEvents: number): UsageStore {
     },
     async summarize(accountId, from, to): Promise<UsageSummary> {
       const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
-      const parts = splitUsageRange(from, to, false)
+      const parts = splitUsageRange(from, to)
       const hours = tallies.get(accountId)
-      const add = (t: Tally) => {
-        for (const [cat, [requests, units]] of t) addToSummary(out, cat, requests, units)
-      }
-      if (hours && parts.hours.length > 0) {
-        const first = parts.hours[0]!
-        const end = parts.hours[parts.hours.length - 1]! + USAGE_HOUR_MS
+      if (hours && parts.hours) {
+        const [first, end] = parts.hours
+        const add = (t: Tally) => {
+          for (const [cat, [requests, units]] of t) addToSummary(out, cat, requests, units)
+        }
         // Whichever is shorter: the hours of the range, or the hours the account has.
-        if (parts.hours.length <= hours.size)
-          for (const h of parts.hours) {
+        if ((end - first) / USAGE_HOUR_MS <= hours.size)
+          for (let h = first; h < end; h += USAGE_HOUR_MS) {
             const t = hours.get(h)
             if (t) add(t)
           }
