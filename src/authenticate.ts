@@ -10,7 +10,14 @@
 
 import type { CachedKey } from './cache.js'
 import type { Context } from './context.js'
-import { Admission, type Decision, deny, publicKey, type SettleState } from './decision.js'
+import {
+  Admission,
+  type Decision,
+  type Denial,
+  deny,
+  publicKey,
+  type SettleState,
+} from './decision.js'
 import { type ErrorCode, isTollboothError, StorageUnavailableError } from './errors.js'
 import {
   type LimitFigures,
@@ -123,7 +130,7 @@ function unauthorized(
   message: string,
   base: Record<string, string>,
   requestId: string,
-): Decision {
+): Denial {
   return deny(
     401,
     code,
@@ -276,21 +283,52 @@ function unavailable(
   )
 }
 
-/** Steps 5 to 7 for a key found (or remembered as unknown). */
-function verified(
+/**
+ * A request refused for a known key (its status, kind, scopes, time blocks, limits or
+ * credits), logged like a served one: one event pushed to the usage out-box, written in its
+ * batches and pruned by its retention, with the status and code and 0 credits. Summaries and
+ * billing skip it (`code` is set). Unknown, malformed and revoked keys are not logged.
+ */
+function logged(
   ctx: Context,
   req: TollboothRequest,
   route: ResolvedRoute,
-  entry: CachedKey | null,
+  r: KeyRecord,
+  now: number,
+  id: string,
+  d: Denial,
+): Denial {
+  ctx.outbox.push({
+    id,
+    requestId: d.requestId,
+    keyId: r.id,
+    accountId: r.accountId,
+    time: now,
+    units: 0,
+    overage: 0,
+    tokens: 0,
+    category: route.category ?? null,
+    status: d.status,
+    durationMs: 0,
+    ttfbMs: null,
+    code: d.code,
+    ip: req.ip,
+    method: req.method,
+    path: req.path,
+    bypassed: false,
+    provider: null,
+  })
+  return d
+}
+
+/** Step 5: the key's status, kind, scopes and time blocks; the refusal, or null to go on. */
+function keyRefusal(
+  r: KeyRecord,
+  route: ResolvedRoute,
   now: number,
   base: Record<string, string>,
   requestId: string,
-  internalId: string,
-): Decision | Promise<Decision> {
-  if (!entry) return invalid(ctx, req, route, now, base, requestId)
-  const r = entry.record
-  if (r.revokedAt !== null && r.revokedAt <= now)
-    return invalid(ctx, req, route, now, base, requestId)
+): Denial | null {
   if (!r.active) return unauthorized('inactive_api_key', MESSAGES.inactive, base, requestId)
   if (r.expiresAt !== null && r.expiresAt <= now)
     return unauthorized('expired_api_key', MESSAGES.expired, base, requestId)
@@ -314,6 +352,27 @@ function verified(
       requestId,
     )
   }
+  return null
+}
+
+/** Steps 5 to 7 for a key found (or remembered as unknown). */
+function verified(
+  ctx: Context,
+  req: TollboothRequest,
+  route: ResolvedRoute,
+  entry: CachedKey | null,
+  now: number,
+  base: Record<string, string>,
+  requestId: string,
+  internalId: string,
+): Decision | Promise<Decision> {
+  if (!entry) return invalid(ctx, req, route, now, base, requestId)
+  const r = entry.record
+  if (r.revokedAt !== null && r.revokedAt <= now)
+    return invalid(ctx, req, route, now, base, requestId)
+  const refused = keyRefusal(r, route, now, base, requestId)
+  // A refusal of a known key is logged; an admitted request pays nothing for this.
+  if (refused) return logged(ctx, req, route, r, now, internalId, refused)
 
   // Step 7 first: a caller's own provider key means the request is not expected to be charged.
   let providerKeys: Record<string, string> = EMPTY
@@ -583,7 +642,8 @@ function decide(
         windowMs: c.windowMs,
       })
     setRetryAfter(out, rf.retryAfterMs)
-    return deny(rf.status, rf.code, rf.message, out, a.requestId)
+    const d = deny(rf.status, rf.code, rf.message, out, a.requestId)
+    return logged(ctx, req, route, r, a.now, a.internalId, d)
   }
   if (result) setLimitHeaders(headers, route, tightest(checks, result.results))
 

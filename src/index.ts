@@ -77,6 +77,16 @@ export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-w
 export { type AccountView, checkAccountId } from './metering/accounts.js'
 export { type Period, parseMonth, periodOf } from './metering/periods.js'
 export type { LogEntry, UsageReport } from './metering/usage.js'
+export {
+  addToSummary,
+  countsInSummary,
+  splitUsageRange,
+  USAGE_DAY_MS,
+  USAGE_HOUR_MS,
+  type UsageRangeParts,
+  usageBuckets,
+  usageCategory,
+} from './metering/usage-buckets.js'
 export type {
   Plan,
   ResolvedOptions,

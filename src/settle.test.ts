@@ -32,6 +32,8 @@ describe('settle: cost forms', () => {
       category: 'tts',
       status: 200,
       durationMs: 150,
+      ttfbMs: null,
+      code: null,
       ip: '127.0.0.1',
       method: 'POST',
       path: '/v1/synthesize',

@@ -36,6 +36,8 @@ export interface Outcome extends Report {
    * Default true.
    */
   record?: boolean
+  /** Time to the first response byte (ms from admission), measured by the adapter. */
+  ttfbMs?: number
 }
 
 /** The 24-hour window an `Idempotency-Key` is counted on. */
@@ -213,6 +215,8 @@ function record(
     category: decision.category === null ? null : storableText(decision.category),
     status: outcome.status,
     durationMs: Math.max(0, now - s.startedAt),
+    ttfbMs: outcome.ttfbMs ?? null,
+    code: null,
     ip: s.ip,
     method: storableText(s.method),
     path: storableText(s.path),

@@ -4,8 +4,9 @@
  * `GET <base>/api/usage/daily?month=YYYY-MM`: the signed-in account's usage per UTC day of a
  * billing period, split by category, for the portal's chart. The management API answers a
  * whole period (`GET /usage`); the days come from the same storage call it uses,
- * `storage.usage.summarize(accountId, from, to)`, once per day up to today (at most 31, a few
- * at a time), after the usage out-box is flushed so the last requests are counted.
+ * `tb.usage.summarize(accountId, from, to)`, once per day up to today (at most 31, a few at a
+ * time), which flushes the usage out-box first so the last requests are counted and answers
+ * 503 `storage_unavailable` when the store does not answer within `storageTimeoutMs`.
  */
 
 import type { Hono } from 'hono'
@@ -47,9 +48,7 @@ async function summarizeDays(
   const out: UsageSummary[] = []
   for (let i = 0; i < starts.length; i += PARALLEL) {
     const batch = starts.slice(i, i + PARALLEL)
-    out.push(
-      ...(await Promise.all(batch.map((t) => tb.storage.usage.summarize(accountId, t, t + DAY)))),
-    )
+    out.push(...(await Promise.all(batch.map((t) => tb.usage.summarize(accountId, t, t + DAY)))))
   }
   return out
 }
@@ -69,7 +68,6 @@ export function dailyUsageRoute(app: Hono, tb: Tollbooth, identify: Identify): v
     const period = q.month ? parseMonth(q.month)! : periodOf(t)
     const starts: number[] = []
     for (let d = period.start; d < period.end; d += DAY) starts.push(d)
-    await tb.flush()
     const past = starts.filter((d) => d <= t)
     const sums = await summarizeDays(tb, who.accountId, past)
     const categories = new Set<string>()

@@ -31,6 +31,7 @@ export {
 } from './migrate.js'
 export { INIT_SQL } from './migrations/0001-init.js'
 export { IP_BLOCKS_SQL } from './migrations/0002-ip-blocks.js'
+export { USAGE_AGGREGATES_SQL } from './migrations/0003-usage-aggregates.js'
 
 export interface PostgresStorageOptions {
   /**

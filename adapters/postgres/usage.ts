@@ -3,13 +3,20 @@
  *
  * Usage events in `<schema>.usage_events`: the meter and the request log. A batch is one
  * `INSERT … SELECT FROM unnest(…)` (one statement, however many events), idempotent by id
- * with `ON CONFLICT DO NOTHING`, its rows in id order so concurrent batches never deadlock. Totals are a `GROUP BY category` over the
- * `(account_id, occurred_at)` index; a key's log pages walk `(key_id, occurred_at DESC, id DESC)`.
+ * with `ON CONFLICT DO NOTHING`, its rows in id order so concurrent batches never deadlock.
+ * The same statement adds the admitted events it inserted (and only those) to
+ * `<schema>.usage_totals`, per account, UTC hour and category, in key order. Summaries read
+ * those totals for the whole hours of a range and the events only of sub-hour edges; pruning
+ * deletes events and takes them out of their totals in one statement. A key's log pages walk
+ * `(key_id, occurred_at DESC, id DESC)`.
  */
 
 import {
+  addToSummary,
   decodeLogCursor,
   encodeLogCursor,
+  splitUsageRange,
+  USAGE_HOUR_MS,
   type UsageEvent,
   type UsageStore,
   type UsageSummary,
@@ -28,6 +35,8 @@ interface EventRow {
   category: string | null
   status: number
   duration_ms: number
+  ttfb_ms: number | null
+  code: string | null
   ip: string | null
   method: string
   path: string
@@ -48,6 +57,8 @@ const FIELDS: ReadonlyArray<[string, string, (e: UsageEvent) => unknown]> = [
   ['category', 'text', (e) => e.category],
   ['status', 'int4', (e) => e.status],
   ['duration_ms', 'float8', (e) => e.durationMs],
+  ['ttfb_ms', 'float8', (e) => e.ttfbMs ?? null],
+  ['code', 'text', (e) => e.code ?? null],
   ['ip', 'text', (e) => e.ip],
   ['method', 'text', (e) => e.method],
   ['path', 'text', (e) => e.path],
@@ -70,6 +81,8 @@ function toEvent(r: EventRow): UsageEvent {
     category: r.category,
     status: r.status,
     durationMs: r.duration_ms,
+    ttfbMs: r.ttfb_ms,
+    code: r.code,
     ip: r.ip,
     method: r.method,
     path: r.path,
@@ -80,9 +93,32 @@ function toEvent(r: EventRow): UsageEvent {
 
 export function postgresUsage(db: Db): UsageStore {
   const t = db.table('usage_events')
-  const recordSql = `INSERT INTO ${t} (${COLUMNS})
-    SELECT * FROM unnest(${FIELDS.map((f, i) => `$${i + 1}::${f[1]}[]`).join(', ')})
-    ON CONFLICT (id) DO NOTHING`
+  const totals = db.table('usage_totals')
+  const hourOf = `occurred_at - occurred_at % ${USAGE_HOUR_MS}`
+  const recordSql = `WITH ins AS (
+      INSERT INTO ${t} (${COLUMNS})
+      SELECT * FROM unnest(${FIELDS.map((f, i) => `$${i + 1}::${f[1]}[]`).join(', ')})
+      ON CONFLICT (id) DO NOTHING
+      RETURNING account_id, occurred_at, category, units, code
+    )
+    INSERT INTO ${totals} AS x (account_id, hour, category, requests, units)
+    SELECT account_id, ${hourOf}, coalesce(category, 'uncategorized'), count(*), sum(units)
+    FROM ins WHERE code IS NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (account_id, hour, category) DO UPDATE
+    SET requests = x.requests + excluded.requests, units = x.units + excluded.units`
+  const pruneSql = `WITH del AS (
+      DELETE FROM ${t} WHERE occurred_at < $1
+      RETURNING account_id, occurred_at, category, units, code
+    ), gone AS (
+      SELECT account_id, ${hourOf} AS hour, coalesce(category, 'uncategorized') AS category,
+             count(*) AS requests, sum(units) AS units
+      FROM del WHERE code IS NULL GROUP BY 1, 2, 3
+    ), upd AS (
+      UPDATE ${totals} x SET requests = x.requests - g.requests, units = x.units - g.units
+      FROM gone g
+      WHERE x.account_id = g.account_id AND x.hour = g.hour AND x.category = g.category
+    )
+    SELECT count(*)::int AS n FROM del`
   return {
     async record(events) {
       if (events.length === 0) return
@@ -95,25 +131,22 @@ export function postgresUsage(db: Db): UsageStore {
       )
     },
     async summarize(accountId, from, to): Promise<UsageSummary> {
-      const rows = await db.query<{ category: string | null; requests: number; units: number }>(
-        `SELECT category, count(*)::int AS requests, sum(units) AS units FROM ${t}
-         WHERE account_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-         GROUP BY category`,
-        [accountId, from, to],
+      const { hours, edges } = splitUsageRange(from, to)
+      const [e1, e2] = [edges[0] ?? [0, 0], edges[1] ?? [0, 0]]
+      const rows = await db.query<{ category: string; requests: number; units: number }>(
+        `SELECT category, sum(requests)::float8 AS requests, sum(units) AS units FROM (
+           SELECT category, requests, units FROM ${totals}
+           WHERE account_id = $1 AND hour >= $2 AND hour < $3
+           UNION ALL
+           SELECT coalesce(category, 'uncategorized'), 1, units FROM ${t}
+           WHERE account_id = $1 AND code IS NULL
+             AND ((occurred_at >= $4 AND occurred_at < $5)
+               OR (occurred_at >= $6 AND occurred_at < $7))
+         ) s GROUP BY category`,
+        [accountId, hours?.[0] ?? 0, hours?.[1] ?? 0, e1[0], e1[1], e2[0], e2[1]],
       )
       const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
-      // A Map, not the record: a category named `__proto__` or `constructor` is a category.
-      const cats = new Map<string, { requests: number; units: number }>()
-      for (const r of rows) {
-        out.requests += r.requests
-        out.units += r.units
-        const cat = r.category ?? 'uncategorized'
-        const c = cats.get(cat) ?? { requests: 0, units: 0 }
-        cats.set(cat, c)
-        c.requests += r.requests
-        c.units += r.units
-      }
-      out.byCategory = Object.fromEntries(cats)
+      for (const r of rows) if (r.requests > 0) addToSummary(out, r.category, r.requests, r.units)
       return out
     },
     async logs(keyId, { limit, cursor }) {
@@ -131,7 +164,10 @@ export function postgresUsage(db: Db): UsageStore {
       return { data, nextCursor: more && last ? encodeLogCursor(last) : null }
     },
     async prune(before) {
-      return db.execute(`DELETE FROM ${t} WHERE occurred_at < $1`, [before])
+      const [row] = await db.query<{ n: number }>(pruneSql, [before])
+      // Totals of whole hours before `before` are now 0: drop them (harmless if this fails).
+      await db.execute(`DELETE FROM ${totals} WHERE hour <= $1`, [before - USAGE_HOUR_MS])
+      return row?.n ?? 0
     },
   }
 }

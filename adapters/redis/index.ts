@@ -23,6 +23,7 @@ import { redisUsage } from './usage.js'
 export { escapeHoldId, hashTag } from './counters.js'
 export { CONSUME } from './scripts.js'
 export { type Commands, type RedisClient, SCRIPTS } from './store.js'
+export { upgradeUsageTotals } from './usage.js'
 
 export interface RedisStorageOptions {
   /**

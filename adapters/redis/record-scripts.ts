@@ -158,52 +158,101 @@ end
 return 1
 `
 
-/** Records usage events; an id already stored is skipped. Returns how many were new. */
+/**
+ * Records usage events; an id already stored is skipped. An admitted event is also added to
+ * its account's totals of its hour and its day (HASHes of `r:<category>` requests and
+ * `u:<category>` units), so summaries never read events. Returns how many were new.
+ */
 export const USAGE_RECORD = `-- KEYS[1]  events: HASH id -> event JSON
 -- KEYS[2]  all: ZSET id by time (for prune)
--- KEYS[1 + 2i], KEYS[2 + 2i]  event i's account index and key index (ZSET id by time)
--- ARGV[3i-2], ARGV[3i-1], ARGV[3i]  event i: id, time (ms), JSON
+-- KEYS[4i-1], KEYS[4i], KEYS[4i+1], KEYS[4i+2]  event i's account index and key index
+--          (ZSET id by time), its account's totals of its hour and of its day (HASH)
+-- ARGV[5i-4] .. ARGV[5i]  event i: id, time (ms), JSON, category, units ('' when refused:
+--          logged, not counted)
 local n = 0
-for i = 1, #ARGV / 3 do
-  local id, time = ARGV[3 * i - 2], ARGV[3 * i - 1]
-  if redis.call('HSETNX', KEYS[1], id, ARGV[3 * i]) == 1 then
+-- Totals to add, summed per HASH and category first: one HINCRBY and one HINCRBYFLOAT per
+-- bucket and category of the batch, not per event.
+local add, order = {}, {}
+for i = 1, #ARGV / 5 do
+  local a, k = 5 * i - 4, 4 * i - 1
+  local id, time, units = ARGV[a], ARGV[a + 1], ARGV[a + 4]
+  if redis.call('HSETNX', KEYS[1], id, ARGV[a + 2]) == 1 then
     redis.call('ZADD', KEYS[2], time, id)
-    redis.call('ZADD', KEYS[1 + 2 * i], time, id)
-    redis.call('ZADD', KEYS[2 + 2 * i], time, id)
+    redis.call('ZADD', KEYS[k], time, id)
+    redis.call('ZADD', KEYS[k + 1], time, id)
+    if units ~= '' then
+      local cat = ARGV[a + 3]
+      for j = k + 2, k + 3 do
+        local h = add[KEYS[j]]
+        if not h then
+          h = {}
+          add[KEYS[j]] = h
+          order[#order + 1] = KEYS[j]
+        end
+        local c = h[cat]
+        if not c then
+          h[cat] = { 1, tonumber(units) }
+        else
+          c[1] = c[1] + 1
+          c[2] = c[2] + tonumber(units)
+        end
+      end
+    end
     n = n + 1
+  end
+end
+for _, key in ipairs(order) do
+  for cat, c in pairs(add[key]) do
+    redis.call('HINCRBY', key, 'r:' .. cat, c[1])
+    redis.call('HINCRBYFLOAT', key, 'u:' .. cat, string.format('%.17g', c[2]))
   end
 end
 return n
 `
 
-/** Totals in [from, to): `{ requests, units, category, requests, units, … }` as strings. */
+/**
+ * Totals of hours and days (`KEYS[3..]`) plus the events of sub-hour edge ranges:
+ * `{ requests, units, category, requests, units, … }` as strings.
+ */
 export const USAGE_SUMMARY = `-- KEYS[1]  the account's index: ZSET id by time
 -- KEYS[2]  events: HASH id -> event JSON
--- ARGV[1]  from (ms, inclusive)
--- ARGV[2]  to (ms, exclusive)
+-- KEYS[3..]  the account's totals of each whole hour and day of the range (HASH)
+-- ARGV[2i-1], ARGV[2i]  edge range i: from (ms, inclusive), to (ms, exclusive)
 local requests, units, cats = 0, 0, {}
-local offset = 0
-while true do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '(' .. ARGV[2], 'LIMIT', offset, 500)
+local function add(cat, r, u)
+  local c = cats[cat]
+  if not c then
+    c = { 0, 0 }
+    cats[cat] = c
+  end
+  requests = requests + r
+  units = units + u
+  c[1] = c[1] + r
+  c[2] = c[2] + u
+end
+for i = 3, #KEYS do
+  local h = redis.call('HGETALL', KEYS[i])
+  local r, u = {}, {}
+  for j = 1, #h, 2 do
+    local f = h[j]
+    if string.sub(f, 1, 2) == 'r:' then r[string.sub(f, 3)] = tonumber(h[j + 1])
+    else u[string.sub(f, 3)] = tonumber(h[j + 1]) end
+  end
+  for cat, n in pairs(r) do add(cat, n, u[cat] or 0) end
+end
+for i = 1, #ARGV - 1, 2 do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[i], '(' .. ARGV[i + 1])
   for _, id in ipairs(ids) do
     local json = redis.call('HGET', KEYS[2], id)
     if json then
       local e = cjson.decode(json)
-      local cat = e.category
-      if cat == nil or cat == cjson.null then cat = 'uncategorized' end
-      local c = cats[cat]
-      if not c then
-        c = { 0, 0 }
-        cats[cat] = c
+      if e.code == nil or e.code == cjson.null then
+        local cat = e.category
+        if cat == nil or cat == cjson.null then cat = 'uncategorized' end
+        add(cat, 1, e.units)
       end
-      requests = requests + 1
-      units = units + e.units
-      c[1] = c[1] + 1
-      c[2] = c[2] + e.units
     end
   end
-  if #ids < 500 then break end
-  offset = offset + 500
 end
 local out = { tostring(requests), string.format('%.17g', units) }
 for cat, c in pairs(cats) do
@@ -212,6 +261,63 @@ for cat, c in pairs(cats) do
   out[#out + 1] = string.format('%.17g', c[2])
 end
 return out
+`
+
+/** Deletes events and takes admitted ones out of their totals. Returns how many were deleted. */
+export const USAGE_PRUNE = `-- KEYS[1]  events: HASH id -> event JSON
+-- KEYS[2]  all: ZSET id by time
+-- KEYS[4i-1], KEYS[4i], KEYS[4i+1], KEYS[4i+2]  event i's account index, key index, hour
+--          totals and day totals (as in USAGE_RECORD)
+-- ARGV[3i-2], ARGV[3i-1], ARGV[3i]  event i: id, category, units ('' when not counted)
+local n = 0
+for i = 1, #ARGV / 3 do
+  local a, k = 3 * i - 2, 4 * i - 1
+  local id, cat, units = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  if redis.call('HDEL', KEYS[1], id) == 1 then
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[k], id)
+    redis.call('ZREM', KEYS[k + 1], id)
+    if units ~= '' then
+      for j = k + 2, k + 3 do
+        if redis.call('HINCRBY', KEYS[j], 'r:' .. cat, -1) <= 0 then
+          redis.call('HDEL', KEYS[j], 'r:' .. cat, 'u:' .. cat)
+        else
+          redis.call('HINCRBYFLOAT', KEYS[j], 'u:' .. cat, '-' .. units)
+        end
+      end
+    end
+    n = n + 1
+  end
+end
+return n
+`
+
+/**
+ * Upgrades events recorded before usage totals existed (their JSON has no `code`): adds each to
+ * its hour and day totals and appends `"ttfbMs":null,"code":null` to its JSON (string edit, no
+ * re-encoding), so a second run skips it. An event changed since the caller read it is skipped.
+ * Returns how many were upgraded.
+ */
+export const USAGE_UPGRADE = `-- KEYS[1]  events: HASH id -> event JSON
+-- KEYS[2i], KEYS[2i+1]  event i's account totals of its hour and of its day (HASH)
+-- ARGV[4i-3] .. ARGV[4i]  event i: id, the JSON the caller read, category, units ('' when not
+--          counted)
+local n = 0
+for i = 1, #ARGV / 4 do
+  local a = 4 * i - 3
+  local id, json, cat, units = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  if redis.call('HGET', KEYS[1], id) == json and string.sub(json, -1) == '}' then
+    redis.call('HSET', KEYS[1], id, string.sub(json, 1, -2) .. ',"ttfbMs":null,"code":null}')
+    if units ~= '' then
+      for j = 2 * i, 2 * i + 1 do
+        redis.call('HINCRBY', KEYS[j], 'r:' .. cat, 1)
+        redis.call('HINCRBYFLOAT', KEYS[j], 'u:' .. cat, units)
+      end
+    end
+    n = n + 1
+  end
+end
+return n
 `
 
 /** A page of a key's events, newest first: `{ '1' | '0' (more), json, … }`. */

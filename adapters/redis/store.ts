@@ -39,6 +39,8 @@ export interface Commands {
   tollboothUsageRecord: Run<number>
   tollboothUsageSummary: Run<string[]>
   tollboothUsageLogs: Run<string[]>
+  tollboothUsagePrune: Run<number>
+  tollboothUsageUpgrade: Run<number>
   tollboothAccountEnsure: Run<[string, string]>
   tollboothAccountCas: Run<Reply[]>
   tollboothAccountAdd: Run<[string, string] | null>
@@ -60,6 +62,8 @@ export const SCRIPTS: Record<keyof Commands, string> = {
   tollboothUsageRecord: records.USAGE_RECORD,
   tollboothUsageSummary: records.USAGE_SUMMARY,
   tollboothUsageLogs: records.USAGE_LOGS,
+  tollboothUsagePrune: records.USAGE_PRUNE,
+  tollboothUsageUpgrade: records.USAGE_UPGRADE,
   tollboothAccountEnsure: records.ACCOUNT_ENSURE,
   tollboothAccountCas: records.ACCOUNT_CAS,
   tollboothAccountAdd: records.ACCOUNT_ADD,

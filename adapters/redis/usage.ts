@@ -6,28 +6,114 @@
  * (summaries), per key (logs: equal scores order by id, so a reverse range is "newest first
  * by time, then id") and overall (prune).
  *
- * `summarize` reads every event of the range inside Redis: its cost grows with the events in
- * the period. For heavy metering keep usage in PostgreSQL and only the counters in Redis.
+ * Recording also adds each admitted event to its account's totals of its hour and its UTC day
+ * (HASHes `agg:<account>:h:<hour>` and `agg:<account>:d:<day>`, fields `r:<category>` and
+ * `u:<category>`), in the same script as the event, so a retried batch counts nothing twice.
+ * `summarize` reads those totals for the whole days and hours of its range, and the events
+ * only of sub-hour edges: a month is at most 31 days and 46 hours of totals, whatever the
+ * traffic, so one account's summary never holds Redis's single thread for long. Pruning takes
+ * each deleted event out of its totals in the same script.
  */
 
 import {
+  addToSummary,
+  ConfigError,
+  countsInSummary,
   decodeLogCursor,
   encodeLogCursor,
   type Page,
+  splitUsageRange,
+  USAGE_DAY_MS,
+  USAGE_HOUR_MS,
   type UsageEvent,
   type UsageStore,
   type UsageSummary,
+  usageBuckets,
+  usageCategory,
 } from '../../src/index.js'
-import { type Ctx, dec } from './store.js'
+import { type Ctx, dec, defineCommands, type RedisClient } from './store.js'
 
 /** Events per RECORD call and per prune step, so one script never runs long. */
 const BATCH = 200
+/** Day and hour totals read per summary script: a month (at most 77) is one script. */
+const SUMMARY_BUCKETS = 1000
+
+/** The usage keys under a prefix. */
+function usageKeys(prefix: string) {
+  return {
+    events: `${prefix}{usage}:ev`,
+    all: `${prefix}{usage}:all`,
+    byAccount: (id: string) => `${prefix}{usage}:acct:${id}`,
+    byKey: (id: string) => `${prefix}{usage}:key:${id}`,
+    hourOf: (id: string, t: number) => `${prefix}{usage}:agg:${id}:h:${t}`,
+    dayOf: (id: string, t: number) => `${prefix}{usage}:agg:${id}:d:${t}`,
+  }
+}
+
+/**
+ * Run once after every instance runs a version with usage totals (December 2026): adds the
+ * events recorded before, by a version without them, to the totals that summaries read, in
+ * batches of 200 events, each one short script. Idempotent (an upgraded event is marked), so
+ * it is safe to run again or from two processes. Until it has run, `GET /usage` does not count
+ * those older events; their logs show `ttfbMs` and `code` as null either way.
+ *
+ * @param options.client the ioredis client given to `redisStorage`
+ * @param [options.keyPrefix='tollbooth:'] the `keyPrefix` given to `redisStorage`
+ * @returns how many events were upgraded
+ * @throws {ConfigError} naming a bad option
+ * @example
+ * ```ts
+ * import { upgradeUsageTotals } from 'tollbooth/redis'
+ * await upgradeUsageTotals({ client, keyPrefix: 'myapi:' })
+ * ```
+ */
+export async function upgradeUsageTotals(options: {
+  client: RedisClient
+  keyPrefix?: string
+}): Promise<number> {
+  const { client, keyPrefix = 'tollbooth:' } = options ?? ({} as never)
+  if (!client || typeof (client as { defineCommand?: unknown }).defineCommand !== 'function')
+    throw new ConfigError(
+      'Invalid upgradeUsageTotals options: client must be an ioredis Redis or Cluster instance',
+    )
+  if (typeof keyPrefix !== 'string' || /[{}]/.test(keyPrefix))
+    throw new ConfigError(
+      `Invalid upgradeUsageTotals options: keyPrefix must be a string without braces, got ${JSON.stringify(keyPrefix)}`,
+    )
+  const ctx: Ctx = { client: defineCommands(client), prefix: keyPrefix }
+  const { events, all, hourOf, dayOf } = usageKeys(ctx.prefix)
+  let upgraded = 0
+  for (let start = 0; ; start += BATCH) {
+    const ids = await ctx.client.zrange(all, start, start + BATCH - 1)
+    if (ids.length === 0) return upgraded
+    const jsons = await ctx.client.hmget(events, ...ids)
+    const keys = [events]
+    const argv: string[] = []
+    for (const json of jsons) {
+      if (json === null) continue
+      // Events of this version always carry `code`; an older version recorded served ones only.
+      const e = JSON.parse(json) as Omit<UsageEvent, 'code'> & { code?: string | null }
+      if (e.code !== undefined) continue
+      keys.push(
+        hourOf(e.accountId, e.time - (e.time % USAGE_HOUR_MS)),
+        dayOf(e.accountId, e.time - (e.time % USAGE_DAY_MS)),
+      )
+      argv.push(e.id, json, usageCategory(e), String(e.units))
+    }
+    if (argv.length > 0)
+      upgraded += await ctx.client.tollboothUsageUpgrade(keys.length, ...keys, ...argv)
+  }
+}
 
 export function redisUsage({ client, prefix }: Ctx): UsageStore {
-  const events = `${prefix}{usage}:ev`
-  const all = `${prefix}{usage}:all`
-  const byAccount = (id: string) => `${prefix}{usage}:acct:${id}`
-  const byKey = (id: string) => `${prefix}{usage}:key:${id}`
+  const { events, all, byAccount, byKey, hourOf, dayOf } = usageKeys(prefix)
+  /** The four keys of an event in USAGE_RECORD and USAGE_PRUNE. */
+  const keysOf = (e: UsageEvent) => [
+    byAccount(e.accountId),
+    byKey(e.keyId),
+    hourOf(e.accountId, e.time - (e.time % USAGE_HOUR_MS)),
+    dayOf(e.accountId, e.time - (e.time % USAGE_DAY_MS)),
+  ]
 
   return {
     async record(list) {
@@ -36,25 +122,38 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
         const keys = [events, all]
         const argv: string[] = []
         for (const e of batch) {
-          keys.push(byAccount(e.accountId), byKey(e.keyId))
-          argv.push(e.id, String(e.time), JSON.stringify(e))
+          keys.push(...keysOf(e))
+          const counted = countsInSummary(e)
+          argv.push(
+            e.id,
+            String(e.time),
+            JSON.stringify(e),
+            usageCategory(e),
+            counted ? String(e.units) : '',
+          )
         }
         await client.tollboothUsageRecord(keys.length, ...keys, ...argv)
       }
     },
     async summarize(accountId, from, to): Promise<UsageSummary> {
-      const r = await client.tollboothUsageSummary(
-        2,
-        byAccount(accountId),
-        events,
-        String(from),
-        String(to),
-      )
-      const cats: Array<[string, { requests: number; units: number }]> = []
-      for (let i = 2; i + 2 < r.length; i += 3)
-        cats.push([r[i]!, { requests: dec(r[i + 1]!), units: dec(r[i + 2]!) }])
-      // fromEntries defines own properties: a category named `__proto__` stays a category.
-      return { requests: dec(r[0]!), units: dec(r[1]!), byCategory: Object.fromEntries(cats) }
+      const parts = splitUsageRange(from, to)
+      const whole = parts.hours ? usageBuckets(...parts.hours) : { days: [], hours: [] }
+      const buckets = [
+        ...whole.days.map((t) => dayOf(accountId, t)),
+        ...whole.hours.map((t) => hourOf(accountId, t)),
+      ]
+      const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+      // A month is one call; a range of years is a few, each script short (and each call's
+      // arguments well under what a function call takes).
+      let edges = parts.edges.flatMap(([a, b]) => [String(a), String(b)])
+      for (let i = 0; i === 0 || i < buckets.length; i += SUMMARY_BUCKETS) {
+        const keys = [byAccount(accountId), events, ...buckets.slice(i, i + SUMMARY_BUCKETS)]
+        const r = await client.tollboothUsageSummary(keys.length, ...keys, ...edges)
+        edges = []
+        for (let j = 2; j + 2 < r.length; j += 3)
+          addToSummary(out, r[j]!, dec(r[j + 1]!), dec(r[j + 2]!))
+      }
+      return out
     },
     async logs(keyId, { limit, cursor }): Promise<Page<UsageEvent>> {
       let time = ''
@@ -70,7 +169,13 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
       const data = r
         .slice(1)
         .filter((json) => json !== '')
-        .map((json) => JSON.parse(json) as UsageEvent)
+        .map((json) => {
+          const e = JSON.parse(json) as UsageEvent
+          // Events recorded before these fields existed (see upgradeRedisUsageTotals).
+          e.ttfbMs ??= null
+          e.code ??= null
+          return e
+        })
       const last = data[data.length - 1]
       return { data, nextCursor: r[0] === '1' && last ? encodeLogCursor(last) : null }
     },
@@ -80,19 +185,23 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
         const ids = await client.zrangebyscore(all, '-inf', `(${before}`, 'LIMIT', 0, BATCH)
         if (ids.length === 0) return removed
         const jsons = await client.hmget(events, ...ids)
-        const tx = client
-          .multi()
-          .hdel(events, ...ids)
-          .zrem(all, ...ids)
+        const keys = [events, all]
+        const argv: string[] = []
         jsons.forEach((json, i) => {
-          if (json === null) return
+          if (json === null) {
+            // An id left in `all` without its event (deleted by a concurrent prune).
+            keys.push(all, all, all, all)
+            argv.push(ids[i]!, '', '')
+            return
+          }
           const e = JSON.parse(json) as UsageEvent
-          tx.zrem(byAccount(e.accountId), ids[i]!).zrem(byKey(e.keyId), ids[i]!)
+          keys.push(...keysOf(e))
+          argv.push(e.id, usageCategory(e), countsInSummary(e) ? String(e.units) : '')
         })
-        const res = await tx.exec()
-        const err = res?.find(([e]) => e)?.[0]
-        if (err) throw err
-        removed += Number(res?.[0]?.[1] ?? 0)
+        const n = await client.tollboothUsagePrune(keys.length, ...keys, ...argv)
+        // Ids whose event was already gone: drop them from `all` so the loop ends.
+        if (jsons.includes(null)) await client.zrem(all, ...ids.filter((_, i) => jsons[i] === null))
+        removed += n
       }
     },
   }

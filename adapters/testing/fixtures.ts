@@ -113,6 +113,8 @@ export function makeEvent(over: Partial<UsageEvent> = {}): UsageEvent {
     category: 'tts',
     status: 200,
     durationMs: 12,
+    ttfbMs: null,
+    code: null,
     ip: '203.0.113.7',
     method: 'POST',
     path: '/v1/synthesize',

@@ -10,7 +10,7 @@
  *
  * The tests draw fresh random ids for every record, so they pass whether the factory returns
  * a new storage per test or the same one every time; only `usage.prune` assumes that no one
- * else stores events older than 1970-01-01T00:16:40Z.
+ * else stores events older than 1970-01-11T00:00:00Z.
  */
 
 import { afterEach, beforeEach, describe } from 'vitest'

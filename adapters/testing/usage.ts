@@ -1,16 +1,45 @@
 /**
  * @module tollbooth/testing/usage
  *
- * Conformance tests of `UsageStore`: idempotent recording, period totals by category, request
- * logs newest first with a cursor, and pruning.
+ * Conformance tests of `UsageStore`: idempotent recording, period totals by category (admitted
+ * requests only, exact after thousands of events over hours and days, with ranges on and off
+ * hour boundaries), the request log's fields (time to first byte, a refused request's code),
+ * logs newest first with a cursor, and pruning that keeps the totals exact.
  */
 
 import { describe, expect, it } from 'vitest'
-import type { UsageEvent } from '../../src/index.js'
+import type { UsageEvent, UsageSummary } from '../../src/index.js'
 import { type GetStorage, keyId, makeEvent, newAccountId } from './fixtures.js'
 
-/** Times below this are used only by the prune test, so a shared storage still counts right. */
-const ANCIENT = 1_000_000
+const HOUR = 3_600_000
+const DAY = 24 * HOUR
+/** Times below this (1970-01-11) are used only by the prune tests, so a shared storage counts right. */
+const ANCIENT = 10 * DAY
+
+/** The summary of `[from, to)` added up from the events themselves. */
+function expected(events: UsageEvent[], accountId: string, from: number, to: number) {
+  const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+  for (const e of events) {
+    if (e.accountId !== accountId || e.time < from || e.time >= to || e.code !== null) continue
+    const cat = e.category ?? 'uncategorized'
+    out.requests++
+    out.units += e.units
+    const c = out.byCategory[cat] ?? { requests: 0, units: 0 }
+    out.byCategory[cat] = c
+    c.requests++
+    c.units += e.units
+  }
+  return out
+}
+
+/** A deterministic pseudo-random sequence (the figures are the same on every run). */
+function random(seed: number): () => number {
+  let x = seed
+  return () => {
+    x = (x * 1_103_515_245 + 12_345) % 2_147_483_648
+    return x / 2_147_483_648
+  }
+}
 
 export function usageStoreTests(get: GetStorage): void {
   describe('usage', () => {
@@ -53,6 +82,70 @@ export function usageStoreTests(get: GetStorage): void {
         units: 0,
         byCategory: {},
       })
+    })
+
+    it('logs time to first byte and a refused request, which summaries do not count', async () => {
+      const accountId = newAccountId()
+      const key = keyId(11)
+      const time = 1_767_225_600_000 + 5 * HOUR
+      const served = makeEvent({ accountId, keyId: key, time, durationMs: 80.5, ttfbMs: 12.25 })
+      const refused = makeEvent({
+        accountId,
+        keyId: key,
+        time: time + 1,
+        status: 429,
+        code: 'rate_limited',
+        units: 0,
+        durationMs: 0,
+        ttfbMs: null,
+      })
+      await get().usage.record([served, refused])
+      expect((await get().usage.logs(key, { limit: 10 })).data).toEqual([refused, served])
+      const one = { requests: 1, units: 1, byCategory: { tts: { requests: 1, units: 1 } } }
+      // On hour boundaries (totals) and off them (the events).
+      expect(await get().usage.summarize(accountId, time - 5 * HOUR, time + DAY)).toEqual(one)
+      expect(await get().usage.summarize(accountId, time, time + 2)).toEqual(one)
+    })
+
+    it('summarizes 3,000 events over three days exactly, on and off hour boundaries', async () => {
+      const accountId = newAccountId()
+      const other = newAccountId()
+      const start = Date.UTC(2026, 0, 31, 0)
+      const rnd = random(7)
+      const cats = ['tts', 'stt', null, 'voice clone']
+      const events: UsageEvent[] = []
+      for (let i = 0; i < 3000; i++) {
+        const refused = rnd() < 0.1
+        events.push(
+          makeEvent({
+            accountId: rnd() < 0.9 ? accountId : other,
+            // Three days, the last one in the next month; units in quarters add up exactly.
+            time: start + Math.floor(rnd() * 3 * DAY),
+            units: refused ? 0 : Math.floor(rnd() * 40) / 4,
+            category: cats[Math.floor(rnd() * cats.length)]!,
+            status: refused ? 429 : 200,
+            code: refused ? 'rate_limited' : null,
+          }),
+        )
+      }
+      // Out of time order, in batches, one batch sent twice.
+      for (let i = 0; i < events.length; i += 500)
+        await get().usage.record(events.slice(i, i + 500))
+      await get().usage.record(events.slice(1000, 1500))
+      const ranges: Array<[number, number]> = [
+        [Date.UTC(2026, 0, 1), Date.UTC(2026, 1, 1)],
+        [Date.UTC(2026, 1, 1), Date.UTC(2026, 2, 1)],
+        [start, start + DAY],
+        [start + 5 * HOUR, start + 2 * DAY + 7 * HOUR],
+        [start + 5 * HOUR + 1234, start + 2 * DAY + 7 * HOUR - 99],
+        [start + 30 * HOUR + 17, start + 30 * HOUR + 40_000],
+        [0, start + 10 * DAY],
+        // A range of 130 years (more day totals than one script call takes on Redis).
+        [0, Date.UTC(2100, 0, 1)],
+      ]
+      for (const [from, to] of ranges)
+        for (const id of [accountId, other])
+          expect(await get().usage.summarize(id, from, to)).toEqual(expected(events, id, from, to))
     })
 
     it('pages a key log newest first by time then id, with a cursor', async () => {
@@ -102,6 +195,45 @@ export function usageStoreTests(get: GetStorage): void {
       expect((await get().usage.summarize(accountId, 0, ANCIENT + 10)).requests).toBe(2)
       expect(await get().usage.prune(ANCIENT)).toBe(1)
       expect((await get().usage.logs(key, { limit: 10 })).data).toEqual([kept[1]])
+    })
+
+    it('keeps totals exact when a prune cuts an hour in two', async () => {
+      const accountId = newAccountId()
+      const rnd = random(11)
+      // Hours 100 to 103 of 1970, far from other tests' events.
+      const t0 = 100 * HOUR
+      const events = Array.from({ length: 400 }, () =>
+        makeEvent({
+          accountId,
+          time: t0 + Math.floor(rnd() * 4 * HOUR),
+          units: Math.floor(rnd() * 8) / 2,
+          category: rnd() < 0.5 ? 'tts' : 'stt',
+        }),
+      )
+      await get().usage.record(events)
+      const cut = t0 + 2 * HOUR + 1_800_000
+      const gone = events.filter((e) => e.time < cut).length
+      expect(await get().usage.prune(cut)).toBe(gone)
+      const left = events.filter((e) => e.time >= cut)
+      for (const [from, to] of [
+        [t0, t0 + 4 * HOUR],
+        [t0 + 2 * HOUR, t0 + 3 * HOUR],
+        [cut, t0 + 4 * HOUR],
+        [0, ANCIENT],
+      ] as const)
+        expect(await get().usage.summarize(accountId, from, to)).toEqual(
+          expected(left, accountId, from, to),
+        )
+      // Recording a pruned event again counts it again, once.
+      const again = events.find((e) => e.time < cut)!
+      await get().usage.record([again, again])
+      expect((await get().usage.summarize(accountId, 0, ANCIENT)).requests).toBe(left.length + 1)
+      expect(await get().usage.prune(ANCIENT)).toBe(left.length + 1)
+      expect(await get().usage.summarize(accountId, 0, ANCIENT)).toEqual({
+        requests: 0,
+        units: 0,
+        byCategory: {},
+      })
     })
   })
 }

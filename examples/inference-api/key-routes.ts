@@ -266,7 +266,10 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
           time: iso(e.time),
           endpoint: `${e.method} ${e.path}`,
           status: e.status,
+          // Seed 002's "Duration": time to first byte; the total beside it.
+          ttfbMs: e.ttfbMs,
           durationMs: e.durationMs,
+          code: e.code,
           ip: e.ip,
           credits: e.units,
           tokens: e.tokens,

@@ -12,6 +12,7 @@
 
 import type { AddressInfo } from 'node:net'
 import { signSession } from '../shared/session.js'
+import { DRAIN_MS, stopOnSignals } from '../shared/shutdown.js'
 import { demoAccountId, storageFromEnv } from '../shared/storage.js'
 import { stripeFromEnv } from '../shared/stripe.js'
 import { CREDITS_PER_USD, createInferenceApi, POOLS } from './app.js'
@@ -81,13 +82,13 @@ console.log(
   `try: curl ${url}/v1/chat/completions -H "Authorization: Bearer ${credit.key}" -H "Content-Type: application/json" -d '{"model":"echo-1","messages":[{"role":"user","content":"Hello"}]}'`,
 )
 
-let stopping = false
-const stop = async () => {
-  if (stopping) return
-  stopping = true
-  await app.close()
-  await opened.close()
-  process.exit(0)
-}
-process.on('SIGINT', stop)
-process.on('SIGTERM', stop)
+// SIGTERM / SIGINT: Fastify's close() stops accepting, waits for the requests in flight (cut
+// after DRAIN_MS), then runs the app's onClose hook, which closes tb (writing their usage).
+stopOnSignals({
+  drain: async () => {
+    const cut = setTimeout(() => app.server.closeAllConnections(), DRAIN_MS)
+    await app.close()
+    clearTimeout(cut)
+  },
+  close: () => opened.close(),
+})

@@ -9,6 +9,7 @@
 
 import type { AddressInfo } from 'node:net'
 import { signSession } from '../shared/session.js'
+import { drainHttp, stopOnSignals } from '../shared/shutdown.js'
 import { demoAccountId, storageFromEnv } from '../shared/storage.js'
 import { createPdfApi } from './app.js'
 
@@ -41,15 +42,11 @@ const server = app.listen(port, host, () => {
   )
 })
 
-let stopping = false
-const stop = async () => {
-  if (stopping) return
-  stopping = true
-  server.close()
-  server.closeAllConnections()
-  await tb.close()
-  await opened.close()
-  process.exit(0)
-}
-process.on('SIGINT', stop)
-process.on('SIGTERM', stop)
+// SIGTERM / SIGINT: stop accepting, finish the requests in flight, write their usage, exit.
+stopOnSignals({
+  drain: () => drainHttp(server),
+  close: async () => {
+    await tb.close()
+    await opened.close()
+  },
+})

@@ -9,8 +9,10 @@
  * `_SCALE` set, the tiers are sold through Stripe Checkout; otherwise through the stand-in.
  */
 
+import type { Server } from 'node:http'
 import { serve } from '@hono/node-server'
 import { signSession } from '../shared/session.js'
+import { drainHttp, stopOnSignals } from '../shared/shutdown.js'
 import { demoAccountId, storageFromEnv } from '../shared/storage.js'
 import { stripeFromEnv } from '../shared/stripe.js'
 import { createVoiceApi, KEY_LIMITS } from './app.js'
@@ -57,14 +59,11 @@ const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
   )
 })
 
-let stopping = false
-const stop = async () => {
-  if (stopping) return
-  stopping = true
-  server.close()
-  await tb.close()
-  await opened.close()
-  process.exit(0)
-}
-process.on('SIGINT', stop)
-process.on('SIGTERM', stop)
+// SIGTERM / SIGINT: stop accepting, finish the requests in flight, write their usage, exit.
+stopOnSignals({
+  drain: () => drainHttp(server as Server),
+  close: async () => {
+    await tb.close()
+    await opened.close()
+  },
+})

@@ -29,6 +29,8 @@ function event(id: string, time: number): UsageEvent {
     category: 'tts',
     status: 200,
     durationMs: 3,
+    ttfbMs: null,
+    code: null,
     ip: '127.0.0.1',
     method: 'POST',
     path: '/v1/synthesize',

@@ -3,15 +3,23 @@
  *
  * `tb.usage`: an account's usage for the current period or a past month (credits used,
  * limit, remaining; breakdown by category; request count; reset date), and a key's request
- * log. Both shapes of the seeds can be answered from {@link UsageReport}.
+ * log. Both shapes of the seeds can be answered from {@link UsageReport}. Every storage step
+ * of these reads is bounded by `storageTimeoutMs`: a store that hangs or fails makes them
+ * reject with `StorageUnavailableError` (503), which the management API and the portal answer
+ * as such.
  */
 
 import { z } from 'zod'
 import type { Context } from '../context.js'
-import { InvalidRequestError, NotFoundError } from '../errors.js'
+import {
+  InvalidRequestError,
+  isTollboothError,
+  NotFoundError,
+  StorageUnavailableError,
+} from '../errors.js'
 import { text, textProblem } from '../input.js'
 import { parseInput } from '../options.js'
-import type { UsageEvent } from '../storage/types.js'
+import type { UsageEvent, UsageSummary } from '../storage/types.js'
 import { checkAccountId } from './accounts.js'
 import { parseMonth, periodOf } from './periods.js'
 
@@ -38,8 +46,50 @@ const logsSchema = z
   })
   .strict()
 
+/**
+ * A storage step of a usage read, bounded by `ms`: a store that does not answer in time, or
+ * fails, becomes a {@link StorageUnavailableError} (503 `storage_unavailable`), never a hang or
+ * a 500. tollbooth's own errors (a bad cursor, say) pass through as they are.
+ */
+async function bounded<T>(ms: number, p: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new StorageUnavailableError(`Storage did not answer within ${ms} ms`)),
+          ms,
+        )
+      }),
+    ])
+  } catch (err) {
+    if (isTollboothError(err)) throw err
+    throw new StorageUnavailableError('Storage unavailable', { cause: err })
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 export class UsageService {
   constructor(private readonly ctx: Context) {}
+
+  /** Each storage step of a usage read is bounded by `storageTimeoutMs`. */
+  private bounded<T>(p: Promise<T>): Promise<T> {
+    return bounded(this.ctx.options.storageTimeoutMs, p)
+  }
+
+  /**
+   * An account's admitted requests and credits in `[from, to)` (ms), by category, after the
+   * usage out-box is flushed. The stores answer it from hourly totals (`O(categories × hours)`),
+   * so it is cheap for any range on hour boundaries.
+   * @throws {StorageUnavailableError} (503) when the store does not answer within `storageTimeoutMs`
+   */
+  async summarize(accountId: string, from: number, to: number): Promise<UsageSummary> {
+    checkAccountId(accountId)
+    await this.bounded(this.ctx.outbox.flush())
+    return this.bounded(this.ctx.storage.usage.summarize(accountId, from, to))
+  }
 
   /** @param options.month `YYYY-MM`; the current period when omitted */
   async get(accountId: string, options: { month?: string } = {}): Promise<UsageReport> {
@@ -54,12 +104,14 @@ export class UsageService {
         ])
       period = p
     }
-    await this.ctx.outbox.flush()
+    await this.bounded(this.ctx.outbox.flush())
     const current = period.start === periodOf(now).start
-    const [account, summary] = await Promise.all([
-      this.ctx.accounts.get(accountId, period),
-      this.ctx.storage.usage.summarize(accountId, period.start, period.end),
-    ])
+    const [account, summary] = await this.bounded(
+      Promise.all([
+        this.ctx.accounts.get(accountId, period),
+        this.ctx.storage.usage.summarize(accountId, period.start, period.end),
+      ]),
+    )
     const used = current ? account.credits.used : summary.units
     const limit = account.credits.limit
     // fromEntries defines own properties: a category named `__proto__` stays a category.
@@ -86,12 +138,12 @@ export class UsageService {
     const o = parseInput(logsSchema, options)
     const key =
       typeof keyId === 'string' && keyId.length <= 64 && textProblem(keyId) === null
-        ? await this.ctx.storage.keys.get(keyId)
+        ? await this.bounded(this.ctx.storage.keys.get(keyId))
         : null
     if (!key || (scope.accountId !== undefined && key.accountId !== scope.accountId))
       throw new NotFoundError('API key not found')
-    await this.ctx.outbox.flush()
-    const page = await this.ctx.storage.usage.logs(keyId, o)
+    await this.bounded(this.ctx.outbox.flush())
+    const page = await this.bounded(this.ctx.storage.usage.logs(keyId, o))
     return {
       data: page.data.map(({ accountId: _a, ...e }) => e),
       nextCursor: page.nextCursor,

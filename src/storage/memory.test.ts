@@ -15,6 +15,8 @@ const event = (i: number, time: number, over: Partial<UsageEvent> = {}): UsageEv
   category: 'tts',
   status: 200,
   durationMs: 1,
+  ttfbMs: null,
+  code: null,
   ip: null,
   method: 'GET',
   path: '/x',

@@ -16,6 +16,13 @@ import { InvalidRequestError } from '../errors.js'
 import { type GcraState, gcra, gcraAdd, gcraIdle } from '../limits/gcra.js'
 import { gcraRemove, windowRemove } from '../limits/revert.js'
 import { rollingWindow, type WindowState, windowAdd } from '../limits/rolling-window.js'
+import {
+  addToSummary,
+  countsInSummary,
+  splitUsageRange,
+  USAGE_HOUR_MS,
+  usageCategory,
+} from '../metering/usage-buckets.js'
 import { parseConfig } from '../options.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
 import type {
@@ -455,6 +462,8 @@ function copyEvent(e: UsageEvent): UsageEvent {
     category: e.category,
     status: e.status,
     durationMs: e.durationMs,
+    ttfbMs: e.ttfbMs,
+    code: e.code,
     ip: e.ip,
     method: e.method,
     path: e.path,
@@ -463,48 +472,47 @@ function copyEvent(e: UsageEvent): UsageEvent {
   }
 }
 
-const HOUR = 3_600_000
-
-/** Requests and units of events no longer kept, per account and hour. */
-type Tally = { requests: number; units: number; byCategory: Map<string, [number, number]> }
+/** An account's admitted requests and units of one hour, per category: [requests, units]. */
+type Tally = Map<string, [number, number]>
 
 function memoryUsage(maxEvents: number): UsageStore {
   const ids = new Set<string>()
   // The newest `maxEvents` events in recording order, as one ring: it grows by push until
-  // full, then each new event takes the oldest one's slot (at `head`), which is tallied by the
-  // hour. No per-key or per-account lists to keep in step: logs() and summarize() scan it.
+  // full, then each new event takes the oldest one's slot (at `head`). logs() scans it.
   let ring: UsageEvent[] = []
   let head = 0
+  // Totals per account and hour, kept as events are recorded (evicted ones stay counted), so
+  // a summary of whole hours reads totals, never the ring.
   const tallies = new Map<string, Map<number, Tally>>()
-  // Evicted events come in recording order, mostly of one account and hour: the last tally.
+  // Events come mostly of one account and hour in a row: the last tally found.
   let last: { accountId: string; hour: number; tally: Tally } | null = null
-  /** Counts an evicted event into its account's hour. */
-  const tallyEvicted = (e: UsageEvent) => {
-    const hour = e.time - (e.time % HOUR)
-    let t: Tally
-    if (last !== null && last.accountId === e.accountId && last.hour === hour) t = last.tally
-    else {
-      let hours = tallies.get(e.accountId)
-      if (!hours) {
-        hours = new Map()
-        tallies.set(e.accountId, hours)
-      }
-      let found = hours.get(hour)
-      if (!found) {
-        found = { requests: 0, units: 0, byCategory: new Map() }
-        hours.set(hour, found)
-      }
-      t = found
-      last = { accountId: e.accountId, hour, tally: t }
+  const tallyOf = (e: UsageEvent): Tally => {
+    const hour = e.time - (e.time % USAGE_HOUR_MS)
+    if (last !== null && last.accountId === e.accountId && last.hour === hour) return last.tally
+    let hours = tallies.get(e.accountId)
+    if (!hours) {
+      hours = new Map()
+      tallies.set(e.accountId, hours)
     }
-    t.requests++
-    t.units += e.units
-    const cat = e.category ?? 'uncategorized'
-    const c = t.byCategory.get(cat)
+    let t = hours.get(hour)
+    if (!t) {
+      t = new Map()
+      hours.set(hour, t)
+    }
+    last = { accountId: e.accountId, hour, tally: t }
+    return t
+  }
+  /** Adds (sign 1) or removes (sign -1) an admitted event to its hour's totals. */
+  const count = (e: UsageEvent, sign: 1 | -1) => {
+    if (!countsInSummary(e)) return
+    const t = tallyOf(e)
+    const cat = usageCategory(e)
+    const c = t.get(cat)
     if (c) {
-      c[0]++
-      c[1] += e.units
-    } else t.byCategory.set(cat, [1, e.units])
+      c[0] += sign
+      c[1] += sign * e.units
+      if (c[0] === 0) t.delete(cat)
+    } else if (sign === 1) t.set(cat, [1, e.units])
   }
   /** The stored events, oldest first (a copy of the ring's order). */
   const inOrder = (): UsageEvent[] =>
@@ -518,11 +526,10 @@ function memoryUsage(maxEvents: number): UsageStore {
         // Events are flat records: a copy keeps the caller from changing stored ones.
         const copy = copyEvent(e)
         ids.add(e.id)
+        count(copy, 1)
         if (ring.length < maxEvents) ring.push(copy)
         else {
-          const old = ring[head]!
-          ids.delete(old.id)
-          tallyEvicted(old)
+          ids.delete(ring[head]!.id)
           ring[head] = copy
           head = head + 1 === ring.length ? 0 : head + 1
         }
@@ -530,28 +537,28 @@ function memoryUsage(maxEvents: number): UsageStore {
     },
     async summarize(accountId, from, to): Promise<UsageSummary> {
       const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
-      // A Map, not the record: a category named `__proto__` or `constructor` must not reach
-      // Object.prototype or Object itself.
-      const cats = new Map<string, { requests: number; units: number }>()
-      const add = (cat: string, requests: number, units: number) => {
-        out.requests += requests
-        out.units += units
-        const c = cats.get(cat) ?? { requests: 0, units: 0 }
-        cats.set(cat, c)
-        c.requests += requests
-        c.units += units
+      const parts = splitUsageRange(from, to)
+      const hours = tallies.get(accountId)
+      if (hours && parts.hours) {
+        const [first, end] = parts.hours
+        const add = (t: Tally) => {
+          for (const [cat, [requests, units]] of t) addToSummary(out, cat, requests, units)
+        }
+        // Whichever is shorter: the hours of the range, or the hours the account has.
+        if ((end - first) / USAGE_HOUR_MS <= hours.size)
+          for (let h = first; h < end; h += USAGE_HOUR_MS) {
+            const t = hours.get(h)
+            if (t) add(t)
+          }
+        else for (const [h, t] of hours) if (h >= first && h < end) add(t)
       }
-      for (let i = 0; i < ring.length; i++) {
-        const e = ring[i]!
-        if (e.accountId === accountId && e.time >= from && e.time < to)
-          add(e.category ?? 'uncategorized', 1, e.units)
-      }
-      // Evicted events count by the hour they fell in.
-      for (const [hour, t] of tallies.get(accountId) ?? []) {
-        if (hour < from || hour >= to) continue
-        for (const [cat, [requests, units]] of t.byCategory) add(cat, requests, units)
-      }
-      out.byCategory = Object.fromEntries(cats)
+      // Sub-hour edges (a range not on hour boundaries): the kept events.
+      if (parts.edges.length > 0)
+        for (const e of ring) {
+          if (e.accountId !== accountId || !countsInSummary(e)) continue
+          for (const [a, b] of parts.edges)
+            if (e.time >= a && e.time < b) addToSummary(out, usageCategory(e), 1, e.units)
+        }
       return out
     },
     async logs(keyId, { limit, cursor }): Promise<Page<UsageEvent>> {
@@ -573,21 +580,30 @@ function memoryUsage(maxEvents: number): UsageStore {
     async prune(before) {
       const kept = inOrder().filter((e) => e.time >= before)
       let n = ring.length - kept.length
+      // Admitted events removed from hours that go as a whole: the rest of those hours'
+      // totals are evicted events, counted as pruned too.
+      let inWholeHours = 0
       if (n > 0) {
-        for (const e of ring) if (e.time < before) ids.delete(e.id)
+        for (const e of ring)
+          if (e.time < before) {
+            ids.delete(e.id)
+            // An event of the hour holding `before` leaves its totals, which stay exact.
+            if (e.time - (e.time % USAGE_HOUR_MS) + USAGE_HOUR_MS > before) count(e, -1)
+            else if (countsInSummary(e)) inWholeHours++
+          }
         ring = kept
         head = 0
       }
       last = null
       for (const [account, hours] of tallies) {
         for (const [hour, t] of hours) {
-          if (hour + HOUR > before) continue
+          if (hour + USAGE_HOUR_MS > before) continue
           hours.delete(hour)
-          n += t.requests
+          for (const [r] of t.values()) n += r
         }
         if (hours.size === 0) tallies.delete(account)
       }
-      return n
+      return n - inWholeHours
     },
   }
 }

@@ -268,7 +268,11 @@ export interface CounterStore extends InProcess {
   settleSync?(ops: ReadonlyArray<SettleOp>, now: number): void
 }
 
-/** One served request, as metered and logged. */
+/**
+ * One request made with a known key, as metered and logged: an admitted request once settled,
+ * or a refused one (then `code` names the refusal and `units` is 0). Summaries and billing
+ * count admitted requests only (`code === null`).
+ */
 export interface UsageEvent {
   /**
    * Unique: the request's internal id (a retried `Idempotency-Key` is caught before an event
@@ -287,7 +291,12 @@ export interface UsageEvent {
   tokens: number
   category: string | null
   status: number
+  /** Total duration: admission to the end of the response (ms); 0 for a refused request. */
   durationMs: number
+  /** Time to first byte: admission to the first response byte (ms); null when unknown. */
+  ttfbMs: number | null
+  /** The error code of a refused request (`rate_limited`, …); null for an admitted one. */
+  code: string | null
   ip: string | null
   method: string
   path: string
@@ -295,7 +304,7 @@ export interface UsageEvent {
   provider: string | null
 }
 
-/** Totals of an account's usage in `[from, to)`. */
+/** Totals of an account's admitted requests in `[from, to)` (refused ones are not counted). */
 export interface UsageSummary {
   requests: number
   units: number

@@ -14,7 +14,10 @@ export interface Started {
   /** `label: value` lines printed at start, by label. */
   lines: Record<string, string>
   output(): string
+  /** Sends SIGTERM and resolves when the process has exited. */
   stop(): Promise<void>
+  /** The exit code once exited (null before, or when killed by a signal). */
+  exitCode(): number | null
 }
 
 /**
@@ -59,7 +62,7 @@ export function startServer(
       for (const m of out.matchAll(/^([a-z ]+): (\S+)$/gm)) lines[m[1]!] = m[2]!
       if (url && expect.every((label) => label in lines)) {
         clearTimeout(timer)
-        resolve({ url, lines, output: () => out, stop })
+        resolve({ url, lines, output: () => out, stop, exitCode: () => child.exitCode })
       }
     })
   })

@@ -55,7 +55,12 @@ describe('credit reservations under concurrency', () => {
     const usage = await tb.usage.get('acct_1')
     expect(usage.requestCount).toBe(50)
     expect(usage.breakdown).toEqual({ tts: 50 })
-    expect((await tb.usage.logs(keyId, { limit: 100 })).data.length).toBe(25)
+    // The key's log: its 25 served requests and its 75 refused ones (0 credits each).
+    const log = (await tb.usage.logs(keyId, { limit: 100 })).data
+    expect(log.filter((e) => e.code === null).map((e) => e.units)).toEqual(Array(25).fill(1))
+    expect(log.filter((e) => e.code === 'insufficient_credits').map((e) => e.units)).toEqual(
+      Array(75).fill(0),
+    )
 
     // The period ends: the 50 spent credits come out of the prepaid balance, which is 0, not less.
     clock.set(Date.UTC(2026, 1, 1, 0, 0, 1))

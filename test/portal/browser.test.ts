@@ -219,6 +219,8 @@ describe.skipIf(!hasChromium)('developer portal in a real browser', () => {
     expect(first).toEqual([
       'POST /v1/synthesize',
       '200',
+      // Time to first byte (where the framework adapter measured it), then the total.
+      expect.stringMatching(/^(\d+ ms|—unknown)$/),
       expect.stringMatching(/^\d+ ms$/),
       '127.0.0.1',
       '1',

@@ -34,7 +34,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     const schema = fresh()
     expect(await migrate({ pool, schema })).toEqual({
       schema,
-      applied: ['0001-init', '0002-ip-blocks'],
+      applied: ['0001-init', '0002-ip-blocks', '0003-usage-aggregates'],
     })
     expect(await migrate({ pool, schema })).toEqual({ schema, applied: [] })
     const rows = (await pool.query(`SELECT id, name FROM "${schema}".migrations`)).rows
@@ -48,12 +48,56 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     try {
       const results = await Promise.all(pools.map((p) => migrate({ pool: p, schema })))
       const applied = results.flatMap((r) => r.applied)
-      expect(applied).toEqual(['0001-init', '0002-ip-blocks'])
+      expect(applied).toEqual(['0001-init', '0002-ip-blocks', '0003-usage-aggregates'])
     } finally {
       await Promise.all(pools.map((p) => p.end()))
     }
     const count = await pool.query(`SELECT count(*)::int AS n FROM "${schema}".migrations`)
     expect(count.rows[0].n).toBe(MIGRATIONS.length)
+  })
+
+  it('upgrades a schema of 0001 with events: totals built from them, logs keep them', async () => {
+    const schema = fresh()
+    const client = await pool.connect()
+    try {
+      await client.query(`CREATE SCHEMA "${schema}"`)
+      await client.query(`SET search_path TO "${schema}"`)
+      await client.query(INIT_SQL)
+      await client.query(
+        `CREATE TABLE migrations (id integer PRIMARY KEY, name text NOT NULL,
+           applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO migrations (id, name) VALUES (1, '0001-init')`,
+      )
+      // 300 events over three hours of one account, two categories, one uncategorized.
+      await client.query(
+        `INSERT INTO usage_events (id, request_id, key_id, account_id, occurred_at, units,
+           category, status, duration_ms, method, path)
+         SELECT 'req_' || i, 'req_' || i, 'key_1', 'acct_1', 36000000 + i * 36000, 2,
+           (ARRAY['tts', 'stt', NULL])[i % 3 + 1], 200, 1, 'GET', '/'
+         FROM generate_series(0, 299) AS i`,
+      )
+      await client.query('RESET search_path')
+    } finally {
+      client.release()
+    }
+    expect(await migrate({ pool, schema })).toEqual({
+      schema,
+      applied: ['0002-ip-blocks', '0003-usage-aggregates'],
+    })
+    const storage = postgresStorage({ pool, schema })
+    expect(await storage.usage.summarize('acct_1', 36_000_000, 36_000_000 + 3 * 3_600_000)).toEqual(
+      {
+        requests: 300,
+        units: 600,
+        byCategory: {
+          tts: { requests: 100, units: 200 },
+          stt: { requests: 100, units: 200 },
+          uncategorized: { requests: 100, units: 200 },
+        },
+      },
+    )
+    const page = await storage.usage.logs('key_1', { limit: 1 })
+    expect(page.data[0]).toMatchObject({ id: 'req_299', ttfbMs: null, code: null })
   })
 
   it('creates the indexes for lookup by hash, lists by account and logs by key', async () => {

@@ -112,11 +112,18 @@ describe.skipIf(skipPostgres)('tollbooth on postgres', () => {
       const usage = await other.usage.get('acct_quota')
       expect(usage.requestCount).toBe(3)
       expect(usage.requests).toEqual({ tts: 3 })
+      // The log: three served requests (an unmetered route: 0 credits) and the refused one.
       const logs = await one.usage.logs(record.id, { limit: 2 })
       expect(logs.data).toHaveLength(2)
       expect(logs.hasMore).toBe(true)
       const rest = await one.usage.logs(record.id, { limit: 2, cursor: logs.nextCursor })
-      expect(rest.data).toHaveLength(1)
+      expect(rest.data).toHaveLength(2)
+      expect([...logs.data, ...rest.data].map((e) => [e.status, e.code]).sort()).toEqual([
+        [200, null],
+        [200, null],
+        [200, null],
+        [429, 'quota_exceeded'],
+      ])
       expect((await other.keys.get(record.id)).lastUsedAt).toBe(T0)
 
       const rotated = await other.keys.rotate(record.id)
@@ -148,7 +155,8 @@ describe.skipIf(skipPostgres)('tollbooth on postgres', () => {
       expect((await one.authenticate(request(key))).allowed).toBe(true)
       expect((await other.authenticate(request(key))).allowed).toBe(false)
       await other.flush()
-      expect((await one.usage.logs(record.id)).data).toHaveLength(1)
+      // The settled request and the refused one (the second admission is never settled).
+      expect((await one.usage.logs(record.id)).data.map((e) => e.status).sort()).toEqual([200, 429])
       const rows = await a.query(
         `SELECT count(*)::int AS n FROM "${schema}".counters WHERE key LIKE $1`,
         ['{acct_mixed}%'],

@@ -1,8 +1,9 @@
 /**
  * @module test/storage/postgres-usage
  *
- * Usage on PostgreSQL beyond the conformance suite: a batch is one statement however large,
- * concurrent flushes of overlapping batches store each event once, and a log cursor that is
+ * Usage on PostgreSQL beyond the conformance suite: a batch is one statement however large
+ * (events and their hourly totals), concurrent flushes of overlapping batches store and total
+ * each event once, and a log cursor that is
  * not one answers a 400 naming `cursor` instead of a database error.
  */
 
@@ -49,7 +50,9 @@ describe.skipIf(skipPostgres)('postgres usage', () => {
     statements.length = 0
     await storage.usage.record(events)
     expect(statements).toHaveLength(1)
-    expect(statements[0]).toMatch(/^INSERT INTO .* ON CONFLICT \(id\) DO NOTHING$/s)
+    // One statement inserts the events and adds the inserted ones to the hourly totals.
+    expect(statements[0]).toMatch(/^WITH ins AS \(\s*INSERT INTO .* ON CONFLICT \(id\) DO NOTHING/s)
+    expect(statements[0]).toMatch(/INSERT INTO \S+usage_totals/)
     const s = await storage.usage.summarize(accountId, 0, 2e12)
     expect(s).toMatchObject({ requests: 2000, units: 1000 })
   })
@@ -71,6 +74,9 @@ describe.skipIf(skipPostgres)('postgres usage', () => {
       [accountId],
     )
     expect(n.rows[0].n).toBe(300)
+    // The totals count each event once too.
+    const sum = await storage.usage.summarize(accountId, 0, 2e12)
+    expect(sum.requests).toBe(300)
   })
 
   it('answers a 400 naming cursor for a log cursor that is not one', async () => {

@@ -2,8 +2,9 @@
  * @module tollbooth/portal/ui/logs
  *
  * "API Keys → Logs" of `002_2f2523503321cfc2.txt`: a key's requests, newest first, each with
- * its endpoint (method and path), status, duration, caller IP, credits and time, twenty to a
- * page, with Newer / Older buttons over the API's cursors.
+ * its endpoint (method and path), status (and the error code of a refused one), duration as
+ * time to first byte beside the total, caller IP, credits and time, twenty to a page, with
+ * Newer / Older buttons over the API's cursors.
  */
 
 import { api, messageOf } from './api.js'
@@ -41,11 +42,16 @@ export const logsView: View = async (root, ctx) => {
           ? h('p', { class: 'empty' }, 'No requests yet.')
           : table(
               `Requests made with ${key.name}`,
-              ['Time', 'Endpoint', 'Status', 'Duration', 'IP', 'Credits'],
+              ['Time', 'Endpoint', 'Status', 'Duration (first byte)', 'Total', 'IP', 'Credits'],
               page.data.map((e) => [
                 when(e.time),
                 h('code', null, `${e.method} ${e.path}`),
-                h('span', { class: e.status >= 400 ? 'status bad' : 'status' }, String(e.status)),
+                h(
+                  'span',
+                  { class: e.status >= 400 ? 'status bad' : 'status' },
+                  e.code ? `${e.status} ${e.code}` : String(e.status),
+                ),
+                e.ttfbMs === null ? none(e.code ? 'refused' : 'unknown') : `${num(e.ttfbMs)} ms`,
                 `${num(e.durationMs)} ms`,
                 e.ip ?? none('unknown'),
                 e.bypassed ? 'BYOK (0)' : num(e.units),

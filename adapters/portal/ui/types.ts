@@ -67,7 +67,12 @@ export interface LogJson {
   method: string
   path: string
   status: number
+  /** Total duration (ms); 0 for a refused request. */
   durationMs: number
+  /** Time to first byte (ms); null when unknown (a refused request, an older event). */
+  ttfbMs: number | null
+  /** The error code of a refused request; null when it was served. */
+  code: string | null
   ip: string | null
   units: number
   category: string | null
