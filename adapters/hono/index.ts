@@ -9,14 +9,25 @@
 
 import type { Context, MiddlewareHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
+import {
+  stream as honoStream,
+  streamSSE as honoStreamSSE,
+  streamText as honoStreamText,
+} from 'hono/streaming'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import {
   type Admission,
+  beginWork,
+  clientGone,
   clientIp,
+  endWork,
   type HeaderSource,
   type RouteOptions,
   readHeader,
+  responseEnded,
+  responseStarted,
   type Tollbooth,
+  watchBody,
 } from '../../src/index.js'
 
 declare module 'hono' {
@@ -41,6 +52,7 @@ interface NodeBindings {
   outgoing?: {
     writableFinished: boolean
     headersSent: boolean
+    statusCode: number
     setHeader(name: string, value: string): unknown
     on(event: 'close', listener: (this: never) => void): unknown
   }
@@ -69,6 +81,13 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
   const { socketAddress = nodeSocket, ...routeOptions } = options
   const route = tb.route(routeOptions)
   const trust = route.trustProxy
+
+  /** `close` of the ServerResponse: after `finish`, the end of the body; alone, a client gone. */
+  function onClose(this: Tracked): void {
+    const decision = this[ADMISSION]!
+    if (this.writableFinished) responseEnded(tb, decision, this.statusCode)
+    else clientGone(tb, decision, route)
+  }
 
   return async function requireApiKey(c, next) {
     const node = c.env as NodeBindings | undefined
@@ -99,55 +118,53 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       throw new HTTPException(decision.status as ContentfulStatusCode, { res })
     }
     c.set('apiKey', decision)
-    // The client going away settles at once (499), so a lease or credit hold does not wait for
-    // the handler. On Node the socket tells (a shared listener: no closure per request);
-    // elsewhere the request's abort signal does. Admissions holding nothing settle after next().
-    if (decision.holds) {
-      const outgoing = node?.outgoing as Tracked | undefined
-      if (outgoing) {
-        outgoing[ADMISSION] = decision
-        outgoing[TB] = tb
-        outgoing.on('close', settleOnClose)
-      } else {
-        c.req.raw.signal?.addEventListener(
-          'abort',
-          () => {
-            if (!decision.settled) tb.settleLater(decision, { status: 499 })
-          },
-          { once: true },
-        )
-      }
+    // On Node the ServerResponse tells how the response ended: `close` after `finish` (the body
+    // was written in full) or alone (the client went away). One listener per middleware and
+    // one property per response, no closure per request.
+    const outgoing = node?.outgoing as Tracked | undefined
+    if (outgoing) {
+      outgoing[ADMISSION] = decision
+      outgoing.on('close', onClose)
     }
     try {
       await next()
     } catch (err) {
-      if (!decision.settled) tb.settleLater(decision, { status: 500 })
+      // No response to write: the handler's own end is the response's.
+      if (!decision.settled) tb.settleLater(decision, { status: 500, outcome: 'error' })
       throw err
     }
     const status = c.res.status
     const out = decision.responseHeaders(status)
-    const outgoing = node?.outgoing
-    if (outgoing && !outgoing.headersSent) {
-      // On Node, straight onto the ServerResponse: @hono/node-server's writeHead() merges
-      // them, and its fast path (a plain header record, no Web Headers) stays fast. Reading
-      // c.res.headers would build a Headers object and, for most bodies, a whole Web Response.
-      for (const name in out) outgoing.setHeader(name, out[name]!)
-    } else {
-      writeHeaders(c, out)
+    responseStarted(tb, decision)
+    if (outgoing) {
+      if (!outgoing.headersSent) {
+        // Straight onto the ServerResponse: @hono/node-server's writeHead() merges them, and
+        // its fast path (a plain header record, no Web Headers) stays fast. Reading
+        // c.res.headers would build a Headers object and, for most bodies, a whole Response.
+        for (const name in out) outgoing.setHeader(name, out[name]!)
+      } else writeHeaders(c, out)
+      endWork(decision)
+      return
     }
-    if (!decision.settled) tb.settleLater(decision, { status })
+    writeHeaders(c, out)
+    // Elsewhere (Bun, Deno, Workers), the body is passed through a stream that sees its end or
+    // its cancellation. A response without a body (or a HEAD one, whose body is dropped) ends
+    // here. The request's abort signal covers a body the runtime drops without cancelling it.
+    const body = c.res.body
+    if (body === null || c.req.method === 'HEAD') responseEnded(tb, decision, status)
+    else {
+      c.res = new Response(watchBody(tb, decision, route, body, status), c.res)
+      const signal = c.req.raw.signal
+      if (signal?.aborted) clientGone(tb, decision, route)
+      else
+        signal?.addEventListener('abort', () => clientGone(tb, decision, route), { once: true })
+    }
+    endWork(decision)
   }
 }
 
 const ADMISSION = Symbol('tollbooth.admission')
-const TB = Symbol('tollbooth.tb')
-type Tracked = NonNullable<NodeBindings['outgoing']> & { [ADMISSION]?: Admission; [TB]?: Tollbooth }
-
-/** A shared `close` listener: settles with 499 when the response did not finish. */
-function settleOnClose(this: Tracked): void {
-  const decision = this[ADMISSION]!
-  if (!this.writableFinished && !decision.settled) this[TB]!.settleLater(decision, { status: 499 })
-}
+type Tracked = NonNullable<NodeBindings['outgoing']> & { [ADMISSION]?: Admission }
 
 /** Sets the headers on `c.res` itself, as hono's cors does (c.header() after the handler rebuilds the Response). */
 function writeHeaders(c: Context, out: Record<string, string>): void {
@@ -160,3 +177,69 @@ function writeHeaders(c: Context, out: Record<string, string>): void {
     for (const name in out) c.res.headers.set(name, out[name]!)
   }
 }
+
+/** What the streaming helpers hand their callback; `close()` is what they call last. */
+interface StreamingApi {
+  close(): Promise<void>
+}
+
+/**
+ * Counts a streaming callback as the handler's work until the helper closes the stream (after
+ * the callback and its `onError` returned): a request whose client went away then settles
+ * when the callback is done, with what it reported on its way out.
+ */
+function watchCallback<S extends StreamingApi>(c: Context, s: S): S {
+  const decision = c.get('apiKey') as Admission | undefined
+  if (decision === undefined || decision.settled) return s
+  beginWork(decision)
+  const close = s.close
+  let open = true
+  s.close = async function closeAndEnd(this: S) {
+    try {
+      await close.call(this)
+    } finally {
+      if (open) {
+        open = false
+        endWork(decision)
+      }
+    }
+  }
+  return s
+}
+
+/**
+ * Hono's `streamSSE`, with the same signature, that also tells tollbooth when the callback
+ * has returned. Use it (or `stream` / `streamText` from here) on routes guarded by
+ * `requireApiKey`: when the client goes away mid-stream, the request then settles (499) once
+ * the callback has finished, so what it reports on its way out is charged and the
+ * concurrency slot stays taken while it runs. With Hono's own helpers, whose callback tollbooth
+ * cannot see, such a request settles as soon as the stream is cancelled.
+ *
+ * @example
+ * ```ts
+ * import { requireApiKey, streamSSE } from 'tollbooth/hono'
+ * app.get('/v1/chat', requireApiKey(tb, { cost: 100 }), (c) =>
+ *   streamSSE(c, async (stream) => {
+ *     let tokens = 0
+ *     try {
+ *       for await (const t of model.generate({ signal: c.req.raw.signal })) {
+ *         tokens++
+ *         await stream.writeSSE({ data: t })
+ *       }
+ *     } finally {
+ *       c.get('apiKey').report({ cost: tokens, tokens })
+ *     }
+ *   }),
+ * )
+ * ```
+ */
+export const streamSSE: typeof honoStreamSSE = (c, cb, onError) =>
+  honoStreamSSE(c, (s) => cb(watchCallback(c, s)), onError)
+
+/** Hono's `stream`, telling tollbooth when the callback has returned (see {@link streamSSE}). */
+export const stream: typeof honoStream = (c, cb, onError) =>
+  honoStream(c, (s) => cb(watchCallback(c, s)), onError)
+
+/** Hono's `streamText`, telling tollbooth when the callback has returned (see {@link streamSSE}). */
+export const streamText: typeof honoStreamText = (c, cb, onError) =>
+  honoStreamText(c, (s) => cb(watchCallback(c, s)), onError)
