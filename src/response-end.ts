@@ -41,10 +41,7 @@ export interface AbortWait {
 function settleNow(tb: Settler, d: Admission, status: number, outcome: ResponseOutcome): void {
   const wait = d._gone
   if (wait) clearTimeout(wait.timer)
-  tb.settleLater(
-    d,
-    d._ttfb < 0 ? { status, outcome } : { status, outcome, ttfbMs: d._ttfb },
-  )
+  tb.settleLater(d, d._ttfb < 0 ? { status, outcome } : { status, outcome, ttfbMs: d._ttfb })
 }
 
 /** The response head is going out: records the time to first byte (once). */

@@ -15,9 +15,9 @@ import {
   clientIp,
   type Decision,
   endWork,
+  type RouteOptions,
   responseEnded,
   responseStarted,
-  type RouteOptions,
   type Tollbooth,
 } from '../../src/index.js'
 

@@ -156,8 +156,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       c.res = new Response(watchBody(tb, decision, route, body, status), c.res)
       const signal = c.req.raw.signal
       if (signal?.aborted) clientGone(tb, decision, route)
-      else
-        signal?.addEventListener('abort', () => clientGone(tb, decision, route), { once: true })
+      else signal?.addEventListener('abort', () => clientGone(tb, decision, route), { once: true })
     }
     endWork(decision)
   }

@@ -6,10 +6,12 @@
  * Fastify's own: `global`, `config.tollbooth: false`, HEAD routes, and option errors.
  */
 
+import { Readable } from 'node:stream'
 import Fastify, {
   type FastifyContextConfig,
   type FastifyInstance,
   type FastifyRequest,
+  type RouteHandlerMethod,
 } from 'fastify'
 import { describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey, tollbooth } from '../../adapters/fastify/index.js'
@@ -20,12 +22,39 @@ import {
   type RouteOptions,
   type Tollbooth,
 } from '../../src/index.js'
-import { describeBehaviour, type StartServer } from './behaviour.js'
-import { eventually, harness, SECRET } from './harness.js'
+import { describeBehaviour, type StartServer, type TestRoute } from './behaviour.js'
+import { eventually, harness, SECRET, sleep } from './harness.js'
+import { describeStreaming } from './streaming.js'
 
 async function listen(app: FastifyInstance) {
   const address = await app.listen({ host: '127.0.0.1', port: 0 })
   return { url: address, close: () => app.close() }
+}
+
+/**
+ * The route's handler: its JSON result, or for a streamed route a returned Node stream of
+ * server-sent events, whose generator Fastify destroys when the client goes away.
+ */
+function handlerOf(r: TestRoute): RouteHandlerMethod {
+  const { stream } = r
+  if (!stream) return async (request) => r.handle(request.apiKey)
+  return async (request, reply) => {
+    const apiKey = request.apiKey
+    async function* events() {
+      let sent = 0
+      let done = false
+      try {
+        for (; sent < stream!.count; sent++) {
+          if (sent > 0) await sleep(stream!.intervalMs)
+          yield `data: ${sent}\n\n`
+        }
+        done = true
+      } finally {
+        await r.handle(apiKey, { sent, aborted: !done })
+      }
+    }
+    return reply.type('text/event-stream').send(Readable.from(events()))
+  }
 }
 
 const startWithConfig: StartServer = async (tb, routes) => {
@@ -36,7 +65,7 @@ const startWithConfig: StartServer = async (tb, routes) => {
       method: r.method ?? 'GET',
       url: r.path,
       config: { tollbooth: r.options ?? {} },
-      handler: async (request) => r.handle(request.apiKey),
+      handler: handlerOf(r),
     })
   }
   return listen(app)
@@ -50,7 +79,7 @@ const startWithPreHandler: StartServer = async (tb, routes) => {
       method: r.method ?? 'GET',
       url: r.path,
       preHandler: requireApiKey(tb, r.options),
-      handler: async (request) => r.handle(request.apiKey),
+      handler: handlerOf(r),
     })
   }
   return listen(app)
@@ -58,6 +87,8 @@ const startWithPreHandler: StartServer = async (tb, routes) => {
 
 describeBehaviour('Fastify (plugin, config.tollbooth)', startWithConfig)
 describeBehaviour('Fastify (requireApiKey preHandler)', startWithPreHandler)
+describeStreaming('Fastify (plugin, config.tollbooth)', startWithConfig)
+describeStreaming('Fastify (requireApiKey preHandler)', startWithPreHandler)
 
 describe('tollbooth/fastify', () => {
   test('types request.apiKey, fastify.tollbooth and config.tollbooth', () => {

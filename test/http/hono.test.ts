@@ -10,10 +10,11 @@ import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import { describe, expect, expectTypeOf, test } from 'vitest'
-import { requireApiKey } from '../../adapters/hono/index.js'
+import { requireApiKey, streamSSE } from '../../adapters/hono/index.js'
 import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
 import { describeBehaviour, type StartServer } from './behaviour.js'
 import { harness, SECRET } from './harness.js'
+import { describeStreaming } from './streaming.js'
 
 const startHono: StartServer = async (tb, routes) => {
   const app = new Hono()
@@ -22,6 +23,25 @@ const startHono: StartServer = async (tb, routes) => {
     err instanceof HTTPException ? err.getResponse() : c.json({ error: 'boom' }, 500),
   )
   for (const r of routes) {
+    const { stream } = r
+    if (stream) {
+      // streamSSE from tollbooth/hono: Hono's, telling tollbooth when the callback returned.
+      app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), (c) =>
+        streamSSE(c, async (s) => {
+          let sent = 0
+          try {
+            for (; sent < stream.count && !s.aborted; sent++) {
+              if (sent > 0) await s.sleep(stream.intervalMs)
+              if (s.aborted) break
+              await s.writeSSE({ data: String(sent) })
+            }
+          } finally {
+            await r.handle(c.get('apiKey'), { sent, aborted: s.aborted })
+          }
+        }),
+      )
+      continue
+    }
     app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), async (c) => {
       if (c.req.method === 'POST') await c.req.json()
       return c.json((await r.handle(c.get('apiKey'))) as object)
@@ -42,6 +62,7 @@ const startHono: StartServer = async (tb, routes) => {
 }
 
 describeBehaviour('Hono', startHono)
+describeStreaming('Hono', startHono)
 
 describe('tollbooth/hono', () => {
   test('throws a ConfigError naming a bad option at construction', () => {
