@@ -149,7 +149,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     writeHeaders(c, out)
     // Elsewhere (Bun, Deno, Workers), the body is passed through a stream that sees its end or
     // its cancellation. A response without a body (or a HEAD one, whose body is dropped) ends
-    // here. The request's abort signal covers a body the runtime drops without cancelling it.
+    // here.
     const body = c.res.body
     if (body === null || c.req.method === 'HEAD') responseEnded(tb, decision, status)
     else {
