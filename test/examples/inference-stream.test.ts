@@ -83,7 +83,8 @@ describe('inference-api example streaming with the openai SDK', () => {
       }
     }
     // The handler's report, made when Fastify destroys its stream, settles the request.
-    for (let i = 0; i < 200 && outcomes.length === 0; i++) await new Promise((r) => setTimeout(r, 5))
+    for (let i = 0; i < 200 && outcomes.length === 0; i++)
+      await new Promise((r) => setTimeout(r, 5))
     await settles.idle()
     expect(outcomes).toHaveLength(1)
     expect(outcomes[0]).toMatchObject({ status: 499, outcome: 'aborted' })
