@@ -4,8 +4,9 @@
  * `requireApiKey` for Express 5 (and 4): authenticates with the core, answers a denial from its
  * prepared record, exposes the admission as `req.apiKey`, writes the response headers when the
  * head is written (so usage figures include a cost the handler reported) and settles exactly
- * once, when the response finishes (its status, so an error handler's 500 is not billed) or
- * with status 499 when the connection closes before that.
+ * once, at the true end of the response (src/response-end.ts): when it finishes (its status,
+ * so an error handler's 500 is not billed), or, when the client went away first, with 499 once
+ * the handler has called `res.end()` (`res.send`/`res.json` do).
  */
 
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
@@ -87,8 +88,8 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
 
   /**
    * Every head goes through writeHead (res.end/res.write call it implicitly), so hooking it once
-   * per response sees the handler's charges and the final status before a byte is sent. The
-   * writeHead it replaced is kept in the admission: no property is added to the response.
+   * per response sees the handler's charges and the final status before a byte is sent, and
+   * the time to first byte. The writeHead it replaced is kept in the admission.
    */
   function writeHeadWithUsage(this: Response, a?: unknown, b?: unknown, c?: unknown): Response {
     const decision = this.req.apiKey

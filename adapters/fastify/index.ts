@@ -4,9 +4,10 @@
  * tollbooth for Fastify 5: the `tollbooth` plugin guards the routes that ask for it (in
  * `config.tollbooth`, or all of them with `global: true`), and `requireApiKey` is the same
  * guard as a route's `preHandler`. The admission is `request.apiKey`; the response headers go
- * out in `onSend` (after the handler's charges); `onResponse` settles with the reply's status,
- * or the connection closing first with 499, exactly once. Only guarded routes get these
- * hooks, so the others pay nothing.
+ * out in `onSend` (after the handler's charges); the request settles exactly once, at the true
+ * end of the response (src/response-end.ts): `onResponse` with the reply's status, or, when
+ * the client went away first, 499 once the handler's payload was sent or the stream it
+ * returned closed. Only guarded routes get these hooks, so the others pay nothing.
  */
 
 import type {

@@ -3,21 +3,19 @@
  *
  * `requireApiKey` for Hono: authenticates with the core, answers a denial from its prepared
  * record, exposes the admission as `c.get('apiKey')`, writes the response headers after the
- * handler (so usage figures include a cost the handler reported) and settles exactly once:
- * after the handler, also when it throws, or with status 499 as soon as the client goes away.
+ * handler (so usage figures include a cost the handler reported) and settles exactly once, at
+ * the true end of the response (src/response-end.ts): on Node, the `ServerResponse`'s `close`
+ * after `finish` (the body was written) or alone (the client went away); on Bun, Deno and
+ * Workers, the end or the cancellation of the body, passed through a stream that sees both. A
+ * request whose client went away settles (499) once the handler's work is done: the handler,
+ * its body's cancel, and the callback of `streamSSE` / `stream` / `streamText` from here.
  */
 
 import type { Context, MiddlewareHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
-import {
-  stream as honoStream,
-  streamSSE as honoStreamSSE,
-  streamText as honoStreamText,
-} from 'hono/streaming'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import {
   type Admission,
-  beginWork,
   clientGone,
   clientIp,
   endWork,
@@ -177,68 +175,4 @@ function writeHeaders(c: Context, out: Record<string, string>): void {
   }
 }
 
-/** What the streaming helpers hand their callback; `close()` is what they call last. */
-interface StreamingApi {
-  close(): Promise<void>
-}
-
-/**
- * Counts a streaming callback as the handler's work until the helper closes the stream (after
- * the callback and its `onError` returned): a request whose client went away then settles
- * when the callback is done, with what it reported on its way out.
- */
-function watchCallback<S extends StreamingApi>(c: Context, s: S): S {
-  const decision = c.get('apiKey') as Admission | undefined
-  if (decision === undefined || decision.settled) return s
-  beginWork(decision)
-  const close = s.close
-  let open = true
-  s.close = async function closeAndEnd(this: S) {
-    try {
-      await close.call(this)
-    } finally {
-      if (open) {
-        open = false
-        endWork(decision)
-      }
-    }
-  }
-  return s
-}
-
-/**
- * Hono's `streamSSE`, with the same signature, that also tells tollbooth when the callback
- * has returned. Use it (or `stream` / `streamText` from here) on routes guarded by
- * `requireApiKey`: when the client goes away mid-stream, the request then settles (499) once
- * the callback has finished, so what it reports on its way out is charged and the
- * concurrency slot stays taken while it runs. With Hono's own helpers, whose callback tollbooth
- * cannot see, such a request settles as soon as the stream is cancelled.
- *
- * @example
- * ```ts
- * import { requireApiKey, streamSSE } from 'tollbooth/hono'
- * app.get('/v1/chat', requireApiKey(tb, { cost: 100 }), (c) =>
- *   streamSSE(c, async (stream) => {
- *     let tokens = 0
- *     try {
- *       for await (const t of model.generate({ signal: c.req.raw.signal })) {
- *         tokens++
- *         await stream.writeSSE({ data: t })
- *       }
- *     } finally {
- *       c.get('apiKey').report({ cost: tokens, tokens })
- *     }
- *   }),
- * )
- * ```
- */
-export const streamSSE: typeof honoStreamSSE = (c, cb, onError) =>
-  honoStreamSSE(c, (s) => cb(watchCallback(c, s)), onError)
-
-/** Hono's `stream`, telling tollbooth when the callback has returned (see {@link streamSSE}). */
-export const stream: typeof honoStream = (c, cb, onError) =>
-  honoStream(c, (s) => cb(watchCallback(c, s)), onError)
-
-/** Hono's `streamText`, telling tollbooth when the callback has returned (see {@link streamSSE}). */
-export const streamText: typeof honoStreamText = (c, cb, onError) =>
-  honoStreamText(c, (s) => cb(watchCallback(c, s)), onError)
+export { stream, streamSSE, streamText } from './streaming.js'
