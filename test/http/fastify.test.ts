@@ -23,7 +23,7 @@ import {
   type Tollbooth,
 } from '../../src/index.js'
 import { describeBehaviour, type StartServer, type TestRoute } from './behaviour.js'
-import { eventually, harness, SECRET, sleep } from './harness.js'
+import { eventually, gate, harness, SECRET, sleep } from './harness.js'
 import { describeStreaming } from './streaming.js'
 
 async function listen(app: FastifyInstance) {
@@ -148,6 +148,62 @@ describe('tollbooth/fastify', () => {
       expect((await h.fetch('/v1/a', { method: 'HEAD' })).status).toBe(401)
       await eventually(() => h.settled.filter((s) => s.event).length === 2, 'settle')
       expect(h.settled.map((s) => s.event?.category)).toEqual(['tts', 'tts'])
+    } finally {
+      await h.close()
+    }
+  })
+
+  test('a returned web ReadableStream: an abort settles once its cancel has finished', async () => {
+    const windDown = gate()
+    let cancelled = false
+    const h = await harness(
+      async (tb, routes) => {
+        const app = Fastify()
+        await app.register(tollbooth, { tb })
+        app.get('/v1/web', { config: { tollbooth: { cost: 100 } } }, async (request, reply) => {
+          const apiKey = request.apiKey
+          let sent = 0
+          const body = new ReadableStream<Uint8Array>({
+            async pull(controller) {
+              if (sent > 0) await sleep(10)
+              controller.enqueue(new TextEncoder().encode(`data: ${sent++}\n\n`))
+            },
+            async cancel() {
+              cancelled = true
+              await windDown.promise
+              await routes[0]!.handle(apiKey)
+            },
+          })
+          return reply.type('text/event-stream').send(body)
+        })
+        app.get('/v1/ok', { config: { tollbooth: {} } }, async (request) =>
+          routes[1]!.handle(request.apiKey),
+        )
+        return listen(app)
+      },
+      [
+        { path: '/v1/web', handle: (k) => k.report({ cost: 7 }) },
+        { path: '/v1/ok', handle: () => ({}) },
+      ],
+      { plans: { pro: { monthlyCredits: 1000 } }, defaultTier: 'pro' },
+    )
+    try {
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const auth = { authorization: `Bearer ${key}` }
+      const ac = new AbortController()
+      const res = await fetch(`${h.url}/v1/web`, { headers: auth, signal: ac.signal })
+      const reader = res.body!.getReader()
+      await reader.read()
+      ac.abort()
+      await eventually(() => cancelled, 'the body to be cancelled')
+      expect((await h.fetch('/v1/ok', { key })).status).toBe(429)
+      expect(h.settled).toHaveLength(0)
+      windDown.open()
+      await eventually(() => !!h.settled[0]?.event, 'the aborted request to settle')
+      expect(h.settled[0]!.event).toMatchObject({ path: '/v1/web', status: 499, units: 7 })
+      expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
+      await eventually(() => h.settled.length === 2, 'settle')
+      expect(h.settled.filter((s) => s.event?.path === '/v1/web')).toHaveLength(1)
     } finally {
       await h.close()
     }
