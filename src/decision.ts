@@ -9,6 +9,8 @@
 import type { ErrorCode } from './errors.js'
 import { setUsageHeaders } from './headers.js'
 import { ownValue } from './input.js'
+import type { AbortWait } from './response-end.js'
+import type { ChargeWhen } from './settle.js'
 import type { Check, KeyKind, KeyRecord } from './storage/types.js'
 
 /** The public view of a key: everything but its hash. Safe to log and to return. */
@@ -111,8 +113,8 @@ export interface SettleState {
   maxCharge: number
   /** Tokens reserved at admission against each of `tokenChecks`. */
   tokenEstimate: number
-  /** The route's billing policy; default: status < 400. */
-  chargeWhen: ((status: number) => boolean) | undefined
+  /** The route's billing policy; default: see `settle`. */
+  chargeWhen: ChargeWhen | undefined
   startedAt: number
   /** The request's own event id (its internal request id). */
   eventId: string
@@ -164,6 +166,15 @@ export class Admission {
    * objects (each new property on Node's ServerResponse costs microseconds per request).
    */
   _adapter: unknown = undefined
+  /**
+   * @internal: the handler's work still running (the handler itself, a stream it produces):
+   * a request whose client went away settles when it reaches 0 (see response-end.ts).
+   */
+  _work = 1
+  /** @internal: ms from admission to the response head, or -1 before it. */
+  _ttfb = -1
+  /** @internal: set when the client went away before the end: who settles, and the deadline. */
+  _gone: AbortWait | undefined = undefined
   /** @internal: providers whose key came from the caller (header or store); null for none. */
   _byok: Set<string> | null
   /** A private field: never enumerated, serialized or printed by `util.inspect`. */
@@ -301,7 +312,11 @@ export class Admission {
   responseHeaders(status?: number): Record<string, string> {
     if (this.headersFinal) return this.headers
     const s = this._s
-    const billed = status === undefined || (s.chargeWhen ? s.chargeWhen(status) : status < 400)
+    const billed =
+      status === undefined ||
+      (s.chargeWhen
+        ? s.chargeWhen(status, { outcome: 'completed', reported: this._charged !== undefined })
+        : status < 400)
     setUsageHeaders(
       this.headers,
       s.creditUsed - s.estimate + (billed ? this.cost : 0),

@@ -104,7 +104,17 @@ export {
   type TollboothRequest,
   type TrustProxy,
 } from './request.js'
-export type { Outcome } from './settle.js'
+export {
+  ABORTED_STATUS,
+  beginWork,
+  clientGone,
+  endWork,
+  responseEnded,
+  responseStarted,
+  type Settler,
+  watchBody,
+} from './response-end.js'
+export type { ChargeInfo, ChargeWhen, Outcome, ResponseOutcome } from './settle.js'
 export type { SettleQueueStats } from './settle-queue.js'
 export {
   decodeLogCursor,

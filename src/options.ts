@@ -12,6 +12,7 @@ import { ConfigError, type InvalidField, InvalidRequestError } from './errors.js
 import { DEFAULT_HEADER_FAMILIES, type HeaderFamilies } from './headers.js'
 import { PREFIX_PATTERN } from './keys/format.js'
 import type { KeySource, TollboothRequest, TrustProxy } from './request.js'
+import type { ChargeWhen } from './settle.js'
 import type { Storage } from './storage/types.js'
 
 const posInt = z.number().int().positive().max(Number.MAX_SAFE_INTEGER)
@@ -335,8 +336,16 @@ export const routeOptionsSchema = z
     keySources: z.array(keySource).min(1).optional(),
     headers: headerFamilies.optional(),
     quotaStatus: z.union([z.literal(401), z.literal(403), z.literal(429)]).optional(),
-    /** Whether a response is billed; default: status < 400. */
-    chargeWhen: fn<(status: number) => boolean>('chargeWhen').optional(),
+    /**
+     * Whether a response is billed, from its status and how it ended; default: a completed
+     * response with status < 400, an aborted one whose handler reported a charge.
+     */
+    chargeWhen: fn<ChargeWhen>('chargeWhen').optional(),
+    /**
+     * How long a request whose client went away waits for its handler to finish before it
+     * settles anyway (ms). Default: the instance's `leaseTtlMs`.
+     */
+    abortSettleMs: posInt.optional(),
     /** Reads BYOK provider keys from `X-Provider-Key-*` headers (all providers, or these). */
     byok: z.union([z.boolean(), z.array(z.string().min(1))]).default(false),
     /**

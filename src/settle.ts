@@ -26,18 +26,40 @@ import type { Check, SettleOp, UsageEvent } from './storage/types.js'
 /** How long a settled `Idempotency-Key` is remembered: 24 hours, counted in hourly buckets. */
 export const IDEMPOTENCY_WINDOW_MS = 86_400_000
 
+/**
+ * How a response ended: written in full (`completed`, whatever its status), left by its client
+ * before that (`aborted`, status 499), or failed half-way on the server's side (`error`).
+ */
+export type ResponseOutcome = 'completed' | 'aborted' | 'error'
+
+/** What a route's `chargeWhen` is told beside the status. */
+export interface ChargeInfo {
+  outcome: ResponseOutcome
+  /** The handler reported a charge (`charge()` or `report({ cost })`). */
+  reported: boolean
+}
+
+/**
+ * A route's billing policy: true bills the request (what the handler reported, else the
+ * route's cost), false refunds its hold. The default bills a completed response with a
+ * status < 400, and an aborted one when its handler reported a charge.
+ */
+export type ChargeWhen = (status: number, info: ChargeInfo) => boolean
+
 /** What happened to the request. */
 export interface Outcome extends Report {
   /** The response status (use 499 for a client that went away, 500 for a thrown handler). */
   status: number
+  /** How the response ended. Default: `aborted` for status 499, else `completed`. */
+  outcome?: ResponseOutcome
+  /** Ms from admission to the first response byte, when the adapter measured it. */
+  ttfbMs?: number
   /**
    * False settles without a usage event (holds released, `lastUsedAt` touched, nothing
    * charged): for calls that are not product usage, such as the management API's own.
    * Default true.
    */
   record?: boolean
-  /** Time to the first response byte (ms from admission), measured by the adapter. */
-  ttfbMs?: number
 }
 
 /** The 24-hour window an `Idempotency-Key` is counted on. */
@@ -81,10 +103,14 @@ export function settle(
   }
   const now = ctx.clock.now()
   const s = decision._s
-  let billable = outcome.status < 400
+  // An aborted request is billed what its handler reported (the upstream work was done and
+  // paid for), and its hold refunded when it reported nothing.
+  const ended = outcome.outcome ?? (outcome.status === 499 ? 'aborted' : 'completed')
+  const reported = decision._charged !== undefined
+  let billable = ended === 'aborted' ? reported : outcome.status < 400
   if (s.chargeWhen) {
     try {
-      billable = s.chargeWhen(outcome.status) === true
+      billable = s.chargeWhen(outcome.status, { outcome: ended, reported }) === true
     } catch (err) {
       ctx.report(err)
     }

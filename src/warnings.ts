@@ -19,8 +19,15 @@ export function warnOnce(code: WarningCode, message: string): void {
   console.warn(`[tollbooth] ${code}: ${message} (see docs/errors.md#${code.toLowerCase()})`)
 }
 
-/** Reads an environment variable where there is a `process` (Node, Bun), else undefined. */
+/**
+ * Reads an environment variable where there is a `process` (Node, Bun, Deno), else undefined.
+ * Deno without `--allow-env` throws on the read: that is undefined too, not a failed start.
+ */
 export function env(name: string): string | undefined {
   const p = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
-  return p?.env?.[name]
+  try {
+    return p?.env?.[name]
+  } catch {
+    return undefined
+  }
 }

@@ -4,12 +4,22 @@
  * `requireApiKey` for Express 5 (and 4): authenticates with the core, answers a denial from its
  * prepared record, exposes the admission as `req.apiKey`, writes the response headers when the
  * head is written (so usage figures include a cost the handler reported) and settles exactly
- * once, when the response finishes (its status, so an error handler's 500 is not billed) or
- * with status 499 when the connection closes before that.
+ * once, at the true end of the response (src/response-end.ts): when it finishes (its status,
+ * so an error handler's 500 is not billed), or, when the client went away first, with 499 once
+ * the handler has called `res.end()` (`res.send`/`res.json` do).
  */
 
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
-import type { Admission, Decision, RouteOptions, Tollbooth } from '../../src/index.js'
+import {
+  type Admission,
+  clientGone,
+  type Decision,
+  endWork,
+  type RouteOptions,
+  responseEnded,
+  responseStarted,
+  type Tollbooth,
+} from '../../src/index.js'
 
 declare module 'express-serve-static-core' {
   interface Request {
@@ -49,13 +59,47 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
   const route = tb.route(options)
 
   /**
-   * One listener per middleware, not per request: `close` follows `finish` on every response,
-   * or comes alone when the client went away (499). Settling twice does nothing.
+   * One listener per middleware, not per request: `close` follows `finish` on every response
+   * (the body was written in full), or comes alone when the client went away. Then the
+   * handler has finished if it called `res.end()` (`res.send`/`res.json` do); if not yet, its
+   * call to `res.end()` is what settles the request.
    */
-  function settleOnClose(this: Response): void {
+  function onClose(this: Response): void {
     const decision = this.req.apiKey
-    if (decision && !decision.settled)
-      tb.settleLater(decision, { status: this.writableFinished ? this.statusCode : 499 })
+    if (!decision || decision.settled) return
+    if (this.writableFinished) responseEnded(tb, decision, this.statusCode)
+    else {
+      if (this.writableEnded) endWork(decision)
+      else {
+        // Only on this rare path: a closure, and the end found now (a compression middleware
+        // may have replaced it).
+        const end = this.end
+        this.end = function endAndSettle(this: Response, ...args: unknown[]) {
+          this.end = end
+          const r = (end as (...a: unknown[]) => Response).apply(this, args)
+          endWork(decision)
+          return r
+        } as Response['end']
+      }
+      clientGone(tb, decision, route)
+    }
+  }
+
+  /**
+   * Every head goes through writeHead (res.end/res.write call it implicitly), so hooking it once
+   * per response sees the handler's charges and the final status before a byte is sent, and
+   * the time to first byte. The writeHead it replaced is kept in the admission.
+   */
+  function writeHeadWithUsage(this: Response, a?: unknown, b?: unknown, c?: unknown): Response {
+    const decision = this.req.apiKey
+    const original = decision._adapter as Response['writeHead']
+    this.writeHead = original
+    if (!decision.headersFinal) {
+      const out = decision.responseHeaders(typeof a === 'number' ? a : this.statusCode)
+      for (const name in out) this.setHeader(name, out[name]!)
+    }
+    responseStarted(tb, decision)
+    return (original as (a?: unknown, b?: unknown, c?: unknown) => Response).call(this, a, b, c)
   }
 
   /** Answers a denial, or guards the response and passes the admitted request on. */
@@ -71,12 +115,12 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     if (decision.headersFinal) {
       const h = decision.headers
       for (const name in h) res.setHeader(name, h[name]!)
-    } else {
-      // Usage figures follow the handler's charges and the final status: written with the head.
-      decision._adapter = res.writeHead
-      res.writeHead = writeHeadWithUsage as Response['writeHead']
     }
-    res.on('close', settleOnClose)
+    // Usage figures follow the handler's charges and the final status, and the time to first
+    // byte is taken: both with the head.
+    decision._adapter = res.writeHead
+    res.writeHead = writeHeadWithUsage as Response['writeHead']
+    res.on('close', onClose)
     next()
   }
 
@@ -104,20 +148,6 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     if (d instanceof Promise) d.then((decision) => proceed(decision, req, res, next), next)
     else proceed(d, req, res, next)
   }
-}
-
-/**
- * Every head goes through writeHead (res.end/res.write call it implicitly), so hooking it once
- * per response sees the handler's charges and the final status before a byte is sent. The
- * writeHead it replaced is kept in the admission: no property is added to the response.
- */
-function writeHeadWithUsage(this: Response, a?: unknown, b?: unknown, c?: unknown): Response {
-  const decision = this.req.apiKey
-  const original = decision._adapter as Response['writeHead']
-  this.writeHead = original
-  const out = decision.responseHeaders(typeof a === 'number' ? a : this.statusCode)
-  for (const name in out) this.setHeader(name, out[name]!)
-  return (original as (a?: unknown, b?: unknown, c?: unknown) => Response).call(this, a, b, c)
 }
 
 export { type FetchHandler, mountFetch, type NodeBindings } from './mount.js'

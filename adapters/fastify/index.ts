@@ -4,9 +4,10 @@
  * tollbooth for Fastify 5: the `tollbooth` plugin guards the routes that ask for it (in
  * `config.tollbooth`, or all of them with `global: true`), and `requireApiKey` is the same
  * guard as a route's `preHandler`. The admission is `request.apiKey`; the response headers go
- * out in `onSend` (after the handler's charges); `onResponse` settles with the reply's status,
- * or the connection closing first with 499, exactly once. Only guarded routes get these
- * hooks, so the others pay nothing.
+ * out in `onSend` (after the handler's charges); the request settles exactly once, at the true
+ * end of the response (src/response-end.ts): `onResponse` with the reply's status, or, when
+ * the client went away first, 499 once the handler's payload was sent or the stream it
+ * returned closed. Only guarded routes get these hooks, so the others pay nothing.
  */
 
 import type {
@@ -23,11 +24,16 @@ import fp from 'fastify-plugin'
 import {
   type Admission,
   ConfigError,
+  clientGone,
   type Decision,
+  endWork,
   headersFollowHandler,
   type ResolvedRoute,
   type RouteOptions,
+  responseEnded,
+  responseStarted,
   type Tollbooth,
+  watchBody,
 } from '../../src/index.js'
 
 declare module 'fastify' {
@@ -58,9 +64,7 @@ export interface TollboothPluginOptions extends FastifyRouteOptions {
   global?: boolean
 }
 
-const PENDING = Symbol('tollbooth.pending')
 const GUARD = Symbol('tollbooth.guard')
-type Pending = { [PENDING]: Admission | null }
 type Tag = { tb: Tollbooth; route: ResolvedRoute } | true
 type Tagged = { [GUARD]?: Tag }
 
@@ -83,15 +87,16 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
       return
     }
     request.apiKey = decision
-    ;(request as unknown as Pending)[PENDING] = decision
     if (!late) {
       const out = decision.headers
       for (const name in out) reply.header(name, out[name])
     }
-    // A client gone before the response finished: 499. Fastify's onRequestAbort is not enough,
-    // as it fires only while the request body is unread (a parsed POST body never aborts).
-    // Only an admission that holds a lease or credits needs it early; the rest settle onResponse.
-    if (decision.holds) reply.raw.on('close', () => settleOnClose(tb, request, reply))
+    // A client gone before the response finished. Fastify's onRequestAbort is not enough, as
+    // it fires only while the request body is unread (a parsed POST body never aborts).
+    const raw = reply.raw
+    raw.on('close', () => {
+      if (!raw.writableFinished) clientGone(tb, decision, route)
+    })
     done()
   }
 
@@ -160,37 +165,39 @@ export function requireApiKey(
 }
 
 /**
- * A client gone before the response finished: 499. A closure per request: adding properties to
- * Node's ServerResponse instead (to share one listener) costs more.
+ * The hooks of a guarded route. `onSend` sees the handler's payload: the headers go out (after
+ * its charges), the time to first byte is taken, and the handler's work ends there, or, for a
+ * stream it returned, when that stream closes (Fastify destroys it when the client goes away).
+ * `onResponse` is the end of the body.
  */
-function settleOnClose(tb: Tollbooth, request: FastifyRequest, reply: FastifyReply): void {
-  if (!reply.raw.writableFinished) settleOnce(tb, request, 499)
-}
-
-function settleOnce(tb: Tollbooth, request: FastifyRequest, status: number): void {
-  const r = request as unknown as Pending
-  const decision = r[PENDING]
-  if (decision === null) return
-  r[PENDING] = null
-  tb.settleLater(decision, { status })
-}
-
-/** Writes the headers after the handler, so usage figures include what it charged. */
-const onSend: onSendHookHandler = (request, reply, payload, next) => {
-  const decision = (request as unknown as Pending)[PENDING]
-  if (decision !== null) {
-    const out = decision.responseHeaders(reply.statusCode)
-    for (const name in out) reply.header(name, out[name])
+function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
+  const onSend: onSendHookHandler = (request, reply, payload, next) => {
+    const decision = request.apiKey
+    if (decision === null) {
+      next(null, payload)
+      return
+    }
+    if (!decision.headersFinal) {
+      const out = decision.responseHeaders(reply.statusCode)
+      for (const name in out) reply.header(name, out[name])
+    }
+    responseStarted(tb, decision)
+    const p = payload as { pipe?: unknown; once?: unknown; getReader?: unknown } | null
+    if (p !== null && typeof p === 'object' && typeof p.pipe === 'function') {
+      ;(payload as NodeJS.ReadableStream).once('close', () => endWork(decision))
+    } else if (p !== null && typeof p === 'object' && typeof p.getReader === 'function') {
+      const body = payload as ReadableStream<Uint8Array>
+      payload = watchBody(tb, decision, route, body, reply.statusCode)
+      endWork(decision)
+    } else endWork(decision)
+    next(null, payload)
   }
-  next(null, payload)
-}
-
-/** Settles with the reply's status once the response is sent. */
-function onResponseOf(tb: Tollbooth): onResponseHookHandler {
-  return (request, reply, next) => {
-    settleOnce(tb, request, reply.statusCode)
+  const onResponse: onResponseHookHandler = (request, reply, next) => {
+    const decision = request.apiKey
+    if (decision !== null) responseEnded(tb, decision, reply.statusCode)
     next()
   }
+  return { onSend, onResponse }
 }
 
 /** A route hook option (absent, one function or a list) with `fn` added. */
@@ -202,10 +209,8 @@ const plugin: FastifyPluginAsync<TollboothPluginOptions> = async (fastify, optio
   if (typeof tb?.authenticate !== 'function' || typeof tb.route !== 'function')
     throw new ConfigError('Invalid plugin options: options.tb must be a tollbooth instance')
   tb.route(defaults)
-  const onResponse = onResponseOf(tb)
 
   fastify.decorateRequest('apiKey', null as unknown as Admission)
-  fastify.decorateRequest(PENDING, null)
   fastify.decorate('tollbooth', tb)
   fastify.decorate('requireApiKey', (o: FastifyRouteOptions = {}) =>
     requireApiKey(tb, { ...defaults, ...o }),
@@ -217,25 +222,20 @@ const plugin: FastifyPluginAsync<TollboothPluginOptions> = async (fastify, optio
     if (pre.some((f) => f[GUARD] === true)) return
     const tag = pre.find((f) => f[GUARD] !== undefined)?.[GUARD] as Exclude<Tag, true> | undefined
     const config = routeOptions.config?.tollbooth
-    let late: boolean
+    let hooks: ReturnType<typeof hooksOf>
     if (tag) {
-      late = false
+      hooks = hooksOf(tag.tb, tag.route)
       r['preHandler'] = pre.map((f) => {
         const t = f[GUARD] as Exclude<Tag, true> | undefined
-        if (t) late ||= headersFollowHandler(t.route)
         return t ? guard(t.tb, t.route) : f
       })
     } else if (config !== false && (global || config !== undefined)) {
       const route = tb.route({ ...defaults, ...config })
-      late = headersFollowHandler(route)
+      hooks = hooksOf(tb, route)
       r['preHandler'] = withHook(pre, guard(tb, route), true)
     } else return
-    // Headers that cannot change after the handler went out in the guard: no onSend hook.
-    if (late) r['onSend'] = withHook(r['onSend'], onSend)
-    r['onResponse'] = withHook(
-      r['onResponse'],
-      !tag || tag.tb === tb ? onResponse : onResponseOf(tag.tb),
-    )
+    r['onSend'] = withHook(r['onSend'], hooks.onSend)
+    r['onResponse'] = withHook(r['onResponse'], hooks.onResponse)
   })
 }
 

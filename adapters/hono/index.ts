@@ -3,14 +3,28 @@
  *
  * `requireApiKey` for Hono: authenticates with the core, answers a denial from its prepared
  * record, exposes the admission as `c.get('apiKey')`, writes the response headers after the
- * handler (so usage figures include a cost the handler reported) and settles exactly once:
- * after the handler, also when it throws, or with status 499 as soon as the client goes away.
+ * handler (so usage figures include a cost the handler reported) and settles exactly once, at
+ * the true end of the response (src/response-end.ts): on Node, the `ServerResponse`'s `close`
+ * after `finish` (the body was written) or alone (the client went away); on Bun, Deno and
+ * Workers, the end or the cancellation of the body, passed through a stream that sees both. A
+ * request whose client went away settles (499) once the handler's work is done: the handler,
+ * its body's cancel, and the callback of `streamSSE` / `stream` / `streamText` from here.
  */
 
 import type { Context, MiddlewareHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
-import type { Admission, HeaderSource, RouteOptions, Tollbooth } from '../../src/index.js'
+import {
+  type Admission,
+  clientGone,
+  endWork,
+  type HeaderSource,
+  type RouteOptions,
+  responseEnded,
+  responseStarted,
+  type Tollbooth,
+  watchBody,
+} from '../../src/index.js'
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -34,6 +48,7 @@ interface NodeBindings {
   outgoing?: {
     writableFinished: boolean
     headersSent: boolean
+    statusCode: number
     setHeader(name: string, value: string): unknown
     on(event: 'close', listener: (this: never) => void): unknown
   }
@@ -63,6 +78,13 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
   const { socketAddress = nodeSocket, ...routeOptions } = options
   const route = tb.route(routeOptions)
 
+  /** `close` of the ServerResponse: after `finish`, the end of the body; alone, a client gone. */
+  function onClose(this: Tracked): void {
+    const decision = this[ADMISSION]!
+    if (this.writableFinished) responseEnded(tb, decision, this.statusCode)
+    else clientGone(tb, decision, route)
+  }
+
   return async function requireApiKey(c, next) {
     const node = c.env as NodeBindings | undefined
     // On Node, the lowercase header record as it came: building a Web Headers costs more.
@@ -88,55 +110,52 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       throw new HTTPException(decision.status as ContentfulStatusCode, { res })
     }
     c.set('apiKey', decision)
-    // The client going away settles at once (499), so a lease or credit hold does not wait for
-    // the handler. On Node the socket tells (a shared listener: no closure per request);
-    // elsewhere the request's abort signal does. Admissions holding nothing settle after next().
-    if (decision.holds) {
-      const outgoing = node?.outgoing as Tracked | undefined
-      if (outgoing) {
-        outgoing[ADMISSION] = decision
-        outgoing[TB] = tb
-        outgoing.on('close', settleOnClose)
-      } else {
-        c.req.raw.signal?.addEventListener(
-          'abort',
-          () => {
-            if (!decision.settled) tb.settleLater(decision, { status: 499 })
-          },
-          { once: true },
-        )
-      }
+    // On Node the ServerResponse tells how the response ended: `close` after `finish` (the body
+    // was written in full) or alone (the client went away). One listener per middleware and
+    // one property per response, no closure per request.
+    const outgoing = node?.outgoing as Tracked | undefined
+    if (outgoing) {
+      outgoing[ADMISSION] = decision
+      outgoing.on('close', onClose)
     }
     try {
       await next()
     } catch (err) {
-      if (!decision.settled) tb.settleLater(decision, { status: 500 })
+      // No response to write: the handler's own end is the response's.
+      if (!decision.settled) tb.settleLater(decision, { status: 500, outcome: 'error' })
       throw err
     }
     const status = c.res.status
     const out = decision.responseHeaders(status)
-    const outgoing = node?.outgoing
-    if (outgoing && !outgoing.headersSent) {
-      // On Node, straight onto the ServerResponse: @hono/node-server's writeHead() merges
-      // them, and its fast path (a plain header record, no Web Headers) stays fast. Reading
-      // c.res.headers would build a Headers object and, for most bodies, a whole Web Response.
-      for (const name in out) outgoing.setHeader(name, out[name]!)
-    } else {
-      writeHeaders(c, out)
+    responseStarted(tb, decision)
+    if (outgoing) {
+      if (!outgoing.headersSent) {
+        // Straight onto the ServerResponse: @hono/node-server's writeHead() merges them, and
+        // its fast path (a plain header record, no Web Headers) stays fast. Reading
+        // c.res.headers would build a Headers object and, for most bodies, a whole Response.
+        for (const name in out) outgoing.setHeader(name, out[name]!)
+      } else writeHeaders(c, out)
+      endWork(decision)
+      return
     }
-    if (!decision.settled) tb.settleLater(decision, { status })
+    writeHeaders(c, out)
+    // Elsewhere (Bun, Deno, Workers), the body is passed through a stream that sees its end or
+    // its cancellation. A response without a body (or a HEAD one, whose body is dropped) ends
+    // here.
+    const body = c.res.body
+    if (body === null || c.req.method === 'HEAD') responseEnded(tb, decision, status)
+    else {
+      c.res = new Response(watchBody(tb, decision, route, body, status), c.res)
+      const signal = c.req.raw.signal
+      if (signal?.aborted) clientGone(tb, decision, route)
+      else signal?.addEventListener('abort', () => clientGone(tb, decision, route), { once: true })
+    }
+    endWork(decision)
   }
 }
 
 const ADMISSION = Symbol('tollbooth.admission')
-const TB = Symbol('tollbooth.tb')
-type Tracked = NonNullable<NodeBindings['outgoing']> & { [ADMISSION]?: Admission; [TB]?: Tollbooth }
-
-/** A shared `close` listener: settles with 499 when the response did not finish. */
-function settleOnClose(this: Tracked): void {
-  const decision = this[ADMISSION]!
-  if (!this.writableFinished && !decision.settled) this[TB]!.settleLater(decision, { status: 499 })
-}
+type Tracked = NonNullable<NodeBindings['outgoing']> & { [ADMISSION]?: Admission }
 
 /** Sets the headers on `c.res` itself, as hono's cors does (c.header() after the handler rebuilds the Response). */
 function writeHeaders(c: Context, out: Record<string, string>): void {
@@ -149,3 +168,5 @@ function writeHeaders(c: Context, out: Record<string, string>): void {
     for (const name in out) c.res.headers.set(name, out[name]!)
   }
 }
+
+export { stream, streamSSE, streamText } from './streaming.js'

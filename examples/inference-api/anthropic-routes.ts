@@ -3,17 +3,19 @@
  *
  * The Anthropic-compatible route, enough for the official `@anthropic-ai/sdk` pointed at this
  * server (`new Anthropic({ baseURL: 'http://localhost:3000', apiKey: 'sk_…' })`, which sends
- * the key in `x-api-key`): `POST /v1/messages`, plain or `stream: true` as server-sent
- * events. Metered like the OpenAI route: the prompt's tokens plus `max_tokens` held, the
- * reported tokens charged and counted against tpm. Errors are in Anthropic's shape (see
- * `errors.ts`).
+ * the key in `x-api-key`): `POST /v1/messages`, plain or `stream: true` as Anthropic's event
+ * stream, written as the model produces it. Metered like the OpenAI route: the prompt's tokens
+ * plus `max_tokens` held, the reported tokens charged and counted against tpm (a stream reports them after its last
+ * event, or, when the client goes away, the tokens produced until then). Errors are in
+ * Anthropic's shape (see `errors.ts`).
  */
 
+import { Readable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import type { TollboothRequest } from '../../src/index.js'
 import { ApiError, dialectErrors } from './errors.js'
-import { complete, countPrompt, MODELS, pieces, textOf } from './model.js'
+import { complete, countPrompt, countTokens, MODELS, streamPieces, textOf } from './model.js'
 
 const content = z.union([z.string(), z.array(z.looseObject({ type: z.string() }))])
 const body = z.looseObject({
@@ -65,8 +67,7 @@ export function anthropicRoutes() {
         if (!(MODELS as readonly string[]).includes(b.model))
           throw new ApiError(404, `model: ${b.model}`, 'not_found')
         const out = complete(turnsOf(b), b.max_tokens)
-        const tokens = out.promptTokens + out.completionTokens
-        request.apiKey.report({ tokens, cost: tokens })
+        const apiKey = request.apiKey
         const id = `msg_${request.apiKey.requestId}`
         const stop = out.finish === 'length' ? 'max_tokens' : 'end_turn'
         const usage = { input_tokens: out.promptTokens, output_tokens: out.completionTokens }
@@ -80,41 +81,55 @@ export function anthropicRoutes() {
           stop_sequence: null,
           usage,
         }
-        if (!b.stream) return message
-        const events = [
-          sse('message_start', {
-            type: 'message_start',
-            message: {
-              ...message,
-              content: [],
-              stop_reason: null,
-              usage: { ...usage, output_tokens: 0 },
-            },
-          }),
-          sse('content_block_start', {
-            type: 'content_block_start',
-            index: 0,
-            content_block: { type: 'text', text: '' },
-          }),
-          ...pieces(out.text).map((text) =>
-            sse('content_block_delta', {
-              type: 'content_block_delta',
+        if (!b.stream) {
+          const tokens = out.promptTokens + out.completionTokens
+          apiKey.report({ tokens, cost: tokens })
+          return message
+        }
+        // Written as produced; Fastify destroys the stream when the client goes away, and the
+        // `finally` then reports the tokens produced so far.
+        async function* events() {
+          let completion = 0
+          try {
+            yield sse('message_start', {
+              type: 'message_start',
+              message: {
+                ...message,
+                content: [],
+                stop_reason: null,
+                usage: { ...usage, output_tokens: 0 },
+              },
+            })
+            yield sse('content_block_start', {
+              type: 'content_block_start',
               index: 0,
-              delta: { type: 'text_delta', text },
-            }),
-          ),
-          sse('content_block_stop', { type: 'content_block_stop', index: 0 }),
-          sse('message_delta', {
-            type: 'message_delta',
-            delta: { stop_reason: stop, stop_sequence: null },
-            usage: { output_tokens: out.completionTokens },
-          }),
-          sse('message_stop', { type: 'message_stop' }),
-        ]
+              content_block: { type: 'text', text: '' },
+            })
+            for await (const text of streamPieces(out.text)) {
+              completion += countTokens(text)
+              yield sse('content_block_delta', {
+                type: 'content_block_delta',
+                index: 0,
+                delta: { type: 'text_delta', text },
+              })
+            }
+            yield sse('content_block_stop', { type: 'content_block_stop', index: 0 })
+            // The final usage, as Anthropic sends it: input and output tokens.
+            yield sse('message_delta', {
+              type: 'message_delta',
+              delta: { stop_reason: stop, stop_sequence: null },
+              usage,
+            })
+            yield sse('message_stop', { type: 'message_stop' })
+          } finally {
+            const tokens = out.promptTokens + completion
+            apiKey.report({ tokens, cost: tokens })
+          }
+        }
         return reply
           .type('text/event-stream; charset=utf-8')
           .header('cache-control', 'no-cache')
-          .send(events.join(''))
+          .send(Readable.from(events()))
       },
     )
   }

@@ -5,7 +5,8 @@
  * example is about the API around it. It answers `Echo: <the last user message>`, cut at
  * `maxTokens`, and counts tokens with a simple rule (a run of letters and digits is one token,
  * each other visible character is one), the same on both routes, so the tokens a response
- * reports are the tokens charged.
+ * reports are the tokens charged. A streamed answer comes piece by piece, a few milliseconds
+ * apart, as a real model's tokens do.
  */
 
 /** A chat turn, with its content already flattened to text. */
@@ -84,4 +85,17 @@ export function textOf(content: unknown): string {
 /** Splits `text` into pieces for a streamed answer (words with their leading space). */
 export function pieces(text: string): string[] {
   return text.match(/\s*\S+/g) ?? []
+}
+
+/** The time between two pieces of a streamed answer. */
+export const PIECE_INTERVAL_MS = 5
+
+/** The pieces of `text`, one at a time, {@link PIECE_INTERVAL_MS} apart, as a model streams them. */
+export async function* streamPieces(text: string): AsyncGenerator<string> {
+  let first = true
+  for (const piece of pieces(text)) {
+    if (!first) await new Promise((r) => setTimeout(r, PIECE_INTERVAL_MS))
+    first = false
+    yield piece
+  }
 }

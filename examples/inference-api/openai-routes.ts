@@ -3,18 +3,21 @@
  *
  * The OpenAI-compatible routes, enough for the official `openai` SDK pointed at this server
  * (`new OpenAI({ baseURL: 'http://localhost:3000/v1', apiKey: 'sk_…' })`):
- * `POST /v1/chat/completions` (plain or `stream: true` as server-sent events) and
- * `GET /v1/models`. Each request holds what it can use at most, its prompt's tokens plus its
- * `max_tokens` (as credits, 1 per token, and against the key's tpm) while it runs; the handler
- * reports the tokens it used, which are charged and counted, the rest given back. Errors are
- * in OpenAI's shape (see `errors.ts`).
+ * `POST /v1/chat/completions` (plain, or `stream: true`: server-sent events written as the
+ * model produces them, with a last usage chunk under `stream_options: { include_usage: true }`)
+ * and `GET /v1/models`. Each request holds what it can use at most, its prompt's tokens plus
+ * its `max_tokens` (as credits, 1 per token, and against the key's tpm) while it runs; the
+ * handler reports the tokens it used, which are charged and counted, the rest given back: a streamed answer reports them after its last chunk, or, when the client goes away
+ * mid-stream, the tokens produced until then (tollbooth waits for that report before it
+ * settles). Errors are in OpenAI's shape (see `errors.ts`).
  */
 
+import { Readable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import type { Tollbooth, TollboothRequest } from '../../src/index.js'
 import { ApiError, dialectErrors } from './errors.js'
-import { complete, countPrompt, MODELS, pieces, textOf } from './model.js'
+import { complete, countPrompt, countTokens, MODELS, streamPieces, textOf } from './model.js'
 import { DEFAULT_MAX_TOKENS } from './plans.js'
 
 const body = z.looseObject({
@@ -92,14 +95,15 @@ export function openAiRoutes(tb: Tollbooth) {
           completion_tokens: out.completionTokens,
           total_tokens: out.promptTokens + out.completionTokens,
         }
-        // What is charged and counted against tpm: the tokens this response reports.
-        request.apiKey.report({ tokens: usage.total_tokens, cost: usage.total_tokens })
+        const apiKey = request.apiKey
         const head = {
           id: `chatcmpl-${request.apiKey.requestId}`,
           created: Math.floor(now() / 1000),
           model: b.model,
         }
         if (!b.stream) {
+          // What is charged and counted against tpm: the tokens this response reports.
+          apiKey.report({ tokens: usage.total_tokens, cost: usage.total_tokens })
           return {
             ...head,
             object: 'chat.completion',
@@ -114,22 +118,36 @@ export function openAiRoutes(tb: Tollbooth) {
             usage,
           }
         }
-        // The stand-in answers at once, so the whole stream is written in one go.
         const chunk = (delta: object, finish: string | null) => ({
           ...head,
           object: 'chat.completion.chunk',
           choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
         })
-        const events: object[] = [chunk({ role: 'assistant', content: '' }, null)]
-        for (const p of pieces(out.text)) events.push(chunk({ content: p }, null))
-        events.push(chunk({}, out.finish))
-        if (b.stream_options?.include_usage)
-          events.push({ ...head, object: 'chat.completion.chunk', choices: [], usage })
-        const sse = events.map((e) => `data: ${JSON.stringify(e)}\n\n`).join('')
+        const data = (e: object) => `data: ${JSON.stringify(e)}\n\n`
+        const includeUsage = b.stream_options?.include_usage === true
+        // Written as produced; Fastify destroys the stream when the client goes away, and the
+        // `finally` then reports the tokens produced so far.
+        async function* events() {
+          let completion = 0
+          try {
+            yield data(chunk({ role: 'assistant', content: '' }, null))
+            for await (const piece of streamPieces(out.text)) {
+              completion += countTokens(piece)
+              yield data(chunk({ content: piece }, null))
+            }
+            yield data(chunk({}, out.finish))
+            if (includeUsage)
+              yield data({ ...head, object: 'chat.completion.chunk', choices: [], usage })
+            yield 'data: [DONE]\n\n'
+          } finally {
+            const tokens = out.promptTokens + completion
+            apiKey.report({ tokens, cost: tokens })
+          }
+        }
         return reply
           .type('text/event-stream; charset=utf-8')
           .header('cache-control', 'no-cache')
-          .send(`${sse}data: [DONE]\n\n`)
+          .send(Readable.from(events()))
       },
     )
   }

@@ -49,7 +49,16 @@ export function serveExpress(app: Express): Promise<Served> {
 export async function serveFastify(app: FastifyInstance): Promise<Served> {
   await app.listen({ port: 0, host: '127.0.0.1' })
   const port = (app.server.address() as AddressInfo).port
-  return { url: `http://127.0.0.1:${port}`, close: () => app.close() }
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => {
+      const closing = app.close()
+      // A connection whose client abandoned a streamed response can stay counted as open
+      // after its socket closed, and app.close() would wait for it.
+      app.server.closeAllConnections()
+      return closing
+    },
+  }
 }
 
 // One curl line: the management suite's helper, shared.

@@ -227,31 +227,40 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
       ['a GET', 'GET', undefined],
       ['a POST whose body was read', 'POST', { text: 'hello' }],
     ] as const)(
-      'releases the concurrency lease when the client aborts %s mid-request',
+      'holds the concurrency lease of a request whose client aborted %s until its handler ends',
       async (_, method, json) => {
         const hold = gate()
         const slow: TestRoute = {
           method,
           path: '/v1/slow',
-          handle: () => hold.promise.then(() => ({})),
+          handle: (k) =>
+            hold.promise.then(() => {
+              k.report({ cost: 3 })
+              return {}
+            }),
         }
-        const h = await start([ok(), slow])
+        const h = await start([ok(), { ...slow, options: { cost: 5 } }], PLAN)
         const k = await key({ limits: { concurrency: 1 } })
         const ac = new AbortController()
         const pending = h
           .fetch('/v1/slow', { key: k, json, signal: ac.signal })
           .catch((e: Error) => e)
         await eventually(() => h.handled.length === 1, 'the slow handler to start')
+        ac.abort()
+        expect(await pending).toBeInstanceOf(Error)
+        // The handler still runs: its slot stays taken and nothing is settled.
+        await new Promise((r) => setTimeout(r, 50))
         const busy = await h.fetch('/v1/ok', { key: k })
         expect(busy.status).toBe(429)
         expect((busy.body as { code: string }).code).toBe('concurrency_limited')
-        expect(h.handled).toHaveLength(1)
-        ac.abort()
-        expect(await pending).toBeInstanceOf(Error)
-        await eventually(() => h.settled.length === 1, 'the aborted request to settle')
-        expect(h.settled[0]!.status).toBe(499)
-        expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
+        expect(h.settled).toHaveLength(0)
         hold.open()
+        await eventually(() => !!h.settled[0]?.event, 'the aborted request to settle')
+        expect(h.settled.map((s) => s.status)).toEqual([499])
+        // What the handler reported on its way out is charged (the default policy).
+        expect(h.settled[0]!.event).toMatchObject({ status: 499, units: 3 })
+        expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
+        expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(3)
       },
     )
 

@@ -12,7 +12,8 @@ import { describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey } from '../../adapters/express/index.js'
 import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
 import { describeBehaviour, type StartServer } from './behaviour.js'
-import { eventually, harness, SECRET } from './harness.js'
+import { eventually, harness, SECRET, sleep } from './harness.js'
+import { describeStreaming } from './streaming.js'
 
 async function listen(app: express.Express) {
   const server = await new Promise<Server>((resolve) => {
@@ -34,6 +35,29 @@ const startExpress: StartServer = async (tb, routes) => {
   app.use(express.json())
   for (const r of routes) {
     const method = r.method === 'POST' ? 'post' : 'get'
+    const { stream } = r
+    if (stream) {
+      app[method](r.path, requireApiKey(tb, r.options), async (req, res) => {
+        res.setHeader('content-type', 'text/event-stream')
+        res.flushHeaders()
+        let gone = false
+        res.on('close', () => {
+          gone = !res.writableFinished
+        })
+        let sent = 0
+        try {
+          for (; sent < stream.count && !gone; sent++) {
+            if (sent > 0) await sleep(stream.intervalMs)
+            if (gone) break
+            res.write(`data: ${sent}\n\n`)
+          }
+        } finally {
+          await r.handle(req.apiKey, { sent, aborted: gone })
+          res.end()
+        }
+      })
+      continue
+    }
     app[method](r.path, requireApiKey(tb, r.options), async (req, res) => {
       res.json(await r.handle(req.apiKey))
     })
@@ -42,6 +66,7 @@ const startExpress: StartServer = async (tb, routes) => {
 }
 
 describeBehaviour('Express', startExpress)
+describeStreaming('Express', startExpress)
 
 describe('tollbooth/express', () => {
   test('throws a ConfigError naming a bad option at construction', () => {

@@ -6,10 +6,12 @@
  * Fastify's own: `global`, `config.tollbooth: false`, HEAD routes, and option errors.
  */
 
+import { Readable } from 'node:stream'
 import Fastify, {
   type FastifyContextConfig,
   type FastifyInstance,
   type FastifyRequest,
+  type RouteHandlerMethod,
 } from 'fastify'
 import { describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey, tollbooth } from '../../adapters/fastify/index.js'
@@ -20,12 +22,39 @@ import {
   type RouteOptions,
   type Tollbooth,
 } from '../../src/index.js'
-import { describeBehaviour, type StartServer } from './behaviour.js'
-import { eventually, harness, SECRET } from './harness.js'
+import { describeBehaviour, type StartServer, type TestRoute } from './behaviour.js'
+import { eventually, gate, harness, SECRET, sleep } from './harness.js'
+import { describeStreaming } from './streaming.js'
 
 async function listen(app: FastifyInstance) {
   const address = await app.listen({ host: '127.0.0.1', port: 0 })
   return { url: address, close: () => app.close() }
+}
+
+/**
+ * The route's handler: its JSON result, or for a streamed route a returned Node stream of
+ * server-sent events, whose generator Fastify destroys when the client goes away.
+ */
+function handlerOf(r: TestRoute): RouteHandlerMethod {
+  const { stream } = r
+  if (!stream) return async (request) => r.handle(request.apiKey)
+  return async (request, reply) => {
+    const apiKey = request.apiKey
+    async function* events() {
+      let sent = 0
+      let done = false
+      try {
+        for (; sent < stream!.count; sent++) {
+          if (sent > 0) await sleep(stream!.intervalMs)
+          yield `data: ${sent}\n\n`
+        }
+        done = true
+      } finally {
+        await r.handle(apiKey, { sent, aborted: !done })
+      }
+    }
+    return reply.type('text/event-stream').send(Readable.from(events()))
+  }
 }
 
 const startWithConfig: StartServer = async (tb, routes) => {
@@ -36,7 +65,7 @@ const startWithConfig: StartServer = async (tb, routes) => {
       method: r.method ?? 'GET',
       url: r.path,
       config: { tollbooth: r.options ?? {} },
-      handler: async (request) => r.handle(request.apiKey),
+      handler: handlerOf(r),
     })
   }
   return listen(app)
@@ -50,7 +79,7 @@ const startWithPreHandler: StartServer = async (tb, routes) => {
       method: r.method ?? 'GET',
       url: r.path,
       preHandler: requireApiKey(tb, r.options),
-      handler: async (request) => r.handle(request.apiKey),
+      handler: handlerOf(r),
     })
   }
   return listen(app)
@@ -58,6 +87,8 @@ const startWithPreHandler: StartServer = async (tb, routes) => {
 
 describeBehaviour('Fastify (plugin, config.tollbooth)', startWithConfig)
 describeBehaviour('Fastify (requireApiKey preHandler)', startWithPreHandler)
+describeStreaming('Fastify (plugin, config.tollbooth)', startWithConfig)
+describeStreaming('Fastify (requireApiKey preHandler)', startWithPreHandler)
 
 describe('tollbooth/fastify', () => {
   test('types request.apiKey, fastify.tollbooth and config.tollbooth', () => {
@@ -117,6 +148,62 @@ describe('tollbooth/fastify', () => {
       expect((await h.fetch('/v1/a', { method: 'HEAD' })).status).toBe(401)
       await eventually(() => h.settled.filter((s) => s.event).length === 2, 'settle')
       expect(h.settled.map((s) => s.event?.category)).toEqual(['tts', 'tts'])
+    } finally {
+      await h.close()
+    }
+  })
+
+  test('a returned web ReadableStream: an abort settles once its cancel has finished', async () => {
+    const windDown = gate()
+    let cancelled = false
+    const h = await harness(
+      async (tb, routes) => {
+        const app = Fastify()
+        await app.register(tollbooth, { tb })
+        app.get('/v1/web', { config: { tollbooth: { cost: 100 } } }, async (request, reply) => {
+          const apiKey = request.apiKey
+          let sent = 0
+          const body = new ReadableStream<Uint8Array>({
+            async pull(controller) {
+              if (sent > 0) await sleep(10)
+              controller.enqueue(new TextEncoder().encode(`data: ${sent++}\n\n`))
+            },
+            async cancel() {
+              cancelled = true
+              await windDown.promise
+              await routes[0]!.handle(apiKey)
+            },
+          })
+          return reply.type('text/event-stream').send(body)
+        })
+        app.get('/v1/ok', { config: { tollbooth: {} } }, async (request) =>
+          routes[1]!.handle(request.apiKey),
+        )
+        return listen(app)
+      },
+      [
+        { path: '/v1/web', handle: (k) => k.report({ cost: 7 }) },
+        { path: '/v1/ok', handle: () => ({}) },
+      ],
+      { plans: { pro: { monthlyCredits: 1000 } }, defaultTier: 'pro' },
+    )
+    try {
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const auth = { authorization: `Bearer ${key}` }
+      const ac = new AbortController()
+      const res = await fetch(`${h.url}/v1/web`, { headers: auth, signal: ac.signal })
+      const reader = res.body!.getReader()
+      await reader.read()
+      ac.abort()
+      await eventually(() => cancelled, 'the body to be cancelled')
+      expect((await h.fetch('/v1/ok', { key })).status).toBe(429)
+      expect(h.settled).toHaveLength(0)
+      windDown.open()
+      await eventually(() => !!h.settled[0]?.event, 'the aborted request to settle')
+      expect(h.settled[0]!.event).toMatchObject({ path: '/v1/web', status: 499, units: 7 })
+      expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
+      await eventually(() => h.settled.length === 2, 'settle')
+      expect(h.settled.filter((s) => s.event?.path === '/v1/web')).toHaveLength(1)
     } finally {
       await h.close()
     }

@@ -24,8 +24,22 @@ export interface TestRoute {
   path: string
   /** Options for requireApiKey, the same object for every framework. */
   options?: RouteOptions
+  /**
+   * A streamed route instead: `count` server-sent events (`data: <i>`), `intervalMs` apart,
+   * written the framework's own way; the writing stops when the client went away, and then
+   * `handle` runs with how far it got (its result is not sent).
+   */
+  stream?: { count: number; intervalMs: number }
   /** The handler's work: its result is sent as JSON with status 200; a throw is a 500. */
-  handle(apiKey: Admission): unknown
+  handle(apiKey: Admission, progress?: StreamProgress): unknown
+}
+
+/** How far a streamed route got, told to its `handle` once the writing stopped. */
+export interface StreamProgress {
+  /** Events written. */
+  sent: number
+  /** The client went away before the last one. */
+  aborted: boolean
 }
 
 export interface TestServer {
@@ -105,10 +119,10 @@ export async function harness(
   const finished = { count: 0 }
   const wrapped = routes.map((r) => ({
     ...r,
-    async handle(apiKey: Admission) {
+    async handle(apiKey: Admission, progress?: StreamProgress) {
       handled.push(apiKey)
       try {
-        return await r.handle(apiKey)
+        return await r.handle(apiKey, progress)
       } finally {
         finished.count++
       }
@@ -160,6 +174,8 @@ export async function eventually(check: () => boolean, what: string): Promise<vo
     await new Promise((r) => setTimeout(r, 1))
   }
 }
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 /** A promise with its resolve, for handlers the test holds open. */
 export function gate(): { promise: Promise<void>; open(): void } {

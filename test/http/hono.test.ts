@@ -9,11 +9,13 @@ import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
+import { streamSSE as honoStreamSSE } from 'hono/streaming'
 import { describe, expect, expectTypeOf, test } from 'vitest'
-import { requireApiKey } from '../../adapters/hono/index.js'
+import { requireApiKey, streamSSE } from '../../adapters/hono/index.js'
 import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
 import { describeBehaviour, type StartServer } from './behaviour.js'
-import { harness, SECRET } from './harness.js'
+import { eventually, gate, harness, SECRET } from './harness.js'
+import { describeStreaming } from './streaming.js'
 
 const startHono: StartServer = async (tb, routes) => {
   const app = new Hono()
@@ -22,6 +24,25 @@ const startHono: StartServer = async (tb, routes) => {
     err instanceof HTTPException ? err.getResponse() : c.json({ error: 'boom' }, 500),
   )
   for (const r of routes) {
+    const { stream } = r
+    if (stream) {
+      // streamSSE from tollbooth/hono: Hono's, telling tollbooth when the callback returned.
+      app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), (c) =>
+        streamSSE(c, async (s) => {
+          let sent = 0
+          try {
+            for (; sent < stream.count && !s.aborted; sent++) {
+              if (sent > 0) await s.sleep(stream.intervalMs)
+              if (s.aborted) break
+              await s.writeSSE({ data: String(sent) })
+            }
+          } finally {
+            await r.handle(c.get('apiKey'), { sent, aborted: s.aborted })
+          }
+        }),
+      )
+      continue
+    }
     app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), async (c) => {
       if (c.req.method === 'POST') await c.req.json()
       return c.json((await r.handle(c.get('apiKey'))) as object)
@@ -42,6 +63,7 @@ const startHono: StartServer = async (tb, routes) => {
 }
 
 describeBehaviour('Hono', startHono)
+describeStreaming('Hono', startHono)
 
 describe('tollbooth/hono', () => {
   test('throws a ConfigError naming a bad option at construction', () => {
@@ -63,6 +85,61 @@ describe('tollbooth/hono', () => {
       expectTypeOf(c.get('apiKey')).toEqualTypeOf<Admission>()
       return c.text('')
     })
+  })
+
+  test("with Hono's own streamSSE, an abort settles at the stream's cancel, with what was reported by then", async () => {
+    // The documented limit: tollbooth cannot see the callback of Hono's own helpers once the
+    // stream is cancelled (the streamSSE of tollbooth/hono waits for it, see the streaming suite).
+    const windDown = gate()
+    let stopped = false
+    const h = await harness(
+      async (tb) => {
+        const app = new Hono()
+        app.get('/v1/own', requireApiKey(tb, { cost: 100 }), (c) =>
+          honoStreamSSE(c, async (s) => {
+            c.get('apiKey').report({ cost: 1 })
+            for (let i = 0; i < 20 && !s.aborted; i++) {
+              await s.writeSSE({ data: String(i) })
+              await s.sleep(10)
+            }
+            stopped = true
+            await windDown.promise
+            c.get('apiKey').report({ cost: 9 })
+          }),
+        )
+        const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
+          const s = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s))
+        })
+        const { port } = server.address() as AddressInfo
+        return {
+          url: `http://127.0.0.1:${port}`,
+          close: () =>
+            new Promise<void>((resolve) => {
+              server.close(() => resolve())
+              ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
+            }),
+        }
+      },
+      [],
+      { plans: { pro: { monthlyCredits: 1000 } }, defaultTier: 'pro' },
+    )
+    try {
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1' })
+      const ac = new AbortController()
+      const res = await fetch(`${h.url}/v1/own`, {
+        headers: { authorization: `Bearer ${key}` },
+        signal: ac.signal,
+      })
+      await res.body!.getReader().read()
+      ac.abort()
+      await eventually(() => stopped && !!h.settled[0]?.event, 'the request to settle')
+      expect(h.settled[0]!.event).toMatchObject({ status: 499, units: 1 })
+      windDown.open()
+      await new Promise((r) => setTimeout(r, 20))
+      expect(h.settled).toHaveLength(1)
+    } finally {
+      await h.close()
+    }
   })
 
   test('adds its headers to a proxied fetch() response, whose headers are immutable', async () => {

@@ -1,0 +1,126 @@
+/**
+ * @module response-end.test
+ *
+ * The end-of-response rule on its own, without a server: a body written in full settles at
+ * once; a client gone settles with 499 when the handler's work is done, or at the route's
+ * `abortSettleMs`; never twice. And the abort policy of settle: an aborted request is billed
+ * what its handler reported (its hold refunded when it reported nothing), and `chargeWhen`
+ * sees the outcome, its one-argument form still working.
+ */
+
+import { describe, expect, it } from 'vitest'
+import { admitted, req, setup } from '../test/metering/helpers.js'
+import type { Admission } from './decision.js'
+import { beginWork, clientGone, endWork, responseEnded, responseStarted } from './response-end.js'
+import type { Outcome } from './settle.js'
+import type { Tollbooth } from './tollbooth.js'
+
+const metered = { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' }
+
+/** Records what settleLater is called with. */
+function recording(tb: Tollbooth): Outcome[] {
+  const seen: Outcome[] = []
+  const settleLater = tb.settleLater.bind(tb)
+  tb.settleLater = (d, o) => {
+    if (!d.allowed || !(d as Admission).settled) seen.push(o)
+    settleLater(d, o)
+  }
+  return seen
+}
+
+describe('response end', () => {
+  it('settles a body written in full at once, with the time to first byte', async () => {
+    const { tb, clock, key } = await setup(metered)
+    const seen = recording(tb)
+    const d = admitted(await tb.authenticate(req(key), tb.route({ cost: 5 })))
+    clock.advance(30)
+    responseStarted(tb, d)
+    clock.advance(70)
+    responseStarted(tb, d) // the first one counts
+    responseEnded(tb, d, 200)
+    responseEnded(tb, d, 200)
+    clientGone(tb, d, tb.route())
+    expect(seen).toEqual([{ status: 200, outcome: 'completed', ttfbMs: 30 }])
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(5)
+  })
+
+  it('settles a request whose client went away when the handler work ends, charging its report', async () => {
+    const { tb, key } = await setup(metered)
+    const seen = recording(tb)
+    const route = tb.route({ cost: 10 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    beginWork(d) // a stream the handler returned
+    endWork(d) // the handler returned
+    clientGone(tb, d, route)
+    expect(seen).toEqual([])
+    expect(d.settled).toBe(false)
+    d.report({ cost: 4 }) // on its way out
+    endWork(d)
+    expect(seen).toEqual([{ status: 499, outcome: 'aborted' }])
+    endWork(d)
+    responseEnded(tb, d, 200)
+    expect(seen).toHaveLength(1)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(4)
+  })
+
+  it('settles at abortSettleMs a request whose handler never ends', async () => {
+    const { tb, key } = await setup(metered)
+    const seen = recording(tb)
+    const route = tb.route({ cost: 10, abortSettleMs: 40 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    clientGone(tb, d, route)
+    await new Promise((r) => setTimeout(r, 20))
+    expect(seen).toEqual([])
+    await new Promise((r) => setTimeout(r, 60))
+    expect(seen).toEqual([{ status: 499, outcome: 'aborted' }])
+    endWork(d)
+    expect(seen).toHaveLength(1)
+    // It reported nothing: the hold is refunded.
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(0)
+  })
+
+  it('throws a ConfigError naming a bad abortSettleMs', async () => {
+    const { tb } = await setup(metered)
+    expect(() => tb.route({ abortSettleMs: -1 })).toThrow(/abortSettleMs/)
+    expect(() => tb.route({ abortSettleMs: 1.5 })).toThrow(/abortSettleMs/)
+  })
+})
+
+describe('settle: the abort policy', () => {
+  it('bills an aborted request what its handler reported, and nothing when it reported nothing', async () => {
+    const { tb, key } = await setup(metered)
+    const route = tb.route({ cost: 10 })
+    const reported = admitted(await tb.authenticate(req(key), route))
+    reported.report({ cost: 3 })
+    expect((await tb.settle(reported, { status: 499 }))?.units).toBe(3)
+    const silent = admitted(await tb.authenticate(req(key), route))
+    expect((await tb.settle(silent, { status: 499, outcome: 'aborted' }))?.units).toBe(0)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(3)
+  })
+
+  it('gives chargeWhen the outcome; the one-argument form still decides by status', async () => {
+    const { tb, key } = await setup(metered)
+    const calls: unknown[][] = []
+    const withInfo = tb.route({
+      cost: 10,
+      chargeWhen: (status, info) => {
+        calls.push([status, info])
+        return info.outcome === 'completed' && status < 400
+      },
+    })
+    const a = admitted(await tb.authenticate(req(key), withInfo))
+    a.report({ cost: 2 })
+    expect((await tb.settle(a, { status: 499 }))?.units).toBe(0)
+    const e = admitted(await tb.authenticate(req(key), withInfo))
+    expect((await tb.settle(e, { status: 200, outcome: 'error' }))?.units).toBe(0)
+    expect(calls).toEqual([
+      [499, { outcome: 'aborted', reported: true }],
+      [200, { outcome: 'error', reported: false }],
+    ])
+    const byStatus = tb.route({ cost: 10, chargeWhen: (status) => status < 400 })
+    const b = admitted(await tb.authenticate(req(key), byStatus))
+    b.report({ cost: 2 })
+    expect((await tb.settle(b, { status: 499 }))?.units).toBe(0)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(0)
+  })
+})

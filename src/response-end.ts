@@ -1,0 +1,144 @@
+/**
+ * @module response-end
+ *
+ * When an admitted request settles: at the true end of its response, one rule that every
+ * adapter feeds with what its framework can see.
+ *
+ * - The body was written in full (streamed or not): settle now, with the response's status
+ *   (`completed`), or 500 when the body failed half-way (`error`).
+ * - The client went away first: settle with 499 (`aborted`) once the handler's work is done —
+ *   the handler itself and any stream it still produces — so what it reports on its way out
+ *   is charged and the concurrency lease is held while it (and the upstream it pays for)
+ *   runs. A handler that never finishes is settled at the route's `abortSettleMs` (default:
+ *   the lease TTL, after which the lease would have expired anyway).
+ *
+ * Adapters count the handler's work with {@link beginWork} / {@link endWork} (an admission
+ * starts with one unit: the handler), report the end of the body with {@link responseEnded}
+ * and a departed client with {@link clientGone}. Each settles at most once (`settle` ignores a
+ * second call), so an adapter may report the same end from two places.
+ */
+
+import { systemClock } from './clock.js'
+import type { Admission } from './decision.js'
+import type { ResolvedRoute } from './options.js'
+import type { Outcome, ResponseOutcome } from './settle.js'
+
+/** The status recorded for a client that went away before its response was written. */
+export const ABORTED_STATUS = 499
+
+/** What settles a request, as the adapters hold it: a tollbooth instance. */
+export interface Settler {
+  readonly options: { readonly clock?: { now(): number } | undefined; readonly leaseTtlMs: number }
+  settleLater(decision: Admission, outcome: Outcome): void
+}
+
+/** @internal: a request whose client went away, waiting for its handler's work to end. */
+export interface AbortWait {
+  tb: Settler
+  timer: ReturnType<typeof setTimeout>
+}
+
+function settleNow(tb: Settler, d: Admission, status: number, outcome: ResponseOutcome): void {
+  const wait = d._gone
+  if (wait) clearTimeout(wait.timer)
+  tb.settleLater(d, d._ttfb < 0 ? { status, outcome } : { status, outcome, ttfbMs: d._ttfb })
+}
+
+/** The response head is going out: records the time to first byte (once). */
+export function responseStarted(tb: Settler, d: Admission): void {
+  if (d._ttfb < 0) d._ttfb = Math.max(0, (tb.options.clock ?? systemClock).now() - d._s.startedAt)
+}
+
+/**
+ * The body has been written in full (`completed`), or could not be (`error`, status 500):
+ * settles now, whatever the handler is still doing.
+ */
+export function responseEnded(
+  tb: Settler,
+  d: Admission,
+  status: number,
+  outcome: ResponseOutcome = 'completed',
+): void {
+  if (!d._settled) settleNow(tb, d, status, outcome)
+}
+
+/**
+ * The client went away before the body was written: settles with 499 once the handler's work
+ * is done, or at the route's `abortSettleMs` (default: the instance's `leaseTtlMs`).
+ */
+export function clientGone(tb: Settler, d: Admission, route: ResolvedRoute): void {
+  if (d._settled || d._gone !== undefined) return
+  if (d._work <= 0) {
+    settleNow(tb, d, ABORTED_STATUS, 'aborted')
+    return
+  }
+  const timer = setTimeout(() => {
+    if (!d._settled) settleNow(tb, d, ABORTED_STATUS, 'aborted')
+  }, route.abortSettleMs ?? tb.options.leaseTtlMs)
+  // A pending deadline must not keep a process alive that is otherwise done.
+  ;(timer as { unref?: () => void }).unref?.()
+  d._gone = { tb, timer }
+}
+
+/** The handler started more work that outlives it (a stream it produces). */
+export function beginWork(d: Admission): void {
+  d._work++
+}
+
+/** One unit of the handler's work ended; the last one settles a request whose client went away. */
+export function endWork(d: Admission): void {
+  if (--d._work > 0) return
+  const wait = d._gone
+  if (wait !== undefined && !d._settled) settleNow(wait.tb, d, ABORTED_STATUS, 'aborted')
+}
+
+/**
+ * Passes a response body through, telling tollbooth how it ended: read to its end
+ * ({@link responseEnded} with `status`), failed (500, `error`), or cancelled because the
+ * client went away ({@link clientGone}; the body's own cancel is waited for, as part of the
+ * handler's work). The stream is one unit of work from here until it ends.
+ */
+export function watchBody(
+  tb: Settler,
+  d: Admission,
+  route: ResolvedRoute,
+  body: ReadableStream<Uint8Array>,
+  status: number,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader()
+  let open = true
+  const done = () => {
+    if (open) {
+      open = false
+      endWork(d)
+    }
+  }
+  beginWork(d)
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        let chunk: ReadableStreamReadResult<Uint8Array>
+        try {
+          chunk = await reader.read()
+        } catch (err) {
+          responseEnded(tb, d, 500, 'error')
+          done()
+          controller.error(err)
+          return
+        }
+        if (!chunk.done) {
+          controller.enqueue(chunk.value)
+          return
+        }
+        controller.close()
+        responseEnded(tb, d, status)
+        done()
+      },
+      cancel(reason) {
+        clientGone(tb, d, route)
+        return reader.cancel(reason).then(done, done)
+      },
+    },
+    { highWaterMark: 0 },
+  )
+}

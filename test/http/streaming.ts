@@ -1,0 +1,178 @@
+/**
+ * @module test/http/streaming
+ *
+ * Streamed responses on every framework adapter, over real HTTP: `describeStreaming(name,
+ * startServer)` serves a stream of server-sent events the framework's own way (see
+ * `TestRoute.stream`) and checks that the request settles at the true end of the response.
+ *
+ * - A stream of 20 events over >= 200 ms that reports its usage after the last one is charged
+ *   exactly that; a key limited to 1 request in flight is refused (429) for the whole stream
+ *   and admitted right after it.
+ * - A client that closes after 5 of 20 events: the request settles once, with 499, when the
+ *   handler has finished (its slot taken until then), charged what the handler reported under
+ *   the default policy and refunded under a `chargeWhen` that refuses 499; no unhandled
+ *   rejection on the way.
+ */
+
+import { afterEach, describe, expect, test } from 'vitest'
+import type { Admission } from '../../src/index.js'
+import {
+  eventually,
+  gate,
+  type Harness,
+  harness,
+  type StartServer,
+  type StreamProgress,
+  type TestRoute,
+} from './harness.js'
+
+const PLAN = { plans: { pro: { monthlyCredits: 1000 } }, defaultTier: 'pro' }
+const ok = (): TestRoute => ({ path: '/v1/ok', handle: () => ({}) })
+const STREAM = { count: 20, intervalMs: 12 }
+
+/** Reads server-sent events off a fetch body, one at a time. */
+function eventsOf(body: ReadableStream<Uint8Array>) {
+  const reader = body.getReader()
+  const decoder = new TextDecoder()
+  let buffer = ''
+  return {
+    /** The next event's data, or null at the end of the stream. */
+    async next(): Promise<string | null> {
+      for (;;) {
+        const end = buffer.indexOf('\n\n')
+        if (end >= 0) {
+          const event = buffer.slice(0, end)
+          buffer = buffer.slice(end + 2)
+          const data = event.split('\n').find((l) => l.startsWith('data: '))
+          if (data !== undefined) return data.slice(6)
+          continue
+        }
+        const { done, value } = await reader.read()
+        if (done) return null
+        buffer += decoder.decode(value, { stream: true })
+      }
+    },
+    cancel: () => reader.cancel(),
+  }
+}
+
+export function describeStreaming(name: string, startServer: StartServer): void {
+  describe(`requireApiKey on ${name}, streamed responses`, () => {
+    let h: Harness | undefined
+    const rejections: unknown[] = []
+    const onRejection = (reason: unknown) => rejections.push(reason)
+    const start = async (routes: TestRoute[]) => {
+      process.on('unhandledRejection', onRejection)
+      h = await harness(startServer, routes, PLAN)
+      return h
+    }
+    const open = (path: string, key: string, signal?: AbortSignal) =>
+      fetch(h!.url + path, {
+        headers: { authorization: `Bearer ${key}` },
+        ...(signal ? { signal } : {}),
+      })
+
+    afterEach(async () => {
+      process.off('unhandledRejection', onRejection)
+      if (!h) return
+      await h.close()
+      h = undefined
+      expect(rejections).toEqual([])
+      rejections.length = 0
+    })
+
+    test('charges the usage reported after the last event and holds the slot until the end', async () => {
+      const h = await start([
+        ok(),
+        {
+          path: '/v1/stream',
+          options: { cost: 100 },
+          stream: STREAM,
+          handle: (k) => k.report({ cost: 42, tokens: 1234 }),
+        },
+      ])
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const began = Date.now()
+      const res = await open('/v1/stream', key)
+      expect(res.status).toBe(200)
+      expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/)
+      const events = eventsOf(res.body!)
+      const seen: string[] = []
+      for (let data = await events.next(); data !== null; data = await events.next()) {
+        seen.push(data)
+        // A second request while the stream runs: refused, from its start to its last quarter
+        // (later, the client may be reading events the server has already finished writing).
+        if (seen.length % 5 === 1 && seen.length < 16) {
+          const busy = await open('/v1/ok', key)
+          expect(busy.status).toBe(429)
+          expect(((await busy.json()) as { code: string }).code).toBe('concurrency_limited')
+        }
+      }
+      expect(seen).toEqual(Array.from({ length: 20 }, (_, i) => String(i)))
+      expect(Date.now() - began).toBeGreaterThanOrEqual(200)
+      // Right after the last byte: admitted.
+      expect((await open('/v1/ok', key)).status).toBe(200)
+      await eventually(() => h.settled.filter((s) => s.event).length === 2, 'both to settle')
+      const streamed = h.settled.find((s) => s.event?.path === '/v1/stream')!
+      expect(streamed.status).toBe(200)
+      expect(streamed.event).toMatchObject({ status: 200, units: 42, tokens: 1234 })
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(42)
+      expect(h.settled).toHaveLength(2)
+    })
+
+    test.each([
+      ['charges what the handler reported by default', undefined, true],
+      ['refunds it under a chargeWhen that refuses 499', (s: number) => s < 400, false],
+    ] as const)(
+      'settles a stream the client closed after 5 of 20 events once, with 499, when its handler ends: %s',
+      async (_, chargeWhen, billed) => {
+        const windDown = gate()
+        let stopped: StreamProgress | undefined
+        const h = await start([
+          ok(),
+          {
+            path: '/v1/stream',
+            options: { cost: 100, ...(chargeWhen ? { chargeWhen } : {}) },
+            stream: STREAM,
+            async handle(k: Admission, progress?: StreamProgress) {
+              stopped = progress
+              // Telling the upstream model to stop takes a while: the slot stays taken.
+              await windDown.promise
+              k.report({ cost: progress!.sent * 2, tokens: progress!.sent * 10 })
+            },
+          },
+        ])
+        const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+        const ac = new AbortController()
+        const res = await open('/v1/stream', key, ac.signal)
+        const events = eventsOf(res.body!)
+        for (let i = 0; i < 5; i++) expect(await events.next()).toBe(String(i))
+        ac.abort()
+        await events.cancel().catch(() => {})
+        await eventually(() => stopped !== undefined, 'the handler to see the client go')
+        expect(stopped!.aborted).toBe(true)
+        expect(stopped!.sent).toBeGreaterThanOrEqual(5)
+        expect(stopped!.sent).toBeLessThan(20)
+        // The handler has not finished: nothing settled, the slot still taken.
+        expect(h.settled).toHaveLength(0)
+        expect((await open('/v1/ok', key)).status).toBe(429)
+        expect(h.settled).toHaveLength(0)
+        windDown.open()
+        await eventually(() => h.finished.count === 1, 'the handler to end')
+        await eventually(() => !!h.settled[0]?.event, 'the aborted request to settle')
+        const units = billed ? stopped!.sent * 2 : 0
+        expect(h.settled.map((s) => s.status)).toEqual([499])
+        expect(h.settled[0]!.event).toMatchObject({
+          status: 499,
+          units,
+          tokens: stopped!.sent * 10,
+        })
+        expect((await open('/v1/ok', key)).status).toBe(200)
+        await eventually(() => h.settled.length === 2, 'the next request to settle')
+        // Never a second settle of the aborted request.
+        expect(h.settled.filter((s) => s.event?.path === '/v1/stream')).toHaveLength(1)
+        expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(units)
+      },
+    )
+  })
+}

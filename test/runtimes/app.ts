@@ -1,0 +1,70 @@
+/**
+ * @module test/runtimes/app
+ *
+ * The Hono app the runtime suite bundles and serves on Bun, Deno and workerd: a streamed
+ * route through `requireApiKey` and `streamSSE` from tollbooth/hono, on the in-memory store.
+ * Built on the first request, as Workers allow no random numbers or timers at start-up.
+ *
+ * - `POST /setup`: a key limited to 1 request in flight, on a plan with credits (test only).
+ * - `GET /v1/stream`: 20 server-sent events 12 ms apart, then reports `{ cost: 42, tokens: 1234 }`.
+ * - `GET /v1/ok`: a plain JSON answer.
+ * - `GET /usage`: the account's credits used and its settled requests.
+ */
+
+import { Hono } from 'hono'
+import { HTTPException } from 'hono/http-exception'
+import { requireApiKey, streamSSE } from '../../adapters/hono/index.js'
+import { createTollbooth, type Tollbooth } from '../../src/index.js'
+
+const ACCOUNT = 'acct_runtime'
+let app: Hono | undefined
+let tb: Tollbooth | undefined
+let keyId = ''
+
+function build(): Hono {
+  tb = createTollbooth({
+    secret: 'runtime-suite-secret-runtime-suite-secret',
+    plans: { pro: { monthlyCredits: 1000 } },
+    defaultTier: 'pro',
+  })
+  const a = new Hono()
+  a.onError((err, c) =>
+    err instanceof HTTPException ? err.getResponse() : c.json({ error: String(err) }, 500),
+  )
+  a.post('/setup', async (c) => {
+    const created = await tb!.keys.create({ accountId: ACCOUNT, limits: { concurrency: 1 } })
+    keyId = created.record.id
+    return c.json({ key: created.key })
+  })
+  a.get('/v1/stream', requireApiKey(tb, { cost: 100 }), (c) =>
+    streamSSE(c, async (stream) => {
+      for (let i = 0; i < 20; i++) {
+        if (i > 0) await stream.sleep(12)
+        await stream.writeSSE({ data: String(i) })
+      }
+      c.get('apiKey').report({ cost: 42, tokens: 1234 })
+    }),
+  )
+  a.get('/v1/ok', requireApiKey(tb), (c) => c.json({ ok: true }))
+  a.get('/usage', async (c) => {
+    const usage = await tb!.usage.get(ACCOUNT)
+    const logs = await tb!.usage.logs(keyId)
+    return c.json({
+      used: usage.credits.used,
+      requests: logs.data.map((e) => ({
+        path: e.path,
+        status: e.status,
+        units: e.units,
+        tokens: e.tokens,
+      })),
+    })
+  })
+  return a
+}
+
+export default {
+  fetch(request: Request, env?: unknown, ctx?: unknown): Response | Promise<Response> {
+    app ??= build()
+    return app.fetch(request, env, ctx as never)
+  },
+}

@@ -1,0 +1,151 @@
+/**
+ * tollbooth/hono on the runtimes Hono runs on besides Node: Bun, Deno and workerd (through
+ * Miniflare), each installed from npm as a devDependency. `app.ts` is bundled with esbuild
+ * into one ES module (no module resolution left to the runtime, nothing fetched), served for
+ * real on 127.0.0.1, and driven over HTTP from here:
+ *
+ * - a stream of 20 server-sent events over >= 200 ms whose handler reports its usage after
+ *   the last one is charged exactly that (not the route's estimate);
+ * - a key limited to 1 request in flight is refused (429) while the stream runs and admitted
+ *   right after its end.
+ */
+
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { build } from 'esbuild'
+import { Miniflare } from 'miniflare'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+
+const ROOT = resolve(import.meta.dirname, '../..')
+let dir = ''
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'tollbooth-runtimes-'))
+  await build({
+    entryPoints: [join(import.meta.dirname, 'app.ts')],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    outfile: join(dir, 'app.js'),
+    logLevel: 'error',
+  })
+  writeFileSync(
+    join(dir, 'bun.js'),
+    `import app from './app.js'
+const server = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: app.fetch })
+console.log('LISTENING ' + server.port)
+`,
+  )
+  writeFileSync(
+    join(dir, 'deno.js'),
+    `import app from './app.js'
+Deno.serve({ port: 0, hostname: '127.0.0.1', onListen: ({ port }) => console.log('LISTENING ' + port) }, app.fetch)
+`,
+  )
+})
+
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true })
+})
+
+/** Starts a runtime on a server script; resolves with its URL once it prints its port. */
+async function serveWith(
+  bin: string,
+  args: string[],
+): Promise<{ url: string; close(): Promise<void> }> {
+  const child: ChildProcess = spawn(join(ROOT, 'node_modules/.bin', bin), args, {
+    cwd: dir,
+    env: { ...process.env, DENO_DIR: join(dir, 'deno-dir'), NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  const port = await new Promise<string>((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`${bin} did not start: ${output}`)), 15_000)
+    const read = (chunk: Buffer) => {
+      output += chunk.toString()
+      const m = /LISTENING (\d+)/.exec(output)
+      if (m) {
+        clearTimeout(timer)
+        ok(m[1]!)
+      }
+    }
+    child.stdout!.on('data', read)
+    child.stderr!.on('data', read)
+    child.on('exit', (code) => fail(new Error(`${bin} exited (${code}): ${output}`)))
+  })
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((done) => {
+        if (child.exitCode !== null) return done()
+        child.once('exit', () => done())
+        child.kill('SIGTERM')
+      }),
+  }
+}
+
+async function serveWorkerd(): Promise<{ url: string; close(): Promise<void> }> {
+  const mf = new Miniflare({
+    modules: true,
+    script: readFileSync(join(dir, 'app.js'), 'utf8'),
+    compatibilityDate: '2026-04-01',
+    host: '127.0.0.1',
+    port: 0,
+  })
+  const url = await mf.ready
+  return { url: url.href.replace(/\/$/, ''), close: () => mf.dispose() }
+}
+
+const runtimes: Array<[string, () => Promise<{ url: string; close(): Promise<void> }>]> = [
+  ['Bun', () => serveWith('bun', ['bun.js'])],
+  ['Deno', () => serveWith('deno', ['run', '--allow-net', '--no-prompt', 'deno.js'])],
+  ['workerd (Miniflare)', serveWorkerd],
+]
+
+describe.each(runtimes)('tollbooth/hono on %s', (_, serve) => {
+  test('charges a stream the usage reported after its last event; 1 in flight until its end', async () => {
+    const server = await serve()
+    try {
+      const base = server.url
+      const setup = await fetch(`${base}/setup`, { method: 'POST' })
+      const { key } = (await setup.json()) as { key: string }
+      const auth = { authorization: `Bearer ${key}` }
+      const began = Date.now()
+      const res = await fetch(`${base}/v1/stream`, { headers: auth })
+      expect(res.status).toBe(200)
+      const reader = res.body!.getReader()
+      const decoder = new TextDecoder()
+      let text = ''
+      let events = 0
+      for (;;) {
+        const { done, value } = await reader.read()
+        if (done) break
+        text += decoder.decode(value, { stream: true })
+        const now = text.split('\n\n').length - 1
+        if (now > events) {
+          events = now
+          // Early and in the middle of the stream: the key's one slot is taken.
+          if (events === 1 || events === 8) {
+            const busy = await fetch(`${base}/v1/ok`, { headers: auth })
+            expect(busy.status).toBe(429)
+            expect(((await busy.json()) as { code: string }).code).toBe('concurrency_limited')
+          }
+        }
+      }
+      expect(events).toBe(20)
+      expect(Date.now() - began).toBeGreaterThanOrEqual(200)
+      expect((await fetch(`${base}/v1/ok`, { headers: auth })).status).toBe(200)
+      const usage = (await (await fetch(`${base}/usage`)).json()) as {
+        used: number
+        requests: Array<{ path: string; status: number; units: number; tokens: number }>
+      }
+      expect(usage.used).toBe(42)
+      const streamed = usage.requests.filter((r) => r.path === '/v1/stream')
+      expect(streamed).toEqual([{ path: '/v1/stream', status: 200, units: 42, tokens: 1234 }])
+    } finally {
+      await server.close()
+    }
+  }, 30_000)
+})
