@@ -22,7 +22,8 @@
  * An admission with an identity also locks and writes its record, a row of kind null and state
  * `"c"` (a cancel's tombstone: `"x"`) that expires with the record's TTL; a cancel locks the
  * record with the admission's counters, so it waits for an admission still in flight or, first,
- * makes its late commit a refusal.
+ * makes its late commit a refusal. A cancel waits on a row lock like an admission, under the same
+ * `statementTimeoutMs` per attempt; the core's queue retries it until it gets through.
  *
  * Each row carries `expires_at`, the time its state becomes the same as no state; rows past it
  * are deleted in the background every `pruneEvery` admissions (and by `pruneCounters()`),

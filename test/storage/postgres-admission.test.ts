@@ -91,15 +91,18 @@ describe.skipIf(skipPostgres)('PostgreSQL admissions under one account’s burst
   it('keeps serving a bystander while one account’s admissions wait on a lock', async () => {
     const s = await setup()
     const release = await lockRow(s.quotaKey)
-    let burst: Promise<number[]>
     const bystander: number[] = []
+    let attacker: number[]
     try {
-      burst = Promise.all(Array.from({ length: 50 }, () => s.once(s.attacker.key)))
+      const burst = Promise.all(Array.from({ length: 50 }, () => s.once(s.attacker.key)))
       for (let i = 0; i < 20; i++) bystander.push(await s.once(s.bystander.key))
+      // The lock lasts until the whole burst is answered: the bystander's 20 requests take
+      // less than the storage timeout, and a lock released then would let the attacker's
+      // waiting admissions through in time.
+      attacker = await burst
     } finally {
       await release()
     }
-    const attacker = await burst
     expect(bystander).toEqual(Array(20).fill(200))
     // Half the pool (3) waited on the lock; the other 47 waited their turn in the process and
     // never took a connection. All timed out.
