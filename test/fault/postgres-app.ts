@@ -5,8 +5,11 @@
  * the test sees it exit if an unhandled error event kills it: Hono on `@hono/node-server`,
  * `requireApiKey` with a credit cost of 1 per request, everything on `postgresStorage()`.
  * The pool is set up as the README says (an `'error'` listener for idle clients). Reads
- * `DATABASE_URL`, `TB_SCHEMA`, `TB_SECRET`; prints `{"port":…}` on its first stdout line; on
- * SIGTERM stops accepting, drains, closes tollbooth (flushing usage) and exits 0.
+ * `DATABASE_URL`, `TB_SCHEMA`, `TB_SECRET`; prints `{"port":…}` on its first stdout line;
+ * `GET /stats` answers `tb.stats()` (the settle retry queue), so the test can wait for it to
+ * empty. On SIGTERM it stops accepting, closes tollbooth (waiting for retried settles, flushing
+ * usage), prints `{"settleRetries":…}` and exits 0, or 3 if a retried operation is still
+ * pending or was dropped.
  */
 
 import { serve } from '@hono/node-server'
@@ -53,6 +56,7 @@ const tb = createTollbooth({
 const app = new Hono()
 app.use('/v1/*', requireApiKey(tb, { cost: 1 }))
 app.get('/v1/work', (c) => c.json({ ok: true }))
+app.get('/stats', (c) => c.json(tb.stats()))
 
 const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
   process.stdout.write(`${JSON.stringify({ port: info.port })}\n`)
@@ -65,7 +69,11 @@ process.on('SIGTERM', () => {
       .then(() => storage.close())
       .then(() => pool.end())
       .then(
-        () => process.exit(0),
+        () => {
+          const { settleRetries } = tb.stats()
+          process.stdout.write(`${JSON.stringify({ settleRetries })}\n`)
+          process.exit(settleRetries.pending === 0 && settleRetries.dropped === 0 ? 0 : 3)
+        },
         (err) => {
           console.error('[close]', err)
           process.exit(2)
