@@ -12,6 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import {
   type CounterStore,
   gcra,
+  gcraAdd,
   hold,
   memoryStorage,
   release,
@@ -109,7 +110,19 @@ describe.skipIf(!client)('redis Lua scripts', () => {
         retryAfterMs: v.retryAfterMs,
       })
       const stored = await redis.get(prefix + key)
-      if (v.allowed && v.state.level > 0) expect(parse(stored)).toEqual([v.state.level, now])
+      if (v.allowed && v.state.level > 0) expect(parse(stored)).toEqual([v.state.level, v.state.at])
+      // The same counted after the fact (settle): the state gcraAdd() gives, its time never
+      // moved back.
+      const added = `{a}:ga${i}`
+      if (state) await redis.set(prefix + added, `g,${state.level},${state.at}`)
+      await counters.settle(
+        [{ type: 'add', check: { type: 'gcra', key: added, name: 'r', limit, windowMs, cost } }],
+        now,
+      )
+      const a = gcraAdd(state, now, limit, windowMs, cost)
+      const raw = await redis.get(prefix + added)
+      if (a.level > 0) expect(parse(raw), `input ${i}`).toEqual([a.level, a.at])
+      else expect(raw).toBeNull()
     }
   })
 

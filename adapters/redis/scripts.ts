@@ -135,17 +135,22 @@ local function round(x)
   if x - f >= 0.5 then return f + 1 end
   return f
 end
+-- The level at t and t itself: the later of now and the stored time (a stored time never
+-- moves back, gcraTime in gcra.ts).
 local function gcra_scaled(raw, now, limit, periodMs)
-  if not raw then return 0 end
+  if not raw then return 0, now end
   local p = split(raw, ',')
-  if p[1] ~= 'g' then return 0 end
-  return math.max(0, round(tonumber(p[2]) * periodMs) - math.max(0, now - tonumber(p[3])) * limit)
+  if p[1] ~= 'g' then return 0, now end
+  local at = tonumber(p[3])
+  local t = now
+  if at > t then t = at end
+  return math.max(0, round(tonumber(p[2]) * periodMs) - math.max(0, t - at) * limit), t
 end
-local function gcra_write(key, scaled, now, limit, periodMs, slack)
+local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
   if scaled <= 0 then
     put(key, false)
   else
-    put(key, 'g,' .. fmt(scaled / periodMs) .. ',' .. fmt(now), scaled / limit + 1, slack)
+    put(key, 'g,' .. fmt(scaled / periodMs) .. ',' .. fmt(t), scaled / limit + 1 + (t - now), slack)
   end
 end
 
@@ -266,8 +271,8 @@ local function settle_op(key, t, a, b, c, now, slack)
     window_write(key, idx, n, now, windowMs, bucketMs, span, slack)
   else
     local limit, windowMs, cost = num(a), num(b), num(c)
-    local scaled = gcra_scaled(raw, now, limit, windowMs) + cost * windowMs
-    gcra_write(key, scaled, now, limit, windowMs, slack)
+    local scaled, t = gcra_scaled(raw, now, limit, windowMs)
+    gcra_write(key, scaled + cost * windowMs, t, now, limit, windowMs, slack)
   end
 end
 `
@@ -282,7 +287,8 @@ end
  */
 export const CONSUME = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] the counter of check i
 --            (all of one call share the {accountId} hash tag)
--- ARGV[1]  now: milliseconds since the epoch, from the caller's clock, for the checks
+-- ARGV[1]  now: milliseconds since the epoch, from the caller's clock, for the checks (a
+--            GCRA state keeps the later of it and its stored time: gcra_scaled)
 -- ARGV[2]  slackMs: kept past the moment a counter turns idle (clock skew between instances)
 -- ARGV[3]  nOps: how many settle ops come first
 -- ARGV[4 + 5(i-1)] .. ARGV[8 + 5(i-1)]  settle op i: type, now (its settle's clock reading),
@@ -351,20 +357,21 @@ for i = nOps + 1, #KEYS do
   elseif t == 'g' then
     local windowMs, cost = num(ARGV[b + 2]), num(ARGV[b + 3])
     local capacity = limit * windowMs
-    local drained = gcra_scaled(raw, now, limit, windowMs)
+    local drained, t = gcra_scaled(raw, now, limit, windowMs)
+    local ahead = t - now
     local need = cost
     if cost <= 0 then need = 1 end
     need = need * windowMs
     if drained + need > capacity then
-      ok, retryMs = false, math.max(1, math.ceil((drained + need - capacity) / limit))
+      ok, retryMs = false, math.max(1, math.ceil((drained + need - capacity) / limit)) + ahead
       remaining = math.max(0, math.floor((capacity - drained) / windowMs))
-      resetMs = math.ceil(drained / limit)
+      resetMs = math.ceil(drained / limit) + ahead
     else
       local level = drained + cost * windowMs
       ok, retryMs = true, 0
       remaining = math.max(0, math.floor((capacity - level) / windowMs))
-      resetMs = math.ceil(level / limit)
-      writes[#writes + 1] = function() gcra_write(key, level, now, limit, windowMs, slack) end
+      resetMs = math.ceil(level / limit) + ahead
+      writes[#writes + 1] = function() gcra_write(key, level, t, now, limit, windowMs, slack) end
     end
     used = limit - remaining
   else
