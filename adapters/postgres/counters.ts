@@ -140,14 +140,20 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
       return locked(keys, now, (stored) => {
         const results: CheckResult[] = []
         const next = new Map<string, Counter>()
+        // Rebuilt counters are written whatever the admission's outcome.
+        const seeded = new Map<string, Counter>()
         let allowed = true
         for (const check of checks) {
           const e = evaluate(check, stored.get(check.key), now)
           results.push(e.result)
           next.set(check.key, e.next)
+          if (e.seeded) seeded.set(check.key, e.next)
           if (!e.result.allowed) allowed = false
         }
-        return { value: { allowed, results }, next: allowed ? next : null }
+        return {
+          value: { allowed, results },
+          next: allowed ? next : seeded.size > 0 ? seeded : null,
+        }
       })
     },
     async settle(ops, now) {
@@ -163,10 +169,14 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
       })
     },
     async held(key, now) {
-      const rows = await db.query<CounterRow>(`SELECT key, kind, state FROM ${t} WHERE key = $1`, [
-        key,
-      ])
-      const s = rows[0]?.kind === 'hold' ? (rows[0].state as HoldState | null) : null
+      const rows = await db.query<CounterRow & { expires_at: string | null }>(
+        `SELECT key, kind, state, expires_at FROM ${t} WHERE key = $1`,
+        [key],
+      )
+      const r = rows[0]
+      // Past its expiry a counter counts for nothing, pruned or not yet.
+      if (r?.kind !== 'hold' || (r.expires_at !== null && Number(r.expires_at) <= now)) return 0
+      const s = r.state as HoldState | null
       return s ? heldAt(s, now) : 0
     },
     prune: (now) => prune(now),

@@ -17,7 +17,14 @@
  * queued settles, and their reservations expire by their TTL, as if it died before settling.
  */
 
-import type { Check, CheckResult, ConsumeResult, CounterStore, SettleOp } from '../../src/index.js'
+import type {
+  Check,
+  CheckResult,
+  ConsumeResult,
+  CounterStore,
+  Rebuild,
+  SettleOp,
+} from '../../src/index.js'
 import { type Ctx, dec, enc } from './store.js'
 
 /** Hold ids go into a newline-separated state: escape `%` and newlines, injectively. */
@@ -35,27 +42,35 @@ export function hashTag(key: string): string {
   return end > 1 ? key.slice(0, end + 1) : key
 }
 
+/** A check's `rebuild` as the script reads it: '' none, '?' ask, '=<base>' rebuild. */
+const rebuildArg = (r: Rebuild | undefined) =>
+  r === undefined ? '' : r.base === undefined ? '?' : `=${enc(r.base)}`
+
+const keepArg = (keepUntil: number | undefined) => (keepUntil === undefined ? '' : enc(keepUntil))
+
 function pushCheck(args: string[], c: Check): void {
   switch (c.type) {
     case 'window':
-      args.push('w', enc(c.limit), enc(c.windowMs), enc(c.bucketMs), enc(c.cost))
+      args.push('w', enc(c.limit), enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
+      args.push(rebuildArg(c.rebuild))
       return
     case 'gcra':
-      args.push('g', enc(c.limit), enc(c.windowMs), enc(c.cost), '')
+      args.push('g', enc(c.limit), enc(c.windowMs), enc(c.cost), '', '', '')
       return
     case 'hold':
       args.push('h', enc(c.limit), enc(c.amount), enc(c.ttlMs), escapeHoldId(c.holdId))
+      args.push(keepArg(c.keepUntil), rebuildArg(c.rebuild))
   }
 }
 
 function pushOp(args: string[], op: SettleOp, now: string): void {
   if (op.type === 'release') {
-    args.push('r', now, escapeHoldId(op.holdId), enc(op.charge), '')
+    args.push('r', now, escapeHoldId(op.holdId), enc(op.charge), '', keepArg(op.keepUntil))
     return
   }
   const c = op.check
-  if (c.type === 'window') args.push('w', now, enc(c.windowMs), enc(c.bucketMs), enc(c.cost))
-  else args.push('g', now, enc(c.limit), enc(c.windowMs), enc(c.cost))
+  if (c.type === 'window') args.push('w', now, enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
+  else args.push('g', now, enc(c.limit), enc(c.windowMs), enc(c.cost), '')
 }
 
 /** The most settle ops one call carries. */
@@ -150,7 +165,7 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
       const reply = await run(batch, checks, now)
       const results: CheckResult[] = checks.map((c, i) => {
         const b = 1 + i * 5
-        return {
+        const r: CheckResult = {
           allowed: reply[b] === 1,
           limit: c.limit,
           used: figure(reply[b + 1]!),
@@ -158,6 +173,8 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
           resetMs: figure(reply[b + 3]!),
           retryAfterMs: figure(reply[b + 4]!),
         }
+        if (reply[b] === -1) r.missing = true
+        return r
       })
       return { allowed: reply[0] === 1, results }
     },
@@ -188,8 +205,8 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
     },
     async held(key, now) {
       const raw = await client.get(prefix + key)
-      if (raw === null || !raw.startsWith('h\n')) return 0
-      // h, used, sum, minExp, maxExp, then #id, amount, expiresAt per hold.
+      if (raw === null || !(raw.startsWith('h\n') || raw.startsWith('H\n'))) return 0
+      // h (H when rebuilt), used, sum, minExp, maxExp, then #id, amount, expiresAt per hold.
       const p = raw.split('\n')
       let total = dec(p[1]!)
       for (let k = 5; k + 2 < p.length; k += 3) {

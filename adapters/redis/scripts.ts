@@ -87,11 +87,12 @@ local function commit()
 end
 
 -- rolling window (limits/rolling-window.ts)
+-- The live buckets, and whether the window was rebuilt (\`W\`, see Rebuild in storage/types).
 local function window_live(raw, first)
   local idx, n = {}, {}
-  if not raw then return idx, n end
+  if not raw then return idx, n, false end
   local p = split(raw, ',')
-  if p[1] ~= 'w' then return idx, n end
+  if p[1] ~= 'w' and p[1] ~= 'W' then return idx, n, false end
   local k = 2
   while k < #p and tonumber(p[k]) < first do k = k + 2 end
   while k < #p do
@@ -99,7 +100,7 @@ local function window_live(raw, first)
     n[#n + 1] = tonumber(p[k + 1])
     k = k + 2
   end
-  return idx, n
+  return idx, n, p[1] == 'W'
 end
 local function window_add(idx, n, current, cost)
   local last = #idx
@@ -110,18 +111,21 @@ local function window_add(idx, n, current, cost)
     n[last + 1] = cost
   end
 end
-local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack)
-  if #idx == 0 then
+local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
+  if #idx == 0 and not rebuilt then
     put(key, false)
     return
   end
   local parts = { 'w' }
+  if rebuilt then parts[1] = 'W' end
   for k = 1, #idx do
     parts[#parts + 1] = fmt(idx[k])
     parts[#parts + 1] = fmt(n[k])
   end
   local idleIn = nil
-  if windowMs ~= 0 then idleIn = (idx[#idx] + span + 1) * bucketMs - now end
+  if windowMs ~= 0 then
+    if #idx == 0 then idleIn = windowMs else idleIn = (idx[#idx] + span + 1) * bucketMs - now end
+  end
   put(key, table.concat(parts, ','), idleIn, slack)
 end
 local function window_geometry(now, windowMs, bucketMs)
@@ -163,26 +167,47 @@ local function integral(x)
   return x == math.floor(x) and x < 9e15 and x > -9e15
 end
 -- The header: used, sum (nil when unknown), minExp, maxExp, where the holds start, the used
--- text. No state: zeros and an empty body.
+-- text, and whether the counter was rebuilt (\`H\` instead of \`h\`, see Rebuild in
+-- storage/types). No state: zeros and an empty body.
 local function hold_head(raw)
-  if not raw then return 0, 0, INF, -INF, nil, '0' end
-  local _, e, u, sm, mn, mx = string.find(raw, '^h\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)')
-  if not e then return 0, 0, INF, -INF, nil, '0' end
+  if not raw then return 0, 0, INF, -INF, nil, '0', false end
+  local _, e, l, u, sm, mn, mx = string.find(raw, '^([hH])\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)')
+  if not e then return 0, 0, INF, -INF, nil, '0', false end
   local sum = nil
   if sm ~= '' then sum = tonumber(sm) end
-  return tonumber(u), sum, num(mn), num(mx), e + 1, u
+  return tonumber(u), sum, num(mn), num(mx), e + 1, u, l == 'H'
 end
-local function hold_text(usedText, sum, mn, mx, body)
+local function hold_text(usedText, sum, mn, mx, body, rebuilt)
   local st = ''
   if sum then st = fmt(sum) end
-  return 'h\\n' .. usedText .. '\\n' .. st .. '\\n' .. fmt(mn) .. '\\n' .. fmt(mx) .. body
+  local l = 'h'
+  if rebuilt then l = 'H' end
+  return l .. '\\n' .. usedText .. '\\n' .. st .. '\\n' .. fmt(mn) .. '\\n' .. fmt(mx) .. body
+end
+-- How long a hold counter is kept: false deletes it now, nil keeps it with no expiry. With a
+-- keepUntil (a period's credits), until then and its last hold; without, while it has a
+-- settled total or was rebuilt, else until its last hold.
+local function hold_idle_in(used, rebuilt, hasHolds, mx, keep, now)
+  if keep then
+    local e = keep
+    if hasHolds and mx > e then e = mx end
+    if e <= now then return false end
+    return e - now
+  end
+  if used ~= 0 or rebuilt then return nil end
+  if not hasHolds then return false end
+  return mx - now
+end
+-- put() with hold_idle_in's answer.
+local function hold_put(key, text, idleIn, slack)
+  if idleIn == false then put(key, false) else put(key, text, idleIn, slack) end
 end
 -- The full path: every hold read, the expired ones dropped, in insertion order.
 local function hold_live(raw, now)
   local s = { used = 0, ids = {}, amounts = {}, expires = {}, text = {} }
   local held = 0
-  local used, _, _, _, from = hold_head(raw)
-  s.used = used
+  local used, _, _, _, from, _, rebuilt = hold_head(raw)
+  s.used, s.rebuilt = used, rebuilt
   if not from then return s, held end
   for id, a, e in string.gmatch(string.sub(raw, from), '\\n#([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)') do
     local exp = tonumber(e)
@@ -197,11 +222,7 @@ local function hold_live(raw, now)
   end
   return s, held
 end
-local function hold_write(key, s, now, slack)
-  if s.used == 0 and #s.ids == 0 then
-    put(key, false)
-    return
-  end
+local function hold_write(key, s, now, slack, keep)
   local parts = {}
   local sum, mn, mx = 0, INF, -INF
   for k = 1, #s.ids do
@@ -213,9 +234,8 @@ local function hold_write(key, s, now, slack)
     if e < mn then mn = e end
     if e > mx then mx = e end
   end
-  local idleIn = nil
-  if s.used == 0 then idleIn = mx - now end
-  put(key, hold_text(fmt(s.used), sum, mn, mx, table.concat(parts)), idleIn, slack)
+  local idleIn = hold_idle_in(s.used, s.rebuilt, #s.ids > 0, mx, keep, now)
+  hold_put(key, hold_text(fmt(s.used), sum, mn, mx, table.concat(parts), s.rebuilt), idleIn, slack)
 end
 `
 
@@ -225,10 +245,12 @@ end
  */
 /** Settle operations on one counter, never refusing (the first part of CONSUME below). */
 const SETTLE_OP = `
-local function settle_op(key, t, a, b, c, now, slack)
+local function settle_op(key, t, a, b, c, d, now, slack)
   local raw = get(key)
   if t == 'r' then
-    local used, sum, mn, mx, from = hold_head(raw)
+    local keep = nil
+    if d ~= '' then keep = num(d) end
+    local used, sum, mn, mx, from, _, rebuilt = hold_head(raw)
     if sum and mn > now then
       -- No hold expired and the total known: the hold's text cut out, nothing else read.
       used = used + num(b)
@@ -244,17 +266,12 @@ local function settle_op(key, t, a, b, c, now, slack)
         end
       end
       if body == '' then sum, mn, mx = 0, INF, -INF end
-      if used == 0 and body == '' then
-        put(key, false)
-      else
-        local idleIn = nil
-        if used == 0 then idleIn = mx - now end
-        put(key, hold_text(fmt(used), sum, mn, mx, body), idleIn, slack)
-      end
+      local idleIn = hold_idle_in(used, rebuilt, body ~= '', mx, keep, now)
+      hold_put(key, hold_text(fmt(used), sum, mn, mx, body, rebuilt), idleIn, slack)
       return
     end
     local s = hold_live(raw, now)
-    local kept = { used = s.used, ids = {}, amounts = {}, expires = {}, text = {} }
+    local kept = { used = s.used, rebuilt = s.rebuilt, ids = {}, amounts = {}, expires = {}, text = {} }
     for k = 1, #s.ids do
       if s.ids[k] ~= a then
         local n = #kept.ids + 1
@@ -262,13 +279,13 @@ local function settle_op(key, t, a, b, c, now, slack)
       end
     end
     kept.used = kept.used + num(b)
-    hold_write(key, kept, now, slack)
+    hold_write(key, kept, now, slack, keep)
   elseif t == 'w' then
     local windowMs, bucketMs, cost = num(a), num(b), num(c)
     local current, span = window_geometry(now, windowMs, bucketMs)
-    local idx, n = window_live(raw, current - span)
+    local idx, n, rebuilt = window_live(raw, current - span)
     window_add(idx, n, current, cost)
-    window_write(key, idx, n, now, windowMs, bucketMs, span, slack)
+    window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
   else
     local limit, windowMs, cost = num(a), num(b), num(c)
     local scaled, t = gcra_scaled(raw, now, limit, windowMs)
@@ -291,42 +308,59 @@ export const CONSUME = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[
 --            GCRA state keeps the later of it and its stored time: gcra_scaled)
 -- ARGV[2]  slackMs: kept past the moment a counter turns idle (clock skew between instances)
 -- ARGV[3]  nOps: how many settle ops come first
--- ARGV[4 + 5(i-1)] .. ARGV[8 + 5(i-1)]  settle op i: type, now (its settle's clock reading),
---            a, b, c where
---            type 'r' (release a hold): a holdId, b charge, c unused
---            type 'w' (add to a window): a windowMs, b bucketMs, c cost
---            type 'g' (add to a GCRA limit): a limit, b windowMs, c cost
--- then, from B = 4 + 5 nOps, ARGV[B + 5(i-1)] .. ARGV[B + 4 + 5(i-1)]  check i: type,
---            limit, a, b, c where
---            type 'w' (window): a windowMs, b bucketMs, c cost
---            type 'g' (gcra):   a windowMs, b cost, c unused
---            type 'h' (hold):   a amount, b ttlMs, c holdId
--- Returns { allowed (1 | 0), then per check: allowed, used, remaining, resetMs,
---   retryAfterMs }: integers as integer replies (no string to format), other numbers as
---   '%.17g' strings ('inf' for infinity).
+-- ARGV[4 + 6(i-1)] .. ARGV[9 + 6(i-1)]  settle op i: type, now (its settle's clock reading),
+--            a, b, c, d where
+--            type 'r' (release a hold): a holdId, b charge, c unused, d keepUntil or ''
+--            type 'w' (add to a window): a windowMs, b bucketMs, c cost, d unused
+--            type 'g' (add to a GCRA limit): a limit, b windowMs, c cost, d unused
+-- then, from B = 4 + 6 nOps, ARGV[B + 7(i-1)] .. ARGV[B + 6 + 7(i-1)]  check i: type,
+--            limit, a, b, c, d, rebuild where
+--            type 'w' (window): a windowMs, b bucketMs, c cost, d unused
+--            type 'g' (gcra):   a windowMs, b cost, c unused, d unused
+--            type 'h' (hold):   a amount, b ttlMs, c holdId, d keepUntil or ''
+--            rebuild (windows and holds, see Rebuild in storage/types): '' none, '?' answer
+--            missing unless rebuilt, '=<base>' rebuild with base unless rebuilt
+-- Returns { allowed (1 | 0), then per check: allowed (1 | 0 | -1 missing), used, remaining,
+--   resetMs, retryAfterMs }: integers as integer replies (no string to format), other
+--   numbers as '%.17g' strings ('inf' for infinity).
 ${HELPERS}
 ${SETTLE_OP}
 local now = tonumber(ARGV[1])
 local slack = tonumber(ARGV[2])
 local nOps = tonumber(ARGV[3])
 for i = 1, nOps do
-  local b = 4 + (i - 1) * 5
-  settle_op(KEYS[i], ARGV[b], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], tonumber(ARGV[b + 1]), slack)
+  local b = 4 + (i - 1) * 6
+  settle_op(KEYS[i], ARGV[b], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], tonumber(ARGV[b + 1]), slack)
 end
-local base = 4 + nOps * 5
+local base = 4 + nOps * 6
 local out = { 1 }
 local writes = {}
 for i = nOps + 1, #KEYS do
   local key = KEYS[i]
-  local b = base + (i - nOps - 1) * 5
+  local b = base + (i - nOps - 1) * 7
   local t, limit = ARGV[b], num(ARGV[b + 1])
   local raw = get(key)
   local ok, used, remaining, resetMs, retryMs
-  if t == 'w' then
+  -- Rebuild: seed is the base to add when the counter was not rebuilt; ask answers missing.
+  local rb, seed, ask = ARGV[b + 6], nil, false
+  if rb ~= '' and raw then
+    local l = string.sub(raw, 1, 1)
+    if l == 'W' or l == 'H' then rb = '' end
+  end
+  if rb == '?' then ask = true elseif rb ~= '' then seed = num(string.sub(rb, 2)) end
+  if ask then
+    ok, used, remaining, resetMs, retryMs = -1, 0, 0, 0, 0
+  elseif t == 'w' then
     local windowMs, bucketMs, cost = num(ARGV[b + 2]), num(ARGV[b + 3]), num(ARGV[b + 4])
     local allTime = windowMs == 0
     local current, span = window_geometry(now, windowMs, bucketMs)
-    local idx, n = window_live(raw, current - span)
+    local idx, n, rebuilt = window_live(raw, current - span)
+    if seed then
+      -- Rebuilt: written now, whatever the admission's outcome.
+      window_add(idx, n, current, seed)
+      rebuilt = true
+      window_write(key, idx, n, now, windowMs, bucketMs, span, slack, true)
+    end
     local sum = 0
     for k = 1, #n do sum = sum + n[k] end
     if allTime then resetMs = INF
@@ -351,7 +385,7 @@ for i = nOps + 1, #KEYS do
       elseif #idx == 0 then resetMs = 0
       else resetMs = (idx[1] + span + 1) * bucketMs - now end
       writes[#writes + 1] = function()
-        window_write(key, idx, n, now, windowMs, bucketMs, span, slack)
+        window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
       end
     end
   elseif t == 'g' then
@@ -376,9 +410,11 @@ for i = nOps + 1, #KEYS do
     used = limit - remaining
   else
     local amount, ttlMs, id = num(ARGV[b + 2]), num(ARGV[b + 3]), ARGV[b + 4]
-    local settled, sum, mn, mx, from, usedText = hold_head(raw)
+    local keep = nil
+    if ARGV[b + 5] ~= '' then keep = num(ARGV[b + 5]) end
+    local settled, sum, mn, mx, from, usedText, rebuilt = hold_head(raw)
     resetMs = 0
-    if sum and mn > now and not (from and string.find(raw, '\\n#' .. id .. '\\n', from, true)) then
+    if not seed and sum and mn > now and not (from and string.find(raw, '\\n#' .. id .. '\\n', from, true)) then
       -- A new hold, no hold expired, the total known: appended, nothing else read.
       local total = settled + sum
       if total + amount > limit then
@@ -395,14 +431,19 @@ for i = nOps + 1, #KEYS do
           if exp > hi then hi = exp end
           local lo = mn
           if exp < lo then lo = exp end
-          local idleIn = nil
-          if settled == 0 then idleIn = hi - now end
+          local idleIn = hold_idle_in(settled, rebuilt, true, hi, keep, now)
           body = body .. '\\n#' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp)
-          put(key, hold_text(usedText, s2, lo, hi, body), idleIn, slack)
+          hold_put(key, hold_text(usedText, s2, lo, hi, body, rebuilt), idleIn, slack)
         end
       end
     else
       local s, held = hold_live(raw, now)
+      if seed then
+        -- Rebuilt: written now, whatever the admission's outcome. A settle since the loss
+        -- (charged on an empty counter) is kept on top: counting it twice is the safe side.
+        s.used, s.rebuilt = s.used + seed, true
+        hold_write(key, s, now, slack, keep)
+      end
       local total = s.used + held
       if total + amount > limit then
         ok, used, remaining, retryMs = false, total, math.max(0, limit - total), 1000
@@ -419,12 +460,13 @@ for i = nOps + 1, #KEYS do
           s.ids[k], s.amounts[k], s.expires[k] = id, amount, now + ttlMs
         end
         ok, used, remaining, retryMs = true, total + amount, limit - total - amount, 0
-        writes[#writes + 1] = function() hold_write(key, s, now, slack) end
+        writes[#writes + 1] = function() hold_write(key, s, now, slack, keep) end
       end
     end
   end
   local n = #out
-  if ok then out[n + 1] = 1 else out[1], out[n + 1] = 0, 0 end
+  if ok == -1 then out[1], out[n + 1] = 0, -1
+  elseif ok then out[n + 1] = 1 else out[1], out[n + 1] = 0, 0 end
   out[n + 2] = reply(used)
   out[n + 3] = reply(remaining)
   out[n + 4] = reply(resetMs)

@@ -119,7 +119,14 @@ function memoryKeys(): KeyStore {
 }
 
 type Counter =
-  | { type: 'window'; state: WindowState; windowMs: number; bucketMs: number }
+  | {
+      type: 'window'
+      state: WindowState
+      windowMs: number
+      bucketMs: number
+      /** Rebuilt from the durable usage (see `Rebuild` in storage/types). */
+      rebuilt?: true
+    }
   | { type: 'gcra'; state: GcraState; limit: number; windowMs: number }
   | HoldCounter
 
@@ -135,10 +142,26 @@ interface HoldCounter {
   holds: Map<string, [amount: number, expiresAt: number]>
   held: number
   nextExpiry: number
+  /** The latest `keepUntil` given (-Infinity: none, kept while `used` is not 0). */
+  keepUntil: number
+  rebuilt: boolean
 }
 
 function newHold(): HoldCounter {
-  return { type: 'hold', used: 0, holds: new Map(), held: 0, nextExpiry: Infinity }
+  return {
+    type: 'hold',
+    used: 0,
+    holds: new Map(),
+    held: 0,
+    nextExpiry: Infinity,
+    keepUntil: -Infinity,
+    rebuilt: false,
+  }
+}
+
+/** Records a check's or release's `keepUntil` (the latest one wins). */
+function keep(c: HoldCounter, keepUntil: number | undefined): void {
+  if (keepUntil !== undefined && keepUntil > c.keepUntil) c.keepUntil = keepUntil
 }
 
 /** Drops expired holds (they count for nothing either way, so this is safe before a refusal). */
@@ -170,7 +193,22 @@ function idle(c: Counter, now: number): boolean {
       return gcraIdle(c.state, now, c.limit, c.windowMs)
     case 'hold':
       pruneHolds(c, now)
-      return c.used === 0 && c.holds.size === 0
+      if (c.holds.size > 0) return false
+      // Past its keepUntil a settled total no longer matters (a past period's credits).
+      return c.keepUntil === -Infinity ? c.used === 0 && !c.rebuilt : now >= c.keepUntil
+  }
+}
+
+/** A result that asks the caller to rebuild the counter first (see `Rebuild`). */
+function missing(limit: number): CheckResult {
+  return {
+    allowed: false,
+    limit,
+    used: 0,
+    remaining: 0,
+    resetMs: 0,
+    retryAfterMs: 0,
+    missing: true,
   }
 }
 
@@ -179,17 +217,29 @@ function evaluate(
   check: Check,
   c: Counter | undefined,
   now: number,
-): { result: CheckResult; next: Counter } {
+): { result: CheckResult; next: Counter; seeded: boolean } {
   switch (check.type) {
     case 'window': {
-      const v = rollingWindow(
-        c?.type === 'window' ? c.state : undefined,
-        now,
-        check.limit,
-        check.windowMs,
-        check.bucketMs,
-        check.cost,
-      )
+      let state = c?.type === 'window' ? c.state : undefined
+      const rebuilt = c?.type === 'window' && c.rebuilt === true
+      const r = check.rebuild
+      if (r && !rebuilt) {
+        if (r.base === undefined) {
+          const none = { idx: [], n: [] }
+          return {
+            result: missing(check.limit),
+            next: {
+              type: 'window',
+              state: none,
+              windowMs: check.windowMs,
+              bucketMs: check.bucketMs,
+            },
+            seeded: false,
+          }
+        }
+        state = windowAdd(state, now, check.windowMs, check.bucketMs, r.base)
+      }
+      const v = rollingWindow(state, now, check.limit, check.windowMs, check.bucketMs, check.cost)
       return {
         result: {
           allowed: v.allowed,
@@ -201,10 +251,13 @@ function evaluate(
         },
         next: {
           type: 'window',
+          // Refused, it is the state before this request (the rebuilt count included).
           state: v.state,
           windowMs: check.windowMs,
           bucketMs: check.bucketMs,
+          ...(r || rebuilt ? { rebuilt: true as const } : {}),
         },
+        seeded: r !== undefined && !rebuilt,
       }
     }
     case 'gcra': {
@@ -225,11 +278,23 @@ function evaluate(
           retryAfterMs: v.retryAfterMs,
         },
         next: { type: 'gcra', state: v.state, limit: check.limit, windowMs: check.windowMs },
+        seeded: false,
       }
     }
     case 'hold': {
       // Evaluated in place: see consume(), which adds the hold only once every check passed.
       const h = c?.type === 'hold' ? c : newHold()
+      let seeded = false
+      if (check.rebuild && !h.rebuilt) {
+        if (check.rebuild.base === undefined)
+          return { result: missing(check.limit), next: h, seeded: false }
+        // A settle since the loss (charged on an empty counter) is kept on top: counting it
+        // twice is the safe side.
+        h.used += check.rebuild.base
+        h.rebuilt = true
+        seeded = true
+      }
+      keep(h, check.keepUntil)
       pruneHolds(h, now)
       const total = h.used + h.held
       const allowed = total + check.amount <= check.limit
@@ -244,6 +309,7 @@ function evaluate(
           retryAfterMs: allowed ? 0 : 1000,
         },
         next: h,
+        seeded,
       }
     }
   }
@@ -286,6 +352,8 @@ function memoryCounters(): MemoryCounterStore {
       results.push(e.result)
       next.push(e.next)
       if (!e.result.allowed) allowed = false
+      // A rebuilt counter is stored whatever the admission's outcome.
+      if (e.seeded) counters.set(check.key, e.next)
     }
     if (allowed) {
       for (let i = 0; i < checks.length; i++) {
@@ -311,6 +379,7 @@ function memoryCounters(): MemoryCounterStore {
         const c = counters.get(op.key)
         const h = c?.type === 'hold' ? c : newHold()
         pruneHolds(h, now)
+        keep(h, op.keepUntil)
         const held = h.holds.get(op.holdId)
         if (held) {
           h.holds.delete(op.holdId)
@@ -333,6 +402,7 @@ function memoryCounters(): MemoryCounterStore {
           ),
           windowMs,
           bucketMs,
+          ...(c?.type === 'window' && c.rebuilt ? { rebuilt: true as const } : {}),
         })
       } else {
         const { key, limit, windowMs, cost } = op.check
@@ -367,7 +437,10 @@ function memoryCounters(): MemoryCounterStore {
     async held(key, now) {
       const c = counters.get(key)
       if (c?.type !== 'hold') return 0
-      pruneHolds(c, now)
+      if (idle(c, now)) {
+        counters.delete(key)
+        return 0
+      }
       return c.used + c.held
     },
   }

@@ -143,6 +143,8 @@ export type Check =
       windowMs: number
       bucketMs: number
       cost: number
+      /** See {@link Rebuild}. */
+      rebuild?: Rebuild
     }
   | {
       /** A rate limit (see `limits/gcra`). cost 0: refuse only when not one unit is free. */
@@ -162,7 +164,30 @@ export type Check =
       amount: number
       holdId: string
       ttlMs: number
+      /**
+       * The settled total matters until this time (ms) and no longer: a period's credits. The
+       * store keeps the counter at least until then and drops it once that time and every
+       * hold's expiry have passed. Absent: kept while it has a settled total.
+       */
+      keepUntil?: number
+      /** See {@link Rebuild}. */
+      rebuild?: Rebuild
     }
+
+/**
+ * A count that must not be lost silently (credits spent, a key's budget, an all-time quota)
+ * when the counters live in a store that may come back empty (Redis restarted without its
+ * data) while the usage is kept elsewhere. A counter carries a mark once rebuilt; one without
+ * it (missing, or created since by a settle) is not trusted:
+ * - `{}`: the store MUST refuse the whole admission without counting anything and answer this
+ *   check with `missing: true`; the caller then reads the count from the durable usage;
+ * - `{ base }`: the store adds `base` to the counter, marks it, and evaluates the check; the
+ *   rebuilt counter is written even when the admission is refused.
+ * A marked counter ignores `rebuild`.
+ */
+export interface Rebuild {
+  base?: number
+}
 
 /** The outcome of one check, in the order the checks were given. */
 export interface CheckResult {
@@ -175,6 +200,8 @@ export interface CheckResult {
   resetMs: number
   /** Milliseconds until this check would pass; 0 when it passed. */
   retryAfterMs: number
+  /** The check asked for a rebuild and its counter was not rebuilt (see {@link Rebuild}). */
+  missing?: true
 }
 
 export interface ConsumeResult {
@@ -191,6 +218,8 @@ export type SettleOp =
       key: string
       holdId: string
       charge: number
+      /** As the hold check's `keepUntil`. */
+      keepUntil?: number
     }
   | {
       /** Adds `cost` to a window or GCRA counter after the fact, never refusing. */
@@ -204,7 +233,9 @@ export interface CounterStore extends InProcess {
    * Evaluates every check at `now` and, only if all pass, counts all of them: all or none,
    * atomically with respect to every other `consume` and `settle` on the same counters
    * (a request refused by one limit uses up nothing of the others). Concurrent callers see a
-   * serial order. Idle counters MUST expire (memory per key stays bounded).
+   * serial order. Idle counters MUST expire (memory per key stays bounded), and a hold
+   * counter past its `keepUntil`. `now` is the caller's clock: a stored GCRA time never moves
+   * back (see `limits/gcra`).
    */
   consume(checks: ReadonlyArray<Check>, now: number): Promise<ConsumeResult>
   /** Applies settle operations. Each op is applied at most once per call; order does not matter. */
