@@ -29,7 +29,8 @@ import {
   refusal,
 } from './limits/admission.js'
 import { withinTimeBlocks } from './limits/time-blocks.js'
-import type { AdmissionAccount } from './metering/accounts.js'
+import { type AdmissionAccount, CREDIT_KEEP_MS } from './metering/accounts.js'
+import { rebuildBase, rebuildSource } from './metering/rebuild.js'
 import type { ResolvedRoute } from './options.js'
 import {
   extractKey,
@@ -408,6 +409,7 @@ function count(
       amount: a.estimate,
       holdId: a.internalId,
       ttlMs: o.reservationTtlMs,
+      keepUntil: account.period.end + CREDIT_KEEP_MS,
     }
     templates.push({ role: 'credits', tokens: false, check: credit })
     checks.push(credit)
@@ -415,6 +417,21 @@ function count(
   if (checks.length === 0)
     return decide(ctx, req, route, entry, a, account, templates, checks, null)
   const counters = ctx.storage.counters
+  // Counters in another process may come back empty: the counts that must survive that are
+  // rebuilt from the durable usage when missing (metering/rebuild).
+  if (!counters.inProcess) {
+    for (let i = 0; i < checks.length; i++) {
+      const c = checks[i]!
+      const t = templates[i]!
+      if (c.type === 'gcra') continue
+      if (
+        t.role === 'credits' ||
+        t.role === 'budget' ||
+        (t.role === 'quota' && c.type === 'window' && c.windowMs === 0)
+      )
+        checks[i] = { ...c, rebuild: {} }
+    }
+  }
   if (counters.inProcess && counters.consumeSync) {
     let result: ConsumeResult
     try {
@@ -425,9 +442,51 @@ function count(
     return decide(ctx, req, route, entry, a, account, templates, checks, result)
   }
   return ctx.guard(counters.consume(checks, a.now)).then(
-    (result) => decide(ctx, req, route, entry, a, account, templates, checks, result),
+    (result) =>
+      result.allowed || !result.results.some((r) => r.missing)
+        ? decide(ctx, req, route, entry, a, account, templates, checks, result)
+        : rebuildAndCount(ctx, req, route, entry, a, account, templates, checks, result),
     (err: unknown) => storageFailure(ctx, err, req, route, entry, a),
   )
+}
+
+/** The counters answered `missing`: reads their counts from the usage, then counts again. */
+async function rebuildAndCount(
+  ctx: Context,
+  req: TollboothRequest,
+  route: ResolvedRoute,
+  entry: CachedKey,
+  a: AdmitInput,
+  account: AdmissionAccount | null,
+  templates: CheckTemplate[],
+  checks: Check[],
+  first: ConsumeResult,
+): Promise<Decision> {
+  const r = entry.record
+  try {
+    const rebuilt = await Promise.all(
+      checks.map(async (c, i) => {
+        if (!first.results[i]!.missing || c.type === 'gcra') return c
+        const allTime = c.type === 'window' && c.windowMs === 0
+        const source = rebuildSource(
+          templates[i]!.role,
+          allTime,
+          r.accountId,
+          r.id,
+          account?.period ?? null,
+        )
+        if (!source) return c
+        const base = await ctx.guard(rebuildBase(ctx, c.key, source))
+        return { ...c, rebuild: { base } }
+      }),
+    )
+    const result = await ctx.guard(ctx.storage.counters.consume(rebuilt, a.now))
+    if (!result.allowed && result.results.some((x) => x.missing))
+      throw new Error('counter store answered missing after a rebuild')
+    return decide(ctx, req, route, entry, a, account, templates, rebuilt, result)
+  } catch (err) {
+    return storageFailure(ctx, err, req, route, entry, a)
+  }
 }
 
 /** The decision from the counters' answer: a refusal with its headers, or the admission. */
@@ -477,7 +536,7 @@ function decide(
     const c = checks[i]!
     const t = templates[i]!
     if (c.type === 'hold') {
-      s.holds.push([c.key, c.holdId, t.role === 'credits' || t.role === 'budget'])
+      s.holds.push([c.key, c.holdId, t.role === 'credits' || t.role === 'budget', c.keepUntil])
       if (t.role === 'credits') s.creditUsed = result!.results[i]!.used
     } else if (t.tokens && c.type === 'gcra') {
       s.tokenChecks.push(c)

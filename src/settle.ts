@@ -119,8 +119,11 @@ function apply(
   const s = decision._s
   const charge = billable && !repeat && outcome.record !== false ? decision.cost : 0
   const ops: SettleOp[] = []
-  for (const [key, holdId, credit] of s.holds)
-    ops.push({ type: 'release', key, holdId, charge: credit ? charge : 0 })
+  for (const [key, holdId, credit, keepUntil] of s.holds) {
+    const op: SettleOp = { type: 'release', key, holdId, charge: credit ? charge : 0 }
+    if (keepUntil !== undefined) op.keepUntil = keepUntil
+    ops.push(op)
+  }
   const tokens = decision._tokens
   if (tokens > 0) {
     for (const c of s.tokenChecks) {

@@ -49,6 +49,13 @@ export interface AccountView {
 export const creditKey = (accountId: string, period: Period) =>
   `{${accountId}}:credits:${period.id}`
 
+/**
+ * How long a period's credit counter is kept after the period ends: for settles of requests
+ * admitted at its very end, and for the rollover of accounts active at the turn of the month.
+ * Past it, a rollover reads the period's use from the usage instead.
+ */
+export const CREDIT_KEEP_MS = 86_400_000
+
 const ACCOUNT_ID = /^[A-Za-z0-9._:@|-]{1,128}$/
 
 /** Throws a 400 unless `id` is 1-128 of `A-Za-z0-9._:@|-` (no braces: they are hash tags). */
@@ -167,7 +174,7 @@ export class AccountService {
     for (let i = 0; p.start < current.start && i < 240; i++) {
       const plan = this.planOf(this.effectiveTier(record, p.start))
       const monthly = plan?.monthlyCredits ?? null
-      const used = i === 0 ? await this.storage.counters.held(creditKey(record.id, p), p.end) : 0
+      const used = i === 0 ? await this.usedIn(record.id, p) : 0
       if (monthly === null) {
         carryover = 0
       } else {
@@ -191,6 +198,16 @@ export class AccountService {
     if (fromBalance > 0)
       return (await this.storage.accounts.addBalance(record.id, -fromBalance)) ?? updated
     return updated
+  }
+
+  /**
+   * Credits used in the past period `p`: its counter, or once that expired (`CREDIT_KEEP_MS`
+   * after the period) or was lost, the units recorded in it.
+   */
+  private async usedIn(id: string, p: Period): Promise<number> {
+    const held = await this.storage.counters.held(creditKey(id, p), p.end)
+    if (held > 0) return held
+    return (await this.storage.usage.summarize(id, p.start, p.end)).units
   }
 
   invalidate(id: string): void {
