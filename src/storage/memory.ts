@@ -127,8 +127,26 @@ type Counter =
       /** Rebuilt from the durable usage (see `Rebuild` in storage/types). */
       rebuilt?: true
     }
-  | { type: 'gcra'; state: GcraState; limit: number; windowMs: number }
+  | GcraCounter
   | HoldCounter
+
+/**
+ * A GCRA counter is its own state (`level`, `at`): one object per counter, the smallest the
+ * store keeps (an `Idempotency-Key` is one, for 24 hours).
+ */
+interface GcraCounter extends GcraState {
+  type: 'gcra'
+  limit: number
+  windowMs: number
+}
+
+const gcraCounter = (s: GcraState, limit: number, windowMs: number): GcraCounter => ({
+  type: 'gcra',
+  level: s.level,
+  at: s.at,
+  limit,
+  windowMs,
+})
 
 /**
  * A hold counter kept mutable, for speed: the same figures as `limits/hold` (a hold is live
@@ -190,7 +208,7 @@ function idle(c: Counter, now: number): boolean {
             Math.floor(now / c.bucketMs) - Math.ceil(c.windowMs / c.bucketMs))
       )
     case 'gcra':
-      return gcraIdle(c.state, now, c.limit, c.windowMs)
+      return gcraIdle(c, now, c.limit, c.windowMs)
     case 'hold':
       pruneHolds(c, now)
       if (c.holds.size > 0) return false
@@ -262,7 +280,7 @@ function evaluate(
     }
     case 'gcra': {
       const v = gcra(
-        c?.type === 'gcra' ? c.state : undefined,
+        c?.type === 'gcra' ? c : undefined,
         now,
         check.limit,
         check.windowMs,
@@ -277,7 +295,7 @@ function evaluate(
           resetMs: v.resetMs,
           retryAfterMs: v.retryAfterMs,
         },
-        next: { type: 'gcra', state: v.state, limit: check.limit, windowMs: check.windowMs },
+        next: gcraCounter(v.state, check.limit, check.windowMs),
         seeded: false,
       }
     }
@@ -407,12 +425,8 @@ function memoryCounters(): MemoryCounterStore {
       } else {
         const { key, limit, windowMs, cost } = op.check
         const c = counters.get(key)
-        counters.set(key, {
-          type: 'gcra',
-          state: gcraAdd(c?.type === 'gcra' ? c.state : undefined, now, limit, windowMs, cost),
-          limit,
-          windowMs,
-        })
+        const s = gcraAdd(c?.type === 'gcra' ? c : undefined, now, limit, windowMs, cost)
+        counters.set(key, gcraCounter(s, limit, windowMs))
       }
     }
   }
