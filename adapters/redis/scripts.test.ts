@@ -211,6 +211,56 @@ describe.skipIf(!client)('redis Lua scripts', () => {
     }
   })
 
+  it('expires a period’s credits at keepUntil, an idle hold at once, never a rebuilt budget', async () => {
+    const now = Date.now()
+    const keepUntil = now + 10 * 86_400_000
+    const hold = (key: string, extra: object) =>
+      ({
+        type: 'hold',
+        key,
+        name: 'c',
+        limit: 100,
+        amount: 1,
+        holdId: 'h',
+        ttlMs: 300_000,
+        ...extra,
+      }) as const
+    await counters.consume([hold('{e}:credits', { keepUntil })], now)
+    await counters.settle(
+      [{ type: 'release', key: '{e}:credits', holdId: 'h', charge: 2, keepUntil }],
+      now,
+    )
+    // Expires at keepUntil plus the slack (60 s here), by Redis's clock.
+    const ttl = await redis.pttl(`${prefix}{e}:credits`)
+    expect(ttl).toBeGreaterThan(keepUntil - now + 60_000 - 5000)
+    expect(ttl).toBeLessThanOrEqual(keepUntil - now + 60_000)
+    // A release once keepUntil has passed leaves nothing behind.
+    await counters.settle(
+      [{ type: 'release', key: '{e}:late', holdId: 'h', charge: 2, keepUntil: now - 1 }],
+      now,
+    )
+    expect(await redis.exists(`${prefix}{e}:late`)).toBe(0)
+    // A rebuilt budget at 0 is kept (else each request would rebuild it), with no expiry.
+    await counters.consume([hold('{e}:b', { rebuild: { base: 0 } })], now)
+    await counters.settle([{ type: 'release', key: '{e}:b', holdId: 'h', charge: 0 }], now)
+    expect(await redis.pttl(`${prefix}{e}:b`)).toBe(-1)
+    expect(await counters.held('{e}:b', now)).toBe(0)
+    // A settled Idempotency-Key: a GCRA unit of 1 per 24 h, gone 24 h (plus slack) later.
+    const idem = {
+      type: 'gcra',
+      key: '{e}:i:x',
+      name: 'idempotency',
+      limit: 1,
+      windowMs: 86_400_000,
+      cost: 1,
+    } as const
+    expect((await counters.consume([idem], now)).allowed).toBe(true)
+    expect((await counters.consume([idem], now + 1000)).allowed).toBe(false)
+    const idemTtl = await redis.pttl(`${prefix}{e}:i:x`)
+    expect(idemTtl).toBeGreaterThan(86_400_000 + 60_000 - 5000)
+    expect(idemTtl).toBeLessThanOrEqual(86_400_000 + 60_000 + 1)
+  })
+
   // Batched: each settle is left queued and rides along with the next admission, in the same
   // script and before it; the figures must not change.
   for (const batchMs of [0, 60_000]) {
