@@ -417,9 +417,9 @@ function count(
   if (checks.length === 0)
     return decide(ctx, req, route, entry, a, account, templates, checks, null)
   const counters = ctx.storage.counters
-  // Counters in another process may come back empty: the counts that must survive that are
-  // rebuilt from the durable usage when missing (metering/rebuild).
-  if (!counters.inProcess) {
+  // Counters in another process that may come back empty: the counts that must survive that
+  // are rebuilt from the durable usage when missing (metering/rebuild).
+  if (!counters.inProcess && !counters.durable) {
     for (let i = 0; i < checks.length; i++) {
       const c = checks[i]!
       const t = templates[i]!

@@ -126,6 +126,8 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
   let pruning: Promise<unknown> | null = null
 
   return {
+    // Counts are in the same database as the usage: nothing to rebuild after a restart.
+    durable: true,
     async consume(checks, now) {
       if (checks.length === 0) return { allowed: true, results: [] }
       if (pruneEvery > 0 && ++admissions >= pruneEvery && !pruning) {

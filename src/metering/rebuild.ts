@@ -3,7 +3,8 @@
  *
  * Counts that must survive a counter store that comes back empty: an account's credits spent
  * in a period, a key's budget spent, a key's all-time (`total`) quota. Admission marks those
- * checks `rebuild` (see `Rebuild` in storage/types) when the counters are not in this process;
+ * checks `rebuild` (see `Rebuild` in storage/types) when the counters are neither in this
+ * process nor `durable` (PostgreSQL's are);
  * a store that no longer has the counter (Redis restarted without its data, while keys and
  * usage live in PostgreSQL) answers `missing`, and the count is read here from the durable
  * usage, after this instance's queued events are written:

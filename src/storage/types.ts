@@ -249,6 +249,12 @@ export interface CounterStore extends InProcess {
   consumeSync?(checks: ReadonlyArray<Check>, now: number): ConsumeResult
   /** In-process stores only: `settle` without a promise (see `consumeSync`). */
   settleSync?(ops: ReadonlyArray<SettleOp>, now: number): void
+  /**
+   * True when the counts survive a restart of the store, as the usage does (PostgreSQL, in
+   * the same database): tollbooth then asks for no `rebuild`. Leave it unset for a store that
+   * may come back empty (Redis without persistence).
+   */
+  readonly durable?: true
 }
 
 /** One served request, as metered and logged. */

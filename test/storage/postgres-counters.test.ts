@@ -186,8 +186,14 @@ describe.skipIf(skipPostgres)('postgres counters', () => {
     const credits = name('credits:2026-01')
     const budget = name('k:b')
     const keepUntil = Date.UTC(2026, 1, 1) + DAY
-    const hold: Check = { ...lease(credits, 100, 'h', 300_000), keepUntil }
-    await one.counters.consume([hold, { ...lease(budget, 10, 'h'), rebuild: { base: 0 } }], T0)
+    const hold = (c: Check, extra: object) => ({ ...c, ...extra }) as Check
+    await one.counters.consume(
+      [
+        hold(lease(credits, 100, 'h', 300_000), { keepUntil }),
+        hold(lease(budget, 10, 'h'), { rebuild: { base: 0 } }),
+      ],
+      T0,
+    )
     await one.counters.settle(
       [
         { type: 'release', key: credits, holdId: 'h', charge: 3, keepUntil },
