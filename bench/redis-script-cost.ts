@@ -43,9 +43,9 @@ type Call = (i: number) => {
 const T0 = 1_795_000_000_000
 /** The rate limit (GCRA), the daily quota (24 hourly buckets) and the credit hold. */
 const CHECKS = (id: string) => [
-  ...['g', '1000000000', '60000', '1', ''],
-  ...['w', '1000000000', '86400000', '3600000', '1'],
-  ...['h', '1000000000000000', '1', '60000', id],
+  ...['g', '1000000000', '60000', '1', '', '', ''],
+  ...['w', '1000000000', '86400000', '3600000', '1', '', ''],
+  ...['h', '1000000000000000', '1', '60000', id, '', ''],
 ]
 
 /** Admission i, carrying the release of the hold taken `inFlight` requests earlier. */
@@ -55,7 +55,7 @@ const tollbooth =
     const now = String(T0 + i)
     const carried = i >= inFlight
     const keys = ['{a}:g', '{a}:w', '{a}:h']
-    const ops = carried ? ['r', now, `req_${i - inFlight}`, '1', ''] : []
+    const ops = carried ? ['r', now, `req_${i - inFlight}`, '1', '', ''] : []
     return {
       script: 'consume',
       keys: carried ? ['{a}:h', ...keys] : keys,
