@@ -118,7 +118,11 @@ export function evaluate(
     case 'window': {
       const { limit, windowMs, bucketMs, cost } = check
       let state = stateOf<WindowState>(c, 'window')
-      if (seeded) state = windowAdd(state, now, windowMs, bucketMs, r!.base!)
+      if (seeded) {
+        // The larger of the two (see the hold's case below).
+        const had = rollingWindow(state, now, Infinity, windowMs, bucketMs, 0).used
+        state = windowAdd(state, now, windowMs, bucketMs, Math.max(0, r!.base! - had))
+      }
       const v = rollingWindow(state, now, limit, windowMs, bucketMs, cost)
       const next = marked(v.state, m, undefined, seeded)
       return {
@@ -155,9 +159,9 @@ export function evaluate(
     }
     case 'hold': {
       let state = stateOf<HoldState>(c, 'hold')
-      // A settle since the loss (charged on an empty counter) is kept on top: counting it
-      // twice is the safe side.
-      if (seeded) state = { used: (state?.used ?? 0) + r!.base!, holds: state?.holds ?? {} }
+      // The larger of the two: an unmarked counter may hold settles made since the loss (then
+      // mostly in the base too), or be a whole count kept from before rebuilds.
+      if (seeded) state = { used: Math.max(state?.used ?? 0, r!.base!), holds: state?.holds ?? {} }
       const v = hold(state, now, check.limit, check.amount, check.holdId, check.ttlMs)
       const next = marked(v.state, m, check.keepUntil, seeded)
       return {

@@ -356,8 +356,10 @@ for i = nOps + 1, #KEYS do
     local current, span = window_geometry(now, windowMs, bucketMs)
     local idx, n, rebuilt = window_live(raw, current - span)
     if seed then
-      -- Rebuilt: written now, whatever the admission's outcome.
-      window_add(idx, n, current, seed)
+      -- Rebuilt: written now, whatever the admission's outcome, with the larger count.
+      local had = 0
+      for k = 1, #n do had = had + n[k] end
+      window_add(idx, n, current, math.max(0, seed - had))
       rebuilt = true
       window_write(key, idx, n, now, windowMs, bucketMs, span, slack, true)
     end
@@ -439,9 +441,10 @@ for i = nOps + 1, #KEYS do
     else
       local s, held = hold_live(raw, now)
       if seed then
-        -- Rebuilt: written now, whatever the admission's outcome. A settle since the loss
-        -- (charged on an empty counter) is kept on top: counting it twice is the safe side.
-        s.used, s.rebuilt = s.used + seed, true
+        -- Rebuilt: written now, whatever the admission's outcome, with the larger of the two
+        -- (an unmarked counter may hold settles made since the loss, then mostly in the base
+        -- too, or be a whole count kept from before rebuilds).
+        s.used, s.rebuilt = math.max(s.used, seed), true
         hold_write(key, s, now, slack, keep)
       end
       local total = s.used + held

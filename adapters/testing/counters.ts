@@ -292,7 +292,7 @@ export function counterStoreTests(get: GetStorage): void {
       expect((await c.consume([credits(5)], T0)).results[0]!.used).toBe(30)
     })
 
-    it('does not trust a hold counter a settle created, and keeps its charge on top of the base', async () => {
+    it('does not trust a counter a settle created, and rebuilds it to the larger count', async () => {
       const n = names()
       const c = get().counters
       // After a loss, a request admitted before it settles: its charge lands on an empty counter.
@@ -300,7 +300,20 @@ export function counterStoreTests(get: GetStorage): void {
       const r = { ...holdCheck(n.hold, 30, 1, 'new', 60_000), rebuild: {} } as Check
       expect((await c.consume([r], T0)).results[0]!.missing).toBe(true)
       const ok = await c.consume([{ ...r, rebuild: { base: 10 } } as Check], T0)
-      expect(ok.results[0]).toMatchObject({ allowed: true, used: 13 })
+      expect(ok.results[0]).toMatchObject({ allowed: true, used: 11 })
+      // A whole count kept from before rebuilds (an upgrade): not counted twice.
+      const m = names()
+      await c.settle([{ type: 'release', key: m.hold, holdId: 'x', charge: 25 }], T0)
+      const total = windowCheck(m.other, 9, 1, 0, 0)
+      for (let i = 0; i < 6; i++) await c.consume([total], T0)
+      const again = await c.consume(
+        [
+          { ...holdCheck(m.hold, 30, 1, 'y', 60_000), rebuild: { base: 24 } } as Check,
+          { ...total, rebuild: { base: 5 } },
+        ],
+        T0,
+      )
+      expect(again.results.map((x) => x.used)).toEqual([26, 7])
     })
 
     it('rebuilds an all-time window and keeps a rebuilt counter that counts 0', async () => {

@@ -255,7 +255,9 @@ function evaluate(
             seeded: false,
           }
         }
-        state = windowAdd(state, now, check.windowMs, check.bucketMs, r.base)
+        // The larger of the two (see the hold's case below).
+        const had = rollingWindow(state, now, Infinity, check.windowMs, check.bucketMs, 0).used
+        state = windowAdd(state, now, check.windowMs, check.bucketMs, Math.max(0, r.base - had))
       }
       const v = rollingWindow(state, now, check.limit, check.windowMs, check.bucketMs, check.cost)
       return {
@@ -306,9 +308,9 @@ function evaluate(
       if (check.rebuild && !h.rebuilt) {
         if (check.rebuild.base === undefined)
           return { result: missing(check.limit), next: h, seeded: false }
-        // A settle since the loss (charged on an empty counter) is kept on top: counting it
-        // twice is the safe side.
-        h.used += check.rebuild.base
+        // The larger of the two: an unmarked counter may hold settles made since the loss
+        // (then mostly in the base too), or be a whole count kept from before rebuilds.
+        h.used = Math.max(h.used, check.rebuild.base)
         h.rebuilt = true
         seeded = true
       }

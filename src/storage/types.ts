@@ -181,8 +181,10 @@ export type Check =
  * it (missing, or created since by a settle) is not trusted:
  * - `{}`: the store MUST refuse the whole admission without counting anything and answer this
  *   check with `missing: true`; the caller then reads the count from the durable usage;
- * - `{ base }`: the store adds `base` to the counter, marks it, and evaluates the check; the
- *   rebuilt counter is written even when the admission is refused.
+ * - `{ base }`: the store raises the counter's count to `base` if lower (an unmarked counter
+ *   may hold settles made since the loss, or a whole count kept from before rebuilds), marks
+ *   it, and evaluates the check; the rebuilt counter is written even when the admission is
+ *   refused.
  * A marked counter ignores `rebuild`.
  */
 export interface Rebuild {
