@@ -222,10 +222,11 @@ export class AccountService {
     const now = this.now()
     const a = await this.forAdmission(id, now)
     const p = period ?? a.period
-    const used = await this.storage.counters.held(
-      creditKey(id, p),
-      p.start === a.period.start ? now : p.end,
-    )
+    // A past period's counter expires a day after it: then its use is read from the usage.
+    const used =
+      p.start === a.period.start
+        ? await this.storage.counters.held(creditKey(id, p), now)
+        : await this.usedIn(id, p)
     const limit =
       p.start === a.period.start
         ? a.creditLimit

@@ -104,6 +104,9 @@ describe('memory store counters', () => {
     const april = await tb.accounts.get('acct_p')
     expect(april.carryover).toBe(6)
     expect(april.credits).toMatchObject({ used: 0, limit: 16 })
+    // March's figures, its counter gone, come from the usage.
+    expect((await tb.accounts.get('acct_p', march)).credits.used).toBe(4)
+    expect((await tb.usage.get('acct_p', { month: march.id })).credits.used).toBe(4)
   })
 
   it('keeps one credit counter per account, however many periods pass (10,000 accounts, 24 months)', () => {
