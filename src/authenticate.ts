@@ -11,7 +11,7 @@
 import type { CachedKey } from './cache.js'
 import type { Context } from './context.js'
 import { Admission, type Decision, deny, publicKey, type SettleState } from './decision.js'
-import { type ErrorCode, isTollboothError } from './errors.js'
+import { type ErrorCode, isTollboothError, StorageUnavailableError } from './errors.js'
 import {
   type LimitFigures,
   setIetfHeaders,
@@ -33,13 +33,24 @@ import { type AdmissionAccount, CREDIT_KEEP_MS } from './metering/accounts.js'
 import { rebuildBase, rebuildSource } from './metering/rebuild.js'
 import type { ResolvedRoute } from './options.js'
 import {
+  clientIp,
   extractKey,
   idempotencyKey,
   incomingRequestId,
+  isForwarded,
+  isMapped,
   readHeader,
   type TollboothRequest,
 } from './request.js'
-import type { Check, CheckResult, ConsumeResult, KeyKind, KeyRecord } from './storage/types.js'
+import type {
+  AdmissionId,
+  Check,
+  CheckResult,
+  ConsumeResult,
+  KeyKind,
+  KeyRecord,
+  SettleOp,
+} from './storage/types.js'
 import { warnOnce } from './warnings.js'
 
 export const MESSAGES = {
@@ -75,15 +86,19 @@ async function lookup(ctx: Context, hash: string): Promise<CachedKey | null> {
 async function invalid(
   ctx: Context,
   req: TollboothRequest,
+  route: ResolvedRoute,
   now: number,
   base: Record<string, string>,
   requestId: string,
 ): Promise<Decision> {
   if (ctx.ipGuard && req.ip) {
+    // Without trusted proxies, forwarding headers may mean a proxy's address, shared by
+    // many clients: only a flood blocks it (`proxiedLimit`).
+    const proxied = route.trustProxy === false && isForwarded(req.headers)
+    if (proxied) warnForwarded()
     try {
-      if (await ctx.guard(ctx.ipGuard.fail(req.ip, now))) {
-        return deny(403, 'ip_blocked', MESSAGES.ipBlocked, base, requestId)
-      }
+      const ms = await ctx.guard(ctx.ipGuard.fail(req.ip, now, proxied))
+      if (ms > 0) return ipBlocked(ms, base, requestId)
     } catch (err) {
       ctx.report(err)
     }
@@ -95,6 +110,13 @@ async function invalid(
     withHeader(base, 'WWW-Authenticate', wwwAuthenticate(true)),
     requestId,
   )
+}
+
+/** 403 `ip_blocked`, with `Retry-After`: the seconds until the block ends. */
+function ipBlocked(ms: number, base: Record<string, string>, requestId: string): Decision {
+  const out = withHeader(base)
+  setRetryAfter(out, ms)
+  return deny(403, 'ip_blocked', MESSAGES.ipBlocked, out, requestId)
 }
 
 function unauthorized(
@@ -156,18 +178,21 @@ function setLimitHeaders(
 let seq = 0
 
 /**
- * `X-Forwarded-For` on a route that does not trust proxies usually means a proxy is in front
- * and every client shares its IP (one failed-auth block would then block everyone). Looked
- * for in the first 1,000 requests only, and warned about once.
+ * Forwarding headers on a route that does not trust proxies usually mean a proxy is in front
+ * and every client shares its address. Looked for in the first 1,000 requests, and at every
+ * failed authentication; warned about once.
  */
 let forwardedChecks = 1000
 function checkForwarded(req: TollboothRequest): void {
   forwardedChecks--
-  if (readHeader(req.headers, 'x-forwarded-for') === undefined) return
+  if (isForwarded(req.headers)) warnForwarded()
+}
+
+function warnForwarded(): void {
   forwardedChecks = 0
   warnOnce(
     'TOLLBOOTH_UNTRUSTED_FORWARDED_FOR',
-    'a request carries X-Forwarded-For but trustProxy is off: behind a proxy every client shares its IP; set trustProxy to the number of proxies in front',
+    'a request carries X-Forwarded-For or Forwarded but trustProxy is off, so every client behind a proxy shares its address and the failed-auth guard only stops floods there (failedAuth.proxiedLimit); set trustProxy to the number of proxies in front',
   )
 }
 
@@ -190,6 +215,10 @@ export function authenticate(
   const requestId = (route.headers.requestId && incomingRequestId(req)) || internalId
   const base: Record<string, string> = route.headers.requestId ? { 'X-Request-Id': requestId } : {}
 
+  if (route.trustProxy !== false || isMapped(req.ip)) {
+    // The client behind the trusted proxies, seen by the guard, key sources and the log.
+    req = { ...req, ip: clientIp(req.ip, req.headers, route.trustProxy) }
+  }
   if (forwardedChecks > 0 && route.trustProxy === false) checkForwarded(req)
 
   const key = extractKey(req, route.keySources)
@@ -202,13 +231,14 @@ export function authenticate(
       requestId,
     )
   }
-  if (ctx.ipGuard && req.ip && ctx.ipGuard.blocked(req.ip, now)) {
-    return deny(403, 'ip_blocked', MESSAGES.ipBlocked, base, requestId)
+  if (ctx.ipGuard && req.ip) {
+    const ms = ctx.ipGuard.blocked(req.ip, now)
+    if (ms > 0) return ipBlocked(ms, base, requestId)
   }
   // A key seen lately (the memo holds well-formed keys only): no format check, no hash.
   const entry = ctx.cache.getByKey(key, now)
   if (entry !== undefined) return verified(ctx, req, route, entry, now, base, requestId, internalId)
-  if (kindOf(ctx, key) === null) return invalid(ctx, req, now, base, requestId)
+  if (kindOf(ctx, key) === null) return invalid(ctx, req, route, now, base, requestId)
   let hash: string
   let hit: CachedKey | null | undefined
   try {
@@ -258,9 +288,10 @@ function verified(
   requestId: string,
   internalId: string,
 ): Decision | Promise<Decision> {
-  if (!entry) return invalid(ctx, req, now, base, requestId)
+  if (!entry) return invalid(ctx, req, route, now, base, requestId)
   const r = entry.record
-  if (r.revokedAt !== null && r.revokedAt <= now) return invalid(ctx, req, now, base, requestId)
+  if (r.revokedAt !== null && r.revokedAt <= now)
+    return invalid(ctx, req, route, now, base, requestId)
   if (!r.active) return unauthorized('inactive_api_key', MESSAGES.inactive, base, requestId)
   if (r.expiresAt !== null && r.expiresAt <= now)
     return unauthorized('expired_api_key', MESSAGES.expired, base, requestId)
@@ -296,7 +327,10 @@ function verified(
   }
   const callerProviders = providerKeys === EMPTY ? NO_PROVIDERS : new Set(Object.keys(providerKeys))
   const metered = route.cost !== undefined
-  const routeCost = typeof route.cost === 'function' ? costOf(route.cost, req) : (route.cost ?? 0)
+  const routeCost =
+    typeof route.cost === 'function' ? costOf(route.cost, req, 'cost') : (route.cost ?? 0)
+  const tokens =
+    typeof route.tokens === 'function' ? costOf(route.tokens, req, 'tokens') : (route.tokens ?? 0)
   // A caller's own provider key: nothing is held, so a BYOK caller needs no credits.
   const estimate = callerProviders.size > 0 ? 0 : routeCost
 
@@ -308,23 +342,33 @@ function verified(
     metered,
     estimate,
     routeCost,
+    tokens,
     providerKeys,
     callerProviders,
   })
 }
 
 /**
- * The route's cost function, checked: a bad value would poison the credit counters.
+ * A route's estimate function (`cost`, `tokens`), checked: a bad value would poison the
+ * counters.
  * @throws {RangeError} naming the route option when it returns anything but a finite number >= 0
  */
-function costOf(cost: (r: TollboothRequest) => number, req: TollboothRequest): number {
-  const v = cost(req)
+function costOf(
+  estimate: (r: TollboothRequest) => number,
+  req: TollboothRequest,
+  option: 'cost' | 'tokens',
+): number {
+  const v = estimate(req)
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
-    throw new RangeError(`route option cost(request) must return a finite number >= 0, got ${v}`)
+    throw new RangeError(
+      `route option ${option}(request) must return a finite number >= 0, got ${v}`,
+    )
   return v
 }
 
 const EMPTY: Record<string, string> = Object.freeze({}) as Record<string, string>
+/** Admissions of one account that may wait for a turn, per slot of `accountInFlight`. */
+const WAITING_PER_SLOT = 32
 const NO_PROVIDERS: ReadonlySet<string> = new Set()
 
 interface AdmitInput {
@@ -335,6 +379,8 @@ interface AdmitInput {
   metered: boolean
   estimate: number
   routeCost: number
+  /** Tokens reserved against token-rate limits. */
+  tokens: number
   providerKeys: Record<string, string>
   callerProviders: ReadonlySet<string>
 }
@@ -397,6 +443,7 @@ function count(
         a.internalId,
         a.estimate,
         t.role === 'concurrency' ? o.leaseTtlMs : o.reservationTtlMs,
+        a.tokens,
       ),
     )
   if (a.metered && account) {
@@ -441,7 +488,7 @@ function count(
     }
     return decide(ctx, req, route, entry, a, account, templates, checks, result)
   }
-  return ctx.guard(counters.consume(checks, a.now)).then(
+  return remoteConsume(ctx, entry.record.accountId, checks, a.now, a.internalId).then(
     (result) =>
       result.allowed || !result.results.some((r) => r.missing)
         ? decide(ctx, req, route, entry, a, account, templates, checks, result)
@@ -480,13 +527,92 @@ async function rebuildAndCount(
         return { ...c, rebuild: { base } }
       }),
     )
-    const result = await ctx.guard(ctx.storage.counters.consume(rebuilt, a.now))
+    // The same admission id: the refused first consume recorded nothing under it (a store
+    // answers `missing` before it writes a record), and one that timed out never gets here.
+    const result = await remoteConsume(ctx, r.accountId, rebuilt, a.now, a.internalId)
     if (!result.allowed && result.results.some((x) => x.missing))
       throw new Error('counter store answered missing after a rebuild')
     return decide(ctx, req, route, entry, a, account, templates, rebuilt, result)
   } catch (err) {
     return storageFailure(ctx, err, req, route, entry, a)
   }
+}
+
+/**
+ * One admission on a remote store, with an identity: when its answer is lost (a timeout, a
+ * dropped connection), a cancel is queued that undoes it if it was applied, or keeps it from
+ * ever applying if it was not, so a request answered 503 leaves no count and no hold behind.
+ *
+ * At most `accountInFlight` admissions of one account are sent to the store at once; the
+ * others wait their turn in this process (within the same storage timeout), so one account's
+ * burst on a slow store cannot hold every connection while the other accounts time out.
+ */
+function remoteConsume(
+  ctx: Context,
+  accountId: string,
+  checks: Check[],
+  now: number,
+  internalId: string,
+): Promise<ConsumeResult> {
+  let lane = ctx.admitting.get(accountId)
+  if (!lane) {
+    lane = { running: 0, waiting: [] }
+    ctx.admitting.set(accountId, lane)
+  }
+  const l = lane
+  if (
+    l.running >= ctx.accountInFlight &&
+    l.waiting.length >= WAITING_PER_SLOT * ctx.accountInFlight
+  )
+    return Promise.reject(
+      new StorageUnavailableError(
+        `Storage busy: ${l.running + l.waiting.length} admissions of this account waiting`,
+      ),
+    )
+  const admission: AdmissionId = {
+    key: `{${accountId}}:a:${internalId}`,
+    ttlMs: ctx.admissionTtlMs,
+  }
+  let abandoned = false
+  let raw: Promise<ConsumeResult> | undefined
+  const next = () => {
+    const go = l.waiting.shift()
+    if (go) go()
+    else if (--l.running === 0) ctx.admitting.delete(accountId)
+  }
+  const send = (): Promise<ConsumeResult> => {
+    // Timed out while waiting its turn: never sent, nothing to undo.
+    if (abandoned) {
+      next()
+      return Promise.reject(new StorageUnavailableError('Storage did not answer in time'))
+    }
+    try {
+      raw = ctx.storage.counters.consume(checks, now, admission)
+    } catch (err) {
+      raw = Promise.reject(err)
+    }
+    raw.then(next, next)
+    return raw
+  }
+  let p: Promise<ConsumeResult>
+  if (l.running < ctx.accountInFlight) {
+    l.running++
+    p = send()
+  } else p = new Promise<void>((resolve) => l.waiting.push(resolve)).then(send)
+  return ctx.guard(p).catch((err: unknown) => {
+    abandoned = true
+    if (raw) {
+      const cancel: SettleOp = {
+        type: 'cancel',
+        key: admission.key,
+        ttlMs: admission.ttlMs,
+        at: now,
+        checks,
+      }
+      ctx.retries.add([cancel], raw, true)
+    }
+    throw err
+  })
 }
 
 /** The decision from the counters' answer: a refusal with its headers, or the admission. */
@@ -532,16 +658,30 @@ function decide(
   )
   const idk = idempotencyKey(req)
   if (idk) s.idempotencyId = `${r.id}:${idk}`
+  const overrun = route.overrun
+  // A report above the estimate: cut to it (strict prepaid, the default), charged in full (a
+  // plan with overage and no key budget), or up to an overdraft past what was left.
+  let capped = false
+  let headroom = Infinity
   for (let i = 0; i < checks.length; i++) {
     const c = checks[i]!
     const t = templates[i]!
     if (c.type === 'hold') {
-      s.holds.push([c.key, c.holdId, t.role === 'credits' || t.role === 'budget', c.keepUntil])
+      const credit = t.role === 'credits' || t.role === 'budget'
+      s.holds.push([c.key, c.holdId, credit, c.keepUntil])
       if (t.role === 'credits') s.creditUsed = result!.results[i]!.used
+      if (credit) {
+        if (overrun === undefined && (t.role === 'budget' || !account?.plan?.allowOverage))
+          capped = true
+        headroom = Math.min(headroom, c.limit - result!.results[i]!.used)
+      }
     } else if (t.tokens && c.type === 'gcra') {
       s.tokenChecks.push(c)
     }
   }
+  if (overrun === 'cap' || capped) s.maxCharge = a.routeCost
+  else if (overrun !== undefined && s.holds.some((h) => h[2]))
+    s.maxCharge = a.routeCost + Math.max(0, headroom + overrun.maxOverdraft)
   const admission = new Admission({
     requestId: a.requestId,
     key: entry.info,
@@ -574,6 +714,8 @@ function settleState(
     creditLimit,
     creditOverage,
     metered,
+    maxCharge: Infinity,
+    tokenEstimate: a.tokens,
     startedAt: a.now,
     eventId: a.internalId,
     ip: req.ip,

@@ -4,7 +4,7 @@ import { type CachedKey, createKeyCache } from './cache.js'
 const entry = (id: string) => ({ record: { id } }) as unknown as CachedKey
 
 describe('key cache memo', () => {
-  const opts = { ttlMs: 1000, negativeTtlMs: 100, max: 3, memoizeKeys: true }
+  const opts = { ttlMs: 1000, negativeTtlMs: 100, max: 3, memoizeKeys: true, feedDownTtlMs: 200 }
 
   it('serves a remembered key string without its hash, until the entry expires', () => {
     let t = 0
@@ -69,5 +69,50 @@ describe('key cache memo', () => {
     c.remember('k1', 'h1')
     expect(c.getByKey('k1', 0)).toBeUndefined()
     expect(c.get('h1')?.record.id).toBe('a')
+  })
+})
+
+describe('key cache while the change feed is down', () => {
+  const opts = { ttlMs: 1000, negativeTtlMs: 100, max: 10, memoizeKeys: true, feedDownTtlMs: 200 }
+
+  it('serves entries for feedDownTtlMs at most while down, and empties when the feed is back', () => {
+    let t = 0
+    const c = createKeyCache(opts, () => t)
+    c.set('h1', entry('a'))
+    c.remember('k1', 'h1')
+    t = 150
+    c.feed(false)
+    // Cached 150 ms ago: still within the shortened bound.
+    expect(c.get('h1')?.record.id).toBe('a')
+    expect(c.getByKey('k1', t)?.record.id).toBe('a')
+    c.set('h2', entry('b'))
+    t = 200
+    // 200 ms old: a revocation may have been missed; not served (by hash nor by key string).
+    expect(c.getByKey('k1', t)).toBeUndefined()
+    expect(c.get('h1')).toBeUndefined()
+    expect(c.get('h2')?.record.id).toBe('b')
+    t = 349
+    expect(c.get('h2')?.record.id).toBe('b')
+    t = 350
+    expect(c.get('h2')).toBeUndefined()
+    c.set('h3', entry('c'))
+    c.remember('k3', 'h3')
+    // Back: everything cached may have missed a message, so nothing is kept.
+    c.feed(true)
+    expect(c.get('h3')).toBeUndefined()
+    expect(c.getByKey('k3', t)).toBeUndefined()
+    // Delivering again: the TTL alone bounds new entries.
+    c.set('h4', entry('d'))
+    t = 350 + 999
+    expect(c.get('h4')?.record.id).toBe('d')
+  })
+
+  it('never serves longer than ttlMs, even with a larger feedDownTtlMs', () => {
+    let t = 0
+    const c = createKeyCache({ ...opts, feedDownTtlMs: 5000 }, () => t)
+    c.feed(false)
+    c.set('h1', entry('a'))
+    t = 1000
+    expect(c.get('h1')).toBeUndefined()
   })
 })

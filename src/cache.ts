@@ -14,6 +14,11 @@
  * than their entry's TTL; storage still sees hashes only. It is cleared whole when it fills
  * (the entries themselves stay in the LRU), and an entry dropped from the LRU (revoked,
  * updated, evicted, expired) is dead for the map too.
+ *
+ * While the change feed is down (its connection lost: revocations published meanwhile never
+ * arrive), an entry is served for `feedDownTtlMs` after it was cached at most, instead of
+ * `ttlMs`; when the feed is back the cache is emptied, since any entry may have missed a
+ * message. {@link FeedBound} is that rule, shared with the accounts cache.
  */
 
 import { LRUCache } from 'lru-cache'
@@ -28,9 +33,32 @@ export interface CachedKey {
   templates: CheckTemplate[]
 }
 
+/**
+ * How long a cached entry may be served, given the change feed: `maxAgeMs` is Infinity while
+ * the feed delivers (the TTL alone bounds it) and `downTtlMs` while it does not.
+ */
+export class FeedBound {
+  maxAgeMs = Infinity
+  constructor(readonly downTtlMs: number) {}
+
+  /** Records the feed's state; true when it changed. */
+  set(live: boolean): boolean {
+    const next = live ? Infinity : this.downTtlMs
+    if (next === this.maxAgeMs) return false
+    this.maxAgeMs = next
+    return true
+  }
+
+  /** True when an entry cached at `cachedAt` may still be served at `now`. */
+  fresh(cachedAt: number, now: number): boolean {
+    return this.maxAgeMs === Infinity || now - cachedAt < this.maxAgeMs
+  }
+}
+
 /** One cached lookup: shared by the hash-keyed LRU and the key-keyed memo. */
 interface Slot {
   entry: CachedKey | null
+  cachedAt: number
   expiresAt: number
   /** Dropped from the LRU: the memo must not serve it any more. */
   dead: boolean
@@ -46,6 +74,11 @@ export interface KeyCache {
   remember(key: string, hash: string): void
   delete(hash: string): void
   clear(): void
+  /**
+   * The change feed stopped (false) or resumed (true) delivering: entries older than
+   * `feedDownTtlMs` are not served while it is down, and the cache empties when it is back.
+   */
+  feed(live: boolean): void
 }
 
 export interface KeyCacheOptions {
@@ -53,6 +86,7 @@ export interface KeyCacheOptions {
   negativeTtlMs: number
   max: number
   memoizeKeys: boolean
+  feedDownTtlMs: number
 }
 
 export function createKeyCache(options: false | KeyCacheOptions, now: () => number): KeyCache {
@@ -64,8 +98,10 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
       remember: () => {},
       delete: () => {},
       clear: () => {},
+      feed: () => {},
     }
   }
+  const bound = new FeedBound(Math.min(options.feedDownTtlMs, options.ttlMs))
   // perf.now-free TTL: lru-cache reads `performance.now()` unless given a clock; ours is injectable.
   const lru = new LRUCache<string, Slot>({
     // Read the (injectable) clock on every check: lru-cache otherwise caches it for 1 ms.
@@ -79,20 +115,30 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
     },
   })
   const memo = options.memoizeKeys ? new Map<string, Slot>() : null
+  const clear = () => {
+    lru.clear()
+    memo?.clear()
+  }
   return {
     get(hash) {
       const s = lru.get(hash)
-      return s === undefined ? undefined : s.entry
+      if (s === undefined) return undefined
+      if (bound.maxAgeMs !== Infinity && !bound.fresh(s.cachedAt, now())) {
+        lru.delete(hash)
+        return undefined
+      }
+      return s.entry
     },
     set(hash, entry) {
       const ttl = entry === null ? options.negativeTtlMs : options.ttlMs
-      lru.set(hash, { entry, expiresAt: now() + ttl, dead: false }, { ttl })
+      const t = now()
+      lru.set(hash, { entry, cachedAt: t, expiresAt: t + ttl, dead: false }, { ttl })
     },
     getByKey(key, t) {
       if (memo === null) return undefined
       const s = memo.get(key)
       if (s === undefined) return undefined
-      if (s.dead || s.expiresAt <= t) {
+      if (s.dead || s.expiresAt <= t || !bound.fresh(s.cachedAt, t)) {
         memo.delete(key)
         return undefined
       }
@@ -106,9 +152,9 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
       memo.set(key, s)
     },
     delete: (hash) => void lru.delete(hash),
-    clear: () => {
-      lru.clear()
-      memo?.clear()
+    clear,
+    feed(live) {
+      if (bound.set(live) && live) clear()
     },
   }
 }

@@ -13,6 +13,7 @@ import type { IpGuard } from './limits/ip-block.js'
 import type { AccountService } from './metering/accounts.js'
 import type { Outbox } from './metering/outbox.js'
 import type { ResolvedOptions } from './options.js'
+import type { SettleQueue } from './settle-queue.js'
 import type { Storage } from './storage/types.js'
 
 export interface Context {
@@ -30,8 +31,23 @@ export interface Context {
   instanceId: string
   /** Drops a key from this instance's cache and tells the others (change feed). */
   invalidate(hash: string): Promise<void>
-  /** Bounds a hot-path storage call by `storageTimeoutMs`; rejects with StorageUnavailableError. */
+  /**
+   * Bounds a hot-path storage call by `storageTimeoutMs`; rejects with StorageUnavailableError.
+   * The call itself goes on: a counter call whose answer was lost is reconciled through
+   * `retries` (a cancel for an admission, a retry for a settle), never left to count.
+   */
   guard<T>(p: Promise<T>): Promise<T>
+  /** Settles and cancels retried until the counter store takes them. */
+  retries: SettleQueue
+  /**
+   * Per account: admissions sent to remote counters and not yet answered, and those waiting
+   * their turn (see `accountInFlight`).
+   */
+  admitting: Map<string, { running: number; waiting: Array<() => void> }>
+  /** The most admissions of one account waiting on remote counters at once. */
+  accountInFlight: number
+  /** How long a remote store keeps an admission's record for a cancel to find. */
+  admissionTtlMs: number
   /** The account's stored key for `provider`, unsealed; undefined when none. */
   resolveStoredProvider(accountId: string, provider: string): Promise<string | undefined>
   /** Reports an error that happened off the request path. */

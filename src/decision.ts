@@ -8,6 +8,7 @@
 
 import type { ErrorCode } from './errors.js'
 import { setUsageHeaders } from './headers.js'
+import { ownValue } from './input.js'
 import type { Check, KeyKind, KeyRecord } from './storage/types.js'
 
 /** The public view of a key: everything but its hash. Safe to log and to return. */
@@ -103,6 +104,13 @@ export interface SettleState {
   /** The plan lets requests run past the credits (the excess is recorded as overage). */
   creditOverage: boolean
   metered: boolean
+  /**
+   * The most this request may be charged (the route's cost, or more by an overdraft):
+   * Infinity when a report is charged in full.
+   */
+  maxCharge: number
+  /** Tokens reserved at admission against each of `tokenChecks`. */
+  tokenEstimate: number
   /** The route's billing policy; default: status < 400. */
   chargeWhen: ((status: number) => boolean) | undefined
   startedAt: number
@@ -139,6 +147,8 @@ export class Admission {
   _charged: number | undefined = undefined
   /** @internal: tokens reported by the handler. */
   _tokens = 0
+  /** @internal: whether the handler reported tokens (else the estimate stands). */
+  _tokensReported = false
   /** @internal: the provider the handler reported (lowercase). */
   _provider: string | null = null
   /** @internal */
@@ -232,7 +242,10 @@ export class Admission {
     if (category !== undefined && typeof category !== 'string')
       throw new TypeError('report({ category }): must be a string')
     if (cost !== undefined) this._charged = cost
-    if (tokens !== undefined) this._tokens += tokens
+    if (tokens !== undefined) {
+      this._tokens += tokens
+      this._tokensReported = true
+    }
     if (provider !== undefined) this._provider = provider.toLowerCase()
     if (category !== undefined) this.category = category
   }
@@ -245,7 +258,7 @@ export class Admission {
    */
   async providerKey(provider: string): Promise<string | undefined> {
     const p = provider.toLowerCase()
-    const fromHeader = this.#providerKeys[p]
+    const fromHeader = ownValue(this.#providerKeys, p)
     if (fromHeader) return fromHeader
     const stored = this._resolveProvider
       ? await this._resolveProvider(this.accountId, p)
@@ -269,9 +282,12 @@ export class Admission {
     return p ? b.has(p) : b.size > 0
   }
 
-  /** The credits this request will be charged if its response is billable. */
+  /**
+   * The credits this request will be charged if its response is billable: the route's cost
+   * or the handler's report, bounded by the route's `overrun` policy.
+   */
   get cost(): number {
-    return this.bypassed ? 0 : (this._charged ?? this._s.routeCost)
+    return this.bypassed ? 0 : Math.min(this._charged ?? this._s.routeCost, this._s.maxCharge)
   }
 
   /**

@@ -105,10 +105,20 @@ export class NotFoundError extends TollboothError {
   }
 }
 
-/** The change is refused by the thing's state (e.g. deleting a key that was used). Status 409. */
+/**
+ * The change is refused by the thing's state (e.g. deleting a key that was used, a key name
+ * already taken). Status 409; `err.issues` names the field when one field is the cause.
+ */
 export class ConflictError extends TollboothError {
-  constructor(message: string) {
+  readonly issues: InvalidField[] | undefined
+  constructor(message: string, issues?: InvalidField[]) {
     super('conflict', 409, message)
+    this.issues = issues
+  }
+  override toJSON(): { error: string; code: ErrorCode; issues?: InvalidField[] } {
+    return this.issues
+      ? { error: this.message, code: this.code, issues: this.issues }
+      : { error: this.message, code: this.code }
   }
 }
 

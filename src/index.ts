@@ -55,11 +55,24 @@ export {
   TollboothError,
 } from './errors.js'
 export type { HeaderFamilies } from './headers.js'
+export {
+  ACCOUNT_METADATA_MAX_BYTES,
+  METADATA_MAX_BYTES,
+  METADATA_MAX_DEPTH,
+  metadataProblems,
+  metadataSchema,
+  ownValue,
+  text,
+  textProblem,
+  type ValueProblem,
+} from './input.js'
 export { isWellFormedKey } from './keys/format.js'
 export type { CreatedKey, CreateKeyInput, KeyView, UpdateKeyInput } from './keys/manager.js'
+export { type NameRule, nameTaken } from './keys/unique-names.js'
 export { QUOTA_WINDOWS } from './limits/admission.js'
 export { type GcraVerdict, gcra, gcraAdd } from './limits/gcra.js'
 export { type HoldVerdict, hold, release } from './limits/hold.js'
+export { gcraRemove, undrained, windowRemove } from './limits/revert.js'
 export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-window.js'
 export { type AccountView, checkAccountId } from './metering/accounts.js'
 export { type Period, parseMonth, periodOf } from './metering/periods.js'
@@ -71,16 +84,18 @@ export type {
   RouteOptions,
   TollboothOptions,
 } from './options.js'
-export { headersFollowHandler, parseConfig } from './options.js'
+export { headersFollowHandler, parseConfig, trustProxySchema } from './options.js'
 export {
   clientIp,
   type HeaderSource,
+  isForwarded,
   type KeySource,
   readHeader,
   type TollboothRequest,
   type TrustProxy,
 } from './request.js'
 export type { Outcome } from './settle.js'
+export type { SettleQueueStats } from './settle-queue.js'
 export {
   decodeLogCursor,
   encodeLogCursor,
@@ -89,4 +104,4 @@ export {
   memoryStorage,
 } from './storage/memory.js'
 export type * from './storage/types.js'
-export { createTollbooth, isRoute, type Tollbooth } from './tollbooth.js'
+export { createTollbooth, type IpBlocks, isRoute, type Tollbooth } from './tollbooth.js'

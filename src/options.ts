@@ -86,6 +86,24 @@ const headerFamilies = z
   .partial()
   .strict()
 
+/** `trustProxy`, the same in every adapter, the management API and the portal. */
+export const trustProxySchema: z.ZodType<TrustProxy> = z.union(
+  [
+    z.boolean(),
+    z.number().int().positive().max(100),
+    z
+      .object({
+        hops: z.number().int().positive().max(100),
+        header: z.enum(['x-forwarded-for', 'forwarded']),
+      })
+      .strict(),
+  ],
+  {
+    error:
+      'must be a boolean, the number of proxies in front (1-100), or { hops, header: "x-forwarded-for" | "forwarded" }',
+  },
+)
+
 const prefix = z.string().regex(PREFIX_PATTERN, 'must be 1-32 of A-Z a-z 0-9 _')
 
 export const optionsSchema = z
@@ -107,10 +125,10 @@ export const optionsSchema = z
         (v) =>
           typeof v === 'object' &&
           v !== null &&
-          ['keys', 'counters', 'usage', 'accounts', 'secrets'].every((k) => k in v),
+          ['keys', 'counters', 'usage', 'accounts', 'secrets', 'ipBlocks'].every((k) => k in v),
         {
           message:
-            'must be a Storage (keys, counters, usage, accounts, secrets), e.g. memoryStorage()',
+            'must be a Storage (keys, counters, usage, accounts, secrets, ipBlocks), e.g. memoryStorage()',
         },
       )
       .optional(),
@@ -129,14 +147,28 @@ export const optionsSchema = z
             max: posInt.default(10_000),
             /** Remember recent key strings, so a repeat request skips the hash (src/cache.ts). */
             memoizeKeys: z.boolean().default(true),
+            /** While the storage's change feed is down: the longest a cached entry is served. */
+            feedDownTtlMs: posInt.default(5_000),
           })
           .strict(),
       ])
-      .default({ ttlMs: 30_000, negativeTtlMs: 5_000, max: 10_000, memoizeKeys: true }),
+      .default({
+        ttlMs: 30_000,
+        negativeTtlMs: 5_000,
+        max: 10_000,
+        memoizeKeys: true,
+        feedDownTtlMs: 5_000,
+      }),
     keySources: z.array(keySource).min(1).default(['bearer', 'x-api-key']),
     headers: headerFamilies.default({}),
     /** Status for a reached rolling quota: 429 by default; 401 as in `002_2f2523503321cfc2.txt`. */
     quotaStatus: z.union([z.literal(401), z.literal(403), z.literal(429)]).default(429),
+    /**
+     * The failed-authentication guard: an address with `limit` failures within `windowMs` is
+     * refused for `blockMs`. Requests that carry `X-Forwarded-For`/`Forwarded` on a route that
+     * does not trust proxies may all come from one proxy: their address is blocked only at
+     * `proxiedLimit`, a brake on floods that never blocks a proxy for one client's mistakes.
+     */
     failedAuth: z
       .union([
         z.literal(false),
@@ -145,15 +177,29 @@ export const optionsSchema = z
             limit: posInt.default(20),
             windowMs: posInt.default(60_000),
             blockMs: posInt.default(15 * 60_000),
+            proxiedLimit: posInt.default(1000),
           })
           .strict(),
       ])
-      .default({ limit: 20, windowMs: 60_000, blockMs: 15 * 60_000 }),
+      .default({ limit: 20, windowMs: 60_000, blockMs: 15 * 60_000, proxiedLimit: 1000 }),
     /** A bound on every hot-path storage call; then fail closed (503) or open. */
     storageTimeoutMs: posInt.default(2_000),
     failOpen: z.boolean().default(false),
     plans: z.record(z.string().min(1).max(64), planSchema).default({}),
     defaultTier: z.string().min(1).max(64).nullable().default(null),
+    /**
+     * Settles and cancels that could not be applied are retried from a queue of at most this
+     * many (see `settle-queue`); beyond it they are dropped and reported to `onError`.
+     */
+    maxPendingSettles: posInt.default(10_000),
+    /**
+     * Admissions of one account sent to a remote counter store at once; the others wait their
+     * turn in this process, within `storageTimeoutMs` (and beyond 32 waiting per slot are
+     * answered 503 `storage_unavailable` at once), so one account's burst on a slow store
+     * cannot take every connection from the others. Default: half the store's `concurrency`
+     * (a PostgreSQL pool's size), else 64.
+     */
+    accountInFlight: posInt.optional(),
     /** Credit holds that are never settled expire after this long. */
     reservationTtlMs: posInt.default(5 * 60_000),
     /** Concurrency leases of requests that never settle expire after this long. */
@@ -251,7 +297,7 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown): z.ou
 
 export function resolveOptions(options: unknown): ResolvedOptions {
   const o = parseConfig(optionsSchema, options, 'options')
-  if (o.defaultTier !== null && !(o.defaultTier in o.plans)) {
+  if (o.defaultTier !== null && !Object.hasOwn(o.plans, o.defaultTier)) {
     throw new ConfigError(
       `Invalid options: options.defaultTier: "${o.defaultTier}" is not a key of options.plans`,
     )
@@ -268,6 +314,22 @@ export const routeOptionsSchema = z
     scopes: z.array(z.string().min(1).max(128)).default([]),
     /** Credits held at admission and charged at settle: a number or a function of the request. */
     cost: z.union([nonNeg, fn<(r: TollboothRequest) => number>('cost')]).optional(),
+    /**
+     * What a charge reported above the route's `cost` (the estimate held) does: `'cap'` cuts
+     * it to the estimate (strict prepaid; the default, except on a plan with `allowOverage`,
+     * where the whole report is charged and the excess recorded as overage);
+     * `{ maxOverdraft }` charges it up to `maxOverdraft` credits past what the account (and
+     * a key budget) had left at admission, and the account's next requests are refused (402)
+     * until a top-up covers the debt.
+     */
+    overrun: z.union([z.literal('cap'), z.object({ maxOverdraft: nonNeg }).strict()]).optional(),
+    /**
+     * Tokens reserved at admission against token-rate limits (`unit: 'tokens'`): a number or
+     * a function of the request (e.g. prompt tokens + `max_tokens`). At settle the count is
+     * trued-up to the tokens reported (the estimate stays when none are). Default 0: a token
+     * limit then only checks for room at admission and counts the report at settle.
+     */
+    tokens: z.union([nonNeg, fn<(r: TollboothRequest) => number>('tokens')]).optional(),
     /** Usage category of the route (e.g. `tts`); a handler may override it. */
     category: z.string().min(1).max(64).optional(),
     keySources: z.array(keySource).min(1).optional(),
@@ -278,15 +340,11 @@ export const routeOptionsSchema = z
     /** Reads BYOK provider keys from `X-Provider-Key-*` headers (all providers, or these). */
     byok: z.union([z.boolean(), z.array(z.string().min(1))]).default(false),
     /**
-     * Whom the adapters believe about the client IP: false (the socket's peer), true (the
-     * leftmost `X-Forwarded-For` entry) or n (n trusted proxies in front). Default false.
+     * Whom to believe about the client IP: false (the socket's peer), n (n trusted proxies in
+     * front, appending to `X-Forwarded-For`), `{ hops, header: 'forwarded' }` (RFC 7239) or
+     * true (every hop). Default false. See {@link TrustProxy}.
      */
-    trustProxy: z
-      .custom<TrustProxy>(
-        (v) => typeof v === 'boolean' || (Number.isSafeInteger(v) && (v as number) > 0),
-        { message: 'must be a boolean or a positive integer (the number of proxies in front)' },
-      )
-      .default(false),
+    trustProxy: trustProxySchema.default(false),
   })
   .strict()
 

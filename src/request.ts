@@ -17,11 +17,20 @@ export type HeaderSource =
 /** What the core needs of a request. */
 export interface TollboothRequest {
   headers: HeaderSource
-  /** The client's IP as the adapter determined it (socket address, or proxy-aware by option). */
+  /**
+   * The address of the peer that connected (the socket's). `authenticate()` replaces it with
+   * the client's address behind the proxies the route's `trustProxy` trusts, so key sources,
+   * cost functions and request logs see the client.
+   */
   ip: string | null
   method: string
   /** The path without the query string. */
   path: string
+  /**
+   * The parsed body, where the framework has parsed it before the guard runs (Fastify, whose
+   * `preHandler` comes after parsing), so a route's `cost` and `tokens` estimates can read it.
+   */
+  body?: unknown
 }
 
 /** Reads one header (lowercase name) from any {@link HeaderSource}. */
@@ -81,24 +90,98 @@ export function idempotencyKey(request: TollboothRequest): string | undefined {
 }
 
 /**
- * Whom to believe about the client's address. `false` (the default): the socket's peer.
- * `true`: the leftmost `X-Forwarded-For` entry. A number n: the n-th entry from the right
- * (n trusted proxies in front). Trusting the header without a proxy lets anyone pick their IP.
+ * Whom to believe about the client's address.
+ * - `false` (the default): the socket's peer. Behind a proxy that is the proxy, shared by
+ *   every client; the failed-auth guard then applies its higher `proxiedLimit` to requests
+ *   that carry forwarding headers (it cannot tell a proxy from a client adding them).
+ * - a number n: n proxies in front, each appending to `X-Forwarded-For`; the client is the
+ *   n-th address from the right (the socket being the last proxy), so addresses a client
+ *   writes to the left of what the proxies add change nothing.
+ * - `{ hops, header }`: the same with the header the proxies write, `x-forwarded-for` or
+ *   RFC 7239 `forwarded` (its `for=` parameters).
+ * - `true`: every hop trusted, the left-most address wins. Only safe when the proxy in front
+ *   replaces the header the client sent instead of appending to it.
  */
-export type TrustProxy = boolean | number
+export type TrustProxy =
+  | boolean
+  | number
+  | { hops: number; header: 'x-forwarded-for' | 'forwarded' }
 
-/** The client IP from the socket address and, only when trusted, `X-Forwarded-For`. */
+/** An address as an IP, or null: digits, hex, `.` and `:` only (no names, no junk to store). */
+const IP = /^[0-9A-Fa-f:.]{2,45}$/
+
+/** One hop of a forwarding header as a bare IP (brackets, quotes and a port removed), or null. */
+function hopAddress(raw: string | undefined): string | null {
+  if (raw === undefined) return null
+  let v = raw.trim()
+  if (v.charCodeAt(0) === 34 /* " */ && v.endsWith('"')) v = v.slice(1, -1)
+  if (v.charCodeAt(0) === 91 /* [ */) {
+    const end = v.indexOf(']')
+    if (end < 0) return null
+    v = v.slice(1, end)
+  } else if (v.indexOf(':') > 0 && v.indexOf(':') === v.lastIndexOf(':')) {
+    // IPv4 with a port (`203.0.113.7:4711`); IPv6 has more than one colon.
+    v = v.slice(0, v.indexOf(':'))
+  }
+  // Lowercase: one IPv6 address, one counter (Node's socket addresses are lowercase too).
+  return IP.test(v) ? unmapped(v.toLowerCase()) : null
+}
+
+/** True for an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`), which {@link clientIp} unmaps. */
+export function isMapped(ip: string | null): boolean {
+  return ip !== null && ip.charCodeAt(0) === 58 /* : */ && unmapped(ip) !== ip
+}
+
+/** An IPv4-mapped IPv6 address (`::ffff:1.2.3.4`, what a dual-stack socket reports) as IPv4. */
+function unmapped(ip: string): string {
+  return ip.length > 7 && ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip
+}
+
+/** The `for=` values of an RFC 7239 `Forwarded` header, one per hop (undefined: none given). */
+function forwardedFor(value: string): Array<string | undefined> {
+  return value.split(',').map((element) => {
+    for (const pair of element.split(';')) {
+      const eq = pair.indexOf('=')
+      if (eq > 0 && pair.slice(0, eq).trim().toLowerCase() === 'for') return pair.slice(eq + 1)
+    }
+    return undefined
+  })
+}
+
+/**
+ * The client's IP: the socket's peer, or the address `trust` says the trusted proxies saw.
+ * Walking the hops from the right, a hop that is not an IP (`unknown`, an obfuscated name,
+ * junk) ends the walk: what lies to its left cannot be vouched for, and the last address
+ * read is the client.
+ */
 export function clientIp(
   socket: string | null | undefined,
-  forwardedFor: string | undefined,
+  headers: HeaderSource,
   trust: TrustProxy,
 ): string | null {
-  if (trust !== false && forwardedFor) {
-    const hops = forwardedFor.split(',')
-    const pick = trust === true ? hops[0] : hops[Math.max(0, hops.length - trust)]
-    const ip = pick?.trim()
-    if (ip) return ip
+  const peer = socket ? unmapped(socket) : null
+  if (trust === false) return peer
+  const header = typeof trust === 'object' ? trust.header : 'x-forwarded-for'
+  const raw = readHeader(headers, header)
+  if (!raw) return peer
+  const hops = header === 'forwarded' ? forwardedFor(raw) : raw.split(',')
+  const n = trust === true ? hops.length : typeof trust === 'number' ? trust : trust.hops
+  let ip = peer
+  for (let i = hops.length - 1; i >= 0 && i >= hops.length - n; i--) {
+    const hop = hopAddress(hops[i])
+    if (hop === null) break
+    ip = hop
   }
-  if (!socket) return null
-  return socket.startsWith('::ffff:') ? socket.slice(7) : socket
+  return ip
+}
+
+/**
+ * True when a request carries `X-Forwarded-For` or `Forwarded`: on a route that does not trust
+ * proxies, its socket address may be a proxy's, shared by many clients.
+ */
+export function isForwarded(headers: HeaderSource): boolean {
+  return (
+    readHeader(headers, 'x-forwarded-for') !== undefined ||
+    readHeader(headers, 'forwarded') !== undefined
+  )
 }

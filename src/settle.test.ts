@@ -82,7 +82,7 @@ describe('settle: cost forms', () => {
 
   it('charges what the handler reports, through report() or the outcome', async () => {
     const { tb, key } = await setup(metered)
-    const route = tb.route({ cost: 1 })
+    const route = tb.route({ cost: 20 })
     const a = admitted(await tb.authenticate(req(key), route))
     a.report({ cost: 12, tokens: 340, provider: 'ElevenLabs', category: 'stt' })
     const ea = await tb.settle(a, { status: 200 })
@@ -93,18 +93,81 @@ describe('settle: cost forms', () => {
     expect((await tb.accounts.get('acct_1')).credits.used).toBe(17)
   })
 
-  it('charges beyond the estimate when the handler reports more (overdraw by its own report)', async () => {
-    const { tb, key } = await setup({ plans: { s: { monthlyCredits: 5 } }, defaultTier: 's' })
-    const d = admitted(await tb.authenticate(req(key), tb.route({ cost: 1 })))
-    expect((await tb.settle(d, { status: 200, cost: 8 }))?.units).toBe(8)
-    const c = (await tb.accounts.get('acct_1')).credits
-    expect(c).toEqual({ used: 8, limit: 5, remaining: 0 })
-    expect(denied(await tb.authenticate(req(key), tb.route({ cost: 1 }))).status).toBe(402)
+  it('caps a report above the estimate at the estimate by default (strict prepaid)', async () => {
+    // Issue 20 item 5: a prepaid balance of 30 was charged 1,000.
+    const { tb, key } = await setup({ plans: { s: { monthlyCredits: 0 } }, defaultTier: 's' })
+    await tb.accounts.addCredits('acct_1', 30)
+    const route = tb.route({ cost: 10 })
+    for (let i = 0; i < 3; i++) {
+      const d = admitted(await tb.authenticate(req(key), route))
+      d.report({ cost: 1000 })
+      expect(d.cost).toBe(10)
+      expect((await tb.settle(d, { status: 200 }))?.units).toBe(10)
+    }
+    expect((await tb.accounts.get('acct_1')).credits).toEqual({
+      used: 30,
+      limit: 30,
+      remaining: 0,
+    })
+    expect(denied(await tb.authenticate(req(key), route)).status).toBe(402)
+    // overrun: 'cap' says the same on a plan that allows overage.
+    const o = await setup({
+      plans: { s: { monthlyCredits: 5, allowOverage: true } },
+      defaultTier: 's',
+    })
+    const od = admitted(
+      await o.tb.authenticate(req(o.key), o.tb.route({ cost: 1, overrun: 'cap' })),
+    )
+    expect((await o.tb.settle(od, { status: 200, cost: 8 }))?.units).toBe(1)
+  })
+
+  it('caps a report at the estimate on a key budget', async () => {
+    // Issue 20 item 5: a key budget of 20 was charged 1,000.
+    const { tb } = await setup(metered)
+    const { key } = await tb.keys.create({ accountId: 'acct_1', limits: { budget: 20 } })
+    const route = tb.route({ cost: 5 })
+    let charged = 0
+    for (let i = 0; i < 6; i++) {
+      const d = await tb.authenticate(req(key), route)
+      if (!d.allowed) break
+      charged += (await tb.settle(d, { status: 200, cost: 1000 }))?.units ?? 0
+    }
+    expect(charged).toBe(20)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(20)
+  })
+
+  it('charges an overdraft up to maxOverdraft, then refuses until a top-up pays it', async () => {
+    const { tb, key } = await setup({ plans: { s: { monthlyCredits: 0 } }, defaultTier: 's' })
+    await tb.accounts.addCredits('acct_1', 30)
+    const route = tb.route({ cost: 10, overrun: { maxOverdraft: 50 } })
+    const a = admitted(await tb.authenticate(req(key), route))
+    // 20 left after this hold, 50 of overdraft: at most 10 + 20 + 50.
+    expect((await tb.settle(a, { status: 200, cost: 1000 }))?.units).toBe(80)
+    expect((await tb.accounts.get('acct_1')).credits).toEqual({
+      used: 80,
+      limit: 30,
+      remaining: 0,
+    })
+    expect(denied(await tb.authenticate(req(key), route)).status).toBe(402)
+    // A top-up that only pays part of the debt leaves the account refused; one that pays it all
+    // lets requests in again.
+    await tb.accounts.addCredits('acct_1', 40)
+    expect(denied(await tb.authenticate(req(key), route)).status).toBe(402)
+    await tb.accounts.addCredits('acct_1', 20)
+    const b = admitted(await tb.authenticate(req(key), route))
+    // A report under the estimate is charged as reported.
+    expect((await tb.settle(b, { status: 200, cost: 4 }))?.units).toBe(4)
+  })
+
+  it('rejects a bad overrun route option, naming it', async () => {
+    const { tb } = await setup(metered)
+    for (const bad of ['bill', { maxOverdraft: -1 }, { maxOverdraft: 5, extra: 1 }])
+      expect(() => tb.route({ cost: 1, overrun: bad as never })).toThrow(/route options\.overrun/)
   })
 
   it('report() with a bad value throws and changes nothing', async () => {
     const { tb, key } = await setup(metered)
-    const d = admitted(await tb.authenticate(req(key), tb.route({ cost: 1 })))
+    const d = admitted(await tb.authenticate(req(key), tb.route({ cost: 10 })))
     d.charge(4)
     expect(() => d.report({ cost: -1, category: 'x' })).toThrow(RangeError)
     expect(() => d.report({ tokens: Number.NaN })).toThrow(RangeError)
@@ -272,7 +335,7 @@ describe('settle without a usage event', () => {
 describe('decide() and settleLater(): the adapters synchronous path', () => {
   it('decides a cached key on the memory store without a promise, and settles at once', async () => {
     const { tb, key, keyId } = await setup(metered)
-    const route = tb.route({ cost: 2 })
+    const route = tb.route({ cost: 5 })
     // The first request reads the key and the account from storage: a promise.
     const first = tb.decide(req(key), route)
     expect(first).toBeInstanceOf(Promise)
@@ -284,8 +347,8 @@ describe('decide() and settleLater(): the adapters synchronous path', () => {
     const b = admitted(d as Awaited<typeof d>)
     b.report({ cost: 3 })
     tb.settleLater(b, { status: 200 })
-    expect((await tb.accounts.get('acct_1')).credits.used).toBe(5)
-    expect((await events(tb, keyId)).map((e) => e.units).sort()).toEqual([2, 3])
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(8)
+    expect((await events(tb, keyId)).map((e) => e.units).sort()).toEqual([3, 5])
   })
 
   it('settleLater sends a storage failure to onError and never throws', async () => {

@@ -3,9 +3,11 @@
  *
  * After the handler, exactly once per admitted request (a second call does nothing): turn the
  * credit reservation into the actual charge and refund the rest (all of it when the response
- * is not billable, by default any status >= 400), release the concurrency lease, count
- * reported tokens against token-rate limits, and queue one usage event and the key's
- * `lastUsedAt` in the out-box. Nothing here writes durable storage on the request path.
+ * is not billable, by default any status >= 400), release the concurrency lease, true-up the
+ * tokens reserved against token-rate limits to the reported count, and queue one usage event
+ * and the key's `lastUsedAt` in the out-box. Nothing here writes durable storage on the
+ * request path. Counter operations the store did not take are retried from a bounded queue
+ * (`settle-queue`), so a charge is not lost while its usage event is kept.
  *
  * A request carrying an `Idempotency-Key` is charged and recorded once per key and
  * `Idempotency-Key` within {@link IDEMPOTENCY_WINDOW_MS}: a retry of a billed request is
@@ -19,6 +21,8 @@ import { sha256 } from '@noble/hashes/sha2.js'
 import { utf8ToBytes } from '@noble/hashes/utils.js'
 import type { Context } from './context.js'
 import { Admission, type Decision, type Report } from './decision.js'
+import { storableText } from './input.js'
+import { undrained } from './limits/revert.js'
 import type { Check, SettleOp, UsageEvent } from './storage/types.js'
 
 /** How long a settled `Idempotency-Key` is remembered: 24 hours. */
@@ -156,16 +160,20 @@ function apply(
     if (keepUntil !== undefined) op.keepUntil = keepUntil
     ops.push(op)
   }
-  const tokens = decision._tokens
-  if (tokens > 0) {
+  // Token limits: the estimate counted at admission trued-up to the report (the estimate
+  // stands when nothing was reported); what is given back is what has not drained since.
+  const excess = (decision._tokensReported ? decision._tokens : s.tokenEstimate) - s.tokenEstimate
+  if (excess !== 0) {
     for (const c of s.tokenChecks) {
+      const cost = excess > 0 ? excess : -undrained(-excess, s.startedAt, now, c.limit, c.windowMs)
+      if (cost === 0) continue
       const check = {
         type: 'gcra',
         key: c.key,
         name: c.name,
         limit: c.limit,
         windowMs: c.windowMs,
-        cost: tokens,
+        cost,
       } as const
       ops.push({ type: 'add', check })
     }
@@ -180,14 +188,35 @@ function apply(
     }
     return record(ctx, decision, outcome, now, charge, repeat)
   }
-  return ctx.guard(counters.settle(ops, now)).then(
+  let raw: Promise<void>
+  try {
+    raw = counters.settle(ops, now)
+  } catch (err) {
+    raw = Promise.reject(err)
+  }
+  return ctx.guard(raw).then(
     () => record(ctx, decision, outcome, now, charge, repeat),
     (err: unknown) => {
-      // The holds expire by their TTL; the event is still recorded.
+      // Retried until the store takes it, so the charge is not lost while the event is kept.
       ctx.report(err)
+      ctx.retries.add(retryOps(ops), raw, false)
       return record(ctx, decision, outcome, now, charge, repeat)
     },
   )
+}
+
+/**
+ * A settle's operations as retried: applied twice, they must count once. A release charges
+ * only while its hold is still there; a token refund is dropped (given twice it would loosen
+ * the limit), an excess kept (counted twice at worst, which only refuses earlier).
+ */
+function retryOps(ops: ReadonlyArray<SettleOp>): SettleOp[] {
+  const out: SettleOp[] = []
+  for (const op of ops) {
+    if (op.type === 'release') out.push({ ...op, ifHeld: true })
+    else if (op.type !== 'add' || op.check.cost > 0) out.push(op)
+  }
+  return out
 }
 
 function record(
@@ -216,12 +245,12 @@ function record(
     units: charge,
     overage,
     tokens: decision._tokens,
-    category: decision.category,
+    category: decision.category === null ? null : storableText(decision.category),
     status: outcome.status,
     durationMs: Math.max(0, now - s.startedAt),
     ip: s.ip,
-    method: s.method,
-    path: s.path,
+    method: storableText(s.method),
+    path: storableText(s.path),
     bypassed: decision.bypassed,
     provider: decision._provider,
   }

@@ -15,11 +15,12 @@ import { systemClock } from './clock.js'
 import { type Context, withTimeout } from './context.js'
 import type { Decision } from './decision.js'
 import { ConfigError } from './errors.js'
+import { ownValue } from './input.js'
 import { randomBase62 } from './keys/base62.js'
 import { createKeyHasher, deriveKey } from './keys/hash.js'
 import { KeyManager } from './keys/manager.js'
 import { createIpGuard } from './limits/ip-block.js'
-import { AccountService } from './metering/accounts.js'
+import { ACCOUNT_MESSAGE, AccountService } from './metering/accounts.js'
 import { createOutbox } from './metering/outbox.js'
 import { UsageService } from './metering/usage.js'
 import {
@@ -32,8 +33,9 @@ import {
 } from './options.js'
 import type { TollboothRequest } from './request.js'
 import { type Outcome, settle } from './settle.js'
+import { createSettleQueue, type SettleQueueStats } from './settle-queue.js'
 import { memoryStorage } from './storage/memory.js'
-import type { Storage, UsageEvent } from './storage/types.js'
+import type { IpBlock, Page, Storage, UsageEvent } from './storage/types.js'
 import { env, warnOnce } from './warnings.js'
 
 export interface Tollbooth {
@@ -47,6 +49,8 @@ export interface Tollbooth {
   readonly usage: UsageService
   /** Stored (sealed) BYOK provider keys. */
   readonly providerKeys: ProviderKeyService
+  /** Addresses blocked by the failed-auth guard: list, look up, lift. */
+  readonly ipBlocks: IpBlocks
   /**
    * Validates route options once (throws a ConfigError naming the bad option) and returns the
    * compiled route that `authenticate()` takes.
@@ -78,6 +82,28 @@ export interface Tollbooth {
   onUsageFlushed(listener: (events: ReadonlyArray<UsageEvent>) => void): () => void
   /** Waits for settles in flight, flushes, stops timers and unsubscribes from the change feed. The storage is the caller's to close. */
   close(): Promise<void>
+  /**
+   * Figures of this instance: counter operations waiting to be retried (settles and cancels
+   * whose first attempt failed), retried, and dropped because the queue was full.
+   */
+  stats(): { settleRetries: SettleQueueStats }
+}
+
+/** How long `flush()` and `close()` wait for retried settles before going on. */
+const DRAIN_MS = 10_000
+
+/** The failed-auth guard's blocks, as the management API shows and lifts them. */
+export interface IpBlocks {
+  /** Blocks in force, by ascending address. */
+  list(options?: { limit?: number; cursor?: string | null }): Promise<Page<IpBlock>>
+  /** `ip`'s block in force, or null. */
+  get(ip: string): Promise<IpBlock | null>
+  /**
+   * Ends `ip`'s block and forgets its failures: at once on this instance; another instance
+   * holding the block re-reads it on that address's first request 5 s or more after its
+   * last read, and serves the request after that one. False when it was not blocked.
+   */
+  lift(ip: string): Promise<boolean>
 }
 
 const ROUTE = Symbol('tollbooth.route')
@@ -136,8 +162,8 @@ export function createTollbooth(
     clock,
     hash: createKeyHasher(o.secret),
     cache: createKeyCache(o.cache, now),
-    ipGuard: o.failedAuth === false ? null : createIpGuard(o.failedAuth, storage.counters),
-    accounts: new AccountService(storage, o, now),
+    ipGuard: o.failedAuth === false ? null : createIpGuard(o.failedAuth, storage.ipBlocks, onError),
+    accounts: new AccountService(storage, o, now, onError),
     outbox: createOutbox(storage, { ...o.usage, now }, onError, (events) => {
       for (const listener of flushListeners) {
         try {
@@ -156,6 +182,15 @@ export function createTollbooth(
     guard: inProcess
       ? <T>(p: Promise<T>) => p
       : <T>(p: Promise<T>) => withTimeout(p, o.storageTimeoutMs),
+    retries: createSettleQueue(storage.counters, now, onError, o.maxPendingSettles),
+    admitting: new Map(),
+    accountInFlight:
+      o.accountInFlight ??
+      (storage.counters.concurrency
+        ? Math.max(1, Math.floor(storage.counters.concurrency / 2))
+        : 64),
+    // Long past any answer a store can still send late (a cancel goes right after it).
+    admissionTtlMs: Math.max(60_000, 10 * o.storageTimeoutMs),
     resolveStoredProvider: (accountId: string, provider: string): Promise<string | undefined> =>
       providerKeys.get(accountId, provider).catch(() => undefined),
     report: onError,
@@ -165,12 +200,7 @@ export function createTollbooth(
     createSealer(deriveKey(o.secret, 'provider-key-seal')),
     o.verifiers,
   )
-  const unsubscribe = storage.changes
-    ?.subscribe((hash) => ctx.cache.delete(hash))
-    .catch((err) => {
-      onError(err)
-      return () => {}
-    })
+  const unsubscribe = subscribe(storage, ctx, onError)
 
   const route = (routeOptions: RouteOptions = {}): ResolvedRoute => {
     const r = parseConfig(routeOptionsSchema, routeOptions, 'route options')
@@ -179,7 +209,7 @@ export function createTollbooth(
         ? []
         : (r.byok === true ? Object.keys(providers) : r.byok.map((p) => p.toLowerCase())).map(
             (p) => {
-              const header = providers[p]
+              const header = ownValue(providers, p)
               if (!header)
                 throw new ConfigError(
                   `Invalid route options: route options.byok: unknown provider "${p}"`,
@@ -223,6 +253,15 @@ export function createTollbooth(
     accounts: ctx.accounts,
     usage: new UsageService(ctx),
     providerKeys,
+    ipBlocks: {
+      list: (l = {}) =>
+        (ctx.ipGuard ?? storage.ipBlocks).list(now(), {
+          limit: l.limit ?? 100,
+          cursor: l.cursor ?? null,
+        }),
+      get: (ip) => (ctx.ipGuard ?? storage.ipBlocks).get(ip, now()),
+      lift: (ip) => (ctx.ipGuard ?? storage.ipBlocks).lift(ip, now()),
+    },
     route,
     authenticate: async (request, r) => authenticate(ctx, request, r ?? defaultRoute),
     decide: (request, r) => authenticate(ctx, request, r ?? defaultRoute),
@@ -237,8 +276,10 @@ export function createTollbooth(
     },
     async flush() {
       await settled()
+      await ctx.retries.drain(DRAIN_MS)
       await ctx.outbox.flush()
     },
+    stats: () => ({ settleRetries: ctx.retries.stats() }),
     onUsageFlushed(listener) {
       flushListeners.add(listener)
       return () => {
@@ -247,11 +288,52 @@ export function createTollbooth(
     },
     async close() {
       await settled()
+      if (!(await ctx.retries.drain(DRAIN_MS)))
+        onError(
+          new Error(
+            `close(): ${ctx.retries.stats().pending} counter operation(s) still waiting for the store; their holds expire by their TTL`,
+          ),
+        )
       await ctx.outbox.close()
       const off = await unsubscribe
       off?.()
     },
   }
+}
+
+/**
+ * Listens to the storage's change feed: a key's hash drops the key from the cache, and
+ * `account:<id>` the account's admission view. Whenever the feed reports it stopped
+ * delivering, or its subscription failed, both caches serve entries for `cache.feedDownTtlMs`
+ * at most; they empty when it reports delivering again.
+ */
+function subscribe(
+  storage: Storage,
+  ctx: Context,
+  onError: (err: unknown) => void,
+): Promise<() => void> | undefined {
+  const feed = storage.changes
+  if (!feed) return undefined
+  let reported = false
+  const status = (live: boolean) => {
+    ctx.cache.feed(live)
+    ctx.accounts.feed(live)
+  }
+  const onStatus = (live: boolean) => {
+    reported = true
+    status(live)
+  }
+  const onMessage = (message: string) => {
+    if (message.startsWith(ACCOUNT_MESSAGE))
+      ctx.accounts.invalidate(message.slice(ACCOUNT_MESSAGE.length))
+    else ctx.cache.delete(message)
+  }
+  return feed.subscribe(onMessage, { onStatus }).catch((err) => {
+    onError(err)
+    // Not delivering (a feed that keeps trying says so with onStatus(true) when it does).
+    if (!reported) status(false)
+    return () => {}
+  })
 }
 
 /** True for a route compiled by `tb.route()`. */

@@ -9,13 +9,7 @@
  */
 
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
-import {
-  type Admission,
-  clientIp,
-  type Decision,
-  type RouteOptions,
-  type Tollbooth,
-} from '../../src/index.js'
+import type { Admission, Decision, RouteOptions, Tollbooth } from '../../src/index.js'
 
 declare module 'express-serve-static-core' {
   interface Request {
@@ -37,7 +31,8 @@ export type ExpressRouteOptions = RouteOptions
  * @param [options.kind='consumption'] the key kind the route takes
  * @param [options.scopes=[]] scopes the key must all have
  * @param [options.cost] credits held at admission and charged after the response
- * @param [options.trustProxy=false] believe `X-Forwarded-For` (true, or the number of proxies);
+ * @param [options.trustProxy=false] the proxies in front: their number (`X-Forwarded-For`),
+ *   `{ hops, header: 'forwarded' }` (RFC 7239), or true for every hop (see `TrustProxy`);
  *   Express's own `trust proxy` setting is not consulted, so all three adapters agree
  * @returns a middleware named `requireApiKey`
  * @throws {ConfigError} at construction, naming a bad option
@@ -52,7 +47,6 @@ export type ExpressRouteOptions = RouteOptions
  */
 export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}): RequestHandler {
   const route = tb.route(options)
-  const trust = route.trustProxy
 
   /**
    * One listener per middleware, not per request: `close` follows `finish` on every response,
@@ -96,11 +90,7 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
       d = tb.decide(
         {
           headers,
-          ip: clientIp(
-            req.socket.remoteAddress,
-            trust === false ? undefined : (headers['x-forwarded-for'] as string | undefined),
-            trust,
-          ),
+          ip: req.socket.remoteAddress ?? null,
           method: req.method,
           path: q === -1 ? url : url.slice(0, q),
         },

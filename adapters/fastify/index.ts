@@ -23,7 +23,6 @@ import fp from 'fastify-plugin'
 import {
   type Admission,
   ConfigError,
-  clientIp,
   type Decision,
   headersFollowHandler,
   type ResolvedRoute,
@@ -70,7 +69,6 @@ type Tagged = { [GUARD]?: Tag }
  * Callback-style, so a decision made without I/O continues the request with no promise.
  */
 function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
-  const trust = route.trustProxy
   const late = headersFollowHandler(route)
 
   function proceed(
@@ -110,13 +108,10 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
       d = tb.decide(
         {
           headers,
-          ip: clientIp(
-            request.raw.socket.remoteAddress,
-            trust === false ? undefined : (headers['x-forwarded-for'] as string | undefined),
-            trust,
-          ),
+          ip: request.raw.socket.remoteAddress ?? null,
           method: request.method,
           path: q === -1 ? url : url.slice(0, q),
+          body: request.body,
         },
         route,
       )

@@ -10,14 +10,7 @@
 import type { Context, MiddlewareHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
-import {
-  type Admission,
-  clientIp,
-  type HeaderSource,
-  type RouteOptions,
-  readHeader,
-  type Tollbooth,
-} from '../../src/index.js'
+import type { Admission, HeaderSource, RouteOptions, Tollbooth } from '../../src/index.js'
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -56,7 +49,8 @@ const nodeSocket = (c: Context) =>
  * @param [options.kind='consumption'] the key kind the route takes
  * @param [options.scopes=[]] scopes the key must all have
  * @param [options.cost] credits held at admission and charged after the response
- * @param [options.trustProxy=false] believe `X-Forwarded-For` (true, or the number of proxies)
+ * @param [options.trustProxy=false] the proxies in front: their number (`X-Forwarded-For`),
+ *   `{ hops, header: 'forwarded' }` (RFC 7239), or true for every hop (see `TrustProxy`)
  * @returns a middleware named `requireApiKey`
  * @throws {ConfigError} at construction, naming a bad option
  * @example
@@ -68,7 +62,6 @@ const nodeSocket = (c: Context) =>
 export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): MiddlewareHandler {
   const { socketAddress = nodeSocket, ...routeOptions } = options
   const route = tb.route(routeOptions)
-  const trust = route.trustProxy
 
   return async function requireApiKey(c, next) {
     const node = c.env as NodeBindings | undefined
@@ -77,11 +70,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     const d = tb.decide(
       {
         headers,
-        ip: clientIp(
-          socketAddress(c),
-          trust === false ? undefined : readHeader(headers, 'x-forwarded-for'),
-          trust,
-        ),
+        ip: socketAddress(c) ?? null,
         method: c.req.method,
         path: c.req.path,
       },

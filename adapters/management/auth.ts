@@ -13,13 +13,7 @@
  */
 
 import type { Context } from 'hono'
-import {
-  type Admission,
-  clientIp,
-  type ResolvedRoute,
-  type Tollbooth,
-  type TrustProxy,
-} from '../../src/index.js'
+import type { Admission, ResolvedRoute, Tollbooth, TrustProxy } from '../../src/index.js'
 import { json } from './http.js'
 import { createSessionVerifier, looksLikeJwt, type SessionOptions } from './session.js'
 
@@ -46,6 +40,8 @@ export interface Principal {
   via: 'management_key' | 'consumption_key' | 'session' | 'custom'
   /** The key that made the call, for key credentials. */
   keyId: string | null
+  /** The key's scopes, for key credentials (empty otherwise). */
+  scopes: ReadonlyArray<string>
 }
 
 /** Either the caller, with headers to add and a settle hook, or the refusal to send. */
@@ -96,10 +92,20 @@ export function createAuthenticator(
   const routes: Record<'management' | 'consumption', ResolvedRoute | null> = {
     // The token is the one read below: hand it over as a Bearer whatever the instance reads.
     management: mgmt
-      ? tb.route({ kind: 'management', scopes: scopesOf(mgmt), keySources: ['bearer'] })
+      ? tb.route({
+          kind: 'management',
+          scopes: scopesOf(mgmt),
+          keySources: ['bearer'],
+          trustProxy: network.trustProxy,
+        })
       : null,
     consumption: cons
-      ? tb.route({ kind: 'consumption', scopes: scopesOf(cons), keySources: ['bearer'] })
+      ? tb.route({
+          kind: 'consumption',
+          scopes: scopesOf(cons),
+          keySources: ['bearer'],
+          trustProxy: network.trustProxy,
+        })
       : null,
   }
   const accepted: string[] = []
@@ -148,16 +154,11 @@ export function createAuthenticator(
       }
     }
     const headers = c.req.raw.headers
-    const { trustProxy } = network
     const decision = await tb.authenticate(
       {
         headers: (name) =>
           name === 'authorization' ? `Bearer ${token}` : (headers.get(name) ?? undefined),
-        ip: clientIp(
-          network.socketAddress(c),
-          trustProxy === false ? undefined : (headers.get('x-forwarded-for') ?? undefined),
-          trustProxy,
-        ),
+        ip: network.socketAddress(c) ?? null,
         method: c.req.method,
         path: c.req.path,
       },
@@ -179,6 +180,7 @@ export function createAuthenticator(
         accountId: admission.accountId,
         via: kind === 'management' ? 'management_key' : 'consumption_key',
         keyId: admission.key.id,
+        scopes: admission.key.scopes,
       },
       headers: admission.responseHeaders(),
       // Settled for the key's limits and lastUsedAt, but not recorded as usage: management
@@ -200,7 +202,7 @@ export function createAuthenticator(
       return refuse(401, 'unauthorized', 'Invalid session token: the account id is not valid', true)
     return {
       ok: true,
-      principal: { accountId: r.accountId, via: 'session', keyId: null },
+      principal: { accountId: r.accountId, via: 'session', keyId: null, scopes: [] },
       headers: {},
       done: noop,
     }
@@ -223,7 +225,7 @@ export function createAuthenticator(
         throw new TypeError('management auth.authenticate() returned an invalid accountId')
       return {
         ok: true,
-        principal: { accountId: who.accountId, via: 'custom', keyId: null },
+        principal: { accountId: who.accountId, via: 'custom', keyId: null, scopes: [] },
         headers: {},
         done: noop,
       }

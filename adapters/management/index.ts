@@ -3,7 +3,8 @@
  *
  * `managementApi(tb)`: the management REST API as a Hono app, mounted at a base path of the
  * user's choice: keys and management keys (create, list, get, update, revoke, delete if
- * unused, rotate, request logs), usage, stored provider keys and billing. The same app runs
+ * unused, rotate, request logs), usage, stored provider keys, billing, and the failed-auth
+ * guard's IP blocks (operators only). The same app runs
  * in Express and Fastify through their `mountFetch` helpers, so there is one code path.
  *
  * Routes are registered one by one, with no `*` middleware, so mounting the app at `/v1`
@@ -14,15 +15,23 @@
 
 import { type Context, Hono } from 'hono'
 import { z } from 'zod'
-import { ConfigError, parseConfig, type Tollbooth, type TrustProxy } from '../../src/index.js'
+import {
+  ConfigError,
+  parseConfig,
+  type Tollbooth,
+  type TrustProxy,
+  trustProxySchema,
+} from '../../src/index.js'
 import { accountRoutes } from './account-routes.js'
 import { createAuthenticator, type Guard, type ManagementAuthOptions, nodeSocket } from './auth.js'
 import { type BillingProvider, billingRoutes } from './billing.js'
 import { errorResponse, json } from './http.js'
+import { ipBlockRoutes } from './ip-block-routes.js'
 import { keyRoutes } from './key-routes.js'
 
 export type { KeyAccess, ManagementAuthOptions, Principal } from './auth.js'
 export type { BillingProvider, CheckoutInput, PortalInput } from './billing.js'
+export { IP_BLOCKS_SCOPE } from './ip-block-routes.js'
 export type { SessionOptions } from './session.js'
 export { SAVE_KEY_MESSAGE } from './views.js'
 
@@ -32,10 +41,16 @@ export interface ManagementOptions {
   auth?: ManagementAuthOptions
   /** Checkout and portal sessions; without it those routes answer 501. */
   billing?: BillingProvider
-  /** Believe `X-Forwarded-For` for the failed-auth guard (true, or the number of proxies). */
+  /** The proxies in front, for the failed-auth guard: as the route option (see `TrustProxy`). */
   trustProxy?: TrustProxy
   /** The client's socket address; by default read from the Node bindings (`c.env.incoming`). */
   socketAddress?: (c: Context) => string | null | undefined
+  /**
+   * Key names are aliases, unique per account (a 409 naming `name` on a create or rename
+   * that repeats one, compared without case). Checked by `tb.keys` itself, so no path
+   * spelling can go around it. Default false; the portal sets it.
+   */
+  uniqueKeyNames?: boolean
 }
 
 const fn = (what: string) =>
@@ -76,8 +91,9 @@ const optionsSchema = z
         'must be a BillingProvider with checkout, portal and webhook, e.g. stripeBilling(tb, …)',
       )
       .optional(),
-    trustProxy: z.union([z.boolean(), z.number().int().positive()]).optional(),
+    trustProxy: trustProxySchema.optional(),
     socketAddress: fn('socketAddress').optional(),
+    uniqueKeyNames: z.boolean().optional(),
   })
   .strict()
 
@@ -87,6 +103,7 @@ const optionsSchema = z
  * @param tb the tollbooth instance whose keys, usage, accounts and provider keys it manages
  * @param [options.auth] who may call it (management keys, consumption keys, sessions, your own check)
  * @param [options.billing] checkout and portal provider (else 501 on those routes)
+ * @param [options.uniqueKeyNames=false] key names unique per account, without case (409)
  * @throws {ConfigError} naming a bad option, at construction
  * @example
  * ```ts
@@ -131,9 +148,10 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
     }
 
   const app = new Hono()
-  keyRoutes(app, tb, guard)
+  keyRoutes(app, tb, guard, { uniqueName: options.uniqueKeyNames === true })
   accountRoutes(app, tb, guard)
   billingRoutes(app, tb, guard, options.billing)
+  ipBlockRoutes(app, tb, guard)
   // Used only when the app is served on its own (or through mountFetch), never by app.route().
   app.notFound((c) =>
     json({ error: `Not found: ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404),

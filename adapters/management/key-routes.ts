@@ -13,6 +13,7 @@ import {
   type CreateKeyInput,
   type KeyKind,
   type KeyView,
+  type NameRule,
   NotFoundError,
   type Tollbooth,
   TollboothError,
@@ -32,8 +33,8 @@ import {
 } from './schemas.js'
 import { createdView, keyView, logView } from './views.js'
 
-/** Registers the key routes on `app`. */
-export function keyRoutes(app: Hono, tb: Tollbooth, guard: Guard): void {
+/** Registers the key routes on `app`; `rule` goes with every create and rename to `tb.keys`. */
+export function keyRoutes(app: Hono, tb: Tollbooth, guard: Guard, rule: NameRule = {}): void {
   /** The caller's key of this kind, or 404 (missing, another account's, or the other kind). */
   const own = async (id: string, p: Principal, kind: KeyKind): Promise<KeyView> => {
     const k = await tb.keys.get(id, { accountId: p.accountId })
@@ -63,7 +64,7 @@ export function keyRoutes(app: Hono, tb: Tollbooth, guard: Guard): void {
         parse(noQuery, queryOf(c), 'query')
         const body = parse(create, await readJson(c), 'body')
         const input = { ...body, accountId: p.accountId, kind } as CreateKeyInput
-        const { key, record } = await tb.keys.create(input)
+        const { key, record } = await tb.keys.create(input, rule)
         return json(createdView(key, record), 201)
       }),
     )
@@ -100,6 +101,7 @@ export function keyRoutes(app: Hono, tb: Tollbooth, guard: Guard): void {
         const k = await own(c.req.param('id')!, p, kind)
         const updated = await tb.keys.update(k.id, body as UpdateKeyInput, {
           accountId: p.accountId,
+          ...rule,
         })
         return json(keyView(updated))
       }),

@@ -5,50 +5,57 @@
  * unknown field is a 400 that names it) and they list only what a caller may set: the account
  * and the key kind come from the credential and the route, never from the body. Value rules
  * the core also enforces (limits, provider ids) are checked again there, so the two can never
- * disagree about what is stored.
+ * disagree about what is stored; text and metadata use the core's own rules (`text`,
+ * `metadataSchema` of `src/input.ts`: valid Unicode, no NUL, metadata bounded in depth and size).
  */
 
 import { z } from 'zod'
+import { metadataSchema, text } from '../../src/index.js'
 
 const DAY = 86_400_000
 
-const name = z
-  .string()
-  .trim()
-  .min(1, 'must be 1-100 characters')
-  .max(100, 'must be 1-100 characters')
+const name = text(
+  z.string().trim().min(1, 'must be 1-100 characters').max(100, 'must be 1-100 characters'),
+)
 const expiresInDays = z
   .number()
   .int('must be a whole number of days')
   .min(1, 'must be 1-365')
   .max(365, 'must be 1-365')
 const isoTime = z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time' })
-const category = z.string().trim().min(1).max(64).nullable()
-const scopes = z.array(z.string().min(1).max(128)).max(100)
-const metadata = z.record(z.string(), z.unknown())
+const category = text(z.string().trim().min(1).max(64)).nullable()
+const scopes = z.array(text(z.string().min(1).max(128))).max(100)
+const metadata = metadataSchema()
 
 /**
  * Key limits as JSON: the core validates them field by field (strict). Time blocks may be
  * given as ISO strings, as they are shown, or as ms since the epoch.
  */
-const limits = z.record(z.string(), z.unknown()).transform((l) => {
-  const blocks = l['timeBlocks']
-  if (!Array.isArray(blocks)) return l
-  const ms = (v: unknown) =>
-    typeof v === 'string' && !Number.isNaN(Date.parse(v)) ? Date.parse(v) : v
-  return {
-    ...l,
-    timeBlocks: blocks.map((b) =>
-      typeof b === 'object' && b !== null
-        ? {
-            ...b,
-            start: ms((b as Record<string, unknown>)['start']),
-            end: ms((b as Record<string, unknown>)['end']),
-          }
-        : b,
-    ),
-  }
-})
+const limits = z
+  // Not z.record: it drops a `__proto__` name silently, where the core's strict schema
+  // answers that it is an unknown field.
+  .custom<Record<string, unknown>>(
+    (v) => typeof v === 'object' && v !== null && !Array.isArray(v),
+    'expected object',
+  )
+  .transform((l) => {
+    const blocks = l['timeBlocks']
+    if (!Array.isArray(blocks)) return l
+    const ms = (v: unknown) =>
+      typeof v === 'string' && !Number.isNaN(Date.parse(v)) ? Date.parse(v) : v
+    return {
+      ...l,
+      timeBlocks: blocks.map((b) =>
+        typeof b === 'object' && b !== null
+          ? {
+              ...b,
+              start: ms((b as Record<string, unknown>)['start']),
+              end: ms((b as Record<string, unknown>)['end']),
+            }
+          : b,
+      ),
+    }
+  })
 
 /** `POST /keys`. */
 export const createKeyBody = z
@@ -103,8 +110,8 @@ export const rotateBody = z
 /** `POST /provider-keys`. */
 export const providerKeyBody = z
   .object({
-    provider: z.string().trim().min(1).max(64),
-    apiKey: z.string().min(8, 'must be at least 8 characters').max(4096),
+    provider: text(z.string().trim().min(1).max(64)),
+    apiKey: text(z.string().min(8, 'must be at least 8 characters').max(4096)),
   })
   .strict()
 
@@ -113,7 +120,7 @@ const httpUrl = z.url({ protocol: /^https?$/, message: 'must be an http(s) URL' 
 /** `POST /billing/checkout`. */
 export const checkoutBody = z
   .object({
-    tier: z.string().min(1).max(64).optional(),
+    tier: text(z.string().min(1).max(64)).optional(),
     /** Prepaid credits to buy (a top-up) instead of a tier. */
     credits: z.number().int().positive().max(1e12).optional(),
     successUrl: httpUrl,
@@ -146,14 +153,28 @@ const flag = z
 export const listQuery = z
   .object({
     limit: pageLimit.optional(),
-    cursor: z.string().min(1).max(200).optional(),
+    cursor: text(z.string().min(1).max(200)).optional(),
     includeRevoked: flag.optional(),
   })
   .strict()
 
+/** `GET /ip-blocks`. */
+export const ipBlocksQuery = z
+  .object({ limit: pageLimit.optional(), cursor: z.string().min(1).max(64).optional() })
+  .strict()
+
+/** An address in `/ip-blocks/:ip` (IPv4 or IPv6, no zone or port), as the guard keys it. */
+export const ipParam = z
+  .string()
+  .regex(
+    /^[0-9A-Fa-f:.]{2,45}$/,
+    'must be an IPv4 or IPv6 address, e.g. 203.0.113.7 or 2001:db8::1',
+  )
+  .transform((ip) => ip.toLowerCase())
+
 /** `GET /keys/:id/logs`. */
 export const logsQuery = z
-  .object({ limit: pageLimit.optional(), cursor: z.string().min(1).max(300).optional() })
+  .object({ limit: pageLimit.optional(), cursor: text(z.string().min(1).max(300)).optional() })
   .strict()
 
 /** `GET /usage`. */

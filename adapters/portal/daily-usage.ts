@@ -75,11 +75,12 @@ export function dailyUsageRoute(app: Hono, tb: Tollbooth, identify: Identify): v
     const categories = new Set<string>()
     const days: UsageDay[] = starts.map((d, i) => {
       const s = sums[i] ?? empty
-      const byCategory: UsageDay['byCategory'] = {}
-      for (const [cat, v] of Object.entries(s.byCategory)) {
-        categories.add(cat)
-        byCategory[cat] = { requests: v.requests, credits: v.units }
-      }
+      const entries = Object.entries(s.byCategory)
+      for (const [cat] of entries) categories.add(cat)
+      // fromEntries defines own properties: a category named `__proto__` stays a category.
+      const byCategory: UsageDay['byCategory'] = Object.fromEntries(
+        entries.map(([cat, v]) => [cat, { requests: v.requests, credits: v.units }]),
+      )
       return {
         date: new Date(d).toISOString().slice(0, 10),
         requests: s.requests,

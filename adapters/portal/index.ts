@@ -11,8 +11,9 @@
  * One code path: every action of the page is a call of the management API, which the portal
  * mounts under `<base>/api` with session credentials only (`managementApi(tb, { auth })`).
  * The portal adds what a browser session needs around it: the session cookie, the CSRF check,
- * the refusal of API keys, the page and its assets, a per-day usage series for the chart,
- * and the check that a key's alias is unique in its account.
+ * the refusal of API keys, the page and its assets, and a per-day usage series for the
+ * chart. A key's alias is unique in its account through the management API's
+ * `uniqueKeyNames`, which `tb.keys` enforces where keys are created and renamed.
  */
 
 import { type Context, Hono } from 'hono'
@@ -21,7 +22,6 @@ import { ConfigError, isTollboothError, type Tollbooth } from '../../src/index.j
 import { BODY_LIMIT_BYTES, errorResponse, json } from '../management/http.js'
 import { managementApi } from '../management/index.js'
 import { createSessionVerifier } from '../management/session.js'
-import { aliasCheck } from './alias.js'
 import { jarFor, readCookie } from './cookies.js'
 import { dailyUsageRoute } from './daily-usage.js'
 import { refuseApiKeys, requireCsrf, securityHeaders } from './guard.js'
@@ -77,6 +77,9 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
       ...(o.authenticate ? { authenticate: o.authenticate } : {}),
     },
     trustProxy: o.trustProxy,
+    // Aliases are unique per account (`002_2f2523503321cfc2.txt`, "Unique label per
+    // account"): checked by tb.keys on every create and rename, whatever path reached it.
+    uniqueKeyNames: true,
   })
   const identify = createIdentify(o, verifier)
   const report =
@@ -119,7 +122,6 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
   app.use('/api/*', requireCsrf(o))
   sessionRoutes(app, o, verifier, identify, now)
   dailyUsageRoute(app, tb, identify)
-  aliasCheck(app, tb, identify)
   app.all('/api/:rest{.+}', portalApi)
   pageRoutes(app, o.title)
   app.notFound((c) =>

@@ -8,7 +8,13 @@
  */
 
 import { z } from 'zod'
-import { DEFAULT_PROVIDERS, parseConfig, type Tollbooth, type TrustProxy } from '../../src/index.js'
+import {
+  DEFAULT_PROVIDERS,
+  parseConfig,
+  type Tollbooth,
+  type TrustProxy,
+  trustProxySchema,
+} from '../../src/index.js'
 import type { SessionOptions } from '../management/index.js'
 
 /** Who is signed in: the account, or null to show the sign-in page. */
@@ -42,7 +48,7 @@ export interface PortalOptions {
   secureCookies?: boolean | 'auto'
   /** CSP `frame-ancestors`: who may show the portal in a frame. Default `["'self'"]`. */
   frameAncestors?: string[]
-  /** Believe `X-Forwarded-For` for the failed-auth guard (true, or the number of proxies). */
+  /** The proxies in front, for the failed-auth guard: as the route option (see `TrustProxy`). */
   trustProxy?: TrustProxy
 }
 
@@ -90,7 +96,7 @@ const schema = z
       .array(z.string().regex(CSP_SOURCE, "must be a CSP source such as 'self' or https://host"))
       .min(1)
       .default(["'self'"]),
-    trustProxy: z.union([z.boolean(), z.number().int().positive()]).default(false),
+    trustProxy: trustProxySchema.default(false),
   })
   .strict()
   .refine((o) => o.session !== undefined || o.authenticate !== undefined, {

@@ -3,14 +3,17 @@
  *
  * The change feed on LISTEN/NOTIFY: `publish` is one `pg_notify` on the pool; subscribers
  * share one dedicated client taken from the pool for as long as anyone listens (it holds one
- * of the pool's connections). When that connection drops, it is replaced with a growing delay
- * (up to 30 s); notifications sent meanwhile are lost, and the cache TTL bounds what that costs.
+ * of the pool's connections). When that connection drops, or cannot be had, the feed tries
+ * again with a growing delay (250 ms doubling up to 5 s, jittered) until it listens again, for
+ * as long as anyone is subscribed. Notifications sent meanwhile are lost: subscribers hear
+ * `onStatus(false)` when it drops and `onStatus(true)` once it listens again, and tollbooth
+ * trusts its caches for `cache.feedDownTtlMs` only in between.
  * NOTIFY is transactional and delivered to every listening session, this one included.
  */
 
 import type { Notification, PoolClient } from 'pg'
-import type { ChangeFeed } from '../../src/index.js'
-import type { Db } from './db.js'
+import type { ChangeFeed, SubscribeOptions } from '../../src/index.js'
+import { connect, type Db } from './db.js'
 
 export interface PostgresChangeFeed extends ChangeFeed {
   /** Stops listening and returns the client to the pool. */
@@ -22,10 +25,20 @@ export function channelOf(schema: string): string {
   return `tollbooth_${schema}`
 }
 
+/** The longest wait between two attempts to listen again. */
+const MAX_RETRY_MS = 5000
+
+interface Subscriber {
+  listener: (message: string) => void
+  onStatus: ((live: boolean) => void) | undefined
+}
+
 export function postgresChanges(db: Db, onError: (err: unknown) => void): PostgresChangeFeed {
   const channel = channelOf(db.schema)
-  const listeners = new Set<(hash: string) => void>()
-  let client: PoolClient | null = null
+  const subscribers = new Set<Subscriber>()
+  /** The listening client and its `'error'` listener. */
+  let client: { c: PoolClient; onClientError: (err: Error) => void } | null = null
+  let live = false
   let closed = false
   let retryMs = 0
   let timer: ReturnType<typeof setTimeout> | null = null
@@ -34,61 +47,107 @@ export function postgresChanges(db: Db, onError: (err: unknown) => void): Postgr
 
   const deliver = (m: Notification) => {
     if (m.channel !== channel || m.payload === undefined) return
-    for (const l of listeners) {
+    for (const s of subscribers) {
       try {
-        l(m.payload)
+        s.listener(m.payload)
       } catch (err) {
         onError(err)
       }
     }
   }
 
+  const setLive = (up: boolean) => {
+    if (live === up) return
+    live = up
+    for (const s of subscribers) {
+      try {
+        s.onStatus?.(up)
+      } catch (err) {
+        onError(err)
+      }
+    }
+  }
+
+  /** Tries to listen again later, while anyone is subscribed. */
+  const retry = () => {
+    if (closed || subscribers.size === 0 || timer) return
+    retryMs = Math.min(MAX_RETRY_MS, retryMs ? retryMs * 2 : 250)
+    timer = setTimeout(
+      () => {
+        timer = null
+        sync().catch(onError)
+      },
+      retryMs * (0.5 + Math.random() / 2),
+    )
+    timer.unref?.()
+  }
+
   /** Returns the client to the pool, or destroys it when given the error that broke it. */
-  const drop = (c: PoolClient, err?: Error) => {
+  const drop = (c: PoolClient, onClientError: (err: Error) => void, err?: Error) => {
     c.removeListener('notification', deliver)
-    c.removeListener('error', lost)
+    c.removeListener('error', onClientError)
     c.release(err)
   }
 
-  function lost(err: Error) {
-    if (!client) return
-    const c = client
+  const listen = async () => {
+    let c: PoolClient | null = null
+    let failed: Error | undefined
+    const onClientError = (err: Error) => {
+      if (c === null || client?.c !== c) {
+        failed = err
+        return
+      }
+      // The listening connection is gone: notifications are being missed from now on.
+      client = null
+      drop(c, onClientError, err)
+      setLive(false)
+      onError(err)
+      retry()
+    }
+    c = await connect(db.pool, onClientError)
+    c.on('notification', deliver)
+    try {
+      await c.query(`LISTEN "${channel}"`)
+      if (failed) throw failed
+    } catch (err) {
+      drop(c, onClientError, err as Error)
+      throw err
+    }
+    client = { c, onClientError }
+    retryMs = 0
+    setLive(true)
+  }
+
+  const unlisten = async ({
+    c,
+    onClientError,
+  }: {
+    c: PoolClient
+    onClientError: (err: Error) => void
+  }) => {
     client = null
-    drop(c, err)
-    onError(err)
-    if (closed || listeners.size === 0) return
-    retryMs = Math.min(30_000, retryMs ? retryMs * 2 : 250)
-    timer = setTimeout(() => {
-      timer = null
-      sync().catch(onError)
-    }, retryMs)
-    timer.unref?.()
+    // A connection that cannot UNLISTEN is not returned to the pool still listening.
+    const err = await c.query(`UNLISTEN "${channel}"`).then(
+      () => undefined,
+      (e: Error) => e,
+    )
+    drop(c, onClientError, err)
   }
 
   const sync = () => {
     const step = chain.then(async () => {
-      const want = listeners.size > 0 && !closed
+      const want = subscribers.size > 0 && !closed
       if (want && !client) {
-        const c = await db.pool.connect()
-        c.on('notification', deliver)
-        c.on('error', lost)
         try {
-          await c.query(`LISTEN "${channel}"`)
+          await listen()
         } catch (err) {
-          drop(c, err as Error)
+          setLive(false)
+          retry()
           throw err
         }
-        client = c
-        retryMs = 0
       } else if (!want && client) {
-        const c = client
-        client = null
-        // A connection that cannot UNLISTEN is not returned to the pool still listening.
-        const err = await c.query(`UNLISTEN "${channel}"`).then(
-          () => undefined,
-          (e: Error) => e,
-        )
-        drop(c, err)
+        await unlisten(client)
+        live = false
       }
     })
     chain = step.catch(() => {})
@@ -96,20 +155,25 @@ export function postgresChanges(db: Db, onError: (err: unknown) => void): Postgr
   }
 
   return {
-    async publish(hash) {
-      await db.query('SELECT pg_notify($1, $2)', [channel, hash])
+    async publish(message) {
+      await db.query('SELECT pg_notify($1, $2)', [channel, message])
     },
-    async subscribe(listener) {
-      listeners.add(listener)
+    async subscribe(listener, options?: SubscribeOptions) {
+      const s: Subscriber = { listener, onStatus: options?.onStatus }
+      subscribers.add(s)
+      const off = () => {
+        if (subscribers.delete(s) && subscribers.size === 0) sync().catch(onError)
+      }
       try {
         await sync()
       } catch (err) {
-        listeners.delete(listener)
-        throw err
+        // Still subscribed: the feed keeps trying, and reports when it listens.
+        throw new Error(
+          'tollbooth/postgres: the change feed could not LISTEN; it keeps trying, and until then caches are trusted for cache.feedDownTtlMs only',
+          { cause: err },
+        )
       }
-      return () => {
-        if (listeners.delete(listener) && listeners.size === 0) sync().catch(onError)
-      }
+      return off
     },
     async close() {
       closed = true

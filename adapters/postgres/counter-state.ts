@@ -2,7 +2,7 @@
  * @module postgres/counter-state
  *
  * A stored counter and the core's algorithms applied to it (`gcra`, `rollingWindow`, `hold`,
- * `release`, `gcraAdd`, `windowAdd`), with the figures mapped to a `CheckResult` exactly as the
+ * `release`, `gcraAdd`, `windowAdd`, and a cancel's `gcraRemove`, `windowRemove`), with the figures mapped to a `CheckResult` exactly as the
  * memory store maps them, so PostgreSQL counts what memory counts. Also the time each kind of
  * state becomes the same as no state at all, which the store keeps in `expires_at`.
  */
@@ -13,6 +13,7 @@ import {
   type GcraState,
   gcra,
   gcraAdd,
+  gcraRemove,
   type HoldState,
   hold,
   release,
@@ -20,6 +21,7 @@ import {
   type SettleOp,
   type WindowState,
   windowAdd,
+  windowRemove,
 } from '../../src/index.js'
 
 export type Kind = 'window' | 'gcra' | 'hold'
@@ -180,11 +182,62 @@ export function evaluate(
   }
 }
 
-/** Applies one settle operation to a counter's state. */
-export function apply(op: SettleOp, c: Counter | undefined, now: number): Counter {
+/**
+ * An admission's record (`"c"`) or a cancel's tombstone (`"x"`): a row of kind null, live
+ * until its `expires_at`.
+ */
+export function markOf(c: Counter | undefined, now: number): 'c' | 'x' | null {
+  if (!c || c.kind !== null || (c.expiresAt !== null && c.expiresAt <= now)) return null
+  return c.state === 'c' || c.state === 'x' ? c.state : null
+}
+
+export const mark = (state: 'c' | 'x', now: number, ttlMs: number): Counter => ({
+  kind: null,
+  state,
+  expiresAt: Math.ceil(now + ttlMs),
+})
+
+/** One check of a cancelled admission taken back (see `SettleOp` `cancel`). */
+export function revert(check: Check, c: Counter | undefined, now: number, at: number): Counter {
+  // The counter's marks (rebuilt, keepUntil) stay: a cancel takes back counts, not them.
+  const m = marksOf(c)
+  switch (check.type) {
+    case 'hold': {
+      const s = marked(release(stateOf(c, 'hold'), now, check.holdId, 0), m)
+      return { kind: 'hold', state: s, expiresAt: holdExpiry(s, now) }
+    }
+    case 'window': {
+      const { windowMs, bucketMs, cost } = check
+      const s = marked(
+        windowRemove(stateOf(c, 'window'), at, windowMs, bucketMs, cost) ?? { idx: [], n: [] },
+        m,
+      )
+      return { kind: 'window', state: s, expiresAt: windowExpiry(s, now, windowMs, bucketMs) }
+    }
+    case 'gcra': {
+      const { limit, windowMs, cost } = check
+      const s = gcraRemove(stateOf(c, 'gcra'), now, at, limit, windowMs, cost) ?? {
+        level: 0,
+        at: now,
+      }
+      return { kind: 'gcra', state: s, expiresAt: gcraExpiry(s, limit, windowMs) }
+    }
+  }
+}
+
+/** Applies one release or add to a counter's state (a cancel is applied by the store). */
+export function apply(
+  op: Exclude<SettleOp, { type: 'cancel' }>,
+  c: Counter | undefined,
+  now: number,
+): Counter {
   const m = marksOf(c)
   if (op.type === 'release') {
-    const s = marked(release(stateOf(c, 'hold'), now, op.holdId, op.charge), m, op.keepUntil)
+    const s = marked(
+      release(stateOf(c, 'hold'), now, op.holdId, op.charge, op.ifHeld === true),
+      m,
+      op.keepUntil,
+    )
     return { kind: 'hold', state: s, expiresAt: holdExpiry(s, now) }
   }
   const k = op.check

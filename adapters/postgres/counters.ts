@@ -19,20 +19,35 @@
  * of counts, as Redis with its default `appendfsync everysec` would; waiting costs a disk flush
  * per admission.
  *
+ * An admission with an identity also locks and writes its record, a row of kind null and state
+ * `"c"` (a cancel's tombstone: `"x"`) that expires with the record's TTL; a cancel locks the
+ * record with the admission's counters, so it waits for an admission still in flight or, first,
+ * makes its late commit a refusal.
+ *
  * Each row carries `expires_at`, the time its state becomes the same as no state; rows past it
  * are deleted in the background every `pruneEvery` admissions (and by `pruneCounters()`),
  * skipping rows an admission holds.
  */
 
-import type { PoolClient, QueryResult } from 'pg'
-import type { CheckResult, CounterStore, HoldState, SettleOp } from '../../src/index.js'
-import { apply, type Counter, evaluate, heldAt, type Kind } from './counter-state.js'
-import { type Db, explain } from './db.js'
+import type { QueryResult } from 'pg'
+import type { CheckResult, ConsumeResult, CounterStore, HoldState } from '../../src/index.js'
+import {
+  apply,
+  type Counter,
+  evaluate,
+  heldAt,
+  type Kind,
+  mark,
+  markOf,
+  revert,
+} from './counter-state.js'
+import { checkout, type Db, explain } from './db.js'
 
 interface CounterRow {
   key: string
   kind: Kind | null
   state: unknown
+  expires_at: number | null
 }
 
 export interface PostgresCounters extends CounterStore {
@@ -68,26 +83,29 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     now: number,
     decide: (stored: Map<string, Counter>) => { value: T; next: Map<string, Counter> | null },
   ): Promise<T> => {
-    const client: PoolClient = await db.pool.connect()
+    const { client, left, release } = await checkout(db, db.deadlineMs)
     const lit = (s: string) => client.escapeLiteral(s)
     let broken: Error | undefined
     try {
       const names = [...new Set(keys)].map(lit).join(', ')
+      // No statement (a lock wait included) may outlive the caller's deadline.
+      const ms = left()
       const read = await client.query<CounterRow>(
-        `${begin}
+        `${begin} SET LOCAL statement_timeout = ${ms}; SET LOCAL lock_timeout = ${ms};
          INSERT INTO ${t} AS c (key, expires_at)
          SELECT k, ${bigint(now)} FROM unnest(ARRAY[${names}]::text[]) AS k ORDER BY k COLLATE "C"
          ON CONFLICT (key) DO UPDATE SET key = excluded.key
-         RETURNING c.key, c.kind, c.state`,
+         RETURNING c.key, c.kind, c.state, c.expires_at::float8 AS expires_at`,
       )
       const stored = new Map<string, Counter>()
       for (const r of last(read).rows)
-        stored.set(r.key, { kind: r.kind, state: r.state, expiresAt: null })
+        stored.set(r.key, { kind: r.kind, state: r.state, expiresAt: r.expires_at })
       const { value, next } = decide(stored)
-      if (!next) {
+      if (!next || next.size === 0) {
         await client.query('ROLLBACK')
         return value
       }
+      left() // past the deadline the catch below rolls back: the caller was answered 503
       const rows: string[] = []
       for (const [key, c] of next) {
         rows.push(
@@ -108,7 +126,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
       })
       throw explain(err, db.schema)
     } finally {
-      client.release(broken)
+      release(broken)
     }
   }
 
@@ -125,10 +143,13 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
   let admissions = 0
   let pruning: Promise<unknown> | null = null
 
+  // A pg Pool's size (10 unless set): the core lets one account wait on half of it at most.
+  const max = (db.pool as { options?: { max?: unknown } }).options?.max
   return {
     // Counts are in the same database as the usage: nothing to rebuild after a restart.
     durable: true,
-    async consume(checks, now) {
+    concurrency: typeof max === 'number' && max > 0 ? max : 10,
+    async consume(checks, now, admission) {
       if (checks.length === 0) return { allowed: true, results: [] }
       if (pruneEvery > 0 && ++admissions >= pruneEvery && !pruning) {
         admissions = 0
@@ -139,11 +160,25 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
           })
       }
       const keys = checks.map((c) => c.key)
-      return locked(keys, now, (stored) => {
+      // The admission's record is locked with its counters: a cancel of it waits or goes first.
+      if (admission) keys.push(admission.key)
+      return locked<ConsumeResult>(keys, now, (stored) => {
         const results: CheckResult[] = []
         const next = new Map<string, Counter>()
         // Rebuilt counters are written whatever the admission's outcome.
         const seeded = new Map<string, Counter>()
+        if (admission && markOf(stored.get(admission.key), now) === 'x') {
+          for (const check of checks)
+            results.push({
+              allowed: false,
+              limit: check.limit,
+              used: 0,
+              remaining: 0,
+              resetMs: 0,
+              retryAfterMs: 1000,
+            })
+          return { value: { allowed: false, results }, next: null }
+        }
         let allowed = true
         for (const check of checks) {
           const e = evaluate(check, stored.get(check.key), now)
@@ -152,6 +187,9 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
           if (e.seeded) seeded.set(check.key, e.next)
           if (!e.result.allowed) allowed = false
         }
+        // The record only with the counts: a refused admission (a `missing` one included)
+        // writes none, so the same id may be consumed again after a rebuild.
+        if (allowed && admission) next.set(admission.key, mark('c', now, admission.ttlMs))
         return {
           value: { allowed, results },
           next: allowed ? next : seeded.size > 0 ? seeded : null,
@@ -160,12 +198,28 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     },
     async settle(ops, now) {
       if (ops.length === 0) return
-      const keyOf = (op: SettleOp) => (op.type === 'release' ? op.key : op.check.key)
-      await locked(ops.map(keyOf), now, (stored) => {
+      const keys: string[] = []
+      for (const op of ops) {
+        if (op.type === 'release') keys.push(op.key)
+        else if (op.type === 'add') keys.push(op.check.key)
+        else {
+          keys.push(op.key)
+          for (const c of op.checks) keys.push(c.key)
+        }
+      }
+      await locked(keys, now, (stored) => {
         const next = new Map<string, Counter>()
+        const at = (key: string) => next.get(key) ?? stored.get(key)
         for (const op of ops) {
-          const key = keyOf(op)
-          next.set(key, apply(op, next.get(key) ?? stored.get(key), now))
+          if (op.type === 'release') next.set(op.key, apply(op, at(op.key), now))
+          else if (op.type === 'add') next.set(op.check.key, apply(op, at(op.check.key), now))
+          else {
+            const m = markOf(at(op.key), now)
+            if (m === 'x') continue
+            next.set(op.key, mark('x', now, op.ttlMs))
+            if (m === 'c')
+              for (const c of op.checks) next.set(c.key, revert(c, at(c.key), now, op.at))
+          }
         }
         return { value: undefined, next }
       })

@@ -5,10 +5,15 @@
  * transaction on a client of the user's pool, and the conversions of `bigint` columns (which
  * `pg` returns as strings) back to numbers. A query on a schema that was never migrated fails
  * with a ConfigError that says to run `migrate()`, not with a bare "relation does not exist".
+ *
+ * A client checked out of a `pg` Pool has no `'error'` listener of the pool's while it is out,
+ * and an `'error'` event with no listener ends the process: a server restart, a failover or
+ * `pg_terminate_backend` during a transaction would. {@link checkout} listens for as long as
+ * the client is out, and a client whose connection failed is destroyed, never reused.
  */
 
 import type { Pool, PoolClient, QueryResultRow } from 'pg'
-import { ConfigError } from '../../src/index.js'
+import { ConfigError, StorageUnavailableError } from '../../src/index.js'
 
 /** What the stores need of the user's pool (a `pg.Pool`, or anything shaped like it). */
 export type PgPool = Pick<Pool, 'query' | 'connect'>
@@ -67,13 +72,24 @@ export interface Db {
   query<R extends QueryResultRow>(text: string, values?: unknown[], name?: string): Promise<R[]>
   /** Runs one statement, returning the affected row count. */
   execute(text: string, values?: unknown[]): Promise<number>
+  /**
+   * How long an admission may take, from its call to its commit (`statementTimeoutMs`): a
+   * connection obtained later is not used, and no statement runs past it.
+   */
+  deadlineMs: number
 }
 
-export function createDb(pool: PgPool, schema: string, prepare = true): Db {
+export function createDb(
+  pool: PgPool,
+  schema: string,
+  prepare = true,
+  deadlineMs = DEFAULT_STATEMENT_TIMEOUT_MS,
+): Db {
   const q = quote(schema)
   return {
     pool,
     schema,
+    deadlineMs,
     table: (name) => `${q}.${name}`,
     async query<R extends QueryResultRow>(text: string, values?: unknown[], name?: string) {
       try {
@@ -107,6 +123,78 @@ export function explain(err: unknown, schema: string): unknown {
 }
 
 /**
+ * The default of `postgresStorage({ statementTimeoutMs })`: below the core's default
+ * `storageTimeoutMs` (2,000 ms) by a commit's round trip and more.
+ */
+export const DEFAULT_STATEMENT_TIMEOUT_MS = 1750
+
+/** A client checked out of the pool by {@link checkout}. */
+export interface Checkout {
+  client: PoolClient
+  /**
+   * Milliseconds left before the deadline.
+   *
+   * @throws {StorageUnavailableError} once it has passed (the caller has been answered)
+   */
+  left(): number
+  /**
+   * Returns the client to the pool, or destroys it when given an error or when its
+   * connection failed while it was out. Call exactly once.
+   */
+  release(err?: Error): void
+}
+
+/**
+ * Checks a client out of the pool with an `'error'` listener attached until its release.
+ * With `deadlineMs`, a client obtained after the deadline is released at once and the call
+ * rejects: the caller was answered 503 while it waited, so nothing may run on its behalf.
+ *
+ * @throws {StorageUnavailableError} when the connection came after the deadline
+ */
+export async function checkout(db: Db, deadlineMs = Infinity): Promise<Checkout> {
+  const start = performance.now()
+  let failed: Error | undefined
+  const onError = (err: Error) => {
+    failed = err
+  }
+  const client = await connect(db.pool, onError)
+  const release = (err?: Error) => {
+    client.removeListener('error', onError)
+    client.release(err ?? failed)
+  }
+  const left = () => {
+    const ms = Math.floor(deadlineMs - (performance.now() - start))
+    if (ms > 0) return ms
+    throw new StorageUnavailableError(
+      `tollbooth/postgres: not done within statementTimeoutMs (${deadlineMs} ms); nothing was committed`,
+    )
+  }
+  try {
+    left()
+  } catch (err) {
+    release()
+    throw err
+  }
+  return { client, left, release }
+}
+
+/**
+ * `pool.connect()` with `onError` listening from the moment the pool hands the client over.
+ * Not `await pool.connect()` and then `on('error')`: the server's "terminating connection"
+ * can arrive in the same socket read as the end of the connection's start-up, and is then
+ * emitted before a promise's continuation runs, with no listener.
+ */
+export function connect(pool: PgPool, onError: (err: Error) => void): Promise<PoolClient> {
+  return new Promise((resolve, reject) => {
+    pool.connect((err, client) => {
+      if (err || !client) return reject(err ?? new Error('tollbooth/postgres: no client'))
+      client.on('error', onError)
+      resolve(client)
+    })
+  })
+}
+
+/**
  * Runs `fn` in one transaction on a dedicated client. `fn` returns the value and whether to
  * commit (false rolls back, e.g. a refused admission that must change nothing). A client whose
  * rollback failed is destroyed rather than returned to the pool.
@@ -115,7 +203,7 @@ export async function transaction<T>(
   db: Db,
   fn: (client: PoolClient) => Promise<{ value: T; commit: boolean }>,
 ): Promise<T> {
-  const client = await db.pool.connect()
+  const { client, release } = await checkout(db)
   let broken: Error | undefined
   try {
     await client.query('BEGIN')
@@ -130,7 +218,7 @@ export async function transaction<T>(
     })
     throw explain(err, db.schema)
   } finally {
-    client.release(broken)
+    release(broken)
   }
 }
 

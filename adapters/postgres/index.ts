@@ -15,7 +15,8 @@ import { type ChangeFeed, ConfigError, type Storage } from '../../src/index.js'
 import { postgresAccounts, postgresSecrets } from './accounts.js'
 import { postgresChanges } from './changes.js'
 import { postgresCounters } from './counters.js'
-import { checkOptions, createDb, type PgPool } from './db.js'
+import { checkOptions, createDb, DEFAULT_STATEMENT_TIMEOUT_MS, type PgPool } from './db.js'
+import { postgresIpBlocks } from './ip-blocks.js'
 import { postgresKeys } from './keys.js'
 import { postgresUsage } from './usage.js'
 
@@ -29,9 +30,14 @@ export {
   migrate,
 } from './migrate.js'
 export { INIT_SQL } from './migrations/0001-init.js'
+export { IP_BLOCKS_SQL } from './migrations/0002-ip-blocks.js'
 
 export interface PostgresStorageOptions {
-  /** The user's `pg` Pool. tollbooth never ends it; `close()` only returns what it borrowed. */
+  /**
+   * The user's `pg` Pool. tollbooth never ends it; `close()` only returns what it borrowed.
+   * Give it an `'error'` listener: an idle client whose server went away emits on the pool, and
+   * unheard that ends the process (tollbooth listens on the clients it has checked out).
+   */
   pool: PgPool
   /** The schema holding tollbooth's tables (as given to `migrate`). Default `tollbooth`. */
   schema?: string
@@ -54,6 +60,14 @@ export interface PostgresStorageOptions {
    * keep them (PgBouncer before 1.21 in transaction mode). Default true.
    */
   preparedStatements?: boolean
+  /**
+   * How long one counter transaction (an admission or a settle) may take, from its call: a
+   * pooled connection obtained later is handed back unused, and on the server no statement of
+   * it (a lock wait included) runs longer (`SET LOCAL statement_timeout`, `lock_timeout`), so an
+   * admission the caller was answered 503 for does not commit later. Keep it below the core's
+   * `storageTimeoutMs` by at least a round trip. Default 1,750 (the core's default is 2,000).
+   */
+  statementTimeoutMs?: number
   /** Errors off the request path (a lost LISTEN connection). Default: `console.error`. */
   onError?: (err: unknown) => void
 }
@@ -80,10 +94,13 @@ export interface PostgresStorage extends Storage {
  * @param [options.pruneEvery=10000] admissions between background prunes of expired counters
  * @param [options.durableCounters=false] wait for the WAL flush of each admission's commit
  * @param [options.preparedStatements=true] prepare the hot lookups once per connection
+ * @param [options.statementTimeoutMs=1750] deadline of one counter transaction, below the
+ *   core's `storageTimeoutMs`
  * @param [options.onError=console.error] errors off the request path
  * @returns a {@link PostgresStorage}; it opens no connection until used
  * @throws {ConfigError} naming `options.pool`, `options.schema`, `options.pruneEvery`,
- *   `options.durableCounters`, `options.preparedStatements` or `options.onError`
+ *   `options.durableCounters`, `options.preparedStatements`, `options.statementTimeoutMs` or
+ *   `options.onError`
  * @example
  * ```ts
  * import { Pool } from 'pg'
@@ -103,6 +120,12 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
       `postgresStorage: options.pruneEvery must be an integer >= 0 (admissions), got ${String(pruneEvery)}`,
     )
   }
+  const deadlineMs = options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS
+  if (!Number.isSafeInteger(deadlineMs) || deadlineMs <= 0) {
+    throw new ConfigError(
+      `postgresStorage: options.statementTimeoutMs must be a positive integer (milliseconds), got ${String(deadlineMs)}`,
+    )
+  }
   const durable = options.durableCounters ?? false
   const prepare = options.preparedStatements ?? true
   for (const [name, v] of [
@@ -120,7 +143,7 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
     options.onError ??
     ((err: unknown) =>
       console.error('[tollbooth/postgres]', err instanceof Error ? err.message : err))
-  const db = createDb(pool, schema, prepare)
+  const db = createDb(pool, schema, prepare, deadlineMs)
   const counters = postgresCounters(db, pruneEvery, durable)
   const changes = postgresChanges(db, onError)
   return {
@@ -129,6 +152,7 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
     usage: postgresUsage(db),
     accounts: postgresAccounts(db),
     secrets: postgresSecrets(db),
+    ipBlocks: postgresIpBlocks(db),
     changes,
     pruneCounters: (now = Date.now()) => counters.prune(now),
     async close() {

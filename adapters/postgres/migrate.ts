@@ -9,6 +9,7 @@
 
 import { checkOptions, type PgPool, quote } from './db.js'
 import { INIT_SQL } from './migrations/0001-init.js'
+import { IP_BLOCKS_SQL } from './migrations/0002-ip-blocks.js'
 
 /** One versioned step of the schema. Ids only grow; a released migration never changes. */
 export interface Migration {
@@ -18,7 +19,10 @@ export interface Migration {
 }
 
 /** Every migration, in order. */
-export const MIGRATIONS: ReadonlyArray<Migration> = [{ id: 1, name: '0001-init', sql: INIT_SQL }]
+export const MIGRATIONS: ReadonlyArray<Migration> = [
+  { id: 1, name: '0001-init', sql: INIT_SQL },
+  { id: 2, name: '0002-ip-blocks', sql: IP_BLOCKS_SQL },
+]
 
 export interface MigrateOptions {
   /** The user's `pg` Pool; one client is taken for the duration. */

@@ -102,15 +102,18 @@ export function postgresUsage(db: Db): UsageStore {
         [accountId, from, to],
       )
       const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+      // A Map, not the record: a category named `__proto__` or `constructor` is a category.
+      const cats = new Map<string, { requests: number; units: number }>()
       for (const r of rows) {
         out.requests += r.requests
         out.units += r.units
         const cat = r.category ?? 'uncategorized'
-        const c = out.byCategory[cat] ?? { requests: 0, units: 0 }
-        out.byCategory[cat] = c
+        const c = cats.get(cat) ?? { requests: 0, units: 0 }
+        cats.set(cat, c)
         c.requests += r.requests
         c.units += r.units
       }
+      out.byCategory = Object.fromEntries(cats)
       return out
     },
     async logs(keyId, { limit, cursor }) {

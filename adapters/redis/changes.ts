@@ -5,11 +5,13 @@
  * `subscribe` opens a dedicated connection (`client.duplicate()`, since a subscribed
  * connection can run nothing else) that every listener of this storage shares. The
  * subscriber queues its SUBSCRIBE until connected and resubscribes after a reconnect, so a
- * feed opened while Redis is down starts working when Redis is back; until then the key
- * cache's TTL bounds how long a revoked key may still pass on another instance.
+ * feed opened while Redis is down starts working when Redis is back. Messages published while
+ * the connection is down are lost: subscribers hear `onStatus(false)` when it closes and
+ * `onStatus(true)` once SUBSCRIBE is confirmed again, and tollbooth trusts its caches for
+ * `cache.feedDownTtlMs` only in between.
  */
 
-import type { ChangeFeed } from '../../src/index.js'
+import type { ChangeFeed, SubscribeOptions } from '../../src/index.js'
 import type { RedisClient } from './store.js'
 
 /** A change feed that can close the connection it opened. */
@@ -27,9 +29,16 @@ export function redisChanges(
   channel: string,
   timeoutMs: number,
 ): RedisChangeFeed {
-  const listeners = new Set<(hash: string) => void>()
+  const listeners = new Map<(message: string) => void, SubscribeOptions['onStatus']>()
   let sub: RedisClient | null = null
   let subscribed: Promise<unknown> | null = null
+  let live = false
+
+  const setLive = (up: boolean) => {
+    if (live === up) return
+    live = up
+    for (const onStatus of listeners.values()) onStatus?.(up)
+  }
 
   const open = (): Promise<unknown> => {
     const override = { enableOfflineQueue: true, maxRetriesPerRequest: null, lazyConnect: false }
@@ -38,20 +47,28 @@ export function redisChanges(
     conn.on('error', () => {
       // Reconnects by itself; failures surface as the hot path's storage errors.
     })
-    conn.on('message', (ch: string, hash: string) => {
+    conn.on('message', (ch: string, message: string) => {
       if (ch !== channel) return
-      for (const listener of listeners) listener(hash)
+      for (const listener of listeners.keys()) listener(message)
+    })
+    conn.on('close', () => setLive(false))
+    conn.on('ready', () => {
+      // ioredis resubscribes by itself; this SUBSCRIBE (idempotent) confirms when it holds.
+      if (sub === conn) conn.subscribe(channel).then(() => sub === conn && setLive(true), noop)
     })
     sub = conn
-    return conn.subscribe(channel)
+    return conn.subscribe(channel).then((n) => {
+      if (sub === conn) setLive(true)
+      return n
+    })
   }
 
   return {
-    async publish(hash) {
-      await client.publish(channel, hash)
+    async publish(message) {
+      await client.publish(channel, message)
     },
-    async subscribe(listener) {
-      listeners.add(listener)
+    async subscribe(listener, options?: SubscribeOptions) {
+      listeners.set(listener, options?.onStatus)
       const off = () => {
         listeners.delete(listener)
       }
@@ -80,7 +97,10 @@ export function redisChanges(
       const conn = sub
       sub = null
       subscribed = null
+      live = false
       conn?.disconnect()
     },
   }
 }
+
+const noop = () => {}

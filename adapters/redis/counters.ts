@@ -15,9 +15,16 @@
  * a reservation is released up to `settleBatchMs` later, which only matters to a balance
  * read in between (it still shows the request in flight); a process that dies loses the
  * queued settles, and their reservations expire by their TTL, as if it died before settling.
+ *
+ * An admission with an identity writes its record (`'c'`, a plain string key with a TTL) in
+ * the same script; a `cancel` is one `x` op followed by one revert op per check of the
+ * admission, all undone in the script only when the record is there, which then becomes the
+ * tombstone `'x'`. Commands on one connection run in order, but the tombstone also covers a
+ * cancel that reaches Redis before the admission it undoes.
  */
 
 import type {
+  AdmissionId,
   Check,
   CheckResult,
   ConsumeResult,
@@ -63,15 +70,36 @@ function pushCheck(args: string[], c: Check): void {
   }
 }
 
-function pushOp(args: string[], op: SettleOp, now: string): void {
+/** The counter keys and arguments of one settle op (a cancel takes one slot per check more). */
+function pushOp(keys: string[], args: string[], prefix: string, op: SettleOp, now: string): void {
   if (op.type === 'release') {
-    args.push('r', now, escapeHoldId(op.holdId), enc(op.charge), '', keepArg(op.keepUntil))
+    keys.push(prefix + op.key)
+    args.push('r', now, escapeHoldId(op.holdId), enc(op.charge), op.ifHeld ? '1' : '')
+    args.push(keepArg(op.keepUntil))
+    return
+  }
+  if (op.type === 'cancel') {
+    keys.push(prefix + op.key)
+    args.push('x', now, enc(op.ttlMs), String(op.checks.length), '', '')
+    const at = enc(op.at)
+    for (const c of op.checks) {
+      keys.push(prefix + c.key)
+      if (c.type === 'hold')
+        args.push('H', at, escapeHoldId(c.holdId), '', '', keepArg(c.keepUntil))
+      else if (c.type === 'window')
+        args.push('W', at, enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
+      else args.push('G', at, enc(c.limit), enc(c.windowMs), enc(c.cost), '')
+    }
     return
   }
   const c = op.check
+  keys.push(prefix + c.key)
   if (c.type === 'window') args.push('w', now, enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
   else args.push('g', now, enc(c.limit), enc(c.windowMs), enc(c.cost), '')
 }
+
+/** The counter key whose hash tag an op is sent under. */
+const opKey = (op: SettleOp): string => (op.type === 'add' ? op.check.key : op.key)
 
 /** The most settle ops one call carries. */
 const MAX_BATCH = 256
@@ -100,16 +128,25 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
   /** Whether a timer will send what is queued. */
   let armed = false
 
-  /** One call: the batch's ops (if any), then the checks (if any). */
-  async function run(batch: Batch | undefined, checks: readonly Check[], now: number) {
+  /** One call: the batch's ops (if any), then the checks (if any) and the admission's record. */
+  async function run(
+    batch: Batch | undefined,
+    checks: readonly Check[],
+    now: number,
+    admission?: AdmissionId,
+  ) {
     const nOps = batch ? batch.keys.length : 0
     const args: string[] = batch ? batch.keys : []
     for (const c of checks) args.push(prefix + c.key)
-    args.push(enc(now), slack, String(nOps))
+    if (admission) args.push(prefix + admission.key)
+    args.push(enc(now), slack, admission ? `${nOps}:${Math.ceil(admission.ttlMs)}` : String(nOps))
     if (batch) for (const a of batch.args) args.push(a)
     for (const c of checks) pushCheck(args, c)
     try {
-      const reply = await client.tollboothConsume(nOps + checks.length, ...args)
+      const reply = await client.tollboothConsume(
+        nOps + checks.length + (admission ? 1 : 0),
+        ...args,
+      )
       if (batch) for (const d of batch.done) d()
       return reply
     } catch (err) {
@@ -137,8 +174,7 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
       b = { keys: [], args: [], done: [] }
       pending.set(tag, b)
     }
-    b.keys.push(prefix + (op.type === 'release' ? op.key : op.check.key))
-    pushOp(b.args, op, now)
+    pushOp(b.keys, b.args, prefix, op, now)
     let added = false
     if (b.done[b.done.length - 1] !== done) {
       b.done.push(done)
@@ -154,7 +190,7 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
   }
 
   return {
-    async consume(checks, now): Promise<ConsumeResult> {
+    async consume(checks, now, admission): Promise<ConsumeResult> {
       if (checks.length === 0) return { allowed: true, results: [] }
       let batch: Batch | undefined
       if (pending.size > 0) {
@@ -162,7 +198,7 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
         batch = pending.get(tag)
         if (batch) pending.delete(tag)
       }
-      const reply = await run(batch, checks, now)
+      const reply = await run(batch, checks, now, admission)
       const results: CheckResult[] = checks.map((c, i) => {
         const b = 1 + i * 5
         const r: CheckResult = {
@@ -194,7 +230,7 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
         // Each batch this call lands in gets `done` once: `left` counts those batches.
         const at = enc(now)
         for (const op of ops) {
-          if (enqueue(hashTag(op.type === 'release' ? op.key : op.check.key), op, at, done)) left++
+          if (enqueue(hashTag(opKey(op)), op, at, done)) left++
         }
         if (settleBatchMs === 0) flushAll()
         else if (!armed) {

@@ -15,6 +15,7 @@ import { ConfigError } from '../../src/index.js'
 import { redisAccounts, redisSecrets } from './accounts.js'
 import { redisChanges } from './changes.js'
 import { redisCounters } from './counters.js'
+import { redisIpBlocks } from './ip-blocks.js'
 import { redisKeys } from './keys.js'
 import { type Ctx, defineCommands, type RedisClient } from './store.js'
 import { redisUsage } from './usage.js'
@@ -107,6 +108,7 @@ export function redisStorage(options: RedisStorageOptions): Storage {
     usage: redisUsage(ctx),
     accounts: redisAccounts(ctx),
     secrets: redisSecrets(ctx),
+    ipBlocks: redisIpBlocks(ctx),
     changes: { publish: changes.publish, subscribe: changes.subscribe },
     close: () => changes.close(),
   }

@@ -239,24 +239,24 @@ local function hold_write(key, s, now, slack, keep)
 end
 `
 
-/**
- * Admission: evaluates every check, counts all of them only if all pass.
- * Call: `numkeys, ...keys, now, slackMs, ...5 args per check`.
- */
 /** Settle operations on one counter, never refusing (the first part of CONSUME below). */
 const SETTLE_OP = `
 local function settle_op(key, t, a, b, c, d, now, slack)
   local raw = get(key)
   if t == 'r' then
+    -- c '1': only when the hold is still there (a retried settle must not charge twice).
+    local ifHeld = c == '1'
     local keep = nil
     if d ~= '' then keep = num(d) end
     local used, sum, mn, mx, from, _, rebuilt = hold_head(raw)
     if sum and mn > now then
       -- No hold expired and the total known: the hold's text cut out, nothing else read.
-      used = used + num(b)
       local body = ''
+      local at = nil
+      if from then at = string.find(raw, '\\n#' .. a .. '\\n', from, true) end
+      if ifHeld and not at then return end
+      used = used + num(b)
       if from then
-        local at = string.find(raw, '\\n#' .. a .. '\\n', from, true)
         if at then
           local _, e, amt = string.find(raw, '^\\n#[^\\n]*\\n([^\\n]*)\\n[^\\n]*', at)
           sum = sum - tonumber(amt)
@@ -278,6 +278,7 @@ local function settle_op(key, t, a, b, c, d, now, slack)
         kept.ids[n], kept.amounts[n], kept.expires[n], kept.text[n] = s.ids[k], s.amounts[k], s.expires[k], s.text[k]
       end
     end
+    if ifHeld and #kept.ids == #s.ids then return end
     kept.used = kept.used + num(b)
     hold_write(key, kept, now, slack, keep)
   elseif t == 'w' then
@@ -295,24 +296,77 @@ end
 `
 
 /**
+ * A check of a cancelled admission taken back (`limits/revert`): a hold dropped with no
+ * charge, a window's cost out of the bucket of `at`, a GCRA cost less what drained since `at`.
+ * A counter's marks stay (rebuilt, a hold's keepUntil).
+ */
+const REVERT_OP = `
+local function revert_op(key, t, a, b, c, d, now, at, slack)
+  if t == 'H' then
+    -- Only if still held: dropping a hold that is gone changes nothing (no empty counter
+    -- written); d is the hold check's keepUntil, which the counter keeps.
+    settle_op(key, 'r', a, '0', '1', d, now, slack)
+    return
+  end
+  local raw = get(key)
+  if t == 'W' then
+    local windowMs, bucketMs, cost = num(a), num(b), num(c)
+    local current, span = window_geometry(now, windowMs, bucketMs)
+    local idx, n, rebuilt = window_live(raw, current - span)
+    local bucket = 0
+    if windowMs ~= 0 then bucket = math.floor(at / bucketMs) end
+    for k = 1, #idx do
+      if idx[k] >= bucket then
+        if n[k] - cost > 0 then
+          n[k] = n[k] - cost
+        else
+          table.remove(idx, k)
+          table.remove(n, k)
+        end
+        break
+      end
+    end
+    window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
+  else
+    -- Measured at the stored time when it is ahead of now (gcraRemove in limits/revert.ts):
+    -- the time never moves back, and what drained up to it is not given back.
+    local limit, windowMs, cost = num(a), num(b), num(c)
+    local scaled, t2 = gcra_scaled(raw, now, limit, windowMs)
+    local back = math.max(0, cost * windowMs - math.max(0, t2 - at) * limit)
+    gcra_write(key, math.max(0, scaled - back), t2, now, limit, windowMs, slack)
+  end
+end
+`
+
+/**
  * The one counter script: settle operations queued since the account's last call (applied
  * first, never refusing), then an admission that evaluates every check and counts all of them
  * only if all pass. Either part may be empty: a settle sent on its own has no checks.
  *
- * Call: `numkeys, ...opKeys, ...checkKeys, now, slackMs, nOps, ...5 args per op, ...5 args
- * per check`.
+ * Call: `numkeys, ...opKeys, ...checkKeys, [admissionKey], now, slackMs, nOps[:ttlMs], ...6 args
+ * per op, ...7 args per check`.
  */
 export const CONSUME = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] the counter of check i
 --            (all of one call share the {accountId} hash tag)
 -- ARGV[1]  now: milliseconds since the epoch, from the caller's clock, for the checks (a
 --            GCRA state keeps the later of it and its stored time: gcra_scaled)
 -- ARGV[2]  slackMs: kept past the moment a counter turns idle (clock skew between instances)
--- ARGV[3]  nOps: how many settle ops come first
+-- ARGV[3]  nOps: how many settle ops come first; 'nOps:ttlMs' when the admission has an
+--            identity: then the last KEY is its record, written 'c' for ttlMs when the
+--            admission passes; a tombstone 'x' there (a cancel came first) refuses it
 -- ARGV[4 + 6(i-1)] .. ARGV[9 + 6(i-1)]  settle op i: type, now (its settle's clock reading),
 --            a, b, c, d where
---            type 'r' (release a hold): a holdId, b charge, c unused, d keepUntil or ''
+--            type 'r' (release a hold): a holdId, b charge, c '1' only when still held,
+--              d keepUntil or ''
 --            type 'w' (add to a window): a windowMs, b bucketMs, c cost, d unused
 --            type 'g' (add to a GCRA limit): a limit, b windowMs, c cost, d unused
+--            type 'x' (cancel an admission; its KEY the admission's record): a ttlMs, b the
+--              count of revert ops that follow, c, d unused; each revert op has at (the
+--              admission's time) in place of now, and is applied only when the record is
+--              'c'; the record becomes the tombstone 'x' unless it already was one
+--            type 'H' (revert a hold): a holdId, b, c unused, d keepUntil or ''; 'W' (a
+--              window): a windowMs, b bucketMs, c cost; 'G' (a GCRA limit): a limit,
+--              b windowMs, c cost (d unused)
 -- then, from B = 4 + 6 nOps, ARGV[B + 7(i-1)] .. ARGV[B + 6 + 7(i-1)]  check i: type,
 --            limit, a, b, c, d, rebuild where
 --            type 'w' (window): a windowMs, b bucketMs, c cost, d unused
@@ -322,20 +376,56 @@ export const CONSUME = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[
 --            missing unless rebuilt, '=<base>' rebuild with base unless rebuilt
 -- Returns { allowed (1 | 0), then per check: allowed (1 | 0 | -1 missing), used, remaining,
 --   resetMs, retryAfterMs }: integers as integer replies (no string to format), other
---   numbers as '%.17g' strings ('inf' for infinity).
+--   numbers as '%.17g' strings ('inf' for infinity). A refused admission (missing included)
+--   writes no record.
 ${HELPERS}
 ${SETTLE_OP}
+${REVERT_OP}
 local now = tonumber(ARGV[1])
 local slack = tonumber(ARGV[2])
-local nOps = tonumber(ARGV[3])
-for i = 1, nOps do
+local nOpsText, markTtl = string.match(ARGV[3], '^(%d+):?(%d*)$')
+local nOps = tonumber(nOpsText)
+local i = 1
+while i <= nOps do
   local b = 4 + (i - 1) * 6
-  settle_op(KEYS[i], ARGV[b], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], tonumber(ARGV[b + 1]), slack)
+  local t = ARGV[b]
+  if t == 'x' then
+    local opNow, reverts = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3])
+    local m = get(KEYS[i])
+    if m ~= 'x' then
+      put(KEYS[i], 'x', num(ARGV[b + 2]), 0)
+      if m == 'c' then
+        for j = i + 1, i + reverts do
+          local bj = 4 + (j - 1) * 6
+          revert_op(KEYS[j], ARGV[bj], ARGV[bj + 2], ARGV[bj + 3], ARGV[bj + 4], ARGV[bj + 5], opNow, tonumber(ARGV[bj + 1]), slack)
+        end
+      end
+    end
+    i = i + 1 + reverts
+  else
+    settle_op(KEYS[i], t, ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], tonumber(ARGV[b + 1]), slack)
+    i = i + 1
+  end
 end
 local base = 4 + nOps * 6
 local out = { 1 }
 local writes = {}
-for i = nOps + 1, #KEYS do
+local lastCheck = #KEYS
+local markKey = nil
+if markTtl ~= '' then
+  markKey = KEYS[#KEYS]
+  lastCheck = lastCheck - 1
+  if get(markKey) == 'x' then
+    -- A cancel of this admission came first: nothing is counted.
+    for k = nOps + 1, lastCheck do
+      local n = #out
+      out[1], out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 0, 0, 0, 0, 0, 1000
+    end
+    commit()
+    return out
+  end
+end
+for i = nOps + 1, lastCheck do
   local key = KEYS[i]
   local b = base + (i - nOps - 1) * 7
   local t, limit = ARGV[b], num(ARGV[b + 1])
@@ -477,6 +567,7 @@ for i = nOps + 1, #KEYS do
 end
 if out[1] == 1 then
   for k = 1, #writes do writes[k]() end
+  if markKey then put(markKey, 'c', tonumber(markTtl), 0) end
 end
 commit()
 return out

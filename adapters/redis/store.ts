@@ -10,10 +10,12 @@
  * - keys: `P{keys}:rec`, `P{keys}:used`, `P{keys}:hash` (HASHes), `P{keys}:acct:<id>` (ZSET)
  * - usage: `P{usage}:ev` (HASH), `P{usage}:all`, `P{usage}:acct:<id>`, `P{usage}:key:<id>` (ZSETs)
  * - accounts: `Paccount:<id>` (HASH); secrets: `Psecrets:<accountId>` (HASH)
+ * - failed-auth guard: `P{ipblocks}:n:<ip>`, `P{ipblocks}:until`, `P{ipblocks}:ips` (ip-blocks.ts)
  * - change feed: the pub/sub channel `Pchanges`
  */
 
 import type { Cluster, Redis } from 'ioredis'
+import { IP_FAIL, IP_LIFT, IP_LIST } from './ip-blocks.js'
 import * as records from './record-scripts.js'
 import { CONSUME } from './scripts.js'
 
@@ -40,6 +42,9 @@ export interface Commands {
   tollboothAccountEnsure: Run<[string, string]>
   tollboothAccountCas: Run<Reply[]>
   tollboothAccountAdd: Run<[string, string] | null>
+  tollboothIpFail: Run<string | null>
+  tollboothIpList: Run<string[]>
+  tollboothIpLift: Run<number>
 }
 
 /** Every Lua script by command name, so a test can load each one into a real Redis. */
@@ -58,6 +63,9 @@ export const SCRIPTS: Record<keyof Commands, string> = {
   tollboothAccountEnsure: records.ACCOUNT_ENSURE,
   tollboothAccountCas: records.ACCOUNT_CAS,
   tollboothAccountAdd: records.ACCOUNT_ADD,
+  tollboothIpFail: IP_FAIL,
+  tollboothIpList: IP_LIST,
+  tollboothIpLift: IP_LIFT,
 }
 
 /** The user's client with the commands defined (redefining them is harmless). */

@@ -50,11 +50,11 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
         String(from),
         String(to),
       )
-      const out: UsageSummary = { requests: dec(r[0]!), units: dec(r[1]!), byCategory: {} }
-      for (let i = 2; i + 2 < r.length; i += 3) {
-        out.byCategory[r[i]!] = { requests: dec(r[i + 1]!), units: dec(r[i + 2]!) }
-      }
-      return out
+      const cats: Array<[string, { requests: number; units: number }]> = []
+      for (let i = 2; i + 2 < r.length; i += 3)
+        cats.push([r[i]!, { requests: dec(r[i + 1]!), units: dec(r[i + 2]!) }])
+      // fromEntries defines own properties: a category named `__proto__` stays a category.
+      return { requests: dec(r[0]!), units: dec(r[1]!), byCategory: Object.fromEntries(cats) }
     },
     async logs(keyId, { limit, cursor }): Promise<Page<UsageEvent>> {
       let time = ''

@@ -11,7 +11,7 @@
  * it were not made by tollbooth and are ignored.
  */
 
-import type { BillingChange } from '../../src/index.js'
+import { type BillingChange, ownValue } from '../../src/index.js'
 
 /** Metadata keys tollbooth sets on Stripe objects. */
 export const META = {
@@ -141,7 +141,7 @@ function subscriptionChanges(type: string, sub: Obj, at: number, ctx: EventConte
   if (status !== 'active' && status !== 'trialing' && status !== 'past_due') return { changes }
   const found = tierOf(sub, ctx)
   const tier = found.tier ?? meta(sub, META.tier)
-  if (!tier || !(tier in ctx.grants))
+  if (!tier || !Object.hasOwn(ctx.grants, tier))
     return { ignored: 'subscription price is not a configured tier' }
   const cancelAt =
     num(sub['cancel_at']) ?? (sub['cancel_at_period_end'] === true ? found.periodEnd : null)
@@ -185,7 +185,7 @@ function invoiceChanges(inv: Obj, at: number, ctx: EventContext): EventChanges {
       tier,
       ...(end === null ? {} : { expiresAt: end * 1000 + ctx.graceMs }),
     })
-    const grant = ctx.grants[tier] ?? 0
+    const grant = ownValue(ctx.grants, tier) ?? 0
     const reason = inv['billing_reason']
     if (grant > 0 && (reason === 'subscription_create' || reason === 'subscription_cycle')) {
       changes.push({

@@ -26,6 +26,7 @@ import {
   isTollboothError,
   type MeterOutbox,
   type OverageReconciliation,
+  ownValue,
   type PortalInput,
   type PortalResult,
   parseConfig,
@@ -98,7 +99,7 @@ const httpUrl = (field: string, v: unknown): string => {
 export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): StripeBilling {
   const o = parseConfig(optionsSchema, options, 'stripeBilling options')
   for (const tier of Object.keys(o.tiers)) {
-    if (!(tier in tb.options.plans))
+    if (!Object.hasOwn(tb.options.plans, tier))
       throw new ConfigError(
         `Invalid stripeBilling options: stripeBilling options.tiers.${tier}: not a key of the tollbooth plans (${Object.keys(tb.options.plans).join(', ') || 'none configured'})`,
       )
@@ -180,7 +181,7 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
     let params: Stripe.Checkout.SessionCreateParams
     if (hasTier) {
       const tier = input.tier as string
-      const t = o.tiers[tier]
+      const t = typeof tier === 'string' ? ownValue(o.tiers, tier) : undefined
       if (!t)
         throw new InvalidRequestError(`Invalid request: tier: unknown tier "${String(tier)}"`, [
           { path: 'tier', message: `must be one of ${Object.keys(o.tiers).join(', ')}` },

@@ -125,7 +125,7 @@ export function accountStoreTests(get: GetStorage): void {
   })
 
   describe('changes', () => {
-    it('delivers a published hash to subscribers, and stops after unsubscribe', async () => {
+    it('delivers a published hash or account message to subscribers, and stops after unsubscribe', async () => {
       const feed = get().changes
       if (!feed) return
       const seenA: string[] = []
@@ -135,6 +135,10 @@ export function accountStoreTests(get: GetStorage): void {
       const first = randomHash()
       await feed.publish(first)
       await eventually(() => seenA.includes(first) && seenB.includes(first))
+      // Account changes travel as `account:<id>`, carried unchanged like a hash.
+      const account = `account:${newAccountId()}`
+      await feed.publish(account)
+      await eventually(() => seenA.includes(account) && seenB.includes(account))
       offA()
       const second = randomHash()
       await feed.publish(second)

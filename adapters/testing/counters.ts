@@ -351,6 +351,85 @@ export function counterStoreTests(get: GetStorage): void {
       ).toMatchObject({ allowed: true, used: 1 })
     })
 
+    it('a retried release (ifHeld) charges once, whichever attempt lands first', async () => {
+      const n = names()
+      const c = get().counters
+      await c.consume([holdCheck(n.hold, 100, 10, 'r1', 60_000)], T0)
+      const op: SettleOp = { type: 'release', key: n.hold, holdId: 'r1', charge: 7 }
+      await c.settle([op], T0 + 1)
+      await c.settle([{ ...op, ifHeld: true }], T0 + 2)
+      await c.settle([{ ...op, ifHeld: true }], T0 + 3)
+      expect(await c.held(n.hold, T0 + 4)).toBe(7)
+      // The first attempt lost: the retry charges once, a late duplicate retry nothing.
+      await c.consume([holdCheck(n.hold, 100, 10, 'r2', 60_000)], T0 + 5)
+      await c.settle([{ ...op, holdId: 'r2', ifHeld: true }], T0 + 6)
+      await c.settle([{ ...op, holdId: 'r2', ifHeld: true }], T0 + 7)
+      expect(await c.held(n.hold, T0 + 8)).toBe(14)
+    })
+
+    it('a cancel undoes a recorded admission, and leaves nothing when it comes first', async () => {
+      const n = names()
+      const c = get().counters
+      const checks = (id: string): Check[] => [
+        windowCheck(n.window, 10, 2),
+        windowCheck(n.other, 10, 1, 0, 0),
+        gcraCheck(n.gcra, 10, 60_000, 3),
+        holdCheck(n.hold, 100, 5, id, 60_000),
+      ]
+      const adm = (id: string) => ({ key: `${n.hold}:a:${id}`, ttlMs: 60_000 })
+      const cancel = (id: string, at: number): SettleOp => ({
+        type: 'cancel',
+        key: adm(id).key,
+        ttlMs: 60_000,
+        at,
+        checks: checks(id),
+      })
+      const used = async (now: number) =>
+        (
+          await c.consume([windowCheck(n.window, 10, 0), windowCheck(n.other, 10, 0, 0, 0)], now)
+        ).results
+          .map((r) => r.used)
+          .concat([
+            (await c.consume([gcraCheck(n.gcra, 10, 60_000, 0)], now)).results[0]!.remaining,
+            await c.held(n.hold, now),
+          ])
+      // Kept: a, cancelled after its commit: b (twice: the second does nothing).
+      expect((await c.consume(checks('a'), T0, adm('a'))).allowed).toBe(true)
+      expect((await c.consume(checks('b'), T0 + 10, adm('b'))).allowed).toBe(true)
+      expect(await used(T0 + 20)).toEqual([4, 2, 4, 10])
+      await c.settle([cancel('b', T0 + 10)], T0 + 20)
+      await c.settle([cancel('b', T0 + 10)], T0 + 30)
+      expect(await used(T0 + 30)).toEqual([2, 1, 7, 5])
+      // Cancelled before it arrives: the late commit counts nothing, and says so.
+      await c.settle([cancel('c', T0 + 40)], T0 + 40)
+      const late = await c.consume(checks('c'), T0 + 50, adm('c'))
+      expect(late.allowed).toBe(false)
+      expect(await used(T0 + 50)).toEqual([2, 1, 7, 5])
+      // The GCRA cost comes back less what drained since: 3 units at 10 per minute drain in
+      // 18 s, so a cancel 18 s later takes nothing back.
+      expect((await c.consume(checks('d'), T0 + 60, adm('d'))).allowed).toBe(true)
+      await c.settle([cancel('d', T0 + 60)], T0 + 18_060)
+      const g = await c.consume([gcraCheck(n.gcra, 10, 60_000, 0)], T0 + 18_060)
+      // a (3 at T0) and d (3 at T0+60) drained by 18,060 ms: 3 + 3 - 3.01 = 2.99 units left.
+      expect(g.results[0]!.remaining).toBe(7)
+    })
+
+    it('a negative add takes units back, never below zero', async () => {
+      const n = names()
+      const c = get().counters
+      await c.consume([gcraCheck(n.gcra, 100, 60_000, 40)], T0)
+      await c.settle([{ type: 'add', check: gcraCheck(n.gcra, 100, 60_000, -30) }], T0)
+      expect((await c.consume([gcraCheck(n.gcra, 100, 60_000, 0)], T0)).results[0]!.remaining).toBe(
+        90,
+      )
+      await c.settle([{ type: 'add', check: gcraCheck(n.gcra, 100, 60_000, -50) }], T0)
+      expect((await c.consume([gcraCheck(n.gcra, 100, 60_000, 0)], T0)).results[0]!.remaining).toBe(
+        100,
+      )
+      await c.consume([gcraCheck(n.gcra, 100, 60_000, 100)], T0)
+      expect((await c.consume([gcraCheck(n.gcra, 100, 60_000, 1)], T0)).allowed).toBe(false)
+    })
+
     it('matches the reference algorithms on a random sequence of operations', async () => {
       const ref = memoryStorage().counters
       const c = get().counters

@@ -5,8 +5,8 @@
  * `redisStorage()` and `postgresStorage()`, exported so a user's own adapter is held to the
  * same contract (`src/storage/types.ts`, `docs/storage.md`). It covers every method of every
  * store: keys, counters (all-or-nothing admission, the exact figures of the `limits/`
- * algorithms, expiry by explicit `now`, concurrency), usage, accounts, secrets and, when the
- * storage has one, the change feed.
+ * algorithms, expiry by explicit `now`, concurrency), usage, accounts, secrets, the failed-auth guard's
+ * IP blocks and, when the storage has one, the change feed.
  *
  * The tests draw fresh random ids for every record, so they pass whether the factory returns
  * a new storage per test or the same one every time; only `usage.prune` assumes that no one
@@ -18,6 +18,7 @@ import type { Storage } from '../../src/index.js'
 import { accountStoreTests } from './accounts.js'
 import { counterStoreTests } from './counters.js'
 import type { StorageFactory, StorageFixture } from './fixtures.js'
+import { ipBlockStoreTests } from './ip-blocks.js'
 import { keyStoreTests } from './keys.js'
 import { usageStoreTests } from './usage.js'
 
@@ -59,5 +60,6 @@ export function describeStorageConformance(name: string, factory: StorageFactory
     counterStoreTests(get)
     usageStoreTests(get)
     accountStoreTests(get)
+    ipBlockStoreTests(get)
   })
 }

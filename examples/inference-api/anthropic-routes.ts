@@ -4,15 +4,16 @@
  * The Anthropic-compatible route, enough for the official `@anthropic-ai/sdk` pointed at this
  * server (`new Anthropic({ baseURL: 'http://localhost:3000', apiKey: 'sk_…' })`, which sends
  * the key in `x-api-key`): `POST /v1/messages`, plain or `stream: true` as server-sent
- * events. Metered like the OpenAI route: an estimate held, the reported tokens charged and
- * counted against tpm. Errors are in Anthropic's shape (see `errors.ts`).
+ * events. Metered like the OpenAI route: the prompt's tokens plus `max_tokens` held, the
+ * reported tokens charged and counted against tpm. Errors are in Anthropic's shape (see
+ * `errors.ts`).
  */
 
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
+import type { TollboothRequest } from '../../src/index.js'
 import { ApiError, dialectErrors } from './errors.js'
-import { complete, MODELS, pieces, textOf } from './model.js'
-import { ESTIMATE_CREDITS } from './plans.js'
+import { complete, countPrompt, MODELS, pieces, textOf } from './model.js'
 
 const content = z.union([z.string(), z.array(z.looseObject({ type: z.string() }))])
 const body = z.looseObject({
@@ -36,6 +37,17 @@ function parse(value: unknown): z.output<typeof body> {
 
 const sse = (event: string, data: object) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`
 
+const turnsOf = (b: z.output<typeof body>) => [
+  ...(b.system !== undefined ? [{ role: 'system', content: textOf(b.system) }] : []),
+  ...b.messages.map((m) => ({ role: m.role, content: textOf(m.content) })),
+]
+
+/** The most tokens (and credits) a request can use: its prompt plus its `max_tokens`. */
+export function messagesEstimate(r: TollboothRequest): number {
+  const b = body.safeParse(r.body)
+  return b.success ? countPrompt(turnsOf(b.data)) + b.data.max_tokens : 0
+}
+
 /** Registers the route in its own context (for the error shape); mount with prefix `/v1`. */
 export function anthropicRoutes() {
   return async function anthropic(v1: FastifyInstance) {
@@ -43,16 +55,16 @@ export function anthropicRoutes() {
 
     v1.post(
       '/messages',
-      { config: { tollbooth: { cost: ESTIMATE_CREDITS, category: 'messages' } } },
+      {
+        config: {
+          tollbooth: { cost: messagesEstimate, tokens: messagesEstimate, category: 'messages' },
+        },
+      },
       async (request, reply) => {
         const b = parse(request.body)
         if (!(MODELS as readonly string[]).includes(b.model))
           throw new ApiError(404, `model: ${b.model}`, 'not_found')
-        const turns = [
-          ...(b.system !== undefined ? [{ role: 'system', content: textOf(b.system) }] : []),
-          ...b.messages.map((m) => ({ role: m.role, content: textOf(m.content) })),
-        ]
-        const out = complete(turns, b.max_tokens)
+        const out = complete(turnsOf(b), b.max_tokens)
         const tokens = out.promptTokens + out.completionTokens
         request.apiKey.report({ tokens, cost: tokens })
         const id = `msg_${request.apiKey.requestId}`

@@ -44,7 +44,7 @@ import { openAiRoutes } from './openai-routes.js'
 import { CREDITS_PER_USD, PLANS } from './plans.js'
 
 export { countTokens } from './model.js'
-export { CREDITS_PER_USD, ESTIMATE_CREDITS, POOLS } from './plans.js'
+export { CREDITS_PER_USD, DEFAULT_MAX_TOKENS, POOLS } from './plans.js'
 
 export const PREFIXES = { consumption: 'sk_', management: 'mk_' }
 

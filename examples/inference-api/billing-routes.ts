@@ -20,7 +20,7 @@ import { z } from 'zod'
 import type { StripeBilling } from '../../adapters/stripe/index.js'
 import { NotFoundError, type Tollbooth } from '../../src/index.js'
 import { parse } from './key-routes.js'
-import { CREDITS_PER_USD, POOLS, subscribe, subscriptionsOf, usd } from './plans.js'
+import { CREDITS_PER_USD, POOLS, poolOf, subscribe, subscriptionsOf, usd } from './plans.js'
 
 const subscribeBody = z.object({ days: z.number().int().min(1).max(31).default(30) }).strict()
 const topupBody = z.object({ amount: z.number().min(1).max(10_000) }).strict()
@@ -77,7 +77,7 @@ export function billingRoutes(
   }))
 
   api.post<{ Params: { id: string } }>('/pools/:id/subscribe', async (request, reply) => {
-    const pool = POOLS[request.params.id]
+    const pool = poolOf(request.params.id)
     if (!pool)
       throw new NotFoundError(`Pool not found; the pools are ${Object.keys(POOLS).join(', ')}`)
     const body = parse(subscribeBody, request.body, 'body')

@@ -24,6 +24,21 @@ import { failure } from './account-auth.js'
 import { creditLimits, poolLimits, type Subscription, subscriptionsOf, usd } from './plans.js'
 
 const name = z.string().trim().min(1).max(100)
+
+/**
+ * Runs a create or rename with `{ uniqueName: true }`: tb.keys refuses a name another live
+ * key of the account wears (without case, one check at a time per account), and the example
+ * answers in its own words.
+ */
+async function aliased<T>(name: string | undefined, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write()
+  } catch (err) {
+    if (err instanceof ConflictError && err.issues?.[0]?.path === 'name')
+      throw new ConflictError(`A key named "${name}" already exists`)
+    throw err
+  }
+}
 const quota = z.number().int().positive().max(1e9)
 const schemas = {
   credit: z
@@ -159,16 +174,19 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
         'insufficient_credits',
       )
     // The name is an alias, unique among the account's keys (`002`).
-    if ((await listAll(user, 'consumption')).some((k) => k.name === body.name))
-      return failure(reply, 409, `A key named "${body.name}" already exists`, 'conflict')
-    const { key, record } = await tb.keys.create({
-      accountId: user,
-      name: body.name,
-      category: body.category,
-      metadata: { keyPlan: 'credits' },
-      limits: creditLimits(body),
-      ...(body.expiresAt ? { expiresAt: body.expiresAt } : {}),
-    })
+    const { key, record } = await aliased(body.name, () =>
+      tb.keys.create(
+        {
+          accountId: user,
+          name: body.name,
+          category: body.category,
+          metadata: { keyPlan: 'credits' },
+          limits: creditLimits(body),
+          ...(body.expiresAt ? { expiresAt: body.expiresAt } : {}),
+        },
+        { uniqueName: true },
+      ),
+    )
     return reply.code(201).send({
       success: true,
       data: {
@@ -212,14 +230,16 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
   api.put<{ Params: { id: string } }>('/keys/:id', async (request) => {
     const body = parse(schemas.update, request.body, 'body')
     const key = await own(request.account.id, request.params.id)
-    if (body.name !== undefined && body.name !== key.name) {
-      const taken = (await listAll(key.accountId, 'consumption')).some((k) => k.name === body.name)
-      if (taken) throw new ConflictError(`A key named "${body.name}" already exists`)
-    }
-    const updated = await tb.keys.update(key.id, {
-      ...(body.name !== undefined ? { name: body.name } : {}),
-      ...(body.isActive !== undefined ? { active: body.isActive } : {}),
-    })
+    const updated = await aliased(body.name, () =>
+      tb.keys.update(
+        key.id,
+        {
+          ...(body.name !== undefined ? { name: body.name } : {}),
+          ...(body.isActive !== undefined ? { active: body.isActive } : {}),
+        },
+        { uniqueName: true },
+      ),
+    )
     return { success: true, data: keyView(updated, await subsOf(request.account.id), now()) }
   })
 

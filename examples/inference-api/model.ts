@@ -37,6 +37,11 @@ export function countTokens(text: string): number {
   return n
 }
 
+/** The tokens of a conversation as the model reads it (each turn's text and overhead). */
+export function countPrompt(turns: ReadonlyArray<Turn>): number {
+  return turns.reduce((n, t) => n + countTokens(t.content) + TURN_OVERHEAD, 0)
+}
+
 /** `text` cut after its first `max` tokens. */
 function truncate(text: string, max: number): string {
   let n = 0
@@ -53,7 +58,7 @@ function truncate(text: string, max: number): string {
  * @param maxTokens the most tokens the answer may have (at least 1)
  */
 export function complete(turns: ReadonlyArray<Turn>, maxTokens: number): Completion {
-  const promptTokens = turns.reduce((n, t) => n + countTokens(t.content) + TURN_OVERHEAD, 0)
+  const promptTokens = countPrompt(turns)
   const last = [...turns].reverse().find((t) => t.role === 'user')
   const full = `Echo: ${last?.content ?? ''}`.trimEnd()
   const fullTokens = countTokens(full)

@@ -4,17 +4,18 @@
  * The OpenAI-compatible routes, enough for the official `openai` SDK pointed at this server
  * (`new OpenAI({ baseURL: 'http://localhost:3000/v1', apiKey: 'sk_…' })`):
  * `POST /v1/chat/completions` (plain or `stream: true` as server-sent events) and
- * `GET /v1/models`. Each request holds {@link ESTIMATE_CREDITS} while it runs; the handler
- * reports the tokens it used, which are charged (1 credit per token) and counted against the
- * key's tpm. Errors are in OpenAI's shape (see `errors.ts`).
+ * `GET /v1/models`. Each request holds what it can use at most, its prompt's tokens plus its
+ * `max_tokens` (as credits, 1 per token, and against the key's tpm) while it runs; the handler
+ * reports the tokens it used, which are charged and counted, the rest given back. Errors are
+ * in OpenAI's shape (see `errors.ts`).
  */
 
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
-import type { Tollbooth } from '../../src/index.js'
+import type { Tollbooth, TollboothRequest } from '../../src/index.js'
 import { ApiError, dialectErrors } from './errors.js'
-import { complete, MODELS, pieces, textOf } from './model.js'
-import { ESTIMATE_CREDITS } from './plans.js'
+import { complete, countPrompt, MODELS, pieces, textOf } from './model.js'
+import { DEFAULT_MAX_TOKENS } from './plans.js'
 
 const body = z.looseObject({
   model: z.string().min(1).max(200),
@@ -47,6 +48,20 @@ function parse(value: unknown): z.output<typeof body> {
   )
 }
 
+const turnsOf = (b: z.output<typeof body>) =>
+  b.messages.map((m) => ({ role: m.role, content: textOf(m.content) }))
+const maxTokensOf = (b: z.output<typeof body>) =>
+  b.max_completion_tokens ?? b.max_tokens ?? DEFAULT_MAX_TOKENS
+
+/**
+ * The most tokens (and credits) a request can use: its prompt plus its `max_tokens`. A body
+ * the route will refuse (400) holds nothing.
+ */
+export function chatEstimate(r: TollboothRequest): number {
+  const b = body.safeParse(r.body)
+  return b.success ? countPrompt(turnsOf(b.data)) + maxTokensOf(b.data) : 0
+}
+
 /** Registers the routes in their own context (for the error shape); mount with prefix `/v1`. */
 export function openAiRoutes(tb: Tollbooth) {
   const now = () => tb.options.clock?.now() ?? Date.now()
@@ -61,7 +76,7 @@ export function openAiRoutes(tb: Tollbooth) {
 
     v1.post(
       '/chat/completions',
-      { config: { tollbooth: { cost: ESTIMATE_CREDITS, category: 'chat' } } },
+      { config: { tollbooth: { cost: chatEstimate, tokens: chatEstimate, category: 'chat' } } },
       async (request, reply) => {
         const b = parse(request.body)
         if (!(MODELS as readonly string[]).includes(b.model))
@@ -71,8 +86,7 @@ export function openAiRoutes(tb: Tollbooth) {
             'model_not_found',
             'model',
           )
-        const turns = b.messages.map((m) => ({ role: m.role, content: textOf(m.content) }))
-        const out = complete(turns, b.max_completion_tokens ?? b.max_tokens ?? 1024)
+        const out = complete(turnsOf(b), maxTokensOf(b))
         const usage = {
           prompt_tokens: out.promptTokens,
           completion_tokens: out.completionTokens,

@@ -24,8 +24,11 @@ const DAY = 24 * HOUR
 /** $10 per million tokens. */
 export const CREDITS_PER_USD = 100_000
 
-/** Credits held while a request runs (the actual tokens are charged when it ends). */
-export const ESTIMATE_CREDITS = 100
+/**
+ * The most tokens an answer may have when a request sets no `max_tokens`: the answer is cut
+ * there, so a request's estimate (its prompt plus this) bounds what it can use.
+ */
+export const DEFAULT_MAX_TOKENS = 256
 
 export const PLANS = {
   credits: {
@@ -47,6 +50,14 @@ export const POOLS: Record<string, { name: string; fromHour: number; toHour: num
   'pool-evening': { name: 'Evening (16:00-24:00 UTC)', fromHour: 16, toHour: 24 },
 }
 
+/**
+ * The pool `id` names, or undefined. An own-property lookup: `POOLS['constructor']` is
+ * `Object`, and a subscription to it would get no time blocks (a key valid around the clock).
+ */
+export function poolOf(id: string): (typeof POOLS)[string] | undefined {
+  return Object.hasOwn(POOLS, id) ? POOLS[id] : undefined
+}
+
 /** A pool subscription, kept in the user's account metadata. */
 export interface Subscription {
   id: string
@@ -60,7 +71,8 @@ export interface Subscription {
 
 /** The pool's window on each of `days` days from `now` (today's if it has not ended). */
 export function blocksFor(poolId: string, now: number, days: number): TimeBlock[] {
-  const pool = POOLS[poolId]!
+  const pool = poolOf(poolId)
+  if (!pool) throw new RangeError(`unknown pool "${poolId}"`)
   const today = Math.floor(now / DAY) * DAY
   const blocks: TimeBlock[] = []
   for (let d = 0; d <= days; d++) {

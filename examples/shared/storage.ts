@@ -68,6 +68,9 @@ export async function openStorage(config: StorageConfig): Promise<OpenedStorage>
     }
     if (config.databaseUrl) {
       const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10 })
+      // An idle client whose server restarted emits 'error' on the pool; unheard, it would end
+      // the process. The pool drops that client and connects anew on the next query.
+      pool.on('error', (err) => console.error('[postgres]', err.message))
       closers.push(() => pool.end())
       const schema = config.databaseSchema ?? 'tollbooth'
       await migrate({ pool, schema })

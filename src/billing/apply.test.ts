@@ -65,4 +65,17 @@ describe('applyBillingChanges', () => {
     expect(err.status).toBe(400)
     expect((await tb.accounts.get('a')).metadata).toEqual({})
   })
+
+  it('refuses a tier named like a member of Object.prototype, and the account keeps its plan', async () => {
+    const tb = make()
+    for (const tier of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      const err = await applyBillingChanges(tb, [
+        { type: 'tier', accountId: 'a', subscriptionId: 's', at: T0, tier },
+      ]).catch((e) => e)
+      expect(err.status, tier).toBe(400)
+      expect(err.issues[0].path).toBe('tier')
+    }
+    const a = await tb.accounts.get('a')
+    expect([a.tier, a.metadata]).toEqual(['free', {}])
+  })
 })

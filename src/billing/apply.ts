@@ -108,7 +108,7 @@ async function applyOne(
     }
     case 'tier':
     case 'cancel': {
-      if (change.type === 'tier' && !(change.tier in tb.options.plans)) {
+      if (change.type === 'tier' && !Object.hasOwn(tb.options.plans, change.tier)) {
         throw new InvalidRequestError(`Invalid request: tier: unknown tier "${change.tier}"`, [
           { path: 'tier', message: `must be one of ${Object.keys(tb.options.plans).join(', ')}` },
         ])

@@ -9,6 +9,7 @@
 import { z } from 'zod'
 import type { Context } from '../context.js'
 import { InvalidRequestError, NotFoundError, NotImplementedError } from '../errors.js'
+import { ownValue, text } from '../input.js'
 import { checkAccountId } from '../metering/accounts.js'
 import { parseInput } from '../options.js'
 import type { Sealer } from './seal.js'
@@ -28,7 +29,7 @@ export type ProviderVerifier = (apiKey: string) => Promise<boolean> | boolean
 const storeSchema = z
   .object({
     provider: z.string().trim().toLowerCase().min(1).max(64),
-    apiKey: z.string().min(8).max(4096),
+    apiKey: text(z.string().min(8).max(4096)),
   })
   .strict()
 
@@ -41,7 +42,7 @@ export class ProviderKeyService {
 
   private provider(provider: unknown): string {
     const p = typeof provider === 'string' ? provider.toLowerCase() : ''
-    if (!(p in this.ctx.providers)) {
+    if (!Object.hasOwn(this.ctx.providers, p)) {
       const known = Object.keys(this.ctx.providers).join(', ')
       throw new InvalidRequestError(
         `Invalid request: provider: unknown provider; expected one of ${known}`,
@@ -91,7 +92,7 @@ export class ProviderKeyService {
     const p = this.provider(provider)
     const r = await this.ctx.storage.secrets.get(accountId, p)
     if (!r) throw new NotFoundError('Provider key not found')
-    const verifier = this.verifiers[p]
+    const verifier = ownValue(this.verifiers, p)
     if (!verifier) throw new NotImplementedError(`No verifier is configured for provider "${p}"`)
     let valid = false
     try {

@@ -7,18 +7,21 @@
  * answer is a {@link KeyView}, which never holds a secret or a hash.
  *
  * Every input is validated with zod (a 400 `InvalidRequestError` naming each bad field, and
- * nothing changed). Every change drops the key from the cache on this instance and, through
- * the storage's change feed, on every other.
+ * nothing changed); text and metadata follow the rules of `src/input.ts` (valid Unicode, no
+ * NUL, metadata bounded in depth and size), the same for every store. Every change drops the
+ * key from the cache on this instance and, through the storage's change feed, on every other.
  */
 
 import { z } from 'zod'
 import type { Context } from '../context.js'
 import { ConflictError, NotFoundError } from '../errors.js'
+import { metadataSchema, text, textProblem } from '../input.js'
 import { checkAccountId } from '../metering/accounts.js'
 import { limitsSchema, parseInput } from '../options.js'
 import type { KeyKind, KeyLimits, KeyPatch, KeyRecord } from '../storage/types.js'
 import { generateKey, keyStart } from './format.js'
 import { newId } from './ids.js'
+import { createNameGuard, type NameRule } from './unique-names.js'
 
 const DAY = 86_400_000
 
@@ -36,10 +39,10 @@ const when = z.union([
   z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),
 ])
 
-const name = z.string().trim().min(1).max(100)
-const category = z.string().trim().min(1).max(64).nullable()
-const scopes = z.array(z.string().min(1).max(128)).max(100)
-const metadata = z.record(z.string(), z.unknown())
+const name = text(z.string().trim().min(1).max(100))
+const category = text(z.string().trim().min(1).max(64)).nullable()
+const scopes = z.array(text(z.string().min(1).max(128))).max(100)
+const metadata = metadataSchema()
 
 export const createKeySchema = z
   .object({
@@ -79,7 +82,7 @@ export type UpdateKeyInput = z.input<typeof updateKeySchema>
 const listSchema = z
   .object({
     limit: z.number().int().min(1).max(100).default(20),
-    cursor: z.string().max(200).nullable().optional(),
+    cursor: text(z.string().max(200)).nullable().optional(),
     kind: z.enum(['consumption', 'management']).default('consumption'),
     includeRevoked: z.boolean().default(false),
   })
@@ -108,14 +111,23 @@ export interface CreatedKey {
 }
 
 export class KeyManager {
-  constructor(private readonly ctx: Context) {}
+  private readonly names: ReturnType<typeof createNameGuard>
+
+  constructor(private readonly ctx: Context) {
+    this.names = createNameGuard(ctx.storage)
+  }
 
   private prefix(kind: KeyKind): string {
     return this.ctx.options.prefixes[kind]
   }
 
   private async owned(id: string, scope: Scope): Promise<KeyRecord> {
-    const r = typeof id === 'string' && id.length <= 64 ? await this.ctx.storage.keys.get(id) : null
+    // An id no key can have (too long, a NUL, a lone surrogate) is not looked up: a store
+    // could only fail on it.
+    const r =
+      typeof id === 'string' && id.length <= 64 && textProblem(id) === null
+        ? await this.ctx.storage.keys.get(id)
+        : null
     if (!r || (scope.accountId !== undefined && r.accountId !== scope.accountId))
       throw new NotFoundError('API key not found')
     return r
@@ -127,10 +139,22 @@ export class KeyManager {
     return { key, hash: this.ctx.hash(key), start: keyStart(key, prefix) }
   }
 
-  /** Creates a key. The plaintext is in the result and nowhere else. */
-  async create(input: CreateKeyInput): Promise<CreatedKey> {
+  /**
+   * Creates a key. The plaintext is in the result and nowhere else.
+   * @param [rule.uniqueName=false] refuse a name another live key of the account wears (409)
+   */
+  async create(input: CreateKeyInput, rule: NameRule = {}): Promise<CreatedKey> {
     const v = parseInput(createKeySchema, input)
     checkAccountId(v.accountId)
+    if (rule.uniqueName === true)
+      return this.names.claim(
+        { accountId: v.accountId, kind: v.kind, name: v.name, exceptId: null },
+        () => this.insert(v),
+      )
+    return this.insert(v)
+  }
+
+  private async insert(v: z.output<typeof createKeySchema>): Promise<CreatedKey> {
     const now = this.ctx.clock.now()
     const m = this.mint(v.kind)
     const record: KeyRecord = {
@@ -177,10 +201,22 @@ export class KeyManager {
     return keyView(await this.owned(id, scope))
   }
 
-  /** Changes name, active flag, category, scopes, metadata, limits or expiry. */
-  async update(id: string, input: UpdateKeyInput, scope: Scope = {}): Promise<KeyView> {
+  /**
+   * Changes name, active flag, category, scopes, metadata, limits or expiry.
+   * @param [scope.uniqueName=false] refuse a new name another live key of the account wears
+   */
+  async update(id: string, input: UpdateKeyInput, scope: Scope & NameRule = {}): Promise<KeyView> {
     const patch = parseInput(updateKeySchema, input) as KeyPatch
     const r = await this.owned(id, scope)
+    const name = patch.name
+    if (scope.uniqueName === true && name !== undefined)
+      return this.names.claim({ accountId: r.accountId, kind: r.kind, name, exceptId: r.id }, () =>
+        this.apply(r, patch),
+      )
+    return this.apply(r, patch)
+  }
+
+  private async apply(r: KeyRecord, patch: KeyPatch): Promise<KeyView> {
     const updated = await this.ctx.storage.keys.update(r.id, patch)
     if (!updated) throw new NotFoundError('API key not found')
     await this.ctx.invalidate(r.hash)

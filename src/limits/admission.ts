@@ -32,7 +32,10 @@ export type CheckRole = 'quota' | 'key-rate' | 'plan-rate' | 'concurrency' | 'cr
 export interface CheckTemplate {
   role: CheckRole
   check: Check
-  /** Token-rate limits are checked for room at admission and counted at settle. */
+  /**
+   * A token-rate limit: the route's token estimate is counted at admission (or, with none,
+   * room checked for) and trued-up to the reported count at settle.
+   */
   tokens: boolean
 }
 
@@ -138,14 +141,19 @@ export function compilePlanLimits(
   return limits.map((r, i) => rateTemplate(`{${accountId}}:p:${tier}`, 'plan-rate', r, i))
 }
 
-/** A filled-in check for this request. */
+/**
+ * A filled-in check for this request.
+ * @param tokens reserved against a token-rate limit (0: checked for room only)
+ */
 export function instantiate(
   t: CheckTemplate,
   holdId: string,
   credits: number,
   ttlMs: number,
+  tokens = 0,
 ): Check {
   const c = t.check
+  if (t.tokens && tokens > 0 && c.type === 'gcra') return { ...c, cost: tokens }
   if (c.type !== 'hold') return c
   const amount = t.role === 'concurrency' ? 1 : credits
   return { type: 'hold', key: c.key, name: c.name, limit: c.limit, amount, holdId, ttlMs }

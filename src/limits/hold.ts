@@ -63,14 +63,19 @@ export function hold(
   return { allowed: true, state: s, used: total + amount, remaining: limit - total - amount }
 }
 
-/** Drops hold `id` (if still there) and adds `charge` to the settled total. */
+/**
+ * Drops hold `id` (if still there) and adds `charge` to the settled total; with `ifHeld`, only
+ * when the hold is still there (a retried settle, which must not charge twice).
+ */
 export function release(
   state: HoldState | undefined,
   now: number,
   id: string,
   charge: number,
+  ifHeld = false,
 ): HoldState {
   const { s } = prune(state, now)
+  if (ifHeld && !Object.hasOwn(s.holds, id)) return s
   delete s.holds[id]
   s.used += charge
   return s

@@ -1,60 +1,130 @@
 /**
  * @module limits/ip-block
  *
- * The failed-auth guard (pipeline step 3): an IP that fails authentication `limit` times
- * within `windowMs` is refused with 403 `IP temporarily blocked` for `blockMs`, before any
- * key lookup, so credential stuffing costs the attacker and not the storage.
+ * The failed-auth guard (pipeline step 3): an address that fails authentication `limit`
+ * times within `windowMs` is refused with 403 `IP temporarily blocked` for `blockMs`, before
+ * any key lookup. Keys are 160-bit random, so the guard is a brake on floods and on stuffing
+ * with leaked keys, never what makes keys unguessable.
  *
- * Failures are counted in the shared counters (every instance sees them); the block itself
- * is held in each instance's memory, so an admitted request costs no extra I/O. Another
- * instance learns the block at that IP's next failure there.
+ * Failures are counted in this process first: an address reaches the shared store
+ * (`storage.ipBlocks`) only once it has failed `ceil(limit / 2)` times here within the window,
+ * with everything counted so far, and then at each further failure. So a malformed or
+ * guessed key from a new address costs no storage call, while on one instance an address is
+ * still blocked at exactly `limit`. A block decided in the store reaches another instance
+ * when that address crosses the threshold there (at most `ceil(limit / 2) - 1` more failures
+ * per instance and window). Checking a block costs no I/O: blocks are held in memory, and a
+ * held block is re-read from the store in the background, on a request of that address at
+ * least {@link RECHECK_MS} after the last read, so a block lifted on one instance ends on the
+ * others from the request after that one.
  */
 
 import { LRUCache } from 'lru-cache'
-import type { CounterStore } from '../storage/types.js'
+import type { IpBlock, IpBlockStore, ListOptions, Page } from '../storage/types.js'
 
 export interface IpGuardOptions {
   limit: number
   windowMs: number
   blockMs: number
+  /** The limit for requests that may come through an untrusted proxy (see `TrustProxy`). */
+  proxiedLimit: number
 }
 
 export interface IpGuard {
-  /** True while `ip` is blocked on this instance. */
-  blocked(ip: string, now: number): boolean
-  /** Counts one failure; returns true when the IP is now blocked. */
-  fail(ip: string, now: number): Promise<boolean>
+  /** Milliseconds until `ip`'s block ends, as this instance knows it; 0 when not blocked. */
+  blocked(ip: string, now: number): number
+  /**
+   * Counts one failure of `ip` (`proxied`: counted against `proxiedLimit`); resolves to the
+   * milliseconds of the block it is now under, or 0.
+   */
+  fail(ip: string, now: number, proxied: boolean): Promise<number>
+  /** Ends `ip`'s block here and in the store; false when the store had none. */
+  lift(ip: string, now: number): Promise<boolean>
+  /** The blocks in force, from the store. */
+  list(now: number, options: ListOptions): Promise<Page<IpBlock>>
+  /** `ip`'s block in force, from the store. */
+  get(ip: string, now: number): Promise<IpBlock | null>
 }
 
-export function createIpGuard(options: IpGuardOptions, counters: CounterStore): IpGuard {
-  const blockedUntil = new LRUCache<string, number>({ max: 100_000 })
-  const bucketMs = Math.max(1, Math.ceil(options.windowMs / 12))
+/** How often a held block is checked against the store (a lift on another instance). */
+export const RECHECK_MS = 5_000
+
+/** Addresses counted in process, and blocks held, at most (about 100 bytes each). */
+const MAX_ADDRESSES = 100_000
+
+interface Count {
+  start: number
+  /** Failures in the window. */
+  n: number
+  /** How many of them the store has been told of. */
+  sent: number
+}
+
+interface Held {
+  until: number
+  checkedAt: number
+}
+
+export function createIpGuard(
+  options: IpGuardOptions,
+  store: IpBlockStore,
+  report: (err: unknown) => void,
+): IpGuard {
+  const counts = new LRUCache<string, Count>({ max: MAX_ADDRESSES })
+  const held = new LRUCache<string, Held>({ max: MAX_ADDRESSES })
+
+  const recheck = (ip: string, h: Held, now: number) => {
+    h.checkedAt = now
+    store.get(ip, now).then((b) => {
+      if (held.get(ip) !== h) return
+      if (b === null) held.delete(ip)
+      else h.until = b.until
+    }, report)
+  }
+
   return {
     blocked(ip, now) {
-      const until = blockedUntil.get(ip)
-      if (until === undefined) return false
-      if (until > now) return true
-      blockedUntil.delete(ip)
-      return false
+      const h = held.get(ip)
+      if (h === undefined) return 0
+      if (h.until <= now) {
+        held.delete(ip)
+        return 0
+      }
+      if (now - h.checkedAt >= RECHECK_MS) recheck(ip, h, now)
+      return h.until - now
     },
-    async fail(ip, now) {
-      const r = await counters.consume(
-        [
-          {
-            type: 'window',
-            key: `{ip:${ip}}:authfail`,
-            name: 'failed-auth',
-            limit: options.limit - 1,
-            windowMs: options.windowMs,
-            bucketMs,
-            cost: 1,
-          },
-        ],
-        now,
-      )
-      if (r.allowed) return false
-      blockedUntil.set(ip, now + options.blockMs)
-      return true
+    async fail(ip, now, proxied) {
+      const limit = proxied ? options.proxiedLimit : options.limit
+      let c = counts.get(ip)
+      if (!c || now - c.start >= options.windowMs) {
+        c = { start: now, n: 0, sent: 0 }
+        counts.set(ip, c)
+      }
+      c.n++
+      if (c.n < Math.ceil(limit / 2)) return 0
+      const count = c.n - c.sent
+      c.sent = c.n
+      let until: number | null
+      try {
+        until = await store.fail(ip, count, now, {
+          limit,
+          windowMs: options.windowMs,
+          blockMs: options.blockMs,
+        })
+      } catch (err) {
+        c.sent -= count
+        throw err
+      }
+      if (until === null || until <= now) return 0
+      counts.delete(ip)
+      held.set(ip, { until, checkedAt: now })
+      return until - now
     },
+    async lift(ip, now) {
+      held.delete(ip)
+      counts.delete(ip)
+      return store.lift(ip, now)
+    },
+    list: (now, o) => store.list(now, o),
+    get: (ip, now) => store.get(ip, now),
   }
 }

@@ -9,12 +9,20 @@
  * At the first request of a new period the account rolls over, once (compare-and-set on
  * `periodStart`): credits used beyond the plan come out of the prepaid balance, and unused
  * plan credits carry over for up to `carryoverMonths` months' worth.
+ *
+ * The admission view of an account is cached like a key. A change made here (tier, top-up,
+ * patch) drops it on this instance and publishes `account:<id>` on the storage's change feed,
+ * on which every other instance drops it too; while the feed is down, the cached view is
+ * served for `cache.feedDownTtlMs` at most ({@link FeedBound}).
  */
 
 import { LRUCache } from 'lru-cache'
+import { z } from 'zod'
+import { FeedBound } from '../cache.js'
 import { InvalidRequestError, NotFoundError } from '../errors.js'
+import { ACCOUNT_METADATA_MAX_BYTES, metadataSchema, ownValue, text } from '../input.js'
 import { type CheckTemplate, compilePlanLimits } from '../limits/admission.js'
-import type { Plan, ResolvedOptions } from '../options.js'
+import { type Plan, parseInput, type ResolvedOptions } from '../options.js'
 import type { AccountRecord, Storage } from '../storage/types.js'
 import { nextPeriod, type Period, periodOf } from './periods.js'
 
@@ -56,6 +64,9 @@ export const creditKey = (accountId: string, period: Period) =>
  */
 export const CREDIT_KEEP_MS = 86_400_000
 
+/** What precedes the account id in a change-feed message about an account. */
+export const ACCOUNT_MESSAGE = 'account:'
+
 const ACCOUNT_ID = /^[A-Za-z0-9._:@|-]{1,128}$/
 
 /** Throws a 400 unless `id` is 1-128 of `A-Za-z0-9._:@|-` (no braces: they are hash tags). */
@@ -69,20 +80,34 @@ export function checkAccountId(id: unknown, field = 'accountId'): string {
   return id
 }
 
+/** What `patch` may set: the same value rules as a key's metadata. */
+const patchSchema = z
+  .object({
+    billingCustomerId: text(z.string().min(1).max(255)).nullable().optional(),
+    metadata: metadataSchema(ACCOUNT_METADATA_MAX_BYTES).optional(),
+  })
+  .strict()
+
 export class AccountService {
-  private readonly cache: LRUCache<string, AdmissionAccount>
+  private readonly cache: LRUCache<string, { a: AdmissionAccount; cachedAt: number }>
   private readonly ttlMs: number
+  private readonly bound: FeedBound
+  /** Bumped by every drop: a read that began before one is not cached (it may be older). */
+  private generation = 0
   /** True when plans are configured: every admission then reads the account (plan limits). */
   readonly hasPlans: boolean
 
+  /** @param report where a failed change-feed publish goes (the change itself stands) */
   constructor(
     private readonly storage: Storage,
     private readonly options: ResolvedOptions,
     private readonly now: () => number,
+    private readonly report: (err: unknown) => void = () => {},
   ) {
     this.hasPlans = Object.keys(options.plans).length > 0
     const ttl = options.cache === false ? 1 : options.cache.ttlMs
     this.ttlMs = ttl
+    this.bound = new FeedBound(options.cache === false ? 1 : options.cache.feedDownTtlMs)
     this.cache = new LRUCache({
       max: options.cache === false ? 1 : options.cache.max,
       ttl,
@@ -97,7 +122,7 @@ export class AccountService {
     const t = record.tier
     if (
       t !== null &&
-      t in this.options.plans &&
+      Object.hasOwn(this.options.plans, t) &&
       (record.tierExpiresAt === null || record.tierExpiresAt > now)
     )
       return t
@@ -105,7 +130,7 @@ export class AccountService {
   }
 
   planOf(tier: string | null): Plan | null {
-    return tier === null ? null : (this.options.plans[tier] ?? null)
+    return tier === null ? null : (ownValue(this.options.plans, tier) ?? null)
   }
 
   creditLimit(record: AccountRecord, plan: Plan | null): number {
@@ -133,13 +158,16 @@ export class AccountService {
   /** The account for admission at `now`, rolled over into the current period if needed. */
   /** The cached admission view of the account at `now`, or undefined (then call forAdmission). */
   peek(id: string, now: number): AdmissionAccount | undefined {
-    const cached = this.cache.get(id)
-    return cached && now >= cached.period.start && now < cached.period.end ? cached : undefined
+    const c = this.cache.get(id)
+    if (c === undefined || !this.bound.fresh(c.cachedAt, now)) return undefined
+    const a = c.a
+    return now >= a.period.start && now < a.period.end ? a : undefined
   }
 
   async forAdmission(id: string, now: number): Promise<AdmissionAccount> {
     const cached = this.peek(id, now)
     if (cached) return cached
+    const generation = this.generation
     const period = periodOf(now)
     let record = (await this.storage.accounts.get(id)) ?? (await this.ensure(id))
     if (record.periodStart < period.start) record = await this.rollover(record, period)
@@ -157,8 +185,10 @@ export class AccountService {
     // A tier that expires sooner than the cache TTL must not outlive its expiry in the cache
     // (lru-cache drops an entry once its age exceeds the ttl, hence the - 1).
     const left = record.tierExpiresAt === null ? Infinity : record.tierExpiresAt - now
-    if (left > this.ttlMs || left <= 0) this.cache.set(id, a)
-    else if (left > 1) this.cache.set(id, a, { ttl: left - 1 })
+    if (generation !== this.generation) return a
+    const c = { a, cachedAt: now }
+    if (left > this.ttlMs || left <= 0) this.cache.set(id, c)
+    else if (left > 1) this.cache.set(id, c, { ttl: left - 1 })
     return a
   }
 
@@ -210,8 +240,27 @@ export class AccountService {
     return (await this.storage.usage.summarize(id, p.start, p.end)).units
   }
 
+  /** Drops the cached view of the account on this instance (a change-feed message). */
   invalidate(id: string): void {
+    this.generation++
     this.cache.delete(id)
+  }
+
+  /**
+   * The change feed stopped (false) or resumed (true) delivering: cached views older than
+   * `cache.feedDownTtlMs` are not served while it is down, and all are dropped when it is back.
+   */
+  feed(live: boolean): void {
+    if (this.bound.set(live) && live) {
+      this.generation++
+      this.cache.clear()
+    }
+  }
+
+  /** After a change: drops the view here and tells every other instance to. */
+  private async changed(id: string): Promise<void> {
+    this.invalidate(id)
+    await this.storage.changes?.publish(`${ACCOUNT_MESSAGE}${id}`).catch(this.report)
   }
 
   // ---- the public surface, `tb.accounts` ----
@@ -253,7 +302,7 @@ export class AccountService {
     options: { expiresAt?: number | null } = {},
   ): Promise<AccountView> {
     checkAccountId(id)
-    if (tier !== null && !(tier in this.options.plans)) {
+    if (tier !== null && (typeof tier !== 'string' || !Object.hasOwn(this.options.plans, tier))) {
       throw new InvalidRequestError(`Invalid request: tier: unknown tier "${tier}"`, [
         {
           path: 'tier',
@@ -266,7 +315,7 @@ export class AccountService {
       tier,
       ...(options.expiresAt !== undefined ? { tierExpiresAt: options.expiresAt } : {}),
     })
-    this.invalidate(id)
+    await this.changed(id)
     return this.get(id)
   }
 
@@ -281,7 +330,7 @@ export class AccountService {
     await this.ensure(id)
     const r = await this.storage.accounts.addBalance(id, amount)
     if (!r) throw new NotFoundError('Account not found')
-    this.invalidate(id)
+    await this.changed(id)
     return this.get(id)
   }
 
@@ -291,9 +340,10 @@ export class AccountService {
     patch: { billingCustomerId?: string | null; metadata?: Record<string, unknown> },
   ): Promise<AccountView> {
     checkAccountId(id)
+    const v = parseInput(patchSchema, patch)
     await this.ensure(id)
-    await this.storage.accounts.update(id, patch)
-    this.invalidate(id)
+    await this.storage.accounts.update(id, v)
+    await this.changed(id)
     return this.get(id)
   }
 }

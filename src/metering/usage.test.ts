@@ -25,7 +25,8 @@ describe('usage.get', () => {
       await s.tb.settle(admitted(await s.tb.authenticate(req(s.key), tts)), { status: 200 })
     await s.tb.settle(admitted(await s.tb.authenticate(req(s.key), stt)), { status: 200 })
     // The handler sets the category and reports the cost after the work.
-    const llm = admitted(await s.tb.authenticate(req(s.key), plain))
+    const overdraft = s.tb.route({ cost: 1, overrun: { maxOverdraft: 100 } })
+    const llm = admitted(await s.tb.authenticate(req(s.key), overdraft))
     llm.report({ category: 'llm', cost: 7 })
     await s.tb.settle(llm, { status: 200 })
     await s.tb.settle(admitted(await s.tb.authenticate(req(s.key), plain)), { status: 200 })

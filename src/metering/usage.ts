@@ -9,6 +9,7 @@
 import { z } from 'zod'
 import type { Context } from '../context.js'
 import { InvalidRequestError, NotFoundError } from '../errors.js'
+import { text, textProblem } from '../input.js'
 import { parseInput } from '../options.js'
 import type { UsageEvent } from '../storage/types.js'
 import { checkAccountId } from './accounts.js'
@@ -33,7 +34,7 @@ export type LogEntry = Omit<UsageEvent, 'accountId'>
 const logsSchema = z
   .object({
     limit: z.number().int().min(1).max(100).default(20),
-    cursor: z.string().max(300).nullable().optional(),
+    cursor: text(z.string().max(300)).nullable().optional(),
   })
   .strict()
 
@@ -61,12 +62,10 @@ export class UsageService {
     ])
     const used = current ? account.credits.used : summary.units
     const limit = account.credits.limit
-    const breakdown: Record<string, number> = {}
-    const requests: Record<string, number> = {}
-    for (const [cat, v] of Object.entries(summary.byCategory)) {
-      breakdown[cat] = v.units
-      requests[cat] = v.requests
-    }
+    // fromEntries defines own properties: a category named `__proto__` stays a category.
+    const categories = Object.entries(summary.byCategory)
+    const breakdown = Object.fromEntries(categories.map(([cat, v]) => [cat, v.units]))
+    const requests = Object.fromEntries(categories.map(([cat, v]) => [cat, v.requests]))
     return {
       accountId,
       period,
@@ -86,7 +85,7 @@ export class UsageService {
   ): Promise<{ data: LogEntry[]; nextCursor: string | null; hasMore: boolean }> {
     const o = parseInput(logsSchema, options)
     const key =
-      typeof keyId === 'string' && keyId.length <= 64
+      typeof keyId === 'string' && keyId.length <= 64 && textProblem(keyId) === null
         ? await this.ctx.storage.keys.get(keyId)
         : null
     if (!key || (scope.accountId !== undefined && key.accountId !== scope.accountId))

@@ -14,11 +14,14 @@
 import { z } from 'zod'
 import { InvalidRequestError } from '../errors.js'
 import { type GcraState, gcra, gcraAdd, gcraIdle } from '../limits/gcra.js'
+import { gcraRemove, windowRemove } from '../limits/revert.js'
 import { rollingWindow, type WindowState, windowAdd } from '../limits/rolling-window.js'
 import { parseConfig } from '../options.js'
+import { memoryIpBlocks } from './memory-ip-blocks.js'
 import type {
   AccountRecord,
   AccountStore,
+  AdmissionId,
   Check,
   CheckResult,
   ConsumeResult,
@@ -129,6 +132,14 @@ type Counter =
     }
   | GcraCounter
   | HoldCounter
+  | Mark
+
+/** An admission's record (`c`: committed) or a cancel's tombstone (`x`), kept until `expiresAt`. */
+interface Mark {
+  type: 'mark'
+  state: 'c' | 'x'
+  expiresAt: number
+}
 
 /**
  * A GCRA counter is its own state (`level`, `at`): one object per counter, the smallest the
@@ -182,6 +193,32 @@ function keep(c: HoldCounter, keepUntil: number | undefined): void {
   if (keepUntil !== undefined && keepUntil > c.keepUntil) c.keepUntil = keepUntil
 }
 
+/** Drops live hold `id`; false when it was not there. */
+function dropHold(h: HoldCounter, now: number, id: string): boolean {
+  pruneHolds(h, now)
+  const held = h.holds.get(id)
+  if (!held) return false
+  h.holds.delete(id)
+  // Recount from zero when empty, so float amounts leave no drift behind.
+  h.held = h.holds.size === 0 ? 0 : h.held - held[0]
+  return true
+}
+
+/** The answer to an admission a cancel came before: nothing counted. */
+function cancelled(checks: ReadonlyArray<Check>): ConsumeResult {
+  return {
+    allowed: false,
+    results: checks.map((c) => ({
+      allowed: false,
+      limit: c.limit,
+      used: 0,
+      remaining: 0,
+      resetMs: 0,
+      retryAfterMs: 1000,
+    })),
+  }
+}
+
 /** Drops expired holds (they count for nothing either way, so this is safe before a refusal). */
 function pruneHolds(c: HoldCounter, now: number): void {
   if (now < c.nextExpiry) return
@@ -214,6 +251,8 @@ function idle(c: Counter, now: number): boolean {
       if (c.holds.size > 0) return false
       // Past its keepUntil a settled total no longer matters (a past period's credits).
       return c.keepUntil === -Infinity ? c.used === 0 && !c.rebuilt : now >= c.keepUntil
+    case 'mark':
+      return c.expiresAt <= now
   }
 }
 
@@ -362,8 +401,18 @@ function memoryCounters(): MemoryCounterStore {
       if (idle(n.value[1], now)) counters.delete(n.value[0])
     }
   }
-  function consumeSync(checks: ReadonlyArray<Check>, now: number): ConsumeResult {
+  /** The live record or tombstone of an admission, if any. */
+  const markOf = (key: string, now: number): Mark | undefined => {
+    const m = counters.get(key)
+    return m?.type === 'mark' && m.expiresAt > now ? m : undefined
+  }
+  function consumeSync(
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission?: AdmissionId,
+  ): ConsumeResult {
     sweep(now, SWEEP_PER_CHECK * checks.length + 1)
+    if (admission && markOf(admission.key, now)?.state === 'x') return cancelled(checks)
     const results: CheckResult[] = []
     const next: Counter[] = []
     let allowed = true
@@ -389,8 +438,34 @@ function memoryCounters(): MemoryCounterStore {
         }
         counters.set(check.key, n)
       }
+      if (admission)
+        counters.set(admission.key, { type: 'mark', state: 'c', expiresAt: now + admission.ttlMs })
     }
     return { allowed, results }
+  }
+  /** Undoes a recorded admission (see `SettleOp` `cancel`), or leaves a tombstone first. */
+  function cancel(op: Extract<SettleOp, { type: 'cancel' }>, now: number): void {
+    const m = markOf(op.key, now)
+    if (m?.state === 'x') return
+    counters.set(op.key, { type: 'mark', state: 'x', expiresAt: now + op.ttlMs })
+    if (!m) return
+    for (const check of op.checks) {
+      const c = counters.get(check.key)
+      if (check.type === 'hold') {
+        if (c?.type === 'hold') dropHold(c, now, check.holdId)
+      } else if (check.type === 'window') {
+        if (c?.type === 'window') {
+          const state = windowRemove(c.state, op.at, check.windowMs, check.bucketMs, check.cost)
+          if (state) c.state = state
+        }
+      } else if (c?.type === 'gcra') {
+        const state = gcraRemove(c, now, op.at, check.limit, check.windowMs, check.cost)
+        if (state) {
+          c.level = state.level
+          c.at = state.at
+        }
+      }
+    }
   }
   function settleSync(ops: ReadonlyArray<SettleOp>, now: number): void {
     sweep(now, SWEEP_PER_CHECK * ops.length + 1)
@@ -398,16 +473,12 @@ function memoryCounters(): MemoryCounterStore {
       if (op.type === 'release') {
         const c = counters.get(op.key)
         const h = c?.type === 'hold' ? c : newHold()
-        pruneHolds(h, now)
+        if (!dropHold(h, now, op.holdId) && op.ifHeld) continue
         keep(h, op.keepUntil)
-        const held = h.holds.get(op.holdId)
-        if (held) {
-          h.holds.delete(op.holdId)
-          // Recount from zero when empty, so float amounts leave no drift behind.
-          h.held = h.holds.size === 0 ? 0 : h.held - held[0]
-        }
         h.used += op.charge
         counters.set(op.key, h)
+      } else if (op.type === 'cancel') {
+        cancel(op, now)
       } else if (op.check.type === 'window') {
         const { key, windowMs, bucketMs, cost } = op.check
         const c = counters.get(key)
@@ -444,8 +515,8 @@ function memoryCounters(): MemoryCounterStore {
     },
     consumeSync,
     settleSync,
-    async consume(checks, now) {
-      return consumeSync(checks, now)
+    async consume(checks, now, admission) {
+      return consumeSync(checks, now, admission)
     },
     async settle(ops, now) {
       settleSync(ops, now)
@@ -551,11 +622,14 @@ function memoryUsage(maxEvents: number): UsageStore {
     },
     async summarize(accountId, from, to): Promise<UsageSummary> {
       const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+      // A Map, not the record: a category named `__proto__` or `constructor` must not reach
+      // Object.prototype or Object itself.
+      const cats = new Map<string, { requests: number; units: number }>()
       const add = (cat: string, requests: number, units: number) => {
         out.requests += requests
         out.units += units
-        const c = out.byCategory[cat] ?? { requests: 0, units: 0 }
-        out.byCategory[cat] = c
+        const c = cats.get(cat) ?? { requests: 0, units: 0 }
+        cats.set(cat, c)
         c.requests += requests
         c.units += units
       }
@@ -569,6 +643,7 @@ function memoryUsage(maxEvents: number): UsageStore {
         if (hour < from || hour >= to) continue
         for (const [cat, [requests, units]] of t.byCategory) add(cat, requests, units)
       }
+      out.byCategory = Object.fromEntries(cats)
       return out
     },
     async logs(keyId, { limit, cursor }): Promise<Page<UsageEvent>> {
@@ -721,5 +796,6 @@ export function memoryStorage(
     usage: memoryUsage(maxEvents),
     accounts: memoryAccounts(),
     secrets: memorySecrets(),
+    ipBlocks: memoryIpBlocks(),
   }
 }

@@ -2,7 +2,7 @@
  * @module storage/types
  *
  * The contract between tollbooth and a storage backend. A backend is one {@link Storage}
- * value made of five small stores; `memoryStorage()`, `redisStorage()` and `postgresStorage()`
+ * value made of six small stores; `memoryStorage()`, `redisStorage()` and `postgresStorage()`
  * implement it, and `describeStorageConformance()` from `tollbooth/testing` checks a user's
  * own. Every time is milliseconds since the Unix epoch; every amount is a plain number of the
  * limit's units (requests, tokens or credits). `docs/storage.md` states the same in MUST/MAY
@@ -212,21 +212,55 @@ export interface ConsumeResult {
   results: CheckResult[]
 }
 
+/**
+ * The identity of one admission (see `consume`): `key` names its record, under the same
+ * `{<accountId>}` hash tag as its checks; `ttlMs` is how long the record (or a tombstone left
+ * by a `cancel`) is kept.
+ */
+export interface AdmissionId {
+  key: string
+  ttlMs: number
+}
+
 /** What settle does to counters after the response. */
 export type SettleOp =
   | {
-      /** Drops hold `holdId` of counter `key` and adds `charge` to its settled total. */
+      /**
+       * Drops hold `holdId` of counter `key` and adds `charge` to its settled total. With
+       * `ifHeld`, only when the hold is still there (a retried settle: the first attempt may
+       * have been applied), so applying it twice charges once.
+       */
       type: 'release'
       key: string
       holdId: string
       charge: number
       /** As the hold check's `keepUntil`. */
       keepUntil?: number
+      ifHeld?: boolean
     }
   | {
-      /** Adds `cost` to a window or GCRA counter after the fact, never refusing. */
+      /**
+       * Adds `cost` to a window or GCRA counter after the fact, never refusing. A negative
+       * `cost` takes units back (a token estimate trued-up at settle); a count never goes
+       * below zero.
+       */
       type: 'add'
       check: Extract<Check, { type: 'window' | 'gcra' }>
+    }
+  | {
+      /**
+       * Undoes the admission recorded under `key` (an `AdmissionId`), whose answer was lost
+       * (a timeout): when its record is there, each of `checks` (the admission's own, as
+       * given to `consume` at time `at`) is taken back: a hold's `holdId` dropped with no
+       * charge, a window's `cost` taken out of the bucket of `at`, a GCRA `cost` taken back
+       * less what has drained since `at`. Then, or when there is no record, a tombstone stays
+       * under `key` for `ttlMs`; with a tombstone already there, nothing is done.
+       */
+      type: 'cancel'
+      key: string
+      ttlMs: number
+      at: number
+      checks: ReadonlyArray<Check>
     }
 
 /** Atomic counters for admission. The only store on the hot path besides key lookups. */
@@ -238,12 +272,27 @@ export interface CounterStore extends InProcess {
    * serial order. Idle counters MUST expire (memory per key stays bounded), and a hold
    * counter past its `keepUntil`. `now` is the caller's clock: a stored GCRA time never moves
    * back (see `limits/gcra`).
+   *
+   * With `admission`, an admission that passes also records `admission.key` for
+   * `admission.ttlMs`, atomically with its counts, so a later `cancel` can undo it; when a
+   * `cancel` of that key came first (its tombstone is there), nothing is counted and the
+   * result is a refusal. A refused admission (a `missing` rebuild included) records nothing,
+   * so the caller may consume again under the same key.
    */
-  consume(checks: ReadonlyArray<Check>, now: number): Promise<ConsumeResult>
+  consume(
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission?: AdmissionId,
+  ): Promise<ConsumeResult>
   /** Applies settle operations. Each op is applied at most once per call; order does not matter. */
   settle(ops: ReadonlyArray<SettleOp>, now: number): Promise<void>
   /** The current settled total plus live holds of a hold counter (0 when unknown). */
   held(key: string, now: number): Promise<number>
+  /**
+   * How many calls the store serves at once (a connection pool's size), when bounded: the
+   * core then lets one account wait on at most half of them (option `accountInFlight`).
+   */
+  readonly concurrency?: number
   /**
    * In-process stores only: `consume` without a promise. When present, the hot path calls it
    * instead and a request is decided with no asynchronous step (no microtask, no promise).
@@ -360,24 +409,79 @@ export interface SecretStore {
   delete(accountId: string, provider: string): Promise<boolean>
 }
 
-/**
- * A change feed so every instance drops a changed key from its cache at once. Without it,
- * the cache TTL bounds how long another instance may still accept a revoked key.
- */
-export interface ChangeFeed {
-  /** Tells every subscriber (on every instance) that the key with this hash changed. */
-  publish(hash: string): Promise<void>
-  /** Calls `listener` for every published hash; returns an unsubscribe function. */
-  subscribe(listener: (hash: string) => void): Promise<() => void>
+/** A client address refused by the failed-authentication guard until `until`. */
+export interface IpBlock {
+  ip: string
+  /** When the block ends (ms since the epoch). */
+  until: number
 }
 
-/** A storage backend: five stores, an optional change feed, and an optional close. */
+/** The rule `IpBlockStore.fail` applies, from the `failedAuth` option. */
+export interface IpBlockRule {
+  /** Failures within `windowMs` that block the address. */
+  limit: number
+  windowMs: number
+  blockMs: number
+}
+
+/**
+ * Failed authentications by client address, shared by every instance. The core counts each
+ * address in process first and calls `fail` only for one that keeps failing, so a malformed
+ * or guessed key from a new address costs no storage call.
+ */
+export interface IpBlockStore {
+  /**
+   * Adds `count` failures of `ip` at `now` to its window, a fixed one of `rule.windowMs` from
+   * its first counted failure. When the window holds `rule.limit` failures, blocks `ip` until
+   * `now + rule.blockMs` and starts a new window. Atomic per address. Returns the end of the
+   * block in force (a block in force is returned as it is: neither counted nor extended), or
+   * null. Counts and blocks MUST expire once over.
+   */
+  fail(ip: string, count: number, now: number, rule: IpBlockRule): Promise<number | null>
+  /** The block of `ip` in force at `now`, or null. */
+  get(ip: string, now: number): Promise<IpBlock | null>
+  /** Blocks in force at `now`, by ascending `ip` (byte order); the cursor is opaque. */
+  list(now: number, options: ListOptions): Promise<Page<IpBlock>>
+  /** Ends the block of `ip` and forgets its failures; false when it was not blocked at `now`. */
+  lift(ip: string, now: number): Promise<boolean>
+}
+
+/**
+ * A change feed so every instance drops a changed key or account from its caches at once.
+ * Without it, the cache TTL bounds how long another instance may still accept a revoked key
+ * or apply an old plan. A message is an opaque string to the feed: a key's hash (64 hex
+ * digits) or `account:<accountId>`; a feed carries it as it is.
+ */
+export interface ChangeFeed {
+  /** Tells every subscriber (on every instance) of `message`: a key's hash or `account:<id>`. */
+  publish(message: string): Promise<void>
+  /**
+   * Calls `listener` for every published message; returns an unsubscribe function.
+   * `options.onStatus` is for feeds that can miss messages (a lost connection): see
+   * {@link SubscribeOptions}.
+   */
+  subscribe(listener: (message: string) => void, options?: SubscribeOptions): Promise<() => void>
+}
+
+export interface SubscribeOptions {
+  /**
+   * A feed calls `onStatus(false)` when it stops delivering (its connection dropped, so
+   * messages published meanwhile are lost) and `onStatus(true)` when it delivers again.
+   * In between, tollbooth serves cached keys and accounts for `cache.feedDownTtlMs` at most,
+   * and it empties its caches once the feed is back. A feed that never calls it is taken as
+   * delivering, unless its `subscribe` rejects: then as down until it calls `onStatus(true)`.
+   */
+  onStatus?: (live: boolean) => void
+}
+
+/** A storage backend: six stores, an optional change feed, and an optional close. */
 export interface Storage {
   keys: KeyStore
   counters: CounterStore
   usage: UsageStore
   accounts: AccountStore
   secrets: SecretStore
+  ipBlocks: IpBlockStore
   changes?: ChangeFeed
   /** Releases what the storage opened itself (never the user's client). */
   close?(): Promise<void>

@@ -246,6 +246,18 @@ describe('portal', () => {
   })
 })
 
+describe('names of Object.prototype members', () => {
+  it('refuses a checkout for tier "constructor" (and the like) before any Stripe request', async () => {
+    // Issue 20, item 14: `tiers['constructor']` is `Object`, which passed for a tier.
+    for (const tier of ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf']) {
+      const err = await billing.checkout({ accountId: 'acct_5', tier, ...URLS }).catch((e) => e)
+      expect(isTollboothError(err) && err.code, tier).toBe('invalid_request')
+      expect(err.issues[0].path).toBe('tier')
+    }
+    expect(fake.requests.filter((r) => r.path === '/v1/checkout/sessions')).toEqual([])
+  })
+})
+
 describe('configuration', () => {
   it.each([
     [{ tiers: { gold: { priceId: 'price_gold' } } }, 'tiers.gold'],

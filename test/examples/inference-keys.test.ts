@@ -191,6 +191,22 @@ describe('inference-api example: 004 management', () => {
 })
 
 describe('inference-api example: 004 pool keys', () => {
+  it('answers 404 for a pool named like a member of Object.prototype, and subscribes to nothing', async () => {
+    // Issue 20, item 14: `POOLS['constructor']` is `Object`, which passed the existence check;
+    // the subscription got no time blocks and its key worked around the clock.
+    const { api, session } = await start()
+    for (const id of ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf']) {
+      const r = await api('POST', `/api/pools/${id}/subscribe`, {
+        token: session,
+        json: { days: 1 },
+      })
+      expect([r.status, r.body.success], id).toEqual([404, false])
+      expect(r.body.error).toMatch(/^Pool not found/)
+    }
+    const key = await api('POST', '/api/keys/subscription', { token: session })
+    expect([key.status, key.body.success]).toEqual([404, false])
+  })
+
   it('mints keys for a subscription: time blocks, one request at a time, expiry', async () => {
     const { api, session, chat, clock, tb, settles } = await start()
     const none = await api('POST', '/api/keys/subscription', { token: session })

@@ -37,11 +37,12 @@ describe('inference-api example: 004 credit keys', () => {
     })
     expect(burst[5]!.headers.get('retry-after')).toBe('12')
 
-    // tpm 120: 105 tokens fit, the next request still finds room, then the tokens run out.
+    // tpm 120: a request that may use 105 tokens (a 53-token prompt, max_tokens 52) fits once;
+    // its reservation leaves no room for the next until 90 tokens have drained.
     clock.advance(60_000)
     const tpm = await creditKey({ tpm: 120 })
-    const tokens = await repeat(3, () => chat(tpm, words(50)))
-    expect(tokens.map((r) => r.status)).toEqual([200, 200, 429])
+    const tokens = await repeat(3, () => chat(tpm, words(50), { max_tokens: 52 }))
+    expect(tokens.map((r) => r.status)).toEqual([200, 429, 429])
     expect(tokens[0]!.body.usage.total_tokens).toBe(105)
     expect(tokens[2]!.body.error.message).toBe(
       'Rate limit exceeded: per-minute-tokens rate limit of this key',
@@ -52,9 +53,9 @@ describe('inference-api example: 004 credit keys', () => {
   it('caps each credit key at its maxBudget', async () => {
     const { api, session, topUp, creditKey, chat } = await start()
     await topUp(3)
-    // maxBudget $0.002 = 200 credits: 105 are charged, then 100 more cannot be held.
+    // maxBudget $0.002 = 200 credits: 105 are held and charged, then 105 more cannot be held.
     const capped = await creditKey({ name: 'capped', maxBudget: 0.002 })
-    const capRun = await repeat(2, () => chat(capped, words(50)))
+    const capRun = await repeat(2, () => chat(capped, words(50), { max_tokens: 52 }))
     expect(capRun.map((r) => r.status)).toEqual([200, 402])
     expect(capRun[1]!.body.error).toMatchObject({
       message: 'Insufficient credits: key budget exhausted',
@@ -63,7 +64,9 @@ describe('inference-api example: 004 credit keys', () => {
     const listed = await api('GET', '/api/keys', { token: session })
     expect(listed.body.data[0]).toMatchObject({ name: 'capped', maxBudget: 0.002 })
     // Another key of the account is not held back by it.
-    expect((await chat(await creditKey({ name: 'free' }), words(50))).status).toBe(200)
+    expect(
+      (await chat(await creditKey({ name: 'free' }), words(50), { max_tokens: 52 })).status,
+    ).toBe(200)
   })
 
   it('shares the account balance across its credit keys', async () => {
@@ -71,11 +74,13 @@ describe('inference-api example: 004 credit keys', () => {
     await tb.accounts.addCredits(USER, 300)
     const a = await creditKey({ name: 'a' })
     const b = await creditKey({ name: 'b' })
-    expect((await chat(a, words(50))).status).toBe(200)
-    expect((await chat(b, words(50))).status).toBe(200)
-    // 210 of 300 used: the 100 credits a request holds no longer fit, for either key.
-    const broke = await chat(a, words(50))
+    const fifty = { max_tokens: 52 }
+    expect((await chat(a, words(50), fifty)).status).toBe(200)
+    expect((await chat(b, words(50), fifty)).status).toBe(200)
+    // 210 of 300 used: the 105 credits a request holds no longer fit, for either key.
+    const broke = await chat(a, words(50), fifty)
     expect([broke.status, broke.body.error.message]).toEqual([402, 'Insufficient credits'])
+    // 'hi' with the default max_tokens (256) may use 260: it does not fit either.
     expect((await chat(b, 'hi')).status).toBe(402)
   })
 
@@ -158,6 +163,13 @@ describe('inference-api example: 002 logs, errors and IP blocking', () => {
       json: { name: 'ci' },
     })
     expect([rename.status, rename.body.code]).toEqual([409, 'conflict'])
+    // The rule lives in tb.keys (one check at a time per account), not in a look-before-create.
+    const race = await Promise.all(
+      [1, 2, 3, 4].map(() =>
+        api('POST', '/api/keys/credit', { token: session, json: { name: 'racer' } }),
+      ),
+    )
+    expect(race.map((r) => r.status).sort()).toEqual([201, 409, 409, 409])
     expect((await chat(key)).status).toBe(200)
     clock.advance(DAY)
     const expired = await chat(key)
@@ -212,5 +224,26 @@ describe('inference-api example: 002 logs, errors and IP blocking', () => {
     expect((await chat(key)).status).toBe(403)
     clock.advance(60_001)
     expect((await chat(key)).status).toBe(200)
+  })
+})
+
+// Last in the file: request ids (which order events of the same instant) run on one counter.
+describe('inference-api example: estimates bound the charge', () => {
+  it('never serves beyond the balance: two 400k-token prompts on a $5 key (issue 20 item 5)', async () => {
+    const { tb, topUp, creditKey, chat } = await start()
+    await topUp(5)
+    const key = await creditKey({ name: 'big' })
+    // 400,000 one-token characters: the estimate is the prompt (400,003 with the turn's
+    // overhead) plus the default max_tokens (256), held before the model runs.
+    const prompt = '!'.repeat(400_000)
+    const both = await Promise.all([chat(key, prompt), chat(key, prompt)])
+    expect(both.map((r) => r.status).sort()).toEqual([200, 402])
+    const ok = both.find((r) => r.status === 200)!
+    expect(ok.body.usage.total_tokens).toBe(400_259)
+    await fx!.settles.idle()
+    const credits = (await tb.accounts.get(USER)).credits
+    expect(credits).toEqual({ used: 400_259, limit: 500_000, remaining: 99_741 })
+    // A third cannot be held either: the balance is never exceeded.
+    expect((await chat(key, prompt)).status).toBe(402)
   })
 })

@@ -31,10 +31,10 @@ export interface RedisServer {
   freeze(frozen: boolean): void
 }
 
-function launch(port: number): Promise<ChildProcess> {
+function launch(port: number, extra: readonly string[]): Promise<ChildProcess> {
   const proc = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extra],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   )
   return new Promise((resolve, reject) => {
@@ -61,10 +61,14 @@ function launch(port: number): Promise<ChildProcess> {
   })
 }
 
-/** Starts a redis-server on a free port; rejects (ENOENT) when the binary is missing. */
-export async function startRedisServer(): Promise<RedisServer> {
+/**
+ * Starts a redis-server on a free port; rejects (ENOENT) when the binary is missing.
+ * @param extra arguments after the defaults, which they override (e.g. `--appendonly yes`
+ *   with a `--dir`, for a server whose data survives a kill)
+ */
+export async function startRedisServer(extra: readonly string[] = []): Promise<RedisServer> {
   const port = await freePort()
-  let proc = await launch(port)
+  let proc = await launch(port, extra)
   return {
     port,
     get pid() {
@@ -77,7 +81,7 @@ export async function startRedisServer(): Promise<RedisServer> {
         proc.kill('SIGKILL')
       }),
     async restart() {
-      proc = await launch(port)
+      proc = await launch(port, extra)
     },
     freeze(frozen) {
       if (proc.pid !== undefined) process.kill(proc.pid, frozen ? 'SIGSTOP' : 'SIGCONT')

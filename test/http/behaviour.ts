@@ -260,7 +260,7 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
         [
           {
             path: '/v1/tts',
-            options: { cost: 1 },
+            options: { cost: 10 },
             handle: (k) => {
               k.charge(5)
               return {}
@@ -268,7 +268,7 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
           },
           {
             path: '/v1/chat',
-            options: { cost: 1, category: 'llm' },
+            options: { cost: 4, category: 'llm' },
             handle: (k) => {
               k.report({ cost: 2, provider: 'openai' })
               return {}
@@ -356,19 +356,27 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
     const BLOCKING = { failedAuth: { limit: 3, windowMs: 60_000, blockMs: 600_000 } }
     const bogus = `${PREFIXES.consumption}${'x'.repeat(40)}`
 
-    test('blocks the socket IP after failed auths; X-Forwarded-For is ignored by default', async () => {
+    test('blocks the socket IP after failed auths, with Retry-After; a forwarding header does not escape it', async () => {
       const h = await start([ok()], BLOCKING)
       const k = await key()
-      for (const [i, status] of [401, 401, 403].entries()) {
-        const res = await h.fetch('/v1/ok', {
-          key: bogus,
-          headers: { 'x-forwarded-for': `203.0.113.${i + 1}` },
-        })
+      for (const status of [401, 401, 403]) {
+        const res = await h.fetch('/v1/ok', { key: bogus })
         expect(res.status).toBe(status)
+        if (status === 403) expect(res.headers.get('retry-after')).toBe('600')
       }
       const spoofed = { key: k, headers: { 'x-forwarded-for': '198.51.100.9' } }
-      await expectDenied(h, '/v1/ok', spoofed, 403, 'IP temporarily blocked', 'ip_blocked')
-      h.clock.advance(600_000)
+      const res = await expectDenied(
+        h,
+        '/v1/ok',
+        spoofed,
+        403,
+        'IP temporarily blocked',
+        'ip_blocked',
+      )
+      expect(res.headers.get('retry-after')).toBe('600')
+      h.clock.advance(599_000)
+      expect((await h.fetch('/v1/ok', { key: k })).headers.get('retry-after')).toBe('1')
+      h.clock.advance(1_000)
       expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
       await eventually(() => !!h.settled[0]?.event, 'settle')
       expect(h.settled[0]!.event!.ip).toBe('127.0.0.1')
@@ -392,6 +400,81 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
       expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
       await eventually(() => h.settled.filter((s) => s.event).length === 2, 'settle')
       expect(h.settled.map((s) => s.event!.ip)).toEqual(['203.0.113.8', '127.0.0.1'])
+    })
+  })
+
+  describe(`requireApiKey on ${name} behind a proxy`, () => {
+    let h: Harness | undefined
+    afterEach(async () => {
+      await h?.close()
+      h = undefined
+    })
+    const bogus = (i: number) => `${PREFIXES.consumption}${String(i).padStart(40, 'x')}`
+    /** 50 bad keys from `from(i)`, the statuses they got. */
+    const stuff = async (from: (i: number) => string) => {
+      const statuses: number[] = []
+      for (let i = 0; i < 50; i++) {
+        const res = await h!.fetch('/v1/ok', {
+          key: bogus(i),
+          headers: { 'x-forwarded-for': from(i) },
+        })
+        statuses.push(res.status)
+      }
+      return statuses
+    }
+
+    test('without trustProxy, 50 bad keys from one client do not block another client', async () => {
+      h = await harness(startServer, [ok()], {})
+      const k = (await h.tb.keys.create({ accountId: 'acct_1' })).key
+      const statuses = await stuff(() => '203.0.113.7')
+      expect(new Set(statuses)).toEqual(new Set([401]))
+      const res = await h.fetch('/v1/ok', { key: k, headers: { 'x-forwarded-for': '203.0.113.8' } })
+      expect(res.status).toBe(200)
+    })
+
+    test('without trustProxy, a flood from the proxy address is still blocked at proxiedLimit', async () => {
+      const blockMs = 900_000
+      h = await harness(startServer, [ok()], {
+        failedAuth: { limit: 3, windowMs: 60_000, blockMs, proxiedLimit: 60 },
+      })
+      const k = (await h.tb.keys.create({ accountId: 'acct_1' })).key
+      const statuses = await stuff(() => '203.0.113.7')
+      expect(new Set(statuses)).toEqual(new Set([401]))
+      for (let i = 0; i < 9; i++)
+        await h.fetch('/v1/ok', { key: bogus(i), headers: { 'x-forwarded-for': '203.0.113.7' } })
+      const last = await h.fetch('/v1/ok', {
+        key: bogus(0),
+        headers: { 'x-forwarded-for': '203.0.113.7' },
+      })
+      expect(last.status).toBe(403)
+      const res = await h.fetch('/v1/ok', { key: k, headers: { 'x-forwarded-for': '203.0.113.8' } })
+      expect(res.status).toBe(403)
+      expect(res.headers.get('retry-after')).toBe('900')
+    })
+
+    test('with trustProxy: 1, blocks the bad client only, and rotating a spoofed left-most X-Forwarded-For does not escape', async () => {
+      h = await harness(startServer, [{ ...ok(), options: { trustProxy: 1 } }], {})
+      const k = (await h.tb.keys.create({ accountId: 'acct_1' })).key
+      // The proxy (the socket, 127.0.0.1) appends the client's address on the right.
+      const statuses = await stuff((i) => `198.18.${i}.1, 203.0.113.7`)
+      expect(statuses.slice(0, 19)).toEqual(Array(19).fill(401))
+      expect(statuses.slice(19)).toEqual(Array(31).fill(403))
+      for (const spoof of ['203.0.113.8', '10.1.2.3, 203.0.113.8', 'unknown']) {
+        const res = await h.fetch('/v1/ok', {
+          key: k,
+          headers: { 'x-forwarded-for': `${spoof}, 203.0.113.7` },
+        })
+        expect(res.status).toBe(403)
+        expect(res.body).toEqual({ error: 'IP temporarily blocked', code: 'ip_blocked' })
+        expect(res.headers.get('retry-after')).toBe('900')
+      }
+      const good = await h.fetch('/v1/ok', {
+        key: k,
+        headers: { 'x-forwarded-for': '203.0.113.8' },
+      })
+      expect(good.status).toBe(200)
+      await eventually(() => !!h!.settled[0]?.event, 'settle')
+      expect(h.settled[0]!.event!.ip).toBe('203.0.113.8')
     })
   })
 }

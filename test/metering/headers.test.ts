@@ -41,7 +41,8 @@ describe('usage headers', () => {
     await s.tb.settle(admitted(await s.tb.authenticate(req(s.key), s.tb.route({ cost: 10 }))), {
       status: 200,
     })
-    const d = admitted(await s.tb.authenticate(req(s.key), s.tb.route({ cost: 1 })))
+    const route = s.tb.route({ cost: 1, overrun: { maxOverdraft: 1000 } })
+    const d = admitted(await s.tb.authenticate(req(s.key), route))
     expect(d.responseHeaders()['X-Usage-Current']).toBe('11')
     d.report({ cost: 25.5, provider: 'Cartesia' })
     expect(usage(d.responseHeaders())).toEqual({

@@ -1,8 +1,9 @@
 /**
  * @module test/multi-instance/spawn
  *
- * Starts an instance of `server.ts` as its own process group (`npx tsx`), waits for the port
- * it prints, and stops exactly that group again.
+ * Starts an instance of `server.ts` (or another script that prints `{"port":…}` first) as its
+ * own process group (`npx tsx`), waits for the port it prints, and stops exactly that group
+ * again.
  */
 
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -17,9 +18,13 @@ export interface Instance {
   stop(): Promise<void>
 }
 
-/** Spawns one API instance with `env` added; resolves once it listens. */
-export function startInstance(name: string, env: Record<string, string>): Promise<Instance> {
-  const proc = spawn('npx', ['tsx', SERVER], {
+/** Spawns one API instance (`script`, by default `server.ts`) with `env` added; resolves once it listens. */
+export function startInstance(
+  name: string,
+  env: Record<string, string>,
+  script = SERVER,
+): Promise<Instance> {
+  const proc = spawn('npx', ['tsx', script], {
     env: { ...process.env, ...env, TB_NAME: name },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
@@ -28,16 +33,24 @@ export function startInstance(name: string, env: Record<string, string>): Promis
   proc.stderr!.on('data', (d: Buffer) => {
     stderr += d.toString()
   })
-  const stop = () =>
-    new Promise<void>((resolve) => {
-      if (proc.exitCode !== null || proc.pid === undefined) return resolve()
-      const timer = setTimeout(() => process.kill(-proc.pid!, 'SIGKILL'), 5000)
-      proc.once('exit', () => {
-        clearTimeout(timer)
-        resolve()
-      })
-      process.kill(-proc.pid, 'SIGTERM')
-    })
+  /** True while any process of the group is left (npx may exit before the server it ran). */
+  const groupAlive = () => {
+    try {
+      process.kill(-proc.pid!, 0)
+      return true
+    } catch {
+      return false
+    }
+  }
+  const stop = async () => {
+    if (proc.pid === undefined || !groupAlive()) return
+    const timer = setTimeout(() => {
+      if (groupAlive()) process.kill(-proc.pid!, 'SIGKILL')
+    }, 5000)
+    process.kill(-proc.pid, 'SIGTERM')
+    while (groupAlive()) await new Promise((r) => setTimeout(r, 20))
+    clearTimeout(timer)
+  }
   return new Promise((resolve, reject) => {
     let out = ''
     const timer = setTimeout(() => {

@@ -66,6 +66,47 @@ describe('keys through the portal', () => {
     ])
   })
 
+  it('keeps aliases unique whatever spelling of the path reaches the key routes', async () => {
+    // Issue 20, item 16: the check sat on `POST /api/keys` only, so `/api/x/..%2Fkeys` (which
+    // the forwarding decoded into `/x/../keys`, then `/keys`) created a second "Backend".
+    const client = await signedIn()
+    const a = await client.call('POST', '/api/keys', { json: { name: 'Backend' } })
+    expect(a.status).toBe(201)
+    const b = await client.call('POST', '/api/keys', { json: { name: 'Worker' } })
+    const creates = [
+      '/api/x/..%2Fkeys',
+      '/api/x/..%2fkeys',
+      '/api/x/%2E%2E/keys',
+      '/api/%6Beys',
+      '/api/keys/',
+      '/api//keys',
+      '/api/./keys',
+      '/api/KEYS',
+    ]
+    for (const path of creates) {
+      const r = await client.call('POST', path, { json: { name: 'BACKEND' } })
+      expect([409, 404], `POST ${path}: ${r.status} ${r.text}`).toContain(r.status)
+      if (r.status === 409)
+        expect(r.body.issues).toEqual([
+          { path: 'name', message: 'is already used by another key of this account' },
+        ])
+    }
+    const renames = [
+      `/api/x/..%2Fkeys%2F${b.body.id}`,
+      `/api/x/..%2Fkeys/${b.body.id}`,
+      `/api/%6Beys/${b.body.id}`,
+      `/api/keys/${b.body.id}/`,
+    ]
+    for (const path of renames) {
+      const r = await client.call('PATCH', path, { json: { name: 'backend' } })
+      expect([409, 404], `PATCH ${path}: ${r.status} ${r.text}`).toContain(r.status)
+    }
+    expect((await tb.keys.list('acct_a')).data.map((k) => k.name).sort()).toEqual([
+      'Backend',
+      'Worker',
+    ])
+  })
+
   it("passes the management API's own answers through (400 naming the field, 404, 409)", async () => {
     const client = await signedIn()
     const bad = await client.call('POST', '/api/keys', {

@@ -32,7 +32,10 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
 
   it('applies every migration once, then nothing', async () => {
     const schema = fresh()
-    expect(await migrate({ pool, schema })).toEqual({ schema, applied: ['0001-init'] })
+    expect(await migrate({ pool, schema })).toEqual({
+      schema,
+      applied: ['0001-init', '0002-ip-blocks'],
+    })
     expect(await migrate({ pool, schema })).toEqual({ schema, applied: [] })
     const rows = (await pool.query(`SELECT id, name FROM "${schema}".migrations`)).rows
     expect(rows).toEqual(MIGRATIONS.map((m) => ({ id: m.id, name: m.name })))
@@ -45,12 +48,12 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     try {
       const results = await Promise.all(pools.map((p) => migrate({ pool: p, schema })))
       const applied = results.flatMap((r) => r.applied)
-      expect(applied).toEqual(['0001-init'])
+      expect(applied).toEqual(['0001-init', '0002-ip-blocks'])
     } finally {
       await Promise.all(pools.map((p) => p.end()))
     }
     const count = await pool.query(`SELECT count(*)::int AS n FROM "${schema}".migrations`)
-    expect(count.rows[0].n).toBe(1)
+    expect(count.rows[0].n).toBe(MIGRATIONS.length)
   })
 
   it('creates the indexes for lookup by hash, lists by account and logs by key', async () => {

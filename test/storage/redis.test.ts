@@ -241,10 +241,11 @@ describe.skipIf(!client)('redisStorage on Redis', () => {
     const mine = commands.filter((c) => c.source.endsWith(`:${port}`))
     expect(admitted).toBe(N)
     expect(mine.map((c) => c.args[0])).toEqual(Array(N + 1).fill('evalsha'))
-    // evalsha sha numkeys ...keys now slack nOps: admissions 2..N each carry the previous
-    // request's settle (the release of its concurrency lease); the last call is that alone.
-    const nOps = mine.map((c) => Number(c.args[3 + Number(c.args[2]) + 2]))
-    expect(nOps).toEqual([0, ...Array(N - 1).fill(1), 1])
+    // evalsha sha numkeys ...keys now slack nOps[:ttl]: admissions 2..N each carry the
+    // previous request's settle (the release of its concurrency lease); the last call is that
+    // alone. Each admission carries its identity (a record kept 60 s, the last key).
+    const ops = mine.map((c) => c.args[3 + Number(c.args[2]) + 2]!)
+    expect(ops).toEqual(['0:60000', ...Array(N - 1).fill('1:60000'), '1'])
     expect(Number(mine[N]!.args[2])).toBe(1)
     // The leases were all released: 5 requests at once are admitted.
     const five = await Promise.all(Array.from({ length: 5 }, () => tb.authenticate(req)))

@@ -1,0 +1,76 @@
+/**
+ * @module request.test
+ *
+ * The client's address from the socket and the forwarding headers: only the hops the
+ * proxies in front add are believed, whatever a client writes to their left.
+ */
+
+import { describe, expect, it } from 'vitest'
+import { clientIp, isForwarded } from './request.js'
+
+const xff = (v: string) => ({ 'x-forwarded-for': v })
+const fwd = (v: string) => ({ forwarded: v })
+
+describe('clientIp', () => {
+  it('is the socket address without trustProxy, whatever the headers say', () => {
+    expect(clientIp('10.0.0.1', xff('203.0.113.7'), false)).toBe('10.0.0.1')
+    expect(clientIp('::ffff:10.0.0.1', {}, false)).toBe('10.0.0.1')
+    expect(clientIp('::1', {}, false)).toBe('::1')
+    expect(clientIp(undefined, {}, false)).toBeNull()
+  })
+
+  it('with n hops, is the n-th address from the right: spoofed left-most entries change nothing', () => {
+    expect(clientIp('10.0.0.1', xff('203.0.113.7'), 1)).toBe('203.0.113.7')
+    expect(clientIp('10.0.0.1', xff('1.2.3.4, 203.0.113.7'), 1)).toBe('203.0.113.7')
+    expect(clientIp('10.0.0.1', xff('9.9.9.9,1.2.3.4 ,  203.0.113.7'), 1)).toBe('203.0.113.7')
+    expect(clientIp('10.0.0.2', xff('1.2.3.4, 203.0.113.7, 10.0.0.1'), 2)).toBe('203.0.113.7')
+    // Fewer hops than proxies: the left-most there is (the first proxy saw no header).
+    expect(clientIp('10.0.0.2', xff('203.0.113.7'), 2)).toBe('203.0.113.7')
+    // No header at all: the socket.
+    expect(clientIp('10.0.0.1', {}, 1)).toBe('10.0.0.1')
+  })
+
+  it('stops at a hop that is not an address: nothing to its left is vouched for', () => {
+    expect(clientIp('10.0.0.1', xff('1.2.3.4, evil.example, 203.0.113.7'), true)).toBe(
+      '203.0.113.7',
+    )
+    expect(clientIp('10.0.0.1', xff('x'.repeat(100)), 1)).toBe('10.0.0.1')
+    expect(clientIp('10.0.0.1', xff('unknown'), 1)).toBe('10.0.0.1')
+  })
+
+  it('true trusts every hop: the left-most address', () => {
+    expect(clientIp('10.0.0.1', xff('1.2.3.4, 203.0.113.7'), true)).toBe('1.2.3.4')
+  })
+
+  it('reads ports, brackets and IPv4-mapped addresses as the bare address', () => {
+    expect(clientIp('10.0.0.1', xff('203.0.113.7:4711'), 1)).toBe('203.0.113.7')
+    expect(clientIp('10.0.0.1', xff('[2001:db8::7]:4711'), 1)).toBe('2001:db8::7')
+    expect(clientIp('10.0.0.1', xff('2001:db8::7'), 1)).toBe('2001:db8::7')
+    expect(clientIp('10.0.0.1', xff('2001:DB8::7'), 1)).toBe('2001:db8::7')
+    expect(clientIp('10.0.0.1', xff('::ffff:203.0.113.7'), 1)).toBe('203.0.113.7')
+  })
+
+  it('reads the for= parameters of RFC 7239 Forwarded when told to', () => {
+    const trust = { hops: 1, header: 'forwarded' } as const
+    expect(
+      clientIp('10.0.0.1', fwd('for=1.2.3.4;proto=https, for="[2001:db8:cafe::17]:4711"'), trust),
+    ).toBe('2001:db8:cafe::17')
+    expect(clientIp('10.0.0.1', fwd('for=1.2.3.4, For=203.0.113.7;by=10.0.0.1'), trust)).toBe(
+      '203.0.113.7',
+    )
+    expect(clientIp('10.0.0.1', fwd('for=1.2.3.4, proto=https'), trust)).toBe('10.0.0.1')
+    expect(clientIp('10.0.0.1', fwd('for=_hidden'), trust)).toBe('10.0.0.1')
+    // The other header is not read.
+    expect(clientIp('10.0.0.1', xff('203.0.113.7'), trust)).toBe('10.0.0.1')
+    expect(clientIp('10.0.0.1', fwd('for=203.0.113.7'), 1)).toBe('10.0.0.1')
+  })
+})
+
+describe('isForwarded', () => {
+  it('sees either header', () => {
+    expect(isForwarded(xff('1.2.3.4'))).toBe(true)
+    expect(isForwarded(fwd('for=1.2.3.4'))).toBe(true)
+    expect(isForwarded(new Headers({ Forwarded: 'for=1.2.3.4' }))).toBe(true)
+    expect(isForwarded({})).toBe(false)
+  })
+})

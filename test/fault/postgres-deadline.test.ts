@@ -1,0 +1,163 @@
+/**
+ * @module test/fault/postgres-deadline
+ *
+ * A PostgreSQL admission that the caller was answered 503 for commits nothing later. The core
+ * answers 503 after `storageTimeoutMs` (1,000 ms here) while the store's call goes on; with
+ * `statementTimeoutMs` (700 ms) the counter transaction is not run when its pooled connection
+ * came after that deadline, and on the server no statement of it waits past it (a row lock held
+ * by someone else), and statements the server only gets to after it (a frozen server) are
+ * rolled back instead of committed. Each case, on a private server: a key with a `total` quota
+ * of 2 has used 1; a request times out; once the obstacle is gone the key must still have
+ * exactly 1 left (the timed-out request used nothing), where a late commit would have used it up.
+ */
+
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
+import { createTollbooth, type Tollbooth } from '../../src/index.js'
+import { type PostgresServer, startPostgresServer } from './postgres-server.js'
+
+const SECRET = 'postgres-deadline-secret-postgres-deadline'
+
+let server: PostgresServer | null = null
+try {
+  server = await startPostgresServer()
+} catch (err) {
+  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
+}
+
+const request = (key: string) => ({
+  headers: { authorization: `Bearer ${key}` },
+  ip: '127.0.0.1',
+  method: 'GET',
+  path: '/v1/thing',
+})
+
+describe.skipIf(!server)('PostgreSQL admissions past the caller deadline', () => {
+  const pgServer = server!
+  const pools: pg.Pool[] = []
+  const schema = 'tb_deadline'
+  const newPool = (max: number) => {
+    const p = new pg.Pool({ connectionString: pgServer.url, max, connectionTimeoutMillis: 5000 })
+    p.on('error', () => {})
+    pools.push(p)
+    return p
+  }
+
+  beforeAll(async () => {
+    await migrate({ pool: newPool(2), schema })
+  }, 30_000)
+  afterAll(async () => {
+    pgServer.freeze(false)
+    for (const p of pools) await p.end()
+    await pgServer.stop()
+  })
+
+  /**
+   * A tollbooth on its own pool of `max` (one connection of which its change feed holds), and
+   * a key (cached) that has used 1 of a total of 2.
+   */
+  const setup = async (max: number) => {
+    const pool = newPool(max)
+    const storage = postgresStorage({ pool, schema, statementTimeoutMs: 700 })
+    const tb = createTollbooth({
+      secret: SECRET,
+      storage,
+      storageTimeoutMs: 1000,
+      failedAuth: false,
+      usage: { flushIntervalMs: 60_000, maxBatch: 10_000, retentionMs: 86_400_000 },
+    })
+    const { key } = await tb.keys.create({
+      accountId: `acct_${Math.random().toString(36).slice(2, 8)}`,
+      limits: { quotas: { total: 2 } },
+    })
+    const first = await tb.authenticate(request(key))
+    expect(first.allowed).toBe(true)
+    const close = async () => {
+      await tb.close()
+      await storage.close()
+    }
+    return { pool, tb, key, close }
+  }
+
+  /** Waits until only the change feed's connection is out of `pool` (abandoned calls are done). */
+  const settled = async (pool: pg.Pool) => {
+    while (pool.waitingCount > 0 || pool.totalCount - pool.idleCount > 1)
+      await new Promise((r) => setTimeout(r, 10))
+  }
+
+  /** After the timed-out request: exactly one more is admitted, then the quota is spent. */
+  const oneLeft = async (tb: Tollbooth, key: string) => {
+    expect((await tb.authenticate(request(key))).allowed).toBe(true)
+    expect(await tb.authenticate(request(key))).toMatchObject({ allowed: false, status: 429 })
+  }
+
+  it('does not run an admission whose pooled connection came after the deadline', async () => {
+    const { pool, tb, key, close } = await setup(2)
+    try {
+      const busy = await pool.connect()
+      const t = Date.now()
+      const pending = tb.authenticate(request(key))
+      setTimeout(() => busy.release(), 1500)
+      expect(await pending).toMatchObject({ status: 503, code: 'storage_unavailable' })
+      expect(Date.now() - t).toBeLessThan(1500)
+      // The abandoned call has had the connection and given it back (or not taken it).
+      await settled(pool)
+      await oneLeft(tb, key)
+    } finally {
+      await close()
+    }
+  })
+
+  it('gives up a lock wait on the server at the deadline, committing nothing', async () => {
+    const { tb, key, close } = await setup(4)
+    const locker = await pools[0]!.connect()
+    try {
+      await locker.query('BEGIN')
+      const locked = await locker.query(`SELECT key FROM "${schema}".counters FOR UPDATE`)
+      expect(locked.rowCount).toBeGreaterThan(0)
+      const t = Date.now()
+      expect(await tb.authenticate(request(key))).toMatchObject({
+        status: 503,
+        code: 'storage_unavailable',
+      })
+      expect(Date.now() - t).toBeLessThan(1500)
+      await new Promise((r) => setTimeout(r, 300))
+      // The server cancelled the wait at the deadline (lock_timeout): nothing waits any more.
+      const waiting = await pools[0]!.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+         WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND pid <> $2`,
+        [schema, (locker as unknown as { processID: number }).processID],
+      )
+      expect(waiting.rows[0].n).toBe(0)
+      await locker.query('COMMIT')
+      await new Promise((r) => setTimeout(r, 500))
+      await oneLeft(tb, key)
+    } finally {
+      locker.release()
+      await close()
+    }
+  })
+
+  it('rolls back an admission the server only got to after the deadline (frozen server)', async () => {
+    const { pool, tb, key, close } = await setup(4)
+    try {
+      pgServer.freeze(true)
+      const t = Date.now()
+      let decision: Awaited<ReturnType<Tollbooth['authenticate']>>
+      try {
+        decision = await tb.authenticate(request(key))
+      } finally {
+        setTimeout(() => pgServer.freeze(false), 500)
+      }
+      expect(decision).toMatchObject({ status: 503, code: 'storage_unavailable' })
+      expect(Date.now() - t).toBeLessThan(1500)
+      // Thawed, the server runs the statements it had been sent; the call sees its deadline
+      // has passed and rolls back instead of committing.
+      await settled(pool)
+      await oneLeft(tb, key)
+    } finally {
+      await close()
+    }
+  })
+})

@@ -1,0 +1,139 @@
+/**
+ * @module test/fault/postgres-feed
+ *
+ * The LISTEN/NOTIFY change feed across a PostgreSQL crash, on a private server. Instances A
+ * and B share it, each with a ten-minute key cache, `cache.feedDownTtlMs` of one second and a
+ * manual clock. B has a key cached; the server is killed (SIGKILL) and kept down for several
+ * reconnect attempts. While B's feed is down, B serves its cached key only until the entry is
+ * one second old (then it asks the store, which is down: 503), not for ten minutes. The
+ * server is restarted: B's feed listens again by itself, and a key revoked on A is refused by
+ * B at once, although B had it cached again and its clock never moved.
+ */
+
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { migrate, type PostgresStorage, postgresStorage } from '../../adapters/postgres/index.js'
+import { createTollbooth, type Decision, manualClock } from '../../src/index.js'
+import { type PostgresServer, startPostgresServer } from './postgres-server.js'
+
+const SECRET = 'postgres-feed-fault-secret-postgres-feed-42'
+const SCHEMA = 'tb_feed'
+const T0 = Date.UTC(2026, 0, 15, 12)
+
+let server: PostgresServer | null = null
+try {
+  server = await startPostgresServer()
+} catch (err) {
+  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
+}
+
+/** Polls `probe` every 10 ms until it holds; fails after `ms`; returns the wait in ms. */
+async function until(probe: () => Promise<boolean> | boolean, ms: number): Promise<number> {
+  const start = Date.now()
+  while (!(await probe())) {
+    if (Date.now() - start > ms) throw new Error(`not within ${ms} ms`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  return Date.now() - start
+}
+
+const request = (key: string) => ({
+  headers: { authorization: `Bearer ${key}` },
+  ip: '127.0.0.1',
+  method: 'GET',
+  path: '/v1/thing',
+})
+
+describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
+  const pgServer = server!
+  const pools: pg.Pool[] = []
+  const storages: PostgresStorage[] = []
+  const errors: unknown[] = []
+
+  const pool = () => {
+    const p = new pg.Pool({ connectionString: pgServer.url, max: 4, connectionTimeoutMillis: 1000 })
+    p.on('error', () => {})
+    pools.push(p)
+    return p
+  }
+
+  beforeAll(async () => {
+    await migrate({ pool: pool(), schema: SCHEMA })
+  }, 30_000)
+
+  afterAll(async () => {
+    for (const s of storages) await s.close()
+    for (const p of pools) await p.end().catch(() => {})
+    await pgServer.stop()
+  })
+
+  it('shortens the cache bound while down and listens again after a restart', async () => {
+    const clock = manualClock(T0)
+    const make = () => {
+      const storage = postgresStorage({
+        pool: pool(),
+        schema: SCHEMA,
+        onError: (e) => errors.push(e),
+      })
+      storages.push(storage)
+      const tb = createTollbooth({
+        secret: SECRET,
+        clock,
+        storage,
+        storageTimeoutMs: 1000,
+        cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },
+        failedAuth: false,
+      })
+      return { tb, storage }
+    }
+    const a = make()
+    const b = make()
+    // The feed's own view, for the figures: when B's connection dropped and came back.
+    const states: Array<[boolean, number]> = []
+    await b.storage.changes.subscribe(() => {}, {
+      onStatus: (live) => states.push([live, Date.now()]),
+    })
+    const allowed = async (d: Promise<Decision>) => (await d).allowed
+    try {
+      const { key, record } = await a.tb.keys.create({ accountId: 'acct_feed', name: 'k' })
+      expect(await allowed(b.tb.authenticate(request(key)))).toBe(true)
+
+      // 1. Killed: B's feed is down. Its cached key is served while younger than one second…
+      await pgServer.kill()
+      const killedAt = Date.now()
+      await until(() => states.some(([live]) => !live), 5000)
+      expect(await allowed(b.tb.authenticate(request(key)))).toBe(true)
+      // …and not once it is older: B asks the store (down), so 503, not the cached "allowed".
+      clock.advance(1000)
+      expect(await b.tb.authenticate(request(key))).toMatchObject({
+        status: 503,
+        code: 'storage_unavailable',
+      })
+
+      // 2. Down for several reconnect attempts (250 ms, doubling), then restarted.
+      await new Promise((r) => setTimeout(r, 2000))
+      const attempts = errors.length
+      await pgServer.restart()
+      const restartedAt = Date.now()
+      const relistenMs = await until(() => states.at(-1)?.[0] === true, 10_000)
+
+      // 3. B caches the key again; A revokes it; B refuses it at once (its clock never moved,
+      //    so only the feed can tell it).
+      await until(() => allowed(b.tb.authenticate(request(key))), 5000)
+      const revokedAt = Date.now()
+      await a.tb.keys.revoke(record.id)
+      const refusedMs = await until(
+        async () => !(await allowed(b.tb.authenticate(request(key)))),
+        5000,
+      )
+      expect(await b.tb.authenticate(request(key))).toMatchObject({ status: 401 })
+      console.log(
+        `postgres feed: down ${restartedAt - killedAt} ms (${attempts} errors reported: the lost connection and failed attempts), ` +
+          `listening again ${relistenMs} ms after the restart, ` +
+          `revocation refused by B ${refusedMs} ms after it (revoke itself ${Date.now() - revokedAt - refusedMs} ms)`,
+      )
+    } finally {
+      await Promise.all([a.tb.close(), b.tb.close()])
+    }
+  }, 60_000)
+})

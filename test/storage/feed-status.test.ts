@@ -1,0 +1,126 @@
+/**
+ * @module test/storage/feed-status
+ *
+ * The core's side of a change feed that reports its state (`subscribe(listener, { onStatus })`),
+ * with a user's own in-process feed that can be switched off: two instances share one store,
+ * with ten-minute caches and `cache.feedDownTtlMs` of one second on a manual clock. While the
+ * feed is down, a plan change made on A is not heard by B, and B keeps its cached account only
+ * until the entry is one second old; once the feed is back, B's caches are emptied, so a change
+ * missed meanwhile shows at once. A feed that never reports is taken as up.
+ */
+
+import { describe, expect, it } from 'vitest'
+import {
+  type ChangeFeed,
+  createTollbooth,
+  manualClock,
+  memoryStorage,
+  type SubscribeOptions,
+} from '../../src/index.js'
+
+/** A change feed inside this process that can be taken down (messages then are lost). */
+function switchableFeed() {
+  const subs = new Set<{ listener: (m: string) => void; options?: SubscribeOptions }>()
+  let up = true
+  const feed: ChangeFeed = {
+    async publish(message) {
+      if (up) for (const s of subs) s.listener(message)
+    },
+    async subscribe(listener, options) {
+      const s = { listener, ...(options ? { options } : {}) }
+      subs.add(s)
+      return () => {
+        subs.delete(s)
+      }
+    },
+  }
+  const set = (live: boolean) => {
+    up = live
+    for (const s of subs) s.options?.onStatus?.(live)
+  }
+  return { feed, set }
+}
+
+describe('caches while the change feed is down', () => {
+  it('trusts a cached account for feedDownTtlMs while down and forgets it when back', async () => {
+    const clock = manualClock(Date.UTC(2026, 0, 15, 12))
+    const memory = memoryStorage()
+    const { feed, set } = switchableFeed()
+    const make = () =>
+      createTollbooth({
+        clock,
+        storage: { ...memory, changes: feed },
+        cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },
+        plans: { big: { monthlyCredits: 1000 }, small: { monthlyCredits: 10 } },
+      })
+    const a = make()
+    const b = make()
+    await new Promise((r) => setTimeout(r, 0))
+    try {
+      await a.accounts.setTier('acct_1', 'big')
+      expect((await b.accounts.get('acct_1')).tier).toBe('big')
+      // Up: a change is heard at once.
+      await a.accounts.setTier('acct_1', 'small')
+      expect((await b.accounts.get('acct_1')).tier).toBe('small')
+
+      // Down: the message is lost; B's view, cached just now, is kept for one second only.
+      set(false)
+      await a.accounts.setTier('acct_1', 'big')
+      expect((await b.accounts.get('acct_1')).tier).toBe('small')
+      clock.advance(999)
+      expect((await b.accounts.get('acct_1')).tier).toBe('small')
+      clock.advance(1)
+      expect((await b.accounts.get('acct_1')).tier).toBe('big')
+
+      // A change missed while down shows as soon as the feed is back, with no time passing.
+      await a.accounts.addCredits('acct_1', 7)
+      expect((await b.accounts.get('acct_1')).balance).toBe(0)
+      set(true)
+      expect((await b.accounts.get('acct_1')).balance).toBe(7)
+      // Up again: the TTL alone bounds the cache.
+      clock.advance(599_000)
+      await memory.accounts.addBalance('acct_1', 1) // behind tollbooth's back: no message
+      expect((await b.accounts.get('acct_1')).balance).toBe(7)
+    } finally {
+      await Promise.all([a.close(), b.close()])
+    }
+  })
+
+  it('takes a feed whose subscribe rejected as down until it reports delivering', async () => {
+    const clock = manualClock(Date.UTC(2026, 0, 15, 12))
+    const memory = memoryStorage()
+    let report: ((live: boolean) => void) | undefined
+    const feed: ChangeFeed = {
+      publish: async () => {},
+      async subscribe(_listener, options) {
+        report = options?.onStatus
+        throw new Error('not yet')
+      },
+    }
+    const errors: unknown[] = []
+    const tb = createTollbooth({
+      clock,
+      storage: { ...memory, changes: feed },
+      cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },
+      onError: (e: unknown) => errors.push(e),
+    })
+    await new Promise((r) => setTimeout(r, 0))
+    try {
+      expect(errors).toHaveLength(1)
+      expect((await tb.accounts.get('acct_2')).balance).toBe(0)
+      await memory.accounts.addBalance('acct_2', 3) // no message can tell tb
+      clock.advance(999)
+      expect((await tb.accounts.get('acct_2')).balance).toBe(0)
+      clock.advance(1)
+      expect((await tb.accounts.get('acct_2')).balance).toBe(3)
+      // The feed catches up and says so: from now on only the TTL bounds the cache.
+      report?.(true)
+      expect((await tb.accounts.get('acct_2')).balance).toBe(3)
+      await memory.accounts.addBalance('acct_2', 1)
+      clock.advance(5000)
+      expect((await tb.accounts.get('acct_2')).balance).toBe(3)
+    } finally {
+      await tb.close()
+    }
+  })
+})
