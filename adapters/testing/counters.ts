@@ -414,6 +414,51 @@ export function counterStoreTests(get: GetStorage): void {
       expect(g.results[0]!.remaining).toBe(7)
     })
 
+    it('records nothing for an admission answered missing: the same id counts after the rebuild, and its cancel keeps the rebuilt marks', async () => {
+      const n = names()
+      const c = get().counters
+      const adm = { key: `${n.hold}:a:x`, ttlMs: 60_000 }
+      const credits = (id: string, rebuild: { base?: number }) =>
+        ({ ...holdCheck(n.hold, 30, 5, id, 60_000), keepUntil: T0 + DAY, rebuild }) as Check
+      const total = (rebuild: { base?: number }): Check => ({
+        ...windowCheck(n.other, 10, 1, 0, 0),
+        rebuild,
+      })
+      const first = await c.consume([credits('x', {}), total({})], T0, adm)
+      expect(first.allowed).toBe(false)
+      expect(first.results.map((r) => r.missing)).toEqual([true, true])
+      // No record and no tombstone under the id: the rebuilt admission is counted.
+      const checks = [credits('x', { base: 10 }), total({ base: 3 })]
+      const again = await c.consume(checks, T0 + 1, adm)
+      expect(again.allowed).toBe(true)
+      expect(again.results.map((r) => r.used)).toEqual([15, 4])
+      // Its answer lost: the cancel takes back the hold and the count, not the rebuilt base.
+      const cancel: SettleOp = { type: 'cancel', key: adm.key, ttlMs: 60_000, at: T0 + 1, checks }
+      await c.settle([cancel], T0 + 2)
+      expect(await c.held(n.hold, T0 + 3)).toBe(10)
+      // Still marked rebuilt: asked again, both are answered from the counters.
+      const later = await c.consume([credits('y', {}), total({})], T0 + 4)
+      expect(later.results.map((r) => r.missing)).toEqual([undefined, undefined])
+      expect(later.results.map((r) => r.used)).toEqual([15, 4])
+    })
+
+    it('a cancel from a clock behind the stored GCRA time gives back only what is left there', async () => {
+      const n = names()
+      const c = get().counters
+      const adm = { key: `${n.gcra}:a:a`, ttlMs: 60_000 }
+      const a = [gcraCheck(n.gcra, 10, 60_000, 6)]
+      expect((await c.consume(a, T0, adm)).allowed).toBe(true)
+      // Another instance, 12 s ahead: 4 of the 6 left, plus its 3.
+      expect((await c.consume([gcraCheck(n.gcra, 10, 60_000, 3)], T0 + 12_000)).allowed).toBe(true)
+      await c.settle([{ type: 'cancel', key: adm.key, ttlMs: 60_000, at: T0, checks: a }], T0)
+      // Left: the other instance's 3, as if the first admission had never been; the stored time
+      // stays (read from the behind clock, nothing more has drained).
+      for (const now of [T0 + 12_000, T0]) {
+        const r = await c.consume([gcraCheck(n.gcra, 10, 60_000, 0)], now)
+        expect(r.results[0]!.remaining).toBe(7)
+      }
+    })
+
     it('a negative add takes units back, never below zero', async () => {
       const n = names()
       const c = get().counters
