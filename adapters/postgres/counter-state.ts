@@ -233,6 +233,12 @@ export function apply(
 ): Counter {
   const m = marksOf(c)
   if (op.type === 'release') {
+    const before = stateOf<HoldState>(c, 'hold')
+    const live = before && Object.hasOwn(before.holds, op.holdId) ? before.holds[op.holdId] : null
+    // A retried release whose hold is gone changes nothing, as on memory and Redis (no empty
+    // counter written and kept until its keepUntil).
+    if (op.ifHeld && !(live && live[1] > now))
+      return c ?? { kind: null, state: null, expiresAt: now }
     const s = marked(
       release(stateOf(c, 'hold'), now, op.holdId, op.charge, op.ifHeld === true),
       m,

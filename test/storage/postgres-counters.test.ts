@@ -213,6 +213,19 @@ describe.skipIf(skipPostgres)('postgres counters', () => {
     expect((await rows([credits, budget])).map((r) => r.key)).toEqual([budget])
   })
 
+  it('a retried release (ifHeld) whose hold is gone writes no counter kept until keepUntil', async () => {
+    const credits = name('credits:2026-01-retry')
+    const keepUntil = Date.UTC(2026, 1, 1) + DAY
+    await one.counters.settle(
+      [{ type: 'release', key: credits, holdId: 'gone', charge: 3, keepUntil, ifHeld: true }],
+      T0,
+    )
+    expect(await one.counters.held(credits, T0)).toBe(0)
+    // The row the lock made expires at once: pruned now, not a day after the period.
+    await one.pruneCounters(T0)
+    expect(await rows([credits])).toEqual([])
+  })
+
   it('prunes expired counters only, and a pruned counter counts as fresh', async () => {
     const ref = memoryStorage().counters
     const g = name('r0')
