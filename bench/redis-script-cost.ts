@@ -8,7 +8,8 @@
  * command and writing the reply (the kernel's part is not counted).
  *
  * Scenarios (tollbooth's on the HTTP benchmark's key: a per-minute rate limit, a daily quota
- * and a credit reservation, the previous request's settle carried in the same call):
+ * and a credit reservation, the previous request's settle carried in the same call, and the
+ * admission's record, as `remoteConsume` sends it):
  * - `tollbooth, 1 in flight`: each call releases the hold the previous one took
  * - `tollbooth, 32 in flight`: 32 reservations live on the account's credit counter
  * - `fixed window (the peers' job)`: INCR, PTTL and a PEXPIRE when new — what the peer
@@ -43,9 +44,9 @@ type Call = (i: number) => {
 const T0 = 1_795_000_000_000
 /** The rate limit (GCRA), the daily quota (24 hourly buckets) and the credit hold. */
 const CHECKS = (id: string) => [
-  ...['g', '1000000000', '60000', '1', ''],
-  ...['w', '1000000000', '86400000', '3600000', '1'],
-  ...['h', '1000000000000000', '1', '60000', id],
+  ...['g', '1000000000', '60000', '1', '', '', ''],
+  ...['w', '1000000000', '86400000', '3600000', '1', '', ''],
+  ...['h', '1000000000000000', '1', '60000', id, '', ''],
 ]
 
 /** Admission i, carrying the release of the hold taken `inFlight` requests earlier. */
@@ -54,12 +55,14 @@ const tollbooth =
   (i) => {
     const now = String(T0 + i)
     const carried = i >= inFlight
-    const keys = ['{a}:g', '{a}:w', '{a}:h']
-    const ops = carried ? ['r', now, `req_${i - inFlight}`, '1', ''] : []
+    // The checks' counters, then the admission's record (its identity, kept 60 s).
+    const keys = ['{a}:g', '{a}:w', '{a}:h', `{a}:a:req_${i}`]
+    // A release: holdId, charge, ifHeld '', keepUntil ''.
+    const ops = carried ? ['r', now, `req_${i - inFlight}`, '1', '', ''] : []
     return {
       script: 'consume',
       keys: carried ? ['{a}:h', ...keys] : keys,
-      args: [now, '60000', carried ? '1' : '0', ...ops, ...CHECKS(`req_${i}`)],
+      args: [now, '60000', carried ? '1:60000' : '0:60000', ...ops, ...CHECKS(`req_${i}`)],
     }
   }
 

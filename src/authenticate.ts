@@ -36,7 +36,8 @@ import {
   refusal,
 } from './limits/admission.js'
 import { withinTimeBlocks } from './limits/time-blocks.js'
-import type { AdmissionAccount } from './metering/accounts.js'
+import { type AdmissionAccount, CREDIT_KEEP_MS } from './metering/accounts.js'
+import { rebuildBase, rebuildSource } from './metering/rebuild.js'
 import type { ResolvedRoute } from './options.js'
 import {
   clientIp,
@@ -514,6 +515,7 @@ function count(
       amount: a.estimate,
       holdId: a.internalId,
       ttlMs: o.reservationTtlMs,
+      keepUntil: account.period.end + CREDIT_KEEP_MS,
     }
     templates.push({ role: 'credits', tokens: false, check: credit })
     checks.push(credit)
@@ -521,6 +523,21 @@ function count(
   if (checks.length === 0)
     return decide(ctx, req, route, entry, a, account, templates, checks, null)
   const counters = ctx.storage.counters
+  // Counters in another process that may come back empty: the counts that must survive that
+  // are rebuilt from the durable usage when missing (metering/rebuild).
+  if (!counters.inProcess && !counters.durable) {
+    for (let i = 0; i < checks.length; i++) {
+      const c = checks[i]!
+      const t = templates[i]!
+      if (c.type === 'gcra') continue
+      if (
+        t.role === 'credits' ||
+        t.role === 'budget' ||
+        (t.role === 'quota' && c.type === 'window' && c.windowMs === 0)
+      )
+        checks[i] = { ...c, rebuild: {} }
+    }
+  }
   if (counters.inProcess && counters.consumeSync) {
     let result: ConsumeResult
     try {
@@ -531,9 +548,53 @@ function count(
     return decide(ctx, req, route, entry, a, account, templates, checks, result)
   }
   return remoteConsume(ctx, entry.record.accountId, checks, a.now, a.internalId).then(
-    (result) => decide(ctx, req, route, entry, a, account, templates, checks, result),
+    (result) =>
+      result.allowed || !result.results.some((r) => r.missing)
+        ? decide(ctx, req, route, entry, a, account, templates, checks, result)
+        : rebuildAndCount(ctx, req, route, entry, a, account, templates, checks, result),
     (err: unknown) => storageFailure(ctx, err, req, route, entry, a),
   )
+}
+
+/** The counters answered `missing`: reads their counts from the usage, then counts again. */
+async function rebuildAndCount(
+  ctx: Context,
+  req: TollboothRequest,
+  route: ResolvedRoute,
+  entry: CachedKey,
+  a: AdmitInput,
+  account: AdmissionAccount | null,
+  templates: CheckTemplate[],
+  checks: Check[],
+  first: ConsumeResult,
+): Promise<Decision> {
+  const r = entry.record
+  try {
+    const rebuilt = await Promise.all(
+      checks.map(async (c, i) => {
+        if (!first.results[i]!.missing || c.type === 'gcra') return c
+        const allTime = c.type === 'window' && c.windowMs === 0
+        const source = rebuildSource(
+          templates[i]!.role,
+          allTime,
+          r.accountId,
+          r.id,
+          account?.period ?? null,
+        )
+        if (!source) return c
+        const base = await ctx.guard(rebuildBase(ctx, c.key, source))
+        return { ...c, rebuild: { base } }
+      }),
+    )
+    // The same admission id: the refused first consume recorded nothing under it (a store
+    // answers `missing` before it writes a record), and one that timed out never gets here.
+    const result = await remoteConsume(ctx, r.accountId, rebuilt, a.now, a.internalId)
+    if (!result.allowed && result.results.some((x) => x.missing))
+      throw new Error('counter store answered missing after a rebuild')
+    return decide(ctx, req, route, entry, a, account, templates, rebuilt, result)
+  } catch (err) {
+    return storageFailure(ctx, err, req, route, entry, a)
+  }
 }
 
 /**
@@ -667,7 +728,7 @@ function decide(
     const t = templates[i]!
     if (c.type === 'hold') {
       const credit = t.role === 'credits' || t.role === 'budget'
-      s.holds.push([c.key, c.holdId, credit])
+      s.holds.push([c.key, c.holdId, credit, c.keepUntil])
       if (t.role === 'credits') s.creditUsed = result!.results[i]!.used
       if (credit) {
         if (overrun === undefined && (t.role === 'budget' || !account?.plan?.allowOverage))

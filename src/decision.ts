@@ -92,8 +92,8 @@ export interface Report {
 
 /** Internal state settle needs; not part of the public surface. */
 export interface SettleState {
-  /** Counter keys and hold ids to release: [key, holdId, isCredit]. */
-  holds: Array<[string, string, boolean]>
+  /** Counter keys and hold ids to release: [key, holdId, isCredit, keepUntil]. */
+  holds: Array<[string, string, boolean, number | undefined]>
   /** Token-rate limits to count at settle. */
   tokenChecks: Array<Extract<Check, { type: 'gcra' }>>
   /** Credits held at admission (the estimate; 0 when the caller sent its own provider key). */

@@ -17,13 +17,15 @@
  * its request's own id, so a key reused after the window is a new request, logged as such.
  */
 
+import { sha256 } from '@noble/hashes/sha2.js'
+import { utf8ToBytes } from '@noble/hashes/utils.js'
 import type { Context } from './context.js'
 import { Admission, type Decision, type Report } from './decision.js'
 import { storableText } from './input.js'
 import { undrained } from './limits/revert.js'
 import type { Check, SettleOp, UsageEvent } from './storage/types.js'
 
-/** How long a settled `Idempotency-Key` is remembered: 24 hours, counted in hourly buckets. */
+/** How long a settled `Idempotency-Key` is remembered: 24 hours. */
 export const IDEMPOTENCY_WINDOW_MS = 86_400_000
 
 /**
@@ -62,15 +64,45 @@ export interface Outcome extends Report {
   record?: boolean
 }
 
-/** The 24-hour window an `Idempotency-Key` is counted on. */
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+
+/**
+ * The counter's name, `{<accountId>}:i:` and 128 bits of SHA-256 of `<keyId>:<Idempotency-Key>`
+ * in base64url: one short size whatever the header's (up to 255 characters), made in one
+ * piece (a string built by concatenation is a tree of parts in V8, which a memory store keeps
+ * as its Map key: 134 bytes more per request). A hash the caller cannot steer into a
+ * collision: two keys of one account that collided would make the second request a free
+ * "retry".
+ */
+function idempotencyKeyName(accountId: string, id: string): string {
+  const d = sha256(utf8ToBytes(id))
+  const head = `{${accountId}}:i:`
+  const codes: number[] = []
+  for (let i = 0; i < head.length; i++) codes.push(head.charCodeAt(i))
+  const b64 = (x: number) => codes.push(B64.charCodeAt(x))
+  for (let i = 0; i < 15; i += 3) {
+    const n = (d[i]! << 16) | (d[i + 1]! << 8) | d[i + 2]!
+    b64(n >> 18)
+    b64((n >> 12) & 63)
+    b64((n >> 6) & 63)
+    b64(n & 63)
+  }
+  b64(d[15]! >> 2)
+  b64((d[15]! & 3) << 4)
+  return String.fromCharCode(...codes)
+}
+
+/**
+ * A settled `Idempotency-Key` is one unit of a GCRA limit of 1 per 24 hours: the smallest
+ * counter a store has (a level and a time), gone on its own exactly 24 hours later.
+ */
 function idempotencyCheck(decision: Admission, id: string): Check {
   return {
-    type: 'window',
-    key: `{${decision.accountId}}:idem:${id}`,
+    type: 'gcra',
+    key: idempotencyKeyName(decision.accountId, id),
     name: 'idempotency',
     limit: 1,
     windowMs: IDEMPOTENCY_WINDOW_MS,
-    bucketMs: IDEMPOTENCY_WINDOW_MS / 24,
     cost: 1,
   }
 }
@@ -151,8 +183,11 @@ function apply(
   const s = decision._s
   const charge = billable && !repeat && outcome.record !== false ? decision.cost : 0
   const ops: SettleOp[] = []
-  for (const [key, holdId, credit] of s.holds)
-    ops.push({ type: 'release', key, holdId, charge: credit ? charge : 0 })
+  for (const [key, holdId, credit, keepUntil] of s.holds) {
+    const op: SettleOp = { type: 'release', key, holdId, charge: credit ? charge : 0 }
+    if (keepUntil !== undefined) op.keepUntil = keepUntil
+    ops.push(op)
+  }
   // Token limits: the estimate counted at admission trued-up to the report (the estimate
   // stands when nothing was reported); what is given back is what has not drained since.
   const excess = (decision._tokensReported ? decision._tokens : s.tokenEstimate) - s.tokenEstimate

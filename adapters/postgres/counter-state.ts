@@ -2,7 +2,7 @@
  * @module postgres/counter-state
  *
  * A stored counter and the core's algorithms applied to it (`gcra`, `rollingWindow`, `hold`,
- * `release`, `gcraAdd`, `windowAdd`), with the figures mapped to a `CheckResult` exactly as the
+ * `release`, `gcraAdd`, `windowAdd`, and a cancel's `gcraRemove`, `windowRemove`), with the figures mapped to a `CheckResult` exactly as the
  * memory store maps them, so PostgreSQL counts what memory counts. Also the time each kind of
  * state becomes the same as no state at all, which the store keeps in `expires_at`.
  */
@@ -58,25 +58,77 @@ export function heldAt(s: HoldState, now: number): number {
   return total
 }
 
-/** A hold counter with a settled total is kept (a period's credits); else until its last hold. */
-function holdExpiry(s: HoldState, now: number) {
-  if (s.used !== 0) return null
+/**
+ * Marks kept in a stored state beside the core's figures: `rebuilt` (see `Rebuild`), and a hold
+ * counter's latest `keepUntil`.
+ */
+interface Marks {
+  rebuilt?: true
+  keepUntil?: number
+}
+
+const marksOf = (c: Counter | undefined): Marks => (c?.state ?? {}) as Marks
+
+/** `state` with the marks of `from`, the later `keepUntil` winning. */
+function marked<T extends object>(state: T, from: Marks, keepUntil?: number, rebuilt = false): T {
+  const out = state as T & Marks
+  if (from.rebuilt || rebuilt) out.rebuilt = true
+  const keep = Math.max(from.keepUntil ?? -Infinity, keepUntil ?? -Infinity)
+  if (keep !== -Infinity) out.keepUntil = keep
+  return out
+}
+
+/**
+ * A hold counter is kept until its last hold expires and, with a `keepUntil`, until then (a
+ * period's credits); without one, for as long as it has a settled total or was rebuilt.
+ */
+function holdExpiry(s: HoldState & Marks, now: number) {
   let end = now
   for (const id in s.holds) end = Math.max(end, s.holds[id]![1])
+  if (s.keepUntil !== undefined) end = Math.max(end, s.keepUntil)
+  else if (s.used !== 0 || s.rebuilt) return null
   return Number.isFinite(end) ? Math.ceil(end) : null
 }
 
-/** Evaluates one check without storing anything; mirrors the memory store. */
+/** The answer to a check whose counter must be rebuilt first (see `Rebuild`). */
+const missing = (limit: number): CheckResult => ({
+  allowed: false,
+  limit,
+  used: 0,
+  remaining: 0,
+  resetMs: 0,
+  retryAfterMs: 0,
+  missing: true,
+})
+
+/**
+ * Evaluates one check without storing anything; mirrors the memory store. `seeded`: the check
+ * rebuilt its counter, which is then written whatever the admission's outcome.
+ */
 export function evaluate(
   check: Check,
   c: Counter | undefined,
   now: number,
-): { result: CheckResult; next: Counter } {
+): { result: CheckResult; next: Counter; seeded?: boolean } {
+  const m = marksOf(c)
+  const r = check.type === 'gcra' ? undefined : check.rebuild
+  const seeded = r !== undefined && !m.rebuilt
+  if (seeded && r.base === undefined) {
+    return { result: missing(check.limit), next: { kind: null, state: null, expiresAt: null } }
+  }
   switch (check.type) {
     case 'window': {
       const { limit, windowMs, bucketMs, cost } = check
-      const v = rollingWindow(stateOf(c, 'window'), now, limit, windowMs, bucketMs, cost)
+      let state = stateOf<WindowState>(c, 'window')
+      if (seeded) {
+        // The larger of the two (see the hold's case below).
+        const had = rollingWindow(state, now, Infinity, windowMs, bucketMs, 0).used
+        state = windowAdd(state, now, windowMs, bucketMs, Math.max(0, r!.base! - had))
+      }
+      const v = rollingWindow(state, now, limit, windowMs, bucketMs, cost)
+      const next = marked(v.state, m, undefined, seeded)
       return {
+        seeded,
         result: {
           allowed: v.allowed,
           limit,
@@ -87,8 +139,8 @@ export function evaluate(
         },
         next: {
           kind: 'window',
-          state: v.state,
-          expiresAt: windowExpiry(v.state, now, windowMs, bucketMs),
+          state: next,
+          expiresAt: windowExpiry(next, now, windowMs, bucketMs),
         },
       }
     }
@@ -108,8 +160,14 @@ export function evaluate(
       }
     }
     case 'hold': {
-      const v = hold(stateOf(c, 'hold'), now, check.limit, check.amount, check.holdId, check.ttlMs)
+      let state = stateOf<HoldState>(c, 'hold')
+      // The larger of the two: an unmarked counter may hold settles made since the loss (then
+      // mostly in the base too), or be a whole count kept from before rebuilds.
+      if (seeded) state = { used: Math.max(state?.used ?? 0, r!.base!), holds: state?.holds ?? {} }
+      const v = hold(state, now, check.limit, check.amount, check.holdId, check.ttlMs)
+      const next = marked(v.state, m, check.keepUntil, seeded)
       return {
+        seeded,
         result: {
           allowed: v.allowed,
           limit: check.limit,
@@ -118,7 +176,7 @@ export function evaluate(
           resetMs: 0,
           retryAfterMs: v.allowed ? 0 : 1000,
         },
-        next: { kind: 'hold', state: v.state, expiresAt: holdExpiry(v.state, now) },
+        next: { kind: 'hold', state: next, expiresAt: holdExpiry(next, now) },
       }
     }
   }
@@ -141,17 +199,19 @@ export const mark = (state: 'c' | 'x', now: number, ttlMs: number): Counter => (
 
 /** One check of a cancelled admission taken back (see `SettleOp` `cancel`). */
 export function revert(check: Check, c: Counter | undefined, now: number, at: number): Counter {
+  // The counter's marks (rebuilt, keepUntil) stay: a cancel takes back counts, not them.
+  const m = marksOf(c)
   switch (check.type) {
     case 'hold': {
-      const s = release(stateOf(c, 'hold'), now, check.holdId, 0)
+      const s = marked(release(stateOf(c, 'hold'), now, check.holdId, 0), m)
       return { kind: 'hold', state: s, expiresAt: holdExpiry(s, now) }
     }
     case 'window': {
       const { windowMs, bucketMs, cost } = check
-      const s = windowRemove(stateOf(c, 'window'), at, windowMs, bucketMs, cost) ?? {
-        idx: [],
-        n: [],
-      }
+      const s = marked(
+        windowRemove(stateOf(c, 'window'), at, windowMs, bucketMs, cost) ?? { idx: [], n: [] },
+        m,
+      )
       return { kind: 'window', state: s, expiresAt: windowExpiry(s, now, windowMs, bucketMs) }
     }
     case 'gcra': {
@@ -171,13 +231,24 @@ export function apply(
   c: Counter | undefined,
   now: number,
 ): Counter {
+  const m = marksOf(c)
   if (op.type === 'release') {
-    const s = release(stateOf(c, 'hold'), now, op.holdId, op.charge, op.ifHeld === true)
+    const before = stateOf<HoldState>(c, 'hold')
+    const live = before && Object.hasOwn(before.holds, op.holdId) ? before.holds[op.holdId] : null
+    // A retried release whose hold is gone changes nothing, as on memory and Redis (no empty
+    // counter written and kept until its keepUntil).
+    if (op.ifHeld && !(live && live[1] > now))
+      return c ?? { kind: null, state: null, expiresAt: now }
+    const s = marked(
+      release(stateOf(c, 'hold'), now, op.holdId, op.charge, op.ifHeld === true),
+      m,
+      op.keepUntil,
+    )
     return { kind: 'hold', state: s, expiresAt: holdExpiry(s, now) }
   }
   const k = op.check
   if (k.type === 'window') {
-    const s = windowAdd(stateOf(c, 'window'), now, k.windowMs, k.bucketMs, k.cost)
+    const s = marked(windowAdd(stateOf(c, 'window'), now, k.windowMs, k.bucketMs, k.cost), m)
     return { kind: 'window', state: s, expiresAt: windowExpiry(s, now, k.windowMs, k.bucketMs) }
   }
   const s = gcraAdd(stateOf(c, 'gcra'), now, k.limit, k.windowMs, k.cost)

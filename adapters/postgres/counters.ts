@@ -31,7 +31,7 @@
  */
 
 import type { QueryResult } from 'pg'
-import type { CheckResult, CounterStore, HoldState } from '../../src/index.js'
+import type { CheckResult, ConsumeResult, CounterStore, HoldState } from '../../src/index.js'
 import {
   apply,
   type Counter,
@@ -147,6 +147,8 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
   // A pg Pool's size (10 unless set): the core lets one account wait on half of it at most.
   const max = (db.pool as { options?: { max?: unknown } }).options?.max
   return {
+    // Counts are in the same database as the usage: nothing to rebuild after a restart.
+    durable: true,
     concurrency: typeof max === 'number' && max > 0 ? max : 10,
     async consume(checks, now, admission) {
       if (checks.length === 0) return { allowed: true, results: [] }
@@ -161,9 +163,11 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
       const keys = checks.map((c) => c.key)
       // The admission's record is locked with its counters: a cancel of it waits or goes first.
       if (admission) keys.push(admission.key)
-      return locked(keys, now, (stored) => {
+      return locked<ConsumeResult>(keys, now, (stored) => {
         const results: CheckResult[] = []
         const next = new Map<string, Counter>()
+        // Rebuilt counters are written whatever the admission's outcome.
+        const seeded = new Map<string, Counter>()
         if (admission && markOf(stored.get(admission.key), now) === 'x') {
           for (const check of checks)
             results.push({
@@ -181,10 +185,16 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
           const e = evaluate(check, stored.get(check.key), now)
           results.push(e.result)
           next.set(check.key, e.next)
+          if (e.seeded) seeded.set(check.key, e.next)
           if (!e.result.allowed) allowed = false
         }
-        if (admission) next.set(admission.key, mark('c', now, admission.ttlMs))
-        return { value: { allowed, results }, next: allowed ? next : null }
+        // The record only with the counts: a refused admission (a `missing` one included)
+        // writes none, so the same id may be consumed again after a rebuild.
+        if (allowed && admission) next.set(admission.key, mark('c', now, admission.ttlMs))
+        return {
+          value: { allowed, results },
+          next: allowed ? next : seeded.size > 0 ? seeded : null,
+        }
       })
     },
     async settle(ops, now) {
@@ -216,10 +226,14 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
       })
     },
     async held(key, now) {
-      const rows = await db.query<CounterRow>(`SELECT key, kind, state FROM ${t} WHERE key = $1`, [
-        key,
-      ])
-      const s = rows[0]?.kind === 'hold' ? (rows[0].state as HoldState | null) : null
+      const rows = await db.query<CounterRow & { expires_at: string | null }>(
+        `SELECT key, kind, state, expires_at FROM ${t} WHERE key = $1`,
+        [key],
+      )
+      const r = rows[0]
+      // Past its expiry a counter counts for nothing, pruned or not yet.
+      if (r?.kind !== 'hold' || (r.expires_at !== null && Number(r.expires_at) <= now)) return 0
+      const s = r.state as HoldState | null
       return s ? heldAt(s, now) : 0
     },
     prune: (now) => prune(now),

@@ -29,6 +29,7 @@ import type {
   CheckResult,
   ConsumeResult,
   CounterStore,
+  Rebuild,
   SettleOp,
 } from '../../src/index.js'
 import { type Ctx, dec, enc } from './store.js'
@@ -48,16 +49,24 @@ export function hashTag(key: string): string {
   return end > 1 ? key.slice(0, end + 1) : key
 }
 
+/** A check's `rebuild` as the script reads it: '' none, '?' ask, '=<base>' rebuild. */
+const rebuildArg = (r: Rebuild | undefined) =>
+  r === undefined ? '' : r.base === undefined ? '?' : `=${enc(r.base)}`
+
+const keepArg = (keepUntil: number | undefined) => (keepUntil === undefined ? '' : enc(keepUntil))
+
 function pushCheck(args: string[], c: Check): void {
   switch (c.type) {
     case 'window':
-      args.push('w', enc(c.limit), enc(c.windowMs), enc(c.bucketMs), enc(c.cost))
+      args.push('w', enc(c.limit), enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
+      args.push(rebuildArg(c.rebuild))
       return
     case 'gcra':
-      args.push('g', enc(c.limit), enc(c.windowMs), enc(c.cost), '')
+      args.push('g', enc(c.limit), enc(c.windowMs), enc(c.cost), '', '', '')
       return
     case 'hold':
       args.push('h', enc(c.limit), enc(c.amount), enc(c.ttlMs), escapeHoldId(c.holdId))
+      args.push(keepArg(c.keepUntil), rebuildArg(c.rebuild))
   }
 }
 
@@ -66,25 +75,27 @@ function pushOp(keys: string[], args: string[], prefix: string, op: SettleOp, no
   if (op.type === 'release') {
     keys.push(prefix + op.key)
     args.push('r', now, escapeHoldId(op.holdId), enc(op.charge), op.ifHeld ? '1' : '')
+    args.push(keepArg(op.keepUntil))
     return
   }
   if (op.type === 'cancel') {
     keys.push(prefix + op.key)
-    args.push('x', now, enc(op.ttlMs), String(op.checks.length), '')
+    args.push('x', now, enc(op.ttlMs), String(op.checks.length), '', '')
     const at = enc(op.at)
     for (const c of op.checks) {
       keys.push(prefix + c.key)
-      if (c.type === 'hold') args.push('H', at, escapeHoldId(c.holdId), '', '')
+      if (c.type === 'hold')
+        args.push('H', at, escapeHoldId(c.holdId), '', '', keepArg(c.keepUntil))
       else if (c.type === 'window')
-        args.push('W', at, enc(c.windowMs), enc(c.bucketMs), enc(c.cost))
-      else args.push('G', at, enc(c.limit), enc(c.windowMs), enc(c.cost))
+        args.push('W', at, enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
+      else args.push('G', at, enc(c.limit), enc(c.windowMs), enc(c.cost), '')
     }
     return
   }
   const c = op.check
   keys.push(prefix + c.key)
-  if (c.type === 'window') args.push('w', now, enc(c.windowMs), enc(c.bucketMs), enc(c.cost))
-  else args.push('g', now, enc(c.limit), enc(c.windowMs), enc(c.cost))
+  if (c.type === 'window') args.push('w', now, enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
+  else args.push('g', now, enc(c.limit), enc(c.windowMs), enc(c.cost), '')
 }
 
 /** The counter key whose hash tag an op is sent under. */
@@ -190,7 +201,7 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
       const reply = await run(batch, checks, now, admission)
       const results: CheckResult[] = checks.map((c, i) => {
         const b = 1 + i * 5
-        return {
+        const r: CheckResult = {
           allowed: reply[b] === 1,
           limit: c.limit,
           used: figure(reply[b + 1]!),
@@ -198,6 +209,8 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
           resetMs: figure(reply[b + 3]!),
           retryAfterMs: figure(reply[b + 4]!),
         }
+        if (reply[b] === -1) r.missing = true
+        return r
       })
       return { allowed: reply[0] === 1, results }
     },
@@ -228,8 +241,8 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
     },
     async held(key, now) {
       const raw = await client.get(prefix + key)
-      if (raw === null || !raw.startsWith('h\n')) return 0
-      // h, used, sum, minExp, maxExp, then #id, amount, expiresAt per hold.
+      if (raw === null || !(raw.startsWith('h\n') || raw.startsWith('H\n'))) return 0
+      // h (H when rebuilt), used, sum, minExp, maxExp, then #id, amount, expiresAt per hold.
       const p = raw.split('\n')
       let total = dec(p[1]!)
       for (let k = 5; k + 2 < p.length; k += 3) {

@@ -12,6 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import {
   type CounterStore,
   gcra,
+  gcraAdd,
   hold,
   memoryStorage,
   release,
@@ -109,7 +110,19 @@ describe.skipIf(!client)('redis Lua scripts', () => {
         retryAfterMs: v.retryAfterMs,
       })
       const stored = await redis.get(prefix + key)
-      if (v.allowed && v.state.level > 0) expect(parse(stored)).toEqual([v.state.level, now])
+      if (v.allowed && v.state.level > 0) expect(parse(stored)).toEqual([v.state.level, v.state.at])
+      // The same counted after the fact (settle): the state gcraAdd() gives, its time never
+      // moved back.
+      const added = `{a}:ga${i}`
+      if (state) await redis.set(prefix + added, `g,${state.level},${state.at}`)
+      await counters.settle(
+        [{ type: 'add', check: { type: 'gcra', key: added, name: 'r', limit, windowMs, cost } }],
+        now,
+      )
+      const a = gcraAdd(state, now, limit, windowMs, cost)
+      const raw = await redis.get(prefix + added)
+      if (a.level > 0) expect(parse(raw), `input ${i}`).toEqual([a.level, a.at])
+      else expect(raw).toBeNull()
     }
   })
 
@@ -196,6 +209,56 @@ describe.skipIf(!client)('redis Lua scripts', () => {
       await counters.settle([{ type: 'release', key, holdId: id, charge }], now + 1)
       expect(await redis.get(prefix + key).then(parseHold), `release ${i}`).toEqual(released)
     }
+  })
+
+  it('expires a period’s credits at keepUntil, an idle hold at once, never a rebuilt budget', async () => {
+    const now = Date.now()
+    const keepUntil = now + 10 * 86_400_000
+    const hold = (key: string, extra: object) =>
+      ({
+        type: 'hold',
+        key,
+        name: 'c',
+        limit: 100,
+        amount: 1,
+        holdId: 'h',
+        ttlMs: 300_000,
+        ...extra,
+      }) as const
+    await counters.consume([hold('{e}:credits', { keepUntil })], now)
+    await counters.settle(
+      [{ type: 'release', key: '{e}:credits', holdId: 'h', charge: 2, keepUntil }],
+      now,
+    )
+    // Expires at keepUntil plus the slack (60 s here), by Redis's clock.
+    const ttl = await redis.pttl(`${prefix}{e}:credits`)
+    expect(ttl).toBeGreaterThan(keepUntil - now + 60_000 - 5000)
+    expect(ttl).toBeLessThanOrEqual(keepUntil - now + 60_000)
+    // A release once keepUntil has passed leaves nothing behind.
+    await counters.settle(
+      [{ type: 'release', key: '{e}:late', holdId: 'h', charge: 2, keepUntil: now - 1 }],
+      now,
+    )
+    expect(await redis.exists(`${prefix}{e}:late`)).toBe(0)
+    // A rebuilt budget at 0 is kept (else each request would rebuild it), with no expiry.
+    await counters.consume([hold('{e}:b', { rebuild: { base: 0 } })], now)
+    await counters.settle([{ type: 'release', key: '{e}:b', holdId: 'h', charge: 0 }], now)
+    expect(await redis.pttl(`${prefix}{e}:b`)).toBe(-1)
+    expect(await counters.held('{e}:b', now)).toBe(0)
+    // A settled Idempotency-Key: a GCRA unit of 1 per 24 h, gone 24 h (plus slack) later.
+    const idem = {
+      type: 'gcra',
+      key: '{e}:i:x',
+      name: 'idempotency',
+      limit: 1,
+      windowMs: 86_400_000,
+      cost: 1,
+    } as const
+    expect((await counters.consume([idem], now)).allowed).toBe(true)
+    expect((await counters.consume([idem], now + 1000)).allowed).toBe(false)
+    const idemTtl = await redis.pttl(`${prefix}{e}:i:x`)
+    expect(idemTtl).toBeGreaterThan(86_400_000 + 60_000 - 5000)
+    expect(idemTtl).toBeLessThanOrEqual(86_400_000 + 60_000 + 1)
   })
 
   // Batched: each settle is left queued and rides along with the next admission, in the same

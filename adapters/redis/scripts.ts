@@ -87,11 +87,12 @@ local function commit()
 end
 
 -- rolling window (limits/rolling-window.ts)
+-- The live buckets, and whether the window was rebuilt (\`W\`, see Rebuild in storage/types).
 local function window_live(raw, first)
   local idx, n = {}, {}
-  if not raw then return idx, n end
+  if not raw then return idx, n, false end
   local p = split(raw, ',')
-  if p[1] ~= 'w' then return idx, n end
+  if p[1] ~= 'w' and p[1] ~= 'W' then return idx, n, false end
   local k = 2
   while k < #p and tonumber(p[k]) < first do k = k + 2 end
   while k < #p do
@@ -99,7 +100,7 @@ local function window_live(raw, first)
     n[#n + 1] = tonumber(p[k + 1])
     k = k + 2
   end
-  return idx, n
+  return idx, n, p[1] == 'W'
 end
 local function window_add(idx, n, current, cost)
   local last = #idx
@@ -110,18 +111,21 @@ local function window_add(idx, n, current, cost)
     n[last + 1] = cost
   end
 end
-local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack)
-  if #idx == 0 then
+local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
+  if #idx == 0 and not rebuilt then
     put(key, false)
     return
   end
   local parts = { 'w' }
+  if rebuilt then parts[1] = 'W' end
   for k = 1, #idx do
     parts[#parts + 1] = fmt(idx[k])
     parts[#parts + 1] = fmt(n[k])
   end
   local idleIn = nil
-  if windowMs ~= 0 then idleIn = (idx[#idx] + span + 1) * bucketMs - now end
+  if windowMs ~= 0 then
+    if #idx == 0 then idleIn = windowMs else idleIn = (idx[#idx] + span + 1) * bucketMs - now end
+  end
   put(key, table.concat(parts, ','), idleIn, slack)
 end
 local function window_geometry(now, windowMs, bucketMs)
@@ -135,17 +139,22 @@ local function round(x)
   if x - f >= 0.5 then return f + 1 end
   return f
 end
+-- The level at t and t itself: the later of now and the stored time (a stored time never
+-- moves back, gcraTime in gcra.ts).
 local function gcra_scaled(raw, now, limit, periodMs)
-  if not raw then return 0 end
+  if not raw then return 0, now end
   local p = split(raw, ',')
-  if p[1] ~= 'g' then return 0 end
-  return math.max(0, round(tonumber(p[2]) * periodMs) - math.max(0, now - tonumber(p[3])) * limit)
+  if p[1] ~= 'g' then return 0, now end
+  local at = tonumber(p[3])
+  local t = now
+  if at > t then t = at end
+  return math.max(0, round(tonumber(p[2]) * periodMs) - math.max(0, t - at) * limit), t
 end
-local function gcra_write(key, scaled, now, limit, periodMs, slack)
+local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
   if scaled <= 0 then
     put(key, false)
   else
-    put(key, 'g,' .. fmt(scaled / periodMs) .. ',' .. fmt(now), scaled / limit + 1, slack)
+    put(key, 'g,' .. fmt(scaled / periodMs) .. ',' .. fmt(t), scaled / limit + 1 + (t - now), slack)
   end
 end
 
@@ -158,26 +167,47 @@ local function integral(x)
   return x == math.floor(x) and x < 9e15 and x > -9e15
 end
 -- The header: used, sum (nil when unknown), minExp, maxExp, where the holds start, the used
--- text. No state: zeros and an empty body.
+-- text, and whether the counter was rebuilt (\`H\` instead of \`h\`, see Rebuild in
+-- storage/types). No state: zeros and an empty body.
 local function hold_head(raw)
-  if not raw then return 0, 0, INF, -INF, nil, '0' end
-  local _, e, u, sm, mn, mx = string.find(raw, '^h\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)')
-  if not e then return 0, 0, INF, -INF, nil, '0' end
+  if not raw then return 0, 0, INF, -INF, nil, '0', false end
+  local _, e, l, u, sm, mn, mx = string.find(raw, '^([hH])\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)')
+  if not e then return 0, 0, INF, -INF, nil, '0', false end
   local sum = nil
   if sm ~= '' then sum = tonumber(sm) end
-  return tonumber(u), sum, num(mn), num(mx), e + 1, u
+  return tonumber(u), sum, num(mn), num(mx), e + 1, u, l == 'H'
 end
-local function hold_text(usedText, sum, mn, mx, body)
+local function hold_text(usedText, sum, mn, mx, body, rebuilt)
   local st = ''
   if sum then st = fmt(sum) end
-  return 'h\\n' .. usedText .. '\\n' .. st .. '\\n' .. fmt(mn) .. '\\n' .. fmt(mx) .. body
+  local l = 'h'
+  if rebuilt then l = 'H' end
+  return l .. '\\n' .. usedText .. '\\n' .. st .. '\\n' .. fmt(mn) .. '\\n' .. fmt(mx) .. body
+end
+-- How long a hold counter is kept: false deletes it now, nil keeps it with no expiry. With a
+-- keepUntil (a period's credits), until then and its last hold; without, while it has a
+-- settled total or was rebuilt, else until its last hold.
+local function hold_idle_in(used, rebuilt, hasHolds, mx, keep, now)
+  if keep then
+    local e = keep
+    if hasHolds and mx > e then e = mx end
+    if e <= now then return false end
+    return e - now
+  end
+  if used ~= 0 or rebuilt then return nil end
+  if not hasHolds then return false end
+  return mx - now
+end
+-- put() with hold_idle_in's answer.
+local function hold_put(key, text, idleIn, slack)
+  if idleIn == false then put(key, false) else put(key, text, idleIn, slack) end
 end
 -- The full path: every hold read, the expired ones dropped, in insertion order.
 local function hold_live(raw, now)
   local s = { used = 0, ids = {}, amounts = {}, expires = {}, text = {} }
   local held = 0
-  local used, _, _, _, from = hold_head(raw)
-  s.used = used
+  local used, _, _, _, from, _, rebuilt = hold_head(raw)
+  s.used, s.rebuilt = used, rebuilt
   if not from then return s, held end
   for id, a, e in string.gmatch(string.sub(raw, from), '\\n#([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)') do
     local exp = tonumber(e)
@@ -192,11 +222,7 @@ local function hold_live(raw, now)
   end
   return s, held
 end
-local function hold_write(key, s, now, slack)
-  if s.used == 0 and #s.ids == 0 then
-    put(key, false)
-    return
-  end
+local function hold_write(key, s, now, slack, keep)
   local parts = {}
   local sum, mn, mx = 0, INF, -INF
   for k = 1, #s.ids do
@@ -208,24 +234,21 @@ local function hold_write(key, s, now, slack)
     if e < mn then mn = e end
     if e > mx then mx = e end
   end
-  local idleIn = nil
-  if s.used == 0 then idleIn = mx - now end
-  put(key, hold_text(fmt(s.used), sum, mn, mx, table.concat(parts)), idleIn, slack)
+  local idleIn = hold_idle_in(s.used, s.rebuilt, #s.ids > 0, mx, keep, now)
+  hold_put(key, hold_text(fmt(s.used), sum, mn, mx, table.concat(parts), s.rebuilt), idleIn, slack)
 end
 `
 
-/**
- * Admission: evaluates every check, counts all of them only if all pass.
- * Call: `numkeys, ...keys, now, slackMs, ...5 args per check`.
- */
 /** Settle operations on one counter, never refusing (the first part of CONSUME below). */
 const SETTLE_OP = `
-local function settle_op(key, t, a, b, c, now, slack)
+local function settle_op(key, t, a, b, c, d, now, slack)
   local raw = get(key)
   if t == 'r' then
     -- c '1': only when the hold is still there (a retried settle must not charge twice).
     local ifHeld = c == '1'
-    local used, sum, mn, mx, from = hold_head(raw)
+    local keep = nil
+    if d ~= '' then keep = num(d) end
+    local used, sum, mn, mx, from, _, rebuilt = hold_head(raw)
     if sum and mn > now then
       -- No hold expired and the total known: the hold's text cut out, nothing else read.
       local body = ''
@@ -243,17 +266,12 @@ local function settle_op(key, t, a, b, c, now, slack)
         end
       end
       if body == '' then sum, mn, mx = 0, INF, -INF end
-      if used == 0 and body == '' then
-        put(key, false)
-      else
-        local idleIn = nil
-        if used == 0 then idleIn = mx - now end
-        put(key, hold_text(fmt(used), sum, mn, mx, body), idleIn, slack)
-      end
+      local idleIn = hold_idle_in(used, rebuilt, body ~= '', mx, keep, now)
+      hold_put(key, hold_text(fmt(used), sum, mn, mx, body, rebuilt), idleIn, slack)
       return
     end
     local s = hold_live(raw, now)
-    local kept = { used = s.used, ids = {}, amounts = {}, expires = {}, text = {} }
+    local kept = { used = s.used, rebuilt = s.rebuilt, ids = {}, amounts = {}, expires = {}, text = {} }
     for k = 1, #s.ids do
       if s.ids[k] ~= a then
         local n = #kept.ids + 1
@@ -262,17 +280,17 @@ local function settle_op(key, t, a, b, c, now, slack)
     end
     if ifHeld and #kept.ids == #s.ids then return end
     kept.used = kept.used + num(b)
-    hold_write(key, kept, now, slack)
+    hold_write(key, kept, now, slack, keep)
   elseif t == 'w' then
     local windowMs, bucketMs, cost = num(a), num(b), num(c)
     local current, span = window_geometry(now, windowMs, bucketMs)
-    local idx, n = window_live(raw, current - span)
+    local idx, n, rebuilt = window_live(raw, current - span)
     window_add(idx, n, current, cost)
-    window_write(key, idx, n, now, windowMs, bucketMs, span, slack)
+    window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
   else
     local limit, windowMs, cost = num(a), num(b), num(c)
-    local scaled = gcra_scaled(raw, now, limit, windowMs) + cost * windowMs
-    gcra_write(key, scaled, now, limit, windowMs, slack)
+    local scaled, t = gcra_scaled(raw, now, limit, windowMs)
+    gcra_write(key, scaled + cost * windowMs, t, now, limit, windowMs, slack)
   end
 end
 `
@@ -280,18 +298,21 @@ end
 /**
  * A check of a cancelled admission taken back (`limits/revert`): a hold dropped with no
  * charge, a window's cost out of the bucket of `at`, a GCRA cost less what drained since `at`.
+ * A counter's marks stay (rebuilt, a hold's keepUntil).
  */
 const REVERT_OP = `
-local function revert_op(key, t, a, b, c, now, at, slack)
+local function revert_op(key, t, a, b, c, d, now, at, slack)
   if t == 'H' then
-    settle_op(key, 'r', a, '0', '', now, slack)
+    -- Only if still held: dropping a hold that is gone changes nothing (no empty counter
+    -- written); d is the hold check's keepUntil, which the counter keeps.
+    settle_op(key, 'r', a, '0', '1', d, now, slack)
     return
   end
   local raw = get(key)
   if t == 'W' then
     local windowMs, bucketMs, cost = num(a), num(b), num(c)
     local current, span = window_geometry(now, windowMs, bucketMs)
-    local idx, n = window_live(raw, current - span)
+    local idx, n, rebuilt = window_live(raw, current - span)
     local bucket = 0
     if windowMs ~= 0 then bucket = math.floor(at / bucketMs) end
     for k = 1, #idx do
@@ -305,12 +326,14 @@ local function revert_op(key, t, a, b, c, now, at, slack)
         break
       end
     end
-    window_write(key, idx, n, now, windowMs, bucketMs, span, slack)
+    window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
   else
+    -- Measured at the stored time when it is ahead of now (gcraRemove in limits/revert.ts):
+    -- the time never moves back, and what drained up to it is not given back.
     local limit, windowMs, cost = num(a), num(b), num(c)
-    local back = math.max(0, cost * windowMs - math.max(0, now - at) * limit)
-    local scaled = math.max(0, gcra_scaled(raw, now, limit, windowMs) - back)
-    gcra_write(key, scaled, now, limit, windowMs, slack)
+    local scaled, t2 = gcra_scaled(raw, now, limit, windowMs)
+    local back = math.max(0, cost * windowMs - math.max(0, t2 - at) * limit)
+    gcra_write(key, math.max(0, scaled - back), t2, now, limit, windowMs, slack)
   end
 end
 `
@@ -320,35 +343,41 @@ end
  * first, never refusing), then an admission that evaluates every check and counts all of them
  * only if all pass. Either part may be empty: a settle sent on its own has no checks.
  *
- * Call: `numkeys, ...opKeys, ...checkKeys, now, slackMs, nOps, ...5 args per op, ...5 args
- * per check`.
+ * Call: `numkeys, ...opKeys, ...checkKeys, [admissionKey], now, slackMs, nOps[:ttlMs], ...6 args
+ * per op, ...7 args per check`.
  */
 export const CONSUME = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] the counter of check i
 --            (all of one call share the {accountId} hash tag)
--- ARGV[1]  now: milliseconds since the epoch, from the caller's clock, for the checks
+-- ARGV[1]  now: milliseconds since the epoch, from the caller's clock, for the checks (a
+--            GCRA state keeps the later of it and its stored time: gcra_scaled)
 -- ARGV[2]  slackMs: kept past the moment a counter turns idle (clock skew between instances)
 -- ARGV[3]  nOps: how many settle ops come first; 'nOps:ttlMs' when the admission has an
 --            identity: then the last KEY is its record, written 'c' for ttlMs when the
 --            admission passes; a tombstone 'x' there (a cancel came first) refuses it
--- ARGV[4 + 5(i-1)] .. ARGV[8 + 5(i-1)]  settle op i: type, now (its settle's clock reading),
---            a, b, c where
---            type 'r' (release a hold): a holdId, b charge, c '1' only when still held
+-- ARGV[4 + 6(i-1)] .. ARGV[9 + 6(i-1)]  settle op i: type, now (its settle's clock reading),
+--            a, b, c, d where
+--            type 'r' (release a hold): a holdId, b charge, c '1' only when still held,
+--              d keepUntil or ''
+--            type 'w' (add to a window): a windowMs, b bucketMs, c cost, d unused
+--            type 'g' (add to a GCRA limit): a limit, b windowMs, c cost, d unused
 --            type 'x' (cancel an admission; its KEY the admission's record): a ttlMs, b the
---              count of revert ops that follow, c unused; each revert op has at (the
+--              count of revert ops that follow, c, d unused; each revert op has at (the
 --              admission's time) in place of now, and is applied only when the record is
 --              'c'; the record becomes the tombstone 'x' unless it already was one
---            type 'H' (revert a hold): a holdId; 'W' (a window): a windowMs, b bucketMs,
---              c cost; 'G' (a GCRA limit): a limit, b windowMs, c cost
---            type 'w' (add to a window): a windowMs, b bucketMs, c cost
---            type 'g' (add to a GCRA limit): a limit, b windowMs, c cost
--- then, from B = 4 + 5 nOps, ARGV[B + 5(i-1)] .. ARGV[B + 4 + 5(i-1)]  check i: type,
---            limit, a, b, c where
---            type 'w' (window): a windowMs, b bucketMs, c cost
---            type 'g' (gcra):   a windowMs, b cost, c unused
---            type 'h' (hold):   a amount, b ttlMs, c holdId
--- Returns { allowed (1 | 0), then per check: allowed, used, remaining, resetMs,
---   retryAfterMs }: integers as integer replies (no string to format), other numbers as
---   '%.17g' strings ('inf' for infinity).
+--            type 'H' (revert a hold): a holdId, b, c unused, d keepUntil or ''; 'W' (a
+--              window): a windowMs, b bucketMs, c cost; 'G' (a GCRA limit): a limit,
+--              b windowMs, c cost (d unused)
+-- then, from B = 4 + 6 nOps, ARGV[B + 7(i-1)] .. ARGV[B + 6 + 7(i-1)]  check i: type,
+--            limit, a, b, c, d, rebuild where
+--            type 'w' (window): a windowMs, b bucketMs, c cost, d unused
+--            type 'g' (gcra):   a windowMs, b cost, c unused, d unused
+--            type 'h' (hold):   a amount, b ttlMs, c holdId, d keepUntil or ''
+--            rebuild (windows and holds, see Rebuild in storage/types): '' none, '?' answer
+--            missing unless rebuilt, '=<base>' rebuild with base unless rebuilt
+-- Returns { allowed (1 | 0), then per check: allowed (1 | 0 | -1 missing), used, remaining,
+--   resetMs, retryAfterMs }: integers as integer replies (no string to format), other
+--   numbers as '%.17g' strings ('inf' for infinity). A refused admission (missing included)
+--   writes no record.
 ${HELPERS}
 ${SETTLE_OP}
 ${REVERT_OP}
@@ -358,7 +387,7 @@ local nOpsText, markTtl = string.match(ARGV[3], '^(%d+):?(%d*)$')
 local nOps = tonumber(nOpsText)
 local i = 1
 while i <= nOps do
-  local b = 4 + (i - 1) * 5
+  local b = 4 + (i - 1) * 6
   local t = ARGV[b]
   if t == 'x' then
     local opNow, reverts = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3])
@@ -367,18 +396,18 @@ while i <= nOps do
       put(KEYS[i], 'x', num(ARGV[b + 2]), 0)
       if m == 'c' then
         for j = i + 1, i + reverts do
-          local bj = 4 + (j - 1) * 5
-          revert_op(KEYS[j], ARGV[bj], ARGV[bj + 2], ARGV[bj + 3], ARGV[bj + 4], opNow, tonumber(ARGV[bj + 1]), slack)
+          local bj = 4 + (j - 1) * 6
+          revert_op(KEYS[j], ARGV[bj], ARGV[bj + 2], ARGV[bj + 3], ARGV[bj + 4], ARGV[bj + 5], opNow, tonumber(ARGV[bj + 1]), slack)
         end
       end
     end
     i = i + 1 + reverts
   else
-    settle_op(KEYS[i], t, ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], tonumber(ARGV[b + 1]), slack)
+    settle_op(KEYS[i], t, ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], tonumber(ARGV[b + 1]), slack)
     i = i + 1
   end
 end
-local base = 4 + nOps * 5
+local base = 4 + nOps * 6
 local out = { 1 }
 local writes = {}
 local lastCheck = #KEYS
@@ -398,15 +427,32 @@ if markTtl ~= '' then
 end
 for i = nOps + 1, lastCheck do
   local key = KEYS[i]
-  local b = base + (i - nOps - 1) * 5
+  local b = base + (i - nOps - 1) * 7
   local t, limit = ARGV[b], num(ARGV[b + 1])
   local raw = get(key)
   local ok, used, remaining, resetMs, retryMs
-  if t == 'w' then
+  -- Rebuild: seed is the base to add when the counter was not rebuilt; ask answers missing.
+  local rb, seed, ask = ARGV[b + 6], nil, false
+  if rb ~= '' and raw then
+    local l = string.sub(raw, 1, 1)
+    if l == 'W' or l == 'H' then rb = '' end
+  end
+  if rb == '?' then ask = true elseif rb ~= '' then seed = num(string.sub(rb, 2)) end
+  if ask then
+    ok, used, remaining, resetMs, retryMs = -1, 0, 0, 0, 0
+  elseif t == 'w' then
     local windowMs, bucketMs, cost = num(ARGV[b + 2]), num(ARGV[b + 3]), num(ARGV[b + 4])
     local allTime = windowMs == 0
     local current, span = window_geometry(now, windowMs, bucketMs)
-    local idx, n = window_live(raw, current - span)
+    local idx, n, rebuilt = window_live(raw, current - span)
+    if seed then
+      -- Rebuilt: written now, whatever the admission's outcome, with the larger count.
+      local had = 0
+      for k = 1, #n do had = had + n[k] end
+      window_add(idx, n, current, math.max(0, seed - had))
+      rebuilt = true
+      window_write(key, idx, n, now, windowMs, bucketMs, span, slack, true)
+    end
     local sum = 0
     for k = 1, #n do sum = sum + n[k] end
     if allTime then resetMs = INF
@@ -431,33 +477,36 @@ for i = nOps + 1, lastCheck do
       elseif #idx == 0 then resetMs = 0
       else resetMs = (idx[1] + span + 1) * bucketMs - now end
       writes[#writes + 1] = function()
-        window_write(key, idx, n, now, windowMs, bucketMs, span, slack)
+        window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
       end
     end
   elseif t == 'g' then
     local windowMs, cost = num(ARGV[b + 2]), num(ARGV[b + 3])
     local capacity = limit * windowMs
-    local drained = gcra_scaled(raw, now, limit, windowMs)
+    local drained, t = gcra_scaled(raw, now, limit, windowMs)
+    local ahead = t - now
     local need = cost
     if cost <= 0 then need = 1 end
     need = need * windowMs
     if drained + need > capacity then
-      ok, retryMs = false, math.max(1, math.ceil((drained + need - capacity) / limit))
+      ok, retryMs = false, math.max(1, math.ceil((drained + need - capacity) / limit)) + ahead
       remaining = math.max(0, math.floor((capacity - drained) / windowMs))
-      resetMs = math.ceil(drained / limit)
+      resetMs = math.ceil(drained / limit) + ahead
     else
       local level = drained + cost * windowMs
       ok, retryMs = true, 0
       remaining = math.max(0, math.floor((capacity - level) / windowMs))
-      resetMs = math.ceil(level / limit)
-      writes[#writes + 1] = function() gcra_write(key, level, now, limit, windowMs, slack) end
+      resetMs = math.ceil(level / limit) + ahead
+      writes[#writes + 1] = function() gcra_write(key, level, t, now, limit, windowMs, slack) end
     end
     used = limit - remaining
   else
     local amount, ttlMs, id = num(ARGV[b + 2]), num(ARGV[b + 3]), ARGV[b + 4]
-    local settled, sum, mn, mx, from, usedText = hold_head(raw)
+    local keep = nil
+    if ARGV[b + 5] ~= '' then keep = num(ARGV[b + 5]) end
+    local settled, sum, mn, mx, from, usedText, rebuilt = hold_head(raw)
     resetMs = 0
-    if sum and mn > now and not (from and string.find(raw, '\\n#' .. id .. '\\n', from, true)) then
+    if not seed and sum and mn > now and not (from and string.find(raw, '\\n#' .. id .. '\\n', from, true)) then
       -- A new hold, no hold expired, the total known: appended, nothing else read.
       local total = settled + sum
       if total + amount > limit then
@@ -474,14 +523,20 @@ for i = nOps + 1, lastCheck do
           if exp > hi then hi = exp end
           local lo = mn
           if exp < lo then lo = exp end
-          local idleIn = nil
-          if settled == 0 then idleIn = hi - now end
+          local idleIn = hold_idle_in(settled, rebuilt, true, hi, keep, now)
           body = body .. '\\n#' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp)
-          put(key, hold_text(usedText, s2, lo, hi, body), idleIn, slack)
+          hold_put(key, hold_text(usedText, s2, lo, hi, body, rebuilt), idleIn, slack)
         end
       end
     else
       local s, held = hold_live(raw, now)
+      if seed then
+        -- Rebuilt: written now, whatever the admission's outcome, with the larger of the two
+        -- (an unmarked counter may hold settles made since the loss, then mostly in the base
+        -- too, or be a whole count kept from before rebuilds).
+        s.used, s.rebuilt = math.max(s.used, seed), true
+        hold_write(key, s, now, slack, keep)
+      end
       local total = s.used + held
       if total + amount > limit then
         ok, used, remaining, retryMs = false, total, math.max(0, limit - total), 1000
@@ -498,12 +553,13 @@ for i = nOps + 1, lastCheck do
           s.ids[k], s.amounts[k], s.expires[k] = id, amount, now + ttlMs
         end
         ok, used, remaining, retryMs = true, total + amount, limit - total - amount, 0
-        writes[#writes + 1] = function() hold_write(key, s, now, slack) end
+        writes[#writes + 1] = function() hold_write(key, s, now, slack, keep) end
       end
     end
   end
   local n = #out
-  if ok then out[n + 1] = 1 else out[1], out[n + 1] = 0, 0 end
+  if ok == -1 then out[1], out[n + 1] = 0, -1
+  elseif ok then out[n + 1] = 1 else out[1], out[n + 1] = 0, 0 end
   out[n + 2] = reply(used)
   out[n + 3] = reply(remaining)
   out[n + 4] = reply(resetMs)

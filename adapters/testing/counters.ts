@@ -242,6 +242,115 @@ export function counterStoreTests(get: GetStorage): void {
       expect(await c.held(n.hold, T0)).toBe(50)
     })
 
+    it('keeps a settled total until keepUntil, whatever the holds', async () => {
+      const n = names()
+      const c = get().counters
+      const keepUntil = T0 + 10 * DAY
+      const h = { ...holdCheck(n.hold, 100, 5, 'p1', 1000), keepUntil } as Check
+      expect((await c.consume([h], T0)).allowed).toBe(true)
+      await c.settle([{ type: 'release', key: n.hold, holdId: 'p1', charge: 4, keepUntil }], T0)
+      expect(await c.held(n.hold, T0 + 5 * DAY)).toBe(4)
+      expect(await c.held(n.hold, keepUntil - 1)).toBe(4)
+      // A charge of 0 (a refund) keeps the counter too: it was given a keepUntil.
+      const z = names()
+      await c.consume([{ ...holdCheck(z.hold, 100, 5, 'p2', 1000), keepUntil } as Check], T0)
+      await c.settle([{ type: 'release', key: z.hold, holdId: 'p2', charge: 0, keepUntil }], T0)
+      const r = await c.consume(
+        [{ ...holdCheck(z.hold, 100, 1, 'p3', 1000), keepUntil } as Check],
+        T0 + DAY,
+      )
+      expect(r.results[0]).toMatchObject({ allowed: true, used: 1 })
+    })
+
+    it('answers missing for a counter to rebuild and counts nothing, then rebuilds it from a base', async () => {
+      const n = names()
+      const c = get().counters
+      const credits = (base?: number, amount = 1): Check =>
+        ({
+          ...holdCheck(n.hold, 30, amount, `r${randomId(6)}`, 60_000),
+          rebuild: base === undefined ? {} : { base },
+        }) as Check
+      const other = windowCheck(n.window, 10)
+      const asked = await c.consume([other, credits()], T0)
+      expect(asked.allowed).toBe(false)
+      expect(asked.results[1]).toMatchObject({ allowed: false, missing: true })
+      expect(asked.results[0]!.missing).toBeUndefined()
+      // Nothing was counted: not the window, not the hold.
+      expect((await c.consume([other], T0)).results[0]!.used).toBe(1)
+      expect(await c.held(n.hold, T0)).toBe(0)
+      // Rebuilt with 30 spent of 30: refused, and the rebuilt count is kept all the same.
+      const seeded = await c.consume([other, credits(30)], T0)
+      expect(seeded.allowed).toBe(false)
+      expect(seeded.results[1]).toMatchObject({ allowed: false, used: 30, remaining: 0 })
+      expect(seeded.results[1]!.missing).toBeUndefined()
+      expect(await c.held(n.hold, T0)).toBe(30)
+      expect((await c.consume([other], T0)).results[0]!.used).toBe(2)
+      // Rebuilt: later asks are answered from the counter, a second base is ignored.
+      const again = (await c.consume([credits()], T0)).results[0]!
+      expect(again.missing).toBeUndefined()
+      expect(again.used).toBe(30)
+      expect((await c.consume([credits(5)], T0)).results[0]!.used).toBe(30)
+    })
+
+    it('does not trust a counter a settle created, and rebuilds it to the larger count', async () => {
+      const n = names()
+      const c = get().counters
+      // After a loss, a request admitted before it settles: its charge lands on an empty counter.
+      await c.settle([{ type: 'release', key: n.hold, holdId: 'old', charge: 2 }], T0)
+      const r = { ...holdCheck(n.hold, 30, 1, 'new', 60_000), rebuild: {} } as Check
+      expect((await c.consume([r], T0)).results[0]!.missing).toBe(true)
+      const ok = await c.consume([{ ...r, rebuild: { base: 10 } } as Check], T0)
+      expect(ok.results[0]).toMatchObject({ allowed: true, used: 11 })
+      // A whole count kept from before rebuilds (an upgrade): not counted twice.
+      const m = names()
+      await c.settle([{ type: 'release', key: m.hold, holdId: 'x', charge: 25 }], T0)
+      const total = windowCheck(m.other, 9, 1, 0, 0)
+      for (let i = 0; i < 6; i++) await c.consume([total], T0)
+      const again = await c.consume(
+        [
+          { ...holdCheck(m.hold, 30, 1, 'y', 60_000), rebuild: { base: 24 } } as Check,
+          { ...total, rebuild: { base: 5 } },
+        ],
+        T0,
+      )
+      expect(again.results.map((x) => x.used)).toEqual([26, 7])
+    })
+
+    it('rebuilds an all-time window and keeps a rebuilt counter that counts 0', async () => {
+      const n = names()
+      const c = get().counters
+      const total = (rebuild: { base?: number }): Check => ({
+        ...windowCheck(n.other, 3, 1, 0, 0),
+        rebuild,
+      })
+      expect((await c.consume([total({})], T0)).results[0]!.missing).toBe(true)
+      const seeded = await c.consume([total({ base: 3 })], T0)
+      expect(seeded.results[0]).toMatchObject({ allowed: false, used: 3, retryAfterMs: Infinity })
+      expect((await c.consume([total({})], T0 + DAY)).results[0]).toMatchObject({
+        allowed: false,
+        used: 3,
+      })
+      // Rebuilt at 0, used and refunded: still rebuilt, never asked again.
+      const z = names()
+      const budget = (rebuild: { base?: number }, id: string): Check =>
+        ({ ...holdCheck(z.hold, 5, 1, id, 1000), rebuild }) as Check
+      expect((await c.consume([budget({ base: 0 }, 'a')], T0)).allowed).toBe(true)
+      await c.settle([{ type: 'release', key: z.hold, holdId: 'a', charge: 0 }], T0)
+      const w = names()
+      expect(
+        (await c.consume([{ ...windowCheck(w.other, 3, 0, 0, 0), rebuild: { base: 0 } }], T0))
+          .allowed,
+      ).toBe(true)
+      const later = T0 + 2 * DAY
+      expect((await c.consume([budget({}, 'b')], later)).results[0]).toMatchObject({
+        allowed: true,
+        used: 1,
+      })
+      expect(
+        (await c.consume([{ ...windowCheck(w.other, 3, 1, 0, 0), rebuild: {} }], later)).results[0],
+      ).toMatchObject({ allowed: true, used: 1 })
+    })
+
     it('a retried release (ifHeld) charges once, whichever attempt lands first', async () => {
       const n = names()
       const c = get().counters
@@ -303,6 +412,51 @@ export function counterStoreTests(get: GetStorage): void {
       const g = await c.consume([gcraCheck(n.gcra, 10, 60_000, 0)], T0 + 18_060)
       // a (3 at T0) and d (3 at T0+60) drained by 18,060 ms: 3 + 3 - 3.01 = 2.99 units left.
       expect(g.results[0]!.remaining).toBe(7)
+    })
+
+    it('records nothing for an admission answered missing: the same id counts after the rebuild, and its cancel keeps the rebuilt marks', async () => {
+      const n = names()
+      const c = get().counters
+      const adm = { key: `${n.hold}:a:x`, ttlMs: 60_000 }
+      const credits = (id: string, rebuild: { base?: number }) =>
+        ({ ...holdCheck(n.hold, 30, 5, id, 60_000), keepUntil: T0 + DAY, rebuild }) as Check
+      const total = (rebuild: { base?: number }): Check => ({
+        ...windowCheck(n.other, 10, 1, 0, 0),
+        rebuild,
+      })
+      const first = await c.consume([credits('x', {}), total({})], T0, adm)
+      expect(first.allowed).toBe(false)
+      expect(first.results.map((r) => r.missing)).toEqual([true, true])
+      // No record and no tombstone under the id: the rebuilt admission is counted.
+      const checks = [credits('x', { base: 10 }), total({ base: 3 })]
+      const again = await c.consume(checks, T0 + 1, adm)
+      expect(again.allowed).toBe(true)
+      expect(again.results.map((r) => r.used)).toEqual([15, 4])
+      // Its answer lost: the cancel takes back the hold and the count, not the rebuilt base.
+      const cancel: SettleOp = { type: 'cancel', key: adm.key, ttlMs: 60_000, at: T0 + 1, checks }
+      await c.settle([cancel], T0 + 2)
+      expect(await c.held(n.hold, T0 + 3)).toBe(10)
+      // Still marked rebuilt: asked again, both are answered from the counters.
+      const later = await c.consume([credits('y', {}), total({})], T0 + 4)
+      expect(later.results.map((r) => r.missing)).toEqual([undefined, undefined])
+      expect(later.results.map((r) => r.used)).toEqual([15, 4])
+    })
+
+    it('a cancel from a clock behind the stored GCRA time gives back only what is left there', async () => {
+      const n = names()
+      const c = get().counters
+      const adm = { key: `${n.gcra}:a:a`, ttlMs: 60_000 }
+      const a = [gcraCheck(n.gcra, 10, 60_000, 6)]
+      expect((await c.consume(a, T0, adm)).allowed).toBe(true)
+      // Another instance, 12 s ahead: 4 of the 6 left, plus its 3.
+      expect((await c.consume([gcraCheck(n.gcra, 10, 60_000, 3)], T0 + 12_000)).allowed).toBe(true)
+      await c.settle([{ type: 'cancel', key: adm.key, ttlMs: 60_000, at: T0, checks: a }], T0)
+      // Left: the other instance's 3, as if the first admission had never been; the stored time
+      // stays (read from the behind clock, nothing more has drained).
+      for (const now of [T0 + 12_000, T0]) {
+        const r = await c.consume([gcraCheck(n.gcra, 10, 60_000, 0)], now)
+        expect(r.results[0]!.remaining).toBe(7)
+      }
     })
 
     it('a negative add takes units back, never below zero', async () => {

@@ -93,6 +93,37 @@ describe('gcra', () => {
     expect(gcra(state, T0 - 10_000, 5, MINUTE, 1).allowed).toBe(false)
   })
 
+  it('never moves the stored time back: a clock 1 s behind gains no drain (50/min, 6 s)', () => {
+    // Two instances alternate every 10 ms for 6 s, one clock 1 s behind: with the request's own
+    // time stored, each step back and forth refilled 1 s (89 admitted). At most the exact 55,
+    // plus what 2 s of skew can add (50 + 8 * 50 / 60 = 56.7).
+    let state: GcraState | undefined
+    let admitted = 0
+    for (let i = 0, t = 0; t < 6000; i++, t += 10) {
+      const v = gcra(state, T0 + t - (i % 2 ? 1000 : 0), 50, MINUTE, 1)
+      if (v.allowed) {
+        admitted++
+        state = v.state
+      }
+    }
+    expect(admitted).toBeLessThanOrEqual(56)
+    expect(admitted).toBeGreaterThanOrEqual(54)
+  })
+
+  it('keeps the later time: an earlier clock neither lowers `at` nor drains', () => {
+    const s = gcra(undefined, T0, 10, 10_000, 5).state
+    const v = gcra(s, T0 - 2000, 10, 10_000, 1)
+    expect(v.state).toEqual({ level: 6, at: T0 })
+    // Its waits are counted from its own clock: 2 s behind the stored time.
+    expect(v.resetMs).toBe(6000 + 2000)
+    expect(gcraAdd(s, T0 - 2000, 10, 10_000, 1)).toEqual({ level: 6, at: T0 })
+    const full = gcra(undefined, T0, 10, 10_000, 10).state
+    expect(gcra(full, T0 - 2000, 10, 10_000, 1)).toMatchObject({
+      allowed: false,
+      retryAfterMs: 1000 + 2000,
+    })
+  })
+
   it('is idle, so droppable, exactly once fully drained', () => {
     const { state } = burst(3, 10, 10_000)
     expect(gcraIdle(state!, T0 + 2999, 10, 10_000)).toBe(false)

@@ -46,4 +46,14 @@ describe('gcraRemove', () => {
     expect(undrained(3, T0, T0 + 12_000, 10, 60_000)).toBe(1)
     expect(undrained(3, T0, T0 + 60_000, 10, 60_000)).toBe(0)
   })
+
+  it('reckons the drain at the stored time when the cancelling clock is behind it', () => {
+    // A counts 6 at T0; B, whose clock is 12 s ahead, counts 3 at T0 + 12 s: level 4 + 3.
+    const a = gcra(undefined, T0, 10, 60_000, 6).state
+    const b = gcra(a, T0 + 12_000, 10, 60_000, 3).state
+    expect(b).toEqual({ level: 7, at: T0 + 12_000 })
+    // A cancels on its own clock (T0): at the stored time 4 of its 6 are left, so B's 3 stay,
+    // as if A had never been admitted (reckoned at T0, all 6 came back and left 1).
+    expect(gcraRemove(b, T0, T0, 10, 60_000, 6)).toEqual({ level: 3, at: T0 + 12_000 })
+  })
 })

@@ -8,7 +8,7 @@
  * GCRA cost less what has drained since it was counted.
  */
 
-import type { GcraState } from './gcra.js'
+import { type GcraState, gcraTime } from './gcra.js'
 import type { WindowState } from './rolling-window.js'
 
 /**
@@ -56,6 +56,9 @@ export function undrained(
 /**
  * Takes back `cost` units counted at `at`, less what has drained since, never below zero.
  * The level is kept in unit-milliseconds as in `limits/gcra`, so integer inputs stay exact.
+ * Both are measured at the state's time when it is ahead of `now` (a stored time never moves
+ * back, see `limits/gcra`): the level there has drained the cost up to that time, so a give-back
+ * reckoned at an earlier `now` would take back more than is still counted.
  */
 export function gcraRemove(
   state: GcraState | undefined,
@@ -66,11 +69,8 @@ export function gcraRemove(
   cost: number,
 ): GcraState | undefined {
   if (!state) return state
-  const scaled = Math.max(
-    0,
-    Math.round(state.level * periodMs) - Math.max(0, now - state.at) * limit,
-  )
-  const back = Math.max(0, cost * periodMs - Math.max(0, now - at) * limit)
-  const t = Math.max(now, state.at)
+  const t = gcraTime(state, now)
+  const scaled = Math.max(0, Math.round(state.level * periodMs) - (t - state.at) * limit)
+  const back = Math.max(0, cost * periodMs - Math.max(0, t - at) * limit)
   return { level: Math.max(0, scaled - back) / periodMs, at: t }
 }

@@ -57,6 +57,13 @@ export interface AccountView {
 export const creditKey = (accountId: string, period: Period) =>
   `{${accountId}}:credits:${period.id}`
 
+/**
+ * How long a period's credit counter is kept after the period ends: for settles of requests
+ * admitted at its very end, and for the rollover of accounts active at the turn of the month.
+ * Past it, a rollover reads the period's use from the usage instead.
+ */
+export const CREDIT_KEEP_MS = 86_400_000
+
 /** What precedes the account id in a change-feed message about an account. */
 export const ACCOUNT_MESSAGE = 'account:'
 
@@ -197,7 +204,7 @@ export class AccountService {
     for (let i = 0; p.start < current.start && i < 240; i++) {
       const plan = this.planOf(this.effectiveTier(record, p.start))
       const monthly = plan?.monthlyCredits ?? null
-      const used = i === 0 ? await this.storage.counters.held(creditKey(record.id, p), p.end) : 0
+      const used = i === 0 ? await this.usedIn(record.id, p) : 0
       if (monthly === null) {
         carryover = 0
       } else {
@@ -221,6 +228,16 @@ export class AccountService {
     if (fromBalance > 0)
       return (await this.storage.accounts.addBalance(record.id, -fromBalance)) ?? updated
     return updated
+  }
+
+  /**
+   * Credits used in the past period `p`: its counter, or once that expired (`CREDIT_KEEP_MS`
+   * after the period) or was lost, the units recorded in it.
+   */
+  private async usedIn(id: string, p: Period): Promise<number> {
+    const held = await this.storage.counters.held(creditKey(id, p), p.end)
+    if (held > 0) return held
+    return (await this.storage.usage.summarize(id, p.start, p.end)).units
   }
 
   /** Drops the cached view of the account on this instance (a change-feed message). */
@@ -254,10 +271,11 @@ export class AccountService {
     const now = this.now()
     const a = await this.forAdmission(id, now)
     const p = period ?? a.period
-    const used = await this.storage.counters.held(
-      creditKey(id, p),
-      p.start === a.period.start ? now : p.end,
-    )
+    // A past period's counter expires a day after it: then its use is read from the usage.
+    const used =
+      p.start === a.period.start
+        ? await this.storage.counters.held(creditKey(id, p), now)
+        : await this.usedIn(id, p)
     const limit =
       p.start === a.period.start
         ? a.creditLimit

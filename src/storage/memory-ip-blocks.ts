@@ -20,7 +20,13 @@ const MAX_COUNTS = 100_000
 const SWEEP = 16
 
 export function memoryIpBlocks(): IpBlockStore {
-  const counts = new LRUCache<string, Count>({ max: MAX_COUNTS })
+  // Made at the first failure: an LRU allocates its slots for `max` entries up front (about
+  // 2 MB and 20 ms here), which a storage that never sees a failed key should not pay.
+  let lru: LRUCache<string, Count> | undefined
+  const counts = () => {
+    lru ??= new LRUCache<string, Count>({ max: MAX_COUNTS })
+    return lru
+  }
   const blocks = new Map<string, number>()
 
   const sweep = (now: number) => {
@@ -42,14 +48,14 @@ export function memoryIpBlocks(): IpBlockStore {
     async fail(ip, count, now, rule) {
       const until = inForce(ip, now)
       if (until !== null) return until
-      let c = counts.get(ip)
+      let c = counts().get(ip)
       if (!c || now - c.start >= rule.windowMs) {
         c = { start: now, n: 0 }
-        counts.set(ip, c)
+        counts().set(ip, c)
       }
       c.n += count
       if (c.n < rule.limit) return null
-      counts.delete(ip)
+      counts().delete(ip)
       sweep(now)
       const end = now + rule.blockMs
       blocks.set(ip, end)
@@ -69,7 +75,7 @@ export function memoryIpBlocks(): IpBlockStore {
       return { data, nextCursor: live.length > limit ? data[data.length - 1]!.ip : null }
     },
     async lift(ip, now) {
-      counts.delete(ip)
+      lru?.delete(ip)
       const was = inForce(ip, now) !== null
       blocks.delete(ip)
       return was

@@ -76,3 +76,22 @@ describe('memoryStorage usage: bounded events', () => {
     expect(() => memoryStorage({ maxEvent: 5 } as never)).toThrow(/unknown option\(s\) "maxEvent"/)
   })
 })
+
+describe('memoryStorage: cheap to make', () => {
+  it('allocates no failed-auth LRU until an address fails (100 storages under 50 MB)', async () => {
+    const size = () => {
+      const m = process.memoryUsage()
+      return m.heapUsed + m.arrayBuffers
+    }
+    const before = size()
+    const kept = Array.from({ length: 100 }, () => memoryStorage())
+    // Each used to allocate its LRU's slots for 100,000 entries at once: about 2.4 MB.
+    expect(size() - before).toBeLessThan(50 * 1024 * 1024)
+    const rule = { limit: 2, windowMs: 60_000, blockMs: 60_000 }
+    const s = kept[0]!.ipBlocks!
+    expect(await s.fail('10.0.0.1', 1, 0, rule)).toBeNull()
+    expect(await s.fail('10.0.0.1', 1, 1, rule)).toBe(60_001)
+    expect(await s.lift('10.0.0.1', 2)).toBe(true)
+    expect(await kept[1]!.ipBlocks!.lift('10.0.0.1', 2)).toBe(false)
+  })
+})

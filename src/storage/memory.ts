@@ -129,8 +129,15 @@ function memoryKeys(): KeyStore {
 }
 
 type Counter =
-  | { type: 'window'; state: WindowState; windowMs: number; bucketMs: number }
-  | { type: 'gcra'; state: GcraState; limit: number; windowMs: number }
+  | {
+      type: 'window'
+      state: WindowState
+      windowMs: number
+      bucketMs: number
+      /** Rebuilt from the durable usage (see `Rebuild` in storage/types). */
+      rebuilt?: true
+    }
+  | GcraCounter
   | HoldCounter
   | Mark
 
@@ -140,6 +147,24 @@ interface Mark {
   state: 'c' | 'x'
   expiresAt: number
 }
+
+/**
+ * A GCRA counter is its own state (`level`, `at`): one object per counter, the smallest the
+ * store keeps (an `Idempotency-Key` is one, for 24 hours).
+ */
+interface GcraCounter extends GcraState {
+  type: 'gcra'
+  limit: number
+  windowMs: number
+}
+
+const gcraCounter = (s: GcraState, limit: number, windowMs: number): GcraCounter => ({
+  type: 'gcra',
+  level: s.level,
+  at: s.at,
+  limit,
+  windowMs,
+})
 
 /**
  * A hold counter kept mutable, for speed: the same figures as `limits/hold` (a hold is live
@@ -153,10 +178,26 @@ interface HoldCounter {
   holds: Map<string, [amount: number, expiresAt: number]>
   held: number
   nextExpiry: number
+  /** The latest `keepUntil` given (-Infinity: none, kept while `used` is not 0). */
+  keepUntil: number
+  rebuilt: boolean
 }
 
 function newHold(): HoldCounter {
-  return { type: 'hold', used: 0, holds: new Map(), held: 0, nextExpiry: Infinity }
+  return {
+    type: 'hold',
+    used: 0,
+    holds: new Map(),
+    held: 0,
+    nextExpiry: Infinity,
+    keepUntil: -Infinity,
+    rebuilt: false,
+  }
+}
+
+/** Records a check's or release's `keepUntil` (the latest one wins). */
+function keep(c: HoldCounter, keepUntil: number | undefined): void {
+  if (keepUntil !== undefined && keepUntil > c.keepUntil) c.keepUntil = keepUntil
 }
 
 /** Drops live hold `id`; false when it was not there. */
@@ -211,12 +252,27 @@ function idle(c: Counter, now: number): boolean {
             Math.floor(now / c.bucketMs) - Math.ceil(c.windowMs / c.bucketMs))
       )
     case 'gcra':
-      return gcraIdle(c.state, now, c.limit, c.windowMs)
+      return gcraIdle(c, now, c.limit, c.windowMs)
     case 'hold':
       pruneHolds(c, now)
-      return c.used === 0 && c.holds.size === 0
+      if (c.holds.size > 0) return false
+      // Past its keepUntil a settled total no longer matters (a past period's credits).
+      return c.keepUntil === -Infinity ? c.used === 0 && !c.rebuilt : now >= c.keepUntil
     case 'mark':
       return c.expiresAt <= now
+  }
+}
+
+/** A result that asks the caller to rebuild the counter first (see `Rebuild`). */
+function missing(limit: number): CheckResult {
+  return {
+    allowed: false,
+    limit,
+    used: 0,
+    remaining: 0,
+    resetMs: 0,
+    retryAfterMs: 0,
+    missing: true,
   }
 }
 
@@ -225,17 +281,31 @@ function evaluate(
   check: Check,
   c: Counter | undefined,
   now: number,
-): { result: CheckResult; next: Counter } {
+): { result: CheckResult; next: Counter; seeded: boolean } {
   switch (check.type) {
     case 'window': {
-      const v = rollingWindow(
-        c?.type === 'window' ? c.state : undefined,
-        now,
-        check.limit,
-        check.windowMs,
-        check.bucketMs,
-        check.cost,
-      )
+      let state = c?.type === 'window' ? c.state : undefined
+      const rebuilt = c?.type === 'window' && c.rebuilt === true
+      const r = check.rebuild
+      if (r && !rebuilt) {
+        if (r.base === undefined) {
+          const none = { idx: [], n: [] }
+          return {
+            result: missing(check.limit),
+            next: {
+              type: 'window',
+              state: none,
+              windowMs: check.windowMs,
+              bucketMs: check.bucketMs,
+            },
+            seeded: false,
+          }
+        }
+        // The larger of the two (see the hold's case below).
+        const had = rollingWindow(state, now, Infinity, check.windowMs, check.bucketMs, 0).used
+        state = windowAdd(state, now, check.windowMs, check.bucketMs, Math.max(0, r.base - had))
+      }
+      const v = rollingWindow(state, now, check.limit, check.windowMs, check.bucketMs, check.cost)
       return {
         result: {
           allowed: v.allowed,
@@ -247,15 +317,18 @@ function evaluate(
         },
         next: {
           type: 'window',
+          // Refused, it is the state before this request (the rebuilt count included).
           state: v.state,
           windowMs: check.windowMs,
           bucketMs: check.bucketMs,
+          ...(r || rebuilt ? { rebuilt: true as const } : {}),
         },
+        seeded: r !== undefined && !rebuilt,
       }
     }
     case 'gcra': {
       const v = gcra(
-        c?.type === 'gcra' ? c.state : undefined,
+        c?.type === 'gcra' ? c : undefined,
         now,
         check.limit,
         check.windowMs,
@@ -270,12 +343,24 @@ function evaluate(
           resetMs: v.resetMs,
           retryAfterMs: v.retryAfterMs,
         },
-        next: { type: 'gcra', state: v.state, limit: check.limit, windowMs: check.windowMs },
+        next: gcraCounter(v.state, check.limit, check.windowMs),
+        seeded: false,
       }
     }
     case 'hold': {
       // Evaluated in place: see consume(), which adds the hold only once every check passed.
       const h = c?.type === 'hold' ? c : newHold()
+      let seeded = false
+      if (check.rebuild && !h.rebuilt) {
+        if (check.rebuild.base === undefined)
+          return { result: missing(check.limit), next: h, seeded: false }
+        // The larger of the two: an unmarked counter may hold settles made since the loss
+        // (then mostly in the base too), or be a whole count kept from before rebuilds.
+        h.used = Math.max(h.used, check.rebuild.base)
+        h.rebuilt = true
+        seeded = true
+      }
+      keep(h, check.keepUntil)
       pruneHolds(h, now)
       const total = h.used + h.held
       const allowed = total + check.amount <= check.limit
@@ -290,6 +375,7 @@ function evaluate(
           retryAfterMs: allowed ? 0 : 1000,
         },
         next: h,
+        seeded,
       }
     }
   }
@@ -342,6 +428,8 @@ function memoryCounters(): MemoryCounterStore {
       results.push(e.result)
       next.push(e.next)
       if (!e.result.allowed) allowed = false
+      // A rebuilt counter is stored whatever the admission's outcome.
+      if (e.seeded) counters.set(check.key, e.next)
     }
     if (allowed) {
       for (let i = 0; i < checks.length; i++) {
@@ -378,8 +466,11 @@ function memoryCounters(): MemoryCounterStore {
           if (state) c.state = state
         }
       } else if (c?.type === 'gcra') {
-        const state = gcraRemove(c.state, now, op.at, check.limit, check.windowMs, check.cost)
-        if (state) c.state = state
+        const state = gcraRemove(c, now, op.at, check.limit, check.windowMs, check.cost)
+        if (state) {
+          c.level = state.level
+          c.at = state.at
+        }
       }
     }
   }
@@ -390,6 +481,7 @@ function memoryCounters(): MemoryCounterStore {
         const c = counters.get(op.key)
         const h = c?.type === 'hold' ? c : newHold()
         if (!dropHold(h, now, op.holdId) && op.ifHeld) continue
+        keep(h, op.keepUntil)
         h.used += op.charge
         counters.set(op.key, h)
       } else if (op.type === 'cancel') {
@@ -408,16 +500,13 @@ function memoryCounters(): MemoryCounterStore {
           ),
           windowMs,
           bucketMs,
+          ...(c?.type === 'window' && c.rebuilt ? { rebuilt: true as const } : {}),
         })
       } else {
         const { key, limit, windowMs, cost } = op.check
         const c = counters.get(key)
-        counters.set(key, {
-          type: 'gcra',
-          state: gcraAdd(c?.type === 'gcra' ? c.state : undefined, now, limit, windowMs, cost),
-          limit,
-          windowMs,
-        })
+        const s = gcraAdd(c?.type === 'gcra' ? c : undefined, now, limit, windowMs, cost)
+        counters.set(key, gcraCounter(s, limit, windowMs))
       }
     }
   }
@@ -442,7 +531,10 @@ function memoryCounters(): MemoryCounterStore {
     async held(key, now) {
       const c = counters.get(key)
       if (c?.type !== 'hold') return 0
-      pruneHolds(c, now)
+      if (idle(c, now)) {
+        counters.delete(key)
+        return 0
+      }
       return c.used + c.held
     },
   }

@@ -143,6 +143,8 @@ export type Check =
       windowMs: number
       bucketMs: number
       cost: number
+      /** See {@link Rebuild}. */
+      rebuild?: Rebuild
     }
   | {
       /** A rate limit (see `limits/gcra`). cost 0: refuse only when not one unit is free. */
@@ -162,7 +164,32 @@ export type Check =
       amount: number
       holdId: string
       ttlMs: number
+      /**
+       * The settled total matters until this time (ms) and no longer: a period's credits. The
+       * store keeps the counter at least until then and drops it once that time and every
+       * hold's expiry have passed. Absent: kept while it has a settled total.
+       */
+      keepUntil?: number
+      /** See {@link Rebuild}. */
+      rebuild?: Rebuild
     }
+
+/**
+ * A count that must not be lost silently (credits spent, a key's budget, an all-time quota)
+ * when the counters live in a store that may come back empty (Redis restarted without its
+ * data) while the usage is kept elsewhere. A counter carries a mark once rebuilt; one without
+ * it (missing, or created since by a settle) is not trusted:
+ * - `{}`: the store MUST refuse the whole admission without counting anything and answer this
+ *   check with `missing: true`; the caller then reads the count from the durable usage;
+ * - `{ base }`: the store raises the counter's count to `base` if lower (an unmarked counter
+ *   may hold settles made since the loss, or a whole count kept from before rebuilds), marks
+ *   it, and evaluates the check; the rebuilt counter is written even when the admission is
+ *   refused.
+ * A marked counter ignores `rebuild`.
+ */
+export interface Rebuild {
+  base?: number
+}
 
 /** The outcome of one check, in the order the checks were given. */
 export interface CheckResult {
@@ -175,6 +202,8 @@ export interface CheckResult {
   resetMs: number
   /** Milliseconds until this check would pass; 0 when it passed. */
   retryAfterMs: number
+  /** The check asked for a rebuild and its counter was not rebuilt (see {@link Rebuild}). */
+  missing?: true
 }
 
 export interface ConsumeResult {
@@ -205,6 +234,8 @@ export type SettleOp =
       key: string
       holdId: string
       charge: number
+      /** As the hold check's `keepUntil`. */
+      keepUntil?: number
       ifHeld?: boolean
     }
   | {
@@ -238,12 +269,15 @@ export interface CounterStore extends InProcess {
    * Evaluates every check at `now` and, only if all pass, counts all of them: all or none,
    * atomically with respect to every other `consume` and `settle` on the same counters
    * (a request refused by one limit uses up nothing of the others). Concurrent callers see a
-   * serial order. Idle counters MUST expire (memory per key stays bounded).
+   * serial order. Idle counters MUST expire (memory per key stays bounded), and a hold
+   * counter past its `keepUntil`. `now` is the caller's clock: a stored GCRA time never moves
+   * back (see `limits/gcra`).
    *
    * With `admission`, an admission that passes also records `admission.key` for
    * `admission.ttlMs`, atomically with its counts, so a later `cancel` can undo it; when a
    * `cancel` of that key came first (its tombstone is there), nothing is counted and the
-   * result is a refusal.
+   * result is a refusal. A refused admission (a `missing` rebuild included) records nothing,
+   * so the caller may consume again under the same key.
    */
   consume(
     checks: ReadonlyArray<Check>,
@@ -266,6 +300,12 @@ export interface CounterStore extends InProcess {
   consumeSync?(checks: ReadonlyArray<Check>, now: number): ConsumeResult
   /** In-process stores only: `settle` without a promise (see `consumeSync`). */
   settleSync?(ops: ReadonlyArray<SettleOp>, now: number): void
+  /**
+   * True when the counts survive a restart of the store, as the usage does (PostgreSQL, in
+   * the same database): tollbooth then asks for no `rebuild`. Leave it unset for a store that
+   * may come back empty (Redis without persistence).
+   */
+  readonly durable?: true
 }
 
 /**

@@ -2,10 +2,14 @@
  * @module test/limits/memory
  *
  * Memory per key stays bounded in the memory store: counters of keys that went idle are
- * swept as traffic goes on, while counters that still count are kept.
+ * swept as traffic goes on, while counters that still count are kept. A period's credit
+ * counter goes a day after the period (before, one counter per account and month stayed for
+ * good); an `Idempotency-Key` is one small counter with a name of fixed size, for 24 hours.
  */
 
 import { describe, expect, it } from 'vitest'
+import { memoryStorage, periodOf } from '../../src/index.js'
+import { CREDIT_KEEP_MS, creditKey } from '../../src/metering/accounts.js'
 import { DAY, HOUR, MINUTE, req, setup } from './setup.js'
 
 const fourLimits = {
@@ -74,5 +78,86 @@ describe('memory store counters', () => {
     clock.advance(1)
     expect(storage.counters.sweep(clock.now())).toBe(20)
     expect(storage.counters.size).toBe(0)
+  })
+
+  it('drops a past period’s credit counter a day after the period, and rolls over from usage', async () => {
+    const { tb, clock, storage } = setup({
+      plans: { p: { monthlyCredits: 10, carryoverMonths: 1 } },
+      defaultTier: 'p',
+    })
+    const route = tb.route({ cost: 1 })
+    const { key } = await tb.keys.create({ accountId: 'acct_p' })
+    for (let i = 0; i < 4; i++)
+      await tb.settle(await tb.authenticate(req(key), route), { status: 200 })
+    const march = periodOf(clock.now())
+    const k = creditKey('acct_p', march)
+    expect(await storage.counters.held(k, clock.now())).toBe(4)
+    await tb.flush() // as the out-box's timer does every second
+    // Kept through the first day of April (late settles, the rollover at the turn).
+    clock.set(march.end + CREDIT_KEEP_MS - 1)
+    storage.counters.sweep(clock.now())
+    expect(await storage.counters.held(k, clock.now())).toBe(4)
+    clock.set(march.end + CREDIT_KEEP_MS)
+    expect(storage.counters.sweep(clock.now())).toBeGreaterThanOrEqual(1)
+    expect(await storage.counters.held(k, clock.now())).toBe(0)
+    // April's rollover reads March's use from the usage: 6 unused credits carried over.
+    const april = await tb.accounts.get('acct_p')
+    expect(april.carryover).toBe(6)
+    expect(april.credits).toMatchObject({ used: 0, limit: 16 })
+    // March's figures, its counter gone, come from the usage.
+    expect((await tb.accounts.get('acct_p', march)).credits.used).toBe(4)
+    expect((await tb.usage.get('acct_p', { month: march.id })).credits.used).toBe(4)
+  })
+
+  it('keeps one credit counter per account, however many periods pass (10,000 accounts, 24 months)', () => {
+    const c = memoryStorage().counters
+    let most = 0
+    for (let m = 0; m < 24; m++) {
+      const now = Date.UTC(2026, m, 10, 12)
+      const period = periodOf(now)
+      const keepUntil = period.end + CREDIT_KEEP_MS
+      for (let a = 0; a < 10_000; a++) {
+        const key = creditKey(`acct_${a}`, period)
+        c.consumeSync!(
+          [
+            {
+              type: 'hold',
+              key,
+              name: 'credits',
+              limit: 100,
+              amount: 1,
+              holdId: 'r',
+              ttlMs: 60_000,
+              keepUntil,
+            },
+          ],
+          now,
+        )
+        c.settleSync!([{ type: 'release', key, holdId: 'r', charge: 1, keepUntil }], now)
+      }
+      most = Math.max(most, c.size)
+    }
+    // At most last month's (until it is swept) and this month's.
+    expect(most).toBeLessThanOrEqual(20_000)
+    c.sweep(Date.UTC(2027, 11, 10, 12))
+    expect(c.size).toBe(10_000)
+  })
+
+  it('keeps a settled Idempotency-Key as one counter with a short name, for 24 hours', async () => {
+    const { tb, clock, storage } = setup()
+    const { key } = await tb.keys.create({ accountId: 'acct_idem' })
+    const headers = { authorization: `Bearer ${key}`, 'idempotency-key': 'x'.repeat(255) }
+    const call = async () => {
+      const d = await tb.authenticate({ headers, ip: null, method: 'POST', path: '/' })
+      return tb.settle(d, { status: 200 })
+    }
+    expect(await call()).not.toBeNull()
+    expect(storage.counters.size).toBe(1)
+    expect(await call()).toBeNull()
+    clock.advance(DAY - 1)
+    expect(await call()).toBeNull()
+    clock.advance(1)
+    expect(storage.counters.sweep(clock.now())).toBe(1)
+    expect(await call()).not.toBeNull()
   })
 })

@@ -182,6 +182,50 @@ describe.skipIf(skipPostgres)('postgres counters', () => {
     expect(got[k.credits]!.expires_at).toBeNull()
   })
 
+  it('keeps a period’s credits until its keepUntil and prunes them then; keeps a rebuilt budget', async () => {
+    const credits = name('credits:2026-01')
+    const budget = name('k:b')
+    const keepUntil = Date.UTC(2026, 1, 1) + DAY
+    const hold = (c: Check, extra: object) => ({ ...c, ...extra }) as Check
+    await one.counters.consume(
+      [
+        hold(lease(credits, 100, 'h', 300_000), { keepUntil }),
+        hold(lease(budget, 10, 'h'), { rebuild: { base: 0 } }),
+      ],
+      T0,
+    )
+    await one.counters.settle(
+      [
+        { type: 'release', key: credits, holdId: 'h', charge: 3, keepUntil },
+        { type: 'release', key: budget, holdId: 'h', charge: 0 },
+      ],
+      T0,
+    )
+    const got = Object.fromEntries((await rows([credits, budget])).map((r) => [r.key, r]))
+    expect(Number(got[credits]!.expires_at)).toBe(keepUntil)
+    // Rebuilt (from the usage) and still at 0: kept, or every request would rebuild it again.
+    expect(got[budget]!.expires_at).toBeNull()
+    expect(await one.counters.held(credits, keepUntil - 1)).toBe(3)
+    expect(await one.counters.held(credits, keepUntil)).toBe(0)
+    await one.pruneCounters(keepUntil - 1)
+    expect((await rows([credits])).length).toBe(1)
+    await one.pruneCounters(keepUntil)
+    expect((await rows([credits, budget])).map((r) => r.key)).toEqual([budget])
+  })
+
+  it('a retried release (ifHeld) whose hold is gone writes no counter kept until keepUntil', async () => {
+    const credits = name('credits:2026-01-retry')
+    const keepUntil = Date.UTC(2026, 1, 1) + DAY
+    await one.counters.settle(
+      [{ type: 'release', key: credits, holdId: 'gone', charge: 3, keepUntil, ifHeld: true }],
+      T0,
+    )
+    expect(await one.counters.held(credits, T0)).toBe(0)
+    // The row the lock made expires at once: pruned now, not a day after the period.
+    await one.pruneCounters(T0)
+    expect(await rows([credits])).toEqual([])
+  })
+
   it('prunes expired counters only, and a pruned counter counts as fresh', async () => {
     const ref = memoryStorage().counters
     const g = name('r0')
