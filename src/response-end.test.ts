@@ -79,6 +79,23 @@ describe('response end', () => {
     expect((await tb.accounts.get('acct_1')).credits.used).toBe(0)
   })
 
+  it('keeps the abort when a body is read to its end after the client went away', async () => {
+    const { tb, key } = await setup(metered)
+    const seen = recording(tb)
+    const route = tb.route({ cost: 10 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    clientGone(tb, d, route) // before the answer
+    d.report({ cost: 4 })
+    beginWork(d) // the body, wrapped after the handler answered
+    endWork(d) // the handler returned
+    // The runtime reads the body to its end for the closed connection (Deno does).
+    responseEnded(tb, d, 200)
+    expect(seen).toEqual([])
+    endWork(d)
+    expect(seen).toEqual([{ status: 499, outcome: 'aborted' }])
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(4)
+  })
+
   it('throws a ConfigError naming a bad abortSettleMs', async () => {
     const { tb } = await setup(metered)
     expect(() => tb.route({ abortSettleMs: -1 })).toThrow(/abortSettleMs/)

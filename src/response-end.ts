@@ -51,7 +51,9 @@ export function responseStarted(tb: Settler, d: Admission): void {
 
 /**
  * The body has been written in full (`completed`), or could not be (`error`, status 500):
- * settles now, whatever the handler is still doing.
+ * settles now, whatever the handler is still doing. Unless the client went away first: a
+ * runtime may still read a body to its end for a closed connection (Deno does), which
+ * delivers nothing, so the abort stands and settles when the handler's work ends.
  */
 export function responseEnded(
   tb: Settler,
@@ -59,7 +61,7 @@ export function responseEnded(
   status: number,
   outcome: ResponseOutcome = 'completed',
 ): void {
-  if (!d._settled) settleNow(tb, d, status, outcome)
+  if (!d._settled && d._gone === undefined) settleNow(tb, d, status, outcome)
 }
 
 /**

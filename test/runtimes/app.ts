@@ -7,6 +7,7 @@
  *
  * - `POST /setup`: a key limited to 1 request in flight, on a plan with credits (test only).
  * - `GET /v1/stream`: 20 server-sent events 12 ms apart, then reports `{ cost: 42, tokens: 1234 }`.
+ * - `GET /v1/slow`: reports `{ cost: 42, tokens: 1234 }` at once, answers 400 ms later.
  * - `GET /v1/ok`: a plain JSON answer.
  * - `GET /usage`: the account's credits used and its settled requests.
  */
@@ -45,6 +46,11 @@ function build(): Hono {
       c.get('apiKey').report({ cost: 42, tokens: 1234 })
     }),
   )
+  a.get('/v1/slow', requireApiKey(tb, { cost: 100 }), async (c) => {
+    c.get('apiKey').report({ cost: 42, tokens: 1234 })
+    await new Promise((done) => setTimeout(done, 400))
+    return c.json({ late: true })
+  })
   a.get('/v1/ok', requireApiKey(tb), (c) => c.json({ ok: true }))
   a.get('/usage', async (c) => {
     const usage = await tb!.usage.get(ACCOUNT)

@@ -7,7 +7,14 @@
  * - a stream of 20 server-sent events over >= 200 ms whose handler reports its usage after
  *   the last one is charged exactly that (not the route's estimate);
  * - a key limited to 1 request in flight is refused (429) while the stream runs and admitted
- *   right after its end.
+ *   right after its end;
+ * - on Bun and Deno, a client that goes away before its handler has answered is settled once,
+ *   with 499 and the usage the handler reported, and its slot stays taken until the handler
+ *   ends. Not on workerd, which does not tell a Worker that its client left before the answer
+ *   (see the README's streaming section): `request.signal` fires no `abort` (even with the
+ *   `enable_request_signal` compatibility flag), the handler keeps running, and its body is then
+ *   neither read to its end nor cancelled, so the request is never settled (its lease and hold
+ *   expire by their TTL).
  */
 
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -104,7 +111,7 @@ const runtimes: Array<[string, () => Promise<{ url: string; close(): Promise<voi
   ['workerd (Miniflare)', serveWorkerd],
 ]
 
-describe.each(runtimes)('tollbooth/hono on %s', (_, serve) => {
+describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
   test('charges a stream the usage reported after its last event; 1 in flight until its end', async () => {
     const server = await serve()
     try {
@@ -148,4 +155,51 @@ describe.each(runtimes)('tollbooth/hono on %s', (_, serve) => {
       await server.close()
     }
   }, 30_000)
+
+  test.runIf(name !== 'workerd (Miniflare)')(
+    'settles a client gone before the answer once the handler ends: 499, its report charged',
+    async () => {
+      const server = await serve()
+      try {
+        const base = server.url
+        const setup = await fetch(`${base}/setup`, { method: 'POST' })
+        const { key } = (await setup.json()) as { key: string }
+        const auth = { authorization: `Bearer ${key}` }
+        const began = Date.now()
+        const abort = new AbortController()
+        const gone = fetch(`${base}/v1/slow`, { headers: auth, signal: abort.signal }).catch(
+          (err: unknown) => err,
+        )
+        await new Promise((done) => setTimeout(done, 100))
+        abort.abort()
+        expect(await gone).toBeInstanceOf(Error)
+        // The handler (400 ms) still runs: its slot is still taken.
+        const busy = await fetch(`${base}/v1/ok`, { headers: auth })
+        expect(busy.status).toBe(429)
+        await busy.body?.cancel()
+        // Freed once the handler has ended, not before and not by the lease's TTL.
+        let freedAt = 0
+        while (Date.now() - began < 5_000) {
+          const res = await fetch(`${base}/v1/ok`, { headers: auth })
+          await res.body?.cancel()
+          if (res.status === 200) {
+            freedAt = Date.now() - began
+            break
+          }
+          await new Promise((done) => setTimeout(done, 25))
+        }
+        expect(freedAt).toBeGreaterThanOrEqual(400)
+        const usage = (await (await fetch(`${base}/usage`)).json()) as {
+          used: number
+          requests: Array<{ path: string; status: number; units: number; tokens: number }>
+        }
+        expect(usage.used).toBe(42)
+        const slow = usage.requests.filter((r) => r.path === '/v1/slow')
+        expect(slow).toEqual([{ path: '/v1/slow', status: 499, units: 42, tokens: 1234 }])
+      } finally {
+        await server.close()
+      }
+    },
+    30_000,
+  )
 })
