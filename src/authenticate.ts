@@ -62,6 +62,7 @@ import { warnOnce } from './warnings.js'
 
 export const MESSAGES = {
   missing: 'Missing API Key',
+  notBearer: 'The Authorization header must be "Bearer <key>"',
   invalid: 'Invalid API Key',
   inactive: 'Inactive API Key',
   expired: 'Expired API Key',
@@ -230,6 +231,17 @@ export function authenticate(
 
   const key = extractKey(req, route.keySources)
   if (key === undefined) {
+    // A key sent as `Authorization: <key>` is a client mistake worth naming, and never read:
+    // guessing the scheme would accept whatever else a client puts in that header.
+    if (route.keySources.includes('bearer') && readHeader(req.headers, 'authorization')) {
+      return deny(
+        401,
+        'invalid_request',
+        MESSAGES.notBearer,
+        withHeader(base, 'WWW-Authenticate', 'Bearer error="invalid_request"'),
+        requestId,
+      )
+    }
     return deny(
       401,
       'missing_api_key',

@@ -154,12 +154,22 @@ export function requireApiKey(
   options: FastifyRouteOptions = {},
 ): preHandlerAsyncHookHandler {
   const tag = { tb, route: tb.route(options) }
+  const missing = () =>
+    new ConfigError(
+      "tollbooth/fastify: a route uses requireApiKey(tb) but the tollbooth plugin is not registered before it: add `await app.register(tollbooth, { tb })` (import { tollbooth } from 'tollbooth/fastify') before declaring the route; for a whole scope, register the plugin with global: true",
+    )
   // The plugin's onRoute swaps this for the real guard; running it means the plugin is missing.
   const unhooked = async function requireApiKey() {
-    throw new ConfigError(
-      'tollbooth/fastify: requireApiKey(tb) must be a route preHandler, declared after `await app.register(tollbooth, { tb })`; for a whole scope, register the plugin with global: true',
-    )
+    throw missing()
   }
+  // Fastify binds each route hook to its instance at `preReady`: reaching that with this
+  // function still in place means no plugin swapped it, so `ready()` (and `listen()`) fail
+  // there, before any request is answered with a 500.
+  Object.defineProperty(unhooked, 'bind', {
+    value: () => {
+      throw missing()
+    },
+  })
   ;(unhooked as Tagged)[GUARD] = tag
   return unhooked
 }

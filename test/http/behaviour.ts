@@ -72,6 +72,22 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
       expect(res.headers.get('www-authenticate')).toBe('Bearer')
     })
 
+    test('names a key sent in Authorization without "Bearer " (401 invalid_request)', async () => {
+      const h = await start([ok()])
+      const k = await key()
+      for (const auth of [k, `Token ${k}`, 'Bearer', 'Bearer ']) {
+        const res = await expectDenied(
+          h,
+          '/v1/ok',
+          { headers: { authorization: auth } },
+          401,
+          'The Authorization header must be "Bearer <key>"',
+          'invalid_request',
+        )
+        expect(res.headers.get('www-authenticate')).toBe('Bearer error="invalid_request"')
+      }
+    })
+
     test('refuses a malformed and an unknown key with Invalid API Key', async () => {
       const h = await start([ok()])
       const other = createTollbooth({

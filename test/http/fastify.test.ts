@@ -224,13 +224,29 @@ describe('tollbooth/fastify', () => {
     await Promise.all([bad.close(), noTb.close(), badRoute.close()])
   })
 
-  test('answers 500 naming the fix when requireApiKey runs without the plugin', async () => {
+  test('fails at ready() naming the plugin when requireApiKey is used without it', async () => {
     const tb = createTollbooth({ secret: SECRET })
-    const app = Fastify()
-    app.get('/x', { preHandler: requireApiKey(tb) }, async () => ({}))
-    const res = await app.inject({ url: '/x' })
-    expect(res.statusCode).toBe(500)
-    expect(res.json().message).toMatch(/await app\.register\(tollbooth/)
-    await app.close()
+    const message = /tollbooth plugin is not registered.*await app\.register\(tollbooth, \{ tb \}\)/
+    // No plugin at all, the guard alone or in a list.
+    const none = Fastify()
+    none.get('/x', { preHandler: requireApiKey(tb) }, async () => ({}))
+    none.get('/y', { preHandler: [async () => {}, requireApiKey(tb)] }, async () => ({}))
+    await expect(none.ready()).rejects.toThrow(message)
+    await expect(none.ready()).rejects.toBeInstanceOf(ConfigError)
+    // The plugin registered after the route: the route was declared unguarded.
+    const late = Fastify()
+    late.get('/x', { preHandler: requireApiKey(tb) }, async () => ({}))
+    late.register(tollbooth, { tb })
+    await expect(late.ready()).rejects.toThrow(message)
+    // Registered first, the same route boots and guards.
+    const good = Fastify()
+    await good.register(tollbooth, { tb })
+    good.get('/x', { preHandler: requireApiKey(tb) }, async () => ({}))
+    await good.ready()
+    expect((await good.inject({ url: '/x' })).json()).toEqual({
+      error: 'Missing API Key',
+      code: 'missing_api_key',
+    })
+    await Promise.all([none.close().catch(() => {}), late.close().catch(() => {}), good.close()])
   })
 })

@@ -11,7 +11,11 @@ import { serve } from '@hono/node-server'
 import express from 'express'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
-import { mountFetch as expressMount, type FetchHandler } from '../../adapters/express/mount.js'
+import {
+  mountFetch as expressMount,
+  type FetchHandler,
+  mountFetch,
+} from '../../adapters/express/mount.js'
 import { mountFetch as fastifyMount } from '../../adapters/fastify/mount.js'
 import { managementApi } from '../../adapters/management/index.js'
 import {
@@ -105,6 +109,41 @@ describe('express mountFetch', () => {
       body: '{"name":"Production Key"}',
       contentType: 'application/json',
     })
+  })
+
+  it("answers the management API's JSON 400 for malformed JSON after express.json()", async () => {
+    const { tb } = makeTollbooth()
+    const url = await expressServer((app) => {
+      app.use(express.json({ limit: '1kb' }))
+      app.use('/api', mountFetch(managementApi(tb).fetch))
+    })
+    const mk = (await tb.keys.create({ accountId: 'acct_a', kind: 'management' })).key
+    const count = async () => (await tb.keys.list('acct_a')).data.length
+    const before = await count()
+    const bad = { raw: '{"name": "Production', headers: { 'content-type': 'application/json' } }
+    const r = await call(url, 'POST', '/api/keys', { ...bad, token: mk })
+    expect(r.status).toBe(400)
+    expect(r.headers.get('content-type')).toMatch(/^application\/json/)
+    expect(r.body).toMatchObject({
+      code: 'invalid_request',
+      issues: [{ path: '(body)', message: expect.stringMatching(/valid JSON/) }],
+    })
+    // The management API still authenticates first, and nothing was created.
+    const anon = await call(url, 'POST', '/api/keys', bad)
+    expect([anon.status, (anon.body as { code: string }).code]).toEqual([401, 'unauthorized'])
+    expect(await count()).toBe(before)
+    // Over the parser's limit: a JSON 413 in the same shape, not Express's HTML page.
+    const big = await call(url, 'POST', '/api/keys', {
+      json: { name: 'x'.repeat(2048) },
+      token: mk,
+    })
+    expect(big.status).toBe(413)
+    expect(big.body).toMatchObject({ code: 'invalid_request' })
+    expect((big.body as { error: string }).error).toMatch(/^Invalid request body: /)
+    // A valid body still goes through the parser and on to the management API.
+    const ok = await call(url, 'POST', '/api/keys', { json: { name: 'Production' }, token: mk })
+    expect(ok.status).toBe(201)
+    expect(await count()).toBe(before + 1)
   })
 
   it('streams the response out and passes a thrown error to next()', async () => {
