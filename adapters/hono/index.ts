@@ -145,13 +145,31 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     const body = c.res.body
     if (body === null || c.req.method === 'HEAD') responseEnded(tb, decision, status)
     else {
-      c.res = new Response(watchBody(tb, decision, route, body, status), c.res)
-      const signal = c.req.raw.signal
-      if (signal?.aborted) clientGone(tb, decision, route)
-      else signal?.addEventListener('abort', () => clientGone(tb, decision, route), { once: true })
+      const signal = c.req.raw.signal as AbortSignal | undefined
+      c.res = new Response(
+        watchBody(tb, decision, route, body, status, signal, workerWaitUntil(c)),
+        c.res,
+      )
     }
     endWork(decision)
   }
+}
+
+/**
+ * A Worker's `ctx.waitUntil`, bound; undefined elsewhere (Hono's getter throws without one, and
+ * Bun hands the server as the context).
+ */
+function workerWaitUntil(c: Context): ((until: Promise<void>) => void) | undefined {
+  let ctx: { waitUntil?: unknown } | undefined
+  try {
+    ctx = c.executionCtx as { waitUntil?: unknown } | undefined
+  } catch {
+    return undefined
+  }
+  const waitUntil = ctx?.waitUntil
+  return typeof waitUntil === 'function'
+    ? (until) => (waitUntil as (p: Promise<void>) => void).call(ctx, until)
+    : undefined
 }
 
 const ADMISSION = Symbol('tollbooth.admission')
