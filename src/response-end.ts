@@ -103,16 +103,17 @@ export function endWork(d: Admission): void {
  * client went away ({@link clientGone}; the body's own cancel is waited for, as part of the
  * handler's work). The stream is one unit of work from here until it ends.
  *
- * `signal` (the request's) is for runtimes that tell a departed client by aborting it but
- * never cancel the body (Workers, with the `enable_request_signal` compatibility flag): its
- * abort counts as the body's cancellation while the body is still being read, and the body
- * is then cancelled, so a handler blocked writing to it carries on to its end. Once the body
- * has been read to its end the abort means nothing: Deno aborts the signal of every request
- * whose response it has finished.
+ * `signal` (the request's) is for runtimes that tell a departed client by aborting it rather
+ * than by cancelling the body (Deno, for a client gone before the answer): its abort counts as
+ * the body's cancellation while the body is still being read, and the body is then cancelled,
+ * so a handler blocked writing to it carries on to its end. Once the body has been read to its
+ * end the abort means nothing: Deno aborts the signal of every request whose response it has
+ * finished.
  *
  * `waitUntil` (a Worker's `ctx.waitUntil`) is given a promise that resolves when the request
  * settles: a Worker whose client went away is otherwise stopped at once (no timer fires, no
- * write returns), so its handler would never end and the request never settle.
+ * write returns, the body is never cancelled), so its handler would never end and the request
+ * never settle. Kept alive, workerd cancels the body as the other runtimes do.
  */
 export function watchBody(
   tb: Settler,

@@ -10,9 +10,8 @@
  *   right after its end;
  * - on all three, a client that goes away after 5 of 20 events is settled once, with 499 and
  *   the usage the handler reported after its last event, and its slot stays taken until the
- *   handler ends (workerd needs the `enable_request_signal` compatibility flag for this: its
- *   request's signal is then the only news of the departure, and the adapter keeps the Worker
- *   alive with `waitUntil` until the request settles);
+ *   handler ends (on workerd, without any compatibility flag: the adapter keeps the Worker
+ *   alive with `waitUntil` until the request settles, and workerd then cancels the body);
  * - on Bun and Deno, a client that goes away before its handler has answered is settled once,
  *   with 499 and the usage the handler reported, and its slot stays taken until the handler
  *   ends. Not on workerd, which does not tell a Worker that its client left before the answer
@@ -103,8 +102,6 @@ async function serveWorkerd(): Promise<{ url: string; close(): Promise<void> }> 
     modules: true,
     script: readFileSync(join(dir, 'app.js'), 'utf8'),
     compatibilityDate: '2026-04-01',
-    // Without it, a Worker is never told that its client left mid-stream (see the README).
-    compatibilityFlags: ['enable_request_signal'],
     host: '127.0.0.1',
     port: 0,
   })
