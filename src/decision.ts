@@ -175,6 +175,8 @@ export class Admission {
   _ttfb = -1
   /** @internal: set when the client went away before the end: who settles, and the deadline. */
   _gone: AbortWait | undefined = undefined
+  /** @internal: called once when a watched response settles (ends a Worker's `waitUntil`). */
+  _kept: (() => void) | undefined = undefined
   /** @internal: providers whose key came from the caller (header or store); null for none. */
   _byok: Set<string> | null
   /** A private field: never enumerated, serialized or printed by `util.inspect`. */

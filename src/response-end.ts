@@ -41,7 +41,10 @@ export interface AbortWait {
 function settleNow(tb: Settler, d: Admission, status: number, outcome: ResponseOutcome): void {
   const wait = d._gone
   if (wait) clearTimeout(wait.timer)
+  const kept = d._kept
+  d._kept = undefined
   tb.settleLater(d, d._ttfb < 0 ? { status, outcome } : { status, outcome, ttfbMs: d._ttfb })
+  kept?.()
 }
 
 /** The response head is going out: records the time to first byte (once). */
@@ -99,6 +102,18 @@ export function endWork(d: Admission): void {
  * ({@link responseEnded} with `status`), failed (500, `error`), or cancelled because the
  * client went away ({@link clientGone}; the body's own cancel is waited for, as part of the
  * handler's work). The stream is one unit of work from here until it ends.
+ *
+ * `signal` (the request's) is for runtimes that tell a departed client by aborting it rather
+ * than by cancelling the body (Deno, for a client gone before the answer): its abort counts as
+ * the body's cancellation while the body is still being read, and the body is then cancelled,
+ * so a handler blocked writing to it carries on to its end. Once the body has been read to its
+ * end the abort means nothing: Deno aborts the signal of every request whose response it has
+ * finished.
+ *
+ * `waitUntil` (a Worker's `ctx.waitUntil`) is given a promise that resolves when the request
+ * settles: a Worker whose client went away is otherwise stopped at once (no timer fires, no
+ * write returns, the body is never cancelled), so its handler would never end and the request
+ * never settle. Kept alive, workerd cancels the body as the other runtimes do.
  */
 export function watchBody(
   tb: Settler,
@@ -106,16 +121,27 @@ export function watchBody(
   route: ResolvedRoute,
   body: ReadableStream<Uint8Array>,
   status: number,
+  signal?: AbortSignal,
+  waitUntil?: (until: Promise<void>) => void,
 ): ReadableStream<Uint8Array> {
+  if (waitUntil) waitUntil(new Promise<void>((resolve) => (d._kept = resolve)))
   const reader = body.getReader()
   let open = true
   const done = () => {
     if (open) {
       open = false
+      signal?.removeEventListener('abort', gone)
       endWork(d)
     }
   }
+  const gone = () => {
+    if (!open) return
+    clientGone(tb, d, route)
+    reader.cancel(signal?.reason).then(done, done)
+  }
   beginWork(d)
+  if (signal?.aborted) gone()
+  else signal?.addEventListener('abort', gone, { once: true })
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
@@ -137,6 +163,7 @@ export function watchBody(
         done()
       },
       cancel(reason) {
+        if (!open) return
         clientGone(tb, d, route)
         return reader.cancel(reason).then(done, done)
       },

@@ -6,7 +6,9 @@
  * handler (so usage figures include a cost the handler reported) and settles exactly once, at
  * the true end of the response (src/response-end.ts): on Node, the `ServerResponse`'s `close`
  * after `finish` (the body was written) or alone (the client went away); on Bun, Deno and
- * Workers, the end or the cancellation of the body, passed through a stream that sees both. A
+ * Workers, the end or the cancellation of the body, passed through a stream that sees both (on
+ * Workers, kept alive with `ctx.waitUntil` until it settles, or workerd stops a Worker whose
+ * client left and never cancels its body). A
  * request whose client went away settles (499) once the handler's work is done: the handler,
  * its body's cancel, and the callback of `streamSSE` / `stream` / `streamText` from here.
  */
@@ -140,18 +142,36 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     }
     writeHeaders(c, out)
     // Elsewhere (Bun, Deno, Workers), the body is passed through a stream that sees its end or
-    // its cancellation. A response without a body (or a HEAD one, whose body is dropped) ends
-    // here.
+    // its cancellation, or whose request's signal aborts first (Deno, before the answer). A
+    // response without a body (or a HEAD one, whose body is dropped) ends here.
     const body = c.res.body
     if (body === null || c.req.method === 'HEAD') responseEnded(tb, decision, status)
     else {
-      c.res = new Response(watchBody(tb, decision, route, body, status), c.res)
-      const signal = c.req.raw.signal
-      if (signal?.aborted) clientGone(tb, decision, route)
-      else signal?.addEventListener('abort', () => clientGone(tb, decision, route), { once: true })
+      const signal = c.req.raw.signal as AbortSignal | undefined
+      c.res = new Response(
+        watchBody(tb, decision, route, body, status, signal, workerWaitUntil(c)),
+        c.res,
+      )
     }
     endWork(decision)
   }
+}
+
+/**
+ * A Worker's `ctx.waitUntil`, bound; undefined elsewhere (Hono's getter throws without one, and
+ * Bun hands the server as the context).
+ */
+function workerWaitUntil(c: Context): ((until: Promise<void>) => void) | undefined {
+  let ctx: { waitUntil?: unknown } | undefined
+  try {
+    ctx = c.executionCtx as { waitUntil?: unknown } | undefined
+  } catch {
+    return undefined
+  }
+  const waitUntil = ctx?.waitUntil
+  return typeof waitUntil === 'function'
+    ? (until) => (waitUntil as (p: Promise<void>) => void).call(ctx, until)
+    : undefined
 }
 
 const ADMISSION = Symbol('tollbooth.admission')

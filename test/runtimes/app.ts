@@ -7,6 +7,8 @@
  *
  * - `POST /setup`: a key limited to 1 request in flight, on a plan with credits (test only).
  * - `GET /v1/stream`: 20 server-sent events 12 ms apart, then reports `{ cost: 42, tokens: 1234 }`.
+ * - `GET /v1/long`: 20 server-sent events 25 ms apart, then reports `{ cost: 42, tokens: 1234 }`;
+ *   it carries on to its end when the client goes away (an upstream model that is paid for).
  * - `GET /v1/slow`: reports `{ cost: 42, tokens: 1234 }` at once, answers 400 ms later.
  * - `GET /v1/ok`: a plain JSON answer.
  * - `GET /usage`: the account's credits used and its settled requests.
@@ -41,6 +43,15 @@ function build(): Hono {
     streamSSE(c, async (stream) => {
       for (let i = 0; i < 20; i++) {
         if (i > 0) await stream.sleep(12)
+        await stream.writeSSE({ data: String(i) })
+      }
+      c.get('apiKey').report({ cost: 42, tokens: 1234 })
+    }),
+  )
+  a.get('/v1/long', requireApiKey(tb, { cost: 100 }), (c) =>
+    streamSSE(c, async (stream) => {
+      for (let i = 0; i < 20; i++) {
+        if (i > 0) await stream.sleep(25)
         await stream.writeSSE({ data: String(i) })
       }
       c.get('apiKey').report({ cost: 42, tokens: 1234 })

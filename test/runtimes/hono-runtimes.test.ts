@@ -8,10 +8,14 @@
  *   the last one is charged exactly that (not the route's estimate);
  * - a key limited to 1 request in flight is refused (429) while the stream runs and admitted
  *   right after its end;
+ * - on all three, a client that goes away after 5 of 20 events is settled once, with 499 and
+ *   the usage the handler reported after its last event, and its slot stays taken until the
+ *   handler ends (on workerd, without any compatibility flag: the adapter keeps the Worker
+ *   alive with `waitUntil` until the request settles, and workerd then cancels the body);
  * - on Bun and Deno, a client that goes away before its handler has answered is settled once,
  *   with 499 and the usage the handler reported, and its slot stays taken until the handler
  *   ends. Not on workerd, which does not tell a Worker that its client left before the answer
- *   (see the README's streaming section): `request.signal` fires no `abort` (even with the
+ *   (see the README's streaming section): `request.signal` fires no `abort` then (even with the
  *   `enable_request_signal` compatibility flag), the handler keeps running, and its body is then
  *   neither read to its end nor cancelled, so the request is never settled (its lease and hold
  *   expire by their TTL).
@@ -202,4 +206,59 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
     },
     30_000,
   )
+
+  test('settles a client gone mid-stream once the handler ends: 499, its report charged, once', async () => {
+    const server = await serve()
+    try {
+      const base = server.url
+      const setup = await fetch(`${base}/setup`, { method: 'POST' })
+      const { key } = (await setup.json()) as { key: string }
+      const auth = { authorization: `Bearer ${key}` }
+      const began = Date.now()
+      const abort = new AbortController()
+      const res = await fetch(`${base}/v1/long`, { headers: auth, signal: abort.signal })
+      expect(res.status).toBe(200)
+      const reader = res.body!.getReader()
+      const decoder = new TextDecoder()
+      let text = ''
+      while (text.split('\n\n').length - 1 < 5) {
+        const { done, value } = await reader.read()
+        if (done) break
+        text += decoder.decode(value, { stream: true })
+      }
+      expect(text.split('\n\n').length - 1).toBeGreaterThanOrEqual(5)
+      abort.abort()
+      await reader.cancel().catch(() => {})
+      const leftAt = Date.now() - began
+      // The handler (20 events, 25 ms apart) still runs: its slot is still taken.
+      const busy = await fetch(`${base}/v1/ok`, { headers: auth })
+      expect(busy.status).toBe(429)
+      await busy.body?.cancel()
+      // Freed once the handler has ended, not before and not by the lease's TTL.
+      let freedAt = 0
+      while (Date.now() - began < 5_000) {
+        const ok = await fetch(`${base}/v1/ok`, { headers: auth })
+        await ok.body?.cancel()
+        if (ok.status === 200) {
+          freedAt = Date.now() - began
+          break
+        }
+        await new Promise((done) => setTimeout(done, 25))
+      }
+      expect(freedAt).toBeGreaterThanOrEqual(19 * 25)
+      expect(freedAt).toBeGreaterThan(leftAt)
+      // Nothing settles it a second time later on.
+      await new Promise((done) => setTimeout(done, 300))
+      const usage = (await (await fetch(`${base}/usage`)).json()) as {
+        used: number
+        requests: Array<{ path: string; status: number; units: number; tokens: number }>
+      }
+      expect(usage.used).toBe(42)
+      const long = usage.requests.filter((r) => r.path === '/v1/long')
+      expect(long).toEqual([{ path: '/v1/long', status: 499, units: 42, tokens: 1234 }])
+      console.log(`${name}: left at ${leftAt} ms, slot freed at ${freedAt} ms`)
+    } finally {
+      await server.close()
+    }
+  }, 30_000)
 })
