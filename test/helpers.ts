@@ -21,3 +21,16 @@ export function request(
   }
   return { ip: '203.0.113.7', method: 'GET', path: '/v1/thing', ...extra, headers }
 }
+
+/**
+ * Polls `probe` every 10 ms until it holds and returns the wait in ms; fails after `ms`. For
+ * what crosses a process or a connection (a change feed's message), never for time logic.
+ */
+export async function until(probe: () => Promise<boolean> | boolean, ms = 3000): Promise<number> {
+  const start = Date.now()
+  while (!(await probe())) {
+    if (Date.now() - start > ms) throw new Error(`not within ${ms} ms`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  return Date.now() - start
+}

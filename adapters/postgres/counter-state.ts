@@ -16,6 +16,7 @@ import {
   gcraRemove,
   type HoldState,
   hold,
+  missingResult,
   release,
   rollingWindow,
   type SettleOp,
@@ -90,17 +91,6 @@ function holdExpiry(s: HoldState & Marks, now: number) {
   return Number.isFinite(end) ? Math.ceil(end) : null
 }
 
-/** The answer to a check whose counter must be rebuilt first (see `Rebuild`). */
-const missing = (limit: number): CheckResult => ({
-  allowed: false,
-  limit,
-  used: 0,
-  remaining: 0,
-  resetMs: 0,
-  retryAfterMs: 0,
-  missing: true,
-})
-
 /**
  * Evaluates one check without storing anything; mirrors the memory store. `seeded`: the check
  * rebuilt its counter, which is then written whatever the admission's outcome.
@@ -114,7 +104,10 @@ export function evaluate(
   const r = check.type === 'gcra' ? undefined : check.rebuild
   const seeded = r !== undefined && !m.rebuilt
   if (seeded && r.base === undefined) {
-    return { result: missing(check.limit), next: { kind: null, state: null, expiresAt: null } }
+    return {
+      result: missingResult(check.limit),
+      next: { kind: null, state: null, expiresAt: null },
+    }
   }
   switch (check.type) {
     case 'window': {

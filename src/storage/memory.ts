@@ -14,6 +14,7 @@
 import { z } from 'zod'
 import { InvalidRequestError } from '../errors.js'
 import { type GcraState, gcra, gcraAdd, gcraIdle } from '../limits/gcra.js'
+import { missingResult } from '../limits/rebuild.js'
 import { gcraRemove, windowRemove } from '../limits/revert.js'
 import { rollingWindow, type WindowState, windowAdd } from '../limits/rolling-window.js'
 import {
@@ -263,19 +264,6 @@ function idle(c: Counter, now: number): boolean {
   }
 }
 
-/** A result that asks the caller to rebuild the counter first (see `Rebuild`). */
-function missing(limit: number): CheckResult {
-  return {
-    allowed: false,
-    limit,
-    used: 0,
-    remaining: 0,
-    resetMs: 0,
-    retryAfterMs: 0,
-    missing: true,
-  }
-}
-
 /** Evaluates one check against a counter without storing anything. */
 function evaluate(
   check: Check,
@@ -291,7 +279,7 @@ function evaluate(
         if (r.base === undefined) {
           const none = { idx: [], n: [] }
           return {
-            result: missing(check.limit),
+            result: missingResult(check.limit),
             next: {
               type: 'window',
               state: none,
@@ -353,7 +341,7 @@ function evaluate(
       let seeded = false
       if (check.rebuild && !h.rebuilt) {
         if (check.rebuild.base === undefined)
-          return { result: missing(check.limit), next: h, seeded: false }
+          return { result: missingResult(check.limit), next: h, seeded: false }
         // The larger of the two: an unmarked counter may hold settles made since the loss
         // (then mostly in the base too), or be a whole count kept from before rebuilds.
         h.used = Math.max(h.used, check.rebuild.base)

@@ -18,6 +18,7 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { createTollbooth, type Tollbooth } from '../../src/index.js'
+import { request } from '../helpers.js'
 import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'postgres-deadline-secret-postgres-deadline'
@@ -28,13 +29,6 @@ try {
 } catch (err) {
   if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
 }
-
-const request = (key: string) => ({
-  headers: { authorization: `Bearer ${key}` },
-  ip: '127.0.0.1',
-  method: 'GET',
-  path: '/v1/thing',
-})
 
 describe.skipIf(!server)('PostgreSQL admissions past the caller deadline', () => {
   const pgServer = server!

@@ -14,6 +14,7 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { migrate, type PostgresStorage, postgresStorage } from '../../adapters/postgres/index.js'
 import { createTollbooth, type Decision, manualClock } from '../../src/index.js'
+import { request, until } from '../helpers.js'
 import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'postgres-feed-fault-secret-postgres-feed-42'
@@ -26,23 +27,6 @@ try {
 } catch (err) {
   if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
 }
-
-/** Polls `probe` every 10 ms until it holds; fails after `ms`; returns the wait in ms. */
-async function until(probe: () => Promise<boolean> | boolean, ms: number): Promise<number> {
-  const start = Date.now()
-  while (!(await probe())) {
-    if (Date.now() - start > ms) throw new Error(`not within ${ms} ms`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  return Date.now() - start
-}
-
-const request = (key: string) => ({
-  headers: { authorization: `Bearer ${key}` },
-  ip: '127.0.0.1',
-  method: 'GET',
-  path: '/v1/thing',
-})
 
 describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
   const pgServer = server!

@@ -16,6 +16,7 @@ import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { FAIL_FAST } from '../../adapters/redis/test-helpers.js'
 import { createTollbooth, type Decision, manualClock, type Storage } from '../../src/index.js'
+import { request, until } from '../helpers.js'
 import { freshSchema, newPool, skipPostgres } from '../storage/postgres-fixture.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
@@ -28,22 +29,6 @@ try {
 } catch (err) {
   if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
 }
-
-async function until(probe: () => Promise<boolean> | boolean, ms: number): Promise<number> {
-  const start = Date.now()
-  while (!(await probe())) {
-    if (Date.now() - start > ms) throw new Error(`not within ${ms} ms`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  return Date.now() - start
-}
-
-const request = (key: string) => ({
-  headers: { authorization: `Bearer ${key}` },
-  ip: '127.0.0.1',
-  method: 'GET',
-  path: '/v1/thing',
-})
 
 describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash', () => {
   const redis = server!

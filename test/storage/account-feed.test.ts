@@ -16,27 +16,11 @@ import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { connectRedis, deletePrefix, testPrefix } from '../../adapters/redis/test-helpers.js'
 import { createTollbooth, type Storage, type Tollbooth } from '../../src/index.js'
+import { request, until } from '../helpers.js'
 import { freshSchema, newPool, skipPostgres } from './postgres-fixture.js'
 
 const SECRET = 'account-feed-secret-account-feed-secret-42'
 const redis = await connectRedis()
-
-/** Polls `probe` every 10 ms until it holds; fails after `ms` (message delivery, not time logic). */
-async function until(probe: () => Promise<boolean> | boolean, ms = 3000): Promise<number> {
-  const start = Date.now()
-  while (!(await probe())) {
-    if (Date.now() - start > ms) throw new Error(`not within ${ms} ms`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  return Date.now() - start
-}
-
-const request = (key: string) => ({
-  headers: { authorization: `Bearer ${key}` },
-  ip: '127.0.0.1',
-  method: 'GET',
-  path: '/v1/thing',
-})
 
 /** Two instances on `storages` (one each), ten-minute caches, a big and a small plan. */
 function instances(storages: [Storage, Storage]): [Tollbooth, Tollbooth] {
