@@ -34,7 +34,9 @@ import {
 import type { TollboothRequest } from './request.js'
 import { type Outcome, settle } from './settle.js'
 import { createSettleQueue, type SettleQueueStats } from './settle-queue.js'
+import { isInProcess } from './storage/in-process.js'
 import { memoryStorage } from './storage/memory.js'
+import { syncCounters } from './storage/state-counters.js'
 import type { IpBlock, Page, Storage, UsageEvent } from './storage/types.js'
 import { env, warnOnce } from './warnings.js'
 
@@ -140,9 +142,9 @@ export function createTollbooth(
   const storage = o.storage ?? memoryStorage()
   const clock = o.clock ?? systemClock
   const now = () => clock.now()
-  const inProcess =
-    storage.keys.inProcess && storage.counters.inProcess && storage.accounts.inProcess
-  if (storage.counters.inProcess && env('NODE_ENV') === 'production') {
+  const localCounters = syncCounters(storage.counters) !== undefined
+  const inProcess = isInProcess(storage.keys) && localCounters && isInProcess(storage.accounts)
+  if (localCounters && env('NODE_ENV') === 'production') {
     warnOnce(
       'TOLLBOOTH_LOCAL_COUNTERS',
       'the in-memory storage counts per process; use tollbooth/redis or tollbooth/postgres with several instances',

@@ -572,3 +572,16 @@ end
 commit()
 return out
 `
+
+/**
+ * A marker set once until it expires (`CounterStore.claim`): the value is its expiry by the
+ * caller's clock, as every counter here is judged by it; Redis drops the key by its own clock
+ * (`PX`, with the slack) once that has passed.
+ *
+ * Call: `1, key, now, expiresAt, px`. Returns 1 when this call set it, 0 when it was set.
+ */
+export const CLAIM = `local v = redis.call('GET', KEYS[1])
+if v and (tonumber(v) or 0) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+`

@@ -475,6 +475,24 @@ export function counterStoreTests(get: GetStorage): void {
       expect((await c.consume([gcraCheck(n.gcra, 100, 60_000, 1)], T0)).allowed).toBe(false)
     })
 
+    it('claims a marker once until it expires, and clears it', async () => {
+      const c = get().counters
+      const k = `${names().other}:marker`
+      expect(await c.claimed(k, T0)).toBe(false)
+      const all = await Promise.all(Array.from({ length: 20 }, () => c.claim(k, 1000, T0)))
+      expect(all.filter(Boolean)).toHaveLength(1)
+      expect(await c.claimed(k, T0 + 999)).toBe(true)
+      expect(await c.claim(k, 1000, T0 + 999)).toBe(false)
+      // Expired by the caller's clock: free again.
+      expect(await c.claimed(k, T0 + 1000)).toBe(false)
+      expect(await c.claim(k, 1000, T0 + 1000)).toBe(true)
+      await c.unclaim(k)
+      expect(await c.claimed(k, T0 + 1000)).toBe(false)
+      expect(await c.claim(k, 1000, T0 + 1001)).toBe(true)
+      // A marker is not a hold: it holds nothing.
+      expect(await c.held(k, T0 + 1001)).toBe(0)
+    })
+
     it('matches the reference algorithms on a random sequence of operations', async () => {
       const ref = memoryStorage().counters
       const c = get().counters
