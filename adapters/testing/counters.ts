@@ -351,6 +351,21 @@ export function counterStoreTests(get: GetStorage): void {
       ).toMatchObject({ allowed: true, used: 1 })
     })
 
+    it('writes a rebuilt window without the cost of the admission another check refused', async () => {
+      const n = names()
+      const c = get().counters
+      const total = (cost: number, rebuild?: { base?: number }): Check => ({
+        ...windowCheck(n.other, 10, cost, 0, 0),
+        ...(rebuild ? { rebuild } : {}),
+      })
+      const full = gcraCheck(n.gcra, 1, 60_000, 2)
+      const r = await c.consume([total(2, { base: 1 }), full], T0)
+      expect(r.allowed).toBe(false)
+      expect(r.results[0]).toMatchObject({ allowed: true, used: 3 })
+      // Rebuilt to 1; the refused admission's 2 not counted.
+      expect((await c.consume([total(0, {})], T0)).results[0]).toMatchObject({ used: 1 })
+    })
+
     it('a retried release (ifHeld) charges once, whichever attempt lands first', async () => {
       const n = names()
       const c = get().counters

@@ -164,14 +164,20 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
         s = windowAdd(s, now, windowMs, bucketMs, Math.max(0, r.base - had))
       }
       const v = rollingWindow(s, now, limit, windowMs, bucketMs, cost)
-      // Refused, `v.state` is the state before this request (the rebuilt count included).
       const next = v.state as WindowCounter
       if (rebuilt || seeding) next.rebuilt = true
-      const write = () => put(key, next, windowExpiry(next, now, windowMs, bucketMs), now)
+      // Rebuilt, the counter is written whatever the admission's outcome, without this
+      // request's cost (counted only when every check passes).
+      const seeded = seeding ? (s as WindowCounter) : undefined
+      if (seeded) seeded.rebuilt = true
       return {
         result: result(v.allowed, limit, v.used, v.remaining, v.resetMs, v.retryAfterMs),
-        commit: v.allowed ? write : null,
-        seeded: seeding ? write() : null,
+        commit: v.allowed
+          ? () => put(key, next, windowExpiry(next, now, windowMs, bucketMs), now)
+          : null,
+        seeded: seeded
+          ? put(key, seeded, windowExpiry(seeded, now, windowMs, bucketMs), now)
+          : null,
       }
     }
     case 'gcra': {
