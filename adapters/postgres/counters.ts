@@ -41,7 +41,7 @@ import {
   countersFromState,
   type StoredCounter,
 } from '../../src/index.js'
-import { checkout, type Db, explain } from './db.js'
+import { type Db, withClient } from './db.js'
 
 interface CounterRow {
   key: string
@@ -92,12 +92,10 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     // Counts are in the same database as the usage: nothing to rebuild after a restart.
     durable: true,
     concurrency: typeof max === 'number' && max > 0 ? max : 10,
-    /** Locks the rows of `keys`, runs the step on their states, writes what it returns. */
-    async transact(keys, step) {
-      const { client, left, release } = await checkout(db, db.deadlineMs)
-      const lit = (s: string) => client.escapeLiteral(s)
-      let broken: Error | undefined
-      try {
+    // Locks the rows of `keys`, runs the step on their states, writes what it returns.
+    transact: (keys, step) =>
+      withClient(db, db.deadlineMs, async (client, left) => {
+        const lit = (s: string) => client.escapeLiteral(s)
         const names = [...new Set(keys)].map(lit).join(', ')
         // No statement (a lock wait included) may outlive the caller's deadline.
         const ms = left()
@@ -116,7 +114,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
           await client.query('ROLLBACK')
           return result
         }
-        left() // past the deadline the catch below rolls back: the caller was answered 503
+        left() // past the deadline, withClient rolls back: the caller was answered 503
         const rows: string[] = []
         const gone: string[] = []
         for (const { key, value } of writes) {
@@ -139,16 +137,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
            COMMIT`,
         )
         return result
-      } catch (err) {
-        // A statement that failed skipped the rest of its round trip, COMMIT included.
-        await client.query('ROLLBACK').catch((e: Error) => {
-          broken = e
-        })
-        throw explain(err, db.schema)
-      } finally {
-        release(broken)
-      }
-    },
+      }),
     sweep(now) {
       if (pruneEvery === 0 || ++calls < pruneEvery || pruning) return
       calls = 0

@@ -438,20 +438,31 @@ describe.skipIf(!client)('redis Lua scripts', () => {
           const keepUntil = T0 + 2 * DAY
           // A window of 4 s in 1 s buckets (a cancel lands within the window it counted in),
           // an all-time quota and a budget (rebuilt), a GCRA limit, concurrency, credits.
+          const windowOf = (cost: number) =>
+            ({
+              type: 'window',
+              key: `${tag}:w`,
+              name: 'q',
+              limit: wLimit,
+              windowMs: 4000,
+              bucketMs: 1000,
+              cost,
+            }) as const
+          const gcraOf = (cost: number) =>
+            ({
+              type: 'gcra',
+              key: `${tag}:g`,
+              name: 'r',
+              limit: gLimit,
+              windowMs: 2000,
+              cost,
+            }) as const
           const checks = (o: Extract<Op, { t: 'consume' }>, id: string): Check[] => {
             const base =
               o.rebuild === 0 ? undefined : o.rebuild === 1 ? {} : { base: o.rebuild - 1 }
             const rebuild = base === undefined ? {} : { rebuild: base }
             const all: Check[] = [
-              {
-                type: 'window',
-                key: `${tag}:w`,
-                name: 'q',
-                limit: wLimit,
-                windowMs: 4000,
-                bucketMs: 1000,
-                cost: o.cost,
-              },
+              windowOf(o.cost),
               {
                 type: 'window',
                 key: `${tag}:t`,
@@ -462,14 +473,7 @@ describe.skipIf(!client)('redis Lua scripts', () => {
                 cost: o.cost,
                 ...rebuild,
               },
-              {
-                type: 'gcra',
-                key: `${tag}:g`,
-                name: 'r',
-                limit: gLimit,
-                windowMs: 2000,
-                cost: o.cost,
-              },
+              gcraOf(o.cost),
               {
                 type: 'hold',
                 key: `${tag}:c`,
@@ -549,24 +553,7 @@ describe.skipIf(!client)('redis Lua scripts', () => {
               await ref.settle(ops, now)
               await counters.settle(ops, now)
             } else if (o.t === 'add') {
-              const check = o.toWindow
-                ? ({
-                    type: 'window',
-                    key: `${tag}:w`,
-                    name: 'q',
-                    limit: wLimit,
-                    windowMs: 4000,
-                    bucketMs: 1000,
-                    cost: Math.max(0, o.cost),
-                  } as const)
-                : ({
-                    type: 'gcra',
-                    key: `${tag}:g`,
-                    name: 'r',
-                    limit: gLimit,
-                    windowMs: 2000,
-                    cost: o.cost,
-                  } as const)
+              const check = o.toWindow ? windowOf(Math.max(0, o.cost)) : gcraOf(o.cost)
               await ref.settle([{ type: 'add', check }], now)
               await counters.settle([{ type: 'add', check }], now)
             } else if (o.t === 'claim') {
