@@ -9,7 +9,6 @@
  * Redis Cluster every counter of an account lives in one slot.
  */
 
-import type { ErrorCode } from '../errors.js'
 import type { Check, CheckResult, KeyRecord, RateLimit } from '../storage/types.js'
 
 const HOUR = 3_600_000
@@ -162,7 +161,7 @@ export function instantiate(
 /** How a refused check is answered. */
 export interface Refusal {
   status: number
-  code: ErrorCode
+  code: 'quota_exceeded' | 'rate_limited' | 'concurrency_limited' | 'insufficient_credits'
   message: string
   retryAfterMs: number
 }
