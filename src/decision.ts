@@ -217,7 +217,7 @@ export class Admission {
    * returns `headers` (no copy: headers are the hot path's largest cost).
    *
    * @param status the response status, when known: a response the route does not bill
-   *   (by default status >= 400) then shows no charge
+   *   (by default a status from 400 up) then shows no charge
    */
   responseHeaders(status?: number): Record<string, string> {
     if (this.headersFinal) return this.headers

@@ -3,7 +3,7 @@
  *
  * After the handler, exactly once per admitted request (a second call does nothing): turn the
  * credit reservation into the actual charge and refund the rest (all of it when the response
- * is not billable, by default any status >= 400), release the concurrency lease, true-up the
+ * is not billable, by default any status from 400 up), release the concurrency lease, true-up the
  * tokens reserved against token-rate limits to the reported count, and queue one usage event
  * and the key's `lastUsedAt` in the out-box. Nothing here writes durable storage on the
  * request path. Counter operations the store did not take are retried from a bounded queue
@@ -46,7 +46,7 @@ export interface ChargeInfo {
 /**
  * A route's billing policy: true bills the request (what the handler reported, else the
  * route's cost), false refunds its hold. The default bills a completed response with a
- * status < 400, and an aborted one when its handler reported a charge.
+ * status below 400, and an aborted one when its handler reported a charge.
  */
 export type ChargeWhen = (status: number, info: ChargeInfo) => boolean
 
@@ -262,7 +262,7 @@ export function creditsAfter(s: Settlement, charge: number): number {
 }
 
 /**
- * The billable rule: the route's `chargeWhen`, else a completed response with a status < 400,
+ * The billable rule: the route's `chargeWhen`, else a completed response with a status below 400,
  * and an aborted one when its handler reported a charge. A `chargeWhen` that throws is
  * reported and the default applies.
  */
