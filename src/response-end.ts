@@ -21,7 +21,7 @@
 import { systemClock } from './clock.js'
 import type { Admission } from './decision.js'
 import type { ResolvedRoute } from './options.js'
-import { type Outcome, type ResponseOutcome, type Settlement, settlementOf } from './settle.js'
+import { type Outcome, type Settlement, settlementOf } from './settle.js'
 
 /** The status recorded for a client that went away before its response was written. */
 export const ABORTED_STATUS = 499
@@ -63,14 +63,14 @@ export function responseStarted(tb: Settler, d: Admission): void {
  * runtime may still read a body to its end for a closed connection (Deno does), which
  * delivers nothing, so the abort stands and settles when the handler's work ends.
  */
-export function responseEnded(
-  tb: Settler,
-  d: Admission,
-  status: number,
-  outcome: ResponseOutcome = 'completed',
-): void {
+export function responseEnded(tb: Settler, d: Admission, status: number): void {
+  ended(tb, d, { status, outcome: 'completed' })
+}
+
+/** {@link responseEnded} with how the body ended: `completed`, or `error` (status 500). */
+function ended(tb: Settler, d: Admission, outcome: Outcome): void {
   const s = state(d)
-  if (!s.settled && s.gone === undefined) settleNow(tb, d, { status, outcome })
+  if (!s.settled && s.gone === undefined) settleNow(tb, d, outcome)
 }
 
 /**
@@ -106,6 +106,18 @@ export function endWork(d: Admission): void {
     settleNow(wait.tb, d, { status: ABORTED_STATUS, outcome: 'aborted' })
 }
 
+/** A response body to watch, and what tells its end. */
+export interface WatchedBody {
+  route: ResolvedRoute
+  body: ReadableStream<Uint8Array>
+  /** The response's status, settled with when the body is read to its end. */
+  status: number
+  /** The request's signal, on runtimes that abort it for a departed client (Deno). */
+  signal?: AbortSignal | undefined
+  /** A Worker's `ctx.waitUntil`. */
+  waitUntil?: ((until: Promise<void>) => void) | undefined
+}
+
 /**
  * Passes a response body through, telling tollbooth how it ended: read to its end
  * ({@link responseEnded} with `status`), failed (500, `error`), or cancelled because the
@@ -124,15 +136,8 @@ export function endWork(d: Admission): void {
  * write returns, the body is never cancelled), so its handler would never end and the request
  * never settle. Kept alive, workerd cancels the body as the other runtimes do.
  */
-export function watchBody(
-  tb: Settler,
-  d: Admission,
-  route: ResolvedRoute,
-  body: ReadableStream<Uint8Array>,
-  status: number,
-  signal?: AbortSignal,
-  waitUntil?: (until: Promise<void>) => void,
-): ReadableStream<Uint8Array> {
+export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableStream<Uint8Array> {
+  const { route, body, status, signal, waitUntil } = w
   if (waitUntil) waitUntil(new Promise<void>((resolve) => (state(d).kept = resolve)))
   const reader = body.getReader()
   let open = true
@@ -158,7 +163,7 @@ export function watchBody(
         try {
           chunk = await reader.read()
         } catch (err) {
-          responseEnded(tb, d, 500, 'error')
+          ended(tb, d, { status: 500, outcome: 'error' })
           done()
           controller.error(err)
           return
