@@ -3,7 +3,9 @@
  *
  * What `authenticate()` returns: an {@link Admission} (the request may go on) or a
  * {@link Denial} (answer it from the prepared record). Denials are values, not exceptions:
- * status, code, message, headers and the JSON body are ready to write.
+ * status, code, message, headers and the JSON body are ready to write, each from the table of
+ * denials (src/denials.ts). What settle needs of an admission (its {@link Settlement}) is held
+ * in a private field, out of its public face.
  */
 
 import type { ErrorCode } from './errors.js'

@@ -15,6 +15,10 @@
  * event is written. Attempts that were not billed (a 500, say) are logged each on their own
  * and do not use the key up, so the retry that succeeds is the one charged. Every event keeps
  * its request's own id, so a key reused after the window is a new request, logged as such.
+ *
+ * Here too, written once: an admission's settle state ({@link Settlement}), the billable rule
+ * ({@link billable}) and the credit arithmetic ({@link holdCredits}, {@link chargeOf},
+ * {@link creditsAfter}) that both the usage headers and the usage event follow.
  */
 
 import { sha256 } from '@noble/hashes/sha2.js'
