@@ -21,7 +21,7 @@
 import { systemClock } from './clock.js'
 import type { Admission } from './decision.js'
 import type { ResolvedRoute } from './options.js'
-import type { Outcome, ResponseOutcome } from './settle.js'
+import { type Outcome, type Settlement, settlementOf } from './settle.js'
 
 /** The status recorded for a client that went away before its response was written. */
 export const ABORTED_STATUS = 499
@@ -32,24 +32,29 @@ export interface Settler {
   settleLater(decision: Admission, outcome: Outcome): void
 }
 
-/** @internal: a request whose client went away, waiting for its handler's work to end. */
+/** A request whose client went away, waiting for its handler's work to end. */
 export interface AbortWait {
   tb: Settler
   timer: ReturnType<typeof setTimeout>
 }
 
-function settleNow(tb: Settler, d: Admission, status: number, outcome: ResponseOutcome): void {
-  const wait = d._gone
-  if (wait) clearTimeout(wait.timer)
-  const kept = d._kept
-  d._kept = undefined
-  tb.settleLater(d, d._ttfb < 0 ? { status, outcome } : { status, outcome, ttfbMs: d._ttfb })
+/** An admission's settlement: every admission has one. */
+const state = (d: Admission) => settlementOf(d) as Settlement
+
+function settleNow(tb: Settler, d: Admission, outcome: Outcome): void {
+  const s = state(d)
+  if (s.gone) clearTimeout(s.gone.timer)
+  const kept = s.kept
+  s.kept = undefined
+  if (s.ttfb >= 0) outcome.ttfbMs = s.ttfb
+  tb.settleLater(d, outcome)
   kept?.()
 }
 
 /** The response head is going out: records the time to first byte (once). */
 export function responseStarted(tb: Settler, d: Admission): void {
-  if (d._ttfb < 0) d._ttfb = Math.max(0, (tb.options.clock ?? systemClock).now() - d._s.startedAt)
+  const s = state(d)
+  if (s.ttfb < 0) s.ttfb = Math.max(0, (tb.options.clock ?? systemClock).now() - s.startedAt)
 }
 
 /**
@@ -58,13 +63,14 @@ export function responseStarted(tb: Settler, d: Admission): void {
  * runtime may still read a body to its end for a closed connection (Deno does), which
  * delivers nothing, so the abort stands and settles when the handler's work ends.
  */
-export function responseEnded(
-  tb: Settler,
-  d: Admission,
-  status: number,
-  outcome: ResponseOutcome = 'completed',
-): void {
-  if (!d._settled && d._gone === undefined) settleNow(tb, d, status, outcome)
+export function responseEnded(tb: Settler, d: Admission, status: number): void {
+  ended(tb, d, { status, outcome: 'completed' })
+}
+
+/** {@link responseEnded} with how the body ended: `completed`, or `error` (status 500). */
+function ended(tb: Settler, d: Admission, outcome: Outcome): void {
+  const s = state(d)
+  if (!s.settled && s.gone === undefined) settleNow(tb, d, outcome)
 }
 
 /**
@@ -72,29 +78,44 @@ export function responseEnded(
  * is done, or at the route's `abortSettleMs` (default: the instance's `leaseTtlMs`).
  */
 export function clientGone(tb: Settler, d: Admission, route: ResolvedRoute): void {
-  if (d._settled || d._gone !== undefined) return
-  if (d._work <= 0) {
-    settleNow(tb, d, ABORTED_STATUS, 'aborted')
+  const s = state(d)
+  if (s.settled || s.gone !== undefined) return
+  if (s.work <= 0) {
+    settleNow(tb, d, { status: ABORTED_STATUS, outcome: 'aborted' })
     return
   }
   const timer = setTimeout(() => {
-    if (!d._settled) settleNow(tb, d, ABORTED_STATUS, 'aborted')
+    if (!s.settled) settleNow(tb, d, { status: ABORTED_STATUS, outcome: 'aborted' })
   }, route.abortSettleMs ?? tb.options.leaseTtlMs)
   // A pending deadline must not keep a process alive that is otherwise done.
   ;(timer as { unref?: () => void }).unref?.()
-  d._gone = { tb, timer }
+  s.gone = { tb, timer }
 }
 
 /** The handler started more work that outlives it (a stream it produces). */
 export function beginWork(d: Admission): void {
-  d._work++
+  state(d).work++
 }
 
 /** One unit of the handler's work ended; the last one settles a request whose client went away. */
 export function endWork(d: Admission): void {
-  if (--d._work > 0) return
-  const wait = d._gone
-  if (wait !== undefined && !d._settled) settleNow(wait.tb, d, ABORTED_STATUS, 'aborted')
+  const s = state(d)
+  if (--s.work > 0) return
+  const wait = s.gone
+  if (wait !== undefined && !s.settled)
+    settleNow(wait.tb, d, { status: ABORTED_STATUS, outcome: 'aborted' })
+}
+
+/** A response body to watch, and what tells its end. */
+export interface WatchedBody {
+  route: ResolvedRoute
+  body: ReadableStream<Uint8Array>
+  /** The response's status, settled with when the body is read to its end. */
+  status: number
+  /** The request's signal, on runtimes that abort it for a departed client (Deno). */
+  signal?: AbortSignal | undefined
+  /** A Worker's `ctx.waitUntil`. */
+  waitUntil?: ((until: Promise<void>) => void) | undefined
 }
 
 /**
@@ -115,16 +136,9 @@ export function endWork(d: Admission): void {
  * write returns, the body is never cancelled), so its handler would never end and the request
  * never settle. Kept alive, workerd cancels the body as the other runtimes do.
  */
-export function watchBody(
-  tb: Settler,
-  d: Admission,
-  route: ResolvedRoute,
-  body: ReadableStream<Uint8Array>,
-  status: number,
-  signal?: AbortSignal,
-  waitUntil?: (until: Promise<void>) => void,
-): ReadableStream<Uint8Array> {
-  if (waitUntil) waitUntil(new Promise<void>((resolve) => (d._kept = resolve)))
+export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableStream<Uint8Array> {
+  const { route, body, status, signal, waitUntil } = w
+  if (waitUntil) waitUntil(new Promise<void>((resolve) => (state(d).kept = resolve)))
   const reader = body.getReader()
   let open = true
   const done = () => {
@@ -149,7 +163,7 @@ export function watchBody(
         try {
           chunk = await reader.read()
         } catch (err) {
-          responseEnded(tb, d, 500, 'error')
+          ended(tb, d, { status: 500, outcome: 'error' })
           done()
           controller.error(err)
           return

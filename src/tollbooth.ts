@@ -6,7 +6,7 @@
  * then `authenticate()` and `settle()` per request.
  */
 
-import { authenticate } from './authenticate.js'
+import { createPipeline } from './authenticate.js'
 import { DEFAULT_PROVIDERS } from './byok/providers.js'
 import { createSealer } from './byok/seal.js'
 import { ProviderKeyService } from './byok/service.js'
@@ -203,6 +203,7 @@ export function createTollbooth(
     o.verifiers,
   )
   const unsubscribe = subscribe(storage, ctx, onError)
+  const decide = createPipeline(ctx)
 
   const route = (routeOptions: RouteOptions = {}): ResolvedRoute => {
     const r = parseConfig(routeOptionsSchema, routeOptions, 'route options')
@@ -265,8 +266,8 @@ export function createTollbooth(
       lift: (ip) => (ctx.ipGuard ?? storage.ipBlocks).lift(ip, now()),
     },
     route,
-    authenticate: async (request, r) => authenticate(ctx, request, r ?? defaultRoute),
-    decide: (request, r) => authenticate(ctx, request, r ?? defaultRoute),
+    authenticate: async (request, r) => decide(request, r ?? defaultRoute),
+    decide: (request, r) => decide(request, r ?? defaultRoute),
     settle: async (decision, outcome) => track(settle(ctx, decision, outcome)),
     settleLater(decision, outcome) {
       try {

@@ -149,7 +149,13 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     else {
       const signal = c.req.raw.signal as AbortSignal | undefined
       c.res = new Response(
-        watchBody(tb, decision, route, body, status, signal, workerWaitUntil(c)),
+        watchBody(tb, decision, {
+          route,
+          body,
+          status,
+          signal,
+          waitUntil: workerWaitUntil(c),
+        }),
         c.res,
       )
     }

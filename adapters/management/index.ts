@@ -25,7 +25,7 @@ import {
 import { accountRoutes } from './account-routes.js'
 import { createAuthenticator, type Guard, type ManagementAuthOptions, nodeSocket } from './auth.js'
 import { type BillingProvider, billingRoutes } from './billing.js'
-import { errorResponse, json } from './http.js'
+import { errorResponse, refusal } from './http.js'
 import { ipBlockRoutes } from './ip-block-routes.js'
 import { keyRoutes } from './key-routes.js'
 
@@ -153,9 +153,7 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
   billingRoutes(app, tb, guard, options.billing)
   ipBlockRoutes(app, tb, guard)
   // Used only when the app is served on its own (or through mountFetch), never by app.route().
-  app.notFound((c) =>
-    json({ error: `Not found: ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404),
-  )
+  app.notFound((c) => refusal('not_found', `Not found: ${c.req.method} ${c.req.path}`))
   app.onError((err) => errorResponse(err, report))
   return app
 }
