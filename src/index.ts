@@ -110,6 +110,8 @@ export {
   beginWork,
   clientGone,
   endWork,
+  handlerFailed,
+  keepAlive,
   responseEnded,
   responseStarted,
   type Settler,

@@ -30,6 +30,8 @@ export const ABORTED_STATUS = 499
 export interface Settler {
   readonly options: { readonly clock?: { now(): number } | undefined; readonly leaseTtlMs: number }
   settleLater(decision: Admission, outcome: Outcome): void
+  /** Waits for settles in flight and writes what they queued (usage events, logs). */
+  flush(): Promise<void>
 }
 
 /** @internal: a request whose client went away, waiting for its handler's work to end. */
@@ -44,7 +46,9 @@ function settleNow(tb: Settler, d: Admission, status: number, outcome: ResponseO
   const kept = d._kept
   d._kept = undefined
   tb.settleLater(d, d._ttfb < 0 ? { status, outcome } : { status, outcome, ttfbMs: d._ttfb })
-  kept?.()
+  // A Worker kept alive for this request stops once `kept` is called, its pending promises
+  // and timers with it: the settle and the writes it queued are waited for first.
+  if (kept) tb.flush().then(kept, kept)
 }
 
 /** The response head is going out: records the time to first byte (once). */
@@ -85,6 +89,21 @@ export function clientGone(tb: Settler, d: Admission, route: ResolvedRoute): voi
   d._gone = { tb, timer }
 }
 
+/**
+ * Keeps a Worker alive (`ctx.waitUntil`) until the request settles, once per request: called at
+ * admission, before the handler runs, as workerd stops a Worker whose client left (its handler
+ * included) unless something waits for it.
+ */
+export function keepAlive(d: Admission, waitUntil: (until: Promise<void>) => void): void {
+  if (d._kept !== undefined || d._settled) return
+  waitUntil(new Promise<void>((resolve) => (d._kept = resolve)))
+}
+
+/** The handler threw: no response to write, its own end is the response's (500, `error`). */
+export function handlerFailed(tb: Settler, d: Admission): void {
+  if (!d._settled) settleNow(tb, d, 500, 'error')
+}
+
 /** The handler started more work that outlives it (a stream it produces). */
 export function beginWork(d: Admission): void {
   d._work++
@@ -110,10 +129,16 @@ export function endWork(d: Admission): void {
  * end the abort means nothing: Deno aborts the signal of every request whose response it has
  * finished.
  *
- * `waitUntil` (a Worker's `ctx.waitUntil`) is given a promise that resolves when the request
- * settles: a Worker whose client went away is otherwise stopped at once (no timer fires, no
- * write returns, the body is never cancelled), so its handler would never end and the request
- * never settle. Kept alive, workerd cancels the body as the other runtimes do.
+ * `waitUntil` (a Worker's `ctx.waitUntil`) keeps the Worker alive until the request settles
+ * ({@link keepAlive}; the adapter does so at admission): a Worker whose client went away is
+ * otherwise stopped at once (no timer fires, no write returns, the body is never cancelled), so
+ * its handler would never end and the request never settle. Kept alive, workerd cancels a body
+ * whose client left mid-stream, and aborts `request.signal` (with the `enable_request_signal`
+ * compatibility flag) for a client gone before the answer whose departure it saw. A client
+ * that left without workerd seeing it (a closed socket on a local listener) leaves the body
+ * neither read nor cancelled: on Workers, a body that nothing reads for the route's
+ * `abortSettleMs` (default: the lease TTL) counts as a departed client, so such a request
+ * settles (499) by that deadline rather than never.
  */
 export function watchBody(
   tb: Settler,
@@ -124,27 +149,40 @@ export function watchBody(
   signal?: AbortSignal,
   waitUntil?: (until: Promise<void>) => void,
 ): ReadableStream<Uint8Array> {
-  if (waitUntil) waitUntil(new Promise<void>((resolve) => (d._kept = resolve)))
   const reader = body.getReader()
   let open = true
+  // On Workers: how long the body may wait, unread, before its client counts as gone.
+  const idleMs = waitUntil ? (route.abortSettleMs ?? tb.options.leaseTtlMs) : 0
+  let idle: ReturnType<typeof setTimeout> | undefined
+  const waiting = () => {
+    if (!idleMs || !open) return
+    idle = setTimeout(gone, idleMs)
+  }
   const done = () => {
     if (open) {
       open = false
+      clearTimeout(idle)
       signal?.removeEventListener('abort', gone)
       endWork(d)
     }
   }
   const gone = () => {
     if (!open) return
+    clearTimeout(idle)
     clientGone(tb, d, route)
     reader.cancel(signal?.reason).then(done, done)
   }
+  if (waitUntil) keepAlive(d, waitUntil)
   beginWork(d)
   if (signal?.aborted) gone()
-  else signal?.addEventListener('abort', gone, { once: true })
+  else {
+    signal?.addEventListener('abort', gone, { once: true })
+    waiting()
+  }
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
+        clearTimeout(idle)
         let chunk: ReadableStreamReadResult<Uint8Array>
         try {
           chunk = await reader.read()
@@ -156,6 +194,7 @@ export function watchBody(
         }
         if (!chunk.done) {
           controller.enqueue(chunk.value)
+          waiting()
           return
         }
         controller.close()

@@ -21,6 +21,8 @@ import {
   clientGone,
   endWork,
   type HeaderSource,
+  handlerFailed,
+  keepAlive,
   type RouteOptions,
   responseEnded,
   responseStarted,
@@ -116,15 +118,21 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     // was written in full) or alone (the client went away). One listener per middleware and
     // one property per response, no closure per request.
     const outgoing = node?.outgoing as Tracked | undefined
+    let waitUntil: ((until: Promise<void>) => void) | undefined
     if (outgoing) {
       outgoing[ADMISSION] = decision
       outgoing.on('close', onClose)
+    } else {
+      // On Workers, kept alive from here: a Worker whose client left is stopped at once,
+      // handler included, unless something waits for it.
+      waitUntil = workerWaitUntil(c)
+      if (waitUntil) keepAlive(decision, waitUntil)
     }
     try {
       await next()
     } catch (err) {
       // No response to write: the handler's own end is the response's.
-      if (!decision.settled) tb.settleLater(decision, { status: 500, outcome: 'error' })
+      handlerFailed(tb, decision)
       throw err
     }
     const status = c.res.status
@@ -148,10 +156,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     if (body === null || c.req.method === 'HEAD') responseEnded(tb, decision, status)
     else {
       const signal = c.req.raw.signal as AbortSignal | undefined
-      c.res = new Response(
-        watchBody(tb, decision, route, body, status, signal, workerWaitUntil(c)),
-        c.res,
-      )
+      c.res = new Response(watchBody(tb, decision, route, body, status, signal, waitUntil), c.res)
     }
     endWork(decision)
   }
