@@ -39,7 +39,12 @@ declare module 'hono' {
 
 /** The route options of every adapter, plus where Hono finds the client's socket address. */
 export interface HonoRouteOptions extends RouteOptions {
-  /** The client's socket address; by default read from `@hono/node-server`'s `c.env.incoming`. */
+  /**
+   * The client's socket address (before `trustProxy` applies). By default: `@hono/node-server`'s
+   * socket, Bun's `server.requestIP()` (`Bun.serve({ fetch: app.fetch })`), Deno's `remoteAddr`
+   * (`Deno.serve(app.fetch)`), `CF-Connecting-IP` on Workers. Pass your own where the runtime
+   * hands the app none of these, e.g. `(c) => getConnInfo(c).remote.address`.
+   */
   socketAddress?: (c: Context) => string | null | undefined
 }
 
@@ -58,8 +63,22 @@ interface NodeBindings {
   }
 }
 
-const nodeSocket = (c: Context) =>
-  (c.env as NodeBindings | undefined)?.incoming?.socket?.remoteAddress
+/** What Bun (its server) and Deno (the handler's info) pass as `c.env`, read without their types. */
+interface RuntimeBindings {
+  requestIP?: (request: Request) => { address: string } | null
+  remoteAddr?: { hostname?: string }
+}
+
+/** The client's socket address as the runtime hands it to the app (see `socketAddress`). */
+function runtimeAddress(c: Context): string | null | undefined {
+  const env = c.env as (NodeBindings & RuntimeBindings) | undefined
+  if (env?.incoming) return env.incoming.socket?.remoteAddress
+  if (typeof env?.requestIP === 'function') return env.requestIP(c.req.raw)?.address
+  if (typeof env?.remoteAddr?.hostname === 'string') return env.remoteAddr.hostname
+  // Workers: the edge sets it (a client's own value is overwritten); `cf` marks a Worker.
+  if ((c.req.raw as { cf?: unknown }).cf) return c.req.raw.headers.get('cf-connecting-ip')
+  return undefined
+}
 
 /**
  * Requires a valid API key on the routes it guards.
@@ -79,7 +98,7 @@ const nodeSocket = (c: Context) =>
  * ```
  */
 export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): MiddlewareHandler {
-  const { socketAddress = nodeSocket, ...routeOptions } = options
+  const { socketAddress = runtimeAddress, ...routeOptions } = options
   const route = tb.route(routeOptions)
 
   /** `close` of the ServerResponse: after `finish`, the end of the body; alone, a client gone. */

@@ -33,31 +33,37 @@ import { Miniflare } from 'miniflare'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 
 const ROOT = resolve(import.meta.dirname, '../..')
+/** The apps served: `app.ts` (built on its first request) and `module-scope.ts`. */
+const APPS = ['app', 'module-scope'] as const
+type App = (typeof APPS)[number]
+type Serve = (app?: App) => Promise<{ url: string; close(): Promise<void> }>
 let dir = ''
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tollbooth-runtimes-'))
-  await build({
-    entryPoints: [join(import.meta.dirname, 'app.ts')],
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    outfile: join(dir, 'app.js'),
-    logLevel: 'error',
-  })
-  writeFileSync(
-    join(dir, 'bun.js'),
-    `import app from './app.js'
+  for (const app of APPS) {
+    await build({
+      entryPoints: [join(import.meta.dirname, `${app}.ts`)],
+      bundle: true,
+      format: 'esm',
+      platform: 'browser',
+      outfile: join(dir, `${app}.js`),
+      logLevel: 'error',
+    })
+    writeFileSync(
+      join(dir, `bun-${app}.js`),
+      `import app from './${app}.js'
 const server = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: app.fetch })
 console.log('LISTENING ' + server.port)
 `,
-  )
-  writeFileSync(
-    join(dir, 'deno.js'),
-    `import app from './app.js'
+    )
+    writeFileSync(
+      join(dir, `deno-${app}.js`),
+      `import app from './${app}.js'
 Deno.serve({ port: 0, hostname: '127.0.0.1', onListen: ({ port }) => console.log('LISTENING ' + port) }, app.fetch)
 `,
-  )
+    )
+  }
 })
 
 afterAll(() => {
@@ -101,11 +107,12 @@ async function serveWith(
 }
 
 async function serveWorkerd(
+  app: App = 'app',
   flags: string[] = [],
 ): Promise<{ url: string; close(): Promise<void> }> {
   const mf = new Miniflare({
     modules: true,
-    script: readFileSync(join(dir, 'app.js'), 'utf8'),
+    script: readFileSync(join(dir, `${app}.js`), 'utf8'),
     compatibilityDate: '2026-04-01',
     compatibilityFlags: flags,
     host: '127.0.0.1',
@@ -115,10 +122,14 @@ async function serveWorkerd(
   return { url: url.href.replace(/\/$/, ''), close: () => mf.dispose() }
 }
 
-const runtimes: Array<[string, () => Promise<{ url: string; close(): Promise<void> }>]> = [
-  ['Bun', () => serveWith('bun', ['bun.js'])],
-  ['Deno', () => serveWith('deno', ['run', '--allow-net', '--no-prompt', 'deno.js'])],
-  ['workerd (Miniflare)', () => serveWorkerd()],
+// Deno runs without --allow-env: every environment read throws there.
+const runtimes: Array<[string, Serve]> = [
+  ['Bun', (app = 'app') => serveWith('bun', [`bun-${app}.js`])],
+  [
+    'Deno',
+    (app = 'app') => serveWith('deno', ['run', '--allow-net', '--no-prompt', `deno-${app}.js`]),
+  ],
+  ['workerd (Miniflare)', (app = 'app') => serveWorkerd(app)],
 ]
 
 /**
@@ -152,7 +163,7 @@ async function leave(base: string, path: string, auth: Record<string, string>, r
  * request is settled once, 499, with the handler's report.
  */
 async function leftBeforeAnswer(
-  serve: () => Promise<{ url: string; close(): Promise<void> }>,
+  serve: Serve,
   window: { min: number; max: number },
   reset = false,
 ): Promise<number> {
@@ -199,7 +210,7 @@ describe('tollbooth/hono on workerd with enable_request_signal', () => {
   test('with enable_request_signal, a reset connection settles once the handler ends', async () => {
     // The handler ends at 400 ms; the 600 ms deadline would free it at >= 1000 ms.
     const freedAt = await leftBeforeAnswer(
-      () => serveWorkerd(['enable_request_signal']),
+      () => serveWorkerd('app', ['enable_request_signal']),
       { min: 400, max: 1_000 },
       true,
     )
@@ -314,6 +325,38 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
       const long = usage.requests.filter((r) => r.path === '/v1/long')
       expect(long).toEqual([{ path: '/v1/long', status: 499, units: 42, tokens: 1234 }])
       console.log(`${name}: left at ${leftAt} ms, slot freed at ${freedAt} ms`)
+    } finally {
+      await server.close()
+    }
+  }, 30_000)
+})
+
+describe.each(runtimes)('tollbooth/hono built at module scope on %s', (name, serve) => {
+  test('starts, admits a key, and blocks the client after 3 failed authentications', async () => {
+    const server = await serve('module-scope')
+    try {
+      const base = server.url
+      const setup = await fetch(`${base}/setup`, { method: 'POST' })
+      expect(setup.status).toBe(200)
+      const { key } = (await setup.json()) as { key: string }
+      const ok = await fetch(`${base}/v1/hello`, { headers: { authorization: `Bearer ${key}` } })
+      expect(ok.status).toBe(200)
+      expect(await ok.json()).toEqual({ account: 'acct_module' })
+      for (let i = 0; i < 3; i++) {
+        const bad = await fetch(`${base}/v1/hello`, {
+          headers: { authorization: `Bearer ${key.slice(0, -4)}AAAA` },
+        })
+        // The third failure may already be answered with the block.
+        expect(i < 2 ? [401] : [401, 403]).toContain(bad.status)
+        await bad.body?.cancel()
+      }
+      // The guard saw the client's address: the client is blocked, its good key too.
+      const blocked = await fetch(`${base}/v1/hello`, {
+        headers: { authorization: `Bearer ${key}` },
+      })
+      expect(blocked.status).toBe(403)
+      expect(((await blocked.json()) as { error: string }).error).toMatch(/IP temporarily blocked/)
+      console.log(`${name}: module-scope construction served, client blocked by address`)
     } finally {
       await server.close()
     }
