@@ -15,9 +15,11 @@
 
 import type { Context, MiddlewareHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
+import { matchedRoutes } from 'hono/route'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import {
   type Admission,
+  ConfigError,
   clientGone,
   endWork,
   type HeaderSource,
@@ -108,7 +110,10 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     else clientGone(tb, decision, route)
   }
 
+  const consumption = (routeOptions.kind ?? 'consumption') === 'consumption'
+
   return async function requireApiKey(c, next) {
+    if (consumption) managementBehind(c)
     const node = c.env as NodeBindings | undefined
     // On Node, the lowercase header record as it came: building a Web Headers costs more.
     const headers: HeaderSource = node?.incoming?.headers ?? c.req.raw.headers
@@ -178,6 +183,32 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       c.res = new Response(watchBody(tb, decision, route, body, status, signal, waitUntil), c.res)
     }
     endWork(decision)
+  }
+}
+
+/** Set by tollbooth/management on each of its routes' handlers. */
+const MANAGEMENT_ROUTE = Symbol.for('tollbooth.managementRoute')
+
+/**
+ * Throws a ConfigError when a management API route comes after this consumption guard for the
+ * request: each key kind would be told to use the other (a management key refused here, a
+ * consumption key charged here and then refused by the management API).
+ */
+function managementBehind(c: Context): void {
+  const routes = matchedRoutes(c)
+  for (let i = c.req.routeIndex + 1; i < routes.length; i++) {
+    // app.route() wraps a sub-app's handler in its onError, keeping the original under
+    // `__COMPOSED_HANDLER` (once per level of nesting).
+    let handler = routes[i]!.handler as { __COMPOSED_HANDLER?: unknown } | undefined
+    while (handler && !(MANAGEMENT_ROUTE in handler))
+      handler = handler.__COMPOSED_HANDLER as typeof handler
+    if (!handler) continue
+    throw new ConfigError(
+      `requireApiKey(tb) (consumption keys) runs before the management API route ${c.req.method} ${routes[i]!.path}, ` +
+        'so no key can reach it. Mount the management API first (app.route(base, managementApi(tb)) ' +
+        'before app.use(..., requireApiKey(tb))), or give requireApiKey a path that leaves the ' +
+        "management API out (app.use('/v1/chat/*', requireApiKey(tb))).",
+    )
   }
 }
 
