@@ -7,8 +7,9 @@
  * the true end of the response (src/response-end.ts): on Node, the `ServerResponse`'s `close`
  * after `finish` (the body was written) or alone (the client went away); on Bun, Deno and
  * Workers, the end or the cancellation of the body, passed through a stream that sees both (on
- * Workers, kept alive with `ctx.waitUntil` until it settles, or workerd stops a Worker whose
- * client left and never cancels its body). A
+ * Workers, kept alive with `ctx.waitUntil` from admission until it settles, or workerd stops a
+ * Worker whose client left; there a body left unread for `abortSettleMs` counts as a departed
+ * client, as workerd neither reads nor cancels the answer of a client it did not see leave). A
  * request whose client went away settles (499) once the handler's work is done: the handler,
  * its body's cancel, and the callback of `streamSSE` / `stream` / `streamText` from here.
  */
