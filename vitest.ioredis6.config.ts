@@ -1,7 +1,8 @@
 /**
  * The Redis suites once more, on ioredis 6 (the devDependency `ioredis6`, an npm alias):
  * every `ioredis` import, tollbooth/redis's included, resolves to it. `.ci/run` runs this after
- * `npm test` (which runs them on ioredis 5), as the peer range accepts both.
+ * `npm test` (which runs them on ioredis 5), as the peer range accepts both. `npm run typecheck`
+ * checks tollbooth/redis against ioredis 6's types too (tsconfig.ioredis6.json).
  */
 import { defineConfig } from 'vitest/config'
 import base from './vitest.config.js'
