@@ -124,6 +124,8 @@ export {
   beginWork,
   clientGone,
   endWork,
+  handlerFailed,
+  keepAlive,
   responseEnded,
   responseStarted,
   type Settler,

@@ -30,6 +30,8 @@ export const ABORTED_STATUS = 499
 export interface Settler {
   readonly options: { readonly clock?: { now(): number } | undefined; readonly leaseTtlMs: number }
   settleLater(decision: Admission, outcome: Outcome): void
+  /** Waits for settles in flight and writes what they queued (usage events, logs). */
+  flush(): Promise<void>
 }
 
 /** A request whose client went away, waiting for its handler's work to end. */
@@ -48,7 +50,9 @@ function settleNow(tb: Settler, d: Admission, outcome: Outcome): void {
   s.kept = undefined
   if (s.ttfb >= 0) outcome.ttfbMs = s.ttfb
   tb.settleLater(d, outcome)
-  kept?.()
+  // A Worker kept alive for this request stops once `kept` is called, its pending promises
+  // and timers with it: the settle and the writes it queued are waited for first.
+  if (kept) tb.flush().then(kept, kept)
 }
 
 /** The response head is going out: records the time to first byte (once). */
@@ -92,6 +96,22 @@ export function clientGone(tb: Settler, d: Admission, route: ResolvedRoute): voi
   s.gone = { tb, timer }
 }
 
+/**
+ * Keeps a Worker alive (`ctx.waitUntil`) until the request settles, once per request: called at
+ * admission, before the handler runs, as workerd stops a Worker whose client left (its handler
+ * included) unless something waits for it.
+ */
+export function keepAlive(d: Admission, waitUntil: (until: Promise<void>) => void): void {
+  const s = state(d)
+  if (s.kept !== undefined || s.settled) return
+  waitUntil(new Promise<void>((resolve) => (s.kept = resolve)))
+}
+
+/** The handler threw: no response to write, its own end is the response's (500, `error`). */
+export function handlerFailed(tb: Settler, d: Admission): void {
+  if (!state(d).settled) settleNow(tb, d, { status: 500, outcome: 'error' })
+}
+
 /** The handler started more work that outlives it (a stream it produces). */
 export function beginWork(d: Admission): void {
   state(d).work++
@@ -131,34 +151,53 @@ export interface WatchedBody {
  * end the abort means nothing: Deno aborts the signal of every request whose response it has
  * finished.
  *
- * `waitUntil` (a Worker's `ctx.waitUntil`) is given a promise that resolves when the request
- * settles: a Worker whose client went away is otherwise stopped at once (no timer fires, no
- * write returns, the body is never cancelled), so its handler would never end and the request
- * never settle. Kept alive, workerd cancels the body as the other runtimes do.
+ * `waitUntil` (a Worker's `ctx.waitUntil`) keeps the Worker alive until the request settles
+ * ({@link keepAlive}; the adapter does so at admission): a Worker whose client went away is
+ * otherwise stopped at once (no timer fires, no write returns, the body is never cancelled), so
+ * its handler would never end and the request never settle. Kept alive, workerd cancels a body
+ * whose client left mid-stream, and aborts `request.signal` (with the `enable_request_signal`
+ * compatibility flag) for a client gone before the answer whose departure it saw. A client
+ * that left without workerd seeing it (a closed socket on a local listener) leaves the body
+ * neither read nor cancelled: on Workers, a body that nothing reads for the route's
+ * `abortSettleMs` (default: the lease TTL) counts as a departed client, so such a request
+ * settles (499) by that deadline rather than never.
  */
 export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableStream<Uint8Array> {
   const { route, body, status, signal, waitUntil } = w
-  if (waitUntil) waitUntil(new Promise<void>((resolve) => (state(d).kept = resolve)))
   const reader = body.getReader()
   let open = true
+  // On Workers: how long the body may wait, unread, before its client counts as gone.
+  const idleMs = waitUntil ? (route.abortSettleMs ?? tb.options.leaseTtlMs) : 0
+  let idle: ReturnType<typeof setTimeout> | undefined
+  const waiting = () => {
+    if (!idleMs || !open) return
+    idle = setTimeout(gone, idleMs)
+  }
   const done = () => {
     if (open) {
       open = false
+      clearTimeout(idle)
       signal?.removeEventListener('abort', gone)
       endWork(d)
     }
   }
   const gone = () => {
     if (!open) return
+    clearTimeout(idle)
     clientGone(tb, d, route)
     reader.cancel(signal?.reason).then(done, done)
   }
+  if (waitUntil) keepAlive(d, waitUntil)
   beginWork(d)
   if (signal?.aborted) gone()
-  else signal?.addEventListener('abort', gone, { once: true })
+  else {
+    signal?.addEventListener('abort', gone, { once: true })
+    waiting()
+  }
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
+        clearTimeout(idle)
         let chunk: ReadableStreamReadResult<Uint8Array>
         try {
           chunk = await reader.read()
@@ -170,6 +209,7 @@ export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableSt
         }
         if (!chunk.done) {
           controller.enqueue(chunk.value)
+          waiting()
           return
         }
         controller.close()

@@ -158,6 +158,7 @@ export function createTollbooth(
     providers[p] = h.toLowerCase()
 
   const flushListeners = new Set<(events: ReadonlyArray<UsageEvent>) => void>()
+  let instanceId: string | undefined
   const ctx: Context = {
     options: o,
     storage,
@@ -176,7 +177,12 @@ export function createTollbooth(
       }
     }),
     providers,
-    instanceId: randomBase62(6),
+    // Drawn on first use: Workers allow no random numbers at module scope, where the README
+    // builds the instance.
+    get instanceId() {
+      instanceId ??= randomBase62(6)
+      return instanceId
+    },
     async invalidate(hash: string) {
       ctx.cache.delete(hash)
       if (storage.changes) await storage.changes.publish(hash).catch(onError)
