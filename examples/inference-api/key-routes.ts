@@ -243,12 +243,12 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
     return { success: true, data: keyView(updated, await subsOf(request.account.id), now()) }
   })
 
-  // "Permanently deletes a consumption key and revokes it": revoked at once; the record goes
-  // too when the key was never used (a used key keeps its history for billing).
+  // "Permanently deletes a consumption key and revokes it", used or not: the record goes, so
+  // the key is refused at once and every route answers 404 for it; its usage events stay in
+  // the account's usage and billing.
   api.delete<{ Params: { id: string } }>('/keys/:id', async (request) => {
     const key = await own(request.account.id, request.params.id)
-    await tb.keys.revoke(key.id)
-    await tb.keys.delete(key.id).catch(() => {})
+    await tb.keys.delete(key.id, {}, { evenIfUsed: true })
     return { success: true, data: { deleted: true } }
   })
 
@@ -310,7 +310,7 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
   api.delete<{ Params: { id: string } }>('/keys/management/:id', async (request) => {
     const key = await tb.keys.get(request.params.id, { accountId: request.account.id })
     if (key.kind !== 'management') throw new NotFoundError('API key not found')
-    await tb.keys.revoke(key.id)
+    await tb.keys.delete(key.id, {}, { evenIfUsed: true })
     return { success: true, data: { deleted: true } }
   })
 }

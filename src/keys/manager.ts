@@ -217,6 +217,9 @@ export class KeyManager {
   }
 
   private async apply(r: KeyRecord, patch: KeyPatch): Promise<KeyView> {
+    // Revocation is final: a revoked key answering 200 `active: true` would still be refused.
+    if (r.revokedAt !== null && r.revokedAt <= this.ctx.clock.now())
+      throw new ConflictError('This key is revoked and cannot be changed')
     const updated = await this.ctx.storage.keys.update(r.id, patch)
     if (!updated) throw new NotFoundError('API key not found')
     await this.ctx.invalidate(r.hash)
@@ -234,16 +237,26 @@ export class KeyManager {
   }
 
   /**
-   * Deletes for good, only a key that was never used; a used key answers 409 (deactivate it
-   * instead: its history is kept for billing and auditing).
+   * Deletes for good. By default only a key that was never used: a used key answers 409
+   * (deactivate it instead), the rule of seed 002. With `options.evenIfUsed` a used key is
+   * deleted too (seed 004's "permanently deletes … and revokes it"): the record goes, so the
+   * key is refused at once and is gone from every list and lookup (404), while its usage
+   * events stay in the account's usage and billing.
+   * @param [options.evenIfUsed=false] delete a key that has request history as well
    */
-  async delete(id: string, scope: Scope = {}): Promise<void> {
+  async delete(
+    id: string,
+    scope: Scope = {},
+    options: { evenIfUsed?: boolean } = {},
+  ): Promise<void> {
     const r = await this.owned(id, scope)
+    // Events of the key still in the out-box are written first: they are its history.
     await this.ctx.outbox.flush()
     const fresh = (await this.ctx.storage.keys.get(r.id)) ?? r
     const used =
-      fresh.lastUsedAt !== null ||
-      (await this.ctx.storage.usage.logs(r.id, { limit: 1 })).data.length > 0
+      options.evenIfUsed !== true &&
+      (fresh.lastUsedAt !== null ||
+        (await this.ctx.storage.usage.logs(r.id, { limit: 1 })).data.length > 0)
     if (used) {
       throw new ConflictError(
         'This key has request history and cannot be deleted; deactivate it instead',
