@@ -54,7 +54,7 @@ export {
   StorageUnavailableError,
   TollboothError,
 } from './errors.js'
-export type { HeaderFamilies } from './headers.js'
+export { type HeaderFamilies, setUsageHeaders } from './headers.js'
 export {
   ACCOUNT_METADATA_MAX_BYTES,
   METADATA_MAX_BYTES,
