@@ -704,6 +704,9 @@ function decide(
     const i = decidingRefusal(templates, result.results, route.quotaStatus)
     const t = templates[i]!
     const rf = refusal(t, result.results[i]!, route.quotaStatus)
+    // A monthly allowance used up comes back at the period's reset: `Retry-After` says when.
+    if (t.role === 'credits' && account !== null && (account.plan?.monthlyCredits ?? 0) > 0)
+      rf.retryAfterMs = account.period.end - a.now
     const out = withHeader(headers)
     const c = checks[i]!
     if (c.type !== 'hold')
