@@ -34,10 +34,13 @@ export const PLANS = {
   credits: {
     display: 'Credits (prepaid)',
     monthlyCredits: 0,
-    // Plan-level caps across all of an account's keys (`002_2f2523503321cfc2.txt`).
+    // Plan-level caps across all of an account's keys (`002_2f2523503321cfc2.txt`): bursts of
+    // 10 a second, 120 a minute sustained. The per-minute cap is below 60 times the per-second
+    // one, so each can be the one that refuses (10/s and 600/min refill alike: 600/min would
+    // never fire).
     rateLimits: [
       { limit: 10, windowMs: 1_000 },
-      { limit: 600, windowMs: 60_000 },
+      { limit: 120, windowMs: 60_000 },
     ],
   },
   unlimited: { display: 'Unlimited (pool subscription)', monthlyCredits: null },
