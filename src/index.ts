@@ -67,7 +67,14 @@ export {
   type ValueProblem,
 } from './input.js'
 export { isWellFormedKey } from './keys/format.js'
-export type { CreatedKey, CreateKeyInput, KeyView, UpdateKeyInput } from './keys/manager.js'
+export type {
+  CreatedKey,
+  CreateKeyInput,
+  KeyCreationRule,
+  KeyDraft,
+  KeyView,
+  UpdateKeyInput,
+} from './keys/manager.js'
 export { type NameRule, nameTaken } from './keys/unique-names.js'
 export { QUOTA_WINDOWS } from './limits/admission.js'
 export { type GcraVerdict, gcra, gcraAdd } from './limits/gcra.js'

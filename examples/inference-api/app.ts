@@ -41,7 +41,7 @@ import { billingRoutes, stripeWebhookRoute } from './billing-routes.js'
 import { keyRoutes } from './key-routes.js'
 import { MODELS } from './model.js'
 import { openAiRoutes } from './openai-routes.js'
-import { CREDITS_PER_USD, PLANS } from './plans.js'
+import { CREDITS_PER_USD, consumptionKeyRule, PLANS } from './plans.js'
 
 export { countTokens } from './model.js'
 export { CREDITS_PER_USD, DEFAULT_MAX_TOKENS, POOLS } from './plans.js'
@@ -98,6 +98,8 @@ export async function createInferenceApi(options: InferenceApiOptions): Promise<
     // `002`: a reached rolling quota answers 401 "Rate limit exceeded: quota daily".
     quotaStatus: 401,
   })
+  // The rules of a new credit or pool key, for the dashboard API and the portal alike.
+  tb.keys.addRule(consumptionKeyRule(tb))
   const s = options.stripe
   const perUnit = s?.creditsPerUnit ?? CREDITS_PER_USD
   const billing = s

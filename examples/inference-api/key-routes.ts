@@ -45,11 +45,11 @@ const schemas = {
     .object({
       name,
       /** An organizational tag (`002`): production, development, staging or your own. */
-      category: z.string().trim().min(1).max(64).default('production'),
+      category: z.string().trim().min(1).max(64).optional(),
       /** Optional expiry (`002`); credit keys never expire by default (`004`). */
       expiresAt: z.iso.datetime({ offset: true }).optional(),
       maxBudget: z.number().positive().max(1e6).optional(),
-      rpm: z.number().int().min(1).max(100_000).default(60),
+      rpm: z.number().int().min(1).max(100_000).optional(),
       tpm: z.number().int().min(1).max(1e9).optional(),
       quotas: z
         .object({ total: quota, daily: quota, weekly: quota, monthly: quota })
@@ -165,22 +165,15 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
   api.post('/keys/credit', async (request, reply) => {
     const body = parse(schemas.credit, request.body, 'body')
     const user = request.account.id
-    const account = await tb.accounts.get(user)
-    if (!(account.credits.remaining > 0))
-      return failure(
-        reply,
-        402,
-        'Insufficient credit balance: top up first',
-        'insufficient_credits',
-      )
-    // The name is an alias, unique among the account's keys (`002`).
+    // The balance check and the defaults (60 rpm, category) are `consumptionKeyRule`'s, run
+    // by tb.keys for this route and the portal alike. The name is an alias, unique among the
+    // account's keys (`002`).
     const { key, record } = await aliased(body.name, () =>
       tb.keys.create(
         {
           accountId: user,
           name: body.name,
-          category: body.category,
-          metadata: { keyPlan: 'credits' },
+          ...(body.category ? { category: body.category } : {}),
           limits: creditLimits(body),
           ...(body.expiresAt ? { expiresAt: body.expiresAt } : {}),
         },

@@ -16,7 +16,14 @@
  * dollar amounts of the API (top-ups, `maxBudget`, balances).
  */
 
-import type { AccountView, KeyLimits, TimeBlock, Tollbooth } from '../../src/index.js'
+import {
+  type AccountView,
+  type KeyCreationRule,
+  type KeyLimits,
+  type TimeBlock,
+  type Tollbooth,
+  TollboothError,
+} from '../../src/index.js'
 
 const HOUR = 3_600_000
 const DAY = 24 * HOUR
@@ -118,18 +125,60 @@ export async function subscribe(
   return sub
 }
 
-/** Limits of a credit key. */
+/** A credit key's requests per minute unless it is created with its own (`004`). */
+export const CREDIT_KEY_RPM = 60
+
+/** True for a subscription's own account (`<user>:sub_…`), the owner of its pool keys. */
+const isSubscriptionAccount = (accountId: string) => /:sub_[A-Za-z0-9]+$/.test(accountId)
+
+/**
+ * The one place for the rules of a new consumption key, whatever creates it: the dashboard
+ * API's `POST /api/keys/credit`, or the developer portal's `POST /portal/api/keys` (through
+ * `tb.keys.addRule`, so the two cannot drift apart).
+ *
+ * - A key of a subscription's account is a pool key: its limits are set where it is minted.
+ * - Any other consumption key is a credit key (`004`): creating one needs a credit balance
+ *   > 0 (402 otherwise); it gets {@link CREDIT_KEY_RPM} requests a minute unless it has a
+ *   request rate limit of its own, and the category `production` unless it has one.
+ */
+export function consumptionKeyRule(tb: Tollbooth): KeyCreationRule {
+  return async (draft) => {
+    if (draft.kind !== 'consumption') return draft
+    if (isSubscriptionAccount(draft.accountId))
+      return { ...draft, metadata: { ...draft.metadata, keyPlan: 'pool' } }
+    const account = await tb.accounts.get(draft.accountId)
+    if (!(account.credits.remaining > 0))
+      throw new TollboothError(
+        'insufficient_credits',
+        402,
+        'Insufficient credit balance: top up first',
+      )
+    const rates = draft.limits.rateLimits ?? []
+    const rpm = rates.some((r) => r.unit !== 'tokens')
+      ? []
+      : [{ limit: CREDIT_KEY_RPM, windowMs: 60_000 }]
+    return {
+      ...draft,
+      category: draft.category ?? 'production',
+      metadata: { ...draft.metadata, keyPlan: 'credits' },
+      limits: { ...draft.limits, rateLimits: [...rpm, ...rates] },
+    }
+  }
+}
+
+/** Limits of a credit key, as `POST /api/keys/credit` takes them ({@link consumptionKeyRule} adds the defaults). */
 export function creditLimits(o: {
-  rpm: number
+  rpm?: number | undefined
   tpm?: number | undefined
   maxBudget?: number | undefined
   quotas?: KeyLimits['quotas'] | undefined
 }): KeyLimits {
+  const rates = [
+    ...(o.rpm ? [{ limit: o.rpm, windowMs: 60_000 }] : []),
+    ...(o.tpm ? [{ limit: o.tpm, windowMs: 60_000, unit: 'tokens' as const }] : []),
+  ]
   return {
-    rateLimits: [
-      { limit: o.rpm, windowMs: 60_000 },
-      ...(o.tpm ? [{ limit: o.tpm, windowMs: 60_000, unit: 'tokens' as const }] : []),
-    ],
+    ...(rates.length > 0 ? { rateLimits: rates } : {}),
     ...(o.maxBudget !== undefined ? { budget: Math.round(o.maxBudget * CREDITS_PER_USD) } : {}),
     ...(o.quotas ? { quotas: o.quotas } : {}),
   }

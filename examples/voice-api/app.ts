@@ -155,17 +155,13 @@ export function createVoiceApi(options: VoiceApiOptions): VoiceApi {
   app.get('/', (c) => c.json({ name: 'voice-api', docs: 'see examples/voice-api/README.md' }))
   productRoutes(app, tb)
 
-  // Keys created through the API get the per-key rate limit unless they carry their own.
-  const defaultLimits = async (c: Context, next: Next) => {
-    await next()
-    if (c.res.status !== 201) return
-    const { id } = (await c.res.clone().json()) as { id: string }
-    const key = await tb.keys.get(id)
-    if (!key.limits.rateLimits)
-      await tb.keys.update(id, { limits: { ...key.limits, ...KEY_LIMITS } })
-  }
-  app.post('/v1/keys', defaultLimits)
-  app.post('/portal/api/keys', defaultLimits)
+  // Every API key gets the per-key rate limit unless it carries its own: one rule, run by
+  // tb.keys for `/v1/keys`, the portal and any other path that creates a key.
+  tb.keys.addRule((draft) =>
+    draft.kind === 'consumption' && !draft.limits.rateLimits
+      ? { ...draft, limits: { ...draft.limits, ...KEY_LIMITS } }
+      : draft,
+  )
 
   // The usage breakdown of the seed: the four product categories, 0 when unused (calls to the
   // management routes are logged under `management` at no charge: counted in requests only).

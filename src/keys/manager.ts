@@ -65,6 +65,16 @@ export const createKeySchema = z
 
 export type CreateKeyInput = z.input<typeof createKeySchema>
 
+/** A key about to be created: the create input after validation and defaults. */
+export type KeyDraft = z.output<typeof createKeySchema>
+
+/**
+ * A creation rule (see {@link KeyManager.addRule}): fills in a type of key's defaults and
+ * checks what creating one requires. Returns the draft to create (changed or not), or throws
+ * a `TollboothError`, whose status, code and message are the answer.
+ */
+export type KeyCreationRule = (draft: KeyDraft) => KeyDraft | Promise<KeyDraft>
+
 export const updateKeySchema = z
   .object({
     name: name.optional(),
@@ -112,6 +122,7 @@ export interface CreatedKey {
 
 export class KeyManager {
   private readonly names: ReturnType<typeof createNameGuard>
+  private readonly rules: KeyCreationRule[] = []
 
   constructor(private readonly ctx: Context) {
     this.names = createNameGuard(ctx.storage)
@@ -144,7 +155,10 @@ export class KeyManager {
    * @param [rule.uniqueName=false] refuse a name another live key of the account wears (409)
    */
   async create(input: CreateKeyInput, rule: NameRule = {}): Promise<CreatedKey> {
-    const v = parseInput(createKeySchema, input)
+    let v = parseInput(createKeySchema, input)
+    checkAccountId(v.accountId)
+    // A rule is the integrator's code: what it returns is checked like any input.
+    for (const r of this.rules) v = parseInput(createKeySchema, await r(v))
     checkAccountId(v.accountId)
     if (rule.uniqueName === true)
       return this.names.claim(
@@ -154,7 +168,34 @@ export class KeyManager {
     return this.insert(v)
   }
 
-  private async insert(v: z.output<typeof createKeySchema>): Promise<CreatedKey> {
+  /**
+   * Adds a creation rule: the one place for a type of key's defaults and creation checks
+   * (a default rate limit, a balance that must be positive, …). Every `create` runs the rules
+   * in the order they were added, whatever called it: the management API, the portal or the
+   * product's own routes, so a key made in one follows the same rules as a key made in
+   * another. Rotation copies the old key and runs no rule.
+   *
+   * @returns a function that removes the rule
+   * @example
+   * ```ts
+   * tb.keys.addRule((draft) =>
+   *   draft.kind === 'consumption' && !draft.limits.rateLimits
+   *     ? { ...draft, limits: { ...draft.limits, rateLimits: [{ limit: 60, windowMs: 60_000 }] } }
+   *     : draft,
+   * )
+   * ```
+   */
+  addRule(rule: KeyCreationRule): () => void {
+    if (typeof rule !== 'function')
+      throw new TypeError('tb.keys.addRule(rule): rule must be a function')
+    this.rules.push(rule)
+    return () => {
+      const i = this.rules.indexOf(rule)
+      if (i !== -1) this.rules.splice(i, 1)
+    }
+  }
+
+  private async insert(v: KeyDraft): Promise<CreatedKey> {
     const now = this.ctx.clock.now()
     const m = this.mint(v.kind)
     const record: KeyRecord = {

@@ -67,8 +67,6 @@ describe('inference-api example: deleted means deleted (004)', () => {
     expect(del.body).toEqual({ success: true, data: { deleted: true } })
     expect((await api('GET', '/api/keys', { token: mk })).status).toBe(401)
     expect((await api('GET', '/api/keys/management', { token: session })).body.data).toEqual([])
-    expect((await api('DELETE', `/api/keys/management/${id}`, { token: session })).status).toBe(
-      404,
-    )
+    expect((await api('DELETE', `/api/keys/management/${id}`, { token: session })).status).toBe(404)
   })
 })

@@ -175,6 +175,7 @@ describe('inference-api example: 004 management', () => {
     expect((await api('GET', '/api/keys', { token: session })).body.data).toEqual([])
 
     // Another user's key is not found; DELETE /api/keys/management/:id revokes the key.
+    await tb.accounts.addCredits('user_2', 1_000)
     const theirs = await tb.keys.create({ accountId: 'user_2', name: 'theirs' })
     const other = await api('PUT', `/api/keys/${theirs.record.id}`, {
       token: session,
