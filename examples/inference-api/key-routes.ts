@@ -70,8 +70,12 @@ const schemas = {
     .object({
       limit: z.coerce.number().int().min(1).max(100).default(20),
       cursor: z.string().min(1).max(300).optional(),
+      /** Only the requests of this usage category (the model's family: `chat`, `messages`). */
+      category: z.string().trim().min(1).max(64).optional(),
     })
     .strict(),
+  /** `GET /api/keys?category=production`: `002`'s dashboard filter. */
+  list: z.object({ category: z.string().trim().min(1).max(64).optional() }).strict(),
 }
 
 /** Parses `value`, or throws the core's 400 naming each bad field. */
@@ -139,11 +143,20 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
     return key
   }
 
-  const listAll = async (accountId: string, kind: 'consumption' | 'management') => {
+  const listAll = async (
+    accountId: string,
+    kind: 'consumption' | 'management',
+    category?: string,
+  ) => {
     const out: KeyView[] = []
     let cursor: string | null = null
     do {
-      const page = await tb.keys.list(accountId, { kind, limit: 100, cursor })
+      const page = await tb.keys.list(accountId, {
+        kind,
+        limit: 100,
+        cursor,
+        ...(category ? { category } : {}),
+      })
       out.push(...page.data)
       cursor = page.nextCursor
     } while (cursor)
@@ -151,11 +164,12 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
   }
 
   api.get('/keys', async (request) => {
+    const q = parse(schemas.list, request.query, 'query')
     const user = request.account.id
     const subs = await subsOf(user)
     const keys = (
       await Promise.all(
-        [user, ...subs.map((s) => s.accountId)].map((a) => listAll(a, 'consumption')),
+        [user, ...subs.map((s) => s.accountId)].map((a) => listAll(a, 'consumption', q.category)),
       )
     ).flat()
     keys.sort((a, b) => b.createdAt - a.createdAt || b.id.localeCompare(a.id))
@@ -251,12 +265,17 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
     const page = await tb.usage.logs(key.id, {
       limit: q.limit,
       ...(q.cursor ? { cursor: q.cursor } : {}),
+      ...(q.category ? { category: q.category } : {}),
     })
     return {
       success: true,
       data: {
         logs: page.data.map((e) => ({
           time: iso(e.time),
+          // `002`: the alias "shows up in logs"; the key's category beside the request's.
+          alias: key.name,
+          keyCategory: key.category,
+          category: e.category,
           endpoint: `${e.method} ${e.path}`,
           status: e.status,
           // Seed 002's "Duration": time to first byte; the total beside it.

@@ -95,8 +95,13 @@ const listSchema = z
     cursor: text(z.string().max(200)).nullable().optional(),
     kind: z.enum(['consumption', 'management']).default('consumption'),
     includeRevoked: z.boolean().default(false),
+    /** Only the keys tagged with this category. */
+    category: text(z.string().trim().min(1).max(64)).optional(),
   })
   .strict()
+
+/** Store pages read at most for one filtered page (each as large as what is still missing). */
+const MAX_FILTERED_READS = 50
 
 const rotateSchema = z
   .object({
@@ -229,13 +234,30 @@ export class KeyManager {
     options: z.input<typeof listSchema> = {},
   ): Promise<{ data: KeyView[]; nextCursor: string | null; hasMore: boolean }> {
     checkAccountId(accountId)
-    const o = parseInput(listSchema, options)
-    const page = await this.ctx.storage.keys.list(accountId, o)
-    return {
-      data: page.data.map(keyView),
-      nextCursor: page.nextCursor,
-      hasMore: page.nextCursor !== null,
+    const { category, ...o } = parseInput(listSchema, options)
+    if (category === undefined) {
+      const page = await this.ctx.storage.keys.list(accountId, o)
+      return {
+        data: page.data.map(keyView),
+        nextCursor: page.nextCursor,
+        hasMore: page.nextCursor !== null,
+      }
     }
+    // Filtered: read store pages no larger than what is still missing, so a page never ends
+    // in the middle of a store page and the store's own cursor stays the next one.
+    const data: KeyView[] = []
+    let cursor = o.cursor ?? null
+    for (let reads = 0; reads < MAX_FILTERED_READS && data.length < o.limit; reads++) {
+      const page = await this.ctx.storage.keys.list(accountId, {
+        ...o,
+        limit: o.limit - data.length,
+        cursor,
+      })
+      for (const r of page.data) if (r.category === category) data.push(keyView(r))
+      cursor = page.nextCursor
+      if (cursor === null) break
+    }
+    return { data, nextCursor: cursor, hasMore: cursor !== null }
   }
 
   async get(id: string, scope: Scope = {}): Promise<KeyView> {

@@ -155,6 +155,9 @@ describe('inference-api example: 002 logs, errors and IP blocking', () => {
       expect.objectContaining({ status: 400, credits: 0, ip: '127.0.0.1' }),
       {
         time: new Date(T0).toISOString(),
+        alias: 'client_1',
+        keyCategory: 'production',
+        category: 'chat',
         endpoint: 'POST /v1/chat/completions',
         status: 200,
         // Measured by the Fastify adapter on the test's manual clock, which stands still.

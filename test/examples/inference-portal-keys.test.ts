@@ -53,6 +53,15 @@ describe('inference-api example: portal-made keys follow the API rules (004)', (
         rpmLimit: 60,
       }),
     ])
+    // The dashboard filters by category, in the portal as in the API (`002`).
+    const prod = await browser.call('GET', '/api/keys?category=production')
+    expect(prod.body.data.map((k: { id: string }) => k.id)).toEqual([made.body.id])
+    expect((await browser.call('GET', '/api/keys?category=staging')).body.data).toEqual([])
+    const apiProd = await api('GET', '/api/keys?category=production', { token: session })
+    expect(apiProd.body.data.map((k: { id: string }) => k.id)).toEqual([made.body.id])
+    const apiStaging = await api('GET', '/api/keys?category=staging', { token: session })
+    expect(apiStaging.body.data).toEqual([])
+
     // Ten a second (the plan's per-second cap): the key's own 60 rpm runs out first.
     const answers = []
     for (let s = 0; s < 10; s++) {
@@ -67,5 +76,18 @@ describe('inference-api example: portal-made keys follow the API rules (004)', (
       'Rate limit exceeded: per-minute rate limit of this key',
     ])
     expect(answers[refused]!.headers.get('x-ratelimit-limit')).toBe('60')
+
+    // Its log carries the alias and the key's category, and filters by the request's.
+    const logs = await api('GET', `/api/keys/${made.body.id}/logs?limit=2&category=chat`, {
+      token: session,
+    })
+    expect(logs.status).toBe(200)
+    expect(logs.body.data.logs).toHaveLength(2)
+    for (const e of logs.body.data.logs)
+      expect(e).toMatchObject({ alias: 'portal-key', keyCategory: 'production', category: 'chat' })
+    const none = await api('GET', `/api/keys/${made.body.id}/logs?category=messages`, {
+      token: session,
+    })
+    expect(none.body.data.logs).toEqual([])
   })
 })
