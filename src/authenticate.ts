@@ -79,6 +79,9 @@ function kindOf(ctx: Context, key: string): KeyKind | null {
   const p = ctx.options.prefixes
   if (isWellFormedKey(key, p.consumption)) return 'consumption'
   if (isWellFormedKey(key, p.management)) return 'management'
+  // Further consumption prefixes (a prefix per type of key), each checked alike.
+  for (let i = 1; i < p.consumptionAll.length; i++)
+    if (isWellFormedKey(key, p.consumptionAll[i]!)) return 'consumption'
   return null
 }
 

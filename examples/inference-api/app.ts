@@ -46,7 +46,11 @@ import { CREDITS_PER_USD, consumptionKeyRule, PLANS } from './plans.js'
 export { countTokens } from './model.js'
 export { CREDITS_PER_USD, DEFAULT_MAX_TOKENS, POOLS } from './plans.js'
 
-export const PREFIXES = { consumption: 'sk_', management: 'mk_' }
+/**
+ * Key prefixes (`004`): credit keys `sk_live_…`, pool keys `sk_pool_…` (both consumption keys,
+ * each parsed and checksummed), management keys `mk_…`.
+ */
+export const PREFIXES = { consumption: ['sk_live_', 'sk_pool_'], management: 'mk_' }
 
 export interface InferenceApiOptions {
   /** At least 32 characters: derives the key hashes (rotating it invalidates every key). */

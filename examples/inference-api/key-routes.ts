@@ -7,7 +7,7 @@
  * (`002_2f2523503321cfc2.txt`), and the management keys.
  *
  * One deliberate difference from the seed: lists never carry the full key. tollbooth stores
- * only a hash, so `apiKey` in a list is the display prefix (`sk_ab12...`); the full key is in
+ * only a hash, so `apiKey` in a list is the display prefix (`sk_live_ab12...`); the full key is in
  * the create answer, once.
  */
 

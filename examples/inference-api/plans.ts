@@ -136,8 +136,9 @@ const isSubscriptionAccount = (accountId: string) => /:sub_[A-Za-z0-9]+$/.test(a
  * API's `POST /api/keys/credit`, or the developer portal's `POST /portal/api/keys` (through
  * `tb.keys.addRule`, so the two cannot drift apart).
  *
- * - A key of a subscription's account is a pool key: its limits are set where it is minted.
- * - Any other consumption key is a credit key (`004`): creating one needs a credit balance
+ * - A key of a subscription's account is a pool key, `sk_pool_…`: its limits are set where it
+ *   is minted.
+ * - Any other consumption key is a credit key (`004`), `sk_live_…`: creating one needs a credit balance
  *   > 0 (402 otherwise); it gets {@link CREDIT_KEY_RPM} requests a minute unless it has a
  *   request rate limit of its own, and the category `production` unless it has one.
  */
@@ -145,7 +146,7 @@ export function consumptionKeyRule(tb: Tollbooth): KeyCreationRule {
   return async (draft) => {
     if (draft.kind !== 'consumption') return draft
     if (isSubscriptionAccount(draft.accountId))
-      return { ...draft, metadata: { ...draft.metadata, keyPlan: 'pool' } }
+      return { ...draft, prefix: 'sk_pool_', metadata: { ...draft.metadata, keyPlan: 'pool' } }
     const account = await tb.accounts.get(draft.accountId)
     if (!(account.credits.remaining > 0))
       throw new TollboothError(
@@ -159,6 +160,7 @@ export function consumptionKeyRule(tb: Tollbooth): KeyCreationRule {
       : [{ limit: CREDIT_KEY_RPM, windowMs: 60_000 }]
     return {
       ...draft,
+      prefix: 'sk_live_',
       category: draft.category ?? 'production',
       metadata: { ...draft.metadata, keyPlan: 'credits' },
       limits: { ...draft.limits, rateLimits: [...rpm, ...rates] },

@@ -14,12 +14,12 @@
 
 import { z } from 'zod'
 import type { Context } from '../context.js'
-import { ConflictError, NotFoundError } from '../errors.js'
+import { ConflictError, InvalidRequestError, NotFoundError } from '../errors.js'
 import { metadataSchema, text, textProblem } from '../input.js'
 import { checkAccountId } from '../metering/accounts.js'
 import { limitsSchema, parseInput } from '../options.js'
 import type { KeyKind, KeyLimits, KeyPatch, KeyRecord } from '../storage/types.js'
-import { generateKey, keyStart } from './format.js'
+import { generateKey, keyStart, START_LENGTH } from './format.js'
 import { newId } from './ids.js'
 import { createNameGuard, type NameRule } from './unique-names.js'
 
@@ -56,6 +56,11 @@ export const createKeySchema = z
     metadata: metadata.default({}),
     limits: limitsSchema.default({}),
     active: z.boolean().default(true),
+    /**
+     * One of the instance's consumption prefixes (`options.prefixes.consumption` may list
+     * several, a prefix per type of key); the first by default.
+     */
+    prefix: z.string().max(32).optional(),
   })
   .strict()
   .refine((v) => v.expiresInDays === undefined || v.expiresAt == null, {
@@ -133,8 +138,23 @@ export class KeyManager {
     this.names = createNameGuard(ctx.storage)
   }
 
-  private prefix(kind: KeyKind): string {
-    return this.ctx.options.prefixes[kind]
+  /** The prefixes a key of `kind` may carry; the first is the default. */
+  private prefixes(kind: KeyKind): ReadonlyArray<string> {
+    const p = this.ctx.options.prefixes
+    return kind === 'management' ? [p.management] : p.consumptionAll
+  }
+
+  /** The prefix asked for, checked against the kind's; the default when none is asked for. */
+  private prefix(kind: KeyKind, asked?: string): string {
+    const allowed = this.prefixes(kind)
+    if (asked === undefined) return allowed[0]!
+    if (!allowed.includes(asked)) {
+      const message = `must be one of ${allowed.join(', ')}`
+      throw new InvalidRequestError(`Invalid request: prefix: ${message}`, [
+        { path: 'prefix', message },
+      ])
+    }
+    return asked
   }
 
   private async owned(id: string, scope: Scope): Promise<KeyRecord> {
@@ -149,8 +169,7 @@ export class KeyManager {
     return r
   }
 
-  private mint(kind: KeyKind): { key: string; hash: string; start: string } {
-    const prefix = this.prefix(kind)
+  private mint(prefix: string): { key: string; hash: string; start: string } {
     const key = generateKey(prefix)
     return { key, hash: this.ctx.hash(key), start: keyStart(key, prefix) }
   }
@@ -165,6 +184,7 @@ export class KeyManager {
     // A rule is the integrator's code: what it returns is checked like any input.
     for (const r of this.rules) v = parseInput(createKeySchema, await r(v))
     checkAccountId(v.accountId)
+    this.prefix(v.kind, v.prefix)
     if (rule.uniqueName === true)
       return this.names.claim(
         { accountId: v.accountId, kind: v.kind, name: v.name, exceptId: null },
@@ -202,7 +222,7 @@ export class KeyManager {
 
   private async insert(v: KeyDraft): Promise<CreatedKey> {
     const now = this.ctx.clock.now()
-    const m = this.mint(v.kind)
+    const m = this.mint(this.prefix(v.kind, v.prefix))
     const record: KeyRecord = {
       id: newId('key', now),
       hash: m.hash,
@@ -344,7 +364,11 @@ export class KeyManager {
     const now = this.ctx.clock.now()
     if (r.revokedAt !== null && r.revokedAt <= now)
       throw new ConflictError('This key is revoked and cannot be rotated')
-    const m = this.mint(r.kind)
+    // The new key keeps the old one's prefix (its type), while the instance still issues it.
+    const kept = this.prefixes(r.kind).find(
+      (p) => r.start.startsWith(p) && r.start.length === p.length + START_LENGTH,
+    )
+    const m = this.mint(kept ?? this.prefix(r.kind))
     const next: KeyRecord = {
       ...r,
       id: newId('key', now),

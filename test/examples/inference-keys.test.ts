@@ -85,7 +85,7 @@ describe('inference-api example: 004 management', () => {
         {
           id: credit.body.data.id,
           name: 'client_42',
-          apiKey: `${sk.slice(0, 7)}...`,
+          apiKey: `${sk.slice(0, 12)}...`,
           isActive: true,
           keyPlan: 'credits',
           keyType: 'credit',
