@@ -38,6 +38,13 @@ export {
 } from './billing/types.js'
 export { DEFAULT_PROVIDERS } from './byok/providers.js'
 export type { ProviderKeyView, ProviderVerifier } from './byok/service.js'
+export {
+  type HttpVerifierOptions,
+  httpVerifier,
+  PROVIDER_ENDPOINTS,
+  providerVerifiers,
+  type VerifierEndpoint,
+} from './byok/verifiers.js'
 export { type Clock, type ManualClock, manualClock, systemClock } from './clock.js'
 export { Admission, type ApiKeyInfo, type Decision, type Denial, type Report } from './decision.js'
 export {
