@@ -70,7 +70,18 @@ export interface InferenceApiOptions {
    * stand-in `POST /api/billing/topup`.
    */
   stripe?:
-    | { client: Stripe; webhookSecret: string; creditsPriceId: string; creditsPerUnit?: number }
+    | {
+        client: Stripe
+        webhookSecret: string
+        creditsPriceId: string
+        creditsPerUnit?: number
+        /**
+         * The recurring price of a pool subscription: `POST /api/pools/:id/subscribe` then
+         * opens Checkout, and each paid period (webhook) activates or renews it. Without it,
+         * subscribing stays the free stand-in.
+         */
+        poolPriceId?: string | undefined
+      }
     | undefined
 }
 
@@ -110,7 +121,7 @@ export async function createInferenceApi(options: InferenceApiOptions): Promise<
     ? stripeBilling(tb, {
         stripe: s.client,
         webhookSecret: s.webhookSecret,
-        tiers: {},
+        tiers: s.poolPriceId ? { unlimited: { priceId: s.poolPriceId } } : {},
         // From one unit ($1) to 10,000 units: the stand-in top-up's bounds.
         credits: {
           priceId: s.creditsPriceId,
@@ -151,7 +162,7 @@ export async function createInferenceApi(options: InferenceApiOptions): Promise<
     },
     { prefix: '/api' },
   )
-  if (billing) await stripeWebhookRoute(app, billing)
+  if (billing) await stripeWebhookRoute(app, tb, billing)
   const portalApp = portal(tb, { session: { secret: options.sessionSecret } })
   await app.register(mountFetch(portalApp.fetch), { prefix: '/portal' })
   app.setNotFoundHandler((request, reply) =>

@@ -77,6 +77,90 @@ export interface Subscription {
   createdAt: number
   expiresAt: number
   blocks: TimeBlock[]
+  /** Sold through the billing provider and not paid yet (no blocks, no keys). */
+  pending?: boolean
+}
+
+/** The pool's daily windows from `from` until `until` (ms). */
+export function blocksUntil(poolId: string, from: number, until: number): TimeBlock[] {
+  const days = Math.ceil((until - from) / DAY)
+  return blocksFor(poolId, from, days).filter((b) => b.start < until)
+}
+
+/** The user whose subscription account is `accountId` (`<user>:sub_…`), or null. */
+export function ownerOf(accountId: string): string | null {
+  const m = /^(.+):sub_[A-Za-z0-9]+$/.exec(accountId)
+  return m ? m[1]! : null
+}
+
+/** Stores `sub` in its user's account metadata, replacing the record of the same id. */
+async function saveSubscription(tb: Tollbooth, userId: string, sub: Subscription): Promise<void> {
+  const user = await tb.accounts.get(userId)
+  const list = (user.metadata['subscriptions'] as Subscription[] | undefined) ?? []
+  const next = list.some((s) => s.id === sub.id)
+    ? list.map((s) => (s.id === sub.id ? sub : s))
+    : [...list, sub]
+  await tb.accounts.patch(userId, { metadata: { ...user.metadata, subscriptions: next } })
+}
+
+/**
+ * A pool subscription sold through the billing provider, before it is paid: its account
+ * exists but holds no tier, so no key can be minted for it until the provider says it was paid.
+ */
+export async function reserve(
+  tb: Tollbooth,
+  userId: string,
+  poolId: string,
+  now: number,
+): Promise<Subscription> {
+  const id = `sub_${crypto.randomUUID().replaceAll('-', '').slice(0, 16)}`
+  const sub: Subscription = {
+    id,
+    poolId,
+    accountId: `${userId}:${id}`,
+    createdAt: now,
+    expiresAt: now,
+    blocks: [],
+    pending: true,
+  }
+  await saveSubscription(tb, userId, sub)
+  return sub
+}
+
+/**
+ * The provider says the subscription of `accountId` is paid until `expiresAt`: the first
+ * payment activates it, each renewal extends it. Its time blocks run to the new end, and each
+ * of its pool keys expires then too. Idempotent: the same period applied twice changes nothing.
+ *
+ * @returns the subscription, or null when `accountId` is no subscription of this example
+ */
+export async function renew(
+  tb: Tollbooth,
+  accountId: string,
+  expiresAt: number,
+  now: number,
+): Promise<Subscription | null> {
+  const userId = ownerOf(accountId)
+  if (!userId) return null
+  const sub = subscriptionsOf(await tb.accounts.get(userId)).find((s) => s.accountId === accountId)
+  if (!sub) return null
+  const next: Subscription = {
+    id: sub.id,
+    poolId: sub.poolId,
+    accountId: sub.accountId,
+    createdAt: sub.createdAt,
+    expiresAt,
+    blocks: blocksUntil(sub.poolId, now, expiresAt),
+  }
+  await saveSubscription(tb, userId, next)
+  let cursor: string | null = null
+  do {
+    const page = await tb.keys.list(accountId, { limit: 100, cursor })
+    for (const k of page.data)
+      await tb.keys.update(k.id, { expiresAt, limits: { ...k.limits, ...poolLimits(next) } })
+    cursor = page.nextCursor
+  } while (cursor)
+  return next
 }
 
 /** The pool's window on each of `days` days from `now` (today's if it has not ended). */

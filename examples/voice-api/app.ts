@@ -73,7 +73,6 @@ export const KEY_LIMITS: KeyLimits = { rateLimits: [{ limit: 60, windowMs: 60_00
 
 export const PREFIXES = { consumption: 'plabs_sk_live_', management: 'plabs_mk_live_' }
 
-
 export interface VoiceApiOptions {
   /** At least 32 characters: derives the key hashes (rotating it invalidates every key). */
   secret: string
