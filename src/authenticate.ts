@@ -249,6 +249,9 @@ function kindOf(ctx: Context, key: string): KeyKind | null {
   const p = ctx.options.prefixes
   if (isWellFormedKey(key, p.consumption)) return 'consumption'
   if (isWellFormedKey(key, p.management)) return 'management'
+  // Further consumption prefixes (a prefix per type of key), each checked alike.
+  for (let i = 1; i < p.consumptionAll.length; i++)
+    if (isWellFormedKey(key, p.consumptionAll[i]!)) return 'consumption'
   return null
 }
 
@@ -622,7 +625,12 @@ function limits(a: Attempt): Denial | undefined {
   if (!result || result.allowed) return undefined
   const route = a.route
   const i = decidingRefusal(a.templates, result.results, route.quotaStatus)
-  const rf = refusal(a.templates[i]!, result.results[i]!, route.quotaStatus)
+  const t = a.templates[i]!
+  const rf = refusal(t, result.results[i]!, route.quotaStatus)
+  // A monthly allowance used up comes back at the period's reset: `Retry-After` says when.
+  const account = a.account
+  if (t.role === 'credits' && account && (account.plan?.monthlyCredits ?? 0) > 0)
+    rf.retryAfterMs = account.period.end - a.now
   const out = withHeader(a.headers)
   const c = a.checks[i]!
   if (c.type !== 'hold')

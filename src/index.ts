@@ -38,6 +38,13 @@ export {
 } from './billing/types.js'
 export { DEFAULT_PROVIDERS } from './byok/providers.js'
 export type { ProviderKeyView, ProviderVerifier } from './byok/service.js'
+export {
+  type HttpVerifierOptions,
+  httpVerifier,
+  PROVIDER_ENDPOINTS,
+  providerVerifiers,
+  type VerifierEndpoint,
+} from './byok/verifiers.js'
 export { type Clock, type ManualClock, manualClock, systemClock } from './clock.js'
 export { Admission, type ApiKeyInfo, type Decision, type Denial, type Report } from './decision.js'
 export { type DenialName, denialAnswer } from './denials.js'
@@ -55,7 +62,7 @@ export {
   StorageUnavailableError,
   TollboothError,
 } from './errors.js'
-export type { HeaderFamilies } from './headers.js'
+export { type HeaderFamilies, setUsageHeaders } from './headers.js'
 export {
   ACCOUNT_METADATA_MAX_BYTES,
   METADATA_MAX_BYTES,
@@ -68,7 +75,14 @@ export {
   type ValueProblem,
 } from './input.js'
 export { isWellFormedKey } from './keys/format.js'
-export type { CreatedKey, CreateKeyInput, KeyView, UpdateKeyInput } from './keys/manager.js'
+export type {
+  CreatedKey,
+  CreateKeyInput,
+  KeyCreationRule,
+  KeyDraft,
+  KeyView,
+  UpdateKeyInput,
+} from './keys/manager.js'
 export { type NameRule, nameTaken } from './keys/unique-names.js'
 export { QUOTA_WINDOWS } from './limits/admission.js'
 export {

@@ -111,15 +111,27 @@ export const optionsSchema = z
   .object({
     /** At least 32 characters; derives the key-hash and sealing keys. Rotating it invalidates every key. */
     secret: z.string().min(32, 'must be at least 32 characters (e.g. `openssl rand -base64 32`)'),
+    /**
+     * Key prefixes. `consumption` may list several (`['sk_live_', 'sk_pool_']`, a prefix per
+     * type of key): each is parsed and checksummed alike; the first is the default of new keys.
+     */
     prefixes: z
-      .object({ consumption: prefix.default('sk_live_'), management: prefix.default('mk_live_') })
+      .object({
+        consumption: z.union([prefix, z.array(prefix).min(1).max(16)]).default('sk_live_'),
+        management: prefix.default('mk_live_'),
+      })
       .strict()
       .default({ consumption: 'sk_live_', management: 'mk_live_' })
+      .transform((p) => {
+        const all = typeof p.consumption === 'string' ? [p.consumption] : p.consumption
+        return { consumption: all[0]!, management: p.management, consumptionAll: all }
+      })
       .refine(
-        (p) => !p.consumption.startsWith(p.management) && !p.management.startsWith(p.consumption),
-        {
-          message: 'consumption and management prefixes must not be prefixes of each other',
+        (p) => {
+          const all = [...p.consumptionAll, p.management]
+          return all.every((a, i) => all.every((b, j) => i === j || !a.startsWith(b)))
         },
+        { message: 'no key prefix may be a prefix of another (or repeat one)' },
       ),
     storage: z
       .custom<Storage>(

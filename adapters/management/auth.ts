@@ -205,7 +205,8 @@ export function createAuthenticator(
     const req = c.req.raw
     const token = bearer(req)
     if (token?.startsWith(prefixes.management)) return byKey(c, token, 'management')
-    if (token?.startsWith(prefixes.consumption)) return byKey(c, token, 'consumption')
+    if (token && prefixes.consumptionAll.some((p) => token.startsWith(p)))
+      return byKey(c, token, 'consumption')
     if (session && token && looksLikeJwt(token)) return bySession(token)
     if (session?.cookie && !token) {
       const t = cookie(req, session.cookie)

@@ -32,6 +32,19 @@ const notConfigured = () =>
   )
 
 /**
+ * The tiers a checkout may sell: the provider's own list, else every plan but the default
+ * tier (which an account falls back to and never buys); null, the provider decides, when
+ * neither the provider nor the instance names any.
+ */
+function purchasable(tb: Tollbooth, billing: BillingProvider): ReadonlyArray<string> | null {
+  const plans = Object.keys(tb.options.plans)
+  if (billing.tiers)
+    return plans.length > 0 ? billing.tiers.filter((t) => plans.includes(t)) : billing.tiers
+  if (plans.length === 0) return null
+  return plans.filter((t) => t !== tb.options.defaultTier)
+}
+
+/**
  * Registers `/billing/*` on `app`. `POST /billing/webhook` takes no credential: the provider's
  * signature over the raw body is checked by `billing.webhook()`.
  */
@@ -56,12 +69,14 @@ export function billingRoutes(
       parse(noQuery, queryOf(c), 'query')
       const body = parse(checkoutBody, await readJson(c), 'body')
       if (body.tier !== undefined) {
-        const tiers = Object.keys(tb.options.plans)
-        if (tiers.length > 0 && !tiers.includes(body.tier))
-          throw new InvalidRequestError(
-            `Invalid request body: tier: must be one of ${tiers.join(', ')}`,
-            [{ path: 'tier', message: `must be one of ${tiers.join(', ')}` }],
-          )
+        const tiers = purchasable(tb, billing)
+        if (tiers && !tiers.includes(body.tier)) {
+          const message =
+            tiers.length > 0 ? `must be one of ${tiers.join(', ')}` : 'no tier is sold here'
+          throw new InvalidRequestError(`Invalid request body: tier: ${message}`, [
+            { path: 'tier', message },
+          ])
+        }
       }
       const base = {
         accountId: p.accountId,

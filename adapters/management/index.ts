@@ -18,6 +18,7 @@ import { z } from 'zod'
 import {
   ConfigError,
   parseConfig,
+  setUsageHeaders,
   type Tollbooth,
   type TrustProxy,
   trustProxySchema,
@@ -149,9 +150,37 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
         res = errorResponse(err, report)
       }
       for (const name in auth.headers) res.headers.set(name, auth.headers[name]!)
+      if (usageHeaders) await addUsageHeaders(res.headers, auth.principal.accountId)
       auth.done(res.status)
       return res
     })
+
+  const usageHeaders = tb.options.headers.usage
+  /**
+   * The usage family on every authenticated answer (`001`: "every authenticated response
+   * includes usage information"): the account's credits of the current period after the call.
+   * Management calls are not charged, so `X-Usage-Bypassed` is false. A store that does not
+   * answer within `storageTimeoutMs` leaves them out rather than holding the answer back.
+   */
+  const addUsageHeaders = async (headers: Headers, accountId: string): Promise<void> => {
+    let timer: ReturnType<typeof setTimeout> | undefined
+    try {
+      const account = await Promise.race([
+        tb.accounts.get(accountId),
+        new Promise<null>((r) => {
+          timer = setTimeout(() => r(null), tb.options.storageTimeoutMs)
+        }),
+      ])
+      if (!account) return
+      const out: Record<string, string> = {}
+      setUsageHeaders(out, account.credits.used, account.credits.limit, false, null)
+      for (const name in out) headers.set(name, out[name]!)
+    } catch {
+      // The answer stands without the figures.
+    } finally {
+      clearTimeout(timer)
+    }
+  }
 
   const app = new Hono()
   keyRoutes(app, tb, guard, { uniqueName: options.uniqueKeyNames === true })

@@ -140,7 +140,7 @@ export function keyRoutes(app: Hono, tb: Tollbooth, guard: Guard, rule: NameRule
         const k = await own(c.req.param('id')!, p, kind)
         const page = await tb.usage.logs(k.id, q, { accountId: p.accountId })
         return json({
-          data: page.data.map(logView),
+          data: page.data.map((e) => logView(e, k)),
           nextCursor: page.nextCursor,
           hasMore: page.hasMore,
         })

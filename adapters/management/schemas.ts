@@ -155,6 +155,8 @@ export const listQuery = z
     limit: pageLimit.optional(),
     cursor: text(z.string().min(1).max(200)).optional(),
     includeRevoked: flag.optional(),
+    /** Only the keys tagged with this category (`002`'s dashboard filters). */
+    category: text(z.string().trim().min(1).max(64)).optional(),
   })
   .strict()
 
@@ -174,7 +176,12 @@ export const ipParam = z
 
 /** `GET /keys/:id/logs`. */
 export const logsQuery = z
-  .object({ limit: pageLimit.optional(), cursor: text(z.string().min(1).max(300)).optional() })
+  .object({
+    limit: pageLimit.optional(),
+    cursor: text(z.string().min(1).max(300)).optional(),
+    /** Only the requests of this usage category. */
+    category: text(z.string().trim().min(1).max(64)).optional(),
+  })
   .strict()
 
 /** `GET /usage`. */

@@ -66,9 +66,12 @@ export function createdView(key: string, k: KeyView): Record<string, unknown> {
   }
 }
 
-/** One request of a key's log. */
-export function logView(e: LogEntry): Record<string, unknown> {
-  return { ...e, time: iso(e.time) }
+/**
+ * One request of a key's log, with the key's alias (its name) and category (`002`: the alias
+ * "shows up in logs"); `category` stays the request's usage category.
+ */
+export function logView(e: LogEntry, key: KeyView): Record<string, unknown> {
+  return { ...e, time: iso(e.time), alias: key.name, keyCategory: key.category }
 }
 
 /** `GET /usage`: credits, breakdown by category, request count, reset date, period. */

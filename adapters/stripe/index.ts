@@ -276,6 +276,7 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
 
   return {
     name: 'stripe',
+    tiers: Object.keys(o.tiers),
     meter,
     customerFor,
     checkout,

@@ -41,12 +41,16 @@ import { billingRoutes, stripeWebhookRoute } from './billing-routes.js'
 import { keyRoutes } from './key-routes.js'
 import { MODELS } from './model.js'
 import { openAiRoutes } from './openai-routes.js'
-import { CREDITS_PER_USD, PLANS } from './plans.js'
+import { CREDITS_PER_USD, consumptionKeyRule, PLANS } from './plans.js'
 
 export { countTokens } from './model.js'
 export { CREDITS_PER_USD, DEFAULT_MAX_TOKENS, POOLS } from './plans.js'
 
-export const PREFIXES = { consumption: 'sk_', management: 'mk_' }
+/**
+ * Key prefixes (`004`): credit keys `sk_live_…`, pool keys `sk_pool_…` (both consumption keys,
+ * each parsed and checksummed), management keys `mk_…`.
+ */
+export const PREFIXES = { consumption: ['sk_live_', 'sk_pool_'], management: 'mk_' }
 
 export interface InferenceApiOptions {
   /** At least 32 characters: derives the key hashes (rotating it invalidates every key). */
@@ -66,7 +70,18 @@ export interface InferenceApiOptions {
    * stand-in `POST /api/billing/topup`.
    */
   stripe?:
-    | { client: Stripe; webhookSecret: string; creditsPriceId: string; creditsPerUnit?: number }
+    | {
+        client: Stripe
+        webhookSecret: string
+        creditsPriceId: string
+        creditsPerUnit?: number
+        /**
+         * The recurring price of a pool subscription: `POST /api/pools/:id/subscribe` then
+         * opens Checkout, and each paid period (webhook) activates or renews it. Without it,
+         * subscribing stays the free stand-in.
+         */
+        poolPriceId?: string | undefined
+      }
     | undefined
 }
 
@@ -98,13 +113,15 @@ export async function createInferenceApi(options: InferenceApiOptions): Promise<
     // `002`: a reached rolling quota answers 401 "Rate limit exceeded: quota daily".
     quotaStatus: 401,
   })
+  // The rules of a new credit or pool key, for the dashboard API and the portal alike.
+  tb.keys.addRule(consumptionKeyRule(tb))
   const s = options.stripe
   const perUnit = s?.creditsPerUnit ?? CREDITS_PER_USD
   const billing = s
     ? stripeBilling(tb, {
         stripe: s.client,
         webhookSecret: s.webhookSecret,
-        tiers: {},
+        tiers: s.poolPriceId ? { unlimited: { priceId: s.poolPriceId } } : {},
         // From one unit ($1) to 10,000 units: the stand-in top-up's bounds.
         credits: {
           priceId: s.creditsPriceId,
@@ -145,7 +162,7 @@ export async function createInferenceApi(options: InferenceApiOptions): Promise<
     },
     { prefix: '/api' },
   )
-  if (billing) await stripeWebhookRoute(app, billing)
+  if (billing) await stripeWebhookRoute(app, tb, billing)
   const portalApp = portal(tb, { session: { secret: options.sessionSecret } })
   await app.register(mountFetch(portalApp.fetch), { prefix: '/portal' })
   app.setNotFoundHandler((request, reply) =>

@@ -20,9 +20,24 @@ import { z } from 'zod'
 import type { StripeBilling } from '../../adapters/stripe/index.js'
 import { NotFoundError, type Tollbooth } from '../../src/index.js'
 import { parse } from './key-routes.js'
-import { CREDITS_PER_USD, POOLS, poolOf, subscribe, subscriptionsOf, usd } from './plans.js'
+import {
+  CREDITS_PER_USD,
+  POOLS,
+  poolOf,
+  renew,
+  reserve,
+  subscribe,
+  subscriptionsOf,
+  usd,
+} from './plans.js'
 
 const subscribeBody = z.object({ days: z.number().int().min(1).max(31).default(30) }).strict()
+const urls = {
+  successUrl: z.url({ protocol: /^https?$/ }),
+  cancelUrl: z.url({ protocol: /^https?$/ }),
+}
+/** With the billing provider: the period is the provider's (a month), paid through Checkout. */
+const paidSubscribeBody = z.object(urls).strict()
 const topupBody = z.object({ amount: z.number().min(1).max(10_000) }).strict()
 const checkoutBody = z
   .object({
@@ -58,7 +73,7 @@ export function billingRoutes(
         return {
           id: s.id,
           poolId: s.poolId,
-          status: s.expiresAt > t ? 'active' : 'expired',
+          status: s.pending ? 'pending' : s.expiresAt > t ? 'active' : 'expired',
           blocks: s.blocks.length,
           nextBlock: next ? { start: iso(next.start), end: iso(next.end) } : null,
           expiresAt: iso(s.expiresAt),
@@ -80,6 +95,28 @@ export function billingRoutes(
     const pool = poolOf(request.params.id)
     if (!pool)
       throw new NotFoundError(`Pool not found; the pools are ${Object.keys(POOLS).join(', ')}`)
+    if (stripe?.tiers?.includes('unlimited')) {
+      // Sold: a pending subscription and a Checkout page; it becomes active (and renews)
+      // when the provider's signed webhook says the period was paid.
+      const body = parse(paidSubscribeBody, request.body, 'body')
+      const sub = await reserve(tb, request.account.id, request.params.id, now())
+      const session = await stripe.checkout({
+        accountId: sub.accountId,
+        tier: 'unlimited',
+        successUrl: body.successUrl,
+        cancelUrl: body.cancelUrl,
+      })
+      return reply.code(201).send({
+        success: true,
+        data: {
+          id: sub.id,
+          poolId: sub.poolId,
+          status: 'pending',
+          url: session.url,
+          sessionId: session.sessionId,
+        },
+      })
+    }
     const body = parse(subscribeBody, request.body, 'body')
     const sub = await subscribe(tb, request.account.id, request.params.id, body.days, now())
     return reply.code(201).send({
@@ -118,9 +155,17 @@ export function billingRoutes(
  * `POST /api/billing/webhook` on `app`, in a context of its own: no session or key (Stripe's
  * signature over the raw body is the credential), the body kept as bytes for that check.
  * Subscribe the endpoint to `checkout.session.completed` and
- * `checkout.session.async_payment_succeeded`.
+ * `checkout.session.async_payment_succeeded` (credits), and, when pools are sold,
+ * `customer.subscription.created`, `customer.subscription.updated`,
+ * `customer.subscription.deleted` and `invoice.paid` (each paid period extends the pool
+ * subscription and its keys).
  */
-export async function stripeWebhookRoute(app: FastifyInstance, stripe: StripeBilling) {
+export async function stripeWebhookRoute(
+  app: FastifyInstance,
+  tb: Tollbooth,
+  stripe: StripeBilling,
+) {
+  const now = () => tb.options.clock?.now() ?? Date.now()
   await app.register(async (hook) => {
     hook.removeAllContentTypeParsers()
     hook.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) =>
@@ -129,6 +174,13 @@ export async function stripeWebhookRoute(app: FastifyInstance, stripe: StripeBil
     hook.post('/api/billing/webhook', async (request, reply) => {
       const body = Buffer.isBuffer(request.body) ? request.body : ''
       const r = await stripe.webhook({ body, headers: request.headers })
+      // A pool subscription's paid period (first payment or renewal), applied once: a replayed
+      // event applies nothing, so it renews nothing.
+      for (const a of r.applied) {
+        const c = a.change
+        if (a.applied && c.type === 'tier' && c.tier === 'unlimited' && c.expiresAt)
+          await renew(tb, c.accountId, c.expiresAt, now())
+      }
       return reply.code(r.status).send(r.body)
     })
   })

@@ -7,7 +7,7 @@
  * (`002_2f2523503321cfc2.txt`), and the management keys.
  *
  * One deliberate difference from the seed: lists never carry the full key. tollbooth stores
- * only a hash, so `apiKey` in a list is the display prefix (`sk_ab12...`); the full key is in
+ * only a hash, so `apiKey` in a list is the display prefix (`sk_live_ab12...`); the full key is in
  * the create answer, once.
  */
 
@@ -45,11 +45,11 @@ const schemas = {
     .object({
       name,
       /** An organizational tag (`002`): production, development, staging or your own. */
-      category: z.string().trim().min(1).max(64).default('production'),
+      category: z.string().trim().min(1).max(64).optional(),
       /** Optional expiry (`002`); credit keys never expire by default (`004`). */
       expiresAt: z.iso.datetime({ offset: true }).optional(),
       maxBudget: z.number().positive().max(1e6).optional(),
-      rpm: z.number().int().min(1).max(100_000).default(60),
+      rpm: z.number().int().min(1).max(100_000).optional(),
       tpm: z.number().int().min(1).max(1e9).optional(),
       quotas: z
         .object({ total: quota, daily: quota, weekly: quota, monthly: quota })
@@ -70,8 +70,12 @@ const schemas = {
     .object({
       limit: z.coerce.number().int().min(1).max(100).default(20),
       cursor: z.string().min(1).max(300).optional(),
+      /** Only the requests of this usage category (the model's family: `chat`, `messages`). */
+      category: z.string().trim().min(1).max(64).optional(),
     })
     .strict(),
+  /** `GET /api/keys?category=production`: `002`'s dashboard filter. */
+  list: z.object({ category: z.string().trim().min(1).max(64).optional() }).strict(),
 }
 
 /** Parses `value`, or throws the core's 400 naming each bad field. */
@@ -139,11 +143,20 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
     return key
   }
 
-  const listAll = async (accountId: string, kind: 'consumption' | 'management') => {
+  const listAll = async (
+    accountId: string,
+    kind: 'consumption' | 'management',
+    category?: string,
+  ) => {
     const out: KeyView[] = []
     let cursor: string | null = null
     do {
-      const page = await tb.keys.list(accountId, { kind, limit: 100, cursor })
+      const page = await tb.keys.list(accountId, {
+        kind,
+        limit: 100,
+        cursor,
+        ...(category ? { category } : {}),
+      })
       out.push(...page.data)
       cursor = page.nextCursor
     } while (cursor)
@@ -151,11 +164,12 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
   }
 
   api.get('/keys', async (request) => {
+    const q = parse(schemas.list, request.query, 'query')
     const user = request.account.id
     const subs = await subsOf(user)
     const keys = (
       await Promise.all(
-        [user, ...subs.map((s) => s.accountId)].map((a) => listAll(a, 'consumption')),
+        [user, ...subs.map((s) => s.accountId)].map((a) => listAll(a, 'consumption', q.category)),
       )
     ).flat()
     keys.sort((a, b) => b.createdAt - a.createdAt || b.id.localeCompare(a.id))
@@ -165,22 +179,15 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
   api.post('/keys/credit', async (request, reply) => {
     const body = parse(schemas.credit, request.body, 'body')
     const user = request.account.id
-    const account = await tb.accounts.get(user)
-    if (!(account.credits.remaining > 0))
-      return failure(
-        reply,
-        402,
-        'Insufficient credit balance: top up first',
-        'insufficient_credits',
-      )
-    // The name is an alias, unique among the account's keys (`002`).
+    // The balance check and the defaults (60 rpm, category) are `consumptionKeyRule`'s, run
+    // by tb.keys for this route and the portal alike. The name is an alias, unique among the
+    // account's keys (`002`).
     const { key, record } = await aliased(body.name, () =>
       tb.keys.create(
         {
           accountId: user,
           name: body.name,
-          category: body.category,
-          metadata: { keyPlan: 'credits' },
+          ...(body.category ? { category: body.category } : {}),
           limits: creditLimits(body),
           ...(body.expiresAt ? { expiresAt: body.expiresAt } : {}),
         },
@@ -243,12 +250,12 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
     return { success: true, data: keyView(updated, await subsOf(request.account.id), now()) }
   })
 
-  // "Permanently deletes a consumption key and revokes it": revoked at once; the record goes
-  // too when the key was never used (a used key keeps its history for billing).
+  // "Permanently deletes a consumption key and revokes it", used or not: the record goes, so
+  // the key is refused at once and every route answers 404 for it; its usage events stay in
+  // the account's usage and billing.
   api.delete<{ Params: { id: string } }>('/keys/:id', async (request) => {
     const key = await own(request.account.id, request.params.id)
-    await tb.keys.revoke(key.id)
-    await tb.keys.delete(key.id).catch(() => {})
+    await tb.keys.delete(key.id, {}, { evenIfUsed: true })
     return { success: true, data: { deleted: true } }
   })
 
@@ -258,12 +265,17 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
     const page = await tb.usage.logs(key.id, {
       limit: q.limit,
       ...(q.cursor ? { cursor: q.cursor } : {}),
+      ...(q.category ? { category: q.category } : {}),
     })
     return {
       success: true,
       data: {
         logs: page.data.map((e) => ({
           time: iso(e.time),
+          // `002`: the alias "shows up in logs"; the key's category beside the request's.
+          alias: key.name,
+          keyCategory: key.category,
+          category: e.category,
           endpoint: `${e.method} ${e.path}`,
           status: e.status,
           // Seed 002's "Duration": time to first byte; the total beside it.
@@ -310,7 +322,7 @@ export function keyRoutes(api: FastifyInstance, tb: Tollbooth): void {
   api.delete<{ Params: { id: string } }>('/keys/management/:id', async (request) => {
     const key = await tb.keys.get(request.params.id, { accountId: request.account.id })
     if (key.kind !== 'management') throw new NotFoundError('API key not found')
-    await tb.keys.revoke(key.id)
+    await tb.keys.delete(key.id, {}, { evenIfUsed: true })
     return { success: true, data: { deleted: true } }
   })
 }

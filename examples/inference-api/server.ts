@@ -35,6 +35,8 @@ const { app, tb } = await createInferenceApi({
           client: stripe.client,
           webhookSecret: stripe.webhookSecret,
           creditsPriceId: stripe.prices.credits,
+          // Optional: a monthly price sells pool subscriptions through Checkout too.
+          poolPriceId: process.env['STRIPE_PRICE_POOL'] || undefined,
         },
       }
     : {}),

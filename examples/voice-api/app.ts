@@ -30,6 +30,7 @@ import {
   type Clock,
   createTollbooth,
   type KeyLimits,
+  providerVerifiers,
   type Storage,
   type Tollbooth,
   type TollboothOptions,
@@ -72,17 +73,6 @@ export const KEY_LIMITS: KeyLimits = { rateLimits: [{ limit: 60, windowMs: 60_00
 
 export const PREFIXES = { consumption: 'plabs_sk_live_', management: 'plabs_mk_live_' }
 
-/**
- * Checks behind `POST /v1/provider-keys/:provider/verify`. Stand-ins that check the key's
- * format; in production, make one cheap authenticated call to the provider (for ElevenLabs,
- * `GET https://api.elevenlabs.io/v1/user` with the `xi-api-key` header) and return `res.ok`.
- */
-export const VERIFIERS = {
-  elevenlabs: (key: string) => /^sk_[A-Za-z0-9]{16,}$/.test(key),
-  openai: (key: string) => /^sk-[A-Za-z0-9_-]{20,}$/.test(key),
-  deepgram: (key: string) => /^[a-f0-9]{40}$/.test(key),
-}
-
 export interface VoiceApiOptions {
   /** At least 32 characters: derives the key hashes (rotating it invalidates every key). */
   secret: string
@@ -96,6 +86,14 @@ export interface VoiceApiOptions {
   plans?: TollboothOptions['plans']
   /** For tests: a manual clock. */
   clock?: Clock
+  /**
+   * Where `POST /v1/provider-keys/:provider/verify` checks a stored key: provider -> origin
+   * (a proxy, or a local stand-in in tests). Default: the providers themselves
+   * (`providerVerifiers()`: ElevenLabs `GET /v1/user`, OpenAI `GET /v1/models`, …).
+   */
+  providerBaseUrls?: Record<string, string> | undefined
+  /** The verification request's timeout. Default 5,000 ms. */
+  verifyTimeoutMs?: number | undefined
   /**
    * Sell the tiers through Stripe (`examples/shared/stripe.ts` reads it from the environment):
    * the client, the webhook endpoint's signing secret and each tier's recurring price.
@@ -133,7 +131,11 @@ export function createVoiceApi(options: VoiceApiOptions): VoiceApi {
     prefixes: PREFIXES,
     plans: options.plans ?? PLANS,
     defaultTier: 'free',
-    verifiers: VERIFIERS,
+    // One real request per verification, to the provider's cheapest authenticated endpoint.
+    verifiers: providerVerifiers({
+      ...(options.providerBaseUrls ? { baseUrls: options.providerBaseUrls } : {}),
+      ...(options.verifyTimeoutMs ? { timeoutMs: options.verifyTimeoutMs } : {}),
+    }),
   })
   const s = options.stripe
   const demo = s
@@ -155,17 +157,13 @@ export function createVoiceApi(options: VoiceApiOptions): VoiceApi {
   app.get('/', (c) => c.json({ name: 'voice-api', docs: 'see examples/voice-api/README.md' }))
   productRoutes(app, tb)
 
-  // Keys created through the API get the per-key rate limit unless they carry their own.
-  const defaultLimits = async (c: Context, next: Next) => {
-    await next()
-    if (c.res.status !== 201) return
-    const { id } = (await c.res.clone().json()) as { id: string }
-    const key = await tb.keys.get(id)
-    if (!key.limits.rateLimits)
-      await tb.keys.update(id, { limits: { ...key.limits, ...KEY_LIMITS } })
-  }
-  app.post('/v1/keys', defaultLimits)
-  app.post('/portal/api/keys', defaultLimits)
+  // Every API key gets the per-key rate limit unless it carries its own: one rule, run by
+  // tb.keys for `/v1/keys`, the portal and any other path that creates a key.
+  tb.keys.addRule((draft) =>
+    draft.kind === 'consumption' && !draft.limits.rateLimits
+      ? { ...draft, limits: { ...draft.limits, ...KEY_LIMITS } }
+      : draft,
+  )
 
   // The usage breakdown of the seed: the four product categories, 0 when unused (calls to the
   // management routes are logged under `management` at no charge: counted in requests only).

@@ -86,6 +86,8 @@ export function demoBilling(tb: Tollbooth, options: { baseUrl: () => string }): 
 
   return {
     name: 'demo',
+    // The paid tiers, as Stripe would have a price for each: `free` is never bought.
+    tiers: ['starter', 'pro', 'scale'],
     pages,
     async checkout(input) {
       const id = `cs_demo_${crypto.randomUUID().replaceAll('-', '')}`

@@ -115,6 +115,12 @@ export interface BillingProvider {
   /** A short id, e.g. `stripe`. */
   readonly name: string
   /**
+   * The tiers it sells (keys of `options.plans` it has a price for). Checkout refuses any
+   * other with a 400 naming `tier`. When left out, every plan but `options.defaultTier` (the
+   * tier an account falls back to, never bought) is taken as purchasable.
+   */
+  readonly tiers?: ReadonlyArray<string>
+  /**
    * @throws {InvalidRequestError} (400) naming the bad field: unknown tier, bad credits, bad URL
    * @throws {BillingUnavailableError} (502) when the provider does not answer or refuses
    */

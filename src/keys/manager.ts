@@ -14,12 +14,12 @@
 
 import { z } from 'zod'
 import type { Context } from '../context.js'
-import { ConflictError, NotFoundError } from '../errors.js'
+import { ConflictError, InvalidRequestError, NotFoundError } from '../errors.js'
 import { metadataSchema, text, textProblem } from '../input.js'
 import { checkAccountId } from '../metering/accounts.js'
 import { limitsSchema, parseInput } from '../options.js'
 import type { KeyKind, KeyLimits, KeyPatch, KeyRecord } from '../storage/types.js'
-import { generateKey, keyStart } from './format.js'
+import { generateKey, keyStart, START_LENGTH } from './format.js'
 import { newId } from './ids.js'
 import { createNameGuard, type NameRule } from './unique-names.js'
 
@@ -56,6 +56,11 @@ export const createKeySchema = z
     metadata: metadata.default({}),
     limits: limitsSchema.default({}),
     active: z.boolean().default(true),
+    /**
+     * One of the instance's consumption prefixes (`options.prefixes.consumption` may list
+     * several, a prefix per type of key); the first by default.
+     */
+    prefix: z.string().max(32).optional(),
   })
   .strict()
   .refine((v) => v.expiresInDays === undefined || v.expiresAt == null, {
@@ -64,6 +69,16 @@ export const createKeySchema = z
   })
 
 export type CreateKeyInput = z.input<typeof createKeySchema>
+
+/** A key about to be created: the create input after validation and defaults. */
+export type KeyDraft = z.output<typeof createKeySchema>
+
+/**
+ * A creation rule (see {@link KeyManager.addRule}): fills in a type of key's defaults and
+ * checks what creating one requires. Returns the draft to create (changed or not), or throws
+ * a `TollboothError`, whose status, code and message are the answer.
+ */
+export type KeyCreationRule = (draft: KeyDraft) => KeyDraft | Promise<KeyDraft>
 
 export const updateKeySchema = z
   .object({
@@ -85,8 +100,13 @@ const listSchema = z
     cursor: text(z.string().max(200)).nullable().optional(),
     kind: z.enum(['consumption', 'management']).default('consumption'),
     includeRevoked: z.boolean().default(false),
+    /** Only the keys tagged with this category. */
+    category: text(z.string().trim().min(1).max(64)).optional(),
   })
   .strict()
+
+/** Store pages read at most for one filtered page (each as large as what is still missing). */
+const MAX_FILTERED_READS = 50
 
 const rotateSchema = z
   .object({
@@ -112,13 +132,29 @@ export interface CreatedKey {
 
 export class KeyManager {
   private readonly names: ReturnType<typeof createNameGuard>
+  private readonly rules: KeyCreationRule[] = []
 
   constructor(private readonly ctx: Context) {
     this.names = createNameGuard(ctx.storage)
   }
 
-  private prefix(kind: KeyKind): string {
-    return this.ctx.options.prefixes[kind]
+  /** The prefixes a key of `kind` may carry; the first is the default. */
+  private prefixes(kind: KeyKind): ReadonlyArray<string> {
+    const p = this.ctx.options.prefixes
+    return kind === 'management' ? [p.management] : p.consumptionAll
+  }
+
+  /** The prefix asked for, checked against the kind's; the default when none is asked for. */
+  private prefix(kind: KeyKind, asked?: string): string {
+    const allowed = this.prefixes(kind)
+    if (asked === undefined) return allowed[0]!
+    if (!allowed.includes(asked)) {
+      const message = `must be one of ${allowed.join(', ')}`
+      throw new InvalidRequestError(`Invalid request: prefix: ${message}`, [
+        { path: 'prefix', message },
+      ])
+    }
+    return asked
   }
 
   private async owned(id: string, scope: Scope): Promise<KeyRecord> {
@@ -133,8 +169,7 @@ export class KeyManager {
     return r
   }
 
-  private mint(kind: KeyKind): { key: string; hash: string; start: string } {
-    const prefix = this.prefix(kind)
+  private mint(prefix: string): { key: string; hash: string; start: string } {
     const key = generateKey(prefix)
     return { key, hash: this.ctx.hash(key), start: keyStart(key, prefix) }
   }
@@ -144,8 +179,12 @@ export class KeyManager {
    * @param [rule.uniqueName=false] refuse a name another live key of the account wears (409)
    */
   async create(input: CreateKeyInput, rule: NameRule = {}): Promise<CreatedKey> {
-    const v = parseInput(createKeySchema, input)
+    let v = parseInput(createKeySchema, input)
     checkAccountId(v.accountId)
+    // A rule is the integrator's code: what it returns is checked like any input.
+    for (const r of this.rules) v = parseInput(createKeySchema, await r(v))
+    checkAccountId(v.accountId)
+    this.prefix(v.kind, v.prefix)
     if (rule.uniqueName === true)
       return this.names.claim(
         { accountId: v.accountId, kind: v.kind, name: v.name, exceptId: null },
@@ -154,9 +193,36 @@ export class KeyManager {
     return this.insert(v)
   }
 
-  private async insert(v: z.output<typeof createKeySchema>): Promise<CreatedKey> {
+  /**
+   * Adds a creation rule: the one place for a type of key's defaults and creation checks
+   * (a default rate limit, a balance that must be positive, …). Every `create` runs the rules
+   * in the order they were added, whatever called it: the management API, the portal or the
+   * product's own routes, so a key made in one follows the same rules as a key made in
+   * another. Rotation copies the old key and runs no rule.
+   *
+   * @returns a function that removes the rule
+   * @example
+   * ```ts
+   * tb.keys.addRule((draft) =>
+   *   draft.kind === 'consumption' && !draft.limits.rateLimits
+   *     ? { ...draft, limits: { ...draft.limits, rateLimits: [{ limit: 60, windowMs: 60_000 }] } }
+   *     : draft,
+   * )
+   * ```
+   */
+  addRule(rule: KeyCreationRule): () => void {
+    if (typeof rule !== 'function')
+      throw new TypeError('tb.keys.addRule(rule): rule must be a function')
+    this.rules.push(rule)
+    return () => {
+      const i = this.rules.indexOf(rule)
+      if (i !== -1) this.rules.splice(i, 1)
+    }
+  }
+
+  private async insert(v: KeyDraft): Promise<CreatedKey> {
     const now = this.ctx.clock.now()
-    const m = this.mint(v.kind)
+    const m = this.mint(this.prefix(v.kind, v.prefix))
     const record: KeyRecord = {
       id: newId('key', now),
       hash: m.hash,
@@ -188,13 +254,30 @@ export class KeyManager {
     options: z.input<typeof listSchema> = {},
   ): Promise<{ data: KeyView[]; nextCursor: string | null; hasMore: boolean }> {
     checkAccountId(accountId)
-    const o = parseInput(listSchema, options)
-    const page = await this.ctx.storage.keys.list(accountId, o)
-    return {
-      data: page.data.map(keyView),
-      nextCursor: page.nextCursor,
-      hasMore: page.nextCursor !== null,
+    const { category, ...o } = parseInput(listSchema, options)
+    if (category === undefined) {
+      const page = await this.ctx.storage.keys.list(accountId, o)
+      return {
+        data: page.data.map(keyView),
+        nextCursor: page.nextCursor,
+        hasMore: page.nextCursor !== null,
+      }
     }
+    // Filtered: read store pages no larger than what is still missing, so a page never ends
+    // in the middle of a store page and the store's own cursor stays the next one.
+    const data: KeyView[] = []
+    let cursor = o.cursor ?? null
+    for (let reads = 0; reads < MAX_FILTERED_READS && data.length < o.limit; reads++) {
+      const page = await this.ctx.storage.keys.list(accountId, {
+        ...o,
+        limit: o.limit - data.length,
+        cursor,
+      })
+      for (const r of page.data) if (r.category === category) data.push(keyView(r))
+      cursor = page.nextCursor
+      if (cursor === null) break
+    }
+    return { data, nextCursor: cursor, hasMore: cursor !== null }
   }
 
   async get(id: string, scope: Scope = {}): Promise<KeyView> {
@@ -217,6 +300,9 @@ export class KeyManager {
   }
 
   private async apply(r: KeyRecord, patch: KeyPatch): Promise<KeyView> {
+    // Revocation is final: a revoked key answering 200 `active: true` would still be refused.
+    if (r.revokedAt !== null && r.revokedAt <= this.ctx.clock.now())
+      throw new ConflictError('This key is revoked and cannot be changed')
     const updated = await this.ctx.storage.keys.update(r.id, patch)
     if (!updated) throw new NotFoundError('API key not found')
     await this.ctx.invalidate(r.hash)
@@ -234,16 +320,26 @@ export class KeyManager {
   }
 
   /**
-   * Deletes for good, only a key that was never used; a used key answers 409 (deactivate it
-   * instead: its history is kept for billing and auditing).
+   * Deletes for good. By default only a key that was never used: a used key answers 409
+   * (deactivate it instead), the rule of seed 002. With `options.evenIfUsed` a used key is
+   * deleted too (seed 004's "permanently deletes … and revokes it"): the record goes, so the
+   * key is refused at once and is gone from every list and lookup (404), while its usage
+   * events stay in the account's usage and billing.
+   * @param [options.evenIfUsed=false] delete a key that has request history as well
    */
-  async delete(id: string, scope: Scope = {}): Promise<void> {
+  async delete(
+    id: string,
+    scope: Scope = {},
+    options: { evenIfUsed?: boolean } = {},
+  ): Promise<void> {
     const r = await this.owned(id, scope)
+    // Events of the key still in the out-box are written first: they are its history.
     await this.ctx.outbox.flush()
     const fresh = (await this.ctx.storage.keys.get(r.id)) ?? r
     const used =
-      fresh.lastUsedAt !== null ||
-      (await this.ctx.storage.usage.logs(r.id, { limit: 1 })).data.length > 0
+      options.evenIfUsed !== true &&
+      (fresh.lastUsedAt !== null ||
+        (await this.ctx.storage.usage.logs(r.id, { limit: 1 })).data.length > 0)
     if (used) {
       throw new ConflictError(
         'This key has request history and cannot be deleted; deactivate it instead',
@@ -268,7 +364,11 @@ export class KeyManager {
     const now = this.ctx.clock.now()
     if (r.revokedAt !== null && r.revokedAt <= now)
       throw new ConflictError('This key is revoked and cannot be rotated')
-    const m = this.mint(r.kind)
+    // The new key keeps the old one's prefix (its type), while the instance still issues it.
+    const kept = this.prefixes(r.kind).find(
+      (p) => r.start.startsWith(p) && r.start.length === p.length + START_LENGTH,
+    )
+    const m = this.mint(kept ?? this.prefix(r.kind))
     const next: KeyRecord = {
       ...r,
       id: newId('key', now),

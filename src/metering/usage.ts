@@ -43,8 +43,13 @@ const logsSchema = z
   .object({
     limit: z.number().int().min(1).max(100).default(20),
     cursor: text(z.string().max(300)).nullable().optional(),
+    /** Only the requests of this usage category. */
+    category: text(z.string().trim().min(1).max(64)).optional(),
   })
   .strict()
+
+/** Store pages read at most for one filtered page of a log. */
+const MAX_FILTERED_READS = 50
 
 /**
  * A storage step of a usage read, bounded by `ms`: a store that does not answer in time, or
@@ -135,7 +140,7 @@ export class UsageService {
     options: z.input<typeof logsSchema> = {},
     scope: { accountId?: string } = {},
   ): Promise<{ data: LogEntry[]; nextCursor: string | null; hasMore: boolean }> {
-    const o = parseInput(logsSchema, options)
+    const { category, ...o } = parseInput(logsSchema, options)
     const key =
       typeof keyId === 'string' && keyId.length <= 64 && textProblem(keyId) === null
         ? await this.bounded(this.ctx.storage.keys.get(keyId))
@@ -143,11 +148,26 @@ export class UsageService {
     if (!key || (scope.accountId !== undefined && key.accountId !== scope.accountId))
       throw new NotFoundError('API key not found')
     await this.bounded(this.ctx.outbox.flush())
-    const page = await this.bounded(this.ctx.storage.usage.logs(keyId, o))
-    return {
-      data: page.data.map(({ accountId: _a, ...e }) => e),
-      nextCursor: page.nextCursor,
-      hasMore: page.nextCursor !== null,
+    if (category === undefined) {
+      const page = await this.bounded(this.ctx.storage.usage.logs(keyId, o))
+      return {
+        data: page.data.map(({ accountId: _a, ...e }) => e),
+        nextCursor: page.nextCursor,
+        hasMore: page.nextCursor !== null,
+      }
     }
+    // Filtered: store pages no larger than what is still missing, so the store's cursor
+    // stays the next one.
+    const data: LogEntry[] = []
+    let cursor = o.cursor ?? null
+    for (let reads = 0; reads < MAX_FILTERED_READS && data.length < o.limit; reads++) {
+      const page = await this.bounded(
+        this.ctx.storage.usage.logs(keyId, { limit: o.limit - data.length, cursor }),
+      )
+      for (const { accountId: _a, ...e } of page.data) if (e.category === category) data.push(e)
+      cursor = page.nextCursor
+      if (cursor === null) break
+    }
+    return { data, nextCursor: cursor, hasMore: cursor !== null }
   }
 }

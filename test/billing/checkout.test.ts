@@ -291,6 +291,52 @@ describe('configuration', () => {
 })
 
 describe('through the management API', () => {
+  it('sells only purchasable tiers: the default tier and tiers without a price answer 400', async () => {
+    // A provider that names no tiers: every plan but the default tier is for sale.
+    const opened: string[] = []
+    const plain: ManagementBillingProvider = {
+      name: 'plain',
+      async checkout(input) {
+        opened.push(input.tier ?? 'credits')
+        return { sessionId: 'cs_1', url: 'https://pay.test/cs_1' }
+      },
+      async portal() {
+        return { url: 'https://pay.test/portal' }
+      },
+      async webhook() {
+        return { status: 200, body: {}, applied: [] }
+      },
+    }
+    for (const [provider, refused, sold] of [
+      [plain, 'starter', 'must be one of pro, scale'],
+      [
+        stripeBilling(tb, {
+          stripe: fake.client(),
+          webhookSecret: 'whsec_test_secret_0001',
+          tiers: { pro: TIERS.pro },
+        }),
+        'scale',
+        'must be one of pro',
+      ],
+    ] as const) {
+      const app = managementApi(tb, { billing: provider })
+      const { key } = await tb.keys.create({ accountId: 'acct_t', kind: 'management' })
+      const res = await app.request('/billing/checkout', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ tier: refused, ...URLS }),
+      })
+      expect(res.status).toBe(400)
+      expect(await res.json()).toEqual({
+        error: `Invalid request body: tier: ${sold}`,
+        code: 'invalid_request',
+        issues: [{ path: 'tier', message: sold }],
+      })
+    }
+    expect(opened).toEqual([])
+    expect(posts('/v1/checkout/sessions')).toEqual([])
+  })
+
   it('POST /billing/checkout and /billing/portal answer from Stripe for the key account', async () => {
     const app = new Hono()
     app.route('/v1', managementApi(tb, { billing }))

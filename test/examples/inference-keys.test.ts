@@ -85,7 +85,7 @@ describe('inference-api example: 004 management', () => {
         {
           id: credit.body.data.id,
           name: 'client_42',
-          apiKey: `${sk.slice(0, 7)}...`,
+          apiKey: `${sk.slice(0, 12)}...`,
           isActive: true,
           keyPlan: 'credits',
           keyType: 'credit',
@@ -165,16 +165,17 @@ describe('inference-api example: 004 management', () => {
       'invalid_request',
     ])
 
-    // DELETE /api/keys/:id -> { success, data: { deleted: true } }; a used key keeps its history.
+    // DELETE /api/keys/:id -> { success, data: { deleted: true } }; a used key goes too.
     const del = await api('DELETE', `/api/keys/${id}`, { token: session })
     expect(del.body).toEqual({ success: true, data: { deleted: true } })
     expect((await chat(sk)).body.error.message).toBe('Invalid API Key')
-    expect((await tb.keys.get(id)).revokedAt).toBe(T0)
+    await expect(tb.keys.get(id)).rejects.toBeInstanceOf(NotFoundError)
     await api('DELETE', `/api/keys/${auto.body.data.id}`, { token: mk })
     await expect(tb.keys.get(auto.body.data.id)).rejects.toBeInstanceOf(NotFoundError)
     expect((await api('GET', '/api/keys', { token: session })).body.data).toEqual([])
 
     // Another user's key is not found; DELETE /api/keys/management/:id revokes the key.
+    await tb.accounts.addCredits('user_2', 1_000)
     const theirs = await tb.keys.create({ accountId: 'user_2', name: 'theirs' })
     const other = await api('PUT', `/api/keys/${theirs.record.id}`, {
       token: session,

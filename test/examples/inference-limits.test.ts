@@ -106,6 +106,32 @@ describe('inference-api example: 004 credit keys', () => {
     )
     expect(second[10]!.headers.get('retry-after')).toBe('1')
   })
+
+  it('answers the plan per-minute cap with its own message (002): 10 a second, 120 a minute', async () => {
+    const { topUp, creditKey, chat, clock } = await start()
+    await topUp(10)
+    const key = await creditKey({ rpm: 10_000 })
+    // 10 a second, each second: the per-second cap always lets the next ten through, the
+    // per-minute one runs out.
+    const answers = []
+    for (let s = 0; s < 30; s++) {
+      answers.push(...(await repeat(10, () => chat(key))))
+      if (answers.at(-1)!.status !== 200) break
+      clock.advance(1_000)
+    }
+    const refused = answers.findIndex((r) => r.status !== 200)
+    expect(refused).toBeGreaterThanOrEqual(120)
+    const r = answers[refused]!
+    expect([r.status, r.body.error.message]).toEqual([
+      429,
+      'exceeded the per-minute rate limit on your subscription',
+    ])
+    expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+    expect(r.headers.get('x-ratelimit-limit')).toBe('120')
+    // Half a second later the minute has room for one more (120 a minute: one per 500 ms).
+    clock.advance(500)
+    expect((await chat(key)).status).toBe(200)
+  })
 })
 
 describe('inference-api example: 002 logs, errors and IP blocking', () => {
@@ -129,6 +155,9 @@ describe('inference-api example: 002 logs, errors and IP blocking', () => {
       expect.objectContaining({ status: 400, credits: 0, ip: '127.0.0.1' }),
       {
         time: new Date(T0).toISOString(),
+        alias: 'client_1',
+        keyCategory: 'production',
+        category: 'chat',
         endpoint: 'POST /v1/chat/completions',
         status: 200,
         // Measured by the Fastify adapter on the test's manual clock, which stands still.

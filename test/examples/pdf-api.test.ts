@@ -198,4 +198,22 @@ describe('pdf-api example: monthly limit', () => {
     clock.set(Date.UTC(2026, 2, 1))
     expect((await compress(api, key)).status).toBe(200)
   })
+
+  it('answers the 501st operation with Retry-After: the seconds until resetDate', async () => {
+    const { tb, api, clock, settles, token } = await start()
+    await tb.accounts.setTier('user_42', 'pro')
+    const key = (await tb.keys.create({ accountId: 'user_42' })).key
+    await repeat(500, () => compress(api, key))
+    await settles.idle()
+    clock.set(T0 + 90_500) // mid-second: the wait rounds up
+    const refused = await compress(api, key)
+    expect(refused.status).toBe(402)
+    const usage = await api('GET', '/api/v1/account/usage', { token })
+    expect(usage.body).toMatchObject({ current: 500, limit: 500 })
+    const reset = Date.parse(usage.body.resetDate)
+    expect(reset).toBe(Date.UTC(2026, 2, 1))
+    expect(refused.headers.get('retry-after')).toBe(
+      String(Math.ceil((reset - (T0 + 90_500)) / 1000)),
+    )
+  })
 })

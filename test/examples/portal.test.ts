@@ -97,6 +97,8 @@ describe.each(Object.keys(examples))('%s: the developer portal at /portal', (nam
 
   it("signs in with the example's session token and lists that account's keys only", async () => {
     const { tb, url, session } = await start()
+    // Credit keys need a balance in the inference example.
+    for (const a of ['acct_portal', 'acct_other']) await tb.accounts.addCredits(a, 1_000)
     await tb.keys.create({ accountId: 'acct_portal', name: 'Mine' })
     await tb.keys.create({ accountId: 'acct_other', name: 'Not mine' })
     const browser = browserClient(url)
@@ -114,6 +116,7 @@ describe.each(Object.keys(examples))('%s: the developer portal at /portal', (nam
 
   it('refuses an API key on /portal/api/keys, and a token signed with another secret', async () => {
     const { tb, url, now } = await start()
+    await tb.accounts.addCredits('acct_portal', 1_000)
     const { key } = await tb.keys.create({ accountId: 'acct_portal', name: 'Mine' })
     const asKey = await fetch(`${url}/portal/api/keys`, {
       headers: { authorization: `Bearer ${key}` },

@@ -144,7 +144,7 @@ describe('voice-api example: 000 keys and billing', () => {
       },
     })
     expect([bad.status, bad.body.code]).toEqual([400, 'invalid_request'])
-    expect(bad.body.error).toMatch(/tier: must be one of free, starter, pro, scale/)
+    expect(bad.body.error).toMatch(/tier: must be one of starter, pro, scale/)
 
     // POST /v1/billing/checkout {"tier":"pro","successUrl":…,"cancelUrl":…} -> { url, sessionId }
     const checkout = await api('POST', '/v1/billing/checkout', {

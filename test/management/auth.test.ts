@@ -250,6 +250,8 @@ describe('billing provider', () => {
     await start({
       billing: {
         name: 'fake',
+        // The instance's only plan is its default tier: sold only because the provider says so.
+        tiers: ['pro'],
         async checkout(input) {
           calls.push(input)
           return { url: 'https://checkout.example/c/1', sessionId: 'cs_1' }

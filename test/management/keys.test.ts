@@ -133,6 +133,10 @@ describe.each(FRAMEWORKS)('key endpoints on %s', (framework) => {
       expect.objectContaining({ id, revokedAt: new Date(T0).toISOString() }),
     ])
     expect((await f.api('GET', `/keys/${id}`, { token: f.mk })).status).toBe(200)
+    // Revocation is final: no 200 `active: true` for a key that stays refused.
+    const back = await f.api('PATCH', `/keys/${id}`, { token: f.mk, json: { active: true } })
+    expect([back.status, back.body.code]).toEqual([409, 'conflict'])
+    expect((await f.synthesize(key)).status).toBe(401)
     // Revoking again is a no-op.
     expect((await f.api('DELETE', `/keys/${id}`, { token: f.mk })).status).toBe(204)
   })
