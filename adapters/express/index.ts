@@ -19,7 +19,7 @@ import {
   responseEnded,
   responseStarted,
   type Tollbooth,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 declare module 'express-serve-static-core' {
   interface Request {

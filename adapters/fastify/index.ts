@@ -34,7 +34,7 @@ import {
   responseStarted,
   type Tollbooth,
   watchBody,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 declare module 'fastify' {
   interface FastifyRequest {

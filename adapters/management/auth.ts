@@ -13,7 +13,7 @@
  */
 
 import type { Context } from 'hono'
-import type { Admission, ResolvedRoute, Tollbooth, TrustProxy } from '../../src/index.js'
+import type { Admission, ResolvedRoute, Tollbooth, TrustProxy } from '../../src/internal.js'
 import { json } from './http.js'
 import { createSessionVerifier, looksLikeJwt, type SessionOptions } from './session.js'
 

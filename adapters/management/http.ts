@@ -14,7 +14,7 @@ import {
   InvalidRequestError,
   isTollboothError,
   TollboothError,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 /** Bodies above this many bytes are refused with 413 before they are parsed. */
 export const BODY_LIMIT_BYTES = 64 * 1024

@@ -21,7 +21,7 @@ import {
   type Tollbooth,
   type TrustProxy,
   trustProxySchema,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { accountRoutes } from './account-routes.js'
 import { createAuthenticator, type Guard, type ManagementAuthOptions, nodeSocket } from './auth.js'
 import { type BillingProvider, billingRoutes } from './billing.js'

@@ -10,7 +10,7 @@
  */
 
 import { z } from 'zod'
-import { metadataSchema, text } from '../../src/index.js'
+import { metadataSchema, text } from '../../src/internal.js'
 
 const DAY = 86_400_000
 

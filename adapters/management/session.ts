@@ -10,7 +10,7 @@
 
 import { createRemoteJWKSet, type JWTVerifyGetKey, jwtVerify } from 'jose'
 import { z } from 'zod'
-import { ConfigError } from '../../src/index.js'
+import { ConfigError } from '../../src/internal.js'
 
 /** How session tokens are verified. Give exactly one of `secret`, `jwksUrl` or `jwks`. */
 export interface SessionOptions {

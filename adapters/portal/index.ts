@@ -18,7 +18,7 @@
 
 import { type Context, Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
-import { ConfigError, isTollboothError, type Tollbooth } from '../../src/index.js'
+import { ConfigError, isTollboothError, type Tollbooth } from '../../src/internal.js'
 import { BODY_LIMIT_BYTES, errorResponse, json } from '../management/http.js'
 import { managementApi } from '../management/index.js'
 import { createSessionVerifier } from '../management/session.js'

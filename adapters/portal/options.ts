@@ -14,7 +14,7 @@ import {
   type Tollbooth,
   type TrustProxy,
   trustProxySchema,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import type { SessionOptions } from '../management/index.js'
 
 /** Who is signed in: the account, or null to show the sign-in page. */

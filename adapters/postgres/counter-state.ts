@@ -23,7 +23,7 @@ import {
   type WindowState,
   windowAdd,
   windowRemove,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 export type Kind = 'window' | 'gcra' | 'hold'
 

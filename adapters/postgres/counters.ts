@@ -31,7 +31,7 @@
  */
 
 import type { QueryResult } from 'pg'
-import type { CheckResult, ConsumeResult, CounterStore, HoldState } from '../../src/index.js'
+import type { CheckResult, ConsumeResult, CounterStore, HoldState } from '../../src/internal.js'
 import {
   apply,
   type Counter,

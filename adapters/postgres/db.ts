@@ -13,7 +13,7 @@
  */
 
 import type { Pool, PoolClient, QueryResultRow } from 'pg'
-import { ConfigError, StorageUnavailableError } from '../../src/index.js'
+import { ConfigError, StorageUnavailableError } from '../../src/internal.js'
 
 /** What the stores need of the user's pool (a `pg.Pool`, or anything shaped like it). */
 export type PgPool = Pick<Pool, 'query' | 'connect'>

@@ -11,7 +11,7 @@
  * hot admission counters in Redis.
  */
 
-import { type ChangeFeed, ConfigError, type Storage } from '../../src/index.js'
+import { type ChangeFeed, ConfigError, type Storage } from '../../src/internal.js'
 import { postgresAccounts, postgresSecrets } from './accounts.js'
 import { postgresChanges } from './changes.js'
 import { postgresCounters } from './counters.js'

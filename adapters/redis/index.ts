@@ -10,8 +10,8 @@
  * own, so each script touches a single slot and the storage runs on Redis Cluster.
  */
 
-import type { Storage } from '../../src/index.js'
-import { ConfigError } from '../../src/index.js'
+import type { Storage } from '../../src/internal.js'
+import { ConfigError } from '../../src/internal.js'
 import { redisAccounts, redisSecrets } from './accounts.js'
 import { redisChanges } from './changes.js'
 import { redisCounters } from './counters.js'

@@ -18,7 +18,7 @@ import {
   release,
   rollingWindow,
   type SettleOp,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { prng } from '../testing/fixtures.js'
 import { redisCounters } from './counters.js'
 import { type Ctx, defineCommands, SCRIPTS } from './store.js'

@@ -30,7 +30,7 @@ import {
   type UsageSummary,
   usageBuckets,
   usageCategory,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { type Ctx, dec, defineCommands, type RedisClient } from './store.js'
 
 /** Events per RECORD call and per prune step, so one script never runs long. */

@@ -34,7 +34,7 @@ import {
   type Tollbooth,
   type WebhookInput,
   type WebhookResult,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { META } from './events.js'
 import { stripeMeterSink } from './meter.js'
 import { optionsSchema, type StripeBillingOptions } from './options.js'

@@ -7,7 +7,7 @@
 
 import type Stripe from 'stripe'
 import { z } from 'zod'
-import { MARKER_TTL_MS, type MeterOutboxOptions } from '../../src/index.js'
+import { MARKER_TTL_MS, type MeterOutboxOptions } from '../../src/internal.js'
 
 const id = z.string().min(1).max(255)
 const tierSchema = z

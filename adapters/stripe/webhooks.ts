@@ -24,7 +24,7 @@ import {
   type Tollbooth,
   type WebhookInput,
   type WebhookResult,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { changesOf, type EventContext, type StripeEventLike } from './events.js'
 
 /** How long another instance may hold an event before it is given up as crashed. */

@@ -14,7 +14,7 @@
  */
 
 import { afterEach, beforeEach, describe } from 'vitest'
-import type { Storage } from '../../src/index.js'
+import type { Storage } from '../../src/internal.js'
 import { accountStoreTests } from './accounts.js'
 import { counterStoreTests } from './counters.js'
 import type { StorageFactory, StorageFixture } from './fixtures.js'
