@@ -7,4 +7,67 @@
  * has no entry for it, so the bundler inlines it into the shared chunk.
  */
 
+export { BILLING_STATE_KEY } from './billing/apply.js'
+export { createMarkers, MARKER_TTL_MS, type Markers, markerKey } from './billing/markers.js'
+export {
+  createMeterOutbox,
+  type MeterFlushResult,
+  type MeterOutbox,
+  type MeterOutboxOptions,
+} from './billing/meter-outbox.js'
+export {
+  type OverageReconciliation,
+  type OverageTotals,
+  overageEvents,
+  reconcileOverage,
+} from './billing/reconcile.js'
+export { headerOf } from './billing/types.js'
+export { DEFAULT_PROVIDERS } from './byok/providers.js'
+export { systemClock } from './clock.js'
+export { Admission } from './decision.js'
 export * from './index.js'
+export {
+  ACCOUNT_METADATA_MAX_BYTES,
+  METADATA_MAX_BYTES,
+  METADATA_MAX_DEPTH,
+  metadataProblems,
+  metadataSchema,
+  ownValue,
+  text,
+  textProblem,
+  type ValueProblem,
+} from './input.js'
+export { isWellFormedKey } from './keys/format.js'
+export { type NameRule, nameTaken } from './keys/unique-names.js'
+export { QUOTA_WINDOWS } from './limits/admission.js'
+export { type GcraVerdict, gcra, gcraAdd } from './limits/gcra.js'
+export { type HoldVerdict, hold, release } from './limits/hold.js'
+export { missingResult } from './limits/rebuild.js'
+export { gcraRemove, undrained, windowRemove } from './limits/revert.js'
+export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-window.js'
+export { checkAccountId } from './metering/accounts.js'
+export { parseMonth, periodOf } from './metering/periods.js'
+export {
+  addToSummary,
+  countsInSummary,
+  splitUsageRange,
+  USAGE_DAY_MS,
+  USAGE_HOUR_MS,
+  type UsageRangeParts,
+  usageBuckets,
+  usageCategory,
+} from './metering/usage-buckets.js'
+export { headersFollowHandler, parseConfig, trustProxySchema } from './options.js'
+export { clientIp, isForwarded } from './request.js'
+export {
+  ABORTED_STATUS,
+  beginWork,
+  clientGone,
+  endWork,
+  responseEnded,
+  responseStarted,
+  type Settler,
+  watchBody,
+} from './response-end.js'
+export { decodeLogCursor, encodeLogCursor } from './storage/memory.js'
+export { isRoute } from './tollbooth.js'
