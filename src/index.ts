@@ -26,6 +26,7 @@ export type { Admission, ApiKeyInfo, Decision, Denial, Report } from './decision
 export {
   type AnyTollboothError,
   BillingUnavailableError,
+  type ErrorBody,
   ConfigError,
   ConflictError,
   type ErrorCode,

@@ -25,6 +25,7 @@ export { headerOf } from './billing/types.js'
 export { DEFAULT_PROVIDERS } from './byok/providers.js'
 export { systemClock } from './clock.js'
 export { Admission } from './decision.js'
+export { ERROR_CODES } from './errors.js'
 export * from './index.js'
 export {
   ACCOUNT_METADATA_MAX_BYTES,

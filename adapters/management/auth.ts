@@ -13,7 +13,13 @@
  */
 
 import type { Context } from 'hono'
-import type { Admission, ResolvedRoute, Tollbooth, TrustProxy } from '../../src/internal.js'
+import type {
+  Admission,
+  ErrorCode,
+  ResolvedRoute,
+  Tollbooth,
+  TrustProxy,
+} from '../../src/internal.js'
 import { json } from './http.js'
 import { createSessionVerifier, looksLikeJwt, type SessionOptions } from './session.js'
 
@@ -121,7 +127,12 @@ export function createAuthenticator(
   const acceptMessage = `these routes accept ${what}`
   const { prefixes } = tb.options
 
-  const refuse = (status: number, code: string, error: string, invalid: boolean): AuthOutcome => ({
+  const refuse = (
+    status: number,
+    code: ErrorCode,
+    error: string,
+    invalid: boolean,
+  ): AuthOutcome => ({
     ok: false,
     response: json({ error, code }, status, {
       'www-authenticate': invalid ? 'Bearer error="invalid_token"' : 'Bearer',

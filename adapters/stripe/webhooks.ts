@@ -19,6 +19,7 @@ import {
   type AppliedChange,
   applyBillingChanges,
   createMarkers,
+  type ErrorCode,
   headerOf,
   isTollboothError,
   type Tollbooth,
@@ -53,7 +54,7 @@ export interface WebhookOptions extends EventContext {
   onError: (err: unknown) => void
 }
 
-const fail = (status: number, error: string, code: string): WebhookResult => ({
+const fail = (status: number, error: string, code: ErrorCode): WebhookResult => ({
   status,
   body: { error, code },
   applied: [],
