@@ -26,9 +26,9 @@ export type { Admission, ApiKeyInfo, Decision, Denial, Report } from './decision
 export {
   type AnyTollboothError,
   BillingUnavailableError,
-  type ErrorBody,
   ConfigError,
   ConflictError,
+  type ErrorBody,
   type ErrorCode,
   type InvalidField,
   InvalidRequestError,

@@ -58,7 +58,14 @@ export {
   usageBuckets,
   usageCategory,
 } from './metering/usage-buckets.js'
-export { headersFollowHandler, parseConfig, trustProxySchema } from './options.js'
+export {
+  fnOption,
+  headersFollowHandler,
+  integer,
+  optionError,
+  parseOptions,
+  trustProxySchema,
+} from './options.js'
 export { clientIp, isForwarded } from './request.js'
 export {
   ABORTED_STATUS,

@@ -164,7 +164,9 @@ describe('settle: cost forms', () => {
   it('rejects a bad overrun route option, naming it', async () => {
     const { tb } = await setup(metered)
     for (const bad of ['bill', { maxOverdraft: -1 }, { maxOverdraft: 5, extra: 1 }])
-      expect(() => tb.route({ cost: 1, overrun: bad as never })).toThrow(/route options\.overrun/)
+      expect(() => tb.route({ cost: 1, overrun: bad as never })).toThrow(
+        /tb\.route: options\.overrun/,
+      )
   })
 
   it('report() with a bad value throws and changes nothing', async () => {

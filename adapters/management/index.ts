@@ -16,8 +16,9 @@
 import { type Context, Hono } from 'hono'
 import { z } from 'zod'
 import {
-  ConfigError,
-  parseConfig,
+  fnOption,
+  optionError,
+  parseOptions,
   type Tollbooth,
   type TrustProxy,
   trustProxySchema,
@@ -53,8 +54,6 @@ export interface ManagementOptions {
   uniqueKeyNames?: boolean
 }
 
-const fn = (what: string) =>
-  z.custom<never>((v) => typeof v === 'function', `${what} must be a function`)
 const keyAccess = z.union([
   z.boolean(),
   z.object({ scopes: z.array(z.string().min(1).max(128)).max(20).optional() }).strict(),
@@ -68,7 +67,7 @@ const optionsSchema = z
         session: z
           .custom<object>((v) => typeof v === 'object' && v !== null, 'must be an object')
           .optional(),
-        authenticate: fn('authenticate').optional(),
+        authenticate: fnOption<never>().optional(),
       })
       .strict()
       .refine(
@@ -92,7 +91,7 @@ const optionsSchema = z
       )
       .optional(),
     trustProxy: trustProxySchema.optional(),
-    socketAddress: fn('socketAddress').optional(),
+    socketAddress: fnOption<never>().optional(),
     uniqueKeyNames: z.boolean().optional(),
   })
   .strict()
@@ -114,10 +113,13 @@ const optionsSchema = z
  */
 export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): Hono {
   if (typeof tb !== 'object' || tb === null || typeof tb.authenticate !== 'function')
-    throw new ConfigError(
-      'managementApi(tb): tb must be a tollbooth instance from createTollbooth()',
+    throw optionError(
+      'managementApi',
+      'tb',
+      'must be a tollbooth instance from createTollbooth()',
+      tb,
     )
-  parseConfig(optionsSchema, options, 'options', 'management options')
+  parseOptions('managementApi', optionsSchema, options)
   const report =
     tb.options.onError ??
     ((err: unknown) =>

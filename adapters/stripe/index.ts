@@ -18,7 +18,6 @@ import {
   BillingUnavailableError,
   type CheckoutInput,
   type CheckoutResult,
-  ConfigError,
   ConflictError,
   checkAccountId,
   createMeterOutbox,
@@ -26,10 +25,11 @@ import {
   isTollboothError,
   type MeterOutbox,
   type OverageReconciliation,
+  optionError,
   ownValue,
   type PortalInput,
   type PortalResult,
-  parseConfig,
+  parseOptions,
   reconcileOverage,
   type Tollbooth,
   type WebhookInput,
@@ -97,11 +97,20 @@ const httpUrl = (field: string, v: unknown): string => {
  * ```
  */
 export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): StripeBilling {
-  const o = parseConfig(optionsSchema, options, 'stripeBilling options')
+  if (typeof tb !== 'object' || tb === null || typeof tb.authenticate !== 'function')
+    throw optionError(
+      'stripeBilling',
+      'tb',
+      'must be a tollbooth instance from createTollbooth()',
+      tb,
+    )
+  const o = parseOptions('stripeBilling', optionsSchema, options)
   for (const tier of Object.keys(o.tiers)) {
     if (!Object.hasOwn(tb.options.plans, tier))
-      throw new ConfigError(
-        `Invalid stripeBilling options: stripeBilling options.tiers.${tier}: not a key of the tollbooth plans (${Object.keys(tb.options.plans).join(', ') || 'none configured'})`,
+      throw optionError(
+        'stripeBilling',
+        `options.tiers.${tier}`,
+        `must be a plan of the tollbooth instance (${Object.keys(tb.options.plans).join(', ') || 'none configured'})`,
       )
   }
   const stripe = o.stripe
@@ -283,8 +292,10 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
     webhook,
     async reconcile(accountId, opts = {}) {
       if (!meter)
-        throw new ConfigError(
-          'Invalid stripeBilling options: stripeBilling options.meterEventName is required to reconcile overage',
+        throw optionError(
+          'stripeBilling',
+          'options.meterEventName',
+          'is required to reconcile overage',
         )
       return reconcileOverage(tb, meter, accountId, opts)
     },

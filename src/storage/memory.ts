@@ -24,7 +24,7 @@ import {
   USAGE_HOUR_MS,
   usageCategory,
 } from '../metering/usage-buckets.js'
-import { parseConfig } from '../options.js'
+import { integer, parseOptions } from '../options.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
 import type {
   AccountRecord,
@@ -759,9 +759,7 @@ function memorySecrets(): SecretStore {
   }
 }
 
-const memoryOptionsSchema = z
-  .object({ maxEvents: z.number().int().positive().max(Number.MAX_SAFE_INTEGER).default(10_000) })
-  .strict()
+const memoryOptionsSchema = z.object({ maxEvents: integer(1).default(10_000) }).strict()
 
 export interface MemoryStorageOptions {
   /**
@@ -788,12 +786,7 @@ export interface MemoryStorageOptions {
 export function memoryStorage(
   options: MemoryStorageOptions = {},
 ): Storage & { counters: MemoryCounterStore } {
-  const { maxEvents } = parseConfig(
-    memoryOptionsSchema,
-    options,
-    'options',
-    'memoryStorage options',
-  )
+  const { maxEvents } = parseOptions('memoryStorage', memoryOptionsSchema, options)
   return {
     keys: memoryKeys(),
     counters: memoryCounters(),

@@ -60,7 +60,7 @@ describe('token limits reserve the route estimate', () => {
     // A bad estimate names the route option and holds nothing.
     const bad = tb.route({ tokens: () => -1 })
     await expect(tb.authenticate(req(key), bad)).rejects.toThrow(/route option tokens/)
-    expect(() => tb.route({ tokens: -5 })).toThrow(/route options\.tokens/)
+    expect(() => tb.route({ tokens: -5 })).toThrow(/tb\.route: options\.tokens/)
   })
 })
 

@@ -31,7 +31,7 @@ describe('the public surface', () => {
   it('keeps the building blocks internal', async () => {
     const pub = await import('../../src/index.js')
     const internal = await import('../../src/internal.js')
-    for (const name of ['gcra', 'parseConfig', 'encodeLogCursor', 'createMarkers', 'Admission'])
+    for (const name of ['gcra', 'parseOptions', 'encodeLogCursor', 'createMarkers', 'Admission'])
       expect([name, name in pub, name in internal]).toEqual([name, false, true])
     // Everything public is there for the adapters too.
     for (const name of Object.keys(pub)) expect(internal).toHaveProperty(name)

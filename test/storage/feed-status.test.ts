@@ -18,6 +18,8 @@ import {
   type SubscribeOptions,
 } from '../../src/index.js'
 
+const SECRET = 'feed-status-suite-secret-0123456789abcdef'
+
 /** A change feed inside this process that can be taken down (messages then are lost). */
 function switchableFeed() {
   const subs = new Set<{ listener: (m: string) => void; options?: SubscribeOptions }>()
@@ -48,6 +50,7 @@ describe('caches while the change feed is down', () => {
     const { feed, set } = switchableFeed()
     const make = () =>
       createTollbooth({
+        secret: SECRET,
         clock,
         storage: { ...memory, changes: feed },
         cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },
@@ -99,6 +102,7 @@ describe('caches while the change feed is down', () => {
     }
     const errors: unknown[] = []
     const tb = createTollbooth({
+      secret: SECRET,
       clock,
       storage: { ...memory, changes: feed },
       cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },
