@@ -10,12 +10,15 @@ import { describe, expect, expectTypeOf, it } from 'vitest'
 import {
   type AnyTollboothError,
   ConfigError,
+  createTollbooth,
   type ErrorCode,
   type InvalidField,
   InvalidRequestError,
   isTollboothError,
   NotFoundError,
+  type Tollbooth,
   type TollboothError,
+  type TollboothOptions,
 } from '../../src/index.js'
 
 describe('error types', () => {
@@ -44,5 +47,26 @@ describe('error types', () => {
     other.issues
     // @ts-expect-error: not a code of tollbooth
     if (other.code === 'teapot') throw other
+  })
+})
+
+describe('createTollbooth options', () => {
+  it('types the options, so a misspelt or mistyped option does not compile', () => {
+    expectTypeOf(createTollbooth).parameter(0).toEqualTypeOf<TollboothOptions | undefined>()
+    expectTypeOf<TollboothOptions['secret']>().toEqualTypeOf<string>()
+    expectTypeOf<TollboothOptions['quotaStatus']>().toEqualTypeOf<401 | 403 | 429 | undefined>()
+    // Never called: the calls below only have to fail the typecheck (and would throw).
+    const misuse = (): Tollbooth[] => [
+      // @ts-expect-error: misspelt option
+      createTollbooth({ secrt: 'x' }),
+      // @ts-expect-error: a secret is a string
+      createTollbooth({ secret: 1 }),
+      // @ts-expect-error: an unknown nested option
+      createTollbooth({ secret: 'x'.repeat(32), cache: { ttl: 5 } }),
+      // @ts-expect-error: quotaStatus is 401, 403 or 429
+      createTollbooth({ secret: 'x'.repeat(32), quotaStatus: 500 }),
+    ]
+    expect(typeof misuse).toBe('function')
+    expect(() => createTollbooth({ secret: 1 } as never)).toThrow(ConfigError)
   })
 })
