@@ -38,6 +38,14 @@ export {
   textProblem,
   type ValueProblem,
 } from './input.js'
+export {
+  expiresInDays,
+  gracePeriodMs,
+  keyCategory,
+  keyMetadata,
+  keyName,
+  keyScopes,
+} from './keys/fields.js'
 export { isWellFormedKey } from './keys/format.js'
 export { type NameRule, nameTaken } from './keys/unique-names.js'
 export { QUOTA_WINDOWS } from './limits/admission.js'
@@ -47,7 +55,7 @@ export { missingResult } from './limits/rebuild.js'
 export { gcraRemove, undrained, windowRemove } from './limits/revert.js'
 export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-window.js'
 export { checkAccountId } from './metering/accounts.js'
-export { parseMonth, periodOf } from './metering/periods.js'
+export { monthSchema, parseMonth, periodOf, periodOfMonth } from './metering/periods.js'
 export {
   addToSummary,
   countsInSummary,
