@@ -6,7 +6,7 @@ import {
   isTollboothError,
   memoryStorage,
 } from '../../src/index.js'
-import { request, SECRET, setup } from '../helpers.js'
+import { request, SECRET, setup } from '../support/core.js'
 
 const body = (d: unknown) => JSON.parse((d as Denial).body)
 

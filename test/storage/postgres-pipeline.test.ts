@@ -18,7 +18,7 @@ import {
   type Storage,
   type TollboothOptions,
 } from '../../src/index.js'
-import { freshSchema, newPool, skipPostgres } from './postgres-fixture.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 
 const SECRET = 'postgres-pipeline-secret-0123456789abcd'
 const T0 = Date.UTC(2026, 0, 15, 12)
