@@ -67,6 +67,7 @@ export {
   usageCategory,
 } from './metering/usage-buckets.js'
 export {
+  checkTollboothArg,
   fnOption,
   headersFollowHandler,
   integer,

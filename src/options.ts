@@ -392,6 +392,17 @@ function optionLine(path: string, must: string, got: [] | [unknown]): string {
 }
 
 /**
+ * Checks the `tb` argument of an adapter's factory (`managementApi(tb)`, `portal(tb)`,
+ * `stripeBilling(tb)`), in the same format as a bad option.
+ *
+ * @throws {ConfigError} `<factory>: tb must be a tollbooth instance from createTollbooth(), got …`
+ */
+export function checkTollboothArg(factory: string, tb: unknown): void {
+  if (typeof (tb as { authenticate?: unknown } | null)?.authenticate !== 'function')
+    throw optionError(factory, 'tb', 'must be a tollbooth instance from createTollbooth()', tb)
+}
+
+/**
  * Validates the options of a factory: every factory of tollbooth and its adapters goes
  * through here, so a bad or unknown option throws one {@link ConfigError} in one format,
  * each bad option named with what it must be and what it got:

@@ -16,8 +16,8 @@
 import { type Context, Hono } from 'hono'
 import { z } from 'zod'
 import {
+  checkTollboothArg,
   fnOption,
-  optionError,
   parseOptions,
   type Tollbooth,
   type TrustProxy,
@@ -112,13 +112,7 @@ const optionsSchema = z
  * ```
  */
 export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): Hono {
-  if (typeof tb !== 'object' || tb === null || typeof tb.authenticate !== 'function')
-    throw optionError(
-      'managementApi',
-      'tb',
-      'must be a tollbooth instance from createTollbooth()',
-      tb,
-    )
+  checkTollboothArg('managementApi', tb)
   parseOptions('managementApi', optionsSchema, options)
   const report =
     tb.options.onError ??

@@ -18,7 +18,7 @@
 
 import { type Context, Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
-import { optionError, type Tollbooth } from '../../src/internal.js'
+import { checkTollboothArg, type Tollbooth } from '../../src/internal.js'
 import { BODY_LIMIT_BYTES, errorResponse, json } from '../management/http.js'
 import { managementApi } from '../management/index.js'
 import { createSessionVerifier } from '../management/session.js'
@@ -53,8 +53,7 @@ export type { PortalAuthenticate, PortalOptions } from './options.js'
  * ```
  */
 export function portal(tb: Tollbooth, options: PortalOptions): Hono {
-  if (typeof tb !== 'object' || tb === null || typeof tb.authenticate !== 'function')
-    throw optionError('portal', 'tb', 'must be a tollbooth instance from createTollbooth()', tb)
+  checkTollboothArg('portal', tb)
   const o = resolvePortalOptions(tb, options)
   const now = () => (tb.options.clock ? tb.options.clock.now() : Date.now())
   const verifier = o.session

@@ -20,6 +20,7 @@ import {
   type CheckoutResult,
   ConflictError,
   checkAccountId,
+  checkTollboothArg,
   createMeterOutbox,
   InvalidRequestError,
   isTollboothError,
@@ -97,13 +98,7 @@ const httpUrl = (field: string, v: unknown): string => {
  * ```
  */
 export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): StripeBilling {
-  if (typeof tb !== 'object' || tb === null || typeof tb.authenticate !== 'function')
-    throw optionError(
-      'stripeBilling',
-      'tb',
-      'must be a tollbooth instance from createTollbooth()',
-      tb,
-    )
+  checkTollboothArg('stripeBilling', tb)
   const o = parseOptions('stripeBilling', optionsSchema, options)
   for (const tier of Object.keys(o.tiers)) {
     if (!Object.hasOwn(tb.options.plans, tier))

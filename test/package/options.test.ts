@@ -90,6 +90,11 @@ describe('a bad option', () => {
       'managementApi: options.auth.session.clockToleranceMs must be an integer >= 0 (milliseconds), got -1',
     ],
     [
+      'managementApi, not a tollbooth instance',
+      () => managementApi({} as never),
+      'managementApi: tb must be a tollbooth instance from createTollbooth(), got an object',
+    ],
+    [
       'portal',
       () => portal(tb, { authenticate: () => null, secureCookies: 'sometimes' as never }),
       'portal: options.secureCookies must be a boolean or "auto", got "sometimes"',
