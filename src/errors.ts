@@ -14,29 +14,57 @@
 
 const BRAND = Symbol.for('tollbooth.error')
 
+/**
+ * Every code tollbooth can send to an API client or throw, each documented in
+ * `docs/errors.md` (a test holds the two lists equal).
+ */
+export const ERROR_CODES = [
+  'config_invalid',
+  'invalid_request',
+  'missing_api_key',
+  'invalid_api_key',
+  'inactive_api_key',
+  'expired_api_key',
+  'wrong_key_kind',
+  'insufficient_scope',
+  'outside_time_block',
+  'ip_blocked',
+  'quota_exceeded',
+  'rate_limited',
+  'concurrency_limited',
+  'insufficient_credits',
+  'not_found',
+  'conflict',
+  'unauthorized',
+  'forbidden',
+  'not_implemented',
+  'billing_unavailable',
+  'storage_unavailable',
+  'session_keys_unavailable',
+  'invalid_signature',
+  'webhook_failed',
+  'internal_error',
+] as const
+
 /** Every code tollbooth can send to an API client or throw. */
-export type ErrorCode =
+export type ErrorCode = (typeof ERROR_CODES)[number]
+
+/** The codes that have their own error class (with its own fields, e.g. `issues`). */
+type ClassCode =
   | 'config_invalid'
   | 'invalid_request'
-  | 'missing_api_key'
-  | 'invalid_api_key'
-  | 'inactive_api_key'
-  | 'expired_api_key'
-  | 'wrong_key_kind'
-  | 'insufficient_scope'
-  | 'outside_time_block'
-  | 'ip_blocked'
-  | 'quota_exceeded'
-  | 'rate_limited'
-  | 'concurrency_limited'
-  | 'insufficient_credits'
   | 'not_found'
   | 'conflict'
-  | 'unauthorized'
-  | 'forbidden'
   | 'not_implemented'
   | 'billing_unavailable'
   | 'storage_unavailable'
+
+/** The JSON body sent to API clients: `{ "error": message, "code": code }`. */
+export interface ErrorBody<C extends ErrorCode = ErrorCode> {
+  error: string
+  code: C
+  issues?: InvalidField[]
+}
 
 /**
  * Base class of every tollbooth error.
@@ -48,12 +76,12 @@ export type ErrorCode =
  * }
  * ```
  */
-export class TollboothError extends Error {
+export class TollboothError<C extends ErrorCode = ErrorCode> extends Error {
   readonly [BRAND] = true
-  readonly code: ErrorCode
+  readonly code: C
   readonly status: number
 
-  constructor(code: ErrorCode, status: number, message: string, options?: { cause?: unknown }) {
+  constructor(code: C, status: number, message: string, options?: { cause?: unknown }) {
     super(message, options)
     this.code = code
     this.status = status
@@ -61,7 +89,7 @@ export class TollboothError extends Error {
   }
 
   /** The JSON body sent to API clients. */
-  toJSON(): { error: string; code: ErrorCode } {
+  toJSON(): ErrorBody<C> {
     return { error: this.message, code: this.code }
   }
 }
@@ -71,7 +99,7 @@ export class TollboothError extends Error {
  * never while serving a request. The message names every bad option and what was expected.
  * `err.code === 'config_invalid'`.
  */
-export class ConfigError extends TollboothError {
+export class ConfigError extends TollboothError<'config_invalid'> {
   constructor(message: string, options?: { cause?: unknown }) {
     super('config_invalid', 500, message, options)
   }
@@ -85,21 +113,22 @@ export interface InvalidField {
 
 /**
  * Bad input to a tollbooth method or the management API: nothing was changed.
- * `err.code === 'invalid_request'`, status 400; `err.issues` names each bad field.
+ * `err.code === 'invalid_request'`, status 400 (413 for a body over the limit); `err.issues`
+ * names each bad field.
  */
-export class InvalidRequestError extends TollboothError {
+export class InvalidRequestError extends TollboothError<'invalid_request'> {
   readonly issues: InvalidField[]
-  constructor(message: string, issues: InvalidField[] = []) {
-    super('invalid_request', 400, message)
+  constructor(message: string, issues: InvalidField[] = [], options?: { status?: 400 | 413 }) {
+    super('invalid_request', options?.status ?? 400, message)
     this.issues = issues
   }
-  override toJSON(): { error: string; code: ErrorCode; issues?: InvalidField[] } {
+  override toJSON(): ErrorBody<'invalid_request'> {
     return { error: this.message, code: this.code, issues: this.issues }
   }
 }
 
 /** The thing asked for does not exist, or belongs to another account. Status 404. */
-export class NotFoundError extends TollboothError {
+export class NotFoundError extends TollboothError<'not_found'> {
   constructor(message = 'Not found') {
     super('not_found', 404, message)
   }
@@ -109,13 +138,13 @@ export class NotFoundError extends TollboothError {
  * The change is refused by the thing's state (e.g. deleting a key that was used, a key name
  * already taken). Status 409; `err.issues` names the field when one field is the cause.
  */
-export class ConflictError extends TollboothError {
+export class ConflictError extends TollboothError<'conflict'> {
   readonly issues: InvalidField[] | undefined
   constructor(message: string, issues?: InvalidField[]) {
     super('conflict', 409, message)
     this.issues = issues
   }
-  override toJSON(): { error: string; code: ErrorCode; issues?: InvalidField[] } {
+  override toJSON(): ErrorBody<'conflict'> {
     return this.issues
       ? { error: this.message, code: this.code, issues: this.issues }
       : { error: this.message, code: this.code }
@@ -123,7 +152,7 @@ export class ConflictError extends TollboothError {
 }
 
 /** A feature that needs a provider that is not configured (e.g. billing). Status 501. */
-export class NotImplementedError extends TollboothError {
+export class NotImplementedError extends TollboothError<'not_implemented'> {
   constructor(message: string) {
     super('not_implemented', 501, message)
   }
@@ -134,7 +163,7 @@ export class NotImplementedError extends TollboothError {
  * here. `err.code === 'billing_unavailable'`, status 502. The provider's message is kept as
  * the cause, never sent to clients.
  */
-export class BillingUnavailableError extends TollboothError {
+export class BillingUnavailableError extends TollboothError<'billing_unavailable'> {
   constructor(message = 'Billing provider unavailable', options?: { cause?: unknown }) {
     super('billing_unavailable', 502, message, options)
   }
@@ -144,13 +173,20 @@ export class BillingUnavailableError extends TollboothError {
  * The storage did not answer, or answered with an error, within the configured timeout.
  * `err.code === 'storage_unavailable'`, status 503. The cause is kept but never sent to clients.
  */
-export class StorageUnavailableError extends TollboothError {
+export class StorageUnavailableError extends TollboothError<'storage_unavailable'> {
   constructor(message = 'Storage unavailable', options?: { cause?: unknown }) {
     super('storage_unavailable', 503, message, options)
   }
 }
 
-/** Any error tollbooth throws, for `switch (err.code)` narrowing. */
+/**
+ * Any error tollbooth throws, narrowed by its `code`:
+ *
+ * @example
+ * ```ts
+ * if (isTollboothError(err) && err.code === 'invalid_request') console.log(err.issues)
+ * ```
+ */
 export type AnyTollboothError =
   | ConfigError
   | InvalidRequestError
@@ -159,7 +195,7 @@ export type AnyTollboothError =
   | NotImplementedError
   | BillingUnavailableError
   | StorageUnavailableError
-  | TollboothError
+  | TollboothError<Exclude<ErrorCode, ClassCode>>
 
 /** True for any tollbooth error, even one thrown by another bundled copy of tollbooth. */
 export function isTollboothError(err: unknown): err is AnyTollboothError {

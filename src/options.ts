@@ -19,6 +19,22 @@ const posInt = z.number().int().positive().max(Number.MAX_SAFE_INTEGER)
 const nonNeg = z.number().nonnegative().finite()
 const msInt = z.number().int().nonnegative()
 
+/**
+ * An integer from `min` to `max` with one message for every way to miss it (for options; key
+ * limits keep the request wording of `limitsSchema`).
+ */
+export function integer(min = 0, max = Number.MAX_SAFE_INTEGER) {
+  const error =
+    max === Number.MAX_SAFE_INTEGER
+      ? `must be an integer >= ${min}`
+      : `must be an integer from ${min} to ${max}`
+  return z.number({ error }).int({ error }).min(min, { error }).max(max, { error })
+}
+
+/** A function option; `what` says what it is called with, if anything. */
+export const fnOption = <T>(what = 'a function') =>
+  z.custom<T>((v) => typeof v === 'function', { message: `must be ${what}` })
+
 /** Rate limits (GCRA): at most 8, each `limit` units per `windowMs`, of requests or tokens. */
 const rateLimitsSchema = z
   .array(
@@ -74,12 +90,11 @@ const planSchema = z
 
 export type Plan = z.output<typeof planSchema>
 
-const fn = <T>(name: string) =>
-  z.custom<T>((v) => typeof v === 'function', { message: `${name} must be a function` })
+const fn = <T>() => fnOption<T>()
 
 const keySource = z.union([
   z.enum(['bearer', 'x-api-key']),
-  fn<(r: TollboothRequest) => string | undefined>('key source'),
+  fn<(r: TollboothRequest) => string | undefined>(),
 ])
 
 const headerFamilies = z
@@ -107,6 +122,9 @@ export const trustProxySchema: z.ZodType<TrustProxy> = z.union(
 
 const prefix = z.string().regex(PREFIX_PATTERN, 'must be 1-32 of A-Z a-z 0-9 _')
 
+/** The status of a reached rolling quota, for the instance and per route. */
+const quotaStatus = z.union([z.literal(401), z.literal(403), z.literal(429)])
+
 export const optionsSchema = z
   .object({
     /** At least 32 characters; derives the key-hash and sealing keys. Rotating it invalidates every key. */
@@ -131,7 +149,10 @@ export const optionsSchema = z
           const all = [...p.consumptionAll, p.management]
           return all.every((a, i) => all.every((b, j) => i === j || !a.startsWith(b)))
         },
-        { message: 'no key prefix may be a prefix of another (or repeat one)' },
+        {
+          message:
+            'must not start with one another (no key prefix may begin another or repeat one)',
+        },
       ),
     storage: z
       .custom<Storage>(
@@ -155,13 +176,13 @@ export const optionsSchema = z
         z.literal(false),
         z
           .object({
-            ttlMs: posInt.default(30_000),
-            negativeTtlMs: posInt.default(5_000),
-            max: posInt.default(10_000),
+            ttlMs: integer(1).default(30_000),
+            negativeTtlMs: integer(1).default(5_000),
+            max: integer(1).default(10_000),
             /** Remember recent key strings, so a repeat request skips the hash (src/cache.ts). */
             memoizeKeys: z.boolean().default(true),
             /** While the storage's change feed is down: the longest a cached entry is served. */
-            feedDownTtlMs: posInt.default(5_000),
+            feedDownTtlMs: integer(1).default(5_000),
           })
           .strict(),
       ])
@@ -175,7 +196,7 @@ export const optionsSchema = z
     keySources: z.array(keySource).min(1).default(['bearer', 'x-api-key']),
     headers: headerFamilies.default({}),
     /** Status for a reached rolling quota: 429 by default; 401 as in `002_2f2523503321cfc2.txt`. */
-    quotaStatus: z.union([z.literal(401), z.literal(403), z.literal(429)]).default(429),
+    quotaStatus: quotaStatus.default(429),
     /**
      * The failed-authentication guard: an address with `limit` failures within `windowMs` is
      * refused for `blockMs`. Requests that carry `X-Forwarded-For`/`Forwarded` on a route that
@@ -187,16 +208,16 @@ export const optionsSchema = z
         z.literal(false),
         z
           .object({
-            limit: posInt.default(20),
-            windowMs: posInt.default(60_000),
-            blockMs: posInt.default(15 * 60_000),
-            proxiedLimit: posInt.default(1000),
+            limit: integer(1).default(20),
+            windowMs: integer(1).default(60_000),
+            blockMs: integer(1).default(15 * 60_000),
+            proxiedLimit: integer(1).default(1000),
           })
           .strict(),
       ])
       .default({ limit: 20, windowMs: 60_000, blockMs: 15 * 60_000, proxiedLimit: 1000 }),
     /** A bound on every hot-path storage call; then fail closed (503) or open. */
-    storageTimeoutMs: posInt.default(2_000),
+    storageTimeoutMs: integer(1).default(2_000),
     failOpen: z.boolean().default(false),
     plans: z.record(z.string().min(1).max(64), planSchema).default({}),
     defaultTier: z.string().min(1).max(64).nullable().default(null),
@@ -204,7 +225,7 @@ export const optionsSchema = z
      * Settles and cancels that could not be applied are retried from a queue of at most this
      * many (see `settle-queue`); beyond it they are dropped and reported to `onError`.
      */
-    maxPendingSettles: posInt.default(10_000),
+    maxPendingSettles: integer(1).default(10_000),
     /**
      * Admissions of one account sent to a remote counter store at once; the others wait their
      * turn in this process, within `storageTimeoutMs` (and beyond 32 waiting per slot are
@@ -212,11 +233,11 @@ export const optionsSchema = z
      * cannot take every connection from the others. Default: half the store's `concurrency`
      * (a PostgreSQL pool's size), else 64.
      */
-    accountInFlight: posInt.optional(),
+    accountInFlight: integer(1).optional(),
     /** Credit holds that are never settled expire after this long. */
-    reservationTtlMs: posInt.default(5 * 60_000),
+    reservationTtlMs: integer(1).default(5 * 60_000),
     /** Concurrency leases of requests that never settle expire after this long. */
-    leaseTtlMs: posInt.default(5 * 60_000),
+    leaseTtlMs: integer(1).default(5 * 60_000),
     providers: z
       .record(
         z.string().regex(/^[a-z0-9-]{1,64}$/, 'provider ids are lowercase'),
@@ -225,22 +246,22 @@ export const optionsSchema = z
       .optional(),
     /** Provider id -> a function that checks a stored provider key (for `providerKeys.verify`). */
     verifiers: z
-      .record(z.string(), fn<(apiKey: string) => Promise<boolean> | boolean>('verifier'))
+      .record(z.string(), fn<(apiKey: string) => Promise<boolean> | boolean>())
       .default({}),
     usage: z
       .object({
-        flushIntervalMs: posInt.default(1_000),
-        maxBatch: posInt.default(500),
+        flushIntervalMs: integer(1).default(1_000),
+        maxBatch: integer(1).default(500),
         /**
          * Usage events (the request logs, and what monthly reports sum) older than this are
          * pruned. Default 400 days, so `usage.get(id, { month })` stays exact for a year.
          */
-        retentionMs: posInt.default(400 * 86_400_000),
+        retentionMs: integer(1).default(400 * 86_400_000),
       })
       .strict()
       .default({ flushIntervalMs: 1_000, maxBatch: 500, retentionMs: 400 * 86_400_000 }),
     /** Called with errors that happen off the request path (flush failures); secrets never included. */
-    onError: fn<(err: unknown) => void>('onError').optional(),
+    onError: fn<(err: unknown) => void>().optional(),
   })
   .strict()
 
@@ -277,24 +298,152 @@ function describe(i: z.core.$ZodIssue): string {
   return i.message
 }
 
+/** zod's own wording (`Invalid input: …`, `Too small: …`), as opposed to a schema's message. */
+const ZOD_WORDING = /^(?:Invalid|Too (?:small|big)|Unrecognized|Expected)\b/
+
+const ARTICLE: Record<string, string> = {
+  int: 'an integer',
+  array: 'an array',
+  object: 'an object',
+  record: 'an object',
+  tuple: 'an array',
+  undefined: 'undefined',
+  null: 'null',
+}
+
+/** What an option must be, in words that follow its name: `must be an integer >= 0`. */
+function problem(i: z.core.$ZodIssue): string {
+  if (!ZOD_WORDING.test(i.message)) return i.message
+  switch (i.code) {
+    case 'invalid_type':
+      if (/received undefined$/.test(i.message)) return 'is required'
+      return `must be ${ARTICLE[i.expected] ?? `a ${i.expected}`}`
+    case 'too_small':
+    case 'too_big': {
+      const small = i.code === 'too_small'
+      const bound = String(small ? i.minimum : i.maximum)
+      if (i.origin === 'string')
+        return `must be at ${small ? 'least' : 'most'} ${bound} characters long`
+      if (i.origin === 'array' || i.origin === 'set')
+        return `must have at ${small ? 'least' : 'most'} ${bound} items`
+      return `must be ${small ? '>' : '<'}${i.inclusive ? '=' : ''} ${bound}`
+    }
+    case 'invalid_value':
+      return `must be ${i.values.map((v) => JSON.stringify(v)).join(' or ')}`
+    case 'invalid_format':
+      return i.format === 'regex'
+        ? `must match ${(i as { pattern?: string }).pattern ?? 'its pattern'}`
+        : `must be a valid ${i.format === 'url' ? 'URL' : i.format}`
+    case 'not_multiple_of':
+      return `must be a multiple of ${String(i.divisor)}`
+    case 'invalid_union': {
+      const forms = i.errors.map((branch) => {
+        const first = branch.find((x) => x.path.length === 0)
+        return first ? problem(first).replace(/^must be /, '') : 'an object of its own shape'
+      })
+      return `must be ${[...new Set(forms)].join(' or ')}`
+    }
+    default:
+      return 'is not valid'
+  }
+}
+
+/** Names whose value is never shown in an error (a secret, a key, a password). */
+const SENSITIVE = /(?:secret|password|token|apikey|credential)s?$/i
+
+/** A value as an error shows it: short, and never a secret's characters. */
+function shown(name: string, v: unknown): string {
+  if (v === null || v === undefined || typeof v === 'number' || typeof v === 'boolean')
+    return String(v)
+  if (typeof v === 'bigint') return `${v}n`
+  if (typeof v === 'string') {
+    if (SENSITIVE.test(name)) return `a string of ${v.length} characters`
+    return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v)
+  }
+  if (typeof v === 'function') return 'a function'
+  if (Array.isArray(v)) return `an array of ${v.length}`
+  const ctor = (v as { constructor?: { name?: unknown } }).constructor?.name
+  return typeof ctor === 'string' && ctor !== 'Object' && ctor !== '' ? `a ${ctor}` : 'an object'
+}
+
+/** The unit of an option, from its name: `…Ms` is in milliseconds, `…Sec` in seconds. */
+function unitOf(name: string): string {
+  if (/[a-z]Ms$|^ms$/.test(name)) return ' (milliseconds)'
+  if (/[a-z]Sec$/.test(name)) return ' (seconds)'
+  return ''
+}
+
+function valueAt(value: unknown, path: ReadonlyArray<PropertyKey>): unknown {
+  let v = value
+  for (const k of path) {
+    if (typeof v !== 'object' || v === null || !Object.hasOwn(v, k)) return undefined
+    v = (v as Record<PropertyKey, unknown>)[k]
+  }
+  return v
+}
+
 /**
- * Parses options for a config object, throwing a {@link ConfigError} that names every bad path.
+ * One bad option in the format every factory of tollbooth uses:
+ * `redisStorage: options.settleBatchMs must be an integer >= 0 (milliseconds), got -1`.
  *
- * @param what the object's name in each line (`options`, `route options`)
- * @param [title=what] its name in the message's opening (`Invalid <title>: …`)
+ * @param factory the function the user called (`createTollbooth`, `redisStorage`, `tb.route`)
+ * @param path the option, from the argument's name (`options.settleBatchMs`, `tb`)
+ * @param must what it must be, in words that follow its name (`must be …`, `is required`)
+ * @param got the value given; left out, the message shows none
  */
-export function parseConfig<S extends z.ZodType>(
+export function optionError(
+  factory: string,
+  path: string,
+  must: string,
+  ...got: [] | [unknown]
+): ConfigError {
+  return new ConfigError(`${factory}: ${optionLine(path, must, got)}`)
+}
+
+function optionLine(path: string, must: string, got: [] | [unknown]): string {
+  const name = path.slice(path.lastIndexOf('.') + 1)
+  const value = got.length === 0 ? '' : `, got ${shown(name, got[0])}`
+  return `${path} ${must}${unitOf(name)}${value}`
+}
+
+/**
+ * Checks the `tb` argument of an adapter's factory (`managementApi(tb)`, `portal(tb)`,
+ * `stripeBilling(tb)`), in the same format as a bad option.
+ *
+ * @throws {ConfigError} `<factory>: tb must be a tollbooth instance from createTollbooth(), got …`
+ */
+export function checkTollboothArg(factory: string, tb: unknown): void {
+  if (typeof (tb as { authenticate?: unknown } | null)?.authenticate !== 'function')
+    throw optionError(factory, 'tb', 'must be a tollbooth instance from createTollbooth()', tb)
+}
+
+/**
+ * Validates the options of a factory: every factory of tollbooth and its adapters goes
+ * through here, so a bad or unknown option throws one {@link ConfigError} in one format,
+ * each bad option named with what it must be and what it got:
+ * `redisStorage: options.settleBatchMs must be an integer >= 0 (milliseconds), got -1`.
+ * A bad value is never coerced to the default.
+ *
+ * @param factory the function the user called (`createTollbooth`, `redisStorage`, `tb.route`)
+ * @param schema the options' zod schema (messages written to follow the option's name)
+ * @param [base='options'] the name of the validated value (`options.auth.session`)
+ * @throws {ConfigError} naming every bad or unknown option
+ */
+export function parseOptions<S extends z.ZodType>(
+  factory: string,
   schema: S,
   value: unknown,
-  what: string,
-  title = what,
+  base = 'options',
 ): z.output<S> {
   const r = schema.safeParse(value)
   if (r.success) return r.data
-  const lines = issuesOf(r.error).map(
-    (i) => `${what}${i.path === '(root)' ? '' : `.${i.path}`}: ${i.message}`,
-  )
-  throw new ConfigError(`Invalid ${title}: ${lines.join('; ')}`)
+  const lines = flatten(r.error.issues, []).flatMap((i) => {
+    const at = [base, ...i.path.map(String)].join('.')
+    if (i.code === 'unrecognized_keys') return i.keys.map((k) => `${at}.${k} is not an option`)
+    const must = problem(i)
+    return [optionLine(at, must, must === 'is required' ? [] : [valueAt(value, i.path)])]
+  })
+  throw new ConfigError(`${factory}: ${lines.join('; ')}`)
 }
 
 /** Parses request input, throwing an {@link InvalidRequestError} (400) that names every bad field. */
@@ -309,10 +458,13 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown): z.ou
 }
 
 export function resolveOptions(options: unknown): ResolvedOptions {
-  const o = parseConfig(optionsSchema, options, 'options')
+  const o = parseOptions('createTollbooth', optionsSchema, options)
   if (o.defaultTier !== null && !Object.hasOwn(o.plans, o.defaultTier)) {
-    throw new ConfigError(
-      `Invalid options: options.defaultTier: "${o.defaultTier}" is not a key of options.plans`,
+    throw optionError(
+      'createTollbooth',
+      'options.defaultTier',
+      `must be a key of options.plans (${Object.keys(o.plans).join(', ') || 'none given'})`,
+      o.defaultTier,
     )
   }
   return { ...o, headers: { ...DEFAULT_HEADER_FAMILIES, ...o.headers } }
@@ -326,7 +478,7 @@ export const routeOptionsSchema = z
     /** Scopes the key must all have. */
     scopes: z.array(z.string().min(1).max(128)).default([]),
     /** Credits held at admission and charged at settle: a number or a function of the request. */
-    cost: z.union([nonNeg, fn<(r: TollboothRequest) => number>('cost')]).optional(),
+    cost: z.union([nonNeg, fn<(r: TollboothRequest) => number>()]).optional(),
     /**
      * What a charge reported above the route's `cost` (the estimate held) does: `'cap'` cuts
      * it to the estimate (strict prepaid; the default, except on a plan with `allowOverage`,
@@ -342,22 +494,22 @@ export const routeOptionsSchema = z
      * trued-up to the tokens reported (the estimate stays when none are). Default 0: a token
      * limit then only checks for room at admission and counts the report at settle.
      */
-    tokens: z.union([nonNeg, fn<(r: TollboothRequest) => number>('tokens')]).optional(),
+    tokens: z.union([nonNeg, fn<(r: TollboothRequest) => number>()]).optional(),
     /** Usage category of the route (e.g. `tts`); a handler may override it. */
     category: z.string().min(1).max(64).optional(),
     keySources: z.array(keySource).min(1).optional(),
     headers: headerFamilies.optional(),
-    quotaStatus: z.union([z.literal(401), z.literal(403), z.literal(429)]).optional(),
+    quotaStatus: quotaStatus.optional(),
     /**
      * Whether a response is billed, from its status and how it ended; default: a completed
      * response with status < 400, an aborted one whose handler reported a charge.
      */
-    chargeWhen: fn<ChargeWhen>('chargeWhen').optional(),
+    chargeWhen: fn<ChargeWhen>().optional(),
     /**
      * How long a request whose client went away waits for its handler to finish before it
      * settles anyway (ms). Default: the instance's `leaseTtlMs`.
      */
-    abortSettleMs: posInt.optional(),
+    abortSettleMs: integer(1).optional(),
     /** Reads BYOK provider keys from `X-Provider-Key-*` headers (all providers, or these). */
     byok: z.union([z.boolean(), z.array(z.string().min(1))]).default(false),
     /**

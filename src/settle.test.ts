@@ -165,7 +165,9 @@ describe('settle: cost forms', () => {
   it('rejects a bad overrun route option, naming it', async () => {
     const { tb } = await setup(metered)
     for (const bad of ['bill', { maxOverdraft: -1 }, { maxOverdraft: 5, extra: 1 }])
-      expect(() => tb.route({ cost: 1, overrun: bad as never })).toThrow(/route options\.overrun/)
+      expect(() => tb.route({ cost: 1, overrun: bad as never })).toThrow(
+        /tb\.route: options\.overrun/,
+      )
   })
 
   it('report() with a bad value throws and changes nothing', async () => {
@@ -312,7 +314,7 @@ describe('settle: one event per request', () => {
 
 describe('settle without a usage event', () => {
   it('releases holds and touches lastUsedAt but records and charges nothing with record: false', async () => {
-    const { createTollbooth, manualClock } = await import('./index.js')
+    const { createTollbooth, manualClock } = await import('./internal.js')
     const clock = manualClock(Date.UTC(2026, 10, 24))
     const tb = createTollbooth({ secret: 'record-false-secret-record-false-secret', clock })
     const { key, record } = await tb.keys.create({
@@ -373,7 +375,7 @@ describe('decide() and settleLater(): the adapters synchronous path', () => {
 
 describe('flush() and close() wait for settles in flight', () => {
   it('records the event of a request whose settle still waits on remote counters', async () => {
-    const { memoryStorage } = await import('./index.js')
+    const { memoryStorage } = await import('./internal.js')
     const storage = memoryStorage()
     const local = storage.counters
     // As a remote store: no in-process marker, and a settle that answers 30 ms later.

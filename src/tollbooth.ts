@@ -14,7 +14,6 @@ import { createKeyCache } from './cache.js'
 import { systemClock } from './clock.js'
 import { type Context, withTimeout } from './context.js'
 import type { Decision } from './decision.js'
-import { ConfigError } from './errors.js'
 import { ownValue } from './input.js'
 import { randomBase62 } from './keys/base62.js'
 import { createKeyHasher, deriveKey } from './keys/hash.js'
@@ -24,12 +23,14 @@ import { ACCOUNT_MESSAGE, AccountService } from './metering/accounts.js'
 import { createOutbox } from './metering/outbox.js'
 import { UsageService } from './metering/usage.js'
 import {
-  parseConfig,
+  optionError,
+  parseOptions,
   type ResolvedOptions,
   type ResolvedRoute,
   type RouteOptions,
   resolveOptions,
   routeOptionsSchema,
+  type TollboothOptions,
 } from './options.js'
 import type { TollboothRequest } from './request.js'
 import { type Outcome, settle } from './settle.js'
@@ -123,9 +124,7 @@ const ROUTE = Symbol('tollbooth.route')
  * const { key } = await tb.keys.create({ accountId: 'acct_1', name: 'Production Key' })
  * ```
  */
-export function createTollbooth(
-  options: Parameters<typeof resolveOptions>[0] & object = {} as never,
-): Tollbooth {
+export function createTollbooth(options: TollboothOptions = {} as TollboothOptions): Tollbooth {
   const input = { ...(options as Record<string, unknown>) }
   if (input['secret'] === undefined && env('NODE_ENV') === 'test') {
     input['secret'] = randomBase62(43)
@@ -134,8 +133,10 @@ export function createTollbooth(
       'no secret given; using a random one because NODE_ENV=test (keys will not survive a restart)',
     )
   } else if (input['secret'] === undefined) {
-    throw new ConfigError(
-      'Invalid options: options.secret is required (at least 32 characters, e.g. `openssl rand -base64 32`)',
+    throw optionError(
+      'createTollbooth',
+      'options.secret',
+      'is required (at least 32 characters, e.g. `openssl rand -base64 32`)',
     )
   }
   const o = resolveOptions(input)
@@ -212,7 +213,7 @@ export function createTollbooth(
   const decide = createPipeline(ctx)
 
   const route = (routeOptions: RouteOptions = {}): ResolvedRoute => {
-    const r = parseConfig(routeOptionsSchema, routeOptions, 'route options')
+    const r = parseOptions('tb.route', routeOptionsSchema, routeOptions)
     const byok: Array<[string, string]> =
       r.byok === false
         ? []
@@ -220,8 +221,10 @@ export function createTollbooth(
             (p) => {
               const header = ownValue(providers, p)
               if (!header)
-                throw new ConfigError(
-                  `Invalid route options: route options.byok: unknown provider "${p}"`,
+                throw optionError(
+                  'tb.route',
+                  'options.byok',
+                  `must name providers of the instance (${Object.keys(providers).join(', ')}): unknown provider "${p}"`,
                 )
               return [p, header]
             },

@@ -21,7 +21,7 @@ import {
   type Settlement,
   settlementOf,
   type Tollbooth,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 declare module 'express-serve-static-core' {
   interface Request {

@@ -28,13 +28,14 @@ import {
   type Decision,
   endWork,
   headersFollowHandler,
+  optionError,
   type ResolvedRoute,
   type RouteOptions,
   responseEnded,
   responseStarted,
   type Tollbooth,
   watchBody,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -217,7 +218,12 @@ const withHook = (hook: unknown, fn: unknown, first = false): unknown[] =>
 const plugin: FastifyPluginAsync<TollboothPluginOptions> = async (fastify, options) => {
   const { tb, global = false, ...defaults } = options
   if (typeof tb?.authenticate !== 'function' || typeof tb.route !== 'function')
-    throw new ConfigError('Invalid plugin options: options.tb must be a tollbooth instance')
+    throw optionError(
+      'tollbooth/fastify plugin',
+      'options.tb',
+      'must be a tollbooth instance from createTollbooth()',
+      tb,
+    )
   tb.route(defaults)
 
   fastify.decorateRequest('apiKey', null as unknown as Admission)

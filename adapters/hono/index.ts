@@ -31,7 +31,7 @@ import {
   responseStarted,
   type Tollbooth,
   watchBody,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 declare module 'hono' {
   interface ContextVariableMap {

@@ -13,7 +13,7 @@ import {
   streamSSE as honoStreamSSE,
   streamText as honoStreamText,
 } from 'hono/streaming'
-import { type Admission, beginWork, endWork } from '../../src/index.js'
+import { type Admission, beginWork, endWork } from '../../src/internal.js'
 
 /** What the streaming helpers hand their callback; `close()` is what they call last. */
 interface StreamingApi {

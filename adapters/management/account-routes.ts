@@ -8,7 +8,7 @@
 
 import type { Hono } from 'hono'
 import { z } from 'zod'
-import type { Tollbooth } from '../../src/index.js'
+import type { Tollbooth } from '../../src/internal.js'
 import type { Guard } from './auth.js'
 import { json, noContent, parse, queryOf, readJson } from './http.js'
 import { noQuery, providerKeyBody, usageQuery } from './schemas.js'

@@ -19,7 +19,7 @@ import type {
   ResolvedRoute,
   Tollbooth,
   TrustProxy,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { refusal } from './http.js'
 import { createSessionVerifier, looksLikeJwt, type SessionOptions } from './session.js'
 

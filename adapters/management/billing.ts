@@ -15,7 +15,7 @@ import {
   NotImplementedError,
   type PortalInput,
   type Tollbooth,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import type { Guard } from './auth.js'
 import { json, parse, queryOf, readJson, refusal } from './http.js'
 import { checkoutBody, noQuery, portalBody } from './schemas.js'

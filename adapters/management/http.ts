@@ -15,8 +15,7 @@ import {
   type InvalidField,
   InvalidRequestError,
   isTollboothError,
-  TollboothError,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 /** Bodies above this many bytes are refused with 413 before they are parsed. */
 export const BODY_LIMIT_BYTES = 64 * 1024
@@ -54,7 +53,8 @@ export function errorResponse(err: unknown, report: (err: unknown) => void): Res
   if (isTollboothError(err)) {
     const body: Record<string, unknown> = { error: err.message, code: err.code }
     const issues = (err as { issues?: unknown }).issues
-    if (Array.isArray(issues)) body['issues'] = issues
+    // A body refused for its size (413) names no field.
+    if (Array.isArray(issues) && err.status !== 413) body['issues'] = issues
     return json(body, err.status)
   }
   report(err)
@@ -98,11 +98,9 @@ export function queryOf(c: Context): Record<string, string> {
 }
 
 const tooLarge = () =>
-  new TollboothError(
-    'invalid_request',
-    413,
-    `Request body too large: at most ${BODY_LIMIT_BYTES} bytes`,
-  )
+  new InvalidRequestError(`Request body too large: at most ${BODY_LIMIT_BYTES} bytes`, [], {
+    status: 413,
+  })
 
 async function readBounded(req: Request): Promise<string> {
   const declared = Number(req.headers.get('content-length') ?? '0')

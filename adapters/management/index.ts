@@ -16,13 +16,14 @@
 import { type Context, Hono } from 'hono'
 import { z } from 'zod'
 import {
-  ConfigError,
-  parseConfig,
+  checkTollboothArg,
+  fnOption,
+  parseOptions,
   setUsageHeaders,
   type Tollbooth,
   type TrustProxy,
   trustProxySchema,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { accountRoutes } from './account-routes.js'
 import { createAuthenticator, type Guard, type ManagementAuthOptions, nodeSocket } from './auth.js'
 import { type BillingProvider, billingRoutes } from './billing.js'
@@ -54,8 +55,6 @@ export interface ManagementOptions {
   uniqueKeyNames?: boolean
 }
 
-const fn = (what: string) =>
-  z.custom<never>((v) => typeof v === 'function', `${what} must be a function`)
 const keyAccess = z.union([
   z.boolean(),
   z.object({ scopes: z.array(z.string().min(1).max(128)).max(20).optional() }).strict(),
@@ -69,7 +68,7 @@ const optionsSchema = z
         session: z
           .custom<object>((v) => typeof v === 'object' && v !== null, 'must be an object')
           .optional(),
-        authenticate: fn('authenticate').optional(),
+        authenticate: fnOption<never>().optional(),
       })
       .strict()
       .refine(
@@ -93,7 +92,7 @@ const optionsSchema = z
       )
       .optional(),
     trustProxy: trustProxySchema.optional(),
-    socketAddress: fn('socketAddress').optional(),
+    socketAddress: fnOption<never>().optional(),
     uniqueKeyNames: z.boolean().optional(),
   })
   .strict()
@@ -120,11 +119,8 @@ function markManagementRoute<T extends object>(handler: T): T {
 }
 
 export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): Hono {
-  if (typeof tb !== 'object' || tb === null || typeof tb.authenticate !== 'function')
-    throw new ConfigError(
-      'managementApi(tb): tb must be a tollbooth instance from createTollbooth()',
-    )
-  parseConfig(optionsSchema, options, 'options', 'management options')
+  checkTollboothArg('managementApi', tb)
+  parseOptions('managementApi', optionsSchema, options)
   const report =
     tb.options.onError ??
     ((err: unknown) =>

@@ -9,7 +9,7 @@
  */
 
 import type { Hono } from 'hono'
-import { NotFoundError, type Tollbooth, TollboothError } from '../../src/index.js'
+import { NotFoundError, type Tollbooth, TollboothError } from '../../src/internal.js'
 import type { Guard, Principal } from './auth.js'
 import { json, noContent, parse, queryOf } from './http.js'
 import { ipBlocksQuery, ipParam, noQuery } from './schemas.js'

@@ -18,7 +18,7 @@ import {
   type Tollbooth,
   TollboothError,
   type UpdateKeyInput,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import type { Guard, Principal } from './auth.js'
 import { json, noContent, parse, queryOf, readJson } from './http.js'
 import {

@@ -10,7 +10,7 @@
 
 import { createRemoteJWKSet, type JWTVerifyGetKey, jwtVerify } from 'jose'
 import { z } from 'zod'
-import { ConfigError } from '../../src/index.js'
+import { integer, parseOptions } from '../../src/internal.js'
 
 /** How session tokens are verified. Give exactly one of `secret`, `jwksUrl` or `jwks`. */
 export interface SessionOptions {
@@ -61,11 +61,11 @@ const schema = z
       .string()
       .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'must be a cookie name')
       .optional(),
-    clockToleranceMs: z.number().int().min(0).default(0),
+    clockToleranceMs: integer(0).default(0),
   })
   .strict()
   .refine((o) => [o.secret, o.jwksUrl, o.jwks].filter((x) => x !== undefined).length === 1, {
-    message: 'give exactly one of secret, jwksUrl or jwks',
+    message: 'must have exactly one of secret, jwksUrl or jwks',
   })
 
 /** JOSE error codes that mean the token itself is bad (401), as opposed to the key source. */
@@ -90,20 +90,18 @@ export const looksLikeJwt = (token: string): boolean =>
 /**
  * Validates the session options once and returns the verifier.
  *
+ * @param [where] the factory and the path of the session options, named in a ConfigError
  * @throws {ConfigError} naming the bad option (e.g. a short secret, or no key source)
  */
 export function createSessionVerifier(
   options: SessionOptions,
   now: () => number,
+  where: { factory: string; path: string } = {
+    factory: 'managementApi',
+    path: 'options.auth.session',
+  },
 ): { cookie: string | undefined; verify(token: string): Promise<SessionResult> } {
-  const r = schema.safeParse(options)
-  if (!r.success) {
-    const lines = r.error.issues.map(
-      (i) => `auth.session${i.path.length ? `.${i.path.join('.')}` : ''}: ${i.message}`,
-    )
-    throw new ConfigError(`Invalid management options: ${lines.join('; ')}`)
-  }
-  const o = r.data
+  const o = parseOptions(where.factory, schema, options, where.path)
   const secret = typeof o.secret === 'string' ? new TextEncoder().encode(o.secret) : o.secret
   const jwks = o.jwksUrl ? createRemoteJWKSet(new URL(String(o.jwksUrl))) : o.jwks
   const algorithms = o.algorithms ?? (secret ? ['HS256', 'HS384', 'HS512'] : undefined)

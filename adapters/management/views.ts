@@ -13,7 +13,7 @@ import type {
   LogEntry,
   ProviderKeyView,
   UsageReport,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 /** Shown beside a plaintext key, the one time it is shown. */
 export const SAVE_KEY_MESSAGE = 'Save this key - it will not be shown again.'

@@ -11,7 +11,7 @@
 
 import type { Hono } from 'hono'
 import { z } from 'zod'
-import { parseMonth, periodOf, type Tollbooth, type UsageSummary } from '../../src/index.js'
+import { parseMonth, periodOf, type Tollbooth, type UsageSummary } from '../../src/internal.js'
 import { json, parse, queryOf, refusal } from '../management/http.js'
 import type { Identify } from './session-routes.js'
 

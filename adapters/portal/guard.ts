@@ -13,7 +13,7 @@
  */
 
 import type { MiddlewareHandler } from 'hono'
-import { readHeader, type Tollbooth, type TollboothRequest } from '../../src/index.js'
+import { readHeader, type Tollbooth, type TollboothRequest } from '../../src/internal.js'
 import { refusal } from '../management/http.js'
 import { csrfCookie, jarFor, sameToken } from './cookies.js'
 import type { ResolvedPortalOptions } from './options.js'

@@ -18,7 +18,7 @@
 
 import { type Context, Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
-import { ConfigError, isTollboothError, type Tollbooth } from '../../src/index.js'
+import { checkTollboothArg, type Tollbooth } from '../../src/internal.js'
 import { BODY_LIMIT_BYTES, errorResponse, refusal } from '../management/http.js'
 import { managementApi } from '../management/index.js'
 import { createSessionVerifier } from '../management/session.js'
@@ -53,22 +53,12 @@ export type { PortalAuthenticate, PortalOptions } from './options.js'
  * ```
  */
 export function portal(tb: Tollbooth, options: PortalOptions): Hono {
-  if (typeof tb !== 'object' || tb === null || typeof tb.authenticate !== 'function')
-    throw new ConfigError('portal(tb): tb must be a tollbooth instance from createTollbooth()')
+  checkTollboothArg('portal', tb)
   const o = resolvePortalOptions(tb, options)
   const now = () => (tb.options.clock ? tb.options.clock.now() : Date.now())
-  let verifier: ReturnType<typeof createSessionVerifier> | null = null
-  try {
-    if (o.session) verifier = createSessionVerifier(o.session, now)
-  } catch (err) {
-    if (!isTollboothError(err)) throw err
-    throw new ConfigError(
-      err.message.replace(
-        'Invalid management options: auth.session',
-        'Invalid portal options: options.session',
-      ),
-    )
-  }
+  const verifier = o.session
+    ? createSessionVerifier(o.session, now, { factory: 'portal', path: 'options.session' })
+    : null
   const api = managementApi(tb, {
     auth: {
       managementKeys: false,

@@ -10,11 +10,12 @@
 import { z } from 'zod'
 import {
   DEFAULT_PROVIDERS,
-  parseConfig,
+  fnOption,
+  parseOptions,
   type Tollbooth,
   type TrustProxy,
   trustProxySchema,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import type { SessionOptions } from '../management/index.js'
 
 /** Who is signed in: the account, or null to show the sign-in page. */
@@ -79,12 +80,10 @@ const schema = z
     session: z
       .custom<object>((v) => typeof v === 'object' && v !== null, 'must be an object')
       .refine((v) => !('cookie' in v), {
-        message: 'cookie is set by the portal itself; use the cookieName option',
+        message: 'must not set cookie: the portal names its own (use the cookieName option)',
       })
       .optional(),
-    authenticate: z
-      .custom<PortalAuthenticate>((v) => typeof v === 'function', 'must be a function')
-      .optional(),
+    authenticate: fnOption<PortalAuthenticate>().optional(),
     signInUrl: url.optional(),
     signOutUrl: url.optional(),
     title: z.string().trim().min(1).max(80).default('Developer portal'),
@@ -100,7 +99,7 @@ const schema = z
   })
   .strict()
   .refine((o) => o.session !== undefined || o.authenticate !== undefined, {
-    message: 'give session (session JWTs) or authenticate (your own session check), or both',
+    message: 'must give session (session JWTs) or authenticate (your own session check), or both',
   })
 
 /**
@@ -109,7 +108,7 @@ const schema = z
  * @throws {ConfigError} naming every bad or unknown option
  */
 export function resolvePortalOptions(tb: Tollbooth, options: PortalOptions): ResolvedPortalOptions {
-  const o = parseConfig(schema, options ?? {}, 'options', 'portal options')
+  const o = parseOptions('portal', schema, options ?? {})
   return {
     session: (o.session as Omit<SessionOptions, 'cookie'> | undefined) ?? null,
     authenticate: o.authenticate ?? null,

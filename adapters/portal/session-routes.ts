@@ -11,7 +11,7 @@
 
 import type { Context, Hono } from 'hono'
 import { z } from 'zod'
-import { checkAccountId } from '../../src/index.js'
+import { checkAccountId } from '../../src/internal.js'
 import { json, parse, readJson, refusal } from '../management/http.js'
 import type { createSessionVerifier } from '../management/session.js'
 import {

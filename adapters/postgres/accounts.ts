@@ -13,7 +13,7 @@ import type {
   AccountStore,
   ProviderKeyRecord,
   SecretStore,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { type Db, json, num } from './db.js'
 
 interface AccountRow {

@@ -12,7 +12,7 @@
  */
 
 import type { Notification, PoolClient } from 'pg'
-import type { ChangeFeed, SubscribeOptions } from '../../src/index.js'
+import type { ChangeFeed, SubscribeOptions } from '../../src/internal.js'
 import { connect, type Db } from './db.js'
 
 export interface PostgresChangeFeed extends ChangeFeed {

@@ -40,7 +40,7 @@ import {
   counterKind,
   countersFromState,
   type StoredCounter,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { type Db, withClient } from './db.js'
 
 interface CounterRow {

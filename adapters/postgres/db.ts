@@ -13,19 +13,36 @@
  */
 
 import type { Pool, PoolClient, QueryResultRow } from 'pg'
-import { ConfigError, StorageUnavailableError } from '../../src/index.js'
+import { z } from 'zod'
+import { ConfigError, parseOptions, StorageUnavailableError } from '../../src/internal.js'
 
 /** What the stores need of the user's pool (a `pg.Pool`, or anything shaped like it). */
 export type PgPool = Pick<Pool, 'query' | 'connect'>
 
 /** A schema name: letters, digits and `_`, not starting with a digit, at most 48 characters. */
 const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/
+const SCHEMA_RULE = 'must be 1 to 48 letters, digits or underscores, not starting with a digit'
 
 /** The default schema of every table tollbooth creates. */
 export const DEFAULT_SCHEMA = 'tollbooth'
 
+/** `options.pool`: the user's `pg` Pool, or anything with its `query` and `connect`. */
+export const poolSchema = z.custom<PgPool>(
+  (v) =>
+    typeof (v as Partial<PgPool> | null)?.query === 'function' &&
+    typeof (v as Partial<PgPool> | null)?.connect === 'function',
+  'must be a pg Pool (new Pool({ connectionString }))',
+)
+
+/** `options.schema`: the schema of tollbooth's tables. */
+export const schemaNameSchema = z
+  .string({ error: SCHEMA_RULE })
+  .regex(SCHEMA_NAME, SCHEMA_RULE)
+  .default(DEFAULT_SCHEMA)
+
 /**
- * Checks the options every entry point shares, once.
+ * Checks the options every entry point shares (`pool`, `schema`), once; the entry checks
+ * its own with the same schemas.
  *
  * @throws {ConfigError} naming `options.pool` or `options.schema`
  */
@@ -33,25 +50,7 @@ export function checkOptions(
   fn: string,
   options: { pool?: unknown; schema?: unknown } | undefined,
 ): { pool: PgPool; schema: string } {
-  const pool = options?.pool as Partial<PgPool> | undefined
-  if (!pool || typeof pool.query !== 'function' || typeof pool.connect !== 'function') {
-    throw new ConfigError(
-      `${fn}: options.pool must be a pg Pool (new Pool({ connectionString })), got ${describe(pool)}`,
-    )
-  }
-  const schema = options?.schema ?? DEFAULT_SCHEMA
-  if (typeof schema !== 'string' || !SCHEMA_NAME.test(schema)) {
-    throw new ConfigError(
-      `${fn}: options.schema must be 1 to 48 letters, digits or underscores, not starting with a digit, got ${JSON.stringify(schema)}`,
-    )
-  }
-  return { pool: pool as PgPool, schema }
-}
-
-function describe(v: unknown): string {
-  if (v === null) return 'null'
-  if (typeof v !== 'object') return typeof v
-  return v.constructor?.name ?? 'object'
+  return parseOptions(fn, z.looseObject({ pool: poolSchema, schema: schemaNameSchema }), options)
 }
 
 /** A double-quoted identifier (the name is already checked against {@link SCHEMA_NAME}). */

@@ -11,11 +11,24 @@
  * hot admission counters in Redis.
  */
 
-import { type ChangeFeed, ConfigError, type Storage } from '../../src/index.js'
+import { z } from 'zod'
+import {
+  type ChangeFeed,
+  fnOption,
+  integer,
+  parseOptions,
+  type Storage,
+} from '../../src/internal.js'
 import { postgresAccounts, postgresSecrets } from './accounts.js'
 import { postgresChanges } from './changes.js'
 import { postgresCounters } from './counters.js'
-import { checkOptions, createDb, DEFAULT_STATEMENT_TIMEOUT_MS, type PgPool } from './db.js'
+import {
+  createDb,
+  DEFAULT_STATEMENT_TIMEOUT_MS,
+  type PgPool,
+  poolSchema,
+  schemaNameSchema,
+} from './db.js'
 import { postgresIpBlocks } from './ip-blocks.js'
 import { postgresKeys } from './keys.js'
 import { postgresUsage } from './usage.js'
@@ -87,6 +100,19 @@ export interface PostgresStorage extends Storage {
   close(): Promise<void>
 }
 
+const optionsSchema = z
+  .object({
+    pool: poolSchema,
+    schema: schemaNameSchema,
+    /** Admissions between background prunes of expired counters (0: never). */
+    pruneEvery: integer(0).default(10_000),
+    durableCounters: z.boolean().default(false),
+    preparedStatements: z.boolean().default(true),
+    statementTimeoutMs: integer(1).default(DEFAULT_STATEMENT_TIMEOUT_MS),
+    onError: fnOption<(err: unknown) => void>().optional(),
+  })
+  .strict()
+
 /**
  * PostgreSQL storage. Run {@link migrate} once before first use (at deploy or at start).
  *
@@ -115,32 +141,14 @@ export interface PostgresStorage extends Storage {
  * ```
  */
 export function postgresStorage(options: PostgresStorageOptions): PostgresStorage {
-  const { pool, schema } = checkOptions('postgresStorage', options)
-  const pruneEvery = options.pruneEvery ?? 10_000
-  if (!Number.isSafeInteger(pruneEvery) || pruneEvery < 0) {
-    throw new ConfigError(
-      `postgresStorage: options.pruneEvery must be an integer >= 0 (admissions), got ${String(pruneEvery)}`,
-    )
-  }
-  const deadlineMs = options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS
-  if (!Number.isSafeInteger(deadlineMs) || deadlineMs <= 0) {
-    throw new ConfigError(
-      `postgresStorage: options.statementTimeoutMs must be a positive integer (milliseconds), got ${String(deadlineMs)}`,
-    )
-  }
-  const durable = options.durableCounters ?? false
-  const prepare = options.preparedStatements ?? true
-  for (const [name, v] of [
-    ['durableCounters', durable],
-    ['preparedStatements', prepare],
-  ] as const) {
-    if (typeof v !== 'boolean') {
-      throw new ConfigError(`postgresStorage: options.${name} must be a boolean, got ${typeof v}`)
-    }
-  }
-  if (options.onError !== undefined && typeof options.onError !== 'function') {
-    throw new ConfigError('postgresStorage: options.onError must be a function')
-  }
+  const {
+    pool,
+    schema,
+    pruneEvery,
+    statementTimeoutMs: deadlineMs,
+    durableCounters: durable,
+    preparedStatements: prepare,
+  } = parseOptions('postgresStorage', optionsSchema, options)
   const onError =
     options.onError ??
     ((err: unknown) =>

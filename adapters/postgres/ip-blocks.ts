@@ -7,7 +7,7 @@
  * and before each list.
  */
 
-import type { IpBlock, IpBlockStore } from '../../src/index.js'
+import type { IpBlock, IpBlockStore } from '../../src/internal.js'
 import { type Db, num } from './db.js'
 
 const PRUNE_EVERY = 64

@@ -7,7 +7,7 @@
  */
 
 import type { PoolClient } from 'pg'
-import type { KeyPatch, KeyRecord, KeyStore } from '../../src/index.js'
+import type { KeyPatch, KeyRecord, KeyStore } from '../../src/internal.js'
 import { type Db, json, num, transaction } from './db.js'
 
 interface KeyRow {

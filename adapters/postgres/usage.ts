@@ -20,7 +20,7 @@ import {
   type UsageEvent,
   type UsageStore,
   type UsageSummary,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import type { Db } from './db.js'
 
 interface EventRow {

@@ -14,7 +14,7 @@ import type {
   AccountStore,
   ProviderKeyRecord,
   SecretStore,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { type Ctx, casLoop, dec, enc, RETRY } from './store.js'
 
 function split(a: AccountRecord): [json: string, balance: string] {

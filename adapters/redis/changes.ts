@@ -11,7 +11,7 @@
  * `cache.feedDownTtlMs` only in between.
  */
 
-import type { ChangeFeed, SubscribeOptions } from '../../src/index.js'
+import type { ChangeFeed, SubscribeOptions } from '../../src/internal.js'
 import type { RedisClient } from './store.js'
 
 /** A change feed that can close the connection it opened. */

@@ -31,7 +31,7 @@ import type {
   CounterStore,
   Rebuild,
   SettleOp,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { type Ctx, dec, enc } from './store.js'
 
 /** Hold ids go into a newline-separated state: escape `%` and newlines, injectively. */

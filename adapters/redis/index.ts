@@ -10,14 +10,20 @@
  * own, so each script touches a single slot and the storage runs on Redis Cluster.
  */
 
-import type { Storage } from '../../src/index.js'
-import { ConfigError } from '../../src/index.js'
+import { z } from 'zod'
+import { integer, parseOptions, type Storage } from '../../src/internal.js'
 import { redisAccounts, redisSecrets } from './accounts.js'
 import { redisChanges } from './changes.js'
 import { redisCounters } from './counters.js'
 import { redisIpBlocks } from './ip-blocks.js'
 import { redisKeys } from './keys.js'
-import { type Ctx, defineCommands, type RedisClient } from './store.js'
+import {
+  type Ctx,
+  defineCommands,
+  keyPrefixSchema,
+  type RedisClient,
+  redisClientSchema,
+} from './store.js'
 import { redisUsage } from './usage.js'
 
 export { escapeHoldId, hashTag } from './counters.js'
@@ -54,6 +60,16 @@ export interface RedisStorageOptions {
   subscribeTimeoutMs?: number
 }
 
+const optionsSchema = z
+  .object({
+    client: redisClientSchema,
+    keyPrefix: keyPrefixSchema,
+    idleSlackMs: integer(0).default(60_000),
+    settleBatchMs: integer(0).default(5),
+    subscribeTimeoutMs: integer(0).default(5000),
+  })
+  .strict()
+
 /**
  * Storage on Redis.
  *
@@ -75,32 +91,11 @@ export interface RedisStorageOptions {
  * ```
  */
 export function redisStorage(options: RedisStorageOptions): Storage {
-  const o = options as Partial<RedisStorageOptions> | undefined
-  const client = o?.client as unknown as Record<string, unknown> | undefined
-  if (!client || typeof client['defineCommand'] !== 'function')
-    throw new ConfigError(
-      'Invalid redisStorage options: client must be an ioredis Redis or Cluster instance',
-    )
-  const {
-    keyPrefix = 'tollbooth:',
-    idleSlackMs = 60_000,
-    settleBatchMs = 5,
-    subscribeTimeoutMs = 5000,
-  } = o!
-  if (typeof keyPrefix !== 'string' || /[{}]/.test(keyPrefix))
-    throw new ConfigError(
-      `Invalid redisStorage options: keyPrefix must be a string without braces (tollbooth sets the hash tags), got ${JSON.stringify(keyPrefix)}`,
-    )
-  for (const [name, v] of [
-    ['idleSlackMs', idleSlackMs],
-    ['settleBatchMs', settleBatchMs],
-    ['subscribeTimeoutMs', subscribeTimeoutMs],
-  ] as const) {
-    if (!Number.isInteger(v) || v < 0)
-      throw new ConfigError(
-        `Invalid redisStorage options: ${name} must be a non-negative integer (milliseconds), got ${String(v)}`,
-      )
-  }
+  const { keyPrefix, idleSlackMs, settleBatchMs, subscribeTimeoutMs } = parseOptions(
+    'redisStorage',
+    optionsSchema,
+    options,
+  )
   const ctx: Ctx = { client: defineCommands(options.client), prefix: keyPrefix }
   const changes = redisChanges(options.client, `${keyPrefix}changes`, subscribeTimeoutMs)
   return {

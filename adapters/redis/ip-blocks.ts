@@ -9,7 +9,7 @@
  * instance ever get here (the core counts in process first).
  */
 
-import type { IpBlock, IpBlockStore } from '../../src/index.js'
+import type { IpBlock, IpBlockStore } from '../../src/internal.js'
 import type { Ctx } from './store.js'
 
 /** Drops ended blocks (a few per call), for the two scripts that follow. */

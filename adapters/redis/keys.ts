@@ -8,7 +8,7 @@
  * and compare-and-set in Lua, retrying when another writer got there first.
  */
 
-import type { KeyPatch, KeyRecord, KeyStore, Page } from '../../src/index.js'
+import type { KeyPatch, KeyRecord, KeyStore, Page } from '../../src/internal.js'
 import { type Ctx, casLoop, RETRY } from './store.js'
 
 /** Keys touched per TOUCH call, so one script never runs long. */

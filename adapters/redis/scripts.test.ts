@@ -26,11 +26,11 @@ import {
   rollingWindow,
   type SettleOp,
   type StoredCounter,
-} from '../../src/index.js'
+} from '../../src/internal.js'
+import { connectRedis, deletePrefix, testPrefix } from '../../test/support/redis.js'
 import { prng } from '../testing/fixtures.js'
 import { redisCounters } from './counters.js'
 import { type Ctx, defineCommands, SCRIPTS } from './store.js'
-import { connectRedis, deletePrefix, testPrefix } from './test-helpers.js'
 
 const client = await connectRedis()
 const T0 = 1_767_225_600_000

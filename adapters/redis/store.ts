@@ -15,6 +15,7 @@
  */
 
 import type { Cluster, Redis } from 'ioredis'
+import { z } from 'zod'
 import { IP_FAIL, IP_LIFT, IP_LIST } from './ip-blocks.js'
 import * as records from './record-scripts.js'
 import { CLAIM, CONSUME } from './scripts.js'
@@ -115,3 +116,14 @@ export async function casLoop<T>(attempt: () => Promise<T | typeof RETRY>): Prom
 
 /** Returned by a `casLoop` attempt whose compare failed. */
 export const RETRY: unique symbol = Symbol('retry')
+
+/** The ioredis client option, of `redisStorage` and `upgradeUsageTotals`. */
+export const redisClientSchema = z.custom<RedisClient>(
+  (v) => typeof (v as { defineCommand?: unknown } | null)?.defineCommand === 'function',
+  'must be an ioredis Redis or Cluster instance',
+)
+/** The key prefix option, of `redisStorage` and `upgradeUsageTotals`. */
+export const keyPrefixSchema = z
+  .string({ error: 'must be a string without braces (tollbooth sets the hash tags)' })
+  .regex(/^[^{}]*$/, 'must be a string without braces (tollbooth sets the hash tags)')
+  .default('tollbooth:')

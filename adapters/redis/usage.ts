@@ -15,13 +15,14 @@
  * each deleted event out of its totals in the same script.
  */
 
+import { z } from 'zod'
 import {
   addToSummary,
-  ConfigError,
   countsInSummary,
   decodeLogCursor,
   encodeLogCursor,
   type Page,
+  parseOptions,
   splitUsageRange,
   USAGE_DAY_MS,
   USAGE_HOUR_MS,
@@ -30,8 +31,15 @@ import {
   type UsageSummary,
   usageBuckets,
   usageCategory,
-} from '../../src/index.js'
-import { type Ctx, dec, defineCommands, type RedisClient } from './store.js'
+} from '../../src/internal.js'
+import {
+  type Ctx,
+  dec,
+  defineCommands,
+  keyPrefixSchema,
+  type RedisClient,
+  redisClientSchema,
+} from './store.js'
 
 /** Events per RECORD call and per prune step, so one script never runs long. */
 const BATCH = 200
@@ -71,15 +79,11 @@ export async function upgradeUsageTotals(options: {
   client: RedisClient
   keyPrefix?: string
 }): Promise<number> {
-  const { client, keyPrefix = 'tollbooth:' } = options ?? ({} as never)
-  if (!client || typeof (client as { defineCommand?: unknown }).defineCommand !== 'function')
-    throw new ConfigError(
-      'Invalid upgradeUsageTotals options: client must be an ioredis Redis or Cluster instance',
-    )
-  if (typeof keyPrefix !== 'string' || /[{}]/.test(keyPrefix))
-    throw new ConfigError(
-      `Invalid upgradeUsageTotals options: keyPrefix must be a string without braces, got ${JSON.stringify(keyPrefix)}`,
-    )
+  const { client, keyPrefix } = parseOptions(
+    'upgradeUsageTotals',
+    z.object({ client: redisClientSchema, keyPrefix: keyPrefixSchema }).strict(),
+    options,
+  )
   const ctx: Ctx = { client: defineCommands(client), prefix: keyPrefix }
   const { events, all, hourOf, dayOf } = usageKeys(ctx.prefix)
   let upgraded = 0

@@ -11,7 +11,7 @@
  * it were not made by tollbooth and are ignored.
  */
 
-import { type BillingChange, ownValue } from '../../src/index.js'
+import { type BillingChange, ownValue } from '../../src/internal.js'
 
 /** Metadata keys tollbooth sets on Stripe objects. */
 export const META = {

@@ -18,23 +18,24 @@ import {
   BillingUnavailableError,
   type CheckoutInput,
   type CheckoutResult,
-  ConfigError,
   ConflictError,
   checkAccountId,
+  checkTollboothArg,
   createMeterOutbox,
   InvalidRequestError,
   isTollboothError,
   type MeterOutbox,
   type OverageReconciliation,
+  optionError,
   ownValue,
   type PortalInput,
   type PortalResult,
-  parseConfig,
+  parseOptions,
   reconcileOverage,
   type Tollbooth,
   type WebhookInput,
   type WebhookResult,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { META } from './events.js'
 import { stripeMeterSink } from './meter.js'
 import { optionsSchema, type StripeBillingOptions } from './options.js'
@@ -97,11 +98,14 @@ const httpUrl = (field: string, v: unknown): string => {
  * ```
  */
 export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): StripeBilling {
-  const o = parseConfig(optionsSchema, options, 'stripeBilling options')
+  checkTollboothArg('stripeBilling', tb)
+  const o = parseOptions('stripeBilling', optionsSchema, options)
   for (const tier of Object.keys(o.tiers)) {
     if (!Object.hasOwn(tb.options.plans, tier))
-      throw new ConfigError(
-        `Invalid stripeBilling options: stripeBilling options.tiers.${tier}: not a key of the tollbooth plans (${Object.keys(tb.options.plans).join(', ') || 'none configured'})`,
+      throw optionError(
+        'stripeBilling',
+        `options.tiers.${tier}`,
+        `must be a plan of the tollbooth instance (${Object.keys(tb.options.plans).join(', ') || 'none configured'})`,
       )
   }
   const stripe = o.stripe
@@ -284,8 +288,10 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
     webhook,
     async reconcile(accountId, opts = {}) {
       if (!meter)
-        throw new ConfigError(
-          'Invalid stripeBilling options: stripeBilling options.meterEventName is required to reconcile overage',
+        throw optionError(
+          'stripeBilling',
+          'options.meterEventName',
+          'is required to reconcile overage',
         )
       return reconcileOverage(tb, meter, accountId, opts)
     },

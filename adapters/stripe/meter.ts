@@ -15,7 +15,7 @@
 
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
-import type { MeterSink, UsageEvent } from '../../src/index.js'
+import type { MeterSink, UsageEvent } from '../../src/internal.js'
 
 /** The part of the Stripe client the meter uses. */
 export interface MeterClient {

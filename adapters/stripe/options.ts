@@ -2,12 +2,12 @@
  * @module tollbooth/stripe/options
  *
  * The options of `stripeBilling()`, in one zod schema with their defaults. A bad or unknown
- * option throws a `ConfigError` naming it (through the core's `parseConfig`).
+ * option throws a `ConfigError` naming it (through the core's `parseOptions`).
  */
 
 import type Stripe from 'stripe'
 import { z } from 'zod'
-import { MARKER_TTL_MS, type MeterOutboxOptions } from '../../src/index.js'
+import { fnOption, integer, MARKER_TTL_MS, type MeterOutboxOptions } from '../../src/internal.js'
 
 const id = z.string().min(1).max(255)
 const tierSchema = z
@@ -17,14 +17,14 @@ const tierSchema = z
     /** A metered price (on the overage meter) added to the subscription, so overage is invoiced. */
     meteredPriceId: id.optional(),
     /** Prepaid credits added at each paid period (beside the plan's monthly credits). */
-    grantCredits: z.number().int().nonnegative().default(0),
+    grantCredits: integer(0).default(0),
   })
   .strict()
 const creditBounds = {
   /** Credits per unit of the price (a pack), default 1: quantity = credits / creditsPerUnit. */
-  creditsPerUnit: z.number().int().positive().default(1),
-  min: z.number().int().positive().default(1),
-  max: z.number().int().positive().default(10_000_000),
+  creditsPerUnit: integer(1).default(1),
+  min: integer(1).default(1),
+  max: integer(1).default(10_000_000),
 }
 /** Every option of `stripeBilling()`. */
 export const optionsSchema = z
@@ -42,7 +42,7 @@ export const optionsSchema = z
           .object({
             currency: z.string().regex(/^[a-z]{3}$/, 'must be a lowercase ISO currency, e.g. usd'),
             /** Price of one unit (creditsPerUnit credits) in the currency's minor unit (cents). */
-            unitAmount: z.number().int().positive(),
+            unitAmount: integer(1),
             productName: z.string().min(1).max(200).default('Credits'),
             ...creditBounds,
           })
@@ -52,29 +52,25 @@ export const optionsSchema = z
     meterEventName: z.string().min(1).max(100).optional(),
     meter: z
       .object({
-        batchSize: z.number().int().min(1).max(1000),
-        concurrency: z.number().int().min(1).max(32),
-        retryMs: z.number().int().positive(),
-        maxRetryMs: z.number().int().positive(),
-        intervalMs: z.number().int().positive(),
-        maxPending: z.number().int().positive(),
-        markerTtlMs: z.number().int().positive(),
-        value: z.custom<(e: unknown) => number>((v) => typeof v === 'function'),
+        batchSize: integer(1, 1000),
+        concurrency: integer(1, 32),
+        retryMs: integer(1),
+        maxRetryMs: integer(1),
+        intervalMs: integer(1),
+        maxPending: integer(1),
+        markerTtlMs: integer(1),
+        value: fnOption<(e: unknown) => number>(),
       })
       .partial()
       .strict()
       .default({}),
     /** How long a tier outlives its paid period while Stripe retries the renewal. */
-    graceMs: z
-      .number()
-      .int()
-      .nonnegative()
-      .default(3 * 86_400_000),
-    toleranceSec: z.number().int().nonnegative().default(300),
-    markerTtlMs: z.number().int().positive().default(MARKER_TTL_MS),
+    graceMs: integer(0).default(3 * 86_400_000),
+    toleranceSec: integer(0).default(300),
+    markerTtlMs: integer(1).default(MARKER_TTL_MS),
     portalReturnUrl: z.url({ protocol: /^https?$/ }).optional(),
     allowPromotionCodes: z.boolean().default(false),
-    onError: z.custom<(err: unknown) => void>((v) => typeof v === 'function').optional(),
+    onError: fnOption<(err: unknown) => void>().optional(),
   })
   .strict()
 

@@ -19,12 +19,13 @@ import {
   type AppliedChange,
   applyBillingChanges,
   createMarkers,
+  type ErrorCode,
   headerOf,
   isTollboothError,
   type Tollbooth,
   type WebhookInput,
   type WebhookResult,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { changesOf, type EventContext, type StripeEventLike } from './events.js'
 
 /** How long another instance may hold an event before it is given up as crashed. */
@@ -53,7 +54,7 @@ export interface WebhookOptions extends EventContext {
   onError: (err: unknown) => void
 }
 
-const fail = (status: number, error: string, code: string): WebhookResult => ({
+const fail = (status: number, error: string, code: ErrorCode): WebhookResult => ({
   status,
   body: { error, code },
   applied: [],

@@ -8,7 +8,7 @@
  */
 
 import { describe, expect, it } from 'vitest'
-import { type Check, type ConsumeResult, memoryStorage, type SettleOp } from '../../src/index.js'
+import { type Check, type ConsumeResult, memoryStorage, type SettleOp } from '../../src/internal.js'
 import { type GetStorage, newAccountId, prng, randomId } from './fixtures.js'
 
 const HOUR = 3_600_000

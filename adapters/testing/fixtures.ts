@@ -12,7 +12,7 @@ import type {
   ProviderKeyRecord,
   Storage,
   UsageEvent,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 /** What a conformance factory returns: a storage and how to clean it up. */
 export interface StorageFixture {

@@ -14,7 +14,7 @@
  */
 
 import { afterEach, beforeEach, describe } from 'vitest'
-import type { Storage } from '../../src/index.js'
+import type { Storage } from '../../src/internal.js'
 import { accountStoreTests } from './accounts.js'
 import { counterStoreTests } from './counters.js'
 import type { StorageFactory, StorageFixture } from './fixtures.js'
@@ -22,6 +22,7 @@ import { ipBlockStoreTests } from './ip-blocks.js'
 import { keyStoreTests } from './keys.js'
 import { usageStoreTests } from './usage.js'
 
+export { type ManualClock, manualClock } from '../../src/internal.js'
 export type { StorageFactory, StorageFixture } from './fixtures.js'
 
 /**

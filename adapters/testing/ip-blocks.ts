@@ -9,7 +9,7 @@
  */
 
 import { describe, expect, it } from 'vitest'
-import type { IpBlock } from '../../src/index.js'
+import type { IpBlock } from '../../src/internal.js'
 import { type GetStorage, randomId } from './fixtures.js'
 
 const T0 = 1_900_000_000_000

@@ -6,7 +6,7 @@
  */
 
 import { describe, expect, it } from 'vitest'
-import type { KeyRecord } from '../../src/index.js'
+import type { KeyRecord } from '../../src/internal.js'
 import { type GetStorage, keyId, makeKey, newAccountId } from './fixtures.js'
 
 /** Walks every page of an account's keys and returns them with the page sizes. */

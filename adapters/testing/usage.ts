@@ -8,7 +8,7 @@
  */
 
 import { describe, expect, it } from 'vitest'
-import type { UsageEvent, UsageSummary } from '../../src/index.js'
+import type { UsageEvent, UsageSummary } from '../../src/internal.js'
 import { type GetStorage, keyId, makeEvent, newAccountId } from './fixtures.js'
 
 const HOUR = 3_600_000

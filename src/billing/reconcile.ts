@@ -13,9 +13,8 @@
  * e.g. daily and once after each period closes, within the log retention.
  */
 
-import { InvalidRequestError } from '../errors.js'
 import { checkAccountId } from '../metering/accounts.js'
-import { type Period, parseMonth, periodOf } from '../metering/periods.js'
+import { type Period, periodOfMonth } from '../metering/periods.js'
 import type { UsageEvent } from '../storage/types.js'
 import type { Tollbooth } from '../tollbooth.js'
 import type { MeterOutbox } from './meter-outbox.js'
@@ -88,15 +87,7 @@ export async function reconcileOverage(
   options: { month?: string; redeliver?: boolean } = {},
 ): Promise<OverageReconciliation> {
   checkAccountId(accountId)
-  let period = periodOf(tb.options.clock?.now() ?? Date.now())
-  if (options.month !== undefined) {
-    const p = typeof options.month === 'string' ? parseMonth(options.month) : null
-    if (!p)
-      throw new InvalidRequestError('Invalid request: month: must be YYYY-MM', [
-        { path: 'month', message: 'must be YYYY-MM' },
-      ])
-    period = p
-  }
+  const period = periodOfMonth(options.month, tb.options.clock?.now() ?? Date.now())
   await tb.flush()
   const events = await overageEvents(tb, accountId, period)
   const zero = (): OverageTotals => ({ events: 0, overage: 0 })

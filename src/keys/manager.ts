@@ -15,10 +15,18 @@
 import { z } from 'zod'
 import type { Context } from '../context.js'
 import { ConflictError, InvalidRequestError, NotFoundError } from '../errors.js'
-import { metadataSchema, text, textProblem } from '../input.js'
-import { checkAccountId } from '../metering/accounts.js'
+import { text, textProblem } from '../input.js'
+import { accountIdSchema, checkAccountId } from '../metering/accounts.js'
 import { limitsSchema, parseInput } from '../options.js'
 import type { KeyKind, KeyLimits, KeyPatch, KeyRecord } from '../storage/types.js'
+import {
+  expiresInDays,
+  gracePeriodMs,
+  keyCategory,
+  keyMetadata,
+  keyName,
+  keyScopes,
+} from './fields.js'
 import { generateKey, keyStart, START_LENGTH } from './format.js'
 import { newId } from './ids.js'
 import { createNameGuard, type NameRule } from './unique-names.js'
@@ -39,17 +47,17 @@ const when = z.union([
   z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),
 ])
 
-const name = text(z.string().trim().min(1).max(100))
-const category = text(z.string().trim().min(1).max(64)).nullable()
-const scopes = z.array(text(z.string().min(1).max(128))).max(100)
-const metadata = metadataSchema()
+const name = keyName
+const category = keyCategory
+const scopes = keyScopes
+const metadata = keyMetadata
 
 export const createKeySchema = z
   .object({
-    accountId: z.string(),
+    accountId: accountIdSchema,
     name: name.default('Default'),
     kind: z.enum(['consumption', 'management']).default('consumption'),
-    expiresInDays: z.number().int().min(1).max(365).optional(),
+    expiresInDays: expiresInDays.optional(),
     expiresAt: when.nullable().optional(),
     category: category.default(null),
     scopes: scopes.default([]),
@@ -110,12 +118,7 @@ const MAX_FILTERED_READS = 50
 
 const rotateSchema = z
   .object({
-    gracePeriodMs: z
-      .number()
-      .int()
-      .min(0)
-      .max(30 * DAY)
-      .default(0),
+    gracePeriodMs: gracePeriodMs.default(0),
   })
   .strict()
 
@@ -180,10 +183,8 @@ export class KeyManager {
    */
   async create(input: CreateKeyInput, rule: NameRule = {}): Promise<CreatedKey> {
     let v = parseInput(createKeySchema, input)
-    checkAccountId(v.accountId)
     // A rule is the integrator's code: what it returns is checked like any input.
     for (const r of this.rules) v = parseInput(createKeySchema, await r(v))
-    checkAccountId(v.accountId)
     this.prefix(v.kind, v.prefix)
     if (rule.uniqueName === true)
       return this.names.claim(

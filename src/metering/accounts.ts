@@ -68,14 +68,19 @@ export const CREDIT_KEEP_MS = 86_400_000
 export const ACCOUNT_MESSAGE = 'account:'
 
 const ACCOUNT_ID = /^[A-Za-z0-9._:@|-]{1,128}$/
+const ACCOUNT_ID_RULE = 'must be 1-128 of A-Z a-z 0-9 . _ : @ | -'
+
+/** An account id in a schema: 1-128 of `A-Za-z0-9._:@|-` (no braces: they are hash tags). */
+export const accountIdSchema = z
+  .string({ error: ACCOUNT_ID_RULE })
+  .regex(ACCOUNT_ID, ACCOUNT_ID_RULE)
 
 /** Throws a 400 unless `id` is 1-128 of `A-Za-z0-9._:@|-` (no braces: they are hash tags). */
 export function checkAccountId(id: unknown, field = 'accountId'): string {
   if (typeof id !== 'string' || !ACCOUNT_ID.test(id)) {
-    throw new InvalidRequestError(
-      `Invalid request: ${field}: must be 1-128 of A-Z a-z 0-9 . _ : @ | -`,
-      [{ path: field, message: 'must be 1-128 of A-Z a-z 0-9 . _ : @ | -' }],
-    )
+    throw new InvalidRequestError(`Invalid request: ${field}: ${ACCOUNT_ID_RULE}`, [
+      { path: field, message: ACCOUNT_ID_RULE },
+    ])
   }
   return id
 }

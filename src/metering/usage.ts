@@ -11,17 +11,12 @@
 
 import { z } from 'zod'
 import type { Context } from '../context.js'
-import {
-  InvalidRequestError,
-  isTollboothError,
-  NotFoundError,
-  StorageUnavailableError,
-} from '../errors.js'
+import { isTollboothError, NotFoundError, StorageUnavailableError } from '../errors.js'
 import { text, textProblem } from '../input.js'
 import { parseInput } from '../options.js'
 import type { UsageEvent, UsageSummary } from '../storage/types.js'
 import { checkAccountId } from './accounts.js'
-import { parseMonth, periodOf } from './periods.js'
+import { periodOf, periodOfMonth } from './periods.js'
 
 export interface UsageReport {
   accountId: string
@@ -100,15 +95,7 @@ export class UsageService {
   async get(accountId: string, options: { month?: string } = {}): Promise<UsageReport> {
     checkAccountId(accountId)
     const now = this.ctx.clock.now()
-    let period = periodOf(now)
-    if (options.month !== undefined) {
-      const p = typeof options.month === 'string' ? parseMonth(options.month) : null
-      if (!p)
-        throw new InvalidRequestError('Invalid request: month: must be YYYY-MM', [
-          { path: 'month', message: 'must be YYYY-MM' },
-        ])
-      period = p
-    }
+    const period = periodOfMonth(options.month, now)
     await this.bounded(this.ctx.outbox.flush())
     const current = period.start === periodOf(now).start
     const [account, summary] = await this.bounded(

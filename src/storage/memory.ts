@@ -22,7 +22,7 @@ import {
   USAGE_HOUR_MS,
   usageCategory,
 } from '../metering/usage-buckets.js'
-import { parseConfig } from '../options.js'
+import { integer, parseOptions } from '../options.js'
 import { markInProcess } from './in-process.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
 import { syncCountersFromState } from './state-counters.js'
@@ -416,9 +416,7 @@ function memorySecrets(): SecretStore {
   }
 }
 
-const memoryOptionsSchema = z
-  .object({ maxEvents: z.number().int().positive().max(Number.MAX_SAFE_INTEGER).default(10_000) })
-  .strict()
+const memoryOptionsSchema = z.object({ maxEvents: integer(1).default(10_000) }).strict()
 
 export interface MemoryStorageOptions {
   /**
@@ -445,12 +443,7 @@ export interface MemoryStorageOptions {
 export function memoryStorage(
   options: MemoryStorageOptions = {},
 ): Storage & { counters: MemoryCounterStore } {
-  const { maxEvents } = parseConfig(
-    memoryOptionsSchema,
-    options,
-    'options',
-    'memoryStorage options',
-  )
+  const { maxEvents } = parseOptions('memoryStorage', memoryOptionsSchema, options)
   return {
     keys: memoryKeys(),
     counters: memoryCounters(),

@@ -21,7 +21,7 @@ import {
   isTollboothError,
   manualClock,
   type Tollbooth,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { type FakeStripe, startFakeStripe } from './stripe-server.js'
 
 const SECRET = 'billing-suite-secret-billing-suite-secret-0001'

@@ -21,7 +21,7 @@ import {
   type ResolvedRoute,
   type Tollbooth,
   type UsageEvent,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { type FakeStripe, startFakeStripe } from './stripe-server.js'
 
 const SECRET = 'billing-suite-secret-billing-suite-secret-0003'

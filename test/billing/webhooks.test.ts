@@ -18,7 +18,7 @@ import {
   memoryStorage,
   type Storage,
   type Tollbooth,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 const SECRET = 'billing-suite-secret-billing-suite-secret-0002'
 const WHSEC = 'whsec_test_webhook_secret_0002'

@@ -7,59 +7,10 @@
  * which can be after the client holds its answer).
  */
 
-import type { Server as HttpServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { serve } from '@hono/node-server'
-import type { Express } from 'express'
-import type { FastifyInstance } from 'fastify'
-import type { Hono } from 'hono'
 import type { Tollbooth } from '../../src/index.js'
+import { type Served, serveExpress, serveFastify, serveHono } from '../support/servers.js'
 
-export interface Served {
-  /** `http://127.0.0.1:<port>` */
-  url: string
-  close(): Promise<void>
-}
-
-/** Closes a Node server, dropping kept-alive connections. */
-function closeServer(server: HttpServer): Promise<void> {
-  return new Promise<void>((r) => {
-    server.close(() => r())
-    server.closeAllConnections()
-  })
-}
-
-async function listening(server: HttpServer): Promise<Served> {
-  if (!server.listening) await new Promise<void>((r) => server.once('listening', () => r()))
-  const port = (server.address() as AddressInfo).port
-  return { url: `http://127.0.0.1:${port}`, close: () => closeServer(server) }
-}
-
-/** Serves a Hono app with `@hono/node-server`. */
-export function serveHono(app: Hono): Promise<Served> {
-  return listening(serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as HttpServer)
-}
-
-/** Serves an Express app. */
-export function serveExpress(app: Express): Promise<Served> {
-  return listening(app.listen(0, '127.0.0.1'))
-}
-
-/** Serves a Fastify app. */
-export async function serveFastify(app: FastifyInstance): Promise<Served> {
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const port = (app.server.address() as AddressInfo).port
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () => {
-      const closing = app.close()
-      // A connection whose client abandoned a streamed response can stay counted as open
-      // after its socket closed, and app.close() would wait for it.
-      app.server.closeAllConnections()
-      return closing
-    },
-  }
-}
+export { type Served, serveExpress, serveFastify, serveHono }
 
 // One curl line: the management suite's helper, shared.
 import { type Call, call, type Res } from '../management/servers.js'

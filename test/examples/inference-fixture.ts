@@ -13,7 +13,7 @@ import {
   manualClock,
   type Tollbooth,
   type TollboothOptions,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import { type Client, clientOf, type Res, type Served, serveFastify, trackSettles } from './http.js'
 
 export const SECRET = 'inference-example-secret-inference-example'

@@ -10,7 +10,7 @@ import Stripe from 'stripe'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createInferenceApi } from '../../examples/inference-api/app.js'
 import { signSession } from '../../examples/shared/session.js'
-import { type ManualClock, manualClock, type Tollbooth } from '../../src/index.js'
+import { type ManualClock, manualClock, type Tollbooth } from '../../src/internal.js'
 import { type FakeStripe, startFakeStripe } from '../billing/stripe-server.js'
 import { type Client, clientOf, type Served, serveFastify } from './http.js'
 

@@ -5,7 +5,7 @@
  */
 
 import { afterEach, describe, expect, it } from 'vitest'
-import { createTollbooth, isWellFormedKey } from '../../src/index.js'
+import { createTollbooth, isWellFormedKey } from '../../src/internal.js'
 import { type InferenceFixture, startInference } from './inference-fixture.js'
 
 let fx: InferenceFixture | undefined
@@ -64,7 +64,7 @@ describe('inference-api example: a prefix per type of consumption key (004)', ()
         secret: 'x'.repeat(32),
         prefixes: { consumption: ['sk_', 'sk_pool_'], management: 'mk_' },
       }),
-    ).toThrow(/prefixes: no key prefix may be a prefix of another/)
+    ).toThrow(/prefixes must not start with one another/)
     const tb = createTollbooth({
       secret: 'x'.repeat(32),
       prefixes: { consumption: ['sk_live_', 'sk_pool_'], management: 'mk_' },

@@ -9,7 +9,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { createPdfApi } from '../../examples/pdf-api/app.js'
 import { signSession } from '../../examples/shared/session.js'
-import { manualClock } from '../../src/index.js'
+import { manualClock } from '../../src/internal.js'
 import { type Client, clientOf, repeat, type Served, serveExpress, trackSettles } from './http.js'
 
 const SECRET = 'pdf-example-secret-pdf-example-secret-0000'

@@ -12,7 +12,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { CREDITS_PER_USD, createInferenceApi } from '../../examples/inference-api/app.js'
 import { signSession } from '../../examples/shared/session.js'
 import { stripeFromEnv } from '../../examples/shared/stripe.js'
-import { manualClock, type Tollbooth } from '../../src/index.js'
+import { manualClock, type Tollbooth } from '../../src/internal.js'
 import { type FakeStripe, startFakeStripe } from '../billing/stripe-server.js'
 import { type Client, clientOf, type Res, type Served, serveFastify } from './http.js'
 import { startVoice, T0 as VOICE_T0, type VoiceFixture } from './voice-fixture.js'

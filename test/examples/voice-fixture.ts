@@ -6,7 +6,7 @@
  */
 
 import { createVoiceApi, type VoiceApiOptions } from '../../examples/voice-api/app.js'
-import { manualClock, PROVIDER_ENDPOINTS, type TollboothOptions } from '../../src/index.js'
+import { manualClock, PROVIDER_ENDPOINTS, type TollboothOptions } from '../../src/internal.js'
 import { type Client, clientOf, type Res, serveHono, trackSettles } from './http.js'
 import { startProviderStandIn } from './provider-standin.js'
 

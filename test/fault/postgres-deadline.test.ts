@@ -18,7 +18,7 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { createTollbooth, type Tollbooth } from '../../src/index.js'
-import { request } from '../helpers.js'
+import { request } from '../support/core.js'
 import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'postgres-deadline-secret-postgres-deadline'

@@ -13,8 +13,8 @@
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { migrate, type PostgresStorage, postgresStorage } from '../../adapters/postgres/index.js'
-import { createTollbooth, type Decision, manualClock } from '../../src/index.js'
-import { request, until } from '../helpers.js'
+import { createTollbooth, type Decision, manualClock } from '../../src/internal.js'
+import { request, until } from '../support/core.js'
 import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'postgres-feed-fault-secret-postgres-feed-42'

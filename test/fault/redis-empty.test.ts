@@ -15,10 +15,10 @@ import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { FAIL_FAST } from '../../adapters/redis/test-helpers.js'
 import { createTollbooth, type Storage, type Tollbooth } from '../../src/index.js'
 import type { TollboothRequest } from '../../src/request.js'
-import { freshSchema, newPool, skipPostgres } from '../storage/postgres-fixture.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
+import { FAIL_FAST } from '../support/redis.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
 let server: RedisServer | null = null

@@ -16,8 +16,8 @@ import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { requireApiKey } from '../../adapters/hono/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { FAIL_FAST } from '../../adapters/redis/test-helpers.js'
 import { createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
+import { FAIL_FAST } from '../support/redis.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
 const TIMEOUT_MS = 500

@@ -16,7 +16,7 @@ import {
   type Tollbooth,
   type TollboothOptions,
   type UsageEvent,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 /** One route the suite asks a framework to serve, guarded by that framework's requireApiKey. */
 export interface TestRoute {

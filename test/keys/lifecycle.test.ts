@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { isTollboothError } from '../../src/index.js'
-import { request, SECRET, setup } from '../helpers.js'
+import { request, SECRET, setup } from '../support/core.js'
 
 const DAY = 86_400_000
 

@@ -6,7 +6,7 @@
  */
 
 import { describe, expect, it } from 'vitest'
-import { createTollbooth, type Denial, manualClock, memoryStorage } from '../../src/index.js'
+import { createTollbooth, type Denial, manualClock, memoryStorage } from '../../src/internal.js'
 import { body, HOUR, req, SECRET, setup, T0 } from './setup.js'
 
 describe('time blocks', () => {

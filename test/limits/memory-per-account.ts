@@ -18,7 +18,7 @@
 import { Redis } from 'ioredis'
 import { redisCounters } from '../../adapters/redis/counters.js'
 import { defineCommands } from '../../adapters/redis/store.js'
-import { createTollbooth, manualClock, memoryStorage, periodOf } from '../../src/index.js'
+import { createTollbooth, manualClock, memoryStorage, periodOf } from '../../src/internal.js'
 import { CREDIT_KEEP_MS, creditKey } from '../../src/metering/accounts.js'
 import { syncCounters } from '../../src/storage/state-counters.js'
 

@@ -8,7 +8,7 @@
  *   node --expose-gc --import tsx test/limits/memory-per-key.ts [keys=50000]
  */
 
-import { createTollbooth, manualClock, memoryStorage } from '../../src/index.js'
+import { createTollbooth, manualClock, memoryStorage } from '../../src/internal.js'
 import { compileKeyLimits, instantiate } from '../../src/limits/admission.js'
 import type { KeyRecord } from '../../src/storage/types.js'
 

@@ -8,7 +8,7 @@
  */
 
 import { describe, expect, it } from 'vitest'
-import { memoryStorage, periodOf } from '../../src/index.js'
+import { memoryStorage, periodOf } from '../../src/internal.js'
 import { CREDIT_KEEP_MS, creditKey } from '../../src/metering/accounts.js'
 import { syncCounters } from '../../src/storage/state-counters.js'
 import { DAY, HOUR, MINUTE, req, setup } from './setup.js'

@@ -13,7 +13,7 @@ import {
   memoryStorage,
   type TollboothOptions,
   type TollboothRequest,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 export const SECRET = 'limits-suite-secret-limits-suite-secret'
 /** 2026-03-10 12:00:00 UTC, on an hour boundary. */

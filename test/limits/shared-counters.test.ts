@@ -9,8 +9,8 @@
 
 import { afterAll, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { connectRedis, deletePrefix, testPrefix } from '../../adapters/redis/test-helpers.js'
-import { createTollbooth, manualClock, type Tollbooth } from '../../src/index.js'
+import { createTollbooth, manualClock, type Tollbooth } from '../../src/internal.js'
+import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 import { MINUTE, req, SECRET, T0 } from './setup.js'
 
 const client = await connectRedis()

@@ -14,9 +14,9 @@ import { Hono } from 'hono'
 import { afterAll, describe, expect, it } from 'vitest'
 import { requireApiKey } from '../../adapters/hono/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { connectRedis, deletePrefix, testPrefix } from '../../adapters/redis/test-helpers.js'
 import { type Admission, createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
 import { readHeader } from '../../src/request.js'
+import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 import { MINUTE, req, SECRET, setup, T0 } from './setup.js'
 
 const TPM = { rateLimits: [{ limit: 1000, windowMs: MINUTE, unit: 'tokens' as const }] }
@@ -60,7 +60,7 @@ describe('token limits reserve the route estimate', () => {
     // A bad estimate names the route option and holds nothing.
     const bad = tb.route({ tokens: () => -1 })
     await expect(tb.authenticate(req(key), bad)).rejects.toThrow(/route option tokens/)
-    expect(() => tb.route({ tokens: -5 })).toThrow(/route options\.tokens/)
+    expect(() => tb.route({ tokens: -5 })).toThrow(/tb\.route: options\.tokens/)
   })
 })
 

@@ -332,21 +332,24 @@ describe('configuration', () => {
   const bad: Array<[unknown, RegExp]> = [
     [
       { auth: { session: { secret: 'short' } } },
-      /auth\.session\.secret: must be at least 32 bytes/,
+      /^managementApi: options\.auth\.session\.secret must be at least 32 bytes/,
     ],
-    [{ auth: { session: {} } }, /auth\.session: give exactly one of secret, jwksUrl or jwks/],
+    [
+      { auth: { session: {} } },
+      /options\.auth\.session must have exactly one of secret, jwksUrl or jwks/,
+    ],
     [
       { auth: { session: { secret: SESSION_SECRET, jwksUrl: 'https://x.example/jwks' } } },
       /exactly one/,
     ],
-    [{ auth: { managementKeys: false } }, /options\.auth: accepts no credential/],
+    [{ auth: { managementKeys: false } }, /options\.auth accepts no credential/],
     [{ auth: { consumptionKeys: 'yes' } }, /options\.auth\.consumptionKeys/],
     [
       { billing: { checkout() {} } },
-      /options\.billing: must be a BillingProvider with checkout, portal and webhook/,
+      /options\.billing must be a BillingProvider with checkout, portal and webhook/,
     ],
     [{ trustProxy: -1 }, /options\.trustProxy/],
-    [{ bogus: 1 }, /unknown option\(s\) "bogus"/],
+    [{ bogus: 1 }, /options\.bogus is not an option/],
   ]
   it.each(bad)('throws a ConfigError naming the option: %j', (options, message) => {
     let thrown: unknown

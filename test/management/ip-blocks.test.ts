@@ -17,10 +17,11 @@ import { requireApiKey } from '../../adapters/hono/index.js'
 import { managementApi } from '../../adapters/management/index.js'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { connectRedis, deletePrefix, testPrefix } from '../../adapters/redis/test-helpers.js'
-import { createTollbooth, manualClock, memoryStorage, type Storage } from '../../src/index.js'
-import { freshSchema, newPool, skipPostgres } from '../storage/postgres-fixture.js'
-import { call, closeServer, PREFIXES, SECRET, T0 } from './servers.js'
+import { createTollbooth, manualClock, memoryStorage, type Storage } from '../../src/internal.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
+import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
+import { closeServer } from '../support/servers.js'
+import { call, PREFIXES, SECRET, T0 } from './servers.js'
 
 const redis = await connectRedis()
 const pool = skipPostgres ? null : newPool(5)

@@ -18,14 +18,8 @@ import {
 } from '../../adapters/express/mount.js'
 import { mountFetch as fastifyMount } from '../../adapters/fastify/mount.js'
 import { managementApi } from '../../adapters/management/index.js'
-import {
-  call,
-  closeServer,
-  FRAMEWORKS,
-  makeTollbooth,
-  type Served,
-  serveManagement,
-} from './servers.js'
+import { closeServer } from '../support/servers.js'
+import { call, FRAMEWORKS, makeTollbooth, type Served, serveManagement } from './servers.js'
 
 /** Echoes what it was given: method, path, query, body size and text, one header. */
 const echo: FetchHandler = async (req) => {

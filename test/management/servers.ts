@@ -8,9 +8,6 @@
  * key stops working there. Also a tollbooth on a manual clock and a small JSON client.
  */
 
-import type { Server as HttpServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { serve } from '@hono/node-server'
 import express from 'express'
 import Fastify from 'fastify'
 import { Hono } from 'hono'
@@ -25,7 +22,9 @@ import {
   manualClock,
   type Tollbooth,
   type TollboothOptions,
-} from '../../src/index.js'
+} from '../../src/internal.js'
+
+import { type Served, serveExpress, serveFastify, serveHono } from '../support/servers.js'
 
 export type Framework = 'hono' | 'express' | 'fastify'
 export const FRAMEWORKS: Framework[] = ['hono', 'express', 'fastify']
@@ -36,11 +35,7 @@ export const T0 = Date.UTC(2026, 2, 21, 0, 0, 0)
 /** The provider key the verifier below accepts. */
 export const GOOD_PROVIDER_KEY = 'sk_elevenlabs_good_0001'
 
-export interface Served {
-  /** `http://127.0.0.1:<port>` */
-  url: string
-  close(): Promise<void>
-}
+export type { Served }
 
 /** A tollbooth on a manual clock with a plan and a provider-key verifier. */
 export function makeTollbooth(extra: Partial<TollboothOptions> = {}): {
@@ -75,18 +70,6 @@ async function product(tb: Tollbooth, headers: HeaderSource, ip: string | null, 
   return tb.authenticate({ headers, ip, method: 'POST', path }, consumption(tb))
 }
 
-/** Closes a Node server, dropping kept-alive connections so the test does not wait on them. */
-export function closeServer(server: HttpServer): Promise<void> {
-  return new Promise<void>((r) => {
-    server.close(() => r())
-    server.closeAllConnections()
-  })
-}
-
-async function listen(close: () => Promise<void>, port: number): Promise<Served> {
-  return { url: `http://127.0.0.1:${port}`, close }
-}
-
 /** Serves `managementApi(tb, options)` under `base` in `framework`, beside the product route. */
 export async function serveManagement(
   framework: Framework,
@@ -103,10 +86,7 @@ export async function serveManagement(
     app.post(`${base}/synthesize`, (c) =>
       c.json({ ok: true, accountId: c.get('apiKey').accountId }),
     )
-    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as HttpServer
-    await new Promise<void>((r) => server.once('listening', () => r()))
-    const port = (server.address() as AddressInfo).port
-    return listen(() => closeServer(server), port)
+    return serveHono(app)
   }
   if (framework === 'express') {
     const app = express()
@@ -120,10 +100,7 @@ export async function serveManagement(
       res.set(d.responseHeaders()).json({ ok: true, accountId: d.accountId })
     })
     app.use(base, expressMount(api.fetch))
-    const server = app.listen(0, '127.0.0.1')
-    await new Promise<void>((r) => server.once('listening', () => r()))
-    const port = (server.address() as AddressInfo).port
-    return listen(() => closeServer(server), port)
+    return serveExpress(app)
   }
   const app = Fastify()
   app.post(`${base}/synthesize`, async (request, reply) => {
@@ -134,9 +111,7 @@ export async function serveManagement(
     return reply.headers(d.responseHeaders()).send({ ok: true, accountId: d.accountId })
   })
   await app.register(fastifyMount(api.fetch), { prefix: base })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const port = (app.server.address() as AddressInfo).port
-  return listen(() => app.close(), port)
+  return serveFastify(app)
 }
 
 export interface Res {

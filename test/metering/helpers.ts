@@ -15,7 +15,7 @@ import {
   manualClock,
   type Tollbooth,
   type TollboothOptions,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 import type { TollboothRequest } from '../../src/request.js'
 
 export const SECRET = 'metering-suite-secret-0123456789abcdefgh'

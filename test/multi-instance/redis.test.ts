@@ -9,8 +9,8 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { connectRedis, deletePrefix, testPrefix } from '../../adapters/redis/test-helpers.js'
 import { createTollbooth, type Storage, type Tollbooth } from '../../src/index.js'
+import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 import { type Instance, startInstance } from './spawn.js'
 
 const client = await connectRedis()

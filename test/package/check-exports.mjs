@@ -6,6 +6,7 @@ import { createRequire } from 'node:module'
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'))
 const require = createRequire(import.meta.url)
+const MAX_PUBLIC_NAMES = 15
 let failed = 0
 for (const subpath of Object.keys(pkg.exports)) {
   if (subpath === './package.json') continue
@@ -20,6 +21,11 @@ for (const subpath of Object.keys(pkg.exports)) {
       const mod = mode === 'import' ? await import(spec) : require(spec)
       const names = Object.keys(mod)
       if (names.length === 0) throw new Error('no exports')
+      // The main entry lists what a user calls; adapters share the rest through src/internal.ts.
+      if (subpath === '.' && names.length > MAX_PUBLIC_NAMES)
+        throw new Error(
+          `${names.length} runtime names, at most ${MAX_PUBLIC_NAMES}: ${names.join(', ')}`,
+        )
       console.log(`ok   ${mode.padEnd(7)} ${spec} (${names.length} exports)`)
     } catch (err) {
       failed++

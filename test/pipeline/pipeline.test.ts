@@ -7,8 +7,8 @@
 import { describe, expect, it } from 'vitest'
 import { managementApi } from '../../adapters/management/index.js'
 import { DENIALS, type DenialSpec } from '../../src/denials.js'
-import { type Admission, createTollbooth, type Denial, settlementOf } from '../../src/index.js'
-import { request, SECRET, setup } from '../helpers.js'
+import { type Admission, createTollbooth, type Denial, settlementOf } from '../../src/internal.js'
+import { request, SECRET, setup } from '../support/core.js'
 
 describe('the table of denials', () => {
   it('answers the pipeline refusals with the status and challenge of their row', async () => {

@@ -7,7 +7,7 @@
  */
 
 import { expect, it, vi } from 'vitest'
-import { request, setup } from '../helpers.js'
+import { request, setup } from '../support/core.js'
 
 it('unmaps an IPv4-mapped socket address and still warns about X-Forwarded-For', async () => {
   const { tb } = setup()

@@ -7,7 +7,7 @@
  */
 
 import { describe, expect, it, vi } from 'vitest'
-import { request, setup } from '../helpers.js'
+import { request, setup } from '../support/core.js'
 
 // Order matters: the warning fires once per process, so the silent case runs first.
 describe('TOLLBOOTH_UNTRUSTED_FORWARDED_FOR', () => {

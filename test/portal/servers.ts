@@ -8,9 +8,6 @@
  * fetch client that behaves like the portal's page (CSRF token from `GET api/session`).
  */
 
-import type { Server as HttpServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { serve } from '@hono/node-server'
 import express from 'express'
 import Fastify from 'fastify'
 import { Hono } from 'hono'
@@ -28,7 +25,9 @@ import {
   manualClock,
   type Tollbooth,
   type TollboothOptions,
-} from '../../src/index.js'
+} from '../../src/internal.js'
+
+import { type Served, serveExpress, serveFastify, serveHono } from '../support/servers.js'
 
 export type Framework = 'hono' | 'express' | 'fastify'
 
@@ -38,11 +37,7 @@ export const PREFIXES = { consumption: 'plabs_sk_live_', management: 'mk_' }
 /** The provider key the verifier accepts. */
 export const GOOD_PROVIDER_KEY = 'sk-openai-good-key-0001'
 
-export interface Served {
-  /** `http://127.0.0.1:<port>` */
-  url: string
-  close(): Promise<void>
-}
+export type { Served }
 
 /** A tollbooth on a manual clock (started at the real time, so the browser's dates agree). */
 export function makeTollbooth(extra: Partial<TollboothOptions> = {}): {
@@ -78,18 +73,6 @@ export function sessionToken(
     .sign(new TextEncoder().encode(secret))
 }
 
-function closeServer(server: HttpServer): Promise<void> {
-  return new Promise<void>((r) => {
-    server.close(() => r())
-    server.closeAllConnections()
-  })
-}
-
-async function listening(server: HttpServer): Promise<number> {
-  if (!server.listening) await new Promise<void>((r) => server.once('listening', () => r()))
-  return (server.address() as AddressInfo).port
-}
-
 /** Serves the product route and `portal(tb, options)` under `base` in `framework`. */
 export async function servePortal(
   framework: Framework,
@@ -103,9 +86,7 @@ export async function servePortal(
     root.use('/v1/*', requireApiKey(tb, { cost: 1, category: 'tts' }))
     root.post('/v1/synthesize', (c) => c.json({ ok: true, accountId: c.get('apiKey').accountId }))
     root.route(base, app)
-    const server = serve({ fetch: root.fetch, port: 0, hostname: '127.0.0.1' }) as HttpServer
-    const port = await listening(server)
-    return { url: `http://127.0.0.1:${port}`, close: () => closeServer(server) }
+    return serveHono(root)
   }
   if (framework === 'express') {
     const root = express()
@@ -117,15 +98,11 @@ export async function servePortal(
       },
     )
     root.use(base, expressMount(app.fetch))
-    const server = root.listen(0, '127.0.0.1')
-    const port = await listening(server)
-    return { url: `http://127.0.0.1:${port}`, close: () => closeServer(server) }
+    return serveExpress(root)
   }
   const root = Fastify()
   await root.register(fastifyMount(app.fetch), { prefix: base })
-  await root.listen({ port: 0, host: '127.0.0.1' })
-  const port = (root.server.address() as AddressInfo).port
-  return { url: `http://127.0.0.1:${port}`, close: () => root.close() }
+  return serveFastify(root)
 }
 
 /** An answer: status, headers, parsed JSON (or null) and text. */

@@ -68,20 +68,20 @@ describe('portal options', () => {
 
   it('throws a ConfigError naming each bad option', () => {
     expect(configError(() => portal(tb, {}))).toContain(
-      'give session (session JWTs) or authenticate',
+      'portal: options must give session (session JWTs) or authenticate',
     )
     expect(configError(() => portal(tb, { session: { secret: 'short' } }))).toBe(
-      'Invalid portal options: options.session.secret: must be at least 32 bytes',
+      'portal: options.session.secret must be at least 32 bytes, got a string of 5 characters',
     )
     expect(
       configError(() => portal(tb, { session: { secret: SESSION_SECRET, cookie: 'x' } as never })),
-    ).toContain('options.session: cookie is set by the portal itself')
+    ).toContain('options.session must not set cookie: the portal names its own')
     expect(
       configError(() => portal(tb, { authenticate: () => null, colour: 'red' } as never)),
-    ).toContain('unknown option(s) "colour"')
+    ).toContain('options.colour is not an option')
     expect(
       configError(() => portal(tb, { authenticate: () => null, signInUrl: 'javascript:x' })),
-    ).toContain('options.signInUrl: must be a path or an http(s) URL')
+    ).toContain('options.signInUrl must be a path or an http(s) URL, got "javascript:x"')
     expect(configError(() => portal({} as Tollbooth, { authenticate: () => null }))).toContain(
       'tb must be a tollbooth instance',
     )

@@ -11,7 +11,7 @@
 
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { createTollbooth, type Denial, manualClock, memoryStorage } from '../../src/index.js'
+import { createTollbooth, type Denial, manualClock, memoryStorage } from '../../src/internal.js'
 import { GcraModel, WindowModel } from './models.js'
 
 const HOUR = 3_600_000

@@ -19,10 +19,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type PostgresStorage, postgresStorage } from '../../adapters/postgres/index.js'
 import { redisCounters } from '../../adapters/redis/counters.js'
 import { defineCommands } from '../../adapters/redis/store.js'
-import { connectRedis, deletePrefix, testPrefix } from '../../adapters/redis/test-helpers.js'
 import { memoryStorage } from '../../src/storage/memory.js'
 import type { Check, CounterStore } from '../../src/storage/types.js'
-import { freshSchema, newPool, skipPostgres } from '../storage/postgres-fixture.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
+import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 
 const D = 2000
 const T0 = 1_767_225_600_000

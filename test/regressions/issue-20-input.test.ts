@@ -12,7 +12,6 @@ import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { connectRedis, deletePrefix, testPrefix } from '../../adapters/redis/test-helpers.js'
 import {
   ConfigError,
   InvalidRequestError,
@@ -22,7 +21,8 @@ import {
   type Tollbooth,
 } from '../../src/index.js'
 import { client, makeTollbooth, type Served, serveManagement } from '../management/servers.js'
-import { freshSchema, newPool, skipPostgres } from '../storage/postgres-fixture.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
+import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 
 /** A product request with `key`. */
 const product = (key: string) => ({

@@ -14,10 +14,10 @@ import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { connectRedis, deletePrefix, testPrefix } from '../../adapters/redis/test-helpers.js'
 import { createTollbooth, type Storage, type Tollbooth } from '../../src/index.js'
-import { request, until } from '../helpers.js'
-import { freshSchema, newPool, skipPostgres } from './postgres-fixture.js'
+import { request, until } from '../support/core.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
+import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 
 const SECRET = 'account-feed-secret-account-feed-secret-42'
 const redis = await connectRedis()

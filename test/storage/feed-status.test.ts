@@ -16,7 +16,9 @@ import {
   manualClock,
   memoryStorage,
   type SubscribeOptions,
-} from '../../src/index.js'
+} from '../../src/internal.js'
+
+const SECRET = 'feed-status-suite-secret-0123456789abcdef'
 
 /** A change feed inside this process that can be taken down (messages then are lost). */
 function switchableFeed() {
@@ -48,6 +50,7 @@ describe('caches while the change feed is down', () => {
     const { feed, set } = switchableFeed()
     const make = () =>
       createTollbooth({
+        secret: SECRET,
         clock,
         storage: { ...memory, changes: feed },
         cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },
@@ -99,6 +102,7 @@ describe('caches while the change feed is down', () => {
     }
     const errors: unknown[] = []
     const tb = createTollbooth({
+      secret: SECRET,
       clock,
       storage: { ...memory, changes: feed },
       cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },

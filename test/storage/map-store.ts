@@ -14,7 +14,7 @@ import {
   memoryStorage,
   type Storage,
   type StoredCounter,
-} from '../../src/index.js'
+} from '../../src/internal.js'
 
 /** Prunes expired rows every this many calls. */
 const SWEEP_EVERY = 64

@@ -21,7 +21,7 @@ import {
   type Storage,
   type TollboothRequest,
 } from '../../src/index.js'
-import { DATABASE_URL, freshSchema, newPool, skipPostgres } from './postgres-fixture.js'
+import { DATABASE_URL, freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 
 const TIMEOUT_MS = 400
 const req = (key: string): TollboothRequest => ({

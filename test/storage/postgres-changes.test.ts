@@ -11,8 +11,8 @@
 import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type PostgresStorage, postgresStorage } from '../../adapters/postgres/index.js'
-import { createTollbooth, type Decision, manualClock, type Tollbooth } from '../../src/index.js'
-import { freshSchema, newPool, skipPostgres } from './postgres-fixture.js'
+import { createTollbooth, type Decision, manualClock, type Tollbooth } from '../../src/internal.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 
 const SECRET = 'postgres-change-feed-secret-0123456789ab'
 const T0 = Date.UTC(2026, 0, 15, 12)

@@ -11,7 +11,7 @@ import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type PostgresStorage, postgresStorage } from '../../adapters/postgres/index.js'
 import { type Check, memoryStorage } from '../../src/index.js'
-import { freshSchema, newPool, skipPostgres } from './postgres-fixture.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 
 const HOUR = 3_600_000
 const DAY = 24 * HOUR

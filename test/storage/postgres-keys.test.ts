@@ -11,7 +11,7 @@ import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type PostgresStorage, postgresStorage } from '../../adapters/postgres/index.js'
 import { makeKey } from '../../adapters/testing/fixtures.js'
-import { freshSchema, newPool, skipPostgres } from './postgres-fixture.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 
 describe.skipIf(skipPostgres)('postgres keys', () => {
   let a: pg.Pool

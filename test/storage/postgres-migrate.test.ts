@@ -10,7 +10,7 @@ import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { INIT_SQL, MIGRATIONS, migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { ConfigError, isTollboothError } from '../../src/index.js'
-import { newPool, schemaName, skipPostgres } from './postgres-fixture.js'
+import { newPool, schemaName, skipPostgres } from '../support/postgres.js'
 
 describe.skipIf(skipPostgres)('postgres migrate', () => {
   let pool: pg.Pool

@@ -17,8 +17,8 @@ import {
   memoryStorage,
   type Storage,
   type TollboothOptions,
-} from '../../src/index.js'
-import { freshSchema, newPool, skipPostgres } from './postgres-fixture.js'
+} from '../../src/internal.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 
 const SECRET = 'postgres-pipeline-secret-0123456789abcd'
 const T0 = Date.UTC(2026, 0, 15, 12)

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type PgPool, postgresStorage } from '../../adapters/postgres/index.js'
 import { makeEvent } from '../../adapters/testing/fixtures.js'
 import { InvalidRequestError } from '../../src/index.js'
-import { freshSchema, newPool, skipPostgres } from './postgres-fixture.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 
 describe.skipIf(skipPostgres)('postgres usage', () => {
   let pool: pg.Pool

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { describeStorageConformance } from '../../adapters/testing/index.js'
 import { memoryStorage, type Storage } from '../../src/index.js'
-import { freshSchema, newPool, skipPostgres } from './postgres-fixture.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 
 describe.skipIf(skipPostgres)('postgres', () => {
   let pool: pg.Pool

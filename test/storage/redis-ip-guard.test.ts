@@ -11,9 +11,9 @@
 import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { connectRedis } from '../../adapters/redis/test-helpers.js'
-import { createTollbooth, type Denial, manualClock, type Tollbooth } from '../../src/index.js'
+import { createTollbooth, type Denial, manualClock, type Tollbooth } from '../../src/internal.js'
 import { type RedisServer, startRedisServer } from '../fault/redis-server.js'
+import { connectRedis } from '../support/redis.js'
 
 const SECRET = 'redis-ip-guard-secret-redis-ip-guard-secret'
 const T0 = Date.UTC(2026, 11, 3, 12, 0, 0)

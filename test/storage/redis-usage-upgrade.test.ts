@@ -9,9 +9,9 @@
 import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisStorage, upgradeUsageTotals } from '../../adapters/redis/index.js'
-import { connectRedis, deletePrefix, testPrefix } from '../../adapters/redis/test-helpers.js'
 import { makeEvent } from '../../adapters/testing/fixtures.js'
 import { ConfigError } from '../../src/index.js'
+import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 
 const client = await connectRedis()
 

@@ -10,6 +10,8 @@
 import { connect } from 'node:net'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
+import { describeStorageConformance } from '../../adapters/testing/index.js'
+import { ConfigError, createTollbooth, isTollboothError } from '../../src/index.js'
 import {
   connectRedis,
   deletePrefix,
@@ -18,9 +20,7 @@ import {
   REDIS_URL,
   redisFixture,
   testPrefix,
-} from '../../adapters/redis/test-helpers.js'
-import { describeStorageConformance } from '../../adapters/testing/index.js'
-import { ConfigError, createTollbooth, isTollboothError } from '../../src/index.js'
+} from '../support/redis.js'
 
 const client = await connectRedis()
 const SECRET = 'redis-test-secret-redis-test-secret-42'

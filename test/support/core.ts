@@ -1,6 +1,11 @@
-/** Shared helpers for tests that drive the core directly. */
-import { createTollbooth, manualClock, type TollboothOptions } from '../src/index.js'
-import type { TollboothRequest } from '../src/request.js'
+/**
+ * @module test/support/core
+ *
+ * Shared helpers for tests that drive the core directly: a tollbooth on a manual clock, a
+ * request shaped like the ones adapters hand to the core, and a bounded wait.
+ */
+import { createTollbooth, manualClock, type TollboothOptions } from '../../src/internal.js'
+import type { TollboothRequest } from '../../src/request.js'
 
 export const SECRET = 'test-secret-test-secret-test-secret-42'
 export const T0 = Date.UTC(2026, 10, 24, 12, 0, 0)

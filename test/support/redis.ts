@@ -1,5 +1,5 @@
 /**
- * @module tollbooth/redis/test-helpers
+ * @module test/support/redis
  *
  * For tollbooth's own tests (not exported): a connection to the test Redis (`REDIS_URL`,
  * default `redis://127.0.0.1:6379`) with fail-fast options, a fresh key prefix per test and
@@ -8,7 +8,7 @@
  */
 
 import { Redis, type RedisOptions } from 'ioredis'
-import { redisStorage } from './index.js'
+import { redisStorage } from '../../adapters/redis/index.js'
 
 export const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379'
 

@@ -1,5 +1,5 @@
 /**
- * @module test/storage/postgres-fixture
+ * @module test/support/postgres
  *
  * What the PostgreSQL suites share: the server at `DATABASE_URL`, whether to skip when it is
  * down (never with `TOLLBOOTH_REQUIRE_SERVICES=1`: then every test fails on connect), and a

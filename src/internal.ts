@@ -1,0 +1,109 @@
+/**
+ * @module internal
+ *
+ * What the adapters share with the core beyond the public surface: everything `tollbooth`
+ * exports plus the building blocks (limit arithmetic, markers, cursors, option schemas,
+ * request helpers) that users never call. Adapters import from here; package.json `exports`
+ * has no entry for it, so the bundler inlines it into the shared chunk.
+ */
+
+export { BILLING_STATE_KEY } from './billing/apply.js'
+export { createMarkers, MARKER_TTL_MS, type Markers, markerKey } from './billing/markers.js'
+export {
+  createMeterOutbox,
+  type MeterFlushResult,
+  type MeterOutbox,
+  type MeterOutboxOptions,
+} from './billing/meter-outbox.js'
+export {
+  type OverageReconciliation,
+  type OverageTotals,
+  overageEvents,
+  reconcileOverage,
+} from './billing/reconcile.js'
+export { headerOf } from './billing/types.js'
+export { DEFAULT_PROVIDERS } from './byok/providers.js'
+export { httpVerifier, PROVIDER_ENDPOINTS } from './byok/verifiers.js'
+export { manualClock, systemClock } from './clock.js'
+export { Admission } from './decision.js'
+export { type DenialName, denialAnswer } from './denials.js'
+export { ERROR_CODES } from './errors.js'
+export { setUsageHeaders } from './headers.js'
+export * from './index.js'
+export {
+  ACCOUNT_METADATA_MAX_BYTES,
+  METADATA_MAX_BYTES,
+  METADATA_MAX_DEPTH,
+  metadataProblems,
+  metadataSchema,
+  ownValue,
+  text,
+  textProblem,
+  type ValueProblem,
+} from './input.js'
+export {
+  expiresInDays,
+  gracePeriodMs,
+  keyCategory,
+  keyMetadata,
+  keyName,
+  keyScopes,
+} from './keys/fields.js'
+export { isWellFormedKey } from './keys/format.js'
+export { type NameRule, nameTaken } from './keys/unique-names.js'
+export { QUOTA_WINDOWS } from './limits/admission.js'
+export {
+  admitKeys,
+  admitStep,
+  type CounterState,
+  type CounterStep,
+  type CounterWrite,
+  type CurrentValues,
+  claimStep,
+  counterKind,
+  type StoredCounter,
+  settleKeys,
+  settleStep,
+} from './limits/counters.js'
+export { type GcraVerdict, gcra, gcraAdd } from './limits/gcra.js'
+export { type HoldVerdict, hold, release } from './limits/hold.js'
+export { missingResult } from './limits/rebuild.js'
+export { gcraRemove, undrained, windowRemove } from './limits/revert.js'
+export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-window.js'
+export { checkAccountId } from './metering/accounts.js'
+export { monthSchema, parseMonth, periodOf, periodOfMonth } from './metering/periods.js'
+export {
+  addToSummary,
+  countsInSummary,
+  splitUsageRange,
+  USAGE_DAY_MS,
+  USAGE_HOUR_MS,
+  type UsageRangeParts,
+  usageBuckets,
+  usageCategory,
+} from './metering/usage-buckets.js'
+export {
+  checkTollboothArg,
+  fnOption,
+  headersFollowHandler,
+  integer,
+  optionError,
+  parseOptions,
+  trustProxySchema,
+} from './options.js'
+export { clientIp, isForwarded } from './request.js'
+export {
+  ABORTED_STATUS,
+  beginWork,
+  clientGone,
+  endWork,
+  handlerFailed,
+  keepAlive,
+  responseEnded,
+  responseStarted,
+  type Settler,
+  watchBody,
+} from './response-end.js'
+export { type Settlement, settlementOf } from './settle.js'
+export { decodeLogCursor, encodeLogCursor } from './storage/memory.js'
+export { isRoute } from './tollbooth.js'
