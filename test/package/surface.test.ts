@@ -19,7 +19,8 @@ describe('the public surface', () => {
       expect.arrayContaining([
         'createTollbooth',
         'memoryStorage',
-        'manualClock',
+        'countersFromState',
+        'providerVerifiers',
         'isTollboothError',
         'TollboothError',
         'ConfigError',
@@ -31,7 +32,14 @@ describe('the public surface', () => {
   it('keeps the building blocks internal', async () => {
     const pub = await import('../../src/index.js')
     const internal = await import('../../src/internal.js')
-    for (const name of ['gcra', 'parseOptions', 'encodeLogCursor', 'createMarkers', 'Admission'])
+    for (const name of [
+      'gcra',
+      'parseOptions',
+      'encodeLogCursor',
+      'createMarkers',
+      'Admission',
+      'settlementOf',
+    ])
       expect([name, name in pub, name in internal]).toEqual([name, false, true])
     // Everything public is there for the adapters too.
     for (const name of Object.keys(pub)) expect(internal).toHaveProperty(name)
