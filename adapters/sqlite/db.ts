@@ -41,12 +41,8 @@ type Driver = new (path: string, options?: { timeout?: number }) => SqliteDataba
 
 /** A module-relative `require`, in the ESM and the CommonJS builds alike. */
 function requireDriver(name: string): Driver {
-  const base =
-    typeof __filename === 'string'
-      ? __filename
-      : // Replaced by tsup's shim in the CommonJS build; a file URL in ESM.
-        import.meta.url
-  const mod = createRequire(base)(name) as Driver | { default: Driver }
+  // The CommonJS build gets `import.meta.url` from tsup's shim (`shims: true`).
+  const mod = createRequire(import.meta.url)(name) as Driver | { default: Driver }
   return typeof mod === 'function' ? mod : mod.default
 }
 
