@@ -11,10 +11,10 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import Database from 'better-sqlite3'
 import { afterAll, describe, expect, it, vi } from 'vitest'
 import { MIGRATIONS, migrate, sqliteStorage } from '../../adapters/sqlite/index.js'
 import { ConfigError, createTollbooth } from '../../src/index.js'
+import { Database } from './sqlite-driver.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'tollbooth-sqlite-config-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))

@@ -9,10 +9,10 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import Database from 'better-sqlite3'
 import { afterAll, describe } from 'vitest'
 import { type SqliteStorage, sqliteStorage } from '../../adapters/sqlite/index.js'
 import { describeStorageConformance } from '../../adapters/testing/index.js'
+import { Database } from './sqlite-driver.js'
 
 describe('sqlite', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tollbooth-sqlite-'))
