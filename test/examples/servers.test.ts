@@ -1,8 +1,8 @@
 /**
  * `npm run example:voice`, `example:pdf` and `example:inference`: each `server.ts` starts on
  * their default storage (SQLite, in a temporary DATA_DIR here) with one command, prints the
- * credentials it created one a line, and each printed credential works where its README says; in all three the printed session
- * token signs in to the developer portal at `/portal`.
+ * credentials it created one a line, and each printed credential works where its README says;
+ * in all three the printed session token signs in to the developer portal at `/portal`.
  */
 
 import { afterEach, describe, expect, it } from 'vitest'
