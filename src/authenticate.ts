@@ -49,6 +49,7 @@ import {
   readHeader,
   type TollboothRequest,
 } from './request.js'
+import { syncCounters } from './storage/state-counters.js'
 import type {
   AdmissionId,
   Check,
@@ -210,7 +211,7 @@ function warnForwarded(): void {
  * request through uncounted (a key that cannot be looked up is never let through).
  *
  * Returns the decision itself when no step needs I/O (a cached key, a cached account and
- * in-process counters with `consumeSync`), else a promise of it: `tb.decide()` passes that
+ * in-process counters, see `syncCounters`), else a promise of it: `tb.decide()` passes that
  * on to the adapters, `tb.authenticate()` always returns a promise.
  */
 export function authenticate(
@@ -458,7 +459,7 @@ interface AdmitInput {
 
 /**
  * Step 6. Synchronous when the account is cached and the counters are in-process
- * (`consumeSync`): then a request is decided without a promise or a microtask.
+ * (`syncCounters`): then a request is decided without a promise or a microtask.
  */
 function admit(
   ctx: Context,
@@ -537,7 +538,8 @@ function count(
   const counters = ctx.storage.counters
   // Counters in another process that may come back empty: the counts that must survive that
   // are rebuilt from the durable usage when missing (metering/rebuild).
-  if (!counters.inProcess && !counters.durable) {
+  const sync = syncCounters(counters)
+  if (!sync && !counters.durable) {
     for (let i = 0; i < checks.length; i++) {
       const c = checks[i]!
       const t = templates[i]!
@@ -550,10 +552,10 @@ function count(
         checks[i] = { ...c, rebuild: {} }
     }
   }
-  if (counters.inProcess && counters.consumeSync) {
+  if (sync) {
     let result: ConsumeResult
     try {
-      result = counters.consumeSync(checks, a.now)
+      result = sync.consume(checks, a.now)
     } catch (err) {
       return storageFailure(ctx, err, req, route, entry, a)
     }

@@ -70,6 +70,19 @@ export { isWellFormedKey } from './keys/format.js'
 export type { CreatedKey, CreateKeyInput, KeyView, UpdateKeyInput } from './keys/manager.js'
 export { type NameRule, nameTaken } from './keys/unique-names.js'
 export { QUOTA_WINDOWS } from './limits/admission.js'
+export {
+  admitKeys,
+  admitStep,
+  type CounterState,
+  type CounterStep,
+  type CounterWrite,
+  type CurrentValues,
+  claimStep,
+  counterKind,
+  type StoredCounter,
+  settleKeys,
+  settleStep,
+} from './limits/counters.js'
 export { type GcraVerdict, gcra, gcraAdd } from './limits/gcra.js'
 export { type HoldVerdict, hold, release } from './limits/hold.js'
 export { missingResult } from './limits/rebuild.js'
@@ -124,5 +137,9 @@ export {
   type MemoryStorageOptions,
   memoryStorage,
 } from './storage/memory.js'
+export {
+  type CounterBackend,
+  countersFromState,
+} from './storage/state-counters.js'
 export type * from './storage/types.js'
 export { createTollbooth, type IpBlocks, isRoute, type Tollbooth } from './tollbooth.js'

@@ -9,6 +9,7 @@
 import { describe, expect, it } from 'vitest'
 import { admitted, denied, events, req, setup } from '../test/metering/helpers.js'
 import { readHeader } from './request.js'
+import { syncCountersFromState } from './storage/state-counters.js'
 
 const PLANS = { pro: { monthlyCredits: 100 } }
 const metered = { plans: PLANS, defaultTier: 'pro' }
@@ -359,9 +360,12 @@ describe('decide() and settleLater(): the adapters synchronous path', () => {
     const { tb, key } = await setup({ ...metered, onError: (e: unknown) => errors.push(e) })
     const route = tb.route({ cost: 1 })
     const d = admitted(await tb.authenticate(req(key), route))
-    tb.storage.counters.settleSync = () => {
-      throw new Error('counters down')
-    }
+    // In-process counters (the synchronous path) whose every call fails.
+    tb.storage.counters = syncCountersFromState({
+      transact() {
+        throw new Error('counters down')
+      },
+    })
     expect(() => tb.settleLater(d, { status: 200 })).not.toThrow()
     expect(errors).toEqual([expect.objectContaining({ message: 'counters down' })])
   })
@@ -376,6 +380,9 @@ describe('flush() and close() wait for settles in flight', () => {
     const slow = {
       consume: local.consume,
       held: local.held,
+      claim: local.claim,
+      claimed: local.claimed,
+      unclaim: local.unclaim,
       settle: (ops: Parameters<typeof local.settle>[0], now: number) =>
         new Promise<void>((resolve) => setTimeout(() => resolve(local.settle(ops, now)), 30)),
     }

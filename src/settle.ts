@@ -23,7 +23,8 @@ import type { Context } from './context.js'
 import { Admission, type Decision, type Report } from './decision.js'
 import { storableText } from './input.js'
 import { undrained } from './limits/revert.js'
-import type { Check, SettleOp, UsageEvent } from './storage/types.js'
+import { syncCounters } from './storage/state-counters.js'
+import type { SettleOp, UsageEvent } from './storage/types.js'
 
 /** How long a settled `Idempotency-Key` is remembered: 24 hours. */
 export const IDEMPOTENCY_WINDOW_MS = 86_400_000
@@ -93,21 +94,6 @@ function idempotencyKeyName(accountId: string, id: string): string {
 }
 
 /**
- * A settled `Idempotency-Key` is one unit of a GCRA limit of 1 per 24 hours: the smallest
- * counter a store has (a level and a time), gone on its own exactly 24 hours later.
- */
-function idempotencyCheck(decision: Admission, id: string): Check {
-  return {
-    type: 'gcra',
-    key: idempotencyKeyName(decision.accountId, id),
-    name: 'idempotency',
-    limit: 1,
-    windowMs: IDEMPOTENCY_WINDOW_MS,
-    cost: 1,
-  }
-}
-
-/**
  * Never rejects for a bad outcome: an invalid report (a negative cost, say) is passed to
  * `onError` and the request is settled with what was charged before it.
  *
@@ -150,20 +136,22 @@ export function settle(
   const idem = billable ? s.idempotencyId : undefined
   if (idem === undefined) return apply(ctx, decision, outcome, now, billable, false)
   // True unless this request's `Idempotency-Key` was already settled for its key: one atomic
-  // count. A storage failure counts as a first settle (the event itself stays idempotent by id).
+  // claim for 24 hours. A storage failure counts as a first settle (the event itself stays
+  // idempotent by id).
   const counters = ctx.storage.counters
-  const check = [idempotencyCheck(decision, idem)]
-  if (counters.inProcess && counters.consumeSync) {
+  const key = idempotencyKeyName(decision.accountId, idem)
+  const sync = syncCounters(counters)
+  if (sync) {
     let first = true
     try {
-      first = counters.consumeSync(check, now).allowed
+      first = sync.claim(key, IDEMPOTENCY_WINDOW_MS, now)
     } catch (err) {
       ctx.report(err)
     }
     return apply(ctx, decision, outcome, now, billable, !first)
   }
-  return ctx.guard(counters.consume(check, now)).then(
-    (r) => apply(ctx, decision, outcome, now, billable, !r.allowed),
+  return ctx.guard(counters.claim(key, IDEMPOTENCY_WINDOW_MS, now)).then(
+    (first) => apply(ctx, decision, outcome, now, billable, !first),
     (err: unknown) => {
       ctx.report(err)
       return apply(ctx, decision, outcome, now, billable, false)
@@ -208,9 +196,10 @@ function apply(
   }
   if (ops.length === 0) return record(ctx, decision, outcome, now, charge, repeat)
   const counters = ctx.storage.counters
-  if (counters.inProcess && counters.settleSync) {
+  const sync = syncCounters(counters)
+  if (sync) {
     try {
-      counters.settleSync(ops, now)
+      sync.settle(ops, now)
     } catch (err) {
       ctx.report(err)
     }

@@ -34,7 +34,9 @@ import {
 import type { TollboothRequest } from './request.js'
 import { type Outcome, settle } from './settle.js'
 import { createSettleQueue, type SettleQueueStats } from './settle-queue.js'
+import { isInProcess } from './storage/in-process.js'
 import { memoryStorage } from './storage/memory.js'
+import { syncCounters } from './storage/state-counters.js'
 import type { IpBlock, Page, Storage, UsageEvent } from './storage/types.js'
 import { env, warnOnce } from './warnings.js'
 
@@ -140,8 +142,8 @@ export function createTollbooth(
   const storage = o.storage ?? memoryStorage()
   const clock = o.clock ?? systemClock
   const now = () => clock.now()
-  const inProcess =
-    storage.keys.inProcess && storage.counters.inProcess && storage.accounts.inProcess
+  const localCounters = syncCounters(storage.counters) !== undefined
+  const inProcess = isInProcess(storage.keys) && localCounters && isInProcess(storage.accounts)
   if (o.storage === undefined && env('NODE_ENV') === 'production') {
     warnOnce(
       'TOLLBOOTH_MEMORY_STORAGE',
@@ -149,7 +151,7 @@ export function createTollbooth(
     )
   }
   // A durable in-process store (SQLite) shares its counts through its file.
-  if (storage.counters.inProcess && !storage.counters.durable && env('NODE_ENV') === 'production') {
+  if (localCounters && !storage.counters.durable && env('NODE_ENV') === 'production') {
     warnOnce(
       'TOLLBOOTH_LOCAL_COUNTERS',
       'the in-memory storage counts per process; use tollbooth/sqlite (one machine), tollbooth/redis or tollbooth/postgres with several instances',

@@ -195,24 +195,23 @@ export function connect(pool: PgPool, onError: (err: Error) => void): Promise<Po
 }
 
 /**
- * Runs `fn` in one transaction on a dedicated client. `fn` returns the value and whether to
- * commit (false rolls back, e.g. a refused admission that must change nothing). A client whose
+ * Runs `fn` on a dedicated client checked out within `deadlineMs` (see `checkout`). When `fn`
+ * fails, its transaction is rolled back and the error rethrown, explained; a client whose
  * rollback failed is destroyed rather than returned to the pool.
  */
-export async function transaction<T>(
+export async function withClient<T>(
   db: Db,
-  fn: (client: PoolClient) => Promise<{ value: T; commit: boolean }>,
+  deadlineMs: number,
+  fn: (client: PoolClient, left: () => number) => Promise<T>,
 ): Promise<T> {
-  const { client, release } = await checkout(db)
+  const { client, left, release } = await checkout(db, deadlineMs)
   let broken: Error | undefined
   try {
-    await client.query('BEGIN')
-    const out = await fn(client)
-    await client.query(out.commit ? 'COMMIT' : 'ROLLBACK')
-    return out.value
+    return await fn(client, left)
   } catch (err) {
     // After a failed COMMIT the transaction is already over and ROLLBACK only warns; a
-    // ROLLBACK that fails means the connection itself is gone.
+    // ROLLBACK that fails means the connection itself is gone. A statement that failed
+    // skipped the rest of its round trip, COMMIT included.
     await client.query('ROLLBACK').catch((e: Error) => {
       broken = e
     })
@@ -220,6 +219,22 @@ export async function transaction<T>(
   } finally {
     release(broken)
   }
+}
+
+/**
+ * Runs `fn` in one transaction on a dedicated client. `fn` returns the value and whether to
+ * commit (false rolls back, e.g. a refused admission that must change nothing).
+ */
+export function transaction<T>(
+  db: Db,
+  fn: (client: PoolClient) => Promise<{ value: T; commit: boolean }>,
+): Promise<T> {
+  return withClient(db, Infinity, async (client) => {
+    await client.query('BEGIN')
+    const out = await fn(client)
+    await client.query(out.commit ? 'COMMIT' : 'ROLLBACK')
+    return out.value
+  })
 }
 
 /** A `bigint` column (a string from `pg`) as a number; null stays null. */

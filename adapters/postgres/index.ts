@@ -43,8 +43,9 @@ export interface PostgresStorageOptions {
   /** The schema holding tollbooth's tables (as given to `migrate`). Default `tollbooth`. */
   schema?: string
   /**
-   * Admissions on this instance between two background deletions of expired counters
-   * (0 turns them off; then call `pruneCounters()` yourself). Default 10 000.
+   * Counter calls (admissions, settles, claims) on this instance between two background
+   * deletions of expired counters (0 turns them off; then call `pruneCounters()` yourself).
+   * Default 10 000.
    */
   pruneEvery?: number
   /**
@@ -92,7 +93,7 @@ export interface PostgresStorage extends Storage {
  * @param options.pool the user's `pg` Pool (one connection is held while the change feed has
  *   subscribers, so size the pool one above the concurrency you need)
  * @param [options.schema='tollbooth'] schema of the tables
- * @param [options.pruneEvery=10000] admissions between background prunes of expired counters
+ * @param [options.pruneEvery=10000] counter calls between background prunes of expired counters
  * @param [options.durableCounters=false] wait for the WAL flush of each admission's commit
  * @param [options.preparedStatements=true] prepare the hot lookups once per connection
  * @param [options.statementTimeoutMs=1750] deadline of one counter transaction, below the

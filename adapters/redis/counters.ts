@@ -239,6 +239,25 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
         }
       })
     },
+    async claim(key, ttlMs, now) {
+      const ms = Math.max(1, Math.ceil(ttlMs))
+      return (
+        (await client.tollboothClaim(
+          1,
+          prefix + key,
+          enc(now),
+          enc(Math.ceil(now + ttlMs)),
+          ms + slackMs,
+        )) === 1
+      )
+    },
+    async claimed(key, now) {
+      const v = await client.get(prefix + key)
+      return v !== null && Number(v) > now
+    },
+    async unclaim(key) {
+      await client.del(prefix + key)
+    },
     async held(key, now) {
       const raw = await client.get(prefix + key)
       if (raw === null || !(raw.startsWith('h\n') || raw.startsWith('H\n'))) return 0

@@ -4,13 +4,19 @@
  * The Lua against the TypeScript algorithms it mirrors: random states and inputs (fractional
  * limits, rates and costs included) are written into a real Redis, one admission runs, and
  * every figure and the stored state must equal what `gcra()`, `rollingWindow()` and `hold()`
- * return on the same inputs. Also loads every script into Redis.
+ * return on the same inputs; and random sequences of every counter call (admissions with
+ * identities, cancels, releases, additions, rebuilds, claims), figure for figure against
+ * `limits/counters` run by `countersFromState`. Also loads every script into Redis.
  */
 
 import { createHash } from 'node:crypto'
+import fc from 'fast-check'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import {
+  type AdmissionId,
+  type Check,
   type CounterStore,
+  countersFromState,
   gcra,
   gcraAdd,
   hold,
@@ -18,6 +24,7 @@ import {
   release,
   rollingWindow,
   type SettleOp,
+  type StoredCounter,
 } from '../../src/index.js'
 import { prng } from '../testing/fixtures.js'
 import { redisCounters } from './counters.js'
@@ -330,4 +337,244 @@ describe.skipIf(!client)('redis Lua scripts', () => {
       expect(await store.held('{s}:h', now)).toBe(await ref.held('{s}:h', now))
     })
   }
+
+  it('answers every call as limits/counters does, on random sequences (fast-check)', async () => {
+    const DAY = 86_400_000
+    /** The pure module on a Map: the reference. */
+    const reference = (): CounterStore => {
+      const values = new Map<string, StoredCounter>()
+      return countersFromState({
+        transact(keys, step) {
+          const { writes, result } = step(keys.map((k) => values.get(k)))
+          for (const w of writes) w.value ? values.set(w.key, w.value) : values.delete(w.key)
+          return result
+        },
+      })
+    }
+    const amount = fc.oneof(
+      fc.integer({ min: 0, max: 3 }),
+      fc.double({ min: 0, max: 3, noNaN: true }).map((x) => Math.round(x * 8) / 8),
+    )
+    type Op =
+      | {
+          t: 'consume'
+          mask: number
+          cost: number
+          amt: number
+          identity: boolean
+          rebuild: number
+        }
+      | { t: 'cancel'; pick: number; late: boolean }
+      | { t: 'release'; pick: number; charge: number; ifHeld: boolean }
+      | { t: 'add'; toWindow: boolean; cost: number }
+      | { t: 'held' }
+      | { t: 'claim'; ttl: number }
+      | { t: 'unclaim' }
+    const op: fc.Arbitrary<Op> = fc.oneof(
+      {
+        weight: 6,
+        arbitrary: fc.record({
+          t: fc.constant('consume' as const),
+          mask: fc.integer({ min: 1, max: 31 }),
+          cost: amount,
+          amt: amount,
+          identity: fc.boolean(),
+          rebuild: fc.integer({ min: 0, max: 5 }),
+        }),
+      },
+      {
+        weight: 2,
+        arbitrary: fc.record({
+          t: fc.constant('cancel' as const),
+          pick: fc.nat(),
+          late: fc.boolean(),
+        }),
+      },
+      {
+        weight: 2,
+        arbitrary: fc.record({
+          t: fc.constant('release' as const),
+          pick: fc.nat(),
+          charge: amount,
+          ifHeld: fc.boolean(),
+        }),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.record({
+          t: fc.constant('add' as const),
+          toWindow: fc.boolean(),
+          cost: fc.integer({ min: -3, max: 5 }),
+        }),
+      },
+      { weight: 1, arbitrary: fc.constant({ t: 'held' as const }) },
+      {
+        weight: 1,
+        arbitrary: fc.record({
+          t: fc.constant('claim' as const),
+          ttl: fc.integer({ min: 1, max: 3000 }),
+        }),
+      },
+      { weight: 1, arbitrary: fc.constant({ t: 'unclaim' as const }) },
+    )
+    let run = 0
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          limits: fc.tuple(
+            fc.integer({ min: 1, max: 8 }),
+            fc.integer({ min: 1, max: 8 }),
+            fc.integer({ min: 1, max: 6 }),
+            fc.integer({ min: 0, max: 10 }),
+          ),
+          steps: fc.array(fc.record({ dt: fc.integer({ min: 0, max: 1500 }), op }), {
+            minLength: 1,
+            maxLength: 40,
+          }),
+        }),
+        async ({ limits: [wLimit, gLimit, cLimit, budget], steps }) => {
+          const tag = `{f${run++}}`
+          const ref = reference()
+          const keepUntil = T0 + 2 * DAY
+          // A window of 4 s in 1 s buckets (a cancel lands within the window it counted in),
+          // an all-time quota and a budget (rebuilt), a GCRA limit, concurrency, credits.
+          const windowOf = (cost: number) =>
+            ({
+              type: 'window',
+              key: `${tag}:w`,
+              name: 'q',
+              limit: wLimit,
+              windowMs: 4000,
+              bucketMs: 1000,
+              cost,
+            }) as const
+          const gcraOf = (cost: number) =>
+            ({
+              type: 'gcra',
+              key: `${tag}:g`,
+              name: 'r',
+              limit: gLimit,
+              windowMs: 2000,
+              cost,
+            }) as const
+          const checks = (o: Extract<Op, { t: 'consume' }>, id: string): Check[] => {
+            const base =
+              o.rebuild === 0 ? undefined : o.rebuild === 1 ? {} : { base: o.rebuild - 1 }
+            const rebuild = base === undefined ? {} : { rebuild: base }
+            const all: Check[] = [
+              windowOf(o.cost),
+              {
+                type: 'window',
+                key: `${tag}:t`,
+                name: 'total',
+                limit: 2 * wLimit,
+                windowMs: 0,
+                bucketMs: 0,
+                cost: o.cost,
+                ...rebuild,
+              },
+              gcraOf(o.cost),
+              {
+                type: 'hold',
+                key: `${tag}:c`,
+                name: 'concurrency',
+                limit: cLimit,
+                amount: 1,
+                holdId: id,
+                ttlMs: 2500,
+              },
+              {
+                type: 'hold',
+                key: `${tag}:$`,
+                name: 'credits',
+                limit: budget,
+                amount: o.amt,
+                holdId: id,
+                ttlMs: 4000,
+                keepUntil,
+                ...rebuild,
+              },
+            ]
+            return all.filter((_, i) => o.mask & (1 << i))
+          }
+          const admitted: Array<{
+            id: string
+            at: number
+            checks: Check[]
+            admission?: AdmissionId
+          }> = []
+          let now = T0
+          let seq = 0
+          for (const [k, { dt, op: o }] of steps.entries()) {
+            now += dt
+            const at = `step ${k} (${o.t})`
+            if (o.t === 'consume') {
+              const id = `r${seq++}`
+              const cs = checks(o, id)
+              const admission = o.identity ? { key: `${tag}:a:${id}`, ttlMs: 60_000 } : undefined
+              const want = await ref.consume(cs, now, admission)
+              expect(await counters.consume(cs, now, admission), at).toEqual(want)
+              if (want.allowed)
+                admitted.push({ id, at: now, checks: cs, ...(admission ? { admission } : {}) })
+            } else if (o.t === 'cancel') {
+              // A cancel of a recorded admission, or (late) of one that has not come yet.
+              const a = admitted.filter((x) => x.admission)[o.pick % Math.max(1, admitted.length)]
+              const cancel: SettleOp =
+                a && !o.late
+                  ? {
+                      type: 'cancel',
+                      key: a.admission!.key,
+                      ttlMs: 60_000,
+                      at: a.at,
+                      checks: a.checks,
+                    }
+                  : { type: 'cancel', key: `${tag}:a:r${seq}`, ttlMs: 60_000, at: now, checks: [] }
+              await ref.settle([cancel], now)
+              await counters.settle([cancel], now)
+            } else if (o.t === 'release') {
+              const a = admitted[o.pick % Math.max(1, admitted.length)]
+              const ops: SettleOp[] = [
+                {
+                  type: 'release',
+                  key: `${tag}:c`,
+                  holdId: a?.id ?? 'none',
+                  charge: 0,
+                  ifHeld: o.ifHeld,
+                },
+                {
+                  type: 'release',
+                  key: `${tag}:$`,
+                  holdId: a?.id ?? 'none',
+                  charge: o.charge,
+                  keepUntil,
+                  ifHeld: o.ifHeld,
+                },
+              ]
+              await ref.settle(ops, now)
+              await counters.settle(ops, now)
+            } else if (o.t === 'add') {
+              const check = o.toWindow ? windowOf(Math.max(0, o.cost)) : gcraOf(o.cost)
+              await ref.settle([{ type: 'add', check }], now)
+              await counters.settle([{ type: 'add', check }], now)
+            } else if (o.t === 'claim') {
+              expect(await counters.claim(`${tag}:m`, o.ttl, now), at).toBe(
+                await ref.claim(`${tag}:m`, o.ttl, now),
+              )
+            } else if (o.t === 'unclaim') {
+              await ref.unclaim(`${tag}:m`)
+              await counters.unclaim(`${tag}:m`)
+            }
+            for (const key of [`${tag}:c`, `${tag}:$`])
+              expect(await counters.held(key, now), `${at}: held ${key}`).toBe(
+                await ref.held(key, now),
+              )
+            expect(await counters.claimed(`${tag}:m`, now), at).toBe(
+              await ref.claimed(`${tag}:m`, now),
+            )
+          }
+        },
+      ),
+      { numRuns: 150 },
+    )
+  })
 })

@@ -22,7 +22,8 @@
  * which never go idle.
  */
 
-const HELPERS = `
+/** Numbers across the Lua boundary: `num` reads, `fmt` writes exactly, `reply` answers. */
+const NUMBERS = `
 local INF = math.huge
 local function num(s)
   if s == 'inf' then return INF elseif s == '-inf' then return -INF end
@@ -55,6 +56,10 @@ local function split(s, sep)
     pos = i + #sep
   end
 end
+`
+
+/** The call's key cache: each key read once (`get`) and written once at the end (`commit`). */
+const KEY_CACHE = `
 -- Every key's text is read once per call and written once at its end (\`get\` / \`put\` /
 -- \`commit\`): a settle and the admission that carries it may touch the same counter.
 local cache, order, ttl = {}, {}, {}
@@ -85,7 +90,10 @@ local function commit()
     end
   end
 end
+`
 
+/** Rolling windows: the state `w,<idx>,<n>…` read, counted into and written. */
+const WINDOW = `
 -- rolling window (limits/rolling-window.ts)
 -- The live buckets, and whether the window was rebuilt (\`W\`, see Rebuild in storage/types).
 local function window_live(raw, first)
@@ -132,7 +140,10 @@ local function window_geometry(now, windowMs, bucketMs)
   if windowMs == 0 then return 0, 0 end
   return math.floor(now / bucketMs), math.ceil(windowMs / bucketMs)
 end
+`
 
+/** GCRA in unit-milliseconds: the state `g,<level>,<at>` read and written. */
+const GCRA = `
 -- GCRA (limits/gcra.ts), in unit-milliseconds: levels scaled by periodMs
 local function round(x)
   local f = math.floor(x)
@@ -157,7 +168,10 @@ local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
     put(key, 'g,' .. fmt(scaled / periodMs) .. ',' .. fmt(t), scaled / limit + 1 + (t - now), slack)
   end
 end
+`
 
+/** Hold counters: the header, the holds, and how long a counter is kept. */
+const HOLD = `
 -- holds (limits/hold.ts). The header keeps what an admission and a release need without
 -- reading the holds: \`sum\`, the live holds' total when every amount is an integer (integers
 -- add exactly in any order, so it equals hold()'s in-order sum), else ''; \`minExp\` and
@@ -339,6 +353,235 @@ end
 `
 
 /**
+ * The settle operations queued before the admission, applied in order and never refusing: a
+ * cancel (`x`) followed by its revert ops, or one release or add. Defines `nOps`, `markTtl`,
+ * `now` and `slack` for the admission after it.
+ */
+const SETTLE_PHASE = `
+local now = tonumber(ARGV[1])
+local slack = tonumber(ARGV[2])
+local nOpsText, markTtl = string.match(ARGV[3], '^(%d+):?(%d*)$')
+local nOps = tonumber(nOpsText)
+local i = 1
+while i <= nOps do
+  local b = 4 + (i - 1) * 6
+  local t = ARGV[b]
+  if t == 'x' then
+    local opNow, reverts = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3])
+    local m = get(KEYS[i])
+    if m ~= 'x' then
+      put(KEYS[i], 'x', num(ARGV[b + 2]), 0)
+      if m == 'c' then
+        for j = i + 1, i + reverts do
+          local bj = 4 + (j - 1) * 6
+          revert_op(KEYS[j], ARGV[bj], ARGV[bj + 2], ARGV[bj + 3], ARGV[bj + 4], ARGV[bj + 5], opNow, tonumber(ARGV[bj + 1]), slack)
+        end
+      end
+    end
+    i = i + 1 + reverts
+  else
+    settle_op(KEYS[i], t, ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], tonumber(ARGV[b + 1]), slack)
+    i = i + 1
+  end
+end
+`
+
+/**
+ * A window check (`rollingWindow` in limits/rolling-window.ts): its figures, and its write
+ * queued on `writes` when it passes. `seed`: the base of a rebuild (limits/counters).
+ */
+const CHECK_WINDOW = `
+local function check_window(key, raw, limit, windowMs, bucketMs, cost, seed, now, slack, writes)
+  local ok, used, remaining, resetMs, retryMs
+  local allTime = windowMs == 0
+  local current, span = window_geometry(now, windowMs, bucketMs)
+  local idx, n, rebuilt = window_live(raw, current - span)
+  if seed then
+    -- Rebuilt: written now, whatever the admission's outcome, with the larger count.
+    local had = 0
+    for k = 1, #n do had = had + n[k] end
+    window_add(idx, n, current, math.max(0, seed - had))
+    rebuilt = true
+    window_write(key, idx, n, now, windowMs, bucketMs, span, slack, true)
+  end
+  local sum = 0
+  for k = 1, #n do sum = sum + n[k] end
+  if allTime then resetMs = INF
+  elseif #idx == 0 then resetMs = 0
+  else resetMs = (idx[1] + span + 1) * bucketMs - now end
+  if sum + cost > limit then
+    ok, used, remaining, retryMs = false, sum, math.max(0, limit - sum), INF
+    if not allTime then
+      local freed = 0
+      for k = 1, #idx do
+        freed = freed + n[k]
+        if sum - freed + cost <= limit then
+          retryMs = (idx[k] + span + 1) * bucketMs - now
+          break
+        end
+      end
+    end
+  else
+    if cost > 0 then window_add(idx, n, current, cost) end
+    ok, used, remaining, retryMs = true, sum + cost, limit - sum - cost, 0
+    if allTime then resetMs = INF
+    elseif #idx == 0 then resetMs = 0
+    else resetMs = (idx[1] + span + 1) * bucketMs - now end
+    writes[#writes + 1] = function()
+      window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
+    end
+  end
+  return ok, used, remaining, resetMs, retryMs
+end
+`
+
+/** A GCRA check (`gcra` in limits/gcra.ts), as `check_window`. */
+const CHECK_GCRA = `
+local function check_gcra(key, raw, limit, windowMs, cost, now, slack, writes)
+  local ok, remaining, resetMs, retryMs
+  local capacity = limit * windowMs
+  local drained, t = gcra_scaled(raw, now, limit, windowMs)
+  local ahead = t - now
+  local need = cost
+  if cost <= 0 then need = 1 end
+  need = need * windowMs
+  if drained + need > capacity then
+    ok, retryMs = false, math.max(1, math.ceil((drained + need - capacity) / limit)) + ahead
+    remaining = math.max(0, math.floor((capacity - drained) / windowMs))
+    resetMs = math.ceil(drained / limit) + ahead
+  else
+    local level = drained + cost * windowMs
+    ok, retryMs = true, 0
+    remaining = math.max(0, math.floor((capacity - level) / windowMs))
+    resetMs = math.ceil(level / limit) + ahead
+    writes[#writes + 1] = function() gcra_write(key, level, t, now, limit, windowMs, slack) end
+  end
+  return ok, limit - remaining, remaining, resetMs, retryMs
+end
+`
+
+/**
+ * A hold check (`holdTotal`/`addHold` in limits/hold.ts), as `check_window`. With no hold
+ * expired and the total known from the header, the new hold is appended and nothing else read.
+ */
+const CHECK_HOLD = `
+local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, slack, writes)
+  local ok, used, remaining, retryMs
+  local settled, sum, mn, mx, from, usedText, rebuilt = hold_head(raw)
+  if not seed and sum and mn > now and not (from and string.find(raw, '\\n#' .. id .. '\\n', from, true)) then
+    local total = settled + sum
+    if total + amount > limit then
+      return false, total, math.max(0, limit - total), 0, 1000
+    end
+    writes[#writes + 1] = function()
+      local exp = now + ttlMs
+      local body = ''
+      if from then body = string.sub(raw, from) end
+      local s2 = nil
+      if integral(amount) then s2 = sum + amount end
+      local hi = mx
+      if exp > hi then hi = exp end
+      local lo = mn
+      if exp < lo then lo = exp end
+      local idleIn = hold_idle_in(settled, rebuilt, true, hi, keep, now)
+      body = body .. '\\n#' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp)
+      hold_put(key, hold_text(usedText, s2, lo, hi, body, rebuilt), idleIn, slack)
+    end
+    return true, total + amount, limit - total - amount, 0, 0
+  end
+  local s, held = hold_live(raw, now)
+  if seed then
+    -- Rebuilt: written now, whatever the admission's outcome, with the larger of the two
+    -- (an unmarked counter may hold settles made since the loss, then mostly in the base
+    -- too, or be a whole count kept from before rebuilds).
+    s.used, s.rebuilt = math.max(s.used, seed), true
+    hold_write(key, s, now, slack, keep)
+  end
+  local total = s.used + held
+  if total + amount > limit then
+    return false, total, math.max(0, limit - total), 0, 1000
+  end
+  local found = false
+  for k = 1, #s.ids do
+    if s.ids[k] == id then
+      s.amounts[k], s.expires[k], found = amount, now + ttlMs, true
+      s.text[k] = nil
+    end
+  end
+  if not found then
+    local k = #s.ids + 1
+    s.ids[k], s.amounts[k], s.expires[k] = id, amount, now + ttlMs
+  end
+  writes[#writes + 1] = function() hold_write(key, s, now, slack, keep) end
+  return true, total + amount, limit - total - amount, 0, 0
+end
+`
+
+/**
+ * The admission (`admitStep` in limits/counters.ts): a tombstone of its record refuses it;
+ * else every check is evaluated, and only when all pass are their writes and the record
+ * applied. Then every key written is committed.
+ */
+const ADMIT = `
+local base = 4 + nOps * 6
+local out = { 1 }
+local writes = {}
+local lastCheck = #KEYS
+local markKey = nil
+if markTtl ~= '' then
+  markKey = KEYS[#KEYS]
+  lastCheck = lastCheck - 1
+  if get(markKey) == 'x' then
+    -- A cancel of this admission came first: nothing is counted.
+    for k = nOps + 1, lastCheck do
+      local n = #out
+      out[1], out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 0, 0, 0, 0, 0, 1000
+    end
+    commit()
+    return out
+  end
+end
+for i = nOps + 1, lastCheck do
+  local key = KEYS[i]
+  local b = base + (i - nOps - 1) * 7
+  local t, limit = ARGV[b], num(ARGV[b + 1])
+  local raw = get(key)
+  local ok, used, remaining, resetMs, retryMs
+  -- Rebuild: seed is the base to add when the counter was not rebuilt; ask answers missing.
+  local rb, seed, ask = ARGV[b + 6], nil, false
+  if rb ~= '' and raw then
+    local l = string.sub(raw, 1, 1)
+    if l == 'W' or l == 'H' then rb = '' end
+  end
+  if rb == '?' then ask = true elseif rb ~= '' then seed = num(string.sub(rb, 2)) end
+  if ask then
+    ok, used, remaining, resetMs, retryMs = -1, 0, 0, 0, 0
+  elseif t == 'w' then
+    ok, used, remaining, resetMs, retryMs = check_window(key, raw, limit, num(ARGV[b + 2]), num(ARGV[b + 3]), num(ARGV[b + 4]), seed, now, slack, writes)
+  elseif t == 'g' then
+    ok, used, remaining, resetMs, retryMs = check_gcra(key, raw, limit, num(ARGV[b + 2]), num(ARGV[b + 3]), now, slack, writes)
+  else
+    local keep = nil
+    if ARGV[b + 5] ~= '' then keep = num(ARGV[b + 5]) end
+    ok, used, remaining, resetMs, retryMs = check_hold(key, raw, limit, num(ARGV[b + 2]), num(ARGV[b + 3]), ARGV[b + 4], keep, seed, now, slack, writes)
+  end
+  local n = #out
+  if ok == -1 then out[1], out[n + 1] = 0, -1
+  elseif ok then out[n + 1] = 1 else out[1], out[n + 1] = 0, 0 end
+  out[n + 2] = reply(used)
+  out[n + 3] = reply(remaining)
+  out[n + 4] = reply(resetMs)
+  out[n + 5] = reply(retryMs)
+end
+if out[1] == 1 then
+  for k = 1, #writes do writes[k]() end
+  if markKey then put(markKey, 'c', tonumber(markTtl), 0) end
+end
+commit()
+return out
+`
+
+/**
  * The one counter script: settle operations queued since the account's last call (applied
  * first, never refusing), then an admission that evaluates every check and counts all of them
  * only if all pass. Either part may be empty: a settle sent on its own has no checks.
@@ -378,197 +621,17 @@ export const CONSUME = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[
 --   resetMs, retryAfterMs }: integers as integer replies (no string to format), other
 --   numbers as '%.17g' strings ('inf' for infinity). A refused admission (missing included)
 --   writes no record.
-${HELPERS}
-${SETTLE_OP}
-${REVERT_OP}
-local now = tonumber(ARGV[1])
-local slack = tonumber(ARGV[2])
-local nOpsText, markTtl = string.match(ARGV[3], '^(%d+):?(%d*)$')
-local nOps = tonumber(nOpsText)
-local i = 1
-while i <= nOps do
-  local b = 4 + (i - 1) * 6
-  local t = ARGV[b]
-  if t == 'x' then
-    local opNow, reverts = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3])
-    local m = get(KEYS[i])
-    if m ~= 'x' then
-      put(KEYS[i], 'x', num(ARGV[b + 2]), 0)
-      if m == 'c' then
-        for j = i + 1, i + reverts do
-          local bj = 4 + (j - 1) * 6
-          revert_op(KEYS[j], ARGV[bj], ARGV[bj + 2], ARGV[bj + 3], ARGV[bj + 4], ARGV[bj + 5], opNow, tonumber(ARGV[bj + 1]), slack)
-        end
-      end
-    end
-    i = i + 1 + reverts
-  else
-    settle_op(KEYS[i], t, ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], tonumber(ARGV[b + 1]), slack)
-    i = i + 1
-  end
-end
-local base = 4 + nOps * 6
-local out = { 1 }
-local writes = {}
-local lastCheck = #KEYS
-local markKey = nil
-if markTtl ~= '' then
-  markKey = KEYS[#KEYS]
-  lastCheck = lastCheck - 1
-  if get(markKey) == 'x' then
-    -- A cancel of this admission came first: nothing is counted.
-    for k = nOps + 1, lastCheck do
-      local n = #out
-      out[1], out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 0, 0, 0, 0, 0, 1000
-    end
-    commit()
-    return out
-  end
-end
-for i = nOps + 1, lastCheck do
-  local key = KEYS[i]
-  local b = base + (i - nOps - 1) * 7
-  local t, limit = ARGV[b], num(ARGV[b + 1])
-  local raw = get(key)
-  local ok, used, remaining, resetMs, retryMs
-  -- Rebuild: seed is the base to add when the counter was not rebuilt; ask answers missing.
-  local rb, seed, ask = ARGV[b + 6], nil, false
-  if rb ~= '' and raw then
-    local l = string.sub(raw, 1, 1)
-    if l == 'W' or l == 'H' then rb = '' end
-  end
-  if rb == '?' then ask = true elseif rb ~= '' then seed = num(string.sub(rb, 2)) end
-  if ask then
-    ok, used, remaining, resetMs, retryMs = -1, 0, 0, 0, 0
-  elseif t == 'w' then
-    local windowMs, bucketMs, cost = num(ARGV[b + 2]), num(ARGV[b + 3]), num(ARGV[b + 4])
-    local allTime = windowMs == 0
-    local current, span = window_geometry(now, windowMs, bucketMs)
-    local idx, n, rebuilt = window_live(raw, current - span)
-    if seed then
-      -- Rebuilt: written now, whatever the admission's outcome, with the larger count.
-      local had = 0
-      for k = 1, #n do had = had + n[k] end
-      window_add(idx, n, current, math.max(0, seed - had))
-      rebuilt = true
-      window_write(key, idx, n, now, windowMs, bucketMs, span, slack, true)
-    end
-    local sum = 0
-    for k = 1, #n do sum = sum + n[k] end
-    if allTime then resetMs = INF
-    elseif #idx == 0 then resetMs = 0
-    else resetMs = (idx[1] + span + 1) * bucketMs - now end
-    if sum + cost > limit then
-      ok, used, remaining, retryMs = false, sum, math.max(0, limit - sum), INF
-      if not allTime then
-        local freed = 0
-        for k = 1, #idx do
-          freed = freed + n[k]
-          if sum - freed + cost <= limit then
-            retryMs = (idx[k] + span + 1) * bucketMs - now
-            break
-          end
-        end
-      end
-    else
-      if cost > 0 then window_add(idx, n, current, cost) end
-      ok, used, remaining, retryMs = true, sum + cost, limit - sum - cost, 0
-      if allTime then resetMs = INF
-      elseif #idx == 0 then resetMs = 0
-      else resetMs = (idx[1] + span + 1) * bucketMs - now end
-      writes[#writes + 1] = function()
-        window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
-      end
-    end
-  elseif t == 'g' then
-    local windowMs, cost = num(ARGV[b + 2]), num(ARGV[b + 3])
-    local capacity = limit * windowMs
-    local drained, t = gcra_scaled(raw, now, limit, windowMs)
-    local ahead = t - now
-    local need = cost
-    if cost <= 0 then need = 1 end
-    need = need * windowMs
-    if drained + need > capacity then
-      ok, retryMs = false, math.max(1, math.ceil((drained + need - capacity) / limit)) + ahead
-      remaining = math.max(0, math.floor((capacity - drained) / windowMs))
-      resetMs = math.ceil(drained / limit) + ahead
-    else
-      local level = drained + cost * windowMs
-      ok, retryMs = true, 0
-      remaining = math.max(0, math.floor((capacity - level) / windowMs))
-      resetMs = math.ceil(level / limit) + ahead
-      writes[#writes + 1] = function() gcra_write(key, level, t, now, limit, windowMs, slack) end
-    end
-    used = limit - remaining
-  else
-    local amount, ttlMs, id = num(ARGV[b + 2]), num(ARGV[b + 3]), ARGV[b + 4]
-    local keep = nil
-    if ARGV[b + 5] ~= '' then keep = num(ARGV[b + 5]) end
-    local settled, sum, mn, mx, from, usedText, rebuilt = hold_head(raw)
-    resetMs = 0
-    if not seed and sum and mn > now and not (from and string.find(raw, '\\n#' .. id .. '\\n', from, true)) then
-      -- A new hold, no hold expired, the total known: appended, nothing else read.
-      local total = settled + sum
-      if total + amount > limit then
-        ok, used, remaining, retryMs = false, total, math.max(0, limit - total), 1000
-      else
-        ok, used, remaining, retryMs = true, total + amount, limit - total - amount, 0
-        writes[#writes + 1] = function()
-          local exp = now + ttlMs
-          local body = ''
-          if from then body = string.sub(raw, from) end
-          local s2 = nil
-          if integral(amount) then s2 = sum + amount end
-          local hi = mx
-          if exp > hi then hi = exp end
-          local lo = mn
-          if exp < lo then lo = exp end
-          local idleIn = hold_idle_in(settled, rebuilt, true, hi, keep, now)
-          body = body .. '\\n#' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp)
-          hold_put(key, hold_text(usedText, s2, lo, hi, body, rebuilt), idleIn, slack)
-        end
-      end
-    else
-      local s, held = hold_live(raw, now)
-      if seed then
-        -- Rebuilt: written now, whatever the admission's outcome, with the larger of the two
-        -- (an unmarked counter may hold settles made since the loss, then mostly in the base
-        -- too, or be a whole count kept from before rebuilds).
-        s.used, s.rebuilt = math.max(s.used, seed), true
-        hold_write(key, s, now, slack, keep)
-      end
-      local total = s.used + held
-      if total + amount > limit then
-        ok, used, remaining, retryMs = false, total, math.max(0, limit - total), 1000
-      else
-        local found = false
-        for k = 1, #s.ids do
-          if s.ids[k] == id then
-            s.amounts[k], s.expires[k], found = amount, now + ttlMs, true
-            s.text[k] = nil
-          end
-        end
-        if not found then
-          local k = #s.ids + 1
-          s.ids[k], s.amounts[k], s.expires[k] = id, amount, now + ttlMs
-        end
-        ok, used, remaining, retryMs = true, total + amount, limit - total - amount, 0
-        writes[#writes + 1] = function() hold_write(key, s, now, slack, keep) end
-      end
-    end
-  end
-  local n = #out
-  if ok == -1 then out[1], out[n + 1] = 0, -1
-  elseif ok then out[n + 1] = 1 else out[1], out[n + 1] = 0, 0 end
-  out[n + 2] = reply(used)
-  out[n + 3] = reply(remaining)
-  out[n + 4] = reply(resetMs)
-  out[n + 5] = reply(retryMs)
-end
-if out[1] == 1 then
-  for k = 1, #writes do writes[k]() end
-  if markKey then put(markKey, 'c', tonumber(markTtl), 0) end
-end
-commit()
-return out
+${NUMBERS}${KEY_CACHE}${WINDOW}${GCRA}${HOLD}${SETTLE_OP}${REVERT_OP}${CHECK_WINDOW}${CHECK_GCRA}${CHECK_HOLD}${SETTLE_PHASE}${ADMIT}`
+
+/**
+ * A marker set once until it expires (`CounterStore.claim`): the value is its expiry by the
+ * caller's clock, as every counter here is judged by it; Redis drops the key by its own clock
+ * (`PX`, with the slack) once that has passed.
+ *
+ * Call: `1, key, now, expiresAt, px`. Returns 1 when this call set it, 0 when it was set.
+ */
+export const CLAIM = `local v = redis.call('GET', KEYS[1])
+if v and (tonumber(v) or 0) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
 `

@@ -17,7 +17,7 @@
 import type { Cluster, Redis } from 'ioredis'
 import { IP_FAIL, IP_LIFT, IP_LIST } from './ip-blocks.js'
 import * as records from './record-scripts.js'
-import { CONSUME } from './scripts.js'
+import { CLAIM, CONSUME } from './scripts.js'
 
 /** An ioredis client or cluster: the user's, never closed by tollbooth. */
 export type RedisClient = Redis | Cluster
@@ -29,6 +29,7 @@ type Reply = string | number | null | Reply[]
 /** The client with tollbooth's commands defined on it. */
 export interface Commands {
   tollboothConsume: Run<Array<number | string>>
+  tollboothClaim: Run<number>
   tollboothKeyInsert: Run<number>
   tollboothKeyGet: Run<[string, string | null] | null>
   tollboothKeyCas: Run<number>
@@ -52,6 +53,7 @@ export interface Commands {
 /** Every Lua script by command name, so a test can load each one into a real Redis. */
 export const SCRIPTS: Record<keyof Commands, string> = {
   tollboothConsume: CONSUME,
+  tollboothClaim: CLAIM,
   tollboothKeyInsert: records.KEY_INSERT,
   tollboothKeyGet: records.KEY_GET,
   tollboothKeyCas: records.KEY_CAS,

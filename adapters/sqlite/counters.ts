@@ -3,66 +3,45 @@
  *
  * Admission counters in the `counters` table: one row per counter, its state as JSON and the
  * time it becomes the same as no state (`expires_at`, null: kept). The store holds state, not
- * algorithms: {@link sqliteCounterBackend} is the `transact` of the core's counter contract —
- * read the keys' rows, let the core's step decide, write what it asks and commit, in one
- * `BEGIN IMMEDIATE` transaction, which holds the file's write lock from its first statement:
- * admissions of several processes on one file see one serial order, and every limit is exact.
- * The call is synchronous (the driver is), so the store is in-process for the core: a request
- * is decided without a promise, and no timeout timer applies (a lock held by another process
- * is waited for at most `busyTimeoutMs`, then the call fails with a 503).
+ * algorithms: {@link sqliteCounterBackend} is the `transact` of the core's counter contract
+ * (`countersFromState`) — read the keys' rows, let the core's step decide, write what it asks
+ * and commit, in one `BEGIN IMMEDIATE` transaction, which holds the file's write lock from
+ * its first statement: admissions of several processes on one file see one serial order, and
+ * every limit is exact. The call is synchronous (the driver is), so the store is in-process
+ * for the core: a cached key is decided without a promise, and no timeout timer applies (a
+ * lock held by another process is waited for at most `busyTimeoutMs`, then the call fails
+ * with a 503).
  */
 
-import type { CheckResult, ConsumeResult, CounterStore, HoldState } from '../../src/index.js'
-import {
-  apply,
-  type Counter,
-  evaluate,
-  heldAt,
-  mark,
-  markOf,
-  revert,
-} from '../postgres/counter-state.js'
+import type { CounterState, CounterStore, StoredCounter } from '../../src/index.js'
+import { type SyncCounterBackend, syncCountersFromState } from '../../src/storage/state-counters.js'
 import type { Db } from './db.js'
 
-/** A counter's stored state: a JSON-serialisable plain object, opaque to the backend. */
-export type CounterState = Record<string, unknown>
-
-/** What the backend stores per counter key (`expiresAt` null: kept). */
-export interface StoredCounter {
-  state: CounterState
-  expiresAt: number | null
-}
-
-/** A write the core's step asks for; `value: null` deletes the key. */
-export interface CounterWrite {
-  key: string
-  value: StoredCounter | null
-}
-
 /** The SQLite counter backend: one atomic step over a set of counter keys. */
-export interface SqliteCounterBackend {
-  transact<T>(
-    keys: readonly string[],
-    step: (current: ReadonlyArray<StoredCounter | undefined>) => {
-      writes: readonly CounterWrite[]
-      result: T
-    },
-  ): T
+export interface SqliteCounterBackend extends SyncCounterBackend {
   /** Deletes counters whose value has expired at `now`; returns how many. */
-  sweep(now: number): number
+  prune(now: number): number
   readonly durable: true
 }
 
-export function sqliteCounterBackend(d: Db): SqliteCounterBackend {
+/**
+ * @param pruneEvery calls between two deletions of expired counters (0: only `prune()`)
+ */
+export function sqliteCounterBackend(d: Db, pruneEvery = 10_000): SqliteCounterBackend {
   const readSql = 'SELECT state, expires_at FROM counters WHERE key = ?'
   const upsertSql = `INSERT INTO counters (key, state, expires_at) VALUES (?, ?, ?)
     ON CONFLICT (key) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at`
+  const prune = (now: number) =>
+    d.run(() =>
+      Number(d.stmt('DELETE FROM counters WHERE expires_at <= ?').run(Math.floor(now)).changes),
+    )
+  let calls = 0
   return {
     durable: true,
     transact(keys, step) {
       return d.write(() => {
         const read = d.stmt(readSql)
-        const current = keys.map((key) => {
+        const current = keys.map((key): StoredCounter | undefined => {
           const r = read.get(key) as { state: string; expires_at: number | null } | undefined
           return r
             ? { state: JSON.parse(r.state) as CounterState, expiresAt: r.expires_at }
@@ -85,17 +64,16 @@ export function sqliteCounterBackend(d: Db): SqliteCounterBackend {
       })
     },
     sweep(now) {
-      return d.run(() =>
-        Number(d.stmt('DELETE FROM counters WHERE expires_at <= ?').run(Math.floor(now)).changes),
-      )
+      if (pruneEvery === 0 || ++calls < pruneEvery) return
+      calls = 0
+      try {
+        prune(now)
+      } catch {
+        // The next round retries; a call never fails for it.
+      }
     },
+    prune,
   }
-}
-
-/** A counter as the step below keeps it in a row's state: its kind beside its figures. */
-interface Wrapped {
-  kind: Counter['kind']
-  s: unknown
 }
 
 export interface SqliteCounters extends CounterStore {
@@ -103,138 +81,8 @@ export interface SqliteCounters extends CounterStore {
   prune(now: number): number
 }
 
-/**
- * The counter store over the backend, computed by the core's algorithms (`gcra`,
- * `rollingWindow`, `hold` and their reverts) exactly as the memory store computes them.
- */
+/** The counter store: the core's counting rules over {@link sqliteCounterBackend}. */
 export function sqliteCounters(d: Db, pruneEvery: number): SqliteCounters {
-  const backend = sqliteCounterBackend(d)
-  const locked = <T>(
-    keys: string[],
-    now: number,
-    decide: (stored: Map<string, Counter>) => { value: T; next: Map<string, Counter> | null },
-  ): T => {
-    const unique = [...new Set(keys)]
-    return backend.transact(unique, (current) => {
-      const stored = new Map<string, Counter>()
-      current.forEach((v, i) => {
-        if (v === undefined) return
-        const w = v.state as unknown as Wrapped
-        stored.set(unique[i]!, { kind: w.kind, state: w.s, expiresAt: v.expiresAt })
-      })
-      const { value, next } = decide(stored)
-      const writes: CounterWrite[] = []
-      for (const [key, c] of next ?? []) {
-        writes.push({
-          key,
-          value:
-            c.expiresAt !== null && c.expiresAt <= now
-              ? null
-              : {
-                  state: { kind: c.kind, s: c.state } as unknown as CounterState,
-                  expiresAt: c.expiresAt,
-                },
-        })
-      }
-      return { writes, result: value }
-    })
-  }
-
-  let admissions = 0
-  const consumeSync = (
-    checks: Parameters<CounterStore['consume']>[0],
-    now: number,
-    admission?: Parameters<CounterStore['consume']>[2],
-  ): ConsumeResult => {
-    if (checks.length === 0) return { allowed: true, results: [] }
-    if (pruneEvery > 0 && ++admissions >= pruneEvery) {
-      admissions = 0
-      try {
-        backend.sweep(now)
-      } catch {
-        // The next round retries; an admission never fails for it.
-      }
-    }
-    const keys = checks.map((c) => c.key)
-    if (admission) keys.push(admission.key)
-    return locked<ConsumeResult>(keys, now, (stored) => {
-      const results: CheckResult[] = []
-      const next = new Map<string, Counter>()
-      const seeded = new Map<string, Counter>()
-      if (admission && markOf(stored.get(admission.key), now) === 'x') {
-        for (const check of checks)
-          results.push({
-            allowed: false,
-            limit: check.limit,
-            used: 0,
-            remaining: 0,
-            resetMs: 0,
-            retryAfterMs: 1000,
-          })
-        return { value: { allowed: false, results }, next: null }
-      }
-      let allowed = true
-      for (const check of checks) {
-        const e = evaluate(check, stored.get(check.key), now)
-        results.push(e.result)
-        next.set(check.key, e.next)
-        if (e.seeded) seeded.set(check.key, e.next)
-        if (!e.result.allowed) allowed = false
-      }
-      if (allowed && admission) next.set(admission.key, mark('c', now, admission.ttlMs))
-      return { value: { allowed, results }, next: allowed ? next : seeded.size > 0 ? seeded : null }
-    })
-  }
-  const settleSync = (ops: Parameters<CounterStore['settle']>[0], now: number): void => {
-    if (ops.length === 0) return
-    const keys: string[] = []
-    for (const op of ops) {
-      if (op.type === 'release') keys.push(op.key)
-      else if (op.type === 'add') keys.push(op.check.key)
-      else {
-        keys.push(op.key)
-        for (const c of op.checks) keys.push(c.key)
-      }
-    }
-    locked(keys, now, (stored) => {
-      const next = new Map<string, Counter>()
-      const at = (key: string) => next.get(key) ?? stored.get(key)
-      for (const op of ops) {
-        if (op.type === 'release') next.set(op.key, apply(op, at(op.key), now))
-        else if (op.type === 'add') next.set(op.check.key, apply(op, at(op.check.key), now))
-        else {
-          const m = markOf(at(op.key), now)
-          if (m === 'x') continue
-          next.set(op.key, mark('x', now, op.ttlMs))
-          if (m === 'c')
-            for (const c of op.checks) next.set(c.key, revert(c, at(c.key), now, op.at))
-        }
-      }
-      // An unchanged counter handed back (a retried release of a gone hold) is not rewritten.
-      for (const [key, c] of next)
-        if (c === stored.get(key) || (c.kind === null && c.state === null)) next.delete(key)
-      return { value: undefined, next }
-    })
-  }
-  return {
-    inProcess: true,
-    durable: true,
-    consumeSync,
-    settleSync,
-    async consume(checks, now, admission) {
-      return consumeSync(checks, now, admission)
-    },
-    async settle(ops, now) {
-      settleSync(ops, now)
-    },
-    async held(key, now) {
-      const r = d.run(() =>
-        d.stmt('SELECT state, expires_at FROM counters WHERE key = ?').get(key),
-      ) as { state: string; expires_at: number | null } | undefined
-      if (!r || (r.expires_at !== null && r.expires_at <= now)) return 0
-      const w = JSON.parse(r.state) as Wrapped
-      return w.kind === 'hold' && w.s ? heldAt(w.s as HoldState, now) : 0
-    },
-    prune: (now) => backend.sweep(now),
-  }
+  const backend = sqliteCounterBackend(d, pruneEvery)
+  return syncCountersFromState(backend, { prune: (now: number) => backend.prune(now) })
 }

@@ -22,6 +22,7 @@
  */
 
 import { type ChangeFeed, ConfigError, type Storage } from '../../src/index.js'
+import { markInProcess } from '../../src/storage/in-process.js'
 import { sqliteAccounts, sqliteSecrets } from './accounts.js'
 import { sqliteChanges } from './changes.js'
 import { sqliteCounters } from './counters.js'
@@ -40,13 +41,7 @@ import { applyMigrations } from './migrate.js'
 import { MIGRATIONS } from './migrations.js'
 import { sqliteUsage } from './usage.js'
 
-export {
-  type CounterState,
-  type CounterWrite,
-  type SqliteCounterBackend,
-  type StoredCounter,
-  sqliteCounterBackend,
-} from './counters.js'
+export { type SqliteCounterBackend, sqliteCounterBackend } from './counters.js'
 export type { SqliteDatabase, SqliteStatement } from './db.js'
 export { type MigrateOptions, type MigrateResult, migrate } from './migrate.js'
 export { INIT_SQL, MIGRATIONS, type Migration } from './migrations.js'
@@ -154,16 +149,16 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
   }
   const counters = sqliteCounters(d, pruneEvery)
   const changes = sqliteChanges(d, pollMs, onError)
-  const keys = sqliteKeys(d)
-  const accounts = sqliteAccounts(d)
+  // Synchronous calls on a local file: the core skips its timeout timer (a timer could not
+  // fire during a synchronous call anyway); a lock held too long fails after busyTimeoutMs.
+  const keys = markInProcess(sqliteKeys(d))
+  const accounts = markInProcess(sqliteAccounts(d))
   let closed = false
   return {
-    // Synchronous calls on a local file: the core skips its timeout timer (a timer could not
-    // fire during a synchronous call anyway); a lock held too long fails after busyTimeoutMs.
-    keys: { ...keys, inProcess: true },
+    keys,
     counters,
     usage: sqliteUsage(d),
-    accounts: { ...accounts, inProcess: true },
+    accounts,
     secrets: sqliteSecrets(d),
     ipBlocks: sqliteIpBlocks(d),
     changes,

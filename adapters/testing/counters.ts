@@ -351,6 +351,21 @@ export function counterStoreTests(get: GetStorage): void {
       ).toMatchObject({ allowed: true, used: 1 })
     })
 
+    it('writes a rebuilt window without the cost of the admission another check refused', async () => {
+      const n = names()
+      const c = get().counters
+      const total = (cost: number, rebuild?: { base?: number }): Check => ({
+        ...windowCheck(n.other, 10, cost, 0, 0),
+        ...(rebuild ? { rebuild } : {}),
+      })
+      const full = gcraCheck(n.gcra, 1, 60_000, 2)
+      const r = await c.consume([total(2, { base: 1 }), full], T0)
+      expect(r.allowed).toBe(false)
+      expect(r.results[0]).toMatchObject({ allowed: true, used: 3 })
+      // Rebuilt to 1; the refused admission's 2 not counted.
+      expect((await c.consume([total(0, {})], T0)).results[0]).toMatchObject({ used: 1 })
+    })
+
     it('a retried release (ifHeld) charges once, whichever attempt lands first', async () => {
       const n = names()
       const c = get().counters
@@ -473,6 +488,24 @@ export function counterStoreTests(get: GetStorage): void {
       )
       await c.consume([gcraCheck(n.gcra, 100, 60_000, 100)], T0)
       expect((await c.consume([gcraCheck(n.gcra, 100, 60_000, 1)], T0)).allowed).toBe(false)
+    })
+
+    it('claims a marker once until it expires, and clears it', async () => {
+      const c = get().counters
+      const k = `${names().other}:marker`
+      expect(await c.claimed(k, T0)).toBe(false)
+      const all = await Promise.all(Array.from({ length: 20 }, () => c.claim(k, 1000, T0)))
+      expect(all.filter(Boolean)).toHaveLength(1)
+      expect(await c.claimed(k, T0 + 999)).toBe(true)
+      expect(await c.claim(k, 1000, T0 + 999)).toBe(false)
+      // Expired by the caller's clock: free again.
+      expect(await c.claimed(k, T0 + 1000)).toBe(false)
+      expect(await c.claim(k, 1000, T0 + 1000)).toBe(true)
+      await c.unclaim(k)
+      expect(await c.claimed(k, T0 + 1000)).toBe(false)
+      expect(await c.claim(k, 1000, T0 + 1001)).toBe(true)
+      // A marker is not a hold: it holds nothing.
+      expect(await c.held(k, T0 + 1001)).toBe(0)
     })
 
     it('matches the reference algorithms on a random sequence of operations', async () => {

@@ -3,21 +3,18 @@
  *
  * "Has this already happened?" flags for billing, kept in the counter store so every
  * instance sees them and they expire on their own: a processed webhook event, a credit grant,
- * a meter event delivered to the provider. A marker is a hold of 1 against a limit of 1 (see
- * `limits/hold`), so setting one is atomic across instances: of two concurrent callers,
- * exactly one gets `true`.
+ * a meter event delivered to the provider. A marker is a counter store's `claim`, so setting
+ * one is atomic across instances: of two concurrent callers, exactly one gets `true`.
  *
- * **Pro:** no new storage interface; Redis and PostgreSQL counters make markers durable and
- * shared. **Con:** a marker lives `ttlMs` (days to weeks), one small counter each; with the
- * memory storage they are lost on restart, like everything else there.
+ * **Pro:** Redis and PostgreSQL counters make markers durable and shared. **Con:** a marker
+ * lives `ttlMs` (days to weeks), one small value each; with the memory storage they are lost
+ * on restart, like everything else there.
  */
 
 import type { Storage } from '../storage/types.js'
 
 /** Default marker lifetime: 35 days, longer than any provider's retry or resend window. */
 export const MARKER_TTL_MS = 35 * 86_400_000
-
-const HOLD = 'marker'
 
 export interface Markers {
   /** True while the marker `key` is set. */
@@ -31,19 +28,9 @@ export interface Markers {
 /** Markers on `storage.counters`, read at `now()`. */
 export function createMarkers(storage: Storage, now: () => number): Markers {
   return {
-    async has(key) {
-      return (await storage.counters.held(key, now())) > 0
-    },
-    async set(key, ttlMs = MARKER_TTL_MS) {
-      const r = await storage.counters.consume(
-        [{ type: 'hold', key, name: 'billing-marker', limit: 1, amount: 1, holdId: HOLD, ttlMs }],
-        now(),
-      )
-      return r.allowed
-    },
-    async clear(key) {
-      await storage.counters.settle([{ type: 'release', key, holdId: HOLD, charge: 0 }], now())
-    },
+    has: (key) => storage.counters.claimed(key, now()),
+    set: (key, ttlMs = MARKER_TTL_MS) => storage.counters.claim(key, ttlMs, now()),
+    clear: (key) => storage.counters.unclaim(key),
   }
 }
 

@@ -7,6 +7,12 @@
  * `used`). A hold that is never released expires, so a crashed request cannot keep a slot or
  * credits forever.
  *
+ * The operations come in two forms: `hold()` and `release()` return a new state and leave
+ * theirs alone; `holdTotal()`, `addHold()` and `dropHold()` read or change a state in place,
+ * which `limits/counters` uses (a counter with many requests in flight is then not copied per
+ * request). The figures are the same: a hold is live while its expiry is after `now`, and the
+ * total adds the settled amount and the live holds in insertion order.
+ *
  * **Pro:** concurrent requests can never overspend: each sees every live hold. **Con:** a
  * slot of a crashed process stays taken until its TTL passes.
  */
@@ -25,19 +31,64 @@ export interface HoldVerdict {
   remaining: number
 }
 
-function prune(state: HoldState | undefined, now: number): { s: HoldState; held: number } {
-  const holds: Record<string, [number, number]> = {}
-  let held = 0
-  if (state) {
-    for (const id in state.holds) {
-      const h = state.holds[id]!
-      if (h[1] > now) {
-        holds[id] = h
-        held += h[0]
-      }
-    }
+/** The settled total plus every live hold at `now`; the state is not changed. */
+export function holdTotal(state: HoldState | undefined, now: number): number {
+  if (!state) return 0
+  let total = state.used
+  for (const id in state.holds) {
+    const h = state.holds[id]!
+    if (h[1] > now) total += h[0]
   }
-  return { s: { used: state?.used ?? 0, holds }, held }
+  return total
+}
+
+/** True while hold `id` is live at `now`. */
+export function isHeld(state: HoldState | undefined, now: number, id: string): boolean {
+  const h = state && Object.hasOwn(state.holds, id) ? state.holds[id] : undefined
+  return h !== undefined && h[1] > now
+}
+
+/** Drops the expired holds, in place (they count for nothing either way). */
+function prune(state: HoldState, now: number): void {
+  for (const id in state.holds) if (state.holds[id]![1] <= now) delete state.holds[id]
+}
+
+/** Adds (or renews) hold `id` of `amount` for `ttlMs`, in place, dropping expired holds. */
+export function addHold(
+  state: HoldState,
+  now: number,
+  id: string,
+  amount: number,
+  ttlMs: number,
+): void {
+  prune(state, now)
+  state.holds[id] = [amount, now + ttlMs]
+}
+
+/**
+ * Drops hold `id` (if still there) and adds `charge` to the settled total, in place; with
+ * `ifHeld`, only when the hold is still there (a retried settle, which must not charge
+ * twice). Returns whether the state changed.
+ */
+export function dropHold(
+  state: HoldState,
+  now: number,
+  id: string,
+  charge: number,
+  ifHeld = false,
+): boolean {
+  prune(state, now)
+  const had = Object.hasOwn(state.holds, id)
+  if (ifHeld && !had) return false
+  if (had) delete state.holds[id]
+  state.used += charge
+  return true
+}
+
+const copy = (state: HoldState | undefined): HoldState => {
+  const holds: Record<string, [number, number]> = {}
+  if (state) for (const id in state.holds) holds[id] = state.holds[id]!
+  return { used: state?.used ?? 0, holds }
 }
 
 /**
@@ -54,12 +105,13 @@ export function hold(
   id: string,
   ttlMs: number,
 ): HoldVerdict {
-  const { s, held } = prune(state, now)
-  const total = s.used + held
+  const s = copy(state)
+  prune(s, now)
+  const total = holdTotal(s, now)
   if (total + amount > limit) {
     return { allowed: false, state: s, used: total, remaining: Math.max(0, limit - total) }
   }
-  s.holds[id] = [amount, now + ttlMs]
+  addHold(s, now, id, amount, ttlMs)
   return { allowed: true, state: s, used: total + amount, remaining: limit - total - amount }
 }
 
@@ -74,10 +126,8 @@ export function release(
   charge: number,
   ifHeld = false,
 ): HoldState {
-  const { s } = prune(state, now)
-  if (ifHeld && !Object.hasOwn(s.holds, id)) return s
-  delete s.holds[id]
-  s.used += charge
+  const s = copy(state)
+  dropHold(s, now, id, charge, ifHeld)
   return s
 }
 

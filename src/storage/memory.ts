@@ -5,18 +5,16 @@
  * tests, demos and a single instance; several instances need `tollbooth/redis` or
  * `tollbooth/postgres`, since each process would count on its own.
  *
- * Counters run the `limits/` algorithms synchronously, so every `consume` is atomic by
- * construction (JavaScript runs it to completion). Idle counters are swept a few per call,
+ * Counters run `limits/counters` (through `countersFromState`) on a Map, synchronously, so
+ * every `consume` is atomic by construction (JavaScript runs it to completion). Expired
+ * counters are swept a few per call,
  * so memory stays proportional to the keys active within their longest window (about 500
  * bytes per active key with four limits, measured by `test/limits/memory-per-key.ts`).
  */
 
 import { z } from 'zod'
 import { InvalidRequestError } from '../errors.js'
-import { type GcraState, gcra, gcraAdd, gcraIdle } from '../limits/gcra.js'
-import { missingResult } from '../limits/rebuild.js'
-import { gcraRemove, windowRemove } from '../limits/revert.js'
-import { rollingWindow, type WindowState, windowAdd } from '../limits/rolling-window.js'
+import type { StoredCounter } from '../limits/counters.js'
 import {
   addToSummary,
   countsInSummary,
@@ -25,21 +23,18 @@ import {
   usageCategory,
 } from '../metering/usage-buckets.js'
 import { parseConfig } from '../options.js'
+import { markInProcess } from './in-process.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
+import { syncCountersFromState } from './state-counters.js'
 import type {
   AccountRecord,
   AccountStore,
-  AdmissionId,
-  Check,
-  CheckResult,
-  ConsumeResult,
   CounterStore,
   KeyRecord,
   KeyStore,
   Page,
   ProviderKeyRecord,
   SecretStore,
-  SettleOp,
   Storage,
   UsageEvent,
   UsageStore,
@@ -49,12 +44,12 @@ import type {
 const clone = <T>(v: T): T => structuredClone(v)
 
 /**
- * Counters examined for idleness per check of each call. Sweeping a few entries per call,
+ * Counters examined for expiry per key of each call. Sweeping a few entries per call,
  * rather than the whole map every N calls, keeps every call O(checks): a full pass over a
  * million counters took one unlucky request 228 ms. Examining more entries than a call can
  * create keeps the pass ahead of the growth, so an idle counter goes within one pass.
  */
-const SWEEP_PER_CHECK = 2
+const SWEEP_PER_KEY = 2
 
 function memoryKeys(): KeyStore {
   const byId = new Map<string, KeyRecord>()
@@ -68,8 +63,7 @@ function memoryKeys(): KeyStore {
     byAccount.set(k.accountId, set)
     set.add(k.id)
   }
-  return {
-    inProcess: true,
+  return markInProcess<KeyStore>({
     async insert(k) {
       insert(k)
     },
@@ -126,406 +120,70 @@ function memoryKeys(): KeyStore {
         if (k && (k.lastUsedAt === null || k.lastUsedAt < lastUsedAt)) k.lastUsedAt = lastUsedAt
       }
     },
-  }
-}
-
-type Counter =
-  | {
-      type: 'window'
-      state: WindowState
-      windowMs: number
-      bucketMs: number
-      /** Rebuilt from the durable usage (see `Rebuild` in storage/types). */
-      rebuilt?: true
-    }
-  | GcraCounter
-  | HoldCounter
-  | Mark
-
-/** An admission's record (`c`: committed) or a cancel's tombstone (`x`), kept until `expiresAt`. */
-interface Mark {
-  type: 'mark'
-  state: 'c' | 'x'
-  expiresAt: number
-}
-
-/**
- * A GCRA counter is its own state (`level`, `at`): one object per counter, the smallest the
- * store keeps (an `Idempotency-Key` is one, for 24 hours).
- */
-interface GcraCounter extends GcraState {
-  type: 'gcra'
-  limit: number
-  windowMs: number
-}
-
-const gcraCounter = (s: GcraState, limit: number, windowMs: number): GcraCounter => ({
-  type: 'gcra',
-  level: s.level,
-  at: s.at,
-  limit,
-  windowMs,
-})
-
-/**
- * A hold counter kept mutable, for speed: the same figures as `limits/hold` (a hold is live
- * while `expiresAt > now`), but adding and releasing a hold touch one Map entry instead of
- * copying every hold of the counter. `held` is the sum of the holds in the Map; expired ones
- * are dropped whenever `now` reaches `nextExpiry` (the earliest expiry in the Map, or earlier).
- */
-interface HoldCounter {
-  type: 'hold'
-  used: number
-  holds: Map<string, [amount: number, expiresAt: number]>
-  held: number
-  nextExpiry: number
-  /** The latest `keepUntil` given (-Infinity: none, kept while `used` is not 0). */
-  keepUntil: number
-  rebuilt: boolean
-}
-
-function newHold(): HoldCounter {
-  return {
-    type: 'hold',
-    used: 0,
-    holds: new Map(),
-    held: 0,
-    nextExpiry: Infinity,
-    keepUntil: -Infinity,
-    rebuilt: false,
-  }
-}
-
-/** Records a check's or release's `keepUntil` (the latest one wins). */
-function keep(c: HoldCounter, keepUntil: number | undefined): void {
-  if (keepUntil !== undefined && keepUntil > c.keepUntil) c.keepUntil = keepUntil
-}
-
-/** Drops live hold `id`; false when it was not there. */
-function dropHold(h: HoldCounter, now: number, id: string): boolean {
-  pruneHolds(h, now)
-  const held = h.holds.get(id)
-  if (!held) return false
-  h.holds.delete(id)
-  // Recount from zero when empty, so float amounts leave no drift behind.
-  h.held = h.holds.size === 0 ? 0 : h.held - held[0]
-  return true
-}
-
-/** The answer to an admission a cancel came before: nothing counted. */
-function cancelled(checks: ReadonlyArray<Check>): ConsumeResult {
-  return {
-    allowed: false,
-    results: checks.map((c) => ({
-      allowed: false,
-      limit: c.limit,
-      used: 0,
-      remaining: 0,
-      resetMs: 0,
-      retryAfterMs: 1000,
-    })),
-  }
-}
-
-/** Drops expired holds (they count for nothing either way, so this is safe before a refusal). */
-function pruneHolds(c: HoldCounter, now: number): void {
-  if (now < c.nextExpiry) return
-  let held = 0
-  let next = Infinity
-  for (const [id, h] of c.holds) {
-    if (h[1] <= now) c.holds.delete(id)
-    else {
-      held += h[0]
-      if (h[1] < next) next = h[1]
-    }
-  }
-  c.held = held
-  c.nextExpiry = next
-}
-
-function idle(c: Counter, now: number): boolean {
-  switch (c.type) {
-    case 'window':
-      return (
-        c.windowMs !== 0 &&
-        (c.state.idx.length === 0 ||
-          c.state.idx[c.state.idx.length - 1]! <
-            Math.floor(now / c.bucketMs) - Math.ceil(c.windowMs / c.bucketMs))
-      )
-    case 'gcra':
-      return gcraIdle(c, now, c.limit, c.windowMs)
-    case 'hold':
-      pruneHolds(c, now)
-      if (c.holds.size > 0) return false
-      // Past its keepUntil a settled total no longer matters (a past period's credits).
-      return c.keepUntil === -Infinity ? c.used === 0 && !c.rebuilt : now >= c.keepUntil
-    case 'mark':
-      return c.expiresAt <= now
-  }
-}
-
-/** Evaluates one check against a counter without storing anything. */
-function evaluate(
-  check: Check,
-  c: Counter | undefined,
-  now: number,
-): { result: CheckResult; next: Counter; seeded: boolean } {
-  switch (check.type) {
-    case 'window': {
-      let state = c?.type === 'window' ? c.state : undefined
-      const rebuilt = c?.type === 'window' && c.rebuilt === true
-      const r = check.rebuild
-      if (r && !rebuilt) {
-        if (r.base === undefined) {
-          const none = { idx: [], n: [] }
-          return {
-            result: missingResult(check.limit),
-            next: {
-              type: 'window',
-              state: none,
-              windowMs: check.windowMs,
-              bucketMs: check.bucketMs,
-            },
-            seeded: false,
-          }
-        }
-        // The larger of the two (see the hold's case below).
-        const had = rollingWindow(state, now, Infinity, check.windowMs, check.bucketMs, 0).used
-        state = windowAdd(state, now, check.windowMs, check.bucketMs, Math.max(0, r.base - had))
-      }
-      const v = rollingWindow(state, now, check.limit, check.windowMs, check.bucketMs, check.cost)
-      return {
-        result: {
-          allowed: v.allowed,
-          limit: check.limit,
-          used: v.used,
-          remaining: v.remaining,
-          resetMs: v.resetMs,
-          retryAfterMs: v.retryAfterMs,
-        },
-        next: {
-          type: 'window',
-          // Refused, it is the state before this request (the rebuilt count included).
-          state: v.state,
-          windowMs: check.windowMs,
-          bucketMs: check.bucketMs,
-          ...(r || rebuilt ? { rebuilt: true as const } : {}),
-        },
-        seeded: r !== undefined && !rebuilt,
-      }
-    }
-    case 'gcra': {
-      const v = gcra(
-        c?.type === 'gcra' ? c : undefined,
-        now,
-        check.limit,
-        check.windowMs,
-        check.cost,
-      )
-      return {
-        result: {
-          allowed: v.allowed,
-          limit: check.limit,
-          used: check.limit - v.remaining,
-          remaining: v.remaining,
-          resetMs: v.resetMs,
-          retryAfterMs: v.retryAfterMs,
-        },
-        next: gcraCounter(v.state, check.limit, check.windowMs),
-        seeded: false,
-      }
-    }
-    case 'hold': {
-      // Evaluated in place: see consume(), which adds the hold only once every check passed.
-      const h = c?.type === 'hold' ? c : newHold()
-      let seeded = false
-      if (check.rebuild && !h.rebuilt) {
-        if (check.rebuild.base === undefined)
-          return { result: missingResult(check.limit), next: h, seeded: false }
-        // The larger of the two: an unmarked counter may hold settles made since the loss
-        // (then mostly in the base too), or be a whole count kept from before rebuilds.
-        h.used = Math.max(h.used, check.rebuild.base)
-        h.rebuilt = true
-        seeded = true
-      }
-      keep(h, check.keepUntil)
-      pruneHolds(h, now)
-      const total = h.used + h.held
-      const allowed = total + check.amount <= check.limit
-      const used = allowed ? total + check.amount : total
-      return {
-        result: {
-          allowed,
-          limit: check.limit,
-          used,
-          remaining: Math.max(0, check.limit - used),
-          resetMs: 0,
-          retryAfterMs: allowed ? 0 : 1000,
-        },
-        next: h,
-        seeded,
-      }
-    }
-  }
+  })
 }
 
 /** The memory store's counters, with what tests and operators may want to look at. */
 export interface MemoryCounterStore extends CounterStore {
-  /** Counters held now (idle ones included until the sweep reaches them). */
+  /** Counters held now (expired ones included until the sweep reaches them). */
   readonly size: number
   /**
-   * Drops every idle counter at once and returns how many went. Not needed for bounded
-   * memory (each `consume` and `settle` sweeps a few); for tests, or a timer after a burst.
+   * Drops every expired counter at once and returns how many went. Not needed for bounded
+   * memory (each call sweeps a few); for tests, or a timer after a burst.
    */
   sweep(now: number): number
 }
 
+/**
+ * The counters on a Map of stored values, through `countersFromState`: a `transact` runs to
+ * completion in one synchronous call, so it is atomic by construction, and the store carries
+ * the in-process fast path (no promise on the hot path).
+ */
 function memoryCounters(): MemoryCounterStore {
-  const counters = new Map<string, Counter>()
+  const values = new Map<string, StoredCounter>()
+  const expired = (v: StoredCounter, now: number) => v.expiresAt !== null && v.expiresAt <= now
   // A Map iterator visits entries added after it was made and tolerates deletes, so one
-  // cursor walks the map round and round, a few entries per call.
-  let cursor: MapIterator<[string, Counter]> | null = null
-  const sweep = (now: number, budget: number) => {
-    for (let i = 0; i < budget; i++) {
-      cursor ??= counters.entries()
-      const n = cursor.next()
-      if (n.done) {
-        cursor = null
-        return
-      }
-      if (idle(n.value[1], now)) counters.delete(n.value[0])
-    }
-  }
-  /** The live record or tombstone of an admission, if any. */
-  const markOf = (key: string, now: number): Mark | undefined => {
-    const m = counters.get(key)
-    return m?.type === 'mark' && m.expiresAt > now ? m : undefined
-  }
-  function consumeSync(
-    checks: ReadonlyArray<Check>,
-    now: number,
-    admission?: AdmissionId,
-  ): ConsumeResult {
-    sweep(now, SWEEP_PER_CHECK * checks.length + 1)
-    if (admission && markOf(admission.key, now)?.state === 'x') return cancelled(checks)
-    const results: CheckResult[] = []
-    const next: Counter[] = []
-    let allowed = true
-    for (const check of checks) {
-      const e = evaluate(check, counters.get(check.key), now)
-      results.push(e.result)
-      next.push(e.next)
-      if (!e.result.allowed) allowed = false
-      // A rebuilt counter is stored whatever the admission's outcome.
-      if (e.seeded) counters.set(check.key, e.next)
-    }
-    if (allowed) {
-      for (let i = 0; i < checks.length; i++) {
-        const check = checks[i]!
-        const n = next[i]!
-        if (n.type === 'hold' && check.type === 'hold') {
-          const expiresAt = now + check.ttlMs
-          const prev = n.holds.get(check.holdId)
-          if (prev) n.held -= prev[0]
-          n.holds.set(check.holdId, [check.amount, expiresAt])
-          n.held += check.amount
-          if (expiresAt < n.nextExpiry) n.nextExpiry = expiresAt
+  // cursor walks the map round and round, a few entries per call: `due` of them, more than
+  // the calls since the last sweep can have created, so the pass keeps ahead of the growth.
+  let cursor: MapIterator<[string, StoredCounter]> | null = null
+  let due = 0
+  return syncCountersFromState<{ readonly size: number; sweep(now: number): number }>(
+    {
+      transact(keys, step) {
+        const current = new Array<StoredCounter | undefined>(keys.length)
+        for (let i = 0; i < keys.length; i++) current[i] = values.get(keys[i]!)
+        const { writes, result } = step(current)
+        for (let i = 0; i < writes.length; i++) {
+          const w = writes[i]!
+          if (w.value === null) values.delete(w.key)
+          else values.set(w.key, w.value)
         }
-        counters.set(check.key, n)
-      }
-      if (admission)
-        counters.set(admission.key, { type: 'mark', state: 'c', expiresAt: now + admission.ttlMs })
-    }
-    return { allowed, results }
-  }
-  /** Undoes a recorded admission (see `SettleOp` `cancel`), or leaves a tombstone first. */
-  function cancel(op: Extract<SettleOp, { type: 'cancel' }>, now: number): void {
-    const m = markOf(op.key, now)
-    if (m?.state === 'x') return
-    counters.set(op.key, { type: 'mark', state: 'x', expiresAt: now + op.ttlMs })
-    if (!m) return
-    for (const check of op.checks) {
-      const c = counters.get(check.key)
-      if (check.type === 'hold') {
-        if (c?.type === 'hold') dropHold(c, now, check.holdId)
-      } else if (check.type === 'window') {
-        if (c?.type === 'window') {
-          const state = windowRemove(c.state, op.at, check.windowMs, check.bucketMs, check.cost)
-          if (state) c.state = state
+        due += SWEEP_PER_KEY * keys.length + 1
+        return result
+      },
+      sweep(now) {
+        for (; due > 0; due--) {
+          cursor ??= values.entries()
+          const n = cursor.next()
+          if (n.done) {
+            cursor = null
+            return
+          }
+          if (expired(n.value[1], now)) values.delete(n.value[0])
         }
-      } else if (c?.type === 'gcra') {
-        const state = gcraRemove(c, now, op.at, check.limit, check.windowMs, check.cost)
-        if (state) {
-          c.level = state.level
-          c.at = state.at
-        }
-      }
-    }
-  }
-  function settleSync(ops: ReadonlyArray<SettleOp>, now: number): void {
-    sweep(now, SWEEP_PER_CHECK * ops.length + 1)
-    for (const op of ops) {
-      if (op.type === 'release') {
-        const c = counters.get(op.key)
-        const h = c?.type === 'hold' ? c : newHold()
-        if (!dropHold(h, now, op.holdId) && op.ifHeld) continue
-        keep(h, op.keepUntil)
-        h.used += op.charge
-        counters.set(op.key, h)
-      } else if (op.type === 'cancel') {
-        cancel(op, now)
-      } else if (op.check.type === 'window') {
-        const { key, windowMs, bucketMs, cost } = op.check
-        const c = counters.get(key)
-        counters.set(key, {
-          type: 'window',
-          state: windowAdd(
-            c?.type === 'window' ? c.state : undefined,
-            now,
-            windowMs,
-            bucketMs,
-            cost,
-          ),
-          windowMs,
-          bucketMs,
-          ...(c?.type === 'window' && c.rebuilt ? { rebuilt: true as const } : {}),
-        })
-      } else {
-        const { key, limit, windowMs, cost } = op.check
-        const c = counters.get(key)
-        const s = gcraAdd(c?.type === 'gcra' ? c : undefined, now, limit, windowMs, cost)
-        counters.set(key, gcraCounter(s, limit, windowMs))
-      }
-    }
-  }
-  return {
-    inProcess: true,
-    get size() {
-      return counters.size
+      },
     },
-    sweep(now) {
-      const before = counters.size
-      for (const [k, c] of counters) if (idle(c, now)) counters.delete(k)
-      return before - counters.size
+    {
+      get size() {
+        return values.size
+      },
+      sweep(now: number) {
+        const before = values.size
+        for (const [k, v] of values) if (expired(v, now)) values.delete(k)
+        return before - values.size
+      },
     },
-    consumeSync,
-    settleSync,
-    async consume(checks, now, admission) {
-      return consumeSync(checks, now, admission)
-    },
-    async settle(ops, now) {
-      settleSync(ops, now)
-    },
-    async held(key, now) {
-      const c = counters.get(key)
-      if (c?.type !== 'hold') return 0
-      if (idle(c, now)) {
-        counters.delete(key)
-        return 0
-      }
-      return c.used + c.held
-    },
-  }
+  )
 }
 
 /** A stored copy of an event: a literal, not a spread (V8's slow path on Node 20). */
@@ -710,8 +368,7 @@ export function decodeLogCursor(cursor: string): [number, string] {
 
 function memoryAccounts(): AccountStore {
   const byId = new Map<string, AccountRecord>()
-  return {
-    inProcess: true,
+  return markInProcess<AccountStore>({
     async get(id) {
       const a = byId.get(id)
       return a ? clone(a) : null
@@ -733,7 +390,7 @@ function memoryAccounts(): AccountStore {
       a.balance += amount
       return clone(a)
     },
-  }
+  })
 }
 
 function memorySecrets(): SecretStore {

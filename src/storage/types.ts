@@ -99,7 +99,7 @@ export interface ListOptions {
 }
 
 /** Durable key records. */
-export interface KeyStore extends InProcess {
+export interface KeyStore {
   /** Stores a new key. MUST reject if the id or the hash already exists. */
   insert(key: KeyRecord): Promise<void>
   get(id: string): Promise<KeyRecord | null>
@@ -264,7 +264,7 @@ export type SettleOp =
     }
 
 /** Atomic counters for admission. The only store on the hot path besides key lookups. */
-export interface CounterStore extends InProcess {
+export interface CounterStore {
   /**
    * Evaluates every check at `now` and, only if all pass, counts all of them: all or none,
    * atomically with respect to every other `consume` and `settle` on the same counters
@@ -289,17 +289,20 @@ export interface CounterStore extends InProcess {
   /** The current settled total plus live holds of a hold counter (0 when unknown). */
   held(key: string, now: number): Promise<number>
   /**
+   * Sets the marker `key` until `now + ttlMs` unless it is set: true when this call set it.
+   * Atomic: of concurrent callers (on any instance), exactly one gets true. Used for an
+   * `Idempotency-Key` and for billing's "already done" markers; a marker MUST expire.
+   */
+  claim(key: string, ttlMs: number, now: number): Promise<boolean>
+  /** True while the marker `key` is set at `now`. */
+  claimed(key: string, now: number): Promise<boolean>
+  /** Clears the marker `key` (a claim whose work failed, so a retry may claim it again). */
+  unclaim(key: string): Promise<void>
+  /**
    * How many calls the store serves at once (a connection pool's size), when bounded: the
    * core then lets one account wait on at most half of them (option `accountInFlight`).
    */
   readonly concurrency?: number
-  /**
-   * In-process stores only: `consume` without a promise. When present, the hot path calls it
-   * instead and a request is decided with no asynchronous step (no microtask, no promise).
-   */
-  consumeSync?(checks: ReadonlyArray<Check>, now: number): ConsumeResult
-  /** In-process stores only: `settle` without a promise (see `consumeSync`). */
-  settleSync?(ops: ReadonlyArray<SettleOp>, now: number): void
   /**
    * True when the counts survive a restart of the store, as the usage does (PostgreSQL, in
    * the same database): tollbooth then asks for no `rebuild`. Leave it unset for a store that
@@ -382,7 +385,7 @@ export interface AccountRecord {
 export type AccountPatch = Partial<Omit<AccountRecord, 'id'>>
 
 /** Durable accounts. */
-export interface AccountStore extends InProcess {
+export interface AccountStore {
   get(id: string): Promise<AccountRecord | null>
   /** Creates the account with `defaults` if missing, else returns it unchanged. */
   ensure(defaults: AccountRecord): Promise<AccountRecord>
@@ -494,15 +497,4 @@ export interface Storage {
   changes?: ChangeFeed
   /** Releases what the storage opened itself (never the user's client). */
   close?(): Promise<void>
-}
-
-/**
- * Marks a store that runs in this process and cannot hang (the memory stores). When the
- * key, counter and account stores all carry it, tollbooth skips the `storageTimeoutMs` timer
- * on the hot path; in-process counters under `NODE_ENV=production` warn once
- * (`TOLLBOOTH_LOCAL_COUNTERS`). Stores of a remote server never set it, so a storage mixed
- * from both (`{ ...memoryStorage(), counters: redis.counters }`) keeps its timeouts.
- */
-export interface InProcess {
-  readonly inProcess?: true
 }

@@ -20,6 +20,7 @@ import { redisCounters } from '../../adapters/redis/counters.js'
 import { defineCommands } from '../../adapters/redis/store.js'
 import { createTollbooth, manualClock, memoryStorage, periodOf } from '../../src/index.js'
 import { CREDIT_KEEP_MS, creditKey } from '../../src/metering/accounts.js'
+import { syncCounters } from '../../src/storage/state-counters.js'
 
 const gc = (globalThis as { gc?: () => void }).gc
 if (!gc) throw new Error('run with node --expose-gc')
@@ -65,8 +66,8 @@ function credits(keep: boolean) {
         holdId: 'r',
         ttlMs: 300_000,
       } as const
-      c.consumeSync!([keepUntil === undefined ? check : { ...check, keepUntil }], now)
-      c.settleSync!(
+      syncCounters(c)!.consume([keepUntil === undefined ? check : { ...check, keepUntil }], now)
+      syncCounters(c)!.settle(
         [
           {
             type: 'release',

@@ -10,6 +10,7 @@
 import { describe, expect, it } from 'vitest'
 import { memoryStorage, periodOf } from '../../src/index.js'
 import { CREDIT_KEEP_MS, creditKey } from '../../src/metering/accounts.js'
+import { syncCounters } from '../../src/storage/state-counters.js'
 import { DAY, HOUR, MINUTE, req, setup } from './setup.js'
 
 const fourLimits = {
@@ -118,7 +119,7 @@ describe('memory store counters', () => {
       const keepUntil = period.end + CREDIT_KEEP_MS
       for (let a = 0; a < 10_000; a++) {
         const key = creditKey(`acct_${a}`, period)
-        c.consumeSync!(
+        syncCounters(c)!.consume(
           [
             {
               type: 'hold',
@@ -133,7 +134,7 @@ describe('memory store counters', () => {
           ],
           now,
         )
-        c.settleSync!([{ type: 'release', key, holdId: 'r', charge: 1, keepUntil }], now)
+        syncCounters(c)!.settle([{ type: 'release', key, holdId: 'r', charge: 1, keepUntil }], now)
       }
       most = Math.max(most, c.size)
     }

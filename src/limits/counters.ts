@@ -1,0 +1,421 @@
+/**
+ * @module limits/counters
+ *
+ * The counter semantics of `CounterStore`, written once and free of I/O: given the stored
+ * values of the counters a call touches, at `now`, what the call answers and what it writes.
+ * `storage/state-counters` runs these steps inside a backend's `transact`, which is all a
+ * store for a new database has to provide; the memory store and PostgreSQL run them so.
+ * Redis runs the same rules in Lua (`tollbooth/redis/scripts`), tested figure for figure
+ * against this module.
+ *
+ * - `admitStep`: every check of an admission evaluated at `now` (`limits/rolling-window`,
+ *   `limits/gcra`, `limits/hold`), all counted or none; the rebuild protocol (`Rebuild` in
+ *   `storage/types`); an admission's record, and the tombstone of a cancel that came first.
+ * - `settleStep`: releases, late additions and cancels (`limits/revert`), never refusing.
+ * - `claimStep`: a marker set once until it expires.
+ *
+ * Each value written carries `expiresAt`, the time its state becomes the same as no state at
+ * all (null: never), so a backend drops idle counters without knowing what they hold. A value
+ * read with `expiresAt <= now` is taken as absent. A step changes no value it is given except
+ * the ones it writes back, so a backend may pass its stored objects when its writes cannot fail
+ * (an in-process Map), else fresh copies (parsed JSON).
+ *
+ * The states are plain JSON objects, told apart by their fields: a window `{ idx, n }`, a GCRA
+ * limit `{ level, at }`, a hold counter `{ used, holds }` (each with the marks `rebuilt` and,
+ * for holds, `keepUntil`), an admission's record or tombstone `{ mark: 'c' | 'x' }`, a claim
+ * `{ claim: 1 }`.
+ */
+
+import type { AdmissionId, Check, CheckResult, ConsumeResult, SettleOp } from '../storage/types.js'
+import { type GcraState, gcra, gcraAdd, gcraIdle } from './gcra.js'
+import { addHold, dropHold, type HoldState, holdTotal, isHeld } from './hold.js'
+import { missingResult } from './rebuild.js'
+import { gcraRemove, windowRemove } from './revert.js'
+import { rollingWindow, type WindowState, windowAdd } from './rolling-window.js'
+
+/** A counter's stored state: a JSON-serialisable plain object, opaque to the backend. */
+export type CounterState = Record<string, unknown>
+
+/** What a backend stores per counter key. `expiresAt` null: kept until overwritten. */
+export interface StoredCounter {
+  state: CounterState
+  expiresAt: number | null
+}
+
+/** A write a step asks for; `value: null` deletes the key. */
+export interface CounterWrite {
+  key: string
+  value: StoredCounter | null
+}
+
+/** What a step returns to `transact`: the writes to apply atomically, and the call's answer. */
+export interface CounterStep<T> {
+  writes: CounterWrite[]
+  result: T
+}
+
+/** The stored values of a call's keys, in the order of its keys (undefined: absent). */
+export type CurrentValues = ReadonlyArray<StoredCounter | undefined>
+
+/** Marks kept beside the figures (see `Rebuild` in storage/types, and a hold's `keepUntil`). */
+interface Marks {
+  rebuilt?: true
+  keepUntil?: number
+}
+type WindowCounter = WindowState & Marks
+type HoldCounter = HoldState & Marks
+type State = CounterState | undefined
+
+/** The state of a value still live at `now`. */
+export function liveState(v: StoredCounter | undefined, now: number): State {
+  return v !== undefined && (v.expiresAt === null || v.expiresAt > now) ? v.state : undefined
+}
+
+const asWindow = (s: State) =>
+  s !== undefined && Array.isArray(s.idx) ? (s as never as WindowCounter) : undefined
+const asGcra = (s: State) =>
+  s !== undefined && typeof s.level === 'number' ? (s as never as GcraState) : undefined
+const asHold = (s: State) =>
+  s !== undefined && typeof s.used === 'number' && typeof s.holds === 'object'
+    ? (s as never as HoldCounter)
+    : undefined
+const markOf = (s: State): 'c' | 'x' | undefined =>
+  s?.mark === 'c' || s?.mark === 'x' ? s.mark : undefined
+
+/** When a window's last bucket leaves the window (never for all-time). */
+function windowExpiry(s: WindowState, now: number, windowMs: number, bucketMs: number) {
+  if (windowMs === 0) return null
+  const last = s.idx[s.idx.length - 1]
+  return last === undefined ? now : (last + Math.ceil(windowMs / bucketMs) + 1) * bucketMs
+}
+
+/** When the bucket has drained: the first millisecond `gcraIdle` holds (never early). */
+function gcraExpiry(s: GcraState, limit: number, windowMs: number) {
+  if (s.level <= 0) return s.at
+  const e = s.at + Math.ceil(Math.round(s.level * windowMs) / limit)
+  return gcraIdle(s, e, limit, windowMs) ? e : e + 1
+}
+
+/**
+ * A hold counter is kept until its last hold expires and, with a `keepUntil`, until then (a
+ * period's credits); without one, for as long as it has a settled total or was rebuilt.
+ */
+function holdExpiry(s: HoldCounter, now: number) {
+  let end = now
+  for (const id in s.holds) {
+    const e = s.holds[id]![1]
+    if (e > end) end = e
+  }
+  if (s.keepUntil !== undefined) {
+    if (s.keepUntil > end) end = s.keepUntil
+  } else if (s.used !== 0 || s.rebuilt) return null
+  return Number.isFinite(end) ? Math.ceil(end) : null
+}
+
+/** A write of `state` until `expiresAt`; a delete when that is already past. */
+function put(key: string, state: object, expiresAt: number | null, now: number): CounterWrite {
+  return {
+    key,
+    value:
+      expiresAt !== null && expiresAt <= now ? null : { state: state as CounterState, expiresAt },
+  }
+}
+
+const newHold = (): HoldCounter => ({ used: 0, holds: {} })
+
+/** Records the later of a counter's `keepUntil` and `keepUntil`. */
+function keep(s: HoldCounter, keepUntil: number | undefined): void {
+  if (keepUntil !== undefined && !(s.keepUntil !== undefined && s.keepUntil >= keepUntil))
+    s.keepUntil = keepUntil
+}
+
+const result = (
+  allowed: boolean,
+  limit: number,
+  used: number,
+  remaining: number,
+  resetMs: number,
+  retryAfterMs: number,
+): CheckResult => ({ allowed, limit, used, remaining, resetMs, retryAfterMs })
+
+/** One check evaluated; `commit` gives its write once every check passed. */
+interface Evaluated {
+  result: CheckResult
+  /** The write when the admission passes. */
+  commit: (() => CounterWrite) | null
+  /** Written whatever the outcome: the check rebuilt its counter. */
+  seeded: CounterWrite | null
+}
+
+/** Evaluates one check against a counter's state; changes nothing it is given. */
+function evaluate(check: Check, state: State, now: number): Evaluated {
+  switch (check.type) {
+    case 'window': {
+      const { key, limit, windowMs, bucketMs, cost } = check
+      let s: WindowState | undefined = asWindow(state)
+      const rebuilt = (s as WindowCounter | undefined)?.rebuilt === true
+      const r = check.rebuild
+      const seeding = r !== undefined && !rebuilt
+      if (seeding) {
+        if (r.base === undefined)
+          return { result: missingResult(limit), commit: null, seeded: null }
+        // The larger of the two (see the hold's case below).
+        const had = rollingWindow(s, now, Infinity, windowMs, bucketMs, 0).used
+        s = windowAdd(s, now, windowMs, bucketMs, Math.max(0, r.base - had))
+      }
+      const v = rollingWindow(s, now, limit, windowMs, bucketMs, cost)
+      const next = v.state as WindowCounter
+      if (rebuilt || seeding) next.rebuilt = true
+      // Rebuilt, the counter is written whatever the admission's outcome, without this
+      // request's cost (counted only when every check passes).
+      const seeded = seeding ? (s as WindowCounter) : undefined
+      if (seeded) seeded.rebuilt = true
+      return {
+        result: result(v.allowed, limit, v.used, v.remaining, v.resetMs, v.retryAfterMs),
+        commit: v.allowed
+          ? () => put(key, next, windowExpiry(next, now, windowMs, bucketMs), now)
+          : null,
+        seeded: seeded
+          ? put(key, seeded, windowExpiry(seeded, now, windowMs, bucketMs), now)
+          : null,
+      }
+    }
+    case 'gcra': {
+      const { key, limit, windowMs, cost } = check
+      const v = gcra(asGcra(state), now, limit, windowMs, cost)
+      return {
+        result: result(
+          v.allowed,
+          limit,
+          limit - v.remaining,
+          v.remaining,
+          v.resetMs,
+          v.retryAfterMs,
+        ),
+        commit: v.allowed
+          ? () => put(key, v.state, gcraExpiry(v.state, limit, windowMs), now)
+          : null,
+        seeded: null,
+      }
+    }
+    case 'hold': {
+      const { key, limit, amount } = check
+      let s = asHold(state)
+      let seeded: CounterWrite | null = null
+      const r = check.rebuild
+      if (r !== undefined && s?.rebuilt !== true) {
+        if (r.base === undefined)
+          return { result: missingResult(limit), commit: null, seeded: null }
+        // The larger of the two: an unmarked counter may hold settles made since the loss
+        // (then mostly in the base too), or be a whole count kept from before rebuilds. A
+        // rebuilt counter is written whatever the admission's outcome.
+        s ??= newHold()
+        s.used = Math.max(s.used, r.base)
+        s.rebuilt = true
+        keep(s, check.keepUntil)
+        seeded = put(key, s, holdExpiry(s, now), now)
+      }
+      const total = holdTotal(s, now)
+      const allowed = total + amount <= limit
+      const used = allowed ? total + amount : total
+      return {
+        result: result(allowed, limit, used, Math.max(0, limit - used), 0, allowed ? 0 : 1000),
+        commit: allowed
+          ? () => {
+              const h = s ?? newHold()
+              addHold(h, now, check.holdId, amount, check.ttlMs)
+              keep(h, check.keepUntil)
+              return put(key, h, holdExpiry(h, now), now)
+            }
+          : null,
+        seeded,
+      }
+    }
+  }
+}
+
+/** The answer to an admission a cancel came before: nothing counted. */
+function cancelled(checks: ReadonlyArray<Check>): ConsumeResult {
+  return {
+    allowed: false,
+    results: checks.map((c) => result(false, c.limit, 0, 0, 0, 1000)),
+  }
+}
+
+const ADMITTED: CounterState = Object.freeze({ mark: 'c' })
+const CANCELLED: CounterState = Object.freeze({ mark: 'x' })
+const CLAIMED: CounterState = Object.freeze({ claim: 1 })
+
+/** The keys an admission reads, in the order `admitStep` expects its values. */
+export function admitKeys(checks: ReadonlyArray<Check>, admission?: AdmissionId): string[] {
+  const keys: string[] = new Array(checks.length + (admission ? 1 : 0))
+  for (let i = 0; i < checks.length; i++) keys[i] = checks[i]!.key
+  if (admission) keys[checks.length] = admission.key
+  return keys
+}
+
+/**
+ * `CounterStore.consume` as a step over the values of `admitKeys(checks, admission)`: every
+ * check evaluated at `now`, all counted only when all pass (see `storage/types`).
+ */
+export function admitStep(
+  checks: ReadonlyArray<Check>,
+  current: CurrentValues,
+  now: number,
+  admission?: AdmissionId,
+): CounterStep<ConsumeResult> {
+  const writes: CounterWrite[] = []
+  if (admission && markOf(liveState(current[checks.length], now)) === 'x')
+    return { writes, result: cancelled(checks) }
+  const results: CheckResult[] = new Array(checks.length)
+  const commits: Array<(() => CounterWrite) | null> = new Array(checks.length)
+  let allowed = true
+  for (let i = 0; i < checks.length; i++) {
+    const e = evaluate(checks[i]!, liveState(current[i], now), now)
+    results[i] = e.result
+    commits[i] = e.commit
+    if (!e.result.allowed) allowed = false
+    if (e.seeded) writes.push(e.seeded)
+  }
+  if (allowed) {
+    writes.length = 0
+    for (let i = 0; i < checks.length; i++) writes.push(commits[i]!())
+    // The record only with the counts: a refused admission (a `missing` one included) writes
+    // none, so the same id may be consumed again after a rebuild.
+    if (admission) writes.push(put(admission.key, ADMITTED, Math.ceil(now + admission.ttlMs), now))
+  }
+  return { writes, result: { allowed, results } }
+}
+
+/** The keys a settle reads: each op's counter, and a cancel's record and checks. */
+export function settleKeys(ops: ReadonlyArray<SettleOp>): string[] {
+  const keys: string[] = []
+  for (const op of ops) {
+    if (op.type === 'add') keys.push(op.check.key)
+    else {
+      keys.push(op.key)
+      if (op.type === 'cancel') for (const c of op.checks) keys.push(c.key)
+    }
+  }
+  return keys
+}
+
+/** One release or add applied to a state; null when it changes nothing. */
+function applyOp(
+  op: Exclude<SettleOp, { type: 'cancel' }>,
+  state: State,
+  now: number,
+): CounterWrite | null {
+  if (op.type === 'release') {
+    const s = asHold(state)
+    // A retried release whose hold is gone changes nothing (no empty counter is written).
+    if (op.ifHeld && !isHeld(s, now, op.holdId)) return null
+    const h = s ?? newHold()
+    dropHold(h, now, op.holdId, op.charge)
+    keep(h, op.keepUntil)
+    return put(op.key, h, holdExpiry(h, now), now)
+  }
+  const k = op.check
+  if (k.type === 'window') {
+    const before = asWindow(state)
+    const s = windowAdd(before, now, k.windowMs, k.bucketMs, k.cost) as WindowCounter
+    if (before?.rebuilt) s.rebuilt = true
+    return put(k.key, s, windowExpiry(s, now, k.windowMs, k.bucketMs), now)
+  }
+  const s = gcraAdd(asGcra(state), now, k.limit, k.windowMs, k.cost)
+  return put(k.key, s, gcraExpiry(s, k.limit, k.windowMs), now)
+}
+
+/**
+ * One check of a cancelled admission taken back (see `SettleOp` `cancel`); the counter's marks
+ * stay (rebuilt, keepUntil): a cancel takes back counts, not them. Null: nothing to change.
+ */
+function revert(check: Check, state: State, now: number, at: number): CounterWrite | null {
+  switch (check.type) {
+    case 'hold': {
+      const s = asHold(state)
+      if (!s || !isHeld(s, now, check.holdId)) return null
+      dropHold(s, now, check.holdId, 0)
+      return put(check.key, s, holdExpiry(s, now), now)
+    }
+    case 'window': {
+      const { windowMs, bucketMs, cost } = check
+      const before = asWindow(state)
+      if (!before) return null
+      const s = windowRemove(before, at, windowMs, bucketMs, cost) as WindowCounter
+      if (before.rebuilt) s.rebuilt = true
+      return put(check.key, s, windowExpiry(s, now, windowMs, bucketMs), now)
+    }
+    case 'gcra': {
+      const { limit, windowMs, cost } = check
+      const s = gcraRemove(asGcra(state), now, at, limit, windowMs, cost)
+      return s ? put(check.key, s, gcraExpiry(s, limit, windowMs), now) : null
+    }
+  }
+}
+
+/**
+ * `CounterStore.settle` as a step over the values of `settleKeys(ops)`: the ops applied in
+ * order, each seeing the writes of the ones before it; never refuses.
+ */
+export function settleStep(
+  ops: ReadonlyArray<SettleOp>,
+  current: CurrentValues,
+  now: number,
+): CounterStep<void> {
+  const next = new Map<string, CounterWrite>()
+  let i = 0
+  // The value of `key`, read at position `at` of the keys: the latest write, else as read.
+  const stateAt = (key: string, at: number): State => {
+    const w = next.get(key)
+    return w ? (w.value?.state ?? undefined) : liveState(current[at], now)
+  }
+  const set = (w: CounterWrite | null) => {
+    if (w) next.set(w.key, w)
+  }
+  for (const op of ops) {
+    if (op.type === 'cancel') {
+      const m = markOf(stateAt(op.key, i))
+      const first = i + 1
+      i += 1 + op.checks.length
+      if (m === 'x') continue
+      set(put(op.key, CANCELLED, Math.ceil(now + op.ttlMs), now))
+      if (m === 'c')
+        for (let j = 0; j < op.checks.length; j++) {
+          const c = op.checks[j]!
+          set(revert(c, stateAt(c.key, first + j), now, op.at))
+        }
+    } else {
+      const key = op.type === 'add' ? op.check.key : op.key
+      set(applyOp(op, stateAt(key, i), now))
+      i++
+    }
+  }
+  return { writes: [...next.values()], result: undefined }
+}
+
+/** `CounterStore.held` as a step over the value of `key`. */
+export function heldStep(current: CurrentValues, now: number): CounterStep<number> {
+  return { writes: [], result: holdTotal(asHold(liveState(current[0], now)), now) }
+}
+
+/** `CounterStore.claim` as a step over the value of `key`: true when this call set it. */
+export function claimStep(
+  key: string,
+  ttlMs: number,
+  current: CurrentValues,
+  now: number,
+): CounterStep<boolean> {
+  if (liveState(current[0], now) !== undefined) return { writes: [], result: false }
+  return { writes: [put(key, CLAIMED, Math.ceil(now + ttlMs), now)], result: true }
+}
+
+/** `CounterStore.claimed` as a step over the value of `key`. */
+export function claimedStep(current: CurrentValues, now: number): CounterStep<boolean> {
+  return { writes: [], result: liveState(current[0], now) !== undefined }
+}
+
+/** The algorithm a state belongs to (null: a record, a tombstone or a claim), for a backend's own bookkeeping. */
+export function counterKind(state: CounterState): 'window' | 'gcra' | 'hold' | null {
+  return asWindow(state) ? 'window' : asGcra(state) ? 'gcra' : asHold(state) ? 'hold' : null
+}
