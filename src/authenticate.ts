@@ -1,31 +1,31 @@
 /**
  * @module authenticate
  *
- * The request pipeline, cheapest step first so bad traffic costs little:
- * 1. extract the credential; 2. parse it with no I/O (prefix, charset, length, checksum);
- * 3. the failed-auth guard; 4. hash and look up through the cache; 5. status, kind, scopes,
- * time blocks; 6. admission: every limit in one atomic `consume`, credits reserved;
- * 7. BYOK provider keys from headers (stored ones on demand).
+ * The request pipeline as data: one record per request (an {@link Attempt}), and a list of
+ * steps, cheapest first so bad traffic costs little. Each step reads and fills the record and
+ * answers a refusal, or nothing to go on, or the promise of either when it needs I/O; one
+ * driver ({@link run}) runs them and owns the only seam between synchronous and asynchronous:
+ * a request that needs no I/O (a cached key, a cached account, in-process counters) is
+ * decided without a promise or a microtask.
+ *
+ * 1. the credential; 2. the failed-auth guard; 3. the key: memo, parse with no I/O (prefix,
+ * charset, length, checksum), hash, cache, storage; 4. its status, kind, scopes, time blocks;
+ * 5. the estimates (cost, tokens, BYOK provider keys from headers); 6. the account;
+ * 7. admission: every limit in one atomic `consume`, credits reserved; 8. the refusal of a
+ * limit. Then the admission, with what settle needs (src/settle.ts).
  */
 
 import type { CachedKey } from './cache.js'
 import type { Context } from './context.js'
-import {
-  Admission,
-  type Decision,
-  type Denial,
-  deny,
-  publicKey,
-  type SettleState,
-} from './decision.js'
-import { type ErrorCode, isTollboothError, StorageUnavailableError } from './errors.js'
+import { Admission, type Decision, type Denial, publicKey } from './decision.js'
+import { denial } from './denials.js'
+import { isTollboothError, StorageUnavailableError } from './errors.js'
 import {
   type LimitFigures,
   setIetfHeaders,
   setRateLimitHeaders,
   setRetryAfter,
   withHeader,
-  wwwAuthenticate,
 } from './headers.js'
 import { isWellFormedKey } from './keys/format.js'
 import {
@@ -49,6 +49,7 @@ import {
   readHeader,
   type TollboothRequest,
 } from './request.js'
+import { holdCredits, openSettlement } from './settle.js'
 import { syncCounters } from './storage/state-counters.js'
 import type {
   AdmissionId,
@@ -61,19 +62,187 @@ import type {
 } from './storage/types.js'
 import { warnOnce } from './warnings.js'
 
-export const MESSAGES = {
-  missing: 'Missing API Key',
-  notBearer: 'The Authorization header must be "Bearer <key>"',
-  invalid: 'Invalid API Key',
-  inactive: 'Inactive API Key',
-  expired: 'Expired API Key',
-  ipBlocked: 'IP temporarily blocked',
-  storage: 'Storage unavailable',
-} as const
-
 /** A cache entry for a stored key: its limits compiled once. */
 export function toCached(record: KeyRecord): CachedKey {
   return { record, info: publicKey(record), templates: compileKeyLimits(record) }
+}
+
+/** What one tollbooth instance's pipeline keeps between requests. */
+interface Pipeline {
+  readonly ctx: Context
+  /** The last internal request id's sequence number. */
+  seq: number
+  /**
+   * Forwarding headers on a route that does not trust proxies usually mean a proxy is in
+   * front and every client shares its address. Looked for in the first 1,000 requests, and at
+   * every failed authentication; warned about once.
+   */
+  forwardedChecks: number
+}
+
+/** One request on its way through the pipeline: what every step reads and fills. */
+interface Attempt {
+  readonly p: Pipeline
+  readonly ctx: Context
+  /** The request, its `ip` the client's (behind the trusted proxies). */
+  readonly req: TollboothRequest
+  readonly route: ResolvedRoute
+  readonly now: number
+  /** The request's own id: its event id and its holds' id. */
+  readonly internalId: string
+  /** The id sent back in `X-Request-Id`: the caller's when the route echoes it. */
+  readonly requestId: string
+  /** The headers of every answer (`X-Request-Id`), then of the admission. */
+  readonly headers: Record<string, string>
+  /** The credential presented (step 1). */
+  key: string
+  /** The key found (step 3): null for one unknown. */
+  entry: CachedKey | null
+  /** The estimates (step 5). */
+  metered: boolean
+  routeCost: number
+  /** Credits to hold: the route's cost, or 0 when the caller brings its own provider key. */
+  estimate: number
+  /** Tokens reserved against token-rate limits. */
+  tokens: number
+  providerKeys: Record<string, string>
+  callerProviders: ReadonlySet<string>
+  /** The account's admission view (step 6), when metered or on plans. */
+  account: AdmissionAccount | null
+  /** The checks of the admission, each with its template, and the counters' answer (step 7). */
+  templates: CheckTemplate[]
+  checks: Check[]
+  result: ConsumeResult | null
+  /** Storage failed and `failOpen` serves the request uncounted. */
+  uncounted: boolean
+}
+
+/** A step: a refusal, or undefined to go on (or the promise of either). */
+type Step = (a: Attempt) => Denial | undefined | Promise<Denial | undefined>
+
+const EMPTY: Record<string, string> = Object.freeze({}) as Record<string, string>
+const NO_PROVIDERS: ReadonlySet<string> = new Set()
+/** Admissions of one account that may wait for a turn, per slot of `accountInFlight`. */
+const WAITING_PER_SLOT = 32
+
+/**
+ * The pipeline of one tollbooth instance. Its decide function never throws for a request's
+ * own faults: every outcome is a value. Storage failures become a 503 `storage_unavailable`
+ * denial, unless `failOpen` lets the request through uncounted (a key that cannot be looked
+ * up is never let through). It throws (or rejects with) only what a route's `cost` or
+ * `tokens` function throws.
+ *
+ * It returns the decision itself when no step needs I/O, else a promise of it: `tb.decide()`
+ * passes that on to the adapters, `tb.authenticate()` always returns a promise.
+ */
+export function createPipeline(
+  ctx: Context,
+): (req: TollboothRequest, route: ResolvedRoute) => Decision | Promise<Decision> {
+  const p: Pipeline = { ctx, seq: 0, forwardedChecks: 1000 }
+  return (req, route) => run(attempt(p, req, route), 0)
+}
+
+/** The record of a new request: its ids, its client's address, nothing decided yet. */
+function attempt(p: Pipeline, req: TollboothRequest, route: ResolvedRoute): Attempt {
+  const ctx = p.ctx
+  const internalId = `req_${ctx.instanceId}${(++p.seq).toString(36)}`
+  const requestId = (route.headers.requestId && incomingRequestId(req)) || internalId
+  if (route.trustProxy !== false || isMapped(req.ip)) {
+    // The client behind the trusted proxies, seen by the guard, key sources and the log.
+    req = { ...req, ip: clientIp(req.ip, req.headers, route.trustProxy) }
+  }
+  if (p.forwardedChecks > 0 && route.trustProxy === false) {
+    p.forwardedChecks--
+    if (isForwarded(req.headers)) warnForwarded(p)
+  }
+  return {
+    p,
+    ctx,
+    req,
+    route,
+    now: ctx.clock.now(),
+    internalId,
+    requestId,
+    headers: route.headers.requestId ? { 'X-Request-Id': requestId } : {},
+    key: '',
+    entry: null,
+    metered: false,
+    routeCost: 0,
+    estimate: 0,
+    tokens: 0,
+    providerKeys: EMPTY,
+    callerProviders: NO_PROVIDERS,
+    account: null,
+    templates: [],
+    checks: [],
+    result: null,
+    uncounted: false,
+  }
+}
+
+/** Cheapest first. */
+const STEPS: ReadonlyArray<Step> = [
+  credential,
+  notBlocked,
+  findKey,
+  knownKey,
+  estimates,
+  account,
+  count,
+  limits,
+]
+
+/**
+ * Runs the steps from `from` on: the first refusal answers; past the last step the request is
+ * admitted. A step that answers a promise is waited for, and the rest run after it.
+ */
+function run(a: Attempt, from: number): Decision | Promise<Decision> {
+  for (let i = from; i < STEPS.length; i++) {
+    const out = STEPS[i]!(a)
+    if (out === undefined) continue
+    if (out instanceof Promise) return out.then((d) => d ?? run(a, i + 1))
+    return out
+  }
+  return admission(a)
+}
+
+function warnForwarded(p: Pipeline): void {
+  p.forwardedChecks = 0
+  warnOnce(
+    'TOLLBOOTH_UNTRUSTED_FORWARDED_FOR',
+    'a request carries X-Forwarded-For or Forwarded but trustProxy is off, so every client behind a proxy shares its address and the failed-auth guard only stops floods there (failedAuth.proxiedLimit); set trustProxy to the number of proxies in front',
+  )
+}
+
+/** Step 1: the credential. */
+function credential(a: Attempt): Denial | undefined {
+  const key = extractKey(a.req, a.route.keySources)
+  if (key !== undefined) {
+    a.key = key
+    return undefined
+  }
+  // A key sent as `Authorization: <key>` is a client mistake worth naming, and never read:
+  // guessing the scheme would accept whatever else a client puts in that header.
+  if (a.route.keySources.includes('bearer') && readHeader(a.req.headers, 'authorization'))
+    return denial('not_bearer', a)
+  return denial('missing_api_key', a)
+}
+
+/** Step 2: the failed-auth guard's block of the client's address. */
+function notBlocked(a: Attempt): Denial | undefined {
+  const guard = a.ctx.ipGuard
+  if (guard && a.req.ip) {
+    const ms = guard.blocked(a.req.ip, a.now)
+    if (ms > 0) return ipBlocked(a, ms)
+  }
+  return undefined
+}
+
+/** 403 `ip_blocked`, with `Retry-After`: the seconds until the block ends. */
+function ipBlocked(a: Attempt, ms: number): Denial {
+  const out = withHeader(a.headers)
+  setRetryAfter(out, ms)
+  return denial('ip_blocked', a, { headers: out })
 }
 
 function kindOf(ctx: Context, key: string): KeyKind | null {
@@ -83,218 +252,95 @@ function kindOf(ctx: Context, key: string): KeyKind | null {
   return null
 }
 
-/** A cache miss: the storage lookup, remembered (a miss too) for the cache's TTL. */
-async function lookup(ctx: Context, hash: string): Promise<CachedKey | null> {
-  const record = await ctx.guard(ctx.storage.keys.getByHash(hash))
-  const entry = record ? toCached(record) : null
-  ctx.cache.set(hash, entry)
-  return entry
-}
-
-/** Answers an unusable key, counting the failure against the caller's IP. */
-async function invalid(
-  ctx: Context,
-  req: TollboothRequest,
-  route: ResolvedRoute,
-  now: number,
-  base: Record<string, string>,
-  requestId: string,
-): Promise<Decision> {
-  if (ctx.ipGuard && req.ip) {
-    // Without trusted proxies, forwarding headers may mean a proxy's address, shared by
-    // many clients: only a flood blocks it (`proxiedLimit`).
-    const proxied = route.trustProxy === false && isForwarded(req.headers)
-    if (proxied) warnForwarded()
-    try {
-      const ms = await ctx.guard(ctx.ipGuard.fail(req.ip, now, proxied))
-      if (ms > 0) return ipBlocked(ms, base, requestId)
-    } catch (err) {
-      ctx.report(err)
-    }
-  }
-  return deny(
-    401,
-    'invalid_api_key',
-    MESSAGES.invalid,
-    withHeader(base, 'WWW-Authenticate', wwwAuthenticate(true)),
-    requestId,
-  )
-}
-
-/** 403 `ip_blocked`, with `Retry-After`: the seconds until the block ends. */
-function ipBlocked(ms: number, base: Record<string, string>, requestId: string): Decision {
-  const out = withHeader(base)
-  setRetryAfter(out, ms)
-  return deny(403, 'ip_blocked', MESSAGES.ipBlocked, out, requestId)
-}
-
-function unauthorized(
-  code: ErrorCode,
-  message: string,
-  base: Record<string, string>,
-  requestId: string,
-): Denial {
-  return deny(
-    401,
-    code,
-    message,
-    withHeader(base, 'WWW-Authenticate', wwwAuthenticate(true)),
-    requestId,
-  )
-}
-
 /**
- * The figures of the limit closest to refusing, for the rate-limit header families: the
- * fewest units left (a client may send that many before one refuses, whatever the shares of
- * the others), the longer reset on a tie.
+ * Step 3: the key. One seen lately (the memo holds well-formed keys only) costs no format
+ * check and no hash; a malformed one no hash; a cache miss the one storage read of the key.
  */
-function tightest(
-  checks: ReadonlyArray<Check>,
-  results: ReadonlyArray<CheckResult>,
-): LimitFigures | null {
-  let best: LimitFigures | null = null
-  for (let i = 0; i < checks.length; i++) {
-    const c = checks[i]!
-    if (c.type === 'hold') continue
-    const r = results[i]!
-    if (
-      best === null ||
-      r.remaining < best.remaining ||
-      (r.remaining === best.remaining && r.resetMs > best.resetMs)
-    ) {
-      best = {
-        name: c.name,
-        limit: c.limit,
-        remaining: r.remaining,
-        resetMs: r.resetMs,
-        windowMs: c.windowMs,
-      }
-    }
+function findKey(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
+  const ctx = a.ctx
+  const key = a.key
+  const memo = ctx.cache.getByKey(key, a.now)
+  if (memo !== undefined) {
+    a.entry = memo
+    return undefined
   }
-  return best
-}
-
-function setLimitHeaders(
-  out: Record<string, string>,
-  route: ResolvedRoute,
-  f: LimitFigures | null,
-): void {
-  if (!f) return
-  if (route.headers.rateLimit) setRateLimitHeaders(out, f)
-  if (route.headers.ietf) setIetfHeaders(out, f)
-}
-
-let seq = 0
-
-/**
- * Forwarding headers on a route that does not trust proxies usually mean a proxy is in front
- * and every client shares its address. Looked for in the first 1,000 requests, and at every
- * failed authentication; warned about once.
- */
-let forwardedChecks = 1000
-function checkForwarded(req: TollboothRequest): void {
-  forwardedChecks--
-  if (isForwarded(req.headers)) warnForwarded()
-}
-
-function warnForwarded(): void {
-  forwardedChecks = 0
-  warnOnce(
-    'TOLLBOOTH_UNTRUSTED_FORWARDED_FOR',
-    'a request carries X-Forwarded-For or Forwarded but trustProxy is off, so every client behind a proxy shares its address and the failed-auth guard only stops floods there (failedAuth.proxiedLimit); set trustProxy to the number of proxies in front',
-  )
-}
-
-/**
- * Decides one request. Never throws for a request's own faults: every outcome is a value.
- * Storage failures become a 503 `storage_unavailable` denial, unless `failOpen` lets the
- * request through uncounted (a key that cannot be looked up is never let through).
- *
- * Returns the decision itself when no step needs I/O (a cached key, a cached account and
- * in-process counters, see `syncCounters`), else a promise of it: `tb.decide()` passes that
- * on to the adapters, `tb.authenticate()` always returns a promise.
- */
-export function authenticate(
-  ctx: Context,
-  req: TollboothRequest,
-  route: ResolvedRoute,
-): Decision | Promise<Decision> {
-  const now = ctx.clock.now()
-  const internalId = `req_${ctx.instanceId}${(++seq).toString(36)}`
-  const requestId = (route.headers.requestId && incomingRequestId(req)) || internalId
-  const base: Record<string, string> = route.headers.requestId ? { 'X-Request-Id': requestId } : {}
-
-  if (route.trustProxy !== false || isMapped(req.ip)) {
-    // The client behind the trusted proxies, seen by the guard, key sources and the log.
-    req = { ...req, ip: clientIp(req.ip, req.headers, route.trustProxy) }
-  }
-  if (forwardedChecks > 0 && route.trustProxy === false) checkForwarded(req)
-
-  const key = extractKey(req, route.keySources)
-  if (key === undefined) {
-    // A key sent as `Authorization: <key>` is a client mistake worth naming, and never read:
-    // guessing the scheme would accept whatever else a client puts in that header.
-    if (route.keySources.includes('bearer') && readHeader(req.headers, 'authorization')) {
-      return deny(
-        401,
-        'invalid_request',
-        MESSAGES.notBearer,
-        withHeader(base, 'WWW-Authenticate', 'Bearer error="invalid_request"'),
-        requestId,
-      )
-    }
-    return deny(
-      401,
-      'missing_api_key',
-      MESSAGES.missing,
-      withHeader(base, 'WWW-Authenticate', wwwAuthenticate(false)),
-      requestId,
-    )
-  }
-  if (ctx.ipGuard && req.ip) {
-    const ms = ctx.ipGuard.blocked(req.ip, now)
-    if (ms > 0) return ipBlocked(ms, base, requestId)
-  }
-  // A key seen lately (the memo holds well-formed keys only): no format check, no hash.
-  const entry = ctx.cache.getByKey(key, now)
-  if (entry !== undefined) return verified(ctx, req, route, entry, now, base, requestId, internalId)
-  if (kindOf(ctx, key) === null) return invalid(ctx, req, route, now, base, requestId)
+  if (kindOf(ctx, key) === null) return invalid(a)
   let hash: string
   let hit: CachedKey | null | undefined
   try {
     hash = ctx.hash(key)
     hit = ctx.cache.get(hash)
   } catch (err) {
-    return unavailable(ctx, err, base, requestId)
+    return failure(a, err)
   }
-  if (hit === undefined) {
-    // A cache miss: the one storage read of the key, then the same steps.
-    return lookup(ctx, hash).then(
-      (e) => {
-        ctx.cache.remember(key, hash)
-        return verified(ctx, req, route, e, now, base, requestId, internalId)
-      },
-      (err: unknown) => unavailable(ctx, err, base, requestId),
-    )
-  }
+  if (hit === undefined) return lookup(a, hash)
   ctx.cache.remember(key, hash)
-  return verified(ctx, req, route, hit, now, base, requestId, internalId)
+  a.entry = hit
+  return undefined
 }
 
-function unavailable(
-  ctx: Context,
-  err: unknown,
-  base: Record<string, string>,
-  requestId: string,
-): Decision {
-  ctx.report(err)
-  return deny(
-    503,
-    'storage_unavailable',
-    MESSAGES.storage,
-    withHeader(base, 'Retry-After', '1'),
-    requestId,
-  )
+/** A cache miss: the storage lookup, remembered (a miss too) for the cache's TTL. */
+async function lookup(a: Attempt, hash: string): Promise<Denial | undefined> {
+  const ctx = a.ctx
+  try {
+    const record = await ctx.guard(ctx.storage.keys.getByHash(hash))
+    const entry = record ? toCached(record) : null
+    ctx.cache.set(hash, entry)
+    ctx.cache.remember(a.key, hash)
+    a.entry = entry
+    return undefined
+  } catch (err) {
+    return failure(a, err)
+  }
+}
+
+/** Step 4: a key unknown or revoked is invalid; its status, kind, scopes and time blocks. */
+function knownKey(a: Attempt): Denial | undefined | Promise<Denial> {
+  const entry = a.entry
+  if (!entry) return invalid(a)
+  const r = entry.record
+  if (r.revokedAt !== null && r.revokedAt <= a.now) return invalid(a)
+  const refused = keyRefusal(a, r)
+  // A refusal of a known key is logged; an admitted request pays nothing for this.
+  return refused && logged(a, refused)
+}
+
+function keyRefusal(a: Attempt, r: KeyRecord): Denial | undefined {
+  const route = a.route
+  if (!r.active) return denial('inactive_api_key', a)
+  if (r.expiresAt !== null && r.expiresAt <= a.now) return denial('expired_api_key', a)
+  if (r.kind !== route.kind) {
+    return denial(
+      'wrong_key_kind',
+      a,
+      route.kind === 'consumption'
+        ? 'Management keys cannot be used on this route; use a consumption key'
+        : 'This route accepts management keys only; consumption keys are refused',
+    )
+  }
+  for (const scope of route.scopes) {
+    if (!r.scopes.includes(scope)) return denial('insufficient_scope', a, `Missing scope: ${scope}`)
+  }
+  if (!withinTimeBlocks(r.limits.timeBlocks, a.now)) return denial('outside_time_block', a)
+  return undefined
+}
+
+/** Answers an unusable key, counting the failure against the caller's IP. */
+async function invalid(a: Attempt): Promise<Denial> {
+  const { ctx, req } = a
+  if (ctx.ipGuard && req.ip) {
+    // Without trusted proxies, forwarding headers may mean a proxy's address, shared by
+    // many clients: only a flood blocks it (`proxiedLimit`).
+    const proxied = a.route.trustProxy === false && isForwarded(req.headers)
+    if (proxied) warnForwarded(a.p)
+    try {
+      const ms = await ctx.guard(ctx.ipGuard.fail(req.ip, a.now, proxied))
+      if (ms > 0) return ipBlocked(a, ms)
+    } catch (err) {
+      ctx.report(err)
+    }
+  }
+  return denial('invalid_api_key', a)
 }
 
 /**
@@ -303,92 +349,37 @@ function unavailable(
  * batches and pruned by its retention, with the status and code and 0 credits. Summaries and
  * billing skip it (`code` is set). Unknown, malformed and revoked keys are not logged.
  */
-function logged(
-  ctx: Context,
-  req: TollboothRequest,
-  route: ResolvedRoute,
-  r: KeyRecord,
-  now: number,
-  id: string,
-  d: Denial,
-): Denial {
-  ctx.outbox.push({
-    id,
+function logged(a: Attempt, d: Denial): Denial {
+  const r = a.entry!.record
+  a.ctx.outbox.push({
+    id: a.internalId,
     requestId: d.requestId,
     keyId: r.id,
     accountId: r.accountId,
-    time: now,
+    time: a.now,
     units: 0,
     overage: 0,
     tokens: 0,
-    category: route.category ?? null,
+    category: a.route.category ?? null,
     status: d.status,
     durationMs: 0,
     ttfbMs: null,
     code: d.code,
-    ip: req.ip,
-    method: req.method,
-    path: req.path,
+    ip: a.req.ip,
+    method: a.req.method,
+    path: a.req.path,
     bypassed: false,
     provider: null,
   })
   return d
 }
 
-/** Step 5: the key's status, kind, scopes and time blocks; the refusal, or null to go on. */
-function keyRefusal(
-  r: KeyRecord,
-  route: ResolvedRoute,
-  now: number,
-  base: Record<string, string>,
-  requestId: string,
-): Denial | null {
-  if (!r.active) return unauthorized('inactive_api_key', MESSAGES.inactive, base, requestId)
-  if (r.expiresAt !== null && r.expiresAt <= now)
-    return unauthorized('expired_api_key', MESSAGES.expired, base, requestId)
-  if (r.kind !== route.kind) {
-    const msg =
-      route.kind === 'consumption'
-        ? 'Management keys cannot be used on this route; use a consumption key'
-        : 'This route accepts management keys only; consumption keys are refused'
-    return deny(403, 'wrong_key_kind', msg, base, requestId)
-  }
-  for (const scope of route.scopes) {
-    if (!r.scopes.includes(scope))
-      return deny(403, 'insufficient_scope', `Missing scope: ${scope}`, base, requestId)
-  }
-  if (!withinTimeBlocks(r.limits.timeBlocks, now)) {
-    return deny(
-      403,
-      'outside_time_block',
-      'This key can only be used during its reserved time blocks',
-      base,
-      requestId,
-    )
-  }
-  return null
-}
-
-/** Steps 5 to 7 for a key found (or remembered as unknown). */
-function verified(
-  ctx: Context,
-  req: TollboothRequest,
-  route: ResolvedRoute,
-  entry: CachedKey | null,
-  now: number,
-  base: Record<string, string>,
-  requestId: string,
-  internalId: string,
-): Decision | Promise<Decision> {
-  if (!entry) return invalid(ctx, req, route, now, base, requestId)
-  const r = entry.record
-  if (r.revokedAt !== null && r.revokedAt <= now)
-    return invalid(ctx, req, route, now, base, requestId)
-  const refused = keyRefusal(r, route, now, base, requestId)
-  // A refusal of a known key is logged; an admitted request pays nothing for this.
-  if (refused) return logged(ctx, req, route, r, now, internalId, refused)
-
-  // Step 7 first: a caller's own provider key means the request is not expected to be charged.
+/**
+ * Step 5: the estimates, and the caller's own provider keys (BYOK) first: with one, the
+ * request is not expected to be charged, so nothing is held and it needs no credits.
+ */
+function estimates(a: Attempt): undefined {
+  const { req, route } = a
   let providerKeys: Record<string, string> = EMPTY
   for (const [provider, header] of route.byok) {
     const v = readHeader(req.headers, header)
@@ -397,27 +388,15 @@ function verified(
       providerKeys[provider] = v
     }
   }
-  const callerProviders = providerKeys === EMPTY ? NO_PROVIDERS : new Set(Object.keys(providerKeys))
-  const metered = route.cost !== undefined
-  const routeCost =
+  a.providerKeys = providerKeys
+  if (providerKeys !== EMPTY) a.callerProviders = new Set(Object.keys(providerKeys))
+  a.metered = route.cost !== undefined
+  a.routeCost =
     typeof route.cost === 'function' ? costOf(route.cost, req, 'cost') : (route.cost ?? 0)
-  const tokens =
+  a.tokens =
     typeof route.tokens === 'function' ? costOf(route.tokens, req, 'tokens') : (route.tokens ?? 0)
-  // A caller's own provider key: nothing is held, so a BYOK caller needs no credits.
-  const estimate = callerProviders.size > 0 ? 0 : routeCost
-
-  return admit(ctx, req, route, entry, {
-    now,
-    internalId,
-    requestId,
-    base,
-    metered,
-    estimate,
-    routeCost,
-    tokens,
-    providerKeys,
-    callerProviders,
-  })
+  a.estimate = a.callerProviders.size > 0 ? 0 : a.routeCost
+  return undefined
 }
 
 /**
@@ -438,76 +417,35 @@ function costOf(
   return v
 }
 
-const EMPTY: Record<string, string> = Object.freeze({}) as Record<string, string>
-/** Admissions of one account that may wait for a turn, per slot of `accountInFlight`. */
-const WAITING_PER_SLOT = 32
-const NO_PROVIDERS: ReadonlySet<string> = new Set()
+/** Step 6: the account's admission view, when metered or on plans (cached, else read). */
+function account(a: Attempt): Promise<Denial | undefined> | undefined {
+  if (!a.metered && !a.ctx.accounts.hasPlans) return undefined
+  const cached = a.ctx.accounts.peek(a.entry!.record.accountId, a.now)
+  if (cached === undefined) return readAccount(a)
+  a.account = cached
+  return undefined
+}
 
-interface AdmitInput {
-  now: number
-  internalId: string
-  requestId: string
-  base: Record<string, string>
-  metered: boolean
-  estimate: number
-  routeCost: number
-  /** Tokens reserved against token-rate limits. */
-  tokens: number
-  providerKeys: Record<string, string>
-  callerProviders: ReadonlySet<string>
+async function readAccount(a: Attempt): Promise<Denial | undefined> {
+  const ctx = a.ctx
+  try {
+    a.account = await ctx.guard(ctx.accounts.forAdmission(a.entry!.record.accountId, a.now))
+    return undefined
+  } catch (err) {
+    return failure(a, err)
+  }
 }
 
 /**
- * Step 6. Synchronous when the account is cached and the counters are in-process
- * (`syncCounters`): then a request is decided without a promise or a microtask.
+ * Step 7: every limit and the credit reservation in one atomic `consume`. Synchronous when
+ * the counters are in-process (`syncCounters`).
  */
-function admit(
-  ctx: Context,
-  req: TollboothRequest,
-  route: ResolvedRoute,
-  entry: CachedKey,
-  a: AdmitInput,
-): Decision | Promise<Decision> {
-  let account: AdmissionAccount | null = null
-  if (a.metered || ctx.accounts.hasPlans) {
-    const cached = ctx.accounts.peek(entry.record.accountId, a.now)
-    if (cached === undefined) return admitLater(ctx, req, route, entry, a)
-    account = cached
-  }
-  return count(ctx, req, route, entry, a, account)
-}
-
-/** Step 6 after the account is read from storage. */
-async function admitLater(
-  ctx: Context,
-  req: TollboothRequest,
-  route: ResolvedRoute,
-  entry: CachedKey,
-  a: AdmitInput,
-): Promise<Decision> {
-  let account: AdmissionAccount
-  try {
-    account = await ctx.guard(ctx.accounts.forAdmission(entry.record.accountId, a.now))
-  } catch (err) {
-    return storageFailure(ctx, err, req, route, entry, a)
-  }
-  return count(ctx, req, route, entry, a, account)
-}
-
-/** Every limit and the credit reservation in one atomic `consume`. */
-function count(
-  ctx: Context,
-  req: TollboothRequest,
-  route: ResolvedRoute,
-  entry: CachedKey,
-  a: AdmitInput,
-  account: AdmissionAccount | null,
-): Decision | Promise<Decision> {
-  const o = ctx.options
-  const templates: CheckTemplate[] = []
-  const checks: Check[] = []
+function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
+  if (a.uncounted) return undefined
+  const o = a.ctx.options
+  const { templates, checks, account } = a
   if (account) for (const t of account.planTemplates) templates.push(t)
-  for (const t of entry.templates) templates.push(t)
+  for (const t of a.entry!.templates) templates.push(t)
   for (const t of templates)
     checks.push(
       instantiate(
@@ -519,12 +457,11 @@ function count(
       ),
     )
   if (a.metered && account) {
-    const overage = account.plan?.allowOverage === true
     const credit: Check = {
       type: 'hold',
       key: account.creditKey,
       name: 'credits',
-      limit: overage ? Infinity : account.creditLimit,
+      limit: account.plan?.allowOverage === true ? Infinity : account.creditLimit,
       amount: a.estimate,
       holdId: a.internalId,
       ttlMs: o.reservationTtlMs,
@@ -533,9 +470,8 @@ function count(
     templates.push({ role: 'credits', tokens: false, check: credit })
     checks.push(credit)
   }
-  if (checks.length === 0)
-    return decide(ctx, req, route, entry, a, account, templates, checks, null)
-  const counters = ctx.storage.counters
+  if (checks.length === 0) return undefined
+  const counters = a.ctx.storage.counters
   // Counters in another process that may come back empty: the counts that must survive that
   // are rebuilt from the durable usage when missing (metering/rebuild).
   const sync = syncCounters(counters)
@@ -553,47 +489,40 @@ function count(
     }
   }
   if (sync) {
-    let result: ConsumeResult
     try {
-      result = sync.consume(checks, a.now)
+      a.result = sync.consume(checks, a.now)
     } catch (err) {
-      return storageFailure(ctx, err, req, route, entry, a)
+      return failure(a, err)
     }
-    return decide(ctx, req, route, entry, a, account, templates, checks, result)
+    return undefined
   }
-  return remoteConsume(ctx, entry.record.accountId, checks, a.now, a.internalId).then(
-    (result) =>
-      result.allowed || !result.results.some((r) => r.missing)
-        ? decide(ctx, req, route, entry, a, account, templates, checks, result)
-        : rebuildAndCount(ctx, req, route, entry, a, account, templates, checks, result),
-    (err: unknown) => storageFailure(ctx, err, req, route, entry, a),
+  return remoteConsume(a, checks).then(
+    (result) => {
+      if (result.allowed || !result.results.some((r) => r.missing)) {
+        a.result = result
+        return undefined
+      }
+      return rebuildAndCount(a, result)
+    },
+    (err: unknown) => failure(a, err),
   )
 }
 
 /** The counters answered `missing`: reads their counts from the usage, then counts again. */
-async function rebuildAndCount(
-  ctx: Context,
-  req: TollboothRequest,
-  route: ResolvedRoute,
-  entry: CachedKey,
-  a: AdmitInput,
-  account: AdmissionAccount | null,
-  templates: CheckTemplate[],
-  checks: Check[],
-  first: ConsumeResult,
-): Promise<Decision> {
-  const r = entry.record
+async function rebuildAndCount(a: Attempt, first: ConsumeResult): Promise<Denial | undefined> {
+  const r = a.entry!.record
+  const ctx = a.ctx
   try {
     const rebuilt = await Promise.all(
-      checks.map(async (c, i) => {
+      a.checks.map(async (c, i) => {
         if (!first.results[i]!.missing || c.type === 'gcra') return c
         const allTime = c.type === 'window' && c.windowMs === 0
         const source = rebuildSource(
-          templates[i]!.role,
+          a.templates[i]!.role,
           allTime,
           r.accountId,
           r.id,
-          account?.period ?? null,
+          a.account?.period ?? null,
         )
         if (!source) return c
         const base = await ctx.guard(rebuildBase(ctx, c.key, source))
@@ -602,12 +531,14 @@ async function rebuildAndCount(
     )
     // The same admission id: the refused first consume recorded nothing under it (a store
     // answers `missing` before it writes a record), and one that timed out never gets here.
-    const result = await remoteConsume(ctx, r.accountId, rebuilt, a.now, a.internalId)
+    const result = await remoteConsume(a, rebuilt)
     if (!result.allowed && result.results.some((x) => x.missing))
       throw new Error('counter store answered missing after a rebuild')
-    return decide(ctx, req, route, entry, a, account, templates, rebuilt, result)
+    a.checks = rebuilt
+    a.result = result
+    return undefined
   } catch (err) {
-    return storageFailure(ctx, err, req, route, entry, a)
+    return failure(a, err)
   }
 }
 
@@ -620,13 +551,10 @@ async function rebuildAndCount(
  * others wait their turn in this process (within the same storage timeout), so one account's
  * burst on a slow store cannot hold every connection while the other accounts time out.
  */
-function remoteConsume(
-  ctx: Context,
-  accountId: string,
-  checks: Check[],
-  now: number,
-  internalId: string,
-): Promise<ConsumeResult> {
+function remoteConsume(a: Attempt, checks: Check[]): Promise<ConsumeResult> {
+  const ctx = a.ctx
+  const accountId = a.entry!.record.accountId
+  const now = a.now
   let lane = ctx.admitting.get(accountId)
   if (!lane) {
     lane = { running: 0, waiting: [] }
@@ -643,7 +571,7 @@ function remoteConsume(
       ),
     )
   const admission: AdmissionId = {
-    key: `{${accountId}}:a:${internalId}`,
+    key: `{${accountId}}:a:${a.internalId}`,
     ttlMs: ctx.admissionTtlMs,
   }
   let abandoned = false
@@ -688,145 +616,126 @@ function remoteConsume(
   })
 }
 
-/** The decision from the counters' answer: a refusal with its headers, or the admission. */
-function decide(
-  ctx: Context,
-  req: TollboothRequest,
-  route: ResolvedRoute,
-  entry: CachedKey,
-  a: AdmitInput,
-  account: AdmissionAccount | null,
-  templates: CheckTemplate[],
-  checks: Check[],
-  result: ConsumeResult | null,
-): Decision {
-  const r = entry.record
-  const headers = a.base
-  if (result && !result.allowed) {
-    const i = decidingRefusal(templates, result.results, route.quotaStatus)
-    const t = templates[i]!
-    const rf = refusal(t, result.results[i]!, route.quotaStatus)
-    const out = withHeader(headers)
-    const c = checks[i]!
-    if (c.type !== 'hold')
-      setLimitHeaders(out, route, {
-        name: c.name,
-        limit: c.limit,
-        remaining: 0,
-        resetMs: result.results[i]!.resetMs,
-        windowMs: c.windowMs,
-      })
-    setRetryAfter(out, rf.retryAfterMs)
-    const d = deny(rf.status, rf.code, rf.message, out, a.requestId)
-    return logged(ctx, req, route, r, a.now, a.internalId, d)
-  }
-  if (result) setLimitHeaders(headers, route, tightest(checks, result.results))
-
-  const s = settleState(
-    req,
-    route,
-    a,
-    a.metered,
-    account?.creditLimit ?? Infinity,
-    account?.plan?.allowOverage === true,
-  )
-  const idk = idempotencyKey(req)
-  if (idk) s.idempotencyId = `${r.id}:${idk}`
-  const overrun = route.overrun
-  // A report above the estimate: cut to it (strict prepaid, the default), charged in full (a
-  // plan with overage and no key budget), or up to an overdraft past what was left.
-  let capped = false
-  let headroom = Infinity
-  for (let i = 0; i < checks.length; i++) {
-    const c = checks[i]!
-    const t = templates[i]!
-    if (c.type === 'hold') {
-      const credit = t.role === 'credits' || t.role === 'budget'
-      s.holds.push([c.key, c.holdId, credit, c.keepUntil])
-      if (t.role === 'credits') s.creditUsed = result!.results[i]!.used
-      if (credit) {
-        if (overrun === undefined && (t.role === 'budget' || !account?.plan?.allowOverage))
-          capped = true
-        headroom = Math.min(headroom, c.limit - result!.results[i]!.used)
-      }
-    } else if (t.tokens && c.type === 'gcra') {
-      s.tokenChecks.push(c)
-    }
-  }
-  if (overrun === 'cap' || capped) s.maxCharge = a.routeCost
-  else if (overrun !== undefined && s.holds.some((h) => h[2]))
-    s.maxCharge = a.routeCost + Math.max(0, headroom + overrun.maxOverdraft)
-  const admission = new Admission({
-    requestId: a.requestId,
-    key: entry.info,
-    providerKeys: a.providerKeys,
-    headers,
-    settle: s,
-    usageHeaders: route.headers.usage,
-    category: route.category ?? null,
-  })
-  // Stored provider keys serve every route; the route's `byok` option governs headers only.
-  admission._resolveProvider = ctx.resolveStoredProvider
-  return admission
+/** Step 8: the counters' refusal, with its headers, answered by the limit that decides it. */
+function limits(a: Attempt): Denial | undefined {
+  const result = a.result
+  if (!result || result.allowed) return undefined
+  const route = a.route
+  const i = decidingRefusal(a.templates, result.results, route.quotaStatus)
+  const rf = refusal(a.templates[i]!, result.results[i]!, route.quotaStatus)
+  const out = withHeader(a.headers)
+  const c = a.checks[i]!
+  if (c.type !== 'hold')
+    setLimitHeaders(out, route, {
+      name: c.name,
+      limit: c.limit,
+      remaining: 0,
+      resetMs: result.results[i]!.resetMs,
+      windowMs: c.windowMs,
+    })
+  setRetryAfter(out, rf.retryAfterMs)
+  return logged(a, denial(rf.code, a, { message: rf.message, status: rf.status, headers: out }))
 }
 
-/** What settle needs of an admission, before its holds are listed. */
-function settleState(
-  req: TollboothRequest,
-  route: ResolvedRoute,
-  a: AdmitInput,
-  metered: boolean,
-  creditLimit: number,
-  creditOverage: boolean,
-): SettleState {
-  return {
-    holds: [],
-    tokenChecks: [],
+/**
+ * A storage failure: reported, then a 503, or, with `failOpen` and the key known, the request
+ * served uncounted (nothing is held, so settle only records the event).
+ */
+function failure(a: Attempt, err: unknown): Denial | undefined {
+  a.ctx.report(err)
+  if (
+    a.entry === null ||
+    !a.ctx.options.failOpen ||
+    (isTollboothError(err) && err.code !== 'storage_unavailable')
+  )
+    return denial('storage_unavailable', a)
+  a.uncounted = true
+  return undefined
+}
+
+/** The admission: its headers (the tightest limit's figures) and what settle needs. */
+function admission(a: Attempt): Admission {
+  const { route, entry } = a
+  const s = openSettlement({
     estimate: a.estimate,
     routeCost: a.routeCost,
-    creditUsed: 0,
-    creditLimit,
-    creditOverage,
-    metered,
-    maxCharge: Infinity,
     tokenEstimate: a.tokens,
     startedAt: a.now,
     eventId: a.internalId,
-    ip: req.ip,
-    method: req.method,
-    path: req.path,
+    ip: a.req.ip,
+    method: a.req.method,
+    path: a.req.path,
     callerProviders: a.callerProviders,
     chargeWhen: route.chargeWhen,
+    usageHeaders: !a.uncounted && route.headers.usage,
+    onError: a.ctx.report,
+  })
+  if (!a.uncounted) {
+    const result = a.result
+    if (result) setLimitHeaders(a.headers, route, tightest(a.checks, result.results))
+    const account = a.account
+    holdCredits(s, {
+      checks: a.checks,
+      templates: a.templates,
+      results: result ? result.results : [],
+      credits:
+        a.metered && account
+          ? { limit: account.creditLimit, overage: account.plan?.allowOverage === true }
+          : null,
+      overrun: route.overrun,
+    })
+    const idk = idempotencyKey(a.req)
+    if (idk) s.idempotencyId = `${entry!.record.id}:${idk}`
+    // Stored provider keys serve every route; the route's `byok` option governs headers only.
+    s.resolveProvider = a.ctx.resolveStoredProvider
   }
-}
-
-function storageFailure(
-  ctx: Context,
-  err: unknown,
-  req: TollboothRequest,
-  route: ResolvedRoute,
-  entry: CachedKey,
-  a: AdmitInput,
-): Decision {
-  ctx.report(err)
-  if (!ctx.options.failOpen || (isTollboothError(err) && err.code !== 'storage_unavailable')) {
-    return deny(
-      503,
-      'storage_unavailable',
-      MESSAGES.storage,
-      withHeader(a.base, 'Retry-After', '1'),
-      a.requestId,
-    )
-  }
-  // Fail open: serve uncounted; nothing is held, so settle only records the event.
-  const s = settleState(req, route, a, false, Infinity, false)
   return new Admission({
     requestId: a.requestId,
-    key: entry.info,
+    key: entry!.info,
     providerKeys: a.providerKeys,
-    headers: a.base,
-    settle: s,
-    usageHeaders: false,
+    headers: a.headers,
+    settlement: s,
     category: route.category ?? null,
   })
+}
+
+/**
+ * The figures of the limit closest to refusing, for the rate-limit header families: the
+ * fewest units left (a client may send that many before one refuses, whatever the shares of
+ * the others), the longer reset on a tie.
+ */
+function tightest(
+  checks: ReadonlyArray<Check>,
+  results: ReadonlyArray<CheckResult>,
+): LimitFigures | null {
+  let best: LimitFigures | null = null
+  for (let i = 0; i < checks.length; i++) {
+    const c = checks[i]!
+    if (c.type === 'hold') continue
+    const r = results[i]!
+    if (
+      best === null ||
+      r.remaining < best.remaining ||
+      (r.remaining === best.remaining && r.resetMs > best.resetMs)
+    ) {
+      best = {
+        name: c.name,
+        limit: c.limit,
+        remaining: r.remaining,
+        resetMs: r.resetMs,
+        windowMs: c.windowMs,
+      }
+    }
+  }
+  return best
+}
+
+function setLimitHeaders(
+  out: Record<string, string>,
+  route: ResolvedRoute,
+  f: LimitFigures | null,
+): void {
+  if (!f) return
+  if (route.headers.rateLimit) setRateLimitHeaders(out, f)
+  if (route.headers.ietf) setIetfHeaders(out, f)
 }

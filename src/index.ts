@@ -40,6 +40,7 @@ export { DEFAULT_PROVIDERS } from './byok/providers.js'
 export type { ProviderKeyView, ProviderVerifier } from './byok/service.js'
 export { type Clock, type ManualClock, manualClock, systemClock } from './clock.js'
 export { Admission, type ApiKeyInfo, type Decision, type Denial, type Report } from './decision.js'
+export { type DenialName, denialAnswer } from './denials.js'
 export {
   type AnyTollboothError,
   BillingUnavailableError,
@@ -123,12 +124,16 @@ export {
   beginWork,
   clientGone,
   endWork,
+  handlerFailed,
+  keepAlive,
   responseEnded,
   responseStarted,
   type Settler,
   watchBody,
 } from './response-end.js'
 export type { ChargeInfo, ChargeWhen, Outcome, ResponseOutcome } from './settle.js'
+// Internal: for the adapters (the settle state of an admission, and the refusals table).
+export { type Settlement, settlementOf } from './settle.js'
 export type { SettleQueueStats } from './settle-queue.js'
 export {
   decodeLogCursor,

@@ -11,7 +11,15 @@
 import { describe, expect, it } from 'vitest'
 import { admitted, req, setup } from '../test/metering/helpers.js'
 import type { Admission } from './decision.js'
-import { beginWork, clientGone, endWork, responseEnded, responseStarted } from './response-end.js'
+import {
+  beginWork,
+  clientGone,
+  endWork,
+  keepAlive,
+  responseEnded,
+  responseStarted,
+  watchBody,
+} from './response-end.js'
 import type { Outcome } from './settle.js'
 import type { Tollbooth } from './tollbooth.js'
 
@@ -94,6 +102,45 @@ describe('response end', () => {
     endWork(d)
     expect(seen).toEqual([{ status: 499, outcome: 'aborted' }])
     expect((await tb.accounts.get('acct_1')).credits.used).toBe(4)
+  })
+
+  it('on Workers, settles an answer nothing reads at abortSettleMs, and ends the waitUntil after its writes', async () => {
+    const { tb, key } = await setup(metered)
+    const seen = recording(tb)
+    const route = tb.route({ cost: 10, abortSettleMs: 150 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    const kept: Array<Promise<void>> = []
+    const waitUntil = (p: Promise<void>) => kept.push(p)
+    keepAlive(d, waitUntil) // at admission
+    d.report({ cost: 4 })
+    const body = new Response('{"late":true}').body!
+    const out = watchBody(tb, d, { route, body, status: 200, waitUntil })
+    endWork(d) // the handler returned
+    const reader = out.getReader()
+    await reader.read() // the runtime takes the first chunk, then neither reads nor cancels
+    expect(kept).toHaveLength(1)
+    let ended = false
+    void kept[0]!.then(() => (ended = true))
+    await new Promise((r) => setTimeout(r, 20))
+    expect(seen).toEqual([])
+    expect(ended).toBe(false)
+    await new Promise((r) => setTimeout(r, 250))
+    expect(seen).toEqual([{ status: 499, outcome: 'aborted' }])
+    await kept[0]
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(4)
+  })
+
+  it('without waitUntil, waits for the body however long nothing reads it', async () => {
+    const { tb, key } = await setup(metered)
+    const seen = recording(tb)
+    const route = tb.route({ cost: 10, abortSettleMs: 20 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    const out = watchBody(tb, d, { route, body: new Response('ok').body!, status: 200 })
+    endWork(d)
+    await new Promise((r) => setTimeout(r, 60))
+    expect(seen).toEqual([])
+    expect(await new Response(out).text()).toBe('ok')
+    expect(seen).toEqual([{ status: 200, outcome: 'completed' }])
   })
 
   it('throws a ConfigError naming a bad abortSettleMs', async () => {

@@ -21,7 +21,7 @@
 import { systemClock } from './clock.js'
 import type { Admission } from './decision.js'
 import type { ResolvedRoute } from './options.js'
-import type { Outcome, ResponseOutcome } from './settle.js'
+import { type Outcome, type Settlement, settlementOf } from './settle.js'
 
 /** The status recorded for a client that went away before its response was written. */
 export const ABORTED_STATUS = 499
@@ -30,26 +30,35 @@ export const ABORTED_STATUS = 499
 export interface Settler {
   readonly options: { readonly clock?: { now(): number } | undefined; readonly leaseTtlMs: number }
   settleLater(decision: Admission, outcome: Outcome): void
+  /** Waits for settles in flight and writes what they queued (usage events, logs). */
+  flush(): Promise<void>
 }
 
-/** @internal: a request whose client went away, waiting for its handler's work to end. */
+/** A request whose client went away, waiting for its handler's work to end. */
 export interface AbortWait {
   tb: Settler
   timer: ReturnType<typeof setTimeout>
 }
 
-function settleNow(tb: Settler, d: Admission, status: number, outcome: ResponseOutcome): void {
-  const wait = d._gone
-  if (wait) clearTimeout(wait.timer)
-  const kept = d._kept
-  d._kept = undefined
-  tb.settleLater(d, d._ttfb < 0 ? { status, outcome } : { status, outcome, ttfbMs: d._ttfb })
-  kept?.()
+/** An admission's settlement: every admission has one. */
+const state = (d: Admission) => settlementOf(d) as Settlement
+
+function settleNow(tb: Settler, d: Admission, outcome: Outcome): void {
+  const s = state(d)
+  if (s.gone) clearTimeout(s.gone.timer)
+  const kept = s.kept
+  s.kept = undefined
+  if (s.ttfb >= 0) outcome.ttfbMs = s.ttfb
+  tb.settleLater(d, outcome)
+  // A Worker kept alive for this request stops once `kept` is called, its pending promises
+  // and timers with it: the settle and the writes it queued are waited for first.
+  if (kept) tb.flush().then(kept, kept)
 }
 
 /** The response head is going out: records the time to first byte (once). */
 export function responseStarted(tb: Settler, d: Admission): void {
-  if (d._ttfb < 0) d._ttfb = Math.max(0, (tb.options.clock ?? systemClock).now() - d._s.startedAt)
+  const s = state(d)
+  if (s.ttfb < 0) s.ttfb = Math.max(0, (tb.options.clock ?? systemClock).now() - s.startedAt)
 }
 
 /**
@@ -58,13 +67,14 @@ export function responseStarted(tb: Settler, d: Admission): void {
  * runtime may still read a body to its end for a closed connection (Deno does), which
  * delivers nothing, so the abort stands and settles when the handler's work ends.
  */
-export function responseEnded(
-  tb: Settler,
-  d: Admission,
-  status: number,
-  outcome: ResponseOutcome = 'completed',
-): void {
-  if (!d._settled && d._gone === undefined) settleNow(tb, d, status, outcome)
+export function responseEnded(tb: Settler, d: Admission, status: number): void {
+  ended(tb, d, { status, outcome: 'completed' })
+}
+
+/** {@link responseEnded} with how the body ended: `completed`, or `error` (status 500). */
+function ended(tb: Settler, d: Admission, outcome: Outcome): void {
+  const s = state(d)
+  if (!s.settled && s.gone === undefined) settleNow(tb, d, outcome)
 }
 
 /**
@@ -72,29 +82,60 @@ export function responseEnded(
  * is done, or at the route's `abortSettleMs` (default: the instance's `leaseTtlMs`).
  */
 export function clientGone(tb: Settler, d: Admission, route: ResolvedRoute): void {
-  if (d._settled || d._gone !== undefined) return
-  if (d._work <= 0) {
-    settleNow(tb, d, ABORTED_STATUS, 'aborted')
+  const s = state(d)
+  if (s.settled || s.gone !== undefined) return
+  if (s.work <= 0) {
+    settleNow(tb, d, { status: ABORTED_STATUS, outcome: 'aborted' })
     return
   }
   const timer = setTimeout(() => {
-    if (!d._settled) settleNow(tb, d, ABORTED_STATUS, 'aborted')
+    if (!s.settled) settleNow(tb, d, { status: ABORTED_STATUS, outcome: 'aborted' })
   }, route.abortSettleMs ?? tb.options.leaseTtlMs)
   // A pending deadline must not keep a process alive that is otherwise done.
   ;(timer as { unref?: () => void }).unref?.()
-  d._gone = { tb, timer }
+  s.gone = { tb, timer }
+}
+
+/**
+ * Keeps a Worker alive (`ctx.waitUntil`) until the request settles, once per request: called at
+ * admission, before the handler runs, as workerd stops a Worker whose client left (its handler
+ * included) unless something waits for it.
+ */
+export function keepAlive(d: Admission, waitUntil: (until: Promise<void>) => void): void {
+  const s = state(d)
+  if (s.kept !== undefined || s.settled) return
+  waitUntil(new Promise<void>((resolve) => (s.kept = resolve)))
+}
+
+/** The handler threw: no response to write, its own end is the response's (500, `error`). */
+export function handlerFailed(tb: Settler, d: Admission): void {
+  if (!state(d).settled) settleNow(tb, d, { status: 500, outcome: 'error' })
 }
 
 /** The handler started more work that outlives it (a stream it produces). */
 export function beginWork(d: Admission): void {
-  d._work++
+  state(d).work++
 }
 
 /** One unit of the handler's work ended; the last one settles a request whose client went away. */
 export function endWork(d: Admission): void {
-  if (--d._work > 0) return
-  const wait = d._gone
-  if (wait !== undefined && !d._settled) settleNow(wait.tb, d, ABORTED_STATUS, 'aborted')
+  const s = state(d)
+  if (--s.work > 0) return
+  const wait = s.gone
+  if (wait !== undefined && !s.settled)
+    settleNow(wait.tb, d, { status: ABORTED_STATUS, outcome: 'aborted' })
+}
+
+/** A response body to watch, and what tells its end. */
+export interface WatchedBody {
+  route: ResolvedRoute
+  body: ReadableStream<Uint8Array>
+  /** The response's status, settled with when the body is read to its end. */
+  status: number
+  /** The request's signal, on runtimes that abort it for a departed client (Deno). */
+  signal?: AbortSignal | undefined
+  /** A Worker's `ctx.waitUntil`. */
+  waitUntil?: ((until: Promise<void>) => void) | undefined
 }
 
 /**
@@ -110,52 +151,65 @@ export function endWork(d: Admission): void {
  * end the abort means nothing: Deno aborts the signal of every request whose response it has
  * finished.
  *
- * `waitUntil` (a Worker's `ctx.waitUntil`) is given a promise that resolves when the request
- * settles: a Worker whose client went away is otherwise stopped at once (no timer fires, no
- * write returns, the body is never cancelled), so its handler would never end and the request
- * never settle. Kept alive, workerd cancels the body as the other runtimes do.
+ * `waitUntil` (a Worker's `ctx.waitUntil`) keeps the Worker alive until the request settles
+ * ({@link keepAlive}; the adapter does so at admission): a Worker whose client went away is
+ * otherwise stopped at once (no timer fires, no write returns, the body is never cancelled), so
+ * its handler would never end and the request never settle. Kept alive, workerd cancels a body
+ * whose client left mid-stream, and aborts `request.signal` (with the `enable_request_signal`
+ * compatibility flag) for a client gone before the answer whose departure it saw. A client
+ * that left without workerd seeing it (a closed socket on a local listener) leaves the body
+ * neither read nor cancelled: on Workers, a body that nothing reads for the route's
+ * `abortSettleMs` (default: the lease TTL) counts as a departed client, so such a request
+ * settles (499) by that deadline rather than never.
  */
-export function watchBody(
-  tb: Settler,
-  d: Admission,
-  route: ResolvedRoute,
-  body: ReadableStream<Uint8Array>,
-  status: number,
-  signal?: AbortSignal,
-  waitUntil?: (until: Promise<void>) => void,
-): ReadableStream<Uint8Array> {
-  if (waitUntil) waitUntil(new Promise<void>((resolve) => (d._kept = resolve)))
+export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableStream<Uint8Array> {
+  const { route, body, status, signal, waitUntil } = w
   const reader = body.getReader()
   let open = true
+  // On Workers: how long the body may wait, unread, before its client counts as gone.
+  const idleMs = waitUntil ? (route.abortSettleMs ?? tb.options.leaseTtlMs) : 0
+  let idle: ReturnType<typeof setTimeout> | undefined
+  const waiting = () => {
+    if (!idleMs || !open) return
+    idle = setTimeout(gone, idleMs)
+  }
   const done = () => {
     if (open) {
       open = false
+      clearTimeout(idle)
       signal?.removeEventListener('abort', gone)
       endWork(d)
     }
   }
   const gone = () => {
     if (!open) return
+    clearTimeout(idle)
     clientGone(tb, d, route)
     reader.cancel(signal?.reason).then(done, done)
   }
+  if (waitUntil) keepAlive(d, waitUntil)
   beginWork(d)
   if (signal?.aborted) gone()
-  else signal?.addEventListener('abort', gone, { once: true })
+  else {
+    signal?.addEventListener('abort', gone, { once: true })
+    waiting()
+  }
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
+        clearTimeout(idle)
         let chunk: ReadableStreamReadResult<Uint8Array>
         try {
           chunk = await reader.read()
         } catch (err) {
-          responseEnded(tb, d, 500, 'error')
+          ended(tb, d, { status: 500, outcome: 'error' })
           done()
           controller.error(err)
           return
         }
         if (!chunk.done) {
           controller.enqueue(chunk.value)
+          waiting()
           return
         }
         controller.close()

@@ -3,7 +3,7 @@
  *
  * After the handler, exactly once per admitted request (a second call does nothing): turn the
  * credit reservation into the actual charge and refund the rest (all of it when the response
- * is not billable, by default any status >= 400), release the concurrency lease, true-up the
+ * is not billable, by default any status from 400 up), release the concurrency lease, true-up the
  * tokens reserved against token-rate limits to the reported count, and queue one usage event
  * and the key's `lastUsedAt` in the out-box. Nothing here writes durable storage on the
  * request path. Counter operations the store did not take are retried from a bounded queue
@@ -15,16 +15,22 @@
  * event is written. Attempts that were not billed (a 500, say) are logged each on their own
  * and do not use the key up, so the retry that succeeds is the one charged. Every event keeps
  * its request's own id, so a key reused after the window is a new request, logged as such.
+ *
+ * Here too, written once: an admission's settle state ({@link Settlement}), the billable rule
+ * ({@link billable}) and the credit arithmetic ({@link holdCredits}, {@link chargeOf},
+ * {@link creditsAfter}) that both the usage headers and the usage event follow.
  */
 
 import { sha256 } from '@noble/hashes/sha2.js'
 import { utf8ToBytes } from '@noble/hashes/utils.js'
 import type { Context } from './context.js'
-import { Admission, type Decision, type Report } from './decision.js'
+import type { Admission, Decision, Report } from './decision.js'
 import { storableText } from './input.js'
+import type { CheckTemplate } from './limits/admission.js'
 import { undrained } from './limits/revert.js'
+import type { AbortWait } from './response-end.js'
 import { syncCounters } from './storage/state-counters.js'
-import type { SettleOp, UsageEvent } from './storage/types.js'
+import type { Check, CheckResult, SettleOp, UsageEvent } from './storage/types.js'
 
 /** How long a settled `Idempotency-Key` is remembered: 24 hours. */
 export const IDEMPOTENCY_WINDOW_MS = 86_400_000
@@ -45,7 +51,7 @@ export interface ChargeInfo {
 /**
  * A route's billing policy: true bills the request (what the handler reported, else the
  * route's cost), false refunds its hold. The default bills a completed response with a
- * status < 400, and an aborted one when its handler reported a charge.
+ * status below 400, and an aborted one when its handler reported a charge.
  */
 export type ChargeWhen = (status: number, info: ChargeInfo) => boolean
 
@@ -63,6 +69,230 @@ export interface Outcome extends Report {
    * Default true.
    */
   record?: boolean
+}
+
+/**
+ * What settle needs of an admitted request, and what its handler and adapter record on the
+ * way: one record per admission, kept out of the {@link Admission}'s public face (adapters
+ * and `response-end` reach it with {@link settlementOf}).
+ */
+export interface Settlement {
+  /** Counter keys and hold ids to release: [key, holdId, isCredit, keepUntil]. */
+  holds: Array<[string, string, boolean, number | undefined]>
+  /** Token-rate limits to count at settle. */
+  tokenChecks: Array<Extract<Check, { type: 'gcra' }>>
+  /** Credits held at admission (the estimate; 0 when the caller sent its own provider key). */
+  estimate: number
+  /** The route's cost for this request, held or not: charged unless the request is bypassed. */
+  routeCost: number
+  /** The credit figures at admission, after this request's hold: used and limit. */
+  creditUsed: number
+  creditLimit: number
+  /** The plan lets requests run past the credits (the excess is recorded as overage). */
+  creditOverage: boolean
+  metered: boolean
+  /**
+   * The most this request may be charged (the route's cost, or more by an overdraft):
+   * Infinity when a report is charged in full.
+   */
+  maxCharge: number
+  /** Tokens reserved at admission against each of `tokenChecks`. */
+  tokenEstimate: number
+  /** The route's billing policy; default: see {@link billable}. */
+  chargeWhen: ChargeWhen | undefined
+  startedAt: number
+  /** The request's own event id (its internal request id). */
+  eventId: string
+  /**
+   * `<keyId>:<Idempotency-Key>` when the request carries one: a billed response is recorded
+   * and charged once per value within a day (see `settle`).
+   */
+  idempotencyId: string | undefined
+  ip: string | null
+  method: string
+  path: string
+  /** Whether responses carry the usage headers (the route's `headers.usage`). */
+  usageHeaders: boolean
+  /** Where a `chargeWhen` that throws is reported. */
+  onError: (err: unknown) => void
+  /** Resolves a stored provider key (every route may use one). */
+  resolveProvider: ((accountId: string, provider: string) => Promise<string | undefined>) | null
+  /** The charge reported by the handler; undefined keeps the route's cost. */
+  charged: number | undefined
+  /** Tokens reported by the handler, and whether it reported any (else the estimate stands). */
+  tokens: number
+  tokensReported: boolean
+  /** The provider the handler reported (lowercase). */
+  provider: string | null
+  /** Providers whose key came from the caller (header or store); null for none. */
+  byok: Set<string> | null
+  settled: boolean
+  /**
+   * An adapter's own per-request state, so it adds no property to the framework's objects
+   * (each new property on Node's ServerResponse costs microseconds per request).
+   */
+  adapter: unknown
+  /**
+   * The handler's work still running (the handler itself, a stream it produces): a request
+   * whose client went away settles when it reaches 0 (see response-end.ts).
+   */
+  work: number
+  /** Ms from admission to the response head, or -1 before it. */
+  ttfb: number
+  /** Set when the client went away before the end: who settles, and the deadline. */
+  gone: AbortWait | undefined
+  /** Called once when a watched response settles (ends a Worker's `waitUntil`). */
+  kept: (() => void) | undefined
+}
+
+/** What a new settlement is made of; the rest starts empty. */
+export interface SettlementInit {
+  estimate: number
+  routeCost: number
+  tokenEstimate: number
+  startedAt: number
+  eventId: string
+  ip: string | null
+  method: string
+  path: string
+  callerProviders: ReadonlySet<string>
+  chargeWhen: ChargeWhen | undefined
+  usageHeaders: boolean
+  onError: (err: unknown) => void
+}
+
+/** A settlement with nothing held or reported yet: metered or not, against no credits. */
+export function openSettlement(init: SettlementInit): Settlement {
+  return {
+    holds: [],
+    tokenChecks: [],
+    estimate: init.estimate,
+    routeCost: init.routeCost,
+    creditUsed: 0,
+    creditLimit: Infinity,
+    creditOverage: false,
+    metered: false,
+    maxCharge: Infinity,
+    tokenEstimate: init.tokenEstimate,
+    chargeWhen: init.chargeWhen,
+    startedAt: init.startedAt,
+    eventId: init.eventId,
+    idempotencyId: undefined,
+    ip: init.ip,
+    method: init.method,
+    path: init.path,
+    usageHeaders: init.usageHeaders,
+    onError: init.onError,
+    resolveProvider: null,
+    charged: undefined,
+    tokens: 0,
+    tokensReported: false,
+    provider: null,
+    byok: init.callerProviders.size > 0 ? new Set(init.callerProviders) : null,
+    settled: false,
+    adapter: undefined,
+    work: 1,
+    ttfb: -1,
+    gone: undefined,
+    kept: undefined,
+  }
+}
+
+/** What admission decided that settle charges against: the checks held and the account's credits. */
+export interface Held {
+  checks: ReadonlyArray<Check>
+  templates: ReadonlyArray<CheckTemplate>
+  /** The counters' answer, one result per check. */
+  results: ReadonlyArray<CheckResult>
+  credits: { limit: number; overage: boolean } | null
+  /** The route's `overrun` policy. */
+  overrun: 'cap' | { maxOverdraft: number } | undefined
+}
+
+/**
+ * Fills a metered settlement from its admission: the holds to release, the token limits to
+ * true-up, the credit figures, and the most a report may charge. A report above the estimate
+ * is cut to it (strict prepaid, the default), charged in full (a plan with overage and no key
+ * budget), or charged up to an overdraft past what was left.
+ */
+export function holdCredits(s: Settlement, h: Held): void {
+  s.metered = h.credits !== null
+  if (h.credits) {
+    s.creditLimit = h.credits.limit
+    s.creditOverage = h.credits.overage
+  }
+  let capped = false
+  let headroom = Infinity
+  for (let i = 0; i < h.checks.length; i++) {
+    const c = h.checks[i]!
+    const t = h.templates[i]!
+    if (c.type === 'hold') {
+      const credit = t.role === 'credits' || t.role === 'budget'
+      const used = h.results[i]!.used
+      s.holds.push([c.key, c.holdId, credit, c.keepUntil])
+      if (t.role === 'credits') s.creditUsed = used
+      if (credit) {
+        if (h.overrun === undefined && (t.role === 'budget' || !h.credits?.overage)) capped = true
+        headroom = Math.min(headroom, c.limit - used)
+      }
+    } else if (t.tokens && c.type === 'gcra') {
+      s.tokenChecks.push(c)
+    }
+  }
+  if (h.overrun === 'cap' || capped) s.maxCharge = s.routeCost
+  else if (h.overrun !== undefined && s.holds.some((x) => x[2]))
+    s.maxCharge = s.routeCost + Math.max(0, headroom + h.overrun.maxOverdraft)
+}
+
+/**
+ * True when the request is served on the caller's own provider key (not charged): the
+ * reported provider's key came from the caller, or, with no provider reported, the caller
+ * sent one or the handler took a stored one.
+ */
+export function bypassed(s: Settlement): boolean {
+  const b = s.byok
+  if (b === null) return false
+  const p = s.provider
+  return p ? b.has(p) : b.size > 0
+}
+
+/** The credits a billable response is charged: the report or the route's cost, bounded. */
+export function chargeOf(s: Settlement): number {
+  return bypassed(s) ? 0 : Math.min(s.charged ?? s.routeCost, s.maxCharge)
+}
+
+/** The period's credits used once this request is charged `charge` (its hold replaced). */
+export function creditsAfter(s: Settlement, charge: number): number {
+  return s.creditUsed - s.estimate + charge
+}
+
+/**
+ * The billable rule: the route's `chargeWhen`, else a completed response with a status below 400,
+ * and an aborted one when its handler reported a charge. A `chargeWhen` that throws is
+ * reported and the default applies.
+ */
+export function billable(s: Settlement, status: number, ended: ResponseOutcome): boolean {
+  const reported = s.charged !== undefined
+  const byDefault = ended === 'aborted' ? reported : status < 400
+  if (!s.chargeWhen) return byDefault
+  try {
+    return s.chargeWhen(status, { outcome: ended, reported }) === true
+  } catch (err) {
+    s.onError(err)
+    return byDefault
+  }
+}
+
+let read: (d: Decision) => Settlement | undefined = () => undefined
+
+/** Called once by the {@link Admission} class: how to read an admission's settlement. */
+export function bindSettlement(reader: (d: Decision) => Settlement | undefined): void {
+  read = reader
+}
+
+/** The settlement of an admission; undefined for a denial or anything else. */
+export function settlementOf(d: Decision): Settlement | undefined {
+  return read(d)
 }
 
 const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
@@ -105,8 +335,10 @@ export function settle(
   decision: Decision,
   outcome: Outcome,
 ): UsageEvent | null | Promise<UsageEvent | null> {
-  if (!(decision instanceof Admission) || decision._settled) return null
-  decision._settled = true
+  const s = settlementOf(decision)
+  if (s === undefined || s.settled) return null
+  const a = decision as Admission
+  s.settled = true
   if (
     outcome.cost !== undefined ||
     outcome.tokens !== undefined ||
@@ -114,32 +346,23 @@ export function settle(
     outcome.category !== undefined
   ) {
     try {
-      decision.report(outcome)
+      a.report(outcome)
     } catch (err) {
       ctx.report(err)
     }
   }
   const now = ctx.clock.now()
-  const s = decision._s
   // An aborted request is billed what its handler reported (the upstream work was done and
   // paid for), and its hold refunded when it reported nothing.
   const ended = outcome.outcome ?? (outcome.status === 499 ? 'aborted' : 'completed')
-  const reported = decision._charged !== undefined
-  let billable = ended === 'aborted' ? reported : outcome.status < 400
-  if (s.chargeWhen) {
-    try {
-      billable = s.chargeWhen(outcome.status, { outcome: ended, reported }) === true
-    } catch (err) {
-      ctx.report(err)
-    }
-  }
-  const idem = billable ? s.idempotencyId : undefined
-  if (idem === undefined) return apply(ctx, decision, outcome, now, billable, false)
+  const done: Settling = { a, s, outcome, now, billable: billable(s, outcome.status, ended) }
+  const idem = done.billable ? s.idempotencyId : undefined
+  if (idem === undefined) return apply(ctx, done, false)
   // True unless this request's `Idempotency-Key` was already settled for its key: one atomic
   // claim for 24 hours. A storage failure counts as a first settle (the event itself stays
   // idempotent by id).
   const counters = ctx.storage.counters
-  const key = idempotencyKeyName(decision.accountId, idem)
+  const key = idempotencyKeyName(a.accountId, idem)
   const sync = syncCounters(counters)
   if (sync) {
     let first = true
@@ -148,28 +371,34 @@ export function settle(
     } catch (err) {
       ctx.report(err)
     }
-    return apply(ctx, decision, outcome, now, billable, !first)
+    return apply(ctx, done, !first)
   }
   return ctx.guard(counters.claim(key, IDEMPOTENCY_WINDOW_MS, now)).then(
-    (first) => apply(ctx, decision, outcome, now, billable, !first),
+    (first) => apply(ctx, done, !first),
     (err: unknown) => {
       ctx.report(err)
-      return apply(ctx, decision, outcome, now, billable, false)
+      return apply(ctx, done, false)
     },
   )
+}
+
+/** One settle under way. */
+interface Settling {
+  a: Admission
+  s: Settlement
+  outcome: Outcome
+  now: number
+  billable: boolean
 }
 
 /** Releases the holds, counts tokens, and queues the event (unless `repeat`). */
 function apply(
   ctx: Context,
-  decision: Admission,
-  outcome: Outcome,
-  now: number,
-  billable: boolean,
+  done: Settling,
   repeat: boolean,
 ): UsageEvent | null | Promise<UsageEvent | null> {
-  const s = decision._s
-  const charge = billable && !repeat && outcome.record !== false ? decision.cost : 0
+  const { s, outcome, now } = done
+  const charge = done.billable && !repeat && outcome.record !== false ? chargeOf(s) : 0
   const ops: SettleOp[] = []
   for (const [key, holdId, credit, keepUntil] of s.holds) {
     const op: SettleOp = { type: 'release', key, holdId, charge: credit ? charge : 0 }
@@ -178,7 +407,7 @@ function apply(
   }
   // Token limits: the estimate counted at admission trued-up to the report (the estimate
   // stands when nothing was reported); what is given back is what has not drained since.
-  const excess = (decision._tokensReported ? decision._tokens : s.tokenEstimate) - s.tokenEstimate
+  const excess = (s.tokensReported ? s.tokens : s.tokenEstimate) - s.tokenEstimate
   if (excess !== 0) {
     for (const c of s.tokenChecks) {
       const cost = excess > 0 ? excess : -undrained(-excess, s.startedAt, now, c.limit, c.windowMs)
@@ -194,7 +423,7 @@ function apply(
       ops.push({ type: 'add', check })
     }
   }
-  if (ops.length === 0) return record(ctx, decision, outcome, now, charge, repeat)
+  if (ops.length === 0) return record(ctx, done, repeat ? -1 : charge)
   const counters = ctx.storage.counters
   const sync = syncCounters(counters)
   if (sync) {
@@ -206,7 +435,7 @@ function apply(
       ctx.report(err)
       ctx.retries.add(retryOps(ops), Promise.reject(err), false)
     }
-    return record(ctx, decision, outcome, now, charge, repeat)
+    return record(ctx, done, repeat ? -1 : charge)
   }
   let raw: Promise<void>
   try {
@@ -215,12 +444,12 @@ function apply(
     raw = Promise.reject(err)
   }
   return ctx.guard(raw).then(
-    () => record(ctx, decision, outcome, now, charge, repeat),
+    () => record(ctx, done, repeat ? -1 : charge),
     (err: unknown) => {
       // Retried until the store takes it, so the charge is not lost while the event is kept.
       ctx.report(err)
       ctx.retries.add(retryOps(ops), raw, false)
-      return record(ctx, decision, outcome, now, charge, repeat)
+      return record(ctx, done, repeat ? -1 : charge)
     },
   )
 }
@@ -239,42 +468,35 @@ function retryOps(ops: ReadonlyArray<SettleOp>): SettleOp[] {
   return out
 }
 
-function record(
-  ctx: Context,
-  decision: Admission,
-  outcome: Outcome,
-  now: number,
-  charge: number,
-  repeat: boolean,
-): UsageEvent | null {
-  const s = decision._s
-  const after = s.creditUsed - s.estimate + charge
+/** Touches the key and queues the usage event; `charge` -1: a repeat, touched only. */
+function record(ctx: Context, done: Settling, charge: number): UsageEvent | null {
+  const { a, s, outcome } = done
+  const key = a.key
+  ctx.outbox.touch(key.id, s.startedAt)
+  if (charge < 0 || outcome.record === false) return null
   const overage =
     s.metered && s.creditOverage && Number.isFinite(s.creditLimit)
-      ? Math.max(0, Math.min(charge, after - s.creditLimit))
+      ? Math.max(0, Math.min(charge, creditsAfter(s, charge) - s.creditLimit))
       : 0
-  const key = decision.key
-  ctx.outbox.touch(key.id, s.startedAt)
-  if (repeat || outcome.record === false) return null
   const event: UsageEvent = {
     id: s.eventId,
-    requestId: decision.requestId,
+    requestId: a.requestId,
     keyId: key.id,
     accountId: key.accountId,
     time: s.startedAt,
     units: charge,
     overage,
-    tokens: decision._tokens,
-    category: decision.category === null ? null : storableText(decision.category),
+    tokens: s.tokens,
+    category: a.category === null ? null : storableText(a.category),
     status: outcome.status,
-    durationMs: Math.max(0, now - s.startedAt),
+    durationMs: Math.max(0, done.now - s.startedAt),
     ttfbMs: outcome.ttfbMs ?? null,
     code: null,
     ip: s.ip,
     method: storableText(s.method),
     path: storableText(s.path),
-    bypassed: decision.bypassed,
-    provider: decision._provider,
+    bypassed: bypassed(s),
+    provider: s.provider,
   }
   ctx.outbox.push(event)
   return event

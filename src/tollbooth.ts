@@ -6,7 +6,7 @@
  * then `authenticate()` and `settle()` per request.
  */
 
-import { authenticate } from './authenticate.js'
+import { createPipeline } from './authenticate.js'
 import { DEFAULT_PROVIDERS } from './byok/providers.js'
 import { createSealer } from './byok/seal.js'
 import { ProviderKeyService } from './byok/service.js'
@@ -165,6 +165,7 @@ export function createTollbooth(
     providers[p] = h.toLowerCase()
 
   const flushListeners = new Set<(events: ReadonlyArray<UsageEvent>) => void>()
+  let instanceId: string | undefined
   const ctx: Context = {
     options: o,
     storage,
@@ -183,7 +184,12 @@ export function createTollbooth(
       }
     }),
     providers,
-    instanceId: randomBase62(6),
+    // Drawn on first use: Workers allow no random numbers at module scope, where the README
+    // builds the instance.
+    get instanceId() {
+      instanceId ??= randomBase62(6)
+      return instanceId
+    },
     async invalidate(hash: string) {
       ctx.cache.delete(hash)
       if (storage.changes) await storage.changes.publish(hash).catch(onError)
@@ -210,6 +216,7 @@ export function createTollbooth(
     o.verifiers,
   )
   const unsubscribe = subscribe(storage, ctx, onError)
+  const decide = createPipeline(ctx)
 
   const route = (routeOptions: RouteOptions = {}): ResolvedRoute => {
     const r = parseConfig(routeOptionsSchema, routeOptions, 'route options')
@@ -272,8 +279,8 @@ export function createTollbooth(
       lift: (ip) => (ctx.ipGuard ?? storage.ipBlocks).lift(ip, now()),
     },
     route,
-    authenticate: async (request, r) => authenticate(ctx, request, r ?? defaultRoute),
-    decide: (request, r) => authenticate(ctx, request, r ?? defaultRoute),
+    authenticate: async (request, r) => decide(request, r ?? defaultRoute),
+    decide: (request, r) => decide(request, r ?? defaultRoute),
     settle: async (decision, outcome) => track(settle(ctx, decision, outcome)),
     settleLater(decision, outcome) {
       try {

@@ -18,6 +18,8 @@ import {
   type RouteOptions,
   responseEnded,
   responseStarted,
+  type Settlement,
+  settlementOf,
   type Tollbooth,
 } from '../../src/index.js'
 
@@ -92,7 +94,7 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
    */
   function writeHeadWithUsage(this: Response, a?: unknown, b?: unknown, c?: unknown): Response {
     const decision = this.req.apiKey
-    const original = decision._adapter as Response['writeHead']
+    const original = (settlementOf(decision) as Settlement).adapter as Response['writeHead']
     this.writeHead = original
     if (!decision.headersFinal) {
       const out = decision.responseHeaders(typeof a === 'number' ? a : this.statusCode)
@@ -118,7 +120,8 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     }
     // Usage figures follow the handler's charges and the final status, and the time to first
     // byte is taken: both with the head.
-    decision._adapter = res.writeHead
+    const s = settlementOf(decision) as Settlement
+    s.adapter = res.writeHead
     res.writeHead = writeHeadWithUsage as Response['writeHead']
     res.on('close', onClose)
     next()

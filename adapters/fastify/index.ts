@@ -197,7 +197,7 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
       ;(payload as NodeJS.ReadableStream).once('close', () => endWork(decision))
     } else if (p !== null && typeof p === 'object' && typeof p.getReader === 'function') {
       const body = payload as ReadableStream<Uint8Array>
-      payload = watchBody(tb, decision, route, body, reply.statusCode)
+      payload = watchBody(tb, decision, { route, body, status: reply.statusCode })
       endWork(decision)
     } else endWork(decision)
     next(null, payload)

@@ -7,20 +7,25 @@
  * the true end of the response (src/response-end.ts): on Node, the `ServerResponse`'s `close`
  * after `finish` (the body was written) or alone (the client went away); on Bun, Deno and
  * Workers, the end or the cancellation of the body, passed through a stream that sees both (on
- * Workers, kept alive with `ctx.waitUntil` until it settles, or workerd stops a Worker whose
- * client left and never cancels its body). A
+ * Workers, kept alive with `ctx.waitUntil` from admission until it settles, or workerd stops a
+ * Worker whose client left; there a body left unread for `abortSettleMs` counts as a departed
+ * client, as workerd neither reads nor cancels the answer of a client it did not see leave). A
  * request whose client went away settles (499) once the handler's work is done: the handler,
  * its body's cancel, and the callback of `streamSSE` / `stream` / `streamText` from here.
  */
 
 import type { Context, MiddlewareHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
+import { matchedRoutes } from 'hono/route'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import {
   type Admission,
+  ConfigError,
   clientGone,
   endWork,
   type HeaderSource,
+  handlerFailed,
+  keepAlive,
   type RouteOptions,
   responseEnded,
   responseStarted,
@@ -37,7 +42,12 @@ declare module 'hono' {
 
 /** The route options of every adapter, plus where Hono finds the client's socket address. */
 export interface HonoRouteOptions extends RouteOptions {
-  /** The client's socket address; by default read from `@hono/node-server`'s `c.env.incoming`. */
+  /**
+   * The client's socket address (before `trustProxy` applies). By default: `@hono/node-server`'s
+   * socket, Bun's `server.requestIP()` (`Bun.serve({ fetch: app.fetch })`), Deno's `remoteAddr`
+   * (`Deno.serve(app.fetch)`), `CF-Connecting-IP` on Workers. Pass your own where the runtime
+   * hands the app none of these, e.g. `(c) => getConnInfo(c).remote.address`.
+   */
   socketAddress?: (c: Context) => string | null | undefined
 }
 
@@ -56,8 +66,22 @@ interface NodeBindings {
   }
 }
 
-const nodeSocket = (c: Context) =>
-  (c.env as NodeBindings | undefined)?.incoming?.socket?.remoteAddress
+/** What Bun (its server) and Deno (the handler's info) pass as `c.env`, read without their types. */
+interface RuntimeBindings {
+  requestIP?: (request: Request) => { address: string } | null
+  remoteAddr?: { hostname?: string }
+}
+
+/** The client's socket address as the runtime hands it to the app (see `socketAddress`). */
+function runtimeAddress(c: Context): string | null | undefined {
+  const env = c.env as (NodeBindings & RuntimeBindings) | undefined
+  if (env?.incoming) return env.incoming.socket?.remoteAddress
+  if (typeof env?.requestIP === 'function') return env.requestIP(c.req.raw)?.address
+  if (typeof env?.remoteAddr?.hostname === 'string') return env.remoteAddr.hostname
+  // Workers: the edge sets it (a client's own value is overwritten); `cf` marks a Worker.
+  if ((c.req.raw as { cf?: unknown }).cf) return c.req.raw.headers.get('cf-connecting-ip')
+  return undefined
+}
 
 /**
  * Requires a valid API key on the routes it guards.
@@ -77,7 +101,7 @@ const nodeSocket = (c: Context) =>
  * ```
  */
 export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): MiddlewareHandler {
-  const { socketAddress = nodeSocket, ...routeOptions } = options
+  const { socketAddress = runtimeAddress, ...routeOptions } = options
   const route = tb.route(routeOptions)
 
   /** `close` of the ServerResponse: after `finish`, the end of the body; alone, a client gone. */
@@ -87,7 +111,10 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     else clientGone(tb, decision, route)
   }
 
+  const consumption = (routeOptions.kind ?? 'consumption') === 'consumption'
+
   return async function requireApiKey(c, next) {
+    if (consumption) managementBehind(c)
     const node = c.env as NodeBindings | undefined
     // On Node, the lowercase header record as it came: building a Web Headers costs more.
     const headers: HeaderSource = node?.incoming?.headers ?? c.req.raw.headers
@@ -116,15 +143,21 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     // was written in full) or alone (the client went away). One listener per middleware and
     // one property per response, no closure per request.
     const outgoing = node?.outgoing as Tracked | undefined
+    let waitUntil: ((until: Promise<void>) => void) | undefined
     if (outgoing) {
       outgoing[ADMISSION] = decision
       outgoing.on('close', onClose)
+    } else {
+      // On Workers, kept alive from here: a Worker whose client left is stopped at once,
+      // handler included, unless something waits for it.
+      waitUntil = workerWaitUntil(c)
+      if (waitUntil) keepAlive(decision, waitUntil)
     }
     try {
       await next()
     } catch (err) {
       // No response to write: the handler's own end is the response's.
-      if (!decision.settled) tb.settleLater(decision, { status: 500, outcome: 'error' })
+      handlerFailed(tb, decision)
       throw err
     }
     const status = c.res.status
@@ -149,11 +182,37 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     else {
       const signal = c.req.raw.signal as AbortSignal | undefined
       c.res = new Response(
-        watchBody(tb, decision, route, body, status, signal, workerWaitUntil(c)),
+        watchBody(tb, decision, { route, body, status, signal, waitUntil }),
         c.res,
       )
     }
     endWork(decision)
+  }
+}
+
+/** Set by tollbooth/management on each of its routes' handlers. */
+const MANAGEMENT_ROUTE = Symbol.for('tollbooth.managementRoute')
+
+/**
+ * Throws a ConfigError when a management API route comes after this consumption guard for the
+ * request: each key kind would be told to use the other (a management key refused here, a
+ * consumption key charged here and then refused by the management API).
+ */
+function managementBehind(c: Context): void {
+  const routes = matchedRoutes(c)
+  for (let i = c.req.routeIndex + 1; i < routes.length; i++) {
+    // app.route() wraps a sub-app's handler in its onError, keeping the original under
+    // `__COMPOSED_HANDLER` (once per level of nesting).
+    let handler = routes[i]!.handler as { __COMPOSED_HANDLER?: unknown } | undefined
+    while (handler && !(MANAGEMENT_ROUTE in handler))
+      handler = handler.__COMPOSED_HANDLER as typeof handler
+    if (!handler) continue
+    throw new ConfigError(
+      `requireApiKey(tb) (consumption keys) runs before the management API route ${c.req.method} ${routes[i]!.path}, ` +
+        'so no key can reach it. Mount the management API first (app.route(base, managementApi(tb)) ' +
+        'before app.use(..., requireApiKey(tb))), or give requireApiKey a path that leaves the ' +
+        "management API out (app.use('/v1/chat/*', requireApiKey(tb))).",
+    )
   }
 }
 

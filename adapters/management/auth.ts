@@ -13,8 +13,14 @@
  */
 
 import type { Context } from 'hono'
-import type { Admission, ResolvedRoute, Tollbooth, TrustProxy } from '../../src/index.js'
-import { json } from './http.js'
+import type {
+  Admission,
+  DenialName,
+  ResolvedRoute,
+  Tollbooth,
+  TrustProxy,
+} from '../../src/index.js'
+import { refusal } from './http.js'
 import { createSessionVerifier, looksLikeJwt, type SessionOptions } from './session.js'
 
 /** Key credentials: allowed or not, and the scopes a key must carry. */
@@ -121,18 +127,16 @@ export function createAuthenticator(
   const acceptMessage = `these routes accept ${what}`
   const { prefixes } = tb.options
 
-  const refuse = (status: number, code: string, error: string, invalid: boolean): AuthOutcome => ({
+  const refuse = (name: DenialName, message: string): AuthOutcome => ({
     ok: false,
-    response: json({ error, code }, status, {
-      'www-authenticate': invalid ? 'Bearer error="invalid_token"' : 'Bearer',
-    }),
+    response: refusal(name, message),
   })
 
   /** Nothing we know: a token that fits no credential (401 invalid), or none at all. */
   const unknown = (token: string | undefined): AuthOutcome =>
     token
-      ? refuse(401, 'unauthorized', `Invalid credentials; ${acceptMessage}`, true)
-      : refuse(401, 'unauthorized', `Missing credentials; ${acceptMessage}`, false)
+      ? refuse('invalid_credentials', `Invalid credentials; ${acceptMessage}`)
+      : refuse('unauthorized', `Missing credentials; ${acceptMessage}`)
 
   const byKey = async (
     c: Context,
@@ -142,16 +146,7 @@ export function createAuthenticator(
     const route = routes[kind]
     if (!route) {
       const label = kind === 'management' ? 'Management keys' : 'API keys'
-      return {
-        ok: false,
-        response: json(
-          {
-            error: `${label} cannot be used on these routes; ${acceptMessage}`,
-            code: 'wrong_key_kind',
-          },
-          403,
-        ),
-      }
+      return refuse('wrong_key_kind', `${label} cannot be used on these routes; ${acceptMessage}`)
     }
     const headers = c.req.raw.headers
     const decision = await tb.authenticate(
@@ -193,13 +188,11 @@ export function createAuthenticator(
     const r = await session!.verify(token)
     if (!r.ok)
       return refuse(
-        r.status,
-        r.status === 401 ? 'unauthorized' : 'session_keys_unavailable',
+        r.status === 401 ? 'invalid_credentials' : 'session_keys_unavailable',
         r.message,
-        r.status === 401,
       )
     if (!ACCOUNT_ID.test(r.accountId))
-      return refuse(401, 'unauthorized', 'Invalid session token: the account id is not valid', true)
+      return refuse('invalid_credentials', 'Invalid session token: the account id is not valid')
     return {
       ok: true,
       principal: { accountId: r.accountId, via: 'session', keyId: null, scopes: [] },

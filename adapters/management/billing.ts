@@ -17,7 +17,7 @@ import {
   type Tollbooth,
 } from '../../src/index.js'
 import type { Guard } from './auth.js'
-import { json, parse, queryOf, readJson } from './http.js'
+import { json, parse, queryOf, readJson, refusal } from './http.js'
 import { checkoutBody, noQuery, portalBody } from './schemas.js'
 import { subscriptionView } from './views.js'
 
@@ -95,7 +95,7 @@ export function billingRoutes(
     if (!billing) throw notConfigured()
     const raw = new Uint8Array(await c.req.arrayBuffer())
     if (raw.byteLength > MAX_WEBHOOK_BYTES) {
-      return c.json({ error: 'Webhook body too large', code: 'invalid_request' }, 413)
+      return refusal('body_too_large', 'Webhook body too large')
     }
     const r = await billing.webhook({ body: raw, headers: c.req.raw.headers })
     return c.json(r.body, r.status as 200)

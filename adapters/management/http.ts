@@ -10,6 +10,8 @@
 import type { Context } from 'hono'
 import type { z } from 'zod'
 import {
+  type DenialName,
+  denialAnswer,
   type InvalidField,
   InvalidRequestError,
   isTollboothError,
@@ -25,6 +27,15 @@ export function json(data: unknown, status = 200, headers?: Record<string, strin
   h.set('content-type', 'application/json; charset=utf-8')
   h.set('cache-control', 'no-store')
   return new Response(JSON.stringify(data), { status, headers: h })
+}
+
+/**
+ * A refusal from the core's table of denials (src/denials.ts): its status, code and challenge
+ * header, with `message` in place of the table's.
+ */
+export function refusal(name: DenialName, message?: string): Response {
+  const d = denialAnswer(name, message)
+  return json(d.body, d.status, d.headers)
 }
 
 /** A 204 with no body. */
@@ -47,7 +58,7 @@ export function errorResponse(err: unknown, report: (err: unknown) => void): Res
     return json(body, err.status)
   }
   report(err)
-  return json({ error: 'Internal server error', code: 'internal_error' }, 500)
+  return refusal('internal_error')
 }
 
 function issuesOf(error: z.ZodError, root: string): InvalidField[] {

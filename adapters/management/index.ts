@@ -25,7 +25,7 @@ import {
 import { accountRoutes } from './account-routes.js'
 import { createAuthenticator, type Guard, type ManagementAuthOptions, nodeSocket } from './auth.js'
 import { type BillingProvider, billingRoutes } from './billing.js'
-import { errorResponse, json } from './http.js'
+import { errorResponse, refusal } from './http.js'
 import { ipBlockRoutes } from './ip-block-routes.js'
 import { keyRoutes } from './key-routes.js'
 
@@ -112,6 +112,12 @@ const optionsSchema = z
  * app.use('/v1/*', requireApiKey(tb, { cost: 1 }))   // the product's routes, after it
  * ```
  */
+/** Marks a management route, so tollbooth/hono's requireApiKey can tell it is placed in front of one. */
+function markManagementRoute<T extends object>(handler: T): T {
+  Object.defineProperty(handler, Symbol.for('tollbooth.managementRoute'), { value: true })
+  return handler
+}
+
 export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): Hono {
   if (typeof tb !== 'object' || tb === null || typeof tb.authenticate !== 'function')
     throw new ConfigError(
@@ -128,7 +134,7 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
   })
 
   const guard: Guard = (handler) =>
-    async function managementRoute(c) {
+    markManagementRoute(async function managementRoute(c) {
       let auth: Awaited<ReturnType<typeof authenticate>>
       try {
         auth = await authenticate(c)
@@ -145,7 +151,7 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
       for (const name in auth.headers) res.headers.set(name, auth.headers[name]!)
       auth.done(res.status)
       return res
-    }
+    })
 
   const app = new Hono()
   keyRoutes(app, tb, guard, { uniqueName: options.uniqueKeyNames === true })
@@ -153,9 +159,7 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
   billingRoutes(app, tb, guard, options.billing)
   ipBlockRoutes(app, tb, guard)
   // Used only when the app is served on its own (or through mountFetch), never by app.route().
-  app.notFound((c) =>
-    json({ error: `Not found: ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404),
-  )
+  app.notFound((c) => refusal('not_found', `Not found: ${c.req.method} ${c.req.path}`))
   app.onError((err) => errorResponse(err, report))
   return app
 }

@@ -12,7 +12,7 @@
 import type { Hono } from 'hono'
 import { z } from 'zod'
 import { parseMonth, periodOf, type Tollbooth, type UsageSummary } from '../../src/index.js'
-import { json, parse, queryOf } from '../management/http.js'
+import { json, parse, queryOf, refusal } from '../management/http.js'
 import type { Identify } from './session-routes.js'
 
 const DAY = 86_400_000
@@ -59,10 +59,8 @@ export function dailyUsageRoute(app: Hono, tb: Tollbooth, identify: Identify): v
 
   app.get('/api/usage/daily', async (c) => {
     const who = await identify(c.req.raw)
-    if (!who)
-      return json({ error: 'Not signed in; sign in to the portal', code: 'unauthorized' }, 401)
-    if ('unavailable' in who)
-      return json({ error: who.unavailable, code: 'session_keys_unavailable' }, 503)
+    if (!who) return refusal('unauthorized', 'Not signed in; sign in to the portal')
+    if ('unavailable' in who) return refusal('session_keys_unavailable', who.unavailable)
     const q = parse(dailyQuery, queryOf(c), 'query')
     const t = now()
     const period = q.month ? parseMonth(q.month)! : periodOf(t)

@@ -14,7 +14,7 @@
 
 import type { MiddlewareHandler } from 'hono'
 import { readHeader, type Tollbooth, type TollboothRequest } from '../../src/index.js'
-import { json } from '../management/http.js'
+import { refusal } from '../management/http.js'
 import { csrfCookie, jarFor, sameToken } from './cookies.js'
 import type { ResolvedPortalOptions } from './options.js'
 
@@ -87,12 +87,9 @@ export function refuseApiKeys(tb: Tollbooth): MiddlewareHandler {
       })
     }
     if (key)
-      return json(
-        {
-          error: 'Portal routes are not accessible with API keys; sign in to the portal instead',
-          code: 'forbidden',
-        },
-        403,
+      return refusal(
+        'forbidden',
+        'Portal routes are not accessible with API keys; sign in to the portal instead',
       )
     return next()
   }
@@ -109,14 +106,11 @@ export function requireCsrf(o: ResolvedPortalOptions): MiddlewareHandler {
     const cookie = csrfCookie(req, jarFor(req, o.cookieName, o.secureCookies))
     const header = req.headers.get('x-csrf-token') ?? ''
     if (site === 'cross-site' || site === 'same-site')
-      return json({ error: 'Cross-site requests cannot change the portal', code: 'forbidden' }, 403)
+      return refusal('forbidden', 'Cross-site requests cannot change the portal')
     if (cookie === undefined || !sameToken(cookie, header))
-      return json(
-        {
-          error: 'Missing or invalid CSRF token (X-CSRF-Token); reload the portal and try again',
-          code: 'forbidden',
-        },
-        403,
+      return refusal(
+        'forbidden',
+        'Missing or invalid CSRF token (X-CSRF-Token); reload the portal and try again',
       )
     return next()
   }

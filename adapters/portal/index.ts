@@ -19,7 +19,7 @@
 import { type Context, Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { ConfigError, isTollboothError, type Tollbooth } from '../../src/index.js'
-import { BODY_LIMIT_BYTES, errorResponse, json } from '../management/http.js'
+import { BODY_LIMIT_BYTES, errorResponse, refusal } from '../management/http.js'
 import { managementApi } from '../management/index.js'
 import { createSessionVerifier } from '../management/session.js'
 import { jarFor, readCookie } from './cookies.js'
@@ -110,13 +110,7 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
     bodyLimit({
       maxSize: BODY_LIMIT_BYTES,
       onError: () =>
-        json(
-          {
-            error: `Request body too large: at most ${BODY_LIMIT_BYTES} bytes`,
-            code: 'invalid_request',
-          },
-          413,
-        ),
+        refusal('body_too_large', `Request body too large: at most ${BODY_LIMIT_BYTES} bytes`),
     }),
   )
   app.use('/api/*', requireCsrf(o))
@@ -124,9 +118,7 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
   dailyUsageRoute(app, tb, identify)
   app.all('/api/:rest{.+}', portalApi)
   pageRoutes(app, o.title)
-  app.notFound((c) =>
-    json({ error: `Not found: ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404),
-  )
+  app.notFound((c) => refusal('not_found', `Not found: ${c.req.method} ${c.req.path}`))
   app.onError((err) => errorResponse(err, report))
   return app
 }

@@ -12,7 +12,7 @@
 import type { Context, Hono } from 'hono'
 import { z } from 'zod'
 import { checkAccountId } from '../../src/index.js'
-import { json, parse, readJson } from '../management/http.js'
+import { json, parse, readJson, refusal } from '../management/http.js'
 import type { createSessionVerifier } from '../management/session.js'
 import {
   type CookieJar,
@@ -63,9 +63,8 @@ export function createIdentify(o: ResolvedPortalOptions, verifier: Verifier | nu
   }
 }
 
-/** A JSON answer that sets `cookies`. */
-function withCookies(body: unknown, status: number, cookies: string[]): Response {
-  const res = json(body, status)
+/** An answer that sets `cookies`. */
+function withCookies(res: Response, cookies: string[]): Response {
   for (const c of cookies) res.headers.append('set-cookie', c)
   return res
 }
@@ -102,7 +101,7 @@ export function sessionRoutes(
     }
     const who = await identify(c.req.raw)
     if (who && 'unavailable' in who)
-      return withCookies({ error: who.unavailable, code: 'session_keys_unavailable' }, 503, cookies)
+      return withCookies(refusal('session_keys_unavailable', who.unavailable), cookies)
     // A session cookie that no longer verifies (expired, signed with a retired key) is dropped.
     if (!who && verifier && readCookie(c.req.raw, jar.session) !== undefined)
       cookies.push(setCookie(jar, jar.session, '', 0))
@@ -113,34 +112,28 @@ export function sessionRoutes(
       secureCookies: jar.secure,
       portal: page,
     }
-    return withCookies(body, 200, cookies)
+    return withCookies(json(body), cookies)
   })
 
   app.post('/api/session', async (c) => {
     if (!verifier)
-      return json(
-        {
-          error: 'This portal signs in through your application, not with a session token',
-          code: 'not_found',
-        },
-        404,
+      return refusal(
+        'not_found',
+        'This portal signs in through your application, not with a session token',
       )
     const { token } = parse(signInBody, await readJson(c), 'body')
     const r = await verifier.verify(token.trim())
     if (!r.ok)
-      return json(
-        { error: r.message, code: r.status === 401 ? 'unauthorized' : 'session_keys_unavailable' },
-        r.status,
+      return refusal(
+        r.status === 401 ? 'invalid_credentials' : 'session_keys_unavailable',
+        r.message,
       )
     if (!validAccount(r.accountId))
-      return json(
-        { error: 'Invalid session token: the account id is not valid', code: 'unauthorized' },
-        401,
-      )
+      return refusal('invalid_credentials', 'Invalid session token: the account id is not valid')
     const jar = jarOf(c)
     const exp = typeof r.claims['exp'] === 'number' ? r.claims['exp'] : undefined
     const csrf = newCsrfToken()
-    return withCookies({ signedIn: true, accountId: r.accountId, csrfToken: csrf }, 200, [
+    return withCookies(json({ signedIn: true, accountId: r.accountId, csrfToken: csrf }), [
       setCookie(
         jar,
         jar.session,
@@ -156,6 +149,9 @@ export function sessionRoutes(
     const csrf = newCsrfToken()
     const cookies = [setCookie(jar, jar.csrf, csrf)]
     if (verifier) cookies.push(setCookie(jar, jar.session, '', 0))
-    return withCookies({ signedIn: false, csrfToken: csrf, signOutUrl: o.signOutUrl }, 200, cookies)
+    return withCookies(
+      json({ signedIn: false, csrfToken: csrf, signOutUrl: o.signOutUrl }),
+      cookies,
+    )
   })
 }

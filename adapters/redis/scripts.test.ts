@@ -19,6 +19,7 @@ import {
   countersFromState,
   gcra,
   gcraAdd,
+  type HoldState,
   hold,
   memoryStorage,
   release,
@@ -39,27 +40,26 @@ const parse = (raw: string | null) => (raw ?? '').split(',').slice(1).map(Number
 /** A hold state string as a HoldState (its header checked against its holds). */
 function parseHold(raw: string | null) {
   const p = (raw ?? 'h\n0\n0\ninf\n-inf').split('\n')
-  const holds: Record<string, [number, number]> = {}
+  const holds: HoldState['holds'] = []
   for (let k = 5; k + 2 < p.length; k += 3) {
     expect(p[k]!.startsWith('#')).toBe(true)
-    holds[p[k]!.slice(1)] = [Number(p[k + 1]), Number(p[k + 2])]
+    holds.push([p[k]!.slice(1), Number(p[k + 1]), Number(p[k + 2])])
   }
-  const all = Object.values(holds)
   // The header's bounds hold every expiry; its sum, when given, is the exact total.
-  for (const [, e] of all) {
+  for (const [, , e] of holds) {
     expect(e).toBeGreaterThanOrEqual(num(p[3]!))
     expect(e).toBeLessThanOrEqual(num(p[4]!))
   }
-  if (p[2] !== '') expect(Number(p[2])).toBe(all.reduce((t, [a]) => t + a, 0))
+  if (p[2] !== '') expect(Number(p[2])).toBe(holds.reduce((t, [, a]) => t + a, 0))
   return { used: Number(p[1]), holds }
 }
 const num = (s: string) => (s === 'inf' ? Infinity : s === '-inf' ? -Infinity : Number(s))
 /** A HoldState as the stored text, its header computed as the script would. */
-function encodeHold(s: { used: number; holds: Record<string, [number, number]> }): string {
-  const hs = Object.entries(s.holds)
-  const integral = hs.every(([, [a]]) => Number.isInteger(a))
-  const sum = integral ? String(hs.reduce((t, [, [a]]) => t + a, 0)) : ''
-  const exps = hs.map(([, [, e]]) => e)
+function encodeHold(s: HoldState): string {
+  const hs = s.holds
+  const integral = hs.every(([, a]) => Number.isInteger(a))
+  const sum = integral ? String(hs.reduce((t, [, a]) => t + a, 0)) : ''
+  const exps = hs.map(([, , e]) => e)
   const head = [
     'h',
     f(s.used),
@@ -67,7 +67,7 @@ function encodeHold(s: { used: number; holds: Record<string, [number, number]> }
     f(Math.min(...exps)),
     exps.length ? f(Math.max(...exps)) : '-inf',
   ]
-  return [...head, ...hs.flatMap(([k, [a, e]]) => [`#${k}`, f(a), f(e)])].join('\n')
+  return [...head, ...hs.flatMap(([k, a, e]) => [`#${k}`, f(a), f(e)])].join('\n')
 }
 
 describe.skipIf(!client)('redis Lua scripts', () => {
@@ -181,7 +181,7 @@ describe.skipIf(!client)('redis Lua scripts', () => {
     const rand = prng(3)
     for (let i = 0; i < 300; i++) {
       const now = T0 + Math.floor(rand() * 10_000)
-      const holds: Record<string, [number, number]> = {}
+      const holds: HoldState['holds'] = []
       const count = Math.floor(rand() * 6)
       // Integer amounts only, half the time: the header then keeps their sum (the fast path).
       const integers = rand() < 0.5
@@ -189,7 +189,7 @@ describe.skipIf(!client)('redis Lua scripts', () => {
       // Expired holds in a quarter of the states only, so the fast path is taken too.
       const fresh = rand() < 0.25 ? -2000 : 1
       for (let h = 0; h < count; h++)
-        holds[`req_${h}`] = [some(), now + fresh + Math.floor(rand() * 4000)]
+        holds.push([`req_${h}`, some(), now + fresh + Math.floor(rand() * 4000)])
       const state = rand() < 0.2 ? undefined : { used: rand() < 0.3 ? 0 : rand() * 10, holds }
       const limit = rand() < 0.15 ? Infinity : rand() * 20
       const amount = integers ? 1 + Math.floor(rand() * 2) : rand() < 0.5 ? 1 : rand() * 5

@@ -13,13 +13,13 @@
 import type { AddressInfo } from 'node:net'
 import { signSession } from '../shared/session.js'
 import { DRAIN_MS, stopOnSignals } from '../shared/shutdown.js'
+import { exampleSecrets, listenFailed } from '../shared/start.js'
 import { demoAccountId, storageFromEnv } from '../shared/storage.js'
 import { stripeFromEnv } from '../shared/stripe.js'
 import { CREDITS_PER_USD, createInferenceApi, POOLS } from './app.js'
 import { creditLimits, poolLimits, subscribe } from './plans.js'
 
-const secret = process.env.TOLLBOOTH_SECRET ?? 'demo-secret-change-me-demo-secret-change-me'
-const sessionSecret = process.env.SESSION_SECRET ?? 'demo-session-secret-change-me-0123456789'
+const { secret, sessionSecret } = exampleSecrets()
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'
 
@@ -66,7 +66,7 @@ const pool = await tb.keys.create({
 })
 const session = await signSession(sessionSecret, accountId)
 
-await app.listen({ port, host })
+await app.listen({ port, host }).catch((err: unknown) => listenFailed(err, port, host))
 const url = `http://${host}:${(app.server.address() as AddressInfo).port}`
 console.log(`inference-api listening on ${url} (storage: ${opened.label})`)
 if (opened.file) console.log(`data: ${opened.file}`)

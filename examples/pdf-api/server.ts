@@ -10,11 +10,11 @@
 import type { AddressInfo } from 'node:net'
 import { signSession } from '../shared/session.js'
 import { drainHttp, stopOnSignals } from '../shared/shutdown.js'
+import { exampleSecrets, listenFailed } from '../shared/start.js'
 import { demoAccountId, storageFromEnv } from '../shared/storage.js'
 import { createPdfApi } from './app.js'
 
-const secret = process.env.TOLLBOOTH_SECRET ?? 'demo-secret-change-me-demo-secret-change-me'
-const sessionSecret = process.env.SESSION_SECRET ?? 'demo-session-secret-change-me-0123456789'
+const { secret, sessionSecret } = exampleSecrets()
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'
 
@@ -30,7 +30,8 @@ const consumption = await tb.keys.create({
 })
 const session = await signSession(sessionSecret, accountId)
 
-const server = app.listen(port, host, () => {
+const server = app.listen(port, host, (err) => {
+  if (err) listenFailed(err, port, host)
   const url = `http://${host}:${(server.address() as AddressInfo).port}`
   console.log(`pdf-api listening on ${url} (storage: ${opened.label})`)
   if (opened.file) console.log(`data: ${opened.file}`)

@@ -13,12 +13,12 @@ import type { Server } from 'node:http'
 import { serve } from '@hono/node-server'
 import { signSession } from '../shared/session.js'
 import { drainHttp, stopOnSignals } from '../shared/shutdown.js'
+import { exampleSecrets, listenFailed } from '../shared/start.js'
 import { demoAccountId, storageFromEnv } from '../shared/storage.js'
 import { stripeFromEnv } from '../shared/stripe.js'
 import { createVoiceApi, KEY_LIMITS } from './app.js'
 
-const secret = process.env.TOLLBOOTH_SECRET ?? 'demo-secret-change-me-demo-secret-change-me'
-const sessionSecret = process.env.SESSION_SECRET ?? 'demo-session-secret-change-me-0123456789'
+const { secret, sessionSecret } = exampleSecrets()
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'
 let publicUrl = `http://${host}:${port}`
@@ -59,6 +59,7 @@ const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
     `try: curl -X POST ${publicUrl}/v1/synthesize -H "Authorization: Bearer ${consumption.key}" -H "Content-Type: application/json" -d '{"text":"Hello"}' -i`,
   )
 })
+server.on('error', (err) => listenFailed(err, port, host))
 
 // SIGTERM / SIGINT: stop accepting, finish the requests in flight, write their usage, exit.
 stopOnSignals({

@@ -9,7 +9,7 @@
  * Redis Cluster every counter of an account lives in one slot.
  */
 
-import type { ErrorCode } from '../errors.js'
+import { DENIALS } from '../denials.js'
 import type { Check, CheckResult, KeyRecord, RateLimit } from '../storage/types.js'
 
 const HOUR = 3_600_000
@@ -162,7 +162,7 @@ export function instantiate(
 /** How a refused check is answered. */
 export interface Refusal {
   status: number
-  code: ErrorCode
+  code: 'quota_exceeded' | 'rate_limited' | 'concurrency_limited' | 'insufficient_credits'
   message: string
   retryAfterMs: number
 }
@@ -184,35 +184,35 @@ export function refusal(t: CheckTemplate, r: CheckResult, quotaStatus: number): 
       }
     case 'key-rate':
       return {
-        status: 429,
+        status: DENIALS.rate_limited.status,
         code: 'rate_limited',
         message: `Rate limit exceeded: ${name} rate limit of this key`,
         retryAfterMs: r.retryAfterMs,
       }
     case 'plan-rate':
       return {
-        status: 429,
+        status: DENIALS.rate_limited.status,
         code: 'rate_limited',
         message: `exceeded the ${name} rate limit on your subscription`,
         retryAfterMs: r.retryAfterMs,
       }
     case 'concurrency':
       return {
-        status: 429,
+        status: DENIALS.concurrency_limited.status,
         code: 'concurrency_limited',
         message: `Too many concurrent requests: at most ${r.limit} in flight for this key`,
         retryAfterMs: 1000,
       }
     case 'credits':
       return {
-        status: 402,
+        status: DENIALS.insufficient_credits.status,
         code: 'insufficient_credits',
         message: 'Insufficient credits',
         retryAfterMs: Infinity,
       }
     case 'budget':
       return {
-        status: 402,
+        status: DENIALS.insufficient_credits.status,
         code: 'insufficient_credits',
         message: 'Insufficient credits: key budget exhausted',
         retryAfterMs: Infinity,

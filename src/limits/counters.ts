@@ -21,7 +21,7 @@
  * (an in-process Map), else fresh copies (parsed JSON).
  *
  * The states are plain JSON objects, told apart by their fields: a window `{ idx, n }`, a GCRA
- * limit `{ level, at }`, a hold counter `{ used, holds }` (each with the marks `rebuilt` and,
+ * limit `{ level, at }`, a hold counter `{ used, holds: [[id, amount, expiresAt]…] }` (each with the marks `rebuilt` and,
  * for holds, `keepUntil`), an admission's record or tombstone `{ mark: 'c' | 'x' }`, a claim
  * `{ claim: 1 }`.
  */
@@ -76,7 +76,7 @@ const asWindow = (s: State) =>
 const asGcra = (s: State) =>
   s !== undefined && typeof s.level === 'number' ? (s as never as GcraState) : undefined
 const asHold = (s: State) =>
-  s !== undefined && typeof s.used === 'number' && typeof s.holds === 'object'
+  s !== undefined && typeof s.used === 'number' && Array.isArray(s.holds)
     ? (s as never as HoldCounter)
     : undefined
 const markOf = (s: State): 'c' | 'x' | undefined =>
@@ -102,8 +102,9 @@ function gcraExpiry(s: GcraState, limit: number, windowMs: number) {
  */
 function holdExpiry(s: HoldCounter, now: number) {
   let end = now
-  for (const id in s.holds) {
-    const e = s.holds[id]![1]
+  const hs = s.holds
+  for (let i = 0; i < hs.length; i++) {
+    const e = hs[i]![2]
     if (e > end) end = e
   }
   if (s.keepUntil !== undefined) {
@@ -121,7 +122,7 @@ function put(key: string, state: object, expiresAt: number | null, now: number):
   }
 }
 
-const newHold = (): HoldCounter => ({ used: 0, holds: {} })
+const newHold = (): HoldCounter => ({ used: 0, holds: [] })
 
 /** Records the later of a counter's `keepUntil` and `keepUntil`. */
 function keep(s: HoldCounter, keepUntil: number | undefined): void {
@@ -138,14 +139,27 @@ const result = (
   retryAfterMs: number,
 ): CheckResult => ({ allowed, limit, used, remaining, resetMs, retryAfterMs })
 
-/** One check evaluated; `commit` gives its write once every check passed. */
+/** One check evaluated. */
 interface Evaluated {
   result: CheckResult
-  /** The write when the admission passes. */
-  commit: (() => CounterWrite) | null
+  /**
+   * What `commit` writes once every check passed: a window's or GCRA limit's next state, or
+   * the hold counter to add the hold to (undefined: a new one).
+   */
+  next: object | undefined
   /** Written whatever the outcome: the check rebuilt its counter. */
   seeded: CounterWrite | null
 }
+
+const evaluated = (
+  result: CheckResult,
+  next: object | undefined,
+  seeded: CounterWrite | null,
+): Evaluated => ({
+  result,
+  next,
+  seeded,
+})
 
 /** Evaluates one check against a counter's state; changes nothing it is given. */
 function evaluate(check: Check, state: State, now: number): Evaluated {
@@ -157,8 +171,7 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
       const r = check.rebuild
       const seeding = r !== undefined && !rebuilt
       if (seeding) {
-        if (r.base === undefined)
-          return { result: missingResult(limit), commit: null, seeded: null }
+        if (r.base === undefined) return evaluated(missingResult(limit), undefined, null)
         // The larger of the two (see the hold's case below).
         const had = rollingWindow(s, now, Infinity, windowMs, bucketMs, 0).used
         s = windowAdd(s, now, windowMs, bucketMs, Math.max(0, r.base - had))
@@ -168,35 +181,26 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
       if (rebuilt || seeding) next.rebuilt = true
       // Rebuilt, the counter is written whatever the admission's outcome, without this
       // request's cost (counted only when every check passes).
-      const seeded = seeding ? (s as WindowCounter) : undefined
-      if (seeded) seeded.rebuilt = true
-      return {
-        result: result(v.allowed, limit, v.used, v.remaining, v.resetMs, v.retryAfterMs),
-        commit: v.allowed
-          ? () => put(key, next, windowExpiry(next, now, windowMs, bucketMs), now)
-          : null,
-        seeded: seeded
-          ? put(key, seeded, windowExpiry(seeded, now, windowMs, bucketMs), now)
-          : null,
+      let seeded: CounterWrite | null = null
+      if (seeding) {
+        const w = s as WindowCounter
+        w.rebuilt = true
+        seeded = put(key, w, windowExpiry(w, now, windowMs, bucketMs), now)
       }
+      return evaluated(
+        result(v.allowed, limit, v.used, v.remaining, v.resetMs, v.retryAfterMs),
+        next,
+        seeded,
+      )
     }
     case 'gcra': {
-      const { key, limit, windowMs, cost } = check
+      const { limit, windowMs, cost } = check
       const v = gcra(asGcra(state), now, limit, windowMs, cost)
-      return {
-        result: result(
-          v.allowed,
-          limit,
-          limit - v.remaining,
-          v.remaining,
-          v.resetMs,
-          v.retryAfterMs,
-        ),
-        commit: v.allowed
-          ? () => put(key, v.state, gcraExpiry(v.state, limit, windowMs), now)
-          : null,
-        seeded: null,
-      }
+      return evaluated(
+        result(v.allowed, limit, limit - v.remaining, v.remaining, v.resetMs, v.retryAfterMs),
+        v.state,
+        null,
+      )
     }
     case 'hold': {
       const { key, limit, amount } = check
@@ -204,8 +208,7 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
       let seeded: CounterWrite | null = null
       const r = check.rebuild
       if (r !== undefined && s?.rebuilt !== true) {
-        if (r.base === undefined)
-          return { result: missingResult(limit), commit: null, seeded: null }
+        if (r.base === undefined) return evaluated(missingResult(limit), undefined, null)
         // The larger of the two: an unmarked counter may hold settles made since the loss
         // (then mostly in the base too), or be a whole count kept from before rebuilds. A
         // rebuilt counter is written whatever the admission's outcome.
@@ -218,18 +221,31 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
       const total = holdTotal(s, now)
       const allowed = total + amount <= limit
       const used = allowed ? total + amount : total
-      return {
-        result: result(allowed, limit, used, Math.max(0, limit - used), 0, allowed ? 0 : 1000),
-        commit: allowed
-          ? () => {
-              const h = s ?? newHold()
-              addHold(h, now, check.holdId, amount, check.ttlMs)
-              keep(h, check.keepUntil)
-              return put(key, h, holdExpiry(h, now), now)
-            }
-          : null,
+      return evaluated(
+        result(allowed, limit, used, Math.max(0, limit - used), 0, allowed ? 0 : 1000),
+        s,
         seeded,
-      }
+      )
+    }
+  }
+}
+
+/** The write of a check that passed, once every check of its admission passed. */
+function commit(check: Check, next: object | undefined, now: number): CounterWrite {
+  switch (check.type) {
+    case 'window': {
+      const s = next as WindowState
+      return put(check.key, s, windowExpiry(s, now, check.windowMs, check.bucketMs), now)
+    }
+    case 'gcra': {
+      const s = next as GcraState
+      return put(check.key, s, gcraExpiry(s, check.limit, check.windowMs), now)
+    }
+    case 'hold': {
+      const h = (next as HoldCounter | undefined) ?? newHold()
+      addHold(h, now, check.holdId, check.amount, check.ttlMs)
+      keep(h, check.keepUntil)
+      return put(check.key, h, holdExpiry(h, now), now)
     }
   }
 }
@@ -268,18 +284,18 @@ export function admitStep(
   if (admission && markOf(liveState(current[checks.length], now)) === 'x')
     return { writes, result: cancelled(checks) }
   const results: CheckResult[] = new Array(checks.length)
-  const commits: Array<(() => CounterWrite) | null> = new Array(checks.length)
+  const next: Array<object | undefined> = new Array(checks.length)
   let allowed = true
   for (let i = 0; i < checks.length; i++) {
     const e = evaluate(checks[i]!, liveState(current[i], now), now)
     results[i] = e.result
-    commits[i] = e.commit
+    next[i] = e.next
     if (!e.result.allowed) allowed = false
     if (e.seeded) writes.push(e.seeded)
   }
   if (allowed) {
     writes.length = 0
-    for (let i = 0; i < checks.length; i++) writes.push(commits[i]!())
+    for (let i = 0; i < checks.length; i++) writes.push(commit(checks[i]!, next[i], now))
     // The record only with the counts: a refused admission (a `missing` one included) writes
     // none, so the same id may be consumed again after a rebuild.
     if (admission) writes.push(put(admission.key, ADMITTED, Math.ceil(now + admission.ttlMs), now))
@@ -363,35 +379,54 @@ export function settleStep(
   current: CurrentValues,
   now: number,
 ): CounterStep<void> {
-  const next = new Map<string, CounterWrite>()
+  // At most one write per key, the latest; a settle has a few ops, so a list searched in
+  // order is cheaper than a Map.
+  const writes: CounterWrite[] = []
   let i = 0
-  // The value of `key`, read at position `at` of the keys: the latest write, else as read.
-  const stateAt = (key: string, at: number): State => {
-    const w = next.get(key)
-    return w ? (w.value?.state ?? undefined) : liveState(current[at], now)
-  }
-  const set = (w: CounterWrite | null) => {
-    if (w) next.set(w.key, w)
-  }
   for (const op of ops) {
     if (op.type === 'cancel') {
-      const m = markOf(stateAt(op.key, i))
+      const m = markOf(latest(writes, op.key, current[i], now))
       const first = i + 1
       i += 1 + op.checks.length
       if (m === 'x') continue
-      set(put(op.key, CANCELLED, Math.ceil(now + op.ttlMs), now))
+      set(writes, put(op.key, CANCELLED, Math.ceil(now + op.ttlMs), now))
       if (m === 'c')
         for (let j = 0; j < op.checks.length; j++) {
           const c = op.checks[j]!
-          set(revert(c, stateAt(c.key, first + j), now, op.at))
+          set(writes, revert(c, latest(writes, c.key, current[first + j], now), now, op.at))
         }
     } else {
       const key = op.type === 'add' ? op.check.key : op.key
-      set(applyOp(op, stateAt(key, i), now))
+      set(writes, applyOp(op, latest(writes, key, current[i], now), now))
       i++
     }
   }
-  return { writes: [...next.values()], result: undefined }
+  return { writes, result: undefined }
+}
+
+/** The state of `key`: its latest write in `writes`, else its value as read. */
+function latest(
+  writes: CounterWrite[],
+  key: string,
+  read: StoredCounter | undefined,
+  now: number,
+): State {
+  for (let k = 0; k < writes.length; k++) {
+    const w = writes[k]!
+    if (w.key === key) return w.value?.state
+  }
+  return liveState(read, now)
+}
+
+/** Adds `w` to `writes`, in place of an earlier write of its key. */
+function set(writes: CounterWrite[], w: CounterWrite | null): void {
+  if (!w) return
+  for (let k = 0; k < writes.length; k++)
+    if (writes[k]!.key === w.key) {
+      writes[k] = w
+      return
+    }
+  writes.push(w)
 }
 
 /** `CounterStore.held` as a step over the value of `key`. */

@@ -20,7 +20,7 @@ describe('hold', () => {
   it('frees the slot when the request is released, charging nothing', () => {
     const a = hold(undefined, T0, 1, 1, 'a', 60_000)
     const s = release(a.state, T0 + 5, 'a', 0)
-    expect(s).toEqual({ used: 0, holds: {} })
+    expect(s).toEqual({ used: 0, holds: [] })
     expect(holdIdle(s, T0 + 5)).toBe(true)
     expect(hold(s, T0 + 5, 1, 1, 'b', 60_000).allowed).toBe(true)
   })
@@ -41,13 +41,13 @@ describe('hold', () => {
   })
 
   it('counts but never refuses with an infinite limit (overage plans)', () => {
-    const v = hold({ used: 1e12, holds: {} }, T0, Infinity, 1e9, 'a', 1000)
+    const v = hold({ used: 1e12, holds: [] }, T0, Infinity, 1e9, 'a', 1000)
     expect(v).toMatchObject({ allowed: true, used: 1e12 + 1e9 })
   })
 
   it('ignores releasing a hold that is gone, still adding the charge', () => {
     const s = release(undefined, T0, 'nope', 3)
-    expect(s).toEqual({ used: 3, holds: {} })
+    expect(s).toEqual({ used: 3, holds: [] })
     expect(holdIdle(s, T0)).toBe(false)
   })
 })

@@ -17,10 +17,14 @@
  * slot of a crashed process stays taken until its TTL passes.
  */
 
-/** `used`: the settled total; `holds`: id -> [amount, expiresAt ms]. */
+/**
+ * `used`: the settled total; `holds`: `[id, amount, expiresAt ms]` in the order they were
+ * added (a plain JSON array: cheap to scan, add to and cut from, for a few holds or a few
+ * hundred).
+ */
 export interface HoldState {
   used: number
-  holds: Record<string, [number, number]>
+  holds: Array<[id: string, amount: number, expiresAt: number]>
 }
 
 export interface HoldVerdict {
@@ -35,25 +39,40 @@ export interface HoldVerdict {
 export function holdTotal(state: HoldState | undefined, now: number): number {
   if (!state) return 0
   let total = state.used
-  for (const id in state.holds) {
-    const h = state.holds[id]!
-    if (h[1] > now) total += h[0]
+  const hs = state.holds
+  for (let i = 0; i < hs.length; i++) {
+    const h = hs[i]!
+    if (h[2] > now) total += h[1]
   }
   return total
 }
 
+/** Where hold `id` is in the list, or -1. */
+function indexOf(state: HoldState, id: string): number {
+  const hs = state.holds
+  for (let i = 0; i < hs.length; i++) if (hs[i]![0] === id) return i
+  return -1
+}
+
 /** True while hold `id` is live at `now`. */
 export function isHeld(state: HoldState | undefined, now: number, id: string): boolean {
-  const h = state && Object.hasOwn(state.holds, id) ? state.holds[id] : undefined
-  return h !== undefined && h[1] > now
+  if (!state) return false
+  const i = indexOf(state, id)
+  return i >= 0 && state.holds[i]![2] > now
 }
 
 /** Drops the expired holds, in place (they count for nothing either way). */
 function prune(state: HoldState, now: number): void {
-  for (const id in state.holds) if (state.holds[id]![1] <= now) delete state.holds[id]
+  const hs = state.holds
+  let k = 0
+  for (let i = 0; i < hs.length; i++) {
+    const h = hs[i]!
+    if (h[2] > now) hs[k++] = h
+  }
+  hs.length = k
 }
 
-/** Adds (or renews) hold `id` of `amount` for `ttlMs`, in place, dropping expired holds. */
+/** Adds (or renews, in its place) hold `id` of `amount` for `ttlMs`, in place, dropping expired holds. */
 export function addHold(
   state: HoldState,
   now: number,
@@ -62,7 +81,10 @@ export function addHold(
   ttlMs: number,
 ): void {
   prune(state, now)
-  state.holds[id] = [amount, now + ttlMs]
+  const i = indexOf(state, id)
+  const h: [string, number, number] = [id, amount, now + ttlMs]
+  if (i >= 0) state.holds[i] = h
+  else state.holds.push(h)
 }
 
 /**
@@ -78,18 +100,17 @@ export function dropHold(
   ifHeld = false,
 ): boolean {
   prune(state, now)
-  const had = Object.hasOwn(state.holds, id)
-  if (ifHeld && !had) return false
-  if (had) delete state.holds[id]
+  const i = indexOf(state, id)
+  if (ifHeld && i < 0) return false
+  if (i >= 0) state.holds.splice(i, 1)
   state.used += charge
   return true
 }
 
-const copy = (state: HoldState | undefined): HoldState => {
-  const holds: Record<string, [number, number]> = {}
-  if (state) for (const id in state.holds) holds[id] = state.holds[id]!
-  return { used: state?.used ?? 0, holds }
-}
+const copy = (state: HoldState | undefined): HoldState => ({
+  used: state?.used ?? 0,
+  holds: state ? state.holds.slice() : [],
+})
 
 /**
  * @param limit the cap on settled plus held amounts (Infinity: count, never refuse)
@@ -133,7 +154,5 @@ export function release(
 
 /** True when nothing is settled or held, so the state can be dropped. */
 export function holdIdle(state: HoldState, now: number): boolean {
-  if (state.used !== 0) return false
-  for (const id in state.holds) if (state.holds[id]![1] > now) return false
-  return true
+  return state.used === 0 && !state.holds.some((h) => h[2] > now)
 }

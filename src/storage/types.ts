@@ -6,7 +6,8 @@
  * implement it, and `describeStorageConformance()` from `tollbooth/testing` checks a user's
  * own. Every time is milliseconds since the Unix epoch; every amount is a plain number of the
  * limit's units (requests, tokens or credits). `docs/storage.md` states the same in MUST/MAY
- * words.
+ * words. A {@link CounterStore} for a new database need not implement the counting rules:
+ * `countersFromState(backend)` builds one from a single atomic `transact`.
  *
  * Every method may reject; tollbooth bounds each hot-path call with a timeout and answers
  * 503 `storage_unavailable` (or lets the request through, with `failOpen`).

@@ -139,10 +139,10 @@ describe.skipIf(!server)('PostgreSQL admissions past the caller deadline', () =>
       await tb.flush()
       expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
       expect((await waiting(Date.now() + 60_000)).rows[0]!.n).toBe(0)
-      const holds = await pools[0]!.query<{ state: { holds: object } }>(
+      const holds = await pools[0]!.query<{ state: { holds: unknown[] } }>(
         `SELECT state FROM "${schema}".counters WHERE kind = 'hold'`,
       )
-      for (const r of holds.rows) expect(r.state.holds).toEqual({})
+      for (const r of holds.rows) expect(r.state.holds).toEqual([])
       await oneLeft(tb, key)
     } finally {
       locker.release()

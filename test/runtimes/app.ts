@@ -9,7 +9,9 @@
  * - `GET /v1/stream`: 20 server-sent events 12 ms apart, then reports `{ cost: 42, tokens: 1234 }`.
  * - `GET /v1/long`: 20 server-sent events 25 ms apart, then reports `{ cost: 42, tokens: 1234 }`;
  *   it carries on to its end when the client goes away (an upstream model that is paid for).
- * - `GET /v1/slow`: reports `{ cost: 42, tokens: 1234 }` at once, answers 400 ms later.
+ * - `GET /v1/slow`: reports `{ cost: 42, tokens: 1234 }` at once, answers 400 ms later; a
+ *   departed client's request settles at the latest 600 ms after it left or its body was
+ *   last read (`abortSettleMs`).
  * - `GET /v1/ok`: a plain JSON answer.
  * - `GET /usage`: the account's credits used and its settled requests.
  */
@@ -57,7 +59,7 @@ function build(): Hono {
       c.get('apiKey').report({ cost: 42, tokens: 1234 })
     }),
   )
-  a.get('/v1/slow', requireApiKey(tb, { cost: 100 }), async (c) => {
+  a.get('/v1/slow', requireApiKey(tb, { cost: 100, abortSettleMs: 600 }), async (c) => {
     c.get('apiKey').report({ cost: 42, tokens: 1234 })
     await new Promise((done) => setTimeout(done, 400))
     return c.json({ late: true })
@@ -65,7 +67,7 @@ function build(): Hono {
   a.get('/v1/ok', requireApiKey(tb), (c) => c.json({ ok: true }))
   a.get('/usage', async (c) => {
     const usage = await tb!.usage.get(ACCOUNT)
-    const logs = await tb!.usage.logs(keyId)
+    const logs = await tb!.usage.logs(keyId, { limit: 100 })
     return c.json({
       used: usage.credits.used,
       requests: logs.data.map((e) => ({

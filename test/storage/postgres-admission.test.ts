@@ -122,11 +122,11 @@ describe.skipIf(skipPostgres)('PostgreSQL admissions under one account’s burst
     const now = Date.now()
     expect((await s.storage.counters.consume([total], now)).results[0]!.used).toBe(1)
     expect((await s.tb.accounts.get(s.attacker.record.accountId)).credits.used).toBe(1)
-    const rows = await pool.query<{ state: { holds: object } }>(
+    const rows = await pool.query<{ state: { holds: unknown[] } }>(
       `SELECT state FROM "${schema}".counters WHERE key LIKE $1 AND kind = 'hold'`,
       [`{${s.attacker.record.accountId}}:%`],
     )
-    for (const r of rows.rows) expect(r.state.holds).toEqual({})
+    for (const r of rows.rows) expect(r.state.holds).toEqual([])
     await s.tb.close()
   }, 30_000)
 
