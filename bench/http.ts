@@ -226,8 +226,9 @@ async function headerCount(url: string, key: string): Promise<number> {
 
 /**
  * Loads every variant of `framework` in turn, `o.cycles` times, reshuffled each cycle. The
- * memory variants run in one server process; the storage variants (with REDIS_URL or
- * DATABASE_URL) in a second, with its own bare server, which they are measured against.
+ * memory variants run in one server process; the storage variants (SQLite, and Redis or
+ * PostgreSQL with REDIS_URL or DATABASE_URL) in a second, with its own bare server, which they
+ * are measured against.
  */
 export async function benchFramework(
   framework: string,
@@ -235,7 +236,8 @@ export async function benchFramework(
   o: { cycles: number; seconds: number; connections: number },
 ): Promise<VariantResult[]> {
   const servers: Server[] = [await startServer(framework, 'memory')]
-  if (process.env.REDIS_URL || process.env.DATABASE_URL)
+  // SQLite needs no server: the storage process always runs (BENCH_SQLITE=0 and no URL: not).
+  if (process.env.REDIS_URL || process.env.DATABASE_URL || process.env.BENCH_SQLITE !== '0')
     servers.push(await startServer(framework, 'storage'))
   // One entry per (process, variant); the second process's bare is named apart.
   const entries: Array<{ name: string; v: string; s: Server; bare: string }> = []

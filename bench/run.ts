@@ -86,6 +86,13 @@ function targets(framework: string, byName: Map<string, VariantResult>): string[
       `| ${framework} | Redis: tollbooth-redis / bare >= peer on Redis / bare | ${f2(tbR)} vs ${f2(peerR)} | ${tbR >= peerR ? 'met' : 'missed'} |`,
     )
   }
+  if (byName.has('tollbooth-sqlite')) {
+    // Each against the bare server of its own process, in the same cycles.
+    const r = ratio('tollbooth-sqlite', 'tollbooth')
+    redisRows.push(
+      `| ${framework} | SQLite: tollbooth-sqlite / bare >= 0.9 x tollbooth (memory) / bare | ${f2(r)} | ${r >= 0.9 ? 'met' : 'missed'} |`,
+    )
+  }
   const peerTb = quantile(byName.get('tollbooth-peer-headers')!.ratios, 0.5)
   const peer = quantile(byName.get('peer')!.ratios, 0.5)
   return [

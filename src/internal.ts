@@ -105,5 +105,11 @@ export {
   watchBody,
 } from './response-end.js'
 export { type Settlement, settlementOf } from './settle.js'
+export { isInProcess, markInProcess } from './storage/in-process.js'
 export { decodeLogCursor, encodeLogCursor } from './storage/memory.js'
+export {
+  type SyncCounterBackend,
+  syncCounters,
+  syncCountersFromState,
+} from './storage/state-counters.js'
 export { isRoute } from './tollbooth.js'

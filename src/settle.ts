@@ -430,7 +430,10 @@ function apply(
     try {
       sync.settle(ops, now)
     } catch (err) {
+      // An in-process store can fail too (SQLite: a lock held past its busy timeout): retried
+      // as a remote store's settle is, so the charge is not lost.
       ctx.report(err)
+      ctx.retries.add(retryOps(ops), Promise.reject(err), false)
     }
     return record(ctx, done, repeat ? -1 : charge)
   }

@@ -145,10 +145,17 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
   const now = () => clock.now()
   const localCounters = syncCounters(storage.counters) !== undefined
   const inProcess = isInProcess(storage.keys) && localCounters && isInProcess(storage.accounts)
-  if (localCounters && env('NODE_ENV') === 'production') {
+  if (o.storage === undefined && env('NODE_ENV') === 'production') {
+    warnOnce(
+      'TOLLBOOTH_MEMORY_STORAGE',
+      'no storage option: keys, balances and usage live in memory and are lost on restart; use tollbooth/sqlite (one machine), tollbooth/postgres or tollbooth/redis',
+    )
+  }
+  // A durable in-process store (SQLite) shares its counts through its file.
+  if (localCounters && !storage.counters.durable && env('NODE_ENV') === 'production') {
     warnOnce(
       'TOLLBOOTH_LOCAL_COUNTERS',
-      'the in-memory storage counts per process; use tollbooth/redis or tollbooth/postgres with several instances',
+      'the in-memory storage counts per process; use tollbooth/sqlite (one machine), tollbooth/redis or tollbooth/postgres with several instances',
     )
   }
   const onError =

@@ -6,9 +6,13 @@
  * charged against (limits far above what a run can reach), and the hand-written floor.
  */
 
+import { mkdtempSync, rmSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { redisStorage } from '../../adapters/redis/index.js'
+import { sqliteStorage } from '../../adapters/sqlite/index.js'
 import {
   createTollbooth,
   type HeaderFamilies,
@@ -143,4 +147,23 @@ export function redisVariants(tb: Tollbooth): {
     peer: theirs.client,
     commands: { 'tollbooth-redis': ours.commands, 'peer-redis': theirs.commands },
   }
+}
+
+/**
+ * The SQLite variant (storage process only): another instance with every store in one SQLite
+ * file of a temporary folder (removed at exit), holding the same key record, so the same key
+ * works. Unlike the Redis and PostgreSQL variants, keys, accounts and usage are on SQLite too:
+ * that is how the store is used. BENCH_SQLITE=0 leaves it out.
+ */
+export async function sqliteVariant(tb: Tollbooth): Promise<Tollbooth | null> {
+  if (!STORAGE_PROCESS || process.env.BENCH_SQLITE === '0') return null
+  const dir = mkdtempSync(join(tmpdir(), 'tollbooth-bench-'))
+  const storage = sqliteStorage({ path: join(dir, 'bench.db') })
+  process.on('exit', () => {
+    void storage.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const page = await tb.storage.keys.list('acct_bench', { limit: 10 })
+  for (const k of page.data) await storage.keys.insert(k)
+  return createTollbooth({ ...OPTIONS, storage })
 }

@@ -18,6 +18,7 @@ import {
   redisVariants,
   route,
   served,
+  sqliteVariant,
   type Variant,
 } from './common.js'
 
@@ -81,6 +82,9 @@ if (redis) {
     ),
   ]
 }
+
+const sqlite = await sqliteVariant(tb)
+if (sqlite) extra['tollbooth-sqlite'] = [requireApiKey(sqlite, route(ALL_HEADERS))]
 
 const ports: Record<string, number> = {}
 for (const v of served(extra)) {

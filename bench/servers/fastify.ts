@@ -18,6 +18,7 @@ import {
   redisVariants,
   route,
   served,
+  sqliteVariant,
   type Variant,
 } from './common.js'
 
@@ -34,13 +35,21 @@ const bearer = async (req: FastifyRequest, reply: FastifyReply) => {
     return reply.code(401).send({ error: 'Invalid API Key' })
 }
 
-async function build(v: Variant | 'tollbooth-redis' | 'peer-redis'): Promise<FastifyInstance> {
+const sqlite = await sqliteVariant(tb)
+
+async function build(
+  v: Variant | 'tollbooth-redis' | 'peer-redis' | 'tollbooth-sqlite',
+): Promise<FastifyInstance> {
   const app = Fastify({ logger: false })
   app.get('/redis-commands', async () => String(redis?.commands[v]?.() ?? 0))
   switch (v) {
     case 'tollbooth-redis':
       await app.register(tollbooth, { tb: redis!.tb })
       app.get('/hello', { preHandler: requireApiKey(redis!.tb, route(ALL_HEADERS)) }, handler)
+      break
+    case 'tollbooth-sqlite':
+      await app.register(tollbooth, { tb: sqlite! })
+      app.get('/hello', { preHandler: requireApiKey(sqlite!, route(ALL_HEADERS)) }, handler)
       break
     case 'peer-redis':
       // @fastify/rate-limit's own Redis store, on ioredis.
@@ -97,7 +106,9 @@ async function build(v: Variant | 'tollbooth-redis' | 'peer-redis'): Promise<Fas
 }
 
 const ports: Record<string, number> = {}
-for (const v of served(redis?.commands ?? {}) as Array<Parameters<typeof build>[0]>) {
+const storageVariants: Record<string, unknown> = { ...(redis?.commands ?? {}) }
+if (sqlite) storageVariants['tollbooth-sqlite'] = true
+for (const v of served(storageVariants) as Array<Parameters<typeof build>[0]>) {
   const app = await build(v)
   await app.listen({ port: 0, host: '127.0.0.1' })
   ports[v] = portOf(app.server)

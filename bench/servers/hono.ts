@@ -21,6 +21,7 @@ import {
   route,
   STORAGE_PROCESS,
   served,
+  sqliteVariant,
   type Variant,
   withCounters,
 } from './common.js'
@@ -108,6 +109,9 @@ if (STORAGE_PROCESS && process.env.DATABASE_URL) {
   const counters = postgresStorage({ pool, schema }).counters
   extra['tollbooth-postgres'] = [requireApiKey(withCounters(tb, counters), route(ALL_HEADERS))]
 }
+
+const sqlite = await sqliteVariant(tb)
+if (sqlite) extra['tollbooth-sqlite'] = [requireApiKey(sqlite, route(ALL_HEADERS))]
 
 const ports: Record<string, number> = {}
 for (const v of served(extra)) {

@@ -2,7 +2,7 @@
  * @module examples/inference-api/server
  *
  * `npm run example:inference`: starts the inference API on PORT (default 3000) with the
- * in-memory storage, or on Redis / PostgreSQL when `REDIS_URL` / `DATABASE_URL` are set. It
+ * SQLite storage (`data/tollbooth.db`, or under `DATA_DIR`), or on Redis / PostgreSQL when `REDIS_URL` / `DATABASE_URL` are set. It
  * creates an account with $5 of credit, a management key, a credit key, a pool subscription
  * for the current 8-hour block with a pool key, and a session token (for `/api/*` and the
  * developer portal at `/portal`), and prints them. With `STRIPE_SECRET_KEY`,
@@ -71,6 +71,7 @@ const session = await signSession(sessionSecret, accountId)
 await app.listen({ port, host }).catch((err: unknown) => listenFailed(err, port, host))
 const url = `http://${host}:${(app.server.address() as AddressInfo).port}`
 console.log(`inference-api listening on ${url} (storage: ${opened.label})`)
+if (opened.file) console.log(`data: ${opened.file}`)
 console.log(`account: ${accountId}`)
 console.log(`management key: ${management.key}`)
 console.log(`consumption key: ${credit.key}`)

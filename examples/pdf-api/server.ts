@@ -1,8 +1,8 @@
 /**
  * @module examples/pdf-api/server
  *
- * `npm run example:pdf`: starts the PDF API on PORT (default 3000) with the in-memory storage,
- * or on Redis / PostgreSQL when `REDIS_URL` / `DATABASE_URL` are set, creates an account on
+ * `npm run example:pdf`: starts the PDF API on PORT (default 3000) on SQLite
+ * (`data/tollbooth.db`, or under `DATA_DIR`), or on Redis / PostgreSQL when `REDIS_URL` / `DATABASE_URL` are set, creates an account on
  * the pro plan with an API key and a session token for the account routes and the developer
  * portal at `/portal`, and prints them.
  */
@@ -34,6 +34,7 @@ const server = app.listen(port, host, (err) => {
   if (err) listenFailed(err, port, host)
   const url = `http://${host}:${(server.address() as AddressInfo).port}`
   console.log(`pdf-api listening on ${url} (storage: ${opened.label})`)
+  if (opened.file) console.log(`data: ${opened.file}`)
   console.log(`account: ${accountId}`)
   console.log(`consumption key: ${consumption.key}`)
   console.log(`session token: ${session}`)

@@ -1,17 +1,23 @@
 /**
  * @module examples/shared/storage
  *
- * Where the examples keep their keys, counters and usage: the in-memory default, or the
- * servers named by `REDIS_URL` and `DATABASE_URL`. With both, PostgreSQL keeps keys, usage and
- * accounts and Redis the hot admission counters (the split `tollbooth/postgres` recommends).
+ * Where the examples keep their keys, counters and usage: by default one SQLite file,
+ * `tollbooth.db` in the data folder (`DATA_DIR`, default `./data`, created if missing), so a
+ * restart keeps every key, balance, count and log; or the servers named by `REDIS_URL` and
+ * `DATABASE_URL`. With both, PostgreSQL keeps keys, usage and accounts and Redis the hot
+ * admission counters (the split `tollbooth/postgres` recommends). `TOLLBOOTH_STORAGE=memory`
+ * runs on the in-memory store (nothing kept).
  * Every example's `server.ts` calls {@link storageFromEnv}; the tests call {@link openStorage}
  * with explicit URLs.
  */
 
+import { mkdirSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { Redis } from 'ioredis'
 import pg from 'pg'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
+import { sqliteStorage } from '../../adapters/sqlite/index.js'
 import type { Storage } from '../../src/index.js'
 
 /** Where to connect; nothing given: the in-memory storage. */
@@ -24,14 +30,18 @@ export interface StorageConfig {
   databaseUrl?: string | undefined
   /** The schema of tollbooth's tables. Default `tollbooth`. */
   databaseSchema?: string | undefined
+  /** Without either URL: the SQLite file (its folder is created). Nothing: in memory. */
+  sqlitePath?: string | undefined
 }
 
 /** An opened storage: undefined for the in-memory default, and how to close the connections. */
 export interface OpenedStorage {
   /** Pass to `createTollbooth({ storage })`; undefined means the in-memory default. */
   storage: Storage | undefined
-  /** `memory`, `redis`, `postgres` or `postgres+redis`, for the start-up banner. */
+  /** `memory`, `sqlite`, `redis`, `postgres` or `postgres+redis`, for the start-up banner. */
   label: string
+  /** The SQLite file, when on SQLite (printed at start as `data: …`). */
+  file?: string
   /** Closes what this module opened (call after `tb.close()`). */
   close(): Promise<void>
 }
@@ -85,6 +95,13 @@ export async function openStorage(config: StorageConfig): Promise<OpenedStorage>
       }
     if (postgres) return { storage: postgres, label: 'postgres', close }
     if (redis) return { storage: redis, label: 'redis', close }
+    if (config.sqlitePath) {
+      const file = resolve(config.sqlitePath)
+      mkdirSync(resolve(file, '..'), { recursive: true })
+      const sqlite = sqliteStorage({ path: file })
+      closers.push(() => sqlite.close())
+      return { storage: sqlite, label: 'sqlite', file, close }
+    }
     return { storage: undefined, label: 'memory', close }
   } catch (err) {
     await close()
@@ -92,9 +109,17 @@ export async function openStorage(config: StorageConfig): Promise<OpenedStorage>
   }
 }
 
-/** {@link openStorage} from `REDIS_URL`, `REDIS_PREFIX`, `DATABASE_URL` and `DATABASE_SCHEMA`. */
+/**
+ * {@link openStorage} from `REDIS_URL`, `REDIS_PREFIX`, `DATABASE_URL` and `DATABASE_SCHEMA`;
+ * without a URL, SQLite in `DATA_DIR` (default `./data`), or memory with
+ * `TOLLBOOTH_STORAGE=memory`.
+ */
 export function storageFromEnv(env: NodeJS.ProcessEnv = process.env): Promise<OpenedStorage> {
   return openStorage({
+    sqlitePath:
+      env['TOLLBOOTH_STORAGE'] === 'memory'
+        ? undefined
+        : resolve(env['DATA_DIR'] || 'data', 'tollbooth.db'),
     redisUrl: env['REDIS_URL'] || undefined,
     redisPrefix: env['REDIS_PREFIX'] || undefined,
     databaseUrl: env['DATABASE_URL'] || undefined,

@@ -2,7 +2,7 @@
  * @module examples/voice-api/server
  *
  * `npm run example:voice` (also `npm run demo`): starts the voice API on PORT (default 3000)
- * with the in-memory storage, or on Redis / PostgreSQL when `REDIS_URL` / `DATABASE_URL` are
+ * on SQLite (`data/tollbooth.db`, or under `DATA_DIR`), or on Redis / PostgreSQL when `REDIS_URL` / `DATABASE_URL` are
  * set, creates an account on the pro plan with a management key, an API key and a portal
  * session token (it signs in to the developer portal at `/portal`), and prints them one a
  * line. With `STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET` and `STRIPE_PRICE_STARTER` / `_PRO` /
@@ -46,6 +46,7 @@ const session = await signSession(sessionSecret, accountId)
 const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
   publicUrl = `http://${host}:${info.port}`
   console.log(`voice-api listening on ${publicUrl} (storage: ${opened.label})`)
+  if (opened.file) console.log(`data: ${opened.file}`)
   console.log(`account: ${accountId}`)
   console.log(`management key: ${management.key}`)
   console.log(`consumption key: ${consumption.key}`)

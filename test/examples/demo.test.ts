@@ -1,5 +1,5 @@
 /**
- * `npm run demo` (`examples/voice-api/server.ts`): starts on the in-memory default, prints its
+ * `npm run demo` (`examples/voice-api/server.ts`): starts on its default storage (SQLite in a temporary DATA_DIR here), prints its
  * keys, and serves a protected route.
  */
 
@@ -12,7 +12,7 @@ afterAll(async () => {
 })
 
 describe('npm run demo', () => {
-  it('starts an API on the in-memory default, prints keys, and serves a protected route', async () => {
+  it('starts an API on its default storage, prints keys, and serves a protected route', async () => {
     started = await startServer('examples/voice-api/server.ts', [
       'management key',
       'consumption key',

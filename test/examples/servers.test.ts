@@ -1,8 +1,8 @@
 /**
  * `npm run example:voice`, `example:pdf` and `example:inference`: each `server.ts` starts on
- * the in-memory default with one command, prints the credentials it created one a line, and
- * each printed credential works where its README says; in all three the printed session
- * token signs in to the developer portal at `/portal`.
+ * their default storage (SQLite, in a temporary DATA_DIR here) with one command, prints the
+ * credentials it created one a line, and each printed credential works where its README says;
+ * in all three the printed session token signs in to the developer portal at `/portal`.
  */
 
 import { afterEach, describe, expect, it } from 'vitest'
@@ -32,7 +32,7 @@ describe('example servers', () => {
       'session token',
     ])
     const { url, lines } = started
-    expect(started.output()).toContain('(storage: memory)')
+    expect(started.output()).toContain('(storage: sqlite)')
     const key = lines['consumption key']!
     const synth = await call(url, 'POST', '/v1/synthesize', { token: key, json: { text: 'Hello' } })
     expect([synth.status, synth.headers.get('x-usage-current')]).toEqual([200, '1'])

@@ -4,10 +4,14 @@
  * Starts an example's `server.ts` as its own process, as `npm run example:<name>` does, on
  * an ephemeral port, and reads the lines it prints (`management key: …`, `consumption key: …`,
  * `session token: …`). The environment is the test's, without `REDIS_URL` and `DATABASE_URL`
- * unless the caller passes them, so a run is on the in-memory default by default.
+ * unless the caller passes them, so a run is on the examples' default, SQLite, in a fresh
+ * temporary `DATA_DIR` (removed once the process has exited) unless the caller passes one.
  */
 
 import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 export interface Started {
   url: string
@@ -32,10 +36,18 @@ export function startServer(
   const base = { ...process.env }
   delete base['REDIS_URL']
   delete base['DATABASE_URL']
+  const ownDir = env['DATA_DIR'] ? null : mkdtempSync(join(tmpdir(), 'tollbooth-example-'))
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', script], {
-    env: { ...base, PORT: '0', NODE_ENV: 'development', ...env },
+    env: {
+      ...base,
+      PORT: '0',
+      NODE_ENV: 'development',
+      ...(ownDir ? { DATA_DIR: ownDir } : {}),
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
+  if (ownDir) child.once('exit', () => rmSync(ownDir, { recursive: true, force: true }))
   let out = ''
   child.stderr!.on('data', (d) => {
     out += d

@@ -1,0 +1,183 @@
+/**
+ * @module sqlite/accounts
+ *
+ * Accounts in the `accounts` table and sealed provider keys in `provider_keys`. `addBalance`
+ * is one `UPDATE … SET balance = balance + ?`, atomic under the file's write lock; the period
+ * rollover's compare-and-set is a `WHERE period_start = ?` on the same `UPDATE` as the patch.
+ */
+
+import type {
+  AccountPatch,
+  AccountRecord,
+  AccountStore,
+  ProviderKeyRecord,
+  SecretStore,
+} from '../../src/internal.js'
+import { type Db, json } from './db.js'
+
+interface AccountRow {
+  id: string
+  tier: string | null
+  balance: number
+  carryover: number
+  period_start: number
+  tier_expires_at: number | null
+  billing_customer_id: string | null
+  metadata: string
+}
+
+const ACCOUNT_COLUMNS =
+  'id, tier, balance, carryover, period_start, tier_expires_at, billing_customer_id, metadata'
+
+function toAccount(r: AccountRow): AccountRecord {
+  return {
+    id: r.id,
+    tier: r.tier,
+    balance: r.balance,
+    carryover: r.carryover,
+    periodStart: r.period_start,
+    tierExpiresAt: r.tier_expires_at,
+    billingCustomerId: r.billing_customer_id,
+    metadata: JSON.parse(r.metadata),
+  }
+}
+
+const ACCOUNT_PATCH: Record<keyof AccountPatch, string> = {
+  tier: 'tier',
+  balance: 'balance',
+  carryover: 'carryover',
+  periodStart: 'period_start',
+  tierExpiresAt: 'tier_expires_at',
+  billingCustomerId: 'billing_customer_id',
+  metadata: 'metadata',
+}
+
+export function sqliteAccounts(d: Db): AccountStore {
+  const one = (row: unknown) => (row ? toAccount(row as AccountRow) : null)
+  const getSql = `SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE id = ?`
+  return {
+    async get(id) {
+      return d.run(() => one(d.stmt(getSql).get(id)))
+    },
+    async ensure(a) {
+      return d.run(() => {
+        d.stmt(
+          `INSERT INTO accounts (${ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (id) DO NOTHING`,
+        ).run(
+          a.id,
+          a.tier,
+          a.balance,
+          a.carryover,
+          a.periodStart,
+          a.tierExpiresAt,
+          a.billingCustomerId,
+          json(a.metadata),
+        )
+        return one(d.stmt(getSql).get(a.id)) ?? a
+      })
+    },
+    async update(id, patch, ifPeriodStart) {
+      const sets: string[] = []
+      const values: unknown[] = []
+      for (const field of Object.keys(ACCOUNT_PATCH) as Array<keyof AccountPatch>) {
+        const v = patch[field]
+        if (v === undefined) continue
+        sets.push(`${ACCOUNT_PATCH[field]} = ?`)
+        values.push(field === 'metadata' ? json(v) : v)
+      }
+      const where = 'id = ? AND (? IS NULL OR period_start = ?)'
+      const p = ifPeriodStart ?? null
+      return d.run(() =>
+        one(
+          sets.length
+            ? d
+                .stmt(
+                  `UPDATE accounts SET ${sets.join(', ')} WHERE ${where} RETURNING ${ACCOUNT_COLUMNS}`,
+                )
+                .get(...values, id, p, p)
+            : d.stmt(`SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE ${where}`).get(id, p, p),
+        ),
+      )
+    },
+    async addBalance(id, amount) {
+      return d.run(() =>
+        one(
+          d
+            .stmt(
+              `UPDATE accounts SET balance = balance + ? WHERE id = ? RETURNING ${ACCOUNT_COLUMNS}`,
+            )
+            .get(amount, id),
+        ),
+      )
+    },
+  }
+}
+
+interface SecretRow {
+  account_id: string
+  provider: string
+  sealed: string
+  last4: string
+  created_at: number
+  verified_at: number | null
+}
+
+const SECRET_COLUMNS = 'account_id, provider, sealed, last4, created_at, verified_at'
+
+function toSecret(r: SecretRow): ProviderKeyRecord {
+  return {
+    accountId: r.account_id,
+    provider: r.provider,
+    sealed: r.sealed,
+    last4: r.last4,
+    createdAt: r.created_at,
+    verifiedAt: r.verified_at,
+  }
+}
+
+export function sqliteSecrets(d: Db): SecretStore {
+  return {
+    async put(r) {
+      d.run(() =>
+        d
+          .stmt(
+            `INSERT INTO provider_keys (${SECRET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (account_id, provider) DO UPDATE SET sealed = excluded.sealed,
+               last4 = excluded.last4, created_at = excluded.created_at,
+               verified_at = excluded.verified_at`,
+          )
+          .run(r.accountId, r.provider, r.sealed, r.last4, r.createdAt, r.verifiedAt),
+      )
+    },
+    async get(accountId, provider) {
+      const row = d.run(() =>
+        d
+          .stmt(`SELECT ${SECRET_COLUMNS} FROM provider_keys WHERE account_id = ? AND provider = ?`)
+          .get(accountId, provider),
+      )
+      return row ? toSecret(row as SecretRow) : null
+    },
+    async list(accountId) {
+      const rows = d.run(
+        () =>
+          d
+            .stmt(
+              `SELECT ${SECRET_COLUMNS} FROM provider_keys WHERE account_id = ? ORDER BY provider`,
+            )
+            .all(accountId) as SecretRow[],
+      )
+      return rows.map(toSecret)
+    },
+    async delete(accountId, provider) {
+      return d.run(
+        () =>
+          Number(
+            d
+              .stmt('DELETE FROM provider_keys WHERE account_id = ? AND provider = ?')
+              .run(accountId, provider).changes,
+          ) > 0,
+      )
+    },
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * @module sqlite/db
+ *
+ * What every SQLite store shares: the driver's shape (the synchronous `better-sqlite3` API,
+ * which `libsql` also has), opening a file by path, the connection's settings, one
+ * `BEGIN IMMEDIATE` transaction, statements prepared once, and the translation of the
+ * driver's errors: a file that is not a database, a busy lock past `busyTimeoutMs`.
+ *
+ * Settings of every connection (`configure`): WAL (readers never wait for the writer, and a
+ * commit is one append to the `-wal` file), `synchronous = NORMAL` (a committed transaction
+ * survives the process being killed; only a power loss or an OS crash may take back the last
+ * commits since the previous checkpoint; `synchronous: 'full'` waits for the disk on every
+ * commit instead) and `busy_timeout` (a writer waits that long for another process's write
+ * lock, then the call fails with `StorageUnavailableError`, a 503).
+ */
+
+import { createRequire } from 'node:module'
+import { ConfigError, StorageUnavailableError } from '../../src/internal.js'
+
+/** One prepared statement of the driver (`better-sqlite3`'s `Statement`, or `libsql`'s). */
+export interface SqliteStatement {
+  run(...params: unknown[]): { changes: number | bigint }
+  get(...params: unknown[]): unknown
+  all(...params: unknown[]): unknown[]
+}
+
+/**
+ * The database handle tollbooth needs: `new Database(path)` of `better-sqlite3` (12 or later)
+ * or of `libsql`. tollbooth never closes a handle it was given.
+ */
+export interface SqliteDatabase {
+  prepare(sql: string): SqliteStatement
+  exec(sql: string): unknown
+  close(): unknown
+  readonly name?: string
+  readonly inTransaction?: boolean
+}
+
+/** The driver loaded to open `options.path`: `better-sqlite3`'s default export. */
+type Driver = new (path: string, options?: { timeout?: number }) => SqliteDatabase
+
+/** A module-relative `require`, in the ESM and the CommonJS builds alike. */
+function requireDriver(name: string): Driver {
+  // The CommonJS build gets `import.meta.url` from tsup's shim (`shims: true`).
+  const mod = createRequire(import.meta.url)(name) as Driver | { default: Driver }
+  return typeof mod === 'function' ? mod : mod.default
+}
+
+export interface OpenOptions {
+  database?: SqliteDatabase
+  path?: string
+  busyTimeoutMs?: number
+  synchronous?: 'normal' | 'full'
+}
+
+/** The `synchronous` pragma's values, by option. */
+const SYNCHRONOUS = { normal: 'NORMAL', full: 'FULL' } as const
+
+/**
+ * Checks the options shared by `sqliteStorage` and `migrate`, and opens the file when given a
+ * path (with `better-sqlite3`, else `libsql`, whichever is installed).
+ *
+ * @throws {ConfigError} naming `options.database`, `options.path`, `options.busyTimeoutMs` or
+ *   `options.synchronous`; for a path that cannot be opened, or a file that is not a database
+ */
+export function open(
+  fn: string,
+  options: OpenOptions | undefined,
+): { db: SqliteDatabase; owned: boolean; busyTimeoutMs: number } {
+  const o = options ?? {}
+  const busyTimeoutMs = o.busyTimeoutMs ?? 1500
+  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
+    throw new ConfigError(
+      `${fn}: options.busyTimeoutMs must be an integer >= 0 (milliseconds), got ${String(busyTimeoutMs)}`,
+    )
+  }
+  const sync = o.synchronous ?? 'normal'
+  if (!Object.hasOwn(SYNCHRONOUS, sync)) {
+    throw new ConfigError(
+      `${fn}: options.synchronous must be 'normal' or 'full', got ${JSON.stringify(sync)}`,
+    )
+  }
+  if ((o.database === undefined) === (o.path === undefined)) {
+    throw new ConfigError(
+      `${fn}: give exactly one of options.database (a better-sqlite3 or libsql Database) and options.path (a file)`,
+    )
+  }
+  let db: SqliteDatabase
+  let owned = false
+  let option = 'options.database'
+  if (o.database !== undefined) {
+    const d = o.database as Partial<SqliteDatabase> | null
+    if (!d || typeof d.prepare !== 'function' || typeof d.exec !== 'function') {
+      throw new ConfigError(
+        `${fn}: options.database must be a better-sqlite3 or libsql Database (new Database(path)), got ${d === null ? 'null' : typeof d}`,
+      )
+    }
+    db = d as SqliteDatabase
+  } else {
+    option = 'options.path'
+    if (typeof o.path !== 'string' || o.path === '') {
+      throw new ConfigError(`${fn}: options.path must be a file path, got ${typeof o.path}`)
+    }
+    const Database = loadDriver(fn)
+    try {
+      db = new Database(o.path, { timeout: busyTimeoutMs })
+    } catch (err) {
+      throw new ConfigError(
+        `${fn}: options.path ${JSON.stringify(o.path)} cannot be opened: ${message(err)}`,
+        { cause: err },
+      )
+    }
+    owned = true
+  }
+  try {
+    configure(db, busyTimeoutMs, SYNCHRONOUS[sync])
+  } catch (err) {
+    if (owned) db.close()
+    throw refused(fn, option, err, o.path)
+  }
+  return { db, owned, busyTimeoutMs }
+}
+
+function loadDriver(fn: string): Driver {
+  const errors: string[] = []
+  for (const name of ['better-sqlite3', 'libsql']) {
+    try {
+      return requireDriver(name)
+    } catch (err) {
+      errors.push(`${name}: ${message(err)}`)
+    }
+  }
+  throw new ConfigError(
+    `${fn}: options.path needs the better-sqlite3 package (npm install better-sqlite3), or libsql; neither loads (${errors.join('; ')})`,
+  )
+}
+
+/** The connection's settings; reading the journal mode also reads the file's header. */
+function configure(db: SqliteDatabase, busyTimeoutMs: number, sync: string): void {
+  db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`)
+  const mode = db.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode?: string }
+  if (mode?.journal_mode !== 'wal' && mode?.journal_mode !== 'memory') {
+    throw new Error(`journal_mode WAL was refused (${String(mode?.journal_mode)})`)
+  }
+  db.exec(`PRAGMA synchronous = ${sync}`)
+  db.exec('PRAGMA foreign_keys = OFF')
+}
+
+/** The message of a driver's error. */
+export function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+/** The driver's error code (`SQLITE_BUSY`, `SQLITE_NOTADB`, …), when it has one. */
+export function codeOf(err: unknown): string {
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | null
+  const c = typeof e?.code === 'string' && e.code.startsWith('SQLITE') ? e.code : e?.cause?.code
+  return typeof c === 'string' ? c : ''
+}
+
+/** A file that is not a database (or whose pages are damaged): refused, never recreated. */
+export function refused(fn: string, option: string, err: unknown, path?: string): Error {
+  const code = codeOf(err)
+  const where = path === undefined ? option : `${option} ${JSON.stringify(path)}`
+  if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) {
+    return new ConfigError(
+      `${fn}: ${where} is not a usable SQLite database (${code}: ${message(err)}); tollbooth will not overwrite it: restore it from a backup, or move it away to start empty`,
+      { cause: err },
+    )
+  }
+  if (
+    code.startsWith('SQLITE_CANTOPEN') ||
+    code.startsWith('SQLITE_READONLY') ||
+    code.startsWith('SQLITE_PERM')
+  ) {
+    return new ConfigError(
+      `${fn}: ${where} cannot be opened for writing (${code}: ${message(err)})`,
+      {
+        cause: err,
+      },
+    )
+  }
+  return new ConfigError(`${fn}: ${where}: ${message(err)}`, { cause: err })
+}
+
+/** The shared state of one storage value. */
+export interface Db {
+  db: SqliteDatabase
+  /** A statement prepared once per storage value. */
+  stmt(sql: string): SqliteStatement
+  /**
+   * Runs `fn` in one `BEGIN IMMEDIATE` transaction: it takes the file's write lock first (a
+   * writer of another process is waited for, up to `busyTimeoutMs`), so what `fn` reads stays
+   * true until the commit. `fn` returns whether to commit; a throw rolls back.
+   */
+  write<T>(fn: () => { value: T; commit: boolean }): T
+  /** `write` that always commits. */
+  tx<T>(fn: () => T): T
+  /** Runs `fn`, with a busy lock or a damaged file turned into tollbooth's errors. */
+  run<T>(fn: () => T): T
+}
+
+export function createDb(db: SqliteDatabase): Db {
+  const cache = new Map<string, SqliteStatement>()
+  const stmt = (sql: string) => {
+    let s = cache.get(sql)
+    if (!s) {
+      s = db.prepare(sql)
+      cache.set(sql, s)
+    }
+    return s
+  }
+  const run = <T>(fn: () => T): T => {
+    try {
+      return fn()
+    } catch (err) {
+      throw translate(err)
+    }
+  }
+  const write = <T>(fn: () => { value: T; commit: boolean }): T =>
+    run(() => {
+      stmt('BEGIN IMMEDIATE').run()
+      let out: { value: T; commit: boolean }
+      try {
+        out = fn()
+      } catch (err) {
+        if (db.inTransaction !== false) stmt('ROLLBACK').run()
+        throw err
+      }
+      stmt(out.commit ? 'COMMIT' : 'ROLLBACK').run()
+      return out.value
+    })
+  return {
+    db,
+    stmt,
+    write,
+    tx: (fn) => write(() => ({ value: fn(), commit: true })),
+    run,
+  }
+}
+
+/** A lock held past `busyTimeoutMs` is the storage being unavailable (503), not a bug. */
+export function translate(err: unknown): unknown {
+  const code = codeOf(err)
+  if (code === 'SQLITE_BUSY' || code.startsWith('SQLITE_BUSY_') || code === 'SQLITE_LOCKED') {
+    return new StorageUnavailableError(
+      `tollbooth/sqlite: the database file stayed locked by another connection past busyTimeoutMs (${code}); nothing was committed`,
+      { cause: err },
+    )
+  }
+  if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) {
+    return new StorageUnavailableError(
+      `tollbooth/sqlite: the database file is damaged (${code}: ${message(err)}); restore it from a backup`,
+      { cause: err },
+    )
+  }
+  return err
+}
+
+/** A JSON column as text. */
+export const json = (v: unknown): string => JSON.stringify(v ?? null)
+
+/** A boolean as SQLite stores it. */
+export const bit = (v: boolean): number => (v ? 1 : 0)

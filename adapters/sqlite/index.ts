@@ -1,0 +1,193 @@
+/**
+ * @module tollbooth/sqlite
+ *
+ * Storage in one SQLite file, for an API on one machine (one process, or several under a
+ * process manager on the same file): keys, counters, usage and logs, accounts and sealed
+ * provider keys, with no server to run, and nothing lost on a restart.
+ *
+ * - Driver: `better-sqlite3` (12 or later), an optional peer dependency; a `libsql` handle
+ *   works too (the same API). Give your own handle (`database`) or a file (`path`).
+ * - Schema: versioned migrations (`MIGRATIONS`), applied by {@link migrate}, which
+ *   `sqliteStorage` runs itself unless told not to. A file of a later schema, or one that is
+ *   not a SQLite database, is refused with a `ConfigError`; it is never recreated.
+ * - Several processes on one file: WAL, and every write in a `BEGIN IMMEDIATE` transaction,
+ *   so admissions see one serial order across processes and every limit stays exact; a
+ *   revocation published by one process reaches the others within `changePollMs` (the change
+ *   feed polls a table of changes by its growing id).
+ * - Durability: each admission, settle, top-up and key change is committed before the call
+ *   returns, and a commit survives the process being killed (`kill -9`); usage events and
+ *   `lastUsedAt` wait in tollbooth's out-box until the next flush (`usage.flushIntervalMs`,
+ *   and `tb.close()`), so a `kill -9` loses at most that interval's events, never a balance
+ *   or a count. `synchronous: 'full'` also keeps the last commits through a power loss.
+ */
+
+import { type ChangeFeed, ConfigError, markInProcess, type Storage } from '../../src/internal.js'
+import { sqliteAccounts, sqliteSecrets } from './accounts.js'
+import { sqliteChanges } from './changes.js'
+import { sqliteCounters } from './counters.js'
+import {
+  codeOf,
+  createDb,
+  type Db,
+  type OpenOptions,
+  open,
+  refused,
+  type SqliteDatabase,
+} from './db.js'
+import { sqliteIpBlocks } from './ip-blocks.js'
+import { sqliteKeys } from './keys.js'
+import { applyMigrations } from './migrate.js'
+import { MIGRATIONS } from './migrations.js'
+import { sqliteUsage } from './usage.js'
+
+export { type SqliteCounterBackend, sqliteCounterBackend } from './counters.js'
+export type { SqliteDatabase, SqliteStatement } from './db.js'
+export { type MigrateOptions, type MigrateResult, migrate } from './migrate.js'
+export { INIT_SQL, MIGRATIONS, type Migration } from './migrations.js'
+
+export interface SqliteStorageOptions {
+  /**
+   * Your own handle: `new Database(path)` of `better-sqlite3` or `libsql`. tollbooth sets its
+   * pragmas (WAL, `synchronous`, `busy_timeout`) and never closes it.
+   */
+  database?: SqliteDatabase
+  /** Or the file to open (with `better-sqlite3`, else `libsql`); its folder must exist. */
+  path?: string
+  /**
+   * Apply the migrations the file lacks when the storage is made. Default true; with false, a
+   * file that is not up to date is refused (run {@link migrate} at deploy).
+   */
+  migrate?: boolean
+  /**
+   * How long a write waits for another process's write lock before it fails (503). Keep it
+   * below the core's `storageTimeoutMs`. Default 1,500 ms.
+   */
+  busyTimeoutMs?: number
+  /**
+   * `'normal'` (default): a commit survives the process being killed, and a power loss may
+   * take back the last commits. `'full'`: each commit waits for the disk.
+   */
+  synchronous?: 'normal' | 'full'
+  /**
+   * How often a process with subscribers reads the change feed: the bound on how long another
+   * process may still accept a key revoked on this one. Default 250 ms.
+   */
+  changePollMs?: number
+  /** Admissions between two deletions of expired counters (0: never). Default 10,000. */
+  pruneEvery?: number
+  /** Errors off the request path (a failed poll of the change feed). Default: `console.error`. */
+  onError?: (err: unknown) => void
+}
+
+/** {@link Storage} with a change feed and the SQLite-specific calls. */
+export interface SqliteStorage extends Storage {
+  changes: ChangeFeed
+  /** The handle in use (the one given, or the one opened for `path`). */
+  database: SqliteDatabase
+  /** Deletes counters whose state has expired at `now`; returns how many. */
+  pruneCounters(now?: number): Promise<number>
+  /** Stops the change feed, and closes the file when the storage opened it. */
+  close(): Promise<void>
+}
+
+/**
+ * SQLite storage in one file.
+ *
+ * @param options.database your `better-sqlite3` (or `libsql`) handle, or `options.path` a file
+ * @param [options.migrate=true] apply missing migrations now
+ * @param [options.busyTimeoutMs=1500] wait for another process's write lock at most this long
+ * @param [options.synchronous='normal'] `'full'` to wait for the disk on each commit
+ * @param [options.changePollMs=250] how often other processes' changes are read
+ * @param [options.pruneEvery=10000] admissions between deletions of expired counters
+ * @param [options.onError=console.error] errors off the request path
+ * @throws {ConfigError} naming the option: a path that cannot be opened, a file that is not a
+ *   SQLite database (never overwritten), a schema of a later version, a bad value
+ * @example
+ * ```ts
+ * import { createTollbooth } from 'tollbooth'
+ * import { sqliteStorage } from 'tollbooth/sqlite'
+ *
+ * const tb = createTollbooth({ secret: process.env.TOLLBOOTH_SECRET, storage: sqliteStorage({ path: 'data/tollbooth.db' }) })
+ * ```
+ */
+export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
+  const fn = 'sqliteStorage'
+  const o = options ?? ({} as SqliteStorageOptions)
+  const pollMs = o.changePollMs ?? 250
+  if (!Number.isSafeInteger(pollMs) || pollMs < 1) {
+    throw new ConfigError(
+      `${fn}: options.changePollMs must be a positive integer (milliseconds), got ${String(pollMs)}`,
+    )
+  }
+  const pruneEvery = o.pruneEvery ?? 10_000
+  if (!Number.isSafeInteger(pruneEvery) || pruneEvery < 0) {
+    throw new ConfigError(
+      `${fn}: options.pruneEvery must be an integer >= 0 (admissions), got ${String(pruneEvery)}`,
+    )
+  }
+  const runMigrations = o.migrate ?? true
+  if (typeof runMigrations !== 'boolean') {
+    throw new ConfigError(`${fn}: options.migrate must be a boolean, got ${typeof runMigrations}`)
+  }
+  if (o.onError !== undefined && typeof o.onError !== 'function') {
+    throw new ConfigError(`${fn}: options.onError must be a function`)
+  }
+  const onError =
+    o.onError ??
+    ((err: unknown) =>
+      console.error('[tollbooth/sqlite]', err instanceof Error ? err.message : err))
+  const { db, owned } = open(fn, o as OpenOptions)
+  const option = o.database ? 'options.database' : 'options.path'
+  const d = createDb(db)
+  try {
+    if (runMigrations) applyMigrations(fn, option, d, o.path)
+    else checkSchema(d, option)
+  } catch (err) {
+    if (owned) db.close()
+    throw err
+  }
+  const counters = sqliteCounters(d, pruneEvery)
+  const changes = sqliteChanges(d, pollMs, onError)
+  // Synchronous calls on a local file: the core skips its timeout timer (a timer could not
+  // fire during a synchronous call anyway); a lock held too long fails after busyTimeoutMs.
+  const keys = markInProcess(sqliteKeys(d))
+  const accounts = markInProcess(sqliteAccounts(d))
+  let closed = false
+  return {
+    keys,
+    counters,
+    usage: sqliteUsage(d),
+    accounts,
+    secrets: sqliteSecrets(d),
+    ipBlocks: sqliteIpBlocks(d),
+    changes,
+    database: db,
+    pruneCounters: async (now = Date.now()) => counters.prune(now),
+    async close() {
+      if (closed) return
+      closed = true
+      changes.close()
+      if (owned) db.close()
+    },
+  }
+}
+
+/** With `migrate: false`: the file must hold every migration this version knows, no later one. */
+function checkSchema(d: Db, option: string): void {
+  let id: number | null = null
+  try {
+    id = (
+      d.db.prepare('SELECT max(id) AS id FROM tollbooth_migrations').get() as { id: number | null }
+    ).id
+  } catch (err) {
+    // No table: a file never migrated. A damaged file is refused as such.
+    if (codeOf(err) !== 'SQLITE_ERROR') throw refused('sqliteStorage', option, err)
+  }
+  const latest = MIGRATIONS[MIGRATIONS.length - 1]!.id
+  if (id === latest) return
+  throw new ConfigError(
+    id !== null && id > latest
+      ? `sqliteStorage: ${option} holds a tollbooth schema of a later version (migration ${id}; this version knows up to ${latest}): upgrade tollbooth, or use another file`
+      : `sqliteStorage: ${option} is not migrated (schema at ${id ?? 'none'}, needs ${latest}): run \`await migrate({ ... })\` from tollbooth/sqlite, or leave options.migrate on`,
+  )
+}

@@ -1,0 +1,189 @@
+/**
+ * @module sqlite/usage
+ *
+ * Usage events in `usage_events`: the meter and the request log. A batch is one transaction,
+ * each event inserted unless its id is there already (idempotent); an admitted event that was
+ * inserted adds to `usage_totals` (account, UTC hour, category) in the same transaction, so a
+ * summary reads those totals for the whole hours of a range and the events only for its
+ * sub-hour edges. Pruning deletes events and takes them out of their totals in one transaction.
+ */
+
+import {
+  addToSummary,
+  decodeLogCursor,
+  encodeLogCursor,
+  splitUsageRange,
+  USAGE_HOUR_MS,
+  type UsageEvent,
+  type UsageStore,
+  type UsageSummary,
+} from '../../src/internal.js'
+import { bit, type Db } from './db.js'
+
+interface EventRow {
+  id: string
+  request_id: string
+  key_id: string
+  account_id: string
+  occurred_at: number
+  units: number
+  overage: number
+  tokens: number
+  category: string | null
+  status: number
+  duration_ms: number
+  ttfb_ms: number | null
+  code: string | null
+  ip: string | null
+  method: string
+  path: string
+  bypassed: number
+  provider: string | null
+}
+
+/** Column and the event's value, in insert order. */
+const FIELDS: ReadonlyArray<[string, (e: UsageEvent) => unknown]> = [
+  ['id', (e) => e.id],
+  ['request_id', (e) => e.requestId],
+  ['key_id', (e) => e.keyId],
+  ['account_id', (e) => e.accountId],
+  ['occurred_at', (e) => e.time],
+  ['units', (e) => e.units],
+  ['overage', (e) => e.overage],
+  ['tokens', (e) => e.tokens],
+  ['category', (e) => e.category],
+  ['status', (e) => e.status],
+  ['duration_ms', (e) => e.durationMs],
+  ['ttfb_ms', (e) => e.ttfbMs ?? null],
+  ['code', (e) => e.code ?? null],
+  ['ip', (e) => e.ip],
+  ['method', (e) => e.method],
+  ['path', (e) => e.path],
+  ['bypassed', (e) => bit(e.bypassed)],
+  ['provider', (e) => e.provider],
+]
+
+const COLUMNS = FIELDS.map((f) => f[0]).join(', ')
+
+function toEvent(r: EventRow): UsageEvent {
+  return {
+    id: r.id,
+    requestId: r.request_id,
+    keyId: r.key_id,
+    accountId: r.account_id,
+    time: r.occurred_at,
+    units: r.units,
+    overage: r.overage,
+    tokens: r.tokens,
+    category: r.category,
+    status: r.status,
+    durationMs: r.duration_ms,
+    ttfbMs: r.ttfb_ms,
+    code: r.code,
+    ip: r.ip,
+    method: r.method,
+    path: r.path,
+    bypassed: r.bypassed === 1,
+    provider: r.provider,
+  }
+}
+
+const hourOf = (t: number) => t - (((t % USAGE_HOUR_MS) + USAGE_HOUR_MS) % USAGE_HOUR_MS)
+
+export function sqliteUsage(d: Db): UsageStore {
+  const insertSql = `INSERT INTO usage_events (${COLUMNS}) VALUES (${FIELDS.map(() => '?').join(', ')})
+    ON CONFLICT (id) DO NOTHING`
+  const totalSql = `INSERT INTO usage_totals (account_id, hour, category, requests, units)
+    VALUES (@account, @hour, @category, @requests, @units)
+    ON CONFLICT (account_id, hour, category) DO UPDATE
+    SET requests = requests + excluded.requests, units = units + excluded.units`
+  return {
+    async record(events) {
+      if (events.length === 0) return
+      d.tx(() => {
+        const insert = d.stmt(insertSql)
+        const total = d.stmt(totalSql)
+        for (const e of events) {
+          const inserted = Number(insert.run(...FIELDS.map(([, get]) => get(e))).changes) > 0
+          if (!inserted || (e.code !== null && e.code !== undefined)) continue
+          total.run({
+            account: e.accountId,
+            hour: hourOf(e.time),
+            category: e.category ?? 'uncategorized',
+            requests: 1,
+            units: e.units,
+          })
+        }
+      })
+    },
+    async summarize(accountId, from, to): Promise<UsageSummary> {
+      const { hours, edges } = splitUsageRange(from, to)
+      const [e1, e2] = [edges[0] ?? [0, 0], edges[1] ?? [0, 0]]
+      const rows = d.run(
+        () =>
+          d
+            .stmt(
+              `SELECT category, sum(requests) AS requests, sum(units) AS units FROM (
+                 SELECT category, requests, units FROM usage_totals
+                 WHERE account_id = @account AND hour >= @h1 AND hour < @h2
+                 UNION ALL
+                 SELECT coalesce(category, 'uncategorized'), 1, units FROM usage_events
+                 WHERE account_id = @account AND code IS NULL
+                   AND ((occurred_at >= @a1 AND occurred_at < @a2)
+                     OR (occurred_at >= @b1 AND occurred_at < @b2))
+               ) GROUP BY category`,
+            )
+            .all({
+              account: accountId,
+              h1: hours?.[0] ?? 0,
+              h2: hours?.[1] ?? 0,
+              a1: e1[0],
+              a2: e1[1],
+              b1: e2[0],
+              b2: e2[1],
+            }) as Array<{ category: string; requests: number; units: number }>,
+      )
+      const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+      for (const r of rows) if (r.requests > 0) addToSummary(out, r.category, r.requests, r.units)
+      return out
+    },
+    async logs(keyId, { limit, cursor }) {
+      const [time, id] = cursor ? decodeLogCursor(cursor) : [null, null]
+      const rows = d.run(
+        () =>
+          d
+            .stmt(
+              `SELECT ${COLUMNS} FROM usage_events
+               WHERE key_id = @key AND (@time IS NULL OR occurred_at < @time
+                 OR (occurred_at = @time AND id < @id))
+               ORDER BY occurred_at DESC, id DESC LIMIT @limit`,
+            )
+            .all({ key: keyId, time, id, limit: limit + 1 }) as EventRow[],
+      )
+      const more = rows.length > limit
+      const data = (more ? rows.slice(0, limit) : rows).map(toEvent)
+      const last = data[data.length - 1]
+      return { data, nextCursor: more && last ? encodeLogCursor(last) : null }
+    },
+    async prune(before) {
+      return d.tx(() => {
+        d.stmt(
+          `UPDATE usage_totals AS x SET requests = x.requests - g.requests, units = x.units - g.units
+           FROM (
+             SELECT account_id, occurred_at - (occurred_at % ${USAGE_HOUR_MS}) AS hour,
+                    coalesce(category, 'uncategorized') AS category, count(*) AS requests,
+                    sum(units) AS units
+             FROM usage_events WHERE occurred_at < ? AND code IS NULL GROUP BY 1, 2, 3
+           ) AS g
+           WHERE x.account_id = g.account_id AND x.hour = g.hour AND x.category = g.category`,
+        ).run(before)
+        const n = Number(
+          d.stmt('DELETE FROM usage_events WHERE occurred_at < ?').run(before).changes,
+        )
+        // Totals of whole hours before `before` are now 0.
+        d.stmt('DELETE FROM usage_totals WHERE hour <= ?').run(before - USAGE_HOUR_MS)
+        return n
+      })
+    },
+  }
+}
