@@ -159,7 +159,10 @@ let leaseSeq = 0
  * Wraps `inner` with leases. Every instance that shares the store should be wrapped, or be
  * plain: a plain instance is decided centrally and sees leased units as counted.
  */
-export function leasedCounters(inner: CounterStore, options: LeaseOptions = {}): LeasedCounterStore {
+export function leasedCounters(
+  inner: CounterStore,
+  options: LeaseOptions = {},
+): LeasedCounterStore {
   const leaseMs = options.leaseMs ?? 100
   const maxShare = options.maxShare ?? 0.01
   const minUnits = options.minUnits ?? 8
@@ -249,7 +252,9 @@ export function leasedCounters(inner: CounterStore, options: LeaseOptions = {}):
       case 'window':
         return now < l.until && bucketOf(l.check, now) === l.bucket ? l.n - l.used : 0
       case 'hold':
-        return now < l.until ? Math.max(0, l.n - l.charged - holdTotal({ used: 0, holds: l.holds }, now)) : 0
+        return now < l.until
+          ? Math.max(0, l.n - l.charged - holdTotal({ used: 0, holds: l.holds }, now))
+          : 0
     }
   }
 
@@ -303,8 +308,14 @@ export function leasedCounters(inner: CounterStore, options: LeaseOptions = {}):
   const sizeOf = (c: Check, s: KeyState, now: number): number => {
     const rate = rateOf(s, now)
     let span = leaseMs
-    if (c.type === 'window' && c.windowMs > 0) span = Math.min(span, (bucketOf(c, now) + 1) * c.bucketMs - now)
+    if (c.type === 'window' && c.windowMs > 0)
+      span = Math.min(span, (bucketOf(c, now) + 1) * c.bucketMs - now)
+    // Hot enough: the key's own traffic fills a lease of `minUnits` within `leaseMs`.
+    if (rate * span < minUnits * Math.max(1, unitsOf(c))) return 0
     let n = Math.ceil(rate * span)
+    // A GCRA lease's slots pass at the limit's own rate: it spans `leaseMs` of slots, or it
+    // would last less than that on a bucket with room (docs/leases.md).
+    if (c.type === 'gcra') n = Math.max(n, Math.ceil((leaseMs * c.limit) / c.windowMs))
     n = Math.min(n, Math.floor(maxShare * c.limit))
     if (Number.isFinite(s.remaining)) n = Math.min(n, Math.floor(s.remaining / exhaustDivisor))
     const unit = Math.max(1, unitsOf(c))
@@ -353,7 +364,8 @@ export function leasedCounters(inner: CounterStore, options: LeaseOptions = {}):
       for (const id in l.holds) if (l.holds[id]![1] > now) return false
       return true
     }
-    if (l.kind === 'window') return now >= l.until || bucketOf(l.check, now) !== l.bucket || l.used >= l.n
+    if (l.kind === 'window')
+      return now >= l.until || bucketOf(l.check, now) !== l.bucket || l.used >= l.n
     return free(l, now) === 0
   }
 
@@ -377,7 +389,14 @@ export function leasedCounters(inner: CounterStore, options: LeaseOptions = {}):
           ops.push(endOp(key, r, now)!)
           return false
         })
-      if (!s.lease && s.retired.length === 0 && !s.pending && !s.pinned && now - s.since > 2 * rateMs) keys.delete(key)
+      if (
+        !s.lease &&
+        s.retired.length === 0 &&
+        !s.pending &&
+        !s.pinned &&
+        now - s.since > 2 * rateMs
+      )
+        keys.delete(key)
     }
     for (const [k, a] of admissions) if (a.expiresAt <= now) admissions.delete(k)
     return ops.length > 0 ? settleInner(ops, now) : null
@@ -553,7 +572,8 @@ export function leasedCounters(inner: CounterStore, options: LeaseOptions = {}):
     for (let i = 0; i < checks.length; i++) {
       const c = checks[i]!
       if (!leasable(c)) return central(checks, now, admission)
-      for (let j = 0; j < i; j++) if (checks[j]!.key === c.key) return central(checks, now, admission)
+      for (let j = 0; j < i; j++)
+        if (checks[j]!.key === c.key) return central(checks, now, admission)
       const s = state(c.key, now)
       if (s.pinned) return central(checks, now, admission)
       observe(s, unitsOf(c), now)

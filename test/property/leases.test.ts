@@ -189,7 +189,7 @@ describe('leases over one store', () => {
         fc.integer({ min: 1, max: 2 ** 31 }),
         fc.integer({ min: 2, max: 5 }),
         async (seed, n) => {
-          const limit = 40_000
+          const limit = 8000
           const r = rng(seed)
           const store = memoryStorage().counters
           const instances = Array.from({ length: n }, () =>
