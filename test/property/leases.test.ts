@@ -266,7 +266,7 @@ describe('leases over one store', () => {
       windowMs: 1000,
       cost: 1,
     })
-    const quota = (): Check => ({
+    const quota = (): Extract<Check, { type: 'window' }> => ({
       type: 'window',
       key: '{a}:q',
       name: 'q',

@@ -20,7 +20,7 @@ describeStorageConformance('memory behind leases', async () => {
 })
 
 const T0 = 1_767_225_600_000
-const gcra = (limit: number, key = '{a}:r0'): Check => ({
+const gcra = (limit: number, key = '{a}:r0'): Extract<Check, { type: 'gcra' }> => ({
   type: 'gcra',
   key,
   name: 'per-second',
@@ -87,11 +87,7 @@ describe('leasedCounters', () => {
         ],
         {},
       ],
-      [
-        'tokens',
-        () => [{ ...(gcra(1_000_000, '{a}:r0:1000000/1000t') as object), cost: 1 } as Check],
-        {},
-      ],
+      ['tokens', () => [gcra(1_000_000, '{a}:r0:1000000/1000t')], {}],
     ]
     for (const [name, check, options] of cases) {
       const c = leasedCounters(memoryStorage().counters, { minUnits: 4, rateMs: 100, ...options })
@@ -105,7 +101,7 @@ describe('leasedCounters', () => {
     const c = leasedCounters(memoryStorage().counters, { minUnits: 4, rateMs: 100 })
     await hammer(c, () => [gcra(1_000_000)], 2000)
     expect(c.stats().leases).toBe(1)
-    await c.settle([{ type: 'add', check: { ...(gcra(1_000_000) as never), cost: 3 } }], T0 + 200)
+    await c.settle([{ type: 'add', check: { ...gcra(1_000_000), cost: 3 } }], T0 + 200)
     const before = c.stats().localAdmissions
     for (let i = 0; i < 100; i++) await c.consume([gcra(1_000_000)], T0 + 201)
     expect(c.stats().localAdmissions).toBe(before)
