@@ -223,7 +223,8 @@ export function leasedCounters(
   }
   const rateOf = (s: KeyState, now: number) => {
     const span = now - s.since
-    return span >= rateMs / 4 ? Math.max(s.rate, s.units / span) : s.rate
+    // A new span counts once it has lasted 10 ms (a key turning hot is seen at once).
+    return span >= Math.min(10, rateMs) ? Math.max(s.rate, s.units / span) : s.rate
   }
 
   /** The units a check takes (the hold's amount for a hold). */
