@@ -110,8 +110,14 @@ async function run(s: Scenario, instances: CounterStore[]) {
 function counting(inner: CounterStore) {
   const calls = { n: 0 }
   const store: CounterStore = {
-    consume: (c, now, a) => (calls.n++, inner.consume(c, now, a)),
-    settle: (o, now) => (calls.n++, inner.settle(o, now)),
+    consume(c, now, a) {
+      calls.n++
+      return inner.consume(c, now, a)
+    },
+    settle(o, now) {
+      calls.n++
+      return inner.settle(o, now)
+    },
     held: (k, now) => inner.held(k, now),
     claim: (k, t, now) => inner.claim(k, t, now),
     claimed: (k, now) => inner.claimed(k, now),
@@ -144,7 +150,8 @@ for (const s of scenarios) {
     admitted: a.admitted,
     referenceAdmitted: b.admitted,
     earlyRefusals: Math.max(0, b.admitted - a.admitted),
-    boundOnShortfall: `${2 * N} × min(1 % of limit) = ${2 * N * Math.min(capRate, capDaily)}`,
+    // The binding limit's bound (docs/leases.md): 2 n leases of a rate limit, n of a window.
+    boundOnShortfall: s.daily < 1e9 ? N * capDaily : 2 * N * capRate,
   }
   console.log(JSON.stringify(row))
   out.push(row)

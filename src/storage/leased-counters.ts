@@ -307,6 +307,8 @@ export function leasedCounters(
 
   /** The lease size for a check at `now`; 0: not worth one. */
   const sizeOf = (c: Check, s: KeyState, now: number): number => {
+    // A request hold that would outlive any lease's store hold is never local.
+    if (c.type === 'hold' && c.ttlMs > holdGraceMs) return 0
     const rate = rateOf(s, now)
     let span = leaseMs
     if (c.type === 'window' && c.windowMs > 0)

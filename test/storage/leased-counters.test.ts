@@ -163,6 +163,21 @@ describe('leasedCounters', () => {
     expect((await c.consume([credits(100_000, 'x2', 5)], T0 + 502, adm)).allowed).toBe(false)
   })
 
+  it('a request hold longer than a credit lease can cover is decided centrally, with no lease taken', async () => {
+    const c = leasedCounters(memoryStorage().counters, {
+      minUnits: 4,
+      rateMs: 100,
+      holdGraceMs: 10_000,
+    })
+    await hammer(c, (i) => [credits(1_000_000, `h${i}`)], 300)
+    expect(c.stats()).toMatchObject({
+      acquired: 0,
+      localAdmissions: 0,
+      centralAdmissions: 300,
+      storeCalls: 300,
+    })
+  })
+
   it('rejects a bad option with its name', () => {
     expect(() => leasedCounters(memoryStorage().counters, { maxShare: 0 })).toThrow(/maxShare/)
   })
