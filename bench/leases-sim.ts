@@ -99,6 +99,9 @@ async function run(s: Scenario, instances: CounterStore[]) {
   const perMs = RPS / 1000
   for (let ms = 0; ms < SECONDS * 1000; ms++) {
     const now = T0 + ms
+    // What each instance's flush timer does, once per simulated millisecond.
+    for (const inst of instances)
+      await (inst as { flush?: (n: number) => Promise<void> }).flush?.(now)
     for (let k = 0; k < perMs; k++) {
       const i = (ms * perMs + k) % instances.length
       const id = `r${++seq}`
@@ -140,7 +143,9 @@ const only = process.argv[5]
 for (const s of scenarios) {
   if (only !== undefined && !s.name.startsWith(only)) continue
   const leasedStore = counting(memoryStorage().counters)
-  const leased = Array.from({ length: N }, () => leasedCounters(leasedStore.store))
+  const leased = Array.from({ length: N }, () =>
+    leasedCounters(leasedStore.store, { flushEveryMs: 0 }),
+  )
   const a = await run(s, leased)
   const local = leased.reduce((x, l) => x + l.stats().localAdmissions, 0)
   const plainStore = counting(memoryStorage().counters)

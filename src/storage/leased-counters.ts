@@ -56,6 +56,14 @@ export interface LeaseOptions {
   cooldownMs?: number
   /** The span over which the rate of a key is measured. Default 1000. */
   rateMs?: number
+  /**
+   * Ends due leases every this many ms of real time (a credit lease must be released before
+   * its store hold expires, also on an idle instance). Default 100; 0: no timer (the caller
+   * calls `flush`, as the tests with an injected clock do).
+   */
+  flushEveryMs?: number
+  /** The clock of that timer. Default `Date.now`. */
+  clock?: () => number
 }
 
 /** What the decorator did, for `tb.stats()`-style figures. */
@@ -178,6 +186,23 @@ export function leasedCounters(
       throw new Error(`leasedCounters: option ${name} must be a positive number`)
   const instance = `${Date.now().toString(36)}${(leaseSeq++).toString(36)}${Math.random().toString(36).slice(2, 8)}`
 
+  const flushEveryMs = options.flushEveryMs ?? 100
+  const clock = options.clock ?? Date.now
+  if (!(flushEveryMs >= 0 && Number.isFinite(flushEveryMs)))
+    throw new Error('leasedCounters: option flushEveryMs must be 0 or a positive number')
+  if (flushEveryMs > 0 && !(holdGraceMs > 2 * flushEveryMs))
+    throw new Error('leasedCounters: option holdGraceMs must exceed twice flushEveryMs')
+  // A credit lease is released this long before its store hold expires (two timer periods).
+  const margin = flushEveryMs > 0 ? 2 * flushEveryMs : 1
+  let timer: ReturnType<typeof setInterval> | null = null
+  const startTimer = () => {
+    if (timer !== null || flushEveryMs === 0) return
+    timer = setInterval(() => {
+      void sweep(clock(), false)?.catch(() => {})
+    }, flushEveryMs)
+    ;(timer as { unref?: () => void }).unref?.()
+  }
+
   const keys = new Map<string, KeyState>()
   const admissions = new Map<string, LocalAdmission>()
   const inFlight = new Set<Promise<unknown>>()
@@ -267,7 +292,7 @@ export function leasedCounters(
     if (!l || l.kind !== c.type) return false
     if (c.type === 'hold') {
       const h = l as HoldLease
-      return now < h.until && now + c.ttlMs <= h.expiresAt && free(h, now) >= c.amount
+      return now < h.until && now + c.ttlMs <= h.expiresAt - margin && free(h, now) >= c.amount
     }
     return free(l, now) >= Math.max(1, c.cost)
   }
@@ -308,7 +333,7 @@ export function leasedCounters(
   /** The lease size for a check at `now`; 0: not worth one. */
   const sizeOf = (c: Check, s: KeyState, now: number): number => {
     // A request hold that would outlive any lease's store hold is never local.
-    if (c.type === 'hold' && c.ttlMs > holdGraceMs) return 0
+    if (c.type === 'hold' && c.ttlMs > holdGraceMs - margin) return 0
     const rate = rateOf(s, now)
     let span = leaseMs
     if (c.type === 'window' && c.windowMs > 0)
@@ -362,7 +387,7 @@ export function leasedCounters(
   /** Whether a lease is over at `now`: it can admit nothing more and owes nothing. */
   const over = (l: Lease, now: number): boolean => {
     if (l.kind === 'hold') {
-      if (now >= l.expiresAt) return true
+      if (now >= l.expiresAt - margin) return true
       if (now < l.until) return false
       for (const id in l.holds) if (l.holds[id]![1] > now) return false
       return true
@@ -523,6 +548,7 @@ export function leasedCounters(
           break
       }
       stats.acquired++
+      startTimer()
     }
     if (!r.allowed) stats.refusedLeases++
     return r.allowed
@@ -700,6 +726,8 @@ export function leasedCounters(
     },
     flush,
     async close(now) {
+      if (timer !== null) clearInterval(timer)
+      timer = null
       await flush(now, true)
       await Promise.allSettled([...inFlight])
     },

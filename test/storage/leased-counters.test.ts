@@ -53,7 +53,11 @@ async function hammer(
 
 describe('leasedCounters', () => {
   it('leases a hot large limit: most admissions make no store call', async () => {
-    const c = leasedCounters(memoryStorage().counters, { minUnits: 4, rateMs: 100 })
+    const c = leasedCounters(memoryStorage().counters, {
+      minUnits: 4,
+      rateMs: 100,
+      flushEveryMs: 0,
+    })
     expect(await hammer(c, () => [gcra(1_000_000)], 5000)).toBe(5000)
     const s = c.stats()
     expect(s.localAdmissions).toBeGreaterThan(4500)
@@ -90,7 +94,12 @@ describe('leasedCounters', () => {
       ['tokens', () => [gcra(1_000_000, '{a}:r0:1000000/1000t')], {}],
     ]
     for (const [name, check, options] of cases) {
-      const c = leasedCounters(memoryStorage().counters, { minUnits: 4, rateMs: 100, ...options })
+      const c = leasedCounters(memoryStorage().counters, {
+        minUnits: 4,
+        rateMs: 100,
+        flushEveryMs: 0,
+        ...options,
+      })
       await hammer(c, check, 300)
       expect({ name, local: c.stats().localAdmissions }).toEqual({ name, local: 0 })
       expect(c.stats().centralAdmissions).toBe(300)
@@ -98,7 +107,11 @@ describe('leasedCounters', () => {
   })
 
   it('a counter a settle adds to is decided centrally from then on', async () => {
-    const c = leasedCounters(memoryStorage().counters, { minUnits: 4, rateMs: 100 })
+    const c = leasedCounters(memoryStorage().counters, {
+      minUnits: 4,
+      rateMs: 100,
+      flushEveryMs: 0,
+    })
     await hammer(c, () => [gcra(1_000_000)], 2000)
     expect(c.stats().leases).toBe(1)
     await c.settle([{ type: 'add', check: { ...gcra(1_000_000), cost: 3 } }], T0 + 200)
@@ -110,7 +123,12 @@ describe('leasedCounters', () => {
 
   it('credits: settles charge locally, close releases the lease with the charges, held() counts only what is used', async () => {
     const store = memoryStorage().counters
-    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, holdLeaseMs: 1000 })
+    const c = leasedCounters(store, {
+      minUnits: 4,
+      rateMs: 100,
+      holdLeaseMs: 1000,
+      flushEveryMs: 0,
+    })
     let settled = 0
     for (let i = 0; i < 2000; i++) {
       const now = T0 + Math.floor(i / 10)
@@ -139,7 +157,7 @@ describe('leasedCounters', () => {
 
   it('a cancel of a locally recorded admission drops its hold, and a consume under a cancelled id is refused', async () => {
     const store = memoryStorage().counters
-    const c = leasedCounters(store, { minUnits: 4, rateMs: 100 })
+    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
     for (let i = 0; i < 500; i++) await c.consume([credits(100_000, `w${i}`)], T0 + i)
     const adm = { key: '{a}:adm:1', ttlMs: 60_000 }
     const r = await c.consume([credits(100_000, 'x1', 5)], T0 + 500, adm)
@@ -168,6 +186,7 @@ describe('leasedCounters', () => {
       minUnits: 4,
       rateMs: 100,
       holdGraceMs: 10_000,
+      flushEveryMs: 0,
     })
     await hammer(c, (i) => [credits(1_000_000, `h${i}`)], 300)
     expect(c.stats()).toMatchObject({
