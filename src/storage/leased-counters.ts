@@ -1,0 +1,742 @@
+/**
+ * @module storage/leased-counters
+ *
+ * Leases: a `CounterStore` decorator that borrows a share of a hot limit from the store in
+ * one atomic call and admits requests against it in process, with no I/O, so many instances
+ * sharing one store do not pay a store round trip per request. `docs/leases.md` states the
+ * design and proves its bounds; in short:
+ *
+ * - a **GCRA** lease is `n` units charged with one `consume` of cost `n`; unit `j` holds the
+ *   emission slot that starts at `x + j·T` (`T = windowMs / limit`, `x` the slot time the
+ *   charge started at, read back from the result) and is usable only until that slot starts.
+ *   The admitted sequence is then itself GCRA-conforming: no interval admits more than the
+ *   central store admits. Unused units are never returned: they drain as the slots pass.
+ * - a **rolling-window** lease is `n` units charged in the current bucket, usable only while
+ *   that bucket is current; the unused part is taken back (a negative `add`, in the same
+ *   bucket) when the lease ends. No window of `windowMs` admits more than `limit`.
+ * - a **hold** lease (credits) is one hold of `amount` in the store; requests hold and settle
+ *   against it locally, each local hold ending before the lease's own; when the lease ends one
+ *   `release` charges what its requests were charged. Settled plus held never exceeds `limit`.
+ *
+ * Leases are taken only for a limit whose observed traffic fills a lease of at least
+ * `minUnits` within `leaseMs`, capped at `maxShare` of the limit and at `1 / exhaustDivisor` of
+ * what the store last said was left, so small limits, concurrency, rebuilt counters and cold
+ * keys are decided by the store as before. An admission is answered locally only when every
+ * one of its checks is; otherwise the whole admission goes to the store (all or none holds).
+ */
+
+import type {
+  AdmissionId,
+  Check,
+  CheckResult,
+  ConsumeResult,
+  CounterStore,
+  SettleOp,
+} from './types.js'
+
+export interface LeaseOptions {
+  /** True for a check that must always be decided by the store (`exact: true` on its limit). */
+  exact?: (check: Check) => boolean
+  /** A lease is sized to the traffic of this many milliseconds. Default 100. */
+  leaseMs?: number
+  /** Largest lease as a fraction of the limit. Default 0.01 (1 %). */
+  maxShare?: number
+  /** Smallest lease worth a store call, in the check's units (requests, credits). Default 8. */
+  minUnits?: number
+  /** A lease takes at most this fraction of what the store last reported left: 1/8 by default. */
+  exhaustDivisor?: number
+  /** How long a credit (hold) lease admits; its store hold lives `holdGraceMs` longer. Default 1000. */
+  holdLeaseMs?: number
+  /** The longest local hold a credit lease takes (a request's hold TTL). Default 60,000. */
+  holdGraceMs?: number
+  /** How long an all-time window's lease admits. Default 1000. */
+  allTimeLeaseMs?: number
+  /** Refused or failed lease: the limit is decided centrally for this long. Default 250. */
+  cooldownMs?: number
+  /** The span over which the rate of a key is measured. Default 1000. */
+  rateMs?: number
+  /**
+   * Ends due leases every this many ms of real time (a credit lease must be released before
+   * its store hold expires, also on an idle instance). Default 100; 0: no timer (the caller
+   * calls `flush`, as the tests with an injected clock do).
+   */
+  flushEveryMs?: number
+  /** The clock of that timer. Default `Date.now`. */
+  clock?: () => number
+}
+
+/** What the decorator did, for `tb.stats()`-style figures. */
+export interface LeaseStats {
+  /** Leases alive now. */
+  leases: number
+  /** Leases taken since the start. */
+  acquired: number
+  /** Admissions answered in process. */
+  localAdmissions: number
+  /** Admissions sent to the store (refused lease or not leasable). */
+  centralAdmissions: number
+  /** Calls made to the store (consume and settle). */
+  storeCalls: number
+  /** Units given back at lease end (windows, credits). */
+  returnedUnits: number
+  /** Units of live leases not used yet: capacity others cannot have now. */
+  parkedUnits: number
+  /** Lease requests the store refused. */
+  refusedLeases: number
+}
+
+export interface LeasedCounterStore extends CounterStore {
+  stats(): LeaseStats
+  /** Ends the leases due at `now` (and, with `all`, every lease), returning their unused part. */
+  flush(now: number, all?: boolean): Promise<void>
+  /** Ends every lease and waits for the store calls still in flight. */
+  close(now: number): Promise<void>
+}
+
+type GcraCheck = Extract<Check, { type: 'gcra' }>
+type WindowCheck = Extract<Check, { type: 'window' }>
+type HoldCheck = Extract<Check, { type: 'hold' }>
+
+interface GcraLease {
+  kind: 'gcra'
+  /** Lower bound of the slot time unit 0 starts at (ms). */
+  x: number
+  /** The emission interval, `windowMs / limit`. */
+  t: number
+  n: number
+  /** The next unused unit. */
+  next: number
+}
+
+interface WindowLease {
+  kind: 'window'
+  check: WindowCheck
+  /** The bucket the units were charged in (0 for all-time). */
+  bucket: number
+  /** Admits until this time (exclusive). */
+  until: number
+  n: number
+  used: number
+}
+
+interface HoldLease {
+  kind: 'hold'
+  check: HoldCheck
+  id: string
+  n: number
+  /** New local holds until then. */
+  until: number
+  /** The store's hold expires then: every local hold ends before it. */
+  expiresAt: number
+  charged: number
+  /** Local holds: id -> [amount, expiresAt]. */
+  holds: Record<string, [number, number]>
+}
+
+type Lease = GcraLease | WindowLease | HoldLease
+
+interface KeyState {
+  lease: Lease | null
+  /** Units seen in the current rate span, and the rate of the last span (units/ms). */
+  units: number
+  since: number
+  rate: number
+  /** What the store last said was left. */
+  remaining: number
+  resetMs: number
+  /** Decided centrally until then. */
+  coolUntil: number
+  /** Never leased (a settle adds to it, or it is exact). */
+  pinned: boolean
+  /** A lease request in flight. */
+  pending: Promise<void> | null
+  /** Credit leases that admit no more but still have local holds in flight. */
+  retired: HoldLease[]
+}
+
+interface LocalAdmission {
+  expiresAt: number
+  cancelled: boolean
+  holds: Array<[string, string]>
+}
+
+let leaseSeq = 0
+
+/**
+ * Wraps `inner` with leases. Every instance that shares the store should be wrapped, or be
+ * plain: a plain instance is decided centrally and sees leased units as counted.
+ */
+export function leasedCounters(
+  inner: CounterStore,
+  options: LeaseOptions = {},
+): LeasedCounterStore {
+  const leaseMs = options.leaseMs ?? 100
+  const maxShare = options.maxShare ?? 0.01
+  const minUnits = options.minUnits ?? 8
+  const exhaustDivisor = options.exhaustDivisor ?? 8
+  const holdLeaseMs = options.holdLeaseMs ?? 1000
+  const holdGraceMs = options.holdGraceMs ?? 60_000
+  const allTimeLeaseMs = options.allTimeLeaseMs ?? 1000
+  const cooldownMs = options.cooldownMs ?? 250
+  const rateMs = options.rateMs ?? 1000
+  const exact = options.exact
+  for (const [name, v] of Object.entries({ leaseMs, maxShare, minUnits, exhaustDivisor, rateMs }))
+    if (!(typeof v === 'number' && v > 0 && Number.isFinite(v)))
+      throw new Error(`leasedCounters: option ${name} must be a positive number`)
+  const instance = `${Date.now().toString(36)}${(leaseSeq++).toString(36)}${Math.random().toString(36).slice(2, 8)}`
+
+  const flushEveryMs = options.flushEveryMs ?? 100
+  const clock = options.clock ?? Date.now
+  if (!(flushEveryMs >= 0 && Number.isFinite(flushEveryMs)))
+    throw new Error('leasedCounters: option flushEveryMs must be 0 or a positive number')
+  if (flushEveryMs > 0 && !(holdGraceMs > 2 * flushEveryMs))
+    throw new Error('leasedCounters: option holdGraceMs must exceed twice flushEveryMs')
+  // A credit lease is released this long before its store hold expires (two timer periods).
+  const margin = flushEveryMs > 0 ? 2 * flushEveryMs : 1
+  let timer: ReturnType<typeof setInterval> | null = null
+  const startTimer = () => {
+    if (timer !== null || flushEveryMs === 0) return
+    timer = setInterval(() => {
+      void sweep(clock(), false)?.catch(() => {})
+    }, flushEveryMs)
+    ;(timer as { unref?: () => void }).unref?.()
+  }
+
+  const keys = new Map<string, KeyState>()
+  const admissions = new Map<string, LocalAdmission>()
+  const inFlight = new Set<Promise<unknown>>()
+  const stats: Omit<LeaseStats, 'leases' | 'parkedUnits'> = {
+    acquired: 0,
+    localAdmissions: 0,
+    centralAdmissions: 0,
+    storeCalls: 0,
+    returnedUnits: 0,
+    refusedLeases: 0,
+  }
+  let lastSweep = -Infinity
+
+  const state = (key: string, now: number): KeyState => {
+    let s = keys.get(key)
+    if (!s) {
+      s = {
+        lease: null,
+        units: 0,
+        since: now,
+        rate: 0,
+        remaining: Infinity,
+        resetMs: 0,
+        coolUntil: -Infinity,
+        pinned: false,
+        pending: null,
+        retired: [],
+      }
+      keys.set(key, s)
+    }
+    return s
+  }
+
+  /** Counts `units` of traffic on a key and keeps its rate (units per ms). */
+  const observe = (s: KeyState, units: number, now: number) => {
+    const span = now - s.since
+    if (span >= rateMs) {
+      s.rate = s.units / span
+      s.units = 0
+      s.since = now
+    }
+    s.units += units
+  }
+  const rateOf = (s: KeyState, now: number) => {
+    const span = now - s.since
+    // A new span counts once it has lasted 10 ms (a key turning hot is seen at once).
+    return span >= Math.min(10, rateMs) ? Math.max(s.rate, s.units / span) : s.rate
+  }
+
+  /** The units a check takes (the hold's amount for a hold). */
+  const unitsOf = (c: Check) => (c.type === 'hold' ? c.amount : c.cost)
+
+  /** Whether a check may ever be leased (the rest is decided by the store). */
+  const leasable = (c: Check): boolean => {
+    if (exact?.(c)) return false
+    if (!(c.limit > 0 && Number.isFinite(c.limit))) return false
+    switch (c.type) {
+      case 'gcra':
+        // Request-unit rate limits only: token limits are trued-up by negative adds.
+        return c.cost === 1 && !c.key.endsWith('t')
+      case 'window':
+        return c.rebuild === undefined && Number.isInteger(c.cost) && c.cost >= 1
+      case 'hold':
+        return c.rebuild === undefined && c.name !== 'concurrency' && c.amount > 0
+    }
+  }
+
+  /** Units of a live lease not used yet, at `now` (0 when it cannot admit). */
+  const free = (l: Lease, now: number): number => {
+    switch (l.kind) {
+      case 'gcra':
+        return Math.max(0, l.n - Math.max(l.next, Math.ceil((now - l.x) / l.t)))
+      case 'window':
+        return now < l.until && bucketOf(l.check, now) === l.bucket ? l.n - l.used : 0
+      case 'hold':
+        return now < l.until ? Math.max(0, l.n - l.charged - liveHolds(l.holds, now)) : 0
+    }
+  }
+
+  const bucketOf = (c: WindowCheck, now: number) =>
+    c.windowMs === 0 ? 0 : Math.floor(now / c.bucketMs)
+
+  /** Room for this check in its lease at `now`. */
+  const fits = (c: Check, l: Lease | null, now: number): boolean => {
+    if (!l || l.kind !== c.type) return false
+    if (c.type === 'hold') {
+      const h = l as HoldLease
+      return now < h.until && now + c.ttlMs <= h.expiresAt - margin && free(h, now) >= c.amount
+    }
+    return free(l, now) >= Math.max(1, c.cost)
+  }
+
+  /** Takes this check out of its lease (`fits` said yes). */
+  const take = (c: Check, l: Lease, now: number, local: LocalAdmission | null) => {
+    switch (l.kind) {
+      case 'gcra': {
+        const cost = (c as GcraCheck).cost
+        l.next = Math.max(l.next, Math.ceil((now - l.x) / l.t)) + cost
+        return
+      }
+      case 'window':
+        l.used += (c as WindowCheck).cost
+        return
+      case 'hold': {
+        const h = c as HoldCheck
+        for (const id in l.holds) if (l.holds[id]![1] <= now) delete l.holds[id]
+        l.holds[h.holdId] = [h.amount, now + h.ttlMs]
+        local?.holds.push([h.key, h.holdId])
+        return
+      }
+    }
+  }
+
+  const localResult = (c: Check, s: KeyState): CheckResult => {
+    const remaining = Number.isFinite(s.remaining) ? Math.max(0, s.remaining) : c.limit
+    return {
+      allowed: true,
+      limit: c.limit,
+      used: Math.max(0, c.limit - remaining),
+      remaining,
+      resetMs: s.resetMs,
+      retryAfterMs: 0,
+    }
+  }
+
+  /** The lease size for a check at `now`; 0: not worth one. */
+  const sizeOf = (c: Check, s: KeyState, now: number): number => {
+    // A request hold that would outlive any lease's store hold is never local.
+    if (c.type === 'hold' && c.ttlMs > holdGraceMs - margin) return 0
+    const rate = rateOf(s, now)
+    let span = leaseMs
+    if (c.type === 'window' && c.windowMs > 0)
+      span = Math.min(span, (bucketOf(c, now) + 1) * c.bucketMs - now)
+    // Hot enough: the key's own traffic fills a lease of `minUnits` within `leaseMs`.
+    if (rate * span < minUnits * Math.max(1, unitsOf(c))) return 0
+    let n = Math.ceil(rate * span)
+    // A GCRA lease's slots pass at the limit's own rate: it spans `leaseMs` of slots, or it
+    // would last less than that on a bucket with room (docs/leases.md).
+    if (c.type === 'gcra') n = Math.max(n, Math.ceil((leaseMs * c.limit) / c.windowMs))
+    n = Math.min(n, Math.floor(maxShare * c.limit))
+    if (Number.isFinite(s.remaining)) n = Math.min(n, Math.floor(s.remaining / exhaustDivisor))
+    const unit = Math.max(1, unitsOf(c))
+    return n >= minUnits * (c.type === 'hold' ? unit : 1) && n >= unit ? n : 0
+  }
+
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    inFlight.add(p)
+    const done = () => inFlight.delete(p)
+    p.then(done, done)
+    return p
+  }
+
+  const settleInner = (ops: SettleOp[], now: number): Promise<void> => {
+    stats.storeCalls++
+    return track(inner.settle(ops, now))
+  }
+
+  /** The op that ends a lease (null: nothing to give back). */
+  const endOp = (key: string, l: Lease, now: number): SettleOp | null => {
+    switch (l.kind) {
+      case 'gcra':
+        // Never returned: the unused slots drain by themselves (see docs/leases.md).
+        return null
+      case 'window': {
+        const unused = l.n - l.used
+        // A give-back only into the bucket the units were charged in.
+        if (unused <= 0 || bucketOf(l.check, now) !== l.bucket) return null
+        stats.returnedUnits += unused
+        return { type: 'add', check: { ...l.check, key, cost: -unused } }
+      }
+      case 'hold': {
+        stats.returnedUnits += Math.max(0, l.n - l.charged)
+        const op: SettleOp = { type: 'release', key, holdId: l.id, charge: l.charged }
+        if (l.check.keepUntil !== undefined) op.keepUntil = l.check.keepUntil
+        return op
+      }
+    }
+  }
+
+  /** Whether a lease is over at `now`: it can admit nothing more and owes nothing. */
+  const over = (l: Lease, now: number): boolean => {
+    if (l.kind === 'hold') {
+      if (now >= l.expiresAt - margin) return true
+      if (now < l.until) return false
+      for (const id in l.holds) if (l.holds[id]![1] > now) return false
+      return true
+    }
+    if (l.kind === 'window')
+      return now >= l.until || bucketOf(l.check, now) !== l.bucket || l.used >= l.n
+    return free(l, now) === 0
+  }
+
+  /** Ends the leases that are over (all of them with `all`) and sends what they give back. */
+  const sweep = (now: number, all: boolean): Promise<void> | null => {
+    lastSweep = now
+    const ops: SettleOp[] = []
+    for (const [key, s] of keys) {
+      const l = s.lease
+      if (l?.kind === 'hold' && !all && now >= l.until && !over(l, now)) {
+        s.retired.push(l)
+        s.lease = null
+      } else if (l && (all || over(l, now))) {
+        s.lease = null
+        const op = endOp(key, l, now)
+        if (op) ops.push(op)
+      }
+      if (s.retired.length > 0)
+        s.retired = s.retired.filter((r) => {
+          if (!all && !over(r, now)) return true
+          ops.push(endOp(key, r, now)!)
+          return false
+        })
+      if (
+        !s.lease &&
+        s.retired.length === 0 &&
+        !s.pending &&
+        !s.pinned &&
+        now - s.since > 2 * rateMs
+      )
+        keys.delete(key)
+    }
+    for (const [k, a] of admissions) if (a.expiresAt <= now) admissions.delete(k)
+    return ops.length > 0 ? settleInner(ops, now) : null
+  }
+
+  const central = async (
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission: AdmissionId | undefined,
+  ): Promise<ConsumeResult> => {
+    stats.storeCalls++
+    stats.centralAdmissions++
+    const r = await track(inner.consume(checks, now, admission))
+    for (let i = 0; i < checks.length; i++) {
+      const s = keys.get(checks[i]!.key)
+      if (s) {
+        s.remaining = r.results[i]!.remaining
+        s.resetMs = r.results[i]!.resetMs
+      }
+    }
+    return r
+  }
+
+  /** A key's credit leases: the live one and the retired ones. */
+  const holdLeases = (s: KeyState): HoldLease[] =>
+    s.lease?.kind === 'hold' ? [s.lease, ...s.retired] : s.retired
+
+  /** The amount of local holds in flight in a key's credit leases (carried into a new one). */
+  const carried = (s: KeyState, now: number): number => {
+    let sum = 0
+    for (const l of holdLeases(s)) sum += liveHolds(l.holds, now)
+    return sum
+  }
+
+  /** Takes leases for `want` (check, size) in one atomic consume; false when refused. */
+  const acquire = async (want: Array<[Check, number]>, now: number): Promise<boolean> => {
+    const id = `lease:${instance}:${(leaseSeq++).toString(36)}`
+    const amounts = new Map<string, number>()
+    const leaseChecks: Check[] = want.map(([c, n]) => {
+      if (c.type === 'hold') {
+        const amount = n + carried(state(c.key, now), now)
+        amounts.set(c.key, amount)
+        return {
+          type: 'hold',
+          key: c.key,
+          name: c.name,
+          limit: c.limit,
+          amount,
+          holdId: id,
+          ttlMs: holdLeaseMs + holdGraceMs,
+          ...(c.keepUntil !== undefined ? { keepUntil: c.keepUntil } : {}),
+        }
+      }
+      return { ...c, cost: n }
+    })
+    stats.storeCalls++
+    let r: ConsumeResult
+    try {
+      r = await track(inner.consume(leaseChecks, now))
+    } catch {
+      for (const [c] of want) state(c.key, now).coolUntil = now + cooldownMs
+      return false
+    }
+    for (let i = 0; i < want.length; i++) {
+      const [c, n] = want[i]!
+      const s = state(c.key, now)
+      const res = r.results[i]!
+      s.remaining = res.remaining
+      s.resetMs = res.resetMs
+      if (!r.allowed) {
+        s.coolUntil = now + cooldownMs
+        continue
+      }
+      // The leases before this one: a window's unused part goes back; a credit lease's local
+      // holds in flight move into the new lease (its amount carries them), and the old one
+      // is released with what its requests were charged.
+      const moved: Record<string, [number, number]> = {}
+      const ends: SettleOp[] = []
+      if (c.type === 'hold') {
+        for (const old of holdLeases(s)) {
+          for (const hid in old.holds) if (old.holds[hid]![1] > now) moved[hid] = old.holds[hid]!
+          old.holds = {}
+          ends.push(endOp(c.key, old, now)!)
+        }
+        s.retired = []
+      } else if (s.lease) {
+        const op = endOp(c.key, s.lease, now)
+        if (op) ends.push(op)
+      }
+      if (ends.length > 0) void settleInner(ends, now).catch(() => {})
+      switch (c.type) {
+        case 'gcra': {
+          const t = c.windowMs / c.limit
+          // The bucket's end after the charge, from below: `resetMs` rounds up by under
+          // 1 ms, `remaining` rounds the free units down by under one.
+          const tat = Math.max(now + res.resetMs - 1, now + (c.limit - res.remaining - 1) * t)
+          s.lease = { kind: 'gcra', x: tat - n * t, t, n, next: 0 }
+          break
+        }
+        case 'window':
+          s.lease = {
+            kind: 'window',
+            check: c,
+            bucket: bucketOf(c, now),
+            until: c.windowMs === 0 ? now + allTimeLeaseMs : (bucketOf(c, now) + 1) * c.bucketMs,
+            n,
+            used: 0,
+          }
+          break
+        case 'hold':
+          s.lease = {
+            kind: 'hold',
+            check: c,
+            id,
+            n: amounts.get(c.key)!,
+            until: now + holdLeaseMs,
+            expiresAt: now + holdLeaseMs + holdGraceMs,
+            charged: 0,
+            holds: moved,
+          }
+          break
+      }
+      stats.acquired++
+      startTimer()
+    }
+    if (!r.allowed) stats.refusedLeases++
+    return r.allowed
+  }
+
+  /** Answers locally when every check fits its lease; null otherwise (nothing taken). */
+  const tryLocal = (
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission: AdmissionId | undefined,
+  ): ConsumeResult | null => {
+    for (const c of checks) if (!fits(c, keys.get(c.key)?.lease ?? null, now)) return null
+    const local: LocalAdmission | null = admission
+      ? { expiresAt: now + admission.ttlMs, cancelled: false, holds: [] }
+      : null
+    const results: CheckResult[] = new Array(checks.length)
+    for (let i = 0; i < checks.length; i++) {
+      const c = checks[i]!
+      const s = keys.get(c.key)!
+      take(c, s.lease!, now, local)
+      results[i] = localResult(c, s)
+    }
+    if (admission && local) admissions.set(admission.key, local)
+    stats.localAdmissions++
+    return { allowed: true, results }
+  }
+
+  const consume = async (
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission?: AdmissionId,
+  ): Promise<ConsumeResult> => {
+    if (now - lastSweep >= 10) void sweep(now, false)?.catch(() => {})
+    if (admission) {
+      const known = admissions.get(admission.key)
+      if (known?.cancelled)
+        return {
+          allowed: false,
+          results: checks.map((c) => ({
+            allowed: false,
+            limit: c.limit,
+            used: 0,
+            remaining: 0,
+            resetMs: 0,
+            retryAfterMs: 1000,
+          })),
+        }
+    }
+    if (checks.length === 0) return central(checks, now, admission)
+    for (let i = 0; i < checks.length; i++) {
+      const c = checks[i]!
+      if (!leasable(c)) return central(checks, now, admission)
+      for (let j = 0; j < i; j++)
+        if (checks[j]!.key === c.key) return central(checks, now, admission)
+      const s = state(c.key, now)
+      if (s.pinned) return central(checks, now, admission)
+      observe(s, unitsOf(c), now)
+    }
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const done = tryLocal(checks, now, admission)
+      if (done) return done
+      // Wait for a lease already being taken for one of these keys.
+      const pending = checks.map((c) => keys.get(c.key)!.pending).filter((p) => p !== null)
+      if (pending.length > 0) {
+        await Promise.all(pending)
+        continue
+      }
+      if (attempt > 0) break
+      const want: Array<[Check, number]> = []
+      for (const c of checks) {
+        const s = keys.get(c.key)!
+        if (fits(c, s.lease, now)) continue
+        if (now < s.coolUntil) return central(checks, now, admission)
+        const n = sizeOf(c, s, now)
+        if (n === 0) return central(checks, now, admission)
+        want.push([c, n])
+      }
+      const p = acquire(want, now).then(() => {})
+      for (const [c] of want) keys.get(c.key)!.pending = p
+      try {
+        await p
+      } finally {
+        for (const [c] of want) {
+          const s = keys.get(c.key)
+          if (s?.pending === p) s.pending = null
+        }
+      }
+    }
+    return central(checks, now, admission)
+  }
+
+  /** Finds the local lease holding `holdId` on `key`. */
+  const localHold = (key: string, holdId: string): HoldLease | null => {
+    const s = keys.get(key)
+    const l = s?.lease
+    if (l?.kind === 'hold' && Object.hasOwn(l.holds, holdId)) return l
+    for (const r of s?.retired ?? []) if (Object.hasOwn(r.holds, holdId)) return r
+    return null
+  }
+
+  const settle = async (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
+    const rest: SettleOp[] = []
+    for (const op of ops) {
+      if (op.type === 'release') {
+        const l = localHold(op.key, op.holdId)
+        if (l) {
+          const live = l.holds[op.holdId]![1] > now
+          // A retried release (`ifHeld`) of a hold gone already charges nothing.
+          if (!op.ifHeld || live) l.charged += op.charge
+          delete l.holds[op.holdId]
+          continue
+        }
+        rest.push(op)
+      } else if (op.type === 'add') {
+        // A counter trued-up after the fact is never leased (see docs/leases.md).
+        const s = state(op.check.key, now)
+        s.pinned = true
+        if (s.lease) {
+          const end = endOp(op.check.key, s.lease, now)
+          s.lease = null
+          if (end) rest.push(end)
+        }
+        rest.push(op)
+      } else {
+        const a = admissions.get(op.key)
+        if (a) {
+          if (!a.cancelled) {
+            // The local holds dropped with no charge; leased rate and window units are not
+            // given back (a cancel never loosens a limit).
+            for (const [key, id] of a.holds) {
+              const l = localHold(key, id)
+              if (l) delete l.holds[id]
+            }
+            a.cancelled = true
+            a.expiresAt = now + op.ttlMs
+          }
+          continue
+        }
+        rest.push(op)
+      }
+    }
+    if (now - lastSweep >= 10) void sweep(now, false)?.catch(() => {})
+    if (rest.length > 0) await settleInner(rest, now)
+  }
+
+  const flush = async (now: number, all = false): Promise<void> => {
+    await sweep(now, all)
+  }
+
+  return {
+    consume,
+    settle,
+    async held(key, now) {
+      const total = await track(inner.held(key, now))
+      stats.storeCalls++
+      const l = keys.get(key)?.lease
+      if (l?.kind !== 'hold' || now >= l.expiresAt) return total
+      // The store counts the whole lease; this instance knows what it holds of it.
+      return Math.max(0, total - l.n + l.charged + liveHolds(l.holds, now))
+    },
+    claim: (key, ttlMs, now) => inner.claim(key, ttlMs, now),
+    claimed: (key, now) => inner.claimed(key, now),
+    unclaim: (key) => inner.unclaim(key),
+    ...(inner.concurrency !== undefined ? { concurrency: inner.concurrency } : {}),
+    ...(inner.durable ? { durable: true as const } : {}),
+    stats() {
+      let leases = 0
+      let parked = 0
+      for (const s of keys.values()) {
+        if (!s.lease) continue
+        leases++
+        parked += free(s.lease, lastSweep)
+      }
+      return { leases, parkedUnits: parked, ...stats }
+    },
+    flush,
+    async close(now) {
+      if (timer !== null) clearInterval(timer)
+      timer = null
+      await flush(now, true)
+      await Promise.allSettled([...inFlight])
+    },
+  }
+}
+
+/** The amount of a lease's local holds still live at `now`. */
+function liveHolds(holds: Record<string, [number, number]>, now: number): number {
+  let sum = 0
+  for (const id in holds) {
+    const h = holds[id]!
+    if (h[1] > now) sum += h[0]
+  }
+  return sum
+}

@@ -1,0 +1,203 @@
+/**
+ * @module test/storage/leased-counters
+ *
+ * The lease decorator as a `CounterStore`: around a memory store it passes the storage
+ * conformance suite (whose limits are small, so every decision stays with the store, figure
+ * for figure), and the rules that keep a limit central: `exact`, small limits, cold keys,
+ * concurrency, rebuilt counters, a counter a settle adds to. Then the figures of `stats()`,
+ * a local admission's cancel, and `held()` of a credit lease.
+ */
+
+import { describe, expect, it } from 'vitest'
+import { describeStorageConformance } from '../../adapters/testing/index.js'
+import { leasedCounters } from '../../src/storage/leased-counters.js'
+import { memoryStorage } from '../../src/storage/memory.js'
+import type { Check } from '../../src/storage/types.js'
+
+describeStorageConformance('memory behind leases', async () => {
+  const storage = memoryStorage()
+  return { storage: { ...storage, counters: leasedCounters(storage.counters) } }
+})
+
+const T0 = 1_767_225_600_000
+const gcra = (limit: number, key = '{a}:r0'): Extract<Check, { type: 'gcra' }> => ({
+  type: 'gcra',
+  key,
+  name: 'per-second',
+  limit,
+  windowMs: 1000,
+  cost: 1,
+})
+const credits = (limit: number, holdId: string, amount = 2): Check => ({
+  type: 'hold',
+  key: '{a}:credits',
+  name: 'credits',
+  limit,
+  amount,
+  holdId,
+  ttlMs: 30_000,
+})
+
+/** `count` requests, one per `stepMs`, on one instance. */
+async function hammer(
+  c: ReturnType<typeof leasedCounters>,
+  check: (i: number) => Check[],
+  count: number,
+  stepMs = 0.1,
+) {
+  let allowed = 0
+  for (let i = 0; i < count; i++)
+    if ((await c.consume(check(i), T0 + Math.floor(i * stepMs))).allowed) allowed++
+  return allowed
+}
+
+describe('leasedCounters', () => {
+  it('leases a hot large limit: most admissions make no store call', async () => {
+    const c = leasedCounters(memoryStorage().counters, {
+      minUnits: 4,
+      rateMs: 100,
+      flushEveryMs: 0,
+    })
+    expect(await hammer(c, () => [gcra(1_000_000)], 5000)).toBe(5000)
+    const s = c.stats()
+    expect(s.localAdmissions).toBeGreaterThan(4500)
+    expect(s.storeCalls).toBeLessThan(500)
+    expect(s.acquired).toBeGreaterThan(0)
+    expect(s.leases).toBe(1)
+  })
+
+  it('keeps exact limits, small limits, concurrency and rebuilt counters central', async () => {
+    const cases: Array<[string, (i: number) => Check[], Parameters<typeof leasedCounters>[1]]> = [
+      ['exact', () => [gcra(1_000_000)], { exact: (k) => k.key === '{a}:r0' }],
+      ['small', () => [gcra(300)], {}],
+      [
+        'concurrency',
+        (i) => [{ ...(credits(1_000_000, `h${i}`, 1) as object), name: 'concurrency' } as Check],
+        {},
+      ],
+      [
+        'rebuild',
+        () => [
+          {
+            type: 'window',
+            key: '{a}:q',
+            name: 'total',
+            limit: 1_000_000,
+            windowMs: 0,
+            bucketMs: 1,
+            cost: 1,
+            rebuild: { base: 0 },
+          },
+        ],
+        {},
+      ],
+      ['tokens', () => [gcra(1_000_000, '{a}:r0:1000000/1000t')], {}],
+    ]
+    for (const [name, check, options] of cases) {
+      const c = leasedCounters(memoryStorage().counters, {
+        minUnits: 4,
+        rateMs: 100,
+        flushEveryMs: 0,
+        ...options,
+      })
+      await hammer(c, check, 300)
+      expect({ name, local: c.stats().localAdmissions }).toEqual({ name, local: 0 })
+      expect(c.stats().centralAdmissions).toBe(300)
+    }
+  })
+
+  it('a counter a settle adds to is decided centrally from then on', async () => {
+    const c = leasedCounters(memoryStorage().counters, {
+      minUnits: 4,
+      rateMs: 100,
+      flushEveryMs: 0,
+    })
+    await hammer(c, () => [gcra(1_000_000)], 2000)
+    expect(c.stats().leases).toBe(1)
+    await c.settle([{ type: 'add', check: { ...gcra(1_000_000), cost: 3 } }], T0 + 200)
+    const before = c.stats().localAdmissions
+    for (let i = 0; i < 100; i++) await c.consume([gcra(1_000_000)], T0 + 201)
+    expect(c.stats().localAdmissions).toBe(before)
+    expect(c.stats().leases).toBe(0)
+  })
+
+  it('credits: settles charge locally, close releases the lease with the charges, held() counts only what is used', async () => {
+    const store = memoryStorage().counters
+    const c = leasedCounters(store, {
+      minUnits: 4,
+      rateMs: 100,
+      holdLeaseMs: 1000,
+      flushEveryMs: 0,
+    })
+    let settled = 0
+    for (let i = 0; i < 2000; i++) {
+      const now = T0 + Math.floor(i / 10)
+      const r = await c.consume([credits(100_000, `h${i}`)], now)
+      expect(r.allowed).toBe(true)
+      if (i % 2 === 0) {
+        await c.settle([{ type: 'release', key: '{a}:credits', holdId: `h${i}`, charge: 1 }], now)
+        settled++
+      }
+    }
+    expect(c.stats().localAdmissions).toBeGreaterThan(1500)
+    const now = T0 + 200
+    // Settled plus the 1,000 requests still holding 2 each.
+    expect(await c.held('{a}:credits', now)).toBe(settled + 2000)
+    for (let i = 1; i < 2000; i += 2)
+      await c.settle([{ type: 'release', key: '{a}:credits', holdId: `h${i}`, charge: 2 }], now)
+    // A retried release (ifHeld) charges nothing more.
+    await c.settle(
+      [{ type: 'release', key: '{a}:credits', holdId: 'h1', charge: 2, ifHeld: true }],
+      now,
+    )
+    await c.close(now)
+    expect(await store.held('{a}:credits', now)).toBe(settled + 2000)
+    expect(c.stats().returnedUnits).toBeGreaterThan(0)
+  })
+
+  it('a cancel of a locally recorded admission drops its hold, and a consume under a cancelled id is refused', async () => {
+    const store = memoryStorage().counters
+    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    for (let i = 0; i < 500; i++) await c.consume([credits(100_000, `w${i}`)], T0 + i)
+    const adm = { key: '{a}:adm:1', ttlMs: 60_000 }
+    const r = await c.consume([credits(100_000, 'x1', 5)], T0 + 500, adm)
+    expect(r.allowed).toBe(true)
+    const local = c.stats().localAdmissions
+    expect(local).toBeGreaterThan(0)
+    const before = await c.held('{a}:credits', T0 + 500)
+    await c.settle(
+      [
+        {
+          type: 'cancel',
+          key: adm.key,
+          ttlMs: 60_000,
+          at: T0 + 500,
+          checks: [credits(100_000, 'x1', 5)],
+        },
+      ],
+      T0 + 501,
+    )
+    expect(await c.held('{a}:credits', T0 + 501)).toBe(before - 5)
+    expect((await c.consume([credits(100_000, 'x2', 5)], T0 + 502, adm)).allowed).toBe(false)
+  })
+
+  it('a request hold longer than a credit lease can cover is decided centrally, with no lease taken', async () => {
+    const c = leasedCounters(memoryStorage().counters, {
+      minUnits: 4,
+      rateMs: 100,
+      holdGraceMs: 10_000,
+      flushEveryMs: 0,
+    })
+    await hammer(c, (i) => [credits(1_000_000, `h${i}`)], 300)
+    expect(c.stats()).toMatchObject({
+      acquired: 0,
+      localAdmissions: 0,
+      centralAdmissions: 300,
+      storeCalls: 300,
+    })
+  })
+
+  it('rejects a bad option with its name', () => {
+    expect(() => leasedCounters(memoryStorage().counters, { maxShare: 0 })).toThrow(/maxShare/)
+  })
+})

@@ -1,0 +1,121 @@
+/**
+ * @module test/storage/leased-redis
+ *
+ * Leases over a real Redis (`REDIS_URL`): four instances, each its own `redisStorage` and
+ * `leasedCounters` over the same keys, admitting concurrently (64 requests in flight per
+ * instance) far beyond a daily quota and a credit balance. Admitted stays at or under the
+ * limit and within the stated bound of it; credits are never overspent and, once the leases
+ * are closed, Redis holds exactly the charges; most admissions make no Redis call.
+ */
+
+import { afterAll, describe, expect, it } from 'vitest'
+import { redisStorage } from '../../adapters/redis/index.js'
+import { leasedCounters } from '../../src/storage/leased-counters.js'
+import type { Check } from '../../src/storage/types.js'
+import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
+
+const client = await connectRedis()
+const T0 = 1_767_225_600_000
+const N = 4
+
+describe.skipIf(!client)('leases over Redis', () => {
+  const prefix = testPrefix('lease')
+  afterAll(async () => {
+    if (client) {
+      await deletePrefix(client, prefix)
+      await client.quit()
+    }
+  })
+
+  const instances = () =>
+    Array.from({ length: N }, () => {
+      const storage = redisStorage({ client: client!, keyPrefix: prefix })
+      return {
+        storage,
+        counters: leasedCounters(storage.counters, { minUnits: 4, rateMs: 100, flushEveryMs: 0 }),
+      }
+    })
+
+  it('a daily quota: admitted never above the limit, at most one lease per instance short of it', async () => {
+    const limit = 20_000
+    const quota: Check = {
+      type: 'window',
+      key: '{acct1}:k:key1:q:daily',
+      name: 'daily',
+      limit,
+      windowMs: 86_400_000,
+      bucketMs: 3_600_000,
+      cost: 1,
+    }
+    const all = instances()
+    let admitted = 0
+    // 40,000 requests over 400 ms of the injected clock, 64 in flight per instance.
+    for (let ms = 0; ms < 400; ms++) {
+      const now = T0 + ms
+      await Promise.all(
+        all.map(async ({ counters }) => {
+          const rs = await Promise.all(
+            Array.from({ length: 25 }, () => counters.consume([quota], now)),
+          )
+          for (const r of rs) if (r.allowed) admitted++
+        }),
+      )
+    }
+    const cap = Math.floor(0.01 * limit)
+    expect(admitted).toBeLessThanOrEqual(limit)
+    expect(admitted).toBeGreaterThanOrEqual(limit - N * cap)
+    const stats = all.map((i) => i.counters.stats())
+    const local = stats.reduce((s, x) => s + x.localAdmissions, 0)
+    const calls = stats.reduce((s, x) => s + x.storeCalls, 0)
+    expect(local / admitted).toBeGreaterThan(0.8)
+    // Once the quota is spent every request asks Redis (and is refused there); before, about
+    // one call per lease.
+    const refused = 40_000 - admitted
+    expect(calls - refused).toBeLessThan(admitted / 10)
+    for (const i of all) await i.counters.close(T0 + 400)
+  })
+
+  it('credits: never overspent, and Redis holds exactly the charges after close', async () => {
+    const limit = 30_000
+    const all = instances()
+    let seq = 0
+    let charged = 0
+    let admittedAmount = 0
+    for (let ms = 0; ms < 300; ms++) {
+      const now = T0 + ms
+      await Promise.all(
+        all.map(async ({ counters }) => {
+          await Promise.all(
+            Array.from({ length: 16 }, async () => {
+              const holdId = `h${++seq}`
+              const check: Check = {
+                type: 'hold',
+                key: '{acct2}:credits',
+                name: 'credits',
+                limit,
+                amount: 3,
+                holdId,
+                ttlMs: 30_000,
+              }
+              const r = await counters.consume([check], now)
+              if (!r.allowed) return
+              admittedAmount += 3
+              await counters.settle(
+                [{ type: 'release', key: '{acct2}:credits', holdId, charge: 2 }],
+                now,
+              )
+              charged += 2
+            }),
+          )
+        }),
+      )
+    }
+    const end = T0 + 300
+    for (const i of all) await i.counters.close(end)
+    expect(charged).toBeLessThanOrEqual(limit)
+    expect(await all[0]!.storage.counters.held('{acct2}:credits', end)).toBe(charged)
+    expect(all.reduce((s, i) => s + i.counters.stats().localAdmissions, 0)).toBeGreaterThan(
+      (admittedAmount / 3) * 0.8,
+    )
+  })
+})
