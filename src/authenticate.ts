@@ -50,6 +50,7 @@ import {
   type TollboothRequest,
 } from './request.js'
 import { holdCredits, openSettlement } from './settle.js'
+import { isInProcess } from './storage/in-process.js'
 import { syncCounters } from './storage/state-counters.js'
 import type {
   AdmissionId,
@@ -499,7 +500,10 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
     }
     return undefined
   }
-  return remoteConsume(a, checks).then(
+  // An in-process store's answer cannot be lost on the way (no connection, no timeout): it
+  // needs no admission identity to cancel by, nor per-account lanes (SQLite's group commit).
+  const answer = isInProcess(counters) ? counters.consume(checks, a.now) : remoteConsume(a, checks)
+  return answer.then(
     (result) => {
       if (result.allowed || !result.results.some((r) => r.missing)) {
         a.result = result

@@ -108,6 +108,8 @@ export { type Settlement, settlementOf } from './settle.js'
 export { isInProcess, markInProcess } from './storage/in-process.js'
 export { decodeLogCursor, encodeLogCursor } from './storage/memory.js'
 export {
+  type CounterBackend,
+  countersFromState,
   type SyncCounterBackend,
   syncCounters,
   syncCountersFromState,

@@ -144,7 +144,8 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
   const clock = o.clock ?? systemClock
   const now = () => clock.now()
   const localCounters = syncCounters(storage.counters) !== undefined
-  const inProcess = isInProcess(storage.keys) && localCounters && isInProcess(storage.accounts)
+  const inProcess =
+    isInProcess(storage.keys) && isInProcess(storage.counters) && isInProcess(storage.accounts)
   if (o.storage === undefined && env('NODE_ENV') === 'production') {
     warnOnce(
       'TOLLBOOTH_MEMORY_STORAGE',

@@ -167,6 +167,8 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
       if (closed) return
       closed = true
       changes.close()
+      // Calls waiting for the end of this turn are committed before the file closes.
+      counters.flush()
       if (owned) db.close()
     },
   }

@@ -1,10 +1,12 @@
 /**
  * @module storage/in-process
  *
- * Marks a store that runs in this process and cannot hang (the memory stores). When the key,
- * counter and account stores all carry it, tollbooth skips the `storageTimeoutMs` timer on the
- * hot path; in-process counters under `NODE_ENV=production` warn once
- * (`TOLLBOOTH_LOCAL_COUNTERS`). A private mark, not part of the storage contract: stores of a
+ * Marks a store that runs in this process and cannot hang (the memory stores, SQLite's). When
+ * the key, counter and account stores all carry it, tollbooth skips the `storageTimeoutMs` timer
+ * on the hot path. Counters carrying it answer every call they take (synchronously, or by a
+ * promise, as SQLite's group commit does): an admission is sent without the identity a lost
+ * answer is cancelled by. Non-durable in-process counters under `NODE_ENV=production` warn
+ * once (`TOLLBOOTH_LOCAL_COUNTERS`). A private mark, not part of the storage contract: stores of a
  * remote server never carry it, and neither does a copy of a store (`{ ...store }`), so a
  * storage mixed from both keeps its timeouts.
  */

@@ -1,0 +1,172 @@
+/**
+ * @module test/storage/sqlite-batch
+ *
+ * The SQLite counters' group commit: the calls of one event-loop turn are applied in one
+ * transaction, in call order, and each answers only once it is committed; the rows kept from
+ * one batch to the next are read again when another connection (`data_version`) or another
+ * writer on the same handle (`total_changes()`) changed the file; a step that throws fails its
+ * own call only; a batch that cannot take the write lock fails every call and commits nothing;
+ * `close()` commits the calls still waiting.
+ */
+
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { createDb } from '../../adapters/sqlite/db.js'
+import {
+  type SqliteStorage,
+  sqliteCounterBackend,
+  sqliteStorage,
+} from '../../adapters/sqlite/index.js'
+import { StorageUnavailableError } from '../../src/index.js'
+import type { Check } from '../../src/storage/types.js'
+import { Database } from './sqlite-driver.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'tollbooth-sqlite-batch-'))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+const total = (key: string, limit: number, cost = 1): Check => ({
+  type: 'window',
+  key,
+  name: 'total',
+  limit,
+  windowMs: 0,
+  bucketMs: 0,
+  cost,
+})
+
+/** Whether a counter's row is in the file, read by another connection. */
+function stored(file: string, key: string): boolean {
+  const other = new Database(file)
+  try {
+    return other.prepare('SELECT 1 FROM counters WHERE key = ?').get(key) !== undefined
+  } finally {
+    other.close()
+  }
+}
+
+/** The used count of a total quota, through the counter contract (cost 0). */
+async function used(storage: SqliteStorage, key: string): Promise<number> {
+  const r = await storage.counters.consume([total(key, 1_000_000, 0)], Date.now())
+  return r.results[0]!.used
+}
+
+describe('SQLite counters: group commit', () => {
+  it('applies one turn’s calls in call order, and answers each once committed', async () => {
+    const file = join(dir, 'order.db')
+    const storage = sqliteStorage({ path: file })
+    const now = Date.now()
+    // 50 admissions in one turn on a quota of 20: the first 20 pass, in the order sent.
+    const answers = await Promise.all(
+      Array.from({ length: 50 }, () => storage.counters.consume([total('q', 20)], now)),
+    )
+    expect(answers.map((a) => a.allowed)).toEqual(Array.from({ length: 50 }, (_, i) => i < 20))
+    expect(answers.slice(0, 20).map((a) => a.results[0]!.used)).toEqual(
+      Array.from({ length: 20 }, (_, i) => i + 1),
+    )
+    // Answered: committed, so another connection sees it.
+    const p = storage.counters.consume([total('q2', 5)], now)
+    expect(stored(file, 'q2')).toBe(false)
+    expect((await p).allowed).toBe(true)
+    expect(stored(file, 'q2')).toBe(true)
+    const again = sqliteStorage({ path: file })
+    expect(await used(again, 'q')).toBe(20)
+    expect(await used(again, 'q2')).toBe(1)
+    await again.close()
+    await storage.close()
+  })
+
+  it('reads a row again once another connection, or another writer on the handle, changed it', async () => {
+    const file = join(dir, 'cache.db')
+    const a = sqliteStorage({ path: file })
+    const b = sqliteStorage({ path: file })
+    const now = Date.now()
+    for (let i = 0; i < 3; i++) await a.counters.consume([total('k', 100)], now)
+    await b.counters.consume([total('k', 100, 5)], now)
+    // A's rows of its last batch are stale: another connection committed since.
+    expect((await a.counters.consume([total('k', 100)], now)).results[0]!.used).toBe(9)
+    expect(await used(b, 'k')).toBe(9)
+
+    // Two storages on one handle: no other connection, the handle's own changes tell.
+    const handle = new Database(file)
+    const s1 = sqliteStorage({ database: handle })
+    const s2 = sqliteStorage({ database: handle })
+    await s1.counters.consume([total('h', 100)], now)
+    await s2.counters.consume([total('h', 100, 10)], now)
+    expect((await s1.counters.consume([total('h', 100)], now)).results[0]!.used).toBe(12)
+    // A write of the handle outside the batches (here, the counters' own prune).
+    handle.prepare('DELETE FROM counters WHERE key = ?').run('h')
+    expect((await s1.counters.consume([total('h', 100)], now)).results[0]!.used).toBe(1)
+    await s1.close()
+    await s2.close()
+    handle.close()
+    await a.close()
+    await b.close()
+  })
+
+  it('fails only the call whose step threw', async () => {
+    const file = join(dir, 'throw.db')
+    const handle = new Database(file)
+    sqliteStorage({ database: handle }) // migrates
+    const backend = sqliteCounterBackend(createDb(handle), 0)
+    const put = (n: number) => () => ({
+      writes: [{ key: 'x', value: { state: { n }, expiresAt: null } }],
+      result: n,
+    })
+    const seen: unknown[] = []
+    const calls = [
+      backend.transact(['x'], put(1)),
+      backend.transact(['x'], () => {
+        throw new Error('step failed')
+      }),
+      backend.transact(['x'], (current) => {
+        seen.push(current[0]?.state)
+        return put(2)()
+      }),
+    ]
+    const out = await Promise.allSettled(calls)
+    expect(out.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
+    expect((out[1] as PromiseRejectedResult).reason).toEqual(new Error('step failed'))
+    expect(seen).toEqual([{ n: 1 }])
+    const row = handle.prepare("SELECT state FROM counters WHERE key = 'x'").get() as {
+      state: string
+    }
+    expect(JSON.parse(row.state)).toEqual({ n: 2 })
+    handle.close()
+  })
+
+  it('fails every call of a batch that cannot take the lock, and commits none of it', async () => {
+    const file = join(dir, 'locked.db')
+    const storage = sqliteStorage({ path: file, busyTimeoutMs: 50 })
+    const now = Date.now()
+    await storage.counters.consume([total('l', 100)], now)
+    const other = new Database(file)
+    other.exec('BEGIN IMMEDIATE')
+    const out = await Promise.allSettled(
+      Array.from({ length: 5 }, () => storage.counters.consume([total('l', 100)], now)),
+    )
+    other.exec('COMMIT')
+    other.close()
+    expect(out.every((o) => o.status === 'rejected')).toBe(true)
+    for (const o of out)
+      expect((o as PromiseRejectedResult).reason).toBeInstanceOf(StorageUnavailableError)
+    expect((await storage.counters.consume([total('l', 100)], now)).results[0]!.used).toBe(2)
+    await storage.close()
+  })
+
+  it('commits the calls still waiting when the storage closes', async () => {
+    const file = join(dir, 'close.db')
+    const storage = sqliteStorage({ path: file })
+    const now = Date.now()
+    const pending = [
+      storage.counters.consume([total('c', 10)], now),
+      storage.counters.consume([total('c', 10)], now),
+    ]
+    await storage.close()
+    expect((await Promise.all(pending)).map((r) => r.results[0]!.used)).toEqual([1, 2])
+    const again = sqliteStorage({ path: file })
+    expect(await used(again, 'c')).toBe(2)
+    await again.close()
+  })
+})
