@@ -93,26 +93,44 @@ const hourOf = (t: number) => t - (((t % USAGE_HOUR_MS) + USAGE_HOUR_MS) % USAGE
 export function sqliteUsage(d: Db): UsageStore {
   const insertSql = `INSERT INTO usage_events (${COLUMNS}) VALUES (${FIELDS.map(() => '?').join(', ')})
     ON CONFLICT (id) DO NOTHING`
+  const totalOfSql = `SELECT requests, units FROM usage_totals
+    WHERE account_id = ? AND hour = ? AND category = ?`
   const totalSql = `INSERT INTO usage_totals (account_id, hour, category, requests, units)
-    VALUES (@account, @hour, @category, @requests, @units)
+    VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (account_id, hour, category) DO UPDATE
-    SET requests = requests + excluded.requests, units = units + excluded.units`
+    SET requests = excluded.requests, units = excluded.units`
   return {
     async record(events) {
       if (events.length === 0) return
       d.tx(() => {
         const insert = d.stmt(insertSql)
-        const total = d.stmt(totalSql)
+        // The batch's admitted events by total (account, hour, category): each total is read
+        // and written once per batch, its units added one event at a time in the batch's
+        // order (the same sums as adding each event in SQL).
+        const totals = new Map<
+          string,
+          { account: string; hour: number; category: string; events: UsageEvent[] }
+        >()
         for (const e of events) {
           const inserted = Number(insert.run(...FIELDS.map(([, get]) => get(e))).changes) > 0
           if (!inserted || (e.code !== null && e.code !== undefined)) continue
-          total.run({
-            account: e.accountId,
-            hour: hourOf(e.time),
-            category: e.category ?? 'uncategorized',
-            requests: 1,
-            units: e.units,
-          })
+          const hour = hourOf(e.time)
+          const category = e.category ?? 'uncategorized'
+          const k = `${e.accountId}\n${hour}\n${category}`
+          const t = totals.get(k)
+          if (t) t.events.push(e)
+          else totals.set(k, { account: e.accountId, hour, category, events: [e] })
+        }
+        if (totals.size === 0) return
+        const totalOf = d.stmt(totalOfSql)
+        const total = d.stmt(totalSql)
+        for (const t of totals.values()) {
+          const row = totalOf.get(t.account, t.hour, t.category) as
+            | { requests: number; units: number }
+            | undefined
+          let units = row?.units ?? 0
+          for (const e of t.events) units += e.units
+          total.run(t.account, t.hour, t.category, (row?.requests ?? 0) + t.events.length, units)
         }
       })
     },
