@@ -24,6 +24,7 @@
 import { type ChangeFeed, ConfigError, markInProcess, type Storage } from '../../src/internal.js'
 import { sqliteAccounts, sqliteSecrets } from './accounts.js'
 import { sqliteChanges } from './changes.js'
+import { startCheckpoints } from './checkpoint.js'
 import { sqliteCounters } from './counters.js'
 import {
   codeOf,
@@ -75,6 +76,12 @@ export interface SqliteStorageOptions {
   changePollMs?: number
   /** Admissions between two deletions of expired counters (0: never). Default 10,000. */
   pruneEvery?: number
+  /**
+   * How often a worker thread checkpoints the WAL into the file (its `fsync`s then never hold
+   * up a request); 0 leaves it to SQLite, in the commit that fills the WAL past 1,000 pages.
+   * Default 250 ms.
+   */
+  checkpointMs?: number
   /** Errors off the request path (a failed poll of the change feed). Default: `console.error`. */
   onError?: (err: unknown) => void
 }
@@ -99,6 +106,7 @@ export interface SqliteStorage extends Storage {
  * @param [options.synchronous='normal'] `'full'` to wait for the disk on each commit
  * @param [options.changePollMs=250] how often other processes' changes are read
  * @param [options.pruneEvery=10000] admissions between deletions of expired counters
+ * @param [options.checkpointMs=250] WAL checkpoints by a worker thread this often (0: SQLite's)
  * @param [options.onError=console.error] errors off the request path
  * @throws {ConfigError} naming the option: a path that cannot be opened, a file that is not a
  *   SQLite database (never overwritten), a schema of a later version, a bad value
@@ -125,6 +133,12 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
       `${fn}: options.pruneEvery must be an integer >= 0 (admissions), got ${String(pruneEvery)}`,
     )
   }
+  const checkpointMs = o.checkpointMs ?? 250
+  if (!Number.isSafeInteger(checkpointMs) || checkpointMs < 0) {
+    throw new ConfigError(
+      `${fn}: options.checkpointMs must be an integer >= 0 (milliseconds; 0: SQLite's own checkpoints), got ${String(checkpointMs)}`,
+    )
+  }
   const runMigrations = o.migrate ?? true
   if (typeof runMigrations !== 'boolean') {
     throw new ConfigError(`${fn}: options.migrate must be a boolean, got ${typeof runMigrations}`)
@@ -147,6 +161,7 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
     throw err
   }
   const counters = sqliteCounters(d, pruneEvery)
+  const stopCheckpoints = startCheckpoints(db, checkpointMs, onError)
   const changes = sqliteChanges(d, pollMs, onError)
   // Synchronous calls on a local file: the core skips its timeout timer (a timer could not
   // fire during a synchronous call anyway); a lock held too long fails after busyTimeoutMs.
@@ -169,6 +184,7 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
       changes.close()
       // Calls waiting for the end of this turn are committed before the file closes.
       counters.flush()
+      await stopCheckpoints?.()
       if (owned) db.close()
     },
   }

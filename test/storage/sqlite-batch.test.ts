@@ -9,7 +9,7 @@
  * `close()` commits the calls still waiting.
  */
 
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -168,5 +168,56 @@ describe('SQLite counters: group commit', () => {
     const again = sqliteStorage({ path: file })
     expect(await used(again, 'c')).toBe(2)
     await again.close()
+  })
+})
+
+describe('SQLite: WAL checkpoints by a worker thread', () => {
+  /** Writes about `n` usage events' worth of pages (below SQLite's own 1,000-page checkpoint). */
+  async function write(storage: SqliteStorage, n: number): Promise<void> {
+    const t = Date.now()
+    await storage.usage.record(
+      Array.from({ length: n }, (_, i) => ({
+        id: `evt_${i}`,
+        requestId: `req_${i}`,
+        keyId: 'key_1',
+        accountId: 'acct_1',
+        time: t,
+        units: 1,
+        overage: 0,
+        tokens: 0,
+        category: null,
+        status: 200,
+        durationMs: 1,
+        ttfbMs: null,
+        code: null,
+        ip: '127.0.0.1',
+        method: 'GET',
+        path: `/p/${'x'.repeat(100)}`,
+        bypassed: false,
+        provider: null,
+      })),
+    )
+  }
+
+  it('copies the WAL into the file off the main thread, and not without it', async () => {
+    for (const checkpointMs of [50, 0]) {
+      const file = join(dir, `checkpoint-${checkpointMs}.db`)
+      const storage = sqliteStorage({ path: file, checkpointMs })
+      await new Promise((r) => setTimeout(r, 200))
+      const before = statSync(file).size
+      await write(storage, 1500)
+      await new Promise((r) => setTimeout(r, 300))
+      const after = statSync(file).size
+      // Only a checkpoint grows the database file itself; the commits went to the WAL.
+      if (checkpointMs > 0) expect(after).toBeGreaterThan(before + 100_000)
+      else expect(after).toBe(before)
+      await storage.close()
+    }
+  })
+
+  it('refuses a bad checkpointMs, naming the option', () => {
+    expect(() => sqliteStorage({ path: join(dir, 'bad.db'), checkpointMs: -1 })).toThrow(
+      /options\.checkpointMs/,
+    )
   })
 })
