@@ -92,11 +92,13 @@ export function startCheckpoints(
       onError(err)
       return null
     }
-    worker.unref()
     worker.on('message', (m: unknown) =>
       onError(new Error(`tollbooth/sqlite: WAL checkpoint failed: ${String(m)}`)),
     )
     worker.on('error', onError)
+    // After the listeners (a 'message' listener refs the worker again): the worker never
+    // keeps the process alive.
+    worker.unref()
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()))
     c = { worker, refs: 0, exited }
     const started = c

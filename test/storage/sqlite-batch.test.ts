@@ -9,9 +9,11 @@
  * `close()` commits the calls still waiting.
  */
 
-import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { createDb } from '../../adapters/sqlite/db.js'
 import {
@@ -214,6 +216,27 @@ describe('SQLite: WAL checkpoints by a worker thread', () => {
       await storage.close()
     }
   })
+
+  it('never keeps the process alive: a script that does not close its storage exits', () => {
+    const adapter = pathToFileURL(
+      fileURLToPath(new URL('../../adapters/sqlite/index.ts', import.meta.url)),
+    ).href
+    const script = join(dir, 'no-close.mts')
+    writeFileSync(
+      script,
+      `import { sqliteStorage } from ${JSON.stringify(adapter)}
+const s = sqliteStorage({ path: ${JSON.stringify(join(dir, 'no-close.db'))}, checkpointMs: 20 })
+await s.counters.consume([{ type: 'window', key: 'k', name: 'n', limit: 10, windowMs: 0, bucketMs: 0, cost: 1 }], Date.now())
+await new Promise((r) => setTimeout(r, 100))
+console.log('done')
+`,
+    )
+    const out = execFileSync(process.execPath, ['--import', 'tsx', script], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    })
+    expect(out.trim()).toBe('done')
+  }, 40_000)
 
   it('refuses a bad checkpointMs, naming the option', () => {
     expect(() => sqliteStorage({ path: join(dir, 'bad.db'), checkpointMs: -1 })).toThrow(
