@@ -87,7 +87,12 @@ export function startCheckpoints(
     if (!driver) return null
     let worker: Worker
     try {
-      worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { file, driver, everyMs } })
+      // No inherited `--import`/`--require` (a loader's hooks): plain JavaScript and the driver.
+      worker = new Worker(WORKER_SOURCE, {
+        eval: true,
+        execArgv: [],
+        workerData: { file, driver, everyMs },
+      })
     } catch (err) {
       onError(err)
       return null
