@@ -19,6 +19,8 @@ import {
   keyName as name,
   keyScopes as scopes,
   text,
+  usageFilterValue,
+  usageGroupBySchema,
 } from '../../src/internal.js'
 
 const isoTime = z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time' })
@@ -171,8 +173,19 @@ export const logsQuery = z
   })
   .strict()
 
-/** `GET /usage`. */
-export const usageQuery = z.object({ month: monthSchema.optional() }).strict()
+/**
+ * `GET /usage`: a month, what the breakdown is keyed by (`category`, the requests' usage
+ * category, or `keyCategory`, the category of the keys that made them), and the category of
+ * either kind to count only the requests of.
+ */
+export const usageQuery = z
+  .object({
+    month: monthSchema.optional(),
+    groupBy: usageGroupBySchema,
+    category: usageFilterValue.optional(),
+    keyCategory: usageFilterValue.optional(),
+  })
+  .strict()
 
 /** `DELETE /keys/:id`. */
 export const deleteQuery = z.object({ permanent: flag.optional() }).strict()

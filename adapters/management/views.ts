@@ -74,7 +74,10 @@ export function logView(e: LogEntry, key: KeyView): Record<string, unknown> {
   return { ...e, time: iso(e.time), alias: key.name, keyCategory: key.category }
 }
 
-/** `GET /usage`: credits, breakdown by category, request count, reset date, period. */
+/**
+ * `GET /usage`: credits, breakdown by category (of the kind `groupBy` names), request count,
+ * reset date, period, and the grouping and filter the figures were counted with.
+ */
 export function usageView(u: UsageReport): Record<string, unknown> {
   return {
     credits: {
@@ -82,6 +85,8 @@ export function usageView(u: UsageReport): Record<string, unknown> {
       limit: finite(u.credits.limit),
       remaining: finite(u.credits.limit) === null ? null : u.credits.remaining,
     },
+    groupBy: u.groupBy,
+    filter: u.filter,
     breakdown: u.breakdown,
     requests: u.requests,
     requestCount: u.requestCount,
