@@ -150,7 +150,12 @@ export function sqliteUsage(d: Db): UsageStore {
               a2: e1[1],
               b1: e2[0],
               b2: e2[1],
-            }) as Array<{ category: string; key_category: string; requests: number; units: number }>,
+            }) as Array<{
+            category: string
+            key_category: string
+            requests: number
+            units: number
+          }>,
       )
       const out = emptySummary()
       for (const r of rows)

@@ -157,13 +157,14 @@ export function usageStoreTests(get: GetStorage): void {
           tts: { requests: 1, units: 1 },
         })
         expect(Object.getPrototypeOf(all.byKeyCategory)).toBe(Object.prototype)
-        expect(await get().usage.summarize(accountId, from, to, { keyCategory: 'production' }))
-          .toEqual({
-            requests: 2,
-            units: 5,
-            byCategory: { tts: { requests: 1, units: 2 }, stt: { requests: 1, units: 3 } },
-            byKeyCategory: { production: { requests: 2, units: 5 } },
-          })
+        expect(
+          await get().usage.summarize(accountId, from, to, { keyCategory: 'production' }),
+        ).toEqual({
+          requests: 2,
+          units: 5,
+          byCategory: { tts: { requests: 1, units: 2 }, stt: { requests: 1, units: 3 } },
+          byKeyCategory: { production: { requests: 2, units: 5 } },
+        })
         for (const filter of [
           { keyCategory: 'uncategorized' },
           { category: 'tts' },

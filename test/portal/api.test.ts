@@ -198,7 +198,10 @@ describe('usage per day', () => {
       production: { requests: 1, credits: 1 },
       uncategorized: { requests: 1, credits: 1 },
     })
-    const prod = await client.call('GET', '/api/usage/daily?groupBy=keyCategory&keyCategory=production')
+    const prod = await client.call(
+      'GET',
+      '/api/usage/daily?groupBy=keyCategory&keyCategory=production',
+    )
     expect(prod.body.categories).toEqual(['production'])
     expect(prod.body.days.reduce((n: number, d: { requests: number }) => n + d.requests, 0)).toBe(3)
     const period = await client.call('GET', '/api/usage?groupBy=keyCategory')

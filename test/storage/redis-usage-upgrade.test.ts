@@ -139,7 +139,9 @@ describe.skipIf(!client)('upgradeUsageTotals on Redis', () => {
     expect(await storage.usage.summarize(accountId, hour, hour + 3_600_000)).toEqual(want)
     expect(await storage.usage.summarize(accountId, hour, hour + 20_000)).toEqual(want)
     expect(
-      await storage.usage.summarize(accountId, hour, hour + 3_600_000, { keyCategory: 'production' }),
+      await storage.usage.summarize(accountId, hour, hour + 3_600_000, {
+        keyCategory: 'production',
+      }),
     ).toEqual({
       requests: 1,
       units: 5,

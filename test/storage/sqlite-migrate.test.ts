@@ -11,8 +11,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { makeEvent } from '../../adapters/testing/fixtures.js'
 import { INIT_SQL, MIGRATIONS, migrate, sqliteStorage } from '../../adapters/sqlite/index.js'
+import { makeEvent } from '../../adapters/testing/fixtures.js'
 import { Database } from './sqlite-driver.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'tollbooth-sqlite-migrate-'))
@@ -47,7 +47,13 @@ describe('sqlite migrate: usage by key category', () => {
     const storage = sqliteStorage({ path })
     try {
       const at = (i: number, keyCategory: string | null) =>
-        makeEvent({ accountId: 'acct_1', keyId: 'key_2', time: t0 + i * 1000, units: 5, keyCategory })
+        makeEvent({
+          accountId: 'acct_1',
+          keyId: 'key_2',
+          time: t0 + i * 1000,
+          units: 5,
+          keyCategory,
+        })
       await storage.usage.record([at(1, 'production'), at(2, 'production'), at(3, null)])
       const summary = await storage.usage.summarize('acct_1', t0, t0 + 2 * HOUR)
       expect(summary).toEqual({
@@ -76,7 +82,9 @@ describe('sqlite migrate: usage by key category', () => {
         },
       })
       expect(
-        await storage.usage.summarize('acct_1', t0, t0 + 2 * HOUR, { keyCategory: 'uncategorized' }),
+        await storage.usage.summarize('acct_1', t0, t0 + 2 * HOUR, {
+          keyCategory: 'uncategorized',
+        }),
       ).toMatchObject({ requests: 201, units: 205 })
       const old = await storage.usage.logs('key_1', { limit: 1 })
       expect(old.data[0]).toMatchObject({ id: 'req_199', keyCategory: null })

@@ -137,7 +137,7 @@ export const usageView: View = async (root) => {
     field(
       'Group by',
       groupBy,
-      "Usage category: what the requests were for. Key category: the category of the keys that made them, as it was then; keys without one, and requests before key categories were recorded, count as uncategorized.",
+      'Usage category: what the requests were for. Key category: the category of the keys that made them, as it was then; keys without one, and requests before key categories were recorded, count as uncategorized.',
     ),
     error.el,
     summary,
