@@ -68,7 +68,9 @@ export function createdView(key: string, k: KeyView): Record<string, unknown> {
 
 /**
  * One request of a key's log, with the key's alias (its name) and category (`002`: the alias
- * "shows up in logs"); `category` stays the request's usage category.
+ * "shows up in logs"); `category` stays the request's usage category. `keyCategory` is the
+ * key's category now, like the alias, though each event also records the one it had when the
+ * request was made (what `GET /usage?groupBy=keyCategory` counts by).
  */
 export function logView(e: LogEntry, key: KeyView): Record<string, unknown> {
   return { ...e, time: iso(e.time), alias: key.name, keyCategory: key.category }
