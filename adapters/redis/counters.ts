@@ -32,6 +32,7 @@ import type {
   Rebuild,
   SettleOp,
 } from '../../src/internal.js'
+import { CONSUME_FUNCTION, LIBRARY, SETTLE_FUNCTION } from './scripts.js'
 import { type Ctx, dec, enc } from './store.js'
 
 /** Hold ids go into a newline-separated state: escape `%` and newlines, injectively. */
@@ -49,53 +50,107 @@ export function hashTag(key: string): string {
   return end > 1 ? key.slice(0, end + 1) : key
 }
 
-/** A check's `rebuild` as the script reads it: '' none, '?' ask, '=<base>' rebuild. */
-const rebuildArg = (r: Rebuild | undefined) =>
-  r === undefined ? '' : r.base === undefined ? '?' : `=${enc(r.base)}`
+/** The numbers and hold ids of one call, in the order the script reads them. */
+interface Packed {
+  nums: number[]
+  ids: string[]
+}
 
-const keepArg = (keepUntil: number | undefined) => (keepUntil === undefined ? '' : enc(keepUntil))
+/** A check's `rebuild` as two numbers: 0 none, 1 ask, 2 rebuild from `base`. */
+function pushRebuild(nums: number[], r: Rebuild | undefined): void {
+  if (r === undefined) nums.push(0, 0)
+  else if (r.base === undefined) nums.push(1, 0)
+  else nums.push(2, r.base)
+}
 
-function pushCheck(args: string[], c: Check): void {
+const keepArg = (keepUntil: number | undefined) =>
+  keepUntil === undefined ? Number.NaN : keepUntil
+
+function pushCheck(p: Packed, c: Check): void {
   switch (c.type) {
     case 'window':
-      args.push('w', enc(c.limit), enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
-      args.push(rebuildArg(c.rebuild))
+      p.nums.push(1, c.limit, c.windowMs, c.bucketMs, c.cost)
+      pushRebuild(p.nums, c.rebuild)
       return
     case 'gcra':
-      args.push('g', enc(c.limit), enc(c.windowMs), enc(c.cost), '', '', '')
+      p.nums.push(2, c.limit, c.windowMs, c.cost, 0, 0, 0)
       return
     case 'hold':
-      args.push('h', enc(c.limit), enc(c.amount), enc(c.ttlMs), escapeHoldId(c.holdId))
-      args.push(keepArg(c.keepUntil), rebuildArg(c.rebuild))
+      p.nums.push(3, c.limit, c.amount, c.ttlMs, keepArg(c.keepUntil))
+      pushRebuild(p.nums, c.rebuild)
+      p.ids.push(escapeHoldId(c.holdId))
   }
 }
 
-/** The counter keys and arguments of one settle op (a cancel takes one slot per check more). */
-function pushOp(keys: string[], args: string[], prefix: string, op: SettleOp, now: string): void {
+/** The counter keys and records of one settle op (a cancel takes one record per check more). */
+function pushOp(keys: string[], p: Packed, prefix: string, op: SettleOp, now: number): void {
+  const { nums, ids } = p
   if (op.type === 'release') {
     keys.push(prefix + op.key)
-    args.push('r', now, escapeHoldId(op.holdId), enc(op.charge), op.ifHeld ? '1' : '')
-    args.push(keepArg(op.keepUntil))
+    nums.push(1, now, op.charge, op.ifHeld ? 1 : 0, keepArg(op.keepUntil))
+    ids.push(escapeHoldId(op.holdId))
     return
   }
   if (op.type === 'cancel') {
     keys.push(prefix + op.key)
-    args.push('x', now, enc(op.ttlMs), String(op.checks.length), '', '')
-    const at = enc(op.at)
+    nums.push(4, now, op.ttlMs, op.checks.length, 0)
     for (const c of op.checks) {
       keys.push(prefix + c.key)
-      if (c.type === 'hold')
-        args.push('H', at, escapeHoldId(c.holdId), '', '', keepArg(c.keepUntil))
-      else if (c.type === 'window')
-        args.push('W', at, enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
-      else args.push('G', at, enc(c.limit), enc(c.windowMs), enc(c.cost), '')
+      if (c.type === 'hold') {
+        nums.push(5, op.at, 0, 0, keepArg(c.keepUntil))
+        ids.push(escapeHoldId(c.holdId))
+      } else if (c.type === 'window') nums.push(6, op.at, c.windowMs, c.bucketMs, c.cost)
+      else nums.push(7, op.at, c.limit, c.windowMs, c.cost)
     }
     return
   }
   const c = op.check
   keys.push(prefix + c.key)
-  if (c.type === 'window') args.push('w', now, enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
-  else args.push('g', now, enc(c.limit), enc(c.windowMs), enc(c.cost), '')
+  if (c.type === 'window') nums.push(2, now, c.windowMs, c.bucketMs, c.cost)
+  else nums.push(3, now, c.limit, c.windowMs, c.cost)
+}
+
+/** Numbers as the script's first argument: little-endian doubles. */
+function pack(nums: number[]): Buffer {
+  const b = Buffer.allocUnsafe(nums.length * 8)
+  for (let i = 0; i < nums.length; i++) b.writeDoubleLE(nums[i]!, i * 8)
+  return b
+}
+
+/**
+ * One call's KEYS and ARGV: `batch`'s settle ops (if any), then `checks` (if any) and the
+ * admission's record, as the `consume` function reads them (scripts.ts).
+ */
+export function consumeCall(
+  prefix: string,
+  slackMs: number,
+  batch: { keys: string[]; nums: number[]; ids: string[] } | undefined,
+  checks: readonly Check[],
+  now: number,
+  admission?: AdmissionId,
+): { keys: string[]; args: Array<string | Buffer> } {
+  const keys: string[] = batch ? batch.keys.slice() : []
+  const nOps = keys.length
+  for (const c of checks) keys.push(prefix + c.key)
+  if (admission) keys.push(prefix + admission.key)
+  const p: Packed = {
+    nums: [now, slackMs, nOps, admission ? Math.ceil(admission.ttlMs) : Number.NaN],
+    ids: [],
+  }
+  if (batch) {
+    for (const x of batch.nums) p.nums.push(x)
+    for (const x of batch.ids) p.ids.push(x)
+  }
+  for (const c of checks) pushCheck(p, c)
+  return { keys, args: [pack(p.nums), ...p.ids] }
+}
+
+/** Settle ops as a batch for {@link consumeCall} (each applied at its own clock reading). */
+export function settleBatch(prefix: string, ops: readonly SettleOp[], now: number) {
+  const keys: string[] = []
+  const p: Packed = { nums: [], ids: [] }
+  for (const op of ops) pushOp(keys, p, prefix, op, now)
+  return { keys, nums: p.nums, ids: p.ids }
 }
 
 /** The counter key whose hash tag an op is sent under. */
@@ -111,8 +166,35 @@ const figure = (x: number | string): number => (typeof x === 'number' ? x : dec(
  * the callers waiting for them. */
 interface Batch {
   keys: string[]
-  args: string[]
+  nums: number[]
+  ids: string[]
   done: Array<(err?: unknown) => void>
+}
+
+/** A reply error's text. */
+const message = (err: unknown) => (err instanceof Error ? err.message : String(err))
+
+/**
+ * Loads the counters' Functions library on `client` (every master of a cluster). False when
+ * the server cannot (no Functions before Redis 7, or the user may not load them): the caller
+ * then runs the same code as a script.
+ */
+async function loadLibrary(client: Ctx['client']): Promise<boolean> {
+  const nodes =
+    'nodes' in client && typeof client.nodes === 'function' ? client.nodes('master') : [client]
+  try {
+    await Promise.all(
+      nodes.map((n) =>
+        n.call('FUNCTION', 'LOAD', LIBRARY).catch((err: unknown) => {
+          // Loaded meanwhile by another instance (the name carries the code's version).
+          if (!/already exists/i.test(message(err))) throw err
+        }),
+      ),
+    )
+    return true
+  } catch {
+    return false
+  }
 }
 
 /**
@@ -123,10 +205,38 @@ interface Batch {
  */
 export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): CounterStore {
   const { client, prefix } = ctx
-  const slack = String(slackMs)
+  const cluster = (client as { isCluster?: boolean }).isCluster === true
   const pending = new Map<string, Batch>()
   /** Whether a timer will send what is queued. */
   let armed = false
+  /** Whether the server runs Functions: unknown until the first call says otherwise. */
+  let functions = true
+  let loading: Promise<boolean> | undefined
+
+  /**
+   * Runs the counter code: `FCALL` of the library's function, loaded on first use (a server
+   * that forgot it, restarted or failed over, gets it again); the same code by EVALSHA where
+   * the server has no Functions. A call refused for either reason ran nothing.
+   */
+  async function invoke(name: string, numKeys: number, args: Array<string | Buffer>) {
+    if (functions) {
+      try {
+        return (await client.call('fcall', name, numKeys, ...args)) as Array<number | string>
+      } catch (err) {
+        const m = message(err)
+        if (/unknown command/i.test(m)) functions = false
+        else if (/function not found/i.test(m)) {
+          loading ??= loadLibrary(client).finally(() => {
+            loading = undefined
+          })
+          if (await loading)
+            return (await client.call('fcall', name, numKeys, ...args)) as Array<number | string>
+          functions = false
+        } else throw err
+      }
+    }
+    return client.tollboothConsume(numKeys, ...args)
+  }
 
   /** One call: the batch's ops (if any), then the checks (if any) and the admission's record. */
   async function run(
@@ -135,18 +245,10 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
     now: number,
     admission?: AdmissionId,
   ) {
-    const nOps = batch ? batch.keys.length : 0
-    const args: string[] = batch ? batch.keys : []
-    for (const c of checks) args.push(prefix + c.key)
-    if (admission) args.push(prefix + admission.key)
-    args.push(enc(now), slack, admission ? `${nOps}:${Math.ceil(admission.ttlMs)}` : String(nOps))
-    if (batch) for (const a of batch.args) args.push(a)
-    for (const c of checks) pushCheck(args, c)
+    const { keys, args } = consumeCall(prefix, slackMs, batch, checks, now, admission)
+    const name = checks.length === 0 ? SETTLE_FUNCTION : CONSUME_FUNCTION
     try {
-      const reply = await client.tollboothConsume(
-        nOps + checks.length + (admission ? 1 : 0),
-        ...args,
-      )
+      const reply = await invoke(name, keys.length, [...keys, ...args])
       if (batch) for (const d of batch.done) d()
       return reply
     } catch (err) {
@@ -160,21 +262,44 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
     run(b, [], 0).catch(() => {})
   }
 
+  /**
+   * Sends every queued settle. On one server, the batches of different accounts go together
+   * in calls of up to MAX_BATCH ops (one round trip for all of them); a cluster's differ in
+   * slot, so each goes on its own.
+   */
   function flushAll(): void {
     armed = false
     const batches = [...pending.values()]
     pending.clear()
-    for (const b of batches) sendAlone(b)
+    if (cluster) {
+      for (const b of batches) sendAlone(b)
+      return
+    }
+    let merged: Batch | undefined
+    for (const b of batches) {
+      if (merged && merged.keys.length + b.keys.length > MAX_BATCH) {
+        sendAlone(merged)
+        merged = undefined
+      }
+      if (!merged) merged = b
+      else {
+        for (const x of b.keys) merged.keys.push(x)
+        for (const x of b.nums) merged.nums.push(x)
+        for (const x of b.ids) merged.ids.push(x)
+        for (const x of b.done) merged.done.push(x)
+      }
+    }
+    if (merged) sendAlone(merged)
   }
 
   /** Queues `op`; true when `done` was added to the batch (once per batch and caller). */
-  function enqueue(tag: string, op: SettleOp, now: string, done: (err?: unknown) => void) {
+  function enqueue(tag: string, op: SettleOp, now: number, done: (err?: unknown) => void) {
     let b = pending.get(tag)
     if (!b) {
-      b = { keys: [], args: [], done: [] }
+      b = { keys: [], nums: [], ids: [], done: [] }
       pending.set(tag, b)
     }
-    pushOp(b.keys, b.args, prefix, op, now)
+    pushOp(b.keys, b, prefix, op, now)
     let added = false
     if (b.done[b.done.length - 1] !== done) {
       b.done.push(done)
@@ -228,9 +353,8 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
           }
         }
         // Each batch this call lands in gets `done` once: `left` counts those batches.
-        const at = enc(now)
         for (const op of ops) {
-          if (enqueue(hashTag(opKey(op)), op, at, done)) left++
+          if (enqueue(hashTag(opKey(op)), op, now, done)) left++
         }
         if (settleBatchMs === 0) flushAll()
         else if (!armed) {

@@ -23,7 +23,7 @@ import { CLAIM, CONSUME } from './scripts.js'
 /** An ioredis client or cluster: the user's, never closed by tollbooth. */
 export type RedisClient = Redis | Cluster
 
-type Arg = string | number
+type Arg = string | number | Buffer
 type Run<T> = (numKeys: number, ...args: Arg[]) => Promise<T>
 type Reply = string | number | null | Reply[]
 
