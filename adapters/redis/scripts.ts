@@ -47,18 +47,6 @@ local function reply(x)
   if x == math.floor(x) and x < 9e15 and x > -9e15 then return x end
   return fmt(x)
 end
-local function split(s, sep)
-  local out, pos = {}, 1
-  while true do
-    local i = string.find(s, sep, pos, true)
-    if not i then
-      out[#out + 1] = string.sub(s, pos)
-      return out
-    end
-    out[#out + 1] = string.sub(s, pos, i - 1)
-    pos = i + #sep
-  end
-end
 `
 
 /** The call's key cache: each key read once (`get`) and written once at the end (`commit`). */
@@ -89,7 +77,8 @@ local function commit()
     elseif px == false then
       redis.call('SET', key, v)
     else
-      redis.call('SET', key, v, 'PX', fmt(px))
+      -- An integer: Redis writes it exactly (fpconv), no string.format here.
+      redis.call('SET', key, v, 'PX', px)
     end
   end
 end
@@ -102,16 +91,18 @@ const WINDOW = `
 local function window_live(raw, first)
   local idx, n = {}, {}
   if not raw then return idx, n, false end
-  local p = split(raw, ',')
-  if p[1] ~= 'w' and p[1] ~= 'W' then return idx, n, false end
-  local k = 2
-  while k < #p and tonumber(p[k]) < first do k = k + 2 end
-  while k < #p do
-    idx[#idx + 1] = tonumber(p[k])
-    n[#n + 1] = tonumber(p[k + 1])
-    k = k + 2
+  local l = string.sub(raw, 1, 1)
+  if l ~= 'w' and l ~= 'W' then return idx, n, false end
+  -- One pattern match per bucket, no list of parts built first.
+  local k = 0
+  for i, c in string.gmatch(raw, ',([^,]*),([^,]*)') do
+    local b = tonumber(i)
+    if b >= first then
+      k = k + 1
+      idx[k], n[k] = b, tonumber(c)
+    end
   end
-  return idx, n, p[1] == 'W'
+  return idx, n, l == 'W'
 end
 local function window_add(idx, n, current, cost)
   local last = #idx
@@ -157,12 +148,12 @@ end
 -- moves back, gcraTime in gcra.ts).
 local function gcra_scaled(raw, now, limit, periodMs)
   if not raw then return 0, now end
-  local p = split(raw, ',')
-  if p[1] ~= 'g' then return 0, now end
-  local at = tonumber(p[3])
+  local lv, a = string.match(raw, '^g,([^,]*),(.*)$')
+  if not lv then return 0, now end
+  local at = tonumber(a)
   local t = now
   if at > t then t = at end
-  return math.max(0, round(tonumber(p[2]) * periodMs) - math.max(0, t - at) * limit), t
+  return math.max(0, round(tonumber(lv) * periodMs) - math.max(0, t - at) * limit), t
 end
 local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
   if scaled <= 0 then
