@@ -1,14 +1,16 @@
 /**
  * @module tollbooth/redis/counters
  *
- * The counter store on Redis. Every call is one EVALSHA of the `CONSUME` script, which runs
- * every check of an admission and writes all of them or none (a Lua script runs alone on the
- * server, so concurrent admissions see a serial order). `held` is one GET, summed here in the
- * same order as `limits/hold`.
+ * The counter store on Redis. Every call is one FCALL of the counters' Functions library
+ * (one EVALSHA of the same code as the `CONSUME` script where the server has no Functions),
+ * which runs every check of an admission and writes all of them or none (Lua runs alone on
+ * the server, so concurrent admissions see a serial order). `held` is one GET, summed here in
+ * the same order as `limits/hold`.
  *
  * Settles are batched: `settle()` queues its ops under the counter's hash tag (the account),
  * and they are sent with that account's next admission, in the same script and before it, or
- * on their own after at most `settleBatchMs` (one call per hash tag for everything queued).
+ * on their own after at most `settleBatchMs`: on one server every account's queued ops in
+ * one call (of up to 256 ops), on a cluster one call per hash tag.
  * Under load that makes one round trip per request instead of two, and the script reads and
  * writes a counter both touch (the credit reservation) once. `settle()` resolves when its ops
  * are applied, so `tb.flush()` and `tb.close()` still wait for them. The cost of waiting:
@@ -261,6 +263,33 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
   const sendAlone = (b: Batch) => {
     run(b, [], 0).catch(() => {})
   }
+  /**
+   * Whether the batches of different accounts may share a call: a single server takes keys of
+   * any slots in one call, but a proxy in front of a cluster refuses them (CROSSSLOT, before
+   * running anything); then each goes on its own, now and from then on.
+   */
+  let mergeAccounts = !cluster
+  const sendMerged = (parts: Batch[]) => {
+    if (parts.length === 1) return sendAlone(parts[0]!)
+    const merged: Batch = { keys: [], nums: [], ids: [], done: [] }
+    for (const b of parts) {
+      for (const x of b.keys) merged.keys.push(x)
+      for (const x of b.nums) merged.nums.push(x)
+      for (const x of b.ids) merged.ids.push(x)
+    }
+    const { keys, args } = consumeCall(prefix, slackMs, merged, [], 0)
+    invoke(SETTLE_FUNCTION, keys.length, [...keys, ...args]).then(
+      () => {
+        for (const b of parts) for (const d of b.done) d()
+      },
+      (err: unknown) => {
+        if (/CROSSSLOT/i.test(message(err))) {
+          mergeAccounts = false
+          for (const b of parts) sendAlone(b)
+        } else for (const b of parts) for (const d of b.done) d(err)
+      },
+    )
+  }
 
   /**
    * Sends every queued settle. On one server, the batches of different accounts go together
@@ -271,25 +300,22 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
     armed = false
     const batches = [...pending.values()]
     pending.clear()
-    if (cluster) {
+    if (!mergeAccounts) {
       for (const b of batches) sendAlone(b)
       return
     }
-    let merged: Batch | undefined
+    let parts: Batch[] = []
+    let size = 0
     for (const b of batches) {
-      if (merged && merged.keys.length + b.keys.length > MAX_BATCH) {
-        sendAlone(merged)
-        merged = undefined
+      if (size > 0 && size + b.keys.length > MAX_BATCH) {
+        sendMerged(parts)
+        parts = []
+        size = 0
       }
-      if (!merged) merged = b
-      else {
-        for (const x of b.keys) merged.keys.push(x)
-        for (const x of b.nums) merged.nums.push(x)
-        for (const x of b.ids) merged.ids.push(x)
-        for (const x of b.done) merged.done.push(x)
-      }
+      parts.push(b)
+      size += b.keys.length
     }
-    if (merged) sendAlone(merged)
+    if (parts.length > 0) sendMerged(parts)
   }
 
   /** Queues `op`; true when `done` was added to the batch (once per batch and caller). */

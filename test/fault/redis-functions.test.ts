@@ -8,6 +8,9 @@
  * same either way.
  */
 
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
@@ -109,5 +112,56 @@ describe('redis counters: Functions, and scripts where there are none', () => {
     expect(await sequence(counters, now)).toEqual(await sequence(memoryStorage().counters, now))
     // The first goes as EVAL (ioredis loads the script on NOSCRIPT), then EVALSHA.
     expect(await calls(s.client, 'evalsha')).toBeGreaterThanOrEqual(4)
+  })
+
+  it('sends the settles of several accounts apart where the server refuses a call across slots', async () => {
+    // A one-node cluster reached by a plain client, as through a proxy: CROSSSLOT for a call
+    // whose keys are in several slots.
+    const dir = mkdtempSync(join(tmpdir(), 'tb-crossslot-'))
+    try {
+      const s = await start([
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        join(dir, 'nodes.conf'),
+      ])
+      if (!s) return
+      await s.client.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383')
+      for (let i = 0; (await s.client.cluster('INFO')).includes('cluster_state:fail'); i++) {
+        if (i > 100) throw new Error('the one-node cluster never came up')
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      const { counters } = redisStorage({ client: s.client, settleBatchMs: 20 })
+      const now = Date.now()
+      const hold = (acct: string): Check => ({ ...credit('r'), key: `{${acct}}:credit` })
+      for (const acct of ['a', 'b', 'c'])
+        expect((await counters.consume([hold(acct)], now)).allowed).toBe(true)
+      // Queued together, sent together, refused, sent apart: each applied once.
+      await Promise.all(
+        ['a', 'b', 'c'].map((acct) =>
+          counters.settle(
+            [{ type: 'release', key: `{${acct}}:credit`, holdId: 'r', charge: 3 }],
+            now,
+          ),
+        ),
+      )
+      for (const acct of ['a', 'b', 'c'])
+        expect(await counters.held(`{${acct}}:credit`, now)).toBe(3)
+      expect(await s.client.info('errorstats')).toContain('errorstat_CROSSSLOT:count=1')
+      // From then on each account's settles go on their own: no refusal in between.
+      const failedBefore = await s.client.info('errorstats')
+      await Promise.all(
+        ['a', 'b'].map((acct) =>
+          counters.settle(
+            [{ type: 'release', key: `{${acct}}:credit`, holdId: 'x', charge: 1 }],
+            now,
+          ),
+        ),
+      )
+      expect(await s.client.info('errorstats')).toBe(failedBefore)
+      expect(await counters.held('{a}:credit', now)).toBe(4)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
