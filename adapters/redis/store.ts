@@ -2,8 +2,10 @@
  * @module tollbooth/redis/store
  *
  * What the Redis stores share: the Lua commands registered on the user's client with
- * `defineCommand` (ioredis then runs them by EVALSHA, loading a script on NOSCRIPT), the key
- * layout under `keyPrefix`, and the encoding of numbers across the Lua boundary.
+ * `defineCommand` (ioredis then runs them by EVALSHA, loading a script on NOSCRIPT; the
+ * counters go by FCALL of a Functions library where the server has Functions, see
+ * counters.ts), the key layout under `keyPrefix`, and the encoding of numbers across the Lua
+ * boundary.
  *
  * Layout (P = keyPrefix):
  * - counters: `P{accountId}:…` (the core's names, hash-tagged by account)
