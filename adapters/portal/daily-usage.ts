@@ -11,7 +11,13 @@
 
 import type { Hono } from 'hono'
 import { z } from 'zod'
-import { parseMonth, periodOf, type Tollbooth, type UsageSummary } from '../../src/internal.js'
+import {
+  monthSchema,
+  parseMonth,
+  periodOf,
+  type Tollbooth,
+  type UsageSummary,
+} from '../../src/internal.js'
 import { json, parse, queryOf, refusal } from '../management/http.js'
 import type { Identify } from './session-routes.js'
 
@@ -30,10 +36,7 @@ export interface UsageDay {
 
 const dailyQuery = z
   .object({
-    month: z
-      .string()
-      .regex(/^\d{4}-(0[1-9]|1[0-2])$/, 'must be YYYY-MM')
-      .optional(),
+    month: monthSchema.optional(),
   })
   .strict()
 

@@ -16,12 +16,7 @@
 
 import { createRequire } from 'node:module'
 import { z } from 'zod'
-import {
-  ConfigError,
-  integer,
-  optionError,
-  StorageUnavailableError,
-} from '../../src/internal.js'
+import { ConfigError, integer, optionError, StorageUnavailableError } from '../../src/internal.js'
 
 /** One prepared statement of the driver (`better-sqlite3`'s `Statement`, or `libsql`'s). */
 export interface SqliteStatement {
@@ -67,7 +62,9 @@ export const openShape = {
     .optional(),
   path: z.string({ error: 'must be a file path' }).min(1, 'must be a file path').optional(),
   busyTimeoutMs: integer(0).default(1500),
-  synchronous: z.enum(['normal', 'full'], { error: "must be 'normal' or 'full'" }).default('normal'),
+  synchronous: z
+    .enum(['normal', 'full'], { error: "must be 'normal' or 'full'" })
+    .default('normal'),
 }
 
 export type OpenOptions = z.output<z.ZodObject<typeof openShape>>

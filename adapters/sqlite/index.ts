@@ -34,15 +34,7 @@ import {
 import { sqliteAccounts, sqliteSecrets } from './accounts.js'
 import { sqliteChanges } from './changes.js'
 import { sqliteCounters } from './counters.js'
-import {
-  codeOf,
-  createDb,
-  type Db,
-  open,
-  openShape,
-  refused,
-  type SqliteDatabase,
-} from './db.js'
+import { codeOf, createDb, type Db, open, openShape, refused, type SqliteDatabase } from './db.js'
 import { sqliteIpBlocks } from './ip-blocks.js'
 import { sqliteKeys } from './keys.js'
 import { applyMigrations } from './migrate.js'
