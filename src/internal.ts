@@ -109,6 +109,17 @@ export { type Settlement, settlementOf } from './settle.js'
 export { isInProcess, markInProcess } from './storage/in-process.js'
 export { decodeLogCursor, encodeLogCursor } from './storage/memory.js'
 export {
+  ACCOUNT_COLUMNS,
+  type AccountRow,
+  accountFromRow,
+  KEY_COLUMNS,
+  type KeyRow,
+  keyFromRow,
+  SECRET_COLUMNS,
+  type SecretRow,
+  secretFromRow,
+} from './storage/rows.js'
+export {
   type SyncCounterBackend,
   syncCounters,
   syncCountersFromState,
