@@ -364,6 +364,7 @@ function logged(a: Attempt, d: Denial): Denial {
     overage: 0,
     tokens: 0,
     category: a.route.category ?? null,
+    keyCategory: r.category,
     status: d.status,
     durationMs: 0,
     ttfbMs: null,

@@ -72,15 +72,19 @@ export { gcraRemove, undrained, windowRemove } from './limits/revert.js'
 export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-window.js'
 export { checkAccountId, isAccountId } from './metering/accounts.js'
 export { monthSchema, parseMonth, periodOf, periodOfMonth } from './metering/periods.js'
+export { usageFilterValue, usageGroupBySchema } from './metering/usage.js'
 export {
   addToSummary,
   countsInSummary,
+  emptySummary,
   splitUsageRange,
+  UNCATEGORIZED,
   USAGE_DAY_MS,
   USAGE_HOUR_MS,
   type UsageRangeParts,
   usageBuckets,
   usageCategory,
+  usageKeyCategory,
 } from './metering/usage-buckets.js'
 export {
   checkTollboothArg,

@@ -1,7 +1,8 @@
 /**
  * @module tollbooth/management/account-routes
  *
- * The caller's account: `/usage` (the current period, or `?month=YYYY-MM`) and the stored
+ * The caller's account: `/usage` (the current period, or `?month=YYYY-MM`; broken down by
+ * `?groupBy=category|keyCategory`, filtered by `?category=` and `?keyCategory=`) and the stored
  * BYOK provider keys (`/provider-keys`: store, list masked, verify, delete). A provider key
  * goes in once and never comes back out: answers show `••••` and its last four characters.
  */
@@ -21,8 +22,13 @@ export function accountRoutes(app: Hono, tb: Tollbooth, guard: Guard): void {
   app.get(
     '/usage',
     guard(async (c, p) => {
-      const q = parse(usageQuery, queryOf(c), 'query')
-      const report = await tb.usage.get(p.accountId, q.month ? { month: q.month } : {})
+      const { month, category, keyCategory, groupBy } = parse(usageQuery, queryOf(c), 'query')
+      const report = await tb.usage.get(p.accountId, {
+        groupBy,
+        ...(month ? { month } : {}),
+        ...(category !== undefined ? { category } : {}),
+        ...(keyCategory !== undefined ? { keyCategory } : {}),
+      })
       return json(usageView(report))
     }),
   )

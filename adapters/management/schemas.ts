@@ -10,7 +10,7 @@
  */
 
 import { z } from 'zod'
-import { monthSchema, text } from '../../src/internal.js'
+import { monthSchema, text, usageFilterValue, usageGroupBySchema } from '../../src/internal.js'
 
 export {
   createKeyBody,
@@ -89,8 +89,19 @@ export const logsQuery = z
   })
   .strict()
 
-/** `GET /usage`. */
-export const usageQuery = z.object({ month: monthSchema.optional() }).strict()
+/**
+ * `GET /usage`: a month, what the breakdown is keyed by (`category`, the requests' usage
+ * category, or `keyCategory`, the category of the keys that made them), and the category of
+ * either kind to count only the requests of.
+ */
+export const usageQuery = z
+  .object({
+    month: monthSchema.optional(),
+    groupBy: usageGroupBySchema,
+    category: usageFilterValue.optional(),
+    keyCategory: usageFilterValue.optional(),
+  })
+  .strict()
 
 /** `DELETE /keys/:id`. */
 export const deleteQuery = z.object({ permanent: flag.optional() }).strict()
