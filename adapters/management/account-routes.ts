@@ -9,7 +9,7 @@
 
 import type { Hono } from 'hono'
 import { z } from 'zod'
-import type { Tollbooth } from '../../src/internal.js'
+import { storeParsedProviderKey, type Tollbooth } from '../../src/internal.js'
 import type { Guard } from './auth.js'
 import { json, noContent, parse, queryOf, readJson } from './http.js'
 import { noQuery, providerKeyBody, usageQuery } from './schemas.js'
@@ -38,7 +38,8 @@ export function accountRoutes(app: Hono, tb: Tollbooth, guard: Guard): void {
     guard(async (c, p) => {
       parse(noQuery, queryOf(c), 'query')
       const body = parse(providerKeyBody, await readJson(c), 'body')
-      return json(providerKeyView(await tb.providerKeys.store(p.accountId, body)), 201)
+      const stored = await storeParsedProviderKey(tb.providerKeys, p.accountId, body)
+      return json(providerKeyView(stored), 201)
     }),
   )
 

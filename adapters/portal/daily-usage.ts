@@ -16,6 +16,7 @@ import type { Hono } from 'hono'
 import { z } from 'zod'
 import {
   emptySummary,
+  monthSchema,
   parseMonth,
   periodOf,
   type Tollbooth,
@@ -42,10 +43,7 @@ export interface UsageDay {
 
 const dailyQuery = z
   .object({
-    month: z
-      .string()
-      .regex(/^\d{4}-(0[1-9]|1[0-2])$/, 'must be YYYY-MM')
-      .optional(),
+    month: monthSchema.optional(),
     groupBy: usageGroupBySchema,
     category: usageFilterValue.optional(),
     keyCategory: usageFilterValue.optional(),
