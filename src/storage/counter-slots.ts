@@ -38,6 +38,8 @@ const SWEEP_PER_KEY = 2
 export class CounterSlot implements StoredCounter {
   /** The bucket of the expiry queue this slot waits in; Infinity: none. */
   due = Infinity
+  /** Deleted from the store: a later write of its key makes a new slot. */
+  gone = false
   constructor(
     public state: CounterState,
     /** Infinity: never (a `StoredCounter`'s null), so the field holds a double in place. */
@@ -123,8 +125,11 @@ function heapPop(heap: number[]): number {
 export interface CounterSlots {
   readonly size: number
   get(key: string): CounterSlot | undefined
-  /** Applies a step's write: `value` null deletes. */
-  write(key: string, value: StoredCounter | null): void
+  /**
+   * Applies a step's write: `value` null deletes. `read` is the slot `get(key)` answered
+   * before the step (saves a second lookup).
+   */
+  write(key: string, value: StoredCounter | null, read: CounterSlot | undefined): void
   /** A call touched `keys` counters: the sweep may examine a few queue entries more. */
   credit(keys: number): void
   /** Drops a few counters whose time came (as many as the calls since the last earned). */
@@ -158,19 +163,25 @@ export function counterSlots(): CounterSlots {
     list.push(key)
   }
 
+  const drop = (key: string, s: CounterSlot | undefined) => {
+    if (s === undefined) return
+    s.gone = true
+    slots.delete(key)
+  }
+
   return {
     get size() {
       return slots.size
     },
     get: (key) => slots.get(key),
-    write(key, value) {
+    write(key, value, read) {
       if (value === null) {
         // Its queue entry stays, and is passed over when its bucket comes.
-        slots.delete(key)
+        drop(key, read !== undefined && !read.gone ? read : slots.get(key))
         return
       }
       const expiresAt = value.expiresAt ?? Infinity
-      let s = slots.get(key)
+      let s = read !== undefined && !read.gone ? read : slots.get(key)
       if (s === undefined) {
         s = new CounterSlot(value.state, expiresAt)
         slots.set(key, s)
@@ -206,13 +217,13 @@ export function counterSlots(): CounterSlots {
         // Deleted, or queued again in an earlier bucket since.
         if (s === undefined || s.due !== drainingBucket) continue
         s.due = Infinity
-        if (s.expiresAt <= now) slots.delete(key)
+        if (s.expiresAt <= now) drop(key, s)
         else queue(key, s)
       }
     },
     sweepAll(now) {
       const before = slots.size
-      for (const [k, s] of slots) if (s.expiresAt <= now) slots.delete(k)
+      for (const [k, s] of slots) if (s.expiresAt <= now) drop(k, s)
       return before - slots.size
     },
   }

@@ -142,7 +142,19 @@ function memoryCounters(): MemoryCounterStore {
         const current = new Array<CounterSlot | undefined>(keys.length)
         for (let i = 0; i < keys.length; i++) current[i] = slots.get(keys[i]!)
         const { writes, result } = step(current)
-        for (let i = 0; i < writes.length; i++) slots.write(writes[i]!.key, writes[i]!.value)
+        // A step writes its keys mostly in the order it read them: the slot read goes with
+        // its write, without a second lookup.
+        let j = 0
+        for (let i = 0; i < writes.length; i++) {
+          const w = writes[i]!
+          let read: CounterSlot | undefined
+          for (let k = 0; k < keys.length; k++, j = j + 1 === keys.length ? 0 : j + 1)
+            if (keys[j] === w.key) {
+              read = current[j]
+              break
+            }
+          slots.write(w.key, w.value, read)
+        }
         slots.credit(keys.length)
         return result
       },
