@@ -159,6 +159,18 @@ if (!only || only.includes('scale')) {
     '```',
     '',
   ]
+  // The cost per request as the memory store grows, 1,000 against 1,000,000 keys, cached and
+  // on a cache miss, each size in its own process (the quick run: fewer, shorter rounds).
+  const scaleArgs = full
+    ? ['1000,100000,1000000']
+    : ['1000,1000000', '--rounds', '5', '--per-round', '10000']
+  process.stderr.write(`scale: memory store, requests among ${scaleArgs[0]} keys…\n`)
+  parts.push(
+    `Memory store, cost per request as it grows (\`npx tsx bench/memory-scale.ts ${scaleArgs.join(' ')}\`):`,
+    '',
+    node(['--import', 'tsx', 'bench/memory-scale.ts', ...scaleArgs]),
+    '',
+  )
   if (process.env.DATABASE_URL) {
     process.stderr.write('scale: PostgreSQL, 1M keys…\n')
     const out = node(['--import', 'tsx', 'bench/postgres-miss.ts', '2000', '1000000'])
