@@ -1,9 +1,11 @@
 /**
  * @module test/storage/redis-usage-upgrade
  *
- * Redis events recorded by a version without usage totals: `upgradeUsageTotals()` adds them
- * to the totals summaries read, once however often it runs, leaves events of this version
- * alone, and their logs show `ttfbMs` and `code` as null before and after.
+ * Redis usage recorded by earlier versions, all under the one tag `{usage}`:
+ * `upgradeUsageTotals()` moves it under each account's tag, counting in the totals the events of
+ * a version without totals, once however often it runs, leaves events of this version alone,
+ * deletes the old keys (but for nothing), and the moved events' logs show `ttfbMs` and `code`
+ * as null.
  */
 
 import type { Redis } from 'ioredis'
@@ -64,11 +66,18 @@ describe.skipIf(!client)('upgradeUsageTotals on Redis', () => {
     await storage.usage.record([fresh])
     const month = [Date.UTC(2026, 0, 1), Date.UTC(2026, 1, 1)] as const
     expect((await storage.usage.summarize(accountId, ...month)).requests).toBe(1)
-    const page = await storage.usage.logs('key_old', { limit: 1 })
-    expect(page.data[0]).toMatchObject({ ttfbMs: null, code: null })
+    // Until the upgrade, only the event of this version shows.
+    expect((await storage.usage.logs('key_old', { limit: 500 })).data).toEqual([fresh])
 
     expect(await upgradeUsageTotals({ client: redis, keyPrefix: prefix })).toBe(450)
     expect(await upgradeUsageTotals({ client: redis, keyPrefix: prefix })).toBe(0)
+    // Nothing of the old layout is left: only the new layout's small index is under {usage}.
+    expect((await redis.keys(`${prefix}{usage}*`)).sort()).toEqual([
+      `${prefix}{usage}:accts`,
+      `${prefix}{usage}:keys`,
+    ])
+    const page = await storage.usage.logs('key_old', { limit: 1 })
+    expect(page.data[0]).toMatchObject({ ttfbMs: null, code: null })
     const units = old.reduce((a, e) => a + e.units, 0)
     const tts = old.filter((e) => e.category === 'tts')
     expect(await storage.usage.summarize(accountId, ...month)).toEqual({
@@ -125,6 +134,9 @@ describe.skipIf(!client)('upgradeUsageTotals on Redis', () => {
       makeEvent({ accountId, time: hour + 10_000, units: 5, keyCategory: 'production' }),
       makeEvent({ accountId, time: hour + 11_000, units: 1, keyCategory: 'uncategorized' }),
     ])
+    expect(await upgradeUsageTotals({ client: redis, keyPrefix: prefix })).toBe(6)
+    // The old totals left with their events.
+    expect(await redis.keys(`${prefix}{usage}:agg:*`)).toEqual([])
     const want = {
       requests: 8,
       units: 18,
