@@ -18,7 +18,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { redisStorage } from '../../adapters/redis/index.js'
+import { redisStorage, upgradeUsageTotals } from '../../adapters/redis/index.js'
 import { LIBRARY } from '../../adapters/redis/scripts.js'
 import { makeEvent } from '../../adapters/testing/fixtures.js'
 import {
@@ -241,5 +241,47 @@ describe('redis usage on a 3-master Redis Cluster', () => {
     expect(perMaster.every((n) => n > 0)).toBe(true)
     expect(Math.max(...perMaster)).toBeLessThan(perMaster.reduce((a, b) => a + b, 0) * 0.6)
     expect(indexOn.reduce((a, b) => a + b, 0)).toBe(2)
+  })
+
+  it('moves usage of the one-tag layout to every master', async () => {
+    if (!cluster) return
+    const c = cluster
+    const t0 = Date.UTC(2026, 5, 1, 9, 30)
+    // As versions before December 2026 stored them: all under {usage}, totals included.
+    const events = usageEvents(t0).slice(0, 600)
+    for (const e of events) {
+      await c.hset('up:{usage}:ev', e.id, JSON.stringify(e))
+      await c.zadd('up:{usage}:all', e.time, e.id)
+      await c.zadd(`up:{usage}:acct:${e.accountId}`, e.time, e.id)
+      await c.zadd(`up:{usage}:key:${e.keyId}`, e.time, e.id)
+      if (e.code !== null) continue
+      const cat = `${e.category ?? 'uncategorized'}${e.keyCategory ? `\u0000${e.keyCategory}` : ''}`
+      for (const b of [
+        `h:${e.time - (e.time % 3_600_000)}`,
+        `d:${e.time - (e.time % 86_400_000)}`,
+      ]) {
+        await c.hincrby(`up:{usage}:agg:${e.accountId}:${b}`, `r:${cat}`, 1)
+        await c.hincrbyfloat(`up:{usage}:agg:${e.accountId}:${b}`, `u:${cat}`, e.units)
+      }
+    }
+    expect(await upgradeUsageTotals({ client: c, keyPrefix: 'up:' })).toBe(600)
+    const { usage } = redisStorage({ client: c, keyPrefix: 'up:' })
+    const memory = memoryStorage().usage
+    await memory.record(events)
+    for (let a = 0; a < 30; a++)
+      expect(await usage.summarize(`acct_${a}`, t0, t0 + 3 * 86_400_000)).toEqual(
+        await memory.summarize(`acct_${a}`, t0, t0 + 3 * 86_400_000),
+      )
+    expect(await usage.logs('key_7', { limit: 10 })).toEqual(
+      await memory.logs('key_7', { limit: 10 }),
+    )
+    const left: string[] = []
+    const spread: number[] = []
+    for (const m of c.nodes('master')) {
+      left.push(...(await m.keys('up:{usage}*')))
+      spread.push((await m.keys('up:{u:*')).length)
+    }
+    expect(left.sort()).toEqual(['up:{usage}:accts', 'up:{usage}:keys'])
+    expect(spread.every((n) => n > 0)).toBe(true)
   })
 })
