@@ -10,7 +10,9 @@
  * Layout (P = keyPrefix):
  * - counters: `P{accountId}:…` (the core's names, hash-tagged by account)
  * - keys: `P{keys}:rec`, `P{keys}:used`, `P{keys}:hash` (HASHes), `P{keys}:acct:<id>` (ZSET)
- * - usage: `P{usage}:ev` (HASH), `P{usage}:all`, `P{usage}:acct:<id>`, `P{usage}:key:<id>` (ZSETs)
+ * - usage, under each account's tag: `P{u:<id>}:ev` (HASH), `P{u:<id>}:t`, `P{u:<id>}:k:<keyId>`
+ *   (ZSETs), `P{u:<id>}:h:<hour>`, `P{u:<id>}:d:<day>` (HASHes); and the small index
+ *   `P{usage}:keys` (HASH key id -> account id), `P{usage}:accts` (SET) (see usage.ts)
  * - accounts: `Paccount:<id>` (HASH); secrets: `Psecrets:<accountId>` (HASH)
  * - failed-auth guard: `P{ipblocks}:n:<ip>`, `P{ipblocks}:until`, `P{ipblocks}:ips` (ip-blocks.ts)
  * - change feed: the pub/sub channel `Pchanges`
@@ -44,7 +46,8 @@ export interface Commands {
   tollboothUsageSummary: Run<string[]>
   tollboothUsageLogs: Run<string[]>
   tollboothUsagePrune: Run<number>
-  tollboothUsageUpgrade: Run<number>
+  tollboothUsageIndex: Run<number>
+  tollboothUsageUnrecordOld: Run<number>
   tollboothAccountEnsure: Run<[string, string]>
   tollboothAccountCas: Run<Reply[]>
   tollboothAccountAdd: Run<[string, string] | null>
@@ -68,7 +71,8 @@ export const SCRIPTS: Record<keyof Commands, string> = {
   tollboothUsageSummary: records.USAGE_SUMMARY,
   tollboothUsageLogs: records.USAGE_LOGS,
   tollboothUsagePrune: records.USAGE_PRUNE,
-  tollboothUsageUpgrade: records.USAGE_UPGRADE,
+  tollboothUsageIndex: records.USAGE_INDEX,
+  tollboothUsageUnrecordOld: records.USAGE_UNRECORD_OLD,
   tollboothAccountEnsure: records.ACCOUNT_ENSURE,
   tollboothAccountCas: records.ACCOUNT_CAS,
   tollboothAccountAdd: records.ACCOUNT_ADD,
