@@ -60,7 +60,7 @@ function table(
   if (redis?.redisPerRequest?.length) {
     lines.push(
       '',
-      `Redis commands per request, tollbooth-redis: ${f2(quantile(redis.redisPerRequest, 0.5))} counted at its ioredis client under load (median of cycles), ${f2(redis.monitorPerRequest?.all ?? Number.NaN)} seen by MONITOR over 200 sequential requests, of which ${f2(redis.monitorPerRequest?.admissions ?? Number.NaN)} before the response — one EVALSHA per admission, the only round trip a request waits for, which also carries the settles queued for the account since its last call (the credit reservation released and charged); a settle no admission picked up within settleBatchMs goes on its own after the response. Usage events stay in memory here. ${PEERS[framework]} on Redis: ${f2(quantile(peerRedis?.redisPerRequest ?? [], 0.5))} at its client, ${f2(peerRedis?.monitorPerRequest?.all ?? Number.NaN)} by MONITOR.`,
+      `Redis commands per request, tollbooth-redis: ${f2(quantile(redis.redisPerRequest, 0.5))} counted at its ioredis client under load (median of cycles), ${f2(redis.monitorPerRequest?.all ?? Number.NaN)} seen by MONITOR over 200 sequential requests, of which ${f2(redis.monitorPerRequest?.admissions ?? Number.NaN)} before the response — one FCALL per admission, the only round trip a request waits for, which also carries the settles queued for the account since its last call (the credit reservation released and charged); a settle no admission picked up within settleBatchMs goes on its own after the response. Usage events stay in memory here. ${PEERS[framework]} on Redis: ${f2(quantile(peerRedis?.redisPerRequest ?? [], 0.5))} at its client, ${f2(peerRedis?.monitorPerRequest?.all ?? Number.NaN)} by MONITOR.`,
     )
   }
   return { md: lines.join('\n'), byName }
@@ -159,6 +159,18 @@ if (!only || only.includes('scale')) {
     '```',
     '',
   ]
+  // The cost per request as the memory store grows, 1,000 against 1,000,000 keys, cached and
+  // on a cache miss, each size in its own process (the quick run: fewer, shorter rounds).
+  const scaleArgs = full
+    ? ['1000,100000,1000000']
+    : ['1000,1000000', '--rounds', '5', '--per-round', '10000']
+  process.stderr.write(`scale: memory store, requests among ${scaleArgs[0]} keys…\n`)
+  parts.push(
+    `Memory store, cost per request as it grows (\`npx tsx bench/memory-scale.ts ${scaleArgs.join(' ')}\`):`,
+    '',
+    node(['--import', 'tsx', 'bench/memory-scale.ts', ...scaleArgs]),
+    '',
+  )
   if (process.env.DATABASE_URL) {
     process.stderr.write('scale: PostgreSQL, 1M keys…\n')
     const out = node(['--import', 'tsx', 'bench/postgres-miss.ts', '2000', '1000000'])

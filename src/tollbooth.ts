@@ -199,7 +199,12 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     guard: inProcess
       ? <T>(p: Promise<T>) => p
       : <T>(p: Promise<T>) => withTimeout(p, o.storageTimeoutMs),
-    retries: createSettleQueue(storage.counters, now, onError, o.maxPendingSettles),
+    retries: createSettleQueue({
+      counters: storage.counters,
+      now,
+      report: onError,
+      max: o.maxPendingSettles,
+    }),
     admitting: new Map(),
     accountInFlight:
       o.accountInFlight ??

@@ -6,8 +6,9 @@
  * counts every limit, all or none); key lookups are cached by the core; usage is written in
  * batches off the hot path; revocations reach every instance through pub/sub.
  *
- * Counters live under `{<accountId>}` hash tags and every other store under one tag of its
- * own, so each script touches a single slot and the storage runs on Redis Cluster.
+ * Counters live under `{<accountId>}` hash tags, usage under `{u:<accountId>}`, every other
+ * store under one tag of its own, so each script touches a single slot and the storage runs on
+ * Redis Cluster, counters and usage spread over its masters with the accounts.
  */
 
 import { z } from 'zod'
@@ -26,7 +27,8 @@ import {
 } from './store.js'
 import { redisUsage } from './usage.js'
 
-export { escapeHoldId, hashTag } from './counters.js'
+export { escapeHoldId } from './counter-calls.js'
+export { hashTag } from './counters.js'
 export { CONSUME } from './scripts.js'
 export { type Commands, type RedisClient, SCRIPTS } from './store.js'
 export { upgradeUsageTotals } from './usage.js'

@@ -4,7 +4,8 @@
  * The Lua of the durable records: key inserts, compare-and-set updates, rotation, listing,
  * deletion and `lastUsedAt`; usage events and their aggregates; account creation,
  * compare-and-set and balance. Each script touches only the keys it is given, all under one
- * hash tag (`{keys}`, `{usage}`) or a single key, so they run on Redis Cluster.
+ * hash tag (`{keys}`, an account's `{u:<id>}`, `{usage}`) or a single key, so they run on
+ * Redis Cluster.
  *
  * Records are stored as the caller's JSON and returned as-is: Lua decodes JSON only to read
  * a field, never re-encodes it (its cjson keeps 14 digits).
@@ -159,30 +160,31 @@ return 1
 `
 
 /**
- * Records usage events; an id already stored is skipped. An admitted event is also added to
- * its account's totals of its hour and its day (HASHes of `r:<category>` requests and
- * `u:<category>` units), so summaries never read events. Returns how many were new.
+ * Records one account's usage events; an id already stored is skipped. An admitted event is
+ * also added to the account's totals of its hour and its day (HASHes of `r:<pair>` requests and
+ * `u:<pair>` units; a pair is the usage category, then NUL and the key category when the key
+ * had one), so summaries never read events. Every key is under the account's `{u:<id>}` tag.
+ * Returns how many were new.
  */
-export const USAGE_RECORD = `-- KEYS[1]  events: HASH id -> event JSON
--- KEYS[2]  all: ZSET id by time (for prune)
--- KEYS[4i-1], KEYS[4i], KEYS[4i+1], KEYS[4i+2]  event i's account index and key index
---          (ZSET id by time), its account's totals of its hour and of its day (HASH)
--- ARGV[5i-4] .. ARGV[5i]  event i: id, time (ms), JSON, category, units ('' when refused:
+export const USAGE_RECORD = `-- KEYS[1]  the account's events: HASH id -> event JSON
+-- KEYS[2]  the account's index: ZSET id by time (summaries, prune)
+-- KEYS[3i], KEYS[3i+1], KEYS[3i+2]  event i's key index (ZSET id by time), the account's
+--          totals of its hour and of its day (HASH)
+-- ARGV[5i-4] .. ARGV[5i]  event i: id, time (ms), JSON, pair, units ('' when refused:
 --          logged, not counted)
 local n = 0
 -- Totals to add, summed per HASH and category first: one HINCRBY and one HINCRBYFLOAT per
 -- bucket and category of the batch, not per event.
 local add, order = {}, {}
 for i = 1, #ARGV / 5 do
-  local a, k = 5 * i - 4, 4 * i - 1
+  local a, k = 5 * i - 4, 3 * i
   local id, time, units = ARGV[a], ARGV[a + 1], ARGV[a + 4]
   if redis.call('HSETNX', KEYS[1], id, ARGV[a + 2]) == 1 then
     redis.call('ZADD', KEYS[2], time, id)
     redis.call('ZADD', KEYS[k], time, id)
-    redis.call('ZADD', KEYS[k + 1], time, id)
     if units ~= '' then
       local cat = ARGV[a + 3]
-      for j = k + 2, k + 3 do
+      for j = k + 1, k + 2 do
         local h = add[KEYS[j]]
         if not h then
           h = {}
@@ -211,11 +213,25 @@ return n
 `
 
 /**
+ * Notes which account each key's events are under (for logs by key) and which accounts have
+ * events (for prune), in the small `{usage}` index. Returns 1.
+ */
+export const USAGE_INDEX = `-- KEYS[1]  HASH key id -> account id
+-- KEYS[2]  SET of account ids with events
+-- ARGV[2i-1], ARGV[2i]  key id, account id
+for i = 1, #ARGV - 1, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('SADD', KEYS[2], ARGV[i + 1])
+end
+return 1
+`
+
+/**
  * Totals of hours and days (`KEYS[3..]`) plus the events of sub-hour edge ranges:
- * `{ requests, units, category, requests, units, … }` as strings.
+ * `{ requests, units, pair, requests, units, … }` as strings (a pair as in USAGE_RECORD).
  */
 export const USAGE_SUMMARY = `-- KEYS[1]  the account's index: ZSET id by time
--- KEYS[2]  events: HASH id -> event JSON
+-- KEYS[2]  the account's events: HASH id -> event JSON
 -- KEYS[3..]  the account's totals of each whole hour and day of the range (HASH)
 -- ARGV[2i-1], ARGV[2i]  edge range i: from (ms, inclusive), to (ms, exclusive)
 local requests, units, cats = 0, 0, {}
@@ -249,6 +265,10 @@ for i = 1, #ARGV - 1, 2 do
       if e.code == nil or e.code == cjson.null then
         local cat = e.category
         if cat == nil or cat == cjson.null then cat = 'uncategorized' end
+        local kc = e.keyCategory
+        if kc ~= nil and kc ~= cjson.null and kc ~= 'uncategorized' then
+          cat = cat .. '\\0' .. kc
+        end
         add(cat, 1, e.units)
       end
     end
@@ -263,12 +283,48 @@ end
 return out
 `
 
-/** Deletes events and takes admitted ones out of their totals. Returns how many were deleted. */
-export const USAGE_PRUNE = `-- KEYS[1]  events: HASH id -> event JSON
+/**
+ * Deletes one account's events and takes admitted ones out of their totals. Returns how many
+ * were deleted.
+ */
+export const USAGE_PRUNE = `-- KEYS[1]  the account's events: HASH id -> event JSON
+-- KEYS[2]  the account's index: ZSET id by time
+-- KEYS[3i], KEYS[3i+1], KEYS[3i+2]  event i's key index, hour totals and day totals (as in
+--          USAGE_RECORD)
+-- ARGV[3i-2], ARGV[3i-1], ARGV[3i]  event i: id, pair (as in USAGE_RECORD), units ('' when
+--          not counted)
+local n = 0
+for i = 1, #ARGV / 3 do
+  local a, k = 3 * i - 2, 3 * i
+  local id, cat, units = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  if redis.call('HDEL', KEYS[1], id) == 1 then
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[k], id)
+    if units ~= '' then
+      for j = k + 1, k + 2 do
+        if redis.call('HINCRBY', KEYS[j], 'r:' .. cat, -1) <= 0 then
+          redis.call('HDEL', KEYS[j], 'r:' .. cat, 'u:' .. cat)
+        else
+          redis.call('HINCRBYFLOAT', KEYS[j], 'u:' .. cat, '-' .. units)
+        end
+      end
+    end
+    n = n + 1
+  end
+end
+return n
+`
+
+/**
+ * Takes events out of the layout of versions before 2026-12 (everything under `{usage}`), once
+ * `upgradeUsageTotals` has recorded them under their account: deletes each event with its index
+ * entries, and takes the ones its totals held out of them. Returns how many were deleted.
+ */
+export const USAGE_UNRECORD_OLD = `-- KEYS[1]  events: HASH id -> event JSON
 -- KEYS[2]  all: ZSET id by time
 -- KEYS[4i-1], KEYS[4i], KEYS[4i+1], KEYS[4i+2]  event i's account index, key index, hour
---          totals and day totals (as in USAGE_RECORD)
--- ARGV[3i-2], ARGV[3i-1], ARGV[3i]  event i: id, category, units ('' when not counted)
+--          totals and day totals
+-- ARGV[3i-2], ARGV[3i-1], ARGV[3i]  event i: id, pair, units ('' when not in the totals)
 local n = 0
 for i = 1, #ARGV / 3 do
   local a, k = 3 * i - 2, 4 * i - 1
@@ -292,37 +348,9 @@ end
 return n
 `
 
-/**
- * Upgrades events recorded before usage totals existed (their JSON has no `code`): adds each to
- * its hour and day totals and appends `"ttfbMs":null,"code":null` to its JSON (string edit, no
- * re-encoding), so a second run skips it. An event changed since the caller read it is skipped.
- * Returns how many were upgraded.
- */
-export const USAGE_UPGRADE = `-- KEYS[1]  events: HASH id -> event JSON
--- KEYS[2i], KEYS[2i+1]  event i's account totals of its hour and of its day (HASH)
--- ARGV[4i-3] .. ARGV[4i]  event i: id, the JSON the caller read, category, units ('' when not
---          counted)
-local n = 0
-for i = 1, #ARGV / 4 do
-  local a = 4 * i - 3
-  local id, json, cat, units = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  if redis.call('HGET', KEYS[1], id) == json and string.sub(json, -1) == '}' then
-    redis.call('HSET', KEYS[1], id, string.sub(json, 1, -2) .. ',"ttfbMs":null,"code":null}')
-    if units ~= '' then
-      for j = 2 * i, 2 * i + 1 do
-        redis.call('HINCRBY', KEYS[j], 'r:' .. cat, 1)
-        redis.call('HINCRBYFLOAT', KEYS[j], 'u:' .. cat, units)
-      end
-    end
-    n = n + 1
-  end
-end
-return n
-`
-
 /** A page of a key's events, newest first: `{ '1' | '0' (more), json, … }`. */
 export const USAGE_LOGS = `-- KEYS[1]  the key's index: ZSET id by time
--- KEYS[2]  events: HASH id -> event JSON
+-- KEYS[2]  the account's events: HASH id -> event JSON
 -- ARGV[1]  cursor time, or '' for the first page
 -- ARGV[2]  cursor id (the last event of the previous page)
 -- ARGV[3]  page size

@@ -2,13 +2,17 @@
  * @module tollbooth/redis/store
  *
  * What the Redis stores share: the Lua commands registered on the user's client with
- * `defineCommand` (ioredis then runs them by EVALSHA, loading a script on NOSCRIPT), the key
- * layout under `keyPrefix`, and the encoding of numbers across the Lua boundary.
+ * `defineCommand` (ioredis then runs them by EVALSHA, loading a script on NOSCRIPT; the
+ * counters go by FCALL of a Functions library where the server has Functions, see
+ * counters.ts), the key layout under `keyPrefix`, and the encoding of numbers across the Lua
+ * boundary.
  *
  * Layout (P = keyPrefix):
  * - counters: `P{accountId}:…` (the core's names, hash-tagged by account)
  * - keys: `P{keys}:rec`, `P{keys}:used`, `P{keys}:hash` (HASHes), `P{keys}:acct:<id>` (ZSET)
- * - usage: `P{usage}:ev` (HASH), `P{usage}:all`, `P{usage}:acct:<id>`, `P{usage}:key:<id>` (ZSETs)
+ * - usage, under each account's tag: `P{u:<id>}:ev` (HASH), `P{u:<id>}:t`, `P{u:<id>}:k:<keyId>`
+ *   (ZSETs), `P{u:<id>}:h:<hour>`, `P{u:<id>}:d:<day>` (HASHes); and the small index
+ *   `P{usage}:keys` (HASH key id -> account id), `P{usage}:accts` (SET) (see usage.ts)
  * - accounts: `Paccount:<id>` (HASH); secrets: `Psecrets:<accountId>` (HASH)
  * - failed-auth guard: `P{ipblocks}:n:<ip>`, `P{ipblocks}:until`, `P{ipblocks}:ips` (ip-blocks.ts)
  * - change feed: the pub/sub channel `Pchanges`
@@ -23,7 +27,7 @@ import { CLAIM, CONSUME } from './scripts.js'
 /** An ioredis client or cluster: the user's, never closed by tollbooth. */
 export type RedisClient = Redis | Cluster
 
-type Arg = string | number
+type Arg = string | number | Buffer
 type Run<T> = (numKeys: number, ...args: Arg[]) => Promise<T>
 type Reply = string | number | null | Reply[]
 
@@ -42,7 +46,8 @@ export interface Commands {
   tollboothUsageSummary: Run<string[]>
   tollboothUsageLogs: Run<string[]>
   tollboothUsagePrune: Run<number>
-  tollboothUsageUpgrade: Run<number>
+  tollboothUsageIndex: Run<number>
+  tollboothUsageUnrecordOld: Run<number>
   tollboothAccountEnsure: Run<[string, string]>
   tollboothAccountCas: Run<Reply[]>
   tollboothAccountAdd: Run<[string, string] | null>
@@ -66,7 +71,8 @@ export const SCRIPTS: Record<keyof Commands, string> = {
   tollboothUsageSummary: records.USAGE_SUMMARY,
   tollboothUsageLogs: records.USAGE_LOGS,
   tollboothUsagePrune: records.USAGE_PRUNE,
-  tollboothUsageUpgrade: records.USAGE_UPGRADE,
+  tollboothUsageIndex: records.USAGE_INDEX,
+  tollboothUsageUnrecordOld: records.USAGE_UNRECORD_OLD,
   tollboothAccountEnsure: records.ACCOUNT_ENSURE,
   tollboothAccountCas: records.ACCOUNT_CAS,
   tollboothAccountAdd: records.ACCOUNT_ADD,

@@ -5,24 +5,27 @@
  * tests, demos and a single instance; several instances need `tollbooth/redis` or
  * `tollbooth/postgres`, since each process would count on its own.
  *
- * Counters run `limits/counters` (through `countersFromState`) on a Map, synchronously, so
- * every `consume` is atomic by construction (JavaScript runs it to completion). Expired
- * counters are swept a few per call,
- * so memory stays proportional to the keys active within their longest window (about 500
- * bytes per active key with four limits, measured by `test/limits/memory-per-key.ts`).
+ * Counters run `limits/counters` (through `countersFromState`) on slots kept in place
+ * (`storage/counter-slots`), synchronously, so every `consume` is atomic by construction
+ * (JavaScript runs it to completion). Expired counters are swept a few per call, from a queue
+ * of expiries, so memory stays proportional to the keys active within their longest window
+ * (about 640 bytes per active key with four limits, measured by
+ * `test/limits/memory-per-key.ts`).
  */
 
 import { z } from 'zod'
 import { InvalidRequestError } from '../errors.js'
-import type { StoredCounter } from '../limits/counters.js'
 import {
   addToSummary,
   countsInSummary,
+  emptySummary,
   splitUsageRange,
   USAGE_HOUR_MS,
   usageCategory,
+  usageKeyCategory,
 } from '../metering/usage-buckets.js'
 import { integer, parseOptions } from '../options.js'
+import { type CounterSlot, counterSlots } from './counter-slots.js'
 import { markInProcess } from './in-process.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
 import { syncCountersFromState } from './state-counters.js'
@@ -42,14 +45,6 @@ import type {
 } from './types.js'
 
 const clone = <T>(v: T): T => structuredClone(v)
-
-/**
- * Counters examined for expiry per key of each call. Sweeping a few entries per call,
- * rather than the whole map every N calls, keeps every call O(checks): a full pass over a
- * million counters took one unlucky request 228 ms. Examining more entries than a call can
- * create keeps the pass ahead of the growth, so an idle counter goes within one pass.
- */
-const SWEEP_PER_KEY = 2
 
 function memoryKeys(): KeyStore {
   const byId = new Map<string, KeyRecord>()
@@ -135,52 +130,46 @@ export interface MemoryCounterStore extends CounterStore {
 }
 
 /**
- * The counters on a Map of stored values, through `countersFromState`: a `transact` runs to
+ * The counters on a Map of slots, through `countersFromState`: a `transact` runs to
  * completion in one synchronous call, so it is atomic by construction, and the store carries
- * the in-process fast path (no promise on the hot path).
+ * the in-process fast path (no promise on the hot path). Kept flat as it grows (see
+ * `counter-slots`): a write goes into the key's slot in place, and an expiry queue, not a
+ * walk over the map, finds the counters to drop.
  */
 function memoryCounters(): MemoryCounterStore {
-  const values = new Map<string, StoredCounter>()
-  const expired = (v: StoredCounter, now: number) => v.expiresAt !== null && v.expiresAt <= now
-  // A Map iterator visits entries added after it was made and tolerates deletes, so one
-  // cursor walks the map round and round, a few entries per call: `due` of them, more than
-  // the calls since the last sweep can have created, so the pass keeps ahead of the growth.
-  let cursor: MapIterator<[string, StoredCounter]> | null = null
-  let due = 0
+  const slots = counterSlots()
   return syncCountersFromState<{ readonly size: number; sweep(now: number): number }>(
     {
       transact(keys, step) {
-        const current = new Array<StoredCounter | undefined>(keys.length)
-        for (let i = 0; i < keys.length; i++) current[i] = values.get(keys[i]!)
+        const current = new Array<CounterSlot | undefined>(keys.length)
+        for (let i = 0; i < keys.length; i++) current[i] = slots.get(keys[i]!)
         const { writes, result } = step(current)
+        // A step writes its keys mostly in the order it read them: the slot read goes with
+        // its write, without a second lookup.
+        let j = 0
         for (let i = 0; i < writes.length; i++) {
           const w = writes[i]!
-          if (w.value === null) values.delete(w.key)
-          else values.set(w.key, w.value)
+          let read: CounterSlot | undefined
+          for (let k = 0; k < keys.length; k++, j = j + 1 === keys.length ? 0 : j + 1)
+            if (keys[j] === w.key) {
+              read = current[j]
+              break
+            }
+          slots.write(w.key, w.value, read)
         }
-        due += SWEEP_PER_KEY * keys.length + 1
+        slots.credit(keys.length)
         return result
       },
       sweep(now) {
-        for (; due > 0; due--) {
-          cursor ??= values.entries()
-          const n = cursor.next()
-          if (n.done) {
-            cursor = null
-            return
-          }
-          if (expired(n.value[1], now)) values.delete(n.value[0])
-        }
+        slots.sweepDue(now)
       },
     },
     {
       get size() {
-        return values.size
+        return slots.size
       },
       sweep(now: number) {
-        const before = values.size
-        for (const [k, v] of values) if (expired(v, now)) values.delete(k)
-        return before - values.size
+        return slots.sweepAll(now)
       },
     },
   )
@@ -198,6 +187,7 @@ function copyEvent(e: UsageEvent): UsageEvent {
     overage: e.overage,
     tokens: e.tokens,
     category: e.category,
+    keyCategory: e.keyCategory ?? null,
     status: e.status,
     durationMs: e.durationMs,
     ttfbMs: e.ttfbMs,
@@ -210,8 +200,18 @@ function copyEvent(e: UsageEvent): UsageEvent {
   }
 }
 
-/** An account's admitted requests and units of one hour, per category: [requests, units]. */
+/**
+ * An account's admitted requests and units of one hour, per (usage category, key category)
+ * pair: `category NUL keyCategory` → [requests, units]. Neither category holds a NUL (key
+ * categories are refused with one, recorded text has it replaced), so the split is exact.
+ */
 type Tally = Map<string, [number, number]>
+
+const pairOf = (e: UsageEvent) => `${usageCategory(e)}\u0000${usageKeyCategory(e)}`
+const splitPair = (pair: string): [string, string] => {
+  const i = pair.indexOf('\u0000')
+  return [pair.slice(0, i), pair.slice(i + 1)]
+}
 
 function memoryUsage(maxEvents: number): UsageStore {
   const ids = new Set<string>()
@@ -244,7 +244,7 @@ function memoryUsage(maxEvents: number): UsageStore {
   const count = (e: UsageEvent, sign: 1 | -1) => {
     if (!countsInSummary(e)) return
     const t = tallyOf(e)
-    const cat = usageCategory(e)
+    const cat = pairOf(e)
     const c = t.get(cat)
     if (c) {
       c[0] += sign
@@ -273,14 +273,15 @@ function memoryUsage(maxEvents: number): UsageStore {
         }
       }
     },
-    async summarize(accountId, from, to): Promise<UsageSummary> {
-      const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+    async summarize(accountId, from, to, filter): Promise<UsageSummary> {
+      const out = emptySummary()
       const parts = splitUsageRange(from, to)
       const hours = tallies.get(accountId)
       if (hours && parts.hours) {
         const [first, end] = parts.hours
         const add = (t: Tally) => {
-          for (const [cat, [requests, units]] of t) addToSummary(out, cat, requests, units)
+          for (const [pair, [requests, units]] of t)
+            addToSummary(out, ...splitPair(pair), requests, units, filter)
         }
         // Whichever is shorter: the hours of the range, or the hours the account has.
         if ((end - first) / USAGE_HOUR_MS <= hours.size)
@@ -295,7 +296,8 @@ function memoryUsage(maxEvents: number): UsageStore {
         for (const e of ring) {
           if (e.accountId !== accountId || !countsInSummary(e)) continue
           for (const [a, b] of parts.edges)
-            if (e.time >= a && e.time < b) addToSummary(out, usageCategory(e), 1, e.units)
+            if (e.time >= a && e.time < b)
+              addToSummary(out, usageCategory(e), usageKeyCategory(e), 1, e.units, filter)
         }
       return out
     },

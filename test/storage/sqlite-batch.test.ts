@@ -188,6 +188,7 @@ describe('SQLite: WAL checkpoints by a worker thread', () => {
         overage: 0,
         tokens: 0,
         category: null,
+        keyCategory: null,
         status: 200,
         durationMs: 1,
         ttfbMs: null,

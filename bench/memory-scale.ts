@@ -1,0 +1,242 @@
+/**
+ * @module bench/memory-scale
+ *
+ * Does the memory store's cost per request stay flat as it grows? Builds a tollbooth on
+ * `memoryStorage()` with N keys, each on its own account with a per-minute rate limit, a
+ * daily quota and a route cost of 1 against plan credits, and uses every key once, so the
+ * store holds the counters of N active keys. Then times awaited `authenticate()` +
+ * `settle()` over keys drawn at random:
+ *
+ * - cached: the instance's key cache holds every key (max N, a TTL longer than the run)
+ * - miss: a second instance on the same storage with `cache: false`, so every request hashes
+ *   the key and reads the key record and the account from the store
+ *
+ * Each size runs in its own process (`node --expose-gc --max-old-space-size=8192 --import
+ * tsx`), so one size's heap does not weigh on the next. Per size: µs per request, the median
+ * of the rounds and their spread (slowest / fastest), and the time in GC pauses per request
+ * (PerformanceObserver 'gc' entries during the rounds) and the CPU time per request (every
+ * thread, so the GC's helper threads count: on a shared machine it moves less than the wall
+ * clock).
+ *
+ *   npx tsx bench/memory-scale.ts [sizes=1000,100000,1000000] [--rounds 10] [--per-round 20000]
+ */
+
+import { execFileSync } from 'node:child_process'
+import { PerformanceObserver } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+import { createTollbooth, memoryStorage, type Tollbooth } from '../src/index.js'
+import type { TollboothRequest } from '../src/request.js'
+
+const SECRET = 'memory-scale-secret-memory-scale-secret-01'
+const HIGH = 1_000_000_000
+const LIMITS = { rateLimits: [{ limit: HIGH, windowMs: 60_000 }], quotas: { daily: HIGH } }
+const ROUTE = { cost: 1 }
+const PLANS = { plans: { pro: { monthlyCredits: HIGH } }, defaultTier: 'pro' }
+
+const arg = (name: string, fallback: number) => {
+  const i = process.argv.indexOf(name)
+  return i > 0 ? Number(process.argv[i + 1]) : fallback
+}
+const ROUNDS = arg('--rounds', 10)
+const PER_ROUND = arg('--per-round', 20_000)
+
+interface Figures {
+  /** µs per request, one per round (wall clock). */
+  rounds: number[]
+  /** CPU µs per request over all rounds (every thread: GC helpers included). */
+  cpuUs: number
+  /** µs of GC pauses per request over all rounds. */
+  gcUs: number
+  /** Mark-compact collections during the rounds. */
+  majors: number
+}
+
+interface SizeResult {
+  keys: number
+  setupS: number
+  heapMB: number
+  cached: Figures
+  miss: Figures
+}
+
+// Sums the duration of every GC pause reported since the observer started.
+let gcMs = 0
+let gcMajors = 0
+function observeGc() {
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      gcMs += e.duration
+      // detail.kind: NODE_PERFORMANCE_GC_MAJOR is 4 (mark-compact).
+      if ((e as { detail?: { kind?: number } }).detail?.kind === 4) gcMajors++
+    }
+  })
+  obs.observe({ entryTypes: ['gc'] })
+}
+
+const yieldToLoop = () => new Promise<void>((r) => setImmediate(r))
+
+function request(key: string): TollboothRequest {
+  // A fresh header string per request, as a server's parser gives.
+  return { headers: { authorization: `Bearer ${key}` }, ip: '127.0.0.1', method: 'POST', path: '/' }
+}
+
+async function one(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, key: string) {
+  const d = await tb.authenticate(request(key), route)
+  if (!d.allowed) throw new Error(`bench request refused: ${JSON.stringify(d)}`)
+  d.responseHeaders(200)
+  await tb.settle(d, { status: 200 })
+}
+
+/** Rounds of `PER_ROUND` requests on random keys; yields to the event loop every 256. */
+async function measure(
+  tb: Tollbooth,
+  route: ReturnType<Tollbooth['route']>,
+  keys: string[],
+): Promise<Figures> {
+  // A seeded generator, so every run draws the same keys.
+  let seed = 0x2545f491
+  const pick = () => {
+    seed ^= seed << 13
+    seed ^= seed >>> 17
+    seed ^= seed << 5
+    return keys[(seed >>> 0) % keys.length]!
+  }
+  const round = async (n: number) => {
+    const start = performance.now()
+    for (let i = 0; i < n; i += 256) {
+      for (let j = 0; j < 256; j++) await one(tb, route, pick())
+      await yieldToLoop()
+    }
+    return ((performance.now() - start) * 1000) / n
+  }
+  await round(Math.min(PER_ROUND, 10_000)) // warm up
+  await yieldToLoop()
+  const gc0 = gcMs
+  const major0 = gcMajors
+  const cpu0 = process.cpuUsage()
+  const rounds: number[] = []
+  for (let r = 0; r < ROUNDS; r++) rounds.push(await round(PER_ROUND))
+  const cpu = process.cpuUsage(cpu0)
+  await new Promise((r) => setTimeout(r, 50)) // let the last GC entries arrive
+  return {
+    rounds,
+    cpuUs: (cpu.user + cpu.system) / (ROUNDS * PER_ROUND),
+    gcUs: ((gcMs - gc0) * 1000) / (ROUNDS * PER_ROUND),
+    majors: gcMajors - major0,
+  }
+}
+
+async function runSize(n: number): Promise<SizeResult> {
+  const t0 = performance.now()
+  const storage = memoryStorage()
+  const base = { secret: SECRET, storage, failedAuth: false as const, ...PLANS }
+  const tb = createTollbooth({ ...base, cache: { ttlMs: 3_600_000, max: n } })
+  const cold = createTollbooth({ ...base, cache: false })
+  const route = tb.route(ROUTE)
+  const coldRoute = cold.route(ROUTE)
+  const keys: string[] = new Array(n)
+  for (let i = 0; i < n; i++)
+    keys[i] = (await tb.keys.create({ accountId: `acct_${i}`, limits: LIMITS })).key
+  // Every key used once: its counters, account and cache entry exist.
+  for (let i = 0; i < n; i++) {
+    await one(tb, route, keys[i]!)
+    if ((i & 255) === 255) await yieldToLoop()
+  }
+  await tb.flush()
+  const gc = (globalThis as { gc?: () => void }).gc
+  gc?.()
+  const heapMB = process.memoryUsage().heapUsed / 2 ** 20
+  const setupS = (performance.now() - t0) / 1000
+  observeGc()
+  const cached = await measure(tb, route, keys)
+  const miss = await measure(cold, coldRoute, keys)
+  await tb.close()
+  await cold.close()
+  return { keys: n, setupS, heapMB, cached, miss }
+}
+
+const quantile = (xs: number[], q: number) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!
+}
+
+function describe(f: Figures): string[] {
+  const min = Math.min(...f.rounds)
+  const max = Math.max(...f.rounds)
+  return [
+    quantile(f.rounds, 0.5).toFixed(1),
+    `${min.toFixed(1)}-${max.toFixed(1)} (${Math.round((max / min - 1) * 100)} %)`,
+    f.cpuUs.toFixed(1),
+    f.gcUs.toFixed(2),
+    String(f.majors),
+  ]
+}
+
+async function main() {
+  const oneAt = process.argv.indexOf('--one')
+  if (oneAt > 0) {
+    const r = await runSize(Number(process.argv[oneAt + 1]))
+    console.log(JSON.stringify(r))
+    return
+  }
+  const sizes = (process.argv[2]?.startsWith('--') ? undefined : process.argv[2])
+    ?.split(',')
+    .map(Number) ?? [1_000, 100_000, 1_000_000]
+  const self = fileURLToPath(import.meta.url)
+  const results: SizeResult[] = []
+  for (const n of sizes) {
+    process.stderr.write(`memory-scale: ${n} keys…\n`)
+    const out = execFileSync(
+      process.execPath,
+      [
+        '--expose-gc',
+        '--max-old-space-size=8192',
+        '--import',
+        'tsx',
+        self,
+        '--one',
+        String(n),
+        '--rounds',
+        String(ROUNDS),
+        '--per-round',
+        String(PER_ROUND),
+      ],
+      { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'inherit'] },
+    )
+    results.push(JSON.parse(out.trim().split('\n').pop()!) as SizeResult)
+  }
+  console.log(
+    `memory store at scale: awaited authenticate() + settle() on random keys (each key: per-minute rate limit, daily quota, cost 1 against plan credits, its own account), node ${process.version}, ${ROUNDS} rounds x ${PER_ROUND.toLocaleString('en-US')} requests`,
+  )
+  console.log('')
+  console.log(
+    '| keys | heap MB | path | µs/req p50 | rounds min-max (spread) | CPU µs/req | GC pauses µs/req | mark-compacts |',
+  )
+  console.log('|---:|---:|---|---:|---|---:|---:|---:|')
+  for (const r of results)
+    for (const [path, f] of [
+      ['cached', r.cached],
+      ['miss', r.miss],
+    ] as const)
+      console.log(
+        `| ${r.keys.toLocaleString('en-US')} | ${Math.round(r.heapMB)} | ${path} | ${describe(f).join(' | ')} |`,
+      )
+  const first = results[0]!
+  const last = results[results.length - 1]!
+  if (results.length > 1) {
+    const ratio = (p: 'cached' | 'miss') =>
+      quantile(last[p].rounds, 0.5) / quantile(first[p].rounds, 0.5)
+    const cpu = (p: 'cached' | 'miss') => last[p].cpuUs / first[p].cpuUs
+    const c = ratio('cached')
+    const m = ratio('miss')
+    console.log('')
+    console.log(
+      `${last.keys.toLocaleString('en-US')} keys / ${first.keys.toLocaleString('en-US')} keys: cached ${c.toFixed(2)} (CPU ${cpu('cached').toFixed(2)}), miss ${m.toFixed(2)} (CPU ${cpu('miss').toFixed(2)}) by the p50 (target <= 1.5: ${c <= 1.5 && m <= 1.5 ? 'met' : 'missed'})`,
+    )
+  }
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exitCode = 1
+})
