@@ -470,10 +470,14 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
       ttlMs: o.reservationTtlMs,
       keepUntil: account.period.end + CREDIT_KEEP_MS,
     }
+    if (account.plan?.exact === true) credit.exact = true
     templates.push({ role: 'credits', tokens: false, check: credit })
     checks.push(credit)
   }
   if (checks.length === 0) return undefined
+  // `exact: true` on the route: every check decided by the store (docs/leases.md).
+  if (a.route.exact === true)
+    for (let i = 0; i < checks.length; i++) checks[i] = { ...checks[i]!, exact: true }
   const counters = a.ctx.storage.counters
   // Counters in another process that may come back empty: the counts that must survive that
   // are rebuilt from the durable usage when missing (metering/rebuild).

@@ -55,26 +55,32 @@ export function windowName(windowMs: number): string {
   }
 }
 
-function rateTemplate(prefix: string, role: CheckRole, r: RateLimit, i: number): CheckTemplate {
+function rateTemplate(
+  prefix: string,
+  role: CheckRole,
+  r: RateLimit,
+  i: number,
+  exact: boolean,
+): CheckTemplate {
   const tokens = r.unit === 'tokens'
-  return {
-    role,
-    tokens,
-    check: {
-      type: 'gcra',
-      key: `${prefix}:r${i}:${r.limit}/${r.windowMs}${tokens ? 't' : ''}`,
-      name: windowName(r.windowMs) + (tokens ? '-tokens' : ''),
-      limit: r.limit,
-      windowMs: r.windowMs,
-      cost: tokens ? 0 : 1,
-    },
+  const check: Check = {
+    type: 'gcra',
+    key: `${prefix}:r${i}:${r.limit}/${r.windowMs}${tokens ? 't' : ''}`,
+    name: windowName(r.windowMs) + (tokens ? '-tokens' : ''),
+    limit: r.limit,
+    windowMs: r.windowMs,
+    cost: tokens ? 0 : 1,
   }
+  // A token limit is trued-up after the fact (negative adds): never leased (docs/leases.md).
+  if (exact || tokens || r.exact === true) check.exact = true
+  return { role, tokens, check }
 }
 
 /** Compiles a key's own limits (quotas, rate limits, concurrency, budget). */
 export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
   const out: CheckTemplate[] = []
   const p = `{${key.accountId}}:k:${key.id}`
+  const exact = key.limits.exact === true
   const q = key.limits.quotas
   if (q) {
     for (const name of ['total', 'daily', 'weekly', 'monthly'] as const) {
@@ -92,12 +98,13 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
           windowMs: w.windowMs,
           bucketMs: w.bucketMs,
           cost: 1,
+          ...(exact ? { exact: true as const } : {}),
         },
       })
     }
   }
   key.limits.rateLimits?.forEach((r, i) => {
-    out.push(rateTemplate(p, 'key-rate', r, i))
+    out.push(rateTemplate(p, 'key-rate', r, i, exact))
   })
   if (key.limits.concurrency !== undefined) {
     out.push({
@@ -111,6 +118,8 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
         amount: 1,
         holdId: '',
         ttlMs: 0,
+        // One unit per request in flight: always the store's (docs/leases.md).
+        exact: true,
       },
     })
   }
@@ -126,6 +135,7 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
         amount: 0,
         holdId: '',
         ttlMs: 0,
+        ...(exact ? { exact: true as const } : {}),
       },
     })
   }
@@ -137,8 +147,9 @@ export function compilePlanLimits(
   accountId: string,
   tier: string,
   limits: ReadonlyArray<RateLimit>,
+  exact = false,
 ): CheckTemplate[] {
-  return limits.map((r, i) => rateTemplate(`{${accountId}}:p:${tier}`, 'plan-rate', r, i))
+  return limits.map((r, i) => rateTemplate(`{${accountId}}:p:${tier}`, 'plan-rate', r, i, exact))
 }
 
 /**
@@ -156,7 +167,9 @@ export function instantiate(
   if (t.tokens && tokens > 0 && c.type === 'gcra') return { ...c, cost: tokens }
   if (c.type !== 'hold') return c
   const amount = t.role === 'concurrency' ? 1 : credits
-  return { type: 'hold', key: c.key, name: c.name, limit: c.limit, amount, holdId, ttlMs }
+  const h: Check = { type: 'hold', key: c.key, name: c.name, limit: c.limit, amount, holdId, ttlMs }
+  if (c.exact) h.exact = true
+  return h
 }
 
 /** How a refused check is answered. */

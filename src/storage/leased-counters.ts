@@ -35,7 +35,10 @@ import type {
 } from './types.js'
 
 export interface LeaseOptions {
-  /** True for a check that must always be decided by the store (`exact: true` on its limit). */
+  /**
+   * True for a check that must always be decided by the store, beside those that say so
+   * themselves (`check.exact`: `exact: true` on the limit, concurrency, token limits).
+   */
   exact?: (check: Check) => boolean
   /** A lease is sized to the traffic of this many milliseconds. Default 100. */
   leaseMs?: number
@@ -83,6 +86,16 @@ export interface LeaseStats {
   parkedUnits: number
   /** Lease requests the store refused. */
   refusedLeases: number
+  /** Store calls made for leases: taking them and giving back their unused part. */
+  leaseCalls: number
+  /** Settles of local holds answered in process (no store call). */
+  localSettles: number
+  /**
+   * Admissions the store refused on a limit this instance was leasing (a lease alive or taken
+   * within the last second): an upper count of this instance's early refusals, the only ones
+   * capacity parked in leases can cause (docs/leases.md).
+   */
+  refusedWhileLeasing: number
 }
 
 export interface LeasedCounterStore extends CounterStore {
@@ -150,6 +163,8 @@ interface KeyState {
   pinned: boolean
   /** A lease request in flight. */
   pending: Promise<void> | null
+  /** When this instance last took a lease of the key. */
+  leasedAt: number
   /** Credit leases that admit no more but still have local holds in flight. */
   retired: HoldLease[]
 }
@@ -212,6 +227,9 @@ export function leasedCounters(
     storeCalls: 0,
     returnedUnits: 0,
     refusedLeases: 0,
+    leaseCalls: 0,
+    localSettles: 0,
+    refusedWhileLeasing: 0,
   }
   let lastSweep = -Infinity
 
@@ -228,6 +246,7 @@ export function leasedCounters(
         coolUntil: -Infinity,
         pinned: false,
         pending: null,
+        leasedAt: -Infinity,
         retired: [],
       }
       keys.set(key, s)
@@ -256,18 +275,26 @@ export function leasedCounters(
 
   /** Whether a check may ever be leased (the rest is decided by the store). */
   const leasable = (c: Check): boolean => {
-    if (exact?.(c)) return false
+    // Concurrency and token limits come marked exact from the core (1-unit holds; counts
+    // trued-up by negative adds).
+    if (c.exact === true || exact?.(c)) return false
     if (!(c.limit > 0 && Number.isFinite(c.limit))) return false
     switch (c.type) {
       case 'gcra':
-        // Request-unit rate limits only: token limits are trued-up by negative adds.
-        return c.cost === 1 && !c.key.endsWith('t')
+        return c.cost === 1
       case 'window':
-        return c.rebuild === undefined && Number.isInteger(c.cost) && c.cost >= 1
+        return rebuildable(c) && Number.isInteger(c.cost) && c.cost >= 1
       case 'hold':
-        return c.rebuild === undefined && c.name !== 'concurrency' && c.amount > 0
+        return rebuildable(c) && c.amount > 0
     }
   }
+  /**
+   * A count rebuilt from the usage (`rebuild.base`) is central. A bare `rebuild: {}` only asks
+   * the store to refuse when the counter is missing: the lease request carries it, so a lease
+   * is taken only on a counter the store vouches for (a refused one sends the admission to
+   * the store, which answers `missing` to the core as before).
+   */
+  const rebuildable = (c: WindowCheck | HoldCheck) => c.rebuild?.base === undefined
 
   /** Units of a live lease not used yet, at `now` (0 when it cannot admit). */
   const free = (l: Lease, now: number): number => {
@@ -289,7 +316,13 @@ export function leasedCounters(
     if (!l || l.kind !== c.type) return false
     if (c.type === 'hold') {
       const h = l as HoldLease
-      return now < h.until && now + c.ttlMs <= h.expiresAt - margin && free(h, now) >= c.amount
+      // A lowered limit (a plan change) is not admitted against a lease taken under a higher one.
+      return (
+        now < h.until &&
+        c.limit >= h.check.limit &&
+        now + c.ttlMs <= h.expiresAt - margin &&
+        free(h, now) >= c.amount
+      )
     }
     return free(l, now) >= Math.max(1, c.cost)
   }
@@ -424,7 +457,9 @@ export function leasedCounters(
         keys.delete(key)
     }
     for (const [k, a] of admissions) if (a.expiresAt <= now) admissions.delete(k)
-    return ops.length > 0 ? settleInner(ops, now) : null
+    if (ops.length === 0) return null
+    stats.leaseCalls++
+    return settleInner(ops, now)
   }
 
   const central = async (
@@ -435,13 +470,16 @@ export function leasedCounters(
     stats.storeCalls++
     stats.centralAdmissions++
     const r = await track(inner.consume(checks, now, admission))
+    let leasing = false
     for (let i = 0; i < checks.length; i++) {
       const s = keys.get(checks[i]!.key)
       if (s) {
         s.remaining = r.results[i]!.remaining
         s.resetMs = r.results[i]!.resetMs
+        if (!r.results[i]!.allowed && (s.lease !== null || now - s.leasedAt < 1000)) leasing = true
       }
     }
+    if (leasing) stats.refusedWhileLeasing++
     return r
   }
 
@@ -473,11 +511,13 @@ export function leasedCounters(
           holdId: id,
           ttlMs: holdLeaseMs + holdGraceMs,
           ...(c.keepUntil !== undefined ? { keepUntil: c.keepUntil } : {}),
+          ...(c.rebuild !== undefined ? { rebuild: c.rebuild } : {}),
         }
       }
       return { ...c, cost: n }
     })
     stats.storeCalls++
+    stats.leaseCalls++
     let r: ConsumeResult
     try {
       r = await track(inner.consume(leaseChecks, now))
@@ -511,7 +551,10 @@ export function leasedCounters(
         const op = endOp(c.key, s.lease, now)
         if (op) ends.push(op)
       }
-      if (ends.length > 0) void settleInner(ends, now).catch(() => {})
+      if (ends.length > 0) {
+        stats.leaseCalls++
+        void settleInner(ends, now).catch(() => {})
+      }
       switch (c.type) {
         case 'gcra': {
           const t = c.windowMs / c.limit
@@ -544,6 +587,7 @@ export function leasedCounters(
           }
           break
       }
+      s.leasedAt = now
       stats.acquired++
       startTimer()
     }
@@ -656,6 +700,7 @@ export function leasedCounters(
           // A retried release (`ifHeld`) of a hold gone already charges nothing.
           if (!op.ifHeld || live) l.charged += op.charge
           delete l.holds[op.holdId]
+          stats.localSettles++
           continue
         }
         rest.push(op)
