@@ -227,6 +227,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       ? <T>(p: Promise<T>) => p
       : <T>(p: Promise<T>) => withTimeout(p, o.storageTimeoutMs),
     retries: createSettleQueue(store.counters, now, onError, o.maxPendingSettles),
+    leases: leased,
     admitting: new Map(),
     accountInFlight:
       o.accountInFlight ??

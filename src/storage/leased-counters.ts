@@ -99,6 +99,22 @@ export interface LeaseStats {
 }
 
 export interface LeasedCounterStore extends CounterStore {
+  /**
+   * `consume` in two steps, so a caller can keep its queue for store calls: the admission
+   * answered from leases (at once, or once a lease is taken: one store call for every
+   * admission waiting on the key), or null: then `consumeCentral` (the store decides).
+   */
+  lease(
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission?: AdmissionId,
+  ): ConsumeResult | Promise<ConsumeResult | null> | null
+  /** `consume` decided by the store, with no lease. */
+  consumeCentral(
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission?: AdmissionId,
+  ): Promise<ConsumeResult>
   stats(): LeaseStats
   /** Ends the leases due at `now` (and, with `all`, every lease), returning their unused part. */
   flush(now: number, all?: boolean): Promise<void>
@@ -137,6 +153,8 @@ interface HoldLease {
   check: HoldCheck
   id: string
   n: number
+  /** Taken then. */
+  start: number
   /** New local holds until then. */
   until: number
   /** The store's hold expires then: every local hold ends before it. */
@@ -208,6 +226,8 @@ export function leasedCounters(
     throw new Error('leasedCounters: option holdGraceMs must exceed twice flushEveryMs')
   // A credit lease is released this long before its store hold expires (two timer periods).
   const margin = flushEveryMs > 0 ? 2 * flushEveryMs : 1
+  // A credit lease with charges is ended this long after it was taken (0: at its TTL only).
+  const rotateMs = flushEveryMs
   let timer: ReturnType<typeof setInterval> | null = null
   const startTimer = () => {
     if (timer !== null || flushEveryMs === 0) return
@@ -433,6 +453,11 @@ export function leasedCounters(
     const ops: SettleOp[] = []
     for (const [key, s] of keys) {
       const l = s.lease
+      // A credit lease with charges admits no more once it is a timer period old: its charges
+      // reach the store within about `flushEveryMs`, so a crashed instance loses no more than
+      // that many ms of them (the next request takes a new lease carrying the holds in flight).
+      if (l?.kind === 'hold' && l.charged > 0 && rotateMs > 0 && now - l.start >= rotateMs)
+        l.until = Math.min(l.until, now)
       if (l?.kind === 'hold' && !all && now >= l.until && !over(l, now)) {
         s.retired.push(l)
         s.lease = null
@@ -580,6 +605,7 @@ export function leasedCounters(
             check: c,
             id,
             n: amounts.get(c.key)!,
+            start: now,
             until: now + holdLeaseMs,
             expiresAt: now + holdLeaseMs + holdGraceMs,
             charged: 0,
@@ -617,11 +643,16 @@ export function leasedCounters(
     return { allowed: true, results }
   }
 
-  const consume = async (
+  /**
+   * The admission answered from leases: a result at once (in process), a promise of one while
+   * a lease is taken for it (null then: the store must decide), or null at once: the store
+   * must decide (see `consumeCentral`).
+   */
+  const lease = (
     checks: ReadonlyArray<Check>,
     now: number,
     admission?: AdmissionId,
-  ): Promise<ConsumeResult> => {
+  ): ConsumeResult | Promise<ConsumeResult | null> | null => {
     if (now - lastSweep >= 10) void sweep(now, false)?.catch(() => {})
     if (admission) {
       const known = admissions.get(admission.key)
@@ -638,19 +669,29 @@ export function leasedCounters(
           })),
         }
     }
-    if (checks.length === 0) return central(checks, now, admission)
+    if (checks.length === 0) return null
     for (let i = 0; i < checks.length; i++) {
       const c = checks[i]!
-      if (!leasable(c)) return central(checks, now, admission)
-      for (let j = 0; j < i; j++)
-        if (checks[j]!.key === c.key) return central(checks, now, admission)
+      if (!leasable(c)) return null
+      for (let j = 0; j < i; j++) if (checks[j]!.key === c.key) return null
       const s = state(c.key, now)
-      if (s.pinned) return central(checks, now, admission)
+      if (s.pinned) return null
       observe(s, unitsOf(c), now)
     }
+    return tryLocal(checks, now, admission) ?? leaseAndTake(checks, now, admission)
+  }
+
+  /** Takes (or waits for) the leases an admission lacks, then answers it from them. */
+  const leaseAndTake = async (
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission: AdmissionId | undefined,
+  ): Promise<ConsumeResult | null> => {
     for (let attempt = 0; attempt < 2; attempt++) {
-      const done = tryLocal(checks, now, admission)
-      if (done) return done
+      if (attempt > 0) {
+        const done = tryLocal(checks, now, admission)
+        if (done) return done
+      }
       // Wait for a lease already being taken for one of these keys.
       const pending = checks.map((c) => keys.get(c.key)!.pending).filter((p) => p !== null)
       if (pending.length > 0) {
@@ -662,9 +703,9 @@ export function leasedCounters(
       for (const c of checks) {
         const s = keys.get(c.key)!
         if (fits(c, s.lease, now)) continue
-        if (now < s.coolUntil) return central(checks, now, admission)
+        if (now < s.coolUntil) return null
         const n = sizeOf(c, s, now)
-        if (n === 0) return central(checks, now, admission)
+        if (n === 0) return null
         want.push([c, n])
       }
       const p = acquire(want, now).then(() => {})
@@ -678,7 +719,17 @@ export function leasedCounters(
         }
       }
     }
-    return central(checks, now, admission)
+    return tryLocal(checks, now, admission)
+  }
+
+  const consume = async (
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission?: AdmissionId,
+  ): Promise<ConsumeResult> => {
+    const r = lease(checks, now, admission)
+    const done = r instanceof Promise ? await r : r
+    return done ?? central(checks, now, admission)
   }
 
   /** Finds the local lease holding `holdId` on `key`. */
@@ -742,6 +793,8 @@ export function leasedCounters(
 
   return {
     consume,
+    lease,
+    consumeCentral: (checks, now, admission) => central(checks, now, admission),
     settle,
     async held(key, now) {
       const total = await track(inner.held(key, now))
