@@ -70,7 +70,7 @@ export interface LeaseOptions {
 
 /** What the decorator did, for `tb.stats()`-style figures. */
 export interface LeaseStats {
-  /** Leases alive now. */
+  /** Leases alive now (credit leases that admit no more but hold requests in flight included). */
   leases: number
   /** Leases taken since the start. */
   acquired: number
@@ -813,6 +813,8 @@ export function leasedCounters(
       let leases = 0
       let parked = 0
       for (const s of keys.values()) {
+        // A retired credit lease admits no more but still holds its store hold.
+        leases += s.retired.length
         if (!s.lease) continue
         leases++
         parked += free(s.lease, lastSweep)
