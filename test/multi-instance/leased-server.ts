@@ -6,7 +6,7 @@
  * limit of 500 is leased, on `redisStorage()` (`TB_STORE=redis`, `REDIS_URL`, `TB_PREFIX`) or
  * `postgresStorage()` (`TB_STORE=postgres`, `DATABASE_URL`, `TB_SCHEMA`). Plan `pro` grants
  * `TB_CREDITS` credits a month. Routes: `GET /v1/work` (uncharged), `GET /v1/paid` (cost 1),
- * `GET /v1/slow` (cost 1, answers after 5 s),
+ * `GET /v1/slow` (cost 1, answers after 30 s),
  * `GET /stats` (`tb.stats()`, and `slow`: the
  * admitted requests of `/v1/slow`). `TB_LEASE_TTL_MS` and `TB_RESERVATION_TTL_MS` shorten the lease
  * and hold lifetimes. Prints `{"port":…}` first; on SIGTERM closes tollbooth (returning its
@@ -74,10 +74,10 @@ app.use('/v1/paid', requireApiKey(tb, { cost: 1 }))
 app.use('/v1/slow', requireApiKey(tb, { cost: 1 }))
 app.get('/v1/work', (c) => c.json({ instance: name }))
 app.get('/v1/paid', (c) => c.json({ instance: name }))
-// Holds its credit for 5 s: a process killed meanwhile dies holding leases.
+// Holds its credit for 30 s: a process killed meanwhile dies holding leases.
 app.get('/v1/slow', async (c) => {
   slow++
-  await new Promise((r) => setTimeout(r, 5000))
+  await new Promise((r) => setTimeout(r, 30_000))
   return c.json({ instance: name })
 })
 

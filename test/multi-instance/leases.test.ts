@@ -33,7 +33,7 @@ const LIMIT = 500
 const BURST = 2000
 /** Short lifetimes, so a killed process's leases lapse within the test. */
 const LEASE_TTL_MS = 300
-const RESERVATION_TTL_MS = 6000
+const RESERVATION_TTL_MS = 15_000
 /** A credit lease's store hold: its TTL plus the longest request hold plus four timer periods. */
 const LAPSE_MS = LEASE_TTL_MS + RESERVATION_TTL_MS + 4 * 100
 
@@ -280,7 +280,7 @@ for (const backend of backends) {
         warm += (await burst([victim], '/v1/paid', key, 10)).filter((r) => r.status === 200).length
         await sleep(20)
       }
-      // ...then admits requests that hold their credit for 5 s, on leases.
+      // ...then admits requests that hold their credit for 30 s, on leases.
       const inFlight = burst([victim], '/v1/slow', key, 200, wide)
       const stats = async () =>
         (await (await fetch(`${victim.url}/stats`)).json()) as {
