@@ -113,6 +113,8 @@ export interface LeaseFigures {
   returnedUnits: number
   /** Refusals by the store on a limit this instance was leasing: at most this many were early. */
   earlyRefusals: number
+  /** Give-backs of ended leases the store never took (down through their retries). */
+  lostGiveBacks: number
 }
 
 /** How long `flush()` and `close()` wait for retried settles before going on. */
@@ -398,6 +400,7 @@ function leaseFigures(l: LeasedCounterStore): LeaseFigures {
     storeCallsSaved: s.localAdmissions + s.localSettles - s.leaseCalls,
     returnedUnits: s.returnedUnits,
     earlyRefusals: s.refusedWhileLeasing,
+    lostGiveBacks: s.lostGiveBacks,
   }
 }
 

@@ -88,6 +88,11 @@ export interface LeaseStats {
   refusedLeases: number
   /** Store calls made for leases: taking them and giving back their unused part. */
   leaseCalls: number
+  /**
+   * Give-backs of ended leases that never reached the store (it was down for their retries):
+   * units left counted (a count too high, never too low) or a credit lease's charges lost.
+   */
+  lostGiveBacks: number
   /** Settles of local holds answered in process (no store call). */
   localSettles: number
   /**
@@ -248,6 +253,7 @@ export function leasedCounters(
     returnedUnits: 0,
     refusedLeases: 0,
     leaseCalls: 0,
+    lostGiveBacks: 0,
     localSettles: 0,
     refusedWhileLeasing: 0,
   }
@@ -483,8 +489,47 @@ export function leasedCounters(
     }
     for (const [k, a] of admissions) if (a.expiresAt <= now) admissions.delete(k)
     if (ops.length === 0) return null
-    stats.leaseCalls++
-    return settleInner(ops, now)
+    return giveBack(ops, now)
+  }
+
+  /**
+   * Sends what ended leases give back, retried on failure (the store down for a while) with
+   * growing pauses, for about 6 s in all: a window's units only into the bucket they were
+   * charged in (later, they stay counted: a count too high, never too low), a credit lease's
+   * release only while its store hold is there (`ifHeld`: a first attempt that was applied
+   * but not answered charges once). Never rejects; `close` waits for it.
+   */
+  const giveBack = (ops: SettleOp[], at: number): Promise<void> => {
+    const attempt = async (left: SettleOp[], tries: number): Promise<void> => {
+      stats.leaseCalls++
+      try {
+        await settleInner(left, tries === 0 ? at : clock())
+      } catch {
+        if (tries >= 6) {
+          stats.lostGiveBacks += left.length
+          return
+        }
+        await new Promise((r) => {
+          const t = setTimeout(r, 100 * 2 ** tries)
+          ;(t as { unref?: () => void }).unref?.()
+        })
+        const t = clock()
+        const again: SettleOp[] = []
+        for (const op of left) {
+          if (op.type === 'add') {
+            const c = op.check
+            if (c.type === 'window' && bucketOf(c, t) !== bucketOf(c, at)) {
+              stats.lostGiveBacks++
+              continue
+            }
+            again.push(op)
+          } else if (op.type === 'release') again.push({ ...op, ifHeld: true })
+          else again.push(op)
+        }
+        if (again.length > 0) await attempt(again, tries + 1)
+      }
+    }
+    return track(attempt(ops, 0))
   }
 
   const central = async (
@@ -576,10 +621,7 @@ export function leasedCounters(
         const op = endOp(c.key, s.lease, now)
         if (op) ends.push(op)
       }
-      if (ends.length > 0) {
-        stats.leaseCalls++
-        void settleInner(ends, now).catch(() => {})
-      }
+      if (ends.length > 0) void giveBack(ends, now)
       switch (c.type) {
         case 'gcra': {
           const t = c.windowMs / c.limit
@@ -762,7 +804,7 @@ export function leasedCounters(
         if (s.lease) {
           const end = endOp(op.check.key, s.lease, now)
           s.lease = null
-          if (end) rest.push(end)
+          if (end) void giveBack([end], now)
         }
         rest.push(op)
       } else {
