@@ -311,7 +311,7 @@ for (const backend of backends) {
       const first = await drain([survivor], '/v1/paid', key)
       const elapsed = Date.now() - started
       console.log(
-        `${backend.name}, SIGKILL: the victim served ${warm} and held ${held} requests (${local} of them admitted from leases), the survivor then admitted ${first}, ${elapsed} ms after the victim's first`,
+        `${backend.name}, SIGKILL: the victim served ${warm} and held ${held} requests (${local} admissions from leases in all), the survivor then admitted ${first}, ${elapsed} ms after the victim's first`,
       )
       expect(elapsed).toBeLessThan(RESERVATION_TTL_MS)
       expect(first).toBeLessThanOrEqual(LIMIT - warm - held)
