@@ -10,7 +10,6 @@
  */
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 
@@ -50,8 +49,7 @@ async function monitorPerRequest(
   n: number,
 ): Promise<{ all: number; admissions: number }> {
   const { Redis } = await import('ioredis')
-  const { CONSUME } = await import('../adapters/redis/scripts.js')
-  const consumeSha = createHash('sha1').update(CONSUME).digest('hex')
+  const { SETTLE_FUNCTION } = await import('../adapters/redis/scripts.js')
   const client = new Redis(process.env.REDIS_URL!)
   const monitor = await client.monitor()
   let all = 0
@@ -60,11 +58,8 @@ async function monitorPerRequest(
   monitor.on('monitor', (_time: string, args: string[], source: string) => {
     if (source === 'lua') return
     all++
-    // evalsha sha numkeys ...keys now slack nOps …: no check when numkeys === nOps.
-    if (args[0]?.toLowerCase() === 'evalsha' && args[1] === consumeSha) {
-      const numKeys = Number(args[2])
-      if (Number(args[3 + numKeys + 2]) === numKeys) settlesOnly++
-    }
+    // Settles sent on their own call the settle function (the same code, its own name).
+    if (args[0]?.toLowerCase() === 'fcall' && args[1] === SETTLE_FUNCTION) settlesOnly++
   })
   await new Promise((resolve) => setTimeout(resolve, 100))
   all = 0

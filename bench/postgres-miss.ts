@@ -21,52 +21,19 @@
 
 import pg from 'pg'
 import { migrate, postgresStorage } from '../adapters/postgres/index.js'
-import { createTollbooth } from '../src/index.js'
+import { REAL, runMissBench } from './cache-miss.js'
 
 const URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const N = Number(process.argv[2] ?? 5000)
-const REAL = 1000
 const FILLER = Number(process.argv[3] ?? 1_000_000) - REAL
 const SECRET = 'postgres-miss-benchmark-secret-0123456789'
-
-interface Figures {
-  p50: number
-  p99: number
-  mean: number
-}
-
-async function measure(label: string, n: number, fn: (i: number) => Promise<unknown>) {
-  for (let i = 0; i < Math.min(500, n); i++) await fn(i) // warm-up: JIT, plans, buffers
-  const ms = new Float64Array(n)
-  for (let i = 0; i < n; i++) {
-    const t = performance.now()
-    await fn(i)
-    ms[i] = performance.now() - t
-  }
-  ms.sort()
-  const f: Figures = {
-    p50: ms[Math.floor(n * 0.5)]!,
-    p99: ms[Math.floor(n * 0.99)]!,
-    mean: ms.reduce((s, x) => s + x, 0) / n,
-  }
-  const fmt = (x: number) => `${x.toFixed(3)} ms`.padStart(10)
-  console.log(`${label.padEnd(46)} p50 ${fmt(f.p50)}  p99 ${fmt(f.p99)}  mean ${fmt(f.mean)}`)
-  return f
-}
-
-const request = (key: string) => ({
-  headers: { authorization: `Bearer ${key}` },
-  ip: '127.0.0.1',
-  method: 'GET',
-  path: '/v1/thing',
-})
 
 async function main() {
   const pool = new pg.Pool({ connectionString: URL, max: 4 })
   const schema = `tb_bench_${Math.random().toString(36).slice(2, 10)}`
   try {
     await migrate({ pool, schema })
-    let t = performance.now()
+    const t = performance.now()
     await pool.query(
       `INSERT INTO "${schema}".keys (id, hash, start, name, account_id, kind, created_at, limits)
        SELECT 'key_0' || lpad(i::text, 9, '0'), md5(i::text) || md5((-i)::text), 'sk_live_abcd',
@@ -75,76 +42,24 @@ async function main() {
     )
     console.log(`inserted ${FILLER} filler keys in ${(performance.now() - t).toFixed(0)} ms`)
     const storage = postgresStorage({ pool, schema })
-    const options = { secret: SECRET, storage, cache: false as const, failedAuth: false as const }
-    const tb = createTollbooth(options)
-    t = performance.now()
-    const plain: string[] = []
-    const limited: string[] = []
-    for (let i = 0; i < REAL; i++) {
-      const limits =
-        i % 2 ? { rateLimits: [{ limit: 1e9, windowMs: 1000 }], quotas: { daily: 1e9 } } : {}
-      const { key } = await tb.keys.create({ accountId: `acct_real_${i % 50}`, limits })
-      ;(i % 2 ? limited : plain).push(key)
-    }
-    console.log(
-      `created ${REAL} keys through tb.keys.create in ${(performance.now() - t).toFixed(0)} ms`,
-    )
-    await pool.query(`ANALYZE "${schema}".keys`)
-    const { rows } = await pool.query<{ hash: string }>(
-      `SELECT hash FROM "${schema}".keys ORDER BY random() LIMIT 1000`,
-    )
-    const hashes = rows.map((r) => r.hash)
-    // Well-formed keys (right prefix and checksum) that are not stored: minted by a second
-    // instance whose key store keeps nothing.
-    const stranger = createTollbooth({ ...options, storage: { ...storage, keys: nullKeys() } })
-    const unknown: string[] = []
-    for (let i = 0; i < 1000; i++)
-      unknown.push((await stranger.keys.create({ accountId: 'acct_x' })).key)
-    console.log(
-      `\nauthenticate() on a cache miss, ${FILLER + REAL} keys, ${N} calls each, one at a time:`,
-    )
-    const out = {
-      roundTrip: await measure('SELECT 1 (round trip)', N, () => pool.query('SELECT 1')),
-      getByHash: await measure('keys.getByHash', N, (i) =>
-        storage.keys.getByHash(hashes[i % hashes.length]!),
-      ),
-      noLimits: await measure('authenticate: known key, no limits', N, (i) =>
-        tb.authenticate(request(plain[i % plain.length]!)).then(expectAllowed),
-      ),
-      withLimits: await measure('authenticate: known key, rate limit + quota', N, (i) =>
-        tb.authenticate(request(limited[i % limited.length]!)).then(expectAllowed),
-      ),
-      unknownKey: await measure('authenticate: unknown key (401)', N, (i) =>
-        tb.authenticate(request(unknown[i % unknown.length]!)).then((d) => {
-          if (d.allowed || d.status !== 401) throw new Error('expected a 401')
-        }),
-      ),
-    }
-    console.log(JSON.stringify(out))
-    await tb.close()
-    await stranger.close()
+    await runMissBench({
+      storage,
+      secret: SECRET,
+      n: N,
+      total: FILLER + REAL,
+      floor: ['SELECT 1 (round trip)', () => pool.query('SELECT 1')],
+      async sample() {
+        await pool.query(`ANALYZE "${schema}".keys`)
+        const { rows } = await pool.query<{ hash: string }>(
+          `SELECT hash FROM "${schema}".keys ORDER BY random() LIMIT 1000`,
+        )
+        return rows.map((r) => r.hash)
+      },
+    })
     await storage.close()
   } finally {
     await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
     await pool.end()
-  }
-}
-
-function expectAllowed(d: { allowed: boolean; status?: number }) {
-  if (!d.allowed) throw new Error(`expected an admission, got ${d.status}`)
-}
-
-/** A key store that keeps nothing: keys minted on it exist nowhere. */
-function nullKeys() {
-  return {
-    insert: async () => {},
-    get: async () => null,
-    getByHash: async () => null,
-    list: async () => ({ data: [], nextCursor: null }),
-    update: async () => null,
-    rotate: async () => null,
-    delete: async () => false,
-    touch: async () => {},
   }
 }
 

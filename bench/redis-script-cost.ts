@@ -25,7 +25,9 @@ import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
-import { CONSUME } from '../adapters/redis/scripts.js'
+import { consumeCall, settleBatch } from '../adapters/redis/counter-calls.js'
+import { CONSUME_FUNCTION, LIBRARY } from '../adapters/redis/scripts.js'
+import type { Check, SettleOp } from '../src/internal.js'
 import { tools } from './http.js'
 
 const N = Number(process.argv[2] ?? 1000)
@@ -38,32 +40,53 @@ return { c, t }`
 type Call = (i: number) => {
   script: 'consume' | 'fixed' | 'trivial'
   keys: string[]
-  args: string[]
+  args: Array<string | Buffer>
 }
 
 const T0 = 1_795_000_000_000
 /** The rate limit (GCRA), the daily quota (24 hourly buckets) and the credit hold. */
-const CHECKS = (id: string) => [
-  ...['g', '1000000000', '60000', '1', '', '', ''],
-  ...['w', '1000000000', '86400000', '3600000', '1', '', ''],
-  ...['h', '1000000000000000', '1', '60000', id, '', ''],
+const CHECKS = (id: string): Check[] => [
+  { type: 'gcra', key: '{a}:g', name: 'rpm', limit: 1e9, windowMs: 60_000, cost: 1 },
+  {
+    type: 'window',
+    key: '{a}:w',
+    name: 'daily',
+    limit: 1e9,
+    windowMs: 86_400_000,
+    bucketMs: 3_600_000,
+    cost: 1,
+  },
+  {
+    type: 'hold',
+    key: '{a}:h',
+    name: 'credits',
+    limit: 1e15,
+    amount: 1,
+    holdId: id,
+    ttlMs: 60_000,
+  },
 ]
 
 /** Admission i, carrying the release of the hold taken `inFlight` requests earlier. */
 const tollbooth =
   (inFlight: number): Call =>
   (i) => {
-    const now = String(T0 + i)
-    const carried = i >= inFlight
-    // The checks' counters, then the admission's record (its identity, kept 60 s).
-    const keys = ['{a}:g', '{a}:w', '{a}:h', `{a}:a:req_${i}`]
-    // A release: holdId, charge, ifHeld '', keepUntil ''.
-    const ops = carried ? ['r', now, `req_${i - inFlight}`, '1', '', ''] : []
-    return {
-      script: 'consume',
-      keys: carried ? ['{a}:h', ...keys] : keys,
-      args: [now, '60000', carried ? '1:60000' : '0:60000', ...ops, ...CHECKS(`req_${i}`)],
-    }
+    const now = T0 + i
+    const ops: SettleOp[] =
+      i >= inFlight
+        ? [{ type: 'release', key: '{a}:h', holdId: `req_${i - inFlight}`, charge: 1 }]
+        : []
+    // The counters' calls as the adapter builds them: the checks, the carried settle and
+    // the admission's record (its identity, kept 60 s).
+    const { keys, args } = consumeCall(
+      '',
+      60_000,
+      ops.length ? settleBatch('', ops, now) : undefined,
+      CHECKS(`req_${i}`),
+      now,
+      { key: `{a}:a:req_${i}`, ttlMs: 60_000 },
+    )
+    return { script: 'consume', keys, args }
   }
 
 const SCENARIOS: Array<[string, Call]> = [
@@ -121,14 +144,18 @@ async function instructions(call: Call, warm: number): Promise<number> {
   }
   const client = new Redis(port, '127.0.0.1', { retryStrategy: () => null })
   client.on('error', () => {})
+  // tollbooth's counters as the Redis Functions library it loads; the others as scripts.
+  // Every run loads all of them, so what loading costs cancels out against the baseline.
+  await client.call('FUNCTION', 'LOAD', LIBRARY)
   const sha = {
-    consume: (await client.script('LOAD', CONSUME)) as string,
     fixed: (await client.script('LOAD', FIXED_WINDOW)) as string,
     trivial: (await client.script('LOAD', 'return 1')) as string,
   }
   for (let i = 0; i < warm + N; i++) {
     const c = call(i)
-    await client.evalsha(sha[c.script], c.keys.length, ...c.keys, ...c.args)
+    if (c.script === 'consume')
+      await client.call('FCALL', CONSUME_FUNCTION, c.keys.length, ...c.keys, ...c.args)
+    else await client.evalsha(sha[c.script], c.keys.length, ...c.keys, ...c.args)
   }
   await client.call('SHUTDOWN', 'NOSAVE').catch(() => {})
   client.disconnect()

@@ -364,6 +364,7 @@ function logged(a: Attempt, d: Denial): Denial {
     overage: 0,
     tokens: 0,
     category: a.route.category ?? null,
+    keyCategory: r.category,
     status: d.status,
     durationMs: 0,
     ttfbMs: null,
@@ -449,16 +450,7 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   const { templates, checks, account } = a
   if (account) for (const t of account.planTemplates) templates.push(t)
   for (const t of a.entry!.templates) templates.push(t)
-  for (const t of templates)
-    checks.push(
-      instantiate(
-        t,
-        a.internalId,
-        a.estimate,
-        t.role === 'concurrency' ? o.leaseTtlMs : o.reservationTtlMs,
-        a.tokens,
-      ),
-    )
+  for (const t of templates) checks.push(instantiate(t, a, o))
   if (a.metered && account) {
     const credit: Check = {
       type: 'hold',
@@ -519,18 +511,13 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
 async function rebuildAndCount(a: Attempt, first: ConsumeResult): Promise<Denial | undefined> {
   const r = a.entry!.record
   const ctx = a.ctx
+  const owner = { accountId: r.accountId, keyId: r.id, period: a.account?.period ?? null }
   try {
     const rebuilt = await Promise.all(
       a.checks.map(async (c, i) => {
         if (!first.results[i]!.missing || c.type === 'gcra') return c
         const allTime = c.type === 'window' && c.windowMs === 0
-        const source = rebuildSource(
-          a.templates[i]!.role,
-          allTime,
-          r.accountId,
-          r.id,
-          a.account?.period ?? null,
-        )
+        const source = rebuildSource(a.templates[i]!.role, allTime, owner)
         if (!source) return c
         const base = await ctx.guard(rebuildBase(ctx, c.key, source))
         return { ...c, rebuild: { base } }

@@ -9,7 +9,7 @@
  */
 
 import type { ErrorCode } from './errors.js'
-import { setUsageHeaders } from './headers.js'
+import { setBypassHeaders, setUsageHeaders } from './headers.js'
 import { ownValue } from './input.js'
 import {
   billable,
@@ -225,7 +225,8 @@ export class Admission {
     if (this.headersFinal) return this.headers
     const s = this.#s
     const charge = status === undefined || billable(s, status, 'completed') ? chargeOf(s) : 0
-    setUsageHeaders(this.headers, creditsAfter(s, charge), s.creditLimit, bypassed(s), s.provider)
+    setUsageHeaders(this.headers, creditsAfter(s, charge), s.creditLimit)
+    setBypassHeaders(this.headers, bypassed(s), s.provider)
     return this.headers
   }
 }

@@ -91,16 +91,21 @@ const num = (n: number) => (Number.isFinite(n) ? String(Math.round(n * 1e6) / 1e
  * The usage family of `001_da102ff7c76ebfc9.txt`: credits of the current period after this
  * request's charge. Positional arguments: it runs once per metered response.
  */
-export function setUsageHeaders(
-  out: Record<string, string>,
-  used: number,
-  limit: number,
-  bypassed: boolean,
-  provider: string | null,
-): void {
+export function setUsageHeaders(out: Record<string, string>, used: number, limit: number): void {
   out['X-Usage-Current'] = num(used)
   out['X-Usage-Limit'] = num(limit)
   out['X-Usage-Remaining'] = num(Math.max(0, limit - used))
+}
+
+/**
+ * Whether the request ran on the caller's own provider key (BYOK), so the charge was waived,
+ * and which provider served it; sent with the usage family.
+ */
+export function setBypassHeaders(
+  out: Record<string, string>,
+  bypassed: boolean,
+  provider: string | null,
+): void {
   out['X-Usage-Bypassed'] = bypassed ? 'true' : 'false'
   if (provider) out['X-Provider-Used'] = provider
 }

@@ -54,7 +54,7 @@ export type {
 } from './keys/manager.js'
 export type { AccountView } from './metering/accounts.js'
 export type { Period } from './metering/periods.js'
-export type { LogEntry, UsageReport } from './metering/usage.js'
+export type { LogEntry, UsageGroupBy, UsageReport } from './metering/usage.js'
 export type {
   Plan,
   ResolvedOptions,

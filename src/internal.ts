@@ -23,12 +23,13 @@ export {
 } from './billing/reconcile.js'
 export { headerOf } from './billing/types.js'
 export { DEFAULT_PROVIDERS } from './byok/providers.js'
+export { providerKeyBody, storeParsedProviderKey } from './byok/service.js'
 export { httpVerifier, PROVIDER_ENDPOINTS } from './byok/verifiers.js'
 export { manualClock, systemClock } from './clock.js'
 export { Admission } from './decision.js'
 export { type DenialName, denialAnswer } from './denials.js'
 export { ERROR_CODES } from './errors.js'
-export { setUsageHeaders } from './headers.js'
+export { setBypassHeaders, setUsageHeaders } from './headers.js'
 export * from './index.js'
 export {
   ACCOUNT_METADATA_MAX_BYTES,
@@ -42,14 +43,13 @@ export {
   type ValueProblem,
 } from './input.js'
 export {
-  expiresInDays,
-  gracePeriodMs,
-  keyCategory,
-  keyMetadata,
-  keyName,
-  keyScopes,
+  createKeyBody,
+  createManagementKeyBody,
+  rotateKeySchema,
+  updateKeyBody,
 } from './keys/fields.js'
 export { isWellFormedKey } from './keys/format.js'
+export { type ParsedKeyEntries, parsedKeyEntries } from './keys/manager.js'
 export { type NameRule, nameTaken } from './keys/unique-names.js'
 export { QUOTA_WINDOWS } from './limits/admission.js'
 export {
@@ -70,17 +70,21 @@ export { type HoldVerdict, hold, release } from './limits/hold.js'
 export { missingResult } from './limits/rebuild.js'
 export { gcraRemove, undrained, windowRemove } from './limits/revert.js'
 export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-window.js'
-export { checkAccountId } from './metering/accounts.js'
+export { checkAccountId, isAccountId } from './metering/accounts.js'
 export { monthSchema, parseMonth, periodOf, periodOfMonth } from './metering/periods.js'
+export { usageFilterValue, usageGroupBySchema } from './metering/usage.js'
 export {
   addToSummary,
   countsInSummary,
+  emptySummary,
   splitUsageRange,
+  UNCATEGORIZED,
   USAGE_DAY_MS,
   USAGE_HOUR_MS,
   type UsageRangeParts,
   usageBuckets,
   usageCategory,
+  usageKeyCategory,
 } from './metering/usage-buckets.js'
 export {
   checkTollboothArg,
@@ -88,6 +92,7 @@ export {
   headersFollowHandler,
   integer,
   optionError,
+  parseInput,
   parseOptions,
   trustProxySchema,
 } from './options.js'
@@ -107,6 +112,17 @@ export {
 export { type Settlement, settlementOf } from './settle.js'
 export { isInProcess, markInProcess } from './storage/in-process.js'
 export { decodeLogCursor, encodeLogCursor } from './storage/memory.js'
+export {
+  ACCOUNT_COLUMNS,
+  type AccountRow,
+  accountFromRow,
+  KEY_COLUMNS,
+  type KeyRow,
+  keyFromRow,
+  SECRET_COLUMNS,
+  type SecretRow,
+  secretFromRow,
+} from './storage/rows.js'
 export {
   type SyncCounterBackend,
   syncCounters,

@@ -326,9 +326,9 @@ export const optionsSchema = z
 export type TollboothOptions = z.input<typeof optionsSchema>
 export type ResolvedOptions = z.output<typeof optionsSchema> & { headers: HeaderFamilies }
 
-function issuesOf(error: z.ZodError): InvalidField[] {
+function issuesOf(error: z.ZodError, root: string): InvalidField[] {
   return flatten(error.issues, []).map((i) => ({
-    path: i.path.map(String).join('.') || '(root)',
+    path: i.path.map(String).join('.') || root,
     message: describe(i),
   }))
 }
@@ -352,7 +352,7 @@ function flatten(issues: ReadonlyArray<z.core.$ZodIssue>, base: PropertyKey[]): 
 
 function describe(i: z.core.$ZodIssue): string {
   if (i.code === 'unrecognized_keys')
-    return `unknown option(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`
+    return `unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`
   return i.message
 }
 
@@ -504,13 +504,27 @@ export function parseOptions<S extends z.ZodType>(
   throw new ConfigError(`${factory}: ${lines.join('; ')}`)
 }
 
-/** Parses request input, throwing an {@link InvalidRequestError} (400) that names every bad field. */
-export function parseInput<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
+/**
+ * Parses request input, throwing an {@link InvalidRequestError} (400) that names every bad
+ * field, in the one wording of every entry (`tb.keys`, `tb.usage`, … and the management API's
+ * bodies and queries): `Invalid request body: name: must be 1-100 characters`, an unknown
+ * field as `unknown field(s) "x"`.
+ *
+ * @param [where] what `value` is (`body`, `query`), named in the message; an issue of the
+ *   whole value has the path `(where)`, or `(root)` when none is given
+ */
+export function parseInput<S extends z.ZodType>(
+  schema: S,
+  value: unknown,
+  where?: string,
+): z.output<S> {
   const r = schema.safeParse(value)
   if (r.success) return r.data
-  const issues = issuesOf(r.error)
+  const root = `(${where ?? 'root'})`
+  const issues = issuesOf(r.error, root)
+  const lines = issues.map((i) => (i.path === root ? i.message : `${i.path}: ${i.message}`))
   throw new InvalidRequestError(
-    `Invalid request: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`,
+    `Invalid request${where ? ` ${where}` : ''}: ${lines.join('; ')}`,
     issues,
   )
 }

@@ -53,18 +53,19 @@ export interface SettleQueue {
   stats(): SettleQueueStats
 }
 
-/**
- * @param counters where the operations go
- * @param now the clock each attempt is applied at
- * @param report where failures beyond the bound go
- * @param max the most entries kept
- */
-export function createSettleQueue(
-  counters: CounterStore,
-  now: () => number,
-  report: (err: unknown) => void,
-  max: number,
-): SettleQueue {
+/** What a settle queue works with. */
+export interface SettleQueueOptions {
+  /** Where the operations go. */
+  counters: CounterStore
+  /** The clock each attempt is applied at. */
+  now: () => number
+  /** Where failures beyond the bound go. */
+  report: (err: unknown) => void
+  /** The most entries kept. */
+  max: number
+}
+
+export function createSettleQueue({ counters, now, report, max }: SettleQueueOptions): SettleQueue {
   let pending = 0
   let retried = 0
   let dropped = 0

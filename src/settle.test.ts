@@ -31,6 +31,7 @@ describe('settle: cost forms', () => {
       overage: 0,
       tokens: 0,
       category: 'tts',
+      keyCategory: null,
       status: 200,
       durationMs: 150,
       ttfbMs: null,

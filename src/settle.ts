@@ -488,6 +488,7 @@ function record(ctx: Context, done: Settling, charge: number): UsageEvent | null
     overage,
     tokens: s.tokens,
     category: a.category === null ? null : storableText(a.category),
+    keyCategory: key.category,
     status: outcome.status,
     durationMs: Math.max(0, done.now - s.startedAt),
     ttfbMs: outcome.ttfbMs ?? null,

@@ -228,7 +228,12 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     guard: inProcess
       ? <T>(p: Promise<T>) => p
       : <T>(p: Promise<T>) => withTimeout(p, o.storageTimeoutMs),
-    retries: createSettleQueue(store.counters, now, onError, o.maxPendingSettles),
+    retries: createSettleQueue({
+      counters: store.counters,
+      now,
+      report: onError,
+      max: o.maxPendingSettles,
+    }),
     leases: leased,
     admitting: new Map(),
     accountInFlight:

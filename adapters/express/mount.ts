@@ -13,21 +13,30 @@
  */
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
+import {
+  abortOnClose,
+  checkHandler,
+  type FetchHandler,
+  type NodeRequestParts,
+  nodeBody,
+  nodeHeaders,
+  webRequest,
+} from '../node/web-bridge.js'
 
-/** The Node objects handed to the fetch handler, as `@hono/node-server` names them. */
-export interface NodeBindings {
-  incoming: IncomingMessage
-  outgoing: ServerResponse
-}
-
-/** A Web-standard handler: `app.fetch` of Hono, or any function of a `Request`. */
-export type FetchHandler = (request: Request_, env: NodeBindings) => Response_ | Promise<Response_>
+export type { FetchHandler, NodeBindings } from '../node/web-bridge.js'
 
 type Request_ = globalThis.Request
 type Response_ = globalThis.Response
+
+/** The body a parser in front read (`express.json()`, …), as the handler gets it again. */
+function parsedBody(b: unknown): Pick<NodeRequestParts, 'body' | 'contentType'> {
+  if (b === undefined || b === null) return {}
+  if (typeof b === 'string') return { body: b }
+  if (b instanceof Uint8Array) return { body: new Uint8Array(b) }
+  return { body: JSON.stringify(b), contentType: 'application/json' }
+}
 
 /** Builds the Web request: URL relative to the mount point, headers, streamed body, abort signal. */
 export function toWebRequest(
@@ -47,54 +56,24 @@ export function toWebRequest(
   const host = req.headers.host ?? 'localhost'
   const protocol =
     req.protocol ?? ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http')
-  const headers = new Headers()
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (value === undefined) continue
-    if (Array.isArray(value)) for (const v of value) headers.append(name, v)
-    else headers.set(name, value)
-  }
-  const init: RequestInit & { duplex?: 'half' } = { method: req.method ?? 'GET', headers, signal }
-  if (init.method !== 'GET' && init.method !== 'HEAD') {
-    if (raw !== undefined) {
-      // The text a body parser read and could not parse: the handler judges it itself.
-      init.body = raw
-      headers.delete('content-length')
-    } else if (req.readableEnded || (req as { _body?: boolean })._body === true) {
-      // A body parser (express.json(), …) ran first: send what it parsed.
-      const b = req.body
-      if (b !== undefined && b !== null) {
-        init.body =
-          typeof b === 'string'
-            ? b
-            : b instanceof Uint8Array
-              ? new Uint8Array(b)
-              : JSON.stringify(b)
-        headers.delete('content-length')
-        if (typeof b === 'object' && !(b instanceof Uint8Array))
-          headers.set('content-type', 'application/json')
-      }
-    } else {
-      init.body = Readable.toWeb(req) as unknown as ReadableStream
-      init.duplex = 'half'
-    }
-  }
-  return new Request(new URL(path, `${protocol}://${host}`), init)
+  const url = new URL(path, `${protocol}://${host}`)
+  // The text a body parser read and could not parse: the handler judges it itself.
+  if (raw !== undefined) return webRequest({ url, req, signal, body: raw })
+  // A body parser (express.json(), …) ran first: send what it parsed; else stream the body.
+  const parsed = req.readableEnded || (req as { _body?: boolean })._body === true
+  return webRequest({ url, req, signal, ...(parsed ? parsedBody(req.body) : { body: req }) })
 }
 
 /** Writes a Web response to a Node response, streaming its body; resolves when done. */
 export async function writeWebResponse(res: ServerResponse, r: Response_): Promise<void> {
   res.statusCode = r.status
-  for (const [name, value] of r.headers) {
-    if (name === 'set-cookie') continue
-    res.setHeader(name, value)
-  }
-  const cookies = r.headers.getSetCookie()
-  if (cookies.length > 0) res.setHeader('set-cookie', cookies)
-  if (!r.body) {
+  for (const [name, value] of nodeHeaders(r)) res.setHeader(name, value)
+  const body = nodeBody(r)
+  if (!body) {
     res.end()
     return
   }
-  await pipeline(Readable.fromWeb(r.body as import('node:stream/web').ReadableStream), res)
+  await pipeline(body, res)
 }
 
 /** What body-parser (behind `express.json()`, `express.text()`, …) passes to `next(err)`. */
@@ -140,18 +119,12 @@ export type MountedFetch = [RequestHandler, ErrorRequestHandler]
  * ```
  */
 export function mountFetch(handler: FetchHandler): MountedFetch {
-  if (typeof handler !== 'function')
-    throw new TypeError(
-      'mountFetch(handler): handler must be a function of a Request, e.g. app.fetch',
-    )
+  checkHandler(handler)
   const serve = (req: Request, res: Response, next: NextFunction, raw?: string): void => {
-    const abort = new AbortController()
-    res.once('close', () => {
-      if (!res.writableFinished) abort.abort()
-    })
+    const signal = abortOnClose(res)
     let request: Request_
     try {
-      request = toWebRequest(req, abort.signal, raw)
+      request = toWebRequest(req, signal, raw)
     } catch (err) {
       next(err)
       return

@@ -9,52 +9,37 @@
  * response) as its second argument, like under `@hono/node-server`.
  */
 
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
-import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import {
+  abortOnClose,
+  checkHandler,
+  type FetchHandler,
+  nodeBody,
+  nodeHeaders,
+  webRequest,
+} from '../node/web-bridge.js'
 
-/** The Node objects handed to the fetch handler, as `@hono/node-server` names them. */
-export interface NodeBindings {
-  incoming: IncomingMessage
-  outgoing: ServerResponse
-}
-
-/** A Web-standard handler: `app.fetch` of Hono, or any function of a `Request`. */
-export type FetchHandler = (request: Request, env: NodeBindings) => Response | Promise<Response>
+export type { FetchHandler, NodeBindings } from '../node/web-bridge.js'
 
 // HEAD is added by Fastify for every GET route.
 const METHODS = ['DELETE', 'GET', 'PATCH', 'POST', 'PUT', 'OPTIONS']
 
 function toWebRequest(request: FastifyRequest, prefix: string, signal: AbortSignal): Request {
-  const raw = request.raw
-  const url = raw.url ?? '/'
+  const url = request.raw.url ?? '/'
   let path = prefix && url.startsWith(prefix) ? url.slice(prefix.length) : url
   if (!path.startsWith('/')) path = `/${path}`
-  const headers = new Headers()
-  for (const [name, value] of Object.entries(raw.headers)) {
-    if (value === undefined) continue
-    if (Array.isArray(value)) for (const v of value) headers.append(name, v)
-    else headers.set(name, value)
-  }
-  const init: RequestInit & { duplex?: 'half' } = { method: raw.method ?? 'GET', headers, signal }
-  const body = request.body
-  if (init.method !== 'GET' && init.method !== 'HEAD' && body instanceof Readable) {
-    init.body = Readable.toWeb(body) as unknown as ReadableStream
-    init.duplex = 'half'
-  }
-  return new Request(new URL(path, `${request.protocol}://${request.host || 'localhost'}`), init)
+  const base = `${request.protocol}://${request.host || 'localhost'}`
+  // The wildcard parser below keeps the raw stream: anything else means no body.
+  const body = request.body instanceof Readable ? request.body : undefined
+  return webRequest({ url: new URL(path, base), req: request.raw, signal, body })
 }
 
 function send(reply: FastifyReply, r: Response): FastifyReply {
   reply.status(r.status)
-  for (const [name, value] of r.headers) {
-    if (name !== 'set-cookie') reply.header(name, value)
-  }
-  const cookies = r.headers.getSetCookie()
-  if (cookies.length > 0) reply.header('set-cookie', cookies)
-  if (!r.body) return reply.send()
-  return reply.send(Readable.fromWeb(r.body as NodeReadableStream))
+  for (const [name, value] of nodeHeaders(r)) reply.header(name, value)
+  const body = nodeBody(r)
+  return body ? reply.send(body) : reply.send()
 }
 
 /**
@@ -68,21 +53,15 @@ function send(reply: FastifyReply, r: Response): FastifyReply {
  * ```
  */
 export function mountFetch(handler: FetchHandler): FastifyPluginAsync {
-  if (typeof handler !== 'function')
-    throw new TypeError(
-      'mountFetch(handler): handler must be a function of a Request, e.g. app.fetch',
-    )
+  checkHandler(handler)
   return async function mountFetch(instance) {
     instance.removeAllContentTypeParsers()
     // Keep the raw stream: the fetch handler parses (and bounds) the body itself.
     instance.addContentTypeParser('*', (_request, payload, done) => done(null, payload))
     const prefix = instance.prefix
     const route = async (request: FastifyRequest, reply: FastifyReply) => {
-      const abort = new AbortController()
-      reply.raw.once('close', () => {
-        if (!reply.raw.writableFinished) abort.abort()
-      })
-      const r = await handler(toWebRequest(request, prefix, abort.signal), {
+      const signal = abortOnClose(reply.raw)
+      const r = await handler(toWebRequest(request, prefix, signal), {
         incoming: request.raw,
         outgoing: reply.raw,
       })

@@ -1,14 +1,15 @@
 /**
  * @module tollbooth/management/account-routes
  *
- * The caller's account: `/usage` (the current period, or `?month=YYYY-MM`) and the stored
+ * The caller's account: `/usage` (the current period, or `?month=YYYY-MM`; broken down by
+ * `?groupBy=category|keyCategory`, filtered by `?category=` and `?keyCategory=`) and the stored
  * BYOK provider keys (`/provider-keys`: store, list masked, verify, delete). A provider key
  * goes in once and never comes back out: answers show `••••` and its last four characters.
  */
 
 import type { Hono } from 'hono'
 import { z } from 'zod'
-import type { Tollbooth } from '../../src/internal.js'
+import { storeParsedProviderKey, type Tollbooth } from '../../src/internal.js'
 import type { Guard } from './auth.js'
 import { json, noContent, parse, queryOf, readJson } from './http.js'
 import { noQuery, providerKeyBody, usageQuery } from './schemas.js'
@@ -21,8 +22,13 @@ export function accountRoutes(app: Hono, tb: Tollbooth, guard: Guard): void {
   app.get(
     '/usage',
     guard(async (c, p) => {
-      const q = parse(usageQuery, queryOf(c), 'query')
-      const report = await tb.usage.get(p.accountId, q.month ? { month: q.month } : {})
+      const { month, category, keyCategory, groupBy } = parse(usageQuery, queryOf(c), 'query')
+      const report = await tb.usage.get(p.accountId, {
+        groupBy,
+        ...(month ? { month } : {}),
+        ...(category !== undefined ? { category } : {}),
+        ...(keyCategory !== undefined ? { keyCategory } : {}),
+      })
       return json(usageView(report))
     }),
   )
@@ -32,7 +38,8 @@ export function accountRoutes(app: Hono, tb: Tollbooth, guard: Guard): void {
     guard(async (c, p) => {
       parse(noQuery, queryOf(c), 'query')
       const body = parse(providerKeyBody, await readJson(c), 'body')
-      return json(providerKeyView(await tb.providerKeys.store(p.accountId, body)), 201)
+      const stored = await storeParsedProviderKey(tb.providerKeys, p.accountId, body)
+      return json(providerKeyView(stored), 201)
     }),
   )
 

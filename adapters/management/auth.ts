@@ -13,12 +13,13 @@
  */
 
 import type { Context } from 'hono'
-import type {
-  Admission,
-  DenialName,
-  ResolvedRoute,
-  Tollbooth,
-  TrustProxy,
+import {
+  type Admission,
+  type DenialName,
+  isAccountId,
+  type ResolvedRoute,
+  type Tollbooth,
+  type TrustProxy,
 } from '../../src/internal.js'
 import { refusal } from './http.js'
 import { createSessionVerifier, looksLikeJwt, type SessionOptions } from './session.js'
@@ -61,7 +62,6 @@ type NodeEnv = { incoming?: { socket?: { remoteAddress?: string } } }
 export const nodeSocket = (c: Context): string | undefined =>
   (c.env as NodeEnv | undefined)?.incoming?.socket?.remoteAddress
 
-const ACCOUNT_ID = /^[A-Za-z0-9._:@|-]{1,128}$/
 const noop = () => {}
 
 function bearer(req: Request): string | undefined {
@@ -191,7 +191,7 @@ export function createAuthenticator(
         r.status === 401 ? 'invalid_credentials' : 'session_keys_unavailable',
         r.message,
       )
-    if (!ACCOUNT_ID.test(r.accountId))
+    if (!isAccountId(r.accountId))
       return refuse('invalid_credentials', 'Invalid session token: the account id is not valid')
     return {
       ok: true,
@@ -215,7 +215,7 @@ export function createAuthenticator(
     if (auth.authenticate) {
       const who = await auth.authenticate(req)
       if (who === null || who === undefined) return unknown(token)
-      if (typeof who.accountId !== 'string' || !ACCOUNT_ID.test(who.accountId))
+      if (!isAccountId(who.accountId))
         throw new TypeError('management auth.authenticate() returned an invalid accountId')
       return {
         ok: true,

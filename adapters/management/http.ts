@@ -12,9 +12,9 @@ import type { z } from 'zod'
 import {
   type DenialName,
   denialAnswer,
-  type InvalidField,
   InvalidRequestError,
   isTollboothError,
+  parseInput,
 } from '../../src/internal.js'
 
 /** Bodies above this many bytes are refused with 413 before they are parsed. */
@@ -61,32 +61,14 @@ export function errorResponse(err: unknown, report: (err: unknown) => void): Res
   return refusal('internal_error')
 }
 
-function issuesOf(error: z.ZodError, root: string): InvalidField[] {
-  return error.issues.map((i) => {
-    const path = i.path.map(String).join('.')
-    const message =
-      i.code === 'unrecognized_keys'
-        ? `unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`
-        : i.message
-    return { path: path || root, message }
-  })
-}
-
 /**
- * Parses `value` with `schema`, or throws a 400 naming every bad field.
+ * Parses `value` with `schema`, or throws a 400 naming every bad field: the core's
+ * `parseInput`, so the management API and `tb.keys` word a bad field the same way.
  *
  * @param where 'body' or 'query', named in the message and used as the path of root issues
  */
-export function parse<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
-  const r = schema.safeParse(value)
-  if (r.success) return r.data
-  const root = `(${where})`
-  const issues = issuesOf(r.error, root)
-  throw new InvalidRequestError(
-    `Invalid request ${where}: ${issues.map((i) => (i.path === root ? i.message : `${i.path}: ${i.message}`)).join('; ')}`,
-    issues,
-  )
-}
+export const parse: <S extends z.ZodType>(schema: S, value: unknown, where: string) => z.output<S> =
+  parseInput
 
 /** The query string as a record (the last of repeated names wins). */
 export function queryOf(c: Context): Record<string, string> {

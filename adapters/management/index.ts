@@ -19,6 +19,7 @@ import {
   checkTollboothArg,
   fnOption,
   parseOptions,
+  setBypassHeaders,
   setUsageHeaders,
   type Tollbooth,
   type TrustProxy,
@@ -169,7 +170,8 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
       ])
       if (!account) return
       const out: Record<string, string> = {}
-      setUsageHeaders(out, account.credits.used, account.credits.limit, false, null)
+      setUsageHeaders(out, account.credits.used, account.credits.limit)
+      setBypassHeaders(out, false, null)
       for (const name in out) headers.set(name, out[name]!)
     } catch {
       // The answer stands without the figures.

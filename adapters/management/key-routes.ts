@@ -10,14 +10,13 @@
 
 import type { Context, Hono } from 'hono'
 import {
-  type CreateKeyInput,
   type KeyKind,
   type KeyView,
   type NameRule,
   NotFoundError,
+  parsedKeyEntries,
   type Tollbooth,
   TollboothError,
-  type UpdateKeyInput,
 } from '../../src/internal.js'
 import type { Guard, Principal } from './auth.js'
 import { json, noContent, parse, queryOf, readJson } from './http.js'
@@ -35,6 +34,8 @@ import { createdView, keyView, logView } from './views.js'
 
 /** Registers the key routes on `app`; `rule` goes with every create and rename to `tb.keys`. */
 export function keyRoutes(app: Hono, tb: Tollbooth, guard: Guard, rule: NameRule = {}): void {
+  // Bodies are parsed here, once, by the core's schemas: tb.keys takes them as they are.
+  const keys = parsedKeyEntries(tb.keys)
   /** The caller's key of this kind, or 404 (missing, another account's, or the other kind). */
   const own = async (id: string, p: Principal, kind: KeyKind): Promise<KeyView> => {
     const k = await tb.keys.get(id, { accountId: p.accountId })
@@ -63,8 +64,8 @@ export function keyRoutes(app: Hono, tb: Tollbooth, guard: Guard, rule: NameRule
         check(p)
         parse(noQuery, queryOf(c), 'query')
         const body = parse(create, await readJson(c), 'body')
-        const input = { ...body, accountId: p.accountId, kind } as CreateKeyInput
-        const { key, record } = await tb.keys.create(input, rule)
+        const draft = { category: null, limits: {}, ...body, accountId: p.accountId, kind }
+        const { key, record } = await keys.create({ ...draft, active: true }, rule)
         return json(createdView(key, record), 201)
       }),
     )
@@ -99,7 +100,7 @@ export function keyRoutes(app: Hono, tb: Tollbooth, guard: Guard, rule: NameRule
         parse(noQuery, queryOf(c), 'query')
         const body = parse(updateKeyBody, await readJson(c), 'body')
         const k = await own(c.req.param('id')!, p, kind)
-        const updated = await tb.keys.update(k.id, body as UpdateKeyInput, {
+        const updated = await keys.update(k.id, body, {
           accountId: p.accountId,
           ...rule,
         })
@@ -127,7 +128,7 @@ export function keyRoutes(app: Hono, tb: Tollbooth, guard: Guard, rule: NameRule
         parse(noQuery, queryOf(c), 'query')
         const body = parse(rotateBody, await readJson(c), 'body')
         const k = await own(c.req.param('id')!, p, kind)
-        const { key, record } = await tb.keys.rotate(k.id, body, { accountId: p.accountId })
+        const { key, record } = await keys.rotate(k.id, body, { accountId: p.accountId })
         return json({ ...createdView(key, record), rotatedFrom: k.id })
       }),
     )

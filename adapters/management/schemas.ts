@@ -3,104 +3,22 @@
  *
  * The zod schemas of every body and query the management API takes. They are strict (an
  * unknown field is a 400 that names it) and they list only what a caller may set: the account
- * and the key kind come from the credential and the route, never from the body. Value rules
- * the core also enforces (limits, provider ids) are checked again there, so the two can never
- * disagree about what is stored; text and metadata use the core's own rules (`text`,
- * `metadataSchema` of `src/input.ts`: valid Unicode, no NUL, metadata bounded in depth and size).
+ * and the key kind come from the credential and the route, never from the body. The key
+ * bodies are the core's (`src/keys/fields.ts`), parsed here once and handed to `tb.keys`
+ * as they are; text and metadata use the core's own rules (`text`, `metadataSchema` of
+ * `src/input.ts`: valid Unicode, no NUL, metadata bounded in depth and size).
  */
 
 import { z } from 'zod'
-import {
-  keyCategory as category,
-  expiresInDays,
-  gracePeriodMs,
-  keyMetadata as metadata,
-  monthSchema,
-  keyName as name,
-  keyScopes as scopes,
-  text,
+import { monthSchema, text, usageFilterValue, usageGroupBySchema } from '../../src/internal.js'
+
+export {
+  createKeyBody,
+  createManagementKeyBody,
+  providerKeyBody,
+  rotateKeySchema as rotateBody,
+  updateKeyBody,
 } from '../../src/internal.js'
-
-const isoTime = z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time' })
-
-/**
- * Key limits as JSON: the core validates them field by field (strict). Time blocks may be
- * given as ISO strings, as they are shown, or as ms since the epoch.
- */
-const limits = z
-  // Not z.record: it drops a `__proto__` name silently, where the core's strict schema
-  // answers that it is an unknown field.
-  .custom<Record<string, unknown>>(
-    (v) => typeof v === 'object' && v !== null && !Array.isArray(v),
-    'expected object',
-  )
-  .transform((l) => {
-    const blocks = l['timeBlocks']
-    if (!Array.isArray(blocks)) return l
-    const ms = (v: unknown) =>
-      typeof v === 'string' && !Number.isNaN(Date.parse(v)) ? Date.parse(v) : v
-    return {
-      ...l,
-      timeBlocks: blocks.map((b) =>
-        typeof b === 'object' && b !== null
-          ? {
-              ...b,
-              start: ms((b as Record<string, unknown>)['start']),
-              end: ms((b as Record<string, unknown>)['end']),
-            }
-          : b,
-      ),
-    }
-  })
-
-/** `POST /keys`. */
-export const createKeyBody = z
-  .object({
-    name: name.optional(),
-    expiresInDays: expiresInDays.optional(),
-    expiresAt: isoTime.nullable().optional(),
-    category: category.optional(),
-    scopes: scopes.optional(),
-    metadata: metadata.optional(),
-    limits: limits.optional(),
-  })
-  .strict()
-
-/** `POST /management-keys`. */
-export const createManagementKeyBody = z
-  .object({
-    name: name.optional(),
-    expiresInDays: expiresInDays.optional(),
-    expiresAt: isoTime.nullable().optional(),
-    scopes: scopes.optional(),
-    metadata: metadata.optional(),
-  })
-  .strict()
-
-/** `PATCH /keys/:id`: at least one field. `active: false` deactivates, `true` reactivates. */
-export const updateKeyBody = z
-  .object({
-    name: name.optional(),
-    active: z.boolean().optional(),
-    category: category.optional(),
-    scopes: scopes.optional(),
-    metadata: metadata.optional(),
-    limits: limits.optional(),
-    expiresAt: isoTime.nullable().optional(),
-  })
-  .strict()
-  .refine((v) => Object.keys(v).length > 0, { message: 'give at least one field to change' })
-
-/** `POST /keys/:id/rotate` (the body is optional). */
-export const rotateBody = z.object({ gracePeriodMs }).partial().strict()
-
-/** `POST /provider-keys`. */
-export const providerKeyBody = z
-  .object({
-    provider: text(z.string().trim().min(1).max(64)),
-    apiKey: text(z.string().min(8, 'must be at least 8 characters').max(4096)),
-  })
-  .strict()
 
 const httpUrl = z.url({ protocol: /^https?$/, message: 'must be an http(s) URL' })
 
@@ -171,8 +89,19 @@ export const logsQuery = z
   })
   .strict()
 
-/** `GET /usage`. */
-export const usageQuery = z.object({ month: monthSchema.optional() }).strict()
+/**
+ * `GET /usage`: a month, what the breakdown is keyed by (`category`, the requests' usage
+ * category, or `keyCategory`, the category of the keys that made them), and the category of
+ * either kind to count only the requests of.
+ */
+export const usageQuery = z
+  .object({
+    month: monthSchema.optional(),
+    groupBy: usageGroupBySchema,
+    category: usageFilterValue.optional(),
+    keyCategory: usageFilterValue.optional(),
+  })
+  .strict()
 
 /** `DELETE /keys/:id`. */
 export const deleteQuery = z.object({ permanent: flag.optional() }).strict()

@@ -68,13 +68,18 @@ export function createdView(key: string, k: KeyView): Record<string, unknown> {
 
 /**
  * One request of a key's log, with the key's alias (its name) and category (`002`: the alias
- * "shows up in logs"); `category` stays the request's usage category.
+ * "shows up in logs"); `category` stays the request's usage category. `keyCategory` is the
+ * key's category now, like the alias, though each event also records the one it had when the
+ * request was made (what `GET /usage?groupBy=keyCategory` counts by).
  */
 export function logView(e: LogEntry, key: KeyView): Record<string, unknown> {
   return { ...e, time: iso(e.time), alias: key.name, keyCategory: key.category }
 }
 
-/** `GET /usage`: credits, breakdown by category, request count, reset date, period. */
+/**
+ * `GET /usage`: credits, breakdown by category (of the kind `groupBy` names), request count,
+ * reset date, period, and the grouping and filter the figures were counted with.
+ */
 export function usageView(u: UsageReport): Record<string, unknown> {
   return {
     credits: {
@@ -82,6 +87,8 @@ export function usageView(u: UsageReport): Record<string, unknown> {
       limit: finite(u.credits.limit),
       remaining: finite(u.credits.limit) === null ? null : u.credits.remaining,
     },
+    groupBy: u.groupBy,
+    filter: u.filter,
     breakdown: u.breakdown,
     requests: u.requests,
     requestCount: u.requestCount,

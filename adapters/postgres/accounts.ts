@@ -7,41 +7,18 @@
  * on the same `UPDATE` as the patch.
  */
 
-import type {
-  AccountPatch,
-  AccountRecord,
-  AccountStore,
-  ProviderKeyRecord,
-  SecretStore,
+import {
+  ACCOUNT_COLUMNS,
+  type AccountPatch,
+  type AccountRow,
+  type AccountStore,
+  SECRET_COLUMNS,
+  type SecretRow,
+  type SecretStore,
+  accountFromRow as toAccount,
+  secretFromRow as toSecret,
 } from '../../src/internal.js'
-import { type Db, json, num } from './db.js'
-
-interface AccountRow {
-  id: string
-  tier: string | null
-  balance: number
-  carryover: number
-  period_start: string
-  tier_expires_at: string | null
-  billing_customer_id: string | null
-  metadata: Record<string, unknown>
-}
-
-const ACCOUNT_COLUMNS =
-  'id, tier, balance, carryover, period_start, tier_expires_at, billing_customer_id, metadata'
-
-function toAccount(r: AccountRow): AccountRecord {
-  return {
-    id: r.id,
-    tier: r.tier,
-    balance: r.balance,
-    carryover: r.carryover,
-    periodStart: Number(r.period_start),
-    tierExpiresAt: num(r.tier_expires_at),
-    billingCustomerId: r.billing_customer_id,
-    metadata: r.metadata,
-  }
-}
+import { type Db, json } from './db.js'
 
 const ACCOUNT_PATCH: Record<keyof AccountPatch, [column: string, cast: string]> = {
   tier: ['tier', 'text'],
@@ -108,28 +85,6 @@ export function postgresAccounts(db: Db): AccountStore {
       )
       return rows[0] ? toAccount(rows[0]) : null
     },
-  }
-}
-
-interface SecretRow {
-  account_id: string
-  provider: string
-  sealed: string
-  last4: string
-  created_at: string
-  verified_at: string | null
-}
-
-const SECRET_COLUMNS = 'account_id, provider, sealed, last4, created_at, verified_at'
-
-function toSecret(r: SecretRow): ProviderKeyRecord {
-  return {
-    accountId: r.account_id,
-    provider: r.provider,
-    sealed: r.sealed,
-    last4: r.last4,
-    createdAt: Number(r.created_at),
-    verifiedAt: num(r.verified_at),
   }
 }
 

@@ -7,49 +7,15 @@
  */
 
 import type { PoolClient } from 'pg'
-import type { KeyPatch, KeyRecord, KeyStore } from '../../src/internal.js'
-import { type Db, json, num, transaction } from './db.js'
-
-interface KeyRow {
-  id: string
-  hash: string
-  start: string
-  name: string
-  account_id: string
-  kind: KeyRecord['kind']
-  category: string | null
-  scopes: string[]
-  metadata: Record<string, unknown>
-  active: boolean
-  created_at: string
-  expires_at: string | null
-  last_used_at: string | null
-  revoked_at: string | null
-  limits: KeyRecord['limits']
-}
-
-const COLUMNS =
-  'id, hash, start, name, account_id, kind, category, scopes, metadata, active, created_at, expires_at, last_used_at, revoked_at, limits'
-
-function toRecord(r: KeyRow): KeyRecord {
-  return {
-    id: r.id,
-    hash: r.hash,
-    start: r.start,
-    name: r.name,
-    accountId: r.account_id,
-    kind: r.kind,
-    category: r.category,
-    scopes: r.scopes,
-    metadata: r.metadata,
-    active: r.active,
-    createdAt: Number(r.created_at),
-    expiresAt: num(r.expires_at),
-    lastUsedAt: num(r.last_used_at),
-    revokedAt: num(r.revoked_at),
-    limits: r.limits,
-  }
-}
+import {
+  KEY_COLUMNS as COLUMNS,
+  type KeyPatch,
+  type KeyRecord,
+  type KeyRow,
+  type KeyStore,
+  keyFromRow as toRecord,
+} from '../../src/internal.js'
+import { type Db, json, transaction } from './db.js'
 
 /** The patchable fields, their columns and how a value is passed. */
 const PATCH: Record<

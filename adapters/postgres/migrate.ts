@@ -11,6 +11,7 @@ import { checkOptions, type PgPool, quote } from './db.js'
 import { INIT_SQL } from './migrations/0001-init.js'
 import { IP_BLOCKS_SQL } from './migrations/0002-ip-blocks.js'
 import { USAGE_AGGREGATES_SQL } from './migrations/0003-usage-aggregates.js'
+import { USAGE_KEY_CATEGORY_SQL } from './migrations/0004-usage-key-category.js'
 
 /** One versioned step of the schema. Ids only grow; a released migration never changes. */
 export interface Migration {
@@ -24,6 +25,7 @@ export const MIGRATIONS: ReadonlyArray<Migration> = [
   { id: 1, name: '0001-init', sql: INIT_SQL },
   { id: 2, name: '0002-ip-blocks', sql: IP_BLOCKS_SQL },
   { id: 3, name: '0003-usage-aggregates', sql: USAGE_AGGREGATES_SQL },
+  { id: 4, name: '0004-usage-key-category', sql: USAGE_KEY_CATEGORY_SQL },
 ]
 
 export interface MigrateOptions {

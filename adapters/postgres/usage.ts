@@ -5,7 +5,7 @@
  * `INSERT … SELECT FROM unnest(…)` (one statement, however many events), idempotent by id
  * with `ON CONFLICT DO NOTHING`, its rows in id order so concurrent batches never deadlock.
  * The same statement adds the admitted events it inserted (and only those) to
- * `<schema>.usage_totals`, per account, UTC hour and category, in key order. Summaries read
+ * `<schema>.usage_totals`, per account, UTC hour, usage category and key category, in key order. Summaries read
  * those totals for the whole hours of a range and the events only of sub-hour edges; pruning
  * deletes events and takes them out of their totals in one statement. A key's log pages walk
  * `(key_id, occurred_at DESC, id DESC)`.
@@ -14,6 +14,7 @@
 import {
   addToSummary,
   decodeLogCursor,
+  emptySummary,
   encodeLogCursor,
   splitUsageRange,
   USAGE_HOUR_MS,
@@ -33,6 +34,7 @@ interface EventRow {
   overage: number
   tokens: number
   category: string | null
+  key_category: string | null
   status: number
   duration_ms: number
   ttfb_ms: number | null
@@ -55,6 +57,7 @@ const FIELDS: ReadonlyArray<[string, string, (e: UsageEvent) => unknown]> = [
   ['overage', 'float8', (e) => e.overage],
   ['tokens', 'float8', (e) => e.tokens],
   ['category', 'text', (e) => e.category],
+  ['key_category', 'text', (e) => e.keyCategory ?? null],
   ['status', 'int4', (e) => e.status],
   ['duration_ms', 'float8', (e) => e.durationMs],
   ['ttfb_ms', 'float8', (e) => e.ttfbMs ?? null],
@@ -79,6 +82,7 @@ function toEvent(r: EventRow): UsageEvent {
     overage: r.overage,
     tokens: r.tokens,
     category: r.category,
+    keyCategory: r.key_category,
     status: r.status,
     durationMs: r.duration_ms,
     ttfbMs: r.ttfb_ms,
@@ -99,24 +103,27 @@ export function postgresUsage(db: Db): UsageStore {
       INSERT INTO ${t} (${COLUMNS})
       SELECT * FROM unnest(${FIELDS.map((f, i) => `$${i + 1}::${f[1]}[]`).join(', ')})
       ON CONFLICT (id) DO NOTHING
-      RETURNING account_id, occurred_at, category, units, code
+      RETURNING account_id, occurred_at, category, key_category, units, code
     )
-    INSERT INTO ${totals} AS x (account_id, hour, category, requests, units)
-    SELECT account_id, ${hourOf}, coalesce(category, 'uncategorized'), count(*), sum(units)
-    FROM ins WHERE code IS NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (account_id, hour, category) DO UPDATE
+    INSERT INTO ${totals} AS x (account_id, hour, category, key_category, requests, units)
+    SELECT account_id, ${hourOf}, coalesce(category, 'uncategorized'),
+           coalesce(key_category, 'uncategorized'), count(*), sum(units)
+    FROM ins WHERE code IS NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (account_id, hour, category, key_category) DO UPDATE
     SET requests = x.requests + excluded.requests, units = x.units + excluded.units`
   const pruneSql = `WITH del AS (
       DELETE FROM ${t} WHERE occurred_at < $1
-      RETURNING account_id, occurred_at, category, units, code
+      RETURNING account_id, occurred_at, category, key_category, units, code
     ), gone AS (
       SELECT account_id, ${hourOf} AS hour, coalesce(category, 'uncategorized') AS category,
+             coalesce(key_category, 'uncategorized') AS key_category,
              count(*) AS requests, sum(units) AS units
-      FROM del WHERE code IS NULL GROUP BY 1, 2, 3
+      FROM del WHERE code IS NULL GROUP BY 1, 2, 3, 4
     ), upd AS (
       UPDATE ${totals} x SET requests = x.requests - g.requests, units = x.units - g.units
       FROM gone g
       WHERE x.account_id = g.account_id AND x.hour = g.hour AND x.category = g.category
+        AND x.key_category = g.key_category
     )
     SELECT count(*)::int AS n FROM del`
   return {
@@ -130,23 +137,32 @@ export function postgresUsage(db: Db): UsageStore {
         FIELDS.map(([, , get]) => sorted.map(get)),
       )
     },
-    async summarize(accountId, from, to): Promise<UsageSummary> {
+    async summarize(accountId, from, to, filter): Promise<UsageSummary> {
       const { hours, edges } = splitUsageRange(from, to)
       const [e1, e2] = [edges[0] ?? [0, 0], edges[1] ?? [0, 0]]
-      const rows = await db.query<{ category: string; requests: number; units: number }>(
-        `SELECT category, sum(requests)::float8 AS requests, sum(units) AS units FROM (
-           SELECT category, requests, units FROM ${totals}
+      const rows = await db.query<{
+        category: string
+        key_category: string
+        requests: number
+        units: number
+      }>(
+        `SELECT category, key_category, sum(requests)::float8 AS requests, sum(units) AS units
+         FROM (
+           SELECT category, key_category, requests, units FROM ${totals}
            WHERE account_id = $1 AND hour >= $2 AND hour < $3
            UNION ALL
-           SELECT coalesce(category, 'uncategorized'), 1, units FROM ${t}
+           SELECT coalesce(category, 'uncategorized'), coalesce(key_category, 'uncategorized'),
+                  1, units FROM ${t}
            WHERE account_id = $1 AND code IS NULL
              AND ((occurred_at >= $4 AND occurred_at < $5)
                OR (occurred_at >= $6 AND occurred_at < $7))
-         ) s GROUP BY category`,
+         ) s GROUP BY category, key_category`,
         [accountId, hours?.[0] ?? 0, hours?.[1] ?? 0, e1[0], e1[1], e2[0], e2[1]],
       )
-      const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
-      for (const r of rows) if (r.requests > 0) addToSummary(out, r.category, r.requests, r.units)
+      const out = emptySummary()
+      for (const r of rows)
+        if (r.requests > 0)
+          addToSummary(out, r.category, r.key_category, r.requests, r.units, filter)
       return out
     },
     async logs(keyId, { limit, cursor }) {

@@ -1,14 +1,16 @@
 /**
  * @module tollbooth/redis/counters
  *
- * The counter store on Redis. Every call is one EVALSHA of the `CONSUME` script, which runs
- * every check of an admission and writes all of them or none (a Lua script runs alone on the
- * server, so concurrent admissions see a serial order). `held` is one GET, summed here in the
- * same order as `limits/hold`.
+ * The counter store on Redis. Every call is one FCALL of the counters' Functions library
+ * (one EVALSHA of the same code as the `CONSUME` script where the server has no Functions),
+ * which runs every check of an admission and writes all of them or none (Lua runs alone on
+ * the server, so concurrent admissions see a serial order). `held` is one GET, summed here in
+ * the same order as `limits/hold`.
  *
  * Settles are batched: `settle()` queues its ops under the counter's hash tag (the account),
  * and they are sent with that account's next admission, in the same script and before it, or
- * on their own after at most `settleBatchMs` (one call per hash tag for everything queued).
+ * on their own after at most `settleBatchMs`: on one server every account's queued ops in
+ * one call (of up to 256 ops), on a cluster one call per hash tag.
  * Under load that makes one round trip per request instead of two, and the script reads and
  * writes a counter both touch (the credit reservation) once. `settle()` resolves when its ops
  * are applied, so `tb.flush()` and `tb.close()` still wait for them. The cost of waiting:
@@ -29,15 +31,11 @@ import type {
   CheckResult,
   ConsumeResult,
   CounterStore,
-  Rebuild,
   SettleOp,
 } from '../../src/internal.js'
+import { consumeCall, pushOp } from './counter-calls.js'
+import { CONSUME_FUNCTION, LIBRARY, SETTLE_FUNCTION } from './scripts.js'
 import { type Ctx, dec, enc } from './store.js'
-
-/** Hold ids go into a newline-separated state: escape `%` and newlines, injectively. */
-export function escapeHoldId(id: string): string {
-  return id.replace(/[%\n\r]/g, (c) => (c === '%' ? '%25' : c === '\n' ? '%0A' : '%0D'))
-}
 
 /**
  * The Redis Cluster hash tag of a counter key (`{accountId}` for the core's counters): keys
@@ -47,55 +45,6 @@ export function hashTag(key: string): string {
   if (key.charCodeAt(0) !== 123) return key
   const end = key.indexOf('}')
   return end > 1 ? key.slice(0, end + 1) : key
-}
-
-/** A check's `rebuild` as the script reads it: '' none, '?' ask, '=<base>' rebuild. */
-const rebuildArg = (r: Rebuild | undefined) =>
-  r === undefined ? '' : r.base === undefined ? '?' : `=${enc(r.base)}`
-
-const keepArg = (keepUntil: number | undefined) => (keepUntil === undefined ? '' : enc(keepUntil))
-
-function pushCheck(args: string[], c: Check): void {
-  switch (c.type) {
-    case 'window':
-      args.push('w', enc(c.limit), enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
-      args.push(rebuildArg(c.rebuild))
-      return
-    case 'gcra':
-      args.push('g', enc(c.limit), enc(c.windowMs), enc(c.cost), '', '', '')
-      return
-    case 'hold':
-      args.push('h', enc(c.limit), enc(c.amount), enc(c.ttlMs), escapeHoldId(c.holdId))
-      args.push(keepArg(c.keepUntil), rebuildArg(c.rebuild))
-  }
-}
-
-/** The counter keys and arguments of one settle op (a cancel takes one slot per check more). */
-function pushOp(keys: string[], args: string[], prefix: string, op: SettleOp, now: string): void {
-  if (op.type === 'release') {
-    keys.push(prefix + op.key)
-    args.push('r', now, escapeHoldId(op.holdId), enc(op.charge), op.ifHeld ? '1' : '')
-    args.push(keepArg(op.keepUntil))
-    return
-  }
-  if (op.type === 'cancel') {
-    keys.push(prefix + op.key)
-    args.push('x', now, enc(op.ttlMs), String(op.checks.length), '', '')
-    const at = enc(op.at)
-    for (const c of op.checks) {
-      keys.push(prefix + c.key)
-      if (c.type === 'hold')
-        args.push('H', at, escapeHoldId(c.holdId), '', '', keepArg(c.keepUntil))
-      else if (c.type === 'window')
-        args.push('W', at, enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
-      else args.push('G', at, enc(c.limit), enc(c.windowMs), enc(c.cost), '')
-    }
-    return
-  }
-  const c = op.check
-  keys.push(prefix + c.key)
-  if (c.type === 'window') args.push('w', now, enc(c.windowMs), enc(c.bucketMs), enc(c.cost), '')
-  else args.push('g', now, enc(c.limit), enc(c.windowMs), enc(c.cost), '')
 }
 
 /** The counter key whose hash tag an op is sent under. */
@@ -111,8 +60,35 @@ const figure = (x: number | string): number => (typeof x === 'number' ? x : dec(
  * the callers waiting for them. */
 interface Batch {
   keys: string[]
-  args: string[]
+  nums: number[]
+  ids: string[]
   done: Array<(err?: unknown) => void>
+}
+
+/** A reply error's text. */
+const message = (err: unknown) => (err instanceof Error ? err.message : String(err))
+
+/**
+ * Loads the counters' Functions library on `client` (every master of a cluster). False when
+ * the server cannot (no Functions before Redis 7, or the user may not load them): the caller
+ * then runs the same code as a script.
+ */
+async function loadLibrary(client: Ctx['client']): Promise<boolean> {
+  const nodes =
+    'nodes' in client && typeof client.nodes === 'function' ? client.nodes('master') : [client]
+  try {
+    await Promise.all(
+      nodes.map((n) =>
+        n.call('FUNCTION', 'LOAD', LIBRARY).catch((err: unknown) => {
+          // Loaded meanwhile by another instance (the name carries the code's version).
+          if (!/already exists/i.test(message(err))) throw err
+        }),
+      ),
+    )
+    return true
+  } catch {
+    return false
+  }
 }
 
 /**
@@ -123,10 +99,38 @@ interface Batch {
  */
 export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): CounterStore {
   const { client, prefix } = ctx
-  const slack = String(slackMs)
+  const cluster = (client as { isCluster?: boolean }).isCluster === true
   const pending = new Map<string, Batch>()
   /** Whether a timer will send what is queued. */
   let armed = false
+  /** Whether the server runs Functions: unknown until the first call says otherwise. */
+  let functions = true
+  let loading: Promise<boolean> | undefined
+
+  /**
+   * Runs the counter code: `FCALL` of the library's function, loaded on first use (a server
+   * that forgot it, restarted or failed over, gets it again); the same code by EVALSHA where
+   * the server has no Functions. A call refused for either reason ran nothing.
+   */
+  async function invoke(name: string, numKeys: number, args: Array<string | Buffer>) {
+    if (functions) {
+      try {
+        return (await client.call('fcall', name, numKeys, ...args)) as Array<number | string>
+      } catch (err) {
+        const m = message(err)
+        if (/unknown command/i.test(m)) functions = false
+        else if (/function not found/i.test(m)) {
+          loading ??= loadLibrary(client).finally(() => {
+            loading = undefined
+          })
+          if (await loading)
+            return (await client.call('fcall', name, numKeys, ...args)) as Array<number | string>
+          functions = false
+        } else throw err
+      }
+    }
+    return client.tollboothConsume(numKeys, ...args)
+  }
 
   /** One call: the batch's ops (if any), then the checks (if any) and the admission's record. */
   async function run(
@@ -135,18 +139,10 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
     now: number,
     admission?: AdmissionId,
   ) {
-    const nOps = batch ? batch.keys.length : 0
-    const args: string[] = batch ? batch.keys : []
-    for (const c of checks) args.push(prefix + c.key)
-    if (admission) args.push(prefix + admission.key)
-    args.push(enc(now), slack, admission ? `${nOps}:${Math.ceil(admission.ttlMs)}` : String(nOps))
-    if (batch) for (const a of batch.args) args.push(a)
-    for (const c of checks) pushCheck(args, c)
+    const { keys, args } = consumeCall(prefix, slackMs, batch, checks, now, admission)
+    const name = checks.length === 0 ? SETTLE_FUNCTION : CONSUME_FUNCTION
     try {
-      const reply = await client.tollboothConsume(
-        nOps + checks.length + (admission ? 1 : 0),
-        ...args,
-      )
+      const reply = await invoke(name, keys.length, [...keys, ...args])
       if (batch) for (const d of batch.done) d()
       return reply
     } catch (err) {
@@ -159,22 +155,69 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
   const sendAlone = (b: Batch) => {
     run(b, [], 0).catch(() => {})
   }
+  /**
+   * Whether the batches of different accounts may share a call: a single server takes keys of
+   * any slots in one call, but a proxy in front of a cluster refuses them (CROSSSLOT, before
+   * running anything); then each goes on its own, now and from then on.
+   */
+  let mergeAccounts = !cluster
+  const sendMerged = (parts: Batch[]) => {
+    if (parts.length === 1) return sendAlone(parts[0]!)
+    const merged: Batch = { keys: [], nums: [], ids: [], done: [] }
+    for (const b of parts) {
+      for (const x of b.keys) merged.keys.push(x)
+      for (const x of b.nums) merged.nums.push(x)
+      for (const x of b.ids) merged.ids.push(x)
+    }
+    const { keys, args } = consumeCall(prefix, slackMs, merged, [], 0)
+    invoke(SETTLE_FUNCTION, keys.length, [...keys, ...args]).then(
+      () => {
+        for (const b of parts) for (const d of b.done) d()
+      },
+      (err: unknown) => {
+        if (/CROSSSLOT/i.test(message(err))) {
+          mergeAccounts = false
+          for (const b of parts) sendAlone(b)
+        } else for (const b of parts) for (const d of b.done) d(err)
+      },
+    )
+  }
 
+  /**
+   * Sends every queued settle. On one server, the batches of different accounts go together
+   * in calls of up to MAX_BATCH ops (one round trip for all of them); a cluster's differ in
+   * slot, so each goes on its own.
+   */
   function flushAll(): void {
     armed = false
     const batches = [...pending.values()]
     pending.clear()
-    for (const b of batches) sendAlone(b)
+    if (!mergeAccounts) {
+      for (const b of batches) sendAlone(b)
+      return
+    }
+    let parts: Batch[] = []
+    let size = 0
+    for (const b of batches) {
+      if (size > 0 && size + b.keys.length > MAX_BATCH) {
+        sendMerged(parts)
+        parts = []
+        size = 0
+      }
+      parts.push(b)
+      size += b.keys.length
+    }
+    if (parts.length > 0) sendMerged(parts)
   }
 
   /** Queues `op`; true when `done` was added to the batch (once per batch and caller). */
-  function enqueue(tag: string, op: SettleOp, now: string, done: (err?: unknown) => void) {
+  function enqueue(tag: string, op: SettleOp, now: number, done: (err?: unknown) => void) {
     let b = pending.get(tag)
     if (!b) {
-      b = { keys: [], args: [], done: [] }
+      b = { keys: [], nums: [], ids: [], done: [] }
       pending.set(tag, b)
     }
-    pushOp(b.keys, b.args, prefix, op, now)
+    pushOp(b.keys, b, prefix, op, now)
     let added = false
     if (b.done[b.done.length - 1] !== done) {
       b.done.push(done)
@@ -228,9 +271,8 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
           }
         }
         // Each batch this call lands in gets `done` once: `left` counts those batches.
-        const at = enc(now)
         for (const op of ops) {
-          if (enqueue(hashTag(opKey(op)), op, at, done)) left++
+          if (enqueue(hashTag(opKey(op)), op, now, done)) left++
         }
         if (settleBatchMs === 0) flushAll()
         else if (!armed) {

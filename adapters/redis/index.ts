@@ -26,7 +26,8 @@ import {
 } from './store.js'
 import { redisUsage } from './usage.js'
 
-export { escapeHoldId, hashTag } from './counters.js'
+export { escapeHoldId } from './counter-calls.js'
+export { hashTag } from './counters.js'
 export { CONSUME } from './scripts.js'
 export { type Commands, type RedisClient, SCRIPTS } from './store.js'
 export { upgradeUsageTotals } from './usage.js'

@@ -160,14 +160,15 @@ return 1
 
 /**
  * Records usage events; an id already stored is skipped. An admitted event is also added to
- * its account's totals of its hour and its day (HASHes of `r:<category>` requests and
- * `u:<category>` units), so summaries never read events. Returns how many were new.
+ * its account's totals of its hour and its day (HASHes of `r:<pair>` requests and `u:<pair>`
+ * units; a pair is the usage category, then NUL and the key category when the key had one),
+ * so summaries never read events. Returns how many were new.
  */
 export const USAGE_RECORD = `-- KEYS[1]  events: HASH id -> event JSON
 -- KEYS[2]  all: ZSET id by time (for prune)
 -- KEYS[4i-1], KEYS[4i], KEYS[4i+1], KEYS[4i+2]  event i's account index and key index
 --          (ZSET id by time), its account's totals of its hour and of its day (HASH)
--- ARGV[5i-4] .. ARGV[5i]  event i: id, time (ms), JSON, category, units ('' when refused:
+-- ARGV[5i-4] .. ARGV[5i]  event i: id, time (ms), JSON, pair, units ('' when refused:
 --          logged, not counted)
 local n = 0
 -- Totals to add, summed per HASH and category first: one HINCRBY and one HINCRBYFLOAT per
@@ -212,7 +213,7 @@ return n
 
 /**
  * Totals of hours and days (`KEYS[3..]`) plus the events of sub-hour edge ranges:
- * `{ requests, units, category, requests, units, … }` as strings.
+ * `{ requests, units, pair, requests, units, … }` as strings (a pair as in USAGE_RECORD).
  */
 export const USAGE_SUMMARY = `-- KEYS[1]  the account's index: ZSET id by time
 -- KEYS[2]  events: HASH id -> event JSON
@@ -249,6 +250,10 @@ for i = 1, #ARGV - 1, 2 do
       if e.code == nil or e.code == cjson.null then
         local cat = e.category
         if cat == nil or cat == cjson.null then cat = 'uncategorized' end
+        local kc = e.keyCategory
+        if kc ~= nil and kc ~= cjson.null and kc ~= 'uncategorized' then
+          cat = cat .. '\\0' .. kc
+        end
         add(cat, 1, e.units)
       end
     end
@@ -268,7 +273,8 @@ export const USAGE_PRUNE = `-- KEYS[1]  events: HASH id -> event JSON
 -- KEYS[2]  all: ZSET id by time
 -- KEYS[4i-1], KEYS[4i], KEYS[4i+1], KEYS[4i+2]  event i's account index, key index, hour
 --          totals and day totals (as in USAGE_RECORD)
--- ARGV[3i-2], ARGV[3i-1], ARGV[3i]  event i: id, category, units ('' when not counted)
+-- ARGV[3i-2], ARGV[3i-1], ARGV[3i]  event i: id, pair (as in USAGE_RECORD), units ('' when
+--          not counted)
 local n = 0
 for i = 1, #ARGV / 3 do
   local a, k = 3 * i - 2, 4 * i - 1

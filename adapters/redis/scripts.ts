@@ -1,9 +1,12 @@
 /**
  * @module tollbooth/redis/scripts
  *
- * The Lua of the counters: one script, `CONSUME`, that applies the settle operations queued
+ * The Lua of the counters: one function, `consume`, that applies the settle operations queued
  * for an account and then runs an admission (one round trip per request: the settles ride
- * along with the account's next admission). It mirrors
+ * along with the account's next admission). Loaded as a Redis Functions library (`LIBRARY`,
+ * Redis 7+), so its helpers are defined once and not on every call, or run as the script
+ * `CONSUME` (EVALSHA) where the server has no Functions. Its numbers come in one argument of
+ * packed doubles (`struct.unpack`, no decimal text to parse per call). It mirrors
  * `src/limits/{rolling-window,gcra,hold}.ts` operation for operation (same IEEE doubles, same
  * order of additions), so Redis and the in-memory store give the same figures; `scripts.test.ts` checks that on random sequences.
  *
@@ -24,7 +27,7 @@
 
 /** Numbers across the Lua boundary: `num` reads, `fmt` writes exactly, `reply` answers. */
 const NUMBERS = `
-local INF = math.huge
+local INF = 1 / 0
 local function num(s)
   if s == 'inf' then return INF elseif s == '-inf' then return -INF end
   return tonumber(s)
@@ -44,25 +47,13 @@ local function reply(x)
   if x == math.floor(x) and x < 9e15 and x > -9e15 then return x end
   return fmt(x)
 end
-local function split(s, sep)
-  local out, pos = {}, 1
-  while true do
-    local i = string.find(s, sep, pos, true)
-    if not i then
-      out[#out + 1] = string.sub(s, pos)
-      return out
-    end
-    out[#out + 1] = string.sub(s, pos, i - 1)
-    pos = i + #sep
-  end
-end
 `
 
 /** The call's key cache: each key read once (`get`) and written once at the end (`commit`). */
 const KEY_CACHE = `
 -- Every key's text is read once per call and written once at its end (\`get\` / \`put\` /
 -- \`commit\`): a settle and the admission that carries it may touch the same counter.
-local cache, order, ttl = {}, {}, {}
+local cache, order, ttl
 local function get(key)
   local v = cache[key]
   if v == nil then
@@ -86,7 +77,8 @@ local function commit()
     elseif px == false then
       redis.call('SET', key, v)
     else
-      redis.call('SET', key, v, 'PX', fmt(px))
+      -- An integer: Redis writes it exactly (fpconv), no string.format here.
+      redis.call('SET', key, v, 'PX', px)
     end
   end
 end
@@ -99,16 +91,18 @@ const WINDOW = `
 local function window_live(raw, first)
   local idx, n = {}, {}
   if not raw then return idx, n, false end
-  local p = split(raw, ',')
-  if p[1] ~= 'w' and p[1] ~= 'W' then return idx, n, false end
-  local k = 2
-  while k < #p and tonumber(p[k]) < first do k = k + 2 end
-  while k < #p do
-    idx[#idx + 1] = tonumber(p[k])
-    n[#n + 1] = tonumber(p[k + 1])
-    k = k + 2
+  local l = string.sub(raw, 1, 1)
+  if l ~= 'w' and l ~= 'W' then return idx, n, false end
+  -- One pattern match per bucket, no list of parts built first.
+  local k = 0
+  for i, c in string.gmatch(raw, ',([^,]*),([^,]*)') do
+    local b = tonumber(i)
+    if b >= first then
+      k = k + 1
+      idx[k], n[k] = b, tonumber(c)
+    end
   end
-  return idx, n, p[1] == 'W'
+  return idx, n, l == 'W'
 end
 local function window_add(idx, n, current, cost)
   local last = #idx
@@ -154,12 +148,12 @@ end
 -- moves back, gcraTime in gcra.ts).
 local function gcra_scaled(raw, now, limit, periodMs)
   if not raw then return 0, now end
-  local p = split(raw, ',')
-  if p[1] ~= 'g' then return 0, now end
-  local at = tonumber(p[3])
+  local lv, a = string.match(raw, '^g,([^,]*),(.*)$')
+  if not lv then return 0, now end
+  local at = tonumber(a)
   local t = now
   if at > t then t = at end
-  return math.max(0, round(tonumber(p[2]) * periodMs) - math.max(0, t - at) * limit), t
+  return math.max(0, round(tonumber(lv) * periodMs) - math.max(0, t - at) * limit), t
 end
 local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
   if scaled <= 0 then
@@ -255,21 +249,24 @@ end
 
 /** Settle operations on one counter, never refusing (the first part of CONSUME below). */
 const SETTLE_OP = `
-local function settle_op(key, t, a, b, c, d, now, slack)
+-- t 1: release hold id (a charge, b 1 only when still held, c keepUntil or NaN);
+-- t 2: add to a window (a windowMs, b bucketMs, c cost); t 3: add to a GCRA limit (a limit,
+-- b windowMs, c cost).
+local function settle_op(key, t, id, a, b, c, now, slack)
   local raw = get(key)
-  if t == 'r' then
-    -- c '1': only when the hold is still there (a retried settle must not charge twice).
-    local ifHeld = c == '1'
+  if t == 1 then
+    -- Only when the hold is still there (a retried settle must not charge twice).
+    local ifHeld = b == 1
     local keep = nil
-    if d ~= '' then keep = num(d) end
+    if c == c then keep = c end
     local used, sum, mn, mx, from, _, rebuilt = hold_head(raw)
     if sum and mn > now then
       -- No hold expired and the total known: the hold's text cut out, nothing else read.
       local body = ''
       local at = nil
-      if from then at = string.find(raw, '\\n#' .. a .. '\\n', from, true) end
+      if from then at = string.find(raw, '\\n#' .. id .. '\\n', from, true) end
       if ifHeld and not at then return end
-      used = used + num(b)
+      used = used + a
       if from then
         if at then
           local _, e, amt = string.find(raw, '^\\n#[^\\n]*\\n([^\\n]*)\\n[^\\n]*', at)
@@ -287,24 +284,22 @@ local function settle_op(key, t, a, b, c, d, now, slack)
     local s = hold_live(raw, now)
     local kept = { used = s.used, rebuilt = s.rebuilt, ids = {}, amounts = {}, expires = {}, text = {} }
     for k = 1, #s.ids do
-      if s.ids[k] ~= a then
+      if s.ids[k] ~= id then
         local n = #kept.ids + 1
         kept.ids[n], kept.amounts[n], kept.expires[n], kept.text[n] = s.ids[k], s.amounts[k], s.expires[k], s.text[k]
       end
     end
     if ifHeld and #kept.ids == #s.ids then return end
-    kept.used = kept.used + num(b)
+    kept.used = kept.used + a
     hold_write(key, kept, now, slack, keep)
-  elseif t == 'w' then
-    local windowMs, bucketMs, cost = num(a), num(b), num(c)
-    local current, span = window_geometry(now, windowMs, bucketMs)
+  elseif t == 2 then
+    local current, span = window_geometry(now, a, b)
     local idx, n, rebuilt = window_live(raw, current - span)
-    window_add(idx, n, current, cost)
-    window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
+    window_add(idx, n, current, c)
+    window_write(key, idx, n, now, a, b, span, slack, rebuilt)
   else
-    local limit, windowMs, cost = num(a), num(b), num(c)
-    local scaled, t = gcra_scaled(raw, now, limit, windowMs)
-    gcra_write(key, scaled + cost * windowMs, t, now, limit, windowMs, slack)
+    local scaled, t2 = gcra_scaled(raw, now, a, b)
+    gcra_write(key, scaled + c * b, t2, now, a, b, slack)
   end
 end
 `
@@ -315,16 +310,18 @@ end
  * A counter's marks stay (rebuilt, a hold's keepUntil).
  */
 const REVERT_OP = `
-local function revert_op(key, t, a, b, c, d, now, at, slack)
-  if t == 'H' then
+-- t 5: a hold (id; c its keepUntil or NaN); t 6: a window (a windowMs, b bucketMs, c cost);
+-- t 7: a GCRA limit (a limit, b windowMs, c cost).
+local function revert_op(key, t, id, a, b, c, now, at, slack)
+  if t == 5 then
     -- Only if still held: dropping a hold that is gone changes nothing (no empty counter
-    -- written); d is the hold check's keepUntil, which the counter keeps.
-    settle_op(key, 'r', a, '0', '1', d, now, slack)
+    -- written); c is the hold check's keepUntil, which the counter keeps.
+    settle_op(key, 1, id, 0, 1, c, now, slack)
     return
   end
   local raw = get(key)
-  if t == 'W' then
-    local windowMs, bucketMs, cost = num(a), num(b), num(c)
+  if t == 6 then
+    local windowMs, bucketMs, cost = a, b, c
     local current, span = window_geometry(now, windowMs, bucketMs)
     local idx, n, rebuilt = window_live(raw, current - span)
     local bucket = 0
@@ -344,7 +341,7 @@ local function revert_op(key, t, a, b, c, d, now, at, slack)
   else
     -- Measured at the stored time when it is ahead of now (gcraRemove in limits/revert.ts):
     -- the time never moves back, and what drained up to it is not given back.
-    local limit, windowMs, cost = num(a), num(b), num(c)
+    local limit, windowMs, cost = a, b, c
     local scaled, t2 = gcra_scaled(raw, now, limit, windowMs)
     local back = math.max(0, cost * windowMs - math.max(0, t2 - at) * limit)
     gcra_write(key, math.max(0, scaled - back), t2, now, limit, windowMs, slack)
@@ -354,33 +351,42 @@ end
 
 /**
  * The settle operations queued before the admission, applied in order and never refusing: a
- * cancel (`x`) followed by its revert ops, or one release or add. Defines `nOps`, `markTtl`,
- * `now` and `slack` for the admission after it.
+ * cancel (4) followed by its revert ops, or one release or add. Opens `consume`, defining
+ * `blob`, `pos` (the next record), `si` (the next string argument), `nOps`, `markTtl`, `now`
+ * and `slack` for the admission after it.
  */
 const SETTLE_PHASE = `
-local now = tonumber(ARGV[1])
-local slack = tonumber(ARGV[2])
-local nOpsText, markTtl = string.match(ARGV[3], '^(%d+):?(%d*)$')
-local nOps = tonumber(nOpsText)
+local function consume(KEYS, ARGV)
+cache, order, ttl = {}, {}, {}
+local blob = ARGV[1]
+local now, slack, nOps, markTtl, pos = struct.unpack('<dddd', blob)
+local si = 2
 local i = 1
 while i <= nOps do
-  local b = 4 + (i - 1) * 6
-  local t = ARGV[b]
-  if t == 'x' then
-    local opNow, reverts = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3])
+  local t, opNow, a, b, c
+  t, opNow, a, b, c, pos = struct.unpack('<ddddd', blob, pos)
+  if t == 4 then
+    -- a cancel: a ttlMs, b the count of revert ops that follow
     local m = get(KEYS[i])
-    if m ~= 'x' then
-      put(KEYS[i], 'x', num(ARGV[b + 2]), 0)
-      if m == 'c' then
-        for j = i + 1, i + reverts do
-          local bj = 4 + (j - 1) * 6
-          revert_op(KEYS[j], ARGV[bj], ARGV[bj + 2], ARGV[bj + 3], ARGV[bj + 4], ARGV[bj + 5], opNow, tonumber(ARGV[bj + 1]), slack)
-        end
+    if m ~= 'x' then put(KEYS[i], 'x', a, 0) end
+    for j = i + 1, i + b do
+      local tj, at, aj, bj, cj
+      tj, at, aj, bj, cj, pos = struct.unpack('<ddddd', blob, pos)
+      local id = nil
+      if tj == 5 then
+        id = ARGV[si]
+        si = si + 1
       end
+      if m == 'c' then revert_op(KEYS[j], tj, id, aj, bj, cj, opNow, at, slack) end
     end
-    i = i + 1 + reverts
+    i = i + 1 + b
   else
-    settle_op(KEYS[i], t, ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], tonumber(ARGV[b + 1]), slack)
+    local id = nil
+    if t == 1 then
+      id = ARGV[si]
+      si = si + 1
+    end
+    settle_op(KEYS[i], t, id, a, b, c, opNow, slack)
     i = i + 1
   end
 end
@@ -523,12 +529,11 @@ end
  * applied. Then every key written is committed.
  */
 const ADMIT = `
-local base = 4 + nOps * 6
 local out = { 1 }
 local writes = {}
 local lastCheck = #KEYS
 local markKey = nil
-if markTtl ~= '' then
+if markTtl == markTtl then
   markKey = KEYS[#KEYS]
   lastCheck = lastCheck - 1
   if get(markKey) == 'x' then
@@ -543,27 +548,32 @@ if markTtl ~= '' then
 end
 for i = nOps + 1, lastCheck do
   local key = KEYS[i]
-  local b = base + (i - nOps - 1) * 7
-  local t, limit = ARGV[b], num(ARGV[b + 1])
+  local t, limit, a, b, c, rb, base
+  t, limit, a, b, c, rb, base, pos = struct.unpack('<ddddddd', blob, pos)
+  local id = nil
+  if t == 3 then
+    id = ARGV[si]
+    si = si + 1
+  end
   local raw = get(key)
   local ok, used, remaining, resetMs, retryMs
   -- Rebuild: seed is the base to add when the counter was not rebuilt; ask answers missing.
-  local rb, seed, ask = ARGV[b + 6], nil, false
-  if rb ~= '' and raw then
+  local seed = nil
+  if rb ~= 0 and raw then
     local l = string.sub(raw, 1, 1)
-    if l == 'W' or l == 'H' then rb = '' end
+    if l == 'W' or l == 'H' then rb = 0 end
   end
-  if rb == '?' then ask = true elseif rb ~= '' then seed = num(string.sub(rb, 2)) end
-  if ask then
+  if rb == 2 then seed = base end
+  if rb == 1 then
     ok, used, remaining, resetMs, retryMs = -1, 0, 0, 0, 0
-  elseif t == 'w' then
-    ok, used, remaining, resetMs, retryMs = check_window(key, raw, limit, num(ARGV[b + 2]), num(ARGV[b + 3]), num(ARGV[b + 4]), seed, now, slack, writes)
-  elseif t == 'g' then
-    ok, used, remaining, resetMs, retryMs = check_gcra(key, raw, limit, num(ARGV[b + 2]), num(ARGV[b + 3]), now, slack, writes)
+  elseif t == 1 then
+    ok, used, remaining, resetMs, retryMs = check_window(key, raw, limit, a, b, c, seed, now, slack, writes)
+  elseif t == 2 then
+    ok, used, remaining, resetMs, retryMs = check_gcra(key, raw, limit, a, b, now, slack, writes)
   else
     local keep = nil
-    if ARGV[b + 5] ~= '' then keep = num(ARGV[b + 5]) end
-    ok, used, remaining, resetMs, retryMs = check_hold(key, raw, limit, num(ARGV[b + 2]), num(ARGV[b + 3]), ARGV[b + 4], keep, seed, now, slack, writes)
+    if c == c then keep = c end
+    ok, used, remaining, resetMs, retryMs = check_hold(key, raw, limit, a, b, id, keep, seed, now, slack, writes)
   end
   local n = #out
   if ok == -1 then out[1], out[n + 1] = 0, -1
@@ -575,53 +585,90 @@ for i = nOps + 1, lastCheck do
 end
 if out[1] == 1 then
   for k = 1, #writes do writes[k]() end
-  if markKey then put(markKey, 'c', tonumber(markTtl), 0) end
+  if markKey then put(markKey, 'c', markTtl, 0) end
 end
 commit()
 return out
+end
 `
 
-/**
- * The one counter script: settle operations queued since the account's last call (applied
- * first, never refusing), then an admission that evaluates every check and counts all of them
- * only if all pass. Either part may be empty: a settle sent on its own has no checks.
- *
- * Call: `numkeys, ...opKeys, ...checkKeys, [admissionKey], now, slackMs, nOps[:ttlMs], ...6 args
- * per op, ...7 args per check`.
- */
-export const CONSUME = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] the counter of check i
---            (all of one call share the {accountId} hash tag)
--- ARGV[1]  now: milliseconds since the epoch, from the caller's clock, for the checks (a
---            GCRA state keeps the later of it and its stored time: gcra_scaled)
--- ARGV[2]  slackMs: kept past the moment a counter turns idle (clock skew between instances)
--- ARGV[3]  nOps: how many settle ops come first; 'nOps:ttlMs' when the admission has an
---            identity: then the last KEY is its record, written 'c' for ttlMs when the
---            admission passes; a tombstone 'x' there (a cancel came first) refuses it
--- ARGV[4 + 6(i-1)] .. ARGV[9 + 6(i-1)]  settle op i: type, now (its settle's clock reading),
---            a, b, c, d where
---            type 'r' (release a hold): a holdId, b charge, c '1' only when still held,
---              d keepUntil or ''
---            type 'w' (add to a window): a windowMs, b bucketMs, c cost, d unused
---            type 'g' (add to a GCRA limit): a limit, b windowMs, c cost, d unused
---            type 'x' (cancel an admission; its KEY the admission's record): a ttlMs, b the
---              count of revert ops that follow, c, d unused; each revert op has at (the
---              admission's time) in place of now, and is applied only when the record is
---              'c'; the record becomes the tombstone 'x' unless it already was one
---            type 'H' (revert a hold): a holdId, b, c unused, d keepUntil or ''; 'W' (a
---              window): a windowMs, b bucketMs, c cost; 'G' (a GCRA limit): a limit,
---              b windowMs, c cost (d unused)
--- then, from B = 4 + 6 nOps, ARGV[B + 7(i-1)] .. ARGV[B + 6 + 7(i-1)]  check i: type,
---            limit, a, b, c, d, rebuild where
---            type 'w' (window): a windowMs, b bucketMs, c cost, d unused
---            type 'g' (gcra):   a windowMs, b cost, c unused, d unused
---            type 'h' (hold):   a amount, b ttlMs, c holdId, d keepUntil or ''
---            rebuild (windows and holds, see Rebuild in storage/types): '' none, '?' answer
---            missing unless rebuilt, '=<base>' rebuild with base unless rebuilt
+/** What `consume(KEYS, ARGV)` takes and answers. */
+const CALL = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] the counter of check i,
+--            then the admission's record when it has one (all of one call share the
+--            {accountId} hash tag)
+-- ARGV[1]  every number of the call, little-endian doubles (struct '<d'): read in order
+--   header: now (ms since the epoch, from the caller's clock; a GCRA state keeps the later of
+--            it and its stored time), slackMs (kept past the moment a counter turns idle),
+--            nOps (settle op records first), markTtl (NaN: no record; else the admission's
+--            record is the last KEY, written 'c' for markTtl ms when the admission passes, and
+--            a tombstone 'x' there, a cancel that came first, refuses it)
+--   then per settle op: type, now (its settle's clock reading), a, b, c where
+--            type 1 (release hold): a charge, b 1 only when still held, c keepUntil or NaN
+--            type 2 (add to a window): a windowMs, b bucketMs, c cost
+--            type 3 (add to a GCRA limit): a limit, b windowMs, c cost
+--            type 4 (cancel an admission; its KEY the admission's record): a ttlMs, b the
+--              count of revert ops that follow; each has at (the admission's time) in place
+--              of now, and is applied only when the record is 'c'; the record becomes the
+--              tombstone 'x' unless it already was one
+--            type 5 (revert a hold): c keepUntil or NaN; 6 (a window): a windowMs,
+--              b bucketMs, c cost; 7 (a GCRA limit): a limit, b windowMs, c cost
+--   then per check: type, limit, a, b, c, rebuild, base where
+--            type 1 (window): a windowMs, b bucketMs, c cost
+--            type 2 (gcra):   a windowMs, b cost
+--            type 3 (hold):   a amount, b ttlMs, c keepUntil or NaN
+--            rebuild (windows and holds, see Rebuild in storage/types): 0 none, 1 answer
+--            missing unless rebuilt, 2 rebuild with base unless rebuilt
+-- ARGV[2..]  the hold ids of ops of type 1 and 5 and of checks of type 3, in order (escaped
+--            by the caller: no newline)
 -- Returns { allowed (1 | 0), then per check: allowed (1 | 0 | -1 missing), used, remaining,
 --   resetMs, retryAfterMs }: integers as integer replies (no string to format), other
 --   numbers as '%.17g' strings ('inf' for infinity). A refused admission (missing included)
 --   writes no record.
-${NUMBERS}${KEY_CACHE}${WINDOW}${GCRA}${HOLD}${SETTLE_OP}${REVERT_OP}${CHECK_WINDOW}${CHECK_GCRA}${CHECK_HOLD}${SETTLE_PHASE}${ADMIT}`
+`
+
+/** The helpers and `consume`: defined once per load as a library, once per call as a script. */
+const LIBRARY_BODY = `${NUMBERS}${KEY_CACHE}${WINDOW}${GCRA}${HOLD}${SETTLE_OP}${REVERT_OP}${CHECK_WINDOW}${CHECK_GCRA}${CHECK_HOLD}${SETTLE_PHASE}${ADMIT}`
+
+/** FNV-1a of the text, in hex: the library's version, so two versions can be loaded at once. */
+function version(text: string): string {
+  let h = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return (h >>> 0).toString(16).padStart(8, '0')
+}
+
+const VERSION = version(LIBRARY_BODY)
+
+/**
+ * The name of the counter function in the library: admissions (and settles carried with one)
+ * call it; {@link SETTLE_FUNCTION}, the same code, is called for settles sent on their own,
+ * so a MONITOR tells the two apart.
+ */
+export const CONSUME_FUNCTION = `tollbooth_consume_${VERSION}`
+export const SETTLE_FUNCTION = `tollbooth_settle_${VERSION}`
+
+/**
+ * The counters as a Redis Functions library (Redis 7+: `FUNCTION LOAD`, then `FCALL`): its
+ * helpers are defined once at load, not on every call. Named by a hash of its code, so
+ * instances of two tollbooth versions can share a Redis while one replaces the other.
+ */
+export const LIBRARY = `#!lua name=tollbooth_${VERSION}
+${CALL}${LIBRARY_BODY}
+redis.register_function('${CONSUME_FUNCTION}', consume)
+redis.register_function('${SETTLE_FUNCTION}', consume)
+`
+
+/**
+ * The same counters as one script, for servers without Functions (EVALSHA): settle
+ * operations queued since the account's last call (applied first, never refusing), then an
+ * admission that evaluates every check and counts all of them only if all pass. Either part
+ * may be empty: a settle sent on its own has no checks.
+ */
+export const CONSUME = `${CALL}${LIBRARY_BODY}
+return consume(KEYS, ARGV)
+`
 
 /**
  * A marker set once until it expires (`CounterStore.claim`): the value is its expiry by the

@@ -2,8 +2,10 @@
  * @module tollbooth/redis/store
  *
  * What the Redis stores share: the Lua commands registered on the user's client with
- * `defineCommand` (ioredis then runs them by EVALSHA, loading a script on NOSCRIPT), the key
- * layout under `keyPrefix`, and the encoding of numbers across the Lua boundary.
+ * `defineCommand` (ioredis then runs them by EVALSHA, loading a script on NOSCRIPT; the
+ * counters go by FCALL of a Functions library where the server has Functions, see
+ * counters.ts), the key layout under `keyPrefix`, and the encoding of numbers across the Lua
+ * boundary.
  *
  * Layout (P = keyPrefix):
  * - counters: `P{accountId}:…` (the core's names, hash-tagged by account)
@@ -23,7 +25,7 @@ import { CLAIM, CONSUME } from './scripts.js'
 /** An ioredis client or cluster: the user's, never closed by tollbooth. */
 export type RedisClient = Redis | Cluster
 
-type Arg = string | number
+type Arg = string | number | Buffer
 type Run<T> = (numKeys: number, ...args: Arg[]) => Promise<T>
 type Reply = string | number | null | Reply[]
 

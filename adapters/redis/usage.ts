@@ -7,8 +7,11 @@
  * by time, then id") and overall (prune).
  *
  * Recording also adds each admitted event to its account's totals of its hour and its UTC day
- * (HASHes `agg:<account>:h:<hour>` and `agg:<account>:d:<day>`, fields `r:<category>` and
- * `u:<category>`), in the same script as the event, so a retried batch counts nothing twice.
+ * (HASHes `agg:<account>:h:<hour>` and `agg:<account>:d:<day>`, fields `r:<pair>` and
+ * `u:<pair>`), in the same script as the event, so a retried batch counts nothing twice. A
+ * pair is the usage category alone when the key had no category (as every total recorded
+ * before key categories were kept reads), else `<category> NUL <key category>`: neither
+ * category can hold a NUL, so the split is exact and no stored total needs rewriting.
  * `summarize` reads those totals for the whole days and hours of its range, and the events
  * only of sub-hour edges: a month is at most 31 days and 46 hours of totals, whatever the
  * traffic, so one account's summary never holds Redis's single thread for long. Pruning takes
@@ -20,10 +23,12 @@ import {
   addToSummary,
   countsInSummary,
   decodeLogCursor,
+  emptySummary,
   encodeLogCursor,
   type Page,
   parseOptions,
   splitUsageRange,
+  UNCATEGORIZED,
   USAGE_DAY_MS,
   USAGE_HOUR_MS,
   type UsageEvent,
@@ -31,6 +36,7 @@ import {
   type UsageSummary,
   usageBuckets,
   usageCategory,
+  usageKeyCategory,
 } from '../../src/internal.js'
 import {
   type Ctx,
@@ -45,6 +51,18 @@ import {
 const BATCH = 200
 /** Day and hour totals read per summary script: a month (at most 77) is one script. */
 const SUMMARY_BUCKETS = 1000
+
+/** The name of an event's totals within an hour or day HASH (see the module's header). */
+function pairOf(e: Pick<UsageEvent, 'category' | 'keyCategory'>): string {
+  const k = usageKeyCategory(e)
+  return k === UNCATEGORIZED ? usageCategory(e) : `${usageCategory(e)}\u0000${k}`
+}
+
+/** A pair back as (usage category, key category). */
+function splitPair(pair: string): [string, string] {
+  const i = pair.indexOf('\u0000')
+  return i < 0 ? [pair, UNCATEGORIZED] : [pair.slice(0, i), pair.slice(i + 1)]
+}
 
 /** The usage keys under a prefix. */
 function usageKeys(prefix: string) {
@@ -102,7 +120,7 @@ export async function upgradeUsageTotals(options: {
         hourOf(e.accountId, e.time - (e.time % USAGE_HOUR_MS)),
         dayOf(e.accountId, e.time - (e.time % USAGE_DAY_MS)),
       )
-      argv.push(e.id, json, usageCategory(e), String(e.units))
+      argv.push(e.id, json, pairOf(e), String(e.units))
     }
     if (argv.length > 0)
       upgraded += await ctx.client.tollboothUsageUpgrade(keys.length, ...keys, ...argv)
@@ -132,21 +150,21 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
             e.id,
             String(e.time),
             JSON.stringify(e),
-            usageCategory(e),
+            pairOf(e),
             counted ? String(e.units) : '',
           )
         }
         await client.tollboothUsageRecord(keys.length, ...keys, ...argv)
       }
     },
-    async summarize(accountId, from, to): Promise<UsageSummary> {
+    async summarize(accountId, from, to, filter): Promise<UsageSummary> {
       const parts = splitUsageRange(from, to)
       const whole = parts.hours ? usageBuckets(...parts.hours) : { days: [], hours: [] }
       const buckets = [
         ...whole.days.map((t) => dayOf(accountId, t)),
         ...whole.hours.map((t) => hourOf(accountId, t)),
       ]
-      const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+      const out = emptySummary()
       // A month is one call; a range of years is a few, each script short (and each call's
       // arguments well under what a function call takes).
       let edges = parts.edges.flatMap(([a, b]) => [String(a), String(b)])
@@ -155,7 +173,7 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
         const r = await client.tollboothUsageSummary(keys.length, ...keys, ...edges)
         edges = []
         for (let j = 2; j + 2 < r.length; j += 3)
-          addToSummary(out, r[j]!, dec(r[j + 1]!), dec(r[j + 2]!))
+          addToSummary(out, ...splitPair(r[j]!), dec(r[j + 1]!), dec(r[j + 2]!), filter)
       }
       return out
     },
@@ -178,6 +196,7 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
           // Events recorded before these fields existed (see upgradeRedisUsageTotals).
           e.ttfbMs ??= null
           e.code ??= null
+          e.keyCategory ??= null
           return e
         })
       const last = data[data.length - 1]
@@ -200,7 +219,7 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
           }
           const e = JSON.parse(json) as UsageEvent
           keys.push(...keysOf(e))
-          argv.push(e.id, usageCategory(e), countsInSummary(e) ? String(e.units) : '')
+          argv.push(e.id, pairOf(e), countsInSummary(e) ? String(e.units) : '')
         })
         const n = await client.tollboothUsagePrune(keys.length, ...keys, ...argv)
         // Ids whose event was already gone: drop them from `all` so the loop ends.

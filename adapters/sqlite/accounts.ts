@@ -6,41 +6,18 @@
  * rollover's compare-and-set is a `WHERE period_start = ?` on the same `UPDATE` as the patch.
  */
 
-import type {
-  AccountPatch,
-  AccountRecord,
-  AccountStore,
-  ProviderKeyRecord,
-  SecretStore,
+import {
+  ACCOUNT_COLUMNS,
+  type AccountPatch,
+  type AccountRow,
+  type AccountStore,
+  SECRET_COLUMNS,
+  type SecretRow,
+  type SecretStore,
+  accountFromRow as toAccount,
+  secretFromRow as toSecret,
 } from '../../src/internal.js'
 import { type Db, json } from './db.js'
-
-interface AccountRow {
-  id: string
-  tier: string | null
-  balance: number
-  carryover: number
-  period_start: number
-  tier_expires_at: number | null
-  billing_customer_id: string | null
-  metadata: string
-}
-
-const ACCOUNT_COLUMNS =
-  'id, tier, balance, carryover, period_start, tier_expires_at, billing_customer_id, metadata'
-
-function toAccount(r: AccountRow): AccountRecord {
-  return {
-    id: r.id,
-    tier: r.tier,
-    balance: r.balance,
-    carryover: r.carryover,
-    periodStart: r.period_start,
-    tierExpiresAt: r.tier_expires_at,
-    billingCustomerId: r.billing_customer_id,
-    metadata: JSON.parse(r.metadata),
-  }
-}
 
 const ACCOUNT_PATCH: Record<keyof AccountPatch, string> = {
   tier: 'tier',
@@ -111,28 +88,6 @@ export function sqliteAccounts(d: Db): AccountStore {
         ),
       )
     },
-  }
-}
-
-interface SecretRow {
-  account_id: string
-  provider: string
-  sealed: string
-  last4: string
-  created_at: number
-  verified_at: number | null
-}
-
-const SECRET_COLUMNS = 'account_id, provider, sealed, last4, created_at, verified_at'
-
-function toSecret(r: SecretRow): ProviderKeyRecord {
-  return {
-    accountId: r.account_id,
-    provider: r.provider,
-    sealed: r.sealed,
-    last4: r.last4,
-    createdAt: r.created_at,
-    verifiedAt: r.verified_at,
   }
 }
 

@@ -15,7 +15,8 @@
  */
 
 import { createRequire } from 'node:module'
-import { ConfigError, StorageUnavailableError } from '../../src/internal.js'
+import { z } from 'zod'
+import { ConfigError, integer, optionError, StorageUnavailableError } from '../../src/internal.js'
 
 /** One prepared statement of the driver (`better-sqlite3`'s `Statement`, or `libsql`'s). */
 export interface SqliteStatement {
@@ -46,64 +47,56 @@ function requireDriver(name: string): Driver {
   return typeof mod === 'function' ? mod : mod.default
 }
 
-export interface OpenOptions {
-  database?: SqliteDatabase
-  path?: string
-  busyTimeoutMs?: number
-  synchronous?: 'normal' | 'full'
+/**
+ * The options every entry point shares (`sqliteStorage`, `migrate`), checked with
+ * `parseOptions` by each entry's own strict schema.
+ */
+export const openShape = {
+  database: z
+    .custom<SqliteDatabase>(
+      (v) =>
+        typeof (v as Partial<SqliteDatabase> | null)?.prepare === 'function' &&
+        typeof (v as Partial<SqliteDatabase> | null)?.exec === 'function',
+      'must be a better-sqlite3 or libsql Database (new Database(path))',
+    )
+    .optional(),
+  path: z.string({ error: 'must be a file path' }).min(1, 'must be a file path').optional(),
+  busyTimeoutMs: integer(0).default(1500),
+  synchronous: z
+    .enum(['normal', 'full'], { error: "must be 'normal' or 'full'" })
+    .default('normal'),
 }
+
+export type OpenOptions = z.output<z.ZodObject<typeof openShape>>
 
 /** The `synchronous` pragma's values, by option. */
 const SYNCHRONOUS = { normal: 'NORMAL', full: 'FULL' } as const
 
 /**
- * Checks the options shared by `sqliteStorage` and `migrate`, and opens the file when given a
- * path (with `better-sqlite3`, else `libsql`, whichever is installed).
+ * Opens the file when given a path (with `better-sqlite3`, else `libsql`, whichever is
+ * installed), or takes the handle given, and sets the connection's pragmas.
  *
- * @throws {ConfigError} naming `options.database`, `options.path`, `options.busyTimeoutMs` or
- *   `options.synchronous`; for a path that cannot be opened, or a file that is not a database
+ * @param o the shared options, already parsed by the entry's schema ({@link openShape})
+ * @throws {ConfigError} naming `options.database` or `options.path`: neither or both given, a
+ *   path that cannot be opened, a file that is not a database
  */
-export function open(
-  fn: string,
-  options: OpenOptions | undefined,
-): { db: SqliteDatabase; owned: boolean; busyTimeoutMs: number } {
-  const o = options ?? {}
-  const busyTimeoutMs = o.busyTimeoutMs ?? 1500
-  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
-    throw new ConfigError(
-      `${fn}: options.busyTimeoutMs must be an integer >= 0 (milliseconds), got ${String(busyTimeoutMs)}`,
-    )
-  }
-  const sync = o.synchronous ?? 'normal'
-  if (!Object.hasOwn(SYNCHRONOUS, sync)) {
-    throw new ConfigError(
-      `${fn}: options.synchronous must be 'normal' or 'full', got ${JSON.stringify(sync)}`,
-    )
-  }
+export function open(fn: string, o: OpenOptions): { db: SqliteDatabase; owned: boolean } {
   if ((o.database === undefined) === (o.path === undefined)) {
-    throw new ConfigError(
-      `${fn}: give exactly one of options.database (a better-sqlite3 or libsql Database) and options.path (a file)`,
+    throw optionError(
+      fn,
+      'options',
+      'must give exactly one of options.database (a better-sqlite3 or libsql Database) and options.path (a file)',
     )
   }
   let db: SqliteDatabase
   let owned = false
   let option = 'options.database'
-  if (o.database !== undefined) {
-    const d = o.database as Partial<SqliteDatabase> | null
-    if (!d || typeof d.prepare !== 'function' || typeof d.exec !== 'function') {
-      throw new ConfigError(
-        `${fn}: options.database must be a better-sqlite3 or libsql Database (new Database(path)), got ${d === null ? 'null' : typeof d}`,
-      )
-    }
-    db = d as SqliteDatabase
-  } else {
+  if (o.database !== undefined) db = o.database
+  else {
     option = 'options.path'
-    if (typeof o.path !== 'string' || o.path === '') {
-      throw new ConfigError(`${fn}: options.path must be a file path, got ${typeof o.path}`)
-    }
     const Database = loadDriver(fn)
     try {
-      db = new Database(o.path, { timeout: busyTimeoutMs })
+      db = new Database(o.path!, { timeout: o.busyTimeoutMs })
     } catch (err) {
       throw new ConfigError(
         `${fn}: options.path ${JSON.stringify(o.path)} cannot be opened: ${message(err)}`,
@@ -113,12 +106,12 @@ export function open(
     owned = true
   }
   try {
-    configure(db, busyTimeoutMs, SYNCHRONOUS[sync])
+    configure(db, o.busyTimeoutMs, SYNCHRONOUS[o.synchronous])
   } catch (err) {
     if (owned) db.close()
     throw refused(fn, option, err, o.path)
   }
-  return { db, owned, busyTimeoutMs }
+  return { db, owned }
 }
 
 function loadDriver(fn: string): Driver {

@@ -21,19 +21,20 @@
  *   or a count. `synchronous: 'full'` also keeps the last commits through a power loss.
  */
 
-import { type ChangeFeed, ConfigError, markInProcess, type Storage } from '../../src/internal.js'
+import { z } from 'zod'
+import {
+  type ChangeFeed,
+  ConfigError,
+  fnOption,
+  integer,
+  markInProcess,
+  parseOptions,
+  type Storage,
+} from '../../src/internal.js'
 import { sqliteAccounts, sqliteSecrets } from './accounts.js'
 import { sqliteChanges } from './changes.js'
 import { sqliteCounters } from './counters.js'
-import {
-  codeOf,
-  createDb,
-  type Db,
-  type OpenOptions,
-  open,
-  refused,
-  type SqliteDatabase,
-} from './db.js'
+import { codeOf, createDb, type Db, open, openShape, refused, type SqliteDatabase } from './db.js'
 import { sqliteIpBlocks } from './ip-blocks.js'
 import { sqliteKeys } from './keys.js'
 import { applyMigrations } from './migrate.js'
@@ -79,6 +80,16 @@ export interface SqliteStorageOptions {
   onError?: (err: unknown) => void
 }
 
+const optionsSchema = z
+  .object({
+    ...openShape,
+    migrate: z.boolean().default(true),
+    changePollMs: integer(1).default(250),
+    pruneEvery: integer(0).default(10_000),
+    onError: fnOption<(err: unknown) => void>().optional(),
+  })
+  .strict()
+
 /** {@link Storage} with a change feed and the SQLite-specific calls. */
 export interface SqliteStorage extends Storage {
   changes: ChangeFeed
@@ -112,31 +123,13 @@ export interface SqliteStorage extends Storage {
  */
 export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
   const fn = 'sqliteStorage'
-  const o = options ?? ({} as SqliteStorageOptions)
-  const pollMs = o.changePollMs ?? 250
-  if (!Number.isSafeInteger(pollMs) || pollMs < 1) {
-    throw new ConfigError(
-      `${fn}: options.changePollMs must be a positive integer (milliseconds), got ${String(pollMs)}`,
-    )
-  }
-  const pruneEvery = o.pruneEvery ?? 10_000
-  if (!Number.isSafeInteger(pruneEvery) || pruneEvery < 0) {
-    throw new ConfigError(
-      `${fn}: options.pruneEvery must be an integer >= 0 (admissions), got ${String(pruneEvery)}`,
-    )
-  }
-  const runMigrations = o.migrate ?? true
-  if (typeof runMigrations !== 'boolean') {
-    throw new ConfigError(`${fn}: options.migrate must be a boolean, got ${typeof runMigrations}`)
-  }
-  if (o.onError !== undefined && typeof o.onError !== 'function') {
-    throw new ConfigError(`${fn}: options.onError must be a function`)
-  }
+  const o = parseOptions(fn, optionsSchema, options)
+  const runMigrations = o.migrate
   const onError =
     o.onError ??
     ((err: unknown) =>
       console.error('[tollbooth/sqlite]', err instanceof Error ? err.message : err))
-  const { db, owned } = open(fn, o as OpenOptions)
+  const { db, owned } = open(fn, o)
   const option = o.database ? 'options.database' : 'options.path'
   const d = createDb(db)
   try {
@@ -146,8 +139,8 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
     if (owned) db.close()
     throw err
   }
-  const counters = sqliteCounters(d, pruneEvery)
-  const changes = sqliteChanges(d, pollMs, onError)
+  const counters = sqliteCounters(d, o.pruneEvery)
+  const changes = sqliteChanges(d, o.changePollMs, onError)
   // Synchronous calls on a local file: the core skips its timeout timer (a timer could not
   // fire during a synchronous call anyway); a lock held too long fails after busyTimeoutMs.
   const keys = markInProcess(sqliteKeys(d))

@@ -6,49 +6,15 @@
  * previous page); rotation inserts the new key and patches the old one in one transaction.
  */
 
-import type { KeyPatch, KeyRecord, KeyStore } from '../../src/internal.js'
+import {
+  KEY_COLUMNS as COLUMNS,
+  type KeyPatch,
+  type KeyRecord,
+  type KeyRow,
+  type KeyStore,
+  keyFromRow as toRecord,
+} from '../../src/internal.js'
 import { bit, type Db, json } from './db.js'
-
-interface KeyRow {
-  id: string
-  hash: string
-  start: string
-  name: string
-  account_id: string
-  kind: KeyRecord['kind']
-  category: string | null
-  scopes: string
-  metadata: string
-  active: number
-  created_at: number
-  expires_at: number | null
-  last_used_at: number | null
-  revoked_at: number | null
-  limits: string
-}
-
-const COLUMNS =
-  'id, hash, start, name, account_id, kind, category, scopes, metadata, active, created_at, expires_at, last_used_at, revoked_at, limits'
-
-function toRecord(r: KeyRow): KeyRecord {
-  return {
-    id: r.id,
-    hash: r.hash,
-    start: r.start,
-    name: r.name,
-    accountId: r.account_id,
-    kind: r.kind,
-    category: r.category,
-    scopes: JSON.parse(r.scopes),
-    metadata: JSON.parse(r.metadata),
-    active: r.active === 1,
-    createdAt: r.created_at,
-    expiresAt: r.expires_at,
-    lastUsedAt: r.last_used_at,
-    revokedAt: r.revoked_at,
-    limits: JSON.parse(r.limits),
-  }
-}
 
 /** The patchable fields, their columns and how a value is stored. */
 const PATCH: Record<keyof KeyPatch, [column: string, encode?: (v: never) => unknown]> = {

@@ -8,8 +8,9 @@
  * know) is refused.
  */
 
-import { ConfigError } from '../../src/internal.js'
-import { createDb, type Db, type OpenOptions, open, refused, type SqliteDatabase } from './db.js'
+import { z } from 'zod'
+import { ConfigError, parseOptions } from '../../src/internal.js'
+import { createDb, type Db, open, openShape, refused, type SqliteDatabase } from './db.js'
 import { MIGRATIONS } from './migrations.js'
 
 export interface MigrateOptions {
@@ -20,6 +21,8 @@ export interface MigrateOptions {
   /** How long to wait for another process's write lock. Default 1,500 ms. */
   busyTimeoutMs?: number
 }
+
+const migrateSchema = z.object(openShape).strict()
 
 export interface MigrateResult {
   /** Names of the migrations this call applied (empty when the file was up to date). */
@@ -78,7 +81,7 @@ export function applyMigrations(fn: string, option: string, d: Db, path?: string
  * ```
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
-  const { db, owned } = open('migrate', options as OpenOptions)
+  const { db, owned } = open('migrate', parseOptions('migrate', migrateSchema, options))
   try {
     const option = options.database ? 'options.database' : 'options.path'
     return { applied: applyMigrations('migrate', option, createDb(db), options.path) }

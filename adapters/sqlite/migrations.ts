@@ -120,5 +120,35 @@ CREATE TABLE changes (
 );
 `
 
+/**
+ * The SQL of migration 2: usage by the category of the key that made each request.
+ * - `usage_events` gains `key_category`, the key's category when the request was made (null
+ *   when it had none, and for every event recorded before this step).
+ * - `usage_totals` is keyed by (account, hour, usage category, key category). SQLite cannot
+ *   change a primary key, so the table is rebuilt; existing totals become the pair (their
+ *   category, `uncategorized`), as their events count.
+ */
+export const USAGE_KEY_CATEGORY_SQL = `
+ALTER TABLE usage_events ADD COLUMN key_category TEXT;
+
+CREATE TABLE usage_totals_next (
+  account_id    TEXT NOT NULL,
+  hour          INTEGER NOT NULL,
+  category      TEXT NOT NULL,
+  key_category  TEXT NOT NULL,
+  requests      INTEGER NOT NULL,
+  units         REAL NOT NULL,
+  PRIMARY KEY (account_id, hour, category, key_category)
+) WITHOUT ROWID;
+INSERT INTO usage_totals_next (account_id, hour, category, key_category, requests, units)
+SELECT account_id, hour, category, 'uncategorized', requests, units FROM usage_totals;
+DROP TABLE usage_totals;
+ALTER TABLE usage_totals_next RENAME TO usage_totals;
+CREATE INDEX usage_totals_hour_idx ON usage_totals (hour);
+`
+
 /** Every migration, in order. */
-export const MIGRATIONS: ReadonlyArray<Migration> = [{ id: 1, name: '0001-init', sql: INIT_SQL }]
+export const MIGRATIONS: ReadonlyArray<Migration> = [
+  { id: 1, name: '0001-init', sql: INIT_SQL },
+  { id: 2, name: '0002-usage-key-category', sql: USAGE_KEY_CATEGORY_SQL },
+]

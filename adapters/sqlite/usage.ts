@@ -3,7 +3,8 @@
  *
  * Usage events in `usage_events`: the meter and the request log. A batch is one transaction,
  * each event inserted unless its id is there already (idempotent); an admitted event that was
- * inserted adds to `usage_totals` (account, UTC hour, category) in the same transaction, so a
+ * inserted adds to `usage_totals` (account, UTC hour, usage category, key category) in the same
+ * transaction, so a
  * summary reads those totals for the whole hours of a range and the events only for its
  * sub-hour edges. Pruning deletes events and takes them out of their totals in one transaction.
  */
@@ -11,6 +12,7 @@
 import {
   addToSummary,
   decodeLogCursor,
+  emptySummary,
   encodeLogCursor,
   splitUsageRange,
   USAGE_HOUR_MS,
@@ -30,6 +32,7 @@ interface EventRow {
   overage: number
   tokens: number
   category: string | null
+  key_category: string | null
   status: number
   duration_ms: number
   ttfb_ms: number | null
@@ -52,6 +55,7 @@ const FIELDS: ReadonlyArray<[string, (e: UsageEvent) => unknown]> = [
   ['overage', (e) => e.overage],
   ['tokens', (e) => e.tokens],
   ['category', (e) => e.category],
+  ['key_category', (e) => e.keyCategory ?? null],
   ['status', (e) => e.status],
   ['duration_ms', (e) => e.durationMs],
   ['ttfb_ms', (e) => e.ttfbMs ?? null],
@@ -76,6 +80,7 @@ function toEvent(r: EventRow): UsageEvent {
     overage: r.overage,
     tokens: r.tokens,
     category: r.category,
+    keyCategory: r.key_category,
     status: r.status,
     durationMs: r.duration_ms,
     ttfbMs: r.ttfb_ms,
@@ -93,9 +98,10 @@ const hourOf = (t: number) => t - (((t % USAGE_HOUR_MS) + USAGE_HOUR_MS) % USAGE
 export function sqliteUsage(d: Db): UsageStore {
   const insertSql = `INSERT INTO usage_events (${COLUMNS}) VALUES (${FIELDS.map(() => '?').join(', ')})
     ON CONFLICT (id) DO NOTHING`
-  const totalSql = `INSERT INTO usage_totals (account_id, hour, category, requests, units)
-    VALUES (@account, @hour, @category, @requests, @units)
-    ON CONFLICT (account_id, hour, category) DO UPDATE
+  const totalSql = `INSERT INTO usage_totals
+      (account_id, hour, category, key_category, requests, units)
+    VALUES (@account, @hour, @category, @keyCategory, @requests, @units)
+    ON CONFLICT (account_id, hour, category, key_category) DO UPDATE
     SET requests = requests + excluded.requests, units = units + excluded.units`
   return {
     async record(events) {
@@ -110,28 +116,31 @@ export function sqliteUsage(d: Db): UsageStore {
             account: e.accountId,
             hour: hourOf(e.time),
             category: e.category ?? 'uncategorized',
+            keyCategory: e.keyCategory ?? 'uncategorized',
             requests: 1,
             units: e.units,
           })
         }
       })
     },
-    async summarize(accountId, from, to): Promise<UsageSummary> {
+    async summarize(accountId, from, to, filter): Promise<UsageSummary> {
       const { hours, edges } = splitUsageRange(from, to)
       const [e1, e2] = [edges[0] ?? [0, 0], edges[1] ?? [0, 0]]
       const rows = d.run(
         () =>
           d
             .stmt(
-              `SELECT category, sum(requests) AS requests, sum(units) AS units FROM (
-                 SELECT category, requests, units FROM usage_totals
+              `SELECT category, key_category, sum(requests) AS requests, sum(units) AS units
+               FROM (
+                 SELECT category, key_category, requests, units FROM usage_totals
                  WHERE account_id = @account AND hour >= @h1 AND hour < @h2
                  UNION ALL
-                 SELECT coalesce(category, 'uncategorized'), 1, units FROM usage_events
+                 SELECT coalesce(category, 'uncategorized'),
+                        coalesce(key_category, 'uncategorized'), 1, units FROM usage_events
                  WHERE account_id = @account AND code IS NULL
                    AND ((occurred_at >= @a1 AND occurred_at < @a2)
                      OR (occurred_at >= @b1 AND occurred_at < @b2))
-               ) GROUP BY category`,
+               ) GROUP BY category, key_category`,
             )
             .all({
               account: accountId,
@@ -141,10 +150,17 @@ export function sqliteUsage(d: Db): UsageStore {
               a2: e1[1],
               b1: e2[0],
               b2: e2[1],
-            }) as Array<{ category: string; requests: number; units: number }>,
+            }) as Array<{
+            category: string
+            key_category: string
+            requests: number
+            units: number
+          }>,
       )
-      const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
-      for (const r of rows) if (r.requests > 0) addToSummary(out, r.category, r.requests, r.units)
+      const out = emptySummary()
+      for (const r of rows)
+        if (r.requests > 0)
+          addToSummary(out, r.category, r.key_category, r.requests, r.units, filter)
       return out
     },
     async logs(keyId, { limit, cursor }) {
@@ -171,11 +187,13 @@ export function sqliteUsage(d: Db): UsageStore {
           `UPDATE usage_totals AS x SET requests = x.requests - g.requests, units = x.units - g.units
            FROM (
              SELECT account_id, occurred_at - (occurred_at % ${USAGE_HOUR_MS}) AS hour,
-                    coalesce(category, 'uncategorized') AS category, count(*) AS requests,
-                    sum(units) AS units
-             FROM usage_events WHERE occurred_at < ? AND code IS NULL GROUP BY 1, 2, 3
+                    coalesce(category, 'uncategorized') AS category,
+                    coalesce(key_category, 'uncategorized') AS key_category,
+                    count(*) AS requests, sum(units) AS units
+             FROM usage_events WHERE occurred_at < ? AND code IS NULL GROUP BY 1, 2, 3, 4
            ) AS g
-           WHERE x.account_id = g.account_id AND x.hour = g.hour AND x.category = g.category`,
+           WHERE x.account_id = g.account_id AND x.hour = g.hour AND x.category = g.category
+             AND x.key_category = g.key_category`,
         ).run(before)
         const n = Number(
           d.stmt('DELETE FROM usage_events WHERE occurred_at < ?').run(before).changes,

@@ -111,6 +111,7 @@ export function makeEvent(over: Partial<UsageEvent> = {}): UsageEvent {
     overage: 0,
     tokens: 0,
     category: 'tts',
+    keyCategory: null,
     status: 200,
     durationMs: 12,
     ttfbMs: null,

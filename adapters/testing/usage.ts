@@ -1,14 +1,15 @@
 /**
  * @module tollbooth/testing/usage
  *
- * Conformance tests of `UsageStore`: idempotent recording, period totals by category (admitted
- * requests only, exact after thousands of events over hours and days, with ranges on and off
- * hour boundaries), the request log's fields (time to first byte, a refused request's code),
- * logs newest first with a cursor, and pruning that keeps the totals exact.
+ * Conformance tests of `UsageStore`: idempotent recording, period totals by usage category and
+ * by key category, filtered by either (admitted requests only, exact after thousands of events
+ * over hours and days, with ranges on and off hour boundaries), the request log's fields (time
+ * to first byte, a refused request's code, the key's category), logs newest first with a
+ * cursor, and pruning that keeps the totals exact.
  */
 
 import { describe, expect, it } from 'vitest'
-import type { UsageEvent, UsageSummary } from '../../src/internal.js'
+import type { UsageEvent, UsageFilter, UsageSummary } from '../../src/internal.js'
 import { type GetStorage, keyId, makeEvent, newAccountId } from './fixtures.js'
 
 const HOUR = 3_600_000
@@ -17,20 +18,44 @@ const DAY = 24 * HOUR
 const ANCIENT = 10 * DAY
 
 /** The summary of `[from, to)` added up from the events themselves. */
-function expected(events: UsageEvent[], accountId: string, from: number, to: number) {
-  const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+function expected(
+  events: UsageEvent[],
+  accountId: string,
+  from: number,
+  to: number,
+  filter: UsageFilter = {},
+) {
+  const out: UsageSummary = { requests: 0, units: 0, byCategory: {}, byKeyCategory: {} }
   for (const e of events) {
     if (e.accountId !== accountId || e.time < from || e.time >= to || e.code !== null) continue
     const cat = e.category ?? 'uncategorized'
+    const keyCat = e.keyCategory ?? 'uncategorized'
+    if (filter.category !== undefined && filter.category !== cat) continue
+    if (filter.keyCategory !== undefined && filter.keyCategory !== keyCat) continue
     out.requests++
     out.units += e.units
-    const c = out.byCategory[cat] ?? { requests: 0, units: 0 }
-    out.byCategory[cat] = c
-    c.requests++
-    c.units += e.units
+    for (const [by, name] of [
+      [out.byCategory, cat],
+      [out.byKeyCategory, keyCat],
+    ] as const) {
+      // Own properties only: `__proto__` and `constructor` are categories like any other.
+      if (!Object.hasOwn(by, name))
+        Object.defineProperty(by, name, {
+          value: { requests: 0, units: 0 },
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        })
+      const c = by[name]!
+      c.requests++
+      c.units += e.units
+    }
   }
   return out
 }
+
+/** No requests: what an account without usage in a range summarizes to. */
+const NONE: UsageSummary = { requests: 0, units: 0, byCategory: {}, byKeyCategory: {} }
 
 /** A deterministic pseudo-random sequence (the figures are the same on every run). */
 function random(seed: number): () => number {
@@ -49,7 +74,12 @@ export function usageStoreTests(get: GetStorage): void {
       await get().usage.record([e, e])
       await get().usage.record([{ ...e, units: 100 }])
       const s = await get().usage.summarize(accountId, e.time, e.time + 1)
-      expect(s).toEqual({ requests: 1, units: 3, byCategory: { tts: { requests: 1, units: 3 } } })
+      expect(s).toEqual({
+        requests: 1,
+        units: 3,
+        byCategory: { tts: { requests: 1, units: 3 } },
+        byKeyCategory: { uncategorized: { requests: 1, units: 3 } },
+      })
       const logs = await get().usage.logs(e.keyId, { limit: 10 })
       expect(logs.data).toEqual([e])
       await get().usage.record([])
@@ -76,12 +106,79 @@ export function usageStoreTests(get: GetStorage): void {
           stt: { requests: 1, units: 4 },
           uncategorized: { requests: 1, units: 1 },
         },
+        byKeyCategory: { uncategorized: { requests: 4, units: 7.5 } },
       })
-      expect(await get().usage.summarize(newAccountId(), from, to)).toEqual({
-        requests: 0,
-        units: 0,
-        byCategory: {},
-      })
+      expect(await get().usage.summarize(newAccountId(), from, to)).toEqual(NONE)
+    })
+
+    it('records the key category and summarizes and filters by it', async () => {
+      const accountId = newAccountId()
+      const key = keyId(12)
+      // One hour on its boundaries (read from totals) and a sub-hour range (read from events).
+      const hour = 1_767_225_600_000 + 9 * HOUR
+      const at = (ms: number, over: Partial<UsageEvent>) =>
+        makeEvent({ accountId, keyId: key, time: hour + ms, ...over })
+      const events = [
+        at(10, { units: 2, category: 'tts', keyCategory: 'production' }),
+        at(20, { units: 3, category: 'stt', keyCategory: 'production' }),
+        at(30, { units: 0.5, category: 'tts', keyCategory: 'staging' }),
+        at(40, { units: 1, category: null, keyCategory: 'partner-acme' }),
+        at(50, { units: 4, category: 'tts', keyCategory: null }),
+        // Names that are not plain identifiers, and a key category equal to a usage category.
+        at(60, { units: 1, category: '__proto__', keyCategory: 'constructor' }),
+        at(70, { units: 1, category: 'tts', keyCategory: 'tts' }),
+        // A refused request: logged with its key category, never counted.
+        at(80, { units: 0, keyCategory: 'production', status: 429, code: 'rate_limited' }),
+      ]
+      await get().usage.record(events)
+      const logged = await get().usage.logs(key, { limit: 20 })
+      expect(logged.data.map((e) => e.keyCategory)).toEqual([
+        'production',
+        'tts',
+        'constructor',
+        null,
+        'partner-acme',
+        'staging',
+        'production',
+        'production',
+      ])
+      for (const [from, to] of [
+        [hour, hour + HOUR],
+        [hour + 5, hour + 75],
+      ] as const) {
+        const all = await get().usage.summarize(accountId, from, to)
+        expect(all).toEqual(expected(events, accountId, from, to))
+        expect(all.byKeyCategory).toEqual({
+          production: { requests: 2, units: 5 },
+          staging: { requests: 1, units: 0.5 },
+          'partner-acme': { requests: 1, units: 1 },
+          uncategorized: { requests: 1, units: 4 },
+          constructor: { requests: 1, units: 1 },
+          tts: { requests: 1, units: 1 },
+        })
+        expect(Object.getPrototypeOf(all.byKeyCategory)).toBe(Object.prototype)
+        expect(
+          await get().usage.summarize(accountId, from, to, { keyCategory: 'production' }),
+        ).toEqual({
+          requests: 2,
+          units: 5,
+          byCategory: { tts: { requests: 1, units: 2 }, stt: { requests: 1, units: 3 } },
+          byKeyCategory: { production: { requests: 2, units: 5 } },
+        })
+        for (const filter of [
+          { keyCategory: 'uncategorized' },
+          { category: 'tts' },
+          { category: 'tts', keyCategory: 'staging' },
+          { category: 'stt', keyCategory: 'staging' },
+          { keyCategory: 'constructor' },
+        ])
+          expect(await get().usage.summarize(accountId, from, to, filter)).toEqual(
+            expected(events, accountId, from, to, filter),
+          )
+        expect(await get().usage.summarize(accountId, from, to, { keyCategory: 'none' })).toEqual(
+          NONE,
+        )
+      }
     })
 
     it('logs time to first byte and a refused request, which summaries do not count', async () => {
@@ -101,7 +198,12 @@ export function usageStoreTests(get: GetStorage): void {
       })
       await get().usage.record([served, refused])
       expect((await get().usage.logs(key, { limit: 10 })).data).toEqual([refused, served])
-      const one = { requests: 1, units: 1, byCategory: { tts: { requests: 1, units: 1 } } }
+      const one = {
+        requests: 1,
+        units: 1,
+        byCategory: { tts: { requests: 1, units: 1 } },
+        byKeyCategory: { uncategorized: { requests: 1, units: 1 } },
+      }
       // On hour boundaries (totals) and off them (the events).
       expect(await get().usage.summarize(accountId, time - 5 * HOUR, time + DAY)).toEqual(one)
       expect(await get().usage.summarize(accountId, time, time + 2)).toEqual(one)
@@ -113,6 +215,7 @@ export function usageStoreTests(get: GetStorage): void {
       const start = Date.UTC(2026, 0, 31, 0)
       const rnd = random(7)
       const cats = ['tts', 'stt', null, 'voice clone']
+      const keyCats = ['production', 'staging', null, 'partner: acme']
       const events: UsageEvent[] = []
       for (let i = 0; i < 3000; i++) {
         const refused = rnd() < 0.1
@@ -123,6 +226,7 @@ export function usageStoreTests(get: GetStorage): void {
             time: start + Math.floor(rnd() * 3 * DAY),
             units: refused ? 0 : Math.floor(rnd() * 40) / 4,
             category: cats[Math.floor(rnd() * cats.length)]!,
+            keyCategory: keyCats[Math.floor(rnd() * keyCats.length)]!,
             status: refused ? 429 : 200,
             code: refused ? 'rate_limited' : null,
           }),
@@ -146,6 +250,19 @@ export function usageStoreTests(get: GetStorage): void {
       for (const [from, to] of ranges)
         for (const id of [accountId, other])
           expect(await get().usage.summarize(id, from, to)).toEqual(expected(events, id, from, to))
+      // Filtered by key category, by usage category, and by both.
+      const filters: UsageFilter[] = [
+        { keyCategory: 'production' },
+        { keyCategory: 'uncategorized' },
+        { keyCategory: 'partner: acme', category: 'voice clone' },
+        { category: 'uncategorized' },
+        { keyCategory: 'nobody' },
+      ]
+      for (const filter of filters)
+        for (const [from, to] of ranges.slice(2, 6))
+          expect(await get().usage.summarize(accountId, from, to, filter)).toEqual(
+            expected(events, accountId, from, to, filter),
+          )
     })
 
     it('pages a key log newest first by time then id, with a cursor', async () => {
@@ -208,6 +325,7 @@ export function usageStoreTests(get: GetStorage): void {
           time: t0 + Math.floor(rnd() * 4 * HOUR),
           units: Math.floor(rnd() * 8) / 2,
           category: rnd() < 0.5 ? 'tts' : 'stt',
+          keyCategory: rnd() < 0.5 ? 'production' : null,
         }),
       )
       await get().usage.record(events)
@@ -220,20 +338,21 @@ export function usageStoreTests(get: GetStorage): void {
         [t0 + 2 * HOUR, t0 + 3 * HOUR],
         [cut, t0 + 4 * HOUR],
         [0, ANCIENT],
-      ] as const)
+      ] as const) {
         expect(await get().usage.summarize(accountId, from, to)).toEqual(
           expected(left, accountId, from, to),
         )
+        const filter = { keyCategory: 'production' }
+        expect(await get().usage.summarize(accountId, from, to, filter)).toEqual(
+          expected(left, accountId, from, to, filter),
+        )
+      }
       // Recording a pruned event again counts it again, once.
       const again = events.find((e) => e.time < cut)!
       await get().usage.record([again, again])
       expect((await get().usage.summarize(accountId, 0, ANCIENT)).requests).toBe(left.length + 1)
       expect(await get().usage.prune(ANCIENT)).toBe(left.length + 1)
-      expect(await get().usage.summarize(accountId, 0, ANCIENT)).toEqual({
-        requests: 0,
-        units: 0,
-        byCategory: {},
-      })
+      expect(await get().usage.summarize(accountId, 0, ANCIENT)).toEqual(NONE)
     })
   })
 }

@@ -26,14 +26,40 @@ export interface ProviderKeyView {
 /** Checks a provider key against the provider (e.g. a cheap authenticated GET); true when valid. */
 export type ProviderVerifier = (apiKey: string) => Promise<boolean> | boolean
 
-const storeSchema = z
+/**
+ * A provider key to store: `tb.providerKeys.store`'s input and the body of
+ * `POST /provider-keys`, which the management API parses once and hands over as it is.
+ */
+export const providerKeyBody = z
   .object({
-    provider: z.string().trim().toLowerCase().min(1).max(64),
-    apiKey: text(z.string().min(8).max(4096)),
+    provider: text(z.string().trim().min(1).max(64)),
+    apiKey: text(z.string().min(8, 'must be at least 8 characters').max(4096)),
   })
   .strict()
 
+type ProviderKeyInput = z.output<typeof providerKeyBody>
+
+let storeParsed: (
+  s: ProviderKeyService,
+) => (accountId: string, v: ProviderKeyInput) => Promise<ProviderKeyView>
+
+/**
+ * `tb.providerKeys.store` for a body parsed already by {@link providerKeyBody} (internal: the
+ * management API's one validation).
+ */
+export function storeParsedProviderKey(
+  service: ProviderKeyService,
+  accountId: string,
+  input: ProviderKeyInput,
+): Promise<ProviderKeyView> {
+  return storeParsed(service)(accountId, input)
+}
+
 export class ProviderKeyService {
+  static {
+    storeParsed = (s) => (accountId, v) => s.#store(accountId, v)
+  }
+
   constructor(
     private readonly ctx: Context,
     private readonly sealer: Sealer,
@@ -58,7 +84,10 @@ export class ProviderKeyService {
     input: { provider: string; apiKey: string },
   ): Promise<ProviderKeyView> {
     checkAccountId(accountId)
-    const v = parseInput(storeSchema, input)
+    return this.#store(accountId, parseInput(providerKeyBody, input))
+  }
+
+  async #store(accountId: string, v: ProviderKeyInput): Promise<ProviderKeyView> {
     const provider = this.provider(v.provider)
     const record = {
       accountId,

@@ -1,14 +1,16 @@
 /**
  * @module keys/fields
  *
- * The fields of a key as every entry takes them, defined once: `tb.keys.create`/`update`/
- * `rotate` and the management API (and so the portal, which runs on it) build their schemas
- * from these, so a name, a category or an expiry follows one rule with one message wherever
- * it is given. Key limits are `limitsSchema` of `src/options.ts`.
+ * The fields of a key and the bodies that carry them, defined once: `tb.keys.create`/`update`/
+ * `rotate` build their schemas from these, and the management API (and so the portal, which
+ * runs on it) parses its JSON bodies with the bodies below and hands the parsed value to
+ * `tb.keys` without a second validation (`parsedKeyEntries` of `keys/manager.ts`). A name, a
+ * category or an expiry follows one rule with one message wherever it is given.
  */
 
 import { z } from 'zod'
 import { metadataSchema, text } from '../input.js'
+import { limitsSchema } from '../options.js'
 
 const DAY = 86_400_000
 
@@ -39,3 +41,105 @@ export const gracePeriodMs = z
   .int()
   .min(0, 'must be 0 to 30 days in ms')
   .max(30 * DAY, 'must be 0 to 30 days in ms')
+
+/** An instant as `tb.keys` takes it: ms since the epoch, a `Date` or an ISO 8601 string. */
+export const instant = z.union([
+  z.number().int().nonnegative(),
+  z.date().transform((d) => d.getTime()),
+  z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),
+])
+
+/** An instant as a JSON body gives it: an ISO 8601 date-time, to ms since the epoch. */
+export const isoInstant = z.iso
+  .datetime({ offset: true, message: 'must be an ISO 8601 date-time' })
+  .transform((s) => Date.parse(s))
+
+/** Time blocks' `start` and `end` given as ISO strings (as they are shown) become ms. */
+function blocksInMs(v: unknown): unknown {
+  if (typeof v !== 'object' || v === null) return v
+  const blocks = (v as Record<string, unknown>)['timeBlocks']
+  if (!Array.isArray(blocks)) return v
+  const ms = (t: unknown) =>
+    typeof t === 'string' && !Number.isNaN(Date.parse(t)) ? Date.parse(t) : t
+  return {
+    ...v,
+    timeBlocks: blocks.map((b) =>
+      typeof b === 'object' && b !== null
+        ? {
+            ...b,
+            start: ms((b as Record<string, unknown>)['start']),
+            end: ms((b as Record<string, unknown>)['end']),
+          }
+        : b,
+    ),
+  }
+}
+
+/**
+ * Key limits as a JSON body gives them: `limitsSchema` (strict, field by field), with time
+ * blocks as ISO strings or ms since the epoch.
+ */
+export const keyLimitsJson = z.preprocess(blocksInMs, limitsSchema)
+
+/** The fields a caller sets on a new key, with their defaults; `at` reads `expiresAt`. */
+export function newKeyFields<T extends z.ZodType<number, unknown>>(at: T) {
+  return {
+    name: keyName.default('Default'),
+    expiresInDays: expiresInDays.optional(),
+    expiresAt: at.nullable().optional(),
+    category: keyCategory.default(null),
+    scopes: keyScopes.default([]),
+    metadata: keyMetadata.default({}),
+  }
+}
+
+/** A new key's expiry is given one way, `expiresInDays` or `expiresAt`: `.refine(...oneExpiry)`. */
+export const oneExpiry: [
+  (v: { expiresInDays?: number | undefined; expiresAt?: number | null | undefined }) => boolean,
+  { message: string; path: string[] },
+] = [
+  (v) => v.expiresInDays === undefined || v.expiresAt == null,
+  { message: 'give expiresInDays or expiresAt, not both', path: ['expiresAt'] },
+]
+
+/** The fields a change to a key may set; `at` reads `expiresAt`, `limits` the key limits. */
+export function keyPatchFields<T extends z.ZodType<number, unknown>, L extends z.ZodType>(
+  at: T,
+  limits: L,
+) {
+  return {
+    name: keyName.optional(),
+    active: z.boolean().optional(),
+    category: keyCategory.optional(),
+    scopes: keyScopes.optional(),
+    metadata: keyMetadata.optional(),
+    limits: limits.optional(),
+    expiresAt: at.nullable().optional(),
+  }
+}
+
+/** `tb.keys.rotate`'s options, and the body of `POST /keys/:id/rotate`. */
+export const rotateKeySchema = z.object({ gracePeriodMs: gracePeriodMs.default(0) }).strict()
+
+/** The body of `POST /keys` (JSON): a consumption key of the caller's account. */
+export const createKeyBody = z
+  .object({ ...newKeyFields(isoInstant), limits: keyLimitsJson.default({}) })
+  .strict()
+  .refine(...oneExpiry)
+
+/** The body of `POST /management-keys` (JSON): no category, no limits. */
+export const createManagementKeyBody = z
+  .object(newKeyFields(isoInstant))
+  .omit({ category: true })
+  .strict()
+  .refine(...oneExpiry)
+
+/** The body of `PATCH /keys/:id` (JSON): at least one field. */
+export const updateKeyBody = z
+  .object(keyPatchFields(isoInstant, keyLimitsJson))
+  .strict()
+  .refine((v) => Object.keys(v).length > 0, {
+    message: 'give at least one field to change',
+    // A body of unknown fields only is answered for those, not as an empty change.
+    when: (payload) => payload.issues.length === 0,
+  })

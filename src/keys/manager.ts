@@ -19,14 +19,7 @@ import { text, textProblem } from '../input.js'
 import { accountIdSchema, checkAccountId } from '../metering/accounts.js'
 import { limitsSchema, parseInput } from '../options.js'
 import type { KeyKind, KeyLimits, KeyPatch, KeyRecord } from '../storage/types.js'
-import {
-  expiresInDays,
-  gracePeriodMs,
-  keyCategory,
-  keyMetadata,
-  keyName,
-  keyScopes,
-} from './fields.js'
+import { instant, keyPatchFields, newKeyFields, oneExpiry, rotateKeySchema } from './fields.js'
 import { generateKey, keyStart, START_LENGTH } from './format.js'
 import { newId } from './ids.js'
 import { createNameGuard, type NameRule } from './unique-names.js'
@@ -41,28 +34,12 @@ export function keyView(r: KeyRecord): KeyView {
   return view
 }
 
-const when = z.union([
-  z.number().int().nonnegative(),
-  z.date().transform((d) => d.getTime()),
-  z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),
-])
-
-const name = keyName
-const category = keyCategory
-const scopes = keyScopes
-const metadata = keyMetadata
-
 export const createKeySchema = z
   .object({
     accountId: accountIdSchema,
-    name: name.default('Default'),
-    kind: z.enum(['consumption', 'management']).default('consumption'),
-    expiresInDays: expiresInDays.optional(),
-    expiresAt: when.nullable().optional(),
-    category: category.default(null),
-    scopes: scopes.default([]),
-    metadata: metadata.default({}),
+    ...newKeyFields(instant),
     limits: limitsSchema.default({}),
+    kind: z.enum(['consumption', 'management']).default('consumption'),
     active: z.boolean().default(true),
     /**
      * One of the instance's consumption prefixes (`options.prefixes.consumption` may list
@@ -71,10 +48,7 @@ export const createKeySchema = z
     prefix: z.string().max(32).optional(),
   })
   .strict()
-  .refine((v) => v.expiresInDays === undefined || v.expiresAt == null, {
-    message: 'give expiresInDays or expiresAt, not both',
-    path: ['expiresAt'],
-  })
+  .refine(...oneExpiry)
 
 export type CreateKeyInput = z.input<typeof createKeySchema>
 
@@ -88,17 +62,7 @@ export type KeyDraft = z.output<typeof createKeySchema>
  */
 export type KeyCreationRule = (draft: KeyDraft) => KeyDraft | Promise<KeyDraft>
 
-export const updateKeySchema = z
-  .object({
-    name: name.optional(),
-    active: z.boolean().optional(),
-    category: category.optional(),
-    scopes: scopes.optional(),
-    metadata: metadata.optional(),
-    limits: limitsSchema.optional(),
-    expiresAt: when.nullable().optional(),
-  })
-  .strict()
+export const updateKeySchema = z.object(keyPatchFields(instant, limitsSchema)).strict()
 
 export type UpdateKeyInput = z.input<typeof updateKeySchema>
 
@@ -116,12 +80,6 @@ const listSchema = z
 /** Store pages read at most for one filtered page (each as large as what is still missing). */
 const MAX_FILTERED_READS = 50
 
-const rotateSchema = z
-  .object({
-    gracePeriodMs: gracePeriodMs.default(0),
-  })
-  .strict()
-
 /** Scopes a lookup to one account: another account's key answers 404, like a missing one. */
 export interface Scope {
   accountId?: string
@@ -133,7 +91,36 @@ export interface CreatedKey {
   record: KeyView
 }
 
+/** `tb.keys.rotate`'s options after validation. */
+type RotateOptions = z.output<typeof rotateKeySchema>
+
+/**
+ * The entries of `tb.keys` for input already parsed by the schemas of `keys/fields.ts` (the
+ * management API's bodies): the same steps as `create`, `update` and `rotate` without a
+ * second validation, so each body is validated once, with one wording.
+ */
+export interface ParsedKeyEntries {
+  create(draft: KeyDraft, rule: NameRule): Promise<CreatedKey>
+  update(id: string, patch: KeyPatch, scope: Scope & NameRule): Promise<KeyView>
+  rotate(id: string, options: RotateOptions, scope: Scope): Promise<CreatedKey>
+}
+
+let entriesOf: (keys: KeyManager) => ParsedKeyEntries
+
+/** The {@link ParsedKeyEntries} of `tb.keys` (internal: adapters only, never exported). */
+export function parsedKeyEntries(keys: KeyManager): ParsedKeyEntries {
+  return entriesOf(keys)
+}
+
 export class KeyManager {
+  static {
+    entriesOf = (m) => ({
+      create: (draft, rule) => m.#create(draft, rule),
+      update: (id, patch, scope) => m.#update(id, patch, scope),
+      rotate: (id, options, scope) => m.#rotate(id, options, scope),
+    })
+  }
+
   private readonly names: ReturnType<typeof createNameGuard>
   private readonly rules: KeyCreationRule[] = []
 
@@ -182,7 +169,11 @@ export class KeyManager {
    * @param [rule.uniqueName=false] refuse a name another live key of the account wears (409)
    */
   async create(input: CreateKeyInput, rule: NameRule = {}): Promise<CreatedKey> {
-    let v = parseInput(createKeySchema, input)
+    return this.#create(parseInput(createKeySchema, input), rule)
+  }
+
+  async #create(draft: KeyDraft, rule: NameRule): Promise<CreatedKey> {
+    let v = draft
     // A rule is the integrator's code: what it returns is checked like any input.
     for (const r of this.rules) v = parseInput(createKeySchema, await r(v))
     this.prefix(v.kind, v.prefix)
@@ -290,7 +281,10 @@ export class KeyManager {
    * @param [scope.uniqueName=false] refuse a new name another live key of the account wears
    */
   async update(id: string, input: UpdateKeyInput, scope: Scope & NameRule = {}): Promise<KeyView> {
-    const patch = parseInput(updateKeySchema, input) as KeyPatch
+    return this.#update(id, parseInput(updateKeySchema, input) as KeyPatch, scope)
+  }
+
+  async #update(id: string, patch: KeyPatch, scope: Scope & NameRule): Promise<KeyView> {
     const r = await this.owned(id, scope)
     const name = patch.name
     if (scope.uniqueName === true && name !== undefined)
@@ -357,10 +351,13 @@ export class KeyManager {
    */
   async rotate(
     id: string,
-    options: z.input<typeof rotateSchema> = {},
+    options: z.input<typeof rotateKeySchema> = {},
     scope: Scope = {},
   ): Promise<CreatedKey> {
-    const o = parseInput(rotateSchema, options)
+    return this.#rotate(id, parseInput(rotateKeySchema, options), scope)
+  }
+
+  async #rotate(id: string, o: RotateOptions, scope: Scope): Promise<CreatedKey> {
     const r = await this.owned(id, scope)
     const now = this.ctx.clock.now()
     if (r.revokedAt !== null && r.revokedAt <= now)

@@ -87,12 +87,14 @@ describe('admission compiler', () => {
 
   it('fills in a concurrency hold with one slot and a credit budget with the estimate', () => {
     const [c, b] = compileKeyLimits(key({ concurrency: 2, budget: 50 }))
-    expect(instantiate(c!, 'req_1', 7, 1000)).toMatchObject({
+    const request = { internalId: 'req_1', estimate: 7, tokens: 0 }
+    const ttl = { leaseTtlMs: 1000, reservationTtlMs: 2000 }
+    expect(instantiate(c!, request, ttl)).toMatchObject({
       amount: 1,
       holdId: 'req_1',
       ttlMs: 1000,
     })
-    expect(instantiate(b!, 'req_1', 7, 2000)).toMatchObject({ amount: 7, limit: 50, ttlMs: 2000 })
+    expect(instantiate(b!, request, ttl)).toMatchObject({ amount: 7, limit: 50, ttlMs: 2000 })
   })
 
   it('names round windows per-second, per-minute, per-hour, per-day and others by length', () => {

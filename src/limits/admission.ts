@@ -55,25 +55,30 @@ export function windowName(windowMs: number): string {
   }
 }
 
-function rateTemplate(
+/**
+ * The templates of rate limits (GCRA), numbered in order under `prefix`. A token limit, and
+ * any with `exact` (its own, or `exact` for all of them), is marked exact: never leased
+ * (a token limit is trued-up after the fact by negative adds; docs/leases.md).
+ */
+function rateTemplates(
   prefix: string,
   role: CheckRole,
-  r: RateLimit,
-  i: number,
+  limits: ReadonlyArray<RateLimit>,
   exact: boolean,
-): CheckTemplate {
-  const tokens = r.unit === 'tokens'
-  const check: Check = {
-    type: 'gcra',
-    key: `${prefix}:r${i}:${r.limit}/${r.windowMs}${tokens ? 't' : ''}`,
-    name: windowName(r.windowMs) + (tokens ? '-tokens' : ''),
-    limit: r.limit,
-    windowMs: r.windowMs,
-    cost: tokens ? 0 : 1,
-  }
-  // A token limit is trued-up after the fact (negative adds): never leased (docs/leases.md).
-  if (exact || tokens || r.exact === true) check.exact = true
-  return { role, tokens, check }
+): CheckTemplate[] {
+  return limits.map((r, i) => {
+    const tokens = r.unit === 'tokens'
+    const check: Check = {
+      type: 'gcra',
+      key: `${prefix}:r${i}:${r.limit}/${r.windowMs}${tokens ? 't' : ''}`,
+      name: windowName(r.windowMs) + (tokens ? '-tokens' : ''),
+      limit: r.limit,
+      windowMs: r.windowMs,
+      cost: tokens ? 0 : 1,
+    }
+    if (exact || tokens || r.exact === true) check.exact = true
+    return { role, tokens, check }
+  })
 }
 
 /** Compiles a key's own limits (quotas, rate limits, concurrency, budget). */
@@ -103,9 +108,7 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
       })
     }
   }
-  key.limits.rateLimits?.forEach((r, i) => {
-    out.push(rateTemplate(p, 'key-rate', r, i, exact))
-  })
+  if (key.limits.rateLimits) out.push(...rateTemplates(p, 'key-rate', key.limits.rateLimits, exact))
   if (key.limits.concurrency !== undefined) {
     out.push({
       role: 'concurrency',
@@ -149,25 +152,40 @@ export function compilePlanLimits(
   limits: ReadonlyArray<RateLimit>,
   exact = false,
 ): CheckTemplate[] {
-  return limits.map((r, i) => rateTemplate(`{${accountId}}:p:${tier}`, 'plan-rate', r, i, exact))
+  return rateTemplates(`{${accountId}}:p:${tier}`, 'plan-rate', limits, exact)
 }
 
-/**
- * A filled-in check for this request.
- * @param tokens reserved against a token-rate limit (0: checked for room only)
- */
-export function instantiate(
-  t: CheckTemplate,
-  holdId: string,
-  credits: number,
-  ttlMs: number,
-  tokens = 0,
-): Check {
+/** What a check is filled in with for one request (the pipeline's attempt has these). */
+export interface CheckRequest {
+  /** The hold id of this request's holds (its internal request id). */
+  readonly internalId: string
+  /** Credits held against a budget. */
+  readonly estimate: number
+  /** Tokens reserved against a token-rate limit (0: checked for room only). */
+  readonly tokens: number
+}
+
+/** How long a request's holds live: a concurrency slot, a reservation of credits. */
+export interface HoldTtls {
+  readonly leaseTtlMs: number
+  readonly reservationTtlMs: number
+}
+
+/** A filled-in check for this request. */
+export function instantiate(t: CheckTemplate, r: CheckRequest, ttl: HoldTtls): Check {
   const c = t.check
-  if (t.tokens && tokens > 0 && c.type === 'gcra') return { ...c, cost: tokens }
+  if (t.tokens && r.tokens > 0 && c.type === 'gcra') return { ...c, cost: r.tokens }
   if (c.type !== 'hold') return c
-  const amount = t.role === 'concurrency' ? 1 : credits
-  const h: Check = { type: 'hold', key: c.key, name: c.name, limit: c.limit, amount, holdId, ttlMs }
+  const concurrency = t.role === 'concurrency'
+  const h: Check = {
+    type: 'hold',
+    key: c.key,
+    name: c.name,
+    limit: c.limit,
+    amount: concurrency ? 1 : r.estimate,
+    holdId: r.internalId,
+    ttlMs: concurrency ? ttl.leaseTtlMs : ttl.reservationTtlMs,
+  }
   if (c.exact) h.exact = true
   return h
 }

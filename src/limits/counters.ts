@@ -130,15 +130,6 @@ function keep(s: HoldCounter, keepUntil: number | undefined): void {
     s.keepUntil = keepUntil
 }
 
-const result = (
-  allowed: boolean,
-  limit: number,
-  used: number,
-  remaining: number,
-  resetMs: number,
-  retryAfterMs: number,
-): CheckResult => ({ allowed, limit, used, remaining, resetMs, retryAfterMs })
-
 /** One check evaluated. */
 interface Evaluated {
   result: CheckResult
@@ -188,7 +179,14 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
         seeded = put(key, w, windowExpiry(w, now, windowMs, bucketMs), now)
       }
       return evaluated(
-        result(v.allowed, limit, v.used, v.remaining, v.resetMs, v.retryAfterMs),
+        {
+          allowed: v.allowed,
+          limit,
+          used: v.used,
+          remaining: v.remaining,
+          resetMs: v.resetMs,
+          retryAfterMs: v.retryAfterMs,
+        },
         next,
         seeded,
       )
@@ -197,7 +195,14 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
       const { limit, windowMs, cost } = check
       const v = gcra(asGcra(state), now, limit, windowMs, cost)
       return evaluated(
-        result(v.allowed, limit, limit - v.remaining, v.remaining, v.resetMs, v.retryAfterMs),
+        {
+          allowed: v.allowed,
+          limit,
+          used: limit - v.remaining,
+          remaining: v.remaining,
+          resetMs: v.resetMs,
+          retryAfterMs: v.retryAfterMs,
+        },
         v.state,
         null,
       )
@@ -222,7 +227,14 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
       const allowed = total + amount <= limit
       const used = allowed ? total + amount : total
       return evaluated(
-        result(allowed, limit, used, Math.max(0, limit - used), 0, allowed ? 0 : 1000),
+        {
+          allowed,
+          limit,
+          used,
+          remaining: Math.max(0, limit - used),
+          resetMs: 0,
+          retryAfterMs: allowed ? 0 : 1000,
+        },
         s,
         seeded,
       )
@@ -254,7 +266,16 @@ function commit(check: Check, next: object | undefined, now: number): CounterWri
 function cancelled(checks: ReadonlyArray<Check>): ConsumeResult {
   return {
     allowed: false,
-    results: checks.map((c) => result(false, c.limit, 0, 0, 0, 1000)),
+    results: checks.map(
+      (c): CheckResult => ({
+        allowed: false,
+        limit: c.limit,
+        used: 0,
+        remaining: 0,
+        resetMs: 0,
+        retryAfterMs: 1000,
+      }),
+    ),
   }
 }
 

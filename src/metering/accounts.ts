@@ -75,9 +75,14 @@ export const accountIdSchema = z
   .string({ error: ACCOUNT_ID_RULE })
   .regex(ACCOUNT_ID, ACCOUNT_ID_RULE)
 
+/** Whether `id` is an account id: 1-128 of `A-Za-z0-9._:@|-`. */
+export function isAccountId(id: unknown): id is string {
+  return typeof id === 'string' && ACCOUNT_ID.test(id)
+}
+
 /** Throws a 400 unless `id` is 1-128 of `A-Za-z0-9._:@|-` (no braces: they are hash tags). */
 export function checkAccountId(id: unknown, field = 'accountId'): string {
-  if (typeof id !== 'string' || !ACCOUNT_ID.test(id)) {
+  if (!isAccountId(id)) {
     throw new InvalidRequestError(`Invalid request: ${field}: ${ACCOUNT_ID_RULE}`, [
       { path: field, message: ACCOUNT_ID_RULE },
     ])

@@ -27,6 +27,7 @@ function event(id: string, time: number): UsageEvent {
     overage: 0,
     tokens: 0,
     category: 'tts',
+    keyCategory: null,
     status: 200,
     durationMs: 3,
     ttfbMs: null,

@@ -29,16 +29,23 @@ export type RebuildSource =
   | { role: 'credits'; accountId: string; period: Period }
   | { role: 'budget' | 'quota'; keyId: string }
 
+/** Whose counts a request's checks are: its key, the key's account and its current period. */
+export interface RebuildOwner {
+  accountId: string
+  keyId: string
+  /** The account's current period; null when the request holds no credits. */
+  period: Period | null
+}
+
 /** The source of a check's count, or null when the check needs no rebuild. */
 export function rebuildSource(
   role: CheckRole,
   allTime: boolean,
-  accountId: string,
-  keyId: string,
-  period: Period | null,
+  owner: RebuildOwner,
 ): RebuildSource | null {
-  if (role === 'credits' && period) return { role, accountId, period }
-  if (role === 'budget' || (role === 'quota' && allTime)) return { role, keyId }
+  if (role === 'credits' && owner.period)
+    return { role, accountId: owner.accountId, period: owner.period }
+  if (role === 'budget' || (role === 'quota' && allTime)) return { role, keyId: owner.keyId }
   return null
 }
 

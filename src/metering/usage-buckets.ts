@@ -3,13 +3,18 @@
  *
  * How the stores answer `usage.summarize(accountId, from, to)` without reading every event:
  * each store keeps, as events are recorded, an account's admitted requests and units per
- * category per UTC hour (Redis also per UTC day). A range is then cut into the whole days and
+ * (usage category, key category) pair per UTC hour (Redis also per UTC day). A range is then cut into the whole days and
  * hours it covers, read from those totals, and at most two partial hours at its edges, read
  * from the events themselves. Billing periods and the portal's days start on hour boundaries,
- * so their summaries read totals only: the cost is O(categories × buckets), not O(events).
+ * so their summaries read totals only: the cost is O(pairs × buckets), not O(events).
+ *
+ * Keeping pairs rather than each category alone lets one set of totals answer both breakdowns
+ * (`byCategory`, `byKeyCategory`) and any {@link UsageFilter}: {@link addToSummary} drops the
+ * pairs a filter leaves out. Totals recorded before key categories were kept are pairs with
+ * the key category `uncategorized`.
  */
 
-import type { UsageEvent, UsageSummary } from '../storage/types.js'
+import type { UsageEvent, UsageFilter, UsageSummary } from '../storage/types.js'
 
 /** One hour (ms): the finest bucket of the usage totals. */
 export const USAGE_HOUR_MS = 3_600_000
@@ -57,9 +62,22 @@ export function usageBuckets(h1: number, h2: number): { days: number[]; hours: n
   return out
 }
 
+/** The name summaries give a missing usage or key category. */
+export const UNCATEGORIZED = 'uncategorized'
+
 /** The category an event is totalled under. */
 export function usageCategory(e: Pick<UsageEvent, 'category'>): string {
-  return e.category ?? 'uncategorized'
+  return e.category ?? UNCATEGORIZED
+}
+
+/** The key category an event is totalled under (an event of an older version has none). */
+export function usageKeyCategory(e: Pick<UsageEvent, 'keyCategory'>): string {
+  return e.keyCategory ?? UNCATEGORIZED
+}
+
+/** An empty summary. */
+export function emptySummary(): UsageSummary {
+  return { requests: 0, units: 0, byCategory: {}, byKeyCategory: {} }
 }
 
 /** Whether an event counts in summaries and billing: admitted requests only. */
@@ -67,26 +85,41 @@ export function countsInSummary(e: Pick<UsageEvent, 'code'>): boolean {
   return e.code === null || e.code === undefined
 }
 
-/** Adds `requests` and `units` of `category` to a summary. */
-export function addToSummary(
-  out: UsageSummary,
-  category: string,
-  requests: number,
-  units: number,
-): void {
-  out.requests += requests
-  out.units += units
-  // Own properties only, and defined rather than assigned: a category named `__proto__` or
-  // `constructor` is counted as itself, never read from or written to Object.prototype.
-  const c = Object.hasOwn(out.byCategory, category) ? out.byCategory[category] : undefined
+type Breakdown = UsageSummary['byCategory']
+
+/** Adds to one breakdown, by own property only (see {@link addToSummary}). */
+function addTo(b: Breakdown, name: string, requests: number, units: number): void {
+  const c = Object.hasOwn(b, name) ? b[name] : undefined
   if (c) {
     c.requests += requests
     c.units += units
   } else
-    Object.defineProperty(out.byCategory, category, {
+    Object.defineProperty(b, name, {
       value: { requests, units },
       enumerable: true,
       writable: true,
       configurable: true,
     })
+}
+
+/**
+ * Adds `requests` and `units` of a (usage category, key category) pair to a summary, unless
+ * `filter` leaves the pair out.
+ */
+export function addToSummary(
+  out: UsageSummary,
+  category: string,
+  keyCategory: string,
+  requests: number,
+  units: number,
+  filter?: UsageFilter,
+): void {
+  if (filter?.category !== undefined && filter.category !== category) return
+  if (filter?.keyCategory !== undefined && filter.keyCategory !== keyCategory) return
+  out.requests += requests
+  out.units += units
+  // Own properties only, and defined rather than assigned: a category named `__proto__` or
+  // `constructor` is counted as itself, never read from or written to Object.prototype.
+  addTo(out.byCategory, category, requests, units)
+  addTo(out.byKeyCategory, keyCategory, requests, units)
 }

@@ -2,7 +2,8 @@
  * @module metering/usage
  *
  * `tb.usage`: an account's usage for the current period or a past month (credits used,
- * limit, remaining; breakdown by category; request count; reset date), and a key's request
+ * limit, remaining; breakdown by usage category or by the category of the keys that made the
+ * requests, optionally filtered by either; request count; reset date), and a key's request
  * log. Both shapes of the seeds can be answered from {@link UsageReport}. Every storage step
  * of these reads is bounded by `storageTimeoutMs`: a store that hangs or fails makes them
  * reject with `StorageUnavailableError` (503), which the management API and the portal answer
@@ -14,21 +15,63 @@ import type { Context } from '../context.js'
 import { isTollboothError, NotFoundError, StorageUnavailableError } from '../errors.js'
 import { text, textProblem } from '../input.js'
 import { parseInput } from '../options.js'
-import type { UsageEvent, UsageSummary } from '../storage/types.js'
+import type { UsageEvent, UsageFilter, UsageSummary } from '../storage/types.js'
 import { checkAccountId } from './accounts.js'
 import { periodOf, periodOfMonth } from './periods.js'
+
+/** What a usage breakdown is keyed by: the request's usage category or its key's category. */
+export type UsageGroupBy = 'category' | 'keyCategory'
 
 export interface UsageReport {
   accountId: string
   /** `YYYY-MM`, start and end (exclusive, = the reset date) of the period. */
   period: { id: string; start: number; end: number }
+  /** The account's credits of the period: all its requests, whatever the filter. */
   credits: { used: number; limit: number; remaining: number }
-  /** Credits charged per category. */
+  /** What `breakdown` and `requests` are keyed by. */
+  groupBy: UsageGroupBy
+  /** The filter `breakdown`, `requests` and `requestCount` were counted with. */
+  filter: { category: string | null; keyCategory: string | null }
+  /** Credits charged per category (of the kind `groupBy` names). */
   breakdown: Record<string, number>
-  /** Requests per category. */
+  /** Requests per category (of the kind `groupBy` names). */
   requests: Record<string, number>
   requestCount: number
   resetDate: number
+}
+
+/**
+ * A category to count only the requests of: 1-64 characters after trimming, valid Unicode
+ * without NUL, as a key's category is given (`keys/fields.ts`). Shared by `tb.usage`, the
+ * management API and the portal, so all three refuse the same values with the same message.
+ */
+export const usageFilterValue = text(z.string().trim().min(1).max(64))
+
+/** What a breakdown is keyed by; `category` when omitted. */
+export const usageGroupBySchema = z
+  .enum(['category', 'keyCategory'], { message: "must be 'category' or 'keyCategory'" })
+  .default('category')
+
+const filterSchema = z
+  .object({ category: usageFilterValue.optional(), keyCategory: usageFilterValue.optional() })
+  .strict()
+
+const reportSchema = z
+  .object({
+    /** `YYYY-MM`, checked by `periodOfMonth`. */
+    month: z.unknown().optional(),
+    groupBy: usageGroupBySchema,
+    category: usageFilterValue.optional(),
+    keyCategory: usageFilterValue.optional(),
+  })
+  .strict()
+
+/** The filter a store is given: only the fields set. */
+function filterOf(f: { category?: string | undefined; keyCategory?: string | undefined }) {
+  const out: UsageFilter = {}
+  if (f.category !== undefined) out.category = f.category
+  if (f.keyCategory !== undefined) out.keyCategory = f.keyCategory
+  return out
 }
 
 /** One request as the log shows it: no secret, no provider key. */
@@ -80,40 +123,78 @@ export class UsageService {
   }
 
   /**
-   * An account's admitted requests and credits in `[from, to)` (ms), by category, after the
-   * usage out-box is flushed. The stores answer it from hourly totals (`O(categories × hours)`),
-   * so it is cheap for any range on hour boundaries.
+   * An account's admitted requests and credits in `[from, to)` (ms), by usage category and by
+   * key category, after the usage out-box is flushed. The stores answer it from hourly totals
+   * (`O(category pairs × hours)`), so it is cheap for any range on hour boundaries.
+   * @param [filter.category] only the requests of this usage category (`uncategorized`: none)
+   * @param [filter.keyCategory] only the requests of keys of this category (`uncategorized`:
+   *   keys without one, and requests recorded before key categories were kept)
+   * @throws {InvalidRequestError} (400) naming a bad filter field
    * @throws {StorageUnavailableError} (503) when the store does not answer within `storageTimeoutMs`
    */
-  async summarize(accountId: string, from: number, to: number): Promise<UsageSummary> {
+  async summarize(
+    accountId: string,
+    from: number,
+    to: number,
+    filter: UsageFilter = {},
+  ): Promise<UsageSummary> {
     checkAccountId(accountId)
+    const f = filterOf(parseInput(filterSchema, filter))
     await this.bounded(this.ctx.outbox.flush())
-    return this.bounded(this.ctx.storage.usage.summarize(accountId, from, to))
+    return this.bounded(this.ctx.storage.usage.summarize(accountId, from, to, f))
   }
 
-  /** @param options.month `YYYY-MM`; the current period when omitted */
-  async get(accountId: string, options: { month?: string } = {}): Promise<UsageReport> {
+  /**
+   * An account's usage of a billing period.
+   * @param [options.month] `YYYY-MM`; the current period when omitted
+   * @param [options.groupBy='category'] `breakdown` and `requests` by the requests' usage
+   *   category, or by `keyCategory`, the category of the key that made each request (as it
+   *   was then; `uncategorized` for keys without one and requests recorded before)
+   * @param [options.category] count only the requests of this usage category
+   * @param [options.keyCategory] count only the requests of keys of this category
+   * @throws {InvalidRequestError} (400) naming a bad option (`month`, `groupBy`, …)
+   */
+  async get(
+    accountId: string,
+    options: {
+      month?: string
+      groupBy?: UsageGroupBy
+      category?: string
+      keyCategory?: string
+    } = {},
+  ): Promise<UsageReport> {
     checkAccountId(accountId)
+    const o = parseInput(reportSchema, options)
     const now = this.ctx.clock.now()
-    const period = periodOfMonth(options.month, now)
+    const period = periodOfMonth(o.month, now)
+    const filter = filterOf(o)
     await this.bounded(this.ctx.outbox.flush())
     const current = period.start === periodOf(now).start
-    const [account, summary] = await this.bounded(
+    const filtered = filter.category !== undefined || filter.keyCategory !== undefined
+    const [account, summary, all] = await this.bounded(
       Promise.all([
         this.ctx.accounts.get(accountId, period),
-        this.ctx.storage.usage.summarize(accountId, period.start, period.end),
+        this.ctx.storage.usage.summarize(accountId, period.start, period.end, filter),
+        // A past period's credits are its requests' units, all of them.
+        filtered && !current
+          ? this.ctx.storage.usage.summarize(accountId, period.start, period.end)
+          : null,
       ]),
     )
-    const used = current ? account.credits.used : summary.units
+    const used = current ? account.credits.used : (all ?? summary).units
     const limit = account.credits.limit
     // fromEntries defines own properties: a category named `__proto__` stays a category.
-    const categories = Object.entries(summary.byCategory)
-    const breakdown = Object.fromEntries(categories.map(([cat, v]) => [cat, v.units]))
-    const requests = Object.fromEntries(categories.map(([cat, v]) => [cat, v.requests]))
+    const groups = Object.entries(
+      o.groupBy === 'keyCategory' ? summary.byKeyCategory : summary.byCategory,
+    )
+    const breakdown = Object.fromEntries(groups.map(([cat, v]) => [cat, v.units]))
+    const requests = Object.fromEntries(groups.map(([cat, v]) => [cat, v.requests]))
     return {
       accountId,
       period,
       credits: { used, limit, remaining: Math.max(0, limit - used) },
+      groupBy: o.groupBy,
+      filter: { category: filter.category ?? null, keyCategory: filter.keyCategory ?? null },
       breakdown,
       requests,
       requestCount: summary.requests,

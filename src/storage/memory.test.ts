@@ -13,6 +13,7 @@ const event = (i: number, time: number, over: Partial<UsageEvent> = {}): UsageEv
   overage: 0,
   tokens: 0,
   category: 'tts',
+  keyCategory: null,
   status: 200,
   durationMs: 1,
   ttfbMs: null,
@@ -42,6 +43,7 @@ describe('memoryStorage usage: bounded events', () => {
       requests: 4,
       units: 7,
       byCategory: { tts: { requests: 3, units: 6 }, uncategorized: { requests: 1, units: 1 } },
+      byKeyCategory: { uncategorized: { requests: 4, units: 7 } },
     })
     // The evicted events count in their hour, not to the millisecond.
     expect((await usage.summarize('acct_1', t0 + HOUR, t0 + 3 * HOUR)).requests).toBe(2)

@@ -18,9 +18,11 @@ import type { StoredCounter } from '../limits/counters.js'
 import {
   addToSummary,
   countsInSummary,
+  emptySummary,
   splitUsageRange,
   USAGE_HOUR_MS,
   usageCategory,
+  usageKeyCategory,
 } from '../metering/usage-buckets.js'
 import { integer, parseOptions } from '../options.js'
 import { markInProcess } from './in-process.js'
@@ -198,6 +200,7 @@ function copyEvent(e: UsageEvent): UsageEvent {
     overage: e.overage,
     tokens: e.tokens,
     category: e.category,
+    keyCategory: e.keyCategory ?? null,
     status: e.status,
     durationMs: e.durationMs,
     ttfbMs: e.ttfbMs,
@@ -210,8 +213,18 @@ function copyEvent(e: UsageEvent): UsageEvent {
   }
 }
 
-/** An account's admitted requests and units of one hour, per category: [requests, units]. */
+/**
+ * An account's admitted requests and units of one hour, per (usage category, key category)
+ * pair: `category NUL keyCategory` → [requests, units]. Neither category holds a NUL (key
+ * categories are refused with one, recorded text has it replaced), so the split is exact.
+ */
 type Tally = Map<string, [number, number]>
+
+const pairOf = (e: UsageEvent) => `${usageCategory(e)}\u0000${usageKeyCategory(e)}`
+const splitPair = (pair: string): [string, string] => {
+  const i = pair.indexOf('\u0000')
+  return [pair.slice(0, i), pair.slice(i + 1)]
+}
 
 function memoryUsage(maxEvents: number): UsageStore {
   const ids = new Set<string>()
@@ -244,7 +257,7 @@ function memoryUsage(maxEvents: number): UsageStore {
   const count = (e: UsageEvent, sign: 1 | -1) => {
     if (!countsInSummary(e)) return
     const t = tallyOf(e)
-    const cat = usageCategory(e)
+    const cat = pairOf(e)
     const c = t.get(cat)
     if (c) {
       c[0] += sign
@@ -273,14 +286,15 @@ function memoryUsage(maxEvents: number): UsageStore {
         }
       }
     },
-    async summarize(accountId, from, to): Promise<UsageSummary> {
-      const out: UsageSummary = { requests: 0, units: 0, byCategory: {} }
+    async summarize(accountId, from, to, filter): Promise<UsageSummary> {
+      const out = emptySummary()
       const parts = splitUsageRange(from, to)
       const hours = tallies.get(accountId)
       if (hours && parts.hours) {
         const [first, end] = parts.hours
         const add = (t: Tally) => {
-          for (const [cat, [requests, units]] of t) addToSummary(out, cat, requests, units)
+          for (const [pair, [requests, units]] of t)
+            addToSummary(out, ...splitPair(pair), requests, units, filter)
         }
         // Whichever is shorter: the hours of the range, or the hours the account has.
         if ((end - first) / USAGE_HOUR_MS <= hours.size)
@@ -295,7 +309,8 @@ function memoryUsage(maxEvents: number): UsageStore {
         for (const e of ring) {
           if (e.accountId !== accountId || !countsInSummary(e)) continue
           for (const [a, b] of parts.edges)
-            if (e.time >= a && e.time < b) addToSummary(out, usageCategory(e), 1, e.units)
+            if (e.time >= a && e.time < b)
+              addToSummary(out, usageCategory(e), usageKeyCategory(e), 1, e.units, filter)
         }
       return out
     },

@@ -352,7 +352,14 @@ export interface UsageEvent {
   overage: number
   /** Tokens reported by the handler, when any. */
   tokens: number
+  /** The request's usage category (the route's, or the handler's); null for none. */
   category: string | null
+  /**
+   * The category of the key that made the request, as it was then (`production`, …); null
+   * when the key had none. Summaries count it under `uncategorized`, as they do an event
+   * recorded before this field existed.
+   */
+  keyCategory: string | null
   status: number
   /** Total duration: admission to the end of the response (ms); 0 for a refused request. */
   durationMs: number
@@ -367,19 +374,44 @@ export interface UsageEvent {
   provider: string | null
 }
 
-/** Totals of an account's admitted requests in `[from, to)` (refused ones are not counted). */
+/**
+ * Totals of an account's admitted requests in `[from, to)` (refused ones are not counted), in
+ * all and broken down two ways. A missing category is counted under `uncategorized`.
+ */
 export interface UsageSummary {
   requests: number
   units: number
+  /** By the request's usage category (`UsageEvent.category`). */
   byCategory: Record<string, { requests: number; units: number }>
+  /** By the category of the key that made the request (`UsageEvent.keyCategory`). */
+  byKeyCategory: Record<string, { requests: number; units: number }>
+}
+
+/**
+ * Which admitted requests a summary counts: only those of this usage category and/or of keys
+ * of this category. Values are compared with the names summaries use, so `uncategorized`
+ * selects the requests without one.
+ */
+export interface UsageFilter {
+  category?: string
+  keyCategory?: string
 }
 
 /** Usage events: the meter and the request log. Written in batches, off the hot path. */
 export interface UsageStore {
   /** Stores events; an event whose id is already stored is ignored (idempotent). */
   record(events: ReadonlyArray<UsageEvent>): Promise<void>
-  /** Totals for an account between `from` (inclusive) and `to` (exclusive). */
-  summarize(accountId: string, from: number, to: number): Promise<UsageSummary>
+  /**
+   * Totals for an account between `from` (inclusive) and `to` (exclusive), of the requests
+   * `filter` selects (all when omitted). Stores keep totals per (usage category, key
+   * category) pair, so both breakdowns and any filter come from the same totals.
+   */
+  summarize(
+    accountId: string,
+    from: number,
+    to: number,
+    filter?: UsageFilter,
+  ): Promise<UsageSummary>
   /** A key's events, newest first (by time, then id). */
   logs(keyId: string, options: ListOptions): Promise<Page<UsageEvent>>
   /** Deletes events older than `before`; returns how many. */

@@ -89,5 +89,20 @@ describe('inference-api example: portal-made keys follow the API rules (004)', (
       token: session,
     })
     expect(none.body.data.logs).toEqual([])
+
+    // The portal's usage, by the request's category or by the key's (`002`: "analytics").
+    const ok = answers.filter((r) => r.status === 200).length
+    const byRoute = await browser.call('GET', '/api/usage')
+    expect(byRoute.body).toMatchObject({ groupBy: 'category', requests: { chat: ok } })
+    const byKey = await browser.call('GET', '/api/usage?groupBy=keyCategory')
+    expect(byKey.body).toMatchObject({
+      groupBy: 'keyCategory',
+      requests: { production: ok },
+      requestCount: ok,
+    })
+    const staging = await browser.call('GET', '/api/usage?keyCategory=staging')
+    expect([staging.body.requestCount, staging.body.breakdown]).toEqual([0, {}])
+    const days = await browser.call('GET', '/api/usage/daily?groupBy=keyCategory')
+    expect(days.body.categories).toEqual(['production'])
   })
 })

@@ -33,9 +33,11 @@ async function countersOnly(): Promise<{ bytes: number; perKey: number }> {
     compileKeyLimits({ id: `key_${i}`, accountId: `acct_${i}`, limits } as KeyRecord),
   )
   const before = heap()
+  const TTL = { leaseTtlMs: 60_000, reservationTtlMs: 60_000 }
   for (let i = 0; i < N; i++) {
     // Every key active at once: each request admitted, then settled (its slot released).
-    const checks = templates[i]!.map((t) => instantiate(t, `req_${i}`, 0, 60_000))
+    const request = { internalId: `req_${i}`, estimate: 0, tokens: 0 }
+    const checks = templates[i]!.map((t) => instantiate(t, request, TTL))
     await storage.counters.consume(checks, T0)
     await storage.counters.settle(
       [{ type: 'release', key: checks[3]!.key, holdId: `req_${i}`, charge: 0 }],

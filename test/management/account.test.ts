@@ -17,6 +17,8 @@ describe.each(FRAMEWORKS)('account endpoints on %s', (framework) => {
     expect(r.status).toBe(200)
     expect(r.body).toEqual({
       credits: { used: 3, limit: 200_000, remaining: 199_997 },
+      groupBy: 'category',
+      filter: { category: null, keyCategory: null },
       // Management calls are not product usage: only the three product requests count.
       breakdown: { tts: 3 },
       requests: { tts: 3 },

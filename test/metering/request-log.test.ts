@@ -4,7 +4,8 @@
  * The request log as seed 002 describes it: every request made with a known key is recorded,
  * refused ones included (status, error code, 0 credits), queued in the usage out-box like
  * served ones (nothing written per request), and left out of usage summaries; each entry has
- * its time to first byte beside its total duration.
+ * its time to first byte beside its total duration, and the category its key had when the
+ * request was made, which usage summaries break down by.
  */
 
 import { describe, expect, it } from 'vitest'
@@ -93,5 +94,46 @@ describe('request log', () => {
     const [logged] = await events(s.tb, s.keyId)
     expect(logged).toMatchObject({ durationMs: 240, ttfbMs: 15 })
     expect(logged!.ttfbMs!).toBeLessThan(logged!.durationMs)
+  })
+
+  it("records the key's category of the moment, served or refused, and summarizes by it", async () => {
+    const s = await setup({ ...QUIET }, undefined, {
+      category: 'production',
+      limits: { rateLimits: [{ limit: 2, windowMs: 60_000 }] },
+    })
+    const route = s.tb.route({ cost: 1, category: 'tts' })
+    const served = await s.tb.settle(admitted(await s.tb.authenticate(req(s.key), route)), {
+      status: 200,
+    })
+    expect(served).toMatchObject({ category: 'tts', keyCategory: 'production' })
+    await s.tb.keys.update(s.keyId, { category: 'staging' })
+    await s.tb.settle(admitted(await s.tb.authenticate(req(s.key), route)), { status: 200 })
+    expect(denied(await s.tb.authenticate(req(s.key), route)).code).toBe('rate_limited')
+    await s.tb.keys.update(s.keyId, { category: null })
+    s.clock.advance(60_000)
+    await s.tb.settle(admitted(await s.tb.authenticate(req(s.key), route)), { status: 200 })
+
+    const log = await events(s.tb, s.keyId)
+    expect(log.map((e) => [e.status, e.keyCategory])).toHaveLength(4)
+    expect(log.map((e) => [e.status, e.keyCategory])).toEqual(
+      expect.arrayContaining([
+        [200, 'production'],
+        [200, 'staging'],
+        [200, null],
+        [429, 'staging'],
+      ]),
+    )
+    const usage = await s.tb.usage.get('acct_1', { groupBy: 'keyCategory' })
+    expect(usage.requests).toEqual({ production: 1, staging: 1, uncategorized: 1 })
+    expect(usage.groupBy).toBe('keyCategory')
+    const summary = await s.tb.usage.summarize('acct_1', 0, s.clock.now() + 1, {
+      keyCategory: 'staging',
+    })
+    expect(summary).toEqual({
+      requests: 1,
+      units: 1,
+      byCategory: { tts: { requests: 1, units: 1 } },
+      byKeyCategory: { staging: { requests: 1, units: 1 } },
+    })
   })
 })

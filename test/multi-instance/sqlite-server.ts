@@ -9,28 +9,18 @@
  * here. On SIGTERM it stops accepting, flushes its usage (`tb.close()`) and exits 0.
  */
 
-import { serve } from '@hono/node-server'
-import { Hono } from 'hono'
-import { requireApiKey } from '../../adapters/hono/index.js'
 import { sqliteStorage } from '../../adapters/sqlite/index.js'
 import { createTollbooth } from '../../src/index.js'
+import { INSTANCE_OPTIONS, requiredEnv, serveInstance } from '../support/instance-server.js'
 
-const env = (name: string): string => {
-  const v = process.env[name]
-  if (!v) throw new Error(`${name} is required`)
-  return v
-}
-
-const name = env('TB_NAME')
 const storage = sqliteStorage({
-  path: env('TB_FILE'),
+  path: requiredEnv('TB_FILE'),
   changePollMs: Number(process.env['TB_POLL_MS'] ?? 250),
 })
 const tb = createTollbooth({
-  secret: env('TB_SECRET'),
+  ...INSTANCE_OPTIONS,
+  secret: requiredEnv('TB_SECRET'),
   storage,
-  // A long cache TTL: only the change feed can make this process forget a revoked key.
-  cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 1000 },
   usage: {
     flushIntervalMs: Number(process.env['TB_FLUSH_MS'] ?? 100),
     maxBatch: 500,
@@ -38,25 +28,6 @@ const tb = createTollbooth({
   },
   plans: { big: { monthlyCredits: 1_000_000 } },
   defaultTier: 'big',
-  failedAuth: false,
 })
 
-const app = new Hono()
-app.use('/v1/*', requireApiKey(tb, { cost: 1 }))
-app.get('/v1/work', (c) => c.json({ instance: name, account: c.get('apiKey').key.accountId }))
-app.post('/admin/revoke/:id', async (c) => {
-  await tb.keys.revoke(c.req.param('id'))
-  return c.json({ revoked: true, by: name })
-})
-
-const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
-  process.stdout.write(`${JSON.stringify({ port: info.port })}\n`)
-})
-
-process.on('SIGTERM', () => {
-  server.close()
-  void tb
-    .close()
-    .then(() => storage.close())
-    .finally(() => process.exit(0))
-})
+serveInstance({ tb, cost: 1, close: () => storage.close() })

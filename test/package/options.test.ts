@@ -15,6 +15,7 @@ import { managementApi } from '../../adapters/management/index.js'
 import { portal } from '../../adapters/portal/index.js'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage, upgradeUsageTotals } from '../../adapters/redis/index.js'
+import { sqliteStorage } from '../../adapters/sqlite/index.js'
 import { stripeBilling } from '../../adapters/stripe/index.js'
 import { ConfigError, createTollbooth, memoryStorage } from '../../src/index.js'
 
@@ -67,6 +68,11 @@ describe('a bad option', () => {
       'postgresStorage',
       () => postgresStorage({ pool, statementTimeoutMs: 1.5 }),
       'postgresStorage: options.statementTimeoutMs must be an integer >= 1 (milliseconds), got 1.5',
+    ],
+    [
+      'sqliteStorage',
+      () => sqliteStorage({ path: ':memory:', busyTimeoutMs: -1 }),
+      'sqliteStorage: options.busyTimeoutMs must be an integer >= 0 (milliseconds), got -1',
     ],
     [
       'stripeBilling',

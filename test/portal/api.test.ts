@@ -167,6 +167,55 @@ describe('usage per day', () => {
     expect((await client.call('GET', '/api/usage/daily?day=1')).status).toBe(400)
     expect((await browserClient(served.url).call('GET', '/api/usage/daily')).status).toBe(401)
   })
+
+  it("splits the days and the period by the keys' categories, and filters by one", async () => {
+    const client = await signedIn()
+    const made = await Promise.all(
+      ['production', 'staging', null].map((category) =>
+        tb.keys.create({ accountId: 'acct_a', category }),
+      ),
+    )
+    const call = (key: string) =>
+      fetch(`${served.url}/v1/synthesize`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}` },
+      })
+    const start = Date.UTC(2026, 2, 10, 12)
+    clock.set(start)
+    for (const { key } of [made[0]!, made[0]!, made[1]!]) expect((await call(key)).status).toBe(200)
+    clock.set(start + DAY)
+    for (const { key } of [made[0]!, made[2]!]) expect((await call(key)).status).toBe(200)
+    const r = await client.call('GET', '/api/usage/daily?month=2026-03&groupBy=keyCategory')
+    expect(r.status).toBe(200)
+    expect(r.body.groupBy).toBe('keyCategory')
+    expect(r.body.categories).toEqual(['production', 'staging', 'uncategorized'])
+    const byDate = Object.fromEntries(r.body.days.map((d: { date: string }) => [d.date, d]))
+    expect(byDate['2026-03-10'].byCategory).toEqual({
+      production: { requests: 2, credits: 2 },
+      staging: { requests: 1, credits: 1 },
+    })
+    expect(byDate['2026-03-11'].byCategory).toEqual({
+      production: { requests: 1, credits: 1 },
+      uncategorized: { requests: 1, credits: 1 },
+    })
+    const prod = await client.call(
+      'GET',
+      '/api/usage/daily?groupBy=keyCategory&keyCategory=production',
+    )
+    expect(prod.body.categories).toEqual(['production'])
+    expect(prod.body.days.reduce((n: number, d: { requests: number }) => n + d.requests, 0)).toBe(3)
+    const period = await client.call('GET', '/api/usage?groupBy=keyCategory')
+    expect(period.body).toMatchObject({
+      groupBy: 'keyCategory',
+      requests: { production: 3, staging: 1, uncategorized: 1 },
+      requestCount: 5,
+    })
+    for (const q of ['groupBy=route', 'keyCategory=a%00b']) {
+      const bad = await client.call('GET', `/api/usage/daily?${q}`)
+      expect(bad.status).toBe(400)
+      expect(bad.body.issues[0].path).toBe(q.slice(0, q.indexOf('=')))
+    }
+  })
 })
 
 describe("the integrator's own authenticate()", () => {

@@ -237,6 +237,16 @@ describe.skipIf(!hasChromium)('developer portal in a real browser', () => {
     expect(after.equals(before)).toBe(false)
     await expectAccessible('usage')
 
+    // By the keys' categories: the same requests, under the key's category (production).
+    const groupBy = page.getByRole('combobox', { name: 'Group by' })
+    await groupBy.selectOption('keyCategory')
+    await expect.poll(() => page.locator('.legend').textContent()).toBe('production')
+    expect(await page.getByRole('columnheader', { name: 'Key category' }).count()).toBe(1)
+    expect((await chartTable()).find((r) => r[0] === today())).toEqual([today(), '21', '21'])
+    await expectAccessible('usage-by-key-category')
+    await groupBy.selectOption('category')
+    await expect.poll(() => page.locator('.legend').textContent()).toBe('tts')
+
     // A past month: its own figures and its own days.
     const prev = new Date(clock.now())
     prev.setUTCDate(1)

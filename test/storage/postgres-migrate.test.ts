@@ -34,8 +34,9 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     const schema = fresh()
     expect(await migrate({ pool, schema })).toEqual({
       schema,
-      applied: ['0001-init', '0002-ip-blocks', '0003-usage-aggregates'],
+      applied: MIGRATIONS.map((m) => m.name),
     })
+    expect(MIGRATIONS.map((m) => m.name).slice(-1)).toEqual(['0004-usage-key-category'])
     expect(await migrate({ pool, schema })).toEqual({ schema, applied: [] })
     const rows = (await pool.query(`SELECT id, name FROM "${schema}".migrations`)).rows
     expect(rows).toEqual(MIGRATIONS.map((m) => ({ id: m.id, name: m.name })))
@@ -48,7 +49,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     try {
       const results = await Promise.all(pools.map((p) => migrate({ pool: p, schema })))
       const applied = results.flatMap((r) => r.applied)
-      expect(applied).toEqual(['0001-init', '0002-ip-blocks', '0003-usage-aggregates'])
+      expect(applied).toEqual(MIGRATIONS.map((m) => m.name))
     } finally {
       await Promise.all(pools.map((p) => p.end()))
     }
@@ -82,7 +83,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     }
     expect(await migrate({ pool, schema })).toEqual({
       schema,
-      applied: ['0002-ip-blocks', '0003-usage-aggregates'],
+      applied: ['0002-ip-blocks', '0003-usage-aggregates', '0004-usage-key-category'],
     })
     const storage = postgresStorage({ pool, schema })
     expect(await storage.usage.summarize('acct_1', 36_000_000, 36_000_000 + 3 * 3_600_000)).toEqual(
@@ -94,10 +95,109 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
           stt: { requests: 100, units: 200 },
           uncategorized: { requests: 100, units: 200 },
         },
+        byKeyCategory: { uncategorized: { requests: 300, units: 600 } },
       },
     )
     const page = await storage.usage.logs('key_1', { limit: 1 })
     expect(page.data[0]).toMatchObject({ id: 'req_299', ttfbMs: null, code: null })
+  })
+
+  it('upgrades a schema of 0003 with totals: they count under uncategorized keys', async () => {
+    const schema = fresh()
+    const HOUR = 3_600_000
+    const t0 = 40 * HOUR
+    const client = await pool.connect()
+    try {
+      await client.query(`CREATE SCHEMA "${schema}"`)
+      await client.query(`SET search_path TO "${schema}"`)
+      await client.query(
+        `CREATE TABLE migrations (id integer PRIMARY KEY, name text NOT NULL,
+           applied_at timestamptz NOT NULL DEFAULT now())`,
+      )
+      for (const m of MIGRATIONS.filter((m) => m.id <= 3)) {
+        await client.query(m.sql)
+        await client.query('INSERT INTO migrations (id, name) VALUES ($1, $2)', [m.id, m.name])
+      }
+      // 200 events of two hours recorded by the previous version: events and their totals.
+      await client.query(
+        `INSERT INTO usage_events (id, request_id, key_id, account_id, occurred_at, units,
+           category, status, duration_ms, method, path)
+         SELECT 'req_' || i, 'req_' || i, 'key_1', 'acct_1', ${t0} + i * 36000, 1,
+           (ARRAY['tts', NULL])[i % 2 + 1], 200, 1, 'GET', '/'
+         FROM generate_series(0, 199) AS i`,
+      )
+      await client.query(
+        `INSERT INTO usage_totals (account_id, hour, category, requests, units)
+         SELECT account_id, occurred_at - occurred_at % ${HOUR}, coalesce(category, 'uncategorized'),
+                count(*), sum(units)
+         FROM usage_events GROUP BY 1, 2, 3`,
+      )
+      await client.query('RESET search_path')
+    } finally {
+      client.release()
+    }
+    expect(await migrate({ pool, schema })).toEqual({
+      schema,
+      applied: ['0004-usage-key-category'],
+    })
+    const storage = postgresStorage({ pool, schema })
+    // New events, made by keys with a category, in the same hours as the old ones.
+    const next = (i: number, keyCategory: string | null) => ({
+      id: `new_${i}`,
+      requestId: `new_${i}`,
+      keyId: 'key_2',
+      accountId: 'acct_1',
+      time: t0 + i * 1000,
+      units: 5,
+      overage: 0,
+      tokens: 0,
+      category: 'tts',
+      keyCategory,
+      status: 200,
+      durationMs: 1,
+      ttfbMs: null,
+      code: null,
+      ip: null,
+      method: 'GET',
+      path: '/',
+      bypassed: false,
+      provider: null,
+    })
+    await storage.usage.record([next(1, 'production'), next(2, 'production'), next(3, null)])
+    const summary = await storage.usage.summarize('acct_1', t0, t0 + 2 * HOUR)
+    expect(summary).toEqual({
+      requests: 203,
+      units: 215,
+      byCategory: {
+        tts: { requests: 103, units: 115 },
+        uncategorized: { requests: 100, units: 100 },
+      },
+      byKeyCategory: {
+        production: { requests: 2, units: 10 },
+        uncategorized: { requests: 201, units: 205 },
+      },
+    })
+    // Off hour boundaries the old events are read themselves: the same answer.
+    expect(await storage.usage.summarize('acct_1', t0 + 1, t0 + 2 * HOUR)).toEqual({
+      ...summary,
+      requests: 202,
+      units: 214,
+      byCategory: {
+        tts: { requests: 102, units: 114 },
+        uncategorized: { requests: 100, units: 100 },
+      },
+      byKeyCategory: {
+        production: { requests: 2, units: 10 },
+        uncategorized: { requests: 200, units: 204 },
+      },
+    })
+    const old = await storage.usage.logs('key_1', { limit: 1 })
+    expect(old.data[0]).toMatchObject({ id: 'req_199', keyCategory: null })
+    const logged = await storage.usage.logs('key_2', { limit: 3 })
+    expect(logged.data.map((e) => e.keyCategory)).toEqual([null, 'production', 'production'])
+    // Pruning the old events takes them out of the migrated totals.
+    expect(await storage.usage.prune(t0 + 2 * HOUR)).toBe(203)
+    expect((await storage.usage.summarize('acct_1', 0, t0 + 2 * HOUR)).requests).toBe(0)
   })
 
   it('creates the indexes for lookup by hash, lists by account and logs by key', async () => {

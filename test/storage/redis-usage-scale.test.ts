@@ -120,6 +120,7 @@ describe.skipIf(!server)('a summary of 200,000 events on Redis', () => {
         stt: { requests: stt, units: stt },
         tts: { requests: EVENTS - stt, units: EVENTS - stt },
       },
+      byKeyCategory: { uncategorized: { requests: EVENTS, units: EVENTS } },
     })
     const max = Math.max(...latencies)
     console.log(

@@ -10,6 +10,7 @@
 import { connect } from 'node:net'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
+import { CONSUME_FUNCTION, SETTLE_FUNCTION } from '../../adapters/redis/scripts.js'
 import { describeStorageConformance } from '../../adapters/testing/index.js'
 import { ConfigError, createTollbooth, isTollboothError } from '../../src/index.js'
 import {
@@ -194,10 +195,12 @@ describe.skipIf(!client)('redisStorage on Redis', () => {
     const ours = commands.filter(
       (c) => c.source !== 'lua' && c.args.some((x) => x.startsWith(prefix)),
     )
-    expect(ours.filter((c) => c.args[0]!.startsWith('eval')).length).toBeGreaterThan(8)
+    expect(
+      ours.filter((c) => c.args[0]!.startsWith('eval') || c.args[0] === 'fcall').length,
+    ).toBeGreaterThan(8)
     for (const { args } of ours) {
       const keys =
-        args[0] === 'evalsha' || args[0] === 'eval'
+        args[0] === 'evalsha' || args[0] === 'eval' || args[0] === 'fcall'
           ? args.slice(3, 3 + Number(args[2]))
           : args.slice(1).filter((x) => x.startsWith(prefix))
       expect(new Set(keys.map(keySlot)).size, args.join(' ')).toBe(1)
@@ -240,13 +243,18 @@ describe.skipIf(!client)('redisStorage on Redis', () => {
     // Every command this instance sent, whatever its keys: the round trips of N requests.
     const mine = commands.filter((c) => c.source.endsWith(`:${port}`))
     expect(admitted).toBe(N)
-    expect(mine.map((c) => c.args[0])).toEqual(Array(N + 1).fill('evalsha'))
-    // evalsha sha numkeys ...keys now slack nOps[:ttl]: admissions 2..N each carry the
-    // previous request's settle (the release of its concurrency lease); the last call is that
-    // alone. Each admission carries its identity (a record kept 60 s, the last key).
-    const ops = mine.map((c) => c.args[3 + Number(c.args[2]) + 2]!)
-    expect(ops).toEqual(['0:60000', ...Array(N - 1).fill('1:60000'), '1'])
-    expect(Number(mine[N]!.args[2])).toBe(1)
+    expect(mine.map((c) => c.args[0])).toEqual(Array(N + 1).fill('fcall'))
+    // fcall function numkeys ...keys …: admissions 2..N each carry the previous request's
+    // settle (the release of its concurrency lease: one key more than the first); the last
+    // call is that alone, by the settle function. Each admission carries its identity (a
+    // record, the last key).
+    const first = Number(mine[0]!.args[2])
+    expect(mine[0]!.args[3 + first - 1]).toMatch(/\{acct_rtt\}:a:/)
+    expect(mine.map((c) => [c.args[1], Number(c.args[2])])).toEqual([
+      [CONSUME_FUNCTION, first],
+      ...Array(N - 1).fill([CONSUME_FUNCTION, first + 1]),
+      [SETTLE_FUNCTION, 1],
+    ])
     // The leases were all released: 5 requests at once are admitted.
     const five = await Promise.all(Array.from({ length: 5 }, () => tb.authenticate(req)))
     expect(five.every((d) => d.allowed)).toBe(true)
@@ -309,10 +317,10 @@ describe.skipIf(!client)('redisStorage on Redis', () => {
       expect(Date.now() - started).toBeGreaterThanOrEqual(25)
     })
     const mine = commands.filter((c) => c.source.endsWith(`:${port}`))
-    // Two calls, one per account, with no checks: account a's three ops, account b's one.
-    expect(mine.map((c) => [c.args[0], Number(c.args[2])]).sort()).toEqual([
-      ['evalsha', 1],
-      ['evalsha', 3],
+    // One call with no checks for both accounts (one server: the batches of all accounts go
+    // together): account a's three ops, account b's one.
+    expect(mine.map((c) => [c.args[0], c.args[1], Number(c.args[2])])).toEqual([
+      ['fcall', SETTLE_FUNCTION, 4],
     ])
     expect(await own.get(`${prefix}{a}:credit`)).toBe('h\n2\n0\ninf\n-inf')
     expect(await own.get(`${prefix}{b}:credit`)).toBe('h\n2\n0\ninf\n-inf')

@@ -114,6 +114,34 @@ describe('sqliteStorage: bad input', () => {
     )
   })
 
+  it('checks its options through parseOptions: one message format, unknown options refused', async () => {
+    const path = join(dir, 'a.db')
+    expect(() => sqliteStorage({ path, busyTimeoutMs: -1 })).toThrow(
+      /^sqliteStorage: options\.busyTimeoutMs must be an integer >= 0 \(milliseconds\), got -1$/,
+    )
+    expect(() => sqliteStorage({ path, changePollMs: 0 })).toThrow(
+      /^sqliteStorage: options\.changePollMs must be an integer >= 1 \(milliseconds\), got 0$/,
+    )
+    expect(() => sqliteStorage({ path, pruneEvery: 1.5 })).toThrow(
+      /^sqliteStorage: options\.pruneEvery must be an integer >= 0, got 1\.5$/,
+    )
+    expect(() => sqliteStorage({ path, migrate: 'yes' as never })).toThrow(
+      /^sqliteStorage: options\.migrate must be a boolean, got "yes"$/,
+    )
+    expect(() => sqliteStorage({ path, synchronous: 'off' as never })).toThrow(
+      /^sqliteStorage: options\.synchronous must be 'normal' or 'full', got "off"$/,
+    )
+    expect(() => sqliteStorage({ path, onError: 1 as never })).toThrow(
+      /^sqliteStorage: options\.onError must be a function, got 1$/,
+    )
+    expect(() => sqliteStorage({ path, busyTimeout: 5 } as never)).toThrow(
+      /^sqliteStorage: options\.busyTimeout is not an option$/,
+    )
+    await expect(migrate({ path, busyTimeoutMs: -1 })).rejects.toThrow(
+      /^migrate: options\.busyTimeoutMs must be an integer >= 0 \(milliseconds\), got -1$/,
+    )
+  })
+
   it('sets WAL and the busy timeout on the user’s handle, and leaves it open on close', async () => {
     const db = new Database(join(dir, 'own.db'))
     const s = sqliteStorage({ database: db, busyTimeoutMs: 900 })

@@ -81,6 +81,8 @@ export interface LogJson {
 
 export interface UsageJson {
   credits: { used: number; limit: number | null; remaining: number | null }
+  /** What `breakdown` and `requests` are keyed by. */
+  groupBy: 'category' | 'keyCategory'
   breakdown: Record<string, number>
   requests: Record<string, number>
   requestCount: number
@@ -97,6 +99,8 @@ export interface DayJson {
 
 export interface DailyJson {
   period: { id: string; start: string; end: string }
+  /** What `categories` and each day's `byCategory` hold. */
+  groupBy: 'category' | 'keyCategory'
   categories: string[]
   days: DayJson[]
 }

@@ -4,7 +4,8 @@
  * The "Usage" view: for the current billing period or any of the eleven before it, the
  * credits used, the limit and what remains, the request count, the breakdown by category
  * (`GET usage`), and the chart of usage per day stacked by category (`GET usage/daily`),
- * in credits or in requests.
+ * in credits or in requests. Both break down by the requests' usage category or, chosen in
+ * "Group by", by the category of the keys that made them (`groupBy=keyCategory`).
  */
 
 import { api, messageOf } from './api.js'
@@ -42,6 +43,12 @@ export const usageView: View = async (root) => {
       ),
     ),
   )
+  const groupBy = h(
+    'select',
+    { name: 'groupBy' },
+    h('option', { value: 'category' }, 'Usage category'),
+    h('option', { value: 'keyCategory' }, 'Key category'),
+  )
   const metricName = uid('metric')
   const metricInputs = (['credits', 'requests'] as const).map((m, i) =>
     h('input', {
@@ -70,7 +77,11 @@ export const usageView: View = async (root) => {
 
   const load = async () => {
     error.show(null)
-    const q = period.value ? `?month=${period.value}` : ''
+    const params = new URLSearchParams()
+    if (period.value) params.set('month', period.value)
+    if (groupBy.value === 'keyCategory') params.set('groupBy', 'keyCategory')
+    const q = params.toString() ? `?${params}` : ''
+    const byKey = groupBy.value === 'keyCategory'
     try {
       const [usage, days] = await Promise.all([
         api<UsageJson>('GET', `usage${q}`),
@@ -99,8 +110,8 @@ export const usageView: View = async (root) => {
         cats.length === 0
           ? h('p', { class: 'empty' }, 'No requests in this period.')
           : table(
-              'Usage by category',
-              ['Category', 'Requests', 'Credits'],
+              byKey ? 'Usage by key category' : 'Usage by category',
+              [byKey ? 'Key category' : 'Category', 'Requests', 'Credits'],
               cats.map((c) => [c, num(usage.requests[c] ?? 0), num(usage.breakdown[c] ?? 0)]),
             ),
       )
@@ -110,6 +121,7 @@ export const usageView: View = async (root) => {
     }
   }
   period.addEventListener('change', () => void load())
+  groupBy.addEventListener('change', () => void load())
   for (const input of metricInputs) input.addEventListener('change', draw)
 
   const byCat = uid('by-category')
@@ -122,6 +134,11 @@ export const usageView: View = async (root) => {
       'Credits and requests of your account, by billing period (calendar months, UTC).',
     ),
     field('Billing period', period),
+    field(
+      'Group by',
+      groupBy,
+      'Usage category: what the requests were for. Key category: the category of the keys that made them, as it was then; keys without one, and requests before key categories were recorded, count as uncategorized.',
+    ),
     error.el,
     summary,
     h('section', { 'aria-labelledby': byCat }, h('h2', { id: byCat }, 'By category'), breakdown),

@@ -1,0 +1,117 @@
+/**
+ * @module tollbooth/redis/counter-calls
+ *
+ * The arguments of a call of the counters' Lua (`consume` in scripts.ts): the counter keys,
+ * then every number of the call packed as little-endian doubles in one argument (read by one
+ * `struct.unpack` per record, no decimal text parsed in Lua), then the hold ids.
+ */
+
+import type { AdmissionId, Check, Rebuild, SettleOp } from '../../src/internal.js'
+
+/** Hold ids go into a newline-separated state: escape `%` and newlines, injectively. */
+export function escapeHoldId(id: string): string {
+  return id.replace(/[%\n\r]/g, (c) => (c === '%' ? '%25' : c === '\n' ? '%0A' : '%0D'))
+}
+
+/** The numbers and hold ids of one call, in the order the script reads them. */
+interface Packed {
+  nums: number[]
+  ids: string[]
+}
+
+/** A check's `rebuild` as two numbers: 0 none, 1 ask, 2 rebuild from `base`. */
+function pushRebuild(nums: number[], r: Rebuild | undefined): void {
+  if (r === undefined) nums.push(0, 0)
+  else if (r.base === undefined) nums.push(1, 0)
+  else nums.push(2, r.base)
+}
+
+const keepArg = (keepUntil: number | undefined) =>
+  keepUntil === undefined ? Number.NaN : keepUntil
+
+function pushCheck(p: Packed, c: Check): void {
+  switch (c.type) {
+    case 'window':
+      p.nums.push(1, c.limit, c.windowMs, c.bucketMs, c.cost)
+      pushRebuild(p.nums, c.rebuild)
+      return
+    case 'gcra':
+      p.nums.push(2, c.limit, c.windowMs, c.cost, 0, 0, 0)
+      return
+    case 'hold':
+      p.nums.push(3, c.limit, c.amount, c.ttlMs, keepArg(c.keepUntil))
+      pushRebuild(p.nums, c.rebuild)
+      p.ids.push(escapeHoldId(c.holdId))
+  }
+}
+
+/** The counter keys and records of one settle op (a cancel takes one record per check more). */
+export function pushOp(keys: string[], p: Packed, prefix: string, op: SettleOp, now: number): void {
+  const { nums, ids } = p
+  if (op.type === 'release') {
+    keys.push(prefix + op.key)
+    nums.push(1, now, op.charge, op.ifHeld ? 1 : 0, keepArg(op.keepUntil))
+    ids.push(escapeHoldId(op.holdId))
+    return
+  }
+  if (op.type === 'cancel') {
+    keys.push(prefix + op.key)
+    nums.push(4, now, op.ttlMs, op.checks.length, 0)
+    for (const c of op.checks) {
+      keys.push(prefix + c.key)
+      if (c.type === 'hold') {
+        nums.push(5, op.at, 0, 0, keepArg(c.keepUntil))
+        ids.push(escapeHoldId(c.holdId))
+      } else if (c.type === 'window') nums.push(6, op.at, c.windowMs, c.bucketMs, c.cost)
+      else nums.push(7, op.at, c.limit, c.windowMs, c.cost)
+    }
+    return
+  }
+  const c = op.check
+  keys.push(prefix + c.key)
+  if (c.type === 'window') nums.push(2, now, c.windowMs, c.bucketMs, c.cost)
+  else nums.push(3, now, c.limit, c.windowMs, c.cost)
+}
+
+/** Numbers as the script's first argument: little-endian doubles. */
+function pack(nums: number[]): Buffer {
+  const b = Buffer.allocUnsafe(nums.length * 8)
+  for (let i = 0; i < nums.length; i++) b.writeDoubleLE(nums[i]!, i * 8)
+  return b
+}
+
+/**
+ * One call's KEYS and ARGV: `batch`'s settle ops (if any), then `checks` (if any) and the
+ * admission's record, as the `consume` function reads them (scripts.ts).
+ */
+export function consumeCall(
+  prefix: string,
+  slackMs: number,
+  batch: { keys: string[]; nums: number[]; ids: string[] } | undefined,
+  checks: readonly Check[],
+  now: number,
+  admission?: AdmissionId,
+): { keys: string[]; args: Array<string | Buffer> } {
+  const keys: string[] = batch ? batch.keys.slice() : []
+  const nOps = keys.length
+  for (const c of checks) keys.push(prefix + c.key)
+  if (admission) keys.push(prefix + admission.key)
+  const p: Packed = {
+    nums: [now, slackMs, nOps, admission ? Math.ceil(admission.ttlMs) : Number.NaN],
+    ids: [],
+  }
+  if (batch) {
+    for (const x of batch.nums) p.nums.push(x)
+    for (const x of batch.ids) p.ids.push(x)
+  }
+  for (const c of checks) pushCheck(p, c)
+  return { keys, args: [pack(p.nums), ...p.ids] }
+}
+
+/** Settle ops as a batch for {@link consumeCall} (each applied at its own clock reading). */
+export function settleBatch(prefix: string, ops: readonly SettleOp[], now: number) {
+  const keys: string[] = []
+  const p: Packed = { nums: [], ids: [] }
+  for (const op of ops) pushOp(keys, p, prefix, op, now)
+  return { keys, nums: p.nums, ids: p.ids }
+}
