@@ -463,10 +463,14 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
       ttlMs: o.reservationTtlMs,
       keepUntil: account.period.end + CREDIT_KEEP_MS,
     }
+    if (account.plan?.exact === true) credit.exact = true
     templates.push({ role: 'credits', tokens: false, check: credit })
     checks.push(credit)
   }
   if (checks.length === 0) return undefined
+  // `exact: true` on the route: every check decided by the store (docs/leases.md).
+  if (a.route.exact === true)
+    for (let i = 0; i < checks.length; i++) checks[i] = { ...checks[i]!, exact: true }
   const counters = a.ctx.storage.counters
   // Counters in another process that may come back empty: the counts that must survive that
   // are rebuilt from the durable usage when missing (metering/rebuild).
@@ -549,6 +553,37 @@ function remoteConsume(a: Attempt, checks: Check[]): Promise<ConsumeResult> {
   const ctx = a.ctx
   const accountId = a.entry!.record.accountId
   const now = a.now
+  const admission: AdmissionId = {
+    key: `{${accountId}}:a:${a.internalId}`,
+    ttlMs: ctx.admissionTtlMs,
+  }
+  const leases = ctx.leases
+  if (leases) {
+    // Answered from a lease: no store call of its own, so no turn in the account's queue.
+    const r = leases.lease(checks, now, admission)
+    if (r !== null) {
+      if (!(r instanceof Promise)) return Promise.resolve(r)
+      return ctx.guard(r).then(
+        (res) => res ?? queued(a, checks, admission),
+        (err: unknown) => {
+          ctx.retries.add(
+            [{ type: 'cancel', key: admission.key, ttlMs: admission.ttlMs, at: now, checks }],
+            r,
+            true,
+          )
+          throw err
+        },
+      )
+    }
+  }
+  return queued(a, checks, admission)
+}
+
+/** An admission sent to the store, in its turn among the account's (see `remoteConsume`). */
+function queued(a: Attempt, checks: Check[], admission: AdmissionId): Promise<ConsumeResult> {
+  const ctx = a.ctx
+  const accountId = a.entry!.record.accountId
+  const now = a.now
   let lane = ctx.admitting.get(accountId)
   if (!lane) {
     lane = { running: 0, waiting: [] }
@@ -564,10 +599,6 @@ function remoteConsume(a: Attempt, checks: Check[]): Promise<ConsumeResult> {
         `Storage busy: ${l.running + l.waiting.length} admissions of this account waiting`,
       ),
     )
-  const admission: AdmissionId = {
-    key: `{${accountId}}:a:${a.internalId}`,
-    ttlMs: ctx.admissionTtlMs,
-  }
   let abandoned = false
   let raw: Promise<ConsumeResult> | undefined
   const next = () => {
@@ -582,7 +613,9 @@ function remoteConsume(a: Attempt, checks: Check[]): Promise<ConsumeResult> {
       return Promise.reject(new StorageUnavailableError('Storage did not answer in time'))
     }
     try {
-      raw = ctx.storage.counters.consume(checks, now, admission)
+      raw = ctx.leases
+        ? ctx.leases.consumeCentral(checks, now, admission)
+        : ctx.storage.counters.consume(checks, now, admission)
     } catch (err) {
       raw = Promise.reject(err)
     }

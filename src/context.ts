@@ -14,6 +14,7 @@ import type { AccountService } from './metering/accounts.js'
 import type { Outbox } from './metering/outbox.js'
 import type { ResolvedOptions } from './options.js'
 import type { SettleQueue } from './settle-queue.js'
+import type { LeasedCounterStore } from './storage/leased-counters.js'
 import type { Storage } from './storage/types.js'
 
 export interface Context {
@@ -39,6 +40,11 @@ export interface Context {
   guard<T>(p: Promise<T>): Promise<T>
   /** Settles and cancels retried until the counter store takes them. */
   retries: SettleQueue
+  /**
+   * The leased counters (`storage.counters` itself) when the counters are leased: admissions
+   * answered from leases skip the per-account queue, which only store calls need.
+   */
+  leases: LeasedCounterStore | null
   /**
    * Per account: admissions sent to remote counters and not yet answered, and those waiting
    * their turn (see `accountInFlight`).

@@ -81,4 +81,4 @@ export {
   countersFromState,
 } from './storage/state-counters.js'
 export type * from './storage/types.js'
-export { createTollbooth, type IpBlocks, type Tollbooth } from './tollbooth.js'
+export { createTollbooth, type IpBlocks, type LeaseFigures, type Tollbooth } from './tollbooth.js'

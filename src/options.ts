@@ -39,7 +39,13 @@ export const fnOption = <T>(what = 'a function') =>
 const rateLimitsSchema = z
   .array(
     z
-      .object({ limit: posInt, windowMs: posInt, unit: z.enum(['requests', 'tokens']).optional() })
+      .object({
+        limit: posInt,
+        windowMs: posInt,
+        unit: z.enum(['requests', 'tokens']).optional(),
+        /** Decided by the store on every request, never from a lease (docs/leases.md). */
+        exact: z.boolean().optional(),
+      })
       .strict(),
   )
   .max(8)
@@ -68,6 +74,8 @@ export const limitsSchema = z
       )
       .max(1000)
       .optional(),
+    /** Every limit of the key decided by the store on every request, never from a lease. */
+    exact: z.boolean().optional(),
   })
   .strict()
 
@@ -85,6 +93,11 @@ const planSchema = z
     carryoverMonths: z.number().int().min(0).max(120).default(0),
     /** Rate limits across all of an account's keys. */
     rateLimits: rateLimitsSchema.default([]),
+    /**
+     * The plan's rate limits and its accounts' credits decided by the store on every request,
+     * never from a lease (docs/leases.md).
+     */
+    exact: z.boolean().optional(),
   })
   .strict()
 
@@ -238,6 +251,51 @@ export const optionsSchema = z
     reservationTtlMs: integer(1).default(5 * 60_000),
     /** Concurrency leases of requests that never settle expire after this long. */
     leaseTtlMs: integer(1).default(5 * 60_000),
+    /**
+     * Leased limits (docs/leases.md): on counters in another process (Redis, PostgreSQL), an
+     * instance borrows a share of a hot limit in one atomic store call and admits against it
+     * locally. `false`: every admission asks the store. In-process counters (memory, SQLite)
+     * are never leased.
+     */
+    leases: z
+      .union([
+        z.literal(false),
+        z
+          .object({
+            /** A lease is sized to this many ms of the limit's traffic. */
+            spanMs: integer(1, 60_000).default(100),
+            /**
+             * How long a credit lease (and an all-time quota's) admits: a top-up or plan change
+             * reaches every instance within it. A crashed instance's credit lease lapses after
+             * it plus `reservationTtlMs`.
+             */
+            ttlMs: integer(1, 3_600_000).default(1_000),
+            /** The largest lease, as a fraction of the limit (the early-refusal bound). */
+            maxShare: z
+              .number({ error: 'must be a number above 0 and at most 0.5' })
+              .gt(0, { error: 'must be a number above 0 and at most 0.5' })
+              .max(0.5, { error: 'must be a number above 0 and at most 0.5' })
+              .default(0.01),
+            /** The smallest lease worth a store call (units); smaller limits stay central. */
+            minUnits: integer(1).default(8),
+            /** A lease takes at most 1/`exhaustDivisor` of what the store last said was left. */
+            exhaustDivisor: integer(1, 1_000_000).default(8),
+            /** After a refused lease the limit is decided centrally for this long (ms). */
+            cooldownMs: integer(0, 60_000).default(250),
+            /** How often due leases are ended and their unused part given back (ms). */
+            flushEveryMs: integer(1, 60_000).default(100),
+          })
+          .strict(),
+      ])
+      .default({
+        spanMs: 100,
+        ttlMs: 1_000,
+        maxShare: 0.01,
+        minUnits: 8,
+        exhaustDivisor: 8,
+        cooldownMs: 250,
+        flushEveryMs: 100,
+      }),
     providers: z
       .record(
         z.string().regex(/^[a-z0-9-]{1,64}$/, 'provider ids are lowercase'),
@@ -509,6 +567,8 @@ export const routeOptionsSchema = z
      * limit then only checks for room at admission and counts the report at settle.
      */
     tokens: z.union([nonNeg, fn<(r: TollboothRequest) => number>()]).optional(),
+    /** Every limit of this route's requests decided by the store, never from a lease. */
+    exact: z.boolean().optional(),
     /** Usage category of the route (e.g. `tts`); a handler may override it. */
     category: z.string().min(1).max(64).optional(),
     keySources: z.array(keySource).min(1).optional(),

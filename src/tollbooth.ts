@@ -11,7 +11,7 @@ import { DEFAULT_PROVIDERS } from './byok/providers.js'
 import { createSealer } from './byok/seal.js'
 import { ProviderKeyService } from './byok/service.js'
 import { createKeyCache } from './cache.js'
-import { systemClock } from './clock.js'
+import { type Clock, systemClock } from './clock.js'
 import { type Context, withTimeout } from './context.js'
 import type { Decision } from './decision.js'
 import { ownValue } from './input.js'
@@ -36,8 +36,8 @@ import type { TollboothRequest } from './request.js'
 import { type Outcome, settle } from './settle.js'
 import { createSettleQueue, type SettleQueueStats } from './settle-queue.js'
 import { isInProcess } from './storage/in-process.js'
+import { type LeasedCounterStore, leasedCounters } from './storage/leased-counters.js'
 import { memoryStorage } from './storage/memory.js'
-import { syncCounters } from './storage/state-counters.js'
 import type { IpBlock, Page, Storage, UsageEvent } from './storage/types.js'
 import { env, warnOnce } from './warnings.js'
 
@@ -87,9 +87,33 @@ export interface Tollbooth {
   close(): Promise<void>
   /**
    * Figures of this instance: counter operations waiting to be retried (settles and cancels
-   * whose first attempt failed), retried, and dropped because the queue was full.
+   * whose first attempt failed), retried, and dropped because the queue was full; and its
+   * leases (null when the counters are not leased: in-process counters, or `leases: false`).
    */
-  stats(): { settleRetries: SettleQueueStats }
+  stats(): { settleRetries: SettleQueueStats; leases: LeaseFigures | null }
+}
+
+/** What this instance's leases did (docs/leases.md). */
+export interface LeaseFigures {
+  /** Leases alive now. */
+  held: number
+  /** Units of live leases not used yet: capacity other instances cannot have now. */
+  parkedUnits: number
+  /** Leases taken since the start, and lease requests the store refused. */
+  acquired: number
+  refused: number
+  /** Admissions answered in process, and those the store decided. */
+  localAdmissions: number
+  centralAdmissions: number
+  /** Calls made to the counter store, and those leases spared it (local admissions and settles, less the lease calls). */
+  storeCalls: number
+  storeCallsSaved: number
+  /** Units given back when leases ended (quotas, credits). */
+  returnedUnits: number
+  /** Refusals by the store on a limit this instance was leasing: at most this many were early. */
+  earlyRefusals: number
+  /** Give-backs of ended leases the store never took (down through their retries). */
+  lostGiveBacks: number
 }
 
 /** How long `flush()` and `close()` wait for retried settles before going on. */
@@ -143,9 +167,13 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
   const storage = o.storage ?? memoryStorage()
   const clock = o.clock ?? systemClock
   const now = () => clock.now()
-  const localCounters = syncCounters(storage.counters) !== undefined
-  const inProcess =
-    isInProcess(storage.keys) && isInProcess(storage.counters) && isInProcess(storage.accounts)
+  const localCounters = isInProcess(storage.counters)
+  // Counters in another process are leased (docs/leases.md); in-process ones (memory, SQLite)
+  // answer without a network hop already.
+  const leased: LeasedCounterStore | null =
+    o.leases !== false && !localCounters ? leaseCounters(storage, o, clock) : null
+  const store: Storage = leased ? withCounters(storage, leased) : storage
+  const inProcess = isInProcess(storage.keys) && localCounters && isInProcess(storage.accounts)
   if (o.storage === undefined && env('NODE_ENV') === 'production') {
     warnOnce(
       'TOLLBOOTH_MEMORY_STORAGE',
@@ -170,13 +198,13 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
   let instanceId: string | undefined
   const ctx: Context = {
     options: o,
-    storage,
+    storage: store,
     clock,
     hash: createKeyHasher(o.secret),
     cache: createKeyCache(o.cache, now),
     ipGuard: o.failedAuth === false ? null : createIpGuard(o.failedAuth, storage.ipBlocks, onError),
-    accounts: new AccountService(storage, o, now, onError),
-    outbox: createOutbox(storage, { ...o.usage, now }, onError, (events) => {
+    accounts: new AccountService(store, o, now, onError),
+    outbox: createOutbox(store, { ...o.usage, now }, onError, (events) => {
       for (const listener of flushListeners) {
         try {
           listener(events)
@@ -200,11 +228,12 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       ? <T>(p: Promise<T>) => p
       : <T>(p: Promise<T>) => withTimeout(p, o.storageTimeoutMs),
     retries: createSettleQueue({
-      counters: storage.counters,
+      counters: store.counters,
       now,
       report: onError,
       max: o.maxPendingSettles,
     }),
+    leases: leased,
     admitting: new Map(),
     accountInFlight:
       o.accountInFlight ??
@@ -304,7 +333,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       await ctx.retries.drain(DRAIN_MS)
       await ctx.outbox.flush()
     },
-    stats: () => ({ settleRetries: ctx.retries.stats() }),
+    stats: () => ({ settleRetries: ctx.retries.stats(), leases: leased && leaseFigures(leased) }),
     onUsageFlushed(listener) {
       flushListeners.add(listener)
       return () => {
@@ -313,6 +342,9 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     },
     async close() {
       await settled()
+      // Unused lease capacity goes back to the store (a credit lease is released with what
+      // its requests were charged) before the retried settles are drained.
+      if (leased) await leased.close(now()).catch(onError)
       if (!(await ctx.retries.drain(DRAIN_MS)))
         onError(
           new Error(
@@ -323,6 +355,56 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       const off = await unsubscribe
       off?.()
     },
+  }
+}
+
+/** The leased counters of a remote store, with the instance's options. */
+function leaseCounters(storage: Storage, o: ResolvedOptions, clock: Clock): LeasedCounterStore {
+  const l = o.leases as Exclude<ResolvedOptions['leases'], false>
+  return leasedCounters(storage.counters, {
+    leaseMs: l.spanMs,
+    maxShare: l.maxShare,
+    minUnits: l.minUnits,
+    exhaustDivisor: l.exhaustDivisor,
+    holdLeaseMs: l.ttlMs,
+    allTimeLeaseMs: l.ttlMs,
+    // A request's credit hold lives `reservationTtlMs`; the lease's store hold outlives every
+    // local hold taken within it by two timer periods (see leased-counters).
+    holdGraceMs: o.reservationTtlMs + 4 * l.flushEveryMs,
+    cooldownMs: l.cooldownMs,
+    flushEveryMs: l.flushEveryMs,
+    clock: () => clock.now(),
+  })
+}
+
+/** `storage` with other counters; every other store, and the change feed, its own. */
+function withCounters(storage: Storage, counters: Storage['counters']): Storage {
+  const s: Storage = {
+    keys: storage.keys,
+    counters,
+    usage: storage.usage,
+    accounts: storage.accounts,
+    secrets: storage.secrets,
+    ipBlocks: storage.ipBlocks,
+  }
+  if (storage.changes) s.changes = storage.changes
+  return s
+}
+
+function leaseFigures(l: LeasedCounterStore): LeaseFigures {
+  const s = l.stats()
+  return {
+    held: s.leases,
+    parkedUnits: s.parkedUnits,
+    acquired: s.acquired,
+    refused: s.refusedLeases,
+    localAdmissions: s.localAdmissions,
+    centralAdmissions: s.centralAdmissions,
+    storeCalls: s.storeCalls,
+    storeCallsSaved: s.localAdmissions + s.localSettles - s.leaseCalls,
+    returnedUnits: s.returnedUnits,
+    earlyRefusals: s.refusedWhileLeasing,
+    lostGiveBacks: s.lostGiveBacks,
   }
 }
 

@@ -55,26 +55,29 @@ export function windowName(windowMs: number): string {
   }
 }
 
-/** The templates of rate limits (GCRA), numbered in order under `prefix`. */
+/**
+ * The templates of rate limits (GCRA), numbered in order under `prefix`. A token limit, and
+ * any with `exact` (its own, or `exact` for all of them), is marked exact: never leased
+ * (a token limit is trued-up after the fact by negative adds; docs/leases.md).
+ */
 function rateTemplates(
   prefix: string,
   role: CheckRole,
   limits: ReadonlyArray<RateLimit>,
+  exact: boolean,
 ): CheckTemplate[] {
   return limits.map((r, i) => {
     const tokens = r.unit === 'tokens'
-    return {
-      role,
-      tokens,
-      check: {
-        type: 'gcra',
-        key: `${prefix}:r${i}:${r.limit}/${r.windowMs}${tokens ? 't' : ''}`,
-        name: windowName(r.windowMs) + (tokens ? '-tokens' : ''),
-        limit: r.limit,
-        windowMs: r.windowMs,
-        cost: tokens ? 0 : 1,
-      },
+    const check: Check = {
+      type: 'gcra',
+      key: `${prefix}:r${i}:${r.limit}/${r.windowMs}${tokens ? 't' : ''}`,
+      name: windowName(r.windowMs) + (tokens ? '-tokens' : ''),
+      limit: r.limit,
+      windowMs: r.windowMs,
+      cost: tokens ? 0 : 1,
     }
+    if (exact || tokens || r.exact === true) check.exact = true
+    return { role, tokens, check }
   })
 }
 
@@ -82,6 +85,7 @@ function rateTemplates(
 export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
   const out: CheckTemplate[] = []
   const p = `{${key.accountId}}:k:${key.id}`
+  const exact = key.limits.exact === true
   const q = key.limits.quotas
   if (q) {
     for (const name of ['total', 'daily', 'weekly', 'monthly'] as const) {
@@ -99,11 +103,12 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
           windowMs: w.windowMs,
           bucketMs: w.bucketMs,
           cost: 1,
+          ...(exact ? { exact: true as const } : {}),
         },
       })
     }
   }
-  if (key.limits.rateLimits) out.push(...rateTemplates(p, 'key-rate', key.limits.rateLimits))
+  if (key.limits.rateLimits) out.push(...rateTemplates(p, 'key-rate', key.limits.rateLimits, exact))
   if (key.limits.concurrency !== undefined) {
     out.push({
       role: 'concurrency',
@@ -116,6 +121,8 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
         amount: 1,
         holdId: '',
         ttlMs: 0,
+        // One unit per request in flight: always the store's (docs/leases.md).
+        exact: true,
       },
     })
   }
@@ -131,6 +138,7 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
         amount: 0,
         holdId: '',
         ttlMs: 0,
+        ...(exact ? { exact: true as const } : {}),
       },
     })
   }
@@ -142,8 +150,9 @@ export function compilePlanLimits(
   accountId: string,
   tier: string,
   limits: ReadonlyArray<RateLimit>,
+  exact = false,
 ): CheckTemplate[] {
-  return rateTemplates(`{${accountId}}:p:${tier}`, 'plan-rate', limits)
+  return rateTemplates(`{${accountId}}:p:${tier}`, 'plan-rate', limits, exact)
 }
 
 /** What a check is filled in with for one request (the pipeline's attempt has these). */
@@ -168,7 +177,7 @@ export function instantiate(t: CheckTemplate, r: CheckRequest, ttl: HoldTtls): C
   if (t.tokens && r.tokens > 0 && c.type === 'gcra') return { ...c, cost: r.tokens }
   if (c.type !== 'hold') return c
   const concurrency = t.role === 'concurrency'
-  return {
+  const h: Check = {
     type: 'hold',
     key: c.key,
     name: c.name,
@@ -177,6 +186,8 @@ export function instantiate(t: CheckTemplate, r: CheckRequest, ttl: HoldTtls): C
     holdId: r.internalId,
     ttlMs: concurrency ? ttl.leaseTtlMs : ttl.reservationTtlMs,
   }
+  if (c.exact) h.exact = true
+  return h
 }
 
 /** How a refused check is answered. */

@@ -190,7 +190,8 @@ export class AccountService {
       period,
       creditKey: creditKey(id, period),
       creditLimit: this.creditLimit(record, plan),
-      planTemplates: plan && tier ? compilePlanLimits(id, tier, plan.rateLimits) : [],
+      planTemplates:
+        plan && tier ? compilePlanLimits(id, tier, plan.rateLimits, plan.exact === true) : [],
     }
     // A tier that expires sooner than the cache TTL must not outlive its expiry in the cache
     // (lru-cache drops an entry once its age exceeds the ttl, hence the - 1).

@@ -35,7 +35,10 @@ import type {
 } from './types.js'
 
 export interface LeaseOptions {
-  /** True for a check that must always be decided by the store (`exact: true` on its limit). */
+  /**
+   * True for a check that must always be decided by the store, beside those that say so
+   * themselves (`check.exact`: `exact: true` on the limit, concurrency, token limits).
+   */
   exact?: (check: Check) => boolean
   /** A lease is sized to the traffic of this many milliseconds. Default 100. */
   leaseMs?: number
@@ -67,7 +70,7 @@ export interface LeaseOptions {
 
 /** What the decorator did, for `tb.stats()`-style figures. */
 export interface LeaseStats {
-  /** Leases alive now. */
+  /** Leases alive now (credit leases that admit no more but hold requests in flight included). */
   leases: number
   /** Leases taken since the start. */
   acquired: number
@@ -83,9 +86,40 @@ export interface LeaseStats {
   parkedUnits: number
   /** Lease requests the store refused. */
   refusedLeases: number
+  /** Store calls made for leases: taking them and giving back their unused part. */
+  leaseCalls: number
+  /**
+   * Give-backs of ended leases that never reached the store (it was down for their retries):
+   * units left counted (a count too high, never too low) or a credit lease's charges lost.
+   */
+  lostGiveBacks: number
+  /** Settles of local holds answered in process (no store call). */
+  localSettles: number
+  /**
+   * Admissions the store refused on a limit this instance was leasing (a lease alive or taken
+   * within the last second): an upper count of this instance's early refusals, the only ones
+   * capacity parked in leases can cause (docs/leases.md).
+   */
+  refusedWhileLeasing: number
 }
 
 export interface LeasedCounterStore extends CounterStore {
+  /**
+   * `consume` in two steps, so a caller can keep its queue for store calls: the admission
+   * answered from leases (at once, or once a lease is taken: one store call for every
+   * admission waiting on the key), or null: then `consumeCentral` (the store decides).
+   */
+  lease(
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission?: AdmissionId,
+  ): ConsumeResult | Promise<ConsumeResult | null> | null
+  /** `consume` decided by the store, with no lease. */
+  consumeCentral(
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission?: AdmissionId,
+  ): Promise<ConsumeResult>
   stats(): LeaseStats
   /** Ends the leases due at `now` (and, with `all`, every lease), returning their unused part. */
   flush(now: number, all?: boolean): Promise<void>
@@ -124,6 +158,8 @@ interface HoldLease {
   check: HoldCheck
   id: string
   n: number
+  /** Taken then. */
+  start: number
   /** New local holds until then. */
   until: number
   /** The store's hold expires then: every local hold ends before it. */
@@ -150,6 +186,8 @@ interface KeyState {
   pinned: boolean
   /** A lease request in flight. */
   pending: Promise<void> | null
+  /** When this instance last took a lease of the key. */
+  leasedAt: number
   /** Credit leases that admit no more but still have local holds in flight. */
   retired: HoldLease[]
 }
@@ -193,6 +231,8 @@ export function leasedCounters(
     throw new Error('leasedCounters: option holdGraceMs must exceed twice flushEveryMs')
   // A credit lease is released this long before its store hold expires (two timer periods).
   const margin = flushEveryMs > 0 ? 2 * flushEveryMs : 1
+  // A credit lease with charges is ended this long after it was taken (0: at its TTL only).
+  const rotateMs = flushEveryMs
   let timer: ReturnType<typeof setInterval> | null = null
   const startTimer = () => {
     if (timer !== null || flushEveryMs === 0) return
@@ -212,6 +252,10 @@ export function leasedCounters(
     storeCalls: 0,
     returnedUnits: 0,
     refusedLeases: 0,
+    leaseCalls: 0,
+    lostGiveBacks: 0,
+    localSettles: 0,
+    refusedWhileLeasing: 0,
   }
   let lastSweep = -Infinity
 
@@ -228,6 +272,7 @@ export function leasedCounters(
         coolUntil: -Infinity,
         pinned: false,
         pending: null,
+        leasedAt: -Infinity,
         retired: [],
       }
       keys.set(key, s)
@@ -256,18 +301,26 @@ export function leasedCounters(
 
   /** Whether a check may ever be leased (the rest is decided by the store). */
   const leasable = (c: Check): boolean => {
-    if (exact?.(c)) return false
+    // Concurrency and token limits come marked exact from the core (1-unit holds; counts
+    // trued-up by negative adds).
+    if (c.exact === true || exact?.(c)) return false
     if (!(c.limit > 0 && Number.isFinite(c.limit))) return false
     switch (c.type) {
       case 'gcra':
-        // Request-unit rate limits only: token limits are trued-up by negative adds.
-        return c.cost === 1 && !c.key.endsWith('t')
+        return c.cost === 1
       case 'window':
-        return c.rebuild === undefined && Number.isInteger(c.cost) && c.cost >= 1
+        return rebuildable(c) && Number.isInteger(c.cost) && c.cost >= 1
       case 'hold':
-        return c.rebuild === undefined && c.name !== 'concurrency' && c.amount > 0
+        return rebuildable(c) && c.amount > 0
     }
   }
+  /**
+   * A count rebuilt from the usage (`rebuild.base`) is central. A bare `rebuild: {}` only asks
+   * the store to refuse when the counter is missing: the lease request carries it, so a lease
+   * is taken only on a counter the store vouches for (a refused one sends the admission to
+   * the store, which answers `missing` to the core as before).
+   */
+  const rebuildable = (c: WindowCheck | HoldCheck) => c.rebuild?.base === undefined
 
   /** Units of a live lease not used yet, at `now` (0 when it cannot admit). */
   const free = (l: Lease, now: number): number => {
@@ -289,7 +342,13 @@ export function leasedCounters(
     if (!l || l.kind !== c.type) return false
     if (c.type === 'hold') {
       const h = l as HoldLease
-      return now < h.until && now + c.ttlMs <= h.expiresAt - margin && free(h, now) >= c.amount
+      // A lowered limit (a plan change) is not admitted against a lease taken under a higher one.
+      return (
+        now < h.until &&
+        c.limit >= h.check.limit &&
+        now + c.ttlMs <= h.expiresAt - margin &&
+        free(h, now) >= c.amount
+      )
     }
     return free(l, now) >= Math.max(1, c.cost)
   }
@@ -400,6 +459,11 @@ export function leasedCounters(
     const ops: SettleOp[] = []
     for (const [key, s] of keys) {
       const l = s.lease
+      // A credit lease with charges admits no more once it is a timer period old: its charges
+      // reach the store within about `flushEveryMs`, so a crashed instance loses no more than
+      // that many ms of them (the next request takes a new lease carrying the holds in flight).
+      if (l?.kind === 'hold' && l.charged > 0 && rotateMs > 0 && now - l.start >= rotateMs)
+        l.until = Math.min(l.until, now)
       if (l?.kind === 'hold' && !all && now >= l.until && !over(l, now)) {
         s.retired.push(l)
         s.lease = null
@@ -424,7 +488,48 @@ export function leasedCounters(
         keys.delete(key)
     }
     for (const [k, a] of admissions) if (a.expiresAt <= now) admissions.delete(k)
-    return ops.length > 0 ? settleInner(ops, now) : null
+    if (ops.length === 0) return null
+    return giveBack(ops, now)
+  }
+
+  /**
+   * Sends what ended leases give back, retried on failure (the store down for a while) with
+   * growing pauses, for about 6 s in all: a window's units only into the bucket they were
+   * charged in (later, they stay counted: a count too high, never too low), a credit lease's
+   * release only while its store hold is there (`ifHeld`: a first attempt that was applied
+   * but not answered charges once). Never rejects; `close` waits for it.
+   */
+  const giveBack = (ops: SettleOp[], at: number): Promise<void> => {
+    const attempt = async (left: SettleOp[], tries: number): Promise<void> => {
+      stats.leaseCalls++
+      try {
+        await settleInner(left, tries === 0 ? at : clock())
+      } catch {
+        if (tries >= 6) {
+          stats.lostGiveBacks += left.length
+          return
+        }
+        await new Promise((r) => {
+          const t = setTimeout(r, 100 * 2 ** tries)
+          ;(t as { unref?: () => void }).unref?.()
+        })
+        const t = clock()
+        const again: SettleOp[] = []
+        for (const op of left) {
+          if (op.type === 'add') {
+            const c = op.check
+            if (c.type === 'window' && bucketOf(c, t) !== bucketOf(c, at)) {
+              stats.lostGiveBacks++
+              continue
+            }
+            again.push(op)
+          } else if (op.type === 'release') again.push({ ...op, ifHeld: true })
+          else again.push(op)
+        }
+        if (again.length > 0) await attempt(again, tries + 1)
+      }
+    }
+    return track(attempt(ops, 0))
   }
 
   const central = async (
@@ -435,13 +540,16 @@ export function leasedCounters(
     stats.storeCalls++
     stats.centralAdmissions++
     const r = await track(inner.consume(checks, now, admission))
+    let leasing = false
     for (let i = 0; i < checks.length; i++) {
       const s = keys.get(checks[i]!.key)
       if (s) {
         s.remaining = r.results[i]!.remaining
         s.resetMs = r.results[i]!.resetMs
+        if (!r.results[i]!.allowed && (s.lease !== null || now - s.leasedAt < 1000)) leasing = true
       }
     }
+    if (leasing) stats.refusedWhileLeasing++
     return r
   }
 
@@ -473,11 +581,13 @@ export function leasedCounters(
           holdId: id,
           ttlMs: holdLeaseMs + holdGraceMs,
           ...(c.keepUntil !== undefined ? { keepUntil: c.keepUntil } : {}),
+          ...(c.rebuild !== undefined ? { rebuild: c.rebuild } : {}),
         }
       }
       return { ...c, cost: n }
     })
     stats.storeCalls++
+    stats.leaseCalls++
     let r: ConsumeResult
     try {
       r = await track(inner.consume(leaseChecks, now))
@@ -511,7 +621,7 @@ export function leasedCounters(
         const op = endOp(c.key, s.lease, now)
         if (op) ends.push(op)
       }
-      if (ends.length > 0) void settleInner(ends, now).catch(() => {})
+      if (ends.length > 0) void giveBack(ends, now)
       switch (c.type) {
         case 'gcra': {
           const t = c.windowMs / c.limit
@@ -537,6 +647,7 @@ export function leasedCounters(
             check: c,
             id,
             n: amounts.get(c.key)!,
+            start: now,
             until: now + holdLeaseMs,
             expiresAt: now + holdLeaseMs + holdGraceMs,
             charged: 0,
@@ -544,6 +655,7 @@ export function leasedCounters(
           }
           break
       }
+      s.leasedAt = now
       stats.acquired++
       startTimer()
     }
@@ -573,11 +685,16 @@ export function leasedCounters(
     return { allowed: true, results }
   }
 
-  const consume = async (
+  /**
+   * The admission answered from leases: a result at once (in process), a promise of one while
+   * a lease is taken for it (null then: the store must decide), or null at once: the store
+   * must decide (see `consumeCentral`).
+   */
+  const lease = (
     checks: ReadonlyArray<Check>,
     now: number,
     admission?: AdmissionId,
-  ): Promise<ConsumeResult> => {
+  ): ConsumeResult | Promise<ConsumeResult | null> | null => {
     if (now - lastSweep >= 10) void sweep(now, false)?.catch(() => {})
     if (admission) {
       const known = admissions.get(admission.key)
@@ -594,19 +711,29 @@ export function leasedCounters(
           })),
         }
     }
-    if (checks.length === 0) return central(checks, now, admission)
+    if (checks.length === 0) return null
     for (let i = 0; i < checks.length; i++) {
       const c = checks[i]!
-      if (!leasable(c)) return central(checks, now, admission)
-      for (let j = 0; j < i; j++)
-        if (checks[j]!.key === c.key) return central(checks, now, admission)
+      if (!leasable(c)) return null
+      for (let j = 0; j < i; j++) if (checks[j]!.key === c.key) return null
       const s = state(c.key, now)
-      if (s.pinned) return central(checks, now, admission)
+      if (s.pinned) return null
       observe(s, unitsOf(c), now)
     }
+    return tryLocal(checks, now, admission) ?? leaseAndTake(checks, now, admission)
+  }
+
+  /** Takes (or waits for) the leases an admission lacks, then answers it from them. */
+  const leaseAndTake = async (
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission: AdmissionId | undefined,
+  ): Promise<ConsumeResult | null> => {
     for (let attempt = 0; attempt < 2; attempt++) {
-      const done = tryLocal(checks, now, admission)
-      if (done) return done
+      if (attempt > 0) {
+        const done = tryLocal(checks, now, admission)
+        if (done) return done
+      }
       // Wait for a lease already being taken for one of these keys.
       const pending = checks.map((c) => keys.get(c.key)!.pending).filter((p) => p !== null)
       if (pending.length > 0) {
@@ -618,9 +745,9 @@ export function leasedCounters(
       for (const c of checks) {
         const s = keys.get(c.key)!
         if (fits(c, s.lease, now)) continue
-        if (now < s.coolUntil) return central(checks, now, admission)
+        if (now < s.coolUntil) return null
         const n = sizeOf(c, s, now)
-        if (n === 0) return central(checks, now, admission)
+        if (n === 0) return null
         want.push([c, n])
       }
       const p = acquire(want, now).then(() => {})
@@ -634,7 +761,17 @@ export function leasedCounters(
         }
       }
     }
-    return central(checks, now, admission)
+    return tryLocal(checks, now, admission)
+  }
+
+  const consume = async (
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission?: AdmissionId,
+  ): Promise<ConsumeResult> => {
+    const r = lease(checks, now, admission)
+    const done = r instanceof Promise ? await r : r
+    return done ?? central(checks, now, admission)
   }
 
   /** Finds the local lease holding `holdId` on `key`. */
@@ -656,6 +793,7 @@ export function leasedCounters(
           // A retried release (`ifHeld`) of a hold gone already charges nothing.
           if (!op.ifHeld || live) l.charged += op.charge
           delete l.holds[op.holdId]
+          stats.localSettles++
           continue
         }
         rest.push(op)
@@ -666,7 +804,7 @@ export function leasedCounters(
         if (s.lease) {
           const end = endOp(op.check.key, s.lease, now)
           s.lease = null
-          if (end) rest.push(end)
+          if (end) void giveBack([end], now)
         }
         rest.push(op)
       } else {
@@ -697,6 +835,8 @@ export function leasedCounters(
 
   return {
     consume,
+    lease,
+    consumeCentral: (checks, now, admission) => central(checks, now, admission),
     settle,
     async held(key, now) {
       const total = await track(inner.held(key, now))
@@ -715,6 +855,8 @@ export function leasedCounters(
       let leases = 0
       let parked = 0
       for (const s of keys.values()) {
+        // A retired credit lease admits no more but still holds its store hold.
+        leases += s.retired.length
         if (!s.lease) continue
         leases++
         parked += free(s.lease, lastSweep)

@@ -28,6 +28,8 @@ export interface RateLimit {
   windowMs: number
   /** What one unit is: a request (counted at admission) or a token (counted at settle). */
   unit?: 'requests' | 'tokens'
+  /** Decided by the store on every request, never from a lease (docs/leases.md). */
+  exact?: boolean
 }
 
 /** Rolling request quotas; each optional. `total` is all-time. */
@@ -54,6 +56,8 @@ export interface KeyLimits {
   budget?: number
   /** Reserved intervals: outside all of them the key is refused (403). */
   timeBlocks?: TimeBlock[]
+  /** Every limit of this key is decided by the store on every request, never from a lease. */
+  exact?: boolean
 }
 
 /** A key as stored. Holds the hash, never the plaintext. */
@@ -139,6 +143,11 @@ export type Check =
       type: 'window'
       key: string
       name: string
+      /**
+       * Decide on every request in the store, never from a lease (`exact: true` on the limit,
+       * a concurrency or token limit). Stores ignore it; the leases layer reads it.
+       */
+      exact?: true
       limit: number
       /** 0 for all-time. */
       windowMs: number
@@ -152,6 +161,11 @@ export type Check =
       type: 'gcra'
       key: string
       name: string
+      /**
+       * Decide on every request in the store, never from a lease (`exact: true` on the limit,
+       * a concurrency or token limit). Stores ignore it; the leases layer reads it.
+       */
+      exact?: true
       limit: number
       windowMs: number
       cost: number
@@ -161,6 +175,11 @@ export type Check =
       type: 'hold'
       key: string
       name: string
+      /**
+       * Decide on every request in the store, never from a lease (`exact: true` on the limit,
+       * a concurrency or token limit). Stores ignore it; the leases layer reads it.
+       */
+      exact?: true
       limit: number
       amount: number
       holdId: string

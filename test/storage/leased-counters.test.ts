@@ -66,13 +66,17 @@ describe('leasedCounters', () => {
     expect(s.leases).toBe(1)
   })
 
-  it('keeps exact limits, small limits, concurrency and rebuilt counters central', async () => {
+  it('keeps exact limits, small limits, concurrency, token limits and rebuilt counters central', async () => {
     const cases: Array<[string, (i: number) => Check[], Parameters<typeof leasedCounters>[1]]> = [
       ['exact', () => [gcra(1_000_000)], { exact: (k) => k.key === '{a}:r0' }],
       ['small', () => [gcra(300)], {}],
+      ['check.exact', () => [{ ...gcra(1_000_000), exact: true }], {}],
       [
-        'concurrency',
-        (i) => [{ ...(credits(1_000_000, `h${i}`, 1) as object), name: 'concurrency' } as Check],
+        'concurrency (exact, as the core marks it)',
+        (i) =>
+          [
+            { ...(credits(1_000_000, `h${i}`, 1) as object), name: 'concurrency', exact: true },
+          ] as Check[],
         {},
       ],
       [
@@ -91,7 +95,11 @@ describe('leasedCounters', () => {
         ],
         {},
       ],
-      ['tokens', () => [gcra(1_000_000, '{a}:r0:1000000/1000t')], {}],
+      [
+        'tokens (exact, as the core marks it)',
+        () => [{ ...gcra(1_000_000, '{a}:r0:1000000/1000t'), exact: true }],
+        {},
+      ],
     ]
     for (const [name, check, options] of cases) {
       const c = leasedCounters(memoryStorage().counters, {

@@ -1,0 +1,241 @@
+/**
+ * @module test/storage/leased-core
+ *
+ * Leases as `createTollbooth` wires them (docs/leases.md, "In tollbooth"): on by default over
+ * counters in another process (here `mapStorage()`, a store whose every call waits a turn of
+ * the event loop), never over in-process ones; `exact: true` on a rate limit, a key's limits, a
+ * plan or a route keeps its admissions central, as concurrency always is; `tb.stats().leases`
+ * shows the figures; `tb.close()` gives back what leases did not use; the `leases` option is
+ * validated like every other.
+ */
+
+import { describe, expect, it } from 'vitest'
+import {
+  type Check,
+  ConfigError,
+  createTollbooth,
+  memoryStorage,
+  type RouteOptions,
+  type Storage,
+  type Tollbooth,
+} from '../../src/index.js'
+import { mapStorage } from './map-store.js'
+
+const SECRET = 'leased-core-secret-leased-core-secret-42'
+
+/** `count` requests, `width` at a time, each settled with status 200. Returns the admitted. */
+async function drive(
+  tb: Tollbooth,
+  key: string,
+  count: number,
+  route?: RouteOptions,
+  width = 20,
+): Promise<number> {
+  const r = route ? tb.route(route) : undefined
+  let admitted = 0
+  let next = 0
+  const worker = async () => {
+    while (next < count) {
+      next++
+      const d = await tb.authenticate(
+        { headers: { authorization: `Bearer ${key}` }, ip: '127.0.0.1', method: 'GET', path: '/' },
+        r,
+      )
+      if (d.allowed) {
+        admitted++
+        await tb.settle(d, { status: 200 })
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: width }, worker))
+  return admitted
+}
+
+const BIG = { rateLimits: [{ limit: 1_000_000, windowMs: 60_000 }], quotas: { daily: 1_000_000 } }
+
+describe('leases in createTollbooth', () => {
+  it('are on over a remote store: most admissions of a hot key answered in process', async () => {
+    const tb = createTollbooth({ secret: SECRET, storage: mapStorage() })
+    const { key } = await tb.keys.create({ accountId: 'acct_hot', limits: BIG })
+    expect(await drive(tb, key, 3000)).toBe(3000)
+    const l = tb.stats().leases!
+    expect(l.localAdmissions).toBeGreaterThan(2000)
+    expect(l.acquired).toBeGreaterThan(0)
+    expect(l.storeCallsSaved).toBeGreaterThan(2000)
+    expect(l.localAdmissions + l.centralAdmissions).toBe(3000)
+    await tb.close()
+  })
+
+  it('are off over in-process stores and with leases: false', async () => {
+    for (const tb of [
+      createTollbooth({ secret: SECRET, storage: memoryStorage() }),
+      createTollbooth({ secret: SECRET, storage: mapStorage(), leases: false }),
+    ]) {
+      const { key } = await tb.keys.create({ accountId: 'acct_off', limits: BIG })
+      expect(await drive(tb, key, 200)).toBe(200)
+      expect(tb.stats().leases).toBeNull()
+      await tb.close()
+    }
+  })
+
+  const central: Array<[string, (s: Storage) => Promise<[Tollbooth, string, RouteOptions?]>]> = [
+    [
+      'exact: true on a rate limit (the key has no other limit)',
+      async (storage) => {
+        const tb = createTollbooth({ secret: SECRET, storage })
+        const { key } = await tb.keys.create({
+          accountId: 'acct_x1',
+          limits: { rateLimits: [{ limit: 1_000_000, windowMs: 60_000, exact: true }] },
+        })
+        return [tb, key]
+      },
+    ],
+    [
+      "exact: true on a key's limits",
+      async (storage) => {
+        const tb = createTollbooth({ secret: SECRET, storage })
+        const { key } = await tb.keys.create({
+          accountId: 'acct_x2',
+          limits: { ...BIG, exact: true },
+        })
+        return [tb, key]
+      },
+    ],
+    [
+      'exact: true on a route',
+      async (storage) => {
+        const tb = createTollbooth({ secret: SECRET, storage })
+        const { key } = await tb.keys.create({ accountId: 'acct_x3', limits: BIG })
+        return [tb, key, { exact: true }]
+      },
+    ],
+    [
+      'exact: true on a plan (its rate limits and credits)',
+      async (storage) => {
+        const tb = createTollbooth({
+          secret: SECRET,
+          storage,
+          plans: {
+            pro: {
+              monthlyCredits: 1_000_000,
+              rateLimits: [{ limit: 1_000_000, windowMs: 60_000 }],
+              exact: true,
+            },
+          },
+          defaultTier: 'pro',
+        })
+        const { key } = await tb.keys.create({ accountId: 'acct_x4' })
+        return [tb, key, { cost: 1 }]
+      },
+    ],
+    [
+      'a concurrency limit, beside limits that would be leased',
+      async (storage) => {
+        const tb = createTollbooth({ secret: SECRET, storage })
+        const { key } = await tb.keys.create({
+          accountId: 'acct_x5',
+          limits: { ...BIG, concurrency: 1000 },
+        })
+        return [tb, key]
+      },
+    ],
+  ]
+  for (const [name, make] of central)
+    it(`decide centrally: ${name}`, async () => {
+      const [tb, key, route] = await make(mapStorage())
+      expect(await drive(tb, key, 1000, route)).toBe(1000)
+      const l = tb.stats().leases!
+      expect(l.localAdmissions).toBe(0)
+      expect(l.acquired).toBe(0)
+      // (Credits on a store that may come back empty ask for a rebuild first: one more call
+      // for each of the first requests.)
+      expect(l.centralAdmissions).toBeGreaterThanOrEqual(1000)
+      await tb.close()
+    })
+
+  it('a plan without exact: its rate limit and credits are leased', async () => {
+    const tb = createTollbooth({
+      secret: SECRET,
+      storage: mapStorage(),
+      plans: {
+        pro: { monthlyCredits: 1_000_000, rateLimits: [{ limit: 1_000_000, windowMs: 60_000 }] },
+      },
+      defaultTier: 'pro',
+    })
+    const { key } = await tb.keys.create({ accountId: 'acct_plan' })
+    expect(await drive(tb, key, 2000, { cost: 1 })).toBe(2000)
+    expect(tb.stats().leases!.localAdmissions).toBeGreaterThan(1000)
+    await tb.close()
+    // Every credit charged once, nothing held: the credit leases were released with them.
+    const view = await createTollbooth({
+      secret: SECRET,
+      storage: tb.storage,
+      plans: { pro: { monthlyCredits: 1_000_000 } },
+      defaultTier: 'pro',
+      leases: false,
+    }).accounts.get('acct_plan')
+    expect(view.credits.used).toBe(2000)
+  })
+
+  it('close() gives back what the leases did not use: the quota counts the admitted exactly', async () => {
+    const storage = mapStorage()
+    const tb = createTollbooth({ secret: SECRET, storage })
+    const { key, record } = await tb.keys.create({ accountId: 'acct_q', limits: BIG })
+    expect(await drive(tb, key, 1500)).toBe(1500)
+    const l = tb.stats().leases!
+    expect(l.localAdmissions).toBeGreaterThan(0)
+    await tb.close()
+    expect(tb.stats().leases!.held).toBe(0)
+    const daily: Check = {
+      type: 'window',
+      key: `{acct_q}:k:${record.id}:q:daily`,
+      name: 'daily',
+      limit: 1_000_000,
+      windowMs: 86_400_000,
+      bucketMs: 3_600_000,
+      cost: 0,
+    }
+    const r = await storage.counters.consume([daily], Date.now())
+    expect(r.results[0]!.used).toBe(1500)
+  })
+
+  it('validates the leases option and exact flags', () => {
+    const bad: Array<[Record<string, unknown>, string]> = [
+      [{ leases: { maxShare: 0 } }, 'leases.maxShare'],
+      [{ leases: { maxShare: 0.9 } }, 'leases.maxShare'],
+      [{ leases: { ttlMs: 0 } }, 'leases.ttlMs'],
+      [{ leases: { minUnits: 1.5 } }, 'leases.minUnits'],
+      [{ leases: { spanMs: -1 } }, 'leases.spanMs'],
+      [{ leases: { bogus: 1 } }, 'leases'],
+      [{ leases: true }, 'leases'],
+      [{ plans: { pro: { exact: 'yes' } } }, 'plans.pro.exact'],
+    ]
+    for (const [options, path] of bad) {
+      let err: unknown
+      try {
+        createTollbooth({ secret: SECRET, ...options } as never)
+      } catch (e) {
+        err = e
+      }
+      expect(err, JSON.stringify(options)).toBeInstanceOf(ConfigError)
+      expect((err as Error).message).toContain(path)
+    }
+    const tb = createTollbooth({ secret: SECRET, storage: mapStorage() })
+    expect(() => tb.route({ exact: 1 } as never)).toThrow(/exact/)
+    expect(tb.options.leases).toMatchObject({ maxShare: 0.01, ttlMs: 1000, spanMs: 100 })
+  })
+
+  it("rejects a bad exact in a key's limits with the field named", async () => {
+    const tb = createTollbooth({ secret: SECRET, storage: mapStorage() })
+    await expect(
+      tb.keys.create({ accountId: 'acct_v', limits: { exact: 'yes' } as never }),
+    ).rejects.toThrow(/exact/)
+    await expect(
+      tb.keys.create({
+        accountId: 'acct_v',
+        limits: { rateLimits: [{ limit: 5, windowMs: 1000, exact: 1 }] } as never,
+      }),
+    ).rejects.toThrow(/exact/)
+    await tb.close()
+  })
+})
