@@ -574,7 +574,12 @@ describe.skipIf(!client)('redis Lua scripts', () => {
           }
         },
       ),
-      { numRuns: 150 },
+      {
+        numRuns: 150,
+        ...(process.env.FC_SEED
+          ? { seed: Number(process.env.FC_SEED), path: process.env.FC_PATH, endOnFailure: true }
+          : {}),
+      },
     )
   })
 })

@@ -326,6 +326,8 @@ local function revert_op(key, t, id, a, b, c, now, at, slack)
     local idx, n, rebuilt = window_live(raw, current - span)
     local bucket = 0
     if windowMs ~= 0 then bucket = math.floor(at / bucketMs) end
+    -- A count whose bucket has left the window is gone already (see revert in limits/counters).
+    if bucket < current - span then return end
     for k = 1, #idx do
       if idx[k] >= bucket then
         if n[k] - cost > 0 then

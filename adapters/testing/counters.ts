@@ -429,6 +429,23 @@ export function counterStoreTests(get: GetStorage): void {
       expect(g.results[0]!.remaining).toBe(7)
     })
 
+    it("a cancel of a count whose bucket has left the window takes nothing from a later admission's bucket", async () => {
+      const n = names()
+      const c = get().counters
+      // A 4 s window in 1 s buckets: a (at T0 + 118) counts in the first bucket, b in the next.
+      const w = (cost: number) => [windowCheck(n.window, 2, cost, 4_000, 1_000)]
+      const adm = { key: `${n.window}:a:a`, ttlMs: 60_000 }
+      expect((await c.consume(w(1), T0 + 118, adm)).allowed).toBe(true)
+      expect((await c.consume(w(1), T0 + 1_000)).allowed).toBe(true)
+      expect((await c.consume(w(0), T0 + 4_082)).results[0]!.used).toBe(2)
+      // At T0 + 5,000 a's bucket is out of the window; b's is in it.
+      await c.settle(
+        [{ type: 'cancel', key: adm.key, ttlMs: 60_000, at: T0 + 118, checks: w(1) }],
+        T0 + 5_000,
+      )
+      expect((await c.consume(w(0), T0 + 5_000)).results[0]!.used).toBe(1)
+    })
+
     it('records nothing for an admission answered missing: the same id counts after the rebuild, and its cancel keeps the rebuilt marks', async () => {
       const n = names()
       const c = get().counters

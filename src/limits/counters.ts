@@ -379,6 +379,13 @@ function revert(check: Check, state: State, now: number, at: number): CounterWri
       const { windowMs, bucketMs, cost } = check
       const before = asWindow(state)
       if (!before) return null
+      // A count whose bucket has left the window at `now` is gone already: taking it from a
+      // later bucket would take back another admission's count.
+      if (
+        windowMs !== 0 &&
+        Math.floor(at / bucketMs) < Math.floor(now / bucketMs) - Math.ceil(windowMs / bucketMs)
+      )
+        return null
       const s = windowRemove(before, at, windowMs, bucketMs, cost) as WindowCounter
       if (before.rebuilt) s.rebuilt = true
       return put(check.key, s, windowExpiry(s, now, windowMs, bucketMs), now)

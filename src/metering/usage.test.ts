@@ -42,6 +42,8 @@ describe('usage.get', () => {
       requests: { tts: 3, stt: 2, llm: 1, uncategorized: 1 },
       requestCount: 7,
       resetDate: Date.UTC(2026, 1, 1),
+      groupBy: 'category',
+      filter: { category: null, keyCategory: null },
     })
 
     // Seed 000 (GET /v1/usage) and seed 003 (GET /account/usage) are both one mapping away.
