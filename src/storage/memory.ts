@@ -46,14 +46,40 @@ import type {
 
 const clone = <T>(v: T): T => structuredClone(v)
 
+/**
+ * A stored key record. Its `lastUsedAt` is held beside it as a number (NaN: never) rather than
+ * in the record: a touch then writes a double in place, where a record field that began as
+ * null would take a new heap number per touch (an old object pointing at a young one, which
+ * every scavenge must visit, among a million keys).
+ */
+class HeldKey {
+  lastUsedAt: number
+  constructor(public record: KeyRecord) {
+    this.lastUsedAt = record.lastUsedAt ?? Number.NaN
+  }
+  /** A copy for a caller, with its `lastUsedAt`. */
+  copy(): KeyRecord {
+    const k = clone(this.record)
+    k.lastUsedAt = this.lastUsedAt === this.lastUsedAt ? this.lastUsedAt : null
+    return k
+  }
+  patch(patch: Partial<KeyRecord>): void {
+    const p = clone(patch)
+    Object.assign(this.record, p)
+    if ('lastUsedAt' in p) this.lastUsedAt = p.lastUsedAt ?? Number.NaN
+  }
+}
+
 function memoryKeys(): KeyStore {
-  const byId = new Map<string, KeyRecord>()
-  const byHash = new Map<string, string>()
+  const byId = new Map<string, HeldKey>()
+  // By hash, the record itself: a cache miss reads one map, not two.
+  const byHash = new Map<string, HeldKey>()
   const byAccount = new Map<string, Set<string>>()
   const insert = (k: KeyRecord) => {
     if (byId.has(k.id) || byHash.has(k.hash)) throw new Error('duplicate key id or hash')
-    byId.set(k.id, clone(k))
-    byHash.set(k.hash, k.id)
+    const held = new HeldKey(clone(k))
+    byId.set(k.id, held)
+    byHash.set(k.hash, held)
     const set = byAccount.get(k.accountId) ?? new Set<string>()
     byAccount.set(k.accountId, set)
     set.add(k.id)
@@ -64,12 +90,11 @@ function memoryKeys(): KeyStore {
     },
     async get(id) {
       const k = byId.get(id)
-      return k ? clone(k) : null
+      return k ? k.copy() : null
     },
     async getByHash(hash) {
-      const id = byHash.get(hash)
-      const k = id === undefined ? undefined : byId.get(id)
-      return k ? clone(k) : null
+      const k = byHash.get(hash)
+      return k ? k.copy() : null
     },
     async list(accountId, { limit, cursor, kind, includeRevoked }) {
       const ids = [...(byAccount.get(accountId) ?? [])].sort().reverse()
@@ -77,42 +102,43 @@ function memoryKeys(): KeyStore {
       let nextCursor: string | null = null
       for (const id of ids) {
         if (cursor && id >= cursor) continue
-        const k = byId.get(id)!
+        const k = byId.get(id)!.record
         if (kind && k.kind !== kind) continue
         if (!includeRevoked && k.revokedAt !== null) continue
         if (data.length === limit) {
           nextCursor = data[data.length - 1]!.id
           break
         }
-        data.push(clone(k))
+        data.push(byId.get(id)!.copy())
       }
       return { data, nextCursor }
     },
     async update(id, patch) {
       const k = byId.get(id)
       if (!k) return null
-      Object.assign(k, clone(patch))
-      return clone(k)
+      k.patch(patch)
+      return k.copy()
     },
     async rotate(oldId, patch, next) {
       const k = byId.get(oldId)
       if (!k) return null
       insert(next)
-      Object.assign(k, clone(patch))
-      return clone(k)
+      k.patch(patch)
+      return k.copy()
     },
     async delete(id) {
       const k = byId.get(id)
       if (!k) return false
       byId.delete(id)
-      byHash.delete(k.hash)
-      byAccount.get(k.accountId)?.delete(id)
+      byHash.delete(k.record.hash)
+      byAccount.get(k.record.accountId)?.delete(id)
       return true
     },
     async touch(updates) {
       for (const { id, lastUsedAt } of updates) {
         const k = byId.get(id)
-        if (k && (k.lastUsedAt === null || k.lastUsedAt < lastUsedAt)) k.lastUsedAt = lastUsedAt
+        // NaN (never used) compares false: the first touch sets it.
+        if (k && !(k.lastUsedAt >= lastUsedAt)) k.lastUsedAt = lastUsedAt
       }
     },
   })
