@@ -14,7 +14,7 @@
  *   objects die young. A state of another shape (a record, a claim) is stored as given.
  * - The sweep walked the map a few entries per call and read each entry's value: among a
  *   million counters, each read was a cache miss. Now each slot waits in one bucket (a
- *   second) of an expiry queue, a min-heap of buckets with their slots; the sweep reads only
+ *   second) of an expiry queue, a min-heap of buckets with their keys; the sweep reads only
  *   the slots of buckets whose time came, and drops each one or queues it again at its
  *   current expiry. A write queues its slot only when it is in no bucket or in a later one.
  *
@@ -37,22 +37,20 @@ const SWEEP_PER_KEY = 2
 /** One counter: its state, kept in place, and when it expires. */
 export class CounterSlot implements StoredCounter {
   /**
-   * The bucket of the expiry queue this slot waits in, counted from the queue's first
-   * bucket (a small integer, held in the object without a box); NONE: none.
+   * The bucket of the expiry queue this slot waits in, counted from the queue's bucket 0: a
+   * small integer, held in the object without a box of its own. NONE: in no bucket.
    */
   due = NONE
   /** Deleted from the store: a later write of its key makes a new slot. */
   gone = false
   constructor(
-    /** Its key in the store: the queue holds slots, and drops one by this. */
-    readonly key: string,
     public state: CounterState,
     /** Infinity: never (a `StoredCounter`'s null), so the field holds a double in place. */
     public expiresAt: number,
   ) {}
 }
 
-/** `due` of a slot in no bucket: above every bucket (2^30, about 34 years of seconds). */
+/** `due` of a slot in no bucket: above every bucket (2^30 - 1, 34 years of seconds). */
 const NONE = 0x3fffffff
 
 /** Buckets (seconds) between the queue's bucket 0 and the first expiry it holds. */
@@ -151,22 +149,21 @@ export interface CounterSlots {
 
 export function counterSlots(): CounterSlots {
   const slots = new Map<string, CounterSlot>()
-  // Buckets by number from `origin` (before the first expiry queued), so `due` stays small.
-  // Each holds its slots, not their keys: the sweep reads them without a lookup.
-  const buckets = new Map<number, CounterSlot[]>()
+  const buckets = new Map<number, string[]>()
   const heap: number[] = []
+  // Bucket numbers count from `origin` (before the first expiry queued): small integers.
   let origin = Number.NaN
-  // The bucket being drained, taken off the queue: its slots, and how far the sweep got.
-  let draining: CounterSlot[] | null = null
+  // The bucket being drained, taken off the queue: its keys, and how far the sweep got.
+  let draining: string[] | null = null
   let drainingBucket = 0
   let next = 0
   let budget = 0
 
-  const queue = (s: CounterSlot) => {
+  const queue = (key: string, s: CounterSlot) => {
     if (s.expiresAt === Infinity) return
     const abs = Math.ceil(s.expiresAt / BUCKET_MS)
-    // Bucket 0 about 194 days before the first expiry queued: bucket numbers stay small for
-    // 33 years on. One earlier still (a clock set back) goes in bucket 0, due at once.
+    // Bucket 0 about 194 days before the first expiry queued: bucket numbers stay below NONE
+    // for 33 years on. One earlier still (a clock set back) goes in bucket 0, due at once.
     if (origin !== origin) origin = abs - ORIGIN_MARGIN
     const b = Math.min(Math.max(abs - origin, 0), NONE - 1)
     // Waiting in this bucket or an earlier one: it is looked at then, and queued again.
@@ -178,13 +175,13 @@ export function counterSlots(): CounterSlots {
       buckets.set(b, list)
       heapPush(heap, b)
     }
-    list.push(s)
+    list.push(key)
   }
 
-  const drop = (s: CounterSlot | undefined) => {
-    if (s === undefined || s.gone) return
+  const drop = (key: string, s: CounterSlot | undefined) => {
+    if (s === undefined) return
     s.gone = true
-    slots.delete(s.key)
+    slots.delete(key)
   }
 
   return {
@@ -195,19 +192,19 @@ export function counterSlots(): CounterSlots {
     write(key, value, read) {
       if (value === null) {
         // Its queue entry stays, and is passed over when its bucket comes.
-        drop(read !== undefined && !read.gone ? read : slots.get(key))
+        drop(key, read !== undefined && !read.gone ? read : slots.get(key))
         return
       }
       const expiresAt = value.expiresAt ?? Infinity
       let s = read !== undefined && !read.gone ? read : slots.get(key)
       if (s === undefined) {
-        s = new CounterSlot(key, value.state, expiresAt)
+        s = new CounterSlot(value.state, expiresAt)
         slots.set(key, s)
       } else {
         s.expiresAt = expiresAt
         if (s.state !== value.state) s.state = refill(s.state, value.state)
       }
-      queue(s)
+      queue(key, s)
     },
     credit(keys) {
       budget += SWEEP_PER_KEY * keys + 1
@@ -229,18 +226,19 @@ export function counterSlots(): CounterSlots {
           draining = null
           continue
         }
-        const s = draining[next++]!
+        const key = draining[next++]!
         budget--
+        const s = slots.get(key)
         // Deleted, or queued again in an earlier bucket since.
-        if (s.gone || s.due !== drainingBucket) continue
+        if (s === undefined || s.due !== drainingBucket) continue
         s.due = NONE
-        if (s.expiresAt <= now) drop(s)
-        else queue(s)
+        if (s.expiresAt <= now) drop(key, s)
+        else queue(key, s)
       }
     },
     sweepAll(now) {
       const before = slots.size
-      for (const s of slots.values()) if (s.expiresAt <= now) drop(s)
+      for (const [k, s] of slots) if (s.expiresAt <= now) drop(k, s)
       return before - slots.size
     },
   }
