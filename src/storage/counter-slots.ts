@@ -164,7 +164,7 @@ export function counterSlots(): CounterSlots {
     const abs = Math.ceil(s.expiresAt / BUCKET_MS)
     // Bucket 0 about 194 days before the first expiry queued: bucket numbers stay below NONE
     // for 33 years on. One earlier still (a clock set back) goes in bucket 0, due at once.
-    if (origin !== origin) origin = abs - ORIGIN_MARGIN
+    if (Number.isNaN(origin)) origin = abs - ORIGIN_MARGIN
     const b = Math.min(Math.max(abs - origin, 0), NONE - 1)
     // Waiting in this bucket or an earlier one: it is looked at then, and queued again.
     if (s.due <= b) return

@@ -60,7 +60,7 @@ class HeldKey {
   /** A copy for a caller, with its `lastUsedAt`. */
   copy(): KeyRecord {
     const k = clone(this.record)
-    k.lastUsedAt = this.lastUsedAt === this.lastUsedAt ? this.lastUsedAt : null
+    k.lastUsedAt = Number.isNaN(this.lastUsedAt) ? null : this.lastUsedAt
     return k
   }
   patch(patch: Partial<KeyRecord>): void {
