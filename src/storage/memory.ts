@@ -47,6 +47,20 @@ import type {
 const clone = <T>(v: T): T => structuredClone(v)
 
 /**
+ * A copy of a key record: its own fields in one object of a fixed shape, the strings shared
+ * (they cannot change), each object field (scopes, metadata, limits) cloned. Smaller than a
+ * structured clone, which makes every string anew and lays the fields out one by one.
+ */
+function copyRecord(r: KeyRecord): KeyRecord {
+  const k: Record<string, unknown> = { ...r }
+  for (const f in k) {
+    const v = k[f]
+    if (typeof v === 'object' && v !== null) k[f] = clone(v)
+  }
+  return k as unknown as KeyRecord
+}
+
+/**
  * A stored key record. Its `lastUsedAt` is held beside it as a number (NaN: never) rather than
  * in the record: a touch then writes a double in place, where a record field that began as
  * null would take a new heap number per touch (an old object pointing at a young one, which
@@ -59,7 +73,7 @@ class HeldKey {
   }
   /** A copy for a caller, with its `lastUsedAt`. */
   copy(): KeyRecord {
-    const k = clone(this.record)
+    const k = copyRecord(this.record)
     k.lastUsedAt = Number.isNaN(this.lastUsedAt) ? null : this.lastUsedAt
     return k
   }
@@ -72,15 +86,21 @@ function memoryKeys(): KeyStore {
   const byId = new Map<string, HeldKey>()
   // By hash, the record itself: a cache miss reads one map, not two.
   const byHash = new Map<string, HeldKey>()
-  const byAccount = new Map<string, Set<string>>()
+  // An account's key ids: the id alone while it has one key (most have), a Set past that.
+  const byAccount = new Map<string, string | Set<string>>()
   const insert = (k: KeyRecord) => {
     if (byId.has(k.id) || byHash.has(k.hash)) throw new Error('duplicate key id or hash')
-    const held = new HeldKey(clone(k))
+    const held = new HeldKey(copyRecord(k))
     byId.set(k.id, held)
     byHash.set(k.hash, held)
-    const set = byAccount.get(k.accountId) ?? new Set<string>()
-    byAccount.set(k.accountId, set)
-    set.add(k.id)
+    const ids = byAccount.get(k.accountId)
+    if (ids === undefined) byAccount.set(k.accountId, k.id)
+    else if (typeof ids === 'string') byAccount.set(k.accountId, new Set([ids, k.id]))
+    else ids.add(k.id)
+  }
+  const idsOf = (accountId: string): string[] => {
+    const ids = byAccount.get(accountId)
+    return ids === undefined ? [] : typeof ids === 'string' ? [ids] : [...ids]
   }
   return markInProcess<KeyStore>({
     async insert(k) {
@@ -95,7 +115,7 @@ function memoryKeys(): KeyStore {
       return k ? k.copy() : null
     },
     async list(accountId, { limit, cursor, kind, includeRevoked }) {
-      const ids = [...(byAccount.get(accountId) ?? [])].sort().reverse()
+      const ids = idsOf(accountId).sort().reverse()
       const data: KeyRecord[] = []
       let nextCursor: string | null = null
       for (const id of ids) {
@@ -129,7 +149,9 @@ function memoryKeys(): KeyStore {
       if (!k) return false
       byId.delete(id)
       byHash.delete(k.record.hash)
-      byAccount.get(k.record.accountId)?.delete(id)
+      const ids = byAccount.get(k.record.accountId)
+      if (ids === id) byAccount.delete(k.record.accountId)
+      else if (typeof ids === 'object') ids.delete(id)
       return true
     },
     async touch(updates) {
