@@ -36,8 +36,11 @@ const SWEEP_PER_KEY = 2
 
 /** One counter: its state, kept in place, and when it expires. */
 export class CounterSlot implements StoredCounter {
-  /** The bucket of the expiry queue this slot waits in; Infinity: none. */
-  due = Infinity
+  /**
+   * The bucket of the expiry queue this slot waits in, counted from the queue's bucket 0: a
+   * small integer, held in the object without a box of its own. NONE: in no bucket.
+   */
+  due = NONE
   /** Deleted from the store: a later write of its key makes a new slot. */
   gone = false
   constructor(
@@ -46,6 +49,12 @@ export class CounterSlot implements StoredCounter {
     public expiresAt: number,
   ) {}
 }
+
+/** `due` of a slot in no bucket: above every bucket (2^30 - 1, 34 years of seconds). */
+const NONE = 0x3fffffff
+
+/** Buckets (seconds) between the queue's bucket 0 and the first expiry it holds. */
+const ORIGIN_MARGIN = 2 ** 24
 
 type Numbers = unknown[]
 
@@ -142,6 +151,8 @@ export function counterSlots(): CounterSlots {
   const slots = new Map<string, CounterSlot>()
   const buckets = new Map<number, string[]>()
   const heap: number[] = []
+  // Bucket numbers count from `origin` (before the first expiry queued): small integers.
+  let origin = Number.NaN
   // The bucket being drained, taken off the queue: its keys, and how far the sweep got.
   let draining: string[] | null = null
   let drainingBucket = 0
@@ -150,7 +161,11 @@ export function counterSlots(): CounterSlots {
 
   const queue = (key: string, s: CounterSlot) => {
     if (s.expiresAt === Infinity) return
-    const b = Math.ceil(s.expiresAt / BUCKET_MS)
+    const abs = Math.ceil(s.expiresAt / BUCKET_MS)
+    // Bucket 0 about 194 days before the first expiry queued: bucket numbers stay below NONE
+    // for 33 years on. One earlier still (a clock set back) goes in bucket 0, due at once.
+    if (Number.isNaN(origin)) origin = abs - ORIGIN_MARGIN
+    const b = Math.min(Math.max(abs - origin, 0), NONE - 1)
     // Waiting in this bucket or an earlier one: it is looked at then, and queued again.
     if (s.due <= b) return
     s.due = b
@@ -197,7 +212,7 @@ export function counterSlots(): CounterSlots {
     sweepDue(now) {
       while (budget > 0) {
         if (draining === null) {
-          if (heap.length === 0 || heap[0]! * BUCKET_MS > now) {
+          if (heap.length === 0 || (heap[0]! + origin) * BUCKET_MS > now) {
             // Nothing due: no credit saved up for a burst later.
             budget = 0
             return
@@ -216,7 +231,7 @@ export function counterSlots(): CounterSlots {
         const s = slots.get(key)
         // Deleted, or queued again in an earlier bucket since.
         if (s === undefined || s.due !== drainingBucket) continue
-        s.due = Infinity
+        s.due = NONE
         if (s.expiresAt <= now) drop(key, s)
         else queue(key, s)
       }

@@ -9,7 +9,7 @@
  * (`storage/counter-slots`), synchronously, so every `consume` is atomic by construction
  * (JavaScript runs it to completion). Expired counters are swept a few per call, from a queue
  * of expiries, so memory stays proportional to the keys active within their longest window
- * (about 640 bytes per active key with four limits, measured by
+ * (about 590 bytes per active key with four limits, measured by
  * `test/limits/memory-per-key.ts`).
  */
 
@@ -46,17 +46,61 @@ import type {
 
 const clone = <T>(v: T): T => structuredClone(v)
 
+/**
+ * A copy of a key record: its own fields in one object of a fixed shape, the strings shared
+ * (they cannot change), each object field (scopes, metadata, limits) cloned. Smaller than a
+ * structured clone, which makes every string anew and lays the fields out one by one.
+ */
+function copyRecord(r: KeyRecord): KeyRecord {
+  const k: Record<string, unknown> = { ...r }
+  for (const f in k) {
+    const v = k[f]
+    if (typeof v === 'object' && v !== null) k[f] = clone(v)
+  }
+  return k as unknown as KeyRecord
+}
+
+/**
+ * A stored key record. Its `lastUsedAt` is held beside it as a number (NaN: never) rather than
+ * in the record: a touch then writes a double in place, where a record field that began as
+ * null would take a new heap number per touch (an old object pointing at a young one, which
+ * every scavenge must visit, among a million keys).
+ */
+class HeldKey {
+  lastUsedAt: number
+  constructor(public record: KeyRecord) {
+    this.lastUsedAt = record.lastUsedAt ?? Number.NaN
+  }
+  /** A copy for a caller, with its `lastUsedAt`. */
+  copy(): KeyRecord {
+    const k = copyRecord(this.record)
+    k.lastUsedAt = Number.isNaN(this.lastUsedAt) ? null : this.lastUsedAt
+    return k
+  }
+  patch(patch: Partial<KeyRecord>): void {
+    Object.assign(this.record, clone(patch))
+  }
+}
+
 function memoryKeys(): KeyStore {
-  const byId = new Map<string, KeyRecord>()
-  const byHash = new Map<string, string>()
-  const byAccount = new Map<string, Set<string>>()
+  const byId = new Map<string, HeldKey>()
+  // By hash, the record itself: a cache miss reads one map, not two.
+  const byHash = new Map<string, HeldKey>()
+  // An account's key ids: the id alone while it has one key (most have), a Set past that.
+  const byAccount = new Map<string, string | Set<string>>()
   const insert = (k: KeyRecord) => {
     if (byId.has(k.id) || byHash.has(k.hash)) throw new Error('duplicate key id or hash')
-    byId.set(k.id, clone(k))
-    byHash.set(k.hash, k.id)
-    const set = byAccount.get(k.accountId) ?? new Set<string>()
-    byAccount.set(k.accountId, set)
-    set.add(k.id)
+    const held = new HeldKey(copyRecord(k))
+    byId.set(k.id, held)
+    byHash.set(k.hash, held)
+    const ids = byAccount.get(k.accountId)
+    if (ids === undefined) byAccount.set(k.accountId, k.id)
+    else if (typeof ids === 'string') byAccount.set(k.accountId, new Set([ids, k.id]))
+    else ids.add(k.id)
+  }
+  const idsOf = (accountId: string): string[] => {
+    const ids = byAccount.get(accountId)
+    return ids === undefined ? [] : typeof ids === 'string' ? [ids] : [...ids]
   }
   return markInProcess<KeyStore>({
     async insert(k) {
@@ -64,55 +108,57 @@ function memoryKeys(): KeyStore {
     },
     async get(id) {
       const k = byId.get(id)
-      return k ? clone(k) : null
+      return k ? k.copy() : null
     },
     async getByHash(hash) {
-      const id = byHash.get(hash)
-      const k = id === undefined ? undefined : byId.get(id)
-      return k ? clone(k) : null
+      const k = byHash.get(hash)
+      return k ? k.copy() : null
     },
     async list(accountId, { limit, cursor, kind, includeRevoked }) {
-      const ids = [...(byAccount.get(accountId) ?? [])].sort().reverse()
+      const ids = idsOf(accountId).sort().reverse()
       const data: KeyRecord[] = []
       let nextCursor: string | null = null
       for (const id of ids) {
         if (cursor && id >= cursor) continue
-        const k = byId.get(id)!
+        const k = byId.get(id)!.record
         if (kind && k.kind !== kind) continue
         if (!includeRevoked && k.revokedAt !== null) continue
         if (data.length === limit) {
           nextCursor = data[data.length - 1]!.id
           break
         }
-        data.push(clone(k))
+        data.push(byId.get(id)!.copy())
       }
       return { data, nextCursor }
     },
     async update(id, patch) {
       const k = byId.get(id)
       if (!k) return null
-      Object.assign(k, clone(patch))
-      return clone(k)
+      k.patch(patch)
+      return k.copy()
     },
     async rotate(oldId, patch, next) {
       const k = byId.get(oldId)
       if (!k) return null
       insert(next)
-      Object.assign(k, clone(patch))
-      return clone(k)
+      k.patch(patch)
+      return k.copy()
     },
     async delete(id) {
       const k = byId.get(id)
       if (!k) return false
       byId.delete(id)
-      byHash.delete(k.hash)
-      byAccount.get(k.accountId)?.delete(id)
+      byHash.delete(k.record.hash)
+      const ids = byAccount.get(k.record.accountId)
+      if (ids === id) byAccount.delete(k.record.accountId)
+      else if (typeof ids === 'object') ids.delete(id)
       return true
     },
     async touch(updates) {
       for (const { id, lastUsedAt } of updates) {
         const k = byId.get(id)
-        if (k && (k.lastUsedAt === null || k.lastUsedAt < lastUsedAt)) k.lastUsedAt = lastUsedAt
+        // NaN (never used) compares false: the first touch sets it.
+        if (k && !(k.lastUsedAt >= lastUsedAt)) k.lastUsedAt = lastUsedAt
       }
     },
   })
@@ -202,15 +248,64 @@ function copyEvent(e: UsageEvent): UsageEvent {
 
 /**
  * An account's admitted requests and units of one hour, per (usage category, key category)
- * pair: `category NUL keyCategory` → [requests, units]. Neither category holds a NUL (key
- * categories are refused with one, recorded text has it replaced), so the split is exact.
+ * pair, in two flat arrays: `pairs` holds category, key category, … and `counts` requests,
+ * units, … at the same places. An account's hour has one pair or a few: a scan beats a map,
+ * and a tally is three small objects instead of a map and a string per pair.
  */
-type Tally = Map<string, [number, number]>
+class HourTally {
+  readonly pairs: string[] = []
+  readonly counts: number[] = []
+  constructor(readonly hour: number) {}
+  /** Adds (sign 1) or removes (sign -1) one request of `units`. */
+  add(category: string, keyCategory: string, sign: 1 | -1, units: number): void {
+    const p = this.pairs
+    const c = this.counts
+    for (let i = 0; i < p.length; i += 2)
+      if (p[i] === category && p[i + 1] === keyCategory) {
+        c[i]! += sign
+        c[i + 1]! += sign * units
+        if (c[i] === 0) {
+          p.splice(i, 2)
+          c.splice(i, 2)
+        }
+        return
+      }
+    if (sign === 1) {
+      p.push(category, keyCategory)
+      c.push(1, units)
+    }
+  }
+  /** Admitted requests in the hour. */
+  requests(): number {
+    let n = 0
+    for (let i = 0; i < this.counts.length; i += 2) n += this.counts[i]!
+    return n
+  }
+}
 
-const pairOf = (e: UsageEvent) => `${usageCategory(e)}\u0000${usageKeyCategory(e)}`
-const splitPair = (pair: string): [string, string] => {
-  const i = pair.indexOf('\u0000')
-  return [pair.slice(0, i), pair.slice(i + 1)]
+/**
+ * An account's tallies: the hour used last, and a map of every hour once there are two (an
+ * account active within one hour holds no map).
+ */
+class AccountTallies {
+  byHour: Map<number, HourTally> | null = null
+  constructor(public last: HourTally) {}
+  /** Every hour's tally. */
+  all(): Iterable<HourTally> {
+    return this.byHour === null ? [this.last] : this.byHour.values()
+  }
+  /** The tally of `hour`, made when missing. */
+  at(hour: number): HourTally {
+    if (this.last.hour === hour) return this.last
+    if (this.byHour === null) this.byHour = new Map([[this.last.hour, this.last]])
+    let t = this.byHour.get(hour)
+    if (t === undefined) {
+      t = new HourTally(hour)
+      this.byHour.set(hour, t)
+    }
+    this.last = t
+    return t
+  }
 }
 
 function memoryUsage(maxEvents: number): UsageStore {
@@ -221,36 +316,27 @@ function memoryUsage(maxEvents: number): UsageStore {
   let head = 0
   // Totals per account and hour, kept as events are recorded (evicted ones stay counted), so
   // a summary of whole hours reads totals, never the ring.
-  const tallies = new Map<string, Map<number, Tally>>()
+  const tallies = new Map<string, AccountTallies>()
   // Events come mostly of one account and hour in a row: the last tally found.
-  let last: { accountId: string; hour: number; tally: Tally } | null = null
-  const tallyOf = (e: UsageEvent): Tally => {
+  let lastAccount: string | null = null
+  let lastTally: HourTally | null = null
+  const tallyOf = (e: UsageEvent): HourTally => {
     const hour = e.time - (e.time % USAGE_HOUR_MS)
-    if (last !== null && last.accountId === e.accountId && last.hour === hour) return last.tally
-    let hours = tallies.get(e.accountId)
-    if (!hours) {
-      hours = new Map()
-      tallies.set(e.accountId, hours)
-    }
-    let t = hours.get(hour)
-    if (!t) {
-      t = new Map()
-      hours.set(hour, t)
-    }
-    last = { accountId: e.accountId, hour, tally: t }
+    if (lastAccount === e.accountId && lastTally!.hour === hour) return lastTally!
+    const a = tallies.get(e.accountId)
+    let t: HourTally
+    if (a === undefined) {
+      t = new HourTally(hour)
+      tallies.set(e.accountId, new AccountTallies(t))
+    } else t = a.at(hour)
+    lastAccount = e.accountId
+    lastTally = t
     return t
   }
   /** Adds (sign 1) or removes (sign -1) an admitted event to its hour's totals. */
   const count = (e: UsageEvent, sign: 1 | -1) => {
     if (!countsInSummary(e)) return
-    const t = tallyOf(e)
-    const cat = pairOf(e)
-    const c = t.get(cat)
-    if (c) {
-      c[0] += sign
-      c[1] += sign * e.units
-      if (c[0] === 0) t.delete(cat)
-    } else if (sign === 1) t.set(cat, [1, e.units])
+    tallyOf(e).add(usageCategory(e), usageKeyCategory(e), sign, e.units)
   }
   /** The stored events, oldest first (a copy of the ring's order). */
   const inOrder = (): UsageEvent[] =>
@@ -276,20 +362,21 @@ function memoryUsage(maxEvents: number): UsageStore {
     async summarize(accountId, from, to, filter): Promise<UsageSummary> {
       const out = emptySummary()
       const parts = splitUsageRange(from, to)
-      const hours = tallies.get(accountId)
-      if (hours && parts.hours) {
+      const account = tallies.get(accountId)
+      if (account && parts.hours) {
         const [first, end] = parts.hours
-        const add = (t: Tally) => {
-          for (const [pair, [requests, units]] of t)
-            addToSummary(out, ...splitPair(pair), requests, units, filter)
+        const add = (t: HourTally) => {
+          for (let i = 0; i < t.pairs.length; i += 2)
+            addToSummary(out, t.pairs[i]!, t.pairs[i + 1]!, t.counts[i]!, t.counts[i + 1]!, filter)
         }
+        const hours = account.byHour
         // Whichever is shorter: the hours of the range, or the hours the account has.
-        if ((end - first) / USAGE_HOUR_MS <= hours.size)
+        if (hours !== null && (end - first) / USAGE_HOUR_MS <= hours.size)
           for (let h = first; h < end; h += USAGE_HOUR_MS) {
             const t = hours.get(h)
             if (t) add(t)
           }
-        else for (const [h, t] of hours) if (h >= first && h < end) add(t)
+        else for (const t of account.all()) if (t.hour >= first && t.hour < end) add(t)
       }
       // Sub-hour edges (a range not on hour boundaries): the kept events.
       if (parts.edges.length > 0)
@@ -334,14 +421,23 @@ function memoryUsage(maxEvents: number): UsageStore {
         ring = kept
         head = 0
       }
-      last = null
-      for (const [account, hours] of tallies) {
+      lastAccount = null
+      lastTally = null
+      for (const [account, a] of tallies) {
+        const hours = a.byHour
+        if (hours === null) {
+          if (a.last.hour + USAGE_HOUR_MS > before) continue
+          n += a.last.requests()
+          tallies.delete(account)
+          continue
+        }
         for (const [hour, t] of hours) {
           if (hour + USAGE_HOUR_MS > before) continue
           hours.delete(hour)
-          for (const [r] of t.values()) n += r
+          n += t.requests()
         }
         if (hours.size === 0) tallies.delete(account)
+        else if (!hours.has(a.last.hour)) a.last = hours.values().next().value!
       }
       return n - inWholeHours
     },
