@@ -50,7 +50,9 @@ async function monitorPerRequest(
 ): Promise<{ all: number; admissions: number }> {
   const { Redis } = await import('ioredis')
   const { SETTLE_FUNCTION } = await import('../adapters/redis/scripts.js')
-  const client = new Redis(process.env.REDIS_URL!)
+  // No ready check: the monitor connection inherits it, and its INFO, echoed back by MONITOR,
+  // was read as INFO's reply (ioredis: "Command queue state error").
+  const client = new Redis(process.env.REDIS_URL!, { enableReadyCheck: false })
   const monitor = await client.monitor()
   let all = 0
   let settlesOnly = 0
