@@ -182,6 +182,11 @@ interface KeyState {
   resetMs: number
   /** Decided centrally until then. */
   coolUntil: number
+  /**
+   * The store answered `missing` for the counter (a bare `rebuild` check on a counter not made
+   * yet): decided centrally, with no lease request, until a central answer shows it made.
+   */
+  unmade: boolean
   /** Never leased (a settle adds to it, or it is exact). */
   pinned: boolean
   /** A lease request in flight. */
@@ -270,6 +275,7 @@ export function leasedCounters(
         remaining: Infinity,
         resetMs: 0,
         coolUntil: -Infinity,
+        unmade: false,
         pinned: false,
         pending: null,
         leasedAt: -Infinity,
@@ -290,11 +296,14 @@ export function leasedCounters(
     }
     s.units += units
   }
-  const rateOf = (s: KeyState, now: number) => {
-    const span = now - s.since
-    // A new span counts once it has lasted 10 ms (a key turning hot is seen at once).
-    return span >= Math.min(10, rateMs) ? Math.max(s.rate, s.units / span) : s.rate
-  }
+  /**
+   * A key's rate: the larger of the last span's and the current one's, the current span taken
+   * as lasting at least 10 ms. That is a lower bound of its true rate, so a key turning hot is
+   * seen at once (128 requests in one instant are 12.8 per ms, not unknown for 10 ms while
+   * whole waves of a burst go to the store) and two requests in one ms are not hot.
+   */
+  const rateOf = (s: KeyState, now: number) =>
+    Math.max(s.rate, s.units / Math.max(now - s.since, Math.min(10, rateMs)))
 
   /** The units a check takes (the hold's amount for a hold). */
   const unitsOf = (c: Check) => (c.type === 'hold' ? c.amount : c.cost)
@@ -544,8 +553,12 @@ export function leasedCounters(
     for (let i = 0; i < checks.length; i++) {
       const s = keys.get(checks[i]!.key)
       if (s) {
-        s.remaining = r.results[i]!.remaining
-        s.resetMs = r.results[i]!.resetMs
+        const res = r.results[i]!
+        // A missing counter says nothing of what is left; the core makes it and asks again.
+        if (res.missing) continue
+        s.unmade = false
+        s.remaining = res.remaining
+        s.resetMs = res.resetMs
         if (!r.results[i]!.allowed && (s.lease !== null || now - s.leasedAt < 1000)) leasing = true
       }
     }
@@ -595,14 +608,24 @@ export function leasedCounters(
       for (const [c] of want) state(c.key, now).coolUntil = now + cooldownMs
       return false
     }
+    // Refused for a counter not made yet, not for lack of room: no check cools down.
+    const unmade = !r.allowed && r.results.some((x) => x.missing)
     for (let i = 0; i < want.length; i++) {
       const [c, n] = want[i]!
       const s = state(c.key, now)
       const res = r.results[i]!
+      if (res.missing) {
+        // Not a lack of room: the store has not made the counter yet. The admission goes to
+        // the store, whose `missing` answer makes the core rebuild it; the next admissions
+        // lease once a central answer shows it made (a cooldown here made a burst on a new
+        // account all central).
+        s.unmade = true
+        continue
+      }
       s.remaining = res.remaining
       s.resetMs = res.resetMs
       if (!r.allowed) {
-        s.coolUntil = now + cooldownMs
+        if (!unmade) s.coolUntil = now + cooldownMs
         continue
       }
       // The leases before this one: a window's unused part goes back; a credit lease's local
@@ -745,7 +768,7 @@ export function leasedCounters(
       for (const c of checks) {
         const s = keys.get(c.key)!
         if (fits(c, s.lease, now)) continue
-        if (now < s.coolUntil) return null
+        if (now < s.coolUntil || s.unmade) return null
         const n = sizeOf(c, s, now)
         if (n === 0) return null
         want.push([c, n])

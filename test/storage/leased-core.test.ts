@@ -10,6 +10,7 @@
  */
 
 import { describe, expect, it } from 'vitest'
+import { redisStorage } from '../../adapters/redis/index.js'
 import {
   type Check,
   ConfigError,
@@ -19,6 +20,7 @@ import {
   type Storage,
   type Tollbooth,
 } from '../../src/index.js'
+import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 import { mapStorage } from './map-store.js'
 
 const SECRET = 'leased-core-secret-leased-core-secret-42'
@@ -175,6 +177,48 @@ describe('leases in createTollbooth', () => {
       leases: false,
     }).accounts.get('acct_plan')
     expect(view.credits.used).toBe(2000)
+  })
+
+  it('a burst on a new account: leased from its first instants, on a store that can come back empty', async () => {
+    // A total quota and credits on a new account, 128 requests at once (as an HTTP server
+    // takes them): every admission of the first instant is seen within one millisecond. The
+    // rate of a new span was taken as unknown for its first 10 ms, so the first waves of such
+    // a burst all went to the store, and a burst of 4 waves on a limit of 500 admitted
+    // nothing from leases.
+    const redis = await connectRedis()
+    const prefix = testPrefix('leased-core')
+    try {
+      for (const [store, storage] of [
+        ['Map store', mapStorage()],
+        ...(redis ? [['Redis', redisStorage({ client: redis, keyPrefix: prefix })] as const] : []),
+      ] as const) {
+        for (const [name, limits, route] of [
+          ['a total quota', { quotas: { total: 500 } }, undefined],
+          ['credits', {}, { cost: 1 }],
+        ] as const) {
+          const tb = createTollbooth({
+            secret: SECRET,
+            storage,
+            plans: { pro: { monthlyCredits: 500 } },
+            defaultTier: 'pro',
+            leases: { maxShare: 0.05 },
+          })
+          const { key } = await tb.keys.create({
+            accountId: `acct_new_${store.replaceAll(' ', '_')}_${name.replaceAll(' ', '_')}`,
+            limits,
+          })
+          expect(await drive(tb, key, 2000, route, 128)).toBe(500)
+          const l = tb.stats().leases!
+          expect(l.localAdmissions, `${store}, ${name}`).toBeGreaterThan(0)
+          await tb.close()
+        }
+      }
+    } finally {
+      if (redis) {
+        await deletePrefix(redis, prefix)
+        await redis.quit()
+      }
+    }
   })
 
   it('close() gives back what the leases did not use: the quota counts the admitted exactly', async () => {
