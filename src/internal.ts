@@ -72,7 +72,7 @@ export { gcraRemove, undrained, windowRemove } from './limits/revert.js'
 export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-window.js'
 export { checkAccountId, isAccountId } from './metering/accounts.js'
 export { monthSchema, parseMonth, periodOf, periodOfMonth } from './metering/periods.js'
-export { usageFilterValue, usageGroupBySchema } from './metering/usage.js'
+export { filterOf, usageQuerySchema } from './metering/usage.js'
 export {
   addToSummary,
   countsInSummary,

@@ -9,10 +9,10 @@
 
 import type { Hono } from 'hono'
 import { z } from 'zod'
-import { storeParsedProviderKey, type Tollbooth } from '../../src/internal.js'
+import { storeParsedProviderKey, type Tollbooth, usageQuerySchema } from '../../src/internal.js'
 import type { Guard } from './auth.js'
 import { json, noContent, parse, queryOf, readJson } from './http.js'
-import { noQuery, providerKeyBody, usageQuery } from './schemas.js'
+import { noQuery, providerKeyBody } from './schemas.js'
 import { iso, providerKeyView, usageView } from './views.js'
 
 const emptyBody = z.object({}).strict()
@@ -22,13 +22,8 @@ export function accountRoutes(app: Hono, tb: Tollbooth, guard: Guard): void {
   app.get(
     '/usage',
     guard(async (c, p) => {
-      const { month, category, keyCategory, groupBy } = parse(usageQuery, queryOf(c), 'query')
-      const report = await tb.usage.get(p.accountId, {
-        groupBy,
-        ...(month ? { month } : {}),
-        ...(category !== undefined ? { category } : {}),
-        ...(keyCategory !== undefined ? { keyCategory } : {}),
-      })
+      // Parsed here for the 400's wording (`query: …`); `usage.get` takes the same schema.
+      const report = await tb.usage.get(p.accountId, parse(usageQuerySchema, queryOf(c), 'query'))
       return json(usageView(report))
     }),
   )

@@ -10,7 +10,7 @@
  */
 
 import { z } from 'zod'
-import { monthSchema, text, usageFilterValue, usageGroupBySchema } from '../../src/internal.js'
+import { text } from '../../src/internal.js'
 
 export {
   createKeyBody,
@@ -86,20 +86,6 @@ export const logsQuery = z
     cursor: text(z.string().min(1).max(300)).optional(),
     /** Only the requests of this usage category. */
     category: text(z.string().trim().min(1).max(64)).optional(),
-  })
-  .strict()
-
-/**
- * `GET /usage`: a month, what the breakdown is keyed by (`category`, the requests' usage
- * category, or `keyCategory`, the category of the keys that made them), and the category of
- * either kind to count only the requests of.
- */
-export const usageQuery = z
-  .object({
-    month: monthSchema.optional(),
-    groupBy: usageGroupBySchema,
-    category: usageFilterValue.optional(),
-    keyCategory: usageFilterValue.optional(),
   })
   .strict()
 

@@ -13,17 +13,15 @@
  */
 
 import type { Hono } from 'hono'
-import { z } from 'zod'
 import {
   emptySummary,
-  monthSchema,
+  filterOf,
   parseMonth,
   periodOf,
   type Tollbooth,
   type UsageFilter,
   type UsageSummary,
-  usageFilterValue,
-  usageGroupBySchema,
+  usageQuerySchema,
 } from '../../src/internal.js'
 import { json, parse, queryOf, refusal } from '../management/http.js'
 import type { Identify } from './session-routes.js'
@@ -40,15 +38,6 @@ export interface UsageDay {
   credits: number
   byCategory: Record<string, { requests: number; credits: number }>
 }
-
-const dailyQuery = z
-  .object({
-    month: monthSchema.optional(),
-    groupBy: usageGroupBySchema,
-    category: usageFilterValue.optional(),
-    keyCategory: usageFilterValue.optional(),
-  })
-  .strict()
 
 const empty: UsageSummary = emptySummary()
 
@@ -77,15 +66,13 @@ export function dailyUsageRoute(app: Hono, tb: Tollbooth, identify: Identify): v
     const who = await identify(c.req.raw)
     if (!who) return refusal('unauthorized', 'Not signed in; sign in to the portal')
     if ('unavailable' in who) return refusal('session_keys_unavailable', who.unavailable)
-    const q = parse(dailyQuery, queryOf(c), 'query')
+    const q = parse(usageQuerySchema, queryOf(c), 'query')
     const t = now()
     const period = q.month ? parseMonth(q.month)! : periodOf(t)
     const starts: number[] = []
     for (let d = period.start; d < period.end; d += DAY) starts.push(d)
     const past = starts.filter((d) => d <= t)
-    const filter: UsageFilter = {}
-    if (q.category !== undefined) filter.category = q.category
-    if (q.keyCategory !== undefined) filter.keyCategory = q.keyCategory
+    const filter = filterOf(q)
     const sums = await summarizeDays(tb, who.accountId, past, filter)
     const categories = new Set<string>()
     const days: UsageDay[] = starts.map((d, i) => {

@@ -30,7 +30,7 @@ const MONTH = /^(\d{4})-(0[1-9]|1[0-2])$/
 const MONTH_RULE = 'must be YYYY-MM'
 
 /** A month as every entry takes it (`usage.get`, `reconcile`, `GET /usage`): `YYYY-MM`. */
-export const monthSchema = z.string().regex(MONTH, MONTH_RULE)
+export const monthSchema = z.string({ error: MONTH_RULE }).regex(MONTH, MONTH_RULE)
 
 /** The period named `YYYY-MM`, or null when the string is not one. */
 export function parseMonth(month: string): Period | null {

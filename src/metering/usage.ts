@@ -17,7 +17,7 @@ import { text, textProblem } from '../input.js'
 import { parseInput } from '../options.js'
 import type { UsageEvent, UsageFilter, UsageSummary } from '../storage/types.js'
 import { checkAccountId } from './accounts.js'
-import { periodOf, periodOfMonth } from './periods.js'
+import { monthSchema, periodOf, periodOfMonth } from './periods.js'
 
 /** What a usage breakdown is keyed by: the request's usage category or its key's category. */
 export type UsageGroupBy = 'category' | 'keyCategory'
@@ -56,10 +56,15 @@ const filterSchema = z
   .object({ category: usageFilterValue.optional(), keyCategory: usageFilterValue.optional() })
   .strict()
 
-const reportSchema = z
+/**
+ * A usage report's options, as `tb.usage.get`, `GET /usage` and the portal's daily series take
+ * them: a month, what the breakdown is keyed by (`category`, the requests' usage category, or
+ * `keyCategory`, the category of the keys that made them), and the category of either kind to
+ * count only the requests of.
+ */
+export const usageQuerySchema = z
   .object({
-    /** `YYYY-MM`, checked by `periodOfMonth`. */
-    month: z.unknown().optional(),
+    month: monthSchema.optional(),
     groupBy: usageGroupBySchema,
     category: usageFilterValue.optional(),
     keyCategory: usageFilterValue.optional(),
@@ -67,7 +72,7 @@ const reportSchema = z
   .strict()
 
 /** The filter a store is given: only the fields set. */
-function filterOf(f: { category?: string | undefined; keyCategory?: string | undefined }) {
+export function filterOf(f: { category?: string | undefined; keyCategory?: string | undefined }) {
   const out: UsageFilter = {}
   if (f.category !== undefined) out.category = f.category
   if (f.keyCategory !== undefined) out.keyCategory = f.keyCategory
@@ -164,7 +169,7 @@ export class UsageService {
     } = {},
   ): Promise<UsageReport> {
     checkAccountId(accountId)
-    const o = parseInput(reportSchema, options)
+    const o = parseInput(usageQuerySchema, options)
     const now = this.ctx.clock.now()
     const period = periodOfMonth(o.month, now)
     const filter = filterOf(o)
