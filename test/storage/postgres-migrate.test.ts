@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { INIT_SQL, MIGRATIONS, migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { ConfigError, isTollboothError } from '../../src/index.js'
 import { newPool, schemaName, skipPostgres } from '../support/postgres.js'
+import { expectUpgradedUsage } from '../support/usage-upgrade.js'
 
 describe.skipIf(skipPostgres)('postgres migrate', () => {
   let pool: pg.Pool
@@ -141,63 +142,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
       applied: ['0004-usage-key-category'],
     })
     const storage = postgresStorage({ pool, schema })
-    // New events, made by keys with a category, in the same hours as the old ones.
-    const next = (i: number, keyCategory: string | null) => ({
-      id: `new_${i}`,
-      requestId: `new_${i}`,
-      keyId: 'key_2',
-      accountId: 'acct_1',
-      time: t0 + i * 1000,
-      units: 5,
-      overage: 0,
-      tokens: 0,
-      category: 'tts',
-      keyCategory,
-      status: 200,
-      durationMs: 1,
-      ttfbMs: null,
-      code: null,
-      ip: null,
-      method: 'GET',
-      path: '/',
-      bypassed: false,
-      provider: null,
-    })
-    await storage.usage.record([next(1, 'production'), next(2, 'production'), next(3, null)])
-    const summary = await storage.usage.summarize('acct_1', t0, t0 + 2 * HOUR)
-    expect(summary).toEqual({
-      requests: 203,
-      units: 215,
-      byCategory: {
-        tts: { requests: 103, units: 115 },
-        uncategorized: { requests: 100, units: 100 },
-      },
-      byKeyCategory: {
-        production: { requests: 2, units: 10 },
-        uncategorized: { requests: 201, units: 205 },
-      },
-    })
-    // Off hour boundaries the old events are read themselves: the same answer.
-    expect(await storage.usage.summarize('acct_1', t0 + 1, t0 + 2 * HOUR)).toEqual({
-      ...summary,
-      requests: 202,
-      units: 214,
-      byCategory: {
-        tts: { requests: 102, units: 114 },
-        uncategorized: { requests: 100, units: 100 },
-      },
-      byKeyCategory: {
-        production: { requests: 2, units: 10 },
-        uncategorized: { requests: 200, units: 204 },
-      },
-    })
-    const old = await storage.usage.logs('key_1', { limit: 1 })
-    expect(old.data[0]).toMatchObject({ id: 'req_199', keyCategory: null })
-    const logged = await storage.usage.logs('key_2', { limit: 3 })
-    expect(logged.data.map((e) => e.keyCategory)).toEqual([null, 'production', 'production'])
-    // Pruning the old events takes them out of the migrated totals.
-    expect(await storage.usage.prune(t0 + 2 * HOUR)).toBe(203)
-    expect((await storage.usage.summarize('acct_1', 0, t0 + 2 * HOUR)).requests).toBe(0)
+    await expectUpgradedUsage(storage, t0)
   })
 
   it('creates the indexes for lookup by hash, lists by account and logs by key', async () => {

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { INIT_SQL, MIGRATIONS, migrate, sqliteStorage } from '../../adapters/sqlite/index.js'
-import { makeEvent } from '../../adapters/testing/fixtures.js'
+import { expectUpgradedUsage } from '../support/usage-upgrade.js'
 import { Database } from './sqlite-driver.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'tollbooth-sqlite-migrate-'))
@@ -46,50 +46,7 @@ describe('sqlite migrate: usage by key category', () => {
     expect(MIGRATIONS.map((m) => m.id)).toEqual([1, 2])
     const storage = sqliteStorage({ path })
     try {
-      const at = (i: number, keyCategory: string | null) =>
-        makeEvent({
-          accountId: 'acct_1',
-          keyId: 'key_2',
-          time: t0 + i * 1000,
-          units: 5,
-          keyCategory,
-        })
-      await storage.usage.record([at(1, 'production'), at(2, 'production'), at(3, null)])
-      const summary = await storage.usage.summarize('acct_1', t0, t0 + 2 * HOUR)
-      expect(summary).toEqual({
-        requests: 203,
-        units: 215,
-        byCategory: {
-          tts: { requests: 103, units: 115 },
-          uncategorized: { requests: 100, units: 100 },
-        },
-        byKeyCategory: {
-          production: { requests: 2, units: 10 },
-          uncategorized: { requests: 201, units: 205 },
-        },
-      })
-      // Off hour boundaries the old events are read themselves (req_0 at t0 left out).
-      expect(await storage.usage.summarize('acct_1', t0 + 1, t0 + 2 * HOUR)).toEqual({
-        requests: 202,
-        units: 214,
-        byCategory: {
-          tts: { requests: 102, units: 114 },
-          uncategorized: { requests: 100, units: 100 },
-        },
-        byKeyCategory: {
-          production: { requests: 2, units: 10 },
-          uncategorized: { requests: 200, units: 204 },
-        },
-      })
-      expect(
-        await storage.usage.summarize('acct_1', t0, t0 + 2 * HOUR, {
-          keyCategory: 'uncategorized',
-        }),
-      ).toMatchObject({ requests: 201, units: 205 })
-      const old = await storage.usage.logs('key_1', { limit: 1 })
-      expect(old.data[0]).toMatchObject({ id: 'req_199', keyCategory: null })
-      expect(await storage.usage.prune(t0 + 2 * HOUR)).toBe(203)
-      expect((await storage.usage.summarize('acct_1', 0, t0 + 2 * HOUR)).requests).toBe(0)
+      await expectUpgradedUsage(storage, t0)
     } finally {
       await storage.close()
     }
