@@ -297,13 +297,16 @@ export function leasedCounters(
     s.units += units
   }
   /**
-   * A key's rate: the larger of the last span's and the current one's, the current span taken
-   * as lasting at least 10 ms. That is a lower bound of its true rate, so a key turning hot is
-   * seen at once (128 requests in one instant are 12.8 per ms, not unknown for 10 ms while
-   * whole waves of a burst go to the store) and two requests in one ms are not hot.
+   * A key's rate: the larger of the last span's and the current one's, the current span counted
+   * only once it holds `least` units and taken as lasting at least 10 ms. That is a lower bound
+   * of its true rate, so a key turning hot is seen at once (128 requests in one instant are 12.8
+   * per ms, not unknown for 10 ms while whole waves of a burst go to the store), and a cold key
+   * is not: one request is not a rate of 0.1 per ms (it would lease 10 units at once).
    */
-  const rateOf = (s: KeyState, now: number) =>
-    Math.max(s.rate, s.units / Math.max(now - s.since, Math.min(10, rateMs)))
+  const rateOf = (s: KeyState, now: number, least: number) =>
+    s.units < least
+      ? s.rate
+      : Math.max(s.rate, s.units / Math.max(now - s.since, Math.min(10, rateMs)))
 
   /** The units a check takes (the hold's amount for a hold). */
   const unitsOf = (c: Check) => (c.type === 'hold' ? c.amount : c.cost)
@@ -399,7 +402,7 @@ export function leasedCounters(
   const sizeOf = (c: Check, s: KeyState, now: number): number => {
     // A request hold that would outlive any lease's store hold is never local.
     if (c.type === 'hold' && c.ttlMs > holdGraceMs - margin) return 0
-    const rate = rateOf(s, now)
+    const rate = rateOf(s, now, minUnits * Math.max(1, unitsOf(c)))
     let span = leaseMs
     if (c.type === 'window' && c.windowMs > 0)
       span = Math.min(span, (bucketOf(c, now) + 1) * c.bucketMs - now)

@@ -205,6 +205,24 @@ describe('leasedCounters', () => {
     })
   })
 
+  it('a cold key takes no lease: fewer than minUnits requests in an instant stay central', async () => {
+    // One request on a 1,000-credit account leased 10 credits before (1 unit over the 10 ms
+    // floor is 0.1 per ms, 10 per lease): a downgrade to 10 credits right after then found
+    // the balance parked in that lease and refused every request (CI, account-feed test).
+    for (const check of [
+      (i: number) => [credits(1000, `h${i}`, 1)],
+      () => [gcra(1_000_000)],
+    ] as Array<(i: number) => Check[]>) {
+      const c = leasedCounters(memoryStorage().counters, { flushEveryMs: 0 })
+      for (let i = 0; i < 7; i++) expect((await c.consume(check(i), T0)).allowed).toBe(true)
+      expect(c.stats()).toMatchObject({ acquired: 0, localAdmissions: 0, centralAdmissions: 7 })
+      // The eighth in the same instant is minUnits: the key is hot and leases.
+      await c.consume(check(7), T0)
+      await c.consume(check(8), T0)
+      expect(c.stats().acquired).toBe(1)
+    }
+  })
+
   it('rejects a bad option with its name', () => {
     expect(() => leasedCounters(memoryStorage().counters, { maxShare: 0 })).toThrow(/maxShare/)
   })
