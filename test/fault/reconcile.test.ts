@@ -23,7 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { requireApiKey } from '../../adapters/hono/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { type Check, createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
-import { FAIL_FAST } from '../support/redis.js'
+import { FAIL_FAST, ready } from '../support/redis.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
 const TIMEOUT_MS = 400
@@ -66,7 +66,7 @@ describe.skipIf(!server)('counters reconciled after Redis faults', () => {
   let base = ''
 
   beforeAll(async () => {
-    await new Promise<void>((resolve) => client.once('ready', () => resolve()))
+    await ready(client)
     http = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
     await new Promise((r) => http.once('listening', r))
     base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`

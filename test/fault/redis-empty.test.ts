@@ -18,7 +18,7 @@ import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, type Storage, type Tollbooth } from '../../src/index.js'
 import type { TollboothRequest } from '../../src/request.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
-import { FAIL_FAST } from '../support/redis.js'
+import { FAIL_FAST, ready } from '../support/redis.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
 let server: RedisServer | null = null
@@ -49,7 +49,7 @@ describe.skipIf(!server || skipPostgres)('PostgreSQL + Redis: Redis comes back e
   const ids = { credits: '', total: '', budget: '' }
 
   beforeAll(async () => {
-    await new Promise<void>((resolve) => client.once('ready', () => resolve()))
+    await ready(client)
     pool = newPool()
     const fresh = await freshSchema(pool)
     drop = fresh.drop
@@ -112,10 +112,7 @@ describe.skipIf(!server || skipPostgres)('PostgreSQL + Redis: Redis comes back e
 
     await redis.kill()
     await redis.restart()
-    await new Promise<void>((resolve) => {
-      if (client.status === 'ready') resolve()
-      else client.once('ready', () => resolve())
-    })
+    await ready(client)
     expect(await client.dbsize()).toBe(0)
 
     const credits = await send(keys.credits, 20, true)
@@ -145,10 +142,7 @@ describe.skipIf(!server || skipPostgres)('PostgreSQL + Redis: Redis comes back e
     expect(served(await send(other.key, 5))).toBe(5)
     await redis.kill()
     await redis.restart()
-    await new Promise<void>((resolve) => {
-      if (client.status === 'ready') resolve()
-      else client.once('ready', () => resolve())
-    })
+    await ready(client)
     expect(served(await send(other.key, 5))).toBe(5)
     // acct_budget's 1,000,000 credits are leased (docs/leases.md): the 5 requests after the
     // restart were charged against the instance's lease, which goes back to the store when it

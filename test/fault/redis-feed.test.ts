@@ -17,7 +17,7 @@ import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, type Decision, manualClock, type Storage } from '../../src/internal.js'
 import { request, until } from '../support/core.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
-import { FAIL_FAST } from '../support/redis.js'
+import { FAIL_FAST, ready } from '../support/redis.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
 const SECRET = 'redis-feed-fault-secret-redis-feed-fault'
@@ -62,7 +62,7 @@ describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash
       })
       client.on('error', () => {})
       clients.push(client)
-      await new Promise((r) => client.once('ready', r))
+      await ready(client)
       const feed = redisStorage({ client, keyPrefix: 'feed:' })
       storages.push(feed)
       const keys = postgresStorage({ pool, schema })

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { requireApiKey } from '../../adapters/hono/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
-import { FAIL_FAST } from '../support/redis.js'
+import { FAIL_FAST, ready } from '../support/redis.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
 const TIMEOUT_MS = 500
@@ -59,7 +59,7 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
   let key = ''
 
   beforeAll(async () => {
-    await new Promise<void>((resolve) => client.once('ready', () => resolve()))
+    await ready(client)
     http = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
     await new Promise((r) => http.once('listening', r))
     base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`

@@ -22,6 +22,15 @@ export const FAIL_FAST: RedisOptions = {
 }
 
 /**
+ * Resolves once `client` is ready: at once if it already is (a `once('ready')` registered after
+ * the event never fires: a fault test's hook timed out that way on a loaded machine).
+ */
+export function ready(client: Pick<Redis, 'status' | 'once'>): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve()
+  return new Promise((resolve) => client.once('ready', () => resolve()))
+}
+
+/**
  * Connects (and waits for `ready`); null when Redis is unreachable, unless services are
  * required, then it throws.
  */
