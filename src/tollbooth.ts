@@ -74,7 +74,11 @@ export interface Tollbooth {
    * in-process; a storage failure goes to `onError`, never to the caller.
    */
   settleLater(decision: Decision, outcome: Outcome): void
-  /** Waits for settles in flight on remote counters, then writes queued usage events and `lastUsedAt`. */
+  /**
+   * Waits for settles in flight on remote counters, puts what leases hold in the store (credit
+   * charges settled locally, quota units not used), then writes queued usage events and
+   * `lastUsedAt`.
+   */
   flush(): Promise<void>
   /**
    * Calls `listener` with each batch of usage events once it is recorded in storage (how a
@@ -331,6 +335,10 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     async flush() {
       await settled()
       await ctx.retries.drain(DRAIN_MS)
+      // What the leases know goes to the store once the settles are in them: credit leases
+      // are released with their charges (requests in flight move to a new hold), window
+      // leases give back their unused units.
+      if (leased) await leased.push(now()).catch(onError)
       await ctx.outbox.flush()
     },
     stats: () => ({ settleRetries: ctx.retries.stats(), leases: leased && leaseFigures(leased) }),

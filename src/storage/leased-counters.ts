@@ -123,6 +123,14 @@ export interface LeasedCounterStore extends CounterStore {
   stats(): LeaseStats
   /** Ends the leases due at `now` (and, with `all`, every lease), returning their unused part. */
   flush(now: number, all?: boolean): Promise<void>
+  /**
+   * Puts in the store what the leases know at `now` (`tb.flush()`): every credit lease is
+   * released with the charges settled against it, its requests in flight carried into a new
+   * store hold first (they settle against it later); every window lease gives back its
+   * unused units. GCRA leases stay (their unused slots drain by design). Resolves once the
+   * store has taken it, or its give-backs have run out of retries.
+   */
+  push(now: number): Promise<void>
   /** Ends every lease and waits for the store calls still in flight. */
   close(now: number): Promise<void>
 }
@@ -859,6 +867,99 @@ export function leasedCounters(
     await sweep(now, all)
   }
 
+  /**
+   * Ends a key's credit leases, with the charges settled against them, and carries its local
+   * holds in flight into one new store hold (a retired lease that admits nothing): that hold
+   * is taken before the old ones are released, so the holds in flight are never outside a
+   * store hold, and with no limit (the units it takes are held already by the leases it
+   * replaces, so it must not be refused for them). Until it is answered the key takes no
+   * lease (`pending`): its admissions wait for it, then go to the store.
+   */
+  const pushHolds = async (key: string, s: KeyState, now: number): Promise<void> => {
+    while (s.pending) await s.pending
+    const live = s.lease
+    if (live?.kind !== 'hold') {
+      // Retired leases with nothing charged hold only requests in flight: nothing to send.
+      if (s.retired.every((r) => r.charged === 0)) return
+    } else {
+      // It admits no more: new local holds would escape the carry below.
+      live.until = Math.min(live.until, now)
+      s.retired.push(live)
+      s.lease = null
+    }
+    const amount = carried(s, now)
+    let carry: HoldLease | null = null
+    if (amount > 0) {
+      const check = s.retired[0]!.check
+      const id = `lease:${instance}:${(leaseSeq++).toString(36)}`
+      const ttlMs = holdLeaseMs + holdGraceMs
+      const hold: Check = {
+        type: 'hold',
+        key,
+        name: check.name,
+        limit: Infinity,
+        amount,
+        holdId: id,
+        ttlMs,
+        ...(check.keepUntil !== undefined ? { keepUntil: check.keepUntil } : {}),
+      }
+      const p = (async () => {
+        stats.storeCalls++
+        stats.leaseCalls++
+        await track(inner.consume([hold], now))
+      })()
+      s.pending = p
+      try {
+        await p
+      } catch {
+        // The store is down: the leases stay, retired, and end as before (sweep).
+        return
+      } finally {
+        if (s.pending === p) s.pending = null
+      }
+      carry = {
+        kind: 'hold',
+        check,
+        id,
+        n: amount,
+        start: now,
+        until: now,
+        expiresAt: now + ttlMs,
+        charged: 0,
+        holds: {},
+      }
+    }
+    // The leases the sweep has not ended meanwhile: their holds still in flight move into
+    // the carry (fewer than it holds, when some have settled meanwhile), and each is
+    // released with its charges.
+    const ends: SettleOp[] = []
+    for (const old of s.retired) {
+      for (const hid in old.holds) if (old.holds[hid]![1] > now) carry!.holds[hid] = old.holds[hid]!
+      old.holds = {}
+      ends.push(endOp(key, old, now)!)
+    }
+    s.retired = []
+    if (carry && Object.keys(carry.holds).length > 0) s.retired.push(carry)
+    else if (carry) ends.push(endOp(key, carry, now)!)
+    if (ends.length > 0) await giveBack(ends, now)
+  }
+
+  const push = async (now: number): Promise<void> => {
+    // The leases due end first, as on the timer.
+    const swept = sweep(now, false)
+    const ops: SettleOp[] = []
+    const holds: Promise<void>[] = []
+    for (const [key, s] of keys) {
+      if (s.lease?.kind === 'window') {
+        const op = endOp(key, s.lease, now)
+        s.lease = null
+        if (op) ops.push(op)
+      }
+      if (s.lease?.kind === 'hold' || s.retired.length > 0) holds.push(pushHolds(key, s, now))
+    }
+    await Promise.all([swept, ops.length > 0 ? giveBack(ops, now) : null, ...holds])
+  }
+
   return {
     consume,
     lease,
@@ -890,6 +991,7 @@ export function leasedCounters(
       return { leases, parkedUnits: parked, ...stats }
     },
     flush,
+    push,
     async close(now) {
       if (timer !== null) clearInterval(timer)
       timer = null

@@ -5,8 +5,8 @@
  * counters in another process (here `mapStorage()`, a store whose every call waits a turn of
  * the event loop), never over in-process ones; `exact: true` on a rate limit, a key's limits, a
  * plan or a route keeps its admissions central, as concurrency always is; `tb.stats().leases`
- * shows the figures; `tb.close()` gives back what leases did not use; the `leases` option is
- * validated like every other.
+ * shows the figures; `tb.flush()` sends what leases hold and `tb.close()` gives back what they
+ * did not use; the `leases` option is validated like every other.
  */
 
 import { describe, expect, it } from 'vitest'
@@ -218,6 +218,35 @@ describe('leases in createTollbooth', () => {
         await deletePrefix(redis, prefix)
         await redis.quit()
       }
+    }
+  })
+
+  it('flush() sends what the leases hold: another instance on the same Redis sees every credit charged', async () => {
+    const redis = await connectRedis()
+    if (!redis) return
+    const prefix = testPrefix('leased-flush')
+    const options = {
+      secret: SECRET,
+      storage: redisStorage({ client: redis, keyPrefix: prefix }),
+      plans: { pro: { monthlyCredits: 1_000_000 } },
+      defaultTier: 'pro',
+      // No timer rotation within the test: only flush() can send the lease's charges.
+      leases: { flushEveryMs: 60_000 },
+    }
+    const a = createTollbooth(options)
+    const b = createTollbooth(options)
+    try {
+      const { key } = await a.keys.create({ accountId: 'acct_flush' })
+      expect(await drive(a, key, 1500, { cost: 1 }, 64)).toBe(1500)
+      expect(a.stats().leases!.localAdmissions).toBeGreaterThan(500)
+      await a.flush()
+      const view = await b.accounts.get('acct_flush')
+      expect(view.credits.used).toBe(1500)
+    } finally {
+      await a.close()
+      await b.close()
+      await deletePrefix(redis, prefix)
+      await redis.quit()
     }
   })
 

@@ -5,7 +5,7 @@
  * conformance suite (whose limits are small, so every decision stays with the store, figure
  * for figure), and the rules that keep a limit central: `exact`, small limits, cold keys,
  * concurrency, rebuilt counters, a counter a settle adds to. Then the figures of `stats()`,
- * a local admission's cancel, and `held()` of a credit lease.
+ * a local admission's cancel, `held()` of a credit lease, and `push` (what `tb.flush()` sends).
  */
 
 import { describe, expect, it } from 'vitest'
@@ -161,6 +161,67 @@ describe('leasedCounters', () => {
     await c.close(now)
     expect(await store.held('{a}:credits', now)).toBe(settled + 2000)
     expect(c.stats().returnedUnits).toBeGreaterThan(0)
+  })
+
+  it('push: a credit lease is released with its settled charges; requests in flight stay held and settle against it', async () => {
+    const store = memoryStorage().counters
+    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const key = '{a}:credits'
+    let charged = 0
+    const inFlight: string[] = []
+    for (let i = 0; i < 400; i++) {
+      const now = T0 + Math.floor(i / 10)
+      expect((await c.consume([credits(100_000, `h${i}`)], now)).allowed).toBe(true)
+      // (After the first requests, decided by the store, a lease answers them all.)
+      if (i >= 100 && i % 4 === 0) inFlight.push(`h${i}`)
+      else {
+        await c.settle([{ type: 'release', key, holdId: `h${i}`, charge: 1 }], now)
+        charged++
+      }
+    }
+    expect(c.stats().localAdmissions).toBeGreaterThan(300)
+    const now = T0 + 40
+    await c.push(now)
+    // The store has every settled charge, and holds exactly the 2 credits of each request
+    // still in flight: nothing of the lease's unused part, nothing for settled work.
+    expect(await store.held(key, now)).toBe(charged + 2 * inFlight.length)
+    // The requests in flight settle afterwards against the hold that carries them.
+    const localSettles = c.stats().localSettles
+    for (const id of inFlight) {
+      await c.settle([{ type: 'release', key, holdId: id, charge: 3 }], now + 1)
+      charged += 3
+    }
+    expect(c.stats().localSettles).toBe(localSettles + inFlight.length)
+    await c.push(now + 2)
+    expect(await store.held(key, now + 2)).toBe(charged)
+    expect(c.stats().leases).toBe(0)
+    // A push with nothing to push changes nothing; close neither.
+    await c.push(now + 3)
+    await c.close(now + 3)
+    expect(await store.held(key, now + 3)).toBe(charged)
+  })
+
+  it('push: a window lease gives back its unused units; a GCRA lease is left to drain', async () => {
+    const store = memoryStorage().counters
+    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const quota: Check = {
+      type: 'window',
+      key: '{a}:q',
+      name: 'daily',
+      limit: 1_000_000,
+      windowMs: 86_400_000,
+      bucketMs: 3_600_000,
+      cost: 1,
+    }
+    expect(await hammer(c, () => [quota, gcra(1_000_000)], 1000)).toBe(1000)
+    expect(c.stats().localAdmissions).toBeGreaterThan(500)
+    expect(c.stats().parkedUnits).toBeGreaterThan(0)
+    const now = T0 + 100
+    await c.push(now)
+    const read = await store.consume([{ ...quota, cost: 0 }], now)
+    expect(read.results[0]!.used).toBe(1000)
+    // The rate limit's lease is still there (its unused slots drain by design).
+    expect(c.stats().leases).toBe(1)
   })
 
   it('a cancel of a locally recorded admission drops its hold, and a consume under a cancelled id is refused', async () => {
