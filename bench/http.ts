@@ -230,7 +230,13 @@ async function headerCount(url: string, key: string): Promise<number> {
 export async function benchFramework(
   framework: string,
   variants: readonly string[],
-  o: { cycles: number; seconds: number; connections: number },
+  o: {
+    cycles: number
+    seconds: number
+    connections: number
+    /** Load only these variants (and each process's bare server); all when absent. */
+    only?: readonly string[]
+  },
 ): Promise<VariantResult[]> {
   const servers: Server[] = [await startServer(framework, 'memory')]
   // SQLite needs no server: the storage process always runs (BENCH_SQLITE=0 and no URL: not).
@@ -244,7 +250,9 @@ export async function benchFramework(
       i === 0
         ? [...variants, ...Object.keys(s.ports).filter((v) => !variants.includes(v))]
         : Object.keys(s.ports)
-    for (const v of own) entries.push({ name: v === 'bare' ? bare : v, v, s, bare })
+    for (const v of own)
+      if (v === 'bare' || !o.only || o.only.includes(v))
+        entries.push({ name: v === 'bare' ? bare : v, v, s, bare })
   }
   try {
     const results = new Map<string, VariantResult>()

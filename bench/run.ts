@@ -4,6 +4,9 @@
  * `npm run bench` (quick, under 10 minutes) or `npm run bench -- --full`: the micro benchmark
  * and the HTTP benchmark of every framework, printed as tables and written to
  * bench/RESULTS.md with the command, date and machine. Starts and stops its own servers.
+ * `--variants=tollbooth,tollbooth-sqlite` (with `--only=express`, say) loads only those
+ * variants and the bare servers, skips the micro benchmark, prints the tables and leaves
+ * RESULTS.md as it is.
  */
 
 import { execFileSync } from 'node:child_process'
@@ -16,6 +19,10 @@ const full = process.argv.includes('--full')
 const only = process.argv
   .find((a) => a.startsWith('--only='))
   ?.slice(7)
+  .split(',')
+const variantsOnly = process.argv
+  .find((a) => a.startsWith('--variants='))
+  ?.slice(11)
   .split(',')
 const o = full
   ? { cycles: 7, seconds: 4, connections: 32 }
@@ -75,7 +82,7 @@ function targets(framework: string, byName: Map<string, VariantResult>): string[
       0.5,
     )
   }
-  const vsFloor = ratio('tollbooth', 'floor')
+  const vsFloor = byName.has('floor') ? ratio('tollbooth', 'floor') : Number.NaN
   const redisRows: string[] = []
   if (byName.has('tollbooth-redis') && byName.has('peer-redis')) {
     const tbR = quantile(byName.get('tollbooth-redis')!.ratios, 0.5)
@@ -93,6 +100,8 @@ function targets(framework: string, byName: Map<string, VariantResult>): string[
       `| ${framework} | SQLite: tollbooth-sqlite / bare >= 0.9 x tollbooth (memory) / bare | ${f2(r)} | ${r >= 0.9 ? 'met' : 'missed'} |`,
     )
   }
+  // A run with --variants may lack the floor and the peer.
+  if (!byName.has('floor') || !byName.has('peer')) return redisRows
   const peerTb = quantile(byName.get('tollbooth-peer-headers')!.ratios, 0.5)
   const peer = quantile(byName.get('peer')!.ratios, 0.5)
   return [
@@ -106,7 +115,7 @@ const started = new Date()
 const sections: string[] = []
 const targetRows: string[] = []
 
-if (existsSync(new URL('./micro.ts', import.meta.url))) {
+if (!variantsOnly && existsSync(new URL('./micro.ts', import.meta.url))) {
   process.stderr.write('micro benchmark…\n')
   const out = execFileSync(
     process.execPath,
@@ -129,7 +138,7 @@ sections.push(
 )
 for (const fw of frameworks) {
   process.stderr.write(`${fw}…\n`)
-  const rs = await benchFramework(fw, VARIANTS, o)
+  const rs = await benchFramework(fw, VARIANTS, { ...o, only: variantsOnly })
   const t = table(fw, rs)
   sections.push(t.md, '')
   targetRows.push(...targets(fw, t.byName))
@@ -137,7 +146,7 @@ for (const fw of frameworks) {
 
 // Scale: memory per key in the memory store, a PostgreSQL cache miss among 1M keys, Redis
 // memory per key. Each is its own script, run here as a child process.
-if (!only || only.includes('scale')) {
+if (!variantsOnly && (!only || only.includes('scale'))) {
   const memKeys = full ? 1_000_000 : 200_000
   const node = (args: string[]) =>
     execFileSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 24 }).trim()
@@ -206,7 +215,7 @@ if (!only || only.includes('scale')) {
 
 // Leases simulated (injected clock, memory store): store calls and early refusals of 16
 // instances sharing one hot account, against the store deciding every request.
-if (!only || only.includes('leases')) {
+if (!variantsOnly && (!only || only.includes('leases'))) {
   process.stderr.write('Leases simulation…\n')
   const out = execFileSync(process.execPath, ['--import', 'tsx', 'bench/leases-sim.ts'], {
     encoding: 'utf8',
@@ -232,7 +241,7 @@ if (!only || only.includes('leases')) {
 
 // The counter script's cost in instructions (callgrind on a private redis-server): unlike
 // µs, it does not move with the machine's load.
-if ((!only || only.includes('scale')) && tools.valgrind) {
+if (!variantsOnly && (!only || only.includes('scale')) && tools.valgrind) {
   process.stderr.write('Redis script cost (callgrind)…\n')
   const out = execFileSync(
     process.execPath,
@@ -268,5 +277,5 @@ const md = [
 
 const notes = new URL('./NOTES.md', import.meta.url)
 const extra = existsSync(notes) ? `\n${readFileSync(notes, 'utf8')}` : ''
-writeFileSync(new URL('./RESULTS.md', import.meta.url), `${md}\n${extra}`)
+if (!variantsOnly) writeFileSync(new URL('./RESULTS.md', import.meta.url), `${md}\n${extra}`)
 console.log(md)

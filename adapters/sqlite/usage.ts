@@ -2,11 +2,11 @@
  * @module sqlite/usage
  *
  * Usage events in `usage_events`: the meter and the request log. A batch is one transaction,
- * each event inserted unless its id is there already (idempotent); an admitted event that was
- * inserted adds to `usage_totals` (account, UTC hour, usage category, key category) in the same
- * transaction, so a
- * summary reads those totals for the whole hours of a range and the events only for its
- * sub-hour edges. Pruning deletes events and takes them out of their totals in one transaction.
+ * each event inserted unless its id is there already (idempotent); the admitted events that
+ * were inserted are summed per `usage_totals` row (account, UTC hour, usage category, key
+ * category), and each sum added with one upsert in the same transaction (as the PostgreSQL
+ * store's one statement does), so a summary reads those totals for the whole hours of a range
+ * and the events only for its sub-hour edges. Pruning deletes events and takes them out of their totals in one transaction.
  */
 
 import {
@@ -93,6 +93,16 @@ function toEvent(r: EventRow): UsageEvent {
   }
 }
 
+/** One row of `usage_totals` as a batch adds to it. */
+interface HourTotal {
+  account: string
+  hour: number
+  category: string
+  keyCategory: string
+  requests: number
+  units: number
+}
+
 const hourOf = (t: number) => t - (((t % USAGE_HOUR_MS) + USAGE_HOUR_MS) % USAGE_HOUR_MS)
 
 export function sqliteUsage(d: Db): UsageStore {
@@ -108,19 +118,31 @@ export function sqliteUsage(d: Db): UsageStore {
       if (events.length === 0) return
       d.tx(() => {
         const insert = d.stmt(insertSql)
-        const total = d.stmt(totalSql)
+        // Summed here first: one upsert per hourly total of the batch, not one per event.
+        const groups = new Map<string, HourTotal>()
         for (const e of events) {
           const inserted = Number(insert.run(...FIELDS.map(([, get]) => get(e))).changes) > 0
           if (!inserted || (e.code !== null && e.code !== undefined)) continue
-          total.run({
-            account: e.accountId,
-            hour: hourOf(e.time),
-            category: e.category ?? 'uncategorized',
-            keyCategory: e.keyCategory ?? 'uncategorized',
-            requests: 1,
-            units: e.units,
-          })
+          const hour = hourOf(e.time)
+          const category = e.category ?? 'uncategorized'
+          const keyCategory = e.keyCategory ?? 'uncategorized'
+          const id = JSON.stringify([e.accountId, hour, category, keyCategory])
+          const g = groups.get(id)
+          if (g) {
+            g.requests++
+            g.units += e.units
+          } else
+            groups.set(id, {
+              account: e.accountId,
+              hour,
+              category,
+              keyCategory,
+              requests: 1,
+              units: e.units,
+            })
         }
+        const total = d.stmt(totalSql)
+        for (const g of groups.values()) total.run(g)
       })
     },
     async summarize(accountId, from, to, filter): Promise<UsageSummary> {
