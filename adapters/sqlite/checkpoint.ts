@@ -121,6 +121,9 @@ export function startCheckpoints(
     released = true
     if (--mine.refs > 0) return
     if (running.get(file) === mine) running.delete(file)
+    // Held while it stops: a caller awaiting `close()` as its last step has nothing else
+    // keeping the process alive, and Node would end it mid-await (exit code 13).
+    mine.worker.ref()
     mine.worker.postMessage('close')
     await mine.exited
   }
