@@ -9,7 +9,8 @@
  * looked up `--lookups` times, one call at a time, over random stored hashes. Per lookup:
  * Redis's own time for the command (`INFO commandstats`, usec_per_call; a script's includes
  * the commands it runs), Redis's CPU (`INFO cpu`, user + sys: also reading the command and
- * writing the reply) and the round trip seen by the client (the replies left undecoded in both).
+ * writing the reply) and the round trip seen by the client (the replies left undecoded in both);
+ * and the memory of a key record in each layout (MEMORY USAGE of the layout's Redis keys).
  *
  * Usage: `npx tsx bench/redis-miss.ts [--keys=10000] [--lookups=20000]` (needs redis-server;
  * prints a table and a JSON line).
@@ -48,6 +49,28 @@ for (let i = 0; i < keys.length; i += 500) {
   await p.exec()
   await Promise.all(keys.slice(i, i + 500).map((k) => layout.create(k).then(() => layout.place(k))))
 }
+
+/** Bytes per key of the keys matching `pattern` (MEMORY USAGE … SAMPLES 0, summed). */
+async function bytesPerKey(pattern: string): Promise<number> {
+  let total = 0
+  let cursor = '0'
+  do {
+    const [next, batch] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+    cursor = next
+    for (const k of batch) total += Number(await client.memory('USAGE', k, 'SAMPLES', 0))
+  } while (cursor !== '0')
+  return total / KEYS
+}
+const memory = {
+  beforeBytesPerKey: await bytesPerKey(`${ctx.prefix}{keys}*`),
+  afterBytesPerKey:
+    (await bytesPerKey(`${ctx.prefix}{kh:*`)) +
+    (await bytesPerKey(`${ctx.prefix}{ki:*`)) +
+    (await bytesPerKey(`${ctx.prefix}{u:*`)),
+}
+console.log(
+  `memory per key record: before ${memory.beforeBytesPerKey.toFixed(0)} B, after ${memory.afterBytesPerKey.toFixed(0)} B`,
+)
 
 /** `INFO` section as a map of its fields. */
 async function info(section: string): Promise<Map<string, string>> {
@@ -93,6 +116,6 @@ const before = await measure('before: {keys} script (EVALSHA, 3 HGETs)', 'evalsh
 const after = await measure('after: own record (one HMGET)', 'hmget', (h) =>
   client.hmget(layout.names.record(h), 'j', 'u'),
 )
-console.log(JSON.stringify({ keys: KEYS, lookups: LOOKUPS, before, after }))
+console.log(JSON.stringify({ keys: KEYS, lookups: LOOKUPS, before, after, memory }))
 client.disconnect()
 await server.kill()
