@@ -24,7 +24,7 @@ import { type Ctx, casLoop, isDuplicate, RETRY } from './store.js'
 
 /** Records touched per TOUCH call, so one script never runs long. */
 const TOUCH_BATCH = 500
-/** Ids read per step of a list. */
+/** Ids read per step of a list, at most (a page's size and one more, when smaller). */
 const LIST_BATCH = 100
 
 /** Applies a patch to a stored JSON the way `Object.assign` does in the memory store. */
@@ -77,7 +77,7 @@ export function redisKeys(ctx: Ctx): KeyStore {
           '-',
           'LIMIT',
           0,
-          LIST_BATCH,
+          Math.min(LIST_BATCH, limit + 1),
         )
         if (ids.length === 0) return { data, nextCursor: null }
         for (const r of await layout.atIds(ids)) {
