@@ -6,9 +6,11 @@
  * counts every limit, all or none); key lookups are cached by the core; usage is written in
  * batches off the hot path; revocations reach every instance through pub/sub.
  *
- * Counters live under `{<accountId>}` hash tags, usage under `{u:<accountId>}`, every other
- * store under one tag of its own, so each script touches a single slot and the storage runs on
- * Redis Cluster, counters and usage spread over its masters with the accounts.
+ * Counters live under `{<accountId>}` hash tags, usage and each account's key list under
+ * `{u:<accountId>}`, key records under 256 buckets of their hash (`{kh:<b>}`) and the id index
+ * under 256 buckets of the id (`{ki:<b>}`), the small remaining stores under one tag of their
+ * own, so each script touches a single slot and the storage runs on Redis Cluster, counters,
+ * usage and keys spread over its masters.
  */
 
 import { z } from 'zod'
@@ -29,6 +31,7 @@ import { redisUsage } from './usage.js'
 
 export { escapeHoldId } from './counter-calls.js'
 export { hashTag } from './counters.js'
+export { upgradeKeyRecords } from './key-upgrade.js'
 export { CONSUME } from './scripts.js'
 export { type Commands, type RedisClient, SCRIPTS } from './store.js'
 export { upgradeUsageTotals } from './usage.js'

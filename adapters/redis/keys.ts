@@ -1,28 +1,31 @@
 /**
  * @module tollbooth/redis/keys
  *
- * The key store on Redis, all under the `{keys}` hash tag: records by id in one HASH (the
- * caller's JSON, without `lastUsedAt`), `lastUsedAt` in a second HASH so `touch` never
- * rewrites a record, the hash index in a third, and one ZSET of ids per account (score 0,
- * so ids order lexicographically: newest first is a reverse range). Updates read, merge here
- * and compare-and-set in Lua, retrying when another writer got there first.
+ * The key store on Redis, spread over the masters of a cluster (the layout: key-layout.ts):
+ * each record in a HASH of its own under a bucket of its hash, found by hash in one HMGET; by
+ * id through the id index; by account through its ZSET. Updates read, merge here and
+ * compare-and-set the record in Lua, retrying when another writer got there first.
+ *
+ * No call spans two slots, so the steps that touch a record and its indexes are separate calls,
+ * in an order that leaves nothing a reader could mistake: a record is written before its index
+ * entries and deleted before them (readers skip an entry whose record is gone). A rotation
+ * writes and indexes the new key, then patches the old one, and takes the new key out again if
+ * the old one changed or went meanwhile; no reader can look up the new key before `rotate`
+ * returns (nobody holds it yet), so none sees both keys, or neither, fully valid.
+ *
+ * Records of versions before December 2026 (all under `{keys}`) are read when the new layout
+ * misses, and moved (key-upgrade.ts).
  */
 
 import type { KeyPatch, KeyRecord, KeyStore, Page } from '../../src/internal.js'
-import { type Ctx, casLoop, RETRY } from './store.js'
+import { duplicateKey, encodeKey, keyBucket, keyLayout, stored } from './key-layout.js'
+import { oldKeys } from './key-upgrade.js'
+import { type Ctx, casLoop, isDuplicate, RETRY } from './store.js'
 
-/** Keys touched per TOUCH call, so one script never runs long. */
+/** Records touched per TOUCH call, so one script never runs long. */
 const TOUCH_BATCH = 500
-
-function encodeKey(k: KeyRecord): [json: string, lastUsed: string] {
-  const { lastUsedAt, ...rest } = k
-  return [JSON.stringify(rest), lastUsedAt === null ? '' : String(lastUsedAt)]
-}
-
-function decodeKey(json: string, lastUsed: string | null | false): KeyRecord {
-  const rest = JSON.parse(json) as Omit<KeyRecord, 'lastUsedAt'>
-  return { ...rest, lastUsedAt: lastUsed ? Number(lastUsed) : null }
-}
+/** Ids read per step of a list, at most (a page's size and one more, when smaller). */
+const LIST_BATCH = 100
 
 /** Applies a patch to a stored JSON the way `Object.assign` does in the memory store. */
 function patched(json: string, patch: KeyPatch): string {
@@ -31,107 +34,124 @@ function patched(json: string, patch: KeyPatch): string {
   return JSON.stringify(rec)
 }
 
-export function redisKeys({ client, prefix }: Ctx): KeyStore {
-  const rec = `${prefix}{keys}:rec`
-  const used = `${prefix}{keys}:used`
-  const byHash = `${prefix}{keys}:hash`
-  const account = (id: string) => `${prefix}{keys}:acct:${id}`
-  const read = (by: 'id' | 'hash', value: string) =>
-    client.tollboothKeyGet(3, rec, used, byHash, by, value)
+export function redisKeys(ctx: Ctx): KeyStore {
+  const { client } = ctx
+  const layout = keyLayout(ctx)
+  const { names } = layout
+  const old = oldKeys(ctx)
+
+  async function byId(id: string) {
+    const [r] = await layout.atIds([id])
+    return r ?? (await old.find('id', id))
+  }
+
+  /** Writes and indexes a new key; rejects a taken id or hash, leaving nothing behind. */
+  async function add(k: KeyRecord): Promise<void> {
+    if (await layout.idTaken(k.id, k.hash)) throw duplicateKey()
+    if (!(await layout.create(k))) throw duplicateKey()
+    try {
+      await layout.place(k)
+    } catch (err) {
+      if (isDuplicate(err)) await layout.remove(k, encodeKey(k)[0])
+      throw err
+    }
+  }
 
   return {
-    async insert(k) {
-      const [json, last] = encodeKey(k)
-      await client.tollboothKeyInsert(
-        4,
-        rec,
-        used,
-        byHash,
-        account(k.accountId),
-        k.id,
-        k.hash,
-        json,
-        last,
-      )
-    },
+    insert: add,
     async get(id) {
-      const r = await read('id', id)
-      return r ? decodeKey(r[0], r[1]) : null
+      return (await byId(id))?.key ?? null
     },
     async getByHash(hash) {
-      const r = await read('hash', hash)
-      return r ? decodeKey(r[0], r[1]) : null
+      const r = (await layout.atHash(hash)) ?? (await old.find('hash', hash))
+      return r?.key ?? null
     },
     async list(accountId, { limit, cursor, kind, includeRevoked }): Promise<Page<KeyRecord>> {
-      const reply = await client.tollboothKeyList(
-        3,
-        account(accountId),
-        rec,
-        used,
-        cursor ?? '',
-        String(limit),
-        kind ?? '',
-        includeRevoked ? '1' : '0',
-      )
+      await old.moveAccount(accountId)
       const data: KeyRecord[] = []
-      for (let i = 1; i + 1 < reply.length; i += 2) data.push(decodeKey(reply[i]!, reply[i + 1]!))
-      return { data, nextCursor: reply[0] || null }
+      let max = cursor ? `(${cursor}` : '+'
+      for (;;) {
+        const ids = await client.zrevrangebylex(
+          names.account(accountId),
+          max,
+          '-',
+          'LIMIT',
+          0,
+          Math.min(LIST_BATCH, limit + 1),
+        )
+        if (ids.length === 0) return { data, nextCursor: null }
+        for (const r of await layout.atIds(ids)) {
+          const k = r?.key
+          if (!k || k.accountId !== accountId || (kind && k.kind !== kind)) continue
+          if (k.revokedAt !== null && !includeRevoked) continue
+          if (data.length === limit) return { data, nextCursor: data[data.length - 1]!.id }
+          data.push(k)
+        }
+        max = `(${ids[ids.length - 1]}`
+      }
     },
     update(id, patch) {
       return casLoop(async () => {
-        const r = await read('id', id)
+        const r = await byId(id)
         if (!r) return null
-        const next = patched(r[0], patch)
-        const done = await client.tollboothKeyCas(1, rec, id, r[0], next)
+        const next = patched(r.json, patch)
+        const done = await client.tollboothKeyCas(1, names.record(r.key.hash), r.json, next)
         if (done === -1) return null
-        return done === 1 ? decodeKey(next, r[1]) : RETRY
+        return done === 1 ? stored(next, r.used).key : RETRY
       })
     },
     rotate(oldId, patch, next) {
-      const [nextJson, nextUsed] = encodeKey(next)
+      const [nextJson] = encodeKey(next)
       return casLoop(async () => {
-        const r = await read('id', oldId)
+        const r = await byId(oldId)
         if (!r) return null
-        const old = patched(r[0], patch)
-        const done = await client.tollboothKeyRotate(
-          4,
-          rec,
-          used,
-          byHash,
-          account(next.accountId),
-          oldId,
-          r[0],
-          old,
-          next.id,
-          next.hash,
-          nextJson,
-          nextUsed,
-        )
-        if (done === -1) return null
-        return done === 1 ? decodeKey(old, r[1]) : RETRY
+        await add(next)
+        const json = patched(r.json, patch)
+        const done = await client.tollboothKeyCas(1, names.record(r.key.hash), r.json, json)
+        if (done === 1) return stored(json, r.used).key
+        await layout.remove(next, nextJson)
+        return done === -1 ? null : RETRY
       })
     },
-    async delete(id) {
-      const r = await read('id', id)
-      if (!r) return false
-      const k = decodeKey(r[0], r[1])
-      const n = await client.tollboothKeyDelete(
-        4,
-        rec,
-        used,
-        byHash,
-        account(k.accountId),
-        id,
-        k.hash,
-      )
-      return n === 1
+    delete(id) {
+      return casLoop(async () => {
+        const r = await byId(id)
+        if (!r) return false
+        const done = await layout.remove(r.key, r.json)
+        return done === 0 ? RETRY : done === 1
+      })
     },
     async touch(updates) {
-      for (let i = 0; i < updates.length; i += TOUCH_BATCH) {
-        const args: string[] = []
-        for (const u of updates.slice(i, i + TOUCH_BATCH)) args.push(u.id, String(u.lastUsedAt))
-        await client.tollboothKeyTouch(2, rec, used, ...args)
+      if (updates.length === 0) return
+      const latest = new Map<string, number>()
+      for (const u of updates) latest.set(u.id, Math.max(latest.get(u.id) ?? 0, u.lastUsedAt))
+      const ids = [...latest.keys()]
+      const hashes = await layout.hashesOf(ids)
+      const buckets = new Map<number, [keys: string[], args: string[]]>()
+      const missing: Array<[string, number]> = []
+      for (const [i, id] of ids.entries()) {
+        const h = hashes[i]
+        if (!h) {
+          missing.push([id, latest.get(id)!])
+          continue
+        }
+        let b = buckets.get(keyBucket(h))
+        if (!b) {
+          b = [[], []]
+          buckets.set(keyBucket(h), b)
+        }
+        b[0].push(names.record(h))
+        b[1].push(String(latest.get(id)))
       }
+      await Promise.all(
+        [...buckets.values()].map(async ([keys, args]) => {
+          for (let i = 0; i < keys.length; i += TOUCH_BATCH) {
+            const part = keys.slice(i, i + TOUCH_BATCH)
+            await client.tollboothKeyTouch(part.length, ...part, ...args.slice(i, i + TOUCH_BATCH))
+          }
+        }),
+      )
+      if (missing.length > 0) await old.touch(missing)
     },
   }
 }

@@ -9,7 +9,10 @@
  *
  * Layout (P = keyPrefix):
  * - counters: `P{accountId}:…` (the core's names, hash-tagged by account)
- * - keys: `P{keys}:rec`, `P{keys}:used`, `P{keys}:hash` (HASHes), `P{keys}:acct:<id>` (ZSET)
+ * - keys, spread over 256 buckets of their hash and of their id (see keys.ts): each record
+ *   `P{kh:<bucket>}:k:<hash>` (HASH), the id index `P{ki:<bucket>}:id` (HASH id -> hash), and each
+ *   account's ids `P{u:<accountId>}:keys` (ZSET); versions before December 2026 kept them all
+ *   under `P{keys}:…` (read and moved, see key-upgrade.ts)
  * - usage, under each account's tag: `P{u:<id>}:ev` (HASH), `P{u:<id>}:t`, `P{u:<id>}:k:<keyId>`
  *   (ZSETs), `P{u:<id>}:h:<hour>`, `P{u:<id>}:d:<day>` (HASHes); and the small index
  *   `P{usage}:keys` (HASH key id -> account id), `P{usage}:accts` (SET) (see usage.ts)
@@ -21,6 +24,7 @@
 import type { Cluster, Redis } from 'ioredis'
 import { z } from 'zod'
 import { IP_FAIL, IP_LIFT, IP_LIST } from './ip-blocks.js'
+import * as keys from './key-scripts.js'
 import * as records from './record-scripts.js'
 import { CLAIM, CONSUME } from './scripts.js'
 
@@ -35,13 +39,15 @@ type Reply = string | number | null | Reply[]
 export interface Commands {
   tollboothConsume: Run<Array<number | string>>
   tollboothClaim: Run<number>
-  tollboothKeyInsert: Run<number>
-  tollboothKeyGet: Run<[string, string | null] | null>
+  tollboothKeyCreate: Run<number>
   tollboothKeyCas: Run<number>
-  tollboothKeyRotate: Run<number>
-  tollboothKeyList: Run<string[]>
-  tollboothKeyDelete: Run<number>
+  tollboothKeyDrop: Run<number>
+  tollboothKeyIndex: Run<number | string>
+  tollboothKeyUnindex: Run<number>
   tollboothKeyTouch: Run<number>
+  tollboothOldKeyGet: Run<[string, string | null] | null>
+  tollboothOldKeyTouch: Run<number>
+  tollboothOldKeyUnrecord: Run<number>
   tollboothUsageRecord: Run<number>
   tollboothUsageSummary: Run<string[]>
   tollboothUsageLogs: Run<string[]>
@@ -60,13 +66,15 @@ export interface Commands {
 export const SCRIPTS: Record<keyof Commands, string> = {
   tollboothConsume: CONSUME,
   tollboothClaim: CLAIM,
-  tollboothKeyInsert: records.KEY_INSERT,
-  tollboothKeyGet: records.KEY_GET,
-  tollboothKeyCas: records.KEY_CAS,
-  tollboothKeyRotate: records.KEY_ROTATE,
-  tollboothKeyList: records.KEY_LIST,
-  tollboothKeyDelete: records.KEY_DELETE,
-  tollboothKeyTouch: records.KEY_TOUCH,
+  tollboothKeyCreate: keys.KEY_CREATE,
+  tollboothKeyCas: keys.KEY_CAS,
+  tollboothKeyDrop: keys.KEY_DROP,
+  tollboothKeyIndex: keys.KEY_INDEX,
+  tollboothKeyUnindex: keys.KEY_UNINDEX,
+  tollboothKeyTouch: keys.KEY_TOUCH,
+  tollboothOldKeyGet: keys.OLD_KEY_GET,
+  tollboothOldKeyTouch: keys.OLD_KEY_TOUCH,
+  tollboothOldKeyUnrecord: keys.OLD_KEY_UNRECORD,
   tollboothUsageRecord: records.USAGE_RECORD,
   tollboothUsageSummary: records.USAGE_SUMMARY,
   tollboothUsageLogs: records.USAGE_LOGS,

@@ -8,7 +8,10 @@
  * the masters with the accounts, and 30 accounts' admissions and settles give the figures of
  * the memory store, figure for figure. Usage too spreads with its accounts: 300 keys' events
  * over 30 accounts sit on every master, and summaries, logs and prune through the `Cluster`
- * give what the memory store gives.
+ * give what the memory store gives. So do key records: 300 keys of 30 accounts sit on every
+ * master (records under buckets of their hash, the id index under buckets of the id, each
+ * account's list under its usage tag), the key store answers through the `Cluster` as the memory
+ * store does, and `upgradeKeyRecords` moves keys of the one-tag `{keys}` layout off their master.
  */
 
 import { execFile } from 'node:child_process'
@@ -18,12 +21,14 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { redisStorage, upgradeUsageTotals } from '../../adapters/redis/index.js'
+import { redisStorage, upgradeKeyRecords, upgradeUsageTotals } from '../../adapters/redis/index.js'
 import { LIBRARY } from '../../adapters/redis/scripts.js'
-import { makeEvent } from '../../adapters/testing/fixtures.js'
+import { makeEvent, makeKey } from '../../adapters/testing/fixtures.js'
 import {
   type Check,
   type CounterStore,
+  type KeyRecord,
+  type KeyStore,
   memoryStorage,
   type UsageEvent,
   type UsageStore,
@@ -283,5 +288,112 @@ describe('redis usage on a 3-master Redis Cluster', () => {
     }
     expect(left.sort()).toEqual(['up:{usage}:accts', 'up:{usage}:keys'])
     expect(spread.every((n) => n > 0)).toBe(true)
+  })
+})
+
+/** 300 keys over 30 accounts (some with a lastUsedAt, some revoked, some management keys). */
+function clusterKeys(): KeyRecord[] {
+  return Array.from({ length: 300 }, (_, k) =>
+    makeKey({
+      accountId: `acct_${k % 30}`,
+      kind: k % 4 ? 'consumption' : 'management',
+      lastUsedAt: k % 3 ? 1_767_225_600_000 + k : null,
+      revokedAt: k % 11 ? null : 1_767_225_700_000,
+    }),
+  )
+}
+
+/** What a key store answers for `keys` after inserts, updates, a rotation, deletes and touches. */
+async function keyFigures(store: KeyStore, keys: KeyRecord[], inserted: boolean) {
+  if (!inserted) for (const k of keys) await store.insert(k)
+  const byHash = await Promise.all(keys.map((k) => store.getByHash(k.hash)))
+  const byId = await Promise.all(keys.map((k) => store.get(k.id)))
+  const updated = await Promise.all(
+    keys.slice(0, 30).map((k, i) => store.update(k.id, { name: `Renamed ${i}` })),
+  )
+  const next = { ...keys[5]!, id: 'key_zz_rotated', hash: 'f'.repeat(64), name: 'Rotated' }
+  const rotated = await store.rotate(keys[5]!.id, { revokedAt: 1_767_226_000_000 }, next)
+  const deleted = await Promise.all(keys.slice(30, 40).map((k) => store.delete(k.id)))
+  await store.touch(
+    keys.slice(40, 80).map((k, i) => ({ id: k.id, lastUsedAt: 1_767_300_000_000 + i })),
+  )
+  const lists = await Promise.all(
+    Array.from({ length: 30 }, async (_, a) => {
+      const pages: string[][] = []
+      let cursor: string | null = null
+      do {
+        const page = await store.list(`acct_${a}`, {
+          limit: 3,
+          cursor,
+          includeRevoked: a % 2 === 0,
+        })
+        pages.push(page.data.map((k) => `${k.id} ${k.name} ${k.lastUsedAt}`))
+        cursor = page.nextCursor
+      } while (cursor)
+      const management = await store.list(`acct_${a}`, { limit: 100, kind: 'management' })
+      return [pages, management.data.map((k) => k.id)]
+    }),
+  )
+  return { byHash, byId, updated, rotated, deleted, lists, after: await store.get(keys[45]!.id) }
+}
+
+describe('redis keys on a 3-master Redis Cluster', () => {
+  it('spreads 300 keys of 30 accounts over every master, answering as the memory store', async () => {
+    if (!cluster) return
+    const c = cluster
+    const { keys: store } = redisStorage({ client: c, keyPrefix: 'ks:' })
+    const keys = clusterKeys()
+    const got = await keyFigures(store, keys, false)
+    expect(got).toEqual(await keyFigures(memoryStorage().keys, keys, false))
+    expect(got.byHash.every((k) => k !== null)).toBe(true)
+
+    const records: number[] = []
+    const all: number[] = []
+    for (const m of c.nodes('master')) {
+      records.push((await m.keys('ks:{kh:*')).length)
+      all.push((await m.keys('ks:*')).length)
+      expect(await m.keys('ks:{keys}*')).toEqual([])
+    }
+    console.log(
+      `key records per master: ${records.join(' / ')}; key store keys: ${all.join(' / ')}`,
+    )
+    // 300 keys, 10 deleted, 1 rotated in: every master holds a share.
+    expect(records.reduce((a, b) => a + b, 0)).toBe(291)
+    expect(records.every((n) => n > 0)).toBe(true)
+    expect(Math.max(...records)).toBeLessThan(291 * 0.6)
+    expect(all.every((n) => n > 0)).toBe(true)
+  })
+
+  it('moves keys of the one-tag {keys} layout off their master', async () => {
+    if (!cluster) return
+    const c = cluster
+    const keys = clusterKeys()
+    // As versions before December 2026 stored them: all under {keys}.
+    for (const k of keys) {
+      const { lastUsedAt, ...rest } = k
+      await c.hset('ku:{keys}:rec', k.id, JSON.stringify(rest))
+      if (lastUsedAt !== null) await c.hset('ku:{keys}:used', k.id, String(lastUsedAt))
+      await c.hset('ku:{keys}:hash', k.hash, k.id)
+      await c.zadd(`ku:{keys}:acct:${k.accountId}`, 0, k.id)
+    }
+    const before: number[] = []
+    for (const m of c.nodes('master')) before.push((await m.keys('ku:*')).length)
+    // Found before the upgrade (and moved as read).
+    const { keys: store } = redisStorage({ client: c, keyPrefix: 'ku:' })
+    expect(await store.getByHash(keys[7]!.hash)).toEqual(keys[7])
+    expect(await upgradeKeyRecords({ client: c, keyPrefix: 'ku:' })).toBe(299)
+    const after: number[] = []
+    for (const m of c.nodes('master')) {
+      after.push((await m.keys('ku:{kh:*')).length)
+      expect(await m.keys('ku:{keys}*')).toEqual([])
+    }
+    console.log(
+      `old layout keys per master: ${before.join(' / ')}; records after: ${after.join(' / ')}`,
+    )
+    expect(before.filter((n) => n > 0)).toHaveLength(1)
+    expect(after.every((n) => n > 0)).toBe(true)
+    expect(after.reduce((a, b) => a + b, 0)).toBe(300)
+    const got = await keyFigures(store, keys, true)
+    expect(got).toEqual(await keyFigures(memoryStorage().keys, keys, false))
   })
 })
