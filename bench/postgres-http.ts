@@ -13,10 +13,11 @@
  * and PostgreSQL CPU per request, read from /proc/<pid>/stat of the server's backends
  * (`application_name` marks them) before and after the run.
  *
- * Usage: `npm run bench:postgres-http -- [seconds=10] [runs=3]` with DATABASE_URL (default
- * postgres://postgres@127.0.0.1:5432/test). `TOLLBOOTH_SRC=<dir>` loads `src/` and `adapters/`
- * from another tree (to measure a previous version: `git archive main src adapters | tar -x -C
- * .tmp/before`). Uses a schema `tb_bench_<random>`, dropped after.
+ * Usage: `npm run bench:postgres-http -- [seconds=10] [runs=3] [scenarios=all]` (scenarios
+ * comma-separated) with DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test).
+ * `TOLLBOOTH_SRC=<dir>` loads `src/` and `adapters/` from another tree (to measure a previous
+ * version: `git archive main src adapters | tar -x -C .tmp/before`). Uses a schema
+ * `tb_bench_<random>`, dropped after.
  */
 
 import { spawn } from 'node:child_process'
@@ -131,6 +132,7 @@ async function load(port: number, keys: string[], seconds: number) {
 async function main(): Promise<void> {
   const seconds = Number(process.argv[2] ?? 10)
   const runs = Number(process.argv[3] ?? 3)
+  const only = process.argv[4]?.split(',') ?? SCENARIOS
   const schema = `tb_bench_${Math.random().toString(36).slice(2, 10)}`
   const admin = new pg.Pool({ connectionString: URL, max: 2 })
   const { migrate } = (await import(
@@ -150,7 +152,7 @@ async function main(): Promise<void> {
     console.log(`src: ${process.env.TOLLBOOTH_SRC ?? 'this checkout'}, ${seconds} s per run`)
     console.log('scenario        run   req/s   p50 ms  p99 ms  PG CPU µs/req')
     for (let run = 1; run <= runs; run++)
-      for (const s of SCENARIOS) {
+      for (const s of SCENARIOS.filter((x) => only.includes(x))) {
         await load(port, keys[s], 2) // warm: every connection of the pool open
         const before = await backendCpu(admin, schema)
         const r = await load(port, keys[s], seconds)

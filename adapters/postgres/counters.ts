@@ -123,7 +123,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
   const stats = { transactions: 0, calls: 0 }
   let pruning: Promise<unknown> | null = null
 
-  // A pg Pool's size (10 unless set): counter transactions leave one connection to the rest.
+  // A pg Pool's size (10 unless set): counter transactions of all accounts take at most it.
   const max = (db.pool as { options?: { max?: unknown } }).options?.max
   const poolSize = typeof max === 'number' && max > 0 ? max : 10
 
@@ -197,7 +197,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     durable: true,
     // No `concurrency`: the batches bound one account to two connections, so the core need
     // not hold an account's admissions back (its `accountInFlight` then defaults to 64).
-    transact: groupBatches(Math.max(1, poolSize - 1), db.deadlineMs, run),
+    transact: groupBatches(poolSize, db.deadlineMs, run),
     sweep(now) {
       if (pruneEvery === 0 || ++sinceSweep < pruneEvery || pruning) return
       sinceSweep = 0
