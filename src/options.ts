@@ -244,7 +244,8 @@ export const optionsSchema = z
      * turn in this process, within `storageTimeoutMs` (and beyond 32 waiting per slot are
      * answered 503 `storage_unavailable` at once), so one account's burst on a slow store
      * cannot take every connection from the others. Default: half the store's `concurrency`
-     * (a PostgreSQL pool's size), else 64.
+     * when it sets one, else 64 (PostgreSQL's counters set none: they bound each account's
+     * transactions themselves).
      */
     accountInFlight: integer(1).optional(),
     /** Credit holds that are never settled expire after this long. */

@@ -5,14 +5,21 @@
  * counting rules are the core's (`limits/counters`) and PostgreSQL counts exactly what the
  * memory store counts. This module only locks, reads and writes rows.
  *
- * One call (`consume`, `settle`, `claim`) is one transaction in two round trips:
+ * Calls are batched by account (`counter-batches`): the calls of one account that arrive
+ * while a transaction of the account is getting its rows run together in the next one. A
+ * transaction is two round trips:
  * 1. `BEGIN` and one `INSERT … ON CONFLICT DO UPDATE` that creates the missing rows and locks
- *    every row of the call, in byte order of the counter name (so two calls sharing counters
- *    never deadlock), returning each row's latest committed state;
- * 2. after the core's step has run, one statement writing its values (an `UPDATE`, and a
- *    `DELETE` of the values it drops) and `COMMIT`, or `ROLLBACK` when it writes nothing (a
- *    refused request uses up nothing).
- * Concurrent calls on the same counters queue on the row locks and see a serial order.
+ *    every row of the batch, in byte order of the counter name (so two transactions sharing
+ *    counters never deadlock), returning each row's latest committed state;
+ * 2. after the core's steps have run, one after the other in arrival order, each on the values
+ *    the previous ones left (each admission all or nothing, as alone), one statement writing
+ *    each row's final value once (an `UPDATE`, and a `DELETE` of the values dropped and of
+ *    the rows created for nothing) and `COMMIT`, or `ROLLBACK` when no step writes (a refused
+ *    request uses up nothing).
+ * Concurrent transactions on the same counters queue on the row locks and see a serial order.
+ * A failed transaction fails every call of its batch with its error; a call whose deadline
+ * passes before the commit is left out (its step taken out, the others run again on the
+ * values read) and fails as it would alone.
  * Several statements in one round trip need the simple protocol, which takes no parameters, so
  * values are inlined as literals quoted by the driver (`escapeLiteral`).
  *
@@ -41,12 +48,39 @@ import {
   countersFromState,
   type StoredCounter,
 } from '../../src/internal.js'
-import { type Db, withClient } from './db.js'
+import { type BatchCall, type BatchTurn, groupBatches, runSteps } from './counter-batches.js'
+import { type Db, lateError, withClient } from './db.js'
 
 interface CounterRow {
   key: string
-  state: StoredCounter['state'] | null
+  /** The state as JSON text, parsed afresh for each run of the steps (they change values). */
+  state: string | null
   expires_at: number | null
+}
+
+/** The values of `rows` for `runSteps`: fresh objects (undefined: no state). */
+function values(rows: readonly CounterRow[]): Map<string, StoredCounter | undefined> {
+  const m = new Map<string, StoredCounter | undefined>()
+  for (const r of rows)
+    m.set(
+      r.key,
+      r.state === null
+        ? undefined
+        : { state: JSON.parse(r.state) as StoredCounter['state'], expiresAt: r.expires_at },
+    )
+  return m
+}
+
+/** The calls whose caller is still waiting; the others fail, as after the deadline alone. */
+function live(calls: BatchCall[], deadlineMs: number): BatchCall[] {
+  const now = performance.now()
+  if (calls.every((c) => c.deadline > now)) return calls
+  const out: BatchCall[] = []
+  for (const c of calls) {
+    if (c.deadline > now) out.push(c)
+    else c.reject(lateError(deadlineMs))
+  }
+  return out
 }
 
 export interface PostgresCounters extends CounterStore {
@@ -54,6 +88,8 @@ export interface PostgresCounters extends CounterStore {
   prune(now: number): Promise<number>
   /** Resolves when a background prune in progress has finished. */
   idle(): Promise<void>
+  /** Transactions run and the calls they answered, since the store was made. */
+  stats(): { transactions: number; calls: number }
 }
 
 /** A `bigint` literal; null (and a non-finite time) is `NULL`. */
@@ -83,64 +119,88 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
       if (n < 5000 || total >= max) return total
     }
   }
-  let calls = 0
+  let sinceSweep = 0
+  const stats = { transactions: 0, calls: 0 }
   let pruning: Promise<unknown> | null = null
 
-  // A pg Pool's size (10 unless set): the core lets one account wait on half of it at most.
+  // A pg Pool's size (10 unless set): counter transactions of all accounts take at most it.
   const max = (db.pool as { options?: { max?: unknown } }).options?.max
-  const backend: CounterBackend = {
-    // Counts are in the same database as the usage: nothing to rebuild after a restart.
-    durable: true,
-    concurrency: typeof max === 'number' && max > 0 ? max : 10,
-    // Locks the rows of `keys`, runs the step on their states, writes what it returns.
-    transact: (keys, step) =>
-      withClient(db, db.deadlineMs, async (client, left) => {
-        const lit = (s: string) => client.escapeLiteral(s)
-        const names = [...new Set(keys)].map(lit).join(', ')
-        // No statement (a lock wait included) may outlive the caller's deadline.
-        const ms = left()
-        const read = await client.query<CounterRow>(
-          `${begin} SET LOCAL statement_timeout = ${ms}; SET LOCAL lock_timeout = ${ms};
-           INSERT INTO ${t} AS c (key, expires_at)
-           SELECT k, 0 FROM unnest(ARRAY[${names}]::text[]) AS k ORDER BY k COLLATE "C"
-           ON CONFLICT (key) DO UPDATE SET key = excluded.key
-           RETURNING c.key, c.state, c.expires_at::float8 AS expires_at`,
-        )
-        const stored = new Map<string, StoredCounter>()
-        for (const r of last(read).rows)
-          if (r.state !== null) stored.set(r.key, { state: r.state, expiresAt: r.expires_at })
-        const { writes, result } = step(keys.map((k) => stored.get(k)))
-        if (writes.length === 0) {
-          await client.query('ROLLBACK')
-          return result
+  const poolSize = typeof max === 'number' && max > 0 ? max : 10
+
+  /** One transaction for the calls of a group waiting now (see `counter-batches`). */
+  const run = (turn: BatchTurn) =>
+    withClient(db, Infinity, async (client) => {
+      let calls = live(turn.take(), db.deadlineMs)
+      if (calls.length === 0) return
+      const lit = (s: string) => client.escapeLiteral(s)
+      const keys = new Set<string>()
+      for (const c of calls) for (const k of c.keys) keys.add(k)
+      // No statement (a lock wait included) may outlive the last caller's deadline; a caller
+      // whose deadline passes before the commit is left out of it (below).
+      const ms = Math.max(1, Math.floor(calls[calls.length - 1]!.deadline - performance.now()))
+      const read = await client.query<CounterRow>(
+        `${begin} SET LOCAL statement_timeout = ${ms}; SET LOCAL lock_timeout = ${ms};
+         INSERT INTO ${t} AS c (key, expires_at)
+         SELECT k, 0 FROM unnest(ARRAY[${[...keys].map(lit).join(', ')}]::text[]) AS k
+         ORDER BY k COLLATE "C"
+         ON CONFLICT (key) DO UPDATE SET key = excluded.key
+         RETURNING c.key, c.state::text AS state, c.expires_at::float8 AS expires_at`,
+      )
+      turn.locked()
+      const rows = last(read).rows
+      let done = runSteps(calls, values(rows))
+      // Past its deadline, a caller was answered 503: its step is taken out and the others
+      // run again on the values read (the rows are still locked), so nothing commits for it.
+      const waited = live(calls, db.deadlineMs)
+      if (waited.length < calls.length) {
+        calls = waited
+        done = runSteps(calls, values(rows))
+      }
+      const rowsSql: string[] = []
+      const gone: string[] = []
+      for (const [key, value] of done.writes) {
+        if (value === null) gone.push(lit(key))
+        else {
+          const kind = counterKind(value.state)
+          rowsSql.push(
+            `(${lit(key)}, ${kind ? lit(kind) : 'NULL'}, ${lit(JSON.stringify(value.state))}::jsonb, ${bigint(value.expiresAt)}::bigint)`,
+          )
         }
-        left() // past the deadline, withClient rolls back: the caller was answered 503
-        const rows: string[] = []
-        const gone: string[] = []
-        for (const { key, value } of writes) {
-          if (value === null) gone.push(lit(key))
-          else {
-            const kind = counterKind(value.state)
-            rows.push(
-              `(${lit(key)}, ${kind ? lit(kind) : 'NULL'}, ${lit(JSON.stringify(value.state))}::jsonb, ${bigint(value.expiresAt)}::bigint)`,
-            )
-          }
-        }
+      }
+      if (calls.length === 0 || done.writes.size === 0) await client.query('ROLLBACK')
+      else {
+        // Rows this transaction created for calls that wrote nothing under them (a refused
+        // admission's record): gone with it, as a refusal alone rolls back.
+        for (const r of rows) if (r.state === null && !done.writes.has(r.key)) gone.push(lit(r.key))
         await client.query(
           `${
-            rows.length === 0
+            rowsSql.length === 0
               ? ''
               : `UPDATE ${t} AS c SET kind = v.kind, state = v.state, expires_at = v.exp
-                 FROM (VALUES ${rows.join(', ')}) AS v(key, kind, state, exp)
+                 FROM (VALUES ${rowsSql.join(', ')}) AS v(key, kind, state, exp)
                  WHERE c.key = v.key;`
           }${gone.length === 0 ? '' : `DELETE FROM ${t} WHERE key IN (${gone.join(', ')});`}
            COMMIT`,
         )
-        return result
-      }),
+      }
+      stats.transactions++
+      stats.calls += calls.length
+      for (let i = 0; i < calls.length; i++) {
+        const o = done.out[i]!
+        if (o.ok) calls[i]!.resolve(o.value)
+        else calls[i]!.reject(o.value)
+      }
+    })
+
+  const backend: CounterBackend = {
+    // Counts are in the same database as the usage: nothing to rebuild after a restart.
+    durable: true,
+    // No `concurrency`: the batches bound one account to two connections, so the core need
+    // not hold an account's admissions back (its `accountInFlight` then defaults to 64).
+    transact: groupBatches(poolSize, db.deadlineMs, run),
     sweep(now) {
-      if (pruneEvery === 0 || ++calls < pruneEvery || pruning) return
-      calls = 0
+      if (pruneEvery === 0 || ++sinceSweep < pruneEvery || pruning) return
+      sinceSweep = 0
       pruning = prune(now, 50_000)
         .catch(() => 0) // the next round retries; a call never fails for it
         .finally(() => {
@@ -153,5 +213,6 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     async idle() {
       await pruning
     },
+    stats: () => ({ ...stats }),
   })
 }

@@ -143,6 +143,13 @@ export interface Checkout {
   release(err?: Error): void
 }
 
+/** What a call answers once its deadline has passed: the caller was answered 503 already. */
+export function lateError(deadlineMs: number): StorageUnavailableError {
+  return new StorageUnavailableError(
+    `tollbooth/postgres: not done within statementTimeoutMs (${deadlineMs} ms); nothing was committed`,
+  )
+}
+
 /**
  * Checks a client out of the pool with an `'error'` listener attached until its release.
  * With `deadlineMs`, a client obtained after the deadline is released at once and the call
@@ -164,9 +171,7 @@ export async function checkout(db: Db, deadlineMs = Infinity): Promise<Checkout>
   const left = () => {
     const ms = Math.floor(deadlineMs - (performance.now() - start))
     if (ms > 0) return ms
-    throw new StorageUnavailableError(
-      `tollbooth/postgres: not done within statementTimeoutMs (${deadlineMs} ms); nothing was committed`,
-    )
+    throw lateError(deadlineMs)
   }
   try {
     left()

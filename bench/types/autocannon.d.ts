@@ -9,5 +9,11 @@ declare module 'autocannon' {
     connections: number
     duration: number
     headers?: Record<string, string>
+    /** Each request made from the first whose `setupRequest` may rewrite it (its headers). */
+    requests?: Array<{
+      setupRequest?(req: { headers?: Record<string, string> }): {
+        headers?: Record<string, string>
+      }
+    }>
   }): Promise<Result>
 }

@@ -1,0 +1,272 @@
+/**
+ * @module test/storage/postgres-batch
+ *
+ * The PostgreSQL counters in batches per account (`adapters/postgres/counter-batches`):
+ * - 200 concurrent admissions of one account against a limit of 50 admit exactly 50 in far
+ *   fewer transactions than admissions, counted as connections checked out of a real pool
+ *   (each transaction checks out one) and by the store's own count;
+ * - admissions, settles and cancels fired together give, call for call, the answers the memory
+ *   store gives to the same calls run one by one in the same order, and the same end state;
+ * - a transaction that fails (a row locked elsewhere past the deadline) fails every call of
+ *   its batch and commits nothing;
+ * - another account is served while one account's batch waits on a lock.
+ */
+
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { PostgresCounters } from '../../adapters/postgres/counters.js'
+import { postgresStorage } from '../../adapters/postgres/index.js'
+import { prng } from '../../adapters/testing/fixtures.js'
+import {
+  type AdmissionId,
+  type Check,
+  type ConsumeResult,
+  type CounterStore,
+  memoryStorage,
+  type SettleOp,
+  StorageUnavailableError,
+} from '../../src/index.js'
+import { DATABASE_URL, freshSchema, newPool, skipPostgres } from '../support/postgres.js'
+
+const T0 = 1_767_225_600_000
+const DAY = 86_400_000
+const HOUR = 3_600_000
+
+const total = (key: string, limit: number, cost = 1): Check => ({
+  type: 'window',
+  key,
+  name: 'total',
+  limit,
+  windowMs: 0,
+  bucketMs: 0,
+  cost,
+})
+
+/** A real pool whose `connect` is counted: one per transaction of the counters. */
+function countingPool(pool: pg.Pool) {
+  const counted = {
+    connects: 0,
+    options: pool.options,
+    query: pool.query.bind(pool) as pg.Pool['query'],
+    connect: ((...args: Parameters<pg.Pool['connect']>) => {
+      counted.connects++
+      return (pool.connect as (...a: unknown[]) => unknown)(...args)
+    }) as pg.Pool['connect'],
+  }
+  return counted
+}
+
+describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () => {
+  const pool = newPool(10)
+  let schema = ''
+  let drop = async () => {}
+
+  beforeAll(async () => {
+    ;({ schema, drop } = await freshSchema(pool))
+  })
+  afterAll(async () => {
+    await drop()
+    await pool.end()
+  })
+
+  const account = () => `{acct_${Math.random().toString(36).slice(2, 12)}}`
+
+  it('admits exactly 50 of 200 concurrent admissions of one account in far fewer transactions', async () => {
+    const counted = countingPool(pool)
+    const counters = postgresStorage({ pool: counted, schema }).counters as PostgresCounters
+    const key = `${account()}:q:total`
+    const admitted = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        counters.consume([total(key, 50)], T0 + i, { key: `${key}:a:${i}`, ttlMs: 60_000 }),
+      ),
+    )
+    expect(admitted.filter((r) => r.allowed)).toHaveLength(50)
+    // In arrival order: the first 50 calls are the admitted ones, each seeing the one before.
+    expect(admitted.slice(0, 50).map((r) => r.results[0]!.used)).toEqual(
+      Array.from({ length: 50 }, (_, i) => i + 1),
+    )
+    expect(counted.connects).toBeLessThanOrEqual(10)
+    expect(counters.stats()).toEqual({ transactions: counted.connects, calls: 200 })
+    // The refused admissions left no row behind (their records were never written).
+    const rows = await pool.query(
+      `SELECT count(*)::int AS n FROM "${schema}".counters WHERE key LIKE $1`,
+      [`${key}:a:%`],
+    )
+    expect(rows.rows[0].n).toBe(50)
+  })
+
+  it('answers admissions, settles and cancels fired together as the memory store run one by one', async () => {
+    const ref = memoryStorage().counters
+    const counted = countingPool(pool)
+    const c = postgresStorage({ pool: counted, schema }).counters as PostgresCounters
+    const rand = prng(20261204)
+    const tag = account()
+    const n = {
+      window: `${tag}:k:1:q:daily`,
+      total: `${tag}:q:total`,
+      gcra: `${tag}:k:1:r0`,
+      hold: `${tag}:c`,
+    }
+    const cost = () => 1 + Math.floor(rand() * 3)
+    const adders = (): Array<Extract<Check, { type: 'window' | 'gcra' }>> => [
+      {
+        type: 'window',
+        key: n.window,
+        name: 'daily',
+        limit: 40,
+        windowMs: DAY,
+        bucketMs: HOUR,
+        cost: cost(),
+      },
+      {
+        type: 'window',
+        key: n.total,
+        name: 'total',
+        limit: 120,
+        windowMs: 0,
+        bucketMs: 0,
+        cost: cost(),
+      },
+      { type: 'gcra', key: n.gcra, name: 'rate', limit: 8, windowMs: 1024, cost: cost() },
+    ]
+    const checksOf = (): Check[] => [
+      ...adders().filter(() => rand() < 0.6),
+      ...(rand() < 0.5
+        ? [
+            {
+              type: 'hold',
+              key: n.hold,
+              name: 'concurrency',
+              limit: 4,
+              amount: 1,
+              holdId: `h${Math.floor(rand() * 8)}`,
+              ttlMs: 1500,
+            } as Check,
+          ]
+        : []),
+    ]
+    const admissions: Array<{ id: AdmissionId; at: number; checks: Check[] }> = []
+    let now = T0
+    let calls = 0
+    for (let round = 0; round < 25; round++) {
+      // One round: up to 40 calls fired without waiting, then their answers.
+      const ops: Array<(s: CounterStore) => Promise<unknown>> = []
+      const size = 1 + Math.floor(rand() * 40)
+      for (let i = 0; i < size; i++) {
+        now += Math.floor(rand() * 60)
+        const t = now
+        const roll = rand()
+        if (roll < 0.6) {
+          const checks = checksOf()
+          if (checks.length === 0) continue
+          const id = { key: `${tag}:a:${round}.${i}`, ttlMs: 60_000 }
+          const withId = rand() < 0.5
+          admissions.push({ id, at: t, checks })
+          ops.push((s) => s.consume(checks, t, withId ? id : undefined))
+        } else if (roll < 0.8) {
+          const op: SettleOp =
+            rand() < 0.5
+              ? {
+                  type: 'release',
+                  key: n.hold,
+                  holdId: `h${Math.floor(rand() * 8)}`,
+                  charge: Math.floor(rand() * 2),
+                  ifHeld: rand() < 0.5,
+                }
+              : { type: 'add', check: adders()[Math.floor(rand() * 3)]! }
+          ops.push((s) => s.settle([op], t))
+        } else if (admissions.length > 0) {
+          const a = admissions[Math.floor(rand() * admissions.length)]!
+          const op: SettleOp = {
+            type: 'cancel',
+            key: a.id.key,
+            ttlMs: 60_000,
+            at: a.at,
+            checks: a.checks,
+          }
+          ops.push((s) => s.settle([op], t))
+        } else continue
+      }
+      const got = await Promise.all(ops.map((op) => op(c)))
+      const want: unknown[] = []
+      for (const op of ops) want.push(await op(ref))
+      expect(got, `round ${round}`).toEqual(want)
+      calls += ops.length
+      // The end state, read one by one on both.
+      const probe = adders().map((a) => ({ ...a, cost: 0 }))
+      for (const p of probe) {
+        const r: ConsumeResult = await ref.consume([p], now)
+        expect(await c.consume([p], now), `round ${round} ${p.key}`).toEqual(r)
+      }
+      expect(await c.held(n.hold, now)).toBe(await ref.held(n.hold, now))
+      calls += probe.length + 1
+    }
+    expect(c.stats().calls).toBe(calls)
+    expect(c.stats().transactions).toBeLessThan(calls / 2)
+  })
+
+  it('fails every call of a batch whose transaction fails, and commits nothing', async () => {
+    const counters = postgresStorage({ pool, schema, statementTimeoutMs: 300 })
+      .counters as PostgresCounters
+    const key = `${account()}:q:total`
+    expect((await counters.consume([total(key, 100)], T0)).allowed).toBe(true)
+    const other = new pg.Client({ connectionString: DATABASE_URL })
+    await other.connect()
+    await other.query('BEGIN')
+    await other.query(`SELECT 1 FROM "${schema}".counters WHERE key = $1 FOR UPDATE`, [key])
+    let outcomes: PromiseSettledResult<ConsumeResult>[]
+    try {
+      outcomes = await Promise.allSettled(
+        Array.from({ length: 30 }, (_, i) => counters.consume([total(key, 100)], T0 + 1 + i)),
+      )
+    } finally {
+      await other.query('COMMIT')
+      await other.end()
+    }
+    for (const o of outcomes) {
+      expect(o.status).toBe('rejected')
+      const err = (o as PromiseRejectedResult).reason as { code?: string }
+      // The lock wait cut at the deadline (55P03 or 57014, whichever timeout fires first), or
+      // the deadline passed before its turn.
+      expect(
+        err instanceof StorageUnavailableError || err.code === '55P03' || err.code === '57014',
+        String(err),
+      ).toBe(true)
+    }
+    // The calls of the first batch failed with the one error of their transaction.
+    const first = (outcomes[0] as PromiseRejectedResult).reason
+    expect((outcomes[1] as PromiseRejectedResult).reason).toBe(first)
+    expect((await counters.consume([total(key, 100, 0)], T0 + 100)).results[0]!.used).toBe(1)
+  })
+
+  it('serves another account while one account’s batch waits on a lock', async () => {
+    const small = newPool(3)
+    try {
+      const counters = postgresStorage({ pool: small, schema, statementTimeoutMs: 1500 }).counters
+      const stuck = `${account()}:q:total`
+      const free = `${account()}:q:total`
+      await counters.consume([total(stuck, 1000)], T0)
+      const other = new pg.Client({ connectionString: DATABASE_URL })
+      await other.connect()
+      await other.query('BEGIN')
+      await other.query(`SELECT 1 FROM "${schema}".counters WHERE key = $1 FOR UPDATE`, [stuck])
+      const burst = Promise.allSettled(
+        Array.from({ length: 50 }, (_, i) => counters.consume([total(stuck, 1000)], T0 + i)),
+      )
+      const served: boolean[] = []
+      try {
+        for (let i = 0; i < 10; i++)
+          served.push((await counters.consume([total(free, 1000)], T0 + i)).allowed)
+      } finally {
+        await other.query('COMMIT')
+        await other.end()
+      }
+      expect(served).toEqual(Array(10).fill(true))
+      // Released in time: the burst commits, in batches.
+      expect((await burst).every((o) => o.status === 'fulfilled' && o.value.allowed)).toBe(true)
+      expect((await counters.consume([total(stuck, 1000, 0)], T0 + 99)).results[0]!.used).toBe(51)
+    } finally {
+      await small.end()
+    }
+  })
+})
