@@ -15,6 +15,8 @@
  *
  * Usage: `npm run bench:postgres-http -- [seconds=10] [runs=3] [scenarios=all]` (scenarios
  * comma-separated) with DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test).
+ * `BENCH_LEASES=1` runs with leases as configured by default (hot keys mostly answered in
+ * process), to measure what a deployment gets rather than the central path alone.
  * `TOLLBOOTH_SRC=<dir>` loads `src/` and `adapters/` from another tree (to measure a previous
  * version: `git archive main src adapters | tar -x -C .tmp/before`). Uses a schema
  * `tb_bench_<random>`, dropped after.
@@ -61,7 +63,7 @@ async function serve(): Promise<void> {
     plans: { bench: { monthlyCredits: 1e15 } },
     defaultTier: 'bench',
     failedAuth: false,
-    leases: false,
+    leases: process.env.BENCH_LEASES === '1' ? undefined : false,
   })
   const limits = { rateLimits: [{ limit: 1e9, windowMs: 60_000 }], quotas: { daily: 1e9 } }
   const create = async (accountId: string) =>
