@@ -26,21 +26,12 @@ import {
   type SettleOp,
   StorageUnavailableError,
 } from '../../src/index.js'
+import { total } from '../support/core.js'
 import { DATABASE_URL, freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 
 const T0 = 1_767_225_600_000
 const DAY = 86_400_000
 const HOUR = 3_600_000
-
-const total = (key: string, limit: number, cost = 1): Check => ({
-  type: 'window',
-  key,
-  name: 'total',
-  limit,
-  windowMs: 0,
-  bucketMs: 0,
-  cost,
-})
 
 /** A real pool whose `connect` is counted: one per transaction of the counters. */
 function countingPool(pool: pg.Pool) {

@@ -22,21 +22,11 @@ import {
   sqliteStorage,
 } from '../../adapters/sqlite/index.js'
 import { StorageUnavailableError } from '../../src/index.js'
-import type { Check } from '../../src/storage/types.js'
+import { total } from '../support/core.js'
 import { Database } from './sqlite-driver.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'tollbooth-sqlite-batch-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
-
-const total = (key: string, limit: number, cost = 1): Check => ({
-  type: 'window',
-  key,
-  name: 'total',
-  limit,
-  windowMs: 0,
-  bucketMs: 0,
-  cost,
-})
 
 /** Whether a counter's row is in the file, read by another connection. */
 function stored(file: string, key: string): boolean {

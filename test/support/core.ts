@@ -6,6 +6,7 @@
  */
 import { createTollbooth, manualClock, type TollboothOptions } from '../../src/internal.js'
 import type { TollboothRequest } from '../../src/request.js'
+import type { Check } from '../../src/storage/types.js'
 
 export const SECRET = 'test-secret-test-secret-test-secret-42'
 export const T0 = Date.UTC(2026, 10, 24, 12, 0, 0)
@@ -39,3 +40,14 @@ export async function until(probe: () => Promise<boolean> | boolean, ms = 3000):
   }
   return Date.now() - start
 }
+
+/** An all-time count of `limit` on `key`, `cost` a call: the batch tests' plain check. */
+export const total = (key: string, limit: number, cost = 1): Check => ({
+  type: 'window',
+  key,
+  name: 'total',
+  limit,
+  windowMs: 0,
+  bucketMs: 0,
+  cost,
+})
