@@ -271,6 +271,96 @@ describe('leases over one store', () => {
     )
   }, 120_000)
 
+  it('split admissions (an exact quota beside leased credits): the quota counts exactly what was admitted, credits never overspend', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 2 ** 31 }),
+        fc.integer({ min: 2, max: 5 }),
+        async (seed, n) => {
+          const creditLimit = 6000
+          const quotaLimit = 1500 + Math.floor(rng(seed)() * 1500)
+          const r = rng(seed)
+          const store = memoryStorage().counters
+          const instances = Array.from({ length: n }, () =>
+            leasedCounters(store, { ...options, holdLeaseMs: 100, holdGraceMs: 200 }),
+          )
+          const quota: Check = {
+            type: 'window',
+            key: '{a}:q',
+            name: 'total',
+            limit: quotaLimit,
+            windowMs: 0,
+            bucketMs: 1,
+            cost: 1,
+            exact: true,
+          }
+          const flight: Array<[number, number, string, number, number]> = []
+          let charged = 0
+          let held = 0
+          let admitted = 0
+          let seq = 0
+          let amount = 0
+          const settleDue = async (now: number) => {
+            for (let k = flight.length - 1; k >= 0; k--) {
+              const [at, i, id, a, c] = flight[k]!
+              if (at > now) continue
+              flight.splice(k, 1)
+              await instances[i]!.settle(
+                [{ type: 'release', key: '{a}:credits', holdId: id, charge: c }],
+                now,
+              )
+              held -= a
+              charged += c
+            }
+          }
+          const phases = demand(r, 6, 8 / n)
+          await drive(
+            instances,
+            phases,
+            rng(seed + 1),
+            () => {
+              amount = 1 + Math.floor(r() * 5)
+              return [
+                quota,
+                {
+                  type: 'hold',
+                  key: '{a}:credits',
+                  name: 'credits',
+                  limit: creditLimit,
+                  amount,
+                  holdId: `h${++seq}`,
+                  ttlMs: 150,
+                },
+              ]
+            },
+            async (now, allowed, i) => {
+              if (allowed) {
+                admitted++
+                const c = Math.floor(r() * (amount + 1))
+                flight.push([now + Math.floor(r() * 60), i, `h${seq}`, amount, c])
+                held += amount
+              }
+              expect(charged + held).toBeLessThanOrEqual(creditLimit)
+              expect(await store.held('{a}:credits', now)).toBeGreaterThanOrEqual(charged + held)
+            },
+            settleDue,
+          )
+          const end = T0 + phases.length * 250 + 1000
+          await settleDue(end)
+          for (const inst of instances) await inst.close(end)
+          // The store decided every quota check: its count is exactly what was admitted.
+          const probe = await store.consume([{ ...quota, cost: 0 } as Check], end)
+          expect(probe.results[0]!.used).toBe(admitted)
+          expect(admitted).toBeLessThanOrEqual(quotaLimit)
+          expect(await store.held('{a}:credits', end)).toBe(charged)
+          const split = instances.reduce((x, i) => x + i.stats().splitAdmissions, 0)
+          expect(split).toBeGreaterThan(0)
+        },
+      ),
+      { numRuns: 10 },
+    )
+  }, 120_000)
+
   it('an admission of several checks is all or none across leases and the store', async () => {
     const store = memoryStorage().counters
     const a = leasedCounters(store, options)

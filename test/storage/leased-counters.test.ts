@@ -284,6 +284,92 @@ describe('leasedCounters', () => {
     }
   })
 
+  describe('split admissions: a check the store decides beside credits that fit a lease', () => {
+    // An all-time request quota the store must decide (exact), and the account's credits.
+    const quota = (limit: number): Check => ({
+      type: 'window',
+      key: '{a}:q',
+      name: 'total',
+      limit,
+      windowMs: 0,
+      bucketMs: 1,
+      cost: 1,
+      exact: true,
+    })
+    const used = async (store: ReturnType<typeof memoryStorage>['counters'], now: number) =>
+      (await store.consume([{ ...(quota(1e9) as object), cost: 0 } as Check], now)).results[0]!.used
+
+    it('takes the credits in process and sends only the quota; a refusal by the store gives the credits back', async () => {
+      const store = memoryStorage().counters
+      const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+      let admitted = 0
+      for (let i = 0; i < 300; i++)
+        if ((await c.consume([quota(200), credits(1_000_000, `h${i}`, 3)], T0 + i)).allowed)
+          admitted++
+      // The store decided every request's quota, exactly.
+      expect(admitted).toBe(200)
+      expect(await used(store, T0 + 300)).toBe(200)
+      const s = c.stats()
+      expect(s.localAdmissions).toBe(0)
+      expect(s.acquired).toBeGreaterThan(0)
+      expect(s.splitAdmissions).toBeGreaterThan(250)
+      // 200 admitted requests hold 3 credits each, unsettled: the 100 refused ones hold none
+      // (their local holds were given back), wherever the credits were held.
+      expect(await c.held('{a}:credits', T0 + 300)).toBe(600)
+      // An admitted request's hold, settled in process: no store call.
+      const calls = c.stats().storeCalls
+      await c.settle([{ type: 'release', key: '{a}:credits', holdId: 'h150', charge: 2 }], T0 + 300)
+      expect(c.stats().storeCalls).toBe(calls)
+      expect(await c.held('{a}:credits', T0 + 300)).toBe(599)
+    })
+
+    it('a cancel takes back in the store only the checks the store counted, and drops the local hold', async () => {
+      const store = memoryStorage().counters
+      const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+      for (let i = 0; i < 100; i++) await c.consume([quota(1e6), credits(1e6, `w${i}`, 1)], T0 + i)
+      expect(c.stats().splitAdmissions).toBeGreaterThan(0)
+      const adm = { key: '{a}:adm:9', ttlMs: 60_000 }
+      const checks = [quota(1e6), credits(1e6, 'x9', 5)]
+      expect((await c.consume(checks, T0 + 100, adm)).allowed).toBe(true)
+      const heldBefore = await c.held('{a}:credits', T0 + 100)
+      const storeHeldBefore = await store.held('{a}:credits', T0 + 100)
+      expect(await used(store, T0 + 100)).toBe(101)
+      // The core passes the admission's own `checks` again in its cancel.
+      await c.settle(
+        [{ type: 'cancel', key: adm.key, ttlMs: 60_000, at: T0 + 100, checks }],
+        T0 + 101,
+      )
+      expect(await used(store, T0 + 101)).toBe(100)
+      expect(await c.held('{a}:credits', T0 + 101)).toBe(heldBefore - 5)
+      // The lease's store hold is left alone: the store never held these 5 credits apart.
+      expect(await store.held('{a}:credits', T0 + 101)).toBe(storeHeldBefore)
+      // The same id again: the store refuses it (its tombstone), and nothing stays held.
+      expect((await c.consume(checks, T0 + 102, adm)).allowed).toBe(false)
+      expect(await c.held('{a}:credits', T0 + 102)).toBe(heldBefore - 5)
+    })
+
+    it('a store that fails the central part: the credits taken go back', async () => {
+      const store = memoryStorage().counters
+      let fail = false
+      const failing = {
+        ...store,
+        consume: (...a: Parameters<typeof store.consume>) =>
+          fail && a[0].some((k) => k.key === '{a}:q')
+            ? Promise.reject(new Error('store down'))
+            : store.consume(...a),
+      }
+      const c = leasedCounters(failing, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+      for (let i = 0; i < 100; i++) await c.consume([quota(1e6), credits(1e6, `w${i}`, 1)], T0 + i)
+      const held = await c.held('{a}:credits', T0 + 100)
+      fail = true
+      await expect(c.consume([quota(1e6), credits(1e6, 'f1', 5)], T0 + 100)).rejects.toThrow(
+        'store down',
+      )
+      fail = false
+      expect(await c.held('{a}:credits', T0 + 100)).toBe(held)
+    })
+  })
+
   it('rejects a bad option with its name', () => {
     expect(() => leasedCounters(memoryStorage().counters, { maxShare: 0 })).toThrow(/maxShare/)
   })
