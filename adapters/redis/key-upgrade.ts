@@ -16,6 +16,7 @@
 import { z } from 'zod'
 import { parseOptions } from '../../src/internal.js'
 import { keyLayout, type Stored, stored } from './key-layout.js'
+import { scanBatches } from './scan.js'
 import {
   type Ctx,
   defineCommands,
@@ -146,10 +147,7 @@ export async function upgradeKeyRecords(options: {
   const { move } = oldKeys(ctx)
   const old = oldKeyNames(keyPrefix)
   let moved = 0
-  let cursor = '0'
-  do {
-    const [next, flat] = await ctx.client.hscan(old.rec, cursor, 'COUNT', BATCH)
-    cursor = next
+  for await (const flat of scanBatches((c) => ctx.client.hscan(old.rec, c, 'COUNT', BATCH))) {
     const ids = flat.filter((_, i) => i % 2 === 0)
     const jsons = flat.filter((_, i) => i % 2 === 1)
     if (ids.length === 0) continue
@@ -158,7 +156,7 @@ export async function upgradeKeyRecords(options: {
       jsons.map(async (json, i) => (await move(stored(json, used[i] ?? null)))[1]),
     )
     moved += done.filter(Boolean).length
-  } while (cursor !== '0')
+  }
   // What is left of the indexes once every record has gone.
   if ((await ctx.client.exists(old.rec)) === 0) {
     await ctx.client.del(old.used)

@@ -45,6 +45,7 @@ import {
   usageCategory,
   usageKeyCategory,
 } from '../../src/internal.js'
+import { scanBatches } from './scan.js'
 import {
   type Ctx,
   dec,
@@ -314,13 +315,10 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
     },
     async prune(before) {
       let removed = 0
-      let cursor = '0'
-      do {
-        const [next, ids] = await client.sscan(accounts, cursor, 'COUNT', 100)
-        cursor = next
+      for await (const ids of scanBatches((c) => client.sscan(accounts, c, 'COUNT', 100))) {
         const counts = await Promise.all([...new Set(ids)].map((id) => pruneAccount(id, before)))
         removed += counts.reduce((a, b) => a + b, 0)
-      } while (cursor !== '0')
+      }
       return removed
     },
   }
