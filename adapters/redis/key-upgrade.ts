@@ -13,17 +13,9 @@
  * left there pays nothing on a lookup of an unknown key.
  */
 
-import { z } from 'zod'
-import { parseOptions } from '../../src/internal.js'
 import { keyLayout, type Stored, stored } from './key-layout.js'
 import { scanBatches } from './scan.js'
-import {
-  type Ctx,
-  defineCommands,
-  keyPrefixSchema,
-  type RedisClient,
-  redisClientSchema,
-} from './store.js'
+import { type Ctx, type RedisClient, upgradeCtx } from './store.js'
 
 /** How long the answer to "does the old layout hold records?" is kept, in ms. */
 const PRESENT_TTL_MS = 5000
@@ -138,14 +130,9 @@ export async function upgradeKeyRecords(options: {
   client: RedisClient
   keyPrefix?: string
 }): Promise<number> {
-  const { client, keyPrefix } = parseOptions(
-    'upgradeKeyRecords',
-    z.object({ client: redisClientSchema, keyPrefix: keyPrefixSchema }).strict(),
-    options,
-  )
-  const ctx: Ctx = { client: defineCommands(client), prefix: keyPrefix }
+  const ctx = upgradeCtx('upgradeKeyRecords', options)
   const { move } = oldKeys(ctx)
-  const old = oldKeyNames(keyPrefix)
+  const old = oldKeyNames(ctx.prefix)
   let moved = 0
   for await (const flat of scanBatches((c) => ctx.client.hscan(old.rec, c, 'COUNT', BATCH))) {
     const ids = flat.filter((_, i) => i % 2 === 0)

@@ -25,7 +25,6 @@
  */
 
 import { LRUCache } from 'lru-cache'
-import { z } from 'zod'
 import {
   addToSummary,
   countsInSummary,
@@ -33,7 +32,6 @@ import {
   emptySummary,
   encodeLogCursor,
   type Page,
-  parseOptions,
   splitUsageRange,
   UNCATEGORIZED,
   USAGE_DAY_MS,
@@ -46,14 +44,7 @@ import {
   usageKeyCategory,
 } from '../../src/internal.js'
 import { scanBatches } from './scan.js'
-import {
-  type Ctx,
-  dec,
-  defineCommands,
-  keyPrefixSchema,
-  type RedisClient,
-  redisClientSchema,
-} from './store.js'
+import { type Ctx, dec, type RedisClient, upgradeCtx } from './store.js'
 
 /** Events per RECORD call and per prune step, so one script never runs long. */
 const BATCH = 200
@@ -129,12 +120,7 @@ export async function upgradeUsageTotals(options: {
   client: RedisClient
   keyPrefix?: string
 }): Promise<number> {
-  const { client, keyPrefix } = parseOptions(
-    'upgradeUsageTotals',
-    z.object({ client: redisClientSchema, keyPrefix: keyPrefixSchema }).strict(),
-    options,
-  )
-  const ctx: Ctx = { client: defineCommands(client), prefix: keyPrefix }
+  const ctx = upgradeCtx('upgradeUsageTotals', options)
   const usage = redisUsage(ctx)
   const old = oldUsageKeys(ctx.prefix)
   let moved = 0
