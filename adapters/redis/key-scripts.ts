@@ -64,13 +64,20 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 `
 
+/**
+ * Lua setting the field `field` of the HASH `hash` to `t` (a time in ms) unless it holds a later
+ * time: the `lastUsedAt` update of both layouts. Each argument is a Lua expression.
+ */
+const keepLater = (hash: string, field: string, t: string) =>
+  `local cur = redis.call('HGET', ${hash}, ${field})
+    if not cur or tonumber(cur) < tonumber(${t}) then redis.call('HSET', ${hash}, ${field}, ${t}) end`
+
 /** Batched `lastUsedAt` over records of one bucket: keeps the later time; skips gone records. */
 export const KEY_TOUCH = `-- KEYS[i]  record i: HASH j, u
 -- ARGV[i]  record i's lastUsedAt (ms)
 for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    local cur = redis.call('HGET', KEYS[i], 'u')
-    if not cur or tonumber(cur) < tonumber(ARGV[i]) then redis.call('HSET', KEYS[i], 'u', ARGV[i]) end
+    ${keepLater('KEYS[i]', "'u'", 'ARGV[i]')}
   end
 end
 return 1
@@ -95,10 +102,9 @@ export const OLD_KEY_TOUCH = `-- KEYS[1]  records: HASH id -> key JSON
 -- KEYS[2]  lastUsed: HASH id -> lastUsedAt
 -- ARGV[2i-1], ARGV[2i]  update i: id, lastUsedAt (ms)
 for i = 1, #ARGV - 1, 2 do
-  local id, t = ARGV[i], tonumber(ARGV[i + 1])
+  local id = ARGV[i]
   if redis.call('HEXISTS', KEYS[1], id) == 1 then
-    local cur = redis.call('HGET', KEYS[2], id)
-    if not cur or tonumber(cur) < t then redis.call('HSET', KEYS[2], id, ARGV[i + 1]) end
+    ${keepLater('KEYS[2]', 'id', 'ARGV[i + 1]')}
   end
 end
 return 1

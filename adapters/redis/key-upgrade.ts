@@ -13,16 +13,9 @@
  * left there pays nothing on a lookup of an unknown key.
  */
 
-import { z } from 'zod'
-import { parseOptions } from '../../src/internal.js'
 import { keyLayout, type Stored, stored } from './key-layout.js'
-import {
-  type Ctx,
-  defineCommands,
-  keyPrefixSchema,
-  type RedisClient,
-  redisClientSchema,
-} from './store.js'
+import { scanBatches } from './scan.js'
+import { type Ctx, type RedisClient, upgradeCtx } from './store.js'
 
 /** How long the answer to "does the old layout hold records?" is kept, in ms. */
 const PRESENT_TTL_MS = 5000
@@ -137,19 +130,11 @@ export async function upgradeKeyRecords(options: {
   client: RedisClient
   keyPrefix?: string
 }): Promise<number> {
-  const { client, keyPrefix } = parseOptions(
-    'upgradeKeyRecords',
-    z.object({ client: redisClientSchema, keyPrefix: keyPrefixSchema }).strict(),
-    options,
-  )
-  const ctx: Ctx = { client: defineCommands(client), prefix: keyPrefix }
+  const ctx = upgradeCtx('upgradeKeyRecords', options)
   const { move } = oldKeys(ctx)
-  const old = oldKeyNames(keyPrefix)
+  const old = oldKeyNames(ctx.prefix)
   let moved = 0
-  let cursor = '0'
-  do {
-    const [next, flat] = await ctx.client.hscan(old.rec, cursor, 'COUNT', BATCH)
-    cursor = next
+  for await (const flat of scanBatches((c) => ctx.client.hscan(old.rec, c, 'COUNT', BATCH))) {
     const ids = flat.filter((_, i) => i % 2 === 0)
     const jsons = flat.filter((_, i) => i % 2 === 1)
     if (ids.length === 0) continue
@@ -158,7 +143,7 @@ export async function upgradeKeyRecords(options: {
       jsons.map(async (json, i) => (await move(stored(json, used[i] ?? null)))[1]),
     )
     moved += done.filter(Boolean).length
-  } while (cursor !== '0')
+  }
   // What is left of the indexes once every record has gone.
   if ((await ctx.client.exists(old.rec)) === 0) {
     await ctx.client.del(old.used)

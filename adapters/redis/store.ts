@@ -23,6 +23,7 @@
 
 import type { Cluster, Redis } from 'ioredis'
 import { z } from 'zod'
+import { parseOptions } from '../../src/internal.js'
 import { IP_FAIL, IP_LIFT, IP_LIST } from './ip-blocks.js'
 import * as keys from './key-scripts.js'
 import * as records from './record-scripts.js'
@@ -141,3 +142,21 @@ export const keyPrefixSchema = z
   .string({ error: 'must be a string without braces (tollbooth sets the hash tags)' })
   .regex(/^[^{}]*$/, 'must be a string without braces (tollbooth sets the hash tags)')
   .default('tollbooth:')
+
+/**
+ * The options of an upgrade function (`upgradeKeyRecords`, `upgradeUsageTotals`): the client and
+ * the `keyPrefix` given to `redisStorage`, checked under the function's name, as a Ctx.
+ *
+ * @throws {ConfigError} naming a bad option
+ */
+export function upgradeCtx(
+  factory: string,
+  options: { client: RedisClient; keyPrefix?: string | undefined },
+): Ctx {
+  const { client, keyPrefix } = parseOptions(
+    factory,
+    z.object({ client: redisClientSchema, keyPrefix: keyPrefixSchema }).strict(),
+    options,
+  )
+  return { client: defineCommands(client), prefix: keyPrefix }
+}

@@ -25,7 +25,6 @@
  */
 
 import { LRUCache } from 'lru-cache'
-import { z } from 'zod'
 import {
   addToSummary,
   countsInSummary,
@@ -33,7 +32,6 @@ import {
   emptySummary,
   encodeLogCursor,
   type Page,
-  parseOptions,
   splitUsageRange,
   UNCATEGORIZED,
   USAGE_DAY_MS,
@@ -45,14 +43,8 @@ import {
   usageCategory,
   usageKeyCategory,
 } from '../../src/internal.js'
-import {
-  type Ctx,
-  dec,
-  defineCommands,
-  keyPrefixSchema,
-  type RedisClient,
-  redisClientSchema,
-} from './store.js'
+import { scanBatches } from './scan.js'
+import { type Ctx, dec, type RedisClient, upgradeCtx } from './store.js'
 
 /** Events per RECORD call and per prune step, so one script never runs long. */
 const BATCH = 200
@@ -128,12 +120,7 @@ export async function upgradeUsageTotals(options: {
   client: RedisClient
   keyPrefix?: string
 }): Promise<number> {
-  const { client, keyPrefix } = parseOptions(
-    'upgradeUsageTotals',
-    z.object({ client: redisClientSchema, keyPrefix: keyPrefixSchema }).strict(),
-    options,
-  )
-  const ctx: Ctx = { client: defineCommands(client), prefix: keyPrefix }
+  const ctx = upgradeCtx('upgradeUsageTotals', options)
   const usage = redisUsage(ctx)
   const old = oldUsageKeys(ctx.prefix)
   let moved = 0
@@ -314,13 +301,10 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
     },
     async prune(before) {
       let removed = 0
-      let cursor = '0'
-      do {
-        const [next, ids] = await client.sscan(accounts, cursor, 'COUNT', 100)
-        cursor = next
+      for await (const ids of scanBatches((c) => client.sscan(accounts, c, 'COUNT', 100))) {
         const counts = await Promise.all([...new Set(ids)].map((id) => pruneAccount(id, before)))
         removed += counts.reduce((a, b) => a + b, 0)
-      } while (cursor !== '0')
+      }
       return removed
     },
   }

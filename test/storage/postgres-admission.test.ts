@@ -13,7 +13,7 @@
  */
 
 import pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import {
   type Check,
@@ -22,7 +22,7 @@ import {
   type Storage,
   type TollboothRequest,
 } from '../../src/index.js'
-import { DATABASE_URL, freshSchema, newPool, skipPostgres } from '../support/postgres.js'
+import { DATABASE_URL, newPool, schemaPerSuite, skipPostgres } from '../support/postgres.js'
 
 const TIMEOUT_MS = 400
 const req = (key: string): TollboothRequest => ({
@@ -34,22 +34,13 @@ const req = (key: string): TollboothRequest => ({
 
 describe.skipIf(skipPostgres)('PostgreSQL admissions under one account’s burst', () => {
   const pool = newPool(6)
-  let schema = ''
-  let drop = async () => {}
-
-  beforeAll(async () => {
-    ;({ schema, drop } = await freshSchema(pool))
-  })
-  afterAll(async () => {
-    await drop()
-    await pool.end()
-  })
+  const db = schemaPerSuite(pool)
 
   /** A tollbooth with its counters on PostgreSQL, an attacker and a bystander key. */
   const setup = async (accountInFlight?: number) => {
     const storage: Storage = {
       ...memoryStorage(),
-      counters: postgresStorage({ pool, schema }).counters,
+      counters: postgresStorage({ pool, schema: db.schema }).counters,
     }
     const tb = createTollbooth({
       secret: 'pg-admission-test-secret-0123456789abcd',
@@ -82,7 +73,7 @@ describe.skipIf(skipPostgres)('PostgreSQL admissions under one account’s burst
     const c = new pg.Client({ connectionString: DATABASE_URL })
     await c.connect()
     await c.query('BEGIN')
-    await c.query(`SELECT 1 FROM "${schema}".counters WHERE key = $1 FOR UPDATE`, [key])
+    await c.query(`SELECT 1 FROM "${db.schema}".counters WHERE key = $1 FOR UPDATE`, [key])
     return async () => {
       await c.query('COMMIT')
       await c.end()
@@ -124,7 +115,7 @@ describe.skipIf(skipPostgres)('PostgreSQL admissions under one account’s burst
     expect((await s.storage.counters.consume([total], now)).results[0]!.used).toBe(1)
     expect((await s.tb.accounts.get(s.attacker.record.accountId)).credits.used).toBe(1)
     const rows = await pool.query<{ state: { holds: unknown[] } }>(
-      `SELECT state FROM "${schema}".counters WHERE key LIKE $1 AND kind = 'hold'`,
+      `SELECT state FROM "${db.schema}".counters WHERE key LIKE $1 AND kind = 'hold'`,
       [`{${s.attacker.record.accountId}}:%`],
     )
     for (const r of rows.rows) expect(r.state.holds).toEqual([])

@@ -13,7 +13,7 @@
  */
 
 import pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { PostgresCounters } from '../../adapters/postgres/counters.js'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { prng } from '../../adapters/testing/fixtures.js'
@@ -27,7 +27,7 @@ import {
   StorageUnavailableError,
 } from '../../src/index.js'
 import { total } from '../support/core.js'
-import { DATABASE_URL, freshSchema, newPool, skipPostgres } from '../support/postgres.js'
+import { DATABASE_URL, newPool, schemaPerSuite, skipPostgres } from '../support/postgres.js'
 
 const T0 = 1_767_225_600_000
 const DAY = 86_400_000
@@ -49,22 +49,14 @@ function countingPool(pool: pg.Pool) {
 
 describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () => {
   const pool = newPool(10)
-  let schema = ''
-  let drop = async () => {}
-
-  beforeAll(async () => {
-    ;({ schema, drop } = await freshSchema(pool))
-  })
-  afterAll(async () => {
-    await drop()
-    await pool.end()
-  })
+  const db = schemaPerSuite(pool)
 
   const account = () => `{acct_${Math.random().toString(36).slice(2, 12)}}`
 
   it('admits exactly 50 of 200 concurrent admissions of one account in far fewer transactions', async () => {
     const counted = countingPool(pool)
-    const counters = postgresStorage({ pool: counted, schema }).counters as PostgresCounters
+    const counters = postgresStorage({ pool: counted, schema: db.schema })
+      .counters as PostgresCounters
     const key = `${account()}:q:total`
     const admitted = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
@@ -80,7 +72,7 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
     expect(counters.stats()).toEqual({ transactions: counted.connects, calls: 200 })
     // The refused admissions left no row behind (their records were never written).
     const rows = await pool.query(
-      `SELECT count(*)::int AS n FROM "${schema}".counters WHERE key LIKE $1`,
+      `SELECT count(*)::int AS n FROM "${db.schema}".counters WHERE key LIKE $1`,
       [`${key}:a:%`],
     )
     expect(rows.rows[0].n).toBe(50)
@@ -89,7 +81,7 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
   it('answers admissions, settles and cancels fired together as the memory store run one by one', async () => {
     const ref = memoryStorage().counters
     const counted = countingPool(pool)
-    const c = postgresStorage({ pool: counted, schema }).counters as PostgresCounters
+    const c = postgresStorage({ pool: counted, schema: db.schema }).counters as PostgresCounters
     const rand = prng(20261204)
     const tag = account()
     const n = {
@@ -197,14 +189,14 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
   })
 
   it('fails every call of a batch whose transaction fails, and commits nothing', async () => {
-    const counters = postgresStorage({ pool, schema, statementTimeoutMs: 300 })
+    const counters = postgresStorage({ pool, schema: db.schema, statementTimeoutMs: 300 })
       .counters as PostgresCounters
     const key = `${account()}:q:total`
     expect((await counters.consume([total(key, 100)], T0)).allowed).toBe(true)
     const other = new pg.Client({ connectionString: DATABASE_URL })
     await other.connect()
     await other.query('BEGIN')
-    await other.query(`SELECT 1 FROM "${schema}".counters WHERE key = $1 FOR UPDATE`, [key])
+    await other.query(`SELECT 1 FROM "${db.schema}".counters WHERE key = $1 FOR UPDATE`, [key])
     let outcomes: PromiseSettledResult<ConsumeResult>[]
     try {
       outcomes = await Promise.allSettled(
@@ -233,14 +225,18 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
   it('serves another account while one account’s batch waits on a lock', async () => {
     const small = newPool(3)
     try {
-      const counters = postgresStorage({ pool: small, schema, statementTimeoutMs: 1500 }).counters
+      const counters = postgresStorage({
+        pool: small,
+        schema: db.schema,
+        statementTimeoutMs: 1500,
+      }).counters
       const stuck = `${account()}:q:total`
       const free = `${account()}:q:total`
       await counters.consume([total(stuck, 1000)], T0)
       const other = new pg.Client({ connectionString: DATABASE_URL })
       await other.connect()
       await other.query('BEGIN')
-      await other.query(`SELECT 1 FROM "${schema}".counters WHERE key = $1 FOR UPDATE`, [stuck])
+      await other.query(`SELECT 1 FROM "${db.schema}".counters WHERE key = $1 FOR UPDATE`, [stuck])
       const burst = Promise.allSettled(
         Array.from({ length: 50 }, (_, i) => counters.consume([total(stuck, 1000)], T0 + i)),
       )

@@ -10,11 +10,11 @@
  */
 
 import type { Redis } from 'ioredis'
-import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 import { redisStorage, upgradeKeyRecords } from '../../adapters/redis/index.js'
 import { keyId, makeKey, newAccountId } from '../../adapters/testing/fixtures.js'
 import { ConfigError, type KeyRecord } from '../../src/internal.js'
-import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
+import { connectRedis, prefixPerTest } from '../support/redis.js'
 
 const client = await connectRedis()
 
@@ -39,15 +39,7 @@ async function writeOld(redis: Redis, prefix: string, k: KeyRecord): Promise<voi
 
 describe.skipIf(!client)('redis key layout', () => {
   const redis = client!
-  const used: string[] = []
-  const newPrefix = (tag: string) => {
-    const p = testPrefix(tag)
-    used.push(p)
-    return p
-  }
-  afterEach(async () => {
-    for (const p of used.splice(0)) await deletePrefix(redis, p)
-  })
+  const newPrefix = prefixPerTest(redis)
   afterAll(() => redis.quit())
 
   it('creates, finds by hash and id, lists, revokes and deletes a key in its own buckets', async () => {

@@ -12,10 +12,34 @@ import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisStorage, upgradeUsageTotals } from '../../adapters/redis/index.js'
 import { makeEvent } from '../../adapters/testing/fixtures.js'
-import { ConfigError } from '../../src/index.js'
+import { ConfigError, type UsageEvent } from '../../src/index.js'
 import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 
 const client = await connectRedis()
+
+type OldEvent = Pick<UsageEvent, 'id' | 'accountId' | 'keyId' | 'time' | 'units' | 'category'>
+
+/**
+ * An event as versions before December 2026 stored it, by hand with their key names: its JSON
+ * and its three index entries, then one request and its units in each of `totals` (`h:<hour>`,
+ * `d:<day>`), under its category.
+ */
+async function writeOld(
+  redis: Redis,
+  prefix: string,
+  e: OldEvent,
+  totals: readonly string[] = [],
+): Promise<void> {
+  await redis.hset(`${prefix}{usage}:ev`, e.id, JSON.stringify(e))
+  await redis.zadd(`${prefix}{usage}:all`, e.time, e.id)
+  await redis.zadd(`${prefix}{usage}:acct:${e.accountId}`, e.time, e.id)
+  await redis.zadd(`${prefix}{usage}:key:${e.keyId}`, e.time, e.id)
+  const cat = e.category ?? 'uncategorized'
+  for (const total of totals) {
+    await redis.hincrby(`${prefix}{usage}:agg:${e.accountId}:${total}`, `r:${cat}`, 1)
+    await redis.hincrbyfloat(`${prefix}{usage}:agg:${e.accountId}:${total}`, `u:${cat}`, e.units)
+  }
+}
 
 describe.skipIf(!client)('upgradeUsageTotals on Redis', () => {
   let redis: Redis
@@ -50,12 +74,7 @@ describe.skipIf(!client)('upgradeUsageTotals on Redis', () => {
       })
       return e
     })
-    for (const e of old) {
-      await redis.hset(`${prefix}{usage}:ev`, e.id, JSON.stringify(e))
-      await redis.zadd(`${prefix}{usage}:all`, e.time, e.id)
-      await redis.zadd(`${prefix}{usage}:acct:${accountId}`, e.time, e.id)
-      await redis.zadd(`${prefix}{usage}:key:${e.keyId}`, e.time, e.id)
-    }
+    for (const e of old) await writeOld(redis, prefix, e)
     const fresh = makeEvent({
       accountId,
       keyId: 'key_old',
@@ -102,17 +121,10 @@ describe.skipIf(!client)('upgradeUsageTotals on Redis', () => {
     // An instance of the previous version still recording during a rolling upgrade: a second
     // run moves what it wrote.
     const late = makeEvent({ accountId, keyId: 'key_old', time: t0 + 7, units: 1, category: 'stt' })
-    await redis.hset(`${prefix}{usage}:ev`, late.id, JSON.stringify(late))
-    await redis.zadd(`${prefix}{usage}:all`, late.time, late.id)
-    await redis.zadd(`${prefix}{usage}:acct:${accountId}`, late.time, late.id)
-    await redis.zadd(`${prefix}{usage}:key:${late.keyId}`, late.time, late.id)
-    for (const [agg, t] of [
-      ['h', t0 - (t0 % 3_600_000)],
-      ['d', t0 - (t0 % 86_400_000)],
-    ] as const) {
-      await redis.hincrby(`${prefix}{usage}:agg:${accountId}:${agg}:${t}`, 'r:stt', 1)
-      await redis.hincrbyfloat(`${prefix}{usage}:agg:${accountId}:${agg}:${t}`, 'u:stt', 1)
-    }
+    await writeOld(redis, prefix, late, [
+      `h:${t0 - (t0 % 3_600_000)}`,
+      `d:${t0 - (t0 % 86_400_000)}`,
+    ])
     expect(await upgradeUsageTotals({ client: redis, keyPrefix: prefix })).toBe(1)
     expect(await redis.keys(`${prefix}{usage}:agg:*`)).toEqual([])
     // (the event of this version at t0 + 5 was pruned above)
@@ -142,17 +154,7 @@ describe.skipIf(!client)('upgradeUsageTotals on Redis', () => {
       })
       return e
     })
-    for (const e of old) {
-      await redis.hset(`${prefix}{usage}:ev`, e.id, JSON.stringify(e))
-      await redis.zadd(`${prefix}{usage}:all`, e.time, e.id)
-      await redis.zadd(`${prefix}{usage}:acct:${accountId}`, e.time, e.id)
-      await redis.zadd(`${prefix}{usage}:key:${e.keyId}`, e.time, e.id)
-      for (const agg of [`h:${hour}`, `d:${day}`]) {
-        const cat = e.category ?? 'uncategorized'
-        await redis.hincrby(`${prefix}{usage}:agg:${accountId}:${agg}`, `r:${cat}`, 1)
-        await redis.hincrbyfloat(`${prefix}{usage}:agg:${accountId}:${agg}`, `u:${cat}`, e.units)
-      }
-    }
+    for (const e of old) await writeOld(redis, prefix, e, [`h:${hour}`, `d:${day}`])
     await storage.usage.record([
       makeEvent({ accountId, time: hour + 10_000, units: 5, keyCategory: 'production' }),
       makeEvent({ accountId, time: hour + 11_000, units: 1, keyCategory: 'uncategorized' }),

@@ -8,19 +8,18 @@
  */
 
 import { connect } from 'node:net'
-import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { CONSUME_FUNCTION, SETTLE_FUNCTION } from '../../adapters/redis/scripts.js'
 import { describeStorageConformance } from '../../adapters/testing/index.js'
 import { ConfigError, createTollbooth, isTollboothError } from '../../src/index.js'
 import {
   connectRedis,
-  deletePrefix,
   FAIL_FAST,
   keySlot,
+  prefixPerTest,
   REDIS_URL,
   redisFixture,
-  testPrefix,
 } from '../support/redis.js'
 
 const client = await connectRedis()
@@ -96,16 +95,8 @@ async function monitored(fn: () => Promise<void>): Promise<Seen[]> {
 
 describe.skipIf(!client)('redisStorage on Redis', () => {
   const redis = client!
-  const used: string[] = []
   /** A fresh key prefix, deleted after the test whatever its outcome. */
-  const newPrefix = (tag: string) => {
-    const p = testPrefix(tag)
-    used.push(p)
-    return p
-  }
-  afterEach(async () => {
-    for (const p of used.splice(0)) await deletePrefix(redis, p)
-  })
+  const newPrefix = prefixPerTest(redis)
 
   it('expires idle counters and keeps the ones that never idle', async () => {
     const prefix = newPrefix('ttl')

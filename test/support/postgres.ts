@@ -7,6 +7,7 @@
  */
 
 import pg from 'pg'
+import { afterAll, beforeAll } from 'vitest'
 import { migrate } from '../../adapters/postgres/index.js'
 
 export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -49,6 +50,28 @@ export async function freshSchema(
     schema,
     drop: async () => {
       await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+    },
+  }
+}
+
+/**
+ * A fresh migrated schema for the suite it is called in: created before its first test, then
+ * dropped, and `pool` ended, after its last. Read `schema` inside a test or hook, not before.
+ */
+export function schemaPerSuite(pool: pg.Pool): { readonly schema: string } {
+  let fresh: { schema: string; drop: () => Promise<void> } | undefined
+  beforeAll(async () => {
+    fresh = await freshSchema(pool)
+  })
+  afterAll(async () => {
+    await fresh?.drop()
+    await pool.end()
+  })
+  return {
+    get schema() {
+      if (!fresh)
+        throw new Error('schemaPerSuite: the schema is made in beforeAll; read it in a test')
+      return fresh.schema
     },
   }
 }

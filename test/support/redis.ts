@@ -3,11 +3,12 @@
  *
  * For tollbooth's own tests (not exported): a connection to the test Redis (`REDIS_URL`,
  * default `redis://127.0.0.1:6379`) with fail-fast options, a fresh key prefix per test and
- * its cleanup, and the Redis Cluster slot of a key. With `TOLLBOOTH_REQUIRE_SERVICES=1` an
- * unreachable Redis fails the suite instead of skipping it.
+ * its cleanup (`prefixPerTest`), and the Redis Cluster slot of a key. With
+ * `TOLLBOOTH_REQUIRE_SERVICES=1` an unreachable Redis fails the suite instead of skipping it.
  */
 
 import { Redis, type RedisOptions } from 'ioredis'
+import { afterEach } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 
 export const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379'
@@ -72,6 +73,22 @@ export async function deletePrefix(client: Redis, prefix: string): Promise<numbe
     if (keys.length > 0) n += await client.del(...keys)
   } while (cursor !== '0')
   return n
+}
+
+/**
+ * Fresh key prefixes for the tests of the suite it is called in: `newPrefix(tag)` gives one, and
+ * every prefix given is deleted after its test, whatever the outcome.
+ */
+export function prefixPerTest(client: Redis): (tag: string) => string {
+  const used: string[] = []
+  afterEach(async () => {
+    for (const p of used.splice(0)) await deletePrefix(client, p)
+  })
+  return (tag) => {
+    const p = testPrefix(tag)
+    used.push(p)
+    return p
+  }
 }
 
 /** A storage fixture for the conformance suite: own prefix, cleaned up after the test. */
