@@ -109,8 +109,6 @@ export interface LeaseFigures {
   /** Admissions answered in process, and those the store decided. */
   localAdmissions: number
   centralAdmissions: number
-  /** Central admissions whose checks that fit a lease were taken from it: only the rest went to the store. */
-  splitAdmissions: number
   /** Calls made to the counter store, and those leases spared it (local admissions and settles, less the lease calls). */
   storeCalls: number
   storeCallsSaved: number
@@ -410,7 +408,6 @@ function leaseFigures(l: LeasedCounterStore): LeaseFigures {
     refused: s.refusedLeases,
     localAdmissions: s.localAdmissions,
     centralAdmissions: s.centralAdmissions,
-    splitAdmissions: s.splitAdmissions,
     storeCalls: s.storeCalls,
     storeCallsSaved: s.localAdmissions + s.localSettles - s.leaseCalls,
     returnedUnits: s.returnedUnits,

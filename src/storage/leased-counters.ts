@@ -97,11 +97,6 @@ export interface LeaseStats {
   /** Settles of local holds answered in process (no store call). */
   localSettles: number
   /**
-   * Central admissions answered partly from leases: the checks that fit a lease were taken
-   * from it, and only the others were sent to the store (given back if it refused).
-   */
-  splitAdmissions: number
-  /**
    * Admissions the store refused on a limit this instance was leasing (a lease alive or taken
    * within the last second): an upper count of this instance's early refusals, the only ones
    * capacity parked in leases can cause (docs/leases.md).
@@ -214,24 +209,10 @@ interface KeyState {
   retired: HoldLease[]
 }
 
-/** The local holds an admission took: (counter key, hold id). */
-interface Taken {
-  holds: Array<[string, string]>
-}
-
-interface LocalAdmission extends Taken {
+interface LocalAdmission {
   expiresAt: number
   cancelled: boolean
-}
-
-/**
- * An admission answered partly from leases (`central`): the checks sent to the store, and
- * what the others took from their leases, given back if the store refuses or fails.
- */
-interface Split extends Taken {
-  central: Check[]
-  windows: Array<[WindowLease, number]>
-  undone: boolean
+  holds: Array<[string, string]>
 }
 
 let leaseSeq = 0
@@ -292,7 +273,6 @@ export function leasedCounters(
     leaseCalls: 0,
     lostGiveBacks: 0,
     localSettles: 0,
-    splitAdmissions: 0,
     refusedWhileLeasing: 0,
   }
   let lastSweep = -Infinity
@@ -399,7 +379,7 @@ export function leasedCounters(
   }
 
   /** Takes this check out of its lease (`fits` said yes). */
-  const take = (c: Check, l: Lease, now: number, local: Taken | null) => {
+  const take = (c: Check, l: Lease, now: number, local: LocalAdmission | null) => {
     switch (l.kind) {
       case 'gcra': {
         const cost = (c as GcraCheck).cost
@@ -580,8 +560,7 @@ export function leasedCounters(
     return track(attempt(ops, 0))
   }
 
-  /** The admission decided by the store alone. */
-  const store = async (
+  const central = async (
     checks: ReadonlyArray<Check>,
     now: number,
     admission: AdmissionId | undefined,
@@ -604,76 +583,6 @@ export function leasedCounters(
     }
     if (leasing) stats.refusedWhileLeasing++
     return r
-  }
-
-  /**
-   * Split admissions by their `checks` (the array the core passes, and passes again in the
-   * admission's `cancel`), so a cancel takes back in the store only what the store counted.
-   */
-  const splits = new WeakMap<ReadonlyArray<Check>, Split>()
-
-  /** Gives back what a split admission took from its leases (once). */
-  const undo = (sp: Split) => {
-    if (sp.undone) return
-    sp.undone = true
-    for (const [key, id] of sp.holds) localHold(key, id)?.holds.delete(id)
-    for (const [l, cost] of sp.windows) l.used -= cost
-  }
-
-  /**
-   * The admission decided by the store, with what fits a lease taken from it: the checks
-   * that fit their key's live lease are taken here (as `tryLocal` takes them), and only the
-   * others are sent to the store, in one call. All or none still holds: if the store refuses
-   * or fails, what was taken goes back to the leases (a GCRA slot excepted: it drains, as an
-   * unused one does). So a key too cold for a lease of its own (1,000 keys of one account)
-   * sends its own checks, while its account's hot credits are held in process.
-   */
-  const central = (
-    checks: ReadonlyArray<Check>,
-    now: number,
-    admission: AdmissionId | undefined,
-  ): Promise<ConsumeResult> => {
-    let fitting = 0
-    for (let i = 0; i < checks.length; i++) {
-      const c = checks[i]!
-      for (let j = 0; j < i; j++) if (checks[j]!.key === c.key) return store(checks, now, admission)
-      const l = keys.get(c.key)?.lease ?? null
-      if (l !== null && leasable(c) && fits(c, l, now)) fitting++
-    }
-    if (fitting === 0) return store(checks, now, admission)
-    if (fitting === checks.length) {
-      const r = tryLocal(checks, now, admission)
-      if (r) return Promise.resolve(r)
-    }
-    const sp: Split = { central: [], holds: [], windows: [], undone: false }
-    const results: CheckResult[] = new Array(checks.length)
-    const at: number[] = []
-    for (let i = 0; i < checks.length; i++) {
-      const c = checks[i]!
-      const s = keys.get(c.key)
-      const l = s?.lease ?? null
-      if (s && l !== null && leasable(c) && fits(c, l, now)) {
-        take(c, l, now, sp)
-        if (l.kind === 'window') sp.windows.push([l, (c as WindowCheck).cost])
-        results[i] = localResult(c, s)
-      } else {
-        sp.central.push(c)
-        at.push(i)
-      }
-    }
-    splits.set(checks, sp)
-    stats.splitAdmissions++
-    return store(sp.central, now, admission).then(
-      (r) => {
-        if (!r.allowed) undo(sp)
-        for (let j = 0; j < at.length; j++) results[at[j]!] = r.results[j]!
-        return { allowed: r.allowed, results }
-      },
-      (err: unknown) => {
-        undo(sp)
-        throw err
-      },
-    )
   }
 
   /** A key's credit leases: the live one and the retired ones. */
@@ -847,72 +756,58 @@ export function leasedCounters(
         }
     }
     if (checks.length === 0) return null
-    // Partial: a check that is never leased; the others may still be (see `central`).
-    let partial = false
     for (let i = 0; i < checks.length; i++) {
       const c = checks[i]!
+      if (!leasable(c)) return null
       for (let j = 0; j < i; j++) if (checks[j]!.key === c.key) return null
-      if (!leasable(c)) {
-        partial = true
-        continue
-      }
       const s = state(c.key, now)
-      if (s.pinned) partial = true
-      else observe(s, unitsOf(c), now)
+      if (s.pinned) return null
+      observe(s, unitsOf(c), now)
     }
-    if (!partial) {
-      const r = tryLocal(checks, now, keep ? admission : undefined)
-      if (r) return r
-    }
-    return leaseAndTake(checks, now, admission, partial)
+    return (
+      tryLocal(checks, now, keep ? admission : undefined) ?? leaseAndTake(checks, now, admission)
+    )
   }
 
-  /**
-   * Takes (or waits for) the leases an admission lacks where they are worth it, then answers
-   * it from them; null: the store decides (`central`, which still takes from the leases what
-   * fits). Null at once, with no promise, when there is no lease to take or wait for.
-   */
-  const leaseAndTake = (
+  /** Takes (or waits for) the leases an admission lacks, then answers it from them. */
+  const leaseAndTake = async (
     checks: ReadonlyArray<Check>,
     now: number,
     admission: AdmissionId | undefined,
-    partial: boolean,
-  ): Promise<ConsumeResult | null> | null => {
-    const answer = () => (partial ? null : tryLocal(checks, now, admission))
-    // Wait for a lease already being taken for one of these keys.
-    const pending: Promise<void>[] = []
-    for (const c of checks) {
-      const p = keys.get(c.key)?.pending
-      if (p) pending.push(p)
-    }
-    if (pending.length > 0) return Promise.all(pending).then(answer)
-    const want: Array<[Check, number]> = []
-    for (const c of checks) {
-      const s = keys.get(c.key)
-      if (!s || s.pinned || !leasable(c) || fits(c, s.lease, now)) continue
-      const n = now < s.coolUntil || s.unmade ? 0 : sizeOf(c, s, now)
-      if (n === 0) partial = true
-      else want.push([c, n])
-    }
-    if (want.length === 0) return null
-    const p = acquire(want, now).then(() => {})
-    for (const [c] of want) keys.get(c.key)!.pending = p
-    const clear = () => {
-      for (const [c] of want) {
-        const s = keys.get(c.key)
-        if (s?.pending === p) s.pending = null
+  ): Promise<ConsumeResult | null> => {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (attempt > 0) {
+        const done = tryLocal(checks, now, admission)
+        if (done) return done
+      }
+      // Wait for a lease already being taken for one of these keys.
+      const pending = checks.map((c) => keys.get(c.key)!.pending).filter((p) => p !== null)
+      if (pending.length > 0) {
+        await Promise.all(pending)
+        continue
+      }
+      if (attempt > 0) break
+      const want: Array<[Check, number]> = []
+      for (const c of checks) {
+        const s = keys.get(c.key)!
+        if (fits(c, s.lease, now)) continue
+        if (now < s.coolUntil || s.unmade) return null
+        const n = sizeOf(c, s, now)
+        if (n === 0) return null
+        want.push([c, n])
+      }
+      const p = acquire(want, now).then(() => {})
+      for (const [c] of want) keys.get(c.key)!.pending = p
+      try {
+        await p
+      } finally {
+        for (const [c] of want) {
+          const s = keys.get(c.key)
+          if (s?.pending === p) s.pending = null
+        }
       }
     }
-    return p.then(
-      () => {
-        clear()
-        return answer()
-      },
-      (err: unknown) => {
-        clear()
-        throw err
-      },
-    )
+    return tryLocal(checks, now, admission)
   }
 
   const consume = async (
@@ -973,15 +868,6 @@ export function leasedCounters(
             admissions.delete(op.key)
             admissions.set(op.key, a)
           }
-          continue
-        }
-        const sp = splits.get(op.checks)
-        if (sp) {
-          // Its local holds dropped with no charge (units and slots stay taken, as above);
-          // the store takes back only the checks it counted.
-          if (!sp.undone) for (const [key, id] of sp.holds) localHold(key, id)?.holds.delete(id)
-          sp.undone = true
-          rest.push({ ...op, checks: sp.central })
           continue
         }
         rest.push(op)

@@ -130,6 +130,17 @@ describe('leases in createTollbooth', () => {
         return [tb, key, { cost: 1 }]
       },
     ],
+    [
+      'a concurrency limit, beside limits that would be leased',
+      async (storage) => {
+        const tb = createTollbooth({ secret: SECRET, storage })
+        const { key } = await tb.keys.create({
+          accountId: 'acct_x5',
+          limits: { ...BIG, concurrency: 1000 },
+        })
+        return [tb, key]
+      },
+    ],
   ]
   for (const [name, make] of central)
     it(`decide centrally: ${name}`, async () => {
@@ -143,23 +154,6 @@ describe('leases in createTollbooth', () => {
       expect(l.centralAdmissions).toBeGreaterThanOrEqual(1000)
       await tb.close()
     })
-
-  it('a concurrency limit beside limits that are leased: the store decides it, the leases the rest (split admissions)', async () => {
-    const tb = createTollbooth({ secret: SECRET, storage: mapStorage() })
-    const { key } = await tb.keys.create({
-      accountId: 'acct_x5',
-      limits: { ...BIG, concurrency: 1000 },
-    })
-    expect(await drive(tb, key, 1000)).toBe(1000)
-    const l = tb.stats().leases!
-    // Every request's concurrency hold went to the store; none was answered wholly in process.
-    expect(l.localAdmissions).toBe(0)
-    expect(l.centralAdmissions).toBeGreaterThanOrEqual(1000)
-    // The key's rate limit and quotas were leased and taken in process beside it.
-    expect(l.acquired).toBeGreaterThan(0)
-    expect(l.splitAdmissions).toBeGreaterThan(900)
-    await tb.close()
-  })
 
   it('a plan without exact: its rate limit and credits are leased', async () => {
     const tb = createTollbooth({
