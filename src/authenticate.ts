@@ -59,6 +59,7 @@ import type {
   ConsumeResult,
   KeyKind,
   KeyRecord,
+  Rebuild,
   SettleOp,
 } from './storage/types.js'
 import { warnOnce } from './warnings.js'
@@ -452,6 +453,11 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   if (account) for (const t of account.planTemplates) templates.push(t)
   for (const t of a.entry!.templates) templates.push(t)
   for (const t of templates) checks.push(instantiate(t, a, o))
+  const counters = a.ctx.storage.counters
+  const sync = syncCounters(counters)
+  // Counters in another process that may come back empty: the counts that must survive that
+  // are rebuilt from the durable usage when missing (metering/rebuild).
+  const rebuilds = !sync && !counters.durable
   if (a.metered && account) {
     const credit: Check = {
       type: 'hold',
@@ -464,6 +470,7 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
       keepUntil: account.period.end + CREDIT_KEEP_MS,
     }
     if (account.plan?.exact === true) credit.exact = true
+    if (rebuilds) credit.rebuild = REBUILD
     templates.push({ role: 'credits', tokens: false, check: credit })
     checks.push(credit)
   }
@@ -471,21 +478,16 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   // `exact: true` on the route: every check decided by the store (docs/leases.md).
   if (a.route.exact === true)
     for (let i = 0; i < checks.length; i++) checks[i] = { ...checks[i]!, exact: true }
-  const counters = a.ctx.storage.counters
-  // Counters in another process that may come back empty: the counts that must survive that
-  // are rebuilt from the durable usage when missing (metering/rebuild).
-  const sync = syncCounters(counters)
-  if (!sync && !counters.durable) {
+  if (rebuilds) {
     for (let i = 0; i < checks.length; i++) {
       const c = checks[i]!
       const t = templates[i]!
-      if (c.type === 'gcra') continue
-      if (
-        t.role === 'credits' ||
-        t.role === 'budget' ||
-        (t.role === 'quota' && c.type === 'window' && c.windowMs === 0)
-      )
-        checks[i] = { ...c, rebuild: {} }
+      if (c.type === 'gcra' || c.rebuild !== undefined) continue
+      if (t.role === 'budget' || (t.role === 'quota' && c.type === 'window' && c.windowMs === 0))
+        // The key's own template check, marked once for all its requests (a copy per request
+        // was 11 % of the admission's own time on Redis); a budget's hold is this request's.
+        checks[i] =
+          c === t.check ? (t.rebuilt ??= { ...c, rebuild: REBUILD }) : { ...c, rebuild: REBUILD }
     }
   }
   if (sync) {
@@ -510,6 +512,9 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
     (err: unknown) => failure(a, err),
   )
 }
+
+/** `rebuild` with no base: the store refuses a missing counter (`missing`) rather than make it. */
+const REBUILD: Rebuild = Object.freeze({})
 
 /** The counters answered `missing`: reads their counts from the usage, then counts again. */
 async function rebuildAndCount(a: Attempt, first: ConsumeResult): Promise<Denial | undefined> {

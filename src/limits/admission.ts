@@ -37,6 +37,8 @@ export interface CheckTemplate {
    * room checked for) and trued-up to the reported count at settle.
    */
   tokens: boolean
+  /** `check` marked to be rebuilt when missing (`rebuild: {}`), made once (`authenticate`). */
+  rebuilt?: Check
 }
 
 /** `per-second`, `per-minute`, … for round windows; `per-<n>ms` otherwise. */

@@ -262,6 +262,12 @@ export function leasedCounters(
   const keys = new Map<string, KeyState>()
   /** Admissions answered here, by id, in order of expiry (for a late cancel). */
   const admissions = new Map<string, LocalAdmission>()
+  /**
+   * How many of them are cancelled: only a cancelled id refuses a consume under it, so with none
+   * the hot path does not look its admission id up (a fresh string to hash: 15 % of the lease
+   * path's own time, `bench/lease-path.ts`).
+   */
+  let cancelledCount = 0
   const inFlight = new Set<Promise<unknown>>()
   const stats: Omit<LeaseStats, 'leases' | 'parkedUnits'> = {
     acquired: 0,
@@ -515,6 +521,7 @@ export function leasedCounters(
     for (const [k, a] of admissions) {
       if (a.expiresAt > now) break
       admissions.delete(k)
+      if (a.cancelled) cancelledCount--
     }
     if (ops.length === 0) return null
     return giveBack(ops, now)
@@ -704,20 +711,34 @@ export function leasedCounters(
     return r.allowed
   }
 
-  /** Answers locally when every check fits its lease; null otherwise (nothing taken). */
+  /**
+   * The states of the checks `leaseFor` just looked up, in order, for `tryLocal` (one lookup
+   * per check and request, not three). Filled and read synchronously, so one array serves all.
+   */
+  const found: KeyState[] = []
+
+  /**
+   * Answers locally when every check fits its lease; null otherwise (nothing taken). With
+   * `known`, the checks' states are those in `found`.
+   */
   const tryLocal = (
     checks: ReadonlyArray<Check>,
     now: number,
     admission: AdmissionId | undefined,
+    known = false,
   ): ConsumeResult | null => {
-    for (const c of checks) if (!fits(c, keys.get(c.key)?.lease ?? null, now)) return null
+    for (let i = 0; i < checks.length; i++) {
+      const c = checks[i]!
+      const s = known ? found[i] : keys.get(c.key)
+      if (!fits(c, s?.lease ?? null, now)) return null
+    }
     const local: LocalAdmission | null = admission
       ? { expiresAt: now + admission.ttlMs, cancelled: false, holds: [] }
       : null
     const results: CheckResult[] = new Array(checks.length)
     for (let i = 0; i < checks.length; i++) {
       const c = checks[i]!
-      const s = keys.get(c.key)!
+      const s = known ? found[i]! : keys.get(c.key)!
       take(c, s.lease!, now, local)
       results[i] = localResult(c, s)
     }
@@ -740,7 +761,7 @@ export function leasedCounters(
     keep: boolean,
   ): ConsumeResult | Promise<ConsumeResult | null> | null => {
     if (now - lastSweep >= 10) void sweep(now, false)?.catch(() => {})
-    if (admission) {
+    if (admission && cancelledCount > 0) {
       const known = admissions.get(admission.key)
       if (known?.cancelled)
         return {
@@ -763,9 +784,11 @@ export function leasedCounters(
       const s = state(c.key, now)
       if (s.pinned) return null
       observe(s, unitsOf(c), now)
+      found[i] = s
     }
     return (
-      tryLocal(checks, now, keep ? admission : undefined) ?? leaseAndTake(checks, now, admission)
+      tryLocal(checks, now, keep ? admission : undefined, true) ??
+      leaseAndTake(checks, now, admission)
     )
   }
 
@@ -829,20 +852,30 @@ export function leasedCounters(
     return null
   }
 
+  /** Charges a release to the local hold it names, when a credit lease of its key holds it. */
+  const releaseLocal = (op: Extract<SettleOp, { type: 'release' }>, now: number): boolean => {
+    const s = keys.get(op.key)
+    if (!s) return false
+    const l = s.lease
+    if (l?.kind === 'hold' && charge(l, op, now)) return true
+    for (const r of s.retired) if (charge(r, op, now)) return true
+    return false
+  }
+  /** One lookup and one delete: the release of a hot key's every request. */
+  const charge = (l: HoldLease, op: Extract<SettleOp, { type: 'release' }>, now: number) => {
+    const expiresAt = l.holds.take(op.holdId)
+    if (expiresAt === undefined) return false
+    // A retried release (`ifHeld`) of a hold gone already charges nothing.
+    if (!op.ifHeld || expiresAt > now) l.charged += op.charge
+    stats.localSettles++
+    return true
+  }
+
   const settle = async (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
     const rest: SettleOp[] = []
     for (const op of ops) {
       if (op.type === 'release') {
-        const l = localHold(op.key, op.holdId)
-        if (l) {
-          const live = l.holds.expiresAt(op.holdId)! > now
-          // A retried release (`ifHeld`) of a hold gone already charges nothing.
-          if (!op.ifHeld || live) l.charged += op.charge
-          l.holds.delete(op.holdId)
-          stats.localSettles++
-          continue
-        }
-        rest.push(op)
+        if (!releaseLocal(op, now)) rest.push(op)
       } else if (op.type === 'add') {
         // A counter trued-up after the fact is never leased (see docs/leases.md).
         const s = state(op.check.key, now)
@@ -864,6 +897,7 @@ export function leasedCounters(
               if (l) l.holds.delete(id)
             }
             a.cancelled = true
+            cancelledCount++
             a.expiresAt = now + op.ttlMs
             admissions.delete(op.key)
             admissions.set(op.key, a)

@@ -37,12 +37,17 @@ export class LocalHolds {
   }
 
   delete(id: string): boolean {
+    return this.take(id) !== undefined
+  }
+
+  /** Deletes the hold `id` and returns when it expires; undefined when there is none. */
+  take(id: string): number | undefined {
     const h = this.#holds.get(id)
-    if (!h) return false
+    if (!h) return undefined
     this.#holds.delete(id)
     // Sums of fractional amounts drift by a rounding error or two: none is left when empty.
     this.#sum = this.#holds.size === 0 ? 0 : this.#sum - h[0]
-    return true
+    return h[1]
   }
 
   /** The amount of the holds live at `now` (expiry after `now`). */
