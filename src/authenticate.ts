@@ -507,16 +507,21 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   // An in-process store's answer cannot be lost on the way (no connection, no timeout): it
   // needs no admission identity to cancel by, nor per-account lanes (SQLite's group commit).
   const answer = isInProcess(counters) ? counters.consume(checks, a.now) : remoteConsume(a, checks)
+  // Answered from leases at once: no promise to wait for.
+  if (!(answer instanceof Promise)) return counted(a, answer)
   return answer.then(
-    (result) => {
-      if (result.allowed || !result.results.some((r) => r.missing)) {
-        a.result = result
-        return undefined
-      }
-      return rebuildAndCount(a, result)
-    },
+    (result) => counted(a, result),
     (err: unknown) => failure(a, err),
   )
+}
+
+/** The counters' answer: the attempt's result, or, for a counter missing, a rebuild first. */
+function counted(a: Attempt, result: ConsumeResult): Promise<Denial | undefined> | undefined {
+  if (result.allowed || !result.results.some((r) => r.missing)) {
+    a.result = result
+    return undefined
+  }
+  return rebuildAndCount(a, result)
 }
 
 /** `rebuild` with no base: the store refuses a missing counter (`missing`) rather than make it. */
@@ -560,7 +565,7 @@ async function rebuildAndCount(a: Attempt, first: ConsumeResult): Promise<Denial
  * others wait their turn in this process (within the same storage timeout), so one account's
  * burst on a slow store cannot hold every connection while the other accounts time out.
  */
-function remoteConsume(a: Attempt, checks: Check[]): Promise<ConsumeResult> {
+function remoteConsume(a: Attempt, checks: Check[]): ConsumeResult | Promise<ConsumeResult> {
   const ctx = a.ctx
   const accountId = a.entry!.record.accountId
   const now = a.now
@@ -573,7 +578,7 @@ function remoteConsume(a: Attempt, checks: Check[]): Promise<ConsumeResult> {
     // Answered from a lease: no store call of its own, so no turn in the account's queue.
     const r = leases.lease(checks, now, admission)
     if (r !== null) {
-      if (!(r instanceof Promise)) return Promise.resolve(r)
+      if (!(r instanceof Promise)) return r
       return ctx.guard(r).then(
         (res) => res ?? queued(a, checks, admission),
         (err: unknown) => {
