@@ -581,7 +581,10 @@ export function leasedCounters(
       if (s) {
         const res = r.results[i]!
         // A missing counter says nothing of what is left; the core makes it and asks again.
-        if (res.missing) continue
+        if (res.missing) {
+          lost(s, now)
+          continue
+        }
         s.unmade = false
         s.remaining = res.remaining
         s.resetMs = res.resetMs
@@ -590,6 +593,29 @@ export function leasedCounters(
     }
     if (leasing) stats.refusedWhileLeasing++
     return r
+  }
+
+  /**
+   * The store answered `missing` for a key: it has lost the counter (a store that came back
+   * empty), and with it what this instance's leases of the key had taken there. The core now
+   * rebuilds the counter from the recorded usage, which holds every request settled so far, those
+   * settled against the leases included (the rebuild flushes the usage first). So the leases
+   * admit no more; a window lease gives nothing back (its units are not in the rebuilt count);
+   * a credit lease forgets the charges settled against it so far and, when it ends, sends only
+   * what its requests still in flight are charged from now on (to a counter that no longer
+   * holds its hold). Before, a lease's charges were counted twice: once in the rebuilt count
+   * and again when it was released (30 credits used for 21 served after a restart).
+   */
+  const lost = (s: KeyState, now: number) => {
+    const l = s.lease
+    if (l?.kind === 'hold') {
+      s.retired.push(l)
+      s.lease = null
+    } else if (l) s.lease = null
+    for (const r of s.retired) {
+      r.charged = 0
+      r.until = Math.min(r.until, now)
+    }
   }
 
   /** A key's credit leases: the live one and the retired ones. */
@@ -646,6 +672,7 @@ export function leasedCounters(
         // lease once a central answer shows it made (a cooldown here made a burst on a new
         // account all central).
         s.unmade = true
+        lost(s, now)
         continue
       }
       s.remaining = res.remaining

@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest'
 import { describeStorageConformance } from '../../adapters/testing/index.js'
 import { leasedCounters } from '../../src/storage/leased-counters.js'
 import { memoryStorage } from '../../src/storage/memory.js'
-import type { Check } from '../../src/storage/types.js'
+import type { Check, CounterStore } from '../../src/storage/types.js'
 
 describeStorageConformance('memory behind leases', async () => {
   const storage = memoryStorage()
@@ -282,6 +282,51 @@ describe('leasedCounters', () => {
       await c.consume(check(8), T0)
       expect(c.stats().acquired).toBe(1)
     }
+  })
+
+  it('a store that lost a counter (came back empty): the leases of the key stop, and the charges the core rebuilds from the usage are not sent again', async () => {
+    // The store the decorator talks to, swapped for an empty one as a Redis restart would.
+    let target = memoryStorage().counters
+    const inner: CounterStore = {
+      consume: (c, n, a) => target.consume(c, n, a),
+      settle: (o, n) => target.settle(o, n),
+      held: (k, n) => target.held(k, n),
+      claim: (k, t, n) => target.claim(k, t, n),
+      claimed: (k, n) => target.claimed(k, n),
+      unclaim: (k) => target.unclaim(k),
+    }
+    const c = leasedCounters(inner, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    // As the core sends credits on a store that may come back empty.
+    const check = (id: string, base?: number, ttlMs = 30_000): Check => ({
+      ...credits(1_000_000, id, 1),
+      ttlMs,
+      rebuild: base === undefined ? {} : { base },
+    })
+    let served = 0
+    let rebuilds = 0
+    // As the core does: a counter answered missing is rebuilt from the recorded usage (every
+    // request served so far, 1 credit each), and the admission asked again under that base.
+    const admit = async (id: string, now: number, ttlMs?: number) => {
+      let r = await c.consume([check(id, undefined, ttlMs)], now)
+      if (r.results[0]!.missing) {
+        rebuilds++
+        r = await c.consume([check(id, served, ttlMs)], now)
+      }
+      if (!r.allowed) return
+      served++
+      await c.settle([{ type: 'release', key: '{a}:credits', holdId: id, charge: 1 }], now)
+    }
+    for (let i = 0; i < 200; i++) await admit(`h${i}`, T0 + i)
+    expect(c.stats().localAdmissions).toBeGreaterThan(100)
+    target = memoryStorage().counters
+    // A request the store must decide (its hold outlives any lease) finds the counter missing.
+    await admit('y1', T0 + 200, 10 * 60_000)
+    expect(rebuilds).toBe(2)
+    // The lease is over for the lost counter: the next requests lease anew.
+    for (let i = 0; i < 200; i++) await admit(`z${i}`, T0 + 300 + i)
+    await c.close(T0 + 600)
+    // Each served request charged once, wherever it was admitted.
+    expect(await target.held('{a}:credits', T0 + 600)).toBe(served)
   })
 
   it('rejects a bad option with its name', () => {
