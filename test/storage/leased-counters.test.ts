@@ -298,7 +298,7 @@ describe('leasedCounters', () => {
     const c = leasedCounters(inner, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
     // As the core sends credits on a store that may come back empty.
     const check = (id: string, base?: number, ttlMs = 30_000): Check => ({
-      ...credits(1_000_000, id, 1),
+      ...(credits(1_000_000, id, 1) as Extract<Check, { type: 'hold' }>),
       ttlMs,
       rebuild: base === undefined ? {} : { base },
     })
