@@ -607,11 +607,8 @@ export function leasedCounters(
    * and again when it was released (30 credits used for 21 served after a restart).
    */
   const lost = (s: KeyState, now: number) => {
-    const l = s.lease
-    if (l?.kind === 'hold') {
-      s.retired.push(l)
-      s.lease = null
-    } else if (l) s.lease = null
+    if (s.lease?.kind === 'hold') s.retired.push(s.lease)
+    s.lease = null
     for (const r of s.retired) {
       r.charged = 0
       r.until = Math.min(r.until, now)
@@ -870,31 +867,30 @@ export function leasedCounters(
     return done ?? central(checks, now, admission)
   }
 
-  /** Finds the local lease holding `holdId` on `key`. */
-  const localHold = (key: string, holdId: string): HoldLease | null => {
+  /**
+   * Takes the local hold `holdId` out of the credit lease of `key` that holds it and charges
+   * `charge` to that lease; false when no lease here holds it. One lookup and one delete: the
+   * release of a hot key's every request.
+   */
+  const releaseLocal = (
+    key: string,
+    holdId: string,
+    charge: number,
+    now: number,
+    ifHeld?: boolean,
+  ): boolean => {
     const s = keys.get(key)
-    const l = s?.lease
-    if (l?.kind === 'hold' && l.holds.has(holdId)) return l
-    for (const r of s?.retired ?? []) if (r.holds.has(holdId)) return r
-    return null
-  }
-
-  /** Charges a release to the local hold it names, when a credit lease of its key holds it. */
-  const releaseLocal = (op: Extract<SettleOp, { type: 'release' }>, now: number): boolean => {
-    const s = keys.get(op.key)
     if (!s) return false
     const l = s.lease
-    if (l?.kind === 'hold' && charge(l, op, now)) return true
-    for (const r of s.retired) if (charge(r, op, now)) return true
+    if (l?.kind === 'hold' && chargeTo(l, holdId, charge, now, ifHeld)) return true
+    for (const r of s.retired) if (chargeTo(r, holdId, charge, now, ifHeld)) return true
     return false
   }
-  /** One lookup and one delete: the release of a hot key's every request. */
-  const charge = (l: HoldLease, op: Extract<SettleOp, { type: 'release' }>, now: number) => {
-    const expiresAt = l.holds.take(op.holdId)
+  const chargeTo = (l: HoldLease, id: string, charge: number, now: number, ifHeld?: boolean) => {
+    const expiresAt = l.holds.take(id)
     if (expiresAt === undefined) return false
     // A retried release (`ifHeld`) of a hold gone already charges nothing.
-    if (!op.ifHeld || expiresAt > now) l.charged += op.charge
-    stats.localSettles++
+    if (!ifHeld || expiresAt > now) l.charged += charge
     return true
   }
 
@@ -902,7 +898,8 @@ export function leasedCounters(
     const rest: SettleOp[] = []
     for (const op of ops) {
       if (op.type === 'release') {
-        if (!releaseLocal(op, now)) rest.push(op)
+        if (releaseLocal(op.key, op.holdId, op.charge, now, op.ifHeld)) stats.localSettles++
+        else rest.push(op)
       } else if (op.type === 'add') {
         // A counter trued-up after the fact is never leased (see docs/leases.md).
         const s = state(op.check.key, now)
@@ -919,10 +916,7 @@ export function leasedCounters(
           if (!a.cancelled) {
             // The local holds dropped with no charge; leased rate and window units are not
             // given back (a cancel never loosens a limit).
-            for (const [key, id] of a.holds) {
-              const l = localHold(key, id)
-              if (l) l.holds.delete(id)
-            }
+            for (const [key, id] of a.holds) releaseLocal(key, id, 0, now)
             a.cancelled = true
             cancelledCount++
             a.expiresAt = now + op.ttlMs
