@@ -25,6 +25,20 @@
  * which never go idle.
  */
 
+/**
+ * The library functions the code calls, as locals: each use is then an upvalue, not a lookup
+ * in the globals. They are taken on the first call (`bind`), since a Functions library's code
+ * sees no globals but \`redis\` while it loads.
+ */
+const LOCALS = `
+local floor, ceil, max, sfind, ssub, smatch, sgmatch, sformat, concat, tremove, unpack, tonumber, rcall
+local function bind()
+  floor, ceil, max = math.floor, math.ceil, math.max
+  sfind, ssub, smatch, sgmatch, sformat = string.find, string.sub, string.match, string.gmatch, string.format
+  concat, tremove, unpack, tonumber, rcall = table.concat, table.remove, struct.unpack, _G.tonumber, redis.call
+end
+`
+
 /** Numbers across the Lua boundary: `num` reads, `fmt` writes exactly, `reply` answers. */
 const NUMBERS = `
 local INF = 1 / 0
@@ -35,16 +49,16 @@ end
 local function fmt(x)
   -- Integers (most figures) print exactly with %d, the same text as %.17g below 1e15 (but -0,
   -- left to %.17g), and faster.
-  if x == math.floor(x) and x < 1e15 and x > -1e15 and (x ~= 0 or 1 / x > 0) then
-    return string.format('%d', x)
+  if x == floor(x) and x < 1e15 and x > -1e15 and (x ~= 0 or 1 / x > 0) then
+    return sformat('%d', x)
   end
   if x == INF then return 'inf' elseif x == -INF then return '-inf' end
-  return string.format('%.17g', x)
+  return sformat('%.17g', x)
 end
 -- A figure for the reply: an integer as an integer reply (Redis truncates a Lua number to
 -- one, exact below 2^53), anything else as text.
 local function reply(x)
-  if x == math.floor(x) and x < 9e15 and x > -9e15 then return x end
+  if x == floor(x) and x < 9e15 and x > -9e15 then return x end
   return fmt(x)
 end
 `
@@ -57,7 +71,7 @@ local cache, order, ttl
 local function get(key)
   local v = cache[key]
   if v == nil then
-    v = redis.call('GET', key)
+    v = rcall('GET', key)
     cache[key] = v
   end
   return v
@@ -66,19 +80,19 @@ end
 local function put(key, value, ms, slack)
   if ttl[key] == nil then order[#order + 1] = key end
   cache[key] = value
-  if ms == nil then ttl[key] = false else ttl[key] = math.max(1, math.ceil(ms)) + slack end
+  if ms == nil then ttl[key] = false else ttl[key] = max(1, ceil(ms)) + slack end
 end
 local function commit()
   for k = 1, #order do
     local key = order[k]
     local v, px = cache[key], ttl[key]
     if v == false then
-      redis.call('DEL', key)
+      rcall('DEL', key)
     elseif px == false then
-      redis.call('SET', key, v)
+      rcall('SET', key, v)
     else
       -- An integer: Redis writes it exactly (fpconv), no string.format here.
-      redis.call('SET', key, v, 'PX', px)
+      rcall('SET', key, v, 'PX', px)
     end
   end
 end
@@ -91,11 +105,11 @@ const WINDOW = `
 local function window_live(raw, first)
   local idx, n = {}, {}
   if not raw then return idx, n, false end
-  local l = string.sub(raw, 1, 1)
+  local l = ssub(raw, 1, 1)
   if l ~= 'w' and l ~= 'W' then return idx, n, false end
   -- One pattern match per bucket, no list of parts built first.
   local k = 0
-  for i, c in string.gmatch(raw, ',([^,]*),([^,]*)') do
+  for i, c in sgmatch(raw, ',([^,]*),([^,]*)') do
     local b = tonumber(i)
     if b >= first then
       k = k + 1
@@ -128,11 +142,11 @@ local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack, r
   if windowMs ~= 0 then
     if #idx == 0 then idleIn = windowMs else idleIn = (idx[#idx] + span + 1) * bucketMs - now end
   end
-  put(key, table.concat(parts, ','), idleIn, slack)
+  put(key, concat(parts, ','), idleIn, slack)
 end
 local function window_geometry(now, windowMs, bucketMs)
   if windowMs == 0 then return 0, 0 end
-  return math.floor(now / bucketMs), math.ceil(windowMs / bucketMs)
+  return floor(now / bucketMs), ceil(windowMs / bucketMs)
 end
 `
 
@@ -140,7 +154,7 @@ end
 const GCRA = `
 -- GCRA (limits/gcra.ts), in unit-milliseconds: levels scaled by periodMs
 local function round(x)
-  local f = math.floor(x)
+  local f = floor(x)
   if x - f >= 0.5 then return f + 1 end
   return f
 end
@@ -148,12 +162,12 @@ end
 -- moves back, gcraTime in gcra.ts).
 local function gcra_scaled(raw, now, limit, periodMs)
   if not raw then return 0, now end
-  local lv, a = string.match(raw, '^g,([^,]*),(.*)$')
+  local lv, a = smatch(raw, '^g,([^,]*),(.*)$')
   if not lv then return 0, now end
   local at = tonumber(a)
   local t = now
   if at > t then t = at end
-  return math.max(0, round(tonumber(lv) * periodMs) - math.max(0, t - at) * limit), t
+  return max(0, round(tonumber(lv) * periodMs) - max(0, t - at) * limit), t
 end
 local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
   if scaled <= 0 then
@@ -172,14 +186,14 @@ const HOLD = `
 -- \`maxExp\`, bounds on the holds' expiries (a release leaves them: a stale bound only sends
 -- the next call down the full path, or keeps an idle key a little longer).
 local function integral(x)
-  return x == math.floor(x) and x < 9e15 and x > -9e15
+  return x == floor(x) and x < 9e15 and x > -9e15
 end
 -- The header: used, sum (nil when unknown), minExp, maxExp, where the holds start, the used
 -- text, and whether the counter was rebuilt (\`H\` instead of \`h\`, see Rebuild in
 -- storage/types). No state: zeros and an empty body.
 local function hold_head(raw)
   if not raw then return 0, 0, INF, -INF, nil, '0', false end
-  local _, e, l, u, sm, mn, mx = string.find(raw, '^([hH])\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)')
+  local _, e, l, u, sm, mn, mx = sfind(raw, '^([hH])\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)')
   if not e then return 0, 0, INF, -INF, nil, '0', false end
   local sum = nil
   if sm ~= '' then sum = tonumber(sm) end
@@ -217,7 +231,7 @@ local function hold_live(raw, now)
   local used, _, _, _, from, _, rebuilt = hold_head(raw)
   s.used, s.rebuilt = used, rebuilt
   if not from then return s, held end
-  for id, a, e in string.gmatch(string.sub(raw, from), '\\n#([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)') do
+  for id, a, e in sgmatch(ssub(raw, from), '\\n#([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)') do
     local exp = tonumber(e)
     if exp > now then
       local amount = tonumber(a)
@@ -243,7 +257,7 @@ local function hold_write(key, s, now, slack, keep)
     if e > mx then mx = e end
   end
   local idleIn = hold_idle_in(s.used, s.rebuilt, #s.ids > 0, mx, keep, now)
-  hold_put(key, hold_text(fmt(s.used), sum, mn, mx, table.concat(parts), s.rebuilt), idleIn, slack)
+  hold_put(key, hold_text(fmt(s.used), sum, mn, mx, concat(parts), s.rebuilt), idleIn, slack)
 end
 `
 
@@ -264,16 +278,16 @@ local function settle_op(key, t, id, a, b, c, now, slack)
       -- No hold expired and the total known: the hold's text cut out, nothing else read.
       local body = ''
       local at = nil
-      if from then at = string.find(raw, '\\n#' .. id .. '\\n', from, true) end
+      if from then at = sfind(raw, '\\n#' .. id .. '\\n', from, true) end
       if ifHeld and not at then return end
       used = used + a
       if from then
         if at then
-          local _, e, amt = string.find(raw, '^\\n#[^\\n]*\\n([^\\n]*)\\n[^\\n]*', at)
+          local _, e, amt = sfind(raw, '^\\n#[^\\n]*\\n([^\\n]*)\\n[^\\n]*', at)
           sum = sum - tonumber(amt)
-          body = string.sub(raw, from, at - 1) .. string.sub(raw, e + 1)
+          body = ssub(raw, from, at - 1) .. ssub(raw, e + 1)
         else
-          body = string.sub(raw, from)
+          body = ssub(raw, from)
         end
       end
       if body == '' then sum, mn, mx = 0, INF, -INF end
@@ -325,7 +339,7 @@ local function revert_op(key, t, id, a, b, c, now, at, slack)
     local current, span = window_geometry(now, windowMs, bucketMs)
     local idx, n, rebuilt = window_live(raw, current - span)
     local bucket = 0
-    if windowMs ~= 0 then bucket = math.floor(at / bucketMs) end
+    if windowMs ~= 0 then bucket = floor(at / bucketMs) end
     -- A count whose bucket has left the window is gone already (see revert in limits/counters).
     if bucket < current - span then return end
     for k = 1, #idx do
@@ -333,8 +347,8 @@ local function revert_op(key, t, id, a, b, c, now, at, slack)
         if n[k] - cost > 0 then
           n[k] = n[k] - cost
         else
-          table.remove(idx, k)
-          table.remove(n, k)
+          tremove(idx, k)
+          tremove(n, k)
         end
         break
       end
@@ -345,8 +359,8 @@ local function revert_op(key, t, id, a, b, c, now, at, slack)
     -- the time never moves back, and what drained up to it is not given back.
     local limit, windowMs, cost = a, b, c
     local scaled, t2 = gcra_scaled(raw, now, limit, windowMs)
-    local back = math.max(0, cost * windowMs - math.max(0, t2 - at) * limit)
-    gcra_write(key, math.max(0, scaled - back), t2, now, limit, windowMs, slack)
+    local back = max(0, cost * windowMs - max(0, t2 - at) * limit)
+    gcra_write(key, max(0, scaled - back), t2, now, limit, windowMs, slack)
   end
 end
 `
@@ -359,21 +373,22 @@ end
  */
 const SETTLE_PHASE = `
 local function consume(KEYS, ARGV)
+if not rcall then bind() end
 cache, order, ttl = {}, {}, {}
 local blob = ARGV[1]
-local now, slack, nOps, markTtl, pos = struct.unpack('<dddd', blob)
+local now, slack, nOps, markTtl, pos = unpack('<dddd', blob)
 local si = 2
 local i = 1
 while i <= nOps do
   local t, opNow, a, b, c
-  t, opNow, a, b, c, pos = struct.unpack('<ddddd', blob, pos)
+  t, opNow, a, b, c, pos = unpack('<ddddd', blob, pos)
   if t == 4 then
     -- a cancel: a ttlMs, b the count of revert ops that follow
     local m = get(KEYS[i])
     if m ~= 'x' then put(KEYS[i], 'x', a, 0) end
     for j = i + 1, i + b do
       local tj, at, aj, bj, cj
-      tj, at, aj, bj, cj, pos = struct.unpack('<ddddd', blob, pos)
+      tj, at, aj, bj, cj, pos = unpack('<ddddd', blob, pos)
       local id = nil
       if tj == 5 then
         id = ARGV[si]
@@ -408,7 +423,7 @@ local function check_window(key, raw, limit, windowMs, bucketMs, cost, seed, now
     -- Rebuilt: written now, whatever the admission's outcome, with the larger count.
     local had = 0
     for k = 1, #n do had = had + n[k] end
-    window_add(idx, n, current, math.max(0, seed - had))
+    window_add(idx, n, current, max(0, seed - had))
     rebuilt = true
     window_write(key, idx, n, now, windowMs, bucketMs, span, slack, true)
   end
@@ -418,7 +433,7 @@ local function check_window(key, raw, limit, windowMs, bucketMs, cost, seed, now
   elseif #idx == 0 then resetMs = 0
   else resetMs = (idx[1] + span + 1) * bucketMs - now end
   if sum + cost > limit then
-    ok, used, remaining, retryMs = false, sum, math.max(0, limit - sum), INF
+    ok, used, remaining, retryMs = false, sum, max(0, limit - sum), INF
     if not allTime then
       local freed = 0
       for k = 1, #idx do
@@ -454,14 +469,14 @@ local function check_gcra(key, raw, limit, windowMs, cost, now, slack, writes)
   if cost <= 0 then need = 1 end
   need = need * windowMs
   if drained + need > capacity then
-    ok, retryMs = false, math.max(1, math.ceil((drained + need - capacity) / limit)) + ahead
-    remaining = math.max(0, math.floor((capacity - drained) / windowMs))
-    resetMs = math.ceil(drained / limit) + ahead
+    ok, retryMs = false, max(1, ceil((drained + need - capacity) / limit)) + ahead
+    remaining = max(0, floor((capacity - drained) / windowMs))
+    resetMs = ceil(drained / limit) + ahead
   else
     local level = drained + cost * windowMs
     ok, retryMs = true, 0
-    remaining = math.max(0, math.floor((capacity - level) / windowMs))
-    resetMs = math.ceil(level / limit) + ahead
+    remaining = max(0, floor((capacity - level) / windowMs))
+    resetMs = ceil(level / limit) + ahead
     writes[#writes + 1] = function() gcra_write(key, level, t, now, limit, windowMs, slack) end
   end
   return ok, limit - remaining, remaining, resetMs, retryMs
@@ -476,15 +491,15 @@ const CHECK_HOLD = `
 local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, slack, writes)
   local ok, used, remaining, retryMs
   local settled, sum, mn, mx, from, usedText, rebuilt = hold_head(raw)
-  if not seed and sum and mn > now and not (from and string.find(raw, '\\n#' .. id .. '\\n', from, true)) then
+  if not seed and sum and mn > now and not (from and sfind(raw, '\\n#' .. id .. '\\n', from, true)) then
     local total = settled + sum
     if total + amount > limit then
-      return false, total, math.max(0, limit - total), 0, 1000
+      return false, total, max(0, limit - total), 0, 1000
     end
     writes[#writes + 1] = function()
       local exp = now + ttlMs
       local body = ''
-      if from then body = string.sub(raw, from) end
+      if from then body = ssub(raw, from) end
       local s2 = nil
       if integral(amount) then s2 = sum + amount end
       local hi = mx
@@ -502,12 +517,12 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
     -- Rebuilt: written now, whatever the admission's outcome, with the larger of the two
     -- (an unmarked counter may hold settles made since the loss, then mostly in the base
     -- too, or be a whole count kept from before rebuilds).
-    s.used, s.rebuilt = math.max(s.used, seed), true
+    s.used, s.rebuilt = max(s.used, seed), true
     hold_write(key, s, now, slack, keep)
   end
   local total = s.used + held
   if total + amount > limit then
-    return false, total, math.max(0, limit - total), 0, 1000
+    return false, total, max(0, limit - total), 0, 1000
   end
   local found = false
   for k = 1, #s.ids do
@@ -551,7 +566,7 @@ end
 for i = nOps + 1, lastCheck do
   local key = KEYS[i]
   local t, limit, a, b, c, rb, base
-  t, limit, a, b, c, rb, base, pos = struct.unpack('<ddddddd', blob, pos)
+  t, limit, a, b, c, rb, base, pos = unpack('<ddddddd', blob, pos)
   local id = nil
   if t == 3 then
     id = ARGV[si]
@@ -562,7 +577,7 @@ for i = nOps + 1, lastCheck do
   -- Rebuild: seed is the base to add when the counter was not rebuilt; ask answers missing.
   local seed = nil
   if rb ~= 0 and raw then
-    local l = string.sub(raw, 1, 1)
+    local l = ssub(raw, 1, 1)
     if l == 'W' or l == 'H' then rb = 0 end
   end
   if rb == 2 then seed = base end
@@ -629,7 +644,7 @@ const CALL = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] 
 `
 
 /** The helpers and `consume`: defined once per load as a library, once per call as a script. */
-const LIBRARY_BODY = `${NUMBERS}${KEY_CACHE}${WINDOW}${GCRA}${HOLD}${SETTLE_OP}${REVERT_OP}${CHECK_WINDOW}${CHECK_GCRA}${CHECK_HOLD}${SETTLE_PHASE}${ADMIT}`
+const LIBRARY_BODY = `${LOCALS}${NUMBERS}${KEY_CACHE}${WINDOW}${GCRA}${HOLD}${SETTLE_OP}${REVERT_OP}${CHECK_WINDOW}${CHECK_GCRA}${CHECK_HOLD}${SETTLE_PHASE}${ADMIT}`
 
 /** FNV-1a of the text, in hex: the library's version, so two versions can be loaded at once. */
 function version(text: string): string {
