@@ -47,6 +47,41 @@ export function hashTag(key: string): string {
   return end > 1 ? key.slice(0, end + 1) : key
 }
 
+/** A hold counter's figures as stored: `sum` NaN when unknown, `holds` as id, amount, expiry. */
+export interface StoredHolds {
+  used: number
+  sum: number
+  minExp: number
+  maxExp: number
+  holds: Array<[string, number, number]>
+}
+
+/**
+ * A hold counter as stored (scripts.ts): the packed form (`i`, `I` when rebuilt: expiry,
+ * used, sum, minExp, maxExp as little-endian doubles), or the text form of versions before it
+ * (`h`, `H`: the same figures as lines, expiry aside), then `\n#<id>\n<amount>\n<expiresAt>`
+ * per hold. Undefined when `raw` is no hold counter.
+ */
+export function holdState(raw: Buffer | null): StoredHolds | undefined {
+  if (raw === null || raw.length === 0) return undefined
+  const l = raw[0]
+  let head: number[]
+  let lines: string[]
+  if (l === 0x69 || l === 0x49) {
+    head = [raw.readDoubleLE(9), raw.readDoubleLE(17), raw.readDoubleLE(25), raw.readDoubleLE(33)]
+    lines = raw.subarray(41).toString().split('\n')
+  } else if ((l === 0x68 || l === 0x48) && raw[1] === 0x0a) {
+    lines = raw.toString().split('\n')
+    // An unknown sum (empty) reads as NaN, as in the packed form.
+    head = lines.slice(1, 5).map((x) => (x === '' ? Number.NaN : dec(x)))
+    lines = lines.slice(4)
+  } else return undefined
+  const holds: Array<[string, number, number]> = []
+  for (let k = 1; k + 2 < lines.length; k += 3)
+    holds.push([lines[k]!.slice(1), dec(lines[k + 1]!), dec(lines[k + 2]!)])
+  return { used: head[0]!, sum: head[1]!, minExp: head[2]!, maxExp: head[3]!, holds }
+}
+
 /** The counter key whose hash tag an op is sent under. */
 const opKey = (op: SettleOp): string => (op.type === 'add' ? op.check.key : op.key)
 
@@ -301,14 +336,10 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
       await client.del(prefix + key)
     },
     async held(key, now) {
-      const raw = await client.get(prefix + key)
-      if (raw === null || !(raw.startsWith('h\n') || raw.startsWith('H\n'))) return 0
-      // h (H when rebuilt), used, sum, minExp, maxExp, then #id, amount, expiresAt per hold.
-      const p = raw.split('\n')
-      let total = dec(p[1]!)
-      for (let k = 5; k + 2 < p.length; k += 3) {
-        if (dec(p[k + 2]!) > now) total += dec(p[k + 1]!)
-      }
+      const s = holdState(await client.getBuffer(prefix + key))
+      if (s === undefined) return 0
+      let total = s.used + 0
+      for (const [, amount, expiresAt] of s.holds) if (expiresAt > now) total += amount
       return total
     },
   }

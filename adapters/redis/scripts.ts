@@ -6,18 +6,26 @@
  * along with the account's next admission). Loaded as a Redis Functions library (`LIBRARY`,
  * Redis 7+), so its helpers are defined once and not on every call, or run as the script
  * `CONSUME` (EVALSHA) where the server has no Functions. Its numbers come in one argument of
- * packed doubles (`struct.unpack`, no decimal text to parse per call). It mirrors
+ * packed doubles (`struct.unpack`, no decimal text to parse per call), and its states keep
+ * theirs packed too. It mirrors
  * `src/limits/{rolling-window,gcra,hold}.ts` operation for operation (same IEEE doubles, same
  * order of additions), so Redis and the in-memory store give the same figures; `scripts.test.ts` checks that on random sequences.
  *
- * Counter states are strings, every number written with `%.17g` so it reads back exactly
- * (Lua's `tostring` keeps only 14 digits):
- * - window `w,<idx>,<n>,<idx>,<n>…` (buckets oldest first)
- * - gcra `g,<level>,<at>`
- * - hold `h\n<used>\n<sum>\n<minExp>\n<maxExp>` then `\n#<id>\n<amount>\n<expiresAt>` per hold
- *   (in insertion order, ids escaped by the caller so they hold no newline; `#` marks an id,
- *   so a plain search finds it). `sum` is the holds' total when every amount is an integer;
- *   with it and `minExp > now`, an admission or a release reads no hold.
+ * Counter states are a letter, then the moment the counter expires by the caller's clock (its
+ * PX plus the call's `now`; infinity when it has no TTL), then its figures, all little-endian
+ * doubles (`struct.pack`, no decimal text to parse or print):
+ * - window `v` (`V` when rebuilt): then `<idx><n>` per bucket, oldest first
+ * - gcra `f`: then `<level><at>`
+ * - hold `i` (`I` when rebuilt): then `<used><sum><minExp><maxExp>`, then as text
+ *   `\n#<id>\n<amount>\n<expiresAt>` per hold (numbers with `%.17g`, in insertion order, ids
+ *   escaped by the caller so they hold no newline; `#` marks an id, so a plain search from the
+ *   end of the header finds it). `sum` is the holds' total when every amount is an integer,
+ *   else NaN; with it and `minExp > now`, an admission or a release reads no hold.
+ *
+ * A counter whose expiry has not moved is written with `KEEPTTL` (Redis 7+), not a new `PX`.
+ * The text forms of earlier versions are still read (`w,<idx>,<n>…`, `g,<level>,<at>`,
+ * `h\n<used>\n<sum>\n<minExp>\n<maxExp>` then the holds; `W`, `H` when rebuilt) and written
+ * packed the next time they change. An earlier version reads a packed counter as empty.
  *
  * Each counter is read at most once per call and written at most once, at its end. A counter
  * that would be idle is deleted; any other expires at the moment it turns idle plus `slackMs`
@@ -31,11 +39,16 @@
  * sees no globals but \`redis\` while it loads.
  */
 const LOCALS = `
-local floor, ceil, max, sfind, ssub, smatch, sgmatch, sformat, concat, tremove, unpack, tonumber, rcall
+local floor, ceil, max, sfind, ssub, sbyte, smatch, sgmatch, sformat, srep, concat, tremove
+local unpack, pack, tunpack, tonumber, rcall, keepttl
 local function bind()
   floor, ceil, max = math.floor, math.ceil, math.max
-  sfind, ssub, smatch, sgmatch, sformat = string.find, string.sub, string.match, string.gmatch, string.format
-  concat, tremove, unpack, tonumber, rcall = table.concat, table.remove, struct.unpack, _G.tonumber, redis.call
+  sfind, ssub, sbyte, smatch, sgmatch = string.find, string.sub, string.byte, string.match, string.gmatch
+  sformat, srep, concat, tremove = string.format, string.rep, table.concat, table.remove
+  unpack, pack, tunpack, tonumber = struct.unpack, struct.pack, _G.unpack, _G.tonumber
+  rcall = redis.call
+  -- SET's KEEPTTL needs Redis 6; REDIS_VERSION_NUM is there from Redis 7.
+  keepttl = redis.REDIS_VERSION_NUM ~= nil
 end
 `
 
@@ -55,6 +68,16 @@ local function fmt(x)
   if x == INF then return 'inf' elseif x == -INF then return '-inf' end
   return sformat('%.17g', x)
 end
+-- The struct format of n little-endian doubles, built once per n.
+local DOUBLES = {}
+local function doubles(n)
+  local f = DOUBLES[n]
+  if not f then
+    f = '<' .. srep('d', n)
+    DOUBLES[n] = f
+  end
+  return f
+end
 -- A figure for the reply: an integer as an integer reply (Redis truncates a Lua number to
 -- one, exact below 2^53), anything else as text.
 local function reply(x)
@@ -65,9 +88,10 @@ end
 
 /** The call's key cache: each key read once (`get`) and written once at the end (`commit`). */
 const KEY_CACHE = `
--- Every key's text is read once per call and written once at its end (\`get\` / \`put\` /
+-- Every key's value is read once per call and written once at its end (\`get\` / \`put\` /
 -- \`commit\`): a settle and the admission that carries it may touch the same counter.
-local cache, order, ttl
+-- \`was\`: the expiry a counter had when the call read it (see \`expiry\`).
+local cache, order, ttl, was
 local function get(key)
   local v = cache[key]
   if v == nil then
@@ -76,11 +100,29 @@ local function get(key)
   end
   return v
 end
--- value false deletes the key; ms nil keeps it with no expiry.
-local function put(key, value, ms, slack)
-  if ttl[key] == nil then order[#order + 1] = key end
+-- A counter's expiry: its PX (false: none) and the moment it stands for by the caller's
+-- clock, which the counter's value keeps (its first double after the tag letter).
+local function expiry(ms, slack, now)
+  if ms == nil then return false, INF end
+  local px = max(1, ceil(ms)) + slack
+  return px, now + px
+end
+-- The expiry a packed state keeps (v, V, f, i and I states); nil for any other value.
+local function kept_expiry(raw)
+  if not raw then return nil end
+  local l = sbyte(raw, 1)
+  if l == 118 or l == 86 or l == 102 or l == 105 or l == 73 then return (unpack('<d', raw, 2)) end
+  return nil
+end
+-- value false deletes the key; px false keeps it with no expiry. at: the expiry the value
+-- keeps (nil for a record): when the counter had the same one, its TTL is left as it is.
+local function put(key, value, px, at)
+  if ttl[key] == nil then
+    order[#order + 1] = key
+    was[key] = kept_expiry(cache[key]) or false
+  end
   cache[key] = value
-  if ms == nil then ttl[key] = false else ttl[key] = max(1, ceil(ms)) + slack end
+  if px and keepttl and at == was[key] then ttl[key] = 0 else ttl[key] = px or false end
 end
 local function commit()
   for k = 1, #order do
@@ -90,6 +132,8 @@ local function commit()
       rcall('DEL', key)
     elseif px == false then
       rcall('SET', key, v)
+    elseif px == 0 then
+      rcall('SET', key, v, 'KEEPTTL')
     else
       -- An integer: Redis writes it exactly (fpconv), no string.format here.
       rcall('SET', key, v, 'PX', px)
@@ -98,15 +142,32 @@ local function commit()
 end
 `
 
-/** Rolling windows: the state `w,<idx>,<n>…` read, counted into and written. */
+/** Rolling windows: the state read, counted into and written. */
 const WINDOW = `
 -- rolling window (limits/rolling-window.ts)
--- The live buckets, and whether the window was rebuilt (\`W\`, see Rebuild in storage/types).
+-- The live buckets, and whether the window was rebuilt (\`V\`, \`W\` in the text form; see
+-- Rebuild in storage/types).
 local function window_live(raw, first)
   local idx, n = {}, {}
   if not raw then return idx, n, false end
-  local l = ssub(raw, 1, 1)
-  if l ~= 'w' and l ~= 'W' then return idx, n, false end
+  local l = sbyte(raw, 1)
+  if l == 118 or l == 86 then
+    local m = (#raw - 9) / 8
+    local k = 0
+    if m > 0 then
+      local x = { unpack(doubles(m), raw, 10) }
+      for j = 1, m, 2 do
+        local b = x[j]
+        if b >= first then
+          k = k + 1
+          idx[k], n[k] = b, x[j + 1]
+        end
+      end
+    end
+    return idx, n, l == 86
+  end
+  -- The text form of versions before the packed one (w, W).
+  if l ~= 119 and l ~= 87 then return idx, n, false end
   -- One pattern match per bucket, no list of parts built first.
   local k = 0
   for i, c in sgmatch(raw, ',([^,]*),([^,]*)') do
@@ -116,7 +177,7 @@ local function window_live(raw, first)
       idx[k], n[k] = b, tonumber(c)
     end
   end
-  return idx, n, l == 'W'
+  return idx, n, l == 87
 end
 local function window_add(idx, n, current, cost)
   local last = #idx
@@ -132,17 +193,18 @@ local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack, r
     put(key, false)
     return
   end
-  local parts = { 'w' }
-  if rebuilt then parts[1] = 'W' end
-  for k = 1, #idx do
-    parts[#parts + 1] = fmt(idx[k])
-    parts[#parts + 1] = fmt(n[k])
-  end
   local idleIn = nil
   if windowMs ~= 0 then
     if #idx == 0 then idleIn = windowMs else idleIn = (idx[#idx] + span + 1) * bucketMs - now end
   end
-  put(key, concat(parts, ','), idleIn, slack)
+  local px, at = expiry(idleIn, slack, now)
+  local x = { at }
+  for k = 1, #idx do
+    x[2 * k], x[2 * k + 1] = idx[k], n[k]
+  end
+  local l = 'v'
+  if rebuilt then l = 'V' end
+  put(key, l .. pack(doubles(#x), tunpack(x)), px, at)
 end
 local function window_geometry(now, windowMs, bucketMs)
   if windowMs == 0 then return 0, 0 end
@@ -150,7 +212,7 @@ local function window_geometry(now, windowMs, bucketMs)
 end
 `
 
-/** GCRA in unit-milliseconds: the state `g,<level>,<at>` read and written. */
+/** GCRA in unit-milliseconds: the state read and written. */
 const GCRA = `
 -- GCRA (limits/gcra.ts), in unit-milliseconds: levels scaled by periodMs
 local function round(x)
@@ -162,18 +224,26 @@ end
 -- moves back, gcraTime in gcra.ts).
 local function gcra_scaled(raw, now, limit, periodMs)
   if not raw then return 0, now end
-  local lv, a = smatch(raw, '^g,([^,]*),(.*)$')
-  if not lv then return 0, now end
-  local at = tonumber(a)
+  local lv, at
+  if sbyte(raw, 1) == 102 then
+    local _
+    _, lv, at = unpack('<ddd', raw, 2)
+  else
+    -- The text form of versions before the packed one.
+    local l, a = smatch(raw, '^g,([^,]*),(.*)$')
+    if not l then return 0, now end
+    lv, at = tonumber(l), tonumber(a)
+  end
   local t = now
   if at > t then t = at end
-  return max(0, round(tonumber(lv) * periodMs) - max(0, t - at) * limit), t
+  return max(0, round(lv * periodMs) - max(0, t - at) * limit), t
 end
 local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
   if scaled <= 0 then
     put(key, false)
   else
-    put(key, 'g,' .. fmt(scaled / periodMs) .. ',' .. fmt(t), scaled / limit + 1 + (t - now), slack)
+    local px, at = expiry(scaled / limit + 1 + (t - now), slack, now)
+    put(key, 'f' .. pack('<ddd', at, scaled / periodMs, t), px, at)
   end
 end
 `
@@ -188,23 +258,23 @@ const HOLD = `
 local function integral(x)
   return x == floor(x) and x < 9e15 and x > -9e15
 end
--- The header: used, sum (nil when unknown), minExp, maxExp, where the holds start, the used
--- text, and whether the counter was rebuilt (\`H\` instead of \`h\`, see Rebuild in
--- storage/types). No state: zeros and an empty body.
+-- The header: used, sum (nil when unknown), minExp, maxExp, where the holds start, and
+-- whether the counter was rebuilt (\`I\` instead of \`i\`, \`H\` instead of \`h\` in the text
+-- form; see Rebuild in storage/types). No state: zeros and an empty body.
 local function hold_head(raw)
-  if not raw then return 0, 0, INF, -INF, nil, '0', false end
-  local _, e, l, u, sm, mn, mx = sfind(raw, '^([hH])\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)')
-  if not e then return 0, 0, INF, -INF, nil, '0', false end
+  if not raw then return 0, 0, INF, -INF, nil, false end
+  local l = sbyte(raw, 1)
+  if l == 105 or l == 73 then
+    local _, used, sum, mn, mx = unpack('<ddddd', raw, 2)
+    if sum ~= sum then sum = nil end
+    return used, sum, mn, mx, 42, l == 73
+  end
+  -- The text form of versions before the packed one.
+  local _, e, t, u, sm, mn, mx = sfind(raw, '^([hH])\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)')
+  if not e then return 0, 0, INF, -INF, nil, false end
   local sum = nil
   if sm ~= '' then sum = tonumber(sm) end
-  return tonumber(u), sum, num(mn), num(mx), e + 1, u, l == 'H'
-end
-local function hold_text(usedText, sum, mn, mx, body, rebuilt)
-  local st = ''
-  if sum then st = fmt(sum) end
-  local l = 'h'
-  if rebuilt then l = 'H' end
-  return l .. '\\n' .. usedText .. '\\n' .. st .. '\\n' .. fmt(mn) .. '\\n' .. fmt(mx) .. body
+  return tonumber(u), sum, num(mn), num(mx), e + 1, t == 'H'
 end
 -- How long a hold counter is kept: false deletes it now, nil keeps it with no expiry. With a
 -- keepUntil (a period's credits), until then and its last hold; without, while it has a
@@ -220,15 +290,24 @@ local function hold_idle_in(used, rebuilt, hasHolds, mx, keep, now)
   if not hasHolds then return false end
   return mx - now
 end
--- put() with hold_idle_in's answer.
-local function hold_put(key, text, idleIn, slack)
-  if idleIn == false then put(key, false) else put(key, text, idleIn, slack) end
+-- A hold counter written (its header packed, sum NaN when unknown, then its holds) for
+-- hold_idle_in's answer.
+local function hold_put(key, used, sum, mn, mx, body, rebuilt, idleIn, slack, now)
+  if idleIn == false then
+    put(key, false)
+    return
+  end
+  local px, at = expiry(idleIn, slack, now)
+  local l = 'i'
+  if rebuilt then l = 'I' end
+  if not sum then sum = 0 / 0 end
+  put(key, l .. pack('<ddddd', at, used, sum, mn, mx) .. body, px, at)
 end
 -- The full path: every hold read, the expired ones dropped, in insertion order.
 local function hold_live(raw, now)
   local s = { used = 0, ids = {}, amounts = {}, expires = {}, text = {} }
   local held = 0
-  local used, _, _, _, from, _, rebuilt = hold_head(raw)
+  local used, _, _, _, from, rebuilt = hold_head(raw)
   s.used, s.rebuilt = used, rebuilt
   if not from then return s, held end
   for id, a, e in sgmatch(ssub(raw, from), '\\n#([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)') do
@@ -257,7 +336,7 @@ local function hold_write(key, s, now, slack, keep)
     if e > mx then mx = e end
   end
   local idleIn = hold_idle_in(s.used, s.rebuilt, #s.ids > 0, mx, keep, now)
-  hold_put(key, hold_text(fmt(s.used), sum, mn, mx, concat(parts), s.rebuilt), idleIn, slack)
+  hold_put(key, s.used, sum, mn, mx, concat(parts), s.rebuilt, idleIn, slack, now)
 end
 `
 
@@ -273,7 +352,7 @@ local function settle_op(key, t, id, a, b, c, now, slack)
     local ifHeld = b == 1
     local keep = nil
     if c == c then keep = c end
-    local used, sum, mn, mx, from, _, rebuilt = hold_head(raw)
+    local used, sum, mn, mx, from, rebuilt = hold_head(raw)
     if sum and mn > now then
       -- No hold expired and the total known: the hold's text cut out, nothing else read.
       local body = ''
@@ -292,7 +371,7 @@ local function settle_op(key, t, id, a, b, c, now, slack)
       end
       if body == '' then sum, mn, mx = 0, INF, -INF end
       local idleIn = hold_idle_in(used, rebuilt, body ~= '', mx, keep, now)
-      hold_put(key, hold_text(fmt(used), sum, mn, mx, body, rebuilt), idleIn, slack)
+      hold_put(key, used, sum, mn, mx, body, rebuilt, idleIn, slack, now)
       return
     end
     local s = hold_live(raw, now)
@@ -374,7 +453,7 @@ end
 const SETTLE_PHASE = `
 local function consume(KEYS, ARGV)
 if not rcall then bind() end
-cache, order, ttl = {}, {}, {}
+cache, order, ttl, was = {}, {}, {}, {}
 local blob = ARGV[1]
 local now, slack, nOps, markTtl, pos = unpack('<dddd', blob)
 local si = 2
@@ -385,7 +464,7 @@ while i <= nOps do
   if t == 4 then
     -- a cancel: a ttlMs, b the count of revert ops that follow
     local m = get(KEYS[i])
-    if m ~= 'x' then put(KEYS[i], 'x', a, 0) end
+    if m ~= 'x' then put(KEYS[i], 'x', (expiry(a, 0, 0))) end
     for j = i + 1, i + b do
       local tj, at, aj, bj, cj
       tj, at, aj, bj, cj, pos = unpack('<ddddd', blob, pos)
@@ -490,7 +569,7 @@ end
 const CHECK_HOLD = `
 local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, slack, writes)
   local ok, used, remaining, retryMs
-  local settled, sum, mn, mx, from, usedText, rebuilt = hold_head(raw)
+  local settled, sum, mn, mx, from, rebuilt = hold_head(raw)
   if not seed and sum and mn > now and not (from and sfind(raw, '\\n#' .. id .. '\\n', from, true)) then
     local total = settled + sum
     if total + amount > limit then
@@ -508,7 +587,7 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
       if exp < lo then lo = exp end
       local idleIn = hold_idle_in(settled, rebuilt, true, hi, keep, now)
       body = body .. '\\n#' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp)
-      hold_put(key, hold_text(usedText, s2, lo, hi, body, rebuilt), idleIn, slack)
+      hold_put(key, settled, s2, lo, hi, body, rebuilt, idleIn, slack, now)
     end
     return true, total + amount, limit - total - amount, 0, 0
   end
@@ -577,8 +656,8 @@ for i = nOps + 1, lastCheck do
   -- Rebuild: seed is the base to add when the counter was not rebuilt; ask answers missing.
   local seed = nil
   if rb ~= 0 and raw then
-    local l = ssub(raw, 1, 1)
-    if l == 'W' or l == 'H' then rb = 0 end
+    local l = sbyte(raw, 1)
+    if l == 86 or l == 73 or l == 87 or l == 72 then rb = 0 end
   end
   if rb == 2 then seed = base end
   if rb == 1 then
@@ -602,7 +681,7 @@ for i = nOps + 1, lastCheck do
 end
 if out[1] == 1 then
   for k = 1, #writes do writes[k]() end
-  if markKey then put(markKey, 'c', markTtl, 0) end
+  if markKey then put(markKey, 'c', (expiry(markTtl, 0, 0))) end
 end
 commit()
 return out
