@@ -88,8 +88,8 @@ const opKey = (op: SettleOp): string => (op.type === 'add' ? op.check.key : op.k
 /** The most settle ops one call carries. */
 const MAX_BATCH = 256
 
-/** A figure of the script's reply: an integer reply, or a number's text. */
-const figure = (x: number | string): number => (typeof x === 'number' ? x : dec(x))
+/** Figure `i` of the script's reply (little-endian doubles); a -0 read as 0. */
+const figure = (reply: Buffer, i: number): number => reply.readDoubleLE(8 * i) + 0
 
 /** Settle ops queued for one hash tag (each applied at its own settle's clock reading), and
  * the callers waiting for them. */
@@ -150,7 +150,7 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
   async function invoke(name: string, numKeys: number, args: Array<string | Buffer>) {
     if (functions) {
       try {
-        return (await client.call('fcall', name, numKeys, ...args)) as Array<number | string>
+        return (await client.callBuffer('fcall', name, numKeys, ...args)) as Buffer
       } catch (err) {
         const m = message(err)
         if (/unknown command/i.test(m)) functions = false
@@ -159,12 +159,12 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
             loading = undefined
           })
           if (await loading)
-            return (await client.call('fcall', name, numKeys, ...args)) as Array<number | string>
+            return (await client.callBuffer('fcall', name, numKeys, ...args)) as Buffer
           functions = false
         } else throw err
       }
     }
-    return client.tollboothConsume(numKeys, ...args)
+    return client.tollboothConsumeBuffer(numKeys, ...args)
   }
 
   /** One call: the batch's ops (if any), then the checks (if any) and the admission's record. */
@@ -279,18 +279,19 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
       const reply = await run(batch, checks, now, admission)
       const results: CheckResult[] = checks.map((c, i) => {
         const b = 1 + i * 5
+        const allowed = figure(reply, b)
         const r: CheckResult = {
-          allowed: reply[b] === 1,
+          allowed: allowed === 1,
           limit: c.limit,
-          used: figure(reply[b + 1]!),
-          remaining: figure(reply[b + 2]!),
-          resetMs: figure(reply[b + 3]!),
-          retryAfterMs: figure(reply[b + 4]!),
+          used: figure(reply, b + 1),
+          remaining: figure(reply, b + 2),
+          resetMs: figure(reply, b + 3),
+          retryAfterMs: figure(reply, b + 4),
         }
-        if (reply[b] === -1) r.missing = true
+        if (allowed === -1) r.missing = true
         return r
       })
-      return { allowed: reply[0] === 1, results }
+      return { allowed: figure(reply, 0) === 1, results }
     },
     settle(ops, now) {
       if (ops.length === 0) return Promise.resolve()

@@ -52,7 +52,7 @@ local function bind()
 end
 `
 
-/** Numbers across the Lua boundary: `num` reads, `fmt` writes exactly, `reply` answers. */
+/** Numbers as text (a hold's, and the text forms of earlier versions): `num` reads, `fmt` writes exactly. */
 const NUMBERS = `
 local INF = 1 / 0
 local function num(s)
@@ -77,12 +77,6 @@ local function doubles(n)
     DOUBLES[n] = f
   end
   return f
-end
--- A figure for the reply: an integer as an integer reply (Redis truncates a Lua number to
--- one, exact below 2^53), anything else as text.
-local function reply(x)
-  if x == floor(x) and x < 9e15 and x > -9e15 then return x end
-  return fmt(x)
 end
 `
 
@@ -625,7 +619,9 @@ end
  * applied. Then every key written is committed.
  */
 const ADMIT = `
-local out = { 1 }
+-- The reply's figures, n of them so far (room for four checks made at once).
+local out = { 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+local n = 1
 local writes = {}
 local lastCheck = #KEYS
 local markKey = nil
@@ -635,11 +631,11 @@ if markTtl == markTtl then
   if get(markKey) == 'x' then
     -- A cancel of this admission came first: nothing is counted.
     for k = nOps + 1, lastCheck do
-      local n = #out
       out[1], out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 0, 0, 0, 0, 0, 1000
+      n = n + 5
     end
     commit()
-    return out
+    return pack(doubles(n), tunpack(out, 1, n))
   end
 end
 for i = nOps + 1, lastCheck do
@@ -671,20 +667,17 @@ for i = nOps + 1, lastCheck do
     if c == c then keep = c end
     ok, used, remaining, resetMs, retryMs = check_hold(key, raw, limit, a, b, id, keep, seed, now, slack, writes)
   end
-  local n = #out
-  if ok == -1 then out[1], out[n + 1] = 0, -1
-  elseif ok then out[n + 1] = 1 else out[1], out[n + 1] = 0, 0 end
-  out[n + 2] = reply(used)
-  out[n + 3] = reply(remaining)
-  out[n + 4] = reply(resetMs)
-  out[n + 5] = reply(retryMs)
+  if ok == -1 then out[1], ok = 0, -1
+  elseif ok then ok = 1 else out[1], ok = 0, 0 end
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = ok, used, remaining, resetMs, retryMs
+  n = n + 5
 end
 if out[1] == 1 then
   for k = 1, #writes do writes[k]() end
   if markKey then put(markKey, 'c', (expiry(markTtl, 0, 0))) end
 end
 commit()
-return out
+return pack(doubles(n), tunpack(out, 1, n))
 end
 `
 
@@ -716,9 +709,8 @@ const CALL = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] 
 --            missing unless rebuilt, 2 rebuild with base unless rebuilt
 -- ARGV[2..]  the hold ids of ops of type 1 and 5 and of checks of type 3, in order (escaped
 --            by the caller: no newline)
--- Returns { allowed (1 | 0), then per check: allowed (1 | 0 | -1 missing), used, remaining,
---   resetMs, retryAfterMs }: integers as integer replies (no string to format), other
---   numbers as '%.17g' strings ('inf' for infinity). A refused admission (missing included)
+-- Returns little-endian doubles: allowed (1 | 0), then per check allowed (1 | 0 | -1
+--   missing), used, remaining, resetMs, retryAfterMs. A refused admission (missing included)
 --   writes no record.
 `
 
