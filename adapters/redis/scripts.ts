@@ -82,17 +82,29 @@ end
 
 /** The call's key cache: each key read once (`get`) and written once at the end (`commit`). */
 const KEY_CACHE = `
--- Every key's value is read once per call and written once at its end (\`get\` / \`put\` /
--- \`commit\`): a settle and the admission that carries it may touch the same counter.
--- \`was\`: the expiry a counter had when the call read it (see \`expiry\`).
-local cache, order, ttl, was
-local function get(key)
-  local v = cache[key]
-  if v == nil then
-    v = rcall('GET', key)
-    cache[key] = v
+-- Every key is read once per call, all at its start (one MGET), and written at most once, at
+-- its end (\`get\` / \`put\` / \`commit\`): a settle and the admission that carries it may touch
+-- the same counter. A key's entries sit at its first place in KEYS (\`slot\`): \`orig\` as read,
+-- \`cur\` as the call leaves it, \`pxs\` its PX once written (-1: none) and \`ats\` the expiry
+-- its new value keeps. Each starts as a copy of \`orig\` (a table of the right size in one
+-- step), so a key whose \`pxs\` entry still equals its \`orig\` one was not written.
+local keys, slot, orig, cur, pxs, ats
+local function load_keys(KEYS)
+  keys, slot = KEYS, {}
+  local nk = #KEYS
+  if nk == 0 then
+    orig, cur, pxs, ats = {}, {}, {}, {}
+    return
   end
-  return v
+  orig = rcall('MGET', tunpack(KEYS))
+  for i = 1, nk do
+    local k = KEYS[i]
+    if not slot[k] then slot[k] = i end
+  end
+  cur, pxs, ats = { tunpack(orig, 1, nk) }, { tunpack(orig, 1, nk) }, { tunpack(orig, 1, nk) }
+end
+local function get(key)
+  return cur[slot[key]]
 end
 -- A counter's expiry: its PX (false: none) and the moment it stands for by the caller's
 -- clock, which the counter's value keeps (its first double after the tag letter).
@@ -111,26 +123,24 @@ end
 -- value false deletes the key; px false keeps it with no expiry. at: the expiry the value
 -- keeps (nil for a record): when the counter had the same one, its TTL is left as it is.
 local function put(key, value, px, at)
-  if ttl[key] == nil then
-    order[#order + 1] = key
-    was[key] = kept_expiry(cache[key]) or false
-  end
-  cache[key] = value
-  if px and keepttl and at == was[key] then ttl[key] = 0 else ttl[key] = px or false end
+  local j = slot[key]
+  cur[j], pxs[j], ats[j] = value, px or -1, at or false
 end
 local function commit()
-  for k = 1, #order do
-    local key = order[k]
-    local v, px = cache[key], ttl[key]
-    if v == false then
-      rcall('DEL', key)
-    elseif px == false then
-      rcall('SET', key, v)
-    elseif px == 0 then
-      rcall('SET', key, v, 'KEEPTTL')
-    else
-      -- An integer: Redis writes it exactly (fpconv), no string.format here.
-      rcall('SET', key, v, 'PX', px)
+  for j = 1, #keys do
+    local px, was = pxs[j], orig[j]
+    if px ~= was then
+      local v = cur[j]
+      if v == false then
+        if was then rcall('DEL', keys[j]) end
+      elseif px == -1 then
+        rcall('SET', keys[j], v)
+      elseif keepttl and ats[j] == kept_expiry(was) then
+        rcall('SET', keys[j], v, 'KEEPTTL')
+      else
+        -- An integer: Redis writes it exactly (fpconv), no string.format here.
+        rcall('SET', keys[j], v, 'PX', px)
+      end
     end
   end
 end
@@ -447,7 +457,7 @@ end
 const SETTLE_PHASE = `
 local function consume(KEYS, ARGV)
 if not rcall then bind() end
-cache, order, ttl, was = {}, {}, {}, {}
+load_keys(KEYS)
 local blob = ARGV[1]
 local now, slack, nOps, markTtl, pos = unpack('<dddd', blob)
 local si = 2
