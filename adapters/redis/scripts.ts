@@ -135,7 +135,7 @@ local function commit()
         if was then rcall('DEL', keys[j]) end
       elseif px == -1 then
         rcall('SET', keys[j], v)
-      elseif keepttl and ats[j] == kept_expiry(was) then
+      elseif keepttl and ats[j] and ats[j] == kept_expiry(was) then
         rcall('SET', keys[j], v, 'KEEPTTL')
       else
         -- An integer: Redis writes it exactly (fpconv), no string.format here.
@@ -219,11 +219,6 @@ end
 /** GCRA in unit-milliseconds: the state read and written. */
 const GCRA = `
 -- GCRA (limits/gcra.ts), in unit-milliseconds: levels scaled by periodMs
-local function round(x)
-  local f = floor(x)
-  if x - f >= 0.5 then return f + 1 end
-  return f
-end
 -- The level at t and t itself: the later of now and the stored time (a stored time never
 -- moves back, gcraTime in gcra.ts).
 local function gcra_scaled(raw, now, limit, periodMs)
@@ -240,7 +235,11 @@ local function gcra_scaled(raw, now, limit, periodMs)
   end
   local t = now
   if at > t then t = at end
-  return max(0, round(lv * periodMs) - max(0, t - at) * limit), t
+  -- round(lv * periodMs), as Math.round
+  local x = lv * periodMs
+  local r = floor(x)
+  if x - r >= 0.5 then r = r + 1 end
+  return max(0, r - max(0, t - at) * limit), t
 end
 local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
   if scaled <= 0 then
@@ -350,7 +349,7 @@ const SETTLE_OP = `
 -- t 2: add to a window (a windowMs, b bucketMs, c cost); t 3: add to a GCRA limit (a limit,
 -- b windowMs, c cost).
 local function settle_op(key, t, id, a, b, c, now, slack)
-  local raw = get(key)
+  local raw = cur[slot[key]]
   if t == 1 then
     -- Only when the hold is still there (a retried settle must not charge twice).
     local ifHeld = b == 1
@@ -638,7 +637,7 @@ local markKey = nil
 if markTtl == markTtl then
   markKey = KEYS[#KEYS]
   lastCheck = lastCheck - 1
-  if get(markKey) == 'x' then
+  if cur[slot[markKey]] == 'x' then
     -- A cancel of this admission came first: nothing is counted.
     for k = nOps + 1, lastCheck do
       out[1], out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 0, 0, 0, 0, 0, 1000
@@ -657,7 +656,7 @@ for i = nOps + 1, lastCheck do
     id = ARGV[si]
     si = si + 1
   end
-  local raw = get(key)
+  local raw = cur[slot[key]]
   local ok, used, remaining, resetMs, retryMs
   -- Rebuild: seed is the base to add when the counter was not rebuilt; ask answers missing.
   local seed = nil
