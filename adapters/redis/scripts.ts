@@ -59,10 +59,20 @@ local function num(s)
   if s == 'inf' then return INF elseif s == '-inf' then return -INF end
   return tonumber(s)
 end
+-- The text of the integers 0 to 1023, each printed once (a hold's amount, mostly).
+local INTS = {}
 local function fmt(x)
   -- Integers (most figures) print exactly with %d, the same text as %.17g below 1e15 (but -0,
   -- left to %.17g), and faster.
   if x == floor(x) and x < 1e15 and x > -1e15 and (x ~= 0 or 1 / x > 0) then
+    if x >= 0 and x < 1024 then
+      local t = INTS[x]
+      if not t then
+        t = sformat('%d', x)
+        INTS[x] = t
+      end
+      return t
+    end
     return sformat('%d', x)
   end
   if x == INF then return 'inf' elseif x == -INF then return '-inf' end
@@ -365,9 +375,12 @@ local function settle_op(key, t, id, a, b, c, now, slack)
       used = used + a
       if from then
         if at then
-          local _, e, amt = sfind(raw, '^\\n#[^\\n]*\\n([^\\n]*)\\n[^\\n]*', at)
-          sum = sum - tonumber(amt)
-          body = ssub(raw, from, at - 1) .. ssub(raw, e + 1)
+          -- The amount after the id's line, the expiry after it, up to the next hold or the end.
+          local p = at + #id + 3
+          local q = sfind(raw, '\\n', p, true)
+          sum = sum - tonumber(ssub(raw, p, q - 1))
+          local e = sfind(raw, '\\n', q + 1, true)
+          if e then body = ssub(raw, from, at - 1) .. ssub(raw, e) else body = ssub(raw, from, at - 1) end
         else
           body = ssub(raw, from)
         end
