@@ -132,7 +132,15 @@ local function kept_expiry(raw)
 end
 -- value false deletes the key; px false keeps it with no expiry. at: the expiry the value
 -- keeps (nil for a record): when the counter had the same one, its TTL is left as it is.
+-- While an admission's checks run, their writes are only noted (\`stage\`, a table kept from
+-- call to call, \`nstage\` entries of it used): they are made when every check has passed.
+local stage, nstage, STAGE = nil, 0, {}
 local function put(key, value, px, at)
+  if stage then
+    stage[nstage + 1], stage[nstage + 2], stage[nstage + 3], stage[nstage + 4] = key, value, px or -1, at or false
+    nstage = nstage + 4
+    return
+  end
   local j = slot[key]
   cur[j], pxs[j], ats[j] = value, px or -1, at or false
 end
@@ -469,6 +477,7 @@ end
 const SETTLE_PHASE = `
 local function consume(KEYS, ARGV)
 if not rcall then bind() end
+stage = nil
 load_keys(KEYS)
 local blob = ARGV[1]
 local now, slack, nOps, markTtl, pos = unpack('<dddd', blob)
@@ -506,10 +515,11 @@ end
 
 /**
  * A window check (`rollingWindow` in limits/rolling-window.ts): its figures, and its write
- * queued on `writes` when it passes. `seed`: the base of a rebuild (limits/counters).
+ * staged (`put` while `stage` is set) when it passes. `seed`: the base of a rebuild
+ * (limits/counters), written at once.
  */
 const CHECK_WINDOW = `
-local function check_window(key, raw, limit, windowMs, bucketMs, cost, seed, now, slack, writes)
+local function check_window(key, raw, limit, windowMs, bucketMs, cost, seed, now, slack)
   local ok, used, remaining, resetMs, retryMs
   local allTime = windowMs == 0
   local current, span = window_geometry(now, windowMs, bucketMs)
@@ -520,7 +530,10 @@ local function check_window(key, raw, limit, windowMs, bucketMs, cost, seed, now
     for k = 1, #n do had = had + n[k] end
     window_add(idx, n, current, max(0, seed - had))
     rebuilt = true
+    local staged = stage
+    stage = nil
     window_write(key, idx, n, now, windowMs, bucketMs, span, slack, true)
+    stage = staged
   end
   local sum = 0
   for k = 1, #n do sum = sum + n[k] end
@@ -545,9 +558,7 @@ local function check_window(key, raw, limit, windowMs, bucketMs, cost, seed, now
     if allTime then resetMs = INF
     elseif #idx == 0 then resetMs = 0
     else resetMs = (idx[1] + span + 1) * bucketMs - now end
-    writes[#writes + 1] = function()
-      window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
-    end
+    window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
   end
   return ok, used, remaining, resetMs, retryMs
 end
@@ -555,7 +566,7 @@ end
 
 /** A GCRA check (`gcra` in limits/gcra.ts), as `check_window`. */
 const CHECK_GCRA = `
-local function check_gcra(key, raw, limit, windowMs, cost, now, slack, writes)
+local function check_gcra(key, raw, limit, windowMs, cost, now, slack)
   local ok, remaining, resetMs, retryMs
   local capacity = limit * windowMs
   local drained, t = gcra_scaled(raw, now, limit, windowMs)
@@ -572,7 +583,7 @@ local function check_gcra(key, raw, limit, windowMs, cost, now, slack, writes)
     ok, retryMs = true, 0
     remaining = max(0, floor((capacity - level) / windowMs))
     resetMs = ceil(level / limit) + ahead
-    writes[#writes + 1] = function() gcra_write(key, level, t, now, limit, windowMs, slack) end
+    gcra_write(key, level, t, now, limit, windowMs, slack)
   end
   return ok, limit - remaining, remaining, resetMs, retryMs
 end
@@ -583,7 +594,7 @@ end
  * expired and the total known from the header, the new hold is appended and nothing else read.
  */
 const CHECK_HOLD = `
-local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, slack, writes)
+local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, slack)
   local ok, used, remaining, retryMs
   local settled, sum, mn, mx, from, rebuilt = hold_head(raw)
   if not seed and sum and mn > now and not (from and sfind(raw, '\\n#' .. id .. '\\n', from, true)) then
@@ -591,7 +602,7 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
     if total + amount > limit then
       return false, total, max(0, limit - total), 0, 1000
     end
-    writes[#writes + 1] = function()
+    do
       local exp = now + ttlMs
       local body = ''
       if from then body = ssub(raw, from) end
@@ -613,7 +624,10 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
     -- (an unmarked counter may hold settles made since the loss, then mostly in the base
     -- too, or be a whole count kept from before rebuilds).
     s.used, s.rebuilt = max(s.used, seed), true
+    local staged = stage
+    stage = nil
     hold_write(key, s, now, slack, keep)
+    stage = staged
   end
   local total = s.used + held
   if total + amount > limit then
@@ -630,7 +644,7 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
     local k = #s.ids + 1
     s.ids[k], s.amounts[k], s.expires[k] = id, amount, now + ttlMs
   end
-  writes[#writes + 1] = function() hold_write(key, s, now, slack, keep) end
+  hold_write(key, s, now, slack, keep)
   return true, total + amount, limit - total - amount, 0, 0
 end
 `
@@ -644,7 +658,6 @@ const ADMIT = `
 -- The reply's figures, n of them so far (room for four checks made at once).
 local out = { 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 local n = 1
-local writes = {}
 local lastCheck = #KEYS
 local markKey = nil
 if markTtl == markTtl then
@@ -660,6 +673,7 @@ if markTtl == markTtl then
     return pack(doubles(n), tunpack(out, 1, n))
   end
 end
+stage, nstage = STAGE, 0
 for i = nOps + 1, lastCheck do
   local key = KEYS[i]
   local t, limit, a, b, c, rb, base
@@ -681,13 +695,13 @@ for i = nOps + 1, lastCheck do
   if rb == 1 then
     ok, used, remaining, resetMs, retryMs = -1, 0, 0, 0, 0
   elseif t == 1 then
-    ok, used, remaining, resetMs, retryMs = check_window(key, raw, limit, a, b, c, seed, now, slack, writes)
+    ok, used, remaining, resetMs, retryMs = check_window(key, raw, limit, a, b, c, seed, now, slack)
   elseif t == 2 then
-    ok, used, remaining, resetMs, retryMs = check_gcra(key, raw, limit, a, b, now, slack, writes)
+    ok, used, remaining, resetMs, retryMs = check_gcra(key, raw, limit, a, b, now, slack)
   else
     local keep = nil
     if c == c then keep = c end
-    ok, used, remaining, resetMs, retryMs = check_hold(key, raw, limit, a, b, id, keep, seed, now, slack, writes)
+    ok, used, remaining, resetMs, retryMs = check_hold(key, raw, limit, a, b, id, keep, seed, now, slack)
   end
   if ok == -1 then out[1], ok = 0, -1
   elseif ok then ok = 1 else out[1], ok = 0, 0 end
@@ -695,9 +709,11 @@ for i = nOps + 1, lastCheck do
   n = n + 5
 end
 if out[1] == 1 then
-  for k = 1, #writes do writes[k]() end
+  stage = nil
+  for k = 1, nstage, 4 do put(STAGE[k], STAGE[k + 1], STAGE[k + 2], STAGE[k + 3]) end
   if markKey then put(markKey, 'c', (expiry(markTtl, 0, 0))) end
 end
+stage = nil
 commit()
 return pack(doubles(n), tunpack(out, 1, n))
 end
