@@ -78,6 +78,8 @@ local function fmt(x)
   if x == INF then return 'inf' elseif x == -INF then return '-inf' end
   return sformat('%.17g', x)
 end
+-- The reply's figures (see ADMIT), kept from call to call.
+local OUT = {}
 -- The struct format of n little-endian doubles, built once per n.
 local DOUBLES = {}
 local function doubles(n)
@@ -96,22 +98,24 @@ const KEY_CACHE = `
 -- its end (\`get\` / \`put\` / \`commit\`): a settle and the admission that carries it may touch
 -- the same counter. A key's entries sit at its first place in KEYS (\`slot\`): \`orig\` as read,
 -- \`cur\` as the call leaves it, \`pxs\` its PX once written (-1: none) and \`ats\` the expiry
--- its new value keeps. Each starts as a copy of \`orig\` (a table of the right size in one
--- step), so a key whose \`pxs\` entry still equals its \`orig\` one was not written.
-local keys, slot, orig, cur, pxs, ats
+-- its new value keeps. The last three are tables kept from call to call (entries past #KEYS
+-- are left over from an earlier call, never read); each entry starts as \`orig\`'s, so a key
+-- whose \`pxs\` entry still equals its \`orig\` one was not written.
+local keys, slot, orig
+local cur, pxs, ats = {}, {}, {}
 local function load_keys(KEYS)
   keys, slot = KEYS, {}
   local nk = #KEYS
   if nk == 0 then
-    orig, cur, pxs, ats = {}, {}, {}, {}
+    orig = {}
     return
   end
   orig = rcall('MGET', tunpack(KEYS))
   for i = 1, nk do
-    local k = KEYS[i]
+    local k, v = KEYS[i], orig[i]
     if not slot[k] then slot[k] = i end
+    cur[i], pxs[i], ats[i] = v, v, v
   end
-  cur, pxs, ats = { tunpack(orig, 1, nk) }, { tunpack(orig, 1, nk) }, { tunpack(orig, 1, nk) }
 end
 local function get(key)
   return cur[slot[key]]
@@ -655,8 +659,9 @@ end
  * applied. Then every key written is committed.
  */
 const ADMIT = `
--- The reply's figures, n of them so far (room for four checks made at once).
-local out = { 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+-- The reply's figures, n of them so far (OUT, a table kept from call to call).
+local out = OUT
+out[1] = 1
 local n = 1
 local lastCheck = #KEYS
 local markKey = nil
