@@ -120,20 +120,9 @@ end
 local function get(key)
   return cur[slot[key]]
 end
--- A counter's expiry: its PX (false: none) and the moment it stands for by the caller's
--- clock, which the counter's value keeps (its first double after the tag letter).
-local function expiry(ms, slack, now)
-  if ms == nil then return false, INF end
-  local px = max(1, ceil(ms)) + slack
-  return px, now + px
-end
--- The expiry a packed state keeps (v, V, f, i and I states); nil for any other value.
-local function kept_expiry(raw)
-  if not raw then return nil end
-  local l = sbyte(raw, 1)
-  if l == 118 or l == 86 or l == 102 or l == 105 or l == 73 then return (unpack('<d', raw, 2)) end
-  return nil
-end
+-- A counter's expiry, written inline where a counter is (no call each): its PX, max(1,
+-- ceil(ms)) + slack (false: none), and the moment it stands for by the caller's clock, now +
+-- PX (infinity: none), which the counter's value keeps (its first double after the letter).
 -- value false deletes the key; px false keeps it with no expiry. at: the expiry the value
 -- keeps (nil for a record): when the counter had the same one, its TTL is left as it is.
 -- While an admission's checks run, their writes are only noted (\`stage\`, a table kept from
@@ -157,11 +146,19 @@ local function commit()
         if was then rcall('DEL', keys[j]) end
       elseif px == -1 then
         rcall('SET', keys[j], v)
-      elseif keepttl and ats[j] and ats[j] == kept_expiry(was) then
-        rcall('SET', keys[j], v, 'KEEPTTL')
       else
-        -- An integer: Redis writes it exactly (fpconv), no string.format here.
-        rcall('SET', keys[j], v, 'PX', px)
+        -- The same expiry as the packed state read (v, V, f, i, I) had: its TTL kept.
+        local at, keep = ats[j], false
+        if keepttl and at and was then
+          local l = sbyte(was, 1)
+          keep = (l == 118 or l == 86 or l == 102 or l == 105 or l == 73) and at == unpack('<d', was, 2)
+        end
+        if keep then
+          rcall('SET', keys[j], v, 'KEEPTTL')
+        else
+          -- An integer: Redis writes it exactly (fpconv), no string.format here.
+          rcall('SET', keys[j], v, 'PX', px)
+        end
       end
     end
   end
@@ -181,7 +178,7 @@ local function window_live(raw, first)
     local m = (#raw - 9) / 8
     local k = 0
     if m > 0 then
-      local x = { unpack(doubles(m), raw, 10) }
+      local x = { unpack(DOUBLES[m] or doubles(m), raw, 10) }
       for j = 1, m, 2 do
         local b = x[j]
         if b >= first then
@@ -223,14 +220,18 @@ local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack, r
   if windowMs ~= 0 then
     if #idx == 0 then idleIn = windowMs else idleIn = (idx[#idx] + span + 1) * bucketMs - now end
   end
-  local px, at = expiry(idleIn, slack, now)
+  local px, at = false, INF
+  if idleIn then
+    px = max(1, ceil(idleIn)) + slack
+    at = now + px
+  end
   local x = { at }
   for k = 1, #idx do
     x[2 * k], x[2 * k + 1] = idx[k], n[k]
   end
   local l = 'v'
   if rebuilt then l = 'V' end
-  put(key, l .. pack(doubles(#x), tunpack(x)), px, at)
+  put(key, l .. pack(DOUBLES[#x] or doubles(#x), tunpack(x)), px, at)
 end
 local function window_geometry(now, windowMs, bucketMs)
   if windowMs == 0 then return 0, 0 end
@@ -267,7 +268,8 @@ local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
   if scaled <= 0 then
     put(key, false)
   else
-    local px, at = expiry(scaled / limit + 1 + (t - now), slack, now)
+    local px = max(1, ceil(scaled / limit + 1 + (t - now))) + slack
+    local at = now + px
     put(key, 'f' .. pack('<ddd', at, scaled / periodMs, t), px, at)
   end
 end
@@ -322,7 +324,11 @@ local function hold_put(key, used, sum, mn, mx, body, rebuilt, idleIn, slack, no
     put(key, false)
     return
   end
-  local px, at = expiry(idleIn, slack, now)
+  local px, at = false, INF
+  if idleIn then
+    px = max(1, ceil(idleIn)) + slack
+    at = now + px
+  end
   local l = 'i'
   if rebuilt then l = 'I' end
   if not sum then sum = 0 / 0 end
@@ -493,7 +499,7 @@ while i <= nOps do
   if t == 4 then
     -- a cancel: a ttlMs, b the count of revert ops that follow
     local m = get(KEYS[i])
-    if m ~= 'x' then put(KEYS[i], 'x', (expiry(a, 0, 0))) end
+    if m ~= 'x' then put(KEYS[i], 'x', max(1, ceil(a))) end
     for j = i + 1, i + b do
       local tj, at, aj, bj, cj
       tj, at, aj, bj, cj, pos = unpack('<ddddd', blob, pos)
@@ -675,7 +681,7 @@ if markTtl == markTtl then
       n = n + 5
     end
     commit()
-    return pack(doubles(n), tunpack(out, 1, n))
+    return pack(DOUBLES[n] or doubles(n), tunpack(out, 1, n))
   end
 end
 stage, nstage = STAGE, 0
@@ -715,12 +721,15 @@ for i = nOps + 1, lastCheck do
 end
 if out[1] == 1 then
   stage = nil
-  for k = 1, nstage, 4 do put(STAGE[k], STAGE[k + 1], STAGE[k + 2], STAGE[k + 3]) end
-  if markKey then put(markKey, 'c', (expiry(markTtl, 0, 0))) end
+  for k = 1, nstage, 4 do
+    local j = slot[STAGE[k]]
+    cur[j], pxs[j], ats[j] = STAGE[k + 1], STAGE[k + 2], STAGE[k + 3]
+  end
+  if markKey then put(markKey, 'c', max(1, ceil(markTtl))) end
 end
 stage = nil
 commit()
-return pack(doubles(n), tunpack(out, 1, n))
+return pack(DOUBLES[n] or doubles(n), tunpack(out, 1, n))
 end
 `
 
