@@ -177,7 +177,11 @@ local function window_live(raw, first)
   if l == 118 or l == 86 then
     local m = (#raw - 9) / 8
     local k = 0
-    if m > 0 then
+    if m == 2 then
+      -- One bucket (the common case): read with no table between.
+      local _, b, c = unpack('<ddd', raw, 2)
+      if b >= first then idx[1], n[1] = b, c end
+    elseif m > 0 then
       local x = { unpack(DOUBLES[m] or doubles(m), raw, 10) }
       for j = 1, m, 2 do
         local b = x[j]
@@ -225,12 +229,16 @@ local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack, r
     px = max(1, ceil(idleIn)) + slack
     at = now + px
   end
+  local l = 'v'
+  if rebuilt then l = 'V' end
+  if #idx == 1 then
+    put(key, l .. pack('<ddd', at, idx[1], n[1]), px, at)
+    return
+  end
   local x = { at }
   for k = 1, #idx do
     x[2 * k], x[2 * k + 1] = idx[k], n[k]
   end
-  local l = 'v'
-  if rebuilt then l = 'V' end
   put(key, l .. pack(DOUBLES[#x] or doubles(#x), tunpack(x)), px, at)
 end
 local function window_geometry(now, windowMs, bucketMs)
