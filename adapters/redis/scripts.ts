@@ -296,12 +296,17 @@ end
 -- The header: used, sum (nil when unknown), minExp, maxExp, where the holds start, and
 -- whether the counter was rebuilt (\`I\` instead of \`i\`, \`H\` instead of \`h\` in the text
 -- form; see Rebuild in storage/types). No state: zeros and an empty body.
+-- The last packed header written (hold_put) or read, by its whole value: a release and the
+-- admission after it on one counter read the header the release wrote.
+local head_raw, head_used, head_sum, head_mn, head_mx, head_rebuilt
 local function hold_head(raw)
   if not raw then return 0, 0, INF, -INF, nil, false end
+  if raw == head_raw then return head_used, head_sum, head_mn, head_mx, 42, head_rebuilt end
   local l = sbyte(raw, 1)
   if l == 105 or l == 73 then
     local _, used, sum, mn, mx = unpack('<ddddd', raw, 2)
     if sum ~= sum then sum = nil end
+    head_raw, head_used, head_sum, head_mn, head_mx, head_rebuilt = raw, used, sum, mn, mx, l == 73
     return used, sum, mn, mx, 42, l == 73
   end
   -- The text form of versions before the packed one.
@@ -339,8 +344,9 @@ local function hold_put(key, used, sum, mn, mx, body, rebuilt, idleIn, slack, no
   end
   local l = 'i'
   if rebuilt then l = 'I' end
-  if not sum then sum = 0 / 0 end
-  put(key, l .. pack('<ddddd', at, used, sum, mn, mx) .. body, px, at)
+  local v = l .. pack('<ddddd', at, used, sum or 0 / 0, mn, mx) .. body
+  head_raw, head_used, head_sum, head_mn, head_mx, head_rebuilt = v, used, sum, mn, mx, rebuilt
+  put(key, v, px, at)
 end
 -- The full path: every hold read, the expired ones dropped, in insertion order.
 local function hold_live(raw, now)
