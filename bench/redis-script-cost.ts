@@ -21,9 +21,9 @@
  * script's own part, without that noise, is `luaCallFunction`'s inclusive cost in
  * `callgrind_annotate --inclusive=yes` of a run's output.
  *
- * Last figures (2026-12-04, 300 calls; bench/NOTES.md "session 7"): 1 in flight 227,727,
- * 32 in flight 301,194, the fixed window 17,427 (298,122 / 369,991 / 16,290 before the
- * counters' states were packed).
+ * Last figures (2026-12-04, 300 calls; bench/NOTES.md "session 7"): 1 in flight 193,546,
+ * 32 in flight 266,058, the fixed window 16,158 (298,122 / 369,991 / 16,290 before the
+ * counters' states were packed and the Lua trimmed).
  */
 
 import { spawn } from 'node:child_process'
