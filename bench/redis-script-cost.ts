@@ -16,7 +16,14 @@
  *   limiters' Redis stores do per request
  *
  * Usage: `npx tsx bench/redis-script-cost.ts [calls=1000]` (needs valgrind and redis-server;
- * prints nothing but a note without them). Prints a table and a JSON line.
+ * prints nothing but a note without them). Prints a table and a JSON line. Figures move by
+ * about ±1,500 between runs (the server's timers run for as long as valgrind takes); the
+ * script's own part, without that noise, is `luaCallFunction`'s inclusive cost in
+ * `callgrind_annotate --inclusive=yes` of a run's output.
+ *
+ * Last figures (2026-12-04, 300 calls; bench/NOTES.md "session 7"): 1 in flight 193,546,
+ * 32 in flight 266,058, the fixed window 16,158 (298,122 / 369,991 / 16,290 before the
+ * counters' states were packed and the Lua trimmed).
  */
 
 import { spawn } from 'node:child_process'

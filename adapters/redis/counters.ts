@@ -47,14 +47,49 @@ export function hashTag(key: string): string {
   return end > 1 ? key.slice(0, end + 1) : key
 }
 
+/** A hold counter's figures as stored: `sum` NaN when unknown, `holds` as id, amount, expiry. */
+export interface StoredHolds {
+  used: number
+  sum: number
+  minExp: number
+  maxExp: number
+  holds: Array<[string, number, number]>
+}
+
+/**
+ * A hold counter as stored (scripts.ts): the packed form (`i`, `I` when rebuilt: expiry,
+ * used, sum, minExp, maxExp as little-endian doubles), or the text form of versions before it
+ * (`h`, `H`: the same figures as lines, expiry aside), then `\n#<id>\n<amount>\n<expiresAt>`
+ * per hold. Undefined when `raw` is no hold counter.
+ */
+export function holdState(raw: Buffer | null): StoredHolds | undefined {
+  if (raw === null || raw.length === 0) return undefined
+  const l = raw[0]
+  let head: number[]
+  let lines: string[]
+  if (l === 0x69 || l === 0x49) {
+    head = [raw.readDoubleLE(9), raw.readDoubleLE(17), raw.readDoubleLE(25), raw.readDoubleLE(33)]
+    lines = raw.subarray(41).toString().split('\n')
+  } else if ((l === 0x68 || l === 0x48) && raw[1] === 0x0a) {
+    lines = raw.toString().split('\n')
+    // An unknown sum (empty) reads as NaN, as in the packed form.
+    head = lines.slice(1, 5).map((x) => (x === '' ? Number.NaN : dec(x)))
+    lines = lines.slice(4)
+  } else return undefined
+  const holds: Array<[string, number, number]> = []
+  for (let k = 1; k + 2 < lines.length; k += 3)
+    holds.push([lines[k]!.slice(1), dec(lines[k + 1]!), dec(lines[k + 2]!)])
+  return { used: head[0]!, sum: head[1]!, minExp: head[2]!, maxExp: head[3]!, holds }
+}
+
 /** The counter key whose hash tag an op is sent under. */
 const opKey = (op: SettleOp): string => (op.type === 'add' ? op.check.key : op.key)
 
 /** The most settle ops one call carries. */
 const MAX_BATCH = 256
 
-/** A figure of the script's reply: an integer reply, or a number's text. */
-const figure = (x: number | string): number => (typeof x === 'number' ? x : dec(x))
+/** Figure `i` of the script's reply (little-endian doubles); a -0 read as 0. */
+const figure = (reply: Buffer, i: number): number => reply.readDoubleLE(8 * i) + 0
 
 /** Settle ops queued for one hash tag (each applied at its own settle's clock reading), and
  * the callers waiting for them. */
@@ -115,7 +150,7 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
   async function invoke(name: string, numKeys: number, args: Array<string | Buffer>) {
     if (functions) {
       try {
-        return (await client.call('fcall', name, numKeys, ...args)) as Array<number | string>
+        return (await client.callBuffer('fcall', name, numKeys, ...args)) as Buffer
       } catch (err) {
         const m = message(err)
         if (/unknown command/i.test(m)) functions = false
@@ -124,12 +159,12 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
             loading = undefined
           })
           if (await loading)
-            return (await client.call('fcall', name, numKeys, ...args)) as Array<number | string>
+            return (await client.callBuffer('fcall', name, numKeys, ...args)) as Buffer
           functions = false
         } else throw err
       }
     }
-    return client.tollboothConsume(numKeys, ...args)
+    return client.tollboothConsumeBuffer(numKeys, ...args)
   }
 
   /** One call: the batch's ops (if any), then the checks (if any) and the admission's record. */
@@ -244,18 +279,19 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
       const reply = await run(batch, checks, now, admission)
       const results: CheckResult[] = checks.map((c, i) => {
         const b = 1 + i * 5
+        const allowed = figure(reply, b)
         const r: CheckResult = {
-          allowed: reply[b] === 1,
+          allowed: allowed === 1,
           limit: c.limit,
-          used: figure(reply[b + 1]!),
-          remaining: figure(reply[b + 2]!),
-          resetMs: figure(reply[b + 3]!),
-          retryAfterMs: figure(reply[b + 4]!),
+          used: figure(reply, b + 1),
+          remaining: figure(reply, b + 2),
+          resetMs: figure(reply, b + 3),
+          retryAfterMs: figure(reply, b + 4),
         }
-        if (reply[b] === -1) r.missing = true
+        if (allowed === -1) r.missing = true
         return r
       })
-      return { allowed: reply[0] === 1, results }
+      return { allowed: figure(reply, 0) === 1, results }
     },
     settle(ops, now) {
       if (ops.length === 0) return Promise.resolve()
@@ -301,14 +337,10 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
       await client.del(prefix + key)
     },
     async held(key, now) {
-      const raw = await client.get(prefix + key)
-      if (raw === null || !(raw.startsWith('h\n') || raw.startsWith('H\n'))) return 0
-      // h (H when rebuilt), used, sum, minExp, maxExp, then #id, amount, expiresAt per hold.
-      const p = raw.split('\n')
-      let total = dec(p[1]!)
-      for (let k = 5; k + 2 < p.length; k += 3) {
-        if (dec(p[k + 2]!) > now) total += dec(p[k + 1]!)
-      }
+      const s = holdState(await client.getBuffer(prefix + key))
+      if (s === undefined) return 0
+      let total = s.used + 0
+      for (const [, amount, expiresAt] of s.holds) if (expiresAt > now) total += amount
       return total
     },
   }

@@ -29,32 +29,61 @@ import {
 } from '../../src/internal.js'
 import { connectRedis, deletePrefix, testPrefix } from '../../test/support/redis.js'
 import { prng } from '../testing/fixtures.js'
-import { redisCounters } from './counters.js'
+import { holdState, redisCounters } from './counters.js'
 import { type Ctx, defineCommands, SCRIPTS } from './store.js'
 
 const client = await connectRedis()
 const T0 = 1_767_225_600_000
 const f = (x: number) => (x === Infinity ? 'inf' : String(x))
-/** The numbers of a window or GCRA state string. */
-const parse = (raw: string | null) => (raw ?? '').split(',').slice(1).map(Number)
-/** A hold state string as a HoldState (its header checked against its holds). */
-function parseHold(raw: string | null) {
-  const p = (raw ?? 'h\n0\n0\ninf\n-inf').split('\n')
-  const holds: HoldState['holds'] = []
-  for (let k = 5; k + 2 < p.length; k += 3) {
-    expect(p[k]!.startsWith('#')).toBe(true)
-    holds.push([p[k]!.slice(1), Number(p[k + 1]), Number(p[k + 2])])
-  }
-  // The header's bounds hold every expiry; its sum, when given, is the exact total.
-  for (const [, , e] of holds) {
-    expect(e).toBeGreaterThanOrEqual(num(p[3]!))
-    expect(e).toBeLessThanOrEqual(num(p[4]!))
-  }
-  if (p[2] !== '') expect(Number(p[2])).toBe(holds.reduce((t, [, a]) => t + a, 0))
-  return { used: Number(p[1]), holds }
+/** Little-endian doubles. */
+const doubles = (xs: number[]) => {
+  const b = Buffer.alloc(8 * xs.length)
+  for (const [i, x] of xs.entries()) b.writeDoubleLE(x, 8 * i)
+  return b
 }
-const num = (s: string) => (s === 'inf' ? Infinity : s === '-inf' ? -Infinity : Number(s))
-/** A HoldState as the stored text, its header computed as the script would. */
+/** A packed state: its letter, an expiry (never the one the script computes, so its TTL is
+ * always written), then its figures. */
+const packed = (letter: string, xs: number[]) =>
+  Buffer.concat([Buffer.from(letter), doubles([0, ...xs])])
+/** The numbers of a window or GCRA state, packed (its expiry left out) or in the text form. */
+function parse(raw: Buffer | null): number[] {
+  if (raw === null) return []
+  if ('vVf'.includes(String.fromCharCode(raw[0]!))) {
+    const xs: number[] = []
+    for (let o = 9; o + 8 <= raw.length; o += 8) xs.push(raw.readDoubleLE(o))
+    return xs
+  }
+  return raw.toString().split(',').slice(1).map(Number)
+}
+/** A stored hold counter as a HoldState (its header checked against its holds). */
+function parseHold(raw: Buffer | null) {
+  const s = holdState(raw) ?? { used: 0, sum: 0, minExp: Infinity, maxExp: -Infinity, holds: [] }
+  for (const [id] of s.holds) expect(id).not.toContain('\n')
+  // The header's bounds hold every expiry; its sum, when known, is the exact total.
+  for (const [, , e] of s.holds) {
+    expect(e).toBeGreaterThanOrEqual(s.minExp)
+    expect(e).toBeLessThanOrEqual(s.maxExp)
+  }
+  if (!Number.isNaN(s.sum)) expect(s.sum).toBe(s.holds.reduce((t, [, a]) => t + a, 0))
+  return { used: s.used, holds: s.holds }
+}
+/** A HoldState packed as the script writes it (the header computed as the script would). */
+function packHold(s: HoldState): Buffer {
+  const hs = s.holds
+  const integral = hs.every(([, a]) => Number.isInteger(a))
+  const exps = hs.map(([, , e]) => e)
+  const head = packed('i', [
+    s.used,
+    integral ? hs.reduce((t, [, a]) => t + a, 0) : Number.NaN,
+    Math.min(...exps),
+    Math.max(...exps),
+  ])
+  return Buffer.concat([
+    head,
+    Buffer.from(hs.map(([k, a, e]) => `\n#${k}\n${f(a)}\n${f(e)}`).join('')),
+  ])
+}
+/** A HoldState in the text form of earlier versions, its header computed as they did. */
 function encodeHold(s: HoldState): string {
   const hs = s.holds
   const integral = hs.every(([, a]) => Number.isInteger(a))
@@ -102,7 +131,10 @@ describe.skipIf(!client)('redis Lua scripts', () => {
       const cost = rand() < 0.2 ? 0 : rand() < 0.5 ? 1 : rand() * limit * 0.3
       const now = T0 + Math.floor(rand() * 2000)
       const key = `{a}:g${i}`
-      if (state) await redis.set(prefix + key, `g,${state.level},${state.at}`)
+      // Half the states in the text form of earlier versions, half packed.
+      const gcraState = (s: { level: number; at: number }) =>
+        i % 2 ? `g,${s.level},${s.at}` : packed('f', [s.level, s.at])
+      if (state) await redis.set(prefix + key, gcraState(state))
       const got = await counters.consume(
         [{ type: 'gcra', key, name: 'r', limit, windowMs, cost }],
         now,
@@ -116,18 +148,18 @@ describe.skipIf(!client)('redis Lua scripts', () => {
         resetMs: v.resetMs,
         retryAfterMs: v.retryAfterMs,
       })
-      const stored = await redis.get(prefix + key)
+      const stored = await redis.getBuffer(prefix + key)
       if (v.allowed && v.state.level > 0) expect(parse(stored)).toEqual([v.state.level, v.state.at])
       // The same counted after the fact (settle): the state gcraAdd() gives, its time never
       // moved back.
       const added = `{a}:ga${i}`
-      if (state) await redis.set(prefix + added, `g,${state.level},${state.at}`)
+      if (state) await redis.set(prefix + added, gcraState(state))
       await counters.settle(
         [{ type: 'add', check: { type: 'gcra', key: added, name: 'r', limit, windowMs, cost } }],
         now,
       )
       const a = gcraAdd(state, now, limit, windowMs, cost)
-      const raw = await redis.get(prefix + added)
+      const raw = await redis.getBuffer(prefix + added)
       if (a.level > 0) expect(parse(raw), `input ${i}`).toEqual([a.level, a.at])
       else expect(raw).toBeNull()
     }
@@ -162,7 +194,8 @@ describe.skipIf(!client)('redis Lua scripts', () => {
       const cost = rand() < 0.1 ? 0 : rand() < 0.5 ? 1 : rand() * 6
       const key = `{a}:w${i}`
       const state = idx.length ? { idx, n } : undefined
-      if (state) await redis.set(prefix + key, ['w', ...idx.flatMap((x, k) => [x, n[k]])].join(','))
+      const flat = idx.flatMap((x, k) => [x, n[k]!])
+      if (state) await redis.set(prefix + key, i % 2 ? ['w', ...flat].join(',') : packed('v', flat))
       const got = await counters.consume(
         [{ type: 'window', key, name: 'q', limit, windowMs, bucketMs, cost }],
         now,
@@ -172,7 +205,7 @@ describe.skipIf(!client)('redis Lua scripts', () => {
       expect(got.results[0], `input ${i}`).toEqual({ limit, ...figures })
       if (v.allowed && next.idx.length) {
         const want = next.idx.flatMap((x, k) => [x, next.n[k]])
-        expect(parse(await redis.get(prefix + key)), `state ${i}`).toEqual(want)
+        expect(parse(await redis.getBuffer(prefix + key)), `state ${i}`).toEqual(want)
       }
     }
   })
@@ -196,7 +229,7 @@ describe.skipIf(!client)('redis Lua scripts', () => {
       const id = `req_${Math.floor(rand() * 8)}`
       const ttlMs = 1 + Math.floor(rand() * 5000)
       const key = `{a}:h${i}`
-      if (state) await redis.set(prefix + key, encodeHold(state))
+      if (state) await redis.set(prefix + key, i % 2 ? encodeHold(state) : packHold(state))
       const got = await counters.consume(
         [{ type: 'hold', key, name: 'c', limit, amount, holdId: id, ttlMs }],
         now,
@@ -214,8 +247,123 @@ describe.skipIf(!client)('redis Lua scripts', () => {
       const charge = rand() * 3
       const released = release(structuredClone(after), now + 1, id, charge)
       await counters.settle([{ type: 'release', key, holdId: id, charge }], now + 1)
-      expect(await redis.get(prefix + key).then(parseHold), `release ${i}`).toEqual(released)
+      expect(await redis.getBuffer(prefix + key).then(parseHold), `release ${i}`).toEqual(released)
     }
+  })
+
+  it('reads counters left in the text form of earlier versions, and writes them packed', async () => {
+    // As an instance of an earlier version leaves them: text, with their TTLs; the window and
+    // the credits marked rebuilt (W, H), so a rebuild asked now changes nothing.
+    const now = T0 + 7_200_500
+    const hour = 3_600_000
+    const b = Math.floor(now / hour)
+    const holds: HoldState['holds'] = [
+      ['req_1', 2, now + 5000],
+      ['req_2', 0.5, now + 9000],
+      ['gone', 4, now - 1],
+    ]
+    await redis.set(`${prefix}{t}:w`, `W,${b - 30},9,${b - 2},3,${b},1.5`, 'PX', 500_000)
+    await redis.set(`${prefix}{t}:g`, `g,2.25,${now - 400}`, 'PX', 500_000)
+    await redis.set(`${prefix}{t}:h`, encodeHold({ used: 7, holds }).replace('h', 'H'))
+    const checks: Check[] = [
+      {
+        type: 'window',
+        key: '{t}:w',
+        name: 'q',
+        limit: 20,
+        windowMs: 24 * hour,
+        bucketMs: hour,
+        cost: 2,
+        rebuild: { base: 100 },
+      },
+      { type: 'gcra', key: '{t}:g', name: 'r', limit: 5, windowMs: 1000, cost: 1 },
+      {
+        type: 'hold',
+        key: '{t}:h',
+        name: 'c',
+        limit: 50,
+        amount: 3,
+        holdId: 'req_3',
+        ttlMs: 1000,
+        rebuild: { base: 100 },
+      },
+    ]
+    const got = await counters.consume(checks, now)
+    const w = rollingWindow({ idx: [b - 2, b], n: [3, 1.5] }, now, 20, 24 * hour, hour, 2)
+    const g = gcra({ level: 2.25, at: now - 400 }, now, 5, 1000, 1)
+    const h = hold({ used: 7, holds }, now, 50, 3, 'req_3', 1000)
+    const { state: wState, ...wFigures } = w
+    expect(got).toEqual({
+      allowed: true,
+      results: [
+        { limit: 20, ...wFigures },
+        {
+          allowed: true,
+          limit: 5,
+          used: 5 - g.remaining,
+          remaining: g.remaining,
+          resetMs: g.resetMs,
+          retryAfterMs: 0,
+        },
+        {
+          allowed: true,
+          limit: 50,
+          used: h.used,
+          remaining: h.remaining,
+          resetMs: 0,
+          retryAfterMs: 0,
+        },
+      ],
+    })
+    // Written packed, the rebuilt marks kept (V, I), the figures those of the algorithms.
+    const w2 = (await redis.getBuffer(`${prefix}{t}:w`))!
+    expect(w2.toString('latin1', 0, 1)).toBe('V')
+    expect(parse(w2)).toEqual(wState.idx.flatMap((x, k) => [x, wState.n[k]]))
+    const g2 = (await redis.getBuffer(`${prefix}{t}:g`))!
+    expect(g2.toString('latin1', 0, 1)).toBe('f')
+    expect(parse(g2)).toEqual([g.state.level, g.state.at])
+    const h2 = (await redis.getBuffer(`${prefix}{t}:h`))!
+    expect(h2.toString('latin1', 0, 1)).toBe('I')
+    expect(parseHold(h2)).toEqual(h.state)
+    expect(await counters.held('{t}:h', now)).toBe(h.used)
+    // Their TTLs written anew: the window's until its newest bucket leaves, plus the slack.
+    expect(await redis.pttl(`${prefix}{t}:w`)).toBeGreaterThan((b + 25) * hour - now + 55_000)
+    expect(await redis.pttl(`${prefix}{t}:h`)).toBe(-1)
+  })
+
+  it('leaves a counter’s TTL as it is when its expiry has not moved', async () => {
+    const hour = 3_600_000
+    const now = T0 + 100
+    const day: Check = {
+      type: 'window',
+      key: '{k}:w',
+      name: 'q',
+      limit: 100,
+      windowMs: 24 * hour,
+      bucketMs: hour,
+      cost: 1,
+    }
+    const key = `${prefix}{k}:w`
+    await counters.consume([day], now)
+    const idleAt = (Math.floor(now / hour) + 25) * hour - now + 60_000
+    expect(await redis.pttl(key)).toBeGreaterThan(idleAt - 5000)
+    expect(await redis.pttl(key)).toBeLessThanOrEqual(idleAt)
+    // Another count in the same bucket: the same expiry, so the TTL is not written (a TTL
+    // changed behind the script's back shows it).
+    await redis.pexpire(key, 10 * idleAt)
+    await counters.consume([day], now + 1000)
+    expect(await redis.pttl(key)).toBeGreaterThan(9 * idleAt)
+    // The next bucket moves the expiry an hour on: written again (by this call's clock, an
+    // hour later, the same distance away).
+    await counters.consume([day], now + hour)
+    expect(await redis.pttl(key)).toBeGreaterThan(idleAt - 5000)
+    expect(await redis.pttl(key)).toBeLessThanOrEqual(idleAt)
+    expect(parse(await redis.getBuffer(key))).toEqual([
+      Math.floor(now / hour),
+      2,
+      Math.floor(now / hour) + 1,
+      1,
+    ])
   })
 
   it('expires a period’s credits at keepUntil, an idle hold at once, never a rebuilt budget', async () => {

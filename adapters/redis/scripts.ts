@@ -6,18 +6,26 @@
  * along with the account's next admission). Loaded as a Redis Functions library (`LIBRARY`,
  * Redis 7+), so its helpers are defined once and not on every call, or run as the script
  * `CONSUME` (EVALSHA) where the server has no Functions. Its numbers come in one argument of
- * packed doubles (`struct.unpack`, no decimal text to parse per call). It mirrors
+ * packed doubles (`struct.unpack`, no decimal text to parse per call), and its states keep
+ * theirs packed too. It mirrors
  * `src/limits/{rolling-window,gcra,hold}.ts` operation for operation (same IEEE doubles, same
  * order of additions), so Redis and the in-memory store give the same figures; `scripts.test.ts` checks that on random sequences.
  *
- * Counter states are strings, every number written with `%.17g` so it reads back exactly
- * (Lua's `tostring` keeps only 14 digits):
- * - window `w,<idx>,<n>,<idx>,<n>…` (buckets oldest first)
- * - gcra `g,<level>,<at>`
- * - hold `h\n<used>\n<sum>\n<minExp>\n<maxExp>` then `\n#<id>\n<amount>\n<expiresAt>` per hold
- *   (in insertion order, ids escaped by the caller so they hold no newline; `#` marks an id,
- *   so a plain search finds it). `sum` is the holds' total when every amount is an integer;
- *   with it and `minExp > now`, an admission or a release reads no hold.
+ * Counter states are a letter, then the moment the counter expires by the caller's clock (its
+ * PX plus the call's `now`; infinity when it has no TTL), then its figures, all little-endian
+ * doubles (`struct.pack`, no decimal text to parse or print):
+ * - window `v` (`V` when rebuilt): then `<idx><n>` per bucket, oldest first
+ * - gcra `f`: then `<level><at>`
+ * - hold `i` (`I` when rebuilt): then `<used><sum><minExp><maxExp>`, then as text
+ *   `\n#<id>\n<amount>\n<expiresAt>` per hold (numbers with `%.17g`, in insertion order, ids
+ *   escaped by the caller so they hold no newline; `#` marks an id, so a plain search from the
+ *   end of the header finds it). `sum` is the holds' total when every amount is an integer,
+ *   else NaN; with it and `minExp > now`, an admission or a release reads no hold.
+ *
+ * A counter whose expiry has not moved is written with `KEEPTTL` (Redis 7+), not a new `PX`.
+ * The text forms of earlier versions are still read (`w,<idx>,<n>…`, `g,<level>,<at>`,
+ * `h\n<used>\n<sum>\n<minExp>\n<maxExp>` then the holds; `W`, `H` when rebuilt) and written
+ * packed the next time they change. An earlier version reads a packed counter as empty.
  *
  * Each counter is read at most once per call and written at most once, at its end. A counter
  * that would be idle is deleted; any other expires at the moment it turns idle plus `slackMs`
@@ -25,84 +33,178 @@
  * which never go idle.
  */
 
-/** Numbers across the Lua boundary: `num` reads, `fmt` writes exactly, `reply` answers. */
+/**
+ * The library functions the code calls, as locals: each use is then an upvalue, not a lookup
+ * in the globals. They are taken on the first call (`bind`), since a Functions library's code
+ * sees no globals but \`redis\` while it loads.
+ */
+const LOCALS = `
+local floor, ceil, max, sfind, ssub, sbyte, smatch, sgmatch, sformat, srep, concat, tremove
+local unpack, pack, tunpack, tonumber, rcall, keepttl
+local function bind()
+  floor, ceil, max = math.floor, math.ceil, math.max
+  sfind, ssub, sbyte, smatch, sgmatch = string.find, string.sub, string.byte, string.match, string.gmatch
+  sformat, srep, concat, tremove = string.format, string.rep, table.concat, table.remove
+  unpack, pack, tunpack, tonumber = struct.unpack, struct.pack, _G.unpack, _G.tonumber
+  rcall = redis.call
+  -- SET's KEEPTTL needs Redis 6; REDIS_VERSION_NUM is there from Redis 7.
+  keepttl = redis.REDIS_VERSION_NUM ~= nil
+end
+`
+
+/** Numbers as text (a hold's, and the text forms of earlier versions): `num` reads, `fmt` writes exactly. */
 const NUMBERS = `
 local INF = 1 / 0
 local function num(s)
   if s == 'inf' then return INF elseif s == '-inf' then return -INF end
   return tonumber(s)
 end
+-- The text of the integers 0 to 1023, each printed once (a hold's amount, mostly).
+local INTS = {}
 local function fmt(x)
   -- Integers (most figures) print exactly with %d, the same text as %.17g below 1e15 (but -0,
   -- left to %.17g), and faster.
-  if x == math.floor(x) and x < 1e15 and x > -1e15 and (x ~= 0 or 1 / x > 0) then
-    return string.format('%d', x)
+  if x == floor(x) and x < 1e15 and x > -1e15 and (x ~= 0 or 1 / x > 0) then
+    if x >= 0 and x < 1024 then
+      local t = INTS[x]
+      if not t then
+        t = sformat('%d', x)
+        INTS[x] = t
+      end
+      return t
+    end
+    return sformat('%d', x)
   end
   if x == INF then return 'inf' elseif x == -INF then return '-inf' end
-  return string.format('%.17g', x)
+  return sformat('%.17g', x)
 end
--- A figure for the reply: an integer as an integer reply (Redis truncates a Lua number to
--- one, exact below 2^53), anything else as text.
-local function reply(x)
-  if x == math.floor(x) and x < 9e15 and x > -9e15 then return x end
-  return fmt(x)
+-- The reply's figures (see ADMIT), kept from call to call.
+local OUT = {}
+-- The struct format of n little-endian doubles, built once per n.
+local DOUBLES = {}
+local function doubles(n)
+  local f = DOUBLES[n]
+  if not f then
+    f = '<' .. srep('d', n)
+    DOUBLES[n] = f
+  end
+  return f
 end
 `
 
 /** The call's key cache: each key read once (`get`) and written once at the end (`commit`). */
 const KEY_CACHE = `
--- Every key's text is read once per call and written once at its end (\`get\` / \`put\` /
--- \`commit\`): a settle and the admission that carries it may touch the same counter.
-local cache, order, ttl
-local function get(key)
-  local v = cache[key]
-  if v == nil then
-    v = redis.call('GET', key)
-    cache[key] = v
+-- Every key is read once per call, all at its start (one MGET), and written at most once, at
+-- its end (\`get\` / \`put\` / \`commit\`): a settle and the admission that carries it may touch
+-- the same counter. A key's entries sit at its first place in KEYS (\`slot\`): \`orig\` as read,
+-- \`cur\` as the call leaves it, \`pxs\` its PX once written (-1: none) and \`ats\` the expiry
+-- its new value keeps. The last three are tables kept from call to call (entries past #KEYS
+-- are left over from an earlier call, never read); each entry starts as \`orig\`'s, so a key
+-- whose \`pxs\` entry still equals its \`orig\` one was not written.
+local keys, slot, orig
+local cur, pxs, ats = {}, {}, {}
+local function load_keys(KEYS)
+  keys, slot = KEYS, {}
+  local nk = #KEYS
+  if nk == 0 then
+    orig = {}
+    return
   end
-  return v
+  orig = rcall('MGET', tunpack(KEYS))
+  for i = 1, nk do
+    local k, v = KEYS[i], orig[i]
+    if not slot[k] then slot[k] = i end
+    cur[i], pxs[i], ats[i] = v, v, v
+  end
 end
--- value false deletes the key; ms nil keeps it with no expiry.
-local function put(key, value, ms, slack)
-  if ttl[key] == nil then order[#order + 1] = key end
-  cache[key] = value
-  if ms == nil then ttl[key] = false else ttl[key] = math.max(1, math.ceil(ms)) + slack end
+local function get(key)
+  return cur[slot[key]]
+end
+-- A counter's expiry, written inline where a counter is (no call each): its PX, max(1,
+-- ceil(ms)) + slack (false: none), and the moment it stands for by the caller's clock, now +
+-- PX (infinity: none), which the counter's value keeps (its first double after the letter).
+-- value false deletes the key; px false keeps it with no expiry. at: the expiry the value
+-- keeps (nil for a record): when the counter had the same one, its TTL is left as it is.
+-- While an admission's checks run, their writes are only noted (\`stage\`, a table kept from
+-- call to call, \`nstage\` entries of it used): they are made when every check has passed.
+local stage, nstage, STAGE = nil, 0, {}
+local function put(key, value, px, at)
+  if stage then
+    stage[nstage + 1], stage[nstage + 2], stage[nstage + 3], stage[nstage + 4] = key, value, px or -1, at or false
+    nstage = nstage + 4
+    return
+  end
+  local j = slot[key]
+  cur[j], pxs[j], ats[j] = value, px or -1, at or false
 end
 local function commit()
-  for k = 1, #order do
-    local key = order[k]
-    local v, px = cache[key], ttl[key]
-    if v == false then
-      redis.call('DEL', key)
-    elseif px == false then
-      redis.call('SET', key, v)
-    else
-      -- An integer: Redis writes it exactly (fpconv), no string.format here.
-      redis.call('SET', key, v, 'PX', px)
+  for j = 1, #keys do
+    local px, was = pxs[j], orig[j]
+    if px ~= was then
+      local v = cur[j]
+      if v == false then
+        if was then rcall('DEL', keys[j]) end
+      elseif px == -1 then
+        rcall('SET', keys[j], v)
+      else
+        -- The same expiry as the packed state read (v, V, f, i, I) had: its TTL kept.
+        local at, keep = ats[j], false
+        if keepttl and at and was then
+          local l = sbyte(was, 1)
+          keep = (l == 118 or l == 86 or l == 102 or l == 105 or l == 73) and at == unpack('<d', was, 2)
+        end
+        if keep then
+          rcall('SET', keys[j], v, 'KEEPTTL')
+        else
+          -- An integer: Redis writes it exactly (fpconv), no string.format here.
+          rcall('SET', keys[j], v, 'PX', px)
+        end
+      end
     end
   end
 end
 `
 
-/** Rolling windows: the state `w,<idx>,<n>…` read, counted into and written. */
+/** Rolling windows: the state read, counted into and written. */
 const WINDOW = `
 -- rolling window (limits/rolling-window.ts)
--- The live buckets, and whether the window was rebuilt (\`W\`, see Rebuild in storage/types).
+-- The live buckets, and whether the window was rebuilt (\`V\`, \`W\` in the text form; see
+-- Rebuild in storage/types).
 local function window_live(raw, first)
   local idx, n = {}, {}
   if not raw then return idx, n, false end
-  local l = string.sub(raw, 1, 1)
-  if l ~= 'w' and l ~= 'W' then return idx, n, false end
+  local l = sbyte(raw, 1)
+  if l == 118 or l == 86 then
+    local m = (#raw - 9) / 8
+    local k = 0
+    if m == 2 then
+      -- One bucket (the common case): read with no table between.
+      local _, b, c = unpack('<ddd', raw, 2)
+      if b >= first then idx[1], n[1] = b, c end
+    elseif m > 0 then
+      local x = { unpack(DOUBLES[m] or doubles(m), raw, 10) }
+      for j = 1, m, 2 do
+        local b = x[j]
+        if b >= first then
+          k = k + 1
+          idx[k], n[k] = b, x[j + 1]
+        end
+      end
+    end
+    return idx, n, l == 86
+  end
+  -- The text form of versions before the packed one (w, W).
+  if l ~= 119 and l ~= 87 then return idx, n, false end
   -- One pattern match per bucket, no list of parts built first.
   local k = 0
-  for i, c in string.gmatch(raw, ',([^,]*),([^,]*)') do
+  for i, c in sgmatch(raw, ',([^,]*),([^,]*)') do
     local b = tonumber(i)
     if b >= first then
       k = k + 1
       idx[k], n[k] = b, tonumber(c)
     end
   end
-  return idx, n, l == 'W'
+  return idx, n, l == 87
 end
 local function window_add(idx, n, current, cost)
   local last = #idx
@@ -118,48 +220,65 @@ local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack, r
     put(key, false)
     return
   end
-  local parts = { 'w' }
-  if rebuilt then parts[1] = 'W' end
-  for k = 1, #idx do
-    parts[#parts + 1] = fmt(idx[k])
-    parts[#parts + 1] = fmt(n[k])
-  end
   local idleIn = nil
   if windowMs ~= 0 then
     if #idx == 0 then idleIn = windowMs else idleIn = (idx[#idx] + span + 1) * bucketMs - now end
   end
-  put(key, table.concat(parts, ','), idleIn, slack)
+  local px, at = false, INF
+  if idleIn then
+    px = max(1, ceil(idleIn)) + slack
+    at = now + px
+  end
+  local l = 'v'
+  if rebuilt then l = 'V' end
+  if #idx == 1 then
+    put(key, l .. pack('<ddd', at, idx[1], n[1]), px, at)
+    return
+  end
+  local x = { at }
+  for k = 1, #idx do
+    x[2 * k], x[2 * k + 1] = idx[k], n[k]
+  end
+  put(key, l .. pack(DOUBLES[#x] or doubles(#x), tunpack(x)), px, at)
 end
 local function window_geometry(now, windowMs, bucketMs)
   if windowMs == 0 then return 0, 0 end
-  return math.floor(now / bucketMs), math.ceil(windowMs / bucketMs)
+  return floor(now / bucketMs), ceil(windowMs / bucketMs)
 end
 `
 
-/** GCRA in unit-milliseconds: the state `g,<level>,<at>` read and written. */
+/** GCRA in unit-milliseconds: the state read and written. */
 const GCRA = `
 -- GCRA (limits/gcra.ts), in unit-milliseconds: levels scaled by periodMs
-local function round(x)
-  local f = math.floor(x)
-  if x - f >= 0.5 then return f + 1 end
-  return f
-end
 -- The level at t and t itself: the later of now and the stored time (a stored time never
 -- moves back, gcraTime in gcra.ts).
 local function gcra_scaled(raw, now, limit, periodMs)
   if not raw then return 0, now end
-  local lv, a = string.match(raw, '^g,([^,]*),(.*)$')
-  if not lv then return 0, now end
-  local at = tonumber(a)
+  local lv, at
+  if sbyte(raw, 1) == 102 then
+    local _
+    _, lv, at = unpack('<ddd', raw, 2)
+  else
+    -- The text form of versions before the packed one.
+    local l, a = smatch(raw, '^g,([^,]*),(.*)$')
+    if not l then return 0, now end
+    lv, at = tonumber(l), tonumber(a)
+  end
   local t = now
   if at > t then t = at end
-  return math.max(0, round(tonumber(lv) * periodMs) - math.max(0, t - at) * limit), t
+  -- round(lv * periodMs), as Math.round
+  local x = lv * periodMs
+  local r = floor(x)
+  if x - r >= 0.5 then r = r + 1 end
+  return max(0, r - max(0, t - at) * limit), t
 end
 local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
   if scaled <= 0 then
     put(key, false)
   else
-    put(key, 'g,' .. fmt(scaled / periodMs) .. ',' .. fmt(t), scaled / limit + 1 + (t - now), slack)
+    local px = max(1, ceil(scaled / limit + 1 + (t - now))) + slack
+    local at = now + px
+    put(key, 'f' .. pack('<ddd', at, scaled / periodMs, t), px, at)
   end
 end
 `
@@ -172,25 +291,30 @@ const HOLD = `
 -- \`maxExp\`, bounds on the holds' expiries (a release leaves them: a stale bound only sends
 -- the next call down the full path, or keeps an idle key a little longer).
 local function integral(x)
-  return x == math.floor(x) and x < 9e15 and x > -9e15
+  return x == floor(x) and x < 9e15 and x > -9e15
 end
--- The header: used, sum (nil when unknown), minExp, maxExp, where the holds start, the used
--- text, and whether the counter was rebuilt (\`H\` instead of \`h\`, see Rebuild in
--- storage/types). No state: zeros and an empty body.
+-- The header: used, sum (nil when unknown), minExp, maxExp, where the holds start, and
+-- whether the counter was rebuilt (\`I\` instead of \`i\`, \`H\` instead of \`h\` in the text
+-- form; see Rebuild in storage/types). No state: zeros and an empty body.
+-- The last packed header written (hold_put) or read, by its whole value: a release and the
+-- admission after it on one counter read the header the release wrote.
+local head_raw, head_used, head_sum, head_mn, head_mx, head_rebuilt
 local function hold_head(raw)
-  if not raw then return 0, 0, INF, -INF, nil, '0', false end
-  local _, e, l, u, sm, mn, mx = string.find(raw, '^([hH])\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)')
-  if not e then return 0, 0, INF, -INF, nil, '0', false end
+  if not raw then return 0, 0, INF, -INF, nil, false end
+  if raw == head_raw then return head_used, head_sum, head_mn, head_mx, 42, head_rebuilt end
+  local l = sbyte(raw, 1)
+  if l == 105 or l == 73 then
+    local _, used, sum, mn, mx = unpack('<ddddd', raw, 2)
+    if sum ~= sum then sum = nil end
+    head_raw, head_used, head_sum, head_mn, head_mx, head_rebuilt = raw, used, sum, mn, mx, l == 73
+    return used, sum, mn, mx, 42, l == 73
+  end
+  -- The text form of versions before the packed one.
+  local _, e, t, u, sm, mn, mx = sfind(raw, '^([hH])\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)')
+  if not e then return 0, 0, INF, -INF, nil, false end
   local sum = nil
   if sm ~= '' then sum = tonumber(sm) end
-  return tonumber(u), sum, num(mn), num(mx), e + 1, u, l == 'H'
-end
-local function hold_text(usedText, sum, mn, mx, body, rebuilt)
-  local st = ''
-  if sum then st = fmt(sum) end
-  local l = 'h'
-  if rebuilt then l = 'H' end
-  return l .. '\\n' .. usedText .. '\\n' .. st .. '\\n' .. fmt(mn) .. '\\n' .. fmt(mx) .. body
+  return tonumber(u), sum, num(mn), num(mx), e + 1, t == 'H'
 end
 -- How long a hold counter is kept: false deletes it now, nil keeps it with no expiry. With a
 -- keepUntil (a period's credits), until then and its last hold; without, while it has a
@@ -206,18 +330,32 @@ local function hold_idle_in(used, rebuilt, hasHolds, mx, keep, now)
   if not hasHolds then return false end
   return mx - now
 end
--- put() with hold_idle_in's answer.
-local function hold_put(key, text, idleIn, slack)
-  if idleIn == false then put(key, false) else put(key, text, idleIn, slack) end
+-- A hold counter written (its header packed, sum NaN when unknown, then its holds) for
+-- hold_idle_in's answer.
+local function hold_put(key, used, sum, mn, mx, body, rebuilt, idleIn, slack, now)
+  if idleIn == false then
+    put(key, false)
+    return
+  end
+  local px, at = false, INF
+  if idleIn then
+    px = max(1, ceil(idleIn)) + slack
+    at = now + px
+  end
+  local l = 'i'
+  if rebuilt then l = 'I' end
+  local v = l .. pack('<ddddd', at, used, sum or 0 / 0, mn, mx) .. body
+  head_raw, head_used, head_sum, head_mn, head_mx, head_rebuilt = v, used, sum, mn, mx, rebuilt
+  put(key, v, px, at)
 end
 -- The full path: every hold read, the expired ones dropped, in insertion order.
 local function hold_live(raw, now)
   local s = { used = 0, ids = {}, amounts = {}, expires = {}, text = {} }
   local held = 0
-  local used, _, _, _, from, _, rebuilt = hold_head(raw)
+  local used, _, _, _, from, rebuilt = hold_head(raw)
   s.used, s.rebuilt = used, rebuilt
   if not from then return s, held end
-  for id, a, e in string.gmatch(string.sub(raw, from), '\\n#([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)') do
+  for id, a, e in sgmatch(ssub(raw, from), '\\n#([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)') do
     local exp = tonumber(e)
     if exp > now then
       local amount = tonumber(a)
@@ -243,7 +381,7 @@ local function hold_write(key, s, now, slack, keep)
     if e > mx then mx = e end
   end
   local idleIn = hold_idle_in(s.used, s.rebuilt, #s.ids > 0, mx, keep, now)
-  hold_put(key, hold_text(fmt(s.used), sum, mn, mx, table.concat(parts), s.rebuilt), idleIn, slack)
+  hold_put(key, s.used, sum, mn, mx, concat(parts), s.rebuilt, idleIn, slack, now)
 end
 `
 
@@ -253,32 +391,35 @@ const SETTLE_OP = `
 -- t 2: add to a window (a windowMs, b bucketMs, c cost); t 3: add to a GCRA limit (a limit,
 -- b windowMs, c cost).
 local function settle_op(key, t, id, a, b, c, now, slack)
-  local raw = get(key)
+  local raw = cur[slot[key]]
   if t == 1 then
     -- Only when the hold is still there (a retried settle must not charge twice).
     local ifHeld = b == 1
     local keep = nil
     if c == c then keep = c end
-    local used, sum, mn, mx, from, _, rebuilt = hold_head(raw)
+    local used, sum, mn, mx, from, rebuilt = hold_head(raw)
     if sum and mn > now then
       -- No hold expired and the total known: the hold's text cut out, nothing else read.
       local body = ''
       local at = nil
-      if from then at = string.find(raw, '\\n#' .. id .. '\\n', from, true) end
+      if from then at = sfind(raw, '\\n#' .. id .. '\\n', from, true) end
       if ifHeld and not at then return end
       used = used + a
       if from then
         if at then
-          local _, e, amt = string.find(raw, '^\\n#[^\\n]*\\n([^\\n]*)\\n[^\\n]*', at)
-          sum = sum - tonumber(amt)
-          body = string.sub(raw, from, at - 1) .. string.sub(raw, e + 1)
+          -- The amount after the id's line, the expiry after it, up to the next hold or the end.
+          local p = at + #id + 3
+          local q = sfind(raw, '\\n', p, true)
+          sum = sum - tonumber(ssub(raw, p, q - 1))
+          local e = sfind(raw, '\\n', q + 1, true)
+          if e then body = ssub(raw, from, at - 1) .. ssub(raw, e) else body = ssub(raw, from, at - 1) end
         else
-          body = string.sub(raw, from)
+          body = ssub(raw, from)
         end
       end
       if body == '' then sum, mn, mx = 0, INF, -INF end
       local idleIn = hold_idle_in(used, rebuilt, body ~= '', mx, keep, now)
-      hold_put(key, hold_text(fmt(used), sum, mn, mx, body, rebuilt), idleIn, slack)
+      hold_put(key, used, sum, mn, mx, body, rebuilt, idleIn, slack, now)
       return
     end
     local s = hold_live(raw, now)
@@ -325,7 +466,7 @@ local function revert_op(key, t, id, a, b, c, now, at, slack)
     local current, span = window_geometry(now, windowMs, bucketMs)
     local idx, n, rebuilt = window_live(raw, current - span)
     local bucket = 0
-    if windowMs ~= 0 then bucket = math.floor(at / bucketMs) end
+    if windowMs ~= 0 then bucket = floor(at / bucketMs) end
     -- A count whose bucket has left the window is gone already (see revert in limits/counters).
     if bucket < current - span then return end
     for k = 1, #idx do
@@ -333,8 +474,8 @@ local function revert_op(key, t, id, a, b, c, now, at, slack)
         if n[k] - cost > 0 then
           n[k] = n[k] - cost
         else
-          table.remove(idx, k)
-          table.remove(n, k)
+          tremove(idx, k)
+          tremove(n, k)
         end
         break
       end
@@ -345,8 +486,8 @@ local function revert_op(key, t, id, a, b, c, now, at, slack)
     -- the time never moves back, and what drained up to it is not given back.
     local limit, windowMs, cost = a, b, c
     local scaled, t2 = gcra_scaled(raw, now, limit, windowMs)
-    local back = math.max(0, cost * windowMs - math.max(0, t2 - at) * limit)
-    gcra_write(key, math.max(0, scaled - back), t2, now, limit, windowMs, slack)
+    local back = max(0, cost * windowMs - max(0, t2 - at) * limit)
+    gcra_write(key, max(0, scaled - back), t2, now, limit, windowMs, slack)
   end
 end
 `
@@ -359,21 +500,23 @@ end
  */
 const SETTLE_PHASE = `
 local function consume(KEYS, ARGV)
-cache, order, ttl = {}, {}, {}
+if not rcall then bind() end
+stage = nil
+load_keys(KEYS)
 local blob = ARGV[1]
-local now, slack, nOps, markTtl, pos = struct.unpack('<dddd', blob)
+local now, slack, nOps, markTtl, pos = unpack('<dddd', blob)
 local si = 2
 local i = 1
 while i <= nOps do
   local t, opNow, a, b, c
-  t, opNow, a, b, c, pos = struct.unpack('<ddddd', blob, pos)
+  t, opNow, a, b, c, pos = unpack('<ddddd', blob, pos)
   if t == 4 then
     -- a cancel: a ttlMs, b the count of revert ops that follow
     local m = get(KEYS[i])
-    if m ~= 'x' then put(KEYS[i], 'x', a, 0) end
+    if m ~= 'x' then put(KEYS[i], 'x', max(1, ceil(a))) end
     for j = i + 1, i + b do
       local tj, at, aj, bj, cj
-      tj, at, aj, bj, cj, pos = struct.unpack('<ddddd', blob, pos)
+      tj, at, aj, bj, cj, pos = unpack('<ddddd', blob, pos)
       local id = nil
       if tj == 5 then
         id = ARGV[si]
@@ -396,10 +539,11 @@ end
 
 /**
  * A window check (`rollingWindow` in limits/rolling-window.ts): its figures, and its write
- * queued on `writes` when it passes. `seed`: the base of a rebuild (limits/counters).
+ * staged (`put` while `stage` is set) when it passes. `seed`: the base of a rebuild
+ * (limits/counters), written at once.
  */
 const CHECK_WINDOW = `
-local function check_window(key, raw, limit, windowMs, bucketMs, cost, seed, now, slack, writes)
+local function check_window(key, raw, limit, windowMs, bucketMs, cost, seed, now, slack)
   local ok, used, remaining, resetMs, retryMs
   local allTime = windowMs == 0
   local current, span = window_geometry(now, windowMs, bucketMs)
@@ -408,9 +552,12 @@ local function check_window(key, raw, limit, windowMs, bucketMs, cost, seed, now
     -- Rebuilt: written now, whatever the admission's outcome, with the larger count.
     local had = 0
     for k = 1, #n do had = had + n[k] end
-    window_add(idx, n, current, math.max(0, seed - had))
+    window_add(idx, n, current, max(0, seed - had))
     rebuilt = true
+    local staged = stage
+    stage = nil
     window_write(key, idx, n, now, windowMs, bucketMs, span, slack, true)
+    stage = staged
   end
   local sum = 0
   for k = 1, #n do sum = sum + n[k] end
@@ -418,7 +565,7 @@ local function check_window(key, raw, limit, windowMs, bucketMs, cost, seed, now
   elseif #idx == 0 then resetMs = 0
   else resetMs = (idx[1] + span + 1) * bucketMs - now end
   if sum + cost > limit then
-    ok, used, remaining, retryMs = false, sum, math.max(0, limit - sum), INF
+    ok, used, remaining, retryMs = false, sum, max(0, limit - sum), INF
     if not allTime then
       local freed = 0
       for k = 1, #idx do
@@ -435,9 +582,7 @@ local function check_window(key, raw, limit, windowMs, bucketMs, cost, seed, now
     if allTime then resetMs = INF
     elseif #idx == 0 then resetMs = 0
     else resetMs = (idx[1] + span + 1) * bucketMs - now end
-    writes[#writes + 1] = function()
-      window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
-    end
+    window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
   end
   return ok, used, remaining, resetMs, retryMs
 end
@@ -445,7 +590,7 @@ end
 
 /** A GCRA check (`gcra` in limits/gcra.ts), as `check_window`. */
 const CHECK_GCRA = `
-local function check_gcra(key, raw, limit, windowMs, cost, now, slack, writes)
+local function check_gcra(key, raw, limit, windowMs, cost, now, slack)
   local ok, remaining, resetMs, retryMs
   local capacity = limit * windowMs
   local drained, t = gcra_scaled(raw, now, limit, windowMs)
@@ -454,15 +599,15 @@ local function check_gcra(key, raw, limit, windowMs, cost, now, slack, writes)
   if cost <= 0 then need = 1 end
   need = need * windowMs
   if drained + need > capacity then
-    ok, retryMs = false, math.max(1, math.ceil((drained + need - capacity) / limit)) + ahead
-    remaining = math.max(0, math.floor((capacity - drained) / windowMs))
-    resetMs = math.ceil(drained / limit) + ahead
+    ok, retryMs = false, max(1, ceil((drained + need - capacity) / limit)) + ahead
+    remaining = max(0, floor((capacity - drained) / windowMs))
+    resetMs = ceil(drained / limit) + ahead
   else
     local level = drained + cost * windowMs
     ok, retryMs = true, 0
-    remaining = math.max(0, math.floor((capacity - level) / windowMs))
-    resetMs = math.ceil(level / limit) + ahead
-    writes[#writes + 1] = function() gcra_write(key, level, t, now, limit, windowMs, slack) end
+    remaining = max(0, floor((capacity - level) / windowMs))
+    resetMs = ceil(level / limit) + ahead
+    gcra_write(key, level, t, now, limit, windowMs, slack)
   end
   return ok, limit - remaining, remaining, resetMs, retryMs
 end
@@ -473,18 +618,18 @@ end
  * expired and the total known from the header, the new hold is appended and nothing else read.
  */
 const CHECK_HOLD = `
-local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, slack, writes)
+local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, slack)
   local ok, used, remaining, retryMs
-  local settled, sum, mn, mx, from, usedText, rebuilt = hold_head(raw)
-  if not seed and sum and mn > now and not (from and string.find(raw, '\\n#' .. id .. '\\n', from, true)) then
+  local settled, sum, mn, mx, from, rebuilt = hold_head(raw)
+  if not seed and sum and mn > now and not (from and sfind(raw, '\\n#' .. id .. '\\n', from, true)) then
     local total = settled + sum
     if total + amount > limit then
-      return false, total, math.max(0, limit - total), 0, 1000
+      return false, total, max(0, limit - total), 0, 1000
     end
-    writes[#writes + 1] = function()
+    do
       local exp = now + ttlMs
       local body = ''
-      if from then body = string.sub(raw, from) end
+      if from then body = ssub(raw, from) end
       local s2 = nil
       if integral(amount) then s2 = sum + amount end
       local hi = mx
@@ -493,7 +638,7 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
       if exp < lo then lo = exp end
       local idleIn = hold_idle_in(settled, rebuilt, true, hi, keep, now)
       body = body .. '\\n#' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp)
-      hold_put(key, hold_text(usedText, s2, lo, hi, body, rebuilt), idleIn, slack)
+      hold_put(key, settled, s2, lo, hi, body, rebuilt, idleIn, slack, now)
     end
     return true, total + amount, limit - total - amount, 0, 0
   end
@@ -502,12 +647,15 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
     -- Rebuilt: written now, whatever the admission's outcome, with the larger of the two
     -- (an unmarked counter may hold settles made since the loss, then mostly in the base
     -- too, or be a whole count kept from before rebuilds).
-    s.used, s.rebuilt = math.max(s.used, seed), true
+    s.used, s.rebuilt = max(s.used, seed), true
+    local staged = stage
+    stage = nil
     hold_write(key, s, now, slack, keep)
+    stage = staged
   end
   local total = s.used + held
   if total + amount > limit then
-    return false, total, math.max(0, limit - total), 0, 1000
+    return false, total, max(0, limit - total), 0, 1000
   end
   local found = false
   for k = 1, #s.ids do
@@ -520,7 +668,7 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
     local k = #s.ids + 1
     s.ids[k], s.amounts[k], s.expires[k] = id, amount, now + ttlMs
   end
-  writes[#writes + 1] = function() hold_write(key, s, now, slack, keep) end
+  hold_write(key, s, now, slack, keep)
   return true, total + amount, limit - total - amount, 0, 0
 end
 `
@@ -531,66 +679,71 @@ end
  * applied. Then every key written is committed.
  */
 const ADMIT = `
-local out = { 1 }
-local writes = {}
+-- The reply's figures, n of them so far (OUT, a table kept from call to call).
+local out = OUT
+out[1] = 1
+local n = 1
 local lastCheck = #KEYS
 local markKey = nil
 if markTtl == markTtl then
   markKey = KEYS[#KEYS]
   lastCheck = lastCheck - 1
-  if get(markKey) == 'x' then
+  if cur[slot[markKey]] == 'x' then
     -- A cancel of this admission came first: nothing is counted.
     for k = nOps + 1, lastCheck do
-      local n = #out
       out[1], out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 0, 0, 0, 0, 0, 1000
+      n = n + 5
     end
     commit()
-    return out
+    return pack(DOUBLES[n] or doubles(n), tunpack(out, 1, n))
   end
 end
+stage, nstage = STAGE, 0
 for i = nOps + 1, lastCheck do
   local key = KEYS[i]
   local t, limit, a, b, c, rb, base
-  t, limit, a, b, c, rb, base, pos = struct.unpack('<ddddddd', blob, pos)
+  t, limit, a, b, c, rb, base, pos = unpack('<ddddddd', blob, pos)
   local id = nil
   if t == 3 then
     id = ARGV[si]
     si = si + 1
   end
-  local raw = get(key)
+  local raw = cur[slot[key]]
   local ok, used, remaining, resetMs, retryMs
   -- Rebuild: seed is the base to add when the counter was not rebuilt; ask answers missing.
   local seed = nil
   if rb ~= 0 and raw then
-    local l = string.sub(raw, 1, 1)
-    if l == 'W' or l == 'H' then rb = 0 end
+    local l = sbyte(raw, 1)
+    if l == 86 or l == 73 or l == 87 or l == 72 then rb = 0 end
   end
   if rb == 2 then seed = base end
   if rb == 1 then
     ok, used, remaining, resetMs, retryMs = -1, 0, 0, 0, 0
   elseif t == 1 then
-    ok, used, remaining, resetMs, retryMs = check_window(key, raw, limit, a, b, c, seed, now, slack, writes)
+    ok, used, remaining, resetMs, retryMs = check_window(key, raw, limit, a, b, c, seed, now, slack)
   elseif t == 2 then
-    ok, used, remaining, resetMs, retryMs = check_gcra(key, raw, limit, a, b, now, slack, writes)
+    ok, used, remaining, resetMs, retryMs = check_gcra(key, raw, limit, a, b, now, slack)
   else
     local keep = nil
     if c == c then keep = c end
-    ok, used, remaining, resetMs, retryMs = check_hold(key, raw, limit, a, b, id, keep, seed, now, slack, writes)
+    ok, used, remaining, resetMs, retryMs = check_hold(key, raw, limit, a, b, id, keep, seed, now, slack)
   end
-  local n = #out
-  if ok == -1 then out[1], out[n + 1] = 0, -1
-  elseif ok then out[n + 1] = 1 else out[1], out[n + 1] = 0, 0 end
-  out[n + 2] = reply(used)
-  out[n + 3] = reply(remaining)
-  out[n + 4] = reply(resetMs)
-  out[n + 5] = reply(retryMs)
+  if ok == -1 then out[1], ok = 0, -1
+  elseif ok then ok = 1 else out[1], ok = 0, 0 end
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = ok, used, remaining, resetMs, retryMs
+  n = n + 5
 end
 if out[1] == 1 then
-  for k = 1, #writes do writes[k]() end
-  if markKey then put(markKey, 'c', markTtl, 0) end
+  stage = nil
+  for k = 1, nstage, 4 do
+    local j = slot[STAGE[k]]
+    cur[j], pxs[j], ats[j] = STAGE[k + 1], STAGE[k + 2], STAGE[k + 3]
+  end
+  if markKey then put(markKey, 'c', max(1, ceil(markTtl))) end
 end
+stage = nil
 commit()
-return out
+return pack(DOUBLES[n] or doubles(n), tunpack(out, 1, n))
 end
 `
 
@@ -622,14 +775,13 @@ const CALL = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] 
 --            missing unless rebuilt, 2 rebuild with base unless rebuilt
 -- ARGV[2..]  the hold ids of ops of type 1 and 5 and of checks of type 3, in order (escaped
 --            by the caller: no newline)
--- Returns { allowed (1 | 0), then per check: allowed (1 | 0 | -1 missing), used, remaining,
---   resetMs, retryAfterMs }: integers as integer replies (no string to format), other
---   numbers as '%.17g' strings ('inf' for infinity). A refused admission (missing included)
+-- Returns little-endian doubles: allowed (1 | 0), then per check allowed (1 | 0 | -1
+--   missing), used, remaining, resetMs, retryAfterMs. A refused admission (missing included)
 --   writes no record.
 `
 
 /** The helpers and `consume`: defined once per load as a library, once per call as a script. */
-const LIBRARY_BODY = `${NUMBERS}${KEY_CACHE}${WINDOW}${GCRA}${HOLD}${SETTLE_OP}${REVERT_OP}${CHECK_WINDOW}${CHECK_GCRA}${CHECK_HOLD}${SETTLE_PHASE}${ADMIT}`
+const LIBRARY_BODY = `${LOCALS}${NUMBERS}${KEY_CACHE}${WINDOW}${GCRA}${HOLD}${SETTLE_OP}${REVERT_OP}${CHECK_WINDOW}${CHECK_GCRA}${CHECK_HOLD}${SETTLE_PHASE}${ADMIT}`
 
 /** FNV-1a of the text, in hex: the library's version, so two versions can be loaded at once. */
 function version(text: string): string {

@@ -38,7 +38,7 @@ type Reply = string | number | null | Reply[]
 
 /** The client with tollbooth's commands defined on it. */
 export interface Commands {
-  tollboothConsume: Run<Array<number | string>>
+  tollboothConsume: Run<Buffer>
   tollboothClaim: Run<number>
   tollboothKeyCreate: Run<number>
   tollboothKeyCas: Run<number>
@@ -90,8 +90,9 @@ export const SCRIPTS: Record<keyof Commands, string> = {
   tollboothIpLift: IP_LIFT,
 }
 
-/** The user's client with the commands defined (redefining them is harmless). */
-export type Client = RedisClient & Commands
+/** The user's client with the commands defined (redefining them is harmless); the counters'
+ * reply is binary, read by the command's Buffer form. */
+export type Client = RedisClient & Commands & { tollboothConsumeBuffer: Run<Buffer> }
 
 /** Defines every tollbooth command on `client` (numkeys given per call) and returns it typed. */
 export function defineCommands(client: RedisClient): Client {

@@ -9,6 +9,7 @@
 
 import { connect } from 'node:net'
 import { afterAll, describe, expect, it } from 'vitest'
+import { holdState } from '../../adapters/redis/counters.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { CONSUME_FUNCTION, SETTLE_FUNCTION } from '../../adapters/redis/scripts.js'
 import { describeStorageConformance } from '../../adapters/testing/index.js'
@@ -313,8 +314,14 @@ describe.skipIf(!client)('redisStorage on Redis', () => {
     expect(mine.map((c) => [c.args[0], c.args[1], Number(c.args[2])])).toEqual([
       ['fcall', SETTLE_FUNCTION, 4],
     ])
-    expect(await own.get(`${prefix}{a}:credit`)).toBe('h\n2\n0\ninf\n-inf')
-    expect(await own.get(`${prefix}{b}:credit`)).toBe('h\n2\n0\ninf\n-inf')
+    for (const tag of ['{a}', '{b}'])
+      expect(holdState(await own.getBuffer(`${prefix}${tag}:credit`))).toEqual({
+        used: 2,
+        sum: 0,
+        minExp: Infinity,
+        maxExp: -Infinity,
+        holds: [],
+      })
     expect(await own.exists(`${prefix}{a}:rate`)).toBe(1)
 
     // A long batch is sent without waiting: 300 ops in calls of at most 256, all applied.
@@ -331,7 +338,14 @@ describe.skipIf(!client)('redisStorage on Redis', () => {
       },
     } as const
     await counters.settle(Array(300).fill(add), now)
-    expect(await own.get(`${prefix}{a}:day`)).toBe('w,0,300')
+    // Packed: v, its expiry (none), then bucket 0 with 300.
+    const day = (await own.getBuffer(`${prefix}{a}:day`))!
+    expect([day.toString('latin1', 0, 1), day.length, day.readDoubleLE(1)]).toEqual([
+      'v',
+      25,
+      Infinity,
+    ])
+    expect([day.readDoubleLE(9), day.readDoubleLE(17)]).toEqual([0, 300])
 
     // tb.close() waits for a settle still queued.
     const tb = createTollbooth({ secret: SECRET, storage, usage: { flushIntervalMs: 60_000 } })
