@@ -66,7 +66,12 @@ import { warnOnce } from './warnings.js'
 
 /** A cache entry for a stored key: its limits compiled once. */
 export function toCached(record: KeyRecord): CachedKey {
-  return { record, info: publicKey(record), templates: compileKeyLimits(record) }
+  return {
+    record,
+    info: publicKey(record),
+    templates: compileKeyLimits(record),
+    account: undefined,
+  }
 }
 
 /** What one tollbooth instance's pipeline keeps between requests. */
@@ -426,9 +431,12 @@ function costOf(
 /** Step 6: the account's admission view, when metered or on plans (cached, else read). */
 function account(a: Attempt): Promise<Denial | undefined> | undefined {
   if (!a.metered && !a.ctx.accounts.hasPlans) return undefined
-  const cached = a.ctx.accounts.peek(a.entry!.record.accountId, a.now)
-  if (cached === undefined) return readAccount(a)
-  a.account = cached
+  const entry = a.entry!
+  const held = a.ctx.accounts.peek(entry.record.accountId, a.now, entry.account)
+  if (held === undefined) return readAccount(a)
+  // Written only when it changed: the entry is long-lived, the view is as old as its cache.
+  if (entry.account !== held) entry.account = held
+  a.account = held.a
   return undefined
 }
 

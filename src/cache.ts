@@ -24,6 +24,7 @@
 import { LRUCache } from 'lru-cache'
 import type { ApiKeyInfo } from './decision.js'
 import type { CheckTemplate } from './limits/admission.js'
+import type { HeldAccount } from './metering/accounts.js'
 import type { KeyRecord } from './storage/types.js'
 
 /** A verified key with what the hot path derives from it, computed once per cache fill. */
@@ -31,6 +32,8 @@ export interface CachedKey {
   record: KeyRecord
   info: ApiKeyInfo
   templates: CheckTemplate[]
+  /** The account's cached admission view this key used last (see `HeldAccount`). */
+  account: HeldAccount | undefined
 }
 
 /**
