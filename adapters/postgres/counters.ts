@@ -16,9 +16,9 @@
  * stay locked only while that statement runs, not while this process's event loop gets to a
  * reply. When another writer changed a row (another instance, or a prune of a value that
  * expired after the calls arrived), nothing is written and the same calls run as below; the
- * account then runs under lock for 10 ms, doubled each time it finds a row changed again soon
- * after, up to 1 s, so two instances sharing an account do not pay a wasted round trip per
- * transaction.
+ * account then runs
+ * under lock for 10 ms, doubled each time it finds a row changed again soon after, up to 1 s,
+ * so two instances sharing an account do not pay a wasted round trip per transaction.
  *
  * Under lock, a transaction is two round trips:
  * 1. `BEGIN` and one `INSERT … ON CONFLICT DO UPDATE` that creates the missing rows and locks
@@ -110,17 +110,10 @@ export interface PostgresCounters extends CounterStore {
   idle(): Promise<void>
   /**
    * Since the store was made: transactions run and the calls they answered; of those
-   * transactions, the ones run in one statement on the values known (`counters_apply`); the
-   * attempts at one that found a row changed (then run under lock); and the statements sent
-   * again because they had run before the group's previous one.
+   * transactions, the ones run in one statement on the values known (`counters_apply`); and
+   * the attempts at one that found a row changed (then run under lock).
    */
-  stats(): {
-    transactions: number
-    calls: number
-    oneStatement: number
-    changed: number
-    resent: number
-  }
+  stats(): { transactions: number; calls: number; oneStatement: number; changed: number }
 }
 
 /** A time as its `bigint` column holds it: null for null and a non-finite time. */
@@ -135,12 +128,6 @@ const KNOWN_MAX = 20_000
 
 /** How long a group whose rows another writer changed runs its transactions under lock. */
 const CONTENDED_MS = 1000
-
-/** A one-statement transaction in flight; `settled` resolves once it is done, either way. */
-interface Sending {
-  done: boolean
-  settled: Promise<void>
-}
 
 /** A row as this instance last read or wrote it: its state as JSON text, and `expires_at`. */
 interface Known {
@@ -203,7 +190,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     }
   }
   let sinceSweep = 0
-  const stats = { transactions: 0, calls: 0, oneStatement: 0, changed: 0, resent: 0 }
+  const stats = { transactions: 0, calls: 0, oneStatement: 0, changed: 0 }
   let pruning: Promise<unknown> | null = null
 
   // A pg Pool's size (10 unless set): counter transactions of all accounts take at most it.
@@ -218,8 +205,6 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
    * lock (`performance.now()` ms), and for how long that was.
    */
   const contended = new Map<string, { until: number; ms: number }>()
-  /** The latest one-statement transaction of each group, while it runs. */
-  const sending = new Map<string, Sending>()
   /** False once the database answered that `counters_apply` does not exist (not migrated). */
   let oneStatement = true
   /** The clock of the latest call (see `sweep`), which stamps the calls as they arrive. */
@@ -276,64 +261,38 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
       }
     }
     batch += ']'
-    // What this transaction leaves, known before it runs: the group's next transaction starts
-    // now and computes on it (its statement then finds these values, or fails and runs again).
+    const values = [batch, timeout(calls), durable]
+    try {
+      await client.query(
+        db.prepare ? { name: applyName, text: apply, values } : { text: apply, values },
+      )
+    } catch (err) {
+      const code = (err as { code?: unknown } | null)?.code
+      if (code === 'TB409') {
+        stats.changed++
+        // Another writer: the group runs under lock for a while, twice as long each time it
+        // finds a row changed again soon after (up to CONTENDED_MS).
+        const now = performance.now()
+        const c = contended.get(turn.group)
+        const ms = c && now - c.until < CONTENDED_MS ? Math.min(2 * c.ms, CONTENDED_MS) : 10
+        contended.delete(turn.group)
+        contended.set(turn.group, { until: now + ms, ms })
+        if (contended.size > 10_000) contended.delete(contended.keys().next().value!)
+        for (const k of keys) known.forget(k)
+        return false
+      }
+      if (code === '42883') {
+        // Not migrated to 5 yet: every transaction reads under lock, as before it.
+        oneStatement = false
+        return false
+      }
+      for (const k of keys) known.forget(k)
+      throw err
+    }
     for (const [k, w] of done.writes)
       if (w === null) known.forget(k)
       else known.set(k, texts.get(k)!, bigintValue(w.expiresAt), counterKind(w.state))
-    const ahead = sending.get(turn.group)
-    let finished = () => {}
-    const mine: Sending = {
-      done: false,
-      settled: new Promise<void>((resolve) => {
-        finished = resolve
-      }),
-    }
-    sending.set(turn.group, mine)
     turn.locked()
-    try {
-      for (let again = ahead !== undefined && !ahead.done; ; again = false) {
-        const values = [batch, timeout(calls), durable]
-        try {
-          await client.query(
-            db.prepare ? { name: applyName, text: apply, values } : { text: apply, values },
-          )
-          break
-        } catch (err) {
-          const code = (err as { code?: unknown } | null)?.code
-          const now = performance.now()
-          if (code === 'TB409' && again && calls.every((c) => c.deadline > now)) {
-            // Sent while the group's previous transaction was in flight, it may have run
-            // first: once that one is done, the same statement again.
-            stats.resent++
-            await ahead!.settled
-            continue
-          }
-          for (const k of keys) known.forget(k)
-          if (code === 'TB409') {
-            stats.changed++
-            // Another writer: the group runs under lock for a while, twice as long each time
-            // it finds a row changed again soon after (up to CONTENDED_MS).
-            const c = contended.get(turn.group)
-            const ms = c && now - c.until < CONTENDED_MS ? Math.min(2 * c.ms, CONTENDED_MS) : 10
-            contended.delete(turn.group)
-            contended.set(turn.group, { until: now + ms, ms })
-            if (contended.size > 10_000) contended.delete(contended.keys().next().value!)
-            return false
-          }
-          if (code === '42883') {
-            // Not migrated to 5 yet: every transaction reads under lock, as before it.
-            oneStatement = false
-            return false
-          }
-          throw err
-        }
-      }
-    } finally {
-      mine.done = true
-      finished()
-      if (sending.get(turn.group) === mine) sending.delete(turn.group)
-    }
     stats.oneStatement++
     answer(calls, done)
     return true
