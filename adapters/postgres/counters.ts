@@ -16,9 +16,10 @@
  * stay locked only while that statement runs, not while this process's event loop gets to a
  * reply. When another writer changed a row (another instance, or a prune of a value that
  * expired after the calls arrived), nothing is written and the same calls run as below; the
- * account then runs
- * under lock for 10 ms, doubled each time it finds a row changed again soon after, up to 1 s,
- * so two instances sharing an account do not pay a wasted round trip per transaction.
+ * account then runs under lock for 10 ms, doubled each time it finds a row changed again soon
+ * after, up to 1 s, so two instances sharing an account do not pay a wasted round trip per
+ * transaction. A one-statement transaction lets the account's next one start only once it is
+ * done (overlapping them made batches smaller and cost more PostgreSQL CPU per request).
  *
  * Under lock, a transaction is two round trips:
  * 1. `BEGIN` and one `INSERT … ON CONFLICT DO UPDATE` that creates the missing rows and locks
