@@ -54,11 +54,12 @@ async function serve(): Promise<void> {
     application_name: schema,
     idleTimeoutMillis: 0,
   })
+  const counters = postgres.postgresStorage({ pool, schema }).counters
   const tb = core.createTollbooth({
     secret: SECRET,
     storage: {
       ...core.memoryStorage(),
-      counters: postgres.postgresStorage({ pool, schema }).counters,
+      counters,
     },
     plans: { bench: { monthlyCredits: 1e15 } },
     defaultTier: 'bench',
@@ -84,6 +85,9 @@ async function serve(): Promise<void> {
     console.log(JSON.stringify({ port: info.port, keys }))
   })
   process.on('SIGTERM', async () => {
+    // The transactions the counters ran (an older tree's may not say).
+    const stats = (counters as { stats?: () => unknown }).stats
+    if (stats) console.error(`counters: ${JSON.stringify(stats())}`)
     server.close()
     await tb.close()
     await pool.end()

@@ -8,9 +8,10 @@
  * {@link MAX_BATCH}) once it has its connection: they run together, in arrival order.
  *
  * A group has at most two transactions in flight, and the second starts only once the first
- * holds its rows: it then waits on the rows the two share and reads them as the first
- * committed them, so the serial order is the order of arrival, and the second's connection,
- * `BEGIN` and lock request overlap the first's evaluation and commit. A group stuck on a lock
+ * holds its rows and has computed its writes (`locked`): it then waits on the rows the two
+ * share and reads them as the first committed them, so the serial order is the order of
+ * arrival, and the second's connection, `BEGIN` and lock request overlap the first's commit.
+ * A transaction of one statement says so only once it is done. A group stuck on a lock
  * holds one connection. At most `inFlight` transactions of all groups run at once; groups
  * ready beyond that wait their turn first in, first out.
  *
@@ -33,15 +34,22 @@ export interface BatchCall {
   step: (current: CurrentValues) => CounterStep<unknown>
   /** `performance.now()` past which the caller has been answered: nothing may commit for it. */
   deadline: number
+  /** The `clock` given to {@link groupBatches} when the call arrived. */
+  at: number
   resolve(value: unknown): void
   reject(err: unknown): void
 }
 
 /** What a transaction of a group is given by the scheduler. */
 export interface BatchTurn {
+  /** The group's name (the hash tag of its calls' first key). */
+  group: string
   /** The calls waiting now, in arrival order; call it once the connection is there. */
   take(): BatchCall[]
-  /** The rows are locked: the group's next transaction may start. */
+  /**
+   * The group's next transaction may start: this one holds its rows and has computed what it
+   * writes, or is done.
+   */
   locked(): void
 }
 
@@ -69,11 +77,13 @@ function groupOf(keys: readonly string[]): string {
  * @param inFlight transactions of all groups at once, at most
  * @param deadlineMs how long a call may wait and run, from its arrival
  * @param run one transaction: takes its calls from the turn and answers each of them
+ * @param clock stamps each call as it arrives (`BatchCall.at`)
  */
 export function groupBatches(
   inFlight: number,
   deadlineMs: number,
   run: (turn: BatchTurn) => Promise<void>,
+  clock: () => number = () => 0,
 ) {
   const groups = new Map<string, Group>()
   const ready: Group[] = []
@@ -114,6 +124,7 @@ export function groupBatches(
       pump(g)
     }
     const turn: BatchTurn = {
+      group: g.name,
       take() {
         taken = g.pending.splice(0, MAX_BATCH)
         return taken
@@ -149,6 +160,7 @@ export function groupBatches(
         keys,
         step,
         deadline: performance.now() + deadlineMs,
+        at: clock(),
         resolve: resolve as (v: unknown) => void,
         reject,
       })

@@ -6,8 +6,22 @@
  * memory store counts. This module only locks, reads and writes rows.
  *
  * Calls are batched by account (`counter-batches`): the calls of one account that arrive
- * while a transaction of the account is getting its rows run together in the next one. A
- * transaction is two round trips:
+ * while a transaction of the account is getting its rows run together in the next one.
+ *
+ * A transaction is one round trip when this instance knows the rows' values: the ones its own
+ * last transactions read or wrote (counters only, the most recently used `KNOWN_MAX`; a row it
+ * never saw is taken for absent, as an admission's fresh record is). The core's steps run on
+ * those values here, and one prepared statement, `counters_apply` (migration 5), locks the
+ * rows, checks they still hold those values and writes the new ones, all or nothing. The rows
+ * stay locked only while that statement runs, not while this process's event loop gets to a
+ * reply. When another writer changed a row (another instance, or a prune of a value that
+ * expired after the calls arrived), nothing is written and the same calls run as below; the
+ * account then runs under lock for 10 ms, doubled each time it finds a row changed again soon
+ * after, up to 1 s, so two instances sharing an account do not pay a wasted round trip per
+ * transaction. A one-statement transaction lets the account's next one start only once it is
+ * done (overlapping them made batches smaller and cost more PostgreSQL CPU per request).
+ *
+ * Under lock, a transaction is two round trips:
  * 1. `BEGIN` and one `INSERT … ON CONFLICT DO UPDATE` that creates the missing rows and locks
  *    every row of the batch, in byte order of the counter name (so two transactions sharing
  *    counters never deadlock), returning each row's latest committed state;
@@ -40,7 +54,7 @@
  * whoever reads the table.
  */
 
-import type { QueryResult } from 'pg'
+import type { PoolClient, QueryResult } from 'pg'
 import {
   type CounterBackend,
   type CounterStore,
@@ -48,11 +62,18 @@ import {
   countersFromState,
   type StoredCounter,
 } from '../../src/internal.js'
-import { type BatchCall, type BatchTurn, groupBatches, runSteps } from './counter-batches.js'
+import {
+  type BatchCall,
+  type BatchTurn,
+  groupBatches,
+  runSteps,
+  type StepsRun,
+} from './counter-batches.js'
 import { type Db, lateError, withClient } from './db.js'
 
 interface CounterRow {
   key: string
+  kind: string | null
   /** The state as JSON text, parsed afresh for each run of the steps (they change values). */
   state: string | null
   expires_at: number | null
@@ -88,13 +109,63 @@ export interface PostgresCounters extends CounterStore {
   prune(now: number): Promise<number>
   /** Resolves when a background prune in progress has finished. */
   idle(): Promise<void>
-  /** Transactions run and the calls they answered, since the store was made. */
-  stats(): { transactions: number; calls: number }
+  /**
+   * Since the store was made: transactions run and the calls they answered; of those
+   * transactions, the ones run in one statement on the values known (`counters_apply`); and
+   * the attempts at one that found a row changed (then run under lock).
+   */
+  stats(): { transactions: number; calls: number; oneStatement: number; changed: number }
 }
 
+/** A time as its `bigint` column holds it: null for null and a non-finite time. */
+const bigintValue = (v: number | null): number | null =>
+  v === null || !Number.isFinite(v) ? null : Math.ceil(v)
+
 /** A `bigint` literal; null (and a non-finite time) is `NULL`. */
-const bigint = (v: number | null): string =>
-  v === null || !Number.isFinite(v) ? 'NULL' : String(Math.ceil(v))
+const bigint = (v: number | null): string => String(bigintValue(v) ?? 'NULL')
+
+/** Values an instance keeps of the rows it last read or wrote, at most (by last use). */
+const KNOWN_MAX = 20_000
+
+/** How long a group whose rows another writer changed runs its transactions under lock. */
+const CONTENDED_MS = 1000
+
+/** A row as this instance last read or wrote it: its state as JSON text, and `expires_at`. */
+interface Known {
+  state: string
+  exp: number | null
+}
+
+/**
+ * The rows' values as this instance's own transactions left them, the most recently used
+ * {@link KNOWN_MAX} of them. Only a guess: `counters_apply` compares it with the rows under
+ * lock before it writes.
+ */
+function knownValues() {
+  const rows = new Map<string, Known>()
+  return {
+    get: (key: string) => rows.get(key),
+    /** A fresh value for the steps (they may change it); undefined: no state known. */
+    value(key: string): StoredCounter | undefined {
+      const r = rows.get(key)
+      return r && { state: JSON.parse(r.state) as StoredCounter['state'], expiresAt: r.exp }
+    },
+    /**
+     * `state` null: the row holds no state (absent), as when nothing is known. Only counters
+     * are kept (`kind`): an admission's record is written once and read again only by a rare
+     * cancel, so keeping records would only push counters out.
+     */
+    set(key: string, state: string | null, exp: number | null, kind: string | null) {
+      rows.delete(key)
+      if (state === null || kind === null) return
+      rows.set(key, { state, exp })
+      if (rows.size > KNOWN_MAX) rows.delete(rows.keys().next().value!)
+    },
+    forget(key: string) {
+      rows.delete(key)
+    },
+  }
+}
 
 /** The last result of a multi-statement query (the driver returns one per statement). */
 function last<R extends object>(r: QueryResult<R> | QueryResult<R>[]): QueryResult<R> {
@@ -120,33 +191,141 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     }
   }
   let sinceSweep = 0
-  const stats = { transactions: 0, calls: 0 }
+  const stats = { transactions: 0, calls: 0, oneStatement: 0, changed: 0 }
   let pruning: Promise<unknown> | null = null
 
   // A pg Pool's size (10 unless set): counter transactions of all accounts take at most it.
   const max = (db.pool as { options?: { max?: unknown } }).options?.max
   const poolSize = typeof max === 'number' && max > 0 ? max : 10
 
+  const known = knownValues()
+  const apply = `SELECT ${db.table('counters_apply')}($1::jsonb, $2::integer, $3::boolean)`
+  const applyName = `tollbooth_${db.schema}_counters_apply`
+  /**
+   * Groups whose one-statement transaction found a row changed: until when they run under
+   * lock (`performance.now()` ms), and for how long that was.
+   */
+  const contended = new Map<string, { until: number; ms: number }>()
+  /** False once the database answered that `counters_apply` does not exist (not migrated). */
+  let oneStatement = true
+  /** The clock of the latest call (see `sweep`), which stamps the calls as they arrive. */
+  let lastNow = Number.NEGATIVE_INFINITY
+
+  /** The deadline of the last of `calls`, as a timeout in ms (at least 1). */
+  const timeout = (calls: BatchCall[]) =>
+    Math.max(1, Math.floor(calls[calls.length - 1]!.deadline - performance.now()))
+
+  /** Answers each call with its outcome in `done`. */
+  const answer = (calls: BatchCall[], done: StepsRun) => {
+    stats.transactions++
+    stats.calls += calls.length
+    for (let i = 0; i < calls.length; i++) {
+      const o = done.out[i]!
+      if (o.ok) calls[i]!.resolve(o.value)
+      else calls[i]!.reject(o.value)
+    }
+  }
+
+  /**
+   * The calls run in one statement (`counters_apply`) on the values this instance knows: true
+   * when committed and answered; false when a row had changed (nothing written: the caller
+   * runs them under lock).
+   */
+  const runKnown = async (
+    client: PoolClient,
+    turn: BatchTurn,
+    calls: BatchCall[],
+    keys: Set<string>,
+  ): Promise<boolean> => {
+    const read = new Map<string, StoredCounter | undefined>()
+    for (const k of keys) read.set(k, known.value(k))
+    const done = runSteps(calls, read)
+    // A value expired when the first call arrived was no state to every step (`liveState`),
+    // so the row may also be gone (pruned).
+    let first = Infinity
+    for (const c of calls) if (c.at < first) first = c.at
+    const texts = new Map<string, string | null>()
+    let batch = '['
+    for (const k of keys) {
+      const was = known.get(k)
+      batch += `${batch.length === 1 ? '' : ','}{"k":${JSON.stringify(k)}`
+      if (was)
+        batch += `,"o":${was.state},"oe":${was.exp}${was.exp !== null && was.exp <= first ? ',"a":true' : ''}`
+      const w = done.writes.get(k)
+      if (w === undefined) batch += '}'
+      else if (w === null) batch += ',"w":true}'
+      else {
+        const text = JSON.stringify(w.state)
+        texts.set(k, text)
+        const kind = counterKind(w.state)
+        batch += `,"w":true,"kind":${kind ? `"${kind}"` : 'null'},"s":${text},"e":${bigintValue(w.expiresAt)}}`
+      }
+    }
+    batch += ']'
+    const values = [batch, timeout(calls), durable]
+    try {
+      await client.query(
+        db.prepare ? { name: applyName, text: apply, values } : { text: apply, values },
+      )
+    } catch (err) {
+      const code = (err as { code?: unknown } | null)?.code
+      if (code === 'TB409') {
+        stats.changed++
+        // Another writer: the group runs under lock for a while, twice as long each time it
+        // finds a row changed again soon after (up to CONTENDED_MS).
+        const now = performance.now()
+        const c = contended.get(turn.group)
+        const ms = c && now - c.until < CONTENDED_MS ? Math.min(2 * c.ms, CONTENDED_MS) : 10
+        contended.delete(turn.group)
+        contended.set(turn.group, { until: now + ms, ms })
+        if (contended.size > 10_000) contended.delete(contended.keys().next().value!)
+        for (const k of keys) known.forget(k)
+        return false
+      }
+      if (code === '42883') {
+        // Not migrated to 5 yet: every transaction reads under lock, as before it.
+        oneStatement = false
+        return false
+      }
+      for (const k of keys) known.forget(k)
+      throw err
+    }
+    for (const [k, w] of done.writes)
+      if (w === null) known.forget(k)
+      else known.set(k, texts.get(k)!, bigintValue(w.expiresAt), counterKind(w.state))
+    turn.locked()
+    stats.oneStatement++
+    answer(calls, done)
+    return true
+  }
+
   /** One transaction for the calls of a group waiting now (see `counter-batches`). */
   const run = (turn: BatchTurn) =>
     withClient(db, Infinity, async (client) => {
       let calls = live(turn.take(), db.deadlineMs)
       if (calls.length === 0) return
-      const lit = (s: string) => client.escapeLiteral(s)
       const keys = new Set<string>()
       for (const c of calls) for (const k of c.keys) keys.add(k)
+      if (oneStatement) {
+        const c = contended.get(turn.group)
+        if (c === undefined || c.until <= performance.now()) {
+          if (await runKnown(client, turn, calls, keys)) return
+          calls = live(calls, db.deadlineMs)
+          if (calls.length === 0) return
+        }
+      }
+      const lit = (s: string) => client.escapeLiteral(s)
       // No statement (a lock wait included) may outlive the last caller's deadline; a caller
       // whose deadline passes before the commit is left out of it (below).
-      const ms = Math.max(1, Math.floor(calls[calls.length - 1]!.deadline - performance.now()))
+      const ms = timeout(calls)
       const read = await client.query<CounterRow>(
         `${begin} SET LOCAL statement_timeout = ${ms}; SET LOCAL lock_timeout = ${ms};
-         INSERT INTO ${t} AS c (key, expires_at)
-         SELECT k, 0 FROM unnest(ARRAY[${[...keys].map(lit).join(', ')}]::text[]) AS k
-         ORDER BY k COLLATE "C"
-         ON CONFLICT (key) DO UPDATE SET key = excluded.key
-         RETURNING c.key, c.state::text AS state, c.expires_at::float8 AS expires_at`,
+           INSERT INTO ${t} AS c (key, expires_at)
+           SELECT k, 0 FROM unnest(ARRAY[${[...keys].map(lit).join(', ')}]::text[]) AS k
+           ORDER BY k COLLATE "C"
+           ON CONFLICT (key) DO UPDATE SET key = excluded.key
+           RETURNING c.key, c.kind, c.state::text AS state, c.expires_at::float8 AS expires_at`,
       )
-      turn.locked()
       const rows = last(read).rows
       let done = runSteps(calls, values(rows))
       // Past its deadline, a caller was answered 503: its step is taken out and the others
@@ -156,6 +335,15 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
         calls = waited
         done = runSteps(calls, values(rows))
       }
+      // What this transaction leaves, known before its commit: a transaction of the group that
+      // starts now computes on it, and its rows wait for this commit (or, after a rollback,
+      // differ from it: that one then runs under lock).
+      for (const r of rows)
+        if (!done.writes.has(r.key)) known.set(r.key, r.state, r.expires_at, r.kind)
+      for (const [k, w] of done.writes)
+        if (w === null) known.forget(k)
+        else known.set(k, JSON.stringify(w.state), bigintValue(w.expiresAt), counterKind(w.state))
+      turn.locked()
       const rowsSql: string[] = []
       const gone: string[] = []
       for (const [key, value] of done.writes) {
@@ -167,29 +355,29 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
           )
         }
       }
-      if (calls.length === 0 || done.writes.size === 0) await client.query('ROLLBACK')
-      else {
-        // Rows this transaction created for calls that wrote nothing under them (a refused
-        // admission's record): gone with it, as a refusal alone rolls back.
-        for (const r of rows) if (r.state === null && !done.writes.has(r.key)) gone.push(lit(r.key))
-        await client.query(
-          `${
-            rowsSql.length === 0
-              ? ''
-              : `UPDATE ${t} AS c SET kind = v.kind, state = v.state, expires_at = v.exp
-                 FROM (VALUES ${rowsSql.join(', ')}) AS v(key, kind, state, exp)
-                 WHERE c.key = v.key;`
-          }${gone.length === 0 ? '' : `DELETE FROM ${t} WHERE key IN (${gone.join(', ')});`}
-           COMMIT`,
-        )
+      try {
+        if (calls.length === 0 || done.writes.size === 0) await client.query('ROLLBACK')
+        else {
+          // Rows this transaction created for calls that wrote nothing under them (a refused
+          // admission's record): gone with it, as a refusal alone rolls back.
+          for (const r of rows)
+            if (r.state === null && !done.writes.has(r.key)) gone.push(lit(r.key))
+          await client.query(
+            `${
+              rowsSql.length === 0
+                ? ''
+                : `UPDATE ${t} AS c SET kind = v.kind, state = v.state, expires_at = v.exp
+                   FROM (VALUES ${rowsSql.join(', ')}) AS v(key, kind, state, exp)
+                   WHERE c.key = v.key;`
+            }${gone.length === 0 ? '' : `DELETE FROM ${t} WHERE key IN (${gone.join(', ')});`}
+             COMMIT`,
+          )
+        }
+      } catch (err) {
+        for (const k of keys) known.forget(k)
+        throw err
       }
-      stats.transactions++
-      stats.calls += calls.length
-      for (let i = 0; i < calls.length; i++) {
-        const o = done.out[i]!
-        if (o.ok) calls[i]!.resolve(o.value)
-        else calls[i]!.reject(o.value)
-      }
+      answer(calls, done)
     })
 
   const backend: CounterBackend = {
@@ -197,8 +385,10 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     durable: true,
     // No `concurrency`: the batches bound one account to two connections, so the core need
     // not hold an account's admissions back (its `accountInFlight` then defaults to 64).
-    transact: groupBatches(poolSize, db.deadlineMs, run),
+    transact: groupBatches(poolSize, db.deadlineMs, run, () => lastNow),
     sweep(now) {
+      // Called with the clock of every consume, settle and claim, just before its transact.
+      lastNow = now
       if (pruneEvery === 0 || ++sinceSweep < pruneEvery || pruning) return
       sinceSweep = 0
       pruning = prune(now, 50_000)

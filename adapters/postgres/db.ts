@@ -76,6 +76,8 @@ export interface Db {
    * connection obtained later is not used, and no statement runs past it.
    */
   deadlineMs: number
+  /** Named statements are prepared (`preparedStatements`, default true). */
+  prepare: boolean
 }
 
 export function createDb(
@@ -89,6 +91,7 @@ export function createDb(
     pool,
     schema,
     deadlineMs,
+    prepare,
     table: (name) => `${q}.${name}`,
     async query<R extends QueryResultRow>(text: string, values?: unknown[], name?: string) {
       try {

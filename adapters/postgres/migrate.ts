@@ -12,6 +12,7 @@ import { INIT_SQL } from './migrations/0001-init.js'
 import { IP_BLOCKS_SQL } from './migrations/0002-ip-blocks.js'
 import { USAGE_AGGREGATES_SQL } from './migrations/0003-usage-aggregates.js'
 import { USAGE_KEY_CATEGORY_SQL } from './migrations/0004-usage-key-category.js'
+import { COUNTERS_APPLY_SQL } from './migrations/0005-counters-apply.js'
 
 /** One versioned step of the schema. Ids only grow; a released migration never changes. */
 export interface Migration {
@@ -26,6 +27,7 @@ export const MIGRATIONS: ReadonlyArray<Migration> = [
   { id: 2, name: '0002-ip-blocks', sql: IP_BLOCKS_SQL },
   { id: 3, name: '0003-usage-aggregates', sql: USAGE_AGGREGATES_SQL },
   { id: 4, name: '0004-usage-key-category', sql: USAGE_KEY_CATEGORY_SQL },
+  { id: 5, name: '0005-counters-apply', sql: COUNTERS_APPLY_SQL },
 ]
 
 export interface MigrateOptions {

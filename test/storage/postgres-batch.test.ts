@@ -9,7 +9,11 @@
  *   store gives to the same calls run one by one in the same order, and the same end state;
  * - a transaction that fails (a row locked elsewhere past the deadline) fails every call of
  *   its batch and commits nothing;
- * - another account is served while one account's batch waits on a lock.
+ * - another account is served while one account's batch waits on a lock;
+ * - a transaction runs in one statement (`counters_apply`) on the values its instance last
+ *   read or wrote, and under lock when another writer changed a row since (counts exact
+ *   across two stores on one schema); a value known expired may have been pruned; a schema
+ *   without the function (not migrated to 5) and `preparedStatements: false` still count.
  */
 
 import pg from 'pg'
@@ -27,7 +31,13 @@ import {
   StorageUnavailableError,
 } from '../../src/index.js'
 import { total } from '../support/core.js'
-import { DATABASE_URL, newPool, schemaPerSuite, skipPostgres } from '../support/postgres.js'
+import {
+  DATABASE_URL,
+  freshSchema,
+  newPool,
+  schemaPerSuite,
+  skipPostgres,
+} from '../support/postgres.js'
 
 const T0 = 1_767_225_600_000
 const DAY = 86_400_000
@@ -69,7 +79,13 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
       Array.from({ length: 50 }, (_, i) => i + 1),
     )
     expect(counted.connects).toBeLessThanOrEqual(10)
-    expect(counters.stats()).toEqual({ transactions: counted.connects, calls: 200 })
+    // Nothing known, nothing stored: the first transaction runs in one statement.
+    expect(counters.stats()).toEqual({
+      transactions: counted.connects,
+      calls: 200,
+      oneStatement: counted.connects,
+      changed: 0,
+    })
     // The refused admissions left no row behind (their records were never written).
     const rows = await pool.query(
       `SELECT count(*)::int AS n FROM "${db.schema}".counters WHERE key LIKE $1`,
@@ -255,5 +271,65 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
     } finally {
       await small.end()
     }
+  })
+
+  it('runs in one statement on the values it knows, and under lock when another store wrote', async () => {
+    const a = postgresStorage({ pool, schema: db.schema }).counters as PostgresCounters
+    const b = postgresStorage({ pool, schema: db.schema }).counters as PostgresCounters
+    const key = `${account()}:q:total`
+    const used = async (c: CounterStore, at: number) =>
+      (await c.consume([total(key, 10)], at)).results[0]!.used
+    expect(await used(a, T0)).toBe(1)
+    expect(await used(a, T0 + 1)).toBe(2)
+    // b knows nothing of the row: its guess (no row) is wrong, so it reads under lock.
+    expect(await used(b, T0 + 2)).toBe(3)
+    // a's value is stale now: found changed, then read under lock.
+    expect(await used(a, T0 + 3)).toBe(4)
+    expect(a.stats()).toEqual({ transactions: 3, calls: 3, oneStatement: 2, changed: 1 })
+    expect(b.stats()).toEqual({ transactions: 1, calls: 1, oneStatement: 0, changed: 1 })
+    // Interleaved bursts of both stores: each admission counted once, none past the limit.
+    const both = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).consume([total(key, 30)], T0 + 10 + i)),
+    )
+    expect(both.filter((r) => r.allowed)).toHaveLength(26)
+    expect(await used(a, T0 + 100)).toBe(30)
+  })
+
+  it('takes a pruned row for the value it knew expired', async () => {
+    const counters = postgresStorage({ pool, schema: db.schema }).counters as PostgresCounters
+    const key = `${account()}:k:1:q:minute`
+    const check: Check = {
+      type: 'window',
+      key,
+      name: 'minute',
+      limit: 5,
+      windowMs: 60_000,
+      bucketMs: 1_000,
+      cost: 1,
+    }
+    expect((await counters.consume([check], T0)).results[0]!.used).toBe(1)
+    expect(await counters.prune(T0 + 3_600_000)).toBeGreaterThanOrEqual(1)
+    expect((await counters.consume([check], T0 + 3_600_000)).results[0]!.used).toBe(1)
+    expect(counters.stats()).toMatchObject({ transactions: 2, oneStatement: 2, changed: 0 })
+  })
+
+  it('counts under lock on a schema without counters_apply, and without prepared statements', async () => {
+    const fresh = await freshSchema(pool)
+    try {
+      await pool.query(`DROP FUNCTION "${fresh.schema}".counters_apply`)
+      const old = postgresStorage({ pool, schema: fresh.schema }).counters as PostgresCounters
+      const key = `${account()}:q:total`
+      for (let i = 0; i < 3; i++)
+        expect((await old.consume([total(key, 10)], T0 + i)).results[0]!.used).toBe(i + 1)
+      expect(old.stats()).toMatchObject({ transactions: 3, oneStatement: 0, changed: 0 })
+    } finally {
+      await fresh.drop()
+    }
+    const unprepared = postgresStorage({ pool, schema: db.schema, preparedStatements: false })
+      .counters as PostgresCounters
+    const key = `${account()}:q:total`
+    for (let i = 0; i < 3; i++)
+      expect((await unprepared.consume([total(key, 10)], T0 + i)).results[0]!.used).toBe(i + 1)
+    expect(unprepared.stats()).toMatchObject({ transactions: 3, oneStatement: 3, changed: 0 })
   })
 })

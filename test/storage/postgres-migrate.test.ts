@@ -37,7 +37,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
       schema,
       applied: MIGRATIONS.map((m) => m.name),
     })
-    expect(MIGRATIONS.map((m) => m.name).slice(-1)).toEqual(['0004-usage-key-category'])
+    expect(MIGRATIONS.map((m) => m.name).slice(-1)).toEqual(['0005-counters-apply'])
     expect(await migrate({ pool, schema })).toEqual({ schema, applied: [] })
     const rows = (await pool.query(`SELECT id, name FROM "${schema}".migrations`)).rows
     expect(rows).toEqual(MIGRATIONS.map((m) => ({ id: m.id, name: m.name })))
@@ -84,7 +84,12 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     }
     expect(await migrate({ pool, schema })).toEqual({
       schema,
-      applied: ['0002-ip-blocks', '0003-usage-aggregates', '0004-usage-key-category'],
+      applied: [
+        '0002-ip-blocks',
+        '0003-usage-aggregates',
+        '0004-usage-key-category',
+        '0005-counters-apply',
+      ],
     })
     const storage = postgresStorage({ pool, schema })
     expect(await storage.usage.summarize('acct_1', 36_000_000, 36_000_000 + 3 * 3_600_000)).toEqual(
@@ -139,7 +144,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     }
     expect(await migrate({ pool, schema })).toEqual({
       schema,
-      applied: ['0004-usage-key-category'],
+      applied: ['0004-usage-key-category', '0005-counters-apply'],
     })
     const storage = postgresStorage({ pool, schema })
     await expectUpgradedUsage(storage, t0)
