@@ -15,6 +15,25 @@ import { memoryStorage } from '../../src/storage/memory.js'
 const T = Date.UTC(2026, 11, 4, 12)
 const state = () => ({ level: 1, at: T })
 
+/** A stored key record of `id` (its hash made from the id). */
+const keyRecord = (id: string) => ({
+  id,
+  hash: id.padEnd(64, 'h'),
+  start: 'sk_live_aaaa',
+  name: id,
+  accountId: 'acct_a',
+  kind: 'consumption' as const,
+  category: null,
+  scopes: [],
+  metadata: {},
+  active: true,
+  createdAt: T,
+  expiresAt: null,
+  lastUsedAt: null,
+  revokedAt: null,
+  limits: {},
+})
+
 /**
  * Bytes the heap grows by per call of `f`, in optimized code. A write of a number into a
  * field that holds numbers in place allocates nothing; a field declared without a value
@@ -63,24 +82,7 @@ describe('numbers kept in place (no heap number per write)', () => {
   it('a key touched again takes its lastUsedAt in place', async () => {
     const { keys } = memoryStorage()
     const ids = Array.from({ length: 64 }, (_, i) => `key_${i}`)
-    for (const id of ids)
-      await keys.insert({
-        id,
-        hash: id.padEnd(64, 'h'),
-        start: 'sk_live_aaaa',
-        name: id,
-        accountId: 'acct_a',
-        kind: 'consumption',
-        category: null,
-        scopes: [],
-        metadata: {},
-        active: true,
-        createdAt: T,
-        expiresAt: null,
-        lastUsedAt: null,
-        revokedAt: null,
-        limits: {},
-      })
+    for (const id of ids) await keys.insert(keyRecord(id))
     const update = [{ id: '', lastUsedAt: 0 }]
     // sign 1: a later time each call (stored); -1: an earlier one (nothing changes).
     const touch = (sign: 1 | -1) => (i: number) => {
@@ -92,5 +94,22 @@ describe('numbers kept in place (no heap number per write)', () => {
     const stored = bytesPerCall(touch(1))
     const unchanged = bytesPerCall(touch(-1))
     expect(stored - unchanged).toBeLessThan(8)
+  })
+})
+
+describe('memory keys: lastUsedAt', () => {
+  it('keeps the latest touch, null until the first, through updates and copies', async () => {
+    const { keys } = memoryStorage()
+    await keys.insert(keyRecord('key_a'))
+    expect((await keys.get('key_a'))!.lastUsedAt).toBeNull()
+    await keys.touch([{ id: 'key_a', lastUsedAt: T + 5 }])
+    await keys.touch([{ id: 'key_a', lastUsedAt: T + 2 }])
+    expect((await keys.getByHash('key_a'.padEnd(64, 'h')))!.lastUsedAt).toBe(T + 5)
+    expect((await keys.list('acct_a', { limit: 10 }))!.data[0]!.lastUsedAt).toBe(T + 5)
+    expect((await keys.update('key_a', { name: 'b' }))!.lastUsedAt).toBe(T + 5)
+    // A copy handed out does not change the stored record.
+    const copy = (await keys.get('key_a'))!
+    copy.lastUsedAt = 0
+    expect((await keys.get('key_a'))!.lastUsedAt).toBe(T + 5)
   })
 })
