@@ -17,6 +17,7 @@ import { ConfigError, createTollbooth, isTollboothError } from '../../src/index.
 import {
   connectRedis,
   FAIL_FAST,
+  feedDelivered,
   keySlot,
   prefixPerTest,
   REDIS_URL,
@@ -218,6 +219,8 @@ describe.skipIf(!client)('redisStorage on Redis', () => {
       method: 'GET',
       path: '/',
     }
+    // The key's and account's changes from create() reach the caches first.
+    await feedDelivered(storage)
     await tb.settle(await tb.authenticate(req), { status: 200 }) // warms the key and account caches
     const port = String((own as unknown as { stream: { localPort: number } }).stream.localPort)
     const N = 20

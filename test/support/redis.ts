@@ -122,3 +122,29 @@ export function keySlot(key: string): number {
   }
   return crc % 16384
 }
+
+/**
+ * Resolves once the change feed of `storage` has delivered every message published before
+ * this call: a marker published now arrives after them (one channel, in order). A test that
+ * counts a warm instance's commands waits for it, or a key's or account's change published
+ * by its setup may reach the caches (and empty an entry) during the count.
+ */
+export async function feedDelivered(storage: {
+  changes?: {
+    publish(message: string): Promise<void>
+    subscribe(listener: (message: string) => void): Promise<() => void>
+  }
+}): Promise<void> {
+  const changes = storage.changes!
+  const marker = `test-marker:${Math.random().toString(36).slice(2)}`
+  let heard!: () => void
+  const arrived = new Promise<void>((resolve) => {
+    heard = resolve
+  })
+  const off = await changes.subscribe((m) => {
+    if (m === marker) heard()
+  })
+  await changes.publish(marker)
+  await arrived
+  off()
+}
