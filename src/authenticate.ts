@@ -443,7 +443,11 @@ function account(a: Attempt): Promise<Denial | undefined> | undefined {
 async function readAccount(a: Attempt): Promise<Denial | undefined> {
   const ctx = a.ctx
   try {
-    a.account = await ctx.guard(ctx.accounts.forAdmission(a.entry!.record.accountId, a.now))
+    const entry = a.entry!
+    const held = await ctx.guard(ctx.accounts.load(entry.record.accountId, a.now))
+    // Kept with the key's entry (as `account` does) once cached: the next request's view.
+    if (!held.dead) entry.account = held
+    a.account = held.a
     return undefined
   } catch (err) {
     return failure(a, err)

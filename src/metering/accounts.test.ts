@@ -7,7 +7,9 @@
 
 import { describe, expect, it } from 'vitest'
 import { admitted, denied, events, req, setup } from '../../test/metering/helpers.js'
-import { ConfigError, createTollbooth, InvalidRequestError } from '../index.js'
+import { ConfigError, createTollbooth, InvalidRequestError, memoryStorage } from '../index.js'
+import { resolveOptions } from '../options.js'
+import { AccountService } from './accounts.js'
 
 const PLANS = {
   free: { display: 'Free', monthlyCredits: 3 },
@@ -281,5 +283,33 @@ describe('per-key budget', () => {
     expect(await spend(s, 2)).toBe(2)
     s.clock.set(MAR)
     expect(await spend(s, 1)).toBe(0)
+  })
+})
+
+describe('the admission view kept with a cached key', () => {
+  const service = (storage = memoryStorage()) => {
+    const now = { t: JAN }
+    const o = resolveOptions({ secret: 'x'.repeat(32), storage, ...opts })
+    return { s: new AccountService(storage, o, () => now.t), storage, now }
+  }
+
+  it('a view read from the store is the one the cache then answers, live', async () => {
+    const { s } = service()
+    const held = await s.load('acct_1', JAN)
+    expect(held.dead).toBe(false)
+    expect(held.a.record.id).toBe('acct_1')
+    // What a key's cache entry keeps after its first request: answered as is, no lookup.
+    expect(s.peek('acct_1', JAN + 1, held)).toBe(held)
+    expect(await s.load('acct_1', JAN + 1)).toBe(held)
+  })
+
+  it('a view whose read a change raced comes back dead, and is not kept', async () => {
+    const { s, storage } = service()
+    await storage.accounts.ensure(s.defaults('acct_1', JAN))
+    const reading = s.load('acct_1', JAN)
+    s.invalidate('acct_1')
+    const held = await reading
+    expect(held.dead).toBe(true)
+    expect(s.peek('acct_1', JAN + 1, held)).toBeUndefined()
   })
 })

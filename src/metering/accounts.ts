@@ -200,8 +200,17 @@ export class AccountService {
   }
 
   async forAdmission(id: string, now: number): Promise<AdmissionAccount> {
+    return (await this.load(id, now)).a
+  }
+
+  /**
+   * As `forAdmission`, as the view the cache holds: a key's cache entry keeps it, so the
+   * key's next request reads it without a lookup. A view read but not cached (a change
+   * raced the read, a TTL under 1 ms) comes back already dead.
+   */
+  async load(id: string, now: number): Promise<HeldAccount> {
     const cached = this.peek(id, now)
-    if (cached) return cached.a
+    if (cached) return cached
     const generation = this.generation
     const period = periodOf(now)
     let record = (await this.storage.accounts.get(id)) ?? (await this.ensure(id))
@@ -221,12 +230,11 @@ export class AccountService {
     // A tier that expires sooner than the cache TTL must not outlive its expiry in the cache
     // (lru-cache drops an entry once its age exceeds the ttl, hence the - 1).
     const left = record.tierExpiresAt === null ? Infinity : record.tierExpiresAt - now
-    if (generation !== this.generation) return a
     const ttl = left > this.ttlMs || left <= 0 ? this.ttlMs : left - 1
-    if (ttl < 1) return a
-    const c: HeldAccount = { a, cachedAt: now, expiresAt: now + ttl, dead: false }
-    this.cache.set(id, c, { ttl })
-    return a
+    const cache = generation === this.generation && ttl >= 1
+    const c: HeldAccount = { a, cachedAt: now, expiresAt: now + ttl, dead: !cache }
+    if (cache) this.cache.set(id, c, { ttl })
+    return c
   }
 
   /**
