@@ -437,9 +437,14 @@ function apply(
     }
     return record(ctx, done, repeat ? -1 : charge)
   }
+  // What leases hold is settled here and now: no store call, so no timeout to arm and no
+  // promise to wait for (a hot key's every settle).
+  const leases = ctx.leases
+  const rest = leases ? leases.settleLocal(ops, now) : ops
+  if (rest.length === 0) return record(ctx, done, repeat ? -1 : charge)
   let raw: Promise<void>
   try {
-    raw = counters.settle(ops, now)
+    raw = leases ? leases.settleCentral(rest as SettleOp[], now) : counters.settle(rest, now)
   } catch (err) {
     raw = Promise.reject(err)
   }
@@ -448,7 +453,7 @@ function apply(
     (err: unknown) => {
       // Retried until the store takes it, so the charge is not lost while the event is kept.
       ctx.report(err)
-      ctx.retries.add(retryOps(ops), raw, false)
+      ctx.retries.add(retryOps(rest), raw, false)
       return record(ctx, done, repeat ? -1 : charge)
     },
   )

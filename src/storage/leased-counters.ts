@@ -118,6 +118,15 @@ export interface LeasedCounterStore extends CounterStore {
     now: number,
     admission?: AdmissionId,
   ): ConsumeResult | Promise<ConsumeResult | null> | null
+  /**
+   * `settle` in two steps, as `lease` is for `consume`: applies at once what leases hold (the
+   * release of a hold a credit lease took, a cancel of an admission answered here) and
+   * returns the ops left for the store, in their order: none, and the settle is done with
+   * nothing to wait for; else `settleCentral` sends them.
+   */
+  settleLocal(ops: ReadonlyArray<SettleOp>, now: number): SettleOp[]
+  /** Sends to the store the ops `settleLocal` left. */
+  settleCentral(ops: SettleOp[], now: number): Promise<void>
   /** `consume` decided by the store, with no lease. */
   consumeCentral(
     checks: ReadonlyArray<Check>,
@@ -894,7 +903,7 @@ export function leasedCounters(
     return true
   }
 
-  const settle = async (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
+  const settleLocal = (ops: ReadonlyArray<SettleOp>, now: number): SettleOp[] => {
     const rest: SettleOp[] = []
     for (const op of ops) {
       if (op.type === 'release') {
@@ -929,6 +938,11 @@ export function leasedCounters(
       }
     }
     if (now - lastSweep >= 10) void sweep(now, false)?.catch(() => {})
+    return rest
+  }
+
+  const settle = async (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
+    const rest = settleLocal(ops, now)
     if (rest.length > 0) await settleInner(rest, now)
   }
 
@@ -1033,6 +1047,8 @@ export function leasedCounters(
     lease: (checks, now, admission) => leaseFor(checks, now, admission, false),
     consumeCentral: (checks, now, admission) => central(checks, now, admission),
     settle,
+    settleLocal,
+    settleCentral: (ops, now) => (ops.length > 0 ? settleInner(ops, now) : Promise.resolve()),
     async held(key, now) {
       const total = await track(inner.held(key, now))
       stats.storeCalls++

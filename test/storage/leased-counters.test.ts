@@ -163,6 +163,35 @@ describe('leasedCounters', () => {
     expect(c.stats().returnedUnits).toBeGreaterThan(0)
   })
 
+  it('settleLocal: a release of a leased hold is applied at once and leaves nothing for the store; the rest is returned in order', async () => {
+    const store = memoryStorage().counters
+    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const key = '{a}:credits'
+    for (let i = 0; i < 200; i++)
+      expect((await c.consume([credits(100_000, `h${i}`)], T0 + Math.floor(i / 10))).allowed).toBe(
+        true,
+      )
+    const now = T0 + 20
+    // h0 was decided by the store (the key was cold); h199 by a lease.
+    const calls = c.stats().storeCalls
+    expect(c.settleLocal([{ type: 'release', key, holdId: 'h199', charge: 1 }], now)).toEqual([])
+    expect(c.stats().storeCalls).toBe(calls)
+    const central = { type: 'release', key, holdId: 'h0', charge: 1 } as const
+    const other = { type: 'release', key: '{a}:other', holdId: 'h198', charge: 0 } as const
+    const rest = c.settleLocal(
+      [central, { type: 'release', key, holdId: 'h198', charge: 1 }, other],
+      now,
+    )
+    expect(rest).toEqual([central, other])
+    await c.settleCentral(rest, now)
+    expect(c.stats().storeCalls).toBe(calls + 1)
+    // Both local charges and the central one are in the store once the lease ends.
+    for (let i = 1; i < 198; i++)
+      await c.settle([{ type: 'release', key, holdId: `h${i}`, charge: 0 }], now)
+    await c.close(now)
+    expect(await store.held(key, now)).toBe(3)
+  })
+
   it('push: a credit lease is released with its settled charges; requests in flight stay held and settle against it', async () => {
     const store = memoryStorage().counters
     const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
