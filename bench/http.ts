@@ -33,6 +33,18 @@ export interface VariantResult {
    * all, and those the requests waited for (see monitorPerRequest).
    */
   monitorPerRequest?: { all: number; admissions: number }
+  /**
+   * The Redis server's CPU time per request, µs, per cycle (Redis variants): `INFO cpu`
+   * (user + sys, every thread of redis-server) before and after the load.
+   */
+  redisCpuUsPerReq?: number[]
+}
+
+/** The CPU time the Redis server has used so far, µs (`INFO cpu`: user + sys). */
+async function redisCpuUs(client: import('ioredis').Redis): Promise<number> {
+  const info = await client.info('cpu')
+  const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1])
+  return (field('used_cpu_user') + field('used_cpu_sys')) * 1e6
 }
 
 /**
@@ -254,6 +266,9 @@ export async function benchFramework(
       if (v === 'bare' || !o.only || o.only.includes(v))
         entries.push({ name: v === 'bare' ? bare : v, v, s, bare })
   }
+  const redisClient = entries.some((e) => e.v.endsWith('-redis'))
+    ? new (await import('ioredis')).Redis(process.env.REDIS_URL!)
+    : null
   try {
     const results = new Map<string, VariantResult>()
     for (const e of entries) {
@@ -274,6 +289,7 @@ export async function benchFramework(
         await new Promise((resolve) => setTimeout(resolve, 250))
         const redis = e.v.endsWith('-redis')
         const redisBefore = redis ? await redisCommands(e.s.ports[e.v]!) : 0
+        const redisCpuBefore = redis ? await redisCpuUs(redisClient!) : 0
         const before = cpuTicks(e.s.pid)
         const r = await loadOnce(url, e.s.key, o.seconds, o.connections)
         const cpuMs = (cpuTicks(e.s.pid) - before) * 10
@@ -281,8 +297,11 @@ export async function benchFramework(
           // Settles still in flight when the load stops finish within a few ms.
           await new Promise((resolve) => setTimeout(resolve, 200))
           const n = (await redisCommands(e.s.ports[e.v]!)) - redisBefore
+          const cpuUs = (await redisCpuUs(redisClient!)) - redisCpuBefore
           const res = results.get(e.name)!
-          res.redisPerRequest = [...(res.redisPerRequest ?? []), n / Math.max(1, r.requests)]
+          const perRequest = (x: number) => x / Math.max(1, r.requests)
+          res.redisPerRequest = [...(res.redisPerRequest ?? []), perRequest(n)]
+          res.redisCpuUsPerReq = [...(res.redisCpuUsPerReq ?? []), perRequest(cpuUs)]
         }
         const sample = {
           rps: r.rps,
@@ -305,6 +324,7 @@ export async function benchFramework(
     }
     return entries.map((e) => results.get(e.name)!)
   } finally {
+    redisClient?.disconnect()
     for (const s of servers) s.child.kill('SIGTERM')
   }
 }

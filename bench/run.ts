@@ -67,7 +67,7 @@ function table(
   if (redis?.redisPerRequest?.length) {
     lines.push(
       '',
-      `Redis commands per request, tollbooth-redis (one hot key of one account, leases on as by default: docs/leases.md): ${f2(quantile(redis.redisPerRequest, 0.5))} counted at its ioredis client under load (median of cycles), ${f2(redis.monitorPerRequest?.all ?? Number.NaN)} seen by MONITOR over 200 sequential requests, of which ${f2(redis.monitorPerRequest?.admissions ?? Number.NaN)} before the response — a lease (one FCALL (an EVALSHA where the server has no Functions) for the rate limit, the quota and the credit reservation together) answers the requests of the next 100 ms or 1 % of a limit in process; a request that finds no lease waits for one round trip. Usage events stay in memory here. ${PEERS[framework]} on Redis: ${f2(quantile(peerRedis?.redisPerRequest ?? [], 0.5))} at its client, ${f2(peerRedis?.monitorPerRequest?.all ?? Number.NaN)} by MONITOR.`,
+      `Redis commands per request, tollbooth-redis (one hot key of one account, leases on as by default: docs/leases.md): ${f2(quantile(redis.redisPerRequest, 0.5))} counted at its ioredis client under load (median of cycles), ${f2(redis.monitorPerRequest?.all ?? Number.NaN)} seen by MONITOR over 200 sequential requests, of which ${f2(redis.monitorPerRequest?.admissions ?? Number.NaN)} before the response — a lease (one FCALL (an EVALSHA where the server has no Functions) for the rate limit, the quota and the credit reservation together) answers the requests of the next 100 ms or 1 % of a limit in process; a request that finds no lease waits for one round trip. Usage events stay in memory here. ${PEERS[framework]} on Redis: ${f2(quantile(peerRedis?.redisPerRequest ?? [], 0.5))} at its client, ${f2(peerRedis?.monitorPerRequest?.all ?? Number.NaN)} by MONITOR. Redis server CPU per request (INFO cpu, user + sys, median of cycles): tollbooth-redis ${f2(quantile(redis.redisCpuUsPerReq ?? [], 0.5))} µs, ${PEERS[framework]} ${f2(quantile(peerRedis?.redisCpuUsPerReq ?? [], 0.5))} µs.`,
     )
   }
   return { md: lines.join('\n'), byName }
@@ -88,10 +88,21 @@ function targets(framework: string, byName: Map<string, VariantResult>): string[
     const tbR = quantile(byName.get('tollbooth-redis')!.ratios, 0.5)
     const peerR = quantile(byName.get('peer-redis')!.ratios, 0.5)
     const hot = quantile(byName.get('tollbooth-redis')!.redisPerRequest ?? [], 0.5)
+    const cpu = (v: string) => quantile(byName.get(v)!.redisCpuUsPerReq ?? [], 0.5)
+    const tbCpu = cpu('tollbooth-redis')
+    const peerCpu = cpu('peer-redis')
     redisRows.push(
       `| ${framework} | Redis: hot key at full load <= 0.05 Redis calls per request (leases) | ${f2(hot)} | ${hot <= 0.05 ? 'met' : 'missed'} |`,
       `| ${framework} | Redis: tollbooth-redis / bare >= peer on Redis / bare | ${f2(tbR)} vs ${f2(peerR)} | ${tbR >= peerR ? 'met' : 'missed'} |`,
+      `| ${framework} | Redis: server CPU per request (INFO cpu) <= the peer's | ${f2(tbCpu)} vs ${f2(peerCpu)} µs | ${tbCpu <= peerCpu ? 'met' : 'missed'} |`,
     )
+    if (byName.has('tollbooth')) {
+      // Each against the bare server of its own process, in the same cycles.
+      const r = ratio('tollbooth-redis', 'tollbooth')
+      redisRows.push(
+        `| ${framework} | Redis: tollbooth-redis / bare >= 0.95 x tollbooth (memory) / bare | ${f2(r)} | ${r >= 0.95 ? 'met' : 'missed'} |`,
+      )
+    }
   }
   if (byName.has('tollbooth-sqlite')) {
     // Each against the bare server of its own process, in the same cycles.
