@@ -128,8 +128,9 @@ export function countedRedis(): { client: Redis; commands(): number } | null {
 
 /**
  * The Redis variants every framework server offers when REDIS_URL is set: tollbooth with its
- * counters on Redis (keys, accounts and usage stay in memory, as cached keys would), and the
- * peer limiter on its Redis store. Each counts its own commands.
+ * counters on Redis (keys, accounts and usage stay in memory, as cached keys would), with
+ * every header family and with only the peer's (as `tollbooth-peer-headers`), and the peer
+ * limiter on its Redis store. Each counts its own commands.
  */
 export function redisVariants(tb: Tollbooth): {
   tb: Tollbooth
@@ -145,7 +146,11 @@ export function redisVariants(tb: Tollbooth): {
   return {
     tb: withCounters(tb, counters),
     peer: theirs.client,
-    commands: { 'tollbooth-redis': ours.commands, 'peer-redis': theirs.commands },
+    commands: {
+      'tollbooth-redis': ours.commands,
+      'tollbooth-peer-headers-redis': ours.commands,
+      'peer-redis': theirs.commands,
+    },
   }
 }
 

@@ -72,6 +72,7 @@ const redis = redisVariants(tb)
 if (redis) {
   const client = redis.peer
   extra['tollbooth-redis'] = [requireApiKey(redis.tb, route(ALL_HEADERS))]
+  extra['tollbooth-peer-headers-redis'] = [requireApiKey(redis.tb, route(RATE_LIMIT_ONLY))]
   extra['peer-redis'] = [
     bearer,
     peerLimiter(

@@ -38,14 +38,29 @@ const bearer = async (req: FastifyRequest, reply: FastifyReply) => {
 const sqlite = await sqliteVariant(tb)
 
 async function build(
-  v: Variant | 'tollbooth-redis' | 'peer-redis' | 'tollbooth-sqlite',
+  v:
+    | Variant
+    | 'tollbooth-redis'
+    | 'tollbooth-peer-headers-redis'
+    | 'peer-redis'
+    | 'tollbooth-sqlite',
 ): Promise<FastifyInstance> {
   const app = Fastify({ logger: false })
   app.get('/redis-commands', async () => String(redis?.commands[v]?.() ?? 0))
   switch (v) {
     case 'tollbooth-redis':
+    case 'tollbooth-peer-headers-redis':
       await app.register(tollbooth, { tb: redis!.tb })
-      app.get('/hello', { preHandler: requireApiKey(redis!.tb, route(ALL_HEADERS)) }, handler)
+      app.get(
+        '/hello',
+        {
+          preHandler: requireApiKey(
+            redis!.tb,
+            route(v === 'tollbooth-redis' ? ALL_HEADERS : RATE_LIMIT_ONLY),
+          ),
+        },
+        handler,
+      )
       break
     case 'tollbooth-sqlite':
       await app.register(tollbooth, { tb: sqlite! })

@@ -80,6 +80,7 @@ const extra: Record<string, MiddlewareHandler[]> = {}
 const redis = redisVariants(tb)
 if (redis) {
   extra['tollbooth-redis'] = [requireApiKey(redis.tb, route(ALL_HEADERS))]
+  extra['tollbooth-peer-headers-redis'] = [requireApiKey(redis.tb, route(IETF_ONLY))]
   const client = redis.peer
   extra['peer-redis'] = [
     bearer,
