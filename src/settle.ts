@@ -440,14 +440,18 @@ function apply(
   // What leases hold is settled here and now: no store call, so no timeout to arm and no
   // promise to wait for (a hot key's every settle).
   const leases = ctx.leases
-  const rest = leases ? leases.settleLocal(ops, now) : ops
-  if (rest.length === 0) return record(ctx, done, repeat ? -1 : charge)
-  let raw: Promise<void>
+  let rest: ReadonlyArray<SettleOp> = ops
+  let raw: Promise<void> | null = null
   try {
-    raw = leases ? leases.settleCentral(rest as SettleOp[], now) : counters.settle(rest, now)
+    if (!leases) raw = counters.settle(ops, now)
+    else {
+      rest = leases.settleLocal(ops, now)
+      if (rest.length > 0) raw = leases.settleCentral(rest as SettleOp[], now)
+    }
   } catch (err) {
     raw = Promise.reject(err)
   }
+  if (raw === null) return record(ctx, done, repeat ? -1 : charge)
   return ctx.guard(raw).then(
     () => record(ctx, done, repeat ? -1 : charge),
     (err: unknown) => {
