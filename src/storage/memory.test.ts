@@ -99,3 +99,32 @@ describe('memoryStorage: cheap to make', () => {
     expect(await kept[1]!.ipBlocks!.lift('10.0.0.1', 2)).toBe(false)
   })
 })
+
+describe('memoryStorage copies', () => {
+  it('hands out deep copies of records: own __proto__ keys kept as data, Dates kept, nothing shared', async () => {
+    const { accounts } = memoryStorage()
+    const metadata = JSON.parse('{"__proto__":{"x":1},"nested":{"a":[1,{"b":2}]}}')
+    metadata.when = new Date(5)
+    const stored = await accounts.ensure({
+      id: 'acct_1',
+      tier: null,
+      balance: 0,
+      carryover: 0,
+      periodStart: 0,
+      tierExpiresAt: null,
+      billingCustomerId: null,
+      metadata,
+    })
+    const read = (await accounts.get('acct_1'))!
+    for (const a of [stored, read]) {
+      expect(Object.hasOwn(a.metadata, '__proto__')).toBe(true)
+      expect(Object.getPrototypeOf(a.metadata)).toBe(Object.prototype)
+      expect(a.metadata).toEqual(metadata)
+      expect((a.metadata as { when: Date }).when).toBeInstanceOf(Date)
+    }
+    // Changing what was given or what was read changes nothing stored.
+    metadata.nested.a[1].b = 3
+    ;(read.metadata as { nested: { a: unknown[] } }).nested.a.push(4)
+    expect((await accounts.get('acct_1'))!.metadata).toMatchObject({ nested: { a: [1, { b: 2 }] } })
+  })
+})

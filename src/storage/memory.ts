@@ -44,7 +44,36 @@ import type {
   UsageSummary,
 } from './types.js'
 
-const clone = <T>(v: T): T => structuredClone(v)
+/**
+ * A deep copy of a stored value. Records are plain data (objects, arrays, strings, numbers,
+ * booleans, null): copied by hand, several times faster than `structuredClone`, which
+ * serializes (it was a quarter of a cache miss's time: a key record's three object fields and
+ * the account). Anything else (a Date or a typed array a caller put in metadata) goes through
+ * `structuredClone`. A `__proto__` key stays an own property, as in the original.
+ */
+function clone<T>(v: T): T {
+  if (typeof v !== 'object' || v === null) return v
+  if (Array.isArray(v)) {
+    const out = new Array(v.length)
+    for (let i = 0; i < v.length; i++) out[i] = clone(v[i])
+    return out as T
+  }
+  const proto = Object.getPrototypeOf(v)
+  if (proto !== Object.prototype && proto !== null) return structuredClone(v)
+  const out: Record<string, unknown> = {}
+  for (const k of Object.keys(v)) {
+    const x = clone((v as Record<string, unknown>)[k])
+    if (k === '__proto__')
+      Object.defineProperty(out, k, {
+        value: x,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      })
+    else out[k] = x
+  }
+  return out as T
+}
 
 /**
  * A copy of a key record: its own fields in one object of a fixed shape, the strings shared
