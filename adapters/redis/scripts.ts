@@ -215,6 +215,13 @@ local function window_add(idx, n, current, cost)
     n[last + 1] = cost
   end
 end
+-- A counter's TTL (ms) and the time it lapses, for a counter idle in idleIn ms (nil: never,
+-- false TTL and an infinite time).
+local function expiry(idleIn, slack, now)
+  if not idleIn then return false, INF end
+  local px = max(1, ceil(idleIn)) + slack
+  return px, now + px
+end
 local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
   if #idx == 0 and not rebuilt then
     put(key, false)
@@ -224,11 +231,7 @@ local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack, r
   if windowMs ~= 0 then
     if #idx == 0 then idleIn = windowMs else idleIn = (idx[#idx] + span + 1) * bucketMs - now end
   end
-  local px, at = false, INF
-  if idleIn then
-    px = max(1, ceil(idleIn)) + slack
-    at = now + px
-  end
+  local px, at = expiry(idleIn, slack, now)
   local l = 'v'
   if rebuilt then l = 'V' end
   if #idx == 1 then
@@ -337,11 +340,7 @@ local function hold_put(key, used, sum, mn, mx, body, rebuilt, idleIn, slack, no
     put(key, false)
     return
   end
-  local px, at = false, INF
-  if idleIn then
-    px = max(1, ceil(idleIn)) + slack
-    at = now + px
-  end
+  local px, at = expiry(idleIn, slack, now)
   local l = 'i'
   if rebuilt then l = 'I' end
   local v = l .. pack('<ddddd', at, used, sum or 0 / 0, mn, mx) .. body
