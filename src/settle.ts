@@ -446,7 +446,7 @@ function apply(
     if (!leases) raw = counters.settle(ops, now)
     else {
       rest = leases.settleLocal(ops, now)
-      if (rest.length > 0) raw = leases.settleCentral(rest as SettleOp[], now)
+      if (rest.length > 0) raw = leases.settleCentral(rest, now)
     }
   } catch (err) {
     raw = Promise.reject(err)

@@ -126,7 +126,7 @@ export interface LeasedCounterStore extends CounterStore {
    */
   settleLocal(ops: ReadonlyArray<SettleOp>, now: number): SettleOp[]
   /** Sends to the store the ops `settleLocal` left. */
-  settleCentral(ops: SettleOp[], now: number): Promise<void>
+  settleCentral(ops: ReadonlyArray<SettleOp>, now: number): Promise<void>
   /** `consume` decided by the store, with no lease. */
   consumeCentral(
     checks: ReadonlyArray<Check>,
@@ -452,7 +452,7 @@ export function leasedCounters(
     return p
   }
 
-  const settleInner = (ops: SettleOp[], now: number): Promise<void> => {
+  const settleInner = (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
     stats.storeCalls++
     return track(inner.settle(ops, now))
   }
