@@ -44,8 +44,20 @@ export interface BatchCall {
 export interface BatchTurn {
   /** The group's name (the hash tag of its calls' first key). */
   group: string
-  /** The calls waiting now, in arrival order; call it once the connection is there. */
-  take(): BatchCall[]
+  /**
+   * The calls waiting now, in arrival order; call it once the connection is there. With
+   * `merge`, also the calls of other groups waiting only for a turn (all transactions in
+   * flight) that `merge` accepts, up to {@link MAX_BATCH} in all: their rows are disjoint
+   * from this group's, so one transaction serves them together.
+   */
+  take(merge?: (group: string) => boolean): BatchCall[]
+  /** The groups whose calls `take` gave: this turn's own first. */
+  readonly groups: readonly string[]
+  /**
+   * Puts the calls taken that are still waiting back at the head of their groups, to run in
+   * the groups' next transactions; the turn then ends without failing them.
+   */
+  giveBack(): void
   /**
    * The group's next transaction may start: this one holds its rows and has computed what it
    * writes, or is done.
@@ -65,7 +77,11 @@ interface Group {
 
 /** The group of a call: the hash tag of its first key. */
 function groupOf(keys: readonly string[]): string {
-  const k = keys[0] ?? ''
+  return groupOfKey(keys[0] ?? '')
+}
+
+/** The group a counter key belongs to: its hash tag, or the key itself. */
+export function groupOfKey(k: string): string {
   const end = k.charCodeAt(0) === 123 /* { */ ? k.indexOf('}') : -1
   return end > 0 ? k.slice(0, end + 1) : k
 }
@@ -117,19 +133,48 @@ export function groupBatches(
     g.locking = true
     let taken: BatchCall[] | null = null
     let locked = false
+    /** Groups whose calls this turn took besides its own, each counted as running here. */
+    const absorbed: Group[] = []
+    const groupNames = [g.name]
     const unlock = () => {
       if (locked) return
       locked = true
       g.locking = false
+      for (const h of absorbed) h.locking = false
       pump(g)
+      for (const h of absorbed) pump(h)
     }
     const turn: BatchTurn = {
       group: g.name,
-      take() {
+      groups: groupNames,
+      take(merge) {
         taken = g.pending.splice(0, MAX_BATCH)
+        if (merge)
+          for (let i = 0; i < ready.length && taken.length < MAX_BATCH; ) {
+            const h = ready[i]!
+            if (!canStart(h) || !merge(h.name)) {
+              i++
+              continue
+            }
+            ready.splice(i, 1)
+            h.queued = false
+            h.running++
+            h.locking = true
+            absorbed.push(h)
+            groupNames.push(h.name)
+            for (const c of h.pending.splice(0, MAX_BATCH - taken.length)) taken.push(c)
+          }
         return taken
       },
       locked: unlock,
+      giveBack() {
+        // Each group is running this turn until it ends, so none has left the map. A call
+        // past its deadline fails at its group's next transaction, as it would have here.
+        const back = taken ?? []
+        taken = []
+        for (let i = back.length - 1; i >= 0; i--)
+          groups.get(groupOf(back[i]!.keys))!.pending.unshift(back[i]!)
+      },
     }
     run(turn)
       .catch((err: unknown) => {
@@ -139,8 +184,10 @@ export function groupBatches(
       .finally(() => {
         running--
         g.running--
+        for (const h of absorbed) h.running--
         unlock()
         pump(g)
+        for (const h of absorbed) pump(h)
         next()
       })
   }

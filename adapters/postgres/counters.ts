@@ -66,6 +66,7 @@ import {
   type BatchCall,
   type BatchTurn,
   groupBatches,
+  groupOfKey,
   runSteps,
   type StepsRun,
 } from './counter-batches.js'
@@ -111,10 +112,19 @@ export interface PostgresCounters extends CounterStore {
   idle(): Promise<void>
   /**
    * Since the store was made: transactions run and the calls they answered; of those
-   * transactions, the ones run in one statement on the values known (`counters_apply`); and
-   * the attempts at one that found a row changed (then run under lock).
+   * transactions, the ones run in one statement on the values known (`counters_apply`), the
+   * attempts at one that found a row changed (then run under lock), and the ones that served
+   * several groups (accounts) waiting for a turn; and the transactions of several groups
+   * that waited too long for a row lock and gave their calls back to run alone.
    */
-  stats(): { transactions: number; calls: number; oneStatement: number; changed: number }
+  stats(): {
+    transactions: number
+    calls: number
+    oneStatement: number
+    changed: number
+    merged: number
+    givenBack: number
+  }
 }
 
 /** A time as its `bigint` column holds it: null for null and a non-finite time. */
@@ -126,6 +136,12 @@ const bigint = (v: number | null): string => String(bigintValue(v) ?? 'NULL')
 
 /** Values an instance keeps of the rows it last read or wrote, at most (by last use). */
 const KNOWN_MAX = 20_000
+
+/**
+ * How long a transaction of several groups (see `run`) waits for a row lock before its groups
+ * run alone, in ms.
+ */
+const MERGED_LOCK_MS = 50
 
 /** How long a group whose rows another writer changed runs its transactions under lock. */
 const CONTENDED_MS = 1000
@@ -191,7 +207,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     }
   }
   let sinceSweep = 0
-  const stats = { transactions: 0, calls: 0, oneStatement: 0, changed: 0 }
+  const stats = { transactions: 0, calls: 0, oneStatement: 0, changed: 0, merged: 0, givenBack: 0 }
   let pruning: Promise<unknown> | null = null
 
   // A pg Pool's size (10 unless set): counter transactions of all accounts take at most it.
@@ -206,19 +222,33 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
    * lock (`performance.now()` ms), and for how long that was.
    */
   const contended = new Map<string, { until: number; ms: number }>()
+  /**
+   * Groups that were in a transaction of several groups that failed (a row locked elsewhere
+   * past the deadline, say): until when (`performance.now()` ms) they are not merged with
+   * others, so one account's stuck rows fail its own calls, not its neighbours'.
+   */
+  const alone = new Map<string, number>()
   /** False once the database answered that `counters_apply` does not exist (not migrated). */
   let oneStatement = true
   /** The clock of the latest call (see `sweep`), which stamps the calls as they arrive. */
   let lastNow = Number.NEGATIVE_INFINITY
 
-  /** The deadline of the last of `calls`, as a timeout in ms (at least 1). */
-  const timeout = (calls: BatchCall[]) =>
-    Math.max(1, Math.floor(calls[calls.length - 1]!.deadline - performance.now()))
+  /**
+   * The latest deadline of `calls`, as a timeout in ms (at least 1); for the lock waits of a
+   * transaction of several groups, at most {@link MERGED_LOCK_MS}.
+   */
+  const timeout = (calls: BatchCall[], turn?: BatchTurn) => {
+    let last = Number.NEGATIVE_INFINITY
+    for (const c of calls) if (c.deadline > last) last = c.deadline
+    const ms = Math.max(1, Math.floor(last - performance.now()))
+    return turn && turn.groups.length > 1 ? Math.min(ms, MERGED_LOCK_MS) : ms
+  }
 
   /** Answers each call with its outcome in `done`. */
-  const answer = (calls: BatchCall[], done: StepsRun) => {
+  const answer = (turn: BatchTurn, calls: BatchCall[], done: StepsRun) => {
     stats.transactions++
     stats.calls += calls.length
+    if (turn.groups.length > 1) stats.merged++
     for (let i = 0; i < calls.length; i++) {
       const o = done.out[i]!
       if (o.ok) calls[i]!.resolve(o.value)
@@ -262,7 +292,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
       }
     }
     batch += ']'
-    const values = [batch, timeout(calls), durable]
+    const values = [batch, timeout(calls, turn), durable]
     try {
       await client.query(
         db.prepare ? { name: applyName, text: apply, values } : { text: apply, values },
@@ -271,13 +301,15 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
       const code = (err as { code?: unknown } | null)?.code
       if (code === 'TB409') {
         stats.changed++
-        // Another writer: the group runs under lock for a while, twice as long each time it
-        // finds a row changed again soon after (up to CONTENDED_MS).
+        // Another writer: the changed row's group runs under lock for a while, twice as long
+        // each time it finds a row changed again soon after (up to CONTENDED_MS).
+        const changed = /counter (.*) changed since/.exec(String((err as Error).message))?.[1]
+        const group = changed === undefined ? turn.group : groupOfKey(changed)
         const now = performance.now()
-        const c = contended.get(turn.group)
+        const c = contended.get(group)
         const ms = c && now - c.until < CONTENDED_MS ? Math.min(2 * c.ms, CONTENDED_MS) : 10
-        contended.delete(turn.group)
-        contended.set(turn.group, { until: now + ms, ms })
+        contended.delete(group)
+        contended.set(group, { until: now + ms, ms })
         if (contended.size > 10_000) contended.delete(contended.keys().next().value!)
         for (const k of keys) known.forget(k)
         return false
@@ -295,90 +327,136 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
       else known.set(k, texts.get(k)!, bigintValue(w.expiresAt), counterKind(w.state))
     turn.locked()
     stats.oneStatement++
-    answer(calls, done)
+    answer(turn, calls, done)
     return true
   }
 
-  /** One transaction for the calls of a group waiting now (see `counter-batches`). */
-  const run = (turn: BatchTurn) =>
-    withClient(db, Infinity, async (client) => {
-      let calls = live(turn.take(), db.deadlineMs)
-      if (calls.length === 0) return
-      const keys = new Set<string>()
-      for (const c of calls) for (const k of c.keys) keys.add(k)
-      if (oneStatement) {
-        const c = contended.get(turn.group)
-        if (c === undefined || c.until <= performance.now()) {
-          if (await runKnown(client, turn, calls, keys)) return
-          calls = live(calls, db.deadlineMs)
-          if (calls.length === 0) return
-        }
+  /**
+   * One transaction for the calls of a group waiting now, with those of other groups waiting
+   * for a turn when it runs on the values known (see `counter-batches`). A transaction of
+   * several groups waits at most {@link MERGED_LOCK_MS} for a row lock (held by another
+   * instance, or by hand); past that nothing is written, its groups run alone for a while, and
+   * each call runs again in its own group's next transaction.
+   */
+  const run = async (turn: BatchTurn): Promise<void> => {
+    try {
+      await transaction(turn)
+    } catch (err) {
+      if (turn.groups.length < 2) throw err
+      const until = performance.now() + CONTENDED_MS
+      for (const g of turn.groups) {
+        alone.delete(g)
+        alone.set(g, until)
       }
-      const lit = (s: string) => client.escapeLiteral(s)
-      // No statement (a lock wait included) may outlive the last caller's deadline; a caller
-      // whose deadline passes before the commit is left out of it (below).
-      const ms = timeout(calls)
-      const read = await client.query<CounterRow>(
-        `${begin} SET LOCAL statement_timeout = ${ms}; SET LOCAL lock_timeout = ${ms};
+      while (alone.size > 10_000) alone.delete(alone.keys().next().value!)
+      if ((err as { code?: unknown } | null)?.code !== '55P03') throw err
+      stats.givenBack++
+      turn.giveBack()
+    }
+  }
+
+  const transaction = (turn: BatchTurn) =>
+    withClient(db, Infinity, async (client) => {
+      const now = performance.now()
+      const calm = (group: string) => {
+        const c = contended.get(group)
+        return c === undefined || c.until <= now
+      }
+      const mergeable = (group: string) => {
+        if (!calm(group)) return false
+        const until = alone.get(group)
+        if (until === undefined) return true
+        if (until <= now) alone.delete(group)
+        return until <= now
+      }
+      // On the values known, a transaction also takes the calls of other groups waiting for
+      // a turn: one statement for all of them (each group's rows its own), which halves
+      // PostgreSQL's work per call when many accounts share the pool.
+      const onKnown = oneStatement && calm(turn.group)
+      const calls = live(turn.take(onKnown ? mergeable : undefined), db.deadlineMs)
+      if (calls.length === 0) return
+      await runCalls(client, turn, calls, onKnown)
+    })
+
+  /** The calls of a turn: in one statement on the values known, else under lock. */
+  const runCalls = async (
+    client: PoolClient,
+    turn: BatchTurn,
+    taken: BatchCall[],
+    onKnown: boolean,
+  ): Promise<void> => {
+    let calls = taken
+    const keys = new Set<string>()
+    for (const c of calls) for (const k of c.keys) keys.add(k)
+    if (onKnown) {
+      if (await runKnown(client, turn, calls, keys)) return
+      calls = live(calls, db.deadlineMs)
+      if (calls.length === 0) return
+    }
+    const lit = (s: string) => client.escapeLiteral(s)
+    // No statement (a lock wait included) may outlive the last caller's deadline; a caller
+    // whose deadline passes before the commit is left out of it (below).
+    const ms = timeout(calls)
+    const read = await client.query<CounterRow>(
+      `${begin} SET LOCAL statement_timeout = ${ms}; SET LOCAL lock_timeout = ${timeout(calls, turn)};
            INSERT INTO ${t} AS c (key, expires_at)
            SELECT k, 0 FROM unnest(ARRAY[${[...keys].map(lit).join(', ')}]::text[]) AS k
            ORDER BY k COLLATE "C"
            ON CONFLICT (key) DO UPDATE SET key = excluded.key
            RETURNING c.key, c.kind, c.state::text AS state, c.expires_at::float8 AS expires_at`,
-      )
-      const rows = last(read).rows
-      let done = runSteps(calls, values(rows))
-      // Past its deadline, a caller was answered 503: its step is taken out and the others
-      // run again on the values read (the rows are still locked), so nothing commits for it.
-      const waited = live(calls, db.deadlineMs)
-      if (waited.length < calls.length) {
-        calls = waited
-        done = runSteps(calls, values(rows))
+    )
+    const rows = last(read).rows
+    let done = runSteps(calls, values(rows))
+    // Past its deadline, a caller was answered 503: its step is taken out and the others
+    // run again on the values read (the rows are still locked), so nothing commits for it.
+    const waited = live(calls, db.deadlineMs)
+    if (waited.length < calls.length) {
+      calls = waited
+      done = runSteps(calls, values(rows))
+    }
+    // What this transaction leaves, known before its commit: a transaction of the group that
+    // starts now computes on it, and its rows wait for this commit (or, after a rollback,
+    // differ from it: that one then runs under lock).
+    for (const r of rows)
+      if (!done.writes.has(r.key)) known.set(r.key, r.state, r.expires_at, r.kind)
+    for (const [k, w] of done.writes)
+      if (w === null) known.forget(k)
+      else known.set(k, JSON.stringify(w.state), bigintValue(w.expiresAt), counterKind(w.state))
+    turn.locked()
+    const rowsSql: string[] = []
+    const gone: string[] = []
+    for (const [key, value] of done.writes) {
+      if (value === null) gone.push(lit(key))
+      else {
+        const kind = counterKind(value.state)
+        rowsSql.push(
+          `(${lit(key)}, ${kind ? lit(kind) : 'NULL'}, ${lit(JSON.stringify(value.state))}::jsonb, ${bigint(value.expiresAt)}::bigint)`,
+        )
       }
-      // What this transaction leaves, known before its commit: a transaction of the group that
-      // starts now computes on it, and its rows wait for this commit (or, after a rollback,
-      // differ from it: that one then runs under lock).
-      for (const r of rows)
-        if (!done.writes.has(r.key)) known.set(r.key, r.state, r.expires_at, r.kind)
-      for (const [k, w] of done.writes)
-        if (w === null) known.forget(k)
-        else known.set(k, JSON.stringify(w.state), bigintValue(w.expiresAt), counterKind(w.state))
-      turn.locked()
-      const rowsSql: string[] = []
-      const gone: string[] = []
-      for (const [key, value] of done.writes) {
-        if (value === null) gone.push(lit(key))
-        else {
-          const kind = counterKind(value.state)
-          rowsSql.push(
-            `(${lit(key)}, ${kind ? lit(kind) : 'NULL'}, ${lit(JSON.stringify(value.state))}::jsonb, ${bigint(value.expiresAt)}::bigint)`,
-          )
-        }
-      }
-      try {
-        if (calls.length === 0 || done.writes.size === 0) await client.query('ROLLBACK')
-        else {
-          // Rows this transaction created for calls that wrote nothing under them (a refused
-          // admission's record): gone with it, as a refusal alone rolls back.
-          for (const r of rows)
-            if (r.state === null && !done.writes.has(r.key)) gone.push(lit(r.key))
-          await client.query(
-            `${
-              rowsSql.length === 0
-                ? ''
-                : `UPDATE ${t} AS c SET kind = v.kind, state = v.state, expires_at = v.exp
+    }
+    try {
+      if (calls.length === 0 || done.writes.size === 0) await client.query('ROLLBACK')
+      else {
+        // Rows this transaction created for calls that wrote nothing under them (a refused
+        // admission's record): gone with it, as a refusal alone rolls back.
+        for (const r of rows) if (r.state === null && !done.writes.has(r.key)) gone.push(lit(r.key))
+        await client.query(
+          `${
+            rowsSql.length === 0
+              ? ''
+              : `UPDATE ${t} AS c SET kind = v.kind, state = v.state, expires_at = v.exp
                    FROM (VALUES ${rowsSql.join(', ')}) AS v(key, kind, state, exp)
                    WHERE c.key = v.key;`
-            }${gone.length === 0 ? '' : `DELETE FROM ${t} WHERE key IN (${gone.join(', ')});`}
+          }${gone.length === 0 ? '' : `DELETE FROM ${t} WHERE key IN (${gone.join(', ')});`}
              COMMIT`,
-          )
-        }
-      } catch (err) {
-        for (const k of keys) known.forget(k)
-        throw err
+        )
       }
-      answer(calls, done)
-    })
+    } catch (err) {
+      for (const k of keys) known.forget(k)
+      throw err
+    }
+    answer(turn, calls, done)
+  }
 
   const backend: CounterBackend = {
     // Counts are in the same database as the usage: nothing to rebuild after a restart.

@@ -85,6 +85,8 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
       calls: 200,
       oneStatement: counted.connects,
       changed: 0,
+      merged: 0,
+      givenBack: 0,
     })
     // The refused admissions left no row behind (their records were never written).
     const rows = await pool.query(
@@ -273,6 +275,75 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
     }
   })
 
+  it('serves the calls of many accounts waiting for a turn in shared one-statement transactions', async () => {
+    const small = newPool(2)
+    try {
+      const counters = postgresStorage({ pool: small, schema: db.schema })
+        .counters as PostgresCounters
+      const keys = Array.from({ length: 100 }, () => `${account()}:q:total`)
+      // Three admissions per account against a limit of 2, all at once: 300 calls of 100
+      // accounts on two connections.
+      const results = await Promise.all(
+        keys.flatMap((key, i) =>
+          [0, 1, 2].map((j) => counters.consume([total(key, 2)], T0 + 3 * i + j)),
+        ),
+      )
+      for (let i = 0; i < keys.length; i++)
+        expect(results.slice(3 * i, 3 * i + 3).map((r) => r.allowed)).toEqual([true, true, false])
+      const stats = counters.stats()
+      expect(stats.calls).toBe(300)
+      // Without merging each account would take its own transactions (at least 100).
+      expect(stats.transactions).toBeLessThan(50)
+      expect(stats.merged).toBeGreaterThan(0)
+      expect(stats.givenBack).toBe(0)
+      // Every count as stored: 2 per account.
+      for (const key of keys)
+        expect((await counters.consume([total(key, 2, 0)], T0 + 999)).results[0]!.used).toBe(2)
+    } finally {
+      await small.end()
+    }
+  })
+
+  it('gives back the calls of a shared transaction stuck on one account’s locked row: the others are served', async () => {
+    const small = newPool(2)
+    try {
+      const counters = postgresStorage({
+        pool: small,
+        schema: db.schema,
+        statementTimeoutMs: 1500,
+      }).counters as PostgresCounters
+      const stuck = `${account()}:q:total`
+      const others = Array.from({ length: 20 }, () => `${account()}:q:total`)
+      const first = [`${account()}:q:total`, `${account()}:q:total`]
+      // Known values for every account (a transaction on known values may take other groups).
+      for (const key of [stuck, ...others, ...first]) await counters.consume([total(key, 1000)], T0)
+      const other = new pg.Client({ connectionString: DATABASE_URL })
+      await other.connect()
+      await other.query('BEGIN')
+      await other.query(`SELECT 1 FROM "${db.schema}".counters WHERE key = $1 FOR UPDATE`, [stuck])
+      // Two calls take both connections; the stuck account's call and the others wait for a
+      // turn, and the first transaction to get its connection takes them together.
+      const calls = [...first, stuck, ...others].map((key) =>
+        counters.consume([total(key, 1000)], T0 + 1).then(
+          (r) => r.allowed,
+          () => false,
+        ),
+      )
+      let served: boolean[]
+      try {
+        served = await Promise.all([...calls.slice(0, 2), ...calls.slice(3)])
+      } finally {
+        await other.query('COMMIT')
+        await other.end()
+      }
+      expect(served).toEqual(Array(22).fill(true))
+      expect(counters.stats().givenBack).toBeGreaterThan(0)
+      await calls[2]
+    } finally {
+      await small.end()
+    }
+  })
+
   it('runs in one statement on the values it knows, and under lock when another store wrote', async () => {
     const a = postgresStorage({ pool, schema: db.schema }).counters as PostgresCounters
     const b = postgresStorage({ pool, schema: db.schema }).counters as PostgresCounters
@@ -285,8 +356,8 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
     expect(await used(b, T0 + 2)).toBe(3)
     // a's value is stale now: found changed, then read under lock.
     expect(await used(a, T0 + 3)).toBe(4)
-    expect(a.stats()).toEqual({ transactions: 3, calls: 3, oneStatement: 2, changed: 1 })
-    expect(b.stats()).toEqual({ transactions: 1, calls: 1, oneStatement: 0, changed: 1 })
+    expect(a.stats()).toMatchObject({ transactions: 3, calls: 3, oneStatement: 2, changed: 1 })
+    expect(b.stats()).toMatchObject({ transactions: 1, calls: 1, oneStatement: 0, changed: 1 })
     // Interleaved bursts of both stores: each admission counted once, none past the limit.
     const both = await Promise.all(
       Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).consume([total(key, 30)], T0 + 10 + i)),
