@@ -13,7 +13,9 @@
  * arrival, and the second's connection, `BEGIN` and lock request overlap the first's commit.
  * A transaction of one statement says so only once it is done. A group stuck on a lock
  * holds one connection. At most `inFlight` transactions of all groups run at once; groups
- * ready beyond that wait their turn first in, first out.
+ * ready beyond that wait their turn first in, first out, unless a transaction that starts
+ * takes their calls with its own (`take(merge)`): they then count as running in it, and can
+ * be given back (`giveBack`) to run in their own next transactions.
  *
  * {@link runSteps} runs the calls' steps (the core's counting rules, `limits/counters`) one
  * after the other on the values read, each seeing the writes of those before it, as the

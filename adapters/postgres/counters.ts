@@ -6,7 +6,12 @@
  * memory store counts. This module only locks, reads and writes rows.
  *
  * Calls are batched by account (`counter-batches`): the calls of one account that arrive
- * while a transaction of the account is getting its rows run together in the next one.
+ * while a transaction of the account is getting its rows run together in the next one. When
+ * every connection is busy, a transaction on known values (below) also takes the calls of
+ * other accounts waiting for a turn: their rows are their own, and one statement for many
+ * accounts costs PostgreSQL about half as much per call as one each. It waits at most
+ * `MERGED_LOCK_MS` for a row lock; past that it writes nothing and its calls go back to their
+ * own accounts' next transactions, those accounts kept out of shared ones for a second.
  *
  * A transaction is one round trip when this instance knows the rows' values: the ones its own
  * last transactions read or wrote (counters only, the most recently used `KNOWN_MAX`; a row it
