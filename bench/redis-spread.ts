@@ -88,7 +88,9 @@ await tb.flush()
 
 // Sequential, by MONITOR: this client's commands only (it shares the server).
 const port = String((client as unknown as { stream: { localPort: number } }).stream.localPort)
-const monitor = await new Redis(url).monitor()
+// monitor() opens a connection of its own: both are closed after.
+const base = new Redis(url, { enableReadyCheck: false })
+const monitor = await base.monitor()
 let seen = 0
 monitor.on('monitor', (_t: string, _args: string[], source: string) => {
   if (source.endsWith(`:${port}`)) seen++
@@ -100,6 +102,7 @@ await tb.flush()
 await new Promise((r) => setTimeout(r, 200))
 const sequential = seen / 200
 monitor.disconnect()
+base.disconnect()
 
 // Every lease released exactly once: each key admits 4 at once again.
 let leaked = 0
