@@ -10,6 +10,9 @@
  * - a transaction that fails (a row locked elsewhere past the deadline) fails every call of
  *   its batch and commits nothing;
  * - another account is served while one account's batch waits on a lock;
+ * - when every connection is busy, one transaction serves the calls of many accounts waiting
+ *   for a turn; a shared transaction stuck on one account's locked row gives the calls back to
+ *   run alone (the others are served); two stores sharing accounts still count exactly;
  * - a transaction runs in one statement (`counters_apply`) on the values its instance last
  *   read or wrote, and under lock when another writer changed a row since (counts exact
  *   across two stores on one schema); a value known expired may have been pruned; a schema
@@ -301,6 +304,38 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
         expect((await counters.consume([total(key, 2, 0)], T0 + 999)).results[0]!.used).toBe(2)
     } finally {
       await small.end()
+    }
+  })
+
+  it('counts exactly when two stores share accounts and both merge them into shared transactions', async () => {
+    const poolA = newPool(2)
+    const poolB = newPool(2)
+    try {
+      const a = postgresStorage({ pool: poolA, schema: db.schema }).counters as PostgresCounters
+      const b = postgresStorage({ pool: poolB, schema: db.schema }).counters as PostgresCounters
+      const keys = Array.from({ length: 30 }, () => `${account()}:q:total`)
+      // 30 accounts, limit 5 each, 8 admissions per account per store at once: each store's
+      // shared transactions find rows the other one changed (TB409), then run under lock.
+      const results = await Promise.all(
+        [a, b].flatMap((store, s) =>
+          keys.flatMap((key, i) =>
+            Array.from({ length: 8 }, (_, j) =>
+              store.consume([total(key, 5)], T0 + s * 1000 + i * 8 + j),
+            ),
+          ),
+        ),
+      )
+      for (let i = 0; i < keys.length; i++) {
+        const mine = results.filter((_, n) => Math.floor((n % 240) / 8) === i)
+        expect(mine.filter((r) => r.allowed)).toHaveLength(5)
+      }
+      for (const key of keys)
+        expect((await a.consume([total(key, 5, 0)], T0 + 9999)).results[0]!.used).toBe(5)
+      const merged = a.stats().merged + b.stats().merged
+      expect(merged).toBeGreaterThan(0)
+    } finally {
+      await poolA.end()
+      await poolB.end()
     }
   })
 
