@@ -12,7 +12,6 @@
  *   exactly as if they had never been sent.
  */
 
-import pg from 'pg'
 import { describe, expect, it } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import {
@@ -22,7 +21,7 @@ import {
   type Storage,
   type TollboothRequest,
 } from '../../src/index.js'
-import { DATABASE_URL, newPool, schemaPerSuite, skipPostgres } from '../support/postgres.js'
+import { lockCounterRow, newPool, schemaPerSuite, skipPostgres } from '../support/postgres.js'
 
 const TIMEOUT_MS = 400
 const req = (key: string): TollboothRequest => ({
@@ -69,16 +68,7 @@ describe.skipIf(skipPostgres)('PostgreSQL admissions under one account’s burst
   }
 
   /** Holds the row lock of `key` from another session until `release()`. */
-  const lockRow = async (key: string) => {
-    const c = new pg.Client({ connectionString: DATABASE_URL })
-    await c.connect()
-    await c.query('BEGIN')
-    await c.query(`SELECT 1 FROM "${db.schema}".counters WHERE key = $1 FOR UPDATE`, [key])
-    return async () => {
-      await c.query('COMMIT')
-      await c.end()
-    }
-  }
+  const lockRow = (key: string) => lockCounterRow(db.schema, key)
 
   it('keeps serving a bystander while one account’s admissions wait on a lock', async () => {
     const s = await setup()

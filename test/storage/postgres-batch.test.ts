@@ -19,7 +19,7 @@
  *   without the function (not migrated to 5) and `preparedStatements: false` still count.
  */
 
-import pg from 'pg'
+import type pg from 'pg'
 import { describe, expect, it } from 'vitest'
 import type { PostgresCounters } from '../../adapters/postgres/counters.js'
 import { postgresStorage } from '../../adapters/postgres/index.js'
@@ -35,8 +35,8 @@ import {
 } from '../../src/index.js'
 import { total } from '../support/core.js'
 import {
-  DATABASE_URL,
   freshSchema,
+  lockCounterRow,
   newPool,
   schemaPerSuite,
   skipPostgres,
@@ -65,6 +65,15 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
   const db = schemaPerSuite(pool)
 
   const account = () => `{acct_${Math.random().toString(36).slice(2, 12)}}`
+
+  /** Counters on a pool of `size` connections, with a statement timeout of 1.5 s. */
+  const smallStore = (size: number) => {
+    const small = newPool(size)
+    const counters = postgresStorage({ pool: small, schema: db.schema, statementTimeoutMs: 1500 })
+      .counters as PostgresCounters
+    return { small, counters }
+  }
+  const lockRow = (key: string) => lockCounterRow(db.schema, key)
 
   it('admits exactly 50 of 200 concurrent admissions of one account in far fewer transactions', async () => {
     const counted = countingPool(pool)
@@ -214,18 +223,14 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
       .counters as PostgresCounters
     const key = `${account()}:q:total`
     expect((await counters.consume([total(key, 100)], T0)).allowed).toBe(true)
-    const other = new pg.Client({ connectionString: DATABASE_URL })
-    await other.connect()
-    await other.query('BEGIN')
-    await other.query(`SELECT 1 FROM "${db.schema}".counters WHERE key = $1 FOR UPDATE`, [key])
+    const release = await lockRow(key)
     let outcomes: PromiseSettledResult<ConsumeResult>[]
     try {
       outcomes = await Promise.allSettled(
         Array.from({ length: 30 }, (_, i) => counters.consume([total(key, 100)], T0 + 1 + i)),
       )
     } finally {
-      await other.query('COMMIT')
-      await other.end()
+      await release()
     }
     for (const o of outcomes) {
       expect(o.status).toBe('rejected')
@@ -244,20 +249,12 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
   })
 
   it('serves another account while one account’s batch waits on a lock', async () => {
-    const small = newPool(3)
+    const { small, counters } = smallStore(3)
     try {
-      const counters = postgresStorage({
-        pool: small,
-        schema: db.schema,
-        statementTimeoutMs: 1500,
-      }).counters
       const stuck = `${account()}:q:total`
       const free = `${account()}:q:total`
       await counters.consume([total(stuck, 1000)], T0)
-      const other = new pg.Client({ connectionString: DATABASE_URL })
-      await other.connect()
-      await other.query('BEGIN')
-      await other.query(`SELECT 1 FROM "${db.schema}".counters WHERE key = $1 FOR UPDATE`, [stuck])
+      const release = await lockRow(stuck)
       const burst = Promise.allSettled(
         Array.from({ length: 50 }, (_, i) => counters.consume([total(stuck, 1000)], T0 + i)),
       )
@@ -266,8 +263,7 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
         for (let i = 0; i < 10; i++)
           served.push((await counters.consume([total(free, 1000)], T0 + i)).allowed)
       } finally {
-        await other.query('COMMIT')
-        await other.end()
+        await release()
       }
       expect(served).toEqual(Array(10).fill(true))
       // Released in time: the burst commits, in batches.
@@ -340,22 +336,14 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
   })
 
   it('gives back the calls of a shared transaction stuck on one account’s locked row: the others are served', async () => {
-    const small = newPool(2)
+    const { small, counters } = smallStore(2)
     try {
-      const counters = postgresStorage({
-        pool: small,
-        schema: db.schema,
-        statementTimeoutMs: 1500,
-      }).counters as PostgresCounters
       const stuck = `${account()}:q:total`
       const others = Array.from({ length: 20 }, () => `${account()}:q:total`)
       const first = [`${account()}:q:total`, `${account()}:q:total`]
       // Known values for every account (a transaction on known values may take other groups).
       for (const key of [stuck, ...others, ...first]) await counters.consume([total(key, 1000)], T0)
-      const other = new pg.Client({ connectionString: DATABASE_URL })
-      await other.connect()
-      await other.query('BEGIN')
-      await other.query(`SELECT 1 FROM "${db.schema}".counters WHERE key = $1 FOR UPDATE`, [stuck])
+      const release = await lockRow(stuck)
       // Two calls take both connections; the stuck account's call and the others wait for a
       // turn, and the first transaction to get its connection takes them together.
       const calls = [...first, stuck, ...others].map((key) =>
@@ -368,8 +356,7 @@ describe.skipIf(skipPostgres)('PostgreSQL counters in batches per account', () =
       try {
         served = await Promise.all([...calls.slice(0, 2), ...calls.slice(3)])
       } finally {
-        await other.query('COMMIT')
-        await other.end()
+        await release()
       }
       expect(served).toEqual(Array(22).fill(true))
       expect(counters.stats().givenBack).toBeGreaterThan(0)

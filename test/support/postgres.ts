@@ -75,3 +75,18 @@ export function schemaPerSuite(pool: pg.Pool): { readonly schema: string } {
     },
   }
 }
+
+/**
+ * Holds the row lock of counter `key` in `schema` from another session; resolves to the
+ * function that releases it (commits and closes that session).
+ */
+export async function lockCounterRow(schema: string, key: string): Promise<() => Promise<void>> {
+  const c = new pg.Client({ connectionString: DATABASE_URL })
+  await c.connect()
+  await c.query('BEGIN')
+  await c.query(`SELECT 1 FROM "${schema}".counters WHERE key = $1 FOR UPDATE`, [key])
+  return async () => {
+    await c.query('COMMIT')
+    await c.end()
+  }
+}
