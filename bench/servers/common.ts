@@ -100,11 +100,27 @@ export function served(extra: Record<string, unknown>): string[] {
   return STORAGE_PROCESS ? ['bare', ...Object.keys(extra)] : [...VARIANTS]
 }
 
+const cleanups: Array<() => Promise<unknown>> = []
+
+/**
+ * Work the server finishes before it exits on SIGINT or SIGTERM (a schema dropped, say), for
+ * at most 5 s: an `exit` listener cannot wait for a query.
+ */
+export function onShutdown(fn: () => Promise<unknown>): void {
+  cleanups.push(fn)
+}
+
 /** Prints `{ pid, ports, key }` as one JSON line for the runner. */
 export function announce(ports: Record<string, number>, key: string): void {
   process.stdout.write(`${JSON.stringify({ pid: process.pid, ports, key })}\n`)
   // Exit normally on a signal, so `--cpu-prof` writes its profile.
-  for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, () => process.exit(0))
+  for (const s of ['SIGINT', 'SIGTERM'] as const)
+    process.on(s, () => {
+      const late = new Promise((resolve) => setTimeout(resolve, 5000).unref())
+      void Promise.race([Promise.allSettled(cleanups.map((f) => f())), late]).then(() =>
+        process.exit(0),
+      )
+    })
 }
 
 export const portOf = (server: { address(): AddressInfo | string | null }) =>

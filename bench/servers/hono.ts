@@ -17,6 +17,7 @@ import {
   benchTollbooth,
   floor,
   IETF_ONLY,
+  onShutdown,
   redisVariants,
   route,
   STORAGE_PROCESS,
@@ -106,7 +107,10 @@ if (STORAGE_PROCESS && process.env.DATABASE_URL) {
   const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 8 })
   const schema = `tb_bench_${process.pid}`
   await migrate({ pool, schema })
-  process.on('exit', () => void pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`))
+  onShutdown(async () => {
+    await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+    await pool.end()
+  })
   const counters = postgresStorage({ pool, schema }).counters
   extra['tollbooth-postgres'] = [requireApiKey(withCounters(tb, counters), route(ALL_HEADERS))]
 }
