@@ -8,11 +8,13 @@
 
 import type { PoolClient } from 'pg'
 import {
+  type Cells,
   KEY_COLUMNS as COLUMNS,
   type KeyPatch,
   type KeyRecord,
   type KeyRow,
   type KeyStore,
+  keyValues,
   keyFromRow as toRecord,
 } from '../../src/internal.js'
 import { type Db, json, transaction } from './db.js'
@@ -46,25 +48,10 @@ function setClause(patch: KeyPatch, first: number): { sql: string; values: unkno
   return { sql: sets.join(', '), values }
 }
 
-function insertValues(k: KeyRecord): unknown[] {
-  return [
-    k.id,
-    k.hash,
-    k.start,
-    k.name,
-    k.accountId,
-    k.kind,
-    k.category,
-    k.scopes,
-    json(k.metadata),
-    k.active,
-    k.createdAt,
-    k.expiresAt,
-    k.lastUsedAt,
-    k.revokedAt,
-    json(k.limits),
-  ]
-}
+/** How this driver takes the key record's JSON, list and flag cells. */
+const CELLS: Cells = { json, list: (v) => v, flag: (v) => v }
+
+const insertValues = (k: KeyRecord) => keyValues(k, CELLS)
 
 export function postgresKeys(db: Db): KeyStore {
   const t = db.table('keys')

@@ -14,94 +14,26 @@
 import {
   addToSummary,
   decodeLogCursor,
+  EVENT_COLUMNS,
+  EVENT_FIELDS,
+  type EventRow,
   emptySummary,
   encodeLogCursor,
   splitUsageRange,
+  eventFromRow as toEvent,
   USAGE_HOUR_MS,
-  type UsageEvent,
   type UsageStore,
   type UsageSummary,
 } from '../../src/internal.js'
 import type { Db } from './db.js'
-
-interface EventRow {
-  id: string
-  request_id: string
-  key_id: string
-  account_id: string
-  occurred_at: string
-  units: number
-  overage: number
-  tokens: number
-  category: string | null
-  key_category: string | null
-  status: number
-  duration_ms: number
-  ttfb_ms: number | null
-  code: string | null
-  ip: string | null
-  method: string
-  path: string
-  bypassed: boolean
-  provider: string | null
-}
-
-/** Column, array type, and the event's value, in insert order. */
-const FIELDS: ReadonlyArray<[string, string, (e: UsageEvent) => unknown]> = [
-  ['id', 'text', (e) => e.id],
-  ['request_id', 'text', (e) => e.requestId],
-  ['key_id', 'text', (e) => e.keyId],
-  ['account_id', 'text', (e) => e.accountId],
-  ['occurred_at', 'bigint', (e) => e.time],
-  ['units', 'float8', (e) => e.units],
-  ['overage', 'float8', (e) => e.overage],
-  ['tokens', 'float8', (e) => e.tokens],
-  ['category', 'text', (e) => e.category],
-  ['key_category', 'text', (e) => e.keyCategory ?? null],
-  ['status', 'int4', (e) => e.status],
-  ['duration_ms', 'float8', (e) => e.durationMs],
-  ['ttfb_ms', 'float8', (e) => e.ttfbMs ?? null],
-  ['code', 'text', (e) => e.code ?? null],
-  ['ip', 'text', (e) => e.ip],
-  ['method', 'text', (e) => e.method],
-  ['path', 'text', (e) => e.path],
-  ['bypassed', 'bool', (e) => e.bypassed],
-  ['provider', 'text', (e) => e.provider],
-]
-
-const COLUMNS = FIELDS.map((f) => f[0]).join(', ')
-
-function toEvent(r: EventRow): UsageEvent {
-  return {
-    id: r.id,
-    requestId: r.request_id,
-    keyId: r.key_id,
-    accountId: r.account_id,
-    time: Number(r.occurred_at),
-    units: r.units,
-    overage: r.overage,
-    tokens: r.tokens,
-    category: r.category,
-    keyCategory: r.key_category,
-    status: r.status,
-    durationMs: r.duration_ms,
-    ttfbMs: r.ttfb_ms,
-    code: r.code,
-    ip: r.ip,
-    method: r.method,
-    path: r.path,
-    bypassed: r.bypassed,
-    provider: r.provider,
-  }
-}
 
 export function postgresUsage(db: Db): UsageStore {
   const t = db.table('usage_events')
   const totals = db.table('usage_totals')
   const hourOf = `occurred_at - occurred_at % ${USAGE_HOUR_MS}`
   const recordSql = `WITH ins AS (
-      INSERT INTO ${t} (${COLUMNS})
-      SELECT * FROM unnest(${FIELDS.map((f, i) => `$${i + 1}::${f[1]}[]`).join(', ')})
+      INSERT INTO ${t} (${EVENT_COLUMNS})
+      SELECT * FROM unnest(${EVENT_FIELDS.map((f, i) => `$${i + 1}::${f[1]}[]`).join(', ')})
       ON CONFLICT (id) DO NOTHING
       RETURNING account_id, occurred_at, category, key_category, units, code
     )
@@ -134,7 +66,7 @@ export function postgresUsage(db: Db): UsageStore {
       const sorted = events.slice().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
       await db.execute(
         recordSql,
-        FIELDS.map(([, , get]) => sorted.map(get)),
+        EVENT_FIELDS.map(([, , get]) => sorted.map(get)),
       )
     },
     async summarize(accountId, from, to, filter): Promise<UsageSummary> {
@@ -168,7 +100,7 @@ export function postgresUsage(db: Db): UsageStore {
     async logs(keyId, { limit, cursor }) {
       const [time, id] = cursor ? decodeLogCursor(cursor) : [null, null]
       const rows = await db.query<EventRow>(
-        `SELECT ${COLUMNS} FROM ${t}
+        `SELECT ${EVENT_COLUMNS} FROM ${t}
          WHERE key_id = $1 AND ($2::bigint IS NULL OR (occurred_at, id) < ($2, $3::text))
          ORDER BY occurred_at DESC, id DESC
          LIMIT $4`,

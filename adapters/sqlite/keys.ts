@@ -7,11 +7,13 @@
  */
 
 import {
+  type Cells,
   KEY_COLUMNS as COLUMNS,
   type KeyPatch,
   type KeyRecord,
   type KeyRow,
   type KeyStore,
+  keyValues,
   keyFromRow as toRecord,
 } from '../../src/internal.js'
 import { bit, type Db, json } from './db.js'
@@ -28,25 +30,10 @@ const PATCH: Record<keyof KeyPatch, [column: string, encode?: (v: never) => unkn
   limits: ['limits', json],
 }
 
-function insertValues(k: KeyRecord): unknown[] {
-  return [
-    k.id,
-    k.hash,
-    k.start,
-    k.name,
-    k.accountId,
-    k.kind,
-    k.category,
-    json(k.scopes),
-    json(k.metadata),
-    bit(k.active),
-    k.createdAt,
-    k.expiresAt,
-    k.lastUsedAt,
-    k.revokedAt,
-    json(k.limits),
-  ]
-}
+/** How this driver takes the key record's JSON, list and flag cells. */
+const CELLS: Cells = { json, list: json, flag: bit }
+
+const insertValues = (k: KeyRecord) => keyValues(k, CELLS)
 
 export function sqliteKeys(d: Db): KeyStore {
   const insertSql = `INSERT INTO keys (${COLUMNS}) VALUES (${COLUMNS.split(',')

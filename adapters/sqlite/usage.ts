@@ -12,9 +12,13 @@
 import {
   addToSummary,
   decodeLogCursor,
+  EVENT_COLUMNS,
+  EVENT_FIELDS,
+  type EventRow,
   emptySummary,
   encodeLogCursor,
   splitUsageRange,
+  eventFromRow as toEvent,
   USAGE_HOUR_MS,
   type UsageEvent,
   type UsageStore,
@@ -22,76 +26,12 @@ import {
 } from '../../src/internal.js'
 import { bit, type Db } from './db.js'
 
-interface EventRow {
-  id: string
-  request_id: string
-  key_id: string
-  account_id: string
-  occurred_at: number
-  units: number
-  overage: number
-  tokens: number
-  category: string | null
-  key_category: string | null
-  status: number
-  duration_ms: number
-  ttfb_ms: number | null
-  code: string | null
-  ip: string | null
-  method: string
-  path: string
-  bypassed: number
-  provider: string | null
-}
-
-/** Column and the event's value, in insert order. */
-const FIELDS: ReadonlyArray<[string, (e: UsageEvent) => unknown]> = [
-  ['id', (e) => e.id],
-  ['request_id', (e) => e.requestId],
-  ['key_id', (e) => e.keyId],
-  ['account_id', (e) => e.accountId],
-  ['occurred_at', (e) => e.time],
-  ['units', (e) => e.units],
-  ['overage', (e) => e.overage],
-  ['tokens', (e) => e.tokens],
-  ['category', (e) => e.category],
-  ['key_category', (e) => e.keyCategory ?? null],
-  ['status', (e) => e.status],
-  ['duration_ms', (e) => e.durationMs],
-  ['ttfb_ms', (e) => e.ttfbMs ?? null],
-  ['code', (e) => e.code ?? null],
-  ['ip', (e) => e.ip],
-  ['method', (e) => e.method],
-  ['path', (e) => e.path],
-  ['bypassed', (e) => bit(e.bypassed)],
-  ['provider', (e) => e.provider],
-]
-
-const COLUMNS = FIELDS.map((f) => f[0]).join(', ')
-
-function toEvent(r: EventRow): UsageEvent {
-  return {
-    id: r.id,
-    requestId: r.request_id,
-    keyId: r.key_id,
-    accountId: r.account_id,
-    time: r.occurred_at,
-    units: r.units,
-    overage: r.overage,
-    tokens: r.tokens,
-    category: r.category,
-    keyCategory: r.key_category,
-    status: r.status,
-    durationMs: r.duration_ms,
-    ttfbMs: r.ttfb_ms,
-    code: r.code,
-    ip: r.ip,
-    method: r.method,
-    path: r.path,
-    bypassed: r.bypassed === 1,
-    provider: r.provider,
-  }
-}
+/** An event's values in column order; a flag as 0/1 (SQLite takes no booleans). */
+const eventValues = (e: UsageEvent): unknown[] =>
+  EVENT_FIELDS.map(([, , get]) => {
+    const v = get(e)
+    return typeof v === 'boolean' ? bit(v) : v
+  })
 
 /** One row of `usage_totals` as a batch adds to it. */
 interface HourTotal {
@@ -106,7 +46,7 @@ interface HourTotal {
 const hourOf = (t: number) => t - (((t % USAGE_HOUR_MS) + USAGE_HOUR_MS) % USAGE_HOUR_MS)
 
 export function sqliteUsage(d: Db): UsageStore {
-  const insertSql = `INSERT INTO usage_events (${COLUMNS}) VALUES (${FIELDS.map(() => '?').join(', ')})
+  const insertSql = `INSERT INTO usage_events (${EVENT_COLUMNS}) VALUES (${EVENT_FIELDS.map(() => '?').join(', ')})
     ON CONFLICT (id) DO NOTHING`
   const totalSql = `INSERT INTO usage_totals
       (account_id, hour, category, key_category, requests, units)
@@ -121,7 +61,7 @@ export function sqliteUsage(d: Db): UsageStore {
         // Summed here first: one upsert per hourly total of the batch, not one per event.
         const groups = new Map<string, HourTotal>()
         for (const e of events) {
-          const inserted = Number(insert.run(...FIELDS.map(([, get]) => get(e))).changes) > 0
+          const inserted = Number(insert.run(...eventValues(e)).changes) > 0
           if (!inserted || (e.code !== null && e.code !== undefined)) continue
           const hour = hourOf(e.time)
           const category = e.category ?? 'uncategorized'
@@ -191,7 +131,7 @@ export function sqliteUsage(d: Db): UsageStore {
         () =>
           d
             .stmt(
-              `SELECT ${COLUMNS} FROM usage_events
+              `SELECT ${EVENT_COLUMNS} FROM usage_events
                WHERE key_id = @key AND (@time IS NULL OR occurred_at < @time
                  OR (occurred_at = @time AND id < @id))
                ORDER BY occurred_at DESC, id DESC LIMIT @limit`,

@@ -2,13 +2,24 @@
  * @module storage/rows
  *
  * Rows of the SQL stores (PostgreSQL, SQLite) as records, written once: the columns of keys,
- * accounts and provider keys, and their mapping to `KeyRecord`, `AccountRecord` and
- * `ProviderKeyRecord`. The two drivers differ only in how a cell comes back, which the
- * mapping reads either way: JSON as text (SQLite) or parsed (pg), a flag as 0/1 or a boolean,
- * an instant as a number or a BIGINT's string.
+ * accounts, provider keys and usage events, and their mapping to `KeyRecord`,
+ * `AccountRecord`, `ProviderKeyRecord` and `UsageEvent`. The two drivers differ only in how a
+ * cell comes back, which the mapping reads either way: JSON as text (SQLite) or parsed (pg), a
+ * flag as 0/1 or a boolean, an instant as a number or a BIGINT's string. Going in, they differ
+ * in how a JSON, list or flag cell is passed ({@link Cells}).
  */
 
-import type { AccountRecord, KeyRecord, ProviderKeyRecord } from './types.js'
+import type { AccountRecord, KeyRecord, ProviderKeyRecord, UsageEvent } from './types.js'
+
+/** How a driver takes a cell that is not a string or a number. */
+export interface Cells {
+  /** A JSON column's value. */
+  json(v: unknown): unknown
+  /** A list column's value (a text array in PostgreSQL, JSON in SQLite). */
+  list(v: readonly string[]): unknown
+  /** A flag column's value (a boolean, or 0/1). */
+  flag(v: boolean): unknown
+}
 
 /** A JSON cell: text to parse (SQLite), or the value pg parsed already. */
 const json = (v: unknown): never => (typeof v === 'string' ? JSON.parse(v) : v) as never
@@ -59,6 +70,27 @@ export function keyFromRow(r: KeyRow): KeyRecord {
   }
 }
 
+/** A key record's values in {@link KEY_COLUMNS} order, as `cells` passes them. */
+export function keyValues(k: KeyRecord, cells: Cells): unknown[] {
+  return [
+    k.id,
+    k.hash,
+    k.start,
+    k.name,
+    k.accountId,
+    k.kind,
+    k.category,
+    cells.list(k.scopes),
+    cells.json(k.metadata),
+    cells.flag(k.active),
+    k.createdAt,
+    k.expiresAt,
+    k.lastUsedAt,
+    k.revokedAt,
+    cells.json(k.limits),
+  ]
+}
+
 export const ACCOUNT_COLUMNS =
   'id, tier, balance, carryover, period_start, tier_expires_at, billing_customer_id, metadata'
 
@@ -104,5 +136,83 @@ export function secretFromRow(r: SecretRow): ProviderKeyRecord {
     last4: r.last4 as string,
     createdAt: at(r.created_at),
     verifiedAt: atOrNull(r.verified_at),
+  }
+}
+
+/**
+ * The columns of a usage event in insert order, each with its PostgreSQL type (for typed
+ * arrays) and the event's value (a flag as a boolean: see {@link Cells}).
+ */
+export const EVENT_FIELDS: ReadonlyArray<
+  readonly [column: string, pgType: string, get: (e: UsageEvent) => unknown]
+> = [
+  ['id', 'text', (e) => e.id],
+  ['request_id', 'text', (e) => e.requestId],
+  ['key_id', 'text', (e) => e.keyId],
+  ['account_id', 'text', (e) => e.accountId],
+  ['occurred_at', 'bigint', (e) => e.time],
+  ['units', 'float8', (e) => e.units],
+  ['overage', 'float8', (e) => e.overage],
+  ['tokens', 'float8', (e) => e.tokens],
+  ['category', 'text', (e) => e.category],
+  ['key_category', 'text', (e) => e.keyCategory ?? null],
+  ['status', 'int4', (e) => e.status],
+  ['duration_ms', 'float8', (e) => e.durationMs],
+  ['ttfb_ms', 'float8', (e) => e.ttfbMs ?? null],
+  ['code', 'text', (e) => e.code ?? null],
+  ['ip', 'text', (e) => e.ip],
+  ['method', 'text', (e) => e.method],
+  ['path', 'text', (e) => e.path],
+  ['bypassed', 'bool', (e) => e.bypassed],
+  ['provider', 'text', (e) => e.provider],
+]
+
+export const EVENT_COLUMNS = EVENT_FIELDS.map((f) => f[0]).join(', ')
+
+/** A row of the usage events table, as a driver returns it. */
+export type EventRow = Record<
+  | 'id'
+  | 'request_id'
+  | 'key_id'
+  | 'account_id'
+  | 'occurred_at'
+  | 'units'
+  | 'overage'
+  | 'tokens'
+  | 'category'
+  | 'key_category'
+  | 'status'
+  | 'duration_ms'
+  | 'ttfb_ms'
+  | 'code'
+  | 'ip'
+  | 'method'
+  | 'path'
+  | 'bypassed'
+  | 'provider',
+  unknown
+>
+
+export function eventFromRow(r: EventRow): UsageEvent {
+  return {
+    id: r.id as string,
+    requestId: r.request_id as string,
+    keyId: r.key_id as string,
+    accountId: r.account_id as string,
+    time: at(r.occurred_at),
+    units: r.units as number,
+    overage: r.overage as number,
+    tokens: r.tokens as number,
+    category: r.category as string | null,
+    keyCategory: r.key_category as string | null,
+    status: r.status as number,
+    durationMs: r.duration_ms as number,
+    ttfbMs: r.ttfb_ms as number | null,
+    code: r.code as UsageEvent['code'],
+    ip: r.ip as string | null,
+    method: r.method as string,
+    path: r.path as string,
+    bypassed: r.bypassed === true || r.bypassed === 1,
+    provider: r.provider as string | null,
   }
 }
