@@ -263,7 +263,7 @@ function commit(check: Check, next: object | undefined, now: number): CounterWri
 }
 
 /** The answer to an admission a cancel came before: nothing counted. */
-function cancelled(checks: ReadonlyArray<Check>): ConsumeResult {
+export function cancelled(checks: ReadonlyArray<Check>): ConsumeResult {
   return {
     allowed: false,
     results: checks.map(

@@ -25,6 +25,7 @@
  * one of its checks is; otherwise the whole admission goes to the store (all or none holds).
  */
 
+import { cancelled } from '../limits/counters.js'
 import { LocalHolds } from './local-holds.js'
 import type {
   AdmissionId,
@@ -796,18 +797,7 @@ export function leasedCounters(
     if (now - lastSweep >= 10) void sweep(now, false)?.catch(() => {})
     if (admission && cancelledCount > 0) {
       const known = admissions.get(admission.key)
-      if (known?.cancelled)
-        return {
-          allowed: false,
-          results: checks.map((c) => ({
-            allowed: false,
-            limit: c.limit,
-            used: 0,
-            remaining: 0,
-            resetMs: 0,
-            retryAfterMs: 1000,
-          })),
-        }
+      if (known?.cancelled) return cancelled(checks)
     }
     if (checks.length === 0) return null
     for (let i = 0; i < checks.length; i++) {
