@@ -158,7 +158,17 @@ export function redisVariants(tb: Tollbooth): {
   const ours = countedRedis()
   const theirs = countedRedis()
   if (!ours || !theirs) return null
-  const counters = redisStorage({ client: ours.client, keyPrefix: `bench${process.pid}:` }).counters
+  const prefix = `bench${process.pid}:`
+  const counters = redisStorage({ client: ours.client, keyPrefix: prefix }).counters
+  // The counters outlive the run by their TTLs (a month for credits): deleted at shutdown.
+  onShutdown(async () => {
+    let cursor = '0'
+    do {
+      const [next, found] = await ours.client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
+      cursor = next
+      if (found.length > 0) await ours.client.del(...found)
+    } while (cursor !== '0')
+  })
   return {
     tb: withCounters(tb, counters),
     peer: theirs.client,
