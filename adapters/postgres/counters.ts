@@ -188,6 +188,13 @@ function knownValues() {
   }
 }
 
+/** Sets `key` as the newest entry of `map`, the oldest dropped past 10,000 entries. */
+function setRecent<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key)
+  map.set(key, value)
+  if (map.size > 10_000) map.delete(map.keys().next().value!)
+}
+
 /** The last result of a multi-statement query (the driver returns one per statement). */
 function last<R extends object>(r: QueryResult<R> | QueryResult<R>[]): QueryResult<R> {
   return Array.isArray(r) ? r[r.length - 1]! : r
@@ -238,16 +245,15 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
   /** The clock of the latest call (see `sweep`), which stamps the calls as they arrive. */
   let lastNow = Number.NEGATIVE_INFINITY
 
-  /**
-   * The latest deadline of `calls`, as a timeout in ms (at least 1); for the lock waits of a
-   * transaction of several groups, at most {@link MERGED_LOCK_MS}.
-   */
-  const timeout = (calls: BatchCall[], turn?: BatchTurn) => {
+  /** The latest deadline of `calls`, as a timeout in ms (at least 1). */
+  const timeout = (calls: BatchCall[]) => {
     let last = Number.NEGATIVE_INFINITY
     for (const c of calls) if (c.deadline > last) last = c.deadline
-    const ms = Math.max(1, Math.floor(last - performance.now()))
-    return turn && turn.groups.length > 1 ? Math.min(ms, MERGED_LOCK_MS) : ms
+    return Math.max(1, Math.floor(last - performance.now()))
   }
+  /** A turn's lock waits: `ms`, at most {@link MERGED_LOCK_MS} for a turn of several groups. */
+  const lockWait = (ms: number, turn: BatchTurn) =>
+    turn.groups.length > 1 ? Math.min(ms, MERGED_LOCK_MS) : ms
 
   /** Answers each call with its outcome in `done`. */
   const answer = (turn: BatchTurn, calls: BatchCall[], done: StepsRun) => {
@@ -297,7 +303,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
       }
     }
     batch += ']'
-    const values = [batch, timeout(calls, turn), durable]
+    const values = [batch, lockWait(timeout(calls), turn), durable]
     try {
       await client.query(
         db.prepare ? { name: applyName, text: apply, values } : { text: apply, values },
@@ -313,9 +319,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
         const now = performance.now()
         const c = contended.get(group)
         const ms = c && now - c.until < CONTENDED_MS ? Math.min(2 * c.ms, CONTENDED_MS) : 10
-        contended.delete(group)
-        contended.set(group, { until: now + ms, ms })
-        if (contended.size > 10_000) contended.delete(contended.keys().next().value!)
+        setRecent(contended, group, { until: now + ms, ms })
         for (const k of keys) known.forget(k)
         return false
       }
@@ -349,11 +353,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     } catch (err) {
       if (turn.groups.length < 2) throw err
       const until = performance.now() + CONTENDED_MS
-      for (const g of turn.groups) {
-        alone.delete(g)
-        alone.set(g, until)
-      }
-      while (alone.size > 10_000) alone.delete(alone.keys().next().value!)
+      for (const g of turn.groups) setRecent(alone, g, until)
       if ((err as { code?: unknown } | null)?.code !== '55P03') throw err
       stats.givenBack++
       turn.giveBack()
@@ -403,7 +403,7 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     // whose deadline passes before the commit is left out of it (below).
     const ms = timeout(calls)
     const read = await client.query<CounterRow>(
-      `${begin} SET LOCAL statement_timeout = ${ms}; SET LOCAL lock_timeout = ${timeout(calls, turn)};
+      `${begin} SET LOCAL statement_timeout = ${ms}; SET LOCAL lock_timeout = ${lockWait(ms, turn)};
            INSERT INTO ${t} AS c (key, expires_at)
            SELECT k, 0 FROM unnest(ARRAY[${[...keys].map(lit).join(', ')}]::text[]) AS k
            ORDER BY k COLLATE "C"

@@ -66,7 +66,7 @@ export function postgresUsage(db: Db): UsageStore {
       const sorted = events.slice().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
       await db.execute(
         recordSql,
-        EVENT_FIELDS.map(([, , get]) => sorted.map(get)),
+        EVENT_FIELDS.map(([, , get]) => sorted.map((e) => get(e))),
       )
     },
     async summarize(accountId, from, to, filter): Promise<UsageSummary> {

@@ -143,9 +143,7 @@ export function secretFromRow(r: SecretRow): ProviderKeyRecord {
  * The columns of a usage event in insert order, each with its PostgreSQL type (for typed
  * arrays) and the event's value (a flag as a boolean: see {@link Cells}).
  */
-export const EVENT_FIELDS: ReadonlyArray<
-  readonly [column: string, pgType: string, get: (e: UsageEvent) => unknown]
-> = [
+export const EVENT_FIELDS = [
   ['id', 'text', (e) => e.id],
   ['request_id', 'text', (e) => e.requestId],
   ['key_id', 'text', (e) => e.keyId],
@@ -165,33 +163,14 @@ export const EVENT_FIELDS: ReadonlyArray<
   ['path', 'text', (e) => e.path],
   ['bypassed', 'bool', (e) => e.bypassed],
   ['provider', 'text', (e) => e.provider],
-]
+] as const satisfies ReadonlyArray<
+  readonly [column: string, pgType: string, get: (e: UsageEvent) => unknown]
+>
 
 export const EVENT_COLUMNS = EVENT_FIELDS.map((f) => f[0]).join(', ')
 
-/** A row of the usage events table, as a driver returns it. */
-export type EventRow = Record<
-  | 'id'
-  | 'request_id'
-  | 'key_id'
-  | 'account_id'
-  | 'occurred_at'
-  | 'units'
-  | 'overage'
-  | 'tokens'
-  | 'category'
-  | 'key_category'
-  | 'status'
-  | 'duration_ms'
-  | 'ttfb_ms'
-  | 'code'
-  | 'ip'
-  | 'method'
-  | 'path'
-  | 'bypassed'
-  | 'provider',
-  unknown
->
+/** A row of the usage events table, as a driver returns it: a cell per column of {@link EVENT_FIELDS}. */
+export type EventRow = Record<(typeof EVENT_FIELDS)[number][0], unknown>
 
 export function eventFromRow(r: EventRow): UsageEvent {
   return {
