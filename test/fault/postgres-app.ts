@@ -5,9 +5,9 @@
  * the test sees it exit if an unhandled error event kills it: Hono on `@hono/node-server`,
  * `requireApiKey` with a credit cost of 1 per request, everything on `postgresStorage()`.
  * The pool is set up as the README says (an `'error'` listener for idle clients). Reads
- * `DATABASE_URL`, `TB_SCHEMA`, `TB_SECRET`; prints `{"port":…}` on its first stdout line;
- * `GET /stats` answers `tb.stats()` (the settle retry queue), so the test can wait for it to
- * empty. On SIGTERM it stops accepting, closes tollbooth (waiting for retried settles, flushing
+ * `DATABASE_URL`, `TB_SCHEMA`, `TB_SECRET` and `TB_POOL_MAX` (the pool's size, 8 unless set);
+ * prints `{"port":…}` on its first stdout line; `GET /stats` answers `tb.stats()` (the settle
+ * retry queue), so the test can wait for it to empty, and the counters' `stats()`. On SIGTERM it stops accepting, closes tollbooth (waiting for retried settles, flushing
  * usage), prints `{"settleRetries":…}` and exits 0, or 3 if a retried operation is still
  * pending or was dropped.
  */
@@ -16,6 +16,7 @@ import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
 import pg from 'pg'
 import { requireApiKey } from '../../adapters/hono/index.js'
+import type { PostgresCounters } from '../../adapters/postgres/counters.js'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { createTollbooth } from '../../src/index.js'
 
@@ -27,7 +28,7 @@ const env = (name: string): string => {
 
 const pool = new pg.Pool({
   connectionString: env('DATABASE_URL'),
-  max: 8,
+  max: Number(process.env.TB_POOL_MAX ?? 8),
   connectionTimeoutMillis: 1000,
 })
 // Idle clients whose server went away: without a listener their error would end the process.
@@ -56,7 +57,9 @@ const tb = createTollbooth({
 const app = new Hono()
 app.use('/v1/*', requireApiKey(tb, { cost: 1 }))
 app.get('/v1/work', (c) => c.json({ ok: true }))
-app.get('/stats', (c) => c.json(tb.stats()))
+app.get('/stats', (c) =>
+  c.json({ ...tb.stats(), counters: (storage.counters as PostgresCounters).stats() }),
+)
 
 const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
   process.stdout.write(`${JSON.stringify({ port: info.port })}\n`)

@@ -5,7 +5,8 @@
  * own Node process so a crash shows as an exit) keeps keys, counters, usage and accounts on a
  * private PostgreSQL started here, and serves a steady stream of metered requests while
  * (1) every backend is terminated again and again (`pg_terminate_backend`, as a failover or an
- * operator would), then (2) the server is killed (SIGKILL) and (3) restarted. The process
+ * operator would), then the server is (2) killed (SIGKILL) and (3) restarted. Twice: one account on a pool of 8 (its calls batched per account), and
+ * 24 accounts on a pool of 2, where accounts waiting for a connection share transactions. The process
  * never exits; while the server is down requests get 503 `storage_unavailable` within the
  * storage timeout; after the restart they pass again. Once the settle retry queue has emptied
  * and the process has shut down (exit 0: nothing pending, nothing dropped), every admitted
@@ -24,13 +25,26 @@ const TIMEOUT_MS = 1000
 const SECRET = 'postgres-fault-secret-postgres-fault-42'
 const SCHEMA = 'tb_fault'
 const ACCOUNT = 'acct_pg_fault'
+
+const CONFIGS = [
+  { name: 'one account, a pool of 8', accounts: 1, poolMax: 8, shared: false },
+  {
+    name: '24 accounts, a pool of 2 (shared transactions)',
+    accounts: 24,
+    poolMax: 2,
+    shared: true,
+  },
+] as const
 const APP = new URL('./postgres-app.ts', import.meta.url).pathname
 
-let server: PostgresServer | null = null
-try {
-  server = await startPostgresServer()
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
+const servers: Array<PostgresServer | null> = []
+for (const _ of CONFIGS) {
+  try {
+    servers.push(await startPostgresServer())
+  } catch (err) {
+    if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
+    servers.push(null)
+  }
 }
 
 interface RetryStats {
@@ -46,215 +60,247 @@ interface Outcome {
   requestId: string | null
 }
 
-describe.skipIf(!server)('PostgreSQL killed, terminated and restarted under traffic', () => {
-  const pgServer = server!
-  const pool = new pg.Pool({ connectionString: pgServer.url, max: 3 })
-  pool.on('error', () => {})
-  let app: Instance
-  let exited: number | string | null = null
-  let stderr = ''
-  let stdout = ''
-  let key = ''
-  let keyId = ''
-
-  beforeAll(async () => {
-    await migrate({ pool, schema: SCHEMA })
-    const tb = createTollbooth({
-      secret: SECRET,
-      storage: postgresStorage({ pool, schema: SCHEMA }),
-    })
-    const created = await tb.keys.create({
-      accountId: ACCOUNT,
-      name: 'fault',
-      limits: { quotas: { total: 1_000_000_000 } },
-    })
-    await tb.close()
-    key = created.key
-    keyId = created.record.id
-    app = await startInstance(
-      'pg-app',
-      { DATABASE_URL: pgServer.url, TB_SCHEMA: SCHEMA, TB_SECRET: SECRET },
-      APP,
+describe.each(CONFIGS.map((c, i) => ({ ...c, server: servers[i] ?? null })))(
+  'PostgreSQL killed, terminated and restarted under traffic: $name',
+  (config) => {
+    if (!config.server) {
+      it.skip('needs PostgreSQL 15 binaries')
+      return
+    }
+    const pgServer = config.server
+    const pool = new pg.Pool({ connectionString: pgServer.url, max: 3 })
+    pool.on('error', () => {})
+    let app: Instance
+    let exited: number | string | null = null
+    let stderr = ''
+    let stdout = ''
+    const keys: string[] = []
+    const keyIds: string[] = []
+    const accounts = Array.from({ length: config.accounts }, (_, i) =>
+      config.accounts === 1 ? ACCOUNT : `${ACCOUNT}_${i}`,
     )
-    app.proc.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString()
-    })
-    app.proc.stdout!.on('data', (d: Buffer) => {
-      stdout += d.toString()
-    })
-    app.proc.once('exit', (code, sig) => {
-      exited = code ?? sig
-    })
-  }, 60_000)
 
-  afterAll(async () => {
-    await app?.stop()
-    await pool.end().catch(() => {})
-    await pgServer.stop()
-  })
-
-  const call = async (): Promise<Outcome> => {
-    const t = Date.now()
-    try {
-      const res = await fetch(`${app.url}/v1/work`, {
-        headers: { authorization: `Bearer ${key}` },
+    beforeAll(async () => {
+      await migrate({ pool, schema: SCHEMA })
+      const tb = createTollbooth({
+        secret: SECRET,
+        storage: postgresStorage({ pool, schema: SCHEMA }),
       })
-      const body = (await res.json()) as { code?: string }
-      return {
-        status: res.status,
-        ms: Date.now() - t,
-        code: body.code,
-        requestId: res.headers.get('x-request-id'),
+      for (const accountId of accounts) {
+        const created = await tb.keys.create({
+          accountId,
+          name: 'fault',
+          limits: { quotas: { total: 1_000_000_000 } },
+        })
+        keys.push(created.key)
+        keyIds.push(created.record.id)
       }
-    } catch {
-      // The process is gone (or refused the connection).
-      return { status: 0, ms: Date.now() - t, requestId: null }
-    }
-  }
-  /** `workers` loops of requests until `stop(outcomes)`; at most 4000 requests, 25 s. */
-  const traffic = (workers: number, stop: (out: Outcome[]) => boolean) => {
-    const out: Outcome[] = []
-    const until = Date.now() + 25_000
-    const loop = async () => {
-      while (!stop(out) && out.length < 4000 && Date.now() < until) out.push(await call())
-    }
-    return { out, done: Promise.all(Array.from({ length: workers }, loop)).then(() => out) }
-  }
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-  const ok = (out: Outcome[]) => out.filter((o) => o.status === 200)
-  const alive = () => {
-    expect(exited, `the API process exited:\n${stderr.slice(-6000)}`).toBeNull()
-  }
-
-  it('never exits, answers 503 within the timeout while down, recovers, and loses nothing', async () => {
-    const all: Outcome[] = []
-
-    // 1. Backends terminated under traffic (a failover, or pg_terminate_backend).
-    let terminations = 0
-    let terminating = true
-    const t1 = traffic(8, (out) => !terminating && ok(out).length >= 300)
-    while (t1.out.length < 50) await sleep(5)
-    for (let i = 0; i < 20; i++) {
-      const r = await pool.query(
-        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+      await tb.close()
+      app = await startInstance(
+        'pg-app',
+        {
+          DATABASE_URL: pgServer.url,
+          TB_SCHEMA: SCHEMA,
+          TB_SECRET: SECRET,
+          TB_POOL_MAX: String(config.poolMax),
+        },
+        APP,
       )
-      terminations += r.rowCount ?? 0
-      await sleep(25)
-    }
-    terminating = false
-    all.push(...(await t1.done))
-    alive()
-    expect(terminations).toBeGreaterThan(20)
-    for (const o of t1.out.filter((o) => o.status !== 200)) {
-      expect(o.status).toBe(503)
-      expect(o.code).toBe('storage_unavailable')
-    }
+      app.proc.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString()
+      })
+      app.proc.stdout!.on('data', (d: Buffer) => {
+        stdout += d.toString()
+      })
+      app.proc.once('exit', (code, sig) => {
+        exited = code ?? sig
+      })
+    }, 60_000)
 
-    // 2. The server killed under traffic: 503s within the timeout, the process serves on.
-    let killed = false
-    const t2 = traffic(8, (out) => killed && out.filter((o) => o.status === 503).length >= 100)
-    while (t2.out.length < 50) await sleep(5)
-    await pgServer.kill()
-    killed = true
-    const during = await t2.done
-    all.push(...during)
-    alive()
-    const refused = during.filter((o) => o.status !== 200)
-    expect(refused.length).toBeGreaterThanOrEqual(100)
-    for (const o of refused) {
-      expect(o.status).toBe(503)
-      expect(o.code).toBe('storage_unavailable')
-      expect(o.ms).toBeLessThan(TIMEOUT_MS + 1000)
-    }
+    afterAll(async () => {
+      await app?.stop()
+      await pool.end().catch(() => {})
+      await pgServer.stop()
+    })
 
-    // 3. Restarted: requests pass again.
-    await sleep(500)
-    await pgServer.restart()
-    const restartedAt = Date.now()
-    const firstOk = (out: Outcome[]) => out.findIndex((o) => o.status === 200)
-    let recoveryMs = -1
-    const after = await traffic(8, (out) => {
-      if (recoveryMs < 0 && firstOk(out) >= 0) recoveryMs = Date.now() - restartedAt
-      return firstOk(out) >= 0 && out.length - firstOk(out) >= 300
-    }).done
-    all.push(...after)
-    alive()
-    expect(firstOk(after)).toBeGreaterThanOrEqual(0)
-    const recovered = after.slice(firstOk(after) + 8)
-    expect(recovered.length).toBeGreaterThan(250)
-    expect(recovered.every((o) => o.status === 200)).toBe(true)
-    expect(after.every((o) => o.status === 200 || o.code === 'storage_unavailable')).toBe(true)
-
-    // 4. Wait for the settle retry queue to empty, then shut down (drain, flush): the app
-    // prints its queue's figures once closed. Then count.
-    const queue = async () =>
-      ((await (await fetch(`${app.url}/stats`)).json()) as { settleRetries: RetryStats })
-        .settleRetries
-    const drainedBy = Date.now() + 15_000
-    let retries = await queue()
-    while (retries.pending > 0 && Date.now() < drainedBy) {
-      await sleep(50)
-      retries = await queue()
-    }
-    expect(retries.pending, JSON.stringify(retries)).toBe(0)
-    await app.stop()
-    // The group gets SIGTERM (npx dies of it); the app's own clean close shows as its last line.
-    const last = stdout.trim().split('\n').pop()!
-    expect(last, `the API process did not close cleanly:\n${stderr.slice(-6000)}`).toMatch(
-      /^\{"settleRetries"/,
-    )
-    const final = (JSON.parse(last) as { settleRetries: RetryStats }).settleRetries
-    expect(final.pending).toBe(0)
-    expect(final.dropped).toBe(0)
-
-    const admitted = ok(all).map((o) => o.requestId as string)
-    expect(admitted.every((id) => typeof id === 'string' && id.length > 0)).toBe(true)
-    const storage = postgresStorage({ pool, schema: SCHEMA })
-    const logged: string[] = []
-    let units = 0
-    let cursor: string | null = null
-    do {
-      const page = await storage.usage.logs(keyId, { limit: 100, cursor })
-      for (const e of page.data) {
-        logged.push(e.requestId)
-        units += e.units
+    // Each call the next key: with several accounts, their calls wait for the pool together.
+    let next = 0
+    const call = async (): Promise<Outcome> => {
+      const t = Date.now()
+      const key = keys[next++ % keys.length]!
+      try {
+        const res = await fetch(`${app.url}/v1/work`, {
+          headers: { authorization: `Bearer ${key}` },
+        })
+        const body = (await res.json()) as { code?: string }
+        return {
+          status: res.status,
+          ms: Date.now() - t,
+          code: body.code,
+          requestId: res.headers.get('x-request-id'),
+        }
+      } catch {
+        // The process is gone (or refused the connection).
+        return { status: 0, ms: Date.now() - t, requestId: null }
       }
-      cursor = page.nextCursor
-    } while (cursor)
-    // Every admitted request has exactly one usage event, and no refused one has any.
-    expect(logged.sort()).toEqual(admitted.sort())
-    expect(units).toBe(admitted.length)
-    // Credits charged = units recorded = the admitted requests' charges (1 each).
-    const tb = createTollbooth({ secret: SECRET, storage })
-    const credits = (await tb.accounts.get(ACCOUNT)).credits.used
-    await tb.close()
-    expect(credits).toBe(units)
-    // The key's all-time quota counts exactly the admitted requests (a cost-0 read).
-    const total: Check = {
-      type: 'window',
-      key: `{${ACCOUNT}}:k:${keyId}:q:total`,
-      name: 'total',
-      limit: 1_000_000_000,
-      windowMs: 0,
-      bucketMs: 0,
-      cost: 0,
     }
-    const quota = (await storage.counters.consume([total], Date.now())).results[0]!.used
-    expect(quota).toBe(admitted.length)
-    // No hold left on any counter (credits, concurrency): every settle and cancel landed.
-    const rows = await pool.query<{ key: string; state: { holds?: Record<string, unknown> } }>(
-      `SELECT key, state FROM "${SCHEMA}".counters WHERE kind = 'hold'`,
-    )
-    const held = rows.rows.flatMap((r) =>
-      Object.keys(r.state?.holds ?? {}).map((h) => `${r.key} ${h}`),
-    )
-    expect(held).toEqual([])
-    console.log(
-      `postgres fault: ${admitted.length} served, ${terminations} backends terminated, ` +
-        `${all.length - admitted.length} x 503 (${refused.length} while down, max ${Math.max(...refused.map((o) => o.ms))} ms), ` +
-        `first request passed ${recoveryMs} ms after the server accepted connections; ` +
-        `retries ${JSON.stringify(final)}; events ${logged.length}, units ${units}, credits used ${credits}, quota ${quota}, holds ${held.length}`,
-    )
-  }, 90_000)
-})
+    /** `workers` loops of requests until `stop(outcomes)`; at most 4000 requests, 25 s. */
+    const traffic = (workers: number, stop: (out: Outcome[]) => boolean) => {
+      const out: Outcome[] = []
+      const until = Date.now() + 25_000
+      const loop = async () => {
+        while (!stop(out) && out.length < 4000 && Date.now() < until) out.push(await call())
+      }
+      return { out, done: Promise.all(Array.from({ length: workers }, loop)).then(() => out) }
+    }
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+    const ok = (out: Outcome[]) => out.filter((o) => o.status === 200)
+    const alive = () => {
+      expect(exited, `the API process exited:\n${stderr.slice(-6000)}`).toBeNull()
+    }
+
+    it('never exits, answers 503 within the timeout while down, recovers, and loses nothing', async () => {
+      const all: Outcome[] = []
+
+      // 1. Backends terminated under traffic (a failover, or pg_terminate_backend).
+      let terminations = 0
+      let terminating = true
+      const t1 = traffic(8, (out) => !terminating && ok(out).length >= 300)
+      while (t1.out.length < 50) await sleep(5)
+      for (let i = 0; i < 20; i++) {
+        const r = await pool.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+        )
+        terminations += r.rowCount ?? 0
+        await sleep(25)
+      }
+      terminating = false
+      all.push(...(await t1.done))
+      alive()
+      expect(terminations).toBeGreaterThan(20)
+      for (const o of t1.out.filter((o) => o.status !== 200)) {
+        expect(o.status).toBe(503)
+        expect(o.code).toBe('storage_unavailable')
+      }
+
+      // 2. The server killed under traffic: 503s within the timeout, the process serves on.
+      let killed = false
+      const t2 = traffic(8, (out) => killed && out.filter((o) => o.status === 503).length >= 100)
+      while (t2.out.length < 50) await sleep(5)
+      await pgServer.kill()
+      killed = true
+      const during = await t2.done
+      all.push(...during)
+      alive()
+      const refused = during.filter((o) => o.status !== 200)
+      expect(refused.length).toBeGreaterThanOrEqual(100)
+      for (const o of refused) {
+        expect(o.status).toBe(503)
+        expect(o.code).toBe('storage_unavailable')
+        expect(o.ms).toBeLessThan(TIMEOUT_MS + 1000)
+      }
+
+      // 3. Restarted: requests pass again.
+      await sleep(500)
+      await pgServer.restart()
+      const restartedAt = Date.now()
+      const firstOk = (out: Outcome[]) => out.findIndex((o) => o.status === 200)
+      let recoveryMs = -1
+      const after = await traffic(8, (out) => {
+        if (recoveryMs < 0 && firstOk(out) >= 0) recoveryMs = Date.now() - restartedAt
+        return firstOk(out) >= 0 && out.length - firstOk(out) >= 300
+      }).done
+      all.push(...after)
+      alive()
+      expect(firstOk(after)).toBeGreaterThanOrEqual(0)
+      const recovered = after.slice(firstOk(after) + 8)
+      expect(recovered.length).toBeGreaterThan(250)
+      expect(recovered.every((o) => o.status === 200)).toBe(true)
+      expect(after.every((o) => o.status === 200 || o.code === 'storage_unavailable')).toBe(true)
+
+      // 4. Wait for the settle retry queue to empty, then shut down (drain, flush): the app
+      // prints its queue's figures once closed. Then count.
+      const stats = async () =>
+        (await (await fetch(`${app.url}/stats`)).json()) as {
+          settleRetries: RetryStats
+          counters: { merged: number; givenBack: number }
+        }
+      const queue = async () => (await stats()).settleRetries
+      const drainedBy = Date.now() + 15_000
+      let retries = await queue()
+      while (retries.pending > 0 && Date.now() < drainedBy) {
+        await sleep(50)
+        retries = await queue()
+      }
+      expect(retries.pending, JSON.stringify(retries)).toBe(0)
+      const counterStats = (await stats()).counters
+      // Accounts waiting for the pool shared transactions (and only then).
+      if (config.shared) expect(counterStats.merged).toBeGreaterThan(0)
+      else expect(counterStats.merged).toBe(0)
+      await app.stop()
+      // The group gets SIGTERM (npx dies of it); the app's own clean close shows as its last line.
+      const last = stdout.trim().split('\n').pop()!
+      expect(last, `the API process did not close cleanly:\n${stderr.slice(-6000)}`).toMatch(
+        /^\{"settleRetries"/,
+      )
+      const final = (JSON.parse(last) as { settleRetries: RetryStats }).settleRetries
+      expect(final.pending).toBe(0)
+      expect(final.dropped).toBe(0)
+
+      const admitted = ok(all).map((o) => o.requestId as string)
+      expect(admitted.every((id) => typeof id === 'string' && id.length > 0)).toBe(true)
+      const storage = postgresStorage({ pool, schema: SCHEMA })
+      const logged: string[] = []
+      let units = 0
+      for (const keyId of keyIds) {
+        let cursor: string | null = null
+        do {
+          const page = await storage.usage.logs(keyId, { limit: 100, cursor })
+          for (const e of page.data) {
+            logged.push(e.requestId)
+            units += e.units
+          }
+          cursor = page.nextCursor
+        } while (cursor)
+      }
+      // Every admitted request has exactly one usage event, and no refused one has any.
+      expect(logged.sort()).toEqual(admitted.sort())
+      expect(units, 'units recorded vs requests served').toBe(admitted.length)
+      // Credits charged = units recorded = the admitted requests' charges (1 each).
+      const tb = createTollbooth({ secret: SECRET, storage })
+      let credits = 0
+      for (const accountId of accounts) credits += (await tb.accounts.get(accountId)).credits.used
+      await tb.close()
+      expect(credits, 'credits charged vs units recorded').toBe(units)
+      // The keys' all-time quotas count exactly the admitted requests (cost-0 reads).
+      const totals: Check[] = keyIds.map((keyId, i) => ({
+        type: 'window',
+        key: `{${accounts[i]}}:k:${keyId}:q:total`,
+        name: 'total',
+        limit: 1_000_000_000,
+        windowMs: 0,
+        bucketMs: 0,
+        cost: 0,
+      }))
+      let quota = 0
+      for (const total of totals)
+        quota += (await storage.counters.consume([total], Date.now())).results[0]!.used
+      expect(quota, 'quota count vs requests served').toBe(admitted.length)
+      // No hold left on any counter (credits, concurrency): every settle and cancel landed.
+      const rows = await pool.query<{ key: string; state: { holds?: Record<string, unknown> } }>(
+        `SELECT key, state FROM "${SCHEMA}".counters WHERE kind = 'hold'`,
+      )
+      const held = rows.rows.flatMap((r) =>
+        Object.keys(r.state?.holds ?? {}).map((h) => `${r.key} ${h}`),
+      )
+      expect(held).toEqual([])
+      console.log(
+        `postgres fault (${config.name}): ${admitted.length} served, ${terminations} backends terminated, ` +
+          `${all.length - admitted.length} x 503 (${refused.length} while down, max ${Math.max(...refused.map((o) => o.ms))} ms), ` +
+          `first request passed ${recoveryMs} ms after the server accepted connections; ` +
+          `retries ${JSON.stringify(final)}; counters ${JSON.stringify(counterStats)}; events ${logged.length}, units ${units}, credits used ${credits}, quota ${quota}, holds ${held.length}`,
+      )
+    }, 90_000)
+  },
+)
