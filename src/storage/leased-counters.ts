@@ -173,6 +173,8 @@ interface WindowLease {
   until: number
   n: number
   used: number
+  /** Dropped because the store lost the counter: nothing of it is counted there. */
+  lost?: true
 }
 
 interface HoldLease {
@@ -222,7 +224,8 @@ interface KeyState {
 interface LocalAdmission {
   expiresAt: number
   cancelled: boolean
-  holds: Array<[string, string]>
+  /** What it took: each check with the lease it took from (for its cancel). */
+  taken: Array<[Check, Lease]>
 }
 
 let leaseSeq = 0
@@ -396,6 +399,7 @@ export function leasedCounters(
 
   /** Takes this check out of its lease (`fits` said yes). */
   const take = (c: Check, l: Lease, now: number, local: LocalAdmission | null) => {
+    local?.taken.push([c, l])
     switch (l.kind) {
       case 'gcra': {
         const cost = (c as GcraCheck).cost
@@ -408,8 +412,37 @@ export function leasedCounters(
       case 'hold': {
         const h = c as HoldCheck
         l.holds.set(h.holdId, h.amount, now + h.ttlMs)
-        local?.holds.push([h.key, h.holdId])
         return
+      }
+    }
+  }
+
+  /**
+   * Takes back what a cancelled local admission took of `l` for `c`, as the store's cancel
+   * does for an admission it counted (`limits/counters` `revert`): a local hold dropped with
+   * no charge; a window's units back into the lease while it lives (its end gives them back
+   * with the rest), else out of the store's count, only while the bucket they were charged in
+   * is current (later, they stay counted, as a lease's give-back does: a count too high, never
+   * too low); a GCRA lease's slots that have not started yet, while it lives (an ended one's
+   * drain by themselves). Returns the op for the store, if any.
+   */
+  const untake = (c: Check, l: Lease, now: number): SettleOp | null => {
+    const live = keys.get(c.key)?.lease === l
+    switch (l.kind) {
+      case 'gcra':
+        if (live) l.next = Math.max(Math.ceil((now - l.x) / l.t), l.next - (c as GcraCheck).cost)
+        return null
+      case 'window': {
+        const w = c as WindowCheck
+        if (live) l.used = Math.max(0, l.used - w.cost)
+        else if (!l.lost && bucketOf(l.check, now) === l.bucket)
+          return { type: 'add', check: { ...l.check, key: c.key, cost: -w.cost } }
+        return null
+      }
+      case 'hold': {
+        const h = c as HoldCheck
+        releaseLocal(h.key, h.holdId, 0, now)
+        return null
       }
     }
   }
@@ -618,6 +651,7 @@ export function leasedCounters(
    */
   const lost = (s: KeyState, now: number) => {
     if (s.lease?.kind === 'hold') s.retired.push(s.lease)
+    else if (s.lease?.kind === 'window') s.lease.lost = true
     s.lease = null
     for (const r of s.retired) {
       r.charged = 0
@@ -767,7 +801,7 @@ export function leasedCounters(
       if (!fits(c, s?.lease ?? null, now)) return null
     }
     const local: LocalAdmission | null = admission
-      ? { expiresAt: now + admission.ttlMs, cancelled: false, holds: [] }
+      ? { expiresAt: now + admission.ttlMs, cancelled: false, taken: [] }
       : null
     const results: CheckResult[] = new Array(checks.length)
     for (let i = 0; i < checks.length; i++) {
@@ -913,9 +947,12 @@ export function leasedCounters(
         const a = admissions.get(op.key)
         if (a) {
           if (!a.cancelled) {
-            // The local holds dropped with no charge; leased rate and window units are not
-            // given back (a cancel never loosens a limit).
-            for (const [key, id] of a.holds) releaseLocal(key, id, 0, now)
+            // What it took goes back: it counts nothing, as at the store.
+            for (const [c, l] of a.taken) {
+              const back = untake(c, l, now)
+              if (back) rest.push(back)
+            }
+            a.taken = []
             a.cancelled = true
             cancelledCount++
             a.expiresAt = now + op.ttlMs

@@ -279,6 +279,87 @@ describe('leasedCounters', () => {
     expect((await c.consume([credits(100_000, 'x2', 5)], T0 + 502, adm)).allowed).toBe(false)
   })
 
+  it('a cancel of a locally recorded admission takes back its quota units: live lease, ended lease, another bucket', async () => {
+    // An admission answered from a lease after its caller was answered 503 (a lease taken
+    // while the store was frozen) counts nothing, as a cancel does at the store.
+    const quota = (windowMs: number): Extract<Check, { type: 'window' }> => ({
+      type: 'window',
+      key: '{a}:q',
+      name: 'quota',
+      limit: 1_000_000,
+      windowMs,
+      bucketMs: windowMs === 0 ? 0 : 3_600_000,
+      cost: 1,
+    })
+    const cancel = (n: number, at: number, checks: Check[]) => ({
+      type: 'cancel' as const,
+      key: `{a}:adm:${n}`,
+      ttlMs: 60_000,
+      at,
+      checks,
+    })
+    for (const windowMs of [0, 86_400_000]) {
+      const store = memoryStorage().counters
+      const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+      const checks = [quota(windowMs), gcra(1_000_000)]
+      expect(await hammer(c, () => checks, 500)).toBe(500)
+      const local = c.stats().localAdmissions
+      // Four admissions answered from the leases, each kept under its id.
+      const now = T0 + 50
+      for (const n of [1, 2, 3, 4]) {
+        const r = await c.consume(checks, now, { key: `{a}:adm:${n}`, ttlMs: 60_000 })
+        expect(r.allowed).toBe(true)
+      }
+      expect(c.stats().localAdmissions).toBe(local + 4)
+      const read = async (at: number) =>
+        (await store.consume([{ ...quota(windowMs), cost: 0 }], at)).results[0]!.used
+      // 1 and 2: cancelled while the leases live, or after the one it took from was replaced;
+      // twice, which changes nothing more.
+      await c.settle([cancel(1, now, checks), cancel(2, now, checks)], now)
+      await c.settle([cancel(1, now, checks)], now)
+      await c.push(now + 2)
+      expect(await read(now + 2)).toBe(502)
+      // 3: cancelled after the leases ended (their unused part given back): at the store.
+      await c.settle([cancel(3, now, checks)], now + 3)
+      expect(await read(now + 3)).toBe(501)
+      // 4: cancelled in a later bucket of a rolling window: its bucket is left alone (as a
+      // lease's give-back is: a count too high, never too low); all-time has one bucket.
+      const later = now + 3_600_000
+      await c.settle([cancel(4, now, checks)], later)
+      expect(await read(later)).toBe(windowMs === 0 ? 500 : 501)
+    }
+  })
+
+  it('a cancel of a locally recorded admission frees its rate slot while it has not started', async () => {
+    const c = leasedCounters(memoryStorage().counters, {
+      minUnits: 4,
+      rateMs: 100,
+      flushEveryMs: 0,
+    })
+    expect(await hammer(c, () => [gcra(1_000_000)], 500)).toBe(500)
+    const now = T0 + 50
+    const adm = (n: number) => ({ key: `{a}:adm:${n}`, ttlMs: 60_000 })
+    const cancel = (n: number) => ({
+      type: 'cancel' as const,
+      key: `{a}:adm:${n}`,
+      ttlMs: 60_000,
+      at: now,
+      checks: [gcra(1_000_000)],
+    })
+    // (This one takes a new lease: the hammer's is used up.)
+    expect((await c.consume([gcra(1_000_000)], now)).allowed).toBe(true)
+    expect((await c.consume([gcra(1_000_000)], now, adm(1))).allowed).toBe(true)
+    expect((await c.consume([gcra(1_000_000)], now, adm(2))).allowed).toBe(true)
+    const parked = c.stats().parkedUnits
+    // At once: its slot (1 µs apart at this rate) has not started.
+    await c.settle([cancel(1)], now)
+    expect(c.stats().parkedUnits).toBe(parked + 1)
+    // A millisecond later, 1,000 slots have started: nothing to take back.
+    await c.settle([cancel(2)], now + 1)
+    await c.flush(now + 1)
+    expect(c.stats().parkedUnits).toBeLessThan(parked)
+  })
+
   it('a request hold longer than a credit lease can cover is decided centrally, with no lease taken', async () => {
     const c = leasedCounters(memoryStorage().counters, {
       minUnits: 4,
