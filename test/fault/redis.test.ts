@@ -6,7 +6,11 @@
  * killed: requests get 503 `storage_unavailable` within the storage timeout and the process
  * keeps serving; the server is restarted: requests pass again. Every admitted request has
  * exactly one usage event, and no refused one has any. A frozen (SIGSTOP) server, which
- * neither answers nor closes, gets 503s once the storage timeout passes.
+ * neither answers nor closes, gets 503s once the storage timeout passes, under traffic; what it
+ * counted for them after the timeout is cancelled: once the retries have landed, the key's daily
+ * quota has counted exactly the requests served since the restart (Redis came back empty), the
+ * account's credits (rebuilt from the recorded usage after the restart) equal the units
+ * recorded, and no concurrency slot or credit reservation is left held.
  */
 
 import type { AddressInfo } from 'node:net'
@@ -16,7 +20,7 @@ import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { requireApiKey } from '../../adapters/hono/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
+import { type Check, createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
@@ -50,13 +54,20 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     storageTimeoutMs: TIMEOUT_MS,
     failedAuth: false,
     usage: { flushIntervalMs: 60_000, maxBatch: 100_000, retentionMs: 86_400_000 },
+    plans: { pro: { monthlyCredits: 1_000_000 } },
+    defaultTier: 'pro',
   })
   const app = new Hono()
-  app.use('/v1/*', requireApiKey(tb))
+  app.use('/v1/*', requireApiKey(tb, { cost: 1 }))
   app.get('/v1/work', (c) => c.json({ ok: true }))
   let http: ReturnType<typeof serve>
   let base = ''
   let key = ''
+  let keyId = ''
+  // A key with no concurrency limit: its limits are leased (a concurrency slot is decided by
+  // the store, and with it the whole admission).
+  let leasedKey = ''
+  let leasedKeyId = ''
 
   beforeAll(async () => {
     await ready(client)
@@ -72,6 +83,13 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
       },
     })
     key = created.key
+    keyId = created.record.id
+    const leased = await tb.keys.create({
+      accountId: 'acct_fault',
+      limits: { quotas: { daily: 1_000_000 }, rateLimits: [{ limit: 100_000, windowMs: 1000 }] },
+    })
+    leasedKey = leased.key
+    leasedKeyId = leased.record.id
   })
 
   afterAll(async () => {
@@ -86,10 +104,11 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     ms: number
     code?: string
     requestId: string | null
+    key?: string
   }
-  const call = async (): Promise<Outcome> => {
+  const call = async (k = key): Promise<Outcome> => {
     const t = Date.now()
-    const res = await fetch(`${base}/v1/work`, { headers: { authorization: `Bearer ${key}` } })
+    const res = await fetch(`${base}/v1/work`, { headers: { authorization: `Bearer ${k}` } })
     const body = (await res.json()) as { code?: string }
     return {
       status: res.status,
@@ -98,14 +117,21 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
       requestId: res.headers.get('x-request-id'),
     }
   }
-  /** `workers` loops of requests until `stop(outcomes)`; at most 3000 requests, 20 s. */
-  const traffic = (workers: number, stop: (out: Outcome[]) => boolean) => {
+  /**
+   * `workers` loops of requests until `stop(outcomes)`; at most 3000 requests, 20 s. With
+   * `keys`, worker i sends `keys[i % keys.length]`.
+   */
+  const traffic = (workers: number, stop: (out: Outcome[]) => boolean, keys = [key]) => {
     const out: Outcome[] = []
     const until = Date.now() + 20_000
-    const loop = async () => {
-      while (!stop(out) && out.length < 3000 && Date.now() < until) out.push(await call())
+    const loop = async (k: string) => {
+      while (!stop(out) && out.length < 3000 && Date.now() < until) {
+        const o = await call(k)
+        out.push({ ...o, key: k })
+      }
     }
-    return { out, done: Promise.all(Array.from({ length: workers }, loop)).then(() => out) }
+    const loops = Array.from({ length: workers }, (_, i) => loop(keys[i % keys.length]!))
+    return { out, done: Promise.all(loops).then(() => out) }
   }
   const waitFor = async (cond: () => boolean) => {
     while (!cond()) await new Promise((r) => setTimeout(r, 5))
@@ -153,7 +179,6 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     const ids = admitted.map((o) => o.requestId)
     expect(ids.every((id) => typeof id === 'string' && id.length > 0)).toBe(true)
     const logged: string[] = []
-    const keyId = (await memory.keys.list('acct_fault', { limit: 1 })).data[0]!.id
     let cursor: string | null = null
     do {
       const page = await memory.usage.logs(keyId, { limit: 100, cursor })
@@ -166,8 +191,25 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     )
   })
 
-  it('answers 503 after the storage timeout while Redis hangs, and recovers when it answers', async () => {
+  /** A key's daily quota as the store counts it (leases given back first). */
+  const dailyCount = async (id = keyId) => {
+    await tb.flush()
+    const daily: Check = {
+      type: 'window',
+      key: `{acct_fault}:k:${id}:q:daily`,
+      name: 'daily',
+      limit: 1_000_000,
+      windowMs: 86_400_000,
+      bucketMs: 3_600_000,
+      cost: 0,
+    }
+    return (await storage.counters.consume([daily], Date.now())).results[0]!.used
+  }
+
+  it('answers 503 after the storage timeout while Redis hangs, and recovers when it answers; cancels what it counted late', async () => {
     // Nothing answers, nothing closes: only the core's timeout can end these requests.
+    const before = await dailyCount()
+    const leasedBefore = await dailyCount(leasedKeyId)
     redis.freeze(true)
     let frozen: Outcome[]
     try {
@@ -183,5 +225,54 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     }
     const later = await traffic(4, (out) => out.filter((o) => o.status === 200).length >= 50).done
     expect(later.slice(-40).every((o) => o.status === 200)).toBe(true)
+
+    // Frozen under traffic: the admissions and leases it answers after the timeout.
+    let thawed = false
+    const busy = traffic(8, (out) => thawed && out.filter((o) => o.status === 200).length >= 200, [
+      key,
+      leasedKey,
+    ])
+    await waitFor(() => busy.out.length >= 40)
+    redis.freeze(true)
+    await new Promise((r) => setTimeout(r, TIMEOUT_MS + 300))
+    redis.freeze(false)
+    thawed = true
+    const stalled = await busy.done
+    const stalledRefused = stalled.filter((o) => o.status !== 200)
+    expect(stalledRefused.length).toBeGreaterThan(0)
+    for (const o of stalledRefused) {
+      expect(o.status).toBe(503)
+      expect(o.code).toBe('storage_unavailable')
+      expect(o.ms).toBeLessThan(TIMEOUT_MS + 1000)
+    }
+
+    // Once the cancels and settles retried have landed: exact counts, nothing held.
+    const drainedBy = Date.now() + 10_000
+    while (tb.stats().settleRetries.pending > 0 && Date.now() < drainedBy)
+      await new Promise((r) => setTimeout(r, 20))
+    expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
+    const all = [...frozen, ...later, ...stalled]
+    const served = all.filter((o) => o.status === 200 && o.key !== leasedKey).length
+    const leasedServed = all.filter((o) => o.status === 200 && o.key === leasedKey).length
+    expect(await dailyCount(), 'daily quota vs requests served').toBe(before + served)
+    expect(await dailyCount(leasedKeyId), 'leased daily quota vs requests served').toBe(
+      leasedBefore + leasedServed,
+    )
+    const now = Date.now()
+    expect(await storage.counters.held(`{acct_fault}:k:${keyId}:c`, now), 'slots held').toBe(0)
+    let units = 0
+    let cursor: string | null = null
+    for (const id of [keyId, leasedKeyId])
+      do {
+        const page = await memory.usage.logs(id, { limit: 100, cursor })
+        for (const e of page.data) units += e.units
+        cursor = page.nextCursor
+      } while (cursor)
+    const credits = (await tb.accounts.get('acct_fault')).credits
+    // (Its figure is the settled total plus the reservations live: none may be left.)
+    expect(credits.used, 'credits charged and held vs units recorded').toBe(units)
+    console.log(
+      `fault (frozen under traffic): ${served} + ${leasedServed} (leased) served, ${stalledRefused.length} x 503, daily ${before} -> ${before + served}, ${leasedBefore} -> ${leasedBefore + leasedServed}, credits ${credits.used} for ${units} units; leases ${JSON.stringify(tb.stats().leases)}`,
+    )
   })
 })
