@@ -14,6 +14,11 @@
  * - `tollbooth, 32 in flight`: 32 reservations live on the account's credit counter
  * - `fixed window (the peers' job)`: INCR, PTTL and a PEXPIRE when new — what the peer
  *   limiters' Redis stores do per request
+ * - two floors of a layout tollbooth does not have (bench/NOTES.md, session 10): every
+ *   counter of an account in one string of 12 packed doubles, read by one GET, unpacked and
+ *   packed once each and written back with KEEPTTL, with no counting rule at all; then the
+ *   same plus the admission's record as its own `SET … PX`. What issue 23's ≤ 3× the fixed
+ *   window leaves for the counting rules.
  *
  * Usage: `npx tsx bench/redis-script-cost.ts [calls=1000]` (needs valgrind and redis-server;
  * prints nothing but a note without them). Prints a table and a JSON line. Figures move by
@@ -44,8 +49,21 @@ local t = redis.call('PTTL', KEYS[1])
 if t < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return { c, t }`
 
+/** The floor of a one-string-per-account layout (no counting rule); RECORD: the record's write. */
+const ONE_KEY = `local s = redis.call('GET', KEYS[1])
+local now, cost = struct.unpack('<dd', ARGV[1])
+local a, b, c, d, e, f, g, h, i, j, k, l
+if s then a, b, c, d, e, f, g, h, i, j, k, l = struct.unpack('<dddddddddddd', s)
+else a, b, c, d, e, f, g, h, i, j, k, l = 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 end
+a = a + cost
+b = now
+local t = struct.pack('<dddddddddddd', a, b, c, d, e, f, g, h, i, j, k, l)
+if s then redis.call('SET', KEYS[1], t, 'KEEPTTL') else redis.call('SET', KEYS[1], t, 'PX', 86400000) end
+RECORD
+return 1`
+
 type Call = (i: number) => {
-  script: 'consume' | 'fixed' | 'trivial'
+  script: 'consume' | 'fixed' | 'trivial' | 'oneKey' | 'oneKeyRecord'
   keys: string[]
   args: Array<string | Buffer>
 }
@@ -96,12 +114,28 @@ const tollbooth =
     return { script: 'consume', keys, args }
   }
 
+/** The floors' argument: the time and a cost, as two packed doubles. */
+const floorArg = (i: number) => {
+  const b = Buffer.alloc(16)
+  b.writeDoubleLE(T0 + i, 0)
+  b.writeDoubleLE(1, 8)
+  return b
+}
+
 const SCENARIOS: Array<[string, Call]> = [
   ['tollbooth, 1 in flight', tollbooth(1)],
   ['tollbooth, 32 in flight', tollbooth(32)],
   [
     'fixed window (the peers\u2019 job)',
     () => ({ script: 'fixed', keys: ['{a}:fw'], args: ['60000'] }),
+  ],
+  [
+    'floor: one packed string per account, no rule',
+    (i) => ({ script: 'oneKey', keys: ['{a}:s'], args: [floorArg(i)] }),
+  ],
+  [
+    'floor: the same + the record (SET PX)',
+    (i) => ({ script: 'oneKeyRecord', keys: ['{a}:s', `{a}:a:req_${i}`], args: [floorArg(i)] }),
   ],
 ]
 
@@ -157,6 +191,11 @@ async function instructions(call: Call, warm: number): Promise<number> {
   const sha = {
     fixed: (await client.script('LOAD', FIXED_WINDOW)) as string,
     trivial: (await client.script('LOAD', 'return 1')) as string,
+    oneKey: (await client.script('LOAD', ONE_KEY.replace('RECORD', ''))) as string,
+    oneKeyRecord: (await client.script(
+      'LOAD',
+      ONE_KEY.replace('RECORD', "redis.call('SET', KEYS[2], 'c', 'PX', 60000)"),
+    )) as string,
   }
   for (let i = 0; i < warm + N; i++) {
     const c = call(i)
