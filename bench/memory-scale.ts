@@ -16,7 +16,10 @@
  * of the rounds and their spread (slowest / fastest), and the time in GC pauses per request
  * (PerformanceObserver 'gc' entries during the rounds) and the CPU time per request (every
  * thread, so the GC's helper threads count: on a shared machine it moves less than the wall
- * clock).
+ * clock). And the two factors of the GC's part (bench/NOTES.md, session 10): the bytes a
+ * request allocates (the young generation's growth over 300 requests with no collection
+ * between, the median of a few tries), and the mean pause of a scavenge, which grows with the
+ * old generation's size (the scavenger visits every old page).
  *
  *   npx tsx bench/memory-scale.ts [sizes=1000,100000,1000000] [--rounds 10] [--per-round 20000]
  */
@@ -24,6 +27,7 @@
 import { execFileSync } from 'node:child_process'
 import { PerformanceObserver } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
+import { getHeapSpaceStatistics } from 'node:v8'
 import { createTollbooth, memoryStorage, type Tollbooth } from '../src/index.js'
 import type { TollboothRequest } from '../src/request.js'
 
@@ -49,6 +53,10 @@ interface Figures {
   gcUs: number
   /** Mark-compact collections during the rounds. */
   majors: number
+  /** Bytes allocated per request (median of the tries with no GC between). */
+  allocBytes: number
+  /** Mean pause of a scavenge during the rounds (ms). */
+  scavengeMs: number
 }
 
 interface SizeResult {
@@ -62,12 +70,21 @@ interface SizeResult {
 // Sums the duration of every GC pause reported since the observer started.
 let gcMs = 0
 let gcMajors = 0
+let gcCount = 0
+let scavenges = 0
+let scavengeMs = 0
 function observeGc() {
   const obs = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) {
       gcMs += e.duration
-      // detail.kind: NODE_PERFORMANCE_GC_MAJOR is 4 (mark-compact).
-      if ((e as { detail?: { kind?: number } }).detail?.kind === 4) gcMajors++
+      gcCount++
+      // detail.kind: NODE_PERFORMANCE_GC_MAJOR is 4 (mark-compact), _MINOR 1 (scavenge).
+      const kind = (e as { detail?: { kind?: number } }).detail?.kind
+      if (kind === 4) gcMajors++
+      if (kind === 1) {
+        scavenges++
+        scavengeMs += e.duration
+      }
     }
   })
   obs.observe({ entryTypes: ['gc'] })
@@ -111,8 +128,23 @@ async function measure(
   }
   await round(Math.min(PER_ROUND, 10_000)) // warm up
   await yieldToLoop()
+  // Bytes per request: the young generation's growth over 300 requests, in tries that no GC
+  // entry interrupted (an entry arrives after its collection: a pause lets it land first).
+  const young = () => getHeapSpaceStatistics().find((x) => x.space_name === 'new_space')!
+  const tries: number[] = []
+  for (let t = 0; t < 30 && tries.length < 7; t++) {
+    await new Promise((r) => setTimeout(r, 2))
+    const count = gcCount
+    const before = young().space_used_size
+    for (let i = 0; i < 300; i++) await one(tb, route, pick())
+    const after = young().space_used_size
+    await new Promise((r) => setTimeout(r, 2))
+    if (gcCount === count && after > before) tries.push((after - before) / 300)
+  }
   const gc0 = gcMs
   const major0 = gcMajors
+  const scav0 = scavenges
+  const scavMs0 = scavengeMs
   const cpu0 = process.cpuUsage()
   const rounds: number[] = []
   for (let r = 0; r < ROUNDS; r++) rounds.push(await round(PER_ROUND))
@@ -123,6 +155,8 @@ async function measure(
     cpuUs: (cpu.user + cpu.system) / (ROUNDS * PER_ROUND),
     gcUs: ((gcMs - gc0) * 1000) / (ROUNDS * PER_ROUND),
     majors: gcMajors - major0,
+    allocBytes: tries.length > 0 ? quantile(tries, 0.5) : Number.NaN,
+    scavengeMs: scavenges > scav0 ? (scavengeMs - scavMs0) / (scavenges - scav0) : Number.NaN,
   }
 }
 
@@ -169,6 +203,8 @@ function describe(f: Figures): string[] {
     f.cpuUs.toFixed(1),
     f.gcUs.toFixed(2),
     String(f.majors),
+    (f.allocBytes / 1024).toFixed(1),
+    f.scavengeMs.toFixed(1),
   ]
 }
 
@@ -210,9 +246,9 @@ async function main() {
   )
   console.log('')
   console.log(
-    '| keys | heap MB | path | µs/req p50 | rounds min-max (spread) | CPU µs/req | GC pauses µs/req | mark-compacts |',
+    '| keys | heap MB | path | µs/req p50 | rounds min-max (spread) | CPU µs/req | GC pauses µs/req | mark-compacts | kB allocated/req | ms/scavenge |',
   )
-  console.log('|---:|---:|---|---:|---|---:|---:|---:|')
+  console.log('|---:|---:|---|---:|---|---:|---:|---:|---:|---:|')
   for (const r of results)
     for (const [path, f] of [
       ['cached', r.cached],
