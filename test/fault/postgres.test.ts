@@ -22,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { type Check, createTollbooth } from '../../src/index.js'
 import { type Instance, startInstance } from '../multi-instance/spawn.js'
-import { expectUnavailable } from '../support/fault.js'
+import { expectUnavailable, type Outcome, send, traffic as trafficOf } from '../support/fault.js'
 import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
 const TIMEOUT_MS = 1000
@@ -55,13 +55,6 @@ interface RetryStats {
   pending: number
   retried: number
   dropped: number
-}
-
-interface Outcome {
-  status: number
-  ms: number
-  code?: string | undefined
-  requestId: string | null
 }
 
 // Stopped here, not in each run's own hooks: a run left out by a name filter (`-t`) never
@@ -132,36 +125,12 @@ describe.each(CONFIGS.map((c, i) => ({ ...c, server: servers[i] ?? null })))(
       await pool.end().catch(() => {})
     })
 
-    // Each call the next key: with several accounts, their calls wait for the pool together.
+    // Each request the next key: with several accounts, their calls wait for the pool together.
     let next = 0
-    const call = async (): Promise<Outcome> => {
-      const t = Date.now()
-      const key = keys[next++ % keys.length]!
-      try {
-        const res = await fetch(`${app.url}/v1/work`, {
-          headers: { authorization: `Bearer ${key}` },
-        })
-        const body = (await res.json()) as { code?: string }
-        return {
-          status: res.status,
-          ms: Date.now() - t,
-          code: body.code,
-          requestId: res.headers.get('x-request-id'),
-        }
-      } catch {
-        // The process is gone (or refused the connection).
-        return { status: 0, ms: Date.now() - t, requestId: null }
-      }
-    }
+    const call = () => send(`${app.url}/v1/work`, keys[next++ % keys.length]!)
     /** `workers` loops of requests until `stop(outcomes)`; at most 4000 requests, 25 s. */
-    const traffic = (workers: number, stop: (out: Outcome[]) => boolean) => {
-      const out: Outcome[] = []
-      const until = Date.now() + 25_000
-      const loop = async () => {
-        while (!stop(out) && out.length < 4000 && Date.now() < until) out.push(await call())
-      }
-      return { out, done: Promise.all(Array.from({ length: workers }, loop)).then(() => out) }
-    }
+    const traffic = (workers: number, stop: (out: Outcome[]) => boolean) =>
+      trafficOf(workers, stop, call, { max: 4000, ms: 25_000 })
     const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
     const ok = (out: Outcome[]) => out.filter((o) => o.status === 200)
     const alive = () => {

@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { requireApiKey } from '../../adapters/hono/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { type Check, createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
-import { expectUnavailable } from '../support/fault.js'
+import { expectUnavailable, type Outcome, send, traffic as trafficOf } from '../support/fault.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
@@ -100,47 +100,20 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     await redis.kill()
   })
 
-  interface Outcome {
-    status: number
-    ms: number
-    code?: string
-    requestId: string | null
-    key?: string
-  }
-  const call = async (k = key): Promise<Outcome> => {
-    const t = Date.now()
-    const res = await fetch(`${base}/v1/work`, { headers: { authorization: `Bearer ${k}` } })
-    const body = (await res.json()) as { code?: string }
-    return {
-      status: res.status,
-      ms: Date.now() - t,
-      code: body.code,
-      requestId: res.headers.get('x-request-id'),
-    }
-  }
+  const call = (k = key) => send(`${base}/v1/work`, k)
   /**
    * `workers` loops of requests until `stop(outcomes)`; at most 3000 requests, 20 s. With
    * `keys`, worker i sends `keys[i % keys.length]`.
    */
-  const traffic = (workers: number, stop: (out: Outcome[]) => boolean, keys = [key]) => {
-    const out: Outcome[] = []
-    const until = Date.now() + 20_000
-    const loop = async (k: string) => {
-      while (!stop(out) && out.length < 3000 && Date.now() < until) {
-        const o = await call(k)
-        out.push({ ...o, key: k })
-      }
-    }
-    const loops = Array.from({ length: workers }, (_, i) => loop(keys[i % keys.length]!))
-    return { out, done: Promise.all(loops).then(() => out) }
-  }
+  const traffic = (workers: number, stop: (out: Outcome[]) => boolean, keys = [key]) =>
+    trafficOf(workers, stop, (i) => call(keys[i % keys.length]!), { max: 3000, ms: 20_000 })
   const waitFor = async (cond: () => boolean) => {
     while (!cond()) await new Promise((r) => setTimeout(r, 5))
   }
 
   it('answers 503 within the timeout while Redis is down, and recovers after a restart', async () => {
     // 1. Healthy: every request passes.
-    const healthy = await Promise.all(Array.from({ length: 100 }, call))
+    const healthy = await Promise.all(Array.from({ length: 100 }, () => call()))
     expect(healthy.map((o) => o.status)).toEqual(Array(100).fill(200))
 
     // 2. Killed (SIGKILL) under traffic: requests fail fast with 503, the process serves on.
@@ -209,7 +182,7 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     redis.freeze(true)
     let frozen: Outcome[]
     try {
-      frozen = await Promise.all(Array.from({ length: 20 }, call))
+      frozen = await Promise.all(Array.from({ length: 20 }, () => call()))
     } finally {
       redis.freeze(false)
     }

@@ -33,3 +33,52 @@ export function expectUnavailable(
     expect(o.ms).toBeLessThan(timeoutMs + 1000)
   }
 }
+
+/** What a fault test keeps of one request to `/v1/work`. */
+export interface Outcome extends Refused {
+  /** The admitted request's id (its usage event's `requestId`). */
+  requestId: string | null
+  /** The API key it was sent with. */
+  key: string
+}
+
+/**
+ * One GET of `url` with `key`, its answer as an {@link Outcome}; status 0 when no answer came
+ * (the process gone, or the connection refused).
+ */
+export async function send(url: string, key: string): Promise<Outcome> {
+  const t = Date.now()
+  try {
+    const res = await fetch(url, { headers: { authorization: `Bearer ${key}` } })
+    const body = (await res.json()) as { code?: string }
+    return {
+      status: res.status,
+      ms: Date.now() - t,
+      code: body.code,
+      requestId: res.headers.get('x-request-id'),
+      key,
+    }
+  } catch {
+    return { status: 0, ms: Date.now() - t, requestId: null, key }
+  }
+}
+
+/**
+ * `workers` loops, each sending `next(worker)` until `stop(outcomes)`, at most `max` requests
+ * and `ms` milliseconds in all: the traffic a store's fault happens under. `out` fills as it
+ * goes; `done` resolves with it once every loop has stopped.
+ */
+export function traffic(
+  workers: number,
+  stop: (out: Outcome[]) => boolean,
+  next: (worker: number) => Promise<Outcome>,
+  { max, ms }: { max: number; ms: number },
+): { out: Outcome[]; done: Promise<Outcome[]> } {
+  const out: Outcome[] = []
+  const until = Date.now() + ms
+  const loop = async (worker: number) => {
+    while (!stop(out) && out.length < max && Date.now() < until) out.push(await next(worker))
+  }
+  const loops = Array.from({ length: workers }, (_, i) => loop(i))
+  return { out, done: Promise.all(loops).then(() => out) }
+}
