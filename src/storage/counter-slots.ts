@@ -58,14 +58,33 @@ const ORIGIN_MARGIN = 2 ** 24
 
 type Numbers = unknown[]
 
-/** Makes `to` hold the elements of `from`, in place. */
-function refillArray(to: Numbers, from: Numbers): void {
-  if (to === from) return
+/**
+ * The array to keep for `from`'s elements, given the one held: `to` refilled in place when it
+ * is as long or longer, else an exact copy. An array that grows by `push` takes room for 17
+ * elements at its first push (V8), so a window of one bucket held 2 × 184 bytes; a copy by
+ * `slice` holds just its elements (measured in `test/storage/counter-slots-size.test.ts`).
+ */
+function refillArray(to: Numbers, from: Numbers): Numbers {
+  if (to === from) return to
   const n = from.length
-  let i = 0
-  for (; i < n && i < to.length; i++) to[i] = from[i]
+  if (n > to.length) return from.slice()
+  for (let i = 0; i < n; i++) to[i] = from[i]
   if (to.length > n) to.length = n
-  for (; i < n; i++) to.push(from[i])
+  return to
+}
+
+/** A state to store as new: its arrays copied to their exact length (see `refillArray`). */
+function exact(state: CounterState): CounterState {
+  switch (counterKind(state)) {
+    case 'window':
+      state.idx = (state.idx as Numbers).slice()
+      state.n = (state.n as Numbers).slice()
+      break
+    case 'hold':
+      state.holds = (state.holds as Numbers).slice()
+      break
+  }
+  return state
 }
 
 /**
@@ -80,19 +99,19 @@ function refill(held: CounterState, next: CounterState): CounterState {
     held.rebuilt !== next.rebuilt ||
     (held.keepUntil === undefined) !== (next.keepUntil === undefined)
   )
-    return next
+    return exact(next)
   switch (kind) {
     case 'gcra':
       held.level = next.level
       held.at = next.at
       break
     case 'window':
-      refillArray(held.idx as Numbers, next.idx as Numbers)
-      refillArray(held.n as Numbers, next.n as Numbers)
+      held.idx = refillArray(held.idx as Numbers, next.idx as Numbers)
+      held.n = refillArray(held.n as Numbers, next.n as Numbers)
       break
     case 'hold':
       held.used = next.used
-      refillArray(held.holds as Numbers, next.holds as Numbers)
+      held.holds = refillArray(held.holds as Numbers, next.holds as Numbers)
       break
   }
   if (next.keepUntil !== undefined) held.keepUntil = next.keepUntil
@@ -198,7 +217,7 @@ export function counterSlots(): CounterSlots {
       const expiresAt = value.expiresAt ?? Infinity
       let s = read !== undefined && !read.gone ? read : slots.get(key)
       if (s === undefined) {
-        s = new CounterSlot(value.state, expiresAt)
+        s = new CounterSlot(exact(value.state), expiresAt)
         slots.set(key, s)
       } else {
         s.expiresAt = expiresAt

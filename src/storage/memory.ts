@@ -282,8 +282,10 @@ function copyEvent(e: UsageEvent): UsageEvent {
  * and a tally is three small objects instead of a map and a string per pair.
  */
 class HourTally {
-  readonly pairs: string[] = []
-  readonly counts: number[] = []
+  // Grown by concat, not push: an array's first push makes room for 17 elements (V8), and a
+  // million accounts' tallies of one pair each then held 400 bytes apiece instead of 100.
+  pairs: string[] = []
+  counts: number[] = []
   constructor(readonly hour: number) {}
   /** Adds (sign 1) or removes (sign -1) one request of `units`. */
   add(category: string, keyCategory: string, sign: 1 | -1, units: number): void {
@@ -300,8 +302,8 @@ class HourTally {
         return
       }
     if (sign === 1) {
-      p.push(category, keyCategory)
-      c.push(1, units)
+      this.pairs = p.concat(category, keyCategory)
+      this.counts = c.concat(1, units)
     }
   }
   /** Admitted requests in the hour. */

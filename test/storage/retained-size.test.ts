@@ -1,0 +1,76 @@
+/**
+ * What the memory store keeps per counter and per account tally stays close to its figures.
+ * An array that grows by `push` takes room for 17 elements at its first push (V8): a window
+ * of one bucket, kept so, held two arrays of 184 bytes, and an account's hour tally two more,
+ * about 740 bytes of a key's 5 kB among a million keys (`bench/memory-scale.ts`), all of it
+ * walked by every scavenge. Stored arrays are now copied to their length.
+ */
+
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+import { describe, expect, it } from 'vitest'
+import { memoryStorage } from '../../src/storage/memory.js'
+import type { Check, UsageEvent } from '../../src/storage/types.js'
+
+const T = Date.UTC(2026, 11, 5, 12)
+const N = 20_000
+
+/** Heap bytes retained per item by `make(i)` for N items (strings made before). */
+async function retainedPerItem(make: (i: number) => unknown | Promise<unknown>): Promise<number> {
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const heap = () => {
+    gc()
+    gc()
+    return process.memoryUsage().heapUsed
+  }
+  const before = heap()
+  for (let i = 0; i < N; i++) await make(i)
+  return (heap() - before) / N
+}
+
+describe('memory store: retained size', () => {
+  it('a window counter of one bucket holds its bucket, not room for 17', async () => {
+    const storage = memoryStorage()
+    const checks: Check[] = Array.from({ length: N }, (_, i) => ({
+      type: 'window',
+      key: `{acct_${i}}:k:key_${i}:q:daily`.split('').join(''),
+      name: 'daily',
+      limit: 1000,
+      windowMs: 86_400_000,
+      bucketMs: 3_600_000,
+      cost: 1,
+    }))
+    const perCounter = await retainedPerItem((i) => storage.counters.consume([checks[i]!], T))
+    // Slot, state, two one-element arrays, map entry, expiry queue: 288 bytes (543 before).
+    expect(perCounter).toBeLessThan(400)
+  })
+
+  it("an account's hour tally holds its pair, not room for 17", async () => {
+    const storage = memoryStorage({ maxEvents: 1 })
+    const events: UsageEvent[] = Array.from({ length: N }, (_, i) => ({
+      id: `evt_${i}`,
+      requestId: `req_${i}`,
+      keyId: 'key_1',
+      accountId: `acct_${i}`.split('').join(''),
+      time: T,
+      units: 1,
+      overage: 0,
+      tokens: 0,
+      category: null,
+      keyCategory: null,
+      status: 200,
+      durationMs: 1,
+      ttfbMs: 1,
+      code: null,
+      ip: null,
+      method: 'POST',
+      path: '/',
+      bypassed: false,
+      provider: null,
+    }))
+    const perAccount = await retainedPerItem((i) => storage.usage.record([events[i]!]))
+    // Tallies, hour, two two-element arrays, map entry: 282 bytes (554 before).
+    expect(perAccount).toBeLessThan(400)
+  })
+})
