@@ -67,8 +67,10 @@ import { warnOnce } from './warnings.js'
 /** A cache entry for a stored key: its limits compiled once. */
 export function toCached(record: KeyRecord): CachedKey {
   return {
-    record,
     info: publicKey(record),
+    revokedAt: record.revokedAt,
+    active: record.active,
+    timeBlocks: record.limits.timeBlocks,
     templates: compileKeyLimits(record),
     account: undefined,
   }
@@ -308,16 +310,16 @@ async function lookup(a: Attempt, hash: string): Promise<Denial | undefined> {
 function knownKey(a: Attempt): Denial | undefined | Promise<Denial> {
   const entry = a.entry
   if (!entry) return invalid(a)
-  const r = entry.record
-  if (r.revokedAt !== null && r.revokedAt <= a.now) return invalid(a)
-  const refused = keyRefusal(a, r)
+  if (entry.revokedAt !== null && entry.revokedAt <= a.now) return invalid(a)
+  const refused = keyRefusal(a, entry)
   // A refusal of a known key is logged; an admitted request pays nothing for this.
   return refused && logged(a, refused)
 }
 
-function keyRefusal(a: Attempt, r: KeyRecord): Denial | undefined {
+function keyRefusal(a: Attempt, entry: CachedKey): Denial | undefined {
   const route = a.route
-  if (!r.active) return denial('inactive_api_key', a)
+  const r = entry.info
+  if (!entry.active) return denial('inactive_api_key', a)
   if (r.expiresAt !== null && r.expiresAt <= a.now) return denial('expired_api_key', a)
   if (r.kind !== route.kind) {
     return denial(
@@ -331,7 +333,7 @@ function keyRefusal(a: Attempt, r: KeyRecord): Denial | undefined {
   for (const scope of route.scopes) {
     if (!r.scopes.includes(scope)) return denial('insufficient_scope', a, `Missing scope: ${scope}`)
   }
-  if (!withinTimeBlocks(r.limits.timeBlocks, a.now)) return denial('outside_time_block', a)
+  if (!withinTimeBlocks(entry.timeBlocks, a.now)) return denial('outside_time_block', a)
   return undefined
 }
 
@@ -360,7 +362,7 @@ async function invalid(a: Attempt): Promise<Denial> {
  * billing skip it (`code` is set). Unknown, malformed and revoked keys are not logged.
  */
 function logged(a: Attempt, d: Denial): Denial {
-  const r = a.entry!.record
+  const r = a.entry!.info
   a.ctx.outbox.push({
     id: a.internalId,
     requestId: d.requestId,
@@ -432,7 +434,7 @@ function costOf(
 function account(a: Attempt): Promise<Denial | undefined> | undefined {
   if (!a.metered && !a.ctx.accounts.hasPlans) return undefined
   const entry = a.entry!
-  const held = a.ctx.accounts.peek(entry.record.accountId, a.now, entry.account)
+  const held = a.ctx.accounts.peek(entry.info.accountId, a.now, entry.account)
   if (held === undefined) return readAccount(a)
   // Written only when it changed: the entry is long-lived, the view is as old as its cache.
   if (entry.account !== held) entry.account = held
@@ -444,7 +446,7 @@ async function readAccount(a: Attempt): Promise<Denial | undefined> {
   const ctx = a.ctx
   try {
     const entry = a.entry!
-    const held = await ctx.guard(ctx.accounts.load(entry.record.accountId, a.now))
+    const held = await ctx.guard(ctx.accounts.load(entry.info.accountId, a.now))
     // Kept with the key's entry (as `account` does) once cached: the next request's view.
     if (!held.dead) entry.account = held
     a.account = held.a
@@ -541,7 +543,7 @@ const REBUILD: Rebuild = Object.freeze({})
 
 /** The counters answered `missing`: reads their counts from the usage, then counts again. */
 async function rebuildAndCount(a: Attempt, first: ConsumeResult): Promise<Denial | undefined> {
-  const r = a.entry!.record
+  const r = a.entry!.info
   const ctx = a.ctx
   const owner = { accountId: r.accountId, keyId: r.id, period: a.account?.period ?? null }
   try {
@@ -579,7 +581,7 @@ async function rebuildAndCount(a: Attempt, first: ConsumeResult): Promise<Denial
  */
 function remoteConsume(a: Attempt, checks: Check[]): ConsumeResult | Promise<ConsumeResult> {
   const ctx = a.ctx
-  const accountId = a.entry!.record.accountId
+  const accountId = a.entry!.info.accountId
   const now = a.now
   const admission: AdmissionId = {
     key: `{${accountId}}:a:${a.internalId}`,
@@ -610,7 +612,7 @@ function remoteConsume(a: Attempt, checks: Check[]): ConsumeResult | Promise<Con
 /** An admission sent to the store, in its turn among the account's (see `remoteConsume`). */
 function queued(a: Attempt, checks: Check[], admission: AdmissionId): Promise<ConsumeResult> {
   const ctx = a.ctx
-  const accountId = a.entry!.record.accountId
+  const accountId = a.entry!.info.accountId
   const now = a.now
   let lane = ctx.admitting.get(accountId)
   if (!lane) {
@@ -745,7 +747,7 @@ function admission(a: Attempt): Admission {
       overrun: route.overrun,
     })
     const idk = idempotencyKey(a.req)
-    if (idk) s.idempotencyId = `${entry!.record.id}:${idk}`
+    if (idk) s.idempotencyId = `${entry!.info.id}:${idk}`
     // Stored provider keys serve every route; the route's `byok` option governs headers only.
     s.resolveProvider = a.ctx.resolveStoredProvider
   }

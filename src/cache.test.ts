@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { type CachedKey, createKeyCache } from './cache.js'
 
-const entry = (id: string) => ({ record: { id } }) as unknown as CachedKey
+const entry = (id: string) => ({ info: { id } }) as unknown as CachedKey
 
 describe('key cache memo', () => {
   const opts = { ttlMs: 1000, negativeTtlMs: 100, max: 3, memoizeKeys: true, feedDownTtlMs: 200 }
@@ -12,9 +12,9 @@ describe('key cache memo', () => {
     expect(c.getByKey('k1', t)).toBeUndefined()
     c.set('h1', entry('a'))
     c.remember('k1', 'h1')
-    expect(c.getByKey('k1', t)?.record.id).toBe('a')
+    expect(c.getByKey('k1', t)?.info.id).toBe('a')
     t = 999
-    expect(c.getByKey('k1', t)?.record.id).toBe('a')
+    expect(c.getByKey('k1', t)?.info.id).toBe('a')
     t = 1000
     expect(c.getByKey('k1', t)).toBeUndefined()
   })
@@ -41,7 +41,7 @@ describe('key cache memo', () => {
     c.set('h1', entry('b'))
     expect(c.getByKey('k1', t)).toBeUndefined()
     c.remember('k1', 'h1')
-    expect(c.getByKey('k1', t)?.record.id).toBe('b')
+    expect(c.getByKey('k1', t)?.info.id).toBe('b')
     for (const h of ['h2', 'h3', 'h4']) c.set(h, entry(h)) // max 3: h1 is evicted
     expect(c.get('h1')).toBeUndefined()
     expect(c.getByKey('k1', t)).toBeUndefined()
@@ -59,8 +59,8 @@ describe('key cache memo', () => {
     c.remember('k2', 'h2')
     c.remember('k2b', 'h2')
     expect(c.getByKey('k1', t)).toBeUndefined()
-    expect(c.getByKey('k2b', t)?.record.id).toBe('b')
-    expect(c.get('h1')?.record.id).toBe('a')
+    expect(c.getByKey('k2b', t)?.info.id).toBe('b')
+    expect(c.get('h1')?.info.id).toBe('a')
   })
 
   it('memoizes nothing with memoizeKeys: false', () => {
@@ -68,7 +68,7 @@ describe('key cache memo', () => {
     c.set('h1', entry('a'))
     c.remember('k1', 'h1')
     expect(c.getByKey('k1', 0)).toBeUndefined()
-    expect(c.get('h1')?.record.id).toBe('a')
+    expect(c.get('h1')?.info.id).toBe('a')
   })
 })
 
@@ -83,16 +83,16 @@ describe('key cache while the change feed is down', () => {
     t = 150
     c.feed(false)
     // Cached 150 ms ago: still within the shortened bound.
-    expect(c.get('h1')?.record.id).toBe('a')
-    expect(c.getByKey('k1', t)?.record.id).toBe('a')
+    expect(c.get('h1')?.info.id).toBe('a')
+    expect(c.getByKey('k1', t)?.info.id).toBe('a')
     c.set('h2', entry('b'))
     t = 200
     // 200 ms old: a revocation may have been missed; not served (by hash nor by key string).
     expect(c.getByKey('k1', t)).toBeUndefined()
     expect(c.get('h1')).toBeUndefined()
-    expect(c.get('h2')?.record.id).toBe('b')
+    expect(c.get('h2')?.info.id).toBe('b')
     t = 349
-    expect(c.get('h2')?.record.id).toBe('b')
+    expect(c.get('h2')?.info.id).toBe('b')
     t = 350
     expect(c.get('h2')).toBeUndefined()
     c.set('h3', entry('c'))
@@ -104,7 +104,7 @@ describe('key cache while the change feed is down', () => {
     // Delivering again: the TTL alone bounds new entries.
     c.set('h4', entry('d'))
     t = 350 + 999
-    expect(c.get('h4')?.record.id).toBe('d')
+    expect(c.get('h4')?.info.id).toBe('d')
   })
 
   it('never serves longer than ttlMs, even with a larger feedDownTtlMs', () => {

@@ -3,12 +3,14 @@
  * An array that grows by `push` takes room for 17 elements at its first push (V8): a window
  * of one bucket, kept so, held two arrays of 184 bytes, and an account's hour tally two more,
  * about 740 bytes of a key's 5 kB among a million keys (`bench/memory-scale.ts`), all of it
- * walked by every scavenge. Stored arrays are now copied to their length.
+ * walked by every scavenge. Stored arrays are now copied to their length. And the key cache
+ * keeps what a request reads of a key, not a copy of its record.
  */
 
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { describe, expect, it } from 'vitest'
+import { createTollbooth } from '../../src/index.js'
 import { memoryStorage } from '../../src/storage/memory.js'
 import type { Check, UsageEvent } from '../../src/storage/types.js'
 
@@ -72,5 +74,50 @@ describe('memory store: retained size', () => {
     const perAccount = await retainedPerItem((i) => storage.usage.record([events[i]!]))
     // Tallies, hour, two two-element arrays, map entry: 282 bytes (554 before).
     expect(perAccount).toBeLessThan(400)
+  })
+
+  it('a cached key keeps no copy of its record', async () => {
+    // One account, keys with a daily quota, a route that costs nothing: the first request of
+    // each key adds its cache entry (and the memo's), and little else.
+    const storage = memoryStorage({ maxEvents: 1 })
+    const options = {
+      secret: 'retained-size-secret-retained-size-secret',
+      storage,
+      failedAuth: false as const,
+    }
+    const tb = createTollbooth({ ...options, cache: { ttlMs: 3_600_000, max: N } })
+    // Every key used once first by an instance that caches nothing: what a first request
+    // leaves in the store (its lastUsedAt, the account) is there before the measure.
+    const cold = createTollbooth({ ...options, cache: false })
+    const keys: string[] = []
+    for (let i = 0; i < N; i++)
+      keys.push(
+        (
+          await tb.keys.create({
+            accountId: 'acct_1',
+            metadata: { team: `t${i}` },
+            limits: { quotas: { daily: 1e9 } },
+          })
+        ).key,
+      )
+    const use = async (t: typeof tb, key: string) => {
+      const d = await t.authenticate(
+        { headers: { authorization: `Bearer ${key}` }, ip: '127.0.0.1', method: 'POST', path: '/' },
+        t.route({ cost: 0 }),
+      )
+      if (!d.allowed) throw new Error(`refused: ${d.status}`)
+      await t.settle(d, { status: 200 })
+    }
+    for (const key of keys) await use(cold, key)
+    await cold.flush()
+    const perEntry = await retainedPerItem(async (i) => {
+      await use(tb, keys[i]!)
+      if (i === N - 1) await tb.flush()
+    })
+    await tb.close()
+    await cold.close()
+    // Entry, compiled quota, the key's face and the memo's: 1,005 bytes (1,278 with a copy of
+    // the record, its limits and scopes, which a request read as three more cache misses).
+    expect(perEntry).toBeLessThan(1140)
   })
 })
