@@ -119,8 +119,9 @@ interface Attempt {
   /** The account's admission view (step 6), when metered or on plans. */
   account: AdmissionAccount | null
   /** The checks of the admission, each with its template, and the counters' answer (step 7). */
-  templates: CheckTemplate[]
-  checks: Check[]
+  /** The request's checks and their templates, in the same order (set by `count`). */
+  templates: ReadonlyArray<CheckTemplate>
+  checks: ReadonlyArray<Check>
   result: ConsumeResult | null
   /** Storage failed and `failOpen` serves the request uncounted. */
   uncounted: boolean
@@ -130,6 +131,8 @@ interface Attempt {
 type Step = (a: Attempt) => Denial | undefined | Promise<Denial | undefined>
 
 const EMPTY: Record<string, string> = Object.freeze({}) as Record<string, string>
+/** No checks (an attempt's until `count` sets them). */
+const NONE: ReadonlyArray<never> = Object.freeze([])
 const NO_PROVIDERS: ReadonlySet<string> = new Set()
 /** Admissions of one account that may wait for a turn, per slot of `accountInFlight`. */
 const WAITING_PER_SLOT = 32
@@ -182,8 +185,8 @@ function attempt(p: Pipeline, req: TollboothRequest, route: ResolvedRoute): Atte
     providerKeys: EMPTY,
     callerProviders: NO_PROVIDERS,
     account: null,
-    templates: [],
-    checks: [],
+    templates: NONE,
+    checks: NONE,
     result: null,
     uncounted: false,
   }
@@ -463,16 +466,27 @@ async function readAccount(a: Attempt): Promise<Denial | undefined> {
 function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   if (a.uncounted) return undefined
   const o = a.ctx.options
-  const { templates, checks, account } = a
-  if (account) for (const t of account.planTemplates) templates.push(t)
-  for (const t of a.entry!.templates) templates.push(t)
-  for (const t of templates) checks.push(instantiate(t, a, o))
+  const account = a.account
+  const plan = account ? account.planTemplates : NONE
+  const own = a.entry!.templates
+  const metered = a.metered && account !== null
+  // Arrays of their length: one that grows by push makes room for 17 at its first push.
+  const n = plan.length + own.length + (metered ? 1 : 0)
+  if (n === 0) return undefined
+  const templates = new Array<CheckTemplate>(n)
+  const checks = new Array<Check>(n)
+  let k = 0
+  for (const t of plan) templates[k++] = t
+  for (const t of own) templates[k++] = t
+  for (let i = 0; i < k; i++) checks[i] = instantiate(templates[i]!, a, o)
+  a.templates = templates
+  a.checks = checks
   const counters = a.ctx.storage.counters
   const sync = syncCounters(counters)
   // Counters in another process that may come back empty: the counts that must survive that
   // are rebuilt from the durable usage when missing (metering/rebuild).
   const rebuilds = !sync && !counters.durable
-  if (a.metered && account) {
+  if (metered) {
     const credit: Check = {
       type: 'hold',
       key: account.creditKey,
@@ -485,10 +499,9 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
     }
     if (account.plan?.exact === true) credit.exact = true
     if (rebuilds) credit.rebuild = REBUILD
-    templates.push({ role: 'credits', tokens: false, check: credit })
-    checks.push(credit)
+    templates[k] = { role: 'credits', tokens: false, check: credit }
+    checks[k] = credit
   }
-  if (checks.length === 0) return undefined
   // `exact: true` on the route: every check decided by the store (docs/leases.md).
   if (a.route.exact === true)
     for (let i = 0; i < checks.length; i++) checks[i] = { ...checks[i]!, exact: true }

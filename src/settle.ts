@@ -223,13 +223,18 @@ export function holdCredits(s: Settlement, h: Held): void {
   }
   let capped = false
   let headroom = Infinity
+  // Arrays of their length (one that grows by push makes room for 17 at its first push).
+  let holds = 0
+  for (const c of h.checks) if (c.type === 'hold') holds++
+  if (holds > 0) s.holds = new Array(holds)
+  holds = 0
   for (let i = 0; i < h.checks.length; i++) {
     const c = h.checks[i]!
     const t = h.templates[i]!
     if (c.type === 'hold') {
       const credit = t.role === 'credits' || t.role === 'budget'
       const used = h.results[i]!.used
-      s.holds.push([c.key, c.holdId, credit, c.keepUntil])
+      s.holds[holds++] = [c.key, c.holdId, credit, c.keepUntil]
       if (t.role === 'credits') s.creditUsed = used
       if (credit) {
         if (h.overrun === undefined && (t.role === 'budget' || !h.credits?.overage)) capped = true
@@ -399,11 +404,14 @@ function apply(
 ): UsageEvent | null | Promise<UsageEvent | null> {
   const { s, outcome, now } = done
   const charge = done.billable && !repeat && outcome.record !== false ? chargeOf(s) : 0
-  const ops: SettleOp[] = []
-  for (const [key, holdId, credit, keepUntil] of s.holds) {
+  // An array of its length (one that grows by push makes room for 17 at its first push); a
+  // token limit's true-up, rare, is pushed after.
+  const ops = new Array<SettleOp>(s.holds.length)
+  for (let i = 0; i < ops.length; i++) {
+    const [key, holdId, credit, keepUntil] = s.holds[i]!
     const op: SettleOp = { type: 'release', key, holdId, charge: credit ? charge : 0 }
     if (keepUntil !== undefined) op.keepUntil = keepUntil
-    ops.push(op)
+    ops[i] = op
   }
   // Token limits: the estimate counted at admission trued-up to the report (the estimate
   // stands when nothing was reported); what is given back is what has not drained since.

@@ -301,7 +301,7 @@ export function admitStep(
   now: number,
   admission?: AdmissionId,
 ): CounterStep<ConsumeResult> {
-  const writes: CounterWrite[] = []
+  let writes: CounterWrite[] = []
   if (admission && markOf(liveState(current[checks.length], now)) === 'x')
     return { writes, result: cancelled(checks) }
   const results: CheckResult[] = new Array(checks.length)
@@ -315,23 +315,28 @@ export function admitStep(
     if (e.seeded) writes.push(e.seeded)
   }
   if (allowed) {
-    writes.length = 0
-    for (let i = 0; i < checks.length; i++) writes.push(commit(checks[i]!, next[i], now))
+    // An array of its length (one that grows by push makes room for 17 at its first push).
+    const n = checks.length
+    writes = new Array<CounterWrite>(admission ? n + 1 : n)
+    for (let i = 0; i < n; i++) writes[i] = commit(checks[i]!, next[i], now)
     // The record only with the counts: a refused admission (a `missing` one included) writes
     // none, so the same id may be consumed again after a rebuild.
-    if (admission) writes.push(put(admission.key, ADMITTED, Math.ceil(now + admission.ttlMs), now))
+    if (admission) writes[n] = put(admission.key, ADMITTED, Math.ceil(now + admission.ttlMs), now)
   }
   return { writes, result: { allowed, results } }
 }
 
 /** The keys a settle reads: each op's counter, and a cancel's record and checks. */
 export function settleKeys(ops: ReadonlyArray<SettleOp>): string[] {
-  const keys: string[] = []
+  let n = ops.length
+  for (const op of ops) if (op.type === 'cancel') n += op.checks.length
+  const keys = new Array<string>(n)
+  let k = 0
   for (const op of ops) {
-    if (op.type === 'add') keys.push(op.check.key)
+    if (op.type === 'add') keys[k++] = op.check.key
     else {
-      keys.push(op.key)
-      if (op.type === 'cancel') for (const c of op.checks) keys.push(c.key)
+      keys[k++] = op.key
+      if (op.type === 'cancel') for (const c of op.checks) keys[k++] = c.key
     }
   }
   return keys
@@ -408,53 +413,56 @@ export function settleStep(
   now: number,
 ): CounterStep<void> {
   // At most one write per key, the latest; a settle has a few ops, so a list searched in
-  // order is cheaper than a Map.
-  const writes: CounterWrite[] = []
+  // order is cheaper than a Map. At most one per key read: an array of that length, cut to
+  // the writes made (one that grows by push makes room for 17 at its first push).
+  const w: Writes = { list: new Array<CounterWrite>(current.length), n: 0 }
   let i = 0
   for (const op of ops) {
     if (op.type === 'cancel') {
-      const m = markOf(latest(writes, op.key, current[i], now))
+      const m = markOf(latest(w, op.key, current[i], now))
       const first = i + 1
       i += 1 + op.checks.length
       if (m === 'x') continue
-      set(writes, put(op.key, CANCELLED, Math.ceil(now + op.ttlMs), now))
+      set(w, put(op.key, CANCELLED, Math.ceil(now + op.ttlMs), now))
       if (m === 'c')
         for (let j = 0; j < op.checks.length; j++) {
           const c = op.checks[j]!
-          set(writes, revert(c, latest(writes, c.key, current[first + j], now), now, op.at))
+          set(w, revert(c, latest(w, c.key, current[first + j], now), now, op.at))
         }
     } else {
       const key = op.type === 'add' ? op.check.key : op.key
-      set(writes, applyOp(op, latest(writes, key, current[i], now), now))
+      set(w, applyOp(op, latest(w, key, current[i], now), now))
       i++
     }
   }
-  return { writes, result: undefined }
+  w.list.length = w.n
+  return { writes: w.list, result: undefined }
 }
 
-/** The state of `key`: its latest write in `writes`, else its value as read. */
-function latest(
-  writes: CounterWrite[],
-  key: string,
-  read: StoredCounter | undefined,
-  now: number,
-): State {
-  for (let k = 0; k < writes.length; k++) {
-    const w = writes[k]!
-    if (w.key === key) return w.value?.state
+/** A settle's writes so far: the first `n` of `list`. */
+interface Writes {
+  list: CounterWrite[]
+  n: number
+}
+
+/** The state of `key`: its latest write in `w`, else its value as read. */
+function latest(w: Writes, key: string, read: StoredCounter | undefined, now: number): State {
+  for (let k = 0; k < w.n; k++) {
+    const x = w.list[k]!
+    if (x.key === key) return x.value?.state
   }
   return liveState(read, now)
 }
 
-/** Adds `w` to `writes`, in place of an earlier write of its key. */
-function set(writes: CounterWrite[], w: CounterWrite | null): void {
-  if (!w) return
-  for (let k = 0; k < writes.length; k++)
-    if (writes[k]!.key === w.key) {
-      writes[k] = w
+/** Adds `x` to `w`, in place of an earlier write of its key. */
+function set(w: Writes, x: CounterWrite | null): void {
+  if (!x) return
+  for (let k = 0; k < w.n; k++)
+    if (w.list[k]!.key === x.key) {
+      w.list[k] = x
       return
     }
-  writes.push(w)
+  w.list[w.n++] = x
 }
 
 /** `CounterStore.held` as a step over the value of `key`. */

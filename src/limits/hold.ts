@@ -83,8 +83,17 @@ export function addHold(
   prune(state, now)
   const i = indexOf(state, id)
   const h: [string, number, number] = [id, amount, now + ttlMs]
-  if (i >= 0) state.holds[i] = h
-  else state.holds.push(h)
+  if (i >= 0) {
+    state.holds[i] = h
+    return
+  }
+  // A copy one longer, not a push: an array's first push makes room for 17 elements (V8),
+  // and a stored state keeps the array it is given.
+  const hs = state.holds
+  const out = new Array<[string, number, number]>(hs.length + 1)
+  for (let j = 0; j < hs.length; j++) out[j] = hs[j]!
+  out[hs.length] = h
+  state.holds = out
 }
 
 /**
