@@ -60,16 +60,22 @@ type Numbers = unknown[]
 
 /**
  * The array to keep for `from`'s elements, given the one held: `to` refilled in place when it
- * is as long or longer, else an exact copy. An array that grows by `push` takes room for 17
- * elements at its first push (V8), so a window of one bucket held 2 × 184 bytes; a copy by
- * `slice` holds just its elements (measured in `test/storage/counter-slots-size.test.ts`).
+ * is as long or longer, or empty, else an exact copy. An array that grows by `push` takes room
+ * for 17 elements at its first push (V8), so a window of one bucket held 2 × 184 bytes; a copy
+ * by `slice` holds just its elements (`test/storage/retained-size.test.ts`). An empty one is
+ * filled in place: a credit hold list goes 1 → 0 → 1 with every request, and refilled in the
+ * room it kept (or that V8 took back when it was emptied) it leaves no new array in the
+ * young generation for each request, pointed at from the old one and copied by the next
+ * scavenge.
  */
 function refillArray(to: Numbers, from: Numbers): Numbers {
   if (to === from) return to
   const n = from.length
-  if (n > to.length) return from.slice()
-  for (let i = 0; i < n; i++) to[i] = from[i]
+  if (n > to.length && to.length > 0) return from.slice()
+  const m = Math.min(n, to.length)
+  for (let i = 0; i < m; i++) to[i] = from[i]
   if (to.length > n) to.length = n
+  for (let i = m; i < n; i++) to.push(from[i])
   return to
 }
 
