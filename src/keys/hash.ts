@@ -26,8 +26,13 @@ export function deriveKey(secret: string, info: string): Uint8Array {
 /** A function from plaintext key to its hex lookup hash, bound to one secret. */
 export type KeyHasher = (key: string) => string
 
-const HEX: string[] = []
-for (let i = 0; i < 256; i++) HEX.push(i.toString(16).padStart(2, '0'))
+/** The two hex digits of each byte value, as character codes. */
+const HEX_CODES = new Uint8Array(512)
+for (let i = 0; i < 256; i++) {
+  const h = i.toString(16).padStart(2, '0')
+  HEX_CODES[2 * i] = h.charCodeAt(0)
+  HEX_CODES[2 * i + 1] = h.charCodeAt(1)
+}
 
 type Sha256 = ReturnType<typeof sha256.create>
 
@@ -48,6 +53,8 @@ export function createKeyHasher(secret: string): KeyHasher {
   const so = sha256.create() as Sha256
   const mid = new Uint8Array(32)
   const out = new Uint8Array(32)
+  const hexCodes = new Uint8Array(64)
+  const text = new TextDecoder()
   // One scratch buffer per key length (keys are short and few lengths occur).
   const scratch: Uint8Array[] = []
 
@@ -74,8 +81,13 @@ export function createKeyHasher(secret: string): KeyHasher {
     ;(outer as Sha256)._cloneInto(so)
     so.update(mid)
     so.digestInto(out)
-    let hex = ''
-    for (let i = 0; i < 32; i++) hex += HEX[out[i]!]
-    return hex
+    // Written flat in one go (ASCII bytes decoded): `+=` makes a rope of 32 parts (a V8
+    // cons string) that the key store and the cache would keep as long as the key.
+    for (let i = 0; i < 32; i++) {
+      const b = out[i]!
+      hexCodes[2 * i] = HEX_CODES[2 * b]!
+      hexCodes[2 * i + 1] = HEX_CODES[2 * b + 1]!
+    }
+    return text.decode(hexCodes)
   }
 }

@@ -21,7 +21,7 @@ import { z } from 'zod'
 import { FeedBound } from '../cache.js'
 import { InvalidRequestError, NotFoundError } from '../errors.js'
 import { ACCOUNT_METADATA_MAX_BYTES, metadataSchema, ownValue, text } from '../input.js'
-import { type CheckTemplate, compilePlanLimits } from '../limits/admission.js'
+import { type CheckTemplate, compilePlanLimits, counterName } from '../limits/admission.js'
 import { type Plan, parseInput, type ResolvedOptions } from '../options.js'
 import type { AccountRecord, Storage } from '../storage/types.js'
 import { nextPeriod, type Period, periodOf } from './periods.js'
@@ -69,7 +69,7 @@ export interface AccountView {
 }
 
 export const creditKey = (accountId: string, period: Period) =>
-  `{${accountId}}:credits:${period.id}`
+  counterName('{', accountId, '}:credits:', period.id)
 
 /**
  * How long a period's credit counter is kept after the period ends: for settles of requests

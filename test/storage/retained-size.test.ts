@@ -11,8 +11,12 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { describe, expect, it } from 'vitest'
 import { createTollbooth } from '../../src/index.js'
+import { createKeyHasher } from '../../src/keys/hash.js'
+import { newId } from '../../src/keys/ids.js'
+import { compileKeyLimits } from '../../src/limits/admission.js'
+import { creditKey } from '../../src/metering/accounts.js'
 import { memoryStorage } from '../../src/storage/memory.js'
-import type { Check, UsageEvent } from '../../src/storage/types.js'
+import type { Check, KeyRecord, UsageEvent } from '../../src/storage/types.js'
 
 const T = Date.UTC(2026, 11, 5, 12)
 const N = 20_000
@@ -119,5 +123,26 @@ describe('memory store: retained size', () => {
     // Entry, compiled quota, the key's face and the memo's: 1,005 bytes (1,278 with a copy of
     // the record, its limits and scopes, which a request read as three more cache misses).
     expect(perEntry).toBeLessThan(1140)
+  })
+
+  it('names that live as long as a key are written flat, not as ropes', async () => {
+    // A template literal or `+=` makes a rope of its parts (a V8 cons string of 32 bytes per
+    // joint, holding each part): kept as long as the key, its counter or its cache entry.
+    // Written flat, a name is its characters and one header.
+    const hash = createKeyHasher('retained-size-secret-retained-size-secret')
+    const limits = { quotas: { daily: 10 }, rateLimits: [{ limit: 5, windowMs: 1000 }] }
+    const period = { id: '2026-12' } as Parameters<typeof creditKey>[1]
+    const accounts = Array.from({ length: N }, (_, i) => `acct_${i}`.split('').join(''))
+    const keys = Array.from({ length: N }, (_, i) => `sk_live_${i}`.split('').join(''))
+    const names: string[] = []
+    const perKey = await retainedPerItem((i) => {
+      const id = newId('key', T + i)
+      names.push(id, hash(keys[i]!), creditKey(accounts[i]!, period))
+      for (const t of compileKeyLimits({ id, accountId: accounts[i]!, limits } as KeyRecord))
+        names.push(t.check.key)
+    })
+    // Five names (24, 64, 24, 46 and 51 characters) and their places in `names`: 371 bytes
+    // flat, 1,480 as ropes.
+    expect(perKey).toBeLessThan(700)
   })
 })
