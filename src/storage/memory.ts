@@ -9,7 +9,7 @@
  * (`storage/counter-slots`), synchronously, so every `consume` is atomic by construction
  * (JavaScript runs it to completion). Expired counters are swept a few per call, from a queue
  * of expiries, so memory stays proportional to the keys active within their longest window
- * (about 590 bytes per active key with four limits, measured by
+ * (about 750 bytes per active key with four limits, measured by
  * `test/limits/memory-per-key.ts`).
  */
 
