@@ -135,6 +135,22 @@ const options: LeaseOptions = {
   flushEveryMs: 0,
 }
 
+/** n lease-taking instances over one fresh memory store. */
+function fleet(n: number, o: LeaseOptions = options) {
+  const store = memoryStorage().counters
+  return { store, instances: Array.from({ length: n }, () => leasedCounters(store, o)) }
+}
+
+/** The checks of a request against one rolling window of cost 1. */
+const windowChecks = (limit: number, windowMs: number, bucketMs: number) => (): Check[] => [
+  { type: 'window', key: '{a}:q', name: 'q', limit, windowMs, bucketMs, cost: 1 },
+]
+
+/** The checks of a request against one GCRA limit of cost 1. */
+const gcraChecks = (limit: number, windowMs: number) => (): Check[] => [
+  { type: 'gcra', key: '{a}:r0', name: 'per-second', limit, windowMs, cost: 1 },
+]
+
 describe('leases over one store', () => {
   it('GCRA: the admitted sequence of all instances conforms to the limit; the shortfall stays within the bound', async () => {
     const stats = { local: 0, total: 0, shortfall: 0 }
@@ -145,13 +161,10 @@ describe('leases over one store', () => {
         async (seed, n) => {
           const limit = 4000
           const windowMs = 1000
-          const check = (): Check[] => [
-            { type: 'gcra', key: '{a}:r0', name: 'per-second', limit, windowMs, cost: 1 },
-          ]
+          const check = gcraChecks(limit, windowMs)
           const r = rng(seed)
           const phases = demand(r, 8, 12 / n)
-          const store = memoryStorage().counters
-          const instances = Array.from({ length: n }, () => leasedCounters(store, options))
+          const { instances } = fleet(n)
           const leased = await drive(instances, phases, rng(seed + 1), check)
           // The same traffic, every request decided by the store.
           const plain = memoryStorage().counters
@@ -186,13 +199,10 @@ describe('leases over one store', () => {
           const limit = 3000
           const windowMs = 1000
           const bucketMs = 100
-          const check = (): Check[] => [
-            { type: 'window', key: '{a}:q', name: 'q', limit, windowMs, bucketMs, cost: 1 },
-          ]
+          const check = windowChecks(limit, windowMs, bucketMs)
           const r = rng(seed)
           const phases = demand(r, 8, 10 / n)
-          const store = memoryStorage().counters
-          const instances = Array.from({ length: n }, () => leasedCounters(store, options))
+          const { instances } = fleet(n)
           const leased = await drive(instances, phases, rng(seed + 1), check)
           expectAtMostWithin(leased.admitted, limit, windowMs)
           expect(localOf(instances)).toBeLessThanOrEqual(leased.admitted.length)
@@ -207,11 +217,8 @@ describe('leases over one store', () => {
       const limit = 20_000
       const windowMs = 10_000
       const bucketMs = 1000
-      const store = memoryStorage().counters
-      const instances = Array.from({ length: n }, () => leasedCounters(store, options))
-      const check = (): Check[] => [
-        { type: 'window', key: '{a}:q', name: 'q', limit, windowMs, bucketMs, cost: 1 },
-      ]
+      const { instances } = fleet(n)
+      const check = windowChecks(limit, windowMs, bucketMs)
       // 40 requests per ms in all for 1 s: twice the limit, in one window.
       const run = await drive(instances, [40 / n, 40 / n, 40 / n, 40 / n], rng(n), check)
       const cap = Math.floor(options.maxShare! * limit)
@@ -358,13 +365,10 @@ describe('leases over one store, clocks up to 1 s apart', () => {
         async (seed, n) => {
           const limit = 4000
           const windowMs = 1000
-          const check = (): Check[] => [
-            { type: 'gcra', key: '{a}:r0', name: 'per-second', limit, windowMs, cost: 1 },
-          ]
+          const check = gcraChecks(limit, windowMs)
           const r = rng(seed)
           const phases = demand(r, 16, 12 / n).map((x) => Math.max(x, 8 / n))
-          const store = memoryStorage().counters
-          const instances = Array.from({ length: n }, () => leasedCounters(store, options))
+          const { instances } = fleet(n)
           const offsets = skew(r, n, D)
           const run = await drive(instances, phases, rng(seed + 1), check, { offsets })
           // units(t) <= limit + (t + 2D) * limit / period is a GCRA of the same rate whose
@@ -388,13 +392,10 @@ describe('leases over one store, clocks up to 1 s apart', () => {
           const limit = 3000
           const windowMs = 4800
           const bucketMs = 200
-          const check = (): Check[] => [
-            { type: 'window', key: '{a}:q', name: 'q', limit, windowMs, bucketMs, cost: 1 },
-          ]
+          const check = windowChecks(limit, windowMs, bucketMs)
           const r = rng(seed)
           const phases = demand(r, 16, 10 / n)
-          const store = memoryStorage().counters
-          const instances = Array.from({ length: n }, () => leasedCounters(store, options))
+          const { instances } = fleet(n)
           const offsets = skew(r, n, D)
           const run = await drive(instances, phases, rng(seed + 1), check, { offsets })
           // A span of windowMs - 2D open at its start: whole ms, so one ms shorter and closed.

@@ -16,7 +16,8 @@ import { newId } from '../../src/keys/ids.js'
 import { compileKeyLimits } from '../../src/limits/admission.js'
 import { creditKey } from '../../src/metering/accounts.js'
 import { memoryStorage } from '../../src/storage/memory.js'
-import type { Check, KeyRecord, UsageEvent } from '../../src/storage/types.js'
+import type { Check, KeyRecord } from '../../src/storage/types.js'
+import { usageEvent } from '../support/core.js'
 
 const T = Date.UTC(2026, 11, 5, 12)
 const N = 20_000
@@ -54,27 +55,16 @@ describe('memory store: retained size', () => {
 
   it("an account's hour tally holds its pair, not room for 17", async () => {
     const storage = memoryStorage({ maxEvents: 1 })
-    const events: UsageEvent[] = Array.from({ length: N }, (_, i) => ({
-      id: `evt_${i}`,
-      requestId: `req_${i}`,
-      keyId: 'key_1',
-      accountId: `acct_${i}`.split('').join(''),
-      time: T,
-      units: 1,
-      overage: 0,
-      tokens: 0,
-      category: null,
-      keyCategory: null,
-      status: 200,
-      durationMs: 1,
-      ttfbMs: 1,
-      code: null,
-      ip: null,
-      method: 'POST',
-      path: '/',
-      bypassed: false,
-      provider: null,
-    }))
+    const events = Array.from({ length: N }, (_, i) =>
+      usageEvent(i, {
+        accountId: `acct_${i}`.split('').join(''),
+        time: T,
+        ttfbMs: 1,
+        ip: null,
+        method: 'POST',
+        path: '/',
+      }),
+    )
     const perAccount = await retainedPerItem((i) => storage.usage.record([events[i]!]))
     // Tallies, hour, two two-element arrays, map entry: 282 bytes (554 before).
     expect(perAccount).toBeLessThan(400)

@@ -22,7 +22,7 @@ import {
   sqliteStorage,
 } from '../../adapters/sqlite/index.js'
 import { StorageUnavailableError } from '../../src/index.js'
-import { total } from '../support/core.js'
+import { total, usageEvent } from '../support/core.js'
 import { Database } from './sqlite-driver.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'tollbooth-sqlite-batch-'))
@@ -168,27 +168,9 @@ describe('SQLite: WAL checkpoints by a worker thread', () => {
   async function write(storage: SqliteStorage, n: number): Promise<void> {
     const t = Date.now()
     await storage.usage.record(
-      Array.from({ length: n }, (_, i) => ({
-        id: `evt_${i}`,
-        requestId: `req_${i}`,
-        keyId: 'key_1',
-        accountId: 'acct_1',
-        time: t,
-        units: 1,
-        overage: 0,
-        tokens: 0,
-        category: null,
-        keyCategory: null,
-        status: 200,
-        durationMs: 1,
-        ttfbMs: null,
-        code: null,
-        ip: '127.0.0.1',
-        method: 'GET',
-        path: `/p/${'x'.repeat(100)}`,
-        bypassed: false,
-        provider: null,
-      })),
+      Array.from({ length: n }, (_, i) =>
+        usageEvent(i, { time: t, path: `/p/${'x'.repeat(100)}` }),
+      ),
     )
   }
 

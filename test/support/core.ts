@@ -6,7 +6,7 @@
  */
 import { createTollbooth, manualClock, type TollboothOptions } from '../../src/internal.js'
 import type { TollboothRequest } from '../../src/request.js'
-import type { Check } from '../../src/storage/types.js'
+import type { Check, UsageEvent } from '../../src/storage/types.js'
 
 export const SECRET = 'test-secret-test-secret-test-secret-42'
 export const T0 = Date.UTC(2026, 10, 24, 12, 0, 0)
@@ -51,3 +51,32 @@ export const total = (key: string, limit: number, cost = 1): Check => ({
   bucketMs: 0,
   cost,
 })
+
+/**
+ * Usage event number `i` as a store records it: a served GET of one unit on `key_1` of
+ * `acct_1` at T0, every optional figure empty; `over` changes any field.
+ */
+export function usageEvent(i: number, over: Partial<UsageEvent> = {}): UsageEvent {
+  return {
+    id: `evt_${i}`,
+    requestId: `req_${i}`,
+    keyId: 'key_1',
+    accountId: 'acct_1',
+    time: T0,
+    units: 1,
+    overage: 0,
+    tokens: 0,
+    category: null,
+    keyCategory: null,
+    status: 200,
+    durationMs: 1,
+    ttfbMs: null,
+    code: null,
+    ip: '127.0.0.1',
+    method: 'GET',
+    path: '/v1/thing',
+    bypassed: false,
+    provider: null,
+    ...over,
+  }
+}
