@@ -11,7 +11,9 @@
  * and a credit reservation, the previous request's settle carried in the same call, and the
  * admission's record, as `remoteConsume` sends it):
  * - `tollbooth, 1 in flight`: each call releases the hold the previous one took
- * - `tollbooth, 32 in flight`: 32 reservations live on the account's credit counter
+ * - `tollbooth, 32 in flight` and `100 in flight`: 32 or 100 reservations live on the
+ *   account's credit counter (its holds are read and written whole, so a call's cost grows
+ *   with them: what an account with many long requests in flight pays)
  * - `fixed window (the peers' job)`: INCR, PTTL and a PEXPIRE when new — what the peer
  *   limiters' Redis stores do per request
  * - two floors of a layout tollbooth does not have (bench/NOTES.md, session 10): every
@@ -26,9 +28,10 @@
  * script's own part, without that noise, is `luaCallFunction`'s inclusive cost in
  * `callgrind_annotate --inclusive=yes` of a run's output.
  *
- * Last figures (2026-12-04, 300 calls; bench/NOTES.md "session 7"): 1 in flight 193,546,
- * 32 in flight 266,058, the fixed window 16,158 (298,122 / 369,991 / 16,290 before the
- * counters' states were packed and the Lua trimmed).
+ * Last figures (2026-12-05, 300 calls; bench/NOTES.md "session 12"): 1 in flight 182,529,
+ * 32 in flight 221,200, 100 in flight 289,439, the fixed window 16,314 (194,168 / 263,989 /
+ * 387,574 before a release riding along with an admission was joined to its hold in one
+ * write).
  */
 
 import { spawn } from 'node:child_process'
@@ -125,6 +128,7 @@ const floorArg = (i: number) => {
 const SCENARIOS: Array<[string, Call]> = [
   ['tollbooth, 1 in flight', tollbooth(1)],
   ['tollbooth, 32 in flight', tollbooth(32)],
+  ['tollbooth, 100 in flight', tollbooth(100)],
   [
     'fixed window (the peers\u2019 job)',
     () => ({ script: 'fixed', keys: ['{a}:fw'], args: ['60000'] }),

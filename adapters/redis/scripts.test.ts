@@ -486,6 +486,56 @@ describe.skipIf(!client)('redis Lua scripts', () => {
     })
   }
 
+  // The settle that rides along with an admission on the same credit counter is joined to the
+  // admission's hold in one write (pend_flush in scripts.ts): with many holds in flight, the
+  // released one anywhere among them, and the admission passing, refused by the credits or
+  // refused by another check (then the release alone is written).
+  it('releases a hold among many in flight in the admission that carries it, figure for figure', async () => {
+    const store = redisCounters({ client: defineCommands(redis), prefix }, 60_000, 60_000)
+    const ref = memoryStorage().counters
+    const rand = prng(9)
+    let now = T0
+    let seq = 0
+    const live: string[] = []
+    const queued: Promise<void>[] = []
+    for (let step = 0; step < 300; step++) {
+      now += Math.floor(rand() * 40)
+      // Integer amounts: the header's total is known, the path that joins the pieces.
+      const amount = 1 + Math.floor(rand() * 3)
+      if (live.length > 0 && rand() < 0.55) {
+        const [id] = live.splice(Math.floor(rand() * live.length), 1)
+        const ops: SettleOp[] = [
+          { type: 'release', key: '{p}:h', holdId: id!, charge: Math.floor(rand() * 3) },
+        ]
+        await ref.settle(ops, now)
+        queued.push(store.settle(ops, now))
+      }
+      const id = `q${seq++}`
+      const cs: Check[] = [
+        { type: 'hold', key: '{p}:h', name: 'c', limit: 1e6, amount, holdId: id, ttlMs: 60_000 },
+      ]
+      // Now and then refused by the credits (a low limit), or by a window after them.
+      if (rand() < 0.15) cs[0] = { ...cs[0]!, limit: 0 } as Check
+      if (rand() < 0.15)
+        cs.push({
+          type: 'window',
+          key: '{p}:w',
+          name: 'q',
+          limit: 0,
+          windowMs: 60_000,
+          bucketMs: 1000,
+          cost: 1,
+        })
+      const want = await ref.consume(cs, now)
+      expect(await store.consume(cs, now), `step ${step}`).toEqual(want)
+      if (want.allowed) live.push(id)
+      expect(await store.held('{p}:h', now), `step ${step}`).toBe(await ref.held('{p}:h', now))
+      parseHold(await redis.getBuffer(`${prefix}{p}:h`))
+    }
+    await Promise.all(queued)
+    expect(live.length).toBeGreaterThan(15)
+  })
+
   it('answers every call as limits/counters does, on random sequences (fast-check)', async () => {
     const DAY = 86_400_000
     /** The pure module on a Map: the reference. */

@@ -78,6 +78,19 @@ local function fmt(x)
   if x == INF then return 'inf' elseif x == -INF then return '-inf' end
   return sformat('%.17g', x)
 end
+-- The text of the TTLs written (PX), each printed once: they mostly repeat from call to call
+-- (a hold's is its ttlMs plus the slack, a record's its ttlMs), and Redis prints a number
+-- argument anew on every call (fpconv, ~2,000 instructions). At most 256 kept.
+local PXS, npxs = {}, 0
+local function pxtext(px)
+  local t = PXS[px]
+  if t then return t end
+  if px ~= floor(px) then return px end
+  if npxs >= 256 then PXS, npxs = {}, 0 end
+  t = sformat('%d', px)
+  PXS[px], npxs = t, npxs + 1
+  return t
+end
 -- The reply's figures (see ADMIT), kept from call to call.
 local OUT = {}
 -- The struct format of n little-endian doubles, built once per n.
@@ -156,8 +169,7 @@ local function commit()
         if keep then
           rcall('SET', keys[j], v, 'KEEPTTL')
         else
-          -- An integer: Redis writes it exactly (fpconv), no string.format here.
-          rcall('SET', keys[j], v, 'PX', px)
+          rcall('SET', keys[j], v, 'PX', pxtext(px))
         end
       end
     end
@@ -235,7 +247,7 @@ local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack, r
   local l = 'v'
   if rebuilt then l = 'V' end
   if #idx == 1 then
-    put(key, l .. pack('<ddd', at, idx[1], n[1]), px, at)
+    put(key, pack('<c1ddd', l, at, idx[1], n[1]), px, at)
     return
   end
   local x = { at }
@@ -281,7 +293,7 @@ local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
   else
     local px = max(1, ceil(scaled / limit + 1 + (t - now))) + slack
     local at = now + px
-    put(key, 'f' .. pack('<ddd', at, scaled / periodMs, t), px, at)
+    put(key, pack('<c1ddd', 'f', at, scaled / periodMs, t), px, at)
   end
 end
 `
@@ -334,8 +346,10 @@ local function hold_idle_in(used, rebuilt, hasHolds, mx, keep, now)
   return mx - now
 end
 -- A hold counter written (its header packed, sum NaN when unknown, then its holds) for
--- hold_idle_in's answer.
-local function hold_put(key, used, sum, mn, mx, body, rebuilt, idleIn, slack, now)
+-- hold_idle_in's answer. Its holds come in pieces, b1, b2 and b3, joined to the header in one
+-- concatenation: each copy of the holds is a string as long as all of them for Lua's GC to
+-- collect, and with many requests in flight those copies are most of what a call costs.
+local function hold_put(key, used, sum, mn, mx, b1, b2, b3, rebuilt, idleIn, slack, now)
   if idleIn == false then
     put(key, false)
     return
@@ -343,9 +357,38 @@ local function hold_put(key, used, sum, mn, mx, body, rebuilt, idleIn, slack, no
   local px, at = expiry(idleIn, slack, now)
   local l = 'i'
   if rebuilt then l = 'I' end
-  local v = l .. pack('<ddddd', at, used, sum or 0 / 0, mn, mx) .. body
+  local v = pack('<c1ddddd', l, at, used, sum or 0 / 0, mn, mx) .. b1 .. b2 .. b3
   head_raw, head_used, head_sum, head_mn, head_mx, head_rebuilt = v, used, sum, mn, mx, rebuilt
   put(key, v, px, at)
+end
+-- A release on the fast path whose counter a hold check of the same call reads next (the
+-- settle that rides along with its account's admission) is kept pending, its holds as the two
+-- pieces around the released one, not joined: the hold check joins them once with its own hold
+-- (\`check_hold\`), where joining them first would copy every hold twice more. Anything else
+-- that reads the counter, and the call's end, writes it first (\`pend_flush\`), outside the
+-- admission's staged writes: a settle applies whatever the admission's outcome. \`pend_folded\`:
+-- a staged write of the admission includes it (then that write, if made, replaces it).
+local pend_key, pend_used, pend_sum, pend_mn, pend_mx, pend_b1, pend_b2, pend_rebuilt
+local pend_keep, pend_now, pend_slack, pend_folded
+-- The count of the call's settle op keys: the KEYS after them are its checks'.
+local call_nops = 0
+local function pend_flush()
+  local key = pend_key
+  if not key then return end
+  pend_key = nil
+  local has = pend_b1 ~= '' or pend_b2 ~= ''
+  local staged = stage
+  stage = nil
+  hold_put(key, pend_used, pend_sum, pend_mn, pend_mx, pend_b1, pend_b2, '', pend_rebuilt,
+    hold_idle_in(pend_used, pend_rebuilt, has, pend_mx, pend_keep, pend_now), pend_slack, pend_now)
+  stage = staged
+end
+-- Whether a check of the call (after its settle ops) reads key.
+local function checked(key)
+  for j = call_nops + 1, #keys do
+    if keys[j] == key then return true end
+  end
+  return false
 end
 -- The full path: every hold read, the expired ones dropped, in insertion order.
 local function hold_live(raw, now)
@@ -380,7 +423,7 @@ local function hold_write(key, s, now, slack, keep)
     if e > mx then mx = e end
   end
   local idleIn = hold_idle_in(s.used, s.rebuilt, #s.ids > 0, mx, keep, now)
-  hold_put(key, s.used, sum, mn, mx, concat(parts), s.rebuilt, idleIn, slack, now)
+  hold_put(key, s.used, sum, mn, mx, concat(parts), '', '', s.rebuilt, idleIn, slack, now)
 end
 `
 
@@ -390,6 +433,7 @@ const SETTLE_OP = `
 -- t 2: add to a window (a windowMs, b bucketMs, c cost); t 3: add to a GCRA limit (a limit,
 -- b windowMs, c cost).
 local function settle_op(key, t, id, a, b, c, now, slack)
+  if pend_key == key then pend_flush() end
   local raw = cur[slot[key]]
   if t == 1 then
     -- Only when the hold is still there (a retried settle must not charge twice).
@@ -399,7 +443,8 @@ local function settle_op(key, t, id, a, b, c, now, slack)
     local used, sum, mn, mx, from, rebuilt = hold_head(raw)
     if sum and mn > now then
       -- No hold expired and the total known: the hold's text cut out, nothing else read.
-      local body = ''
+      -- The holds before it (b1) and after it (b2) go to hold_put as they are.
+      local b1, b2 = '', ''
       local at = nil
       if from then at = sfind(raw, '\\n#' .. id .. '\\n', from, true) end
       if ifHeld and not at then return end
@@ -411,14 +456,22 @@ local function settle_op(key, t, id, a, b, c, now, slack)
           local q = sfind(raw, '\\n', p, true)
           sum = sum - tonumber(ssub(raw, p, q - 1))
           local e = sfind(raw, '\\n', q + 1, true)
-          if e then body = ssub(raw, from, at - 1) .. ssub(raw, e) else body = ssub(raw, from, at - 1) end
+          if at > from then b1 = ssub(raw, from, at - 1) end
+          if e then b2 = ssub(raw, e) end
         else
-          body = ssub(raw, from)
+          b1 = ssub(raw, from)
         end
       end
-      if body == '' then sum, mn, mx = 0, INF, -INF end
-      local idleIn = hold_idle_in(used, rebuilt, body ~= '', mx, keep, now)
-      hold_put(key, used, sum, mn, mx, body, rebuilt, idleIn, slack, now)
+      local hasHolds = b1 ~= '' or b2 ~= ''
+      if not hasHolds then sum, mn, mx = 0, INF, -INF end
+      if checked(key) then
+        pend_flush()
+        pend_key, pend_used, pend_sum, pend_mn, pend_mx, pend_b1, pend_b2, pend_rebuilt = key, used, sum, mn, mx, b1, b2, rebuilt
+        pend_keep, pend_now, pend_slack, pend_folded = keep, now, slack, false
+        return
+      end
+      local idleIn = hold_idle_in(used, rebuilt, hasHolds, mx, keep, now)
+      hold_put(key, used, sum, mn, mx, b1, b2, '', rebuilt, idleIn, slack, now)
       return
     end
     local s = hold_live(raw, now)
@@ -459,6 +512,7 @@ local function revert_op(key, t, id, a, b, c, now, at, slack)
     settle_op(key, 1, id, 0, 1, c, now, slack)
     return
   end
+  if pend_key == key then pend_flush() end
   local raw = get(key)
   if t == 6 then
     local windowMs, bucketMs, cost = a, b, c
@@ -504,6 +558,7 @@ stage = nil
 load_keys(KEYS)
 local blob = ARGV[1]
 local now, slack, nOps, markTtl, pos = unpack('<dddd', blob)
+pend_key, call_nops = nil, nOps
 local si = 2
 local i = 1
 while i <= nOps do
@@ -619,6 +674,31 @@ end
 const CHECK_HOLD = `
 local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, slack)
   local ok, used, remaining, retryMs
+  if pend_key == key then
+    -- The release before it in this call, still in pieces (see pend_flush): on the fast path
+    -- the new hold is joined to them, and the staged write includes the release.
+    local needle = '\\n#' .. id .. '\\n'
+    local sum = pend_sum
+    if not seed and sum and pend_mn > now and not sfind(pend_b1, needle, 1, true) and not sfind(pend_b2, needle, 1, true) then
+      local settled = pend_used
+      local total = settled + sum
+      if total + amount > limit then
+        return false, total, max(0, limit - total), 0, 1000
+      end
+      local exp = now + ttlMs
+      local s2 = nil
+      if integral(amount) then s2 = sum + amount end
+      local hi, lo = pend_mx, pend_mn
+      if exp > hi then hi = exp end
+      if exp < lo then lo = exp end
+      local idleIn = hold_idle_in(settled, pend_rebuilt, true, hi, keep, now)
+      hold_put(key, settled, s2, lo, hi, pend_b1, pend_b2, '\\n#' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp), pend_rebuilt, idleIn, slack, now)
+      pend_folded = true
+      return true, total + amount, limit - total - amount, 0, 0
+    end
+    pend_flush()
+    raw = cur[slot[key]]
+  end
   local settled, sum, mn, mx, from, rebuilt = hold_head(raw)
   if not seed and sum and mn > now and not (from and sfind(raw, '\\n#' .. id .. '\\n', from, true)) then
     local total = settled + sum
@@ -636,8 +716,7 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
       local lo = mn
       if exp < lo then lo = exp end
       local idleIn = hold_idle_in(settled, rebuilt, true, hi, keep, now)
-      body = body .. '\\n#' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp)
-      hold_put(key, settled, s2, lo, hi, body, rebuilt, idleIn, slack, now)
+      hold_put(key, settled, s2, lo, hi, body, '', '\\n#' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp), rebuilt, idleIn, slack, now)
     end
     return true, total + amount, limit - total - amount, 0, 0
   end
@@ -693,6 +772,7 @@ if markTtl == markTtl then
       out[1], out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 0, 0, 0, 0, 0, 1000
       n = n + 5
     end
+    pend_flush()
     commit()
     return pack(DOUBLES[n] or doubles(n), tunpack(out, 1, n))
   end
@@ -708,6 +788,10 @@ for i = nOps + 1, lastCheck do
     si = si + 1
   end
   local raw = cur[slot[key]]
+  if pend_key == key and t ~= 3 then
+    pend_flush()
+    raw = cur[slot[key]]
+  end
   local ok, used, remaining, resetMs, retryMs
   -- Rebuild: seed is the base to add when the counter was not rebuilt; ask answers missing.
   local seed = nil
@@ -739,8 +823,11 @@ if out[1] == 1 then
     cur[j], pxs[j], ats[j] = STAGE[k + 1], STAGE[k + 2], STAGE[k + 3]
   end
   if markKey then put(markKey, 'c', max(1, ceil(markTtl))) end
+  -- The release a staged hold included is written with it.
+  if pend_folded then pend_key = nil end
 end
 stage = nil
+pend_flush()
 commit()
 return pack(DOUBLES[n] or doubles(n), tunpack(out, 1, n))
 end
