@@ -9,7 +9,8 @@
  *
  * Scenarios (tollbooth's on the HTTP benchmark's key: a per-minute rate limit, a daily quota
  * and a credit reservation, the previous request's settle carried in the same call, and the
- * admission's record, as `remoteConsume` sends it):
+ * admission's identity, as `remoteConsume` sends it: its credit hold, kept longer than a
+ * record, stands for the admission's record):
  * - `tollbooth, 1 in flight`: each call releases the hold the previous one took
  * - `tollbooth, 32 in flight` and `100 in flight`: 32 or 100 reservations live on the
  *   account's credit counter (its holds are read and written whole, so a call's cost grows
@@ -28,10 +29,10 @@
  * script's own part, without that noise, is `luaCallFunction`'s inclusive cost in
  * `callgrind_annotate --inclusive=yes` of a run's output.
  *
- * Last figures (2026-12-05, 300 calls; bench/NOTES.md "session 12"): 1 in flight 182,529,
- * 32 in flight 221,200, 100 in flight 289,439, the fixed window 16,314 (194,168 / 263,989 /
+ * Last figures (2026-12-05, 300 calls; bench/NOTES.md "session 12"): 1 in flight 168,380,
+ * 32 in flight 207,916, 100 in flight 276,296, the fixed window 16,252 (194,168 / 263,989 /
  * 387,574 before a release riding along with an admission was joined to its hold in one
- * write).
+ * write and the hold stood for the admission's record).
  */
 
 import { spawn } from 'node:child_process'
@@ -105,14 +106,14 @@ const tollbooth =
         ? [{ type: 'release', key: '{a}:h', holdId: `req_${i - inFlight}`, charge: 1 }]
         : []
     // The counters' calls as the adapter builds them: the checks, the carried settle and
-    // the admission's record (its identity, kept 60 s).
+    // the admission's identity (its record kept 60 s, for which its hold stands).
     const { keys, args } = consumeCall(
       '',
       60_000,
       ops.length ? settleBatch('', ops, now) : undefined,
       CHECKS(`req_${i}`),
       now,
-      { key: `{a}:a:req_${i}`, ttlMs: 60_000 },
+      { key: `{a}:a:req_${i}`, ttlMs: 60_000, holdId: `req_${i}` },
     )
     return { script: 'consume', keys, args }
   }

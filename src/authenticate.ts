@@ -599,6 +599,9 @@ function remoteConsume(a: Attempt, checks: Check[]): ConsumeResult | Promise<Con
   const admission: AdmissionId = {
     key: `{${accountId}}:a:${a.internalId}`,
     ttlMs: ctx.admissionTtlMs,
+    // The admission's holds take its id (limits/admission): a store may let one stand for
+    // its record.
+    holdId: a.internalId,
   }
   const leases = ctx.leases
   if (leases) {
@@ -610,7 +613,16 @@ function remoteConsume(a: Attempt, checks: Check[]): ConsumeResult | Promise<Con
         (res) => res ?? queued(a, checks, admission),
         (err: unknown) => {
           ctx.retries.add(
-            [{ type: 'cancel', key: admission.key, ttlMs: admission.ttlMs, at: now, checks }],
+            [
+              {
+                type: 'cancel',
+                key: admission.key,
+                ttlMs: admission.ttlMs,
+                at: now,
+                checks,
+                holdId: admission.holdId,
+              },
+            ],
             r,
             true,
           )
@@ -679,6 +691,7 @@ function queued(a: Attempt, checks: Check[], admission: AdmissionId): Promise<Co
         ttlMs: admission.ttlMs,
         at: now,
         checks,
+        holdId: admission.holdId,
       }
       ctx.retries.add([cancel], raw, true)
     }

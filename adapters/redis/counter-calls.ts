@@ -56,7 +56,7 @@ export function pushOp(keys: string[], p: Packed, prefix: string, op: SettleOp, 
   }
   if (op.type === 'cancel') {
     keys.push(prefix + op.key)
-    nums.push(4, now, op.ttlMs, op.checks.length, 0)
+    nums.push(4, now, op.ttlMs, op.checks.length, recordHold(op.holdId, op.ttlMs, op.checks))
     for (const c of op.checks) {
       keys.push(prefix + c.key)
       if (c.type === 'hold') {
@@ -71,6 +71,25 @@ export function pushOp(keys: string[], p: Packed, prefix: string, op: SettleOp, 
   keys.push(prefix + c.key)
   if (c.type === 'window') nums.push(2, now, c.windowMs, c.bucketMs, c.cost)
   else nums.push(3, now, c.limit, c.windowMs, c.cost)
+}
+
+/**
+ * The check (1-based) whose hold stands for an admission's record, 0 when none does (see
+ * `AdmissionId.holdId`): the first hold the admission takes under its own id, kept at least as
+ * long as the record would be. The admission then writes no record, and its cancel, computing
+ * the same from the same checks, looks for that hold. A `SET … PX` less per metered admission.
+ */
+export function recordHold(
+  holdId: string | undefined,
+  ttlMs: number,
+  checks: ReadonlyArray<Check>,
+): number {
+  if (holdId === undefined) return 0
+  for (let i = 0; i < checks.length; i++) {
+    const c = checks[i]!
+    if (c.type === 'hold' && c.holdId === holdId && c.ttlMs >= ttlMs) return i + 1
+  }
+  return 0
 }
 
 /** Numbers as the script's first argument: little-endian doubles. */
@@ -97,7 +116,13 @@ export function consumeCall(
   for (const c of checks) keys.push(prefix + c.key)
   if (admission) keys.push(prefix + admission.key)
   const p: Packed = {
-    nums: [now, slackMs, nOps, admission ? Math.ceil(admission.ttlMs) : Number.NaN],
+    nums: [
+      now,
+      slackMs,
+      nOps,
+      admission ? Math.ceil(admission.ttlMs) : Number.NaN,
+      admission ? recordHold(admission.holdId, admission.ttlMs, checks) : 0,
+    ],
     ids: [],
   }
   if (batch) {

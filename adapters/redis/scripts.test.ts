@@ -29,6 +29,7 @@ import {
 } from '../../src/internal.js'
 import { connectRedis, deletePrefix, testPrefix } from '../../test/support/redis.js'
 import { prng } from '../testing/fixtures.js'
+import { recordHold } from './counter-calls.js'
 import { holdState, redisCounters } from './counters.js'
 import { type Ctx, defineCommands, SCRIPTS } from './store.js'
 
@@ -534,6 +535,168 @@ describe.skipIf(!client)('redis Lua scripts', () => {
     }
     await Promise.all(queued)
     expect(live.length).toBeGreaterThan(15)
+  })
+
+  it('lets a hold stand for a record only when it is the admission’s own and kept as long', () => {
+    const hold = (holdId: string, ttlMs: number): Check => ({
+      type: 'hold',
+      key: '{a}:h',
+      name: 'c',
+      limit: 9,
+      amount: 1,
+      holdId,
+      ttlMs,
+    })
+    const rate: Check = { type: 'gcra', key: '{a}:g', name: 'r', limit: 1, windowMs: 1000, cost: 1 }
+    expect(recordHold('r1', 60_000, [rate, hold('r1', 300_000)])).toBe(2)
+    expect(recordHold('r1', 60_000, [hold('r1', 59_999)])).toBe(0)
+    expect(recordHold('r1', 60_000, [hold('lease:x', 300_000)])).toBe(0)
+    expect(recordHold(undefined, 60_000, [hold('r1', 300_000)])).toBe(0)
+    expect(recordHold('r1', 60_000, [hold('r1', 1000), hold('r1', 60_000)])).toBe(2)
+  })
+
+  // An admission whose credit hold takes its id writes no record: the hold stands for it
+  // (AdmissionId.holdId). Its cancel, before or after the record's life (3 s here, by the
+  // callers' clock), late or not, with the holds released or expired around it, must answer
+  // as the reference, which writes and reads the record. The core never cancels an admission
+  // it settled, so no cancel here follows a release of its own admission.
+  it('lets an admission’s hold stand for its record, figure for figure (fast-check)', async () => {
+    const reference = (): CounterStore => {
+      const values = new Map<string, StoredCounter>()
+      return countersFromState({
+        transact(keys, step) {
+          const { writes, result } = step(keys.map((k) => values.get(k)))
+          for (const w of writes) w.value ? values.set(w.key, w.value) : values.delete(w.key)
+          return result
+        },
+      })
+    }
+    type Op =
+      | { t: 'consume'; cost: number; amt: number }
+      | { t: 'cancel'; pick: number; late: boolean }
+      | { t: 'release'; pick: number; charge: number }
+    const op: fc.Arbitrary<Op> = fc.oneof(
+      {
+        weight: 5,
+        arbitrary: fc.record({
+          t: fc.constant('consume' as const),
+          cost: fc.integer({ min: 0, max: 2 }),
+          amt: fc.integer({ min: 0, max: 3 }),
+        }),
+      },
+      {
+        weight: 3,
+        arbitrary: fc.record({
+          t: fc.constant('cancel' as const),
+          pick: fc.nat(),
+          late: fc.boolean(),
+        }),
+      },
+      {
+        weight: 2,
+        arbitrary: fc.record({
+          t: fc.constant('release' as const),
+          pick: fc.nat(),
+          charge: fc.integer({ min: 0, max: 3 }),
+        }),
+      },
+    )
+    let run = 0
+    await fc.assert(
+      fc.asyncProperty(
+        fc.tuple(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 2, max: 12 })),
+        fc.array(fc.record({ dt: fc.integer({ min: 0, max: 1500 }), op }), {
+          minLength: 1,
+          maxLength: 40,
+        }),
+        async ([wLimit, budget], steps) => {
+          const tag = `{r${run++}}`
+          const ref = reference()
+          const checks = (o: Extract<Op, { t: 'consume' }>, id: string): Check[] => [
+            {
+              type: 'window',
+              key: `${tag}:w`,
+              name: 'q',
+              limit: wLimit,
+              windowMs: 4000,
+              bucketMs: 1000,
+              cost: o.cost,
+            },
+            { type: 'gcra', key: `${tag}:g`, name: 'r', limit: 4, windowMs: 2000, cost: o.cost },
+            {
+              type: 'hold',
+              key: `${tag}:$`,
+              name: 'credits',
+              limit: budget,
+              amount: o.amt,
+              holdId: id,
+              ttlMs: 5000,
+            },
+          ]
+          const admitted: Array<{ id: string; at: number; checks: Check[]; settled: boolean }> = []
+          let now = T0
+          let seq = 0
+          for (const [k, { dt, op: o }] of steps.entries()) {
+            now += dt
+            const at = `step ${k} (${o.t})`
+            if (o.t === 'consume') {
+              const id = `r${seq++}`
+              const cs = checks(o, id)
+              const admission: AdmissionId = { key: `${tag}:a:${id}`, ttlMs: 3000, holdId: id }
+              const want = await ref.consume(cs, now, admission)
+              expect(await counters.consume(cs, now, admission), at).toEqual(want)
+              if (want.allowed) {
+                admitted.push({ id, at: now, checks: cs, settled: false })
+                // The hold is the record: no key of its own.
+                expect(await redis.exists(`${prefix}${tag}:a:${id}`), at).toBe(0)
+              }
+            } else if (o.t === 'cancel') {
+              const open = admitted.filter((x) => !x.settled)
+              const a = open[o.pick % Math.max(1, open.length)]
+              // A late cancel's tombstone is kept long (the admission it refuses comes later,
+              // and Redis expires it by its own clock, not the test's).
+              const cancel: SettleOp =
+                a && !o.late
+                  ? {
+                      type: 'cancel',
+                      key: `${tag}:a:${a.id}`,
+                      ttlMs: 3000,
+                      at: a.at,
+                      checks: a.checks,
+                      holdId: a.id,
+                    }
+                  : {
+                      type: 'cancel',
+                      key: `${tag}:a:r${seq}`,
+                      ttlMs: 60_000,
+                      at: now,
+                      checks: [],
+                      holdId: `r${seq}`,
+                    }
+              await ref.settle([cancel], now)
+              await counters.settle([cancel], now)
+            } else {
+              const a = admitted[o.pick % Math.max(1, admitted.length)]
+              if (a) a.settled = true
+              const ops: SettleOp[] = [
+                { type: 'release', key: `${tag}:$`, holdId: a?.id ?? 'none', charge: o.charge },
+              ]
+              await ref.settle(ops, now)
+              await counters.settle(ops, now)
+            }
+            expect(await counters.held(`${tag}:$`, now), `${at}: held`).toBe(
+              await ref.held(`${tag}:$`, now),
+            )
+          }
+        },
+      ),
+      {
+        numRuns: 150,
+        ...(process.env.FC_SEED
+          ? { seed: Number(process.env.FC_SEED), path: process.env.FC_PATH, endOnFailure: true }
+          : {}),
+      },
+    )
   })
 
   it('answers every call as limits/counters does, on random sequences (fast-check)', async () => {

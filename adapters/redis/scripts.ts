@@ -557,7 +557,7 @@ if not rcall then bind() end
 stage = nil
 load_keys(KEYS)
 local blob = ARGV[1]
-local now, slack, nOps, markTtl, pos = unpack('<dddd', blob)
+local now, slack, nOps, markTtl, fold, pos = unpack('<ddddd', blob)
 pend_key, call_nops = nil, nOps
 local si = 2
 local i = 1
@@ -568,6 +568,27 @@ while i <= nOps do
     -- a cancel: a ttlMs, b the count of revert ops that follow
     local m = get(KEYS[i])
     if m ~= 'x' then put(KEYS[i], 'x', max(1, ceil(a))) end
+    -- c: the revert op (1-based) whose hold stands for the record (0: none; recordHold in
+    -- counter-calls.ts). With no record, the admission was applied if that hold is there and
+    -- the record would still be (its admission's time plus a, by the callers' clock).
+    local applied = m == 'c'
+    if not m and c > 0 then
+      local p, s = pos, si
+      for j = 1, c do
+        local tj, at, _
+        tj, at, _, _, _, p = unpack('<ddddd', blob, p)
+        if tj == 5 then
+          if j == c and ceil(at + a) > opNow then
+            local hk = KEYS[i + j]
+            if pend_key == hk then pend_flush() end
+            local raw = cur[slot[hk]]
+            local _, _, _, _, from = hold_head(raw)
+            applied = from ~= nil and sfind(raw, '\\n#' .. ARGV[s] .. '\\n', from, true) ~= nil
+          end
+          s = s + 1
+        end
+      end
+    end
     for j = i + 1, i + b do
       local tj, at, aj, bj, cj
       tj, at, aj, bj, cj, pos = unpack('<ddddd', blob, pos)
@@ -576,7 +597,7 @@ while i <= nOps do
         id = ARGV[si]
         si = si + 1
       end
-      if m == 'c' then revert_op(KEYS[j], tj, id, aj, bj, cj, opNow, at, slack) end
+      if applied then revert_op(KEYS[j], tj, id, aj, bj, cj, opNow, at, slack) end
     end
     i = i + 1 + b
   else
@@ -822,7 +843,8 @@ if out[1] == 1 then
     local j = slot[STAGE[k]]
     cur[j], pxs[j], ats[j] = STAGE[k + 1], STAGE[k + 2], STAGE[k + 3]
   end
-  if markKey then put(markKey, 'c', max(1, ceil(markTtl))) end
+  -- No record when a hold of the admission stands for it (fold, the check's number).
+  if markKey and fold == 0 then put(markKey, 'c', max(1, ceil(markTtl))) end
   -- The release a staged hold included is written with it.
   if pend_folded then pend_key = nil end
 end
@@ -842,15 +864,18 @@ const CALL = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] 
 --            it and its stored time), slackMs (kept past the moment a counter turns idle),
 --            nOps (settle op records first), markTtl (NaN: no record; else the admission's
 --            record is the last KEY, written 'c' for markTtl ms when the admission passes, and
---            a tombstone 'x' there, a cancel that came first, refuses it)
+--            a tombstone 'x' there, a cancel that came first, refuses it), fold (0, or the
+--            check whose hold stands for the record: then no record is written)
 --   then per settle op: type, now (its settle's clock reading), a, b, c where
 --            type 1 (release hold): a charge, b 1 only when still held, c keepUntil or NaN
 --            type 2 (add to a window): a windowMs, b bucketMs, c cost
 --            type 3 (add to a GCRA limit): a limit, b windowMs, c cost
 --            type 4 (cancel an admission; its KEY the admission's record): a ttlMs, b the
---              count of revert ops that follow; each has at (the admission's time) in place
---              of now, and is applied only when the record is 'c'; the record becomes the
---              tombstone 'x' unless it already was one
+--              count of revert ops that follow, c 0 or the revert op whose hold stands for
+--              the record; each revert op has at (the admission's time) in place of now, and
+--              is applied only when the record is 'c' (or, with no record, c's hold is there
+--              and at + a has not passed); the record becomes the tombstone 'x' unless it
+--              already was one
 --            type 5 (revert a hold): c keepUntil or NaN; 6 (a window): a windowMs,
 --              b bucketMs, c cost; 7 (a GCRA limit): a limit, b windowMs, c cost
 --   then per check: type, limit, a, b, c, rebuild, base where

@@ -240,6 +240,15 @@ export interface ConsumeResult {
 export interface AdmissionId {
   key: string
   ttlMs: number
+  /**
+   * The `holdId` of the admission's own holds (a credit reservation, a concurrency slot), when
+   * it has them. A store MAY let such a hold stand for the record, when its `ttlMs` is at least
+   * the record's: an admission that takes it writes no record, and a `cancel` (which carries
+   * the same `holdId`) finds the admission applied when that hold is there and the record
+   * would still be (until `at + ttlMs`). The core never cancels an admission it settled, so the
+   * hold is there until the cancel comes (the Redis store does this: one write less per call).
+   */
+  holdId?: string
 }
 
 /** What settle does to counters after the response. */
@@ -281,6 +290,8 @@ export type SettleOp =
       ttlMs: number
       at: number
       checks: ReadonlyArray<Check>
+      /** The admission's `holdId` (see {@link AdmissionId}). */
+      holdId?: string
     }
 
 /** Atomic counters for admission. The only store on the hot path besides key lookups. */
