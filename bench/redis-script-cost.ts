@@ -29,10 +29,9 @@
  * script's own part, without that noise, is `luaCallFunction`'s inclusive cost in
  * `callgrind_annotate --inclusive=yes` of a run's output.
  *
- * Last figures (2026-12-05, 300 calls; bench/NOTES.md "session 12"): 1 in flight 168,380,
- * 32 in flight 207,916, 100 in flight 276,296, the fixed window 16,252 (194,168 / 263,989 /
- * 387,574 before a release riding along with an admission was joined to its hold in one
- * write and the hold stood for the admission's record).
+ * Last figures (2026-12-05, 300 calls; bench/NOTES.md "session 12"): 1 in flight 172,743,
+ * 32 in flight 212,303, 100 in flight 279,233, the fixed window 15,900; the same scenarios on
+ * c20f033, before this session's changes to the Lua: 200,042 / 268,888 / 389,664.
  */
 
 import { spawn } from 'node:child_process'
@@ -73,8 +72,15 @@ type Call = (i: number) => {
 }
 
 const T0 = 1_795_000_000_000
-/** The rate limit (GCRA), the daily quota (24 hourly buckets) and the credit hold. */
-const CHECKS = (id: string): Check[] => [
+/** The end of the account's period plus a day: the credit counter is kept until then. */
+const KEEP = T0 + 31 * 86_400_000
+/**
+ * The rate limit (GCRA), the daily quota (24 hourly buckets) and the credit hold, as the core
+ * sends them to a store that may come back empty: the hold for 5 minutes (`reservationTtlMs`),
+ * its counter kept to the period's end, asked to be rebuilt when missing (the first call
+ * rebuilds it from a base of 0, as the core does after a `missing` answer).
+ */
+const CHECKS = (id: string, first: boolean): Check[] => [
   { type: 'gcra', key: '{a}:g', name: 'rpm', limit: 1e9, windowMs: 60_000, cost: 1 },
   {
     type: 'window',
@@ -92,7 +98,9 @@ const CHECKS = (id: string): Check[] => [
     limit: 1e15,
     amount: 1,
     holdId: id,
-    ttlMs: 60_000,
+    ttlMs: 300_000,
+    keepUntil: KEEP,
+    rebuild: first ? { base: 0 } : {},
   },
 ]
 
@@ -103,7 +111,15 @@ const tollbooth =
     const now = T0 + i
     const ops: SettleOp[] =
       i >= inFlight
-        ? [{ type: 'release', key: '{a}:h', holdId: `req_${i - inFlight}`, charge: 1 }]
+        ? [
+            {
+              type: 'release',
+              key: '{a}:h',
+              holdId: `req_${i - inFlight}`,
+              charge: 1,
+              keepUntil: KEEP,
+            },
+          ]
         : []
     // The counters' calls as the adapter builds them: the checks, the carried settle and
     // the admission's identity (its record kept 60 s, for which its hold stands).
@@ -111,7 +127,7 @@ const tollbooth =
       '',
       60_000,
       ops.length ? settleBatch('', ops, now) : undefined,
-      CHECKS(`req_${i}`),
+      CHECKS(`req_${i}`, i === 0),
       now,
       { key: `{a}:a:req_${i}`, ttlMs: 60_000, holdId: `req_${i}` },
     )

@@ -114,10 +114,15 @@ const KEY_CACHE = `
 -- its new value keeps. The last three are tables kept from call to call (entries past #KEYS
 -- are left over from an earlier call, never read); each entry starts as \`orig\`'s, so a key
 -- whose \`pxs\` entry still equals its \`orig\` one was not written.
-local keys, slot, orig
-local cur, pxs, ats = {}, {}, {}
+-- \`slot\` is kept from call to call too, the previous call's keys taken out of it first: a new
+-- table each call grew its hash part three times for five keys, garbage for Lua's collector.
+local keys, orig
+local slot, cur, pxs, ats = {}, {}, {}, {}
 local function load_keys(KEYS)
-  keys, slot = KEYS, {}
+  if keys then
+    for i = 1, #keys do slot[keys[i]] = nil end
+  end
+  keys = KEYS
   local nk = #KEYS
   if nk == 0 then
     orig = {}
