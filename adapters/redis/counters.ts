@@ -19,10 +19,12 @@
  * queued settles, and their reservations expire by their TTL, as if it died before settling.
  *
  * An admission with an identity writes its record (`'c'`, a plain string key with a TTL) in
- * the same script; a `cancel` is one `x` op followed by one revert op per check of the
- * admission, all undone in the script only when the record is there, which then becomes the
- * tombstone `'x'`. Commands on one connection run in order, but the tombstone also covers a
- * cancel that reaches Redis before the admission it undoes.
+ * the same script, unless one of its holds stands for it (`recordHold` in counter-calls.ts: a
+ * hold under the admission's own id, kept at least as long as the record); a `cancel` is one
+ * `x` op followed by one revert op per check of the admission, all undone in the script only
+ * when the record (or that hold, while the record would have lived) is there; the record's
+ * key then becomes the tombstone `'x'`. Commands on one connection run in order, but the
+ * tombstone also covers a cancel that reaches Redis before the admission it undoes.
  */
 
 import type {

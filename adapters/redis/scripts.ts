@@ -11,6 +11,13 @@
  * `src/limits/{rolling-window,gcra,hold}.ts` operation for operation (same IEEE doubles, same
  * order of additions), so Redis and the in-memory store give the same figures; `scripts.test.ts` checks that on random sequences.
  *
+ * What a call costs Redis (`bench/redis-script-cost.ts`) is mostly its Lua, and with many
+ * requests in flight mostly Lua's garbage collector: a hold counter's holds are one string,
+ * so every copy of them is garbage as long as all of them. A call copies them as few times as
+ * it can: a release riding along with its account's admission is joined to the admission's
+ * hold in one write (`pend_flush`), and an admission one of whose holds stands for its record
+ * writes no record.
+ *
  * Counter states are a letter, then the moment the counter expires by the caller's clock (its
  * PX plus the call's `now`; infinity when it has no TTL), then its figures, all little-endian
  * doubles (`struct.pack`, no decimal text to parse or print):
