@@ -22,6 +22,9 @@
  *   packed once each and written back with KEEPTTL, with no counting rule at all; then the
  *   same plus the admission's record as its own `SET … PX`. What issue 23's ≤ 3× the fixed
  *   window leaves for the counting rules.
+ * - a third floor: the three rules themselves in that one string, pared down (see `RULES`):
+ *   what the rules cost in Lua in the best layout, before the features tollbooth's counters
+ *   have and it leaves out.
  *
  * Usage: `npx tsx bench/redis-script-cost.ts [calls=1000]` (needs valgrind and redis-server;
  * prints nothing but a note without them). Prints a table and a JSON line. Figures move by
@@ -65,8 +68,75 @@ if s then redis.call('SET', KEYS[1], t, 'KEEPTTL') else redis.call('SET', KEYS[1
 RECORD
 return 1`
 
+/**
+ * The third floor: the scenario's three rules in that one string, written as plainly as Lua
+ * allows and with much left out (no rebuild marks, one window bucket, no expiry per counter,
+ * no cancel, no TTL that moves): the GCRA level, the window's bucket and the credit holds
+ * (their header and text, the carried release cut out and the new hold appended; the hold
+ * stands for the record, whose key is passed and not read). Not a counter anyone should use:
+ * a bound on what any layout of these rules costs in Lua.
+ */
+const RULES = `local s = redis.call('GET', KEYS[1])
+local now, cost, amt, ttl, rlim, rwin, wlim, bms, span, hlim = struct.unpack('<dddddddddd', ARGV[1])
+local rid, id = ARGV[2], ARGV[3]
+local gl, gat, wi, wn, used, sum, mn, mx = 0, now, 0, 0, 0, 0, 1/0, -1/0
+local body = ''
+if s then
+  gl, gat, wi, wn, used, sum, mn, mx = struct.unpack('<dddddddd', s)
+  body = string.sub(s, 65)
+end
+if rid ~= '' then
+  local a = string.find(body, '\\n#' .. rid .. '\\n', 1, true)
+  if a then
+    local p = a + #rid + 3
+    local q = string.find(body, '\\n', p, true)
+    sum = sum - tonumber(string.sub(body, p, q - 1))
+    used = used + 1
+    local e = string.find(body, '\\n', q + 1, true)
+    if e then body = string.sub(body, 1, a - 1) .. string.sub(body, e) else body = string.sub(body, 1, a - 1) end
+  end
+end
+local t = now
+if gat > t then t = gat end
+local lvl = gl - (t - gat) * rlim
+if lvl < 0 then lvl = 0 end
+local need = cost * rwin
+local cap = rlim * rwin
+local gok = lvl + need <= cap
+local cur = now / bms
+cur = cur - cur % 1
+if wi < cur - span then wn = 0 end
+local wok = wn + cost <= wlim
+local total = used + sum
+local hok = total + amt <= hlim
+local r = 0
+if gok and wok and hok then
+  r = 1
+  lvl = lvl + need
+  if wi == cur then wn = wn + cost else wi, wn = cur, wn + cost end
+  sum = sum + amt
+  local exp = now + ttl
+  if exp > mx then mx = exp end
+  if exp < mn then mn = exp end
+  body = body .. '\\n#' .. id .. '\\n' .. amt .. '\\n' .. string.format('%d', exp)
+end
+local v = struct.pack('<dddddddd', lvl, t, wi, wn, used, sum, mn, mx) .. body
+if s then redis.call('SET', KEYS[1], v, 'KEEPTTL') else redis.call('SET', KEYS[1], v, 'PX', 2678400000) end
+local rem = (cap - lvl) / rwin
+return struct.pack('<dddddddddddddddd', r, 1, rlim - rem, rem, lvl / rlim, 0, 1, wn, wlim - wn, 3600000, 0, 1, total + amt, hlim - total - amt, 0, 0)
+`
+
+/** The rules floor's numbers: now, cost, amount, hold TTL, GCRA limit per ms and window, the
+ * window's limit, bucket and span, the credit limit. */
+const rulesArg = (i: number) => {
+  const b = Buffer.alloc(80)
+  const xs = [T0 + i, 1, 1, 300_000, 1e9 / 60_000, 60_000, 1e9, 3_600_000, 24, 1e15]
+  for (let k = 0; k < xs.length; k++) b.writeDoubleLE(xs[k]!, 8 * k)
+  return b
+}
+
 type Call = (i: number) => {
-  script: 'consume' | 'fixed' | 'trivial' | 'oneKey' | 'oneKeyRecord'
+  script: 'consume' | 'fixed' | 'trivial' | 'oneKey' | 'oneKeyRecord' | 'rules'
   keys: string[]
   args: Array<string | Buffer>
 }
@@ -158,6 +228,14 @@ const SCENARIOS: Array<[string, Call]> = [
     'floor: the same + the record (SET PX)',
     (i) => ({ script: 'oneKeyRecord', keys: ['{a}:s', `{a}:a:req_${i}`], args: [floorArg(i)] }),
   ],
+  [
+    'floor: the three rules, pared down, in one string per account',
+    (i) => ({
+      script: 'rules',
+      keys: ['{a}:r', `{a}:a:req_${i}`],
+      args: [rulesArg(i), i > 0 ? `req_${i - 1}` : '', `req_${i}`],
+    }),
+  ],
 ]
 
 const answers = (port: number) =>
@@ -213,6 +291,7 @@ async function instructions(call: Call, warm: number): Promise<number> {
     fixed: (await client.script('LOAD', FIXED_WINDOW)) as string,
     trivial: (await client.script('LOAD', 'return 1')) as string,
     oneKey: (await client.script('LOAD', ONE_KEY.replace('RECORD', ''))) as string,
+    rules: (await client.script('LOAD', RULES)) as string,
     oneKeyRecord: (await client.script(
       'LOAD',
       ONE_KEY.replace('RECORD', "redis.call('SET', KEYS[2], 'c', 'PX', 60000)"),
