@@ -5,9 +5,10 @@
  * `config.tollbooth`, or all of them with `global: true`), and `requireApiKey` is the same
  * guard as a route's `preHandler`. The admission is `request.apiKey`; the response headers go
  * out in `onSend` (after the handler's charges); the request settles exactly once, at the true
- * end of the response (src/response-end.ts): `onResponse` with the reply's status, or, when
- * the client went away first, 499 once the handler's payload was sent or the stream it
- * returned closed. Only guarded routes get these hooks, so the others pay nothing.
+ * end of the response (src/response-end.ts): when the response closes, with the reply's status
+ * if it finished, or, when the client went away first, 499 once the handler's payload was sent
+ * or the stream it returned closed. Only guarded routes get these hooks, so the others pay
+ * nothing.
  */
 
 import type {
@@ -15,7 +16,6 @@ import type {
   FastifyReply,
   FastifyRequest,
   HookHandlerDoneFunction,
-  onResponseHookHandler,
   onSendHookHandler,
   preHandlerAsyncHookHandler,
   preHandlerHookHandler,
@@ -92,11 +92,14 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
       const out = decision.headers
       for (const name in out) reply.header(name, out[name])
     }
-    // A client gone before the response finished. Fastify's onRequestAbort is not enough, as
-    // it fires only while the request body is unread (a parsed POST body never aborts).
+    // The end of the response: `close` follows `finish` on every response, or comes alone
+    // when the client went away first (Fastify's onRequestAbort is not enough, as it fires
+    // only while the request body is unread: a parsed POST body never aborts). One listener
+    // for both, where an `onResponse` hook as well cost a hook run per request.
     const raw = reply.raw
     raw.on('close', () => {
-      if (!raw.writableFinished) clientGone(tb, decision, route)
+      if (raw.writableFinished) responseEnded(tb, decision, raw.statusCode)
+      else clientGone(tb, decision, route)
     })
     done()
   }
@@ -179,7 +182,6 @@ export function requireApiKey(
  * The hooks of a guarded route. `onSend` sees the handler's payload: the headers go out (after
  * its charges), the time to first byte is taken, and the handler's work ends there, or, for a
  * stream it returned, when that stream closes (Fastify destroys it when the client goes away).
- * `onResponse` is the end of the body.
  */
 function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
   const onSend: onSendHookHandler = (request, reply, payload, next) => {
@@ -203,12 +205,7 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
     } else endWork(decision)
     next(null, payload)
   }
-  const onResponse: onResponseHookHandler = (request, reply, next) => {
-    const decision = request.apiKey
-    if (decision !== null) responseEnded(tb, decision, reply.statusCode)
-    next()
-  }
-  return { onSend, onResponse }
+  return { onSend }
 }
 
 /** A route hook option (absent, one function or a list) with `fn` added. */
@@ -251,7 +248,6 @@ const plugin: FastifyPluginAsync<TollboothPluginOptions> = async (fastify, optio
       r['preHandler'] = withHook(pre, guard(tb, route), true)
     } else return
     r['onSend'] = withHook(r['onSend'], hooks.onSend)
-    r['onResponse'] = withHook(r['onResponse'], hooks.onResponse)
   })
 }
 
