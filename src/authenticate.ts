@@ -612,26 +612,25 @@ function remoteConsume(a: Attempt, checks: Check[]): ConsumeResult | Promise<Con
       return ctx.guard(r).then(
         (res) => res ?? queued(a, checks, admission),
         (err: unknown) => {
-          ctx.retries.add(
-            [
-              {
-                type: 'cancel',
-                key: admission.key,
-                ttlMs: admission.ttlMs,
-                at: now,
-                checks,
-                holdId: admission.holdId,
-              },
-            ],
-            r,
-            true,
-          )
+          ctx.retries.add([cancelOf(admission, now, checks)], r, true)
           throw err
         },
       )
     }
   }
   return queued(a, checks, admission)
+}
+
+/** The cancel of `admission`, made at `now` with `checks`, whose answer was lost. */
+function cancelOf(admission: AdmissionId, now: number, checks: Check[]): SettleOp {
+  return {
+    type: 'cancel',
+    key: admission.key,
+    ttlMs: admission.ttlMs,
+    at: now,
+    checks,
+    holdId: admission.holdId,
+  }
 }
 
 /** An admission sent to the store, in its turn among the account's (see `remoteConsume`). */
@@ -684,17 +683,7 @@ function queued(a: Attempt, checks: Check[], admission: AdmissionId): Promise<Co
   } else p = new Promise<void>((resolve) => l.waiting.push(resolve)).then(send)
   return ctx.guard(p).catch((err: unknown) => {
     abandoned = true
-    if (raw) {
-      const cancel: SettleOp = {
-        type: 'cancel',
-        key: admission.key,
-        ttlMs: admission.ttlMs,
-        at: now,
-        checks,
-        holdId: admission.holdId,
-      }
-      ctx.retries.add([cancel], raw, true)
-    }
+    if (raw) ctx.retries.add([cancelOf(admission, now, checks)], raw, true)
     throw err
   })
 }

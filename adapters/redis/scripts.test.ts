@@ -100,6 +100,26 @@ function encodeHold(s: HoldState): string {
   return [...head, ...hs.flatMap(([k, a, e]) => [`#${k}`, f(a), f(e)])].join('\n')
 }
 
+/** `limits/counters` run by `countersFromState` on a Map: the reference of the properties. */
+function reference(): CounterStore {
+  const values = new Map<string, StoredCounter>()
+  return countersFromState({
+    transact(keys, step) {
+      const { writes, result } = step(keys.map((k) => values.get(k)))
+      for (const w of writes) w.value ? values.set(w.key, w.value) : values.delete(w.key)
+      return result
+    },
+  })
+}
+
+/** The properties' runs; `FC_SEED` and `FC_PATH` replay a failure. */
+const FC_OPTIONS = {
+  numRuns: 150,
+  ...(process.env.FC_SEED
+    ? { seed: Number(process.env.FC_SEED), path: process.env.FC_PATH, endOnFailure: true }
+    : {}),
+}
+
 describe.skipIf(!client)('redis Lua scripts', () => {
   const redis = client!
   const prefix = testPrefix('lua')
@@ -561,16 +581,6 @@ describe.skipIf(!client)('redis Lua scripts', () => {
   // as the reference, which writes and reads the record. The core never cancels an admission
   // it settled, so no cancel here follows a release of its own admission.
   it('lets an admission’s hold stand for its record, figure for figure (fast-check)', async () => {
-    const reference = (): CounterStore => {
-      const values = new Map<string, StoredCounter>()
-      return countersFromState({
-        transact(keys, step) {
-          const { writes, result } = step(keys.map((k) => values.get(k)))
-          for (const w of writes) w.value ? values.set(w.key, w.value) : values.delete(w.key)
-          return result
-        },
-      })
-    }
     type Op =
       | { t: 'consume'; cost: number; amt: number }
       | { t: 'cancel'; pick: number; late: boolean }
@@ -690,28 +700,12 @@ describe.skipIf(!client)('redis Lua scripts', () => {
           }
         },
       ),
-      {
-        numRuns: 150,
-        ...(process.env.FC_SEED
-          ? { seed: Number(process.env.FC_SEED), path: process.env.FC_PATH, endOnFailure: true }
-          : {}),
-      },
+      FC_OPTIONS,
     )
   })
 
   it('answers every call as limits/counters does, on random sequences (fast-check)', async () => {
     const DAY = 86_400_000
-    /** The pure module on a Map: the reference. */
-    const reference = (): CounterStore => {
-      const values = new Map<string, StoredCounter>()
-      return countersFromState({
-        transact(keys, step) {
-          const { writes, result } = step(keys.map((k) => values.get(k)))
-          for (const w of writes) w.value ? values.set(w.key, w.value) : values.delete(w.key)
-          return result
-        },
-      })
-    }
     const amount = fc.oneof(
       fc.integer({ min: 0, max: 3 }),
       fc.double({ min: 0, max: 3, noNaN: true }).map((x) => Math.round(x * 8) / 8),
@@ -935,12 +929,7 @@ describe.skipIf(!client)('redis Lua scripts', () => {
           }
         },
       ),
-      {
-        numRuns: 150,
-        ...(process.env.FC_SEED
-          ? { seed: Number(process.env.FC_SEED), path: process.env.FC_PATH, endOnFailure: true }
-          : {}),
-      },
+      FC_OPTIONS,
     )
   })
 })
