@@ -13,7 +13,7 @@ import type { IpGuard } from './limits/ip-block.js'
 import type { AccountService } from './metering/accounts.js'
 import type { Outbox } from './metering/outbox.js'
 import type { ResolvedOptions } from './options.js'
-import type { SettleQueue } from './settle-queue.js'
+import type { SettleQueue } from './retry-queue.js'
 import type { LeasedCounterStore } from './storage/leased-counters.js'
 import type { Storage } from './storage/types.js'
 

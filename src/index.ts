@@ -69,8 +69,8 @@ export {
   type TollboothRequest,
   type TrustProxy,
 } from './request.js'
+export type { RetryStats, SettleQueueStats } from './retry-queue.js'
 export type { ChargeInfo, ChargeWhen, Outcome, ResponseOutcome } from './settle.js'
-export type { SettleQueueStats } from './settle-queue.js'
 export {
   type MemoryCounterStore,
   type MemoryStorageOptions,

@@ -236,7 +236,7 @@ export const optionsSchema = z
     defaultTier: z.string().min(1).max(64).nullable().default(null),
     /**
      * Settles and cancels that could not be applied are retried from a queue of at most this
-     * many (see `settle-queue`); beyond it they are dropped and reported to `onError`.
+     * many (see `retry-queue`); beyond it they are dropped and reported to `onError`.
      */
     maxPendingSettles: integer(1).default(10_000),
     /**

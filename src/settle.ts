@@ -7,7 +7,7 @@
  * tokens reserved against token-rate limits to the reported count, and queue one usage event
  * and the key's `lastUsedAt` in the out-box. Nothing here writes durable storage on the
  * request path. Counter operations the store did not take are retried from a bounded queue
- * (`settle-queue`), so a charge is not lost while its usage event is kept.
+ * (`retry-queue`), so a charge is not lost while its usage event is kept.
  *
  * A request carrying an `Idempotency-Key` is charged and recorded once per key and
  * `Idempotency-Key` within {@link IDEMPOTENCY_WINDOW_MS}: a retry of a billed request is

@@ -14,6 +14,7 @@ import { createKeyCache } from './cache.js'
 import { type Clock, systemClock } from './clock.js'
 import { type Context, withTimeout } from './context.js'
 import type { Decision } from './decision.js'
+import { StorageUnavailableError } from './errors.js'
 import { ownValue } from './input.js'
 import { randomBase62 } from './keys/base62.js'
 import { createKeyHasher, deriveKey } from './keys/hash.js'
@@ -33,12 +34,17 @@ import {
   type TollboothOptions,
 } from './options.js'
 import type { TollboothRequest } from './request.js'
+import {
+  createRetryQueue,
+  createSettleQueue,
+  type RetryStats,
+  type SettleQueueStats,
+} from './retry-queue.js'
 import { type Outcome, settle } from './settle.js'
-import { createSettleQueue, type SettleQueueStats } from './settle-queue.js'
 import { isInProcess } from './storage/in-process.js'
 import { type LeasedCounterStore, leasedCounters } from './storage/leased-counters.js'
 import { memoryStorage } from './storage/memory.js'
-import type { IpBlock, Page, Storage, UsageEvent } from './storage/types.js'
+import type { ChangeFeed, IpBlock, Page, Storage, UsageEvent } from './storage/types.js'
 import { env, warnOnce } from './warnings.js'
 
 export interface Tollbooth {
@@ -94,7 +100,7 @@ export interface Tollbooth {
    * whose first attempt failed), retried, and dropped because the queue was full; and its
    * leases (null when the counters are not leased: in-process counters, or `leases: false`).
    */
-  stats(): { settleRetries: SettleQueueStats; leases: LeaseFigures | null }
+  stats(): { settleRetries: SettleQueueStats; feedRetries: RetryStats; leases: LeaseFigures | null }
 }
 
 /** What this instance's leases did (docs/leases.md). */
@@ -199,6 +205,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     providers[p] = h.toLowerCase()
 
   const flushListeners = new Set<(events: ReadonlyArray<UsageEvent>) => void>()
+  const feed = publisher(storage.changes, o, now, onError)
   let instanceId: string | undefined
   const ctx: Context = {
     options: o,
@@ -207,7 +214,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     hash: createKeyHasher(o.secret),
     cache: createKeyCache(o.cache, now),
     ipGuard: o.failedAuth === false ? null : createIpGuard(o.failedAuth, storage.ipBlocks, onError),
-    accounts: new AccountService(store, o, now, onError),
+    accounts: new AccountService(store, o, now, feed.publish),
     outbox: createOutbox(store, { ...o.usage, now }, onError, (events) => {
       for (const listener of flushListeners) {
         try {
@@ -226,7 +233,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     },
     async invalidate(hash: string) {
       ctx.cache.delete(hash)
-      if (storage.changes) await storage.changes.publish(hash).catch(onError)
+      await feed.publish(hash)
     },
     guard: inProcess
       ? <T>(p: Promise<T>) => p
@@ -341,7 +348,11 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       if (leased) await leased.push(now()).catch(onError)
       await ctx.outbox.flush()
     },
-    stats: () => ({ settleRetries: ctx.retries.stats(), leases: leased && leaseFigures(leased) }),
+    stats: () => ({
+      settleRetries: ctx.retries.stats(),
+      feedRetries: feed.queue.stats(),
+      leases: leased && leaseFigures(leased),
+    }),
     onUsageFlushed(listener) {
       flushListeners.add(listener)
       return () => {
@@ -360,6 +371,12 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
           ),
         )
       await ctx.outbox.close()
+      if (!(await feed.queue.drain(DRAIN_MS)))
+        onError(
+          new Error(
+            `close(): ${feed.queue.stats().pending} change-feed message(s) not delivered; other instances drop what they name by their cache TTL`,
+          ),
+        )
       const off = await unsubscribe
       off?.()
     },
@@ -413,6 +430,47 @@ function leaseFigures(l: LeasedCounterStore): LeaseFigures {
     returnedUnits: s.returnedUnits,
     earlyRefusals: s.refusedWhileLeasing,
     lostGiveBacks: s.lostGiveBacks,
+  }
+}
+
+/**
+ * Sends the change feed's messages. One whose publish fails (the publishing connection is
+ * down, while other instances may still be listening and caching) is reported and sent again
+ * until the feed takes it, or until no cache can still hold what it drops: `keepMs` (the
+ * longest cache TTL) after it was first sent. Without it, a key revoked during a moment the
+ * publisher alone was cut off stayed valid on the other instances for their whole cache TTL.
+ */
+function publisher(
+  changes: ChangeFeed | undefined,
+  o: ResolvedOptions,
+  now: () => number,
+  report: (err: unknown) => void,
+) {
+  // Another instance may cache for the defaults even when this one does not cache at all.
+  const c = o.cache === false ? { ttlMs: 30_000, negativeTtlMs: 5_000 } : o.cache
+  const keepMs = Math.max(c.ttlMs, c.negativeTtlMs)
+  const queue = createRetryQueue<{ message: string; until: number }>({
+    attempt: (m) => (changes && now() < m.until ? changes.publish(m.message) : Promise.resolve()),
+    report,
+    max: o.maxPendingSettles,
+    full: (dropped) =>
+      new StorageUnavailableError(
+        `change-feed retry queue full (${o.maxPendingSettles}): ${dropped} message(s) dropped; other instances drop what they name by their cache TTL`,
+      ),
+  })
+  return {
+    queue,
+    async publish(message: string): Promise<void> {
+      if (!changes) return
+      let first: Promise<void>
+      try {
+        first = changes.publish(message)
+      } catch (err) {
+        first = Promise.reject(err)
+      }
+      queue.add({ message, until: now() + keepMs }, first, false)
+      await first.catch(report)
+    },
   }
 }
 

@@ -121,12 +121,12 @@ export class AccountService {
   /** True when plans are configured: every admission then reads the account (plan limits). */
   readonly hasPlans: boolean
 
-  /** @param report where a failed change-feed publish goes (the change itself stands) */
+  /** @param publish sends a change-feed message (failures are the sender's to report and retry) */
   constructor(
     private readonly storage: Storage,
     private readonly options: ResolvedOptions,
     private readonly now: () => number,
-    private readonly report: (err: unknown) => void = () => {},
+    private readonly publish: (message: string) => Promise<void> = async () => {},
   ) {
     this.hasPlans = Object.keys(options.plans).length > 0
     const ttl = options.cache === false ? 1 : options.cache.ttlMs
@@ -305,7 +305,7 @@ export class AccountService {
   /** After a change: drops the view here and tells every other instance to. */
   private async changed(id: string): Promise<void> {
     this.invalidate(id)
-    await this.storage.changes?.publish(`${ACCOUNT_MESSAGE}${id}`).catch(this.report)
+    await this.publish(`${ACCOUNT_MESSAGE}${id}`)
   }
 
   // ---- the public surface, `tb.accounts` ----

@@ -7,6 +7,8 @@
  * A while Redis is down never reaches B as a message; B serves its cached entry only until it
  * is one second old, then reads the key again and refuses it. Once Redis is back and B has
  * resubscribed, a key revoked on A is refused by B at once, although B's clock never moved.
+ * And a revocation whose PUBLISH fails while only A's connection is down (B keeps listening,
+ * so it keeps trusting its cache) is sent again once A has reconnected.
  */
 
 import { Redis } from 'ioredis'
@@ -53,33 +55,35 @@ describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash
     await pool?.end()
   })
 
+  /** An instance with its own Redis client (reconnecting every `retryMs`) and PostgreSQL keys. */
+  const make = async (clock: ReturnType<typeof manualClock>, retryMs = 50) => {
+    const client = new Redis(`redis://127.0.0.1:${redis.port}`, {
+      ...FAIL_FAST,
+      retryStrategy: () => retryMs,
+    })
+    client.on('error', () => {})
+    clients.push(client)
+    await ready(client)
+    const feed = redisStorage({ client, keyPrefix: 'feed:' })
+    storages.push(feed)
+    const keys = postgresStorage({ pool, schema })
+    storages.push(keys)
+    const storage: Storage = { ...keys, changes: feed.changes! }
+    const tb = createTollbooth({
+      secret: SECRET,
+      clock,
+      storage,
+      cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },
+      failedAuth: false,
+      onError: () => {},
+    })
+    return { tb, storage, client }
+  }
+
   it('shortens the cache bound while down and drops revoked keys once resubscribed', async () => {
     const clock = manualClock(T0)
-    const make = async () => {
-      const client = new Redis(`redis://127.0.0.1:${redis.port}`, {
-        ...FAIL_FAST,
-        retryStrategy: () => 50,
-      })
-      client.on('error', () => {})
-      clients.push(client)
-      await ready(client)
-      const feed = redisStorage({ client, keyPrefix: 'feed:' })
-      storages.push(feed)
-      const keys = postgresStorage({ pool, schema })
-      storages.push(keys)
-      const storage: Storage = { ...keys, changes: feed.changes! }
-      const tb = createTollbooth({
-        secret: SECRET,
-        clock,
-        storage,
-        cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },
-        failedAuth: false,
-        onError: () => {},
-      })
-      return { tb, storage }
-    }
-    const a = await make()
-    const b = await make()
+    const a = await make(clock)
+    const b = await make(clock)
     const states: boolean[] = []
     await b.storage.changes!.subscribe(() => {}, { onStatus: (live) => states.push(live) })
     const allowed = async (d: Promise<Decision>) => (await d).allowed
@@ -109,6 +113,39 @@ describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash
       console.log(
         `redis feed: resubscribed ${resubscribedMs} ms after the restart, revocation refused by B ${refusedMs} ms after it`,
       )
+    } finally {
+      await Promise.all([a.tb.close(), b.tb.close()])
+    }
+  }, 60_000)
+
+  it('delivers a revocation published while the publishing connection was down', async () => {
+    // A's client is cut off alone (B's subscriber stays live, so B keeps trusting its cache)
+    // and reconnects only after 300 ms: the revocation's PUBLISH fails, and must be sent again.
+    const clock = manualClock(T0)
+    const a = await make(clock, 300)
+    const b = await make(clock)
+    const admin = new Redis(`redis://127.0.0.1:${redis.port}`, FAIL_FAST)
+    clients.push(admin)
+    const states: boolean[] = []
+    await b.storage.changes!.subscribe(() => {}, { onStatus: (live) => states.push(live) })
+    const allowed = async (d: Promise<Decision>) => (await d).allowed
+    try {
+      const key = await a.tb.keys.create({ accountId: 'acct_rfeed2', name: 'cut' })
+      expect(await allowed(b.tb.authenticate(request(key.key)))).toBe(true)
+      const id = await a.client.client('ID')
+      const gone = new Promise((r) => a.client.once('close', r))
+      await admin.client('KILL', 'ID', String(id))
+      await gone
+      await a.tb.keys.revoke(key.record.id)
+      const refusedMs = await until(
+        async () => !(await allowed(b.tb.authenticate(request(key.key)))),
+        5000,
+      )
+      expect(states.includes(false)).toBe(false)
+      // Sent again once, then nothing left waiting.
+      await until(() => a.tb.stats().feedRetries.pending === 0, 2000)
+      expect(a.tb.stats().feedRetries).toEqual({ pending: 0, retried: 1, dropped: 0 })
+      console.log(`redis feed: revocation refused by B ${refusedMs} ms after it`)
     } finally {
       await Promise.all([a.tb.close(), b.tb.close()])
     }

@@ -1,21 +1,26 @@
 /**
- * @module settle-queue
+ * @module retry-queue
  *
- * Counter operations whose first attempt failed or whose answer was lost, retried until the
- * store takes them: a settle (the holds released and the charge applied) and the cancel of an
- * admission that was answered 503. Without it, a settle lost to a restart kept the request's
- * usage event but lost its charge, and a timed-out admission that committed late kept its
- * counts and its credit hold.
+ * Work whose first attempt failed or whose answer was lost, retried until the store takes it.
+ * Two queues use it:
+ *
+ * - counter operations ({@link createSettleQueue}): a settle (the holds released and the
+ *   charge applied) and the cancel of an admission that was answered 503. Without it, a settle
+ *   lost to a restart kept the request's usage event but lost its charge, and a timed-out
+ *   admission that committed late kept its counts and its credit hold;
+ * - change-feed messages (`tollbooth.ts`): a revocation whose publish failed while the
+ *   publishing connection was down would never reach the instances still caching the key.
  *
  * An entry waits for its first attempt's own promise (not the timeout that answered the
  * request), so it is never retried while that attempt may still land: a settle that lands
  * late needs no retry, and a cancel goes after the admission it undoes. Retries are written
  * to be applied twice safely: a settle's releases charge only if the hold is still there
- * (`ifHeld`), a cancel is idempotent by its admission's id.
+ * (`ifHeld`), a cancel is idempotent by its admission's id, a feed message only drops a cache
+ * entry.
  *
- * Bounded: at most `max` entries (an entry beyond is dropped and reported, the store's TTLs
- * then clean up as before) and {@link CONCURRENT} attempts at once, so a store coming back is
- * not flooded and other requests keep their share of it.
+ * Bounded: at most `max` entries (an entry beyond is dropped and reported) and
+ * {@link CONCURRENT} attempts at once, so a store coming back is not flooded and other
+ * requests keep their share of it.
  */
 
 import { StorageUnavailableError } from './errors.js'
@@ -27,30 +32,48 @@ const CONCURRENT = 4
 const FIRST_DELAY_MS = 50
 const MAX_DELAY_MS = 2_000
 
-interface Entry {
-  ops: SettleOp[]
+interface Entry<T> {
+  item: T
   failures: number
 }
 
-/** Figures of the queue, for `tb.stats()`. */
-export interface SettleQueueStats {
-  /** Operations waiting to be applied (or for their first attempt to end). */
+/** Figures of a retry queue, for `tb.stats()`. */
+export interface RetryStats {
+  /** Entries waiting to be applied (or for their first attempt to end). */
   pending: number
-  /** Retried operations the store has taken so far. */
+  /** Retried entries the store has taken so far. */
   retried: number
-  /** Operations dropped because the queue was full (each also reported to `onError`). */
+  /** Entries dropped because the queue was full (each also reported to `onError`). */
   dropped: number
 }
 
-export interface SettleQueue {
+/** The settle queue's figures (`tb.stats().settleRetries`). */
+export type SettleQueueStats = RetryStats
+
+export interface RetryQueue<T> {
   /**
-   * Queues `ops`, to be applied once `first` (the attempt that failed or timed out) has
+   * Queues `item`, to be applied once `first` (the attempt that failed or timed out) has
    * ended: only if it rejected, or, with `always`, whatever its outcome (a cancel).
    */
-  add(ops: SettleOp[], first: Promise<unknown>, always: boolean): void
+  add(item: T, first: Promise<unknown>, always: boolean): void
   /** Resolves when the queue is empty, or after `ms`: true when it emptied. */
   drain(ms: number): Promise<boolean>
-  stats(): SettleQueueStats
+  stats(): RetryStats
+}
+
+/** The queue of counter operations. */
+export type SettleQueue = RetryQueue<SettleOp[]>
+
+/** What a retry queue works with. */
+export interface RetryQueueOptions<T> {
+  /** One attempt at `item`: resolves once the store has taken it. */
+  attempt: (item: T) => Promise<void>
+  /** Where failures beyond the bound go. */
+  report: (err: unknown) => void
+  /** The most entries kept. */
+  max: number
+  /** The error reported when an entry is dropped, `dropped` so far. */
+  full: (dropped: number) => Error
 }
 
 /** What a settle queue works with. */
@@ -65,12 +88,37 @@ export interface SettleQueueOptions {
   max: number
 }
 
+/** The queue of counter operations: each entry is applied with one `settle` at `now()`. */
 export function createSettleQueue({ counters, now, report, max }: SettleQueueOptions): SettleQueue {
+  const queue = createRetryQueue<SettleOp[]>({
+    attempt: (ops) => counters.settle(ops, now()),
+    report,
+    max,
+    full: (dropped) =>
+      new StorageUnavailableError(
+        `settle retry queue full (${max}): ${dropped} operation(s) dropped; their holds expire by their TTL`,
+      ),
+  })
+  return {
+    add: (ops, first, always) => {
+      if (ops.length > 0) queue.add(ops, first, always)
+    },
+    drain: queue.drain,
+    stats: queue.stats,
+  }
+}
+
+export function createRetryQueue<T>({
+  attempt,
+  report,
+  max,
+  full,
+}: RetryQueueOptions<T>): RetryQueue<T> {
   let pending = 0
   let retried = 0
   let dropped = 0
   let running = 0
-  const ready: Entry[] = []
+  const ready: Entry<T>[] = []
   const idle: Array<() => void> = []
 
   const finish = () => {
@@ -83,7 +131,7 @@ export function createSettleQueue({ counters, now, report, max }: SettleQueueOpt
       running++
       let p: Promise<void>
       try {
-        p = counters.settle(e.ops, now())
+        p = attempt(e.item)
       } catch (err) {
         p = Promise.reject(err)
       }
@@ -103,7 +151,7 @@ export function createSettleQueue({ counters, now, report, max }: SettleQueueOpt
       )
     }
   }
-  const later = (e: Entry) => {
+  const later = (e: Entry<T>) => {
     const delay = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** Math.min(e.failures, 16))
     const t = setTimeout(() => {
       ready.push(e)
@@ -114,19 +162,14 @@ export function createSettleQueue({ counters, now, report, max }: SettleQueueOpt
   }
 
   return {
-    add(ops, first, always) {
-      if (ops.length === 0) return
+    add(item, first, always) {
       if (pending >= max) {
         dropped++
-        report(
-          new StorageUnavailableError(
-            `settle retry queue full (${max}): ${dropped} operation(s) dropped; their holds expire by their TTL`,
-          ),
-        )
+        report(full(dropped))
         return
       }
       pending++
-      const e: Entry = { ops, failures: 0 }
+      const e: Entry<T> = { item, failures: 0 }
       first.then(
         () => {
           if (always) {
