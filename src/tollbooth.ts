@@ -462,14 +462,14 @@ function publisher(
     queue,
     async publish(message: string): Promise<void> {
       if (!changes) return
-      let first: Promise<void>
+      const until = now() + keepMs
       try {
-        first = changes.publish(message)
+        await changes.publish(message)
       } catch (err) {
-        first = Promise.reject(err)
+        report(err)
+        // Only a failed message takes a place in the queue (a burst of changes never fills it).
+        queue.add({ message, until }, Promise.reject(err), false)
       }
-      queue.add({ message, until: now() + keepMs }, first, false)
-      await first.catch(report)
     },
   }
 }
