@@ -364,6 +364,8 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       // Unused lease capacity goes back to the store (a credit lease is released with what
       // its requests were charged) before the retried settles are drained.
       if (leased) await leased.close(now()).catch(onError)
+      // The two queues' bounds run together, not one after the other.
+      const feedDrained = feed.queue.drain(DRAIN_MS)
       if (!(await ctx.retries.drain(DRAIN_MS)))
         onError(
           new Error(
@@ -371,7 +373,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
           ),
         )
       await ctx.outbox.close()
-      if (!(await feed.queue.drain(DRAIN_MS)))
+      if (!(await feedDrained))
         onError(
           new Error(
             `close(): ${feed.queue.stats().pending} change-feed message(s) not delivered; other instances drop what they name by their cache TTL`,
