@@ -110,8 +110,8 @@ async function run(n: number) {
     const estimate = 1
     if (PARTS === 3) {
       key[kr + 3] = tat + t
-      win[wr + (hour / HOUR) % 24]!++
-      win[wr + 24 + (hour / HOUR) % 24] = hour
+      win[wr + ((hour / HOUR) % 24)]!++
+      win[wr + 24 + ((hour / HOUR) % 24)] = hour
       garbage(header)
       key[kr + 4] = now
       return
@@ -174,9 +174,13 @@ async function run(n: number) {
 const sizes = (process.argv[2]?.startsWith('--') ? undefined : process.argv[2]) ?? '1000,1000000'
 const results = []
 for (const s of sizes.split(',')) results.push(await run(Number(s)))
-console.log(`slab floor: parts ${PARTS}, ${GARBAGE} bytes of garbage per request, ${ROUNDS} rounds x ${PER_ROUND}`)
+console.log(
+  `slab floor: parts ${PARTS}, ${GARBAGE} bytes of garbage per request, ${ROUNDS} rounds x ${PER_ROUND}`,
+)
 console.log('| keys | V8 heap MB | µs/req p50 | GC µs/req |')
 console.log('|---:|---:|---:|---:|')
 for (const r of results)
-  console.log(`| ${r.n.toLocaleString('en')} | ${r.heapMB.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.gcUs.toFixed(2)} |`)
+  console.log(
+    `| ${r.n.toLocaleString('en')} | ${r.heapMB.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.gcUs.toFixed(2)} |`,
+  )
 console.log(`ratio ${(results.at(-1)!.p50 / results[0]!.p50).toFixed(2)}`)
