@@ -205,7 +205,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     providers[p] = h.toLowerCase()
 
   const flushListeners = new Set<(events: ReadonlyArray<UsageEvent>) => void>()
-  const feed = publisher(storage.changes, o, now, onError)
+  const feed = publisher(storage.changes, o, onError)
   let instanceId: string | undefined
   const ctx: Context = {
     options: o,
@@ -438,21 +438,17 @@ function leaseFigures(l: LeasedCounterStore): LeaseFigures {
 /**
  * Sends the change feed's messages. One whose publish fails (the publishing connection is
  * down, while other instances may still be listening and caching) is reported and sent again
- * until the feed takes it, or until no cache can still hold what it drops: `keepMs` (the
- * longest cache TTL) after it was first sent. Without it, a key revoked during a moment the
- * publisher alone was cut off stayed valid on the other instances for their whole cache TTL.
+ * until the feed takes it. Without it, a key revoked during a moment the publisher alone was
+ * cut off stayed valid on the other instances for their whole cache TTL. Retried however old:
+ * another instance may cache for longer than this one, and a late message only drops an entry.
  */
 function publisher(
   changes: ChangeFeed | undefined,
   o: ResolvedOptions,
-  now: () => number,
   report: (err: unknown) => void,
 ) {
-  // Another instance may cache for the defaults even when this one does not cache at all.
-  const c = o.cache === false ? { ttlMs: 30_000, negativeTtlMs: 5_000 } : o.cache
-  const keepMs = Math.max(c.ttlMs, c.negativeTtlMs)
-  const queue = createRetryQueue<{ message: string; until: number }>({
-    attempt: (m) => (changes && now() < m.until ? changes.publish(m.message) : Promise.resolve()),
+  const queue = createRetryQueue<string>({
+    attempt: (message) => changes!.publish(message),
     report,
     max: o.maxPendingSettles,
     full: (dropped) =>
@@ -464,13 +460,12 @@ function publisher(
     queue,
     async publish(message: string): Promise<void> {
       if (!changes) return
-      const until = now() + keepMs
       try {
         await changes.publish(message)
       } catch (err) {
         report(err)
         // Only a failed message takes a place in the queue (a burst of changes never fills it).
-        queue.add({ message, until }, Promise.reject(err), false)
+        queue.add(message, Promise.reject(err), false)
       }
     },
   }
