@@ -8,6 +8,8 @@
  * one second old (then it asks the store, which is down: 503), not for ten minutes. The
  * server is restarted: B's feed listens again by itself, and a key revoked on A is refused by
  * B at once, although B had it cached again and its clock never moved.
+ * And a revocation whose `pg_notify` fails while only A's feed connection is refused (B keeps
+ * listening, so it keeps trusting its cache) is sent again once A can connect.
  */
 
 import pg from 'pg'
@@ -116,6 +118,58 @@ describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
           `listening again ${relistenMs} ms after the restart, ` +
           `revocation refused by B ${refusedMs} ms after it (revoke itself ${Date.now() - revokedAt - refusedMs} ms)`,
       )
+    } finally {
+      await Promise.all([a.tb.close(), b.tb.close()])
+    }
+  }, 60_000)
+
+  it('delivers a revocation published while the publishing connection was refused', async () => {
+    // A's keys go through the server's superuser, its change feed through a role of its own
+    // that is refused for 300 ms: the revocation's pg_notify fails, and must be sent again.
+    const admin = pool()
+    await admin.query('DROP ROLE IF EXISTS tb_feeder')
+    await admin.query('CREATE ROLE tb_feeder LOGIN')
+    const clock = manualClock(T0)
+    const make = (url: string) => {
+      const keys = postgresStorage({ pool: pool(), schema: SCHEMA })
+      const p = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 1000 })
+      p.on('error', () => {})
+      pools.push(p)
+      const feed = postgresStorage({ pool: p, schema: SCHEMA })
+      storages.push(keys, feed)
+      const tb = createTollbooth({
+        secret: SECRET,
+        clock,
+        storage: { ...keys, changes: feed.changes },
+        cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },
+        failedAuth: false,
+        onError: () => {},
+      })
+      return { tb, feed }
+    }
+    const a = make(pgServer.url.replace('postgres@', 'tb_feeder@'))
+    const b = make(pgServer.url)
+    const states: boolean[] = []
+    await b.feed.changes.subscribe(() => {}, { onStatus: (live) => states.push(live) })
+    const allowed = async (d: Promise<Decision>) => (await d).allowed
+    try {
+      const { key, record } = await a.tb.keys.create({ accountId: 'acct_feed2', name: 'cut' })
+      expect(await allowed(b.tb.authenticate(request(key)))).toBe(true)
+      await admin.query('ALTER ROLE tb_feeder NOLOGIN')
+      await admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'tb_feeder'",
+      )
+      await a.tb.keys.revoke(record.id)
+      setTimeout(() => void admin.query('ALTER ROLE tb_feeder LOGIN'), 300)
+      const refusedMs = await until(
+        async () => !(await allowed(b.tb.authenticate(request(key)))),
+        5000,
+      )
+      expect(states.includes(false)).toBe(false)
+      await until(() => a.tb.stats().feedRetries.pending === 0, 2000)
+      expect(a.tb.stats().feedRetries).toMatchObject({ pending: 0, dropped: 0 })
+      expect(a.tb.stats().feedRetries.retried).toBeGreaterThanOrEqual(1)
+      console.log(`postgres feed: revocation refused by B ${refusedMs} ms after it`)
     } finally {
       await Promise.all([a.tb.close(), b.tb.close()])
     }
