@@ -15,7 +15,7 @@
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { migrate, type PostgresStorage, postgresStorage } from '../../adapters/postgres/index.js'
-import { createTollbooth, type Decision, manualClock } from '../../src/internal.js'
+import { createTollbooth, type Decision, manualClock, type Tollbooth } from '../../src/internal.js'
 import { request, until } from '../support/core.js'
 import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
@@ -42,6 +42,11 @@ describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
     pools.push(p)
     return p
   }
+
+  const allowed = async (d: Promise<Decision>) => (await d).allowed
+  /** Resolves with the ms until `tb` refuses `key` (its cached entry dropped by the feed). */
+  const refusedWithin = (tb: Tollbooth, key: string, ms: number) =>
+    until(async () => !(await allowed(tb.authenticate(request(key)))), ms)
 
   beforeAll(async () => {
     await migrate({ pool: pool(), schema: SCHEMA })
@@ -79,7 +84,6 @@ describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
     await b.storage.changes.subscribe(() => {}, {
       onStatus: (live) => states.push([live, Date.now()]),
     })
-    const allowed = async (d: Promise<Decision>) => (await d).allowed
     try {
       const { key, record } = await a.tb.keys.create({ accountId: 'acct_feed', name: 'k' })
       expect(await allowed(b.tb.authenticate(request(key)))).toBe(true)
@@ -108,10 +112,7 @@ describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
       await until(() => allowed(b.tb.authenticate(request(key))), 5000)
       const revokedAt = Date.now()
       await a.tb.keys.revoke(record.id)
-      const refusedMs = await until(
-        async () => !(await allowed(b.tb.authenticate(request(key)))),
-        5000,
-      )
+      const refusedMs = await refusedWithin(b.tb, key, 5000)
       expect(await b.tb.authenticate(request(key))).toMatchObject({ status: 401 })
       console.log(
         `postgres feed: down ${restartedAt - killedAt} ms (${attempts} errors reported: the lost connection and failed attempts), ` +
@@ -151,7 +152,6 @@ describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
     const b = make(pgServer.url)
     const states: boolean[] = []
     await b.feed.changes.subscribe(() => {}, { onStatus: (live) => states.push(live) })
-    const allowed = async (d: Promise<Decision>) => (await d).allowed
     try {
       const { key, record } = await a.tb.keys.create({ accountId: 'acct_feed2', name: 'cut' })
       expect(await allowed(b.tb.authenticate(request(key)))).toBe(true)
@@ -161,10 +161,7 @@ describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
       )
       await a.tb.keys.revoke(record.id)
       setTimeout(() => void admin.query('ALTER ROLE tb_feeder LOGIN'), 300)
-      const refusedMs = await until(
-        async () => !(await allowed(b.tb.authenticate(request(key)))),
-        5000,
-      )
+      const refusedMs = await refusedWithin(b.tb, key, 5000)
       expect(states.includes(false)).toBe(false)
       await until(() => a.tb.stats().feedRetries.pending === 0, 2000)
       expect(a.tb.stats().feedRetries).toMatchObject({ pending: 0, dropped: 0 })

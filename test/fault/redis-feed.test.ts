@@ -16,7 +16,13 @@ import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { createTollbooth, type Decision, manualClock, type Storage } from '../../src/internal.js'
+import {
+  createTollbooth,
+  type Decision,
+  manualClock,
+  type Storage,
+  type Tollbooth,
+} from '../../src/internal.js'
 import { request, until } from '../support/core.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
@@ -55,7 +61,15 @@ describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash
     await pool?.end()
   })
 
-  /** An instance with its own Redis client (reconnecting every `retryMs`) and PostgreSQL keys. */
+  const allowed = async (d: Promise<Decision>) => (await d).allowed
+  /** Resolves with the ms until `tb` refuses `key` (its cached entry dropped by the feed). */
+  const refusedWithin = (tb: Tollbooth, key: string, ms: number) =>
+    until(async () => !(await allowed(tb.authenticate(request(key)))), ms)
+
+  /**
+   * An instance with its own Redis client (reconnecting every `retryMs`) and PostgreSQL keys;
+   * `states` records its feed's `onStatus` reports.
+   */
   const make = async (clock: ReturnType<typeof manualClock>, retryMs = 50) => {
     const client = new Redis(`redis://127.0.0.1:${redis.port}`, {
       ...FAIL_FAST,
@@ -77,16 +91,16 @@ describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash
       failedAuth: false,
       onError: () => {},
     })
-    return { tb, storage, client }
+    const states: boolean[] = []
+    await storage.changes!.subscribe(() => {}, { onStatus: (live) => states.push(live) })
+    return { tb, client, states }
   }
 
   it('shortens the cache bound while down and drops revoked keys once resubscribed', async () => {
     const clock = manualClock(T0)
     const a = await make(clock)
     const b = await make(clock)
-    const states: boolean[] = []
-    await b.storage.changes!.subscribe(() => {}, { onStatus: (live) => states.push(live) })
-    const allowed = async (d: Promise<Decision>) => (await d).allowed
+    const states = b.states
     try {
       const one = await a.tb.keys.create({ accountId: 'acct_rfeed', name: 'one' })
       expect(await allowed(b.tb.authenticate(request(one.key)))).toBe(true)
@@ -106,10 +120,7 @@ describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash
       const two = await a.tb.keys.create({ accountId: 'acct_rfeed', name: 'two' })
       expect(await allowed(b.tb.authenticate(request(two.key)))).toBe(true)
       await a.tb.keys.revoke(two.record.id)
-      const refusedMs = await until(
-        async () => !(await allowed(b.tb.authenticate(request(two.key)))),
-        5000,
-      )
+      const refusedMs = await refusedWithin(b.tb, two.key, 5000)
       console.log(
         `redis feed: resubscribed ${resubscribedMs} ms after the restart, revocation refused by B ${refusedMs} ms after it`,
       )
@@ -126,9 +137,7 @@ describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash
     const b = await make(clock)
     const admin = new Redis(`redis://127.0.0.1:${redis.port}`, FAIL_FAST)
     clients.push(admin)
-    const states: boolean[] = []
-    await b.storage.changes!.subscribe(() => {}, { onStatus: (live) => states.push(live) })
-    const allowed = async (d: Promise<Decision>) => (await d).allowed
+    const states = b.states
     try {
       const key = await a.tb.keys.create({ accountId: 'acct_rfeed2', name: 'cut' })
       expect(await allowed(b.tb.authenticate(request(key.key)))).toBe(true)
@@ -137,10 +146,7 @@ describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash
       await admin.client('KILL', 'ID', String(id))
       await gone
       await a.tb.keys.revoke(key.record.id)
-      const refusedMs = await until(
-        async () => !(await allowed(b.tb.authenticate(request(key.key)))),
-        5000,
-      )
+      const refusedMs = await refusedWithin(b.tb, key.key, 5000)
       expect(states.includes(false)).toBe(false)
       // Sent again once, then nothing left waiting.
       await until(() => a.tb.stats().feedRetries.pending === 0, 2000)
