@@ -1,4 +1,6 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import type { CounterState, StoredCounter } from '../limits/counters.js'
 import { counterSlots } from './counter-slots.js'
 
 const T = Date.UTC(2026, 11, 4, 12)
@@ -7,11 +9,11 @@ const state = () => ({ level: 1, at: T })
 describe('counterSlots: the expiry queue', () => {
   it('drops each counter once its time came, whatever order they were queued in', () => {
     const slots = counterSlots()
-    slots.write('late', { state: state(), expiresAt: T + 60_000 }, undefined)
+    slots.write('late', { state: state(), expiresAt: T + 60_000 }, -1)
     // Queued after the first: earlier by a second, and by a year (a clock set back).
-    slots.write('soon', { state: state(), expiresAt: T + 1000 }, undefined)
-    slots.write('year-ago', { state: state(), expiresAt: T - 365 * 86_400_000 }, undefined)
-    slots.write('never', { state: state(), expiresAt: null }, undefined)
+    slots.write('soon', { state: state(), expiresAt: T + 1000 }, -1)
+    slots.write('year-ago', { state: state(), expiresAt: T - 365 * 86_400_000 }, -1)
+    slots.write('never', { state: state(), expiresAt: null }, -1)
     const sweep = (now: number) => {
       slots.credit(100)
       slots.sweepDue(now)
@@ -23,12 +25,124 @@ describe('counterSlots: the expiry queue', () => {
     expect(slots.get('soon')).toBeUndefined()
     expect(slots.get('late')).toBeDefined()
     // Written again with a later expiry: kept past the first one.
-    slots.write('late', { state: state(), expiresAt: T + 120_000 }, slots.get('late'))
+    slots.write('late', { state: state(), expiresAt: T + 120_000 }, slots.find('late'))
     sweep(T + 60_000)
     expect(slots.get('late')).toBeDefined()
     sweep(T + 120_000)
     expect(slots.get('late')).toBeUndefined()
     expect(slots.get('never')).toBeDefined()
     expect(slots.size).toBe(1)
+  })
+
+  it('a row freed and taken by another key is swept by its new expiry only', () => {
+    const slots = counterSlots()
+    slots.write('a', { state: state(), expiresAt: T + 1000 }, -1)
+    slots.write('a', null, slots.find('a'))
+    // Takes a's row, queued in the bucket a's stale entry is in, and in a later one.
+    slots.write('b', { state: state(), expiresAt: T + 5000 }, -1)
+    slots.credit(100)
+    slots.sweepDue(T + 1000)
+    expect(slots.get('b')).toEqual({ state: state(), expiresAt: T + 5000 })
+    slots.credit(100)
+    slots.sweepDue(T + 5000)
+    expect(slots.get('b')).toBeUndefined()
+    expect(slots.size).toBe(0)
+  })
+})
+
+// Every state the counting rules write, with its marks, and states of other shapes.
+const num = fc.oneof(fc.integer({ min: -1e6, max: 1e15 }), fc.double({ noNaN: true }))
+const marks = fc.record(
+  { rebuilt: fc.constant(true as const), keepUntil: fc.integer({ min: 0, max: 1e13 }) },
+  { requiredKeys: [] },
+)
+const gcraState = fc
+  .tuple(fc.record({ level: num, at: num }), marks)
+  .map(([s, m]) => ({ ...s, ...(m.rebuilt ? { rebuilt: true } : {}) }))
+const windowState = fc
+  .tuple(
+    fc.array(fc.tuple(fc.integer({ min: 0, max: 2e9 }), fc.integer({ min: 0, max: 1e6 })), {
+      maxLength: 6,
+    }),
+    marks,
+  )
+  .map(([buckets, m]) => ({
+    idx: buckets.map((b) => b[0]),
+    n: buckets.map((b) => b[1]),
+    ...(m.rebuilt ? { rebuilt: true } : {}),
+  }))
+const holdState = fc
+  .tuple(num, fc.array(fc.tuple(fc.string(), num, num), { maxLength: 3 }), marks)
+  .map(([used, holds, m]) => ({ used, holds, ...m }))
+const otherState = fc.oneof(
+  fc.constant({ mark: 'c' }),
+  fc.constant({ mark: 'x' }),
+  fc.constant({ claim: 1 }),
+)
+const anyState: fc.Arbitrary<CounterState> = fc.oneof(
+  gcraState,
+  windowState,
+  holdState,
+  otherState,
+) as fc.Arbitrary<CounterState>
+
+type Op = { key: number; value: StoredCounter | null }
+const op: fc.Arbitrary<Op> = fc.record({
+  key: fc.integer({ min: 0, max: 40 }),
+  value: fc.option(
+    fc.record({
+      state: anyState,
+      expiresAt: fc.option(fc.integer({ min: 0, max: 1e13 }), { nil: null }),
+    }),
+    { nil: null, freq: 5 },
+  ),
+})
+
+describe('counterSlots: rows', () => {
+  it('reads back every value written, figure for figure, through deletes and reused rows', () => {
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 300 }), (ops) => {
+        const slots = counterSlots()
+        const model = new Map<string, StoredCounter>()
+        for (const { key, value } of ops) {
+          const k = `counter:${key}`
+          // A structured copy: what the store keeps must not depend on the caller's object.
+          slots.write(k, value && structuredClone(value), slots.find(k))
+          if (value === null) model.delete(k)
+          else model.set(k, value)
+          expect(slots.size).toBe(model.size)
+        }
+        for (let key = 0; key <= 40; key++) {
+          const k = `counter:${key}`
+          expect(slots.get(k)).toEqual(model.get(k))
+        }
+      }),
+      { numRuns: 300 },
+    )
+  })
+
+  it('a value read is the caller’s: changing it changes nothing stored but a hold list', () => {
+    const slots = counterSlots()
+    slots.write('w', { state: { idx: [1, 2, 3], n: [4, 5, 6] }, expiresAt: null }, -1)
+    const w = slots.get('w')!
+    ;(w.state.idx as number[])[0] = 99
+    ;(w.state.n as number[]).push(7)
+    expect(slots.get('w')!.state).toEqual({ idx: [1, 2, 3], n: [4, 5, 6] })
+  })
+
+  it('grows past its first block of rows and reuses the rows it frees', () => {
+    const slots = counterSlots()
+    for (let i = 0; i < 5000; i++)
+      slots.write(`k${i}`, { state: { level: i, at: T }, expiresAt: T + i }, -1)
+    const bytes = slots.externalBytes
+    expect(bytes).toBeGreaterThanOrEqual(5000 * 64)
+    expect(slots.get('k4321')).toEqual({ state: { level: 4321, at: T }, expiresAt: T + 4321 })
+    expect(slots.sweepAll(T + 2500)).toBe(2501)
+    for (let i = 0; i < 2501; i++)
+      slots.write(`j${i}`, { state: { level: -i, at: T }, expiresAt: null }, -1)
+    expect(slots.externalBytes).toBe(bytes)
+    expect(slots.size).toBe(5000)
+    expect(slots.get('j2500')).toEqual({ state: { level: -2500, at: T }, expiresAt: null })
+    expect(slots.get('k2501')).toEqual({ state: { level: 2501, at: T }, expiresAt: T + 2501 })
   })
 })

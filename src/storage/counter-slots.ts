@@ -1,25 +1,28 @@
 /**
  * @module storage/counter-slots
  *
- * Where the memory store keeps its counters: one slot per counter key, and a queue of when
- * they expire. Laid out so a request costs about the same among a million keys as among a
- * thousand (`bench/memory-scale.ts`). Two things made it grow with the store:
+ * Where the memory store keeps its counters: a row of eight numbers per counter key in one
+ * `Float64Array`, a map from each key to its row, and a queue of when they expire. Laid out so
+ * a request costs about the same among a million keys as among a thousand
+ * (`bench/memory-scale.ts`):
  *
- * - Every write stored new objects (the step's state and a `StoredCounter` around it). Among
- *   a thousand keys a counter is written again before the young generation is collected, and
- *   the old objects die young; among a million, each one was copied by the scavenger,
- *   promoted, and collected later by a mark-compact of the whole heap. A write now goes into
- *   the key's slot: the figures are copied into the state it holds (a window's buckets, a
- *   GCRA limit's level, a hold list) and the expiry into a number field, so the step's new
- *   objects die young. A state of another shape (a record, a claim) is stored as given.
- * - The sweep walked the map a few entries per call and read each entry's value: among a
- *   million counters, each read was a cache miss. Now each slot waits in one bucket (a
- *   second) of an expiry queue, a min-heap of buckets with their keys; the sweep reads only
- *   the slots of buckets whose time came, and drops each one or queues it again at its
- *   current expiry. A write queues its slot only when it is in no bucket or in a later one.
+ * - **Off the V8 heap.** A typed array's numbers are not objects: the garbage collector neither
+ *   walks nor copies them, and a write allocates nothing. A counter kept as objects (its slot,
+ *   its state, a window's two arrays: about 290 bytes in five objects) made every scavenge
+ *   slower among a million keys, whose cost grows with the old generation's size, and each
+ *   read several cache misses (bench/NOTES.md, session 14: the counters kept as objects cost
+ *   about a third of a million-key request). What stays on the heap is the key map's entry
+ *   and, for the few counters that need them, the lists a row cannot hold: the holds of
+ *   requests in flight, a window of more than two buckets, a state of another shape.
+ * - **Swept from a queue.** Each row waits in one bucket (a second) of an expiry queue, a
+ *   min-heap of buckets with their rows; the sweep reads only the rows of buckets whose time
+ *   came, and drops each one or queues it again at its current expiry. A write queues its row
+ *   only when it is in no bucket or in a later one.
  *
- * The counting rules stay in `limits/counters`: a slot is a `StoredCounter` (its `expiresAt`
- * Infinity for never), handed to the steps as read.
+ * The counting rules stay in `limits/counters`: a read hands the steps a fresh
+ * `StoredCounter` made from the row (short-lived objects, which a scavenge frees at no cost),
+ * and a write copies the step's figures back into the row. A hold list is handed over as held
+ * (the steps change it in place and write it back), as before.
  */
 
 import { type CounterState, counterKind, type StoredCounter } from '../limits/counters.js'
@@ -34,94 +37,74 @@ const BUCKET_MS = 1000
  */
 const SWEEP_PER_KEY = 2
 
-/** One counter: its state, kept in place, and when it expires. */
-export class CounterSlot implements StoredCounter {
-  /**
-   * The bucket of the expiry queue this slot waits in, counted from the queue's bucket 0: a
-   * small integer, held in the object without a box of its own. NONE: in no bucket.
-   */
-  due = NONE
-  /** Deleted from the store: a later write of its key makes a new slot. */
-  gone = false
-  constructor(
-    public state: CounterState,
-    /** Infinity: never (a `StoredCounter`'s null), so the field holds a double in place. */
-    public expiresAt: number,
-  ) {}
-}
-
-/** `due` of a slot in no bucket: above every bucket (2^30 - 1, 34 years of seconds). */
+/** `due` of a row in no bucket: above every bucket (2^30 - 1, 34 years of seconds). */
 const NONE = 0x3fffffff
 
 /** Buckets (seconds) between the queue's bucket 0 and the first expiry it holds. */
 const ORIGIN_MARGIN = 2 ** 24
 
-type Numbers = unknown[]
-
 /**
- * The array to keep for `from`'s elements, given the one held: `to` refilled in place when it
- * is as long or longer, or empty, else an exact copy. An array that grows by `push` takes room
- * for 17 elements at its first push (V8), so a window of one bucket held 2 × 184 bytes; a copy
- * by `slice` holds just its elements (`test/storage/retained-size.test.ts`). An empty one is
- * filled in place: a credit hold list goes 1 → 0 → 1 with every request, and refilled in the
- * room it kept (or that V8 took back when it was emptied) it leaves no new array in the
- * young generation for each request, pointed at from the old one and copied by the next
- * scavenge.
+ * A row: eight numbers (64 bytes).
+ *
+ * - `TAG`: the state's kind (0: a free row) plus its marks ({@link REBUILT}, {@link KEEP}).
+ * - `EXPIRES`: when it expires (Infinity: never); `DUE`: its bucket of the expiry queue.
+ * - `A`, `B`: a GCRA limit's `level` and `at`; a hold counter's `used` and `keepUntil`; a
+ *   window's number of buckets in `A`, and the buckets themselves from `B` on (index, count,
+ *   index, count) or, past two, in two arrays beside the row.
  */
-function refillArray(to: Numbers, from: Numbers): Numbers {
-  if (to === from) return to
-  const n = from.length
-  if (n > to.length && to.length > 0) return from.slice()
-  const m = Math.min(n, to.length)
-  for (let i = 0; i < m; i++) to[i] = from[i]
-  if (to.length > n) to.length = n
-  for (let i = m; i < n; i++) to.push(from[i])
-  return to
-}
+const STRIDE = 8
+const TAG = 0
+const EXPIRES = 1
+const DUE = 2
+const A = 3
+const B = 4
+/** Buckets of a window held in the row itself. */
+const INLINE_BUCKETS = 2
 
-/** A state to store as new: its arrays copied to their exact length (see `refillArray`). */
-function exact(state: CounterState): CounterState {
-  switch (counterKind(state)) {
-    case 'window':
-      state.idx = (state.idx as Numbers).slice()
-      state.n = (state.n as Numbers).slice()
-      break
-    case 'hold':
-      state.holds = (state.holds as Numbers).slice()
-      break
-  }
-  return state
-}
+const FREE = 0
+const GCRA = 1
+const WINDOW = 2
+const HOLD = 3
+/** A state of another shape: the object beside the row. */
+const OBJECT = 4
+/** A claim (`{ claim: 1 }`), an admission's record (`{ mark: 'c' }`) or tombstone (`'x'`). */
+const CLAIM = 5
+const COUNTED = 6
+const CANCELLED = 7
+const KIND = 7
+const REBUILT = 8
+const KEEP = 16
 
-/**
- * The state to keep after a write of `next` over `held`: `held` with the figures of `next`
- * copied in when both are of one kind with the same marks, else `next` itself.
- */
-function refill(held: CounterState, next: CounterState): CounterState {
-  const kind = counterKind(next)
-  if (
-    kind === null ||
-    kind !== counterKind(held) ||
-    held.rebuilt !== next.rebuilt ||
-    (held.keepUntil === undefined) !== (next.keepUntil === undefined)
-  )
-    return exact(next)
-  switch (kind) {
-    case 'gcra':
-      held.level = next.level
-      held.at = next.at
-      break
-    case 'window':
-      held.idx = refillArray(held.idx as Numbers, next.idx as Numbers)
-      held.n = refillArray(held.n as Numbers, next.n as Numbers)
-      break
-    case 'hold':
-      held.used = next.used
-      held.holds = refillArray(held.holds as Numbers, next.holds as Numbers)
-      break
-  }
-  if (next.keepUntil !== undefined) held.keepUntil = next.keepUntil
-  return held
+type Numbers = number[]
+type Holds = Array<[id: string, amount: number, expiresAt: number]>
+
+export interface CounterSlots {
+  readonly size: number
+  /** The row of `key`, or -1: what `read` and `write` take. */
+  find(key: string): number
+  /** The value in row `row` (-1: none), as a new object the caller may keep or change. */
+  read(row: number): StoredCounter | undefined
+  /**
+   * As `read`, in the object kept for place `i` of a call (0, 1…): the values of one step,
+   * valid until the next `view` at `i` (a step keeps none of them). Its state is new; a
+   * never-expiring value has `expiresAt` Infinity (as null, never `<= now`).
+   */
+  view(row: number, i: number): StoredCounter | undefined
+  /** `read(find(key))`. */
+  get(key: string): StoredCounter | undefined
+  /**
+   * Applies a step's write: `value` null deletes. `row` is what `find(key)` answered before the
+   * step (saves a second lookup; a row freed since is looked up again).
+   */
+  write(key: string, value: StoredCounter | null, row: number): void
+  /** A call touched `keys` counters: the sweep may examine a few queue entries more. */
+  credit(keys: number): void
+  /** Drops a few counters whose time came (as many as the calls since the last earned). */
+  sweepDue(now: number): void
+  /** Drops every expired counter; returns how many went. */
+  sweepAll(now: number): number
+  /** Bytes of rows held off the V8 heap (free rows included). */
+  readonly externalBytes: number
 }
 
 /** A min-heap of bucket numbers. */
@@ -156,80 +139,214 @@ function heapPop(heap: number[]): number {
   return top
 }
 
-export interface CounterSlots {
-  readonly size: number
-  get(key: string): CounterSlot | undefined
-  /**
-   * Applies a step's write: `value` null deletes. `read` is the slot `get(key)` answered
-   * before the step (saves a second lookup).
-   */
-  write(key: string, value: StoredCounter | null, read: CounterSlot | undefined): void
-  /** A call touched `keys` counters: the sweep may examine a few queue entries more. */
-  credit(keys: number): void
-  /** Drops a few counters whose time came (as many as the calls since the last earned). */
-  sweepDue(now: number): void
-  /** Drops every expired counter; returns how many went. */
-  sweepAll(now: number): number
-}
-
 export function counterSlots(): CounterSlots {
-  const slots = new Map<string, CounterSlot>()
-  const buckets = new Map<number, string[]>()
+  let rows = new Float64Array(1024 * STRIDE)
+  // Row → key (for a drop by the sweep), row → what a row cannot hold (see the module's doc).
+  const keyOf: string[] = []
+  const beside = new Map<number, unknown>()
+  const index = new Map<string, number>()
+  const free: number[] = []
+  let used = 0
+
+  const buckets = new Map<number, number[]>()
   const heap: number[] = []
   // Bucket numbers count from `origin` (before the first expiry queued): small integers.
   let origin = Number.NaN
-  // The bucket being drained, taken off the queue: its keys, and how far the sweep got.
-  let draining: string[] | null = null
+  // The bucket being drained, taken off the queue: its rows, and how far the sweep got.
+  let draining: number[] | null = null
   let drainingBucket = 0
   let next = 0
   let budget = 0
 
-  const queue = (key: string, s: CounterSlot) => {
-    if (s.expiresAt === Infinity) return
-    const abs = Math.ceil(s.expiresAt / BUCKET_MS)
+  const allocate = (key: string): number => {
+    let r = free.pop()
+    if (r === undefined) {
+      r = used++
+      if (used * STRIDE > rows.length) {
+        const grown = new Float64Array(rows.length * 2)
+        grown.set(rows)
+        rows = grown
+      }
+    }
+    keyOf[r] = key
+    rows[r * STRIDE + DUE] = NONE
+    index.set(key, r)
+    return r
+  }
+
+  const drop = (r: number) => {
+    const o = r * STRIDE
+    if (rows[o + TAG] === FREE) return
+    rows[o + TAG] = FREE
+    beside.delete(r)
+    index.delete(keyOf[r]!)
+    keyOf[r] = ''
+    // Its queue entry stays, and is passed over when its bucket comes (DUE is NONE).
+    rows[o + DUE] = NONE
+    free.push(r)
+  }
+
+  const queue = (r: number) => {
+    const o = r * STRIDE
+    const expiresAt = rows[o + EXPIRES]!
+    if (expiresAt === Infinity) return
+    const abs = Math.ceil(expiresAt / BUCKET_MS)
     // Bucket 0 about 194 days before the first expiry queued: bucket numbers stay below NONE
     // for 33 years on. One earlier still (a clock set back) goes in bucket 0, due at once.
     if (Number.isNaN(origin)) origin = abs - ORIGIN_MARGIN
     const b = Math.min(Math.max(abs - origin, 0), NONE - 1)
     // Waiting in this bucket or an earlier one: it is looked at then, and queued again.
-    if (s.due <= b) return
-    s.due = b
+    if (rows[o + DUE]! <= b) return
+    rows[o + DUE] = b
     let list = buckets.get(b)
     if (list === undefined) {
       list = []
       buckets.set(b, list)
       heapPush(heap, b)
     }
-    list.push(key)
+    list.push(r)
   }
 
-  const drop = (key: string, s: CounterSlot | undefined) => {
-    if (s === undefined) return
-    s.gone = true
-    slots.delete(key)
+  /** Writes `state` into row `r` (its tag, figures and what goes beside it). */
+  const store = (r: number, state: CounterState) => {
+    const o = r * STRIDE
+    const kind = counterKind(state)
+    const was = rows[o + TAG]! & KIND
+    let tag = OBJECT
+    let extra: unknown
+    if (kind === 'gcra') {
+      tag = GCRA
+      rows[o + A] = state.level as number
+      rows[o + B] = state.at as number
+    } else if (kind === 'window') {
+      tag = WINDOW
+      const idx = state.idx as Numbers
+      const n = state.n as Numbers
+      const m = idx.length
+      rows[o + A] = m
+      if (m <= INLINE_BUCKETS)
+        for (let i = 0; i < m; i++) {
+          rows[o + B + 2 * i] = idx[i]!
+          rows[o + B + 2 * i + 1] = n[i]!
+        }
+      else {
+        // Kept beside the row in arrays of their length (one grown by push has room for 17).
+        const held = was === WINDOW ? (beside.get(r) as [Numbers, Numbers] | undefined) : undefined
+        extra =
+          held !== undefined && held[0].length === m
+            ? copyInto(held, idx, n)
+            : [idx.slice(), n.slice()]
+      }
+    } else if (kind === 'hold') {
+      tag = HOLD
+      rows[o + A] = state.used as number
+      const holds = state.holds as Holds
+      if (holds.length > 0) extra = holds
+    } else {
+      const fixed = fixedKind(state)
+      if (fixed === undefined) extra = state
+      else tag = fixed
+    }
+    if (state.rebuilt === true) tag |= REBUILT
+    if (kind === 'hold' && state.keepUntil !== undefined) {
+      tag |= KEEP
+      rows[o + B] = state.keepUntil as number
+    }
+    rows[o + TAG] = tag
+    if (extra === undefined) beside.delete(r)
+    else beside.set(r, extra)
   }
+
+  /** The state in row `r`, as a new object. */
+  const stateOf = (r: number): CounterState => {
+    const o = r * STRIDE
+    const tag = rows[o + TAG]!
+    let state: CounterState
+    switch (tag & KIND) {
+      case GCRA:
+        state = { level: rows[o + A]!, at: rows[o + B]! }
+        break
+      case WINDOW: {
+        const m = rows[o + A]!
+        let idx: Numbers
+        let n: Numbers
+        if (m <= INLINE_BUCKETS) {
+          idx = new Array(m)
+          n = new Array(m)
+          for (let i = 0; i < m; i++) {
+            idx[i] = rows[o + B + 2 * i]!
+            n[i] = rows[o + B + 2 * i + 1]!
+          }
+        } else {
+          // Copies: the steps do not change a window they are given, but its caller may.
+          const held = beside.get(r) as [Numbers, Numbers]
+          idx = held[0].slice()
+          n = held[1].slice()
+        }
+        state = { idx, n }
+        break
+      }
+      case HOLD:
+        state = { used: rows[o + A]!, holds: (beside.get(r) as Holds | undefined) ?? [] }
+        if (tag & KEEP) state.keepUntil = rows[o + B]!
+        break
+      case CLAIM:
+        return CLAIMED
+      case COUNTED:
+        return ADMITTED
+      case CANCELLED:
+        return TOMBSTONE
+      default:
+        return beside.get(r) as CounterState
+    }
+    if (tag & REBUILT) state.rebuilt = true
+    return state
+  }
+
+  const read = (r: number): StoredCounter | undefined => {
+    if (r < 0) return undefined
+    const expiresAt = rows[r * STRIDE + EXPIRES]!
+    return { state: stateOf(r), expiresAt: expiresAt === Infinity ? null : expiresAt }
+  }
+
+  // The objects `view` fills: one per place of a call, reused call after call (a call reads
+  // a few counters; four new objects each was an eighth of a request's garbage).
+  const views: StoredCounter[] = []
+  const view = (r: number, i: number): StoredCounter | undefined => {
+    if (r < 0) return undefined
+    let v = views[i]
+    if (v === undefined) {
+      v = { state: EMPTY, expiresAt: 0.5 }
+      views[i] = v
+    }
+    v.state = stateOf(r)
+    v.expiresAt = rows[r * STRIDE + EXPIRES]!
+    return v
+  }
+
+  const find = (key: string) => index.get(key) ?? -1
 
   return {
     get size() {
-      return slots.size
+      return index.size
     },
-    get: (key) => slots.get(key),
-    write(key, value, read) {
+    get externalBytes() {
+      return rows.byteLength
+    },
+    find,
+    read,
+    view,
+    get: (key) => read(find(key)),
+    write(key, value, row) {
+      const r = row >= 0 && keyOf[row] === key ? row : find(key)
       if (value === null) {
-        // Its queue entry stays, and is passed over when its bucket comes.
-        drop(key, read !== undefined && !read.gone ? read : slots.get(key))
+        if (r >= 0) drop(r)
         return
       }
-      const expiresAt = value.expiresAt ?? Infinity
-      let s = read !== undefined && !read.gone ? read : slots.get(key)
-      if (s === undefined) {
-        s = new CounterSlot(exact(value.state), expiresAt)
-        slots.set(key, s)
-      } else {
-        s.expiresAt = expiresAt
-        if (s.state !== value.state) s.state = refill(s.state, value.state)
-      }
-      queue(key, s)
+      const at = r >= 0 ? r : allocate(key)
+      rows[at * STRIDE + EXPIRES] = value.expiresAt ?? Infinity
+      store(at, value.state)
+      queue(at)
     },
     credit(keys) {
       budget += SWEEP_PER_KEY * keys + 1
@@ -251,20 +368,48 @@ export function counterSlots(): CounterSlots {
           draining = null
           continue
         }
-        const key = draining[next++]!
+        const r = draining[next++]!
         budget--
-        const s = slots.get(key)
-        // Deleted, or queued again in an earlier bucket since.
-        if (s === undefined || s.due !== drainingBucket) continue
-        s.due = NONE
-        if (s.expiresAt <= now) drop(key, s)
-        else queue(key, s)
+        const o = r * STRIDE
+        // Dropped, or queued again in an earlier bucket since.
+        if (rows[o + DUE] !== drainingBucket) continue
+        rows[o + DUE] = NONE
+        if (rows[o + EXPIRES]! <= now) drop(r)
+        else queue(r)
       }
     },
     sweepAll(now) {
-      const before = slots.size
-      for (const [k, s] of slots) if (s.expiresAt <= now) drop(k, s)
-      return before - slots.size
+      const before = index.size
+      for (const r of index.values()) if (rows[r * STRIDE + EXPIRES]! <= now) drop(r)
+      return before - index.size
     },
   }
+}
+
+/**
+ * The tag of a claim, a record or a tombstone, states without figures (written by
+ * `limits/counters` as shared frozen objects, as these are): a row holds them by its tag alone.
+ */
+function fixedKind(state: CounterState): number | undefined {
+  const keys = Object.keys(state)
+  if (keys.length !== 1) return undefined
+  if (state.claim === 1) return CLAIM
+  if (state.mark === 'c') return COUNTED
+  if (state.mark === 'x') return CANCELLED
+  return undefined
+}
+const CLAIMED: CounterState = Object.freeze({ claim: 1 })
+const ADMITTED: CounterState = Object.freeze({ mark: 'c' })
+const TOMBSTONE: CounterState = Object.freeze({ mark: 'x' })
+
+/** The state a view holds before its first fill. */
+const EMPTY: CounterState = Object.freeze({})
+
+/** `held` with the figures of `idx` and `n` (arrays of the same length) copied in. */
+function copyInto(held: [Numbers, Numbers], idx: Numbers, n: Numbers): [Numbers, Numbers] {
+  for (let i = 0; i < idx.length; i++) {
+    held[0][i] = idx[i]!
+    held[1][i] = n[i]!
+  }
+  return held
 }

@@ -5,16 +5,17 @@
  * tests, demos and a single instance; several instances need `tollbooth/redis` or
  * `tollbooth/postgres`, since each process would count on its own.
  *
- * Counters run `limits/counters` (through `countersFromState`) on slots kept in place
- * (`storage/counter-slots`), synchronously, so every `consume` is atomic by construction
+ * Counters run `limits/counters` (through `countersFromState`) on rows of numbers off the V8
+ * heap (`storage/counter-slots`), synchronously, so every `consume` is atomic by construction
  * (JavaScript runs it to completion). Expired counters are swept a few per call, from a queue
- * of expiries, so memory stays proportional to the keys active within their longest window
- * (about 750 bytes per active key with four limits, measured by
- * `test/limits/memory-per-key.ts`).
+ * of expiries, so memory stays proportional to the keys active within their longest window:
+ * with four limits, about 210 bytes of heap and 192 bytes of rows per active key (the rows'
+ * array grows by doubling, so up to twice that), measured by `test/limits/memory-per-key.ts`.
  */
 
 import { z } from 'zod'
 import { InvalidRequestError } from '../errors.js'
+import type { StoredCounter } from '../limits/counters.js'
 import {
   addToSummary,
   countsInSummary,
@@ -25,7 +26,7 @@ import {
   usageKeyCategory,
 } from '../metering/usage-buckets.js'
 import { integer, parseOptions } from '../options.js'
-import { type CounterSlot, counterSlots } from './counter-slots.js'
+import { counterSlots } from './counter-slots.js'
 import { markInProcess } from './in-process.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
 import { syncCountersFromState } from './state-counters.js'
@@ -208,29 +209,37 @@ export interface MemoryCounterStore extends CounterStore {
  * The counters on a Map of slots, through `countersFromState`: a `transact` runs to
  * completion in one synchronous call, so it is atomic by construction, and the store carries
  * the in-process fast path (no promise on the hot path). Kept flat as it grows (see
- * `counter-slots`): a write goes into the key's slot in place, and an expiry queue, not a
- * walk over the map, finds the counters to drop.
+ * `counter-slots`): a counter is a row of numbers off the V8 heap, a write goes into it in
+ * place, and an expiry queue, not a walk over the map, finds the counters to drop.
  */
 function memoryCounters(): MemoryCounterStore {
   const slots = counterSlots()
+  // The rows of a call's keys, reused call after call (a call runs to completion).
+  const rows: number[] = []
   return syncCountersFromState<{ readonly size: number; sweep(now: number): number }>(
     {
       transact(keys, step) {
-        const current = new Array<CounterSlot | undefined>(keys.length)
-        for (let i = 0; i < keys.length; i++) current[i] = slots.get(keys[i]!)
+        const n = keys.length
+        while (rows.length < n) rows.push(-1)
+        const current = new Array<StoredCounter | undefined>(n)
+        for (let i = 0; i < n; i++) {
+          const r = slots.find(keys[i]!)
+          rows[i] = r
+          current[i] = slots.view(r, i)
+        }
         const { writes, result } = step(current)
-        // A step writes its keys mostly in the order it read them: the slot read goes with
+        // A step writes its keys mostly in the order it read them: the row read goes with
         // its write, without a second lookup.
         let j = 0
         for (let i = 0; i < writes.length; i++) {
           const w = writes[i]!
-          let read: CounterSlot | undefined
-          for (let k = 0; k < keys.length; k++, j = j + 1 === keys.length ? 0 : j + 1)
+          let row = -1
+          for (let k = 0; k < n; k++, j = j + 1 === n ? 0 : j + 1)
             if (keys[j] === w.key) {
-              read = current[j]
+              row = rows[j]!
               break
             }
-          slots.write(w.key, w.value, read)
+          slots.write(w.key, w.value, row)
         }
         slots.credit(keys.length)
         return result

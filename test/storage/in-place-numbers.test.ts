@@ -74,12 +74,12 @@ describe('numbers kept in place (no heap number per write)', () => {
     // Its own shape (expiry first): one object of the usual shape with a null expiry, anywhere
     // in the process, makes that field hold any value, and box each number this test writes.
     const values = keys.map(() => ({ expiresAt: T + 0.5, state: state() }))
-    for (let i = 0; i < keys.length; i++) slots.write(keys[i]!, values[i]!, undefined)
+    for (let i = 0; i < keys.length; i++) slots.write(keys[i]!, values[i]!, -1)
     const perWrite = bytesPerCall((i) => {
       const k = keys[i & 63]!
       const v = values[i & 63]!
       v.expiresAt = T + i + 0.5
-      slots.write(k, v, slots.get(k))
+      slots.write(k, v, slots.find(k))
     }, 2)
     expect(perWrite).toBeLessThan(4)
   })
