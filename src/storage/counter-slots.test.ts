@@ -101,7 +101,7 @@ const op: fc.Arbitrary<Op> = fc.record({
 describe('counterSlots: rows', () => {
   it('reads back every value written, figure for figure, through deletes and reused rows', () => {
     fc.assert(
-      fc.property(fc.array(op, { maxLength: 300 }), (ops) => {
+      fc.property(fc.array(op, { maxLength: 300, size: 'max' }), (ops) => {
         const slots = counterSlots()
         const model = new Map<string, StoredCounter>()
         for (const { key, value } of ops) {

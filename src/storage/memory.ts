@@ -44,6 +44,7 @@ import type {
   UsageStore,
   UsageSummary,
 } from './types.js'
+import { usageTallies } from './usage-tallies.js'
 
 /**
  * A deep copy of a stored value. Records are plain data (objects, arrays, strings, numbers,
@@ -284,70 +285,6 @@ function copyEvent(e: UsageEvent): UsageEvent {
   }
 }
 
-/**
- * An account's admitted requests and units of one hour, per (usage category, key category)
- * pair, in two flat arrays: `pairs` holds category, key category, … and `counts` requests,
- * units, … at the same places. An account's hour has one pair or a few: a scan beats a map,
- * and a tally is three small objects instead of a map and a string per pair.
- */
-class HourTally {
-  // Grown by concat, not push: an array's first push makes room for 17 elements (V8), and a
-  // million accounts' tallies of one pair each then held 400 bytes apiece instead of 100.
-  pairs: string[] = []
-  counts: number[] = []
-  constructor(readonly hour: number) {}
-  /** Adds (sign 1) or removes (sign -1) one request of `units`. */
-  add(category: string, keyCategory: string, sign: 1 | -1, units: number): void {
-    const p = this.pairs
-    const c = this.counts
-    for (let i = 0; i < p.length; i += 2)
-      if (p[i] === category && p[i + 1] === keyCategory) {
-        c[i]! += sign
-        c[i + 1]! += sign * units
-        if (c[i] === 0) {
-          p.splice(i, 2)
-          c.splice(i, 2)
-        }
-        return
-      }
-    if (sign === 1) {
-      this.pairs = p.concat(category, keyCategory)
-      this.counts = c.concat(1, units)
-    }
-  }
-  /** Admitted requests in the hour. */
-  requests(): number {
-    let n = 0
-    for (let i = 0; i < this.counts.length; i += 2) n += this.counts[i]!
-    return n
-  }
-}
-
-/**
- * An account's tallies: the hour used last, and a map of every hour once there are two (an
- * account active within one hour holds no map).
- */
-class AccountTallies {
-  byHour: Map<number, HourTally> | null = null
-  constructor(public last: HourTally) {}
-  /** Every hour's tally. */
-  all(): Iterable<HourTally> {
-    return this.byHour === null ? [this.last] : this.byHour.values()
-  }
-  /** The tally of `hour`, made when missing. */
-  at(hour: number): HourTally {
-    if (this.last.hour === hour) return this.last
-    if (this.byHour === null) this.byHour = new Map([[this.last.hour, this.last]])
-    let t = this.byHour.get(hour)
-    if (t === undefined) {
-      t = new HourTally(hour)
-      this.byHour.set(hour, t)
-    }
-    this.last = t
-    return t
-  }
-}
-
 function memoryUsage(maxEvents: number): UsageStore {
   const ids = new Set<string>()
   // The newest `maxEvents` events in recording order, as one ring: it grows by push until
@@ -356,27 +293,11 @@ function memoryUsage(maxEvents: number): UsageStore {
   let head = 0
   // Totals per account and hour, kept as events are recorded (evicted ones stay counted), so
   // a summary of whole hours reads totals, never the ring.
-  const tallies = new Map<string, AccountTallies>()
-  // Events come mostly of one account and hour in a row: the last tally found.
-  let lastAccount: string | null = null
-  let lastTally: HourTally | null = null
-  const tallyOf = (e: UsageEvent): HourTally => {
-    const hour = e.time - (e.time % USAGE_HOUR_MS)
-    if (lastAccount === e.accountId && lastTally!.hour === hour) return lastTally!
-    const a = tallies.get(e.accountId)
-    let t: HourTally
-    if (a === undefined) {
-      t = new HourTally(hour)
-      tallies.set(e.accountId, new AccountTallies(t))
-    } else t = a.at(hour)
-    lastAccount = e.accountId
-    lastTally = t
-    return t
-  }
+  const tallies = usageTallies()
   /** Adds (sign 1) or removes (sign -1) an admitted event to its hour's totals. */
   const count = (e: UsageEvent, sign: 1 | -1) => {
     if (!countsInSummary(e)) return
-    tallyOf(e).add(usageCategory(e), usageKeyCategory(e), sign, e.units)
+    tallies.add(e.accountId, e.time, usageCategory(e), usageKeyCategory(e), sign, e.units)
   }
   /** The stored events, oldest first (a copy of the ring's order). */
   const inOrder = (): UsageEvent[] =>
@@ -402,21 +323,11 @@ function memoryUsage(maxEvents: number): UsageStore {
     async summarize(accountId, from, to, filter): Promise<UsageSummary> {
       const out = emptySummary()
       const parts = splitUsageRange(from, to)
-      const account = tallies.get(accountId)
-      if (account && parts.hours) {
+      if (parts.hours) {
         const [first, end] = parts.hours
-        const add = (t: HourTally) => {
-          for (let i = 0; i < t.pairs.length; i += 2)
-            addToSummary(out, t.pairs[i]!, t.pairs[i + 1]!, t.counts[i]!, t.counts[i + 1]!, filter)
-        }
-        const hours = account.byHour
-        // Whichever is shorter: the hours of the range, or the hours the account has.
-        if (hours !== null && (end - first) / USAGE_HOUR_MS <= hours.size)
-          for (let h = first; h < end; h += USAGE_HOUR_MS) {
-            const t = hours.get(h)
-            if (t) add(t)
-          }
-        else for (const t of account.all()) if (t.hour >= first && t.hour < end) add(t)
+        tallies.each(accountId, first, end, (category, keyCategory, requests, units) =>
+          addToSummary(out, category, keyCategory, requests, units, filter),
+        )
       }
       // Sub-hour edges (a range not on hour boundaries): the kept events.
       if (parts.edges.length > 0)
@@ -461,24 +372,7 @@ function memoryUsage(maxEvents: number): UsageStore {
         ring = kept
         head = 0
       }
-      lastAccount = null
-      lastTally = null
-      for (const [account, a] of tallies) {
-        const hours = a.byHour
-        if (hours === null) {
-          if (a.last.hour + USAGE_HOUR_MS > before) continue
-          n += a.last.requests()
-          tallies.delete(account)
-          continue
-        }
-        for (const [hour, t] of hours) {
-          if (hour + USAGE_HOUR_MS > before) continue
-          hours.delete(hour)
-          n += t.requests()
-        }
-        if (hours.size === 0) tallies.delete(account)
-        else if (!hours.has(a.last.hour)) a.last = hours.values().next().value!
-      }
+      n += tallies.prune(before)
       return n - inWholeHours
     },
   }

@@ -1,0 +1,205 @@
+/**
+ * @module storage/usage-tallies
+ *
+ * The memory store's usage totals: admitted requests and units per account, hour, usage
+ * category and key category, kept as events are recorded (and as evicted ones leave the
+ * ring), so a summary of whole hours reads totals, never the events.
+ *
+ * Kept off the V8 heap, as the counters are (`storage/counter-slots`): each (account, hour,
+ * category pair) is a row of four numbers in one `Float64Array` (the hour, the pair's number,
+ * requests, units), an account's rows a list newest hour first (links in an `Int32Array`), and
+ * a map from the account id to its first row. Among a million accounts a tally of objects (an
+ * account's tallies, its hour's, two arrays) was four cold objects a request and about 280
+ * bytes of heap an account, which every young-generation collection walks (bench/NOTES.md,
+ * session 14). A category pair is a number: the pairs an instance sees are few (its routes'
+ * and keys' categories), kept for the life of the store.
+ *
+ * Events come mostly of one account and hour in a row, and mostly in time order: the row found
+ * last is tried first, and a list is walked from its newest hour only as far as the event's.
+ */
+
+import { USAGE_HOUR_MS } from '../metering/usage-buckets.js'
+
+/** Numbers per row, and their places. */
+const STRIDE = 4
+const HOUR = 0
+const PAIR = 1
+const REQUESTS = 2
+const UNITS = 3
+/** The end of a list (and of the free list). */
+const END = -1
+
+export interface UsageTallies {
+  /** Adds (sign 1) or removes (sign -1) one request of `units` at `time` to its totals. */
+  add(
+    accountId: string,
+    time: number,
+    category: string,
+    keyCategory: string,
+    sign: 1 | -1,
+    units: number,
+  ): void
+  /** Calls `f` with the totals of each pair of each of the account's hours in `[from, end)`. */
+  each(
+    accountId: string,
+    from: number,
+    end: number,
+    f: (category: string, keyCategory: string, requests: number, units: number) => void,
+  ): void
+  /** Drops every hour that ended by `before`; returns the requests they held. */
+  prune(before: number): number
+}
+
+export function usageTallies(): UsageTallies {
+  let rows = new Float64Array(1024 * STRIDE)
+  let next = new Int32Array(1024)
+  let used = 0
+  let free = END
+  const heads = new Map<string, number>()
+  // Category pairs: numbered in the order first seen.
+  const pairIds = new Map<string, Map<string, number>>()
+  const pairs: string[] = []
+
+  // The row found last, and its account: the next event is mostly of the same ones.
+  let lastAccount: string | null = null
+  let lastRow = END
+
+  const pairOf = (category: string, keyCategory: string): number => {
+    let byKey = pairIds.get(category)
+    if (byKey === undefined) {
+      byKey = new Map()
+      pairIds.set(category, byKey)
+    }
+    let id = byKey.get(keyCategory)
+    if (id === undefined) {
+      id = pairs.length / 2
+      pairs.push(category, keyCategory)
+      byKey.set(keyCategory, id)
+    }
+    return id
+  }
+
+  const allocate = (): number => {
+    if (free !== END) {
+      const r = free
+      free = next[r]!
+      return r
+    }
+    const r = used++
+    if (r === next.length) {
+      const grownRows = new Float64Array(rows.length * 2)
+      grownRows.set(rows)
+      rows = grownRows
+      const grownNext = new Int32Array(next.length * 2)
+      grownNext.set(next)
+      next = grownNext
+    }
+    return r
+  }
+
+  const release = (r: number) => {
+    next[r] = free
+    free = r
+    if (lastRow === r) {
+      lastAccount = null
+      lastRow = END
+    }
+  }
+
+  /** Takes row `r` out of the account's list. */
+  const unlink = (accountId: string, r: number): void => {
+    const head = heads.get(accountId)!
+    if (head === r) {
+      if (next[r] === END) heads.delete(accountId)
+      else heads.set(accountId, next[r]!)
+      return
+    }
+    let at = head
+    while (next[at] !== r) at = next[at]!
+    next[at] = next[r]!
+  }
+
+  return {
+    add(accountId, time, category, keyCategory, sign, units) {
+      const hour = time - (time % USAGE_HOUR_MS)
+      const pair = pairOf(category, keyCategory)
+      let r = END
+      if (
+        lastAccount === accountId &&
+        rows[lastRow * STRIDE + HOUR] === hour &&
+        rows[lastRow * STRIDE + PAIR] === pair
+      )
+        r = lastRow
+      else {
+        // Newest hour first: walk down to the event's hour, remembering where it would go.
+        const head = heads.get(accountId) ?? END
+        let before = END
+        let at = head
+        while (at !== END && rows[at * STRIDE + HOUR]! >= hour) {
+          if (rows[at * STRIDE + HOUR] === hour && rows[at * STRIDE + PAIR] === pair) break
+          before = at
+          at = next[at]!
+        }
+        if (at !== END && rows[at * STRIDE + HOUR] === hour && rows[at * STRIDE + PAIR] === pair)
+          r = at
+        else {
+          if (sign === -1) return
+          r = allocate()
+          const o = r * STRIDE
+          rows[o + HOUR] = hour
+          rows[o + PAIR] = pair
+          rows[o + REQUESTS] = 0
+          rows[o + UNITS] = 0
+          next[r] = at
+          if (before === END) heads.set(accountId, r)
+          else next[before] = r
+        }
+      }
+      const o = r * STRIDE
+      const requests = rows[o + REQUESTS]! + sign
+      rows[o + REQUESTS] = requests
+      rows[o + UNITS] = rows[o + UNITS]! + sign * units
+      if (requests === 0) {
+        unlink(accountId, r)
+        release(r)
+        return
+      }
+      lastAccount = accountId
+      lastRow = r
+    },
+    each(accountId, from, end, f) {
+      for (let r = heads.get(accountId) ?? END; r !== END; r = next[r]!) {
+        const o = r * STRIDE
+        const hour = rows[o + HOUR]!
+        if (hour < from) break
+        if (hour >= end) continue
+        const p = rows[o + PAIR]! * 2
+        f(pairs[p]!, pairs[p + 1]!, rows[o + REQUESTS]!, rows[o + UNITS]!)
+      }
+    },
+    prune(before) {
+      let n = 0
+      lastAccount = null
+      lastRow = END
+      for (const [account, head] of heads) {
+        // The hours that ended by `before` are the list's tail.
+        let keep = END
+        let r = head
+        while (r !== END && rows[r * STRIDE + HOUR]! + USAGE_HOUR_MS > before) {
+          keep = r
+          r = next[r]!
+        }
+        if (r === END) continue
+        if (keep === END) heads.delete(account)
+        else next[keep] = END
+        while (r !== END) {
+          const after = next[r]!
+          n += rows[r * STRIDE + REQUESTS]!
+          release(r)
+          r = after
+        }
+      }
+      return n
+    },
+  }
+}
