@@ -21,7 +21,13 @@
  * between, the median of a few tries), and the mean pause of a scavenge, which grows with the
  * old generation's size (the scavenger visits every old page).
  *
+ * With `--repeat R`, every size runs in R processes, the sizes taking turns (1,000, 1,000,000,
+ * 1,000, …): on a shared machine one process's figure moves by half between runs (the small
+ * size's most: bench/NOTES.md, session 14), so the table pools the rounds of all of them, and
+ * the ratio of each turn is printed beside the pooled one.
+ *
  *   npx tsx bench/memory-scale.ts [sizes=1000,100000,1000000] [--rounds 10] [--per-round 20000]
+ *     [--repeat 1]
  */
 
 import { execFileSync } from 'node:child_process'
@@ -43,6 +49,7 @@ const arg = (name: string, fallback: number) => {
 }
 const ROUNDS = arg('--rounds', 10)
 const PER_ROUND = arg('--per-round', 20_000)
+const REPEAT = arg('--repeat', 1)
 
 interface Figures {
   /** µs per request, one per round (wall clock). */
@@ -61,6 +68,8 @@ interface Figures {
 
 interface SizeResult {
   keys: number
+  /** With `--repeat`: each turn's p50 (µs per request). */
+  turns?: Array<{ cached: number; miss: number }>
   setupS: number
   heapMB: number
   cached: Figures
@@ -189,6 +198,37 @@ async function runSize(n: number): Promise<SizeResult> {
   return { keys: n, setupS, heapMB, cached, miss }
 }
 
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length
+
+/** One size's turns as one result: their rounds pooled, the other figures averaged. */
+function pooled(turns: SizeResult[]): SizeResult {
+  const figures = (p: 'cached' | 'miss'): Figures => {
+    const fs = turns.map((t) => t[p])
+    return {
+      rounds: fs.flatMap((f) => f.rounds),
+      cpuUs: mean(fs.map((f) => f.cpuUs)),
+      gcUs: mean(fs.map((f) => f.gcUs)),
+      majors: fs.reduce((a, f) => a + f.majors, 0),
+      allocBytes: quantile(
+        fs.map((f) => f.allocBytes),
+        0.5,
+      ),
+      scavengeMs: mean(fs.map((f) => f.scavengeMs)),
+    }
+  }
+  return {
+    keys: turns[0]!.keys,
+    setupS: mean(turns.map((t) => t.setupS)),
+    heapMB: mean(turns.map((t) => t.heapMB)),
+    cached: figures('cached'),
+    miss: figures('miss'),
+    turns: turns.map((t) => ({
+      cached: quantile(t.cached.rounds, 0.5),
+      miss: quantile(t.miss.rounds, 0.5),
+    })),
+  }
+}
+
 const quantile = (xs: number[], q: number) => {
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]!
@@ -219,30 +259,33 @@ async function main() {
     ?.split(',')
     .map(Number) ?? [1_000, 100_000, 1_000_000]
   const self = fileURLToPath(import.meta.url)
-  const results: SizeResult[] = []
-  for (const n of sizes) {
-    process.stderr.write(`memory-scale: ${n} keys…\n`)
-    const out = execFileSync(
-      process.execPath,
-      [
-        '--expose-gc',
-        '--max-old-space-size=8192',
-        '--import',
-        'tsx',
-        self,
-        '--one',
-        String(n),
-        '--rounds',
-        String(ROUNDS),
-        '--per-round',
-        String(PER_ROUND),
-      ],
-      { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'inherit'] },
-    )
-    results.push(JSON.parse(out.trim().split('\n').pop()!) as SizeResult)
-  }
+  // Each size's results, one per turn.
+  const turns = new Map<number, SizeResult[]>(sizes.map((n) => [n, []]))
+  for (let turn = 0; turn < REPEAT; turn++)
+    for (const n of sizes) {
+      process.stderr.write(`memory-scale: ${n} keys${REPEAT > 1 ? ` (turn ${turn + 1})` : ''}…\n`)
+      const out = execFileSync(
+        process.execPath,
+        [
+          '--expose-gc',
+          '--max-old-space-size=8192',
+          '--import',
+          'tsx',
+          self,
+          '--one',
+          String(n),
+          '--rounds',
+          String(ROUNDS),
+          '--per-round',
+          String(PER_ROUND),
+        ],
+        { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'inherit'] },
+      )
+      turns.get(n)!.push(JSON.parse(out.trim().split('\n').pop()!) as SizeResult)
+    }
+  const results = sizes.map((n) => pooled(turns.get(n)!))
   console.log(
-    `memory store at scale: awaited authenticate() + settle() on random keys (each key: per-minute rate limit, daily quota, cost 1 against plan credits, its own account), node ${process.version}, ${ROUNDS} rounds x ${PER_ROUND.toLocaleString('en-US')} requests`,
+    `memory store at scale: awaited authenticate() + settle() on random keys (each key: per-minute rate limit, daily quota, cost 1 against plan credits, its own account), node ${process.version}, ${ROUNDS} rounds x ${PER_ROUND.toLocaleString('en-US')} requests${REPEAT > 1 ? `, each size in ${REPEAT} processes taking turns (rounds pooled)` : ''}`,
   )
   console.log('')
   console.log(
@@ -269,6 +312,11 @@ async function main() {
     console.log(
       `${last.keys.toLocaleString('en-US')} keys / ${first.keys.toLocaleString('en-US')} keys: cached ${c.toFixed(2)} (CPU ${cpu('cached').toFixed(2)}), miss ${m.toFixed(2)} (CPU ${cpu('miss').toFixed(2)}) by the p50 (target <= 1.5: ${c <= 1.5 && m <= 1.5 ? 'met' : 'missed'})`,
     )
+    if (REPEAT > 1) {
+      const each = (p: 'cached' | 'miss') =>
+        last.turns!.map((t, i) => (t[p] / first.turns![i]![p]).toFixed(2)).join(', ')
+      console.log(`each turn's ratio: cached ${each('cached')}; miss ${each('miss')}`)
+    }
   }
 }
 

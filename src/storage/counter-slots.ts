@@ -17,7 +17,9 @@
  * - **Swept from a queue.** Each row waits in one bucket (a second) of an expiry queue, a
  *   min-heap of buckets with their rows; the sweep reads only the rows of buckets whose time
  *   came, and drops each one or queues it again at its current expiry. A write queues its row
- *   only when it is in no bucket or in a later one.
+ *   only when it is in no bucket or in a later one. A dropped row is reused by the next new
+ *   counter; the array of rows grows by doubling and does not shrink (its size follows the
+ *   most counters held at once).
  *
  * The counting rules stay in `limits/counters`: a read hands the steps a fresh
  * `StoredCounter` made from the row (short-lived objects, which a scavenge frees at no cost),
