@@ -28,6 +28,7 @@
  */
 
 import { type CounterState, counterKind, type StoredCounter } from '../limits/counters.js'
+import { doubled } from './typed-arrays.js'
 
 /** The span of one bucket of the expiry queue (ms). */
 const BUCKET_MS = 1000
@@ -164,11 +165,7 @@ export function counterSlots(): CounterSlots {
     let r = free.pop()
     if (r === undefined) {
       r = used++
-      if (used * STRIDE > rows.length) {
-        const grown = new Float64Array(rows.length * 2)
-        grown.set(rows)
-        rows = grown
-      }
+      if (used * STRIDE > rows.length) rows = doubled(rows)
     }
     keyOf[r] = key
     rows[r * STRIDE + DUE] = NONE

@@ -19,6 +19,7 @@
  */
 
 import { USAGE_HOUR_MS } from '../metering/usage-buckets.js'
+import { doubled } from './typed-arrays.js'
 
 /** Numbers per row, and their places. */
 const STRIDE = 4
@@ -87,15 +88,15 @@ export function usageTallies(): UsageTallies {
     }
     const r = used++
     if (r === next.length) {
-      const grownRows = new Float64Array(rows.length * 2)
-      grownRows.set(rows)
-      rows = grownRows
-      const grownNext = new Int32Array(next.length * 2)
-      grownNext.set(next)
-      next = grownNext
+      rows = doubled(rows)
+      next = doubled(next)
     }
     return r
   }
+
+  /** True when row `r` holds `hour` and `pair`. */
+  const holds = (r: number, hour: number, pair: number) =>
+    rows[r * STRIDE + HOUR] === hour && rows[r * STRIDE + PAIR] === pair
 
   const release = (r: number) => {
     next[r] = free
@@ -124,24 +125,16 @@ export function usageTallies(): UsageTallies {
       const hour = time - (time % USAGE_HOUR_MS)
       const pair = pairOf(category, keyCategory)
       let r = END
-      if (
-        lastAccount === accountId &&
-        rows[lastRow * STRIDE + HOUR] === hour &&
-        rows[lastRow * STRIDE + PAIR] === pair
-      )
-        r = lastRow
+      if (lastAccount === accountId && holds(lastRow, hour, pair)) r = lastRow
       else {
         // Newest hour first: walk down to the event's hour, remembering where it would go.
-        const head = heads.get(accountId) ?? END
         let before = END
-        let at = head
-        while (at !== END && rows[at * STRIDE + HOUR]! >= hour) {
-          if (rows[at * STRIDE + HOUR] === hour && rows[at * STRIDE + PAIR] === pair) break
+        let at = heads.get(accountId) ?? END
+        while (at !== END && rows[at * STRIDE + HOUR]! >= hour && !holds(at, hour, pair)) {
           before = at
           at = next[at]!
         }
-        if (at !== END && rows[at * STRIDE + HOUR] === hour && rows[at * STRIDE + PAIR] === pair)
-          r = at
+        if (at !== END && holds(at, hour, pair)) r = at
         else {
           if (sign === -1) return
           r = allocate()
