@@ -499,7 +499,7 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
     }
     if (account.plan?.exact === true) credit.exact = true
     if (rebuilds) credit.rebuild = REBUILD
-    templates[k] = { role: 'credits', tokens: false, check: credit }
+    templates[k] = { role: 'credits', tokens: false, check: credit, where: account.where }
     checks[k] = credit
   }
   // `exact: true` on the route: every check decided by the store (docs/leases.md).
@@ -525,7 +525,9 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   }
   if (sync) {
     try {
-      a.result = sync.consume(checks, a.now)
+      // The templates keep where each counter was found (`Place`); the credit's, the account.
+      a.result = sync.consume(checks, a.now, undefined, templates)
+      if (metered) account.where = templates[k]!.where
     } catch (err) {
       return failure(a, err)
     }

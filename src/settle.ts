@@ -29,7 +29,7 @@ import { storableText } from './input.js'
 import type { CheckTemplate } from './limits/admission.js'
 import { undrained } from './limits/revert.js'
 import type { AbortWait } from './response-end.js'
-import { syncCounters } from './storage/state-counters.js'
+import { type Place, syncCounters } from './storage/state-counters.js'
 import type { Check, CheckResult, SettleOp, UsageEvent } from './storage/types.js'
 
 /** How long a settled `Idempotency-Key` is remembered: 24 hours. */
@@ -77,8 +77,11 @@ export interface Outcome extends Report {
  * and `response-end` reach it with {@link settlementOf}).
  */
 export interface Settlement {
-  /** Counter keys and hold ids to release: [key, holdId, isCredit, keepUntil]. */
-  holds: Array<[string, string, boolean, number | undefined]>
+  /**
+   * Counter keys and hold ids to release: [key, holdId, isCredit, keepUntil, place], the place
+   * where an in-process store found the counter at admission (its template: `Place`).
+   */
+  holds: Array<[string, string, boolean, number | undefined, Place]>
   /** Token-rate limits to count at settle. */
   tokenChecks: Array<Extract<Check, { type: 'gcra' }>>
   /** Credits held at admission (the estimate; 0 when the caller sent its own provider key). */
@@ -234,7 +237,7 @@ export function holdCredits(s: Settlement, h: Held): void {
     if (c.type === 'hold') {
       const credit = t.role === 'credits' || t.role === 'budget'
       const used = h.results[i]!.used
-      s.holds[holds++] = [c.key, c.holdId, credit, c.keepUntil]
+      s.holds[holds++] = [c.key, c.holdId, credit, c.keepUntil, t]
       if (t.role === 'credits') s.creditUsed = used
       if (credit) {
         if (h.overrun === undefined && (t.role === 'budget' || !h.credits?.overage)) capped = true
@@ -435,8 +438,11 @@ function apply(
   const counters = ctx.storage.counters
   const sync = syncCounters(counters)
   if (sync) {
+    // Where admission found each held counter: the store reaches it again without a lookup.
+    const places = new Array<Place>(s.holds.length)
+    for (let i = 0; i < places.length; i++) places[i] = s.holds[i]![4]
     try {
-      sync.settle(ops, now)
+      sync.settle(ops, now, places)
     } catch (err) {
       // An in-process store can fail too (SQLite: a lock held past its busy timeout): retried
       // as a remote store's settle is, so the charge is not lost.

@@ -39,6 +39,11 @@ export interface CheckTemplate {
   tokens: boolean
   /** `check` marked to be rebuilt when missing (`rebuild: {}`), made once (`authenticate`). */
   rebuilt?: Check
+  /**
+   * Where an in-process store last found this check's counter (`Place`): a template lives as
+   * long as its key's cache entry, so a request reaches the counter's row without a lookup.
+   */
+  where: number
 }
 
 /**
@@ -89,7 +94,7 @@ function rateTemplates(
       cost: tokens ? 0 : 1,
     }
     if (exact || tokens || r.exact === true) check.exact = true
-    return { role, tokens, check }
+    return { role, tokens, check, where: -1 }
   })
 }
 
@@ -117,6 +122,7 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
           cost: 1,
           ...(exact ? { exact: true as const } : {}),
         },
+        where: -1,
       })
     }
   }
@@ -136,6 +142,7 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
         // One unit per request in flight: always the store's (docs/leases.md).
         exact: true,
       },
+      where: -1,
     })
   }
   if (key.limits.budget !== undefined) {
@@ -152,6 +159,7 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
         ttlMs: 0,
         ...(exact ? { exact: true as const } : {}),
       },
+      where: -1,
     })
   }
   return out

@@ -36,6 +36,11 @@ export interface AdmissionAccount {
   /** Plan credits + carryover + balance; Infinity when the plan has unlimited credits. */
   creditLimit: number
   planTemplates: CheckTemplate[]
+  /**
+   * Where an in-process store last found the credit counter (`Place`; -1: not yet): the view
+   * lives as long as the accounts cache keeps it, a request's credit template does not.
+   */
+  where: number
 }
 
 /**
@@ -118,6 +123,8 @@ export class AccountService {
   private readonly bound: FeedBound
   /** Bumped by every drop: a read that began before one is not cached (it may be older). */
   private generation = 0
+  /** The period of the views made last: shared by them (one object for every account). */
+  private current: Period | null = null
   /** True when plans are configured: every admission then reads the account (plan limits). */
   readonly hasPlans: boolean
 
@@ -212,7 +219,11 @@ export class AccountService {
     const cached = this.peek(id, now)
     if (cached) return cached
     const generation = this.generation
-    const period = periodOf(now)
+    // One period object for every view of the month: among a million accounts, a request's
+    // check of its view's period then reads a line already in cache.
+    let period = this.current
+    if (period === null || now < period.start || now >= period.end)
+      period = this.current = periodOf(now)
     let record = (await this.storage.accounts.get(id)) ?? (await this.ensure(id))
     if (record.periodStart < period.start) record = await this.rollover(record, period)
     const tier = this.effectiveTier(record, now)
@@ -226,6 +237,7 @@ export class AccountService {
       creditLimit: this.creditLimit(record, plan),
       planTemplates:
         plan && tier ? compilePlanLimits(id, tier, plan.rateLimits, plan.exact === true) : [],
+      where: -1,
     }
     // A tier that expires sooner than the cache TTL must not outlive its expiry in the cache
     // (lru-cache drops an entry once its age exceeds the ttl, hence the - 1).
@@ -335,7 +347,8 @@ export class AccountService {
       balance: a.record.balance,
       carryover: a.record.carryover,
       credits: { used, limit, remaining: Math.max(0, limit - used) },
-      period: p,
+      // A copy: the views the cache holds share theirs.
+      period: { ...p },
       metadata: a.record.metadata,
     }
   }

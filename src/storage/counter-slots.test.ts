@@ -7,7 +7,10 @@ const T = Date.UTC(2026, 11, 4, 12)
 const state = () => ({ level: 1, at: T })
 
 describe('counterSlots: the expiry queue', () => {
-  it('drops each counter once its time came, whatever order they were queued in', () => {
+  // Rows are dropped a minute after their counter expired (DROP_AFTER_MS).
+  const LATER = 60_000
+
+  it('drops each counter a minute after its time came, whatever order they were queued in', () => {
     const slots = counterSlots()
     slots.write('late', { state: state(), expiresAt: T + 60_000 }, -1)
     // Queued after the first: earlier by a second, and by a year (a clock set back).
@@ -21,17 +24,38 @@ describe('counterSlots: the expiry queue', () => {
     sweep(T)
     expect(slots.get('year-ago')).toBeUndefined()
     expect(slots.get('soon')).toBeDefined()
+    // Expired, kept for a minute: the same key finds its row again.
     sweep(T + 1000)
+    expect(slots.get('soon')).toBeDefined()
+    sweep(T + 1000 + LATER - 1)
+    expect(slots.get('soon')).toBeDefined()
+    sweep(T + 1000 + LATER)
     expect(slots.get('soon')).toBeUndefined()
     expect(slots.get('late')).toBeDefined()
     // Written again with a later expiry: kept past the first one.
     slots.write('late', { state: state(), expiresAt: T + 120_000 }, slots.find('late'))
-    sweep(T + 60_000)
+    sweep(T + 60_000 + LATER)
     expect(slots.get('late')).toBeDefined()
-    sweep(T + 120_000)
+    sweep(T + 120_000 + LATER)
     expect(slots.get('late')).toBeUndefined()
     expect(slots.get('never')).toBeDefined()
     expect(slots.size).toBe(1)
+  })
+
+  it('keeps the row of a counter written again within the minute', () => {
+    const slots = counterSlots()
+    slots.write('a', { state: state(), expiresAt: T + 10 }, -1)
+    const row = slots.find('a')
+    slots.credit(100)
+    slots.sweepDue(T + 30_000)
+    slots.write('a', { state: state(), expiresAt: T + 30_010 }, slots.find('a'))
+    expect(slots.find('a')).toBe(row)
+    slots.credit(100)
+    slots.sweepDue(T + 60_010)
+    expect(slots.find('a')).toBe(row)
+    slots.credit(100)
+    slots.sweepDue(T + 30_010 + LATER)
+    expect(slots.find('a')).toBe(-1)
   })
 
   it('a row freed and taken by another key is swept by its new expiry only', () => {
@@ -41,10 +65,10 @@ describe('counterSlots: the expiry queue', () => {
     // Takes a's row, queued in the bucket a's stale entry is in, and in a later one.
     slots.write('b', { state: state(), expiresAt: T + 5000 }, -1)
     slots.credit(100)
-    slots.sweepDue(T + 1000)
+    slots.sweepDue(T + 1000 + LATER)
     expect(slots.get('b')).toEqual({ state: state(), expiresAt: T + 5000 })
     slots.credit(100)
-    slots.sweepDue(T + 5000)
+    slots.sweepDue(T + 5000 + LATER)
     expect(slots.get('b')).toBeUndefined()
     expect(slots.size).toBe(0)
   })

@@ -16,7 +16,8 @@
  *   requests in flight, a window of more than two buckets, a state of another shape.
  * - **Swept from a queue.** Each row waits in one bucket (a second) of an expiry queue, a
  *   min-heap of buckets with their rows; the sweep reads only the rows of buckets whose time
- *   came, and drops each one or queues it again at its current expiry. A write queues its row
+ *   came, and drops each one a minute after it expired ({@link DROP_AFTER_MS}) or queues it
+ *   again at its current expiry. A write queues its row
  *   only when it is in no bucket or in a later one. A dropped row is reused by the next new
  *   counter; the array of rows grows by doubling and does not shrink (its size follows the
  *   most counters held at once).
@@ -32,6 +33,15 @@ import { doubled } from './typed-arrays.js'
 
 /** The span of one bucket of the expiry queue (ms). */
 const BUCKET_MS = 1000
+
+/**
+ * How long an expired counter keeps its row before the sweep drops it. A counter that expires
+ * between a key's requests (a rate limit whose bucket drains in less than the gap) then finds
+ * its row again: among a million keys, dropping a row and making it anew cost two updates of
+ * the names' map, each a few cache misses (bench/NOTES.md, session 15). An expired value reads
+ * as absent all the same (the steps go by `expiresAt`); `sweepAll` does not wait.
+ */
+const DROP_AFTER_MS = 60_000
 
 /**
  * Queue entries examined per key of each call, a few at a time rather than a whole bucket
@@ -85,6 +95,8 @@ export interface CounterSlots {
   readonly size: number
   /** The row of `key`, or -1: what `read` and `write` take. */
   find(key: string): number
+  /** True when row `row` is `key`'s (a row remembered from an earlier `find` or `write`). */
+  holds(row: number, key: string): boolean
   /** The value in row `row` (-1: none), as a new object the caller may keep or change. */
   read(row: number): StoredCounter | undefined
   /**
@@ -97,9 +109,10 @@ export interface CounterSlots {
   get(key: string): StoredCounter | undefined
   /**
    * Applies a step's write: `value` null deletes. `row` is what `find(key)` answered before the
-   * step (saves a second lookup; a row freed since is looked up again).
+   * step (saves a second lookup; a row freed since is looked up again). Returns the key's row
+   * now (-1: deleted).
    */
-  write(key: string, value: StoredCounter | null, row: number): void
+  write(key: string, value: StoredCounter | null, row: number): number
   /** A call touched `keys` counters: the sweep may examine a few queue entries more. */
   credit(keys: number): void
   /** Drops a few counters whose time came (as many as the calls since the last earned). */
@@ -189,7 +202,7 @@ export function counterSlots(): CounterSlots {
     const o = r * STRIDE
     const expiresAt = rows[o + EXPIRES]!
     if (expiresAt === Infinity) return
-    const abs = Math.ceil(expiresAt / BUCKET_MS)
+    const abs = Math.ceil((expiresAt + DROP_AFTER_MS) / BUCKET_MS)
     // Bucket 0 about 194 days before the first expiry queued: bucket numbers stay below NONE
     // for 33 years on. One earlier still (a clock set back) goes in bucket 0, due at once.
     if (Number.isNaN(origin)) origin = abs - ORIGIN_MARGIN
@@ -333,6 +346,7 @@ export function counterSlots(): CounterSlots {
       return rows.byteLength
     },
     find,
+    holds: (row, key) => row >= 0 && keyOf[row] === key,
     read,
     view,
     get: (key) => read(find(key)),
@@ -340,12 +354,13 @@ export function counterSlots(): CounterSlots {
       const r = row >= 0 && keyOf[row] === key ? row : find(key)
       if (value === null) {
         if (r >= 0) drop(r)
-        return
+        return -1
       }
       const at = r >= 0 ? r : allocate(key)
       rows[at * STRIDE + EXPIRES] = value.expiresAt ?? Infinity
       store(at, value.state)
       queue(at)
+      return at
     },
     credit(keys) {
       budget += SWEEP_PER_KEY * keys + 1
@@ -373,7 +388,7 @@ export function counterSlots(): CounterSlots {
         // Dropped, or queued again in an earlier bucket since.
         if (rows[o + DUE] !== drainingBucket) continue
         rows[o + DUE] = NONE
-        if (rows[o + EXPIRES]! <= now) drop(r)
+        if (rows[o + EXPIRES]! + DROP_AFTER_MS <= now) drop(r)
         else queue(r)
       }
     },

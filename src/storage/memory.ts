@@ -8,7 +8,8 @@
  * Counters run `limits/counters` (through `countersFromState`) on rows of numbers off the V8
  * heap (`storage/counter-slots`), synchronously, so every `consume` is atomic by construction
  * (JavaScript runs it to completion). Expired counters are swept a few per call, from a queue
- * of expiries, so memory stays proportional to the keys active within their longest window:
+ * of expiries a minute after they expire, so memory stays proportional to the keys active
+ * within their longest window (or the last minute):
  * with four limits, about 210 bytes of heap and 192 bytes of rows per active key (the rows'
  * array grows by doubling, so up to twice that), measured by `test/limits/memory-per-key.ts`.
  */
@@ -219,12 +220,23 @@ function memoryCounters(): MemoryCounterStore {
   const rows: number[] = []
   return syncCountersFromState<{ readonly size: number; sweep(now: number): number }>(
     {
-      transact(keys, step) {
+      transact(keys, step, places) {
         const n = keys.length
+        // Places are given for the first keys only (a call's own record has none).
+        const placed = places === undefined ? 0 : Math.min(places.length, n)
         while (rows.length < n) rows.push(-1)
         const current = new Array<StoredCounter | undefined>(n)
         for (let i = 0; i < n; i++) {
-          const r = slots.find(keys[i]!)
+          const key = keys[i]!
+          let r: number
+          if (i < placed) {
+            const p = places![i]!
+            r = p.where
+            if (!slots.holds(r, key)) {
+              r = slots.find(key)
+              p.where = r
+            }
+          } else r = slots.find(key)
           rows[i] = r
           current[i] = slots.view(r, i)
         }
@@ -235,12 +247,16 @@ function memoryCounters(): MemoryCounterStore {
         for (let i = 0; i < writes.length; i++) {
           const w = writes[i]!
           let row = -1
+          let at = -1
           for (let k = 0; k < n; k++, j = j + 1 === n ? 0 : j + 1)
             if (keys[j] === w.key) {
               row = rows[j]!
+              at = j
               break
             }
-          slots.write(w.key, w.value, row)
+          const now = slots.write(w.key, w.value, row)
+          // A counter made (or dropped) by this write: its place follows.
+          if (now !== row && at >= 0 && at < placed) places![at]!.where = now
         }
         slots.credit(keys.length)
         return result

@@ -53,14 +53,39 @@ export interface CounterBackend {
   readonly durable?: true
 }
 
+/**
+ * Where an in-process backend last found a counter (its row; -1: not yet), kept by whoever
+ * holds the counter's name for long: a key's compiled limit, an account's credit template.
+ * Among a million counters, finding one by its name is several cache misses (the name's hash,
+ * the map's bucket and entry); the row it names is checked before it is trusted, so a stale
+ * place (a counter dropped and its row reused) costs one lookup, never a wrong counter.
+ */
+export interface Place {
+  where: number
+}
+
+/** A backend that may take the places of its keys (the memory store's; others ignore them). */
+interface PlacedBackend extends CounterBackend {
+  transact<T>(
+    keys: readonly string[],
+    step: (current: CurrentValues) => CounterStep<T>,
+    places?: ReadonlyArray<Place>,
+  ): Promise<T> | T
+}
+
 /** The calls of a store on a backend, answered as the backend answers (a value or a promise). */
 interface CounterCalls {
   consume(
     checks: ReadonlyArray<Check>,
     now: number,
     admission?: AdmissionId,
+    places?: ReadonlyArray<Place>,
   ): ConsumeResult | Promise<ConsumeResult>
-  settle(ops: ReadonlyArray<SettleOp>, now: number): void | Promise<void>
+  settle(
+    ops: ReadonlyArray<SettleOp>,
+    now: number,
+    places?: ReadonlyArray<Place>,
+  ): void | Promise<void>
   claim(key: string, ttlMs: number, now: number): boolean | Promise<boolean>
 }
 
@@ -69,8 +94,15 @@ const SYNC = Symbol('tollbooth.syncCounters')
 
 /** What `syncCounters` finds on a store built on a synchronous backend. */
 export interface SyncCounters {
-  consume(checks: ReadonlyArray<Check>, now: number, admission?: AdmissionId): ConsumeResult
-  settle(ops: ReadonlyArray<SettleOp>, now: number): void
+  /** `places[i]`, when given, is where the counter of `checks[i]` was found last (`Place`). */
+  consume(
+    checks: ReadonlyArray<Check>,
+    now: number,
+    admission?: AdmissionId,
+    places?: ReadonlyArray<Place>,
+  ): ConsumeResult
+  /** `places[i]`, when given, is where the counter of `ops[i]` (a release) was found last. */
+  settle(ops: ReadonlyArray<SettleOp>, now: number, places?: ReadonlyArray<Place>): void
   claim(key: string, ttlMs: number, now: number): boolean
 }
 
@@ -83,7 +115,7 @@ export function syncCounters(store: CounterStore): SyncCounters | undefined {
   return (store as { [SYNC]?: SyncCounters })[SYNC]
 }
 
-function calls(backend: CounterBackend): CounterCalls {
+function calls(backend: PlacedBackend): CounterCalls {
   const sweep = backend.sweep
     ? (now: number) => {
         const p = backend.sweep!(now)
@@ -91,17 +123,19 @@ function calls(backend: CounterBackend): CounterCalls {
       }
     : (_now: number) => {}
   return {
-    consume(checks, now, admission) {
+    consume(checks, now, admission, places) {
       sweep(now)
       if (checks.length === 0) return { allowed: true, results: [] }
-      return backend.transact(admitKeys(checks, admission), (current) =>
-        admitStep(checks, current, now, admission),
+      return backend.transact(
+        admitKeys(checks, admission),
+        (current) => admitStep(checks, current, now, admission),
+        places,
       )
     },
-    settle(ops, now) {
+    settle(ops, now, places) {
       sweep(now)
       if (ops.length === 0) return
-      return backend.transact(settleKeys(ops), (current) => settleStep(ops, current, now))
+      return backend.transact(settleKeys(ops), (current) => settleStep(ops, current, now), places)
     },
     claim(key, ttlMs, now) {
       sweep(now)
@@ -160,7 +194,16 @@ export function countersFromState(backend: CounterBackend): CounterStore {
 
 /** A synchronous backend: every `transact` answers without a promise. */
 export interface SyncCounterBackend extends CounterBackend {
-  transact<T>(keys: readonly string[], step: (current: CurrentValues) => CounterStep<T>): T
+  /**
+   * As `CounterBackend.transact`; `places[i]` (when given, for some of the first keys) is
+   * where `keys[i]` was found last: the backend MAY use it once it has checked it, and
+   * updates it (`Place`).
+   */
+  transact<T>(
+    keys: readonly string[],
+    step: (current: CurrentValues) => CounterStep<T>,
+    places?: ReadonlyArray<Place>,
+  ): T
   sweep?(now: number): void
 }
 

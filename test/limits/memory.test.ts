@@ -37,7 +37,8 @@ describe('memory store counters', () => {
     }
     // Daily quota and rate limit stay; the released concurrency slots may already be gone.
     expect(storage.counters.size).toBeGreaterThanOrEqual(400)
-    clock.advance(DAY + HOUR)
+    // Past the daily windows, and the minute an expired counter's row is kept.
+    clock.advance(DAY + HOUR + MINUTE)
     const { key: busy } = await tb.keys.create({ accountId: 'busy', limits: fourLimits })
     for (let i = 0; i < 150; i++) await tb.settle(await tb.authenticate(req(busy)), { status: 200 })
     // Only the busy key's quota counters (daily, total) and rate limit remain.
@@ -142,6 +143,33 @@ describe('memory store counters', () => {
     expect(most).toBeLessThanOrEqual(20_000)
     c.sweep(Date.UTC(2027, 11, 10, 12))
     expect(c.size).toBe(10_000)
+  })
+
+  it('reaches a counter by its place, and never by a stale one (a row another counter took)', () => {
+    const c = memoryStorage().counters
+    const sync = syncCounters(c)!
+    const now = Date.UTC(2027, 0, 5, 12)
+    const gcra = (key: string, limit: number) =>
+      ({ type: 'gcra', key, name: 'per-minute', limit, windowMs: MINUTE, cost: 1 }) as const
+    const a = gcra('{x}:a', 2)
+    const place = { where: -1 }
+    expect(sync.consume([a], now, undefined, [place]).allowed).toBe(true)
+    const row = place.where
+    expect(row).toBeGreaterThanOrEqual(0)
+    expect(sync.consume([a], now, undefined, [place]).allowed).toBe(true)
+    expect(place.where).toBe(row)
+    // The place counts: a third request in the minute is refused.
+    expect(sync.consume([a], now, undefined, [place]).allowed).toBe(false)
+    // a's counter dropped; b takes its row; the stale place must not read b's counter.
+    expect(c.sweep(now + 2 * MINUTE)).toBe(1)
+    const b = gcra('{x}:b', 1)
+    expect(sync.consume([b], now + 2 * MINUTE).allowed).toBe(true)
+    expect(sync.consume([a], now + 2 * MINUTE, undefined, [place]).allowed).toBe(true)
+    expect(place.where).not.toBe(row)
+    // Each counter kept its own count: b (limit 1) refuses, a (limit 2) admits once more.
+    expect(sync.consume([b], now + 2 * MINUTE).allowed).toBe(false)
+    expect(sync.consume([a], now + 2 * MINUTE, undefined, [place]).allowed).toBe(true)
+    expect(sync.consume([a], now + 2 * MINUTE, undefined, [place]).allowed).toBe(false)
   })
 
   it('keeps a settled Idempotency-Key as one counter with a short name, for 24 hours', async () => {
