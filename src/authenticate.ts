@@ -73,6 +73,11 @@ export function toCached(record: KeyRecord): CachedKey {
     timeBlocks: record.limits.timeBlocks,
     templates: compileKeyLimits(record),
     account: undefined,
+    // Its slot's fields, filled when the cache takes it (`KeyCache.set`).
+    entry: null,
+    cachedAt: 0,
+    expiresAt: 0,
+    dead: false,
   }
 }
 

@@ -34,7 +34,7 @@ import type { TimeBlock } from './storage/types.js'
  * its limits and its scopes were each a cache miss, and the cache holds no copy of the record
  * (384 bytes a key).
  */
-export interface CachedKey {
+export interface CachedKey extends Slot {
   /** The key as a decision shows it (`id`, `accountId`, `kind`, `scopes`, `expiresAt`…). */
   info: ApiKeyInfo
   /** When it was revoked (a revocation may take effect later: a rotation's grace period). */
@@ -45,6 +45,8 @@ export interface CachedKey {
   templates: CheckTemplate[]
   /** The account's cached admission view this key used last (see `HeldAccount`). */
   account: HeldAccount | undefined
+  /** Itself once cached: an entry is its own slot (see `Slot`). */
+  entry: CachedKey | null
 }
 
 /**
@@ -69,8 +71,13 @@ export class FeedBound {
   }
 }
 
-/** One cached lookup: shared by the hash-keyed LRU and the key-keyed memo. */
-interface Slot {
+/**
+ * One cached lookup: shared by the hash-keyed LRU and the key-keyed memo. A found key's slot
+ * is its entry itself (made by `cachedKey` with these fields, filled by `set`): among a
+ * million keys the memo's hit reads one object where a slot beside the entry was a second
+ * cache miss. A remembered miss is a slot of its own, its entry null.
+ */
+export interface Slot {
   entry: CachedKey | null
   cachedAt: number
   expiresAt: number
@@ -146,7 +153,16 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
     set(hash, entry) {
       const ttl = entry === null ? options.negativeTtlMs : options.ttlMs
       const t = now()
-      lru.set(hash, { entry, cachedAt: t, expiresAt: t + ttl, dead: false }, { ttl })
+      let slot: Slot
+      if (entry === null) slot = { entry, cachedAt: t, expiresAt: t + ttl, dead: false }
+      else {
+        slot = entry
+        entry.entry = entry
+        entry.cachedAt = t
+        entry.expiresAt = t + ttl
+        entry.dead = false
+      }
+      lru.set(hash, slot, { ttl })
     },
     getByKey(key, t) {
       if (memo === null) return undefined

@@ -35,7 +35,7 @@ export interface AdmissionAccount {
   creditKey: string
   /** Plan credits + carryover + balance; Infinity when the plan has unlimited credits. */
   creditLimit: number
-  planTemplates: CheckTemplate[]
+  planTemplates: ReadonlyArray<CheckTemplate>
   /**
    * Where an in-process store last found the credit counter (`Place`; -1: not yet): the view
    * lives as long as the accounts cache keeps it, a request's credit template does not.
@@ -56,6 +56,9 @@ export interface HeldAccount {
   readonly expiresAt: number
   dead: boolean
 }
+
+/** A plan without rate limits: one empty list for every view (a request reads its length). */
+const NO_LIMITS: ReadonlyArray<CheckTemplate> = Object.freeze([])
 
 /** An account as `tb.accounts` returns it. */
 export interface AccountView {
@@ -236,7 +239,9 @@ export class AccountService {
       creditKey: creditKey(id, period),
       creditLimit: this.creditLimit(record, plan),
       planTemplates:
-        plan && tier ? compilePlanLimits(id, tier, plan.rateLimits, plan.exact === true) : [],
+        plan && tier && plan.rateLimits.length > 0
+          ? compilePlanLimits(id, tier, plan.rateLimits, plan.exact === true)
+          : NO_LIMITS,
       where: -1,
     }
     // A tier that expires sooner than the cache TTL must not outlive its expiry in the cache
