@@ -227,7 +227,10 @@ async function profile(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, key
   }
   // µs per node: the time up to each sample is that sample's node's.
   const us = new Map<number, number>()
-  profile.samples.forEach((id, i) => us.set(id, (us.get(id) ?? 0) + profile.timeDeltas[i]!))
+  for (let i = 0; i < profile.samples.length; i++) {
+    const id = profile.samples[i]!
+    us.set(id, (us.get(id) ?? 0) + profile.timeDeltas[i]!)
+  }
   const byFunction = new Map<string, number>()
   const byLine = new Map<string, number>()
   const add = (m: Map<string, number>, k: string, v: number) => m.set(k, (m.get(k) ?? 0) + v)
