@@ -136,13 +136,11 @@ async function one(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, key: st
   await tb.settle(d, { status: 200 })
 }
 
-/** Rounds of `PER_ROUND` requests on random keys; yields to the event loop every 256. */
-async function measure(
-  tb: Tollbooth,
-  route: ReturnType<Tollbooth['route']>,
-  keys: string[],
-): Promise<Figures> {
-  // A seeded generator, so every run draws the same keys.
+/**
+ * Requests on keys drawn at random by a seeded generator (every run draws the same keys):
+ * `run(n)` makes n of them, yielding to the event loop every 256.
+ */
+function traffic(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, keys: string[]) {
   let seed = 0x2545f491
   const pick = () => {
     seed ^= seed << 13
@@ -150,12 +148,25 @@ async function measure(
     seed ^= seed << 5
     return keys[(seed >>> 0) % keys.length]!
   }
-  const round = async (n: number) => {
-    const start = performance.now()
+  const run = async (n: number) => {
     for (let i = 0; i < n; i += 256) {
       for (let j = 0; j < 256; j++) await one(tb, route, pick())
       await yieldToLoop()
     }
+  }
+  return { pick, run }
+}
+
+/** Rounds of `PER_ROUND` requests on random keys; yields to the event loop every 256. */
+async function measure(
+  tb: Tollbooth,
+  route: ReturnType<Tollbooth['route']>,
+  keys: string[],
+): Promise<Figures> {
+  const { pick, run } = traffic(tb, route, keys)
+  const round = async (n: number) => {
+    const start = performance.now()
+    await run(n)
     return ((performance.now() - start) * 1000) / n
   }
   await round(Math.min(PER_ROUND, 10_000)) // warm up
@@ -200,19 +211,7 @@ interface ProfileNode {
 
 /** `--profile`: self time per request by function and by line (see the module's doc). */
 async function profile(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, keys: string[]) {
-  let seed = 0x2545f491
-  const pick = () => {
-    seed ^= seed << 13
-    seed ^= seed >>> 17
-    seed ^= seed << 5
-    return keys[(seed >>> 0) % keys.length]!
-  }
-  const run = async (n: number) => {
-    for (let i = 0; i < n; i += 256) {
-      for (let j = 0; j < 256; j++) await one(tb, route, pick())
-      await yieldToLoop()
-    }
-  }
+  const { run } = traffic(tb, route, keys)
   await run(20_000)
   const session = new Session()
   session.connect()

@@ -73,7 +73,7 @@ export class FeedBound {
 
 /**
  * One cached lookup: shared by the hash-keyed LRU and the key-keyed memo. A found key's slot
- * is its entry itself (made by `cachedKey` with these fields, filled by `set`): among a
+ * is its entry itself (made by `toCached` with these fields, filled by `set`): among a
  * million keys the memo's hit reads one object where a slot beside the entry was a second
  * cache miss. A remembered miss is a slot of its own, its entry null.
  */
