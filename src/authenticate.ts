@@ -72,6 +72,7 @@ export function toCached(record: KeyRecord): CachedKey {
     active: record.active,
     timeBlocks: record.limits.timeBlocks,
     templates: compileKeyLimits(record),
+    touchedAt: record.lastUsedAt ?? Number.NEGATIVE_INFINITY,
     account: undefined,
     // Its slot's fields, filled when the cache takes it (`KeyCache.set`).
     entry: null,
@@ -745,6 +746,7 @@ function admission(a: Attempt): Admission {
     routeCost: a.routeCost,
     tokenEstimate: a.tokens,
     startedAt: a.now,
+    touch: touchDue(entry!, a.now, a.ctx.options.usage.lastUsedResolutionMs),
     eventId: a.internalId,
     ip: a.req.ip,
     method: a.req.method,
@@ -781,6 +783,20 @@ function admission(a: Attempt): Admission {
     settlement: s,
     category: route.category ?? null,
   })
+}
+
+/**
+ * Whether a request at `now` writes its key's `lastUsedAt`: not when this instance wrote it (or
+ * read a stored one) less than `resolutionMs` before, so the stored time is at most that much
+ * older than the key's last use, and a key used all the time costs one write a resolution,
+ * not one a request. The time lives in the cache entry, which the request has read already:
+ * among a million keys the write was a lookup of a cold map entry by key id, twice (the
+ * out-box's map, then the key store's), for every request.
+ */
+function touchDue(entry: CachedKey, now: number, resolutionMs: number): boolean {
+  if (now - entry.touchedAt < resolutionMs) return false
+  entry.touchedAt = now
+  return true
 }
 
 /**

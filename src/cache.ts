@@ -43,6 +43,11 @@ export interface CachedKey extends Slot {
   /** The record's `limits.timeBlocks`. */
   timeBlocks: TimeBlock[] | undefined
   templates: CheckTemplate[]
+  /**
+   * When this instance last wrote the key's `lastUsedAt` (or the stored one it was read with;
+   * -Infinity: never): a request within `usage.lastUsedResolutionMs` of it writes nothing.
+   */
+  touchedAt: number
   /** The account's cached admission view this key used last (see `HeldAccount`). */
   account: HeldAccount | undefined
   /** Itself once cached: an entry is its own slot (see `Slot`). */

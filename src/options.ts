@@ -316,9 +316,20 @@ export const optionsSchema = z
          * pruned. Default 400 days, so `usage.get(id, { month })` stays exact for a year.
          */
         retentionMs: integer(1).default(400 * 86_400_000),
+        /**
+         * A key's `lastUsedAt` is written at most once per this many ms per instance, so it is
+         * at most this much older than the key's last request (plus the flush). 0: every
+         * request. Default one minute.
+         */
+        lastUsedResolutionMs: integer(0).default(60_000),
       })
       .strict()
-      .default({ flushIntervalMs: 1_000, maxBatch: 500, retentionMs: 400 * 86_400_000 }),
+      .default({
+        flushIntervalMs: 1_000,
+        maxBatch: 500,
+        retentionMs: 400 * 86_400_000,
+        lastUsedResolutionMs: 60_000,
+      }),
     /** Called with errors that happen off the request path (flush failures); secrets never included. */
     onError: fn<(err: unknown) => void>().optional(),
   })

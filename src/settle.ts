@@ -104,6 +104,11 @@ export interface Settlement {
   /** The route's billing policy; default: see {@link billable}. */
   chargeWhen: ChargeWhen | undefined
   startedAt: number
+  /**
+   * Whether settle writes the key's `lastUsedAt` (the request's start): false when this
+   * instance wrote it within `usage.lastUsedResolutionMs` (see `touchDue`).
+   */
+  touch: boolean
   /** The request's own event id (its internal request id). */
   eventId: string
   /**
@@ -154,6 +159,7 @@ export interface SettlementInit {
   routeCost: number
   tokenEstimate: number
   startedAt: number
+  touch: boolean
   eventId: string
   ip: string | null
   method: string
@@ -179,6 +185,7 @@ export function openSettlement(init: SettlementInit): Settlement {
     tokenEstimate: init.tokenEstimate,
     chargeWhen: init.chargeWhen,
     startedAt: init.startedAt,
+    touch: init.touch,
     eventId: init.eventId,
     idempotencyId: undefined,
     ip: init.ip,
@@ -491,11 +498,11 @@ function retryOps(ops: ReadonlyArray<SettleOp>): SettleOp[] {
   return out
 }
 
-/** Touches the key and queues the usage event; `charge` -1: a repeat, touched only. */
+/** Touches the key (when due) and queues the usage event; `charge` -1: a repeat, touched only. */
 function record(ctx: Context, done: Settling, charge: number): UsageEvent | null {
   const { a, s, outcome } = done
   const key = a.key
-  ctx.outbox.touch(key.id, s.startedAt)
+  if (s.touch) ctx.outbox.touch(key.id, s.startedAt)
   if (charge < 0 || outcome.record === false) return null
   const overage =
     s.metered && s.creditOverage && Number.isFinite(s.creditLimit)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { isTollboothError } from '../../src/index.js'
+import { createTollbooth, isTollboothError } from '../../src/index.js'
 import { request, SECRET, setup } from '../support/core.js'
 
 const DAY = 86_400_000
@@ -170,6 +170,66 @@ describe('key lifecycle', () => {
     expect((await tb.storage.keys.get(record.id))?.lastUsedAt).toBeNull()
     await tb.flush()
     expect((await tb.keys.get(record.id)).lastUsedAt).toBe(clock.now())
+  })
+
+  describe('lastUsedAt to a resolution (usage.lastUsedResolutionMs)', () => {
+    /** One settled request at the clock's time; then the stored lastUsedAt after a flush. */
+    const use = async (tb: ReturnType<typeof setup>['tb'], key: string, id: string) => {
+      await tb.settle(await tb.authenticate(request(key)), { status: 200 })
+      await tb.flush()
+      return (await tb.storage.keys.get(id))?.lastUsedAt
+    }
+
+    it('writes it at most once a minute by default, then the next use after that', async () => {
+      const { tb, clock } = setup()
+      const { key, record } = await tb.keys.create({ accountId: 'acct_1' })
+      const t = clock.now()
+      expect(await use(tb, key, record.id)).toBe(t)
+      clock.advance(30_000)
+      expect(await use(tb, key, record.id)).toBe(t)
+      clock.advance(29_999)
+      expect(await use(tb, key, record.id)).toBe(t)
+      clock.advance(1)
+      expect(await use(tb, key, record.id)).toBe(t + 60_000)
+      clock.advance(90_000)
+      expect(await use(tb, key, record.id)).toBe(t + 150_000)
+    })
+
+    it('writes every use with 0', async () => {
+      const { tb, clock } = setup({ usage: { lastUsedResolutionMs: 0 } })
+      const { key, record } = await tb.keys.create({ accountId: 'acct_1' })
+      for (let i = 0; i < 3; i++) {
+        clock.advance(7)
+        expect(await use(tb, key, record.id)).toBe(clock.now())
+      }
+    })
+
+    it('counts a time another instance stored: neither instance writes within the resolution', async () => {
+      const { tb, clock } = setup()
+      const { key, record } = await tb.keys.create({ accountId: 'acct_1' })
+      const t = clock.now()
+      expect(await use(tb, key, record.id)).toBe(t)
+      // A second instance on the same storage, and one without a cache: each reads the key
+      // with its stored lastUsedAt, which is recent enough.
+      const other = createTollbooth({ secret: SECRET, clock, storage: tb.storage })
+      const uncached = createTollbooth({ secret: SECRET, clock, storage: tb.storage, cache: false })
+      clock.advance(59_000)
+      expect(await use(other, key, record.id)).toBe(t)
+      expect(await use(uncached, key, record.id)).toBe(t)
+      clock.advance(1_000)
+      expect(await use(uncached, key, record.id)).toBe(t + 60_000)
+      // The second instance's entry still holds t: it writes the same time (the later wins).
+      expect(await use(other, key, record.id)).toBe(t + 60_000)
+      await Promise.all([other.close(), uncached.close()])
+    })
+
+    it('refuses a negative or fractional resolution, naming the option', () => {
+      for (const bad of [-1, 0.5, Number.NaN, '60000']) {
+        expect(() => setup({ usage: { lastUsedResolutionMs: bad } } as never)).toThrow(
+          /usage\.lastUsedResolutionMs/,
+        )
+      }
+    })
   })
 
   it('does not accept keys made under another secret', async () => {
