@@ -38,6 +38,9 @@
  *
  *   node --expose-gc --max-old-space-size=8192 --import tsx bench/memory-scale.ts \
  *     --one 1000000 --profile cached --dist [--per-round 100000] [--top 40]
+ *
+ * `--profile alloc` prints the bytes a cached request allocates, by function and by function
+ * and caller (the sampling heap profiler; the same at every size, so run a small one).
  */
 
 import { execFileSync } from 'node:child_process'
@@ -258,6 +261,60 @@ async function profile(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, key
   console.log(`\nby line:\n${top(byLine)}`)
 }
 
+interface HeapNode {
+  callFrame: { functionName: string; url: string; lineNumber: number }
+  selfSize: number
+  children: HeapNode[]
+}
+
+/**
+ * `--profile alloc`: bytes allocated per cached request by function (the inspector's sampling
+ * heap profiler, every 128 bytes, counting objects the collector has freed since), with the
+ * function's callers: what a request leaves for the scavenger.
+ */
+async function allocations(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, keys: string[]) {
+  const { run } = traffic(tb, route, keys)
+  await run(20_000)
+  const session = new Session()
+  session.connect()
+  await session.post('HeapProfiler.enable')
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: 128,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  })
+  await run(PER_ROUND)
+  const { profile } = (await session.post('HeapProfiler.stopSampling')) as unknown as {
+    profile: { head: HeapNode }
+  }
+  const byFunction = new Map<string, number>()
+  const withCaller = new Map<string, number>()
+  const name = (n: HeapNode) =>
+    `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.split('/').pop()}:${n.callFrame.lineNumber + 1}`
+  const walk = (n: HeapNode, caller: string) => {
+    const me = name(n)
+    if (n.selfSize > 0) {
+      byFunction.set(me, (byFunction.get(me) ?? 0) + n.selfSize)
+      const k = `${me}  <  ${caller}`
+      withCaller.set(k, (withCaller.get(k) ?? 0) + n.selfSize)
+    }
+    for (const c of n.children) walk(c, me)
+  }
+  walk(profile.head, '')
+  const total = [...byFunction.values()].reduce((a, b) => a + b, 0)
+  const top = (m: Map<string, number>) =>
+    [...m]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, TOP)
+      .map(([k, v]) => `${(v / PER_ROUND).toFixed(0).padStart(6)}  ${k}`)
+      .join('\n')
+  console.log(
+    `${keys.length} keys, cached: ${(total / PER_ROUND).toFixed(0)} bytes allocated per request (sampled)`,
+  )
+  console.log(`\nbytes per request, by function:\n${top(byFunction)}`)
+  console.log(`\nby function and caller:\n${top(withCaller)}`)
+}
+
 async function runSize(n: number): Promise<SizeResult> {
   const t0 = performance.now()
   const storage = memoryStorage()
@@ -279,6 +336,10 @@ async function runSize(n: number): Promise<SizeResult> {
   gc?.()
   const heapMB = process.memoryUsage().heapUsed / 2 ** 20
   const setupS = (performance.now() - t0) / 1000
+  if (PROFILE === 'alloc') {
+    await allocations(tb, route, keys)
+    process.exit(0)
+  }
   if (PROFILE !== undefined) {
     await profile(PROFILE === 'miss' ? cold : tb, PROFILE === 'miss' ? coldRoute : route, keys)
     process.exit(0)

@@ -73,6 +73,9 @@ export function toCached(record: KeyRecord): CachedKey {
     timeBlocks: record.limits.timeBlocks,
     templates: compileKeyLimits(record),
     touchedAt: record.lastUsedAt ?? Number.NEGATIVE_INFINITY,
+    // No tally row yet (`TallyPlace`): found by the account's list at the first event.
+    tallyRow: -1,
+    tallyGen: 0,
     account: undefined,
     // Its slot's fields, filled when the cache takes it (`KeyCache.set`).
     entry: null,
@@ -747,6 +750,7 @@ function admission(a: Attempt): Admission {
     tokenEstimate: a.tokens,
     startedAt: a.now,
     touch: touchDue(entry!, a.now, a.ctx.options.usage.lastUsedResolutionMs),
+    tally: entry!,
     eventId: a.internalId,
     ip: a.req.ip,
     method: a.req.method,

@@ -26,6 +26,7 @@ import type { ApiKeyInfo } from './decision.js'
 import type { CheckTemplate } from './limits/admission.js'
 import type { HeldAccount } from './metering/accounts.js'
 import type { TimeBlock } from './storage/types.js'
+import type { TallyPlace } from './storage/usage-tallies.js'
 
 /**
  * A verified key with what the hot path derives from it, computed once per cache fill. Not
@@ -34,7 +35,7 @@ import type { TimeBlock } from './storage/types.js'
  * its limits and its scopes were each a cache miss, and the cache holds no copy of the record
  * (384 bytes a key).
  */
-export interface CachedKey extends Slot {
+export interface CachedKey extends Slot, TallyPlace {
   /** The key as a decision shows it (`id`, `accountId`, `kind`, `scopes`, `expiresAt`…). */
   info: ApiKeyInfo
   /** When it was revoked (a revocation may take effect later: a rotation's grace period). */

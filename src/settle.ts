@@ -31,6 +31,7 @@ import { undrained } from './limits/revert.js'
 import type { AbortWait } from './response-end.js'
 import { type Place, syncCounters } from './storage/state-counters.js'
 import type { Check, CheckResult, SettleOp, UsageEvent } from './storage/types.js'
+import type { TallyPlace } from './storage/usage-tallies.js'
 
 /** How long a settled `Idempotency-Key` is remembered: 24 hours. */
 export const IDEMPOTENCY_WINDOW_MS = 86_400_000
@@ -109,6 +110,8 @@ export interface Settlement {
    * instance wrote it within `usage.lastUsedResolutionMs` (see `touchDue`).
    */
   touch: boolean
+  /** Where the key's usage was tallied last (its cache entry; the memory store reads it). */
+  tally: TallyPlace | undefined
   /** The request's own event id (its internal request id). */
   eventId: string
   /**
@@ -160,6 +163,7 @@ export interface SettlementInit {
   tokenEstimate: number
   startedAt: number
   touch: boolean
+  tally: TallyPlace | undefined
   eventId: string
   ip: string | null
   method: string
@@ -186,6 +190,7 @@ export function openSettlement(init: SettlementInit): Settlement {
     chargeWhen: init.chargeWhen,
     startedAt: init.startedAt,
     touch: init.touch,
+    tally: init.tally,
     eventId: init.eventId,
     idempotencyId: undefined,
     ip: init.ip,
@@ -529,6 +534,6 @@ function record(ctx: Context, done: Settling, charge: number): UsageEvent | null
     bypassed: bypassed(s),
     provider: s.provider,
   }
-  ctx.outbox.push(event)
+  ctx.outbox.push(event, s.tally)
   return event
 }

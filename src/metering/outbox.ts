@@ -12,9 +12,11 @@
  */
 
 import type { Storage, UsageEvent } from '../storage/types.js'
+import { placedRecord, type TallyPlace } from '../storage/usage-tallies.js'
 
 export interface Outbox {
-  push(event: UsageEvent): void
+  /** Queues `event`; `place`: where its key's events were tallied last (the memory store's). */
+  push(event: UsageEvent, place?: TallyPlace): void
   touch(keyId: string, at: number): void
   /** Writes everything queued; resolves when written (or rejects, keeping it queued). */
   flush(): Promise<void>
@@ -45,6 +47,9 @@ export function createOutbox(
   const now = options.now ?? (() => Date.now())
   let lastPrune = -Infinity
   let events: UsageEvent[] = []
+  // Beside `events`, one each, while the store takes places (else left empty).
+  let places: Array<TallyPlace | undefined> = []
+  const recordPlaced = placedRecord(storage.usage)
   let touches = new Map<string, number>()
   let running: Promise<void> | null = null
   let timer: ReturnType<typeof setInterval> | null = null
@@ -52,14 +57,19 @@ export function createOutbox(
   const write = async () => {
     while (events.length > 0 || touches.size > 0) {
       const batch = events.splice(0, options.maxBatch)
+      const at = recordPlaced === undefined ? places : places.splice(0, batch.length)
       const t = touches
       touches = new Map()
       try {
-        if (batch.length) await storage.usage.record(batch)
+        if (batch.length === 0) {
+          // Only touches to write.
+        } else if (recordPlaced !== undefined) recordPlaced(batch, at)
+        else await storage.usage.record(batch)
         if (t.size) await storage.keys.touch([...t].map(([id, lastUsedAt]) => ({ id, lastUsedAt })))
         if (batch.length) afterFlush?.(batch)
       } catch (err) {
         events = batch.concat(events)
+        if (recordPlaced !== undefined) places = at.concat(places)
         for (const [id, at] of t) if ((touches.get(id) ?? 0) < at) touches.set(id, at)
         throw err
       }
@@ -97,8 +107,9 @@ export function createOutbox(
   }
 
   return {
-    push(event) {
+    push(event, place) {
       events.push(event)
+      if (recordPlaced !== undefined) places.push(place)
       ensureTimer()
       if (events.length >= options.maxBatch && !running) flush().catch(onError)
     },

@@ -414,29 +414,47 @@ export function decodeLogCursor(cursor: string): [number, string] {
   return [time, cursor.slice(dot + 1)]
 }
 
+/**
+ * A copy of an account record, its fields written in one literal: the object holds all eight
+ * itself. `clone`'s empty object given them one by one kept the last four in a property array
+ * of its own, 128 bytes more per stored account.
+ */
+function copyAccount(a: AccountRecord): AccountRecord {
+  return {
+    id: a.id,
+    tier: a.tier,
+    balance: a.balance,
+    carryover: a.carryover,
+    periodStart: a.periodStart,
+    tierExpiresAt: a.tierExpiresAt,
+    billingCustomerId: a.billingCustomerId,
+    metadata: clone(a.metadata),
+  }
+}
+
 function memoryAccounts(): AccountStore {
   const byId = new Map<string, AccountRecord>()
   return markInProcess<AccountStore>({
     async get(id) {
       const a = byId.get(id)
-      return a ? clone(a) : null
+      return a ? copyAccount(a) : null
     },
     async ensure(defaults) {
-      const a = byId.get(defaults.id) ?? clone(defaults)
+      const a = byId.get(defaults.id) ?? copyAccount(defaults)
       byId.set(defaults.id, a)
-      return clone(a)
+      return copyAccount(a)
     },
     async update(id, patch, ifPeriodStart) {
       const a = byId.get(id)
       if (!a || (ifPeriodStart !== undefined && a.periodStart !== ifPeriodStart)) return null
       Object.assign(a, clone(patch))
-      return clone(a)
+      return copyAccount(a)
     },
     async addBalance(id, amount) {
       const a = byId.get(id)
       if (!a) return null
       a.balance += amount
-      return clone(a)
+      return copyAccount(a)
     },
   })
 }

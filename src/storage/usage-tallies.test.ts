@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { USAGE_HOUR_MS } from '../metering/usage-buckets.js'
-import { usageTallies } from './usage-tallies.js'
+import { type TallyPlace, usageTallies } from './usage-tallies.js'
 
 const T = Date.UTC(2026, 11, 5)
 
@@ -14,6 +14,8 @@ type Op =
       pair: number
       sign: 1 | -1
       units: number
+      /** The account's key whose place the add goes with (a key's cache entry); -1: none. */
+      key: number
     }
   | { kind: 'prune'; hour: number }
 
@@ -28,6 +30,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       pair: fc.integer({ min: 0, max: 3 }),
       sign: fc.constantFrom(1 as const, 1 as const, -1 as const),
       units: fc.integer({ min: 0, max: 50 }),
+      key: fc.integer({ min: -1, max: 1 }),
     }),
   },
   {
@@ -55,6 +58,19 @@ describe('usageTallies', () => {
       fc.property(fc.array(op, { maxLength: 400, size: 'max' }), (ops) => {
         const t = usageTallies()
         const model: Model = new Map()
+        // Places as keys' cache entries keep them: stale ones (a row pruned, emptied, given to
+        // another account) come up as the ops go.
+        const places = new Map<string, TallyPlace>()
+        const placeOf = (account: number, key: number): TallyPlace | undefined => {
+          if (key < 0) return undefined
+          const id = `${account}.${key}`
+          let p = places.get(id)
+          if (p === undefined) {
+            p = { tallyRow: -1, tallyGen: 0 }
+            places.set(id, p)
+          }
+          return p
+        }
         for (const o of ops) {
           if (o.kind === 'prune') {
             const before = T + o.hour * USAGE_HOUR_MS
@@ -72,7 +88,9 @@ describe('usageTallies', () => {
           }
           const hour = T + o.hour * USAGE_HOUR_MS
           const [c, k] = PAIRS[o.pair]!
-          t.add(`acct_${o.account}`, hour + o.at, c, k, o.sign, o.units)
+          // A removal (an evicted event) has no key entry to go with.
+          const place = o.sign === 1 ? placeOf(o.account, o.key) : undefined
+          t.add(`acct_${o.account}`, hour + o.at, c, k, o.sign, o.units, place)
           const hours = model.get(o.account) ?? new Map<string, [number, number]>()
           model.set(o.account, hours)
           const key = `${hour} ${o.pair}`
@@ -108,6 +126,28 @@ describe('usageTallies', () => {
       }),
       { numRuns: 300 },
     )
+  })
+
+  it('trusts a place only while its row is still the one it named', () => {
+    const t = usageTallies()
+    const a: TallyPlace = { tallyRow: -1, tallyGen: 0 }
+    t.add('acct_a', T, 'chat', 'default', 1, 5, a)
+    expect(a.tallyRow).toBeGreaterThanOrEqual(0)
+    // The hour goes; its row is given to another account's event of a later hour.
+    expect(t.prune(T + USAGE_HOUR_MS)).toBe(1)
+    const b: TallyPlace = { tallyRow: -1, tallyGen: 0 }
+    t.add('acct_b', T + USAGE_HOUR_MS, 'chat', 'default', 1, 7, b)
+    expect(b.tallyRow).toBe(a.tallyRow)
+    // acct_a's stale place names that row, of the same hour and pair: not its own any more.
+    t.add('acct_a', T + USAGE_HOUR_MS, 'chat', 'default', 1, 11, a)
+    const totals = (account: string) => {
+      const out: number[] = []
+      t.each(account, T, T + 2 * USAGE_HOUR_MS, (_c, _k, r, u) => out.push(r, u))
+      return out
+    }
+    expect(totals('acct_b')).toEqual([1, 7])
+    expect(totals('acct_a')).toEqual([1, 11])
+    expect(a.tallyRow).not.toBe(b.tallyRow)
   })
 
   it('grows past its first block of rows and reuses the rows it frees', () => {

@@ -20,6 +20,7 @@
 
 import { USAGE_HOUR_MS } from '../metering/usage-buckets.js'
 import { doubled } from './typed-arrays.js'
+import type { UsageEvent, UsageStore } from './types.js'
 
 /** Numbers per row, and their places. */
 const STRIDE = 4
@@ -30,8 +31,48 @@ const UNITS = 3
 /** The end of a list (and of the free list). */
 const END = -1
 
+/**
+ * Where a key's events were tallied last: a row and the row's generation then (bumped each time
+ * the row is released, so a row since given to another account or hour is not trusted). Kept
+ * by the caller with the key (its cache entry) and handed back with its next event: among a
+ * million accounts the row is then reached without the map of accounts, a cold lookup. An
+ * in-process hint only; a store of a remote server never sees it.
+ */
+export interface TallyPlace {
+  tallyRow: number
+  tallyGen: number
+}
+
+const RECORD_PLACED = Symbol('tollbooth.recordPlaced')
+
+/** A usage store that also records with places (`recordPlaced`): the memory store. */
+interface PlacedUsage {
+  [RECORD_PLACED](
+    events: ReadonlyArray<UsageEvent>,
+    places: ReadonlyArray<TallyPlace | undefined>,
+  ): void
+}
+
+/** Gives `store` a synchronous `record` that takes places (not enumerable: a copy has none). */
+export function withPlacedRecord<T extends UsageStore>(
+  store: T,
+  record: PlacedUsage[typeof RECORD_PLACED],
+): T {
+  Object.defineProperty(store, RECORD_PLACED, { value: record, enumerable: false })
+  return store
+}
+
+/** The usage store's `record` with places, bound to it; undefined for a store without one. */
+export function placedRecord(store: UsageStore): PlacedUsage[typeof RECORD_PLACED] | undefined {
+  const f = (store as Partial<PlacedUsage>)[RECORD_PLACED]
+  return f === undefined ? undefined : f.bind(store)
+}
+
 export interface UsageTallies {
-  /** Adds (sign 1) or removes (sign -1) one request of `units` at `time` to its totals. */
+  /**
+   * Adds (sign 1) or removes (sign -1) one request of `units` at `time` to its totals;
+   * `place`, when given, is tried first and updated to the row counted.
+   */
   add(
     accountId: string,
     time: number,
@@ -39,6 +80,7 @@ export interface UsageTallies {
     keyCategory: string,
     sign: 1 | -1,
     units: number,
+    place?: TallyPlace,
   ): void
   /** Calls `f` with the totals of each pair of each of the account's hours in `[from, end)`. */
   each(
@@ -54,6 +96,8 @@ export interface UsageTallies {
 export function usageTallies(): UsageTallies {
   let rows = new Float64Array(1024 * STRIDE)
   let next = new Int32Array(1024)
+  // Each row's generation: bumped when it is released (see `TallyPlace`).
+  let gen = new Int32Array(1024)
   let used = 0
   let free = END
   const heads = new Map<string, number>()
@@ -90,6 +134,7 @@ export function usageTallies(): UsageTallies {
     if (r === next.length) {
       rows = doubled(rows)
       next = doubled(next)
+      gen = doubled(gen)
     }
     return r
   }
@@ -99,6 +144,7 @@ export function usageTallies(): UsageTallies {
     rows[r * STRIDE + HOUR] === hour && rows[r * STRIDE + PAIR] === pair
 
   const release = (r: number) => {
+    gen[r] = gen[r]! + 1
     next[r] = free
     free = r
     if (lastRow === r) {
@@ -121,11 +167,13 @@ export function usageTallies(): UsageTallies {
   }
 
   return {
-    add(accountId, time, category, keyCategory, sign, units) {
+    add(accountId, time, category, keyCategory, sign, units, place) {
       const hour = time - (time % USAGE_HOUR_MS)
       const pair = pairOf(category, keyCategory)
       let r = END
-      if (lastAccount === accountId && holds(lastRow, hour, pair)) r = lastRow
+      const at0 = place === undefined ? END : place.tallyRow
+      if (at0 !== END && gen[at0] === place!.tallyGen && holds(at0, hour, pair)) r = at0
+      else if (lastAccount === accountId && holds(lastRow, hour, pair)) r = lastRow
       else {
         // Newest hour first: walk down to the event's hour, remembering where it would go.
         let before = END
@@ -159,6 +207,10 @@ export function usageTallies(): UsageTallies {
       }
       lastAccount = accountId
       lastRow = r
+      if (place !== undefined) {
+        place.tallyRow = r
+        place.tallyGen = gen[r]!
+      }
     },
     each(accountId, from, end, f) {
       for (let r = heads.get(accountId) ?? END; r !== END; r = next[r]!) {
