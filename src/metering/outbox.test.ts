@@ -90,6 +90,33 @@ describe('out-box', () => {
     expect(box.pending).toBe(0)
   })
 
+  it("hands the memory store each event's tally place, and a replaced record gets the batch", async () => {
+    const storage = memoryStorage()
+    const box = createOutbox(storage, { flushIntervalMs: 60_000, maxBatch: 100 }, () => {})
+    const place = { tallyRow: -1, tallyGen: 0 }
+    box.push(event('a', T), place)
+    await box.flush()
+    // The store counted it and said where: the next event of the hour goes there directly.
+    expect(place.tallyRow).toBeGreaterThanOrEqual(0)
+    const row = place.tallyRow
+    box.push(event('b', T + 1), place)
+    box.push(event('c', T + 2))
+    await box.flush()
+    expect(place.tallyRow).toBe(row)
+    const summary = await storage.usage.summarize('acct_1', T, T + HOUR)
+    expect(summary.requests).toBe(3)
+    // `record` replaced after the out-box was made (a wrapper, an outage): it is called.
+    const seen: string[] = []
+    storage.usage.record = async (events) => {
+      seen.push(...events.map((e) => e.id))
+    }
+    box.push(event('d', T + 3), place)
+    await box.flush()
+    expect(seen).toEqual(['d'])
+    expect((await storage.usage.summarize('acct_1', T, T + HOUR)).requests).toBe(3)
+    await box.close()
+  })
+
   it('close() writes what is left', async () => {
     const { tb, key, keyId } = await setup({ usage: { flushIntervalMs: 600_000, maxBatch: 500 } })
     await tb.settle(admitted(await tb.authenticate(req(key), tb.route({ cost: 1 }))), {

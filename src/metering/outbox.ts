@@ -47,9 +47,9 @@ export function createOutbox(
   const now = options.now ?? (() => Date.now())
   let lastPrune = -Infinity
   let events: UsageEvent[] = []
-  // Beside `events`, one each, while the store takes places (else left empty).
+  // Beside `events`, one each, when the store takes places (else left empty).
   let places: Array<TallyPlace | undefined> = []
-  const recordPlaced = placedRecord(storage.usage)
+  const placing = placedRecord(storage.usage) !== undefined
   let touches = new Map<string, number>()
   let running: Promise<void> | null = null
   let timer: ReturnType<typeof setInterval> | null = null
@@ -57,7 +57,8 @@ export function createOutbox(
   const write = async () => {
     while (events.length > 0 || touches.size > 0) {
       const batch = events.splice(0, options.maxBatch)
-      const at = recordPlaced === undefined ? places : places.splice(0, batch.length)
+      const at = placing ? places.splice(0, batch.length) : places
+      const recordPlaced = placing ? placedRecord(storage.usage) : undefined
       const t = touches
       touches = new Map()
       try {
@@ -69,7 +70,7 @@ export function createOutbox(
         if (batch.length) afterFlush?.(batch)
       } catch (err) {
         events = batch.concat(events)
-        if (recordPlaced !== undefined) places = at.concat(places)
+        if (placing) places = at.concat(places)
         for (const [id, at] of t) if ((touches.get(id) ?? 0) < at) touches.set(id, at)
         throw err
       }
@@ -109,7 +110,7 @@ export function createOutbox(
   return {
     push(event, place) {
       events.push(event)
-      if (recordPlaced !== undefined) places.push(place)
+      if (placing) places.push(place)
       ensureTimer()
       if (events.length >= options.maxBatch && !running) flush().catch(onError)
     },

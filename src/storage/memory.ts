@@ -45,7 +45,7 @@ import type {
   UsageStore,
   UsageSummary,
 } from './types.js'
-import { usageTallies } from './usage-tallies.js'
+import { type TallyPlace, usageTallies, withPlacedRecord } from './usage-tallies.js'
 
 /**
  * A deep copy of a stored value. Records are plain data (objects, arrays, strings, numbers,
@@ -311,87 +311,99 @@ function memoryUsage(maxEvents: number): UsageStore {
   // a summary of whole hours reads totals, never the ring.
   const tallies = usageTallies()
   /** Adds (sign 1) or removes (sign -1) an admitted event to its hour's totals. */
-  const count = (e: UsageEvent, sign: 1 | -1) => {
+  const count = (e: UsageEvent, sign: 1 | -1, place?: TallyPlace) => {
     if (!countsInSummary(e)) return
-    tallies.add(e.accountId, e.time, usageCategory(e), usageKeyCategory(e), sign, e.units)
+    tallies.add(e.accountId, e.time, usageCategory(e), usageKeyCategory(e), sign, e.units, place)
+  }
+  /** Records `events` (a repeated id once); `places[i]`, when given, is event i's tally place. */
+  const record = (
+    events: ReadonlyArray<UsageEvent>,
+    places?: ReadonlyArray<TallyPlace | undefined>,
+  ) => {
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]!
+      if (ids.has(e.id)) continue
+      // Events are flat records: a copy keeps the caller from changing stored ones.
+      const copy = copyEvent(e)
+      ids.add(e.id)
+      count(copy, 1, places?.[i])
+      if (ring.length < maxEvents) ring.push(copy)
+      else {
+        ids.delete(ring[head]!.id)
+        ring[head] = copy
+        head = head + 1 === ring.length ? 0 : head + 1
+      }
+    }
   }
   /** The stored events, oldest first (a copy of the ring's order). */
   const inOrder = (): UsageEvent[] =>
     head === 0 ? ring.slice() : ring.slice(head).concat(ring.slice(0, head))
   const newestFirst = (a: UsageEvent, b: UsageEvent) =>
     b.time - a.time || (b.id < a.id ? -1 : b.id > a.id ? 1 : 0)
-  return {
-    async record(events) {
-      for (const e of events) {
-        if (ids.has(e.id)) continue
-        // Events are flat records: a copy keeps the caller from changing stored ones.
-        const copy = copyEvent(e)
-        ids.add(e.id)
-        count(copy, 1)
-        if (ring.length < maxEvents) ring.push(copy)
-        else {
-          ids.delete(ring[head]!.id)
-          ring[head] = copy
-          head = head + 1 === ring.length ? 0 : head + 1
+  // The out-box records with its events' places (`TallyPlace`); `record` is the contract's.
+  return withPlacedRecord<UsageStore>(
+    {
+      async record(events) {
+        record(events)
+      },
+      async summarize(accountId, from, to, filter): Promise<UsageSummary> {
+        const out = emptySummary()
+        const parts = splitUsageRange(from, to)
+        if (parts.hours) {
+          const [first, end] = parts.hours
+          tallies.each(accountId, first, end, (category, keyCategory, requests, units) =>
+            addToSummary(out, category, keyCategory, requests, units, filter),
+          )
         }
-      }
-    },
-    async summarize(accountId, from, to, filter): Promise<UsageSummary> {
-      const out = emptySummary()
-      const parts = splitUsageRange(from, to)
-      if (parts.hours) {
-        const [first, end] = parts.hours
-        tallies.each(accountId, first, end, (category, keyCategory, requests, units) =>
-          addToSummary(out, category, keyCategory, requests, units, filter),
-        )
-      }
-      // Sub-hour edges (a range not on hour boundaries): the kept events.
-      if (parts.edges.length > 0)
-        for (const e of ring) {
-          if (e.accountId !== accountId || !countsInSummary(e)) continue
-          for (const [a, b] of parts.edges)
-            if (e.time >= a && e.time < b)
-              addToSummary(out, usageCategory(e), usageKeyCategory(e), 1, e.units, filter)
-        }
-      return out
-    },
-    async logs(keyId, { limit, cursor }): Promise<Page<UsageEvent>> {
-      const all = ring.filter((e) => e.keyId === keyId).sort(newestFirst)
-      let start = 0
-      if (cursor) {
-        const [t, id] = decodeLogCursor(cursor)
-        while (
-          start < all.length &&
-          (all[start]!.time > t || (all[start]!.time === t && all[start]!.id >= id))
-        )
-          start++
-      }
-      const data = all.slice(start, start + limit).map(clone)
-      const last = data[data.length - 1]
-      const nextCursor = start + limit < all.length && last ? encodeLogCursor(last) : null
-      return { data, nextCursor }
-    },
-    async prune(before) {
-      const kept = inOrder().filter((e) => e.time >= before)
-      let n = ring.length - kept.length
-      // Admitted events removed from hours that go as a whole: the rest of those hours'
-      // totals are evicted events, counted as pruned too.
-      let inWholeHours = 0
-      if (n > 0) {
-        for (const e of ring)
-          if (e.time < before) {
-            ids.delete(e.id)
-            // An event of the hour holding `before` leaves its totals, which stay exact.
-            if (e.time - (e.time % USAGE_HOUR_MS) + USAGE_HOUR_MS > before) count(e, -1)
-            else if (countsInSummary(e)) inWholeHours++
+        // Sub-hour edges (a range not on hour boundaries): the kept events.
+        if (parts.edges.length > 0)
+          for (const e of ring) {
+            if (e.accountId !== accountId || !countsInSummary(e)) continue
+            for (const [a, b] of parts.edges)
+              if (e.time >= a && e.time < b)
+                addToSummary(out, usageCategory(e), usageKeyCategory(e), 1, e.units, filter)
           }
-        ring = kept
-        head = 0
-      }
-      n += tallies.prune(before)
-      return n - inWholeHours
+        return out
+      },
+      async logs(keyId, { limit, cursor }): Promise<Page<UsageEvent>> {
+        const all = ring.filter((e) => e.keyId === keyId).sort(newestFirst)
+        let start = 0
+        if (cursor) {
+          const [t, id] = decodeLogCursor(cursor)
+          while (
+            start < all.length &&
+            (all[start]!.time > t || (all[start]!.time === t && all[start]!.id >= id))
+          )
+            start++
+        }
+        const data = all.slice(start, start + limit).map(clone)
+        const last = data[data.length - 1]
+        const nextCursor = start + limit < all.length && last ? encodeLogCursor(last) : null
+        return { data, nextCursor }
+      },
+      async prune(before) {
+        const kept = inOrder().filter((e) => e.time >= before)
+        let n = ring.length - kept.length
+        // Admitted events removed from hours that go as a whole: the rest of those hours'
+        // totals are evicted events, counted as pruned too.
+        let inWholeHours = 0
+        if (n > 0) {
+          for (const e of ring)
+            if (e.time < before) {
+              ids.delete(e.id)
+              // An event of the hour holding `before` leaves its totals, which stay exact.
+              if (e.time - (e.time % USAGE_HOUR_MS) + USAGE_HOUR_MS > before) count(e, -1)
+              else if (countsInSummary(e)) inWholeHours++
+            }
+          ring = kept
+          head = 0
+        }
+        n += tallies.prune(before)
+        return n - inWholeHours
+      },
     },
-  }
+    record,
+  )
 }
 
 /** The cursor of a log page: the last event's time and id. Opaque to API clients. */

@@ -45,27 +45,33 @@ export interface TallyPlace {
 
 const RECORD_PLACED = Symbol('tollbooth.recordPlaced')
 
-/** A usage store that also records with places (`recordPlaced`): the memory store. */
-interface PlacedUsage {
-  [RECORD_PLACED](
-    events: ReadonlyArray<UsageEvent>,
-    places: ReadonlyArray<TallyPlace | undefined>,
-  ): void
+type RecordPlaced = (
+  events: ReadonlyArray<UsageEvent>,
+  places: ReadonlyArray<TallyPlace | undefined>,
+) => void
+
+/** What `withPlacedRecord` keeps on a store: its `record` then, and the one with places. */
+interface Placed {
+  own: UsageStore['record']
+  placed: RecordPlaced
 }
 
-/** Gives `store` a synchronous `record` that takes places (not enumerable: a copy has none). */
-export function withPlacedRecord<T extends UsageStore>(
-  store: T,
-  record: PlacedUsage[typeof RECORD_PLACED],
-): T {
-  Object.defineProperty(store, RECORD_PLACED, { value: record, enumerable: false })
+/**
+ * Gives `store` a synchronous `record` that takes places (the memory store's). Not enumerable,
+ * so a copy of the store has none, and offered only while `store.record` is still its own: a
+ * store whose `record` was replaced (wrapped, or an outage injected by a test) is called
+ * through it.
+ */
+export function withPlacedRecord<T extends UsageStore>(store: T, placed: RecordPlaced): T {
+  const value: Placed = { own: store.record, placed }
+  Object.defineProperty(store, RECORD_PLACED, { value, enumerable: false })
   return store
 }
 
-/** The usage store's `record` with places, bound to it; undefined for a store without one. */
-export function placedRecord(store: UsageStore): PlacedUsage[typeof RECORD_PLACED] | undefined {
-  const f = (store as Partial<PlacedUsage>)[RECORD_PLACED]
-  return f === undefined ? undefined : f.bind(store)
+/** The usage store's `record` with places, while it has one (see `withPlacedRecord`). */
+export function placedRecord(store: UsageStore): RecordPlaced | undefined {
+  const p = (store as { [RECORD_PLACED]?: Placed })[RECORD_PLACED]
+  return p !== undefined && store.record === p.own ? p.placed : undefined
 }
 
 export interface UsageTallies {
