@@ -212,12 +212,27 @@ interface ProfileNode {
   positionTicks?: Array<{ line: number; ticks: number }>
 }
 
-/** `--profile`: self time per request by function and by line (see the module's doc). */
-async function profile(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, keys: string[]) {
+/** The seeded traffic warmed up (optimized code), and an inspector session to watch it with. */
+async function inspected(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, keys: string[]) {
   const { run } = traffic(tb, route, keys)
   await run(20_000)
   const session = new Session()
   session.connect()
+  return { run, session }
+}
+
+/** The `TOP` largest of `m`, per request, with `digits` decimals, one per line. */
+function top(m: Map<string, number>, digits: number): string {
+  return [...m]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, TOP)
+    .map(([k, v]) => `${(v / PER_ROUND).toFixed(digits).padStart(7)}  ${k}`)
+    .join('\n')
+}
+
+/** `--profile`: self time per request by function and by line (see the module's doc). */
+async function profile(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, keys: string[]) {
+  const { run, session } = await inspected(tb, route, keys)
   await session.post('Profiler.enable')
   await session.post('Profiler.setSamplingInterval', { interval: 50 })
   await session.post('Profiler.start')
@@ -247,18 +262,12 @@ async function profile(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, key
     const all = ticks.reduce((a, p) => a + p.ticks, 0)
     for (const p of ticks) add(byLine, `${file}:${p.line} ${f.functionName}`, (t * p.ticks) / all)
   }
-  const top = (m: Map<string, number>) =>
-    [...m]
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, TOP)
-      .map(([k, v]) => `${(v / PER_ROUND).toFixed(3).padStart(7)}  ${k}`)
-      .join('\n')
   const sampled = [...byFunction.values()].reduce((a, b) => a + b, 0) / PER_ROUND
   console.log(
     `${keys.length} keys, ${PROFILE}: ${wall.toFixed(2)} µs/request profiled, ${sampled.toFixed(2)} sampled`,
   )
-  console.log(`\nself µs per request, by function:\n${top(byFunction)}`)
-  console.log(`\nby line:\n${top(byLine)}`)
+  console.log(`\nself µs per request, by function:\n${top(byFunction, 3)}`)
+  console.log(`\nby line:\n${top(byLine, 3)}`)
 }
 
 interface HeapNode {
@@ -273,10 +282,7 @@ interface HeapNode {
  * function's callers: what a request leaves for the scavenger.
  */
 async function allocations(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, keys: string[]) {
-  const { run } = traffic(tb, route, keys)
-  await run(20_000)
-  const session = new Session()
-  session.connect()
+  const { run, session } = await inspected(tb, route, keys)
   await session.post('HeapProfiler.enable')
   await session.post('HeapProfiler.startSampling', {
     samplingInterval: 128,
@@ -302,17 +308,11 @@ async function allocations(tb: Tollbooth, route: ReturnType<Tollbooth['route']>,
   }
   walk(profile.head, '')
   const total = [...byFunction.values()].reduce((a, b) => a + b, 0)
-  const top = (m: Map<string, number>) =>
-    [...m]
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, TOP)
-      .map(([k, v]) => `${(v / PER_ROUND).toFixed(0).padStart(6)}  ${k}`)
-      .join('\n')
   console.log(
     `${keys.length} keys, cached: ${(total / PER_ROUND).toFixed(0)} bytes allocated per request (sampled)`,
   )
-  console.log(`\nbytes per request, by function:\n${top(byFunction)}`)
-  console.log(`\nby function and caller:\n${top(withCaller)}`)
+  console.log(`\nbytes per request, by function:\n${top(byFunction, 0)}`)
+  console.log(`\nby function and caller:\n${top(withCaller, 0)}`)
 }
 
 async function runSize(n: number): Promise<SizeResult> {

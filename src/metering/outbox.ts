@@ -58,14 +58,15 @@ export function createOutbox(
     while (events.length > 0 || touches.size > 0) {
       const batch = events.splice(0, options.maxBatch)
       const at = placing ? places.splice(0, batch.length) : places
-      const recordPlaced = placing ? placedRecord(storage.usage) : undefined
       const t = touches
       touches = new Map()
       try {
-        if (batch.length === 0) {
-          // Only touches to write.
-        } else if (recordPlaced !== undefined) recordPlaced(batch, at)
-        else await storage.usage.record(batch)
+        if (batch.length) {
+          // Looked up at each write: a `record` replaced since is called through.
+          const recordPlaced = placing ? placedRecord(storage.usage) : undefined
+          if (recordPlaced !== undefined) recordPlaced(batch, at)
+          else await storage.usage.record(batch)
+        }
         if (t.size) await storage.keys.touch([...t].map(([id, lastUsedAt]) => ({ id, lastUsedAt })))
         if (batch.length) afterFlush?.(batch)
       } catch (err) {

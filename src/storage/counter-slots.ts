@@ -337,6 +337,7 @@ export function counterSlots(): CounterSlots {
   }
 
   const find = (key: string) => index.get(key) ?? -1
+  const holds = (row: number, key: string) => row >= 0 && keyOf[row] === key
 
   return {
     get size() {
@@ -346,12 +347,12 @@ export function counterSlots(): CounterSlots {
       return rows.byteLength
     },
     find,
-    holds: (row, key) => row >= 0 && keyOf[row] === key,
+    holds,
     read,
     view,
     get: (key) => read(find(key)),
     write(key, value, row) {
-      const r = row >= 0 && keyOf[row] === key ? row : find(key)
+      const r = holds(row, key) ? row : find(key)
       if (value === null) {
         if (r >= 0) drop(r)
         return -1

@@ -340,70 +340,68 @@ function memoryUsage(maxEvents: number): UsageStore {
     head === 0 ? ring.slice() : ring.slice(head).concat(ring.slice(0, head))
   const newestFirst = (a: UsageEvent, b: UsageEvent) =>
     b.time - a.time || (b.id < a.id ? -1 : b.id > a.id ? 1 : 0)
-  // The out-box records with its events' places (`TallyPlace`); `record` is the contract's.
-  return withPlacedRecord<UsageStore>(
-    {
-      async record(events) {
-        record(events)
-      },
-      async summarize(accountId, from, to, filter): Promise<UsageSummary> {
-        const out = emptySummary()
-        const parts = splitUsageRange(from, to)
-        if (parts.hours) {
-          const [first, end] = parts.hours
-          tallies.each(accountId, first, end, (category, keyCategory, requests, units) =>
-            addToSummary(out, category, keyCategory, requests, units, filter),
-          )
-        }
-        // Sub-hour edges (a range not on hour boundaries): the kept events.
-        if (parts.edges.length > 0)
-          for (const e of ring) {
-            if (e.accountId !== accountId || !countsInSummary(e)) continue
-            for (const [a, b] of parts.edges)
-              if (e.time >= a && e.time < b)
-                addToSummary(out, usageCategory(e), usageKeyCategory(e), 1, e.units, filter)
-          }
-        return out
-      },
-      async logs(keyId, { limit, cursor }): Promise<Page<UsageEvent>> {
-        const all = ring.filter((e) => e.keyId === keyId).sort(newestFirst)
-        let start = 0
-        if (cursor) {
-          const [t, id] = decodeLogCursor(cursor)
-          while (
-            start < all.length &&
-            (all[start]!.time > t || (all[start]!.time === t && all[start]!.id >= id))
-          )
-            start++
-        }
-        const data = all.slice(start, start + limit).map(clone)
-        const last = data[data.length - 1]
-        const nextCursor = start + limit < all.length && last ? encodeLogCursor(last) : null
-        return { data, nextCursor }
-      },
-      async prune(before) {
-        const kept = inOrder().filter((e) => e.time >= before)
-        let n = ring.length - kept.length
-        // Admitted events removed from hours that go as a whole: the rest of those hours'
-        // totals are evicted events, counted as pruned too.
-        let inWholeHours = 0
-        if (n > 0) {
-          for (const e of ring)
-            if (e.time < before) {
-              ids.delete(e.id)
-              // An event of the hour holding `before` leaves its totals, which stay exact.
-              if (e.time - (e.time % USAGE_HOUR_MS) + USAGE_HOUR_MS > before) count(e, -1)
-              else if (countsInSummary(e)) inWholeHours++
-            }
-          ring = kept
-          head = 0
-        }
-        n += tallies.prune(before)
-        return n - inWholeHours
-      },
+  const store: UsageStore = {
+    async record(events) {
+      record(events)
     },
-    record,
-  )
+    async summarize(accountId, from, to, filter): Promise<UsageSummary> {
+      const out = emptySummary()
+      const parts = splitUsageRange(from, to)
+      if (parts.hours) {
+        const [first, end] = parts.hours
+        tallies.each(accountId, first, end, (category, keyCategory, requests, units) =>
+          addToSummary(out, category, keyCategory, requests, units, filter),
+        )
+      }
+      // Sub-hour edges (a range not on hour boundaries): the kept events.
+      if (parts.edges.length > 0)
+        for (const e of ring) {
+          if (e.accountId !== accountId || !countsInSummary(e)) continue
+          for (const [a, b] of parts.edges)
+            if (e.time >= a && e.time < b)
+              addToSummary(out, usageCategory(e), usageKeyCategory(e), 1, e.units, filter)
+        }
+      return out
+    },
+    async logs(keyId, { limit, cursor }): Promise<Page<UsageEvent>> {
+      const all = ring.filter((e) => e.keyId === keyId).sort(newestFirst)
+      let start = 0
+      if (cursor) {
+        const [t, id] = decodeLogCursor(cursor)
+        while (
+          start < all.length &&
+          (all[start]!.time > t || (all[start]!.time === t && all[start]!.id >= id))
+        )
+          start++
+      }
+      const data = all.slice(start, start + limit).map(clone)
+      const last = data[data.length - 1]
+      const nextCursor = start + limit < all.length && last ? encodeLogCursor(last) : null
+      return { data, nextCursor }
+    },
+    async prune(before) {
+      const kept = inOrder().filter((e) => e.time >= before)
+      let n = ring.length - kept.length
+      // Admitted events removed from hours that go as a whole: the rest of those hours'
+      // totals are evicted events, counted as pruned too.
+      let inWholeHours = 0
+      if (n > 0) {
+        for (const e of ring)
+          if (e.time < before) {
+            ids.delete(e.id)
+            // An event of the hour holding `before` leaves its totals, which stay exact.
+            if (e.time - (e.time % USAGE_HOUR_MS) + USAGE_HOUR_MS > before) count(e, -1)
+            else if (countsInSummary(e)) inWholeHours++
+          }
+        ring = kept
+        head = 0
+      }
+      n += tallies.prune(before)
+      return n - inWholeHours
+    },
+  }
+  // The out-box records with its events' places (`TallyPlace`); `record` is the contract's.
+  return withPlacedRecord(store, record)
 }
 
 /** The cursor of a log page: the last event's time and id. Opaque to API clients. */
