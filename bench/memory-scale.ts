@@ -40,7 +40,9 @@
  *     --one 1000000 --profile cached --dist [--per-round 100000] [--top 40]
  *
  * `--profile alloc` prints the bytes a cached request allocates, by function and by function
- * and caller (the sampling heap profiler; the same at every size, so run a small one).
+ * and caller (the sampling heap profiler; the same at every size, so run a small one);
+ * `--profile retained` the same for what is still alive after the run (with `--per-round` under
+ * the store's `maxEvents`: what a request leaves for the scavenger to copy and promote).
  */
 
 import { execFileSync } from 'node:child_process'
@@ -281,13 +283,18 @@ interface HeapNode {
  * heap profiler, every 128 bytes, counting objects the collector has freed since), with the
  * function's callers: what a request leaves for the scavenger.
  */
-async function allocations(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, keys: string[]) {
+async function allocations(
+  tb: Tollbooth,
+  route: ReturnType<Tollbooth['route']>,
+  keys: string[],
+  freed: boolean,
+) {
   const { run, session } = await inspected(tb, route, keys)
   await session.post('HeapProfiler.enable')
   await session.post('HeapProfiler.startSampling', {
     samplingInterval: 128,
-    includeObjectsCollectedByMajorGC: true,
-    includeObjectsCollectedByMinorGC: true,
+    includeObjectsCollectedByMajorGC: freed,
+    includeObjectsCollectedByMinorGC: freed,
   })
   await run(PER_ROUND)
   const { profile } = (await session.post('HeapProfiler.stopSampling')) as unknown as {
@@ -309,7 +316,7 @@ async function allocations(tb: Tollbooth, route: ReturnType<Tollbooth['route']>,
   walk(profile.head, '')
   const total = [...byFunction.values()].reduce((a, b) => a + b, 0)
   console.log(
-    `${keys.length} keys, cached: ${(total / PER_ROUND).toFixed(0)} bytes allocated per request (sampled)`,
+    `${keys.length} keys, cached: ${(total / PER_ROUND).toFixed(0)} bytes ${freed ? 'allocated' : 'allocated and still alive after the run'} per request (sampled)`,
   )
   console.log(`\nbytes per request, by function:\n${top(byFunction, 0)}`)
   console.log(`\nby function and caller:\n${top(withCaller, 0)}`)
@@ -336,8 +343,8 @@ async function runSize(n: number): Promise<SizeResult> {
   gc?.()
   const heapMB = process.memoryUsage().heapUsed / 2 ** 20
   const setupS = (performance.now() - t0) / 1000
-  if (PROFILE === 'alloc') {
-    await allocations(tb, route, keys)
+  if (PROFILE === 'alloc' || PROFILE === 'retained') {
+    await allocations(tb, route, keys, PROFILE === 'alloc')
     process.exit(0)
   }
   if (PROFILE !== undefined) {

@@ -309,8 +309,11 @@ async function lookup(a: Attempt, hash: string): Promise<Denial | undefined> {
   try {
     const record = await ctx.guard(ctx.storage.keys.getByHash(hash))
     const entry = record ? toCached(record) : null
-    ctx.cache.set(hash, entry)
-    ctx.cache.remember(a.key, hash)
+    // Keyed by the record's own hash string where it is the same text: an in-process store's
+    // record keeps it already, so the cache holds no second copy (80 bytes a key).
+    const k = record !== null && record.hash === hash ? record.hash : hash
+    ctx.cache.set(k, entry)
+    ctx.cache.remember(a.key, k)
     a.entry = entry
     return undefined
   } catch (err) {

@@ -26,9 +26,12 @@ import { type Plan, parseInput, type ResolvedOptions } from '../options.js'
 import type { AccountRecord, Storage } from '../storage/types.js'
 import { nextPeriod, type Period, periodOf } from './periods.js'
 
-/** What admission needs of an account, cached for the key cache's TTL. */
+/**
+ * What admission needs of an account, cached for the key cache's TTL. Not the record: among a
+ * million accounts a copy of each (with its metadata) was 150 bytes a view that no request
+ * reads; `get` reads the record anew.
+ */
 export interface AdmissionAccount {
-  record: AccountRecord
   tier: string | null
   plan: Plan | null
   period: Period
@@ -222,6 +225,22 @@ export class AccountService {
     const cached = this.peek(id, now)
     if (cached) return cached
     const generation = this.generation
+    const { record, a } = await this.read(id, now)
+    // A tier that expires sooner than the cache TTL must not outlive its expiry in the cache
+    // (lru-cache drops an entry once its age exceeds the ttl, hence the - 1).
+    const left = record.tierExpiresAt === null ? Infinity : record.tierExpiresAt - now
+    const ttl = left > this.ttlMs || left <= 0 ? this.ttlMs : left - 1
+    const cache = generation === this.generation && ttl >= 1
+    const c: HeldAccount = { a, cachedAt: now, expiresAt: now + ttl, dead: !cache }
+    if (cache) this.cache.set(id, c, { ttl })
+    return c
+  }
+
+  /** The account's record as stored (made, or rolled over to `now`'s period) and its view. */
+  private async read(
+    id: string,
+    now: number,
+  ): Promise<{ record: AccountRecord; a: AdmissionAccount }> {
     // One period object for every view of the month: among a million accounts, a request's
     // check of its view's period then reads a line already in cache.
     let period = this.current
@@ -232,7 +251,6 @@ export class AccountService {
     const tier = this.effectiveTier(record, now)
     const plan = this.planOf(tier)
     const a: AdmissionAccount = {
-      record,
       tier,
       plan,
       period,
@@ -244,14 +262,7 @@ export class AccountService {
           : NO_LIMITS,
       where: -1,
     }
-    // A tier that expires sooner than the cache TTL must not outlive its expiry in the cache
-    // (lru-cache drops an entry once its age exceeds the ttl, hence the - 1).
-    const left = record.tierExpiresAt === null ? Infinity : record.tierExpiresAt - now
-    const ttl = left > this.ttlMs || left <= 0 ? this.ttlMs : left - 1
-    const cache = generation === this.generation && ttl >= 1
-    const c: HeldAccount = { a, cachedAt: now, expiresAt: now + ttl, dead: !cache }
-    if (cache) this.cache.set(id, c, { ttl })
-    return c
+    return { record, a }
   }
 
   /**
@@ -331,7 +342,9 @@ export class AccountService {
   async get(id: string, period?: Period): Promise<AccountView> {
     checkAccountId(id)
     const now = this.now()
-    const a = await this.forAdmission(id, now)
+    // Read anew, not the admission cache's view: it keeps no record (and a view is then as
+    // fresh as the store).
+    const { record, a } = await this.read(id, now)
     const p = period ?? a.period
     // A past period's counter expires a day after it: then its use is read from the usage.
     const used =
@@ -341,20 +354,20 @@ export class AccountService {
     const limit =
       p.start === a.period.start
         ? a.creditLimit
-        : this.creditLimit({ ...a.record, carryover: 0, balance: 0 }, a.plan)
+        : this.creditLimit({ ...record, carryover: 0, balance: 0 }, a.plan)
     return {
       id,
       tier: a.tier,
       tierDisplay: a.plan?.display ?? a.tier,
       plan: a.plan,
-      tierExpiresAt: a.record.tierExpiresAt,
-      billingCustomerId: a.record.billingCustomerId,
-      balance: a.record.balance,
-      carryover: a.record.carryover,
+      tierExpiresAt: record.tierExpiresAt,
+      billingCustomerId: record.billingCustomerId,
+      balance: record.balance,
+      carryover: record.carryover,
       credits: { used, limit, remaining: Math.max(0, limit - used) },
       // A copy: the views the cache holds share theirs.
       period: { ...p },
-      metadata: a.record.metadata,
+      metadata: record.metadata,
     }
   }
 

@@ -6,7 +6,9 @@
  * with ten-minute caches and `cache.feedDownTtlMs` of one second on a manual clock. While the
  * feed is down, a plan change made on A is not heard by B, and B keeps its cached account only
  * until the entry is one second old; once the feed is back, B's caches are emptied, so a change
- * missed meanwhile shows at once. A feed that never reports is taken as up.
+ * missed meanwhile shows at once. A feed that never reports is taken as up. B's view of the
+ * account is read where admission uses it: a request's `X-Usage-Limit` (the plan's credits plus
+ * the balance); `tb.accounts.get()` reads the store anew.
  */
 
 import { describe, expect, it } from 'vitest'
@@ -19,6 +21,20 @@ import {
 } from '../../src/internal.js'
 
 const SECRET = 'feed-status-suite-secret-0123456789abcdef'
+
+type Tb = ReturnType<typeof createTollbooth>
+
+/** The credit limit a request of `key` is admitted against: the account as `tb` caches it. */
+async function limitSeen(tb: Tb, key: string): Promise<number> {
+  const d = await tb.authenticate(
+    { headers: { authorization: `Bearer ${key}` }, ip: '127.0.0.1', method: 'GET', path: '/' },
+    tb.route({ cost: 0 }),
+  )
+  if (!d.allowed) throw new Error(`refused: ${d.status}`)
+  const limit = Number(d.responseHeaders(200)['X-Usage-Limit'])
+  await tb.settle(d, { status: 200 })
+  return limit
+}
 
 /** A change feed inside this process that can be taken down (messages then are lost). */
 function switchableFeed() {
@@ -60,30 +76,33 @@ describe('caches while the change feed is down', () => {
     const b = make()
     await new Promise((r) => setTimeout(r, 0))
     try {
+      const { key } = await a.keys.create({ accountId: 'acct_1' })
       await a.accounts.setTier('acct_1', 'big')
-      expect((await b.accounts.get('acct_1')).tier).toBe('big')
+      expect(await limitSeen(b, key)).toBe(1000)
       // Up: a change is heard at once.
       await a.accounts.setTier('acct_1', 'small')
-      expect((await b.accounts.get('acct_1')).tier).toBe('small')
+      expect(await limitSeen(b, key)).toBe(10)
 
       // Down: the message is lost; B's view, cached just now, is kept for one second only.
       set(false)
       await a.accounts.setTier('acct_1', 'big')
-      expect((await b.accounts.get('acct_1')).tier).toBe('small')
+      expect(await limitSeen(b, key)).toBe(10)
       clock.advance(999)
-      expect((await b.accounts.get('acct_1')).tier).toBe('small')
-      clock.advance(1)
+      expect(await limitSeen(b, key)).toBe(10)
+      // The management read is the store's, cached or not.
       expect((await b.accounts.get('acct_1')).tier).toBe('big')
+      clock.advance(1)
+      expect(await limitSeen(b, key)).toBe(1000)
 
       // A change missed while down shows as soon as the feed is back, with no time passing.
       await a.accounts.addCredits('acct_1', 7)
-      expect((await b.accounts.get('acct_1')).balance).toBe(0)
+      expect(await limitSeen(b, key)).toBe(1000)
       set(true)
-      expect((await b.accounts.get('acct_1')).balance).toBe(7)
+      expect(await limitSeen(b, key)).toBe(1007)
       // Up again: the TTL alone bounds the cache.
       clock.advance(599_000)
       await memory.accounts.addBalance('acct_1', 1) // behind tollbooth's back: no message
-      expect((await b.accounts.get('acct_1')).balance).toBe(7)
+      expect(await limitSeen(b, key)).toBe(1007)
     } finally {
       await Promise.all([a.close(), b.close()])
     }
@@ -106,23 +125,26 @@ describe('caches while the change feed is down', () => {
       clock,
       storage: { ...memory, changes: feed },
       cache: { ttlMs: 600_000, negativeTtlMs: 600_000, max: 100, feedDownTtlMs: 1000 },
+      plans: { pro: { monthlyCredits: 10 } },
+      defaultTier: 'pro',
       onError: (e: unknown) => errors.push(e),
     })
     await new Promise((r) => setTimeout(r, 0))
     try {
       expect(errors).toHaveLength(1)
-      expect((await tb.accounts.get('acct_2')).balance).toBe(0)
+      const { key } = await tb.keys.create({ accountId: 'acct_2' })
+      expect(await limitSeen(tb, key)).toBe(10)
       await memory.accounts.addBalance('acct_2', 3) // no message can tell tb
       clock.advance(999)
-      expect((await tb.accounts.get('acct_2')).balance).toBe(0)
+      expect(await limitSeen(tb, key)).toBe(10)
       clock.advance(1)
-      expect((await tb.accounts.get('acct_2')).balance).toBe(3)
+      expect(await limitSeen(tb, key)).toBe(13)
       // The feed catches up and says so: from now on only the TTL bounds the cache.
       report?.(true)
-      expect((await tb.accounts.get('acct_2')).balance).toBe(3)
+      expect(await limitSeen(tb, key)).toBe(13)
       await memory.accounts.addBalance('acct_2', 1)
       clock.advance(5000)
-      expect((await tb.accounts.get('acct_2')).balance).toBe(3)
+      expect(await limitSeen(tb, key)).toBe(13)
     } finally {
       await tb.close()
     }
