@@ -28,6 +28,7 @@ import {
 } from '../metering/usage-buckets.js'
 import { integer, parseOptions } from '../options.js'
 import { counterSlots } from './counter-slots.js'
+import { EventRing } from './event-ring.js'
 import { markInProcess } from './in-process.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
 import { syncCountersFromState } from './state-counters.js'
@@ -294,37 +295,10 @@ function memoryCounters(): MemoryCounterStore {
   )
 }
 
-/** A stored copy of an event: a literal, not a spread (V8's slow path on Node 20). */
-function copyEvent(e: UsageEvent): UsageEvent {
-  return {
-    id: e.id,
-    requestId: e.requestId,
-    keyId: e.keyId,
-    accountId: e.accountId,
-    time: e.time,
-    units: e.units,
-    overage: e.overage,
-    tokens: e.tokens,
-    category: e.category,
-    keyCategory: e.keyCategory ?? null,
-    status: e.status,
-    durationMs: e.durationMs,
-    ttfbMs: e.ttfbMs,
-    code: e.code,
-    ip: e.ip,
-    method: e.method,
-    path: e.path,
-    bypassed: e.bypassed,
-    provider: e.provider,
-  }
-}
-
 function memoryUsage(maxEvents: number): UsageStore {
   const ids = new Set<string>()
-  // The newest `maxEvents` events in recording order, as one ring: it grows by push until
-  // full, then each new event takes the oldest one's slot (at `head`). logs() scans it.
-  let ring: UsageEvent[] = []
-  let head = 0
+  // The newest `maxEvents` events in recording order, kept by field (`EventRing`): logs() scans it.
+  const ring = new EventRing(maxEvents)
   // Totals per account and hour, kept as events are recorded (evicted ones stay counted), so
   // a summary of whole hours reads totals, never the ring.
   const tallies = usageTallies()
@@ -341,21 +315,13 @@ function memoryUsage(maxEvents: number): UsageStore {
     for (let i = 0; i < events.length; i++) {
       const e = events[i]!
       if (ids.has(e.id)) continue
-      // Events are flat records: a copy keeps the caller from changing stored ones.
-      const copy = copyEvent(e)
       ids.add(e.id)
-      count(copy, 1, places?.[i])
-      if (ring.length < maxEvents) ring.push(copy)
-      else {
-        ids.delete(ring[head]!.id)
-        ring[head] = copy
-        head = head + 1 === ring.length ? 0 : head + 1
-      }
+      // The ring copies the fields: the caller may change its object afterwards.
+      count(e, 1, places?.[i])
+      const evicted = ring.push(e)
+      if (evicted !== undefined) ids.delete(evicted)
     }
   }
-  /** The stored events, oldest first (a copy of the ring's order). */
-  const inOrder = (): UsageEvent[] =>
-    head === 0 ? ring.slice() : ring.slice(head).concat(ring.slice(0, head))
   const newestFirst = (a: UsageEvent, b: UsageEvent) =>
     b.time - a.time || (b.id < a.id ? -1 : b.id > a.id ? 1 : 0)
   const store: UsageStore = {
@@ -373,8 +339,10 @@ function memoryUsage(maxEvents: number): UsageStore {
       }
       // Sub-hour edges (a range not on hour boundaries): the kept events.
       if (parts.edges.length > 0)
-        for (const e of ring) {
-          if (e.accountId !== accountId || !countsInSummary(e)) continue
+        for (let i = 0; i < ring.size; i++) {
+          if (ring.accountIdAt(i) !== accountId) continue
+          const e = ring.at(i)
+          if (!countsInSummary(e)) continue
           for (const [a, b] of parts.edges)
             if (e.time >= a && e.time < b)
               addToSummary(out, usageCategory(e), usageKeyCategory(e), 1, e.units, filter)
@@ -382,7 +350,9 @@ function memoryUsage(maxEvents: number): UsageStore {
       return out
     },
     async logs(keyId, { limit, cursor }): Promise<Page<UsageEvent>> {
-      const all = ring.filter((e) => e.keyId === keyId).sort(newestFirst)
+      const all: UsageEvent[] = []
+      for (let i = 0; i < ring.size; i++) if (ring.keyIdAt(i) === keyId) all.push(ring.at(i))
+      all.sort(newestFirst)
       let start = 0
       if (cursor) {
         const [t, id] = decodeLogCursor(cursor)
@@ -392,27 +362,29 @@ function memoryUsage(maxEvents: number): UsageStore {
         )
           start++
       }
-      const data = all.slice(start, start + limit).map(clone)
+      // Events the ring made for this read: the caller's own.
+      const data = all.slice(start, start + limit)
       const last = data[data.length - 1]
       const nextCursor = start + limit < all.length && last ? encodeLogCursor(last) : null
       return { data, nextCursor }
     },
     async prune(before) {
-      const kept = inOrder().filter((e) => e.time >= before)
-      let n = ring.length - kept.length
+      let n = 0
       // Admitted events removed from hours that go as a whole: the rest of those hours'
       // totals are evicted events, counted as pruned too.
       let inWholeHours = 0
+      for (let i = 0; i < ring.size; i++) if (ring.timeAt(i) < before) n++
       if (n > 0) {
-        for (const e of ring)
-          if (e.time < before) {
-            ids.delete(e.id)
-            // An event of the hour holding `before` leaves its totals, which stay exact.
-            if (e.time - (e.time % USAGE_HOUR_MS) + USAGE_HOUR_MS > before) count(e, -1)
-            else if (countsInSummary(e)) inWholeHours++
-          }
-        ring = kept
-        head = 0
+        for (let i = 0; i < ring.size; i++) {
+          const time = ring.timeAt(i)
+          if (time >= before) continue
+          const e = ring.at(i)
+          ids.delete(e.id)
+          // An event of the hour holding `before` leaves its totals, which stay exact.
+          if (time - (time % USAGE_HOUR_MS) + USAGE_HOUR_MS > before) count(e, -1)
+          else if (countsInSummary(e)) inWholeHours++
+        }
+        ring.retain((i) => ring.timeAt(i) >= before)
       }
       n += tallies.prune(before)
       return n - inWholeHours
