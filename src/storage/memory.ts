@@ -87,9 +87,10 @@ const NO_METADATA: Record<string, unknown> = Object.freeze({})
 
 /** `m` to keep in a stored record: the shared empty object when it has no fields. */
 function kept(m: Record<string, unknown>): Record<string, unknown> {
-  if (typeof m !== 'object' || m === null) return m
-  for (const _ in m) return m
-  return Object.getPrototypeOf(m) === Object.prototype && Object.getOwnPropertyNames(m).length === 0
+  return typeof m === 'object' &&
+    m !== null &&
+    Object.getPrototypeOf(m) === Object.prototype &&
+    Reflect.ownKeys(m).length === 0
     ? NO_METADATA
     : m
 }
@@ -373,19 +374,17 @@ function memoryUsage(maxEvents: number): UsageStore {
       // Admitted events removed from hours that go as a whole: the rest of those hours'
       // totals are evicted events, counted as pruned too.
       let inWholeHours = 0
-      for (let i = 0; i < ring.size; i++) if (ring.timeAt(i) < before) n++
-      if (n > 0) {
-        for (let i = 0; i < ring.size; i++) {
-          const time = ring.timeAt(i)
-          if (time >= before) continue
-          const e = ring.at(i)
-          ids.delete(e.id)
-          // An event of the hour holding `before` leaves its totals, which stay exact.
-          if (time - (time % USAGE_HOUR_MS) + USAGE_HOUR_MS > before) count(e, -1)
-          else if (countsInSummary(e)) inWholeHours++
-        }
-        ring.retain((i) => ring.timeAt(i) >= before)
+      for (let i = 0; i < ring.size; i++) {
+        const time = ring.timeAt(i)
+        if (time >= before) continue
+        n++
+        const e = ring.at(i)
+        ids.delete(e.id)
+        // An event of the hour holding `before` leaves its totals, which stay exact.
+        if (time - (time % USAGE_HOUR_MS) + USAGE_HOUR_MS > before) count(e, -1)
+        else if (countsInSummary(e)) inWholeHours++
       }
+      if (n > 0) ring.retain((i) => ring.timeAt(i) >= before)
       n += tallies.prune(before)
       return n - inWholeHours
     },
