@@ -19,6 +19,7 @@ import {
   creditsAfter,
   type Settlement,
 } from './settle.js'
+import { isEmptyPlainObject, NO_FIELDS, NO_ITEMS } from './shared-values.js'
 import type { KeyKind, KeyRecord } from './storage/types.js'
 
 /** The public view of a key: everything but its hash. Safe to log and to return. */
@@ -35,6 +36,11 @@ export interface ApiKeyInfo {
   expiresAt: number | null
 }
 
+/**
+ * The key as a decision shows it. Held by the key cache for as long as the key is cached, so
+ * an empty list of scopes or empty metadata is the shared frozen one (`shared-values`): 88
+ * bytes a cached key.
+ */
 export function publicKey(r: KeyRecord): ApiKeyInfo {
   return {
     id: r.id,
@@ -42,8 +48,8 @@ export function publicKey(r: KeyRecord): ApiKeyInfo {
     accountId: r.accountId,
     kind: r.kind,
     category: r.category,
-    scopes: r.scopes,
-    metadata: r.metadata,
+    scopes: r.scopes.length === 0 ? NO_ITEMS : r.scopes,
+    metadata: isEmptyPlainObject(r.metadata) ? NO_FIELDS : r.metadata,
     start: r.start,
     expiresAt: r.expiresAt,
   }

@@ -27,6 +27,7 @@ import {
   usageKeyCategory,
 } from '../metering/usage-buckets.js'
 import { integer, parseOptions } from '../options.js'
+import { isEmptyPlainObject, NO_FIELDS, sharedValues } from '../shared-values.js'
 import { counterSlots } from './counter-slots.js'
 import { EventRing } from './event-ring.js'
 import { markInProcess } from './in-process.js'
@@ -80,19 +81,12 @@ function clone<T>(v: T): T {
 }
 
 /**
- * The metadata every stored record with none shares: an empty object of its own was 56 bytes
- * per key and per account. Frozen, and never handed out: every read clones a record's fields.
+ * `m` to keep in a stored record: the shared empty object when it has no fields (an empty
+ * object of its own was 56 bytes per key and per account). Never handed out: every read
+ * clones a record's fields.
  */
-const NO_METADATA: Record<string, unknown> = Object.freeze({})
-
-/** `m` to keep in a stored record: the shared empty object when it has no fields. */
 function kept(m: Record<string, unknown>): Record<string, unknown> {
-  return typeof m === 'object' &&
-    m !== null &&
-    Object.getPrototypeOf(m) === Object.prototype &&
-    Reflect.ownKeys(m).length === 0
-    ? NO_METADATA
-    : m
+  return isEmptyPlainObject(m) ? (NO_FIELDS as Record<string, unknown>) : m
 }
 
 /**
@@ -113,13 +107,18 @@ function copyRecord(r: KeyRecord): KeyRecord {
  * A stored key record. Its `lastUsedAt` is held beside it as a number (NaN: never) rather than
  * in the record: a touch then writes a double in place, where a record field that began as
  * null would take a new heap number per touch (an old object pointing at a young one, which
- * every scavenge must visit, among a million keys).
+ * every scavenge must visit, among a million keys). Its limits and scopes are the store's
+ * shared copies (`sharedValues`): most keys repeat their plan's limits, five objects and
+ * about 250 bytes a key kept once.
  */
 class HeldKey {
   lastUsedAt: number
-  constructor(public record: KeyRecord) {
+  constructor(
+    public record: KeyRecord,
+    private readonly shared: <T>(v: T) => T,
+  ) {
     this.lastUsedAt = record.lastUsedAt ?? Number.NaN
-    record.metadata = kept(record.metadata)
+    this.keep()
   }
   /** A copy for a caller, with its `lastUsedAt`. */
   copy(): KeyRecord {
@@ -128,9 +127,14 @@ class HeldKey {
     return k
   }
   patch(patch: Partial<KeyRecord>): void {
+    Object.assign(this.record, clone(patch))
+    this.keep()
+  }
+  private keep(): void {
     const r = this.record
-    Object.assign(r, clone(patch))
     r.metadata = kept(r.metadata)
+    r.limits = this.shared(r.limits)
+    r.scopes = this.shared(r.scopes)
   }
 }
 
@@ -140,9 +144,10 @@ function memoryKeys(): KeyStore {
   const byHash = new Map<string, HeldKey>()
   // An account's key ids: the id alone while it has one key (most have), a Set past that.
   const byAccount = new Map<string, string | Set<string>>()
+  const shared = sharedValues(clone)
   const insert = (k: KeyRecord) => {
     if (byId.has(k.id) || byHash.has(k.hash)) throw new Error('duplicate key id or hash')
-    const held = new HeldKey(copyRecord(k))
+    const held = new HeldKey(copyRecord(k), shared)
     byId.set(k.id, held)
     byHash.set(k.hash, held)
     const ids = byAccount.get(k.accountId)

@@ -125,12 +125,14 @@ describe('memory store: retained size', () => {
     })
     await tb.close()
     await cold.close()
-    // Entry, compiled quota, the key's face and the memo's: 948 bytes, of which 40 are when
+    // Entry, compiled quota, the key's face and the memo's: 785 bytes, of which 40 are when
     // the entry last wrote lastUsedAt (a double, boxed) and its usage tally's place (1,278 with
     // a copy of the record, its limits and scopes, which a request read as three more cache
     // misses; 1,076 with a slot beside the entry and the memo keeping a slice of the header;
-    // 1,028 with the LRU keyed by the hash computed from the request, not the record's own).
-    expect(perEntry).toBeLessThan(980)
+    // 1,028 with the LRU keyed by the hash computed from the request, not the record's own;
+    // 948 with the template list grown by push, room for 17, and an empty list of scopes of
+    // the face's own).
+    expect(perEntry).toBeLessThan(820)
   })
 
   it('a stored key and a stored account with no metadata share one empty object', async () => {
@@ -154,11 +156,34 @@ describe('memory store: retained size', () => {
       }),
     )
     await tb.close()
-    // The record with its id, hash, start and name, and the maps by id and by hash: 585 bytes
-    // (640 with an empty metadata object of its own); the account and its map entry: 152
-    // (208).
-    expect(perKey).toBeLessThan(612)
+    // The record with its id, hash, start and name, and the maps by id and by hash: 506 bytes
+    // (640 with an empty metadata object of its own, 585 with empty limits and scopes of its
+    // own); the account and its map entry: 152 (208).
+    expect(perKey).toBeLessThan(540)
     expect(perAccount).toBeLessThan(180)
+  })
+
+  it('keys with the same limits share one frozen copy of them, and a read is its own', async () => {
+    const tb = createTollbooth({
+      secret: 'retained-size-secret-retained-size-secret',
+      storage: memoryStorage({ maxEvents: 1 }),
+    })
+    const limits = { quotas: { daily: 1e9 }, rateLimits: [{ limit: 1e9, windowMs: 60_000 }] }
+    const created: string[] = []
+    const perKey = await retainedPerItem(async () => {
+      created.push((await tb.keys.create({ accountId: 'acct_0', limits })).record.id)
+    })
+    // What a read gives is a copy: changing it changes nothing stored, and throws nothing.
+    const read = (await tb.storage.keys.get(created[0]!))!
+    expect(Object.isFrozen(read.limits)).toBe(false)
+    read.limits.quotas!.daily = 5
+    read.limits.rateLimits!.push({ limit: 1, windowMs: 1000 })
+    expect((await tb.storage.keys.get(created[0]!))!.limits).toEqual(limits)
+    expect((await tb.storage.keys.get(created[1]!))!.limits).toEqual(limits)
+    await tb.close()
+    // The record and the maps by id and by hash, its limits shared: 517 bytes (768 with a
+    // copy of the limits per key: five objects).
+    expect(perKey).toBeLessThan(560)
   })
 
   it("an account's admission view keeps no copy of the account's record", async () => {
