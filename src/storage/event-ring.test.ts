@@ -46,7 +46,9 @@ describe('EventRing', () => {
         (max, ops) => {
           const ring = new EventRing(max)
           let model: UsageEvent[] = []
-          for (const o of ops) {
+          const seen = new Set<string>(['', 'never'])
+          for (let k = 0; k < ops.length; k++) {
+            const o = ops[k]!
             if (o.kind === 'push') {
               const pushed = { ...o.e }
               const evicted = ring.push(pushed)
@@ -54,12 +56,16 @@ describe('EventRing', () => {
               pushed.units = -1
               pushed.path = 'changed'
               model.push(o.e)
+              seen.add(o.e.id)
               expect(evicted).toBe(model.length > max ? model.shift()!.id : undefined)
             } else {
               ring.retain((i) => ring.timeAt(i) >= o.from)
               model = model.filter((e) => e.time >= o.from)
             }
             expect(ring.size).toBe(model.length)
+            // Found by id exactly while held: pushed, evicted, pruned, pushed twice.
+            if (k % 4 === 0 || k === ops.length - 1)
+              for (const id of seen) expect(ring.has(id)).toBe(model.some((e) => e.id === id))
           }
           for (let i = 0; i < model.length; i++) {
             expect(ring.at(i)).toEqual(model[i])

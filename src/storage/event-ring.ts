@@ -8,6 +8,12 @@
  * them twice, once within the young generation and once into the old; by field, nothing of an
  * event is a new object but its id (and whatever strings the caller made for it). Reads build
  * the event anew, as a copy of their own.
+ *
+ * The ring also finds an event by its id (`has`: the store records an id once): an index of
+ * slots by a hash of the id, open addressing in an `Int32Array`, updated in place as a slot is
+ * taken. A `Set` of the ids did the same with an entry added and one deleted per event, which
+ * cost about 0.4 µs an event and rebuilt the set's table every few thousand (bench/NOTES.md,
+ * session 18).
  */
 
 import type { UsageEvent } from './types.js'
@@ -45,8 +51,62 @@ export class EventRing {
   private texts: Array<string | null> = []
   private numbers = new Float64Array(0)
   private bypassed = new Uint8Array(0)
+  /** Slot + 1 of each event, at its id's hash (linear probing; 0: empty), half full at most. */
+  private index = new Int32Array(0)
+  /** Each slot's id hash. */
+  private hashes = new Int32Array(0)
+  /** The hash's seed, random per ring: ids a caller chose cannot be made to collide at will. */
+  private readonly seed = (Math.random() * 0x100000000) | 0
 
   constructor(readonly max: number) {}
+
+  /** True when an event of this id is held. */
+  has(id: string): boolean {
+    const index = this.index
+    if (this.size === 0) return false
+    const mask = index.length - 1
+    const h = this.hash(id)
+    for (let i = h & mask; ; i = (i + 1) & mask) {
+      const v = index[i]!
+      if (v === 0) return false
+      if (this.hashes[v - 1] === h && this.texts[(v - 1) * TEXTS + ID] === id) return true
+    }
+  }
+
+  /** FNV-1a of the id's UTF-16 code units, from the ring's seed. */
+  private hash(id: string): number {
+    let h = this.seed ^ 0x811c9dc5
+    for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193)
+    return h
+  }
+
+  /** Indexes `slot`, whose id hashes to `h`. */
+  private link(slot: number, h: number): void {
+    const index = this.index
+    const mask = index.length - 1
+    this.hashes[slot] = h
+    let i = h & mask
+    while (index[i] !== 0) i = (i + 1) & mask
+    index[i] = slot + 1
+  }
+
+  /** Takes `slot` out of the index, moving back the entries after it that may (no tombstones). */
+  private unlink(slot: number): void {
+    const index = this.index
+    const mask = index.length - 1
+    let i = this.hashes[slot]! & mask
+    while (index[i] !== slot + 1) i = (i + 1) & mask
+    index[i] = 0
+    for (let j = (i + 1) & mask; index[j] !== 0; j = (j + 1) & mask) {
+      const home = this.hashes[index[j]! - 1]! & mask
+      // An entry whose home is not cyclically within (i, j] may move into the hole at i.
+      if (i <= j ? home <= i || home > j : home <= i && home > j) {
+        index[i] = index[j]!
+        index[j] = 0
+        i = j
+      }
+    }
+  }
 
   /** Adds `e` as the newest event; the id of the oldest one when it took that one's slot. */
   push(e: UsageEvent): string | undefined {
@@ -59,7 +119,9 @@ export class EventRing {
       slot = this.head
       evicted = this.texts[slot * TEXTS + ID] as string
       this.head = slot + 1 === this.max ? 0 : slot + 1
+      this.unlink(slot)
     }
+    this.link(slot, this.hash(e.id))
     const t = slot * TEXTS
     const texts = this.texts
     texts[t + ID] = e.id
@@ -140,6 +202,7 @@ export class EventRing {
     const kept: UsageEvent[] = []
     for (let i = 0; i < this.size; i++) if (keep(i)) kept.push(this.at(i))
     this.texts.fill(null)
+    this.index.fill(0)
     this.size = 0
     this.head = 0
     for (const e of kept) this.push(e)
@@ -158,5 +221,11 @@ export class EventRing {
     this.numbers = numbers
     this.bypassed = bypassed
     this.cap = cap
+    // An index at most half full: twice the slots, rounded up to a power of two.
+    const hashes = new Int32Array(cap)
+    hashes.set(this.hashes)
+    this.hashes = hashes
+    this.index = new Int32Array(2 ** Math.ceil(Math.log2(cap * 2)))
+    for (let slot = 0; slot < this.size; slot++) this.link(slot, hashes[slot]!)
   }
 }

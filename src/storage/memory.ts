@@ -302,8 +302,8 @@ function memoryCounters(): MemoryCounterStore {
 }
 
 function memoryUsage(maxEvents: number): UsageStore {
-  const ids = new Set<string>()
-  // The newest `maxEvents` events in recording order, kept by field (`EventRing`): logs() scans it.
+  // The newest `maxEvents` events in recording order, kept by field (`EventRing`): logs() scans
+  // it, and a repeated id is found in its index.
   const ring = new EventRing(maxEvents)
   // Totals per account and hour, kept as events are recorded (evicted ones stay counted), so
   // a summary of whole hours reads totals, never the ring.
@@ -320,12 +320,10 @@ function memoryUsage(maxEvents: number): UsageStore {
   ) => {
     for (let i = 0; i < events.length; i++) {
       const e = events[i]!
-      if (ids.has(e.id)) continue
-      ids.add(e.id)
+      if (ring.has(e.id)) continue
       // The ring copies the fields: the caller may change its object afterwards.
       count(e, 1, places?.[i])
-      const evicted = ring.push(e)
-      if (evicted !== undefined) ids.delete(evicted)
+      ring.push(e)
     }
   }
   const newestFirst = (a: UsageEvent, b: UsageEvent) =>
@@ -384,7 +382,6 @@ function memoryUsage(maxEvents: number): UsageStore {
         if (time >= before) continue
         n++
         const e = ring.at(i)
-        ids.delete(e.id)
         // An event of the hour holding `before` leaves its totals, which stay exact.
         if (time - (time % USAGE_HOUR_MS) + USAGE_HOUR_MS > before) count(e, -1)
         else if (countsInSummary(e)) inWholeHours++
