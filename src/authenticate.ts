@@ -458,7 +458,7 @@ function account(a: Attempt): Promise<Denial | undefined> | undefined {
   if (held === undefined) return readAccount(a)
   // Written only when it changed: the entry is long-lived, the view is as old as its cache.
   if (entry.account !== held) entry.account = held
-  a.account = held.a
+  a.account = held
   return undefined
 }
 
@@ -469,7 +469,7 @@ async function readAccount(a: Attempt): Promise<Denial | undefined> {
     const held = await ctx.guard(ctx.accounts.load(entry.info.accountId, a.now))
     // Kept with the key's entry (as `account` does) once cached: the next request's view.
     if (!held.dead) entry.account = held
-    a.account = held.a
+    a.account = held
     return undefined
   } catch (err) {
     return failure(a, err)

@@ -297,7 +297,7 @@ describe('the admission view kept with a cached key', () => {
     const { s } = service()
     const held = await s.load('acct_1', JAN)
     expect(held.dead).toBe(false)
-    expect(held.a.creditKey).toContain('acct_1')
+    expect(held.creditKey).toContain('acct_1')
     // What a key's cache entry keeps after its first request: answered as is, no lookup.
     expect(s.peek('acct_1', JAN + 1, held)).toBe(held)
     expect(await s.load('acct_1', JAN + 1)).toBe(held)
