@@ -19,7 +19,7 @@ import {
   creditsAfter,
   type Settlement,
 } from './settle.js'
-import { isEmptyPlainObject, NO_FIELDS, NO_ITEMS } from './shared-values.js'
+import { sharedIfEmpty } from './shared-values.js'
 import type { KeyKind, KeyRecord } from './storage/types.js'
 
 /** The public view of a key: everything but its hash. Safe to log and to return. */
@@ -48,8 +48,8 @@ export function publicKey(r: KeyRecord): ApiKeyInfo {
     accountId: r.accountId,
     kind: r.kind,
     category: r.category,
-    scopes: r.scopes.length === 0 ? NO_ITEMS : r.scopes,
-    metadata: isEmptyPlainObject(r.metadata) ? NO_FIELDS : r.metadata,
+    scopes: sharedIfEmpty(r.scopes),
+    metadata: sharedIfEmpty(r.metadata),
     start: r.start,
     expiresAt: r.expiresAt,
   }

@@ -15,13 +15,19 @@ export const NO_FIELDS: Readonly<Record<string, unknown>> = Object.freeze({})
 export const NO_ITEMS: readonly never[] = Object.freeze([])
 
 /** True for `{}` itself: a plain object with no own keys (symbols included). */
-export function isEmptyPlainObject(v: unknown): boolean {
+function isEmptyPlainObject(v: unknown): boolean {
   return (
     typeof v === 'object' &&
     v !== null &&
     Object.getPrototypeOf(v) === Object.prototype &&
     Reflect.ownKeys(v).length === 0
   )
+}
+
+/** `v`, or the shared frozen empty value when it is `{}` or `[]`. */
+export function sharedIfEmpty<T>(v: T): T {
+  if (Array.isArray(v)) return (v.length === 0 ? NO_ITEMS : v) as T
+  return (isEmptyPlainObject(v) ? NO_FIELDS : v) as T
 }
 
 /**
@@ -44,10 +50,12 @@ function plainData(v: unknown, depth: number): boolean {
         return true
       }
       if (Object.getPrototypeOf(v) !== Object.prototype) return false
-      if (Object.getOwnPropertySymbols(v).length > 0) return false
-      for (const k of Object.keys(v))
+      // Enumerable string keys only: JSON leaves out symbols and non-enumerable fields.
+      const keys = Object.keys(v)
+      if (keys.length !== Reflect.ownKeys(v).length) return false
+      for (const k of keys)
         if (!plainData((v as Record<string, unknown>)[k], depth + 1)) return false
-      return Object.keys(v).length === Reflect.ownKeys(v).length
+      return true
     }
     default:
       return false
@@ -72,8 +80,8 @@ export function sharedValues(copy: <T>(v: T) => T, max = 1024): <T>(v: T) => T {
   const table = new Map<string, unknown>()
   return <T>(v: T): T => {
     if (typeof v !== 'object' || v === null) return v
-    if (Array.isArray(v) ? v.length === 0 : isEmptyPlainObject(v))
-      return (Array.isArray(v) ? NO_ITEMS : NO_FIELDS) as T
+    const empty = sharedIfEmpty(v)
+    if (empty !== v) return empty
     if (!plainData(v, 0)) return v
     const text = JSON.stringify(v)
     const had = table.get(text)

@@ -57,15 +57,20 @@ export class EventRing {
   private hashes = new Int32Array(0)
   /** The hash's seed, random per ring: ids a caller chose cannot be made to collide at will. */
   private readonly seed = (Math.random() * 0x100000000) | 0
+  /** The id `has` hashed last, and its hash: the push that follows it does not hash it again. */
+  private lastId = ''
+  private lastHash = 0
 
   constructor(readonly max: number) {}
 
   /** True when an event of this id is held. */
   has(id: string): boolean {
-    const index = this.index
     if (this.size === 0) return false
+    const index = this.index
     const mask = index.length - 1
     const h = this.hash(id)
+    this.lastId = id
+    this.lastHash = h
     for (let i = h & mask; ; i = (i + 1) & mask) {
       const v = index[i]!
       if (v === 0) return false
@@ -121,7 +126,7 @@ export class EventRing {
       this.head = slot + 1 === this.max ? 0 : slot + 1
       this.unlink(slot)
     }
-    this.link(slot, this.hash(e.id))
+    this.link(slot, e.id === this.lastId ? this.lastHash : this.hash(e.id))
     const t = slot * TEXTS
     const texts = this.texts
     texts[t + ID] = e.id

@@ -27,7 +27,7 @@ import {
   usageKeyCategory,
 } from '../metering/usage-buckets.js'
 import { integer, parseOptions } from '../options.js'
-import { isEmptyPlainObject, NO_FIELDS, sharedValues } from '../shared-values.js'
+import { sharedIfEmpty, sharedValues } from '../shared-values.js'
 import { counterSlots } from './counter-slots.js'
 import { EventRing } from './event-ring.js'
 import { markInProcess } from './in-process.js'
@@ -81,15 +81,6 @@ function clone<T>(v: T): T {
 }
 
 /**
- * `m` to keep in a stored record: the shared empty object when it has no fields (an empty
- * object of its own was 56 bytes per key and per account). Never handed out: every read
- * clones a record's fields.
- */
-function kept(m: Record<string, unknown>): Record<string, unknown> {
-  return isEmptyPlainObject(m) ? (NO_FIELDS as Record<string, unknown>) : m
-}
-
-/**
  * A copy of a key record: its own fields in one object of a fixed shape, the strings shared
  * (they cannot change), each object field (scopes, metadata, limits) cloned. Smaller than a
  * structured clone, which makes every string anew and lays the fields out one by one.
@@ -115,10 +106,10 @@ class HeldKey {
   lastUsedAt: number
   constructor(
     public record: KeyRecord,
-    private readonly shared: <T>(v: T) => T,
+    shared: <T>(v: T) => T,
   ) {
     this.lastUsedAt = record.lastUsedAt ?? Number.NaN
-    this.keep()
+    keepShared(record, shared)
   }
   /** A copy for a caller, with its `lastUsedAt`. */
   copy(): KeyRecord {
@@ -126,16 +117,21 @@ class HeldKey {
     k.lastUsedAt = Number.isNaN(this.lastUsedAt) ? null : this.lastUsedAt
     return k
   }
-  patch(patch: Partial<KeyRecord>): void {
+  patch(patch: Partial<KeyRecord>, shared: <T>(v: T) => T): void {
     Object.assign(this.record, clone(patch))
-    this.keep()
+    keepShared(this.record, shared)
   }
-  private keep(): void {
-    const r = this.record
-    r.metadata = kept(r.metadata)
-    r.limits = this.shared(r.limits)
-    r.scopes = this.shared(r.scopes)
-  }
+}
+
+/**
+ * A stored key's fields that many keys repeat, as the shared copies: empty metadata (an empty
+ * object of its own was 56 bytes per key and per account; every read clones a record's
+ * fields), its limits and scopes (`sharedValues`).
+ */
+function keepShared(r: KeyRecord, shared: <T>(v: T) => T): void {
+  r.metadata = sharedIfEmpty(r.metadata)
+  r.limits = shared(r.limits)
+  r.scopes = shared(r.scopes)
 }
 
 function memoryKeys(): KeyStore {
@@ -191,14 +187,14 @@ function memoryKeys(): KeyStore {
     async update(id, patch) {
       const k = byId.get(id)
       if (!k) return null
-      k.patch(patch)
+      k.patch(patch, shared)
       return k.copy()
     },
     async rotate(oldId, patch, next) {
       const k = byId.get(oldId)
       if (!k) return null
       insert(next)
-      k.patch(patch)
+      k.patch(patch, shared)
       return k.copy()
     },
     async delete(id) {
@@ -444,7 +440,7 @@ function memoryAccounts(): AccountStore {
       let a = byId.get(defaults.id)
       if (a === undefined) {
         a = copyAccount(defaults)
-        a.metadata = kept(a.metadata)
+        a.metadata = sharedIfEmpty(a.metadata)
         byId.set(defaults.id, a)
       }
       return copyAccount(a)
@@ -453,7 +449,7 @@ function memoryAccounts(): AccountStore {
       const a = byId.get(id)
       if (!a || (ifPeriodStart !== undefined && a.periodStart !== ifPeriodStart)) return null
       Object.assign(a, clone(patch))
-      a.metadata = kept(a.metadata)
+      a.metadata = sharedIfEmpty(a.metadata)
       return copyAccount(a)
     },
     async addBalance(id, amount) {
