@@ -10,10 +10,10 @@
  * In front of it, unless `cache.memoizeKeys` is false, a map from the presented key string to
  * the same entry: a repeat request skips the key's format check, its HMAC and the LRU's
  * bookkeeping (together the largest part of authenticating a cached key under load). The
- * map holds the key strings of recent requests in this process's memory only, for no longer
- * than their entry's TTL; storage still sees hashes only. It is cleared whole when it fills
- * (the entries themselves stay in the LRU), and an entry dropped from the LRU (revoked,
- * updated, evicted, expired) is dead for the map too.
+ * memo (`key-memo`, off the V8 heap) holds the key strings of recent requests in this
+ * process's memory only, for no longer than their entry's TTL; storage still sees hashes only.
+ * It is cleared whole when it fills (the entries themselves stay in the LRU), and an entry
+ * dropped from the LRU (revoked, updated, evicted, expired) is dead for the memo too.
  *
  * While the change feed is down (its connection lost: revocations published meanwhile never
  * arrive), an entry is served for `feedDownTtlMs` after it was cached at most, instead of
@@ -23,6 +23,7 @@
 
 import { LRUCache } from 'lru-cache'
 import type { ApiKeyInfo } from './decision.js'
+import { KeyMemo } from './key-memo.js'
 import type { CheckTemplate } from './limits/admission.js'
 import type { HeldAccount } from './metering/accounts.js'
 import type { TimeBlock } from './storage/types.js'
@@ -116,15 +117,6 @@ export interface KeyCacheOptions {
   feedDownTtlMs: number
 }
 
-/**
- * `s` as a string of its own characters. A key read from a header is a slice of it, which keeps
- * the whole header and reads its characters there: kept as the memo's key, each hit among a
- * million keys compared a third object (a cache miss), and each key held ~100 bytes more.
- */
-function ownString(s: string): string {
-  return s.split('').join('')
-}
-
 export function createKeyCache(options: false | KeyCacheOptions, now: () => number): KeyCache {
   if (options === false) {
     return {
@@ -150,7 +142,7 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
       slot.dead = true
     },
   })
-  const memo = options.memoizeKeys ? new Map<string, Slot>() : null
+  const memo = options.memoizeKeys ? new KeyMemo<Slot>(options.max) : null
   const clear = () => {
     lru.clear()
     memo?.clear()
@@ -193,8 +185,7 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
       if (memo === null) return
       const s = lru.peek(hash)
       if (s === undefined) return
-      if (memo.size >= options.max) memo.clear()
-      memo.set(ownString(key), s)
+      memo.set(key, s)
     },
     delete: (hash) => void lru.delete(hash),
     clear,

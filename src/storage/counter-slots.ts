@@ -159,7 +159,9 @@ export function counterSlots(): CounterSlots {
   let rows = new Float64Array(1024 * STRIDE)
   // Row → key (for a drop by the sweep), row → what a row cannot hold (see the module's doc).
   const keyOf: string[] = []
-  const beside = new Map<number, unknown>()
+  // An array, not a Map: a hold counter's list comes and goes with every request in flight,
+  // and a Map's entry added and deleted each time rebuilt its table (bench/NOTES.md, session 19).
+  const beside: unknown[] = []
   const index = new Map<string, number>()
   const free: number[] = []
   let used = 0
@@ -181,6 +183,7 @@ export function counterSlots(): CounterSlots {
       if (used * STRIDE > rows.length) rows = doubled(rows)
     }
     keyOf[r] = key
+    beside[r] = undefined
     rows[r * STRIDE + DUE] = NONE
     index.set(key, r)
     return r
@@ -190,7 +193,7 @@ export function counterSlots(): CounterSlots {
     const o = r * STRIDE
     if (rows[o + TAG] === FREE) return
     rows[o + TAG] = FREE
-    beside.delete(r)
+    beside[r] = undefined
     index.delete(keyOf[r]!)
     keyOf[r] = ''
     // Its queue entry stays, and is passed over when its bucket comes (DUE is NONE).
@@ -243,7 +246,7 @@ export function counterSlots(): CounterSlots {
         }
       else {
         // Kept beside the row in arrays of their length (one grown by push has room for 17).
-        const held = was === WINDOW ? (beside.get(r) as [Numbers, Numbers] | undefined) : undefined
+        const held = was === WINDOW ? (beside[r] as [Numbers, Numbers] | undefined) : undefined
         extra =
           held !== undefined && held[0].length === m
             ? copyInto(held, idx, n)
@@ -265,8 +268,7 @@ export function counterSlots(): CounterSlots {
       rows[o + B] = state.keepUntil as number
     }
     rows[o + TAG] = tag
-    if (extra === undefined) beside.delete(r)
-    else beside.set(r, extra)
+    beside[r] = extra
   }
 
   /** The state in row `r`, as a new object. */
@@ -291,7 +293,7 @@ export function counterSlots(): CounterSlots {
           }
         } else {
           // Copies: the steps do not change a window they are given, but its caller may.
-          const held = beside.get(r) as [Numbers, Numbers]
+          const held = beside[r] as [Numbers, Numbers]
           idx = held[0].slice()
           n = held[1].slice()
         }
@@ -299,7 +301,7 @@ export function counterSlots(): CounterSlots {
         break
       }
       case HOLD:
-        state = { used: rows[o + A]!, holds: (beside.get(r) as Holds | undefined) ?? [] }
+        state = { used: rows[o + A]!, holds: (beside[r] as Holds | undefined) ?? [] }
         if (tag & KEEP) state.keepUntil = rows[o + B]!
         break
       case CLAIM:
@@ -309,7 +311,7 @@ export function counterSlots(): CounterSlots {
       case CANCELLED:
         return TOMBSTONE
       default:
-        return beside.get(r) as CounterState
+        return beside[r] as CounterState
     }
     if (tag & REBUILT) state.rebuilt = true
     return state

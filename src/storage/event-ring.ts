@@ -10,12 +10,13 @@
  * the event anew, as a copy of their own.
  *
  * The ring also finds an event by its id (`has`: the store records an id once): an index of
- * slots by a hash of the id, open addressing in an `Int32Array`, updated in place as a slot is
- * taken. A `Set` of the ids did the same with an entry added and one deleted per event, which
+ * slots by a hash of the id (`slot-index`), updated in place as a slot is taken. A `Set` of
+ * the ids did the same with an entry added and one deleted per event, which
  * cost about 0.4 µs an event and rebuilt the set's table every few thousand (bench/NOTES.md,
  * session 18).
  */
 
+import { hashText, randomSeed, SlotIndex } from '../slot-index.js'
 import type { UsageEvent } from './types.js'
 
 /** String fields per slot, in this order. */
@@ -51,12 +52,10 @@ export class EventRing {
   private texts: Array<string | null> = []
   private numbers = new Float64Array(0)
   private bypassed = new Uint8Array(0)
-  /** Slot + 1 of each event, at its id's hash (linear probing; 0: empty), half full at most. */
-  private index = new Int32Array(0)
-  /** Each slot's id hash. */
-  private hashes = new Int32Array(0)
+  /** The slots by their id's hash (half full at most). */
+  private index = new SlotIndex(0)
   /** The hash's seed, random per ring: ids a caller chose cannot be made to collide at will. */
-  private readonly seed = (Math.random() * 0x100000000) | 0
+  private readonly seed = randomSeed()
   /** The id `has` hashed last, and its hash: the push that follows it does not hash it again. */
   private lastId = ''
   private lastHash = 0
@@ -66,51 +65,13 @@ export class EventRing {
   /** True when an event of this id is held. */
   has(id: string): boolean {
     if (this.size === 0) return false
-    const index = this.index
-    const mask = index.length - 1
-    const h = this.hash(id)
+    const h = hashText(this.seed, id)
     this.lastId = id
     this.lastHash = h
-    for (let i = h & mask; ; i = (i + 1) & mask) {
-      const v = index[i]!
-      if (v === 0) return false
-      if (this.hashes[v - 1] === h && this.texts[(v - 1) * TEXTS + ID] === id) return true
-    }
-  }
-
-  /** FNV-1a of the id's UTF-16 code units, from the ring's seed. */
-  private hash(id: string): number {
-    let h = this.seed ^ 0x811c9dc5
-    for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193)
-    return h
-  }
-
-  /** Indexes `slot`, whose id hashes to `h`. */
-  private link(slot: number, h: number): void {
-    const index = this.index
-    const mask = index.length - 1
-    this.hashes[slot] = h
-    let i = h & mask
-    while (index[i] !== 0) i = (i + 1) & mask
-    index[i] = slot + 1
-  }
-
-  /** Takes `slot` out of the index, moving back the entries after it that may (no tombstones). */
-  private unlink(slot: number): void {
-    const index = this.index
-    const mask = index.length - 1
-    let i = this.hashes[slot]! & mask
-    while (index[i] !== slot + 1) i = (i + 1) & mask
-    index[i] = 0
-    for (let j = (i + 1) & mask; index[j] !== 0; j = (j + 1) & mask) {
-      const home = this.hashes[index[j]! - 1]! & mask
-      // An entry whose home is not cyclically within (i, j] may move into the hole at i.
-      if (i <= j ? home <= i || home > j : home <= i && home > j) {
-        index[i] = index[j]!
-        index[j] = 0
-        i = j
-      }
-    }
+    const ix = this.index
+    for (let at = ix.first(h); at >= 0; at = ix.next(h, at))
+      if (this.texts[ix.slotAt(at) * TEXTS + ID] === id) return true
+    return false
   }
 
   /** Adds `e` as the newest event; the id of the oldest one when it took that one's slot. */
@@ -124,9 +85,9 @@ export class EventRing {
       slot = this.head
       evicted = this.texts[slot * TEXTS + ID] as string
       this.head = slot + 1 === this.max ? 0 : slot + 1
-      this.unlink(slot)
+      this.index.remove(slot)
     }
-    this.link(slot, e.id === this.lastId ? this.lastHash : this.hash(e.id))
+    this.index.add(slot, e.id === this.lastId ? this.lastHash : hashText(this.seed, e.id))
     const t = slot * TEXTS
     const texts = this.texts
     texts[t + ID] = e.id
@@ -207,7 +168,7 @@ export class EventRing {
     const kept: UsageEvent[] = []
     for (let i = 0; i < this.size; i++) if (keep(i)) kept.push(this.at(i))
     this.texts.fill(null)
-    this.index.fill(0)
+    this.index.clear()
     this.size = 0
     this.head = 0
     for (const e of kept) this.push(e)
@@ -226,11 +187,6 @@ export class EventRing {
     this.numbers = numbers
     this.bypassed = bypassed
     this.cap = cap
-    // An index at most half full: twice the slots, rounded up to a power of two.
-    const hashes = new Int32Array(cap)
-    hashes.set(this.hashes)
-    this.hashes = hashes
-    this.index = new Int32Array(2 ** Math.ceil(Math.log2(cap * 2)))
-    for (let slot = 0; slot < this.size; slot++) this.link(slot, hashes[slot]!)
+    this.index.grow(cap)
   }
 }
