@@ -29,6 +29,7 @@
  */
 
 import { type CounterState, counterKind, type StoredCounter } from '../limits/counters.js'
+import { hashText, randomSeed, SlotIndex } from '../slot-index.js'
 import { doubled } from './typed-arrays.js'
 
 /** The span of one bucket of the expiry queue (ms). */
@@ -162,7 +163,11 @@ export function counterSlots(): CounterSlots {
   // An array, not a Map: a hold counter's list comes and goes with every request in flight,
   // and a Map's entry added and deleted each time rebuilt its table (bench/NOTES.md, session 19).
   const beside: unknown[] = []
-  const index = new Map<string, number>()
+  // Rows by their key's hash (confirmed by `keyOf`), off the heap: a Map of every counter's
+  // name was about 60 bytes of table a key among a million (bench/NOTES.md, session 19).
+  const index = new SlotIndex(rows.length / STRIDE)
+  const seed = randomSeed()
+  let size = 0
   const free: number[] = []
   let used = 0
 
@@ -180,12 +185,16 @@ export function counterSlots(): CounterSlots {
     let r = free.pop()
     if (r === undefined) {
       r = used++
-      if (used * STRIDE > rows.length) rows = doubled(rows)
+      if (used * STRIDE > rows.length) {
+        rows = doubled(rows)
+        index.grow(rows.length / STRIDE)
+      }
     }
     keyOf[r] = key
     beside[r] = undefined
     rows[r * STRIDE + DUE] = NONE
-    index.set(key, r)
+    index.add(r, hashText(seed, key))
+    size++
     return r
   }
 
@@ -194,7 +203,8 @@ export function counterSlots(): CounterSlots {
     if (rows[o + TAG] === FREE) return
     rows[o + TAG] = FREE
     beside[r] = undefined
-    index.delete(keyOf[r]!)
+    index.remove(r)
+    size--
     keyOf[r] = ''
     // Its queue entry stays, and is passed over when its bucket comes (DUE is NONE).
     rows[o + DUE] = NONE
@@ -338,12 +348,19 @@ export function counterSlots(): CounterSlots {
     return v
   }
 
-  const find = (key: string) => index.get(key) ?? -1
+  const find = (key: string): number => {
+    const h = hashText(seed, key)
+    for (let at = index.first(h); at >= 0; at = index.next(h, at)) {
+      const r = index.slotAt(at)
+      if (keyOf[r] === key) return r
+    }
+    return -1
+  }
   const holds = (row: number, key: string) => row >= 0 && keyOf[row] === key
 
   return {
     get size() {
-      return index.size
+      return size
     },
     get externalBytes() {
       return rows.byteLength
@@ -396,9 +413,10 @@ export function counterSlots(): CounterSlots {
       }
     },
     sweepAll(now) {
-      const before = index.size
-      for (const r of index.values()) if (rows[r * STRIDE + EXPIRES]! <= now) drop(r)
-      return before - index.size
+      const before = size
+      for (let r = 0; r < used; r++)
+        if (rows[r * STRIDE + TAG] !== FREE && rows[r * STRIDE + EXPIRES]! <= now) drop(r)
+      return before - size
     },
   }
 }
