@@ -62,5 +62,8 @@ describe('SlotIndex', () => {
     expect(hashText(1, 'key')).toBe(hashText(1, 'key'))
     expect(hashText(1, 'key')).not.toBe(hashText(2, 'key'))
     expect(hashText(1, '\ud800')).not.toBe(hashText(1, '\udc00'))
+    // From a position on: the tail and the length.
+    expect(hashText(1, 'abcd', 2)).toBe(hashText(1, 'xycd', 2))
+    expect(hashText(1, 'abcd', 2)).not.toBe(hashText(1, 'bcd', 1))
   })
 })

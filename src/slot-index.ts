@@ -14,10 +14,14 @@
  * weighed on every scavenge (bench/NOTES.md, session 19).
  */
 
-/** FNV-1a of a string's UTF-16 code units, from `seed`. */
-export function hashText(seed: number, s: string): number {
+/**
+ * FNV-1a of a string's UTF-16 code units from `from` on, from `seed` (its length mixed in when
+ * `from` is not 0).
+ */
+export function hashText(seed: number, s: string, from = 0): number {
   let h = seed ^ 0x811c9dc5
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
+  if (from > 0) h = Math.imul(h ^ s.length, 0x01000193)
+  for (let i = from; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
   return h
 }
 
