@@ -7,7 +7,8 @@
  * anything else. At most half the positions are taken; a deletion moves back the entries
  * after it (no tombstones, so a table that churns never fills with them). What a slot holds,
  * and how a candidate is confirmed, is the owner's: the memory store's usage events by id
- * (`storage/event-ring`) and the key cache's memo by the presented key (`key-memo`).
+ * (`storage/event-ring`) and counters by name (`storage/counter-slots`), and the key cache's
+ * memo by the presented key (`key-memo`).
  *
  * A `Map` did the same with an entry object per key on the heap: among a million keys its
  * lookups were a bucket, an entry and the stored key, each a cache miss, and the entries
