@@ -2,18 +2,18 @@
  * @module storage/counter-slots
  *
  * Where the memory store keeps its counters: a row of eight numbers per counter key in one
- * `Float64Array`, a map from each key to its row, and a queue of when they expire. Laid out so
- * a request costs about the same among a million keys as among a thousand
- * (`bench/memory-scale.ts`):
+ * `Float64Array`, an index from each key's hash to its row (`slot-index`, off the heap too),
+ * and a queue of when they expire. Laid out so a request costs about the same among a million
+ * keys as among a thousand (`bench/memory-scale.ts`):
  *
  * - **Off the V8 heap.** A typed array's numbers are not objects: the garbage collector neither
  *   walks nor copies them, and a write allocates nothing. A counter kept as objects (its slot,
  *   its state, a window's two arrays: about 290 bytes in five objects) made every scavenge
  *   slower among a million keys, whose cost grows with the old generation's size, and each
  *   read several cache misses (bench/NOTES.md, session 14: the counters kept as objects cost
- *   about a third of a million-key request). What stays on the heap is the key map's entry
- *   and, for the few counters that need them, the lists a row cannot hold: the holds of
- *   requests in flight, a window of more than two buckets, a state of another shape.
+ *   about a third of a million-key request). What stays on the heap is the row's key and,
+ *   for the few counters that need them, the lists a row cannot hold: the holds of requests
+ *   in flight, a window of more than two buckets, a state of another shape.
  * - **Swept from a queue.** Each row waits in one bucket (a second) of an expiry queue, a
  *   min-heap of buckets with their rows; the sweep reads only the rows of buckets whose time
  *   came, and drops each one a minute after it expired ({@link DROP_AFTER_MS}) or queues it
