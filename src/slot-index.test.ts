@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { hashText, SlotIndex } from './slot-index.js'
+import { hashText, KeyedIndex, SlotIndex } from './slot-index.js'
 
 type Op = { kind: 'add'; h: number } | { kind: 'remove'; pick: number } | { kind: 'grow' }
 
@@ -66,4 +66,39 @@ describe('SlotIndex', () => {
     expect(hashText(1, 'abcd', 2)).toBe(hashText(1, 'xycd', 2))
     expect(hashText(1, 'abcd', 2)).not.toBe(hashText(1, 'bcd', 1))
   })
+})
+
+describe('KeyedIndex', () => {
+  const text = fc.oneof(
+    fc.constantFrom('', 'a', 'ab', '__proto__', 'constructor', '\0', '\ud800', 'é'),
+    fc.string({ unit: fc.constantFrom('a', 'b', 'c', '\0', '\udc00'), maxLength: 5 }),
+  )
+  type KOp = { add: boolean; key: string }
+  const kop: fc.Arbitrary<KOp> = fc.record({ add: fc.boolean(), key: text })
+
+  for (const tail of [0, 2])
+    it(`answers as a Map of each value's own key (tail ${tail})`, () => {
+      fc.assert(
+        fc.property(fc.array(kop, { maxLength: 200 }), (ops) => {
+          const ix = new KeyedIndex<{ k: string }>((v) => v.k, tail)
+          const model = new Map<string, { k: string }>()
+          const seen = new Set<string>()
+          for (const o of ops) {
+            seen.add(o.key)
+            if (o.add) {
+              if (model.has(o.key)) continue
+              const v = { k: o.key }
+              ix.add(v)
+              model.set(o.key, v)
+            } else expect(ix.delete(o.key)).toBe(model.delete(o.key))
+            expect(ix.size).toBe(model.size)
+            for (const k of seen) {
+              expect(ix.get(k)).toBe(model.get(k))
+              expect(ix.has(k)).toBe(model.has(k))
+            }
+          }
+        }),
+        { numRuns: 200 },
+      )
+    })
 })

@@ -131,3 +131,74 @@ export class SlotIndex {
 function positionsFor(slots: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(2, slots * 2)))
 }
+
+/**
+ * Values found by a text each of them carries (`keyOf(value)`), on a {@link SlotIndex}: a
+ * `Map`'s work without its table on the heap, nor a second reference to each key. Among a
+ * million keys a `Map` lookup of a new string (a hash computed from a request) read a bucket
+ * and a chain of entries, each stored key's header to compare hashes: ~2.4× the index's
+ * probe and confirmation (bench/NOTES.md, session 19). `tail`: hash only the text's last
+ * `tail` characters and its length, for texts whose ends are random (key hashes); 0, all.
+ */
+export class KeyedIndex<V> {
+  /** Values held. */
+  size = 0
+  private readonly seed = randomSeed()
+  private readonly index = new SlotIndex(16)
+  private readonly values: Array<V | undefined> = []
+  private readonly free: number[] = []
+
+  constructor(
+    private readonly keyOf: (value: V) => string,
+    private readonly tail = 0,
+  ) {}
+
+  get(key: string): V | undefined {
+    if (this.size === 0) return undefined
+    const at = this.find(key)
+    return at < 0 ? undefined : this.values[this.index.slotAt(at)]
+  }
+
+  has(key: string): boolean {
+    return this.size > 0 && this.find(key) >= 0
+  }
+
+  /** Adds `value`, whose key no value held has. */
+  add(value: V): void {
+    let slot = this.free.pop()
+    if (slot === undefined) {
+      slot = this.values.length
+      if (slot >= this.index.slots) this.index.grow(this.index.slots * 2)
+    }
+    this.values[slot] = value
+    this.index.add(slot, this.hash(this.keyOf(value)))
+    this.size++
+  }
+
+  /** Drops the value of `key`; false when none is held. */
+  delete(key: string): boolean {
+    if (this.size === 0) return false
+    const at = this.find(key)
+    if (at < 0) return false
+    const slot = this.index.slotAt(at)
+    this.index.remove(slot)
+    this.values[slot] = undefined
+    this.free.push(slot)
+    this.size--
+    return true
+  }
+
+  private hash(key: string): number {
+    const from = this.tail > 0 && key.length > this.tail ? key.length - this.tail : 0
+    return hashText(this.seed, key, from)
+  }
+
+  /** The index position of `key`'s value, or -1. */
+  private find(key: string): number {
+    const h = this.hash(key)
+    const ix = this.index
+    for (let at = ix.first(h); at >= 0; at = ix.next(h, at))
+      if (this.keyOf(this.values[ix.slotAt(at)]!) === key) return at
+    return -1
+  }
+}

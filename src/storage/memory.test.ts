@@ -128,3 +128,41 @@ describe('memoryStorage copies', () => {
     expect((await accounts.get('acct_1'))!.metadata).toMatchObject({ nested: { a: [1, { b: 2 }] } })
   })
 })
+
+describe('memoryStorage keys: what a key is found by', () => {
+  it('keeps its id, hash and account whatever an untyped patch sends', async () => {
+    const { keys } = memoryStorage()
+    const record = {
+      id: 'key_1',
+      hash: 'a'.repeat(64),
+      start: 'sk_live_abcd',
+      name: 'one',
+      accountId: 'acct_1',
+      kind: 'consumption' as const,
+      category: null,
+      scopes: [],
+      metadata: {},
+      active: true,
+      createdAt: 1,
+      expiresAt: null,
+      lastUsedAt: null,
+      revokedAt: null,
+      limits: {},
+    }
+    await keys.insert(record)
+    const patch = { name: 'two', id: 'key_2', hash: 'b'.repeat(64), accountId: 'acct_2' }
+    const updated = await keys.update('key_1', patch as never)
+    expect(updated).toMatchObject({
+      id: 'key_1',
+      hash: record.hash,
+      accountId: 'acct_1',
+      name: 'two',
+    })
+    expect((await keys.getByHash(record.hash))?.name).toBe('two')
+    expect(await keys.getByHash('b'.repeat(64))).toBeNull()
+    expect(await keys.get('key_2')).toBeNull()
+    expect((await keys.list('acct_1', { limit: 10 })).data.map((k) => k.id)).toEqual(['key_1'])
+    expect(await keys.delete('key_1')).toBe(true)
+    expect(await keys.getByHash(record.hash)).toBeNull()
+  })
+})

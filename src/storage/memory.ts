@@ -29,6 +29,7 @@ import {
 } from '../metering/usage-buckets.js'
 import { integer, parseOptions } from '../options.js'
 import { sharedIfEmpty, sharedValues } from '../shared-values.js'
+import { KeyedIndex } from '../slot-index.js'
 import { counterSlots } from './counter-slots.js'
 import { EventRing } from './event-ring.js'
 import { markInProcess } from './in-process.js'
@@ -119,7 +120,9 @@ class HeldKey {
     return k
   }
   patch(patch: Partial<KeyRecord>, shared: <T>(v: T) => T): void {
-    Object.assign(this.record, clone(patch))
+    // What the store finds a key by stays as stored, whatever an untyped caller sends.
+    const { id: _id, hash: _hash, accountId: _accountId, ...rest } = patch
+    Object.assign(this.record, clone(rest))
     keepShared(this.record, shared)
   }
 }
@@ -136,17 +139,18 @@ function keepShared(r: KeyRecord, shared: <T>(v: T) => T): void {
 }
 
 function memoryKeys(): KeyStore {
-  const byId = new Map<string, HeldKey>()
-  // By hash, the record itself: a cache miss reads one map, not two.
-  const byHash = new Map<string, HeldKey>()
+  // Found by the record's own id and hash (`KeyedIndex`: no table on the heap, no second
+  // reference to either string); by hash, the record itself: a cache miss reads one index.
+  const byId = new KeyedIndex<HeldKey>((k) => k.record.id)
+  const byHash = new KeyedIndex<HeldKey>((k) => k.record.hash, 16)
   // An account's key ids: the id alone while it has one key (most have), a Set past that.
   const byAccount = new Map<string, string | Set<string>>()
   const shared = sharedValues(clone)
   const insert = (k: KeyRecord) => {
     if (byId.has(k.id) || byHash.has(k.hash)) throw new Error('duplicate key id or hash')
     const held = new HeldKey(copyRecord(k), shared)
-    byId.set(k.id, held)
-    byHash.set(k.hash, held)
+    byId.add(held)
+    byHash.add(held)
     const ids = byAccount.get(k.accountId)
     if (ids === undefined) byAccount.set(k.accountId, k.id)
     else if (typeof ids === 'string') byAccount.set(k.accountId, new Set([ids, k.id]))
