@@ -45,6 +45,8 @@ export {
 export {
   createKeyBody,
   createManagementKeyBody,
+  KEY_PATCH_FIELDS,
+  patchFields,
   rotateKeySchema,
   updateKeyBody,
 } from './keys/fields.js'

@@ -17,7 +17,13 @@
  * misses, and moved (key-upgrade.ts).
  */
 
-import type { KeyPatch, KeyRecord, KeyStore, Page } from '../../src/internal.js'
+import {
+  type KeyPatch,
+  type KeyRecord,
+  type KeyStore,
+  type Page,
+  patchFields,
+} from '../../src/internal.js'
 import { duplicateKey, encodeKey, keyBucket, keyLayout, stored } from './key-layout.js'
 import { oldKeys } from './key-upgrade.js'
 import { type Ctx, casLoop, isDuplicate, RETRY } from './store.js'
@@ -30,7 +36,7 @@ const LIST_BATCH = 100
 /** Applies a patch to a stored JSON the way `Object.assign` does in the memory store. */
 function patched(json: string, patch: KeyPatch): string {
   const rec = JSON.parse(json) as Record<string, unknown>
-  for (const [field, value] of Object.entries(patch)) if (value !== undefined) rec[field] = value
+  for (const [field, value] of Object.entries(patchFields(patch))) rec[field] = value
   return JSON.stringify(rec)
 }
 

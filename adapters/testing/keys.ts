@@ -132,6 +132,33 @@ export function keyStoreTests(get: GetStorage): void {
       expect(await get().keys.update(keyId(2), { name: 'x' })).toBeNull()
     })
 
+    it('applies only the patchable fields of a patch, whatever else an untyped caller sends', async () => {
+      const k = makeKey()
+      await get().keys.insert(k)
+      const other = makeKey()
+      const patch = {
+        name: 'Renamed',
+        id: other.id,
+        hash: other.hash,
+        accountId: other.accountId,
+        kind: k.kind === 'consumption' ? 'management' : 'consumption',
+        start: 'sk_other',
+        createdAt: 1,
+        lastUsedAt: 2,
+      }
+      const next = await get().keys.update(k.id, patch as never)
+      expect(next).toEqual({ ...k, name: 'Renamed' })
+      expect(await get().keys.get(k.id)).toEqual({ ...k, name: 'Renamed' })
+      expect(await get().keys.getByHash(k.hash)).toEqual({ ...k, name: 'Renamed' })
+      expect(await get().keys.get(other.id)).toBeNull()
+      expect(await get().keys.getByHash(other.hash)).toBeNull()
+      expect((await get().keys.list(k.accountId, { limit: 10 })).data.map((r) => r.id)).toEqual([
+        k.id,
+      ])
+      expect(await get().keys.delete(k.id)).toBe(true)
+      expect(await get().keys.getByHash(k.hash)).toBeNull()
+    })
+
     it('hides a key revoked by update from the default list', async () => {
       const k = makeKey()
       await get().keys.insert(k)

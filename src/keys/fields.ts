@@ -11,8 +11,32 @@
 import { z } from 'zod'
 import { metadataSchema, text } from '../input.js'
 import { limitsSchema } from '../options.js'
+import type { KeyPatch } from '../storage/types.js'
 
 const DAY = 86_400_000
+
+/** The fields `keys.update` and `keys.rotate` change (`KeyPatch`): a store applies these only. */
+export const KEY_PATCH_FIELDS = [
+  'name',
+  'category',
+  'scopes',
+  'metadata',
+  'active',
+  'expiresAt',
+  'revokedAt',
+  'limits',
+] as const satisfies ReadonlyArray<keyof KeyPatch>
+
+/**
+ * The fields of `patch` a store applies: the defined ones of {@link KEY_PATCH_FIELDS}. What
+ * a key is found by (its id, hash, account) and what it was made with stay as stored, whatever
+ * an untyped caller sends.
+ */
+export function patchFields(patch: KeyPatch): KeyPatch {
+  const out: Record<string, unknown> = {}
+  for (const field of KEY_PATCH_FIELDS) if (patch[field] !== undefined) out[field] = patch[field]
+  return out as KeyPatch
+}
 
 /** A key's name: 1-100 characters after trimming, valid Unicode without NUL. */
 export const keyName = text(

@@ -17,6 +17,7 @@
 
 import { z } from 'zod'
 import { InvalidRequestError } from '../errors.js'
+import { patchFields } from '../keys/fields.js'
 import type { StoredCounter } from '../limits/counters.js'
 import {
   addToSummary,
@@ -39,6 +40,7 @@ import type {
   AccountRecord,
   AccountStore,
   CounterStore,
+  KeyPatch,
   KeyRecord,
   KeyStore,
   Page,
@@ -119,10 +121,8 @@ class HeldKey {
     k.lastUsedAt = Number.isNaN(this.lastUsedAt) ? null : this.lastUsedAt
     return k
   }
-  patch(patch: Partial<KeyRecord>, shared: <T>(v: T) => T): void {
-    // What the store finds a key by stays as stored, whatever an untyped caller sends.
-    const { id: _id, hash: _hash, accountId: _accountId, ...rest } = patch
-    Object.assign(this.record, clone(rest))
+  patch(patch: KeyPatch, shared: <T>(v: T) => T): void {
+    Object.assign(this.record, clone(patchFields(patch)))
     keepShared(this.record, shared)
   }
 }
