@@ -22,15 +22,11 @@ const ROW = 64
 const MAX_LENGTH = ROW - 1
 const FIRST_SLOTS = 16
 /**
- * Characters hashed: the key's last 16 (and its length). A key tollbooth issues ends in 27
+ * The key's last 16 characters (and its length) are hashed: a key tollbooth issues ends in 27
  * random characters and a checksum, and only such keys are stored, so their hashes spread as
- * well as the whole key's would; half the characters, half the time (a hash is ~2 ns a
- * character here).
+ * well as the whole key's would, in half the time.
  */
-const HASHED = 16
-
-const hashKey = (seed: number, key: string) =>
-  hashText(seed, key, key.length > HASHED ? key.length - HASHED : 0)
+const hashKey = (seed: number, key: string) => hashText(seed, key, 16)
 
 export class KeyMemo<V> {
   /** Keys held. */

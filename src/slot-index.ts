@@ -16,12 +16,17 @@
  */
 
 /**
- * FNV-1a of a string's UTF-16 code units from `from` on, from `seed` (its length mixed in when
- * `from` is not 0).
+ * FNV-1a of a string's UTF-16 code units, from `seed`. With `tail` (> 0, and shorter than the
+ * string), only its last `tail` code units and its length: for texts whose ends are random
+ * (keys tollbooth issues, key hashes), at a fraction of the cost (~2 ns a character here).
  */
-export function hashText(seed: number, s: string, from = 0): number {
+export function hashText(seed: number, s: string, tail = 0): number {
   let h = seed ^ 0x811c9dc5
-  if (from > 0) h = Math.imul(h ^ s.length, 0x01000193)
+  let from = 0
+  if (tail > 0 && s.length > tail) {
+    from = s.length - tail
+    h = Math.imul(h ^ s.length, 0x01000193)
+  }
   for (let i = from; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
   return h
 }
@@ -189,8 +194,7 @@ export class KeyedIndex<V> {
   }
 
   private hash(key: string): number {
-    const from = this.tail > 0 && key.length > this.tail ? key.length - this.tail : 0
-    return hashText(this.seed, key, from)
+    return hashText(this.seed, key, this.tail)
   }
 
   /** The index position of `key`'s value, or -1. */
