@@ -40,7 +40,8 @@
  *     --one 1000000 --profile cached --dist [--per-round 100000] [--top 40]
  *
  * `--profile alloc` prints the bytes a cached request allocates, by function and by function
- * and caller (the sampling heap profiler; the same at every size, so run a small one);
+ * and caller (the sampling heap profiler; the same at every size, so run a small one; with
+ * `--miss`, a cache miss's);
  * `--profile retained` the same for what is still alive after the run (with `--per-round` under
  * the store's `maxEvents`: what a request leaves for the scavenger to copy and promote).
  */
@@ -316,7 +317,7 @@ async function allocations(
   walk(profile.head, '')
   const total = [...byFunction.values()].reduce((a, b) => a + b, 0)
   console.log(
-    `${keys.length} keys, cached: ${(total / PER_ROUND).toFixed(0)} bytes ${freed ? 'allocated' : 'allocated and still alive after the run'} per request (sampled)`,
+    `${keys.length} keys, ${process.argv.includes('--miss') ? 'miss' : 'cached'}: ${(total / PER_ROUND).toFixed(0)} bytes ${freed ? 'allocated' : 'allocated and still alive after the run'} per request (sampled)`,
   )
   console.log(`\nbytes per request, by function:\n${top(byFunction, 0)}`)
   console.log(`\nby function and caller:\n${top(withCaller, 0)}`)
@@ -344,7 +345,8 @@ async function runSize(n: number): Promise<SizeResult> {
   const heapMB = process.memoryUsage().heapUsed / 2 ** 20
   const setupS = (performance.now() - t0) / 1000
   if (PROFILE === 'alloc' || PROFILE === 'retained') {
-    await allocations(tb, route, keys, PROFILE === 'alloc')
+    const miss = process.argv.includes('--miss')
+    await allocations(miss ? cold : tb, miss ? coldRoute : route, keys, PROFILE === 'alloc')
     process.exit(0)
   }
   if (PROFILE !== undefined) {

@@ -15,6 +15,9 @@
  * - `tollbooth, 32 in flight` and `100 in flight`: 32 or 100 reservations live on the
  *   account's credit counter (its holds are read and written whole, so a call's cost grows
  *   with them: what an account with many long requests in flight pays)
+ * - `the peers' job: a rate limit alone`: a key with a per-minute rate limit and nothing else,
+ *   as tollbooth sends it (its admission record written beside it: no hold stands for it), so
+ *   the job compares one for one with the next
  * - `fixed window (the peers' job)`: INCR, PTTL and a PEXPIRE when new — what the peer
  *   limiters' Redis stores do per request
  * - two floors of a layout tollbooth does not have (bench/NOTES.md, session 10): every
@@ -32,9 +35,9 @@
  * script's own part, without that noise, is `luaCallFunction`'s inclusive cost in
  * `callgrind_annotate --inclusive=yes` of a run's output.
  *
- * Last figures (2026-12-05, 300 calls; bench/NOTES.md "session 12"): 1 in flight 172,743,
- * 32 in flight 212,303, 100 in flight 279,233, the fixed window 15,900; the same scenarios on
- * c20f033, before this session's changes to the Lua: 200,042 / 268,888 / 389,664.
+ * Last figures (2026-12-06, 300 calls; bench/NOTES.md "session 20"): 1 in flight 172,492,
+ * 32 in flight 210,817, 100 in flight 278,812, a rate limit alone 72,940, the fixed window
+ * 16,020; on c20f033, before session 12's changes to the Lua: 200,042 / 268,888 / 389,664.
  */
 
 import { spawn } from 'node:child_process'
@@ -204,6 +207,20 @@ const tollbooth =
     return { script: 'consume', keys, args }
   }
 
+/**
+ * The peers' job as tollbooth does it: a key with a per-minute rate limit and nothing else
+ * (no quota, no credits, so no settle to carry), the admission's record written beside it
+ * (with no hold to stand for it), as `remoteConsume` sends it.
+ */
+const rateOnly: Call = (i) => {
+  const { keys, args } = consumeCall('', 60_000, undefined, [CHECKS('', false)[0]!], T0 + i, {
+    key: `{a}:a:req_${i}`,
+    ttlMs: 60_000,
+    holdId: `req_${i}`,
+  })
+  return { script: 'consume', keys, args }
+}
+
 /** The floors' argument: the time and a cost, as two packed doubles. */
 const floorArg = (i: number) => {
   const b = Buffer.alloc(16)
@@ -216,6 +233,7 @@ const SCENARIOS: Array<[string, Call]> = [
   ['tollbooth, 1 in flight', tollbooth(1)],
   ['tollbooth, 32 in flight', tollbooth(32)],
   ['tollbooth, 100 in flight', tollbooth(100)],
+  ['tollbooth, the peers\u2019 job: a rate limit alone', rateOnly],
   [
     'fixed window (the peers\u2019 job)',
     () => ({ script: 'fixed', keys: ['{a}:fw'], args: ['60000'] }),
