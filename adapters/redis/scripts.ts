@@ -943,7 +943,7 @@ redis.register_function('${SETTLE_FUNCTION}', consume)
  * admission that evaluates every check and counts all of them only if all pass. Either part
  * may be empty: a settle sent on its own has no checks.
  */
-export const CONSUME = `${CALL}${LIBRARY_BODY}
+export const CONSUME: string = `${CALL}${LIBRARY_BODY}
 return consume(KEYS, ARGV)
 `
 

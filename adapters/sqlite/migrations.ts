@@ -23,7 +23,7 @@ export interface Migration {
 }
 
 /** The SQL of migration 1. */
-export const INIT_SQL = `
+export const INIT_SQL: string = `
 CREATE TABLE keys (
   id            TEXT PRIMARY KEY,
   hash          TEXT NOT NULL UNIQUE,

@@ -17,7 +17,7 @@
  */
 
 /** The SQL of migration 1. */
-export const INIT_SQL = `
+export const INIT_SQL: string = `
 CREATE TABLE keys (
   id            text COLLATE "C" PRIMARY KEY,
   hash          text COLLATE "C" NOT NULL UNIQUE,

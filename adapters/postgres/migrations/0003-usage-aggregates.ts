@@ -11,7 +11,7 @@
  */
 
 /** The SQL of migration 2. */
-export const USAGE_AGGREGATES_SQL = `
+export const USAGE_AGGREGATES_SQL: string = `
 ALTER TABLE usage_events ADD COLUMN ttfb_ms double precision, ADD COLUMN code text;
 
 CREATE TABLE usage_totals (
