@@ -11,10 +11,15 @@
  * short-lived objects standing for the rest of the pipeline (tollbooth allocates ~6.5 kB a
  * cached request, bench/RESULTS.md). The rows are checked: a request refused by them throws.
  *
- *   node --expose-gc --import tsx bench/slab-scale.ts [sizes=1000,1000000] [--garbage 4096] [--rounds 5]
+ * With `--memo` the key's row is found through the key cache's memo (`src/key-memo`: an
+ * open-addressing index off the heap, the key's characters in a row beside it) in place of the
+ * `Map`: the lookup the cached path makes today, with every row it reaches off the heap too.
+ *
+ *   node --expose-gc --import tsx bench/slab-scale.ts [sizes=1000,1000000] [--garbage 4096] [--rounds 5] [--memo]
  */
 
 import { PerformanceObserver } from 'node:perf_hooks'
+import { KeyMemo } from '../src/key-memo.js'
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(name)
@@ -25,6 +30,8 @@ const ROUNDS = arg('--rounds', 5)
 const PER_ROUND = 200_000
 /** Which parts a request runs: 1 the map, 2 + the key row, 3 + the window, 4 + the account. */
 const PARTS = arg('--parts', 4)
+/** Keys found through the key cache's memo rather than a `Map`. */
+const MEMO = process.argv.includes('--memo')
 /** Short-lived objects are kept in a ring of this many, so the compiler cannot elide them. */
 const KEEP = 64
 const HOUR = 3_600_000
@@ -50,7 +57,9 @@ function randomKey(): string {
 
 async function run(n: number) {
   const keys: string[] = new Array(n)
-  const rows = new Map<string, number>()
+  const rows: { get(key: string): number | undefined; set(key: string, row: number): void } = MEMO
+    ? new KeyMemo<number>(n)
+    : new Map<string, number>()
   for (let i = 0; i < n; i++) {
     // Flat strings, as tollbooth keeps its names (bench/NOTES.md, session 11).
     keys[i] = randomKey().split('').join('')
@@ -175,7 +184,7 @@ const sizes = (process.argv[2]?.startsWith('--') ? undefined : process.argv[2]) 
 const results = []
 for (const s of sizes.split(',')) results.push(await run(Number(s)))
 console.log(
-  `slab floor: parts ${PARTS}, ${GARBAGE} bytes of garbage per request, ${ROUNDS} rounds x ${PER_ROUND}`,
+  `slab floor: parts ${PARTS}, keys found by ${MEMO ? 'the key memo' : 'a Map'}, ${GARBAGE} bytes of garbage per request, ${ROUNDS} rounds x ${PER_ROUND}`,
 )
 console.log('| keys | V8 heap MB | µs/req p50 | GC µs/req |')
 console.log('|---:|---:|---:|---:|')
