@@ -66,12 +66,15 @@ import { warnOnce } from './warnings.js'
 
 /** A cache entry for a stored key: its limits compiled once. */
 export function toCached(record: KeyRecord): CachedKey {
+  const own = compileKeyLimits(record)
   return {
     info: publicKey(record),
     revokedAt: record.revokedAt,
     active: record.active,
     timeBlocks: record.limits.timeBlocks,
-    templates: compileKeyLimits(record),
+    own0: own[0] ?? null,
+    own1: own[1] ?? null,
+    ownMore: own.length > 2 ? own.slice(2) : null,
     touchedAt: record.lastUsedAt ?? Number.NEGATIVE_INFINITY,
     // No tally row yet (`TallyPlace`): found by the account's list at the first event.
     tallyRow: -1,
@@ -485,16 +488,26 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   const o = a.ctx.options
   const account = a.account
   const plan = account ? account.planTemplates : NONE
-  const own = a.entry!.templates
+  const entry = a.entry!
+  const own0 = entry.own0
+  const own1 = entry.own1
+  const more = entry.ownMore
   const metered = a.metered && account !== null
   // Arrays of their length: one that grows by push makes room for 17 at its first push.
-  const n = plan.length + own.length + (metered ? 1 : 0)
+  const nOwn = own0 === null ? 0 : own1 === null ? 1 : more === null ? 2 : 2 + more.length
+  const n = plan.length + nOwn + (metered ? 1 : 0)
   if (n === 0) return undefined
   const templates = new Array<CheckTemplate>(n)
   const checks = new Array<Check>(n)
   let k = 0
   for (const t of plan) templates[k++] = t
-  for (const t of own) templates[k++] = t
+  if (own0 !== null) {
+    templates[k++] = own0
+    if (own1 !== null) {
+      templates[k++] = own1
+      if (more !== null) for (const t of more) templates[k++] = t
+    }
+  }
   for (let i = 0; i < k; i++) checks[i] = instantiate(templates[i]!, a, o)
   a.templates = templates
   a.checks = checks

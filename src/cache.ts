@@ -44,7 +44,15 @@ export interface CachedKey extends Slot, TallyPlace {
   active: boolean
   /** The record's `limits.timeBlocks`. */
   timeBlocks: TimeBlock[] | undefined
-  templates: CheckTemplate[]
+  /**
+   * The key's compiled limits (`compileKeyLimits`): the first two in the entry itself, the
+   * rest in `ownMore`. Most keys have one or two limits, and an array between the entry and
+   * them was two more cache misses a request among a million keys, its object and its
+   * elements (bench/NOTES.md, session 20).
+   */
+  own0: CheckTemplate | null
+  own1: CheckTemplate | null
+  ownMore: CheckTemplate[] | null
   /**
    * When this instance last wrote the key's `lastUsedAt` (or the stored one it was read with;
    * -Infinity: never): a request within `usage.lastUsedResolutionMs` of it writes nothing.
