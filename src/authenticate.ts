@@ -494,20 +494,17 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   const more = entry.ownMore
   const metered = a.metered && account !== null
   // Arrays of their length: one that grows by push makes room for 17 at its first push.
-  const nOwn = own0 === null ? 0 : own1 === null ? 1 : more === null ? 2 : 2 + more.length
+  const nOwn = (own0 === null ? 0 : 1) + (own1 === null ? 0 : 1) + (more === null ? 0 : more.length)
   const n = plan.length + nOwn + (metered ? 1 : 0)
   if (n === 0) return undefined
   const templates = new Array<CheckTemplate>(n)
   const checks = new Array<Check>(n)
   let k = 0
   for (const t of plan) templates[k++] = t
-  if (own0 !== null) {
-    templates[k++] = own0
-    if (own1 !== null) {
-      templates[k++] = own1
-      if (more !== null) for (const t of more) templates[k++] = t
-    }
-  }
+  // In order: `toCached` fills own1 only after own0, and ownMore only after both.
+  if (own0 !== null) templates[k++] = own0
+  if (own1 !== null) templates[k++] = own1
+  if (more !== null) for (const t of more) templates[k++] = t
   for (let i = 0; i < k; i++) checks[i] = instantiate(templates[i]!, a, o)
   a.templates = templates
   a.checks = checks
