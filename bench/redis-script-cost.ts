@@ -16,7 +16,8 @@
  *   account's credit counter (its holds are read and written whole, so a call's cost grows
  *   with them: what an account with many long requests in flight pays)
  * - `the peers' job: a rate limit alone`: a key with a per-minute rate limit and nothing else,
- *   as tollbooth sends it (its admission record written beside it: no hold stands for it), so
+ *   as tollbooth sends it (its admission record appended to its account's list of the second:
+ *   no hold stands for it), so
  *   the job compares one for one with the next
  * - `fixed window (the peers' job)`: INCR, PTTL and a PEXPIRE when new — what the peer
  *   limiters' Redis stores do per request
@@ -35,9 +36,9 @@
  * script's own part, without that noise, is `luaCallFunction`'s inclusive cost in
  * `callgrind_annotate --inclusive=yes` of a run's output.
  *
- * Last figures (2026-12-06, 300 calls; bench/NOTES.md "session 20"): 1 in flight 172,492,
- * 32 in flight 210,817, 100 in flight 278,812, a rate limit alone 72,940, the fixed window
- * 16,020; on c20f033, before session 12's changes to the Lua: 200,042 / 268,888 / 389,664.
+ * Last figures (2026-12-06, 300 calls; bench/NOTES.md "session 21"): 1 in flight 170,762,
+ * 32 in flight 209,788, 100 in flight 276,255, a rate limit alone 62,914, the fixed window
+ * 16,260; on c20f033, before session 12's changes to the Lua: 200,042 / 268,888 / 389,664.
  */
 
 import { spawn } from 'node:child_process'

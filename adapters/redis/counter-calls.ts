@@ -8,6 +8,16 @@
 
 import type { AdmissionId, Check, Rebuild, SettleOp } from '../../src/internal.js'
 
+/**
+ * The Redis Cluster hash tag of a counter key (`{accountId}` for the core's counters): keys
+ * of one tag live in one slot, so one script may touch them all. An untagged key is its own.
+ */
+export function hashTag(key: string): string {
+  if (key.charCodeAt(0) !== 123) return key
+  const end = key.indexOf('}')
+  return end > 1 ? key.slice(0, end + 1) : key
+}
+
 /** Hold ids go into a newline-separated state: escape `%` and newlines, injectively. */
 export function escapeHoldId(id: string): string {
   return id.replace(/[%\n\r]/g, (c) => (c === '%' ? '%25' : c === '\n' ? '%0A' : '%0D'))
@@ -56,7 +66,11 @@ export function pushOp(keys: string[], p: Packed, prefix: string, op: SettleOp, 
   }
   if (op.type === 'cancel') {
     keys.push(prefix + op.key)
-    nums.push(4, now, op.ttlMs, op.checks.length, recordHold(op.holdId, op.ttlMs, op.checks))
+    const fold = recordHold(op.holdId, op.ttlMs, op.checks)
+    // With no hold standing for it, the record was appended to its second's list, the key
+    // after the revert ops' (-1); an untagged record key has its own key (0).
+    const bucket = fold === 0 && op.checks.length > 0 ? recordBucket(prefix, op.key, op.at) : null
+    nums.push(4, now, op.ttlMs, op.checks.length, bucket === null ? fold : -1)
     for (const c of op.checks) {
       keys.push(prefix + c.key)
       if (c.type === 'hold') {
@@ -65,6 +79,7 @@ export function pushOp(keys: string[], p: Packed, prefix: string, op: SettleOp, 
       } else if (c.type === 'window') nums.push(6, op.at, c.windowMs, c.bucketMs, c.cost)
       else nums.push(7, op.at, c.limit, c.windowMs, c.cost)
     }
+    if (bucket !== null) keys.push(bucket)
     return
   }
   const c = op.check
@@ -92,6 +107,20 @@ export function recordHold(
   return 0
 }
 
+/**
+ * The list an admission's record is appended to when no hold stands for it: one string per
+ * account (its record key's hash tag, so the same Cluster slot) and second of the admission's
+ * time by the caller's clock, each record its key's name and a newline. An `APPEND` to a key
+ * that exists costs Redis about a third of a new key with a TTL (a `SET … PX`), and a record
+ * takes its name's bytes instead of a key of its own (bench/NOTES.md, session 21). Null for a
+ * record key with no hash tag: it keeps a key of its own.
+ */
+export function recordBucket(prefix: string, recordKey: string, at: number): string | null {
+  const tag = hashTag(recordKey)
+  if (tag === recordKey) return null
+  return `${prefix}${tag}:r:${Math.floor(at / 1000)}`
+}
+
 /** Numbers as the script's first argument: little-endian doubles. */
 function pack(nums: number[]): Buffer {
   const b = Buffer.allocUnsafe(nums.length * 8)
@@ -114,15 +143,21 @@ export function consumeCall(
   const keys: string[] = batch ? batch.keys.slice() : []
   const nOps = keys.length
   for (const c of checks) keys.push(prefix + c.key)
-  if (admission) keys.push(prefix + admission.key)
+  let fold = 0
+  if (admission) {
+    keys.push(prefix + admission.key)
+    fold = recordHold(admission.holdId, admission.ttlMs, checks)
+    if (fold === 0) {
+      // The record goes to its second's list, the last key (-1), not read by the call.
+      const bucket = recordBucket(prefix, admission.key, now)
+      if (bucket !== null) {
+        keys.push(bucket)
+        fold = -1
+      }
+    }
+  }
   const p: Packed = {
-    nums: [
-      now,
-      slackMs,
-      nOps,
-      admission ? Math.ceil(admission.ttlMs) : Number.NaN,
-      admission ? recordHold(admission.holdId, admission.ttlMs, checks) : 0,
-    ],
+    nums: [now, slackMs, nOps, admission ? Math.ceil(admission.ttlMs) : Number.NaN, fold],
     ids: [],
   }
   if (batch) {

@@ -18,12 +18,13 @@
  * read in between (it still shows the request in flight); a process that dies loses the
  * queued settles, and their reservations expire by their TTL, as if it died before settling.
  *
- * An admission with an identity writes its record (`'c'`, a plain string key with a TTL) in
- * the same script, unless one of its holds stands for it (`recordHold` in counter-calls.ts: a
- * hold under the admission's own id, kept at least as long as the record); a `cancel` is one
- * `x` op followed by one revert op per check of the admission, all undone in the script only
- * when the record (or that hold, while the record would have lived) is there; the record's
- * key then becomes the tombstone `'x'`. Commands on one connection run in order, but the
+ * An admission with an identity writes its record in the same script: none when one of its
+ * holds stands for it (`recordHold` in counter-calls.ts: a hold under the admission's own id,
+ * kept at least as long as the record), else a line of its account's list of that second
+ * (`recordBucket`; a plain string key `'c'` with a TTL for a record key with no hash tag); a
+ * `cancel` is one `x` op followed by one revert op per check of the admission, all undone in
+ * the script only when the record (that hold, or the line, while the record would have lived)
+ * is there; the record's key then becomes the tombstone `'x'`. Commands on one connection run in order, but the
  * tombstone also covers a cancel that reaches Redis before the admission it undoes.
  */
 
@@ -35,19 +36,9 @@ import type {
   CounterStore,
   SettleOp,
 } from '../../src/internal.js'
-import { consumeCall, pushOp } from './counter-calls.js'
+import { consumeCall, hashTag, pushOp } from './counter-calls.js'
 import { CONSUME_FUNCTION, LIBRARY, SETTLE_FUNCTION } from './scripts.js'
 import { type Ctx, dec, enc } from './store.js'
-
-/**
- * The Redis Cluster hash tag of a counter key (`{accountId}` for the core's counters): keys
- * of one tag live in one slot, so one script may touch them all. An untagged key is its own.
- */
-export function hashTag(key: string): string {
-  if (key.charCodeAt(0) !== 123) return key
-  const end = key.indexOf('}')
-  return end > 1 ? key.slice(0, end + 1) : key
-}
 
 /** A hold counter's figures as stored: `sum` NaN when unknown, `holds` as id, amount, expiry. */
 export interface StoredHolds {

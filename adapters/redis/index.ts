@@ -29,8 +29,7 @@ import {
 } from './store.js'
 import { redisUsage } from './usage.js'
 
-export { escapeHoldId } from './counter-calls.js'
-export { hashTag } from './counters.js'
+export { escapeHoldId, hashTag } from './counter-calls.js'
 export { upgradeKeyRecords } from './key-upgrade.js'
 export { CONSUME } from './scripts.js'
 export { type Commands, type RedisClient, SCRIPTS } from './store.js'

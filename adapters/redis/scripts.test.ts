@@ -387,6 +387,33 @@ describe.skipIf(!client)('redis Lua scripts', () => {
     ])
   })
 
+  it('keeps a GCRA counter’s TTL while its expiry stays within one whole second', async () => {
+    const rate: Check = {
+      type: 'gcra',
+      key: '{q}:g',
+      name: 'r',
+      limit: 1000,
+      windowMs: 60_000,
+      cost: 1,
+    }
+    const key = `${prefix}{q}:g`
+    const now = T0 + 200
+    await counters.consume([rate], now)
+    // Idle 60 ms after now, plus the slack (60 s here), rounded up to the next whole second.
+    const at = Math.ceil((now + 60 + 60_000) / 1000) * 1000
+    expect(await redis.pttl(key)).toBeGreaterThan(at - now - 5000)
+    expect(await redis.pttl(key)).toBeLessThanOrEqual(at - now)
+    // More requests within that second: the same expiry, so the TTL is not written (a TTL
+    // changed behind the script's back shows it).
+    await redis.pexpire(key, 10 * (at - now))
+    await counters.consume([rate], now + 100)
+    await counters.consume([rate], now + 300)
+    expect(await redis.pttl(key)).toBeGreaterThan(9 * (at - now))
+    // Past it, written again.
+    await counters.consume([rate], now + 1000)
+    expect(await redis.pttl(key)).toBeLessThanOrEqual(at - now + 1000)
+  })
+
   it('expires a period’s credits at keepUntil, an idle hold at once, never a rebuilt budget', async () => {
     const now = Date.now()
     const keepUntil = now + 10 * 86_400_000
@@ -406,10 +433,11 @@ describe.skipIf(!client)('redis Lua scripts', () => {
       [{ type: 'release', key: '{e}:credits', holdId: 'h', charge: 2, keepUntil }],
       now,
     )
-    // Expires at keepUntil plus the slack (60 s here), by Redis's clock.
+    // Expires at keepUntil plus the slack (60 s here), by Redis's clock, rounded up to a
+    // whole second (a TTL of a minute or more).
     const ttl = await redis.pttl(`${prefix}{e}:credits`)
     expect(ttl).toBeGreaterThan(keepUntil - now + 60_000 - 5000)
-    expect(ttl).toBeLessThanOrEqual(keepUntil - now + 60_000)
+    expect(ttl).toBeLessThanOrEqual(keepUntil - now + 60_000 + 1000)
     // A release once keepUntil has passed leaves nothing behind.
     await counters.settle(
       [{ type: 'release', key: '{e}:late', holdId: 'h', charge: 2, keepUntil: now - 1 }],
@@ -434,7 +462,7 @@ describe.skipIf(!client)('redis Lua scripts', () => {
     expect((await counters.consume([idem], now + 1000)).allowed).toBe(false)
     const idemTtl = await redis.pttl(`${prefix}{e}:i:x`)
     expect(idemTtl).toBeGreaterThan(86_400_000 + 60_000 - 5000)
-    expect(idemTtl).toBeLessThanOrEqual(86_400_000 + 60_000 + 1)
+    expect(idemTtl).toBeLessThanOrEqual(86_400_000 + 60_000 + 1 + 1000)
   })
 
   // Batched: each settle is left queued and rides along with the next admission, in the same
@@ -576,11 +604,15 @@ describe.skipIf(!client)('redis Lua scripts', () => {
   })
 
   // An admission whose credit hold takes its id writes no record: the hold stands for it
-  // (AdmissionId.holdId). Its cancel, before or after the record's life (3 s here, by the
-  // callers' clock), late or not, with the holds released or expired around it, must answer
-  // as the reference, which writes and reads the record. The core never cancels an admission
-  // it settled, so no cancel here follows a release of its own admission.
-  it('lets an admission’s hold stand for its record, figure for figure (fast-check)', async () => {
+  // (AdmissionId.holdId). One with no hold appends its record to its second's list
+  // (recordBucket). Its cancel, before or after the record's life (3 s here, by the callers'
+  // clock), late or not, with the holds released or expired around it, must answer as the
+  // reference, which writes and reads the record as a key of its own. The core never cancels
+  // an admission it settled, so no cancel here follows a release of its own admission.
+  it.each([
+    ['lets an admission’s hold stand for its record', true],
+    ['keeps a record with no hold as a line of its second’s list', false],
+  ])('%s, figure for figure (fast-check)', async (_, withHold) => {
     type Op =
       | { t: 'consume'; cost: number; amt: number }
       | { t: 'cancel'; pick: number; late: boolean }
@@ -633,16 +665,21 @@ describe.skipIf(!client)('redis Lua scripts', () => {
               cost: o.cost,
             },
             { type: 'gcra', key: `${tag}:g`, name: 'r', limit: 4, windowMs: 2000, cost: o.cost },
-            {
-              type: 'hold',
-              key: `${tag}:$`,
-              name: 'credits',
-              limit: budget,
-              amount: o.amt,
-              holdId: id,
-              ttlMs: 5000,
-            },
+            ...(withHold
+              ? [
+                  {
+                    type: 'hold',
+                    key: `${tag}:$`,
+                    name: 'credits',
+                    limit: budget,
+                    amount: o.amt,
+                    holdId: id,
+                    ttlMs: 5000,
+                  } as const,
+                ]
+              : []),
           ]
+          const holdOf = (id: string) => (withHold ? { holdId: id } : {})
           const admitted: Array<{ id: string; at: number; checks: Check[]; settled: boolean }> = []
           let now = T0
           let seq = 0
@@ -652,13 +689,17 @@ describe.skipIf(!client)('redis Lua scripts', () => {
             if (o.t === 'consume') {
               const id = `r${seq++}`
               const cs = checks(o, id)
-              const admission: AdmissionId = { key: `${tag}:a:${id}`, ttlMs: 3000, holdId: id }
+              const admission: AdmissionId = { key: `${tag}:a:${id}`, ttlMs: 3000, ...holdOf(id) }
               const want = await ref.consume(cs, now, admission)
               expect(await counters.consume(cs, now, admission), at).toEqual(want)
               if (want.allowed) {
                 admitted.push({ id, at: now, checks: cs, settled: false })
-                // The hold is the record: no key of its own.
+                // The hold is the record, or a line of the list: no key of its own.
                 expect(await redis.exists(`${prefix}${tag}:a:${id}`), at).toBe(0)
+                const list = await redis.get(`${prefix}${tag}:r:${Math.floor(now / 1000)}`)
+                expect(list?.split('\n').includes(`${prefix}${tag}:a:${id}`) ?? false, at).toBe(
+                  !withHold,
+                )
               }
             } else if (o.t === 'cancel') {
               const open = admitted.filter((x) => !x.settled)
@@ -673,7 +714,7 @@ describe.skipIf(!client)('redis Lua scripts', () => {
                       ttlMs: 3000,
                       at: a.at,
                       checks: a.checks,
-                      holdId: a.id,
+                      ...holdOf(a.id),
                     }
                   : {
                       type: 'cancel',
@@ -681,11 +722,11 @@ describe.skipIf(!client)('redis Lua scripts', () => {
                       ttlMs: 60_000,
                       at: now,
                       checks: [],
-                      holdId: `r${seq}`,
+                      ...holdOf(`r${seq}`),
                     }
               await ref.settle([cancel], now)
               await counters.settle([cancel], now)
-            } else {
+            } else if (withHold) {
               const a = admitted[o.pick % Math.max(1, admitted.length)]
               if (a) a.settled = true
               const ops: SettleOp[] = [

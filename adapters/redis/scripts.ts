@@ -123,19 +123,20 @@ const KEY_CACHE = `
 -- whose \`pxs\` entry still equals its \`orig\` one was not written.
 -- \`slot\` is kept from call to call too, the previous call's keys taken out of it first: a new
 -- table each call grew its hash part three times for five keys, garbage for Lua's collector.
+-- The first \`nk\` keys are read (\`nkeys\`): a record's list after them is only appended to.
 local keys, orig
+local nkeys = 0
 local slot, cur, pxs, ats = {}, {}, {}, {}
-local function load_keys(KEYS)
+local function load_keys(KEYS, nk)
   if keys then
-    for i = 1, #keys do slot[keys[i]] = nil end
+    for i = 1, nkeys do slot[keys[i]] = nil end
   end
-  keys = KEYS
-  local nk = #KEYS
+  keys, nkeys = KEYS, nk
   if nk == 0 then
     orig = {}
     return
   end
-  orig = rcall('MGET', tunpack(KEYS))
+  orig = rcall('MGET', tunpack(KEYS, 1, nk))
   for i = 1, nk do
     local k, v = KEYS[i], orig[i]
     if not slot[k] then slot[k] = i end
@@ -163,7 +164,7 @@ local function put(key, value, px, at)
   cur[j], pxs[j], ats[j] = value, px or -1, at or false
 end
 local function commit()
-  for j = 1, #keys do
+  for j = 1, nkeys do
     local px, was = pxs[j], orig[j]
     if px ~= was then
       local v = cur[j]
@@ -239,12 +240,24 @@ local function window_add(idx, n, current, cost)
     n[last + 1] = cost
   end
 end
+-- A TTL of px ms from now, and the moment it stands for (which the value keeps). A TTL of a
+-- minute or more (every one, with the default slack) is rounded up to end on a whole second,
+-- at most 1/60 longer: a counter written many times a second then has the same moment each
+-- time, and its TTL is kept (\`KEEPTTL\` in \`commit\`), not written anew (\`PX\`, about 6,600
+-- instructions more a write; bench/NOTES.md, session 21).
+local function ttl_at(px, now)
+  local at = now + px
+  if px >= 60000 then
+    local up = ceil(at / 1000) * 1000
+    return px + ceil(up - at), up
+  end
+  return px, at
+end
 -- A counter's TTL (ms) and the time it lapses, for a counter idle in idleIn ms (nil: never,
 -- false TTL and an infinite time).
 local function expiry(idleIn, slack, now)
   if not idleIn then return false, INF end
-  local px = max(1, ceil(idleIn)) + slack
-  return px, now + px
+  return ttl_at(max(1, ceil(idleIn)) + slack, now)
 end
 local function window_write(key, idx, n, now, windowMs, bucketMs, span, slack, rebuilt)
   if #idx == 0 and not rebuilt then
@@ -303,8 +316,7 @@ local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
   if scaled <= 0 then
     put(key, false)
   else
-    local px = max(1, ceil(scaled / limit + 1 + (t - now))) + slack
-    local at = now + px
+    local px, at = ttl_at(max(1, ceil(scaled / limit + 1 + (t - now))) + slack, now)
     put(key, pack('<c1ddd', 'f', at, scaled / periodMs, t), px, at)
   end
 end
@@ -397,7 +409,7 @@ local function pend_flush()
 end
 -- Whether a check of the call (after its settle ops) reads key.
 local function checked(key)
-  for j = call_nops + 1, #keys do
+  for j = call_nops + 1, nkeys do
     if keys[j] == key then return true end
   end
   return false
@@ -567,9 +579,13 @@ const SETTLE_PHASE = `
 local function consume(KEYS, ARGV)
 if not rcall then bind() end
 stage = nil
-load_keys(KEYS)
 local blob = ARGV[1]
 local now, slack, nOps, markTtl, fold, pos = unpack('<ddddd', blob)
+-- fold -1: the admission's record goes to the list that is the last key (recordBucket in
+-- counter-calls.ts), not read.
+local nk = #KEYS
+if fold < 0 then nk = nk - 1 end
+load_keys(KEYS, nk)
 pend_key, call_nops = nil, nOps
 local si = 2
 local i = 1
@@ -583,7 +599,16 @@ while i <= nOps do
     -- c: the revert op (1-based) whose hold stands for the record (0: none; recordHold in
     -- counter-calls.ts). With no record, the admission was applied if that hold is there and
     -- the record would still be (its admission's time plus a, by the callers' clock).
+    -- c -1: the record is a line of its second's list, the key after the revert ops' (read
+    -- with them), looked for while the record would still be kept, as above.
     local applied = m == 'c'
+    if not m and c < 0 then
+      local _, at = unpack('<dd', blob, pos)
+      if ceil(at + a) > opNow then
+        local list = cur[slot[KEYS[i + b + 1]]]
+        applied = list and sfind('\\n' .. list, '\\n' .. KEYS[i] .. '\\n', 1, true) ~= nil or false
+      end
+    end
     if not m and c > 0 then
       local p, s = pos, si
       for j = 1, c do
@@ -612,6 +637,7 @@ while i <= nOps do
       if applied then revert_op(KEYS[j], tj, id, aj, bj, cj, opNow, at, slack) end
     end
     i = i + 1 + b
+    if c < 0 then i = i + 1 end
   else
     local id = nil
     if t == 1 then
@@ -794,10 +820,10 @@ const ADMIT = `
 local out = OUT
 out[1] = 1
 local n = 1
-local lastCheck = #KEYS
+local lastCheck = nk
 local markKey = nil
 if markTtl == markTtl then
-  markKey = KEYS[#KEYS]
+  markKey = KEYS[nk]
   lastCheck = lastCheck - 1
   if cur[slot[markKey]] == 'x' then
     -- A cancel of this admission came first: nothing is counted.
@@ -855,8 +881,18 @@ if out[1] == 1 then
     local j = slot[STAGE[k]]
     cur[j], pxs[j], ats[j] = STAGE[k + 1], STAGE[k + 2], STAGE[k + 3]
   end
-  -- No record when a hold of the admission stands for it (fold, the check's number).
-  if markKey and fold == 0 then put(markKey, 'c', max(1, ceil(markTtl))) end
+  -- No record when a hold of the admission stands for it (fold, the check's number); fold -1:
+  -- a line of its second's list, kept twice the record's TTL and a second from the list's
+  -- first line (its lines come within a second and the callers' clock skew of each other).
+  if markKey then
+    if fold == 0 then put(markKey, 'c', max(1, ceil(markTtl)))
+    elseif fold < 0 then
+      local line, list = markKey .. '\\n', KEYS[nk + 1]
+      if rcall('APPEND', list, line) == #line then
+        rcall('PEXPIRE', list, pxtext(2 * max(1, ceil(markTtl)) + 1000))
+      end
+    end
+  end
   -- The release a staged hold included is written with it.
   if pend_folded then pend_key = nil end
 end
@@ -869,25 +905,28 @@ end
 
 /** What `consume(KEYS, ARGV)` takes and answers. */
 const CALL = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] the counter of check i,
---            then the admission's record when it has one (all of one call share the
---            {accountId} hash tag)
+--            then the admission's record when it has one, then (fold -1) the list its record
+--            goes to (all of one call share the {accountId} hash tag)
 -- ARGV[1]  every number of the call, little-endian doubles (struct '<d'): read in order
 --   header: now (ms since the epoch, from the caller's clock; a GCRA state keeps the later of
 --            it and its stored time), slackMs (kept past the moment a counter turns idle),
 --            nOps (settle op records first), markTtl (NaN: no record; else the admission's
 --            record is the last KEY, written 'c' for markTtl ms when the admission passes, and
 --            a tombstone 'x' there, a cancel that came first, refuses it), fold (0, or the
---            check whose hold stands for the record: then no record is written)
+--            check whose hold stands for the record: then no record is written; or -1: the
+--            record is its key's name and a newline appended to the list, the last KEY, not
+--            read, kept 2 * markTtl + 1 s from its first line)
 --   then per settle op: type, now (its settle's clock reading), a, b, c where
 --            type 1 (release hold): a charge, b 1 only when still held, c keepUntil or NaN
 --            type 2 (add to a window): a windowMs, b bucketMs, c cost
 --            type 3 (add to a GCRA limit): a limit, b windowMs, c cost
 --            type 4 (cancel an admission; its KEY the admission's record): a ttlMs, b the
 --              count of revert ops that follow, c 0 or the revert op whose hold stands for
---              the record; each revert op has at (the admission's time) in place of now, and
+--              the record, or -1: the record is a line of the list that is the KEY after the
+--              revert ops'; each revert op has at (the admission's time) in place of now, and
 --              is applied only when the record is 'c' (or, with no record, c's hold is there
---              and at + a has not passed); the record becomes the tombstone 'x' unless it
---              already was one
+--              or the list has the record's line, and at + a has not passed); the record
+--              becomes the tombstone 'x' unless it already was one
 --            type 5 (revert a hold): c keepUntil or NaN; 6 (a window): a windowMs,
 --              b bucketMs, c cost; 7 (a GCRA limit): a limit, b windowMs, c cost
 --   then per check: type, limit, a, b, c, rebuild, base where
