@@ -603,6 +603,44 @@ describe.skipIf(!client)('redis Lua scripts', () => {
     expect(recordHold('r1', 60_000, [hold('r1', 1000), hold('r1', 60_000)])).toBe(2)
   })
 
+  it('finds a record in its second’s list by its whole line, never as the end of another', async () => {
+    const window: Check = {
+      type: 'window',
+      key: '{l}:w',
+      name: 'q',
+      limit: 10,
+      windowMs: 60_000,
+      bucketMs: 1000,
+      cost: 1,
+    }
+    const now = T0 + 500
+    const cancel = (key: string): SettleOp => ({
+      type: 'cancel',
+      key,
+      ttlMs: 60_000,
+      at: now,
+      checks: [window],
+    })
+    // Two records in one list, the second's name ending with a third's that never came.
+    await counters.consume([window], now, { key: '{l}:a:r2', ttlMs: 60_000 })
+    await counters.consume([window], now, { key: '{l}:a:x{l}:a:r1', ttlMs: 60_000 })
+    expect(await redis.get(`${prefix}{l}:r:${Math.floor(now / 1000)}`)).toBe(
+      `${prefix}{l}:a:r2\n${prefix}{l}:a:x{l}:a:r1\n`,
+    )
+    const used = async () =>
+      (await counters.consume([{ ...window, cost: 0 }], now)).results[0]!.used
+    expect(await used()).toBe(2)
+    // Not admitted: its cancel takes nothing back (and leaves its tombstone).
+    await counters.settle([cancel('{l}:a:r1')], now + 10)
+    expect(await used()).toBe(2)
+    expect(await redis.get(`${prefix}{l}:a:r1`)).toBe('x')
+    // Admitted, each found: the first line, then one after a newline.
+    await counters.settle([cancel('{l}:a:r2')], now + 10)
+    expect(await used()).toBe(1)
+    await counters.settle([cancel('{l}:a:x{l}:a:r1')], now + 10)
+    expect(await used()).toBe(0)
+  })
+
   // An admission whose credit hold takes its id writes no record: the hold stands for it
   // (AdmissionId.holdId). One with no hold appends its record to its second's list
   // (recordBucket). Its cancel, before or after the record's life (3 s here, by the callers'

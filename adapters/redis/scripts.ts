@@ -605,8 +605,21 @@ while i <= nOps do
     if not m and c < 0 then
       local _, at = unpack('<dd', blob, pos)
       if ceil(at + a) > opNow then
+        -- Its line: the key's name and a newline, at the list's start or after a newline (the
+        -- list is not copied: it may hold a busy account's second of admissions).
         local list = cur[slot[KEYS[i + b + 1]]]
-        applied = list and sfind('\\n' .. list, '\\n' .. KEYS[i] .. '\\n', 1, true) ~= nil or false
+        local line = KEYS[i] .. '\\n'
+        local from = 1
+        applied = false
+        while list do
+          local p = sfind(list, line, from, true)
+          if not p then break end
+          if p == 1 or sbyte(list, p - 1) == 10 then
+            applied = true
+            break
+          end
+          from = p + 1
+        end
       end
     end
     if not m and c > 0 then

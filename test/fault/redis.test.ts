@@ -61,6 +61,10 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
   const app = new Hono()
   app.use('/v1/*', requireApiKey(tb, { cost: 1 }))
   app.get('/v1/work', (c) => c.json({ ok: true }))
+  // Not metered: no credit reservation, so an admission's record is a line of its account's
+  // list of the second (no hold stands for it).
+  app.use('/free/*', requireApiKey(tb))
+  app.get('/free/work', (c) => c.json({ ok: true }))
   let http: ReturnType<typeof serve>
   let base = ''
   let key = ''
@@ -69,6 +73,9 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
   // the store, and with it the whole admission).
   let leasedKey = ''
   let leasedKeyId = ''
+  // A key whose every limit the store decides (`exact`), used on the route with no cost.
+  let plainKey = ''
+  let plainKeyId = ''
 
   beforeAll(async () => {
     await ready(client)
@@ -91,6 +98,16 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     })
     leasedKey = leased.key
     leasedKeyId = leased.record.id
+    const plain = await tb.keys.create({
+      accountId: 'acct_fault',
+      limits: {
+        quotas: { daily: 1_000_000 },
+        rateLimits: [{ limit: 100_000, windowMs: 1000 }],
+        exact: true,
+      },
+    })
+    plainKey = plain.key
+    plainKeyId = plain.record.id
   })
 
   afterAll(async () => {
@@ -179,6 +196,7 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     // Nothing answers, nothing closes: only the core's timeout can end these requests.
     const before = await dailyCount()
     const leasedBefore = await dailyCount(leasedKeyId)
+    const plainBefore = await dailyCount(plainKeyId)
     redis.freeze(true)
     let frozen: Outcome[]
     try {
@@ -196,12 +214,21 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
       key,
       leasedKey,
     ])
-    await waitFor(() => busy.out.length >= 40)
+    const plainBusy = trafficOf(
+      4,
+      (out) => thawed && out.filter((o) => o.status === 200).length >= 100,
+      () => send(`${base}/free/work`, plainKey),
+      { max: 3000, ms: 20_000 },
+    )
+    await waitFor(() => busy.out.length >= 40 && plainBusy.out.length >= 20)
     redis.freeze(true)
     await new Promise((r) => setTimeout(r, TIMEOUT_MS + 300))
     redis.freeze(false)
     thawed = true
     const stalled = await busy.done
+    const plainStalled = await plainBusy.done
+    const plainRefused = plainStalled.filter((o) => o.status !== 200)
+    expectUnavailable(plainRefused, TIMEOUT_MS, { least: 1 })
     const stalledRefused = stalled.filter((o) => o.status !== 200)
     expectUnavailable(stalledRefused, TIMEOUT_MS)
 
@@ -217,6 +244,12 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     expect(await dailyCount(leasedKeyId), 'leased daily quota vs requests served').toBe(
       leasedBefore + leasedServed,
     )
+    // Its records were lines of a list: each cancel found the admission it undid, or kept it
+    // from applying.
+    const plainServed = plainStalled.filter((o) => o.status === 200).length
+    expect(await dailyCount(plainKeyId), 'exact daily quota vs requests served').toBe(
+      plainBefore + plainServed,
+    )
     const now = Date.now()
     expect(await storage.counters.held(`{acct_fault}:k:${keyId}:c`, now), 'slots held').toBe(0)
     let units = 0
@@ -231,7 +264,7 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     // (Its figure is the settled total plus the reservations live: none may be left.)
     expect(credits.used, 'credits charged and held vs units recorded').toBe(units)
     console.log(
-      `fault (frozen under traffic): ${served} + ${leasedServed} (leased) served, ${stalledRefused.length} x 503, daily ${before} -> ${before + served}, ${leasedBefore} -> ${leasedBefore + leasedServed}, credits ${credits.used} for ${units} units; leases ${JSON.stringify(tb.stats().leases)}`,
+      `fault (frozen under traffic): ${served} + ${leasedServed} (leased) + ${plainServed} (exact, not metered) served, ${stalledRefused.length} + ${plainRefused.length} x 503, daily ${before} -> ${before + served}, ${leasedBefore} -> ${leasedBefore + leasedServed}, ${plainBefore} -> ${plainBefore + plainServed}, credits ${credits.used} for ${units} units; leases ${JSON.stringify(tb.stats().leases)}`,
     )
   })
 })
