@@ -104,6 +104,7 @@ export {
   beginWork,
   clientGone,
   endWork,
+  guardedTwice,
   handlerFailed,
   keepAlive,
   responseEnded,

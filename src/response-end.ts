@@ -20,6 +20,7 @@
 
 import { systemClock } from './clock.js'
 import type { Admission } from './decision.js'
+import { ConfigError } from './errors.js'
 import type { ResolvedRoute } from './options.js'
 import { type Outcome, type Settlement, settlementOf } from './settle.js'
 
@@ -105,6 +106,21 @@ export function keepAlive(d: Admission, waitUntil: (until: Promise<void>) => voi
   const s = state(d)
   if (s.kept !== undefined || s.settled) return
   waitUntil(new Promise<void>((resolve) => (s.kept = resolve)))
+}
+
+/**
+ * What a guard answers when its request already passed one (a guard for every path and the
+ * route's own, or two preHandlers): each would count and charge the request, and the two
+ * would share its response. It is answered instead of counting anything; the first
+ * admission then settles with the 500 it gets, as any failed response (not billed). Adapters
+ * throw it (or pass it on) when the request already carries an admission.
+ */
+export function guardedTwice(method: string, path: string): ConfigError {
+  return new ConfigError(
+    `requireApiKey: ${method} ${path} already passed a tollbooth guard. A request passes one: ` +
+      'a guard on every path and another on the route would count and charge it twice. Keep ' +
+      'one, with the route’s options (for a route of its own, leave it out of the wider path).',
+  )
 }
 
 /** The handler threw: no response to write, its own end is the response's (500, `error`). */

@@ -15,6 +15,7 @@ import {
   clientGone,
   type Decision,
   endWork,
+  guardedTwice,
   type RouteOptions,
   responseEnded,
   responseStarted,
@@ -132,6 +133,10 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     // originalUrl, not path: under app.use('/v1', …) req.path has lost its mount point.
     const url = req.originalUrl
     const q = url.indexOf('?')
+    if (req.apiKey !== undefined) {
+      next(guardedTwice(req.method, q === -1 ? url : url.slice(0, q)))
+      return
+    }
     let d: ReturnType<Tollbooth['decide']>
     try {
       d = tb.decide(

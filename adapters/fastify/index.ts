@@ -27,6 +27,7 @@ import {
   clientGone,
   type Decision,
   endWork,
+  guardedTwice,
   headersFollowHandler,
   optionError,
   type ResolvedRoute,
@@ -112,6 +113,10 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
     const headers = request.headers
     const url = request.url
     const q = url.indexOf('?')
+    if (request.apiKey) {
+      done(guardedTwice(request.method, q === -1 ? url : url.slice(0, q)))
+      return
+    }
     let d: Decision | Promise<Decision>
     try {
       d = tb.decide(

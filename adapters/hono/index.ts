@@ -23,6 +23,7 @@ import {
   ConfigError,
   clientGone,
   endWork,
+  guardedTwice,
   type HeaderSource,
   handlerFailed,
   keepAlive,
@@ -115,6 +116,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
   const consumption = (routeOptions.kind ?? 'consumption') === 'consumption'
 
   return async function requireApiKey(c, next) {
+    if (c.get('apiKey') !== undefined) throw guardedTwice(c.req.method, c.req.path)
     if (consumption) managementBehind(c)
     const node = c.env as NodeBindings | undefined
     // On Node, the lowercase header record as it came: building a Web Headers costs more.

@@ -66,6 +66,26 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
       h = undefined
     })
 
+    // Two guards on one request (a global one and the route's): each would count and charge
+    // the request, and they share the response (on Hono and Express the second hid the first's
+    // admission, which never settled, and the head was never written). The second answers a
+    // configuration error instead, before counting anything; the first settles as a failed
+    // handler (500, not billed), so nothing is left held.
+    test('answers 500 when a second guard meets an admitted request, and settles the first', async () => {
+      const h = await start([{ ...ok(), outer: { cost: 1 }, options: { cost: 5 } }])
+      const k = await key()
+      const res = await h.fetch('/v1/ok', { key: k })
+      expect(res.status).toBe(500)
+      expect(h.handled).toHaveLength(0)
+      await eventually(() => h.settled.length === 1, 'the first admission to settle')
+      const [first] = h.settled.splice(0)
+      expect(first!.status).toBe(500)
+      expect(first!.event?.units ?? 0, 'nothing billed').toBe(0)
+      expect((await h.fetch('/v1/ok', { key: k })).status).toBe(500)
+      await eventually(() => h.settled.length === 1, 'the second request to settle')
+      h.settled.length = 0
+    })
+
     test('refuses a request without a key (401, WWW-Authenticate: Bearer)', async () => {
       const h = await start([ok()])
       const res = await expectDenied(h, '/v1/ok', {}, 401, 'Missing API Key', 'missing_api_key')

@@ -58,6 +58,7 @@ const startExpress: StartServer = async (tb, routes) => {
       })
       continue
     }
+    if (r.outer) app.use(r.path, requireApiKey(tb, r.outer))
     app[method](r.path, requireApiKey(tb, r.options), async (req, res) => {
       res.json(await r.handle(req.apiKey))
     })

@@ -64,7 +64,10 @@ const startWithConfig: StartServer = async (tb, routes) => {
     app.route({
       method: r.method ?? 'GET',
       url: r.path,
-      config: { tollbooth: r.options ?? {} },
+      // Two guards cannot be written as config: as preHandlers, as the other variant.
+      ...(r.outer
+        ? { preHandler: [requireApiKey(tb, r.outer), requireApiKey(tb, r.options)] }
+        : { config: { tollbooth: r.options ?? {} } }),
       handler: handlerOf(r),
     })
   }
@@ -78,7 +81,9 @@ const startWithPreHandler: StartServer = async (tb, routes) => {
     app.route({
       method: r.method ?? 'GET',
       url: r.path,
-      preHandler: requireApiKey(tb, r.options),
+      preHandler: r.outer
+        ? [requireApiKey(tb, r.outer), requireApiKey(tb, r.options)]
+        : requireApiKey(tb, r.options),
       handler: handlerOf(r),
     })
   }

@@ -25,6 +25,11 @@ export interface TestRoute {
   /** Options for requireApiKey, the same object for every framework. */
   options?: RouteOptions
   /**
+   * A second guard in front of the route's own, with these options (a request then passes two:
+   * `app.use(path, requireApiKey(tb, outer))` and the route's, or two preHandlers).
+   */
+  outer?: RouteOptions
+  /**
    * A streamed route instead: `count` server-sent events (`data: <i>`), `intervalMs` apart,
    * written the framework's own way; the writing stops when the client went away, and then
    * `handle` runs with how far it got (its result is not sent).

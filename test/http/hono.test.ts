@@ -43,6 +43,7 @@ const startHono: StartServer = async (tb, routes) => {
       )
       continue
     }
+    if (r.outer) app.use(r.path, requireApiKey(tb, r.outer))
     app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), async (c) => {
       if (c.req.method === 'POST') await c.req.json()
       return c.json((await r.handle(c.get('apiKey'))) as object)
