@@ -66,11 +66,12 @@ export function pushOp(keys: string[], p: Packed, prefix: string, op: SettleOp, 
   }
   if (op.type === 'cancel') {
     keys.push(prefix + op.key)
-    const fold = recordHold(op.holdId, op.ttlMs, op.checks)
-    // With no hold standing for it, the record was appended to its second's list, the key
-    // after the revert ops' (-1); an untagged record key has its own key (0).
-    const bucket = fold === 0 && op.checks.length > 0 ? recordBucket(prefix, op.key, op.at) : null
-    nums.push(4, now, op.ttlMs, op.checks.length, bucket === null ? fold : -1)
+    // A cancel with no revert op has nothing to take back: its record is not looked for.
+    const { fold, bucket } =
+      op.checks.length > 0
+        ? recordPlace(prefix, op.key, op.ttlMs, op.checks, op.holdId, op.at)
+        : { fold: 0, bucket: null }
+    nums.push(4, now, op.ttlMs, op.checks.length, fold)
     for (const c of op.checks) {
       keys.push(prefix + c.key)
       if (c.type === 'hold') {
@@ -121,6 +122,25 @@ export function recordBucket(prefix: string, recordKey: string, at: number): str
   return `${prefix}${tag}:r:${Math.floor(at / 1000)}`
 }
 
+/**
+ * Where the record of an admission made at `at` goes, as the script's `fold` says it: none,
+ * the check whose hold stands for it (`fold` > 0, {@link recordHold}); a line of `bucket`, its
+ * second's list (-1, {@link recordBucket}); else a key of its own (0). Its cancel finds it by
+ * the same answer.
+ */
+function recordPlace(
+  prefix: string,
+  recordKey: string,
+  ttlMs: number,
+  checks: ReadonlyArray<Check>,
+  holdId: string | undefined,
+  at: number,
+): { fold: number; bucket: string | null } {
+  const fold = recordHold(holdId, ttlMs, checks)
+  const bucket = fold === 0 ? recordBucket(prefix, recordKey, at) : null
+  return { fold: bucket === null ? fold : -1, bucket }
+}
+
 /** Numbers as the script's first argument: little-endian doubles. */
 function pack(nums: number[]): Buffer {
   const b = Buffer.allocUnsafe(nums.length * 8)
@@ -146,15 +166,10 @@ export function consumeCall(
   let fold = 0
   if (admission) {
     keys.push(prefix + admission.key)
-    fold = recordHold(admission.holdId, admission.ttlMs, checks)
-    if (fold === 0) {
-      // The record goes to its second's list, the last key (-1), not read by the call.
-      const bucket = recordBucket(prefix, admission.key, now)
-      if (bucket !== null) {
-        keys.push(bucket)
-        fold = -1
-      }
-    }
+    const place = recordPlace(prefix, admission.key, admission.ttlMs, checks, admission.holdId, now)
+    fold = place.fold
+    // The list is the last key, not read by the call.
+    if (place.bucket !== null) keys.push(place.bucket)
   }
   const p: Packed = {
     nums: [now, slackMs, nOps, admission ? Math.ceil(admission.ttlMs) : Number.NaN, fold],
