@@ -113,12 +113,14 @@ export function recordHold(
  * account (its record key's hash tag, so the same Cluster slot) and second of the admission's
  * time by the caller's clock, each record its key's name and a newline. An `APPEND` to a key
  * that exists costs Redis about a third of a new key with a TTL (a `SET … PX`), and a record
- * takes its name's bytes instead of a key of its own (bench/NOTES.md, session 21). Null for a
- * record key with no hash tag: it keeps a key of its own.
+ * takes its name's bytes instead of a key of its own (bench/NOTES.md, session 21). Null, so
+ * that the record keeps a key of its own, for a record key with no hash tag (its list could
+ * sit in another Cluster slot) or a newline in its name or the prefix (as a line it would
+ * read as two, the second another record's name).
  */
 export function recordBucket(prefix: string, recordKey: string, at: number): string | null {
   const tag = hashTag(recordKey)
-  if (tag === recordKey) return null
+  if (tag === recordKey || recordKey.includes('\n') || prefix.includes('\n')) return null
   return `${prefix}${tag}:r:${Math.floor(at / 1000)}`
 }
 

@@ -641,6 +641,38 @@ describe.skipIf(!client)('redis Lua scripts', () => {
     expect(await used()).toBe(0)
   })
 
+  it('keeps a record whose name has a newline in a key of its own, never as lines', async () => {
+    const window: Check = {
+      type: 'window',
+      key: '{n}:w',
+      name: 'q',
+      limit: 10,
+      windowMs: 60_000,
+      bucketMs: 1000,
+      cost: 1,
+    }
+    const now = T0 + 500
+    // A caller of the store's contract may name a record anything: as a line, this one would
+    // read as two, the second the name of an admission that never came.
+    const odd = `{n}:a:x\n${prefix}{n}:a:r1`
+    await counters.consume([window], now, { key: odd, ttlMs: 60_000 })
+    expect(await redis.get(`${prefix}${odd}`)).toBe('c')
+    expect(await redis.exists(`${prefix}{n}:r:${Math.floor(now / 1000)}`)).toBe(0)
+    const used = async () =>
+      (await counters.consume([{ ...window, cost: 0 }], now)).results[0]!.used
+    // The cancel of the one that never came takes nothing back.
+    await counters.settle(
+      [{ type: 'cancel', key: '{n}:a:r1', ttlMs: 60_000, at: now, checks: [window] }],
+      now + 10,
+    )
+    expect(await used()).toBe(1)
+    await counters.settle(
+      [{ type: 'cancel', key: odd, ttlMs: 60_000, at: now, checks: [window] }],
+      now + 10,
+    )
+    expect(await used()).toBe(0)
+  })
+
   // An admission whose credit hold takes its id writes no record: the hold stands for it
   // (AdmissionId.holdId). One with no hold appends its record to its second's list
   // (recordBucket). Its cancel, before or after the record's life (3 s here, by the callers'
