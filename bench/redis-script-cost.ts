@@ -32,13 +32,14 @@
  *
  * Usage: `npx tsx bench/redis-script-cost.ts [calls=1000]` (needs valgrind and redis-server;
  * prints nothing but a note without them). Prints a table and a JSON line. Figures move by
- * about ±1,500 between runs (the server's timers run for as long as valgrind takes); the
- * script's own part, without that noise, is `luaCallFunction`'s inclusive cost in
- * `callgrind_annotate --inclusive=yes` of a run's output.
+ * about ±500 between runs (the server's timers, which run for as long as valgrind takes, once a
+ * second: ±1,500 at Redis's default of ten); the script's own part, without that noise, is
+ * `luaCallFunction`'s inclusive cost in `callgrind_annotate --inclusive=yes` of a run's output.
  *
- * Last figures (2026-12-06, 300 calls; bench/NOTES.md "session 21"): 1 in flight 170,762,
- * 32 in flight 209,788, 100 in flight 276,255, a rate limit alone 62,914, the fixed window
- * 16,260; on c20f033, before session 12's changes to the Lua: 200,042 / 268,888 / 389,664.
+ * Last figures (2026-12-06, 300 calls; bench/NOTES.md "session 22"): 1 in flight 168,867,
+ * 32 in flight 207,960, 100 in flight 274,283, a rate limit alone 45,208, the fixed window
+ * 16,135 (2.80×); session 21: 170,762 / 209,788 / 276,255, 62,914 (3.87×); on c20f033, before
+ * session 12's changes to the Lua: 200,042 / 268,888 / 389,664.
  */
 
 import { spawn } from 'node:child_process'
@@ -292,6 +293,10 @@ async function instructions(call: Call, warm: number): Promise<number> {
       '',
       '--appendonly',
       'no',
+      // The server's timers once a second, not ten times: their instructions grow with the
+      // wall time valgrind takes, which moved a call's figure by ±1,500 at the default.
+      '--hz',
+      '1',
     ],
     { stdio: 'ignore' },
   )

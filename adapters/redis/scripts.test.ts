@@ -679,10 +679,12 @@ describe.skipIf(!client)('redis Lua scripts', () => {
   // clock), late or not, with the holds released or expired around it, must answer as the
   // reference, which writes and reads the record as a key of its own. The core never cancels
   // an admission it settled, so no cancel here follows a release of its own admission.
+  // The third: a rate limit alone, which the script answers on its own path (no key table).
   it.each([
-    ['lets an admission’s hold stand for its record', true],
-    ['keeps a record with no hold as a line of its second’s list', false],
-  ])('%s, figure for figure (fast-check)', async (_, withHold) => {
+    ['lets an admission’s hold stand for its record', true, false],
+    ['keeps a record with no hold as a line of its second’s list', false, false],
+    ['keeps the record of a rate limit alone as a line of its second’s list', false, true],
+  ])('%s, figure for figure (fast-check)', async (_, withHold, alone) => {
     type Op =
       | { t: 'consume'; cost: number; amt: number }
       | { t: 'cancel'; pick: number; late: boolean }
@@ -724,31 +726,42 @@ describe.skipIf(!client)('redis Lua scripts', () => {
         async ([wLimit, budget], steps) => {
           const tag = `{r${run++}}`
           const ref = reference()
-          const checks = (o: Extract<Op, { t: 'consume' }>, id: string): Check[] => [
-            {
-              type: 'window',
-              key: `${tag}:w`,
-              name: 'q',
-              limit: wLimit,
-              windowMs: 4000,
-              bucketMs: 1000,
-              cost: o.cost,
-            },
-            { type: 'gcra', key: `${tag}:g`, name: 'r', limit: 4, windowMs: 2000, cost: o.cost },
-            ...(withHold
-              ? [
+          const gcraCheck = (o: Extract<Op, { t: 'consume' }>): Check => ({
+            type: 'gcra',
+            key: `${tag}:g`,
+            name: 'r',
+            limit: 4,
+            windowMs: 2000,
+            cost: o.cost,
+          })
+          const checks = (o: Extract<Op, { t: 'consume' }>, id: string): Check[] =>
+            alone
+              ? [gcraCheck(o)]
+              : [
                   {
-                    type: 'hold',
-                    key: `${tag}:$`,
-                    name: 'credits',
-                    limit: budget,
-                    amount: o.amt,
-                    holdId: id,
-                    ttlMs: 5000,
-                  } as const,
+                    type: 'window',
+                    key: `${tag}:w`,
+                    name: 'q',
+                    limit: wLimit,
+                    windowMs: 4000,
+                    bucketMs: 1000,
+                    cost: o.cost,
+                  },
+                  gcraCheck(o),
+                  ...(withHold
+                    ? [
+                        {
+                          type: 'hold',
+                          key: `${tag}:$`,
+                          name: 'credits',
+                          limit: budget,
+                          amount: o.amt,
+                          holdId: id,
+                          ttlMs: 5000,
+                        } as const,
+                      ]
+                    : []),
                 ]
-              : []),
-          ]
           const holdOf = (id: string) => (withHold ? { holdId: id } : {})
           const admitted: Array<{ id: string; at: number; checks: Check[]; settled: boolean }> = []
           let now = T0

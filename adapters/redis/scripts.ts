@@ -153,9 +153,16 @@ end
 -- keeps (nil for a record): when the counter had the same one, its TTL is left as it is.
 -- While an admission's checks run, their writes are only noted (\`stage\`, a table kept from
 -- call to call, \`nstage\` entries of it used): they are made when every check has passed.
+-- stage true: a lone check's (see SETTLE_PHASE), whose one write is kept in one_v, one_px,
+-- one_at (nstage 4 once made).
 local stage, nstage, STAGE = nil, 0, {}
+local one_v, one_px, one_at
 local function put(key, value, px, at)
   if stage then
+    if stage == true then
+      one_v, one_px, one_at, nstage = value, px or -1, at or false, 4
+      return
+    end
     stage[nstage + 1], stage[nstage + 2], stage[nstage + 3], stage[nstage + 4] = key, value, px or -1, at or false
     nstage = nstage + 4
     return
@@ -163,29 +170,39 @@ local function put(key, value, px, at)
   local j = slot[key]
   cur[j], pxs[j], ats[j] = value, px or -1, at or false
 end
+-- The expiry kept in the value a reader (gcra_scaled, window_live) last unpacked, when it
+-- read it anyway; false: a form with none (text). The lone check (SETTLE_PHASE) sets it to nil
+-- before it runs, and passes it to \`write\`.
+local read_at = nil
+-- One key's write: v false deletes it, px -1 keeps no expiry; \`was\` is the value read and
+-- wasAt its expiry when known (nil: read here).
+local function write(key, v, px, at, was, wasAt)
+  if v == false then
+    if was then rcall('DEL', key) end
+  elseif px == -1 then
+    rcall('SET', key, v)
+  else
+    -- The same expiry as the packed state read (v, V, f, i, I) had: its TTL kept.
+    local keep = false
+    if keepttl and at and was then
+      if wasAt ~= nil then
+        keep = at == wasAt
+      else
+        local l = sbyte(was, 1)
+        keep = (l == 118 or l == 86 or l == 102 or l == 105 or l == 73) and at == unpack('<d', was, 2)
+      end
+    end
+    if keep then
+      rcall('SET', key, v, 'KEEPTTL')
+    else
+      rcall('SET', key, v, 'PX', pxtext(px))
+    end
+  end
+end
 local function commit()
   for j = 1, nkeys do
     local px, was = pxs[j], orig[j]
-    if px ~= was then
-      local v = cur[j]
-      if v == false then
-        if was then rcall('DEL', keys[j]) end
-      elseif px == -1 then
-        rcall('SET', keys[j], v)
-      else
-        -- The same expiry as the packed state read (v, V, f, i, I) had: its TTL kept.
-        local at, keep = ats[j], false
-        if keepttl and at and was then
-          local l = sbyte(was, 1)
-          keep = (l == 118 or l == 86 or l == 102 or l == 105 or l == 73) and at == unpack('<d', was, 2)
-        end
-        if keep then
-          rcall('SET', keys[j], v, 'KEEPTTL')
-        else
-          rcall('SET', keys[j], v, 'PX', pxtext(px))
-        end
-      end
-    end
+    if px ~= was then write(keys[j], cur[j], px, ats[j], was) end
   end
 end
 `
@@ -197,14 +214,17 @@ const WINDOW = `
 -- Rebuild in storage/types).
 local function window_live(raw, first)
   local idx, n = {}, {}
+  read_at = false
   if not raw then return idx, n, false end
   local l = sbyte(raw, 1)
   if l == 118 or l == 86 then
     local m = (#raw - 9) / 8
     local k = 0
+    read_at = nil
     if m == 2 then
       -- One bucket (the common case): read with no table between.
-      local _, b, c = unpack('<ddd', raw, 2)
+      local at, b, c = unpack('<ddd', raw, 2)
+      read_at = at
       if b >= first then idx[1], n[1] = b, c end
     elseif m > 0 then
       local x = { unpack(DOUBLES[m] or doubles(m), raw, 10) }
@@ -248,8 +268,11 @@ end
 local function ttl_at(px, now)
   local at = now + px
   if px >= 60000 then
-    local up = ceil(at / 1000) * 1000
-    return px + ceil(up - at), up
+    -- ceil(x), exactly, as x + (-x) % 1 (no library call: see gcra_scaled)
+    local s = at / 1000
+    local up = (s + (-s) % 1) * 1000
+    local d = up - at
+    return px + d + (-d) % 1, up
   end
   return px, at
 end
@@ -293,11 +316,11 @@ const GCRA = `
 -- The level at t and t itself: the later of now and the stored time (a stored time never
 -- moves back, gcraTime in gcra.ts).
 local function gcra_scaled(raw, now, limit, periodMs)
+  read_at = false
   if not raw then return 0, now end
   local lv, at
   if sbyte(raw, 1) == 102 then
-    local _
-    _, lv, at = unpack('<ddd', raw, 2)
+    read_at, lv, at = unpack('<ddd', raw, 2)
   else
     -- The text form of versions before the packed one.
     local l, a = smatch(raw, '^g,([^,]*),(.*)$')
@@ -306,17 +329,27 @@ local function gcra_scaled(raw, now, limit, periodMs)
   end
   local t = now
   if at > t then t = at end
-  -- round(lv * periodMs), as Math.round
+  -- round(lv * periodMs), as Math.round; the level drained since at. floor(x) is written x -
+  -- x % 1 and max() as a comparison here and below: a call of a library function costs Redis
+  -- about as many instructions as the rest of the check (bench/NOTES.md, session 22).
   local x = lv * periodMs
-  local r = floor(x)
-  if x - r >= 0.5 then r = r + 1 end
-  return max(0, r - max(0, t - at) * limit), t
+  local f = x % 1
+  local r = x - f
+  if f >= 0.5 then r = r + 1 end
+  if t > at then r = r - (t - at) * limit end
+  -- (<= so that -0 is 0, as max(0, r) gives)
+  if r <= 0 then r = 0 end
+  return r, t
 end
 local function gcra_write(key, scaled, t, now, limit, periodMs, slack)
   if scaled <= 0 then
     put(key, false)
   else
-    local px, at = ttl_at(max(1, ceil(scaled / limit + 1 + (t - now))) + slack, now)
+    -- max(1, ceil(u)): u + (-u) % 1 is ceil(u), exactly
+    local u = scaled / limit + 1 + (t - now)
+    u = u + (-u) % 1
+    if u < 1 then u = 1 end
+    local px, at = ttl_at(u + slack, now)
     put(key, pack('<c1ddd', 'f', at, scaled / periodMs, t), px, at)
   end
 end
@@ -569,11 +602,24 @@ local function revert_op(key, t, id, a, b, c, now, at, slack)
 end
 `
 
+/** An admission's record as a line (used by ADMIT and by the lone check in SETTLE_PHASE). */
+const RECORD_LINE = `
+-- The admission's record as a line of its second's list (fold -1 in CALL): its key's name
+-- and a newline, the list kept twice the record's TTL and a second from its first line.
+local function record_line(markKey, markTtl, list)
+  local line = markKey .. '\\n'
+  if rcall('APPEND', list, line) == #line then
+    rcall('PEXPIRE', list, pxtext(2 * max(1, ceil(markTtl)) + 1000))
+  end
+end
+`
+
 /**
  * The settle operations queued before the admission, applied in order and never refusing: a
  * cancel (4) followed by its revert ops, or one release or add. Opens `consume`, defining
  * `blob`, `pos` (the next record), `si` (the next string argument), `nOps`, `markTtl`, `now`
- * and `slack` for the admission after it.
+ * and `slack` for the admission after it. A lone window or GCRA check with nothing to settle is
+ * answered here whole.
  */
 const SETTLE_PHASE = `
 local function consume(KEYS, ARGV)
@@ -585,6 +631,40 @@ local now, slack, nOps, markTtl, fold, pos = unpack('<ddddd', blob)
 -- counter-calls.ts), not read.
 local nk = #KEYS
 if fold < 0 then nk = nk - 1 end
+-- A lone window or GCRA check with nothing to settle and no record or a line for it (a key
+-- with one rate limit or one quota and no credits: the peers' job) is run here by the same
+-- check_window / check_gcra as ADMIT runs, its write made at once: no key table to fill and
+-- walk, no staged list, no call (62,900 → 45,200 instructions a call with the arithmetic
+-- written inline in GCRA: bench/NOTES.md, session 22).
+if nOps == 0 and (nk == 1 and markTtl ~= markTtl or nk == 2 and fold < 0) then
+  local t, limit, a, b, c, rb = unpack('<dddddd', blob, pos)
+  if rb == 0 and (t == 1 or t == 2) then
+    -- KEYS: the counter, then (nk 2) the record and its list. Answered as ADMIT answers.
+    local key = KEYS[1]
+    local raw
+    if nk == 2 then
+      local r = rcall('MGET', key, KEYS[2])
+      raw = r[1]
+      -- A cancel of this admission came first: nothing is counted.
+      if r[2] == 'x' then return pack('<dddddd', 0, 0, 0, 0, 0, 1000) end
+    else
+      raw = rcall('GET', key)
+    end
+    stage, nstage, read_at = true, 0, nil
+    local ok, used, remaining, resetMs, retryMs
+    if t == 1 then
+      ok, used, remaining, resetMs, retryMs = check_window(key, raw, limit, a, b, c, nil, now, slack)
+    else
+      ok, used, remaining, resetMs, retryMs = check_gcra(key, raw, limit, a, b, now, slack)
+    end
+    stage = nil
+    if not ok then return pack('<dddddd', 0, 0, used, remaining, resetMs, retryMs) end
+    -- The check's one write (put while staged), or none.
+    if nstage > 0 then write(key, one_v, one_px, one_at, raw, read_at) end
+    if nk == 2 then record_line(KEYS[2], markTtl, KEYS[3]) end
+    return pack('<dddddd', 1, 1, used, remaining, resetMs, retryMs)
+  end
+end
 load_keys(KEYS, nk)
 pend_key, call_nops = nil, nOps
 local si = 2
@@ -731,8 +811,12 @@ local function check_gcra(key, raw, limit, windowMs, cost, now, slack)
   else
     local level = drained + cost * windowMs
     ok, retryMs = true, 0
-    remaining = max(0, floor((capacity - level) / windowMs))
-    resetMs = ceil(level / limit) + ahead
+    -- max(0, floor(q)) and ceil(u), inline as in gcra_scaled
+    local q = (capacity - level) / windowMs
+    remaining = q - q % 1
+    if remaining <= 0 then remaining = 0 end
+    local u = level / limit
+    resetMs = u + (-u) % 1 + ahead
     gcra_write(key, level, t, now, limit, windowMs, slack)
   end
   return ok, limit - remaining, remaining, resetMs, retryMs
@@ -899,12 +983,7 @@ if out[1] == 1 then
   -- first line (its lines come within a second and the callers' clock skew of each other).
   if markKey then
     if fold == 0 then put(markKey, 'c', max(1, ceil(markTtl)))
-    elseif fold < 0 then
-      local line, list = markKey .. '\\n', KEYS[nk + 1]
-      if rcall('APPEND', list, line) == #line then
-        rcall('PEXPIRE', list, pxtext(2 * max(1, ceil(markTtl)) + 1000))
-      end
-    end
+    elseif fold < 0 then record_line(markKey, markTtl, KEYS[nk + 1]) end
   end
   -- The release a staged hold included is written with it.
   if pend_folded then pend_key = nil end
@@ -956,7 +1035,7 @@ const CALL = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] 
 `
 
 /** The helpers and `consume`: defined once per load as a library, once per call as a script. */
-const LIBRARY_BODY = `${LOCALS}${NUMBERS}${KEY_CACHE}${WINDOW}${GCRA}${HOLD}${SETTLE_OP}${REVERT_OP}${CHECK_WINDOW}${CHECK_GCRA}${CHECK_HOLD}${SETTLE_PHASE}${ADMIT}`
+const LIBRARY_BODY = `${LOCALS}${NUMBERS}${KEY_CACHE}${WINDOW}${GCRA}${HOLD}${SETTLE_OP}${REVERT_OP}${CHECK_WINDOW}${CHECK_GCRA}${CHECK_HOLD}${RECORD_LINE}${SETTLE_PHASE}${ADMIT}`
 
 /** FNV-1a of the text, in hex: the library's version, so two versions can be loaded at once. */
 function version(text: string): string {
