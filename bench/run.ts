@@ -191,12 +191,18 @@ if (!variantsOnly && (!only || only.includes('scale'))) {
     ? ['1000,100000,1000000']
     : ['1000,1000000', '--rounds', '5', '--per-round', '10000']
   process.stderr.write(`scale: memory store, requests among ${scaleArgs[0]} keys…\n`)
+  const scale = node(['--import', 'tsx', 'bench/memory-scale.ts', ...scaleArgs])
   parts.push(
     `Memory store, cost per request as it grows (\`npx tsx bench/memory-scale.ts ${scaleArgs.join(' ')}\`):`,
     '',
-    node(['--import', 'tsx', 'bench/memory-scale.ts', ...scaleArgs]),
+    scale,
     '',
   )
+  const ratio = /1,000,000 keys \/ 1,000 keys: cached ([\d.]+)/.exec(scale)
+  if (ratio)
+    targetRows.push(
+      `| core (memory store) | a cached request among 1,000,000 keys <= 1.5 x among 1,000 (p50) | ${ratio[1]} | ${Number(ratio[1]) <= 1.5 ? 'met' : 'missed'} |`,
+    )
   if (process.env.DATABASE_URL) {
     process.stderr.write('scale: PostgreSQL, 1M keys…\n')
     const out = node(['--import', 'tsx', 'bench/postgres-miss.ts', '2000', '1000000'])
@@ -265,6 +271,15 @@ if (!variantsOnly && (!only || only.includes('scale')) && tools.valgrind) {
     ['--import', 'tsx', 'bench/redis-script-cost.ts', '1000'],
     { encoding: 'utf8' },
   ).trim()
+  // The peers' job (a rate limit alone, with its admission record) against the fixed window.
+  const json = out.split('\n').find((l) => l.startsWith('{'))
+  const cost = json ? (JSON.parse(json) as Record<string, number>) : {}
+  const job = cost['tollbooth, the peers\u2019 job: a rate limit alone']
+  const fixed = cost['fixed window (the peers\u2019 job)']
+  if (job && fixed)
+    targetRows.push(
+      `| core (Redis) | the peers' job (a rate limit alone) <= 3 x the fixed window, Redis instructions a call | ${(job / fixed).toFixed(2)} (${Math.round(job).toLocaleString('en-US')} / ${Math.round(fixed).toLocaleString('en-US')}) | ${job / fixed <= 3 ? 'met' : 'missed'} |`,
+    )
   sections.push(
     '## Redis script cost',
     '',

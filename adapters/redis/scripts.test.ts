@@ -414,6 +414,37 @@ describe.skipIf(!client)('redis Lua scripts', () => {
     expect(await redis.pttl(key)).toBeLessThanOrEqual(at - now + 1000)
   })
 
+  // A TTL of a minute or more ends on a whole second (ttl_at): from a clock reading with a
+  // fraction, its PX must still be a whole number of ms, or Redis refuses the SET.
+  it('writes whole-millisecond TTLs from a clock with fractions, a check alone or with others', async () => {
+    const rand = prng(7)
+    for (let i = 0; i < 200; i++) {
+      const now = T0 + Math.floor(rand() * 100_000) + rand()
+      const rate: Check = {
+        type: 'gcra',
+        key: `{f${i}}:g`,
+        name: 'r',
+        limit: 1 + rand() * 50,
+        windowMs: 60_000 + rand() * 1000,
+        cost: 1,
+      }
+      const daily: Check = {
+        type: 'window',
+        key: `{f${i}}:w`,
+        name: 'd',
+        limit: 100,
+        windowMs: 86_400_000,
+        bucketMs: 3_600_000,
+        cost: 1 + rand(),
+      }
+      const checks = i % 3 === 0 ? [rate] : i % 3 === 1 ? [daily] : [rate, daily]
+      const got = await counters.consume(checks, now, { key: `{f${i}}:a:r${i}`, ttlMs: 60_000 })
+      expect(got.allowed, `call ${i}`).toBe(true)
+      for (const c of checks)
+        expect(await redis.pttl(prefix + c.key), `call ${i}`).toBeGreaterThan(0)
+    }
+  })
+
   it('expires a period’s credits at keepUntil, an idle hold at once, never a rebuilt budget', async () => {
     const now = Date.now()
     const keepUntil = now + 10 * 86_400_000

@@ -272,7 +272,7 @@ local function ttl_at(px, now)
     local s = at / 1000
     local up = (s + (-s) % 1) * 1000
     local d = up - at
-    return px + d + (-d) % 1, up
+    return px + (d + (-d) % 1), up
   end
   return px, at
 end
