@@ -330,8 +330,8 @@ local function gcra_scaled(raw, now, limit, periodMs)
   local t = now
   if at > t then t = at end
   -- round(lv * periodMs), as Math.round; the level drained since at. floor(x) is written x -
-  -- x % 1 and max() as a comparison here and below: a call of a library function costs Redis
-  -- about as many instructions as the rest of the check (bench/NOTES.md, session 22).
+  -- x % 1 and max() as a comparison here and below: each call of a library function costs
+  -- Redis about 360 instructions (bench/NOTES.md, session 22).
   local x = lv * periodMs
   local f = x % 1
   local r = x - f
