@@ -76,6 +76,10 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
   // A key whose every limit the store decides (`exact`), used on the route with no cost.
   let plainKey = ''
   let plainKeyId = ''
+  // A daily quota alone (`exact`), on an account of its own on the route with no cost: its
+  // calls carry no other key's settles, so the script answers them on its lone-check path.
+  let loneKey = ''
+  let loneKeyId = ''
 
   beforeAll(async () => {
     await ready(client)
@@ -108,6 +112,12 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     })
     plainKey = plain.key
     plainKeyId = plain.record.id
+    const lone = await tb.keys.create({
+      accountId: 'acct_lone',
+      limits: { quotas: { daily: 1_000_000 }, exact: true },
+    })
+    loneKey = lone.key
+    loneKeyId = lone.record.id
   })
 
   afterAll(async () => {
@@ -178,11 +188,11 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
   })
 
   /** A key's daily quota as the store counts it (leases given back first). */
-  const dailyCount = async (id = keyId) => {
+  const dailyCount = async (id = keyId, account = 'acct_fault') => {
     await tb.flush()
     const daily: Check = {
       type: 'window',
-      key: `{acct_fault}:k:${id}:q:daily`,
+      key: `{${account}}:k:${id}:q:daily`,
       name: 'daily',
       limit: 1_000_000,
       windowMs: 86_400_000,
@@ -197,6 +207,7 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     const before = await dailyCount()
     const leasedBefore = await dailyCount(leasedKeyId)
     const plainBefore = await dailyCount(plainKeyId)
+    const loneBefore = await dailyCount(loneKeyId, 'acct_lone')
     redis.freeze(true)
     let frozen: Outcome[]
     try {
@@ -214,13 +225,18 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
       key,
       leasedKey,
     ])
-    const plainBusy = trafficOf(
-      4,
-      (out) => thawed && out.filter((o) => o.status === 200).length >= 100,
-      () => send(`${base}/free/work`, plainKey),
-      { max: 3000, ms: 20_000 },
+    const free = (k: string) =>
+      trafficOf(
+        4,
+        (out) => thawed && out.filter((o) => o.status === 200).length >= 100,
+        () => send(`${base}/free/work`, k),
+        { max: 3000, ms: 20_000 },
+      )
+    const plainBusy = free(plainKey)
+    const loneBusy = free(loneKey)
+    await waitFor(
+      () => busy.out.length >= 40 && plainBusy.out.length >= 20 && loneBusy.out.length >= 20,
     )
-    await waitFor(() => busy.out.length >= 40 && plainBusy.out.length >= 20)
     redis.freeze(true)
     await new Promise((r) => setTimeout(r, TIMEOUT_MS + 300))
     redis.freeze(false)
@@ -229,6 +245,9 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     const plainStalled = await plainBusy.done
     const plainRefused = plainStalled.filter((o) => o.status !== 200)
     expectUnavailable(plainRefused, TIMEOUT_MS, { least: 1 })
+    const loneStalled = await loneBusy.done
+    const loneRefused = loneStalled.filter((o) => o.status !== 200)
+    expectUnavailable(loneRefused, TIMEOUT_MS, { least: 1 })
     const stalledRefused = stalled.filter((o) => o.status !== 200)
     expectUnavailable(stalledRefused, TIMEOUT_MS)
 
@@ -250,6 +269,10 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     expect(await dailyCount(plainKeyId), 'exact daily quota vs requests served').toBe(
       plainBefore + plainServed,
     )
+    const loneServed = loneStalled.filter((o) => o.status === 200).length
+    expect(await dailyCount(loneKeyId, 'acct_lone'), 'a daily quota alone vs requests served').toBe(
+      loneBefore + loneServed,
+    )
     const now = Date.now()
     expect(await storage.counters.held(`{acct_fault}:k:${keyId}:c`, now), 'slots held').toBe(0)
     let units = 0
@@ -264,7 +287,7 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     // (Its figure is the settled total plus the reservations live: none may be left.)
     expect(credits.used, 'credits charged and held vs units recorded').toBe(units)
     console.log(
-      `fault (frozen under traffic): ${served} + ${leasedServed} (leased) + ${plainServed} (exact, not metered) served, ${stalledRefused.length} + ${plainRefused.length} x 503, daily ${before} -> ${before + served}, ${leasedBefore} -> ${leasedBefore + leasedServed}, ${plainBefore} -> ${plainBefore + plainServed}, credits ${credits.used} for ${units} units; leases ${JSON.stringify(tb.stats().leases)}`,
+      `fault (frozen under traffic): ${served} + ${leasedServed} (leased) + ${plainServed} (exact, not metered) + ${loneServed} (a quota alone) served, ${stalledRefused.length} + ${plainRefused.length} + ${loneRefused.length} x 503, daily ${before} -> ${before + served}, ${leasedBefore} -> ${leasedBefore + leasedServed}, ${plainBefore} -> ${plainBefore + plainServed}, ${loneBefore} -> ${loneBefore + loneServed}, credits ${credits.used} for ${units} units; leases ${JSON.stringify(tb.stats().leases)}`,
     )
   })
 })
