@@ -634,17 +634,25 @@ describe.skipIf(!client)('redis Lua scripts', () => {
     expect(recordHold('r1', 60_000, [hold('r1', 1000), hold('r1', 60_000)])).toBe(2)
   })
 
-  it('finds a record in its second’s list by its whole line, never as the end of another', async () => {
+  /** A per-minute window of the account `tag`, and what it has counted at `now`. */
+  const windowOf = (tag: string, now: number) => {
     const window: Check = {
       type: 'window',
-      key: '{l}:w',
+      key: `{${tag}}:w`,
       name: 'q',
       limit: 10,
       windowMs: 60_000,
       bucketMs: 1000,
       cost: 1,
     }
+    const used = async () =>
+      (await counters.consume([{ ...window, cost: 0 }], now)).results[0]!.used
+    return { window, used }
+  }
+
+  it('finds a record in its second’s list by its whole line, never as the end of another', async () => {
     const now = T0 + 500
+    const { window, used } = windowOf('l', now)
     const cancel = (key: string): SettleOp => ({
       type: 'cancel',
       key,
@@ -658,8 +666,6 @@ describe.skipIf(!client)('redis Lua scripts', () => {
     expect(await redis.get(`${prefix}{l}:r:${Math.floor(now / 1000)}`)).toBe(
       `${prefix}{l}:a:r2\n${prefix}{l}:a:x{l}:a:r1\n`,
     )
-    const used = async () =>
-      (await counters.consume([{ ...window, cost: 0 }], now)).results[0]!.used
     expect(await used()).toBe(2)
     // Not admitted: its cancel takes nothing back (and leaves its tombstone).
     await counters.settle([cancel('{l}:a:r1')], now + 10)
@@ -673,24 +679,14 @@ describe.skipIf(!client)('redis Lua scripts', () => {
   })
 
   it('keeps a record whose name has a newline in a key of its own, never as lines', async () => {
-    const window: Check = {
-      type: 'window',
-      key: '{n}:w',
-      name: 'q',
-      limit: 10,
-      windowMs: 60_000,
-      bucketMs: 1000,
-      cost: 1,
-    }
     const now = T0 + 500
+    const { window, used } = windowOf('n', now)
     // A caller of the store's contract may name a record anything: as a line, this one would
     // read as two, the second the name of an admission that never came.
     const odd = `{n}:a:x\n${prefix}{n}:a:r1`
     await counters.consume([window], now, { key: odd, ttlMs: 60_000 })
     expect(await redis.get(`${prefix}${odd}`)).toBe('c')
     expect(await redis.exists(`${prefix}{n}:r:${Math.floor(now / 1000)}`)).toBe(0)
-    const used = async () =>
-      (await counters.consume([{ ...window, cost: 0 }], now)).results[0]!.used
     // The cancel of the one that never came takes nothing back.
     await counters.settle(
       [{ type: 'cancel', key: '{n}:a:r1', ttlMs: 60_000, at: now, checks: [window] }],
