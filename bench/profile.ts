@@ -1,12 +1,14 @@
 /**
  * @module bench/profile
  *
- * `npx tsx bench/profile.ts <framework|path.ts> <variant> [seconds=5]`: runs one benchmark
+ * `npx tsx bench/profile.ts <framework|path.ts|path.mjs> <variant> [seconds=5]`: runs one benchmark
  * server under `node --cpu-prof`, loads one variant with wrk (or autocannon) from another core,
  * and prints the server's self time per function and per file, in µs per request. How the
  * hot path's costs in bench/NOTES.md were found; compare two variants by running it twice.
  * The storage variants (tollbooth-redis, peer-redis, tollbooth-postgres) need
- * BENCH_VARIANTS=storage and REDIS_URL / DATABASE_URL.
+ * BENCH_VARIANTS=storage and REDIS_URL / DATABASE_URL. A `.mjs` server runs without tsx: one
+ * that imports the built package (`dist/`) gets its functions' lines in the profile (through
+ * tsx every function of `src/` reports line 1).
  */
 
 import { spawn } from 'node:child_process'
@@ -27,9 +29,15 @@ interface Profile {
 }
 
 const [target = 'hono', variant = 'tollbooth', secs = '5'] = process.argv.slice(2)
-const script = target.endsWith('.ts') ? target : `bench/servers/${target}.ts`
+const script = /\.(ts|mjs)$/.test(target) ? target : `bench/servers/${target}.ts`
 const dir = mkdtempSync(join(tmpdir(), 'tb-prof-'))
-const args = ['--cpu-prof', '--cpu-prof-dir', dir, '--import', 'tsx', script]
+const args = [
+  '--cpu-prof',
+  '--cpu-prof-dir',
+  dir,
+  ...(script.endsWith('.mjs') ? [] : ['--import', 'tsx']),
+  script,
+]
 const child = tools.taskset
   ? spawn('taskset', ['-c', '0', process.execPath, ...args], {
       stdio: ['ignore', 'pipe', 'inherit'],

@@ -7,8 +7,15 @@
  * once, at the true end of the response (src/response-end.ts): when it finishes (its status,
  * so an error handler's 500 is not billed), or, when the client went away first, with 499 once
  * the handler has called `res.end()` (`res.send`/`res.json` do).
+ *
+ * It adds no property to Express's request or response objects, each of which costs V8 2-3 µs
+ * once Express has set their prototype: Express's own `request` and `response` prototypes (which
+ * every app's inherit from, and which Express documents as the place to extend) get, once per
+ * process, an `apiKey` getter and a `writeHead` that writes a guarded response's headers before
+ * the one it shadows; an unguarded response pays one `WeakMap` lookup there.
  */
 
+import { IncomingMessage, ServerResponse } from 'node:http'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import {
   type Admission,
@@ -88,23 +95,6 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     }
   }
 
-  /**
-   * Every head goes through writeHead (res.end/res.write call it implicitly), so hooking it once
-   * per response sees the handler's charges and the final status before a byte is sent, and
-   * the time to first byte. The writeHead it replaced is kept in the admission.
-   */
-  function writeHeadWithUsage(this: Response, a?: unknown, b?: unknown, c?: unknown): Response {
-    const decision = this.req.apiKey
-    const original = (settlementOf(decision) as Settlement).adapter as Response['writeHead']
-    this.writeHead = original
-    if (!decision.headersFinal) {
-      const out = decision.responseHeaders(typeof a === 'number' ? a : this.statusCode)
-      for (const name in out) this.setHeader(name, out[name]!)
-    }
-    responseStarted(tb, decision)
-    return (original as (a?: unknown, b?: unknown, c?: unknown) => Response).call(this, a, b, c)
-  }
-
   /** Answers a denial, or guards the response and passes the admitted request on. */
   function proceed(decision: Decision, req: Request, res: Response, next: NextFunction): void {
     if (!decision.allowed) {
@@ -114,16 +104,25 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
       res.end(decision.body)
       return
     }
-    req.apiKey = decision
     if (decision.headersFinal) {
       const h = decision.headers
       for (const name in h) res.setHeader(name, h[name]!)
     }
     // Usage figures follow the handler's charges and the final status, and the time to first
-    // byte is taken: both with the head.
-    const s = settlementOf(decision) as Settlement
-    s.adapter = res.writeHead
-    res.writeHead = writeHeadWithUsage as Response['writeHead']
+    // byte is taken: both with the head, which Express's prototypes (extended once, see
+    // `extended`) or, where they cannot be, a hook of this response's own, hand to `atHead`.
+    ;(settlementOf(decision) as Settlement).adapter = tb
+    if (extended(req, res)) admissions.set(req, decision)
+    else {
+      req.apiKey = decision
+      const original = res.writeHead
+      const withUsage: WriteHead = function writeHeadWithUsage(a, b, c) {
+        this.writeHead = original
+        atHead(this, decision, a)
+        return (original as WriteHead).call(this, a, b, c)
+      }
+      res.writeHead = withUsage as Response['writeHead']
+    }
     res.on('close', onClose)
     next()
   }
@@ -156,6 +155,147 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     if (d instanceof Promise) d.then((decision) => proceed(decision, req, res, next), next)
     else proceed(d, req, res, next)
   }
+}
+
+/**
+ * The head of an admitted response, once: its usage headers (unless they were final at
+ * admission), then the time to first byte. The settlement's `adapter` holds the instance until
+ * the head is written.
+ */
+function atHead(res: Response, decision: Admission, status: unknown): void {
+  const s = settlementOf(decision) as Settlement
+  const tb = s.adapter as Tollbooth | undefined
+  if (tb === undefined) return
+  s.adapter = undefined
+  if (!decision.headersFinal) {
+    const out = decision.responseHeaders(typeof status === 'number' ? status : res.statusCode)
+    for (const name in out) res.setHeader(name, out[name]!)
+  }
+  responseStarted(tb, decision)
+}
+
+/*
+ * Express's request and response objects are Node's, whose prototype Express sets to the app's
+ * own (`app.request`, `app.response`) on every request. V8 then gives each a map of its own, so
+ * a property added to one afterwards costs 2-3 µs (`bench/NOTES.md`, session 23): `req.apiKey`
+ * and a `writeHead` of the response's own were two of them on every request. Instead, the
+ * prototype every app's request and response inherit from (Express's `request` and `response`,
+ * which Express documents as the place to extend) gets, once, an `apiKey` getter that reads
+ * this module's map of admissions, and a `writeHead` that writes a guarded response's usage
+ * headers before calling the one it shadows. A response of an unguarded route pays one map
+ * lookup in `writeHead`. Where that prototype cannot be found or its `writeHead` is not the
+ * one a response reaches (an app that shadows it), the request and the response get their
+ * own properties, as before.
+ */
+
+/** The admitted requests on extended prototypes: `req.apiKey` reads it. */
+const admissions = new WeakMap<object, Admission>()
+type WriteHead = (this: Response, a?: unknown, b?: unknown, c?: unknown) => Response
+
+/**
+ * Express's request prototypes this module extended (true) or cannot (false), and its
+ * response prototypes with the `writeHead` given them (null: cannot).
+ */
+const requestBases = new WeakMap<object, boolean>()
+const responseBases = new WeakMap<object, WriteHead | null>()
+/** The request and response prototypes seen last, and whether `extended` holds for them. */
+let lastReq: object | null = null
+let lastRes: object | null = null
+let lastExtended = false
+
+/**
+ * True when `req.apiKey` reads `admissions` and the `writeHead` of the response's prototypes is
+ * this module's: Express's prototypes are extended (done here the first time an app's
+ * prototypes are seen), and no app shadows that `writeHead` below them. A middleware's hook on
+ * the response itself (`on-headers`) calls the one it replaced: this module's.
+ */
+function extended(req: Request, res: Response): boolean {
+  const pq = Object.getPrototypeOf(req) as object | null
+  const ps = Object.getPrototypeOf(res) as object | null
+  if (pq !== lastReq || ps !== lastRes) {
+    lastReq = pq
+    lastRes = ps
+    const given = extendRequest(base(pq, IncomingMessage.prototype))
+      ? extendResponse(base(ps, ServerResponse.prototype))
+      : null
+    lastExtended = given !== null && (ps as Response).writeHead === given
+  }
+  return lastExtended
+}
+
+/** The object just above Node's `proto` in a prototype chain from `p`: Express's own. */
+function base(p: object | null, proto: object): object | null {
+  if (p === proto) return null
+  while (p !== null) {
+    const up = Object.getPrototypeOf(p) as object | null
+    if (up === proto) return p
+    p = up
+  }
+  return null
+}
+
+/** Gives Express's `request` an `apiKey` getter, once; false if it cannot. */
+function extendRequest(p: object | null): boolean {
+  if (p === null) return false
+  const known = requestBases.get(p)
+  if (known !== undefined) return known
+  // Another copy of this module (its CommonJS build beside this one) may have been first.
+  const prev = Object.getOwnPropertyDescriptor(p, 'apiKey')
+  const prevGet = prev?.get
+  const ok =
+    Object.isExtensible(p) &&
+    (prev === undefined || (prevGet !== undefined && prev.configurable === true))
+  if (ok)
+    Object.defineProperty(p, 'apiKey', {
+      configurable: true,
+      enumerable: false,
+      get(this: object) {
+        return admissions.get(this) ?? prevGet?.call(this)
+      },
+      // Assigned by an application: a property of that request's own, as without the getter.
+      set(this: object, value: unknown) {
+        Object.defineProperty(this, 'apiKey', {
+          value,
+          writable: true,
+          configurable: true,
+          enumerable: true,
+        })
+      },
+    })
+  requestBases.set(p, ok)
+  return ok
+}
+
+/** Gives Express's `response` a `writeHead` that heads guarded responses, once; null if it cannot. */
+function extendResponse(p: object | null): WriteHead | null {
+  if (p === null) return null
+  const known = responseBases.get(p)
+  if (known !== undefined) return known
+  const prev = Object.getOwnPropertyDescriptor(p, 'writeHead')
+  let given: WriteHead | null = null
+  if (
+    Object.isExtensible(p) &&
+    (prev === undefined || (typeof prev.value === 'function' && prev.writable === true))
+  ) {
+    // The `writeHead` it shadows: one of its own (another copy's), else Node's, found at each
+    // call so a later change to Node's prototype is honoured.
+    const own = prev?.value as WriteHead | undefined
+    const parent = Object.getPrototypeOf(p) as Response
+    given = function writeHead(this: Response, a?: unknown, b?: unknown, c?: unknown): Response {
+      const req = this.req as Request | undefined
+      const decision = req === undefined ? undefined : admissions.get(req)
+      if (decision !== undefined) atHead(this, decision, a)
+      return (own ?? (parent.writeHead as WriteHead)).call(this, a, b, c)
+    }
+    Object.defineProperty(p, 'writeHead', {
+      configurable: true,
+      enumerable: false,
+      writable: true,
+      value: given,
+    })
+  }
+  responseBases.set(p, given)
+  return given
 }
 
 export { type FetchHandler, mountFetch, type NodeBindings } from './mount.js'

@@ -5,12 +5,18 @@
  * under `app.use(path, …)` and on a Router keeps the full path.
  */
 
-import type { Server } from 'node:http'
+import { type Server, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express, { type Request } from 'express'
 import { describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey } from '../../adapters/express/index.js'
-import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
+import {
+  type Admission,
+  ConfigError,
+  createTollbooth,
+  memoryStorage,
+  type Tollbooth,
+} from '../../src/index.js'
 import { describeBehaviour, type StartServer } from './behaviour.js'
 import { eventually, harness, SECRET, sleep } from './harness.js'
 import { describeStreaming } from './streaming.js'
@@ -114,6 +120,133 @@ describe('tollbooth/express', () => {
       })
     } finally {
       await h.close()
+    }
+  })
+})
+
+/**
+ * An instance on a plan of 100 credits, a key of it, and an app built by `build`, listening;
+ * `fetch` sends the key.
+ */
+async function planned(build: (tb: Tollbooth) => express.Express) {
+  const tb = createTollbooth({
+    secret: SECRET,
+    storage: memoryStorage(),
+    plans: { pro: { monthlyCredits: 100 } },
+    defaultTier: 'pro',
+  })
+  const { key } = await tb.keys.create({ accountId: 'acct_1' })
+  const server = await listen(build(tb))
+  return {
+    fetch: (path: string) =>
+      fetch(server.url + path, { headers: { authorization: `Bearer ${key}` } }),
+    close: async () => {
+      await server.close()
+      await tb.close()
+    },
+  }
+}
+
+describe('tollbooth/express: what a guarded request and response carry', () => {
+  // Express sets the prototype of every request and response; V8 then makes a property added
+  // to one afterwards cost microseconds (bench/NOTES.md, session 23), so the adapter adds none.
+  test('adds no property to the request or the response; req.apiKey and the usage headers as before', async () => {
+    const own: boolean[] = []
+    const s = await planned((tb) => {
+      const app = express()
+      app.get('/v1/tts', requireApiKey(tb, { cost: 10 }), (req, res) => {
+        own.push(Object.hasOwn(req, 'apiKey'), Object.hasOwn(res, 'writeHead'))
+        req.apiKey.charge(5)
+        res.json({ account: req.apiKey.accountId })
+      })
+      app.get('/open', (req, res) => {
+        res.json({ guarded: req.apiKey !== undefined })
+      })
+      return app
+    })
+    try {
+      const res = await s.fetch('/v1/tts')
+      expect(res.status).toBe(200)
+      expect(await res.json()).toEqual({ account: 'acct_1' })
+      expect(res.headers.get('x-usage-current')).toBe('5')
+      expect(res.headers.get('x-usage-remaining')).toBe('95')
+      expect(own).toEqual([false, false])
+      // A route it does not guard: no admission, no usage headers.
+      const open = await s.fetch('/open')
+      expect(await open.json()).toEqual({ guarded: false })
+      expect(open.headers.get('x-usage-current')).toBeNull()
+    } finally {
+      await s.close()
+    }
+  })
+
+  test('keeps req.apiKey and writes the usage headers after a mounted app hands the request back', async () => {
+    const s = await planned((tb) => {
+      const sub = express()
+      sub.use(requireApiKey(tb, { cost: 5 }))
+      sub.get('/tts', (req, _res, next) => {
+        req.apiKey.charge(2)
+        next()
+      })
+      const app = express()
+      app.use('/v1', sub)
+      // Express gives the request and the response the parent's prototypes back here.
+      app.use((req, res) => {
+        res.json({ account: req.apiKey?.accountId ?? null })
+      })
+      return app
+    })
+    try {
+      const res = await s.fetch('/v1/tts')
+      expect(await res.json()).toEqual({ account: 'acct_1' })
+      expect(res.headers.get('x-usage-current')).toBe('2')
+    } finally {
+      await s.close()
+    }
+  })
+
+  test('writes the usage headers through a writeHead an app or a middleware puts in front', async () => {
+    const seen: string[] = []
+    const s = await planned((tb) => {
+      const app = express()
+      // A middleware's hook on the response itself (as on-headers does), before the guard.
+      app.use((_req, res, next) => {
+        const prev = res.writeHead
+        res.writeHead = function (this: typeof res, ...args: unknown[]) {
+          seen.push('hook')
+          return (prev as (...a: unknown[]) => typeof res).apply(this, args)
+        } as typeof res.writeHead
+        next()
+      })
+      app.get('/v1/a', requireApiKey(tb, { cost: 3 }), (_req, res) => {
+        res.json({})
+      })
+      return app
+    })
+    // An app whose response prototype shadows writeHead with one that skips what is below it.
+    const shadowing = await planned((tb) => {
+      const app = express()
+      app.response.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+        return (ServerResponse.prototype.writeHead as (...a: unknown[]) => ServerResponse).apply(
+          this,
+          args,
+        )
+      } as never
+      app.get('/v1/a', requireApiKey(tb, { cost: 3 }), (req, res) => {
+        res.json({ own: Object.hasOwn(res, 'writeHead'), account: req.apiKey.accountId })
+      })
+      return app
+    })
+    try {
+      const res = await s.fetch('/v1/a')
+      expect(res.headers.get('x-usage-current')).toBe('3')
+      expect(seen).toEqual(['hook'])
+      const r2 = await shadowing.fetch('/v1/a')
+      expect(await r2.json()).toEqual({ own: true, account: 'acct_1' })
+      expect(r2.headers.get('x-usage-current')).toBe('3')
+    } finally {
+      await s.close()
+      await shadowing.close()
     }
   })
 })
