@@ -75,7 +75,7 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
    * call to `res.end()` is what settles the request.
    */
   function onClose(this: Response): void {
-    const decision = this.req.apiKey
+    const decision = admissions.get(this.req)
     if (!decision || decision.settled) return
     if (this.writableFinished) responseEnded(tb, decision, this.statusCode)
     else {
@@ -112,8 +112,8 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     // byte is taken: both with the head, which Express's prototypes (extended once, see
     // `extended`) or, where they cannot be, a hook of this response's own, hand to `atHead`.
     ;(settlementOf(decision) as Settlement).adapter = tb
-    if (extended(req, res)) admissions.set(req, decision)
-    else {
+    admissions.set(req, decision)
+    if (!extended(req, res)) {
       req.apiKey = decision
       const original = res.writeHead
       const withUsage: WriteHead = function writeHeadWithUsage(a, b, c) {
@@ -132,7 +132,7 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     // originalUrl, not path: under app.use('/v1', …) req.path has lost its mount point.
     const url = req.originalUrl
     const q = url.indexOf('?')
-    if (req.apiKey !== undefined) {
+    if (admissions.has(req)) {
       next(guardedTwice(req.method, q === -1 ? url : url.slice(0, q)))
       return
     }
@@ -188,7 +188,11 @@ function atHead(res: Response, decision: Admission, status: unknown): void {
  * own properties, as before.
  */
 
-/** The admitted requests on extended prototypes: `req.apiKey` reads it. */
+/**
+ * The admitted requests, read where the adapter needs its own (a property read on an Express
+ * request is a lookup of its own too, as its map is new) and by `req.apiKey` on extended
+ * prototypes.
+ */
 const admissions = new WeakMap<object, Admission>()
 type WriteHead = (this: Response, a?: unknown, b?: unknown, c?: unknown) => Response
 
