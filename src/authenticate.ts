@@ -830,26 +830,29 @@ function tightest(
   checks: ReadonlyArray<Check>,
   results: ReadonlyArray<CheckResult>,
 ): LimitFigures | null {
-  let best: LimitFigures | null = null
+  let best = -1
   for (let i = 0; i < checks.length; i++) {
-    const c = checks[i]!
-    if (c.type === 'hold') continue
+    if (checks[i]!.type === 'hold') continue
     const r = results[i]!
+    const b = best < 0 ? undefined : results[best]!
     if (
-      best === null ||
-      r.remaining < best.remaining ||
-      (r.remaining === best.remaining && r.resetMs > best.resetMs)
-    ) {
-      best = {
-        name: c.name,
-        limit: c.limit,
-        remaining: r.remaining,
-        resetMs: r.resetMs,
-        windowMs: c.windowMs,
-      }
-    }
+      b === undefined ||
+      r.remaining < b.remaining ||
+      (r.remaining === b.remaining && r.resetMs > b.resetMs)
+    )
+      best = i
   }
-  return best
+  if (best < 0) return null
+  // The figures of the one found: one object a request, not one for each better limit.
+  const c = checks[best] as Exclude<Check, { type: 'hold' }>
+  const r = results[best]!
+  return {
+    name: c.name,
+    limit: c.limit,
+    remaining: r.remaining,
+    resetMs: r.resetMs,
+    windowMs: c.windowMs,
+  }
 }
 
 function setLimitHeaders(

@@ -174,11 +174,18 @@ export interface SettlementInit {
   onError: (err: unknown) => void
 }
 
+/**
+ * The lists of a settlement that holds nothing and counts no tokens, shared (no request writes
+ * into them: `holdCredits` gives a settlement lists of its own when it has something to list).
+ */
+const NO_HOLDS: Settlement['holds'] = []
+const NO_TOKEN_CHECKS: Settlement['tokenChecks'] = []
+
 /** A settlement with nothing held or reported yet: metered or not, against no credits. */
 export function openSettlement(init: SettlementInit): Settlement {
   return {
-    holds: [],
-    tokenChecks: [],
+    holds: NO_HOLDS,
+    tokenChecks: NO_TOKEN_CHECKS,
     estimate: init.estimate,
     routeCost: init.routeCost,
     creditUsed: 0,
@@ -256,6 +263,7 @@ export function holdCredits(s: Settlement, h: Held): void {
         headroom = Math.min(headroom, c.limit - used)
       }
     } else if (t.tokens && c.type === 'gcra') {
+      if (s.tokenChecks === NO_TOKEN_CHECKS) s.tokenChecks = []
       s.tokenChecks.push(c)
     }
   }

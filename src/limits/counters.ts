@@ -130,9 +130,12 @@ function keep(s: HoldCounter, keepUntil: number | undefined): void {
     s.keepUntil = keepUntil
 }
 
-/** One check evaluated. */
-interface Evaluated {
-  result: CheckResult
+/**
+ * What `evaluate` leaves beside the result it answers, read by `admitStep` before the next
+ * check is evaluated (a step runs to its end synchronously: one object for every call, not
+ * one a check).
+ */
+const evaluated: {
   /**
    * What `commit` writes once every check passed: a window's or GCRA limit's next state, or
    * the hold counter to add the hold to (undefined: a new one).
@@ -140,20 +143,21 @@ interface Evaluated {
   next: object | undefined
   /** Written whatever the outcome: the check rebuilt its counter. */
   seeded: CounterWrite | null
-}
+} = { next: undefined, seeded: null }
 
-const evaluated = (
-  result: CheckResult,
+/** The result of one check evaluated, with `next` and `seeded` left in {@link evaluated}. */
+function result(
+  r: CheckResult,
   next: object | undefined,
   seeded: CounterWrite | null,
-): Evaluated => ({
-  result,
-  next,
-  seeded,
-})
+): CheckResult {
+  evaluated.next = next
+  evaluated.seeded = seeded
+  return r
+}
 
 /** Evaluates one check against a counter's state; changes nothing it is given. */
-function evaluate(check: Check, state: State, now: number): Evaluated {
+function evaluate(check: Check, state: State, now: number): CheckResult {
   switch (check.type) {
     case 'window': {
       const { key, limit, windowMs, bucketMs, cost } = check
@@ -162,7 +166,7 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
       const r = check.rebuild
       const seeding = r !== undefined && !rebuilt
       if (seeding) {
-        if (r.base === undefined) return evaluated(missingResult(limit), undefined, null)
+        if (r.base === undefined) return result(missingResult(limit), undefined, null)
         // The larger of the two (see the hold's case below).
         const had = rollingWindow(s, now, Infinity, windowMs, bucketMs, 0).used
         s = windowAdd(s, now, windowMs, bucketMs, Math.max(0, r.base - had))
@@ -178,7 +182,7 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
         w.rebuilt = true
         seeded = put(key, w, windowExpiry(w, now, windowMs, bucketMs), now)
       }
-      return evaluated(
+      return result(
         {
           allowed: v.allowed,
           limit,
@@ -194,7 +198,7 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
     case 'gcra': {
       const { limit, windowMs, cost } = check
       const v = gcra(asGcra(state), now, limit, windowMs, cost)
-      return evaluated(
+      return result(
         {
           allowed: v.allowed,
           limit,
@@ -213,7 +217,7 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
       let seeded: CounterWrite | null = null
       const r = check.rebuild
       if (r !== undefined && s?.rebuilt !== true) {
-        if (r.base === undefined) return evaluated(missingResult(limit), undefined, null)
+        if (r.base === undefined) return result(missingResult(limit), undefined, null)
         // The larger of the two: an unmarked counter may hold settles made since the loss
         // (then mostly in the base too), or be a whole count kept from before rebuilds. A
         // rebuilt counter is written whatever the admission's outcome.
@@ -226,7 +230,7 @@ function evaluate(check: Check, state: State, now: number): Evaluated {
       const total = holdTotal(s, now)
       const allowed = total + amount <= limit
       const used = allowed ? total + amount : total
-      return evaluated(
+      return result(
         {
           allowed,
           limit,
@@ -308,12 +312,14 @@ export function admitStep(
   const next: Array<object | undefined> = new Array(checks.length)
   let allowed = true
   for (let i = 0; i < checks.length; i++) {
-    const e = evaluate(checks[i]!, liveState(current[i], now), now)
-    results[i] = e.result
-    next[i] = e.next
-    if (!e.result.allowed) allowed = false
-    if (e.seeded) writes.push(e.seeded)
+    const r = evaluate(checks[i]!, liveState(current[i], now), now)
+    results[i] = r
+    next[i] = evaluated.next
+    if (!r.allowed) allowed = false
+    if (evaluated.seeded) writes.push(evaluated.seeded)
   }
+  evaluated.next = undefined
+  evaluated.seeded = null
   if (allowed) {
     // An array of its length (one that grows by push makes room for 17 at its first push).
     const n = checks.length
