@@ -159,8 +159,9 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
 
 /**
  * The head of an admitted response, once: its usage headers (unless they were final at
- * admission), then the time to first byte. The settlement's `adapter` holds the instance until
- * the head is written.
+ * admission), then the time to first byte. Every head goes through `writeHead` (`res.write` and
+ * `res.end` call it when the handler did not), so this sees the handler's charges and the final
+ * status before a byte is sent. The settlement's `adapter` holds the instance until then.
  */
 function atHead(res: Response, decision: Admission, status: unknown): void {
   const s = settlementOf(decision) as Settlement
