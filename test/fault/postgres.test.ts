@@ -26,6 +26,13 @@ import { expectUnavailable, type Outcome, send, traffic as trafficOf } from '../
 import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
 const TIMEOUT_MS = 1000
+/**
+ * How long a lease of the keys' all-time quota answers in process (the instance's default
+ * `leases.ttlMs`): one taken just before a freeze serves the account's requests for up to that
+ * long, so a freeze must outlast it by the storage timeout for any request to be refused (CI
+ * saw none refused once with a freeze of the timeout and 500 ms).
+ */
+const ALL_TIME_LEASE_MS = 1000
 const SECRET = 'postgres-fault-secret-postgres-fault-42'
 const SCHEMA = 'tb_fault'
 const ACCOUNT = 'acct_pg_fault'
@@ -169,7 +176,7 @@ describe.each(CONFIGS.map((c, i) => ({ ...c, server: servers[i] ?? null })))(
       const tf = traffic(8, (out) => thawed && ok(out).length >= 100)
       while (tf.out.length < 50) await sleep(5)
       pgServer.freeze(true)
-      await sleep(TIMEOUT_MS + 500)
+      await sleep(ALL_TIME_LEASE_MS + TIMEOUT_MS + 500)
       pgServer.freeze(false)
       thawed = true
       const frozen = await tf.done
