@@ -113,6 +113,23 @@ function reference(): CounterStore {
 }
 
 /** The properties' runs; `FC_SEED` and `FC_PATH` replay a failure. */
+/**
+ * The property tests' window (4 s in 1 s buckets, so a cancel lands within the window it counted
+ * in) and GCRA limit (per 2 s) of the counters under `tag`.
+ */
+const propWindow = (tag: string, limit: number, cost: number) =>
+  ({
+    type: 'window',
+    key: `${tag}:w`,
+    name: 'q',
+    limit,
+    windowMs: 4000,
+    bucketMs: 1000,
+    cost,
+  }) as const
+const propGcra = (tag: string, limit: number, cost: number) =>
+  ({ type: 'gcra', key: `${tag}:g`, name: 'r', limit, windowMs: 2000, cost }) as const
+
 const FC_OPTIONS = {
   numRuns: 150,
   ...(process.env.FC_SEED
@@ -753,28 +770,12 @@ describe.skipIf(!client)('redis Lua scripts', () => {
         async ([wLimit, budget], steps) => {
           const tag = `{r${run++}}`
           const ref = reference()
-          const gcraCheck = (o: Extract<Op, { t: 'consume' }>): Check => ({
-            type: 'gcra',
-            key: `${tag}:g`,
-            name: 'r',
-            limit: 4,
-            windowMs: 2000,
-            cost: o.cost,
-          })
           const checks = (o: Extract<Op, { t: 'consume' }>, id: string): Check[] =>
             alone
-              ? [gcraCheck(o)]
+              ? [propGcra(tag, 4, o.cost)]
               : [
-                  {
-                    type: 'window',
-                    key: `${tag}:w`,
-                    name: 'q',
-                    limit: wLimit,
-                    windowMs: 4000,
-                    bucketMs: 1000,
-                    cost: o.cost,
-                  },
-                  gcraCheck(o),
+                  propWindow(tag, wLimit, o.cost),
+                  propGcra(tag, 4, o.cost),
                   ...(withHold
                     ? [
                         {
@@ -944,25 +945,8 @@ describe.skipIf(!client)('redis Lua scripts', () => {
           const keepUntil = T0 + 2 * DAY
           // A window of 4 s in 1 s buckets (a cancel lands within the window it counted in),
           // an all-time quota and a budget (rebuilt), a GCRA limit, concurrency, credits.
-          const windowOf = (cost: number) =>
-            ({
-              type: 'window',
-              key: `${tag}:w`,
-              name: 'q',
-              limit: wLimit,
-              windowMs: 4000,
-              bucketMs: 1000,
-              cost,
-            }) as const
-          const gcraOf = (cost: number) =>
-            ({
-              type: 'gcra',
-              key: `${tag}:g`,
-              name: 'r',
-              limit: gLimit,
-              windowMs: 2000,
-              cost,
-            }) as const
+          const windowOf = (cost: number) => propWindow(tag, wLimit, cost)
+          const gcraOf = (cost: number) => propGcra(tag, gLimit, cost)
           const checks = (o: Extract<Op, { t: 'consume' }>, id: string): Check[] => {
             const base =
               o.rebuild === 0 ? undefined : o.rebuild === 1 ? {} : { base: o.rebuild - 1 }

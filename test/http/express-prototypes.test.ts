@@ -7,13 +7,11 @@
  * first: this one's getter and `writeHead` then defer to that copy's for what is not its own.
  */
 
-import { IncomingMessage, type Server, ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { IncomingMessage, ServerResponse } from 'node:http'
 import express, { type Request } from 'express'
 import { expect, test } from 'vitest'
 import { requireApiKey } from '../../adapters/express/index.js'
-import { createTollbooth, memoryStorage } from '../../src/index.js'
-import { SECRET } from './harness.js'
+import { planned } from './express-server.js'
 
 /** Express's own prototype: the one just above Node's in a request's (or response's) chain. */
 function expressBase(app: express.Express, which: 'request' | 'response'): object {
@@ -46,39 +44,29 @@ test('defers to another copy that extended the prototypes first', async () => {
     },
   })
 
-  const tb = createTollbooth({
-    secret: SECRET,
-    storage: memoryStorage(),
-    plans: { pro: { monthlyCredits: 100 } },
-    defaultTier: 'pro',
+  const s = await planned((tb) => {
+    const app = express()
+    app.get('/v1/a', requireApiKey(tb, { cost: 4 }), (req, res) => {
+      res.json({ account: req.apiKey.accountId, own: Object.hasOwn(res, 'writeHead') })
+    })
+    // A request the other copy admitted: this copy's getter answers it from theirs.
+    app.get('/other', (req: Request, res) => {
+      theirs.set(req, { accountId: 'acct_theirs' })
+      res.json({ account: (req.apiKey as unknown as { accountId: string }).accountId })
+    })
+    return app
   })
-  const { key } = await tb.keys.create({ accountId: 'acct_1' })
-  const app = express()
-  app.get('/v1/a', requireApiKey(tb, { cost: 4 }), (req, res) => {
-    res.json({ account: req.apiKey.accountId, own: Object.hasOwn(res, 'writeHead') })
-  })
-  // A request the other copy admitted: this copy's getter answers it from theirs.
-  app.get('/other', (req: Request, res) => {
-    theirs.set(req, { accountId: 'acct_theirs' })
-    res.json({ account: (req.apiKey as unknown as { accountId: string }).accountId })
-  })
-  const server = await new Promise<Server>((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s))
-  })
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   try {
-    const res = await fetch(`${url}/v1/a`, { headers: { authorization: `Bearer ${key}` } })
+    const res = await s.fetch('/v1/a')
     expect(await res.json()).toEqual({ account: 'acct_1', own: false })
     expect(res.headers.get('x-usage-current')).toBe('4')
     // The other copy's writeHead ran under this one's, once per response.
     expect(heads).toEqual([200])
-    const other = await fetch(`${url}/other`)
+    const other = await s.fetch('/other')
     expect(await other.json()).toEqual({ account: 'acct_theirs' })
     expect(other.headers.get('x-usage-current')).toBeNull()
     expect(heads).toEqual([200, 200])
   } finally {
-    server.closeAllConnections()
-    await new Promise((resolve) => server.close(resolve))
-    await tb.close()
+    await s.close()
   }
 })

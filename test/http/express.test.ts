@@ -5,36 +5,15 @@
  * under `app.use(path, …)` and on a Router keeps the full path.
  */
 
-import { type Server, ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { ServerResponse } from 'node:http'
 import express, { type Request } from 'express'
 import { describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey } from '../../adapters/express/index.js'
-import {
-  type Admission,
-  ConfigError,
-  createTollbooth,
-  memoryStorage,
-  type Tollbooth,
-} from '../../src/index.js'
+import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
 import { describeBehaviour, type StartServer } from './behaviour.js'
+import { listen, planned } from './express-server.js'
 import { eventually, harness, SECRET, sleep } from './harness.js'
 import { describeStreaming } from './streaming.js'
-
-async function listen(app: express.Express) {
-  const server = await new Promise<Server>((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s))
-  })
-  const { port } = server.address() as AddressInfo
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        server.closeAllConnections()
-      }),
-  }
-}
 
 const startExpress: StartServer = async (tb, routes) => {
   const app = express()
@@ -123,29 +102,6 @@ describe('tollbooth/express', () => {
     }
   })
 })
-
-/**
- * An instance on a plan of 100 credits, a key of it, and an app built by `build`, listening;
- * `fetch` sends the key.
- */
-async function planned(build: (tb: Tollbooth) => express.Express) {
-  const tb = createTollbooth({
-    secret: SECRET,
-    storage: memoryStorage(),
-    plans: { pro: { monthlyCredits: 100 } },
-    defaultTier: 'pro',
-  })
-  const { key } = await tb.keys.create({ accountId: 'acct_1' })
-  const server = await listen(build(tb))
-  return {
-    fetch: (path: string) =>
-      fetch(server.url + path, { headers: { authorization: `Bearer ${key}` } }),
-    close: async () => {
-      await server.close()
-      await tb.close()
-    },
-  }
-}
 
 describe('tollbooth/express: what a guarded request and response carry', () => {
   // Express sets the prototype of every request and response; V8 then makes a property added
