@@ -44,6 +44,8 @@ export interface AdmissionAccount {
    * lives as long as the accounts cache keeps it, a request's credit template does not.
    */
   where: number
+  /** The row's generation then (`Place`). */
+  gen: number
 }
 
 /**
@@ -262,6 +264,7 @@ export class AccountService {
           ? compilePlanLimits(id, tier, plan.rateLimits, plan.exact === true)
           : NO_LIMITS,
       where: -1,
+      gen: -1,
       cachedAt: now,
       expiresAt: now,
       dead: true,
