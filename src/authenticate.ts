@@ -526,13 +526,7 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
     }
     if (account.plan?.exact === true) credit.exact = true
     if (rebuilds) credit.rebuild = REBUILD
-    templates[k] = {
-      role: 'credits',
-      tokens: false,
-      check: credit,
-      where: account.where,
-      gen: account.gen,
-    }
+    templates[k] = { role: 'credits', tokens: false, check: credit, where: account.where }
     checks[k] = credit
   }
   // `exact: true` on the route: every check decided by the store (docs/leases.md).
@@ -560,14 +554,7 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
     try {
       // The templates keep where each counter was found (`Place`); the credit's, the account.
       a.result = sync.consume(checks, a.now, undefined, templates)
-      if (metered) {
-        const t = templates[k]!
-        // Written when it changed: the view is long-lived.
-        if (account.where !== t.where || account.gen !== t.gen) {
-          account.where = t.where
-          account.gen = t.gen
-        }
-      }
+      if (metered) account.where = templates[k]!.where
     } catch (err) {
       return failure(a, err)
     }

@@ -181,11 +181,9 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
     },
     getByKey(key, t) {
       if (memo === null) return undefined
-      // Its expiry is checked by the memo, which keeps a copy (`remember`): the slot's own
-      // field is a boxed double, one more cache miss among a million keys.
-      const s = memo.get(key, t)
+      const s = memo.get(key)
       if (s === undefined) return undefined
-      if (s.dead || !bound.fresh(s.cachedAt, t)) {
+      if (s.dead || s.expiresAt <= t || !bound.fresh(s.cachedAt, t)) {
         memo.delete(key)
         return undefined
       }
@@ -195,7 +193,7 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
       if (memo === null) return
       const s = lru.peek(hash)
       if (s === undefined) return
-      memo.set(key, s, s.expiresAt)
+      memo.set(key, s)
     },
     delete: (hash) => void lru.delete(hash),
     clear,

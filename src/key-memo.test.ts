@@ -27,23 +27,12 @@ const key = fc.oneof(
 )
 
 type Op =
-  | { kind: 'set'; key: string; value: number; expiresAt: number }
-  | { kind: 'read'; key: string; now: number }
+  | { kind: 'set'; key: string; value: number }
   | { kind: 'delete'; key: string }
   | { kind: 'clear' }
 
-const time = fc.integer({ min: 0, max: 10 })
 const op: fc.Arbitrary<Op> = fc.oneof(
-  {
-    weight: 8,
-    arbitrary: fc.record({
-      kind: fc.constant('set' as const),
-      key,
-      value: fc.nat(),
-      expiresAt: fc.oneof(time, fc.constant(Number.POSITIVE_INFINITY)),
-    }),
-  },
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('read' as const), key, now: time }) },
+  { weight: 8, arbitrary: fc.record({ kind: fc.constant('set' as const), key, value: fc.nat() }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('delete' as const), key }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'clear' as const }) },
 )
@@ -55,7 +44,7 @@ function check(hash?: (seed: number, key: string) => number) {
   fc.assert(
     fc.property(fc.integer({ min: 1, max: 40 }), fc.array(op, { maxLength: 200 }), (max, ops) => {
       const memo = new KeyMemo<number>(max, hash)
-      const model = new Map<string, { value: number; expiresAt: number }>()
+      const model = new Map<string, number>()
       const seen = new Set<string>()
       for (const o of ops) {
         if (o.kind === 'set') {
@@ -63,14 +52,9 @@ function check(hash?: (seed: number, key: string) => number) {
           if (kept(o.key)) {
             // Full: emptied before a new key, as the Map it replaces was.
             if (!model.has(o.key) && model.size >= max) model.clear()
-            model.set(o.key, { value: o.value, expiresAt: o.expiresAt })
+            model.set(o.key, o.value)
           }
-          memo.set(o.key, o.value, o.expiresAt)
-        } else if (o.kind === 'read') {
-          // Served until its time; at it, forgotten.
-          const m = model.get(o.key)
-          if (m !== undefined && m.expiresAt <= o.now) model.delete(o.key)
-          expect(memo.get(o.key, o.now)).toBe(model.get(o.key)?.value)
+          memo.set(o.key, o.value)
         } else if (o.kind === 'delete') {
           model.delete(o.key)
           memo.delete(o.key)
@@ -79,7 +63,7 @@ function check(hash?: (seed: number, key: string) => number) {
           memo.clear()
         }
         expect(memo.size).toBe(model.size)
-        for (const k of seen) expect(memo.get(k)).toBe(model.get(k)?.value)
+        for (const k of seen) expect(memo.get(k)).toBe(model.get(k))
       }
     }),
     { numRuns: 300 },

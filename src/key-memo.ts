@@ -9,11 +9,6 @@
  * entry and the stored string, each a cache miss; here a hit reads the index's line and the
  * key's row (bench/NOTES.md, session 19).
  *
- * Beside each row, the time its value stops being served (`set`'s `expiresAt`): a hit checks it
- * there, in an array read alongside the row, where the value's own field (a double, boxed: a
- * number object of its own) was one more cache miss after the value's (bench/NOTES.md,
- * session 24).
- *
  * Only keys of at most 63 ASCII characters are kept (every key tollbooth issues: a prefix of
  * at most 32 letters, digits or `_`, then 33 characters); another is not remembered, and is
  * hashed again on each request, which is all the memo saves. When `max` keys are held, the
@@ -39,8 +34,6 @@ export class KeyMemo<V> {
   private readonly seed = randomSeed()
   private index: SlotIndex
   private chars: Uint8Array
-  /** Per slot: when its value stops being served (ms; Infinity: kept until deleted). */
-  private expires: Float64Array
   private values: Array<V | undefined> = []
   private free: number[] = []
   /** Slots handed out since the last `clear` (the free ones included). */
@@ -54,43 +47,23 @@ export class KeyMemo<V> {
     const slots = Math.max(1, Math.min(FIRST_SLOTS, max))
     this.index = new SlotIndex(slots)
     this.chars = new Uint8Array(slots * ROW)
-    this.expires = new Float64Array(slots)
   }
 
-  /**
-   * The value of `key`, unless its time came at `now` (then it is forgotten). The value and
-   * the expiry are read before the row is compared: among a million keys each read is a cache
-   * miss, and made together they overlap instead of waiting for the comparison.
-   */
-  get(key: string, now = Number.NEGATIVE_INFINITY): V | undefined {
+  get(key: string): V | undefined {
     if (this.size === 0) return undefined
-    const h = this.hash(this.seed, key)
-    const ix = this.index
-    for (let at = ix.first(h); at >= 0; at = ix.next(h, at)) {
-      const slot = ix.slotAt(at)
-      const value = this.values[slot]
-      const expiresAt = this.expires[slot]!
-      if (!this.holds(slot, key)) continue
-      if (expiresAt > now) return value
-      this.drop(slot)
-      return undefined
-    }
-    return undefined
+    const at = this.find(key, this.hash(this.seed, key))
+    return at < 0 ? undefined : this.values[this.index.slotAt(at)]
   }
 
-  /**
-   * Remembers `key` as `value` until `expiresAt` (see the module's doc for the keys it keeps).
-   */
-  set(key: string, value: V, expiresAt = Number.POSITIVE_INFINITY): void {
+  /** Remembers `key` as `value` (see the module's doc for the keys it keeps). */
+  set(key: string, value: V): void {
     const n = key.length
     if (n > MAX_LENGTH) return
     for (let i = 0; i < n; i++) if (key.charCodeAt(i) > 0x7f) return
     const h = this.hash(this.seed, key)
     const at = this.size === 0 ? -1 : this.find(key, h)
     if (at >= 0) {
-      const slot = this.index.slotAt(at)
-      this.values[slot] = value
-      this.expires[slot] = expiresAt
+      this.values[this.index.slotAt(at)] = value
       return
     }
     if (this.size >= this.max) this.clear()
@@ -104,7 +77,6 @@ export class KeyMemo<V> {
     c[o] = n
     for (let i = 0; i < n; i++) c[o + 1 + i] = key.charCodeAt(i)
     this.values[slot] = value
-    this.expires[slot] = expiresAt
     this.index.add(slot, h)
     this.size++
   }
@@ -112,10 +84,8 @@ export class KeyMemo<V> {
   delete(key: string): void {
     if (this.size === 0) return
     const at = this.find(key, this.hash(this.seed, key))
-    if (at >= 0) this.drop(this.index.slotAt(at))
-  }
-
-  private drop(slot: number): void {
+    if (at < 0) return
+    const slot = this.index.slotAt(at)
     this.index.remove(slot)
     this.values[slot] = undefined
     this.free.push(slot)
@@ -154,9 +124,6 @@ export class KeyMemo<V> {
     const chars = new Uint8Array(slots * ROW)
     chars.set(this.chars)
     this.chars = chars
-    const expires = new Float64Array(slots)
-    expires.set(this.expires)
-    this.expires = expires
     this.index.grow(slots)
   }
 }

@@ -44,8 +44,6 @@ export interface CheckTemplate {
    * long as its key's cache entry, so a request reaches the counter's row without a lookup.
    */
   where: number
-  /** The row's generation then (`Place`). */
-  gen: number
 }
 
 /**
@@ -96,7 +94,7 @@ function rateTemplates(
       cost: tokens ? 0 : 1,
     }
     if (exact || tokens || r.exact === true) check.exact = true
-    return { role, tokens, check, where: -1, gen: -1 }
+    return { role, tokens, check, where: -1 }
   })
 }
 
@@ -125,7 +123,6 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
           ...(exact ? { exact: true as const } : {}),
         },
         where: -1,
-        gen: -1,
       })
     }
   }
@@ -146,7 +143,6 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
         exact: true,
       },
       where: -1,
-      gen: -1,
     })
   }
   if (key.limits.budget !== undefined) {
@@ -164,7 +160,6 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
         ...(exact ? { exact: true as const } : {}),
       },
       where: -1,
-      gen: -1,
     })
   }
   // A copy of its length: grown by push, it kept room for 17 templates (120 bytes more for as

@@ -44,8 +44,6 @@ export interface AdmissionAccount {
    * lives as long as the accounts cache keeps it, a request's credit template does not.
    */
   where: number
-  /** The row's generation then (`Place`). */
-  gen: number
 }
 
 /**
@@ -264,7 +262,6 @@ export class AccountService {
           ? compilePlanLimits(id, tier, plan.rateLimits, plan.exact === true)
           : NO_LIMITS,
       where: -1,
-      gen: -1,
       cachedAt: now,
       expiresAt: now,
       dead: true,

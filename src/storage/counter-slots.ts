@@ -60,9 +60,7 @@ const ORIGIN_MARGIN = 2 ** 24
 /**
  * A row: eight numbers (64 bytes).
  *
- * - `TAG`: the state's kind (0: a free row) plus its marks ({@link REBUILT}, {@link KEEP}), and
- *   above them ({@link GEN} times) the row's generation: how many counters it has held (see
- *   `current`).
+ * - `TAG`: the state's kind (0: a free row) plus its marks ({@link REBUILT}, {@link KEEP}).
  * - `EXPIRES`: when it expires (Infinity: never); `DUE`: its bucket of the expiry queue.
  * - `A`, `B`: a GCRA limit's `level` and `at`; a hold counter's `used` and `keepUntil`; a
  *   window's number of buckets in `A`, and the buckets themselves from `B` on (index, count,
@@ -90,18 +88,7 @@ const CANCELLED = 7
 const KIND = 7
 const REBUILT = 8
 const KEEP = 16
-/**
- * Something is beside the row (`beside[r]` is not undefined). Among a million counters the
- * array's element is a cache miss of its own, and a rate limit's or a short window's write
- * cleared it every time: with the mark, a write clears it only when it was set.
- */
-const BESIDE = 32
-/** The generation's unit in a tag: above the kind and the marks (exact to 2^47). */
-const GEN = 64
-/** The kind and the marks of a tag (its low bits: `&` reads them exactly at any generation). */
-const LOW = GEN - 1
-/** The generations a place can name: a Smi, so a place's field is never a boxed number. */
-const MAX_GEN = 2 ** 30
+
 type Numbers = number[]
 type Holds = Array<[id: string, amount: number, expiresAt: number]>
 
@@ -111,19 +98,6 @@ export interface CounterSlots {
   find(key: string): number
   /** True when row `row` is `key`'s (a row remembered from an earlier `find` or `write`). */
   holds(row: number, key: string): boolean
-  /**
-   * The generation of row `row`: how many counters it has held (-1 for no row, and past
-   * 2^30). With the row it names one counter for as long as that counter lives.
-   */
-  generation(row: number): number
-  /**
-   * True when row `row` still holds the counter it held at generation `gen` (a place kept
-   * from an earlier `find` or `write` of the same key): a row changes counters only when it
-   * is freed and taken again, which changes its generation. Reads only the row itself, which
-   * the caller reads next anyway; `holds` reads the row's key too, a cache miss of its own
-   * among a million counters (bench/NOTES.md, session 24).
-   */
-  current(row: number, gen: number): boolean
   /** The value in row `row` (-1: none), as a new object the caller may keep or change. */
   read(row: number): StoredCounter | undefined
   /**
@@ -136,11 +110,10 @@ export interface CounterSlots {
   get(key: string): StoredCounter | undefined
   /**
    * Applies a step's write: `value` null deletes. `row` is what `find(key)` answered before the
-   * step (saves a second lookup; a row freed since is looked up again), and `gen`, when given,
-   * its generation then (the row is then checked by `current`, not by its key). Returns the
-   * key's row now (-1: deleted).
+   * step (saves a second lookup; a row freed since is looked up again). Returns the key's row
+   * now (-1: deleted).
    */
-  write(key: string, value: StoredCounter | null, row: number, gen?: number): number
+  write(key: string, value: StoredCounter | null, row: number): number
   /** A call touched `keys` counters: the sweep may examine a few queue entries more. */
   credit(keys: number): void
   /** Drops a few counters whose time came (as many as the calls since the last earned). */
@@ -219,12 +192,7 @@ export function counterSlots(): CounterSlots {
     }
     keyOf[r] = key
     beside[r] = undefined
-    const o = r * STRIDE
-    // A new generation (its kind still FREE until `store`): no place of the row's earlier
-    // counters names it any more.
-    const t = rows[o + TAG]!
-    rows[o + TAG] = t - (t & LOW) + GEN
-    rows[o + DUE] = NONE
+    rows[r * STRIDE + DUE] = NONE
     index.add(r, hashText(seed, key))
     size++
     return r
@@ -232,10 +200,8 @@ export function counterSlots(): CounterSlots {
 
   const drop = (r: number) => {
     const o = r * STRIDE
-    const t = rows[o + TAG]!
-    if ((t & KIND) === FREE) return
-    // Free, its generation kept (the next counter to take it makes the next one).
-    rows[o + TAG] = t - (t & LOW)
+    if (rows[o + TAG] === FREE) return
+    rows[o + TAG] = FREE
     beside[r] = undefined
     index.remove(r)
     size--
@@ -270,8 +236,7 @@ export function counterSlots(): CounterSlots {
   const store = (r: number, state: CounterState) => {
     const o = r * STRIDE
     const kind = counterKind(state)
-    const t0 = rows[o + TAG]!
-    const was = t0 & KIND
+    const was = rows[o + TAG]! & KIND
     let tag = OBJECT
     let extra: unknown
     if (kind === 'gcra') {
@@ -312,11 +277,8 @@ export function counterSlots(): CounterSlots {
       tag |= KEEP
       rows[o + B] = state.keepUntil as number
     }
-    if (extra !== undefined) {
-      tag |= BESIDE
-      beside[r] = extra
-    } else if (t0 & BESIDE) beside[r] = undefined
-    rows[o + TAG] = t0 - (t0 & LOW) + tag
+    rows[o + TAG] = tag
+    beside[r] = extra
   }
 
   /** The state in row `r`, as a new object. */
@@ -349,7 +311,7 @@ export function counterSlots(): CounterSlots {
         break
       }
       case HOLD:
-        state = { used: rows[o + A]!, holds: tag & BESIDE ? (beside[r] as Holds) : [] }
+        state = { used: rows[o + A]!, holds: (beside[r] as Holds | undefined) ?? [] }
         if (tag & KEEP) state.keepUntil = rows[o + B]!
         break
       case CLAIM:
@@ -395,19 +357,6 @@ export function counterSlots(): CounterSlots {
     return -1
   }
   const holds = (row: number, key: string) => row >= 0 && keyOf[row] === key
-  const generation = (row: number): number => {
-    if (row < 0) return -1
-    const t = rows[row * STRIDE + TAG]!
-    const g = (t - (t & LOW)) / GEN
-    // `| 0`: an integer, not the division's double, which a place's field would then hold
-    // boxed (a number of its own on the heap, 16 bytes more a place).
-    return g < MAX_GEN ? g | 0 : -1
-  }
-  const current = (row: number, gen: number): boolean => {
-    if (row < 0 || gen < 0) return false
-    const t = rows[row * STRIDE + TAG]!
-    return (t & KIND) !== FREE && t - (t & LOW) === gen * GEN
-  }
 
   return {
     get size() {
@@ -418,13 +367,11 @@ export function counterSlots(): CounterSlots {
     },
     find,
     holds,
-    generation,
-    current,
     read,
     view,
     get: (key) => read(find(key)),
-    write(key, value, row, gen) {
-      const r = (gen === undefined ? holds(row, key) : current(row, gen)) ? row : find(key)
+    write(key, value, row) {
+      const r = holds(row, key) ? row : find(key)
       if (value === null) {
         if (r >= 0) drop(r)
         return -1
@@ -468,7 +415,7 @@ export function counterSlots(): CounterSlots {
     sweepAll(now) {
       const before = size
       for (let r = 0; r < used; r++)
-        if ((rows[r * STRIDE + TAG]! & KIND) !== FREE && rows[r * STRIDE + EXPIRES]! <= now) drop(r)
+        if (rows[r * STRIDE + TAG] !== FREE && rows[r * STRIDE + EXPIRES]! <= now) drop(r)
       return before - size
     },
   }

@@ -242,69 +242,50 @@ export interface MemoryCounterStore extends CounterStore {
  */
 function memoryCounters(): MemoryCounterStore {
   const slots = counterSlots()
-  // The rows of a call's keys and their generations, reused call after call (a call runs to
-  // completion).
+  // The rows of a call's keys, reused call after call (a call runs to completion).
   const rows: number[] = []
-  const gens: number[] = []
   return syncCountersFromState<{ readonly size: number; sweep(now: number): number }>(
     {
       transact(keys, step, places) {
         const n = keys.length
         // Places are given for the first keys only (a call's own record has none).
         const placed = places === undefined ? 0 : Math.min(places.length, n)
-        while (rows.length < n) {
-          rows.push(-1)
-          gens.push(-1)
-        }
-        // The rows first, then their values: a place's check reads its row's first line, and
-        // with nothing else between them the rows' reads overlap (among a million counters
-        // each is a cache miss; one after another, each waited for the one before).
-        for (let i = 0; i < n; i++) {
-          let r: number
-          let g: number
-          const p = i < placed ? places![i]! : undefined
-          if (p !== undefined && slots.current(p.where, p.gen)) {
-            r = p.where
-            g = p.gen
-          } else {
-            r = slots.find(keys[i]!)
-            g = slots.generation(r)
-            if (p !== undefined) {
-              p.where = r
-              p.gen = g
-            }
-          }
-          rows[i] = r
-          gens[i] = g
-        }
+        while (rows.length < n) rows.push(-1)
         const current = new Array<StoredCounter | undefined>(n)
-        for (let i = 0; i < n; i++) current[i] = slots.view(rows[i]!, i)
+        for (let i = 0; i < n; i++) {
+          const key = keys[i]!
+          let r: number
+          if (i < placed) {
+            const p = places![i]!
+            r = p.where
+            if (!slots.holds(r, key)) {
+              r = slots.find(key)
+              p.where = r
+            }
+          } else r = slots.find(key)
+          rows[i] = r
+          current[i] = slots.view(r, i)
+        }
         const { writes, result } = step(current)
         // A step writes its keys mostly in the order it read them: the row read goes with
         // its write, without a second lookup, and each write's key is looked for first after
-        // the last one found. (Compared with another counter's name, a key costs a read of
-        // both strings, each a cache miss among a million keys; the same string costs none.)
+        // the last one found (it was looked for from that one: every write after the first
+        // compared its key with another counter's name, two strings to read).
         let j = 0
         for (let i = 0; i < writes.length; i++) {
           const w = writes[i]!
           let row = -1
-          let gen = -1
           let at = -1
           for (let k = 0; k < n; k++, j = j + 1 === n ? 0 : j + 1)
             if (keys[j] === w.key) {
               row = rows[j]!
-              gen = gens[j]!
               at = j
               break
             }
           if (at >= 0) j = at + 1 === n ? 0 : at + 1
-          const now = slots.write(w.key, w.value, row, gen)
+          const now = slots.write(w.key, w.value, row)
           // A counter made (or dropped) by this write: its place follows.
-          if (now !== row && at >= 0 && at < placed) {
-            const p = places![at]!
-            p.where = now
-            p.gen = slots.generation(now)
-          }
+          if (now !== row && at >= 0 && at < placed) places![at]!.where = now
         }
         slots.credit(keys.length)
         return result

@@ -54,17 +54,14 @@ export interface CounterBackend {
 }
 
 /**
- * Where an in-process backend last found a counter (its row; -1: not yet) and the row's
- * generation then, kept by whoever holds the counter's name for long: a key's compiled limit,
- * an account's credit template. Among a million counters, finding one by its name is several
- * cache misses (the name's hash, the index's line, the row's key); a place is checked against
- * the row's own generation before it is trusted (the row is read next anyway), so a stale
- * place (a counter dropped and its row reused) costs one lookup, never a wrong counter. A
- * place belongs to one counter name in one store: it is never handed to another.
+ * Where an in-process backend last found a counter (its row; -1: not yet), kept by whoever
+ * holds the counter's name for long: a key's compiled limit, an account's credit template.
+ * Among a million counters, finding one by its name is several cache misses (the name's hash,
+ * the map's bucket and entry); the row it names is checked before it is trusted, so a stale
+ * place (a counter dropped and its row reused) costs one lookup, never a wrong counter.
  */
 export interface Place {
   where: number
-  gen: number
 }
 
 /** A backend that may take the places of its keys (the memory store's; others ignore them). */

@@ -152,7 +152,7 @@ describe('memory store counters', () => {
     const gcra = (key: string, limit: number) =>
       ({ type: 'gcra', key, name: 'per-minute', limit, windowMs: MINUTE, cost: 1 }) as const
     const a = gcra('{x}:a', 2)
-    const place = { where: -1, gen: -1 }
+    const place = { where: -1 }
     expect(sync.consume([a], now, undefined, [place]).allowed).toBe(true)
     const row = place.where
     expect(row).toBeGreaterThanOrEqual(0)

@@ -133,9 +133,8 @@ describe('memory store: retained size', () => {
     })
     await tb.close()
     await cold.close()
-    // Entry, compiled quota, the key's face and the memo's slot: 657 bytes, of which 40 are when
-    // the entry last wrote lastUsedAt (a double, boxed) and its usage tally's place, and 8 the
-    // generation of its counter's row (`Place`; 673 with that number boxed; 688 with
+    // Entry, compiled quota, the key's face and the memo's slot: 649 bytes, of which 40 are when
+    // the entry last wrote lastUsedAt (a double, boxed) and its usage tally's place (688 with
     // the compiled limits in an array beside the entry rather than in it; 1,278 with
     // a copy of the record, its limits and scopes, which a request read as three more cache
     // misses; 1,076 with a slot beside the entry and the memo keeping a slice of the header;
@@ -212,8 +211,8 @@ describe('memory store: retained size', () => {
     const accounts = Array.from({ length: N }, (_, i) => `acct_${i}`.split('').join(''))
     for (const id of accounts) await service.load(id, T)
     for (const id of accounts) service.invalidate(id)
-    // The view with its cache fields, its credit counter's name and its cache entry: 254 bytes,
-    // 8 of them the generation of the credit counter's row (`Place`) (447 with a copy of the record and its metadata, which only the management read used;
+    // The view with its cache fields, its credit counter's name and its cache entry: 246 bytes
+    // (447 with a copy of the record and its metadata, which only the management read used;
     // 278 with the cache fields in a holder of their own beside the view).
     const perView = await retainedPerItem((i) => service.load(accounts[i]!, T))
     expect(perView).toBeLessThan(262)
