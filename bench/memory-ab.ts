@@ -18,7 +18,10 @@
  *     .tmp/dist-a .tmp/dist-b [keys=1000000] [--rounds 12] [--per-round 20000]
  *
  * Prints each build's median µs a request and the median of the rounds' differences (B − A),
- * with its interquartile range.
+ * with its interquartile range, for all rounds and for each order apart (the build measured
+ * second in a pair pays for some of the first's garbage). Checked with a known cost: a build
+ * spinning 0.5 µs a request read +0.79 µs, slower in 37 of 40 rounds (bench/NOTES.md, session
+ * 24).
  */
 
 import { resolve } from 'node:path'
