@@ -112,7 +112,6 @@ function reference(): CounterStore {
   })
 }
 
-/** The properties' runs; `FC_SEED` and `FC_PATH` replay a failure. */
 /**
  * The property tests' window (4 s in 1 s buckets, so a cancel lands within the window it counted
  * in) and GCRA limit (per 2 s) of the counters under `tag`.
@@ -130,6 +129,7 @@ const propWindow = (tag: string, limit: number, cost: number) =>
 const propGcra = (tag: string, limit: number, cost: number) =>
   ({ type: 'gcra', key: `${tag}:g`, name: 'r', limit, windowMs: 2000, cost }) as const
 
+/** The properties' runs; `FC_SEED` and `FC_PATH` replay a failure. */
 const FC_OPTIONS = {
   numRuns: 150,
   ...(process.env.FC_SEED

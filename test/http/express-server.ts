@@ -1,30 +1,14 @@
 /**
  * @module test/http/express-server
  *
- * Express apps for the Express tests, on 127.0.0.1:0: `listen`, and `planned`, an instance on a
- * plan of 100 credits with a key, whose app `build` makes.
+ * For the Express tests: `planned`, an instance on a plan of 100 credits with a key, whose app
+ * `build` makes, served on 127.0.0.1:0 (`serveExpress`).
  */
 
-import type { Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import type express from 'express'
 import { createTollbooth, memoryStorage, type Tollbooth } from '../../src/index.js'
+import { serveExpress } from '../support/servers.js'
 import { SECRET } from './harness.js'
-
-export async function listen(app: express.Express) {
-  const server = await new Promise<Server>((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s))
-  })
-  const { port } = server.address() as AddressInfo
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        server.closeAllConnections()
-      }),
-  }
-}
 
 /**
  * An instance on a plan of 100 credits, a key of it, and an app built by `build`, listening;
@@ -38,7 +22,7 @@ export async function planned(build: (tb: Tollbooth) => express.Express) {
     defaultTier: 'pro',
   })
   const { key } = await tb.keys.create({ accountId: 'acct_1' })
-  const server = await listen(build(tb))
+  const server = await serveExpress(build(tb))
   return {
     fetch: (path: string) =>
       fetch(server.url + path, { headers: { authorization: `Bearer ${key}` } }),

@@ -10,8 +10,9 @@ import express, { type Request } from 'express'
 import { describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey } from '../../adapters/express/index.js'
 import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
+import { serveExpress } from '../support/servers.js'
 import { describeBehaviour, type StartServer } from './behaviour.js'
-import { listen, planned } from './express-server.js'
+import { planned } from './express-server.js'
 import { eventually, harness, SECRET, sleep } from './harness.js'
 import { describeStreaming } from './streaming.js'
 
@@ -48,7 +49,7 @@ const startExpress: StartServer = async (tb, routes) => {
       res.json(await r.handle(req.apiKey))
     })
   }
-  return listen(app)
+  return serveExpress(app)
 }
 
 describeBehaviour('Express', startExpress)
@@ -80,7 +81,7 @@ describe('tollbooth/express', () => {
           res.json(await routes[0]!.handle(req.apiKey))
         })
         app.use('/v1', router)
-        return listen(app)
+        return serveExpress(app)
       },
       [{ path: '/v1/speak', handle: (k) => ({ id: k.key.id }) }],
     )

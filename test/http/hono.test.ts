@@ -6,13 +6,13 @@
 
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import { streamSSE as honoStreamSSE } from 'hono/streaming'
 import { describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey, streamSSE } from '../../adapters/hono/index.js'
 import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
+import { serveHono } from '../support/servers.js'
 import { describeBehaviour, type StartServer } from './behaviour.js'
 import { eventually, gate, harness, SECRET } from './harness.js'
 import { describeStreaming } from './streaming.js'
@@ -49,18 +49,7 @@ const startHono: StartServer = async (tb, routes) => {
       return c.json((await r.handle(c.get('apiKey'))) as object)
     })
   }
-  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-    const s = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s))
-  })
-  const { port } = server.address() as AddressInfo
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
-      }),
-  }
+  return serveHono(app)
 }
 
 describeBehaviour('Hono', startHono)
@@ -108,18 +97,7 @@ describe('tollbooth/hono', () => {
             c.get('apiKey').report({ cost: 9 })
           }),
         )
-        const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-          const s = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s))
-        })
-        const { port } = server.address() as AddressInfo
-        return {
-          url: `http://127.0.0.1:${port}`,
-          close: () =>
-            new Promise<void>((resolve) => {
-              server.close(() => resolve())
-              ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
-            }),
-        }
+        return serveHono(app)
       },
       [],
       { plans: { pro: { monthlyCredits: 1000 } }, defaultTier: 'pro' },
@@ -154,14 +132,7 @@ describe('tollbooth/hono', () => {
           await routes[0]!.handle(c.get('apiKey'))
           return fetch(origin)
         })
-        const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-          const s = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s))
-        })
-        const { port } = server.address() as AddressInfo
-        return {
-          url: `http://127.0.0.1:${port}`,
-          close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-        }
+        return serveHono(app)
       },
       [{ path: '/v1/proxy', handle: () => ({}) }],
     )
