@@ -15,7 +15,12 @@
  * open-addressing index off the heap, the key's characters in a row beside it) in place of the
  * `Map`: the lookup the cached path makes today, with every row it reaches off the heap too.
  *
- *   node --expose-gc --import tsx bench/slab-scale.ts [sizes=1000,1000000] [--garbage 4096] [--rounds 5] [--memo]
+ * `--parts 0` times the loop alone (what of the growth is the bench's own: its stored key
+ * read cold), and `--ballast B` gives each key B bytes of small heap objects no request reads
+ * (tollbooth's heap is about 1.8 kB a key, much of it never read by a cached request).
+ *
+ *   node --expose-gc --max-old-space-size=8192 --import tsx bench/slab-scale.ts \
+ *     [sizes=1000,1000000] [--parts 4] [--garbage 4096] [--ballast 0] [--rounds 5] [--memo]
  */
 
 import { PerformanceObserver } from 'node:perf_hooks'
@@ -28,8 +33,17 @@ const arg = (name: string, fallback: number) => {
 const GARBAGE = arg('--garbage', 4096)
 const ROUNDS = arg('--rounds', 5)
 const PER_ROUND = 200_000
-/** Which parts a request runs: 1 the map, 2 + the key row, 3 + the window, 4 + the account. */
+/**
+ * Which parts a request runs: 0 none (the loop alone: a stored key drawn, its header made),
+ * 1 the map, 2 + the key row, 3 + the window, 4 + the account.
+ */
 const PARTS = arg('--parts', 4)
+/**
+ * Bytes of small objects each key keeps on the V8 heap that no request reads (as tollbooth's
+ * key records, cache entries and templates are, for the part of a request that does not touch
+ * them): the heap's size alone, which every scavenge walks.
+ */
+const BALLAST = arg('--ballast', 0)
 /** Keys found through the key cache's memo rather than a `Map`. */
 const MEMO = process.argv.includes('--memo')
 /** Short-lived objects are kept in a ring of this many, so the compiler cannot elide them. */
@@ -65,6 +79,13 @@ async function run(n: number) {
     keys[i] = randomKey().split('').join('')
     rows.set(keys[i]!, i)
   }
+  // About 40 bytes an object (its header, three fields, the double's box).
+  const ballast: unknown[] = []
+  for (let i = 0; BALLAST > 0 && i < n; i++) {
+    const objs: unknown[] = []
+    for (let b = 40; b <= BALLAST; b += 40) objs.push({ a: i, b: b + 0.5, c: null })
+    ballast.push(objs)
+  }
   const key = new Float64Array(n * K)
   const win = new Float64Array(n * W)
   const acct = new Float64Array(n * A)
@@ -91,6 +112,11 @@ async function run(n: number) {
   const request = (k: string) => {
     // What a server's parser gives: a fresh string per request.
     const header = `Bearer ${k}`
+    if (PARTS === 0) {
+      if (header.length < 8) throw new Error('unknown key')
+      garbage(header)
+      return
+    }
     const r = rows.get(header.slice(7))
     if (r === undefined) throw new Error('unknown key')
     const kr = r * K
@@ -176,7 +202,7 @@ async function run(n: number) {
     heapMB,
     p50: rounds[rounds.length >> 1]!,
     gcUs: ((gcMs - gc0) * 1000) / (ROUNDS * PER_ROUND),
-    sink,
+    sink: sink + ballast.length,
   }
 }
 
@@ -184,7 +210,7 @@ const sizes = (process.argv[2]?.startsWith('--') ? undefined : process.argv[2]) 
 const results = []
 for (const s of sizes.split(',')) results.push(await run(Number(s)))
 console.log(
-  `slab floor: parts ${PARTS}, keys found by ${MEMO ? 'the key memo' : 'a Map'}, ${GARBAGE} bytes of garbage per request, ${ROUNDS} rounds x ${PER_ROUND}`,
+  `slab floor: parts ${PARTS}, keys found by ${MEMO ? 'the key memo' : 'a Map'}, ${GARBAGE} bytes of garbage per request, ${BALLAST} bytes of ballast a key, ${ROUNDS} rounds x ${PER_ROUND}`,
 )
 console.log('| keys | V8 heap MB | µs/req p50 | GC µs/req |')
 console.log('|---:|---:|---:|---:|')
