@@ -514,7 +514,8 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   // are rebuilt from the durable usage when missing (metering/rebuild).
   const rebuilds = !sync && !counters.durable
   if (metered) {
-    const credit: Check = {
+    // The request's own check, its template too (where its counter was found: the account's).
+    const credit: CheckTemplate = {
       type: 'hold',
       key: account.creditKey,
       name: 'credits',
@@ -523,10 +524,13 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
       holdId: a.internalId,
       ttlMs: o.reservationTtlMs,
       keepUntil: account.period.end + CREDIT_KEEP_MS,
+      role: 'credits',
+      tokens: false,
+      where: account.where,
     }
     if (account.plan?.exact === true) credit.exact = true
     if (rebuilds) credit.rebuild = REBUILD
-    templates[k] = { role: 'credits', tokens: false, check: credit, where: account.where }
+    templates[k] = credit
     checks[k] = credit
   }
   // `exact: true` on the route: every check decided by the store (docs/leases.md).
@@ -539,7 +543,7 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
       if (c.type === 'gcra' || c.rebuild !== undefined) continue
       if (t.role !== 'budget' && !(t.role === 'quota' && c.type === 'window' && c.windowMs === 0))
         continue
-      if (c !== t.check) {
+      if (c !== t) {
         // This request's own check (a budget's hold): marked in place.
         c.rebuild = REBUILD
       } else {

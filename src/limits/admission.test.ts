@@ -53,10 +53,10 @@ describe('admission compiler', () => {
 
   it('compiles each quota as a rolling window of 24 buckets, total as all-time', () => {
     const t = compileKeyLimits(key({ quotas: { monthly: 4, total: 1, daily: 2, weekly: 3 } }))
-    expect(t.map((x) => x.check.name)).toEqual(['total', 'daily', 'weekly', 'monthly'])
+    expect(t.map((x) => x.name)).toEqual(['total', 'daily', 'weekly', 'monthly'])
     for (const x of t) {
       expect(x.role).toBe('quota')
-      const c = x.check as Extract<typeof x.check, { type: 'window' }>
+      const c = x as Extract<typeof x, { type: 'window' }>
       const w = QUOTA_WINDOWS[c.name as keyof typeof QUOTA_WINDOWS]
       expect(c).toMatchObject({ type: 'window', windowMs: w.windowMs, bucketMs: w.bucketMs })
       if (c.windowMs > 0) expect(c.windowMs / c.bucketMs).toBe(24)
@@ -71,18 +71,28 @@ describe('admission compiler', () => {
       ),
       ...compilePlanLimits('acct_1', 'pro', [{ limit: 5, windowMs: 60_000 }]),
     ]
-    for (const x of t) expect(x.check.key.startsWith('{acct_1}:')).toBe(true)
-    expect(new Set(t.map((x) => x.check.key)).size).toBe(t.length)
+    for (const x of t) expect(x.key.startsWith('{acct_1}:')).toBe(true)
+    expect(new Set(t.map((x) => x.key)).size).toBe(t.length)
   })
 
   it('checks a token-rate limit for room (cost 0) and marks it for counting at settle', () => {
     const [t] = compileKeyLimits(
       key({ rateLimits: [{ limit: 1000, windowMs: 60_000, unit: 'tokens' }] }),
     )
-    expect(t).toMatchObject({
-      tokens: true,
-      check: { type: 'gcra', cost: 0, name: 'per-minute-tokens' },
+    expect(t).toMatchObject({ tokens: true, type: 'gcra', cost: 0, name: 'per-minute-tokens' })
+    // Counted at admission with the route's estimate, in a check of the request's own.
+    const ttl = { leaseTtlMs: 1000, reservationTtlMs: 2000 }
+    const counted = instantiate(t!, { internalId: 'req_1', estimate: 0, tokens: 40 }, ttl)
+    expect(counted).toEqual({
+      type: 'gcra',
+      key: t!.key,
+      name: 'per-minute-tokens',
+      limit: 1000,
+      windowMs: 60_000,
+      cost: 40,
+      exact: true,
     })
+    expect(instantiate(t!, { internalId: 'req_2', estimate: 0, tokens: 0 }, ttl)).toBe(t)
   })
 
   it('fills in a concurrency hold with one slot and a credit budget with the estimate', () => {

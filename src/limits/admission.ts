@@ -28,16 +28,21 @@ export type QuotaName = keyof typeof QUOTA_WINDOWS
 /** What a check is, so a refusal maps to the right status and message. */
 export type CheckRole = 'quota' | 'key-rate' | 'plan-rate' | 'concurrency' | 'credits' | 'budget'
 
-/** A check with its per-request fields left open. */
-export interface CheckTemplate {
+/**
+ * A check compiled once for a key or a plan, its per-request fields left open, with what
+ * admission needs beside it in the same object: a request reads one object a limit (a
+ * template holding its check was two, each a cache miss among a million keys, and 56 heap
+ * bytes a limit more; bench/NOTES.md, session 25). A store it is passed to as a check sees
+ * these fields too, and reads only a check's.
+ */
+export type CheckTemplate = Check & {
   role: CheckRole
-  check: Check
   /**
    * A token-rate limit: the route's token estimate is counted at admission (or, with none,
    * room checked for) and trued-up to the reported count at settle.
    */
   tokens: boolean
-  /** `check` marked to be rebuilt when missing (`rebuild: {}`), made once (`authenticate`). */
+  /** This check marked to be rebuilt when missing (`rebuild: {}`), made once (`authenticate`). */
   rebuilt?: Check
   /**
    * Where an in-process store last found this check's counter (`Place`): a template lives as
@@ -85,16 +90,19 @@ function rateTemplates(
 ): CheckTemplate[] {
   return limits.map((r, i) => {
     const tokens = r.unit === 'tokens'
-    const check: Check = {
+    const t: CheckTemplate = {
       type: 'gcra',
       key: counterName(prefix, ':r', i, ':', r.limit, '/', r.windowMs, tokens ? 't' : ''),
       name: windowName(r.windowMs) + (tokens ? '-tokens' : ''),
       limit: r.limit,
       windowMs: r.windowMs,
       cost: tokens ? 0 : 1,
+      role,
+      tokens,
+      where: -1,
     }
-    if (exact || tokens || r.exact === true) check.exact = true
-    return { role, tokens, check, where: -1 }
+    if (exact || tokens || r.exact === true) t.exact = true
+    return t
   })
 }
 
@@ -110,18 +118,16 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
       if (limit === undefined) continue
       const w = QUOTA_WINDOWS[name]
       out.push({
+        type: 'window',
+        key: counterName(p, ':q:', name),
+        name,
+        limit,
+        windowMs: w.windowMs,
+        bucketMs: w.bucketMs,
+        cost: 1,
+        ...(exact ? { exact: true as const } : {}),
         role: 'quota',
         tokens: false,
-        check: {
-          type: 'window',
-          key: counterName(p, ':q:', name),
-          name,
-          limit,
-          windowMs: w.windowMs,
-          bucketMs: w.bucketMs,
-          cost: 1,
-          ...(exact ? { exact: true as const } : {}),
-        },
         where: -1,
       })
     }
@@ -129,36 +135,32 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
   if (key.limits.rateLimits) out.push(...rateTemplates(p, 'key-rate', key.limits.rateLimits, exact))
   if (key.limits.concurrency !== undefined) {
     out.push({
+      type: 'hold',
+      key: counterName(p, ':c'),
+      name: 'concurrency',
+      limit: key.limits.concurrency,
+      amount: 1,
+      holdId: '',
+      ttlMs: 0,
+      // One unit per request in flight: always the store's (docs/leases.md).
+      exact: true,
       role: 'concurrency',
       tokens: false,
-      check: {
-        type: 'hold',
-        key: counterName(p, ':c'),
-        name: 'concurrency',
-        limit: key.limits.concurrency,
-        amount: 1,
-        holdId: '',
-        ttlMs: 0,
-        // One unit per request in flight: always the store's (docs/leases.md).
-        exact: true,
-      },
       where: -1,
     })
   }
   if (key.limits.budget !== undefined) {
     out.push({
+      type: 'hold',
+      key: counterName(p, ':b'),
+      name: 'budget',
+      limit: key.limits.budget,
+      amount: 0,
+      holdId: '',
+      ttlMs: 0,
+      ...(exact ? { exact: true as const } : {}),
       role: 'budget',
       tokens: false,
-      check: {
-        type: 'hold',
-        key: counterName(p, ':b'),
-        name: 'budget',
-        limit: key.limits.budget,
-        amount: 0,
-        holdId: '',
-        ttlMs: 0,
-        ...(exact ? { exact: true as const } : {}),
-      },
       where: -1,
     })
   }
@@ -195,20 +197,24 @@ export interface HoldTtls {
 
 /** A filled-in check for this request. */
 export function instantiate(t: CheckTemplate, r: CheckRequest, ttl: HoldTtls): Check {
-  const c = t.check
-  if (t.tokens && r.tokens > 0 && c.type === 'gcra') return { ...c, cost: r.tokens }
-  if (c.type !== 'hold') return c
+  if (t.type === 'gcra') {
+    if (!t.tokens || r.tokens <= 0) return t
+    // A token limit is always exact (`rateTemplates`).
+    const { key, name, limit, windowMs } = t
+    return { type: 'gcra', key, name, limit, windowMs, cost: r.tokens, exact: true }
+  }
+  if (t.type !== 'hold') return t
   const concurrency = t.role === 'concurrency'
   const h: Check = {
     type: 'hold',
-    key: c.key,
-    name: c.name,
-    limit: c.limit,
+    key: t.key,
+    name: t.name,
+    limit: t.limit,
     amount: concurrency ? 1 : r.estimate,
     holdId: r.internalId,
     ttlMs: concurrency ? ttl.leaseTtlMs : ttl.reservationTtlMs,
   }
-  if (c.exact) h.exact = true
+  if (t.exact) h.exact = true
   return h
 }
 
@@ -226,7 +232,7 @@ export interface Refusal {
  * "exceeded the per-minute rate limit on your subscription".
  */
 export function refusal(t: CheckTemplate, r: CheckResult, quotaStatus: number): Refusal {
-  const name = t.check.name
+  const name = t.name
   switch (t.role) {
     case 'quota':
       return {

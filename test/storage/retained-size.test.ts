@@ -133,15 +133,16 @@ describe('memory store: retained size', () => {
     })
     await tb.close()
     await cold.close()
-    // Entry, compiled quota, the key's face and the memo's slot: 649 bytes, of which 40 are when
-    // the entry last wrote lastUsedAt (a double, boxed) and its usage tally's place (688 with
+    // Entry, compiled quota, the key's face and the memo's slot: 617 bytes, of which 40 are when
+    // the entry last wrote lastUsedAt (a double, boxed) and its usage tally's place (649 with
+    // the compiled quota a template holding its check, two objects; 688 with
     // the compiled limits in an array beside the entry rather than in it; 1,278 with
     // a copy of the record, its limits and scopes, which a request read as three more cache
     // misses; 1,076 with a slot beside the entry and the memo keeping a slice of the header;
     // 1,028 with the LRU keyed by the hash computed from the request, not the record's own;
     // 948 with the template list grown by push, room for 17, and an empty list of scopes of
     // the face's own; 785 with the memo a Map holding a copy of each key string).
-    expect(perEntry).toBeLessThan(670)
+    expect(perEntry).toBeLessThan(640)
     // The memo's row of the key's characters and its index, off the heap.
     expect(offHeap).toBeLessThan(140)
   })
@@ -232,7 +233,7 @@ describe('memory store: retained size', () => {
       const id = newId('key', T + i)
       names.push(id, hash(keys[i]!), creditKey(accounts[i]!, period))
       for (const t of compileKeyLimits({ id, accountId: accounts[i]!, limits } as KeyRecord))
-        names.push(t.check.key)
+        names.push(t.key)
     })
     // Five names (24, 64, 24, 46 and 51 characters) and their places in `names`: 371 bytes
     // flat, 1,480 as ropes.
