@@ -81,11 +81,12 @@ async function run(n: number) {
   }
   // About 40 bytes an object (its header, three fields, the double's box).
   const ballast: unknown[] = []
-  for (let i = 0; BALLAST > 0 && i < n; i++) {
-    const objs: unknown[] = []
-    for (let b = 40; b <= BALLAST; b += 40) objs.push({ a: i, b: b + 0.5, c: null })
-    ballast.push(objs)
-  }
+  if (BALLAST > 0)
+    for (let i = 0; i < n; i++) {
+      const objs: unknown[] = []
+      for (let b = 40; b <= BALLAST; b += 40) objs.push({ a: i, b: b + 0.5, c: null })
+      ballast.push(objs)
+    }
   const key = new Float64Array(n * K)
   const win = new Float64Array(n * W)
   const acct = new Float64Array(n * A)

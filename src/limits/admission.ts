@@ -199,9 +199,10 @@ export interface HoldTtls {
 export function instantiate(t: CheckTemplate, r: CheckRequest, ttl: HoldTtls): Check {
   if (t.type === 'gcra') {
     if (!t.tokens || r.tokens <= 0) return t
-    // A token limit is always exact (`rateTemplates`).
     const { key, name, limit, windowMs } = t
-    return { type: 'gcra', key, name, limit, windowMs, cost: r.tokens, exact: true }
+    const g: Check = { type: 'gcra', key, name, limit, windowMs, cost: r.tokens }
+    if (t.exact) g.exact = true
+    return g
   }
   if (t.type !== 'hold') return t
   const concurrency = t.role === 'concurrency'
