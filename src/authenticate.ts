@@ -64,8 +64,11 @@ import type {
 } from './storage/types.js'
 import { warnOnce } from './warnings.js'
 
-/** A cache entry for a stored key: its limits compiled once. */
-export function toCached(record: KeyRecord): CachedKey {
+/**
+ * A cache entry for a stored key: its limits compiled once. `touchedAt` is its stored
+ * `lastUsedAt` by the cache's clock (`KeyCache.since`).
+ */
+export function toCached(record: KeyRecord, touchedAt: number): CachedKey {
   const own = compileKeyLimits(record)
   return {
     info: publicKey(record),
@@ -75,7 +78,7 @@ export function toCached(record: KeyRecord): CachedKey {
     own0: own[0] ?? null,
     own1: own[1] ?? null,
     ownMore: own.length > 2 ? own.slice(2) : null,
-    touchedAt: record.lastUsedAt ?? Number.NEGATIVE_INFINITY,
+    touchedAt,
     // No tally row yet (`TallyPlace`): found by the account's list at the first event.
     tallyRow: -1,
     tallyGen: 0,
@@ -316,7 +319,7 @@ async function lookup(a: Attempt, hash: string): Promise<Denial | undefined> {
   const ctx = a.ctx
   try {
     const record = await ctx.guard(ctx.storage.keys.getByHash(hash))
-    const entry = record ? toCached(record) : null
+    const entry = record ? toCached(record, ctx.cache.since(record.lastUsedAt, a.now)) : null
     // Keyed by the record's own hash string where it is the same text: an in-process store's
     // record keeps it already, so the cache holds no second copy (80 bytes a key).
     const k = record !== null && record.hash === hash ? record.hash : hash
@@ -771,7 +774,7 @@ function admission(a: Attempt): Admission {
     routeCost: a.routeCost,
     tokenEstimate: a.tokens,
     startedAt: a.now,
-    touch: touchDue(entry!, a.now, a.ctx.options.usage.lastUsedResolutionMs),
+    touch: a.ctx.cache.touch(entry!, a.now, a.ctx.options.usage.lastUsedResolutionMs),
     tally: entry!,
     eventId: a.internalId,
     ip: a.req.ip,
@@ -809,20 +812,6 @@ function admission(a: Attempt): Admission {
     settlement: s,
     category: route.category ?? null,
   })
-}
-
-/**
- * Whether a request at `now` writes its key's `lastUsedAt`: not when this instance wrote it (or
- * read a stored one) less than `resolutionMs` before, so the stored time is at most that much
- * older than the key's last use, and a key used all the time costs one write a resolution,
- * not one a request. The time lives in the cache entry, which the request has read already:
- * among a million keys the write was a lookup of a cold map entry by key id, twice (the
- * out-box's map, then the key store's), for every request.
- */
-function touchDue(entry: CachedKey, now: number, resolutionMs: number): boolean {
-  if (now - entry.touchedAt < resolutionMs) return false
-  entry.touchedAt = now
-  return true
 }
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { type CachedKey, createKeyCache } from './cache.js'
+import { type CachedKey, createKeyCache, NEVER } from './cache.js'
 
 const entry = (id: string) => ({ info: { id } }) as unknown as CachedKey
 
@@ -114,5 +114,67 @@ describe('key cache while the change feed is down', () => {
     c.set('h1', entry('a'))
     t = 1000
     expect(c.get('h1')).toBeUndefined()
+  })
+})
+
+describe("the cache's clock", () => {
+  const opts = { ttlMs: 1000, negativeTtlMs: 100, max: 10, memoizeKeys: true, feedDownTtlMs: 200 }
+  const DAY = 86_400_000
+
+  it('keeps times as small integers counted from its base, and moves the base with an empty cache', () => {
+    const T = Date.UTC(2026, 11, 6)
+    let t = T
+    const c = createKeyCache(opts, () => t)
+    c.set('h1', entry('a'))
+    c.remember('k1', 'h1')
+    const e = c.get('h1')!
+    // Counted from the first time asked for, not from 1970: V8 keeps them in the entry itself.
+    expect(e.cachedAt).toBe(0)
+    expect(e.expiresAt).toBe(1000)
+    t = T + 500.75
+    expect(c.getByKey('k1', t)?.info.id).toBe('a')
+    // Six days on (a span from the base): the base moves and the cache, counted from the old
+    // one, empties; what is cached next counts from the new base and is served as before.
+    t = T + 7 * DAY
+    expect(c.getByKey('k1', t)).toBeUndefined()
+    expect(c.get('h1')).toBeUndefined()
+    c.set('h2', entry('b'))
+    c.remember('k2', 'h2')
+    expect(c.get('h2')!.expiresAt).toBe(1000)
+    t += 999
+    expect(c.getByKey('k2', t)?.info.id).toBe('b')
+    t += 1
+    expect(c.getByKey('k2', t)).toBeUndefined()
+    // A clock set back as far empties it too.
+    c.set('h3', entry('c'))
+    c.remember('k3', 'h3')
+    t -= 30 * DAY
+    expect(c.getByKey('k3', t)).toBeUndefined()
+  })
+
+  it('reads a stored lastUsedAt from the base, older than a span as never', () => {
+    const T = Date.UTC(2026, 11, 6)
+    const c = createKeyCache(false, () => T)
+    expect(c.since(T - 5000, T)).toBe(-5000)
+    expect(c.since(T + 0.5, T)).toBe(0)
+    expect(c.since(null, T)).toBe(NEVER)
+    expect(c.since(T - 30 * DAY, T)).toBe(NEVER)
+    expect(c.since(T + 30 * DAY, T)).toBe(2 ** 29)
+  })
+
+  it("writes lastUsedAt once a resolution, at a key's first use, and after a stored time older than a span", () => {
+    const T = Date.UTC(2026, 11, 6)
+    const c = createKeyCache(opts, () => T)
+    const e = { touchedAt: c.since(T - 30_000, T) } as CachedKey
+    expect(c.touch(e, T, 60_000)).toBe(false)
+    expect(c.touch(e, T + 30_000, 60_000)).toBe(true)
+    expect(c.touch(e, T + 89_999, 60_000)).toBe(false)
+    expect(c.touch(e, T + 90_000, 60_000)).toBe(true)
+    // Never used, or last used longer ago than the cache can count: due whatever the resolution.
+    for (const stored of [null, T - 40 * DAY]) {
+      const f = { touchedAt: c.since(stored, T) } as CachedKey
+      expect(c.touch(f, T, 365 * DAY)).toBe(true)
+      expect(c.touch(f, T + 1, 365 * DAY)).toBe(false)
+    }
   })
 })

@@ -54,14 +54,64 @@ export interface CachedKey extends Slot, TallyPlace {
   own1: CheckTemplate | null
   ownMore: CheckTemplate[] | null
   /**
-   * When this instance last wrote the key's `lastUsedAt` (or the stored one it was read with;
-   * -Infinity: never): a request within `usage.lastUsedResolutionMs` of it writes nothing.
+   * When this instance last wrote the key's `lastUsedAt` (or the stored one it was read with),
+   * by the cache's clock (`CacheClock`; NEVER: never): see `KeyCache.touch`.
    */
   touchedAt: number
   /** The account's cached admission view this key used last (see `HeldAccount`). */
   account: HeldAccount | undefined
   /** Itself once cached: an entry is its own slot (see `Slot`). */
   entry: CachedKey | null
+}
+
+/**
+ * Half the span of a cache's times (2^29 ms, about 6.2 days): within it of its base, a time is
+ * a small integer in every V8 build (31 bits with pointer compression, 32 without).
+ */
+const SPAN = 2 ** 29
+/** A time too far back to keep (and a key never used): older than any span from the base. */
+export const NEVER = -(2 ** 30)
+
+/**
+ * The times a cache keeps in its objects (cached at, served until, last touched), counted in
+ * milliseconds from the cache's base. An absolute time (about 2^40 ms) is a double, which V8
+ * keeps in a box of its own beside the object (16 bytes, and a cache line of its own among a
+ * million keys: the cached request read two such boxes); a count from a recent base is a small
+ * integer held in the object itself. When a time lies a span or more from the base, the base
+ * moves to it and `rebased` runs first: the owner empties its cache, whose times count from
+ * the old base (once in 6 days of clock, or after a clock jump of as much: every key then
+ * costs one cache miss). The base is the first time asked for.
+ */
+export class CacheClock {
+  private base = Number.NaN
+
+  constructor(private readonly rebased: () => void) {}
+
+  /**
+   * `now` counted from the base, in whole milliseconds (floored: a clock with fractions of a
+   * millisecond reads as the millisecond it is in). `Math.floor` also makes it a small
+   * integer as V8 sees it: a subtraction's result, integral or not, is a number object in
+   * code not yet optimized, and one such value stored makes the field a boxed double for
+   * every object of its shape.
+   */
+  at(now: number): number {
+    const d = Math.floor(now - this.base)
+    if (d < SPAN && d > -SPAN) return d
+    if (!Number.isNaN(this.base)) this.rebased()
+    this.base = now
+    return 0
+  }
+
+  /**
+   * A time read from storage (null: never) counted from the base, as `at(now)` counts `now`:
+   * clamped to [NEVER, SPAN], so a time older than a span reads as never and one further ahead
+   * as a span ahead.
+   */
+  of(time: number | null, now: number): number {
+    const n = this.at(now)
+    if (time === null) return NEVER
+    return Math.max(NEVER, Math.min(Math.floor(n + (time - now)), SPAN))
+  }
 }
 
 /**
@@ -94,6 +144,7 @@ export class FeedBound {
  */
 export interface Slot {
   entry: CachedKey | null
+  /** By the cache's clock (`CacheClock`), as `expiresAt`. */
   cachedAt: number
   expiresAt: number
   /** Dropped from the LRU: the memo must not serve it any more. */
@@ -108,6 +159,17 @@ export interface KeyCache {
   getByKey(key: string, now: number): CachedKey | null | undefined
   /** Remembers that `key` hashes to `hash`, whose entry was just read or set. */
   remember(key: string, hash: string): void
+  /** A stored time (a key's `lastUsedAt`) as an entry keeps it: `CacheClock.of`. */
+  since(time: number | null, now: number): number
+  /**
+   * Whether a request at `now` writes its key's `lastUsedAt` (then recorded in the entry): not
+   * when this instance wrote it (or read a stored one) less than `resolutionMs` before, so the
+   * stored time is at most that much older than the key's last use, and a key used all the
+   * time costs one write a resolution, not one a request. The time lives in the cache entry,
+   * which the request has read already: among a million keys the write was a lookup of a cold
+   * map entry by key id, twice (the out-box's map, then the key store's), for every request.
+   */
+  touch(entry: CachedKey, now: number, resolutionMs: number): boolean
   delete(hash: string): void
   clear(): void
   /**
@@ -126,14 +188,28 @@ export interface KeyCacheOptions {
 }
 
 export function createKeyCache(options: false | KeyCacheOptions, now: () => number): KeyCache {
+  let clear = () => {}
+  const clock = new CacheClock(() => clear())
+  const since = (time: number | null, t: number) => clock.of(time, t)
+  const touch = (entry: CachedKey, t: number, resolutionMs: number) => {
+    // An entry read before the clock moved its base (once in days) counts from the old one:
+    // at most this request's write is skipped, and the entry, dropped, is read anew.
+    const n = clock.at(t)
+    const last = entry.touchedAt
+    if (last !== NEVER && n - last < resolutionMs) return false
+    entry.touchedAt = n
+    return true
+  }
   if (options === false) {
     return {
       get: () => undefined,
       set: () => {},
       getByKey: () => undefined,
       remember: () => {},
+      since,
+      touch,
       delete: () => {},
-      clear: () => {},
+      clear,
       feed: () => {},
     }
   }
@@ -151,15 +227,17 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
     },
   })
   const memo = options.memoizeKeys ? new KeyMemo<Slot>(options.max) : null
-  const clear = () => {
+  clear = () => {
     lru.clear()
     memo?.clear()
   }
   return {
     get(hash) {
+      // The clock before the entry (moving its base empties the cache), and only when read.
+      const t = bound.maxAgeMs === Infinity ? 0 : clock.at(now())
       const s = lru.get(hash)
       if (s === undefined) return undefined
-      if (bound.maxAgeMs !== Infinity && !bound.fresh(s.cachedAt, now())) {
+      if (bound.maxAgeMs !== Infinity && !bound.fresh(s.cachedAt, t)) {
         lru.delete(hash)
         return undefined
       }
@@ -167,7 +245,7 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
     },
     set(hash, entry) {
       const ttl = entry === null ? options.negativeTtlMs : options.ttlMs
-      const t = now()
+      const t = clock.at(now())
       let slot: Slot
       if (entry === null) slot = { entry, cachedAt: t, expiresAt: t + ttl, dead: false }
       else {
@@ -179,8 +257,9 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
       }
       lru.set(hash, slot, { ttl })
     },
-    getByKey(key, t) {
+    getByKey(key, now) {
       if (memo === null) return undefined
+      const t = clock.at(now)
       const s = memo.get(key)
       if (s === undefined) return undefined
       if (s.dead || s.expiresAt <= t || !bound.fresh(s.cachedAt, t)) {
@@ -195,6 +274,8 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
       if (s === undefined) return
       memo.set(key, s)
     },
+    since,
+    touch,
     delete: (hash) => void lru.delete(hash),
     clear,
     feed(live) {

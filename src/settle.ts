@@ -107,7 +107,7 @@ export interface Settlement {
   startedAt: number
   /**
    * Whether settle writes the key's `lastUsedAt` (the request's start): false when this
-   * instance wrote it within `usage.lastUsedResolutionMs` (see `touchDue`).
+   * instance wrote it within `usage.lastUsedResolutionMs` (see `KeyCache.touch`).
    */
   touch: boolean
   /** Where the key's usage was tallied last (its cache entry; the memory store reads it). */

@@ -312,4 +312,19 @@ describe('the admission view kept with a cached key', () => {
     expect(held.dead).toBe(true)
     expect(s.peek('acct_1', JAN + 1, held)).toBeUndefined()
   })
+
+  it("a view's times count from the cache's base, which a clock six days on moves", async () => {
+    const { s } = service()
+    const held = await s.load('acct_1', JAN)
+    // Small integers from the first time asked for (V8 keeps them in the view, not boxed).
+    expect(held.cachedAt).toBe(0)
+    expect(s.peek('acct_1', JAN + 1, held)).toBe(held)
+    // Moving the base drops every view counted from the old one, held ones too.
+    const later = JAN + 7 * 86_400_000
+    expect(s.peek('acct_1', later, held)).toBeUndefined()
+    expect(held.dead).toBe(true)
+    const next = await s.load('acct_1', later)
+    expect(next.cachedAt).toBe(0)
+    expect(s.peek('acct_1', later + 1, next)).toBe(next)
+  })
 })

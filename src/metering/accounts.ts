@@ -18,7 +18,7 @@
 
 import { LRUCache } from 'lru-cache'
 import { z } from 'zod'
-import { FeedBound } from '../cache.js'
+import { CacheClock, FeedBound } from '../cache.js'
 import { InvalidRequestError, NotFoundError } from '../errors.js'
 import { ACCOUNT_METADATA_MAX_BYTES, metadataSchema, ownValue, text } from '../input.js'
 import { type CheckTemplate, compilePlanLimits, counterName } from '../limits/admission.js'
@@ -55,6 +55,7 @@ export interface AdmissionAccount {
  * refill), and `expiresAt` bounds it as the cache's TTL does.
  */
 export interface HeldAccount extends AdmissionAccount {
+  /** By the accounts cache's clock (`CacheClock`), as `expiresAt`. */
   cachedAt: number
   expiresAt: number
   dead: boolean
@@ -129,6 +130,11 @@ export class AccountService {
   private readonly bound: FeedBound
   /** Bumped by every drop: a read that began before one is not cached (it may be older). */
   private generation = 0
+  /** The views' `cachedAt` and `expiresAt`: when it moves its base, the cache empties. */
+  private readonly clock = new CacheClock(() => {
+    this.generation++
+    this.cache.clear()
+  })
   /** The period of the views made last: shared by them (one object for every account). */
   private current: Period | null = null
   /** True when plans are configured: every admission then reads the account (plan limits). */
@@ -208,7 +214,9 @@ export class AccountService {
 
   /** Still cached, fresh for the change feed's state, and of the period in force at `now`. */
   private usable(c: HeldAccount, now: number): boolean {
-    if (c.dead || now >= c.expiresAt || !this.bound.fresh(c.cachedAt, now)) return false
+    // The clock first: moving its base drops every view.
+    const t = this.clock.at(now)
+    if (c.dead || t >= c.expiresAt || !this.bound.fresh(c.cachedAt, t)) return false
     return now >= c.period.start && now < c.period.end
   }
 
@@ -230,9 +238,10 @@ export class AccountService {
     // (lru-cache drops an entry once its age exceeds the ttl, hence the - 1).
     const left = record.tierExpiresAt === null ? Infinity : record.tierExpiresAt - now
     const ttl = left > this.ttlMs || left <= 0 ? this.ttlMs : left - 1
+    const t = this.clock.at(now)
     const cache = generation === this.generation && ttl >= 1
-    a.cachedAt = now
-    a.expiresAt = now + ttl
+    a.cachedAt = t
+    a.expiresAt = t + ttl
     a.dead = !cache
     if (cache) this.cache.set(id, a, { ttl })
     return a
@@ -262,8 +271,8 @@ export class AccountService {
           ? compilePlanLimits(id, tier, plan.rateLimits, plan.exact === true)
           : NO_LIMITS,
       where: -1,
-      cachedAt: now,
-      expiresAt: now,
+      cachedAt: 0,
+      expiresAt: 0,
       dead: true,
     }
     return { record, a }

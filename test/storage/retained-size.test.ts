@@ -133,8 +133,9 @@ describe('memory store: retained size', () => {
     })
     await tb.close()
     await cold.close()
-    // Entry, compiled quota, the key's face and the memo's slot: 617 bytes, of which 40 are when
-    // the entry last wrote lastUsedAt (a double, boxed) and its usage tally's place (649 with
+    // Entry, compiled quota, the key's face and the memo's slot: 569 bytes, of which 16 are when
+    // the entry last wrote lastUsedAt and its usage tally's place (617 with its three times as
+    // absolute milliseconds, each a double in a box of its own beside the entry; 649 with
     // the compiled quota a template holding its check, two objects; 688 with
     // the compiled limits in an array beside the entry rather than in it; 1,278 with
     // a copy of the record, its limits and scopes, which a request read as three more cache
@@ -142,7 +143,7 @@ describe('memory store: retained size', () => {
     // 1,028 with the LRU keyed by the hash computed from the request, not the record's own;
     // 948 with the template list grown by push, room for 17, and an empty list of scopes of
     // the face's own; 785 with the memo a Map holding a copy of each key string).
-    expect(perEntry).toBeLessThan(640)
+    expect(perEntry).toBeLessThan(590)
     // The memo's row of the key's characters and its index, off the heap.
     expect(offHeap).toBeLessThan(140)
   })
@@ -212,11 +213,12 @@ describe('memory store: retained size', () => {
     const accounts = Array.from({ length: N }, (_, i) => `acct_${i}`.split('').join(''))
     for (const id of accounts) await service.load(id, T)
     for (const id of accounts) service.invalidate(id)
-    // The view with its cache fields, its credit counter's name and its cache entry: 246 bytes
-    // (447 with a copy of the record and its metadata, which only the management read used;
-    // 278 with the cache fields in a holder of their own beside the view).
+    // The view with its cache fields, its credit counter's name and its cache entry: 214 bytes
+    // (246 with its two times as absolute milliseconds, each a boxed double; 447 with a copy
+    // of the record and its metadata, which only the management read used; 278 with the cache
+    // fields in a holder of their own beside the view).
     const perView = await retainedPerItem((i) => service.load(accounts[i]!, T))
-    expect(perView).toBeLessThan(262)
+    expect(perView).toBeLessThan(230)
   })
 
   it('names that live as long as a key are written flat, not as ropes', async () => {
