@@ -117,8 +117,9 @@ function targets(framework: string, byName: Map<string, VariantResult>): string[
       `| ${framework} | SQLite: tollbooth-sqlite / bare >= 0.9 x tollbooth (memory) / bare | ${f2(r)} | ${r >= 0.9 ? 'met' : 'missed'} |`,
     )
   }
-  // A run with --variants may lack the floor and the peer.
-  if (!byName.has('floor') || !byName.has('peer')) return redisRows
+  // A run with --variants may lack the floor, the peer or tollbooth with the peer's headers.
+  if (!byName.has('floor') || !byName.has('peer') || !byName.has('tollbooth-peer-headers'))
+    return redisRows
   const peerTb = quantile(byName.get('tollbooth-peer-headers')!.ratios, 0.5)
   const peer = quantile(byName.get('peer')!.ratios, 0.5)
   return [
