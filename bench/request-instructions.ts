@@ -1,0 +1,176 @@
+/**
+ * @module bench/request-instructions
+ *
+ * The memory store's cached request in instructions, which unlike µs do not move with this
+ * VM's load: a build's request is run under `valgrind --tool=callgrind` twice, for a short and
+ * a long run of the same requests, and the difference of the two totals divided by the
+ * difference of their lengths is what a request costs, startup and warm-up subtracted. Split
+ * by where the instructions ran (callgrind's symbols in the node binary): the JIT's code,
+ * V8's builtins, the collector, libc, the optimizing compiler, the rest of the runtime.
+ *
+ * How far to trust it (bench/NOTES.md, session 26): "code" (the JIT's code and the builtins,
+ * what the request's own JavaScript runs) came within 1-2 % for two runs of one build (30,143
+ * and 29,826); the collector's part moved by 1,600 a request between them (whether a long run
+ * met one more full collection) and the runtime's by up to 1,300, and the compiler's is not
+ * the request's at all (what the compiler threads still had to do). So compare two builds by
+ * "code", and by the collector's part only when the difference is large; either is far
+ * steadier than µs here, where two builds in one process (`bench/memory-ab.ts`) still read
+ * ±0.3 µs of bias and spread a request. `node --predictable` was no steadier.
+ *
+ * The request is `bench/memory-scale.ts`'s: awaited `authenticate()` + `settle()`, each key
+ * with a per-minute rate limit, a daily quota and a cost of 1 against plan credits, on its own
+ * account, keys taken in a fixed stride. Builds are `dist/` directories (`npm run build`, then
+ * copied aside); each build's two runs go in parallel with the other build's.
+ *
+ *   npx tsx bench/request-instructions.ts .tmp/dist-a [.tmp/dist-b] [--keys 1000]
+ *     [--short 20000] [--long 120000]
+ *
+ * About four minutes for two builds on this VM (valgrind runs node ~50× slower). Needs
+ * valgrind (`apt-get install -y valgrind`) and `callgrind_annotate`.
+ */
+
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import type { Tollbooth } from '../src/index.js'
+
+const arg = (name: string, fallback: number) => {
+  const i = process.argv.indexOf(name)
+  return i > 0 ? Number(process.argv[i + 1]) : fallback
+}
+
+if (process.argv[2] === '--child') {
+  // One run, under valgrind: `--child <dist> <keys> <requests>`.
+  const [dir, keysArg, requestsArg] = process.argv.slice(3)
+  const lib = (await import(
+    pathToFileURL(resolve(dir!, 'index.js')).href
+  )) as typeof import('../src/index.js')
+  const N = Number(keysArg)
+  const HIGH = 1_000_000_000
+  const tb: Tollbooth = lib.createTollbooth({
+    secret: 'memory-scale-secret-memory-scale-secret-01',
+    storage: lib.memoryStorage(),
+    failedAuth: false,
+    plans: { pro: { monthlyCredits: HIGH } },
+    defaultTier: 'pro',
+    cache: { ttlMs: 3_600_000, max: N },
+  })
+  const route = tb.route({ cost: 1 })
+  const limits = { rateLimits: [{ limit: HIGH, windowMs: 60_000 }], quotas: { daily: HIGH } }
+  const keys: string[] = []
+  for (let i = 0; i < N; i++)
+    keys.push((await tb.keys.create({ accountId: `acct_${i}`, limits })).key)
+  const requests = Number(requestsArg)
+  for (let i = 0; i < requests; i++) {
+    const d = await tb.authenticate(
+      {
+        headers: { authorization: `Bearer ${keys[(i * 7919) % N]}` },
+        ip: '127.0.0.1',
+        method: 'POST',
+        path: '/',
+      },
+      route,
+    )
+    if (!d.allowed) throw new Error(`bench request refused: ${d.status}`)
+    d.responseHeaders(200)
+    await tb.settle(d, { status: 200 })
+  }
+  await tb.close()
+  process.exit(0)
+}
+
+const builds = process.argv
+  .slice(2)
+  .filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'))
+if (builds.length === 0)
+  throw new Error(
+    'usage: request-instructions.ts <dist A> [dist B] [--keys N] [--short N] [--long N]',
+  )
+const KEYS = arg('--keys', 1000)
+const SHORT = arg('--short', 20_000)
+const LONG = arg('--long', 120_000)
+const PARTS = ['jit', 'builtins', 'gc', 'libc', 'runtime', 'compiler'] as const
+type Part = (typeof PARTS)[number]
+
+/** Where a callgrind function line's instructions ran. */
+function partOf(fn: string): Part {
+  if (/compiler::|maglev|turboshaft/i.test(fn)) return 'compiler'
+  if (fn.startsWith('???:0x')) return 'jit'
+  if (fn.includes('Builtins_')) return 'builtins'
+  if (/Scaveng|heap::|Heap|MarkCompact|Sweep|GCTracer/.test(fn)) return 'gc'
+  if (fn.includes('libc')) return 'libc'
+  return 'runtime'
+}
+
+/** One run's instructions by part. */
+async function run(dir: string, requests: number, out: string): Promise<Record<Part, number>> {
+  const file = join(out, `cg.${requests}`)
+  await new Promise<void>((done, fail) => {
+    const p = spawn(
+      'valgrind',
+      [
+        '--tool=callgrind',
+        '--smc-check=all',
+        `--callgrind-out-file=${file}`,
+        process.execPath,
+        '--import',
+        'tsx',
+        'bench/request-instructions.ts',
+        '--child',
+        dir,
+        String(KEYS),
+        String(requests),
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    )
+    let err = ''
+    p.stderr.on('data', (b: Buffer) => {
+      err += b.toString()
+    })
+    p.on('exit', (code) =>
+      code === 0 ? done() : fail(new Error(`valgrind exited ${code}: ${err.slice(-2000)}`)),
+    )
+  })
+  const text = execFileSync('callgrind_annotate', ['--threshold=100', file], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 28,
+  })
+  const parts = Object.fromEntries(PARTS.map((p) => [p, 0])) as Record<Part, number>
+  const from = text.indexOf('file:function')
+  for (const line of text.slice(from).split('\n')) {
+    const m = /^\s*([\d,]+)\s+\([^)]*\)\s+(.*)$/.exec(line)
+    if (m) parts[partOf(m[2]!)] += Number(m[1]!.replaceAll(',', ''))
+  }
+  return parts
+}
+
+async function measure(dir: string): Promise<Record<Part, number>> {
+  const out = mkdtempSync(join(tmpdir(), 'tb-instr-'))
+  try {
+    const short = await run(dir, SHORT, out)
+    const long = await run(dir, LONG, out)
+    const per = {} as Record<Part, number>
+    for (const p of PARTS) per[p] = (long[p] - short[p]) / (LONG - SHORT)
+    return per
+  } finally {
+    rmSync(out, { recursive: true, force: true })
+  }
+}
+
+console.log(
+  `request-instructions: ${KEYS.toLocaleString('en-US')} keys, (${LONG.toLocaleString('en-US')} - ${SHORT.toLocaleString('en-US')}) cached requests under callgrind; instructions a request`,
+)
+const results = await Promise.all(builds.map((b) => measure(b)))
+const f = (n: number) => Math.round(n).toLocaleString('en-US')
+console.log('')
+console.log(`| build | code | ${PARTS.join(' | ')} | in all |`)
+console.log(`|---|---:|${PARTS.map(() => '---:').join('|')}|---:|`)
+builds.forEach((b, i) => {
+  const r = results[i]!
+  const all = PARTS.reduce((s, p) => s + r[p], 0)
+  console.log(
+    `| ${b} | ${f(r.jit + r.builtins)} | ${PARTS.map((p) => f(r[p])).join(' | ')} | ${f(all)} |`,
+  )
+})
