@@ -441,7 +441,8 @@ export function settleStep(
       i++
     }
   }
-  w.list.length = w.n
+  // Cut by `pop`, not a store to `length` (a call into the runtime: see `prune` in `hold`).
+  while (w.list.length > w.n) w.list.pop()
   return { writes: w.list, result: undefined }
 }
 

@@ -45,6 +45,23 @@ describe('hold', () => {
     expect(v).toMatchObject({ allowed: true, used: 1e12 + 1e9 })
   })
 
+  it('keeps the other holds in their order when one is released or expires', () => {
+    let s: HoldState | undefined
+    for (const [id, ttl] of [
+      ['a', 60_000],
+      ['b', 10],
+      ['c', 60_000],
+      ['d', 60_000],
+    ] as const)
+      s = hold(s, T0, 100, 1, id, ttl).state
+    // 'b' has expired: pruned; 'c' released: the later ones move down, in order.
+    s = release(s, T0 + 10, 'c', 1)
+    expect(s.holds.map((h) => h[0])).toEqual(['a', 'd'])
+    s = release(s, T0 + 10, 'd', 1)
+    s = release(s, T0 + 10, 'a', 1)
+    expect(s).toEqual({ used: 3, holds: [] })
+  })
+
   it('ignores releasing a hold that is gone, still adding the charge', () => {
     const s = release(undefined, T0, 'nope', 3)
     expect(s).toEqual({ used: 3, holds: [] })
