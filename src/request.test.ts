@@ -6,7 +6,7 @@
  */
 
 import { describe, expect, it } from 'vitest'
-import { clientIp, isForwarded } from './request.js'
+import { clientIp, extractKey, isForwarded } from './request.js'
 
 const xff = (v: string) => ({ 'x-forwarded-for': v })
 const fwd = (v: string) => ({ forwarded: v })
@@ -72,5 +72,25 @@ describe('isForwarded', () => {
     expect(isForwarded(fwd('for=1.2.3.4'))).toBe(true)
     expect(isForwarded(new Headers({ Forwarded: 'for=1.2.3.4' }))).toBe(true)
     expect(isForwarded({})).toBe(false)
+  })
+})
+
+describe('extractKey', () => {
+  const get = (authorization: string) =>
+    extractKey({ headers: { authorization }, ip: null, method: 'GET', path: '/' }, ['bearer'])
+
+  it('reads the scheme Bearer in any case, and nothing else', () => {
+    for (const scheme of ['Bearer', 'bearer', 'BEARER', 'bEaReR'])
+      expect(get(`${scheme} sk_test_1`)).toBe('sk_test_1')
+    // Near misses: a look-alike outside ASCII, another character, a tab for the space.
+    for (const scheme of [
+      'Bearer'.replace('B', '\u0102'),
+      'Be@rer',
+      'Bearer'.replace('r', '\u0152'),
+      'Bearer\t',
+    ])
+      expect(get(`${scheme} sk_test_1`)).toBeUndefined()
+    for (const other of ['Basic sk_test_1', 'Token sk_test_1', 'Bearer', 'Bearer ', 'sk_test_1'])
+      expect(get(other)).toBeUndefined()
   })
 })
