@@ -9,9 +9,10 @@
  * V8's builtins, the collector, libc, the optimizing compiler, the rest of the runtime.
  *
  * How far to trust it (bench/NOTES.md, session 26): "code" (the JIT's code and the builtins,
- * what the request's own JavaScript runs) came within 1-2 % for two runs of one build (30,143
- * and 29,826); the collector's part moved by 1,600 a request between them (whether a long run
- * met one more full collection) and the runtime's by up to 1,300, and the compiler's is not
+ * what the request's own JavaScript runs) came within 1-2.5 % for two runs of one build (one
+ * build read 29,606 and 30,362); the collector's part moved by 1,600 a request between two runs
+ * (whether a long run met one more full collection) and the runtime's by up to 1,300, and the
+ * compiler's is not
  * the request's at all (what the compiler threads still had to do). So compare two builds by
  * "code", and by the collector's part only when the difference is large; either is far
  * steadier than µs here, where two builds in one process (`bench/memory-ab.ts`) still read
