@@ -75,12 +75,12 @@ export const NEVER = -(2 ** 30)
 /**
  * The times a cache keeps in its objects (cached at, served until, last touched), counted in
  * milliseconds from the cache's base. An absolute time (about 2^40 ms) is a double, which V8
- * keeps in a box of its own beside the object (16 bytes, and a cache line of its own among a
- * million keys: the cached request read two such boxes); a count from a recent base is a small
- * integer held in the object itself. When a time lies a span or more from the base, the base
- * moves to it and `rebased` runs first: the owner empties its cache, whose times count from
- * the old base (once in 6 days of clock, or after a clock jump of as much: every key then
- * costs one cache miss). The base is the first time asked for.
+ * (without pointer compression, as in Node 20) keeps in a box of its own beside the object: 16
+ * bytes a time, 80 a cached key with its account's view (bench/NOTES.md, session 26); a count
+ * from a recent base is a small integer held in the object itself. When a time lies a span or
+ * more from the base, the base moves to it and `rebased` runs first: the owner empties its
+ * cache, whose times count from the old base (once in 6 days of clock, or after a clock jump
+ * of as much: every key then costs one cache miss). The base is the first time asked for.
  */
 export class CacheClock {
   private base = Number.NaN
