@@ -24,9 +24,8 @@
  * 24).
  */
 
-import { resolve } from 'node:path'
-import { pathToFileURL } from 'node:url'
 import type { Tollbooth } from '../src/index.js'
+import { SCALE_LIMITS, scaleRequest, scaleTollbooth } from './scale-job.js'
 
 const [dirA, dirB] = process.argv.slice(2, 4)
 if (!dirA || !dirB) throw new Error('usage: memory-ab.ts <dist A> <dist B> [keys] [--rounds R]')
@@ -38,11 +37,6 @@ const N = Number(process.argv[4]?.startsWith('--') ? 1_000_000 : (process.argv[4
 const ROUNDS = arg('--rounds', 12)
 const PER_ROUND = arg('--per-round', 20_000)
 
-const SECRET = 'memory-scale-secret-memory-scale-secret-01'
-const HIGH = 1_000_000_000
-const LIMITS = { rateLimits: [{ limit: HIGH, windowMs: 60_000 }], quotas: { daily: HIGH } }
-
-type Lib = typeof import('../src/index.js')
 interface Build {
   name: string
   tb: Tollbooth
@@ -52,30 +46,13 @@ interface Build {
 }
 
 async function build(name: string, dir: string): Promise<Build> {
-  const lib = (await import(pathToFileURL(resolve(dir, 'index.js')).href)) as Lib
-  const tb = lib.createTollbooth({
-    secret: SECRET,
-    storage: lib.memoryStorage(),
-    failedAuth: false,
-    plans: { pro: { monthlyCredits: HIGH } },
-    defaultTier: 'pro',
-    cache: { ttlMs: 3_600_000, max: N },
-  })
+  const tb = await scaleTollbooth(dir, N)
   return { name, tb, route: tb.route({ cost: 1 }), keys: new Array<string>(N), rounds: [] }
 }
 
 const yieldToLoop = () => new Promise<void>((r) => setImmediate(r))
 
-async function one(b: Build, key: string): Promise<void> {
-  // A fresh header string per request, as a server's parser gives.
-  const d = await b.tb.authenticate(
-    { headers: { authorization: `Bearer ${key}` }, ip: '127.0.0.1', method: 'POST', path: '/' },
-    b.route,
-  )
-  if (!d.allowed) throw new Error(`bench request refused: ${d.status}`)
-  d.responseHeaders(200)
-  await b.tb.settle(d, { status: 200 })
-}
+const one = (b: Build, key: string) => scaleRequest(b.tb, b.route, key)
 
 /** µs a request over `n` requests on keys drawn by `seed` (the same draws for both builds). */
 async function round(b: Build, n: number, seed: number): Promise<number> {
@@ -103,7 +80,7 @@ const builds = [await build('A', dirA), await build('B', dirB)]
 // same order of age.
 for (let i = 0; i < N; i++)
   for (const b of builds)
-    b.keys[i] = (await b.tb.keys.create({ accountId: `acct_${i}`, limits: LIMITS })).key
+    b.keys[i] = (await b.tb.keys.create({ accountId: `acct_${i}`, limits: SCALE_LIMITS })).key
 for (let i = 0; i < N; i++) {
   for (const b of builds) await one(b, b.keys[i]!)
   if ((i & 255) === 255) await yieldToLoop()

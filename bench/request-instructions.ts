@@ -18,9 +18,9 @@
  * steadier than µs here, where two builds in one process (`bench/memory-ab.ts`) still read
  * ±0.3 µs of bias and spread a request. `node --predictable` was no steadier.
  *
- * The request is `bench/memory-scale.ts`'s: awaited `authenticate()` + `settle()`, each key
- * with a per-minute rate limit, a daily quota and a cost of 1 against plan credits, on its own
- * account, keys taken in a fixed stride. Builds are `dist/` directories (`npm run build`, then
+ * The request is `bench/scale-job.ts`'s (`bench/memory-scale.ts`'s): awaited `authenticate()`
+ * + `settle()`, each key with a per-minute rate limit, a daily quota and a cost of 1 against
+ * plan credits, on its own account, keys taken in a fixed stride. Builds are `dist/` directories (`npm run build`, then
  * copied aside); each build's two runs go in parallel with the other build's.
  *
  *   npx tsx bench/request-instructions.ts .tmp/dist-a [.tmp/dist-b] [--keys 1000]
@@ -33,9 +33,8 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import { pathToFileURL } from 'node:url'
-import type { Tollbooth } from '../src/index.js'
+import { join } from 'node:path'
+import { SCALE_LIMITS, scaleRequest, scaleTollbooth } from './scale-job.js'
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(name)
@@ -45,39 +44,14 @@ const arg = (name: string, fallback: number) => {
 if (process.argv[2] === '--child') {
   // One run, under valgrind: `--child <dist> <keys> <requests>`.
   const [dir, keysArg, requestsArg] = process.argv.slice(3)
-  const lib = (await import(
-    pathToFileURL(resolve(dir!, 'index.js')).href
-  )) as typeof import('../src/index.js')
   const N = Number(keysArg)
-  const HIGH = 1_000_000_000
-  const tb: Tollbooth = lib.createTollbooth({
-    secret: 'memory-scale-secret-memory-scale-secret-01',
-    storage: lib.memoryStorage(),
-    failedAuth: false,
-    plans: { pro: { monthlyCredits: HIGH } },
-    defaultTier: 'pro',
-    cache: { ttlMs: 3_600_000, max: N },
-  })
+  const tb = await scaleTollbooth(dir!, N)
   const route = tb.route({ cost: 1 })
-  const limits = { rateLimits: [{ limit: HIGH, windowMs: 60_000 }], quotas: { daily: HIGH } }
   const keys: string[] = []
   for (let i = 0; i < N; i++)
-    keys.push((await tb.keys.create({ accountId: `acct_${i}`, limits })).key)
+    keys.push((await tb.keys.create({ accountId: `acct_${i}`, limits: SCALE_LIMITS })).key)
   const requests = Number(requestsArg)
-  for (let i = 0; i < requests; i++) {
-    const d = await tb.authenticate(
-      {
-        headers: { authorization: `Bearer ${keys[(i * 7919) % N]}` },
-        ip: '127.0.0.1',
-        method: 'POST',
-        path: '/',
-      },
-      route,
-    )
-    if (!d.allowed) throw new Error(`bench request refused: ${d.status}`)
-    d.responseHeaders(200)
-    await tb.settle(d, { status: 200 })
-  }
+  for (let i = 0; i < requests; i++) await scaleRequest(tb, route, keys[(i * 7919) % N]!)
   await tb.close()
   process.exit(0)
 }
