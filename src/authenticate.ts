@@ -530,6 +530,7 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
       role: 'credits',
       tokens: false,
       where: account.where,
+      stamp: account.stamp,
     }
     if (account.plan?.exact === true) credit.exact = true
     if (rebuilds) credit.rebuild = REBUILD
@@ -561,7 +562,10 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
     try {
       // The templates keep where each counter was found (`Place`); the credit's, the account.
       a.result = sync.consume(checks, a.now, undefined, templates)
-      if (metered) account.where = templates[k]!.where
+      if (metered) {
+        account.where = templates[k]!.where
+        account.stamp = templates[k]!.stamp
+      }
     } catch (err) {
       return failure(a, err)
     }

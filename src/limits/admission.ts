@@ -49,6 +49,8 @@ export type CheckTemplate = Check & {
    * long as its key's cache entry, so a request reaches the counter's row without a lookup.
    */
   where: number
+  /** The counter's stamp with `where` (`Place`). */
+  stamp: number
 }
 
 /**
@@ -100,6 +102,7 @@ function rateTemplates(
       role,
       tokens,
       where: -1,
+      stamp: 0,
     }
     if (exact || tokens || r.exact === true) t.exact = true
     return t
@@ -129,6 +132,7 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
         role: 'quota',
         tokens: false,
         where: -1,
+        stamp: 0,
       })
     }
   }
@@ -147,6 +151,7 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
       role: 'concurrency',
       tokens: false,
       where: -1,
+      stamp: 0,
     })
   }
   if (key.limits.budget !== undefined) {
@@ -162,6 +167,7 @@ export function compileKeyLimits(key: KeyRecord): CheckTemplate[] {
       role: 'budget',
       tokens: false,
       where: -1,
+      stamp: 0,
     })
   }
   // A copy of its length: grown by push, it kept room for 17 templates (120 bytes more for as

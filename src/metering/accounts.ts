@@ -44,6 +44,8 @@ export interface AdmissionAccount {
    * lives as long as the accounts cache keeps it, a request's credit template does not.
    */
   where: number
+  /** The credit counter's stamp with `where` (`Place`). */
+  stamp: number
 }
 
 /**
@@ -271,6 +273,7 @@ export class AccountService {
           ? compilePlanLimits(id, tier, plan.rateLimits, plan.exact === true)
           : NO_LIMITS,
       where: -1,
+      stamp: 0,
       cachedAt: 0,
       expiresAt: 0,
       dead: true,

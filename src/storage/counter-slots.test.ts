@@ -145,6 +145,59 @@ describe('counterSlots: rows', () => {
     )
   })
 
+  it('writes through remembered places (row and stamp), stale ones included, as through find', () => {
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 300, size: 'max' }), (ops) => {
+        const slots = counterSlots()
+        const model = new Map<string, StoredCounter>()
+        // Each key's place as its last write that made or kept its counter left it: a delete
+        // leaves it stale (its row then free, or taken by another key, or by this key again).
+        const places = new Map<string, { row: number; stamp: number; fresh: boolean }>()
+        for (const { key, value } of ops) {
+          const k = `counter:${key}`
+          const p = places.get(k) ?? { row: -1, stamp: 0, fresh: false }
+          // Owned exactly while its counter lives.
+          expect(slots.owns(p.row, p.stamp)).toBe(p.fresh)
+          const row = slots.write(k, value && structuredClone(value), p.row, p.stamp)
+          expect(row).toBe(slots.find(k))
+          if (value === null) {
+            model.delete(k)
+            places.set(k, { ...p, fresh: false })
+          } else {
+            model.set(k, value)
+            places.set(k, { row, stamp: slots.stamp(row), fresh: true })
+          }
+        }
+        for (let key = 0; key <= 40; key++) {
+          const k = `counter:${key}`
+          expect(slots.get(k)).toEqual(model.get(k))
+        }
+      }),
+      { numRuns: 300 },
+    )
+  })
+
+  it('a stamp names one counter: never 0 on a row held, never shared by two stores', () => {
+    const a = counterSlots()
+    const b = counterSlots()
+    const ra = a.write('x', { state: state(), expiresAt: null }, -1)
+    const rb = b.write('y', { state: state(), expiresAt: null }, -1)
+    // The same row in two stores, each its own counter.
+    expect(ra).toBe(rb)
+    expect(a.stamp(ra)).toBeGreaterThan(0)
+    expect(b.stamp(rb)).not.toBe(a.stamp(ra))
+    expect(b.owns(rb, a.stamp(ra))).toBe(false)
+    // Dropped: its row names no counter; taken by another key: a stamp of its own.
+    const old = a.stamp(ra)
+    a.write('x', null, ra, old)
+    expect(a.stamp(ra)).toBe(0)
+    expect(a.owns(ra, old)).toBe(false)
+    expect(a.owns(ra, 0)).toBe(false)
+    expect(a.write('z', { state: state(), expiresAt: null }, -1)).toBe(ra)
+    expect(a.owns(ra, old)).toBe(false)
+    expect(a.owns(-1, 0)).toBe(false)
+  })
+
   it('a value read is the caller’s: changing it changes nothing stored but a hold list', () => {
     const slots = counterSlots()
     slots.write('w', { state: { idx: [1, 2, 3], n: [4, 5, 6] }, expiresAt: null }, -1)

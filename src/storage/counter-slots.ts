@@ -60,18 +60,27 @@ const ORIGIN_MARGIN = 2 ** 24
 /**
  * A row: eight numbers (64 bytes).
  *
- * - `TAG`: the state's kind (0: a free row) plus its marks ({@link REBUILT}, {@link KEEP}).
- * - `EXPIRES`: when it expires (Infinity: never); `DUE`: its bucket of the expiry queue.
+ * - (the first number) two 32-bit integers (read through an `Int32Array` over the same bytes): `TAG`, the
+ *   state's kind (0: a free row) plus its marks ({@link REBUILT}, {@link KEEP}, {@link LIST}),
+ *   and `DUE`, its bucket of the expiry queue.
+ * - `EXPIRES`: when it expires (Infinity: never).
+ * - `STAMP`: which counter holds the row (see {@link nextStamp}; 0: none).
  * - `A`, `B`: a GCRA limit's `level` and `at`; a hold counter's `used` and `keepUntil`; a
  *   window's number of buckets in `A`, and the buckets themselves from `B` on (index, count,
  *   index, count) or, past two, in two arrays beside the row.
+ *
+ * What a request reads of a counter it has a place for (its stamp, tag, expiry and figures)
+ * lies in the first 40 bytes: one cache line, where the array's data starts 16 bytes into a
+ * page (as a large one does), or is aligned.
  */
 const STRIDE = 8
-const TAG = 0
 const EXPIRES = 1
-const DUE = 2
+const STAMP = 2
 const A = 3
 const B = 4
+/** `TAG` and `DUE`, in the `Int32Array` over the rows: row r's are at `2 * r * STRIDE + …`. */
+const TAG = 0
+const DUE = 1
 /** Buckets of a window held in the row itself. */
 const INLINE_BUCKETS = 2
 
@@ -88,6 +97,21 @@ const CANCELLED = 7
 const KIND = 7
 const REBUILT = 8
 const KEEP = 16
+/**
+ * Something is beside the row (`beside[r]`): a hold list, a long window, a state of another
+ * shape. A row without it is read and written without touching `beside`, whose element for a
+ * row is a cache line of its own among a million counters.
+ */
+const LIST = 32
+
+/**
+ * The stamp of the next row taken, in every store of this process: a (row, stamp) pair names
+ * one counter, exactly, as long as the row holds it, so a place (`Place`) is checked against
+ * the row itself, where the row's key was a second cache line to read (`keyOf`, an array of a
+ * million pointers). Shared by every store, so a place kept from another store's counter
+ * never matches. Exact up to 2^53 rows taken; a place holds it as a small integer up to 2^31.
+ */
+let nextStamp = 1
 
 type Numbers = number[]
 type Holds = Array<[id: string, amount: number, expiresAt: number]>
@@ -96,8 +120,13 @@ export interface CounterSlots {
   readonly size: number
   /** The row of `key`, or -1: what `read` and `write` take. */
   find(key: string): number
-  /** True when row `row` is `key`'s (a row remembered from an earlier `find` or `write`). */
-  holds(row: number, key: string): boolean
+  /** The stamp of the counter in row `row` (0: none, or `row` is -1): see {@link nextStamp}. */
+  stamp(row: number): number
+  /**
+   * True when row `row` still holds the counter it held with `stamp` (a place remembered from
+   * an earlier `find` or `write` with the row's `stamp` then).
+   */
+  owns(row: number, stamp: number): boolean
   /** The value in row `row` (-1: none), as a new object the caller may keep or change. */
   read(row: number): StoredCounter | undefined
   /**
@@ -110,10 +139,11 @@ export interface CounterSlots {
   get(key: string): StoredCounter | undefined
   /**
    * Applies a step's write: `value` null deletes. `row` is what `find(key)` answered before the
-   * step (saves a second lookup; a row freed since is looked up again). Returns the key's row
-   * now (-1: deleted).
+   * step (saves a second lookup; a row freed since is looked up again), with its `stamp` then
+   * when the caller has it (checked instead of the row's key, which is a cache line more).
+   * Returns the key's row now (-1: deleted).
    */
-  write(key: string, value: StoredCounter | null, row: number): number
+  write(key: string, value: StoredCounter | null, row: number, stamp?: number): number
   /** A call touched `keys` counters: the sweep may examine a few queue entries more. */
   credit(keys: number): void
   /** Drops a few counters whose time came (as many as the calls since the last earned). */
@@ -158,6 +188,8 @@ function heapPop(heap: number[]): number {
 
 export function counterSlots(): CounterSlots {
   let rows = new Float64Array(1024 * STRIDE)
+  // The same bytes as 32-bit integers, for each row's `TAG` and `DUE` (index 2 * r * STRIDE).
+  let meta = new Int32Array(rows.buffer)
   // Row → key (for a drop by the sweep), row → what a row cannot hold (see the module's doc).
   const keyOf: string[] = []
   // An array, not a Map: a hold counter's list comes and goes with every request in flight,
@@ -187,32 +219,39 @@ export function counterSlots(): CounterSlots {
       r = used++
       if (used * STRIDE > rows.length) {
         rows = doubled(rows)
+        meta = new Int32Array(rows.buffer)
         index.grow(rows.length / STRIDE)
       }
+      // Kept as long as the rows taken, without holes (an element written past the end of an
+      // array may turn it into a dictionary). A row dropped has cleared its element already.
+      beside[r] = undefined
     }
     keyOf[r] = key
-    beside[r] = undefined
-    rows[r * STRIDE + DUE] = NONE
+    meta[2 * r * STRIDE + DUE] = NONE
+    rows[r * STRIDE + STAMP] = nextStamp++
     index.add(r, hashText(seed, key))
     size++
     return r
   }
 
   const drop = (r: number) => {
-    const o = r * STRIDE
-    if (rows[o + TAG] === FREE) return
-    rows[o + TAG] = FREE
-    beside[r] = undefined
+    const m = 2 * r * STRIDE
+    const tag = meta[m + TAG]!
+    if (tag === FREE) return
+    meta[m + TAG] = FREE
+    if (tag & LIST) beside[r] = undefined
+    rows[r * STRIDE + STAMP] = 0
     index.remove(r)
     size--
     keyOf[r] = ''
     // Its queue entry stays, and is passed over when its bucket comes (DUE is NONE).
-    rows[o + DUE] = NONE
+    meta[m + DUE] = NONE
     free.push(r)
   }
 
   const queue = (r: number) => {
     const o = r * STRIDE
+    const m = 2 * o
     const expiresAt = rows[o + EXPIRES]!
     if (expiresAt === Infinity) return
     const abs = Math.ceil((expiresAt + DROP_AFTER_MS) / BUCKET_MS)
@@ -221,8 +260,8 @@ export function counterSlots(): CounterSlots {
     if (Number.isNaN(origin)) origin = abs - ORIGIN_MARGIN
     const b = Math.min(Math.max(abs - origin, 0), NONE - 1)
     // Waiting in this bucket or an earlier one: it is looked at then, and queued again.
-    if (rows[o + DUE]! <= b) return
-    rows[o + DUE] = b
+    if (meta[m + DUE]! <= b) return
+    meta[m + DUE] = b
     let list = buckets.get(b)
     if (list === undefined) {
       list = []
@@ -236,7 +275,8 @@ export function counterSlots(): CounterSlots {
   const store = (r: number, state: CounterState) => {
     const o = r * STRIDE
     const kind = counterKind(state)
-    const was = rows[o + TAG]! & KIND
+    const before = meta[2 * o + TAG]!
+    const was = before & KIND
     let tag = OBJECT
     let extra: unknown
     if (kind === 'gcra') {
@@ -256,7 +296,7 @@ export function counterSlots(): CounterSlots {
         }
       else {
         // Kept beside the row in arrays of their length (one grown by push has room for 17).
-        const held = was === WINDOW ? (beside[r] as [Numbers, Numbers] | undefined) : undefined
+        const held = was === WINDOW && before & LIST ? (beside[r] as [Numbers, Numbers]) : undefined
         extra =
           held !== undefined && held[0].length === m
             ? copyInto(held, idx, n)
@@ -277,14 +317,17 @@ export function counterSlots(): CounterSlots {
       tag |= KEEP
       rows[o + B] = state.keepUntil as number
     }
-    rows[o + TAG] = tag
-    beside[r] = extra
+    if (extra !== undefined) {
+      tag |= LIST
+      beside[r] = extra
+    } else if (before & LIST) beside[r] = undefined
+    meta[2 * o + TAG] = tag
   }
 
   /** The state in row `r`, as a new object. */
   const stateOf = (r: number): CounterState => {
     const o = r * STRIDE
-    const tag = rows[o + TAG]!
+    const tag = meta[2 * o + TAG]!
     let state: CounterState
     switch (tag & KIND) {
       case GCRA:
@@ -311,7 +354,7 @@ export function counterSlots(): CounterSlots {
         break
       }
       case HOLD:
-        state = { used: rows[o + A]!, holds: (beside[r] as Holds | undefined) ?? [] }
+        state = { used: rows[o + A]!, holds: tag & LIST ? (beside[r] as Holds) : [] }
         if (tag & KEEP) state.keepUntil = rows[o + B]!
         break
       case CLAIM:
@@ -357,6 +400,12 @@ export function counterSlots(): CounterSlots {
     return -1
   }
   const holds = (row: number, key: string) => row >= 0 && keyOf[row] === key
+  // Floored: an element of a Float64Array read by unoptimized code is a number object even when
+  // integral, and one such value stored in a place makes that field a boxed double (16 bytes
+  // more) in every object of its shape; `Math.floor` answers a small integer where it can.
+  const stamp = (row: number) => (row >= 0 ? Math.floor(rows[row * STRIDE + STAMP]!) : 0)
+  // A stamp is never 0 on a row held: a free row's (0) matches no place.
+  const owns = (row: number, s: number) => row >= 0 && s !== 0 && rows[row * STRIDE + STAMP] === s
 
   return {
     get size() {
@@ -366,12 +415,13 @@ export function counterSlots(): CounterSlots {
       return rows.byteLength
     },
     find,
-    holds,
+    stamp,
+    owns,
     read,
     view,
     get: (key) => read(find(key)),
-    write(key, value, row) {
-      const r = holds(row, key) ? row : find(key)
+    write(key, value, row, s) {
+      const r = (s === undefined ? holds(row, key) : owns(row, s)) ? row : find(key)
       if (value === null) {
         if (r >= 0) drop(r)
         return -1
@@ -406,8 +456,8 @@ export function counterSlots(): CounterSlots {
         budget--
         const o = r * STRIDE
         // Dropped, or queued again in an earlier bucket since.
-        if (rows[o + DUE] !== drainingBucket) continue
-        rows[o + DUE] = NONE
+        if (meta[2 * o + DUE] !== drainingBucket) continue
+        meta[2 * o + DUE] = NONE
         if (rows[o + EXPIRES]! + DROP_AFTER_MS <= now) drop(r)
         else queue(r)
       }
@@ -415,7 +465,7 @@ export function counterSlots(): CounterSlots {
     sweepAll(now) {
       const before = size
       for (let r = 0; r < used; r++)
-        if (rows[r * STRIDE + TAG] !== FREE && rows[r * STRIDE + EXPIRES]! <= now) drop(r)
+        if (meta[2 * r * STRIDE + TAG] !== FREE && rows[r * STRIDE + EXPIRES]! <= now) drop(r)
       return before - size
     },
   }

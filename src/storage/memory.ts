@@ -242,30 +242,48 @@ export interface MemoryCounterStore extends CounterStore {
  */
 function memoryCounters(): MemoryCounterStore {
   const slots = counterSlots()
-  // The rows of a call's keys, reused call after call (a call runs to completion).
+  // The rows of a call's keys and their stamps, reused call after call (a call runs to
+  // completion).
   const rows: number[] = []
+  const stamps: number[] = []
   return syncCountersFromState<{ readonly size: number; sweep(now: number): number }>(
     {
       transact(keys, step, places) {
         const n = keys.length
         // Places are given for the first keys only (a call's own record has none).
         const placed = places === undefined ? 0 : Math.min(places.length, n)
-        while (rows.length < n) rows.push(-1)
-        const current = new Array<StoredCounter | undefined>(n)
+        while (rows.length < n) {
+          rows.push(-1)
+          stamps.push(0)
+        }
+        // The rows first, then their values: the first read of each row (its stamp) is a
+        // cache miss among a million counters, and in a short loop of their own the processor
+        // has the next one under way while it waits for the last (a view between them, a few
+        // hundred instructions, left them one after the other).
         for (let i = 0; i < n; i++) {
           const key = keys[i]!
           let r: number
+          let s: number
           if (i < placed) {
+            // Checked against the row itself (its stamp), not the row's key: one cache line.
             const p = places![i]!
             r = p.where
-            if (!slots.holds(r, key)) {
+            s = p.stamp
+            if (!slots.owns(r, s)) {
               r = slots.find(key)
+              s = slots.stamp(r)
               p.where = r
+              p.stamp = s
             }
-          } else r = slots.find(key)
+          } else {
+            r = slots.find(key)
+            s = slots.stamp(r)
+          }
           rows[i] = r
-          current[i] = slots.view(r, i)
+          stamps[i] = s
         }
+        const current = new Array<StoredCounter | undefined>(n)
+        for (let i = 0; i < n; i++) current[i] = slots.view(rows[i]!, i)
         const { writes, result } = step(current)
         // A step writes its keys mostly in the order it read them: the row read goes with
         // its write, without a second lookup, and each write's key is looked for first after
@@ -275,17 +293,23 @@ function memoryCounters(): MemoryCounterStore {
         for (let i = 0; i < writes.length; i++) {
           const w = writes[i]!
           let row = -1
+          let stamp = 0
           let at = -1
           for (let k = 0; k < n; k++, j = j + 1 === n ? 0 : j + 1)
             if (keys[j] === w.key) {
               row = rows[j]!
+              stamp = stamps[j]!
               at = j
               break
             }
           if (at >= 0) j = at + 1 === n ? 0 : at + 1
-          const now = slots.write(w.key, w.value, row)
-          // A counter made (or dropped) by this write: its place follows.
-          if (now !== row && at >= 0 && at < placed) places![at]!.where = now
+          const now = slots.write(w.key, w.value, row, stamp)
+          // A counter made (or dropped, or its row taken anew) by this write: its place follows.
+          if (at >= 0 && at < placed && (now !== row || slots.stamp(now) !== stamp)) {
+            const p = places![at]!
+            p.where = now
+            p.stamp = slots.stamp(now)
+          }
         }
         slots.credit(keys.length)
         return result

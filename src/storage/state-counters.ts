@@ -57,11 +57,13 @@ export interface CounterBackend {
  * Where an in-process backend last found a counter (its row; -1: not yet), kept by whoever
  * holds the counter's name for long: a key's compiled limit, an account's credit template.
  * Among a million counters, finding one by its name is several cache misses (the name's hash,
- * the map's bucket and entry); the row it names is checked before it is trusted, so a stale
- * place (a counter dropped and its row reused) costs one lookup, never a wrong counter.
+ * the map's bucket and entry); the row it names is checked before it is trusted, by `stamp`
+ * (which counter had the row then; 0: none), so a stale place (a counter dropped and its row
+ * reused) costs one lookup, never a wrong counter.
  */
 export interface Place {
   where: number
+  stamp: number
 }
 
 /** A backend that may take the places of its keys (the memory store's; others ignore them). */

@@ -152,7 +152,7 @@ describe('memory store counters', () => {
     const gcra = (key: string, limit: number) =>
       ({ type: 'gcra', key, name: 'per-minute', limit, windowMs: MINUTE, cost: 1 }) as const
     const a = gcra('{x}:a', 2)
-    const place = { where: -1 }
+    const place = { where: -1, stamp: 0 }
     expect(sync.consume([a], now, undefined, [place]).allowed).toBe(true)
     const row = place.where
     expect(row).toBeGreaterThanOrEqual(0)
@@ -170,6 +170,25 @@ describe('memory store counters', () => {
     expect(sync.consume([b], now + 2 * MINUTE).allowed).toBe(false)
     expect(sync.consume([a], now + 2 * MINUTE, undefined, [place]).allowed).toBe(true)
     expect(sync.consume([a], now + 2 * MINUTE, undefined, [place]).allowed).toBe(false)
+  })
+
+  it('never reaches a counter by a place kept from another store', () => {
+    const now = Date.UTC(2027, 0, 5, 12)
+    const gcra = (key: string, limit: number) =>
+      ({ type: 'gcra', key, name: 'per-minute', limit, windowMs: MINUTE, cost: 1 }) as const
+    const one = syncCounters(memoryStorage().counters)!
+    const two = syncCounters(memoryStorage().counters)!
+    const place = { where: -1, stamp: 0 }
+    expect(one.consume([gcra('{x}:a', 5)], now, undefined, [place]).allowed).toBe(true)
+    // The other store's first counter takes the same row, full after one request.
+    const b = gcra('{x}:b', 1)
+    expect(two.consume([b], now).allowed).toBe(true)
+    expect(two.consume([b], now).allowed).toBe(false)
+    const row = place.where
+    // a on the other store: its own counter (limit 5), not b's row.
+    expect(two.consume([gcra('{x}:a', 5)], now, undefined, [place]).allowed).toBe(true)
+    expect(place.where).not.toBe(row)
+    expect(two.consume([b], now).allowed).toBe(false)
   })
 
   it('keeps a settled Idempotency-Key as one counter with a short name, for 24 hours', async () => {
