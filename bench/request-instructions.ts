@@ -24,14 +24,20 @@
  * copied aside); each build's two runs go in parallel with the other build's.
  *
  *   npx tsx bench/request-instructions.ts .tmp/dist-a [.tmp/dist-b] [--keys 1000]
- *     [--short 20000] [--long 120000]
+ *     [--short 20000] [--long 120000] [--cache]
+ *
+ * `--cache` also simulates the caches (callgrind's `--cache-sim=yes`: 32 kB first-level data
+ * cache, a 32 MB last level, 64-byte lines, no prefetching) and prints the data reads and
+ * writes a request misses in each: among more keys than the last level holds (`--keys 100000`
+ * is 160 MB of heap), a last-level miss is a cold line of the request's, the cost that grows
+ * with the store (bench/NOTES.md, session 27). Runs take about twice as long.
  *
  * About four minutes for two builds on this VM (valgrind runs node ~50× slower). Needs
  * valgrind (`apt-get install -y valgrind`) and `callgrind_annotate`.
  */
 
 import { execFileSync, spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { SCALE_LIMITS, scaleRequest, scaleTollbooth } from './scale-job.js'
@@ -66,8 +72,13 @@ if (builds.length === 0)
 const KEYS = arg('--keys', 1000)
 const SHORT = arg('--short', 20_000)
 const LONG = arg('--long', 120_000)
+const CACHE = process.argv.includes('--cache')
 const PARTS = ['jit', 'builtins', 'gc', 'libc', 'runtime', 'compiler'] as const
 type Part = (typeof PARTS)[number]
+/** The simulated caches' misses, by callgrind's event names (data reads, data writes). */
+const MISSES = ['D1mr', 'D1mw', 'DLmr', 'DLmw'] as const
+type Miss = (typeof MISSES)[number]
+type Run = Record<Part, number> & Partial<Record<Miss, number>>
 
 /** Where a callgrind function line's instructions ran. */
 function partOf(fn: string): Part {
@@ -80,7 +91,7 @@ function partOf(fn: string): Part {
 }
 
 /** One run's instructions by part. */
-async function run(dir: string, requests: number, out: string): Promise<Record<Part, number>> {
+async function run(dir: string, requests: number, out: string): Promise<Run> {
   const file = join(out, `cg.${requests}`)
   await new Promise<void>((done, fail) => {
     const p = spawn(
@@ -88,6 +99,7 @@ async function run(dir: string, requests: number, out: string): Promise<Record<P
       [
         '--tool=callgrind',
         '--smc-check=all',
+        ...(CACHE ? ['--cache-sim=yes', '--D1=32768,8,64', '--LL=33554432,16,64'] : []),
         `--callgrind-out-file=${file}`,
         process.execPath,
         '--import',
@@ -108,26 +120,34 @@ async function run(dir: string, requests: number, out: string): Promise<Record<P
       code === 0 ? done() : fail(new Error(`valgrind exited ${code}: ${err.slice(-2000)}`)),
     )
   })
-  const text = execFileSync('callgrind_annotate', ['--threshold=100', file], {
+  const text = execFileSync('callgrind_annotate', ['--threshold=100', '--show=Ir', file], {
     encoding: 'utf8',
     maxBuffer: 1 << 28,
   })
-  const parts = Object.fromEntries(PARTS.map((p) => [p, 0])) as Record<Part, number>
+  const parts = Object.fromEntries(PARTS.map((p) => [p, 0])) as Run
   const from = text.indexOf('file:function')
   for (const line of text.slice(from).split('\n')) {
     const m = /^\s*([\d,]+)\s+\([^)]*\)\s+(.*)$/.exec(line)
     if (m) parts[partOf(m[2]!)] += Number(m[1]!.replaceAll(',', ''))
   }
+  if (CACHE) {
+    // The run's totals of every event, in the order of the file's `events:` line.
+    const raw = readFileSync(file, 'utf8')
+    const events = /^events: (.*)$/m.exec(raw)![1]!.trim().split(/\s+/)
+    const totals = /^(?:totals|summary): (.*)$/m.exec(raw)![1]!.trim().split(/\s+/).map(Number)
+    for (const e of MISSES) parts[e] = totals[events.indexOf(e)]!
+  }
   return parts
 }
 
-async function measure(dir: string): Promise<Record<Part, number>> {
+async function measure(dir: string): Promise<Run> {
   const out = mkdtempSync(join(tmpdir(), 'tb-instr-'))
   try {
     const short = await run(dir, SHORT, out)
     const long = await run(dir, LONG, out)
-    const per = {} as Record<Part, number>
-    for (const p of PARTS) per[p] = (long[p] - short[p]) / (LONG - SHORT)
+    const per = {} as Run
+    for (const p of [...PARTS, ...(CACHE ? MISSES : [])])
+      per[p] = (long[p]! - short[p]!) / (LONG - SHORT)
     return per
   } finally {
     rmSync(out, { recursive: true, force: true })
@@ -149,3 +169,17 @@ builds.forEach((b, i) => {
     `| ${b} | ${f(r.jit + r.builtins)} | ${PARTS.map((p) => f(r[p])).join(' | ')} | ${f(all)} |`,
   )
 })
+if (CACHE) {
+  const g = (n: number) => n.toFixed(1)
+  console.log('')
+  console.log('Simulated cache misses a request (data reads, writes; the last level is 32 MB):')
+  console.log('')
+  console.log(
+    '| build | first level, reads | first level, writes | last level, reads | last level, writes |',
+  )
+  console.log('|---|---:|---:|---:|---:|')
+  builds.forEach((b, i) => {
+    const r = results[i]!
+    console.log(`| ${b} | ${MISSES.map((m) => g(r[m]!)).join(' | ')} |`)
+  })
+}
