@@ -28,16 +28,19 @@
  *
  * `--cache` also simulates the caches (callgrind's `--cache-sim=yes`: 32 kB first-level data
  * cache, a 32 MB last level, 64-byte lines, no prefetching) and prints the data reads and
- * writes a request misses in each: among more keys than the last level holds (`--keys 100000`
+ * writes a request misses in each, outside the collector and the compiler (whose share
+ * depends on whether a run met one more collection): among more keys than the last level holds (`--keys 100000`
  * is 160 MB of heap), a last-level miss is a cold line of the request's, the cost that grows
  * with the store (bench/NOTES.md, session 27). Runs take about twice as long.
  *
  * About four minutes for two builds on this VM (valgrind runs node ~50× slower). Needs
- * valgrind (`apt-get install -y valgrind`) and `callgrind_annotate`.
+ * valgrind (`apt-get install -y valgrind`), `callgrind_annotate` and `callgrind_control`. A run
+ * sets up its keys uninstrumented (`--instr-atstart=no`) and is instrumented from its first
+ * request on.
  */
 
 import { execFileSync, spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { SCALE_LIMITS, scaleRequest, scaleTollbooth } from './scale-job.js'
@@ -56,6 +59,17 @@ if (process.argv[2] === '--child') {
   const keys: string[] = []
   for (let i = 0; i < N; i++)
     keys.push((await tb.keys.create({ accountId: `acct_${i}`, limits: SCALE_LIMITS })).key)
+  // Set up: the parent turns callgrind's instrumentation on (`callgrind_control -i on`), then
+  // says go. Callgrind reads such a command only while the program runs code: a timer keeps
+  // the loop turning meanwhile.
+  process.stdout.write('ready\n')
+  await new Promise<void>((go) => {
+    const spin = setInterval(() => {}, 5)
+    process.stdin.once('data', () => {
+      clearInterval(spin)
+      go()
+    })
+  })
   const requests = Number(requestsArg)
   for (let i = 0; i < requests; i++) await scaleRequest(tb, route, keys[(i * 7919) % N]!)
   await tb.close()
@@ -99,6 +113,9 @@ async function run(dir: string, requests: number, out: string): Promise<Run> {
       [
         '--tool=callgrind',
         '--smc-check=all',
+        // Not instrumented while it sets up (its keys): several times faster, so a run can
+        // hold more keys; turned on below, before the first request.
+        '--instr-atstart=no',
         ...(CACHE ? ['--cache-sim=yes', '--D1=32768,8,64', '--LL=33554432,16,64'] : []),
         `--callgrind-out-file=${file}`,
         process.execPath,
@@ -110,8 +127,19 @@ async function run(dir: string, requests: number, out: string): Promise<Run> {
         String(KEYS),
         String(requests),
       ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+      { stdio: ['pipe', 'pipe', 'pipe'] },
     )
+    let out = ''
+    p.stdout.on('data', (b: Buffer) => {
+      out += b.toString()
+      if (!out.includes('ready\n')) return
+      out = ''
+      const on = spawn('callgrind_control', ['-i', 'on', String(p.pid)], { stdio: 'ignore' })
+      on.on('exit', (code) => {
+        if (code === 0) p.stdin.write('go\n')
+        else p.kill()
+      })
+    })
     let err = ''
     p.stderr.on('data', (b: Buffer) => {
       err += b.toString()
@@ -120,22 +148,33 @@ async function run(dir: string, requests: number, out: string): Promise<Run> {
       code === 0 ? done() : fail(new Error(`valgrind exited ${code}: ${err.slice(-2000)}`)),
     )
   })
-  const text = execFileSync('callgrind_annotate', ['--threshold=100', '--show=Ir', file], {
-    encoding: 'utf8',
-    maxBuffer: 1 << 28,
-  })
+  const show = CACHE ? ['Ir', ...MISSES] : ['Ir']
+  const text = execFileSync(
+    'callgrind_annotate',
+    ['--threshold=100', `--show=${show.join(',')}`, file],
+    { encoding: 'utf8', maxBuffer: 1 << 28 },
+  )
   const parts = Object.fromEntries(PARTS.map((p) => [p, 0])) as Run
+  for (const e of CACHE ? MISSES : []) parts[e] = 0
+  // A function's line: each event's count (`.` for none), with its share in parentheses, then
+  // the function. Misses are counted outside the collector and the compiler (the request's).
+  const cell = /\s*(\.|[\d,]+)(?:\s+\(\s*[\d.]+%\))?/y
   const from = text.indexOf('file:function')
   for (const line of text.slice(from).split('\n')) {
-    const m = /^\s*([\d,]+)\s+\([^)]*\)\s+(.*)$/.exec(line)
-    if (m) parts[partOf(m[2]!)] += Number(m[1]!.replaceAll(',', ''))
-  }
-  if (CACHE) {
-    // The run's totals of every event, in the order of the file's `events:` line.
-    const raw = readFileSync(file, 'utf8')
-    const events = /^events: (.*)$/m.exec(raw)![1]!.trim().split(/\s+/)
-    const totals = /^(?:totals|summary): (.*)$/m.exec(raw)![1]!.trim().split(/\s+/).map(Number)
-    for (const e of MISSES) parts[e] = totals[events.indexOf(e)]!
+    const values: number[] = []
+    cell.lastIndex = 0
+    for (let k = 0; k < show.length; k++) {
+      const m = cell.exec(line)
+      if (!m) break
+      values.push(m[1] === '.' ? 0 : Number(m[1]!.replaceAll(',', '')))
+    }
+    if (values.length < show.length) continue
+    const part = partOf(line.slice(cell.lastIndex).trim())
+    parts[part] += values[0]!
+    if (part === 'gc' || part === 'compiler') continue
+    MISSES.forEach((e, k) => {
+      if (CACHE) parts[e]! += values[k + 1]!
+    })
   }
   return parts
 }
@@ -172,7 +211,9 @@ builds.forEach((b, i) => {
 if (CACHE) {
   const g = (n: number) => n.toFixed(1)
   console.log('')
-  console.log('Simulated cache misses a request (data reads, writes; the last level is 32 MB):')
+  console.log(
+    'Simulated cache misses a request outside the collector and the compiler (data reads, writes; the last level is 32 MB):',
+  )
   console.log('')
   console.log(
     '| build | first level, reads | first level, writes | last level, reads | last level, writes |',
