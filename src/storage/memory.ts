@@ -35,7 +35,7 @@ import { counterSlots } from './counter-slots.js'
 import { EventRing } from './event-ring.js'
 import { markInProcess } from './in-process.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
-import { syncCountersFromState } from './state-counters.js'
+import { type Place, syncCountersFromState } from './state-counters.js'
 import type {
   AccountRecord,
   AccountStore,
@@ -233,6 +233,12 @@ export interface MemoryCounterStore extends CounterStore {
   sweep(now: number): number
 }
 
+/** A counter's place (`Place`) moved to row `row`, taken with stamp `stamp`. */
+function setPlace(p: Place, row: number, stamp: number): void {
+  p.where = row
+  p.stamp = stamp
+}
+
 /**
  * The counters on a Map of slots, through `countersFromState`: a `transact` runs to
  * completion in one synchronous call, so it is atomic by construction, and the store carries
@@ -261,23 +267,15 @@ function memoryCounters(): MemoryCounterStore {
         // has the next one under way while it waits for the last (a view between them, a few
         // hundred instructions, left them one after the other).
         for (let i = 0; i < n; i++) {
-          const key = keys[i]!
-          let r: number
-          let s: number
-          if (i < placed) {
-            // Checked against the row itself (its stamp), not the row's key: one cache line.
-            const p = places![i]!
-            r = p.where
-            s = p.stamp
-            if (!slots.owns(r, s)) {
-              r = slots.find(key)
-              s = slots.stamp(r)
-              p.where = r
-              p.stamp = s
-            }
-          } else {
-            r = slots.find(key)
+          // A place is checked against the row itself (its stamp), not the row's key: one
+          // cache line. A key without one, or with a stale one, is looked up by name.
+          const p = i < placed ? places![i]! : undefined
+          let r = p === undefined ? -1 : p.where
+          let s = p === undefined ? 0 : p.stamp
+          if (!slots.owns(r, s)) {
+            r = slots.find(keys[i]!)
             s = slots.stamp(r)
+            if (p !== undefined) setPlace(p, r, s)
           }
           rows[i] = r
           stamps[i] = s
@@ -305,10 +303,9 @@ function memoryCounters(): MemoryCounterStore {
           if (at >= 0) j = at + 1 === n ? 0 : at + 1
           const now = slots.write(w.key, w.value, row, stamp)
           // A counter made (or dropped, or its row taken anew) by this write: its place follows.
-          if (at >= 0 && at < placed && (now !== row || slots.stamp(now) !== stamp)) {
-            const p = places![at]!
-            p.where = now
-            p.stamp = slots.stamp(now)
+          if (at >= 0 && at < placed) {
+            const s = slots.stamp(now)
+            if (now !== row || s !== stamp) setPlace(places![at]!, now, s)
           }
         }
         slots.credit(keys.length)
