@@ -420,8 +420,10 @@ function logged(a: Attempt, d: Denial): Denial {
 function estimates(a: Attempt): undefined {
   const { req, route } = a
   let providerKeys: Record<string, string> = EMPTY
-  for (const [provider, header] of route.byok) {
-    const v = readHeader(req.headers, header)
+  const byok = route.byok
+  for (let i = 0; i < byok.length; i++) {
+    const provider = byok[i]![0]
+    const v = readHeader(req.headers, byok[i]![1])
     if (v) {
       if (providerKeys === EMPTY) providerKeys = {}
       providerKeys[provider] = v
@@ -503,11 +505,11 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   const templates = new Array<CheckTemplate>(n)
   const checks = new Array<Check>(n)
   let k = 0
-  for (const t of plan) templates[k++] = t
+  for (let i = 0; i < plan.length; i++) templates[k++] = plan[i]!
   // In order: `toCached` fills own1 only after own0, and ownMore only after both.
   if (own0 !== null) templates[k++] = own0
   if (own1 !== null) templates[k++] = own1
-  if (more !== null) for (const t of more) templates[k++] = t
+  if (more !== null) for (let i = 0; i < more.length; i++) templates[k++] = more[i]!
   for (let i = 0; i < k; i++) checks[i] = instantiate(templates[i]!, a, o)
   a.templates = templates
   a.checks = checks
@@ -797,10 +799,8 @@ function admission(a: Attempt): Admission {
       checks: a.checks,
       templates: a.templates,
       results: result ? result.results : [],
-      credits:
-        a.metered && account
-          ? { limit: account.creditLimit, overage: account.plan?.allowOverage === true }
-          : null,
+      creditLimit: a.metered && account ? account.creditLimit : null,
+      overage: a.metered && account !== null && account.plan?.allowOverage === true,
       overrun: route.overrun,
     })
     const idk = idempotencyKey(a.req)

@@ -29,7 +29,7 @@ import { storableText } from './input.js'
 import type { CheckTemplate } from './limits/admission.js'
 import { undrained } from './limits/revert.js'
 import type { AbortWait } from './response-end.js'
-import { type Place, syncCounters } from './storage/state-counters.js'
+import { syncCounters } from './storage/state-counters.js'
 import type { Check, CheckResult, SettleOp, UsageEvent } from './storage/types.js'
 import type { TallyPlace } from './storage/usage-tallies.js'
 
@@ -72,6 +72,8 @@ export interface Outcome extends Report {
   record?: boolean
 }
 
+type Release = Extract<SettleOp, { type: 'release' }>
+
 /**
  * What settle needs of an admitted request, and what its handler and adapter record on the
  * way: one record per admission, kept out of the {@link Admission}'s public face (adapters
@@ -79,10 +81,15 @@ export interface Outcome extends Report {
  */
 export interface Settlement {
   /**
-   * Counter keys and hold ids to release: [key, holdId, isCredit, keepUntil, place], the place
-   * where an in-process store found the counter at admission (its template: `Place`).
+   * The releases of the holds taken at admission, made then: settle fills in each credit
+   * hold's `charge` and hands the list to the store as it is (no list or op made at settle).
    */
-  holds: Array<[string, string, boolean, number | undefined, Place]>
+  holds: Release[]
+  /**
+   * Each hold's template, in the order of `holds`: where an in-process store found its counter
+   * at admission (`Place`), and its role (a credit or budget hold is charged).
+   */
+  places: ReadonlyArray<CheckTemplate>
   /** Token-rate limits to count at settle. */
   tokenChecks: Array<Extract<Check, { type: 'gcra' }>>
   /** Credits held at admission (the estimate; 0 when the caller sent its own provider key). */
@@ -179,12 +186,14 @@ export interface SettlementInit {
  * into them: `holdCredits` gives a settlement lists of its own when it has something to list).
  */
 const NO_HOLDS: Settlement['holds'] = []
+const NO_PLACES: Settlement['places'] = []
 const NO_TOKEN_CHECKS: Settlement['tokenChecks'] = []
 
 /** A settlement with nothing held or reported yet: metered or not, against no credits. */
 export function openSettlement(init: SettlementInit): Settlement {
   return {
     holds: NO_HOLDS,
+    places: NO_PLACES,
     tokenChecks: NO_TOKEN_CHECKS,
     estimate: init.estimate,
     routeCost: init.routeCost,
@@ -226,7 +235,10 @@ export interface Held {
   templates: ReadonlyArray<CheckTemplate>
   /** The counters' answer, one result per check. */
   results: ReadonlyArray<CheckResult>
-  credits: { limit: number; overage: boolean } | null
+  /** The account's credit limit when the request is metered, else null. */
+  creditLimit: number | null
+  /** The plan lets requests run past the credits (metered requests only). */
+  overage: boolean
   /** The route's `overrun` policy. */
   overrun: 'cap' | { maxOverdraft: number } | undefined
 }
@@ -238,28 +250,37 @@ export interface Held {
  * budget), or charged up to an overdraft past what was left.
  */
 export function holdCredits(s: Settlement, h: Held): void {
-  s.metered = h.credits !== null
-  if (h.credits) {
-    s.creditLimit = h.credits.limit
-    s.creditOverage = h.credits.overage
+  s.metered = h.creditLimit !== null
+  if (h.creditLimit !== null) {
+    s.creditLimit = h.creditLimit
+    s.creditOverage = h.overage
   }
   let capped = false
   let headroom = Infinity
   // Arrays of their length (one that grows by push makes room for 17 at its first push).
   let holds = 0
-  for (const c of h.checks) if (c.type === 'hold') holds++
-  if (holds > 0) s.holds = new Array(holds)
+  for (let i = 0; i < h.checks.length; i++) if (h.checks[i]!.type === 'hold') holds++
+  let places: CheckTemplate[] | undefined
+  if (holds > 0) {
+    s.holds = new Array(holds)
+    s.places = places = new Array(holds)
+  }
   holds = 0
+  let credits = false
   for (let i = 0; i < h.checks.length; i++) {
     const c = h.checks[i]!
     const t = h.templates[i]!
     if (c.type === 'hold') {
-      const credit = t.role === 'credits' || t.role === 'budget'
+      const credit = isCharged(t)
       const used = h.results[i]!.used
-      s.holds[holds++] = [c.key, c.holdId, credit, c.keepUntil, t]
+      const op: Release = { type: 'release', key: c.key, holdId: c.holdId, charge: 0 }
+      if (c.keepUntil !== undefined) op.keepUntil = c.keepUntil
+      s.holds[holds] = op
+      places![holds++] = t
       if (t.role === 'credits') s.creditUsed = used
       if (credit) {
-        if (h.overrun === undefined && (t.role === 'budget' || !h.credits?.overage)) capped = true
+        credits = true
+        if (h.overrun === undefined && (t.role === 'budget' || !h.overage)) capped = true
         headroom = Math.min(headroom, c.limit - used)
       }
     } else if (t.tokens && c.type === 'gcra') {
@@ -268,9 +289,12 @@ export function holdCredits(s: Settlement, h: Held): void {
     }
   }
   if (h.overrun === 'cap' || capped) s.maxCharge = s.routeCost
-  else if (h.overrun !== undefined && s.holds.some((x) => x[2]))
+  else if (h.overrun !== undefined && credits)
     s.maxCharge = s.routeCost + Math.max(0, headroom + h.overrun.maxOverdraft)
 }
+
+/** A hold charged at settle: credits or a key's budget (not a concurrency slot). */
+const isCharged = (t: CheckTemplate) => t.role === 'credits' || t.role === 'budget'
 
 /**
  * True when the request is served on the caller's own provider key (not charged): the
@@ -427,19 +451,15 @@ function apply(
 ): UsageEvent | null | Promise<UsageEvent | null> {
   const { s, outcome, now } = done
   const charge = done.billable && !repeat && outcome.record !== false ? chargeOf(s) : 0
-  // An array of its length (one that grows by push makes room for 17 at its first push); a
-  // token limit's true-up, rare, is pushed after.
-  const ops = new Array<SettleOp>(s.holds.length)
-  for (let i = 0; i < ops.length; i++) {
-    const [key, holdId, credit, keepUntil] = s.holds[i]!
-    const op: SettleOp = { type: 'release', key, holdId, charge: credit ? charge : 0 }
-    if (keepUntil !== undefined) op.keepUntil = keepUntil
-    ops[i] = op
-  }
+  // The releases made at admission (settle runs once), each credit hold charged; a token
+  // limit's true-up, rare, goes on a copy.
+  let ops: SettleOp[] = s.holds
+  for (let i = 0; i < s.holds.length; i++) s.holds[i]!.charge = isCharged(s.places[i]!) ? charge : 0
   // Token limits: the estimate counted at admission trued-up to the report (the estimate
   // stands when nothing was reported); what is given back is what has not drained since.
   const excess = (s.tokensReported ? s.tokens : s.tokenEstimate) - s.tokenEstimate
   if (excess !== 0) {
+    ops = ops.slice()
     for (const c of s.tokenChecks) {
       const cost = excess > 0 ? excess : -undrained(-excess, s.startedAt, now, c.limit, c.windowMs)
       if (cost === 0) continue
@@ -459,10 +479,8 @@ function apply(
   const sync = syncCounters(counters)
   if (sync) {
     // Where admission found each held counter: the store reaches it again without a lookup.
-    const places = new Array<Place>(s.holds.length)
-    for (let i = 0; i < places.length; i++) places[i] = s.holds[i]![4]
     try {
-      sync.settle(ops, now, places)
+      sync.settle(ops, now, s.places)
     } catch (err) {
       // An in-process store can fail too (SQLite: a lock held past its busy timeout): retried
       // as a remote store's settle is, so the charge is not lost.

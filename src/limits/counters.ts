@@ -115,11 +115,56 @@ function holdExpiry(s: HoldCounter, now: number) {
 
 /** A write of `state` until `expiresAt`; a delete when that is already past. */
 function put(key: string, state: object, expiresAt: number | null, now: number): CounterWrite {
-  return {
-    key,
-    value:
-      expiresAt !== null && expiresAt <= now ? null : { state: state as CounterState, expiresAt },
+  const gone = expiresAt !== null && expiresAt <= now
+  if (!reused.on) return { key, value: gone ? null : { state: state as CounterState, expiresAt } }
+  let w = reused.list[reused.n]
+  if (w === undefined) {
+    w = {
+      key: '',
+      value: null,
+      until: { state: EMPTY_STATE, expiresAt: 0.5 },
+      kept: { state: EMPTY_STATE, expiresAt: null },
+    }
+    reused.list.push(w)
   }
+  reused.n++
+  w.key = key
+  if (gone) w.value = null
+  else if (expiresAt === null) {
+    w.kept.state = state as CounterState
+    w.value = w.kept
+  } else {
+    // A field that only ever holds a double takes a new one in place; one that also held
+    // null would box each (16 bytes).
+    w.until.state = state as CounterState
+    w.until.expiresAt = expiresAt
+    w.value = w.until
+  }
+  return w
+}
+
+/**
+ * A write `put` hands out again while {@link reuseWrites} is on, with its value's objects: one
+ * for a value that expires, one for a value kept until overwritten.
+ */
+interface ReusedWrite extends CounterWrite {
+  until: { state: CounterState; expiresAt: number }
+  kept: StoredCounter
+}
+
+/** The writes `put` reuses, and how many of them the call under way has taken. */
+const reused: { on: boolean; list: ReusedWrite[]; n: number } = { on: false, list: [], n: 0 }
+const EMPTY_STATE: CounterState = Object.freeze({})
+
+/**
+ * While on, the steps' writes are objects of this module's, handed out again by the next call:
+ * for a backend that applies a step's writes before `transact` returns and keeps none of
+ * them (the memory store, through `syncCountersFromState`). Four writes of two objects each
+ * were about 400 bytes of garbage a request. Turned off, the writes are the caller's.
+ */
+export function reuseWrites(on: boolean): void {
+  reused.on = on
+  reused.n = 0
 }
 
 const newHold = (): HoldCounter => ({ used: 0, holds: [] })
@@ -144,6 +189,9 @@ const evaluated: {
   /** Written whatever the outcome: the check rebuilt its counter. */
   seeded: CounterWrite | null
 } = { next: undefined, seeded: null }
+
+/** `admitStep`'s next states, one a check (see there). */
+const nextStates: Array<object | undefined> = []
 
 /** The result of one check evaluated, with `next` and `seeded` left in {@link evaluated}. */
 function result(
@@ -287,9 +335,17 @@ const ADMITTED: CounterState = Object.freeze({ mark: 'c' })
 const CANCELLED: CounterState = Object.freeze({ mark: 'x' })
 const CLAIMED: CounterState = Object.freeze({ claim: 1 })
 
-/** The keys an admission reads, in the order `admitStep` expects its values. */
-export function admitKeys(checks: ReadonlyArray<Check>, admission?: AdmissionId): string[] {
-  const keys: string[] = new Array(checks.length + (admission ? 1 : 0))
+/**
+ * The keys an admission reads, in the order `admitStep` expects its values; in a list of
+ * `into(n)` when given (one of the caller's, of that length), else a new one.
+ */
+export function admitKeys(
+  checks: ReadonlyArray<Check>,
+  admission?: AdmissionId,
+  into?: (n: number) => string[],
+): string[] {
+  const n = checks.length + (admission ? 1 : 0)
+  const keys: string[] = into === undefined ? new Array(n) : into(n)
   for (let i = 0; i < checks.length; i++) keys[i] = checks[i]!.key
   if (admission) keys[checks.length] = admission.key
   return keys
@@ -305,21 +361,27 @@ export function admitStep(
   now: number,
   admission?: AdmissionId,
 ): CounterStep<ConsumeResult> {
-  let writes: CounterWrite[] = []
   if (admission && markOf(liveState(current[checks.length], now)) === 'x')
-    return { writes, result: cancelled(checks) }
+    return { writes: [], result: cancelled(checks) }
   const results: CheckResult[] = new Array(checks.length)
-  const next: Array<object | undefined> = new Array(checks.length)
+  // The next states, kept for `commit` in a list of this module's (a step runs to its end
+  // synchronously), emptied before the step returns.
+  const next = nextStates
+  let seeded: CounterWrite[] | null = null
   let allowed = true
   for (let i = 0; i < checks.length; i++) {
     const r = evaluate(checks[i]!, liveState(current[i], now), now)
     results[i] = r
     next[i] = evaluated.next
     if (!r.allowed) allowed = false
-    if (evaluated.seeded) writes.push(evaluated.seeded)
+    if (evaluated.seeded) {
+      seeded ??= []
+      seeded.push(evaluated.seeded)
+    }
   }
   evaluated.next = undefined
   evaluated.seeded = null
+  let writes: CounterWrite[] = seeded ?? []
   if (allowed) {
     // An array of its length (one that grows by push makes room for 17 at its first push).
     const n = checks.length
@@ -329,20 +391,27 @@ export function admitStep(
     // none, so the same id may be consumed again after a rebuild.
     if (admission) writes[n] = put(admission.key, ADMITTED, Math.ceil(now + admission.ttlMs), now)
   }
+  for (let i = 0; i < checks.length; i++) next[i] = undefined
   return { writes, result: { allowed, results } }
 }
 
-/** The keys a settle reads: each op's counter, and a cancel's record and checks. */
-export function settleKeys(ops: ReadonlyArray<SettleOp>): string[] {
+/** The keys a settle reads: each op's counter, and a cancel's record and checks (`into`: as `admitKeys`'s). */
+export function settleKeys(ops: ReadonlyArray<SettleOp>, into?: (n: number) => string[]): string[] {
+  // Indexed loops: a `for…of` here left an iterator and its results a call.
   let n = ops.length
-  for (const op of ops) if (op.type === 'cancel') n += op.checks.length
-  const keys = new Array<string>(n)
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i]!
+    if (op.type === 'cancel') n += op.checks.length
+  }
+  const keys = into === undefined ? new Array<string>(n) : into(n)
   let k = 0
-  for (const op of ops) {
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i]!
     if (op.type === 'add') keys[k++] = op.check.key
     else {
       keys[k++] = op.key
-      if (op.type === 'cancel') for (const c of op.checks) keys[k++] = c.key
+      if (op.type === 'cancel')
+        for (let j = 0; j < op.checks.length; j++) keys[k++] = op.checks[j]!.key
     }
   }
   return keys
@@ -423,7 +492,8 @@ export function settleStep(
   // the writes made (one that grows by push makes room for 17 at its first push).
   const w: Writes = { list: new Array<CounterWrite>(current.length), n: 0 }
   let i = 0
-  for (const op of ops) {
+  for (let o = 0; o < ops.length; o++) {
+    const op = ops[o]!
     if (op.type === 'cancel') {
       const m = markOf(latest(w, op.key, current[i], now))
       const first = i + 1

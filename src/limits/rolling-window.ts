@@ -43,7 +43,7 @@ function live(state: WindowState | undefined, first: number): WindowState {
 
 function sum(xs: number[]): number {
   let s = 0
-  for (const x of xs) s += x
+  for (let i = 0; i < xs.length; i++) s += xs[i]!
   return s
 }
 

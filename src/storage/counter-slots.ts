@@ -324,22 +324,34 @@ export function counterSlots(): CounterSlots {
     meta[2 * o + TAG] = tag
   }
 
-  /** The state in row `r`, as a new object. */
-  const stateOf = (r: number): CounterState => {
+  /**
+   * The state in row `r`: a new object, or with `pool`, that place's objects filled anew (a
+   * window's lists too, while inline). A step changes no state it is given except the ones it
+   * writes back, and `write` copies what it is given into the row (a hold's list is the one
+   * kept beside it): nothing holds a pooled state once its call returns.
+   */
+  const stateOf = (r: number, pool?: StatePool): CounterState => {
     const o = r * STRIDE
     const tag = meta[2 * o + TAG]!
     let state: CounterState
     switch (tag & KIND) {
       case GCRA:
-        state = { level: rows[o + A]!, at: rows[o + B]! }
+        if (pool === undefined) state = { level: rows[o + A]!, at: rows[o + B]! }
+        else {
+          const g = pool.gcra
+          g.level = rows[o + A]!
+          g.at = rows[o + B]!
+          g.rebuilt = tag & REBUILT ? true : undefined
+          return g
+        }
         break
       case WINDOW: {
         const m = rows[o + A]!
         let idx: Numbers
         let n: Numbers
         if (m <= INLINE_BUCKETS) {
-          idx = new Array(m)
-          n = new Array(m)
+          idx = pool === undefined ? new Array(m) : pool.idx[m]!
+          n = pool === undefined ? new Array(m) : pool.n[m]!
           for (let i = 0; i < m; i++) {
             idx[i] = rows[o + B + 2 * i]!
             n[i] = rows[o + B + 2 * i + 1]!
@@ -350,13 +362,30 @@ export function counterSlots(): CounterSlots {
           idx = held[0].slice()
           n = held[1].slice()
         }
+        if (pool !== undefined) {
+          const w = pool.window
+          w.idx = idx
+          w.n = n
+          w.rebuilt = tag & REBUILT ? true : undefined
+          return w
+        }
         state = { idx, n }
         break
       }
-      case HOLD:
+      case HOLD: {
+        if (pool !== undefined) {
+          // No list: the shared empty one (a step adds a hold by a new list, never in place).
+          const h = pool.hold
+          h.used = rows[o + A]!
+          h.holds = tag & LIST ? (beside[r] as Holds) : NO_HOLDS
+          h.keepUntil = tag & KEEP ? rows[o + B]! : undefined
+          h.rebuilt = tag & REBUILT ? true : undefined
+          return h
+        }
         state = { used: rows[o + A]!, holds: tag & LIST ? (beside[r] as Holds) : [] }
         if (tag & KEEP) state.keepUntil = rows[o + B]!
         break
+      }
       case CLAIM:
         return CLAIMED
       case COUNTED:
@@ -377,16 +406,19 @@ export function counterSlots(): CounterSlots {
   }
 
   // The objects `view` fills: one per place of a call, reused call after call (a call reads
-  // a few counters; four new objects each was an eighth of a request's garbage).
+  // a few counters; four new objects each was an eighth of a request's garbage), and the
+  // states in them (as many again).
   const views: StoredCounter[] = []
+  const pools: StatePool[] = []
   const view = (r: number, i: number): StoredCounter | undefined => {
     if (r < 0) return undefined
     let v = views[i]
     if (v === undefined) {
       v = { state: EMPTY, expiresAt: 0.5 }
       views[i] = v
+      pools[i] = statePool()
     }
-    v.state = stateOf(r)
+    v.state = stateOf(r, pools[i])
     v.expiresAt = rows[r * STRIDE + EXPIRES]!
     return v
   }
@@ -486,6 +518,34 @@ function fixedKind(state: CounterState): number | undefined {
 const CLAIMED: CounterState = Object.freeze({ claim: 1 })
 const ADMITTED: CounterState = Object.freeze({ mark: 'c' })
 const TOMBSTONE: CounterState = Object.freeze({ mark: 'x' })
+
+/**
+ * The states one place of a call is given in (see `stateOf`), with every field a step may set
+ * present from the start (undefined: unset), so each keeps one shape.
+ */
+interface StatePool {
+  gcra: { level: number; at: number; rebuilt: true | undefined }
+  window: { idx: Numbers; n: Numbers; rebuilt: true | undefined }
+  hold: { used: number; holds: Holds; keepUntil: number | undefined; rebuilt: true | undefined }
+  /** A window's lists of 0 to `INLINE_BUCKETS` buckets. */
+  idx: Numbers[]
+  n: Numbers[]
+}
+
+function statePool(): StatePool {
+  const lists = () =>
+    Array.from({ length: INLINE_BUCKETS + 1 }, (_, m) => new Array<number>(m).fill(0.5))
+  return {
+    gcra: { level: 0.5, at: 0.5, rebuilt: undefined },
+    window: { idx: [], n: [], rebuilt: undefined },
+    hold: { used: 0.5, holds: [], keepUntil: undefined, rebuilt: undefined },
+    idx: lists(),
+    n: lists(),
+  }
+}
+
+/** A hold counter's list when it has none (frozen: `addHold` makes a new list to add to). */
+const NO_HOLDS = Object.freeze([]) as unknown as Holds
 
 /** The state a view holds before its first fill. */
 const EMPTY: CounterState = Object.freeze({})

@@ -252,6 +252,9 @@ function memoryCounters(): MemoryCounterStore {
   // completion).
   const rows: number[] = []
   const stamps: number[] = []
+  // The values given to a step, a list for each count of keys (a step reads `current.length`),
+  // reused call after call as the views in it are.
+  const currents: Array<Array<StoredCounter | undefined>> = []
   return syncCountersFromState<{ readonly size: number; sweep(now: number): number }>(
     {
       transact(keys, step, places) {
@@ -280,7 +283,8 @@ function memoryCounters(): MemoryCounterStore {
           rows[i] = r
           stamps[i] = s
         }
-        const current = new Array<StoredCounter | undefined>(n)
+        while (currents.length <= n) currents.push(new Array(currents.length))
+        const current = currents[n]!
         for (let i = 0; i < n; i++) current[i] = slots.view(rows[i]!, i)
         const { writes, result } = step(current)
         // A step writes its keys mostly in the order it read them: the row read goes with

@@ -16,6 +16,7 @@ import {
   claimedStep,
   claimStep,
   heldStep,
+  reuseWrites,
   settleKeys,
   settleStep,
 } from '../limits/counters.js'
@@ -209,6 +210,13 @@ function syncCalls(backend: SyncCounterBackend): SyncCounters {
   let admission: AdmissionId | undefined
   const admit = (current: CurrentValues) => admitStep(checks, current, at, admission)
   const settle = (current: CurrentValues) => settleStep(ops, current, at)
+  // A call's keys in a list of its length, reused call after call (the backend reads them
+  // during the call only), as the steps' writes are (`reuseWrites`).
+  const keyLists: string[][] = []
+  const keysOf = (n: number) => {
+    while (keyLists.length <= n) keyLists.push(new Array<string>(keyLists.length))
+    return keyLists[n]!
+  }
   return {
     consume(cs, now, ad, places) {
       sweep?.(now)
@@ -216,9 +224,11 @@ function syncCalls(backend: SyncCounterBackend): SyncCounters {
       checks = cs
       at = now
       admission = ad
+      reuseWrites(true)
       try {
-        return backend.transact(admitKeys(cs, ad), admit, places)
+        return backend.transact(admitKeys(cs, ad, keysOf), admit, places)
       } finally {
+        reuseWrites(false)
         checks = []
         admission = undefined
       }
@@ -228,9 +238,11 @@ function syncCalls(backend: SyncCounterBackend): SyncCounters {
       if (os.length === 0) return
       ops = os
       at = now
+      reuseWrites(true)
       try {
-        backend.transact(settleKeys(os), settle, places)
+        backend.transact(settleKeys(os, keysOf), settle, places)
       } finally {
+        reuseWrites(false)
         ops = []
       }
     },
@@ -238,7 +250,11 @@ function syncCalls(backend: SyncCounterBackend): SyncCounters {
   }
 }
 
-/** A synchronous backend: every `transact` answers without a promise. */
+/**
+ * A synchronous backend: every `transact` answers without a promise, having applied the
+ * step's writes, and keeps none of the write objects (the next call's step reuses them:
+ * `reuseWrites`) nor the list of keys.
+ */
 export interface SyncCounterBackend extends CounterBackend {
   /**
    * As `CounterBackend.transact`; `places[i]` (when given, for some of the first keys) is

@@ -172,6 +172,57 @@ describe('memory store counters', () => {
     expect(sync.consume([a], now + 2 * MINUTE, undefined, [place]).allowed).toBe(false)
   })
 
+  it('keeps none of the objects a call reuses: each counter keeps its own figures, call after call', async () => {
+    // A call's states, writes, keys and value lists are handed out again by the next call
+    // (`reuseWrites`, `stateOf`'s pool): a store that kept one would show another counter's
+    // figures, or a later call's, here.
+    const c = memoryStorage().counters
+    const sync = syncCounters(c)!
+    const now = Date.UTC(2027, 0, 5, 12)
+    const quota = {
+      type: 'window',
+      key: '{x}:q',
+      name: 'daily',
+      limit: 3,
+      windowMs: DAY,
+      bucketMs: HOUR,
+      cost: 1,
+    } as const
+    const rate = {
+      type: 'gcra',
+      key: '{x}:r',
+      name: 'rate',
+      limit: 2,
+      windowMs: MINUTE,
+      cost: 1,
+    } as const
+    const hold = (holdId: string, amount: number) =>
+      ({
+        type: 'hold',
+        key: '{x}:c',
+        name: 'credits',
+        limit: 10,
+        amount,
+        holdId,
+        ttlMs: MINUTE,
+      }) as const
+    const used = (checks: Parameters<typeof sync.consume>[0], at = now) =>
+      sync.consume(checks, at).results.map((r) => r.used)
+    expect(used([quota, hold('h1', 4)])).toEqual([1, 4])
+    expect(used([rate])).toEqual([1])
+    expect(used([hold('h2', 2), quota])).toEqual([6, 2])
+    sync.settle([{ type: 'release', key: '{x}:c', holdId: 'h1', charge: 1 }], now)
+    expect(used([rate, quota])).toEqual([2, 3])
+    expect(await c.held('{x}:c', now)).toBe(3)
+    sync.settle([{ type: 'release', key: '{x}:c', holdId: 'h2', charge: 2 }], now)
+    expect(await c.held('{x}:c', now)).toBe(3)
+    // Refused ones count nothing, and leave the others as they were.
+    expect(sync.consume([quota, hold('h3', 1)], now).allowed).toBe(false)
+    expect(sync.consume([rate], now).allowed).toBe(false)
+    expect(used([hold('h4', 7)])).toEqual([10])
+    expect(await c.held('{x}:c', now)).toBe(10)
+  })
+
   it('never reaches a counter by a place kept from another store', () => {
     const now = Date.UTC(2027, 0, 5, 12)
     const gcra = (key: string, limit: number) =>
