@@ -503,16 +503,24 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   const n = plan.length + nOwn + (metered ? 1 : 0)
   if (n === 0) return undefined
   const templates = new Array<CheckTemplate>(n)
-  const checks = new Array<Check>(n)
   let k = 0
   for (let i = 0; i < plan.length; i++) templates[k++] = plan[i]!
   // In order: `toCached` fills own1 only after own0, and ownMore only after both.
   if (own0 !== null) templates[k++] = own0
   if (own1 !== null) templates[k++] = own1
   if (more !== null) for (let i = 0; i < more.length; i++) templates[k++] = more[i]!
-  for (let i = 0; i < k; i++) checks[i] = instantiate(templates[i]!, a, o)
-  a.templates = templates
-  a.checks = checks
+  // The checks are the templates themselves (a rate limit's, a quota's) until one is made for
+  // this request (a hold, a token limit) or marked: one list for both until then, copied
+  // before its first change (`own`).
+  let checks: Check[] = templates
+  const own = () => (checks === templates ? templates.slice() : checks)
+  for (let i = 0; i < k; i++) {
+    const c = instantiate(templates[i]!, a, o)
+    if (c !== templates[i]) {
+      checks = own()
+      checks[i] = c
+    }
+  }
   const counters = a.ctx.storage.counters
   const sync = syncCounters(counters)
   // Counters in another process that may come back empty: the counts that must survive that
@@ -540,8 +548,10 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
     checks[k] = credit
   }
   // `exact: true` on the route: every check decided by the store (docs/leases.md).
-  if (a.route.exact === true)
+  if (a.route.exact === true) {
+    checks = own()
     for (let i = 0; i < checks.length; i++) checks[i] = { ...checks[i]!, exact: true }
+  }
   if (rebuilds) {
     for (let i = 0; i < checks.length; i++) {
       const c = checks[i]!
@@ -556,10 +566,13 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
         // The key's own template check, marked once for all its requests (a copy per request
         // was 11 % of the admission's own time on Redis).
         t.rebuilt ??= { ...c, rebuild: REBUILD }
+        checks = own()
         checks[i] = t.rebuilt
       }
     }
   }
+  a.templates = templates
+  a.checks = checks
   if (sync) {
     try {
       // The templates keep where each counter was found (`Place`); the credit's, the account.
