@@ -53,6 +53,7 @@ import { fileURLToPath } from 'node:url'
 import { getHeapSpaceStatistics } from 'node:v8'
 import type { Tollbooth } from '../src/index.js'
 import type { TollboothRequest } from '../src/request.js'
+import { keyPicker } from './scale-job.js'
 
 // The built package with `--dist` (a path, not a literal: it need not be built to type-check).
 const library = process.argv.includes('--dist')
@@ -147,13 +148,7 @@ async function one(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, key: st
  * `run(n)` makes n of them, yielding to the event loop every 256.
  */
 function traffic(tb: Tollbooth, route: ReturnType<Tollbooth['route']>, keys: string[]) {
-  let seed = 0x2545f491
-  const pick = () => {
-    seed ^= seed << 13
-    seed ^= seed >>> 17
-    seed ^= seed << 5
-    return keys[(seed >>> 0) % keys.length]!
-  }
+  const pick = keyPicker(keys)
   const run = async (n: number) => {
     for (let i = 0; i < n; i += 256) {
       for (let j = 0; j < 256; j++) await one(tb, route, pick())

@@ -22,6 +22,7 @@ import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { getHeapSpaceStatistics } from 'node:v8'
 import type { Tollbooth } from '../src/index.js'
+import { keyPicker, scaleRequest } from './scale-job.js'
 
 type Lib = typeof import('../src/index.js')
 
@@ -67,22 +68,8 @@ async function part(name: string, p: { limits?: object; metered: boolean }) {
     })
     keys.push(created.key)
   }
-  let seed = 0x2545f491
-  const pick = () => {
-    seed ^= seed << 13
-    seed ^= seed >>> 17
-    seed ^= seed << 5
-    return keys[(seed >>> 0) % keys.length]!
-  }
-  const one = async (key: string) => {
-    const d = await tb.authenticate(
-      { headers: { authorization: `Bearer ${key}` }, ip: '127.0.0.1', method: 'POST', path: '/' },
-      route,
-    )
-    if (!d.allowed) throw new Error(`bench request refused: ${d.status}`)
-    d.responseHeaders(200)
-    await tb.settle(d, { status: 200 })
-  }
+  const pick = keyPicker(keys)
+  const one = (key: string) => scaleRequest(tb, route, key)
   for (let i = 0; i < 60_000; i++) await one(pick())
   const tries: number[] = []
   for (let t = 0; t < 40 && tries.length < 9; t++) {

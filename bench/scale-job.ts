@@ -34,6 +34,20 @@ export async function scaleTollbooth(dir: string, keys: number): Promise<Tollboo
   })
 }
 
+/**
+ * Keys drawn at random from `keys` by a seeded xorshift: every run of a bench draws the same
+ * keys in the same order.
+ */
+export function keyPicker<T>(keys: ReadonlyArray<T>): () => T {
+  let seed = 0x2545f491
+  return () => {
+    seed ^= seed << 13
+    seed ^= seed >>> 17
+    seed ^= seed << 5
+    return keys[(seed >>> 0) % keys.length]!
+  }
+}
+
 /** One request of `key`, as a server gives it (a fresh header string), admitted and settled. */
 export async function scaleRequest(
   tb: Tollbooth,

@@ -25,6 +25,7 @@
 
 import { PerformanceObserver } from 'node:perf_hooks'
 import { KeyMemo } from '../src/key-memo.js'
+import { keyPicker } from './scale-job.js'
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(name)
@@ -174,13 +175,7 @@ async function run(n: number) {
     acct[ar + 4]! += 1
     key[kr + 4] = now
   }
-  let seed = 0x2545f491
-  const pick = () => {
-    seed ^= seed << 13
-    seed ^= seed >>> 17
-    seed ^= seed << 5
-    return keys[(seed >>> 0) % n]!
-  }
+  const pick = keyPicker(keys)
   const round = () => {
     const start = performance.now()
     for (let i = 0; i < PER_ROUND; i++) {

@@ -511,13 +511,12 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   if (more !== null) for (let i = 0; i < more.length; i++) templates[k++] = more[i]!
   // The checks are the templates themselves (a rate limit's, a quota's) until one is made for
   // this request (a hold, a token limit) or marked: one list for both until then, copied
-  // before its first change (`own`).
+  // before its first change (`unshared`).
   let checks: Check[] = templates
-  const own = () => (checks === templates ? templates.slice() : checks)
   for (let i = 0; i < k; i++) {
     const c = instantiate(templates[i]!, a, o)
     if (c !== templates[i]) {
-      checks = own()
+      checks = unshared(checks, templates)
       checks[i] = c
     }
   }
@@ -549,7 +548,7 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   }
   // `exact: true` on the route: every check decided by the store (docs/leases.md).
   if (a.route.exact === true) {
-    checks = own()
+    checks = unshared(checks, templates)
     for (let i = 0; i < checks.length; i++) checks[i] = { ...checks[i]!, exact: true }
   }
   if (rebuilds) {
@@ -566,7 +565,7 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
         // The key's own template check, marked once for all its requests (a copy per request
         // was 11 % of the admission's own time on Redis).
         t.rebuilt ??= { ...c, rebuild: REBUILD }
-        checks = own()
+        checks = unshared(checks, templates)
         checks[i] = t.rebuilt
       }
     }
@@ -595,6 +594,11 @@ function count(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
     (result) => counted(a, result),
     (err: unknown) => failure(a, err),
   )
+}
+
+/** `checks`, or a copy of it while it is still the list of `templates` (see `count`). */
+function unshared(checks: Check[], templates: CheckTemplate[]): Check[] {
+  return checks === templates ? templates.slice() : checks
 }
 
 /** The counters' answer: the attempt's result, or, for a counter missing, a rebuild first. */

@@ -89,7 +89,7 @@ export interface Settlement {
    * Each hold's template, in the order of `holds`: where an in-process store found its counter
    * at admission (`Place`), and its role (a credit or budget hold is charged).
    */
-  places: ReadonlyArray<CheckTemplate>
+  places: CheckTemplate[]
   /** Token-rate limits to count at settle. */
   tokenChecks: Array<Extract<Check, { type: 'gcra' }>>
   /** Credits held at admission (the estimate; 0 when the caller sent its own provider key). */
@@ -260,10 +260,9 @@ export function holdCredits(s: Settlement, h: Held): void {
   // Arrays of their length (one that grows by push makes room for 17 at its first push).
   let holds = 0
   for (let i = 0; i < h.checks.length; i++) if (h.checks[i]!.type === 'hold') holds++
-  let places: CheckTemplate[] | undefined
   if (holds > 0) {
     s.holds = new Array(holds)
-    s.places = places = new Array(holds)
+    s.places = new Array(holds)
   }
   holds = 0
   let credits = false
@@ -276,7 +275,7 @@ export function holdCredits(s: Settlement, h: Held): void {
       const op: Release = { type: 'release', key: c.key, holdId: c.holdId, charge: 0 }
       if (c.keepUntil !== undefined) op.keepUntil = c.keepUntil
       s.holds[holds] = op
-      places![holds++] = t
+      s.places[holds++] = t
       if (t.role === 'credits') s.creditUsed = used
       if (credit) {
         credits = true

@@ -35,7 +35,7 @@ import { counterSlots } from './counter-slots.js'
 import { EventRing } from './event-ring.js'
 import { markInProcess } from './in-process.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
-import { type Place, syncCountersFromState } from './state-counters.js'
+import { listsByLength, type Place, syncCountersFromState } from './state-counters.js'
 import type {
   AccountRecord,
   AccountStore,
@@ -254,7 +254,7 @@ function memoryCounters(): MemoryCounterStore {
   const stamps: number[] = []
   // The values given to a step, a list for each count of keys (a step reads `current.length`),
   // reused call after call as the views in it are.
-  const currents: Array<Array<StoredCounter | undefined>> = []
+  const currentOf = listsByLength<StoredCounter | undefined>()
   return syncCountersFromState<{ readonly size: number; sweep(now: number): number }>(
     {
       transact(keys, step, places) {
@@ -283,8 +283,7 @@ function memoryCounters(): MemoryCounterStore {
           rows[i] = r
           stamps[i] = s
         }
-        while (currents.length <= n) currents.push(new Array(currents.length))
-        const current = currents[n]!
+        const current = currentOf(n)
         for (let i = 0; i < n; i++) current[i] = slots.view(rows[i]!, i)
         const { writes, result } = step(current)
         // A step writes its keys mostly in the order it read them: the row read goes with

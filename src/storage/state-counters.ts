@@ -212,11 +212,7 @@ function syncCalls(backend: SyncCounterBackend): SyncCounters {
   const settle = (current: CurrentValues) => settleStep(ops, current, at)
   // A call's keys in a list of its length, reused call after call (the backend reads them
   // during the call only), as the steps' writes are (`reuseWrites`).
-  const keyLists: string[][] = []
-  const keysOf = (n: number) => {
-    while (keyLists.length <= n) keyLists.push(new Array<string>(keyLists.length))
-    return keyLists[n]!
-  }
+  const keysOf = listsByLength<string>()
   return {
     consume(cs, now, ad, places) {
       sweep?.(now)
@@ -247,6 +243,19 @@ function syncCalls(backend: SyncCounterBackend): SyncCounters {
       }
     },
     claim: c.claim,
+  }
+}
+
+/**
+ * Lists of each length, made once and handed out again call after call (`get(n)`: the list of
+ * length n, a reader of `length` sees the call's own): for what a synchronous call fills and
+ * reads before it returns.
+ */
+export function listsByLength<T>(): (n: number) => T[] {
+  const lists: T[][] = []
+  return (n) => {
+    while (lists.length <= n) lists.push(new Array<T>(lists.length))
+    return lists[n]!
   }
 }
 
