@@ -33,6 +33,10 @@
  * is 160 MB of heap), a last-level miss is a cold line of the request's, the cost that grows
  * with the store (bench/NOTES.md, session 27). Runs take about twice as long.
  *
+ * `--top N` also lists, per build, the N functions outside the JIT's code a request spends most
+ * instructions in (V8's builtins by name, such as `LoadIC_Megamorphic` for a property load the
+ * optimized code could not inline; runtime and collector functions), the JIT's code as one line.
+ *
  * About four minutes for two builds on this VM (valgrind runs node ~50× slower). Needs
  * valgrind (`apt-get install -y valgrind`), `callgrind_annotate` and `callgrind_control`. A run
  * sets up its keys uninstrumented (`--instr-atstart=no`) and is instrumented from its first
@@ -87,12 +91,17 @@ const KEYS = arg('--keys', 1000)
 const SHORT = arg('--short', 20_000)
 const LONG = arg('--long', 120_000)
 const CACHE = process.argv.includes('--cache')
+const TOP = arg('--top', 0)
 const PARTS = ['jit', 'builtins', 'gc', 'libc', 'runtime', 'compiler'] as const
 type Part = (typeof PARTS)[number]
 /** The simulated caches' misses, by callgrind's event names (data reads, data writes). */
 const MISSES = ['D1mr', 'D1mw', 'DLmr', 'DLmw'] as const
 type Miss = (typeof MISSES)[number]
-type Run = Record<Part, number> & Partial<Record<Miss, number>>
+type Run = Record<Part, number> &
+  Partial<Record<Miss, number>> & {
+    /** Instructions by function (the JIT's code as one). */
+    byFunction: Map<string, number>
+  }
 
 /** Where a callgrind function line's instructions ran. */
 function partOf(fn: string): Part {
@@ -154,7 +163,10 @@ async function run(dir: string, requests: number, out: string): Promise<Run> {
     ['--threshold=100', `--show=${show.join(',')}`, file],
     { encoding: 'utf8', maxBuffer: 1 << 28 },
   )
-  const parts = Object.fromEntries(PARTS.map((p) => [p, 0])) as Run
+  const parts = {
+    ...Object.fromEntries(PARTS.map((p) => [p, 0])),
+    byFunction: new Map<string, number>(),
+  } as Run
   for (const e of CACHE ? MISSES : []) parts[e] = 0
   // A function's line: each event's count (`.` for none), with its share in parentheses, then
   // the function. Misses are counted outside the collector and the compiler (the request's).
@@ -169,8 +181,13 @@ async function run(dir: string, requests: number, out: string): Promise<Run> {
       values.push(m[1] === '.' ? 0 : Number(m[1]!.replaceAll(',', '')))
     }
     if (values.length < show.length) continue
-    const part = partOf(line.slice(cell.lastIndex).trim())
+    const fn = line.slice(cell.lastIndex).trim()
+    const part = partOf(fn)
     parts[part] += values[0]!
+    // A function line is `file:function [object]`: the function alone, the JIT's code as one.
+    const name =
+      part === 'jit' ? "(the JIT's code)" : fn.replace(/^[^:]*:/, '').replace(/ \[.*\]$/, '')
+    parts.byFunction.set(name, (parts.byFunction.get(name) ?? 0) + values[0]!)
     if (part === 'gc' || part === 'compiler') continue
     MISSES.forEach((e, k) => {
       if (CACHE) parts[e]! += values[k + 1]!
@@ -184,9 +201,11 @@ async function measure(dir: string): Promise<Run> {
   try {
     const short = await run(dir, SHORT, out)
     const long = await run(dir, LONG, out)
-    const per = {} as Run
+    const per = { byFunction: new Map() } as Run
     for (const p of [...PARTS, ...(CACHE ? MISSES : [])])
       per[p] = (long[p]! - short[p]!) / (LONG - SHORT)
+    for (const [name, n] of long.byFunction)
+      per.byFunction.set(name, (n - (short.byFunction.get(name) ?? 0)) / (LONG - SHORT))
     return per
   } finally {
     rmSync(out, { recursive: true, force: true })
@@ -224,3 +243,13 @@ if (CACHE) {
     console.log(`| ${b} | ${MISSES.map((m) => g(r[m]!)).join(' | ')} |`)
   })
 }
+if (TOP > 0)
+  builds.forEach((b, i) => {
+    console.log('')
+    console.log(`${b}: the ${TOP} functions a request spends most instructions in`)
+    console.log('')
+    console.log('| function | instructions a request |')
+    console.log('|---|---:|')
+    const top = [...results[i]!.byFunction].sort((x, y) => y[1] - x[1]).slice(0, TOP)
+    for (const [name, n] of top) console.log(`| \`${name}\` | ${f(n)} |`)
+  })
