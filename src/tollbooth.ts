@@ -15,6 +15,7 @@ import { type Clock, systemClock } from './clock.js'
 import { type Context, withTimeout } from './context.js'
 import type { Decision } from './decision.js'
 import { StorageUnavailableError } from './errors.js'
+import { withAccessors } from './fast-object.js'
 import { ownValue } from './input.js'
 import { randomBase62 } from './keys/base62.js'
 import { createKeyHasher, deriveKey } from './keys/hash.js'
@@ -207,7 +208,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
   const flushListeners = new Set<(events: ReadonlyArray<UsageEvent>) => void>()
   const feed = publisher(storage.changes, o, onError)
   let instanceId: string | undefined
-  const ctx: Context = {
+  const fields: Omit<Context, 'instanceId'> = {
     options: o,
     storage: store,
     clock,
@@ -225,12 +226,6 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       }
     }),
     providers,
-    // Drawn on first use: Workers allow no random numbers at module scope, where the README
-    // builds the instance.
-    get instanceId() {
-      instanceId ??= randomBase62(6)
-      return instanceId
-    },
     async invalidate(hash: string) {
       ctx.cache.delete(hash)
       await feed.publish(hash)
@@ -257,6 +252,16 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       providerKeys.get(accountId, provider).catch(() => undefined),
     report: onError,
   }
+  // The getter apart (`withAccessors`): in the literal it would make every read of the context,
+  // several a request, a hash lookup.
+  const ctx: Context = withAccessors(fields, {
+    // Drawn on first use: Workers allow no random numbers at module scope, where the README
+    // builds the instance.
+    get instanceId() {
+      instanceId ??= randomBase62(6)
+      return instanceId
+    },
+  })
   const providerKeys: ProviderKeyService = new ProviderKeyService(
     ctx,
     createSealer(deriveKey(o.secret, 'provider-key-seal')),

@@ -15,6 +15,7 @@
  * `reconcileOverage()` (`billing/reconcile`) finds it and `redeliver` queues it again.
  */
 
+import { withAccessors } from '../fast-object.js'
 import type { UsageEvent } from '../storage/types.js'
 import type { Tollbooth } from '../tollbooth.js'
 import { createMarkers, MARKER_TTL_MS, markerKey } from './markers.js'
@@ -200,7 +201,9 @@ export function createMeterOutbox(
     return running
   }
 
-  return {
+  // The getters apart (`withAccessors`): in the literal they would make every method read a
+  // hash lookup.
+  const methods: Omit<MeterOutbox, 'pending' | 'lastFlush'> = {
     enqueue(events) {
       for (const e of events) {
         if (!(amountOf(e) > 0) || e.bypassed) continue
@@ -216,12 +219,6 @@ export function createMeterOutbox(
     },
     flush,
     isDelivered: (e) => markers.has(markerKey(e.accountId, 'meter', e.id)),
-    get pending() {
-      return queue.size
-    },
-    get lastFlush() {
-      return last
-    },
     has: (id) => queue.has(id),
     async close() {
       const r = await flush()
@@ -231,4 +228,12 @@ export function createMeterOutbox(
       return r
     },
   }
+  return withAccessors(methods, {
+    get pending() {
+      return queue.size
+    },
+    get lastFlush() {
+      return last
+    },
+  })
 }

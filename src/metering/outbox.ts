@@ -11,6 +11,7 @@
  * storage call an hour however busy the instance is.
  */
 
+import { withAccessors } from '../fast-object.js'
 import type { Storage, UsageEvent } from '../storage/types.js'
 import { placedRecord, type TallyPlace } from '../storage/usage-tallies.js'
 
@@ -108,7 +109,8 @@ export function createOutbox(
     ;(timer as { unref?: () => void }).unref?.()
   }
 
-  return {
+  // The getter apart (`withAccessors`): in the literal it would make `push` a hash lookup.
+  const methods: Omit<Outbox, 'pending'> = {
     push(event, place) {
       events.push(event)
       if (placing) places.push(place)
@@ -125,8 +127,10 @@ export function createOutbox(
       timer = null
       await flush()
     },
+  }
+  return withAccessors(methods, {
     get pending() {
       return events.length
     },
-  }
+  })
 }

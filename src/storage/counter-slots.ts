@@ -28,6 +28,7 @@
  * (the steps change it in place and write it back), as before.
  */
 
+import { withAccessors } from '../fast-object.js'
 import { type CounterState, counterKind, type StoredCounter } from '../limits/counters.js'
 import { hashText, randomSeed, SlotIndex } from '../slot-index.js'
 import { doubled } from './typed-arrays.js'
@@ -439,13 +440,9 @@ export function counterSlots(): CounterSlots {
   // A stamp is never 0 on a row held: a free row's (0) matches no place.
   const owns = (row: number, s: number) => row >= 0 && s !== 0 && rows[row * STRIDE + STAMP] === s
 
-  return {
-    get size() {
-      return size
-    },
-    get externalBytes() {
-      return rows.byteLength
-    },
+  // The getters apart (`withAccessors`): in the literal they would make every method read here a
+  // hash lookup.
+  const methods: Omit<CounterSlots, 'size' | 'externalBytes'> = {
     find,
     stamp,
     owns,
@@ -501,6 +498,14 @@ export function counterSlots(): CounterSlots {
       return before - size
     },
   }
+  return withAccessors(methods, {
+    get size() {
+      return size
+    },
+    get externalBytes() {
+      return rows.byteLength
+    },
+  })
 }
 
 /**

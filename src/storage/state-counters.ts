@@ -8,6 +8,7 @@
  * `docs/storage.md` says what a backend MUST do.
  */
 
+import { withAccessors } from '../fast-object.js'
 import {
   admitKeys,
   admitStep,
@@ -288,7 +289,7 @@ export function syncCountersFromState<S extends object = object>(
 ): CounterStore & S {
   const c = syncCalls(backend)
   const s = store(backend, c) as CounterStore & S
-  if (extra) Object.defineProperties(s, Object.getOwnPropertyDescriptors(extra))
+  if (extra) withAccessors(s, extra)
   // Not enumerable: a copy of the store (`{ ...store, consume }`) does not carry the fast path.
   Object.defineProperty(s, SYNC, { value: c, enumerable: false })
   return markInProcess(s)
