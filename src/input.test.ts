@@ -44,6 +44,14 @@ describe('textProblem', () => {
     expect(storableText('/v1/a\u0000b')).toBe('/v1/a\ufffdb')
     expect(storableText('x\ud800\ud83d\ude00')).toBe('x\ufffd\ud83d\ude00')
     expect(storableText('/v1/ok')).toBe('/v1/ok')
+    // Every one of them, a low surrogate alone, at either end; text outside Latin-1 kept.
+    expect(storableText('\u0000a\u0000\udc00b\ud800')).toBe('\ufffda\ufffd\ufffdb\ufffd')
+    expect(storableText('\udc00\ud800')).toBe('\ufffd\ufffd')
+    expect(storableText('/v1/日本語/é')).toBe('/v1/日本語/é')
+    expect(storableText('')).toBe('')
+    // Whatever it answers, textProblem accepts.
+    for (const s of ['\u0000', '\ud800', 'a\udfff\u0000\ud83d\ude00', '\ud83d\ude00\ud83d'])
+      expect(textProblem(storableText(s)), s).toBeNull()
   })
 })
 

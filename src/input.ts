@@ -36,7 +36,6 @@ export const ACCOUNT_METADATA_MAX_BYTES = 64 * 1024
 /** A NUL or a lone surrogate (with the `u` flag a valid pair is one code point, not `Cs`). */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is one of the two it looks for
 const BAD_TEXT = /[\u0000\p{Cs}]/u
-const BAD_TEXT_ALL = new RegExp(BAD_TEXT.source, 'gu')
 
 /** Why `s` cannot be stored as text, or null when it can. */
 export function textProblem(s: string): string | null {
@@ -53,7 +52,10 @@ export function textProblem(s: string): string | null {
  * refuse a whole batch of usage events.
  */
 export function storableText(s: string): string {
-  return BAD_TEXT.test(s) ? s.replace(BAD_TEXT_ALL, '\ufffd') : s
+  // Two builtins, not a Unicode regular expression (about 190 instructions a call, three calls a
+  // settle): `isWellFormed` answers a one-byte string (ASCII, as paths and methods are) at once.
+  if (s.indexOf('\0') < 0 && s.isWellFormed()) return s
+  return s.toWellFormed().replaceAll('\0', '\ufffd')
 }
 
 /** Adds the text rule to a zod string schema (after its own length checks). */
