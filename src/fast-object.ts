@@ -18,16 +18,14 @@
  * the accessors out.
  */
 export function withAccessors<T extends object, A extends object>(target: T, extra: A): T & A {
-  const descriptors = Object.getOwnPropertyDescriptors(extra)
+  const descriptors: PropertyDescriptorMap = Object.getOwnPropertyDescriptors(extra)
   const accessors: PropertyDescriptorMap = {}
-  let found = false
   for (const name of Reflect.ownKeys(descriptors)) {
-    const d = descriptors[name as keyof typeof descriptors]!
-    if (d.get !== undefined || d.set !== undefined) {
-      accessors[name] = d
-      found = true
-    } else Object.defineProperty(target, name, d)
+    const d = descriptors[name]!
+    if (d.get !== undefined || d.set !== undefined) accessors[name] = d
+    else Object.defineProperty(target, name, d)
   }
-  if (found) Object.setPrototypeOf(target, Object.create(Object.getPrototypeOf(target), accessors))
+  if (Reflect.ownKeys(accessors).length > 0)
+    Object.setPrototypeOf(target, Object.create(Object.getPrototypeOf(target), accessors))
   return target as T & A
 }

@@ -252,8 +252,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       providerKeys.get(accountId, provider).catch(() => undefined),
     report: onError,
   }
-  // The getter apart (`withAccessors`): in the literal it would make every read of the context,
-  // several a request, a hash lookup.
+  // Its getter apart, so it keeps fast properties (`fast-object`).
   const ctx: Context = withAccessors(fields, {
     // Drawn on first use: Workers allow no random numbers at module scope, where the README
     // builds the instance.

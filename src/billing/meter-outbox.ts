@@ -201,8 +201,7 @@ export function createMeterOutbox(
     return running
   }
 
-  // The getters apart (`withAccessors`): in the literal they would make every method read a
-  // hash lookup.
+  // Its getters apart, so it keeps fast properties (`fast-object`).
   const methods: Omit<MeterOutbox, 'pending' | 'lastFlush'> = {
     enqueue(events) {
       for (const e of events) {

@@ -109,7 +109,7 @@ export function createOutbox(
     ;(timer as { unref?: () => void }).unref?.()
   }
 
-  // The getter apart (`withAccessors`): in the literal it would make `push` a hash lookup.
+  // Its getter apart, so it keeps fast properties (`fast-object`).
   const methods: Omit<Outbox, 'pending'> = {
     push(event, place) {
       events.push(event)

@@ -248,9 +248,9 @@ function syncCalls(backend: SyncCounterBackend): SyncCounters {
 }
 
 /**
- * Lists of each length, made once and handed out again call after call (`get(n)`: the list of
- * length n, a reader of `length` sees the call's own): for what a synchronous call fills and
- * reads before it returns.
+ * Lists of each length, made once and handed out again call after call (the function returned
+ * answers the list of length n, so a reader of `length` sees the call's own): for what a
+ * synchronous call fills and reads before it returns.
  */
 export function listsByLength<T>(): (n: number) => T[] {
   const lists: T[][] = []
