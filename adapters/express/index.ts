@@ -29,6 +29,7 @@ import {
   type Settlement,
   settlementOf,
   type Tollbooth,
+  wireName,
 } from '../../src/internal.js'
 
 declare module 'express-serve-static-core' {
@@ -100,13 +101,14 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     if (!decision.allowed) {
       res.statusCode = decision.status
       const h = decision.headers
-      for (const name in h) res.setHeader(name, h[name]!)
+      for (const name in h) res.setHeader(wireName(name), h[name]!)
       res.end(decision.body)
       return
     }
     if (decision.headersFinal) {
+      // Before the handler, which may set any of them itself.
       const h = decision.headers
-      for (const name in h) res.setHeader(name, h[name]!)
+      for (const name in h) res.setHeader(wireName(name), h[name]!)
     }
     // Usage figures follow the handler's charges and the final status, and the time to first
     // byte is taken: both with the head, which Express's prototypes (extended once, see
@@ -169,8 +171,12 @@ function atHead(res: Response, decision: Admission, status: unknown): void {
   if (tb === undefined) return
   s.adapter = undefined
   if (!decision.headersFinal) {
+    // After the handler: a header it set itself, in any case, stays (as before it).
     const out = decision.responseHeaders(typeof status === 'number' ? status : res.statusCode)
-    for (const name in out) res.setHeader(name, out[name]!)
+    for (const name in out) {
+      const wire = wireName(name)
+      if (!res.hasHeader(wire)) res.setHeader(wire, out[name]!)
+    }
   }
   responseStarted(tb, decision)
 }

@@ -36,6 +36,7 @@ import {
   responseStarted,
   type Tollbooth,
   watchBody,
+  wireName,
 } from '../../src/internal.js'
 
 declare module 'fastify' {
@@ -90,8 +91,9 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
     }
     request.apiKey = decision
     if (!late) {
+      // Before the handler, which may set any of them itself.
       const out = decision.headers
-      for (const name in out) reply.header(name, out[name])
+      for (const name in out) reply.header(wireName(name), out[name])
     }
     // The end of the response: `close` follows `finish` on every response, or comes alone
     // when the client went away first (Fastify's onRequestAbort is not enough, as it fires
@@ -196,8 +198,12 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
       return
     }
     if (!decision.headersFinal) {
+      // After the handler: a header it set itself, in any case, stays (as before it).
       const out = decision.responseHeaders(reply.statusCode)
-      for (const name in out) reply.header(name, out[name])
+      for (const name in out) {
+        const wire = wireName(name)
+        if (!reply.hasHeader(wire)) reply.header(wire, out[name])
+      }
     }
     responseStarted(tb, decision)
     const p = payload as { pipe?: unknown; once?: unknown; getReader?: unknown } | null

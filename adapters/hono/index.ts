@@ -32,6 +32,7 @@ import {
   responseStarted,
   type Tollbooth,
   watchBody,
+  wireName,
 } from '../../src/internal.js'
 
 declare module 'hono' {
@@ -268,34 +269,41 @@ function writeHeadWithUsage(this: Tracked, status: number, a?: unknown, b?: unkn
     given !== undefined &&
     (typeof given !== 'object' || given === null || Array.isArray(given))
   ) {
-    for (const name in out) this.setHeader(name, out[name]!)
+    for (const name in out) this.setHeader(wireName(name), out[name]!)
     return original.call(this, status, a, b)
   }
   const theirs = given as Record<string, unknown> | undefined
-  // tollbooth's names are lowercase; one the response has in another case replaces it too.
-  let skip: string[] | undefined
+  // tollbooth's under their lowercase names, which the response's own (lowercase from
+  // @hono/node-server) then replace; one the response has in another case replaces it too.
+  const head: Record<string, unknown> = {}
+  for (const name in out) head[wireName(name)] = out[name]
   if (theirs)
     for (const name in theirs) {
       const lower = name.toLowerCase()
-      if (lower === name || !(lower in out)) continue
-      skip ??= []
-      skip.push(lower)
+      if (lower !== name && lower in head) delete head[lower]
+      head[name] = theirs[name]
     }
-  const head: Record<string, unknown> = {}
-  for (const name in out) if (skip === undefined || !skip.includes(name)) head[name] = out[name]
-  if (theirs) for (const name in theirs) head[name] = theirs[name]
   return message ? original.call(this, status, a, head) : original.call(this, status, head)
 }
 
-/** Sets the headers on `c.res` itself, as hono's cors does (c.header() after the handler rebuilds the Response). */
+/**
+ * Sets the headers on `c.res` itself, as hono's cors does (c.header() after the handler
+ * rebuilds the Response); a header the response has already (the handler's) stays.
+ */
 function writeHeaders(c: Context, out: Record<string, string>): void {
   try {
-    const resHeaders = c.res.headers
-    for (const name in out) resHeaders.set(name, out[name]!)
+    setAbsent(c.res.headers, out)
   } catch {
     // A proxied fetch() Response has immutable headers: Hono's c.res setter makes a copy.
     c.res = new Response(c.res.body, c.res)
-    for (const name in out) c.res.headers.set(name, out[name]!)
+    setAbsent(c.res.headers, out)
+  }
+}
+
+function setAbsent(headers: Headers, out: Record<string, string>): void {
+  for (const name in out) {
+    const wire = wireName(name)
+    if (!headers.has(wire)) headers.set(wire, out[name]!)
   }
 }
 

@@ -7,6 +7,7 @@
  * the adapter exactly once.
  */
 
+import { get } from 'node:http'
 import { afterEach, describe, expect, test } from 'vitest'
 import { createTollbooth, type TollboothOptions } from '../../src/index.js'
 import {
@@ -25,6 +26,19 @@ export type { StartServer, TestRoute, TestServer } from './harness.js'
 
 const ok = (): TestRoute => ({ path: '/v1/ok', handle: (k) => ({ account: k.accountId }) })
 const PLAN = { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' }
+
+/** A GET's response head as sent: its header names in their case and values, in order. */
+function rawHead(url: string, key: string): Promise<Array<[string, string]>> {
+  return new Promise((resolve, reject) => {
+    get(url, { headers: { authorization: `Bearer ${key}` } }, (res) => {
+      const raw = res.rawHeaders
+      const out: Array<[string, string]> = []
+      for (let i = 0; i < raw.length; i += 2) out.push([raw[i]!, raw[i + 1]!])
+      res.resume()
+      res.on('end', () => resolve(out))
+    }).on('error', reject)
+  })
+}
 
 /** Sends a request that must be denied from the prepared record, without running the handler. */
 async function expectDenied(
@@ -337,6 +351,35 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
       await eventually(() => h.settled.length === 2 && !!h.settled[1]!.event, 'settle')
       expect(h.settled[1]!.event).toMatchObject({ units: 2, category: 'llm', path: '/v1/chat' })
       expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(7)
+    })
+
+    // A handler's own header of one of tollbooth's names wins over tollbooth's, in any case, and
+    // goes out once, whether tollbooth's were written before the handler (no usage figures to
+    // wait for) or after it; tollbooth's others go out under their lowercase names on every
+    // framework, so all three send the same bytes.
+    test('a header the handler sets itself replaces tollbooth’s, once; the rest go out lowercase', async () => {
+      const own = { 'x-request-id': 'mine', 'X-RateLimit-Limit': 'theirs' }
+      const h = await start(
+        [
+          { ...ok(), path: '/v1/metered', options: { cost: 1 }, headers: own },
+          { ...ok(), path: '/v1/free', headers: own },
+        ],
+        PLAN,
+      )
+      const k = await key({ limits: { rateLimits: [{ limit: 5, windowMs: 1000 }] } })
+      for (const [i, path] of ['/v1/metered', '/v1/free'].entries()) {
+        const head = await rawHead(`${h.url}${path}`, k)
+        const values = (name: string) =>
+          head.filter(([n]) => n.toLowerCase() === name).map(([, v]) => v)
+        expect(values('x-request-id'), path).toEqual(['mine'])
+        expect(values('x-ratelimit-limit'), path).toEqual(['theirs'])
+        expect(values('x-ratelimit-remaining'), path).toEqual([String(4 - i)])
+        const ours = head.filter(([n]) => /^x-(ratelimit-re|usage-)/i.test(n)).map(([n]) => n)
+        expect(ours.length, path).toBeGreaterThan(1)
+        for (const n of ours) expect(n, path).toBe(n.toLowerCase())
+        await eventually(() => h.settled.length === h.handled.length, 'settle')
+      }
+      expect(h.settled.map((s) => s.status)).toEqual([200, 200])
     })
 
     test('sends only the header families the route enables', async () => {

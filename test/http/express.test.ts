@@ -46,7 +46,9 @@ const startExpress: StartServer = async (tb, routes) => {
     }
     if (r.outer) app.use(r.path, requireApiKey(tb, r.outer))
     app[method](r.path, requireApiKey(tb, r.options), async (req, res) => {
-      res.json(await r.handle(req.apiKey))
+      const body = await r.handle(req.apiKey)
+      if (r.headers) res.set(r.headers)
+      res.json(body)
     })
   }
   return serveExpress(app)

@@ -37,7 +37,12 @@ async function listen(app: FastifyInstance) {
  */
 function handlerOf(r: TestRoute): RouteHandlerMethod {
   const { stream } = r
-  if (!stream) return async (request) => r.handle(request.apiKey)
+  if (!stream)
+    return async (request, reply) => {
+      const body = await r.handle(request.apiKey)
+      if (r.headers) reply.headers(r.headers)
+      return body
+    }
   return async (request, reply) => {
     const apiKey = request.apiKey
     async function* events() {

@@ -35,6 +35,8 @@ export interface TestRoute {
    * `handle` runs with how far it got (its result is not sent).
    */
   stream?: { count: number; intervalMs: number }
+  /** Headers the handler sets on its response itself, the framework's own way. */
+  headers?: Record<string, string>
   /** The handler's work: its result is sent as JSON with status 200; a throw is a 500. */
   handle(apiKey: Admission, progress?: StreamProgress): unknown
 }

@@ -46,7 +46,7 @@ const startHono: StartServer = async (tb, routes) => {
     if (r.outer) app.use(r.path, requireApiKey(tb, r.outer))
     app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), async (c) => {
       if (c.req.method === 'POST') await c.req.json()
-      return c.json((await r.handle(c.get('apiKey'))) as object)
+      return c.json((await r.handle(c.get('apiKey'))) as object, 200, r.headers)
     })
   }
   return serveHono(app)
