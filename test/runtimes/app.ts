@@ -13,6 +13,7 @@
  *   departed client's request settles at the latest 600 ms after it left or its body was
  *   last read (`abortSettleMs`).
  * - `GET /v1/ok`: a plain JSON answer.
+ * - `GET /v1/own`: a plain JSON answer with an `X-Request-Id` of the handler's own.
  * - `GET /usage`: the account's credits used and its settled requests.
  */
 
@@ -65,6 +66,8 @@ function build(): Hono {
     return c.json({ late: true })
   })
   a.get('/v1/ok', requireApiKey(tb), (c) => c.json({ ok: true }))
+  // The handler names one of tollbooth's headers itself: its own goes out.
+  a.get('/v1/own', requireApiKey(tb), (c) => c.json({ ok: true }, 200, { 'X-Request-Id': 'mine' }))
   a.get('/usage', async (c) => {
     const usage = await tb!.usage.get(ACCOUNT)
     const logs = await tb!.usage.logs(keyId, { limit: 100 })

@@ -249,6 +249,10 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
       expect(usage.used).toBe(42)
       const streamed = usage.requests.filter((r) => r.path === '/v1/stream')
       expect(streamed).toEqual([{ path: '/v1/stream', status: 200, units: 42, tokens: 1234 }])
+      // A header the handler sets itself replaces tollbooth's, as on Node.
+      const own = await fetch(`${base}/v1/own`, { headers: auth })
+      expect(own.headers.get('x-request-id')).toBe('mine')
+      await own.body?.cancel()
     } finally {
       await server.close()
     }
