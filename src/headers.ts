@@ -142,6 +142,25 @@ export function wireName(name: string): string {
   return WIRE.get(name) ?? name.toLowerCase()
 }
 
+/**
+ * Writes an admitted request's headers the way every adapter does: under their wire names, and
+ * each only where the response has no header of that name yet, in any case. So tollbooth's
+ * headers are defaults: one set by a middleware in front of the guard or by the handler stays,
+ * whether tollbooth writes before the handler or, for the usage figures, after it
+ * (docs/headers.md). `has` and `set` are the response's own methods, called on `target`.
+ */
+export function setDefaultHeaders<T>(
+  target: T,
+  out: Record<string, string>,
+  has: (this: T, name: string) => boolean,
+  set: (this: T, name: string, value: string) => unknown,
+): void {
+  for (const name in out) {
+    const wire = wireName(name)
+    if (!has.call(target, wire)) set.call(target, wire, out[name]!)
+  }
+}
+
 /** RFC 6750 §3: a 401 names the scheme, and the error when a token was presented. */
 export function wwwAuthenticate(keyPresented: boolean): string {
   return keyPresented ? 'Bearer error="invalid_token"' : 'Bearer'

@@ -29,7 +29,7 @@ export { manualClock, systemClock } from './clock.js'
 export { Admission } from './decision.js'
 export { type DenialName, denialAnswer } from './denials.js'
 export { ERROR_CODES } from './errors.js'
-export { setBypassHeaders, setUsageHeaders, wireName } from './headers.js'
+export { setBypassHeaders, setDefaultHeaders, setUsageHeaders, wireName } from './headers.js'
 export * from './index.js'
 export {
   ACCOUNT_METADATA_MAX_BYTES,

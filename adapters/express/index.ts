@@ -27,6 +27,7 @@ import {
   responseEnded,
   responseStarted,
   type Settlement,
+  setDefaultHeaders,
   settlementOf,
   type Tollbooth,
   wireName,
@@ -105,14 +106,12 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
       res.end(decision.body)
       return
     }
-    if (decision.headersFinal) {
-      // Before the handler, which may set any of them itself.
-      const h = decision.headers
-      for (const name in h) res.setHeader(wireName(name), h[name]!)
-    }
-    // Usage figures follow the handler's charges and the final status, and the time to first
-    // byte is taken: both with the head, which Express's prototypes (extended once, see
-    // `extended`) or, where they cannot be, a hook of this response's own, hand to `atHead`.
+    // Before the handler, which may set any of them itself.
+    if (decision.headersFinal)
+      setDefaultHeaders(res, decision.headers, res.hasHeader, res.setHeader)
+      // Usage figures follow the handler's charges and the final status, and the time to first
+      // byte is taken: both with the head, which Express's prototypes (extended once, see
+      // `extended`) or, where they cannot be, a hook of this response's own, hand to `atHead`.
     ;(settlementOf(decision) as Settlement).adapter = tb
     admissions.set(req, decision)
     if (!extended(req, res)) {
@@ -171,12 +170,8 @@ function atHead(res: Response, decision: Admission, status: unknown): void {
   if (tb === undefined) return
   s.adapter = undefined
   if (!decision.headersFinal) {
-    // After the handler: a header it set itself, in any case, stays (as before it).
     const out = decision.responseHeaders(typeof status === 'number' ? status : res.statusCode)
-    for (const name in out) {
-      const wire = wireName(name)
-      if (!res.hasHeader(wire)) res.setHeader(wire, out[name]!)
-    }
+    setDefaultHeaders(res, out, res.hasHeader, res.setHeader)
   }
   responseStarted(tb, decision)
 }

@@ -34,9 +34,9 @@ import {
   type RouteOptions,
   responseEnded,
   responseStarted,
+  setDefaultHeaders,
   type Tollbooth,
   watchBody,
-  wireName,
 } from '../../src/internal.js'
 
 declare module 'fastify' {
@@ -90,11 +90,8 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
       return
     }
     request.apiKey = decision
-    if (!late) {
-      // Before the handler, which may set any of them itself.
-      const out = decision.headers
-      for (const name in out) reply.header(wireName(name), out[name])
-    }
+    // Before the handler, which may set any of them itself.
+    if (!late) setDefaultHeaders(reply, decision.headers, reply.hasHeader, reply.header)
     // The end of the response: `close` follows `finish` on every response, or comes alone
     // when the client went away first (Fastify's onRequestAbort is not enough, as it fires
     // only while the request body is unread: a parsed POST body never aborts). One listener
@@ -198,12 +195,8 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
       return
     }
     if (!decision.headersFinal) {
-      // After the handler: a header it set itself, in any case, stays (as before it).
       const out = decision.responseHeaders(reply.statusCode)
-      for (const name in out) {
-        const wire = wireName(name)
-        if (!reply.hasHeader(wire)) reply.header(wire, out[name])
-      }
+      setDefaultHeaders(reply, out, reply.hasHeader, reply.header)
     }
     responseStarted(tb, decision)
     const p = payload as { pipe?: unknown; once?: unknown; getReader?: unknown } | null

@@ -30,6 +30,7 @@ import {
   type RouteOptions,
   responseEnded,
   responseStarted,
+  setDefaultHeaders,
   type Tollbooth,
   watchBody,
   wireName,
@@ -63,6 +64,7 @@ interface NodeBindings {
     writableFinished: boolean
     headersSent: boolean
     statusCode: number
+    hasHeader(name: string): boolean
     setHeader(name: string, value: string): unknown
     writeHead(status: number, a?: unknown, b?: unknown): unknown
     on(event: 'close', listener: (this: never) => void): unknown
@@ -269,14 +271,18 @@ function writeHeadWithUsage(this: Tracked, status: number, a?: unknown, b?: unkn
     given !== undefined &&
     (typeof given !== 'object' || given === null || Array.isArray(given))
   ) {
-    for (const name in out) this.setHeader(wireName(name), out[name]!)
+    setDefaultHeaders(this, out, this.hasHeader, this.setHeader)
     return original.call(this, status, a, b)
   }
   const theirs = given as Record<string, unknown> | undefined
-  // tollbooth's under their lowercase names, which the response's own (lowercase from
-  // @hono/node-server) then replace; one the response has in another case replaces it too.
+  // tollbooth's under their lowercase names, but for one set on the ServerResponse already;
+  // the response's own (lowercase from @hono/node-server) then replace them, and one it has in
+  // another case replaces it too (the rule of `setDefaultHeaders`).
   const head: Record<string, unknown> = {}
-  for (const name in out) head[wireName(name)] = out[name]
+  for (const name in out) {
+    const wire = wireName(name)
+    if (!this.hasHeader(wire)) head[wire] = out[name]
+  }
   if (theirs)
     for (const name in theirs) {
       const lower = name.toLowerCase()
@@ -291,19 +297,14 @@ function writeHeadWithUsage(this: Tracked, status: number, a?: unknown, b?: unkn
  * rebuilds the Response); a header the response has already (the handler's) stays.
  */
 function writeHeaders(c: Context, out: Record<string, string>): void {
+  let headers = c.res.headers
   try {
-    setAbsent(c.res.headers, out)
+    setDefaultHeaders(headers, out, headers.has, headers.set)
   } catch {
     // A proxied fetch() Response has immutable headers: Hono's c.res setter makes a copy.
     c.res = new Response(c.res.body, c.res)
-    setAbsent(c.res.headers, out)
-  }
-}
-
-function setAbsent(headers: Headers, out: Record<string, string>): void {
-  for (const name in out) {
-    const wire = wireName(name)
-    if (!headers.has(wire)) headers.set(wire, out[name]!)
+    headers = c.res.headers
+    setDefaultHeaders(headers, out, headers.has, headers.set)
   }
 }
 

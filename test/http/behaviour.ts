@@ -382,6 +382,28 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
       expect(h.settled.map((s) => s.status)).toEqual([200, 200])
     })
 
+    // And one set by a middleware in front of the guard (a request-id middleware, say) stays
+    // too, whether tollbooth writes its own before the handler or after it.
+    test('a header set in front of the guard stays too, on a metered and an unmetered route', async () => {
+      const before = { 'X-Request-Id': 'early' }
+      const h = await start(
+        [
+          { ...ok(), path: '/v1/metered', options: { cost: 1 }, before },
+          { ...ok(), path: '/v1/free', before },
+        ],
+        PLAN,
+      )
+      const k = await key({ limits: { rateLimits: [{ limit: 5, windowMs: 1000 }] } })
+      for (const path of ['/v1/metered', '/v1/free']) {
+        const head = await rawHead(`${h.url}${path}`, k)
+        const values = (name: string) =>
+          head.filter(([n]) => n.toLowerCase() === name).map(([, v]) => v)
+        expect(values('x-request-id'), path).toEqual(['early'])
+        expect(values('x-ratelimit-limit'), path).toEqual(['5'])
+        await eventually(() => h.settled.length === h.handled.length, 'settle')
+      }
+    })
+
     test('sends only the header families the route enables', async () => {
       const quiet = { cost: 1, headers: { requestId: false, usage: false, rateLimit: false } }
       const h = await start([{ ...ok(), options: quiet }], PLAN)

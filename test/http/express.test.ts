@@ -44,6 +44,12 @@ const startExpress: StartServer = async (tb, routes) => {
       })
       continue
     }
+    const before = r.before
+    if (before)
+      app.use(r.path, (_req, res, next) => {
+        res.set(before)
+        next()
+      })
     if (r.outer) app.use(r.path, requireApiKey(tb, r.outer))
     app[method](r.path, requireApiKey(tb, r.options), async (req, res) => {
       const body = await r.handle(req.apiKey)

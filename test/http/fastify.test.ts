@@ -10,6 +10,7 @@ import { Readable } from 'node:stream'
 import Fastify, {
   type FastifyContextConfig,
   type FastifyInstance,
+  type FastifyReply,
   type FastifyRequest,
   type RouteHandlerMethod,
 } from 'fastify'
@@ -62,6 +63,19 @@ function handlerOf(r: TestRoute): RouteHandlerMethod {
   }
 }
 
+/** A route's `before` headers, set in its `onRequest` hook (in front of every preHandler). */
+const beforeOf = (r: TestRoute) => {
+  const before = r.before
+  return before
+    ? {
+        onRequest: (_: unknown, reply: FastifyReply, done: () => void) => {
+          reply.headers(before)
+          done()
+        },
+      }
+    : {}
+}
+
 const startWithConfig: StartServer = async (tb, routes) => {
   const app = Fastify()
   await app.register(tollbooth, { tb })
@@ -69,6 +83,7 @@ const startWithConfig: StartServer = async (tb, routes) => {
     app.route({
       method: r.method ?? 'GET',
       url: r.path,
+      ...beforeOf(r),
       // Two guards cannot be written as config: as preHandlers, as the other variant.
       ...(r.outer
         ? { preHandler: [requireApiKey(tb, r.outer), requireApiKey(tb, r.options)] }
@@ -86,6 +101,7 @@ const startWithPreHandler: StartServer = async (tb, routes) => {
     app.route({
       method: r.method ?? 'GET',
       url: r.path,
+      ...beforeOf(r),
       preHandler: r.outer
         ? [requireApiKey(tb, r.outer), requireApiKey(tb, r.options)]
         : requireApiKey(tb, r.options),

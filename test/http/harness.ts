@@ -35,6 +35,8 @@ export interface TestRoute {
    * `handle` runs with how far it got (its result is not sent).
    */
   stream?: { count: number; intervalMs: number }
+  /** Headers a middleware in front of the guard sets on the response, the framework's own way. */
+  before?: Record<string, string>
   /** Headers the handler sets on its response itself, the framework's own way. */
   headers?: Record<string, string>
   /** The handler's work: its result is sent as JSON with status 200; a throw is a 500. */

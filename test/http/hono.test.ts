@@ -43,6 +43,12 @@ const startHono: StartServer = async (tb, routes) => {
       )
       continue
     }
+    const before = r.before
+    if (before)
+      app.use(r.path, async (c, next) => {
+        for (const name in before) c.header(name, before[name])
+        await next()
+      })
     if (r.outer) app.use(r.path, requireApiKey(tb, r.outer))
     app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), async (c) => {
       if (c.req.method === 'POST') await c.req.json()
