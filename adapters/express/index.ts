@@ -106,12 +106,13 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
       res.end(decision.body)
       return
     }
-    // Before the handler, which may set any of them itself.
-    if (decision.headersFinal)
+    if (decision.headersFinal) {
+      // Before the handler, which may set any of them itself.
       setDefaultHeaders(res, decision.headers, res.hasHeader, res.setHeader)
-      // Usage figures follow the handler's charges and the final status, and the time to first
-      // byte is taken: both with the head, which Express's prototypes (extended once, see
-      // `extended`) or, where they cannot be, a hook of this response's own, hand to `atHead`.
+    }
+    // Usage figures follow the handler's charges and the final status, and the time to first
+    // byte is taken: both with the head, which Express's prototypes (extended once, see
+    // `extended`) or, where they cannot be, a hook of this response's own, hand to `atHead`.
     ;(settlementOf(decision) as Settlement).adapter = tb
     admissions.set(req, decision)
     if (!extended(req, res)) {

@@ -294,7 +294,8 @@ function writeHeadWithUsage(this: Tracked, status: number, a?: unknown, b?: unkn
 
 /**
  * Sets the headers on `c.res` itself, as hono's cors does (c.header() after the handler
- * rebuilds the Response); a header the response has already (the handler's) stays.
+ * rebuilds the Response); a header the response has already (set in front of the guard or
+ * by the handler) stays.
  */
 function writeHeaders(c: Context, out: Record<string, string>): void {
   let headers = c.res.headers
