@@ -33,7 +33,6 @@ import {
   setDefaultHeaders,
   type Tollbooth,
   watchBody,
-  wireName,
 } from '../../src/internal.js'
 
 declare module 'hono' {
@@ -279,10 +278,9 @@ function writeHeadWithUsage(this: Tracked, status: number, a?: unknown, b?: unkn
   // the response's own (lowercase from @hono/node-server) then replace them, and one it has in
   // another case replaces it too (the rule of `setDefaultHeaders`).
   const head: Record<string, unknown> = {}
-  for (const name in out) {
-    const wire = wireName(name)
-    if (!this.hasHeader(wire)) head[wire] = out[name]
-  }
+  setDefaultHeaders(this, out, this.hasHeader, (name, value) => {
+    head[name] = value
+  })
   if (theirs)
     for (const name in theirs) {
       const lower = name.toLowerCase()
