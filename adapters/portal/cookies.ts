@@ -5,8 +5,12 @@
  * double-submit check (also HttpOnly: the page learns the token from `GET <base>/api/session`,
  * which another site cannot read). Both are `SameSite=Strict`, `Path=/`, and `Secure` with the
  * `__Host-` name prefix outside localhost, so no subdomain and no plain-HTTP page can set or
- * read them. Pure functions of a request; nothing here knows about keys or accounts.
+ * read them. Reading and writing them is Hono's cookie helper's (`hono/cookie`); this module
+ * decides their names and attributes. Nothing here knows about keys or accounts.
  */
+
+import type { Context } from 'hono'
+import { generateCookie, getCookie } from 'hono/cookie'
 
 /** The cookie names and attributes that apply to one request. */
 export interface CookieJar {
@@ -30,25 +34,30 @@ export function jarFor(request: Request, base: string, secure: boolean | 'auto')
   return { secure: s, session: `${prefix}${base}`, csrf: `${prefix}${base}-csrf` }
 }
 
-/** The value of cookie `name` on `request`, or undefined. */
-export function readCookie(request: Request, name: string): string | undefined {
-  for (const part of (request.headers.get('cookie') ?? '').split(';')) {
-    const eq = part.indexOf('=')
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim() || undefined
-  }
-  return undefined
+/** The value of cookie `name` on the request of `c`, or undefined (an empty value too). */
+export function readCookie(c: Context, name: string): string | undefined {
+  return getCookie(c, name) || undefined
 }
+
+/** Browsers keep a cookie at most 400 days (RFC 6265bis), and Hono refuses a longer Max-Age. */
+const MAX_AGE_S = 400 * 24 * 3600
 
 /**
  * A `Set-Cookie` value: HttpOnly, SameSite=Strict, Path=/, Secure when the jar is.
  *
- * @param maxAgeS seconds until it expires; 0 deletes it; undefined makes a browser-session cookie
+ * @param maxAgeS seconds until it expires (at most 400 days); 0 deletes it; undefined makes a
+ *   browser-session cookie
  */
 export function setCookie(jar: CookieJar, name: string, value: string, maxAgeS?: number): string {
-  const parts = [`${name}=${value}`, 'Path=/', 'HttpOnly', 'SameSite=Strict']
-  if (jar.secure) parts.push('Secure')
-  if (maxAgeS !== undefined) parts.push(`Max-Age=${Math.max(0, Math.floor(maxAgeS))}`)
-  return parts.join('; ')
+  return generateCookie(name, value, {
+    path: '/',
+    httpOnly: true,
+    sameSite: 'Strict',
+    secure: jar.secure,
+    ...(maxAgeS === undefined
+      ? {}
+      : { maxAge: Math.min(MAX_AGE_S, Math.max(0, Math.floor(maxAgeS))) }),
+  })
 }
 
 /** A fresh CSRF token: 256 random bits, base64url. */
@@ -62,8 +71,8 @@ export function newCsrfToken(): string {
 const TOKEN = /^[A-Za-z0-9_-]{43}$/
 
 /** The CSRF cookie's token when it is one the portal could have made, else undefined. */
-export function csrfCookie(request: Request, jar: CookieJar): string | undefined {
-  const v = readCookie(request, jar.csrf)
+export function csrfCookie(c: Context, jar: CookieJar): string | undefined {
+  const v = readCookie(c, jar.csrf)
   return v !== undefined && TOKEN.test(v) ? v : undefined
 }
 

@@ -63,7 +63,7 @@ export function dailyUsageRoute(app: Hono, tb: Tollbooth, identify: Identify): v
   const now = () => (tb.options.clock ? tb.options.clock.now() : Date.now())
 
   app.get('/api/usage/daily', async (c) => {
-    const who = await identify(c.req.raw)
+    const who = await identify(c)
     if (!who) return refusal('unauthorized', 'Not signed in; sign in to the portal')
     if ('unavailable' in who) return refusal('session_keys_unavailable', who.unavailable)
     const q = parse(usageQuerySchema, queryOf(c), 'query')

@@ -103,7 +103,7 @@ export function requireCsrf(o: ResolvedPortalOptions): MiddlewareHandler {
     if (SAFE.has(c.req.method)) return next()
     const req = c.req.raw
     const site = req.headers.get('sec-fetch-site')
-    const cookie = csrfCookie(req, jarFor(req, o.cookieName, o.secureCookies))
+    const cookie = csrfCookie(c, jarFor(req, o.cookieName, o.secureCookies))
     const header = req.headers.get('x-csrf-token') ?? ''
     if (site === 'cross-site' || site === 'same-site')
       return refusal('forbidden', 'Cross-site requests cannot change the portal')

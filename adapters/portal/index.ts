@@ -83,7 +83,7 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
     const headers = new Headers(c.req.raw.headers)
     headers.delete('authorization')
     headers.delete('content-length')
-    const token = verifier ? readCookie(c.req.raw, jar.session) : undefined
+    const token = verifier ? readCookie(c, jar.session) : undefined
     if (token) headers.set('authorization', `Bearer ${token}`)
     const url = new URL(c.req.url)
     url.pathname = `/${c.req.param('rest')!.split('/').map(encodeURIComponent).join('/')}`

@@ -30,7 +30,7 @@ type Verifier = ReturnType<typeof createSessionVerifier>
 export type Visitor = { accountId: string } | { unavailable: string } | null
 
 /** Finds who sent `request`: the portal's session cookie first, then `authenticate`. */
-export type Identify = (request: Request) => Promise<Visitor>
+export type Identify = (c: Context) => Promise<Visitor>
 
 /** The largest session token kept in a cookie (browsers keep about 4 kB per cookie). */
 const MAX_TOKEN = 3800
@@ -46,9 +46,10 @@ const validAccount = (id: unknown): id is string => {
 
 /** Builds {@link Identify} for the portal's options. */
 export function createIdentify(o: ResolvedPortalOptions, verifier: Verifier | null): Identify {
-  return async function identify(request) {
+  return async function identify(c) {
+    const request = c.req.raw
     const jar = jarFor(request, o.cookieName, o.secureCookies)
-    const token = verifier ? readCookie(request, jar.session) : undefined
+    const token = verifier ? readCookie(c, jar.session) : undefined
     if (verifier && token) {
       const r = await verifier.verify(token)
       if (r.ok && validAccount(r.accountId)) return { accountId: r.accountId }
@@ -94,16 +95,16 @@ export function sessionRoutes(
   app.get('/api/session', async (c) => {
     const jar = jarOf(c)
     const cookies: string[] = []
-    let csrf = csrfCookie(c.req.raw, jar)
+    let csrf = csrfCookie(c, jar)
     if (csrf === undefined) {
       csrf = newCsrfToken()
       cookies.push(setCookie(jar, jar.csrf, csrf))
     }
-    const who = await identify(c.req.raw)
+    const who = await identify(c)
     if (who && 'unavailable' in who)
       return withCookies(refusal('session_keys_unavailable', who.unavailable), cookies)
     // A session cookie that no longer verifies (expired, signed with a retired key) is dropped.
-    if (!who && verifier && readCookie(c.req.raw, jar.session) !== undefined)
+    if (!who && verifier && readCookie(c, jar.session) !== undefined)
       cookies.push(setCookie(jar, jar.session, '', 0))
     const body = {
       signedIn: who !== null,

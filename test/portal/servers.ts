@@ -58,18 +58,19 @@ export function makeTollbooth(extra: Partial<TollboothOptions> = {}): {
   return { tb, clock }
 }
 
-/** A session JWT for `accountId`, valid for an hour from the clock's now. */
+/** A session JWT for `accountId`, valid for `lifetimeS` (an hour) from the clock's now. */
 export function sessionToken(
   accountId: string,
   clock: ManualClock,
   secret = SESSION_SECRET,
+  lifetimeS = 3600,
 ): Promise<string> {
   const now = Math.floor(clock.now() / 1000)
   return new SignJWT({})
     .setProtectedHeader({ alg: 'HS256' })
     .setSubject(accountId)
     .setIssuedAt(now)
-    .setExpirationTime(now + 3600)
+    .setExpirationTime(now + lifetimeS)
     .sign(new TextEncoder().encode(secret))
 }
 

@@ -139,9 +139,20 @@ describe('sign-in and cookies', () => {
     expect(r.body).toMatchObject({ signedIn: true, accountId: 'acct_a' })
     const cookies = r.headers.getSetCookie()
     expect(cookies[0]).toMatch(
-      /^tollbooth-portal=ey[\w.-]+; Path=\/; HttpOnly; SameSite=Strict; Max-Age=3600$/,
+      /^tollbooth-portal=ey[\w.-]+; Max-Age=3600; Path=\/; HttpOnly; SameSite=Strict$/,
     )
     expect(client.jar.get('tollbooth-portal-csrf')).not.toBe(csrfBefore)
+    expect((await client.call('GET', '/api/session')).body.accountId).toBe('acct_a')
+  })
+
+  it('keeps a long-lived session at most 400 days, as browsers do', async () => {
+    const client = browserClient(served.url)
+    const twoYears = 2 * 365 * 24 * 3600
+    const r = await client.signIn(await sessionToken('acct_a', clock, undefined, twoYears))
+    expect(r.status).toBe(200)
+    expect(r.headers.getSetCookie()[0]).toMatch(
+      /^tollbooth-portal=ey[\w.-]+; Max-Age=34560000; Path=\/; HttpOnly; SameSite=Strict$/,
+    )
     expect((await client.call('GET', '/api/session')).body.accountId).toBe('acct_a')
   })
 
@@ -162,7 +173,7 @@ describe('sign-in and cookies', () => {
     const s = await client.call('GET', '/api/session')
     expect(s.body.signedIn).toBe(false)
     expect(s.headers.getSetCookie()).toContain(
-      'tollbooth-portal=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0',
+      'tollbooth-portal=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict',
     )
     expect((await client.call('GET', '/api/keys')).status).toBe(401)
   })
@@ -171,7 +182,7 @@ describe('sign-in and cookies', () => {
     const remote = await withHost('/portal/api/session', 'portal.example.com')
     expect(remote.status).toBe(200)
     expect(remote.cookies[0]).toMatch(
-      /^__Host-tollbooth-portal-csrf=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict; Secure$/,
+      /^__Host-tollbooth-portal-csrf=[\w-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict$/,
     )
     const local = await withHost('/portal/api/session', 'localhost:8080')
     expect(local.cookies[0]).toMatch(
