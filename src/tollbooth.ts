@@ -94,7 +94,13 @@ export interface Tollbooth {
    * never fails the flush. Returns the function that removes the listener.
    */
   onUsageFlushed(listener: (events: ReadonlyArray<UsageEvent>) => void): () => void
-  /** Waits for settles in flight, flushes, stops timers and unsubscribes from the change feed. The storage is the caller's to close. */
+  /**
+   * Waits for settles in flight, flushes, stops timers and unsubscribes from the change feed.
+   * The storage is the caller's to close. Its waits on the store end within 10 s (and a
+   * storage timeout more for the usage events) while the store is down or frozen; it then
+   * rejects with a `StorageUnavailableError` when queued usage events are not known written
+   * (they stay queued: `flush()` tries again).
+   */
   close(): Promise<void>
   /**
    * Figures of this instance: counter operations waiting to be retried (settles and cancels
@@ -364,29 +370,90 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       }
     },
     async close() {
-      await settled()
+      // One bound for every wait on the store (`DRAIN_MS`), and a storage timeout more for
+      // the usage events: a store frozen or down past it no longer holds close() (and a
+      // SIGTERM handler awaiting it) for as long as it stays so.
+      const until = Date.now() + DRAIN_MS
+      const left = () => Math.max(0, until - Date.now())
+      if (!(await endsWithin(settled(), left())))
+        onError(
+          new StorageUnavailableError(
+            `close(): ${inFlight.size} settle(s) still waiting for the store after ${DRAIN_MS} ms`,
+          ),
+        )
       // Unused lease capacity goes back to the store (a credit lease is released with what
       // its requests were charged) before the retried settles are drained.
-      if (leased) await leased.close(now()).catch(onError)
-      // The two queues' bounds run together, not one after the other.
-      const feedDrained = feed.queue.drain(DRAIN_MS)
-      if (!(await ctx.retries.drain(DRAIN_MS)))
+      if (leased && !(await endsWithin(leased.close(now()).catch(onError), left())))
         onError(
-          new Error(
+          new StorageUnavailableError(
+            `close(): the store did not take back this instance's leases within ${DRAIN_MS} ms; credit leases lapse by their TTL, unused quota units stay counted`,
+          ),
+        )
+      // The two queues' bounds run together, not one after the other.
+      const feedDrained = feed.queue.drain(left())
+      if (!(await ctx.retries.drain(left())))
+        onError(
+          new StorageUnavailableError(
             `close(): ${ctx.retries.stats().pending} counter operation(s) still waiting for the store; their holds expire by their TTL`,
           ),
         )
-      await ctx.outbox.close()
+      // The queued usage events get at least one storage timeout, even when the settle
+      // queue used up the bound. Those not known written make close() reject, saying so.
+      let failure: unknown
+      const written = ctx.outbox.close()
+      const waitMs = Math.max(left(), o.storageTimeoutMs)
+      try {
+        if (!(await endsWithin(written, waitMs)))
+          failure = new StorageUnavailableError(
+            `close(): ${ctx.outbox.unwritten} usage event(s) not confirmed written: the store did not answer within ${waitMs} ms (the write under way may still land; the events stay queued for tb.flush())`,
+          )
+        else await written
+      } catch (err) {
+        failure = new StorageUnavailableError(
+          `close(): ${ctx.outbox.unwritten} usage event(s) not written (they stay queued for tb.flush()): ${err instanceof Error ? err.message : String(err)}`,
+          { cause: err },
+        )
+      }
       if (!(await feedDrained))
         onError(
           new Error(
             `close(): ${feed.queue.stats().pending} change-feed message(s) not delivered; other instances drop what they name by their cache TTL`,
           ),
         )
-      const off = await unsubscribe
+      const off = unsubscribe && (await within(unsubscribe, o.storageTimeoutMs))
       off?.()
+      if (failure !== undefined) throw failure
     },
   }
+}
+
+/** Resolves true once `p` has ended (either way) within `ms`, else false then; never rejects. */
+function endsWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  return within(
+    p.then(
+      () => true,
+      () => true,
+    ),
+    ms,
+  ).then((v) => v === true)
+}
+
+/** `p`'s value if it resolves within `ms`, else (or when it rejects) undefined then. */
+function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    // Kept referenced: a script whose last step awaits close() runs to its end.
+    const t = setTimeout(() => resolve(undefined), ms)
+    p.then(
+      (v) => {
+        clearTimeout(t)
+        resolve(v)
+      },
+      () => {
+        clearTimeout(t)
+        resolve(undefined)
+      },
+    )
+  })
 }
 
 /** The leased counters of a remote store, with the instance's options. */

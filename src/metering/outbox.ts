@@ -25,6 +25,8 @@ export interface Outbox {
   close(): Promise<void>
   /** Events waiting to be written. */
   readonly pending: number
+  /** Events not known written: those waiting, and those of a write not answered yet. */
+  readonly unwritten: number
 }
 
 /** Pruning of old events runs at most this often (clock time): one hour. */
@@ -53,6 +55,8 @@ export function createOutbox(
   const placing = placedRecord(storage.usage) !== undefined
   let touches = new Map<string, number>()
   let running: Promise<void> | null = null
+  // Events of the batch being written (out of `events` until the store answers).
+  let writing = 0
   let timer: ReturnType<typeof setInterval> | null = null
 
   const write = async () => {
@@ -61,6 +65,7 @@ export function createOutbox(
       const at = placing ? places.splice(0, batch.length) : places
       const t = touches
       touches = new Map()
+      writing = batch.length
       try {
         if (batch.length) {
           // Looked up at each write: a `record` replaced since is called through.
@@ -75,6 +80,8 @@ export function createOutbox(
         if (placing) places = at.concat(places)
         for (const [id, at] of t) if ((touches.get(id) ?? 0) < at) touches.set(id, at)
         throw err
+      } finally {
+        writing = 0
       }
     }
     await prune()
@@ -110,7 +117,7 @@ export function createOutbox(
   }
 
   // Its getter apart, so it keeps fast properties (`fast-object`).
-  const methods: Omit<Outbox, 'pending'> = {
+  const methods: Omit<Outbox, 'pending' | 'unwritten'> = {
     push(event, place) {
       events.push(event)
       if (placing) places.push(place)
@@ -131,6 +138,9 @@ export function createOutbox(
   return withAccessors(methods, {
     get pending() {
       return events.length
+    },
+    get unwritten() {
+      return events.length + writing
     },
   })
 }

@@ -1,0 +1,162 @@
+/**
+ * @module test/fault/close-frozen
+ *
+ * `tb.close()` while the store is frozen (SIGSTOP: connections stay open, nothing answers):
+ * it must end within its bound (the 10 s it waits for the store, plus a storage timeout), not
+ * hang for as long as the freeze lasts, and the usage events it could not confirm written must
+ * not be lost silently (close rejects, naming how many).
+ *
+ * On PostgreSQL with the README's pool (a connection timeout, no query timeout), and on Redis
+ * with a client that has no command timeout (which the storage timeout covers on the request
+ * path, `usage-timeout.test.ts`). Each on a private server of its own.
+ */
+
+import { Redis } from 'ioredis'
+import pg from 'pg'
+import { afterAll, describe, expect, it } from 'vitest'
+import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
+import { redisStorage } from '../../adapters/redis/index.js'
+import { createTollbooth, type Storage } from '../../src/index.js'
+import { request } from '../support/core.js'
+import { type PostgresServer, startPostgresServer } from './postgres-server.js'
+import { type RedisServer, startRedisServer } from './redis-server.js'
+
+const SECRET = 'close-frozen-secret-close-frozen-secret-42'
+const TIMEOUT_MS = 500
+/** What close() waits for the store at most (`DRAIN_MS` in `src/tollbooth.ts`), and slack. */
+const BOUND_MS = 10_000 + TIMEOUT_MS + 1_500
+
+const required = process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1'
+let pgServer: PostgresServer | null = null
+let redisServer: RedisServer | null = null
+try {
+  pgServer = await startPostgresServer()
+} catch (err) {
+  if (required) throw err
+}
+try {
+  redisServer = await startRedisServer()
+} catch (err) {
+  if (required) throw err
+}
+
+const pools: pg.Pool[] = []
+const clients: Redis[] = []
+afterAll(async () => {
+  pgServer?.freeze(false)
+  redisServer?.freeze(false)
+  for (const c of clients) c.disconnect()
+  for (const p of pools) await p.end().catch(() => {})
+  await pgServer?.stop()
+  await redisServer?.kill()
+})
+
+interface Store {
+  storage: Storage
+  freeze(frozen: boolean): void
+  /** The usage events stored for `keyId`, read on a fresh connection once thawed. */
+  logged(keyId: string): Promise<number>
+  dispose(): Promise<void>
+}
+
+const stores: Array<[string, (() => Promise<Store>) | null]> = [
+  [
+    'PostgreSQL',
+    pgServer &&
+      (async () => {
+        const server = pgServer!
+        const pool = new pg.Pool({
+          connectionString: server.url,
+          connectionTimeoutMillis: 1000,
+          max: 4,
+        })
+        pool.on('error', () => {})
+        pools.push(pool)
+        const schema = `tb_close_${Math.random().toString(36).slice(2, 8)}`
+        await migrate({ pool, schema })
+        const storage = postgresStorage({ pool, schema })
+        return {
+          storage,
+          freeze: (f) => server.freeze(f),
+          logged: async (keyId) => (await storage.usage.logs(keyId, { limit: 100 })).data.length,
+          dispose: () => storage.close?.() ?? Promise.resolve(),
+        }
+      }),
+  ],
+  [
+    'Redis (a client with no command timeout)',
+    redisServer &&
+      (async () => {
+        const server = redisServer!
+        const client = new Redis(`redis://127.0.0.1:${server.port}`)
+        client.on('error', () => {})
+        clients.push(client)
+        const keyPrefix = `cf${Math.random().toString(36).slice(2, 8)}:`
+        const storage = redisStorage({ client, keyPrefix })
+        return {
+          storage,
+          freeze: (f) => server.freeze(f),
+          logged: async (keyId) => {
+            const fresh = new Redis(`redis://127.0.0.1:${server.port}`)
+            clients.push(fresh)
+            const usage = redisStorage({ client: fresh, keyPrefix }).usage
+            return (await usage.logs(keyId, { limit: 100 })).data.length
+          },
+          dispose: () => storage.close?.() ?? Promise.resolve(),
+        }
+      }),
+  ],
+]
+
+describe.each(stores)('tb.close() with the store frozen: %s', (_, make) => {
+  it.skipIf(!make)(
+    'ends within its bound and says which usage events it could not write',
+    async () => {
+      const store = await make!()
+      const errors: unknown[] = []
+      const tb = createTollbooth({
+        secret: SECRET,
+        storage: store.storage,
+        storageTimeoutMs: TIMEOUT_MS,
+        failedAuth: false,
+        onError: (err) => errors.push(err),
+        usage: { flushIntervalMs: 600_000, maxBatch: 10_000, retentionMs: 86_400_000 },
+      })
+      const { key, record } = await tb.keys.create({ accountId: 'acct_close' })
+      for (let i = 0; i < 3; i++) {
+        const d = await tb.authenticate(request(key))
+        expect(d.allowed).toBe(true)
+        await tb.settle(d, { status: 200 })
+      }
+      // The three events are queued in the out-box (a flush every 10 minutes).
+      store.freeze(true)
+      let thawed = false
+      try {
+        const t = performance.now()
+        const outcome = await Promise.race([
+          tb.close().then(
+            () => ({ closed: 'resolved' as const, error: null as unknown }),
+            (error: unknown) => ({ closed: 'rejected' as const, error }),
+          ),
+          new Promise<null>((r) => setTimeout(() => r(null), BOUND_MS + 5_000)),
+        ])
+        const ms = performance.now() - t
+        expect(outcome, `close() still running after ${Math.round(ms)} ms`).not.toBeNull()
+        expect(ms).toBeLessThan(BOUND_MS)
+        // Not silent: close() rejects, naming the events it could not write.
+        expect(outcome!.closed).toBe('rejected')
+        expect(String((outcome!.error as Error).message)).toMatch(/3 usage event\(s\)/)
+        store.freeze(false)
+        thawed = true
+        // The write that was out when close() gave up may still land (idempotent by id): never
+        // more than the three events.
+        await new Promise((r) => setTimeout(r, 300))
+        expect(await store.logged(record.id)).toBeLessThanOrEqual(3)
+      } finally {
+        if (!thawed) store.freeze(false)
+        await store.dispose()
+      }
+    },
+    60_000,
+  )
+})
