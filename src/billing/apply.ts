@@ -116,7 +116,15 @@ async function applyOne(
       const a = await tb.accounts.get(id)
       const state = stateOf(a.metadata)
       const same = state?.subscriptionId === change.subscriptionId
-      if (same && state.ended) return { change, applied: false, reason: 'ended' }
+      if (same && state.ended) {
+        // The cancel that ended it, again (the provider's retry): its state went first, so
+        // the tier write after it may be what failed. Written again (to the same values).
+        if (change.type === 'cancel' && change.at === state.at) {
+          await tb.accounts.setTier(id, null, { expiresAt: null })
+          return { change, applied: true }
+        }
+        return { change, applied: false, reason: 'ended' }
+      }
       if (state && change.at < state.at) return { change, applied: false, reason: 'stale' }
       if (change.type === 'cancel' && state && !same)
         return { change, applied: false, reason: 'other-subscription' }
@@ -126,7 +134,7 @@ async function applyOne(
         ended: change.type === 'cancel',
       }
       // The state goes first: if the tier write then fails, the provider's retry carries the
-      // same `at`, which the rule above lets through, and completes it.
+      // same `at`, which the rules above let through (a cancel's too), and completes it.
       await tb.accounts.patch(id, { metadata: { ...a.metadata, [BILLING_STATE_KEY]: next } })
       if (change.type === 'cancel') await tb.accounts.setTier(id, null, { expiresAt: null })
       else

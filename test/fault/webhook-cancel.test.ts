@@ -1,0 +1,139 @@
+/**
+ * @module test/fault/webhook-cancel
+ *
+ * A Stripe `customer.subscription.deleted` whose tier write is lost to a dropped connection:
+ * the webhook answers 500 so Stripe retries, and the retry must finish the cancellation (the
+ * account back on the default tier). Applying a cancel writes the account's billing state
+ * (the subscription, ended) first and its tier second; a connection that drops between the
+ * two left the state saying "ended", which the retry took for a cancel already applied: it
+ * answered 200 and the account kept the paid tier for good.
+ *
+ * On a private PostgreSQL: a trigger terminates its own backend (`pg_terminate_backend`, as a
+ * failover or an operator would) the first time the account's tier is cleared, so the
+ * connection drops in the middle of that one statement.
+ */
+
+import pg from 'pg'
+import Stripe from 'stripe'
+import { afterAll, describe, expect, it } from 'vitest'
+import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
+import { stripeBilling } from '../../adapters/stripe/index.js'
+import { createTollbooth } from '../../src/index.js'
+import { type PostgresServer, startPostgresServer } from './postgres-server.js'
+
+const SECRET = 'webhook-cancel-secret-webhook-cancel-secret'
+const WHSEC = 'whsec_test_webhook_cancel'
+const SCHEMA = 'tb_cancel'
+const stripe = new Stripe('sk_test_unused')
+
+let server: PostgresServer | null = null
+try {
+  server = await startPostgresServer()
+} catch (err) {
+  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
+}
+
+describe.skipIf(!server)('a subscription cancel whose tier write is lost', () => {
+  const pool = new pg.Pool({ connectionString: server?.url, max: 4 })
+  pool.on('error', () => {})
+  afterAll(async () => {
+    await pool.end().catch(() => {})
+    await server?.stop()
+  })
+
+  it('answers 500, and the retry puts the account back on the default tier', async () => {
+    await migrate({ pool, schema: SCHEMA })
+    const storage = postgresStorage({ pool, schema: SCHEMA })
+    const tb = createTollbooth({
+      secret: SECRET,
+      storage,
+      plans: { starter: { monthlyCredits: 100 }, pro: { monthlyCredits: 10_000 } },
+      defaultTier: 'starter',
+      onError: () => {},
+    })
+    const billing = stripeBilling(tb, {
+      stripe,
+      webhookSecret: WHSEC,
+      tiers: { pro: { priceId: 'price_pro' } },
+      onError: () => {},
+    })
+    try {
+      const s0 = Math.floor(Date.now() / 1000)
+      const subscription = (status: string) => ({
+        id: 'sub_1',
+        object: 'subscription',
+        customer: 'cus_1',
+        status,
+        cancel_at: null,
+        cancel_at_period_end: false,
+        metadata: { tollbooth_account_id: 'acct_1', tollbooth_tier: 'pro' },
+        items: {
+          object: 'list',
+          data: [
+            {
+              id: 'si_1',
+              price: { id: 'price_pro' },
+              current_period_start: s0,
+              current_period_end: s0 + 30 * 86_400,
+            },
+          ],
+        },
+      })
+      const deliver = (id: string, type: string, object: object, created: number) => {
+        const body = JSON.stringify({ id, object: 'event', type, created, data: { object } })
+        const header = stripe.webhooks.generateTestHeaderString({
+          payload: body,
+          secret: WHSEC,
+          timestamp: Math.floor(Date.now() / 1000),
+        })
+        return billing.webhook({ body, headers: { 'stripe-signature': header } })
+      }
+
+      const created = await deliver(
+        'evt_created',
+        'customer.subscription.created',
+        subscription('active'),
+        s0 - 60,
+      )
+      expect(created.status).toBe(200)
+      expect((await tb.accounts.get('acct_1')).tier).toBe('pro')
+
+      // The first statement that clears the account's tier loses its connection.
+      await pool.query(`
+        CREATE SEQUENCE "${SCHEMA}".tier_fault;
+        CREATE FUNCTION "${SCHEMA}".tier_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.tier IS NULL AND OLD.tier IS NOT NULL AND nextval('"${SCHEMA}".tier_fault') = 1 THEN
+            PERFORM pg_terminate_backend(pg_backend_pid());
+            PERFORM pg_sleep(5);
+          END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER tier_fault BEFORE UPDATE ON "${SCHEMA}".accounts
+          FOR EACH ROW EXECUTE FUNCTION "${SCHEMA}".tier_fault();
+      `)
+
+      const deleted = subscription('canceled')
+      const first = await deliver('evt_deleted', 'customer.subscription.deleted', deleted, s0)
+      expect(first.status).toBe(500)
+      expect(first.body).toMatchObject({ code: 'webhook_failed' })
+      // The fault did strike the tier write (the trigger ran once).
+      const fired = await pool.query(`SELECT last_value, is_called FROM "${SCHEMA}".tier_fault`)
+      expect(fired.rows[0]).toMatchObject({ is_called: true })
+
+      // Stripe retries the same event: it must complete the cancellation.
+      const retry = await deliver('evt_deleted', 'customer.subscription.deleted', deleted, s0)
+      expect(retry.status).toBe(200)
+      const account = await tb.accounts.get('acct_1')
+      expect(account.tier).toBe('starter')
+      expect(account.tierExpiresAt).toBeNull()
+      // And once more (a replay): nothing changes.
+      const replay = await deliver('evt_deleted', 'customer.subscription.deleted', deleted, s0)
+      expect(replay.body).toMatchObject({ duplicate: true })
+      expect((await tb.accounts.get('acct_1')).tier).toBe('starter')
+    } finally {
+      await tb.close()
+      await storage.close?.()
+    }
+  }, 60_000)
+})
