@@ -33,6 +33,22 @@ export const METADATA_MAX_BYTES = 8 * 1024
  */
 export const ACCOUNT_METADATA_MAX_BYTES = 64 * 1024
 
+/**
+ * The latest instant a `Date` holds, in ms since 1970 (ECMAScript's bound on a time value,
+ * +275760-09-13). An instant past it is stored by every store but cannot be shown: `new
+ * Date(ms).toISOString()` throws.
+ */
+export const MAX_INSTANT_MS = 8.64e15
+
+const INSTANT_MESSAGE = `must be ms since 1970, an integer from 0 to ${MAX_INSTANT_MS}`
+
+/** An instant a caller gives in ms since 1970: an integer a `Date` can hold, not before 1970. */
+export const instantMs = z
+  .number({ error: INSTANT_MESSAGE })
+  .int({ error: INSTANT_MESSAGE })
+  .min(0, { error: INSTANT_MESSAGE })
+  .max(MAX_INSTANT_MS, { error: INSTANT_MESSAGE })
+
 /** A NUL or a lone surrogate (with the `u` flag a valid pair is one code point, not `Cs`). */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is one of the two it looks for
 const BAD_TEXT = /[\u0000\p{Cs}]/u

@@ -10,6 +10,7 @@ import { z } from 'zod'
 import type { Clock } from './clock.js'
 import { ConfigError, type InvalidField, InvalidRequestError } from './errors.js'
 import { DEFAULT_HEADER_FAMILIES, type HeaderFamilies } from './headers.js'
+import { instantMs } from './input.js'
 import { PREFIX_PATTERN } from './keys/format.js'
 import type { KeySource, TollboothRequest, TrustProxy } from './request.js'
 import type { ChargeWhen } from './settle.js'
@@ -17,7 +18,6 @@ import type { Storage } from './storage/types.js'
 
 const posInt = z.number().int().positive().max(Number.MAX_SAFE_INTEGER)
 const nonNeg = z.number().nonnegative().finite()
-const msInt = z.number().int().nonnegative()
 
 /**
  * An integer from `min` to `max` with one message for every way to miss it (for options; key
@@ -68,7 +68,7 @@ export const limitsSchema = z
     timeBlocks: z
       .array(
         z
-          .object({ start: msInt, end: msInt })
+          .object({ start: instantMs, end: instantMs })
           .strict()
           .refine((b) => b.end > b.start, { message: 'end must be after start', path: ['end'] }),
       )

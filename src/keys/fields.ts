@@ -9,7 +9,7 @@
  */
 
 import { z } from 'zod'
-import { metadataSchema, text } from '../input.js'
+import { instantMs, metadataSchema, text } from '../input.js'
 import { limitsSchema } from '../options.js'
 import type { KeyPatch } from '../storage/types.js'
 
@@ -68,7 +68,7 @@ export const gracePeriodMs = z
 
 /** An instant as `tb.keys` takes it: ms since the epoch, a `Date` or an ISO 8601 string. */
 export const instant = z.union([
-  z.number().int().nonnegative(),
+  instantMs,
   z.date().transform((d) => d.getTime()),
   z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),
 ])

@@ -1,0 +1,162 @@
+/**
+ * @module test/regressions/hostile-input-stores
+ *
+ * Values the programmatic API and the management API took without a check, on every store
+ * (memory, SQLite, Redis, PostgreSQL): each is now refused with an `InvalidRequestError` (a
+ * 400 naming the field over HTTP) before a store sees it, so no store keeps what another
+ * refuses and nothing is written.
+ *
+ * - An instant beyond what a `Date` holds (a time block's end, a key's `expiresAt` in ms):
+ *   stored, after which every view of the key (`GET /keys`, `GET /keys/:id`) threw
+ *   `Invalid time value`, a 500 for the whole account's key list.
+ */
+
+import type pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { postgresStorage } from '../../adapters/postgres/index.js'
+import { redisStorage } from '../../adapters/redis/index.js'
+import { sqliteStorage } from '../../adapters/sqlite/index.js'
+import {
+  InvalidRequestError,
+  memoryStorage,
+  type Storage,
+  type Tollbooth,
+} from '../../src/index.js'
+import { client, makeTollbooth, type Served, serveManagement } from '../management/servers.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
+import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
+
+interface StoreCase {
+  name: string
+  skip: boolean
+  make(): Promise<{ storage: Storage; cleanup(): Promise<void> }>
+}
+
+const redis = await connectRedis()
+let pgPool: pg.Pool | null = null
+
+const STORES: StoreCase[] = [
+  {
+    name: 'memory',
+    skip: false,
+    make: async () => ({ storage: memoryStorage(), cleanup: async () => {} }),
+  },
+  {
+    name: 'sqlite',
+    skip: false,
+    make: async () => ({ storage: sqliteStorage({ path: ':memory:' }), cleanup: async () => {} }),
+  },
+  {
+    name: 'redis',
+    skip: redis === null,
+    make: async () => {
+      const prefix = testPrefix('hostile')
+      return {
+        storage: redisStorage({ client: redis!, keyPrefix: prefix }),
+        cleanup: async () => {
+          await deletePrefix(redis!, prefix)
+        },
+      }
+    },
+  },
+  {
+    name: 'postgres',
+    skip: skipPostgres,
+    make: async () => {
+      pgPool ??= newPool(5)
+      const { schema, drop } = await freshSchema(pgPool)
+      return { storage: postgresStorage({ pool: pgPool, schema }), cleanup: drop }
+    },
+  },
+]
+
+afterAll(async () => {
+  await pgPool?.end()
+  await redis?.quit()
+})
+
+/** The paths of the issues of an `InvalidRequestError` `err`, failing if it is not one. */
+function issuePaths(err: unknown): string[] {
+  expect(err).toBeInstanceOf(InvalidRequestError)
+  return (err as InvalidRequestError).issues.map((i) => i.path)
+}
+
+/** The latest instant a `Date` holds, in ms since 1970 (ECMAScript's time value bound). */
+const DATE_MAX = 8.64e15
+
+for (const store of STORES) {
+  describe.skipIf(store.skip)(`hostile values on ${store.name}`, () => {
+    let tb: Tollbooth
+    let served: Served
+    let cleanup: () => Promise<void>
+    let api: ReturnType<typeof client>
+    let mk: string
+    let keyId: string
+    let before: unknown
+
+    beforeAll(async () => {
+      const s = await store.make()
+      cleanup = s.cleanup
+      tb = makeTollbooth({ storage: s.storage }).tb
+      served = await serveManagement('hono', tb)
+      api = client(served)
+      mk = (await tb.keys.create({ accountId: 'acct_h', kind: 'management' })).key
+      const created = await api('POST', '/keys', { token: mk, json: { name: 'Good' } })
+      expect(created.status).toBe(201)
+      keyId = created.body.id
+      before = (await api('GET', '/keys', { token: mk })).body
+    })
+
+    afterAll(async () => {
+      await served?.close()
+      await tb?.close()
+      await cleanup?.()
+    })
+
+    /** The account's keys list as before, and the key reads as before. */
+    async function unchanged() {
+      const list = await api('GET', '/keys', { token: mk })
+      expect(list.status, list.text).toBe(200)
+      expect(list.body).toEqual(before)
+    }
+
+    it('a time block past the last instant a Date holds: 400 naming it, nothing stored', async () => {
+      for (const end of [DATE_MAX + 1, Number.MAX_SAFE_INTEGER]) {
+        const limits = { timeBlocks: [{ start: 0, end }] }
+        const patch = await api('PATCH', `/keys/${keyId}`, { token: mk, json: { limits } })
+        expect(patch.status, patch.text).toBe(400)
+        expect(patch.body.issues.map((i: { path: string }) => i.path)).toEqual([
+          'limits.timeBlocks.0.end',
+        ])
+        const post = await api('POST', '/keys', { token: mk, json: { limits } })
+        expect(post.status, post.text).toBe(400)
+        await unchanged()
+        const err = await tb.keys.create({ accountId: 'acct_h', limits }).catch((e) => e)
+        expect(issuePaths(err)).toEqual(['limits.timeBlocks.0.end'])
+        await unchanged()
+      }
+      // The last instant itself is a time block like any other.
+      const last = await api('PATCH', `/keys/${keyId}`, {
+        token: mk,
+        json: { limits: { timeBlocks: [{ start: 0, end: DATE_MAX }] } },
+      })
+      expect(last.status, last.text).toBe(200)
+      expect(last.body.limits.timeBlocks).toEqual([
+        { start: '1970-01-01T00:00:00.000Z', end: '+275760-09-13T00:00:00.000Z' },
+      ])
+      const reset = await api('PATCH', `/keys/${keyId}`, { token: mk, json: { limits: {} } })
+      expect(reset.status, reset.text).toBe(200)
+      await unchanged()
+    })
+
+    it('a key expiring past the last instant a Date holds: refused by tb.keys', async () => {
+      for (const expiresAt of [DATE_MAX + 1, Number.MAX_SAFE_INTEGER]) {
+        const err = await tb.keys.create({ accountId: 'acct_h', expiresAt }).catch((e) => e)
+        expect(issuePaths(err)).toEqual(['expiresAt'])
+        const upd = await tb.keys.update(keyId, { expiresAt }).catch((e) => e)
+        expect(issuePaths(upd)).toEqual(['expiresAt'])
+        await unchanged()
+      }
+    })
+  })
+}
