@@ -69,6 +69,7 @@ export {
 } from './limits/counters.js'
 export { type GcraVerdict, gcra, gcraAdd } from './limits/gcra.js'
 export { type HoldVerdict, hold, release } from './limits/hold.js'
+export { ipAddressSchema, ipBlocksListSchema } from './limits/ip-block.js'
 export { missingResult } from './limits/rebuild.js'
 export { gcraRemove, undrained, windowRemove } from './limits/revert.js'
 export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-window.js'

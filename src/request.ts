@@ -131,7 +131,14 @@ function hopAddress(raw: string | undefined): string | null {
     // IPv4 with a port (`203.0.113.7:4711`); IPv6 has more than one colon.
     v = v.slice(0, v.indexOf(':'))
   }
-  // Lowercase: one IPv6 address, one counter (Node's socket addresses are lowercase too).
+  return ipAddress(v)
+}
+
+/**
+ * `v` as the guard keys an address (lowercase: one IPv6 address, one counter, as Node's
+ * socket addresses are; an IPv4-mapped IPv6 address as IPv4), or null when it is not an IP.
+ */
+export function ipAddress(v: string): string | null {
   return IP.test(v) ? unmapped(v.toLowerCase()) : null
 }
 

@@ -20,12 +20,13 @@ import { ownValue } from './input.js'
 import { randomBase62 } from './keys/base62.js'
 import { createKeyHasher, deriveKey } from './keys/hash.js'
 import { KeyManager } from './keys/manager.js'
-import { createIpGuard } from './limits/ip-block.js'
+import { createIpGuard, ipAddressSchema, ipBlocksListSchema } from './limits/ip-block.js'
 import { ACCOUNT_MESSAGE, AccountService } from './metering/accounts.js'
 import { createOutbox } from './metering/outbox.js'
 import { UsageService } from './metering/usage.js'
 import {
   optionError,
+  parseInput,
   parseOptions,
   type ResolvedOptions,
   type ResolvedRoute,
@@ -328,14 +329,14 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     accounts: ctx.accounts,
     usage: new UsageService(ctx),
     providerKeys,
+    // Parsed here, so every store is handed the same values (a NUL reached PostgreSQL alone).
     ipBlocks: {
-      list: (l = {}) =>
-        (ctx.ipGuard ?? storage.ipBlocks).list(now(), {
-          limit: l.limit ?? 100,
-          cursor: l.cursor ?? null,
-        }),
-      get: (ip) => (ctx.ipGuard ?? storage.ipBlocks).get(ip, now()),
-      lift: (ip) => (ctx.ipGuard ?? storage.ipBlocks).lift(ip, now()),
+      list: async (l = {}) =>
+        (ctx.ipGuard ?? storage.ipBlocks).list(now(), parseInput(ipBlocksListSchema, l)),
+      get: async (ip) =>
+        (ctx.ipGuard ?? storage.ipBlocks).get(parseInput(ipAddressSchema, ip, 'ip'), now()),
+      lift: async (ip) =>
+        (ctx.ipGuard ?? storage.ipBlocks).lift(parseInput(ipAddressSchema, ip, 'ip'), now()),
     },
     route,
     authenticate: async (request, r) => decide(request, r ?? defaultRoute),

@@ -65,19 +65,13 @@ export const listQuery = z
   })
   .strict()
 
-/** `GET /ip-blocks`. */
+/** `GET /ip-blocks`: the core's rules for the cursor (`tb.ipBlocks.list` parses it again). */
 export const ipBlocksQuery = z
-  .object({ limit: pageLimit.optional(), cursor: z.string().min(1).max(64).optional() })
+  .object({ limit: pageLimit.optional(), cursor: text(z.string().min(1).max(64)).optional() })
   .strict()
 
-/** An address in `/ip-blocks/:ip` (IPv4 or IPv6, no zone or port), as the guard keys it. */
-export const ipParam = z
-  .string()
-  .regex(
-    /^[0-9A-Fa-f:.]{2,45}$/,
-    'must be an IPv4 or IPv6 address, e.g. 203.0.113.7 or 2001:db8::1',
-  )
-  .transform((ip) => ip.toLowerCase())
+/** An address in `/ip-blocks/:ip`, as the guard keys it (the core's `ipAddressSchema`). */
+export { ipAddressSchema as ipParam } from '../../src/internal.js'
 
 /** `GET /keys/:id/logs`. */
 export const logsQuery = z

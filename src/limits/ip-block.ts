@@ -19,7 +19,43 @@
  */
 
 import { LRUCache } from 'lru-cache'
+import { z } from 'zod'
+import { text } from '../input.js'
+import { ipAddress } from '../request.js'
 import type { IpBlock, IpBlockStore, ListOptions, Page } from '../storage/types.js'
+
+const IP_MESSAGE = 'must be an IPv4 or IPv6 address, e.g. 203.0.113.7 or 2001:db8::1'
+
+/**
+ * An address as `tb.ipBlocks` (and `/ip-blocks/:ip`) take it, to the form the guard keys
+ * blocks by ({@link ipAddress}): `::FFFF:203.0.113.7` finds the block of `203.0.113.7`.
+ */
+export const ipAddressSchema = z.string({ error: IP_MESSAGE }).transform((v, ctx) => {
+  const ip = ipAddress(v)
+  if (ip === null) {
+    ctx.addIssue({ code: 'custom', message: IP_MESSAGE })
+    return z.NEVER
+  }
+  return ip
+})
+
+const LIMIT_MESSAGE = 'must be an integer from 1 to 100'
+
+/**
+ * `tb.ipBlocks.list`'s options: at most 100 blocks a page, the cursor a page gave (an
+ * address, so at most 64 characters of valid Unicode without NUL).
+ */
+export const ipBlocksListSchema = z
+  .object({
+    limit: z
+      .number({ error: LIMIT_MESSAGE })
+      .int({ error: LIMIT_MESSAGE })
+      .min(1, { error: LIMIT_MESSAGE })
+      .max(100, { error: LIMIT_MESSAGE })
+      .default(100),
+    cursor: text(z.string().min(1).max(64)).nullable().default(null),
+  })
+  .strict()
 
 export interface IpGuardOptions {
   limit: number

@@ -9,6 +9,9 @@
  * - An instant beyond what a `Date` holds (a time block's end, a key's `expiresAt` in ms):
  *   stored, after which every view of the key (`GET /keys`, `GET /keys/:id`) threw
  *   `Invalid time value`, a 500 for the whole account's key list.
+ * - `tb.ipBlocks`' limit, cursor and address, and `GET /ip-blocks?cursor=`: a NUL answered
+ *   500 on PostgreSQL only (`invalid byte sequence`), a limit of -5 or 1.5 threw a different
+ *   error on each store (a `TypeError` on memory, a `RangeError`, a database error).
  */
 
 import type pg from 'pg'
@@ -87,20 +90,27 @@ const DATE_MAX = 8.64e15
 for (const store of STORES) {
   describe.skipIf(store.skip)(`hostile values on ${store.name}`, () => {
     let tb: Tollbooth
+    let storage: Storage
     let served: Served
     let cleanup: () => Promise<void>
     let api: ReturnType<typeof client>
     let mk: string
+    /** A management key of the operator (scope `ip-blocks`). */
+    let opk: string
     let keyId: string
     let before: unknown
 
     beforeAll(async () => {
       const s = await store.make()
       cleanup = s.cleanup
-      tb = makeTollbooth({ storage: s.storage }).tb
+      storage = s.storage
+      tb = makeTollbooth({ storage }).tb
       served = await serveManagement('hono', tb)
       api = client(served)
       mk = (await tb.keys.create({ accountId: 'acct_h', kind: 'management' })).key
+      opk = (
+        await tb.keys.create({ accountId: 'acct_op', kind: 'management', scopes: ['ip-blocks'] })
+      ).key
       const created = await api('POST', '/keys', { token: mk, json: { name: 'Good' } })
       expect(created.status).toBe(201)
       keyId = created.body.id
@@ -156,6 +166,59 @@ for (const store of STORES) {
         const upd = await tb.keys.update(keyId, { expiresAt }).catch((e) => e)
         expect(issuePaths(upd)).toEqual(['expiresAt'])
         await unchanged()
+      }
+    })
+
+    it('a bad limit, cursor or address of tb.ipBlocks: an InvalidRequestError naming it', async () => {
+      for (const [options, field] of [
+        [{ limit: -5 }, 'limit'],
+        [{ limit: 0 }, 'limit'],
+        [{ limit: 1.5 }, 'limit'],
+        [{ limit: Number.NaN }, 'limit'],
+        [{ limit: 101 }, 'limit'],
+        [{ cursor: '\u0000' }, 'cursor'],
+        [{ cursor: 'a\ud800' }, 'cursor'],
+        [{ cursor: 'x'.repeat(65) }, 'cursor'],
+        [{ lmit: 5 }, '(root)'],
+      ] as const) {
+        const err = await tb.ipBlocks.list(options as never).catch((e) => e)
+        expect(issuePaths(err), JSON.stringify(options)).toEqual([field])
+      }
+      for (const ip of ['\u0000', '1.2.3.4\u0000', 'a\ud800', 'not an ip', '', 5]) {
+        for (const call of [tb.ipBlocks.get, tb.ipBlocks.lift]) {
+          const err = await call(ip as never).catch((e: unknown) => e)
+          expect(issuePaths(err), JSON.stringify(ip)).toEqual(['(ip)'])
+        }
+      }
+      expect(await tb.ipBlocks.list({ limit: 100, cursor: null })).toEqual({
+        data: [],
+        nextCursor: null,
+      })
+      expect(await tb.ipBlocks.get('2001:DB8::1')).toBeNull()
+    })
+
+    it('an address is looked up and lifted as the guard keys it (IPv4-mapped IPv6 as IPv4)', async () => {
+      const { tb: guarded } = makeTollbooth({ storage, failedAuth: { limit: 2 } })
+      const bad = { headers: { authorization: 'Bearer nope' }, method: 'GET', path: '/v1/x' }
+      for (let i = 0; i < 2; i++)
+        await guarded.authenticate({ ...bad, ip: '::ffff:203.0.113.9' }, guarded.route())
+      expect((await guarded.ipBlocks.get('203.0.113.9'))?.ip).toBe('203.0.113.9')
+      expect((await guarded.ipBlocks.get('::FFFF:203.0.113.9'))?.ip).toBe('203.0.113.9')
+      expect(await guarded.ipBlocks.lift('::ffff:203.0.113.9')).toBe(true)
+      expect(await guarded.ipBlocks.get('203.0.113.9')).toBeNull()
+      await guarded.close()
+    })
+
+    it('GET /ip-blocks with a NUL or a lone surrogate in the cursor: 400 naming it', async () => {
+      for (const cursor of ['%00', 'a%00', '%ED%A0%80']) {
+        const r = await api('GET', `/ip-blocks?cursor=${cursor}`, { token: opk })
+        // `%ED%A0%80` is not UTF-8: the query's decoder makes it U+FFFD, a cursor like any other.
+        if (cursor === '%ED%A0%80') {
+          expect(r.status, r.text).toBe(200)
+          continue
+        }
+        expect(r.status, `${cursor}: ${r.text}`).toBe(400)
+        expect(r.body.issues.map((i: { path: string }) => i.path)).toEqual(['cursor'])
       }
     })
   })
