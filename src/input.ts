@@ -45,7 +45,7 @@ const INSTANT_MESSAGE = `must be ms since 1970, an integer from 0 to ${MAX_INSTA
 /** An instant a caller gives in ms since 1970: an integer a `Date` can hold, not before 1970. */
 export const instantMs = z
   .number({ error: INSTANT_MESSAGE })
-  .int({ error: INSTANT_MESSAGE })
+  .int({ error: INSTANT_MESSAGE, abort: true })
   .min(0, { error: INSTANT_MESSAGE })
   .max(MAX_INSTANT_MS, { error: INSTANT_MESSAGE })
 

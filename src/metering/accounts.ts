@@ -20,7 +20,7 @@ import { LRUCache } from 'lru-cache'
 import { z } from 'zod'
 import { CacheClock, FeedBound } from '../cache.js'
 import { InvalidRequestError, NotFoundError } from '../errors.js'
-import { ACCOUNT_METADATA_MAX_BYTES, metadataSchema, ownValue, text } from '../input.js'
+import { ACCOUNT_METADATA_MAX_BYTES, instantMs, metadataSchema, ownValue, text } from '../input.js'
 import { type CheckTemplate, compilePlanLimits, counterName } from '../limits/admission.js'
 import { type Plan, parseInput, type ResolvedOptions } from '../options.js'
 import type { AccountRecord, Storage } from '../storage/types.js'
@@ -125,6 +125,20 @@ const patchSchema = z
     metadata: metadataSchema(ACCOUNT_METADATA_MAX_BYTES).optional(),
   })
   .strict()
+
+/** `setTier`'s options: when the tier ends, an instant in ms (null: never). */
+const setTierOptions = z.object({ expiresAt: instantMs.nullable().optional() }).strict()
+
+const AMOUNT_MESSAGE = `must be a finite number > 0 and at most ${Number.MAX_SAFE_INTEGER}`
+
+/**
+ * A top-up: above 0 and at most 2^53 - 1, so that no sum of top-ups a store keeps (a double)
+ * overflows to Infinity, which PostgreSQL refuses and the other stores would keep.
+ */
+const creditAmount = z
+  .number({ error: AMOUNT_MESSAGE })
+  .positive({ error: AMOUNT_MESSAGE, abort: true })
+  .max(Number.MAX_SAFE_INTEGER, { error: AMOUNT_MESSAGE })
 
 export class AccountService {
   private readonly cache: LRUCache<string, HeldAccount>
@@ -394,6 +408,7 @@ export class AccountService {
     options: { expiresAt?: number | null } = {},
   ): Promise<AccountView> {
     checkAccountId(id)
+    const o = parseInput(setTierOptions, options)
     if (tier !== null && (typeof tier !== 'string' || !Object.hasOwn(this.options.plans, tier))) {
       throw new InvalidRequestError(`Invalid request: tier: unknown tier "${tier}"`, [
         {
@@ -405,20 +420,16 @@ export class AccountService {
     await this.ensure(id)
     await this.storage.accounts.update(id, {
       tier,
-      ...(options.expiresAt !== undefined ? { tierExpiresAt: options.expiresAt } : {}),
+      ...(o.expiresAt !== undefined ? { tierExpiresAt: o.expiresAt } : {}),
     })
     await this.changed(id)
     return this.get(id)
   }
 
-  /** Adds prepaid credits (a top-up); `amount` must be a finite number > 0. */
+  /** Adds prepaid credits (a top-up); `amount` must be a number > 0 and at most 2^53 - 1. */
   async addCredits(id: string, amount: number): Promise<AccountView> {
     checkAccountId(id)
-    if (typeof amount !== 'number' || !Number.isFinite(amount) || amount <= 0) {
-      throw new InvalidRequestError('Invalid request: amount: must be a finite number > 0', [
-        { path: 'amount', message: 'must be a finite number > 0' },
-      ])
-    }
+    parseInput(z.object({ amount: creditAmount }), { amount })
     await this.ensure(id)
     const r = await this.storage.accounts.addBalance(id, amount)
     if (!r) throw new NotFoundError('Account not found')

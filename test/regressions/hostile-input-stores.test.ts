@@ -12,6 +12,9 @@
  * - `tb.ipBlocks`' limit, cursor and address, and `GET /ip-blocks?cursor=`: a NUL answered
  *   500 on PostgreSQL only (`invalid byte sequence`), a limit of -5 or 1.5 threw a different
  *   error on each store (a `TypeError` on memory, a `RangeError`, a database error).
+ * - `tb.accounts.setTier`'s `expiresAt` (1.5, NaN, a string, 1e300) and `addCredits` of
+ *   1e308 twice: PostgreSQL refused them with a database error after the account was made,
+ *   the other stores kept them (a tier expiring at NaN, a balance of Infinity).
  */
 
 import type pg from 'pg'
@@ -220,6 +223,39 @@ for (const store of STORES) {
         expect(r.status, `${cursor}: ${r.text}`).toBe(400)
         expect(r.body.issues.map((i: { path: string }) => i.path)).toEqual(['cursor'])
       }
+    })
+
+    it("setTier's expiresAt must be an instant in ms; the account keeps its tier", async () => {
+      const account = 'acct_tier'
+      await tb.accounts.setTier(account, 'pro', { expiresAt: DATE_MAX })
+      for (const expiresAt of [1.5, -1, Number.NaN, Number.POSITIVE_INFINITY, 1e300, 'soon']) {
+        const err = await tb.accounts
+          .setTier(account, null, { expiresAt: expiresAt as never })
+          .catch((e) => e)
+        expect(issuePaths(err), String(expiresAt)).toEqual(['expiresAt'])
+      }
+      const err = await tb.accounts
+        .setTier(account, null, { expires: 5 } as never)
+        .catch((e: unknown) => e)
+      expect(issuePaths(err)).toEqual(['(root)'])
+      const a = await tb.accounts.get(account)
+      expect([a.tier, a.tierExpiresAt]).toEqual(['pro', DATE_MAX])
+      // Never-seen accounts are not made by a refused call.
+      const fresh = await tb.accounts
+        .setTier('acct_never', 'pro', { expiresAt: 1.5 })
+        .catch((e: unknown) => e)
+      expect(fresh).toBeInstanceOf(InvalidRequestError)
+      expect(await storage.accounts.get('acct_never')).toBeNull()
+    })
+
+    it('addCredits beyond 2^53 is refused: a balance never becomes Infinity', async () => {
+      const account = 'acct_credits'
+      await tb.accounts.addCredits(account, Number.MAX_SAFE_INTEGER)
+      for (const amount of [Number.MAX_SAFE_INTEGER + 2, 1e308, Number.MAX_VALUE]) {
+        const err = await tb.accounts.addCredits(account, amount).catch((e: unknown) => e)
+        expect(issuePaths(err), String(amount)).toEqual(['amount'])
+      }
+      expect((await tb.accounts.get(account)).balance).toBe(Number.MAX_SAFE_INTEGER)
     })
   })
 }
