@@ -60,7 +60,12 @@ export const openShape = {
       'must be a better-sqlite3 or libsql Database (new Database(path))',
     )
     .optional(),
-  path: z.string({ error: 'must be a file path' }).min(1, 'must be a file path').optional(),
+  path: z
+    .string({ error: 'must be a file path' })
+    .min(1, 'must be a file path')
+    // The driver hands the path to C, which would end it at the NUL and open another file.
+    .refine((p) => !p.includes('\0'), 'must not contain a NUL character')
+    .optional(),
   busyTimeoutMs: integer(0).default(1500),
   synchronous: z
     .enum(['normal', 'full'], { error: "must be 'normal' or 'full'" })

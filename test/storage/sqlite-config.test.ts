@@ -8,7 +8,7 @@
  * `NODE_ENV=production` while a SQLite storage does not.
  */
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it, vi } from 'vitest'
@@ -26,6 +26,16 @@ describe('sqliteStorage: bad input', () => {
     expect(() => sqliteStorage({ path })).toThrow(
       /options\.path .*no-such-folder.* cannot be opened/,
     )
+  })
+
+  it('a path with a NUL is a ConfigError naming options.path, and opens no file', async () => {
+    // The driver hands the path to C, which ends it at the NUL: `a.db\0b` opened `a.db`.
+    for (const option of [{ path: join(dir, 'nul.db\u0000x') }]) {
+      expect(() => sqliteStorage(option)).toThrow(ConfigError)
+      expect(() => sqliteStorage(option)).toThrow(/options\.path must not contain a NUL/)
+      await expect(migrate(option)).rejects.toThrow(/options\.path must not contain a NUL/)
+    }
+    expect(existsSync(join(dir, 'nul.db'))).toBe(false)
   })
 
   it('refuses a file that is not a database and leaves it untouched', async () => {
