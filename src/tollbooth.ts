@@ -430,31 +430,16 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
 
 /** Resolves true once `p` has ended (either way) within `ms`, else false then; never rejects. */
 function endsWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
-  return within(
-    p.then(
-      () => true,
-      () => true,
-    ),
-    ms,
-  ).then((v) => v === true)
+  const ended = p.then(
+    () => true,
+    () => true,
+  )
+  return withTimeout(ended, ms).catch(() => false)
 }
 
 /** `p`'s value if it resolves within `ms`, else (or when it rejects) undefined then. */
 function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  return new Promise((resolve) => {
-    // Kept referenced: a script whose last step awaits close() runs to its end.
-    const t = setTimeout(() => resolve(undefined), ms)
-    p.then(
-      (v) => {
-        clearTimeout(t)
-        resolve(v)
-      },
-      () => {
-        clearTimeout(t)
-        resolve(undefined)
-      },
-    )
-  })
+  return withTimeout(p, ms).catch(() => undefined)
 }
 
 /** The leased counters of a remote store, with the instance's options. */
