@@ -9,7 +9,7 @@
  */
 
 import { z } from 'zod'
-import { instantMs, metadataSchema, text } from '../input.js'
+import { MAX_INSTANT_MS, metadataSchema, text } from '../input.js'
 import { limitsSchema } from '../options.js'
 import type { KeyPatch } from '../storage/types.js'
 
@@ -66,17 +66,33 @@ export const gracePeriodMs = z
   .min(0, 'must be 0 to 30 days in ms')
   .max(30 * DAY, 'must be 0 to 30 days in ms')
 
-/** An instant as `tb.keys` takes it: ms since the epoch, a `Date` or an ISO 8601 string. */
-export const instant = z.union([
-  instantMs,
-  z.date().transform((d) => d.getTime()),
-  z.iso.datetime({ offset: true }).transform((s) => Date.parse(s)),
-])
+const INSTANT_MESSAGE = `must be ms since 1970 (an integer from 0 to ${MAX_INSTANT_MS}), a Date or an ISO 8601 date-time, not before 1970`
 
-/** An instant as a JSON body gives it: an ISO 8601 date-time, to ms since the epoch. */
+const isoDateTime = z.iso.datetime({ offset: true })
+
+/**
+ * An instant as `tb.keys` takes it: ms since the epoch, a `Date` or an ISO 8601 string, each
+ * to ms, then held to what a `Date` can show from 1970 on, with one message for every form.
+ */
+export const instant = z.preprocess(
+  (v) =>
+    v instanceof Date
+      ? v.getTime()
+      : typeof v === 'string' && isoDateTime.safeParse(v).success
+        ? Date.parse(v)
+        : v,
+  z
+    .number({ error: INSTANT_MESSAGE })
+    .int({ error: INSTANT_MESSAGE, abort: true })
+    .min(0, { error: INSTANT_MESSAGE })
+    .max(MAX_INSTANT_MS, { error: INSTANT_MESSAGE }),
+)
+
+/** An instant as a JSON body gives it: an ISO 8601 date-time from 1970 on, to ms since the epoch. */
 export const isoInstant = z.iso
   .datetime({ offset: true, message: 'must be an ISO 8601 date-time' })
   .transform((s) => Date.parse(s))
+  .pipe(z.number().min(0, 'must not be before 1970-01-01T00:00:00Z'))
 
 /** Time blocks' `start` and `end` given as ISO strings (as they are shown) become ms. */
 function blocksInMs(v: unknown): unknown {

@@ -172,6 +172,31 @@ for (const store of STORES) {
       }
     })
 
+    it('an expiry before 1970 or not an instant: refused naming expiresAt, in one message', async () => {
+      const bad: unknown[] = [-1, 1.5, Number.NaN, new Date(-1), new Date('x')]
+      for (const expiresAt of [...bad, '0000-01-01T00:00:00Z', 'soon']) {
+        for (const call of [
+          () => tb.keys.create({ accountId: 'acct_h', expiresAt: expiresAt as number }),
+          () => tb.keys.update(keyId, { expiresAt: expiresAt as number }),
+        ]) {
+          const err = await call().catch((e) => e)
+          expect(issuePaths(err), String(expiresAt)).toEqual(['expiresAt'])
+          // The field's own rule, not zod's "Invalid input" of a union of three forms.
+          expect((err as InvalidRequestError).issues[0]!.message).toMatch(/ms since 1970/)
+        }
+      }
+      for (const expiresAt of ['0000-01-01T00:00:00Z', '1969-12-31T23:59:59.999Z']) {
+        const post = await api('POST', '/keys', { token: mk, json: { name: 'Old', expiresAt } })
+        expect(post.status, post.text).toBe(400)
+        expect(post.body.issues).toEqual([
+          { path: 'expiresAt', message: 'must not be before 1970-01-01T00:00:00Z' },
+        ])
+        const patch = await api('PATCH', `/keys/${keyId}`, { token: mk, json: { expiresAt } })
+        expect(patch.status, patch.text).toBe(400)
+      }
+      await unchanged()
+    })
+
     it('a bad limit, cursor or address of tb.ipBlocks: an InvalidRequestError naming it', async () => {
       for (const [options, field] of [
         [{ limit: -5 }, 'limit'],
