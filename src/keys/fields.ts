@@ -46,8 +46,11 @@ export const keyName = text(
 /** A key's category (a free label, e.g. `production`), or null for none. */
 export const keyCategory = text(z.string().trim().min(1).max(64)).nullable()
 
-/** A key's scopes: at most 100, each 1-128 characters. */
-export const keyScopes = z.array(text(z.string().min(1).max(128))).max(100)
+/** A key's scopes: at most 100, each 1-128 characters, each kept once (in the order given). */
+export const keyScopes = z
+  .array(text(z.string().min(1).max(128)))
+  .max(100)
+  .transform((scopes) => [...new Set(scopes)])
 
 /** A key's metadata: JSON, bounded in depth and size (`src/input.ts`). */
 export const keyMetadata = metadataSchema()

@@ -197,6 +197,15 @@ for (const store of STORES) {
       await unchanged()
     })
 
+    it('a scope given twice is kept once, in the order given', async () => {
+      const scopes = ['usage', 'keys', 'usage', 'keys']
+      const made = await tb.keys.create({ accountId: 'acct_s', kind: 'management', scopes })
+      expect(made.record.scopes).toEqual(['usage', 'keys'])
+      const updated = await tb.keys.update(made.record.id, { scopes: ['a', 'a'] })
+      expect(updated.scopes).toEqual(['a'])
+      expect((await tb.keys.get(made.record.id))?.scopes).toEqual(['a'])
+    })
+
     it('a bad limit, cursor or address of tb.ipBlocks: an InvalidRequestError naming it', async () => {
       for (const [options, field] of [
         [{ limit: -5 }, 'limit'],
