@@ -126,6 +126,9 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
       res.writeHead = withUsage as Response['writeHead']
     }
     res.on('close', onClose)
+    // A client that left while the admission was in flight (a store's round trip): its
+    // `close` has been emitted already.
+    if (res.closed) onClose.call(res)
     next()
   }
 

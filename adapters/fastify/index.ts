@@ -97,10 +97,14 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
     // only while the request body is unread: a parsed POST body never aborts). One listener
     // for both, where an `onResponse` hook as well cost a hook run per request.
     const raw = reply.raw
-    raw.on('close', () => {
+    const onClose = () => {
       if (raw.writableFinished) responseEnded(tb, decision, raw.statusCode)
       else clientGone(tb, decision, route)
-    })
+    }
+    raw.on('close', onClose)
+    // A client that left while the admission was in flight (a store's round trip): its
+    // `close` has been emitted already.
+    if (raw.closed) onClose()
     done()
   }
 

@@ -60,6 +60,8 @@ interface NodeBindings {
     socket?: { remoteAddress?: string }
   }
   outgoing?: {
+    /** True once `close` was emitted. */
+    closed: boolean
     writableFinished: boolean
     headersSent: boolean
     statusCode: number
@@ -152,6 +154,9 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     if (outgoing) {
       outgoing[ADMISSION] = decision
       outgoing.on('close', onClose)
+      // A client that left while the admission was in flight (a store's round trip): its
+      // `close` has been emitted already.
+      if (outgoing.closed) onClose.call(outgoing)
     } else {
       // On Workers, kept alive from here: a Worker whose client left is stopped at once,
       // handler included, unless something waits for it.

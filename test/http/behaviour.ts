@@ -9,7 +9,7 @@
 
 import { get } from 'node:http'
 import { afterEach, describe, expect, test } from 'vitest'
-import { createTollbooth, type TollboothOptions } from '../../src/index.js'
+import { createTollbooth, memoryStorage, type TollboothOptions } from '../../src/index.js'
 import {
   eventually,
   gate,
@@ -313,6 +313,45 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
         expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(3)
       },
     )
+
+    // A store that answers over the network (Redis, PostgreSQL) takes a while to admit: a client
+    // that leaves in that time is gone before the adapter watches its response.
+    test('settles a request whose client aborted while its admission was in flight, and frees its slot', async () => {
+      const storage = memoryStorage()
+      const counters = storage.counters
+      let held: { promise: Promise<void>; open(): void } | undefined
+      let asked = 0
+      // Remote-like counters (a copy is not in-process) whose admission waits while `held`.
+      storage.counters = {
+        ...counters,
+        consume(...args: Parameters<typeof counters.consume>) {
+          asked++
+          const wait = held?.promise
+          return wait ? wait.then(() => counters.consume(...args)) : counters.consume(...args)
+        },
+      }
+      const h = await start([{ ...ok(), options: { cost: 5 } }], { ...PLAN, storage })
+      const k = await key({ limits: { concurrency: 1 } })
+      held = gate()
+      const ac = new AbortController()
+      const pending = h.fetch('/v1/ok', { key: k, signal: ac.signal }).catch((e: Error) => e)
+      await eventually(() => asked === 1, 'the admission to reach the store')
+      ac.abort()
+      expect(await pending).toBeInstanceOf(Error)
+      // The server sees the client go before the store answers.
+      await new Promise((r) => setTimeout(r, 50))
+      const admit = held
+      held = undefined
+      admit.open()
+      await eventually(() => h.settled.length === 1, 'the aborted request to settle')
+      expect(h.settled.map((s) => s.status)).toEqual([499])
+      await eventually(() => !!h.settled[0]!.event, 'its usage event')
+      expect(h.settled[0]!.event).toMatchObject({ status: 499, units: 0 })
+      // Its slot and its hold are given back: the next request is admitted, nothing charged.
+      expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
+      await eventually(() => h.settled.length === 2, 'the next request to settle')
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(5)
+    })
 
     test('sends X-Usage-* after the charge the handler reported', async () => {
       const h = await start(
