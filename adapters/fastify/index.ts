@@ -198,8 +198,12 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
       next(null, payload)
       return
     }
+    // A web Response (an upstream's fetch() answer passed on): Fastify sends its status, its
+    // headers and its body, which is watched as a returned web stream is.
+    const answer = isResponse(payload) ? payload : null
+    const status = answer === null ? reply.statusCode : answer.status
     if (!decision.headersFinal) {
-      const out = decision.responseHeaders(reply.statusCode)
+      const out = decision.responseHeaders(status)
       setDefaultHeaders(reply, out, reply.hasHeader, reply.header)
     }
     responseStarted(tb, decision)
@@ -208,12 +212,25 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
       ;(payload as NodeJS.ReadableStream).once('close', () => endWork(decision))
     } else if (p !== null && typeof p === 'object' && typeof p.getReader === 'function') {
       const body = payload as ReadableStream<Uint8Array>
-      payload = watchBody(tb, decision, { route, body, status: reply.statusCode })
+      payload = watchBody(tb, decision, { route, body, status })
+      endWork(decision)
+    } else if (answer?.body) {
+      const body = watchBody(tb, decision, { route, body: answer.body, status })
+      payload = new Response(body, answer)
       endWork(decision)
     } else endWork(decision)
     next(null, payload)
   }
   return { onSend }
+}
+
+/** A web `Response`, as Fastify tells one (whichever realm or implementation made it). */
+function isResponse(payload: unknown): payload is Response {
+  return (
+    payload !== null &&
+    typeof payload === 'object' &&
+    Object.prototype.toString.call(payload) === '[object Response]'
+  )
 }
 
 /** A route hook option (absent, one function or a list) with `fn` added. */

@@ -184,6 +184,12 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
         outgoing[WRITE_HEAD] = outgoing.writeHead
         outgoing.writeHead = writeHeadWithUsage
       } else writeHeaders(c, out)
+      // A streamed body (an upstream's passed on, a ReadableStream of the handler's) is the
+      // handler's work until it ends or its cancel has finished, as elsewhere: a client gone
+      // mid-stream then settles with what the stream reported on its way out.
+      const body = c.req.method === 'HEAD' ? null : streamedBody(c.res)
+      if (body !== null)
+        c.res = new Response(watchBody(tb, decision, { route, body, status }), c.res)
       endWork(decision)
       return
     }
@@ -202,6 +208,26 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     }
     endWork(decision)
   }
+}
+
+/**
+ * The body of a response on Node when it is a stream, else null, read without building a whole
+ * Response for the others: `@hono/node-server`'s own Response keeps `[status, body, headers]`
+ * under a symbol of its own until something reads its body (reading it then builds the global
+ * Response that string bodies are spared). A global Response (a fetch()'s) has its body at hand.
+ */
+function streamedBody(res: Response): ReadableStream<Uint8Array> | null {
+  const symbols = Object.getOwnPropertySymbols(res)
+  for (let i = 0; i < symbols.length; i++) {
+    const cached = (res as unknown as Record<symbol, unknown>)[symbols[i]!]
+    if (Array.isArray(cached)) {
+      const body = cached[1] as { getReader?: unknown } | null | undefined
+      return typeof body?.getReader === 'function' ? (body as ReadableStream<Uint8Array>) : null
+    }
+  }
+  // None at all: a body @hono/node-server's Response does not cache (none, or a form), which
+  // is not a stream of the handler's; reading it would build the global Response.
+  return symbols.length === 0 ? null : res.body
 }
 
 /** Set by tollbooth/management on each of its routes' handlers. */

@@ -6,6 +6,7 @@
  */
 
 import { ServerResponse } from 'node:http'
+import { Readable } from 'node:stream'
 import express, { type Request } from 'express'
 import { describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey } from '../../adapters/express/index.js'
@@ -13,7 +14,7 @@ import { type Admission, ConfigError, createTollbooth } from '../../src/index.js
 import { serveExpress } from '../support/servers.js'
 import { describeBehaviour, type StartServer } from './behaviour.js'
 import { planned } from './express-server.js'
-import { eventually, harness, SECRET, sleep } from './harness.js'
+import { eventually, harness, SECRET, sleep, webEvents } from './harness.js'
 import { describeStreaming } from './streaming.js'
 
 const startExpress: StartServer = async (tb, routes) => {
@@ -22,6 +23,18 @@ const startExpress: StartServer = async (tb, routes) => {
   for (const r of routes) {
     const method = r.method === 'POST' ? 'post' : 'get'
     const { stream } = r
+    if (stream && r.web) {
+      app[method](r.path, requireApiKey(tb, r.options), (req, res) => {
+        res.setHeader('content-type', 'text/event-stream')
+        const body = Readable.fromWeb(webEvents(r, req.apiKey, stream) as never)
+        body.pipe(res)
+        // The client gone, the body is cancelled; once that has finished (its `close`),
+        // res.end(), as the adapter asks of a handler whose client left.
+        res.on('close', () => body.destroy())
+        body.on('close', () => res.end())
+      })
+      continue
+    }
     if (stream) {
       app[method](r.path, requireApiKey(tb, r.options), async (req, res) => {
         res.setHeader('content-type', 'text/event-stream')

@@ -23,14 +23,13 @@ import {
   type RouteOptions,
   type Tollbooth,
 } from '../../src/index.js'
+import { serveFastify } from '../support/servers.js'
 import { describeBehaviour, type StartServer, type TestRoute } from './behaviour.js'
-import { eventually, gate, harness, SECRET, sleep } from './harness.js'
+import { eventually, gate, harness, SECRET, sleep, webEvents } from './harness.js'
 import { describeStreaming } from './streaming.js'
 
-async function listen(app: FastifyInstance) {
-  const address = await app.listen({ host: '127.0.0.1', port: 0 })
-  return { url: address, close: () => app.close() }
-}
+/** Serves `app` on 127.0.0.1:0; closing drops connections a client abandoned mid-stream. */
+const listen = (app: FastifyInstance) => serveFastify(app)
 
 /**
  * The route's handler: its JSON result, or for a streamed route a returned Node stream of
@@ -38,6 +37,12 @@ async function listen(app: FastifyInstance) {
  */
 function handlerOf(r: TestRoute): RouteHandlerMethod {
   const { stream } = r
+  if (stream && r.web)
+    return async (request, reply) => {
+      const body = webEvents(r, request.apiKey, stream)
+      // A fetch() Response passed on as it is: Fastify sends its status, headers and body.
+      return reply.send(new Response(body, { headers: { 'content-type': 'text/event-stream' } }))
+    }
   if (!stream)
     return async (request, reply) => {
       const body = await r.handle(request.apiKey)

@@ -35,6 +35,13 @@ export interface TestRoute {
    * `handle` runs with how far it got (its result is not sent).
    */
   stream?: { count: number; intervalMs: number }
+  /**
+   * With `stream`: the handler answers with a web `ReadableStream` of those events (an
+   * upstream's body passed through), sent the framework's own way (Hono and Fastify: in a
+   * `Response`; Express: piped); `handle` runs in the stream's `cancel` when the client went
+   * away, or after its last event.
+   */
+  web?: boolean
   /** Headers a middleware in front of the guard sets on the response, the framework's own way. */
   before?: Record<string, string>
   /** Headers the handler sets on its response itself, the framework's own way. */
@@ -193,4 +200,31 @@ export function gate(): { promise: Promise<void>; open(): void } {
     open = r
   })
   return { promise, open }
+}
+
+/**
+ * The events of a streamed route as a web `ReadableStream` (see `TestRoute.web`): `handle`
+ * runs, with how far it got, after the last event or in `cancel`, which waits for it.
+ */
+export function webEvents(
+  r: TestRoute,
+  apiKey: Admission,
+  stream: { count: number; intervalMs: number },
+): ReadableStream<Uint8Array> {
+  let sent = 0
+  const encoder = new TextEncoder()
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (sent === stream.count) {
+        await r.handle(apiKey, { sent, aborted: false })
+        controller.close()
+        return
+      }
+      if (sent > 0) await sleep(stream.intervalMs)
+      controller.enqueue(encoder.encode(`data: ${sent++}\n\n`))
+    },
+    async cancel() {
+      await r.handle(apiKey, { sent, aborted: true })
+    },
+  })
 }

@@ -14,7 +14,7 @@ import { requireApiKey, streamSSE } from '../../adapters/hono/index.js'
 import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
 import { serveHono } from '../support/servers.js'
 import { describeBehaviour, type StartServer } from './behaviour.js'
-import { eventually, gate, harness, SECRET } from './harness.js'
+import { eventually, gate, harness, SECRET, webEvents } from './harness.js'
 import { describeStreaming } from './streaming.js'
 
 const startHono: StartServer = async (tb, routes) => {
@@ -25,6 +25,13 @@ const startHono: StartServer = async (tb, routes) => {
   )
   for (const r of routes) {
     const { stream } = r
+    if (stream && r.web) {
+      app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), (c) => {
+        const body = webEvents(r, c.get('apiKey'), stream)
+        return new Response(body, { headers: { 'content-type': 'text/event-stream' } })
+      })
+      continue
+    }
     if (stream) {
       // streamSSE from tollbooth/hono: Hono's, telling tollbooth when the callback returned.
       app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), (c) =>

@@ -120,6 +120,59 @@ export function describeStreaming(name: string, startServer: StartServer): void 
       expect(h.settled).toHaveLength(2)
     })
 
+    // A body handed on as a web ReadableStream (an upstream's, passed through): its end is the
+    // handler's, and a client gone mid-stream is told through its cancel, where what the
+    // upstream used is known.
+    test('a web ReadableStream body: charged what it reported at its end, or in its cancel when the client left', async () => {
+      const windDown = gate()
+      let cancelled = false
+      const h = await start([
+        ok(),
+        {
+          path: '/v1/web',
+          options: { cost: 100 },
+          stream: { count: 5, intervalMs: 5 },
+          web: true,
+          handle: (k) => k.report({ cost: 4 }),
+        },
+        {
+          path: '/v1/cancelled',
+          options: { cost: 100 },
+          stream: STREAM,
+          web: true,
+          async handle(k: Admission, progress?: StreamProgress) {
+            cancelled = progress!.aborted
+            await windDown.promise
+            k.report({ cost: progress!.sent })
+          },
+        },
+      ])
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const done = await open('/v1/web', key)
+      expect(done.status).toBe(200)
+      expect((await done.text()).match(/data: /g)).toHaveLength(5)
+      await eventually(() => !!h.settled[0]?.event, 'the whole stream to settle')
+      expect(h.settled[0]!.event).toMatchObject({ path: '/v1/web', status: 200, units: 4 })
+      const ac = new AbortController()
+      const res = await open('/v1/cancelled', key, ac.signal)
+      const events = eventsOf(res.body!)
+      for (let i = 0; i < 3; i++) expect(await events.next()).toBe(String(i))
+      ac.abort()
+      await events.cancel().catch(() => {})
+      await eventually(() => cancelled, 'the body to be cancelled')
+      // Its cancel has not finished: nothing settled, the slot still taken.
+      expect((await open('/v1/ok', key)).status).toBe(429)
+      expect(h.settled).toHaveLength(1)
+      windDown.open()
+      await eventually(() => !!h.settled[1]?.event, 'the aborted request to settle')
+      const sent = h.settled[1]!.event!.units
+      expect(sent).toBeGreaterThanOrEqual(3)
+      expect(h.settled[1]!.event).toMatchObject({ path: '/v1/cancelled', status: 499 })
+      expect((await open('/v1/ok', key)).status).toBe(200)
+      await eventually(() => h.settled.length === 3, 'the next request to settle')
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(4 + sent)
+    })
+
     test.each([
       ['charges what the handler reported by default', undefined, true],
       ['refunds it under a chargeWhen that refuses 499', (s: number) => s < 400, false],
