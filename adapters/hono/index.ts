@@ -210,24 +210,41 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
   }
 }
 
+/** The symbol under which `@hono/node-server`'s Response keeps its parts, once seen. */
+let partsKey: symbol | undefined
+
+/** `@hono/node-server`'s parts of a Response not built yet: `[status, body, headers]`. */
+const isParts = (v: unknown): v is [number, unknown, unknown] =>
+  Array.isArray(v) && v.length === 3 && typeof v[0] === 'number'
+
+const streamOf = (body: unknown): ReadableStream<Uint8Array> | null =>
+  typeof (body as { getReader?: unknown } | null)?.getReader === 'function'
+    ? (body as ReadableStream<Uint8Array>)
+    : null
+
 /**
  * The body of a response on Node when it is a stream, else null, read without building a whole
- * Response for the others: `@hono/node-server`'s own Response keeps `[status, body, headers]`
- * under a symbol of its own until something reads its body (reading it then builds the global
- * Response that string bodies are spared). A global Response (a fetch()'s) has its body at hand.
+ * Response for a string body: `@hono/node-server`'s own Response keeps `[status, body,
+ * headers]` under a symbol of its own until something reads its body (reading it builds the
+ * global Response, which the server then writes from the parts instead). Its symbol is found
+ * once, by that shape. Any other response (a fetch()'s, one already built, a body the server
+ * keeps no parts for) is read as it is: the server builds the same global Response to write it.
  */
 function streamedBody(res: Response): ReadableStream<Uint8Array> | null {
+  const own = res as unknown as Record<symbol, unknown>
+  if (partsKey !== undefined) {
+    const parts = own[partsKey]
+    if (isParts(parts)) return streamOf(parts[1])
+  }
   const symbols = Object.getOwnPropertySymbols(res)
   for (let i = 0; i < symbols.length; i++) {
-    const cached = (res as unknown as Record<symbol, unknown>)[symbols[i]!]
-    if (Array.isArray(cached)) {
-      const body = cached[1] as { getReader?: unknown } | null | undefined
-      return typeof body?.getReader === 'function' ? (body as ReadableStream<Uint8Array>) : null
+    const parts = own[symbols[i]!]
+    if (isParts(parts)) {
+      partsKey = symbols[i]
+      return streamOf(parts[1])
     }
   }
-  // None at all: a body @hono/node-server's Response does not cache (none, or a form), which
-  // is not a stream of the handler's; reading it would build the global Response.
-  return symbols.length === 0 ? null : res.body
+  return res.body
 }
 
 /** Set by tollbooth/management on each of its routes' handlers. */
