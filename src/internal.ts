@@ -94,6 +94,7 @@ export {
   fnOption,
   headersFollowHandler,
   integer,
+  objectOption,
   optionError,
   parseInput,
   parseOptions,

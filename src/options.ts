@@ -31,9 +31,23 @@ export function integer(min = 0, max = Number.MAX_SAFE_INTEGER) {
   return z.number({ error }).int({ error }).min(min, { error }).max(max, { error })
 }
 
+/**
+ * Marks an issue of an option that takes an object or a function (a client, a pool, a
+ * storage): a string given there is shown by its length only, since the string people pass
+ * by mistake is the connection URL or the secret key the object should have been built from.
+ */
+const NOT_TEXT = { takes: 'object' } as const
+
+/**
+ * An option that takes an object or a function, checked by `check`: a value it refuses is
+ * named by its type in the error, never quoted (see {@link NOT_TEXT}).
+ */
+export const objectOption = <T>(check: (v: unknown) => boolean, message: string) =>
+  z.custom<T>(check, { message, params: NOT_TEXT })
+
 /** A function option; `what` says what it is called with, if anything. */
 export const fnOption = <T>(what = 'a function') =>
-  z.custom<T>((v) => typeof v === 'function', { message: `must be ${what}` })
+  objectOption<T>((v) => typeof v === 'function', `must be ${what}`)
 
 /** Rate limits (GCRA): at most 8, each `limit` units per `windowMs`, of requests or tokens. */
 const rateLimitsSchema = z
@@ -167,23 +181,17 @@ export const optionsSchema = z
             'must not start with one another (no key prefix may begin another or repeat one)',
         },
       ),
-    storage: z
-      .custom<Storage>(
-        (v) =>
-          typeof v === 'object' &&
-          v !== null &&
-          ['keys', 'counters', 'usage', 'accounts', 'secrets', 'ipBlocks'].every((k) => k in v),
-        {
-          message:
-            'must be a Storage (keys, counters, usage, accounts, secrets, ipBlocks), e.g. memoryStorage()',
-        },
-      )
-      .optional(),
-    clock: z
-      .custom<Clock>((v) => typeof (v as Clock)?.now === 'function', {
-        message: 'must have now(): number',
-      })
-      .optional(),
+    storage: objectOption<Storage>(
+      (v) =>
+        typeof v === 'object' &&
+        v !== null &&
+        ['keys', 'counters', 'usage', 'accounts', 'secrets', 'ipBlocks'].every((k) => k in v),
+      'must be a Storage (keys, counters, usage, accounts, secrets, ipBlocks), e.g. memoryStorage()',
+    ).optional(),
+    clock: objectOption<Clock>(
+      (v) => typeof (v as Clock)?.now === 'function',
+      'must have now(): number',
+    ).optional(),
     cache: z
       .union([
         z.literal(false),
@@ -421,14 +429,22 @@ function problem(i: z.core.$ZodIssue): string {
 /** Names whose value is never shown in an error (a secret, a key, a password). */
 const SENSITIVE = /(?:secret|password|token|apikey|credential)s?$/i
 
-/** A value as an error shows it: short, and never a secret's characters. */
-function shown(name: string, v: unknown): string {
+/** The user information of a URL (`//user:password@`), never shown. */
+const URL_USERINFO = /\/\/[^/?#@\s]*@/g
+
+/**
+ * A value as an error shows it: short, and never a secret's characters. A string is quoted
+ * only where the option takes text (`quote`) and its name is not a secret's, and then without
+ * a URL's user and password.
+ */
+function shown(name: string, v: unknown, quote = true): string {
   if (v === null || v === undefined || typeof v === 'number' || typeof v === 'boolean')
     return String(v)
   if (typeof v === 'bigint') return `${v}n`
   if (typeof v === 'string') {
-    if (SENSITIVE.test(name)) return `a string of ${v.length} characters`
-    return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v)
+    if (!quote || SENSITIVE.test(name)) return `a string of ${v.length} characters`
+    const safe = v.replace(URL_USERINFO, '//***@')
+    return JSON.stringify(safe.length > 60 ? `${safe.slice(0, 57)}...` : safe)
   }
   if (typeof v === 'function') return 'a function'
   if (Array.isArray(v)) return `an array of ${v.length}`
@@ -470,10 +486,16 @@ export function optionError(
   return new ConfigError(`${factory}: ${optionLine(path, must, got)}`)
 }
 
-function optionLine(path: string, must: string, got: [] | [unknown]): string {
+function optionLine(path: string, must: string, got: [] | [unknown], quote = true): string {
   const name = path.slice(path.lastIndexOf('.') + 1)
-  const value = got.length === 0 ? '' : `, got ${shown(name, got[0])}`
+  const value = got.length === 0 ? '' : `, got ${shown(name, got[0], quote)}`
   return `${path} ${must}${unitOf(name)}${value}`
+}
+
+/** Whether a string given for the option of issue `i` may be quoted: not where an object goes. */
+function takesText(i: z.core.$ZodIssue): boolean {
+  if (i.code === 'invalid_type') return i.expected !== 'object' && i.expected !== 'function'
+  return !(i.code === 'custom' && i.params?.['takes'] === NOT_TEXT.takes)
 }
 
 /**
@@ -484,7 +506,9 @@ function optionLine(path: string, must: string, got: [] | [unknown]): string {
  */
 export function checkTollboothArg(factory: string, tb: unknown): void {
   if (typeof (tb as { authenticate?: unknown } | null)?.authenticate !== 'function')
-    throw optionError(factory, 'tb', 'must be a tollbooth instance from createTollbooth()', tb)
+    throw new ConfigError(
+      `${factory}: ${optionLine('tb', 'must be a tollbooth instance from createTollbooth()', [tb], false)}`,
+    )
 }
 
 /**
@@ -511,7 +535,8 @@ export function parseOptions<S extends z.ZodType>(
     const at = [base, ...i.path.map(String)].join('.')
     if (i.code === 'unrecognized_keys') return i.keys.map((k) => `${at}.${k} is not an option`)
     const must = problem(i)
-    return [optionLine(at, must, must === 'is required' ? [] : [valueAt(value, i.path)])]
+    const got: [] | [unknown] = must === 'is required' ? [] : [valueAt(value, i.path)]
+    return [optionLine(at, must, got, takesText(i))]
   })
   throw new ConfigError(`${factory}: ${lines.join('; ')}`)
 }

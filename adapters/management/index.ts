@@ -18,6 +18,7 @@ import { z } from 'zod'
 import {
   checkTollboothArg,
   fnOption,
+  objectOption,
   parseOptions,
   setBypassHeaders,
   setUsageHeaders,
@@ -66,9 +67,10 @@ const optionsSchema = z
       .object({
         managementKeys: keyAccess.optional(),
         consumptionKeys: keyAccess.optional(),
-        session: z
-          .custom<object>((v) => typeof v === 'object' && v !== null, 'must be an object')
-          .optional(),
+        session: objectOption<object>(
+          (v) => typeof v === 'object' && v !== null,
+          'must be an object',
+        ).optional(),
         authenticate: fnOption<never>().optional(),
       })
       .strict()
@@ -81,17 +83,15 @@ const optionsSchema = z
         { message: 'accepts no credential: allow a key kind, or give session or authenticate' },
       )
       .optional(),
-    billing: z
-      .custom<BillingProvider>(
-        (v) =>
-          typeof v === 'object' &&
-          v !== null &&
-          typeof (v as BillingProvider).checkout === 'function' &&
-          typeof (v as BillingProvider).portal === 'function' &&
-          typeof (v as BillingProvider).webhook === 'function',
-        'must be a BillingProvider with checkout, portal and webhook, e.g. stripeBilling(tb, …)',
-      )
-      .optional(),
+    billing: objectOption<BillingProvider>(
+      (v) =>
+        typeof v === 'object' &&
+        v !== null &&
+        typeof (v as BillingProvider).checkout === 'function' &&
+        typeof (v as BillingProvider).portal === 'function' &&
+        typeof (v as BillingProvider).webhook === 'function',
+      'must be a BillingProvider with checkout, portal and webhook, e.g. stripeBilling(tb, …)',
+    ).optional(),
     trustProxy: trustProxySchema.optional(),
     socketAddress: fnOption<never>().optional(),
     uniqueKeyNames: z.boolean().optional(),

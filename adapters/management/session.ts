@@ -10,7 +10,7 @@
 
 import { createRemoteJWKSet, type JWTVerifyGetKey, jwtVerify } from 'jose'
 import { z } from 'zod'
-import { integer, parseOptions } from '../../src/internal.js'
+import { fnOption, integer, parseOptions } from '../../src/internal.js'
 
 /** How session tokens are verified. Give exactly one of `secret`, `jwksUrl` or `jwks`. */
 export interface SessionOptions {
@@ -50,9 +50,7 @@ const schema = z
       })
       .optional(),
     jwksUrl: z.union([z.url({ protocol: /^https?$/ }), z.instanceof(URL)]).optional(),
-    jwks: z
-      .custom<JWTVerifyGetKey>((v) => typeof v === 'function', 'must be a function')
-      .optional(),
+    jwks: fnOption<JWTVerifyGetKey>().optional(),
     issuer: strings.optional(),
     audience: strings.optional(),
     algorithms: z.array(z.string().min(1)).min(1).optional(),

@@ -11,6 +11,7 @@ import { z } from 'zod'
 import {
   DEFAULT_PROVIDERS,
   fnOption,
+  objectOption,
   parseOptions,
   type Tollbooth,
   type TrustProxy,
@@ -77,8 +78,7 @@ const label = z.string().trim().min(1).max(64)
 
 const schema = z
   .object({
-    session: z
-      .custom<object>((v) => typeof v === 'object' && v !== null, 'must be an object')
+    session: objectOption<object>((v) => typeof v === 'object' && v !== null, 'must be an object')
       .refine((v) => !('cookie' in v), {
         message: 'must not set cookie: the portal names its own (use the cookieName option)',
       })

@@ -14,7 +14,12 @@
 
 import type { Pool, PoolClient, QueryResultRow } from 'pg'
 import { z } from 'zod'
-import { ConfigError, parseOptions, StorageUnavailableError } from '../../src/internal.js'
+import {
+  ConfigError,
+  objectOption,
+  parseOptions,
+  StorageUnavailableError,
+} from '../../src/internal.js'
 
 /** What the stores need of the user's pool (a `pg.Pool`, or anything shaped like it). */
 export type PgPool = Pick<Pool, 'query' | 'connect'>
@@ -27,7 +32,7 @@ const SCHEMA_RULE = 'must be 1 to 48 letters, digits or underscores, not startin
 export const DEFAULT_SCHEMA = 'tollbooth'
 
 /** `options.pool`: the user's `pg` Pool, or anything with its `query` and `connect`. */
-export const poolSchema = z.custom<PgPool>(
+export const poolSchema = objectOption<PgPool>(
   (v) =>
     typeof (v as Partial<PgPool> | null)?.query === 'function' &&
     typeof (v as Partial<PgPool> | null)?.connect === 'function',

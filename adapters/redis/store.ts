@@ -23,7 +23,7 @@
 
 import type { Cluster, Redis } from 'ioredis'
 import { z } from 'zod'
-import { parseOptions } from '../../src/internal.js'
+import { objectOption, parseOptions } from '../../src/internal.js'
 import { IP_FAIL, IP_LIFT, IP_LIST } from './ip-blocks.js'
 import * as keys from './key-scripts.js'
 import * as records from './record-scripts.js'
@@ -134,7 +134,7 @@ export async function casLoop<T>(attempt: () => Promise<T | typeof RETRY>): Prom
 export const RETRY: unique symbol = Symbol('retry')
 
 /** The ioredis client option, of `redisStorage` and `upgradeUsageTotals`. */
-export const redisClientSchema = z.custom<RedisClient>(
+export const redisClientSchema = objectOption<RedisClient>(
   (v) => typeof (v as { defineCommand?: unknown } | null)?.defineCommand === 'function',
   'must be an ioredis Redis or Cluster instance',
 )

@@ -16,7 +16,13 @@
 
 import { createRequire } from 'node:module'
 import { z } from 'zod'
-import { ConfigError, integer, optionError, StorageUnavailableError } from '../../src/internal.js'
+import {
+  ConfigError,
+  integer,
+  objectOption,
+  optionError,
+  StorageUnavailableError,
+} from '../../src/internal.js'
 
 /** One prepared statement of the driver (`better-sqlite3`'s `Statement`, or `libsql`'s). */
 export interface SqliteStatement {
@@ -52,14 +58,12 @@ function requireDriver(name: string): Driver {
  * `parseOptions` by each entry's own strict schema.
  */
 export const openShape = {
-  database: z
-    .custom<SqliteDatabase>(
-      (v) =>
-        typeof (v as Partial<SqliteDatabase> | null)?.prepare === 'function' &&
-        typeof (v as Partial<SqliteDatabase> | null)?.exec === 'function',
-      'must be a better-sqlite3 or libsql Database (new Database(path))',
-    )
-    .optional(),
+  database: objectOption<SqliteDatabase>(
+    (v) =>
+      typeof (v as Partial<SqliteDatabase> | null)?.prepare === 'function' &&
+      typeof (v as Partial<SqliteDatabase> | null)?.exec === 'function',
+    'must be a better-sqlite3 or libsql Database (new Database(path))',
+  ).optional(),
   path: z
     .string({ error: 'must be a file path' })
     .min(1, 'must be a file path')

@@ -7,7 +7,13 @@
 
 import type Stripe from 'stripe'
 import { z } from 'zod'
-import { fnOption, integer, MARKER_TTL_MS, type MeterOutboxOptions } from '../../src/internal.js'
+import {
+  fnOption,
+  integer,
+  MARKER_TTL_MS,
+  type MeterOutboxOptions,
+  objectOption,
+} from '../../src/internal.js'
 
 const id = z.string().min(1).max(255)
 const tierSchema = z
@@ -29,9 +35,9 @@ const creditBounds = {
 /** Every option of `stripeBilling()`. */
 export const optionsSchema = z
   .object({
-    stripe: z.custom<Stripe>(
+    stripe: objectOption<Stripe>(
       (v) => typeof (v as Stripe)?.checkout?.sessions?.create === 'function',
-      { message: 'must be a Stripe client (new Stripe(process.env.STRIPE_SECRET_KEY))' },
+      'must be a Stripe client (new Stripe(process.env.STRIPE_SECRET_KEY))',
     ),
     webhookSecret: z.string().min(8, 'must be the endpoint secret (whsec_…)'),
     tiers: z.record(z.string().min(1).max(64), tierSchema),

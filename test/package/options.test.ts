@@ -109,6 +109,71 @@ describe('a bad option', () => {
     expect(thrown(make).message).toBe(message)
   })
 
+  // The string given by mistake where a client goes is the URL or key it should have been made
+  // from: its password, or the Stripe secret key, was quoted in the error (57 characters of it).
+  const PASSWORD = 'Pg-Passw0rd-never-shown'
+  const STRIPE_KEY = `sk_test_51${'Qx7'.repeat(30)}`
+  it.each<[string, () => unknown, string]>([
+    [
+      'postgresStorage, a connection URL for the pool',
+      () => postgresStorage({ pool: `postgres://app:${PASSWORD}@db.internal:5432/prod` as never }),
+      'postgresStorage: options.pool must be a pg Pool (new Pool({ connectionString })), got a string of 60 characters',
+    ],
+    [
+      'redisStorage, a Redis URL for the client',
+      () => redisStorage({ client: `redis://:${PASSWORD}@cache.internal:6379` as never }),
+      'redisStorage: options.client must be an ioredis Redis or Cluster instance, got a string of 52 characters',
+    ],
+    [
+      'createTollbooth, a Redis URL for the storage',
+      () => createTollbooth({ secret: SECRET, storage: `rediss://u:${PASSWORD}@c:6380` as never }),
+      'createTollbooth: options.storage must be a Storage (keys, counters, usage, accounts, secrets, ipBlocks), e.g. memoryStorage(), got a string of 41 characters',
+    ],
+    [
+      'sqliteStorage, a libsql URL for the database',
+      () => sqliteStorage({ database: `libsql://db.turso.io?authToken=${PASSWORD}` as never }),
+      'sqliteStorage: options.database must be a better-sqlite3 or libsql Database (new Database(path)), got a string of 54 characters',
+    ],
+    [
+      'stripeBilling, the secret key for the client',
+      () =>
+        stripeBilling(tb, {
+          stripe: STRIPE_KEY as never,
+          webhookSecret: 'whsec_options',
+          tiers: { pro: { priceId: 'price_pro' } },
+        }),
+      'stripeBilling: options.stripe must be a Stripe client (new Stripe(process.env.STRIPE_SECRET_KEY)), got a string of 100 characters',
+    ],
+    [
+      'portal, the session secret for the session options',
+      () => portal(tb, { session: PASSWORD as never }),
+      `portal: options.session must be an object, got a string of ${PASSWORD.length} characters`,
+    ],
+    [
+      'managementApi, the session secret for the session options',
+      () => managementApi(tb, { auth: { session: PASSWORD as never } }),
+      `managementApi: options.auth.session must be an object, got a string of ${PASSWORD.length} characters`,
+    ],
+    [
+      'managementApi, the Stripe key for the billing provider',
+      () => managementApi(tb, { billing: STRIPE_KEY as never }),
+      'managementApi: options.billing must be a BillingProvider with checkout, portal and webhook, e.g. stripeBilling(tb, …), got a string of 100 characters',
+    ],
+    [
+      'managementApi, a URL with a password in a text option',
+      () =>
+        managementApi(tb, {
+          auth: { session: { jwksUrl: `ftp://keys:${PASSWORD}@idp.internal/jwks.json` } },
+        }),
+      'managementApi: options.auth.session.jwksUrl must be a valid URL, got "ftp://***@idp.internal/jwks.json"',
+    ],
+  ])('never shows a password or key: %s', (_, make, message) => {
+    const text = thrown(make).message
+    expect(text).toBe(message)
+    expect(text).not.toContain(PASSWORD)
+    expect(text).not.toContain(STRIPE_KEY.slice(0, 16))
+  })
+
   it('is named the same way by an async factory', async () => {
     const err = await upgradeUsageTotals({ client, keyPrefix: '{x}' }).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(ConfigError)
