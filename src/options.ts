@@ -576,7 +576,12 @@ export function resolveOptions(options: unknown): ResolvedOptions {
       o.defaultTier,
     )
   }
-  return { ...o, headers: { ...DEFAULT_HEADER_FAMILIES, ...o.headers } }
+  const { secret, ...rest } = o
+  const resolved = { ...rest, headers: { ...DEFAULT_HEADER_FAMILIES, ...o.headers } }
+  // Readable as `tb.options.secret`, but not enumerable: `console.log(tb)`, `util.inspect`,
+  // `JSON.stringify(tb.options)` and a spread of the options leave it out.
+  Object.defineProperty(resolved, 'secret', { value: secret, enumerable: false })
+  return resolved as ResolvedOptions
 }
 
 /** Per-route options, the same in the Hono, Express and Fastify adapters. */
