@@ -30,10 +30,26 @@ export type ProviderVerifier = (apiKey: string) => Promise<boolean> | boolean
  * A provider key to store: `tb.providerKeys.store`'s input and the body of
  * `POST /provider-keys`, which the management API parses once and hands over as it is.
  */
+/**
+ * A control character (C0 or DEL). A provider key goes out as a header value, where one is
+ * refused (by fetch, with the key in its message) or, worse, splits the header.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
+const CONTROL = /[\u0000-\u001f\u007f]/
+
 export const providerKeyBody = z
   .object({
     provider: text(z.string().trim().min(1).max(64)),
-    apiKey: text(z.string().min(8, 'must be at least 8 characters').max(4096)),
+    apiKey: text(
+      z
+        .string()
+        .min(8, 'must be at least 8 characters')
+        .max(4096)
+        .refine(
+          (v) => !CONTROL.test(v),
+          'must not contain a control character (a line break, a tab)',
+        ),
+    ),
   })
   .strict()
 

@@ -206,6 +206,25 @@ for (const store of STORES) {
       expect((await tb.keys.get(made.record.id))?.scopes).toEqual(['a'])
     })
 
+    it('a provider key with a control character: 400 naming apiKey, never echoing it, nothing stored', async () => {
+      const listed = (await api('GET', '/provider-keys', { token: mk })).body
+      for (const apiKey of ['sk-abcdefgh\r\nX-Evil: 1', 'sk-abcdefgh\tx', 'sk-abcdefgh\u007f']) {
+        const r = await api('POST', '/provider-keys', {
+          token: mk,
+          json: { provider: 'openai', apiKey },
+        })
+        expect(r.status, r.text).toBe(400)
+        expect(r.body.issues.map((i: { path: string }) => i.path)).toEqual(['apiKey'])
+        expect(r.text).not.toContain('abcdefgh')
+        const err = await tb.providerKeys
+          .store('acct_h', { provider: 'openai', apiKey })
+          .catch((e) => e)
+        expect(issuePaths(err)).toEqual(['apiKey'])
+        expect(String(err.message)).not.toContain('abcdefgh')
+      }
+      expect((await api('GET', '/provider-keys', { token: mk })).body).toEqual(listed)
+    })
+
     it('a bad limit, cursor or address of tb.ipBlocks: an InvalidRequestError naming it', async () => {
       for (const [options, field] of [
         [{ limit: -5 }, 'limit'],
