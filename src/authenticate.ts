@@ -747,10 +747,65 @@ function queued(a: Attempt, checks: Check[], admission: AdmissionId): Promise<Co
   })
 }
 
-/** Step 8: the counters' refusal, with its headers, answered by the limit that decides it. */
-function limits(a: Attempt): Denial | undefined {
+/**
+ * Step 8: the counters' refusal, with its headers, answered by the limit that decides it. A
+ * request refused only for credits (the account's or its key's budget) whose account has a
+ * stored key of one of the route's `byok` providers is counted again without a hold first.
+ */
+function limits(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
   const result = a.result
   if (!result || result.allowed) return undefined
+  if (a.estimate > 0 && a.route.byok.length > 0 && onlyCredits(a.templates, result.results))
+    return withStoredKey(a)
+  return refused(a)
+}
+
+/** True when every refusal in `results` is of a charged hold (credits or a key's budget). */
+function onlyCredits(
+  templates: ReadonlyArray<CheckTemplate>,
+  results: ReadonlyArray<CheckResult>,
+): boolean {
+  for (let i = 0; i < results.length; i++) {
+    const role = templates[i]!.role
+    if (!results[i]!.allowed && role !== 'credits' && role !== 'budget') return false
+  }
+  return true
+}
+
+/**
+ * The credits cannot cover the estimate: when the account has a stored key, usable under this
+ * instance's secret, of a provider the route takes its own keys for, the request is expected
+ * to be served on it (BYOK, not charged), as one that sends that key in its header. It is then
+ * counted again holding nothing (a refused count changed nothing); otherwise refused as it was.
+ */
+async function withStoredKey(a: Attempt): Promise<Denial | undefined> {
+  const ctx = a.ctx
+  const accountId = a.entry!.info.accountId
+  let usable = false
+  try {
+    const stored = await ctx.guard(ctx.storage.secrets.list(accountId))
+    for (const r of stored) {
+      if (!a.route.byok.some(([p]) => p === r.provider)) continue
+      if (await ctx.resolveStoredProvider(accountId, r.provider)) {
+        usable = true
+        break
+      }
+    }
+  } catch (err) {
+    ctx.report(err)
+  }
+  if (!usable) return refused(a)
+  a.estimate = 0
+  a.result = null
+  const d = await count(a)
+  if (d !== undefined) return d
+  const again = a.result as ConsumeResult | null
+  return again !== null && !again.allowed ? refused(a) : undefined
+}
+
+/** The refusal of the limit that decides it, with its headers. */
+function refused(a: Attempt): Denial {
+  const result = a.result!
   const route = a.route
   const i = decidingRefusal(a.templates, result.results, route.quotaStatus)
   const t = a.templates[i]!
@@ -822,7 +877,8 @@ function admission(a: Attempt): Admission {
     })
     const idk = idempotencyKey(a.req)
     if (idk) s.idempotencyId = `${entry!.info.id}:${idk}`
-    // Stored provider keys serve every route; the route's `byok` option governs headers only.
+    // Stored provider keys serve every route; the route's `byok` option governs headers (and
+    // which stored keys let in a request its credits cannot cover: `withStoredKey`).
     s.resolveProvider = a.ctx.resolveStoredProvider
   }
   return new Admission({

@@ -626,7 +626,11 @@ export const routeOptionsSchema = z
      * settles anyway (ms). Default: the instance's `leaseTtlMs`.
      */
     abortSettleMs: integer(1).optional(),
-    /** Reads BYOK provider keys from `X-Provider-Key-*` headers (all providers, or these). */
+    /**
+     * Reads BYOK provider keys from `X-Provider-Key-*` headers (all providers, or these). A
+     * request the credits cannot cover is also let in, holding nothing, when its account has a
+     * stored key of one of these providers.
+     */
     byok: z.union([z.boolean(), z.array(z.string().min(1))]).default(false),
     /**
      * Whom to believe about the client IP: false (the socket's peer), n (n trusted proxies in
