@@ -22,9 +22,11 @@ import { denial } from './denials.js'
 import { isTollboothError, StorageUnavailableError } from './errors.js'
 import {
   type LimitFigures,
+  setBypassHeaders,
   setIetfHeaders,
   setRateLimitHeaders,
   setRetryAfter,
+  setUsageHeaders,
   withHeader,
 } from './headers.js'
 import { isWellFormedKey } from './keys/format.js'
@@ -825,6 +827,17 @@ function refused(a: Attempt): Denial {
       windowMs: c.windowMs,
     })
   setRetryAfter(out, rf.retryAfterMs)
+  // "Every authenticated response includes usage information" (seed 001): a metered request
+  // refused by a limit or the credits carries the period's figures too, unchanged by it (a
+  // refused count reports every counter as it was before the request).
+  if (route.headers.usage && a.metered && account !== null) {
+    for (let k = a.templates.length - 1; k >= 0; k--) {
+      if (a.templates[k]!.role !== 'credits') continue
+      setUsageHeaders(out, result.results[k]!.used, account.creditLimit)
+      setBypassHeaders(out, false, null)
+      break
+    }
+  }
   return logged(a, denial(rf.code, a, { message: rf.message, status: rf.status, headers: out }))
 }
 

@@ -1,7 +1,9 @@
 /**
  * `001_da102ff7c76ebfc9.txt`: "Every authenticated response includes usage information": the
  * voice example's management routes under `/v1` (keys, usage, subscription, provider keys)
- * carry `X-Usage-*` as its product routes do, with the account's figures after the call.
+ * carry `X-Usage-*` as its product routes do, with the account's figures after the call; and
+ * a product request refused by the credits (402) or the key's rate limit (429) carries them
+ * too, as they stand (nothing charged).
  */
 
 import { afterEach, describe, expect, it } from 'vitest'
@@ -47,5 +49,40 @@ describe('voice-api example: usage headers on every authenticated answer (001)',
     const refused = await api('GET', '/v1/usage', { token: 'plabs_sk_live_nope' })
     expect(refused.status).toBe(401)
     expect(refused.headers.get('x-usage-current')).toBeNull()
+  })
+
+  it('sends X-Usage-* on a 402 and a 429 of a valid key, the figures unchanged by it', async () => {
+    fx = await startVoice({ free: { display: 'Free', monthlyCredits: 3 } })
+    const { tb, api, settles } = fx
+    const key = (
+      await tb.keys.create({
+        accountId: 'acct_dev',
+        limits: { rateLimits: [{ limit: 5, windowMs: 60_000 }] },
+      })
+    ).key
+    const usage = (r: Awaited<ReturnType<typeof synth>>) => [
+      r.status,
+      r.headers.get('x-usage-current'),
+      r.headers.get('x-usage-limit'),
+      r.headers.get('x-usage-remaining'),
+      r.headers.get('x-usage-bypassed'),
+    ]
+    for (let i = 1; i <= 3; i++) {
+      expect(usage(await synth(api, key))).toEqual([200, String(i), '3', String(3 - i), 'false'])
+      await settles.idle()
+    }
+    // The credits are used up: 402, and the figures say so.
+    const out = await synth(api, key)
+    expect(out.body.error).toBe('Insufficient credits')
+    expect(usage(out)).toEqual([402, '3', '3', '0', 'false'])
+    // BYOK requests go on until the key's 5 a minute are used; the 6th is a 429.
+    const own = { 'X-Provider-Key-ElevenLabs': 'sk_elevenlabs_own_0001' }
+    for (let i = 0; i < 2; i++)
+      expect(usage(await synth(api, key, 'Hello', own))).toEqual([200, '3', '3', '0', 'true'])
+    await settles.idle()
+    const limited = await synth(api, key, 'Hello', own)
+    expect(limited.headers.get('retry-after')).not.toBeNull()
+    expect(limited.headers.get('x-ratelimit-remaining')).toBe('0')
+    expect(usage(limited)).toEqual([429, '3', '3', '0', 'false'])
   })
 })

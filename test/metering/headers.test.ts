@@ -100,11 +100,17 @@ describe('usage headers', () => {
     expect(q.responseHeaders()).not.toHaveProperty('X-Usage-Limit')
   })
 
-  it('a denial for credits carries no usage figures of a charge', async () => {
+  it('a denial for credits carries the usage figures as they stand, not those of a charge', async () => {
     const s = await setup({ plans: { z: { monthlyCredits: 0 } }, defaultTier: 'z' })
     const d = await s.tb.authenticate(req(s.key), s.tb.route({ cost: 1 }))
     expect(d.allowed).toBe(false)
-    expect(d.headers).not.toHaveProperty('X-Usage-Current')
+    // Seed 001: "Every authenticated response includes usage information".
+    expect(d.headers).toMatchObject({
+      'X-Usage-Current': '0',
+      'X-Usage-Limit': '0',
+      'X-Usage-Remaining': '0',
+      'X-Usage-Bypassed': 'false',
+    })
     expect(d.headers['X-Request-Id']).toBe(d.requestId)
   })
 })
