@@ -186,6 +186,24 @@ describe.each(FRAMEWORKS)('seed flows on %s', (framework) => {
     expect(usage.body.requests.tts).toBe(2)
   })
 
+  it('001: a 402 of a valid key carries the usage figures as they stand', async () => {
+    // "Every authenticated response includes usage information", the refusals of a limit too.
+    const { tb, api } = await start(
+      {},
+      { plans: { zero: { monthlyCredits: 0 } }, defaultTier: 'zero' },
+    )
+    const key = (await tb.keys.create({ accountId: 'acct_broke' })).key
+    const out = await api('POST', '/synthesize', { token: key, json: { text: 'Hello' } })
+    expect(out.body.error).toBe('Insufficient credits')
+    expect([
+      out.status,
+      out.headers.get('x-usage-current'),
+      out.headers.get('x-usage-limit'),
+      out.headers.get('x-usage-remaining'),
+      out.headers.get('x-usage-bypassed'),
+    ]).toEqual([402, '0', '0', '0', 'false'])
+  })
+
   it('003: session-only key management with monthly usage', async () => {
     const secret = 'pdflys-session-secret-pdflys-session-secret'
     const { tb, clock, api } = await start(
