@@ -860,12 +860,16 @@ function failure(a: Attempt, err: unknown): Denial | undefined {
 /** The admission: its headers (the tightest limit's figures) and what settle needs. */
 function admission(a: Attempt): Admission {
   const { route, entry } = a
+  // The key's `lastUsedAt` is queued at admission, not at settle: a key with a request in
+  // flight has been used (seed 002: only a key never used can be deleted; `tb.keys.delete`
+  // writes the out-box first).
+  if (a.ctx.cache.touch(entry!, a.now, a.ctx.options.usage.lastUsedResolutionMs))
+    a.ctx.outbox.touch(entry!.info.id, a.now)
   const s = openSettlement({
     estimate: a.estimate,
     routeCost: a.routeCost,
     tokenEstimate: a.tokens,
     startedAt: a.now,
-    touch: a.ctx.cache.touch(entry!, a.now, a.ctx.options.usage.lastUsedResolutionMs),
     tally: entry!,
     eventId: a.internalId,
     ip: a.req.ip,

@@ -5,7 +5,7 @@
  * credit reservation into the actual charge and refund the rest (all of it when the response
  * is not billable, by default any status from 400 up), release the concurrency lease, true-up the
  * tokens reserved against token-rate limits to the reported count, and queue one usage event
- * and the key's `lastUsedAt` in the out-box. Nothing here writes durable storage on the
+ * in the out-box (the key's `lastUsedAt` was queued at admission). Nothing here writes durable storage on the
  * request path. Counter operations the store did not take are retried from a bounded queue
  * (`retry-queue`), so a charge is not lost while its usage event is kept.
  *
@@ -65,7 +65,7 @@ export interface Outcome extends Report {
   /** Ms from admission to the first response byte, when the adapter measured it. */
   ttfbMs?: number
   /**
-   * False settles without a usage event (holds released, `lastUsedAt` touched, nothing
+   * False settles without a usage event (holds released, `lastUsedAt` as at admission, nothing
    * charged): for calls that are not product usage, such as the management API's own.
    * Default true.
    */
@@ -112,11 +112,6 @@ export interface Settlement {
   /** The route's billing policy; default: see {@link billable}. */
   chargeWhen: ChargeWhen | undefined
   startedAt: number
-  /**
-   * Whether settle writes the key's `lastUsedAt` (the request's start): false when this
-   * instance wrote it within `usage.lastUsedResolutionMs` (see `KeyCache.touch`).
-   */
-  touch: boolean
   /** Where the key's usage was tallied last (its cache entry; the memory store reads it). */
   tally: TallyPlace | undefined
   /** The request's own event id (its internal request id). */
@@ -169,7 +164,6 @@ export interface SettlementInit {
   routeCost: number
   tokenEstimate: number
   startedAt: number
-  touch: boolean
   tally: TallyPlace | undefined
   eventId: string
   ip: string | null
@@ -205,7 +199,6 @@ export function openSettlement(init: SettlementInit): Settlement {
     tokenEstimate: init.tokenEstimate,
     chargeWhen: init.chargeWhen,
     startedAt: init.startedAt,
-    touch: init.touch,
     tally: init.tally,
     eventId: init.eventId,
     idempotencyId: undefined,
@@ -528,11 +521,13 @@ function retryOps(ops: ReadonlyArray<SettleOp>): SettleOp[] {
   return out
 }
 
-/** Touches the key (when due) and queues the usage event; `charge` -1: a repeat, touched only. */
+/**
+ * Queues the usage event (`charge` -1: a repeat, none). The key's `lastUsedAt` was queued at
+ * admission.
+ */
 function record(ctx: Context, done: Settling, charge: number): UsageEvent | null {
   const { a, s, outcome } = done
   const key = a.key
-  if (s.touch) ctx.outbox.touch(key.id, s.startedAt)
   if (charge < 0 || outcome.record === false) return null
   const overage =
     s.metered && s.creditOverage && Number.isFinite(s.creditLimit)
