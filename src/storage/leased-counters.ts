@@ -394,6 +394,9 @@ export function leasedCounters(
         free(h, now) >= c.amount
       )
     }
+    // Nor a quota lowered on some instance (a key's limits changed): the lease's units were
+    // counted under the old limit, and the store may be at the new one already.
+    if (l.kind === 'window' && c.limit < l.check.limit) return false
     return free(l, now) >= Math.max(1, c.cost)
   }
 
