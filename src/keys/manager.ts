@@ -125,7 +125,7 @@ export class KeyManager {
   private readonly rules: KeyCreationRule[] = []
 
   constructor(private readonly ctx: Context) {
-    this.names = createNameGuard(ctx.storage)
+    this.names = createNameGuard(ctx.storage, () => ctx.clock.now())
   }
 
   /** The prefixes a key of `kind` may carry; the first is the default. */
