@@ -130,6 +130,7 @@ export {
   type KeyRow,
   keyFromRow,
   keyValues,
+  rotationPatch,
   SECRET_COLUMNS,
   type SecretRow,
   secretFromRow,

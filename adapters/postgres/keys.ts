@@ -15,6 +15,7 @@ import {
   type KeyRow,
   type KeyStore,
   keyValues,
+  rotationPatch,
   keyFromRow as toRecord,
 } from '../../src/internal.js'
 import { type Db, json, transaction } from './db.js'
@@ -98,10 +99,15 @@ export function postgresKeys(db: Db): KeyStore {
     update: (id, patch) => update(null, id, patch),
     async rotate(oldId, patch, next) {
       return transaction(db, async (client) => {
-        const old = await client.query(`SELECT 1 FROM ${t} WHERE id = $1 FOR UPDATE`, [oldId])
-        if (old.rowCount === 0) return { value: null, commit: false }
+        const old = await client.query<{ revoked_at: string | null }>(
+          `SELECT revoked_at FROM ${t} WHERE id = $1 FOR UPDATE`,
+          [oldId],
+        )
+        const row = old.rows[0]
+        if (!row) return { value: null, commit: false }
         await client.query(insertSql, insertValues(next))
-        return { value: await update(client, oldId, patch), commit: true }
+        const revokedAt = row.revoked_at === null ? null : Number(row.revoked_at)
+        return { value: await update(client, oldId, rotationPatch(revokedAt, patch)), commit: true }
       })
     },
     async delete(id) {

@@ -23,6 +23,7 @@ import {
   type KeyStore,
   type Page,
   patchFields,
+  rotationPatch,
 } from '../../src/internal.js'
 import { duplicateKey, encodeKey, keyBucket, keyLayout, stored } from './key-layout.js'
 import { oldKeys } from './key-upgrade.js'
@@ -112,7 +113,9 @@ export function redisKeys(ctx: Ctx): KeyStore {
         const r = await byId(oldId)
         if (!r) return null
         await add(next)
-        const json = patched(r.json, patch)
+        // Against the record the compare-and-set checks: a revocation made meanwhile fails it,
+        // and the next round keeps that revocation's time.
+        const json = patched(r.json, rotationPatch(r.key.revokedAt, patch))
         const done = await client.tollboothKeyCas(1, names.record(r.key.hash), r.json, json)
         if (done === 1) return stored(json, r.used).key
         await layout.remove(next, nextJson)

@@ -14,6 +14,7 @@ import {
   type KeyRow,
   type KeyStore,
   keyValues,
+  rotationPatch,
   keyFromRow as toRecord,
 } from '../../src/internal.js'
 import { bit, type Db, json } from './db.js'
@@ -95,10 +96,12 @@ export function sqliteKeys(d: Db): KeyStore {
     },
     async rotate(oldId, patch, next) {
       return d.write(() => {
-        if (!d.stmt('SELECT 1 FROM keys WHERE id = ?').get(oldId))
-          return { value: null, commit: false }
+        const row = d.stmt('SELECT revoked_at FROM keys WHERE id = ?').get(oldId) as
+          | { revoked_at: number | null }
+          | undefined
+        if (!row) return { value: null, commit: false }
         d.stmt(insertSql).run(...insertValues(next))
-        return { value: update(oldId, patch), commit: true }
+        return { value: update(oldId, rotationPatch(row.revoked_at, patch)), commit: true }
       })
     },
     async delete(id) {

@@ -182,6 +182,26 @@ export function keyStoreTests(get: GetStorage): void {
       expect(listed.data.map((k) => k.id)).toEqual([next.id])
     })
 
+    it('never moves a revocation later: a rotation that raced a revoke leaves the key revoked', async () => {
+      // Instance B read the key before instance A revoked it, then rotates it with a grace
+      // period: the revocation stands, at its own time, and the new key is inserted.
+      const old = makeKey()
+      await get().keys.insert(old)
+      await get().keys.update(old.id, { revokedAt: 1_767_225_900_000 })
+      const next = makeKey({ accountId: old.accountId, name: old.name })
+      const result = await get().keys.rotate(old.id, { revokedAt: 1_767_229_500_000 }, next)
+      expect(result?.revokedAt).toBe(1_767_225_900_000)
+      expect((await get().keys.getByHash(old.hash))?.revokedAt).toBe(1_767_225_900_000)
+      expect(await get().keys.getByHash(next.hash)).toEqual(next)
+      // A rotation sooner than a revocation still to come (a grace period) brings it forward.
+      const other = makeKey()
+      await get().keys.insert(other)
+      await get().keys.update(other.id, { revokedAt: 1_767_229_500_000 })
+      const third = makeKey({ accountId: other.accountId })
+      await get().keys.rotate(other.id, { revokedAt: 1_767_225_900_000 }, third)
+      expect((await get().keys.get(other.id))?.revokedAt).toBe(1_767_225_900_000)
+    })
+
     it('rotates nothing when the old key is missing', async () => {
       const next = makeKey()
       expect(await get().keys.rotate(keyId(3), { revokedAt: 1 }, next)).toBeNull()

@@ -35,6 +35,7 @@ import { counterSlots } from './counter-slots.js'
 import { EventRing } from './event-ring.js'
 import { markInProcess } from './in-process.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
+import { rotationPatch } from './rows.js'
 import { listsByLength, type Place, syncCountersFromState } from './state-counters.js'
 import type {
   AccountRecord,
@@ -199,7 +200,7 @@ function memoryKeys(): KeyStore {
       const k = byId.get(oldId)
       if (!k) return null
       insert(next)
-      k.patch(patch, shared)
+      k.patch(rotationPatch(k.record.revokedAt, patch), shared)
       return k.copy()
     },
     async delete(id) {

@@ -9,7 +9,19 @@
  * in how a JSON, list or flag cell is passed ({@link Cells}).
  */
 
-import type { AccountRecord, KeyRecord, ProviderKeyRecord, UsageEvent } from './types.js'
+import type { AccountRecord, KeyPatch, KeyRecord, ProviderKeyRecord, UsageEvent } from './types.js'
+
+/**
+ * The patch a `rotate` applies to the old key whose stored revocation is `revokedAt`: the
+ * earlier of the two revocations. A rotation that read the key before another instance
+ * revoked it never moves that revocation later (a grace period would make the revoked key
+ * valid again); one sooner than a revocation still to come brings it forward.
+ */
+export function rotationPatch(revokedAt: number | null, patch: KeyPatch): KeyPatch {
+  const next = patch.revokedAt
+  if (revokedAt === null || next === undefined || (next !== null && next <= revokedAt)) return patch
+  return { ...patch, revokedAt }
+}
 
 /** How a driver takes a cell that is not a string or a number. */
 export interface Cells {
