@@ -320,13 +320,19 @@ function findKey(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
 async function lookup(a: Attempt, hash: string): Promise<Denial | undefined> {
   const ctx = a.ctx
   try {
+    const generation = ctx.cache.generation()
     const record = await ctx.guard(ctx.storage.keys.getByHash(hash))
     const entry = record ? toCached(record, ctx.cache.since(record.lastUsedAt, a.now)) : null
-    // Keyed by the record's own hash string where it is the same text: an in-process store's
-    // record keeps it already, so the cache holds no second copy (80 bytes a key).
-    const k = record !== null && record.hash === hash ? record.hash : hash
-    ctx.cache.set(k, entry)
-    ctx.cache.remember(a.key, k)
+    // Not cached when the key was dropped meanwhile (a change-feed message: revoked or changed
+    // while this read was on its way, the record may be older than the change); this request
+    // uses it.
+    if (!ctx.cache.droppedSince(hash, generation)) {
+      // Keyed by the record's own hash string where it is the same text: an in-process store's
+      // record keeps it already, so the cache holds no second copy (80 bytes a key).
+      const k = record !== null && record.hash === hash ? record.hash : hash
+      ctx.cache.set(k, entry)
+      ctx.cache.remember(a.key, k)
+    }
     a.entry = entry
     return undefined
   } catch (err) {

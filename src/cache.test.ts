@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { type CachedKey, createKeyCache, NEVER } from './cache.js'
+import { type CachedKey, createKeyCache, NEVER, RECENT_DROPS } from './cache.js'
 
 const entry = (id: string) => ({ info: { id } }) as unknown as CachedKey
 
@@ -69,6 +69,37 @@ describe('key cache memo', () => {
     c.remember('k1', 'h1')
     expect(c.getByKey('k1', 0)).toBeUndefined()
     expect(c.get('h1')?.info.id).toBe('a')
+  })
+})
+
+describe('drops during a lookup', () => {
+  const opts = { ttlMs: 1000, negativeTtlMs: 100, max: 3, memoizeKeys: true, feedDownTtlMs: 200 }
+
+  it('tells a drop of the hash looked up since a generation, any other drop not', () => {
+    const c = createKeyCache(opts, () => 0)
+    const g = c.generation()
+    expect(c.droppedSince('h1', g)).toBe(false)
+    c.delete('h2')
+    expect(c.droppedSince('h1', g)).toBe(false)
+    c.delete('h1')
+    expect(c.droppedSince('h1', g)).toBe(true)
+    expect(c.droppedSince('h1', c.generation())).toBe(false)
+  })
+
+  it('takes more drops than it remembers, or a clear, as a drop of every hash', () => {
+    const c = createKeyCache(opts, () => 0)
+    let g = c.generation()
+    for (let i = 0; i < RECENT_DROPS; i++) c.delete(`other${i}`)
+    expect(c.droppedSince('h1', g)).toBe(false)
+    c.delete('other')
+    expect(c.droppedSince('h1', g)).toBe(true)
+    g = c.generation()
+    c.clear()
+    expect(c.droppedSince('h1', g)).toBe(true)
+    g = c.generation()
+    c.feed(false)
+    c.feed(true)
+    expect(c.droppedSince('h1', g)).toBe(true)
   })
 })
 

@@ -172,12 +172,24 @@ export interface KeyCache {
   touch(entry: CachedKey, now: number, resolutionMs: number): boolean
   delete(hash: string): void
   clear(): void
+  /** A count of the drops so far (`delete`, `clear`, the feed back), for {@link droppedSince}. */
+  generation(): number
+  /**
+   * Whether `hash` was dropped (or the cache cleared) since `generation()` read `since`: a
+   * lookup of `hash` that began before such a drop may hold a record older than what the drop
+   * stood for (a revocation's message that arrived while the store's answer was on its way),
+   * so it is not cached. Exact for the last {@link RECENT_DROPS} drops, true beyond them.
+   */
+  droppedSince(hash: string, since: number): boolean
   /**
    * The change feed stopped (false) or resumed (true) delivering: entries older than
    * `feedDownTtlMs` are not served while it is down, and the cache empties when it is back.
    */
   feed(live: boolean): void
 }
+
+/** How many drops {@link KeyCache.droppedSince} tells apart by hash. */
+export const RECENT_DROPS = 64
 
 export interface KeyCacheOptions {
   ttlMs: number
@@ -189,6 +201,14 @@ export interface KeyCacheOptions {
 
 export function createKeyCache(options: false | KeyCacheOptions, now: () => number): KeyCache {
   let clear = () => {}
+  // The hashes of the last RECENT_DROPS drops, by drop count (a clear counts as more than that).
+  const dropped: string[] = []
+  let drops = 0
+  const droppedSince = (hash: string, since: number) => {
+    if (drops - since > RECENT_DROPS) return true
+    for (let g = since; g < drops; g++) if (dropped[g % RECENT_DROPS] === hash) return true
+    return false
+  }
   const clock = new CacheClock(() => clear())
   const since = (time: number | null, t: number) => clock.of(time, t)
   const touch = (entry: CachedKey, t: number, resolutionMs: number) => {
@@ -210,6 +230,8 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
       touch,
       delete: () => {},
       clear,
+      generation: () => drops,
+      droppedSince: () => false,
       feed: () => {},
     }
   }
@@ -228,6 +250,7 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
   })
   const memo = options.memoizeKeys ? new KeyMemo<Slot>(options.max) : null
   clear = () => {
+    drops += RECENT_DROPS + 1
     lru.clear()
     memo?.clear()
   }
@@ -276,8 +299,14 @@ export function createKeyCache(options: false | KeyCacheOptions, now: () => numb
     },
     since,
     touch,
-    delete: (hash) => void lru.delete(hash),
+    delete(hash) {
+      dropped[drops % RECENT_DROPS] = hash
+      drops++
+      lru.delete(hash)
+    },
     clear,
+    generation: () => drops,
+    droppedSince,
     feed(live) {
       if (bound.set(live) && live) clear()
     },
