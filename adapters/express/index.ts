@@ -23,6 +23,7 @@ import {
   type Decision,
   endWork,
   guardedTwice,
+  handlerFailed,
   type RouteOptions,
   responseEnded,
   responseStarted,
@@ -74,7 +75,9 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
    * One listener per middleware, not per request: `close` follows `finish` on every response
    * (the body was written in full), or comes alone when the client went away. Then the
    * handler has finished if it called `res.end()` (`res.send`/`res.json` do); if not yet, its
-   * call to `res.end()` is what settles the request.
+   * call to `res.end()` is what settles the request. A connection this server closed itself,
+   * the client still there, is a response broken off here: settled now (500, `error`), as
+   * nothing will end it (see {@link closedHere}).
    */
   function onClose(this: Response): void {
     const decision = admissions.get(this.req)
@@ -82,7 +85,10 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     if (this.writableFinished) responseEnded(tb, decision, this.statusCode)
     else {
       if (this.writableEnded) endWork(decision)
-      else {
+      else if (closedHere(this)) {
+        handlerFailed(tb, decision)
+        return
+      } else {
         // Only on this rare path: a closure, and the end found now (a compression middleware
         // may have replaced it).
         const end = this.end
@@ -160,6 +166,26 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     if (d instanceof Promise) d.then((decision) => proceed(decision, req, res, next), next)
     else proceed(d, req, res, next)
   }
+}
+
+/**
+ * True when the response's connection was closed by this server, the client neither gone nor
+ * gone wrong: its socket destroyed here, with no error (`res.destroy()`, Express's final
+ * handler for an error after the head was sent, which destroys the socket) or with one of the
+ * app's own (`res.destroy(err)`, a `pipeline` whose upstream failed). Nothing ends such a
+ * response any more (the handler threw, or broke it off itself), so waiting for its
+ * `res.end()` would hold the request's credit hold and concurrency slot until `abortSettleMs`.
+ * A client that went away has ended the socket's readable side (it closed the connection) or
+ * failed a system call on it (a reset, a write to a closed connection: `ECONNRESET`, `EPIPE`,
+ * which carry `syscall`).
+ */
+function closedHere(res: Response): boolean {
+  const socket = res.req.socket as
+    | { readableEnded?: boolean; errored?: { syscall?: unknown } | null }
+    | undefined
+  if (socket === undefined || socket.readableEnded === true) return false
+  const err = socket.errored
+  return err == null || typeof err.syscall !== 'string'
 }
 
 /**

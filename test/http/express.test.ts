@@ -6,7 +6,7 @@
  */
 
 import { ServerResponse } from 'node:http'
-import { Readable } from 'node:stream'
+import { pipeline, Readable } from 'node:stream'
 import express, { type Request } from 'express'
 import { describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey } from '../../adapters/express/index.js'
@@ -227,4 +227,64 @@ describe('tollbooth/express: what a guarded request and response carry', () => {
       await shadowing.close()
     }
   })
+})
+
+describe('tollbooth/express: a response this server broke off', () => {
+  // A handler that throws after `res.write` (Express's final handler then destroys the socket:
+  // the head was sent) or breaks its response off itself (`res.destroy()`, a `pipeline` whose
+  // upstream failed) never calls `res.end()`. It was taken for a client gone away, waiting for
+  // that `res.end()` until `abortSettleMs` (5 minutes by default), its credit hold and its
+  // concurrency slot held all the while.
+  test.each([
+    ['throws after res.write', 'throw'],
+    ['calls res.destroy() after res.write', 'destroy'],
+    ['pipes an upstream that fails half-way', 'pipeline'],
+  ] as const)(
+    'settles a handler that %s at once (500, not billed), its slot free',
+    async (_, how) => {
+      const h = await harness(
+        async (tb, routes) => {
+          const app = express()
+          app.get('/v1/broken', requireApiKey(tb, { cost: 5 }), async (req, res) => {
+            await routes[0]!.handle(req.apiKey)
+            res.setHeader('content-type', 'text/event-stream')
+            if (how === 'pipeline') {
+              const upstream = new Readable({ read() {} })
+              upstream.push('data: 0\n\n')
+              pipeline(upstream, res, () => {})
+              setImmediate(() => upstream.destroy(new Error('upstream failed')))
+              return
+            }
+            res.write('data: 0\n\n')
+            await new Promise((r) => setImmediate(r))
+            if (how === 'destroy') res.destroy()
+            else throw new Error('failed half-way')
+          })
+          app.get('/v1/ok', requireApiKey(tb), (_req, res) => {
+            res.json({})
+          })
+          // Express logs an error it cannot answer: kept out of the test's output.
+          app.set('env', 'test')
+          return serveExpress(app)
+        },
+        [{ path: '/v1/broken', handle: (k) => k.report({ cost: 2 }) }],
+        { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+      )
+      try {
+        const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+        const res = await fetch(`${h.url}/v1/broken`, {
+          headers: { authorization: `Bearer ${key}` },
+        })
+        expect(res.status).toBe(200)
+        await expect(res.text()).rejects.toThrow()
+        await eventually(() => !!h.settled[0]?.event, 'the broken response to settle')
+        expect(h.settled.map((s) => s.status)).toEqual([500])
+        expect(h.settled[0]!.event).toMatchObject({ status: 500, units: 0 })
+        expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
+        expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(0)
+      } finally {
+        await h.close()
+      }
+    },
+  )
 })
