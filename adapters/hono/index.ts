@@ -187,9 +187,14 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       // A streamed body (an upstream's passed on, a ReadableStream of the handler's) is the
       // handler's work until it ends or its cancel has finished, as elsewhere: a client gone
       // mid-stream then settles with what the stream reported on its way out.
+      // Its status and headers as the init, not the response itself: `@hono/node-server`'s own
+      // Response made without an init (`new Response(stream)`) keeps none, and one given as the
+      // init of another throws reading it. (The server writes no status text.)
       const body = c.req.method === 'HEAD' ? null : streamedBody(c.res)
-      if (body !== null)
-        c.res = new Response(watchBody(tb, decision, { route, body, status }), c.res)
+      if (body !== null) {
+        const init = { status, headers: c.res.headers }
+        c.res = new Response(watchBody(tb, decision, { route, body, status }), init)
+      }
       endWork(decision)
       return
     }

@@ -161,4 +161,46 @@ describe('tollbooth/hono', () => {
       await new Promise((r) => upstream.close(r))
     }
   })
+
+  // `new Response(stream)` with no init (an upstream's body passed on as it is):
+  // @hono/node-server's own Response keeps no init then, and one built on it as the init of
+  // another threw ("Cannot read properties of undefined (reading 'headers')"): the guard
+  // turned every such response into a 500, and the stream was never read nor cancelled.
+  test('passes on a streamed body given without an init (new Response(stream))', async () => {
+    let cancelled = false
+    const h = await harness(
+      async (tb, routes) => {
+        const app = new Hono()
+        app.get('/v1/raw', requireApiKey(tb, { cost: 3 }), async (c) => {
+          await routes[0]!.handle(c.get('apiKey'))
+          let sent = 0
+          const body = new ReadableStream<Uint8Array>({
+            pull(controller) {
+              if (sent === 3) controller.close()
+              else controller.enqueue(new TextEncoder().encode(`data: ${sent++}\n\n`))
+            },
+            cancel() {
+              cancelled = true
+            },
+          })
+          return new Response(body)
+        })
+        return serveHono(app)
+      },
+      [{ path: '/v1/raw', handle: (k) => k.report({ cost: 2 }) }],
+      { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+    )
+    try {
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1' })
+      const res = await h.fetch('/v1/raw', { key })
+      expect(res.status).toBe(200)
+      expect(res.text).toBe('data: 0\n\ndata: 1\n\ndata: 2\n\n')
+      expect(res.headers.get('x-usage-current')).toBe('2')
+      await eventually(() => !!h.settled[0]?.event, 'settle')
+      expect(h.settled[0]!.event).toMatchObject({ status: 200, units: 2 })
+      expect(cancelled).toBe(false)
+    } finally {
+      await h.close()
+    }
+  })
 })
