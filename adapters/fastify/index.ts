@@ -216,7 +216,10 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
       endWork(decision)
     } else if (answer?.body) {
       const body = watchBody(tb, decision, { route, body: answer.body, status })
-      payload = new Response(body, answer)
+      // Its status and headers as the init, not the Response itself, which a Response class
+      // other than the global one (`@hono/node-server`'s, installed in the same process) may
+      // not take as an init.
+      payload = new Response(body, { status, headers: answer.headers })
       endWork(decision)
     } else endWork(decision)
     next(null, payload)
