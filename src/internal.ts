@@ -131,6 +131,7 @@ export {
   keyFromRow,
   keyValues,
   rotationPatch,
+  rotationRefusal,
   SECRET_COLUMNS,
   type SecretRow,
   secretFromRow,

@@ -16,6 +16,7 @@ import {
   type KeyStore,
   keyValues,
   rotationPatch,
+  rotationRefusal,
   keyFromRow as toRecord,
 } from '../../src/internal.js'
 import { type Db, json, transaction } from './db.js'
@@ -98,17 +99,22 @@ export function postgresKeys(db: Db): KeyStore {
     },
     update: (id, patch) => update(null, id, patch),
     async rotate(oldId, patch, next) {
-      return transaction(db, async (client) => {
+      let refused: Error | null = null
+      const value = await transaction(db, async (client) => {
         const old = await client.query<{ revoked_at: string | null }>(
           `SELECT revoked_at FROM ${t} WHERE id = $1 FOR UPDATE`,
           [oldId],
         )
         const row = old.rows[0]
         if (!row) return { value: null, commit: false }
-        await client.query(insertSql, insertValues(next))
         const revokedAt = row.revoked_at === null ? null : Number(row.revoked_at)
+        refused = rotationRefusal(revokedAt, next)
+        if (refused) return { value: null, commit: false }
+        await client.query(insertSql, insertValues(next))
         return { value: await update(client, oldId, rotationPatch(revokedAt, patch)), commit: true }
       })
+      if (refused) throw refused
+      return value
     },
     async delete(id) {
       return (await db.execute(`DELETE FROM ${t} WHERE id = $1`, [id])) > 0

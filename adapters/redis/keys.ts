@@ -24,6 +24,7 @@ import {
   type Page,
   patchFields,
   rotationPatch,
+  rotationRefusal,
 } from '../../src/internal.js'
 import { duplicateKey, encodeKey, keyBucket, keyLayout, stored } from './key-layout.js'
 import { oldKeys } from './key-upgrade.js'
@@ -112,6 +113,10 @@ export function redisKeys(ctx: Ctx): KeyStore {
       return casLoop(async () => {
         const r = await byId(oldId)
         if (!r) return null
+        // Checked again each round: a revocation or rotation that fails the compare-and-set
+        // below refuses this one on the next.
+        const refused = rotationRefusal(r.key.revokedAt, next)
+        if (refused) throw refused
         await add(next)
         // Against the record the compare-and-set checks: a revocation made meanwhile fails it,
         // and the next round keeps that revocation's time.

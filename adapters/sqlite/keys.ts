@@ -15,6 +15,7 @@ import {
   type KeyStore,
   keyValues,
   rotationPatch,
+  rotationRefusal,
   keyFromRow as toRecord,
 } from '../../src/internal.js'
 import { bit, type Db, json } from './db.js'
@@ -100,6 +101,8 @@ export function sqliteKeys(d: Db): KeyStore {
           | { revoked_at: number | null }
           | undefined
         if (!row) return { value: null, commit: false }
+        const refused = rotationRefusal(row.revoked_at, next)
+        if (refused) throw refused
         d.stmt(insertSql).run(...insertValues(next))
         return { value: update(oldId, rotationPatch(row.revoked_at, patch)), commit: true }
       })

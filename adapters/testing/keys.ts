@@ -202,6 +202,25 @@ export function keyStoreTests(get: GetStorage): void {
       expect((await get().keys.get(other.id))?.revokedAt).toBe(1_767_225_900_000)
     })
 
+    it("refuses (409) to rotate a key revoked at the new key's creation, changing nothing", async () => {
+      // Two rotations without a grace period that both read the key unrevoked: the second to
+      // reach the store finds it revoked by the first, and gives it no second successor.
+      const old = makeKey()
+      await get().keys.insert(old)
+      const first = makeKey({ accountId: old.accountId, createdAt: old.createdAt + 1_000 })
+      const patch = { revokedAt: first.createdAt }
+      expect(await get().keys.rotate(old.id, patch, first)).toEqual({ ...old, ...patch })
+      const second = makeKey({ accountId: old.accountId, createdAt: first.createdAt })
+      await expect(
+        get().keys.rotate(old.id, { revokedAt: second.createdAt }, second),
+      ).rejects.toMatchObject({ status: 409, code: 'conflict' })
+      expect(await get().keys.get(second.id)).toBeNull()
+      expect(await get().keys.getByHash(second.hash)).toBeNull()
+      expect(await get().keys.get(old.id)).toEqual({ ...old, ...patch })
+      const listed = await get().keys.list(old.accountId, { limit: 10 })
+      expect(listed.data.map((k) => k.id)).toEqual([first.id])
+    })
+
     it('rotates nothing when the old key is missing', async () => {
       const next = makeKey()
       expect(await get().keys.rotate(keyId(3), { revokedAt: 1 }, next)).toBeNull()

@@ -35,7 +35,7 @@ import { counterSlots } from './counter-slots.js'
 import { EventRing } from './event-ring.js'
 import { markInProcess } from './in-process.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
-import { rotationPatch } from './rows.js'
+import { rotationPatch, rotationRefusal } from './rows.js'
 import { listsByLength, type Place, syncCountersFromState } from './state-counters.js'
 import type {
   AccountRecord,
@@ -199,6 +199,8 @@ function memoryKeys(): KeyStore {
     async rotate(oldId, patch, next) {
       const k = byId.get(oldId)
       if (!k) return null
+      const refused = rotationRefusal(k.record.revokedAt, next)
+      if (refused) throw refused
       insert(next)
       k.patch(rotationPatch(k.record.revokedAt, patch), shared)
       return k.copy()

@@ -9,7 +9,22 @@
  * in how a JSON, list or flag cell is passed ({@link Cells}).
  */
 
+import { ConflictError } from '../errors.js'
 import type { AccountRecord, KeyPatch, KeyRecord, ProviderKeyRecord, UsageEvent } from './types.js'
+
+/**
+ * The answer of a `rotate` that finds the old key revoked at the new key's creation
+ * (`revokedAt <= next.createdAt`): checked in the store's atomic step, so of concurrent
+ * rotations of one key without a grace period exactly one succeeds, and a key revoked (or
+ * rotated) meanwhile is not given a successor, as if the calls had come one after the other.
+ *
+ * @returns the error to reject with, or null when the rotation may go ahead
+ */
+export function rotationRefusal(revokedAt: number | null, next: KeyRecord): ConflictError | null {
+  return revokedAt !== null && revokedAt <= next.createdAt
+    ? new ConflictError('This key is revoked and cannot be rotated')
+    : null
+}
 
 /**
  * The patch a `rotate` applies to the old key whose stored revocation is `revokedAt`: the
