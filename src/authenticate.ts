@@ -144,6 +144,8 @@ interface Attempt {
   result: ConsumeResult | null
   /** Storage failed and `failOpen` serves the request uncounted. */
   uncounted: boolean
+  /** The `Idempotency-Key` header, checked with the key (step 4). */
+  idempotencyKey: string | undefined
 }
 
 /** A step: a refusal, or undefined to go on (or the promise of either). */
@@ -211,6 +213,7 @@ function attempt(p: Pipeline, req: TollboothRequest, route: ResolvedRoute): Atte
     checks: NONE,
     result: null,
     uncounted: false,
+    idempotencyKey: undefined,
   }
 }
 
@@ -368,6 +371,9 @@ function keyRefusal(a: Attempt, entry: CachedKey): Denial | undefined {
     if (!r.scopes.includes(scope)) return denial('insufficient_scope', a, `Missing scope: ${scope}`)
   }
   if (!withinTimeBlocks(entry.timeBlocks, a.now)) return denial('outside_time_block', a)
+  const idk = idempotencyKey(a.req)
+  if (idk === null) return denial('invalid_idempotency_key', a)
+  a.idempotencyKey = idk
   return undefined
 }
 
@@ -898,8 +904,8 @@ function admission(a: Attempt): Admission {
       overage: a.metered && account !== null && account.plan?.allowOverage === true,
       overrun: route.overrun,
     })
-    const idk = idempotencyKey(a.req)
-    if (idk) s.idempotencyId = `${entry!.info.id}:${idk}`
+    const idk = a.idempotencyKey
+    if (idk !== undefined) s.idempotencyId = `${entry!.info.id}:${idk}`
     // Stored provider keys serve every route; the route's `byok` option governs headers (and
     // which stored keys let in a request its credits cannot cover: `withStoredKey`).
     s.resolveProvider = a.ctx.resolveStoredProvider

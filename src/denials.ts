@@ -60,6 +60,13 @@ export const DENIALS = {
     message: 'Expired API Key',
     challenge: INVALID_TOKEN,
   },
+  /** An `Idempotency-Key` header present with a value tollbooth cannot keep. */
+  invalid_idempotency_key: {
+    code: 'invalid_request',
+    status: 400,
+    message:
+      'Invalid Idempotency-Key header: it must be 1 to 255 printable ASCII characters, without spaces',
+  },
   ip_blocked: { code: 'ip_blocked', status: 403, message: 'IP temporarily blocked' },
   wrong_key_kind: {
     code: 'wrong_key_kind',

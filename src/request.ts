@@ -91,10 +91,14 @@ export function incomingRequestId(request: TollboothRequest): string | undefined
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/
 
-/** The `Idempotency-Key` header when present and printable ASCII of 1-255 characters. */
-export function idempotencyKey(request: TollboothRequest): string | undefined {
+/**
+ * The `Idempotency-Key` header: its value when printable ASCII of 1-255 characters (no space),
+ * undefined when absent, null when present with any other value (the request is refused 400:
+ * ignored, the client's retry would be charged again without a word).
+ */
+export function idempotencyKey(request: TollboothRequest): string | null | undefined {
   const v = readHeader(request.headers, 'idempotency-key')
-  return v !== undefined && IDEMPOTENCY_KEY.test(v) ? v : undefined
+  return v === undefined ? undefined : IDEMPOTENCY_KEY.test(v) ? v : null
 }
 
 /**
