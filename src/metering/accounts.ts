@@ -6,9 +6,11 @@
  * the prepaid balance; the period's use is one hold counter (`{<account>}:credits:<YYYY-MM>`),
  * so reservations of concurrent requests are counted atomically with every other limit.
  *
- * At the first request of a new period the account rolls over, once (compare-and-set on
- * `periodStart`): credits used beyond the plan come out of the prepaid balance, and unused
- * plan credits carry over for up to `carryoverMonths` months' worth.
+ * When a period ends the account rolls over: credits used beyond the plan come out of the
+ * prepaid balance, and unused plan credits carry over for up to `carryoverMonths` months'
+ * worth. Requests admitted at the end of a period settle into it after its end, so the
+ * rollover is worked out from the period's counter at each read for an hour
+ * (`CLOSE_AFTER_MS`), then written once (compare-and-set on `periodStart`).
  *
  * The admission view of an account is cached like a key. A change made here (tier, top-up,
  * patch) drops it on this instance and publishes `account:<id>` on the storage's change feed,
@@ -92,6 +94,13 @@ export const creditKey = (accountId: string, period: Period) =>
  */
 export const CREDIT_KEEP_MS = 86_400_000
 
+/**
+ * How long after its end a period is closed for good at the least (see `rollover`): past its
+ * last credit holds (`reservationTtlMs`, when longer) and any clock skew between instances,
+ * while its counter is still kept.
+ */
+export const CLOSE_AFTER_MS = 3_600_000
+
 /** What precedes the account id in a change-feed message about an account. */
 export const ACCOUNT_MESSAGE = 'account:'
 
@@ -155,6 +164,8 @@ export class AccountService {
   private current: Period | null = null
   /** True when plans are configured: every admission then reads the account (plan limits). */
   readonly hasPlans: boolean
+  /** How long after its end a period is closed for good (see `rollover`). */
+  private readonly closeAfterMs: number
 
   /** @param publish sends a change-feed message (failures are the sender's to report and retry) */
   constructor(
@@ -164,6 +175,10 @@ export class AccountService {
     private readonly publish: (message: string) => Promise<void> = async () => {},
   ) {
     this.hasPlans = Object.keys(options.plans).length > 0
+    this.closeAfterMs = Math.min(
+      CREDIT_KEEP_MS / 2,
+      Math.max(CLOSE_AFTER_MS, options.reservationTtlMs + 60_000),
+    )
     const ttl = options.cache === false ? 1 : options.cache.ttlMs
     this.ttlMs = ttl
     this.bound = new FeedBound(options.cache === false ? 1 : options.cache.feedDownTtlMs)
@@ -271,7 +286,7 @@ export class AccountService {
     if (period === null || now < period.start || now >= period.end)
       period = this.current = periodOf(now)
     let record = (await this.storage.accounts.get(id)) ?? (await this.ensure(id))
-    if (record.periodStart < period.start) record = await this.rollover(record, period)
+    if (record.periodStart < period.start) record = await this.rollover(record, period, now)
     const tier = this.effectiveTier(record, now)
     const plan = this.planOf(tier)
     // Made with its cache fields (set by `load`): one literal of all its fields, so the object
@@ -296,18 +311,38 @@ export class AccountService {
   }
 
   /**
-   * Closes every period from the record's up to `current`, once across instances: the
-   * compare-and-set on `periodStart` lets exactly one caller apply it.
+   * The record as of `current`: every period from the record's up to `current` closed (used
+   * beyond the plan taken from the prepaid balance, unused plan credits carried over).
+   *
+   * A period is closed for good (written, once across instances: the compare-and-set on
+   * `periodStart` lets exactly one caller apply it) only once its use can no longer change:
+   * an hour after its end (`CLOSE_AFTER_MS`; `reservationTtlMs` plus a minute when longer).
+   * Until then a request admitted in it may still be settled
+   * (its hold, the estimate, replaced by the charge), and an instance whose clock is behind
+   * may still admit into it: the close is worked out anew from the period's counter at each
+   * read and not written, so a charge made after the turn of the month is taken from the
+   * balance as it is, not the estimate held at the turn.
    */
-  private async rollover(record: AccountRecord, current: Period): Promise<AccountRecord> {
+  private async rollover(
+    record: AccountRecord,
+    current: Period,
+    now: number,
+    depth = 0,
+  ): Promise<AccountRecord> {
     let p = periodOf(record.periodStart)
     let carryover = record.carryover
     let fromBalance = 0
     let balance = record.balance
+    // The last period closed for good: where the record moves to.
+    let finalStart = record.periodStart
+    let finalCarryover = carryover
+    let finalFromBalance = 0
     for (let i = 0; p.start < current.start && i < 240; i++) {
       const plan = this.planOf(this.effectiveTier(record, p.start))
       const monthly = plan?.monthlyCredits ?? null
-      const used = i === 0 ? await this.usedIn(record.id, p) : 0
+      // Only the record's period and the next can have use: a read in any later one closes
+      // the record's for good (a month has passed since its end).
+      const used = i < 2 ? await this.usedIn(record.id, p, now) : 0
       if (monthly === null) {
         carryover = 0
       } else {
@@ -320,25 +355,50 @@ export class AccountService {
         carryover =
           plan && plan.carryoverMonths > 0 ? Math.min(unused, monthly * plan.carryoverMonths) : 0
       }
+      const closed = p
       p = nextPeriod(p)
+      if (now >= closed.end + this.closeAfterMs) {
+        finalStart = p.start
+        finalCarryover = carryover
+        finalFromBalance = fromBalance
+      }
     }
+    // As it stands at `now`, closes not yet written included.
+    const provisional = (r: AccountRecord): AccountRecord => ({
+      ...r,
+      carryover,
+      balance: r.balance - (fromBalance - finalFromBalance),
+      periodStart: current.start,
+    })
+    if (finalStart === record.periodStart) return provisional(record)
     const updated = await this.storage.accounts.update(
       record.id,
-      { carryover, periodStart: current.start },
+      { carryover: finalCarryover, periodStart: finalStart },
       record.periodStart,
     )
-    if (!updated) return (await this.storage.accounts.get(record.id)) ?? record
-    if (fromBalance > 0)
-      return (await this.storage.accounts.addBalance(record.id, -fromBalance)) ?? updated
-    return updated
+    if (!updated) {
+      // Another caller closed it first: work it out again from what it wrote.
+      const fresh = (await this.storage.accounts.get(record.id)) ?? record
+      if (fresh.periodStart >= current.start || depth > 2) return fresh
+      return this.rollover(fresh, current, now, depth + 1)
+    }
+    const after =
+      finalFromBalance > 0
+        ? ((await this.storage.accounts.addBalance(record.id, -finalFromBalance)) ?? updated)
+        : updated
+    return finalStart === current.start ? after : provisional(after)
   }
 
   /**
-   * Credits used in the past period `p`: its counter, or once that expired (`CREDIT_KEEP_MS`
-   * after the period) or was lost, the units recorded in it.
+   * Credits used in period `p` as of `now`: its counter (settled plus the holds still live),
+   * or once that expired (`CREDIT_KEEP_MS` after the period) or was lost, the units recorded
+   * in it.
    */
-  private async usedIn(id: string, p: Period): Promise<number> {
-    const held = await this.storage.counters.held(creditKey(id, p), p.end)
+  private async usedIn(id: string, p: Period, now: number): Promise<number> {
+    // Read as the store keeps it, at the latest on its last day (a store that drops idle
+    // counters only when it sweeps or when told may still hold it).
+    const at = Math.min(now, p.end + CREDIT_KEEP_MS - 1)
+    const held = await this.storage.counters.held(creditKey(id, p), at)
     if (held > 0) return held
     return (await this.storage.usage.summarize(id, p.start, p.end)).units
   }
@@ -380,7 +440,7 @@ export class AccountService {
     const used =
       p.start === a.period.start
         ? await this.storage.counters.held(creditKey(id, p), now)
-        : await this.usedIn(id, p)
+        : await this.usedIn(id, p, now)
     const limit =
       p.start === a.period.start
         ? a.creditLimit
