@@ -23,9 +23,17 @@ export const USAGE_RECORD = `-- KEYS[1]  the account's events: HASH id -> event 
 --          totals of its hour and of its day (HASH)
 -- ARGV[5i-4] .. ARGV[5i]  event i: id, time (ms), JSON, pair, units ('' when refused:
 --          logged, not counted)
+-- A total of units plus x, in doubles as every other store adds them: HINCRBYFLOAT adds in
+-- long double and prints the sum to 17 digits, so many small amounts drifted from the
+-- counters' figure (30 x 0.1: 3.0000000000000004, where the credits used were
+-- 3.0000000000000013).
+local function addf(key, field, x)
+  local v = (tonumber(redis.call('HGET', key, field)) or 0) + x
+  redis.call('HSET', key, field, string.format('%.17g', v))
+end
 local n = 0
--- Totals to add, summed per HASH and category first: one HINCRBY and one HINCRBYFLOAT per
--- bucket and category of the batch, not per event.
+-- Totals to add, summed per HASH and category first: one HINCRBY and one addf per bucket and
+-- category of the batch, not per event.
 local add, order = {}, {}
 for i = 1, #ARGV / 5 do
   local a, k = 5 * i - 4, 3 * i
@@ -57,7 +65,7 @@ end
 for _, key in ipairs(order) do
   for cat, c in pairs(add[key]) do
     redis.call('HINCRBY', key, 'r:' .. cat, c[1])
-    redis.call('HINCRBYFLOAT', key, 'u:' .. cat, string.format('%.17g', c[2]))
+    addf(key, 'u:' .. cat, c[2])
   end
 end
 return n
@@ -144,6 +152,14 @@ export const USAGE_PRUNE = `-- KEYS[1]  the account's events: HASH id -> event J
 --          USAGE_RECORD)
 -- ARGV[3i-2], ARGV[3i-1], ARGV[3i]  event i: id, pair (as in USAGE_RECORD), units ('' when
 --          not counted)
+-- A total of units plus x, in doubles as every other store adds them: HINCRBYFLOAT adds in
+-- long double and prints the sum to 17 digits, so many small amounts drifted from the
+-- counters' figure (30 x 0.1: 3.0000000000000004, where the credits used were
+-- 3.0000000000000013).
+local function addf(key, field, x)
+  local v = (tonumber(redis.call('HGET', key, field)) or 0) + x
+  redis.call('HSET', key, field, string.format('%.17g', v))
+end
 local n = 0
 for i = 1, #ARGV / 3 do
   local a, k = 3 * i - 2, 3 * i
@@ -156,7 +172,7 @@ for i = 1, #ARGV / 3 do
         if redis.call('HINCRBY', KEYS[j], 'r:' .. cat, -1) <= 0 then
           redis.call('HDEL', KEYS[j], 'r:' .. cat, 'u:' .. cat)
         else
-          redis.call('HINCRBYFLOAT', KEYS[j], 'u:' .. cat, '-' .. units)
+          addf(KEYS[j], 'u:' .. cat, -tonumber(units))
         end
       end
     end
@@ -176,6 +192,14 @@ export const USAGE_UNRECORD_OLD = `-- KEYS[1]  events: HASH id -> event JSON
 -- KEYS[4i-1], KEYS[4i], KEYS[4i+1], KEYS[4i+2]  event i's account index, key index, hour
 --          totals and day totals
 -- ARGV[3i-2], ARGV[3i-1], ARGV[3i]  event i: id, pair, units ('' when not in the totals)
+-- A total of units plus x, in doubles as every other store adds them: HINCRBYFLOAT adds in
+-- long double and prints the sum to 17 digits, so many small amounts drifted from the
+-- counters' figure (30 x 0.1: 3.0000000000000004, where the credits used were
+-- 3.0000000000000013).
+local function addf(key, field, x)
+  local v = (tonumber(redis.call('HGET', key, field)) or 0) + x
+  redis.call('HSET', key, field, string.format('%.17g', v))
+end
 local n = 0
 for i = 1, #ARGV / 3 do
   local a, k = 3 * i - 2, 4 * i - 1
@@ -189,7 +213,7 @@ for i = 1, #ARGV / 3 do
         if redis.call('HINCRBY', KEYS[j], 'r:' .. cat, -1) <= 0 then
           redis.call('HDEL', KEYS[j], 'r:' .. cat, 'u:' .. cat)
         else
-          redis.call('HINCRBYFLOAT', KEYS[j], 'u:' .. cat, '-' .. units)
+          addf(KEYS[j], 'u:' .. cat, -tonumber(units))
         end
       end
     end
