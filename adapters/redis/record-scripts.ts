@@ -11,6 +11,18 @@
  */
 
 /**
+ * The Lua helper `addf(key, field, x)` of the scripts that keep usage totals: a hash field's
+ * total plus x, added in doubles as every other store adds them. HINCRBYFLOAT adds in long
+ * double and prints the sum to 17 digits, so many small amounts drifted from the counters'
+ * figure (30 x 0.1: 3.0000000000000004, where the credits used were 3.0000000000000013).
+ */
+const ADD_TOTAL = `local function addf(key, field, x)
+  local v = (tonumber(redis.call('HGET', key, field)) or 0) + x
+  redis.call('HSET', key, field, string.format('%.17g', v))
+end
+`
+
+/**
  * Records one account's usage events; an id already stored is skipped. An admitted event is
  * also added to the account's totals of its hour and its day (HASHes of `r:<pair>` requests and
  * `u:<pair>` units; a pair is the usage category, then NUL and the key category when the key
@@ -23,15 +35,7 @@ export const USAGE_RECORD = `-- KEYS[1]  the account's events: HASH id -> event 
 --          totals of its hour and of its day (HASH)
 -- ARGV[5i-4] .. ARGV[5i]  event i: id, time (ms), JSON, pair, units ('' when refused:
 --          logged, not counted)
--- A total of units plus x, in doubles as every other store adds them: HINCRBYFLOAT adds in
--- long double and prints the sum to 17 digits, so many small amounts drifted from the
--- counters' figure (30 x 0.1: 3.0000000000000004, where the credits used were
--- 3.0000000000000013).
-local function addf(key, field, x)
-  local v = (tonumber(redis.call('HGET', key, field)) or 0) + x
-  redis.call('HSET', key, field, string.format('%.17g', v))
-end
-local n = 0
+${ADD_TOTAL}local n = 0
 -- Totals to add, summed per HASH and category first: one HINCRBY and one addf per bucket and
 -- category of the batch, not per event.
 local add, order = {}, {}
@@ -152,15 +156,7 @@ export const USAGE_PRUNE = `-- KEYS[1]  the account's events: HASH id -> event J
 --          USAGE_RECORD)
 -- ARGV[3i-2], ARGV[3i-1], ARGV[3i]  event i: id, pair (as in USAGE_RECORD), units ('' when
 --          not counted)
--- A total of units plus x, in doubles as every other store adds them: HINCRBYFLOAT adds in
--- long double and prints the sum to 17 digits, so many small amounts drifted from the
--- counters' figure (30 x 0.1: 3.0000000000000004, where the credits used were
--- 3.0000000000000013).
-local function addf(key, field, x)
-  local v = (tonumber(redis.call('HGET', key, field)) or 0) + x
-  redis.call('HSET', key, field, string.format('%.17g', v))
-end
-local n = 0
+${ADD_TOTAL}local n = 0
 for i = 1, #ARGV / 3 do
   local a, k = 3 * i - 2, 3 * i
   local id, cat, units = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -192,15 +188,7 @@ export const USAGE_UNRECORD_OLD = `-- KEYS[1]  events: HASH id -> event JSON
 -- KEYS[4i-1], KEYS[4i], KEYS[4i+1], KEYS[4i+2]  event i's account index, key index, hour
 --          totals and day totals
 -- ARGV[3i-2], ARGV[3i-1], ARGV[3i]  event i: id, pair, units ('' when not in the totals)
--- A total of units plus x, in doubles as every other store adds them: HINCRBYFLOAT adds in
--- long double and prints the sum to 17 digits, so many small amounts drifted from the
--- counters' figure (30 x 0.1: 3.0000000000000004, where the credits used were
--- 3.0000000000000013).
-local function addf(key, field, x)
-  local v = (tonumber(redis.call('HGET', key, field)) or 0) + x
-  redis.call('HSET', key, field, string.format('%.17g', v))
-end
-local n = 0
+${ADD_TOTAL}local n = 0
 for i = 1, #ARGV / 3 do
   local a, k = 3 * i - 2, 4 * i - 1
   local id, cat, units = ARGV[a], ARGV[a + 1], ARGV[a + 2]
