@@ -31,4 +31,14 @@ describe('periods', () => {
     for (const bad of ['2026-00', '2026-13', '2026-1', '26-01', '2026-01-01', '', 'x'])
       expect(parseMonth(bad)).toBeNull()
   })
+
+  it('a month of a year before 100 is that year, not 1900 + it', () => {
+    const p = parseMonth('0050-12')!
+    expect(p.id).toBe('0050-12')
+    expect(new Date(p.start).toISOString()).toBe('0050-12-01T00:00:00.000Z')
+    expect(new Date(p.end).toISOString()).toBe('0051-01-01T00:00:00.000Z')
+    expect(periodOf(p.start)).toEqual(p)
+    expect(parseMonth('0999-01')!.id).toBe('0999-01')
+    expect(nextPeriod(parseMonth('0099-12')!).id).toBe('0100-01')
+  })
 })

@@ -20,10 +20,20 @@ export function periodOf(now: number): Period {
   const y = d.getUTCFullYear()
   const m = d.getUTCMonth()
   return {
-    id: `${y}-${String(m + 1).padStart(2, '0')}`,
-    start: Date.UTC(y, m, 1),
-    end: Date.UTC(y, m + 1, 1),
+    id: `${String(y).padStart(4, '0')}-${String(m + 1).padStart(2, '0')}`,
+    start: monthStart(y, m),
+    end: monthStart(y, m + 1),
   }
+}
+
+/**
+ * The first instant of month `m` (0-based, may be 12) of year `y`, for any year: `Date.UTC`
+ * takes a year 0-99 as 1900-1999 (`0050-01` was January 1950).
+ */
+function monthStart(y: number, m: number): number {
+  const d = new Date(0)
+  d.setUTCFullYear(y, m, 1)
+  return d.getTime()
 }
 
 const MONTH = /^(\d{4})-(0[1-9]|1[0-2])$/
@@ -36,7 +46,7 @@ export const monthSchema = z.string({ error: MONTH_RULE }).regex(MONTH, MONTH_RU
 export function parseMonth(month: string): Period | null {
   const m = MONTH.exec(month)
   if (!m) return null
-  return periodOf(Date.UTC(Number(m[1]), Number(m[2]) - 1, 1))
+  return periodOf(monthStart(Number(m[1]), Number(m[2]) - 1))
 }
 
 /**
