@@ -441,10 +441,15 @@ export class AccountService {
       p.start === a.period.start
         ? await this.storage.counters.held(creditKey(id, p), now)
         : await this.usedIn(id, p, now)
+    // Another period's plan is the tier's in force at its start, as its rollover takes it
+    // (a tier that expired since, or expires before, counts where it was in force).
     const limit =
       p.start === a.period.start
         ? a.creditLimit
-        : this.creditLimit({ ...record, carryover: 0, balance: 0 }, a.plan)
+        : this.creditLimit(
+            { ...record, carryover: 0, balance: 0 },
+            this.planOf(this.effectiveTier(record, p.start)),
+          )
     return {
       id,
       tier: a.tier,
