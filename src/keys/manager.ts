@@ -328,8 +328,21 @@ export class KeyManager {
     options: { evenIfUsed?: boolean } = {},
   ): Promise<void> {
     const r = await this.owned(id, scope)
+    // Another instance's use of the key sits in its out-box until its next flush (every
+    // `usage.flushIntervalMs`, a write taking up to `storageTimeoutMs`): with a change feed,
+    // other instances may share the store, so the use is read only once what they queued
+    // before this call has been written. Before, a key served and settled on another instance
+    // a moment before was deleted, its request history written after the delete.
+    const o = this.ctx.options
+    const others =
+      options.evenIfUsed !== true && this.ctx.storage.changes !== undefined
+        ? new Promise((resolve) =>
+            setTimeout(resolve, o.usage.flushIntervalMs + o.storageTimeoutMs),
+          )
+        : null
     // Events of the key still in the out-box are written first: they are its history.
     await this.ctx.outbox.flush()
+    await others
     const fresh = (await this.ctx.storage.keys.get(r.id)) ?? r
     const used =
       options.evenIfUsed !== true &&
