@@ -51,7 +51,9 @@ export function redisChanges(
       if (ch !== channel) return
       for (const listener of listeners.keys()) listener(message)
     })
-    conn.on('close', () => setLive(false))
+    // A connection released (its last subscriber gone, or close()) may report its close after
+    // a new one is up: only the current one's says the feed is down.
+    conn.on('close', () => sub === conn && setLive(false))
     conn.on('ready', () => {
       // ioredis resubscribes by itself; this SUBSCRIBE (idempotent) confirms when it holds.
       if (sub === conn) conn.subscribe(channel).then(() => sub === conn && setLive(true), noop)
@@ -63,6 +65,14 @@ export function redisChanges(
     })
   }
 
+  const release = () => {
+    const conn = sub
+    sub = null
+    subscribed = null
+    live = false
+    conn?.disconnect()
+  }
+
   return {
     async publish(message) {
       await client.publish(channel, message)
@@ -70,7 +80,10 @@ export function redisChanges(
     async subscribe(listener, options?: SubscribeOptions) {
       listeners.set(listener, options?.onStatus)
       const off = () => {
-        listeners.delete(listener)
+        // The last subscriber gone, the connection goes too (as the PostgreSQL and SQLite
+        // feeds stop listening): an open subscriber would keep the process alive after
+        // `tb.close()`. A later subscribe opens a new one.
+        if (listeners.delete(listener) && listeners.size === 0) release()
       }
       subscribed ??= open()
       let timer: ReturnType<typeof setTimeout> | undefined
@@ -94,11 +107,7 @@ export function redisChanges(
     },
     async close() {
       listeners.clear()
-      const conn = sub
-      sub = null
-      subscribed = null
-      live = false
-      conn?.disconnect()
+      release()
     },
   }
 }
