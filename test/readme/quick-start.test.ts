@@ -8,7 +8,7 @@
  */
 
 import { execFile } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, describe, expect, test } from 'vitest'
@@ -30,6 +30,29 @@ function quickStarts(markdown: string): Map<string, string> {
     if (block) out.set(title[1]!, block[1]!)
   }
   return out
+}
+
+/** Each `## Quick start (Name)` section's whole text, by name (its prose, commands and block). */
+function quickStartSections(markdown: string): Map<string, string> {
+  const out = new Map<string, string>()
+  for (const section of markdown.split(/^## /m)) {
+    const title = /^Quick start \(([^)]+)\)/.exec(section)
+    if (title) out.set(title[1]!, section)
+  }
+  return out
+}
+
+/** Whether the installed package `name` ships its own type declarations. */
+function shipsTypes(name: string): boolean {
+  const dir = join(ROOT, 'node_modules', name)
+  const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+    types?: string
+    typings?: string
+    exports?: unknown
+  }
+  if (manifest.types || manifest.typings) return true
+  if (JSON.stringify(manifest.exports ?? {}).includes('"types"')) return true
+  return existsSync(join(dir, 'index.d.ts'))
 }
 
 /** `tollbooth` and each subpath of `exports`, mapped to its source entry (see tsup.config.ts). */
@@ -64,6 +87,29 @@ describe('README quick starts', () => {
     const code = blocks.get(name)!
     expect(code).toMatch(/createTollbooth\(/)
     expect(code).toMatch(/\b(serve|listen)\(/)
+  })
+
+  // A new project (`npm init -y`: on npm 11, `"type": "commonjs"`) has only what the section
+  // tells it to install and set: the type-check below supplies the rest (an ES module, every
+  // @types package of the repository), so it cannot see a missing step.
+  test.each([...blocks.keys()])('%s: its section installs what its block needs', (name) => {
+    const section = quickStartSections(README).get(name)!
+    const code = blocks.get(name)!
+    const installed = new Set(
+      [...section.matchAll(/npm install ([^\n`(]+)/g)].flatMap((m) => m[1]!.trim().split(/\s+/)),
+    )
+    const imported = new Set(
+      [...code.matchAll(/^import .* from '([^']+)'/gm)]
+        .map((m) => m[1]!)
+        .filter((s) => !s.startsWith('node:'))
+        .map((s) => (s.startsWith('@') ? s.split('/').slice(0, 2).join('/') : s.split('/')[0]!)),
+    )
+    const needed = [...imported].flatMap((pkgName) =>
+      pkgName === pkg.name || shipsTypes(pkgName) ? [pkgName] : [pkgName, `@types/${pkgName}`],
+    )
+    expect(needed.filter((n) => !installed.has(n))).toEqual([])
+    // Top-level await runs only in an ES module.
+    if (/^(const .*= )?await /m.test(code)) expect(section).toMatch(/npm pkg set type=module/)
   })
 
   test('each type-checks as pasted against the package', async () => {
