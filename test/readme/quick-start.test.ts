@@ -107,6 +107,9 @@ describe('README quick starts', () => {
     const needed = [...imported].flatMap((pkgName) =>
       pkgName === pkg.name || shipsTypes(pkgName) ? [pkgName] : [pkgName, `@types/${pkgName}`],
     )
+    // \`process.env\` needs Node's types; Express's and Fastify's own types bring them in.
+    if (/\bprocess\./.test(code) && !needed.some((n) => n === '@types/express' || n === 'fastify'))
+      needed.push('@types/node')
     expect(needed.filter((n) => !installed.has(n))).toEqual([])
     // Top-level await runs only in an ES module.
     if (/^(const .*= )?await /m.test(code)) expect(section).toMatch(/npm pkg set type=module/)
