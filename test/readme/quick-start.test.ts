@@ -4,7 +4,8 @@
  * package's entry points (as package.json `exports` and tsup's entries name them), and
  * type-checked with the repository's compiler settings: an identifier the block never
  * defines, an import the package does not export, or an option it does not take fails here.
- * Each block also builds its tollbooth instance and starts a server.
+ * Each block also builds its tollbooth instance and starts a server. The BYOK section's route is
+ * type-checked too, on the Hono quick start's setup.
  */
 
 import { execFile } from 'node:child_process'
@@ -125,6 +126,21 @@ describe('README quick starts', () => {
       writeFileSync(join(dir, file), code)
       files.push(file)
     }
+    // The BYOK section's block is a route of the Hono quick start's app: checked after its setup.
+    const byok = /^## Bring your own key \(BYOK\)\n[\s\S]*?^```ts\n([\s\S]*?)^```$/m.exec(README)
+    expect(byok, 'README section "Bring your own key (BYOK)" with a ts block').not.toBeNull()
+    writeFileSync(
+      join(dir, 'byok.ts'),
+      [
+        "import { Hono } from 'hono'",
+        "import { createTollbooth } from 'tollbooth'",
+        "import { requireApiKey } from 'tollbooth/hono'",
+        'const tb = createTollbooth({ secret: process.env.TOLLBOOTH_SECRET! })',
+        'const app = new Hono()',
+        byok![1]!,
+      ].join('\n'),
+    )
+    files.push('byok.ts')
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'module' }))
     writeFileSync(
       join(dir, 'tsconfig.json'),
