@@ -5,7 +5,7 @@
  * type-checked with the repository's compiler settings: an identifier the block never
  * defines, an import the package does not export, or an option it does not take fails here.
  * Each block also builds its tollbooth instance and starts a server. The BYOK section's route is
- * type-checked too, on the Hono quick start's setup.
+ * type-checked too, on the Hono quick start's setup, and the Keys section's calls.
  */
 
 import { execFile } from 'node:child_process'
@@ -141,6 +141,22 @@ describe('README quick starts', () => {
       ].join('\n'),
     )
     files.push('byok.ts')
+    // The Keys section's calls, on values of the types it names (what `create` gives back included).
+    const keys = /^## Keys\n[\s\S]*?^```ts\n([\s\S]*?)^```$/m.exec(README)
+    expect(keys, 'README section "Keys" with a ts block').not.toBeNull()
+    writeFileSync(
+      join(dir, 'keys.ts'),
+      [
+        "import { createTollbooth } from 'tollbooth'",
+        'const tb = createTollbooth({ secret: process.env.TOLLBOOTH_SECRET! })',
+        "declare const accountId: string, name: string, category: string, kind: 'consumption'",
+        'declare const expiresInDays: number, scopes: string[], metadata: Record<string, string>',
+        'declare const limits: { concurrency: number }, cursor: string | undefined, active: boolean',
+        keys![1]!,
+        'export { key }',
+      ].join('\n'),
+    )
+    files.push('keys.ts')
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'module' }))
     writeFileSync(
       join(dir, 'tsconfig.json'),
