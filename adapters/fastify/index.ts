@@ -16,6 +16,7 @@ import type {
   FastifyReply,
   FastifyRequest,
   HookHandlerDoneFunction,
+  onErrorHookHandler,
   onSendHookHandler,
   preHandlerAsyncHookHandler,
   preHandlerHookHandler,
@@ -28,6 +29,7 @@ import {
   type Decision,
   endWork,
   guardedTwice,
+  handlerFailed,
   headersFollowHandler,
   optionError,
   type ResolvedRoute,
@@ -224,7 +226,18 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
     } else endWork(decision)
     next(null, payload)
   }
-  return { onSend }
+  /**
+   * A handler that failed after its response's head went out (written to `reply.raw`): Fastify
+   * cannot answer the error and ends the connection, which is not a client gone away but a
+   * failed response (500, not billed by default), as on Express and Hono. Before the head, the
+   * error's own answer settles the request as any response.
+   */
+  const onError: onErrorHookHandler = (request, reply, _error, done) => {
+    const decision = request.apiKey
+    if (decision !== null && reply.raw.headersSent) handlerFailed(tb, decision)
+    done()
+  }
+  return { onSend, onError }
 }
 
 /** A web `Response`, as Fastify tells one (whichever realm or implementation made it). */
@@ -276,6 +289,7 @@ const plugin: FastifyPluginAsync<TollboothPluginOptions> = async (fastify, optio
       r['preHandler'] = withHook(pre, guard(tb, route), true)
     } else return
     r['onSend'] = withHook(r['onSend'], hooks.onSend)
+    r['onError'] = withHook(r['onError'], hooks.onError)
   })
 }
 

@@ -281,3 +281,45 @@ describe('tollbooth/fastify', () => {
     await Promise.all([none.close().catch(() => {}), late.close().catch(() => {}), good.close()])
   })
 })
+
+describe('tollbooth/fastify: a response this server broke off', () => {
+  // A handler that throws after writing to `reply.raw` (the head is sent: Fastify cannot answer
+  // the error, and ends the connection) settles as a failed response (500, not billed), as on
+  // Express and Hono, not as a client gone away (499, billing what the handler reported).
+  test('settles a handler that throws after reply.raw.write at once (500, not billed)', async () => {
+    const h = await harness(
+      async (tb, routes) => {
+        const app = Fastify()
+        await app.register(tollbooth, { tb })
+        app.get(
+          '/v1/broken',
+          { preHandler: requireApiKey(tb, { cost: 5 }) },
+          async (request, reply) => {
+            await routes[0]!.handle(request.apiKey)
+            reply.raw.writeHead(200, { 'content-type': 'text/event-stream' })
+            reply.raw.write('data: 0\n\n')
+            await new Promise((r) => setImmediate(r))
+            throw new Error('failed half-way')
+          },
+        )
+        app.get('/v1/ok', { preHandler: requireApiKey(tb) }, async () => ({}))
+        return listen(app)
+      },
+      [{ path: '/v1/broken', handle: (k) => k.report({ cost: 2 }) }],
+      { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+    )
+    try {
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const res = await fetch(`${h.url}/v1/broken`, { headers: { authorization: `Bearer ${key}` } })
+      expect(res.status).toBe(200)
+      await res.text().catch(() => '')
+      await eventually(() => !!h.settled[0]?.event, 'the broken response to settle')
+      expect(h.settled.map((s) => s.status)).toEqual([500])
+      expect(h.settled[0]!.event).toMatchObject({ status: 500, units: 0 })
+      expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(0)
+    } finally {
+      await h.close()
+    }
+  })
+})
