@@ -85,7 +85,10 @@ export interface Tollbooth {
   /**
    * Waits for settles in flight on remote counters, puts what leases hold in the store (credit
    * charges settled locally, quota units not used), then writes queued usage events and
-   * `lastUsedAt`.
+   * `lastUsedAt`. Bounded as `close()` is: its waits on the store end within 10 s (and a
+   * storage timeout more for the usage events) while the store is down or frozen; it then
+   * rejects with a `StorageUnavailableError` naming how many usage events are not confirmed
+   * written (they stay queued: the next flush tries again).
    */
   flush(): Promise<void>
   /**
@@ -351,13 +354,38 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       }
     },
     async flush() {
-      await settled()
-      await ctx.retries.drain(DRAIN_MS)
+      // close()'s bound: every wait on the store ends within `DRAIN_MS` together, the usage
+      // events get at least a storage timeout more. A store frozen or down past it no longer
+      // holds flush() (and a Worker's waitUntil awaiting it) for as long as it stays so.
+      const until = Date.now() + DRAIN_MS
+      const left = () => Math.max(0, until - Date.now())
+      const unsettled = (await endsWithin(settled(), left())) ? 0 : inFlight.size
+      await ctx.retries.drain(left())
       // What the leases know goes to the store once the settles are in them: credit leases
       // are released with their charges (requests in flight move to a new hold), window
       // leases give back their unused units.
-      if (leased) await leased.push(now()).catch(onError)
-      await ctx.outbox.flush()
+      if (leased && !(await endsWithin(leased.push(now()).catch(onError), left())))
+        onError(
+          new StorageUnavailableError(
+            `flush(): the store did not take this instance's lease figures within ${DRAIN_MS} ms; the next flush pushes them`,
+          ),
+        )
+      const written = ctx.outbox.flush()
+      const waitMs = Math.max(left(), o.storageTimeoutMs)
+      const pending =
+        unsettled > 0
+          ? ` (and ${unsettled} settle(s) still waiting for the store, their events not queued yet)`
+          : ''
+      if (!(await endsWithin(written, waitMs)))
+        throw new StorageUnavailableError(
+          `flush(): ${ctx.outbox.unwritten} usage event(s) not confirmed written${pending}: the store did not answer within ${waitMs} ms (the write under way may still land; the events stay queued)`,
+        )
+      // A write the store refused rejects as before, with the store's error (events kept).
+      await written
+      if (unsettled > 0)
+        throw new StorageUnavailableError(
+          `flush(): ${unsettled} settle(s) still waiting for the store after ${DRAIN_MS} ms; their usage events are not queued yet`,
+        )
     },
     stats: () => ({
       settleRetries: ctx.retries.stats(),

@@ -160,3 +160,54 @@ describe.each(stores)('tb.close() with the store frozen: %s', (_, make) => {
     60_000,
   )
 })
+
+describe.each(stores)('tb.flush() with the store frozen: %s', (_, make) => {
+  it.skipIf(!make)(
+    'ends within the bound close() has, names the events not confirmed written, and keeps them queued',
+    async () => {
+      const store = await make!()
+      const tb = createTollbooth({
+        secret: SECRET,
+        storage: store.storage,
+        storageTimeoutMs: TIMEOUT_MS,
+        failedAuth: false,
+        onError: () => {},
+        usage: { flushIntervalMs: 600_000, maxBatch: 10_000, retentionMs: 86_400_000 },
+      })
+      const { key, record } = await tb.keys.create({ accountId: 'acct_flush' })
+      for (let i = 0; i < 3; i++) {
+        const d = await tb.authenticate(request(key))
+        expect(d.allowed).toBe(true)
+        await tb.settle(d, { status: 200 })
+      }
+      store.freeze(true)
+      let thawed = false
+      try {
+        const t = performance.now()
+        const outcome = await Promise.race([
+          tb.flush().then(
+            () => ({ flushed: 'resolved' as const, error: null as unknown }),
+            (error: unknown) => ({ flushed: 'rejected' as const, error }),
+          ),
+          new Promise<null>((r) => setTimeout(() => r(null), BOUND_MS + 5_000)),
+        ])
+        const ms = performance.now() - t
+        expect(outcome, `flush() still running after ${Math.round(ms)} ms`).not.toBeNull()
+        expect(ms).toBeLessThan(BOUND_MS)
+        expect(outcome!.flushed).toBe('rejected')
+        expect((outcome!.error as Error).name).toBe('StorageUnavailableError')
+        expect(String((outcome!.error as Error).message)).toMatch(/3 usage event\(s\)/)
+        store.freeze(false)
+        thawed = true
+        // Still queued: once thawed, a flush writes them, each once.
+        await tb.flush()
+        expect(await store.logged(record.id)).toBe(3)
+        await tb.close()
+      } finally {
+        if (!thawed) store.freeze(false)
+        await store.dispose()
+      }
+    },
+    60_000,
+  )
+})
