@@ -13,6 +13,15 @@
  *    answers 409 and Stripe retries later);
  * 4. map it to changes (`events.ts`) and apply them (`applyBillingChanges`), then mark the
  *    event processed. A failure releases the lease and answers 500: Stripe retries.
+ *
+ * Each step on the store (a marker call, the apply, the processed marker) is bounded by
+ * `tb.options.storageTimeoutMs`: a store that does not answer in time makes it answer 503
+ * `webhook_failed` (Stripe retries) instead of holding Stripe's delivery for as long as the
+ * store is frozen. The step itself goes on, its outcome unknown: the lease is then not
+ * released at the answer but once the step ends (or it lapses after 60 s), so a retry never
+ * applies the event beside it; an apply that lands late marks the event processed, and a
+ * retry after it is a duplicate (the grant marker and the account's billing state make a
+ * retry that comes before the mark a no-op too).
  */
 
 import {
@@ -22,6 +31,7 @@ import {
   type ErrorCode,
   headerOf,
   isTollboothError,
+  StorageUnavailableError,
   type Tollbooth,
   type WebhookInput,
   type WebhookResult,
@@ -99,35 +109,70 @@ export async function handleStripeWebhook(
     body: { received: true, id: event.id, type: event.type, ...extra },
     applied,
   })
+  // A store step not answered within the storage timeout: its outcome is unknown, so the
+  // lease stays until it ends (`unknown`), never released at the answer.
+  const ms = tb.options.storageTimeoutMs
+  let unknown: Promise<unknown> | null = null
+  const bound = <T>(p: Promise<T>, then?: (value: T) => Promise<unknown>): Promise<T> => {
+    let timer: ReturnType<typeof setTimeout> | undefined
+    return Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          unknown = then ? p.then(then) : p
+          reject(new StorageUnavailableError(`Storage did not answer within ${ms} ms`))
+        }, ms)
+      }),
+    ]).finally(() => clearTimeout(timer))
+  }
+  const unanswered = () =>
+    fail(503, 'Storage did not answer in time; Stripe will retry', 'webhook_failed')
   try {
-    if (await markers.has(done)) return ok([], { duplicate: true })
-    if (!(await markers.set(lease, LEASE_MS)))
+    if (await bound(markers.has(done))) return ok([], { duplicate: true })
+    // A lease taken late (after the answer) lapses by its TTL: nothing runs under it.
+    if (!(await bound(markers.set(lease, LEASE_MS))))
       return fail(409, 'This event is being processed', 'conflict')
   } catch (err) {
     options.onError(err)
+    if (unknown) {
+      ;(unknown as Promise<unknown>).catch(() => {})
+      return unanswered()
+    }
     return fail(500, 'Webhook could not be processed; Stripe will retry', 'webhook_failed')
   }
+  const markDone = () => markers.set(done, options.markerTtlMs)
   try {
-    if (await markers.has(done)) return ok([], { duplicate: true })
+    if (await bound(markers.has(done))) return ok([], { duplicate: true })
     const mapped = changesOf(event, options)
     if ('ignored' in mapped) {
-      await markers.set(done, options.markerTtlMs)
+      await bound(markDone())
       return ok([], { ignored: mapped.ignored })
     }
-    const applied = await applyBillingChanges(tb, mapped.changes, {
-      grantTtlMs: options.markerTtlMs,
-    })
-    await markers.set(done, options.markerTtlMs)
+    // Applied late, it is marked processed then (a retry after it is a duplicate).
+    const applied = await bound(
+      applyBillingChanges(tb, mapped.changes, { grantTtlMs: options.markerTtlMs }),
+      markDone,
+    )
+    await bound(markDone())
     return ok(applied, { applied: applied.filter((a) => a.applied).length })
   } catch (err) {
     options.onError(err)
+    if (unknown) return unanswered()
     if (isTollboothError(err) && err.status === 400) {
       // Bad data in the event (an account id or tier tollbooth refuses): a retry cannot help.
-      await markers.set(done, options.markerTtlMs).catch(options.onError)
-      return ok([], { ignored: err.message })
+      await bound(markDone()).catch(options.onError)
+      if (!unknown) return ok([], { ignored: err.message })
+      return unanswered()
     }
     return fail(500, 'Webhook could not be processed; Stripe will retry', 'webhook_failed')
   } finally {
-    await markers.clear(lease).catch(options.onError)
+    const pending = unknown as Promise<unknown> | null
+    // The outcome known, the lease goes (a retry then finds the event processed, or redoes it).
+    if (pending)
+      void pending
+        .catch(options.onError)
+        .then(() => markers.clear(lease))
+        .catch(options.onError)
+    else await bound(markers.clear(lease)).catch(options.onError)
   }
 }
