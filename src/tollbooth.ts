@@ -324,6 +324,24 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
   const settled = async () => {
     while (inFlight.size > 0) await Promise.allSettled([...inFlight])
   }
+  /**
+   * Waits for the out-box's write `written` for what is left of `left`, and at least one
+   * storage timeout: the error naming the usage events not confirmed written when the store did
+   * not answer in time (the write under way may still land; the events stay queued), else
+   * undefined (written, or refused: `written` then rejects with the store's error).
+   */
+  const unconfirmed = async (
+    written: Promise<void>,
+    left: () => number,
+    who: string,
+    pending = '',
+  ): Promise<StorageUnavailableError | undefined> => {
+    const waitMs = Math.max(left(), o.storageTimeoutMs)
+    if (await endsWithin(written, waitMs)) return undefined
+    return new StorageUnavailableError(
+      `${who}: ${ctx.outbox.unwritten} usage event(s) not confirmed written${pending}: the store did not answer within ${waitMs} ms (the write under way may still land; the events stay queued for tb.flush())`,
+    )
+  }
 
   return {
     options: o,
@@ -357,8 +375,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       // close()'s bound: every wait on the store ends within `DRAIN_MS` together, the usage
       // events get at least a storage timeout more. A store frozen or down past it no longer
       // holds flush() (and a Worker's waitUntil awaiting it) for as long as it stays so.
-      const until = Date.now() + DRAIN_MS
-      const left = () => Math.max(0, until - Date.now())
+      const left = deadline(DRAIN_MS)
       const unsettled = (await endsWithin(settled(), left())) ? 0 : inFlight.size
       await ctx.retries.drain(left())
       // What the leases know goes to the store once the settles are in them: credit leases
@@ -371,15 +388,12 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
           ),
         )
       const written = ctx.outbox.flush()
-      const waitMs = Math.max(left(), o.storageTimeoutMs)
       const pending =
         unsettled > 0
           ? ` (and ${unsettled} settle(s) still waiting for the store, their events not queued yet)`
           : ''
-      if (!(await endsWithin(written, waitMs)))
-        throw new StorageUnavailableError(
-          `flush(): ${ctx.outbox.unwritten} usage event(s) not confirmed written${pending}: the store did not answer within ${waitMs} ms (the write under way may still land; the events stay queued)`,
-        )
+      const late = await unconfirmed(written, left, 'flush()', pending)
+      if (late) throw late
       // A write the store refused rejects as before, with the store's error (events kept).
       await written
       if (unsettled > 0)
@@ -402,8 +416,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       // One bound for every wait on the store (`DRAIN_MS`), and a storage timeout more for
       // the usage events: a store frozen or down past it no longer holds close() (and a
       // SIGTERM handler awaiting it) for as long as it stays so.
-      const until = Date.now() + DRAIN_MS
-      const left = () => Math.max(0, until - Date.now())
+      const left = deadline(DRAIN_MS)
       if (!(await endsWithin(settled(), left())))
         onError(
           new StorageUnavailableError(
@@ -430,13 +443,9 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       // queue used up the bound. Those not known written make close() reject, saying so.
       let failure: unknown
       const written = ctx.outbox.close()
-      const waitMs = Math.max(left(), o.storageTimeoutMs)
       try {
-        if (!(await endsWithin(written, waitMs)))
-          failure = new StorageUnavailableError(
-            `close(): ${ctx.outbox.unwritten} usage event(s) not confirmed written: the store did not answer within ${waitMs} ms (the write under way may still land; the events stay queued for tb.flush())`,
-          )
-        else await written
+        failure = await unconfirmed(written, left, 'close()')
+        if (failure === undefined) await written
       } catch (err) {
         failure = new StorageUnavailableError(
           `close(): ${ctx.outbox.unwritten} usage event(s) not written (they stay queued for tb.flush()): ${err instanceof Error ? err.message : String(err)}`,
@@ -454,6 +463,12 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       if (failure !== undefined) throw failure
     },
   }
+}
+
+/** What is left of a bound of `ms` from now, in ms (0 once spent). */
+function deadline(ms: number): () => number {
+  const until = Date.now() + ms
+  return () => Math.max(0, until - Date.now())
 }
 
 /** Resolves true once `p` has ended (either way) within `ms`, else false then; never rejects. */

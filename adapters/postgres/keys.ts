@@ -10,13 +10,13 @@ import type { PoolClient } from 'pg'
 import {
   type Cells,
   KEY_COLUMNS as COLUMNS,
+  ConflictError,
   type KeyPatch,
   type KeyRecord,
   type KeyRow,
   type KeyStore,
   keyValues,
-  rotationPatch,
-  rotationRefusal,
+  rotation,
   keyFromRow as toRecord,
 } from '../../src/internal.js'
 import { type Db, json, transaction } from './db.js'
@@ -108,10 +108,13 @@ export function postgresKeys(db: Db): KeyStore {
         const row = old.rows[0]
         if (!row) return { value: null, commit: false }
         const revokedAt = row.revoked_at === null ? null : Number(row.revoked_at)
-        refused = rotationRefusal(revokedAt, next)
-        if (refused) return { value: null, commit: false }
+        const p = rotation(revokedAt, patch, next)
+        if (p instanceof ConflictError) {
+          refused = p
+          return { value: null, commit: false }
+        }
         await client.query(insertSql, insertValues(next))
-        return { value: await update(client, oldId, rotationPatch(revokedAt, patch)), commit: true }
+        return { value: await update(client, oldId, p), commit: true }
       })
       if (refused) throw refused
       return value

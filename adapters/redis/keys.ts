@@ -18,13 +18,13 @@
  */
 
 import {
+  ConflictError,
   type KeyPatch,
   type KeyRecord,
   type KeyStore,
   type Page,
   patchFields,
-  rotationPatch,
-  rotationRefusal,
+  rotation,
 } from '../../src/internal.js'
 import { duplicateKey, encodeKey, keyBucket, keyLayout, stored } from './key-layout.js'
 import { oldKeys } from './key-upgrade.js'
@@ -115,12 +115,12 @@ export function redisKeys(ctx: Ctx): KeyStore {
         if (!r) return null
         // Checked again each round: a revocation or rotation that fails the compare-and-set
         // below refuses this one on the next.
-        const refused = rotationRefusal(r.key.revokedAt, next)
-        if (refused) throw refused
-        await add(next)
         // Against the record the compare-and-set checks: a revocation made meanwhile fails it,
         // and the next round keeps that revocation's time.
-        const json = patched(r.json, rotationPatch(r.key.revokedAt, patch))
+        const p = rotation(r.key.revokedAt, patch, next)
+        if (p instanceof ConflictError) throw p
+        await add(next)
+        const json = patched(r.json, p)
         const done = await client.tollboothKeyCas(1, names.record(r.key.hash), r.json, json)
         if (done === 1) return stored(json, r.used).key
         await layout.remove(next, nextJson)

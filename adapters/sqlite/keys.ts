@@ -9,13 +9,13 @@
 import {
   type Cells,
   KEY_COLUMNS as COLUMNS,
+  ConflictError,
   type KeyPatch,
   type KeyRecord,
   type KeyRow,
   type KeyStore,
   keyValues,
-  rotationPatch,
-  rotationRefusal,
+  rotation,
   keyFromRow as toRecord,
 } from '../../src/internal.js'
 import { bit, type Db, json } from './db.js'
@@ -101,10 +101,10 @@ export function sqliteKeys(d: Db): KeyStore {
           | { revoked_at: number | null }
           | undefined
         if (!row) return { value: null, commit: false }
-        const refused = rotationRefusal(row.revoked_at, next)
-        if (refused) throw refused
+        const p = rotation(row.revoked_at, patch, next)
+        if (p instanceof ConflictError) throw p
         d.stmt(insertSql).run(...insertValues(next))
-        return { value: update(oldId, rotationPatch(row.revoked_at, patch)), commit: true }
+        return { value: update(oldId, p), commit: true }
       })
     },
     async delete(id) {

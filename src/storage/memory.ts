@@ -16,7 +16,7 @@
  */
 
 import { z } from 'zod'
-import { InvalidRequestError } from '../errors.js'
+import { ConflictError, InvalidRequestError } from '../errors.js'
 import { patchFields } from '../keys/fields.js'
 import type { StoredCounter } from '../limits/counters.js'
 import {
@@ -35,7 +35,7 @@ import { counterSlots } from './counter-slots.js'
 import { EventRing } from './event-ring.js'
 import { markInProcess } from './in-process.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
-import { rotationPatch, rotationRefusal } from './rows.js'
+import { rotation } from './rows.js'
 import { listsByLength, type Place, syncCountersFromState } from './state-counters.js'
 import type {
   AccountRecord,
@@ -199,10 +199,10 @@ function memoryKeys(): KeyStore {
     async rotate(oldId, patch, next) {
       const k = byId.get(oldId)
       if (!k) return null
-      const refused = rotationRefusal(k.record.revokedAt, next)
-      if (refused) throw refused
+      const p = rotation(k.record.revokedAt, patch, next)
+      if (p instanceof ConflictError) throw p
       insert(next)
-      k.patch(rotationPatch(k.record.revokedAt, patch), shared)
+      k.patch(p, shared)
       return k.copy()
     },
     async delete(id) {

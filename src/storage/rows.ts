@@ -13,29 +13,27 @@ import { ConflictError } from '../errors.js'
 import type { AccountRecord, KeyPatch, KeyRecord, ProviderKeyRecord, UsageEvent } from './types.js'
 
 /**
- * The answer of a `rotate` that finds the old key revoked at the new key's creation
- * (`revokedAt <= next.createdAt`): checked in the store's atomic step, so of concurrent
- * rotations of one key without a grace period exactly one succeeds, and a key revoked (or
- * rotated) meanwhile is not given a successor, as if the calls had come one after the other.
- *
- * @returns the error to reject with, or null when the rotation may go ahead
+ * What a `rotate` does to the old key, whose stored revocation is `revokedAt`, checked in the
+ * store's atomic step:
+ * - a key revoked at the new key's creation (`revokedAt <= next.createdAt`) is refused with a
+ *   `ConflictError`, so of concurrent rotations of one key without a grace period exactly one
+ *   succeeds, and a key revoked (or rotated) meanwhile gets no successor, as if the calls had
+ *   come one after the other;
+ * - else the patch, with the earlier of the two revocations: a rotation that read the key
+ *   before another instance revoked it never moves that revocation later (a grace period would
+ *   make the revoked key valid again); one sooner than a revocation still to come brings it
+ *   forward.
  */
-export function rotationRefusal(revokedAt: number | null, next: KeyRecord): ConflictError | null {
-  return revokedAt !== null && revokedAt <= next.createdAt
-    ? new ConflictError('This key is revoked and cannot be rotated')
-    : null
-}
-
-/**
- * The patch a `rotate` applies to the old key whose stored revocation is `revokedAt`: the
- * earlier of the two revocations. A rotation that read the key before another instance
- * revoked it never moves that revocation later (a grace period would make the revoked key
- * valid again); one sooner than a revocation still to come brings it forward.
- */
-export function rotationPatch(revokedAt: number | null, patch: KeyPatch): KeyPatch {
-  const next = patch.revokedAt
-  if (revokedAt === null || next === undefined || (next !== null && next <= revokedAt)) return patch
-  return { ...patch, revokedAt }
+export function rotation(
+  revokedAt: number | null,
+  patch: KeyPatch,
+  next: KeyRecord,
+): KeyPatch | ConflictError {
+  if (revokedAt === null) return patch
+  if (revokedAt <= next.createdAt)
+    return new ConflictError('This key is revoked and cannot be rotated')
+  const at = patch.revokedAt
+  return at === undefined || (at !== null && at <= revokedAt) ? patch : { ...patch, revokedAt }
 }
 
 /** How a driver takes a cell that is not a string or a number. */

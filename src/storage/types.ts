@@ -125,7 +125,7 @@ export interface KeyStore {
    * reader ever sees both keys fully valid (or neither) unless the patch says so. Returns the
    * old record after the patch; null (and nothing inserted) when `oldId` does not exist.
    * MUST reject with a `ConflictError`, changing nothing, when the old record is revoked at
-   * `next.createdAt`, checked in the same atomic step (see `rotationRefusal`).
+   * `next.createdAt`, checked in the same atomic step (see `rotation` in `src/storage/rows.ts`).
    */
   rotate(oldId: string, patch: KeyPatch, next: KeyRecord): Promise<KeyRecord | null>
   /** Removes the record for good. Returns false when it did not exist. */

@@ -8,25 +8,18 @@
  * admitted request recorded once, and the credits charged equal to the recorded events' units.
  */
 
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import express from 'express'
 import Fastify from 'fastify'
 import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
-import { afterAll, describe, expect, test } from 'vitest'
+import { describe, expect, test } from 'vitest'
 import { requireApiKey as expressGuard } from '../../adapters/express/index.js'
 import { requireApiKey as fastifyGuard, tollbooth } from '../../adapters/fastify/index.js'
 import { requireApiKey as honoGuard, streamSSE } from '../../adapters/hono/index.js'
-import { postgresStorage } from '../../adapters/postgres/index.js'
-import { redisStorage } from '../../adapters/redis/index.js'
-import { sqliteStorage } from '../../adapters/sqlite/index.js'
-import { type Admission, memoryStorage, type Storage, type Tollbooth } from '../../src/index.js'
-import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
-import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
+import type { Admission, Tollbooth } from '../../src/index.js'
 import { serveExpress, serveFastify, serveHono } from '../support/servers.js'
+import { fourStores } from '../support/stores.js'
 import { eventually, harness, type StartServer, sleep } from './harness.js'
 
 const EVENTS = 20
@@ -126,36 +119,7 @@ const apps: Record<string, (tb: Tollbooth) => Promise<{ url: string; close(): Pr
   },
 }
 
-const redis = await connectRedis()
-const pool = skipPostgres ? null : newPool(4)
-const dir = mkdtempSync(join(tmpdir(), 'tollbooth-http-stores-'))
-const cleanups: Array<() => Promise<void>> = []
-afterAll(async () => {
-  for (const c of cleanups.splice(0)) await c()
-  redis?.disconnect()
-  await pool?.end()
-  rmSync(dir, { recursive: true, force: true })
-})
-
-const stores: Record<string, (() => Promise<Storage>) | null> = {
-  memory: async () => memoryStorage(),
-  'SQLite file': async () =>
-    sqliteStorage({ path: join(dir, `${Math.random().toString(36).slice(2)}.db`) }),
-  Redis: redis
-    ? async () => {
-        const keyPrefix = testPrefix('http-stores')
-        cleanups.push(() => deletePrefix(redis, keyPrefix).then(() => {}))
-        return redisStorage({ client: redis, keyPrefix })
-      }
-    : null,
-  PostgreSQL: pool
-    ? async () => {
-        const fresh = await freshSchema(pool)
-        cleanups.push(fresh.drop)
-        return postgresStorage({ pool, schema: fresh.schema })
-      }
-    : null,
-}
+const stores = await fourStores('http-stores')
 
 for (const [storeName, makeStore] of Object.entries(stores))
   for (const [framework, serve] of Object.entries(apps))

@@ -6,48 +6,12 @@
  * those of the same calls made one after the other.
  */
 
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { afterAll, describe, expect, test } from 'vitest'
-import { postgresStorage } from '../../adapters/postgres/index.js'
-import { redisStorage } from '../../adapters/redis/index.js'
-import { sqliteStorage } from '../../adapters/sqlite/index.js'
-import { memoryStorage, type Storage } from '../../src/internal.js'
-import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
-import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
+import { describe, expect, test } from 'vitest'
+import type { Storage } from '../../src/internal.js'
+import { fourStores } from '../support/stores.js'
 import { client, makeTollbooth, serveManagement } from './servers.js'
 
-const redis = await connectRedis()
-const pool = skipPostgres ? null : newPool(8)
-const dir = mkdtempSync(join(tmpdir(), 'tollbooth-mgmt-concurrent-'))
-const cleanups: Array<() => Promise<unknown>> = []
-afterAll(async () => {
-  for (const c of cleanups.splice(0)) await c()
-  redis?.disconnect()
-  await pool?.end()
-  rmSync(dir, { recursive: true, force: true })
-})
-
-const stores: Record<string, (() => Promise<Storage>) | null> = {
-  memory: async () => memoryStorage(),
-  'SQLite file': async () =>
-    sqliteStorage({ path: join(dir, `${Math.random().toString(36).slice(2)}.db`) }),
-  Redis: redis
-    ? async () => {
-        const keyPrefix = testPrefix('mgmt-concurrent')
-        cleanups.push(() => deletePrefix(redis, keyPrefix))
-        return redisStorage({ client: redis, keyPrefix })
-      }
-    : null,
-  PostgreSQL: pool
-    ? async () => {
-        const fresh = await freshSchema(pool)
-        cleanups.push(fresh.drop)
-        return postgresStorage({ pool, schema: fresh.schema })
-      }
-    : null,
-}
+const stores = await fourStores('mgmt-concurrent', 8)
 
 /** A tollbooth on `storage` with the management API served, and a management key of acct_a. */
 async function serve(storage: Storage) {

@@ -11,9 +11,9 @@
 import { describe, expect, test } from 'vitest'
 import { createTollbooth, manualClock } from '../../src/internal.js'
 import { req, SECRET } from '../metering/helpers.js'
-import { moneyStores } from './stores.js'
+import { fourStores } from '../support/stores.js'
 
-const stores = await moneyStores('money-fractions')
+const stores = await fourStores('money-fractions')
 const T = Date.UTC(2026, 0, 15, 12)
 
 for (const [name, make] of Object.entries(stores))

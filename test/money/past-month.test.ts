@@ -9,13 +9,13 @@
 import { describe, expect, test } from 'vitest'
 import { createTollbooth, manualClock } from '../../src/internal.js'
 import { req, SECRET } from '../metering/helpers.js'
-import { moneyStores } from './stores.js'
+import { fourStores } from '../support/stores.js'
 
 const JAN = Date.UTC(2026, 0, 10)
 const FEB_10 = Date.UTC(2026, 1, 10)
 const FEB_20 = Date.UTC(2026, 1, 20)
 
-const stores = await moneyStores('money-past-month')
+const stores = await fourStores('money-past-month')
 
 for (const [name, make] of Object.entries(stores))
   describe.skipIf(make === null)(`a past month's usage on ${name}`, () => {

@@ -11,13 +11,13 @@
 import { describe, expect, test } from 'vitest'
 import { type Clock, createTollbooth, manualClock, type Storage } from '../../src/internal.js'
 import { req, SECRET } from '../metering/helpers.js'
-import { moneyStores } from './stores.js'
+import { fourStores } from '../support/stores.js'
 
 const LAST_MS = Date.UTC(2026, 0, 31, 23, 59, 59, 999)
 const FEB = Date.UTC(2026, 1, 1)
 const HOUR = 3_600_000
 
-const stores = await moneyStores('money-rollover')
+const stores = await fourStores('money-rollover')
 
 function instance(storage: Storage, clock: Clock, plans: Record<string, unknown>, tier: string) {
   return createTollbooth({

@@ -1,7 +1,7 @@
 /**
- * @module test/money/stores
+ * @module test/support/stores
  *
- * The four stores the money suites run on, alike: memory, a SQLite file, Redis (a fresh key
+ * The four stores a suite runs the same cases on: memory, a SQLite file, Redis (a fresh key
  * prefix) and PostgreSQL (a fresh schema), each dropped after the suite.
  */
 
@@ -13,15 +13,22 @@ import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { sqliteStorage } from '../../adapters/sqlite/index.js'
 import { memoryStorage, type Storage } from '../../src/index.js'
-import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
-import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
+import { freshSchema, newPool, skipPostgres } from './postgres.js'
+import { connectRedis, deletePrefix, testPrefix } from './redis.js'
 
-/** Each store's factory; null when its server is down and not required. */
-export async function moneyStores(
+/**
+ * Each store's factory, by name; null when its server is down and not required. A store made
+ * is dropped after the suite (`afterAll`), with the Redis client and PostgreSQL pool.
+ *
+ * @param tag names the SQLite folder and the Redis key prefix
+ * @param poolSize the PostgreSQL pool's connections
+ */
+export async function fourStores(
   tag: string,
+  poolSize = 4,
 ): Promise<Record<string, (() => Promise<Storage>) | null>> {
   const redis = await connectRedis()
-  const pool = skipPostgres ? null : newPool(4)
+  const pool = skipPostgres ? null : newPool(poolSize)
   const dir = mkdtempSync(join(tmpdir(), `tollbooth-${tag}-`))
   const cleanups: Array<() => Promise<void>> = []
   afterAll(async () => {
