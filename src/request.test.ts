@@ -38,6 +38,34 @@ describe('clientIp', () => {
     expect(clientIp('10.0.0.1', xff('unknown'), 1)).toBe('10.0.0.1')
   })
 
+  it('takes only whole IPv4 and IPv6 addresses: hex words and broken forms end the walk', () => {
+    for (const junk of [
+      'cafe',
+      'dead.beef',
+      'ff',
+      '1.2.3',
+      '1.2.3.4.5',
+      '256.1.1.1',
+      '01.2.3.4',
+      ':::',
+      '1::2::3',
+      '1:2:3:4:5:6:7:8:9',
+      '12345::1',
+      '..',
+      '::ffff:1.2.3',
+    ])
+      expect(clientIp('10.0.0.1', xff(`1.2.3.4, ${junk}`), true), junk).toBe('10.0.0.1')
+    for (const [hop, ip] of <Array<[string, string]>>[
+      ['::', '::'],
+      ['::1', '::1'],
+      ['fe80::1:2', 'fe80::1:2'],
+      ['1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7:8'],
+      ['64:ff9b::203.0.113.7', '64:ff9b::203.0.113.7'],
+      ['0.0.0.0', '0.0.0.0'],
+    ])
+      expect(clientIp('10.0.0.1', xff(hop), 1), hop).toBe(ip)
+  })
+
   it('true trusts every hop: the left-most address', () => {
     expect(clientIp('10.0.0.1', xff('1.2.3.4, 203.0.113.7'), true)).toBe('1.2.3.4')
   })

@@ -5,6 +5,8 @@
  * extraction of pipeline step 1 (Bearer, `x-api-key`, or the user's own extractor).
  */
 
+import { z } from 'zod'
+
 /**
  * Request headers in any of the shapes adapters have at hand: a Web `Headers`, Node's
  * lowercase record, or a getter. Names are looked up in lowercase.
@@ -119,8 +121,21 @@ export type TrustProxy =
   | number
   | { hops: number; header: 'x-forwarded-for' | 'forwarded' }
 
-/** An address as an IP, or null: digits, hex, `.` and `:` only (no names, no junk to store). */
-const IP = /^[0-9A-Fa-f:.]{2,45}$/
+const { ipv4: IPV4, ipv6: IPV6 } = z.regexes
+
+/**
+ * True for a whole IPv4 address (dotted quad, no leading zeros) or IPv6 address (with `::`,
+ * or a dotted quad in its last 32 bits), as zod's `z.ipv4()`/`z.ipv6()` take them: not a hex
+ * word (`cafe`), a name or junk to store.
+ */
+function isIp(v: string): boolean {
+  if (v.length > 45) return false
+  const colon = v.lastIndexOf(':')
+  if (colon < 0) return IPV4.test(v)
+  if (v.indexOf('.', colon) < 0) return IPV6.test(v)
+  // The dotted quad stands for the last two groups.
+  return IPV4.test(v.slice(colon + 1)) && IPV6.test(`${v.slice(0, colon + 1)}0:0`)
+}
 
 /** One hop of a forwarding header as a bare IP (brackets, quotes and a port removed), or null. */
 function hopAddress(raw: string | undefined): string | null {
@@ -143,7 +158,7 @@ function hopAddress(raw: string | undefined): string | null {
  * socket addresses are; an IPv4-mapped IPv6 address as IPv4), or null when it is not an IP.
  */
 export function ipAddress(v: string): string | null {
-  return IP.test(v) ? unmapped(v.toLowerCase()) : null
+  return isIp(v) ? unmapped(v.toLowerCase()) : null
 }
 
 /** True for an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`), which {@link clientIp} unmaps. */

@@ -148,9 +148,11 @@ describe.each(STORES)('/ip-blocks on %s', (_name, make) => {
       expect((await api('GET', '/ip-blocks/2001:DB8::1', ops)).body).toMatchObject({
         ip: '2001:db8::1',
       })
-      const junk = await api('GET', '/ip-blocks/not-an-ip', ops)
-      expect(junk.status).toBe(400)
-      expect(junk.body).toMatchObject({ code: 'invalid_request' })
+      for (const notAnIp of ['not-an-ip', 'cafe', '1.2.3', '999.1.1.1']) {
+        const junk = await api('GET', `/ip-blocks/${notAnIp}`, ops)
+        expect(junk.status, notAnIp).toBe(400)
+        expect(junk.body).toMatchObject({ code: 'invalid_request' })
+      }
       expect((await api('GET', '/ip-blocks?limit=0', ops)).status).toBe(400)
       expect((await api('GET', '/ip-blocks/203.0.113.7', ops)).body).toMatchObject({
         blocked: true,
