@@ -77,8 +77,10 @@ export function logView(e: LogEntry, key: KeyView): Record<string, unknown> {
 }
 
 /**
- * `GET /usage`: credits, breakdown by category (of the kind `groupBy` names), request count,
- * reset date, period, and the grouping and filter the figures were counted with.
+ * `GET /usage`: credits (used, limit, remaining, and the carryover and prepaid balance the limit
+ * holds beyond the plan's credits: a past month's as it was closed, null when not kept),
+ * breakdown by category (of the kind `groupBy` names), request count, reset date, period, and
+ * the grouping and filter the figures were counted with.
  */
 export function usageView(u: UsageReport): Record<string, unknown> {
   return {
@@ -86,6 +88,8 @@ export function usageView(u: UsageReport): Record<string, unknown> {
       used: u.credits.used,
       limit: finite(u.credits.limit),
       remaining: finite(u.credits.limit) === null ? null : u.credits.remaining,
+      carryover: u.credits.carryover,
+      balance: u.credits.balance,
     },
     groupBy: u.groupBy,
     filter: u.filter,

@@ -28,6 +28,7 @@ const ACCOUNT_PATCH: Record<keyof AccountPatch, [column: string, cast: string]> 
   tierExpiresAt: ['tier_expires_at', 'bigint'],
   billingCustomerId: ['billing_customer_id', 'text'],
   metadata: ['metadata', 'jsonb'],
+  closedPeriods: ['closed_periods', 'jsonb'],
 }
 
 export function postgresAccounts(db: Db): AccountStore {
@@ -42,7 +43,7 @@ export function postgresAccounts(db: Db): AccountStore {
     get,
     async ensure(d) {
       const rows = await db.query<AccountRow>(
-        `INSERT INTO ${t} (${ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+        `INSERT INTO ${t} (${ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb)
          ON CONFLICT (id) DO NOTHING RETURNING ${ACCOUNT_COLUMNS}`,
         [
           d.id,
@@ -53,6 +54,7 @@ export function postgresAccounts(db: Db): AccountStore {
           d.tierExpiresAt,
           d.billingCustomerId,
           json(d.metadata),
+          d.closedPeriods === undefined ? null : json(d.closedPeriods),
         ],
       )
       if (rows[0]) return toAccount(rows[0])
@@ -66,7 +68,7 @@ export function postgresAccounts(db: Db): AccountStore {
         const v = patch[field]
         if (v === undefined) continue
         const [column, cast] = ACCOUNT_PATCH[field]
-        values.push(field === 'metadata' ? json(v) : v)
+        values.push(field === 'metadata' || field === 'closedPeriods' ? json(v) : v)
         sets.push(`${column} = $${values.length}::${cast}`)
       }
       const where = 'id = $1 AND ($2::bigint IS NULL OR period_start = $2)'

@@ -117,12 +117,21 @@ export function createDb(
   }
 }
 
-/** Turns "relation does not exist" (SQLSTATE 42P01, 3F000) into a hint to migrate. */
+/**
+ * Turns "relation does not exist" (SQLSTATE 42P01, 3F000), and "column does not exist"
+ * (42703: a schema of an earlier version), into a hint to migrate.
+ */
 export function explain(err: unknown, schema: string): unknown {
   const code = (err as { code?: unknown } | null)?.code
   if (code === '42P01' || code === '3F000') {
     return new ConfigError(
       `tollbooth/postgres: the tables of schema "${schema}" do not exist; run \`await migrate({ pool, schema: '${schema}' })\` first`,
+      { cause: err },
+    )
+  }
+  if (code === '42703') {
+    return new ConfigError(
+      `tollbooth/postgres: the tables of schema "${schema}" are of an earlier version; run \`await migrate({ pool, schema: '${schema}' })\` first`,
       { cause: err },
     )
   }

@@ -13,6 +13,7 @@ import { IP_BLOCKS_SQL } from './migrations/0002-ip-blocks.js'
 import { USAGE_AGGREGATES_SQL } from './migrations/0003-usage-aggregates.js'
 import { USAGE_KEY_CATEGORY_SQL } from './migrations/0004-usage-key-category.js'
 import { COUNTERS_APPLY_SQL } from './migrations/0005-counters-apply.js'
+import { ACCOUNT_CLOSED_PERIODS_SQL } from './migrations/0006-account-closed-periods.js'
 
 /** One versioned step of the schema. Ids only grow; a released migration never changes. */
 export interface Migration {
@@ -28,6 +29,7 @@ export const MIGRATIONS: ReadonlyArray<Migration> = [
   { id: 3, name: '0003-usage-aggregates', sql: USAGE_AGGREGATES_SQL },
   { id: 4, name: '0004-usage-key-category', sql: USAGE_KEY_CATEGORY_SQL },
   { id: 5, name: '0005-counters-apply', sql: COUNTERS_APPLY_SQL },
+  { id: 6, name: '0006-account-closed-periods', sql: ACCOUNT_CLOSED_PERIODS_SQL },
 ]
 
 export interface MigrateOptions {

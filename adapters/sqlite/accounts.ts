@@ -27,6 +27,7 @@ const ACCOUNT_PATCH: Record<keyof AccountPatch, string> = {
   tierExpiresAt: 'tier_expires_at',
   billingCustomerId: 'billing_customer_id',
   metadata: 'metadata',
+  closedPeriods: 'closed_periods',
 }
 
 export function sqliteAccounts(d: Db): AccountStore {
@@ -39,7 +40,7 @@ export function sqliteAccounts(d: Db): AccountStore {
     async ensure(a) {
       return d.run(() => {
         d.stmt(
-          `INSERT INTO accounts (${ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+          `INSERT INTO accounts (${ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (id) DO NOTHING`,
         ).run(
           a.id,
@@ -50,6 +51,7 @@ export function sqliteAccounts(d: Db): AccountStore {
           a.tierExpiresAt,
           a.billingCustomerId,
           json(a.metadata),
+          a.closedPeriods === undefined ? null : json(a.closedPeriods),
         )
         return one(d.stmt(getSql).get(a.id)) ?? a
       })
@@ -61,7 +63,7 @@ export function sqliteAccounts(d: Db): AccountStore {
         const v = patch[field]
         if (v === undefined) continue
         sets.push(`${ACCOUNT_PATCH[field]} = ?`)
-        values.push(field === 'metadata' ? json(v) : v)
+        values.push(field === 'metadata' || field === 'closedPeriods' ? json(v) : v)
       }
       const where = 'id = ? AND (? IS NULL OR period_start = ?)'
       const p = ifPeriodStart ?? null

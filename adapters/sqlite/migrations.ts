@@ -147,8 +147,20 @@ ALTER TABLE usage_totals_next RENAME TO usage_totals;
 CREATE INDEX usage_totals_hour_idx ON usage_totals (hour);
 `
 
+/**
+ * The SQL of migration 3: a closed month's statement. `accounts` gains `closed_periods`, the
+ * credit figures of the account's last closed periods (plan credits, carryover, balance, use;
+ * at most 12, oldest first) as the rollover closed them, written in the same compare-and-set
+ * `UPDATE` as `period_start`. Existing accounts start with none (null): a month closed before this
+ * step has no figures kept (its read shows its use against its plan's credits alone).
+ */
+export const ACCOUNT_CLOSED_PERIODS_SQL = `
+ALTER TABLE accounts ADD COLUMN closed_periods TEXT;
+`
+
 /** Every migration, in order. */
 export const MIGRATIONS: ReadonlyArray<Migration> = [
   { id: 1, name: '0001-init', sql: INIT_SQL },
   { id: 2, name: '0002-usage-key-category', sql: USAGE_KEY_CATEGORY_SQL },
+  { id: 3, name: '0003-account-closed-periods', sql: ACCOUNT_CLOSED_PERIODS_SQL },
 ]

@@ -1,8 +1,8 @@
 /**
  * @module tollbooth/testing/accounts
  *
- * Conformance tests of `AccountStore` (idempotent ensure, compare-and-set update, atomic
- * balance), `SecretStore` (one sealed key per account and provider) and, when present, the
+ * Conformance tests of `AccountStore` (idempotent ensure, compare-and-set update, the closed
+ * periods' figures kept as given, atomic balance), `SecretStore` (one sealed key per account and provider) and, when present, the
  * `ChangeFeed` (a published hash reaches every subscriber).
  */
 
@@ -64,6 +64,25 @@ export function accountStoreTests(get: GetStorage): void {
       expect(await get().accounts.update(a.id, rollover, 1000)).toEqual({ ...a, ...rollover })
       expect(await get().accounts.update(a.id, { carryover: 0 }, 1000)).toBeNull()
       expect((await get().accounts.get(a.id))?.carryover).toBe(7)
+    })
+
+    it('keeps the closed periods a rollover writes, as given, with its compare-and-set', async () => {
+      const a = makeAccount({ periodStart: 1000, balance: 50 })
+      expect((await get().accounts.ensure(a)).closedPeriods).toBeUndefined()
+      const closedPeriods = [
+        { start: 0, monthlyCredits: null, carryover: 0, balance: 0.1 + 0.2, used: 2.5 },
+        { start: 1000, monthlyCredits: 100, carryover: 60, balance: 50, used: 200 },
+      ]
+      const rollover = { periodStart: 2000, carryover: 0, closedPeriods }
+      expect(await get().accounts.update(a.id, rollover, 999)).toBeNull()
+      expect((await get().accounts.get(a.id))?.closedPeriods).toBeUndefined()
+      expect(await get().accounts.update(a.id, rollover, 1000)).toEqual({ ...a, ...rollover })
+      expect(await get().accounts.get(a.id)).toEqual({ ...a, ...rollover })
+      // Other changes keep them.
+      expect(await get().accounts.addBalance(a.id, -40)).toEqual({ ...a, ...rollover, balance: 10 })
+      expect((await get().accounts.update(a.id, { tier: 'pro' }))?.closedPeriods).toEqual(
+        closedPeriods,
+      )
     })
 
     it('lets exactly one of concurrent period rollovers win', async () => {

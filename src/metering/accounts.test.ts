@@ -266,6 +266,44 @@ describe('carryover across a period boundary', () => {
       periodStart: FEB,
     })
   })
+
+  it("keeps each closed month's figures, idle months included, a year's worth", async () => {
+    const s = await setup({ plans: PLANS, defaultTier: 'roll' }, JAN)
+    await s.tb.accounts.addCredits('acct_1', 5)
+    expect(await spend(s, 4)).toBe(4)
+    await s.tb.flush()
+    // Read next in May: January, then three idle months, closed at once.
+    s.clock.set(Date.UTC(2026, 4, 10))
+    const credits = async (month: string) => (await s.tb.usage.get('acct_1', { month })).credits
+    expect(await credits('2026-01')).toEqual({
+      used: 4,
+      limit: 15,
+      remaining: 11,
+      carryover: 0,
+      balance: 5,
+    })
+    // 6 carried into February (two months' worth at most), 16 into March, capped at 20.
+    expect(await credits('2026-02')).toMatchObject({ used: 0, limit: 21, carryover: 6 })
+    expect(await credits('2026-03')).toMatchObject({ used: 0, limit: 31, carryover: 16 })
+    expect(await credits('2026-04')).toMatchObject({ used: 0, limit: 35, carryover: 20 })
+    // Thirteen months on, the last twelve closed are kept; January's are not any more.
+    s.clock.set(Date.UTC(2027, 1, 10))
+    await s.tb.accounts.get('acct_1')
+    const kept = (await s.tb.storage.accounts.get('acct_1'))?.closedPeriods ?? []
+    expect(kept.map((c) => new Date(c.start).toISOString().slice(0, 7))).toEqual(
+      Array.from({ length: 12 }, (_, i) =>
+        new Date(Date.UTC(2026, 1 + i, 1)).toISOString().slice(0, 7),
+      ),
+    )
+    expect(await credits('2026-01')).toEqual({
+      used: 4,
+      limit: 10,
+      remaining: 6,
+      carryover: null,
+      balance: null,
+    })
+    expect(await credits('2026-03')).toMatchObject({ limit: 31, carryover: 16, balance: 5 })
+  })
 })
 
 describe('per-key budget', () => {

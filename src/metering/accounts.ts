@@ -10,7 +10,9 @@
  * prepaid balance, and unused plan credits carry over for up to `carryoverMonths` months'
  * worth. Requests admitted at the end of a period settle into it after its end, so the
  * rollover is worked out from the period's counter at each read for an hour
- * (`CLOSE_AFTER_MS`), then written once (compare-and-set on `periodStart`).
+ * (`CLOSE_AFTER_MS`), then written once (compare-and-set on `periodStart`), with the closed
+ * period's figures (its plan credits, carryover, balance and use: `closedPeriods`), which a
+ * read of that month returns.
  *
  * The admission view of an account is cached like a key. A change made here (tier, top-up,
  * patch) drops it on this instance and publishes `account:<id>` on the storage's change feed,
@@ -25,7 +27,7 @@ import { InvalidRequestError, NotFoundError } from '../errors.js'
 import { ACCOUNT_METADATA_MAX_BYTES, instantMs, metadataSchema, ownValue, text } from '../input.js'
 import { type CheckTemplate, compilePlanLimits, counterName } from '../limits/admission.js'
 import { type Plan, parseInput, type ResolvedOptions } from '../options.js'
-import type { AccountRecord, Storage } from '../storage/types.js'
+import type { AccountRecord, ClosedPeriod, Storage } from '../storage/types.js'
 import { nextPeriod, type Period, periodOf } from './periods.js'
 
 /**
@@ -76,12 +78,42 @@ export interface AccountView {
   plan: Plan | null
   tierExpiresAt: number | null
   billingCustomerId: string | null
-  /** Prepaid credits (top-ups), beyond the plan's. */
+  /** Prepaid credits (top-ups), beyond the plan's, now (whatever `period`). */
   balance: number
+  /** Unused plan credits carried into the current period (whatever `period`). */
   carryover: number
+  /**
+   * The credits of `period`: the current period's, or a past one's as its rollover closed it
+   * (its carryover and balance: `tb.usage.get`, {@link PeriodCredits}).
+   */
   credits: { used: number; limit: number; remaining: number }
   period: Period
   metadata: Record<string, unknown>
+}
+
+/**
+ * A period's credits: `limit` is the plan's monthly credits plus `carryover` plus `balance`
+ * (Infinity when the plan's credits are unlimited). For a past period, the figures its rollover
+ * closed it with; `carryover` and `balance` are null (and `limit` the plan's credits alone) for
+ * one closed before its figures were kept, or longer ago than the last
+ * {@link CLOSED_PERIODS_KEPT}.
+ */
+export interface PeriodCredits {
+  used: number
+  limit: number
+  remaining: number
+  /** Unused plan credits carried into the period. */
+  carryover: number | null
+  /** Prepaid balance: now for the current period, at its end for a past one. */
+  balance: number | null
+}
+
+/** How many closed periods' figures an account keeps (`AccountRecord.closedPeriods`): a year's. */
+export const CLOSED_PERIODS_KEPT = 12
+
+/** `done` followed by `more`, the last {@link CLOSED_PERIODS_KEPT} of them. */
+function keptPeriods(done: ClosedPeriod[] | undefined, more: ClosedPeriod[]): ClosedPeriod[] {
+  return [...(done ?? []), ...more].slice(-CLOSED_PERIODS_KEPT)
 }
 
 export const creditKey = (accountId: string, period: Period) =>
@@ -312,7 +344,8 @@ export class AccountService {
 
   /**
    * The record as of `current`: every period from the record's up to `current` closed (used
-   * beyond the plan taken from the prepaid balance, unused plan credits carried over).
+   * beyond the plan taken from the prepaid balance, unused plan credits carried over), each
+   * closed period's figures appended to `closedPeriods`.
    *
    * A period is closed for good (written, once across instances: the compare-and-set on
    * `periodStart` lets exactly one caller apply it) only once its use can no longer change:
@@ -337,12 +370,16 @@ export class AccountService {
     let finalStart = record.periodStart
     let finalCarryover = carryover
     let finalFromBalance = 0
+    // The figures of each period closed here; the first `finalCount` are closed for good.
+    const closing: ClosedPeriod[] = []
+    let finalCount = 0
     for (let i = 0; p.start < current.start && i < 240; i++) {
       const plan = this.planOf(this.effectiveTier(record, p.start))
       const monthly = plan?.monthlyCredits ?? null
       // Only the record's period and the next can have use: a read in any later one closes
       // the record's for good (a month has passed since its end).
       const used = i < 2 ? await this.usedIn(record.id, p, now) : 0
+      closing.push({ start: p.start, monthlyCredits: monthly, carryover, balance, used })
       if (monthly === null) {
         carryover = 0
       } else {
@@ -361,6 +398,7 @@ export class AccountService {
         finalStart = p.start
         finalCarryover = carryover
         finalFromBalance = fromBalance
+        finalCount = closing.length
       }
     }
     // As it stands at `now`, closes not yet written included.
@@ -369,11 +407,16 @@ export class AccountService {
       carryover,
       balance: r.balance - (fromBalance - finalFromBalance),
       periodStart: current.start,
+      closedPeriods: keptPeriods(r.closedPeriods, closing.slice(finalCount)),
     })
     if (finalStart === record.periodStart) return provisional(record)
     const updated = await this.storage.accounts.update(
       record.id,
-      { carryover: finalCarryover, periodStart: finalStart },
+      {
+        carryover: finalCarryover,
+        periodStart: finalStart,
+        closedPeriods: keptPeriods(record.closedPeriods, closing.slice(0, finalCount)),
+      },
       record.periodStart,
     )
     if (!updated) {
@@ -430,27 +473,35 @@ export class AccountService {
 
   /** The account with its credit figures for the current period, or for the period `month`. */
   async get(id: string, period?: Period): Promise<AccountView> {
+    const { view, credits } = await this.statement(id, period)
+    const { used, limit, remaining } = credits
+    return { ...view, credits: { used, limit, remaining } }
+  }
+
+  /**
+   * The account (as `get`, without its credits) and the credits of the current period, or of
+   * the period `month`, with the carryover and balance its limit holds (`tb.usage.get`).
+   */
+  async statement(
+    id: string,
+    period?: Period,
+  ): Promise<{ view: Omit<AccountView, 'credits'>; credits: PeriodCredits }> {
     checkAccountId(id)
     const now = this.now()
     // Read anew, not the admission cache's view: it keeps no record (and a view is then as
     // fresh as the store).
     const { record, a } = await this.read(id, now)
     const p = period ?? a.period
-    // A past period's counter expires a day after it: then its use is read from the usage.
-    const used =
+    const credits =
       p.start === a.period.start
-        ? await this.storage.counters.held(creditKey(id, p), now)
-        : await this.usedIn(id, p, now)
-    // Another period's plan is the tier's in force at its start, as its rollover takes it
-    // (a tier that expired since, or expires before, counts where it was in force).
-    const limit =
-      p.start === a.period.start
-        ? a.creditLimit
-        : this.creditLimit(
-            { ...record, carryover: 0, balance: 0 },
-            this.planOf(this.effectiveTier(record, p.start)),
+        ? this.credits(
+            await this.storage.counters.held(creditKey(id, p), now),
+            a.creditLimit,
+            record.carryover,
+            record.balance,
           )
-    return {
+        : await this.pastCredits(record, p, now)
+    const view = {
       id,
       tier: a.tier,
       tierDisplay: a.plan?.display ?? a.tier,
@@ -459,11 +510,46 @@ export class AccountService {
       billingCustomerId: record.billingCustomerId,
       balance: record.balance,
       carryover: record.carryover,
-      credits: { used, limit, remaining: Math.max(0, limit - used) },
       // A copy: the views the cache holds share theirs.
       period: { ...p },
       metadata: record.metadata,
     }
+    return { view, credits }
+  }
+
+  private credits(
+    used: number,
+    limit: number,
+    carryover: number | null,
+    balance: number | null,
+  ): PeriodCredits {
+    return { used, limit, remaining: Math.max(0, limit - used), carryover, balance }
+  }
+
+  /**
+   * The credits of period `p`, not the current one of `record` (read as of `now`, with the
+   * closes not yet written): as its rollover closed it, when the record keeps its figures.
+   */
+  private async pastCredits(record: AccountRecord, p: Period, now: number): Promise<PeriodCredits> {
+    const c = record.closedPeriods?.find((c) => c.start === p.start)
+    if (c !== undefined)
+      return this.credits(
+        c.used,
+        (c.monthlyCredits ?? Infinity) + c.carryover + c.balance,
+        c.carryover,
+        c.balance,
+      )
+    // Closed before its figures were kept (or too long ago), or not begun: its use (the
+    // counter, or once that expired a day after it, the usage) against the plan of the tier
+    // in force at its start, as its rollover takes it.
+    const used = await this.usedIn(record.id, p, now)
+    const plan = this.planOf(this.effectiveTier(record, p.start))
+    return this.credits(
+      used,
+      this.creditLimit({ ...record, carryover: 0, balance: 0 }, plan),
+      null,
+      null,
+    )
   }
 
   /** Sets the account's tier (a key of `options.plans`, or null for the default). */

@@ -37,7 +37,7 @@ describe('usage.get', () => {
     expect(u).toEqual({
       accountId: 'acct_1',
       period: { id: '2026-01', start: Date.UTC(2026, 0, 1), end: Date.UTC(2026, 1, 1) },
-      credits: { used: 15, limit: 200, remaining: 185 },
+      credits: { used: 15, limit: 200, remaining: 185, carryover: 0, balance: 0 },
       breakdown: { tts: 6, stt: 1, llm: 7, uncategorized: 1 },
       requests: { tts: 3, stt: 2, llm: 1, uncategorized: 1 },
       requestCount: 7,
@@ -75,7 +75,7 @@ describe('usage.get', () => {
 
     const jan = await s.tb.usage.get('acct_1', { month: '2026-01' })
     expect(jan.period.id).toBe('2026-01')
-    expect(jan.credits).toEqual({ used: 8, limit: 200, remaining: 192 })
+    expect(jan.credits).toEqual({ used: 8, limit: 200, remaining: 192, carryover: 0, balance: 0 })
     expect(jan.breakdown).toEqual({ merge: 8 })
     expect(jan.requestCount).toBe(2)
     expect(jan.resetDate).toBe(Date.UTC(2026, 1, 1))

@@ -16,7 +16,7 @@ import { isTollboothError, NotFoundError, StorageUnavailableError } from '../err
 import { text, textProblem } from '../input.js'
 import { parseInput } from '../options.js'
 import type { UsageEvent, UsageFilter, UsageSummary } from '../storage/types.js'
-import { checkAccountId } from './accounts.js'
+import { checkAccountId, type PeriodCredits } from './accounts.js'
 import { monthSchema, periodOf, periodOfMonth } from './periods.js'
 
 /** What a usage breakdown is keyed by: the request's usage category or its key's category. */
@@ -26,8 +26,11 @@ export interface UsageReport {
   accountId: string
   /** `YYYY-MM`, start and end (exclusive, = the reset date) of the period. */
   period: { id: string; start: number; end: number }
-  /** The account's credits of the period: all its requests, whatever the filter. */
-  credits: { used: number; limit: number; remaining: number }
+  /**
+   * The account's credits of the period: all its requests, whatever the filter. A past
+   * period's are as its rollover closed it ({@link PeriodCredits}).
+   */
+  credits: PeriodCredits
   /** What `breakdown` and `requests` are keyed by. */
   groupBy: UsageGroupBy
   /** The filter `breakdown`, `requests` and `requestCount` were counted with. */
@@ -178,7 +181,7 @@ export class UsageService {
     const filtered = filter.category !== undefined || filter.keyCategory !== undefined
     const [account, summary, all] = await this.bounded(
       Promise.all([
-        this.ctx.accounts.get(accountId, period),
+        this.ctx.accounts.statement(accountId, period),
         this.ctx.storage.usage.summarize(accountId, period.start, period.end, filter),
         // A past period's credits are its requests' units, all of them.
         filtered && !current
@@ -186,8 +189,10 @@ export class UsageService {
           : null,
       ]),
     )
-    const used = current ? account.credits.used : (all ?? summary).units
-    const limit = account.credits.limit
+    // A past period closed with its figures is as its rollover closed it; one closed before
+    // they were kept (carryover null) counts its requests' units.
+    const c = account.credits
+    const used = current || c.carryover !== null ? c.used : (all ?? summary).units
     // fromEntries defines own properties: a category named `__proto__` stays a category.
     const groups = Object.entries(
       o.groupBy === 'keyCategory' ? summary.byKeyCategory : summary.byCategory,
@@ -197,7 +202,13 @@ export class UsageService {
     return {
       accountId,
       period,
-      credits: { used, limit, remaining: Math.max(0, limit - used) },
+      credits: {
+        used,
+        limit: c.limit,
+        remaining: Math.max(0, c.limit - used),
+        carryover: c.carryover,
+        balance: c.balance,
+      },
       groupBy: o.groupBy,
       filter: { category: filter.category ?? null, keyCategory: filter.keyCategory ?? null },
       breakdown,

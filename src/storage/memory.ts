@@ -447,7 +447,7 @@ export function decodeLogCursor(cursor: string): [number, string] {
 }
 
 /**
- * A copy of an account record, its fields written in one literal: the object holds all eight
+ * A copy of an account record, its fields written in one literal: the object holds all nine
  * itself. `clone`'s empty object given them one by one kept the last four in a property array
  * of its own, 128 bytes more per stored account.
  */
@@ -461,6 +461,7 @@ function copyAccount(a: AccountRecord): AccountRecord {
     tierExpiresAt: a.tierExpiresAt,
     billingCustomerId: a.billingCustomerId,
     metadata: clone(a.metadata),
+    closedPeriods: a.closedPeriods === undefined ? undefined : clone(a.closedPeriods),
   }
 }
 

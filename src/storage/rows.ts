@@ -117,7 +117,7 @@ export function keyValues(k: KeyRecord, cells: Cells): unknown[] {
 }
 
 export const ACCOUNT_COLUMNS =
-  'id, tier, balance, carryover, period_start, tier_expires_at, billing_customer_id, metadata'
+  'id, tier, balance, carryover, period_start, tier_expires_at, billing_customer_id, metadata, closed_periods'
 
 /** A row of the accounts table, as a driver returns it. */
 export type AccountRow = Record<
@@ -128,7 +128,8 @@ export type AccountRow = Record<
   | 'period_start'
   | 'tier_expires_at'
   | 'billing_customer_id'
-  | 'metadata',
+  | 'metadata'
+  | 'closed_periods',
   unknown
 >
 
@@ -142,6 +143,7 @@ export function accountFromRow(r: AccountRow): AccountRecord {
     tierExpiresAt: atOrNull(r.tier_expires_at),
     billingCustomerId: r.billing_customer_id as string | null,
     metadata: json(r.metadata),
+    closedPeriods: r.closed_periods === null ? undefined : json(r.closed_periods),
   }
 }
 

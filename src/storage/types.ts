@@ -445,6 +445,26 @@ export interface AccountRecord {
   tierExpiresAt: number | null
   billingCustomerId: string | null
   metadata: Record<string, unknown>
+  /**
+   * The credit figures of the last closed periods (at most 12, oldest first), written by the rollover in the same compare-and-set `update` as `periodStart`. A
+   * store keeps the list as it is given (JSON); absent or empty for an account that never
+   * rolled over since its store kept them.
+   */
+  closedPeriods?: ClosedPeriod[]
+}
+
+/** A closed period's credit figures as its rollover closed it (`tb.usage.get` of its month). */
+export interface ClosedPeriod {
+  /** Start of the period (ms). */
+  start: number
+  /** The plan's monthly credits (the tier in force at its start); null: unlimited. */
+  monthlyCredits: number | null
+  /** Unused plan credits carried into it. */
+  carryover: number
+  /** The prepaid balance it had at its end, before its use beyond the plan came out of it. */
+  balance: number
+  /** Credits used in it. */
+  used: number
 }
 
 export type AccountPatch = Partial<Omit<AccountRecord, 'id'>>

@@ -16,7 +16,7 @@ describe.each(FRAMEWORKS)('account endpoints on %s', (framework) => {
     const r = await f.api('GET', '/usage', { token: f.mk })
     expect(r.status).toBe(200)
     expect(r.body).toEqual({
-      credits: { used: 3, limit: 200_000, remaining: 199_997 },
+      credits: { used: 3, limit: 200_000, remaining: 199_997, carryover: 0, balance: 0 },
       groupBy: 'category',
       filter: { category: null, keyCategory: null },
       // Management calls are not product usage: only the three product requests count.
@@ -34,6 +34,39 @@ describe.each(FRAMEWORKS)('account endpoints on %s', (framework) => {
     })
     // Another account's usage is its own.
     expect((await f.api('GET', '/usage', { token: f.otherMk })).body.requestCount).toBe(0)
+  })
+
+  it("answers a closed month's statement: its limit, carryover, balance, used and remaining", async () => {
+    const { key } = await f.create()
+    for (let i = 0; i < 3; i++) expect((await f.synthesize(key)).status).toBe(200)
+    await f.tb.accounts.addCredits('acct_a', 500)
+    const march = { used: 3, limit: 200_500, remaining: 200_497, carryover: 0, balance: 500 }
+    f.clock.set(Date.UTC(2026, 3, 10))
+    let r = await f.api('GET', '/usage?month=2026-03', { token: f.mk })
+    expect(r.status).toBe(200)
+    expect(r.body.credits).toEqual(march)
+    // April: pro's 200,000, the 199,997 March left unused (one month's worth at most), the balance.
+    r = await f.api('GET', '/usage', { token: f.mk })
+    expect(r.body.credits).toEqual({
+      used: 0,
+      limit: 400_497,
+      remaining: 400_497,
+      carryover: 199_997,
+      balance: 500,
+    })
+    // After April closed too, March reads the same.
+    f.clock.set(Date.UTC(2026, 4, 10))
+    r = await f.api('GET', '/usage?month=2026-03', { token: f.mk })
+    expect(r.body.credits).toEqual(march)
+    // A month before the account: no figures kept, its plan's credits alone.
+    r = await f.api('GET', '/usage?month=2025-12', { token: f.mk })
+    expect(r.body.credits).toEqual({
+      used: 0,
+      limit: 200_000,
+      remaining: 200_000,
+      carryover: null,
+      balance: null,
+    })
   })
 
   it('stores, lists masked, verifies and deletes provider keys', async () => {

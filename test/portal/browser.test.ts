@@ -232,6 +232,8 @@ describe.skipIf(!hasChromium)('developer portal in a real browser', () => {
     const todayRow = (await chartTable()).find((r) => r[0] === today())
     expect(todayRow).toEqual([today(), '21', '21'])
     expect(await page.locator('.stats').textContent()).toContain('Requests21')
+    // The limit's parts beyond the plan's credits: none carried over, no prepaid balance.
+    expect(await page.locator('.stats').textContent()).toContain('Carried over0Prepaid balance0')
     expect(await page.locator('.legend').textContent()).toBe('tts')
     const after = await page.locator('.chart').screenshot()
     expect(after.equals(before)).toBe(false)
@@ -256,6 +258,8 @@ describe.skipIf(!hasChromium)('developer portal in a real browser', () => {
     await expect.poll(async () => (await chartTable())[0]?.[0]).toBe(`${month}-01`)
     expect(await page.locator('.stats').textContent()).toContain('Requests0')
     expect(await page.locator('.stats').textContent()).toContain('Period ended')
+    // Before the account: no closed figures kept, so no carryover nor balance shown.
+    expect(await page.locator('.stats').textContent()).not.toContain('Carried over')
   })
 
   it('deactivates a key (401 Inactive API Key) and reactivates it', async () => {

@@ -10,6 +10,7 @@ import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { INIT_SQL, MIGRATIONS, migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { ConfigError, isTollboothError } from '../../src/index.js'
+import { expectUpgradedAccount, OLD_ACCOUNT } from '../support/account-upgrade.js'
 import { newPool, schemaName, skipPostgres } from '../support/postgres.js'
 import { expectUpgradedUsage } from '../support/usage-upgrade.js'
 
@@ -37,7 +38,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
       schema,
       applied: MIGRATIONS.map((m) => m.name),
     })
-    expect(MIGRATIONS.map((m) => m.name).slice(-1)).toEqual(['0005-counters-apply'])
+    expect(MIGRATIONS.map((m) => m.name).slice(-1)).toEqual(['0006-account-closed-periods'])
     expect(await migrate({ pool, schema })).toEqual({ schema, applied: [] })
     const rows = (await pool.query(`SELECT id, name FROM "${schema}".migrations`)).rows
     expect(rows).toEqual(MIGRATIONS.map((m) => ({ id: m.id, name: m.name })))
@@ -89,6 +90,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
         '0003-usage-aggregates',
         '0004-usage-key-category',
         '0005-counters-apply',
+        '0006-account-closed-periods',
       ],
     })
     const storage = postgresStorage({ pool, schema })
@@ -144,10 +146,48 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     }
     expect(await migrate({ pool, schema })).toEqual({
       schema,
-      applied: ['0004-usage-key-category', '0005-counters-apply'],
+      applied: ['0004-usage-key-category', '0005-counters-apply', '0006-account-closed-periods'],
     })
     const storage = postgresStorage({ pool, schema })
     await expectUpgradedUsage(storage, t0)
+  })
+
+  it('upgrades a schema of 0005 with an account rolled over: closed months keep their figures', async () => {
+    const schema = fresh()
+    const a = OLD_ACCOUNT
+    const client = await pool.connect()
+    try {
+      await client.query(`CREATE SCHEMA "${schema}"`)
+      await client.query(`SET search_path TO "${schema}"`)
+      await client.query(
+        `CREATE TABLE migrations (id integer PRIMARY KEY, name text NOT NULL,
+           applied_at timestamptz NOT NULL DEFAULT now())`,
+      )
+      for (const m of MIGRATIONS.filter((m) => m.id <= 5)) {
+        await client.query(m.sql)
+        await client.query('INSERT INTO migrations (id, name) VALUES ($1, $2)', [m.id, m.name])
+      }
+      await client.query(
+        'INSERT INTO accounts (id, balance, carryover, period_start) VALUES ($1, $2, $3, $4)',
+        [a.id, a.balance, a.carryover, a.periodStart],
+      )
+      await client.query(
+        `INSERT INTO usage_totals (account_id, hour, category, key_category, requests, units)
+         VALUES ($1, $2, 'tts', 'uncategorized', 7, $3)`,
+        [a.id, a.janHour, a.janUnits],
+      )
+      await client.query('RESET search_path')
+    } finally {
+      client.release()
+    }
+    // The previous schema read by this version: told to migrate, not a bare SQL error.
+    const before = postgresStorage({ pool, schema })
+    await expect(before.accounts.get(a.id)).rejects.toThrow(/run `await migrate\(/)
+    expect(await migrate({ pool, schema })).toEqual({
+      schema,
+      applied: ['0006-account-closed-periods'],
+    })
+    await expectUpgradedAccount(postgresStorage({ pool, schema }))
   })
 
   it('creates the indexes for lookup by hash, lists by account and logs by key', async () => {

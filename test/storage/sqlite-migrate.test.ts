@@ -5,6 +5,8 @@
  * category) with events and their totals: opening it migrates it, its totals count under
  * `uncategorized` keys on and off hour boundaries, new events are counted by their key's
  * category beside them, and pruning takes the old events out of the migrated totals.
+ * A file of migration 2 (before each closed month's figures were kept) with an account that
+ * rolled over: a month closed before shows no carryover nor balance, one closed after does.
  */
 
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -12,6 +14,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { INIT_SQL, MIGRATIONS, migrate, sqliteStorage } from '../../adapters/sqlite/index.js'
+import { expectUpgradedAccount, OLD_ACCOUNT } from '../support/account-upgrade.js'
 import { expectUpgradedUsage } from '../support/usage-upgrade.js'
 import { Database } from './sqlite-driver.js'
 
@@ -42,11 +45,43 @@ describe('sqlite migrate: usage by key category', () => {
              count(*), sum(units) FROM usage_events GROUP BY 1, 2, 3`)
     db.close()
 
-    expect(await migrate({ path })).toEqual({ applied: ['0002-usage-key-category'] })
-    expect(MIGRATIONS.map((m) => m.id)).toEqual([1, 2])
+    expect(await migrate({ path })).toEqual({
+      applied: ['0002-usage-key-category', '0003-account-closed-periods'],
+    })
+    expect(MIGRATIONS.map((m) => m.id)).toEqual([1, 2, 3])
     const storage = sqliteStorage({ path })
     try {
       await expectUpgradedUsage(storage, t0)
+    } finally {
+      await storage.close()
+    }
+  })
+})
+
+describe('sqlite migrate: closed months keep their figures', () => {
+  it('upgrades a file of migration 2 with an account rolled over', async () => {
+    const path = join(dir, 'v2.db')
+    const db = new Database(path)
+    db.exec(`CREATE TABLE tollbooth_migrations (
+      id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`)
+    for (const m of MIGRATIONS.filter((m) => m.id <= 2)) {
+      db.exec(m.sql)
+      db.prepare('INSERT INTO tollbooth_migrations VALUES (?, ?, 0)').run(m.id, m.name)
+    }
+    const a = OLD_ACCOUNT
+    db.prepare(
+      `INSERT INTO accounts (id, balance, carryover, period_start) VALUES (?, ?, ?, ?)`,
+    ).run(a.id, a.balance, a.carryover, a.periodStart)
+    db.prepare(
+      `INSERT INTO usage_totals (account_id, hour, category, key_category, requests, units)
+       VALUES (?, ?, 'tts', 'uncategorized', 7, ?)`,
+    ).run(a.id, a.janHour, a.janUnits)
+    db.close()
+
+    // Opening it migrates it.
+    const storage = sqliteStorage({ path })
+    try {
+      await expectUpgradedAccount(storage)
     } finally {
       await storage.close()
     }

@@ -80,7 +80,17 @@ export interface LogJson {
 }
 
 export interface UsageJson {
-  credits: { used: number; limit: number | null; remaining: number | null }
+  /**
+   * `carryover` and `balance`: what the limit holds beyond the plan's credits (a past month's
+   * as it was closed); null for a month closed before they were kept.
+   */
+  credits: {
+    used: number
+    limit: number | null
+    remaining: number | null
+    carryover: number | null
+    balance: number | null
+  }
   /** What `breakdown` and `requests` are keyed by. */
   groupBy: 'category' | 'keyCategory'
   breakdown: Record<string, number>

@@ -96,6 +96,13 @@ export const usageView: View = async (root) => {
           { class: 'stats' },
           stat('Credits used', num(usage.credits.used)),
           stat('Credit limit', limit === null ? 'Unlimited' : num(limit)),
+          // What the limit holds beyond the plan's credits (a past month's as it was closed).
+          usage.credits.carryover === null
+            ? null
+            : stat('Carried over', num(usage.credits.carryover)),
+          usage.credits.balance === null
+            ? null
+            : stat('Prepaid balance', num(usage.credits.balance)),
           stat(
             'Remaining',
             usage.credits.remaining === null ? 'Unlimited' : num(usage.credits.remaining),
