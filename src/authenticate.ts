@@ -37,6 +37,7 @@ import {
   instantiate,
   refusal,
 } from './limits/admission.js'
+import { roundAmount } from './limits/amount.js'
 import { withinTimeBlocks } from './limits/time-blocks.js'
 import { type AdmissionAccount, CREDIT_KEEP_MS } from './metering/accounts.js'
 import { rebuildBase, rebuildSource } from './metering/rebuild.js'
@@ -446,8 +447,10 @@ function estimates(a: Attempt): undefined {
   a.providerKeys = providerKeys
   if (providerKeys !== EMPTY) a.callerProviders = new Set(Object.keys(providerKeys))
   a.metered = route.cost !== undefined
-  a.routeCost =
-    typeof route.cost === 'function' ? costOf(route.cost, req, 'cost') : (route.cost ?? 0)
+  // On the amount grid (`limits/amount`): a price × tokens with float noise holds its decimal.
+  a.routeCost = roundAmount(
+    typeof route.cost === 'function' ? costOf(route.cost, req, 'cost') : (route.cost ?? 0),
+  )
   a.tokens =
     typeof route.tokens === 'function' ? costOf(route.tokens, req, 'tokens') : (route.tokens ?? 0)
   a.estimate = a.callerProviders.size > 0 ? 0 : a.routeCost

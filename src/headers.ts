@@ -7,6 +7,8 @@
  * families it enables, and the record is built once per decision.
  */
 
+import { roundAmount } from './limits/amount.js'
+
 /** Which header families a route sends. */
 export interface HeaderFamilies {
   /** `X-Request-Id`. Default on. */
@@ -85,7 +87,8 @@ export function setRetryAfter(out: Record<string, string>, retryAfterMs: number)
     out['Retry-After'] = String(Math.max(1, Math.ceil(retryAfterMs / 1000)))
 }
 
-const num = (n: number) => (Number.isFinite(n) ? String(Math.round(n * 1e6) / 1e6) : 'unlimited')
+/** An amount as text: on the amount grid (`limits/amount`), so it reads as the decimal it is. */
+const num = (n: number) => (Number.isFinite(n) ? String(roundAmount(n)) : 'unlimited')
 
 /**
  * The usage family of `001_da102ff7c76ebfc9.txt`: credits of the current period after this

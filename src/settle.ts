@@ -27,6 +27,7 @@ import type { Context } from './context.js'
 import type { Admission, Decision, Report } from './decision.js'
 import { storableText } from './input.js'
 import type { CheckTemplate } from './limits/admission.js'
+import { roundAmount } from './limits/amount.js'
 import { undrained } from './limits/revert.js'
 import type { AbortWait } from './response-end.js'
 import { syncCounters } from './storage/state-counters.js'
@@ -273,7 +274,7 @@ export function holdCredits(s: Settlement, h: Held): void {
       if (credit) {
         credits = true
         if (h.overrun === undefined && (t.role === 'budget' || !h.overage)) capped = true
-        headroom = Math.min(headroom, c.limit - used)
+        headroom = Math.min(headroom, roundAmount(c.limit - used))
       }
     } else if (t.tokens && c.type === 'gcra') {
       if (s.tokenChecks === NO_TOKEN_CHECKS) s.tokenChecks = []
@@ -282,7 +283,7 @@ export function holdCredits(s: Settlement, h: Held): void {
   }
   if (h.overrun === 'cap' || capped) s.maxCharge = s.routeCost
   else if (h.overrun !== undefined && credits)
-    s.maxCharge = s.routeCost + Math.max(0, headroom + h.overrun.maxOverdraft)
+    s.maxCharge = roundAmount(s.routeCost + Math.max(0, headroom + h.overrun.maxOverdraft))
 }
 
 /** A hold charged at settle: credits or a key's budget (not a concurrency slot). */
@@ -300,14 +301,17 @@ export function bypassed(s: Settlement): boolean {
   return p ? b.has(p) : b.size > 0
 }
 
-/** The credits a billable response is charged: the report or the route's cost, bounded. */
+/**
+ * The credits a billable response is charged: the report or the route's cost, bounded, on the
+ * amount grid (`limits/amount`: the sum of several `charge()` calls is the decimal they add to).
+ */
 export function chargeOf(s: Settlement): number {
-  return bypassed(s) ? 0 : Math.min(s.charged ?? s.routeCost, s.maxCharge)
+  return bypassed(s) ? 0 : roundAmount(Math.min(s.charged ?? s.routeCost, s.maxCharge))
 }
 
 /** The period's credits used once this request is charged `charge` (its hold replaced). */
 export function creditsAfter(s: Settlement, charge: number): number {
-  return s.creditUsed - s.estimate + charge
+  return roundAmount(s.creditUsed - s.estimate + charge)
 }
 
 /**
@@ -531,7 +535,7 @@ function record(ctx: Context, done: Settling, charge: number): UsageEvent | null
   if (charge < 0 || outcome.record === false) return null
   const overage =
     s.metered && s.creditOverage && Number.isFinite(s.creditLimit)
-      ? Math.max(0, Math.min(charge, creditsAfter(s, charge) - s.creditLimit))
+      ? Math.max(0, Math.min(charge, roundAmount(creditsAfter(s, charge) - s.creditLimit)))
       : 0
   const event: UsageEvent = {
     id: s.eventId,

@@ -12,6 +12,7 @@ import {
   type AccountPatch,
   type AccountRow,
   type AccountStore,
+  roundAmountSql,
   SECRET_COLUMNS,
   type SecretRow,
   type SecretStore,
@@ -19,6 +20,9 @@ import {
   secretFromRow as toSecret,
 } from '../../src/internal.js'
 import { type Db, json } from './db.js'
+
+/** The balance plus `$2`, rounded as every sum of amounts is (`roundAmount`). */
+const ADD_BALANCE = roundAmountSql('balance + $2::float8', 'postgres')
 
 const ACCOUNT_PATCH: Record<keyof AccountPatch, [column: string, cast: string]> = {
   tier: ['tier', 'text'],
@@ -82,7 +86,7 @@ export function postgresAccounts(db: Db): AccountStore {
     },
     async addBalance(id, amount) {
       const rows = await db.query<AccountRow>(
-        `UPDATE ${t} SET balance = balance + $2::float8 WHERE id = $1 RETURNING ${ACCOUNT_COLUMNS}`,
+        `UPDATE ${t} SET balance = ${ADD_BALANCE} WHERE id = $1 RETURNING ${ACCOUNT_COLUMNS}`,
         [id, amount],
       )
       return rows[0] ? toAccount(rows[0]) : null

@@ -19,6 +19,7 @@ import {
   type EventRow,
   emptySummary,
   encodeLogCursor,
+  roundAmountSql,
   splitUsageRange,
   eventFromRow as toEvent,
   USAGE_HOUR_MS,
@@ -42,7 +43,8 @@ export function postgresUsage(db: Db): UsageStore {
            coalesce(key_category, 'uncategorized'), count(*), sum(units)
     FROM ins WHERE code IS NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
     ON CONFLICT (account_id, hour, category, key_category) DO UPDATE
-    SET requests = x.requests + excluded.requests, units = x.units + excluded.units`
+    SET requests = x.requests + excluded.requests,
+        units = ${roundAmountSql('x.units + excluded.units', 'postgres')}`
   const pruneSql = `WITH del AS (
       DELETE FROM ${t} WHERE occurred_at < $1
       RETURNING account_id, occurred_at, category, key_category, units, code
@@ -52,7 +54,8 @@ export function postgresUsage(db: Db): UsageStore {
              count(*) AS requests, sum(units) AS units
       FROM del WHERE code IS NULL GROUP BY 1, 2, 3, 4
     ), upd AS (
-      UPDATE ${totals} x SET requests = x.requests - g.requests, units = x.units - g.units
+      UPDATE ${totals} x SET requests = x.requests - g.requests,
+        units = ${roundAmountSql('x.units - g.units', 'postgres')}
       FROM gone g
       WHERE x.account_id = g.account_id AND x.hour = g.hour AND x.category = g.category
         AND x.key_category = g.key_category

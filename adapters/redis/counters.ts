@@ -36,6 +36,7 @@ import type {
   CounterStore,
   SettleOp,
 } from '../../src/internal.js'
+import { roundAmount } from '../../src/internal.js'
 import { consumeCall, hashTag, pushOp } from './counter-calls.js'
 import { CONSUME_FUNCTION, LIBRARY, SETTLE_FUNCTION } from './scripts.js'
 import { type Ctx, dec, enc } from './store.js'
@@ -334,7 +335,8 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
       if (s === undefined) return 0
       let total = s.used + 0
       for (const [, amount, expiresAt] of s.holds) if (expiresAt > now) total += amount
-      return total
+      // As holdTotal() (limits/hold) sums it.
+      return roundAmount(total)
     },
   }
 }

@@ -10,14 +10,17 @@
  * a field, never re-encodes it (its cjson keeps 14 digits).
  */
 
+import { roundAmountLua } from './scripts.js'
+
 /**
  * The Lua helper `addf(key, field, x)` of the scripts that keep usage totals: a hash field's
- * total plus x, added in doubles as every other store adds them. HINCRBYFLOAT adds in long
- * double and prints the sum to 17 digits, so many small amounts drifted from the counters'
- * figure (30 x 0.1: 3.0000000000000004, where the credits used were 3.0000000000000013).
+ * total plus x, added in doubles and rounded as every other store adds them (`round_amount`,
+ * `roundAmount` of `limits/amount`: 30 x 0.1 is 3, as the credits used). HINCRBYFLOAT adds in
+ * long double and prints the sum to 17 digits, so many small amounts drifted from the
+ * counters' figure.
  */
-const ADD_TOTAL = `local function addf(key, field, x)
-  local v = (tonumber(redis.call('HGET', key, field)) or 0) + x
+const ADD_TOTAL = `${roundAmountLua('math.floor')}local function addf(key, field, x)
+  local v = round_amount((tonumber(redis.call('HGET', key, field)) or 0) + x)
   redis.call('HSET', key, field, string.format('%.17g', v))
 end
 `
@@ -266,11 +269,12 @@ local r = redis.call('HMGET', KEYS[1], 'j', 'b')
 return { 1, r[1], r[2] }
 `
 
-/** Adds to the balance in one step (double arithmetic, as in JavaScript). */
+/** Adds to the balance in one step (double arithmetic rounded as `roundAmount`, as in JavaScript). */
 export const ACCOUNT_ADD = `-- KEYS[1]  the account: HASH j (JSON without balance), b (balance)
 -- ARGV[1]  the amount to add (may be negative)
+${roundAmountLua('math.floor')}
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
-local b = tonumber(redis.call('HGET', KEYS[1], 'b')) + tonumber(ARGV[1])
+local b = round_amount(tonumber(redis.call('HGET', KEYS[1], 'b')) + tonumber(ARGV[1]))
 redis.call('HSET', KEYS[1], 'b', string.format('%.17g', b))
 return redis.call('HMGET', KEYS[1], 'j', 'b')
 `

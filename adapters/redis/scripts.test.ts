@@ -24,6 +24,7 @@ import {
   memoryStorage,
   release,
   rollingWindow,
+  roundAmount,
   type SettleOp,
   type StoredCounter,
 } from '../../src/internal.js'
@@ -31,6 +32,7 @@ import { connectRedis, deletePrefix, testPrefix } from '../../test/support/redis
 import { prng } from '../testing/fixtures.js'
 import { recordHold } from './counter-calls.js'
 import { holdState, redisCounters } from './counters.js'
+import { roundAmountLua } from './scripts.js'
 import { type Ctx, defineCommands, SCRIPTS } from './store.js'
 
 const client = await connectRedis()
@@ -287,6 +289,100 @@ describe.skipIf(!client)('redis Lua scripts', () => {
       await counters.settle([{ type: 'release', key, holdId: id, charge }], now + 1)
       expect(await redis.getBuffer(prefix + key).then(parseHold), `release ${i}`).toEqual(released)
     }
+  })
+
+  it('rounds amounts exactly as roundAmount() on 3,000 figures (round_amount)', async () => {
+    const rand = prng(11)
+    const xs: number[] = [
+      0,
+      0.5e-9,
+      1.5e-9,
+      -0.5e-9,
+      -1e-10,
+      999_999.999_999_999_9,
+      1e6,
+      1e15,
+      1e15 - 0.5,
+    ]
+    xs.push(0.1 + 0.2, 1 - 0.9, 1234 * 0.0008, -(0.1 + 0.2), 2 ** 53, -(2 ** 53), 1e300, 5e-324)
+    for (let i = 0; i < 3000; i++) {
+      const scale = 10 ** Math.floor(rand() * 20 - 4)
+      const grid = Math.round(rand() * 1e9) / 10 ** Math.floor(rand() * 10)
+      const x =
+        i % 3 === 0
+          ? (rand() - 0.3) * scale
+          : i % 3 === 1
+            ? grid + grid * 3 - grid
+            : (rand() - 0.5) * 2e9 * 1e-9 + grid
+      xs.push(x)
+    }
+    const lua = `${roundAmountLua('math.floor')}
+local out = {}
+for i = 1, #ARGV do out[i] = struct.pack('<d', round_amount(tonumber(ARGV[i]))) end
+return table.concat(out)`
+    const raw = (await redis.callBuffer('EVAL', [lua, 0, ...xs.map((x) => String(x))])) as Buffer
+    for (const [i, x] of xs.entries()) {
+      const got = raw.readDoubleLE(8 * i)
+      expect(
+        Object.is(got, roundAmount(x)),
+        `round_amount(${x}): ${got} vs ${roundAmount(x)}`,
+      ).toBe(true)
+    }
+  })
+
+  it('admits and settles decimal amounts as hold() and release() do, to the decimal', async () => {
+    const rand = prng(5)
+    const decimals = [0.1, 0.2, 0.3, 0.0008, 0.002, 0.07, 1.1, 0.000000001, 1234 * 0.0008]
+    for (let i = 0; i < 200; i++) {
+      const now = T0 + Math.floor(rand() * 10_000)
+      const key = `{a}:d${i}`
+      const limit = [0.3, 1, 0.9, 0.0024, 2.5][i % 5]!
+      let state: HoldState | undefined
+      for (let n = 0; n < 6; n++) {
+        const amount = decimals[Math.floor(rand() * decimals.length)]!
+        const id = `req_${n}`
+        const got = await counters.consume(
+          [{ type: 'hold', key, name: 'c', limit, amount, holdId: id, ttlMs: 60_000 }],
+          now,
+        )
+        const v = hold(structuredClone(state), now, limit, amount, id, 60_000)
+        expect(got.results[0], `input ${i}.${n}`).toMatchObject({
+          allowed: v.allowed,
+          used: v.used,
+          remaining: v.remaining,
+        })
+        state = v.allowed ? v.state : state
+        if (rand() < 0.5) {
+          const charge = decimals[Math.floor(rand() * decimals.length)]!
+          state = release(structuredClone(state), now, id, charge)
+          await counters.settle([{ type: 'release', key, holdId: id, charge }], now)
+          expect(await redis.getBuffer(prefix + key).then(parseHold), `release ${i}.${n}`).toEqual(
+            state,
+          )
+        }
+      }
+    }
+    // Three of 0.1 fill a limit of 0.3 on both, to the decimal.
+    let state: HoldState | undefined
+    for (const id of ['x', 'y', 'z']) {
+      const r = await counters.consume(
+        [
+          {
+            type: 'hold',
+            key: '{a}:three',
+            name: 'c',
+            limit: 0.3,
+            amount: 0.1,
+            holdId: id,
+            ttlMs: 60_000,
+          },
+        ],
+        T0,
+      )
+      state = hold(state, T0, 0.3, 0.1, id, 60_000).state
+      expect(r.allowed).toBe(true)
+    }
+    expect(hold(state, T0, 0.3, 0, 'w', 60_000)).toMatchObject({ used: 0.3, remaining: 0 })
   })
 
   it('reads counters left in the text form of earlier versions, and writes them packed', async () => {

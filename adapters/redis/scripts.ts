@@ -59,10 +59,37 @@ local function bind()
 end
 `
 
+/**
+ * `round_amount(x)`: `roundAmount` of `limits/amount`, the one rounding rule for sums of
+ * amounts (9 decimals below 1e6, then 15 significant digits, unchanged from 1e15), in the
+ * same double operations, so the figures agree to the bit. `Math.round`'s tie (toward +inf)
+ * is `floor(y)` plus one when `y - floor(y) >= 0.5` (that difference is exact). `floor` is
+ * the name `math.floor` goes by where the text is put.
+ */
+export const roundAmountLua = (floor: string) => `local function round_amount(x)
+  local a = x
+  if a < 0 then a = -a end
+  local s = 1e9
+  if not (a < 1e6) then
+    if not (a < 1e15) then return x end
+    s = 1e8
+    local top = 1e7
+    while a >= top do
+      top = top * 10
+      s = s / 10
+    end
+  end
+  local y = x * s
+  local r = ${floor}(y)
+  if y - r >= 0.5 then r = r + 1 end
+  return r / s + 0
+end
+`
+
 /** Numbers as text (a hold's, and the text forms of earlier versions): `num` reads, `fmt` writes exactly. */
 const NUMBERS = `
 local INF = 1 / 0
-local function num(s)
+${roundAmountLua('floor')}local function num(s)
   if s == 'inf' then return INF elseif s == '-inf' then return -INF end
   return tonumber(s)
 end
@@ -450,10 +477,9 @@ end
 -- The full path: every hold read, the expired ones dropped, in insertion order.
 local function hold_live(raw, now)
   local s = { used = 0, ids = {}, amounts = {}, expires = {}, text = {} }
-  local held = 0
   local used, _, _, _, from, rebuilt = hold_head(raw)
   s.used, s.rebuilt = used, rebuilt
-  if not from then return s, held end
+  if not from then return s end
   for id, a, e in sgmatch(ssub(raw, from), '\\n#([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)') do
     local exp = tonumber(e)
     if exp > now then
@@ -462,10 +488,9 @@ local function hold_live(raw, now)
       s.ids[k], s.amounts[k], s.expires[k] = id, amount, exp
       -- Kept as stored, not formatted again.
       s.text[k] = '\\n#' .. id .. '\\n' .. a .. '\\n' .. e
-      held = held + amount
     end
   end
-  return s, held
+  return s
 end
 local function hold_write(key, s, now, slack, keep)
   local parts = {}
@@ -505,7 +530,7 @@ local function settle_op(key, t, id, a, b, c, now, slack)
       local at = nil
       if from then at = sfind(raw, '\\n#' .. id .. '\\n', from, true) end
       if ifHeld and not at then return end
-      used = used + a
+      if a ~= 0 then used = round_amount(used + a) end
       if from then
         if at then
           -- The amount after the id's line, the expiry after it, up to the next hold or the end.
@@ -540,7 +565,7 @@ local function settle_op(key, t, id, a, b, c, now, slack)
       end
     end
     if ifHeld and #kept.ids == #s.ids then return end
-    kept.used = kept.used + a
+    if a ~= 0 then kept.used = round_amount(kept.used + a) end
     hold_write(key, kept, now, slack, keep)
   elseif t == 2 then
     local current, span = window_geometry(now, a, b)
@@ -837,9 +862,10 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
     local sum = pend_sum
     if not seed and sum and pend_mn > now and not sfind(pend_b1, needle, 1, true) and not sfind(pend_b2, needle, 1, true) then
       local settled = pend_used
-      local total = settled + sum
-      if total + amount > limit then
-        return false, total, max(0, limit - total), 0, 1000
+      local total = round_amount(settled + sum)
+      local after = round_amount(total + amount)
+      if after > limit then
+        return false, total, max(0, round_amount(limit - total)), 0, 1000
       end
       local exp = now + ttlMs
       local s2 = nil
@@ -850,16 +876,17 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
       local idleIn = hold_idle_in(settled, pend_rebuilt, true, hi, keep, now)
       hold_put(key, settled, s2, lo, hi, pend_b1, pend_b2, '\\n#' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp), pend_rebuilt, idleIn, slack, now)
       pend_folded = true
-      return true, total + amount, limit - total - amount, 0, 0
+      return true, after, round_amount(limit - after), 0, 0
     end
     pend_flush()
     raw = cur[slot[key]]
   end
   local settled, sum, mn, mx, from, rebuilt = hold_head(raw)
   if not seed and sum and mn > now and not (from and sfind(raw, '\\n#' .. id .. '\\n', from, true)) then
-    local total = settled + sum
-    if total + amount > limit then
-      return false, total, max(0, limit - total), 0, 1000
+    local total = round_amount(settled + sum)
+    local after = round_amount(total + amount)
+    if after > limit then
+      return false, total, max(0, round_amount(limit - total)), 0, 1000
     end
     do
       local exp = now + ttlMs
@@ -874,9 +901,9 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
       local idleIn = hold_idle_in(settled, rebuilt, true, hi, keep, now)
       hold_put(key, settled, s2, lo, hi, body, '', '\\n#' .. id .. '\\n' .. fmt(amount) .. '\\n' .. fmt(exp), rebuilt, idleIn, slack, now)
     end
-    return true, total + amount, limit - total - amount, 0, 0
+    return true, after, round_amount(limit - after), 0, 0
   end
-  local s, held = hold_live(raw, now)
+  local s = hold_live(raw, now)
   if seed then
     -- Rebuilt: written now, whatever the admission's outcome, with the larger of the two
     -- (an unmarked counter may hold settles made since the loss, then mostly in the base
@@ -887,9 +914,13 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
     hold_write(key, s, now, slack, keep)
     stage = staged
   end
-  local total = s.used + held
-  if total + amount > limit then
-    return false, total, max(0, limit - total), 0, 1000
+  -- The settled total, then the live holds in insertion order, as holdTotal() adds them.
+  local total = s.used
+  for k = 1, #s.amounts do total = total + s.amounts[k] end
+  total = round_amount(total)
+  local after = round_amount(total + amount)
+  if after > limit then
+    return false, total, max(0, round_amount(limit - total)), 0, 1000
   end
   local found = false
   for k = 1, #s.ids do
@@ -903,7 +934,7 @@ local function check_hold(key, raw, limit, amount, ttlMs, id, keep, seed, now, s
     s.ids[k], s.amounts[k], s.expires[k] = id, amount, now + ttlMs
   end
   hold_write(key, s, now, slack, keep)
-  return true, total + amount, limit - total - amount, 0, 0
+  return true, after, round_amount(limit - after), 0, 0
 end
 `
 

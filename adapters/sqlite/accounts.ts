@@ -2,7 +2,7 @@
  * @module sqlite/accounts
  *
  * Accounts in the `accounts` table and sealed provider keys in `provider_keys`. `addBalance`
- * is one `UPDATE … SET balance = balance + ?`, atomic under the file's write lock; the period
+ * is one `UPDATE … SET balance = balance + ?` (the sum rounded by `roundAmountSql`), atomic under the file's write lock; the period
  * rollover's compare-and-set is a `WHERE period_start = ?` on the same `UPDATE` as the patch.
  */
 
@@ -11,6 +11,7 @@ import {
   type AccountPatch,
   type AccountRow,
   type AccountStore,
+  roundAmountSql,
   SECRET_COLUMNS,
   type SecretRow,
   type SecretStore,
@@ -18,6 +19,9 @@ import {
   secretFromRow as toSecret,
 } from '../../src/internal.js'
 import { type Db, json } from './db.js'
+
+/** The balance plus `@amount`, rounded as every sum of amounts is (`roundAmount`). */
+const ADD_BALANCE = roundAmountSql('balance + @amount', 'sqlite')
 
 const ACCOUNT_PATCH: Record<keyof AccountPatch, string> = {
   tier: 'tier',
@@ -84,9 +88,9 @@ export function sqliteAccounts(d: Db): AccountStore {
         one(
           d
             .stmt(
-              `UPDATE accounts SET balance = balance + ? WHERE id = ? RETURNING ${ACCOUNT_COLUMNS}`,
+              `UPDATE accounts SET balance = ${ADD_BALANCE} WHERE id = @id RETURNING ${ACCOUNT_COLUMNS}`,
             )
-            .get(amount, id),
+            .get({ amount, id }),
         ),
       )
     },

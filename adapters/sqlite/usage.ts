@@ -17,6 +17,7 @@ import {
   type EventRow,
   emptySummary,
   encodeLogCursor,
+  roundAmountSql,
   splitUsageRange,
   eventFromRow as toEvent,
   USAGE_HOUR_MS,
@@ -52,7 +53,8 @@ export function sqliteUsage(d: Db): UsageStore {
       (account_id, hour, category, key_category, requests, units)
     VALUES (@account, @hour, @category, @keyCategory, @requests, @units)
     ON CONFLICT (account_id, hour, category, key_category) DO UPDATE
-    SET requests = requests + excluded.requests, units = units + excluded.units`
+    SET requests = requests + excluded.requests,
+        units = ${roundAmountSql('units + excluded.units', 'sqlite')}`
   return {
     async record(events) {
       if (events.length === 0) return
@@ -146,7 +148,8 @@ export function sqliteUsage(d: Db): UsageStore {
     async prune(before) {
       return d.tx(() => {
         d.stmt(
-          `UPDATE usage_totals AS x SET requests = x.requests - g.requests, units = x.units - g.units
+          `UPDATE usage_totals AS x SET requests = x.requests - g.requests,
+             units = ${roundAmountSql('x.units - g.units', 'sqlite')}
            FROM (
              SELECT account_id, occurred_at - (occurred_at % ${USAGE_HOUR_MS}) AS hour,
                     coalesce(category, 'uncategorized') AS category,

@@ -106,6 +106,20 @@ export function accountStoreTests(get: GetStorage): void {
       expect(await get().accounts.addBalance(a.id, 0.25)).toEqual({ ...a, balance: 110.25 })
       expect(await get().accounts.addBalance(newAccountId(), 5)).toBeNull()
     })
+    it('keeps a balance of fractional credits as the decimal it is', async () => {
+      const a = makeAccount({ balance: 1 })
+      await get().accounts.ensure(a)
+      // In binary doubles 1 - 0.9 is 0.09999999999999998 and 0.1 + 0.2 is 0.30000000000000004.
+      expect((await get().accounts.addBalance(a.id, -0.9))?.balance).toBe(0.1)
+      expect((await get().accounts.addBalance(a.id, 0.2))?.balance).toBe(0.3)
+      for (let i = 0; i < 3; i++) await get().accounts.addBalance(a.id, -0.1)
+      expect((await get().accounts.get(a.id))?.balance).toBe(0)
+      for (let i = 0; i < 10; i++) await get().accounts.addBalance(a.id, 0.0008)
+      expect((await get().accounts.get(a.id))?.balance).toBe(0.008)
+      await get().accounts.addBalance(a.id, 1_000_000 - 0.008)
+      await get().accounts.addBalance(a.id, 0.3)
+      expect((await get().accounts.get(a.id))?.balance).toBe(1_000_000.3)
+    })
   })
 
   describe('secrets', () => {

@@ -158,6 +158,36 @@ export function counterStoreTests(get: GetStorage): void {
       expect(await c.held(`{${newAccountId()}}:none`, T0)).toBe(0)
     })
 
+    it('adds fractional amounts as decimals: a limit of 0.3 admits exactly three holds of 0.1', async () => {
+      const n = names()
+      const c = get().counters
+      // In binary doubles 0.1 + 0.1 + 0.1 is 0.30000000000000004: the third was refused.
+      for (const [i, used] of [0.1, 0.2, 0.3].entries()) {
+        const r = await c.consume([holdCheck(n.hold, 0.3, 0.1, `h${i}`)], T0)
+        expect(r.results[0]).toMatchObject({ allowed: true, used })
+        expect(r.results[0]!.remaining).toBe([0.2, 0.1, 0][i])
+      }
+      const refused = await c.consume([holdCheck(n.hold, 0.3, 0.1, 'h3')], T0)
+      expect(refused.results[0]).toMatchObject({ allowed: false, used: 0.3, remaining: 0 })
+      expect(await c.held(n.hold, T0)).toBe(0.3)
+      // Settled one by one, the total stays the decimal; a settled total of 0.3 has 0 left.
+      for (const [i, held] of [0.3, 0.3, 0.3].entries()) {
+        await c.settle([{ type: 'release', key: n.hold, holdId: `h${i}`, charge: 0.1 }], T0 + 1)
+        expect(await c.held(n.hold, T0 + 1)).toBe(held)
+      }
+      const full = await c.consume([holdCheck(n.hold, 0.3, 0, 'z')], T0 + 2)
+      expect(full.results[0]).toMatchObject({ allowed: true, used: 0.3, remaining: 0 })
+      // 1 - 0.9 reads 0.1 (in doubles 0.09999999999999998), and a charge of tokens × price
+      // with float noise counts as the decimal it stands for.
+      await c.settle([{ type: 'release', key: n.other, holdId: 'a', charge: 1 }], T0)
+      await c.settle([{ type: 'release', key: n.other, holdId: 'b', charge: -0.9 }], T0)
+      expect(await c.held(n.other, T0)).toBe(0.1)
+      await c.settle([{ type: 'release', key: n.other, holdId: 'c', charge: 1234 * 0.0008 }], T0)
+      expect(await c.held(n.other, T0)).toBe(1.0872)
+      const r = await c.consume([holdCheck(n.other, 1.1872, 0.1, 'd')], T0)
+      expect(r.results[0]).toMatchObject({ allowed: true, used: 1.1872, remaining: 0 })
+    })
+
     it('never refuses a hold with an infinite limit, and still counts it', async () => {
       const n = names()
       const c = get().counters

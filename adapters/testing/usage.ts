@@ -111,6 +111,30 @@ export function usageStoreTests(get: GetStorage): void {
       expect(await get().usage.summarize(newAccountId(), from, to)).toEqual(NONE)
     })
 
+    it('sums fractional units as decimals', async () => {
+      const accountId = newAccountId()
+      const from = 1_767_225_600_000
+      // In binary doubles 0.1 + 0.2 is 0.30000000000000004, and ten of 0.0008 0.008000000000000002.
+      const events = [
+        makeEvent({ accountId, time: from, units: 0.1, category: 'a' }),
+        makeEvent({ accountId, time: from + 1, units: 0.2, category: 'a' }),
+        ...Array.from({ length: 10 }, (_, i) =>
+          makeEvent({ accountId, time: from + 2 + i, units: 0.0008, category: 'b' }),
+        ),
+      ]
+      await get().usage.record(events)
+      expect(await get().usage.summarize(accountId, from, from + HOUR)).toEqual({
+        requests: 12,
+        units: 0.308,
+        byCategory: { a: { requests: 2, units: 0.3 }, b: { requests: 10, units: 0.008 } },
+        byKeyCategory: { uncategorized: { requests: 12, units: 0.308 } },
+      })
+      // Whole hours read the stored totals, not the events.
+      const day = await get().usage.summarize(accountId, from, from + DAY)
+      expect(day.units).toBe(0.308)
+      expect(day.byCategory.a!.units).toBe(0.3)
+    })
+
     it('records the key category and summarizes and filters by it', async () => {
       const accountId = newAccountId()
       const key = keyId(12)

@@ -27,6 +27,7 @@
  */
 
 import type { AdmissionId, Check, CheckResult, ConsumeResult, SettleOp } from '../storage/types.js'
+import { roundAmount } from './amount.js'
 import { type GcraState, gcra, gcraAdd, gcraIdle } from './gcra.js'
 import { addHold, dropHold, type HoldState, holdTotal, isHeld } from './hold.js'
 import { missingResult } from './rebuild.js'
@@ -275,15 +276,17 @@ function evaluate(check: Check, state: State, now: number): CheckResult {
         keep(s, check.keepUntil)
         seeded = put(key, s, holdExpiry(s, now), now)
       }
+      // Sums and differences of amounts on the amount grid (`limits/amount`), as in `hold()`.
       const total = holdTotal(s, now)
-      const allowed = total + amount <= limit
-      const used = allowed ? total + amount : total
+      const after = roundAmount(total + amount)
+      const allowed = after <= limit
+      const used = allowed ? after : total
       return result(
         {
           allowed,
           limit,
           used,
-          remaining: Math.max(0, limit - used),
+          remaining: Math.max(0, roundAmount(limit - used)),
           resetMs: 0,
           retryAfterMs: allowed ? 0 : 1000,
         },

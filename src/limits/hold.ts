@@ -11,11 +11,14 @@
  * theirs alone; `holdTotal()`, `addHold()` and `dropHold()` read or change a state in place,
  * which `limits/counters` uses (a counter with many requests in flight is then not copied per
  * request). The figures are the same: a hold is live while its expiry is after `now`, and the
- * total adds the settled amount and the live holds in insertion order.
+ * total adds the settled amount and the live holds in insertion order, rounded to the amount
+ * grid (`limits/amount`), as is every sum and difference of amounts here.
  *
  * **Pro:** concurrent requests can never overspend: each sees every live hold. **Con:** a
  * slot of a crashed process stays taken until its TTL passes.
  */
+
+import { roundAmount } from './amount.js'
 
 /**
  * `used`: the settled total; `holds`: `[id, amount, expiresAt ms]` in the order they were
@@ -35,7 +38,7 @@ export interface HoldVerdict {
   remaining: number
 }
 
-/** The settled total plus every live hold at `now`; the state is not changed. */
+/** The settled total plus every live hold at `now` (`roundAmount`); the state is not changed. */
 export function holdTotal(state: HoldState | undefined, now: number): number {
   if (!state) return 0
   let total = state.used
@@ -44,7 +47,7 @@ export function holdTotal(state: HoldState | undefined, now: number): number {
     const h = hs[i]!
     if (h[2] > now) total += h[1]
   }
-  return total
+  return roundAmount(total)
 }
 
 /** Where hold `id` is in the list, or -1. */
@@ -121,7 +124,8 @@ export function dropHold(
     for (let j = i + 1; j < hs.length; j++) hs[j - 1] = hs[j]!
     hs.pop()
   }
-  state.used += charge
+  // No charge (a cancel) leaves the total as it is.
+  if (charge !== 0) state.used = roundAmount(state.used + charge)
   return true
 }
 
@@ -147,11 +151,17 @@ export function hold(
   const s = copy(state)
   prune(s, now)
   const total = holdTotal(s, now)
-  if (total + amount > limit) {
-    return { allowed: false, state: s, used: total, remaining: Math.max(0, limit - total) }
+  const after = roundAmount(total + amount)
+  if (after > limit) {
+    return {
+      allowed: false,
+      state: s,
+      used: total,
+      remaining: Math.max(0, roundAmount(limit - total)),
+    }
   }
   addHold(s, now, id, amount, ttlMs)
-  return { allowed: true, state: s, used: total + amount, remaining: limit - total - amount }
+  return { allowed: true, state: s, used: after, remaining: roundAmount(limit - after) }
 }
 
 /**

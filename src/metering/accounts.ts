@@ -26,6 +26,7 @@ import { CacheClock, FeedBound } from '../cache.js'
 import { InvalidRequestError, NotFoundError } from '../errors.js'
 import { ACCOUNT_METADATA_MAX_BYTES, instantMs, metadataSchema, ownValue, text } from '../input.js'
 import { type CheckTemplate, compilePlanLimits, counterName } from '../limits/admission.js'
+import { roundAmount } from '../limits/amount.js'
 import { type Plan, parseInput, type ResolvedOptions } from '../options.js'
 import type { AccountRecord, ClosedPeriod, Storage } from '../storage/types.js'
 import { nextPeriod, type Period, periodOf } from './periods.js'
@@ -170,16 +171,18 @@ const patchSchema = z
 /** `setTier`'s options: when the tier ends, an instant in ms (null: never). */
 const setTierOptions = z.object({ expiresAt: instantMs.nullable().optional() }).strict()
 
-const AMOUNT_MESSAGE = `must be a finite number > 0 and at most ${Number.MAX_SAFE_INTEGER}`
+const AMOUNT_MESSAGE = `must be a finite number of at least 0.000000001 and at most ${Number.MAX_SAFE_INTEGER}`
 
 /**
- * A top-up: above 0 and at most 2^53 - 1, so that no sum of top-ups a store keeps (a double)
- * overflows to Infinity, which PostgreSQL refuses and the other stores would keep.
+ * A top-up: at least 1e-9 (the last place an amount keeps, `limits/amount`; it is added rounded
+ * to it) and at most 2^53 - 1, so that no sum of top-ups a store keeps (a double) overflows to
+ * Infinity, which PostgreSQL refuses and the other stores would keep.
  */
 const creditAmount = z
   .number({ error: AMOUNT_MESSAGE })
   .positive({ error: AMOUNT_MESSAGE, abort: true })
   .max(Number.MAX_SAFE_INTEGER, { error: AMOUNT_MESSAGE })
+  .refine((v) => roundAmount(v) > 0, { error: AMOUNT_MESSAGE })
 
 export class AccountService {
   private readonly cache: LRUCache<string, HeldAccount>
@@ -244,7 +247,7 @@ export class AccountService {
 
   creditLimit(record: AccountRecord, plan: Plan | null): number {
     const monthly = plan ? plan.monthlyCredits : null
-    return (monthly === null ? Infinity : monthly) + record.carryover + record.balance
+    return roundAmount((monthly === null ? Infinity : monthly) + record.carryover + record.balance)
   }
 
   defaults(id: string, now: number): AccountRecord {
@@ -383,12 +386,13 @@ export class AccountService {
       if (monthly === null) {
         carryover = 0
       } else {
-        const planPart = monthly + carryover
-        const beyond = Math.max(0, used - planPart)
+        // Every sum on the amount grid (`limits/amount`), as the counters keep theirs.
+        const planPart = roundAmount(monthly + carryover)
+        const beyond = Math.max(0, roundAmount(used - planPart))
         const spent = Math.min(beyond, balance)
-        fromBalance += spent
-        balance -= spent
-        const unused = Math.max(0, planPart - used)
+        fromBalance = roundAmount(fromBalance + spent)
+        balance = roundAmount(balance - spent)
+        const unused = Math.max(0, roundAmount(planPart - used))
         carryover =
           plan && plan.carryoverMonths > 0 ? Math.min(unused, monthly * plan.carryoverMonths) : 0
       }
@@ -405,7 +409,7 @@ export class AccountService {
     const provisional = (r: AccountRecord): AccountRecord => ({
       ...r,
       carryover,
-      balance: r.balance - (fromBalance - finalFromBalance),
+      balance: roundAmount(r.balance - roundAmount(fromBalance - finalFromBalance)),
       periodStart: current.start,
       closedPeriods: keptPeriods(r.closedPeriods, closing.slice(finalCount)),
     })
@@ -508,8 +512,9 @@ export class AccountService {
       plan: a.plan,
       tierExpiresAt: record.tierExpiresAt,
       billingCustomerId: record.billingCustomerId,
-      balance: record.balance,
-      carryover: record.carryover,
+      // Rounded as read: a balance a store kept before amounts were rounded reads as its decimal.
+      balance: roundAmount(record.balance),
+      carryover: roundAmount(record.carryover),
       // A copy: the views the cache holds share theirs.
       period: { ...p },
       metadata: record.metadata,
@@ -523,7 +528,7 @@ export class AccountService {
     carryover: number | null,
     balance: number | null,
   ): PeriodCredits {
-    return { used, limit, remaining: Math.max(0, limit - used), carryover, balance }
+    return { used, limit, remaining: Math.max(0, roundAmount(limit - used)), carryover, balance }
   }
 
   /**
@@ -535,7 +540,7 @@ export class AccountService {
     if (c !== undefined)
       return this.credits(
         c.used,
-        (c.monthlyCredits ?? Infinity) + c.carryover + c.balance,
+        roundAmount((c.monthlyCredits ?? Infinity) + c.carryover + c.balance),
         c.carryover,
         c.balance,
       )
@@ -582,7 +587,7 @@ export class AccountService {
     checkAccountId(id)
     parseInput(z.object({ amount: creditAmount }), { amount })
     await this.ensure(id)
-    const r = await this.storage.accounts.addBalance(id, amount)
+    const r = await this.storage.accounts.addBalance(id, roundAmount(amount))
     if (!r) throw new NotFoundError('Account not found')
     await this.changed(id)
     return this.get(id)

@@ -14,6 +14,7 @@
  * the key category `uncategorized`.
  */
 
+import { roundAmount } from '../limits/amount.js'
 import type { UsageEvent, UsageFilter, UsageSummary } from '../storage/types.js'
 
 /** One hour (ms): the finest bucket of the usage totals. */
@@ -92,10 +93,10 @@ function addTo(b: Breakdown, name: string, requests: number, units: number): voi
   const c = Object.hasOwn(b, name) ? b[name] : undefined
   if (c) {
     c.requests += requests
-    c.units += units
+    c.units = roundAmount(c.units + units)
   } else
     Object.defineProperty(b, name, {
-      value: { requests, units },
+      value: { requests, units: roundAmount(units) },
       enumerable: true,
       writable: true,
       configurable: true,
@@ -117,7 +118,8 @@ export function addToSummary(
   if (filter?.category !== undefined && filter.category !== category) return
   if (filter?.keyCategory !== undefined && filter.keyCategory !== keyCategory) return
   out.requests += requests
-  out.units += units
+  // Units are amounts: summed on the amount grid (`limits/amount`), whatever the store kept.
+  out.units = roundAmount(out.units + units)
   // Own properties only, and defined rather than assigned: a category named `__proto__` or
   // `constructor` is counted as itself, never read from or written to Object.prototype.
   addTo(out.byCategory, category, requests, units)

@@ -25,6 +25,7 @@
  * one of its checks is; otherwise the whole admission goes to the store (all or none holds).
  */
 
+import { roundAmount } from '../limits/amount.js'
 import { cancelled } from '../limits/counters.js'
 import { LocalHolds } from './local-holds.js'
 import type {
@@ -374,7 +375,7 @@ export function leasedCounters(
       case 'window':
         return now < l.until && bucketOf(l.check, now) === l.bucket ? l.n - l.used : 0
       case 'hold':
-        return now < l.until ? Math.max(0, l.n - l.charged - l.holds.amount(now)) : 0
+        return now < l.until ? Math.max(0, roundAmount(l.n - l.charged - l.holds.amount(now))) : 0
     }
   }
 
@@ -670,7 +671,7 @@ export function leasedCounters(
   const carried = (s: KeyState, now: number): number => {
     let sum = 0
     for (const l of holdLeases(s)) sum += l.holds.amount(now)
-    return sum
+    return roundAmount(sum)
   }
 
   /** Takes leases for `want` (check, size) in one atomic consume; false when refused. */
@@ -679,7 +680,7 @@ export function leasedCounters(
     const amounts = new Map<string, number>()
     const leaseChecks: Check[] = want.map(([c, n]) => {
       if (c.type === 'hold') {
-        const amount = n + carried(state(c.key, now), now)
+        const amount = roundAmount(n + carried(state(c.key, now), now))
         amounts.set(c.key, amount)
         return {
           type: 'hold',
@@ -926,7 +927,7 @@ export function leasedCounters(
     const expiresAt = l.holds.take(id)
     if (expiresAt === undefined) return false
     // A retried release (`ifHeld`) of a hold gone already charges nothing.
-    if (!ifHeld || expiresAt > now) l.charged += charge
+    if (!ifHeld || expiresAt > now) l.charged = roundAmount(l.charged + charge)
     return true
   }
 

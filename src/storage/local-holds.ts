@@ -6,8 +6,11 @@
  * is a field, not a walk over the holds (a `for…in` over an object that holds are deleted from
  * cost about 38 µs of every request on a hot Redis key: the object falls into dictionary mode
  * and each walk enumerates its keys anew). Expired holds are dropped when the soonest expiry
- * has passed, at most one walk per expiry.
+ * has passed, at most one walk per expiry. The total is rounded to the amount grid
+ * (`limits/amount`) at each change, so it never drifts from the decimal it stands for.
  */
+
+import { roundAmount } from '../limits/amount.js'
 
 export class LocalHolds {
   readonly #holds = new Map<string, [amount: number, expiresAt: number]>()
@@ -32,7 +35,7 @@ export class LocalHolds {
   set(id: string, amount: number, expiresAt: number): void {
     this.delete(id)
     this.#holds.set(id, [amount, expiresAt])
-    this.#sum += amount
+    this.#sum = roundAmount(this.#sum + amount)
     if (expiresAt < this.#soonest) this.#soonest = expiresAt
   }
 
@@ -45,8 +48,7 @@ export class LocalHolds {
     const h = this.#holds.get(id)
     if (!h) return undefined
     this.#holds.delete(id)
-    // Sums of fractional amounts drift by a rounding error or two: none is left when empty.
-    this.#sum = this.#holds.size === 0 ? 0 : this.#sum - h[0]
+    this.#sum = this.#holds.size === 0 ? 0 : roundAmount(this.#sum - h[0])
     return h[1]
   }
 
@@ -82,7 +84,7 @@ export class LocalHolds {
         if (h[1] < soonest) soonest = h[1]
       }
     }
-    this.#sum = sum
+    this.#sum = roundAmount(sum)
     this.#soonest = soonest
   }
 }

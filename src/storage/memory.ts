@@ -18,6 +18,7 @@
 import { z } from 'zod'
 import { ConflictError, InvalidRequestError } from '../errors.js'
 import { patchFields } from '../keys/fields.js'
+import { roundAmount } from '../limits/amount.js'
 import type { StoredCounter } from '../limits/counters.js'
 import {
   addToSummary,
@@ -491,7 +492,7 @@ function memoryAccounts(): AccountStore {
     async addBalance(id, amount) {
       const a = byId.get(id)
       if (!a) return null
-      a.balance += amount
+      a.balance = roundAmount(a.balance + amount)
       return copyAccount(a)
     },
   })

@@ -18,6 +18,7 @@
  * last is tried first, and a list is walked from its newest hour only as far as the event's.
  */
 
+import { roundAmount } from '../limits/amount.js'
 import { USAGE_HOUR_MS } from '../metering/usage-buckets.js'
 import { doubled } from './typed-arrays.js'
 import type { UsageEvent, UsageStore } from './types.js'
@@ -215,7 +216,7 @@ export function usageTallies(): UsageTallies {
       const o = r * STRIDE
       const requests = rows[o + REQUESTS]! + sign
       rows[o + REQUESTS] = requests
-      rows[o + UNITS] = rows[o + UNITS]! + sign * units
+      rows[o + UNITS] = roundAmount(rows[o + UNITS]! + sign * units)
       if (requests === 0) {
         unlink(accountId, r)
         release(r)
