@@ -17,6 +17,7 @@ import {
   type EventRow,
   emptySummary,
   encodeLogCursor,
+  roundAmount,
   roundAmountSql,
   splitUsageRange,
   eventFromRow as toEvent,
@@ -72,7 +73,7 @@ export function sqliteUsage(d: Db): UsageStore {
           const g = groups.get(id)
           if (g) {
             g.requests++
-            g.units += e.units
+            g.units = roundAmount(g.units + e.units)
           } else
             groups.set(id, {
               account: e.accountId,

@@ -13,6 +13,7 @@
  * e.g. daily and once after each period closes, within the log retention.
  */
 
+import { roundAmount } from '../limits/amount.js'
 import { checkAccountId } from '../metering/accounts.js'
 import { type Period, periodOfMonth } from '../metering/periods.js'
 import type { UsageEvent } from '../storage/types.js'
@@ -103,7 +104,7 @@ export async function reconcileOverage(
   }
   const add = (t: OverageTotals, e: UsageEvent) => {
     t.events++
-    t.overage += e.overage
+    t.overage = roundAmount(t.overage + e.overage)
   }
   const lost: UsageEvent[] = []
   let next = 0
@@ -131,5 +132,5 @@ export async function reconcileOverage(
   return r
 }
 
-/** Sums of fractional credits: drop float noise below 1e-9. */
-const round = (n: number) => Math.round(n * 1e9) / 1e9
+/** Sums of fractional credits: on the amount grid, as every sum of amounts (`limits/amount`). */
+const round = roundAmount

@@ -153,7 +153,8 @@ describe('credits: balance, 402 and overage', () => {
 
   it('addCredits refuses a bad amount or account id with a 400 naming the field', async () => {
     const { tb } = await setup(opts)
-    for (const amount of [0, -5, Number.NaN, Infinity, '10' as unknown as number]) {
+    // 1e-10 is below the last place an amount keeps (9 decimals): it would add nothing.
+    for (const amount of [0, -5, 1e-10, Number.NaN, Infinity, '10' as unknown as number]) {
       const err = await tb.accounts.addCredits('acct_1', amount).catch((e) => e)
       expect(err).toBeInstanceOf(InvalidRequestError)
       expect(err.message).toMatch(/amount/)
@@ -161,6 +162,9 @@ describe('credits: balance, 402 and overage', () => {
     const err = await tb.accounts.addCredits('{bad}', 5).catch((e) => e)
     expect(err.message).toMatch(/accountId/)
     expect((await tb.accounts.get('acct_1')).balance).toBe(0)
+    // The smallest top-up, and one with float noise, added as the decimals they stand for.
+    expect((await tb.accounts.addCredits('acct_1', 1e-9)).balance).toBe(1e-9)
+    expect((await tb.accounts.addCredits('acct_1', 0.1 + 0.2 - 1e-9)).balance).toBe(0.3)
   })
 
   it('a plan that allows overage serves past its credits and records the overage', async () => {
