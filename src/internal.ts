@@ -54,7 +54,7 @@ export { isWellFormedKey } from './keys/format.js'
 export { type ParsedKeyEntries, parsedKeyEntries } from './keys/manager.js'
 export { type NameRule, nameTaken } from './keys/unique-names.js'
 export { QUOTA_WINDOWS } from './limits/admission.js'
-export { AMOUNT_DECIMALS, roundAmount, roundAmountSql } from './limits/amount.js'
+export { roundAmount, roundAmountSql } from './limits/amount.js'
 export {
   admitKeys,
   admitStep,

@@ -18,9 +18,6 @@
  * this function; the SQL stores round a stored sum with {@link roundAmountSql}.
  */
 
-/** The decimal places an amount keeps below 1e6. */
-export const AMOUNT_DECIMALS = 9
-
 /**
  * `x` rounded to the amount grid: 9 decimals below 1e6 (in magnitude), then 15 significant
  * digits, unchanged from 1e15 (and for Infinity and NaN). Never -0.
