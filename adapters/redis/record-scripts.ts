@@ -100,7 +100,7 @@ export const USAGE_SUMMARY = `-- KEYS[1]  the account's index: ZSET id by time
 -- KEYS[2]  the account's events: HASH id -> event JSON
 -- KEYS[3..]  the account's totals of each whole hour and day of the range (HASH)
 -- ARGV[2i-1], ARGV[2i]  edge range i: from (ms, inclusive), to (ms, exclusive)
-local requests, units, cats = 0, 0, {}
+${roundAmountLua('math.floor')}local requests, units, cats = 0, 0, {}
 local function add(cat, r, u)
   local c = cats[cat]
   if not c then
@@ -108,9 +108,9 @@ local function add(cat, r, u)
     cats[cat] = c
   end
   requests = requests + r
-  units = units + u
+  units = round_amount(units + u)
   c[1] = c[1] + r
-  c[2] = c[2] + u
+  c[2] = round_amount(c[2] + u)
 end
 for i = 3, #KEYS do
   local h = redis.call('HGETALL', KEYS[i])
