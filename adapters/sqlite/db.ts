@@ -4,7 +4,8 @@
  * What every SQLite store shares: the driver's shape (the synchronous `better-sqlite3` API,
  * which `libsql` also has), opening a file by path, the connection's settings, one
  * `BEGIN IMMEDIATE` transaction, statements prepared once, and the translation of the
- * driver's errors: a file that is not a database, a busy lock past `busyTimeoutMs`.
+ * driver's errors: a file that is not a database, a busy lock past `busyTimeoutMs`, a full
+ * disk, a file that can no longer be written.
  *
  * Settings of every connection (`configure`): WAL (readers never wait for the writer, and a
  * commit is one append to the `-wal` file), `synchronous = NORMAL` (a committed transaction
@@ -241,7 +242,10 @@ export function createDb(db: SqliteDatabase): Db {
   }
 }
 
-/** A lock held past `busyTimeoutMs` is the storage being unavailable (503), not a bug. */
+/**
+ * A lock held past `busyTimeoutMs`, a damaged file, a full disk, a file that can no longer be
+ * written, an I/O error: the storage being unavailable (503, a message saying which), not a bug.
+ */
 export function translate(err: unknown): unknown {
   const code = codeOf(err)
   if (code === 'SQLITE_BUSY' || code.startsWith('SQLITE_BUSY_') || code === 'SQLITE_LOCKED') {
@@ -253,6 +257,25 @@ export function translate(err: unknown): unknown {
   if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) {
     return new StorageUnavailableError(
       `tollbooth/sqlite: the database file is damaged (${code}: ${message(err)}); restore it from a backup`,
+      { cause: err },
+    )
+  }
+  // The file or its disk failing a write: the storage is unavailable (503), not a bug (500).
+  if (code === 'SQLITE_FULL') {
+    return new StorageUnavailableError(
+      `tollbooth/sqlite: the disk holding the database file is full (${code}); the write failed: free space on that disk`,
+      { cause: err },
+    )
+  }
+  if (code.startsWith('SQLITE_READONLY')) {
+    return new StorageUnavailableError(
+      `tollbooth/sqlite: the database file can no longer be written (${code}: ${message(err)}): check its mount and permissions`,
+      { cause: err },
+    )
+  }
+  if (code.startsWith('SQLITE_IOERR')) {
+    return new StorageUnavailableError(
+      `tollbooth/sqlite: the disk failed a read or write of the database file (${code}: ${message(err)})`,
       { cause: err },
     )
   }

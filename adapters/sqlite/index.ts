@@ -38,7 +38,7 @@ import { sqliteCounters } from './counters.js'
 import { codeOf, createDb, type Db, open, openShape, refused, type SqliteDatabase } from './db.js'
 import { sqliteIpBlocks } from './ip-blocks.js'
 import { sqliteKeys } from './keys.js'
-import { applyMigrations } from './migrate.js'
+import { applyMigrations, probeWrite } from './migrate.js'
 import { MIGRATIONS } from './migrations.js'
 import { sqliteUsage } from './usage.js'
 
@@ -143,7 +143,7 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
   const d = createDb(db)
   try {
     if (runMigrations) applyMigrations(fn, option, d, o.path)
-    else checkSchema(d, option)
+    else checkSchema(d, option, o.path)
   } catch (err) {
     if (owned) db.close()
     throw err
@@ -179,7 +179,7 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
 }
 
 /** With `migrate: false`: the file must hold every migration this version knows, no later one. */
-function checkSchema(d: Db, option: string): void {
+function checkSchema(d: Db, option: string, path: string | undefined): void {
   let id: number | null = null
   try {
     id = (
@@ -190,7 +190,17 @@ function checkSchema(d: Db, option: string): void {
     if (codeOf(err) !== 'SQLITE_ERROR') throw refused('sqliteStorage', option, err)
   }
   const latest = MIGRATIONS[MIGRATIONS.length - 1]!.id
-  if (id === latest) return
+  if (id === latest) {
+    try {
+      d.write(() => {
+        probeWrite(d)
+        return { value: undefined, commit: false }
+      })
+    } catch (err) {
+      throw refused('sqliteStorage', option, err, path)
+    }
+    return
+  }
   throw new ConfigError(
     id !== null && id > latest
       ? `sqliteStorage: ${option} holds a tollbooth schema of a later version (migration ${id}; this version knows up to ${latest}): upgrade tollbooth, or use another file`

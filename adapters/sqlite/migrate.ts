@@ -58,12 +58,25 @@ export function applyMigrations(fn: string, option: string, d: Db, path?: string
           .run(m.id, m.name, Date.now())
         applied.push(m.name)
       }
-      return { value: applied, commit: true }
+      // Nothing to apply wrote nothing: a file SQLite opened read-only would be taken.
+      if (applied.length === 0) probeWrite(d)
+      return { value: applied, commit: applied.length > 0 }
     })
   } catch (err) {
     if (err instanceof ConfigError) throw err
     throw refused(fn, option, err, path)
   }
+}
+
+/**
+ * Writes the file's header to itself, in a transaction the caller rolls back: SQLite opens a
+ * file it may not write (a read-only mount, no write permission, a `readonly` handle)
+ * read-only without a word, and reads succeed; this throws `SQLITE_READONLY` for such a file,
+ * so it is refused when the storage is made, not at its first key create or usage flush.
+ */
+export function probeWrite(d: Db): void {
+  const { user_version } = d.db.prepare('PRAGMA user_version').get() as { user_version: number }
+  d.db.exec(`PRAGMA user_version = ${Number(user_version)}`)
 }
 
 /**

@@ -6,7 +6,12 @@
  * were inserted are summed per `usage_totals` row (account, UTC hour, usage category, key
  * category), and each sum added with one upsert in the same transaction (as the PostgreSQL
  * store's one statement does), so a summary reads those totals for the whole hours of a range
- * and the events only for its sub-hour edges. Pruning deletes events and takes them out of their totals in one transaction.
+ * and the events only for its sub-hour edges. Pruning deletes events and takes them out of
+ * their totals, the oldest first, in slices of {@link PRUNE_SLICE} events, each slice one
+ * short transaction, with a pause between them: a backlog of a million events never holds the
+ * file's write lock (nor this process's event loop) for more than milliseconds at a time, where
+ * one transaction held them for seconds and other processes' admissions failed at
+ * `busyTimeoutMs`.
  */
 
 import {
@@ -44,6 +49,14 @@ interface HourTotal {
   requests: number
   units: number
 }
+
+/**
+ * Events deleted per transaction by `prune` at most (give or take those of one millisecond):
+ * a few milliseconds of the file's write lock, and of the event loop, each.
+ */
+const PRUNE_SLICE = 2000
+/** The pause between two slices of a prune, for the requests of every process on the file. */
+const PRUNE_PAUSE_MS = 10
 
 const hourOf = (t: number) => t - (((t % USAGE_HOUR_MS) + USAGE_HOUR_MS) % USAGE_HOUR_MS)
 
@@ -147,27 +160,47 @@ export function sqliteUsage(d: Db): UsageStore {
       return { data, nextCursor: more && last ? encodeLogCursor(last) : null }
     },
     async prune(before) {
-      return d.tx(() => {
-        d.stmt(
-          `UPDATE usage_totals AS x SET requests = x.requests - g.requests,
-             units = ${roundAmountSql('x.units - g.units', 'sqlite')}
-           FROM (
-             SELECT account_id, occurred_at - (occurred_at % ${USAGE_HOUR_MS}) AS hour,
-                    coalesce(category, 'uncategorized') AS category,
-                    coalesce(key_category, 'uncategorized') AS key_category,
-                    count(*) AS requests, sum(units) AS units
-             FROM usage_events WHERE occurred_at < ? AND code IS NULL GROUP BY 1, 2, 3, 4
-           ) AS g
-           WHERE x.account_id = g.account_id AND x.hour = g.hour AND x.category = g.category
-             AND x.key_category = g.key_category`,
-        ).run(before)
-        const n = Number(
-          d.stmt('DELETE FROM usage_events WHERE occurred_at < ?').run(before).changes,
-        )
-        // Totals of whole hours before `before` are now 0.
-        d.stmt('DELETE FROM usage_totals WHERE hour <= ?').run(before - USAGE_HOUR_MS)
-        return n
-      })
+      let pruned = 0
+      for (;;) {
+        const slice = d.tx(() => {
+          // This slice: the events before `upTo`, the time of the PRUNE_SLICE-th oldest event
+          // (past the oldest's, so a slice always deletes something), or all before `before`.
+          const nth = d
+            .stmt(
+              'SELECT occurred_at AS at FROM usage_events WHERE occurred_at < ? ORDER BY occurred_at LIMIT 1 OFFSET ?',
+            )
+            .get(before, PRUNE_SLICE) as { at: number } | undefined
+          let upTo = before
+          if (nth !== undefined) {
+            const first = d.stmt('SELECT min(occurred_at) AS at FROM usage_events').get() as {
+              at: number
+            }
+            upTo = Math.min(before, Math.max(nth.at, first.at + 1))
+          }
+          d.stmt(
+            `UPDATE usage_totals AS x SET requests = x.requests - g.requests, units = ${roundAmountSql('x.units - g.units', 'sqlite')}
+             FROM (
+               SELECT account_id, occurred_at - (occurred_at % ${USAGE_HOUR_MS}) AS hour,
+                      coalesce(category, 'uncategorized') AS category,
+                      coalesce(key_category, 'uncategorized') AS key_category,
+                      count(*) AS requests, sum(units) AS units
+               FROM usage_events WHERE occurred_at < ? AND code IS NULL GROUP BY 1, 2, 3, 4
+             ) AS g
+             WHERE x.account_id = g.account_id AND x.hour = g.hour AND x.category = g.category
+               AND x.key_category = g.key_category`,
+          ).run(upTo)
+          const n = Number(
+            d.stmt('DELETE FROM usage_events WHERE occurred_at < ?').run(upTo).changes,
+          )
+          // Totals of whole hours before `upTo` are now 0.
+          d.stmt('DELETE FROM usage_totals WHERE hour <= ?').run(upTo - USAGE_HOUR_MS)
+          return { n, more: upTo < before }
+        })
+        pruned += slice.n
+        if (!slice.more) return pruned
+        // The file's write lock, and this process's event loop, go to the requests a while.
+        await new Promise((resolve) => setTimeout(resolve, PRUNE_PAUSE_MS))
+      }
     },
   }
 }

@@ -8,13 +8,13 @@
  * `NODE_ENV=production` while a SQLite storage does not.
  */
 
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it, vi } from 'vitest'
 import { MIGRATIONS, migrate, sqliteStorage } from '../../adapters/sqlite/index.js'
 import { ConfigError, createTollbooth } from '../../src/index.js'
-import { Database } from './sqlite-driver.js'
+import { Database, type TestDatabase } from './sqlite-driver.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'tollbooth-sqlite-config-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -93,6 +93,36 @@ describe('sqliteStorage: bad input', () => {
       /options\.database holds a tollbooth schema of a later version/,
     )
     own.close()
+  })
+
+  it('refuses a file it cannot write, naming the option, before serving anything', async () => {
+    // A read-only handle, as SQLite opens a file on a read-only mount or without write
+    // permission: it read fine, and every write failed later (a key create, a flush).
+    const path = join(dir, 'readonly.db')
+    await sqliteStorage({ path }).close()
+    const ReadOnly = Database as unknown as new (
+      path: string,
+      options: { readonly: boolean },
+    ) => TestDatabase
+    const ro = new ReadOnly(path, { readonly: true })
+    expect(() => sqliteStorage({ database: ro })).toThrow(ConfigError)
+    expect(() => sqliteStorage({ database: ro })).toThrow(
+      /options\.database cannot be opened for writing \(SQLITE_READONLY/,
+    )
+    expect(() => sqliteStorage({ database: ro, migrate: false })).toThrow(
+      /options\.database cannot be opened for writing \(SQLITE_READONLY/,
+    )
+    ro.close()
+    if (process.getuid?.() !== 0) {
+      // Root writes a file whatever its mode.
+      chmodSync(path, 0o444)
+      expect(() => sqliteStorage({ path })).toThrow(
+        /options\.path .*readonly\.db.* cannot be opened for writing/,
+      )
+      chmodSync(path, 0o644)
+    }
+    // The file is unchanged and opens for writing as before.
+    await sqliteStorage({ path }).close()
   })
 
   it('with migrate: false, refuses a file not migrated; migrate() applies each step once', async () => {

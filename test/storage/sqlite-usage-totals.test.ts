@@ -189,4 +189,29 @@ describe('SQLite usage: hourly totals of a batch', () => {
       raw.close()
     }
   })
+  it('prunes in slices: what is left, events and totals, is what one deletion leaves', async () => {
+    const { db, raw, runs } = counted(join(dir, 'prune.db'))
+    const s = sqliteStorage({ database: db, checkpointMs: 0 })
+    try {
+      // 9,000 events over four hours, 3,000 of them in one millisecond (more than a slice).
+      const events = Array.from({ length: 9000 }, (_, i) =>
+        i < 3000 ? event(i, { time: T0 + HOUR + 1234 }) : event(i),
+      )
+      for (let i = 0; i < events.length; i += 1000) await s.usage.record(events.slice(i, i + 1000))
+      const before = T0 + 2 * HOUR + HOUR / 2
+      runs.clear()
+      const pruned = await s.usage.prune(before)
+      const left = events.filter((e) => e.time >= before)
+      expect(pruned).toBe(events.length - left.length)
+      // More than one transaction.
+      expect(runs.get('DELETE FROM usage_events') ?? 0).toBeGreaterThan(1)
+      const want = [...expected(left)].filter(([, t]) => t.requests > 0)
+      const got = [...stored(raw)].filter(([, t]) => t.requests !== 0 || t.units !== 0)
+      expect(new Map(got)).toEqual(new Map(want))
+      expect(await s.usage.prune(before)).toBe(0)
+    } finally {
+      await s.close()
+      raw.close()
+    }
+  })
 })
