@@ -201,6 +201,8 @@ export interface Db {
   tx<T>(fn: () => T): T
   /** Runs `fn`, with a busy lock or a damaged file turned into tollbooth's errors. */
   run<T>(fn: () => T): T
+  /** Set by the storage's `close()`: work spread over several turns stops there. */
+  closed: boolean
 }
 
 export function createDb(db: SqliteDatabase): Db {
@@ -239,6 +241,7 @@ export function createDb(db: SqliteDatabase): Db {
     write,
     tx: (fn) => write(() => ({ value: fn(), commit: true })),
     run,
+    closed: false,
   }
 }
 

@@ -169,6 +169,7 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
     async close() {
       if (closed) return
       closed = true
+      d.closed = true
       changes.close()
       // Calls waiting for the end of this turn are committed before the file closes.
       counters.flush()

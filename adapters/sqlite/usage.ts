@@ -11,7 +11,7 @@
  * short transaction, with a pause between them: a backlog of a million events never holds the
  * file's write lock (nor this process's event loop) for more than milliseconds at a time, where
  * one transaction held them for seconds and other processes' admissions failed at
- * `busyTimeoutMs`.
+ * `busyTimeoutMs`. A prune under way when the storage closes stops after its slice.
  */
 
 import {
@@ -200,6 +200,8 @@ export function sqliteUsage(d: Db): UsageStore {
         if (!slice.more) return pruned
         // The file's write lock, and this process's event loop, go to the requests a while.
         await new Promise((resolve) => setTimeout(resolve, PRUNE_PAUSE_MS))
+        // Closed meanwhile: the rest waits for the next prune (each slice is whole).
+        if (d.closed) return pruned
       }
     },
   }

@@ -124,6 +124,25 @@ describe('gcra', () => {
     })
   })
 
+  it('holds the limit for as long as a clock far ahead leads: the price of never moving back', () => {
+    // One request from a clock 1 h ahead (60/min); then a client of 1 request/s on clocks that
+    // are right: the stored time stays 1 h ahead, nothing drains until true time gets there.
+    let state = gcra(undefined, T0 + 3_600_000, 60, MINUTE, 1).state
+    let admitted = 0
+    let retryAfterMs = 0
+    for (let s = 0; s < 600; s++) {
+      const v = gcra(state, T0 + s * 1000, 60, MINUTE, 1)
+      if (v.allowed) {
+        admitted++
+        state = v.state
+      } else retryAfterMs = v.retryAfterMs
+    }
+    expect(admitted).toBe(59)
+    expect(retryAfterMs).toBeGreaterThan(2_900_000)
+    // Once true time passes the stored one, it drains as ever.
+    expect(gcra(state, T0 + 3_600_000 + MINUTE, 60, MINUTE, 1).allowed).toBe(true)
+  })
+
   it('is idle, so droppable, exactly once fully drained', () => {
     const { state } = burst(3, 10, 10_000)
     expect(gcraIdle(state!, T0 + 2999, 10, 10_000)).toBe(false)

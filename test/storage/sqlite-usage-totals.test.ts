@@ -214,4 +214,20 @@ describe('SQLite usage: hourly totals of a batch', () => {
       raw.close()
     }
   })
+
+  it('a prune cut short by close() ends quietly; the next one deletes the rest', async () => {
+    const path = join(dir, 'prune-close.db')
+    const events = Array.from({ length: 20_000 }, (_, i) => event(i, { time: T0 + i }))
+    let s = sqliteStorage({ path, checkpointMs: 0 })
+    for (let i = 0; i < events.length; i += 5000) await s.usage.record(events.slice(i, i + 5000))
+    const pruning = s.usage.prune(T0 + HOUR)
+    // The first slice is done (synchronously); the storage closes during the pause after it.
+    await s.close()
+    const pruned = await pruning
+    expect(pruned).toBeGreaterThan(0)
+    expect(pruned).toBeLessThan(events.length)
+    s = sqliteStorage({ path, checkpointMs: 0 })
+    expect(pruned + (await s.usage.prune(T0 + HOUR))).toBe(events.length)
+    await s.close()
+  })
 })
