@@ -62,6 +62,14 @@ interface Row {
 /** Rows kept from one batch to the next at most (past it, the next batch reads afresh). */
 const CACHE_ROWS = 4096
 
+/**
+ * The automatic sweep of expired counters reads this many rows per transaction (a few
+ * milliseconds of the write lock), {@link SWEEP_PAUSE_MS} apart: one statement over the whole
+ * table held the lock, and the call that ran it, for 170-240 ms with 400,000 counters.
+ */
+const SWEEP_SLICE = 2000
+const SWEEP_PAUSE_MS = 10
+
 /** Keys read per statement (`WHERE key IN (?, …)`); a statement is prepared per count. */
 const READ_CHUNK = 32
 
@@ -201,6 +209,30 @@ export function sqliteCounterBackend(d: Db, pruneEvery = 10_000): SqliteCounterB
     }
   }
 
+  // The automatic sweep: one pass over the table in key order, a slice of SWEEP_SLICE keys per
+  // transaction, SWEEP_PAUSE_MS apart, off the call that started it.
+  let sweeping = false
+  const sweepPass = async (now: number) => {
+    const slice = d.stmt(
+      `DELETE FROM counters WHERE key IN (SELECT key FROM counters WHERE key > ? ORDER BY key LIMIT ${SWEEP_SLICE})
+        AND expires_at <= ?`,
+    )
+    const last = d.stmt(
+      `SELECT key FROM counters WHERE key > ? ORDER BY key LIMIT 1 OFFSET ${SWEEP_SLICE - 1}`,
+    )
+    let after: string | undefined = ''
+    while (after !== undefined) {
+      await new Promise((resolve) => setTimeout(resolve, SWEEP_PAUSE_MS))
+      if (d.closed) return
+      const from: string = after
+      after = d.tx(() => {
+        const end = last.get(from) as { key: string } | undefined
+        slice.run(from, Math.floor(now))
+        return end?.key
+      })
+    }
+  }
+
   let count = 0
   return {
     durable: true,
@@ -214,13 +246,15 @@ export function sqliteCounterBackend(d: Db, pruneEvery = 10_000): SqliteCounterB
       })
     },
     sweep(now) {
-      if (pruneEvery === 0 || ++count < pruneEvery) return
+      if (pruneEvery === 0 || ++count < pruneEvery || sweeping) return
       count = 0
-      try {
-        prune(now)
-      } catch {
+      sweeping = true
+      sweepPass(now)
         // The next round retries; a call never fails for it.
-      }
+        .catch(() => {})
+        .finally(() => {
+          sweeping = false
+        })
     },
     flush,
     prune,

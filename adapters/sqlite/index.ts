@@ -75,7 +75,10 @@ export interface SqliteStorageOptions {
    * process may still accept a key revoked on this one. Default 250 ms.
    */
   changePollMs?: number
-  /** Admissions between two deletions of expired counters (0: never). Default 10,000. */
+  /**
+   * Counter calls between two sweeps of expired counters (0: never). A sweep runs off the
+   * request path, over the table in slices of 2,000 rows 10 ms apart. Default 10,000.
+   */
   pruneEvery?: number
   /**
    * How often a worker thread checkpoints the WAL into the file (its `fsync`s then never hold
@@ -117,7 +120,7 @@ export interface SqliteStorage extends Storage {
  * @param [options.busyTimeoutMs=1500] wait for another process's write lock at most this long
  * @param [options.synchronous='normal'] `'full'` to wait for the disk on each commit
  * @param [options.changePollMs=250] how often other processes' changes are read
- * @param [options.pruneEvery=10000] admissions between deletions of expired counters
+ * @param [options.pruneEvery=10000] counter calls between sweeps of expired counters
  * @param [options.checkpointMs=250] WAL checkpoints by a worker thread this often (0: SQLite's)
  * @param [options.onError=console.error] errors off the request path
  * @throws {ConfigError} naming the option: a path that cannot be opened, a file that is not a
