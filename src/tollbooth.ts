@@ -139,6 +139,9 @@ export interface LeaseFigures {
 
 /** How long `flush()` and `close()` wait for retried settles before going on. */
 const DRAIN_MS = 10_000
+/** close(): the pause before the usage events a store refused are sent again (doubling). */
+const CLOSE_RETRY_MS = 50
+const CLOSE_RETRY_MAX_MS = 1000
 
 /** The failed-auth guard's blocks, as the management API shows and lifts them. */
 export interface IpBlocks {
@@ -440,17 +443,25 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
           ),
         )
       // The queued usage events get at least one storage timeout, even when the settle
-      // queue used up the bound. Those not known written make close() reject, saying so.
+      // queue used up the bound; a write the store refused (a lock, a blip) is tried again
+      // while the bound lasts, as the process is about to exit with them. Those not known
+      // written make close() reject, saying so.
       let failure: unknown
-      const written = ctx.outbox.close()
-      try {
-        failure = await unconfirmed(written, left, 'close()')
-        if (failure === undefined) await written
-      } catch (err) {
-        failure = new StorageUnavailableError(
-          `close(): ${ctx.outbox.unwritten} usage event(s) not written (they stay queued for tb.flush()): ${err instanceof Error ? err.message : String(err)}`,
-          { cause: err },
-        )
+      let written = ctx.outbox.close()
+      for (let pause = CLOSE_RETRY_MS; ; pause = Math.min(pause * 2, CLOSE_RETRY_MAX_MS)) {
+        try {
+          failure = await unconfirmed(written, left, 'close()')
+          if (failure === undefined) await written
+          break
+        } catch (err) {
+          failure = new StorageUnavailableError(
+            `close(): ${ctx.outbox.unwritten} usage event(s) not written (they stay queued for tb.flush()): ${err instanceof Error ? err.message : String(err)}`,
+            { cause: err },
+          )
+          if (left() <= pause) break
+          await new Promise((resolve) => setTimeout(resolve, pause))
+          written = ctx.outbox.flush()
+        }
       }
       if (!(await feedDrained))
         onError(

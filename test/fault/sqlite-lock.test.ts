@@ -75,4 +75,50 @@ describe('SQLite: a write lock held by another process', () => {
     await tb.close()
     await storage.close()
   })
+
+  it('close() writes the queued usage once the lock goes, within its bound', async () => {
+    // A process shutting down (SIGTERM) while another holds the file's write lock a while
+    // (a long write, a backup): close() tried the events once, rejected after busyTimeoutMs,
+    // and the process exited with them.
+    const file = join(dir, 'close-lock.db')
+    const storage = sqliteStorage({ path: file, busyTimeoutMs: 100 })
+    const tb = createTollbooth({
+      secret: 'sqlite-lock-test-secret-0123456789abcdef',
+      storage,
+      failedAuth: false,
+      usage: { flushIntervalMs: 600_000 },
+      onError: () => {},
+    })
+    const { key } = await tb.keys.create({ accountId: 'acct_close' })
+    const req = {
+      headers: { authorization: `Bearer ${key}` },
+      ip: '127.0.0.1',
+      method: 'GET',
+      path: '/x',
+    }
+    for (let i = 0; i < 5; i++) {
+      const d = await tb.authenticate(req)
+      expect(d.allowed).toBe(true)
+      await tb.settle(d, { status: 200 })
+    }
+    const other = new Database(file)
+    other.exec('BEGIN IMMEDIATE')
+    const held = setTimeout(() => other.exec('COMMIT'), 1000)
+    const start = performance.now()
+    const closed = await tb.close().then(
+      () => 'resolved',
+      (err: unknown) => String(err),
+    )
+    const ms = Math.round(performance.now() - start)
+    clearTimeout(held)
+    if (other.inTransaction) other.exec('COMMIT')
+    other.close()
+    await storage.close()
+    const again = sqliteStorage({ path: file })
+    const recorded = (await again.usage.summarize('acct_close', 0, Date.now() + 60_000)).requests
+    await again.close()
+    console.log(`close() ${closed} after ${ms} ms; events recorded: ${recorded} of 5`)
+    expect(closed).toBe('resolved')
+    expect(recorded).toBe(5)
+  })
 })
