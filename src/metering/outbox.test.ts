@@ -169,6 +169,30 @@ describe('out-box retention', () => {
     expect(data[0]?.time).toBe(s.clock.now())
   })
 
+  it('close() writes the events without starting a prune (a long one would hold the shutdown)', async () => {
+    const storage = memoryStorage()
+    const clock = manualClock(T)
+    let prunes = 0
+    const prune = storage.usage.prune.bind(storage.usage)
+    storage.usage.prune = (before) => {
+      prunes++
+      return prune(before)
+    }
+    const box = createOutbox(
+      storage,
+      { flushIntervalMs: 60_000, maxBatch: 100, retentionMs: HOUR, now: clock.now },
+      () => {},
+    )
+    box.push(event('a', T))
+    await box.flush()
+    expect(prunes).toBe(1)
+    clock.advance(2 * HOUR)
+    box.push(event('b', clock.now()))
+    await box.close()
+    expect(await stored(storage)).toEqual(['a', 'b'])
+    expect(prunes).toBe(1)
+  })
+
   it('without retentionMs nothing is pruned, and a failing prune only reports', async () => {
     const storage = memoryStorage()
     const errors: unknown[] = []

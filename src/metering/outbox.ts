@@ -8,7 +8,7 @@
  *
  * Retention: a flush also deletes events older than `retentionMs` (the request-log
  * retention), at most once per {@link PRUNE_EVERY_MS} of clock time, so pruning costs one
- * storage call an hour however busy the instance is.
+ * storage call an hour however busy the instance is; `close()` starts none.
  */
 
 import { withAccessors } from '../fast-object.js'
@@ -87,10 +87,14 @@ export function createOutbox(
     await prune()
   }
 
+  // Set by close(): the shutdown writes the events and starts no prune (one of a large backlog
+  // takes seconds; the next process prunes).
+  let closing = false
+
   /** Deletes expired events if the last prune is an hour old; a failure only reports. */
   const prune = async () => {
     const t = now()
-    if (options.retentionMs === undefined || t - lastPrune < PRUNE_EVERY_MS) return
+    if (closing || options.retentionMs === undefined || t - lastPrune < PRUNE_EVERY_MS) return
     lastPrune = t
     try {
       await storage.usage.prune(t - options.retentionMs)
@@ -132,6 +136,7 @@ export function createOutbox(
     async close() {
       if (timer) clearInterval(timer)
       timer = null
+      closing = true
       await flush()
     },
   }
