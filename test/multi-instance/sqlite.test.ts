@@ -17,10 +17,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SqliteStorage, sqliteStorage } from '../../adapters/sqlite/index.js'
 import { createTollbooth, type Tollbooth } from '../../src/index.js'
 import { expectQuotaAcrossTwo, work } from '../support/instances.js'
+import { type Instance, startInstance } from './spawn.js'
 
 type KeyLimits = NonNullable<Parameters<Tollbooth['keys']['create']>[0]['limits']>
-
-import { type Instance, startInstance } from './spawn.js'
 
 const SERVER = fileURLToPath(new URL('./sqlite-server.ts', import.meta.url))
 const SECRET = 'multi-instance-sqlite-secret-0123456789'
