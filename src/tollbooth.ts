@@ -443,7 +443,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
           ),
         )
       // The queued usage events get at least one storage timeout, even when the settle
-      // queue used up the bound; a write the store refused (a lock, a blip) is tried again
+      // queue used up the bound; a write the store could not take (a lock, a blip) is tried again
       // while the bound lasts, as the process is about to exit with them. Those not known
       // written make close() reject, saying so.
       let failure: unknown
@@ -458,7 +458,9 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
             `close(): ${ctx.outbox.unwritten} usage event(s) not written (they stay queued for tb.flush()): ${err instanceof Error ? err.message : String(err)}`,
             { cause: err },
           )
-          if (left() <= pause) break
+          // Only a store that could not take them now (a lock, a lost connection): one that
+          // refuses them (a closed store, an error of the data) would refuse them again.
+          if (!(err instanceof StorageUnavailableError) || left() <= pause) break
           await new Promise((resolve) => setTimeout(resolve, pause))
           written = ctx.outbox.flush()
         }
