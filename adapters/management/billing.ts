@@ -8,6 +8,7 @@
  */
 
 import type { Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
 import {
   type BillingProvider,
   type CheckoutInput,
@@ -15,6 +16,7 @@ import {
   NotImplementedError,
   type PortalInput,
   type Tollbooth,
+  WEBHOOK_BODY_MAX_BYTES,
 } from '../../src/internal.js'
 import type { Guard } from './auth.js'
 import { json, parse, queryOf, readJson, refusal } from './http.js'
@@ -22,9 +24,6 @@ import { checkoutBody, noQuery, portalBody } from './schemas.js'
 import { subscriptionView } from './views.js'
 
 export type { BillingProvider, CheckoutInput, PortalInput }
-
-/** The largest webhook body read (Stripe events are a few kB). */
-const MAX_WEBHOOK_BYTES = 1 << 20
 
 const notConfigured = () =>
   new NotImplementedError(
@@ -106,12 +105,15 @@ export function billingRoutes(
     }),
   )
 
-  app.post('/billing/webhook', async (c) => {
+  // No credential guards this route: the body is read up to the bound and no further (a
+  // declared Content-Length over it is refused before any byte is read).
+  const webhookBody = bodyLimit({
+    maxSize: WEBHOOK_BODY_MAX_BYTES,
+    onError: () => refusal('body_too_large', 'Webhook body too large'),
+  })
+  app.post('/billing/webhook', webhookBody, async (c) => {
     if (!billing) throw notConfigured()
     const raw = new Uint8Array(await c.req.arrayBuffer())
-    if (raw.byteLength > MAX_WEBHOOK_BYTES) {
-      return refusal('body_too_large', 'Webhook body too large')
-    }
     const r = await billing.webhook({ body: raw, headers: c.req.raw.headers })
     return c.json(r.body, r.status as 200)
   })

@@ -10,11 +10,13 @@
 import type { Context } from 'hono'
 import type { z } from 'zod'
 import {
+  BodyTooLargeError,
   type DenialName,
   denialAnswer,
   InvalidRequestError,
   isTollboothError,
   parseInput,
+  readBodyBounded,
 } from '../../src/internal.js'
 
 /** Bodies above this many bytes are refused with 413 before they are parsed. */
@@ -84,32 +86,6 @@ const tooLarge = () =>
     status: 413,
   })
 
-async function readBounded(req: Request): Promise<string> {
-  const declared = Number(req.headers.get('content-length') ?? '0')
-  if (declared > BODY_LIMIT_BYTES) throw tooLarge()
-  if (!req.body) return ''
-  const reader = req.body.getReader()
-  const chunks: Uint8Array[] = []
-  let size = 0
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) break
-    size += value.byteLength
-    if (size > BODY_LIMIT_BYTES) {
-      await reader.cancel().catch(() => {})
-      throw tooLarge()
-    }
-    chunks.push(value)
-  }
-  const all = new Uint8Array(size)
-  let at = 0
-  for (const c of chunks) {
-    all.set(c, at)
-    at += c.byteLength
-  }
-  return new TextDecoder('utf-8', { fatal: true }).decode(all)
-}
-
 /**
  * The JSON body, or `{}` when the request has none (so optional bodies, as on rotate, may be
  * left out). A body that is not JSON is a 400; over {@link BODY_LIMIT_BYTES} a 413.
@@ -117,9 +93,11 @@ async function readBounded(req: Request): Promise<string> {
 export async function readJson(c: Context): Promise<unknown> {
   let text: string
   try {
-    text = await readBounded(c.req.raw)
+    text = new TextDecoder('utf-8', { fatal: true }).decode(
+      await readBodyBounded(c.req.raw, BODY_LIMIT_BYTES),
+    )
   } catch (err) {
-    if (isTollboothError(err)) throw err
+    if (err instanceof BodyTooLargeError) throw tooLarge()
     throw new InvalidRequestError('Invalid request body: must be UTF-8 JSON', [
       { path: '(body)', message: 'must be UTF-8 JSON' },
     ])

@@ -16,12 +16,14 @@ import {
   type BillingProvider,
   type BillingState,
   BillingUnavailableError,
+  BodyTooLargeError,
   type CheckoutInput,
   type CheckoutResult,
   ConflictError,
   checkAccountId,
   checkTollboothArg,
   createMeterOutbox,
+  denialAnswer,
   InvalidRequestError,
   isTollboothError,
   type MeterOutbox,
@@ -31,8 +33,10 @@ import {
   type PortalInput,
   type PortalResult,
   parseOptions,
+  readBodyBounded,
   reconcileOverage,
   type Tollbooth,
+  WEBHOOK_BODY_MAX_BYTES,
   type WebhookInput,
   type WebhookResult,
 } from '../../src/internal.js'
@@ -296,7 +300,14 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
       return reconcileOverage(tb, meter, accountId, opts)
     },
     async handleRequest(request) {
-      const body = new Uint8Array(await request.arrayBuffer())
+      let body: Uint8Array
+      try {
+        body = await readBodyBounded(request, WEBHOOK_BODY_MAX_BYTES)
+      } catch (err) {
+        if (!(err instanceof BodyTooLargeError)) throw err
+        const d = denialAnswer('body_too_large', 'Webhook body too large')
+        return Response.json(d.body, { status: d.status, headers: d.headers })
+      }
       const r = await webhook({ body, headers: request.headers })
       return Response.json(r.body, { status: r.status })
     },

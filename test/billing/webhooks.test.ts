@@ -19,6 +19,7 @@ import {
   type Storage,
   type Tollbooth,
 } from '../../src/internal.js'
+import { streamBody } from '../support/stream-body.js'
 
 const SECRET = 'billing-suite-secret-billing-suite-secret-0002'
 const WHSEC = 'whsec_test_webhook_secret_0002'
@@ -303,6 +304,28 @@ describe('signatures', () => {
       expect(((await res.json()) as { received: boolean }).received).toBe(true)
       expect((await tb.accounts.get('acct_h')).balance).toBe(700)
     } finally {
+      await new Promise((r) => server.close(r))
+    }
+  })
+
+  it('handleRequest reads at most 1 MiB of a streamed body (413), not the whole of it', async () => {
+    const app = new Hono()
+    app.post('/stripe/webhook', (c) => billing.handleRequest(c.req.raw))
+    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
+    await new Promise<void>((r) => server.once('listening', () => r()))
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/stripe/webhook`
+    try {
+      const r = await streamBody(url, 64 * 2 ** 20)
+      expect([r.status, JSON.parse(r.body)]).toEqual([
+        413,
+        { error: 'Webhook body too large', code: 'invalid_request' },
+      ])
+      // Socket buffers hold a few MiB; without the bound all 64 MiB were read first.
+      expect(r.sent).toBeLessThan(16 * 2 ** 20)
+      const declared = await fetch(url, { method: 'POST', body: new Uint8Array(2 ** 20 + 1) })
+      expect(declared.status).toBe(413)
+    } finally {
+      ;(server as import('node:http').Server).closeAllConnections()
       await new Promise((r) => server.close(r))
     }
   })

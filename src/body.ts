@@ -1,0 +1,50 @@
+/**
+ * @module body
+ *
+ * Reading a request body with a size bound, on Web streams only (no framework, no node:*):
+ * a declared `Content-Length` over the bound is refused before any byte is read, and a body
+ * streamed without one is read up to the bound and no further (the rest is cancelled), so a
+ * caller that sends gigabytes costs the server at most `maxBytes` of memory.
+ */
+
+/** The most a billing webhook body may hold (Stripe's events are a few kB). */
+export const WEBHOOK_BODY_MAX_BYTES = 1 << 20
+
+/** The body passed `maxBytes` (declared or streamed). */
+export class BodyTooLargeError extends Error {
+  constructor(readonly maxBytes: number) {
+    super(`Request body too large: at most ${maxBytes} bytes`)
+    this.name = 'BodyTooLargeError'
+  }
+}
+
+/**
+ * The bytes of `request`'s body (empty when it has none).
+ *
+ * @throws {BodyTooLargeError} when the body is, or says it is, longer than `maxBytes`
+ */
+export async function readBodyBounded(request: Request, maxBytes: number): Promise<Uint8Array> {
+  const declared = Number(request.headers.get('content-length') ?? '0')
+  if (declared > maxBytes) throw new BodyTooLargeError(maxBytes)
+  if (!request.body) return new Uint8Array(0)
+  const reader = request.body.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > maxBytes) {
+      await reader.cancel().catch(() => {})
+      throw new BodyTooLargeError(maxBytes)
+    }
+    chunks.push(value)
+  }
+  const all = new Uint8Array(size)
+  let at = 0
+  for (const c of chunks) {
+    all.set(c, at)
+    at += c.byteLength
+  }
+  return all
+}
