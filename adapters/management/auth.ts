@@ -13,6 +13,7 @@
  */
 
 import type { Context } from 'hono'
+import { csrf } from 'hono/csrf'
 import {
   type Admission,
   type DenialName,
@@ -76,6 +77,26 @@ function cookie(req: Request, name: string): string | undefined {
     if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim() || undefined
   }
   return undefined
+}
+
+const sameOrigin = csrf()
+
+/**
+ * True when a browser sent this change from another site (Hono's `csrf` check: a simple
+ * body, i.e. a form, `text/plain` or none, without `Sec-Fetch-Site: same-origin` or an
+ * `Origin` of this server). Only asked of a request that names where it comes from (a
+ * `Sec-Fetch-Site` or an `Origin`): every browser sends one on a cross-site POST, and a
+ * client that is not a browser, which sends neither, is no forgery.
+ */
+async function forgedCrossSite(c: Context): Promise<boolean> {
+  const h = c.req.raw.headers
+  if (!h.has('sec-fetch-site') && !h.has('origin')) return false
+  try {
+    await sameOrigin(c, async () => {})
+    return false
+  } catch {
+    return true
+  }
 }
 
 const scopesOf = (a: KeyAccess | undefined): string[] =>
@@ -201,6 +222,19 @@ export function createAuthenticator(
     }
   }
 
+  /**
+   * A credential the browser sends by itself (a cookie, or whatever the user's authenticate
+   * reads) does not show that the page asking is the account's: a change from another site
+   * is refused before the credential is even looked at.
+   */
+  const ambient = async (c: Context): Promise<AuthOutcome | null> =>
+    (await forgedCrossSite(c))
+      ? refuse(
+          'forbidden',
+          'Cross-site requests cannot make changes with a browser session; call from the same origin with a JSON body, or send the credential in Authorization',
+        )
+      : null
+
   return async function authenticateManagement(c) {
     const req = c.req.raw
     const token = bearer(req)
@@ -210,9 +244,12 @@ export function createAuthenticator(
     if (session && token && looksLikeJwt(token)) return bySession(token)
     if (session?.cookie && !token) {
       const t = cookie(req, session.cookie)
-      if (t) return bySession(t)
+      if (t) return (await ambient(c)) ?? bySession(t)
     }
     if (auth.authenticate) {
+      // A header credential cannot come from another site without passing CORS first.
+      const forged = token ? null : await ambient(c)
+      if (forged) return forged
       const who = await auth.authenticate(req)
       if (who === null || who === undefined) return unknown(token)
       if (!isAccountId(who.accountId))

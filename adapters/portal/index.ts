@@ -83,6 +83,11 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
     const headers = new Headers(c.req.raw.headers)
     headers.delete('authorization')
     headers.delete('content-length')
+    // The portal's own CSRF check passed (requireCsrf): the inner call is the portal's, so
+    // the management API's check of browser sessions has nothing to judge (and an `Origin:
+    // null` of the page's no-referrer policy would read as another site's).
+    headers.delete('origin')
+    headers.delete('sec-fetch-site')
     const token = verifier ? readCookie(c, jar.session) : undefined
     if (token) headers.set('authorization', `Bearer ${token}`)
     const url = new URL(c.req.url)

@@ -246,6 +246,25 @@ describe("the integrator's own authenticate()", () => {
     client.jar.delete('app_session')
     expect((await client.call('GET', '/api/keys')).status).toBe(401)
   })
+
+  it("passes the page's own changes on whatever Origin its no-referrer policy gives them", async () => {
+    // The portal's CSRF check vouches for the request; the management API's check of browser
+    // sessions does not judge it again (a same-origin DELETE under `Referrer-Policy:
+    // no-referrer` carries `Origin: null`, and over plain HTTP no Sec-Fetch-Site).
+    await served.close()
+    served = await servePortal('hono', tb, { authenticate: () => ({ accountId: 'acct_dan' }) })
+    const client = browserClient(served.url)
+    await client.call('GET', '/api/session')
+    const { record } = await tb.keys.create({ accountId: 'acct_dan', name: 'old' })
+    const rotate = await client.call('POST', `/api/keys/${record.id}/rotate`, {
+      headers: { origin: 'null' },
+    })
+    expect(rotate.status).toBe(200)
+    const del = await client.call('DELETE', `/api/keys/${record.id}`, {
+      headers: { origin: 'null' },
+    })
+    expect(del.status).toBe(204)
+  })
 })
 
 describe('mounted in Express and Fastify', () => {
