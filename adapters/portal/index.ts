@@ -89,7 +89,13 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
     headers.delete('origin')
     headers.delete('sec-fetch-site')
     const token = verifier ? readCookie(c, jar.session) : undefined
-    if (token) headers.set('authorization', `Bearer ${token}`)
+    if (token && o.authenticate) {
+      // Who is signed in is decided once, as GET /api/session decides it: a session cookie
+      // that does not verify gives way to authenticate(), here as there.
+      const who = await identify(c)
+      if (who && 'unavailable' in who) return refusal('session_keys_unavailable', who.unavailable)
+      if (who?.via === 'session') headers.set('authorization', `Bearer ${token}`)
+    } else if (token) headers.set('authorization', `Bearer ${token}`)
     const url = new URL(c.req.url)
     url.pathname = `/${c.req.param('rest')!.split('/').map(encodeURIComponent).join('/')}`
     const method = c.req.method

@@ -26,8 +26,14 @@ import type { ResolvedPortalOptions } from './options.js'
 
 type Verifier = ReturnType<typeof createSessionVerifier>
 
-/** The signed-in account, a key source that cannot be reached (503), or nobody. */
-export type Visitor = { accountId: string } | { unavailable: string } | null
+/**
+ * The signed-in account and how (the portal's session cookie, or the integrator's
+ * `authenticate`), a key source that cannot be reached (503), or nobody.
+ */
+export type Visitor =
+  | { accountId: string; via: 'session' | 'authenticate' }
+  | { unavailable: string }
+  | null
 
 /** Finds who sent `request`: the portal's session cookie first, then `authenticate`. */
 export type Identify = (c: Context) => Promise<Visitor>
@@ -52,7 +58,7 @@ export function createIdentify(o: ResolvedPortalOptions, verifier: Verifier | nu
     const token = verifier ? readCookie(c, jar.session) : undefined
     if (verifier && token) {
       const r = await verifier.verify(token)
-      if (r.ok && validAccount(r.accountId)) return { accountId: r.accountId }
+      if (r.ok && validAccount(r.accountId)) return { accountId: r.accountId, via: 'session' }
       if (!r.ok && r.status === 503) return { unavailable: r.message }
     }
     if (!o.authenticate) return null
@@ -60,7 +66,7 @@ export function createIdentify(o: ResolvedPortalOptions, verifier: Verifier | nu
     if (who === null || who === undefined) return null
     if (!validAccount(who.accountId))
       throw new TypeError('portal authenticate() returned an invalid accountId')
-    return { accountId: who.accountId }
+    return { accountId: who.accountId, via: 'authenticate' }
   }
 }
 
@@ -103,8 +109,9 @@ export function sessionRoutes(
     const who = await identify(c)
     if (who && 'unavailable' in who)
       return withCookies(refusal('session_keys_unavailable', who.unavailable), cookies)
-    // A session cookie that no longer verifies (expired, signed with a retired key) is dropped.
-    if (!who && verifier && readCookie(c, jar.session) !== undefined)
+    // A session cookie that no longer verifies (expired, signed with a retired key) is dropped,
+    // also when authenticate() let the visitor in.
+    if (who?.via !== 'session' && verifier && readCookie(c, jar.session) !== undefined)
       cookies.push(setCookie(jar, jar.session, '', 0))
     const body = {
       signedIn: who !== null,

@@ -6,7 +6,14 @@
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { ManualClock, Tollbooth } from '../../src/index.js'
-import { browserClient, makeTollbooth, type Served, servePortal, sessionToken } from './servers.js'
+import {
+  browserClient,
+  makeTollbooth,
+  SESSION_SECRET,
+  type Served,
+  servePortal,
+  sessionToken,
+} from './servers.js'
 
 const DAY = 86_400_000
 let tb: Tollbooth
@@ -264,6 +271,41 @@ describe("the integrator's own authenticate()", () => {
       headers: { origin: 'null' },
     })
     expect(del.status).toBe(204)
+  })
+})
+
+describe('session tokens and authenticate() together', () => {
+  it('a session cookie that no longer verifies gives way to authenticate(), in the API too', async () => {
+    // A token signed with a retired secret (or expired) stays in the browser's cookie: the
+    // page was told it is signed in (through authenticate) while every API call answered 401
+    // for the stale token, and the page, asking again on each 401, went round without end.
+    await served.close()
+    served = await servePortal('hono', tb, {
+      session: { secret: SESSION_SECRET },
+      authenticate: (req) =>
+        (req.headers.get('cookie') ?? '').includes('app_session=erin')
+          ? { accountId: 'acct_erin' }
+          : null,
+    })
+    const client = browserClient(served.url)
+    client.jar.set('app_session', 'erin')
+    const retired = 'retired-secret-retired-secret-retired-secret'
+    client.jar.set('tollbooth-portal', await sessionToken('acct_erin', clock, retired))
+    const s = await client.call('GET', '/api/session')
+    expect(s.body).toMatchObject({ signedIn: true, accountId: 'acct_erin' })
+    const list = await client.call('GET', '/api/keys')
+    expect(list.status).toBe(200)
+    const created = await client.call('POST', '/api/keys', { json: { name: 'Mine' } })
+    expect(created.status).toBe(201)
+    expect((await tb.keys.get(created.body.id)).accountId).toBe('acct_erin')
+    // The stale cookie is dropped once the page asks who is signed in.
+    expect(client.jar.has('tollbooth-portal')).toBe(false)
+    // A valid session token still decides over authenticate().
+    client.jar.set('tollbooth-portal', await sessionToken('acct_frank', clock))
+    expect((await client.call('GET', '/api/session')).body.accountId).toBe('acct_frank')
+    expect((await client.call('GET', '/api/keys')).status).toBe(200)
+    const own = await client.call('POST', '/api/keys', { json: { name: 'Frank' } })
+    expect((await tb.keys.get(own.body.id)).accountId).toBe('acct_frank')
   })
 })
 
