@@ -27,9 +27,29 @@ export function isLocalHost(hostname: string): boolean {
   )
 }
 
-/** The jar for `request`: `Secure` and `__Host-` names unless served on localhost (`'auto'`). */
+/**
+ * True when a proxy in front says the browser reached it over HTTPS (`X-Forwarded-Proto` or
+ * RFC 7239 `Forwarded: proto=`, any hop). Only ever makes the cookies stricter, so it needs no
+ * trust in the proxy: a browser cannot be made to send either header to another site.
+ */
+function forwardedHttps(headers: Headers): boolean {
+  const xfp = headers.get('x-forwarded-proto')
+  if (xfp?.split(',').some((p) => p.trim().toLowerCase() === 'https')) return true
+  const fwd = headers.get('forwarded')
+  return fwd !== null && /(?:^|[;,\s])proto="?https"?(?:$|[;,\s])/i.test(fwd)
+}
+
+/**
+ * The jar for `request`. `'auto'`: `Secure` and `__Host-` names unless the browser is on this
+ * machine, i.e. the host is local, the URL is not `https:`, and no proxy says the browser
+ * came over HTTPS (a proxy that sends `Host: 127.0.0.1` says nothing of the browser's host).
+ */
 export function jarFor(request: Request, base: string, secure: boolean | 'auto'): CookieJar {
-  const s = secure === 'auto' ? !isLocalHost(new URL(request.url).hostname) : secure
+  const url = new URL(request.url)
+  const s =
+    secure === 'auto'
+      ? !isLocalHost(url.hostname) || url.protocol === 'https:' || forwardedHttps(request.headers)
+      : secure
   const prefix = s ? '__Host-' : ''
   return { secure: s, session: `${prefix}${base}`, csrf: `${prefix}${base}-csrf` }
 }

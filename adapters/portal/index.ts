@@ -42,7 +42,7 @@ export type { PortalAuthenticate, PortalOptions } from './options.js'
  * @param [options.signOutUrl] where "Sign out" goes with `authenticate`
  * @param [options.title='Developer portal'] the page's title
  * @param [options.categories=['production','development','staging']] categories offered
- * @param [options.secureCookies='auto'] `Secure` cookies everywhere but on localhost
+ * @param [options.secureCookies='auto'] `Secure` cookies everywhere but on localhost over plain HTTP
  * @param [options.frameAncestors=["'self'"]] who may frame the portal (CSP `frame-ancestors`)
  * @throws {ConfigError} naming a bad option, at construction
  * @example

@@ -46,7 +46,10 @@ export interface PortalOptions {
   providers?: string[]
   /** Base name of the portal's cookies (`<name>` and `<name>-csrf`). Default `tollbooth-portal`. */
   cookieName?: string
-  /** `Secure` cookies: `'auto'` (the default) sets them everywhere but on localhost. */
+  /**
+   * `Secure` cookies: `'auto'` (the default) sets them everywhere but on localhost over plain
+   * HTTP (a proxy's `X-Forwarded-Proto: https` or `Forwarded: proto=https` counts as HTTPS).
+   */
   secureCookies?: boolean | 'auto'
   /** CSP `frame-ancestors`: who may show the portal in a frame. Default `["'self'"]`. */
   frameAncestors?: string[]

@@ -41,15 +41,22 @@ async function signedIn(accountId = 'acct_a') {
 }
 
 /** A request with a chosen Host header (fetch cannot set one), answering status and cookies. */
-function withHost(path: string, host: string): Promise<{ status: number; cookies: string[] }> {
+function withHost(
+  path: string,
+  host: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; cookies: string[] }> {
   const { port } = new URL(served.url)
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, headers: { host } }, (res) => {
-      res.resume()
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, cookies: res.headers['set-cookie'] ?? [] }),
-      )
-    })
+    const req = httpRequest(
+      { host: '127.0.0.1', port, path, headers: { ...headers, host } },
+      (res) => {
+        res.resume()
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, cookies: res.headers['set-cookie'] ?? [] }),
+        )
+      },
+    )
     req.on('error', reject)
     req.end()
   })
@@ -186,6 +193,28 @@ describe('sign-in and cookies', () => {
     )
     const local = await withHost('/portal/api/session', 'localhost:8080')
     expect(local.cookies[0]).toMatch(
+      /^tollbooth-portal-csrf=[^;]+; Path=\/; HttpOnly; SameSite=Strict$/,
+    )
+  })
+
+  it('uses Secure __Host- cookies behind a proxy that says the browser came over HTTPS', async () => {
+    // nginx's default `proxy_pass http://127.0.0.1:3000` sends `Host: 127.0.0.1:3000`: the
+    // portal saw a local host and set plain cookies on a site the browser reached over HTTPS.
+    const secure =
+      /^__Host-tollbooth-portal-csrf=[\w-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict$/
+    const proxies: Array<Record<string, string>> = [
+      { 'x-forwarded-proto': 'https' },
+      { 'x-forwarded-proto': 'HTTPS, http' },
+      { forwarded: 'for=203.0.113.7;proto=https;host=portal.example.com' },
+    ]
+    for (const h of proxies) {
+      const r = await withHost('/portal/api/session', '127.0.0.1:3000', h)
+      expect([h, r.cookies[0]]).toEqual([h, expect.stringMatching(secure)])
+    }
+    const plain = await withHost('/portal/api/session', '127.0.0.1:3000', {
+      'x-forwarded-proto': 'http',
+    })
+    expect(plain.cookies[0]).toMatch(
       /^tollbooth-portal-csrf=[^;]+; Path=\/; HttpOnly; SameSite=Strict$/,
     )
   })
