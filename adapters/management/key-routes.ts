@@ -20,6 +20,7 @@ import {
 } from '../../src/internal.js'
 import type { Guard, Principal } from './auth.js'
 import { json, noContent, parse, queryOf, readJson } from './http.js'
+import { IP_BLOCKS_SCOPE } from './ip-block-routes.js'
 import {
   createKeyBody,
   createManagementKeyBody,
@@ -31,6 +32,21 @@ import {
   updateKeyBody,
 } from './schemas.js'
 import { createdView, keyView, logView } from './views.js'
+
+/**
+ * The `ip-blocks` scope spans every account: only a caller whose own key holds it may give it
+ * to a key (a customer's key, a consumption key or a session would mint themselves the
+ * operator's routes). Other scopes mean what the integrator makes them mean, in one account.
+ */
+function checkGrant(p: Principal, scopes: ReadonlyArray<string> | undefined): void {
+  if (!scopes?.includes(IP_BLOCKS_SCOPE)) return
+  if (p.via === 'management_key' && p.scopes.includes(IP_BLOCKS_SCOPE)) return
+  throw new TollboothError(
+    'forbidden',
+    403,
+    `scopes: ${IP_BLOCKS_SCOPE} spans every account; only a management key that holds it may give it`,
+  )
+}
 
 /** Registers the key routes on `app`; `rule` goes with every create and rename to `tb.keys`. */
 export function keyRoutes(app: Hono, tb: Tollbooth, guard: Guard, rule: NameRule = {}): void {
@@ -64,6 +80,7 @@ export function keyRoutes(app: Hono, tb: Tollbooth, guard: Guard, rule: NameRule
         check(p)
         parse(noQuery, queryOf(c), 'query')
         const body = parse(create, await readJson(c), 'body')
+        checkGrant(p, body.scopes)
         const draft = { category: null, limits: {}, ...body, accountId: p.accountId, kind }
         const { key, record } = await keys.create({ ...draft, active: true }, rule)
         return json(createdView(key, record), 201)
@@ -100,6 +117,8 @@ export function keyRoutes(app: Hono, tb: Tollbooth, guard: Guard, rule: NameRule
         parse(noQuery, queryOf(c), 'query')
         const body = parse(updateKeyBody, await readJson(c), 'body')
         const k = await own(c.req.param('id')!, p, kind)
+        // A key that has the scope keeps it; adding it is a grant.
+        if (!k.scopes.includes(IP_BLOCKS_SCOPE)) checkGrant(p, body.scopes)
         const updated = await keys.update(k.id, body, {
           accountId: p.accountId,
           ...rule,
