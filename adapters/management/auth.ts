@@ -13,6 +13,7 @@
  */
 
 import type { Context } from 'hono'
+import { getCookie } from 'hono/cookie'
 import { csrf } from 'hono/csrf'
 import {
   type Admission,
@@ -69,14 +70,6 @@ function bearer(req: Request): string | undefined {
   const h = req.headers.get('authorization')
   if (h && /^bearer /i.test(h)) return h.slice(7).trim() || undefined
   return req.headers.get('x-api-key')?.trim() || undefined
-}
-
-function cookie(req: Request, name: string): string | undefined {
-  for (const part of (req.headers.get('cookie') ?? '').split(';')) {
-    const eq = part.indexOf('=')
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim() || undefined
-  }
-  return undefined
 }
 
 const sameOrigin = csrf()
@@ -243,7 +236,7 @@ export function createAuthenticator(
       return byKey(c, token, 'consumption')
     if (session && token && looksLikeJwt(token)) return bySession(token)
     if (session?.cookie && !token) {
-      const t = cookie(req, session.cookie)
+      const t = getCookie(c, session.cookie) || undefined
       if (t) return (await ambient(c)) ?? bySession(t)
     }
     if (auth.authenticate) {

@@ -100,6 +100,9 @@ describe('session JWTs with a shared secret', () => {
     expect((await api('GET', '/usage', { headers: { cookie: 'sid=nope.nope.nope' } })).status).toBe(
       401,
     )
+    // As RFC 6265 lets a cookie value be written: in double quotes (read by hono/cookie).
+    const quoted = await api('GET', '/usage', { headers: { cookie: `sid="${token}"; x=1` } })
+    expect(quoted.status).toBe(200)
   })
 
   it('takes management keys too by default, and refuses them when sessions only (003)', async () => {
