@@ -74,9 +74,20 @@ export interface ResolvedPortalOptions {
 
 const COOKIE_NAME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$/
 const CSP_SOURCE = /^(?:'self'|'none'|https?:\/\/[A-Za-z0-9.*:[\]-]+|[A-Za-z0-9.*-]+(?::\d+)?)$/
-const url = z
-  .string()
-  .refine((u) => /^\/(?!\/)/.test(u) || /^https?:\/\//i.test(u), 'must be a path or an http(s) URL')
+/**
+ * A path of this site, or an http(s) URL. Judged as a browser reads it (the WHATWG URL
+ * parser): `//host`, `/\host` or `/<tab>/host` start with a slash but lead to another site.
+ */
+const isPathOrHttpUrl = (u: string): boolean => {
+  const base = 'http://portal.invalid/'
+  try {
+    if (u.startsWith('/')) return new URL(u, base).host === 'portal.invalid'
+    return /^https?:\/\//i.test(u) && URL.canParse(u)
+  } catch {
+    return false
+  }
+}
+const url = z.string().refine(isPathOrHttpUrl, 'must be a path or an http(s) URL')
 const label = z.string().trim().min(1).max(64)
 
 const schema = z

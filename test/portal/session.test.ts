@@ -89,6 +89,13 @@ describe('portal options', () => {
     expect(
       configError(() => portal(tb, { authenticate: () => null, signInUrl: 'javascript:x' })),
     ).toContain('options.signInUrl must be a path or an http(s) URL, got "javascript:x"')
+    // A browser reads `/\\host` and `//host` as another site, not a path of this one.
+    for (const bad of ['//evil.example/login', '/\\evil.example/login', '/\t/evil.example']) {
+      expect(
+        configError(() => portal(tb, { authenticate: () => null, signOutUrl: bad })),
+      ).toContain('options.signOutUrl must be a path or an http(s) URL')
+      expect(new URL(bad, 'https://portal.example/').host).not.toBe('portal.example')
+    }
     expect(configError(() => portal({} as Tollbooth, { authenticate: () => null }))).toContain(
       'tb must be a tollbooth instance',
     )
