@@ -48,3 +48,31 @@ export async function readBodyBounded(request: Request, maxBytes: number): Promi
   }
   return all
 }
+
+/**
+ * Set by a framework bridge on a `Request` whose body is not the bytes the client sent: a body
+ * parser in front (Express's `express.json()`) read them, and the bridge passes on what it
+ * parsed, serialized again. A signature over the raw body (a billing webhook's) cannot hold.
+ */
+export const REPARSED_BODY = Symbol.for('tollbooth.reparsedBody')
+
+/** Marks `request` as carrying a re-serialized body (see {@link REPARSED_BODY}). */
+export function markReparsedBody(request: Request, parser: string): Request {
+  Object.defineProperty(request, REPARSED_BODY, { value: parser })
+  return request
+}
+
+/** The parser that re-serialized `request`'s body, or undefined when it holds the bytes sent. */
+export function reparsedBody(request: Request): string | undefined {
+  return (request as unknown as Record<symbol, string | undefined>)[REPARSED_BODY]
+}
+
+/**
+ * Why a webhook cannot be checked when its body was re-serialized, or undefined when it holds
+ * the bytes sent: the provider signs those bytes, so the answer says how to keep them.
+ */
+export function reparsedWebhookMessage(request: Request): string | undefined {
+  const parser = reparsedBody(request)
+  if (parser === undefined) return undefined
+  return `Webhook body was parsed by ${parser} and re-serialized, so its signature cannot be checked: mount the webhook before the parser, or keep the raw bytes with express.json({ verify: (req, _res, buf) => { req.rawBody = buf } })`
+}

@@ -22,7 +22,14 @@ export {
   reconcileOverage,
 } from './billing/reconcile.js'
 export { headerOf } from './billing/types.js'
-export { BodyTooLargeError, readBodyBounded, WEBHOOK_BODY_MAX_BYTES } from './body.js'
+export {
+  BodyTooLargeError,
+  markReparsedBody,
+  readBodyBounded,
+  reparsedBody,
+  reparsedWebhookMessage,
+  WEBHOOK_BODY_MAX_BYTES,
+} from './body.js'
 export { DEFAULT_PROVIDERS } from './byok/providers.js'
 export { providerKeyBody, storeParsedProviderKey } from './byok/service.js'
 export { httpVerifier, PROVIDER_ENDPOINTS } from './byok/verifiers.js'

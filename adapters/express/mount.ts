@@ -15,6 +15,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { pipeline } from 'node:stream/promises'
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
+import { markReparsedBody } from '../../src/internal.js'
 import {
   abortOnClose,
   checkHandler,
@@ -30,12 +31,20 @@ export type { FetchHandler, NodeBindings } from '../node/web-bridge.js'
 type Request_ = globalThis.Request
 type Response_ = globalThis.Response
 
-/** The body a parser in front read (`express.json()`, …), as the handler gets it again. */
-function parsedBody(b: unknown): Pick<NodeRequestParts, 'body' | 'contentType'> {
+/**
+ * The body a parser in front read (`express.json()`, …), as the handler gets it again: the
+ * bytes the client sent when the parser kept them (`req.rawBody`, set by its `verify`
+ * option), else what it parsed, serialized again (`reserialized`: not the bytes sent).
+ */
+function parsedBody(
+  b: unknown,
+  rawBody: unknown,
+): Pick<NodeRequestParts, 'body' | 'contentType'> & { reserialized?: true } {
+  if (rawBody instanceof Uint8Array) return { body: new Uint8Array(rawBody) }
   if (b === undefined || b === null) return {}
   if (typeof b === 'string') return { body: b }
   if (b instanceof Uint8Array) return { body: new Uint8Array(b) }
-  return { body: JSON.stringify(b), contentType: 'application/json' }
+  return { body: JSON.stringify(b), contentType: 'application/json', reserialized: true }
 }
 
 /** Builds the Web request: URL relative to the mount point, headers, streamed body, abort signal. */
@@ -61,7 +70,12 @@ export function toWebRequest(
   if (raw !== undefined) return webRequest({ url, req, signal, body: raw })
   // A body parser (express.json(), …) ran first: send what it parsed; else stream the body.
   const parsed = req.readableEnded || (req as { _body?: boolean })._body === true
-  return webRequest({ url, req, signal, ...(parsed ? parsedBody(req.body) : { body: req }) })
+  if (!parsed) return webRequest({ url, req, signal, body: req })
+  const { reserialized, ...body } = parsedBody(req.body, (req as { rawBody?: unknown }).rawBody)
+  const request = webRequest({ url, req, signal, ...body })
+  return reserialized
+    ? markReparsedBody(request, 'a body parser in front (express.json())')
+    : request
 }
 
 /** Writes a Web response to a Node response, streaming its body; resolves when done. */

@@ -7,7 +7,7 @@
  * message saying what to configure.
  */
 
-import type { Hono } from 'hono'
+import type { Hono, MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import {
   type BillingProvider,
@@ -15,6 +15,7 @@ import {
   InvalidRequestError,
   NotImplementedError,
   type PortalInput,
+  reparsedWebhookMessage,
   type Tollbooth,
   WEBHOOK_BODY_MAX_BYTES,
 } from '../../src/internal.js'
@@ -52,6 +53,7 @@ export function billingRoutes(
   tb: Tollbooth,
   guard: Guard,
   billing: BillingProvider | undefined,
+  report: (err: unknown) => void,
 ): void {
   app.get(
     '/billing/subscription',
@@ -111,7 +113,14 @@ export function billingRoutes(
     maxSize: WEBHOOK_BODY_MAX_BYTES,
     onError: () => refusal('body_too_large', 'Webhook body too large'),
   })
-  app.post('/billing/webhook', webhookBody, async (c) => {
+  // Before the bound, which may wrap the request in a new one.
+  const rawBytes: MiddlewareHandler = async (c, next) => {
+    const reparsed = billing ? reparsedWebhookMessage(c.req.raw) : undefined
+    if (!reparsed) return next()
+    report(new Error(reparsed))
+    return json({ error: reparsed, code: 'webhook_failed' }, 500)
+  }
+  app.post('/billing/webhook', rawBytes, webhookBody, async (c) => {
     if (!billing) throw notConfigured()
     const raw = new Uint8Array(await c.req.arrayBuffer())
     const r = await billing.webhook({ body: raw, headers: c.req.raw.headers })

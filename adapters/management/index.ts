@@ -183,7 +183,7 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
   const app = new Hono()
   keyRoutes(app, tb, guard, { uniqueName: options.uniqueKeyNames === true })
   accountRoutes(app, tb, guard)
-  billingRoutes(app, tb, guard, options.billing)
+  billingRoutes(app, tb, guard, options.billing, report)
   ipBlockRoutes(app, tb, guard)
   // Used only when the app is served on its own (or through mountFetch), never by app.route().
   app.notFound((c) => refusal('not_found', `Not found: ${c.req.method} ${c.req.path}`))

@@ -35,6 +35,7 @@ import {
   parseOptions,
   readBodyBounded,
   reconcileOverage,
+  reparsedWebhookMessage,
   type Tollbooth,
   WEBHOOK_BODY_MAX_BYTES,
   type WebhookInput,
@@ -300,6 +301,11 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
       return reconcileOverage(tb, meter, accountId, opts)
     },
     async handleRequest(request) {
+      const reparsed = reparsedWebhookMessage(request)
+      if (reparsed) {
+        onError(new Error(reparsed))
+        return Response.json({ error: reparsed, code: 'webhook_failed' }, { status: 500 })
+      }
       let body: Uint8Array
       try {
         body = await readBodyBounded(request, WEBHOOK_BODY_MAX_BYTES)

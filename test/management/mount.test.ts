@@ -105,6 +105,46 @@ describe('express mountFetch', () => {
     })
   })
 
+  it('hands a billing webhook its raw bytes after express.json(), or says why it cannot', async () => {
+    // Stripe signs the bytes it sends (pretty-printed JSON); express.json() in front parsed
+    // them, and the bridge re-sent JSON.stringify of the result: every signature failed.
+    const { tb } = makeTollbooth()
+    const got: string[] = []
+    const billing = {
+      name: 'fake',
+      async checkout() {
+        return { url: 'https://c.example', sessionId: 'cs' }
+      },
+      async portal() {
+        return { url: 'https://p.example' }
+      },
+      async webhook(input: { body: unknown }) {
+        got.push(new TextDecoder().decode(input.body as Uint8Array))
+        return { status: 200, body: { received: true }, applied: [] }
+      },
+    }
+    const keep = (req: object, _res: unknown, buf: Buffer) => {
+      ;(req as { rawBody?: Buffer }).rawBody = buf
+    }
+    const url = await expressServer((app) => {
+      app.use(
+        '/kept',
+        express.json({ verify: keep }),
+        mountFetch(managementApi(tb, { billing }).fetch),
+      )
+      app.use('/lost', express.json(), mountFetch(managementApi(tb, { billing }).fetch))
+    })
+    const event = '{\n  "id": "evt_1",\n  "object": "event"\n}'
+    const headers = { 'content-type': 'application/json' }
+    const kept = await call(url, 'POST', '/kept/billing/webhook', { raw: event, headers })
+    expect([kept.status, got]).toEqual([200, [event]])
+    const lost = await call(url, 'POST', '/lost/billing/webhook', { raw: event, headers })
+    expect(lost.status).toBe(500)
+    expect(lost.body).toMatchObject({ code: 'webhook_failed' })
+    expect(lost.body.error).toMatch(/express\.json\(\)/)
+    expect(got).toEqual([event])
+  })
+
   it("answers the management API's JSON 400 for malformed JSON after express.json()", async () => {
     const { tb } = makeTollbooth()
     const url = await expressServer((app) => {
