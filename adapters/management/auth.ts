@@ -77,11 +77,14 @@ const sameOrigin = csrf()
 /**
  * True when a browser sent this change from another site (Hono's `csrf` check: a simple
  * body, i.e. a form, `text/plain` or none, without `Sec-Fetch-Site: same-origin` or an
- * `Origin` of this server). Only asked of a request that names where it comes from (a
- * `Sec-Fetch-Site` or an `Origin`): every browser sends one on a cross-site POST, and a
- * client that is not a browser, which sends neither, is no forgery.
+ * `Origin` of this server). Only asked of a POST, the one change another site can send
+ * without a CORS preflight (a form, a no-cors fetch): a cross-origin PATCH or DELETE passed
+ * the preflight the application configured. And only of a request that names where it comes
+ * from (a `Sec-Fetch-Site` or an `Origin`): every browser sends one on a cross-site POST, and
+ * a client that is not a browser, which sends neither, is no forgery.
  */
 async function forgedCrossSite(c: Context): Promise<boolean> {
+  if (c.req.method !== 'POST') return false
   const h = c.req.raw.headers
   if (!h.has('sec-fetch-site') && !h.has('origin')) return false
   try {

@@ -101,6 +101,19 @@ describe.each(FRAMEWORKS)('cookie credentials on %s', (framework) => {
       expect(rotated.status).toBe(200)
       const read = await api('GET', '/keys', { headers: { ...headers, ...EVIL } })
       expect(read.status).toBe(200)
+      // A cross-origin DELETE or PATCH needs a CORS preflight: what gets here, the application's
+      // CORS let in (a dashboard on another origin of the same site, say).
+      const cors = {
+        ...headers,
+        origin: 'https://dashboard.example',
+        'sec-fetch-site': 'same-site',
+      }
+      const patched = await api('PATCH', `/keys/${same.body.id}`, {
+        headers: { ...cors, 'content-type': 'text/plain' },
+        raw: '{"name":"renamed"}',
+      })
+      expect(patched.status).toBe(200)
+      expect((await api('DELETE', `/keys/${same.body.id}`, { headers: cors })).status).toBe(204)
     })
   }
 
