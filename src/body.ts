@@ -51,20 +51,28 @@ export async function readBodyBounded(request: Request, maxBytes: number): Promi
 
 /**
  * Set by a framework bridge on a `Request` whose body is not the bytes the client sent: a body
- * parser in front (Express's `express.json()`) read them, and the bridge passes on what it
- * parsed, serialized again. A signature over the raw body (a billing webhook's) cannot hold.
+ * parser in front (Express's `express.json()`, `express.urlencoded()`) read them, and the
+ * bridge passes on what it parsed, serialized again as JSON. A signature over the raw body (a
+ * billing webhook's) cannot hold, and the `Content-Type` the client sent (a form's, say) is
+ * not the one the request now shows.
  */
 export const REPARSED_BODY = Symbol.for('tollbooth.reparsedBody')
 
+/** What a bridge records of a re-serialized body: who parsed it, and the type the client sent. */
+export interface ReparsedBody {
+  parser: string
+  contentType: string | null
+}
+
 /** Marks `request` as carrying a re-serialized body (see {@link REPARSED_BODY}). */
-export function markReparsedBody(request: Request, parser: string): Request {
-  Object.defineProperty(request, REPARSED_BODY, { value: parser })
+export function markReparsedBody(request: Request, reparsed: ReparsedBody): Request {
+  Object.defineProperty(request, REPARSED_BODY, { value: reparsed })
   return request
 }
 
-/** The parser that re-serialized `request`'s body, or undefined when it holds the bytes sent. */
-export function reparsedBody(request: Request): string | undefined {
-  return (request as unknown as Record<symbol, string | undefined>)[REPARSED_BODY]
+/** How `request`'s body was re-serialized, or undefined when it holds the bytes sent. */
+export function reparsedBody(request: Request): ReparsedBody | undefined {
+  return (request as unknown as Record<symbol, ReparsedBody | undefined>)[REPARSED_BODY]
 }
 
 /**
@@ -72,7 +80,7 @@ export function reparsedBody(request: Request): string | undefined {
  * the bytes sent: the provider signs those bytes, so the answer says how to keep them.
  */
 export function reparsedWebhookMessage(request: Request): string | undefined {
-  const parser = reparsedBody(request)
+  const parser = reparsedBody(request)?.parser
   if (parser === undefined) return undefined
   return `Webhook body was parsed by ${parser} and re-serialized, so its signature cannot be checked: mount the webhook before the parser, or keep the raw bytes with express.json({ verify: (req, _res, buf) => { req.rawBody = buf } })`
 }

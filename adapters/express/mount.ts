@@ -74,7 +74,10 @@ export function toWebRequest(
   const { reserialized, ...body } = parsedBody(req.body, (req as { rawBody?: unknown }).rawBody)
   const request = webRequest({ url, req, signal, ...body })
   return reserialized
-    ? markReparsedBody(request, 'a body parser in front (express.json())')
+    ? markReparsedBody(request, {
+        parser: 'a body parser in front (express.json())',
+        contentType: req.headers['content-type'] ?? null,
+      })
     : request
 }
 

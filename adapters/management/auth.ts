@@ -20,6 +20,7 @@ import {
   type DenialName,
   isAccountId,
   type ResolvedRoute,
+  reparsedBody,
   type Tollbooth,
   type TrustProxy,
 } from '../../src/internal.js'
@@ -74,6 +75,17 @@ function bearer(req: Request): string | undefined {
 
 const sameOrigin = csrf()
 
+/** `c` as Hono's `csrf` check reads it (method, URL, headers), with another `Content-Type`. */
+const withContentType = (c: Context, type: string | null): Context =>
+  ({
+    req: {
+      method: c.req.method,
+      url: c.req.url,
+      header: (name: string) =>
+        name.toLowerCase() === 'content-type' ? (type ?? undefined) : c.req.header(name),
+    },
+  }) as unknown as Context
+
 /**
  * True when a browser sent this change from another site (Hono's `csrf` check: a simple
  * body, i.e. a form, `text/plain` or none, without `Sec-Fetch-Site: same-origin` or an
@@ -87,8 +99,10 @@ async function forgedCrossSite(c: Context): Promise<boolean> {
   if (c.req.method !== 'POST') return false
   const h = c.req.raw.headers
   if (!h.has('sec-fetch-site') && !h.has('origin')) return false
+  // A body parser in front (Express) may have turned a form into JSON: judge the type sent.
+  const sent = reparsedBody(c.req.raw)
   try {
-    await sameOrigin(c, async () => {})
+    await sameOrigin(sent ? withContentType(c, sent.contentType) : c, async () => {})
     return false
   } catch {
     return true

@@ -9,11 +9,22 @@
  * are not affected.
  */
 
+import express from 'express'
 import { SignJWT } from 'jose'
 import { afterEach, describe, expect, it } from 'vitest'
-import type { ManagementOptions } from '../../adapters/management/index.js'
+import { mountFetch } from '../../adapters/express/mount.js'
+import { type ManagementOptions, managementApi } from '../../adapters/management/index.js'
 import type { Tollbooth } from '../../src/index.js'
-import { client, FRAMEWORKS, makeTollbooth, type Served, serveManagement, T0 } from './servers.js'
+import { serveExpress } from '../support/servers.js'
+import {
+  call,
+  client,
+  FRAMEWORKS,
+  makeTollbooth,
+  type Served,
+  serveManagement,
+  T0,
+} from './servers.js'
 
 const SESSION_SECRET = 'csrf-suite-secret-csrf-suite-secret-csrf-suite'
 const sec = (ms: number) => Math.floor(ms / 1000)
@@ -142,5 +153,39 @@ describe.each(FRAMEWORKS)('cookie credentials on %s', (framework) => {
       raw: '{"name":"cors"}',
     })
     expect(opaque.status).toBe(201)
+  })
+})
+
+describe('behind a body parser that turns a form into JSON (Express)', () => {
+  it('judges the type the browser sent, not the JSON the parser made of it', async () => {
+    const { tb } = makeTollbooth()
+    const app = express()
+    app.use(express.urlencoded({ extended: true }), express.json())
+    const auth = { session: { secret: SESSION_SECRET, cookie: 'sid' } }
+    app.use('/v1', mountFetch(managementApi(tb, { auth }).fetch))
+    const served = await serveExpress(app)
+    try {
+      const cookie = `sid=${await token()}`
+      const form = { cookie, 'content-type': 'application/x-www-form-urlencoded' }
+      const forged = await call(served.url, 'POST', '/v1/keys', {
+        headers: { ...form, ...EVIL },
+        raw: 'name=evil',
+      })
+      expect([forged.status, forged.body?.code]).toEqual([403, 'forbidden'])
+      expect((await tb.keys.list('acct_a')).data).toEqual([])
+      const own = await call(served.url, 'POST', '/v1/keys', {
+        headers: { ...form, 'sec-fetch-site': 'same-origin' },
+        raw: 'name=mine',
+      })
+      expect(own.status).toBe(201)
+      const json = await call(served.url, 'POST', '/v1/keys', {
+        headers: { cookie, ...EVIL },
+        json: { name: 'json' },
+      })
+      expect(json.status).toBe(201)
+    } finally {
+      await served.close()
+      await tb.close()
+    }
   })
 })
