@@ -31,7 +31,7 @@ const ACCOUNT_PATCH: Record<keyof AccountPatch, [column: string, cast: string]> 
   periodStart: ['period_start', 'bigint'],
   tierExpiresAt: ['tier_expires_at', 'bigint'],
   billingCustomerId: ['billing_customer_id', 'text'],
-  metadata: ['metadata', 'jsonb'],
+  metadata: ['metadata', 'json'],
   closedPeriods: ['closed_periods', 'jsonb'],
 }
 
@@ -47,7 +47,7 @@ export function postgresAccounts(db: Db): AccountStore {
     get,
     async ensure(d) {
       const rows = await db.query<AccountRow>(
-        `INSERT INTO ${t} (${ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb)
+        `INSERT INTO ${t} (${ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9::jsonb)
          ON CONFLICT (id) DO NOTHING RETURNING ${ACCOUNT_COLUMNS}`,
         [
           d.id,

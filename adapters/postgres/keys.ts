@@ -29,11 +29,11 @@ const PATCH: Record<
   name: ['name', 'text'],
   category: ['category', 'text'],
   scopes: ['scopes', 'text[]'],
-  metadata: ['metadata', 'jsonb', json],
+  metadata: ['metadata', 'json', json],
   active: ['active', 'boolean'],
   expiresAt: ['expires_at', 'bigint'],
   revokedAt: ['revoked_at', 'bigint'],
-  limits: ['limits', 'jsonb', json],
+  limits: ['limits', 'json', json],
 }
 
 /** `SET a = $2::t, …` for the fields present in `patch`, with their values after `first`. */
@@ -58,7 +58,7 @@ const insertValues = (k: KeyRecord) => keyValues(k, CELLS)
 export function postgresKeys(db: Db): KeyStore {
   const t = db.table('keys')
   const byHashSql = `SELECT ${COLUMNS} FROM ${t} WHERE hash = $1`
-  const insertSql = `INSERT INTO ${t} (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[], $9::jsonb, $10, $11, $12, $13, $14, $15::jsonb)`
+  const insertSql = `INSERT INTO ${t} (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[], $9::json, $10, $11, $12, $13, $14, $15::json)`
   const update = async (q: Pick<PoolClient, 'query'> | null, id: string, patch: KeyPatch) => {
     const set = setClause(patch, 1)
     const sql = set.sql

@@ -14,6 +14,7 @@ import { USAGE_AGGREGATES_SQL } from './migrations/0003-usage-aggregates.js'
 import { USAGE_KEY_CATEGORY_SQL } from './migrations/0004-usage-key-category.js'
 import { COUNTERS_APPLY_SQL } from './migrations/0005-counters-apply.js'
 import { ACCOUNT_CLOSED_PERIODS_SQL } from './migrations/0006-account-closed-periods.js'
+import { JSON_AS_GIVEN_SQL } from './migrations/0007-json-as-given.js'
 
 /** One versioned step of the schema. Ids only grow; a released migration never changes. */
 export interface Migration {
@@ -30,6 +31,7 @@ export const MIGRATIONS: ReadonlyArray<Migration> = [
   { id: 4, name: '0004-usage-key-category', sql: USAGE_KEY_CATEGORY_SQL },
   { id: 5, name: '0005-counters-apply', sql: COUNTERS_APPLY_SQL },
   { id: 6, name: '0006-account-closed-periods', sql: ACCOUNT_CLOSED_PERIODS_SQL },
+  { id: 7, name: '0007-json-as-given', sql: JSON_AS_GIVEN_SQL },
 ]
 
 export interface MigrateOptions {

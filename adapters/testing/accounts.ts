@@ -55,6 +55,25 @@ export function accountStoreTests(get: GetStorage): void {
       })
     })
 
+    it('returns metadata with its fields in the order given, nested too', async () => {
+      const metadata = {
+        zeta: 1,
+        a: { y: [{ d: 1.5, c: 'x' }], b: 1.5, aa: null },
+        longest_name_first: true,
+        b: [1e21, 0.1 + 0.2],
+      }
+      const given = JSON.stringify(metadata)
+      const a = makeAccount({ metadata })
+      expect(JSON.stringify((await get().accounts.ensure(a)).metadata)).toBe(given)
+      expect(JSON.stringify((await get().accounts.get(a.id))?.metadata)).toBe(given)
+      const b = makeAccount()
+      await get().accounts.ensure(b)
+      expect(JSON.stringify((await get().accounts.update(b.id, { metadata }))?.metadata)).toBe(
+        given,
+      )
+      expect(JSON.stringify((await get().accounts.get(b.id))?.metadata)).toBe(given)
+    })
+
     it('applies an update with ifPeriodStart only when the period matches', async () => {
       const a = makeAccount({ periodStart: 1000, carryover: 5 })
       await get().accounts.ensure(a)

@@ -132,6 +132,38 @@ export function keyStoreTests(get: GetStorage): void {
       expect(await get().keys.update(keyId(2), { name: 'x' })).toBeNull()
     })
 
+    it('returns metadata and limits with their fields in the order given, nested too', async () => {
+      // JSON keeps an object's fields in the order written; a store that reorders them (as
+      // PostgreSQL's jsonb does: shorter names first) answers other bytes for the same key.
+      const metadata = {
+        zeta: 1,
+        a: { y: [{ d: 1.5, c: 'x' }], b: 1.5, aa: null },
+        m: -0.25,
+        longest_name_first: true,
+        b: [1e21, 0.1 + 0.2, 5e-324],
+      }
+      const limits = {
+        rateLimits: [{ windowMs: 1000, limit: 5 }],
+        quotas: { monthly: 9, daily: 3 },
+        concurrency: 2,
+      }
+      const text = (r: KeyRecord | null | undefined) =>
+        r ? JSON.stringify([r.metadata, r.limits]) : r
+      const given = JSON.stringify([metadata, limits])
+      const k = makeKey({ metadata, limits })
+      await get().keys.insert(k)
+      expect(text(await get().keys.get(k.id))).toBe(given)
+      expect(text(await get().keys.getByHash(k.hash))).toBe(given)
+      expect(text((await get().keys.list(k.accountId, { limit: 10 })).data[0])).toBe(given)
+      const other = makeKey({ accountId: k.accountId })
+      await get().keys.insert(other)
+      expect(text(await get().keys.update(other.id, { metadata, limits }))).toBe(given)
+      expect(text(await get().keys.getByHash(other.hash))).toBe(given)
+      const next = makeKey({ accountId: k.accountId, metadata, limits })
+      await get().keys.rotate(k.id, { revokedAt: 1_767_226_000_000 }, next)
+      expect(text(await get().keys.getByHash(next.hash))).toBe(given)
+    })
+
     it('applies only the patchable fields of a patch, whatever else an untyped caller sends', async () => {
       const k = makeKey()
       await get().keys.insert(k)

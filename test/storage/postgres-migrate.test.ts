@@ -38,7 +38,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
       schema,
       applied: MIGRATIONS.map((m) => m.name),
     })
-    expect(MIGRATIONS.map((m) => m.name).slice(-1)).toEqual(['0006-account-closed-periods'])
+    expect(MIGRATIONS.map((m) => m.name).slice(-1)).toEqual(['0007-json-as-given'])
     expect(await migrate({ pool, schema })).toEqual({ schema, applied: [] })
     const rows = (await pool.query(`SELECT id, name FROM "${schema}".migrations`)).rows
     expect(rows).toEqual(MIGRATIONS.map((m) => ({ id: m.id, name: m.name })))
@@ -91,6 +91,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
         '0004-usage-key-category',
         '0005-counters-apply',
         '0006-account-closed-periods',
+        '0007-json-as-given',
       ],
     })
     const storage = postgresStorage({ pool, schema })
@@ -146,7 +147,12 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     }
     expect(await migrate({ pool, schema })).toEqual({
       schema,
-      applied: ['0004-usage-key-category', '0005-counters-apply', '0006-account-closed-periods'],
+      applied: [
+        '0004-usage-key-category',
+        '0005-counters-apply',
+        '0006-account-closed-periods',
+        '0007-json-as-given',
+      ],
     })
     const storage = postgresStorage({ pool, schema })
     await expectUpgradedUsage(storage, t0)
@@ -185,9 +191,80 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     await expect(before.accounts.get(a.id)).rejects.toThrow(/run `await migrate\(/)
     expect(await migrate({ pool, schema })).toEqual({
       schema,
-      applied: ['0006-account-closed-periods'],
+      applied: ['0006-account-closed-periods', '0007-json-as-given'],
     })
     await expectUpgradedAccount(postgresStorage({ pool, schema }))
+  })
+
+  it('upgrades a schema of 0006: keys and accounts keep their data, new writes their field order', async () => {
+    const schema = fresh()
+    const client = await pool.connect()
+    try {
+      await client.query(`CREATE SCHEMA "${schema}"`)
+      await client.query(`SET search_path TO "${schema}"`)
+      await client.query(
+        `CREATE TABLE migrations (id integer PRIMARY KEY, name text NOT NULL,
+           applied_at timestamptz NOT NULL DEFAULT now())`,
+      )
+      for (const m of MIGRATIONS.filter((m) => m.id <= 6)) {
+        await client.query(m.sql)
+        await client.query('INSERT INTO migrations (id, name) VALUES ($1, $2)', [m.id, m.name])
+      }
+      // Rows the previous version wrote: one with every JSON cell, one with the defaults.
+      await client.query(
+        `INSERT INTO keys (id, hash, start, name, account_id, kind, metadata, created_at, limits)
+         VALUES ('key_1', 'h1', 'sk_', 'one', 'acct_1', 'consumption',
+                 '{"zeta": 1, "a": {"n": 1.50}}', 1, '{"quotas": {"monthly": 9, "daily": 3}}'),
+                ('key_2', 'h2', 'sk_', 'two', 'acct_1', 'consumption', DEFAULT, 2, DEFAULT)`,
+      )
+      await client.query(
+        `INSERT INTO accounts (id, period_start, metadata)
+         VALUES ('acct_1', 0, '{"zeta": 1, "a": [true]}'), ('acct_2', 0, DEFAULT)`,
+      )
+      await client.query('RESET search_path')
+    } finally {
+      client.release()
+    }
+    expect(await migrate({ pool, schema })).toEqual({ schema, applied: ['0007-json-as-given'] })
+    const types = await pool.query<{ table_name: string; column_name: string; data_type: string }>(
+      `SELECT table_name, column_name, data_type FROM information_schema.columns
+       WHERE table_schema = $1 AND column_name IN ('metadata', 'limits') ORDER BY 1, 2`,
+      [schema],
+    )
+    expect(types.rows.map((r) => `${r.table_name}.${r.column_name} ${r.data_type}`)).toEqual([
+      'accounts.metadata json',
+      'keys.limits json',
+      'keys.metadata json',
+    ])
+    const storage = postgresStorage({ pool, schema })
+    // The data stays, in the order jsonb kept it (the order written is gone).
+    const k1 = await storage.keys.getByHash('h1')
+    expect(JSON.stringify([k1?.metadata, k1?.limits])).toBe(
+      '[{"a":{"n":1.5},"zeta":1},{"quotas":{"daily":3,"monthly":9}}]',
+    )
+    const k2 = await storage.keys.get('key_2')
+    expect([k2?.metadata, k2?.limits]).toEqual([{}, {}])
+    expect(JSON.stringify((await storage.accounts.get('acct_1'))?.metadata)).toBe(
+      '{"a":[true],"zeta":1}',
+    )
+    expect((await storage.accounts.get('acct_2'))?.metadata).toEqual({})
+    // Written from now on: as given.
+    const metadata = { zeta: 2, a: { y: 1, b: 1.5 } }
+    const limits = { quotas: { monthly: 9, daily: 3 }, concurrency: 1 }
+    await storage.keys.update('key_1', { metadata, limits })
+    const k = await storage.keys.getByHash('h1')
+    expect(JSON.stringify([k?.metadata, k?.limits])).toBe(JSON.stringify([metadata, limits]))
+    await storage.accounts.update('acct_2', { metadata })
+    expect(JSON.stringify((await storage.accounts.get('acct_2'))?.metadata)).toBe(
+      JSON.stringify(metadata),
+    )
+    // A row inserted without them still gets the defaults.
+    await pool.query(
+      `INSERT INTO "${schema}".keys (id, hash, start, name, account_id, kind, created_at)
+       VALUES ('key_3', 'h3', 'sk_', 'three', 'acct_1', 'consumption', 3)`,
+    )
+    expect(await storage.keys.get('key_3')).toMatchObject({ metadata: {}, limits: {} })
+    await storage.close?.()
   })
 
   it('creates the indexes for lookup by hash, lists by account and logs by key', async () => {
