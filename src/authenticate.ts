@@ -15,7 +15,7 @@
  * limit. Then the admission, with what settle needs (src/settle.ts).
  */
 
-import type { CachedKey } from './cache.js'
+import { type CachedKey, MARKED, NEVER } from './cache.js'
 import type { Context } from './context.js'
 import { Admission, type Decision, type Denial, publicKey } from './decision.js'
 import { denial } from './denials.js'
@@ -29,6 +29,7 @@ import {
   setUsageHeaders,
   withHeader,
 } from './headers.js'
+import { useCheck } from './keys/first-use.js'
 import { isWellFormedKey } from './keys/format.js'
 import {
   type CheckTemplate,
@@ -224,6 +225,7 @@ const STEPS: ReadonlyArray<Step> = [
   notBlocked,
   findKey,
   knownKey,
+  firstUse,
   estimates,
   account,
   count,
@@ -375,6 +377,29 @@ function keyRefusal(a: Attempt, entry: CachedKey): Denial | undefined {
   const idk = idempotencyKey(a.req)
   if (idk === null) return denial('invalid_idempotency_key', a)
   a.idempotencyKey = idk
+  return undefined
+}
+
+/**
+ * Step 4b: a key this instance knows no use of takes its first-use counter in the counter
+ * store (`keys/first-use`) before anything of it is counted, once per key and instance: a
+ * delete on any instance then refuses (409), or, when a delete took it first, the request is
+ * refused as a deleted key's. A key used before costs nothing here.
+ */
+function firstUse(a: Attempt): Denial | undefined | Promise<Denial | undefined> {
+  const entry = a.entry!
+  const counters = a.ctx.firstUses
+  if (entry.touchedAt !== NEVER || counters === null) return undefined
+  const checks = [useCheck(entry.info.accountId, entry.info.id)]
+  return a.ctx.guard(counters.consume(checks, a.now)).then(
+    (r) => marked(a, entry, r),
+    (err: unknown) => failure(a, err),
+  )
+}
+
+function marked(a: Attempt, entry: CachedKey, r: ConsumeResult): Denial | undefined {
+  if (!r.allowed) return denial('invalid_api_key', a)
+  if (entry.touchedAt === NEVER) entry.touchedAt = MARKED
   return undefined
 }
 

@@ -55,7 +55,9 @@ export interface CachedKey extends Slot, TallyPlace {
   ownMore: CheckTemplate[] | null
   /**
    * When this instance last wrote the key's `lastUsedAt` (or the stored one it was read with),
-   * by the cache's clock (`CacheClock`; NEVER: never): see `KeyCache.touch`.
+   * by the cache's clock (`CacheClock`; NEVER: never, or too long ago to tell; MARKED: never,
+   * and this instance has taken the key's first-use counter, `keys/first-use`): see
+   * `KeyCache.touch`.
    */
   touchedAt: number
   /** The account's cached admission view this key used last (see `HeldAccount`). */
@@ -71,6 +73,11 @@ export interface CachedKey extends Slot, TallyPlace {
 const SPAN = 2 ** 29
 /** A time too far back to keep (and a key never used): older than any span from the base. */
 export const NEVER = -(2 ** 30)
+/**
+ * A key whose use this instance marked in the counter store (`keys/first-use`) without writing
+ * its `lastUsedAt` yet: read as a time as long ago as NEVER, so the next admission writes it.
+ */
+export const MARKED = NEVER + 1
 
 /**
  * The times a cache keeps in its objects (cached at, served until, last touched), counted in

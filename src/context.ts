@@ -15,7 +15,7 @@ import type { Outbox } from './metering/outbox.js'
 import type { ResolvedOptions } from './options.js'
 import type { SettleQueue } from './retry-queue.js'
 import type { LeasedCounterStore } from './storage/leased-counters.js'
-import type { Storage } from './storage/types.js'
+import type { CounterStore, Storage } from './storage/types.js'
 
 export interface Context {
   options: ResolvedOptions
@@ -45,6 +45,12 @@ export interface Context {
    * answered from leases skip the per-account queue, which only store calls need.
    */
   leases: LeasedCounterStore | null
+  /**
+   * Where a key's first use and its permanent delete meet (`keys/first-use`): the storage's
+   * own counters, past the leases (the mark is no admission); null for this process's memory
+   * store, which no other instance shares.
+   */
+  firstUses: CounterStore | null
   /**
    * Per account: admissions sent to remote counters and not yet answered, and those waiting
    * their turn (see `accountInFlight`).

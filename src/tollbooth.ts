@@ -18,6 +18,7 @@ import { StorageUnavailableError } from './errors.js'
 import { withAccessors } from './fast-object.js'
 import { ownValue } from './input.js'
 import { randomBase62 } from './keys/base62.js'
+import { marksUses } from './keys/first-use.js'
 import { createKeyHasher, deriveKey } from './keys/hash.js'
 import { KeyManager } from './keys/manager.js'
 import { createIpGuard, ipAddressSchema, ipBlocksListSchema } from './limits/ip-block.js'
@@ -253,6 +254,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       max: o.maxPendingSettles,
     }),
     leases: leased,
+    firstUses: marksUses(storage.counters) ? storage.counters : null,
     admitting: new Map(),
     accountInFlight:
       o.accountInFlight ??

@@ -20,11 +20,15 @@ import { accountIdSchema, checkAccountId } from '../metering/accounts.js'
 import { limitsSchema, parseInput } from '../options.js'
 import type { KeyKind, KeyLimits, KeyPatch, KeyRecord } from '../storage/types.js'
 import { instant, keyPatchFields, newKeyFields, oneExpiry, rotateKeySchema } from './fields.js'
+import { deleteCheck, refusedBy } from './first-use.js'
 import { generateKey, keyStart, START_LENGTH } from './format.js'
 import { newId } from './ids.js'
 import { createNameGuard, type NameRule } from './unique-names.js'
 
 const DAY = 86_400_000
+
+/** Why a used key is not deleted for good (seed 002). */
+const USED = 'This key has request history and cannot be deleted; deactivate it instead'
 
 /** A key as the API shows it: no hash, no plaintext. */
 export type KeyView = Omit<KeyRecord, 'hash'>
@@ -319,7 +323,10 @@ export class KeyManager {
    * (deactivate it instead), the rule of seed 002. With `options.evenIfUsed` a used key is
    * deleted too (seed 004's "permanently deletes … and revokes it"): the record goes, so the
    * key is refused at once and is gone from every list and lookup (404), while its usage
-   * events stay in the account's usage and billing.
+   * events stay in the account's usage and billing. A first use on another instance sharing
+   * the store and this delete meet in the key's first-use counter (`keys/first-use`): either
+   * the delete wins and that request is refused as a deleted key's (401), or the use does and
+   * the delete answers 409.
    * @param [options.evenIfUsed=false] delete a key that has request history as well
    */
   async delete(
@@ -331,8 +338,9 @@ export class KeyManager {
     // Another instance's use of the key sits in its out-box until its next flush (every
     // `usage.flushIntervalMs`, a write taking up to `storageTimeoutMs`): with a change feed,
     // other instances may share the store, so the use is read only once what they queued
-    // before this call has been written. Before, a key served and settled on another instance
-    // a moment before was deleted, its request history written after the delete.
+    // before this call has been written. Their admissions are settled by the first-use counter
+    // below, however late their out-box; this wait is for the events of the requests they
+    // refused (an inactive or expired key, a missing scope: history too).
     const o = this.ctx.options
     const others =
       options.evenIfUsed !== true && this.ctx.storage.changes !== undefined
@@ -348,12 +356,26 @@ export class KeyManager {
       options.evenIfUsed !== true &&
       (fresh.lastUsedAt !== null ||
         (await this.ctx.storage.usage.logs(r.id, { limit: 1 })).data.length > 0)
-    if (used) {
-      throw new ConflictError(
-        'This key has request history and cannot be deleted; deactivate it instead',
-      )
+    if (used) throw new ConflictError(USED)
+    // The use not written yet (another instance's first request, admitted before this point or
+    // from now until the key is gone): the key's first-use counter decides, atomically.
+    const counters = options.evenIfUsed === true ? null : this.ctx.firstUses
+    const mark = deleteCheck(r.accountId, r.id)
+    if (counters) {
+      const taken = await counters.consume([mark], this.ctx.clock.now())
+      if (!taken.allowed) {
+        throw new ConflictError(
+          refusedBy(taken) === 'use' ? USED : 'This key is being deleted by another call',
+        )
+      }
     }
-    await this.ctx.storage.keys.delete(r.id)
+    try {
+      await this.ctx.storage.keys.delete(r.id)
+    } catch (err) {
+      // The key stays: its first use may come after all.
+      if (counters) await counters.unclaim(mark.key).catch(() => {})
+      throw err
+    }
     await this.ctx.invalidate(r.hash)
   }
 
