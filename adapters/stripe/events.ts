@@ -92,7 +92,16 @@ function checkoutChanges(type: string, s: Obj, at: number, ctx: EventContext): E
     const tier = meta(s, META.tier)
     if (subscriptionId && tier && tier in ctx.grants && paid) {
       // The period end comes with the subscription's own events; keep the stored expiry.
-      changes.push({ type: 'tier', accountId, subscriptionId, at, tier })
+      // Ordered by the session's creation, which precedes its subscription: delivered after
+      // the subscription's events (Stripe's order is not guaranteed), it never makes them stale.
+      const since = num(s['created'])
+      changes.push({
+        type: 'tier',
+        accountId,
+        subscriptionId,
+        at: since === null ? at : Math.min(at, since * 1000),
+        tier,
+      })
     }
   } else if (s['mode'] === 'payment' && paid) {
     const credits = Number(meta(s, META.credits))
@@ -111,15 +120,25 @@ function checkoutChanges(type: string, s: Obj, at: number, ctx: EventContext): E
 }
 
 /** The tier of a subscription: its first item whose price is a configured tier, else metadata. */
-function tierOf(sub: Obj, ctx: EventContext): { tier: string | null; periodEnd: number | null } {
+function tierOf(
+  sub: Obj,
+  ctx: EventContext,
+): { tier: string | null; periodStart: number | null; periodEnd: number | null } {
+  let periodStart = num(sub['current_period_start'])
   let periodEnd = num(sub['current_period_end'])
   for (const item of list(sub['items'])) {
     const price = idOf(item['price']) ?? idOf(obj(item['plan'])?.['id'])
     const tier = price ? ctx.priceTiers.get(price) : undefined
-    if (tier) return { tier, periodEnd: num(item['current_period_end']) ?? periodEnd }
+    if (tier)
+      return {
+        tier,
+        periodStart: num(item['current_period_start']) ?? periodStart,
+        periodEnd: num(item['current_period_end']) ?? periodEnd,
+      }
+    periodStart = periodStart ?? num(item['current_period_start'])
     periodEnd = periodEnd ?? num(item['current_period_end'])
   }
-  return { tier: null, periodEnd }
+  return { tier: null, periodStart, periodEnd }
 }
 
 function subscriptionChanges(type: string, sub: Obj, at: number, ctx: EventContext): EventChanges {
@@ -145,13 +164,17 @@ function subscriptionChanges(type: string, sub: Obj, at: number, ctx: EventConte
     return { ignored: 'subscription price is not a configured tier' }
   const cancelAt =
     num(sub['cancel_at']) ?? (sub['cancel_at_period_end'] === true ? found.periodEnd : null)
-  // A subscription set to cancel ends exactly then; a renewing one gets the grace period.
+  // A subscription set to cancel ends exactly then; a renewing one gets the grace period
+  // after its paid period. A past_due one has not paid the period it is in: the grace runs
+  // from that period's start (Stripe advances the period before the renewal is paid).
+  const paidUntil = status === 'past_due' ? found.periodStart : found.periodEnd
+  const lapse = paidUntil !== null ? paidUntil * 1000 + ctx.graceMs : undefined
   const expiresAt =
     cancelAt !== null
-      ? cancelAt * 1000
-      : found.periodEnd !== null
-        ? found.periodEnd * 1000 + ctx.graceMs
-        : undefined
+      ? lapse === undefined
+        ? cancelAt * 1000
+        : Math.min(cancelAt * 1000, lapse)
+      : lapse
   changes.push({
     type: 'tier',
     accountId,
@@ -171,17 +194,17 @@ function invoiceChanges(inv: Obj, at: number, ctx: EventContext): EventChanges {
   const invoiceId = str(inv['id'])
   if (!accountId || !subscriptionId || !invoiceId) return { ignored: 'not a tollbooth invoice' }
   const changes = customerChange(accountId, inv)
-  for (const line of list(inv['lines'])) {
-    const pricing = obj(obj(line['pricing'])?.['price_details'])
-    const price = idOf(pricing?.['price']) ?? idOf(line['price'])
-    const tier = price ? ctx.priceTiers.get(price) : undefined
-    if (!tier) continue
-    const end = num(obj(line['period'])?.['end'])
+  const line = tierLine(inv, ctx)
+  if (line) {
+    const { tier, end } = line
+    // The invoice lists the subscription as it was when the invoice was made, which can be
+    // well before it is paid (a plan change in between is newer): ordered by its creation.
+    const made = num(inv['created'])
     changes.push({
       type: 'tier',
       accountId,
       subscriptionId,
-      at,
+      at: made === null ? at : Math.min(at, made * 1000),
       tier,
       ...(end === null ? {} : { expiresAt: end * 1000 + ctx.graceMs }),
     })
@@ -196,7 +219,36 @@ function invoiceChanges(inv: Obj, at: number, ctx: EventContext): EventChanges {
         reason: 'renewal',
       })
     }
-    break
   }
   return { changes }
+}
+
+/** True for a proration line (an unused-time credit or a remaining-time charge of a plan change). */
+const isProration = (line: Obj): boolean => {
+  const parent = obj(line['parent'])
+  return (
+    line['proration'] === true ||
+    obj(parent?.['subscription_item_details'])?.['proration'] === true ||
+    obj(parent?.['invoice_item_details'])?.['proration'] === true
+  )
+}
+
+/**
+ * The invoice line that says which tier was paid for: a plan's line for a whole period
+ * before a proration, never a credit (the unused time of the plan left, which comes first
+ * on the invoice of an upgrade).
+ */
+function tierLine(inv: Obj, ctx: EventContext): { tier: string; end: number | null } | null {
+  let found: { tier: string; end: number | null } | null = null
+  for (const line of list(inv['lines'])) {
+    const pricing = obj(obj(line['pricing'])?.['price_details'])
+    const price = idOf(pricing?.['price']) ?? idOf(line['price'])
+    const tier = price ? ctx.priceTiers.get(price) : undefined
+    const amount = num(line['amount'])
+    if (!tier || (amount !== null && amount < 0)) continue
+    const candidate = { tier, end: num(obj(line['period'])?.['end']) }
+    if (!isProration(line)) return candidate
+    found ??= candidate
+  }
+  return found
 }

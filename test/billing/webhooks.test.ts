@@ -456,3 +456,137 @@ describe('failures', () => {
     expect((await tb.accounts.get('acct_9')).tier).toBe('pro')
   })
 })
+
+describe('plan changes and unpaid renewals', () => {
+  const line = (
+    id: string,
+    price: string,
+    start: number,
+    end: number,
+    amount: number,
+    proration: boolean,
+  ) => ({
+    id,
+    object: 'line_item',
+    amount,
+    period: { start, end },
+    parent: {
+      type: 'subscription_item_details',
+      subscription_item_details: { subscription_item: 'si_1', proration },
+    },
+    pricing: { type: 'price_details', price_details: { price, product: 'prod_1' } },
+  })
+  const cycleInvoice = (
+    account: string,
+    id: string,
+    sub: string,
+    lines: object[],
+    created = S0,
+  ) => ({
+    ...invoice(account, id, sub, PERIOD_END),
+    created,
+    lines: { object: 'list', data: lines },
+  })
+
+  it('a renewal invoice carrying the prorations of an upgrade sets the new tier and grants its credits', async () => {
+    await deliver(event('customer.subscription.created', subscription('acct_p1', 'sub_p1'), S0))
+    const mid = S0 + 15 * 86_400
+    const next = PERIOD_END + 30 * 86_400
+    // Upgraded mid-period (prorations left pending for the next invoice).
+    await deliver(
+      event(
+        'customer.subscription.updated',
+        subscription('acct_p1', 'sub_p1', { price: 'price_scale' }),
+        mid,
+      ),
+    )
+    expect((await tb.accounts.get('acct_p1')).tier).toBe('scale')
+    // The renewal invoice: unused time on pro (a credit), remaining time on scale, next period.
+    const inv = cycleInvoice(
+      'acct_p1',
+      'in_p1',
+      'sub_p1',
+      [
+        line('il_1', 'price_pro', mid, PERIOD_END, -1_000, true),
+        line('il_2', 'price_scale', mid, PERIOD_END, 5_000, true),
+        line('il_3', 'price_scale', PERIOD_END, next, 10_000, false),
+      ],
+      PERIOD_END,
+    )
+    const r = await deliver(event('invoice.paid', inv, PERIOD_END + 60))
+    expect(r.status).toBe(200)
+    const a = await tb.accounts.get('acct_p1')
+    expect(a.tier).toBe('scale')
+    expect(a.tierExpiresAt).toBe(next * 1000 + GRACE)
+    expect(a.balance).toBe(0) // scale grants no credits; pro's 5 000 are not granted
+  })
+
+  it('an invoice paid after a later plan change does not roll the tier back', async () => {
+    await deliver(event('customer.subscription.created', subscription('acct_p2', 'sub_p2'), S0))
+    // The renewal invoice (pro) is created at S0 + 100 and paid an hour later; in between, the
+    // customer upgrades to scale in the portal.
+    await deliver(
+      event(
+        'customer.subscription.updated',
+        subscription('acct_p2', 'sub_p2', { price: 'price_scale' }),
+        S0 + 1_800,
+      ),
+    )
+    const inv = cycleInvoice(
+      'acct_p2',
+      'in_p2',
+      'sub_p2',
+      [line('il_4', 'price_pro', S0, PERIOD_END, 10_000, false)],
+      S0 + 100,
+    )
+    const r = await deliver(event('invoice.paid', inv, S0 + 3_600))
+    expect(r.status).toBe(200)
+    const a = await tb.accounts.get('acct_p2')
+    expect(a.tier).toBe('scale')
+    expect(a.balance).toBe(5_000) // the paid pro period still grants its credits
+  })
+
+  it('a checkout completed after its subscription events leaves their expiry', async () => {
+    await deliver(event('customer.subscription.created', subscription('acct_p3', 'sub_p3'), S0))
+    await deliver(
+      event(
+        'invoice.paid',
+        invoice('acct_p3', 'in_p3', 'sub_p3', PERIOD_END, 'subscription_create'),
+        S0 + 1,
+      ),
+    )
+    const session = { ...subscriptionCheckout('acct_p3', 'sub_p3'), created: S0 - 120 }
+    await deliver(event('checkout.session.completed', session, S0 + 2))
+    // Stripe may deliver checkout.session.completed first: the subscription still sets the expiry.
+    const s2 = { ...subscriptionCheckout('acct_p4', 'sub_p4'), created: S0 - 120 }
+    await deliver(event('checkout.session.completed', s2, S0 + 2))
+    await deliver(event('customer.subscription.created', subscription('acct_p4', 'sub_p4'), S0))
+    for (const id of ['acct_p3', 'acct_p4']) {
+      const a = await tb.accounts.get(id)
+      expect([id, a.tier, a.tierExpiresAt]).toEqual([id, 'pro', PERIOD_END * 1000 + GRACE])
+    }
+  })
+
+  it('a renewal that fails keeps the tier for the grace period only, not for the unpaid period', async () => {
+    await deliver(event('customer.subscription.created', subscription('acct_p5', 'sub_p5'), S0))
+    const next = PERIOD_END + 30 * 86_400
+    // The period rolls over and the renewal payment fails: Stripe marks it past_due.
+    const pastDue = {
+      ...subscription('acct_p5', 'sub_p5', { status: 'past_due', end: next }),
+    }
+    pastDue.items.data[0]!.current_period_start = PERIOD_END
+    await deliver(event('customer.subscription.updated', pastDue, PERIOD_END + 3_600))
+    let a = await tb.accounts.get('acct_p5')
+    expect(a.tier).toBe('pro')
+    expect(a.tierExpiresAt).toBe(PERIOD_END * 1000 + GRACE)
+    clock.set(PERIOD_END * 1000 + GRACE + 1)
+    a = await tb.accounts.get('acct_p5')
+    expect(a.tier).toBe('starter')
+    // Paid late: the subscription is active again for the whole period.
+    const active = subscription('acct_p5', 'sub_p5', { end: next })
+    active.items.data[0]!.current_period_start = PERIOD_END
+    await deliver(event('customer.subscription.updated', active, PERIOD_END + 4 * 86_400))
+    a = await tb.accounts.get('acct_p5')
+    expect([a.tier, a.tierExpiresAt]).toEqual(['pro', next * 1000 + GRACE])
+  })
+})
