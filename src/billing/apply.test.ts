@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { manualClock } from '../clock.js'
+import { memoryStorage } from '../storage/memory.js'
+import type { Storage } from '../storage/types.js'
 import { createTollbooth } from '../tollbooth.js'
 import { applyBillingChanges, BILLING_STATE_KEY } from './apply.js'
 
@@ -77,5 +79,71 @@ describe('applyBillingChanges', () => {
     }
     const a = await tb.accounts.get('a')
     expect([a.tier, a.metadata]).toEqual(['free', {}])
+  })
+
+  it('two instances applying changes of one account at once: the newer wins, as one after the other', async () => {
+    // One store, two instances (two processes behind a load balancer). Instance B applies an
+    // older event and is held between its read and its write; instance A applies the
+    // subscription's deletion meanwhile.
+    const shared = memoryStorage()
+    let gate: Promise<void> | null = null
+    let entered: () => void = () => {}
+    const reached = new Promise<void>((r) => {
+      entered = r
+    })
+    const accounts = shared.accounts
+    const heldB: Storage = {
+      ...shared,
+      accounts: {
+        get: (id) => accounts.get(id),
+        ensure: (d) => accounts.ensure(d),
+        addBalance: (id, n) => accounts.addBalance(id, n),
+        update: async (id, patch, ifPeriodStart) => {
+          if (gate && patch.metadata) {
+            const g = gate
+            gate = null
+            entered()
+            await g
+          }
+          return accounts.update(id, patch, ifPeriodStart)
+        },
+      },
+    }
+    const opts = {
+      secret: 'apply-unit-secret-apply-unit-secret-0001',
+      clock: manualClock(T0),
+      plans: { free: { monthlyCredits: 10 }, pro: { monthlyCredits: 1_000 } },
+      defaultTier: 'free',
+    }
+    const a = createTollbooth({ ...opts, storage: shared })
+    const b = createTollbooth({ ...opts, storage: heldB })
+    let release: () => void = () => {}
+    gate = new Promise<void>((r) => {
+      release = r
+    })
+    const older = applyBillingChanges(b, [
+      {
+        type: 'tier',
+        accountId: 'x',
+        subscriptionId: 'sub_1',
+        at: T0,
+        tier: 'pro',
+        expiresAt: T0 + 30 * 86_400_000,
+      },
+    ])
+    await reached
+    const newer = applyBillingChanges(a, [
+      { type: 'cancel', accountId: 'x', subscriptionId: 'sub_1', at: T0 + 1_000 },
+    ])
+    await new Promise((r) => setTimeout(r, 50))
+    release()
+    await Promise.all([older, newer])
+    const x = await a.accounts.get('x')
+    expect([x.tier, x.tierExpiresAt]).toEqual(['free', null])
+    expect(x.metadata[BILLING_STATE_KEY]).toEqual({
+      subscriptionId: 'sub_1',
+      at: T0 + 1_000,
+      ended: true,
+    })
   })
 })

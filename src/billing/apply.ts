@@ -15,7 +15,7 @@
  * `options.defaultTier` (the tier in force when the record's tier is null or expired).
  */
 
-import { InvalidRequestError } from '../errors.js'
+import { ConflictError, InvalidRequestError } from '../errors.js'
 import type { Tollbooth } from '../tollbooth.js'
 import { createMarkers, MARKER_TTL_MS, markerKey } from './markers.js'
 import type { AppliedChange, BillingChange } from './types.js'
@@ -51,6 +51,36 @@ function serial<T>(tb: object, accountId: string, fn: () => Promise<T>): Promise
   return run
 }
 
+/** How long an account's apply lock lives when its holder dies before releasing it. */
+const LOCK_TTL_MS = 60_000
+/** Pause between two tries to take an account's apply lock. */
+const LOCK_POLL_MS = 20
+
+/**
+ * Runs `fn` holding the account's apply lock, a marker in the counter store: a tier change
+ * is a read (the billing state) then writes, and two instances interleaving them let the
+ * older change write last. Waits for the lock up to half the storage timeout (the webhook's
+ * bound on the whole step), then throws a {@link ConflictError}: the provider retries.
+ */
+async function locked<T>(tb: Tollbooth, accountId: string, fn: () => Promise<T>): Promise<T> {
+  const markers = createMarkers(tb.storage, () => tb.options.clock?.now() ?? Date.now())
+  const key = markerKey(accountId, 'apply', 'lock')
+  const tries = Math.max(1, Math.floor(tb.options.storageTimeoutMs / 2 / LOCK_POLL_MS))
+  for (let i = 0; !(await markers.set(key, LOCK_TTL_MS)); i++) {
+    if (i + 1 >= tries)
+      throw new ConflictError(
+        `Billing changes of account ${accountId} are being applied by another instance`,
+      )
+    await new Promise((r) => setTimeout(r, LOCK_POLL_MS))
+  }
+  try {
+    return await fn()
+  } finally {
+    // Left set when the store fails here: it lapses after LOCK_TTL_MS.
+    await markers.clear(key).catch(() => {})
+  }
+}
+
 function stateOf(metadata: Record<string, unknown>): BillingState | null {
   const s = metadata[BILLING_STATE_KEY] as Partial<BillingState> | undefined
   if (!s || typeof s.subscriptionId !== 'string' || typeof s.at !== 'number') return null
@@ -59,11 +89,13 @@ function stateOf(metadata: Record<string, unknown>): BillingState | null {
 
 /**
  * Applies `changes` in order and reports what each did. Changes of one account are
- * serialized in this process; across instances the provider's retries and the ordering rule
- * converge on the latest state.
+ * serialized in this process, and a tier or cancel change holds the account's lock in the
+ * counter store, so across instances too the newest change is the one that stays.
  *
  * @param [options.grantTtlMs=35 days] how long a credit grant id is remembered
  * @throws {InvalidRequestError} for a tier that is not a key of `options.plans` or a bad amount
+ * @throws {ConflictError} when another instance holds the account's lock past half the
+ *   storage timeout (the provider retries)
  * @throws whatever the storage throws; changes before the failing one stay applied, and
  *   applying the same changes again is safe
  */
@@ -113,37 +145,46 @@ async function applyOne(
           { path: 'tier', message: `must be one of ${Object.keys(tb.options.plans).join(', ')}` },
         ])
       }
-      const a = await tb.accounts.get(id)
-      const state = stateOf(a.metadata)
-      const same = state?.subscriptionId === change.subscriptionId
-      if (same && state.ended) {
-        // The cancel that ended it, again (the provider's retry): its state went first, so
-        // the tier write after it may be what failed. Written again (to the same values).
-        if (change.type === 'cancel' && change.at === state.at) {
-          await tb.accounts.setTier(id, null, { expiresAt: null })
-          return { change, applied: true }
-        }
-        return { change, applied: false, reason: 'ended' }
-      }
-      if (state && change.at < state.at) return { change, applied: false, reason: 'stale' }
-      if (change.type === 'cancel' && state && !same)
-        return { change, applied: false, reason: 'other-subscription' }
-      const next: BillingState = {
-        subscriptionId: change.subscriptionId,
-        at: change.at,
-        ended: change.type === 'cancel',
-      }
-      // The state goes first: if the tier write then fails, the provider's retry carries the
-      // same `at`, which the rules above let through (a cancel's too), and completes it.
-      await tb.accounts.patch(id, { metadata: { ...a.metadata, [BILLING_STATE_KEY]: next } })
-      if (change.type === 'cancel') await tb.accounts.setTier(id, null, { expiresAt: null })
-      else
-        await tb.accounts.setTier(
-          id,
-          change.tier,
-          change.expiresAt === undefined ? {} : { expiresAt: change.expiresAt },
-        )
-      return { change, applied: true }
+      return locked(tb, id, () => applyState(tb, change))
     }
   }
+}
+
+/** A tier or cancel change, under the account's apply lock. */
+async function applyState(
+  tb: Tollbooth,
+  change: Extract<BillingChange, { type: 'tier' | 'cancel' }>,
+): Promise<AppliedChange> {
+  const id = change.accountId
+  const a = await tb.accounts.get(id)
+  const state = stateOf(a.metadata)
+  const same = state?.subscriptionId === change.subscriptionId
+  if (same && state.ended) {
+    // The cancel that ended it, again (the provider's retry): its state went first, so
+    // the tier write after it may be what failed. Written again (to the same values).
+    if (change.type === 'cancel' && change.at === state.at) {
+      await tb.accounts.setTier(id, null, { expiresAt: null })
+      return { change, applied: true }
+    }
+    return { change, applied: false, reason: 'ended' }
+  }
+  if (state && change.at < state.at) return { change, applied: false, reason: 'stale' }
+  if (change.type === 'cancel' && state && !same)
+    return { change, applied: false, reason: 'other-subscription' }
+  const next: BillingState = {
+    subscriptionId: change.subscriptionId,
+    at: change.at,
+    ended: change.type === 'cancel',
+  }
+  // The state goes first: if the tier write then fails, the provider's retry carries the
+  // same `at`, which the rules above let through (a cancel's too), and completes it.
+  await tb.accounts.patch(id, { metadata: { ...a.metadata, [BILLING_STATE_KEY]: next } })
+  if (change.type === 'cancel') await tb.accounts.setTier(id, null, { expiresAt: null })
+  else
+    await tb.accounts.setTier(
+      id,
+      change.tier,
+      change.expiresAt === undefined ? {} : { expiresAt: change.expiresAt },
+    )
+  return { change, applied: true }
 }
