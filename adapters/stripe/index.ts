@@ -163,18 +163,51 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
     return p
   }
 
+  /** A subscription Stripe still bills or may bill (an ended one is canceled, unpaid or paused). */
+  const LIVE = new Set(['active', 'trialing', 'past_due', 'incomplete'])
+  const conflict = () =>
+    new ConflictError(
+      'This account already has a subscription: change plans in the billing portal (POST /billing/portal)',
+    )
+
   /**
    * A second Checkout subscription would bill the account twice (Checkout cannot change an
-   * existing subscription): a live one is changed in the billing portal instead.
+   * existing subscription): a live one is changed in the billing portal instead. Known from
+   * the account's billing state, and from Stripe itself: a checkout paid a moment ago whose
+   * webhook has not come yet, or one whose webhook was lost.
    */
   const refuseSecondSubscription = async (accountId: string) => {
     const a = await tb.accounts.get(accountId)
     const state = a.metadata[BILLING_STATE_KEY] as BillingState | undefined
     const now = tb.options.clock?.now() ?? Date.now()
     if (state && !state.ended && (a.tierExpiresAt === null || a.tierExpiresAt > now))
-      throw new ConflictError(
-        'This account already has a subscription: change plans in the billing portal (POST /billing/portal)',
-      )
+      throw conflict()
+  }
+
+  /**
+   * Asks Stripe: a live subscription of the customer that is tollbooth's (its account in the
+   * metadata, or a tier's price) refuses the checkout; the customer's open subscription
+   * checkouts are expired, so two tabs cannot both be paid (the newest checkout is the one).
+   */
+  const oneSubscriptionAtStripe = async (accountId: string, customer: string) => {
+    const subs = await call('list the subscriptions', () =>
+      stripe.subscriptions.list({ customer, status: 'all', limit: 100 }),
+    )
+    const ours = (s: Stripe.Subscription) =>
+      s.metadata?.[META.account] === accountId ||
+      s.items?.data?.some((i) => priceTiers.has(i.price?.id ?? ''))
+    if (subs.data.some((s) => LIVE.has(s.status) && ours(s))) throw conflict()
+    const open = await call('list the open checkouts', () =>
+      stripe.checkout.sessions.list({ customer, status: 'open', limit: 100 }),
+    )
+    for (const s of open.data) {
+      if (s.mode !== 'subscription') continue
+      await stripe.checkout.sessions.expire(s.id).catch((err: { statusCode?: number }) => {
+        // No longer open: paid in the meantime (the subscription is on its way) or expired.
+        if (err?.statusCode === 400) throw conflict()
+        return call('expire an open checkout', () => Promise.reject(err))
+      })
+    }
   }
 
   const checkout = async (input: CheckoutInput): Promise<CheckoutResult> => {
@@ -238,6 +271,7 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
     }
     if (hasTier) await refuseSecondSubscription(accountId)
     const customer = await customerFor(accountId)
+    if (hasTier) await oneSubscriptionAtStripe(accountId, customer)
     const session = await call('create the checkout session', () =>
       stripe.checkout.sessions.create({
         ...params,

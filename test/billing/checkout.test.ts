@@ -57,6 +57,8 @@ beforeAll(async () => {
 afterAll(() => fake.close())
 beforeEach(() => {
   fake.requests.length = 0
+  fake.sessions.length = 0
+  fake.subscriptions.length = 0
   tb = createTollbooth({
     secret: SECRET,
     clock: manualClock(T0),
@@ -202,6 +204,39 @@ describe('checkout', () => {
     ])
     await billing.checkout({ accountId: 'acct_s', tier: 'scale', ...URLS })
     expect(posts('/v1/checkout/sessions')).toHaveLength(2)
+  })
+
+  it('one subscription per account: a new checkout closes the open one, and a paid one not yet told by its webhook refuses (409)', async () => {
+    // Two tabs: the first checkout is left open, the second opened.
+    const first = await billing.checkout({ accountId: 'acct_t', tier: 'pro', ...URLS })
+    const second = await billing.checkout({ accountId: 'acct_t', tier: 'scale', ...URLS })
+    const status = (id: string) => fake.sessions.find((x) => x.id === id)?.status
+    expect([status(first.sessionId), status(second.sessionId)]).toEqual(['expired', 'open'])
+    // A top-up checkout of the account is left alone.
+    const topUp = await billing.checkout({ accountId: 'acct_t', credits: 1000, ...URLS })
+    await billing.checkout({ accountId: 'acct_t', tier: 'pro', ...URLS })
+    expect(status(topUp.sessionId)).toBe('open')
+    // Paid in a tab: Stripe has the subscription, its webhook has not come yet.
+    const customer = (await tb.accounts.get('acct_t')).billingCustomerId!
+    fake.subscriptions.push({
+      id: 'sub_t',
+      object: 'subscription',
+      customer,
+      status: 'active',
+      metadata: { tollbooth_account_id: 'acct_t', tollbooth_tier: 'pro' },
+      items: { object: 'list', data: [{ id: 'si_t', price: { id: 'price_pro' } }] },
+    })
+    const sessions = posts('/v1/checkout/sessions').length
+    const err = await billing
+      .checkout({ accountId: 'acct_t', tier: 'scale', ...URLS })
+      .catch((e) => e)
+    expect(err.status).toBe(409)
+    expect(err.message).toMatch(/billing portal/)
+    expect(posts('/v1/checkout/sessions')).toHaveLength(sessions)
+    // Ended at Stripe: a new subscription may be bought.
+    fake.subscriptions[0]!.status = 'canceled'
+    await billing.checkout({ accountId: 'acct_t', tier: 'scale', ...URLS })
+    expect(posts('/v1/checkout/sessions')).toHaveLength(sessions + 1)
   })
 
   it('answers 502 billing_unavailable when Stripe fails, and stores no customer', async () => {

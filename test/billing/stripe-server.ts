@@ -29,9 +29,22 @@ export interface MeterEventRecord {
   value: number
 }
 
+export interface SessionRecord {
+  id: string
+  object: 'checkout.session'
+  customer: string | null
+  mode: string
+  status: 'open' | 'complete' | 'expired'
+  url: string | null
+}
+
 export interface FakeStripe {
   port: number
   requests: RecordedRequest[]
+  /** Checkout sessions created (listed by `GET /v1/checkout/sessions`, closed by `…/expire`). */
+  sessions: SessionRecord[]
+  /** Subscriptions `GET /v1/subscriptions` lists: a test adds the ones Stripe would have. */
+  subscriptions: Array<{ id: string; customer: string; status: string } & Record<string, unknown>>
   /** Meter events Stripe accepted (each identifier once): what would be billed. */
   meterEvents: MeterEventRecord[]
   /** Answer the next `n` requests to `path` with a 500; `afterRecord` keeps their effect. */
@@ -57,6 +70,8 @@ const stripeError = (res: ServerResponse, status: number, message: string, code?
 
 export async function startFakeStripe(): Promise<FakeStripe> {
   const requests: RecordedRequest[] = []
+  const sessions: SessionRecord[] = []
+  const subscriptions: FakeStripe['subscriptions'] = []
   const meterEvents: MeterEventRecord[] = []
   const failures = new Map<string, { n: number; afterRecord: boolean }>()
   let rejected: string | null = null
@@ -65,8 +80,16 @@ export async function startFakeStripe(): Promise<FakeStripe> {
   let port = 0
 
   const handle = (req: IncomingMessage, res: ServerResponse, raw: string) => {
-    const path = (req.url ?? '').split('?')[0]!
+    const [path = '', search = ''] = (req.url ?? '').split('?')
+    const query = Object.fromEntries(new URLSearchParams(search))
     const form = Object.fromEntries(new URLSearchParams(raw))
+    const listOf = (data: unknown[]) => ({
+      object: 'list',
+      url: path,
+      has_more: false,
+      data: data.slice(0, Number(query['limit'] ?? 10)),
+    })
+    const expire = /^\/v1\/checkout\/sessions\/([^/]+)\/expire$/.exec(path)
     requests.push({ method: req.method ?? '', path, headers: req.headers, form })
     const fail = failures.get(path)
     const failing = fail && fail.n > 0
@@ -78,10 +101,39 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       answer = [200, { id: `cus_${++seq}`, object: 'customer', metadata: {} }]
     } else if (req.method === 'POST' && path === '/v1/checkout/sessions') {
       const id = `cs_test_${++seq}`
-      answer = [
-        200,
-        { id, object: 'checkout.session', url: `https://checkout.stripe.com/c/pay/${id}` },
-      ]
+      const session: SessionRecord = {
+        id,
+        object: 'checkout.session',
+        customer: form['customer'] ?? null,
+        mode: form['mode'] ?? '',
+        status: 'open',
+        url: `https://checkout.stripe.com/c/pay/${id}`,
+      }
+      sessions.push(session)
+      answer = [200, session]
+    } else if (req.method === 'GET' && path === '/v1/checkout/sessions') {
+      const found = sessions.filter(
+        (x) =>
+          (!query['customer'] || x.customer === query['customer']) &&
+          (!query['status'] || x.status === query['status']),
+      )
+      answer = [200, listOf(found.reverse())]
+    } else if (req.method === 'POST' && expire) {
+      const session = sessions.find((x) => x.id === expire[1])
+      if (!session) return stripeError(res, 404, `No such checkout.session: '${expire[1]}'`)
+      if (session.status !== 'open')
+        return stripeError(res, 400, 'Only Checkout Sessions with a status of open can be expired.')
+      session.status = 'expired'
+      session.url = null
+      answer = [200, session]
+    } else if (req.method === 'GET' && path === '/v1/subscriptions') {
+      const status = query['status'] ?? 'active'
+      const found = subscriptions.filter(
+        (x) =>
+          (!query['customer'] || x.customer === query['customer']) &&
+          (status === 'all' || x.status === status),
+      )
+      answer = [200, listOf(found)]
     } else if (req.method === 'POST' && path === '/v1/billing_portal/sessions') {
       const id = `bps_${++seq}`
       answer = [
@@ -145,6 +197,8 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       return port
     },
     requests,
+    sessions,
+    subscriptions,
     meterEvents,
     failNext(path, n, options = {}) {
       failures.set(path, { n, afterRecord: options.afterRecord === true })
