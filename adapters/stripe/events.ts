@@ -150,11 +150,18 @@ function subscriptionChanges(type: string, sub: Obj, at: number, ctx: EventConte
   const ended =
     type === 'customer.subscription.deleted' ||
     status === 'canceled' ||
-    status === 'unpaid' ||
-    status === 'incomplete_expired' ||
-    status === 'paused'
-  if (ended) {
-    changes.push({ type: 'cancel', accountId, subscriptionId, at })
+    status === 'incomplete_expired'
+  // Paused (by the customer, or a trial ended without a payment method) or unpaid (renewal
+  // retries exhausted): no tier, but it can be resumed or paid and become active again.
+  const suspended = status === 'paused' || status === 'unpaid'
+  if (ended || suspended) {
+    changes.push({
+      type: 'cancel',
+      accountId,
+      subscriptionId,
+      at,
+      ...(ended ? {} : { suspended: true }),
+    })
     return { changes }
   }
   if (status !== 'active' && status !== 'trialing' && status !== 'past_due') return { changes }

@@ -163,7 +163,10 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
     return p
   }
 
-  /** A subscription Stripe still bills or may bill (an ended one is canceled, unpaid or paused). */
+  /**
+   * A subscription Stripe bills or is about to; a paused or unpaid one is known from the
+   * account's billing state (suspended, not ended).
+   */
   const LIVE = new Set(['active', 'trialing', 'past_due', 'incomplete'])
   const conflict = () =>
     new ConflictError(

@@ -7,7 +7,8 @@
  * - **Order.** Providers deliver events late, twice and out of order. Each account keeps the
  *   subscription it follows and the time of the last change applied (in its metadata, under
  *   {@link BILLING_STATE_KEY}); an older change is skipped, a change of another subscription
- *   than the current one cannot cancel it, and an ended subscription never comes back.
+ *   than the current one cannot cancel it, and an ended subscription never comes back (a
+ *   suspended one, paused or unpaid, does, by a newer change of it).
  * - **Once.** A credit grant is applied once per `grantId` (a payment or an invoice), with a
  *   marker in the counter store, whatever the event that carries it.
  *
@@ -174,7 +175,7 @@ async function applyState(
   const next: BillingState = {
     subscriptionId: change.subscriptionId,
     at: change.at,
-    ended: change.type === 'cancel',
+    ended: change.type === 'cancel' && change.suspended !== true,
   }
   // The state goes first: if the tier write then fails, the provider's retry carries the
   // same `at`, which the rules above let through (a cancel's too), and completes it.

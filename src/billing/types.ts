@@ -93,6 +93,11 @@ export type BillingChange =
       accountId: string
       subscriptionId: string
       at: number
+      /**
+       * Stopped for now (paused, or unpaid), not ended: the account falls back to the default
+       * tier, and a newer change of the same subscription (resumed, paid) gives the tier back.
+       */
+      suspended?: boolean
     }
   | {
       /** Prepaid credits bought or granted; applied once per `grantId` (a payment or invoice id). */

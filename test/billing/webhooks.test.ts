@@ -590,3 +590,35 @@ describe('plan changes and unpaid renewals', () => {
     expect([a.tier, a.tierExpiresAt]).toEqual(['pro', next * 1000 + GRACE])
   })
 })
+
+describe('paused and unpaid subscriptions', () => {
+  for (const [stop, back] of [
+    ['paused', 'customer.subscription.resumed'],
+    ['unpaid', 'customer.subscription.updated'],
+  ] as const) {
+    it(`${stop === 'paused' ? 'a' : 'an'} ${stop} subscription drops to the default tier and gets its tier back when it is active again`, async () => {
+      const acct = `acct_${stop}`
+      await deliver(event('customer.subscription.created', subscription(acct, `sub_${stop}`), S0))
+      const type =
+        stop === 'paused' ? 'customer.subscription.paused' : 'customer.subscription.updated'
+      await deliver(event(type, subscription(acct, `sub_${stop}`, { status: stop }), S0 + 10))
+      let a = await tb.accounts.get(acct)
+      expect(a.tier).toBe('starter')
+      const r = await deliver(event(back, subscription(acct, `sub_${stop}`), S0 + 20))
+      expect(r.status).toBe(200)
+      a = await tb.accounts.get(acct)
+      expect([a.tier, a.tierExpiresAt]).toEqual(['pro', PERIOD_END * 1000 + GRACE])
+      // Deleted later: the end is final.
+      await deliver(
+        event(
+          'customer.subscription.deleted',
+          subscription(acct, `sub_${stop}`, { status: 'canceled' }),
+          S0 + 30,
+        ),
+      )
+      const late = await deliver(event(back, subscription(acct, `sub_${stop}`), S0 + 40))
+      expect(late.applied.find((x) => x.change.type === 'tier')?.reason).toBe('ended')
+      expect((await tb.accounts.get(acct)).tier).toBe('starter')
+    })
+  }
+})
