@@ -10,6 +10,8 @@
  * 2. a delivered event gets a marker in the counter store, checked before every send, so a
  *    retry, a second instance or a redelivery after a restart skips it;
  * 3. a failed send stays queued and is retried with backoff: an outage only delays delivery.
+ *    The first such failure stops the flush (the sends in flight end), so an outage or a 429
+ *    costs at most `concurrency` calls per retry, not one per queued event.
  *
  * What the queue held when a process died is still in `tb.storage.usage`:
  * `reconcileOverage()` (`billing/reconcile`) finds it and `redeliver` queues it again.
@@ -61,7 +63,7 @@ export interface MeterFlushResult {
   noCustomer: number
   /** Refused for good by the provider (reported to `onError`). */
   rejected: number
-  /** Failed for now; still queued. */
+  /** Failed for now, or not sent after such a failure stopped the flush; still queued. */
   retrying: number
 }
 
@@ -162,12 +164,17 @@ export function createMeterOutbox(
     }
     const customers = new Map<string, string | null>()
     const all = [...queue.values()]
-    for (let i = 0; i < all.length; i += batchSize) {
+    // A send that fails for now (the provider down, a 429, a 5xx, the store) stops the flush:
+    // the sends in flight end, the rest is not sent into the outage but waits for the backoff.
+    let halted = false
+    let tried = 0
+    for (let i = 0; i < all.length && !halted; i += batchSize) {
       const batch = all.slice(i, i + batchSize)
       let next = 0
       const worker = async () => {
-        while (next < batch.length) {
+        while (next < batch.length && !halted) {
           const e = batch[next++]!
+          tried++
           let done = false
           try {
             done = await deliver(e, r, customers)
@@ -175,11 +182,17 @@ export function createMeterOutbox(
             onError(err) // storage: keep it queued
           }
           if (done) queue.delete(e.id)
-          else r.retrying++
+          else {
+            r.retrying++
+            halted = true
+            // To the back of the queue: one event that keeps failing blocks no other.
+            if (queue.delete(e.id)) queue.set(e.id, e)
+          }
         }
       }
       await Promise.all(Array.from({ length: Math.min(concurrency, batch.length) }, worker))
     }
+    r.retrying += all.length - tried
     if (r.retrying > 0) {
       backoff = backoff === 0 ? retryMs : Math.min(maxRetryMs, backoff * 2)
       schedule(backoff)

@@ -175,6 +175,22 @@ describe('delivery', () => {
     expect(after.drift).toBe(0)
   })
 
+  it('Stripe failing (500, 429) stops the flush at the first failures: the rest waits for the backoff', async () => {
+    await serve(44) // 42 events with overage
+    expect(billing.meter!.pending).toBe(42)
+    fake.failNext(METER, 1_000)
+    const r1 = await billing.meter!.flush()
+    // The 4 sends in flight (concurrency 4) fail; the other 38 are not sent into the outage.
+    expect(sentTo().length).toBeLessThanOrEqual(4)
+    expect(r1).toMatchObject({ delivered: 0, retrying: 42 })
+    expect(billing.meter!.pending).toBe(42)
+    fake.failNext(METER, 0)
+    const r2 = await billing.meter!.flush()
+    expect(r2).toMatchObject({ delivered: 42, retrying: 0 })
+    expect(fake.meterEvents).toHaveLength(42)
+    expect((await billing.reconcile(ACCOUNT)).drift).toBe(0)
+  })
+
   it('retries on its own, with backoff, once the server is back', async () => {
     await billing.close()
     billing = make({ meter: { intervalMs: 5, retryMs: 5, maxRetryMs: 20 } })
