@@ -203,7 +203,7 @@ function invoiceChanges(inv: Obj, at: number, ctx: EventContext): EventChanges {
   const changes = customerChange(accountId, inv)
   const line = tierLine(inv, ctx)
   if (line) {
-    const { tier, end } = line
+    const { tier, end, amount } = line
     // The invoice lists the subscription as it was when the invoice was made, which can be
     // well before it is paid (a plan change in between is newer): ordered by its creation.
     const made = num(inv['created'])
@@ -217,7 +217,13 @@ function invoiceChanges(inv: Obj, at: number, ctx: EventContext): EventChanges {
     })
     const grant = ownValue(ctx.grants, tier) ?? 0
     const reason = inv['billing_reason']
-    if (grant > 0 && (reason === 'subscription_create' || reason === 'subscription_cycle')) {
+    // A paid period: a trial's line is $0 (a coupon's is not: its discount is apart).
+    const paidPeriod = amount !== 0
+    if (
+      grant > 0 &&
+      paidPeriod &&
+      (reason === 'subscription_create' || reason === 'subscription_cycle')
+    ) {
       changes.push({
         type: 'credits',
         accountId,
@@ -245,15 +251,18 @@ const isProration = (line: Obj): boolean => {
  * before a proration, never a credit (the unused time of the plan left, which comes first
  * on the invoice of an upgrade).
  */
-function tierLine(inv: Obj, ctx: EventContext): { tier: string; end: number | null } | null {
-  let found: { tier: string; end: number | null } | null = null
+function tierLine(
+  inv: Obj,
+  ctx: EventContext,
+): { tier: string; end: number | null; amount: number | null } | null {
+  let found: { tier: string; end: number | null; amount: number | null } | null = null
   for (const line of list(inv['lines'])) {
     const pricing = obj(obj(line['pricing'])?.['price_details'])
     const price = idOf(pricing?.['price']) ?? idOf(line['price'])
     const tier = price ? ctx.priceTiers.get(price) : undefined
     const amount = num(line['amount'])
     if (!tier || (amount !== null && amount < 0)) continue
-    const candidate = { tier, end: num(obj(line['period'])?.['end']) }
+    const candidate = { tier, end: num(obj(line['period'])?.['end']), amount }
     if (!isProration(line)) return candidate
     found ??= candidate
   }

@@ -622,3 +622,26 @@ describe('paused and unpaid subscriptions', () => {
     })
   }
 })
+
+describe('trials', () => {
+  it('the $0 invoice of a trial grants no credits; the first paid invoice does', async () => {
+    const trialEnd = S0 + 14 * 86_400
+    const trialing = subscription('acct_tr', 'sub_tr', { status: 'trialing', end: trialEnd })
+    await deliver(event('customer.subscription.created', trialing, S0))
+    const trialInvoice = invoice('acct_tr', 'in_tr0', 'sub_tr', trialEnd, 'subscription_create')
+    const trialLine = trialInvoice.lines.data[0]!
+    Object.assign(trialLine, { amount: 0, description: 'Trial period for Pro' })
+    Object.assign(trialInvoice, { amount_paid: 0, total: 0 })
+    await deliver(event('invoice.paid', trialInvoice, S0 + 1))
+    let a = await tb.accounts.get('acct_tr')
+    expect([a.tier, a.tierExpiresAt]).toEqual(['pro', trialEnd * 1000 + GRACE])
+    expect(a.balance).toBe(0)
+    // The trial ends and the first period is paid.
+    const next = trialEnd + 30 * 86_400
+    const paid = invoice('acct_tr', 'in_tr1', 'sub_tr', next)
+    Object.assign(paid.lines.data[0]!, { amount: 9_900 })
+    await deliver(event('invoice.paid', paid, trialEnd + 60))
+    a = await tb.accounts.get('acct_tr')
+    expect(a.balance).toBe(5_000)
+  })
+})
