@@ -113,6 +113,13 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
         `must be a plan of the tollbooth instance (${Object.keys(tb.options.plans).join(', ') || 'none configured'})`,
       )
   }
+  // An event is deduplicated for markerTtlMs; a signature older than that must not verify.
+  if (o.toleranceSec * 1000 >= o.markerTtlMs)
+    throw optionError(
+      'stripeBilling',
+      'options.toleranceSec',
+      `must be shorter than options.markerTtlMs (${o.markerTtlMs} ms), or a replayed event applies again`,
+    )
   const stripe = o.stripe
   const onError =
     o.onError ??

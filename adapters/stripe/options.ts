@@ -72,7 +72,11 @@ export const optionsSchema = z
       .default({}),
     /** How long a tier outlives its paid period while Stripe retries the renewal. */
     graceMs: integer(0).default(3 * 86_400_000),
-    toleranceSec: integer(0).default(300),
+    /**
+     * Maximum age of a webhook signature (s). At least 1: Stripe's 0 turns the check off, and a
+     * captured event could then be replayed once its processed marker expired.
+     */
+    toleranceSec: integer(1).default(300),
     markerTtlMs: integer(1).default(MARKER_TTL_MS),
     portalReturnUrl: z.url({ protocol: /^https?$/ }).optional(),
     allowPromotionCodes: z.boolean().default(false),

@@ -301,6 +301,10 @@ describe('configuration', () => {
     [{ stripe: {} }, 'stripe'],
     [{ credits: { currency: 'USD', unitAmount: 5 } }, 'credits'],
     [{ surprise: true }, 'surprise'],
+    // 0 turns Stripe's timestamp check off: an event captured once could be replayed once its
+    // processed marker expired; so could one younger than the tolerance past markerTtlMs.
+    [{ toleranceSec: 0 }, 'toleranceSec'],
+    [{ toleranceSec: 3_600, markerTtlMs: 3_600_000 }, 'toleranceSec'],
   ])('throws a ConfigError for %j naming %s', (patch, name) => {
     const make = () =>
       stripeBilling(tb, {

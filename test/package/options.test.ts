@@ -83,7 +83,7 @@ describe('a bad option', () => {
           tiers: { pro: { priceId: 'price_pro' } },
           toleranceSec: -5,
         }),
-      'stripeBilling: options.toleranceSec must be an integer >= 0 (seconds), got -5',
+      'stripeBilling: options.toleranceSec must be an integer >= 1 (seconds), got -5',
     ],
     [
       'managementApi',
