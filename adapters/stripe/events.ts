@@ -120,25 +120,15 @@ function checkoutChanges(type: string, s: Obj, at: number, ctx: EventContext): E
 }
 
 /** The tier of a subscription: its first item whose price is a configured tier, else metadata. */
-function tierOf(
-  sub: Obj,
-  ctx: EventContext,
-): { tier: string | null; periodStart: number | null; periodEnd: number | null } {
-  let periodStart = num(sub['current_period_start'])
+function tierOf(sub: Obj, ctx: EventContext): { tier: string | null; periodEnd: number | null } {
   let periodEnd = num(sub['current_period_end'])
   for (const item of list(sub['items'])) {
     const price = idOf(item['price']) ?? idOf(obj(item['plan'])?.['id'])
     const tier = price ? ctx.priceTiers.get(price) : undefined
-    if (tier)
-      return {
-        tier,
-        periodStart: num(item['current_period_start']) ?? periodStart,
-        periodEnd: num(item['current_period_end']) ?? periodEnd,
-      }
-    periodStart = periodStart ?? num(item['current_period_start'])
+    if (tier) return { tier, periodEnd: num(item['current_period_end']) ?? periodEnd }
     periodEnd = periodEnd ?? num(item['current_period_end'])
   }
-  return { tier: null, periodStart, periodEnd }
+  return { tier: null, periodEnd }
 }
 
 function subscriptionChanges(type: string, sub: Obj, at: number, ctx: EventContext): EventChanges {
@@ -172,10 +162,11 @@ function subscriptionChanges(type: string, sub: Obj, at: number, ctx: EventConte
   const cancelAt =
     num(sub['cancel_at']) ?? (sub['cancel_at_period_end'] === true ? found.periodEnd : null)
   // A subscription set to cancel ends exactly then; a renewing one gets the grace period
-  // after its paid period. A past_due one has not paid the period it is in: the grace runs
-  // from that period's start (Stripe advances the period before the renewal is paid).
-  const paidUntil = status === 'past_due' ? found.periodStart : found.periodEnd
-  const lapse = paidUntil !== null ? paidUntil * 1000 + ctx.graceMs : undefined
+  // after its paid period. A past_due one has an unpaid invoice: the grace period from this
+  // event (Stripe advances the period before the renewal is paid, so the period's end would
+  // give a failed renewal the whole unpaid period; a plan change's invoice can fail mid-period).
+  const end = found.periodEnd !== null ? found.periodEnd * 1000 + ctx.graceMs : undefined
+  const lapse = status === 'past_due' ? Math.min(at + ctx.graceMs, end ?? Infinity) : end
   const expiresAt =
     cancelAt !== null
       ? lapse === undefined

@@ -575,11 +575,12 @@ describe('plan changes and unpaid renewals', () => {
       ...subscription('acct_p5', 'sub_p5', { status: 'past_due', end: next }),
     }
     pastDue.items.data[0]!.current_period_start = PERIOD_END
-    await deliver(event('customer.subscription.updated', pastDue, PERIOD_END + 3_600))
+    const failed = PERIOD_END + 3_600
+    await deliver(event('customer.subscription.updated', pastDue, failed))
     let a = await tb.accounts.get('acct_p5')
     expect(a.tier).toBe('pro')
-    expect(a.tierExpiresAt).toBe(PERIOD_END * 1000 + GRACE)
-    clock.set(PERIOD_END * 1000 + GRACE + 1)
+    expect(a.tierExpiresAt).toBe(failed * 1000 + GRACE)
+    clock.set(failed * 1000 + GRACE + 1)
     a = await tb.accounts.get('acct_p5')
     expect(a.tier).toBe('starter')
     // Paid late: the subscription is active again for the whole period.
@@ -588,6 +589,15 @@ describe('plan changes and unpaid renewals', () => {
     await deliver(event('customer.subscription.updated', active, PERIOD_END + 4 * 86_400))
     a = await tb.accounts.get('acct_p5')
     expect([a.tier, a.tierExpiresAt]).toEqual(['pro', next * 1000 + GRACE])
+  })
+
+  it('a plan change whose invoice fails mid-period keeps the tier for the grace period from then', async () => {
+    await deliver(event('customer.subscription.created', subscription('acct_p6', 'sub_p6'), S0))
+    const failed = S0 + 20 * 86_400
+    const pastDue = subscription('acct_p6', 'sub_p6', { status: 'past_due', price: 'price_scale' })
+    await deliver(event('customer.subscription.updated', pastDue, failed))
+    const a = await tb.accounts.get('acct_p6')
+    expect([a.tier, a.tierExpiresAt]).toEqual(['scale', failed * 1000 + GRACE])
   })
 })
 
