@@ -275,6 +275,21 @@ describe('signatures', () => {
     expect((await tb.accounts.get('acct_3')).balance).toBe(10_000)
   })
 
+  it('takes a header with two v1 signatures (Stripe signing with the old and the new secret while it is rolled)', async () => {
+    const body = JSON.stringify(
+      event('checkout.session.completed', topUp('acct_roll', 'cs_roll', 10)),
+    )
+    const t = Math.floor(clock.now() / 1000)
+    const v1 = (secret: string) =>
+      signed(body, { secret, timestamp: t })
+        .split(',')
+        .find((p) => p.startsWith('v1='))!
+    const header = `t=${t},${v1('whsec_rolled_out_old_secret')},${v1(WHSEC)}`
+    const r = await billing.webhook({ body, headers: { 'stripe-signature': header } })
+    expect(r.status).toBe(200)
+    expect((await tb.accounts.get('acct_roll')).balance).toBe(10)
+  })
+
   it('verifies on the raw bytes and over real HTTP (handleRequest)', async () => {
     const app = new Hono()
     app.post('/stripe/webhook', (c) => billing.handleRequest(c.req.raw))
