@@ -152,3 +152,4 @@ export {
   syncCountersFromState,
 } from './storage/state-counters.js'
 export { isRoute } from './tollbooth.js'
+export { warnOnce } from './warnings.js'

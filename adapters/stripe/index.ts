@@ -40,6 +40,7 @@ import {
   WEBHOOK_BODY_MAX_BYTES,
   type WebhookInput,
   type WebhookResult,
+  warnOnce,
 } from '../../src/internal.js'
 import { META } from './events.js'
 import { stripeMeterSink } from './meter.js'
@@ -120,6 +121,20 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
       'options.toleranceSec',
       `must be shorter than options.markerTtlMs (${o.markerTtlMs} ms), or a replayed event applies again`,
     )
+  // Overage a tier's plan serves that no invoice would bill: valid, probably not meant.
+  for (const [tier, t] of Object.entries(o.tiers)) {
+    if (ownValue(tb.options.plans, tier)?.allowOverage !== true) continue
+    if (!o.meterEventName)
+      warnOnce(
+        'TOLLBOOTH_UNBILLED_OVERAGE',
+        `stripeBilling: plan "${tier}" allows overage but options.meterEventName is not set: its overage is recorded and never sent to Stripe`,
+      )
+    else if (!t.meteredPriceId)
+      warnOnce(
+        'TOLLBOOTH_UNBILLED_OVERAGE',
+        `stripeBilling: plan "${tier}" allows overage but options.tiers.${tier}.meteredPriceId is not set: its meter events reach Stripe, and no price of its subscriptions bills them`,
+      )
+  }
   const stripe = o.stripe
   const onError =
     o.onError ??
