@@ -144,7 +144,12 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
   const priceTiers = new Map(Object.entries(o.tiers).map(([t, c]) => [c.priceId, t]))
   const grants = Object.fromEntries(Object.entries(o.tiers).map(([t, c]) => [t, c.grantCredits]))
   const meter = o.meterEventName
-    ? createMeterOutbox(tb, stripeMeterSink(stripe, o.meterEventName), o.meter, onError)
+    ? createMeterOutbox(
+        tb,
+        stripeMeterSink(stripe, o.meterEventName, o.meter.timeoutMs),
+        o.meter,
+        onError,
+      )
     : null
   const unsubscribe = meter ? tb.onUsageFlushed((events) => meter.enqueue(events)) : () => {}
   const creating = new Map<string, Promise<string>>()

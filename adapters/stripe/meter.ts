@@ -21,12 +21,15 @@ import type { MeterSink, UsageEvent } from '../../src/internal.js'
 export interface MeterClient {
   billing: {
     meterEvents: {
-      create(params: {
-        event_name: string
-        identifier: string
-        timestamp: number
-        payload: { stripe_customer_id: string; value: string }
-      }): Promise<unknown>
+      create(
+        params: {
+          event_name: string
+          identifier: string
+          timestamp: number
+          payload: { stripe_customer_id: string; value: string }
+        },
+        options?: { timeout?: number },
+      ): Promise<unknown>
     }
   }
 }
@@ -66,17 +69,31 @@ export function isRetryable(err: unknown): boolean {
   return true
 }
 
-/** The sink that sends overage of `eventName` to Stripe. */
-export function stripeMeterSink(stripe: MeterClient, eventName: string): MeterSink {
+/** How long one meter event call may take by default (the client's own default is 80 s). */
+export const METER_TIMEOUT_MS = 10_000
+
+/**
+ * The sink that sends overage of `eventName` to Stripe. Each call is bounded by `timeoutMs`: a
+ * Stripe that does not answer fails the send (retried later) instead of holding the flush,
+ * and `close()`, for the client's timeout.
+ */
+export function stripeMeterSink(
+  stripe: MeterClient,
+  eventName: string,
+  timeoutMs = METER_TIMEOUT_MS,
+): MeterSink {
   return {
     async send(event: UsageEvent, value: number, customerId: string) {
       try {
-        await stripe.billing.meterEvents.create({
-          event_name: eventName,
-          identifier: meterIdentifier(event.id),
-          timestamp: Math.floor(event.time / 1000),
-          payload: { stripe_customer_id: customerId, value: meterValue(value) },
-        })
+        await stripe.billing.meterEvents.create(
+          {
+            event_name: eventName,
+            identifier: meterIdentifier(event.id),
+            timestamp: Math.floor(event.time / 1000),
+            payload: { stripe_customer_id: customerId, value: meterValue(value) },
+          },
+          { timeout: timeoutMs },
+        )
         return 'delivered'
       } catch (err) {
         if ((err as { code?: string } | null)?.code === DUPLICATE_CODE) return 'duplicate'

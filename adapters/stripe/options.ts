@@ -65,6 +65,8 @@ export const optionsSchema = z
         intervalMs: integer(1),
         maxPending: integer(1),
         markerTtlMs: integer(1),
+        /** How long one meter event call may take (ms, default 10 s); then it is retried. */
+        timeoutMs: integer(1),
         value: fnOption<(e: unknown) => number>(),
       })
       .partial()
@@ -86,5 +88,9 @@ export const optionsSchema = z
 
 /** What `stripeBilling()` takes. */
 export type StripeBillingOptions = z.input<typeof optionsSchema> & {
-  meter?: Omit<MeterOutboxOptions, 'value'> & { value?: MeterOutboxOptions['value'] }
+  meter?: Omit<MeterOutboxOptions, 'value'> & {
+    value?: MeterOutboxOptions['value']
+    /** How long one meter event call may take (ms, default 10 s); then it is retried. */
+    timeoutMs?: number
+  }
 }

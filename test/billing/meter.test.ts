@@ -59,6 +59,7 @@ beforeEach(async () => {
   fake.meterEvents.length = 0
   fake.failNext(METER, 0)
   fake.rejectAll(null)
+  fake.hang(null)
   errors = []
   flushed = []
   clock = manualClock(T0)
@@ -189,6 +190,19 @@ describe('delivery', () => {
     expect(r2).toMatchObject({ delivered: 42, retrying: 0 })
     expect(fake.meterEvents).toHaveLength(42)
     expect((await billing.reconcile(ACCOUNT)).drift).toBe(0)
+  })
+
+  it('a Stripe that does not answer holds a flush (and close) for meter.timeoutMs, not the client’s 80 s', async () => {
+    await billing.close()
+    billing = make({ meter: { intervalMs: 3_600_000, retryMs: 3_600_000, timeoutMs: 300 } })
+    await serve(6)
+    fake.hang(METER)
+    const started = performance.now()
+    expect(await billing.meter!.flush()).toMatchObject({ delivered: 0, retrying: 4 })
+    expect(performance.now() - started).toBeLessThan(3_000)
+    fake.hang(null)
+    expect(await billing.meter!.flush()).toMatchObject({ delivered: 4, retrying: 0 })
+    expect(fake.meterEvents).toHaveLength(4)
   })
 
   it('retries on its own, with backoff, once the server is back', async () => {

@@ -51,6 +51,8 @@ export interface FakeStripe {
   failNext(path: string, n: number, options?: { afterRecord?: boolean }): void
   /** Answer requests to `path` with a 400 invalid_request_error (e.g. an unknown customer). */
   rejectAll(path: string | null): void
+  /** Never answer requests to `path` (recorded, left hanging until `stop()`). */
+  hang(path: string | null): void
   stop(): Promise<void>
   start(): Promise<void>
   close(): Promise<void>
@@ -75,6 +77,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
   const meterEvents: MeterEventRecord[] = []
   const failures = new Map<string, { n: number; afterRecord: boolean }>()
   let rejected: string | null = null
+  let hanging: string | null = null
   let seq = 0
   let server: Server | null = null
   let port = 0
@@ -91,6 +94,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     })
     const expire = /^\/v1\/checkout\/sessions\/([^/]+)\/expire$/.exec(path)
     requests.push({ method: req.method ?? '', path, headers: req.headers, form })
+    if (hanging === path) return
     const fail = failures.get(path)
     const failing = fail && fail.n > 0
     if (failing) fail.n--
@@ -205,6 +209,9 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     },
     rejectAll(path) {
       rejected = path
+    },
+    hang(path) {
+      hanging = path
     },
     stop,
     start,
