@@ -153,6 +153,7 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
     : null
   const unsubscribe = meter ? tb.onUsageFlushed((events) => meter.enqueue(events)) : () => {}
   const creating = new Map<string, Promise<string>>()
+  const subscribing = new Map<string, Promise<unknown>>()
 
   /** Runs a Stripe call; its failures become a 502 that keeps Stripe's message as the cause. */
   const call = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
@@ -299,22 +300,34 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
         payment_intent_data: { metadata },
       }
     }
-    if (hasTier) await refuseSecondSubscription(accountId)
-    const customer = await customerFor(accountId)
-    if (hasTier) await oneSubscriptionAtStripe(accountId, customer)
-    const session = await call('create the checkout session', () =>
-      stripe.checkout.sessions.create({
-        ...params,
-        customer,
-        client_reference_id: accountId,
-        success_url,
-        cancel_url,
-        metadata,
-        ...(o.allowPromotionCodes ? { allow_promotion_codes: true } : {}),
-      }),
-    )
-    if (!session.url) throw new BillingUnavailableError('Stripe returned a session without a URL')
-    return { sessionId: session.id, url: session.url }
+    const open = async (): Promise<CheckoutResult> => {
+      if (hasTier) await refuseSecondSubscription(accountId)
+      const customer = await customerFor(accountId)
+      if (hasTier) await oneSubscriptionAtStripe(accountId, customer)
+      const session = await call('create the checkout session', () =>
+        stripe.checkout.sessions.create({
+          ...params,
+          customer,
+          client_reference_id: accountId,
+          success_url,
+          cancel_url,
+          metadata,
+          ...(o.allowPromotionCodes ? { allow_promotion_codes: true } : {}),
+        }),
+      )
+      if (!session.url) throw new BillingUnavailableError('Stripe returned a session without a URL')
+      return { sessionId: session.id, url: session.url }
+    }
+    if (!hasTier) return open()
+    // One subscription checkout of an account at a time in this process (a double click):
+    // the second finds the first open and expires it, instead of both finding none.
+    const run = (subscribing.get(accountId) ?? Promise.resolve()).then(open, open)
+    const tail = run.catch(() => {})
+    subscribing.set(accountId, tail)
+    void tail.then(() => {
+      if (subscribing.get(accountId) === tail) subscribing.delete(accountId)
+    })
+    return run
   }
 
   const portal = async (input: PortalInput): Promise<PortalResult> => {

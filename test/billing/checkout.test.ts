@@ -216,6 +216,12 @@ describe('checkout', () => {
     const topUp = await billing.checkout({ accountId: 'acct_t', credits: 1000, ...URLS })
     await billing.checkout({ accountId: 'acct_t', tier: 'pro', ...URLS })
     expect(status(topUp.sessionId)).toBe('open')
+    // A double click: two at once leave one open.
+    const both = await Promise.all([
+      billing.checkout({ accountId: 'acct_t', tier: 'pro', ...URLS }),
+      billing.checkout({ accountId: 'acct_t', tier: 'pro', ...URLS }),
+    ])
+    expect(both.map((x) => status(x.sessionId)).sort()).toEqual(['expired', 'open'])
     // Paid in a tab: Stripe has the subscription, its webhook has not come yet.
     const customer = (await tb.accounts.get('acct_t')).billingCustomerId!
     fake.subscriptions.push({
