@@ -192,10 +192,11 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
   }
 
   /**
-   * A subscription Stripe bills or is about to; a paused or unpaid one is known from the
-   * account's billing state (suspended, not ended).
+   * A subscription Stripe bills; a paused or unpaid one is known from the account's billing
+   * state (suspended, not ended). An incomplete one (its first payment not through) does not
+   * block a new checkout for the 23 hours until it expires.
    */
-  const LIVE = new Set(['active', 'trialing', 'past_due', 'incomplete'])
+  const LIVE = new Set(['active', 'trialing', 'past_due'])
   const conflict = () =>
     new ConflictError(
       'This account already has a subscription: change plans in the billing portal (POST /billing/portal)',
