@@ -205,6 +205,35 @@ describe('delivery', () => {
     expect(fake.meterEvents).toHaveLength(4)
   })
 
+  it('sends nothing for a request that failed (500) or was refused', async () => {
+    await serve(3) // 10 credits used, then 2 of overage
+    const before = billing.meter!.pending
+    const d = await tb.authenticate(
+      {
+        headers: { authorization: `Bearer ${key}` },
+        ip: '127.0.0.1',
+        method: 'POST',
+        path: '/v1/x',
+      },
+      route,
+    )
+    await tb.settle(d, { status: 500 })
+    const refused = await tb.authenticate(
+      {
+        headers: { authorization: 'Bearer tb_live_nope' },
+        ip: '127.0.0.1',
+        method: 'POST',
+        path: '/v1/x',
+      },
+      route,
+    )
+    expect(refused.allowed).toBe(false)
+    await tb.flush()
+    expect(billing.meter!.pending).toBe(before)
+    expect(await billing.meter!.flush()).toMatchObject({ delivered: before })
+    expect(fake.meterEvents.reduce((s, e) => s + e.value, 0)).toBe(2)
+  })
+
   it('retries on its own, with backoff, once the server is back', async () => {
     await billing.close()
     billing = make({ meter: { intervalMs: 5, retryMs: 5, maxRetryMs: 20 } })
