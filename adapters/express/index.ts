@@ -33,6 +33,7 @@ import {
   type Tollbooth,
   wireName,
 } from '../../src/internal.js'
+import { watchQueued } from '../node/queued.js'
 
 declare module 'express-serve-static-core' {
   interface Request {
@@ -135,6 +136,8 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     // A client that left while the admission was in flight (a store's round trip): its
     // `close` has been emitted already.
     if (res.closed) onClose.call(res)
+    // A response queued behind a pipelined one gets no `close` if the connection goes first.
+    else watchQueued(req, res, onClose)
     next()
   }
 

@@ -40,6 +40,7 @@ import {
   type Tollbooth,
   watchBody,
 } from '../../src/internal.js'
+import { watchQueued } from '../node/queued.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -107,6 +108,8 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
     // A client that left while the admission was in flight (a store's round trip): its
     // `close` has been emitted already.
     if (raw.closed) onClose()
+    // A response queued behind a pipelined one gets no `close` if the connection goes first.
+    else watchQueued(request.raw, raw, onClose)
     done()
   }
 

@@ -34,6 +34,7 @@ import {
   type Tollbooth,
   watchBody,
 } from '../../src/internal.js'
+import { watchQueued } from '../node/queued.js'
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -57,11 +58,15 @@ export interface HonoRouteOptions extends RouteOptions {
 interface NodeBindings {
   incoming?: {
     headers: Record<string, string | string[] | undefined>
-    socket?: { remoteAddress?: string }
+    socket: { remoteAddress?: string; destroyed: boolean } | null
+    closed: boolean
+    once(event: 'close', listener: () => void): unknown
   }
   outgoing?: {
     /** True once `close` was emitted. */
     closed: boolean
+    /** Null while queued behind a pipelined response on its connection. */
+    socket: unknown
     writableFinished: boolean
     headersSent: boolean
     statusCode: number
@@ -157,6 +162,8 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       // A client that left while the admission was in flight (a store's round trip): its
       // `close` has been emitted already.
       if (outgoing.closed) onClose.call(outgoing)
+      // A response queued behind a pipelined one gets no `close` if the connection goes first.
+      else if (node?.incoming) watchQueued(node.incoming, outgoing, onClose)
     } else {
       // On Workers, kept alive from here: a Worker whose client left is stopped at once,
       // handler included, unless something waits for it.

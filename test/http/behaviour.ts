@@ -8,6 +8,7 @@
  */
 
 import { get } from 'node:http'
+import { connect } from 'node:net'
 import { afterEach, describe, expect, test } from 'vitest'
 import { createTollbooth, memoryStorage, type TollboothOptions } from '../../src/index.js'
 import {
@@ -350,6 +351,38 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
       // Its slot and its hold are given back: the next request is admitted, nothing charged.
       expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
       await eventually(() => h.settled.length === 2, 'the next request to settle')
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(5)
+    })
+
+    // HTTP/1.1 pipelining: Node answers a connection's requests in order, a response getting
+    // the socket once the one before it has finished. When the client closes the connection
+    // first, the queued response is dropped without a `close` of its own: it was never settled,
+    // its credits held and its concurrency slot taken until they expired (5 minutes).
+    test('settles a request pipelined behind a slow one when the client closes the connection', async () => {
+      const hold = gate()
+      const slow: TestRoute = { path: '/v1/slow', handle: () => hold.promise.then(() => ({})) }
+      const h = await start([{ ...ok(), options: { cost: 5 } }, slow], PLAN)
+      const first = await key()
+      const k = await key({ limits: { concurrency: 1 } })
+      const url = new URL(h.url)
+      const socket = connect(Number(url.port), url.hostname)
+      socket.on('error', () => {})
+      const get = (path: string, key: string) =>
+        `GET ${path} HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${key}\r\n\r\n`
+      socket.write(get('/v1/slow', first) + get('/v1/ok', k))
+      // Both admitted; the second one's handler has answered, its response queued.
+      await eventually(() => h.finished.count === 1 && h.handled.length === 2, 'both handlers')
+      socket.destroy()
+      await eventually(() => h.settled.length === 1, 'the queued request to settle')
+      expect(h.settled[0]!.decision).toBe(h.handled[1])
+      expect(h.settled[0]!.status).toBe(499)
+      await eventually(() => !!h.settled[0]!.event, 'its usage event')
+      expect(h.settled[0]!.event).toMatchObject({ status: 499, units: 0 })
+      // Its slot and its hold are given back.
+      expect((await h.fetch('/v1/ok', { key: k })).status).toBe(200)
+      hold.open()
+      await eventually(() => h.settled.length === 3, 'the slow request to settle')
+      expect(h.settled.map((x) => x.status).sort()).toEqual([200, 499, 499])
       expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(5)
     })
 
