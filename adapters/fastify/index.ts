@@ -36,7 +36,9 @@ import {
   type RouteOptions,
   responseEnded,
   responseStarted,
+  type Settlement,
   setDefaultHeaders,
+  settlementOf,
   type Tollbooth,
   watchBody,
 } from '../../src/internal.js'
@@ -93,6 +95,10 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
       return
     }
     request.apiKey = decision
+    // A handler that takes the response over (`reply.hijack()`) writes reply.raw itself: no
+    // onSend, so Fastify's Reply learns to tell it (once per process, see `hijacked`).
+    if (reply.hijack !== hijackGiven) extendReply(reply)
+    ;(settlementOf(decision) as Settlement).adapter = tb
     // Before the handler, which may set any of them itself.
     if (!late) setDefaultHeaders(reply, decision.headers, reply.hasHeader, reply.header)
     // The end of the response: `close` follows `finish` on every response, or comes alone
@@ -241,6 +247,65 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
     done()
   }
   return { onSend, onError }
+}
+
+/** The `hijack` given to Fastify's Reply prototype, once it is (see {@link extendReply}). */
+let hijackGiven: FastifyReply['hijack'] | undefined
+
+/**
+ * Gives the Reply prototype that holds Fastify's `hijack` (every context's Reply inherits it)
+ * one that tells tollbooth, on a guarded request, that the handler took the response over
+ * ({@link hijacked}); a reply of an unguarded route goes straight on. Once per process.
+ */
+function extendReply(reply: FastifyReply): void {
+  let p = Object.getPrototypeOf(reply) as Record<string, unknown> | null
+  while (p !== null && !Object.hasOwn(p, 'hijack')) p = Object.getPrototypeOf(p)
+  const original = p?.['hijack'] as FastifyReply['hijack'] | undefined
+  if (p === null || typeof original !== 'function' || !Object.isExtensible(p)) return
+  const given = function hijack(this: FastifyReply): FastifyReply {
+    const r = original.call(this)
+    const decision = this.request.apiKey as Admission | null
+    if (decision !== null && decision !== undefined) hijacked(this.raw, decision)
+    return r
+  }
+  p['hijack'] = given
+  hijackGiven = given
+}
+
+/**
+ * The handler took the response over with `reply.hijack()` and writes `reply.raw` itself, so
+ * neither onSend nor Fastify's end of the handler comes: the usage headers go into its head
+ * when it writes one (after its charges, with its status), and the handler has finished when it
+ * calls `reply.raw.end()`, as on Express (call it also after the client went away).
+ */
+function hijacked(raw: FastifyReply['raw'], decision: Admission): void {
+  const s = settlementOf(decision) as Settlement
+  const tb = s.adapter as Tollbooth | undefined
+  if (tb === undefined || decision.settled) return
+  s.adapter = undefined
+  const writeHead = raw.writeHead
+  raw.writeHead = function writeHeadWithUsage(
+    this: typeof raw,
+    status: number,
+    ...rest: unknown[]
+  ) {
+    this.writeHead = writeHead
+    const out = decision.responseHeaders(status)
+    setDefaultHeaders(this, out, this.hasHeader, this.setHeader)
+    responseStarted(tb, decision)
+    return (writeHead as (...a: unknown[]) => typeof raw).call(this, status, ...rest)
+  } as typeof raw.writeHead
+  if (raw.writableEnded) {
+    endWork(decision)
+    return
+  }
+  const end = raw.end
+  raw.end = function endAndSettle(this: typeof raw, ...args: unknown[]) {
+    this.end = end
+    const r = (end as (...a: unknown[]) => typeof raw).apply(this, args)
+    endWork(decision)
+    return r
+  } as typeof raw.end
 }
 
 /** A web `Response`, as Fastify tells one (whichever realm or implementation made it). */

@@ -323,3 +323,69 @@ describe('tollbooth/fastify: a response this server broke off', () => {
     }
   })
 })
+
+describe('tollbooth/fastify: reply.hijack()', () => {
+  // A handler that takes the response over (`reply.hijack()`, then `reply.raw`) gets no onSend:
+  // its head went out without X-Request-Id and the usage headers, and a client that left was
+  // never seen to be done with (its handler's end was never told), so the request held its
+  // credits and its concurrency slot until `abortSettleMs` (5 minutes by default).
+  test('a hijacked reply: the usage headers in its head; an abort settles when the handler ends reply.raw', async () => {
+    const h = await harness(
+      async (tb, routes) => {
+        const app = Fastify()
+        await app.register(tollbooth, { tb })
+        const guard = requireApiKey(tb, { cost: 5, abortSettleMs: 60_000 })
+        app.get('/v1/raw', { preHandler: guard }, async (request, reply) => {
+          reply.hijack()
+          await routes[0]!.handle(request.apiKey)
+          reply.raw.writeHead(200, { 'content-type': 'text/plain' })
+          reply.raw.end('raw')
+        })
+        app.get('/v1/events', { preHandler: guard }, async (request, reply) => {
+          reply.hijack()
+          const raw = reply.raw
+          raw.writeHead(200, { 'content-type': 'text/event-stream' })
+          let sent = 0
+          const timer = setInterval(() => raw.write(`data: ${sent++}\n\n`), 10)
+          raw.on('close', () => {
+            clearInterval(timer)
+            void Promise.resolve(routes[1]!.handle(request.apiKey, { sent, aborted: true })).then(
+              () => raw.end(),
+            )
+          })
+        })
+        app.get('/v1/ok', { preHandler: requireApiKey(tb) }, async () => ({}))
+        return listen(app)
+      },
+      [
+        { path: '/v1/raw', handle: (k) => k.report({ cost: 2 }) },
+        { path: '/v1/events', handle: (k) => k.report({ cost: 1 }) },
+      ],
+      { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+    )
+    try {
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const headers = { authorization: `Bearer ${key}` }
+      const res = await fetch(`${h.url}/v1/raw`, { headers })
+      expect(await res.text()).toBe('raw')
+      expect(res.headers.get('x-request-id')).toMatch(/^req_/)
+      // After the 2 credits the handler reported.
+      expect(res.headers.get('x-usage-current')).toBe('2')
+      expect(res.headers.get('x-usage-remaining')).toBe('98')
+      await eventually(() => h.settled.length === 1, 'the hijacked response to settle')
+
+      const ac = new AbortController()
+      const stream = await fetch(`${h.url}/v1/events`, { headers, signal: ac.signal })
+      expect(stream.headers.get('x-request-id')).toMatch(/^req_/)
+      const reader = stream.body!.getReader()
+      await reader.read()
+      ac.abort()
+      await eventually(() => !!h.settled[1]?.event, 'the aborted hijacked response to settle')
+      expect(h.settled[1]!.event).toMatchObject({ status: 499, units: 1 })
+      expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(3)
+    } finally {
+      await h.close()
+    }
+  })
+})
