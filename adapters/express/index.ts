@@ -90,15 +90,24 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
         handlerFailed(tb, decision)
         return
       } else {
-        // Only on this rare path: a closure, and the end found now (a compression middleware
+        // Only on this rare path: closures, and the end found now (a compression middleware
         // may have replaced it).
+        let done = false
+        const handlerDone = () => {
+          if (done) return
+          done = true
+          endWork(decision)
+        }
         const end = this.end
         this.end = function endAndSettle(this: Response, ...args: unknown[]) {
           this.end = end
           const r = (end as (...a: unknown[]) => Response).apply(this, args)
-          endWork(decision)
+          handlerDone()
           return r
         } as Response['end']
+        // A stream piped into the response (`res.sendFile`, `src.pipe(res)`, `pipeline`) is
+        // unpiped by this same `close`, after this listener: see `pipedAway`.
+        this.once('unpipe', (src: unknown) => pipedAway(src, handlerDone))
       }
       clientGone(tb, decision, route)
     }
@@ -169,6 +178,26 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     if (d instanceof Promise) d.then((decision) => proceed(decision, req, res, next), next)
     else proceed(d, req, res, next)
   }
+}
+
+/**
+ * A stream the handler piped into its response was unpiped by the client's departure: the
+ * handler had handed the response to it, and its `res.end()` would have come from that stream,
+ * which writes nothing more now. The handler's work then ends when that stream has closed: at
+ * once for one left open (`src.pipe(res)` leaves its source paused), or when the one being
+ * destroyed (by `send` for `res.sendFile`, by `pipeline`) has closed, so what it reports on its
+ * way out (an async generator's `finally`) is charged. Without this, such a request waited for
+ * a `res.end()` that never comes, until `abortSettleMs`.
+ */
+function pipedAway(src: unknown, handlerDone: () => void): void {
+  const stream = src as { destroyed?: boolean; closed?: boolean; once?: unknown } | null
+  if (stream === null || typeof stream !== 'object' || typeof stream.once !== 'function') return
+  // Who destroys it (send's on-finished, pipeline) does so within this turn of the loop.
+  setImmediate(() => {
+    if (stream.destroyed === true && stream.closed !== true)
+      (stream as NodeJS.EventEmitter).once('close', handlerDone)
+    else handlerDone()
+  })
 }
 
 /**

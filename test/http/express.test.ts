@@ -5,10 +5,13 @@
  * under `app.use(path, …)` and on a Router keeps the full path.
  */
 
+import { createReadStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { ServerResponse } from 'node:http'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
 import { pipeline, Readable } from 'node:stream'
 import express, { type Request } from 'express'
-import { describe, expect, expectTypeOf, test } from 'vitest'
+import { afterAll, beforeAll, describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey } from '../../adapters/express/index.js'
 import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
 import { serveExpress } from '../support/servers.js'
@@ -282,6 +285,78 @@ describe('tollbooth/express: a response this server broke off', () => {
         expect(h.settled[0]!.event).toMatchObject({ status: 500, units: 0 })
         expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
         expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(0)
+      } finally {
+        await h.close()
+      }
+    },
+  )
+})
+
+describe('tollbooth/express: a stream piped into the response, its client gone', () => {
+  // `res.sendFile`, `src.pipe(res)` and `pipeline(src, res)` hand the response to a stream, whose
+  // end is what calls `res.end()`. A client that left mid-body stops that stream, so no
+  // `res.end()` came: the request waited for `abortSettleMs` (5 minutes by default), its credit
+  // hold and its concurrency slot held all the while.
+  let file = ''
+  beforeAll(() => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollbooth-express-'))
+    file = join(dir, 'big.bin')
+    writeFileSync(file, Buffer.alloc(16 * 1024 * 1024, 97))
+  })
+  afterAll(() => rmSync(dirname(file), { recursive: true, force: true }))
+
+  test.each([
+    ['res.sendFile', 'sendFile', 0],
+    ['src.pipe(res)', 'pipe', 0],
+    ['pipeline(generator, res), its report in finally', 'pipeline', 2],
+  ] as const)(
+    'settles %s once the stream has stopped (499, its report charged), its slot free',
+    async (_, how, units) => {
+      const h = await harness(
+        async (tb, routes) => {
+          const app = express()
+          const guard = requireApiKey(tb, { cost: 5, abortSettleMs: 60_000 })
+          app.get('/v1/file', guard, (req, res) => {
+            void routes[0]!.handle(req.apiKey)
+            if (how === 'sendFile') res.sendFile(file)
+            else if (how === 'pipe') createReadStream(file).pipe(res)
+            else {
+              const apiKey = req.apiKey
+              async function* events() {
+                try {
+                  for (let i = 0; ; i++) {
+                    yield `data: ${'x'.repeat(64 * 1024)}\n\n`
+                    if (i % 16 === 0) await sleep(1)
+                  }
+                } finally {
+                  apiKey.report({ cost: 2 })
+                }
+              }
+              pipeline(Readable.from(events()), res, () => {})
+            }
+          })
+          app.get('/v1/ok', requireApiKey(tb), (_req, res) => {
+            res.json({})
+          })
+          return serveExpress(app)
+        },
+        [{ path: '/v1/file', handle: () => undefined }],
+        { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+      )
+      try {
+        const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+        const ac = new AbortController()
+        const res = await fetch(`${h.url}/v1/file`, {
+          headers: { authorization: `Bearer ${key}` },
+          signal: ac.signal,
+        })
+        expect(res.status).toBe(200)
+        await res.body!.getReader().read()
+        ac.abort()
+        await eventually(() => !!h.settled[0]?.event, 'the aborted response to settle')
+        expect(h.settled[0]!.event).toMatchObject({ status: 499, units })
+        expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
+        expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(units)
       } finally {
         await h.close()
       }
