@@ -108,7 +108,13 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
     const raw = reply.raw
     const onClose = () => {
       if (raw.writableFinished) responseEnded(tb, decision, raw.statusCode)
-      else clientGone(tb, decision, route)
+      else {
+        // A handler that wrote the head on reply.raw itself (no onSend has run), without
+        // reply.hijack(): nothing of Fastify's ends its work, its `reply.raw.end()` does.
+        if (raw.headersSent && (settlementOf(decision) as Settlement).ttfb < 0)
+          endsWithRaw(raw, decision)
+        clientGone(tb, decision, route)
+      }
     }
     raw.on('close', onClose)
     // A client that left while the admission was in flight (a store's round trip): its
@@ -295,6 +301,14 @@ function hijacked(raw: FastifyReply['raw'], decision: Admission): void {
     responseStarted(tb, decision)
     return (writeHead as (...a: unknown[]) => typeof raw).call(this, status, ...rest)
   } as typeof raw.writeHead
+  endsWithRaw(raw, decision)
+}
+
+/**
+ * The handler writes `reply.raw` itself: its work ends when it calls `reply.raw.end()` (now,
+ * if it has), as on Express, since no onSend will end it.
+ */
+function endsWithRaw(raw: FastifyReply['raw'], decision: Admission): void {
   if (raw.writableEnded) {
     endWork(decision)
     return

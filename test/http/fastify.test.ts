@@ -388,4 +388,48 @@ describe('tollbooth/fastify: reply.hijack()', () => {
       await h.close()
     }
   })
+
+  // The same stream written on reply.raw without reply.hijack() (the handler never sends):
+  // no onSend either, so a client that left was settled only at `abortSettleMs`.
+  test('reply.raw written without hijack: an abort settles when the handler ends reply.raw', async () => {
+    const h = await harness(
+      async (tb, routes) => {
+        const app = Fastify()
+        await app.register(tollbooth, { tb })
+        const guard = requireApiKey(tb, { cost: 5, abortSettleMs: 60_000 })
+        app.get('/v1/events', { preHandler: guard }, (request, reply) => {
+          const raw = reply.raw
+          raw.writeHead(200, { 'content-type': 'text/event-stream' })
+          let sent = 0
+          const timer = setInterval(() => raw.write(`data: ${sent++}\n\n`), 10)
+          raw.on('close', () => {
+            clearInterval(timer)
+            void Promise.resolve(routes[0]!.handle(request.apiKey, { sent, aborted: true })).then(
+              () => raw.end(),
+            )
+          })
+        })
+        app.get('/v1/ok', { preHandler: requireApiKey(tb) }, async () => ({}))
+        return listen(app)
+      },
+      [{ path: '/v1/events', handle: (k) => k.report({ cost: 1 }) }],
+      { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+    )
+    try {
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const ac = new AbortController()
+      const stream = await fetch(`${h.url}/v1/events`, {
+        headers: { authorization: `Bearer ${key}` },
+        signal: ac.signal,
+      })
+      await stream.body!.getReader().read()
+      ac.abort()
+      await eventually(() => !!h.settled[0]?.event, 'the aborted response to settle')
+      expect(h.settled[0]!.event).toMatchObject({ status: 499, units: 1 })
+      expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(1)
+    } finally {
+      await h.close()
+    }
+  })
 })
