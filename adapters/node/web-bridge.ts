@@ -11,6 +11,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
+import { watchQueued } from './queued.js'
 
 /** The Node objects handed to the fetch handler, as `@hono/node-server` names them. */
 export interface NodeBindings {
@@ -29,12 +30,18 @@ export function checkHandler(handler: unknown): asserts handler is FetchHandler 
     )
 }
 
-/** A signal that aborts when the response closes before it was written in full. */
+/**
+ * A signal that aborts when the response closes before it was written in full, or when its
+ * connection closes while it is queued behind a pipelined response (see `./queued.ts`).
+ */
 export function abortOnClose(res: ServerResponse): AbortSignal {
   const abort = new AbortController()
-  res.once('close', () => {
+  const gone = () => {
     if (!res.writableFinished) abort.abort()
-  })
+  }
+  res.once('close', gone)
+  // A response queued behind a pipelined one gets no `close` if the connection goes first.
+  watchQueued(res.req, res, gone)
   return abort.signal
 }
 

@@ -6,7 +6,7 @@
  */
 
 import type { Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, connect } from 'node:net'
 import { serve } from '@hono/node-server'
 import express from 'express'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -41,6 +41,17 @@ const echo: FetchHandler = async (req) => {
     }),
     { status: 200, headers },
   )
+}
+
+/** Sends GET /slow and GET /hang on one connection, then closes it once /hang has started. */
+async function pipelinedThenGone(url: string, started: Promise<void>): Promise<void> {
+  const { hostname, port } = new URL(url)
+  const socket = connect(Number(port), hostname)
+  socket.on('error', () => {})
+  const get = (path: string) => `GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`
+  socket.write(get('/slow') + get('/hang'))
+  await started
+  socket.destroy()
 }
 
 let closers: Array<() => Promise<void>> = []
@@ -235,6 +246,34 @@ describe('express mountFetch', () => {
     await abortedP
   })
 
+  // HTTP/1.1 pipelining: a response queued behind another gets no `close` of its own when the
+  // client closes the connection first, so the signal never aborted.
+  it('aborts the signal of a request pipelined behind a slow one when the client closes the connection', async () => {
+    let aborted!: () => void
+    const abortedP = new Promise<void>((r) => {
+      aborted = r
+    })
+    let started!: () => void
+    const startedP = new Promise<void>((r) => {
+      started = r
+    })
+    const url = await expressServer((app) => {
+      app.get('/slow', (_req, res) => {
+        setTimeout(() => res.end('late'), 500)
+      })
+      app.use(
+        '/hang',
+        expressMount((req) => {
+          req.signal.addEventListener('abort', () => aborted())
+          started()
+          return new Response('queued')
+        }),
+      )
+    })
+    await pipelinedThenGone(url, startedP)
+    await abortedP
+  })
+
   it('refuses a non-function handler at construction', () => {
     expect(() => expressMount('nope' as never)).toThrow(/handler must be a function/)
   })
@@ -270,6 +309,33 @@ describe('fastify mountFetch', () => {
     expect((await call(url, 'POST', '/other', { json: { a: 1 } })).body).toEqual({
       parsed: { a: 1 },
     })
+  })
+
+  it('aborts the signal of a request pipelined behind a slow one when the client closes the connection', async () => {
+    let aborted!: () => void
+    const abortedP = new Promise<void>((r) => {
+      aborted = r
+    })
+    let started!: () => void
+    const startedP = new Promise<void>((r) => {
+      started = r
+    })
+    const url = await fastifyServer(async (app) => {
+      app.get('/slow', async () => {
+        await new Promise((r) => setTimeout(r, 500))
+        return 'late'
+      })
+      await app.register(
+        fastifyMount((req) => {
+          req.signal.addEventListener('abort', () => aborted())
+          started()
+          return new Response('queued')
+        }),
+        { prefix: '/hang' },
+      )
+    })
+    await pipelinedThenGone(url, startedP)
+    await abortedP
   })
 
   it('streams a large body in and the response out', async () => {
