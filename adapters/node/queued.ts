@@ -19,6 +19,8 @@ interface QueuedRequest {
 /** The parts of Node's `ServerResponse` read here. */
 interface QueuedResponse {
   readonly socket: unknown
+  /** True once its `close` was emitted. */
+  readonly closed: boolean
   readonly writableFinished: boolean
 }
 
@@ -35,7 +37,8 @@ export function watchQueued<R extends QueuedResponse>(
 ): void {
   if (res.socket !== null && res.socket !== undefined) return
   const check = () => {
-    const queued = res.socket === null || res.socket === undefined
+    // Still without a socket, and no `close` of its own came (it never got one).
+    const queued = (res.socket === null || res.socket === undefined) && !res.closed
     if (queued && !res.writableFinished && req.socket?.destroyed !== false) onGone.call(res)
   }
   // Its connection closed while the admission was in flight (a store's round trip).
