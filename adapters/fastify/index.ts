@@ -107,7 +107,7 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
     // for both, where an `onResponse` hook as well cost a hook run per request.
     const raw = reply.raw
     const onClose = () => {
-      if (raw.writableFinished) responseEnded(tb, decision, raw.statusCode)
+      if (raw.writableFinished || injectedEnd(raw)) responseEnded(tb, decision, raw.statusCode)
       else {
         // A handler that wrote the head on reply.raw itself (no onSend has run), without
         // reply.hijack(): nothing of Fastify's ends its work, its `reply.raw.end()` does.
@@ -253,6 +253,16 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
     done()
   }
   return { onSend, onError }
+}
+
+/**
+ * True for a response of `fastify.inject()` (light-my-request) that has ended: its `end()`
+ * emits `finish` itself, and `close` a tick later while its stand-in socket still holds the
+ * bytes, so `writableFinished` stays false and every injected request looked like a client
+ * gone away (499, the route's cost not charged).
+ */
+function injectedEnd(raw: FastifyReply['raw']): boolean {
+  return raw.writableEnded && (raw as { _lightMyRequest?: unknown })._lightMyRequest !== undefined
 }
 
 /** The `hijack` given to Fastify's Reply prototype, once it is (see {@link extendReply}). */

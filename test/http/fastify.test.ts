@@ -433,3 +433,38 @@ describe('tollbooth/fastify: reply.hijack()', () => {
     }
   })
 })
+
+describe('tollbooth/fastify: fastify.inject()', () => {
+  // light-my-request's response emits `close` before its stand-in socket has taken the bytes,
+  // so `writableFinished` is false there: every injected request settled as a client gone
+  // away (499 aborted, the route's cost refunded), the way Fastify's own docs test an app.
+  test('settles an injected request with its status and charges it', async () => {
+    const tb = createTollbooth({
+      secret: SECRET,
+      plans: { pro: { monthlyCredits: 100 } },
+      defaultTier: 'pro',
+    })
+    const statuses: number[] = []
+    const settle = tb.settleLater
+    tb.settleLater = (decision, outcome) => {
+      statuses.push(outcome.status)
+      settle.call(tb, decision, outcome)
+    }
+    const app = Fastify()
+    await app.register(tollbooth, { tb })
+    app.get('/v1/ok', { preHandler: requireApiKey(tb, { cost: 3 }) }, async () => ({ ok: true }))
+    try {
+      const { key } = await tb.keys.create({ accountId: 'acct_1' })
+      const res = await app.inject({ url: '/v1/ok', headers: { authorization: `Bearer ${key}` } })
+      expect(res.statusCode).toBe(200)
+      expect(res.headers['x-usage-current']).toBe('3')
+      await eventually(() => statuses.length === 1, 'the injected request to settle')
+      expect(statuses).toEqual([200])
+      await tb.flush()
+      expect((await tb.accounts.get('acct_1')).credits.used).toBe(3)
+    } finally {
+      await app.close()
+      await tb.close()
+    }
+  })
+})
