@@ -226,7 +226,14 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
     responseStarted(tb, decision)
     const p = payload as { pipe?: unknown; once?: unknown; getReader?: unknown } | null
     if (p !== null && typeof p === 'object' && typeof p.pipe === 'function') {
-      ;(payload as NodeJS.ReadableStream).once('close', () => endWork(decision))
+      const stream = payload as NodeJS.ReadableStream & { errored?: unknown }
+      stream.once('close', () => {
+        // Failed on its own (an upstream's error; Fastify destroys it without one when the
+        // client goes away): Fastify breaks the response off, a failed response (500, not
+        // billed), as a web stream's failure and as on Express and Hono.
+        if (stream.errored != null && !reply.raw.writableFinished) handlerFailed(tb, decision)
+        endWork(decision)
+      })
     } else if (p !== null && typeof p === 'object' && typeof p.getReader === 'function') {
       const body = payload as ReadableStream<Uint8Array>
       payload = watchBody(tb, decision, { route, body, status })

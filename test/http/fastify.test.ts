@@ -324,6 +324,66 @@ describe('tollbooth/fastify: a response this server broke off', () => {
   })
 })
 
+describe('tollbooth/fastify: a returned stream that fails half-way', () => {
+  // Fastify destroys the response when the stream it sends fails after the head: a failed
+  // response (500, not billed), as a web ReadableStream's failure, and as a `pipeline` whose
+  // upstream fails on Express. A Node Readable's failure was taken for a client gone away
+  // (499, what the handler reported billed).
+  test.each([
+    ['a Node Readable', 'node'],
+    ['a web ReadableStream', 'web'],
+  ] as const)('settles %s that fails half-way at once (500, not billed)', async (_, kind) => {
+    const h = await harness(
+      async (tb, routes) => {
+        const app = Fastify()
+        await app.register(tollbooth, { tb })
+        app.get(
+          '/v1/broken',
+          { preHandler: requireApiKey(tb, { cost: 5 }) },
+          async (request, reply) => {
+            await routes[0]!.handle(request.apiKey)
+            reply.type('text/event-stream')
+            if (kind === 'node') {
+              const upstream = new Readable({ read() {} })
+              upstream.push('data: 0\n\n')
+              setTimeout(() => upstream.destroy(new Error('upstream failed')), 20)
+              return reply.send(upstream)
+            }
+            let pulls = 0
+            const body = new ReadableStream<Uint8Array>({
+              async pull(c) {
+                if (pulls++ === 0) c.enqueue(new TextEncoder().encode('data: 0\n\n'))
+                else {
+                  await sleep(20)
+                  c.error(new Error('upstream failed'))
+                }
+              },
+            })
+            return reply.send(body)
+          },
+        )
+        app.get('/v1/ok', { preHandler: requireApiKey(tb) }, async () => ({}))
+        return listen(app)
+      },
+      [{ path: '/v1/broken', handle: (k) => k.report({ cost: 2 }) }],
+      { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+    )
+    try {
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const res = await fetch(`${h.url}/v1/broken`, { headers: { authorization: `Bearer ${key}` } })
+      expect(res.status).toBe(200)
+      await res.text().catch(() => '')
+      await eventually(() => !!h.settled[0]?.event, 'the broken response to settle')
+      expect(h.settled.map((s) => s.status)).toEqual([500])
+      expect(h.settled[0]!.event).toMatchObject({ status: 500, units: 0 })
+      expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(0)
+    } finally {
+      await h.close()
+    }
+  })
+})
+
 describe('tollbooth/fastify: reply.hijack()', () => {
   // A handler that takes the response over (`reply.hijack()`, then `reply.raw`) gets no onSend:
   // its head went out without X-Request-Id and the usage headers, and a client that left was
