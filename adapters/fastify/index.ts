@@ -274,6 +274,8 @@ function injectedEnd(raw: FastifyReply['raw']): boolean {
 
 /** The `hijack` given to Fastify's Reply prototype, once it is (see {@link extendReply}). */
 let hijackGiven: FastifyReply['hijack'] | undefined
+/** The Reply prototypes whose `hijack` this module wrapped (or could not). */
+const extendedReplies = new WeakSet<object>()
 
 /**
  * Gives the Reply prototype that holds Fastify's `hijack` (every context's Reply inherits it)
@@ -283,8 +285,11 @@ let hijackGiven: FastifyReply['hijack'] | undefined
 function extendReply(reply: FastifyReply): void {
   let p = Object.getPrototypeOf(reply) as Record<string, unknown> | null
   while (p !== null && !Object.hasOwn(p, 'hijack')) p = Object.getPrototypeOf(p)
-  const original = p?.['hijack'] as FastifyReply['hijack'] | undefined
-  if (p === null || typeof original !== 'function' || !Object.isExtensible(p)) return
+  // Once per prototype: another copy of this module (its CommonJS build) may wrap it after.
+  if (p === null || extendedReplies.has(p)) return
+  extendedReplies.add(p)
+  const original = p['hijack'] as FastifyReply['hijack'] | undefined
+  if (typeof original !== 'function' || !Object.isExtensible(p)) return
   const given = function hijack(this: FastifyReply): FastifyReply {
     const r = original.call(this)
     const decision = this.request.apiKey as Admission | null
@@ -302,9 +307,11 @@ function extendReply(reply: FastifyReply): void {
  * calls `reply.raw.end()`, as on Express (call it also after the client went away).
  */
 function hijacked(raw: FastifyReply['raw'], decision: Admission): void {
-  const s = settlementOf(decision) as Settlement
-  const tb = s.adapter as Tollbooth | undefined
-  if (tb === undefined || decision.settled) return
+  // Undefined for an admission of another copy of this module (its CommonJS build beside this
+  // one), whose own `hijack` in the chain handles it.
+  const s = settlementOf(decision)
+  const tb = s?.adapter as Tollbooth | undefined
+  if (s === undefined || tb === undefined || decision.settled) return
   s.adapter = undefined
   const writeHead = raw.writeHead
   raw.writeHead = function writeHeadWithUsage(
