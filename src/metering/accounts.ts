@@ -112,9 +112,13 @@ export interface PeriodCredits {
 /** How many closed periods' figures an account keeps (`AccountRecord.closedPeriods`): a year's. */
 export const CLOSED_PERIODS_KEPT = 12
 
-/** `done` followed by `more`, the last {@link CLOSED_PERIODS_KEPT} of them. */
+/**
+ * `done` followed by `more`, the last {@link CLOSED_PERIODS_KEPT} of them; an entry of `done`
+ * for a period `more` closes (a top-up's record of an open period's balance) gives way.
+ */
 function keptPeriods(done: ClosedPeriod[] | undefined, more: ClosedPeriod[]): ClosedPeriod[] {
-  return [...(done ?? []), ...more].slice(-CLOSED_PERIODS_KEPT)
+  const kept = (done ?? []).filter((c) => !more.some((m) => m.start === c.start))
+  return [...kept, ...more].slice(-CLOSED_PERIODS_KEPT)
 }
 
 export const creditKey = (accountId: string, period: Period) =>
@@ -382,14 +386,24 @@ export class AccountService {
       // Only the record's period and the next can have use: a read in any later one closes
       // the record's for good (a month has passed since its end).
       const used = i < 2 ? await this.usedIn(record.id, p, now) : 0
-      closing.push({ start: p.start, monthlyCredits: monthly, carryover, balance, used })
+      // A top-up paid after the period's end recorded the balance as it stood then: only that
+      // may pay the period's overage, not money added after (see `addCredits`).
+      const atEnd = record.closedPeriods?.find((c) => c.open === true && c.start === p.start)
+      const endBalance = atEnd === undefined ? balance : Math.min(balance, atEnd.balance)
+      closing.push({
+        start: p.start,
+        monthlyCredits: monthly,
+        carryover,
+        balance: endBalance,
+        used,
+      })
       if (monthly === null) {
         carryover = 0
       } else {
         // Every sum on the amount grid (`limits/amount`), as the counters keep theirs.
         const planPart = roundAmount(monthly + carryover)
         const beyond = Math.max(0, roundAmount(used - planPart))
-        const spent = Math.min(beyond, balance)
+        const spent = Math.min(beyond, endBalance)
         fromBalance = roundAmount(fromBalance + spent)
         balance = roundAmount(balance - spent)
         const unused = Math.max(0, roundAmount(planPart - used))
@@ -448,6 +462,45 @@ export class AccountService {
     const held = await this.storage.counters.held(creditKey(id, p), at)
     if (held > 0) return held
     return (await this.storage.usage.summarize(id, p.start, p.end)).units
+  }
+
+  /**
+   * Makes the record ready for a top-up at `now`: every period closed for good is written
+   * (`rollover`), and a period that ended less than `closeAfterMs` ago, whose use may still
+   * change and so is not closed yet, gets its balance at its end recorded (an `open` entry of
+   * `closedPeriods`, written once, before the first top-up after its end), which its close
+   * then takes its overage from. Between the period's end and this write nothing but a
+   * top-up changes the balance (a close moves `periodStart`, which the compare-and-set checks),
+   * and a top-up writes this before it adds: the balance recorded never holds one.
+   */
+  private async closeBefore(id: string, now: number): Promise<void> {
+    const current = periodOf(now)
+    for (let i = 0; i < 4; i++) {
+      let stored = (await this.storage.accounts.get(id)) ?? (await this.ensure(id))
+      if (stored.periodStart < current.start) {
+        await this.rollover(stored, current, now)
+        stored = (await this.storage.accounts.get(id)) ?? stored
+      }
+      if (stored.periodStart >= current.start) return
+      const start = stored.periodStart
+      if (stored.closedPeriods?.some((c) => c.open === true && c.start === start)) return
+      const plan = this.planOf(this.effectiveTier(stored, start))
+      const atEnd: ClosedPeriod = {
+        start,
+        monthlyCredits: plan?.monthlyCredits ?? null,
+        carryover: stored.carryover,
+        balance: stored.balance,
+        used: 0,
+        open: true,
+      }
+      const written = await this.storage.accounts.update(
+        id,
+        { closedPeriods: keptPeriods(stored.closedPeriods, [atEnd]) },
+        start,
+      )
+      if (written) return
+      // Closed meanwhile by another caller: read it again.
+    }
   }
 
   /** Drops the cached view of the account on this instance (a change-feed message). */
@@ -582,11 +635,17 @@ export class AccountService {
     return this.get(id)
   }
 
-  /** Adds prepaid credits (a top-up); `amount` must be a number > 0 and at most 2^53 - 1. */
+  /**
+   * Adds prepaid credits (a top-up); `amount` must be a number > 0 and at most 2^53 - 1.
+   *
+   * A top-up belongs to the moment it is paid: a period that ended before it takes its use
+   * beyond the plan from the balance as it stood at its end, never from this money. So the
+   * account is rolled over first ({@link closeBefore}).
+   */
   async addCredits(id: string, amount: number): Promise<AccountView> {
     checkAccountId(id)
     parseInput(z.object({ amount: creditAmount }), { amount })
-    await this.ensure(id)
+    await this.closeBefore(id, this.now())
     const r = await this.storage.accounts.addBalance(id, roundAmount(amount))
     if (!r) throw new NotFoundError('Account not found')
     await this.changed(id)

@@ -465,6 +465,12 @@ export interface ClosedPeriod {
   balance: number
   /** Credits used in it. */
   used: number
+  /**
+   * True for a period not closed yet, whose entry a top-up paid after its end wrote to record
+   * its `balance` at its end (`used` is then 0): its close takes its overage from no more
+   * than that, and replaces the entry.
+   */
+  open?: boolean
 }
 
 export type AccountPatch = Partial<Omit<AccountRecord, 'id'>>
