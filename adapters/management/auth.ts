@@ -123,7 +123,9 @@ export function createAuthenticator(
   network: { trustProxy: TrustProxy; socketAddress: (c: Context) => string | null | undefined },
 ): (c: Context) => Promise<AuthOutcome> {
   const now = () => (tb.options.clock ? tb.options.clock.now() : Date.now())
-  const session = auth.session ? createSessionVerifier(auth.session, now) : null
+  const session = auth.session
+    ? createSessionVerifier(auth.session, now, undefined, tb.storage.counters)
+    : null
   const mgmt = auth.managementKeys ?? true
   const cons = auth.consumptionKeys ?? false
   const routes: Record<'management' | 'consumption', ResolvedRoute | null> = {
@@ -217,11 +219,7 @@ export function createAuthenticator(
 
   const bySession = async (token: string): Promise<AuthOutcome> => {
     const r = await session!.verify(token)
-    if (!r.ok)
-      return refuse(
-        r.status === 401 ? 'invalid_credentials' : 'session_keys_unavailable',
-        r.message,
-      )
+    if (!r.ok) return refuse(r.denial, r.message)
     if (!isAccountId(r.accountId))
       return refuse('invalid_credentials', 'Invalid session token: the account id is not valid')
     return {

@@ -57,7 +57,12 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
   const o = resolvePortalOptions(tb, options)
   const now = () => (tb.options.clock ? tb.options.clock.now() : Date.now())
   const verifier = o.session
-    ? createSessionVerifier(o.session, now, { factory: 'portal', path: 'options.session' })
+    ? createSessionVerifier(
+        o.session,
+        now,
+        { factory: 'portal', path: 'options.session' },
+        tb.storage.counters,
+      )
     : null
   const api = managementApi(tb, {
     auth: {
@@ -93,7 +98,7 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
       // Who is signed in is decided once, as GET /api/session decides it: a session cookie
       // that does not verify gives way to authenticate(), here as there.
       const who = await identify(c)
-      if (who && 'unavailable' in who) return refusal('session_keys_unavailable', who.unavailable)
+      if (who && 'unavailable' in who) return refusal(who.denial, who.unavailable)
       if (who?.via === 'session') headers.set('authorization', `Bearer ${token}`)
     } else if (token) headers.set('authorization', `Bearer ${token}`)
     const url = new URL(c.req.url)

@@ -29,7 +29,9 @@ export interface PortalOptions {
   /**
    * Session JWTs (verified with jose, as the management API does): your sign-in issues one,
    * the portal's sign-in (`POST <base>/api/session`) checks it and keeps it in an HttpOnly
-   * cookie. `session.cookie` is not taken: the portal names its own cookie.
+   * cookie. `session.cookie` is not taken: the portal names its own cookie. A session lasts
+   * at most `session.maxAgeMs` from its `iat` (7 days by default; a token needs `iat`), and
+   * signing out ends it for every instance sharing the store.
    */
   session?: Omit<SessionOptions, 'cookie'>
   /** Your own check of your own session (e.g. your auth library's cookie on the request). */

@@ -4,16 +4,19 @@
  * Who is signed in, and `<base>/api/session`: `GET` tells the page whether a visitor is
  * signed in (and hands it the CSRF token, setting the CSRF cookie when missing), `POST` signs
  * in with a session JWT (verified by the same jose verifier as the management API, then kept
- * in an HttpOnly cookie that expires with the token), `DELETE` signs out. Sign-in and sign-out
+ * in an HttpOnly cookie that expires with the session: the token's `exp`, or its `iat` plus
+ * `maxAgeMs`), `DELETE` signs out: it ends the session on the server (a mark in the counter
+ * store that every verification checks, so the token is refused on every instance even where
+ * a copy of it survives the cookie), then clears the cookie. Sign-in and sign-out
  * both renew the CSRF token. With `authenticate`, the integrator's own session decides and
  * sign-in and sign-out happen in their application (`signInUrl`, `signOutUrl`).
  */
 
 import type { Context, Hono } from 'hono'
 import { z } from 'zod'
-import { checkAccountId } from '../../src/internal.js'
+import { checkAccountId, type DenialName } from '../../src/internal.js'
 import { json, parse, readJson, refusal } from '../management/http.js'
-import type { createSessionVerifier } from '../management/session.js'
+import type { SessionVerifier } from '../management/session.js'
 import {
   type CookieJar,
   csrfCookie,
@@ -24,7 +27,7 @@ import {
 } from './cookies.js'
 import type { ResolvedPortalOptions } from './options.js'
 
-type Verifier = ReturnType<typeof createSessionVerifier>
+type Verifier = SessionVerifier
 
 /**
  * The signed-in account and how (the portal's session cookie, or the integrator's
@@ -32,7 +35,7 @@ type Verifier = ReturnType<typeof createSessionVerifier>
  */
 export type Visitor =
   | { accountId: string; via: 'session' | 'authenticate' }
-  | { unavailable: string }
+  | { unavailable: string; denial: DenialName }
   | null
 
 /** Finds who sent `request`: the portal's session cookie first, then `authenticate`. */
@@ -59,7 +62,7 @@ export function createIdentify(o: ResolvedPortalOptions, verifier: Verifier | nu
     if (verifier && token) {
       const r = await verifier.verify(token)
       if (r.ok && validAccount(r.accountId)) return { accountId: r.accountId, via: 'session' }
-      if (!r.ok && r.status === 503) return { unavailable: r.message }
+      if (!r.ok && r.status === 503) return { unavailable: r.message, denial: r.denial }
     }
     if (!o.authenticate) return null
     const who = await o.authenticate(request)
@@ -108,7 +111,7 @@ export function sessionRoutes(
     }
     const who = await identify(c)
     if (who && 'unavailable' in who)
-      return withCookies(refusal('session_keys_unavailable', who.unavailable), cookies)
+      return withCookies(refusal(who.denial, who.unavailable), cookies)
     // A session cookie that no longer verifies (expired, signed with a retired key) is dropped,
     // also when authenticate() let the visitor in.
     if (who?.via !== 'session' && verifier && readCookie(c, jar.session) !== undefined)
@@ -131,29 +134,32 @@ export function sessionRoutes(
       )
     const { token } = parse(signInBody, await readJson(c), 'body')
     const r = await verifier.verify(token.trim())
-    if (!r.ok)
-      return refusal(
-        r.status === 401 ? 'invalid_credentials' : 'session_keys_unavailable',
-        r.message,
-      )
+    if (!r.ok) return refusal(r.denial, r.message)
     if (!validAccount(r.accountId))
       return refusal('invalid_credentials', 'Invalid session token: the account id is not valid')
     const jar = jarOf(c)
-    const exp = typeof r.claims['exp'] === 'number' ? r.claims['exp'] : undefined
     const csrf = newCsrfToken()
     return withCookies(json({ signedIn: true, accountId: r.accountId, csrfToken: csrf }), [
-      setCookie(
-        jar,
-        jar.session,
-        token.trim(),
-        exp === undefined ? undefined : exp - Math.floor(now() / 1000),
-      ),
+      setCookie(jar, jar.session, token.trim(), r.endsAt / 1000 - Math.floor(now() / 1000)),
       setCookie(jar, jar.csrf, csrf),
     ])
   })
 
-  app.delete('/api/session', (c) => {
+  app.delete('/api/session', async (c) => {
     const jar = jarOf(c)
+    const token = verifier ? readCookie(c, jar.session) : undefined
+    if (verifier && token) {
+      // Ended on the server first: when the store cannot be reached the session (and its
+      // cookie) stay, and signing out again can finish it.
+      try {
+        await verifier.revoke(token)
+      } catch {
+        return refusal(
+          'storage_unavailable',
+          'Storage unavailable: the session could not be ended; try again',
+        )
+      }
+    }
     const csrf = newCsrfToken()
     const cookies = [setCookie(jar, jar.csrf, csrf)]
     if (verifier) cookies.push(setCookie(jar, jar.session, '', 0))

@@ -60,7 +60,10 @@ describe('session JWTs with a shared secret', () => {
     await start({ auth: { session } })
     const token = await hs256(good, SESSION_SECRET, T0 + 60_000)
     expect((await api('GET', '/keys', { token })).status).toBe(200)
-    clock.advance(60_000)
+    // Five seconds' clock tolerance by default (`clockToleranceMs`).
+    clock.advance(64_000)
+    expect((await api('GET', '/keys', { token })).status).toBe(200)
+    clock.advance(1000)
     const r = await api('GET', '/keys', { token })
     expect(r.status).toBe(401)
     expect(r.body).toEqual({ error: 'Session token expired', code: 'unauthorized' })
@@ -150,6 +153,7 @@ describe('session JWTs against a JWKS served over HTTP', () => {
   const es256 = (key: CryptoKey, kid: string, audience = 'mgmt') =>
     new SignJWT({ sub: 'acct_j' })
       .setProtectedHeader({ alg: 'ES256', kid })
+      .setIssuedAt(sec(T0))
       .setExpirationTime(sec(T0 + 3_600_000))
       .setAudience(audience)
       .sign(key)

@@ -207,11 +207,12 @@ describe.each(FRAMEWORKS)('seed flows on %s', (framework) => {
   it('003: session-only key management with monthly usage', async () => {
     const secret = 'pdflys-session-secret-pdflys-session-secret'
     const { tb, clock, api } = await start(
-      { auth: { managementKeys: false, session: { secret } } },
+      { auth: { managementKeys: false, session: { secret, maxAgeMs: 180 * DAY } } },
       { prefixes: { consumption: 'pdf_live_', management: 'pdf_mgmt_' } },
     )
     const token = await new SignJWT({ sub: 'user_42' })
       .setProtectedHeader({ alg: 'HS256' })
+      .setIssuedAt(Math.floor(T0 / 1000))
       .setExpirationTime(Math.floor((T0 + 120 * DAY) / 1000))
       .sign(new TextEncoder().encode(secret))
 

@@ -133,7 +133,6 @@ describe('keys through the portal', () => {
 
 describe('usage per day', () => {
   it('counts requests and credits per UTC day and category, for the current or a past month', async () => {
-    const client = await signedIn()
     const { key } = await tb.keys.create({ accountId: 'acct_a', category: 'production' })
     const call = () =>
       fetch(`${served.url}/v1/synthesize`, {
@@ -146,6 +145,8 @@ describe('usage per day', () => {
     clock.set(start + DAY)
     expect((await call()).status).toBe(200)
     expect((await call()).status).toBe(200)
+    // Signed in now: a token issued at the real time would be one from the future here.
+    const client = await signedIn()
     const r = await client.call('GET', '/api/usage/daily?month=2026-03')
     expect(r.status).toBe(200)
     expect(r.body.period).toEqual({
@@ -176,7 +177,6 @@ describe('usage per day', () => {
   })
 
   it("splits the days and the period by the keys' categories, and filters by one", async () => {
-    const client = await signedIn()
     const made = await Promise.all(
       ['production', 'staging', null].map((category) =>
         tb.keys.create({ accountId: 'acct_a', category }),
@@ -192,6 +192,7 @@ describe('usage per day', () => {
     for (const { key } of [made[0]!, made[0]!, made[1]!]) expect((await call(key)).status).toBe(200)
     clock.set(start + DAY)
     for (const { key } of [made[0]!, made[2]!]) expect((await call(key)).status).toBe(200)
+    const client = await signedIn()
     const r = await client.call('GET', '/api/usage/daily?month=2026-03&groupBy=keyCategory')
     expect(r.status).toBe(200)
     expect(r.body.groupBy).toBe('keyCategory')

@@ -443,13 +443,18 @@ describe.skipIf(!hasChromium)('developer portal in a real browser', () => {
 
   it('signs out: the session cookie is gone and the API answers 401', async () => {
     await view('#/keys', 'API keys')
+    const session = (await context.cookies(served.url)).find((c) => c.name === 'tollbooth-portal')
+    expect(session).toBeDefined()
     await page.getByRole('button', { name: 'Sign out' }).click()
     await page.getByRole('heading', { level: 1, name: /Sign in/ }).waitFor()
     expect((await context.cookies(served.url)).map((c) => c.name)).not.toContain('tollbooth-portal')
-    const status = await page.evaluate(() =>
-      fetch(`${location.pathname}api/keys`).then((r) => r.status),
-    )
-    expect(status).toBe(401)
+    const keys = () =>
+      page.evaluate(() => fetch(`${location.pathname}api/keys`).then((r) => r.status))
+    expect(await keys()).toBe(401)
+    // The session itself ended: its cookie put back (a copy kept elsewhere) is refused too.
+    await context.addCookies([session!])
+    expect(await keys()).toBe(401)
+    await context.clearCookies({ name: 'tollbooth-portal' })
   })
 
   it('never put a secret in a URL, storage or the console, and broke no CSP rule', async () => {
