@@ -25,7 +25,7 @@ import {
   type TrustProxy,
 } from '../../src/internal.js'
 import { refusal } from './http.js'
-import { createSessionVerifier, looksLikeJwt, type SessionOptions } from './session.js'
+import { createSessionVerifier, looksLikeJwt, type SessionOptions, storeMarks } from './session.js'
 
 /** Key credentials: allowed or not, and the scopes a key must carry. */
 export type KeyAccess = boolean | { scopes?: string[] }
@@ -124,7 +124,7 @@ export function createAuthenticator(
 ): (c: Context) => Promise<AuthOutcome> {
   const now = () => (tb.options.clock ? tb.options.clock.now() : Date.now())
   const session = auth.session
-    ? createSessionVerifier(auth.session, now, undefined, tb.storage.counters)
+    ? createSessionVerifier(auth.session, now, undefined, storeMarks(tb))
     : null
   const mgmt = auth.managementKeys ?? true
   const cons = auth.consumptionKeys ?? false

@@ -31,6 +31,8 @@ import {
   integer,
   isAccountId,
   parseOptions,
+  type Tollbooth,
+  withTimeout,
 } from '../../src/internal.js'
 
 /** How session tokens are verified. Give exactly one of `secret`, `jwksUrl` or `jwks`. */
@@ -76,6 +78,19 @@ export type SessionResult =
 
 /** Where a verifier keeps its sign-out marks: the counter store's markers. */
 export type SessionMarks = Pick<CounterStore, 'claim' | 'claimed'>
+
+/**
+ * The sign-out marks of `tb`: its counter store's markers, each call bounded by
+ * `storageTimeoutMs` (a store that does not answer is a 503, not a request held open).
+ */
+export function storeMarks(tb: Tollbooth): SessionMarks {
+  const counters = tb.storage.counters
+  const ms = tb.options.storageTimeoutMs
+  return {
+    claim: (key, ttlMs, now) => withTimeout(counters.claim(key, ttlMs, now), ms),
+    claimed: (key, now) => withTimeout(counters.claimed(key, now), ms),
+  }
+}
 
 /** The default of `maxAgeMs`: 7 days. */
 export const SESSION_MAX_AGE_MS = 7 * 86_400_000

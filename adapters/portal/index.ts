@@ -21,7 +21,7 @@ import { bodyLimit } from 'hono/body-limit'
 import { checkTollboothArg, type Tollbooth } from '../../src/internal.js'
 import { BODY_LIMIT_BYTES, errorResponse, refusal } from '../management/http.js'
 import { managementApi } from '../management/index.js'
-import { createSessionVerifier } from '../management/session.js'
+import { createSessionVerifier, storeMarks } from '../management/session.js'
 import { jarFor, readCookie } from './cookies.js'
 import { dailyUsageRoute } from './daily-usage.js'
 import { refuseApiKeys, requireCsrf, securityHeaders } from './guard.js'
@@ -61,7 +61,7 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
         o.session,
         now,
         { factory: 'portal', path: 'options.session' },
-        tb.storage.counters,
+        storeMarks(tb),
       )
     : null
   const api = managementApi(tb, {

@@ -7,7 +7,9 @@
  * store. And a session without `exp` gets a cookie that ends with it (7 days after `iat`).
  */
 
+import { createServer, type Socket } from 'node:net'
 import { SignJWT } from 'jose'
+import pg from 'pg'
 import { afterEach, describe, expect, it } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import type { Storage } from '../../src/index.js'
@@ -136,4 +138,37 @@ describe.skipIf(skipPostgres)('sign-out while the store is down', () => {
       await admin.end()
     }
   })
+})
+
+describe('a session check on a store that does not answer', () => {
+  it('answers 503 within storageTimeoutMs, not a request held open', async () => {
+    // A "PostgreSQL" that takes connections and never says a word: every query waits forever.
+    const sockets = new Set<Socket>()
+    const silent = createServer((s) => {
+      sockets.add(s)
+      s.on('error', () => {})
+    })
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r))
+    const port = (silent.address() as { port: number }).port
+    const pool = new pg.Pool({ connectionString: `postgres://x@127.0.0.1:${port}/x`, max: 4 })
+    pool.on('error', () => {})
+    const { tb, clock } = makeTollbooth({
+      storage: postgresStorage({ pool, schema: 'never_reached' }),
+      storageTimeoutMs: 300,
+    } as never)
+    const served = await servePortal('hono', tb)
+    try {
+      const c = await withCookie(served.url, await sessionToken('acct_a', clock))
+      const started = Date.now()
+      const s = await c.call('GET', '/api/session')
+      expect([s.status, s.body.code]).toEqual([503, 'storage_unavailable'])
+      expect(Date.now() - started).toBeLessThan(2000)
+    } finally {
+      await served.close()
+      for (const s of sockets) s.destroy()
+      silent.close()
+      void tb.close().catch(() => {})
+      void pool.end().catch(() => {})
+    }
+  }, 15_000)
 })
