@@ -324,7 +324,9 @@ export interface CounterStore {
   /**
    * Sets the marker `key` until `now + ttlMs` unless it is set: true when this call set it.
    * Atomic: of concurrent callers (on any instance), exactly one gets true. Used for an
-   * `Idempotency-Key` and for billing's "already done" markers; a marker MUST expire.
+   * `Idempotency-Key`, for billing's "already done" markers, for a key name being written and
+   * for a signed-out session (checked by `claimed` on every session request of the portal and
+   * the management API); a marker MUST expire.
    */
   claim(key: string, ttlMs: number, now: number): Promise<boolean>
   /** True while the marker `key` is set at `now`. */
