@@ -93,7 +93,7 @@ describe('a bad option', () => {
     [
       'managementApi, session options',
       () => managementApi(tb, { auth: { session: { secret: SECRET, clockToleranceMs: -1 } } }),
-      'managementApi: options.auth.session.clockToleranceMs must be an integer >= 0 (milliseconds), got -1',
+      'managementApi: options.auth.session.clockToleranceMs must be an integer from 0 to 3600000 (milliseconds), got -1',
     ],
     [
       'managementApi, not a tollbooth instance',
