@@ -170,8 +170,8 @@ const fail = (
  * Validates the session options once and returns the verifier.
  *
  * @param [where] the factory and the path of the session options, named in a ConfigError
- * @param [marks] the counter store that keeps sign-outs (`tb.storage.counters`); without it
- *   a signed-out token lives on until it ends
+ * @param [marks] where sign-outs are kept (`storeMarks(tb)`); without it a signed-out token
+ *   lives on until it ends
  * @throws {ConfigError} naming the bad option (e.g. a short secret, or no key source)
  */
 export function createSessionVerifier(
