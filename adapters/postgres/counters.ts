@@ -228,7 +228,6 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
 
   const known = knownValues()
   const apply = `SELECT ${db.table('counters_apply')}($1::jsonb, $2::integer, $3::boolean)`
-  const applyName = `tollbooth_${db.schema}_counters_apply`
   /**
    * Groups whose one-statement transaction found a row changed: until when they run under
    * lock (`performance.now()` ms), and for how long that was.
@@ -304,12 +303,17 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     }
     batch += ']'
     const values = [batch, lockWait(timeout(calls), turn), durable]
+    const name = db.prepare ? db.statement('counters_apply') : undefined
     try {
-      await client.query(
-        db.prepare ? { name: applyName, text: apply, values } : { text: apply, values },
-      )
+      await client.query(name ? { name, text: apply, values } : { text: apply, values })
     } catch (err) {
       const code = (err as { code?: unknown } | null)?.code
+      if (name && db.stale(err, 'counters_apply', name)) {
+        // Prepared before a migration replaced the function: nothing ran; these calls run
+        // under lock, the next ones under the statement's new name.
+        for (const k of keys) known.forget(k)
+        return false
+      }
       if (code === 'TB409') {
         stats.changed++
         // Another writer: the changed row's group runs under lock for a while, twice as long

@@ -83,7 +83,27 @@ export interface Db {
   deadlineMs: number
   /** Named statements are prepared (`preparedStatements`, default true). */
   prepare: boolean
+  /**
+   * The name to prepare statement `name` under now: `tollbooth_<schema>_<name>`, with a
+   * suffix once a migration made the plans prepared under the previous name stale.
+   */
+  statement(name: string): string
+  /**
+   * True when `err` says statement `name`, prepared as `prepared`, no longer fits the schema
+   * (`cached plan must not change result type`, 0A000: another process migrated the type of a
+   * column it returns); from then on {@link statement} gives new names, which every connection
+   * prepares afresh. Run the statement again once, under its new name.
+   */
+  stale(err: unknown, name: string, prepared: string): boolean
 }
+
+/**
+ * `cached plan must not change result type`: a statement prepared on a connection before a
+ * migration changed the type of a column it returns. PostgreSQL answers it on every run of
+ * that statement on that connection; it only goes away with the statement's name.
+ */
+export const STALE_PLAN = '0A000'
+const STALE_ROUTINE = 'RevalidateCachedQuery'
 
 export function createDb(
   pool: PgPool,
@@ -92,17 +112,38 @@ export function createDb(
   deadlineMs = DEFAULT_STATEMENT_TIMEOUT_MS,
 ): Db {
   const q = quote(schema)
+  // Bumped each time a migration makes the prepared plans stale (see `stale`).
+  let generation = 0
+  const statement = (name: string) =>
+    `tollbooth_${schema}_${name}${generation === 0 ? '' : `_${generation}`}`
+  const stale = (err: unknown, name: string, prepared: string) => {
+    const e = err as { code?: unknown; routine?: unknown } | null
+    // 0A000 is any feature not supported; the routine (not translated) says which.
+    if (e?.code !== STALE_PLAN || (e.routine !== undefined && e.routine !== STALE_ROUTINE))
+      return false
+    // Calls that failed together move on once, all to the same new name.
+    if (prepared === statement(name)) generation++
+    return true
+  }
   return {
     pool,
     schema,
     deadlineMs,
     prepare,
+    statement,
+    stale,
     table: (name) => `${q}.${name}`,
     async query<R extends QueryResultRow>(text: string, values?: unknown[], name?: string) {
+      const run = (prepared?: string) =>
+        pool.query<R>(prepared ? { name: prepared, text, values } : { text, values })
+      const prepared = prepare && name ? statement(name) : undefined
       try {
-        const config =
-          prepare && name ? { name: `tollbooth_${schema}_${name}`, text, values } : { text, values }
-        return (await pool.query<R>(config)).rows
+        return (await run(prepared)).rows
+      } catch (err) {
+        if (!prepared || !name || !stale(err, name, prepared)) throw explain(err, schema)
+      }
+      try {
+        return (await run(statement(name))).rows
       } catch (err) {
         throw explain(err, schema)
       }

@@ -1,0 +1,121 @@
+/**
+ * @module test/storage/postgres-rolling
+ *
+ * A rolling deploy on PostgreSQL: instances keep serving while another process migrates the
+ * schema under them. A migration that changes a column's type (7: `jsonb` to `json`) changes
+ * the result type of the statements each pooled connection has prepared; the next run of one
+ * fails with `cached plan must not change result type` (0A000) on every such connection.
+ */
+
+import type pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { MIGRATIONS, migrate, postgresStorage } from '../../adapters/postgres/index.js'
+import type { Check } from '../../src/index.js'
+import { newPool, schemaName, skipPostgres } from '../support/postgres.js'
+
+describe.skipIf(skipPostgres)('postgres: a migration run by another process', () => {
+  let pool: pg.Pool
+  const schemas: string[] = []
+
+  beforeAll(() => {
+    pool = newPool(4)
+  })
+
+  afterAll(async () => {
+    for (const s of schemas) await pool.query(`DROP SCHEMA IF EXISTS "${s}" CASCADE`)
+    await pool?.end()
+  })
+
+  /** A schema migrated up to `upTo`, as an earlier version of tollbooth left it. */
+  async function schemaAt(upTo: number): Promise<string> {
+    const schema = schemaName()
+    schemas.push(schema)
+    const client = await pool.connect()
+    try {
+      await client.query(`CREATE SCHEMA "${schema}"`)
+      await client.query(`SET search_path TO "${schema}"`)
+      await client.query(
+        `CREATE TABLE migrations (id integer PRIMARY KEY, name text NOT NULL,
+           applied_at timestamptz NOT NULL DEFAULT now())`,
+      )
+      for (const m of MIGRATIONS.filter((m) => m.id <= upTo)) {
+        await client.query(m.sql)
+        await client.query('INSERT INTO migrations (id, name) VALUES ($1, $2)', [m.id, m.name])
+      }
+      await client.query(
+        `INSERT INTO keys (id, hash, start, name, account_id, kind, metadata, created_at, limits)
+         VALUES ('key_1', 'h1', 'sk_', 'one', 'acct_1', 'consumption', '{"a": 1}', 1, '{}')`,
+      )
+      await client.query('RESET search_path')
+    } finally {
+      client.release()
+    }
+    return schema
+  }
+
+  it('a key lookup prepared before migration 7 still answers after it, on every connection', async () => {
+    const schema = await schemaAt(6)
+    const storage = postgresStorage({ pool, schema })
+    // Every connection of the pool prepares the lookup (4 at once take 4 connections).
+    const before = await Promise.all(Array.from({ length: 4 }, () => storage.keys.getByHash('h1')))
+    expect(before.map((k) => k?.metadata)).toEqual(Array(4).fill({ a: 1 }))
+    expect(pool.totalCount).toBe(4)
+    // Another process (its own pool) migrates: metadata and limits become json.
+    const other = newPool(1)
+    try {
+      expect((await migrate({ pool: other, schema })).applied).toEqual(['0007-json-as-given'])
+    } finally {
+      await other.end()
+    }
+    const failures: string[] = []
+    for (let i = 0; i < 12; i++) {
+      await Promise.all(
+        Array.from({ length: 4 }, () =>
+          storage.keys.getByHash('h1').then(
+            (k) => expect(k?.metadata).toEqual({ a: 1 }),
+            (err: Error) => {
+              failures.push(err.message)
+            },
+          ),
+        ),
+      )
+    }
+    expect(failures).toEqual([])
+  })
+
+  it('an admission on a statement prepared before its function was replaced runs, as do the next', async () => {
+    const schema = await schemaAt(MIGRATIONS.length)
+    const storage = postgresStorage({ pool, schema, pruneEvery: 0 })
+    const T0 = Date.UTC(2026, 0, 15, 12)
+    const check: Check = {
+      type: 'window',
+      key: 'acct_1:daily',
+      name: 'daily',
+      limit: 100,
+      windowMs: 86_400_000,
+      bucketMs: 3_600_000,
+      cost: 1,
+    }
+    // The values known after the first: the next admissions prepare counters_apply.
+    for (let i = 1; i <= 8; i++)
+      expect((await storage.counters.consume([check], T0)).results[0]?.used).toBe(i)
+    // A later migration replaces the function with one of another result type.
+    await pool.query(`
+      ALTER FUNCTION "${schema}".counters_apply(jsonb, integer, boolean) RENAME TO counters_apply_v;
+      CREATE FUNCTION "${schema}".counters_apply(batch jsonb, lock_ms integer, durable boolean)
+      RETURNS text LANGUAGE plpgsql AS $$
+      BEGIN PERFORM "${schema}".counters_apply_v(batch, lock_ms, durable); RETURN 'ok'; END $$`)
+    const failures: string[] = []
+    const used: number[] = []
+    for (let i = 0; i < 8; i++) {
+      await storage.counters.consume([check], T0).then(
+        (r) => used.push(r.results[0]!.used),
+        (err: Error) => {
+          failures.push(err.message)
+        },
+      )
+    }
+    expect(failures).toEqual([])
+    expect(used).toEqual([9, 10, 11, 12, 13, 14, 15, 16])
+  })
+})
