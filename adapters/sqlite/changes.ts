@@ -83,7 +83,8 @@ export function sqliteChanges(
     try {
       poll()
     } catch (err) {
-      onError(err)
+      // A file gone was reported once, when found.
+      if (err !== d.gone) onError(err)
     }
   }
 

@@ -17,7 +17,7 @@
 
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
-import type { SqliteDatabase } from './db.js'
+import { diskFile, type SqliteDatabase } from './db.js'
 
 /** The main connection's own checkpoint threshold (pages) while a worker checkpoints. */
 export const AUTOCHECKPOINT_PAGES = 10_000
@@ -79,8 +79,8 @@ export function startCheckpoints(
   everyMs: number,
   onError: (err: unknown) => void,
 ): (() => Promise<void>) | null {
-  const file = db.name
-  if (everyMs === 0 || !file || file === ':memory:' || file.startsWith('file:')) return null
+  const file = diskFile(db)
+  if (everyMs === 0 || file === null) return null
   let c = running.get(file)
   if (!c) {
     const driver = driverPath()

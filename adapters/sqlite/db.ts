@@ -15,7 +15,9 @@
  * lock, then the call fails with `StorageUnavailableError`, a 503).
  */
 
+import { statSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { resolve } from 'node:path'
 import { z } from 'zod'
 import {
   ConfigError,
@@ -203,9 +205,72 @@ export interface Db {
   run<T>(fn: () => T): T
   /** Set by the storage's `close()`: work spread over several turns stops there. */
   closed: boolean
+  /**
+   * Set once the file's path no longer leads to the file open (deleted, or another moved in
+   * over its name): every call then throws it (see {@link watchFile}).
+   */
+  gone: StorageUnavailableError | null
 }
 
-export function createDb(db: SqliteDatabase): Db {
+/** The file on disk a handle has open, or null (a database in memory, a `file:` URI). */
+export function diskFile(db: SqliteDatabase): string | null {
+  const file = db.name
+  return !file || file === ':memory:' || file.startsWith('file:') ? null : file
+}
+
+/**
+ * How often at most a call looks at the file's path (one `stat`, about 1.5 µs) to see that it
+ * still leads to the file this process has open. Writes to a file deleted or replaced within
+ * this time before the check are lost with it.
+ */
+export const FILE_CHECK_MS = 100
+
+/**
+ * What {@link createDb} checks the file against: its path (made absolute when the storage is
+ * made) and a call for the error when the path no longer leads to it, reported once.
+ */
+export interface FileWatch {
+  file: string
+  onGone: (err: StorageUnavailableError) => void
+}
+
+/**
+ * A check that the path still leads to the file opened (same device and inode), run at most
+ * every {@link FILE_CHECK_MS}. A file deleted, or replaced by another moved in over its name,
+ * stays open and writable to this process, and SQLite does not notice in WAL mode; every write
+ * would then go where no process started later looks. Null when the file cannot be looked at.
+ */
+function watchFile(watch: FileWatch): ((d: Db) => void) | null {
+  const file = resolve(watch.file)
+  const opened = statSync(file, { throwIfNoEntry: false })
+  if (!opened) return null
+  let next = performance.now() + FILE_CHECK_MS
+  let checked = Date.now()
+  return (d) => {
+    if (d.gone) throw d.gone
+    const now = performance.now()
+    if (now < next) return
+    next = now + FILE_CHECK_MS
+    let seen: ReturnType<typeof statSync>
+    try {
+      seen = statSync(file, { throwIfNoEntry: false })
+    } catch {
+      // The folder cannot be read this moment (permissions, a stale mount): not a replacement.
+      return
+    }
+    if (seen && seen.dev === opened.dev && seen.ino === opened.ino) {
+      checked = Date.now()
+      return
+    }
+    d.gone = new StorageUnavailableError(
+      `tollbooth/sqlite: the database file ${JSON.stringify(file)} was ${seen ? 'replaced by another file' : 'deleted'} while this process had it open; it no longer reads or writes it (what it wrote after ${new Date(checked).toISOString()} is only in the old file): restart every process using the file`,
+    )
+    watch.onGone(d.gone)
+    throw d.gone
+  }
+}
+
+export function createDb(db: SqliteDatabase, watch?: FileWatch): Db {
   const cache = new Map<string, SqliteStatement>()
   const stmt = (sql: string) => {
     let s = cache.get(sql)
@@ -215,7 +280,9 @@ export function createDb(db: SqliteDatabase): Db {
     }
     return s
   }
+  const check = watch ? watchFile(watch) : null
   const run = <T>(fn: () => T): T => {
+    if (check) check(d)
     try {
       return fn()
     } catch (err) {
@@ -235,14 +302,16 @@ export function createDb(db: SqliteDatabase): Db {
       stmt(out.commit ? 'COMMIT' : 'ROLLBACK').run()
       return out.value
     })
-  return {
+  const d: Db = {
     db,
     stmt,
     write,
     tx: (fn) => write(() => ({ value: fn(), commit: true })),
     run,
     closed: false,
+    gone: null,
   }
+  return d
 }
 
 /**

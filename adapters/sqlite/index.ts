@@ -35,7 +35,16 @@ import { sqliteAccounts, sqliteSecrets } from './accounts.js'
 import { sqliteChanges } from './changes.js'
 import { startCheckpoints } from './checkpoint.js'
 import { sqliteCounters } from './counters.js'
-import { codeOf, createDb, type Db, open, openShape, refused, type SqliteDatabase } from './db.js'
+import {
+  codeOf,
+  createDb,
+  type Db,
+  diskFile,
+  open,
+  openShape,
+  refused,
+  type SqliteDatabase,
+} from './db.js'
 import { sqliteIpBlocks } from './ip-blocks.js'
 import { sqliteKeys } from './keys.js'
 import { applyMigrations, probeWrite } from './migrate.js'
@@ -143,7 +152,8 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
       console.error('[tollbooth/sqlite]', err instanceof Error ? err.message : err))
   const { db, owned } = open(fn, o)
   const option = o.database ? 'options.database' : 'options.path'
-  const d = createDb(db)
+  const file = diskFile(db)
+  const d = createDb(db, file === null ? undefined : { file, onGone: onError })
   try {
     if (runMigrations) applyMigrations(fn, option, d, o.path)
     else checkSchema(d, option, o.path)
