@@ -20,6 +20,7 @@ import {
   parseOptions,
   StorageUnavailableError,
 } from '../../src/internal.js'
+import { MIGRATIONS } from './migrations/index.js'
 
 /** What the stores need of the user's pool (a `pg.Pool`, or anything shaped like it). */
 export type PgPool = Pick<Pool, 'query' | 'connect'>
@@ -125,7 +126,7 @@ export function createDb(
     if (prepared === statement(name)) generation++
     return true
   }
-  return {
+  const db: Db = {
     pool,
     schema,
     deadlineMs,
@@ -140,22 +141,66 @@ export function createDb(
       try {
         return (await run(prepared)).rows
       } catch (err) {
-        if (!prepared || !name || !stale(err, name, prepared)) throw explain(err, schema)
+        if (!prepared || !name || !stale(err, name, prepared)) throw await explainLater(err, db)
       }
       try {
         return (await run(statement(name))).rows
       } catch (err) {
-        throw explain(err, schema)
+        throw await explainLater(err, db)
       }
     },
     async execute(text, values) {
       try {
         return (await pool.query(text, values)).rowCount ?? 0
       } catch (err) {
-        throw explain(err, schema)
+        throw await explainLater(err, db)
       }
     },
   }
+  return db
+}
+
+/**
+ * What a statement answers when the schema no longer fits it: a table or column gone (42P01,
+ * 42703), an upsert's key gone (42P10), a column it does not fill made NOT NULL (23502), a type
+ * changed (42804).
+ */
+const SCHEMA_ERRORS = new Set(['42P01', '42703', '42P10', '23502', '42804'])
+
+/**
+ * The migration a later version of tollbooth applied to the schema, past the last this
+ * version knows; null when there is none (or the table cannot be read).
+ */
+async function laterSchema(db: Db): Promise<number | null> {
+  try {
+    const { rows } = await db.pool.query<{ id: number | null }>(
+      `SELECT max(id) AS id FROM ${db.table('migrations')}`,
+    )
+    const id = rows[0]?.id ?? null
+    return id !== null && id > MIGRATIONS[MIGRATIONS.length - 1]!.id ? id : null
+  } catch {
+    return null
+  }
+}
+
+/**
+ * {@link explain}, and first, for an error a schema change would cause, whether a later version
+ * of tollbooth, running beside this one, has migrated the schema past what this one knows: then
+ * the storage is unavailable to this version (503), saying so, rather than told to migrate.
+ * The version is read again only on such an error.
+ */
+export async function explainLater(err: unknown, db: Db): Promise<unknown> {
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code === 'string' && SCHEMA_ERRORS.has(code)) {
+    const later = await laterSchema(db)
+    if (later !== null) {
+      return new StorageUnavailableError(
+        `tollbooth/postgres: schema "${db.schema}" was migrated by a later version of tollbooth (migration ${later}; this version knows up to ${MIGRATIONS[MIGRATIONS.length - 1]!.id}), and this call's statement no longer fits it (${(err as Error).message}): run the later version here too`,
+        { cause: err },
+      )
+    }
+  }
+  return explain(err, db.schema)
 }
 
 /**
@@ -268,6 +313,7 @@ export async function withClient<T>(
 ): Promise<T> {
   const { client, left, release } = await checkout(db, deadlineMs)
   let broken: Error | undefined
+  let failure: unknown
   try {
     return await fn(client, left)
   } catch (err) {
@@ -277,10 +323,12 @@ export async function withClient<T>(
     await client.query('ROLLBACK').catch((e: Error) => {
       broken = e
     })
-    throw explain(err, db.schema)
+    failure = err
   } finally {
     release(broken)
   }
+  // Explained once the client is back: reading the schema's version takes one of the pool's.
+  throw await explainLater(failure, db)
 }
 
 /**

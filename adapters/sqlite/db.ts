@@ -26,6 +26,7 @@ import {
   optionError,
   StorageUnavailableError,
 } from '../../src/internal.js'
+import { MIGRATIONS } from './migrations.js'
 
 /** One prepared statement of the driver (`better-sqlite3`'s `Statement`, or `libsql`'s). */
 export interface SqliteStatement {
@@ -286,7 +287,7 @@ export function createDb(db: SqliteDatabase, watch?: FileWatch): Db {
     try {
       return fn()
     } catch (err) {
-      throw translate(err)
+      throw translate(err, db)
     }
   }
   const write = <T>(fn: () => { value: T; commit: boolean }): T =>
@@ -315,11 +316,36 @@ export function createDb(db: SqliteDatabase, watch?: FileWatch): Db {
 }
 
 /**
+ * The migration a later version of tollbooth applied to the file, past the last this version
+ * knows; null when there is none (or the table cannot be read).
+ */
+export function laterSchema(db: SqliteDatabase): number | null {
+  try {
+    const { id } = db.prepare('SELECT max(id) AS id FROM tollbooth_migrations').get() as {
+      id: number | null
+    }
+    return id !== null && id > MIGRATIONS[MIGRATIONS.length - 1]!.id ? id : null
+  } catch {
+    return null
+  }
+}
+
+/**
  * A lock held past `busyTimeoutMs`, a damaged file, a full disk, a file that can no longer be
  * written, an I/O error: the storage being unavailable (503, a message saying which), not a bug.
+ * So is a statement the schema no longer takes (no such column, an upsert on a key the table
+ * lost) once a later version of tollbooth, running beside this one, has migrated the file past
+ * what this one knows (read again only then, with `db`).
  */
-export function translate(err: unknown): unknown {
+export function translate(err: unknown, db?: SqliteDatabase): unknown {
   const code = codeOf(err)
+  const later = code === 'SQLITE_ERROR' && db ? laterSchema(db) : null
+  if (later !== null) {
+    return new StorageUnavailableError(
+      `tollbooth/sqlite: the database file was migrated by a later version of tollbooth (migration ${later}; this version knows up to ${MIGRATIONS[MIGRATIONS.length - 1]!.id}), and this call's statement no longer fits it (${message(err)}): run the later version here too`,
+      { cause: err },
+    )
+  }
   if (code === 'SQLITE_BUSY' || code.startsWith('SQLITE_BUSY_') || code === 'SQLITE_LOCKED') {
     return new StorageUnavailableError(
       `tollbooth/sqlite: the database file stayed locked by another connection past busyTimeoutMs (${code}); nothing was committed`,

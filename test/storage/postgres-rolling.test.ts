@@ -10,7 +10,8 @@
 import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MIGRATIONS, migrate, postgresStorage } from '../../adapters/postgres/index.js'
-import type { Check } from '../../src/index.js'
+import { makeKey } from '../../adapters/testing/fixtures.js'
+import { type Check, isTollboothError, type UsageEvent } from '../../src/index.js'
 import { newPool, schemaName, skipPostgres } from '../support/postgres.js'
 
 describe.skipIf(skipPostgres)('postgres: a migration run by another process', () => {
@@ -117,5 +118,90 @@ describe.skipIf(skipPostgres)('postgres: a migration run by another process', ()
     }
     expect(failures).toEqual([])
     expect(used).toEqual([9, 10, 11, 12, 13, 14, 15, 16])
+  })
+
+  /** Another process of a later version migrates the schema past what this version knows. */
+  async function laterMigration(schema: string, sql: string): Promise<number> {
+    const later = MIGRATIONS.length + 1
+    const client = await pool.connect()
+    try {
+      await client.query(`BEGIN; SET LOCAL search_path TO "${schema}"; ${sql};
+        INSERT INTO migrations (id, name) VALUES (${later}, 'later'); COMMIT`)
+    } finally {
+      client.release()
+    }
+    return later
+  }
+
+  const event = (i: number): UsageEvent => ({
+    id: `req_${i}`,
+    requestId: `req_${i}`,
+    keyId: 'key_1',
+    accountId: 'acct_1',
+    time: 40 * 3_600_000 + i,
+    units: 1,
+    overage: 0,
+    tokens: 0,
+    category: 'tts',
+    keyCategory: null,
+    status: 200,
+    durationMs: 1,
+    ttfbMs: null,
+    code: null,
+    ip: null,
+    method: 'GET',
+    path: '/',
+    bypassed: false,
+    provider: null,
+  })
+
+  it('a later migration this version can work with: it keeps serving', async () => {
+    const schema = await schemaAt(MIGRATIONS.length)
+    const storage = postgresStorage({ pool, schema })
+    await storage.usage.record([event(1)])
+    await laterMigration(schema, 'ALTER TABLE usage_events ADD COLUMN region text')
+    await storage.usage.record([event(2)])
+    expect((await storage.keys.getByHash('h1'))?.id).toBe('key_1')
+    const sum = await storage.usage.summarize('acct_1', 40 * 3_600_000, 41 * 3_600_000)
+    expect(sum.requests).toBe(2)
+  })
+
+  it('one it cannot work with: its calls fail as unavailable, naming both versions', async () => {
+    const schema = await schemaAt(MIGRATIONS.length)
+    const storage = postgresStorage({ pool, schema })
+    await storage.usage.record([event(1)])
+    // As migration 4 did to the version before it: the totals keyed by one more column.
+    const later = await laterMigration(
+      schema,
+      `ALTER TABLE usage_totals ADD COLUMN region text NOT NULL DEFAULT '';
+       ALTER TABLE usage_totals ALTER COLUMN region DROP DEFAULT;
+       ALTER TABLE usage_totals DROP CONSTRAINT usage_totals_pkey;
+       ALTER TABLE usage_totals ADD PRIMARY KEY (account_id, hour, category, key_category, region);
+       ALTER TABLE keys RENAME COLUMN name TO label`,
+    )
+    const fails = async (call: Promise<unknown>) => {
+      const err = await call.then(
+        () => null,
+        (e: unknown) => e,
+      )
+      expect(isTollboothError(err) && err.code, String(err)).toBe('storage_unavailable')
+      expect(String((err as Error).message)).toMatch(
+        new RegExp(`migration ${later}; this version knows up to ${MIGRATIONS.length}`),
+      )
+    }
+    await fails(storage.usage.record([event(2)]))
+    // Not "run migrate()": the schema is not of an earlier version.
+    await fails(storage.keys.get('key_1'))
+    await fails(storage.keys.getByHash('h1'))
+    // In a transaction on a pool of one connection: the version is read once it is back.
+    const one = newPool(1)
+    try {
+      const single = postgresStorage({ pool: one, schema })
+      await fails(single.keys.rotate('key_1', {}, makeKey({ accountId: 'acct_1' })))
+    } finally {
+      await one.end()
+    }
+    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM "${schema}".usage_events`)
+    expect(rows[0].n).toBe(1)
   })
 })
