@@ -21,13 +21,16 @@ const dir = mkdtempSync(join(tmpdir(), 'tollbooth-sqlite-replaced-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
 function setup(file: string) {
+  // The storage's own reports (the core reports the calls that failed to its own onError).
   const errors: unknown[] = []
   const storage = sqliteStorage({ path: file, checkpointMs: 0, onError: (e) => errors.push(e) })
   const tb = createTollbooth({
     secret: 'sqlite-replaced-test-secret-0123456789abcdef',
     storage,
+    plans: { big: { monthlyCredits: 1000 } },
+    defaultTier: 'big',
     failedAuth: false,
-    onError: (err: unknown) => errors.push(err),
+    onError: () => {},
   })
   return { storage, tb, errors }
 }
@@ -50,14 +53,26 @@ describe('SQLite: the file deleted or replaced under a running storage', () => {
   it('deleted: writes are refused as unavailable, not lost', async () => {
     const file = join(dir, 'deleted.db')
     const { storage, tb, errors } = setup(file)
-    const { record: before } = await tb.keys.create({ accountId: 'acct_before' })
+    const { key, record: before } = await tb.keys.create({ accountId: 'acct_before' })
+    const admit = () =>
+      tb.authenticate(
+        { headers: { authorization: `Bearer ${key}` }, ip: '127.0.0.1', method: 'GET', path: '/x' },
+        tb.route({ cost: 1 }),
+      )
+    expect((await admit()).allowed).toBe(true)
     for (const f of [file, `${file}-wal`, `${file}-shm`]) rmSync(f, { force: true })
     await new Promise((r) => setTimeout(r, FILE_CHECK_MS + 20))
+    // An admission (its counters are written) is answered 503, not admitted into the old file.
+    expect(await admit()).toMatchObject({
+      allowed: false,
+      status: 503,
+      code: 'storage_unavailable',
+    })
     const results = await createAfter(tb, 5)
     const written = results.filter((r) => typeof r === 'string')
     const refused = results.filter((r) => r instanceof Error)
     console.log(`deleted: ${written.length} writes taken, ${refused.length} refused`)
-    await tb.close()
+    // Not tb.close(): it would retry writing the admission's lastUsedAt to the file gone.
     await storage.close()
     // A process started afterwards: what the running one wrote since is not there.
     const next = setup(file)
