@@ -445,8 +445,9 @@ export function leasedCounters(
       }
       case 'hold': {
         const h = c as HoldCheck
-        releaseLocal(h.key, h.holdId, 0, now)
-        return null
+        if (releaseLocal(h.key, h.holdId, 0, now)) return null
+        // Moved into a store hold of its own at close: dropped there with no charge.
+        return { type: 'release', key: h.key, holdId: h.holdId, charge: 0, ifHeld: true }
       }
     }
   }
@@ -1057,6 +1058,41 @@ export function leasedCounters(
     if (ends.length > 0) await giveBack(ends, now)
   }
 
+  /**
+   * At close: every request still holding credits of a lease here gets a store hold of its
+   * own (its `holdId`, amount and expiry, no limit: its units are held by the lease already),
+   * taken before the lease is released, and is no longer held here, so its settle goes to the
+   * store and charges there, as a request decided centrally does. Before, close released the
+   * leases with their requests in flight still held only in process: the store freed their
+   * credits, other instances spent them, and the late settles charged beyond the limit.
+   * A hold the store does not take (down) is dropped here all the same: its settle then
+   * charges at the store, and the lease's own hold, whose release fails too, lapses by its TTL.
+   */
+  const holdOut = async (now: number): Promise<void> => {
+    const calls: Promise<unknown>[] = []
+    for (const [key, s] of keys)
+      for (const l of holdLeases(s)) {
+        l.until = Math.min(l.until, now)
+        for (const [holdId, amount, expiresAt] of l.holds.live(now)) {
+          l.holds.delete(holdId)
+          const hold: Check = {
+            type: 'hold',
+            key,
+            name: l.check.name,
+            limit: Infinity,
+            amount,
+            holdId,
+            ttlMs: expiresAt - now,
+            ...(l.check.keepUntil !== undefined ? { keepUntil: l.check.keepUntil } : {}),
+          }
+          stats.storeCalls++
+          stats.leaseCalls++
+          calls.push(track(inner.consume([hold], now)))
+        }
+      }
+    await Promise.allSettled(calls)
+  }
+
   const push = async (now: number): Promise<void> => {
     // The leases due end first, as on the timer.
     const swept = sweep(now, false)
@@ -1110,6 +1146,7 @@ export function leasedCounters(
     async close(now) {
       if (timer !== null) clearInterval(timer)
       timer = null
+      await holdOut(now)
       await flush(now, true)
       await Promise.allSettled([...inFlight])
     },

@@ -64,6 +64,14 @@ export class LocalHolds {
     return this.#holds.size
   }
 
+  /** The holds live at `now`: id, amount and expiry. */
+  live(now: number): Array<[id: string, amount: number, expiresAt: number]> {
+    const out: Array<[string, number, number]> = []
+    for (const [id, [amount, expiresAt]] of this.#holds)
+      if (expiresAt > now) out.push([id, amount, expiresAt])
+    return out
+  }
+
   /** Moves the holds live at `now` into `to`, and empties this one. */
   moveTo(to: LocalHolds, now: number): void {
     for (const [id, [amount, expiresAt]] of this.#holds)

@@ -230,6 +230,60 @@ describe('leasedCounters', () => {
     expect(await store.held(key, now + 3)).toBe(charged)
   })
 
+  it('close with requests in flight: each keeps a store hold of its own until it settles, so no other instance spends it', async () => {
+    const store = memoryStorage().counters
+    const a = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const key = '{a}:credits'
+    const limit = 1000
+    let charged = 0
+    const inFlight: string[] = []
+    for (let i = 0; i < 200; i++) {
+      const now = T0 + Math.floor(i / 10)
+      const admission = { key: `adm:h${i}`, ttlMs: 60_000 }
+      expect((await a.consume([credits(limit, `h${i}`)], now, admission)).allowed).toBe(true)
+      if (i >= 100 && i % 4 === 0) inFlight.push(`h${i}`)
+      else {
+        await a.settle([{ type: 'release', key, holdId: `h${i}`, charge: 2 }], now)
+        charged += 2
+      }
+    }
+    expect(a.stats().localAdmissions).toBeGreaterThan(50)
+    const now = T0 + 30
+    await a.close(now)
+    // The store holds the charges and the 2 credits of each request still in flight.
+    expect(await store.held(key, now)).toBe(charged + 2 * inFlight.length)
+    expect(a.stats().leases).toBe(0)
+    // Another instance spends everything the store lets it.
+    for (let i = 0; i < 1000; i++)
+      if ((await store.consume([credits(limit, `b${i}`)], now + 1)).allowed) {
+        await store.settle([{ type: 'release', key, holdId: `b${i}`, charge: 2 }], now + 1)
+        charged += 2
+      }
+    // The requests in flight settle after the close: at the store, within the limit (before,
+    // 1,050 of 1,000: their 50 credits were freed at close and spent by the other instance).
+    const cancelled = inFlight.pop()!
+    for (const id of inFlight) {
+      await a.settle([{ type: 'release', key, holdId: id, charge: 2 }], now + 2)
+      charged += 2
+    }
+    // A cancel of one of them (its answer was lost) drops its store hold with no charge.
+    const at = now - 10
+    await a.settle(
+      [
+        {
+          type: 'cancel',
+          key: `adm:${cancelled}`,
+          ttlMs: 60_000,
+          at,
+          checks: [credits(limit, cancelled)],
+        },
+      ],
+      now + 2,
+    )
+    expect(await store.held(key, now + 2)).toBe(charged)
+    expect(charged).toBe(limit - 2)
+  })
+
   it('push: a window lease gives back its unused units; a GCRA lease is left to drain', async () => {
     const store = memoryStorage().counters
     const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })

@@ -118,4 +118,48 @@ describe.skipIf(!client)('leases over Redis', () => {
       (admittedAmount / 3) * 0.8,
     )
   })
+  it('close with requests in flight: their credits stay held in Redis until they settle, so the others cannot spend them', async () => {
+    const limit = 1000
+    const [a, b] = instances()
+    const key = '{acct3}:credits'
+    const check = (holdId: string): Check => ({
+      type: 'hold',
+      key,
+      name: 'credits',
+      limit,
+      amount: 2,
+      holdId,
+      ttlMs: 30_000,
+    })
+    let charged = 0
+    const inFlight: string[] = []
+    for (let i = 0; i < 200; i++) {
+      const now = T0 + Math.floor(i / 10)
+      expect((await a!.counters.consume([check(`h${i}`)], now)).allowed).toBe(true)
+      if (i >= 100 && i % 4 === 0) inFlight.push(`h${i}`)
+      else {
+        await a!.counters.settle([{ type: 'release', key, holdId: `h${i}`, charge: 2 }], now)
+        charged += 2
+      }
+    }
+    expect(a!.counters.stats().localAdmissions).toBeGreaterThan(50)
+    const now = T0 + 30
+    await a!.counters.close(now)
+    expect(await b!.storage.counters.held(key, now)).toBe(charged + 2 * inFlight.length)
+    for (let i = 0; i < 1000; i++)
+      if ((await b!.storage.counters.consume([check(`b${i}`)], now + 1)).allowed) {
+        await b!.storage.counters.settle(
+          [{ type: 'release', key, holdId: `b${i}`, charge: 2 }],
+          now + 1,
+        )
+        charged += 2
+      }
+    for (const id of inFlight) {
+      await a!.counters.settle([{ type: 'release', key, holdId: id, charge: 2 }], now + 2)
+      charged += 2
+    }
+    // Before: 1,050 charged on a limit of 1,000.
+    expect(await b!.storage.counters.held(key, now + 2)).toBe(charged)
+    expect(charged).toBe(limit)
+  })
 })
