@@ -1,0 +1,74 @@
+/**
+ * @module test/fault/lease-giveback
+ *
+ * A lease's give-back (a quota lease's unused units, a negative `add`) sent while the store is
+ * frozen (SIGSTOP: the connection stays open, the command waits in it) with the client's command
+ * timeout the README recommends: the attempt times out, yet Redis applies it when it thaws. A
+ * give-back retried after such a timeout is applied twice: the quota's count falls below what
+ * was admitted, and the key is served that many requests beyond its limit. On a private
+ * redis-server, ended by pid.
+ */
+
+import { Redis } from 'ioredis'
+import { afterAll, describe, expect, it } from 'vitest'
+import { redisStorage } from '../../adapters/redis/index.js'
+import { leasedCounters } from '../../src/storage/leased-counters.js'
+import type { Check } from '../../src/storage/types.js'
+import { type RedisServer, startRedisServer } from './redis-server.js'
+
+const required = process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1'
+let server: RedisServer | null = null
+try {
+  server = await startRedisServer()
+} catch (err) {
+  if (required) throw err
+}
+
+const daily = (cost: number): Check => ({
+  type: 'window',
+  key: '{acct_gb}:q:daily',
+  name: 'daily',
+  limit: 100_000,
+  windowMs: 86_400_000,
+  bucketMs: 3_600_000,
+  cost,
+})
+
+describe.skipIf(!server)('a lease give-back timed out while Redis is frozen', () => {
+  let client: Redis | null = null
+  afterAll(async () => {
+    server?.freeze(false)
+    client?.disconnect()
+    await server?.kill()
+  })
+
+  it('is applied once: the quota counts exactly what was admitted after Redis thaws', async () => {
+    client = new Redis(server!.port, {
+      host: '127.0.0.1',
+      maxRetriesPerRequest: 1,
+      commandTimeout: 300,
+      autoResendUnfulfilledCommands: false,
+    })
+    const storage = redisStorage({ client })
+    const counters = leasedCounters(storage.counters, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    let admitted = 0
+    for (let i = 0; i < 300; i++)
+      if ((await counters.consume([daily(1)], Date.now())).allowed) admitted++
+    expect(admitted).toBe(300)
+    const parked = counters.stats().parkedUnits
+    expect(parked, 'a quota lease with unused units').toBeGreaterThan(0)
+
+    server!.freeze(true)
+    const closed = counters.close(Date.now())
+    // Several attempts time out (300 ms each, 100-400 ms apart) while their commands wait in
+    // the connection; then Redis answers again.
+    await new Promise((r) => setTimeout(r, 2_000))
+    server!.freeze(false)
+    await closed
+    const r = await storage.counters.consume([daily(0)], Date.now())
+    expect(
+      r.results[0]!.used,
+      `the count after ${parked} unused units were given back (${admitted} admitted)`,
+    ).toBe(admitted)
+  }, 30_000)
+})
