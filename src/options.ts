@@ -274,8 +274,8 @@ export const optionsSchema = z
             /** A lease is sized to this many ms of the limit's traffic. */
             spanMs: integer(1, 60_000).default(100),
             /**
-             * How long a credit lease (and an all-time quota's) admits: a top-up or plan change
-             * reaches every instance within it. A crashed instance's credit lease lapses after
+             * How long a credit lease (and a quota's, within its bucket) admits: a top-up or plan
+             * change reaches every instance within it. A crashed instance's credit lease lapses after
              * it plus `reservationTtlMs`.
              */
             ttlMs: integer(1, 3_600_000).default(1_000),

@@ -509,7 +509,7 @@ function leaseCounters(storage: Storage, o: ResolvedOptions, clock: Clock): Leas
     minUnits: l.minUnits,
     exhaustDivisor: l.exhaustDivisor,
     holdLeaseMs: l.ttlMs,
-    allTimeLeaseMs: l.ttlMs,
+    windowLeaseMs: l.ttlMs,
     // A request's credit hold lives `reservationTtlMs`; the lease's store hold outlives every
     // local hold taken within it by two timer periods (see leased-counters).
     holdGraceMs: o.reservationTtlMs + 4 * l.flushEveryMs,

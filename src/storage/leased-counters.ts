@@ -55,8 +55,11 @@ export interface LeaseOptions {
   holdLeaseMs?: number
   /** The longest local hold a credit lease takes (a request's hold TTL). Default 60,000. */
   holdGraceMs?: number
-  /** How long an all-time window's lease admits. Default 1000. */
-  allTimeLeaseMs?: number
+  /**
+   * How long a window's lease admits at most (to the end of its bucket at the latest), so a
+   * lease a key's traffic left unused ends in its bucket and gives its units back. Default 1000.
+   */
+  windowLeaseMs?: number
   /** Refused or failed lease: the limit is decided centrally for this long. Default 250. */
   cooldownMs?: number
   /** The span over which the rate of a key is measured. Default 1000. */
@@ -245,7 +248,7 @@ export function leasedCounters(
   const exhaustDivisor = options.exhaustDivisor ?? 8
   const holdLeaseMs = options.holdLeaseMs ?? 1000
   const holdGraceMs = options.holdGraceMs ?? 60_000
-  const allTimeLeaseMs = options.allTimeLeaseMs ?? 1000
+  const windowLeaseMs = options.windowLeaseMs ?? 1000
   const cooldownMs = options.cooldownMs ?? 250
   const rateMs = options.rateMs ?? 1000
   const exact = options.exact
@@ -763,7 +766,14 @@ export function leasedCounters(
             kind: 'window',
             check: c,
             bucket: bucketOf(c, now),
-            until: c.windowMs === 0 ? now + allTimeLeaseMs : (bucketOf(c, now) + 1) * c.bucketMs,
+            // At most `windowLeaseMs`, so a lease the traffic stopped using ends within its
+            // bucket and gives back its unused units. Before, it admitted to the bucket's end,
+            // and ended then, too late to give anything back: an hourly burst of 300 on a daily
+            // quota left 4,416 units counted beyond the 7,200 admitted over a day.
+            until:
+              c.windowMs === 0
+                ? now + windowLeaseMs
+                : Math.min(now + windowLeaseMs, (bucketOf(c, now) + 1) * c.bucketMs),
             n,
             used: 0,
           }

@@ -284,6 +284,34 @@ describe('leasedCounters', () => {
     expect(charged).toBe(limit - 2)
   })
 
+  it('a quota lease the traffic stopped using ends within its bucket and gives its units back', async () => {
+    const HOUR = 3_600_000
+    const daily = (cost: number): Check => ({
+      type: 'window',
+      key: '{a}:q:daily',
+      name: 'daily',
+      limit: 100_000,
+      windowMs: 24 * HOUR,
+      bucketMs: HOUR,
+      cost,
+    })
+    const store = memoryStorage().counters
+    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    let admitted = 0
+    // A burst of 300 a minute into each hour, then nothing until the next (the timer runs).
+    for (let h = 0; h < 24; h++) {
+      const start = T0 + h * HOUR + 60_000
+      for (let i = 0; i < 300; i++)
+        if ((await c.consume([daily(1)], start + Math.floor(i / 10))).allowed) admitted++
+      for (let t = start + 100; t < T0 + (h + 1) * HOUR + 1000; t += 60_000) await c.flush(t)
+    }
+    expect(admitted).toBe(24 * 300)
+    expect(c.stats().localAdmissions).toBeGreaterThan(admitted / 2)
+    // Before: 11,616 counted for 7,200 admitted (each hour's leftover lease stayed counted).
+    const r = await store.consume([daily(0)], T0 + 24 * HOUR - 1)
+    expect(r.results[0]!.used).toBe(admitted)
+  })
+
   it('push: a window lease gives back its unused units; a GCRA lease is left to drain', async () => {
     const store = memoryStorage().counters
     const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
