@@ -278,12 +278,16 @@ local function window_live(raw, first)
   end
   return idx, n, l == 87
 end
+-- A negative cost takes units back from bucket \`current\` only, down to zero (rolling-window's add).
 local function window_add(idx, n, current, cost)
   local last = #idx
   if last >= 1 and idx[last] >= current then
-    n[last] = n[last] + cost
+    local v = n[last] + cost
+    if v < 0 then v = 0 end
+    n[last] = v
   else
     idx[last + 1] = current
+    if cost < 0 then cost = 0 end
     n[last + 1] = cost
   end
 end

@@ -537,6 +537,27 @@ export function counterStoreTests(get: GetStorage): void {
       expect((await c.consume([gcraCheck(n.gcra, 100, 60_000, 1)], T0)).allowed).toBe(false)
     })
 
+    it('a negative add takes a window bucket down to zero, never below', async () => {
+      const n = names()
+      const c = get().counters
+      const used = async (now: number) =>
+        (await c.consume([windowCheck(n.window, 100, 0)], now)).results[0]!.used
+      expect((await c.consume([windowCheck(n.window, 100, 10)], T0)).allowed).toBe(true)
+      // More taken back than the bucket holds (a lease's give-back into a counter the store
+      // lost, a give-back applied twice): the bucket is empty, not negative.
+      await c.settle([{ type: 'add', check: windowCheck(n.window, 100, -50) }], T0)
+      expect(await used(T0)).toBe(0)
+      expect((await c.consume([windowCheck(n.window, 100, 100)], T0)).allowed).toBe(true)
+      expect((await c.consume([windowCheck(n.window, 100, 1)], T0)).allowed).toBe(false)
+      // Only the current bucket is taken from: an earlier one keeps its count.
+      await c.settle([{ type: 'add', check: windowCheck(n.window, 100, -500) }], T0 + HOUR)
+      expect(await used(T0 + HOUR)).toBe(100)
+      // On a counter that holds nothing (lost): nothing below zero.
+      const fresh = windowCheck(n.other, 100, -20, 0, 0)
+      await c.settle([{ type: 'add', check: fresh }], T0)
+      expect((await c.consume([{ ...fresh, cost: 0 }], T0)).results[0]!.used).toBe(0)
+    })
+
     it('claims a marker once until it expires, and clears it', async () => {
       const c = get().counters
       const k = `${names().other}:marker`

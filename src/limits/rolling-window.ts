@@ -47,14 +47,22 @@ function sum(xs: number[]): number {
   return s
 }
 
+/**
+ * Adds `cost` to the bucket `current`. A negative cost (a lease's give-back, a cancel's) takes
+ * units back from that bucket only, down to zero, never below: more taken back than it holds
+ * (a give-back into a counter the store lost, or applied twice) would leave a negative count,
+ * which admits that many beyond the limit (a count of -272 on Redis for 300 admitted).
+ */
 function add(state: WindowState, current: number, cost: number): void {
   const last = state.idx.length - 1
   // A clock that stepped back counts into the newest bucket: later, so it is kept longer (safe),
   // and the buckets stay in ascending order.
-  if (last >= 0 && state.idx[last]! >= current) state.n[last]! += cost
-  else {
+  if (last >= 0 && state.idx[last]! >= current) {
+    const n = state.n[last]! + cost
+    state.n[last] = Math.max(0, n)
+  } else {
     state.idx.push(current)
-    state.n.push(cost)
+    state.n.push(Math.max(0, cost))
   }
 }
 
