@@ -268,8 +268,10 @@ export function leasedCounters(
   // A credit lease with charges is ended this long after it was taken (0: at its TTL only).
   const rotateMs = flushEveryMs
   let timer: ReturnType<typeof setInterval> | null = null
+  /** `close` was called: no lease is taken from then on (every admission goes to the store). */
+  let closing = false
   const startTimer = () => {
-    if (timer !== null || flushEveryMs === 0) return
+    if (timer !== null || flushEveryMs === 0 || closing) return
     timer = setInterval(() => {
       void sweep(clock(), false)?.catch(() => {})
     }, flushEveryMs)
@@ -888,6 +890,7 @@ export function leasedCounters(
         continue
       }
       if (attempt > 0) break
+      if (closing) return null
       const want: Array<[Check, number]> = []
       for (const c of checks) {
         const s = keys.get(c.key)!
@@ -1085,12 +1088,13 @@ export function leasedCounters(
    * charges at the store, and the lease's own hold, whose release fails too, lapses by its TTL.
    */
   const holdOut = async (now: number): Promise<void> => {
-    const calls: Promise<unknown>[] = []
+    const calls: Promise<void>[] = []
+    // Holds settled here while theirs was being taken: it is released again, with no charge.
+    const orphans: SettleOp[] = []
     for (const [key, s] of keys)
       for (const l of holdLeases(s)) {
         l.until = Math.min(l.until, now)
         for (const [holdId, amount, expiresAt] of l.holds.live(now)) {
-          l.holds.delete(holdId)
           const hold: Check = {
             type: 'hold',
             key,
@@ -1103,10 +1107,22 @@ export function leasedCounters(
           }
           stats.storeCalls++
           stats.leaseCalls++
-          calls.push(track(inner.consume([hold], now)))
+          // Held here until the store holds it: a settle meanwhile charges the lease.
+          calls.push(
+            track(inner.consume([hold], now)).then(
+              () => {
+                if (!l.holds.delete(holdId))
+                  orphans.push({ type: 'release', key, holdId, charge: 0, ifHeld: true })
+              },
+              () => {
+                l.holds.delete(holdId)
+              },
+            ),
+          )
         }
       }
-    await Promise.allSettled(calls)
+    await Promise.all(calls)
+    if (orphans.length > 0) await giveBack(orphans, now)
   }
 
   const push = async (now: number): Promise<void> => {
@@ -1160,11 +1176,20 @@ export function leasedCounters(
     flush,
     push,
     async close(now) {
+      closing = true
       if (timer !== null) clearInterval(timer)
       timer = null
-      await holdOut(now)
-      await flush(now, true)
-      await Promise.allSettled([...inFlight])
+      // A lease request in flight when close began is answered meanwhile: the lease it takes
+      // (and what admissions took of it) is ended in the next round. Before, it outlived the
+      // close: its unused units stayed counted, its credit charges stayed in process.
+      for (let round = 0; round < 4; round++) {
+        await holdOut(now)
+        await flush(now, true)
+        await Promise.allSettled([...inFlight])
+        let open = inFlight.size
+        for (const st of keys.values()) if (st.lease || st.retired.length > 0) open++
+        if (open === 0) break
+      }
     },
   }
 }

@@ -312,6 +312,50 @@ describe('leasedCounters', () => {
     expect(r.results[0]!.used).toBe(admitted)
   })
 
+  it('close while a lease request is in flight: the lease it takes ends too, nothing outlives the close', async () => {
+    const HOUR = 3_600_000
+    const daily: Check = {
+      type: 'window',
+      key: '{a}:q:daily',
+      name: 'daily',
+      limit: 100_000,
+      windowMs: 24 * HOUR,
+      bucketMs: HOUR,
+      cost: 1,
+    }
+    const mem = memoryStorage().counters
+    // The store answers 50 ms late: the leases are still being taken when close begins.
+    const slow: CounterStore = {
+      ...mem,
+      consume: async (checks, now, admission) => {
+        await new Promise((r) => setTimeout(r, 50))
+        return mem.consume(checks, now, admission)
+      },
+      settle: (ops, now) => mem.settle(ops, now),
+      held: (key, now) => mem.held(key, now),
+    }
+    const c = leasedCounters(slow, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const key = '{a}:credits'
+    const quota = Array.from({ length: 20 }, () => c.consume([daily], T0))
+    const paid = Array.from({ length: 20 }, (_, i) => c.consume([credits(100_000, `h${i}`)], T0))
+    await new Promise((r) => setTimeout(r, 10))
+    const closed = c.close(T0 + 5)
+    let admitted = 0
+    for (const p of quota) if ((await p).allowed) admitted++
+    for (const [i, p] of paid.entries()) {
+      expect((await p).allowed).toBe(true)
+      await c.settle([{ type: 'release', key, holdId: `h${i}`, charge: 1 }], T0 + 5)
+    }
+    await closed
+    expect(c.stats().acquired).toBeGreaterThan(0)
+    expect(c.stats().localAdmissions).toBeGreaterThan(0)
+    // Before: a quota lease and a credit lease alive after close, 43 units counted for the 20
+    // admitted, and the credit lease's charges kept in process (held 83 for 20 charged).
+    expect(c.stats().leases).toBe(0)
+    expect((await mem.consume([{ ...daily, cost: 0 }], T0 + 6)).results[0]!.used).toBe(admitted)
+    expect(await mem.held(key, T0 + 6)).toBe(20)
+  })
+
   it('push: a window lease gives back its unused units; a GCRA lease is left to drain', async () => {
     const store = memoryStorage().counters
     const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
