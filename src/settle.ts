@@ -466,6 +466,8 @@ function apply(
         limit: c.limit,
         windowMs: c.windowMs,
         cost,
+        // A token limit is never leased: the lease decorator keeps nothing for its key.
+        exact: true,
       } as const
       ops.push({ type: 'add', check })
     }

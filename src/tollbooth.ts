@@ -136,6 +136,8 @@ export interface LeaseFigures {
   earlyRefusals: number
   /** Give-backs of ended leases the store never took (down through their retries). */
   lostGiveBacks: number
+  /** Counters this instance keeps lease state for (rate estimates, leases): idle ones go. */
+  trackedKeys: number
 }
 
 /** How long `flush()` and `close()` wait for retried settles before going on. */
@@ -547,6 +549,7 @@ function leaseFigures(l: LeasedCounterStore): LeaseFigures {
     returnedUnits: s.returnedUnits,
     earlyRefusals: s.refusedWhileLeasing,
     lostGiveBacks: s.lostGiveBacks,
+    trackedKeys: s.trackedKeys,
   }
 }
 

@@ -101,6 +101,8 @@ export interface LeaseStats {
   lostGiveBacks: number
   /** Settles of local holds answered in process (no store call). */
   localSettles: number
+  /** Keys this instance keeps a state for (a rate estimate, a lease, a pin). */
+  trackedKeys: number
   /**
    * Admissions the store refused on a limit this instance was leasing (a lease alive or taken
    * within the last second): an upper count of this instance's early refusals, the only ones
@@ -288,7 +290,7 @@ export function leasedCounters(
    */
   let cancelledCount = 0
   const inFlight = new Set<Promise<unknown>>()
-  const stats: Omit<LeaseStats, 'leases' | 'parkedUnits'> = {
+  const stats: Omit<LeaseStats, 'leases' | 'parkedUnits' | 'trackedKeys'> = {
     acquired: 0,
     localAdmissions: 0,
     centralAdmissions: 0,
@@ -958,7 +960,14 @@ export function leasedCounters(
         if (releaseLocal(op.key, op.holdId, op.charge, now, op.ifHeld)) stats.localSettles++
         else rest.push(op)
       } else if (op.type === 'add') {
-        // A counter trued-up after the fact is never leased (see docs/leases.md).
+        // A counter trued-up after the fact is never leased (see docs/leases.md). One marked
+        // exact (a token limit) never is anyway: nothing is kept for its key. Before, every
+        // token-limit counter settled here stayed in `keys` for good (pinned, never swept):
+        // one entry per key and window, as many as the deployment's keys.
+        if (op.check.exact === true || exact?.(op.check)) {
+          rest.push(op)
+          continue
+        }
         const s = state(op.check.key, now)
         s.pinned = true
         if (s.lease) {
@@ -1171,7 +1180,7 @@ export function leasedCounters(
         leases++
         parked += free(s.lease, lastSweep)
       }
-      return { leases, parkedUnits: parked, ...stats }
+      return { leases, parkedUnits: parked, trackedKeys: keys.size, ...stats }
     },
     flush,
     push,

@@ -272,6 +272,34 @@ describe('leases in createTollbooth', () => {
     expect(r.results[0]!.used).toBe(1500)
   })
 
+  it('token limits keep no lease state: their counters, trued-up at settle, are not tracked', async () => {
+    const tb = createTollbooth({ secret: SECRET, storage: mapStorage() })
+    const keys = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        tb.keys.create({
+          accountId: `acct_tok${i}`,
+          limits: { rateLimits: [{ limit: 1_000_000, windowMs: 60_000, unit: 'tokens' }] },
+        }),
+      ),
+    )
+    for (const { key } of keys) {
+      const d = await tb.authenticate({
+        headers: { authorization: `Bearer ${key}` },
+        ip: '127.0.0.1',
+        method: 'GET',
+        path: '/',
+      })
+      expect(d.allowed).toBe(true)
+      if (d.allowed) {
+        d.report({ tokens: 100 })
+        await tb.settle(d, { status: 200 })
+      }
+    }
+    // Before: one state a key, pinned for good (the settle's add): 50, and growing with keys.
+    expect(tb.stats().leases!.trackedKeys).toBe(0)
+    await tb.close()
+  })
+
   it('validates the leases option and exact flags', () => {
     const bad: Array<[Record<string, unknown>, string]> = [
       [{ leases: { maxShare: 0 } }, 'leases.maxShare'],

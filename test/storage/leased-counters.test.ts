@@ -129,6 +129,18 @@ describe('leasedCounters', () => {
     expect(c.stats().leases).toBe(0)
   })
 
+  it('an add to an exact counter (a token limit) keeps nothing: no state is pinned for its key', async () => {
+    const c = leasedCounters(memoryStorage().counters, { rateMs: 100, flushEveryMs: 0 })
+    for (let i = 0; i < 1000; i++)
+      await c.settle(
+        [{ type: 'add', check: { ...gcra(1_000_000, `{k${i}}:r0t`), cost: -5, exact: true } }],
+        T0 + i,
+      )
+    await c.flush(T0 + 10_000)
+    // Before: 1,000 states kept for good.
+    expect(c.stats().trackedKeys).toBe(0)
+  })
+
   it('credits: settles charge locally, close releases the lease with the charges, held() counts only what is used', async () => {
     const store = memoryStorage().counters
     const c = leasedCounters(store, {
