@@ -250,6 +250,50 @@ describe('leases in createTollbooth', () => {
     }
   })
 
+  it('close() with requests in flight on credit leases: another instance cannot spend their credits, none is overspent', async () => {
+    const redis = await connectRedis()
+    if (!redis) return
+    const prefix = testPrefix('leased-close')
+    const LIMIT = 2000
+    const options = {
+      secret: SECRET,
+      storage: redisStorage({ client: redis, keyPrefix: prefix }),
+      plans: { pro: { monthlyCredits: LIMIT } },
+      defaultTier: 'pro',
+      leases: { maxShare: 0.05 },
+    }
+    const a = createTollbooth(options)
+    const b = createTollbooth(options)
+    try {
+      const { key } = await a.keys.create({ accountId: 'acct_close_flight' })
+      const req = {
+        headers: { authorization: `Bearer ${key}` },
+        ip: '127.0.0.1',
+        method: 'GET',
+        path: '/',
+      }
+      const route = a.route({ cost: 2 })
+      expect(await drive(a, key, 500, { cost: 2 }, 64)).toBe(500)
+      // 40 requests admitted on A, still in their handlers when A closes.
+      const open = await Promise.all(Array.from({ length: 40 }, () => a.authenticate(req, route)))
+      expect(open.every((d) => d.allowed)).toBe(true)
+      expect(a.stats().leases!.localAdmissions).toBeGreaterThan(0)
+      await a.close()
+      // B serves what the store lets it, then A's requests end (2 credits each).
+      const served = await drive(b, key, 1000, { cost: 2 }, 16)
+      for (const d of open) await a.settle(d, { status: 200 })
+      const used = (await b.accounts.get('acct_close_flight')).credits.used
+      // Before: B spent the credits A's requests held, and their settles charged past the
+      // limit (2,078 credits used of 2,000).
+      expect(used).toBeLessThanOrEqual(LIMIT)
+      expect(used).toBe(2 * (500 + 40 + served))
+    } finally {
+      await b.close()
+      await deletePrefix(redis, prefix)
+      await redis.quit()
+    }
+  })
+
   it('close() gives back what the leases did not use: the quota counts the admitted exactly', async () => {
     const storage = mapStorage()
     const tb = createTollbooth({ secret: SECRET, storage })
