@@ -504,6 +504,34 @@ export function counterStoreTests(get: GetStorage): void {
       expect(later.results.map((r) => r.used)).toEqual([15, 4])
     })
 
+    it("a cancel takes back the units it lists, from the bucket of the charge, once (a lease's give-back)", async () => {
+      const n = names()
+      const c = get().counters
+      const tag = n.window.slice(0, n.window.indexOf('}') + 1)
+      const adm = { key: `${tag}:a:lease-1`, ttlMs: 600_000 }
+      const used = async (now: number) =>
+        (await c.consume([windowCheck(n.window, 1000, 0)], now)).results[0]!.used
+      // A lease of 40 charged in the last minute of an hour, 15 of it used; 5 more admitted
+      // in the next hour.
+      const at = T0 + HOUR - 60_000
+      expect((await c.consume([windowCheck(n.window, 1000, 40)], at, adm)).allowed).toBe(true)
+      expect((await c.consume([windowCheck(n.window, 1000, 5)], T0 + HOUR)).allowed).toBe(true)
+      const giveBack: SettleOp = {
+        type: 'cancel',
+        key: adm.key,
+        ttlMs: 600_000,
+        at,
+        checks: [windowCheck(n.window, 1000, 25)],
+      }
+      await c.settle([giveBack], T0 + HOUR + 10)
+      expect(await used(T0 + HOUR + 10)).toBe(20)
+      // Sent again (a retry after a lost answer): nothing more is taken back.
+      await c.settle([giveBack], T0 + HOUR + 20)
+      expect(await used(T0 + HOUR + 20)).toBe(20)
+      // The 15 used stay in their hour: they leave the window with it, a day later.
+      expect(await used(at + DAY + HOUR)).toBe(5)
+    })
+
     it('a cancel from a clock behind the stored GCRA time gives back only what is left there', async () => {
       const n = names()
       const c = get().counters

@@ -181,6 +181,12 @@ interface WindowLease {
   used: number
   /** Dropped because the store lost the counter: nothing of it is counted there. */
   lost?: true
+  /**
+   * The store's record of the charge (the lease's `consume` carried an `AdmissionId`): the
+   * give-back is then a `cancel` of it with the unused units, taken from the bucket charged,
+   * applied once however often it is sent.
+   */
+  record?: { key: string; at: number; ttlMs: number }
 }
 
 interface HoldLease {
@@ -511,8 +517,22 @@ export function leasedCounters(
         return null
       case 'window': {
         const unused = l.n - l.used
+        if (unused <= 0) return null
+        if (l.record) {
+          // Taken back from the bucket charged (`at`), once: a cancel of the charge's record
+          // with the unused units. Sent again after a failure, it finds its tombstone.
+          stats.returnedUnits += unused
+          const { key: record, at, ttlMs } = l.record
+          return {
+            type: 'cancel',
+            key: record,
+            ttlMs,
+            at,
+            checks: [{ ...l.check, key, cost: unused }],
+          }
+        }
         // A give-back only into the bucket the units were charged in.
-        if (unused <= 0 || bucketOf(l.check, now) !== l.bucket) return null
+        if (bucketOf(l.check, now) !== l.bucket) return null
         stats.returnedUnits += unused
         return { type: 'add', check: { ...l.check, key, cost: -unused } }
       }
@@ -710,11 +730,28 @@ export function leasedCounters(
       }
       return { ...c, cost: n }
     })
+    // One quota in the request: the charge is recorded (an `AdmissionId` under the key's hash
+    // tag, as the core's are), so the lease's give-back can be a cancel, applied once.
+    let record: WindowLease['record']
+    const windows = want.filter(([c]) => c.type === 'window')
+    const tag = windows.length === 1 ? /^\{[^{}]+\}/.exec(windows[0]![0].key)?.[0] : undefined
+    if (tag !== undefined)
+      record = {
+        key: `${tag}:a:${id.replaceAll(':', '-')}`,
+        at: now,
+        ttlMs: windowLeaseMs + 60_000,
+      }
     stats.storeCalls++
     stats.leaseCalls++
     let r: ConsumeResult
     try {
-      r = await track(inner.consume(leaseChecks, now))
+      r = await track(
+        inner.consume(
+          leaseChecks,
+          now,
+          record ? { key: record.key, ttlMs: record.ttlMs } : undefined,
+        ),
+      )
     } catch {
       for (const [c] of want) state(c.key, now).coolUntil = now + cooldownMs
       return false
@@ -780,6 +817,7 @@ export function leasedCounters(
                 : Math.min(now + windowLeaseMs, (bucketOf(c, now) + 1) * c.bucketMs),
             n,
             used: 0,
+            ...(record ? { record } : {}),
           }
           break
         case 'hold':

@@ -324,6 +324,31 @@ describe('leasedCounters', () => {
     expect(r.results[0]!.used).toBe(admitted)
   })
 
+  it('a quota lease that outlives its bucket gives its unused units back into the bucket charged, once', async () => {
+    const HOUR = 3_600_000
+    const daily = (cost: number): Check => ({
+      type: 'window',
+      key: '{a}:q:daily',
+      name: 'daily',
+      limit: 100_000,
+      windowMs: 24 * HOUR,
+      bucketMs: HOUR,
+      cost,
+    })
+    const store = memoryStorage().counters
+    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    // A burst in the last 300 ms of an hour: the lease it takes is left unused at the turn.
+    const start = T0 + HOUR - 300
+    let admitted = 0
+    for (let i = 0; i < 300; i++)
+      if ((await c.consume([daily(1)], start + Math.floor(i / 10))).allowed) admitted++
+    expect(c.stats().parkedUnits).toBeGreaterThan(0)
+    await c.flush(T0 + HOUR + 50)
+    expect(c.stats().leases).toBe(0)
+    // Before: the unused units stayed counted in the hour they were charged in, for a day.
+    expect((await store.consume([daily(0)], T0 + HOUR + 60)).results[0]!.used).toBe(admitted)
+  })
+
   it('close while a lease request is in flight: the lease it takes ends too, nothing outlives the close', async () => {
     const HOUR = 3_600_000
     const daily: Check = {
