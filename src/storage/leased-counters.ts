@@ -605,12 +605,14 @@ export function leasedCounters(
   /**
    * Sends what ended leases give back, a credit lease's release retried on failure (the store
    * down for a while) with growing pauses, for about 6 s in all, only while its store hold is
-   * there (`ifHeld`: a first attempt that was applied but not answered charges once). A
-   * window's units are sent once, into the bucket they were charged in: a failed attempt may
-   * have been applied all the same (a call timed out on a frozen store runs when it thaws),
-   * and a second would take them back twice (the count below what was admitted: 5 give-backs
-   * of 143 units for one, a count of -272 for 300 admitted, before); not retried, they stay
-   * counted (a count too high, never too low). Never rejects; `close` waits for it.
+   * there (`ifHeld`: a first attempt that was applied but not answered charges once); a
+   * window's units given back by a cancel of the lease's record likewise (a second finds the
+   * tombstone). A negative `add` (a window lease with no record) is sent once, into the bucket
+   * its units were charged in: a failed attempt may have been applied all the same (a call
+   * timed out on a frozen store runs when it thaws), and a second would take them back twice
+   * (the count below what was admitted: 5 give-backs of 143 units for one, a count of -272 for
+   * 300 admitted, before); not retried, they stay counted (a count too high, never too low).
+   * Never rejects; `close` waits for it.
    */
   const giveBack = (ops: SettleOp[], at: number): Promise<void> => {
     const attempt = async (left: SettleOp[], tries: number): Promise<void> => {
