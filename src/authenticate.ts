@@ -868,12 +868,16 @@ function refused(a: Attempt): Denial {
     })
   setRetryAfter(out, rf.retryAfterMs)
   // "Every authenticated response includes usage information" (seed 001): a metered request
-  // refused by a limit or the credits carries the period's figures too, unchanged by it (a
-  // refused count reports every counter as it was before the request).
+  // refused by a limit or the credits carries the period's figures too, unchanged by it. The
+  // refused check reports its counter as it was; a credit check that passed beside a refusal
+  // reports what it would have counted with this request's hold, which is not held: take it out.
   if (route.headers.usage && a.metered && account !== null) {
     for (let k = a.templates.length - 1; k >= 0; k--) {
       if (a.templates[k]!.role !== 'credits') continue
-      setUsageHeaders(out, result.results[k]!.used, account.creditLimit)
+      const r = result.results[k]!
+      const ck = a.checks[k]!
+      const used = r.allowed && ck.type === 'hold' ? roundAmount(r.used - ck.amount) : r.used
+      setUsageHeaders(out, used, account.creditLimit)
       setBypassHeaders(out, false, null)
       break
     }

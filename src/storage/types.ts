@@ -217,7 +217,10 @@ export interface Rebuild {
 export interface CheckResult {
   allowed: boolean
   limit: number
-  /** Counted after this request (before it, when the admission was refused). */
+  /**
+   * Counted after this request; a check that refused reports its count before it. A check that
+   * passed within a refused admission reports what it would have counted (nothing was).
+   */
   used: number
   remaining: number
   /** Milliseconds until the limit is fully available again (Infinity: never). */

@@ -7,7 +7,7 @@
  */
 
 import { describe, expect, it } from 'vitest'
-import { admitted, req, setup } from './helpers.js'
+import { admitted, req, setup, T0 } from './helpers.js'
 
 const opts = { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' }
 const usage = (h: Record<string, string>) => ({
@@ -112,5 +112,19 @@ describe('usage headers', () => {
       'X-Usage-Bypassed': 'false',
     })
     expect(d.headers['X-Request-Id']).toBe(d.requestId)
+  })
+
+  it('a denial by a rate limit carries the credits as they stand, not with its own estimate', async () => {
+    // The credit check passes, the rate limit refuses: nothing is held, so the figures are
+    // those before the request (they read 4 used of 100 after three requests of 1, as if held).
+    const s = await setup(opts, T0, { limits: { rateLimits: [{ limit: 3, windowMs: 60_000 }] } })
+    const route = s.tb.route({ cost: 1 })
+    for (let i = 0; i < 3; i++) {
+      await s.tb.settle(admitted(await s.tb.authenticate(req(s.key), route)), { status: 200 })
+    }
+    const d = await s.tb.authenticate(req(s.key), route)
+    if (d.allowed) throw new Error('expected the rate limit to refuse')
+    expect(d.status).toBe(429)
+    expect(usage(d.headers)).toMatchObject({ current: '3', limit: '100', remaining: '97' })
   })
 })

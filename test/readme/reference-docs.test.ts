@@ -3,11 +3,14 @@
  *
  * The reference tables of `docs/` against the code they describe: the defaults of the
  * `leases` option (docs/leases.md) and of the header families (docs/headers.md), and the
- * status of each error code that has a row in `DENIALS` (docs/errors.md).
+ * status of each error code that has a row in `DENIALS` (docs/errors.md); and the schema
+ * migrations README and CHANGELOG name (number and file) against each store's `MIGRATIONS`.
  */
 
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
+import { MIGRATIONS as PG_MIGRATIONS } from '../../adapters/postgres/migrate.js'
+import { MIGRATIONS as SQLITE_MIGRATIONS } from '../../adapters/sqlite/migrations.js'
 import { DENIALS } from '../../src/denials.js'
 import { DEFAULT_HEADER_FAMILIES } from '../../src/headers.js'
 import { resolveOptions } from '../../src/options.js'
@@ -50,5 +53,24 @@ describe('docs/ reference tables', () => {
       checked++
     }
     expect(checked).toBeGreaterThan(15)
+  })
+
+  it('README and CHANGELOG name each migration by its own number and file', () => {
+    // An upgrading user reads "Migration 6 (`0006-…`)": the number and the name must be the
+    // store's own (CHANGELOG once called the json migration 6, README the aggregates one 2).
+    const named = new Map<string, number>()
+    for (const m of [...PG_MIGRATIONS, ...SQLITE_MIGRATIONS]) named.set(m.name, m.id)
+    let checked = 0
+    for (const file of ['README.md', 'CHANGELOG.md']) {
+      const text = readFileSync(`${root}${file}`, 'utf8')
+      for (const m of text.matchAll(/\b(\d{4}-[a-z][a-z-]*[a-z])(?:\.ts)?`/g)) {
+        expect([file, m[1], named.has(m[1]!)]).toEqual([file, m[1], true])
+        checked++
+      }
+      for (const m of text.matchAll(/[Mm]igration (\d+) \(`(\d{4}-[a-z-]+?)(?:\.ts)?`\)/g)) {
+        expect([file, m[0], named.get(m[2]!)]).toEqual([file, m[0], Number(m[1])])
+      }
+    }
+    expect(checked).toBeGreaterThan(8)
   })
 })
