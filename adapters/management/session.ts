@@ -123,8 +123,18 @@ const schema = z
     maxAgeMs: integer(1000, 400 * 86_400_000).default(SESSION_MAX_AGE_MS),
   })
   .strict()
-  .refine((o) => [o.secret, o.jwksUrl, o.jwks].filter((x) => x !== undefined).length === 1, {
-    message: 'must have exactly one of secret, jwksUrl or jwks',
+  .superRefine((o, ctx) => {
+    const given = [o.secret, o.jwksUrl, o.jwks].filter((x) => x !== undefined).length
+    // None: most often `secret: process.env.SESSION_SECRET!` with the variable unset.
+    if (given === 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['secret'],
+        message:
+          'is required (at least 32 bytes, e.g. `openssl rand -base64 32`), unless jwksUrl or jwks is given',
+      })
+    else if (given > 1)
+      ctx.addIssue({ code: 'custom', message: 'must have exactly one of secret, jwksUrl or jwks' })
   })
 
 /** JOSE error codes that mean the token itself is bad (401), as opposed to the key source. */

@@ -343,7 +343,12 @@ describe('configuration', () => {
     ],
     [
       { auth: { session: {} } },
-      /options\.auth\.session must have exactly one of secret, jwksUrl or jwks/,
+      /options\.auth\.session\.secret is required \(at least 32 bytes, e\.g\. `openssl rand -base64 32`\), unless jwksUrl or jwks is given/,
+    ],
+    [
+      // `secret: process.env.SESSION_SECRET!` with the variable unset: named, not "an object".
+      { auth: { session: { secret: undefined } } },
+      /options\.auth\.session\.secret is required .*, got undefined/,
     ],
     [
       { auth: { session: { secret: SESSION_SECRET, jwksUrl: 'https://x.example/jwks' } } },
