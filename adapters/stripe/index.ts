@@ -89,7 +89,8 @@ const httpUrl = (field: string, v: unknown): string => {
  * @param options.tiers tier (a key of tollbooth's `plans`) -> `{ priceId, meteredPriceId?, grantCredits? }`
  * @param [options.credits] top-ups: `{ priceId }` or `{ currency, unitAmount }`, with `creditsPerUnit`, `min`, `max`
  * @param [options.meterEventName] the Stripe meter's event name; enables overage metering
- * @param [options.graceMs=3 days] how long a tier outlives an unpaid renewal
+ * @param [options.graceMs=3 days] how long a tier outlives its paid period, and a `past_due`
+ *   subscription its tier from the event that says so
  * @throws {ConfigError} naming each bad option
  * @example
  * ```ts

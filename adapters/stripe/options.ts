@@ -72,7 +72,10 @@ export const optionsSchema = z
       .partial()
       .strict()
       .default({}),
-    /** How long a tier outlives its paid period while Stripe retries the renewal. */
+    /**
+     * How long a tier outlives its paid period (ms, default 3 days), and how long a `past_due`
+     * subscription keeps it from the event that says so, while Stripe retries the renewal.
+     */
     graceMs: integer(0).default(3 * 86_400_000),
     /**
      * Maximum age of a webhook signature (s). At least 1: Stripe's 0 turns the check off, and a

@@ -11,6 +11,8 @@ import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { MIGRATIONS as PG_MIGRATIONS } from '../../adapters/postgres/migrate.js'
 import { MIGRATIONS as SQLITE_MIGRATIONS } from '../../adapters/sqlite/migrations.js'
+import { METER_TIMEOUT_MS } from '../../adapters/stripe/meter.js'
+import { optionsSchema as stripeOptions } from '../../adapters/stripe/options.js'
 import { DENIALS } from '../../src/denials.js'
 import { DEFAULT_HEADER_FAMILIES } from '../../src/headers.js'
 import { resolveOptions } from '../../src/options.js'
@@ -72,5 +74,24 @@ describe('docs/ reference tables', () => {
       }
     }
     expect(checked).toBeGreaterThan(8)
+  })
+
+  it('README gives the defaults of stripeBilling’s own options', () => {
+    const readme = readFileSync(`${root}README.md`, 'utf8')
+    const text = readme
+      .slice(readme.indexOf('Other options, with their defaults:'))
+      .replace(/\s+/g, ' ')
+    const o = stripeOptions.parse({
+      stripe: { checkout: { sessions: { create() {} } } },
+      webhookSecret: 'whsec_0123456789',
+      tiers: {},
+    })
+    const graceDays = Number(/`graceMs` \((\d+) days/.exec(text)?.[1])
+    expect(graceDays * 86_400_000).toBe(o.graceMs)
+    expect(Number(/`toleranceSec` \((\d+)/.exec(text)?.[1])).toBe(o.toleranceSec)
+    expect(/`allowPromotionCodes` \((true|false)\)/.exec(text)?.[1]).toBe(
+      String(o.allowPromotionCodes),
+    )
+    expect(Number(/\((\d+) s a meter event call/.exec(text)?.[1]) * 1000).toBe(METER_TIMEOUT_MS)
   })
 })
