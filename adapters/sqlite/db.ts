@@ -111,8 +111,12 @@ export function open(fn: string, o: OpenOptions): { db: SqliteDatabase; owned: b
     try {
       db = new Database(o.path!, { timeout: o.busyTimeoutMs })
     } catch (err) {
+      // better-sqlite3 creates the file, not its folder: say what to do, not only what failed.
+      const folder = /directory does not exist|SQLITE_CANTOPEN|unable to open/i.test(message(err))
+        ? ' (create its folder first: the file is created, the folder is not)'
+        : ''
       throw new ConfigError(
-        `${fn}: options.path ${JSON.stringify(o.path)} cannot be opened: ${message(err)}`,
+        `${fn}: options.path ${JSON.stringify(o.path)} cannot be opened: ${message(err)}${folder}`,
         { cause: err },
       )
     }

@@ -24,7 +24,7 @@ describe('sqliteStorage: bad input', () => {
     const path = join(dir, 'no-such-folder', 'x.db')
     expect(() => sqliteStorage({ path })).toThrow(ConfigError)
     expect(() => sqliteStorage({ path })).toThrow(
-      /options\.path .*no-such-folder.* cannot be opened/,
+      /options\.path .*no-such-folder.* cannot be opened: .*\(create its folder first: the file is created, the folder is not\)$/,
     )
   })
 
