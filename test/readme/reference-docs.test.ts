@@ -94,4 +94,15 @@ describe('docs/ reference tables', () => {
     )
     expect(Number(/\((\d+) s a meter event call/.exec(text)?.[1]) * 1000).toBe(METER_TIMEOUT_MS)
   })
+
+  it('CHANGELOG has each entry once', () => {
+    // Two branches writing the same entry leave two copies, which may then disagree (one said
+    // migration 6 where the other, right, said 7). Entries that open alike are the same entry.
+    const entries = readFileSync(`${root}CHANGELOG.md`, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('- '))
+      .map((l) => l.replace(/[\\\s]+/g, ' ').slice(0, 200))
+    const twice = entries.filter((e, i) => e.length >= 120 && entries.indexOf(e) !== i)
+    expect(twice).toEqual([])
+  })
 })
