@@ -203,11 +203,28 @@ export async function explainLater(err: unknown, db: Db): Promise<unknown> {
   return explain(err, db.schema)
 }
 
+/** pg's refusal of a pool after `pool.end()`. */
+const poolEnded = (err: unknown): boolean =>
+  err instanceof Error && err.message === 'Cannot use a pool after calling end on the pool'
+
+/**
+ * The pool was ended under tollbooth (`pool.end()` before `tb.close()`): say what to do. Every
+ * flush and reconnect would otherwise report pg's words alone, and `pool.end()` waits for the
+ * change feed's connection, which tollbooth holds until it is closed.
+ */
+const endedError = (err: unknown) =>
+  new ConfigError(
+    'tollbooth/postgres: options.pool was ended (pool.end()) while tollbooth still uses it: call `await tb.close()` first, then `pool.end()` (which waits until then for the connection tollbooth listens on)',
+    { cause: err },
+  )
+
 /**
  * Turns "relation does not exist" (SQLSTATE 42P01, 3F000), and "column does not exist"
- * (42703: a schema of an earlier version), into a hint to migrate.
+ * (42703: a schema of an earlier version), into a hint to migrate; and a pool ended under
+ * tollbooth into a hint to close tollbooth first.
  */
 export function explain(err: unknown, schema: string): unknown {
+  if (poolEnded(err)) return endedError(err)
   const code = (err as { code?: unknown } | null)?.code
   if (code === '42P01' || code === '3F000') {
     return new ConfigError(
@@ -294,7 +311,10 @@ export async function checkout(db: Db, deadlineMs = Infinity): Promise<Checkout>
 export function connect(pool: PgPool, onError: (err: Error) => void): Promise<PoolClient> {
   return new Promise((resolve, reject) => {
     pool.connect((err, client) => {
-      if (err || !client) return reject(err ?? new Error('tollbooth/postgres: no client'))
+      if (err || !client)
+        return reject(
+          poolEnded(err) ? endedError(err) : (err ?? new Error('tollbooth/postgres: no client')),
+        )
       client.on('error', onError)
       resolve(client)
     })

@@ -9,10 +9,12 @@
 import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { INIT_SQL, MIGRATIONS, migrate, postgresStorage } from '../../adapters/postgres/index.js'
-import { ConfigError, isTollboothError } from '../../src/index.js'
+import { ConfigError, createTollbooth, isTollboothError } from '../../src/index.js'
 import { expectUpgradedAccount, OLD_ACCOUNT } from '../support/account-upgrade.js'
 import { newPool, schemaName, skipPostgres } from '../support/postgres.js'
 import { expectUpgradedUsage } from '../support/usage-upgrade.js'
+
+const SECRET = 'postgres-migrate-secret-0123456789abcdef'
 
 describe.skipIf(skipPostgres)('postgres migrate', () => {
   let pool: pg.Pool
@@ -351,6 +353,24 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
       0,
     )
     await expect(consume).rejects.toThrow(/migrate/)
+  })
+
+  it('tells to close tollbooth first when its pool was ended under it', async () => {
+    // `await pool.end()` before `await tb.close()`: pg said "Cannot use a pool after calling
+    // end on the pool" on every flush and reconnect, for ever, and `pool.end()` never resolved.
+    const schema = fresh()
+    await migrate({ pool, schema })
+    const own = newPool(4)
+    const tb = createTollbooth({ secret: SECRET, storage: postgresStorage({ pool: own, schema }) })
+    await tb.keys.create({ accountId: 'acct_1' })
+    const ended = own.end()
+    const err = await tb.keys.create({ accountId: 'acct_1' }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as Error).message).toMatch(
+      /^tollbooth\/postgres: options\.pool was ended \(pool\.end\(\)\) while tollbooth still uses it: call `await tb\.close\(\)` first/,
+    )
+    await tb.close().catch(() => undefined)
+    await ended
   })
 
   it('refuses bad options by name, before any I/O', async () => {
