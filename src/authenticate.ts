@@ -936,6 +936,8 @@ function admission(a: Attempt): Admission {
       overage: a.metered && account !== null && account.plan?.allowOverage === true,
       overrun: route.overrun,
     })
+    // Its holds are renewed until it settles, however long its response runs.
+    if (s.holds.length > 0) a.ctx.renewals.add(s)
     const idk = a.idempotencyKey
     if (idk !== undefined) s.idempotencyId = `${entry!.info.id}:${idk}`
     // Stored provider keys serve every route; the route's `byok` option governs headers (and

@@ -13,6 +13,7 @@ import type { IpGuard } from './limits/ip-block.js'
 import type { AccountService } from './metering/accounts.js'
 import type { Outbox } from './metering/outbox.js'
 import type { ResolvedOptions } from './options.js'
+import type { Renewals } from './renewal.js'
 import type { SettleQueue } from './retry-queue.js'
 import type { LeasedCounterStore } from './storage/leased-counters.js'
 import type { CounterStore, Storage } from './storage/types.js'
@@ -40,6 +41,8 @@ export interface Context {
   guard<T>(p: Promise<T>): Promise<T>
   /** Settles and cancels retried until the counter store takes them. */
   retries: SettleQueue
+  /** The admissions in flight that hold something, whose holds are renewed until they settle. */
+  renewals: Renewals
   /**
    * The leased counters (`storage.counters` itself) when the counters are leased: admissions
    * answered from leases skip the per-account queue, which only store calls need.

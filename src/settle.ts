@@ -387,6 +387,7 @@ export function settle(
   if (s === undefined || s.settled) return null
   const a = decision as Admission
   s.settled = true
+  if (s.holds.length > 0) ctx.renewals.delete(s)
   if (
     outcome.cost !== undefined ||
     outcome.tokens !== undefined ||

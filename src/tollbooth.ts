@@ -36,6 +36,7 @@ import {
   routeOptionsSchema,
   type TollboothOptions,
 } from './options.js'
+import { Renewals } from './renewal.js'
 import type { TollboothRequest } from './request.js'
 import {
   createRetryQueue,
@@ -255,6 +256,8 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       report: onError,
       max: o.maxPendingSettles,
     }),
+    // Every third of the shorter hold TTL: a hold is renewed twice before it would lapse.
+    renewals: new Renewals(() => ctx, Math.min(o.leaseTtlMs, o.reservationTtlMs) / 3),
     leases: leased,
     firstUses: marksUses(storage.counters) ? storage.counters : null,
     admitting: new Map(),
@@ -477,6 +480,8 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
         )
       const off = unsubscribe && (await within(unsubscribe, o.storageTimeoutMs))
       off?.()
+      // Requests still in flight keep their holds no longer: they lapse by their TTL.
+      ctx.renewals.close()
       if (failure !== undefined) throw failure
     },
   }

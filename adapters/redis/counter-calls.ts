@@ -64,6 +64,12 @@ export function pushOp(keys: string[], p: Packed, prefix: string, op: SettleOp, 
     ids.push(escapeHoldId(op.holdId))
     return
   }
+  if (op.type === 'renew') {
+    keys.push(prefix + op.key)
+    nums.push(8, now, op.ttlMs, 0, keepArg(op.keepUntil))
+    ids.push(escapeHoldId(op.holdId))
+    return
+  }
   if (op.type === 'cancel') {
     keys.push(prefix + op.key)
     // A cancel with no revert op has nothing to take back: its record is not looked for.

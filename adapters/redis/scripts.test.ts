@@ -656,6 +656,7 @@ return table.concat(out)`
           const [w, g] = checks()
           const ops: SettleOp[] = [
             { type: 'release', key: '{s}:h', holdId: `r${Math.floor(rand() * 5)}`, charge: rand() },
+            { type: 'renew', key: '{s}:h', holdId: `r${Math.floor(rand() * 5)}`, ttlMs: 800 },
             { type: 'add', check: w! as never },
             { type: 'add', check: g! as never },
           ]

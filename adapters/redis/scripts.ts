@@ -517,7 +517,8 @@ end
 const SETTLE_OP = `
 -- t 1: release hold id (a charge, b 1 only when still held, c keepUntil or NaN);
 -- t 2: add to a window (a windowMs, b bucketMs, c cost); t 3: add to a GCRA limit (a limit,
--- b windowMs, c cost).
+-- b windowMs, c cost); t 8: renew hold id (a ttlMs, c keepUntil or NaN) while it is live (renewHold in
+-- limits/hold.ts: a hold gone is not made again).
 local function settle_op(key, t, id, a, b, c, now, slack)
   if pend_key == key then pend_flush() end
   local raw = cur[slot[key]]
@@ -571,6 +572,19 @@ local function settle_op(key, t, id, a, b, c, now, slack)
     if ifHeld and #kept.ids == #s.ids then return end
     if a ~= 0 then kept.used = round_amount(kept.used + a) end
     hold_write(key, kept, now, slack, keep)
+  elseif t == 8 then
+    local s = hold_live(raw, now)
+    local upto = now + a
+    for k = 1, #s.ids do
+      if s.ids[k] == id then
+        if s.expires[k] >= upto then return end
+        s.expires[k], s.text[k] = upto, nil
+        local keep = nil
+        if c == c then keep = c end
+        hold_write(key, s, now, slack, keep)
+        return
+      end
+    end
   elseif t == 2 then
     local current, span = window_geometry(now, a, b)
     local idx, n, rebuilt = window_live(raw, current - span)
@@ -762,7 +776,7 @@ while i <= nOps do
     if c < 0 then i = i + 1 end
   else
     local id = nil
-    if t == 1 then
+    if t == 1 or t == 8 then
       id = ARGV[si]
       si = si + 1
     end
@@ -1047,6 +1061,7 @@ const CALL = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] 
 --            type 1 (release hold): a charge, b 1 only when still held, c keepUntil or NaN
 --            type 2 (add to a window): a windowMs, b bucketMs, c cost
 --            type 3 (add to a GCRA limit): a limit, b windowMs, c cost
+--            type 8 (renew a hold while it is live): a ttlMs, c keepUntil or NaN
 --            type 4 (cancel an admission; its KEY the admission's record): a ttlMs, b the
 --              count of revert ops that follow, c 0 or the revert op whose hold stands for
 --              the record, or -1: the record is a line of the list that is the KEY after the
@@ -1062,7 +1077,7 @@ const CALL = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] 
 --            type 3 (hold):   a amount, b ttlMs, c keepUntil or NaN
 --            rebuild (windows and holds, see Rebuild in storage/types): 0 none, 1 answer
 --            missing unless rebuilt, 2 rebuild with base unless rebuilt
--- ARGV[2..]  the hold ids of ops of type 1 and 5 and of checks of type 3, in order (escaped
+-- ARGV[2..]  the hold ids of ops of type 1, 5 and 8 and of checks of type 3, in order (escaped
 --            by the caller: no newline)
 -- Returns little-endian doubles: allowed (1 | 0), then per check allowed (1 | 0 | -1
 --   missing), used, remaining, resetMs, retryAfterMs. A refused admission (missing included)

@@ -188,6 +188,48 @@ export function counterStoreTests(get: GetStorage): void {
       expect(r.results[0]).toMatchObject({ allowed: true, used: 1.1872, remaining: 0 })
     })
 
+    it('renews a live hold by its id: it outlives its TTL, its amount and the total unchanged', async () => {
+      const n = names()
+      const c = get().counters
+      await c.consume([holdCheck(n.hold, 2, 1, 'long', 1000)], T0)
+      await c.consume([holdCheck(n.hold, 2, 1, 'short', 1000)], T0)
+      const renew: SettleOp = { type: 'renew', key: n.hold, holdId: 'long', ttlMs: 1000 }
+      // Renewed twice, each time a third of its TTL before it lapses: held at 3 × its TTL.
+      await c.settle([renew], T0 + 700)
+      expect(await c.held(n.hold, T0 + 999)).toBe(2)
+      expect(await c.held(n.hold, T0 + 1000)).toBe(1) // `short` lapsed, `long` held
+      await c.settle([renew], T0 + 1400)
+      await c.settle([renew], T0 + 2100)
+      expect(await c.held(n.hold, T0 + 3000)).toBe(1)
+      const refused = await c.consume([holdCheck(n.hold, 1, 1, 'next', 1000)], T0 + 3000)
+      expect(refused.results[0]).toMatchObject({ allowed: false, used: 1, remaining: 0 })
+      // A renewal never shortens a hold.
+      await c.settle([{ type: 'renew', key: n.hold, holdId: 'long', ttlMs: 10 }], T0 + 3000)
+      expect(await c.held(n.hold, T0 + 3099)).toBe(1)
+      // Released with its charge, then lapsed at the renewed expiry had it not been released.
+      await c.settle([{ type: 'release', key: n.hold, holdId: 'long', charge: 0.5 }], T0 + 3050)
+      expect(await c.held(n.hold, T0 + 3050)).toBe(0.5)
+    })
+
+    it('never makes again a hold that was released or lapsed before its renewal', async () => {
+      const n = names()
+      const c = get().counters
+      await c.consume([holdCheck(n.hold, 1, 1, 'done', 1000)], T0)
+      await c.settle([{ type: 'release', key: n.hold, holdId: 'done', charge: 0 }], T0 + 10)
+      await c.settle([{ type: 'renew', key: n.hold, holdId: 'done', ttlMs: 1000 }], T0 + 20)
+      expect(await c.held(n.hold, T0 + 20)).toBe(0)
+      expect((await c.consume([holdCheck(n.hold, 1, 1, 'a', 1000)], T0 + 30)).allowed).toBe(true)
+      // `a` lapses at T0 + 1030; renewed after that, it stays gone.
+      await c.settle([{ type: 'renew', key: n.hold, holdId: 'a', ttlMs: 1000 }], T0 + 1030)
+      expect(await c.held(n.hold, T0 + 1030)).toBe(0)
+      expect((await c.consume([holdCheck(n.hold, 1, 1, 'b', 1000)], T0 + 1031)).allowed).toBe(true)
+      // A renewal on a counter never made, or of an id it never held, writes nothing.
+      await c.settle([{ type: 'renew', key: n.other, holdId: 'x', ttlMs: 1000 }], T0)
+      expect(await c.held(n.other, T0)).toBe(0)
+      await c.settle([{ type: 'renew', key: n.hold, holdId: 'x', ttlMs: 1000 }], T0 + 1031)
+      expect(await c.held(n.hold, T0 + 1031)).toBe(1)
+    })
+
     it('never refuses a hold with an infinite limit, and still counts it', async () => {
       const n = names()
       const c = get().counters
@@ -631,10 +673,14 @@ export function counterStoreTests(get: GetStorage): void {
           const want: ConsumeResult = await ref.consume(checks, now)
           expect(await c.consume(checks, now), `step ${step}`).toEqual(want)
         } else if (roll < 0.9) {
+          const kind = rand()
+          const holdId = `h${Math.floor(rand() * 6)}`
           const op: SettleOp =
-            rand() < 0.5
-              ? { type: 'release', key: n.hold, holdId: `h${Math.floor(rand() * 6)}`, charge: 0 }
-              : { type: 'add', check: pick(adders()) }
+            kind < 0.35
+              ? { type: 'release', key: n.hold, holdId, charge: 0 }
+              : kind < 0.5
+                ? { type: 'renew', key: n.hold, holdId, ttlMs: 1500 }
+                : { type: 'add', check: pick(adders()) }
           await ref.settle([op], now)
           await c.settle([op], now)
         } else {

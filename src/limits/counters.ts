@@ -11,7 +11,8 @@
  * - `admitStep`: every check of an admission evaluated at `now` (`limits/rolling-window`,
  *   `limits/gcra`, `limits/hold`), all counted or none; the rebuild protocol (`Rebuild` in
  *   `storage/types`); an admission's record, and the tombstone of a cancel that came first.
- * - `settleStep`: releases, late additions and cancels (`limits/revert`), never refusing.
+ * - `settleStep`: releases, renewals of holds in flight, late additions and cancels
+ *   (`limits/revert`), never refusing.
  * - `claimStep`: a marker set once until it expires.
  *
  * Each value written carries `expiresAt`, the time its state becomes the same as no state at
@@ -29,7 +30,7 @@
 import type { AdmissionId, Check, CheckResult, ConsumeResult, SettleOp } from '../storage/types.js'
 import { roundAmount } from './amount.js'
 import { type GcraState, gcra, gcraAdd, gcraIdle } from './gcra.js'
-import { addHold, dropHold, type HoldState, holdTotal, isHeld } from './hold.js'
+import { addHold, dropHold, type HoldState, holdTotal, isHeld, renewHold } from './hold.js'
 import { missingResult } from './rebuild.js'
 import { gcraRemove, windowRemove } from './revert.js'
 import { rollingWindow, type WindowState, windowAdd } from './rolling-window.js'
@@ -434,6 +435,13 @@ function applyOp(
     dropHold(h, now, op.holdId, op.charge)
     keep(h, op.keepUntil)
     return put(op.key, h, holdExpiry(h, now), now)
+  }
+  if (op.type === 'renew') {
+    // Only a hold still there (never one its settle released meanwhile).
+    const s = asHold(state)
+    if (!s || !renewHold(s, now, op.holdId, op.ttlMs)) return null
+    keep(s, op.keepUntil)
+    return put(op.key, s, holdExpiry(s, now), now)
   }
   const k = op.check
   if (k.type === 'window') {

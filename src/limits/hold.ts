@@ -129,6 +129,23 @@ export function dropHold(
   return true
 }
 
+/**
+ * Extends hold `id` to expire `ttlMs` after `now` (never sooner than it did), in place, when it
+ * is live at `now`; a hold gone (released or expired) is not made again, so a renewal that
+ * comes after its request settled changes nothing. The amount and the settled total stay.
+ * Returns whether the state changed.
+ */
+export function renewHold(state: HoldState, now: number, id: string, ttlMs: number): boolean {
+  const i = indexOf(state, id)
+  if (i < 0) return false
+  const h = state.holds[i]!
+  const until = now + ttlMs
+  if (!(h[2] > now) || h[2] >= until) return false
+  // A new tuple, not a write into the stored one (a caller may hold the old state).
+  state.holds[i] = [h[0], h[1], until]
+  return true
+}
+
 const copy = (state: HoldState | undefined): HoldState => ({
   used: state?.used ?? 0,
   holds: state ? state.holds.slice() : [],

@@ -995,10 +995,26 @@ export function leasedCounters(
 
   const settleLocal = (ops: ReadonlyArray<SettleOp>, now: number): SettleOp[] => {
     const rest: SettleOp[] = []
+    let carrying: Set<KeyState> | null = null
     for (const op of ops) {
       if (op.type === 'release') {
         if (releaseLocal(op.key, op.holdId, op.charge, now, op.ifHeld)) stats.localSettles++
         else rest.push(op)
+      } else if (op.type === 'renew') {
+        // A request in flight past a third of its hold's TTL: a local hold is renewed here,
+        // and the key's local holds carried into a new store hold that outlives them (the
+        // lease's own would lapse first); one carry per key for all its renewals of a call.
+        const s = keys.get(op.key)
+        let local = false
+        if (s)
+          for (const l of holdLeases(s))
+            if (l.holds.renew(op.holdId, now + op.ttlMs, now)) local = true
+        if (!local) rest.push(op)
+        else if (s && !carrying?.has(s)) {
+          carrying ??= new Set()
+          carrying.add(s)
+          void pushHolds(op.key, s, now, true).catch(() => {})
+        }
       } else if (op.type === 'add') {
         // A counter trued-up after the fact is never leased (see docs/leases.md). One marked
         // exact (a token limit) never is anyway: nothing is kept for its key. Before, every
@@ -1058,12 +1074,18 @@ export function leasedCounters(
    * replaces, so it must not be refused for them). Until it is answered the key takes no
    * lease (`pending`): its admissions wait for it, then go to the store.
    */
-  const pushHolds = async (key: string, s: KeyState, now: number): Promise<void> => {
+  const pushHolds = async (
+    key: string,
+    s: KeyState,
+    now: number,
+    renewing = false,
+  ): Promise<void> => {
     while (s.pending) await s.pending
     const live = s.lease
     if (live?.kind !== 'hold') {
-      // Retired leases with nothing charged hold only requests in flight: nothing to send.
-      if (s.retired.every((r) => r.charged === 0)) return
+      // Retired leases with nothing charged hold only requests in flight: nothing to send,
+      // unless a renewal outlives their store holds.
+      if (!renewing && s.retired.every((r) => r.charged === 0)) return
     } else {
       // It admits no more: new local holds would escape the carry below.
       live.until = Math.min(live.until, now)

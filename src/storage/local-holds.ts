@@ -39,6 +39,17 @@ export class LocalHolds {
     if (expiresAt < this.#soonest) this.#soonest = expiresAt
   }
 
+  /**
+   * Extends the hold `id` to expire at `expiresAt` (never sooner than it did), when it is live
+   * at `now`; false when there is none (settled, or expired: not made again).
+   */
+  renew(id: string, expiresAt: number, now: number): boolean {
+    const h = this.#holds.get(id)
+    if (!h || !(h[1] > now)) return false
+    if (expiresAt > h[1]) h[1] = expiresAt
+    return true
+  }
+
   delete(id: string): boolean {
     return this.take(id) !== undefined
   }

@@ -274,6 +274,22 @@ export type SettleOp =
     }
   | {
       /**
+       * Extends hold `holdId` of counter `key` to expire `ttlMs` after `now` (never sooner
+       * than it did), only while it is there, live at `now`: a hold released (its request
+       * settled) or expired is not made again. Its amount and the counter's settled total
+       * stay. The core sends it for its requests still in flight, every third of their hold's
+       * TTL, so a response that runs longer than the TTL keeps its slot and its credits; a
+       * process that dies stops sending it, and its holds lapse by the TTL.
+       */
+      type: 'renew'
+      key: string
+      holdId: string
+      ttlMs: number
+      /** As the hold check's `keepUntil`. */
+      keepUntil?: number
+    }
+  | {
+      /**
        * Adds `cost` to a window or GCRA counter after the fact, never refusing. A negative
        * `cost` takes units back (a token estimate trued-up at settle); a count never goes
        * below zero.

@@ -227,5 +227,68 @@ export function describeStreaming(name: string, startServer: StartServer): void 
         expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(units)
       },
     )
+
+    // Longer than the holds' TTL (1 s here, 5 min by default: a reasoning model's stream, a
+    // voice session): the instance renews them while the response runs. Before, the slot and
+    // the credits lapsed at the TTL: a second request got in at 1.8 s, 120 of 100 credits used.
+    test('a stream 3 × the holds TTL keeps its slot and its credits to its end, and is charged its report', async () => {
+      process.on('unhandledRejection', onRejection)
+      h = await harness(
+        startServer,
+        [
+          ok(),
+          { path: '/v1/sixty', options: { cost: 60 }, handle: () => ({}) },
+          {
+            path: '/v1/long',
+            options: { cost: 60 },
+            stream: { count: 30, intervalMs: 100 },
+            handle: (k) => k.report({ cost: 42 }),
+          },
+        ],
+        {
+          plans: { small: { monthlyCredits: 100 } },
+          defaultTier: 'small',
+          leaseTtlMs: 1000,
+          reservationTtlMs: 1000,
+          clock: { now: () => Date.now() },
+        },
+      )
+      const one = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const other = await h.tb.keys.create({ accountId: 'acct_1' })
+      const began = Date.now()
+      const res = await open('/v1/long', one.key)
+      expect(res.status).toBe(200)
+      const events = eventsOf(res.body!)
+      let seen = 0
+      const refusals: Array<[number, number]> = []
+      for (let data = await events.next(); data !== null; data = await events.next()) {
+        seen++
+        // At about 0.8, 1.4, 2 and 2.6 s: the same key is refused its second slot (429), a
+        // sibling key the 60 credits the stream holds (402).
+        if (seen % 6 === 2 && seen > 2 && seen < 28) {
+          const same = (await h.fetch('/v1/ok', { key: one.key })).status
+          refusals.push([same, (await h.fetch('/v1/sixty', { key: other.key })).status])
+        }
+      }
+      expect(seen).toBe(30)
+      expect(Date.now() - began).toBeGreaterThanOrEqual(2900)
+      expect(refusals).toEqual([
+        [429, 402],
+        [429, 402],
+        [429, 402],
+        [429, 402],
+      ])
+      await eventually(
+        () => !!h!.settled.find((s) => s.event?.path === '/v1/long'),
+        'the stream to settle',
+      )
+      expect(h.settled.find((s) => s.event?.path === '/v1/long')!.event).toMatchObject({
+        status: 200,
+        units: 42,
+      })
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(42)
+      // Its slot is free once it settled.
+      expect((await open('/v1/ok', one.key)).status).toBe(200)
+    })
   })
 }

@@ -391,6 +391,47 @@ describe('leasedCounters', () => {
     expect(c.stats().leases).toBe(0)
     expect((await mem.consume([{ ...daily, cost: 0 }], T0 + 6)).results[0]!.used).toBe(admitted)
     expect(await mem.held(key, T0 + 6)).toBe(20)
+  it('renew: a local hold of a request in flight outlives its credit lease, carried into a new store hold; a settled one is not renewed', async () => {
+    const store = memoryStorage().counters
+    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const key = '{a}:credits'
+    let charged = 0
+    for (let i = 0; i < 200; i++) {
+      const now = T0 + Math.floor(i / 10)
+      expect((await c.consume([credits(100_000, `h${i}`)], now)).allowed).toBe(true)
+      if (i === 150) continue
+      await c.settle([{ type: 'release', key, holdId: `h${i}`, charge: 1 }], now)
+      charged++
+    }
+    const renew = { type: 'renew', key, holdId: 'h150', ttlMs: 30_000 } as const
+    // A third of its 30 s TTL apart, three times: past its own TTL and past its lease's store
+    // hold (taken for 1 s + 60 s), the 2 credits stay held in the store.
+    for (const at of [10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 70_000]) {
+      expect(c.settleLocal([renew], T0 + at)).toEqual([])
+      await new Promise((r) => setTimeout(r, 0))
+      await c.flush(T0 + at)
+    }
+    const now = T0 + 95_000
+    await c.flush(now)
+    expect(await store.held(key, now)).toBe(charged + 2)
+    // Settled: charged against the hold that carries it; a renewal after that is the store's,
+    // which makes nothing again.
+    await c.settle([{ type: 'release', key, holdId: 'h150', charge: 5 }], now)
+    expect(c.settleLocal([renew], now + 1)).toEqual([renew])
+    await c.settle([renew], now + 1)
+    await c.close(now + 1)
+    expect(await store.held(key, now + 1)).toBe(charged + 5)
+    // Never renewed, a hold lapses with its lease.
+    const lapsed = leasedCounters(memoryStorage().counters, {
+      minUnits: 4,
+      rateMs: 100,
+      flushEveryMs: 0,
+    })
+    for (let i = 0; i < 200; i++)
+      await lapsed.consume([credits(100_000, `h${i}`)], T0 + Math.floor(i / 10))
+    expect(await lapsed.held(key, T0 + 20)).toBe(400)
+    await lapsed.flush(T0 + 70_000)
+    expect(await lapsed.held(key, T0 + 70_000)).toBe(0)
   })
 
   it('push: a window lease gives back its unused units; a GCRA lease is left to drain', async () => {
