@@ -256,9 +256,13 @@ export const optionsSchema = z
      * transactions themselves).
      */
     accountInFlight: integer(1).optional(),
-    /** Credit holds that are never settled expire after this long. */
+    /**
+     * How long a request's credit hold lives unless renewed: this instance renews the holds of
+     * its requests in flight every third of the shorter of the two TTLs, so a response longer
+     * than this keeps its credits until it settles; those of a process that died lapse after it.
+     */
     reservationTtlMs: integer(1).default(5 * 60_000),
-    /** Concurrency leases of requests that never settle expire after this long. */
+    /** The same for a request's concurrency slot (see `reservationTtlMs`). */
     leaseTtlMs: integer(1).default(5 * 60_000),
     /**
      * Leased limits (docs/leases.md): on counters in another process (Redis, PostgreSQL), an

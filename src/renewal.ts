@@ -9,8 +9,8 @@
  * and one timer (started while there is one, unref'd) renews, every third of the shorter TTL,
  * the holds of those older than that third: one `settle` call of `renew` ops for all of them
  * (the store batches them per call, as it does settles). A request shorter than a third of
- * the TTL, nearly all of them, costs an insertion in and a deletion from a `Set`; nothing is
- * sent for it.
+ * the TTL, nearly all of them, costs a link into and out of a list kept through the
+ * settlements themselves (nothing allocated); nothing is sent for it.
  *
  * A renewal extends only a hold still there (`renew` in `storage/types`): one that comes after
  * its request settled, or after the hold lapsed (the store unreachable for a whole TTL), makes
@@ -29,7 +29,10 @@ import type { SettleOp } from './storage/types.js'
 
 /** The admissions of one instance that hold something, and the timer that renews them. */
 export class Renewals {
-  readonly #open = new Set<Settlement>()
+  /** The admissions listed, oldest first, linked through their settlements. */
+  #oldest: Settlement | null = null
+  #newest: Settlement | null = null
+  #size = 0
   readonly #ctx: () => Context
   readonly #periodMs: number
   #timer: ReturnType<typeof setInterval> | null = null
@@ -48,13 +51,19 @@ export class Renewals {
 
   /** How many admissions holding something are in flight. */
   get size(): number {
-    return this.#open.size
+    return this.#size
   }
 
   /** An admission with holds: renewed until it settles. */
   add(s: Settlement): void {
-    if (this.#closed) return
-    this.#open.add(s)
+    if (this.#closed || s.listed) return
+    s.listed = true
+    s.older = this.#newest
+    s.newer = null
+    if (this.#newest) this.#newest.newer = s
+    else this.#oldest = s
+    this.#newest = s
+    this.#size++
     if (this.#timer === null) {
       this.#timer = setInterval(() => this.tick(), this.#periodMs)
       ;(this.#timer as { unref?: () => void }).unref?.()
@@ -63,14 +72,22 @@ export class Renewals {
 
   /** A settled admission: its holds are released (or left to lapse), not renewed. */
   delete(s: Settlement): void {
-    this.#open.delete(s)
+    if (!s.listed) return
+    s.listed = false
+    if (s.older) s.older.newer = s.newer
+    else this.#oldest = s.newer
+    if (s.newer) s.newer.older = s.older
+    else this.#newest = s.older
+    s.older = null
+    s.newer = null
+    this.#size--
   }
 
   /** Stops renewing (`tb.close()`): the holds still in flight lapse by their TTL. */
   close(): void {
     this.#closed = true
     this.#stop()
-    this.#open.clear()
+    while (this.#oldest) this.delete(this.#oldest)
   }
 
   #stop(): void {
@@ -83,7 +100,7 @@ export class Renewals {
    * stops once nothing is in flight (it starts again with the next admission that holds).
    */
   tick(): void {
-    if (this.#open.size === 0) {
+    if (this.#size === 0) {
       this.#stop()
       return
     }
@@ -92,21 +109,23 @@ export class Renewals {
     const o = ctx.options
     const now = ctx.clock.now()
     let ops: SettleOp[] | null = null
-    for (const s of this.#open) {
-      // In order of admission: the first one young enough ends the walk.
+    for (let s = this.#oldest; s !== null; ) {
+      const next = s.newer
+      // In order of admission: the first one young enough ends the walk. (Admissions on a
+      // remote store may be listed out of their start order by up to a storage timeout: one
+      // behind a younger one is renewed a tick later, still a period before it would lapse.)
       if (now - s.startedAt < this.#periodMs) break
-      if (s.settled) {
-        this.#open.delete(s)
-        continue
-      }
-      for (let i = 0; i < s.holds.length; i++) {
-        const h = s.holds[i]!
-        const ttlMs = s.places[i]!.role === 'concurrency' ? o.leaseTtlMs : o.reservationTtlMs
-        const op: SettleOp = { type: 'renew', key: h.key, holdId: h.holdId, ttlMs }
-        if (h.keepUntil !== undefined) op.keepUntil = h.keepUntil
-        ops ??= []
-        ops.push(op)
-      }
+      if (s.settled) this.delete(s)
+      else
+        for (let i = 0; i < s.holds.length; i++) {
+          const h = s.holds[i]!
+          const ttlMs = s.places[i]!.role === 'concurrency' ? o.leaseTtlMs : o.reservationTtlMs
+          const op: SettleOp = { type: 'renew', key: h.key, holdId: h.holdId, ttlMs }
+          if (h.keepUntil !== undefined) op.keepUntil = h.keepUntil
+          ops ??= []
+          ops.push(op)
+        }
+      s = next
     }
     if (ops !== null) this.#send(ctx, ops, now)
   }

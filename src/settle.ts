@@ -157,6 +157,14 @@ export interface Settlement {
   gone: AbortWait | undefined
   /** Called once when a watched response settles (ends a Worker's `waitUntil`). */
   kept: (() => void) | undefined
+  /**
+   * Its place among the admissions whose holds are renewed (`renewal`): the one admitted
+   * before it and after it, and whether it is listed (a list through the settlements
+   * themselves: nothing allocated or hashed per request).
+   */
+  older: Settlement | null
+  newer: Settlement | null
+  listed: boolean
 }
 
 /** What a new settlement is made of; the rest starts empty. */
@@ -220,6 +228,9 @@ export function openSettlement(init: SettlementInit): Settlement {
     ttfb: -1,
     gone: undefined,
     kept: undefined,
+    older: null,
+    newer: null,
+    listed: false,
   }
 }
 

@@ -10,7 +10,9 @@
  * (`src/renewal.ts`), and a renewal never makes again a hold its settle released.
  *
  * A process killed with a request in flight stops renewing: its slot is free again within a
- * TTL of its death (a child process on a SQLite file shared with the test).
+ * TTL of its death (a child process on a SQLite file shared with the test). And the cost: one
+ * store call per third of the TTL for all the long requests of an instance, none for a request
+ * shorter than that.
  */
 
 import { spawn } from 'node:child_process'
@@ -20,7 +22,13 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, test } from 'vitest'
 import { sqliteStorage } from '../../adapters/sqlite/index.js'
-import { createTollbooth } from '../../src/internal.js'
+import {
+  type Admission,
+  type CounterStore,
+  createTollbooth,
+  memoryStorage,
+  type SettleOp,
+} from '../../src/internal.js'
 import { req, SECRET } from '../metering/helpers.js'
 import { fourStores } from '../support/stores.js'
 
@@ -140,6 +148,60 @@ describe('a process killed with a request in flight', () => {
       await tb.close()
       await storage.close()
       rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('renewal cost', () => {
+  test('one store call a period for every long request at once, nothing for short ones', async () => {
+    const storage = memoryStorage()
+    const calls: SettleOp[][] = []
+    const inner = storage.counters
+    // A copy: the store then answers through promises, as a remote one does.
+    const counters: CounterStore = {
+      ...inner,
+      consume: (c, n, a) => inner.consume(c, n, a),
+      settle: (ops, now) => {
+        if (ops.some((op) => op.type === 'renew')) calls.push([...ops])
+        return inner.settle(ops, now)
+      },
+    }
+    const tb = createTollbooth({
+      secret: SECRET,
+      storage: { ...storage, counters },
+      leases: false,
+      leaseTtlMs: 300,
+      reservationTtlMs: 600,
+      plans: { big: { monthlyCredits: 1e6 } },
+      defaultTier: 'big',
+    })
+    try {
+      const { key } = await tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 100 } })
+      const route = tb.route({ cost: 1 })
+      const long: Admission[] = []
+      for (let i = 0; i < 5; i++) long.push((await tb.authenticate(req(key), route)) as Admission)
+      const short: string[] = []
+      const began = Date.now()
+      while (Date.now() - began < 1000) {
+        const d = (await tb.authenticate(req(key), route)) as Admission
+        short.push(d.requestId)
+        await sleep(5)
+        await tb.settle(d, { status: 200 })
+      }
+      // Every 100 ms (a third of the shorter TTL), one call renewing the 5 long requests' two
+      // holds each (concurrency and credits); never a short request's.
+      expect(calls.length).toBeGreaterThanOrEqual(5)
+      expect(calls.length).toBeLessThanOrEqual(12)
+      // (The first tick may come before the last of them is a period old.)
+      for (const ops of calls.slice(1)) expect(ops).toHaveLength(10)
+      const renewed = new Set(calls.flat().map((op) => (op as { holdId: string }).holdId))
+      expect(renewed.size).toBe(5)
+      for (const d of long) await tb.settle(d, { status: 200 })
+      const after = calls.length
+      await sleep(250)
+      expect(calls.length).toBe(after)
+    } finally {
+      await tb.close()
     }
   })
 })
