@@ -383,4 +383,46 @@ describe('leases in createTollbooth', () => {
     ).rejects.toThrow(/exact/)
     await tb.close()
   })
+
+  it('a request answered from a credit lease and running 3 × its hold TTL keeps its credits held to its end', async () => {
+    const tb = createTollbooth({
+      secret: SECRET,
+      storage: mapStorage(),
+      leaseTtlMs: 1000,
+      reservationTtlMs: 1000,
+      plans: { big: { monthlyCredits: 1_000_000 } },
+      defaultTier: 'big',
+    })
+    try {
+      const { key } = await tb.keys.create({ accountId: 'acct_1' })
+      const credits = `{acct_1}:credits:${new Date().toISOString().slice(0, 7)}`
+      let settled = await drive(tb, key, 400, { cost: 1 })
+      const before = tb.stats().leases!.localAdmissions
+      const long = await tb.authenticate(
+        { headers: { authorization: `Bearer ${key}` }, ip: '127.0.0.1', method: 'GET', path: '/' },
+        tb.route({ cost: 60 }),
+      )
+      expect(long.allowed).toBe(true)
+      expect(tb.stats().leases!.localAdmissions).toBe(before + 1)
+      const began = Date.now()
+      for (const at of [1500, 2500, 3100]) {
+        while (Date.now() - began < at) {
+          settled += await drive(tb, key, 20, { cost: 1 })
+          await new Promise((r) => setTimeout(r, 50))
+        }
+        // Once the leases are put in the store (their charges, their requests in flight
+        // carried into a new hold): every settled request's 1 credit, and the long request's
+        // 60 still held.
+        await tb.flush()
+        expect(await tb.storage.counters.held(credits, Date.now()), `at ${at} ms`).toBe(
+          settled + 60,
+        )
+      }
+      await tb.settle(long, { status: 200, cost: 42 })
+      await tb.flush()
+      expect((await tb.accounts.get('acct_1')).credits.used).toBe(settled + 42)
+    } finally {
+      await tb.close()
+    }
+  })
 })
