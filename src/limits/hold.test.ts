@@ -6,7 +6,7 @@
  */
 
 import { describe, expect, it } from 'vitest'
-import { type HoldState, hold, holdIdle, release } from './hold.js'
+import { type HoldState, hold, holdIdle, holdTotal, release, renewHold } from './hold.js'
 
 const T0 = 1_700_000_000_000
 
@@ -66,5 +66,24 @@ describe('hold', () => {
     const s = release(undefined, T0, 'nope', 3)
     expect(s).toEqual({ used: 3, holds: [] })
     expect(holdIdle(s, T0)).toBe(false)
+  })
+
+  it('renews a live hold in its place, never a released or lapsed one, never shorter', () => {
+    const s = hold(hold(undefined, T0, 3, 1, 'a', 1000).state, T0, 3, 1.5, 'b', 1000).state
+    const before = s.holds[0]
+    expect(renewHold(s, T0 + 500, 'a', 1000)).toBe(true)
+    expect(s.holds.map((h) => h[0])).toEqual(['a', 'b'])
+    expect(s.holds[0]).toEqual(['a', 1, T0 + 1500])
+    // The tuple a caller may hold is left as it was.
+    expect(before).toEqual(['a', 1, T0 + 1000])
+    expect(holdTotal(s, T0 + 1200)).toBe(1)
+    expect(renewHold(s, T0 + 600, 'a', 100)).toBe(false)
+    expect(s.holds[0]![2]).toBe(T0 + 1500)
+    // `b` lapsed at T0 + 1000: not made again; an id never held neither.
+    expect(renewHold(s, T0 + 1000, 'b', 1000)).toBe(false)
+    expect(renewHold(s, T0, 'x', 1000)).toBe(false)
+    const released = release(s, T0 + 700, 'a', 0)
+    expect(renewHold(released, T0 + 800, 'a', 1000)).toBe(false)
+    expect(holdTotal(released, T0 + 800)).toBe(1.5)
   })
 })
