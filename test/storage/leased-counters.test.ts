@@ -391,6 +391,8 @@ describe('leasedCounters', () => {
     expect(c.stats().leases).toBe(0)
     expect((await mem.consume([{ ...daily, cost: 0 }], T0 + 6)).results[0]!.used).toBe(admitted)
     expect(await mem.held(key, T0 + 6)).toBe(20)
+  })
+
   it('renew: a local hold of a request in flight outlives its credit lease, carried into a new store hold; a settled one is not renewed', async () => {
     const store = memoryStorage().counters
     const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
