@@ -146,7 +146,7 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
     // `close` has been emitted already.
     if (res.closed) onClose.call(res)
     // A response queued behind a pipelined one gets no `close` if the connection goes first.
-    else watchQueued(req, res, onClose)
+    else watchQueued(req, res)
     next()
   }
 

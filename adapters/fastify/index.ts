@@ -121,7 +121,7 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
     // `close` has been emitted already.
     if (raw.closed) onClose()
     // A response queued behind a pipelined one gets no `close` if the connection goes first.
-    else watchQueued(request.raw, raw, onClose)
+    else watchQueued(request.raw, raw)
     done()
   }
 

@@ -74,6 +74,7 @@ interface NodeBindings {
     setHeader(name: string, value: string): unknown
     writeHead(status: number, a?: unknown, b?: unknown): unknown
     on(event: 'close', listener: (this: never) => void): unknown
+    emit(event: 'close'): boolean
   }
 }
 
@@ -163,7 +164,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       // `close` has been emitted already.
       if (outgoing.closed) onClose.call(outgoing)
       // A response queued behind a pipelined one gets no `close` if the connection goes first.
-      else if (node?.incoming) watchQueued(node.incoming, outgoing, onClose)
+      else if (node?.incoming) watchQueued(node.incoming, outgoing)
     } else {
       // On Workers, kept alive from here: a Worker whose client left is stopped at once,
       // handler included, unless something waits for it.

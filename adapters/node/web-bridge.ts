@@ -41,7 +41,7 @@ export function abortOnClose(res: ServerResponse): AbortSignal {
   }
   res.once('close', gone)
   // A response queued behind a pipelined one gets no `close` if the connection goes first.
-  watchQueued(res.req, res, gone)
+  watchQueued(res.req, res)
   return abort.signal
 }
 

@@ -14,6 +14,7 @@
  *   rejection on the way.
  */
 
+import { connect } from 'node:net'
 import { afterEach, describe, expect, test } from 'vitest'
 import type { Admission } from '../../src/index.js'
 import {
@@ -171,6 +172,52 @@ export function describeStreaming(name: string, startServer: StartServer): void 
       expect((await open('/v1/ok', key)).status).toBe(200)
       await eventually(() => h.settled.length === 3, 'the next request to settle')
       expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(4 + sent)
+    })
+
+    // HTTP/1.1 pipelining: a streamed response queued behind a slow one on its connection has
+    // no socket; when the client closes the connection, Node drops it without a `close`, so
+    // nothing cancelled its body (a piped stream, a web ReadableStream) and it waited for
+    // `abortSettleMs` (5 minutes), its hold and slot taken. It settles 499 at once, charged
+    // what its body reported when cancelled.
+    test('a streamed response pipelined behind a slow one settles 499 when the client closes the connection', async () => {
+      const hold = gate()
+      let stopped: StreamProgress | undefined
+      const h = await start([
+        ok(),
+        { path: '/v1/slow', handle: () => hold.promise.then(() => ({})) },
+        {
+          path: '/v1/queued',
+          options: { cost: 100 },
+          stream: { count: 1000, intervalMs: 5 },
+          web: true,
+          handle(k: Admission, progress?: StreamProgress) {
+            stopped = progress
+            k.report({ cost: 7 })
+          },
+        },
+      ])
+      const first = await h.tb.keys.create({ accountId: 'acct_1' })
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const url = new URL(h.url)
+      const socket = connect(Number(url.port), url.hostname)
+      socket.on('error', () => {})
+      const get = (path: string, k: string) =>
+        `GET ${path} HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${k}\r\n\r\n`
+      socket.write(get('/v1/slow', first.key) + get('/v1/queued', key))
+      await eventually(() => h.handled.length === 1, 'the slow handler to start')
+      // Both admitted, the second one's stream producing into its queued response.
+      await new Promise((r) => setTimeout(r, 100))
+      expect(h.settled).toHaveLength(0)
+      socket.destroy()
+      await eventually(() => !!h.settled[0]?.event, 'the queued stream to settle')
+      expect(stopped?.aborted).toBe(true)
+      expect(h.settled[0]!.event).toMatchObject({ path: '/v1/queued', status: 499, units: 7 })
+      // Its slot and its hold are given back.
+      expect((await open('/v1/ok', key)).status).toBe(200)
+      hold.open()
+      await eventually(() => h.settled.length === 3, 'the slow request to settle')
+      expect(h.settled.filter((s) => s.event?.path === '/v1/queued')).toHaveLength(1)
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(7)
     })
 
     test.each([
