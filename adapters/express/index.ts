@@ -16,6 +16,7 @@
  */
 
 import { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import {
   type Admission,
@@ -142,6 +143,9 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
       res.writeHead = withUsage as Response['writeHead']
     }
     res.on('close', onClose)
+    // A server that times out idle sockets (`server.setTimeout`): see `timedOut`.
+    const socket = req.socket as Socket | undefined
+    if (socket?.timeout) watchTimeout(socket)
     // A client that left while the admission was in flight (a store's round trip): its
     // `close` has been emitted already.
     if (res.closed) onClose.call(res)
@@ -209,15 +213,39 @@ function pipedAway(src: unknown, handlerDone: () => void): void {
  * `res.end()` would hold the request's credit hold and concurrency slot until `abortSettleMs`.
  * A client that went away has ended the socket's readable side (it closed the connection) or
  * failed a system call on it (a reset, a write to a closed connection: `ECONNRESET`, `EPIPE`,
- * which carry `syscall`).
+ * which carry `syscall`). A connection Node's server timed out (`server.setTimeout`, see
+ * `timedOut`; `requestTimeout`, whose error is `ERR_HTTP_REQUEST_TIMEOUT`) is not the handler's
+ * doing either: the handler still runs and ends the response itself, as for a departed client.
  */
 function closedHere(res: Response): boolean {
   const socket = res.req.socket as
-    | { readableEnded?: boolean; errored?: { syscall?: unknown } | null }
+    | { readableEnded?: boolean; errored?: { syscall?: unknown; code?: unknown } | null }
     | undefined
   if (socket === undefined || socket.readableEnded === true) return false
   const err = socket.errored
-  return err == null || typeof err.syscall !== 'string'
+  if (err == null) return !timedOut.has(socket)
+  return typeof err.syscall !== 'string' && err.code !== 'ERR_HTTP_REQUEST_TIMEOUT'
+}
+
+/**
+ * The sockets Node's server destroyed for being idle past `server.timeout`
+ * (`server.setTimeout(ms)`): it destroys them without an error, as `res.destroy()` does, so
+ * their `timeout` is watched (once per socket, only on servers that set one). A socket whose
+ * timeout the application handles itself (a `timeout` listener on the server, the request or
+ * the response) is not destroyed, and not marked.
+ */
+const timedOut = new WeakSet<object>()
+const watched = new WeakSet<Socket>()
+
+function watchTimeout(socket: Socket): void {
+  if (watched.has(socket)) return
+  watched.add(socket)
+  // After the server's own listener, which destroys the socket unless the app handles it.
+  socket.on('timeout', onSocketTimeout)
+}
+
+function onSocketTimeout(this: Socket): void {
+  if (this.destroyed) timedOut.add(this)
 }
 
 /**

@@ -6,7 +6,8 @@
  */
 
 import { createReadStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { ServerResponse } from 'node:http'
+import { createServer, ServerResponse } from 'node:http'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { pipeline, Readable } from 'node:stream'
@@ -14,10 +15,10 @@ import express, { type Request } from 'express'
 import { afterAll, beforeAll, describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey } from '../../adapters/express/index.js'
 import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
-import { serveExpress } from '../support/servers.js'
+import { listening, serveExpress } from '../support/servers.js'
 import { describeBehaviour, type StartServer } from './behaviour.js'
 import { planned } from './express-server.js'
-import { eventually, harness, SECRET, sleep, webEvents } from './harness.js'
+import { eventually, gate, harness, SECRET, sleep, webEvents } from './harness.js'
 import { describeStreaming } from './streaming.js'
 
 const startExpress: StartServer = async (tb, routes) => {
@@ -290,6 +291,79 @@ describe('tollbooth/express: a response this server broke off', () => {
       }
     },
   )
+})
+
+describe('tollbooth/express: a connection the server timed out', () => {
+  // `server.setTimeout(ms)` (`server.timeout`) destroys an idle socket, and `requestTimeout`
+  // one whose request is still incomplete (after a 408), while the handler may still be running.
+  // Both were taken for a response the server broke off (500 at once, not billed): the
+  // concurrency slot was free while the handler still ran, and what it reported afterwards was
+  // lost. They settle as the client's departure does: once, when the handler has called
+  // `res.end()`, with 499 and what it reported.
+  test.each([
+    ['server.setTimeout', 'idle'],
+    ['requestTimeout', 'request'],
+  ] as const)('%s: settles 499 when the handler ends, charged its report', async (_, how) => {
+    const ending = gate()
+    let ended = false
+    const h = await harness(
+      async (tb, routes) => {
+        const app = express()
+        app.post('/v1/slow', requireApiKey(tb, { cost: 5 }), async (req, res) => {
+          await ending.promise
+          await routes[0]!.handle(req.apiKey)
+          res.json({})
+          ended = true
+        })
+        app.get('/v1/ok', requireApiKey(tb), (_req, res) => {
+          res.json({})
+        })
+        const server = createServer(
+          how === 'request'
+            ? { requestTimeout: 200, headersTimeout: 100, connectionsCheckingInterval: 20 }
+            : {},
+          app,
+        )
+        if (how === 'idle') server.setTimeout(150)
+        return listening(server.listen(0, '127.0.0.1'))
+      },
+      [{ path: '/v1/slow', handle: (k) => k.report({ cost: 2 }) }],
+      { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+    )
+    try {
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const url = new URL(h.url)
+      const socket = connect(Number(url.port), url.hostname)
+      const closed = new Promise<string>((r) => {
+        let got = ''
+        socket.on('data', (b) => (got += b))
+        socket.on('close', () => r(got))
+        socket.on('error', () => {})
+      })
+      // The head and part of a 10-byte body: the request stays incomplete.
+      socket.write(
+        `POST /v1/slow HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${key}\r\n` +
+          'content-type: text/plain\r\ncontent-length: 10\r\n\r\nab',
+      )
+      const answer = await closed
+      if (how === 'request') expect(answer).toMatch(/^HTTP\/1.1 408/)
+      else expect(answer).toBe('')
+      // The server closed the connection; the handler still runs and holds its slot.
+      await sleep(50)
+      expect(h.settled).toHaveLength(0)
+      expect((await h.fetch('/v1/ok', { key })).status).toBe(429)
+      ending.open()
+      await eventually(() => ended, 'the handler to end')
+      await eventually(() => !!h.settled[0]?.event, 'the timed-out request to settle')
+      expect(h.settled[0]!.event).toMatchObject({ path: '/v1/slow', status: 499, units: 2 })
+      expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
+      await eventually(() => h.settled.length === 2, 'the next request to settle')
+      expect(h.settled.filter((s) => s.event?.path === '/v1/slow')).toHaveLength(1)
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(2)
+    } finally {
+      await h.close()
+    }
+  })
 })
 
 describe('tollbooth/express: a stream piped into the response, its client gone', () => {

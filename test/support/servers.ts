@@ -27,7 +27,8 @@ export function closeServer(server: HttpServer): Promise<void> {
   })
 }
 
-async function listening(server: HttpServer): Promise<Served> {
+/** A Node server once it listens, as `Served`. */
+export async function listening(server: HttpServer): Promise<Served> {
   if (!server.listening) await new Promise<void>((r) => server.once('listening', () => r()))
   const port = (server.address() as AddressInfo).port
   return { url: `http://127.0.0.1:${port}`, close: () => closeServer(server) }
