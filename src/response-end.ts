@@ -39,6 +39,8 @@ export interface Settler {
 export interface AbortWait {
   tb: Settler
   timer: ReturnType<typeof setTimeout>
+  /** What it settles with: 499 (`aborted`), or a HEAD's status (`completed`, see {@link headSent}). */
+  outcome?: Outcome
 }
 
 /** An admission's settlement: every admission has one. */
@@ -139,7 +141,52 @@ export function endWork(d: Admission): void {
   if (--s.work > 0) return
   const wait = s.gone
   if (wait !== undefined && !s.settled)
-    settleNow(wait.tb, d, { status: ABORTED_STATUS, outcome: 'aborted' })
+    settleNow(wait.tb, d, wait.outcome ?? { status: ABORTED_STATUS, outcome: 'aborted' })
+}
+
+/**
+ * A HEAD request's response is complete with its head (no body goes out), while its handler
+ * still produces the body a GET gets and reports its usage at its end: settles with `status`
+ * (`completed`) once the handler's work has ended (at the latest at the route's `abortSettleMs`),
+ * so a HEAD is charged what its handler reports, as the GET is. A client that leaves after the
+ * head changes nothing.
+ */
+export function headSent(tb: Settler, d: Admission, route: ResolvedRoute, status: number): void {
+  const s = state(d)
+  if (s.settled || s.gone !== undefined) return
+  if (s.work <= 0) {
+    settleNow(tb, d, { status, outcome: 'completed' })
+    return
+  }
+  const timer = setTimeout(() => {
+    if (!s.settled) settleNow(tb, d, { status, outcome: 'completed' })
+  }, route.abortSettleMs ?? tb.options.leaseTtlMs)
+  ;(timer as { unref?: () => void }).unref?.()
+  s.gone = { tb, timer, outcome: { status, outcome: 'completed' } }
+}
+
+/**
+ * The body of a HEAD response, which goes out without it: read to its end here and dropped, as
+ * Node drops what a handler writes for a HEAD, so the handler runs as for the GET and the
+ * request settles ({@link headSent}) with what it reported at its end. Returns a branch of the
+ * body for the response itself, for middleware in front of the guard (`etag()` hashes it) and
+ * the runtime, which drops or cancels it; the request's signal is not watched (Deno aborts it
+ * once the bodiless answer has gone out).
+ */
+export function drainBody(tb: Settler, d: Admission, w: WatchedBody): ReadableStream<Uint8Array> {
+  const [mine, theirs] = w.body.tee()
+  const reader = watchBody(tb, d, { ...w, body: mine, signal: undefined }).getReader()
+  const next = (): void => {
+    reader.read().then(
+      (r) => {
+        if (!r.done) next()
+      },
+      () => {},
+    )
+  }
+  next()
+  headSent(tb, d, w.route, w.status)
+  return theirs
 }
 
 /** A response body to watch, and what tells its end. */

@@ -25,6 +25,7 @@ import {
   endWork,
   guardedTwice,
   handlerFailed,
+  headSent,
   type RouteOptions,
   responseEnded,
   responseStarted,
@@ -110,7 +111,11 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
         // unpiped by this same `close`, after this listener: see `pipedAway`.
         this.once('unpipe', (src: unknown) => pipedAway(src, handlerDone))
       }
-      clientGone(tb, decision, route)
+      // A HEAD's response is complete with its head: settled with its status once the handler
+      // ends, whether or not its client stayed (it has what it asked for).
+      if (this.req.method === 'HEAD' && this.headersSent)
+        headSent(tb, decision, route, this.statusCode)
+      else clientGone(tb, decision, route)
     }
   }
 

@@ -27,10 +27,12 @@ import {
   ConfigError,
   clientGone,
   type Decision,
+  drainBody,
   endWork,
   guardedTwice,
   handlerFailed,
   headersFollowHandler,
+  headSent,
   optionError,
   type ResolvedRoute,
   type RouteOptions,
@@ -225,6 +227,7 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
     }
     responseStarted(tb, decision)
     const p = payload as { pipe?: unknown; once?: unknown; getReader?: unknown } | null
+    const head = request.method === 'HEAD'
     if (p !== null && typeof p === 'object' && typeof p.pipe === 'function') {
       const stream = payload as NodeJS.ReadableStream & { errored?: unknown }
       stream.once('close', () => {
@@ -234,6 +237,19 @@ function hooksOf(tb: Tollbooth, route: ResolvedRoute) {
         if (stream.errored != null && !reply.raw.writableFinished) handlerFailed(tb, decision)
         endWork(decision)
       })
+      // A HEAD: Fastify reads the stream to its end and drops it; settled when it closes.
+      if (head) headSent(tb, decision, route, status)
+    } else if (head && (answer?.body || (p !== null && typeof p.getReader === 'function'))) {
+      // A HEAD's web body, produced as for the GET and dropped (Fastify would cancel it): the
+      // request settles with what the handler reports at its end. A Response's status and
+      // headers go on the reply, as Fastify's HEAD route cannot send a Response.
+      const body = answer?.body ?? (payload as ReadableStream<Uint8Array>)
+      if (answer !== null) {
+        reply.code(status)
+        for (const [name, value] of answer.headers) reply.header(name, value)
+      }
+      payload = drainBody(tb, decision, { route, body, status })
+      endWork(decision)
     } else if (p !== null && typeof p === 'object' && typeof p.getReader === 'function') {
       const body = payload as ReadableStream<Uint8Array>
       payload = watchBody(tb, decision, { route, body, status })
@@ -394,7 +410,9 @@ const plugin: FastifyPluginAsync<TollboothPluginOptions> = async (fastify, optio
       hooks = hooksOf(tb, route)
       r['preHandler'] = withHook(pre, guard(tb, route), true)
     } else return
-    r['onSend'] = withHook(r['onSend'], hooks.onSend)
+    // Before the one Fastify gives a HEAD route copied from its GET, which drops the payload
+    // (reads a stream to its end, cancels a web one): the guard sees the handler's.
+    r['onSend'] = withHook(r['onSend'], hooks.onSend, routeOptions.method === 'HEAD')
     r['onError'] = withHook(r['onError'], hooks.onError)
   })
 }

@@ -22,6 +22,7 @@ import {
   type Admission,
   ConfigError,
   clientGone,
+  drainBody,
   endWork,
   guardedTwice,
   type HeaderSource,
@@ -199,8 +200,12 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       // Its status and headers as the init, not the response itself: `@hono/node-server`'s own
       // Response made without an init (`new Response(stream)`) keeps none, and one given as the
       // init of another throws reading it. (The server writes no status text.)
-      const body = c.req.method === 'HEAD' ? null : streamedBody(c.res)
-      if (body !== null) {
+      const body = streamedBody(c.res)
+      if (body !== null && c.req.method === 'HEAD') {
+        // Produced as for the GET, and dropped: the HEAD is charged what the handler reports.
+        const init = { status, headers: c.res.headers }
+        c.res = new Response(drainBody(tb, decision, { route, body, status }), init)
+      } else if (body !== null) {
         const init = { status, headers: c.res.headers }
         const w: WatchedBody = { route, body, status, replaceable: true }
         const stream = watchBody(tb, decision, w)
@@ -213,9 +218,12 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     writeHeaders(c, out)
     // Elsewhere (Bun, Deno, Workers), the body is passed through a stream that sees its end or
     // its cancellation, or whose request's signal aborts first (Deno, before the answer). A
-    // response without a body (or a HEAD one, whose body is dropped) ends here.
+    // response without a body ends here; a HEAD one's body is produced as for the GET and
+    // dropped, and the request settles when it ends.
     const body = c.res.body
-    if (body === null || c.req.method === 'HEAD') responseEnded(tb, decision, status)
+    if (body === null) responseEnded(tb, decision, status)
+    else if (c.req.method === 'HEAD')
+      c.res = new Response(drainBody(tb, decision, { route, body, status, waitUntil }), c.res)
     else {
       const signal = c.req.raw.signal as AbortSignal | undefined
       const w: WatchedBody = { route, body, status, signal, waitUntil, replaceable: true }

@@ -174,6 +174,41 @@ export function describeStreaming(name: string, startServer: StartServer): void 
       expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(4 + sent)
     })
 
+    // HEAD runs the handler as GET does and sends no body: it is billed what the handler
+    // reports, as the GET is (the route's cost only when it reports nothing). Hono settled it
+    // when the guard returned, before the stream reported: the route's 100 credits instead.
+    test.each([
+      ["the framework's own streaming", false],
+      ['a web ReadableStream body', true],
+    ])(
+      'HEAD on a streamed route (%s) is billed what its handler reports, as GET',
+      async (_, web) => {
+        const h = await start([
+          ok(),
+          {
+            path: '/v1/stream',
+            options: { cost: 100 },
+            stream: { count: 5, intervalMs: 5 },
+            ...(web ? { web: true } : {}),
+            handle: (k) => k.report({ cost: 42, tokens: 1234 }),
+          },
+        ])
+        const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+        const res = await fetch(`${h.url}/v1/stream`, {
+          method: 'HEAD',
+          headers: { authorization: `Bearer ${key}` },
+        })
+        expect(res.status).toBe(200)
+        expect(await res.text()).toBe('')
+        await eventually(() => !!h.settled[0]?.event, 'the HEAD to settle')
+        expect(h.settled[0]!.event).toMatchObject({ method: 'HEAD', status: 200, units: 42 })
+        expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(42)
+        expect((await open('/v1/ok', key)).status).toBe(200)
+        await eventually(() => h.settled.length === 2, 'the next request to settle')
+        expect(h.settled.filter((s) => s.event?.path === '/v1/stream')).toHaveLength(1)
+      },
+    )
+
     // HTTP/1.1 pipelining: a streamed response queued behind a slow one on its connection has
     // no socket; when the client closes the connection, Node drops it without a `close`, so
     // nothing cancelled its body (a piped stream, a web ReadableStream) and it waited for

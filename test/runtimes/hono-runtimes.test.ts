@@ -258,6 +258,33 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
     }
   }, 30_000)
 
+  // HEAD runs the handler as GET does and sends no body: billed what the handler reports at
+  // the end of the stream, as the GET is (it was settled at once, with the route's cost).
+  test('a HEAD on a streamed route is billed what its handler reports, as the GET', async () => {
+    const server = await serve()
+    try {
+      const base = server.url
+      const setup = await fetch(`${base}/setup`, { method: 'POST' })
+      const { key } = (await setup.json()) as { key: string }
+      const auth = { authorization: `Bearer ${key}` }
+      const res = await fetch(`${base}/v1/stream`, { method: 'HEAD', headers: auth })
+      expect(res.status).toBe(200)
+      expect(await res.text()).toBe('')
+      // Settled once its handler has streamed its 20 events (>= 228 ms) into nothing.
+      expect(await freedSince(base, auth, Date.now())).toBeGreaterThan(0)
+      const usage = (await (await fetch(`${base}/usage`)).json()) as {
+        used: number
+        requests: Array<{ path: string; status: number; units: number; tokens: number }>
+      }
+      const head = usage.requests.filter((r) => r.path === '/v1/stream')
+      console.log(`${name}: HEAD on a stream settled ${JSON.stringify(head)}, used ${usage.used}`)
+      expect(head).toEqual([{ path: '/v1/stream', status: 200, units: 42, tokens: 1234 }])
+      expect(usage.used).toBe(42)
+    } finally {
+      await server.close()
+    }
+  }, 30_000)
+
   // A middleware in front of the guard that answers in its stead after the handler (Hono's
   // etag(): a 304 for a matching If-None-Match, after hashing the body it replaces): the
   // status the client gets is the one settled and logged.
