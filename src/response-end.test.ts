@@ -14,7 +14,9 @@ import type { Admission } from './decision.js'
 import {
   beginWork,
   clientGone,
+  drainBody,
   endWork,
+  headSent,
   keepAlive,
   responseEnded,
   responseStarted,
@@ -50,6 +52,48 @@ describe('response end', () => {
     clientGone(tb, d, tb.route())
     expect(seen).toEqual([{ status: 200, outcome: 'completed', ttfbMs: 30 }])
     expect((await tb.accounts.get('acct_1')).credits.used).toBe(5)
+  })
+
+  it('settles a HEAD with its status once the handler work ends, charging its report; a client gone after the head changes nothing', async () => {
+    const { tb, key } = await setup(metered)
+    const seen = recording(tb)
+    const route = tb.route({ cost: 10 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    beginWork(d) // the stream it produces
+    endWork(d) // the handler returned
+    headSent(tb, d, route, 200)
+    clientGone(tb, d, route)
+    responseEnded(tb, d, 200)
+    expect(seen).toEqual([])
+    d.report({ cost: 4 })
+    endWork(d)
+    expect(seen).toEqual([{ status: 200, outcome: 'completed' }])
+    await tb.flush()
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(4)
+  })
+
+  it('drains a HEAD body to its end, settling then; the branch it returns may go unread', async () => {
+    const { tb, key } = await setup(metered)
+    const seen = recording(tb)
+    const route = tb.route({ cost: 10 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    let pulled = 0
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (pulled++ === 3) {
+          d.report({ cost: 7 })
+          controller.close()
+        } else controller.enqueue(new Uint8Array([pulled]))
+      },
+    })
+    const theirs = drainBody(tb, d, { route, body, status: 200 })
+    expect(theirs).toBeInstanceOf(ReadableStream)
+    endWork(d) // the handler returned
+    for (let i = 0; i < 50 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 1))
+    expect(pulled).toBe(4)
+    expect(seen).toEqual([{ status: 200, outcome: 'completed' }])
+    await tb.flush()
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(7)
   })
 
   it('settles a request whose client went away when the handler work ends, charging its report', async () => {
