@@ -128,6 +128,7 @@ export {
   watchBody,
 } from './response-end.js'
 export { type Settlement, settlementOf } from './settle.js'
+export { reportClosedOnce } from './storage/closed.js'
 export { isInProcess, markInProcess } from './storage/in-process.js'
 export { decodeLogCursor, encodeLogCursor } from './storage/memory.js'
 export {

@@ -45,6 +45,7 @@ import {
   type SettleQueueStats,
 } from './retry-queue.js'
 import { type Outcome, settle } from './settle.js'
+import { closedMessage, reportClosedOnce } from './storage/closed.js'
 import { isInProcess } from './storage/in-process.js'
 import { type LeasedCounterStore, leasedCounters } from './storage/leased-counters.js'
 import { memoryStorage } from './storage/memory.js'
@@ -215,9 +216,11 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       'the in-memory storage counts per process; use tollbooth/sqlite (one machine), tollbooth/redis or tollbooth/postgres with several instances',
     )
   }
-  const onError =
+  const onError = reportClosedOnce(
+    storage,
     o.onError ??
-    ((err: unknown) => console.error('[tollbooth]', err instanceof Error ? err.message : err))
+      ((err: unknown) => console.error('[tollbooth]', err instanceof Error ? err.message : err)),
+  )
   const providers: Record<string, string> = {}
   for (const [p, h] of Object.entries(o.providers ?? DEFAULT_PROVIDERS))
     providers[p] = h.toLowerCase()
@@ -385,7 +388,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       // close()'s bound: every wait on the store ends within `DRAIN_MS` together, the usage
       // events get at least a storage timeout more. A store frozen or down past it no longer
       // holds flush() (and a Worker's waitUntil awaiting it) for as long as it stays so.
-      const left = deadline(DRAIN_MS)
+      const left = deadline(DRAIN_MS, storage)
       const unsettled = (await endsWithin(settled(), left())) ? 0 : inFlight.size
       await ctx.retries.drain(left())
       // What the leases know goes to the store once the settles are in them: credit leases
@@ -426,7 +429,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       // One bound for every wait on the store (`DRAIN_MS`), and a storage timeout more for
       // the usage events: a store frozen or down past it no longer holds close() (and a
       // SIGTERM handler awaiting it) for as long as it stays so.
-      const left = deadline(DRAIN_MS)
+      const left = deadline(DRAIN_MS, storage)
       if (!(await endsWithin(settled(), left())))
         onError(
           new StorageUnavailableError(
@@ -461,13 +464,15 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
           if (failure === undefined) await written
           break
         } catch (err) {
+          const closed = storage.closed?.()
           failure = new StorageUnavailableError(
-            `close(): ${ctx.outbox.unwritten} usage event(s) not written (they stay queued for tb.flush()): ${err instanceof Error ? err.message : String(err)}`,
+            `close(): ${ctx.outbox.unwritten} usage event(s) not written (they stay queued for tb.flush()): ${closed === undefined ? (err instanceof Error ? err.message : String(err)) : closedMessage(closed)}`,
             { cause: err },
           )
           // Only a store that could not take them now (a lock, a lost connection): one that
           // refuses them (a closed store, an error of the data) would refuse them again.
-          if (!(err instanceof StorageUnavailableError) || left() <= pause) break
+          if (closed !== undefined || !(err instanceof StorageUnavailableError) || left() <= pause)
+            break
           await new Promise((resolve) => setTimeout(resolve, pause))
           written = ctx.outbox.flush()
         }
@@ -487,10 +492,13 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
   }
 }
 
-/** What is left of a bound of `ms` from now, in ms (0 once spent). */
-function deadline(ms: number): () => number {
+/**
+ * What is left of a bound of `ms` from now, in ms: 0 once spent, and 0 while `storage`'s client
+ * is closed under tollbooth (`closed()`): nothing waited for on it can come.
+ */
+function deadline(ms: number, storage: Pick<Storage, 'closed'>): () => number {
   const until = Date.now() + ms
-  return () => Math.max(0, until - Date.now())
+  return () => (storage.closed?.() === undefined ? Math.max(0, until - Date.now()) : 0)
 }
 
 /** Resolves true once `p` has ended (either way) within `ms`, else false then; never rejects. */

@@ -17,6 +17,7 @@ import {
   isTollboothError,
   parseInput,
   readBodyBounded,
+  type Storage,
 } from '../../src/internal.js'
 
 /** Bodies above this many bytes are refused with 413 before they are parsed. */
@@ -49,9 +50,19 @@ export function noContent(headers?: Record<string, string>): Response {
 /**
  * The error answer: a tollbooth error keeps its status, code, message (and `issues` for a
  * 400); anything else is a 500 whose message says nothing about the cause, which goes to
- * `report` (without secrets: errors of the core never hold one).
+ * `report` (without secrets: errors of the core never hold one). A failure while the storage's
+ * client is closed under tollbooth (`storage.closed()`) is a 503 `storage_unavailable`, as on
+ * the product's routes, whatever the driver threw.
  */
-export function errorResponse(err: unknown, report: (err: unknown) => void): Response {
+export function errorResponse(
+  err: unknown,
+  report: (err: unknown) => void,
+  storage?: Pick<Storage, 'closed'>,
+): Response {
+  if (storage?.closed?.() !== undefined && !(isTollboothError(err) && err.status < 500)) {
+    report(err)
+    return refusal('storage_unavailable')
+  }
   if (isTollboothError(err)) {
     const body: Record<string, unknown> = { error: err.message, code: err.code }
     const issues = (err as { issues?: unknown }).issues

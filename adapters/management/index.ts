@@ -20,6 +20,7 @@ import {
   fnOption,
   objectOption,
   parseOptions,
+  reportClosedOnce,
   setBypassHeaders,
   setUsageHeaders,
   type Tollbooth,
@@ -122,10 +123,12 @@ function markManagementRoute<T extends object>(handler: T): T {
 export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): Hono {
   checkTollboothArg('managementApi', tb)
   parseOptions('managementApi', optionsSchema, options)
-  const report =
+  const report = reportClosedOnce(
+    tb.storage,
     tb.options.onError ??
-    ((err: unknown) =>
-      console.error('[tollbooth] management API:', err instanceof Error ? err.message : err))
+      ((err: unknown) =>
+        console.error('[tollbooth] management API:', err instanceof Error ? err.message : err)),
+  )
   const authenticate = createAuthenticator(tb, options.auth ?? {}, {
     trustProxy: options.trustProxy ?? false,
     socketAddress: options.socketAddress ?? nodeSocket,
@@ -137,14 +140,14 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
       try {
         auth = await authenticate(c)
       } catch (err) {
-        return errorResponse(err, report)
+        return errorResponse(err, report, tb.storage)
       }
       if (!auth.ok) return auth.response
       let res: Response
       try {
         res = await handler(c, auth.principal)
       } catch (err) {
-        res = errorResponse(err, report)
+        res = errorResponse(err, report, tb.storage)
       }
       for (const name in auth.headers) res.headers.set(name, auth.headers[name]!)
       if (usageHeaders) await addUsageHeaders(res.headers, auth.principal.accountId)
@@ -187,6 +190,6 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
   ipBlockRoutes(app, tb, guard)
   // Used only when the app is served on its own (or through mountFetch), never by app.route().
   app.notFound((c) => refusal('not_found', `Not found: ${c.req.method} ${c.req.path}`))
-  app.onError((err) => errorResponse(err, report))
+  app.onError((err) => errorResponse(err, report, tb.storage))
   return app
 }

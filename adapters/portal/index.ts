@@ -18,7 +18,7 @@
 
 import { type Context, Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
-import { checkTollboothArg, type Tollbooth } from '../../src/internal.js'
+import { checkTollboothArg, reportClosedOnce, type Tollbooth } from '../../src/internal.js'
 import { BODY_LIMIT_BYTES, errorResponse, refusal } from '../management/http.js'
 import { managementApi } from '../management/index.js'
 import { createSessionVerifier, storeMarks } from '../management/session.js'
@@ -77,10 +77,12 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
     uniqueKeyNames: true,
   })
   const identify = createIdentify(o, verifier)
-  const report =
+  const report = reportClosedOnce(
+    tb.storage,
     tb.options.onError ??
-    ((err: unknown) =>
-      console.error('[tollbooth] portal:', err instanceof Error ? err.message : err))
+      ((err: unknown) =>
+        console.error('[tollbooth] portal:', err instanceof Error ? err.message : err)),
+  )
 
   /** Hands a request to the management API: path below `/api`, the session as a Bearer. */
   async function portalApi(c: Context): Promise<Response> {
@@ -125,6 +127,6 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
   app.all('/api/:rest{.+}', portalApi)
   pageRoutes(app, o.title)
   app.notFound((c) => refusal('not_found', `Not found: ${c.req.method} ${c.req.path}`))
-  app.onError((err) => errorResponse(err, report))
+  app.onError((err) => errorResponse(err, report, tb.storage))
   return app
 }

@@ -9,6 +9,8 @@
  * `onStatus(false)` when it drops and `onStatus(true)` once it listens again, and tollbooth
  * trusts its caches for `cache.feedDownTtlMs` only in between.
  * NOTIFY is transactional and delivered to every listening session, this one included.
+ * A pool ended under tollbooth (`pool.end()` before `tb.close()`) gets the client back within
+ * 100 ms (the feed looks at `pool.ending`), so `pool.end()` resolves; the feed stops there.
  */
 
 import type { Notification, PoolClient } from 'pg'
@@ -27,6 +29,8 @@ export function channelOf(schema: string): string {
 
 /** The longest wait between two attempts to listen again. */
 const MAX_RETRY_MS = 5000
+/** How often the listening feed looks whether the pool is ending (`pool.end()` waits as long). */
+const WATCH_MS = 100
 
 interface Subscriber {
   listener: (message: string) => void
@@ -68,9 +72,31 @@ export function postgresChanges(db: Db, onError: (err: unknown) => void): Postgr
     }
   }
 
+  /** True once the user called `pool.end()`: pg waits for every client out, this one too. */
+  const ending = () => (db.pool as { ending?: boolean }).ending === true
+  /** While listening, looks for `pool.ending` (pg's Pool emits nothing when `end()` is called). */
+  let watch: ReturnType<typeof setInterval> | null = null
+  const stopWatch = () => {
+    if (watch) clearInterval(watch)
+    watch = null
+  }
+  /**
+   * The pool is ending under tollbooth (`pool.end()` before `tb.close()`): the listening
+   * client goes back, so `pool.end()` resolves, and the feed listens no more (tollbooth
+   * reports the closed pool once, on the next call that fails).
+   */
+  const letGo = () => {
+    stopWatch()
+    const held = client
+    if (!held) return
+    client = null
+    drop(held.c, held.onClientError)
+    setLive(false)
+  }
+
   /** Tries to listen again later, while anyone is subscribed. */
   const retry = () => {
-    if (closed || subscribers.size === 0 || timer) return
+    if (closed || subscribers.size === 0 || timer || ending()) return
     retryMs = Math.min(MAX_RETRY_MS, retryMs ? retryMs * 2 : 250)
     timer = setTimeout(
       () => {
@@ -99,6 +125,7 @@ export function postgresChanges(db: Db, onError: (err: unknown) => void): Postgr
       }
       // The listening connection is gone: notifications are being missed from now on.
       client = null
+      stopWatch()
       drop(c, onClientError, err)
       setLive(false)
       onError(err)
@@ -116,6 +143,8 @@ export function postgresChanges(db: Db, onError: (err: unknown) => void): Postgr
     client = { c, onClientError }
     retryMs = 0
     setLive(true)
+    watch ??= setInterval(() => ending() && letGo(), WATCH_MS)
+    watch.unref?.()
   }
 
   const unlisten = async ({
@@ -126,6 +155,7 @@ export function postgresChanges(db: Db, onError: (err: unknown) => void): Postgr
     onClientError: (err: Error) => void
   }) => {
     client = null
+    stopWatch()
     // A connection that cannot UNLISTEN is not returned to the pool still listening.
     const err = await c.query(`UNLISTEN "${channel}"`).then(
       () => undefined,

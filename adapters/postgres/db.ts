@@ -208,13 +208,12 @@ const poolEnded = (err: unknown): boolean =>
   err instanceof Error && err.message === 'Cannot use a pool after calling end on the pool'
 
 /**
- * The pool was ended under tollbooth (`pool.end()` before `tb.close()`): say what to do. Every
- * flush and reconnect would otherwise report pg's words alone, and `pool.end()` waits for the
- * change feed's connection, which tollbooth holds until it is closed.
+ * The pool was ended under tollbooth (`pool.end()` before `tb.close()`): say what to do, not
+ * pg's words alone (the core reports it once, through the storage's `closed()`).
  */
 const endedError = (err: unknown) =>
   new ConfigError(
-    'tollbooth/postgres: options.pool was ended (pool.end()) while tollbooth still uses it: call `await tb.close()` first, then `pool.end()` (which waits until then for the connection tollbooth listens on)',
+    'tollbooth/postgres: options.pool was ended (pool.end()) while tollbooth still uses it: call `await tb.close()` first, then `pool.end()`',
     { cause: err },
   )
 

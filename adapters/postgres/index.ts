@@ -165,6 +165,10 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
     ipBlocks: postgresIpBlocks(db),
     changes,
     pruneCounters: (now = Date.now()) => counters.prune(now),
+    closed: () =>
+      (pool as { ending?: boolean }).ending === true
+        ? 'tollbooth/postgres: options.pool was ended (pool.end())'
+        : undefined,
     async close() {
       await changes.close()
       await counters.idle()

@@ -8,7 +8,8 @@
  * feed opened while Redis is down starts working when Redis is back. Messages published while
  * the connection is down are lost: subscribers hear `onStatus(false)` when it closes and
  * `onStatus(true)` once SUBSCRIBE is confirmed again, and tollbooth trusts its caches for
- * `cache.feedDownTtlMs` only in between.
+ * `cache.feedDownTtlMs` only in between. When the user's client ends (closed before
+ * `tb.close()`), the subscriber is disconnected with it.
  */
 
 import type { ChangeFeed, SubscribeOptions } from '../../src/internal.js'
@@ -58,6 +59,16 @@ export function redisChanges(
       // ioredis resubscribes by itself; this SUBSCRIBE (idempotent) confirms when it holds.
       if (sub === conn) conn.subscribe(channel).then(() => sub === conn && setLive(true), noop)
     })
+    // The user's client closed (quit(), disconnect(), or given up reconnecting): this
+    // connection goes too, or it alone would keep the process alive. A later subscribe opens
+    // a new one.
+    const onEnd = () => {
+      if (sub !== conn) return
+      setLive(false)
+      release()
+    }
+    client.once('end', onEnd)
+    conn.once('end', () => client.off('end', onEnd))
     sub = conn
     return conn.subscribe(channel).then((n) => {
       if (sub === conn) setLive(true)

@@ -111,5 +111,9 @@ export function redisStorage(options: RedisStorageOptions): Storage {
     ipBlocks: redisIpBlocks(ctx),
     changes: { publish: changes.publish, subscribe: changes.subscribe },
     close: () => changes.close(),
+    closed: () =>
+      options.client.status === 'end'
+        ? 'tollbooth/redis: options.client was closed (quit() or disconnect(), or it gave up reconnecting)'
+        : undefined,
   }
 }

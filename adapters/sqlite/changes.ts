@@ -80,6 +80,13 @@ export function sqliteChanges(
   }
 
   const safePoll = () => {
+    // The user's handle closed under tollbooth (`db.close()` before `tb.close()`): polling
+    // stops, reporting nothing (the core reports the closed handle once, through `closed()`).
+    if (d.db.open === false) {
+      if (timer) clearInterval(timer)
+      timer = null
+      return
+    }
     try {
       poll()
     } catch (err) {

@@ -43,6 +43,8 @@ export interface SqliteDatabase {
   prepare(sql: string): SqliteStatement
   exec(sql: string): unknown
   close(): unknown
+  /** False once closed (`better-sqlite3` and `libsql` both have it). */
+  readonly open?: boolean
   readonly name?: string
   readonly inTransaction?: boolean
 }

@@ -179,6 +179,8 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
     changes,
     database: db,
     pruneCounters: async (now = Date.now()) => counters.prune(now),
+    closed: () =>
+      db.open === false ? `tollbooth/sqlite: ${option} was closed (db.close())` : undefined,
     async close() {
       if (closed) return
       closed = true

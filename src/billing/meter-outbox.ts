@@ -18,6 +18,7 @@
  */
 
 import { withAccessors } from '../fast-object.js'
+import { reportClosedOnce } from '../storage/closed.js'
 import type { UsageEvent } from '../storage/types.js'
 import type { Tollbooth } from '../tollbooth.js'
 import { createMarkers, MARKER_TTL_MS, markerKey } from './markers.js'
@@ -85,14 +86,17 @@ export interface MeterOutbox {
 }
 
 /**
- * @param onError told of rejected sends and storage failures; never given a secret
+ * @param report told of rejected sends and storage failures (a storage closed under it once);
+ *   never given a secret
  */
 export function createMeterOutbox(
   tb: Tollbooth,
   sink: MeterSink,
   options: MeterOutboxOptions = {},
-  onError: (err: unknown) => void = () => {},
+  report: (err: unknown) => void = () => {},
 ): MeterOutbox {
+  // A storage closed under it fails each retry: said once.
+  const onError = reportClosedOnce(tb.storage, report)
   const batchSize = options.batchSize ?? 100
   const concurrency = options.concurrency ?? 4
   const retryMs = options.retryMs ?? 1_000

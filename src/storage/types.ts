@@ -609,4 +609,14 @@ export interface Storage {
   changes?: ChangeFeed
   /** Releases what the storage opened itself (never the user's client). */
   close?(): Promise<void>
+  /**
+   * Why the user's client this storage runs on can take no more calls, or undefined while it
+   * can: it was closed under tollbooth (`redis.quit()`, `pool.end()`, `db.close()` before
+   * `tb.close()`). tollbooth reads it when a call fails: it reports that cause once (not each
+   * failure of each timer), answers requests 503 `storage_unavailable`, and `tb.close()` gives
+   * up on the store at once. A storage that omits it has every failure reported.
+   * A change feed on such a client MUST let go of what it holds on it (a connection taken from
+   * the pool, a duplicated connection), so the user's close completes and the process can exit.
+   */
+  closed?(): string | undefined
 }
