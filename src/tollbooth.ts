@@ -106,7 +106,9 @@ export interface Tollbooth {
    * The storage is the caller's to close. Its waits on the store end within 10 s (and a
    * storage timeout more for the usage events) while the store is down or frozen; it then
    * rejects with a `StorageUnavailableError` when queued usage events are not known written
-   * (they stay queued: `flush()` tries again).
+   * (they stay queued: `flush()` tries again). Call it before closing the storage's client: on
+   * a client already closed (`storage.closed()`), it waits for nothing and rejects at once,
+   * naming the events it could not write.
    */
   close(): Promise<void>
   /**

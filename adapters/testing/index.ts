@@ -13,7 +13,7 @@
  * else stores events older than 1970-01-11T00:00:00Z.
  */
 
-import { afterEach, beforeEach, describe } from 'vitest'
+import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import type { Storage } from '../../src/internal.js'
 import { accountStoreTests } from './accounts.js'
 import { counterStoreTests } from './counters.js'
@@ -62,5 +62,10 @@ export function describeStorageConformance(name: string, factory: StorageFactory
     usageStoreTests(get)
     accountStoreTests(get)
     ipBlockStoreTests(get)
+    // Read on every failure it reports: an open store that said it was closed would have
+    // tollbooth stop reporting its failures and stop waiting for it in close().
+    test('closed(), where the storage has it, is undefined while its client is open', () => {
+      expect(get().closed?.()).toBeUndefined()
+    })
   })
 }
