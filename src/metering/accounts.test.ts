@@ -271,6 +271,24 @@ describe('carryover across a period boundary', () => {
     })
   })
 
+  it('a carryover capped at monthlyCredits x carryoverMonths is a decimal (0.7 x 3 = 2.1)', async () => {
+    // 0.7 * 3 is 2.0999999999999996 in doubles: the cap is on the amount grid as every sum is.
+    const plans = { dime: { monthlyCredits: 0.7, carryoverMonths: 3 } }
+    const s = await setup({ plans, defaultTier: 'dime' }, JAN)
+    // Four idle months: 0.7, 1.4, 2.1 carried, then the cap (2.1) holds.
+    s.clock.set(Date.UTC(2026, 4, 10))
+    const a = await s.tb.accounts.get('acct_1')
+    expect(a.carryover).toBe(2.1)
+    expect(a.credits.limit).toBe(2.8)
+    const may = await s.tb.usage.get('acct_1')
+    expect(may.credits).toMatchObject({ limit: 2.8, carryover: 2.1 })
+    const april = await s.tb.usage.get('acct_1', { month: '2026-04' })
+    expect(april.credits).toMatchObject({ limit: 2.8, carryover: 2.1 })
+    s.clock.set(Date.UTC(2026, 4, 10) + CLOSE_AFTER_MS)
+    await s.tb.accounts.get('acct_1')
+    expect((await s.tb.storage.accounts.get('acct_1'))?.carryover).toBe(2.1)
+  })
+
   it("keeps each closed month's figures, idle months included, a year's worth", async () => {
     const s = await setup({ plans: PLANS, defaultTier: 'roll' }, JAN)
     await s.tb.accounts.addCredits('acct_1', 5)

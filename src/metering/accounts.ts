@@ -408,7 +408,9 @@ export class AccountService {
         balance = roundAmount(balance - spent)
         const unused = Math.max(0, roundAmount(planPart - used))
         carryover =
-          plan && plan.carryoverMonths > 0 ? Math.min(unused, monthly * plan.carryoverMonths) : 0
+          plan && plan.carryoverMonths > 0
+            ? Math.min(unused, roundAmount(monthly * plan.carryoverMonths))
+            : 0
       }
       const closed = p
       p = nextPeriod(p)
