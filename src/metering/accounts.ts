@@ -121,6 +121,14 @@ function keptPeriods(done: ClosedPeriod[] | undefined, more: ClosedPeriod[]): Cl
   return [...kept, ...more].slice(-CLOSED_PERIODS_KEPT)
 }
 
+/**
+ * A period's credit limit: the plan's monthly credits (null: unlimited) plus the carryover and
+ * the prepaid balance, on the amount grid. The current period's and a closed one's alike.
+ */
+function creditLimitOf(monthly: number | null, carryover: number, balance: number): number {
+  return roundAmount((monthly === null ? Infinity : monthly) + carryover + balance)
+}
+
 export const creditKey = (accountId: string, period: Period) =>
   counterName('{', accountId, '}:credits:', period.id)
 
@@ -250,8 +258,7 @@ export class AccountService {
   }
 
   creditLimit(record: AccountRecord, plan: Plan | null): number {
-    const monthly = plan ? plan.monthlyCredits : null
-    return roundAmount((monthly === null ? Infinity : monthly) + record.carryover + record.balance)
+    return creditLimitOf(plan ? plan.monthlyCredits : null, record.carryover, record.balance)
   }
 
   defaults(id: string, now: number): AccountRecord {
@@ -595,7 +602,7 @@ export class AccountService {
     if (c !== undefined)
       return this.credits(
         c.used,
-        roundAmount((c.monthlyCredits ?? Infinity) + c.carryover + c.balance),
+        creditLimitOf(c.monthlyCredits, c.carryover, c.balance),
         c.carryover,
         c.balance,
       )
@@ -604,12 +611,7 @@ export class AccountService {
     // in force at its start, as its rollover takes it.
     const used = await this.usedIn(record.id, p, now)
     const plan = this.planOf(this.effectiveTier(record, p.start))
-    return this.credits(
-      used,
-      this.creditLimit({ ...record, carryover: 0, balance: 0 }, plan),
-      null,
-      null,
-    )
+    return this.credits(used, creditLimitOf(plan?.monthlyCredits ?? null, 0, 0), null, null)
   }
 
   /** Sets the account's tier (a key of `options.plans`, or null for the default). */
