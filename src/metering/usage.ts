@@ -14,6 +14,7 @@ import { z } from 'zod'
 import type { Context } from '../context.js'
 import { isTollboothError, NotFoundError, StorageUnavailableError } from '../errors.js'
 import { text, textProblem } from '../input.js'
+import { roundAmount } from '../limits/amount.js'
 import { parseInput } from '../options.js'
 import type { UsageEvent, UsageFilter, UsageSummary } from '../storage/types.js'
 import { checkAccountId, type PeriodCredits } from './accounts.js'
@@ -205,7 +206,7 @@ export class UsageService {
       credits: {
         used,
         limit: c.limit,
-        remaining: Math.max(0, c.limit - used),
+        remaining: used === c.used ? c.remaining : Math.max(0, roundAmount(c.limit - used)),
         carryover: c.carryover,
         balance: c.balance,
       },

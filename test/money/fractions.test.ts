@@ -50,6 +50,32 @@ for (const [name, make] of Object.entries(stores))
       }
     })
 
+    test("tb.usage.get's remaining is the decimal, this month and a closed one (10 - 9.7 = 0.3)", async () => {
+      const clock = manualClock(T)
+      const tb = createTollbooth({
+        secret: SECRET,
+        clock,
+        storage: await make!(),
+        plans: { ten: { monthlyCredits: 10 } },
+        defaultTier: 'ten',
+      })
+      try {
+        const { key } = await tb.keys.create({ accountId: 'acct_3', name: 'k' })
+        const d = await tb.authenticate(req(key), tb.route({ cost: 9.7, category: 'tts' }))
+        expect(d.allowed).toBe(true)
+        await tb.settle(d, { status: 200 })
+        await tb.flush()
+        // 10 - 9.7 is 0.3000000000000007 in plain doubles.
+        const now = (await tb.usage.get('acct_3')).credits
+        expect(now).toMatchObject({ used: 9.7, limit: 10, remaining: 0.3 })
+        clock.set(Date.UTC(2026, 1, 10))
+        const january = (await tb.usage.get('acct_3', { month: '2026-01' })).credits
+        expect(january).toMatchObject({ used: 9.7, limit: 10, remaining: 0.3 })
+      } finally {
+        await tb.close()
+      }
+    })
+
     test('a balance of 0.3 serves exactly three requests of 0.1 and ends at 0', async () => {
       const clock = manualClock(T)
       const tb = createTollbooth({
