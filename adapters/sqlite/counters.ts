@@ -33,7 +33,7 @@ import {
   markInProcess,
   type StoredCounter,
 } from '../../src/internal.js'
-import type { Db } from './db.js'
+import { type Db, nextSlice, SLICE_ROWS } from './db.js'
 
 /** The SQLite counter backend: atomic steps over sets of counter keys, committed by turn. */
 export interface SqliteCounterBackend extends CounterBackend {
@@ -61,14 +61,6 @@ interface Row {
 
 /** Rows kept from one batch to the next at most (past it, the next batch reads afresh). */
 const CACHE_ROWS = 4096
-
-/**
- * The automatic sweep of expired counters reads this many rows per transaction (a few
- * milliseconds of the write lock), {@link SWEEP_PAUSE_MS} apart: one statement over the whole
- * table held the lock, and the call that ran it, for 170-240 ms with 400,000 counters.
- */
-const SWEEP_SLICE = 2000
-const SWEEP_PAUSE_MS = 10
 
 /** Keys read per statement (`WHERE key IN (?, …)`); a statement is prepared per count. */
 const READ_CHUNK = 32
@@ -209,21 +201,21 @@ export function sqliteCounterBackend(d: Db, pruneEvery = 10_000): SqliteCounterB
     }
   }
 
-  // The automatic sweep: one pass over the table in key order, a slice of SWEEP_SLICE keys per
-  // transaction, SWEEP_PAUSE_MS apart, off the call that started it.
+  // The automatic sweep: one pass over the table in key order, a slice of SLICE_ROWS keys per
+  // transaction (`nextSlice`), off the call that started it. One statement over the whole table
+  // held the lock, and the call that ran it, for 170-240 ms with 400,000 counters.
   let sweeping = false
   const sweepPass = async (now: number) => {
     const slice = d.stmt(
-      `DELETE FROM counters WHERE key IN (SELECT key FROM counters WHERE key > ? ORDER BY key LIMIT ${SWEEP_SLICE})
+      `DELETE FROM counters WHERE key IN (SELECT key FROM counters WHERE key > ? ORDER BY key LIMIT ${SLICE_ROWS})
         AND expires_at <= ?`,
     )
     const last = d.stmt(
-      `SELECT key FROM counters WHERE key > ? ORDER BY key LIMIT 1 OFFSET ${SWEEP_SLICE - 1}`,
+      `SELECT key FROM counters WHERE key > ? ORDER BY key LIMIT 1 OFFSET ${SLICE_ROWS - 1}`,
     )
     let after: string | undefined = ''
     while (after !== undefined) {
-      await new Promise((resolve) => setTimeout(resolve, SWEEP_PAUSE_MS))
-      if (d.closed) return
+      if (!(await nextSlice(d))) return
       const from: string = after
       after = d.tx(() => {
         const end = last.get(from) as { key: string } | undefined

@@ -219,6 +219,25 @@ export interface Db {
   gone: StorageUnavailableError | null
 }
 
+/**
+ * Rows one slice of background work takes (a usage prune's events, the counters' sweep): one
+ * short transaction, a few milliseconds of the file's write lock and of the event loop, where
+ * one statement over a large table held them for seconds and other processes' calls failed at
+ * `busyTimeoutMs`.
+ */
+export const SLICE_ROWS = 2000
+/** The pause between two slices, for the calls of every process on the file. */
+export const SLICE_PAUSE_MS = 10
+
+/**
+ * Waits {@link SLICE_PAUSE_MS} before the next slice; false when the storage closed meanwhile
+ * (the work stops there: each slice is whole, the rest waits for the next run).
+ */
+export async function nextSlice(d: Db): Promise<boolean> {
+  await new Promise((resolve) => setTimeout(resolve, SLICE_PAUSE_MS))
+  return !d.closed
+}
+
 /** The file on disk a handle has open, or null (a database in memory, a `file:` URI). */
 export function diskFile(db: SqliteDatabase): string | null {
   const file = db.name

@@ -7,7 +7,7 @@
  * category), and each sum added with one upsert in the same transaction (as the PostgreSQL
  * store's one statement does), so a summary reads those totals for the whole hours of a range
  * and the events only for its sub-hour edges. Pruning deletes events and takes them out of
- * their totals, the oldest first, in slices of {@link PRUNE_SLICE} events, each slice one
+ * their totals, the oldest first, in slices of `SLICE_ROWS` events (give or take those of one millisecond), each slice one
  * short transaction, with a pause between them: a backlog of a million events never holds the
  * file's write lock (nor this process's event loop) for more than milliseconds at a time, where
  * one transaction held them for seconds and other processes' admissions failed at
@@ -31,7 +31,7 @@ import {
   type UsageStore,
   type UsageSummary,
 } from '../../src/internal.js'
-import { bit, type Db } from './db.js'
+import { bit, type Db, nextSlice, SLICE_ROWS } from './db.js'
 
 /** An event's values in column order; a flag as 0/1 (SQLite takes no booleans). */
 const eventValues = (e: UsageEvent): unknown[] =>
@@ -49,14 +49,6 @@ interface HourTotal {
   requests: number
   units: number
 }
-
-/**
- * Events deleted per transaction by `prune` at most (give or take those of one millisecond):
- * a few milliseconds of the file's write lock, and of the event loop, each.
- */
-const PRUNE_SLICE = 2000
-/** The pause between two slices of a prune, for the requests of every process on the file. */
-const PRUNE_PAUSE_MS = 10
 
 const hourOf = (t: number) => t - (((t % USAGE_HOUR_MS) + USAGE_HOUR_MS) % USAGE_HOUR_MS)
 
@@ -163,13 +155,13 @@ export function sqliteUsage(d: Db): UsageStore {
       let pruned = 0
       for (;;) {
         const slice = d.tx(() => {
-          // This slice: the events before `upTo`, the time of the PRUNE_SLICE-th oldest event
+          // This slice: the events before `upTo`, the time of the SLICE_ROWS-th oldest event
           // (past the oldest's, so a slice always deletes something), or all before `before`.
           const nth = d
             .stmt(
               'SELECT occurred_at AS at FROM usage_events WHERE occurred_at < ? ORDER BY occurred_at LIMIT 1 OFFSET ?',
             )
-            .get(before, PRUNE_SLICE) as { at: number } | undefined
+            .get(before, SLICE_ROWS) as { at: number } | undefined
           let upTo = before
           if (nth !== undefined) {
             const first = d.stmt('SELECT min(occurred_at) AS at FROM usage_events').get() as {
@@ -199,9 +191,7 @@ export function sqliteUsage(d: Db): UsageStore {
         pruned += slice.n
         if (!slice.more) return pruned
         // The file's write lock, and this process's event loop, go to the requests a while.
-        await new Promise((resolve) => setTimeout(resolve, PRUNE_PAUSE_MS))
-        // Closed meanwhile: the rest waits for the next prune (each slice is whole).
-        if (d.closed) return pruned
+        if (!(await nextSlice(d))) return pruned
       }
     },
   }
