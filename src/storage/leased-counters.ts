@@ -12,8 +12,10 @@
  *   The admitted sequence is then itself GCRA-conforming: no interval admits more than the
  *   central store admits. Unused units are never returned: they drain as the slots pass.
  * - a **rolling-window** lease is `n` units charged in the current bucket, usable only while
- *   that bucket is current; the unused part is taken back (a negative `add`, in the same
- *   bucket) when the lease ends. No window of `windowMs` admits more than `limit`.
+ *   that bucket is current and for at most `windowLeaseMs`; the unused part is taken back when
+ *   the lease ends, from the bucket charged (a `cancel` of the charge's record, or without one a
+ *   negative `add` while that bucket is current). No window of `windowMs` admits more than
+ *   `limit`.
  * - a **hold** lease (credits) is one hold of `amount` in the store; requests hold and settle
  *   against it locally, each local hold ending before the lease's own; when the lease ends one
  *   `release` charges what its requests were charged. Settled plus held never exceeds `limit`.
