@@ -82,6 +82,15 @@ function customerChange(accountId: string, o: Obj): BillingChange[] {
   return customerId ? [{ type: 'customer', accountId, customerId }] : []
 }
 
+/**
+ * When `o` (a checkout session, an invoice) was created, in ms, as the time its change is
+ * ordered by: never later than its event's time `at` (also `at` when `created` is missing).
+ */
+function madeAt(o: Obj, at: number): number {
+  const created = num(o['created'])
+  return created === null ? at : Math.min(at, created * 1000)
+}
+
 function checkoutChanges(type: string, s: Obj, at: number, ctx: EventContext): EventChanges {
   const accountId = meta(s, META.account)
   if (!accountId) return { ignored: 'not a tollbooth checkout' }
@@ -94,14 +103,7 @@ function checkoutChanges(type: string, s: Obj, at: number, ctx: EventContext): E
       // The period end comes with the subscription's own events; keep the stored expiry.
       // Ordered by the session's creation, which precedes its subscription: delivered after
       // the subscription's events (Stripe's order is not guaranteed), it never makes them stale.
-      const since = num(s['created'])
-      changes.push({
-        type: 'tier',
-        accountId,
-        subscriptionId,
-        at: since === null ? at : Math.min(at, since * 1000),
-        tier,
-      })
+      changes.push({ type: 'tier', accountId, subscriptionId, at: madeAt(s, at), tier })
     }
   } else if (s['mode'] === 'payment' && paid) {
     const credits = Number(meta(s, META.credits))
@@ -197,12 +199,11 @@ function invoiceChanges(inv: Obj, at: number, ctx: EventContext): EventChanges {
     const { tier, end, amount } = line
     // The invoice lists the subscription as it was when the invoice was made, which can be
     // well before it is paid (a plan change in between is newer): ordered by its creation.
-    const made = num(inv['created'])
     changes.push({
       type: 'tier',
       accountId,
       subscriptionId,
-      at: made === null ? at : Math.min(at, made * 1000),
+      at: madeAt(inv, at),
       tier,
       ...(end === null ? {} : { expiresAt: end * 1000 + ctx.graceMs }),
     })
