@@ -646,6 +646,18 @@ export function counterStoreTests(get: GetStorage): void {
       expect(await c.held(k, T0 + 1001)).toBe(0)
     })
 
+    it('unclaim clears a counter at the key as well (a failed permanent delete gives back the first-use counter it took)', async () => {
+      const c = get().counters
+      const n = names()
+      // As keys/first-use: a delete takes the whole of a day's window, and its write failed.
+      expect((await c.consume([windowCheck(n.window, 100, 100)], T0)).allowed).toBe(true)
+      expect((await c.consume([windowCheck(n.window, 100, 1)], T0 + 1)).allowed).toBe(false)
+      await c.unclaim(n.window)
+      const r = await c.consume([windowCheck(n.window, 100, 1)], T0 + 2)
+      expect(r.allowed).toBe(true)
+      expect(r.results[0]!.used).toBe(1)
+    })
+
     it('matches the reference algorithms on a random sequence of operations', async () => {
       const ref = memoryStorage().counters
       const c = get().counters

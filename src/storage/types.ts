@@ -350,7 +350,11 @@ export interface CounterStore {
   claim(key: string, ttlMs: number, now: number): Promise<boolean>
   /** True while the marker `key` is set at `now`. */
   claimed(key: string, now: number): Promise<boolean>
-  /** Clears the marker `key` (a claim whose work failed, so a retry may claim it again). */
+  /**
+   * Clears the marker `key` (a claim whose work failed, so a retry may claim it again), or the
+   * counter `consume` made at `key`: a permanent delete whose write failed gives back the key's
+   * first-use counter it took (`keys/first-use`), so the key can be used again at once.
+   */
   unclaim(key: string): Promise<void>
   /**
    * How many calls the store serves at once (a connection pool's size), when bounded: the
