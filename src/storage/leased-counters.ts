@@ -245,6 +245,23 @@ interface LocalAdmission {
 let leaseSeq = 0
 
 /**
+ * A store hold of credits the leases of `key` hold already (`like`: their check): with no
+ * limit, as it must not be refused for the units it replaces. A carry of a key's local holds
+ * into a new hold (`pushHolds`), and a request's own hold at close (`holdOut`).
+ */
+function heldAlready(
+  key: string,
+  like: HoldCheck,
+  amount: number,
+  holdId: string,
+  ttlMs: number,
+): Check {
+  const hold: Check = { type: 'hold', key, name: like.name, limit: Infinity, amount, holdId, ttlMs }
+  if (like.keepUntil !== undefined) hold.keepUntil = like.keepUntil
+  return hold
+}
+
+/**
  * Wraps `inner` with leases. Every instance that shares the store should be wrapped, or be
  * plain: a plain instance is decided centrally and sees leased units as counted.
  */
@@ -1100,16 +1117,7 @@ export function leasedCounters(
       const check = s.retired[0]!.check
       const id = `lease:${instance}:${(leaseSeq++).toString(36)}`
       const ttlMs = holdLeaseMs + holdGraceMs
-      const hold: Check = {
-        type: 'hold',
-        key,
-        name: check.name,
-        limit: Infinity,
-        amount,
-        holdId: id,
-        ttlMs,
-        ...(check.keepUntil !== undefined ? { keepUntil: check.keepUntil } : {}),
-      }
+      const hold = heldAlready(key, check, amount, id, ttlMs)
       const p = (async () => {
         stats.storeCalls++
         stats.leaseCalls++
@@ -1168,16 +1176,7 @@ export function leasedCounters(
       for (const l of holdLeases(s)) {
         l.until = Math.min(l.until, now)
         for (const [holdId, amount, expiresAt] of l.holds.live(now)) {
-          const hold: Check = {
-            type: 'hold',
-            key,
-            name: l.check.name,
-            limit: Infinity,
-            amount,
-            holdId,
-            ttlMs: expiresAt - now,
-            ...(l.check.keepUntil !== undefined ? { keepUntil: l.check.keepUntil } : {}),
-          }
+          const hold = heldAlready(key, l.check, amount, holdId, expiresAt - now)
           stats.storeCalls++
           stats.leaseCalls++
           // Held here until the store holds it: a settle meanwhile charges the lease.
