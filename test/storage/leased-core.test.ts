@@ -282,6 +282,9 @@ describe('leases in createTollbooth', () => {
       // B serves what the store lets it, then A's requests end (2 credits each).
       const served = await drive(b, key, 1000, { cost: 2 }, 16)
       for (const d of open) await a.settle(d, { status: 200 })
+      // Their usage events, queued after close, are written now: not by A's out-box timer
+      // after the client quit (reported 'Connection is closed' into the next tests).
+      await a.flush()
       const used = (await b.accounts.get('acct_close_flight')).credits.used
       // Before: B spent the credits A's requests held, and their settles charged past the
       // limit (2,078 credits used of 2,000).
