@@ -123,14 +123,11 @@ export async function reconcileOverage(
   await Promise.all(Array.from({ length: Math.min(8, events.length) }, worker))
   lost.sort((a, b) => a.time - b.time)
   r.missing.ids = lost.slice(0, 100).map((e) => e.id)
-  r.drift = round(r.recorded.overage - r.delivered.overage)
-  for (const t of [r.recorded, r.delivered, r.pending, r.missing]) t.overage = round(t.overage)
+  // Each total is on the amount grid already (`add`); so is their difference.
+  r.drift = roundAmount(r.recorded.overage - r.delivered.overage)
   if (options.redeliver && lost.length > 0) {
     outbox.enqueue(lost)
     r.redelivered = lost.length
   }
   return r
 }
-
-/** Sums of fractional credits: on the amount grid, as every sum of amounts (`limits/amount`). */
-const round = roundAmount
