@@ -15,7 +15,7 @@
 
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
-import type { MeterSink, UsageEvent } from '../../src/internal.js'
+import { type MeterSink, roundAmount, type UsageEvent } from '../../src/internal.js'
 
 /** The part of the Stripe client the meter uses. */
 export interface MeterClient {
@@ -43,9 +43,15 @@ export function meterIdentifier(eventId: string): string {
   return id.length <= 100 ? id : `tb_${bytesToHex(sha256(utf8ToBytes(eventId)))}`
 }
 
-/** Formats a meter value: no exponent, at most 12 decimals (Stripe takes decimals as strings). */
+/**
+ * Formats a meter value (Stripe takes decimals as strings): the decimal it stands for on the
+ * amount grid (`roundAmount`, 9 decimals at most), with no exponent. A fixed number of
+ * decimals would write a large amount's binary noise (`99999.3` as `99999.300000000003`).
+ */
 export function meterValue(value: number): string {
-  return Number.isInteger(value) ? String(value) : value.toFixed(12).replace(/\.?0+$/, '')
+  const v = roundAmount(value)
+  // String() writes an exponent below 1e-6; the grid has 9 decimals there.
+  return v !== 0 && Math.abs(v) < 1e-6 ? v.toFixed(9).replace(/0+$/, '') : String(v)
 }
 
 /**

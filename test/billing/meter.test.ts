@@ -347,6 +347,10 @@ describe('helpers', () => {
     expect(meterValue(0.1 + 0.2)).toBe('0.3')
     expect(meterValue(1e-7)).toBe('0.0000001')
     expect(meterValue(2.5)).toBe('2.5')
+    // Amounts of 5 integer digits and more: toFixed(12) wrote the double's binary noise.
+    expect(meterValue(99999.3)).toBe('99999.3')
+    expect(meterValue(1234567.1)).toBe('1234567.1')
+    expect(meterValue(0.000000001)).toBe('0.000000001')
   })
 
   it('retries what may succeed later and drops what never will', () => {
