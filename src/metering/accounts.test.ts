@@ -289,6 +289,15 @@ describe('carryover across a period boundary', () => {
     expect((await s.tb.storage.accounts.get('acct_1'))?.carryover).toBe(2.1)
   })
 
+  it('a balance stored before amounts were rounded reads as its decimal in tb.usage.get too', async () => {
+    const s = await setup({ plans: PLANS, defaultTier: 'free' }, JAN)
+    await s.tb.accounts.addCredits('acct_1', 1)
+    // As an earlier version kept it: 0.1 + 0.2 in plain doubles.
+    await s.tb.storage.accounts.update('acct_1', { balance: 0.1 + 0.2 })
+    expect((await s.tb.accounts.get('acct_1')).balance).toBe(0.3)
+    expect((await s.tb.usage.get('acct_1')).credits).toMatchObject({ balance: 0.3, limit: 3.3 })
+  })
+
   it("keeps each closed month's figures, idle months included, a year's worth", async () => {
     const s = await setup({ plans: PLANS, defaultTier: 'roll' }, JAN)
     await s.tb.accounts.addCredits('acct_1', 5)

@@ -558,13 +558,16 @@ export class AccountService {
     // fresh as the store).
     const { record, a } = await this.read(id, now)
     const p = period ?? a.period
+    // Rounded as read: a balance a store kept before amounts were rounded reads as its decimal.
+    const balance = roundAmount(record.balance)
+    const carryover = roundAmount(record.carryover)
     const credits =
       p.start === a.period.start
         ? this.credits(
             await this.storage.counters.held(creditKey(id, p), now),
             a.creditLimit,
-            record.carryover,
-            record.balance,
+            carryover,
+            balance,
           )
         : await this.pastCredits(record, p, now)
     const view = {
@@ -574,9 +577,8 @@ export class AccountService {
       plan: a.plan,
       tierExpiresAt: record.tierExpiresAt,
       billingCustomerId: record.billingCustomerId,
-      // Rounded as read: a balance a store kept before amounts were rounded reads as its decimal.
-      balance: roundAmount(record.balance),
-      carryover: roundAmount(record.carryover),
+      balance,
+      carryover,
       // A copy: the views the cache holds share theirs.
       period: { ...p },
       metadata: record.metadata,
