@@ -23,6 +23,12 @@
  * digits, unchanged from 1e15 (and for Infinity and NaN). Never -0.
  */
 export function roundAmount(x: number): number {
+  // An integer (requests, most costs and balances) is on the grid already: returned as the
+  // small integer it is, so a sum of integers stays one V8 keeps unboxed (the float steps
+  // below give a double, which a field or an array element holds as a heap number: an
+  // allocation a request). `| 0` also turns -0 into 0.
+  const i = x | 0
+  if (i === x) return i
   const a = x < 0 ? -x : x
   // `+ 0` turns -0 (a small negative rounded to nothing) into 0.
   if (a < 1e6) return Math.round(x * 1e9) / 1e9 + 0
