@@ -24,7 +24,7 @@ import { HTTPException } from 'hono/http-exception'
 import type Stripe from 'stripe'
 import { managementApi } from '../../adapters/management/index.js'
 import { portal } from '../../adapters/portal/index.js'
-import { stripeBilling } from '../../adapters/stripe/index.js'
+import { type StripeBilling, stripeBilling } from '../../adapters/stripe/index.js'
 import {
   type BillingProvider,
   type Clock,
@@ -110,6 +110,8 @@ export interface VoiceApi {
   tb: Tollbooth
   /** The billing provider: `stripeBilling` with the `stripe` option, else the demo. */
   billing: BillingProvider
+  /** `stripeBilling`, null without Stripe: closed after `tb.close()` (its metered overage). */
+  stripe: StripeBilling | null
   /** The stand-in provider, null with Stripe. */
   demo: DemoBilling | null
 }
@@ -141,7 +143,7 @@ export function createVoiceApi(options: VoiceApiOptions): VoiceApi {
   const demo = s
     ? null
     : demoBilling(tb, { baseUrl: options.publicUrl ?? (() => 'http://127.0.0.1:3000') })
-  const billing: BillingProvider = s
+  const stripe = s
     ? stripeBilling(tb, {
         stripe: s.client,
         webhookSecret: s.webhookSecret,
@@ -151,7 +153,8 @@ export function createVoiceApi(options: VoiceApiOptions): VoiceApi {
           scale: { priceId: s.prices.scale },
         },
       })
-    : demo!
+    : null
+  const billing: BillingProvider = stripe ?? demo!
   const app = new Hono()
 
   app.get('/', (c) => c.json({ name: 'voice-api', docs: 'see examples/voice-api/README.md' }))
@@ -195,5 +198,5 @@ export function createVoiceApi(options: VoiceApiOptions): VoiceApi {
     console.error('[voice-api]', err)
     return c.json({ error: 'Internal server error', code: 'internal_error' }, 500)
   })
-  return { app, tb, billing, demo }
+  return { app, tb, billing, stripe, demo }
 }

@@ -25,7 +25,11 @@ let publicUrl = `http://${host}:${port}`
 
 const stripe = stripeFromEnv(['starter', 'pro', 'scale'])
 const opened = await storageFromEnv()
-const { app, tb } = createVoiceApi({
+const {
+  app,
+  tb,
+  stripe: billing,
+} = createVoiceApi({
   secret,
   storage: opened.storage,
   sessionSecret,
@@ -66,6 +70,8 @@ stopOnSignals({
   drain: () => drainHttp(server as Server),
   close: async () => {
     await tb.close()
+    // Then the Stripe meter: the overage the settles just queued goes out before the exit.
+    await billing?.close()
     await opened.close()
   },
 })
