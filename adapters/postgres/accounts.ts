@@ -12,6 +12,7 @@ import {
   type AccountPatch,
   type AccountRow,
   type AccountStore,
+  roundAmount,
   roundAmountSql,
   SECRET_COLUMNS,
   type SecretRow,
@@ -24,7 +25,10 @@ import { type Db, json } from './db.js'
 /** The balance plus `$2`, rounded as every sum of amounts is (`roundAmount`). */
 const ADD_BALANCE = roundAmountSql('balance + $2::float8', 'postgres')
 
-const ACCOUNT_PATCH: Record<keyof AccountPatch, [column: string, cast: string]> = {
+const ACCOUNT_PATCH: Record<
+  Exclude<keyof AccountPatch, 'addToBalance'>,
+  [column: string, cast: string]
+> = {
   tier: ['tier', 'text'],
   balance: ['balance', 'float8'],
   carryover: ['carryover', 'float8'],
@@ -68,12 +72,19 @@ export function postgresAccounts(db: Db): AccountStore {
     async update(id, patch, ifPeriodStart) {
       const sets: string[] = []
       const values: unknown[] = [id, ifPeriodStart ?? null]
-      for (const field of Object.keys(ACCOUNT_PATCH) as Array<keyof AccountPatch>) {
-        const v = patch[field]
+      const add = patch.addToBalance
+      for (const field of Object.keys(ACCOUNT_PATCH) as Array<keyof typeof ACCOUNT_PATCH>) {
+        let v = patch[field]
         if (v === undefined) continue
+        if (field === 'balance' && add !== undefined) v = roundAmount((v as number) + add)
         const [column, cast] = ACCOUNT_PATCH[field]
         values.push(field === 'metadata' || field === 'closedPeriods' ? json(v) : v)
         sets.push(`${column} = $${values.length}::${cast}`)
+      }
+      if (add !== undefined && patch.balance === undefined) {
+        // In the same UPDATE as the rest: a period's close and its overage land together.
+        values.push(add)
+        sets.push(`balance = ${roundAmountSql(`balance + $${values.length}::float8`, 'postgres')}`)
       }
       const where = 'id = $1 AND ($2::bigint IS NULL OR period_start = $2)'
       const rows = await db.query<AccountRow>(

@@ -4,7 +4,8 @@
  * Accounts and sealed provider keys on Redis, one Redis key each, so nothing here spans
  * slots. An account is a HASH of its JSON (`j`, without the balance) and its balance (`b`):
  * `addBalance` is one Lua step in double arithmetic, and `update` a compare-and-set of the
- * JSON, so a period rollover (`ifPeriodStart`) lands once among concurrent callers.
+ * JSON, so a period rollover (`ifPeriodStart`) lands once among concurrent callers, its
+ * overage (`addToBalance`) taken in the same step.
  * Provider keys are one HASH per account, provider -> record JSON.
  */
 
@@ -44,9 +45,11 @@ export function redisAccounts({ client, prefix }: Ctx): AccountStore {
         if (!json || !balance) return null
         const current = join(json, balance)
         if (ifPeriodStart !== undefined && current.periodStart !== ifPeriodStart) return null
-        const [nextJson] = split({ ...current, ...patch, id })
-        const nextBalance = patch.balance === undefined ? '' : enc(patch.balance)
-        const r = await client.tollboothAccountCas(1, key(id), json, nextJson, nextBalance)
+        const { addToBalance, ...fields } = patch
+        const [nextJson] = split({ ...current, ...fields, id })
+        const nextBalance = fields.balance === undefined ? '' : enc(fields.balance)
+        const add = addToBalance === undefined ? '' : enc(addToBalance)
+        const r = await client.tollboothAccountCas(1, key(id), json, nextJson, nextBalance, add)
         if (r[0] === -1) return null
         return r[0] === 1 ? join(String(r[1]), String(r[2])) : RETRY
       })

@@ -260,11 +260,17 @@ export const ACCOUNT_CAS = `-- KEYS[1]  the account: HASH j (JSON without balanc
 -- ARGV[1]  the JSON the caller read
 -- ARGV[2]  the new JSON
 -- ARGV[3]  the new balance, or '' to keep it
+-- ARGV[4]  an amount to add to the balance (a period's close takes its overage), or ''
+${roundAmountLua('math.floor')}
 local cur = redis.call('HGET', KEYS[1], 'j')
 if not cur then return { -1 } end
 if cur ~= ARGV[1] then return { 0 } end
 redis.call('HSET', KEYS[1], 'j', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'b', ARGV[3]) end
+if ARGV[4] ~= nil and ARGV[4] ~= '' then
+  local b = round_amount(tonumber(redis.call('HGET', KEYS[1], 'b')) + tonumber(ARGV[4]))
+  redis.call('HSET', KEYS[1], 'b', string.format('%.17g', b))
+end
 local r = redis.call('HMGET', KEYS[1], 'j', 'b')
 return { 1, r[1], r[2] }
 `

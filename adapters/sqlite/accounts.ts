@@ -11,6 +11,7 @@ import {
   type AccountPatch,
   type AccountRow,
   type AccountStore,
+  roundAmount,
   roundAmountSql,
   SECRET_COLUMNS,
   type SecretRow,
@@ -23,7 +24,7 @@ import { type Db, json } from './db.js'
 /** The balance plus `@amount`, rounded as every sum of amounts is (`roundAmount`). */
 const ADD_BALANCE = roundAmountSql('balance + @amount', 'sqlite')
 
-const ACCOUNT_PATCH: Record<keyof AccountPatch, string> = {
+const ACCOUNT_PATCH: Record<Exclude<keyof AccountPatch, 'addToBalance'>, string> = {
   tier: 'tier',
   balance: 'balance',
   carryover: 'carryover',
@@ -63,11 +64,22 @@ export function sqliteAccounts(d: Db): AccountStore {
     async update(id, patch, ifPeriodStart) {
       const sets: string[] = []
       const values: unknown[] = []
-      for (const field of Object.keys(ACCOUNT_PATCH) as Array<keyof AccountPatch>) {
+      for (const field of Object.keys(ACCOUNT_PATCH) as Array<keyof typeof ACCOUNT_PATCH>) {
         const v = patch[field]
         if (v === undefined) continue
         sets.push(`${ACCOUNT_PATCH[field]} = ?`)
         values.push(field === 'metadata' || field === 'closedPeriods' ? json(v) : v)
+      }
+      const amount = patch.addToBalance
+      const named: Array<{ amount: number }> = []
+      if (amount !== undefined) {
+        // In the same UPDATE as the rest: a period's close and its overage land together.
+        const at = sets.indexOf('balance = ?')
+        if (at >= 0) values[at] = roundAmount((values[at] as number) + amount)
+        else {
+          sets.push(`balance = ${ADD_BALANCE}`)
+          named.push({ amount })
+        }
       }
       const where = 'id = ? AND (? IS NULL OR period_start = ?)'
       const p = ifPeriodStart ?? null
@@ -78,7 +90,7 @@ export function sqliteAccounts(d: Db): AccountStore {
                 .stmt(
                   `UPDATE accounts SET ${sets.join(', ')} WHERE ${where} RETURNING ${ACCOUNT_COLUMNS}`,
                 )
-                .get(...values, id, p, p)
+                .get(...values, id, p, p, ...named)
             : d.stmt(`SELECT ${ACCOUNT_COLUMNS} FROM accounts WHERE ${where}`).get(id, p, p),
         ),
       )

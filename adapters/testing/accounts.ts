@@ -104,6 +104,27 @@ export function accountStoreTests(get: GetStorage): void {
       )
     })
 
+    it("adds a rollover's addToBalance in its compare-and-set, once, among concurrent adds", async () => {
+      const a = makeAccount({ periodStart: 1000, balance: 60 })
+      await get().accounts.ensure(a)
+      const close = { periodStart: 2000, carryover: 0, addToBalance: -50.1 }
+      expect(await get().accounts.update(a.id, close, 999)).toBeNull()
+      expect((await get().accounts.get(a.id))?.balance).toBe(60)
+      const [closed] = await Promise.all([
+        get().accounts.update(a.id, close, 1000),
+        ...Array.from({ length: 20 }, () => get().accounts.addBalance(a.id, 0.1)),
+      ])
+      expect(closed).toMatchObject({ periodStart: 2000, carryover: 0 })
+      expect(closed).not.toHaveProperty('addToBalance')
+      // A second close with the same compare finds the period moved: nothing taken twice.
+      expect(await get().accounts.update(a.id, close, 1000)).toBeNull()
+      expect(await get().accounts.get(a.id)).toEqual({ ...a, periodStart: 2000, balance: 11.9 })
+      // Given with a balance, the amount is added to it.
+      expect(await get().accounts.update(a.id, { balance: 5, addToBalance: 0.2 })).toMatchObject({
+        balance: 5.2,
+      })
+    })
+
     it('lets exactly one of concurrent period rollovers win', async () => {
       const a = makeAccount({ periodStart: 1000 })
       await get().accounts.ensure(a)

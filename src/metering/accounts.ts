@@ -437,12 +437,16 @@ export class AccountService {
       closedPeriods: keptPeriods(r.closedPeriods, closing.slice(finalCount)),
     })
     if (finalStart === record.periodStart) return provisional(record)
+    // One write: the period moved on and its overage taken from the balance land together
+    // or not at all (a timeout or a crash between two writes lost the overage, and a top-up
+    // read between them saw a balance the overage had not come out of yet).
     const updated = await this.storage.accounts.update(
       record.id,
       {
         carryover: finalCarryover,
         periodStart: finalStart,
         closedPeriods: keptPeriods(record.closedPeriods, closing.slice(0, finalCount)),
+        ...(finalFromBalance > 0 ? { addToBalance: -finalFromBalance } : {}),
       },
       record.periodStart,
     )
@@ -452,11 +456,7 @@ export class AccountService {
       if (fresh.periodStart >= current.start || depth > 2) return fresh
       return this.rollover(fresh, current, now, depth + 1)
     }
-    const after =
-      finalFromBalance > 0
-        ? ((await this.storage.accounts.addBalance(record.id, -finalFromBalance)) ?? updated)
-        : updated
-    return finalStart === current.start ? after : provisional(after)
+    return finalStart === current.start ? updated : provisional(updated)
   }
 
   /**

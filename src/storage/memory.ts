@@ -485,7 +485,9 @@ function memoryAccounts(): AccountStore {
     async update(id, patch, ifPeriodStart) {
       const a = byId.get(id)
       if (!a || (ifPeriodStart !== undefined && a.periodStart !== ifPeriodStart)) return null
-      Object.assign(a, clone(patch))
+      const { addToBalance, ...fields } = patch
+      Object.assign(a, clone(fields))
+      if (addToBalance !== undefined) a.balance = roundAmount(a.balance + addToBalance)
       a.metadata = sharedIfEmpty(a.metadata)
       return copyAccount(a)
     },

@@ -498,7 +498,12 @@ export interface ClosedPeriod {
   open?: boolean
 }
 
-export type AccountPatch = Partial<Omit<AccountRecord, 'id'>>
+/**
+ * The fields `update` sets. `addToBalance` is added to the stored balance (rounded as
+ * `addBalance` rounds) in the same atomic step as the rest, so a period's close moves
+ * `periodStart` and takes the period's overage from the balance together or not at all.
+ */
+export type AccountPatch = Partial<Omit<AccountRecord, 'id'>> & { addToBalance?: number }
 
 /** Durable accounts. */
 export interface AccountStore {
@@ -506,7 +511,8 @@ export interface AccountStore {
   /** Creates the account with `defaults` if missing, else returns it unchanged. */
   ensure(defaults: AccountRecord): Promise<AccountRecord>
   /**
-   * Applies `patch`; with `ifPeriodStart`, only when the stored `periodStart` equals it
+   * Applies `patch` in one atomic step (its `addToBalance` added to the balance, not stored
+   * as a field); with `ifPeriodStart`, only when the stored `periodStart` equals it
    * (compare-and-set, for period rollover). Returns the new record, or null when missing or
    * the compare failed.
    */

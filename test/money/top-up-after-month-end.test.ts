@@ -8,40 +8,15 @@
  */
 
 import { describe, expect, test } from 'vitest'
-import { createTollbooth, manualClock, type Storage } from '../../src/internal.js'
-import { req, SECRET } from '../metering/helpers.js'
 import { fourStores } from '../support/stores.js'
-
-const JAN_20 = Date.UTC(2026, 0, 20)
-const FEB = Date.UTC(2026, 1, 1)
-const MINUTE = 60_000
-const HOUR = 3_600_000
+import { FEB, HOUR, january, MINUTE } from './january.js'
 
 const stores = await fourStores('money-top-up')
-
-/** Plan of 100 credits a month, overage allowed; January: 10 prepaid, 150 used (50 over). */
-async function january(storage: Storage) {
-  const clock = manualClock(JAN_20)
-  const tb = createTollbooth({
-    secret: SECRET,
-    clock,
-    storage,
-    plans: { over: { monthlyCredits: 100, allowOverage: true } },
-    defaultTier: 'over',
-  })
-  const { key } = await tb.keys.create({ accountId: 'acct_1', name: 'k' })
-  await tb.accounts.addCredits('acct_1', 10)
-  const d = await tb.authenticate(req(key), tb.route({ cost: 150 }))
-  expect(d.allowed).toBe(true)
-  await tb.settle(d, { status: 200 })
-  await tb.flush()
-  return { tb, clock }
-}
 
 for (const [name, make] of Object.entries(stores))
   describe.skipIf(make === null)(`a top-up after the month's end on ${name}`, () => {
     test('the first thing an idle account does in February: January takes only its own 10', async () => {
-      const { tb, clock } = await january(await make!())
+      const { tb, clock } = await january(await make!(), 10)
       try {
         clock.set(FEB + 3 * 86_400_000)
         const after = await tb.accounts.addCredits('acct_1', 100)
@@ -59,7 +34,7 @@ for (const [name, make] of Object.entries(stores))
     })
 
     test('in the hour after the month ends: the top-up stays whole, before and after the close', async () => {
-      const { tb, clock } = await january(await make!())
+      const { tb, clock } = await january(await make!(), 10)
       try {
         clock.set(FEB + 10 * MINUTE)
         expect((await tb.accounts.addCredits('acct_1', 100)).balance).toBe(100)
@@ -88,7 +63,7 @@ for (const [name, make] of Object.entries(stores))
     })
 
     test('top-ups at once in the hour after the end: the balance at the end is the one recorded', async () => {
-      const { tb, clock } = await january(await make!())
+      const { tb, clock } = await january(await make!(), 10)
       try {
         clock.set(FEB + 10 * MINUTE)
         await Promise.all(Array.from({ length: 5 }, () => tb.accounts.addCredits('acct_1', 20)))
@@ -103,7 +78,7 @@ for (const [name, make] of Object.entries(stores))
     })
 
     test('a top-up paid before the end still pays the overage', async () => {
-      const { tb, clock } = await january(await make!())
+      const { tb, clock } = await january(await make!(), 10)
       try {
         clock.set(FEB - MINUTE)
         await tb.accounts.addCredits('acct_1', 100)
