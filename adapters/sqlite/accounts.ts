@@ -112,7 +112,7 @@ export function sqliteAccounts(d: Db): AccountStore {
 export function sqliteSecrets(d: Db): SecretStore {
   return {
     async put(r) {
-      d.run(() =>
+      await d.run(() =>
         d
           .stmt(
             `INSERT INTO provider_keys (${SECRET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
@@ -124,7 +124,7 @@ export function sqliteSecrets(d: Db): SecretStore {
       )
     },
     async get(accountId, provider) {
-      const row = d.run(() =>
+      const row = await d.run(() =>
         d
           .stmt(`SELECT ${SECRET_COLUMNS} FROM provider_keys WHERE account_id = ? AND provider = ?`)
           .get(accountId, provider),
@@ -132,7 +132,7 @@ export function sqliteSecrets(d: Db): SecretStore {
       return row ? toSecret(row as SecretRow) : null
     },
     async list(accountId) {
-      const rows = d.run(
+      const rows = await d.run(
         () =>
           d
             .stmt(

@@ -50,10 +50,10 @@ export function sqliteChanges(
     }
   }
 
-  const poll = () => {
+  const poll = async () => {
     if (subscribers.size === 0) return
     for (;;) {
-      const rows = d.run(
+      const rows = await d.run(
         () =>
           d
             .stmt('SELECT id, message FROM changes WHERE id > ? ORDER BY id LIMIT ?')
@@ -65,13 +65,14 @@ export function sqliteChanges(
       if (rows.length === 0) return
       // Rows between the last seen and the first read were deleted unread: caches are emptied.
       if (rows[0]!.id > last + 1 && last > 0) {
-        const gap = d.run(() => d.stmt('SELECT 1 FROM changes WHERE id = ?').get(last + 1))
+        const gap = await d.run(() => d.stmt('SELECT 1 FROM changes WHERE id = ?').get(last + 1))
         if (!gap) {
           each((s) => s.onStatus?.(false))
           each((s) => s.onStatus?.(true))
         }
       }
       for (const r of rows) {
+        if (r.id <= last) continue
         last = r.id
         each((s) => s.listener(r.message))
       }
@@ -79,43 +80,62 @@ export function sqliteChanges(
     }
   }
 
-  const safePoll = () => {
-    // The user's handle closed under tollbooth (`db.close()` before `tb.close()`): polling
-    // stops, reporting nothing (the core reports the closed handle once, through `closed()`).
-    if (d.db.open === false) {
-      if (timer) clearInterval(timer)
-      timer = null
-      return
+  // One poll at a time (a poll may wait for the file's lock): a poll asked for meanwhile runs
+  // once it ends.
+  let polling: Promise<void> | null = null
+  let again = false
+  const safePoll = (): Promise<void> => {
+    if (polling) {
+      again = true
+      return polling
     }
-    try {
-      poll()
-    } catch (err) {
-      // A file gone was reported once, when found.
-      if (err !== d.gone) onError(err)
-    }
+    polling = (async () => {
+      do {
+        again = false
+        // The user's handle closed under tollbooth (`db.close()` before `tb.close()`): polling
+        // stops, reporting nothing (the core reports the closed handle once, through `closed()`).
+        if (d.db.open === false) {
+          if (timer) clearInterval(timer)
+          timer = null
+          return
+        }
+        try {
+          await poll()
+        } catch (err) {
+          // A file gone was reported once, when found.
+          if (err !== d.gone) onError(err)
+        }
+      } while (again)
+    })().finally(() => {
+      polling = null
+    })
+    return polling
   }
 
   return {
     async publish(message) {
       const now = Date.now()
-      d.run(() => {
+      const prune = ++publishes % PRUNE_EVERY === 0
+      await d.tx(() => {
         d.stmt('INSERT INTO changes (message, at) VALUES (?, ?)').run(message, now)
-        if (++publishes % PRUNE_EVERY === 0)
-          d.stmt('DELETE FROM changes WHERE at < ?').run(now - KEEP_MS)
+        if (prune) d.stmt('DELETE FROM changes WHERE at < ?').run(now - KEEP_MS)
       })
-      safePoll()
+      await safePoll()
     },
     async subscribe(listener, options?: SubscribeOptions) {
-      if (subscribers.size === 0) {
-        const top = d.run(() => d.stmt('SELECT max(id) AS id FROM changes').get()) as {
+      const s: Subscriber = { listener, onStatus: options?.onStatus }
+      const first = subscribers.size === 0
+      subscribers.add(s)
+      if (first) {
+        const top = (await d.run(() => d.stmt('SELECT max(id) AS id FROM changes').get())) as {
           id: number | null
         }
-        last = top.id ?? 0
-        timer = setInterval(safePoll, pollMs)
-        timer.unref?.()
+        last = Math.max(last, top.id ?? 0)
+        if (timer === null && subscribers.size > 0) {
+          timer = setInterval(safePoll, pollMs)
+          timer.unref?.()
+        }
       }
-      const s: Subscriber = { listener, onStatus: options?.onStatus }
-      subscribers.add(s)
       return () => {
         if (subscribers.delete(s) && subscribers.size === 0 && timer) {
           clearInterval(timer)

@@ -33,15 +33,15 @@ import {
   markInProcess,
   type StoredCounter,
 } from '../../src/internal.js'
-import { type Db, nextSlice, SLICE_ROWS } from './db.js'
+import { type Db, nextSlice, SLICE_ROWS, type Waited } from './db.js'
 
 /** The SQLite counter backend: atomic steps over sets of counter keys, committed by turn. */
 export interface SqliteCounterBackend extends CounterBackend {
   transact<T>(keys: readonly string[], step: (current: CurrentValues) => CounterStep<T>): Promise<T>
   /** Applies and commits the calls waiting for the end of the turn, now. */
-  flush(): void
+  flush(): Waited<void>
   /** Deletes counters whose value has expired at `now`; returns how many. */
-  prune(now: number): number
+  prune(now: number): Promise<number>
   readonly durable: true
 }
 
@@ -73,8 +73,8 @@ export function sqliteCounterBackend(d: Db, pruneEvery = 10_000): SqliteCounterB
     ON CONFLICT (key) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at`
   const readSql = (n: number) =>
     `SELECT key, state, expires_at FROM counters WHERE key IN (${new Array(n).fill('?').join(', ')})`
-  const prune = (now: number) => {
-    flush()
+  const prune = async (now: number) => {
+    await flush()
     cache = null
     return d.run(() =>
       Number(d.stmt('DELETE FROM counters WHERE expires_at <= ?').run(Math.floor(now)).changes),
@@ -109,8 +109,16 @@ export function sqliteCounterBackend(d: Db, pruneEvery = 10_000): SqliteCounterB
     }
   }
 
+  // The batch waiting for another process's write lock, if one is: the calls made meanwhile
+  // form the next batch, once it is done.
+  let waiting: Promise<void> | null = null
+
   /** One transaction for every waiting call; then each call answers. */
-  function flush(): void {
+  function flush(): Waited<void> {
+    if (waiting) {
+      scheduled = true
+      return waiting.then(flush)
+    }
     scheduled = false
     if (queue.length === 0) return
     const calls = queue
@@ -122,8 +130,9 @@ export function sqliteCounterBackend(d: Db, pruneEvery = 10_000): SqliteCounterB
     cache = null
     let rows: Map<string, Row> = new Map()
     let threw = false
+    let done: Waited<void>
     try {
-      d.write(() => {
+      done = d.write(() => {
         const m = d.stmt(markSql).get() as { changes: number; version: number }
         if (
           kept !== null &&
@@ -193,12 +202,22 @@ export function sqliteCounterBackend(d: Db, pruneEvery = 10_000): SqliteCounterB
       for (const c of calls) c.reject(err)
       return
     }
-    if (!threw) cache = rows
-    for (let i = 0; i < calls.length; i++) {
-      const o = out[i]!
-      if (o.ok) calls[i]!.resolve(o.value)
-      else calls[i]!.reject(o.value)
+    const answer = () => {
+      if (!threw) cache = rows
+      for (let i = 0; i < calls.length; i++) {
+        const o = out[i]!
+        if (o.ok) calls[i]!.resolve(o.value)
+        else calls[i]!.reject(o.value)
+      }
     }
+    if (!(done instanceof Promise)) return answer()
+    waiting = done.then(answer, (err: unknown) => {
+      for (const c of calls) c.reject(err)
+    })
+    waiting.finally(() => {
+      waiting = null
+    })
+    return waiting
   }
 
   // The automatic sweep: one pass over the table in key order, a slice of SLICE_ROWS keys per
@@ -217,7 +236,7 @@ export function sqliteCounterBackend(d: Db, pruneEvery = 10_000): SqliteCounterB
     while (after !== undefined) {
       if (!(await nextSlice(d))) return
       const from: string = after
-      after = d.tx(() => {
+      after = await d.tx(() => {
         const end = last.get(from) as { key: string } | undefined
         slice.run(from, Math.floor(now))
         return end?.key
@@ -255,9 +274,12 @@ export function sqliteCounterBackend(d: Db, pruneEvery = 10_000): SqliteCounterB
 
 export interface SqliteCounters extends CounterStore {
   /** Deletes counters expired at `now`; returns how many. */
-  prune(now: number): number
-  /** Commits the calls waiting for the end of the turn, now (before the file is closed). */
-  flush(): void
+  prune(now: number): Promise<number>
+  /**
+   * Commits the calls waiting for the end of the turn, now (before the file is closed); a
+   * promise when a batch waits for another process's lock.
+   */
+  flush(): Waited<void>
 }
 
 /** The counter store: the core's counting rules over {@link sqliteCounterBackend}. */

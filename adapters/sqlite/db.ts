@@ -11,8 +11,10 @@
  * commit is one append to the `-wal` file), `synchronous = NORMAL` (a committed transaction
  * survives the process being killed; only a power loss or an OS crash may take back the last
  * commits since the previous checkpoint; `synchronous: 'full'` waits for the disk on every
- * commit instead) and `busy_timeout` (a writer waits that long for another process's write
- * lock, then the call fails with `StorageUnavailableError`, a 503).
+ * commit instead) and `busy_timeout` (`busyTimeoutMs`: how long the migrations wait for
+ * another process's write lock; past them a file tollbooth opened gets 0, and each call waits
+ * for the lock itself on timers, up to `busyTimeoutMs`, while the process serves others; then
+ * the call fails with `StorageUnavailableError`, a 503).
  */
 
 import { statSync } from 'node:fs'
@@ -195,6 +197,9 @@ export function refused(fn: string, option: string, err: unknown, path?: string)
   return new ConfigError(`${fn}: ${where}: ${message(err)}`, { cause: err })
 }
 
+/** A value now, or once the file's write lock was waited for (see {@link Db.run}). */
+export type Waited<T> = T | Promise<T>
+
 /** The shared state of one storage value. */
 export interface Db {
   db: SqliteDatabase
@@ -202,14 +207,24 @@ export interface Db {
   stmt(sql: string): SqliteStatement
   /**
    * Runs `fn` in one `BEGIN IMMEDIATE` transaction: it takes the file's write lock first (a
-   * writer of another process is waited for, up to `busyTimeoutMs`), so what `fn` reads stays
-   * true until the commit. `fn` returns whether to commit; a throw rolls back.
+   * writer of another process is waited for, up to `busyTimeoutMs`; see `run`), so what `fn`
+   * reads stays true until the commit. `fn` returns whether to commit; a throw rolls back.
    */
-  write<T>(fn: () => { value: T; commit: boolean }): T
+  write<T>(fn: () => { value: T; commit: boolean }): Waited<T>
   /** `write` that always commits. */
-  tx<T>(fn: () => T): T
-  /** Runs `fn`, with a busy lock or a damaged file turned into tollbooth's errors. */
-  run<T>(fn: () => T): T
+  tx<T>(fn: () => T): Waited<T>
+  /**
+   * Runs `fn`, with a busy lock or a damaged file turned into tollbooth's errors. `fn` is one
+   * statement, or statements each of which may run again (it is tried again whole when the
+   * lock was busy). The value comes at once when the lock was free; when another process held
+   * it, the call waits for it on timers, 1 ms doubling to 25 ms between tries, up to
+   * `busyTimeoutMs`, and the process goes on serving meanwhile (the driver's own wait, its
+   * busy handler, would stop the whole process). A handle given as `options.database` keeps
+   * its `busy_timeout` (the driver's wait): its first try waits there, synchronously.
+   */
+  run<T>(fn: () => T): Waited<T>
+  /** `write`, synchronously: for the work done when the storage is made (migrations). */
+  writeNow<T>(fn: () => { value: T; commit: boolean }): T
   /** Set by the storage's `close()`: work spread over several turns stops there. */
   closed: boolean
   /**
@@ -296,7 +311,21 @@ function watchFile(watch: FileWatch): ((d: Db) => void) | null {
   }
 }
 
-export function createDb(db: SqliteDatabase, watch?: FileWatch): Db {
+/** Whether the driver's error is another connection's lock. */
+function busy(err: unknown): boolean {
+  const code = codeOf(err)
+  return code === 'SQLITE_BUSY' || code.startsWith('SQLITE_BUSY_') || code === 'SQLITE_LOCKED'
+}
+
+/** The longest pause between two tries for the write lock. */
+const LOCK_RETRY_MAX_MS = 25
+
+/**
+ * @param waitMs how long a call waits for another connection's lock on timers (the storage's
+ *   `busyTimeoutMs` when it opened the file and set the handle's own `busy_timeout` to 0);
+ *   0: not at all (the handle's `busy_timeout` waits, synchronously)
+ */
+export function createDb(db: SqliteDatabase, watch?: FileWatch, waitMs = 0): Db {
   const cache = new Map<string, SqliteStatement>()
   const stmt = (sql: string) => {
     let s = cache.get(sql)
@@ -307,7 +336,7 @@ export function createDb(db: SqliteDatabase, watch?: FileWatch): Db {
     return s
   }
   const check = watch ? watchFile(watch) : null
-  const run = <T>(fn: () => T): T => {
+  const runNow = <T>(fn: () => T): T => {
     if (check) check(d)
     try {
       return fn()
@@ -315,25 +344,53 @@ export function createDb(db: SqliteDatabase, watch?: FileWatch): Db {
       throw translate(err, db)
     }
   }
-  const write = <T>(fn: () => { value: T; commit: boolean }): T =>
-    run(() => {
-      stmt('BEGIN IMMEDIATE').run()
-      let out: { value: T; commit: boolean }
+  /** Tries `fn` again on timers while the lock stays busy, up to `waitMs` from now. */
+  const later = async <T>(fn: () => T, first: unknown): Promise<T> => {
+    const deadline = performance.now() + waitMs
+    let err = first
+    for (let pause = 1; ; pause = Math.min(pause * 2, LOCK_RETRY_MAX_MS)) {
+      const left = deadline - performance.now()
+      if (left <= 0) throw translate(err, db)
+      await new Promise((resolve) => setTimeout(resolve, Math.min(pause, left)))
+      if (check) check(d)
       try {
-        out = fn()
-      } catch (err) {
-        if (db.inTransaction !== false) stmt('ROLLBACK').run()
-        throw err
+        return fn()
+      } catch (e) {
+        if (!busy(e) || db.inTransaction === true) throw translate(e, db)
+        err = e
       }
-      stmt(out.commit ? 'COMMIT' : 'ROLLBACK').run()
-      return out.value
-    })
+    }
+  }
+  const run = <T>(fn: () => T): Waited<T> => {
+    if (check) check(d)
+    try {
+      return fn()
+    } catch (err) {
+      // Only a try that left no transaction open is tried again (a write's is rolled back).
+      if (waitMs > 0 && busy(err) && db.inTransaction !== true) return later(fn, err)
+      throw translate(err, db)
+    }
+  }
+  const inTx = <T>(fn: () => { value: T; commit: boolean }) => {
+    stmt('BEGIN IMMEDIATE').run()
+    let out: { value: T; commit: boolean }
+    try {
+      out = fn()
+    } catch (err) {
+      if (db.inTransaction !== false) stmt('ROLLBACK').run()
+      throw err
+    }
+    stmt(out.commit ? 'COMMIT' : 'ROLLBACK').run()
+    return out.value
+  }
+  const write = <T>(fn: () => { value: T; commit: boolean }): Waited<T> => run(() => inTx(fn))
   const d: Db = {
     db,
     stmt,
     write,
     tx: (fn) => write(() => ({ value: fn(), commit: true })),
     run,
+    writeNow: (fn) => runNow(() => inTx(fn)),
     closed: false,
     gone: null,
   }
@@ -371,7 +428,7 @@ export function translate(err: unknown, db?: SqliteDatabase): unknown {
       { cause: err },
     )
   }
-  if (code === 'SQLITE_BUSY' || code.startsWith('SQLITE_BUSY_') || code === 'SQLITE_LOCKED') {
+  if (busy(err)) {
     return new StorageUnavailableError(
       `tollbooth/sqlite: the database file stayed locked by another connection past busyTimeoutMs (${code}); nothing was committed`,
       { cause: err },

@@ -127,6 +127,7 @@ export interface SqliteStorage extends Storage {
  * @param options.database your `better-sqlite3` (or `libsql`) handle, or `options.path` a file
  * @param [options.migrate=true] apply missing migrations now
  * @param [options.busyTimeoutMs=1500] wait for another process's write lock at most this long
+ *   (on timers, serving meanwhile; a handle given keeps its own `busy_timeout`)
  * @param [options.synchronous='normal'] `'full'` to wait for the disk on each commit
  * @param [options.changePollMs=250] how often other processes' changes are read
  * @param [options.pruneEvery=10000] counter calls between sweeps of expired counters
@@ -153,10 +154,17 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
   const { db, owned } = open(fn, o)
   const option = o.database ? 'options.database' : 'options.path'
   const file = diskFile(db)
-  const d = createDb(db, file === null ? undefined : { file, onGone: onError })
+  // A file it opened, tollbooth waits for another process's lock on timers (the process goes
+  // on serving), past the migrations; a handle given keeps its own busy_timeout.
+  const d = createDb(
+    db,
+    file === null ? undefined : { file, onGone: onError },
+    owned ? o.busyTimeoutMs : 0,
+  )
   try {
     if (runMigrations) applyMigrations(fn, option, d, o.path)
     else checkSchema(d, option, o.path)
+    if (owned) db.exec('PRAGMA busy_timeout = 0')
   } catch (err) {
     if (owned) db.close()
     throw err
@@ -164,8 +172,8 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
   const counters = sqliteCounters(d, o.pruneEvery)
   const stopCheckpoints = startCheckpoints(db, o.checkpointMs, onError)
   const changes = sqliteChanges(d, o.changePollMs, onError)
-  // Synchronous calls on a local file: the core skips its timeout timer (a timer could not
-  // fire during a synchronous call anyway); a lock held too long fails after busyTimeoutMs.
+  // Calls on a local file: the core skips its timeout timer; a lock held too long fails after
+  // busyTimeoutMs.
   const keys = markInProcess(sqliteKeys(d))
   const accounts = markInProcess(sqliteAccounts(d))
   let closed = false
@@ -187,7 +195,7 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
       d.closed = true
       changes.close()
       // Calls waiting for the end of this turn are committed before the file closes.
-      counters.flush()
+      await counters.flush()
       await stopCheckpoints?.()
       if (owned) db.close()
     },
@@ -208,7 +216,7 @@ function checkSchema(d: Db, option: string, path: string | undefined): void {
   const latest = MIGRATIONS[MIGRATIONS.length - 1]!.id
   if (id === latest) {
     try {
-      d.write(() => {
+      d.writeNow(() => {
         probeWrite(d)
         return { value: undefined, commit: false }
       })

@@ -52,15 +52,15 @@ export function sqliteIpBlocks(d: Db): IpBlockStore {
       })
     },
     async get(ip, now) {
-      const r = d.run(() =>
+      const r = (await d.run(() =>
         d
           .stmt('SELECT blocked_until FROM ip_blocks WHERE ip = ? AND blocked_until > ?')
           .get(ip, now),
-      ) as { blocked_until: number } | undefined
+      )) as { blocked_until: number } | undefined
       return r ? { ip, until: r.blocked_until } : null
     },
     async list(now, { limit, cursor }) {
-      const rows = d.run(() => {
+      const rows = await d.run(() => {
         prune(now)
         return d
           .stmt(
@@ -79,9 +79,9 @@ export function sqliteIpBlocks(d: Db): IpBlockStore {
       return { data, nextCursor: more ? data[data.length - 1]!.ip : null }
     },
     async lift(ip, now) {
-      const r = d.run(() =>
+      const r = (await d.run(() =>
         d.stmt('DELETE FROM ip_blocks WHERE ip = ? RETURNING blocked_until').get(ip),
-      ) as { blocked_until: number | null } | undefined
+      )) as { blocked_until: number | null } | undefined
       return r?.blocked_until != null && r.blocked_until > now
     },
   }

@@ -62,7 +62,7 @@ export function sqliteKeys(d: Db): KeyStore {
   }
   return {
     async insert(k) {
-      d.run(() => d.stmt(insertSql).run(...insertValues(k)))
+      await d.run(() => d.stmt(insertSql).run(...insertValues(k)))
     },
     async get(id) {
       return d.run(() => one(d.stmt(getSql).get(id)))
@@ -71,7 +71,7 @@ export function sqliteKeys(d: Db): KeyStore {
       return d.run(() => one(d.stmt(`SELECT ${COLUMNS} FROM keys WHERE hash = ?`).get(hash)))
     },
     async list(accountId, { limit, cursor, kind, includeRevoked }) {
-      const rows = d.run(
+      const rows = await d.run(
         () =>
           d
             .stmt(
@@ -115,7 +115,7 @@ export function sqliteKeys(d: Db): KeyStore {
       const s = d.stmt(
         'UPDATE keys SET last_used_at = @at WHERE id = @id AND (last_used_at IS NULL OR last_used_at < @at)',
       )
-      d.tx(() => {
+      await d.tx(() => {
         for (const { id, lastUsedAt } of updates) s.run({ at: lastUsedAt, id })
       })
     },

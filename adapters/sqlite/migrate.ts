@@ -35,7 +35,7 @@ const TABLE = `CREATE TABLE IF NOT EXISTS tollbooth_migrations (
 /** Applies what is missing on an open handle, or throws for a schema of another version. */
 export function applyMigrations(fn: string, option: string, d: Db, path?: string): string[] {
   try {
-    return d.write(() => {
+    return d.writeNow(() => {
       d.db.exec(TABLE)
       const done = new Set(
         (d.db.prepare('SELECT id FROM tollbooth_migrations').all() as Array<{ id: number }>).map(

@@ -64,7 +64,7 @@ export function sqliteUsage(d: Db): UsageStore {
   return {
     async record(events) {
       if (events.length === 0) return
-      d.tx(() => {
+      await d.tx(() => {
         const insert = d.stmt(insertSql)
         // Summed here first: one upsert per hourly total of the batch, not one per event.
         const groups = new Map<string, HourTotal>()
@@ -96,7 +96,7 @@ export function sqliteUsage(d: Db): UsageStore {
     async summarize(accountId, from, to, filter): Promise<UsageSummary> {
       const { hours, edges } = splitUsageRange(from, to)
       const [e1, e2] = [edges[0] ?? [0, 0], edges[1] ?? [0, 0]]
-      const rows = d.run(
+      const rows = await d.run(
         () =>
           d
             .stmt(
@@ -135,7 +135,7 @@ export function sqliteUsage(d: Db): UsageStore {
     },
     async logs(keyId, { limit, cursor }) {
       const [time, id] = cursor ? decodeLogCursor(cursor) : [null, null]
-      const rows = d.run(
+      const rows = await d.run(
         () =>
           d
             .stmt(
@@ -154,7 +154,7 @@ export function sqliteUsage(d: Db): UsageStore {
     async prune(before) {
       let pruned = 0
       for (;;) {
-        const slice = d.tx(() => {
+        const slice = await d.tx(() => {
           // This slice: the events before `upTo`, the time of the SLICE_ROWS-th oldest event
           // (past the oldest's, so a slice always deletes something), or all before `before`.
           const nth = d

@@ -18,27 +18,37 @@ import { Database } from '../storage/sqlite-driver.js'
 const dir = mkdtempSync(join(tmpdir(), 'tollbooth-sqlite-lock-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
+const SECRET = 'sqlite-lock-test-secret-0123456789abcdef'
+
+/** A tollbooth on a new file of `dir`, a key of `accountId`, and a request with it. */
+async function onFile(
+  name: string,
+  busyTimeoutMs: number,
+  accountId: string,
+  options: Partial<Parameters<typeof createTollbooth>[0]> = {},
+) {
+  const file = join(dir, name)
+  const storage = sqliteStorage({ path: file, busyTimeoutMs })
+  const tb = createTollbooth({ secret: SECRET, storage, failedAuth: false, ...options })
+  const { key } = await tb.keys.create({ accountId })
+  const req = {
+    headers: { authorization: `Bearer ${key}` },
+    ip: '127.0.0.1',
+    method: 'GET',
+    path: '/x',
+  }
+  return { file, storage, tb, req }
+}
+
 describe('SQLite: a write lock held by another process', () => {
   it('answers 503 while held, and retries a settle that met it', async () => {
-    const file = join(dir, 'lock.db')
-    const storage = sqliteStorage({ path: file, busyTimeoutMs: 50 })
     const errors: unknown[] = []
-    const tb = createTollbooth({
-      secret: 'sqlite-lock-test-secret-0123456789abcdef',
-      storage,
+    const { file, storage, tb, req } = await onFile('lock.db', 50, 'acct_lock', {
       plans: { big: { monthlyCredits: 1000 } },
       defaultTier: 'big',
-      failedAuth: false,
       onError: (err: unknown) => errors.push(err),
     })
-    const { key } = await tb.keys.create({ accountId: 'acct_lock' })
     const route = tb.route({ cost: 1 })
-    const req = {
-      headers: { authorization: `Bearer ${key}` },
-      ip: '127.0.0.1',
-      method: 'GET',
-      path: '/x',
-    }
     const other = new Database(file)
     const warm = await tb.authenticate(req, route)
     expect(warm.allowed).toBe(true)
@@ -76,26 +86,54 @@ describe('SQLite: a write lock held by another process', () => {
     await storage.close()
   })
 
+  it('waits for the lock without stopping the process: a lock let go by a timer meanwhile is taken', async () => {
+    // The holder here lets go from a timer of this very process: a wait that blocks the event
+    // loop (the driver's busy handler) never lets it fire, and every write failed 503 after
+    // busyTimeoutMs; waiting between tries on timers, each write goes through once it fires.
+    const { file, storage, tb, req } = await onFile('async-wait.db', 1500, 'acct_wait', {
+      plans: { big: { monthlyCredits: 1000 } },
+      defaultTier: 'big',
+    })
+    const other = new Database(file)
+    const holdFor = async <T>(ms: number, work: () => Promise<T>): Promise<T> => {
+      other.exec('BEGIN IMMEDIATE')
+      const held = setTimeout(() => other.exec('COMMIT'), ms)
+      try {
+        return await work()
+      } finally {
+        clearTimeout(held)
+        if (other.inTransaction) other.exec('COMMIT')
+      }
+    }
+    try {
+      // Ticks of a 10 ms interval while the writes wait: the event loop runs meanwhile.
+      let ticks = 0
+      const tick = setInterval(() => ticks++, 10)
+      const d = await holdFor(200, () => tb.authenticate(req, tb.route({ cost: 1 })))
+      clearInterval(tick)
+      expect(d.allowed).toBe(true)
+      expect(ticks).toBeGreaterThanOrEqual(5)
+      await holdFor(200, () => tb.settle(d, { status: 200 }))
+      expect((await holdFor(200, () => tb.accounts.addCredits('acct_wait', 5))).balance).toBe(5)
+      const made = await holdFor(200, () => tb.keys.create({ accountId: 'acct_wait', name: 'b' }))
+      expect(made.key).toMatch(/./)
+      await holdFor(200, () => tb.flush())
+      expect((await tb.usage.get('acct_wait')).credits.used).toBe(1)
+    } finally {
+      other.close()
+      await tb.close()
+      await storage.close()
+    }
+  })
+
   it('close() writes the queued usage once the lock goes, within its bound', async () => {
     // A process shutting down (SIGTERM) while another holds the file's write lock a while
     // (a long write, a backup): close() tried the events once, rejected after busyTimeoutMs,
     // and the process exited with them.
-    const file = join(dir, 'close-lock.db')
-    const storage = sqliteStorage({ path: file, busyTimeoutMs: 100 })
-    const tb = createTollbooth({
-      secret: 'sqlite-lock-test-secret-0123456789abcdef',
-      storage,
-      failedAuth: false,
+    const { file, storage, tb, req } = await onFile('close-lock.db', 100, 'acct_close', {
       usage: { flushIntervalMs: 600_000 },
       onError: () => {},
     })
-    const { key } = await tb.keys.create({ accountId: 'acct_close' })
-    const req = {
-      headers: { authorization: `Bearer ${key}` },
-      ip: '127.0.0.1',
-      method: 'GET',
-      path: '/x',
-    }
     for (let i = 0; i < 5; i++) {
       const d = await tb.authenticate(req)
       expect(d.allowed).toBe(true)
