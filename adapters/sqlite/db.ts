@@ -344,8 +344,11 @@ export function createDb(db: SqliteDatabase, watch?: FileWatch, waitMs = 0): Db 
       throw translate(err, db)
     }
   }
+  /** Whether a try that failed with `err` may be made again: the lock was busy, nothing began. */
+  const again = (err: unknown, mayRetry: () => boolean) =>
+    waitMs > 0 && busy(err) && db.inTransaction !== true && mayRetry()
   /** Tries `fn` again on timers while the lock stays busy, up to `waitMs` from now. */
-  const later = async <T>(fn: () => T, first: unknown): Promise<T> => {
+  const later = async <T>(fn: () => T, first: unknown, mayRetry: () => boolean): Promise<T> => {
     const deadline = performance.now() + waitMs
     let err = first
     for (let pause = 1; ; pause = Math.min(pause * 2, LOCK_RETRY_MAX_MS)) {
@@ -356,21 +359,22 @@ export function createDb(db: SqliteDatabase, watch?: FileWatch, waitMs = 0): Db 
       try {
         return fn()
       } catch (e) {
-        if (!busy(e) || db.inTransaction === true) throw translate(e, db)
+        if (!again(e, mayRetry)) throw translate(e, db)
         err = e
       }
     }
   }
-  const run = <T>(fn: () => T): Waited<T> => {
+  const always = () => true
+  const run = <T>(fn: () => T, mayRetry = always): Waited<T> => {
     if (check) check(d)
     try {
       return fn()
     } catch (err) {
-      // Only a try that left no transaction open is tried again (a write's is rolled back).
-      if (waitMs > 0 && busy(err) && db.inTransaction !== true) return later(fn, err)
+      if (again(err, mayRetry)) return later(fn, err, mayRetry)
       throw translate(err, db)
     }
   }
+  /** `fn` in one `BEGIN IMMEDIATE` transaction: committed, or rolled back when it says so or throws. */
   const inTx = <T>(fn: () => { value: T; commit: boolean }) => {
     stmt('BEGIN IMMEDIATE').run()
     let out: { value: T; commit: boolean }
@@ -383,13 +387,25 @@ export function createDb(db: SqliteDatabase, watch?: FileWatch, waitMs = 0): Db 
     stmt(out.commit ? 'COMMIT' : 'ROLLBACK').run()
     return out.value
   }
-  const write = <T>(fn: () => { value: T; commit: boolean }): Waited<T> => run(() => inTx(fn))
+  // Tried again only when its BEGIN found the lock busy: `fn` runs once, in the same turn as
+  // the BEGIN that took the lock (nothing else of the process runs inside the transaction).
+  const write = <T>(fn: () => { value: T; commit: boolean }): Waited<T> => {
+    let began = false
+    return run(
+      () =>
+        inTx(() => {
+          began = true
+          return fn()
+        }),
+      () => !began,
+    )
+  }
   const d: Db = {
     db,
     stmt,
     write,
     tx: (fn) => write(() => ({ value: fn(), commit: true })),
-    run,
+    run: (fn) => run(fn),
     writeNow: (fn) => runNow(() => inTx(fn)),
     closed: false,
     gone: null,
