@@ -36,6 +36,7 @@ import {
   wireName,
 } from '../../src/internal.js'
 import { watchQueued } from '../node/queued.js'
+import { writtenInFull } from '../node/written.js'
 
 declare module 'express-serve-static-core' {
   interface Request {
@@ -85,7 +86,7 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
   function onClose(this: Response): void {
     const decision = admissions.get(this.req)
     if (!decision || decision.settled) return
-    if (this.writableFinished) responseEnded(tb, decision, this.statusCode)
+    if (writtenInFull(this)) responseEnded(tb, decision, this.statusCode)
     else {
       if (this.writableEnded) endWork(decision)
       else if (closedHere(this)) {

@@ -45,6 +45,7 @@ import {
   watchBody,
 } from '../../src/internal.js'
 import { watchQueued } from '../node/queued.js'
+import { writtenInFull } from '../node/written.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -109,7 +110,7 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
     // for both, where an `onResponse` hook as well cost a hook run per request.
     const raw = reply.raw
     const onClose = () => {
-      if (raw.writableFinished || injectedEnd(raw)) responseEnded(tb, decision, raw.statusCode)
+      if (writtenInFull(raw) || injectedEnd(raw)) responseEnded(tb, decision, raw.statusCode)
       else {
         // A handler that wrote the head on reply.raw itself (no onSend has run), without
         // reply.hijack(): nothing of Fastify's ends its work, its `reply.raw.end()` does.

@@ -36,6 +36,7 @@ import {
   watchBody,
 } from '../../src/internal.js'
 import { watchQueued } from '../node/queued.js'
+import { writtenInFull } from '../node/written.js'
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -69,6 +70,7 @@ interface NodeBindings {
     /** Null while queued behind a pipelined response on its connection. */
     socket: unknown
     writableFinished: boolean
+    writableEnded: boolean
     headersSent: boolean
     statusCode: number
     hasHeader(name: string): boolean
@@ -120,7 +122,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
   /** `close` of the ServerResponse: after `finish`, the end of the body; alone, a client gone. */
   function onClose(this: Tracked): void {
     const decision = this[ADMISSION]!
-    if (this.writableFinished) responseEnded(tb, decision, this.statusCode)
+    if (writtenInFull(this)) responseEnded(tb, decision, this.statusCode)
     else clientGone(tb, decision, route)
   }
 

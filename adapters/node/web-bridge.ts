@@ -12,6 +12,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import { Readable } from 'node:stream'
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
 import { watchQueued } from './queued.js'
+import { writtenInFull } from './written.js'
 
 /** The Node objects handed to the fetch handler, as `@hono/node-server` names them. */
 export interface NodeBindings {
@@ -37,7 +38,7 @@ export function checkHandler(handler: unknown): asserts handler is FetchHandler 
 export function abortOnClose(res: ServerResponse): AbortSignal {
   const abort = new AbortController()
   const gone = () => {
-    if (!res.writableFinished) abort.abort()
+    if (!writtenInFull(res)) abort.abort()
   }
   res.once('close', gone)
   // A response queued behind a pipelined one gets no `close` if the connection goes first.
@@ -64,10 +65,14 @@ export interface NodeRequestParts {
 export function webRequest(p: NodeRequestParts): Request {
   const headers = new Headers()
   for (const [name, value] of Object.entries(p.req.headers as IncomingHttpHeaders)) {
-    if (value === undefined) continue
+    // HTTP/2's pseudo-headers (`:path`, `:authority`…) are no headers of a Web request (it
+    // throws for the name); `:authority` is its `host`.
+    if (value === undefined || name.charCodeAt(0) === 58) continue
     if (Array.isArray(value)) for (const v of value) headers.append(name, v)
     else headers.set(name, value)
   }
+  const authority = p.req.headers[':authority']
+  if (typeof authority === 'string' && !headers.has('host')) headers.set('host', authority)
   const method = p.req.method ?? 'GET'
   const init: RequestInit & { duplex?: 'half' } = { method, headers, signal: p.signal }
   const body = p.body

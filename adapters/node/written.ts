@@ -1,0 +1,22 @@
+/**
+ * @module adapters/node/written
+ *
+ * How a Node response ended, read when it closes. Over HTTP/1.1, `finish` (`writableFinished`)
+ * comes only once the handler ended the response and its last bytes went to the socket; a
+ * client that went away first leaves it false. Over HTTP/2 (Node's compatibility API, which
+ * Fastify's `http2: true` and `@hono/node-server`'s `http2.createServer` serve through), a
+ * stream the client reset (RST_STREAM: a cancelled `fetch`, a closed tab) emits `finish` too
+ * and reads `writableFinished` true, though the handler never ended it: only `writableEnded`
+ * tells the two apart.
+ */
+
+/** The parts of Node's `ServerResponse` (or `Http2ServerResponse`) read here. */
+export interface EndingResponse {
+  readonly writableFinished: boolean
+  readonly writableEnded: boolean
+}
+
+/** True when the handler ended the response and it was written in full (a client gone: false). */
+export function writtenInFull(res: EndingResponse): boolean {
+  return res.writableFinished && res.writableEnded
+}
