@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, expectTypeOf, test } from 'vites
 import { requireApiKey } from '../../adapters/express/index.js'
 import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
 import { listening, serveExpress } from '../support/servers.js'
+import { expectBrokenOff, expectSettled, oneSlotKey, PRO } from '../support/settled-response.js'
 import { describeBehaviour, type StartServer } from './behaviour.js'
 import { planned } from './express-server.js'
 import { eventually, gate, harness, SECRET, sleep, webEvents } from './harness.js'
@@ -246,7 +247,7 @@ describe('tollbooth/express: a response this server broke off', () => {
   ] as const)(
     'settles a handler that %s at once (500, not billed), its slot free',
     async (_, how) => {
-      const h = await harness(
+      await expectBrokenOff(
         async (tb, routes) => {
           const app = express()
           app.get('/v1/broken', requireApiKey(tb, { cost: 5 }), async (req, res) => {
@@ -271,24 +272,8 @@ describe('tollbooth/express: a response this server broke off', () => {
           app.set('env', 'test')
           return serveExpress(app)
         },
-        [{ path: '/v1/broken', handle: (k) => k.report({ cost: 2 }) }],
-        { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+        { bodyFails: true },
       )
-      try {
-        const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
-        const res = await fetch(`${h.url}/v1/broken`, {
-          headers: { authorization: `Bearer ${key}` },
-        })
-        expect(res.status).toBe(200)
-        await expect(res.text()).rejects.toThrow()
-        await eventually(() => !!h.settled[0]?.event, 'the broken response to settle')
-        expect(h.settled.map((s) => s.status)).toEqual([500])
-        expect(h.settled[0]!.event).toMatchObject({ status: 500, units: 0 })
-        expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
-        expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(0)
-      } finally {
-        await h.close()
-      }
     },
   )
 })
@@ -328,10 +313,10 @@ describe('tollbooth/express: a connection the server timed out', () => {
         return listening(server.listen(0, '127.0.0.1'))
       },
       [{ path: '/v1/slow', handle: (k) => k.report({ cost: 2 }) }],
-      { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+      PRO,
     )
     try {
-      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const key = await oneSlotKey(h)
       const url = new URL(h.url)
       const socket = connect(Number(url.port), url.hostname)
       const closed = new Promise<string>((r) => {
@@ -415,10 +400,10 @@ describe('tollbooth/express: a stream piped into the response, its client gone',
           return serveExpress(app)
         },
         [{ path: '/v1/file', handle: () => undefined }],
-        { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+        PRO,
       )
       try {
-        const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+        const key = await oneSlotKey(h)
         const ac = new AbortController()
         const res = await fetch(`${h.url}/v1/file`, {
           headers: { authorization: `Bearer ${key}` },
@@ -427,10 +412,11 @@ describe('tollbooth/express: a stream piped into the response, its client gone',
         expect(res.status).toBe(200)
         await res.body!.getReader().read()
         ac.abort()
-        await eventually(() => !!h.settled[0]?.event, 'the aborted response to settle')
-        expect(h.settled[0]!.event).toMatchObject({ status: 499, units })
-        expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
-        expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(units)
+        await expectSettled(h, key, {
+          what: 'the aborted response to settle',
+          event: { status: 499, units },
+          used: units,
+        })
       } finally {
         await h.close()
       }

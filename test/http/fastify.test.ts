@@ -6,6 +6,7 @@
  * Fastify's own: `global`, `config.tollbooth: false`, HEAD routes, and option errors.
  */
 
+import type { ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import Fastify, {
   type FastifyContextConfig,
@@ -24,12 +25,59 @@ import {
   type Tollbooth,
 } from '../../src/index.js'
 import { serveFastify } from '../support/servers.js'
+import { expectBrokenOff, expectSettled, oneSlotKey, PRO } from '../support/settled-response.js'
 import { describeBehaviour, type StartServer, type TestRoute } from './behaviour.js'
 import { eventually, gate, harness, SECRET, sleep, webEvents } from './harness.js'
 import { describeStreaming } from './streaming.js'
 
 /** Serves `app` on 127.0.0.1:0; closing drops connections a client abandoned mid-stream. */
 const listen = (app: FastifyInstance) => serveFastify(app)
+
+/**
+ * A Fastify app with the plugin registered, the routes `route` adds, and `GET /v1/ok`
+ * (guarded, cost 1), served by `listen`.
+ */
+function guardedFastify(
+  route: (app: FastifyInstance, tb: Tollbooth, routes: TestRoute[]) => void,
+): StartServer {
+  return async (tb, routes) => {
+    const app = Fastify()
+    await app.register(tollbooth, { tb })
+    route(app, tb, routes)
+    app.get('/v1/ok', { preHandler: requireApiKey(tb) }, async () => ({}))
+    return listen(app)
+  }
+}
+
+/**
+ * `GET /v1/broken` (guarded at cost 5) on {@link guardedFastify}: runs its route, then
+ * `breakOff` answers in a way that breaks the response off after its head.
+ */
+const brokenFastify = (breakOff: (reply: FastifyReply) => unknown) =>
+  guardedFastify((app, tb, routes) => {
+    app.get(
+      '/v1/broken',
+      { preHandler: requireApiKey(tb, { cost: 5 }) },
+      async (request, reply) => {
+        await routes[0]!.handle(request.apiKey)
+        return breakOff(reply)
+      },
+    )
+  })
+
+/**
+ * Writes server-sent events on `raw` every 10 ms until the client goes away; then runs the
+ * route's `handle` with how far it got, and only after it ends `raw`.
+ */
+function abortableEvents(raw: ServerResponse, route: TestRoute, apiKey: Admission): void {
+  raw.writeHead(200, { 'content-type': 'text/event-stream' })
+  let sent = 0
+  const timer = setInterval(() => raw.write(`data: ${sent++}\n\n`), 10)
+  raw.on('close', () => {
+    clearInterval(timer)
+    void Promise.resolve(route.handle(apiKey, { sent, aborted: true })).then(() => raw.end())
+  })
+}
 
 /**
  * The route's handler: its JSON result, or for a streamed route a returned Node stream of
@@ -81,40 +129,41 @@ const beforeOf = (r: TestRoute) => {
     : {}
 }
 
-const startWithConfig: StartServer = async (tb, routes) => {
-  const app = Fastify()
-  await app.register(tollbooth, { tb })
-  for (const r of routes) {
-    app.route({
-      method: r.method ?? 'GET',
-      url: r.path,
-      ...beforeOf(r),
-      // Two guards cannot be written as config: as preHandlers, as the other variant.
-      ...(r.outer
-        ? { preHandler: [requireApiKey(tb, r.outer), requireApiKey(tb, r.options)] }
-        : { config: { tollbooth: r.options ?? {} } }),
-      handler: handlerOf(r),
-    })
+/**
+ * Serves `routes` on a Fastify app with the plugin registered, each route guarded as `guardOf`
+ * gives it; a route with two guards (`outer`) has them as two preHandlers, as config cannot
+ * write them.
+ */
+function startFastify(
+  guardOf: (
+    tb: Tollbooth,
+    options: RouteOptions | undefined,
+  ) => { preHandler: ReturnType<typeof requireApiKey> } | { config: { tollbooth: RouteOptions } },
+): StartServer {
+  return async (tb, routes) => {
+    const app = Fastify()
+    await app.register(tollbooth, { tb })
+    for (const r of routes) {
+      app.route({
+        method: r.method ?? 'GET',
+        url: r.path,
+        ...beforeOf(r),
+        ...(r.outer
+          ? { preHandler: [requireApiKey(tb, r.outer), requireApiKey(tb, r.options)] }
+          : guardOf(tb, r.options)),
+        handler: handlerOf(r),
+      })
+    }
+    return listen(app)
   }
-  return listen(app)
 }
 
-const startWithPreHandler: StartServer = async (tb, routes) => {
-  const app = Fastify()
-  await app.register(tollbooth, { tb })
-  for (const r of routes) {
-    app.route({
-      method: r.method ?? 'GET',
-      url: r.path,
-      ...beforeOf(r),
-      preHandler: r.outer
-        ? [requireApiKey(tb, r.outer), requireApiKey(tb, r.options)]
-        : requireApiKey(tb, r.options),
-      handler: handlerOf(r),
-    })
-  }
-  return listen(app)
-}
+/** The guard as `config.tollbooth`, the plugin's own. */
+const startWithConfig = startFastify((_, options) => ({ config: { tollbooth: options ?? {} } }))
+/** The guard as the route's `preHandler`. */
+const startWithPreHandler = startFastify((tb, options) => ({
+  preHandler: requireApiKey(tb, options),
+}))
 
 describeBehaviour('Fastify (plugin, config.tollbooth)', startWithConfig)
 describeBehaviour('Fastify (requireApiKey preHandler)', startWithPreHandler)
@@ -219,7 +268,7 @@ describe('tollbooth/fastify', () => {
       { plans: { pro: { monthlyCredits: 1000 } }, defaultTier: 'pro' },
     )
     try {
-      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const key = await oneSlotKey(h)
       const auth = { authorization: `Bearer ${key}` }
       const ac = new AbortController()
       const res = await fetch(`${h.url}/v1/web`, { headers: auth, signal: ac.signal })
@@ -287,40 +336,15 @@ describe('tollbooth/fastify: a response this server broke off', () => {
   // the error, and ends the connection) settles as a failed response (500, not billed), as on
   // Express and Hono, not as a client gone away (499, billing what the handler reported).
   test('settles a handler that throws after reply.raw.write at once (500, not billed)', async () => {
-    const h = await harness(
-      async (tb, routes) => {
-        const app = Fastify()
-        await app.register(tollbooth, { tb })
-        app.get(
-          '/v1/broken',
-          { preHandler: requireApiKey(tb, { cost: 5 }) },
-          async (request, reply) => {
-            await routes[0]!.handle(request.apiKey)
-            reply.raw.writeHead(200, { 'content-type': 'text/event-stream' })
-            reply.raw.write('data: 0\n\n')
-            await new Promise((r) => setImmediate(r))
-            throw new Error('failed half-way')
-          },
-        )
-        app.get('/v1/ok', { preHandler: requireApiKey(tb) }, async () => ({}))
-        return listen(app)
-      },
-      [{ path: '/v1/broken', handle: (k) => k.report({ cost: 2 }) }],
-      { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+    await expectBrokenOff(
+      brokenFastify(async (reply) => {
+        reply.raw.writeHead(200, { 'content-type': 'text/event-stream' })
+        reply.raw.write('data: 0\n\n')
+        await new Promise((r) => setImmediate(r))
+        throw new Error('failed half-way')
+      }),
+      { bodyFails: false },
     )
-    try {
-      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
-      const res = await fetch(`${h.url}/v1/broken`, { headers: { authorization: `Bearer ${key}` } })
-      expect(res.status).toBe(200)
-      await res.text().catch(() => '')
-      await eventually(() => !!h.settled[0]?.event, 'the broken response to settle')
-      expect(h.settled.map((s) => s.status)).toEqual([500])
-      expect(h.settled[0]!.event).toMatchObject({ status: 500, units: 0 })
-      expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
-      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(0)
-    } finally {
-      await h.close()
-    }
   })
 })
 
@@ -333,54 +357,29 @@ describe('tollbooth/fastify: a returned stream that fails half-way', () => {
     ['a Node Readable', 'node'],
     ['a web ReadableStream', 'web'],
   ] as const)('settles %s that fails half-way at once (500, not billed)', async (_, kind) => {
-    const h = await harness(
-      async (tb, routes) => {
-        const app = Fastify()
-        await app.register(tollbooth, { tb })
-        app.get(
-          '/v1/broken',
-          { preHandler: requireApiKey(tb, { cost: 5 }) },
-          async (request, reply) => {
-            await routes[0]!.handle(request.apiKey)
-            reply.type('text/event-stream')
-            if (kind === 'node') {
-              const upstream = new Readable({ read() {} })
-              upstream.push('data: 0\n\n')
-              setTimeout(() => upstream.destroy(new Error('upstream failed')), 20)
-              return reply.send(upstream)
+    await expectBrokenOff(
+      brokenFastify((reply) => {
+        reply.type('text/event-stream')
+        if (kind === 'node') {
+          const upstream = new Readable({ read() {} })
+          upstream.push('data: 0\n\n')
+          setTimeout(() => upstream.destroy(new Error('upstream failed')), 20)
+          return reply.send(upstream)
+        }
+        let pulls = 0
+        const body = new ReadableStream<Uint8Array>({
+          async pull(c) {
+            if (pulls++ === 0) c.enqueue(new TextEncoder().encode('data: 0\n\n'))
+            else {
+              await sleep(20)
+              c.error(new Error('upstream failed'))
             }
-            let pulls = 0
-            const body = new ReadableStream<Uint8Array>({
-              async pull(c) {
-                if (pulls++ === 0) c.enqueue(new TextEncoder().encode('data: 0\n\n'))
-                else {
-                  await sleep(20)
-                  c.error(new Error('upstream failed'))
-                }
-              },
-            })
-            return reply.send(body)
           },
-        )
-        app.get('/v1/ok', { preHandler: requireApiKey(tb) }, async () => ({}))
-        return listen(app)
-      },
-      [{ path: '/v1/broken', handle: (k) => k.report({ cost: 2 }) }],
-      { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+        })
+        return reply.send(body)
+      }),
+      { bodyFails: false },
     )
-    try {
-      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
-      const res = await fetch(`${h.url}/v1/broken`, { headers: { authorization: `Bearer ${key}` } })
-      expect(res.status).toBe(200)
-      await res.text().catch(() => '')
-      await eventually(() => !!h.settled[0]?.event, 'the broken response to settle')
-      expect(h.settled.map((s) => s.status)).toEqual([500])
-      expect(h.settled[0]!.event).toMatchObject({ status: 500, units: 0 })
-      expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
-      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(0)
-    } finally {
-      await h.close()
-    }
   })
 })
 
@@ -391,9 +390,7 @@ describe('tollbooth/fastify: reply.hijack()', () => {
   // credits and its concurrency slot until `abortSettleMs` (5 minutes by default).
   test('a hijacked reply: the usage headers in its head; an abort settles when the handler ends reply.raw', async () => {
     const h = await harness(
-      async (tb, routes) => {
-        const app = Fastify()
-        await app.register(tollbooth, { tb })
+      guardedFastify((app, tb, routes) => {
         const guard = requireApiKey(tb, { cost: 5, abortSettleMs: 60_000 })
         app.get('/v1/raw', { preHandler: guard }, async (request, reply) => {
           reply.hijack()
@@ -403,28 +400,17 @@ describe('tollbooth/fastify: reply.hijack()', () => {
         })
         app.get('/v1/events', { preHandler: guard }, async (request, reply) => {
           reply.hijack()
-          const raw = reply.raw
-          raw.writeHead(200, { 'content-type': 'text/event-stream' })
-          let sent = 0
-          const timer = setInterval(() => raw.write(`data: ${sent++}\n\n`), 10)
-          raw.on('close', () => {
-            clearInterval(timer)
-            void Promise.resolve(routes[1]!.handle(request.apiKey, { sent, aborted: true })).then(
-              () => raw.end(),
-            )
-          })
+          abortableEvents(reply.raw, routes[1]!, request.apiKey)
         })
-        app.get('/v1/ok', { preHandler: requireApiKey(tb) }, async () => ({}))
-        return listen(app)
-      },
+      }),
       [
         { path: '/v1/raw', handle: (k) => k.report({ cost: 2 }) },
         { path: '/v1/events', handle: (k) => k.report({ cost: 1 }) },
       ],
-      { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+      PRO,
     )
     try {
-      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const key = await oneSlotKey(h)
       const headers = { authorization: `Bearer ${key}` }
       const res = await fetch(`${h.url}/v1/raw`, { headers })
       expect(await res.text()).toBe('raw')
@@ -440,10 +426,12 @@ describe('tollbooth/fastify: reply.hijack()', () => {
       const reader = stream.body!.getReader()
       await reader.read()
       ac.abort()
-      await eventually(() => !!h.settled[1]?.event, 'the aborted hijacked response to settle')
-      expect(h.settled[1]!.event).toMatchObject({ status: 499, units: 1 })
-      expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
-      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(3)
+      await expectSettled(h, key, {
+        index: 1,
+        what: 'the aborted hijacked response to settle',
+        event: { status: 499, units: 1 },
+        used: 3,
+      })
     } finally {
       await h.close()
     }
@@ -453,30 +441,17 @@ describe('tollbooth/fastify: reply.hijack()', () => {
   // no onSend either, so a client that left was settled only at `abortSettleMs`.
   test('reply.raw written without hijack: an abort settles when the handler ends reply.raw', async () => {
     const h = await harness(
-      async (tb, routes) => {
-        const app = Fastify()
-        await app.register(tollbooth, { tb })
+      guardedFastify((app, tb, routes) => {
         const guard = requireApiKey(tb, { cost: 5, abortSettleMs: 60_000 })
         app.get('/v1/events', { preHandler: guard }, (request, reply) => {
-          const raw = reply.raw
-          raw.writeHead(200, { 'content-type': 'text/event-stream' })
-          let sent = 0
-          const timer = setInterval(() => raw.write(`data: ${sent++}\n\n`), 10)
-          raw.on('close', () => {
-            clearInterval(timer)
-            void Promise.resolve(routes[0]!.handle(request.apiKey, { sent, aborted: true })).then(
-              () => raw.end(),
-            )
-          })
+          abortableEvents(reply.raw, routes[0]!, request.apiKey)
         })
-        app.get('/v1/ok', { preHandler: requireApiKey(tb) }, async () => ({}))
-        return listen(app)
-      },
+      }),
       [{ path: '/v1/events', handle: (k) => k.report({ cost: 1 }) }],
-      { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
+      PRO,
     )
     try {
-      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const key = await oneSlotKey(h)
       const ac = new AbortController()
       const stream = await fetch(`${h.url}/v1/events`, {
         headers: { authorization: `Bearer ${key}` },
@@ -484,10 +459,11 @@ describe('tollbooth/fastify: reply.hijack()', () => {
       })
       await stream.body!.getReader().read()
       ac.abort()
-      await eventually(() => !!h.settled[0]?.event, 'the aborted response to settle')
-      expect(h.settled[0]!.event).toMatchObject({ status: 499, units: 1 })
-      expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
-      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(1)
+      await expectSettled(h, key, {
+        what: 'the aborted response to settle',
+        event: { status: 499, units: 1 },
+        used: 1,
+      })
     } finally {
       await h.close()
     }
