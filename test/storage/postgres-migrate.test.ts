@@ -6,33 +6,24 @@
  * that was never migrated says to run `migrate()`; bad options are refused by name.
  */
 
-import type pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { INIT_SQL, MIGRATIONS, migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { ConfigError, createTollbooth, isTollboothError } from '../../src/index.js'
 import { expectUpgradedAccount, OLD_ACCOUNT } from '../support/account-upgrade.js'
-import { newPool, schemaName, skipPostgres } from '../support/postgres.js'
+import {
+  inNewSchema,
+  newPool,
+  schemaAt,
+  schemasPerSuite,
+  skipPostgres,
+} from '../support/postgres.js'
 import { expectUpgradedUsage } from '../support/usage-upgrade.js'
 
 const SECRET = 'postgres-migrate-secret-0123456789abcdef'
 
 describe.skipIf(skipPostgres)('postgres migrate', () => {
-  let pool: pg.Pool
-  const schemas: string[] = []
-  const fresh = () => {
-    const s = schemaName()
-    schemas.push(s)
-    return s
-  }
-
-  beforeAll(() => {
-    pool = newPool(20)
-  })
-
-  afterAll(async () => {
-    for (const s of schemas) await pool.query(`DROP SCHEMA IF EXISTS "${s}" CASCADE`)
-    await pool?.end()
-  })
+  const pool = newPool(20)
+  const { fresh } = schemasPerSuite(pool)
 
   it('applies every migration once, then nothing', async () => {
     const schema = fresh()
@@ -63,28 +54,16 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
 
   it('upgrades a schema of 0001 with events: totals built from them, logs keep them', async () => {
     const schema = fresh()
-    const client = await pool.connect()
-    try {
-      await client.query(`CREATE SCHEMA "${schema}"`)
-      await client.query(`SET search_path TO "${schema}"`)
-      await client.query(INIT_SQL)
-      await client.query(
-        `CREATE TABLE migrations (id integer PRIMARY KEY, name text NOT NULL,
-           applied_at timestamptz NOT NULL DEFAULT now());
-         INSERT INTO migrations (id, name) VALUES (1, '0001-init')`,
-      )
-      // 300 events over three hours of one account, two categories, one uncategorized.
-      await client.query(
+    // 300 events over three hours of one account, two categories, one uncategorized.
+    await schemaAt(pool, schema, 1, (client) =>
+      client.query(
         `INSERT INTO usage_events (id, request_id, key_id, account_id, occurred_at, units,
            category, status, duration_ms, method, path)
          SELECT 'req_' || i, 'req_' || i, 'key_1', 'acct_1', 36000000 + i * 36000, 2,
            (ARRAY['tts', 'stt', NULL])[i % 3 + 1], 200, 1, 'GET', '/'
          FROM generate_series(0, 299) AS i`,
-      )
-      await client.query('RESET search_path')
-    } finally {
-      client.release()
-    }
+      ),
+    )
     expect(await migrate({ pool, schema })).toEqual({
       schema,
       applied: [
@@ -117,19 +96,8 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     const schema = fresh()
     const HOUR = 3_600_000
     const t0 = 40 * HOUR
-    const client = await pool.connect()
-    try {
-      await client.query(`CREATE SCHEMA "${schema}"`)
-      await client.query(`SET search_path TO "${schema}"`)
-      await client.query(
-        `CREATE TABLE migrations (id integer PRIMARY KEY, name text NOT NULL,
-           applied_at timestamptz NOT NULL DEFAULT now())`,
-      )
-      for (const m of MIGRATIONS.filter((m) => m.id <= 3)) {
-        await client.query(m.sql)
-        await client.query('INSERT INTO migrations (id, name) VALUES ($1, $2)', [m.id, m.name])
-      }
-      // 200 events of two hours recorded by the previous version: events and their totals.
+    // 200 events of two hours recorded by the previous version: events and their totals.
+    await schemaAt(pool, schema, 3, async (client) => {
       await client.query(
         `INSERT INTO usage_events (id, request_id, key_id, account_id, occurred_at, units,
            category, status, duration_ms, method, path)
@@ -143,10 +111,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
                 count(*), sum(units)
          FROM usage_events GROUP BY 1, 2, 3`,
       )
-      await client.query('RESET search_path')
-    } finally {
-      client.release()
-    }
+    })
     expect(await migrate({ pool, schema })).toEqual({
       schema,
       applied: [
@@ -163,18 +128,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
   it('upgrades a schema of 0005 with an account rolled over: closed months keep their figures', async () => {
     const schema = fresh()
     const a = OLD_ACCOUNT
-    const client = await pool.connect()
-    try {
-      await client.query(`CREATE SCHEMA "${schema}"`)
-      await client.query(`SET search_path TO "${schema}"`)
-      await client.query(
-        `CREATE TABLE migrations (id integer PRIMARY KEY, name text NOT NULL,
-           applied_at timestamptz NOT NULL DEFAULT now())`,
-      )
-      for (const m of MIGRATIONS.filter((m) => m.id <= 5)) {
-        await client.query(m.sql)
-        await client.query('INSERT INTO migrations (id, name) VALUES ($1, $2)', [m.id, m.name])
-      }
+    await schemaAt(pool, schema, 5, async (client) => {
       await client.query(
         'INSERT INTO accounts (id, balance, carryover, period_start) VALUES ($1, $2, $3, $4)',
         [a.id, a.balance, a.carryover, a.periodStart],
@@ -184,10 +138,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
          VALUES ($1, $2, 'tts', 'uncategorized', 7, $3)`,
         [a.id, a.janHour, a.janUnits],
       )
-      await client.query('RESET search_path')
-    } finally {
-      client.release()
-    }
+    })
     // The previous schema read by this version: told to migrate, not a bare SQL error.
     const before = postgresStorage({ pool, schema })
     await expect(before.accounts.get(a.id)).rejects.toThrow(/run `await migrate\(/)
@@ -200,19 +151,8 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
 
   it('upgrades a schema of 0006: keys and accounts keep their data, new writes their field order', async () => {
     const schema = fresh()
-    const client = await pool.connect()
-    try {
-      await client.query(`CREATE SCHEMA "${schema}"`)
-      await client.query(`SET search_path TO "${schema}"`)
-      await client.query(
-        `CREATE TABLE migrations (id integer PRIMARY KEY, name text NOT NULL,
-           applied_at timestamptz NOT NULL DEFAULT now())`,
-      )
-      for (const m of MIGRATIONS.filter((m) => m.id <= 6)) {
-        await client.query(m.sql)
-        await client.query('INSERT INTO migrations (id, name) VALUES ($1, $2)', [m.id, m.name])
-      }
-      // Rows the previous version wrote: one with every JSON cell, one with the defaults.
+    // Rows the previous version wrote: one with every JSON cell, one with the defaults.
+    await schemaAt(pool, schema, 6, async (client) => {
       await client.query(
         `INSERT INTO keys (id, hash, start, name, account_id, kind, metadata, created_at, limits)
          VALUES ('key_1', 'h1', 'sk_', 'one', 'acct_1', 'consumption',
@@ -223,10 +163,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
         `INSERT INTO accounts (id, period_start, metadata)
          VALUES ('acct_1', 0, '{"zeta": 1, "a": [true]}'), ('acct_2', 0, DEFAULT)`,
       )
-      await client.query('RESET search_path')
-    } finally {
-      client.release()
-    }
+    })
     expect(await migrate({ pool, schema })).toEqual({ schema, applied: ['0007-json-as-given'] })
     const types = await pool.query<{ table_name: string; column_name: string; data_type: string }>(
       `SELECT table_name, column_name, data_type FROM information_schema.columns
@@ -321,15 +258,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
 
   it('ships SQL that applies by hand after SET search_path', async () => {
     const schema = fresh()
-    const client = await pool.connect()
-    try {
-      await client.query(`CREATE SCHEMA "${schema}"`)
-      await client.query(`SET search_path TO "${schema}"`)
-      await client.query(INIT_SQL)
-      await client.query('RESET search_path')
-    } finally {
-      client.release()
-    }
+    await inNewSchema(pool, schema, (client) => client.query(INIT_SQL))
     const tables = await pool.query<{ table_name: string }>(
       'SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1',
       [schema],

@@ -7,55 +7,30 @@
  * fails with `cached plan must not change result type` (0A000) on every such connection.
  */
 
-import type pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { MIGRATIONS, migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { makeKey } from '../../adapters/testing/fixtures.js'
 import { type Check, isTollboothError, type UsageEvent } from '../../src/index.js'
-import { newPool, schemaName, skipPostgres } from '../support/postgres.js'
+import { newPool, schemaAt, schemasPerSuite, skipPostgres } from '../support/postgres.js'
 
 describe.skipIf(skipPostgres)('postgres: a migration run by another process', () => {
-  let pool: pg.Pool
-  const schemas: string[] = []
+  const pool = newPool(4)
+  const { fresh } = schemasPerSuite(pool)
 
-  beforeAll(() => {
-    pool = newPool(4)
-  })
-
-  afterAll(async () => {
-    for (const s of schemas) await pool.query(`DROP SCHEMA IF EXISTS "${s}" CASCADE`)
-    await pool?.end()
-  })
-
-  /** A schema migrated up to `upTo`, as an earlier version of tollbooth left it. */
-  async function schemaAt(upTo: number): Promise<string> {
-    const schema = schemaName()
-    schemas.push(schema)
-    const client = await pool.connect()
-    try {
-      await client.query(`CREATE SCHEMA "${schema}"`)
-      await client.query(`SET search_path TO "${schema}"`)
-      await client.query(
-        `CREATE TABLE migrations (id integer PRIMARY KEY, name text NOT NULL,
-           applied_at timestamptz NOT NULL DEFAULT now())`,
-      )
-      for (const m of MIGRATIONS.filter((m) => m.id <= upTo)) {
-        await client.query(m.sql)
-        await client.query('INSERT INTO migrations (id, name) VALUES ($1, $2)', [m.id, m.name])
-      }
-      await client.query(
+  /** A schema migrated up to `upTo`, as an earlier version of tollbooth left it, with key_1. */
+  async function keyedSchemaAt(upTo: number): Promise<string> {
+    const schema = fresh()
+    await schemaAt(pool, schema, upTo, (client) =>
+      client.query(
         `INSERT INTO keys (id, hash, start, name, account_id, kind, metadata, created_at, limits)
          VALUES ('key_1', 'h1', 'sk_', 'one', 'acct_1', 'consumption', '{"a": 1}', 1, '{}')`,
-      )
-      await client.query('RESET search_path')
-    } finally {
-      client.release()
-    }
+      ),
+    )
     return schema
   }
 
   it('a key lookup prepared before migration 7 still answers after it, on every connection', async () => {
-    const schema = await schemaAt(6)
+    const schema = await keyedSchemaAt(6)
     const storage = postgresStorage({ pool, schema })
     // Every connection of the pool prepares the lookup (4 at once take 4 connections).
     const before = await Promise.all(Array.from({ length: 4 }, () => storage.keys.getByHash('h1')))
@@ -85,7 +60,7 @@ describe.skipIf(skipPostgres)('postgres: a migration run by another process', ()
   })
 
   it('an admission on a statement prepared before its function was replaced runs, as do the next', async () => {
-    const schema = await schemaAt(MIGRATIONS.length)
+    const schema = await keyedSchemaAt(MIGRATIONS.length)
     const storage = postgresStorage({ pool, schema, pruneEvery: 0 })
     const T0 = Date.UTC(2026, 0, 15, 12)
     const check: Check = {
@@ -156,7 +131,7 @@ describe.skipIf(skipPostgres)('postgres: a migration run by another process', ()
   })
 
   it('a later migration this version can work with: it keeps serving', async () => {
-    const schema = await schemaAt(MIGRATIONS.length)
+    const schema = await keyedSchemaAt(MIGRATIONS.length)
     const storage = postgresStorage({ pool, schema })
     await storage.usage.record([event(1)])
     await laterMigration(schema, 'ALTER TABLE usage_events ADD COLUMN region text')
@@ -167,7 +142,7 @@ describe.skipIf(skipPostgres)('postgres: a migration run by another process', ()
   })
 
   it('one it cannot work with: its calls fail as unavailable, naming both versions', async () => {
-    const schema = await schemaAt(MIGRATIONS.length)
+    const schema = await keyedSchemaAt(MIGRATIONS.length)
     const storage = postgresStorage({ pool, schema })
     await storage.usage.record([event(1)])
     // As migration 4 did to the version before it: the totals keyed by one more column.

@@ -13,10 +13,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { INIT_SQL, MIGRATIONS, migrate, sqliteStorage } from '../../adapters/sqlite/index.js'
+import { MIGRATIONS, migrate, sqliteStorage } from '../../adapters/sqlite/index.js'
 import { expectUpgradedAccount, OLD_ACCOUNT } from '../support/account-upgrade.js'
+import { fileAt } from '../support/sqlite.js'
 import { expectUpgradedUsage } from '../support/usage-upgrade.js'
-import { Database } from './sqlite-driver.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'tollbooth-sqlite-migrate-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -27,11 +27,7 @@ describe('sqlite migrate: usage by key category', () => {
   it('upgrades a file of migration 1 with events and totals', async () => {
     const path = join(dir, 'v1.db')
     const t0 = 40 * HOUR
-    const db = new Database(path)
-    db.exec(INIT_SQL)
-    db.exec(`CREATE TABLE tollbooth_migrations (
-      id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL);
-      INSERT INTO tollbooth_migrations VALUES (1, '0001-init', 0)`)
+    const db = fileAt(path, 1)
     // 200 events over two hours as the previous version recorded them, with their totals.
     const insert = db.prepare(
       `INSERT INTO usage_events (id, request_id, key_id, account_id, occurred_at, units,
@@ -61,13 +57,7 @@ describe('sqlite migrate: usage by key category', () => {
 describe('sqlite migrate: closed months keep their figures', () => {
   it('upgrades a file of migration 2 with an account rolled over', async () => {
     const path = join(dir, 'v2.db')
-    const db = new Database(path)
-    db.exec(`CREATE TABLE tollbooth_migrations (
-      id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`)
-    for (const m of MIGRATIONS.filter((m) => m.id <= 2)) {
-      db.exec(m.sql)
-      db.prepare('INSERT INTO tollbooth_migrations VALUES (?, ?, 0)').run(m.id, m.name)
-    }
+    const db = fileAt(path, 2)
     const a = OLD_ACCOUNT
     db.prepare(
       `INSERT INTO accounts (id, balance, carryover, period_start) VALUES (?, ?, ?, ?)`,
