@@ -16,8 +16,9 @@ import pg from 'pg'
 import { afterAll, describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { createTollbooth, type Storage } from '../../src/index.js'
+import { createTollbooth, type Storage, type Tollbooth } from '../../src/index.js'
 import { request } from '../support/core.js'
+import { settledWithin, whileFrozen } from '../support/fault.js'
 import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
@@ -53,6 +54,7 @@ afterAll(async () => {
 
 interface Store {
   storage: Storage
+  /** SIGSTOP (true) or SIGCONT (false) the store's server. */
   freeze(frozen: boolean): void
   /** The usage events stored for `keyId`, read on a fresh connection once thawed. */
   logged(keyId: string): Promise<number>
@@ -108,54 +110,60 @@ const stores: Array<[string, (() => Promise<Store>) | null]> = [
   ],
 ]
 
+/**
+ * A tollbooth on `store` with three usage events of `accountId` queued in its out-box (a flush
+ * every 10 minutes); then, with the store frozen, `tb[call]()` must end within `BOUND_MS` and
+ * reject, naming the three events. `thawed` goes on with the store back (the error given); the
+ * store is disposed after.
+ */
+async function expectFrozenRejects(
+  store: Store,
+  accountId: string,
+  call: 'close' | 'flush',
+  thawed: (tb: Tollbooth, keyId: string, error: Error) => Promise<void>,
+): Promise<void> {
+  const tb = createTollbooth({
+    secret: SECRET,
+    storage: store.storage,
+    storageTimeoutMs: TIMEOUT_MS,
+    failedAuth: false,
+    onError: () => {},
+    usage: { flushIntervalMs: 600_000, maxBatch: 10_000, retentionMs: 86_400_000 },
+  })
+  const { key, record } = await tb.keys.create({ accountId })
+  for (let i = 0; i < 3; i++) {
+    const d = await tb.authenticate(request(key))
+    expect(d.allowed).toBe(true)
+    await tb.settle(d, { status: 200 })
+  }
+  try {
+    await whileFrozen(store, async (thaw) => {
+      const { result, ms } = await settledWithin(tb[call](), BOUND_MS + 5_000)
+      expect(result, `${call}() still running after ${Math.round(ms)} ms`).not.toBeNull()
+      expect(ms).toBeLessThan(BOUND_MS)
+      // Not silent: it rejects, naming the events it could not write.
+      expect(result!.status).toBe('rejected')
+      const error = (result as PromiseRejectedResult).reason as Error
+      expect(String(error.message)).toMatch(/3 usage event\(s\)/)
+      thaw()
+      await thawed(tb, record.id, error)
+    })
+  } finally {
+    await store.dispose()
+  }
+}
+
 describe.each(stores)('tb.close() with the store frozen: %s', (_, make) => {
   it.skipIf(!make)(
     'ends within its bound and says which usage events it could not write',
     async () => {
       const store = await make!()
-      const errors: unknown[] = []
-      const tb = createTollbooth({
-        secret: SECRET,
-        storage: store.storage,
-        storageTimeoutMs: TIMEOUT_MS,
-        failedAuth: false,
-        onError: (err) => errors.push(err),
-        usage: { flushIntervalMs: 600_000, maxBatch: 10_000, retentionMs: 86_400_000 },
-      })
-      const { key, record } = await tb.keys.create({ accountId: 'acct_close' })
-      for (let i = 0; i < 3; i++) {
-        const d = await tb.authenticate(request(key))
-        expect(d.allowed).toBe(true)
-        await tb.settle(d, { status: 200 })
-      }
-      // The three events are queued in the out-box (a flush every 10 minutes).
-      store.freeze(true)
-      let thawed = false
-      try {
-        const t = performance.now()
-        const outcome = await Promise.race([
-          tb.close().then(
-            () => ({ closed: 'resolved' as const, error: null as unknown }),
-            (error: unknown) => ({ closed: 'rejected' as const, error }),
-          ),
-          new Promise<null>((r) => setTimeout(() => r(null), BOUND_MS + 5_000)),
-        ])
-        const ms = performance.now() - t
-        expect(outcome, `close() still running after ${Math.round(ms)} ms`).not.toBeNull()
-        expect(ms).toBeLessThan(BOUND_MS)
-        // Not silent: close() rejects, naming the events it could not write.
-        expect(outcome!.closed).toBe('rejected')
-        expect(String((outcome!.error as Error).message)).toMatch(/3 usage event\(s\)/)
-        store.freeze(false)
-        thawed = true
+      await expectFrozenRejects(store, 'acct_close', 'close', async (_tb, keyId) => {
         // The write that was out when close() gave up may still land (idempotent by id): never
         // more than the three events.
         await new Promise((r) => setTimeout(r, 300))
-        expect(await store.logged(record.id)).toBeLessThanOrEqual(3)
-      } finally {
-        if (!thawed) store.freeze(false)
-        await store.dispose()
-      }
+        expect(await store.logged(keyId)).toBeLessThanOrEqual(3)
+      })
     },
     60_000,
   )
@@ -166,47 +174,13 @@ describe.each(stores)('tb.flush() with the store frozen: %s', (_, make) => {
     'ends within the bound close() has, names the events not confirmed written, and keeps them queued',
     async () => {
       const store = await make!()
-      const tb = createTollbooth({
-        secret: SECRET,
-        storage: store.storage,
-        storageTimeoutMs: TIMEOUT_MS,
-        failedAuth: false,
-        onError: () => {},
-        usage: { flushIntervalMs: 600_000, maxBatch: 10_000, retentionMs: 86_400_000 },
-      })
-      const { key, record } = await tb.keys.create({ accountId: 'acct_flush' })
-      for (let i = 0; i < 3; i++) {
-        const d = await tb.authenticate(request(key))
-        expect(d.allowed).toBe(true)
-        await tb.settle(d, { status: 200 })
-      }
-      store.freeze(true)
-      let thawed = false
-      try {
-        const t = performance.now()
-        const outcome = await Promise.race([
-          tb.flush().then(
-            () => ({ flushed: 'resolved' as const, error: null as unknown }),
-            (error: unknown) => ({ flushed: 'rejected' as const, error }),
-          ),
-          new Promise<null>((r) => setTimeout(() => r(null), BOUND_MS + 5_000)),
-        ])
-        const ms = performance.now() - t
-        expect(outcome, `flush() still running after ${Math.round(ms)} ms`).not.toBeNull()
-        expect(ms).toBeLessThan(BOUND_MS)
-        expect(outcome!.flushed).toBe('rejected')
-        expect((outcome!.error as Error).name).toBe('StorageUnavailableError')
-        expect(String((outcome!.error as Error).message)).toMatch(/3 usage event\(s\)/)
-        store.freeze(false)
-        thawed = true
+      await expectFrozenRejects(store, 'acct_flush', 'flush', async (tb, keyId, error) => {
+        expect(error.name).toBe('StorageUnavailableError')
         // Still queued: once thawed, a flush writes them, each once.
         await tb.flush()
-        expect(await store.logged(record.id)).toBe(3)
+        expect(await store.logged(keyId)).toBe(3)
         await tb.close()
-      } finally {
-        if (!thawed) store.freeze(false)
-        await store.dispose()
-      }
+      })
     },
     60_000,
   )

@@ -82,3 +82,51 @@ export function traffic(
   const loops = Array.from({ length: workers }, (_, i) => loop(i))
   return { out, done: Promise.all(loops).then(() => out) }
 }
+
+/** A private server a fault test can freeze (SIGSTOP: its connections stay open, nothing answers). */
+export interface Freezable {
+  freeze(frozen: boolean): void
+}
+
+/**
+ * Runs `body` with `server` frozen. `body` calls `thaw()` where its test goes on with the
+ * server back; it is thawed in any case once `body` ends, whatever the outcome.
+ */
+export async function whileFrozen(
+  server: Freezable,
+  body: (thaw: () => void) => Promise<void>,
+): Promise<void> {
+  server.freeze(true)
+  let thawed = false
+  try {
+    await body(() => {
+      server.freeze(false)
+      thawed = true
+    })
+  } finally {
+    if (!thawed) server.freeze(false)
+  }
+}
+
+/**
+ * How `call` settled, raced against `giveUpMs`: its `PromiseSettledResult`, or null when it was
+ * still running then; and how long it took (ms).
+ */
+export async function settledWithin<T>(
+  call: Promise<T>,
+  giveUpMs: number,
+): Promise<{ result: PromiseSettledResult<T> | null; ms: number }> {
+  const t = performance.now()
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const result = await Promise.race([
+    call.then(
+      (value): PromiseSettledResult<T> => ({ status: 'fulfilled', value }),
+      (reason: unknown): PromiseSettledResult<T> => ({ status: 'rejected', reason }),
+    ),
+    new Promise<null>((r) => {
+      timer = setTimeout(() => r(null), giveUpMs)
+    }),
+  ])
+  clearTimeout(timer)
+  return { result, ms: performance.now() - t }
+}
