@@ -14,17 +14,14 @@
  */
 
 import pg from 'pg'
-import Stripe from 'stripe'
 import { afterAll, describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
-import { stripeBilling } from '../../adapters/stripe/index.js'
-import { createTollbooth } from '../../src/index.js'
+import { proSubscription, webhookBilling } from '../support/webhook.js'
 import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'webhook-cancel-secret-webhook-cancel-secret'
 const WHSEC = 'whsec_test_webhook_cancel'
 const SCHEMA = 'tb_cancel'
-const stripe = new Stripe('sk_test_unused')
 
 let server: PostgresServer | null = null
 try {
@@ -44,50 +41,10 @@ describe.skipIf(!server)('a subscription cancel whose tier write is lost', () =>
   it('answers 500, and the retry puts the account back on the default tier', async () => {
     await migrate({ pool, schema: SCHEMA })
     const storage = postgresStorage({ pool, schema: SCHEMA })
-    const tb = createTollbooth({
-      secret: SECRET,
-      storage,
-      plans: { starter: { monthlyCredits: 100 }, pro: { monthlyCredits: 10_000 } },
-      defaultTier: 'starter',
-      onError: () => {},
-    })
-    const billing = stripeBilling(tb, {
-      stripe,
-      webhookSecret: WHSEC,
-      tiers: { pro: { priceId: 'price_pro' } },
-      onError: () => {},
-    })
+    const { tb, deliver } = webhookBilling(storage, { secret: SECRET, whsec: WHSEC })
     try {
       const s0 = Math.floor(Date.now() / 1000)
-      const subscription = (status: string) => ({
-        id: 'sub_1',
-        object: 'subscription',
-        customer: 'cus_1',
-        status,
-        cancel_at: null,
-        cancel_at_period_end: false,
-        metadata: { tollbooth_account_id: 'acct_1', tollbooth_tier: 'pro' },
-        items: {
-          object: 'list',
-          data: [
-            {
-              id: 'si_1',
-              price: { id: 'price_pro' },
-              current_period_start: s0,
-              current_period_end: s0 + 30 * 86_400,
-            },
-          ],
-        },
-      })
-      const deliver = (id: string, type: string, object: object, created: number) => {
-        const body = JSON.stringify({ id, object: 'event', type, created, data: { object } })
-        const header = stripe.webhooks.generateTestHeaderString({
-          payload: body,
-          secret: WHSEC,
-          timestamp: Math.floor(Date.now() / 1000),
-        })
-        return billing.webhook({ body, headers: { 'stripe-signature': header } })
-      }
+      const subscription = (status: string) => proSubscription(status, s0)
 
       const created = await deliver(
         'evt_created',
