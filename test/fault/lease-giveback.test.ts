@@ -13,7 +13,7 @@ import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { leasedCounters } from '../../src/storage/leased-counters.js'
-import type { Check } from '../../src/storage/types.js'
+import { dailyQuota, LEASE } from '../support/leases.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
 const required = process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1'
@@ -23,16 +23,6 @@ try {
 } catch (err) {
   if (required) throw err
 }
-
-const daily = (cost: number, key = '{acct_gb}:q:daily'): Check => ({
-  type: 'window',
-  key,
-  name: 'daily',
-  limit: 100_000,
-  windowMs: 86_400_000,
-  bucketMs: 3_600_000,
-  cost,
-})
 
 describe.skipIf(!server)('a lease give-back timed out while Redis is frozen', () => {
   let client: Redis | null = null
@@ -56,14 +46,10 @@ describe.skipIf(!server)('a lease give-back timed out while Redis is frozen', ()
         autoResendUnfulfilledCommands: false,
       })
       const storage = redisStorage({ client })
-      const counters = leasedCounters(storage.counters, {
-        minUnits: 4,
-        rateMs: 100,
-        flushEveryMs: 0,
-      })
+      const counters = leasedCounters(storage.counters, LEASE)
       let admitted = 0
       for (let i = 0; i < 300; i++)
-        if ((await counters.consume([daily(1, key)], Date.now())).allowed) admitted++
+        if ((await counters.consume([dailyQuota(1, { key })], Date.now())).allowed) admitted++
       expect(admitted).toBe(300)
       const parked = counters.stats().parkedUnits
       expect(parked, 'a quota lease with unused units').toBeGreaterThan(0)
@@ -75,7 +61,7 @@ describe.skipIf(!server)('a lease give-back timed out while Redis is frozen', ()
       await new Promise((r) => setTimeout(r, 2_000))
       server!.freeze(false)
       await closed
-      const r = await storage.counters.consume([daily(0, key)], Date.now())
+      const r = await storage.counters.consume([dailyQuota(0, { key })], Date.now())
       expect(
         r.results[0]!.used,
         `the count after ${parked} unused units were given back (${admitted} admitted)`,

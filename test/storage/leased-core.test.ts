@@ -12,7 +12,6 @@
 import { describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import {
-  type Check,
   ConfigError,
   createTollbooth,
   memoryStorage,
@@ -20,6 +19,7 @@ import {
   type Storage,
   type Tollbooth,
 } from '../../src/index.js'
+import { dailyQuota } from '../support/leases.js'
 import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 import { mapStorage } from './map-store.js'
 
@@ -306,15 +306,7 @@ describe('leases in createTollbooth', () => {
     expect(l.localAdmissions).toBeGreaterThan(0)
     await tb.close()
     expect(tb.stats().leases!.held).toBe(0)
-    const daily: Check = {
-      type: 'window',
-      key: `{acct_q}:k:${record.id}:q:daily`,
-      name: 'daily',
-      limit: 1_000_000,
-      windowMs: 86_400_000,
-      bucketMs: 3_600_000,
-      cost: 0,
-    }
+    const daily = dailyQuota(0, { key: `{acct_q}:k:${record.id}:q:daily`, limit: 1_000_000 })
     const r = await storage.counters.consume([daily], Date.now())
     expect(r.results[0]!.used).toBe(1500)
   })

@@ -13,13 +13,13 @@ import { describeStorageConformance } from '../../adapters/testing/index.js'
 import { leasedCounters } from '../../src/storage/leased-counters.js'
 import { memoryStorage } from '../../src/storage/memory.js'
 import type { Check, CounterStore } from '../../src/storage/types.js'
+import { dailyQuota, HOUR, LEASE, T0 } from '../support/leases.js'
 
 describeStorageConformance('memory behind leases', async () => {
   const storage = memoryStorage()
   return { storage: { ...storage, counters: leasedCounters(storage.counters) } }
 })
 
-const T0 = 1_767_225_600_000
 const gcra = (limit: number, key = '{a}:r0'): Extract<Check, { type: 'gcra' }> => ({
   type: 'gcra',
   key,
@@ -53,11 +53,7 @@ async function hammer(
 
 describe('leasedCounters', () => {
   it('leases a hot large limit: most admissions make no store call', async () => {
-    const c = leasedCounters(memoryStorage().counters, {
-      minUnits: 4,
-      rateMs: 100,
-      flushEveryMs: 0,
-    })
+    const c = leasedCounters(memoryStorage().counters, LEASE)
     expect(await hammer(c, () => [gcra(1_000_000)], 5000)).toBe(5000)
     const s = c.stats()
     expect(s.localAdmissions).toBeGreaterThan(4500)
@@ -103,9 +99,7 @@ describe('leasedCounters', () => {
     ]
     for (const [name, check, options] of cases) {
       const c = leasedCounters(memoryStorage().counters, {
-        minUnits: 4,
-        rateMs: 100,
-        flushEveryMs: 0,
+        ...LEASE,
         ...options,
       })
       await hammer(c, check, 300)
@@ -115,11 +109,7 @@ describe('leasedCounters', () => {
   })
 
   it('a counter a settle adds to is decided centrally from then on', async () => {
-    const c = leasedCounters(memoryStorage().counters, {
-      minUnits: 4,
-      rateMs: 100,
-      flushEveryMs: 0,
-    })
+    const c = leasedCounters(memoryStorage().counters, LEASE)
     await hammer(c, () => [gcra(1_000_000)], 2000)
     expect(c.stats().leases).toBe(1)
     await c.settle([{ type: 'add', check: { ...gcra(1_000_000), cost: 3 } }], T0 + 200)
@@ -144,10 +134,8 @@ describe('leasedCounters', () => {
   it('credits: settles charge locally, close releases the lease with the charges, held() counts only what is used', async () => {
     const store = memoryStorage().counters
     const c = leasedCounters(store, {
-      minUnits: 4,
-      rateMs: 100,
+      ...LEASE,
       holdLeaseMs: 1000,
-      flushEveryMs: 0,
     })
     let settled = 0
     for (let i = 0; i < 2000; i++) {
@@ -177,7 +165,7 @@ describe('leasedCounters', () => {
 
   it('settleLocal: a release of a leased hold is applied at once and leaves nothing for the store; the rest is returned in order', async () => {
     const store = memoryStorage().counters
-    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const c = leasedCounters(store, LEASE)
     const key = '{a}:credits'
     for (let i = 0; i < 200; i++)
       expect((await c.consume([credits(100_000, `h${i}`)], T0 + Math.floor(i / 10))).allowed).toBe(
@@ -206,7 +194,7 @@ describe('leasedCounters', () => {
 
   it('push: a credit lease is released with its settled charges; requests in flight stay held and settle against it', async () => {
     const store = memoryStorage().counters
-    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const c = leasedCounters(store, LEASE)
     const key = '{a}:credits'
     let charged = 0
     const inFlight: string[] = []
@@ -244,7 +232,7 @@ describe('leasedCounters', () => {
 
   it('close with requests in flight: each keeps a store hold of its own until it settles, so no other instance spends it', async () => {
     const store = memoryStorage().counters
-    const a = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const a = leasedCounters(store, LEASE)
     const key = '{a}:credits'
     const limit = 1000
     let charged = 0
@@ -297,69 +285,40 @@ describe('leasedCounters', () => {
   })
 
   it('a quota lease the traffic stopped using ends within its bucket and gives its units back', async () => {
-    const HOUR = 3_600_000
-    const daily = (cost: number): Check => ({
-      type: 'window',
-      key: '{a}:q:daily',
-      name: 'daily',
-      limit: 100_000,
-      windowMs: 24 * HOUR,
-      bucketMs: HOUR,
-      cost,
-    })
     const store = memoryStorage().counters
-    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const c = leasedCounters(store, LEASE)
     let admitted = 0
     // A burst of 300 a minute into each hour, then nothing until the next (the timer runs).
     for (let h = 0; h < 24; h++) {
       const start = T0 + h * HOUR + 60_000
       for (let i = 0; i < 300; i++)
-        if ((await c.consume([daily(1)], start + Math.floor(i / 10))).allowed) admitted++
+        if ((await c.consume([dailyQuota(1)], start + Math.floor(i / 10))).allowed) admitted++
       for (let t = start + 100; t < T0 + (h + 1) * HOUR + 1000; t += 60_000) await c.flush(t)
     }
     expect(admitted).toBe(24 * 300)
     expect(c.stats().localAdmissions).toBeGreaterThan(admitted / 2)
     // Before: 11,616 counted for 7,200 admitted (each hour's leftover lease stayed counted).
-    const r = await store.consume([daily(0)], T0 + 24 * HOUR - 1)
+    const r = await store.consume([dailyQuota(0)], T0 + 24 * HOUR - 1)
     expect(r.results[0]!.used).toBe(admitted)
   })
 
   it('a quota lease that outlives its bucket gives its unused units back into the bucket charged, once', async () => {
-    const HOUR = 3_600_000
-    const daily = (cost: number): Check => ({
-      type: 'window',
-      key: '{a}:q:daily',
-      name: 'daily',
-      limit: 100_000,
-      windowMs: 24 * HOUR,
-      bucketMs: HOUR,
-      cost,
-    })
     const store = memoryStorage().counters
-    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const c = leasedCounters(store, LEASE)
     // A burst in the last 300 ms of an hour: the lease it takes is left unused at the turn.
     const start = T0 + HOUR - 300
     let admitted = 0
     for (let i = 0; i < 300; i++)
-      if ((await c.consume([daily(1)], start + Math.floor(i / 10))).allowed) admitted++
+      if ((await c.consume([dailyQuota(1)], start + Math.floor(i / 10))).allowed) admitted++
     expect(c.stats().parkedUnits).toBeGreaterThan(0)
     await c.flush(T0 + HOUR + 50)
     expect(c.stats().leases).toBe(0)
     // Before: the unused units stayed counted in the hour they were charged in, for a day.
-    expect((await store.consume([daily(0)], T0 + HOUR + 60)).results[0]!.used).toBe(admitted)
+    expect((await store.consume([dailyQuota(0)], T0 + HOUR + 60)).results[0]!.used).toBe(admitted)
   })
 
   it('close while a lease request is in flight: the lease it takes ends too, nothing outlives the close', async () => {
-    const HOUR = 3_600_000
-    const daily: Check = {
-      type: 'window',
-      key: '{a}:q:daily',
-      name: 'daily',
-      limit: 100_000,
-      windowMs: 24 * HOUR,
-      bucketMs: HOUR,
-      cost: 1,
-    }
+    const daily = dailyQuota(1)
     const mem = memoryStorage().counters
     // The store answers 50 ms late: the leases are still being taken when close begins.
     const slow: CounterStore = {
@@ -371,7 +330,7 @@ describe('leasedCounters', () => {
       settle: (ops, now) => mem.settle(ops, now),
       held: (key, now) => mem.held(key, now),
     }
-    const c = leasedCounters(slow, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const c = leasedCounters(slow, LEASE)
     const key = '{a}:credits'
     const quota = Array.from({ length: 20 }, () => c.consume([daily], T0))
     const paid = Array.from({ length: 20 }, (_, i) => c.consume([credits(100_000, `h${i}`)], T0))
@@ -395,7 +354,7 @@ describe('leasedCounters', () => {
 
   it('renew: a local hold of a request in flight outlives its credit lease, carried into a new store hold; a settled one is not renewed', async () => {
     const store = memoryStorage().counters
-    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const c = leasedCounters(store, LEASE)
     const key = '{a}:credits'
     let charged = 0
     for (let i = 0; i < 200; i++) {
@@ -424,11 +383,7 @@ describe('leasedCounters', () => {
     await c.close(now + 1)
     expect(await store.held(key, now + 1)).toBe(charged + 5)
     // Never renewed, a hold lapses with its lease.
-    const lapsed = leasedCounters(memoryStorage().counters, {
-      minUnits: 4,
-      rateMs: 100,
-      flushEveryMs: 0,
-    })
+    const lapsed = leasedCounters(memoryStorage().counters, LEASE)
     for (let i = 0; i < 200; i++)
       await lapsed.consume([credits(100_000, `h${i}`)], T0 + Math.floor(i / 10))
     expect(await lapsed.held(key, T0 + 20)).toBe(400)
@@ -438,16 +393,8 @@ describe('leasedCounters', () => {
 
   it('push: a window lease gives back its unused units; a GCRA lease is left to drain', async () => {
     const store = memoryStorage().counters
-    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
-    const quota: Check = {
-      type: 'window',
-      key: '{a}:q',
-      name: 'daily',
-      limit: 1_000_000,
-      windowMs: 86_400_000,
-      bucketMs: 3_600_000,
-      cost: 1,
-    }
+    const c = leasedCounters(store, LEASE)
+    const quota = dailyQuota(1, { key: '{a}:q', limit: 1_000_000 })
     expect(await hammer(c, () => [quota, gcra(1_000_000)], 1000)).toBe(1000)
     expect(c.stats().localAdmissions).toBeGreaterThan(500)
     expect(c.stats().parkedUnits).toBeGreaterThan(0)
@@ -461,7 +408,7 @@ describe('leasedCounters', () => {
 
   it('a cancel of a locally recorded admission drops its hold, and a consume under a cancelled id is refused', async () => {
     const store = memoryStorage().counters
-    const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const c = leasedCounters(store, LEASE)
     for (let i = 0; i < 500; i++) await c.consume([credits(100_000, `w${i}`)], T0 + i)
     const adm = { key: '{a}:adm:1', ttlMs: 60_000 }
     const r = await c.consume([credits(100_000, 'x1', 5)], T0 + 500, adm)
@@ -506,7 +453,7 @@ describe('leasedCounters', () => {
     })
     for (const windowMs of [0, 86_400_000]) {
       const store = memoryStorage().counters
-      const c = leasedCounters(store, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+      const c = leasedCounters(store, LEASE)
       const checks = [quota(windowMs), gcra(1_000_000)]
       expect(await hammer(c, () => checks, 500)).toBe(500)
       const local = c.stats().localAdmissions
@@ -537,11 +484,7 @@ describe('leasedCounters', () => {
   })
 
   it('a cancel of a locally recorded admission frees its rate slot while it has not started', async () => {
-    const c = leasedCounters(memoryStorage().counters, {
-      minUnits: 4,
-      rateMs: 100,
-      flushEveryMs: 0,
-    })
+    const c = leasedCounters(memoryStorage().counters, LEASE)
     expect(await hammer(c, () => [gcra(1_000_000)], 500)).toBe(500)
     const now = T0 + 50
     const adm = (n: number) => ({ key: `{a}:adm:${n}`, ttlMs: 60_000 })
@@ -568,10 +511,8 @@ describe('leasedCounters', () => {
 
   it('a request hold longer than a credit lease can cover is decided centrally, with no lease taken', async () => {
     const c = leasedCounters(memoryStorage().counters, {
-      minUnits: 4,
-      rateMs: 100,
+      ...LEASE,
       holdGraceMs: 10_000,
-      flushEveryMs: 0,
     })
     await hammer(c, (i) => [credits(1_000_000, `h${i}`)], 300)
     expect(c.stats()).toMatchObject({
@@ -611,7 +552,7 @@ describe('leasedCounters', () => {
       claimed: (k, n) => target.claimed(k, n),
       unclaim: (k) => target.unclaim(k),
     }
-    const c = leasedCounters(inner, { minUnits: 4, rateMs: 100, flushEveryMs: 0 })
+    const c = leasedCounters(inner, LEASE)
     // As the core sends credits on a store that may come back empty.
     const check = (id: string, base?: number, ttlMs = 30_000): Check => ({
       ...(credits(1_000_000, id, 1) as Extract<Check, { type: 'hold' }>),

@@ -12,10 +12,10 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { leasedCounters } from '../../src/storage/leased-counters.js'
 import type { Check } from '../../src/storage/types.js'
+import { dailyQuota, LEASE, T0 } from '../support/leases.js'
 import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 
 const client = await connectRedis()
-const T0 = 1_767_225_600_000
 const N = 4
 
 describe.skipIf(!client)('leases over Redis', () => {
@@ -32,21 +32,13 @@ describe.skipIf(!client)('leases over Redis', () => {
       const storage = redisStorage({ client: client!, keyPrefix: prefix })
       return {
         storage,
-        counters: leasedCounters(storage.counters, { minUnits: 4, rateMs: 100, flushEveryMs: 0 }),
+        counters: leasedCounters(storage.counters, LEASE),
       }
     })
 
   it('a daily quota: admitted never above the limit, at most one lease per instance short of it', async () => {
     const limit = 20_000
-    const quota: Check = {
-      type: 'window',
-      key: '{acct1}:k:key1:q:daily',
-      name: 'daily',
-      limit,
-      windowMs: 86_400_000,
-      bucketMs: 3_600_000,
-      cost: 1,
-    }
+    const quota = dailyQuota(1, { key: '{acct1}:k:key1:q:daily', limit })
     const all = instances()
     let admitted = 0
     // 40,000 requests over 400 ms of the injected clock, 64 in flight per instance.
