@@ -15,36 +15,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { MIGRATIONS, sqliteStorage } from '../../adapters/sqlite/index.js'
-import { isTollboothError, type UsageEvent } from '../../src/index.js'
+import { expectFailsAsNewer, expectKeepsServing, rollingEvent } from '../support/rolling.js'
 import { Database } from './sqlite-driver.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'tollbooth-sqlite-rolling-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
 const LATEST = MIGRATIONS[MIGRATIONS.length - 1]!.id
-const HOUR = 3_600_000
-
-const event = (i: number): UsageEvent => ({
-  id: `req_${i}`,
-  requestId: `req_${i}`,
-  keyId: 'key_1',
-  accountId: 'acct_1',
-  time: 40 * HOUR + i,
-  units: 1,
-  overage: 0,
-  tokens: 0,
-  category: 'tts',
-  keyCategory: null,
-  status: 200,
-  durationMs: 1,
-  ttfbMs: null,
-  code: null,
-  ip: null,
-  method: 'GET',
-  path: '/',
-  bypassed: false,
-  provider: null,
-})
 
 /** Another process of a later version migrates the file (its own connection). */
 function laterMigration(path: string, sql: string): void {
@@ -62,18 +39,14 @@ describe('SQLite: the file migrated past this version by a later one', () => {
   it('a later migration this version can work with: it keeps serving', async () => {
     const path = join(dir, 'compatible.db')
     const storage = sqliteStorage({ path, checkpointMs: 0 })
-    await storage.usage.record([event(1)])
-    laterMigration(path, 'ALTER TABLE usage_events ADD COLUMN region TEXT')
-    await storage.usage.record([event(2)])
-    const sum = await storage.usage.summarize('acct_1', 40 * HOUR, 41 * HOUR)
-    expect(sum.requests).toBe(2)
+    await expectKeepsServing(storage, (sql) => laterMigration(path, sql))
     await storage.close()
   })
 
   it('one it cannot work with: its calls fail as unavailable, naming both versions', async () => {
     const path = join(dir, 'breaking.db')
     const storage = sqliteStorage({ path, checkpointMs: 0 })
-    await storage.usage.record([event(1)])
+    await storage.usage.record([rollingEvent(1)])
     laterMigration(
       path,
       `CREATE TABLE usage_totals_next (account_id TEXT NOT NULL, hour INTEGER NOT NULL,
@@ -85,14 +58,10 @@ describe('SQLite: the file migrated past this version by a later one', () => {
        DROP TABLE usage_totals;
        ALTER TABLE usage_totals_next RENAME TO usage_totals`,
     )
-    const err = await storage.usage.record([event(2)]).then(
-      () => null,
-      (e: unknown) => e,
-    )
-    expect(isTollboothError(err) && err.code).toBe('storage_unavailable')
-    expect(String((err as Error).message)).toMatch(
-      new RegExp(`migration ${LATEST + 1}.*knows up to ${LATEST}`),
-    )
+    await expectFailsAsNewer(storage.usage.record([rollingEvent(2)]), {
+      later: LATEST + 1,
+      known: LATEST,
+    })
     // Nothing of the failed batch was written.
     const count = storage.database.prepare('SELECT count(*) AS n FROM usage_events').get() as {
       n: number
