@@ -18,28 +18,17 @@ import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, type Storage, type Tollbooth } from '../../src/index.js'
 import { request } from '../support/core.js'
-import { settledWithin, whileFrozen } from '../support/fault.js'
-import { type PostgresServer, startPostgresServer } from './postgres-server.js'
-import { type RedisServer, startRedisServer } from './redis-server.js'
+import { privateServer, settledWithin, whileFrozen } from '../support/fault.js'
+import { startPostgresServer } from './postgres-server.js'
+import { startRedisServer } from './redis-server.js'
 
 const SECRET = 'close-frozen-secret-close-frozen-secret-42'
 const TIMEOUT_MS = 500
 /** What close() waits for the store at most (`DRAIN_MS` in `src/tollbooth.ts`), and slack. */
 const BOUND_MS = 10_000 + TIMEOUT_MS + 1_500
 
-const required = process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1'
-let pgServer: PostgresServer | null = null
-let redisServer: RedisServer | null = null
-try {
-  pgServer = await startPostgresServer()
-} catch (err) {
-  if (required) throw err
-}
-try {
-  redisServer = await startRedisServer()
-} catch (err) {
-  if (required) throw err
-}
+const pgServer = await privateServer(startPostgresServer)
+const redisServer = await privateServer(startRedisServer)
 
 const pools: pg.Pool[] = []
 const clients: Redis[] = []

@@ -13,16 +13,11 @@ import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { leasedCounters } from '../../src/storage/leased-counters.js'
+import { privateServer } from '../support/fault.js'
 import { dailyQuota, LEASE } from '../support/leases.js'
-import { type RedisServer, startRedisServer } from './redis-server.js'
+import { startRedisServer } from './redis-server.js'
 
-const required = process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1'
-let server: RedisServer | null = null
-try {
-  server = await startRedisServer()
-} catch (err) {
-  if (required) throw err
-}
+const server = await privateServer(startRedisServer)
 
 describe.skipIf(!server)('a lease give-back timed out while Redis is frozen', () => {
   let client: Redis | null = null

@@ -19,16 +19,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { createTollbooth, type Tollbooth } from '../../src/index.js'
 import { request } from '../support/core.js'
-import { type PostgresServer, startPostgresServer } from './postgres-server.js'
+import { privateServer } from '../support/fault.js'
+import { startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'postgres-deadline-secret-postgres-deadline'
 
-let server: PostgresServer | null = null
-try {
-  server = await startPostgresServer()
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-}
+const server = await privateServer(startPostgresServer)
 
 describe.skipIf(!server)('PostgreSQL admissions past the caller deadline', () => {
   const pgServer = server!

@@ -17,18 +17,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { migrate, type PostgresStorage, postgresStorage } from '../../adapters/postgres/index.js'
 import { createTollbooth, type Decision, manualClock, type Tollbooth } from '../../src/internal.js'
 import { request, until } from '../support/core.js'
-import { type PostgresServer, startPostgresServer } from './postgres-server.js'
+import { privateServer } from '../support/fault.js'
+import { startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'postgres-feed-fault-secret-postgres-feed-42'
 const SCHEMA = 'tb_feed'
 const T0 = Date.UTC(2026, 0, 15, 12)
 
-let server: PostgresServer | null = null
-try {
-  server = await startPostgresServer()
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-}
+const server = await privateServer(startPostgresServer)
 
 describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
   const pgServer = server!

@@ -22,7 +22,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { type Check, createTollbooth } from '../../src/index.js'
 import { type Instance, startInstance } from '../multi-instance/spawn.js'
-import { expectUnavailable, type Outcome, send, traffic as trafficOf } from '../support/fault.js'
+import {
+  expectUnavailable,
+  type Outcome,
+  privateServer,
+  send,
+  traffic as trafficOf,
+} from '../support/fault.js'
 import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
 const TIMEOUT_MS = 1000
@@ -49,14 +55,7 @@ const CONFIGS = [
 const APP = new URL('./postgres-app.ts', import.meta.url).pathname
 
 const servers: Array<PostgresServer | null> = []
-for (const _ of CONFIGS) {
-  try {
-    servers.push(await startPostgresServer())
-  } catch (err) {
-    if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-    servers.push(null)
-  }
-}
+for (const _ of CONFIGS) servers.push(await privateServer(startPostgresServer))
 
 interface RetryStats {
   pending: number

@@ -24,18 +24,16 @@ import { requireApiKey } from '../../adapters/hono/index.js'
 import { holdState } from '../../adapters/redis/counters.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { type Check, createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
+import { privateServer } from '../support/fault.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
-import { type RedisServer, startRedisServer } from './redis-server.js'
+import { startRedisServer } from './redis-server.js'
 
 const TIMEOUT_MS = 400
 const dir = mkdtempSync(join(tmpdir(), 'tollbooth-reconcile-'))
 
-let server: RedisServer | null = null
-try {
-  server = await startRedisServer(['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir])
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-}
+const server = await privateServer(() =>
+  startRedisServer(['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir]),
+)
 
 describe.skipIf(!server)('counters reconciled after Redis faults', () => {
   const redis = server!

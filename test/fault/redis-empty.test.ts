@@ -17,16 +17,12 @@ import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, type Storage, type Tollbooth } from '../../src/index.js'
 import type { TollboothRequest } from '../../src/request.js'
+import { privateServer } from '../support/fault.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
-import { type RedisServer, startRedisServer } from './redis-server.js'
+import { startRedisServer } from './redis-server.js'
 
-let server: RedisServer | null = null
-try {
-  server = await startRedisServer()
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-}
+const server = await privateServer(startRedisServer)
 
 const req = (key: string): TollboothRequest => ({
   headers: { authorization: `Bearer ${key}` },

@@ -24,19 +24,15 @@ import {
   type Tollbooth,
 } from '../../src/internal.js'
 import { request, until } from '../support/core.js'
+import { privateServer } from '../support/fault.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
-import { type RedisServer, startRedisServer } from './redis-server.js'
+import { startRedisServer } from './redis-server.js'
 
 const SECRET = 'redis-feed-fault-secret-redis-feed-fault'
 const T0 = Date.UTC(2026, 0, 15, 12)
 
-let server: RedisServer | null = null
-try {
-  server = await startRedisServer()
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-}
+const server = await privateServer(startRedisServer)
 
 describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash', () => {
   const redis = server!

@@ -16,19 +16,15 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { LIBRARY } from '../../adapters/redis/scripts.js'
 import { type Check, type CounterStore, memoryStorage } from '../../src/internal.js'
+import { privateServer } from '../support/fault.js'
 import { FAIL_FAST } from '../support/redis.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
 const servers: RedisServer[] = []
 const clients: Redis[] = []
 async function start(extra: string[] = []) {
-  let server: RedisServer
-  try {
-    server = await startRedisServer(extra)
-  } catch (err) {
-    if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-    return null
-  }
+  const server = await privateServer(() => startRedisServer(extra))
+  if (!server) return null
   servers.push(server)
   const client = new Redis(server.port, '127.0.0.1', { ...FAIL_FAST, lazyConnect: true })
   client.on('error', () => {})

@@ -21,18 +21,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { requireApiKey } from '../../adapters/hono/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { type Check, createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
-import { expectUnavailable, type Outcome, send, traffic as trafficOf } from '../support/fault.js'
+import {
+  expectUnavailable,
+  type Outcome,
+  privateServer,
+  send,
+  traffic as trafficOf,
+} from '../support/fault.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
-import { type RedisServer, startRedisServer } from './redis-server.js'
+import { startRedisServer } from './redis-server.js'
 
 const TIMEOUT_MS = 500
 
-let server: RedisServer | null = null
-try {
-  server = await startRedisServer()
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-}
+const server = await privateServer(startRedisServer)
 
 describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
   const redis = server!

@@ -15,16 +15,12 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { managementApi } from '../../adapters/management/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, memoryStorage } from '../../src/index.js'
-import { type RedisServer, startRedisServer } from './redis-server.js'
+import { privateServer } from '../support/fault.js'
+import { startRedisServer } from './redis-server.js'
 
 const TIMEOUT_MS = 300
 
-let server: RedisServer | null = null
-try {
-  server = await startRedisServer()
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-}
+const server = await privateServer(startRedisServer)
 
 describe.skipIf(!server)('a frozen usage store', () => {
   const redis = server!

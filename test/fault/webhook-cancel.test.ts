@@ -16,19 +16,15 @@
 import pg from 'pg'
 import { afterAll, describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
+import { privateServer } from '../support/fault.js'
 import { proSubscription, webhookBilling } from '../support/webhook.js'
-import { type PostgresServer, startPostgresServer } from './postgres-server.js'
+import { startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'webhook-cancel-secret-webhook-cancel-secret'
 const WHSEC = 'whsec_test_webhook_cancel'
 const SCHEMA = 'tb_cancel'
 
-let server: PostgresServer | null = null
-try {
-  server = await startPostgresServer()
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-}
+const server = await privateServer(startPostgresServer)
 
 describe.skipIf(!server)('a subscription cancel whose tier write is lost', () => {
   const pool = new pg.Pool({ connectionString: server?.url, max: 4 })

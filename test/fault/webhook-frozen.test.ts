@@ -13,9 +13,9 @@ import pg from 'pg'
 import { afterAll, describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { memoryStorage, type Storage } from '../../src/index.js'
-import { settledWithin, whileFrozen } from '../support/fault.js'
+import { privateServer, settledWithin, whileFrozen } from '../support/fault.js'
 import { type Delivered, proSubscription, webhookBilling } from '../support/webhook.js'
-import { type PostgresServer, startPostgresServer } from './postgres-server.js'
+import { startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'webhook-frozen-secret-webhook-frozen-secret'
 const WHSEC = 'whsec_test_webhook_frozen'
@@ -23,12 +23,7 @@ const TIMEOUT_MS = 500
 /** Past the new bound (a few storage timeouts) by far; the old handler never answered. */
 const GIVE_UP_MS = 8_000
 
-let server: PostgresServer | null = null
-try {
-  server = await startPostgresServer()
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-}
+const server = await privateServer(startPostgresServer)
 
 const pools: pg.Pool[] = []
 afterAll(async () => {

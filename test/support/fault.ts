@@ -130,3 +130,17 @@ export async function settledWithin<T>(
   clearTimeout(timer)
   return { result, ms: performance.now() - t }
 }
+
+/**
+ * Starts a fault suite's private server (`start`); null, so that the suite skips, when it
+ * cannot be started, unless services are required (`TOLLBOOTH_REQUIRE_SERVICES=1`): then the
+ * suite fails with the error.
+ */
+export async function privateServer<T>(start: () => Promise<T>): Promise<T | null> {
+  try {
+    return await start()
+  } catch (err) {
+    if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
+    return null
+  }
+}
