@@ -207,6 +207,21 @@ interface HoldLease {
   holds: LocalHolds
 }
 
+/**
+ * A hold this instance must release with a charge while the store does not hold it: a request's
+ * local hold whose move into the store failed at close, a lease's hold the store lost or that
+ * expired before its release. Its release first makes the hold again (`heldAlready`), then
+ * releases it `ifHeld`, so however often and in whatever order its attempts land it charges
+ * once (a release without `ifHeld` of a hold not there charges each time it is applied).
+ */
+interface Unheld {
+  key: string
+  check: HoldCheck
+  amount: number
+  /** Forgotten then (a release after it is sent as it comes). */
+  until: number
+}
+
 type Lease = GcraLease | WindowLease | HoldLease
 
 interface KeyState {
@@ -315,6 +330,8 @@ export function leasedCounters(
    */
   let cancelledCount = 0
   const inFlight = new Set<Promise<unknown>>()
+  /** Holds released with a charge that the store does not hold, by hold id (see `Unheld`). */
+  const unheld = new Map<string, Unheld>()
   const stats: Omit<LeaseStats, 'leases' | 'parkedUnits' | 'trackedKeys'> = {
     acquired: 0,
     localAdmissions: 0,
@@ -478,7 +495,9 @@ export function leasedCounters(
       case 'hold': {
         const h = c as HoldCheck
         if (releaseLocal(h.key, h.holdId, 0, now)) return null
-        // Moved into a store hold of its own at close: dropped there with no charge.
+        // Moved into a store hold of its own at close (or not, the store down): dropped there
+        // with no charge.
+        unheld.delete(h.holdId)
         return { type: 'release', key: h.key, holdId: h.holdId, charge: 0, ifHeld: true }
       }
     }
@@ -524,8 +543,42 @@ export function leasedCounters(
   }
 
   const settleInner = (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
+    if (unheld.size > 0) {
+      for (const op of ops)
+        if (op.type === 'release' && unheld.get(op.holdId)?.key === op.key)
+          return track(remakeAndSettle(ops, now))
+    }
     stats.storeCalls++
     return track(inner.settle(ops, now))
+  }
+
+  /**
+   * `ops` with releases of holds the store does not hold (`unheld`): each hold is made again
+   * first (no limit: its credits were held already), then released `ifHeld` with the rest. A
+   * hold made again and not released (the settle failed) is there for the core's retry, which
+   * charges it once; one made twice (a first attempt that landed late) is the same hold.
+   */
+  const remakeAndSettle = async (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
+    const made = new Set<string>()
+    for (const op of ops) {
+      if (op.type !== 'release') continue
+      const u = unheld.get(op.holdId)
+      if (u?.key !== op.key) continue
+      stats.storeCalls++
+      stats.leaseCalls++
+      const hold = heldAlready(u.key, u.check, u.amount, op.holdId, holdLeaseMs + holdGraceMs)
+      const r = await inner.consume([hold], now)
+      if (!r.allowed) throw new Error(`leasedCounters: hold ${op.holdId} not made again`)
+      unheld.delete(op.holdId)
+      made.add(op.holdId)
+    }
+    stats.storeCalls++
+    await inner.settle(
+      ops.map((op) =>
+        op.type === 'release' && made.has(op.holdId) ? { ...op, ifHeld: true } : op,
+      ),
+      now,
+    )
   }
 
   /** The op that ends a lease (null: nothing to give back). */
@@ -612,6 +665,7 @@ export function leasedCounters(
     // In order of expiry (every admission lives `ttlMs` from its answer or its cancel, which
     // moves it to the end), so only the expired ones are visited: a walk over them all, every
     // 10 ms, cost a hot key about 19 µs a request with 60 s of admissions kept.
+    if (unheld.size > 0) for (const [id, u] of unheld) if (u.until <= now) unheld.delete(id)
     for (const [k, a] of admissions) {
       if (a.expiresAt > now) break
       admissions.delete(k)
@@ -1165,8 +1219,10 @@ export function leasedCounters(
    * store and charges there, as a request decided centrally does. Before, close released the
    * leases with their requests in flight still held only in process: the store freed their
    * credits, other instances spent them, and the late settles charged beyond the limit.
-   * A hold the store does not take (down) is dropped here all the same: its settle then
-   * charges at the store, and the lease's own hold, whose release fails too, lapses by its TTL.
+   * A hold the store does not take (down) is no longer held here all the same: its settle makes
+   * it again at the store, then releases it `ifHeld` (`unheld`), so it charges once however often
+   * it is retried. Before, the settle (failed too) was retried `ifHeld`, found no hold once the
+   * store was back and charged nothing: 10 requests in flight at close lost their 20 credits.
    */
   const holdOut = async (now: number): Promise<void> => {
     const calls: Promise<void>[] = []
@@ -1187,7 +1243,14 @@ export function leasedCounters(
                   orphans.push({ type: 'release', key, holdId, charge: 0, ifHeld: true })
               },
               () => {
-                l.holds.delete(holdId)
+                // The store is down: its settle makes the hold again, then releases it once.
+                if (l.holds.delete(holdId))
+                  unheld.set(holdId, {
+                    key,
+                    check: l.check,
+                    amount,
+                    until: expiresAt + holdLeaseMs + holdGraceMs,
+                  })
               },
             ),
           )
