@@ -205,6 +205,8 @@ interface HoldLease {
   charged: number
   /** Local holds: id -> amount and expiry. */
   holds: LocalHolds
+  /** The store lost its hold (it came back empty): its release makes it again first. */
+  gone?: true
 }
 
 /**
@@ -610,8 +612,18 @@ export function leasedCounters(
       }
       case 'hold': {
         stats.returnedUnits += Math.max(0, l.n - l.charged)
-        const op: SettleOp = { type: 'release', key, holdId: l.id, charge: l.charged }
+        // Only while its store hold is there (`ifHeld`), from the first attempt: an attempt that
+        // failed may land after its retry (on another connection), and a release without
+        // `ifHeld` charged again then. A hold the store no longer has is made again first.
+        const op: SettleOp = { type: 'release', key, holdId: l.id, charge: l.charged, ifHeld: true }
         if (l.check.keepUntil !== undefined) op.keepUntil = l.check.keepUntil
+        if ((l.gone || now >= l.expiresAt) && l.charged > 0)
+          unheld.set(l.id, {
+            key,
+            check: l.check,
+            amount: l.n,
+            until: now + holdLeaseMs + holdGraceMs,
+          })
         return op
       }
     }
@@ -677,8 +689,9 @@ export function leasedCounters(
 
   /**
    * Sends what ended leases give back, a credit lease's release retried on failure (the store
-   * down for a while) with growing pauses, for about 6 s in all, only while its store hold is
-   * there (`ifHeld`: a first attempt that was applied but not answered charges once); a
+   * down for a while) with growing pauses, for about 6 s in all, every attempt only while its
+   * store hold is there (`ifHeld`, see `endOp`: attempts that land late, in any order, charge
+   * once); a
    * window's units given back by a cancel of the lease's record likewise (a second finds the
    * tombstone). A negative `add` (a window lease with no record) is sent once, into the bucket
    * its units were charged in: a failed attempt may have been applied all the same (a call
@@ -759,7 +772,7 @@ export function leasedCounters(
    * admit no more; a window lease gives nothing back (its units are not in the rebuilt count);
    * a credit lease forgets the charges settled against it so far and, when it ends, sends only
    * what its requests still in flight are charged from now on (to a counter that no longer
-   * holds its hold). Before, a lease's charges were counted twice: once in the rebuilt count
+   * holds its hold: `gone`, it is made again before its release). Before, a lease's charges were counted twice: once in the rebuilt count
    * and again when it was released (30 credits used for 21 served after a restart).
    */
   const lost = (s: KeyState, now: number) => {
@@ -769,6 +782,7 @@ export function leasedCounters(
     for (const r of s.retired) {
       r.charged = 0
       r.until = Math.min(r.until, now)
+      r.gone = true
     }
   }
 
