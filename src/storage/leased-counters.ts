@@ -210,17 +210,19 @@ interface HoldLease {
 }
 
 /**
- * A hold this instance must release with a charge while the store does not hold it: a request's
- * local hold whose move into the store failed at close, a lease's hold the store lost or that
- * expired before its release. Its release first makes the hold again (`heldAlready`), then
- * releases it `ifHeld`, so however often and in whatever order its attempts land it charges
- * once (a release without `ifHeld` of a hold not there charges each time it is applied).
+ * A hold this instance releases with a charge not yet taken by the store: a credit lease's own
+ * (with its charges), or a request's local hold whose move into the store failed at close. Its
+ * release is `ifHeld`, so however often and in whatever order its attempts land it charges once
+ * (a release without `ifHeld` of a hold not there charges each time it is applied); a hold the
+ * store does not hold (lost, expired, never moved) is made again first (`heldAlready`).
  */
-interface Unheld {
+interface Owed {
   key: string
   check: HoldCheck
   amount: number
-  /** Forgotten then (a release after it is sent as it comes). */
+  /** The store holds it until then (0: not at all). */
+  heldUntil: number
+  /** Given up then: its release is no longer retried (and is forgotten). */
   until: number
 }
 
@@ -332,8 +334,8 @@ export function leasedCounters(
    */
   let cancelledCount = 0
   const inFlight = new Set<Promise<unknown>>()
-  /** Holds released with a charge that the store does not hold, by hold id (see `Unheld`). */
-  const unheld = new Map<string, Unheld>()
+  /** Releases with a charge the store has not taken yet, by hold id (see `Owed`). */
+  const owed = new Map<string, Owed>()
   const stats: Omit<LeaseStats, 'leases' | 'parkedUnits' | 'trackedKeys'> = {
     acquired: 0,
     localAdmissions: 0,
@@ -499,7 +501,7 @@ export function leasedCounters(
         if (releaseLocal(h.key, h.holdId, 0, now)) return null
         // Moved into a store hold of its own at close (or not, the store down): dropped there
         // with no charge.
-        unheld.delete(h.holdId)
+        owed.delete(h.holdId)
         return { type: 'release', key: h.key, holdId: h.holdId, charge: 0, ifHeld: true }
       }
     }
@@ -545,42 +547,45 @@ export function leasedCounters(
   }
 
   const settleInner = (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
-    if (unheld.size > 0) {
+    if (owed.size > 0) {
       for (const op of ops)
-        if (op.type === 'release' && unheld.get(op.holdId)?.key === op.key)
-          return track(remakeAndSettle(ops, now))
+        if (op.type === 'release' && owed.get(op.holdId)?.key === op.key)
+          return track(settleOwed(ops, now))
     }
     stats.storeCalls++
     return track(inner.settle(ops, now))
   }
 
   /**
-   * `ops` with releases of holds the store does not hold (`unheld`): each hold is made again
-   * first (no limit: its credits were held already), then released `ifHeld` with the rest. A
-   * hold made again and not released (the settle failed) is there for the core's retry, which
-   * charges it once; one made twice (a first attempt that landed late) is the same hold.
+   * `ops` with releases the store owes a charge for (`owed`): each is sent `ifHeld`, its hold
+   * made again first (no limit: its credits were held already) when the store does not hold it
+   * at `now`. Once the store has taken them they are owed no more. A hold made again and not
+   * released (the settle failed) is there for the retry, which charges it once; one made twice
+   * (a first attempt that landed late) is the same hold.
    */
-  const remakeAndSettle = async (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
-    const made = new Set<string>()
+  const settleOwed = async (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
+    const ids: string[] = []
     for (const op of ops) {
       if (op.type !== 'release') continue
-      const u = unheld.get(op.holdId)
-      if (u?.key !== op.key) continue
+      const o = owed.get(op.holdId)
+      if (o?.key !== op.key) continue
+      ids.push(op.holdId)
+      if (now < o.heldUntil) continue
       stats.storeCalls++
       stats.leaseCalls++
-      const hold = heldAlready(u.key, u.check, u.amount, op.holdId, holdLeaseMs + holdGraceMs)
-      const r = await inner.consume([hold], now)
+      const ttlMs = holdLeaseMs + holdGraceMs
+      const r = await inner.consume([heldAlready(o.key, o.check, o.amount, op.holdId, ttlMs)], now)
       if (!r.allowed) throw new Error(`leasedCounters: hold ${op.holdId} not made again`)
-      unheld.delete(op.holdId)
-      made.add(op.holdId)
+      o.heldUntil = now + ttlMs
     }
     stats.storeCalls++
     await inner.settle(
       ops.map((op) =>
-        op.type === 'release' && made.has(op.holdId) ? { ...op, ifHeld: true } : op,
+        op.type === 'release' && ids.includes(op.holdId) ? { ...op, ifHeld: true } : op,
       ),
       now,
     )
+    for (const id of ids) owed.delete(id)
   }
 
   /** The op that ends a lease (null: nothing to give back). */
@@ -617,11 +622,12 @@ export function leasedCounters(
         // `ifHeld` charged again then. A hold the store no longer has is made again first.
         const op: SettleOp = { type: 'release', key, holdId: l.id, charge: l.charged, ifHeld: true }
         if (l.check.keepUntil !== undefined) op.keepUntil = l.check.keepUntil
-        if ((l.gone || now >= l.expiresAt) && l.charged > 0)
-          unheld.set(l.id, {
+        if (l.charged > 0)
+          owed.set(l.id, {
             key,
             check: l.check,
             amount: l.n,
+            heldUntil: l.gone ? 0 : l.expiresAt,
             until: now + holdLeaseMs + holdGraceMs,
           })
         return op
@@ -677,7 +683,7 @@ export function leasedCounters(
     // In order of expiry (every admission lives `ttlMs` from its answer or its cancel, which
     // moves it to the end), so only the expired ones are visited: a walk over them all, every
     // 10 ms, cost a hot key about 19 µs a request with 60 s of admissions kept.
-    if (unheld.size > 0) for (const [id, u] of unheld) if (u.until <= now) unheld.delete(id)
+    if (owed.size > 0) for (const [id, o] of owed) if (o.until <= now) owed.delete(id)
     for (const [k, a] of admissions) {
       if (a.expiresAt > now) break
       admissions.delete(k)
@@ -688,12 +694,12 @@ export function leasedCounters(
   }
 
   /**
-   * Sends what ended leases give back, a credit lease's release retried on failure (the store
-   * down for a while) with growing pauses, for about 6 s in all, every attempt only while its
-   * store hold is there (`ifHeld`, see `endOp`: attempts that land late, in any order, charge
-   * once); a
-   * window's units given back by a cancel of the lease's record likewise (a second finds the
-   * tombstone). A negative `add` (a window lease with no record) is sent once, into the bucket
+   * Sends what ended leases give back, a credit lease's release with charges retried on failure
+   * (the store down for a while) with growing pauses for as long as they are owed (`Owed.until`:
+   * the lease's hold TTL from its end; before, 6 s, and the charges were lost after), every
+   * attempt only while its store hold is there (`ifHeld`, see `endOp`: attempts that land late,
+   * in any order, charge once); a window's units given back by a cancel of the lease's record
+   * retried for about 6 s (a second finds the tombstone). A negative `add` (a window lease with no record) is sent once, into the bucket
    * its units were charged in: a failed attempt may have been applied all the same (a call
    * timed out on a frozen store runs when it thaws), and a second would take them back twice
    * (the count below what was admitted: 5 give-backs of 143 units for one, a count of -272 for
@@ -701,22 +707,30 @@ export function leasedCounters(
    * Never rejects; `close` waits for it.
    */
   const giveBack = (ops: SettleOp[], at: number): Promise<void> => {
+    // A release with charges is retried for as long as they are owed (`Owed.until`), not 6 s.
+    const owing = (op: SettleOp) =>
+      op.type === 'release' && (owed.get(op.holdId)?.until ?? -Infinity) > clock()
     const attempt = async (left: SettleOp[], tries: number): Promise<void> => {
       stats.leaseCalls++
       try {
         await settleInner(left, tries === 0 ? at : clock())
       } catch {
-        if (tries >= 6) {
+        if (tries >= 6 && !left.some(owing)) {
           stats.lostGiveBacks += left.length
+          for (const op of left) if (op.type === 'release') owed.delete(op.holdId)
           return
         }
         await new Promise((r) => {
-          const t = setTimeout(r, 100 * 2 ** tries)
+          const t = setTimeout(r, 100 * 2 ** Math.min(tries, 5))
           ;(t as { unref?: () => void }).unref?.()
         })
         const t = clock()
         const again: SettleOp[] = []
         for (const op of left) {
+          if (tries >= 6 && !owing(op)) {
+            stats.lostGiveBacks++
+            continue
+          }
           if (op.type === 'add') {
             const c = op.check
             // A failed attempt may still be applied (a call timed out while the store was
@@ -1234,7 +1248,7 @@ export function leasedCounters(
    * leases with their requests in flight still held only in process: the store freed their
    * credits, other instances spent them, and the late settles charged beyond the limit.
    * A hold the store does not take (down) is no longer held here all the same: its settle makes
-   * it again at the store, then releases it `ifHeld` (`unheld`), so it charges once however often
+   * it again at the store, then releases it `ifHeld` (`owed`), so it charges once however often
    * it is retried. Before, the settle (failed too) was retried `ifHeld`, found no hold once the
    * store was back and charged nothing: 10 requests in flight at close lost their 20 credits.
    */
@@ -1259,10 +1273,11 @@ export function leasedCounters(
               () => {
                 // The store is down: its settle makes the hold again, then releases it once.
                 if (l.holds.delete(holdId))
-                  unheld.set(holdId, {
+                  owed.set(holdId, {
                     key,
                     check: l.check,
                     amount,
+                    heldUntil: 0,
                     until: expiresAt + holdLeaseMs + holdGraceMs,
                   })
               },

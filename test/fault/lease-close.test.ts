@@ -14,12 +14,17 @@
  * `close()` runs and restarted within the lease give-back's retries. Afterwards: no crash,
  * every admitted request has its usage event, the credits charged equal the units recorded,
  * and no hold is left on any counter.
+ *
+ * And a credit lease that ends while the store is down for 8 s: its release was given up after
+ * about 6 s of retries, its charges never reached the store (505 held for 400 charged: the
+ * lease's hold left until its TTL). Now it is retried for as long as its charges are owed.
  */
 
 import pg from 'pg'
 import { afterAll, describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
-import { createTollbooth, type Decision, type Tollbooth } from '../../src/index.js'
+import { type Check, createTollbooth, type Decision, type Tollbooth } from '../../src/index.js'
+import { leasedCounters } from '../../src/storage/leased-counters.js'
 import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'lease-close-secret-lease-close-secret-42'
@@ -152,3 +157,55 @@ describe.skipIf(!server)(
     }, 60_000)
   },
 )
+
+describe.skipIf(!server)('a credit lease ended while PostgreSQL is down for 8 s', () => {
+  it('its charges land once the store is back: the store holds exactly the charges', async () => {
+    const pgServer = server!
+    const schema = 'tb_lease_down'
+    const pool = new pg.Pool({
+      connectionString: pgServer.url,
+      max: 4,
+      connectionTimeoutMillis: 1000,
+    })
+    pool.on('error', () => {})
+    try {
+      await migrate({ pool, schema })
+      const storage = postgresStorage({ pool, schema, durableCounters: true })
+      const counters = leasedCounters(storage.counters, {
+        minUnits: 4,
+        rateMs: 100,
+        flushEveryMs: 0,
+      })
+      const key = '{acct_lease_down}:credits'
+      let charged = 0
+      for (let i = 0; i < 200; i++) {
+        const hold: Check = {
+          type: 'hold',
+          key,
+          name: 'credits',
+          limit: 1_000_000,
+          amount: 3,
+          holdId: `d${i}`,
+          ttlMs: 30_000,
+        }
+        expect((await counters.consume([hold], Date.now())).allowed).toBe(true)
+        await counters.settle([{ type: 'release', key, holdId: `d${i}`, charge: 2 }], Date.now())
+        charged += 2
+      }
+      expect(counters.stats().leases).toBe(1)
+      await pgServer.kill()
+      // The lease ends (a timer's sweep, a flush, close) while the store is down.
+      const ended = counters.flush(Date.now(), true)
+      await new Promise((r) => setTimeout(r, 8_000))
+      await pgServer.restart()
+      await ended
+      await counters.close(Date.now())
+      // Before: its release was given up after about 6 s (lostGiveBacks 1): 2 × the requests
+      // settled against it missing from the store.
+      expect(await storage.counters.held(key, Date.now())).toBe(charged)
+      expect(counters.stats().lostGiveBacks).toBe(0)
+    } finally {
+      await pool.end().catch(() => {})
+    }
+  }, 60_000)
+})
