@@ -699,11 +699,12 @@ export function leasedCounters(
    * the lease's hold TTL from its end; before, 6 s, and the charges were lost after), every
    * attempt only while its store hold is there (`ifHeld`, see `endOp`: attempts that land late,
    * in any order, charge once); a window's units given back by a cancel of the lease's record
-   * retried for about 6 s (a second finds the tombstone). A negative `add` (a window lease with no record) is sent once, into the bucket
-   * its units were charged in: a failed attempt may have been applied all the same (a call
-   * timed out on a frozen store runs when it thaws), and a second would take them back twice
-   * (the count below what was admitted: 5 give-backs of 143 units for one, a count of -272 for
-   * 300 admitted, before); not retried, they stay counted (a count too high, never too low).
+   * retried for about 6 s (a second finds the tombstone). A negative `add` (a window lease with
+   * no record) is sent once, into the bucket its units were charged in: a failed attempt may
+   * have been applied all the same (a call timed out on a frozen store runs when it thaws), and
+   * a second would take them back twice (the count below what was admitted: 5 give-backs of 143
+   * units for one, a count of -272 for 300 admitted, before); not retried, they stay counted (a
+   * count too high, never too low).
    * Never rejects; `close` waits for it.
    */
   const giveBack = (ops: SettleOp[], at: number): Promise<void> => {
@@ -786,8 +787,9 @@ export function leasedCounters(
    * admit no more; a window lease gives nothing back (its units are not in the rebuilt count);
    * a credit lease forgets the charges settled against it so far and, when it ends, sends only
    * what its requests still in flight are charged from now on (to a counter that no longer
-   * holds its hold: `gone`, it is made again before its release). Before, a lease's charges were counted twice: once in the rebuilt count
-   * and again when it was released (30 credits used for 21 served after a restart).
+   * holds its hold: `gone`, it is made again before its release). Before, a lease's charges
+   * were counted twice: once in the rebuilt count and again when it was released (30 credits
+   * used for 21 served after a restart).
    */
   const lost = (s: KeyState, now: number) => {
     if (s.lease?.kind === 'hold') s.retired.push(s.lease)
