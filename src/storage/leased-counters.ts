@@ -222,6 +222,11 @@ interface Owed {
   amount: number
   /** The store holds it until then (0: not at all). */
   heldUntil: number
+  /**
+   * A release of it was sent since the store held it: it may have landed, so the hold is not
+   * made again (a release landed, then the hold made again, would charge a second time).
+   */
+  sent?: true
   /** Given up then: its release is no longer retried (and is forgotten). */
   until: number
 }
@@ -559,9 +564,10 @@ export function leasedCounters(
   /**
    * `ops` with releases the store owes a charge for (`owed`): each is sent `ifHeld`, its hold
    * made again first (no limit: its credits were held already) when the store does not hold it
-   * at `now`. Once the store has taken them they are owed no more. A hold made again and not
-   * released (the settle failed) is there for the retry, which charges it once; one made twice
-   * (a first attempt that landed late) is the same hold.
+   * at `now`, unless a release of it was sent since it was held (it may have landed). Once the
+   * store has taken them they are owed no more. A hold made again and not released (the settle
+   * failed) is there for the retry, which charges it once; one made twice (a first attempt that
+   * landed late) is the same hold.
    */
   const settleOwed = async (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
     const ids: string[] = []
@@ -570,13 +576,17 @@ export function leasedCounters(
       const o = owed.get(op.holdId)
       if (o?.key !== op.key) continue
       ids.push(op.holdId)
-      if (now < o.heldUntil) continue
+      if (now < o.heldUntil || o.sent) continue
       stats.storeCalls++
       stats.leaseCalls++
       const ttlMs = holdLeaseMs + holdGraceMs
       const r = await inner.consume([heldAlready(o.key, o.check, o.amount, op.holdId, ttlMs)], now)
       if (!r.allowed) throw new Error(`leasedCounters: hold ${op.holdId} not made again`)
       o.heldUntil = now + ttlMs
+    }
+    for (const id of ids) {
+      const o = owed.get(id)
+      if (o) o.sent = true
     }
     stats.storeCalls++
     await inner.settle(

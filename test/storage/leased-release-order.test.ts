@@ -42,18 +42,21 @@ const hold = (holdId: string, ttlMs = 30_000): Check => ({
 
 /**
  * `inner` as it is, but the first settle with a lease's release after `arm()` fails for the
- * caller without reaching the store; `late()` applies it then (it lands after its retry).
+ * caller without reaching the store; `late()` applies it then (it lands after its retry). With
+ * `arm(true)`, it is applied at once and fails for the caller all the same (its answer lost).
  */
 function reordering(inner: CounterStore) {
-  let armed = false
+  let armed: false | 'late' | 'lost answer' = false
   let held: SettleOp[] | null = null
   const store: CounterStore = {
     ...inner,
     consume: (checks, now, admission) => inner.consume(checks, now, admission),
     settle: async (ops, now) => {
       if (armed && ops.some((op) => op.type === 'release' && op.holdId.startsWith('lease:'))) {
+        const mode = armed
         armed = false
         held = [...ops]
+        if (mode === 'lost answer') await inner.settle(ops, now)
         throw new Error('timed out (the attempt is still on its way)')
       }
       return inner.settle(ops, now)
@@ -61,8 +64,8 @@ function reordering(inner: CounterStore) {
   }
   return {
     store,
-    arm: () => {
-      armed = true
+    arm: (lostAnswer = false) => {
+      armed = lostAnswer ? 'lost answer' : 'late'
     },
     late: async (now: number) => {
       expect(held, 'a lease release was sent').not.toBeNull()
@@ -186,5 +189,49 @@ describe.skipIf(skipPostgres)(
         await pool.end()
       }
     }, 30_000)
+  },
+)
+
+describe.each(Object.entries(stores))(
+  'a lapsed lease hold made again, its release answered lost: %s',
+  (_, make) => {
+    it.skipIf(!make)(
+      'is not made again by a retry after that hold lapsed too: its charges land once',
+      async () => {
+        const storage = await make!()
+        const wire = reordering(storage.counters)
+        const t0 = Date.now()
+        let at = t0
+        const counters = leasedCounters(wire.store, {
+          minUnits: 4,
+          rateMs: 100,
+          flushEveryMs: 0,
+          holdLeaseMs: 1000,
+          holdGraceMs: 5000,
+          clock: () => at,
+        })
+        let charged = 0
+        for (let i = 0; i < 100; i++) {
+          const now = t0 + i
+          expect((await counters.consume([hold(`u${i}`, 3000)], now)).allowed).toBe(true)
+          await counters.settle([{ type: 'release', key: KEY, holdId: `u${i}`, charge: 2 }], now)
+          charged += 2
+        }
+        expect(counters.stats().leases).toBe(1)
+        // Released after its store hold lapsed: the hold is made again (for 6 s), then released;
+        // that release lands but its answer is lost, and the retry comes once the hold made
+        // again would have lapsed too (the store down that long).
+        wire.arm(true)
+        const late = t0 + 10_000
+        at = late
+        const ended = counters.flush(late, true)
+        at = late + 7_000
+        await ended
+        // A retry that made the hold again would have charged the lease's charges twice.
+        expect(await storage.counters.held(KEY, late + 7_000)).toBe(charged)
+        await storage.close?.()
+      },
+      30_000,
+    )
   },
 )
