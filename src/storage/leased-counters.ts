@@ -576,7 +576,8 @@ export function leasedCounters(
       const o = owed.get(op.holdId)
       if (o?.key !== op.key) continue
       ids.push(op.holdId)
-      if (now < o.heldUntil || o.sent) continue
+      // With no charge there is nothing to land: the release only drops what is there.
+      if (now < o.heldUntil || o.sent || op.charge === 0) continue
       stats.storeCalls++
       stats.leaseCalls++
       const ttlMs = holdLeaseMs + holdGraceMs
