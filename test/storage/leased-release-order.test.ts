@@ -74,6 +74,37 @@ function reordering(inner: CounterStore) {
   }
 }
 
+/**
+ * A decorator over `inner` (through `reordering`) with short credit leases (1 s, a store hold of
+ * 6 s) on an injected clock, holding one lease with the charges of 100 requests (2 each).
+ */
+async function shortLease(inner: CounterStore) {
+  const wire = reordering(inner)
+  const t0 = Date.now()
+  let at = t0
+  const counters = leasedCounters(wire.store, {
+    minUnits: 4,
+    rateMs: 100,
+    flushEveryMs: 0,
+    holdLeaseMs: 1000,
+    holdGraceMs: 5000,
+    // The clock of the give-back's retries.
+    clock: () => at,
+  })
+  let charged = 0
+  for (let i = 0; i < 100; i++) {
+    const now = t0 + i
+    expect((await counters.consume([hold(`s${i}`, 3000)], now)).allowed).toBe(true)
+    await counters.settle([{ type: 'release', key: KEY, holdId: `s${i}`, charge: 2 }], now)
+    charged += 2
+  }
+  expect(counters.stats().leases).toBe(1)
+  const setClock = (t: number) => {
+    at = t
+  }
+  return { wire, counters, charged, t0, setClock }
+}
+
 describe.each(Object.entries(stores))('a credit lease released out of order: %s', (_, make) => {
   it.skipIf(!make)(
     'its first attempt landing after its retry charges nothing more: the store holds exactly the charges',
@@ -113,31 +144,12 @@ describe.each(Object.entries(stores))(
       'still charges what its requests were charged, once (the hold is made again, then released)',
       async () => {
         const storage = await make!()
-        const wire = reordering(storage.counters)
-        const t0 = Date.now()
-        let at = t0
-        const counters = leasedCounters(wire.store, {
-          minUnits: 4,
-          rateMs: 100,
-          flushEveryMs: 0,
-          holdLeaseMs: 1000,
-          holdGraceMs: 5000,
-          // The clock of the give-back's retries.
-          clock: () => at,
-        })
-        let charged = 0
-        for (let i = 0; i < 100; i++) {
-          const now = t0 + i
-          expect((await counters.consume([hold(`s${i}`, 3000)], now)).allowed).toBe(true)
-          await counters.settle([{ type: 'release', key: KEY, holdId: `s${i}`, charge: 2 }], now)
-          charged += 2
-        }
-        expect(counters.stats().leases).toBe(1)
+        const { wire, counters, charged, t0, setClock } = await shortLease(storage.counters)
         // The instance stalled past the lease's store hold (1 s + 5 s): released only now; its
         // first attempt lands after its retry, as above.
         wire.arm()
         const late = t0 + 10_000
-        at = late
+        setClock(late)
         await counters.flush(late, true)
         await wire.late(late)
         expect(await storage.counters.held(KEY, late)).toBe(charged)
@@ -199,33 +211,15 @@ describe.each(Object.entries(stores))(
       'is not made again by a retry after that hold lapsed too: its charges land once',
       async () => {
         const storage = await make!()
-        const wire = reordering(storage.counters)
-        const t0 = Date.now()
-        let at = t0
-        const counters = leasedCounters(wire.store, {
-          minUnits: 4,
-          rateMs: 100,
-          flushEveryMs: 0,
-          holdLeaseMs: 1000,
-          holdGraceMs: 5000,
-          clock: () => at,
-        })
-        let charged = 0
-        for (let i = 0; i < 100; i++) {
-          const now = t0 + i
-          expect((await counters.consume([hold(`u${i}`, 3000)], now)).allowed).toBe(true)
-          await counters.settle([{ type: 'release', key: KEY, holdId: `u${i}`, charge: 2 }], now)
-          charged += 2
-        }
-        expect(counters.stats().leases).toBe(1)
+        const { wire, counters, charged, t0, setClock } = await shortLease(storage.counters)
         // Released after its store hold lapsed: the hold is made again (for 6 s), then released;
         // that release lands but its answer is lost, and the retry comes once the hold made
         // again would have lapsed too (the store down that long).
         wire.arm(true)
         const late = t0 + 10_000
-        at = late
+        setClock(late)
         const ended = counters.flush(late, true)
-        at = late + 7_000
+        setClock(late + 7_000)
         await ended
         // A retry that made the hold again would have charged the lease's charges twice.
         expect(await storage.counters.held(KEY, late + 7_000)).toBe(charged)
