@@ -129,7 +129,7 @@ describe.each(Object.entries(stores))('a credit lease released out of order: %s'
       await counters.close(Date.now())
       // Then the first attempt lands.
       await wire.late(Date.now())
-      // Before: 400 charged, then the lease's charges again (e.g. 736 for 400).
+      // Before: 400 charged, then the lease's charges again (542 to 740 for 400, by run).
       expect(await storage.counters.held(KEY, Date.now())).toBe(charged)
       await storage.close?.()
     },
