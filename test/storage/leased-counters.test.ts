@@ -163,6 +163,28 @@ describe('leasedCounters', () => {
     expect(c.stats().returnedUnits).toBeGreaterThan(0)
   })
 
+  it('held(): exact through lease rotations (a charged lease retires after a timer period)', async () => {
+    const store = memoryStorage().counters
+    let t = T0
+    const c = leasedCounters(store, { ...LEASE, flushEveryMs: 50, clock: () => t })
+    const key = '{a}:credits'
+    let charged = 0
+    let holding = 0
+    for (let i = 0; i < 400; i++) {
+      t = T0 + Math.floor(i / 2)
+      expect((await c.consume([credits(100_000, `h${i}`)], t)).allowed).toBe(true)
+      if (i % 4 === 0) {
+        await c.settle([{ type: 'release', key, holdId: `h${i}`, charge: 1 }], t)
+        charged++
+      } else holding += 2
+      // What was charged and what is still held, never a lease's unused reservation.
+      expect(await c.held(key, t), `after ${i + 1} requests`).toBe(charged + holding)
+    }
+    // Several leases taken and retired on the way.
+    expect(c.stats().acquired).toBeGreaterThanOrEqual(4)
+    await c.close(t)
+  })
+
   it('settleLocal: a release of a leased hold is applied at once and leaves nothing for the store; the rest is returned in order', async () => {
     const store = memoryStorage().counters
     const c = leasedCounters(store, LEASE)
