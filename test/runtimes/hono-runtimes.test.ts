@@ -285,6 +285,39 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
     }
   }, 30_000)
 
+  // A middleware in front of the guard that answers in its stead after the handler (Hono's
+  // etag(): a 304 for a matching If-None-Match, after hashing the body it replaces): the
+  // status the client gets is the one settled and logged.
+  test('settles the 304 that etag() in front of the guard sends, not the 200 it replaced', async () => {
+    const server = await serve()
+    try {
+      const base = server.url
+      const setup = await fetch(`${base}/setup`, { method: 'POST' })
+      const { key } = (await setup.json()) as { key: string }
+      const auth = { authorization: `Bearer ${key}` }
+      const first = await fetch(`${base}/v1/etag`, { headers: auth })
+      expect(first.status).toBe(200)
+      expect(await first.json()).toEqual({ same: true })
+      const tag = first.headers.get('etag')!
+      expect(tag).toBeTruthy()
+      const again = await fetch(`${base}/v1/etag`, { headers: { ...auth, 'if-none-match': tag } })
+      expect(again.status).toBe(304)
+      await again.body?.cancel()
+      // Both settled: the slot is free.
+      expect(await freedSince(base, auth, Date.now())).toBeGreaterThan(0)
+      const usage = (await (await fetch(`${base}/usage`)).json()) as {
+        used: number
+        requests: Array<{ path: string; status: number; units: number }>
+      }
+      const etagged = usage.requests.filter((r) => r.path === '/v1/etag')
+      console.log(`${name}: etag() in front: settled ${JSON.stringify(etagged)}`)
+      expect(etagged.map((r) => r.status).sort()).toEqual([200, 304])
+      expect(etagged.map((r) => r.units)).toEqual([3, 3])
+    } finally {
+      await server.close()
+    }
+  }, 30_000)
+
   test('settles a client gone before the answer: 499, its report charged, once', async () => {
     // The handler ends at 400 ms. Bun and Deno see the client gone: freed then, not by the
     // 600 ms deadline. workerd does not see a closed socket: freed once the answer has lain
