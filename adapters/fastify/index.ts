@@ -45,7 +45,7 @@ import {
   watchBody,
 } from '../../src/internal.js'
 import { watchQueued } from '../node/queued.js'
-import { writtenInFull } from '../node/written.js'
+import { closedAlready, writtenInFull } from '../node/written.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -121,8 +121,8 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
     }
     raw.on('close', onClose)
     // A client that left while the admission was in flight (a store's round trip): its
-    // `close` has been emitted already.
-    if (raw.closed) onClose()
+    // `close` has been emitted already (HTTP/2: its stream is gone).
+    if (closedAlready(raw)) onClose()
     // A response queued behind a pipelined one gets no `close` if the connection goes first.
     else watchQueued(request.raw, raw)
     done()

@@ -36,7 +36,7 @@ import {
   watchBody,
 } from '../../src/internal.js'
 import { watchQueued } from '../node/queued.js'
-import { writtenInFull } from '../node/written.js'
+import { closedAlready, writtenInFull } from '../node/written.js'
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -65,8 +65,10 @@ interface NodeBindings {
     once(event: 'close', listener: () => void): unknown
   }
   outgoing?: {
-    /** True once `close` was emitted. */
-    closed: boolean
+    /** True once `close` was emitted (HTTP/1.1; see `closedAlready`). */
+    closed?: boolean
+    /** HTTP/2's stream. */
+    stream?: { destroyed: boolean } | null
     /** Null while queued behind a pipelined response on its connection. */
     socket: unknown
     writableFinished: boolean
@@ -164,8 +166,8 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       outgoing[ADMISSION] = decision
       outgoing.on('close', onClose)
       // A client that left while the admission was in flight (a store's round trip): its
-      // `close` has been emitted already.
-      if (outgoing.closed) onClose.call(outgoing)
+      // `close` has been emitted already (HTTP/2: its stream is gone).
+      if (closedAlready(outgoing)) onClose.call(outgoing)
       // A response queued behind a pipelined one gets no `close` if the connection goes first.
       else if (node?.incoming) watchQueued(node.incoming, outgoing)
     } else {

@@ -23,8 +23,8 @@ interface QueuedRequest {
 /** The parts of Node's `ServerResponse` read and set here. */
 interface QueuedResponse {
   readonly socket: unknown
-  /** True once its `close` was emitted. */
-  readonly closed: boolean
+  /** True once its `close` was emitted (an `Http2ServerResponse` has none). */
+  readonly closed?: boolean
   readonly writableFinished: boolean
   emit(event: 'close'): boolean
 }

@@ -20,3 +20,21 @@ export interface EndingResponse {
 export function writtenInFull(res: EndingResponse): boolean {
   return res.writableFinished && res.writableEnded
 }
+
+/** The parts of a Node response read by {@link closedAlready}. */
+export interface ClosingResponse {
+  /** An HTTP/1.1 `ServerResponse`'s: true once its `close` was emitted. */
+  readonly closed?: boolean
+  /** An `Http2ServerResponse`'s stream (it has no `closed` of its own). */
+  readonly stream?: { readonly destroyed: boolean } | null
+}
+
+/**
+ * True when the response has closed already (its `close` was emitted, or is on its way): a
+ * client that left while the admission was in flight (a store's round trip), before the adapter
+ * listened for that `close`. Over HTTP/2 the response has no `closed`: its stream, reset by
+ * the client or closed with its session, is destroyed.
+ */
+export function closedAlready(res: ClosingResponse): boolean {
+  return res.closed === true || res.stream?.destroyed === true
+}

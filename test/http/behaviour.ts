@@ -10,12 +10,13 @@
 import { get } from 'node:http'
 import { connect } from 'node:net'
 import { afterEach, describe, expect, test } from 'vitest'
-import { createTollbooth, memoryStorage, type TollboothOptions } from '../../src/index.js'
+import { createTollbooth, type TollboothOptions } from '../../src/index.js'
 import {
   eventually,
   gate,
   type Harness,
   harness,
+  heldStorage,
   PREFIXES,
   type Req,
   type Res,
@@ -318,32 +319,21 @@ export function describeBehaviour(name: string, startServer: StartServer): void 
     // A store that answers over the network (Redis, PostgreSQL) takes a while to admit: a client
     // that leaves in that time is gone before the adapter watches its response.
     test('settles a request whose client aborted while its admission was in flight, and frees its slot', async () => {
-      const storage = memoryStorage()
-      const counters = storage.counters
-      let held: { promise: Promise<void>; open(): void } | undefined
-      let asked = 0
-      // Remote-like counters (a copy is not in-process) whose admission waits while `held`.
-      storage.counters = {
-        ...counters,
-        consume(...args: Parameters<typeof counters.consume>) {
-          asked++
-          const wait = held?.promise
-          return wait ? wait.then(() => counters.consume(...args)) : counters.consume(...args)
-        },
-      }
-      const h = await start([{ ...ok(), options: { cost: 5 } }], { ...PLAN, storage })
+      const store = heldStorage()
+      const h = await start([{ ...ok(), options: { cost: 5 } }], {
+        ...PLAN,
+        storage: store.storage,
+      })
       const k = await key({ limits: { concurrency: 1 } })
-      held = gate()
+      const admit = store.hold()
       const ac = new AbortController()
       const pending = h.fetch('/v1/ok', { key: k, signal: ac.signal }).catch((e: Error) => e)
-      await eventually(() => asked === 1, 'the admission to reach the store')
+      await eventually(() => store.asked === 1, 'the admission to reach the store')
       ac.abort()
       expect(await pending).toBeInstanceOf(Error)
       // The server sees the client go before the store answers.
       await new Promise((r) => setTimeout(r, 50))
-      const admit = held
-      held = undefined
-      admit.open()
+      admit()
       await eventually(() => h.settled.length === 1, 'the aborted request to settle')
       expect(h.settled.map((s) => s.status)).toEqual([499])
       await eventually(() => !!h.settled[0]!.event, 'its usage event')

@@ -7,6 +7,7 @@
  * which status), and a small fetch client.
  */
 
+import { memoryStorage } from '../../src/index.js'
 import {
   type Admission,
   createTollbooth,
@@ -227,4 +228,37 @@ export function webEvents(
       await r.handle(apiKey, { sent, aborted: true })
     },
   })
+}
+
+/**
+ * In-memory storage whose counters answer as a remote store's would (a copy is not in-process),
+ * each admission waiting while `hold()` is in force: a client can leave while its admission is
+ * in flight. `asked` counts the admissions that reached the store.
+ */
+export function heldStorage() {
+  const storage = memoryStorage()
+  const counters = storage.counters
+  let held: ReturnType<typeof gate> | undefined
+  const state = {
+    storage,
+    asked: 0,
+    /** Holds every admission from now until the returned function lets them through. */
+    hold(): () => void {
+      const g = gate()
+      held = g
+      return () => {
+        held = undefined
+        g.open()
+      }
+    },
+  }
+  storage.counters = {
+    ...counters,
+    consume(...args: Parameters<typeof counters.consume>) {
+      state.asked++
+      const wait = held?.promise
+      return wait ? wait.then(() => counters.consume(...args)) : counters.consume(...args)
+    },
+  }
+  return state
 }

@@ -20,19 +20,25 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import { tollbooth } from '../../adapters/fastify/index.js'
 import { mountFetch } from '../../adapters/fastify/mount.js'
 import { requireApiKey } from '../../adapters/hono/index.js'
-import { createTollbooth, type Tollbooth } from '../../src/index.js'
+import { createTollbooth, memoryStorage, type Tollbooth } from '../../src/index.js'
+import { gate, heldStorage } from './harness.js'
 
 const SECRET = 'http2-suite-secret-0123456789abcdefghijkl'
 const COST = 5
 
-function newTollbooth(): Tollbooth {
+function newTollbooth(storage = memoryStorage()): Tollbooth {
   return createTollbooth({
     secret: SECRET,
     plans: { pro: { monthlyCredits: 1000 } },
     defaultTier: 'pro',
     failedAuth: false,
+    storage,
   })
 }
+
+/** What `/slow` waits for before it answers (a gate a test opens). */
+let slow = gate()
+afterEach(() => slow.open())
 
 /** An endless event stream, one event every 10 ms until its reader goes. */
 function events(): ReadableStream<Uint8Array> {
@@ -58,6 +64,10 @@ const servers: Record<string, (tb: Tollbooth) => Promise<Server>> = {
     const app = Fastify({ http2: true })
     await app.register(tollbooth, { tb, global: true, cost: COST })
     app.get('/ok', async () => ({ ok: true }))
+    app.get('/slow', async () => {
+      await slow.promise
+      return { ok: true }
+    })
     app.get('/stream', async (_request, reply) => {
       reply.header('content-type', 'text/event-stream')
       return reply.send(Readable.fromWeb(events() as never))
@@ -72,6 +82,10 @@ const servers: Record<string, (tb: Tollbooth) => Promise<Server>> = {
     const app = new Hono()
     app.use('*', requireApiKey(tb, { cost: COST }))
     app.get('/ok', (c) => c.json({ ok: true }))
+    app.get('/slow', async (c) => {
+      await slow.promise
+      return c.json({ ok: true })
+    })
     app.get(
       '/stream',
       () => new Response(events(), { headers: { 'content-type': 'text/event-stream' } }),
@@ -140,34 +154,113 @@ async function readThenCancel(session: http2.ClientHttp2Session, key: string): P
   return status
 }
 
+/** A tollbooth on `storage`, a key of `concurrency` slots, the server and a session to it. */
+async function serving(
+  start: (tb: Tollbooth) => Promise<Server>,
+  concurrency: number,
+  storage = memoryStorage(),
+) {
+  const tb = newTollbooth(storage)
+  open.push(() => tb.close())
+  const { key, record } = await tb.keys.create({
+    accountId: 'acct_h2',
+    name: 'k',
+    limits: { concurrency },
+  })
+  const server = await start(tb)
+  open.push(() => server.close())
+  /** The usage logged for the key, newest first: path, status, units. */
+  const logged = async () => {
+    await tb.flush()
+    const logs = await tb.usage.logs(record.id, {})
+    return logs.data.map((e) => [e.path, e.status, e.units])
+  }
+  /** The credits charged to the account so far. */
+  const used = async () => {
+    await tb.flush()
+    return (await tb.usage.get('acct_h2')).credits.used
+  }
+  return { tb, key, port: server.port, session: connect(server.port), logged, used }
+}
+
 for (const [name, start] of Object.entries(servers))
   describe(`HTTP/2 on ${name}`, () => {
     it('a stream the client resets is settled 499 and refunded, its slot freed', async () => {
-      const tb = newTollbooth()
-      open.push(() => tb.close())
-      const { key, record } = await tb.keys.create({
-        accountId: 'acct_h2',
-        name: 'k',
-        limits: { concurrency: 1 },
-      })
-      const server = await start(tb)
-      open.push(() => server.close())
-      const session = connect(server.port)
+      const { key, session, logged, used } = await serving(start, 1)
       expect(await get(session, '/ok', key)).toEqual({ status: 200, body: '{"ok":true}' })
       expect(await readThenCancel(session, key)).toBe(200)
       // The slot is free again: a concurrency of 1 admits the next request.
-      await vi.waitFor(async () => {
-        await tb.flush()
-        const logs = await tb.usage.logs(record.id, {})
-        expect(logs.data.map((e) => [e.path, e.status, e.units])).toEqual([
+      await vi.waitFor(async () =>
+        expect(await logged()).toEqual([
           ['/stream', 499, 0],
           ['/ok', 200, COST],
-        ])
-      })
+        ]),
+      )
       expect((await get(session, '/ok', key)).status).toBe(200)
-      await tb.flush()
-      expect((await tb.usage.get('acct_h2')).credits.used).toBe(2 * COST)
+      expect(await used()).toBe(2 * COST)
     })
+
+    // A store that answers over the network takes a while to admit: a stream reset in that
+    // time has closed before the adapter watches its response. Node's Http2ServerResponse has
+    // no `closed` (an HTTP/1.1 ServerResponse has), so the adapter never learnt it: the request
+    // was never settled, its slot and its hold kept until they expired.
+    it('a stream reset while its admission is in flight is settled 499, its slot freed', async () => {
+      const store = heldStorage()
+      const { key, session, logged, used } = await serving(start, 1, store.storage)
+      const admit = store.hold()
+      const stream = session.request({ ':path': '/ok', authorization: `Bearer ${key}` })
+      stream.on('error', () => {})
+      await vi.waitFor(() => expect(store.asked).toBe(1))
+      stream.close(http2.constants.NGHTTP2_CANCEL)
+      // The server sees the reset before the store answers.
+      await new Promise((r) => setTimeout(r, 50))
+      admit()
+      await vi.waitFor(async () => expect(await logged()).toEqual([['/ok', 499, 0]]))
+      expect((await get(session, '/ok', key)).status).toBe(200)
+      expect(await used()).toBe(COST)
+    })
+
+    // A connection gone (its socket destroyed, or the client's GOAWAY) with streams in flight
+    // closes every one of them: each is a client gone, settled 499 and refunded, its slot freed.
+    it.each([
+      ['its socket destroyed', (s: http2.ClientHttp2Session) => s.destroy()],
+      [
+        'a GOAWAY',
+        (s: http2.ClientHttp2Session) => s.destroy(undefined, http2.constants.NGHTTP2_CANCEL),
+      ],
+    ])(
+      'a session closed (%s) with 3 streams in flight settles each 499 once, slots freed',
+      async (_, end) => {
+        const { key, port, session, logged, used } = await serving(start, 3)
+        slow = gate()
+        const streams = [1, 2, 3].map(() => {
+          const s = session.request({ ':path': '/slow', authorization: `Bearer ${key}` })
+          s.on('error', () => {})
+          return s
+        })
+        // All three admitted: a fourth is refused for concurrency.
+        const other = connect(port)
+        await vi.waitFor(async () => expect((await get(other, '/ok', key)).status).toBe(429))
+        end(session)
+        expect(streams.length).toBe(3)
+        // The handlers still run: nothing settles, the slots stay taken, until they end.
+        await new Promise((r) => setTimeout(r, 50))
+        expect((await get(other, '/ok', key)).status).toBe(429)
+        slow.open()
+        await vi.waitFor(async () =>
+          expect((await logged()).filter(([path]) => path === '/slow')).toEqual([
+            ['/slow', 499, 0],
+            ['/slow', 499, 0],
+            ['/slow', 499, 0],
+          ]),
+        )
+        // Three slots free: three more streams at once are all admitted.
+        const again = await Promise.all([1, 2, 3].map(() => get(other, '/ok', key)))
+        expect(again.map((r) => r.status)).toEqual([200, 200, 200])
+        expect((await logged()).filter(([, status]) => status === 200)).toHaveLength(3)
+        expect(await used()).toBe(3 * COST)
+      },
+    )
   })
 
 describe('HTTP/2: a mountFetch handler (Fastify)', () => {
