@@ -145,11 +145,13 @@ export function endWork(d: Admission): void {
 }
 
 /**
- * A HEAD request's response is complete with its head (no body goes out), while its handler
- * still produces the body a GET gets and reports its usage at its end: settles with `status`
- * (`completed`) once the handler's work has ended (at the latest at the route's `abortSettleMs`),
- * so a HEAD is charged what its handler reports, as the GET is. A client that leaves after the
- * head changes nothing.
+ * A response is complete while its handler's work may still run: a HEAD's with its head (no
+ * body goes out) while its handler still produces the body a GET gets and reports its usage at
+ * its end, or an answer a middleware in front gave before the handler ended (Hono's
+ * `timeout()`). Settles with `status` (`completed`) once the handler's work has ended (at once
+ * if it has; at the latest at the route's `abortSettleMs`), so a HEAD is charged what its
+ * handler reports, as the GET is, and a handler still running keeps its slot. A client that
+ * leaves after that changes nothing.
  */
 export function headSent(tb: Settler, d: Admission, route: ResolvedRoute, status: number): void {
   const s = state(d)

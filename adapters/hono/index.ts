@@ -27,6 +27,7 @@ import {
   guardedTwice,
   type HeaderSource,
   handlerFailed,
+  headSent,
   keepAlive,
   type RouteOptions,
   responseEnded,
@@ -121,10 +122,15 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
   const { socketAddress = runtimeAddress, ...routeOptions } = options
   const route = tb.route(routeOptions)
 
-  /** `close` of the ServerResponse: after `finish`, the end of the body; alone, a client gone. */
+  /**
+   * `close` of the ServerResponse: after `finish`, the end of the body; alone, a client gone.
+   * A body written in full settles with its status once the handler's work is done (at once,
+   * but for an answer a middleware in front gave while the handler still runs: `timeout()`'s
+   * 504, whose handler keeps its slot until it ends).
+   */
   function onClose(this: Tracked): void {
     const decision = this[ADMISSION]!
-    if (writtenInFull(this)) responseEnded(tb, decision, this.statusCode)
+    if (writtenInFull(this)) headSent(tb, decision, route, this.statusCode)
     else clientGone(tb, decision, route)
   }
 
@@ -187,6 +193,12 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     const out = decision.responseHeaders(status)
     responseStarted(tb, decision)
     if (outgoing) {
+      const body = streamedBody(c.res)
+      // An answer already in the server's hands (see `answeredInFront`): settled by its close.
+      if (answeredInFront(body)) {
+        endWork(decision)
+        return
+      }
       if (!outgoing.headersSent) {
         // Into the head @hono/node-server writes next, in its own writeHead() call: reading
         // c.res.headers would build a Headers object and, for most bodies, a whole Response;
@@ -203,7 +215,6 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       // Its status and headers as the init, not the response itself: `@hono/node-server`'s own
       // Response made without an init (`new Response(stream)`) keeps none, and one given as the
       // init of another throws reading it. (The server writes no status text.)
-      const body = streamedBody(c.res)
       if (body !== null && c.req.method === 'HEAD') {
         // Produced as for the GET, and dropped: the HEAD is charged what the handler reports.
         const init = { status, headers: c.res.headers }
@@ -212,6 +223,11 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
         const init = { status, headers: c.res.headers }
         c.res = new Response(watchBody(tb, decision, { route, body, status }), init)
       }
+      endWork(decision)
+      return
+    }
+    if (answeredInFront(c.res.body)) {
+      responseEnded(tb, decision, status)
       endWork(decision)
       return
     }
@@ -271,6 +287,15 @@ function streamedBody(res: Response): ReadableStream<Uint8Array> | null {
   }
   return res.body
 }
+
+/**
+ * True when the response's body is being read already, when the handler has only just ended:
+ * a middleware in front answered while the handler still ran (`timeout()`'s 504, which Hono
+ * keeps as `c.res` and the runtime reads), so this response went out as it is, and the
+ * handler's own result is dropped. Its body cannot be passed through a watcher any more (its
+ * reader is taken); it settles with its status (on Node, when its `close` comes).
+ */
+const answeredInFront = (body: ReadableStream<Uint8Array> | null): boolean => body?.locked === true
 
 /** Set by tollbooth/management on each of its routes' handlers. */
 const MANAGEMENT_ROUTE = Symbol.for('tollbooth.managementRoute')
