@@ -68,6 +68,7 @@ const servers: Record<string, (tb: Tollbooth) => Promise<Server>> = {
       await slow.promise
       return { ok: true }
     })
+    app.post('/echo', async (request) => ({ length: (request.body as string).length }))
     app.get('/stream', async (_request, reply) => {
       reply.header('content-type', 'text/event-stream')
       return reply.send(Readable.fromWeb(events() as never))
@@ -86,6 +87,7 @@ const servers: Record<string, (tb: Tollbooth) => Promise<Server>> = {
       await slow.promise
       return c.json({ ok: true })
     })
+    app.post('/echo', async (c) => c.json({ length: (await c.req.text()).length }))
     app.get(
       '/stream',
       () => new Response(events(), { headers: { 'content-type': 'text/event-stream' } }),
@@ -216,6 +218,30 @@ for (const [name, start] of Object.entries(servers))
       await new Promise((r) => setTimeout(r, 50))
       admit()
       await vi.waitFor(async () => expect(await logged()).toEqual([['/ok', 499, 0]]))
+      expect((await get(session, '/ok', key)).status).toBe(200)
+      expect(await used()).toBe(COST)
+    })
+
+    // Node's compatibility API ends the request body of a stream the client resets (its
+    // `end` comes, then `aborted`): the handler gets the upload cut short as if whole and answers
+    // into the closed stream, which reads as written in full (`writableEnded`, `finish`). Only
+    // the stream's `rstCode` tells: before, such a POST was settled 200 and billed.
+    it('a POST whose upload the client resets mid-way is settled 499, not billed', async () => {
+      const { key, session, logged, used } = await serving(start, 1)
+      const stream = session.request(
+        {
+          ':method': 'POST',
+          ':path': '/echo',
+          'content-type': 'text/plain',
+          authorization: `Bearer ${key}`,
+        },
+        { endStream: false },
+      )
+      stream.on('error', () => {})
+      stream.write('x'.repeat(1000))
+      await new Promise((r) => setTimeout(r, 50))
+      stream.close(http2.constants.NGHTTP2_CANCEL)
+      await vi.waitFor(async () => expect(await logged()).toEqual([['/echo', 499, 0]]))
       expect((await get(session, '/ok', key)).status).toBe(200)
       expect(await used()).toBe(COST)
     })
