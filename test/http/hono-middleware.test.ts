@@ -14,13 +14,16 @@
  * the browser's request; a missing key never counts toward the failed-auth IP block.
  */
 
+import { randomBytes } from 'node:crypto'
+import { request } from 'node:http'
 import { Hono } from 'hono'
+import { compress } from 'hono/compress'
 import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
 import { timeout } from 'hono/timeout'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { requireApiKey } from '../../adapters/hono/index.js'
-import { createTollbooth, type Tollbooth } from '../../src/index.js'
+import { createTollbooth, type TollboothOptions } from '../../src/index.js'
 import { serveHono } from '../support/servers.js'
 import { gate } from './harness.js'
 
@@ -48,20 +51,29 @@ const serving: Record<
   },
 }
 
-async function keyOf(tb: Tollbooth) {
-  return tb.keys.create({ accountId: 'acct_mw', name: 'k', limits: { concurrency: 1 } })
+const SECRET = 'hono-middleware-secret-0123456789abcdef'
+
+/** A tollbooth (closed after the test) and a key of account acct_mw limited to 1 in flight. */
+async function keyOf(options: Partial<TollboothOptions> = {}) {
+  const tb = createTollbooth({
+    secret: SECRET,
+    plans: { pro: { monthlyCredits: 1000 } },
+    defaultTier: 'pro',
+    ...options,
+  })
+  open.push(() => tb.close())
+  const created = await tb.keys.create({
+    accountId: 'acct_mw',
+    name: 'k',
+    limits: { concurrency: 1 },
+  })
+  return { tb, ...created }
 }
 
 for (const [name, serve] of Object.entries(serving))
   describe(`Hono middleware in front of the guard, on ${name}`, () => {
     it('timeout(): the 504 settles once, not billed, its slot freed when the handler ends; no error', async () => {
-      const tb = createTollbooth({
-        secret: 'hono-middleware-secret-0123456789abcdef',
-        plans: { pro: { monthlyCredits: 1000 } },
-        defaultTier: 'pro',
-      })
-      open.push(() => tb.close())
-      const { key, record } = await keyOf(tb)
+      const { tb, key, record } = await keyOf()
       const errors: unknown[] = []
       const app = new Hono()
       app.onError((err, c) => {
@@ -111,12 +123,9 @@ for (const [name, serve] of Object.entries(serving))
 
 describe('cors() and the guard (Hono on @hono/node-server)', () => {
   it('in front: it answers the preflight; behind: 401, never counted toward the IP block', async () => {
-    const tb = createTollbooth({
-      secret: 'hono-middleware-secret-0123456789abcdef',
+    const { tb, key } = await keyOf({
       failedAuth: { limit: 3, windowMs: 60_000, blockMs: 60_000, proxiedLimit: 1000 },
     })
-    open.push(() => tb.close())
-    const { key } = await keyOf(tb)
     const app = new Hono()
     app.use('/front/*', cors())
     app.use('/front/*', requireApiKey(tb))
@@ -152,5 +161,51 @@ describe('cors() and the guard (Hono on @hono/node-server)', () => {
     expect(real.status).toBe(200)
     expect(real.headers.get('access-control-allow-origin')).toBe('*')
     await real.text()
+  })
+})
+
+describe('compress() in front of the guard (Hono on @hono/node-server)', () => {
+  it('a client leaving a compressed stream: settled 499 with what the stream reported', async () => {
+    const { tb, key, record } = await keyOf()
+    const app = new Hono()
+    app.use('/v1/*', compress())
+    app.use('/v1/*', requireApiKey(tb, { cost: COST }))
+    app.get('/v1/stream', (c) => {
+      let timer: ReturnType<typeof setInterval> | undefined
+      // Incompressible chunks, so gzip passes them on as they come.
+      const body = new ReadableStream<Uint8Array>({
+        start(ctl) {
+          timer = setInterval(() => ctl.enqueue(randomBytes(8192)), 10)
+        },
+        cancel() {
+          clearInterval(timer)
+          c.get('apiKey').report({ cost: 1 })
+        },
+      })
+      return new Response(body, { headers: { 'content-type': 'text/plain' } })
+    })
+    const server = await serveHono(app)
+    open.push(() => server.close())
+    const encoding = await new Promise<string | undefined>((resolve) => {
+      const req = request(`${server.url}/v1/stream`, {
+        headers: { authorization: `Bearer ${key}`, 'accept-encoding': 'gzip' },
+      })
+      req.on('error', () => {})
+      req.on('response', (res) => {
+        let chunks = 0
+        res.on('data', () => {
+          if (++chunks !== 3) return
+          req.destroy()
+          resolve(res.headers['content-encoding'])
+        })
+      })
+      req.end()
+    })
+    expect(encoding).toBe('gzip')
+    await vi.waitFor(async () => {
+      await tb.flush()
+      const logs = await tb.usage.logs(record.id, {})
+      expect(logs.data.map((e) => [e.status, e.units])).toEqual([[499, 1]])
+    })
   })
 })
