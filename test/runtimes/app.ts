@@ -12,6 +12,8 @@
  * - `GET /v1/slow`: reports `{ cost: 42, tokens: 1234 }` at once, answers 400 ms later; a
  *   departed client's request settles at the latest 600 ms after it left or its body was
  *   last read (`abortSettleMs`).
+ * - `GET /v1/timeout`: behind Hono's `timeout(100)`, reports `{ cost: 42, tokens: 1234 }` at
+ *   once and answers 400 ms later: the client gets the 504 at 100 ms.
  * - `GET /v1/ok`: a plain JSON answer.
  * - `GET /v1/own`: a plain JSON answer with an `X-Request-Id` of the handler's own.
  * - `GET /usage`: the account's credits used and its settled requests.
@@ -19,6 +21,7 @@
 
 import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
+import { timeout } from 'hono/timeout'
 import { requireApiKey, streamSSE } from '../../adapters/hono/index.js'
 import { createTollbooth, type Tollbooth } from '../../src/index.js'
 
@@ -61,6 +64,11 @@ function build(): Hono {
     }),
   )
   a.get('/v1/slow', requireApiKey(tb, { cost: 100, abortSettleMs: 600 }), async (c) => {
+    c.get('apiKey').report({ cost: 42, tokens: 1234 })
+    await new Promise((done) => setTimeout(done, 400))
+    return c.json({ late: true })
+  })
+  a.get('/v1/timeout', timeout(100), requireApiKey(tb, { cost: 100 }), async (c) => {
     c.get('apiKey').report({ cost: 42, tokens: 1234 })
     await new Promise((done) => setTimeout(done, 400))
     return c.json({ late: true })

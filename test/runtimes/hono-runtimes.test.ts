@@ -170,9 +170,7 @@ async function leftBeforeAnswer(
   const server = await serve()
   try {
     const base = server.url
-    const setup = await fetch(`${base}/setup`, { method: 'POST' })
-    const { key } = (await setup.json()) as { key: string }
-    const auth = { authorization: `Bearer ${key}` }
+    const auth = await keyAuth(base)
     const began = Date.now()
     await leave(base, '/v1/slow', auth, reset)
     // The handler (400 ms) still runs: its slot is still taken.
@@ -214,9 +212,7 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
     const server = await serve()
     try {
       const base = server.url
-      const setup = await fetch(`${base}/setup`, { method: 'POST' })
-      const { key } = (await setup.json()) as { key: string }
-      const auth = { authorization: `Bearer ${key}` }
+      const auth = await keyAuth(base)
       const began = Date.now()
       const res = await fetch(`${base}/v1/stream`, { headers: auth })
       expect(res.status).toBe(200)
@@ -264,9 +260,7 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
     const server = await serve()
     try {
       const base = server.url
-      const setup = await fetch(`${base}/setup`, { method: 'POST' })
-      const { key } = (await setup.json()) as { key: string }
-      const auth = { authorization: `Bearer ${key}` }
+      const auth = await keyAuth(base)
       const res = await fetch(`${base}/v1/stream`, { method: 'HEAD', headers: auth })
       expect(res.status).toBe(200)
       expect(await res.text()).toBe('')
@@ -280,6 +274,36 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
       console.log(`${name}: HEAD on a stream settled ${JSON.stringify(head)}, used ${usage.used}`)
       expect(head).toEqual([{ path: '/v1/stream', status: 200, units: 42, tokens: 1234 }])
       expect(usage.used).toBe(42)
+    } finally {
+      await server.close()
+    }
+  }, 30_000)
+
+  // Before, the guard passed the 504's body (read by the runtime already) to its watcher, which
+  // threw: never settled, its slot taken until the lease expired.
+  test('timeout() in front: its 504 settles once when the handler ends, not billed', async () => {
+    const server = await serve()
+    try {
+      const base = server.url
+      const auth = await keyAuth(base)
+      const began = Date.now()
+      const res = await fetch(`${base}/v1/timeout`, { headers: auth })
+      expect(res.status).toBe(504)
+      await res.text()
+      // The handler (400 ms) still runs: its slot is still taken.
+      const busy = await fetch(`${base}/v1/ok`, { headers: auth })
+      expect(busy.status).toBe(429)
+      await busy.body?.cancel()
+      const freedAt = await freedSince(base, auth, began)
+      console.log(`${name}: timeout()'s 504, slot freed at ${freedAt} ms`)
+      expect(freedAt).toBeGreaterThanOrEqual(400)
+      const usage = (await (await fetch(`${base}/usage`)).json()) as {
+        used: number
+        requests: Array<{ path: string; status: number; units: number }>
+      }
+      const timedOut = usage.requests.filter((r) => r.path === '/v1/timeout')
+      expect(timedOut.map((r) => [r.status, r.units])).toEqual([[504, 0]])
+      expect(usage.used).toBe(0)
     } finally {
       await server.close()
     }
@@ -301,9 +325,7 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
     const server = await serve()
     try {
       const base = server.url
-      const setup = await fetch(`${base}/setup`, { method: 'POST' })
-      const { key } = (await setup.json()) as { key: string }
-      const auth = { authorization: `Bearer ${key}` }
+      const auth = await keyAuth(base)
       const began = Date.now()
       const abort = new AbortController()
       const res = await fetch(`${base}/v1/long`, { headers: auth, signal: abort.signal })
@@ -377,6 +399,13 @@ describe.each(runtimes)('tollbooth/hono built at module scope on %s', (name, ser
 })
 
 /** Milliseconds from `began` until `/v1/ok` answers 200 (polled every 25 ms), 0 after 5 s. */
+/** A key of the app's account (limited to 1 in flight), as the `authorization` header. */
+async function keyAuth(base: string): Promise<Record<string, string>> {
+  const setup = await fetch(`${base}/setup`, { method: 'POST' })
+  const { key } = (await setup.json()) as { key: string }
+  return { authorization: `Bearer ${key}` }
+}
+
 async function freedSince(
   base: string,
   auth: Record<string, string>,
