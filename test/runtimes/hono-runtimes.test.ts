@@ -309,6 +309,43 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
     }
   }, 30_000)
 
+  test('compress() in front: a client leaving the gzip stream settles 499 with its report', async () => {
+    const server = await serve()
+    try {
+      const base = server.url
+      const auth = await keyAuth(base)
+      const abort = new AbortController()
+      const res = await fetch(`${base}/v1/gzip`, {
+        headers: { ...auth, 'accept-encoding': 'gzip' },
+        signal: abort.signal,
+      })
+      expect(res.status).toBe(200)
+      expect(res.headers.get('content-encoding')).toBe('gzip')
+      const reader = res.body!.getReader()
+      for (let read = 0; read < 3 * 4096; ) {
+        const { done, value } = await reader.read()
+        if (done) break
+        read += value.length
+      }
+      abort.abort()
+      await reader.cancel().catch(() => {})
+      const left = Date.now()
+      // Settled once the stream's cancel has run: 499, its report charged, its slot freed.
+      expect(await freedSince(base, auth, left)).toBeGreaterThan(0)
+      await new Promise((done) => setTimeout(done, 300))
+      const usage = (await (await fetch(`${base}/usage`)).json()) as {
+        used: number
+        requests: Array<{ path: string; status: number; units: number }>
+      }
+      const gzip = usage.requests.filter((r) => r.path === '/v1/gzip')
+      console.log(`${name}: a client leaving a gzip stream settled ${JSON.stringify(gzip)}`)
+      expect(gzip.map((r) => [r.status, r.units])).toEqual([[499, 42]])
+      expect(usage.used).toBe(42)
+    } finally {
+      await server.close()
+    }
+  }, 30_000)
+
   test('settles a client gone before the answer: 499, its report charged, once', async () => {
     // The handler ends at 400 ms. Bun and Deno see the client gone: freed then, not by the
     // 600 ms deadline. workerd does not see a closed socket: freed once the answer has lain
