@@ -12,6 +12,10 @@
  * - `GET /v1/slow`: reports `{ cost: 42, tokens: 1234 }` at once, answers 400 ms later; a
  *   departed client's request settles at the latest 600 ms after it left or its body was
  *   last read (`abortSettleMs`).
+ * - `GET /v1/gzip`: behind Hono's `compress()`, 20 chunks of 4 KiB (random, so gzip passes
+ *   them on) 25 ms apart, then reports `{ cost: 42, tokens: 1234 }`, or in its cancel.
+ * - `GET /v1/timeout`: behind Hono's `timeout(100)`, reports `{ cost: 42, tokens: 1234 }` at
+ *   once and answers 400 ms later: the client gets the 504 at 100 ms.
  * - `GET /v1/ok`: a plain JSON answer.
  * - `GET /v1/etag`: a JSON answer behind Hono's `etag()` (in front of the guard), reporting 3.
  * - `GET /v1/swap`: a stream whose cancel takes 20 ms, reporting 3, cancelled by a middleware in
@@ -24,8 +28,10 @@
  */
 
 import { Hono } from 'hono'
+import { compress } from 'hono/compress'
 import { etag } from 'hono/etag'
 import { HTTPException } from 'hono/http-exception'
+import { timeout } from 'hono/timeout'
 import { requireApiKey, streamSSE } from '../../adapters/hono/index.js'
 import { createTollbooth, type Tollbooth } from '../../src/index.js'
 
@@ -68,6 +74,30 @@ function build(): Hono {
     }),
   )
   a.get('/v1/slow', requireApiKey(tb, { cost: 100, abortSettleMs: 600 }), async (c) => {
+    c.get('apiKey').report({ cost: 42, tokens: 1234 })
+    await new Promise((done) => setTimeout(done, 400))
+    return c.json({ late: true })
+  })
+  a.get('/v1/gzip', compress(), requireApiKey(tb, { cost: 100 }), (c) => {
+    const apiKey = c.get('apiKey')
+    let sent = 0
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (sent > 0) await new Promise((done) => setTimeout(done, 25))
+        if (sent++ === 20) {
+          apiKey.report({ cost: 42, tokens: 1234 })
+          controller.close()
+          return
+        }
+        controller.enqueue(crypto.getRandomValues(new Uint8Array(4096)))
+      },
+      cancel() {
+        apiKey.report({ cost: 42, tokens: 1234 })
+      },
+    })
+    return new Response(body, { headers: { 'content-type': 'text/plain' } })
+  })
+  a.get('/v1/timeout', timeout(100), requireApiKey(tb, { cost: 100 }), async (c) => {
     c.get('apiKey').report({ cost: 42, tokens: 1234 })
     await new Promise((done) => setTimeout(done, 400))
     return c.json({ late: true })

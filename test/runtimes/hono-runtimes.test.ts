@@ -357,6 +357,73 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
     30_000,
   )
 
+  // Before, the guard passed the 504's body (read by the runtime already) to its watcher, which
+  // threw: never settled, its slot taken until the lease expired.
+  test('timeout() in front: its 504 settles once when the handler ends, not billed', async () => {
+    const server = await serve()
+    try {
+      const base = server.url
+      const auth = await newKey(base)
+      const began = Date.now()
+      const res = await fetch(`${base}/v1/timeout`, { headers: auth })
+      expect(res.status).toBe(504)
+      await res.text()
+      // The handler (400 ms) still runs: its slot is still taken.
+      const busy = await fetch(`${base}/v1/ok`, { headers: auth })
+      expect(busy.status).toBe(429)
+      await busy.body?.cancel()
+      const freedAt = await freedSince(base, auth, began)
+      console.log(`${name}: timeout()'s 504, slot freed at ${freedAt} ms`)
+      expect(freedAt).toBeGreaterThanOrEqual(400)
+      const usage = (await (await fetch(`${base}/usage`)).json()) as {
+        used: number
+        requests: Array<{ path: string; status: number; units: number }>
+      }
+      const timedOut = usage.requests.filter((r) => r.path === '/v1/timeout')
+      expect(timedOut.map((r) => [r.status, r.units])).toEqual([[504, 0]])
+      expect(usage.used).toBe(0)
+    } finally {
+      await server.close()
+    }
+  }, 30_000)
+
+  test('compress() in front: a client leaving the gzip stream settles 499 with its report', async () => {
+    const server = await serve()
+    try {
+      const base = server.url
+      const auth = await newKey(base)
+      const abort = new AbortController()
+      const res = await fetch(`${base}/v1/gzip`, {
+        headers: { ...auth, 'accept-encoding': 'gzip' },
+        signal: abort.signal,
+      })
+      expect(res.status).toBe(200)
+      expect(res.headers.get('content-encoding')).toBe('gzip')
+      const reader = res.body!.getReader()
+      for (let read = 0; read < 3 * 4096; ) {
+        const { done, value } = await reader.read()
+        if (done) break
+        read += value.length
+      }
+      abort.abort()
+      await reader.cancel().catch(() => {})
+      const left = Date.now()
+      // Settled once the stream's cancel has run: 499, its report charged, its slot freed.
+      await freedSince(base, auth, left)
+      await new Promise((done) => setTimeout(done, 300))
+      const usage = (await (await fetch(`${base}/usage`)).json()) as {
+        used: number
+        requests: Array<{ path: string; status: number; units: number }>
+      }
+      const gzip = usage.requests.filter((r) => r.path === '/v1/gzip')
+      console.log(`${name}: a client leaving a gzip stream settled ${JSON.stringify(gzip)}`)
+      expect(gzip.map((r) => [r.status, r.units])).toEqual([[499, 42]])
+      expect(usage.used).toBe(42)
+    } finally {
+      await server.close()
+    }
+  }, 30_000)
+
   test('settles a client gone before the answer: 499, its report charged, once', async () => {
     // The handler ends at 400 ms. Bun and Deno see the client gone: freed then, not by the
     // 600 ms deadline. workerd does not see a closed socket: freed once the answer has lain
