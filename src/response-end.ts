@@ -283,18 +283,11 @@ export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableSt
       release()
     }
   }
-  // The source's cancel, once begun: a second one (the runtime cancelling the body after the
-  // request's signal aborted, on Bun and Deno) waits for the same, the handler's cleanup.
-  let cancelling: Promise<void> | undefined
-  const cancelSource = (reason: unknown) => {
-    cancelling ??= reader.cancel(reason)
-    return cancelling
-  }
   const gone = () => {
     if (!open || !settles) return
     clearTimeout(idle)
     clientGone(tb, d, route)
-    cancelSource(signal?.reason).then(done, done)
+    reader.cancel(signal?.reason).then(done, done)
   }
   if (waitUntil) keepAlive(d, waitUntil)
   beginWork(d)
@@ -311,7 +304,7 @@ export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableSt
       release()
     }
     w.copy = () => {
-      if (reading || !open || cancelling) return null
+      if (reading || !open) return null
       // The copy and the watched stream each get a branch of the source.
       reader.releaseLock()
       const [mine, copy] = body.tee()
@@ -346,28 +339,23 @@ export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableSt
       },
       cancel(reason) {
         if (!open) return
-        if (!settles) return cancelSource(reason).then(done, done)
+        if (!settles) return reader.cancel(reason).then(done, done)
         if (!w.replaceable) {
           clientGone(tb, d, route)
-          return cancelSource(reason).then(done, done)
+          return reader.cancel(reason).then(done, done)
         }
         // A middleware that answers in the response's stead cancels it first, and replaces it
         // once the cancel has finished (which may take a handler's cleanup, an upstream's
         // cancel): the client's departure only if the response is still the one going out a
-        // turn of the loop after that. A cancel that does not finish is a departure at the
-        // route's `abortSettleMs`, as a handler that does not end.
+        // turn of the loop after that.
         clearTimeout(idle)
-        const decided = () => {
-          if (settles) clientGone(tb, d, route)
-          done()
-        }
-        deciding = setTimeout(decided, route.abortSettleMs ?? tb.options.leaseTtlMs)
-        ;(deciding as { unref?: () => void }).unref?.()
         const decide = () => {
-          clearTimeout(deciding)
-          deciding = setTimeout(decided, 0)
+          deciding = setTimeout(() => {
+            if (settles) clientGone(tb, d, route)
+            done()
+          }, 0)
         }
-        return cancelSource(reason).then(decide, decide)
+        return reader.cancel(reason).then(decide, decide)
       },
     },
     { highWaterMark: 0 },
