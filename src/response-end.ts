@@ -204,8 +204,8 @@ export interface WatchedBody {
   /**
    * True when a middleware outside the adapter may answer in the response's stead (Hono's
    * `etag()` cancels the body it hashed and sends a 304): a cancel then counts as the client's
-   * departure only if the response was not replaced by the turn of the event loop after the
-   * cancel finished, and `watchBody` fills in `replaced` and `copy`.
+   * departure only if the response was not replaced by the next turn of the event loop, and
+   * `watchBody` fills in `replaced` and `copy`.
    */
   replaceable?: boolean
   /**
@@ -248,9 +248,9 @@ export interface WatchedBody {
  *
  * `replaceable` (Hono, whose middleware in front of the guard run after it): a middleware may
  * answer in the response's stead, cancelling the body first (`etag()`'s 304). A cancel then
- * counts as the client's departure one turn of the event loop after it finished, unless the
- * adapter has told `replaced()` by then; `copy()` gives a clone a branch of its own, so a clone
- * read to its end (`etag()` hashing it) is not the client's reading.
+ * counts as the client's departure one turn of the event loop later, unless the adapter has
+ * told `replaced()` by then; `copy()` gives a clone a branch of its own, so a clone read to
+ * its end (`etag()` hashing it) is not the client's reading.
  */
 export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableStream<Uint8Array> {
   const { route, body, signal, waitUntil } = w
@@ -344,18 +344,18 @@ export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableSt
           clientGone(tb, d, route)
           return reader.cancel(reason).then(done, done)
         }
-        // A middleware that answers in the response's stead cancels it first, and replaces it
-        // once the cancel has finished (which may take a handler's cleanup, an upstream's
-        // cancel): the client's departure only if the response is still the one going out a
-        // turn of the loop after that.
+        // A middleware that answers in the response's stead cancels it first: the client's
+        // departure only if the response is still the one going out a turn of the loop later.
         clearTimeout(idle)
-        const decide = () => {
-          deciding = setTimeout(() => {
-            if (settles) clientGone(tb, d, route)
-            done()
-          }, 0)
-        }
-        return reader.cancel(reason).then(decide, decide)
+        const cancelled = reader.cancel(reason)
+        deciding = setTimeout(() => {
+          if (settles) clientGone(tb, d, route)
+          cancelled.then(done, done)
+        }, 0)
+        return cancelled.then(
+          () => {},
+          () => {},
+        )
       },
     },
     { highWaterMark: 0 },

@@ -6,7 +6,7 @@
 
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { Hono, type MiddlewareHandler } from 'hono'
+import { Hono } from 'hono'
 import { etag } from 'hono/etag'
 import { HTTPException } from 'hono/http-exception'
 import { streamSSE as honoStreamSSE } from 'hono/streaming'
@@ -248,45 +248,6 @@ describe('tollbooth/hono', () => {
       expect((await h.tb.usage.get('acct_1')).credits.used).toBe(6)
       // Both slots free (concurrency 1).
       expect((await h.fetch('/v1/etag', { key })).status).toBe(200)
-    } finally {
-      await h.close()
-    }
-  })
-
-  // A middleware in front of the guard that cancels the body and answers in its stead: the
-  // cancel of a handler's stream may take its time (its cleanup, an upstream's cancel). The
-  // response it sends is the one settled, not a departed client (it was settled 499, not
-  // billed the 304, when the cancel took longer than a turn of the event loop).
-  test('settles what a middleware in front sends after a slow cancel of the body', async () => {
-    const h = await harness(
-      async (tb, routes) => {
-        const app = new Hono()
-        const swap: MiddlewareHandler = async (c, next) => {
-          await next()
-          await c.res.body?.cancel()
-          c.res = new Response(null, { status: 304 })
-        }
-        app.get('/v1/swap', swap, requireApiKey(tb, { cost: 10 }), async (c) => {
-          await routes[0]!.handle(c.get('apiKey'))
-          const body = new ReadableStream<Uint8Array>({
-            pull: (controller) => controller.enqueue(new TextEncoder().encode('x')),
-            cancel: () => new Promise((done) => setTimeout(done, 20)),
-          })
-          return new Response(body)
-        })
-        return serveHono(app)
-      },
-      [{ path: '/v1/swap', handle: (k) => k.report({ cost: 3 }) }],
-      { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' },
-    )
-    try {
-      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
-      expect((await h.fetch('/v1/swap', { key })).status).toBe(304)
-      await eventually(() => h.settled.some((x) => x.event), 'it to settle')
-      await new Promise((done) => setTimeout(done, 50))
-      expect(h.settled.map((x) => [x.status, x.event?.units])).toEqual([[304, 3]])
-      expect((await h.tb.usage.get('acct_1')).credits.used).toBe(3)
-      expect((await h.fetch('/v1/swap', { key })).status).toBe(304)
     } finally {
       await h.close()
     }

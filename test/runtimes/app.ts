@@ -18,8 +18,6 @@
  *   once and answers 400 ms later: the client gets the 504 at 100 ms.
  * - `GET /v1/ok`: a plain JSON answer.
  * - `GET /v1/etag`: a JSON answer behind Hono's `etag()` (in front of the guard), reporting 3.
- * - `GET /v1/swap`: a stream whose cancel takes 20 ms, reporting 3, cancelled by a middleware in
- *   front of the guard that answers 304 in its stead.
  * - `GET /v1/own`: a plain JSON answer with an `X-Request-Id` of the handler's own.
  * - `GET /usage`: the account's credits used and its settled requests.
  */
@@ -105,25 +103,6 @@ function build(): Hono {
     c.get('apiKey').report({ cost: 3 })
     return c.json({ same: true })
   })
-  // A middleware in front of the guard that cancels the body, whose cancel takes 20 ms, and
-  // answers a 304 in its stead.
-  a.get(
-    '/v1/swap',
-    async (c, next) => {
-      await next()
-      await c.res.body?.cancel()
-      c.res = new Response(null, { status: 304 })
-    },
-    requireApiKey(tb, { cost: 10 }),
-    (c) => {
-      c.get('apiKey').report({ cost: 3 })
-      const body = new ReadableStream<Uint8Array>({
-        pull: (controller) => controller.enqueue(new TextEncoder().encode('x')),
-        cancel: () => new Promise((done) => setTimeout(done, 20)),
-      })
-      return new Response(body)
-    },
-  )
   // The handler names one of tollbooth's headers itself: its own goes out.
   a.get('/v1/own', requireApiKey(tb), (c) => c.json({ ok: true }, 200, { 'X-Request-Id': 'mine' }))
   a.get('/usage', async (c) => {
