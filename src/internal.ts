@@ -124,7 +124,6 @@ export {
   responseEnded,
   responseStarted,
   type Settler,
-  type WatchedBody,
   watchBody,
 } from './response-end.js'
 export { type Settlement, settlementOf } from './settle.js'

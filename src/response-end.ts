@@ -201,25 +201,6 @@ export interface WatchedBody {
   signal?: AbortSignal | undefined
   /** A Worker's `ctx.waitUntil`. */
   waitUntil?: ((until: Promise<void>) => void) | undefined
-  /**
-   * True when a middleware outside the adapter may answer in the response's stead (Hono's
-   * `etag()` cancels the body it hashed and sends a 304): a cancel then counts as the client's
-   * departure only if the response was not replaced by the next turn of the event loop, and
-   * `watchBody` fills in `replaced` and `copy`.
-   */
-  replaceable?: boolean
-  /**
-   * Filled in by `watchBody` (with `replaceable`): the response was replaced by another, whose
-   * end is the request's from now on, so this body no longer settles it (it still passes its
-   * bytes on to whoever reads it) and its unit of the handler's work ends.
-   */
-  replaced?: () => void
-  /**
-   * Filled in by `watchBody` (with `replaceable`): a copy of the body (what `Response.clone()`
-   * gives), read without reading the watched stream, whose end stays the client's; null when
-   * the watched stream is being read (then the runtime's own clone applies).
-   */
-  copy?: () => ReadableStream<Uint8Array> | null
 }
 
 /**
@@ -245,46 +226,28 @@ export interface WatchedBody {
  * neither read nor cancelled: on Workers, a body that nothing reads for the route's
  * `abortSettleMs` (default: the lease TTL) counts as a departed client, so such a request
  * settles (499) by that deadline rather than never.
- *
- * `replaceable` (Hono, whose middleware in front of the guard run after it): a middleware may
- * answer in the response's stead, cancelling the body first (`etag()`'s 304). A cancel then
- * counts as the client's departure one turn of the event loop later, unless the adapter has
- * told `replaced()` by then; `copy()` gives a clone a branch of its own, so a clone read to
- * its end (`etag()` hashing it) is not the client's reading.
  */
 export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableStream<Uint8Array> {
-  const { route, body, signal, waitUntil } = w
-  let reader = body.getReader()
+  const { route, body, status, signal, waitUntil } = w
+  const reader = body.getReader()
   let open = true
-  // False once the response was replaced (`replaced`): its end is no longer the request's.
-  let settles = true
-  // Holds one unit of the handler's work until it ends, is cancelled or is replaced.
-  let unit = true
-  let reading = false
-  let deciding: ReturnType<typeof setTimeout> | undefined
   // On Workers: how long the body may wait, unread, before its client counts as gone.
   const idleMs = waitUntil ? (route.abortSettleMs ?? tb.options.leaseTtlMs) : 0
   let idle: ReturnType<typeof setTimeout> | undefined
   const waiting = () => {
-    if (!idleMs || !open || !settles) return
+    if (!idleMs || !open) return
     idle = setTimeout(gone, idleMs)
-  }
-  const release = () => {
-    clearTimeout(idle)
-    signal?.removeEventListener('abort', gone)
-    if (unit) {
-      unit = false
-      endWork(d)
-    }
   }
   const done = () => {
     if (open) {
       open = false
-      release()
+      clearTimeout(idle)
+      signal?.removeEventListener('abort', gone)
+      endWork(d)
     }
   }
   const gone = () => {
-    if (!open || !settles) return
+    if (!open) return
     clearTimeout(idle)
     clientGone(tb, d, route)
     reader.cancel(signal?.reason).then(done, done)
@@ -296,37 +259,18 @@ export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableSt
     signal?.addEventListener('abort', gone, { once: true })
     waiting()
   }
-  if (w.replaceable) {
-    w.replaced = () => {
-      if (!settles) return
-      settles = false
-      clearTimeout(deciding)
-      release()
-    }
-    w.copy = () => {
-      if (reading || !open) return null
-      // The copy and the watched stream each get a branch of the source.
-      reader.releaseLock()
-      const [mine, copy] = body.tee()
-      reader = mine.getReader()
-      return copy
-    }
-  }
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
         clearTimeout(idle)
         let chunk: ReadableStreamReadResult<Uint8Array>
-        reading = true
         try {
           chunk = await reader.read()
         } catch (err) {
-          if (settles) ended(tb, d, { status: 500, outcome: 'error' })
+          ended(tb, d, { status: 500, outcome: 'error' })
           done()
           controller.error(err)
           return
-        } finally {
-          reading = false
         }
         if (!chunk.done) {
           controller.enqueue(chunk.value)
@@ -334,28 +278,13 @@ export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableSt
           return
         }
         controller.close()
-        if (settles) responseEnded(tb, d, w.status)
+        responseEnded(tb, d, status)
         done()
       },
       cancel(reason) {
         if (!open) return
-        if (!settles) return reader.cancel(reason).then(done, done)
-        if (!w.replaceable) {
-          clientGone(tb, d, route)
-          return reader.cancel(reason).then(done, done)
-        }
-        // A middleware that answers in the response's stead cancels it first: the client's
-        // departure only if the response is still the one going out a turn of the loop later.
-        clearTimeout(idle)
-        const cancelled = reader.cancel(reason)
-        deciding = setTimeout(() => {
-          if (settles) clientGone(tb, d, route)
-          cancelled.then(done, done)
-        }, 0)
-        return cancelled.then(
-          () => {},
-          () => {},
-        )
+        clientGone(tb, d, route)
+        return reader.cancel(reason).then(done, done)
       },
     },
     { highWaterMark: 0 },

@@ -34,7 +34,6 @@ import {
   responseStarted,
   setDefaultHeaders,
   type Tollbooth,
-  type WatchedBody,
   watchBody,
 } from '../../src/internal.js'
 import { watchQueued } from '../node/queued.js'
@@ -222,10 +221,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
         c.res = new Response(drainBody(tb, decision, { route, body, status }), init)
       } else if (body !== null) {
         const init = { status, headers: c.res.headers }
-        const w: WatchedBody = { route, body, status, replaceable: true }
-        const stream = watchBody(tb, decision, w)
-        c.res = new Response(stream, init)
-        followOuter(c, tb, decision, w, stream)
+        c.res = new Response(watchBody(tb, decision, { route, body, status }), init)
       }
       endWork(decision)
       return
@@ -246,96 +242,13 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       c.res = new Response(drainBody(tb, decision, { route, body, status, waitUntil }), c.res)
     else {
       const signal = c.req.raw.signal as AbortSignal | undefined
-      const w: WatchedBody = { route, body, status, signal, waitUntil, replaceable: true }
-      const stream = watchBody(tb, decision, w)
-      c.res = new Response(stream, c.res)
-      followOuter(c, tb, decision, w, stream)
+      c.res = new Response(
+        watchBody(tb, decision, { route, body, status, signal, waitUntil }),
+        c.res,
+      )
     }
     endWork(decision)
   }
-}
-
-/** The accessor of `res` on Hono's Context (its prototype's), found once. */
-let contextRes: { get: () => Response; set: (res: Response) => void } | undefined
-
-function resAccessor(c: Context): NonNullable<typeof contextRes> {
-  if (contextRes !== undefined) return contextRes
-  for (
-    let p = Object.getPrototypeOf(c) as object | null;
-    p !== null;
-    p = Object.getPrototypeOf(p)
-  ) {
-    const d = Object.getOwnPropertyDescriptor(p, 'res')
-    if (d?.get && d.set) {
-      contextRes = { get: d.get, set: d.set }
-      return contextRes
-    }
-  }
-  throw new TypeError('tollbooth/hono: this Hono has no Context.res accessor')
-}
-
-/**
- * Follows the response the guard watches through the middleware in front of the guard, which
- * run after it: the status the client gets is the one settled. A middleware may answer in the
- * response's stead (Hono's `etag()` hashes a clone of the body, cancels it and sends a 304;
- * another may send a body of its own): `c.res` is then another response, whose end is the
- * request's. One whose body is the watched one (a copy with other headers or another status)
- * only updates the status. A clone of the watched response (`etag()` hashing it) reads a
- * branch of its own, so reading it is not the client's reading. A middleware that reads the
- * watched body itself still ends it (settled then, with its status at the time).
- */
-function followOuter(
-  c: Context,
-  tb: Tollbooth,
-  decision: Admission,
-  first: WatchedBody,
-  stream: ReadableStream<Uint8Array>,
-): void {
-  const { get, set } = resAccessor(c)
-  let watched = first
-  let body = stream
-  const arm = (res: Response) => {
-    const copy = watched.copy
-    // Its own property: @hono/node-server's Response has a read-only `clone`.
-    Object.defineProperty(res, 'clone', {
-      configurable: true,
-      writable: true,
-      value: function clone(this: Response): Response {
-        const branch = copy?.()
-        if (!branch) return Response.prototype.clone.call(this)
-        const init = { status: this.status, statusText: this.statusText, headers: this.headers }
-        return new Response(branch, init)
-      },
-    })
-  }
-  arm(get.call(c))
-  Object.defineProperty(c, 'res', {
-    configurable: true,
-    enumerable: false,
-    get: () => get.call(c),
-    set: (value: Response) => {
-      set.call(c, value)
-      const res = get.call(c)
-      if (decision.settled) return
-      if (res.body === body) {
-        watched.status = res.status
-        arm(res)
-        return
-      }
-      const previous = watched
-      if (res.body !== null && c.req.method !== 'HEAD') {
-        const next: WatchedBody = { ...previous, body: res.body, status: res.status }
-        body = watchBody(tb, decision, next)
-        watched = next
-        set.call(c, new Response(body, { status: res.status, headers: res.headers }))
-        arm(get.call(c))
-        previous.replaced?.()
-        return
-      }
-      previous.replaced?.()
-      responseEnded(tb, decision, res.status)
-    },
-  })
 }
 
 /** The symbol under which `@hono/node-server`'s Response keeps its parts, once seen. */

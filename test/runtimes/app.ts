@@ -17,14 +17,12 @@
  * - `GET /v1/timeout`: behind Hono's `timeout(100)`, reports `{ cost: 42, tokens: 1234 }` at
  *   once and answers 400 ms later: the client gets the 504 at 100 ms.
  * - `GET /v1/ok`: a plain JSON answer.
- * - `GET /v1/etag`: a JSON answer behind Hono's `etag()` (in front of the guard), reporting 3.
  * - `GET /v1/own`: a plain JSON answer with an `X-Request-Id` of the handler's own.
  * - `GET /usage`: the account's credits used and its settled requests.
  */
 
 import { Hono } from 'hono'
 import { compress } from 'hono/compress'
-import { etag } from 'hono/etag'
 import { HTTPException } from 'hono/http-exception'
 import { timeout } from 'hono/timeout'
 import { requireApiKey, streamSSE } from '../../adapters/hono/index.js'
@@ -98,11 +96,6 @@ function build(): Hono {
     return c.json({ late: true })
   })
   a.get('/v1/ok', requireApiKey(tb), (c) => c.json({ ok: true }))
-  // Hono's etag() in front of the guard: a matching If-None-Match gets a 304 instead.
-  a.get('/v1/etag', etag(), requireApiKey(tb, { cost: 10 }), (c) => {
-    c.get('apiKey').report({ cost: 3 })
-    return c.json({ same: true })
-  })
   // The handler names one of tollbooth's headers itself: its own goes out.
   a.get('/v1/own', requireApiKey(tb), (c) => c.json({ ok: true }, 200, { 'X-Request-Id': 'mine' }))
   a.get('/usage', async (c) => {

@@ -170,9 +170,7 @@ async function leftBeforeAnswer(
   const server = await serve()
   try {
     const base = server.url
-    const setup = await fetch(`${base}/setup`, { method: 'POST' })
-    const { key } = (await setup.json()) as { key: string }
-    const auth = { authorization: `Bearer ${key}` }
+    const auth = await newKey(base)
     const began = Date.now()
     await leave(base, '/v1/slow', auth, reset)
     // The handler (400 ms) still runs: its slot is still taken.
@@ -214,9 +212,7 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
     const server = await serve()
     try {
       const base = server.url
-      const setup = await fetch(`${base}/setup`, { method: 'POST' })
-      const { key } = (await setup.json()) as { key: string }
-      const auth = { authorization: `Bearer ${key}` }
+      const auth = await newKey(base)
       const began = Date.now()
       const res = await fetch(`${base}/v1/stream`, { headers: auth })
       expect(res.status).toBe(200)
@@ -264,9 +260,7 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
     const server = await serve()
     try {
       const base = server.url
-      const setup = await fetch(`${base}/setup`, { method: 'POST' })
-      const { key } = (await setup.json()) as { key: string }
-      const auth = { authorization: `Bearer ${key}` }
+      const auth = await newKey(base)
       const res = await fetch(`${base}/v1/stream`, { method: 'HEAD', headers: auth })
       expect(res.status).toBe(200)
       expect(await res.text()).toBe('')
@@ -280,39 +274,6 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
       console.log(`${name}: HEAD on a stream settled ${JSON.stringify(head)}, used ${usage.used}`)
       expect(head).toEqual([{ path: '/v1/stream', status: 200, units: 42, tokens: 1234 }])
       expect(usage.used).toBe(42)
-    } finally {
-      await server.close()
-    }
-  }, 30_000)
-
-  // A middleware in front of the guard that answers in its stead after the handler (Hono's
-  // etag(): a 304 for a matching If-None-Match, after hashing the body it replaces): the
-  // status the client gets is the one settled and logged.
-  test('settles the 304 that etag() in front of the guard sends, not the 200 it replaced', async () => {
-    const server = await serve()
-    try {
-      const base = server.url
-      const setup = await fetch(`${base}/setup`, { method: 'POST' })
-      const { key } = (await setup.json()) as { key: string }
-      const auth = { authorization: `Bearer ${key}` }
-      const first = await fetch(`${base}/v1/etag`, { headers: auth })
-      expect(first.status).toBe(200)
-      expect(await first.json()).toEqual({ same: true })
-      const tag = first.headers.get('etag')!
-      expect(tag).toBeTruthy()
-      const again = await fetch(`${base}/v1/etag`, { headers: { ...auth, 'if-none-match': tag } })
-      expect(again.status).toBe(304)
-      await again.body?.cancel()
-      // Both settled: the slot is free.
-      expect(await freedSince(base, auth, Date.now())).toBeGreaterThan(0)
-      const usage = (await (await fetch(`${base}/usage`)).json()) as {
-        used: number
-        requests: Array<{ path: string; status: number; units: number }>
-      }
-      const etagged = usage.requests.filter((r) => r.path === '/v1/etag')
-      console.log(`${name}: etag() in front: settled ${JSON.stringify(etagged)}`)
-      expect(etagged.map((r) => r.status).sort()).toEqual([200, 304])
-      expect(etagged.map((r) => r.units)).toEqual([3, 3])
     } finally {
       await server.close()
     }
@@ -401,9 +362,7 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
     const server = await serve()
     try {
       const base = server.url
-      const setup = await fetch(`${base}/setup`, { method: 'POST' })
-      const { key } = (await setup.json()) as { key: string }
-      const auth = { authorization: `Bearer ${key}` }
+      const auth = await newKey(base)
       const began = Date.now()
       const abort = new AbortController()
       const res = await fetch(`${base}/v1/long`, { headers: auth, signal: abort.signal })
@@ -477,16 +436,32 @@ describe.each(runtimes)('tollbooth/hono built at module scope on %s', (name, ser
 })
 
 /** Milliseconds from `began` until `/v1/ok` answers 200 (polled every 25 ms), 0 after 5 s. */
+/** A new key of the app's account, limited to 1 request in flight: its `Authorization` header. */
+async function newKey(base: string): Promise<Record<string, string>> {
+  const setup = await fetch(`${base}/setup`, { method: 'POST' })
+  const { key } = (await setup.json()) as { key: string }
+  return { authorization: `Bearer ${key}` }
+}
+
+/**
+ * Milliseconds from `began` until `/v1/ok` answers 200 (polled every 25 ms); fails when the
+ * key's slot is still taken 5 s after `began`. A slot free at the first probe may answer within
+ * the millisecond `began` was read in: 0 is a free slot. (It was also the "still taken" value,
+ * and a request settled at once, as etag()'s 304 is, read as never settled on a fast runtime:
+ * 52 of 800 such probes on Bun.)
+ */
 async function freedSince(
   base: string,
   auth: Record<string, string>,
   began: number,
 ): Promise<number> {
+  const statuses: number[] = []
   while (Date.now() - began < 5_000) {
     const res = await fetch(`${base}/v1/ok`, { headers: auth })
     await res.body?.cancel()
     if (res.status === 200) return Date.now() - began
+    statuses.push(res.status)
     await new Promise((done) => setTimeout(done, 25))
   }
-  return 0
+  throw new Error(`the key's slot is still taken after 5 s (/v1/ok: ${statuses.slice(-3)})`)
 }
