@@ -246,11 +246,19 @@ export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableSt
       endWork(d)
     }
   }
+  // The source's cancel, once begun: a second one (the runtime cancelling the body after the
+  // request's signal aborted, on Bun and Deno) waits for the same, the handler's cleanup;
+  // before, it finished at once and the request settled without what the cleanup reported.
+  let cancelling: Promise<void> | undefined
+  const cancelSource = (reason: unknown) => {
+    cancelling ??= reader.cancel(reason)
+    return cancelling
+  }
   const gone = () => {
     if (!open) return
     clearTimeout(idle)
     clientGone(tb, d, route)
-    reader.cancel(signal?.reason).then(done, done)
+    cancelSource(signal?.reason).then(done, done)
   }
   if (waitUntil) keepAlive(d, waitUntil)
   beginWork(d)
@@ -284,7 +292,7 @@ export function watchBody(tb: Settler, d: Admission, w: WatchedBody): ReadableSt
       cancel(reason) {
         if (!open) return
         clientGone(tb, d, route)
-        return reader.cancel(reason).then(done, done)
+        return cancelSource(reason).then(done, done)
       },
     },
     { highWaterMark: 0 },

@@ -17,6 +17,9 @@
  * - `GET /v1/timeout`: behind Hono's `timeout(100)`, reports `{ cost: 42, tokens: 1234 }` at
  *   once and answers 400 ms later: the client gets the 504 at 100 ms.
  * - `GET /v1/ok`: a plain JSON answer.
+ * - `GET /v1/stuck`: an endless stream whose cancel never finishes, reporting 3
+ *   (`abortSettleMs` 600 ms).
+ * - `GET /v1/cleanup`: an endless stream whose cancel takes 300 ms and then reports 5.
  * - `GET /v1/own`: a plain JSON answer with an `X-Request-Id` of the handler's own.
  * - `GET /usage`: the account's credits used and its settled requests.
  */
@@ -96,6 +99,35 @@ function build(): Hono {
     return c.json({ late: true })
   })
   a.get('/v1/ok', requireApiKey(tb), (c) => c.json({ ok: true }))
+  // An endless stream whose cancel never finishes (a handler stuck in its cleanup), reporting 3.
+  a.get('/v1/stuck', requireApiKey(tb, { cost: 10, abortSettleMs: 600 }), (c) => {
+    c.get('apiKey').report({ cost: 3 })
+    let sent = 0
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (sent++ > 0) await new Promise((done) => setTimeout(done, 20))
+        controller.enqueue(new TextEncoder().encode(`data: ${sent}\n\n`))
+      },
+      cancel: () => new Promise<void>(() => {}),
+    })
+    return new Response(body, { headers: { 'content-type': 'text/event-stream' } })
+  })
+  // An endless stream whose cancel (its cleanup) takes 300 ms and reports 5 at its end.
+  a.get('/v1/cleanup', requireApiKey(tb, { cost: 10, abortSettleMs: 2_000 }), (c) => {
+    const apiKey = c.get('apiKey')
+    let sent = 0
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (sent++ > 0) await new Promise((done) => setTimeout(done, 20))
+        controller.enqueue(new TextEncoder().encode(`data: ${sent}\n\n`))
+      },
+      async cancel() {
+        await new Promise((done) => setTimeout(done, 300))
+        apiKey.report({ cost: 5 })
+      },
+    })
+    return new Response(body, { headers: { 'content-type': 'text/event-stream' } })
+  })
   // The handler names one of tollbooth's headers itself: its own goes out.
   a.get('/v1/own', requireApiKey(tb), (c) => c.json({ ok: true }, 200, { 'X-Request-Id': 'mine' }))
   a.get('/usage', async (c) => {

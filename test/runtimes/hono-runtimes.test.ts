@@ -346,6 +346,49 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
     }
   }, 30_000)
 
+  // A client gone mid-stream settles once the stream's cancel (the handler's cleanup) has
+  // finished, with what it reported there; one whose cancel never finishes, by the route's
+  // abortSettleMs (600 ms), as a handler that never ends. Before, on Bun and Deno, the
+  // runtime's second cancel (after the request's signal aborted) finished at once: settled
+  // 10-21 ms after the client left with 0 units of the cleanup's 5.
+  test.each([
+    ['/v1/cleanup', { min: 250, max: 2_000 }, 5],
+    ['/v1/stuck', { min: 500, max: 3_000 }, 3],
+  ] as const)(
+    'settles a client gone from %s once its cancel has finished',
+    async (path, window, units) => {
+      const server = await serve()
+      try {
+        const base = server.url
+        const auth = await newKey(base)
+        const abort = new AbortController()
+        const res = await fetch(`${base}${path}`, { headers: auth, signal: abort.signal })
+        expect(res.status).toBe(200)
+        const reader = res.body!.getReader()
+        await reader.read()
+        const left = Date.now()
+        abort.abort()
+        await reader.read().catch(() => {})
+        const freedAt = await freedSince(base, auth, left)
+        // Nothing more settled later: once, with the cleanup's report.
+        await new Promise((done) => setTimeout(done, 200))
+        const usage = (await (await fetch(`${base}/usage`)).json()) as {
+          used: number
+          requests: Array<{ path: string; status: number; units: number }>
+        }
+        const requests = usage.requests.filter((r) => r.path === path)
+        console.log(`${name}: ${path}: slot freed at ${freedAt} ms, ${JSON.stringify(requests)}`)
+        expect(freedAt).toBeGreaterThanOrEqual(window.min)
+        expect(freedAt).toBeLessThan(window.max)
+        expect(requests.map((r) => [r.status, r.units])).toEqual([[499, units]])
+        expect(usage.used).toBe(units)
+      } finally {
+        await server.close()
+      }
+    },
+    30_000,
+  )
+
   test('settles a client gone before the answer: 499, its report charged, once', async () => {
     // The handler ends at 400 ms. Bun and Deno see the client gone: freed then, not by the
     // 600 ms deadline. workerd does not see a closed socket: freed once the answer has lain
