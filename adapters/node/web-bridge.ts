@@ -12,7 +12,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import { Readable } from 'node:stream'
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
 import { watchQueued } from './queued.js'
-import { writtenInFull } from './written.js'
+import { closedAlready, writtenInFull } from './written.js'
 
 /** The Node objects handed to the fetch handler, as `@hono/node-server` names them. */
 export interface NodeBindings {
@@ -33,12 +33,18 @@ export function checkHandler(handler: unknown): asserts handler is FetchHandler 
 
 /**
  * A signal that aborts when the response closes before it was written in full, or when its
- * connection closes while it is queued behind a pipelined response (see `./queued.ts`).
+ * connection closes while it is queued behind a pipelined response (see `./queued.ts`), or
+ * already aborted when the response had closed before this was called (the client left while
+ * a hook or a body parser in front ran).
  */
 export function abortOnClose(res: ServerResponse): AbortSignal {
   const abort = new AbortController()
   const gone = () => {
     if (!writtenInFull(res)) abort.abort()
+  }
+  if (closedAlready(res)) {
+    gone()
+    return abort.signal
   }
   res.once('close', gone)
   // A response queued behind a pipelined one gets no `close` if the connection goes first.

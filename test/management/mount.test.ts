@@ -280,6 +280,40 @@ describe('express mountFetch', () => {
 })
 
 describe('fastify mountFetch', () => {
+  // A client gone before the handler started (here, while a hook in front awaited): the
+  // response's `close` came before mountFetch listened for it. Before, the signal never
+  // aborted and the handler ran to its end for nobody.
+  it('hands the handler an aborted signal when the client left before it started', async () => {
+    let seen!: (aborted: boolean) => void
+    const seenP = new Promise<boolean>((r) => {
+      seen = r
+    })
+    let closed!: () => void
+    const closedP = new Promise<void>((r) => {
+      closed = r
+    })
+    const url = await fastifyServer(async (app) => {
+      app.addHook('onRequest', async (_request, reply) => {
+        reply.raw.once('close', () => closed())
+        await closedP
+      })
+      await app.register(
+        fastifyMount(async (req) => {
+          seen(req.signal.aborted)
+          return new Response('late')
+        }),
+        { prefix: '/m' },
+      )
+    })
+    const { hostname, port } = new URL(url)
+    const socket = connect(Number(port), hostname)
+    socket.on('error', () => {})
+    socket.write(`GET /m/x HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`)
+    await new Promise((r) => setTimeout(r, 50))
+    socket.destroy()
+    expect(await seenP).toBe(true)
+  })
+
   it('serves under the prefix with the raw body of any content type, in its own context', async () => {
     const url = await fastifyServer(async (app) => {
       app.post('/other', async (request) => ({ parsed: request.body }))
