@@ -34,6 +34,7 @@ import {
 } from '../../src/internal.js'
 import { SECRET } from '../metering/helpers.js'
 import { Database } from '../storage/sqlite-driver.js'
+import { usageEvent } from '../support/core.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 import { connectRedis, deletePrefix, REDIS_URL, testPrefix } from '../support/redis.js'
 import { closeServer } from '../support/servers.js'
@@ -165,21 +166,14 @@ for (const [name, make] of Object.entries(stores))
         )
         const now = Date.now()
         meter.enqueue([
-          {
+          usageEvent(0, {
             id: 'evt_closed',
             requestId: 'req_closed',
             keyId: 'key_x',
-            accountId: 'acct_1',
             time: now,
             units: 5,
             overage: 5,
-            tokens: 0,
-            category: null,
-            keyCategory: null,
-            status: 200,
-            durationMs: 1,
-            ttfbMs: null,
-          } as never,
+          }),
         ])
         for (let i = 0; i < 3; i++) await meter.flush()
         await sleep(100)
