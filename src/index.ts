@@ -6,7 +6,7 @@
  * `src/internal.ts`, which package.json does not export.
  */
 
-export { applyBillingChanges, type BillingState } from './billing/apply.js'
+export { applyBillingChanges, type BillingState, type CurrentState } from './billing/apply.js'
 export type { MeterSink } from './billing/meter-outbox.js'
 export type {
   AppliedChange,

@@ -12,7 +12,10 @@
  * 3. take a short lease on the event id, so two instances never apply it at once (the loser
  *    answers 409 and Stripe retries later);
  * 4. map it to changes (`events.ts`) and apply them (`applyBillingChanges`), then mark the
- *    event processed. A failure releases the lease and answers 500: Stripe retries.
+ *    event processed. A failure releases the lease and answers 500: Stripe retries. Two
+ *    subscription events of the same second (Stripe's times are whole seconds, its delivery
+ *    order is not guaranteed) that set different things are settled by the subscription's
+ *    current state, retrieved from Stripe (one API call, for such ties only).
  *
  * Each step on the store (a marker call, the apply, the processed marker) is bounded by
  * `tb.options.storageTimeoutMs`: a store that does not answer in time makes it answer 503
@@ -27,6 +30,7 @@
 import {
   type AppliedChange,
   applyBillingChanges,
+  type BillingChange,
   createMarkers,
   type ErrorCode,
   headerOf,
@@ -41,8 +45,14 @@ import { changesOf, type EventContext, type StripeEventLike } from './events.js'
 /** How long another instance may hold an event before it is given up as crashed. */
 const LEASE_MS = 60_000
 
+/** How long asking Stripe for a subscription may take (its client's default is 80 s). */
+const RETRIEVE_TIMEOUT_MS = 10_000
+
 /** The part of the Stripe client the webhook endpoint uses. */
 export interface WebhookVerifier {
+  subscriptions: {
+    retrieve(id: string, params?: undefined, options?: { timeout?: number }): Promise<unknown>
+  }
   webhooks: {
     constructEventAsync(
       payload: string | Uint8Array,
@@ -62,6 +72,35 @@ export interface WebhookOptions extends EventContext {
   /** How long a processed event id is remembered (ms). */
   markerTtlMs: number
   onError: (err: unknown) => void
+}
+
+type StateChange = Extract<BillingChange, { type: 'tier' | 'cancel' }>
+
+/**
+ * The subscription's state now (`GET /v1/subscriptions/:id`), mapped as an event of the tied
+ * change's time: Stripe's own advice for events it cannot order.
+ */
+async function currentState(
+  stripe: WebhookVerifier,
+  ctx: EventContext,
+  change: StateChange,
+): Promise<StateChange | null> {
+  const sub = (await stripe.subscriptions.retrieve(change.subscriptionId, undefined, {
+    timeout: RETRIEVE_TIMEOUT_MS,
+  })) as { status?: unknown }
+  const type =
+    sub.status === 'canceled' || sub.status === 'incomplete_expired'
+      ? 'customer.subscription.deleted'
+      : 'customer.subscription.updated'
+  const mapped = changesOf(
+    { id: 'current', type, created: change.at / 1000, data: { object: sub } },
+    ctx,
+  )
+  if ('ignored' in mapped) return null
+  const found = mapped.changes.find(
+    (c): c is StateChange => c.type === 'tier' || c.type === 'cancel',
+  )
+  return found && found.accountId === change.accountId ? found : null
 }
 
 const fail = (status: number, error: string, code: ErrorCode): WebhookResult => ({
@@ -149,8 +188,14 @@ export async function handleStripeWebhook(
       return ok([], { ignored: mapped.ignored })
     }
     // Applied late, it is marked processed then (a retry after it is a duplicate).
+    // A subscription event carries the whole subscription: a tie of two is settled by asking
+    // Stripe for the subscription now.
+    const snapshot = event.type.startsWith('customer.subscription.')
     const applied = await bound(
-      applyBillingChanges(tb, mapped.changes, { grantTtlMs: options.markerTtlMs }),
+      applyBillingChanges(tb, mapped.changes, {
+        grantTtlMs: options.markerTtlMs,
+        ...(snapshot ? { current: (c: StateChange) => currentState(stripe, options, c) } : {}),
+      }),
       markDone,
     )
     await bound(markDone())

@@ -8,7 +8,10 @@
  *   subscription it follows and the time of the last change applied (in its metadata, under
  *   {@link BILLING_STATE_KEY}); an older change is skipped, a change of another subscription
  *   than the current one cannot cancel it, and an ended subscription never comes back (a
- *   suspended one, paused or unpaid, does, by a newer change of it).
+ *   suspended one, paused or unpaid, does, by a newer change of it). A provider's times can
+ *   tie (Stripe's are whole seconds): two snapshots of one subscription with the same time
+ *   that disagree cannot be ordered, so the provider is asked for the subscription's current
+ *   state (`options.current`) and that is applied.
  * - **Once.** A credit grant is applied once per `grantId` (a payment or an invoice), with a
  *   marker in the counter store, whatever the event that carries it.
  *
@@ -31,7 +34,23 @@ export interface BillingState {
   at: number
   /** True once the subscription ended: it is never revived by a later-delivered event. */
   ended: boolean
+  /**
+   * What the last snapshot applied at `at` set ({@link snapshotOf}): a snapshot of the same
+   * time that sets something else is a tie the times cannot order.
+   */
+  last?: string
 }
+
+type StateChange = Extract<BillingChange, { type: 'tier' | 'cancel' }>
+
+/** The asker of a subscription's current state at the provider (see `applyBillingChanges`). */
+export type CurrentState = (change: StateChange) => Promise<StateChange | null>
+
+/** What a tier or cancel change sets, as a string to compare two of them. */
+const snapshotOf = (c: StateChange): string =>
+  c.type === 'cancel'
+    ? `cancel:${c.suspended === true}`
+    : `tier:${c.tier}:${c.expiresAt === undefined ? '-' : c.expiresAt}`
 
 /** Changes of one account run one at a time in this process (read-modify-write of metadata). */
 const queues = new WeakMap<object, Map<string, Promise<unknown>>>()
@@ -85,7 +104,12 @@ async function locked<T>(tb: Tollbooth, accountId: string, fn: () => Promise<T>)
 function stateOf(metadata: Record<string, unknown>): BillingState | null {
   const s = metadata[BILLING_STATE_KEY] as Partial<BillingState> | undefined
   if (!s || typeof s.subscriptionId !== 'string' || typeof s.at !== 'number') return null
-  return { subscriptionId: s.subscriptionId, at: s.at, ended: s.ended === true }
+  return {
+    subscriptionId: s.subscriptionId,
+    at: s.at,
+    ended: s.ended === true,
+    ...(typeof s.last === 'string' ? { last: s.last } : {}),
+  }
 }
 
 /**
@@ -94,6 +118,11 @@ function stateOf(metadata: Record<string, unknown>): BillingState | null {
  * counter store, so across instances too the newest change is the one that stays.
  *
  * @param [options.grantTtlMs=35 days] how long a credit grant id is remembered
+ * @param [options.current] given when `changes` are snapshots of a subscription (the whole
+ *   state at their time, as Stripe's `customer.subscription.*` events): asked for the
+ *   subscription's current state (the provider's API, under the account's lock) when a tier
+ *   or cancel change ties with the last snapshot applied (same subscription, same time) and
+ *   sets something else; its answer is applied instead (null: the change as it is)
  * @throws {InvalidRequestError} for a tier that is not a key of `options.plans` or a bad amount
  * @throws {ConflictError} when another instance holds the account's lock past half the
  *   storage timeout (the provider retries)
@@ -103,7 +132,7 @@ function stateOf(metadata: Record<string, unknown>): BillingState | null {
 export async function applyBillingChanges(
   tb: Tollbooth,
   changes: ReadonlyArray<BillingChange>,
-  options: { grantTtlMs?: number } = {},
+  options: { grantTtlMs?: number; current?: CurrentState } = {},
 ): Promise<AppliedChange[]> {
   const out: AppliedChange[] = []
   for (const change of changes) {
@@ -115,7 +144,7 @@ export async function applyBillingChanges(
 async function applyOne(
   tb: Tollbooth,
   change: BillingChange,
-  options: { grantTtlMs?: number },
+  options: { grantTtlMs?: number; current?: CurrentState },
 ): Promise<AppliedChange> {
   const id = change.accountId
   switch (change.type) {
@@ -146,7 +175,7 @@ async function applyOne(
           { path: 'tier', message: `must be one of ${Object.keys(tb.options.plans).join(', ')}` },
         ])
       }
-      return locked(tb, id, () => applyState(tb, change))
+      return locked(tb, id, () => applyState(tb, change, options.current))
     }
   }
 }
@@ -154,7 +183,8 @@ async function applyOne(
 /** A tier or cancel change, under the account's apply lock. */
 async function applyState(
   tb: Tollbooth,
-  change: Extract<BillingChange, { type: 'tier' | 'cancel' }>,
+  change: StateChange,
+  current: CurrentState | undefined,
 ): Promise<AppliedChange> {
   const id = change.accountId
   const a = await tb.accounts.get(id)
@@ -172,20 +202,31 @@ async function applyState(
   if (state && change.at < state.at) return { change, applied: false, reason: 'stale' }
   if (change.type === 'cancel' && state && !same)
     return { change, applied: false, reason: 'other-subscription' }
+  // Two snapshots of one time that disagree: delivered in either order, so the provider's
+  // current state decides (asked only then: an event of a new second costs no call).
+  let c = change
+  const tie = same && change.at === state.at
+  if (current && tie && state.last !== undefined && state.last !== snapshotOf(change)) {
+    const fresh = await current(change)
+    if (fresh) c = { ...fresh, accountId: id, subscriptionId: change.subscriptionId, at: change.at }
+  }
+  // A snapshot leaves what it set; another change of the same time keeps the last snapshot's.
+  const last = current ? snapshotOf(c) : tie ? state.last : undefined
   const next: BillingState = {
-    subscriptionId: change.subscriptionId,
-    at: change.at,
-    ended: change.type === 'cancel' && change.suspended !== true,
+    subscriptionId: c.subscriptionId,
+    at: c.at,
+    ended: c.type === 'cancel' && c.suspended !== true,
+    ...(last === undefined ? {} : { last }),
   }
   // The state goes first: if the tier write then fails, the provider's retry carries the
   // same `at`, which the rules above let through (a cancel's too), and completes it.
   await tb.accounts.patch(id, { metadata: { ...a.metadata, [BILLING_STATE_KEY]: next } })
-  if (change.type === 'cancel') await tb.accounts.setTier(id, null, { expiresAt: null })
+  if (c.type === 'cancel') await tb.accounts.setTier(id, null, { expiresAt: null })
   else
     await tb.accounts.setTier(
       id,
-      change.tier,
-      change.expiresAt === undefined ? {} : { expiresAt: change.expiresAt },
+      c.tier,
+      c.expiresAt === undefined ? {} : { expiresAt: c.expiresAt },
     )
-  return { change, applied: true }
+  return c === change ? { change, applied: true } : { change, applied: true, current: c }
 }

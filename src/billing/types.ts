@@ -113,6 +113,11 @@ export interface AppliedChange {
   change: BillingChange
   applied: boolean
   reason?: 'stale' | 'ended' | 'other-subscription' | 'already-granted' | 'unchanged'
+  /**
+   * Applied instead of `change`: the subscription's current state at the provider, asked
+   * because `change` tied with the last one applied (same time) and disagreed with it.
+   */
+  current?: BillingChange
 }
 
 /** A hosted-billing provider, bound to one tollbooth instance. */

@@ -43,7 +43,10 @@ export interface FakeStripe {
   requests: RecordedRequest[]
   /** Checkout sessions created (listed by `GET /v1/checkout/sessions`, closed by `…/expire`). */
   sessions: SessionRecord[]
-  /** Subscriptions `GET /v1/subscriptions` lists: a test adds the ones Stripe would have. */
+  /**
+   * Subscriptions `GET /v1/subscriptions` lists and `GET /v1/subscriptions/:id` retrieves: a
+   * test adds the ones Stripe would have.
+   */
   subscriptions: Array<{ id: string; customer: string; status: string } & Record<string, unknown>>
   /** Meter events Stripe accepted (each identifier once): what would be billed. */
   meterEvents: MeterEventRecord[]
@@ -93,6 +96,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       data: data.slice(0, Number(query['limit'] ?? 10)),
     })
     const expire = /^\/v1\/checkout\/sessions\/([^/]+)\/expire$/.exec(path)
+    const subscription = /^\/v1\/subscriptions\/([^/]+)$/.exec(path)
     requests.push({ method: req.method ?? '', path, headers: req.headers, form })
     if (hanging === path) return
     const fail = failures.get(path)
@@ -138,6 +142,16 @@ export async function startFakeStripe(): Promise<FakeStripe> {
           (status === 'all' || x.status === status),
       )
       answer = [200, listOf(found)]
+    } else if (req.method === 'GET' && subscription) {
+      const found = subscriptions.find((x) => x.id === subscription[1])
+      if (!found)
+        return stripeError(
+          res,
+          404,
+          `No such subscription: '${subscription[1]}'`,
+          'resource_missing',
+        )
+      answer = [200, found]
     } else if (req.method === 'POST' && path === '/v1/billing_portal/sessions') {
       const id = `bps_${++seq}`
       answer = [

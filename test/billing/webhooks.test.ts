@@ -20,6 +20,7 @@ import {
   type Tollbooth,
 } from '../../src/internal.js'
 import { streamBody } from '../support/stream-body.js'
+import { startFakeStripe } from './stripe-server.js'
 
 const SECRET = 'billing-suite-secret-billing-suite-secret-0002'
 const WHSEC = 'whsec_test_webhook_secret_0002'
@@ -417,6 +418,60 @@ describe('out of order', () => {
     )
     expect(paid.applied.find((a) => a.change.type === 'tier')?.reason).toBe('ended')
     expect((await tb.accounts.get('acct_7')).tier).toBe('starter')
+  })
+
+  it('two updates of the same second delivered in the wrong order end on the subscription’s current tier', async () => {
+    // Stripe's times are whole seconds: pro → scale → starter within S0 + 5, delivered with
+    // the starter update first. The tie is settled by the subscription as Stripe has it now.
+    const fake = await startFakeStripe()
+    try {
+      billing = stripeBilling(tb, {
+        stripe: fake.client(),
+        webhookSecret: WHSEC,
+        tiers: {
+          starter: { priceId: 'price_starter' },
+          pro: { priceId: 'price_pro' },
+          scale: { priceId: 'price_scale' },
+        },
+        onError: () => {},
+      })
+      const now = subscription('acct_t', 'sub_t', { price: 'price_starter' })
+      fake.subscriptions.push(now)
+      const retrieved = () => fake.requests.filter((r) => r.path === '/v1/subscriptions/sub_t')
+      await deliver(event('customer.subscription.created', subscription('acct_t', 'sub_t'), S0))
+      await deliver(event('customer.subscription.updated', now, S0 + 5))
+      expect((await tb.accounts.get('acct_t')).tier).toBe('starter')
+      expect(retrieved()).toHaveLength(0) // no tie yet: no API call
+      const late = await deliver(
+        event(
+          'customer.subscription.updated',
+          subscription('acct_t', 'sub_t', { price: 'price_scale' }),
+          S0 + 5,
+        ),
+      )
+      expect(late.status).toBe(200)
+      expect((await tb.accounts.get('acct_t')).tier).toBe('starter')
+      expect(retrieved()).toHaveLength(1)
+      expect(late.applied.find((a) => a.change.type === 'tier')?.current).toMatchObject({
+        tier: 'starter',
+      })
+      // The same snapshot again (a replay under another event id) agrees: no call.
+      await deliver(event('customer.subscription.updated', now, S0 + 5))
+      expect(retrieved()).toHaveLength(1)
+      // Stripe unreachable on a tie: 500, Stripe retries, nothing changed.
+      await fake.stop()
+      const down = await deliver(
+        event(
+          'customer.subscription.updated',
+          subscription('acct_t', 'sub_t', { price: 'price_scale' }),
+          S0 + 5,
+        ),
+      )
+      expect(down.status).toBe(500)
+      expect((await tb.accounts.get('acct_t')).tier).toBe('starter')
+    } finally {
+      await fake.close()
+    }
   })
 
   it('the end of a replaced subscription does not cancel the new one', async () => {
