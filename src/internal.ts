@@ -10,6 +10,13 @@
 export { BILLING_STATE_KEY } from './billing/apply.js'
 export { createMarkers, MARKER_TTL_MS, type Markers, markerKey } from './billing/markers.js'
 export {
+  createMeterHealer,
+  HEAL_SETTLE_MS,
+  METER_JOURNAL_ID,
+  type MeterHealer,
+  type MeterHealResult,
+} from './billing/meter-heal.js'
+export {
   createMeterOutbox,
   type MeterFlushResult,
   type MeterOutbox,

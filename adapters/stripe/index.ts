@@ -7,7 +7,8 @@
  * Each account gets one Stripe customer, created on first use and stored as the account's
  * `billingCustomerId`. The webhook endpoint verifies signatures and applies each event once
  * (`webhooks.ts`); overage reaches Stripe's invoices as meter events, once per request
- * (`meter.ts`, through the core's meter out-box).
+ * (`meter.ts`, through the core's meter out-box), and what a dead process never sent is found
+ * and sent by the meter's healing (`billing/meter-heal`), at start and on an interval.
  */
 
 import type Stripe from 'stripe'
@@ -22,10 +23,12 @@ import {
   ConflictError,
   checkAccountId,
   checkTollboothArg,
+  createMeterHealer,
   createMeterOutbox,
   denialAnswer,
   InvalidRequestError,
   isTollboothError,
+  type MeterHealResult,
   type MeterOutbox,
   type OverageReconciliation,
   optionError,
@@ -57,6 +60,12 @@ export interface StripeBilling extends BillingProvider {
   readonly meter: MeterOutbox | null
   /** The account's Stripe customer id, created (once) if it has none. */
   customerFor(accountId: string): Promise<string>
+  /**
+   * One healing pass of the meter, as runs at start and every `meter.healIntervalMs`: the
+   * accounts with overage not known delivered (a durable journal) are reconciled and what is
+   * missing is sent.
+   */
+  heal(): Promise<MeterHealResult>
   /** Overage recorded against overage delivered, for one account and month (`YYYY-MM`). */
   reconcile(
     accountId: string,
@@ -152,7 +161,16 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
         onError,
       )
     : null
-  const unsubscribe = meter ? tb.onUsageFlushed((events) => meter.enqueue(events)) : () => {}
+  const healer = meter
+    ? createMeterHealer(tb, meter, { intervalMs: o.meter.healIntervalMs ?? 600_000 }, onError)
+    : null
+  const unsubscribe =
+    meter && healer
+      ? tb.onUsageFlushed((events) => {
+          healer.note(events)
+          meter.enqueue(events)
+        })
+      : () => {}
   const creating = new Map<string, Promise<string>>()
   const subscribing = new Map<string, Promise<unknown>>()
 
@@ -370,6 +388,11 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
     checkout,
     portal,
     webhook,
+    async heal() {
+      if (!healer)
+        throw optionError('stripeBilling', 'options.meterEventName', 'is required to heal overage')
+      return healer.heal()
+    },
     async reconcile(accountId, opts = {}) {
       if (!meter)
         throw optionError(
@@ -398,6 +421,7 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
     },
     async close() {
       unsubscribe()
+      await healer?.close()
       if (meter) await meter.close()
     },
   }

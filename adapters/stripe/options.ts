@@ -67,6 +67,11 @@ export const optionsSchema = z
         markerTtlMs: integer(1),
         /** How long one meter event call may take (ms, default 10 s); then it is retried. */
         timeoutMs: integer(1),
+        /**
+         * Time between the meter's healing passes (ms, default 10 minutes; one also runs at
+         * start): overage a dead process never sent is found and sent. 0 turns healing off.
+         */
+        healIntervalMs: integer(0),
         value: fnOption<(e: unknown) => number>(),
       })
       .partial()
@@ -95,5 +100,7 @@ export type StripeBillingOptions = z.input<typeof optionsSchema> & {
     value?: MeterOutboxOptions['value']
     /** How long one meter event call may take (ms, default 10 s); then it is retried. */
     timeoutMs?: number
+    /** Time between healing passes (ms, default 10 minutes, one at start too); 0: off. */
+    healIntervalMs?: number
   }
 }

@@ -14,7 +14,8 @@
  *    costs at most `concurrency` calls per retry, not one per queued event.
  *
  * What the queue held when a process died is still in `tb.storage.usage`:
- * `reconcileOverage()` (`billing/reconcile`) finds it and `redeliver` queues it again.
+ * `reconcileOverage()` (`billing/reconcile`) finds it and `redeliver` queues it again, and
+ * `billing/meter-heal` does so by itself for the accounts its journal notes.
  */
 
 import { withAccessors } from '../fast-object.js'

@@ -90,6 +90,24 @@ export async function reconcileOverage(
   checkAccountId(accountId)
   const period = periodOfMonth(options.month, tb.options.clock?.now() ?? Date.now())
   await tb.flush()
+  const { result, lost } = await reconcilePeriod(tb, outbox, accountId, period)
+  if (options.redeliver && lost.length > 0) {
+    outbox.enqueue(lost)
+    result.redelivered = lost.length
+  }
+  return result
+}
+
+/**
+ * The figures of {@link reconcileOverage} for any `period` (usage as stored: no flush), and
+ * the events neither delivered nor queued in `outbox`, oldest first.
+ */
+export async function reconcilePeriod(
+  tb: Tollbooth,
+  outbox: MeterOutbox,
+  accountId: string,
+  period: Period,
+): Promise<{ result: OverageReconciliation; lost: UsageEvent[] }> {
   const events = await overageEvents(tb, accountId, period)
   const zero = (): OverageTotals => ({ events: 0, overage: 0 })
   const r: OverageReconciliation = {
@@ -125,9 +143,5 @@ export async function reconcileOverage(
   r.missing.ids = lost.slice(0, 100).map((e) => e.id)
   // Each total is on the amount grid already (`add`); so is their difference.
   r.drift = roundAmount(r.recorded.overage - r.delivered.overage)
-  if (options.redeliver && lost.length > 0) {
-    outbox.enqueue(lost)
-    r.redelivered = lost.length
-  }
-  return r
+  return { result: r, lost }
 }

@@ -7,11 +7,19 @@
  */
 
 import Stripe from 'stripe'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { stripeBilling } from '../../adapters/stripe/index.js'
-import { createTollbooth, manualClock, type Storage, type Tollbooth } from '../../src/internal.js'
+import {
+  createTollbooth,
+  HEAL_SETTLE_MS,
+  type ManualClock,
+  METER_JOURNAL_ID,
+  manualClock,
+  type Storage,
+  type Tollbooth,
+} from '../../src/internal.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 import { type FakeStripe, startFakeStripe } from './stripe-server.js'
@@ -61,10 +69,11 @@ const storages: Array<[string, boolean, () => Promise<Storage>]> = [
   ],
 ]
 
-const instance = (storage: Storage) => {
+/** `heal`: the meter's healing at its defaults (a pass at start); else off. */
+const instance = (storage: Storage, clock: ManualClock = manualClock(T0), heal = false) => {
   const tb = createTollbooth({
     secret: SECRET,
-    clock: manualClock(T0),
+    clock,
     storage,
     plans: { pro: { monthlyCredits: 10, allowOverage: true } },
     usage: { flushIntervalMs: 3_600_000, maxBatch: 10_000, retentionMs: 60 * 86_400_000 },
@@ -75,7 +84,7 @@ const instance = (storage: Storage) => {
     webhookSecret: WHSEC,
     tiers: { pro: { priceId: 'price_pro' } },
     meterEventName: 'api_overage',
-    meter: { intervalMs: 3_600_000, retryMs: 3_600_000 },
+    meter: { intervalMs: 3_600_000, retryMs: 3_600_000, ...(heal ? {} : { healIntervalMs: 0 }) },
     onError: () => {},
   })
   closers.unshift(async () => {
@@ -165,4 +174,48 @@ describe.each(storages)('billing on %s', (_name, skip, makeStorage) => {
     expect(after.redelivered).toBe(0)
     await next.billing.close()
   })
+
+  it.skipIf(skip)(
+    'overage of a process killed before it sent it is sent by the next one at start, once',
+    async () => {
+      const storage = await makeStorage()
+      const clock = manualClock(T0)
+      const first = instance(storage, clock, true)
+      const account = `acct_${Math.random().toString(36).slice(2, 10)}`
+      await first.tb.accounts.setTier(account, 'pro')
+      const customer = await first.billing.customerFor(account)
+      const { key } = await first.tb.keys.create({ accountId: account, name: 'k' })
+      const mine = () => fake.meterEvents.filter((e) => e.customer === customer)
+      const sends = () =>
+        fake.requests.filter(
+          (r) =>
+            r.path === '/v1/billing/meter_events' &&
+            r.form['payload[stripe_customer_id]'] === customer,
+        )
+      await serve(first.tb, key, 5) // overage 2, 4, 4
+      await first.billing.meter!.flush()
+      expect(mine()).toHaveLength(3)
+      clock.advance(1_000)
+      await serve(first.tb, key, 2) // overage 4, 4: recorded, queued, and the process dies
+      expect(first.billing.meter!.pending).toBe(2)
+
+      // A new process on the same storage; nobody calls reconcile.
+      const next = instance(storage, clock, true)
+      await vi.waitFor(() => expect(mine()).toHaveLength(5), { timeout: 10_000 })
+      expect(sends()).toHaveLength(5) // each sent once, nothing twice
+      expect(new Set(mine().map((e) => e.identifier)).size).toBe(5)
+      expect(mine().reduce((s, e) => s + e.value, 0)).toBe(18)
+      const journal = async () =>
+        (await storage.accounts.get(METER_JOURNAL_ID))?.metadata['dirty'] as Record<string, unknown>
+      // Noted a moment ago: kept until the settle time has passed, then cleared.
+      expect(await journal()).toHaveProperty(account)
+      clock.advance(HEAL_SETTLE_MS + 1_000)
+      expect(await next.billing.heal()).toMatchObject({ redelivered: 0 })
+      expect(await journal()).not.toHaveProperty(account)
+      // The dead process's queue, were it ever flushed, sends nothing again.
+      expect(await first.billing.meter!.flush()).toMatchObject({ delivered: 0, skipped: 2 })
+      expect(sends()).toHaveLength(5)
+      expect((await next.billing.reconcile(account)).drift).toBe(0)
+    },
+  )
 })

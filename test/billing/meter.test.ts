@@ -16,7 +16,9 @@ import {
 } from '../../adapters/stripe/index.js'
 import {
   createTollbooth,
+  HEAL_SETTLE_MS,
   type ManualClock,
+  METER_JOURNAL_ID,
   manualClock,
   type ResolvedRoute,
   type Tollbooth,
@@ -256,7 +258,10 @@ describe('delivery', () => {
     await serve(3)
     await billing.close() // the process dies: its flush fails, its queue is gone
     await fake.start()
-    const billing2 = make()
+    // Healing off: reconcile by hand, as an operator's job does.
+    const billing2 = make({
+      meter: { intervalMs: 3_600_000, retryMs: 3_600_000, healIntervalMs: 0 },
+    })
     const lost = await billing2.reconcile(ACCOUNT)
     expect(lost).toMatchObject({
       recorded: { events: 7, overage: 26 },
@@ -275,6 +280,32 @@ describe('delivery', () => {
     expect(fake.meterEvents.reduce((s, e) => s + e.value, 0)).toBe(26)
     expect((await billing2.reconcile(ACCOUNT)).drift).toBe(0)
     await billing2.close()
+  })
+
+  it('heals by itself what a full queue dropped: sent once, and the account leaves the journal', async () => {
+    await billing.close()
+    billing = make({
+      meter: { intervalMs: 3_600_000, retryMs: 3_600_000, maxPending: 2, healIntervalMs: 20 },
+    })
+    await serve(6) // overage 2, 4, 4, 4: the two oldest dropped from the queue
+    expect(billing.meter!.pending).toBe(2)
+    expect(errors.filter((e) => String(e).includes('out-box full'))).toHaveLength(2)
+    expect(await billing.meter!.flush()).toMatchObject({ delivered: 2 })
+    // A pass leaves overage noted within the settle time to its process; past it, the
+    // next pass (every 20 ms here) finds the dropped two and sends them.
+    clock.advance(HEAL_SETTLE_MS + 1_000)
+    await vi.waitFor(() => expect(fake.meterEvents).toHaveLength(4), { timeout: 5_000 })
+    await vi.waitFor(async () => {
+      const j = await tb.storage.accounts.get(METER_JOURNAL_ID)
+      expect(j?.metadata['dirty']).toEqual({})
+    })
+    expect(sentTo()).toHaveLength(4)
+    expect(new Set(fake.meterEvents.map((e) => e.identifier)).size).toBe(4)
+    expect(fake.meterEvents.reduce((s, e) => s + e.value, 0)).toBe(14)
+    expect((await billing.reconcile(ACCOUNT)).drift).toBe(0)
+    await billing.heal() // joins a pass the timer may have running
+    expect(await billing.heal()).toEqual({ accounts: 0, redelivered: 0, cleared: 0, left: 0 })
+    expect(sentTo()).toHaveLength(4)
   })
 
   it('holds overage of an account with no Stripe customer out, and delivers it once it has one', async () => {

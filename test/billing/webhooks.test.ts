@@ -442,13 +442,9 @@ describe('out of order', () => {
       await deliver(event('customer.subscription.updated', now, S0 + 5))
       expect((await tb.accounts.get('acct_t')).tier).toBe('starter')
       expect(retrieved()).toHaveLength(0) // no tie yet: no API call
-      const late = await deliver(
-        event(
-          'customer.subscription.updated',
-          subscription('acct_t', 'sub_t', { price: 'price_scale' }),
-          S0 + 5,
-        ),
-      )
+      // The scale update, made before the starter one in the same second, arrives last.
+      const scale = subscription('acct_t', 'sub_t', { price: 'price_scale' })
+      const late = await deliver(event('customer.subscription.updated', scale, S0 + 5))
       expect(late.status).toBe(200)
       expect((await tb.accounts.get('acct_t')).tier).toBe('starter')
       expect(retrieved()).toHaveLength(1)
@@ -460,13 +456,7 @@ describe('out of order', () => {
       expect(retrieved()).toHaveLength(1)
       // Stripe unreachable on a tie: 500, Stripe retries, nothing changed.
       await fake.stop()
-      const down = await deliver(
-        event(
-          'customer.subscription.updated',
-          subscription('acct_t', 'sub_t', { price: 'price_scale' }),
-          S0 + 5,
-        ),
-      )
+      const down = await deliver(event('customer.subscription.updated', scale, S0 + 5))
       expect(down.status).toBe(500)
       expect((await tb.accounts.get('acct_t')).tier).toBe('starter')
     } finally {
