@@ -102,6 +102,14 @@ export interface Tollbooth {
    */
   onUsageFlushed(listener: (events: ReadonlyArray<UsageEvent>) => void): () => void
   /**
+   * Calls `listener` with each batch of usage events before it is written to storage, and
+   * writes the batch once the listener's promise settles (a write-ahead: how the billing
+   * meter notes accounts with overage durably before their usage exists, so a crash right
+   * after the write loses nothing). A listener that throws or rejects is reported to
+   * `onError` and never fails the write. Returns the function that removes the listener.
+   */
+  onUsageWriting(listener: (events: ReadonlyArray<UsageEvent>) => Promise<void> | void): () => void
+  /**
    * Waits for settles in flight, flushes, stops timers and unsubscribes from the change feed.
    * The storage is the caller's to close. Its waits on the store end within 10 s (and a
    * storage timeout more for the usage events) while the store is down or frozen; it then
@@ -228,6 +236,19 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     providers[p] = h.toLowerCase()
 
   const flushListeners = new Set<(events: ReadonlyArray<UsageEvent>) => void>()
+  const writeListeners = new Set<(events: ReadonlyArray<UsageEvent>) => Promise<void> | void>()
+  const beforeWrite = (events: ReadonlyArray<UsageEvent>) =>
+    writeListeners.size === 0
+      ? undefined
+      : Promise.all(
+          [...writeListeners].map(async (listener) => {
+            try {
+              await listener(events)
+            } catch (err) {
+              onError(err)
+            }
+          }),
+        ).then(() => {})
   const feed = publisher(storage.changes, o, onError)
   let instanceId: string | undefined
   const fields: Omit<Context, 'instanceId'> = {
@@ -238,15 +259,21 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     cache: createKeyCache(o.cache, now),
     ipGuard: o.failedAuth === false ? null : createIpGuard(o.failedAuth, storage.ipBlocks, onError),
     accounts: new AccountService(store, o, now, feed.publish),
-    outbox: createOutbox(store, { ...o.usage, now }, onError, (events) => {
-      for (const listener of flushListeners) {
-        try {
-          listener(events)
-        } catch (err) {
-          onError(err)
+    outbox: createOutbox(
+      store,
+      { ...o.usage, now },
+      onError,
+      (events) => {
+        for (const listener of flushListeners) {
+          try {
+            listener(events)
+          } catch (err) {
+            onError(err)
+          }
         }
-      }
-    }),
+      },
+      beforeWrite,
+    ),
     providers,
     async invalidate(hash: string) {
       ctx.cache.delete(hash)
@@ -425,6 +452,12 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       flushListeners.add(listener)
       return () => {
         flushListeners.delete(listener)
+      }
+    },
+    onUsageWriting(listener) {
+      writeListeners.add(listener)
+      return () => {
+        writeListeners.delete(listener)
       }
     },
     async close() {

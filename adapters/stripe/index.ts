@@ -164,13 +164,20 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
   const healer = meter
     ? createMeterHealer(tb, meter, { intervalMs: o.meter.healIntervalMs ?? 600_000 }, onError)
     : null
-  const unsubscribe =
-    meter && healer
-      ? tb.onUsageFlushed((events) => {
-          healer.note(events)
-          meter.enqueue(events)
-        })
-      : () => {}
+  const unsubscribe = (() => {
+    if (!meter || !healer) return () => {}
+    // Noted before the usage is written (a crash right after the write loses nothing), and
+    // after, should the note before have failed.
+    const ahead = tb.onUsageWriting((events) => healer.noteAhead(events))
+    const after = tb.onUsageFlushed((events) => {
+      healer.note(events)
+      meter.enqueue(events)
+    })
+    return () => {
+      ahead()
+      after()
+    }
+  })()
   const creating = new Map<string, Promise<string>>()
   const subscribing = new Map<string, Promise<unknown>>()
 

@@ -11,7 +11,8 @@
  *   delivered to `{ from, at }`: the earliest time of such overage, and when it was last
  *   noted. It is changed by compare-and-set on the record's `periodStart` (a version), so
  *   instances never lose each other's notes. A process notes an account as its overage is
- *   recorded (`note`), once per {@link HEAL_SETTLE_MS}/2 for recent events.
+ *   written, ahead of the write (`noteAhead`) and again after it (`note`), once per
+ *   {@link HEAL_SETTLE_MS}/2 for recent events.
  * - **Healing.** At start and every `intervalMs`, `heal()` takes the noted accounts (at most
  *   {@link HEAL_ACCOUNTS} a pass: those it healed least recently, then the oldest; one
  *   instance at a time each, by a marker), reconciles each from its `from` to now, queues
@@ -22,9 +23,7 @@
  * Never twice: a send is skipped for an event with a delivered marker, and Stripe answers a
  * repeated identifier as a duplicate for at least 24 hours. Healing reaches back 34 days
  * (Stripe takes 35) where the markers are durable (`counters.durable`), else 23 hours, so a
- * store that lost its markers cannot have old overage sent again. Overage noted while its
- * process dies in the instant between recording usage and writing the note is not in the
- * journal: `reconcile` still finds it.
+ * store that lost its markers cannot have old overage sent again.
  */
 
 import type { Period } from '../metering/periods.js'
@@ -71,7 +70,13 @@ export interface MeterHealResult {
 }
 
 export interface MeterHealer {
-  /** Notes the accounts of `events` with overage in the journal (written in the background). */
+  /**
+   * Notes the accounts of `events` with overage in the journal before their usage is
+   * written (`tb.onUsageWriting`), so a process that dies right after the write loses
+   * nothing; resolves once written, never rejects (a failure is reported, and noted again).
+   */
+  noteAhead(events: ReadonlyArray<UsageEvent>): Promise<void>
+  /** The same once written (`tb.onUsageFlushed`): in the background, only what is not noted. */
   note(events: ReadonlyArray<UsageEvent>): void
   /** One healing pass (a pass already running is joined). */
   heal(): Promise<MeterHealResult>
@@ -166,7 +171,8 @@ export function createMeterHealer(
     return writing
   }
 
-  const note = (events: ReadonlyArray<UsageEvent>) => {
+  /** Adds the accounts of `events` not noted lately to `waiting`; true when any was. */
+  const collect = (events: ReadonlyArray<UsageEvent>) => {
     const t = now()
     let added = false
     for (const e of events) {
@@ -180,7 +186,7 @@ export function createMeterHealer(
       if (w === undefined || e.time < w) waiting.set(e.accountId, e.time)
       added = true
     }
-    if (added) void writeNotes()
+    return added
   }
 
   /**
@@ -273,7 +279,10 @@ export function createMeterHealer(
   }
 
   return {
-    note,
+    noteAhead: (events) => (collect(events) ? writeNotes() : Promise.resolve()),
+    note(events) {
+      if (collect(events)) void writeNotes()
+    },
     heal,
     async close() {
       if (timer) clearInterval(timer)

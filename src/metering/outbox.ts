@@ -46,6 +46,8 @@ export function createOutbox(
   options: OutboxOptions,
   onError: (err: unknown) => void,
   afterFlush?: (events: ReadonlyArray<UsageEvent>) => void,
+  /** Awaited before each batch is written (a write-ahead note); never rejects. */
+  beforeWrite?: (events: ReadonlyArray<UsageEvent>) => Promise<void> | undefined,
 ): Outbox {
   const now = options.now ?? (() => Date.now())
   let lastPrune = -Infinity
@@ -68,6 +70,8 @@ export function createOutbox(
       writing = batch.length
       try {
         if (batch.length) {
+          const ahead = beforeWrite?.(batch)
+          if (ahead) await ahead
           // Looked up at each write: a `record` replaced since is called through.
           const recordPlaced = placing ? placedRecord(storage.usage) : undefined
           if (recordPlaced !== undefined) recordPlaced(batch, at)

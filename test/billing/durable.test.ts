@@ -218,4 +218,60 @@ describe.each(storages)('billing on %s', (_name, skip, makeStorage) => {
       expect((await next.billing.reconcile(account)).drift).toBe(0)
     },
   )
+
+  it.skipIf(skip)(
+    'overage of a process that died the moment its usage was written is sent by the next one',
+    async () => {
+      const storage = await makeStorage()
+      // The first process writes its usage and never gets further (it dies there).
+      let revive = () => {}
+      const usage: Storage['usage'] = Object.create(storage.usage)
+      usage.record = async (events) => {
+        await storage.usage.record(events)
+        await new Promise<void>((r) => {
+          revive = r
+        })
+      }
+      const clock = manualClock(T0)
+      const first = instance({ ...storage, usage }, clock, true)
+      const account = `acct_${Math.random().toString(36).slice(2, 10)}`
+      await first.tb.accounts.setTier(account, 'pro')
+      const customer = await first.billing.customerFor(account)
+      const { key, record } = await first.tb.keys.create({ accountId: account, name: 'k' })
+      const route = first.tb.route({ cost: 4 })
+      for (let i = 0; i < 5; i++) {
+        const d = await first.tb.authenticate(
+          {
+            headers: { authorization: `Bearer ${key}` },
+            ip: '127.0.0.1',
+            method: 'POST',
+            path: '/x',
+          },
+          route,
+        )
+        await first.tb.settle(d, { status: 200 })
+      }
+      first.tb.flush().catch(() => {}) // waits on the dead write
+      await vi.waitFor(async () =>
+        expect((await storage.usage.logs(record.id, { limit: 10 })).data).toHaveLength(5),
+      )
+      expect(first.billing.meter!.pending).toBe(0) // never learnt of its overage
+
+      const sends = () =>
+        fake.requests.filter(
+          (r) =>
+            r.path === '/v1/billing/meter_events' &&
+            r.form['payload[stripe_customer_id]'] === customer,
+        )
+      instance(storage, clock, true)
+      await vi.waitFor(() => expect(sends()).toHaveLength(3), { timeout: 10_000 })
+      const mine = fake.meterEvents.filter((e) => e.customer === customer)
+      expect(mine.map((e) => e.value).sort()).toEqual([2, 4, 4])
+      // Brought back, the first process queues its overage and sends none of it again.
+      revive()
+      await vi.waitFor(() => expect(first.billing.meter!.pending).toBe(3))
+      expect(await first.billing.meter!.flush()).toMatchObject({ delivered: 0, skipped: 3 })
+      expect(sends()).toHaveLength(3)
+    },
+  )
 })
