@@ -217,16 +217,28 @@ export function createMeterHealer(
     r: MeterHealResult,
   ) => {
     const period: Period = { id: 'heal', start: Math.max(seen.from, t - reach), end: t + 1 }
-    const { result, lost } = await reconcilePeriod(tb, outbox, accountId, period)
-    if (lost.length > 0) {
-      outbox.enqueue(lost)
-      r.redelivered += lost.length
+    // What the provider refused for good is not sent again by every pass (an unknown meter
+    // would cost a call per event each time): `reconcile` reports it.
+    const undelivered = async () => {
+      const { result, lost } = await reconcilePeriod(tb, outbox, accountId, period)
+      const kept: UsageEvent[] = []
+      for (let i = 0; i < lost.length; i += 16) {
+        const part = lost.slice(i, i + 16)
+        const refused = await Promise.all(part.map((e) => outbox.isRejected(e)))
+        kept.push(...part.filter((_, j) => !refused[j]))
+      }
+      return { pending: result.pending.events, lost: kept }
     }
-    let clean = result.missing.events === 0 && result.pending.events === 0
+    const first = await undelivered()
+    if (first.lost.length > 0) {
+      outbox.enqueue(first.lost)
+      r.redelivered += first.lost.length
+    }
+    let clean = first.lost.length === 0 && first.pending === 0
     if (!clean) {
       await outbox.flush()
-      const again = (await reconcilePeriod(tb, outbox, accountId, period)).result
-      clean = again.missing.events === 0 && again.pending.events === 0
+      const again = await undelivered()
+      clean = again.lost.length === 0 && again.pending === 0
     }
     if (clean && (await advance(accountId, seen, cut)) && seen.at < cut) r.cleared++
   }

@@ -76,6 +76,11 @@ export interface MeterOutbox {
   flush(): Promise<MeterFlushResult>
   /** True when the event's overage was delivered (its marker is set). */
   isDelivered(event: UsageEvent): Promise<boolean>
+  /**
+   * True when the provider refused the event for good (marked for `markerTtlMs`): healing
+   * does not send it again; `reconcile` with `redeliver` does (the cause fixed).
+   */
+  isRejected(event: UsageEvent): Promise<boolean>
   /** Events queued and not yet delivered. */
   readonly pending: number
   /** The counts of the last flush (automatic or not), for monitoring; null before the first. */
@@ -150,6 +155,7 @@ export function createMeterOutbox(
       if (sink.retryable(err)) return false
       r.rejected++
       onError(err)
+      await markers.set(markerKey(e.accountId, 'meter-rejected', e.id), ttl).catch(onError)
       return true
     }
     await markers.set(key, ttl)
@@ -236,6 +242,7 @@ export function createMeterOutbox(
     },
     flush,
     isDelivered: (e) => markers.has(markerKey(e.accountId, 'meter', e.id)),
+    isRejected: (e) => markers.has(markerKey(e.accountId, 'meter-rejected', e.id)),
     has: (id) => queue.has(id),
     async close() {
       const r = await flush()

@@ -329,6 +329,25 @@ describe('delivery', () => {
     expect((await billing.reconcile(ACCOUNT)).missing.events).toBe(1)
   })
 
+  it('healing does not send again what Stripe refused for good; reconcile does, once fixed', async () => {
+    await serve(3)
+    fake.rejectAll(METER)
+    expect(await billing.meter!.flush()).toMatchObject({ rejected: 1 })
+    expect(sentTo()).toHaveLength(1)
+    clock.advance(HEAL_SETTLE_MS + 1_000)
+    expect(await billing.heal()).toMatchObject({ accounts: 1, redelivered: 0, cleared: 1 })
+    expect(await billing.heal()).toMatchObject({ accounts: 0, left: 0 })
+    expect(sentTo()).toHaveLength(1)
+    expect(errors).toHaveLength(1)
+    // The cause fixed (the meter created at Stripe), the operator's reconcile sends it.
+    fake.rejectAll(null)
+    const r = await billing.reconcile(ACCOUNT, { redeliver: true })
+    expect(r).toMatchObject({ missing: { events: 1, overage: 2 }, redelivered: 1 })
+    expect(await billing.meter!.flush()).toMatchObject({ delivered: 1 })
+    expect(fake.meterEvents).toHaveLength(1)
+    expect((await billing.reconcile(ACCOUNT)).drift).toBe(0)
+  })
+
   it('reconciles past months and refuses a bad month', async () => {
     await serve(4)
     await billing.meter!.flush()
