@@ -84,9 +84,14 @@ export interface MeterHealer {
   close(): Promise<void>
 }
 
+/** The journal of a record; an entry that is not `{ from, at }` in numbers is dropped. */
 const entriesOf = (r: AccountRecord | null): Journal => {
   const d = r?.metadata?.['dirty']
-  return d && typeof d === 'object' ? { ...(d as Journal) } : {}
+  const j: Journal = {}
+  if (!d || typeof d !== 'object') return j
+  for (const [a, e] of Object.entries(d as Record<string, Partial<Entry> | null>))
+    if (Number.isFinite(e?.from) && Number.isFinite(e?.at)) j[a] = { from: e!.from!, at: e!.at! }
+  return j
 }
 
 /**

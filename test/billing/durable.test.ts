@@ -12,6 +12,7 @@ import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { stripeBilling } from '../../adapters/stripe/index.js'
 import {
+  createMeterHealer,
   createTollbooth,
   HEAL_SETTLE_MS,
   type ManualClock,
@@ -20,6 +21,7 @@ import {
   type Storage,
   type Tollbooth,
 } from '../../src/internal.js'
+import { usageEvent } from '../support/core.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 import { type FakeStripe, startFakeStripe } from './stripe-server.js'
@@ -188,6 +190,33 @@ describe.each(storages)('billing on %s', (_name, skip, makeStorage) => {
         expect(retry.body['duplicate']).toBe(true)
       }
       expect((await a.tb.accounts.get(account)).balance).toBe(250)
+    },
+  )
+
+  it.skipIf(skip)(
+    'instances noting accounts at once lose none from the meter journal',
+    async () => {
+      const storage = await makeStorage()
+      const healers = [instance(storage), instance(storage), instance(storage)].map(
+        ({ tb, billing }) =>
+          createMeterHealer(tb, billing.meter!, { intervalMs: 0 }, (err) => {
+            throw err
+          }),
+      )
+      const ids = (h: number) => Array.from({ length: 15 }, (_, i) => `acct_j${h}_${i}`)
+      await Promise.all(
+        healers.flatMap((healer, h) =>
+          ids(h).map((accountId, i) =>
+            healer.noteAhead([usageEvent(i, { accountId, overage: 1, time: T0 - i })]),
+          ),
+        ),
+      )
+      const journal = (await storage.accounts.get(METER_JOURNAL_ID))?.metadata['dirty'] as Record<
+        string,
+        { from: number }
+      >
+      expect(Object.keys(journal).sort()).toEqual([...ids(0), ...ids(1), ...ids(2)].sort())
+      expect(journal['acct_j1_7']?.from).toBe(T0 - 7)
     },
   )
 
