@@ -70,7 +70,11 @@ it.skipIf(!redis)(
       expect(fake.meterEvents.every((e) => e.customer === customer)).toBe(true)
       expect(fake.meterEvents.map((e) => e.value).sort()).toEqual([2, 4, 4])
       expect(meterCalls()).toHaveLength(3) // none sent twice
-      expect((await billing.reconcile(account)).drift).toBe(0)
+      // Every admitted request's usage was recorded before the kill, and all of its overage billed.
+      const rec = await billing.reconcile(account)
+      expect(rec.recorded).toEqual({ events: 3, overage: 10 })
+      expect(rec.drift).toBe(0)
+      expect((await tb.accounts.get(account)).credits.used).toBe(20)
     } finally {
       await billing.close()
       await tb.close()
