@@ -1,15 +1,19 @@
 /**
- * Billing on shared, durable storage (PostgreSQL and Redis): two tollbooth instances stand
- * for two processes, or one process before and after a restart. A webhook replayed to the
+ * Billing on shared, durable storage (PostgreSQL, SQLite and Redis): two tollbooth instances
+ * stand for two processes, or one process before and after a restart. A webhook replayed to the
  * other instance changes nothing, and overage a dead process never sent is found by the next
  * one and reaches the stand-in Stripe once. Skipped when the server is down, unless
  * TOLLBOOTH_REQUIRE_SERVICES=1.
  */
 
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import Stripe from 'stripe'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
+import { sqliteStorage } from '../../adapters/sqlite/index.js'
 import { stripeBilling } from '../../adapters/stripe/index.js'
 import {
   createMeterHealer,
@@ -56,6 +60,17 @@ const storages: Array<[string, boolean, () => Promise<Storage>]> = [
       const { schema, drop } = await freshSchema(pool!)
       cleanups.push(drop)
       const storage = postgresStorage({ pool: pool!, schema })
+      closers.push(async () => storage.close?.())
+      return storage
+    },
+  ],
+  [
+    'sqlite',
+    false,
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'tb-billing-'))
+      cleanups.push(async () => rmSync(dir, { recursive: true, force: true }))
+      const storage = sqliteStorage({ path: join(dir, 'billing.db') })
       closers.push(async () => storage.close?.())
       return storage
     },
