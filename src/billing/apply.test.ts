@@ -34,6 +34,33 @@ describe('applyBillingChanges', () => {
     expect(a.metadata[BILLING_STATE_KEY]).toEqual({ subscriptionId: 'sub_1', at: T0, ended: false })
   })
 
+  it('asks for the current state only on a tie of two snapshots that disagree', async () => {
+    const tb = make()
+    const asked: string[] = []
+    const current = async (c: { subscriptionId: string }) => {
+      asked.push(c.subscriptionId)
+      return { type: 'tier', accountId: 'a', subscriptionId: 'x', at: 0, tier: 'free' } as const
+    }
+    const tier = (at: number, t: string) =>
+      ({ type: 'tier', accountId: 'a', subscriptionId: 'sub_1', at, tier: t }) as const
+    // Not a snapshot (a checkout, an invoice): never asks, and a snapshot tying with it neither.
+    await applyBillingChanges(tb, [tier(T0, 'pro')])
+    await applyBillingChanges(tb, [tier(T0, 'free')], { current })
+    expect(asked).toEqual([])
+    // A snapshot of the same time that agrees: no call.
+    await applyBillingChanges(tb, [tier(T0, 'free')], { current })
+    expect(asked).toEqual([])
+    // One that disagrees: the provider's answer is applied, at the tied time.
+    const [r] = await applyBillingChanges(tb, [tier(T0, 'pro')], { current })
+    expect(asked).toEqual(['sub_1'])
+    expect(r!.current).toMatchObject({ tier: 'free', subscriptionId: 'sub_1', at: T0 })
+    expect((await tb.accounts.get('a')).tier).toBe('free')
+    // A newer time is ordered by its time: no call.
+    await applyBillingChanges(tb, [tier(T0 + 1_000, 'pro')], { current })
+    expect(asked).toHaveLength(1)
+    expect((await tb.accounts.get('a')).tier).toBe('pro')
+  })
+
   it('keeps other metadata when it records its state', async () => {
     const tb = make()
     await tb.accounts.patch('a', { metadata: { team: 'blue' } })
