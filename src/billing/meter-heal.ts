@@ -84,10 +84,15 @@ export interface MeterHealer {
   close(): Promise<void>
 }
 
-/** The journal of a record; an entry that is not `{ from, at }` in numbers is dropped. */
+/**
+ * The journal of a record; an entry that is not `{ from, at }` in numbers is dropped. Keyed
+ * by account ids, which may be `__proto__` or `constructor`: an object with no prototype, so
+ * every id is an own entry (a plain object took `__proto__` as its prototype and read
+ * `constructor` as `Object`, and those accounts' overage was never healed).
+ */
 const entriesOf = (r: AccountRecord | null): Journal => {
   const d = r?.metadata?.['dirty']
-  const j: Journal = {}
+  const j: Journal = Object.create(null)
   if (!d || typeof d !== 'object') return j
   for (const [a, e] of Object.entries(d as Record<string, Partial<Entry> | null>))
     if (Number.isFinite(e?.from) && Number.isFinite(e?.at)) j[a] = { from: e!.from!, at: e!.at! }
