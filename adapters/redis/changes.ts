@@ -70,10 +70,15 @@ export function redisChanges(
     client.once('end', onEnd)
     conn.once('end', () => client.off('end', onEnd))
     sub = conn
-    return conn.subscribe(channel).then((n) => {
-      if (sub === conn) setLive(true)
-      return n
-    })
+    return conn.subscribe(channel).then(
+      (n) => {
+        if (sub === conn) setLive(true)
+        return n
+      },
+      (err: unknown) => {
+        throw denied(err, channel, 'SUBSCRIBE to')
+      },
+    )
   }
 
   const release = () => {
@@ -86,7 +91,9 @@ export function redisChanges(
 
   return {
     async publish(message) {
-      await client.publish(channel, message)
+      await client.publish(channel, message).catch((err: unknown) => {
+        throw denied(err, channel, 'PUBLISH to')
+      })
     },
     async subscribe(listener, options?: SubscribeOptions) {
       listeners.set(listener, options?.onStatus)
@@ -124,3 +131,16 @@ export function redisChanges(
 }
 
 const noop = () => {}
+
+/**
+ * `err`, or where it is an ACL refusal of the channel (Redis 7 gives a new ACL user no
+ * channels: `acl-pubsub-default resetchannels`), an error naming the channel and the rule to
+ * add, with `err` as its cause.
+ */
+function denied(err: unknown, channel: string, verb: string): unknown {
+  if (!(err instanceof Error && /^NOPERM.*channel/i.test(err.message))) return err
+  return new Error(
+    `tollbooth/redis: the Redis user may not ${verb} the change channel '${channel}' (add \`&${channel}\` or \`allchannels\` to its ACL rules); until it may, revocations and account changes reach other instances only once their cache entries expire (cache.feedDownTtlMs)`,
+    { cause: err },
+  )
+}

@@ -139,7 +139,8 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
   /**
    * Runs the counter code: `FCALL` of the library's function, loaded on first use (a server
    * that forgot it, restarted or failed over, gets it again); the same code by EVALSHA where
-   * the server has no Functions. A call refused for either reason ran nothing.
+   * the server has no Functions or the user may not run FCALL. A call refused for any of these
+   * reasons ran nothing.
    */
   async function invoke(name: string, numKeys: number, args: Array<string | Buffer>) {
     if (functions) {
@@ -147,7 +148,8 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
         return (await client.callBuffer('fcall', name, numKeys, ...args)) as Buffer
       } catch (err) {
         const m = message(err)
-        if (/unknown command/i.test(m)) functions = false
+        // No Functions (before Redis 7), or an ACL user allowed EVALSHA but not FCALL.
+        if (/unknown command|permissions to run the 'fcall' command/i.test(m)) functions = false
         else if (/function not found/i.test(m)) {
           loading ??= loadLibrary(client).finally(() => {
             loading = undefined

@@ -18,6 +18,7 @@ import { integer, parseOptions, type Storage } from '../../src/internal.js'
 import { redisAccounts, redisSecrets } from './accounts.js'
 import { redisChanges } from './changes.js'
 import { redisCounters } from './counters.js'
+import { watchEviction } from './eviction.js'
 import { redisIpBlocks } from './ip-blocks.js'
 import { redisKeys } from './keys.js'
 import {
@@ -101,6 +102,7 @@ export function redisStorage(options: RedisStorageOptions): Storage {
     options,
   )
   const ctx: Ctx = { client: defineCommands(options.client), prefix: keyPrefix }
+  watchEviction(options.client)
   const changes = redisChanges(options.client, `${keyPrefix}changes`, subscribeTimeoutMs)
   return {
     keys: redisKeys(ctx),

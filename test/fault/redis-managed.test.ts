@@ -1,0 +1,335 @@
+/**
+ * @module test/fault/redis-managed
+ *
+ * `redisStorage` on a Redis configured as managed services configure it, each on a private
+ * redis-server:
+ * - `maxmemory` with an eviction policy (ElastiCache, Azure and Redis Cloud default to
+ *   `volatile-lru`): filling the memory evicts a spent `total` quota's counter, and the key is
+ *   served again (5 more for a quota of 10). Nothing in the storage can prevent that, so it
+ *   warns once connected (`TOLLBOOTH_REDIS_EVICTION`, naming the policy); under `noeviction` it
+ *   does not.
+ * - `noeviction` with the memory full: admissions get 503 `storage_unavailable` (Redis refuses
+ *   the writing call whole), the process serves on, and once memory is freed every admitted
+ *   request's usage is recorded, credits charged equal the recorded units, the quota counted the
+ *   requests served, no hold is left.
+ * - an ACL user that may not run FCALL (its admissions went 503 forever: only "unknown command"
+ *   made the storage fall back to EVALSHA), nor use the change channel (Redis 7 users get no
+ *   channels by default): admissions work, the feed's error names the channel and the ACL
+ *   rule to add, and no error or log line carries the password of the URL.
+ * - `CLIENT KILL` of the change feed's connection: a key revoked on A while B's subscriber is
+ *   reconnecting is refused by B once it has resubscribed (its cache emptied), and an idle
+ *   connection closed by the server's `timeout` costs no request.
+ */
+
+import { Redis } from 'ioredis'
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
+import { redisStorage } from '../../adapters/redis/index.js'
+import {
+  type Check,
+  createTollbooth,
+  type Decision,
+  type Denial,
+  type Storage,
+  type Tollbooth,
+} from '../../src/index.js'
+import { request, until } from '../support/core.js'
+import { privateServer } from '../support/fault.js'
+import { FAIL_FAST, ready } from '../support/redis.js'
+import { type RedisServer, startRedisServer } from './redis-server.js'
+
+const SECRET = 'redis-managed-secret-redis-managed-secret'
+const PASSWORD = 'pw-3a9f1c77e2d54b06'
+
+const server = await privateServer(startRedisServer)
+
+describe.skipIf(!server)('Redis as managed services configure it', () => {
+  const redis = server as RedisServer
+  const url = `redis://127.0.0.1:${redis.port}`
+  // The operator's connection: queues its commands while it reconnects (the server's
+  // `timeout` closes it too).
+  const admin = new Redis(url, { maxRetriesPerRequest: 3 })
+  admin.on('error', () => {})
+  const clients: Redis[] = []
+  const tbs: Tollbooth[] = []
+  /** Everything reported: client errors and `onError`, to search for the password. */
+  const reported: string[] = []
+
+  const connect = async (u = url) => {
+    const client = new Redis(u, { ...FAIL_FAST, retryStrategy: () => 50 })
+    client.on('error', (err) => reported.push(err.message))
+    clients.push(client)
+    await ready(client)
+    return client
+  }
+  const make = (client: Redis, prefix: string) => {
+    const storage = redisStorage({ client, keyPrefix: prefix })
+    const tb = createTollbooth({
+      secret: SECRET,
+      storage,
+      storageTimeoutMs: 1000,
+      failedAuth: false,
+      plans: { pro: { monthlyCredits: 1_000_000 } },
+      defaultTier: 'pro',
+      onError: (err) => reported.push(err instanceof Error ? err.message : String(err)),
+    })
+    tbs.push(tb)
+    return { storage, tb, route: tb.route({ cost: 1 }) }
+  }
+  /** One request with `key`, settled 200 when admitted. */
+  const call = async (
+    tb: Tollbooth,
+    route: ReturnType<Tollbooth['route']>,
+    key: string,
+  ): Promise<Decision> => {
+    const d = await tb.authenticate(request(key), route)
+    if (d.allowed) await tb.settle(d, { status: 200 })
+    return d
+  }
+  /** A key's all-time quota as the store counts it. */
+  const totalCount = async (storage: Storage, account: string, id: string) => {
+    const total: Check = {
+      type: 'window',
+      key: `{${account}}:k:${id}:q:total`,
+      name: 'total',
+      limit: 1_000_000,
+      windowMs: 0,
+      bucketMs: 0,
+      cost: 0,
+    }
+    return (await storage.counters.consume([total], Date.now())).results[0]!.used
+  }
+  /** Units of the usage events recorded for `id`, and their request ids. */
+  const recorded = async (tb: Tollbooth, id: string) => {
+    const ids: string[] = []
+    let units = 0
+    let cursor: string | null = null
+    do {
+      const page = await tb.storage.usage.logs(id, { limit: 100, cursor })
+      for (const e of page.data) {
+        ids.push(e.requestId)
+        units += e.units
+      }
+      cursor = page.nextCursor
+    } while (cursor)
+    return { ids: ids.sort(), units }
+  }
+  /** Fills the server's memory with `n` values of 10 kB; the first refusal's text, if any. */
+  const fill = async (n: number) => {
+    const big = 'v'.repeat(10_000)
+    for (let i = 0; i < n; i++) {
+      try {
+        await admin.set(`filler:${i}`, big)
+      } catch (err) {
+        return (err as Error).message
+      }
+    }
+    return ''
+  }
+  const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await admin.info('memory'))![1])
+  const policyWarnings = (warn: { mock: { calls: unknown[][] } }) =>
+    warn.mock.calls.map((c) => String(c[0])).filter((m) => m.includes('TOLLBOOTH_REDIS_EVICTION'))
+
+  afterEach(async () => {
+    for (const tb of tbs.splice(0)) await tb.close().catch(() => {})
+    for (const c of clients.splice(0)) c.disconnect()
+    await admin.config('SET', 'maxmemory', '0', 'maxmemory-policy', 'noeviction', 'timeout', '0')
+    await admin.flushall()
+    vi.restoreAllMocks()
+  })
+
+  afterAll(async () => {
+    admin.disconnect()
+    await redis.kill()
+    expect(reported.filter((m) => m.includes(PASSWORD))).toEqual([])
+  })
+
+  it('noeviction, memory full: 503 storage_unavailable, then every admitted request recorded and charged once', async () => {
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {})
+    const client = await connect()
+    const { storage, tb, route } = make(client, 'full:')
+    // Commands on one connection are answered in order: the policy check's INFO came first.
+    await client.ping()
+    await new Promise((r) => setTimeout(r, 10))
+    expect(policyWarnings(warn)).toEqual([])
+
+    const { key, record } = await tb.keys.create({
+      accountId: 'acct_full',
+      limits: { quotas: { total: 1000 }, exact: true },
+    })
+    const admitted: string[] = []
+    for (let i = 0; i < 10; i++) {
+      const d = await call(tb, route, key)
+      expect(d.allowed).toBe(true)
+      admitted.push(d.requestId)
+    }
+    await tb.flush()
+    // Admitted before, settled while full: its charge and usage must land later.
+    const inFlight = await tb.authenticate(request(key), route)
+    expect(inFlight.allowed).toBe(true)
+    admitted.push(inFlight.requestId)
+    // Full: used memory past maxmemory (set below it, as a full dataset is), writes refused.
+    await admin.config('SET', 'maxmemory', String(Math.floor((await usedMemory()) / 2)))
+    expect(await fill(1)).toMatch(/^OOM /)
+
+    await tb.settle(inFlight, { status: 200 })
+    const full = await Promise.all(Array.from({ length: 10 }, () => call(tb, route, key)))
+    for (const d of full) {
+      if (d.allowed) admitted.push(d.requestId)
+      else expect([d.status, d.code]).toEqual([503, 'storage_unavailable'])
+    }
+    expect(full.filter((d) => !d.allowed).length).toBeGreaterThan(0)
+    // Its credit release and the refused requests' cancels wait to be retried.
+    const waiting = tb.stats().settleRetries.pending
+    expect(waiting).toBeGreaterThan(0)
+
+    // Memory freed (the operator raised the limit): requests pass, queued writes land.
+    await admin.config('SET', 'maxmemory', '0')
+    for (let i = 0; i < 5; i++) {
+      const d = await call(tb, route, key)
+      expect(d.allowed).toBe(true)
+      admitted.push(d.requestId)
+    }
+    await until(() => tb.stats().settleRetries.pending === 0, 10_000)
+    await tb.flush()
+    expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
+    const { ids, units } = await recorded(tb, record.id)
+    expect(ids).toEqual([...admitted].sort())
+    expect(await totalCount(storage, 'acct_full', record.id)).toBe(admitted.length)
+    // Credits used are the settled charges plus the holds still live: none may be left.
+    expect((await tb.accounts.get('acct_full')).credits.used).toBe(units)
+    expect(units).toBe(admitted.length)
+    console.log(
+      `noeviction, full: ${full.filter((d) => !d.allowed).length} of 10 refused (503), ${waiting} settles and cancels waiting, all landed after`,
+    )
+  })
+
+  it('allkeys-lru: an evicted quota admits again, and the storage warns of the policy once connected', async () => {
+    await admin.config('SET', 'maxmemory-policy', 'allkeys-lru')
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {})
+    const client = await connect()
+    const { tb, route } = make(client, 'evict:')
+    await client.ping()
+    await new Promise((r) => setTimeout(r, 10))
+    const warnings = policyWarnings(warn)
+    expect(warnings).toHaveLength(1)
+    expect(warnings[0]).toContain('allkeys-lru')
+    expect(warnings[0]).toContain('noeviction')
+
+    // Why: a spent quota's counter evicted under memory pressure admits the key again.
+    const { key } = await tb.keys.create({
+      accountId: 'acct_evict',
+      limits: { quotas: { total: 10 }, exact: true },
+    })
+    for (let i = 0; i < 10; i++) expect((await call(tb, route, key)).allowed).toBe(true)
+    expect((await call(tb, route, key)).allowed).toBe(false)
+    await tb.flush()
+    await admin.config('SET', 'maxmemory', String((await usedMemory()) + 200_000))
+    expect(await fill(100)).toBe('')
+    const evicted = Number(/evicted_keys:(\d+)/.exec(await admin.info('stats'))![1])
+    expect(evicted).toBeGreaterThan(0)
+    let again = 0
+    for (let i = 0; i < 5; i++) if ((await call(tb, route, key)).allowed) again++
+    expect(again, 'admitted past a spent quota of 10').toBe(5)
+    await tb.flush()
+    expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
+    console.log(`allkeys-lru: ${evicted} keys evicted, ${again} admitted past a spent quota`)
+  })
+
+  it('an ACL user without FCALL runs the counters by EVALSHA', async () => {
+    await admin.call(
+      'ACL',
+      'SETUSER',
+      'tb_nofcall',
+      'on',
+      `>${PASSWORD}`,
+      '~*',
+      '&*',
+      '+@all',
+      '-fcall',
+      '-function',
+    )
+    const client = await connect(`redis://tb_nofcall:${PASSWORD}@127.0.0.1:${redis.port}`)
+    const { storage, tb, route } = make(client, 'nofcall:')
+    const { key, record } = await tb.keys.create({
+      accountId: 'acct_nofcall',
+      limits: { quotas: { total: 100 }, exact: true },
+    })
+    const admitted: string[] = []
+    for (let i = 0; i < 5; i++) {
+      const d = await call(tb, route, key)
+      expect(d.allowed, d.allowed ? '' : d.code).toBe(true)
+      admitted.push(d.requestId)
+    }
+    await tb.flush()
+    expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
+    const { ids, units } = await recorded(tb, record.id)
+    expect(ids).toEqual(admitted.sort())
+    expect(await totalCount(storage, 'acct_nofcall', record.id)).toBe(5)
+    expect((await tb.accounts.get('acct_nofcall')).credits.used).toBe(units)
+  })
+
+  it('an ACL user without the change channel is told which channel and which rule', async () => {
+    // Redis 7 gives a new user no channels (acl-pubsub-default resetchannels).
+    await admin.call('ACL', 'SETUSER', 'tb_nochan', 'on', `>${PASSWORD}`, '~*', '+@all')
+    const client = await connect(`redis://tb_nochan:${PASSWORD}@127.0.0.1:${redis.port}`)
+    const { tb, route } = make(client, 'nochan:')
+    const { key, record } = await tb.keys.create({ accountId: 'acct_nochan' })
+    expect((await call(tb, route, key)).allowed).toBe(true)
+    await tb.keys.revoke(record.id)
+    expect((await tb.authenticate(request(key), route)).allowed).toBe(false)
+    const channel = [...new Set(reported.filter((m) => m.includes("'nochan:changes'")))]
+    expect(channel.map((m) => m.slice(0, 60))).toEqual([
+      'tollbooth/redis: the Redis user may not SUBSCRIBE to the cha',
+      'tollbooth/redis: the Redis user may not PUBLISH to the chang',
+    ])
+    expect(channel[0]).toContain('&nochan:changes')
+    // Its changes stay queued for a feed that refuses them: a close would wait for them (10 s).
+    expect(tb.stats().feedRetries.pending).toBeGreaterThan(0)
+    const ended = new Promise((r) => client.once('end', r))
+    client.disconnect()
+    await ended
+  })
+
+  it('CLIENT KILL of the feed connection: a key revoked meanwhile is refused once it resubscribes', async () => {
+    const a = make(await connect(), 'kill:')
+    const b = make(await connect(), 'kill:')
+    const { key, record } = await a.tb.keys.create({ accountId: 'acct_kill' })
+    expect((await call(b.tb, b.route, key)).allowed).toBe(true)
+    // B's key cache holds the key; its subscriber is cut off, and A revokes while it is down.
+    const killed = await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
+    expect(Number(killed)).toBeGreaterThanOrEqual(2)
+    await a.tb.keys.revoke(record.id)
+    const ms = await until(async () => !(await b.tb.authenticate(request(key), b.route)).allowed)
+    expect(ms).toBeLessThan(1000)
+    console.log(`revocation missed by a killed subscriber: refused by B after ${ms} ms`)
+  })
+
+  it('server timeout: a connection closed idle refuses (503) only until the client has reconnected', async () => {
+    await admin.config('SET', 'timeout', '1')
+    const client = await connect()
+    let closed = 0
+    client.on('close', () => closed++)
+    const { tb, route } = make(client, 'idle:')
+    const { key, record } = await tb.keys.create({ accountId: 'acct_idle' })
+    // Idle past the server's timeout (whole seconds, checked by its cron): it closes the
+    // connection, and the client reconnects after its retryStrategy's delay (50 ms here).
+    await until(() => closed > 0, 3000)
+    const t = Date.now()
+    const admitted: string[] = []
+    const refused: Denial[] = []
+    while (admitted.length < 5 && Date.now() - t < 2000) {
+      const d = await call(tb, route, key)
+      if (d.allowed) admitted.push(d.requestId)
+      else refused.push(d)
+      // Requests arrive as I/O: the client's reconnect timer gets its turn between them.
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    const ms = Date.now() - t
+    for (const d of refused) expect([d.status, d.code]).toEqual([503, 'storage_unavailable'])
+    expect(ms).toBeLessThan(1000)
+    await tb.flush()
+    expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
+    expect((await recorded(tb, record.id)).ids).toEqual(admitted.sort())
+    console.log(`server timeout: ${refused.length} refused (503) in the ${ms} ms after the close`)
+  })
+})
