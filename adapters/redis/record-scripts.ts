@@ -30,7 +30,8 @@ end
  * also added to the account's totals of its hour and its day (HASHes of `r:<pair>` requests and
  * `u:<pair>` units; a pair is the usage category, then NUL and the key category when the key
  * had one), so summaries never read events. Every key is under the account's `{u:<id>}` tag.
- * Returns how many were new.
+ * Returns how many were new, and 1 when the account had events stored before, else 0 (its
+ * first events, or Redis lost them: flushed, restarted empty, failed over, evicted).
  */
 export const USAGE_RECORD = `-- KEYS[1]  the account's events: HASH id -> event JSON
 -- KEYS[2]  the account's index: ZSET id by time (summaries, prune)
@@ -38,7 +39,7 @@ export const USAGE_RECORD = `-- KEYS[1]  the account's events: HASH id -> event 
 --          totals of its hour and of its day (HASH)
 -- ARGV[5i-4] .. ARGV[5i]  event i: id, time (ms), JSON, pair, units ('' when refused:
 --          logged, not counted)
-${ADD_TOTAL}local n = 0
+${ADD_TOTAL}local n, had = 0, redis.call('EXISTS', KEYS[1])
 -- Totals to add, summed per HASH and category first: one HINCRBY and one addf per bucket and
 -- category of the batch, not per event.
 local add, order = {}, {}
@@ -75,7 +76,7 @@ for _, key in ipairs(order) do
     addf(key, 'u:' .. cat, c[2])
   end
 end
-return n
+return { n, had }
 `
 
 /**

@@ -49,7 +49,7 @@ export interface Commands {
   tollboothOldKeyGet: Run<[string, string | null] | null>
   tollboothOldKeyTouch: Run<number>
   tollboothOldKeyUnrecord: Run<number>
-  tollboothUsageRecord: Run<number>
+  tollboothUsageRecord: Run<[number, number]>
   tollboothUsageSummary: Run<string[]>
   tollboothUsageLogs: Run<string[]>
   tollboothUsagePrune: Run<number>

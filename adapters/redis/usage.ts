@@ -91,7 +91,10 @@ function oldUsageKeys(prefix: string) {
   }
 }
 
-/** Index entries remembered as written, per process (bounded; re-written after 10 minutes). */
+/**
+ * Index entries remembered as written, per process (bounded; re-written after 10 minutes, or
+ * at once when their account's events turn out gone from Redis).
+ */
 const INDEX_CACHE = { max: 50_000, ttl: 600_000 }
 /** Key/account pairs per USAGE_INDEX call. */
 const INDEX_BATCH = 1000
@@ -167,20 +170,30 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
     hourOf(e.accountId, e.time - (e.time % USAGE_HOUR_MS)),
     dayOf(e.accountId, e.time - (e.time % USAGE_DAY_MS)),
   ]
-  const indexed = new LRUCache<string, true>(INDEX_CACHE)
+  /**
+   * The pairs noted as written, each with its account's epoch then. An account's epoch moves
+   * when its events are found gone from Redis (a FLUSHALL, a restart or failover that lost
+   * data, an eviction): the index entries written before are gone too, and its pairs are
+   * written again (they stayed remembered for 10 minutes before, and meanwhile `logs` by key
+   * found none of the events recorded, nor `prune` the account).
+   */
+  const indexed = new LRUCache<string, number>(INDEX_CACHE)
+  const epochs = new LRUCache<string, number>({ max: INDEX_CACHE.max })
+  let lastEpoch = 0
+  const epochOf = (accountId: string) => epochs.get(accountId) ?? 0
 
   /** Notes the key -> account pairs of `list` not yet noted by this process. */
   async function index(list: readonly UsageEvent[]): Promise<void> {
     const fresh = new Map<string, [string, string]>()
     for (const e of list) {
       const pair = JSON.stringify([e.keyId, e.accountId])
-      if (!indexed.has(pair)) fresh.set(pair, [e.keyId, e.accountId])
+      if (indexed.get(pair) !== epochOf(e.accountId)) fresh.set(pair, [e.keyId, e.accountId])
     }
     const pairs = [...fresh]
     for (let i = 0; i < pairs.length; i += INDEX_BATCH) {
       const batch = pairs.slice(i, i + INDEX_BATCH)
       await client.tollboothUsageIndex(2, keyAccounts, accounts, ...batch.flatMap(([, p]) => p))
-      for (const [p] of batch) indexed.set(p, true)
+      for (const [p, [, accountId]] of batch) indexed.set(p, epochOf(accountId))
     }
   }
 
@@ -200,7 +213,13 @@ export function redisUsage({ client, prefix }: Ctx): UsageStore {
           countsInSummary(e) ? String(e.units) : '',
         )
       }
-      await client.tollboothUsageRecord(keys.length, ...keys, ...argv)
+      const [, had] = await client.tollboothUsageRecord(keys.length, ...keys, ...argv)
+      if (had === 0) {
+        // Its first events, or Redis lost them and the index with them: written again (after
+        // the events, this once; an account's first batch writes its few pairs twice).
+        epochs.set(accountId, ++lastEpoch)
+        await index(batch)
+      }
     }
   }
 

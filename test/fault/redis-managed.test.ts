@@ -32,7 +32,7 @@ import {
   type Storage,
   type Tollbooth,
 } from '../../src/index.js'
-import { request, until } from '../support/core.js'
+import { request, T0, until, usageEvent } from '../support/core.js'
 import { privateServer } from '../support/fault.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
@@ -203,6 +203,22 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
     )
   })
 
+  it('noeviction, memory full: a prune still frees memory, and the totals match the events left', async () => {
+    const client = await connect()
+    const { usage } = redisStorage({ client, keyPrefix: 'prune:' })
+    await usage.record(Array.from({ length: 10 }, (_, i) => usageEvent(i, { time: T0 + i * 1000 })))
+    const summary = () => usage.summarize('acct_1', T0 - 3_600_000, T0 + 3_600_000)
+    expect(await summary()).toMatchObject({ requests: 10, units: 10 })
+    // Full while the oldest five are pruned: the script's first write is a delete, after which
+    // Redis lets a script finish (it never stops one half-way), so totals are taken down too.
+    await admin.config('SET', 'maxmemory', String(Math.floor((await usedMemory()) / 2)))
+    expect(await fill(1)).toMatch(/^OOM /)
+    expect(await usage.prune(T0 + 5000)).toBe(5)
+    const left = await usage.logs('key_1', { limit: 100 })
+    expect(left.data.map((e) => e.id).sort()).toEqual(['evt_5', 'evt_6', 'evt_7', 'evt_8', 'evt_9'])
+    expect(await summary()).toMatchObject({ requests: 5, units: 5 })
+  })
+
   it('allkeys-lru: an evicted quota admits again, and the storage warns of the policy once connected', async () => {
     await admin.config('SET', 'maxmemory-policy', 'allkeys-lru')
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => {})
@@ -288,6 +304,38 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
     const ended = new Promise((r) => client.once('end', r))
     client.disconnect()
     await ended
+  })
+
+  it('FLUSHALL and FUNCTION FLUSH by an operator: a cached key serves on, its usage is recorded, charged once and found by key', async () => {
+    const { storage, tb, route } = make(await connect(), 'flush:')
+    const { key, record } = await tb.keys.create({
+      accountId: 'acct_flush',
+      limits: { quotas: { total: 100 }, exact: true },
+    })
+    for (let i = 0; i < 5; i++) expect((await call(tb, route, key)).allowed).toBe(true)
+    await tb.flush()
+    await admin.flushall()
+    await admin.call('FUNCTION', 'FLUSH')
+    // Everything is gone, the key record too: the instance's cache still holds the key, the
+    // counters' library is loaded again, the usage written anew.
+    const admitted: string[] = []
+    for (let i = 0; i < 5; i++) {
+      const d = await call(tb, route, key)
+      expect(d.allowed, d.allowed ? '' : d.code).toBe(true)
+      admitted.push(d.requestId)
+    }
+    await tb.flush()
+    expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
+    // Logs by key id go through the key -> account index, gone with the rest: written again
+    // once the account's events turn out gone (it was remembered for 10 minutes: no logs).
+    const { ids, units } = await recorded(tb, record.id)
+    expect(ids).toEqual(admitted.sort())
+    const summary = await storage.usage.summarize('acct_flush', Date.now() - 60_000, Date.now() + 1)
+    expect(summary).toMatchObject({ requests: 5, units: 5 })
+    expect(await totalCount(storage, 'acct_flush', record.id)).toBe(5)
+    expect((await tb.accounts.get('acct_flush')).credits.used).toBe(units)
+    // And prune finds the account again.
+    expect(await storage.usage.prune(Date.now() + 1)).toBe(5)
   })
 
   it('CLIENT KILL of the feed connection: a key revoked meanwhile is refused once it resubscribes', async () => {
