@@ -113,6 +113,41 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
     } while (cursor)
     return { ids: ids.sort(), units }
   }
+  /** `n` requests with `key`, each expected admitted; their request ids. */
+  const admitAll = async (
+    tb: Tollbooth,
+    route: ReturnType<Tollbooth['route']>,
+    key: string,
+    n: number,
+  ) => {
+    const ids: string[] = []
+    for (let i = 0; i < n; i++) {
+      const d = await call(tb, route, key)
+      expect(d.allowed, d.allowed ? '' : d.code).toBe(true)
+      ids.push(d.requestId)
+    }
+    return ids
+  }
+  /**
+   * How every test here ends: nothing left to retry, each admitted request's usage recorded
+   * once, the key's all-time quota counted them, credits charged (with the holds still live)
+   * equal to the units recorded, one a request.
+   */
+  const expectAccounted = async (
+    tb: Tollbooth,
+    storage: Storage,
+    account: string,
+    keyId: string,
+    admitted: readonly string[],
+  ) => {
+    await tb.flush()
+    expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
+    const { ids, units } = await recorded(tb, keyId)
+    expect(ids).toEqual([...admitted].sort())
+    expect(await totalCount(storage, account, keyId)).toBe(admitted.length)
+    expect((await tb.accounts.get(account)).credits.used).toBe(units)
+    expect(units).toBe(admitted.length)
+  }
   /** Fills the server's memory with `n` values of 10 kB; the first refusal's text, if any. */
   const fill = async (n: number) => {
     const big = 'v'.repeat(10_000)
@@ -156,12 +191,7 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
       accountId: 'acct_full',
       limits: { quotas: { total: 1000 }, exact: true },
     })
-    const admitted: string[] = []
-    for (let i = 0; i < 10; i++) {
-      const d = await call(tb, route, key)
-      expect(d.allowed).toBe(true)
-      admitted.push(d.requestId)
-    }
+    const admitted = await admitAll(tb, route, key, 10)
     await tb.flush()
     // Admitted before, settled while full: its charge and usage must land later.
     const inFlight = await tb.authenticate(request(key), route)
@@ -184,20 +214,9 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
 
     // Memory freed (the operator raised the limit): requests pass, queued writes land.
     await admin.config('SET', 'maxmemory', '0')
-    for (let i = 0; i < 5; i++) {
-      const d = await call(tb, route, key)
-      expect(d.allowed).toBe(true)
-      admitted.push(d.requestId)
-    }
+    admitted.push(...(await admitAll(tb, route, key, 5)))
     await until(() => tb.stats().settleRetries.pending === 0, 10_000)
-    await tb.flush()
-    expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
-    const { ids, units } = await recorded(tb, record.id)
-    expect(ids).toEqual([...admitted].sort())
-    expect(await totalCount(storage, 'acct_full', record.id)).toBe(admitted.length)
-    // Credits used are the settled charges plus the holds still live: none may be left.
-    expect((await tb.accounts.get('acct_full')).credits.used).toBe(units)
-    expect(units).toBe(admitted.length)
+    await expectAccounted(tb, storage, 'acct_full', record.id, admitted)
     console.log(
       `noeviction, full: ${full.filter((d) => !d.allowed).length} of 10 refused (503), ${waiting} settles and cancels waiting, all landed after`,
     )
@@ -270,18 +289,8 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
       accountId: 'acct_nofcall',
       limits: { quotas: { total: 100 }, exact: true },
     })
-    const admitted: string[] = []
-    for (let i = 0; i < 5; i++) {
-      const d = await call(tb, route, key)
-      expect(d.allowed, d.allowed ? '' : d.code).toBe(true)
-      admitted.push(d.requestId)
-    }
-    await tb.flush()
-    expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
-    const { ids, units } = await recorded(tb, record.id)
-    expect(ids).toEqual(admitted.sort())
-    expect(await totalCount(storage, 'acct_nofcall', record.id)).toBe(5)
-    expect((await tb.accounts.get('acct_nofcall')).credits.used).toBe(units)
+    const admitted = await admitAll(tb, route, key, 5)
+    await expectAccounted(tb, storage, 'acct_nofcall', record.id, admitted)
   })
 
   it('an ACL user without the change channel is told which channel and which rule', async () => {
@@ -312,28 +321,16 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
       accountId: 'acct_flush',
       limits: { quotas: { total: 100 }, exact: true },
     })
-    for (let i = 0; i < 5; i++) expect((await call(tb, route, key)).allowed).toBe(true)
+    await admitAll(tb, route, key, 5)
     await tb.flush()
     await admin.flushall()
     await admin.call('FUNCTION', 'FLUSH')
     // Everything is gone, the key record too: the instance's cache still holds the key, the
     // counters' library is loaded again, the usage written anew.
-    const admitted: string[] = []
-    for (let i = 0; i < 5; i++) {
-      const d = await call(tb, route, key)
-      expect(d.allowed, d.allowed ? '' : d.code).toBe(true)
-      admitted.push(d.requestId)
-    }
-    await tb.flush()
-    expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
+    const admitted = await admitAll(tb, route, key, 5)
     // Logs by key id go through the key -> account index, gone with the rest: written again
     // once the account's events turn out gone (it was remembered for 10 minutes: no logs).
-    const { ids, units } = await recorded(tb, record.id)
-    expect(ids).toEqual(admitted.sort())
-    const summary = await storage.usage.summarize('acct_flush', Date.now() - 60_000, Date.now() + 1)
-    expect(summary).toMatchObject({ requests: 5, units: 5 })
-    expect(await totalCount(storage, 'acct_flush', record.id)).toBe(5)
-    expect((await tb.accounts.get('acct_flush')).credits.used).toBe(units)
+    await expectAccounted(tb, storage, 'acct_flush', record.id, admitted)
     // And prune finds the account again.
     expect(await storage.usage.prune(Date.now() + 1)).toBe(5)
   })
