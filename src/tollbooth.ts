@@ -228,8 +228,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
   }
   const onError = reportClosedOnce(
     storage,
-    o.onError ??
-      ((err: unknown) => console.error('[tollbooth]', err instanceof Error ? err.message : err)),
+    o.onError ?? ((err: unknown) => console.error('[tollbooth]', withCauses(err))),
   )
   const providers: Record<string, string> = {}
   for (const [p, h] of Object.entries(o.providers ?? DEFAULT_PROVIDERS))
@@ -670,6 +669,24 @@ function subscribe(
     if (!reported) status(false)
     return () => {}
   })
+}
+
+/**
+ * An error's message followed by its causes' (`Storage unavailable: READONLY You can't write
+ * against a read only replica.`), for the default `onError` log: a store's own words say
+ * what is wrong (memory full, a demoted primary, a refused command), and `Storage
+ * unavailable` alone said none of it. Causes are the store client's errors, which carry no
+ * credentials; they are never sent to API clients.
+ */
+function withCauses(err: unknown): unknown {
+  if (!(err instanceof Error)) return err
+  let text = err.message
+  let cause = err.cause
+  for (let depth = 0; cause instanceof Error && depth < 3; depth++) {
+    if (!text.includes(cause.message)) text += `: ${cause.message}`
+    cause = cause.cause
+  }
+  return text
 }
 
 /** True for a route compiled by `tb.route()`. */

@@ -1,24 +1,28 @@
 /**
  * @module test/fault/redis-managed
  *
- * `redisStorage` on a Redis configured as managed services configure it, each on a private
+ * `redisStorage` on a Redis configured, and operated, as managed services do, each on a private
  * redis-server:
  * - `maxmemory` with an eviction policy (ElastiCache, Azure and Redis Cloud default to
- *   `volatile-lru`): filling the memory evicts a spent `total` quota's counter, and the key is
- *   served again (5 more for a quota of 10). Nothing in the storage can prevent that, so it
- *   warns once connected (`TOLLBOOTH_REDIS_EVICTION`, naming the policy); under `noeviction` it
- *   does not.
+ *   `volatile-lru`): filling the memory evicts a spent rate limit's counter, and the key is
+ *   served again (5 more for 10 an hour). Nothing in the storage can prevent that, so it warns
+ *   once connected (`TOLLBOOTH_REDIS_EVICTION`, naming the policy); under `noeviction` it does
+ *   not.
  * - `noeviction` with the memory full: admissions get 503 `storage_unavailable` (Redis refuses
  *   the writing call whole), the process serves on, and once memory is freed every admitted
  *   request's usage is recorded, credits charged equal the recorded units, the quota counted the
- *   requests served, no hold is left.
+ *   requests served, no hold is left; a usage prune still runs.
  * - an ACL user that may not run FCALL (its admissions went 503 forever: only "unknown command"
- *   made the storage fall back to EVALSHA), nor use the change channel (Redis 7 users get no
- *   channels by default): admissions work, the feed's error names the channel and the ACL
- *   rule to add, and no error or log line carries the password of the URL.
+ *   made the storage fall back to EVALSHA), or may not use the change channel (Redis 7 users
+ *   get no channels by default): admissions work, the feed's error names the channel and the
+ *   ACL rule to add, and no error or log line carries the password of the URL.
+ * - `FLUSHALL` and `FUNCTION FLUSH`: the usage recorded next is found by key again (the key
+ *   index was remembered as written for 10 minutes).
+ * - a primary demoted under open connections (a failover): 503s whose log names READONLY (it
+ *   said `Storage unavailable` alone), served again once promoted.
  * - `CLIENT KILL` of the change feed's connection: a key revoked on A while B's subscriber is
- *   reconnecting is refused by B once it has resubscribed (its cache emptied), and an idle
- *   connection closed by the server's `timeout` costs no request.
+ *   reconnecting is refused by B once it has resubscribed (its cache emptied); the server's
+ *   `timeout` closing an idle connection costs 503s only until the client has reconnected.
  */
 
 import { Redis } from 'ioredis'
@@ -35,7 +39,7 @@ import {
 import { request, T0, until, usageEvent } from '../support/core.js'
 import { privateServer } from '../support/fault.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
-import { type RedisServer, startRedisServer } from './redis-server.js'
+import { freePort, type RedisServer, startRedisServer } from './redis-server.js'
 
 const SECRET = 'redis-managed-secret-redis-managed-secret'
 const PASSWORD = 'pw-3a9f1c77e2d54b06'
@@ -61,7 +65,8 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
     await ready(client)
     return client
   }
-  const make = (client: Redis, prefix: string) => {
+  /** An instance on `client`; with `log`, its errors go to the default logger (console.error). */
+  const make = (client: Redis, prefix: string, { log = false } = {}) => {
     const storage = redisStorage({ client, keyPrefix: prefix })
     const tb = createTollbooth({
       secret: SECRET,
@@ -70,7 +75,9 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
       failedAuth: false,
       plans: { pro: { monthlyCredits: 1_000_000 } },
       defaultTier: 'pro',
-      onError: (err) => reported.push(err instanceof Error ? err.message : String(err)),
+      ...(log
+        ? {}
+        : { onError: (err) => reported.push(err instanceof Error ? err.message : String(err)) }),
     })
     tbs.push(tb)
     return { storage, tb, route: tb.route({ cost: 1 }) }
@@ -168,6 +175,7 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
     for (const tb of tbs.splice(0)) await tb.close().catch(() => {})
     for (const c of clients.splice(0)) c.disconnect()
     await admin.config('SET', 'maxmemory', '0', 'maxmemory-policy', 'noeviction', 'timeout', '0')
+    await admin.config('SET', 'maxmemory-samples', '5')
     await admin.flushall()
     vi.restoreAllMocks()
   })
@@ -238,7 +246,7 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
     expect(await summary()).toMatchObject({ requests: 5, units: 5 })
   })
 
-  it('allkeys-lru: an evicted quota admits again, and the storage warns of the policy once connected', async () => {
+  it('allkeys-lru: an evicted rate limit admits again, and the storage warns of the policy once connected', async () => {
     await admin.config('SET', 'maxmemory-policy', 'allkeys-lru')
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => {})
     const client = await connect()
@@ -250,24 +258,31 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
     expect(warnings[0]).toContain('allkeys-lru')
     expect(warnings[0]).toContain('noeviction')
 
-    // Why: a spent quota's counter evicted under memory pressure admits the key again.
+    // Why: a spent rate limit's counter evicted under memory pressure admits the key again
+    // (a spent `total` quota too, when its usage, which it is rebuilt from, goes as well).
     const { key } = await tb.keys.create({
       accountId: 'acct_evict',
-      limits: { quotas: { total: 10 }, exact: true },
+      limits: { rateLimits: [{ limit: 10, windowMs: 3_600_000 }], exact: true },
     })
     for (let i = 0; i < 10; i++) expect((await call(tb, route, key)).allowed).toBe(true)
     expect((await call(tb, route, key)).allowed).toBe(false)
     await tb.flush()
-    await admin.config('SET', 'maxmemory', String((await usedMemory()) + 200_000))
-    expect(await fill(100)).toBe('')
+    // Redis's LRU clock ticks once a second: keys touched within the same second tie.
+    await new Promise((r) => setTimeout(r, 1100))
+    // Room for 2 MB more (what is not keys, buffers and scripts, varies by less), 6 MB written:
+    // about 400 evictions, each of the oldest of 10 keys sampled (LRU is approximate), so
+    // tollbooth's keys, idle since before the writes, go with near certainty.
+    await admin.config('SET', 'maxmemory', String((await usedMemory()) + 2_000_000))
+    await admin.config('SET', 'maxmemory-samples', '10')
+    expect(await fill(600)).toBe('')
     const evicted = Number(/evicted_keys:(\d+)/.exec(await admin.info('stats'))![1])
     expect(evicted).toBeGreaterThan(0)
     let again = 0
     for (let i = 0; i < 5; i++) if ((await call(tb, route, key)).allowed) again++
-    expect(again, 'admitted past a spent quota of 10').toBe(5)
+    expect(again, 'admitted past a spent rate limit of 10 an hour').toBe(5)
     await tb.flush()
     expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
-    console.log(`allkeys-lru: ${evicted} keys evicted, ${again} admitted past a spent quota`)
+    console.log(`allkeys-lru: ${evicted} keys evicted, ${again} admitted past a spent rate limit`)
   })
 
   it('an ACL user without FCALL runs the counters by EVALSHA', async () => {
@@ -333,6 +348,35 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
     await expectAccounted(tb, storage, 'acct_flush', record.id, admitted)
     // And prune finds the account again.
     expect(await storage.usage.prune(Date.now() + 1)).toBe(5)
+  })
+
+  it('a primary turned replica (failover): 503 storage_unavailable, the log names READONLY, served again once promoted', async () => {
+    const error = vi.spyOn(console, 'error').mockImplementation(() => {})
+    const { storage, tb, route } = make(await connect(), 'ro:', { log: true })
+    const { key, record } = await tb.keys.create({
+      accountId: 'acct_ro',
+      limits: { quotas: { total: 100 }, exact: true },
+    })
+    const admitted = await admitAll(tb, route, key, 3)
+    await tb.flush()
+    // Demoted under its clients' feet, as a failover does to the old primary: the connection
+    // stays up, every write is refused. (Its new primary is a port nothing listens on: no sync
+    // replaces its data, so the test does not depend on one's timing.)
+    await admin.call('REPLICAOF', '127.0.0.1', String(await freePort()))
+    try {
+      for (let i = 0; i < 3; i++) {
+        const d = await tb.authenticate(request(key), route)
+        expect(d.allowed ? 200 : [d.status, d.code]).toEqual([503, 'storage_unavailable'])
+      }
+      const logged = error.mock.calls.map((c) => c.map(String).join(' '))
+      expect(logged.filter((l) => l.includes('READONLY')).length).toBeGreaterThanOrEqual(3)
+    } finally {
+      // Promoted again.
+      await admin.call('REPLICAOF', 'NO', 'ONE')
+    }
+    admitted.push(...(await admitAll(tb, route, key, 3)))
+    await until(() => tb.stats().settleRetries.pending === 0, 10_000)
+    await expectAccounted(tb, storage, 'acct_ro', record.id, admitted)
   })
 
   it('CLIENT KILL of the feed connection: a key revoked meanwhile is refused once it resubscribes', async () => {
