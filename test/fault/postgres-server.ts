@@ -8,10 +8,11 @@
  * removes the folder. The shared server on 5432 is never touched.
  */
 
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { printed } from '../support/fault.js'
 import { freePort } from './redis-server.js'
 
 const BIN = '/usr/lib/postgresql/15/bin'
@@ -77,30 +78,7 @@ function launch(dir: string, port: number, user: { uid: number; gid: number }) {
     ],
     { ...user, stdio: ['ignore', 'pipe', 'pipe'] },
   )
-  return new Promise<ChildProcess>((resolve, reject) => {
-    let out = ''
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL')
-      reject(new Error(`postgres did not start on port ${port}: ${out}`))
-    }, 30_000)
-    const onData = (d: Buffer) => {
-      out += d.toString()
-      if (out.includes('ready to accept connections')) {
-        clearTimeout(timer)
-        resolve(proc)
-      }
-    }
-    proc.stdout!.on('data', onData)
-    proc.stderr!.on('data', onData)
-    proc.once('error', (err) => {
-      clearTimeout(timer)
-      reject(err)
-    })
-    proc.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`postgres exited with ${code}: ${out}`))
-    })
-  })
+  return printed(proc, 'ready to accept connections', `postgres on port ${port}`, 30_000)
 }
 
 /** Creates a cluster in a temporary folder and starts it; rejects when PostgreSQL 15 is missing. */

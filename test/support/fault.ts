@@ -5,6 +5,7 @@
  * restarting.
  */
 
+import type { ChildProcess } from 'node:child_process'
 import { expect } from 'vitest'
 
 /** What a fault test keeps of one request. */
@@ -143,4 +144,40 @@ export async function privateServer<T>(start: () => Promise<T>): Promise<T | nul
     if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
     return null
   }
+}
+
+/**
+ * Resolves with `proc` once its stdout or stderr has printed `marker`; rejects when it exits
+ * or fails to start first, or after `timeoutMs` (then it is killed), with what it printed.
+ */
+export function printed(
+  proc: ChildProcess,
+  marker: string,
+  what: string,
+  timeoutMs: number,
+): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    let out = ''
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL')
+      reject(new Error(`${what} did not start: ${out}`))
+    }, timeoutMs)
+    const onData = (d: Buffer) => {
+      out += d.toString()
+      if (out.includes(marker)) {
+        clearTimeout(timer)
+        resolve(proc)
+      }
+    }
+    proc.stdout?.on('data', onData)
+    proc.stderr?.on('data', onData)
+    proc.once('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+    proc.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${what} exited with ${code}: ${out}`))
+    })
+  })
 }
