@@ -9,13 +9,20 @@
  * `onStatus(false)` when it drops and `onStatus(true)` once it listens again, and tollbooth
  * trusts its caches for `cache.feedDownTtlMs` only in between.
  * NOTIFY is transactional and delivered to every listening session, this one included.
+ * Each time it listens, the feed sends itself a probe through the publishing pool and counts
+ * as delivering only once the probe arrives (within {@link PROBE_MS}): behind a pooler in
+ * transaction mode the LISTEN's server connection goes back to the pooler's pool right after
+ * it, and no notification ever reaches the feed. It then says so once (`onError`, naming
+ * `listenPool`), stays down (caches trusted for `cache.feedDownTtlMs`) and keeps trying.
+ * The LISTEN connection comes from `listenPool` when given (a direct or session-pooled one).
  * A pool ended under tollbooth (`pool.end()` before `tb.close()`) gets the client back within
  * 100 ms (the feed looks at `pool.ending`), so `pool.end()` resolves; the feed stops there.
  */
 
 import type { Notification, PoolClient } from 'pg'
 import type { ChangeFeed, SubscribeOptions } from '../../src/internal.js'
-import { connect, type Db } from './db.js'
+import { ConfigError } from '../../src/internal.js'
+import { connect, type Db, type PgPool } from './db.js'
 
 export interface PostgresChangeFeed extends ChangeFeed {
   /** Stops listening and returns the client to the pool. */
@@ -31,13 +38,29 @@ export function channelOf(schema: string): string {
 const MAX_RETRY_MS = 5000
 /** How often the listening feed looks whether the pool is ending (`pool.end()` waits as long). */
 const WATCH_MS = 100
+/** How long a probe may take to come back before the LISTEN is taken for deaf. */
+export const PROBE_MS = 1000
+/** The start of a probe's payload: never a message (a key hash or `account:<id>`). */
+const PROBE = 'tollbooth:probe:'
+
+/** Thrown when the feed did not hear its own probe: notifications do not reach the LISTEN. */
+class DeafFeedError extends ConfigError {}
 
 interface Subscriber {
   listener: (message: string) => void
   onStatus: ((live: boolean) => void) | undefined
 }
 
-export function postgresChanges(db: Db, onError: (err: unknown) => void): PostgresChangeFeed {
+/**
+ * @param db the storage's pool and schema: messages are published through its pool
+ * @param onError errors off the request path
+ * @param [listenPool=db.pool] the pool the LISTEN connection is taken from
+ */
+export function postgresChanges(
+  db: Db,
+  onError: (err: unknown) => void,
+  listenPool: PgPool = db.pool,
+): PostgresChangeFeed {
   const channel = channelOf(db.schema)
   const subscribers = new Set<Subscriber>()
   /** The listening client and its `'error'` listener. */
@@ -48,9 +71,24 @@ export function postgresChanges(db: Db, onError: (err: unknown) => void): Postgr
   let timer: ReturnType<typeof setTimeout> | null = null
   // Starts and stops run one at a time, in call order.
   let chain: Promise<void> = Promise.resolve()
+  /** The probe this feed waits for, if any. */
+  let probe: { token: string; heard: () => void } | null = null
+  /** A deaf LISTEN was reported once; the retries that find it deaf again stay quiet. */
+  let deafSaid = false
+  const report = (err: unknown) => {
+    if (err instanceof DeafFeedError || (err as Error | null)?.cause instanceof DeafFeedError) {
+      if (deafSaid) return
+      deafSaid = true
+    }
+    onError(err)
+  }
 
   const deliver = (m: Notification) => {
     if (m.channel !== channel || m.payload === undefined) return
+    if (m.payload.startsWith(PROBE)) {
+      if (m.payload === probe?.token) probe.heard()
+      return
+    }
     for (const s of subscribers) {
       try {
         s.listener(m.payload)
@@ -73,7 +111,9 @@ export function postgresChanges(db: Db, onError: (err: unknown) => void): Postgr
   }
 
   /** True once the user called `pool.end()`: pg waits for every client out, this one too. */
-  const ending = () => (db.pool as { ending?: boolean }).ending === true
+  const ending = () =>
+    (db.pool as { ending?: boolean }).ending === true ||
+    (listenPool as { ending?: boolean }).ending === true
   /** While listening, looks for `pool.ending` (pg's Pool emits nothing when `end()` is called). */
   let watch: ReturnType<typeof setInterval> | null = null
   const stopWatch = () => {
@@ -101,7 +141,7 @@ export function postgresChanges(db: Db, onError: (err: unknown) => void): Postgr
     timer = setTimeout(
       () => {
         timer = null
-        sync().catch(onError)
+        sync().catch(report)
       },
       retryMs * (0.5 + Math.random() / 2),
     )
@@ -131,10 +171,12 @@ export function postgresChanges(db: Db, onError: (err: unknown) => void): Postgr
       onError(err)
       retry()
     }
-    c = await connect(db.pool, onClientError)
+    c = await connect(listenPool, onClientError)
     c.on('notification', deliver)
     try {
       await c.query(`LISTEN "${channel}"`)
+      if (failed) throw failed
+      if (!(await hears())) throw deaf()
       if (failed) throw failed
     } catch (err) {
       drop(c, onClientError, err as Error)
@@ -146,6 +188,28 @@ export function postgresChanges(db: Db, onError: (err: unknown) => void): Postgr
     watch ??= setInterval(() => ending() && letGo(), WATCH_MS)
     watch.unref?.()
   }
+
+  /** Sends a probe through the publishing pool: true once it arrived, false after PROBE_MS. */
+  const hears = async () => {
+    const token = `${PROBE}${Math.random().toString(36).slice(2)}`
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const arrived = new Promise<boolean>((resolve) => {
+      probe = { token, heard: () => resolve(true) }
+      timer = setTimeout(() => resolve(false), PROBE_MS)
+    })
+    try {
+      await db.query('SELECT pg_notify($1, $2)', [channel, token])
+      return await arrived
+    } finally {
+      clearTimeout(timer)
+      probe = null
+    }
+  }
+
+  const deaf = () =>
+    new DeafFeedError(
+      `tollbooth/postgres: the change feed's LISTEN did not hear a notification sent through options.pool within ${PROBE_MS} ms: a pooler in transaction mode (PgBouncer, Supavisor, RDS Proxy) hands the LISTEN's server connection to other clients, so a key revoked or an account changed on one instance would stay cached on the others for cache.ttlMs. Until it hears, caches are trusted for cache.feedDownTtlMs only, and the feed keeps trying. Give it a pool that reaches PostgreSQL directly or through session pooling: postgresStorage({ pool, listenPool })`,
+    )
 
   const unlisten = async ({
     c,
@@ -197,6 +261,8 @@ export function postgresChanges(db: Db, onError: (err: unknown) => void): Postgr
       try {
         await sync()
       } catch (err) {
+        // Reported by the caller: the retries that find the LISTEN deaf again stay quiet.
+        if (err instanceof DeafFeedError) deafSaid = true
         // Still subscribed: the feed keeps trying, and reports when it listens.
         throw new Error(
           'tollbooth/postgres: the change feed could not LISTEN; it keeps trying, and until then caches are trusted for cache.feedDownTtlMs only',

@@ -305,7 +305,13 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     const values = [batch, lockWait(timeout(calls), turn), durable]
     const name = db.prepare ? db.statement('counters_apply') : undefined
     try {
-      await client.query(name ? { name, text: apply, values } : { text: apply, values })
+      await client
+        .query(name ? { name, text: apply, values } : { text: apply, values })
+        // Not kept by a pooler: it never ran; once more, unnamed.
+        .catch((err: unknown) => {
+          if (name && db.pooled(err)) return client.query({ text: apply, values })
+          throw err
+        })
     } catch (err) {
       const code = (err as { code?: unknown } | null)?.code
       if (name && db.stale(err, 'counters_apply', name)) {

@@ -82,7 +82,10 @@ export interface Db {
    * connection obtained later is not used, and no statement runs past it.
    */
   deadlineMs: number
-  /** Named statements are prepared (`preparedStatements`, default true). */
+  /**
+   * Named statements are prepared (`preparedStatements`, default true); false from the first
+   * sign of a pooler that cannot keep them (see {@link Db.pooled}).
+   */
   prepare: boolean
   /**
    * The name to prepare statement `name` under now: `tollbooth_<schema>_<name>`, with a
@@ -96,7 +99,18 @@ export interface Db {
    * prepares afresh. Run the statement again once, under its new name.
    */
   stale(err: unknown, name: string, prepared: string): boolean
+  /**
+   * True when `err` says the server connection behind the pool's client lacks a statement
+   * this client prepared, or already holds one of that name (26000, 42P05): a pooler hands
+   * server connections out per transaction (PgBouncer before 1.21 in transaction mode). From
+   * then on {@link Db.prepare} is false (said once through `onError`, naming the option); the
+   * statement never ran, so run it again once, unnamed.
+   */
+  pooled(err: unknown): boolean
 }
+
+/** A named statement the server connection lacks (26000) or holds already (42P05). */
+const POOLED_STATEMENT = new Set(['26000', '42P05'])
 
 /**
  * `cached plan must not change result type`: a statement prepared on a connection before a
@@ -111,6 +125,7 @@ export function createDb(
   schema: string,
   prepare = true,
   deadlineMs = DEFAULT_STATEMENT_TIMEOUT_MS,
+  onError: (err: unknown) => void = () => {},
 ): Db {
   const q = quote(schema)
   // Bumped each time a migration makes the prepared plans stale (see `stale`).
@@ -126,6 +141,20 @@ export function createDb(
     if (prepared === statement(name)) generation++
     return true
   }
+  const pooled = (err: unknown) => {
+    const code = (err as { code?: unknown } | null)?.code
+    if (typeof code !== 'string' || !POOLED_STATEMENT.has(code)) return false
+    if (db.prepare) {
+      db.prepare = false
+      onError(
+        new ConfigError(
+          `tollbooth/postgres: the pool's connections do not keep prepared statements (${(err as Error).message}): a pooler shares server connections per transaction (PgBouncer before 1.21 in transaction mode); this storage uses unnamed statements from now on, pass \`preparedStatements: false\` to postgresStorage() to start so`,
+          { cause: err },
+        ),
+      )
+    }
+    return true
+  }
   const db: Db = {
     pool,
     schema,
@@ -133,18 +162,20 @@ export function createDb(
     prepare,
     statement,
     stale,
+    pooled,
     table: (name) => `${q}.${name}`,
     async query<R extends QueryResultRow>(text: string, values?: unknown[], name?: string) {
       const run = (prepared?: string) =>
         pool.query<R>(prepared ? { name: prepared, text, values } : { text, values })
-      const prepared = prepare && name ? statement(name) : undefined
+      const prepared = db.prepare && name ? statement(name) : undefined
       try {
         return (await run(prepared)).rows
       } catch (err) {
-        if (!prepared || !name || !stale(err, name, prepared)) throw await explainLater(err, db)
+        if (!prepared || !name || !(pooled(err) || stale(err, name, prepared)))
+          throw await explainLater(err, db)
       }
       try {
-        return (await run(statement(name))).rows
+        return (await run(db.prepare ? statement(name) : undefined)).rows
       } catch (err) {
         throw await explainLater(err, db)
       }

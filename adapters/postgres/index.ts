@@ -83,6 +83,15 @@ export interface PostgresStorageOptions {
    * `storageTimeoutMs` by at least a round trip. Default 1,750 (the core's default is 2,000).
    */
   statementTimeoutMs?: number
+  /**
+   * The pool the change feed takes its one LISTEN connection from, when `pool` goes through a
+   * pooler in transaction mode (PgBouncer, Supavisor, RDS Proxy): one that reaches PostgreSQL
+   * directly or through session pooling (Supabase's port 5432, Neon's unpooled host). A LISTEN
+   * through transaction pooling hears nothing; the feed finds that out (a probe that does not
+   * come back), says so through `onError` and counts as down, so caches are trusted for
+   * `cache.feedDownTtlMs` only. Default: `pool`.
+   */
+  listenPool?: PgPool
   /** Errors off the request path (a lost LISTEN connection). Default: `console.error`. */
   onError?: (err: unknown) => void
 }
@@ -103,6 +112,7 @@ export interface PostgresStorage extends Storage {
 const optionsSchema = z
   .object({
     pool: poolSchema,
+    listenPool: poolSchema.optional(),
     schema: schemaNameSchema,
     /** Admissions between background prunes of expired counters (0: never). */
     pruneEvery: integer(0).default(10_000),
@@ -124,11 +134,13 @@ const optionsSchema = z
  * @param [options.preparedStatements=true] prepare the hot lookups once per connection
  * @param [options.statementTimeoutMs=1750] deadline of one counter transaction, below the
  *   core's `storageTimeoutMs`
+ * @param [options.listenPool=options.pool] the pool of the change feed's LISTEN connection:
+ *   direct or session-pooled, when `pool` goes through a pooler in transaction mode
  * @param [options.onError=console.error] errors off the request path
  * @returns a {@link PostgresStorage}; it opens no connection until used
  * @throws {ConfigError} naming `options.pool`, `options.schema`, `options.pruneEvery`,
- *   `options.durableCounters`, `options.preparedStatements`, `options.statementTimeoutMs` or
- *   `options.onError`
+ *   `options.durableCounters`, `options.preparedStatements`, `options.statementTimeoutMs`,
+ *   `options.listenPool` or `options.onError`
  * @example
  * ```ts
  * import { Pool } from 'pg'
@@ -143,6 +155,7 @@ const optionsSchema = z
 export function postgresStorage(options: PostgresStorageOptions): PostgresStorage {
   const {
     pool,
+    listenPool,
     schema,
     pruneEvery,
     statementTimeoutMs: deadlineMs,
@@ -153,9 +166,9 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
     options.onError ??
     ((err: unknown) =>
       console.error('[tollbooth/postgres]', err instanceof Error ? err.message : err))
-  const db = createDb(pool, schema, prepare, deadlineMs)
+  const db = createDb(pool, schema, prepare, deadlineMs, onError)
   const counters = postgresCounters(db, pruneEvery, durable)
-  const changes = postgresChanges(db, onError)
+  const changes = postgresChanges(db, onError, listenPool)
   return {
     keys: postgresKeys(db),
     counters,

@@ -23,8 +23,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { requireApiKey } from '../../adapters/hono/index.js'
 import { holdState } from '../../adapters/redis/counters.js'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { type Check, createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
-import { privateServer } from '../support/fault.js'
+import { createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
+import { privateServer, quotaUsed, usageOf } from '../support/fault.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
 import { startRedisServer } from './redis-server.js'
 
@@ -107,25 +107,9 @@ describe.skipIf(!server)('counters reconciled after Redis faults', () => {
   /** What the store holds for an account and key once everything has settled. */
   const figures = async (accountId: string, keyId: string) => {
     await tb.flush()
-    let units = 0
-    let events = 0
-    let cursor: string | null = null
-    do {
-      const page = await memory.usage.logs(keyId, { limit: 100, cursor })
-      for (const e of page.data) units += e.units
-      events += page.data.length
-      cursor = page.nextCursor
-    } while (cursor)
-    const total: Check = {
-      type: 'window',
-      key: `{${accountId}}:k:${keyId}:q:total`,
-      name: 'total',
-      limit: 1_000_000_000,
-      windowMs: 0,
-      bucketMs: 0,
-      cost: 0,
-    }
-    const quota = (await storage.counters.consume([total], Date.now())).results[0]!.used
+    const { requestIds, units } = await usageOf(memory.usage, keyId)
+    const events = requestIds.length
+    const quota = await quotaUsed(storage.counters, accountId, keyId)
     const credits = (await tb.accounts.get(accountId)).credits.used
     // Holds left on the credit and concurrency counters (`#<id>` per live hold).
     const raw = await client.keys(`rc:{${accountId}}:*`)

@@ -7,6 +7,7 @@
 
 import type { ChildProcess } from 'node:child_process'
 import { expect } from 'vitest'
+import type { Check, CounterStore, UsageStore } from '../../src/index.js'
 
 /** What a fault test keeps of one request. */
 export interface Refused {
@@ -180,4 +181,45 @@ export function printed(
       reject(new Error(`${what} exited with ${code}: ${out}`))
     })
   })
+}
+
+/** Every usage event of key `keyId`, page by page: their request ids and their units in all. */
+export async function usageOf(
+  usage: Pick<UsageStore, 'logs'>,
+  keyId: string,
+): Promise<{ requestIds: string[]; units: number }> {
+  const requestIds: string[] = []
+  let units = 0
+  let cursor: string | null = null
+  do {
+    const page = await usage.logs(keyId, { limit: 100, cursor })
+    for (const e of page.data) {
+      requestIds.push(e.requestId)
+      units += e.units
+    }
+    cursor = page.nextCursor
+  } while (cursor)
+  return { requestIds, units }
+}
+
+/**
+ * What key `keyId`'s all-time quota (`quotas: { total: limit }`) has counted, read with a
+ * cost-0 check.
+ */
+export async function quotaUsed(
+  counters: CounterStore,
+  accountId: string,
+  keyId: string,
+  limit = 1_000_000_000,
+): Promise<number> {
+  const total: Check = {
+    type: 'window',
+    key: `{${accountId}}:k:${keyId}:q:total`,
+    name: 'total',
+    limit,
+    windowMs: 0,
+    bucketMs: 0,
+    cost: 0,
+  }
+  return (await counters.consume([total], Date.now())).results[0]!.used
 }
