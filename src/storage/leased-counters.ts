@@ -870,6 +870,21 @@ export function leasedCounters(
       )
     } catch {
       for (const [c] of want) state(c.key, now).coolUntil = now + cooldownMs
+      // A call that failed may have been applied all the same (the server took it, and the
+      // pooler in front of it was killed or frozen before it answered): what it took goes
+      // back. With a record, one cancel undoes all of it, or leaves a tombstone so that a late
+      // landing counts nothing; without, its holds are released with no charge (one landing
+      // later lapses by its TTL) and its window and GCRA units stay counted (too high, never
+      // too low). Before, all of it stayed: a quota counted 121-284 above the requests served,
+      // credits 21 above the units recorded (`test/fault/pgbouncer.test.ts`).
+      const undo: SettleOp[] = record
+        ? [{ type: 'cancel', key: record.key, ttlMs: record.ttlMs, at: now, checks: leaseChecks }]
+        : leaseChecks.flatMap((c): SettleOp[] =>
+            c.type === 'hold'
+              ? [{ type: 'release', key: c.key, holdId: c.holdId, charge: 0, ifHeld: true }]
+              : [],
+          )
+      if (undo.length > 0) void giveBack(undo, now)
       return false
     }
     // Refused for a counter not made yet, not for lack of room: no check cools down.
