@@ -198,8 +198,11 @@ export function postgresChanges(
       timer = setTimeout(() => resolve(false), PROBE_MS)
     })
     try {
-      await db.query('SELECT pg_notify($1, $2)', [channel, token])
-      return await arrived
+      // Raced too: a publish that waits for a connection of a busy pool does not hold the
+      // feed (and `close()`, which waits for it) past PROBE_MS.
+      const sent = db.query('SELECT pg_notify($1, $2)', [channel, token])
+      sent.catch(() => {})
+      return await Promise.race([sent.then(() => arrived), arrived])
     } finally {
       clearTimeout(timer)
       probe = null
