@@ -50,7 +50,7 @@ import { isInProcess } from './storage/in-process.js'
 import { type LeasedCounterStore, leasedCounters } from './storage/leased-counters.js'
 import { memoryStorage } from './storage/memory.js'
 import type { ChangeFeed, IpBlock, Page, Storage, UsageEvent } from './storage/types.js'
-import { env, warnOnce } from './warnings.js'
+import { clusterWorker, env, warnOnce } from './warnings.js'
 
 export interface Tollbooth {
   readonly options: ResolvedOptions
@@ -220,11 +220,14 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     )
   }
   // A durable in-process store (SQLite) shares its counts through its file.
-  if (localCounters && !storage.counters.durable && env('NODE_ENV') === 'production') {
-    warnOnce(
-      'TOLLBOOTH_LOCAL_COUNTERS',
-      'the in-memory storage counts per process; use tollbooth/sqlite (one machine), tollbooth/redis or tollbooth/postgres with several instances',
-    )
+  if (localCounters && !storage.counters.durable) {
+    const worker = clusterWorker()
+    if (worker || env('NODE_ENV') === 'production') {
+      warnOnce(
+        'TOLLBOOTH_LOCAL_COUNTERS',
+        `${worker ? `this process is ${worker}: ` : ''}the in-memory storage counts per process; use tollbooth/sqlite (one machine), tollbooth/redis or tollbooth/postgres with several instances`,
+      )
+    }
   }
   const onError = reportClosedOnce(
     storage,

@@ -34,3 +34,24 @@ export function env(name: string): string | undefined {
     return undefined
   }
 }
+
+/**
+ * What this process is, when it is one of several serving the same app: a Node cluster worker
+ * (`node:cluster`'s `isWorker`, reached through `process.getBuiltinModule` where the runtime
+ * has it, so the core imports no `node:*`; Node removes the `NODE_UNIQUE_ID` it is told by
+ * from the worker's environment; PM2's cluster mode is such a cluster) or one of several PM2
+ * instances (`NODE_APP_INSTANCE` above 0). Undefined otherwise, and wherever it cannot tell.
+ */
+export function clusterWorker(): string | undefined {
+  const p = (
+    globalThis as { process?: { getBuiltinModule?: (id: string) => { isWorker?: boolean } } }
+  ).process
+  try {
+    if (p?.getBuiltinModule?.('node:cluster')?.isWorker === true) return 'a cluster worker'
+  } catch {
+    // A runtime without it, or one that refuses it: not known.
+  }
+  const pm2 = env('NODE_APP_INSTANCE')
+  if (pm2 !== undefined && pm2 !== '0') return `PM2 instance ${pm2}`
+  return undefined
+}
