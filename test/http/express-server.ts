@@ -1,14 +1,18 @@
 /**
  * @module test/http/express-server
  *
- * For the Express tests: `planned`, an instance on a plan of 100 credits with a key, whose app
+ * For the Express tests: `startExpress`, the behaviour suite's routes on Express (shared by the
+ * Express suite and the suites behind a proxy), and `planned`, an instance on a plan of 100 credits with a key, whose app
  * `build` makes, served on 127.0.0.1:0 (`serveExpress`).
  */
 
-import type express from 'express'
+import { Readable } from 'node:stream'
+import express from 'express'
+import { requireApiKey } from '../../adapters/express/index.js'
 import { createTollbooth, memoryStorage, type Tollbooth } from '../../src/index.js'
 import { serveExpress } from '../support/servers.js'
-import { SECRET } from './harness.js'
+import type { StartServer } from './behaviour.js'
+import { SECRET, sleep, webEvents } from './harness.js'
 
 /**
  * An instance on a plan of 100 credits, a key of it, and an app built by `build`, listening;
@@ -31,4 +35,61 @@ export async function planned(build: (tb: Tollbooth) => express.Express) {
       await tb.close()
     },
   }
+}
+
+/** The behaviour suite's routes on Express, on 127.0.0.1:0. */
+export const startExpress: StartServer = async (tb, routes) => {
+  const app = express()
+  app.use(express.json())
+  for (const r of routes) {
+    const method = r.method === 'POST' ? 'post' : 'get'
+    const { stream } = r
+    if (stream && r.web) {
+      app[method](r.path, requireApiKey(tb, r.options), (req, res) => {
+        res.setHeader('content-type', 'text/event-stream')
+        const body = Readable.fromWeb(webEvents(r, req.apiKey, stream) as never)
+        body.pipe(res)
+        // The client gone, the body is cancelled; once that has finished (its `close`),
+        // res.end(), as the adapter asks of a handler whose client left.
+        res.on('close', () => body.destroy())
+        body.on('close', () => res.end())
+      })
+      continue
+    }
+    if (stream) {
+      app[method](r.path, requireApiKey(tb, r.options), async (req, res) => {
+        res.setHeader('content-type', 'text/event-stream')
+        res.flushHeaders()
+        let gone = false
+        res.on('close', () => {
+          gone = !res.writableFinished
+        })
+        let sent = 0
+        try {
+          for (; sent < stream.count && !gone; sent++) {
+            if (sent > 0) await sleep(stream.intervalMs)
+            if (gone) break
+            res.write(`data: ${sent}\n\n`)
+          }
+        } finally {
+          await r.handle(req.apiKey, { sent, aborted: gone })
+          res.end()
+        }
+      })
+      continue
+    }
+    const before = r.before
+    if (before)
+      app.use(r.path, (_req, res, next) => {
+        res.set(before)
+        next()
+      })
+    if (r.outer) app.use(r.path, requireApiKey(tb, r.outer))
+    app[method](r.path, requireApiKey(tb, r.options), async (req, res) => {
+      const body = await r.handle(req.apiKey)
+      if (r.headers) res.set(r.headers)
+      res.json(body)
+    })
+  }
+  return serveExpress(app)
 }

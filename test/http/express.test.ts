@@ -17,66 +17,10 @@ import { requireApiKey } from '../../adapters/express/index.js'
 import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
 import { listening, serveExpress } from '../support/servers.js'
 import { expectBrokenOff, expectSettled, oneSlotKey, PRO } from '../support/settled-response.js'
-import { describeBehaviour, type StartServer } from './behaviour.js'
-import { planned } from './express-server.js'
-import { eventually, gate, harness, SECRET, sleep, webEvents } from './harness.js'
+import { describeBehaviour } from './behaviour.js'
+import { planned, startExpress } from './express-server.js'
+import { eventually, gate, harness, SECRET, sleep } from './harness.js'
 import { describeStreaming } from './streaming.js'
-
-const startExpress: StartServer = async (tb, routes) => {
-  const app = express()
-  app.use(express.json())
-  for (const r of routes) {
-    const method = r.method === 'POST' ? 'post' : 'get'
-    const { stream } = r
-    if (stream && r.web) {
-      app[method](r.path, requireApiKey(tb, r.options), (req, res) => {
-        res.setHeader('content-type', 'text/event-stream')
-        const body = Readable.fromWeb(webEvents(r, req.apiKey, stream) as never)
-        body.pipe(res)
-        // The client gone, the body is cancelled; once that has finished (its `close`),
-        // res.end(), as the adapter asks of a handler whose client left.
-        res.on('close', () => body.destroy())
-        body.on('close', () => res.end())
-      })
-      continue
-    }
-    if (stream) {
-      app[method](r.path, requireApiKey(tb, r.options), async (req, res) => {
-        res.setHeader('content-type', 'text/event-stream')
-        res.flushHeaders()
-        let gone = false
-        res.on('close', () => {
-          gone = !res.writableFinished
-        })
-        let sent = 0
-        try {
-          for (; sent < stream.count && !gone; sent++) {
-            if (sent > 0) await sleep(stream.intervalMs)
-            if (gone) break
-            res.write(`data: ${sent}\n\n`)
-          }
-        } finally {
-          await r.handle(req.apiKey, { sent, aborted: gone })
-          res.end()
-        }
-      })
-      continue
-    }
-    const before = r.before
-    if (before)
-      app.use(r.path, (_req, res, next) => {
-        res.set(before)
-        next()
-      })
-    if (r.outer) app.use(r.path, requireApiKey(tb, r.outer))
-    app[method](r.path, requireApiKey(tb, r.options), async (req, res) => {
-      const body = await r.handle(req.apiKey)
-      if (r.headers) res.set(r.headers)
-      res.json(body)
-    })
-  }
-  return serveExpress(app)
-}
 
 describeBehaviour('Express', startExpress)
 describeStreaming('Express', startExpress)

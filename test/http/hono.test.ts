@@ -7,63 +7,15 @@
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Hono } from 'hono'
-import { HTTPException } from 'hono/http-exception'
 import { streamSSE as honoStreamSSE } from 'hono/streaming'
 import { describe, expect, expectTypeOf, test } from 'vitest'
-import { requireApiKey, streamSSE } from '../../adapters/hono/index.js'
+import { requireApiKey } from '../../adapters/hono/index.js'
 import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
 import { serveHono } from '../support/servers.js'
-import { describeBehaviour, type StartServer } from './behaviour.js'
-import { eventually, gate, harness, SECRET, webEvents } from './harness.js'
+import { describeBehaviour } from './behaviour.js'
+import { eventually, gate, harness, SECRET } from './harness.js'
+import { startHono } from './hono-server.js'
 import { describeStreaming } from './streaming.js'
-
-const startHono: StartServer = async (tb, routes) => {
-  const app = new Hono()
-  // Denials are HTTPExceptions carrying the prepared response; anything else is a 500.
-  app.onError((err, c) =>
-    err instanceof HTTPException ? err.getResponse() : c.json({ error: 'boom' }, 500),
-  )
-  for (const r of routes) {
-    const { stream } = r
-    if (stream && r.web) {
-      app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), (c) => {
-        const body = webEvents(r, c.get('apiKey'), stream)
-        return new Response(body, { headers: { 'content-type': 'text/event-stream' } })
-      })
-      continue
-    }
-    if (stream) {
-      // streamSSE from tollbooth/hono: Hono's, telling tollbooth when the callback returned.
-      app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), (c) =>
-        streamSSE(c, async (s) => {
-          let sent = 0
-          try {
-            for (; sent < stream.count && !s.aborted; sent++) {
-              if (sent > 0) await s.sleep(stream.intervalMs)
-              if (s.aborted) break
-              await s.writeSSE({ data: String(sent) })
-            }
-          } finally {
-            await r.handle(c.get('apiKey'), { sent, aborted: s.aborted })
-          }
-        }),
-      )
-      continue
-    }
-    const before = r.before
-    if (before)
-      app.use(r.path, async (c, next) => {
-        for (const name in before) c.header(name, before[name])
-        await next()
-      })
-    if (r.outer) app.use(r.path, requireApiKey(tb, r.outer))
-    app.on(r.method ?? 'GET', r.path, requireApiKey(tb, r.options), async (c) => {
-      if (c.req.method === 'POST') await c.req.json()
-      return c.json((await r.handle(c.get('apiKey'))) as object, 200, r.headers)
-    })
-  }
-  return serveHono(app)
-}
 
 describeBehaviour('Hono', startHono)
 describeStreaming('Hono', startHono)
