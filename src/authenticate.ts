@@ -250,7 +250,7 @@ function warnForwarded(p: Pipeline): void {
   p.forwardedChecks = 0
   warnOnce(
     'TOLLBOOTH_UNTRUSTED_FORWARDED_FOR',
-    'a request carries X-Forwarded-For or Forwarded but trustProxy is off, so every client behind a proxy shares its address and the failed-auth guard only stops floods there (failedAuth.proxiedLimit); set trustProxy to the number of proxies in front',
+    'a request carries X-Forwarded-For, Forwarded or X-Real-IP but trustProxy is off, so every client behind a proxy shares its address and the failed-auth guard only stops floods there (failedAuth.proxiedLimit); set trustProxy to the number of proxies in front',
   )
 }
 

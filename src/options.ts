@@ -140,10 +140,11 @@ export const trustProxySchema: z.ZodType<TrustProxy> = z.union(
         header: z.enum(['x-forwarded-for', 'forwarded']),
       })
       .strict(),
+    z.object({ hops: z.literal(1), header: z.literal('x-real-ip') }).strict(),
   ],
   {
     error:
-      'must be a boolean, the number of proxies in front (1-100), or { hops, header: "x-forwarded-for" | "forwarded" }',
+      'must be a boolean, the number of proxies in front (1-100), { hops, header: "x-forwarded-for" | "forwarded" }, or { hops: 1, header: "x-real-ip" }',
   },
 )
 
@@ -638,8 +639,9 @@ export const routeOptionsSchema = z
     byok: z.union([z.boolean(), z.array(z.string().min(1))]).default(false),
     /**
      * Whom to believe about the client IP: false (the socket's peer), n (n trusted proxies in
-     * front, appending to `X-Forwarded-For`), `{ hops, header: 'forwarded' }` (RFC 7239) or
-     * true (every hop). Default false. See {@link TrustProxy}.
+     * front, appending to `X-Forwarded-For`), `{ hops, header: 'forwarded' }` (RFC 7239),
+     * `{ hops: 1, header: 'x-real-ip' }` (nginx's `X-Real-IP`) or true (every hop). Default
+     * false. See {@link TrustProxy}.
      */
     trustProxy: trustProxySchema.default(false),
   })

@@ -92,13 +92,28 @@ describe('clientIp', () => {
     expect(clientIp('10.0.0.1', xff('203.0.113.7'), trust)).toBe('10.0.0.1')
     expect(clientIp('10.0.0.1', fwd('for=203.0.113.7'), 1)).toBe('10.0.0.1')
   })
+
+  it('reads the one address of X-Real-IP when told to, and no list in it', () => {
+    const trust = { hops: 1, header: 'x-real-ip' } as const
+    const real = (v: string) => ({ 'x-real-ip': v, 'x-forwarded-for': '198.51.100.1' })
+    expect(clientIp('10.0.0.1', real('203.0.113.7'), trust)).toBe('203.0.113.7')
+    expect(clientIp('10.0.0.1', real('::ffff:203.0.113.7'), trust)).toBe('203.0.113.7')
+    // Not one address: the socket's.
+    expect(clientIp('10.0.0.1', real('1.2.3.4, 203.0.113.7'), trust)).toBe('10.0.0.1')
+    expect(clientIp('10.0.0.1', real('unknown'), trust)).toBe('10.0.0.1')
+    expect(clientIp('10.0.0.1', xff('203.0.113.7'), trust)).toBe('10.0.0.1')
+    // The other readings leave it alone.
+    expect(clientIp('10.0.0.1', { 'x-real-ip': '203.0.113.7' }, 1)).toBe('10.0.0.1')
+  })
 })
 
 describe('isForwarded', () => {
-  it('sees either header', () => {
+  it('sees X-Forwarded-For, Forwarded or X-Real-IP', () => {
     expect(isForwarded(xff('1.2.3.4'))).toBe(true)
     expect(isForwarded(fwd('for=1.2.3.4'))).toBe(true)
     expect(isForwarded(new Headers({ Forwarded: 'for=1.2.3.4' }))).toBe(true)
+    // nginx's `proxy_set_header X-Real-IP $remote_addr` alone: still a proxy in front.
+    expect(isForwarded({ 'x-real-ip': '1.2.3.4' })).toBe(true)
     expect(isForwarded({})).toBe(false)
   })
 })

@@ -113,6 +113,9 @@ export function idempotencyKey(request: TollboothRequest): string | null | undef
  *   writes to the left of what the proxies add change nothing.
  * - `{ hops, header }`: the same with the header the proxies write, `x-forwarded-for` or
  *   RFC 7239 `forwarded` (its `for=` parameters).
+ * - `{ hops: 1, header: 'x-real-ip' }`: the one address the proxy in front writes in
+ *   `X-Real-IP` (nginx's `proxy_set_header X-Real-IP $remote_addr`, which replaces a client's
+ *   own). For a proxy that writes no `X-Forwarded-For`, which then is the client's own.
  * - `true`: every hop trusted, the left-most address wins. Only safe when the proxy in front
  *   replaces the header the client sent instead of appending to it.
  */
@@ -120,6 +123,7 @@ export type TrustProxy =
   | boolean
   | number
   | { hops: number; header: 'x-forwarded-for' | 'forwarded' }
+  | { hops: 1; header: 'x-real-ip' }
 
 const { ipv4: IPV4, ipv6: IPV6 } = z.regexes
 
@@ -198,7 +202,9 @@ export function clientIp(
   const header = typeof trust === 'object' ? trust.header : 'x-forwarded-for'
   const raw = readHeader(headers, header)
   if (!raw) return peer
-  const hops = header === 'forwarded' ? forwardedFor(raw) : raw.split(',')
+  // X-Real-IP is one address, the proxy's replacing any other: never a list to walk.
+  const hops =
+    header === 'forwarded' ? forwardedFor(raw) : header === 'x-real-ip' ? [raw] : raw.split(',')
   const n = trust === true ? hops.length : typeof trust === 'number' ? trust : trust.hops
   let ip = peer
   for (let i = hops.length - 1; i >= 0 && i >= hops.length - n; i--) {
@@ -210,12 +216,14 @@ export function clientIp(
 }
 
 /**
- * True when a request carries `X-Forwarded-For` or `Forwarded`: on a route that does not trust
- * proxies, its socket address may be a proxy's, shared by many clients.
+ * True when a request carries `X-Forwarded-For`, `Forwarded` or `X-Real-IP`: on a route that
+ * does not trust proxies, its socket address may be a proxy's, shared by many clients (nginx's
+ * common `proxy_set_header X-Real-IP $remote_addr` writes only the last).
  */
 export function isForwarded(headers: HeaderSource): boolean {
   return (
     readHeader(headers, 'x-forwarded-for') !== undefined ||
-    readHeader(headers, 'forwarded') !== undefined
+    readHeader(headers, 'forwarded') !== undefined ||
+    readHeader(headers, 'x-real-ip') !== undefined
   )
 }

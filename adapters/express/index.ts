@@ -59,7 +59,8 @@ export type ExpressRouteOptions = RouteOptions
  * @param [options.scopes=[]] scopes the key must all have
  * @param [options.cost] credits held at admission and charged after the response
  * @param [options.trustProxy=false] the proxies in front: their number (`X-Forwarded-For`),
- *   `{ hops, header: 'forwarded' }` (RFC 7239), or true for every hop (see `TrustProxy`);
+ *   `{ hops, header: 'forwarded' }` (RFC 7239), `{ hops: 1, header: 'x-real-ip' }`, or true
+ *   for every hop (see `TrustProxy`);
  *   Express's own `trust proxy` setting is not consulted, so all three adapters agree
  * @returns a middleware named `requireApiKey`
  * @throws {ConfigError} at construction, naming a bad option

@@ -109,7 +109,8 @@ function runtimeAddress(c: Context): string | null | undefined {
  * @param [options.scopes=[]] scopes the key must all have
  * @param [options.cost] credits held at admission and charged after the response
  * @param [options.trustProxy=false] the proxies in front: their number (`X-Forwarded-For`),
- *   `{ hops, header: 'forwarded' }` (RFC 7239), or true for every hop (see `TrustProxy`)
+ *   `{ hops, header: 'forwarded' }` (RFC 7239), `{ hops: 1, header: 'x-real-ip' }`, or true
+ *   for every hop (see `TrustProxy`)
  * @returns a middleware named `requireApiKey`
  * @throws {ConfigError} at construction, naming a bad option
  * @example

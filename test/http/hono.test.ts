@@ -25,6 +25,10 @@ describe('tollbooth/hono', () => {
     const tb = createTollbooth({ secret: SECRET })
     expect(() => requireApiKey(tb, { trustProxy: -1 })).toThrow(ConfigError)
     expect(() => requireApiKey(tb, { trustProxy: -1 })).toThrow(/trustProxy/)
+    // X-Real-IP holds one address: no hops to count past the proxy in front.
+    const realIp = { hops: 2, header: 'x-real-ip' } as never
+    expect(() => requireApiKey(tb, { trustProxy: realIp })).toThrow(/trustProxy/)
+    expect(() => requireApiKey(tb, { trustProxy: { hops: 1, header: 'x-real-ip' } })).not.toThrow()
     expect(() => requireApiKey(tb, { cost: -5 })).toThrow(/cost/)
     expect(() => requireApiKey(tb, { kind: 'admin' as never })).toThrow(/kind/)
   })
