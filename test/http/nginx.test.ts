@@ -72,6 +72,23 @@ function leaveAfter(url: string, key: string, ms: number): Promise<void> {
   })
 }
 
+/** `GET /v1/slow` at cost 100: reports 7 credits, then answers once `slow` opens. */
+const slowRoute = (slow: { promise: Promise<void> }): TestRoute => ({
+  path: '/v1/slow',
+  options: { cost: 100 },
+  async handle(k: Admission) {
+    k.report({ cost: 7 })
+    await slow.promise
+    return {}
+  },
+})
+
+/** A handler's work: reports `cost` credits, answers `{}`. */
+const reported = (k: Admission, cost: number) => {
+  k.report({ cost })
+  return {}
+}
+
 const FRAMEWORKS: [string, StartServer][] = [
   ['Hono', startHono],
   ['Express', startExpress],
@@ -153,21 +170,7 @@ describe.skipIf(skip).each(FRAMEWORKS)('requireApiKey on %s behind nginx', (_, s
   // reported, settled 499 when it ends, its slot taken until then.
   test('proxy_read_timeout shorter than the handler: the client gets 504, settled 499 with the report when the handler ends', async () => {
     const slow = gate()
-    const h = await behind(
-      [
-        ok(),
-        {
-          path: '/v1/slow',
-          options: { cost: 100 },
-          async handle(k: Admission) {
-            k.report({ cost: 7 })
-            await slow.promise
-            return {}
-          },
-        },
-      ],
-      ['proxy_read_timeout 200ms;'],
-    )
+    const h = await behind([ok(), slowRoute(slow)], ['proxy_read_timeout 200ms;'])
     const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
     expect((await get(`${nginx!.url}/v1/slow`, { key })).status).toBe(504)
     // The handler still runs: its slot is still taken.
@@ -324,18 +327,7 @@ describe.skipIf(skip).each(FRAMEWORKS)('requireApiKey on %s behind nginx', (_, s
       const slow = gate()
       h = await harness(
         startServer,
-        [
-          ok(),
-          {
-            path: '/v1/slow',
-            options: { cost: 100 },
-            async handle(k: Admission) {
-              k.report({ cost: 7 })
-              await slow.promise
-              return {}
-            },
-          },
-        ],
+        [ok(), slowRoute(slow)],
         // 200 credits: room for both attempts' estimates of 100, and after them for the charges
         // and one more estimate, never for a hold left behind as well.
         { plans: { pro: { monthlyCredits: 200 } }, defaultTier: 'pro' },
@@ -376,4 +368,48 @@ describe.skipIf(skip).each(FRAMEWORKS)('requireApiKey on %s behind nginx', (_, s
       expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(used + 7)
     },
   )
+
+  // What nginx sends on as it is, and what it answers itself: a HEAD billed as its GET, a body
+  // read whole by nginx first, a client's `Connection: close`; a body over client_max_body_size
+  // is nginx's 413, never admitted.
+  test('HEAD, a buffered POST body, Connection: close, and client_max_body_size', async () => {
+    const h = await behind(
+      [
+        { path: '/v1/report', options: { cost: 100 }, handle: (k) => reported(k, 3) },
+        {
+          method: 'POST',
+          path: '/v1/post',
+          options: { cost: 100 },
+          handle: (k) => reported(k, 4),
+        },
+      ],
+      ['client_max_body_size 64k;'],
+    )
+    const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+    const auth = { authorization: `Bearer ${key}` }
+    const head = await fetch(`${nginx!.url}/v1/report`, { method: 'HEAD', headers: auth })
+    expect([head.status, await head.text()]).toEqual([200, ''])
+    await eventually(() => !!h.settled[0]?.event, 'the HEAD to settle')
+    expect(h.settled[0]!.event).toMatchObject({ method: 'HEAD', status: 200, units: 3 })
+    const post = (body: string, headers: Record<string, string> = {}) =>
+      fetch(`${nginx!.url}/v1/post`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json', ...headers },
+        body,
+      })
+    const big = JSON.stringify({ pad: 'x'.repeat(100_000) })
+    expect((await post(big)).status).toBe(413)
+    const small = JSON.stringify({ pad: 'x'.repeat(30_000) })
+    const closed = await post(small, { connection: 'close' })
+    expect(closed.status).toBe(200)
+    await closed.text()
+    await eventually(() => !!h.settled[1]?.event, 'the POST to settle')
+    expect(h.settled[1]!.event).toMatchObject({ method: 'POST', status: 200, units: 4 })
+    // The 413 never reached tollbooth: two admissions, 3 + 4 credits, the slot free.
+    expect(h.handled).toHaveLength(2)
+    expect(h.settled).toHaveLength(2)
+    expect((await get(`${nginx!.url}/v1/report`, { key })).status).toBe(200)
+    await eventually(() => !!h.settled[2]?.event, 'the GET to settle')
+    expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(3 + 4 + 3)
+  })
 })

@@ -88,16 +88,30 @@ http {
     { stdio: ['ignore', 'ignore', 'pipe'] },
   )
   let stderr = ''
+  let spawnFailed = false
   proc.stderr!.on('data', (d) => {
     stderr += d
+  })
+  // No such binary: an 'error' event (ENOENT) instead of an exit.
+  proc.once('error', (err) => {
+    spawnFailed = true
+    stderr += String(err)
   })
   const exited = new Promise<void>((r) => proc.once('exit', () => r()))
   const url = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 5_000
+  const fail = async (what: string) => {
+    if (proc.exitCode === null && !spawnFailed) {
+      process.kill(proc.pid!, 'SIGTERM')
+      await exited
+    }
+    rmSync(dir, { recursive: true, force: true })
+    throw new Error(`nginx ${what}: ${stderr}`)
+  }
   for (;;) {
-    if (proc.exitCode !== null) throw new Error(`nginx exited: ${stderr}`)
+    if (proc.exitCode !== null || spawnFailed) await fail('exited')
     if (await accepts(port)) break
-    if (Date.now() > deadline) throw new Error(`nginx did not start: ${stderr}`)
+    if (Date.now() > deadline) await fail('did not start')
     await new Promise((r) => setTimeout(r, 20))
   }
   const read = (name: string) => {
