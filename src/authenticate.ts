@@ -50,6 +50,7 @@ import {
   incomingRequestId,
   isForwarded,
   isMapped,
+  NO_ADDRESS,
   readHeader,
   type TollboothRequest,
 } from './request.js'
@@ -271,8 +272,8 @@ function credential(a: Attempt): Denial | undefined {
 /** Step 2: the failed-auth guard's block of the client's address. */
 function notBlocked(a: Attempt): Denial | undefined {
   const guard = a.ctx.ipGuard
-  if (guard && a.req.ip) {
-    const ms = guard.blocked(a.req.ip, a.now)
+  if (guard) {
+    const ms = guard.blocked(a.req.ip || NO_ADDRESS, a.now)
     if (ms > 0) return ipBlocked(a, ms)
   }
   return undefined
@@ -406,13 +407,16 @@ function marked(a: Attempt, entry: CachedKey, r: ConsumeResult): Denial | undefi
 /** Answers an unusable key, counting the failure against the caller's IP. */
 async function invalid(a: Attempt): Promise<Denial> {
   const { ctx, req } = a
-  if (ctx.ipGuard && req.ip) {
+  if (ctx.ipGuard) {
     // Without trusted proxies, forwarding headers may mean a proxy's address, shared by
-    // many clients: only a flood blocks it (`proxiedLimit`).
-    const proxied = a.route.trustProxy === false && isForwarded(req.headers)
-    if (proxied) warnForwarded(a.p)
+    // many clients: only a flood blocks it (`proxiedLimit`). So for a request without an
+    // address, all of them counted as one (a Unix socket: nginx's `proxy_pass http://unix:`).
+    const forwarded = a.route.trustProxy === false && isForwarded(req.headers)
+    if (forwarded) warnForwarded(a.p)
     try {
-      const ms = await ctx.guard(ctx.ipGuard.fail(req.ip, a.now, proxied))
+      const ms = await ctx.guard(
+        ctx.ipGuard.fail(req.ip || NO_ADDRESS, a.now, forwarded || !req.ip),
+      )
       if (ms > 0) return ipBlocked(a, ms)
     } catch (err) {
       ctx.report(err)

@@ -216,6 +216,14 @@ export function clientIp(
 }
 
 /**
+ * The address the failed-auth guard counts a request under when it has none (the socket has no
+ * address, as a Unix socket's peer, and no trusted proxy named the client): the unspecified
+ * address, which no client connects from, shared by every such request and held to
+ * `failedAuth.proxiedLimit` as a proxy's address is. Without it such requests were never counted.
+ */
+export const NO_ADDRESS = '0.0.0.0'
+
+/**
  * True when a request carries `X-Forwarded-For`, `Forwarded` or `X-Real-IP`: on a route that
  * does not trust proxies, its socket address may be a proxy's, shared by many clients (nginx's
  * common `proxy_set_header X-Real-IP $remote_addr` writes only the last).

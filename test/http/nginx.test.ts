@@ -8,11 +8,27 @@
  * guard blocks with nginx's usual forwarding headers.
  */
 
-import { existsSync } from 'node:fs'
-import { request } from 'node:http'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { type Server as HttpServer, request } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createAdaptorServer } from '@hono/node-server'
+import express from 'express'
+import Fastify from 'fastify'
+import { Hono } from 'hono'
+import { HTTPException } from 'hono/http-exception'
 import { afterEach, describe, expect, test } from 'vitest'
-import type { Admission } from '../../src/index.js'
+import { requireApiKey as requireExpress } from '../../adapters/express/index.js'
+import { tollbooth } from '../../adapters/fastify/index.js'
+import { requireApiKey as requireHono } from '../../adapters/hono/index.js'
+import {
+  type Admission,
+  createTollbooth,
+  type RouteOptions,
+  type Tollbooth,
+} from '../../src/index.js'
 import { establishedTo, FORWARDED, NGINX, type Nginx, startNginx } from '../support/nginx.js'
+import { closeServer } from '../support/servers.js'
 import type { StartServer } from './behaviour.js'
 import { startExpress } from './express-server.js'
 import { startWithConfig } from './fastify-server.js'
@@ -22,6 +38,7 @@ import {
   type Harness,
   harness,
   PREFIXES,
+  SECRET,
   type StreamProgress,
   sleep,
   type TestRoute,
@@ -88,6 +105,8 @@ const reported = (k: Admission, cost: number) => {
   k.report({ cost })
   return {}
 }
+
+const bogus = (i: number) => `${PREFIXES.consumption}${String(i).padStart(40, 'x')}`
 
 const FRAMEWORKS: [string, StartServer][] = [
   ['Hono', startHono],
@@ -188,7 +207,6 @@ describe.skipIf(skip).each(FRAMEWORKS)('requireApiKey on %s behind nginx', (_, s
     'map $http_idempotency_key $tb_idempotency_key { "" $request_id; default $http_idempotency_key; }'
   const REAL_IP = 'proxy_set_header X-Real-IP $remote_addr;'
   const BLOCKING = { failedAuth: { limit: 3, windowMs: 60_000, blockMs: 600_000 } }
-  const bogus = (i: number) => `${PREFIXES.consumption}${String(i).padStart(40, 'x')}`
 
   // nginx appends the client's address to whatever X-Forwarded-For it sent: with trustProxy: 1
   // the guard blocks that address, whatever the client writes.
@@ -413,3 +431,98 @@ describe.skipIf(skip).each(FRAMEWORKS)('requireApiKey on %s behind nginx', (_, s
     expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(3 + 4 + 3)
   })
 })
+
+/** Serves `GET /v1/ok` guarded by each framework's requireApiKey, on a Unix socket at `path`. */
+const ON_UNIX_SOCKET: [
+  string,
+  (tb: Tollbooth, path: string, o: RouteOptions) => Promise<() => Promise<void>>,
+][] = [
+  [
+    'Hono',
+    async (tb, path, o) => {
+      const app = new Hono()
+      app.onError((err, c) => (err instanceof HTTPException ? err.getResponse() : c.text('', 500)))
+      app.get('/v1/ok', requireHono(tb, o), (c) => c.json({}))
+      const server = createAdaptorServer({ fetch: app.fetch }) as HttpServer
+      await new Promise<void>((r) => server.listen(path, r))
+      return () => closeServer(server)
+    },
+  ],
+  [
+    'Express',
+    async (tb, path, o) => {
+      const app = express()
+      app.get('/v1/ok', requireExpress(tb, o), (_req, res) => res.json({}))
+      const server = app.listen(path)
+      await new Promise<void>((r) => server.once('listening', r))
+      return () => closeServer(server)
+    },
+  ],
+  [
+    'Fastify',
+    async (tb, path, o) => {
+      const app = Fastify()
+      await app.register(tollbooth, { tb })
+      app.get('/v1/ok', { config: { tollbooth: o } }, async () => ({}))
+      await app.listen({ path })
+      return () => app.close()
+    },
+  ],
+]
+
+// nginx in front over a Unix socket (`proxy_pass http://unix:…`): the socket has no address.
+// The failed-auth guard counted nothing then: bad keys without end, never a 403.
+describe.skipIf(skip).each(ON_UNIX_SOCKET)(
+  'requireApiKey on %s behind nginx on a Unix socket',
+  (_, serve) => {
+    /** `tb` served on a Unix socket with route options `o`, nginx in front; runs `body`. */
+    const behindUnix = async (
+      o: RouteOptions,
+      body: (url: string, tb: Tollbooth) => Promise<void>,
+    ) => {
+      const tb = createTollbooth({
+        secret: SECRET,
+        prefixes: PREFIXES,
+        failedAuth: { limit: 3, windowMs: 60_000, blockMs: 600_000, proxiedLimit: 8 },
+      })
+      const dir = mkdtempSync(join(tmpdir(), 'tollbooth-unix-'))
+      const path = join(dir, 'api.sock')
+      const close = await serve(tb, path, o)
+      const nginx = await startNginx(`http://unix:${path}`, { location: FORWARDED })
+      try {
+        await body(nginx.url, tb)
+      } finally {
+        await nginx.stop()
+        await close()
+        await tb.close()
+        rmSync(dir, { recursive: true, force: true })
+      }
+    }
+
+    test('trustProxy off: a flood of bad keys is stopped at proxiedLimit, as behind any proxy', () =>
+      behindUnix({}, async (url, tb) => {
+        const { key } = await tb.keys.create({ accountId: 'acct_1' })
+        expect((await get(`${url}/v1/ok`, { key })).status).toBe(200)
+        const statuses: number[] = []
+        for (let i = 0; i < 10; i++)
+          statuses.push((await get(`${url}/v1/ok`, { key: bogus(i) })).status)
+        // Before: ten 401s, and as many more as anyone sent.
+        expect(statuses).toEqual([...Array(7).fill(401), 403, 403, 403])
+        // Counted as 0.0.0.0, the address no client has: listed, and lifted, as any block.
+        expect((await tb.ipBlocks.list()).data.map((b) => b.ip)).toEqual(['0.0.0.0'])
+        await tb.ipBlocks.lift('0.0.0.0')
+        expect((await get(`${url}/v1/ok`, { key })).status).toBe(200)
+      }))
+
+    test('trustProxy: 1: the real client is blocked at limit, another is served', () =>
+      behindUnix({ trustProxy: 1 }, async (url, tb) => {
+        const { key } = await tb.keys.create({ accountId: 'acct_1' })
+        const statuses: number[] = []
+        for (let i = 0; i < 4; i++)
+          statuses.push((await get(`${url}/v1/ok`, { key: bogus(i), from: '127.0.0.2' })).status)
+        expect(statuses).toEqual([401, 401, 403, 403])
+        expect((await get(`${url}/v1/ok`, { key, from: '127.0.0.3' })).status).toBe(200)
+        expect((await tb.ipBlocks.list()).data.map((b) => b.ip)).toEqual(['127.0.0.2'])
+      }))
+  },
+)
