@@ -331,6 +331,36 @@ describe.skipIf(skip).each(FRAMEWORKS)('requireApiKey on %s behind nginx', (_, s
     expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(9 * 2 + stopped!.sent)
   })
 
+  /**
+   * `/v1/slow` (see {@link slowRoute}) on two "instances" (the server twice in an upstream
+   * block, never marked down: nginx's max_fails=1 would answer 502 next) with a 200 ms
+   * proxy_read_timeout, on a plan of `credits`; `idempotent` maps $request_id to Idempotency-Key.
+   */
+  const behindTwo = async (
+    slow: { promise: Promise<void> },
+    credits: number,
+    idempotent: boolean,
+  ) => {
+    h = await harness(startServer, [ok(), slowRoute(slow)], {
+      plans: { pro: { monthlyCredits: credits } },
+      defaultTier: 'pro',
+    })
+    const host = new URL(h.url).host
+    nginx = await startNginx(h.url, {
+      http: [
+        `upstream two { server ${host} max_fails=0; server ${host} max_fails=0; }`,
+        ...(idempotent ? [IDEMPOTENCY_MAP] : []),
+      ],
+      location: [
+        ...FORWARDED,
+        'proxy_read_timeout 200ms;',
+        ...(idempotent ? ['proxy_set_header Idempotency-Key $tb_idempotency_key;'] : []),
+      ],
+      pass: 'http://two',
+    })
+    return { h, nginx }
+  }
+
   // Two instances in an upstream block: nginx's default `proxy_next_upstream error timeout`
   // sends a GET that outlasts proxy_read_timeout again to the next instance, and each attempt
   // is admitted and billed what its handler reported (measured: 14 credits for one request
@@ -343,27 +373,9 @@ describe.skipIf(skip).each(FRAMEWORKS)('requireApiKey on %s behind nginx', (_, s
     'a GET retried on the next instance after proxy_read_timeout, %s',
     async (_, idempotent, used) => {
       const slow = gate()
-      h = await harness(
-        startServer,
-        [ok(), slowRoute(slow)],
-        // 200 credits: room for both attempts' estimates of 100, and after them for the charges
-        // and one more estimate, never for a hold left behind as well.
-        { plans: { pro: { monthlyCredits: 200 } }, defaultTier: 'pro' },
-      )
-      const host = new URL(h.url).host
-      nginx = await startNginx(h.url, {
-        http: [
-          // Never marked down after the timeouts (nginx's max_fails=1 would answer 502 next).
-          `upstream two { server ${host} max_fails=0; server ${host} max_fails=0; }`,
-          ...(idempotent ? [IDEMPOTENCY_MAP] : []),
-        ],
-        location: [
-          ...FORWARDED,
-          'proxy_read_timeout 200ms;',
-          ...(idempotent ? ['proxy_set_header Idempotency-Key $tb_idempotency_key;'] : []),
-        ],
-        pass: 'http://two',
-      })
+      // 200 credits: room for both attempts' estimates of 100, and after them for the charges
+      // and one more estimate, never for a hold left behind as well.
+      const { h, nginx } = await behindTwo(slow, 200, idempotent)
       const { key } = await h.tb.keys.create({ accountId: 'acct_1' })
       expect((await get(`${nginx.url}/v1/slow`, { key })).status).toBe(504)
       expect(h.handled).toHaveLength(2)
@@ -386,6 +398,21 @@ describe.skipIf(skip).each(FRAMEWORKS)('requireApiKey on %s behind nginx', (_, s
       expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(used + 7)
     },
   )
+
+  // The retry meets the first attempt's hold: with credits for one estimate only, it is
+  // refused, and nginx hands the client that 402 instead of its 504.
+  test("a GET retried on the next instance with credits for one estimate: the client gets the retry's 402", async () => {
+    const slow = gate()
+    const { h, nginx } = await behindTwo(slow, 150, false)
+    const { key } = await h.tb.keys.create({ accountId: 'acct_1' })
+    const res = await get(`${nginx.url}/v1/slow`, { key })
+    expect([res.status, JSON.parse(res.body).code]).toEqual([402, 'insufficient_credits'])
+    expect(h.handled).toHaveLength(1)
+    slow.open()
+    await eventually(() => !!h.settled[0]?.event, 'the first attempt to settle')
+    expect(h.settled[0]!.event).toMatchObject({ status: 499, units: 7 })
+    expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(7)
+  })
 
   // What nginx sends on as it is, and what it answers itself: a HEAD billed as its GET, a body
   // read whole by nginx first, a client's `Connection: close`; a body over client_max_body_size
