@@ -17,18 +17,13 @@ import fc from 'fast-check'
 import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type PostgresStorage, postgresStorage } from '../../adapters/postgres/index.js'
-import { redisCounters } from '../../adapters/redis/counters.js'
-import { defineCommands } from '../../adapters/redis/store.js'
 import { memoryStorage } from '../../src/storage/memory.js'
 import type { Check, CounterStore } from '../../src/storage/types.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
-import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
+import { connectRedis } from '../support/redis.js'
+import { checkGcra, checkWindow, limitCheck, luaCounters, offset } from './skew.js'
 
-const D = 2000
 const T0 = 1_767_225_600_000
-
-/** A clock's offset: often at the edges of ±D, where a skew does the most. */
-const offset = fc.oneof(fc.constantFrom(-D, D, -D / 2, D / 2), fc.integer({ min: -D, max: D }))
 
 interface Run {
   limit: number
@@ -81,49 +76,11 @@ async function play(counters: CounterStore, key: string, kind: 'gcra' | 'window'
   for (const q of r.requests) {
     t += q.dt
     if (q.step !== null) offsets[q.instance] = q.step
-    const check: Check =
-      kind === 'gcra'
-        ? { type: 'gcra', key, name: 'r', limit: r.limit, windowMs: r.periodMs, cost: q.cost }
-        : {
-            type: 'window',
-            key,
-            name: 'q',
-            limit: r.limit,
-            windowMs: r.periodMs,
-            bucketMs: r.periodMs / 24,
-            cost: q.cost,
-          }
+    const check = limitCheck(kind, key, r, q.cost)
     const res = await counters.consume([check], t + offsets[q.instance]!)
     if (res.allowed) admitted.push({ t, cost: q.cost })
   }
   return admitted
-}
-
-function checkGcra(r: Run, admitted: Array<{ t: number; cost: number }>) {
-  for (let i = 0; i < admitted.length; i++) {
-    let units = 0
-    for (let j = i; j < admitted.length; j++) {
-      units += admitted[j]!.cost
-      const span = admitted[j]!.t - admitted[i]!.t
-      // units <= limit + (span + 2D) * limit / periodMs, in integers
-      expect(units * r.periodMs).toBeLessThanOrEqual(
-        r.limit * r.periodMs + (span + 2 * D) * r.limit,
-      )
-    }
-  }
-}
-
-function checkWindow(r: Run, admitted: Array<{ t: number; cost: number }>) {
-  for (let i = 0; i < admitted.length; i++) {
-    let units = 0
-    for (
-      let j = i;
-      j < admitted.length && admitted[j]!.t - admitted[i]!.t <= r.periodMs - 2 * D;
-      j++
-    )
-      units += admitted[j]!.cost
-    expect(units).toBeLessThanOrEqual(r.limit)
-  }
 }
 
 let n = 0
@@ -171,13 +128,7 @@ describe('skewed clocks against one memory store', () => {
 const client = await connectRedis()
 
 describe.skipIf(!client)('skewed clocks against one Redis (the Lua)', () => {
-  const redis = client!
-  const prefix = testPrefix('skew')
-  const counters = redisCounters({ client: defineCommands(redis), prefix }, 60_000)
-  afterAll(async () => {
-    await deletePrefix(redis, prefix)
-    await redis.quit()
-  })
+  const counters = luaCounters(client!, 'skew')
 
   it('GCRA admits at most limit + (t + 2D) * limit / period in any interval t', async () => {
     await fc.assert(
