@@ -62,6 +62,13 @@ export interface LeaseOptions {
    * lease a key's traffic left unused ends in its bucket and gives its units back. Default 1000.
    */
   windowLeaseMs?: number
+  /**
+   * Every instance's clock is within this of true time (ms), so two read at most twice it
+   * apart. A credit lease's store hold is taken for twice this longer than the lease counts
+   * on it: the store judges a hold's expiry on the clock of whoever reads it, and one ahead
+   * must not see it lapse while its holder still has requests held in it. Default 2000.
+   */
+  clockSkewMs?: number
   /** Refused or failed lease: the limit is decided centrally for this long. Default 250. */
   cooldownMs?: number
   /** The span over which the rate of a key is measured. Default 1000. */
@@ -300,12 +307,24 @@ export function leasedCounters(
   const holdLeaseMs = options.holdLeaseMs ?? 1000
   const holdGraceMs = options.holdGraceMs ?? 60_000
   const windowLeaseMs = options.windowLeaseMs ?? 1000
+  const clockSkewMs = options.clockSkewMs ?? 2000
   const cooldownMs = options.cooldownMs ?? 250
   const rateMs = options.rateMs ?? 1000
   const exact = options.exact
   for (const [name, v] of Object.entries({ leaseMs, maxShare, minUnits, exhaustDivisor, rateMs }))
     if (!(typeof v === 'number' && v > 0 && Number.isFinite(v)))
       throw new Error(`leasedCounters: option ${name} must be a positive number`)
+  if (!(clockSkewMs >= 0 && Number.isFinite(clockSkewMs)))
+    throw new Error('leasedCounters: option clockSkewMs must be 0 or a positive number')
+  /** How long a credit lease (or a carry of its holds) counts on its store hold, on its clock. */
+  const holdTtlMs = holdLeaseMs + holdGraceMs
+  /**
+   * The TTL its store hold is taken with: longer by the most two clocks differ, so that no
+   * instance sees it lapse before its holder ends it. Before, a clock 4 s ahead saw a lease's
+   * hold lapse while the lease still held a request, and the lease's release then found no
+   * hold and charged nothing (docs/leases.md, "Clocks").
+   */
+  const storeHoldTtlMs = holdTtlMs + 2 * clockSkewMs
   const instance = `${Date.now().toString(36)}${(leaseSeq++).toString(36)}${Math.random().toString(36).slice(2, 8)}`
 
   const flushEveryMs = options.flushEveryMs ?? 100
@@ -580,10 +599,10 @@ export function leasedCounters(
       if (now < o.heldUntil || o.sent || op.charge === 0) continue
       stats.storeCalls++
       stats.leaseCalls++
-      const ttlMs = holdLeaseMs + holdGraceMs
-      const r = await inner.consume([heldAlready(o.key, o.check, o.amount, op.holdId, ttlMs)], now)
+      const hold = heldAlready(o.key, o.check, o.amount, op.holdId, storeHoldTtlMs)
+      const r = await inner.consume([hold], now)
       if (!r.allowed) throw new Error(`leasedCounters: hold ${op.holdId} not made again`)
-      o.heldUntil = now + ttlMs
+      o.heldUntil = now + holdTtlMs
     }
     for (const id of ids) {
       const o = owed.get(id)
@@ -839,7 +858,7 @@ export function leasedCounters(
           limit: c.limit,
           amount,
           holdId: id,
-          ttlMs: holdLeaseMs + holdGraceMs,
+          ttlMs: storeHoldTtlMs,
           ...(c.keepUntil !== undefined ? { keepUntil: c.keepUntil } : {}),
           ...(c.rebuild !== undefined ? { rebuild: c.rebuild } : {}),
         }
@@ -959,7 +978,7 @@ export function leasedCounters(
             n: amounts.get(c.key)!,
             start: now,
             until: now + holdLeaseMs,
-            expiresAt: now + holdLeaseMs + holdGraceMs,
+            expiresAt: now + holdTtlMs,
             charged: 0,
             holds: moved,
           }
@@ -1226,8 +1245,7 @@ export function leasedCounters(
     if (amount > 0) {
       const check = s.retired[0]!.check
       const id = `lease:${instance}:${(leaseSeq++).toString(36)}`
-      const ttlMs = holdLeaseMs + holdGraceMs
-      const hold = heldAlready(key, check, amount, id, ttlMs)
+      const hold = heldAlready(key, check, amount, id, storeHoldTtlMs)
       const p = (async () => {
         stats.storeCalls++
         stats.leaseCalls++
@@ -1249,7 +1267,7 @@ export function leasedCounters(
         n: amount,
         start: now,
         until: now,
-        expiresAt: now + ttlMs,
+        expiresAt: now + holdTtlMs,
         charged: 0,
         holds: new LocalHolds(),
       }

@@ -34,8 +34,11 @@ const BURST = 2000
 /** Short lifetimes, so a killed process's leases lapse within the test. */
 const LEASE_TTL_MS = 300
 const RESERVATION_TTL_MS = 15_000
-/** A credit lease's store hold: its TTL plus the longest request hold plus four timer periods. */
-const LAPSE_MS = LEASE_TTL_MS + RESERVATION_TTL_MS + 4 * 100
+/**
+ * A credit lease's store hold: its TTL plus the longest request hold plus four timer periods,
+ * plus twice the clock skew it allows for (`clockSkewMs`, 2 s: docs/leases.md, "Clocks").
+ */
+const LAPSE_MS = LEASE_TTL_MS + RESERVATION_TTL_MS + 4 * 100 + 2 * 2000
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
