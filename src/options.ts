@@ -298,6 +298,11 @@ export const optionsSchema = z
             cooldownMs: integer(0, 60_000).default(250),
             /** How often due leases are ended and their unused part given back (ms). */
             flushEveryMs: integer(1, 60_000).default(100),
+            /**
+             * The most any instance's clock is off true time (ms): a credit lease's store hold
+             * lives twice this longer than its holder counts on it (docs/leases.md, "Clocks").
+             */
+            clockSkewMs: integer(0, 600_000).default(2_000),
           })
           .strict(),
       ])
@@ -309,6 +314,7 @@ export const optionsSchema = z
         exhaustDivisor: 8,
         cooldownMs: 250,
         flushEveryMs: 100,
+        clockSkewMs: 2_000,
       }),
     providers: z
       .record(

@@ -567,6 +567,7 @@ function leaseCounters(storage: Storage, o: ResolvedOptions, clock: Clock): Leas
     holdGraceMs: o.reservationTtlMs + 4 * l.flushEveryMs,
     cooldownMs: l.cooldownMs,
     flushEveryMs: l.flushEveryMs,
+    clockSkewMs: l.clockSkewMs,
     clock: () => clock.now(),
   })
 }

@@ -346,6 +346,8 @@ describe('leases in createTollbooth', () => {
       [{ leases: { ttlMs: 0 } }, 'leases.ttlMs'],
       [{ leases: { minUnits: 1.5 } }, 'leases.minUnits'],
       [{ leases: { spanMs: -1 } }, 'leases.spanMs'],
+      [{ leases: { clockSkewMs: -1 } }, 'leases.clockSkewMs'],
+      [{ leases: { clockSkewMs: 1.5 } }, 'leases.clockSkewMs'],
       [{ leases: { bogus: 1 } }, 'leases'],
       [{ leases: true }, 'leases'],
       [{ plans: { pro: { exact: 'yes' } } }, 'plans.pro.exact'],
@@ -362,7 +364,12 @@ describe('leases in createTollbooth', () => {
     }
     const tb = createTollbooth({ secret: SECRET, storage: mapStorage() })
     expect(() => tb.route({ exact: 1 } as never)).toThrow(/exact/)
-    expect(tb.options.leases).toMatchObject({ maxShare: 0.01, ttlMs: 1000, spanMs: 100 })
+    expect(tb.options.leases).toMatchObject({
+      maxShare: 0.01,
+      ttlMs: 1000,
+      spanMs: 100,
+      clockSkewMs: 2000,
+    })
   })
 
   it("rejects a bad exact in a key's limits with the field named", async () => {
