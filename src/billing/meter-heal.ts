@@ -113,8 +113,8 @@ export function createMeterHealer(
   const storage = tb.storage
   const now = () => tb.options.clock?.now() ?? Date.now()
   const reach = storage.counters.durable ? DURABLE_REACH_MS : DEDUP_REACH_MS
-  /** Account -> when this process last wrote its note. */
-  const noted = new Map<string, number>()
+  /** Account -> when this process last wrote its note, and the `from` it wrote. */
+  const noted = new Map<string, Entry>()
   /** Account -> when this process last healed it: the least recent go first. */
   const tried = new Map<string, number>()
   const markers = createMarkers(storage, now)
@@ -168,7 +168,7 @@ export function createMeterHealer(
       return true
     })
       .then(() => {
-        for (const a of batch.keys()) noted.set(a, at)
+        for (const [a, from] of batch) noted.set(a, { from, at })
       })
       .catch((err) => {
         // Kept for the next note or pass.
@@ -188,9 +188,15 @@ export function createMeterHealer(
     for (const e of events) {
       if (!(e.overage > 0) || e.bypassed) continue
       // Noted lately and recent: the journal holds it until a pass after HEAL_SETTLE_MS,
-      // which sees this event recorded (see `advance`).
+      // which sees this event recorded (see `advance`). Not one older than the note's `from`
+      // (a long request's event carries its start): healing reaches back to `from` only.
       const last = noted.get(e.accountId)
-      if (last !== undefined && t - last < HEAL_SETTLE_MS / 2 && e.time >= t - HEAL_SETTLE_MS / 2)
+      if (
+        last !== undefined &&
+        t - last.at < HEAL_SETTLE_MS / 2 &&
+        e.time >= t - HEAL_SETTLE_MS / 2 &&
+        e.time >= last.from
+      )
         continue
       const w = waiting.get(e.accountId)
       if (w === undefined || e.time < w) waiting.set(e.accountId, e.time)
@@ -262,7 +268,7 @@ export function createMeterHealer(
     const journal = entriesOf(await storage.accounts.get(METER_JOURNAL_ID))
     const t = now()
     const cut = t - HEAL_SETTLE_MS
-    for (const [a, at] of noted) if (t - at >= HEAL_SETTLE_MS / 2) noted.delete(a)
+    for (const [a, n] of noted) if (t - n.at >= HEAL_SETTLE_MS / 2) noted.delete(a)
     for (const a of tried.keys()) if (!journal[a]) tried.delete(a)
     const due = Object.entries(journal)
       // The first pass takes every account (a process that died a moment ago); later ones

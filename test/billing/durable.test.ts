@@ -368,4 +368,49 @@ describe.each(storages)('billing on %s', (_name, skip, makeStorage) => {
       expect(sends()).toHaveLength(3)
     },
   )
+  it.skipIf(skip)(
+    'overage of a long request flushed after the account was noted is healed too (its time is earlier than the note’s)',
+    async () => {
+      const storage = await makeStorage()
+      const clock = manualClock(T0)
+      const first = instance(storage, clock, true)
+      const account = `acct_${Math.random().toString(36).slice(2, 10)}`
+      await first.tb.accounts.setTier(account, 'pro')
+      const customer = await first.billing.customerFor(account)
+      const { key } = await first.tb.keys.create({ accountId: account, name: 'k' })
+      const route = first.tb.route({ cost: 4 })
+      const start = () =>
+        first.tb.authenticate(
+          {
+            headers: { authorization: `Bearer ${key}` },
+            ip: '127.0.0.1',
+            method: 'POST',
+            path: '/x',
+          },
+          route,
+        )
+      await serve(first.tb, key, 2) // 8 of 10 credits
+      // A long request (a stream) starts; its usage event carries its start time.
+      const long = await start()
+      expect(long.allowed).toBe(true)
+      clock.advance(120_000)
+      await serve(first.tb, key, 1) // overage, noted: from 2 minutes after the long one
+      clock.advance(1_000)
+      await first.tb.settle(long, { status: 200 }) // overage 4, at the time it started
+      await first.tb.flush()
+      expect(first.billing.meter!.pending).toBe(2) // queued; the process dies
+
+      const sends = () =>
+        fake.requests.filter(
+          (r) =>
+            r.path === '/v1/billing/meter_events' &&
+            r.form['payload[stripe_customer_id]'] === customer,
+        )
+      const next = instance(storage, clock, true)
+      await vi.waitFor(() => expect(sends().length).toBeGreaterThan(0), { timeout: 10_000 })
+      await next.billing.heal()
+      expect(sends()).toHaveLength(2)
+      expect((await next.billing.reconcile(account)).drift).toBe(0)
+    },
+  )
 })
