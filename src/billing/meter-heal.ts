@@ -124,6 +124,8 @@ export function createMeterHealer(
   let healing: Promise<MeterHealResult> | null = null
   let timer: ReturnType<typeof setInterval> | null = null
   let first = true
+  /** Set by close(): a running pass stops after the account under way. */
+  let closing = false
 
   /** Applies `fn` to the journal by compare-and-set; `fn` returns false for no change. */
   const change = async (fn: (j: Journal) => boolean): Promise<boolean> => {
@@ -277,6 +279,9 @@ export function createMeterHealer(
       .filter(([, e]) => all || e.from < cut)
       .sort((a, b) => (tried.get(a[0]) ?? 0) - (tried.get(b[0]) ?? 0) || a[1].from - b[1].from)
     for (const [accountId, seen] of due.slice(0, HEAL_ACCOUNTS)) {
+      // close() waits for one account, not the pass (100 accounts, each up to a send's
+      // timeout while the provider does not answer); the next process heals the rest.
+      if (closing) break
       tried.set(accountId, t)
       // One instance at a time heals an account (two would both send what is missing).
       const claim = markerKey(accountId, 'meter-heal', 'pass')
@@ -315,6 +320,7 @@ export function createMeterHealer(
     async close() {
       if (timer) clearInterval(timer)
       timer = null
+      closing = true
       await healing?.catch(() => {})
       await writeNotes()
     },

@@ -87,7 +87,12 @@ const storages: Array<[string, boolean, () => Promise<Storage>]> = [
 ]
 
 /** `heal`: the meter's healing at its defaults (a pass at start); else off. */
-const instance = (storage: Storage, clock: ManualClock = manualClock(T0), heal = false) => {
+const instance = (
+  storage: Storage,
+  clock: ManualClock = manualClock(T0),
+  heal = false,
+  meter: { timeoutMs?: number } = {},
+) => {
   const tb = createTollbooth({
     secret: SECRET,
     clock,
@@ -101,7 +106,12 @@ const instance = (storage: Storage, clock: ManualClock = manualClock(T0), heal =
     webhookSecret: WHSEC,
     tiers: { pro: { priceId: 'price_pro' } },
     meterEventName: 'api_overage',
-    meter: { intervalMs: 3_600_000, retryMs: 3_600_000, ...(heal ? {} : { healIntervalMs: 0 }) },
+    meter: {
+      intervalMs: 3_600_000,
+      retryMs: 3_600_000,
+      ...(heal ? {} : { healIntervalMs: 0 }),
+      ...meter,
+    },
     onError: () => {},
   })
   closers.unshift(async () => {
@@ -411,6 +421,40 @@ describe.each(storages)('billing on %s', (_name, skip, makeStorage) => {
       await next.billing.heal()
       expect(sends()).toHaveLength(2)
       expect((await next.billing.reconcile(account)).drift).toBe(0)
+    },
+  )
+  it.skipIf(skip)(
+    'billing.close() during a healing pass with Stripe not answering waits for one account, not the pass',
+    async () => {
+      const storage = await makeStorage()
+      const clock = manualClock(T0)
+      const first = instance(storage, clock)
+      for (let i = 0; i < 15; i++) {
+        const account = `acct_${Math.random().toString(36).slice(2, 10)}`
+        await first.tb.accounts.setTier(account, 'pro')
+        await first.billing.customerFor(account)
+        const { key } = await first.tb.keys.create({ accountId: account, name: 'k' })
+        await serve(first.tb, key, 3) // overage 2, queued; the process dies
+      }
+      expect(first.billing.meter!.pending).toBe(15)
+      fake.hang('/v1/billing/meter_events')
+      try {
+        const next = instance(storage, clock, true, { timeoutMs: 400 })
+        // The start pass is on its first account (a send waiting for Stripe).
+        await vi.waitFor(() =>
+          expect(
+            fake.requests.filter((r) => r.path === '/v1/billing/meter_events').length,
+          ).toBeGreaterThan(0),
+        )
+        const t = performance.now()
+        await next.billing.close()
+        await next.tb.close()
+        // The account under way (a send's timeout) and the meter's last flush: about 1 s. It
+        // waited for the whole pass, 15 accounts of a timeout each: about 6.5 s.
+        expect(performance.now() - t).toBeLessThan(2_500)
+      } finally {
+        fake.hang(null)
+      }
     },
   )
 })
