@@ -70,8 +70,9 @@ export const optionsSchema = z
         /**
          * Time between the meter's healing passes (ms, default 10 minutes; one also runs at
          * start): overage a dead process never sent is found and sent. 0 turns healing off.
+         * At most 2^31 - 1 (about 24.8 days): past it, a timer runs after 1 ms.
          */
-        healIntervalMs: integer(0),
+        healIntervalMs: integer(0, 2_147_483_647),
         value: fnOption<(e: unknown) => number>(),
       })
       .partial()
@@ -100,7 +101,7 @@ export type StripeBillingOptions = z.input<typeof optionsSchema> & {
     value?: MeterOutboxOptions['value']
     /** How long one meter event call may take (ms, default 10 s); then it is retried. */
     timeoutMs?: number
-    /** Time between healing passes (ms, default 10 minutes, one at start too); 0: off. */
+    /** Time between healing passes (ms, default 10 minutes, one at start too; at most 2^31 - 1); 0: off. */
     healIntervalMs?: number
   }
 }

@@ -86,6 +86,19 @@ describe('a bad option', () => {
       'stripeBilling: options.toleranceSec must be an integer >= 1 (seconds), got -5',
     ],
     [
+      // Past 2^31 - 1 ms, Node runs a timer after 1 ms: a healing pass every millisecond.
+      'stripeBilling, healing interval past a timer',
+      () =>
+        stripeBilling(tb, {
+          stripe: new Stripe('sk_test_options'),
+          webhookSecret: 'whsec_options',
+          tiers: { pro: { priceId: 'price_pro' } },
+          meterEventName: 'api_overage',
+          meter: { healIntervalMs: 30 * 86_400_000 },
+        }),
+      'stripeBilling: options.meter.healIntervalMs must be an integer from 0 to 2147483647 (milliseconds), got 2592000000',
+    ],
+    [
       'managementApi',
       () => managementApi(tb, { uniqueKeyNames: 'yes' as never }),
       'managementApi: options.uniqueKeyNames must be a boolean, got "yes"',
