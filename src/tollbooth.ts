@@ -105,8 +105,10 @@ export interface Tollbooth {
    * Calls `listener` with each batch of usage events before it is written to storage, and
    * writes the batch once the listener's promise settles (a write-ahead: how the billing
    * meter notes accounts with overage durably before their usage exists, so a crash right
-   * after the write loses nothing). A listener that throws or rejects is reported to
-   * `onError` and never fails the write. Returns the function that removes the listener.
+   * after the write loses nothing), or once `storageTimeoutMs` has passed: a listener whose
+   * store does not answer holds no write longer (it runs on). A listener that throws or
+   * rejects is reported to `onError` and never fails the write. Returns the function that
+   * removes the listener.
    */
   onUsageWriting(listener: (events: ReadonlyArray<UsageEvent>) => Promise<void> | void): () => void
   /**
@@ -239,17 +241,22 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
 
   const flushListeners = new Set<(events: ReadonlyArray<UsageEvent>) => void>()
   const writeListeners = new Set<(events: ReadonlyArray<UsageEvent>) => Promise<void> | void>()
+  // Waited for one storage timeout at most: a listener on a store that does not answer (the
+  // meter journal's table locked by a migration) holds no usage write longer; it runs on.
   const beforeWrite = (events: ReadonlyArray<UsageEvent>) =>
     writeListeners.size === 0
       ? undefined
-      : Promise.all(
-          [...writeListeners].map(async (listener) => {
-            try {
-              await listener(events)
-            } catch (err) {
-              onError(err)
-            }
-          }),
+      : endsWithin(
+          Promise.all(
+            [...writeListeners].map(async (listener) => {
+              try {
+                await listener(events)
+              } catch (err) {
+                onError(err)
+              }
+            }),
+          ),
+          o.storageTimeoutMs,
         ).then(() => {})
   const feed = publisher(storage.changes, o, onError)
   let instanceId: string | undefined

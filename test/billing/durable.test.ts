@@ -458,3 +458,55 @@ describe.each(storages)('billing on %s', (_name, skip, makeStorage) => {
     },
   )
 })
+
+describe.skipIf(skipPostgres)('the meter journal and usage writes (PostgreSQL)', () => {
+  it('a journal that cannot be written (its table locked) holds usage writes one storage timeout, not until it can', async () => {
+    const { schema, drop } = await freshSchema(pool!)
+    cleanups.push(drop)
+    const storage = postgresStorage({ pool: pool!, schema })
+    closers.push(async () => storage.close?.())
+    const { tb, billing } = instance(storage)
+    const account = `acct_${Math.random().toString(36).slice(2, 10)}`
+    await tb.accounts.setTier(account, 'pro')
+    await billing.customerFor(account)
+    const { key, record } = await tb.keys.create({ accountId: account, name: 'k' })
+    await serve(tb, key, 2) // 8 of 10 credits
+    const route = tb.route({ cost: 4 })
+    for (let i = 0; i < 3; i++) {
+      const d = await tb.authenticate(
+        {
+          headers: { authorization: `Bearer ${key}` },
+          ip: '127.0.0.1',
+          method: 'POST',
+          path: '/x',
+        },
+        route,
+      )
+      await tb.settle(d, { status: 200 }) // overage: a note in the journal before the write
+    }
+    // The account table locked (a migration rewriting it, a long transaction on it).
+    const locker = await pool!.connect()
+    try {
+      await locker.query('BEGIN')
+      await locker.query(`LOCK TABLE "${schema}".accounts IN ACCESS EXCLUSIVE MODE`)
+      const t = performance.now()
+      tb.flush().catch(() => {})
+      await vi.waitFor(
+        async () =>
+          expect((await storage.usage.logs(record.id, { limit: 10 })).data).toHaveLength(5),
+        { timeout: 6_000, interval: 100 },
+      )
+      // Written after the write-ahead's bound (storageTimeoutMs, 2 s); it waited for the lock.
+      expect(performance.now() - t).toBeLessThan(4_000)
+    } finally {
+      await locker.query('ROLLBACK')
+      locker.release()
+    }
+    // Noted once the lock is gone (the note after the write, or the one still under way).
+    await vi.waitFor(async () =>
+      expect((await storage.accounts.get(METER_JOURNAL_ID))?.metadata['dirty']).toHaveProperty(
+        account,
+      ),
+    )
+  }, 20_000)
+})
