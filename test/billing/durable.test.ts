@@ -448,10 +448,12 @@ describe.each(storages)('billing on %s', (_name, skip, makeStorage) => {
         )
         const t = performance.now()
         await next.billing.close()
+        const ms = performance.now() - t
         await next.tb.close()
-        // The account under way (a send's timeout) and the meter's last flush: about 1 s. It
-        // waited for the whole pass, 15 accounts of a timeout each: about 6.5 s.
-        expect(performance.now() - t).toBeLessThan(2_500)
+        // The account under way (a send's timeout, its reads) and the meter's last flush: 0-3 s
+        // (PostgreSQL, beside the other tests' instances). It waited for the whole pass, 15
+        // accounts of a timeout each: 6.5 s.
+        expect(ms).toBeLessThan(4_000)
       } finally {
         fake.hang(null)
       }
@@ -462,8 +464,10 @@ describe.each(storages)('billing on %s', (_name, skip, makeStorage) => {
 describe.skipIf(skipPostgres)('the meter journal and usage writes (PostgreSQL)', () => {
   it('a journal that cannot be written (its table locked) holds usage writes one storage timeout, not until it can', async () => {
     const { schema, drop } = await freshSchema(pool!)
-    cleanups.push(drop)
-    const storage = postgresStorage({ pool: pool!, schema })
+    // A pool of its own: the other tests' instances are still open on the shared one.
+    const own = newPool(10)
+    cleanups.push(drop, () => own.end())
+    const storage = postgresStorage({ pool: own, schema })
     closers.push(async () => storage.close?.())
     const { tb, billing } = instance(storage)
     const account = `acct_${Math.random().toString(36).slice(2, 10)}`
