@@ -80,7 +80,10 @@ export interface MeterHealer {
   note(events: ReadonlyArray<UsageEvent>): void
   /** One healing pass (a pass already running is joined). */
   heal(): Promise<MeterHealResult>
-  /** Stops the timer, waits for a running pass, writes pending notes. */
+  /**
+   * Stops the timer, waits for a running pass (to the end of its account under way), writes
+   * pending notes; each wait at most `storageTimeoutMs` (1 s at least), then reported.
+   */
   close(): Promise<void>
 }
 
@@ -321,8 +324,29 @@ export function createMeterHealer(
       if (timer) clearInterval(timer)
       timer = null
       closing = true
-      await healing?.catch(() => {})
-      await writeNotes()
+      // Each wait is bounded (a store that does not answer, the journal's table locked, held
+      // close() for as long): a pass then ends by itself, the notes are written when the
+      // store answers, or by the next process's pass at start, which takes every account.
+      const bound = Math.max(tb.options.storageTimeoutMs, 1_000)
+      const ended = async (p: Promise<unknown> | null | undefined, what: string) => {
+        if (!p) return
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const late = new Promise<boolean>((r) => {
+          timer = setTimeout(r, bound, false)
+        })
+        const done = await Promise.race([
+          p.then(
+            () => true,
+            () => true,
+          ),
+          late,
+        ])
+        clearTimeout(timer)
+        if (!done)
+          onError(new Error(`meter healing: close() did not wait past ${bound} ms for ${what}`))
+      }
+      await ended(healing, 'the pass under way')
+      await ended(writeNotes(), 'the notes to the journal')
     },
   }
 }

@@ -502,11 +502,23 @@ describe.skipIf(skipPostgres)('the meter journal and usage writes (PostgreSQL)',
       )
       // Written after the write-ahead's bound (storageTimeoutMs, 2 s); it waited for the lock.
       expect(performance.now() - t).toBeLessThan(4_000)
+      // A shutdown meanwhile: the healer's close() waits for its notes a bounded time (it
+      // waited for the lock).
+      const healer = createMeterHealer(tb, billing.meter!, { intervalMs: 0 }, () => {})
+      void healer.noteAhead([usageEvent(0, { accountId: `${account}_b`, overage: 1, time: T0 })])
+      const c = performance.now()
+      const closed = await Promise.race([
+        healer.close().then(() => true),
+        new Promise((r) => setTimeout(r, 8_000, false)),
+      ])
+      expect(closed).toBe(true)
+      expect(performance.now() - c).toBeLessThan(4_000)
     } finally {
       await locker.query('ROLLBACK')
       locker.release()
     }
-    // Noted once the lock is gone (the note after the write, or the one still under way).
+    // Noted once the lock is gone (the note under way when the lock was taken, which close()
+    // left running).
     await vi.waitFor(async () =>
       expect((await storage.accounts.get(METER_JOURNAL_ID))?.metadata['dirty']).toHaveProperty(
         account,
