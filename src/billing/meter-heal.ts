@@ -26,6 +26,7 @@
  * store that lost its markers cannot have old overage sent again.
  */
 
+import { withTimeout } from '../context.js'
 import type { Period } from '../metering/periods.js'
 import { reportClosedOnce } from '../storage/closed.js'
 import type { AccountRecord, UsageEvent } from '../storage/types.js'
@@ -330,19 +331,11 @@ export function createMeterHealer(
       const bound = Math.max(tb.options.storageTimeoutMs, 1_000)
       const ended = async (p: Promise<unknown> | null | undefined, what: string) => {
         if (!p) return
-        let timer: ReturnType<typeof setTimeout> | undefined
-        const late = new Promise<boolean>((r) => {
-          timer = setTimeout(r, bound, false)
-        })
-        const done = await Promise.race([
-          p.then(
-            () => true,
-            () => true,
-          ),
-          late,
-        ])
-        clearTimeout(timer)
-        if (!done)
+        const done = p.then(
+          () => true,
+          () => true,
+        )
+        if (!(await withTimeout(done, bound).catch(() => false)))
           onError(new Error(`meter healing: close() did not wait past ${bound} ms for ${what}`))
       }
       await ended(healing, 'the pass under way')

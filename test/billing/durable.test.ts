@@ -121,13 +121,23 @@ const instance = (
   return { tb, billing }
 }
 
+/** One request of 4 credits admitted (not settled). */
+const admit = (tb: Tollbooth, key: string) =>
+  tb.authenticate(
+    { headers: { authorization: `Bearer ${key}` }, ip: '127.0.0.1', method: 'POST', path: '/x' },
+    tb.route({ cost: 4 }),
+  )
+
+/** The meter event calls the stand-in Stripe got for `customer`. */
+const sendsOf = (customer: string) =>
+  fake.requests.filter(
+    (r) =>
+      r.path === '/v1/billing/meter_events' && r.form['payload[stripe_customer_id]'] === customer,
+  )
+
 async function serve(tb: Tollbooth, key: string, n: number) {
-  const route = tb.route({ cost: 4 })
   for (let i = 0; i < n; i++) {
-    const d = await tb.authenticate(
-      { headers: { authorization: `Bearer ${key}` }, ip: '127.0.0.1', method: 'POST', path: '/x' },
-      route,
-    )
+    const d = await admit(tb, key)
     expect(d.allowed).toBe(true)
     await tb.settle(d, { status: 200 })
   }
@@ -388,20 +398,9 @@ describe.each(storages)('billing on %s', (_name, skip, makeStorage) => {
       await first.tb.accounts.setTier(account, 'pro')
       const customer = await first.billing.customerFor(account)
       const { key } = await first.tb.keys.create({ accountId: account, name: 'k' })
-      const route = first.tb.route({ cost: 4 })
-      const start = () =>
-        first.tb.authenticate(
-          {
-            headers: { authorization: `Bearer ${key}` },
-            ip: '127.0.0.1',
-            method: 'POST',
-            path: '/x',
-          },
-          route,
-        )
       await serve(first.tb, key, 2) // 8 of 10 credits
       // A long request (a stream) starts; its usage event carries its start time.
-      const long = await start()
+      const long = await admit(first.tb, key)
       expect(long.allowed).toBe(true)
       clock.advance(120_000)
       await serve(first.tb, key, 1) // overage, noted: from 2 minutes after the long one
@@ -410,12 +409,7 @@ describe.each(storages)('billing on %s', (_name, skip, makeStorage) => {
       await first.tb.flush()
       expect(first.billing.meter!.pending).toBe(2) // queued; the process dies
 
-      const sends = () =>
-        fake.requests.filter(
-          (r) =>
-            r.path === '/v1/billing/meter_events' &&
-            r.form['payload[stripe_customer_id]'] === customer,
-        )
+      const sends = () => sendsOf(customer)
       const next = instance(storage, clock, true)
       await vi.waitFor(() => expect(sends().length).toBeGreaterThan(0), { timeout: 10_000 })
       await next.billing.heal()
@@ -423,6 +417,7 @@ describe.each(storages)('billing on %s', (_name, skip, makeStorage) => {
       expect((await next.billing.reconcile(account)).drift).toBe(0)
     },
   )
+
   it.skipIf(skip)(
     'billing.close() during a healing pass with Stripe not answering waits for one account, not the pass',
     async () => {
@@ -475,17 +470,8 @@ describe.skipIf(skipPostgres)('the meter journal and usage writes (PostgreSQL)',
     await billing.customerFor(account)
     const { key, record } = await tb.keys.create({ accountId: account, name: 'k' })
     await serve(tb, key, 2) // 8 of 10 credits
-    const route = tb.route({ cost: 4 })
     for (let i = 0; i < 3; i++) {
-      const d = await tb.authenticate(
-        {
-          headers: { authorization: `Bearer ${key}` },
-          ip: '127.0.0.1',
-          method: 'POST',
-          path: '/x',
-        },
-        route,
-      )
+      const d = await admit(tb, key)
       await tb.settle(d, { status: 200 }) // overage: a note in the journal before the write
     }
     // The account table locked (a migration rewriting it, a long transaction on it).
