@@ -1,8 +1,9 @@
 /**
  * @module test/http/express
  *
- * The behaviour suite on Express 5, on 127.0.0.1:0, plus what is Express's own: mounting
- * under `app.use(path, …)` and on a Router keeps the full path.
+ * The behaviour suite on Express 5 (and on Express 4 under `vitest.express4.config.ts`), on
+ * 127.0.0.1:0, plus what is Express's own: mounting under `app.use(path, …)` and on a Router
+ * keeps the full path.
  */
 
 import { createReadStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -18,7 +19,7 @@ import { type Admission, ConfigError, createTollbooth } from '../../src/index.js
 import { listening, serveExpress } from '../support/servers.js'
 import { expectBrokenOff, expectSettled, oneSlotKey, PRO } from '../support/settled-response.js'
 import { describeBehaviour } from './behaviour.js'
-import { planned, startExpress } from './express-server.js'
+import { asyncHandler, EXPRESS_MAJOR, planned, startExpress } from './express-server.js'
 import { eventually, gate, harness, SECRET, sleep } from './harness.js'
 import { describeStreaming } from './streaming.js'
 
@@ -26,6 +27,11 @@ describeBehaviour('Express', startExpress)
 describeStreaming('Express', startExpress)
 
 describe('tollbooth/express', () => {
+  // Fails if the alias stops applying, so the Express 4 run cannot silently test Express 5.
+  test('runs on the Express major asked for', () => {
+    expect(String(EXPRESS_MAJOR)).toBe(process.env['TOLLBOOTH_EXPRESS_MAJOR'] ?? '5')
+  })
+
   test('throws a ConfigError naming a bad option at construction', () => {
     const tb = createTollbooth({ secret: SECRET })
     expect(() => requireApiKey(tb, { trustProxy: 'yes' as never })).toThrow(ConfigError)
@@ -194,21 +200,25 @@ describe('tollbooth/express: a response this server broke off', () => {
       await expectBrokenOff(
         async (tb, routes) => {
           const app = express()
-          app.get('/v1/broken', requireApiKey(tb, { cost: 5 }), async (req, res) => {
-            await routes[0]!.handle(req.apiKey)
-            res.setHeader('content-type', 'text/event-stream')
-            if (how === 'pipeline') {
-              const upstream = new Readable({ read() {} })
-              upstream.push('data: 0\n\n')
-              pipeline(upstream, res, () => {})
-              setImmediate(() => upstream.destroy(new Error('upstream failed')))
-              return
-            }
-            res.write('data: 0\n\n')
-            await new Promise((r) => setImmediate(r))
-            if (how === 'destroy') res.destroy()
-            else throw new Error('failed half-way')
-          })
+          app.get(
+            '/v1/broken',
+            requireApiKey(tb, { cost: 5 }),
+            asyncHandler(async (req, res) => {
+              await routes[0]!.handle(req.apiKey)
+              res.setHeader('content-type', 'text/event-stream')
+              if (how === 'pipeline') {
+                const upstream = new Readable({ read() {} })
+                upstream.push('data: 0\n\n')
+                pipeline(upstream, res, () => {})
+                setImmediate(() => upstream.destroy(new Error('upstream failed')))
+                return
+              }
+              res.write('data: 0\n\n')
+              await new Promise((r) => setImmediate(r))
+              if (how === 'destroy') res.destroy()
+              else throw new Error('failed half-way')
+            }),
+          )
           app.get('/v1/ok', requireApiKey(tb), (_req, res) => {
             res.json({})
           })
