@@ -123,14 +123,19 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
 
   /** Answers a denial, or guards the response and passes the admitted request on. */
   function proceed(decision: Decision, req: Request, res: Response, next: NextFunction): void {
+    // A middleware in front answered while the admission was in flight (a request timeout's
+    // 503): a denial has nothing to add to that answer, and an admitted request's headers
+    // can no longer be set; it is guarded as any other, settled with the status that went out.
+    const answered = res.headersSent
     if (!decision.allowed) {
+      if (answered) return
       res.statusCode = decision.status
       const h = decision.headers
       for (const name in h) res.setHeader(wireName(name), h[name]!)
       res.end(decision.body)
       return
     }
-    if (decision.headersFinal) {
+    if (decision.headersFinal && !answered) {
       // Before the handler, which may set any of them itself.
       setDefaultHeaders(res, decision.headers, res.hasHeader, res.setHeader)
     }
@@ -186,7 +191,16 @@ export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}):
       return
     }
     // Synchronous on a cached key with in-process counters: no promise, no microtask.
-    if (d instanceof Promise) d.then((decision) => proceed(decision, req, res, next), next)
+    // Never a rejection, which nothing would catch (Express does not see this promise): what
+    // fails goes to next(err). Synchronously, Express catches what proceed throws.
+    if (d instanceof Promise)
+      d.then((decision) => {
+        try {
+          proceed(decision, req, res, next)
+        } catch (err) {
+          next(err)
+        }
+      }, next)
     else proceed(d, req, res, next)
   }
 }

@@ -15,7 +15,13 @@ import { pipeline, Readable } from 'node:stream'
 import express, { type Request } from 'express'
 import { afterAll, beforeAll, describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey } from '../../adapters/express/index.js'
-import { type Admission, ConfigError, createTollbooth } from '../../src/index.js'
+import {
+  type Admission,
+  ConfigError,
+  createTollbooth,
+  memoryStorage,
+  type Storage,
+} from '../../src/index.js'
 import { listening, serveExpress } from '../support/servers.js'
 import { expectBrokenOff, expectSettled, oneSlotKey, PRO } from '../support/settled-response.js'
 import { describeBehaviour } from './behaviour.js'
@@ -376,4 +382,74 @@ describe('tollbooth/express: a stream piped into the response, its client gone',
       }
     },
   )
+})
+
+describe('tollbooth/express: a response answered in front while the admission was in flight', () => {
+  // A middleware in front may answer while the store's round trip is in flight (a request
+  // timeout such as `connect-timeout`'s 503). The guard then wrote its headers, or its denial,
+  // on a response already sent: `setHeader` threw ERR_HTTP_HEADERS_SENT inside the admission's
+  // promise, a rejection nothing handled (Node's default ends the process), and an admitted
+  // request was never settled (its hold and its concurrency slot kept). On Express 4 and 5.
+  /** The storage with each key lookup 50 ms slower: the admission is in flight for as long. */
+  function slowKeys(storage: Storage): Storage {
+    const keys = new Proxy(storage.keys, {
+      get(target, name) {
+        const value = Reflect.get(target, name) as unknown
+        if (typeof value !== 'function') return value
+        return async (...args: unknown[]) => {
+          await sleep(50)
+          return (value as (...a: unknown[]) => unknown).apply(target, args)
+        }
+      },
+    })
+    return { ...storage, keys }
+  }
+
+  test.each([
+    ['admitted', [] as string[]],
+    ['denied', ['admin']],
+  ])('%s: no rejection, the front answer stands, settled with its status', async (_, scopes) => {
+    const rejections: unknown[] = []
+    const onRejection = (err: unknown) => rejections.push(err)
+    process.on('unhandledRejection', onRejection)
+    let ran = 0
+    const h = await harness(
+      async (tb) => {
+        const app = express()
+        app.use((_req, res, next) => {
+          setTimeout(() => {
+            if (!res.headersSent) res.status(503).json({ error: 'timed out' })
+          }, 5)
+          next()
+        })
+        app.get('/v1/slow', requireApiKey(tb, { scopes }), (_req, res) => {
+          ran++
+          // As an app behind a timeout does (`if (req.timedout) return`).
+          if (!res.headersSent) res.json({ ok: true })
+        })
+        return serveExpress(app)
+      },
+      [],
+      { storage: slowKeys(memoryStorage()), ...PRO },
+    )
+    try {
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1' })
+      const res = await h.fetch('/v1/slow', { key })
+      expect(res.status).toBe(503)
+      expect(res.body).toEqual({ error: 'timed out' })
+      if (scopes.length === 0) {
+        await eventually(() => h.settled.length === 1, 'the admission to settle')
+        expect(h.settled[0]!.status).toBe(503)
+        expect(ran).toBe(1)
+      } else {
+        expect(ran).toBe(0)
+      }
+      await sleep(50)
+      expect(rejections).toEqual([])
+      expect(h.settled).toHaveLength(scopes.length === 0 ? 1 : 0)
+    } finally {
+      process.off('unhandledRejection', onRejection)
+      await h.close()
+    }
+  })
 })
