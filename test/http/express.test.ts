@@ -15,18 +15,12 @@ import { pipeline, Readable } from 'node:stream'
 import express, { type Request } from 'express'
 import { afterAll, beforeAll, describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey } from '../../adapters/express/index.js'
-import {
-  type Admission,
-  ConfigError,
-  createTollbooth,
-  memoryStorage,
-  type Storage,
-} from '../../src/index.js'
+import { type Admission, ConfigError, createTollbooth, memoryStorage } from '../../src/index.js'
 import { listening, serveExpress } from '../support/servers.js'
 import { expectBrokenOff, expectSettled, oneSlotKey, PRO } from '../support/settled-response.js'
 import { describeBehaviour } from './behaviour.js'
 import { asyncHandler, EXPRESS_MAJOR, planned, startExpress } from './express-server.js'
-import { eventually, gate, harness, SECRET, sleep } from './harness.js'
+import { eventually, gate, harness, SECRET, sleep, slowKeys } from './harness.js'
 import { describeStreaming } from './streaming.js'
 
 describeBehaviour('Express', startExpress)
@@ -390,21 +384,6 @@ describe('tollbooth/express: a response answered in front while the admission wa
   // on a response already sent: `setHeader` threw ERR_HTTP_HEADERS_SENT inside the admission's
   // promise, a rejection nothing handled (Node's default ends the process), and an admitted
   // request was never settled (its hold and its concurrency slot kept). On Express 4 and 5.
-  /** The storage with each key lookup 50 ms slower: the admission is in flight for as long. */
-  function slowKeys(storage: Storage): Storage {
-    const keys = new Proxy(storage.keys, {
-      get(target, name) {
-        const value = Reflect.get(target, name) as unknown
-        if (typeof value !== 'function') return value
-        return async (...args: unknown[]) => {
-          await sleep(50)
-          return (value as (...a: unknown[]) => unknown).apply(target, args)
-        }
-      },
-    })
-    return { ...storage, keys }
-  }
-
   test.each([
     ['admitted', [] as string[]],
     ['denied', ['admin']],

@@ -7,7 +7,7 @@
  * which status), and a small fetch client.
  */
 
-import { memoryStorage } from '../../src/index.js'
+import { memoryStorage, type Storage } from '../../src/index.js'
 import {
   type Admission,
   createTollbooth,
@@ -261,4 +261,22 @@ export function heldStorage() {
     },
   }
   return state
+}
+
+/**
+ * The storage with each key lookup 50 ms slower: an admission is in flight for as long (a
+ * middleware in front can answer meanwhile). Only the round trip is slowed, nothing else.
+ */
+export function slowKeys(storage: Storage): Storage {
+  const keys = new Proxy(storage.keys, {
+    get(target, name) {
+      const value = Reflect.get(target, name) as unknown
+      if (typeof value !== 'function') return value
+      return async (...args: unknown[]) => {
+        await sleep(50)
+        return (value as (...a: unknown[]) => unknown).apply(target, args)
+      }
+    },
+  })
+  return { ...storage, keys }
 }

@@ -23,9 +23,9 @@ import { HTTPException } from 'hono/http-exception'
 import { timeout } from 'hono/timeout'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { requireApiKey } from '../../adapters/hono/index.js'
-import { createTollbooth, type TollboothOptions } from '../../src/index.js'
+import { createTollbooth, memoryStorage, type TollboothOptions } from '../../src/index.js'
 import { serveHono } from '../support/servers.js'
-import { gate } from './harness.js'
+import { gate, sleep, slowKeys } from './harness.js'
 
 const COST = 5
 const open: Array<() => Promise<void>> = []
@@ -120,6 +120,96 @@ for (const [name, serve] of Object.entries(serving))
       expect(errors.map((e) => (e instanceof HTTPException ? e.status : e))).toEqual([504, 429])
     })
   })
+
+/**
+ * Answers in front of the guard, given while its admission is in flight (the store's round
+ * trip, here each key lookup 50 ms): `timeout()`'s 504, and a middleware of the app's own that
+ * returns a 503 of its own after 5 ms (`Promise.race` with `next()`).
+ */
+const fronts: Record<string, { status: number; use(app: Hono): void }> = {
+  'timeout()': { status: 504, use: (app) => app.use('/v1/slow', timeout(5)) },
+  'a middleware returning its own 503': {
+    status: 503,
+    use: (app) =>
+      app.use('/v1/slow', async (c, next) => {
+        const late = sleep(5).then(() => 'late' as const)
+        if ((await Promise.race([next(), late])) === 'late')
+          return c.json({ error: 'timed out' }, 503)
+        return undefined
+      }),
+  },
+}
+
+for (const [name, serve] of Object.entries(serving))
+  for (const [front, { status, use }] of Object.entries(fronts))
+    describe(`${front} in front, answering while the admission is in flight, on ${name}`, () => {
+      it.each([
+        ['admitted', [] as string[]],
+        ['denied', ['admin']],
+      ])(
+        '%s: the front answer stands; settled once with its status, not billed; no error',
+        async (_, scopes) => {
+          const rejections: unknown[] = []
+          const onRejection = (err: unknown) => rejections.push(err)
+          process.on('unhandledRejection', onRejection)
+          open.push(async () => {
+            process.off('unhandledRejection', onRejection)
+          })
+          const { tb, key, record } = await keyOf({ storage: slowKeys(memoryStorage()) })
+          const errors: unknown[] = []
+          const app = new Hono()
+          app.onError((err, c) => {
+            errors.push(err)
+            return err instanceof HTTPException ? err.getResponse() : c.text('boom', 500)
+          })
+          let ran = 0
+          use(app)
+          app.use('/v1/slow', requireApiKey(tb, { cost: COST, scopes }))
+          app.use('/v1/ok', requireApiKey(tb, { cost: COST }))
+          app.get('/v1/slow', (c) => {
+            ran++
+            return c.json({ ok: true })
+          })
+          app.get('/v1/ok', (c) => c.json({ ok: true }))
+          const get = await serve(app)
+          const res = await get('/v1/slow', key)
+          expect(res.status).toBe(status)
+          await res.text()
+          await sleep(100)
+          expect(ran).toBe(scopes.length === 0 ? 1 : 0)
+          await vi.waitFor(async () => {
+            await tb.flush()
+            const logs = await tb.usage.logs(record.id, {})
+            expect(
+              logs.data.filter((e) => e.path === '/v1/slow').map((e) => [e.status, e.units]),
+              // A refusal is logged as such, 0 credits (README, Usage), as on Express.
+            ).toEqual(scopes.length === 0 ? [[status, 0]] : [[403, 0]])
+          })
+          // Its slot and its hold are given back: the next request is admitted, charged alone.
+          const next = await fetchOk(get, key)
+          expect(next).toBe(200)
+          await vi.waitFor(async () => {
+            await tb.flush()
+            expect((await tb.usage.get('acct_mw')).credits.used).toBe(COST)
+          })
+          expect(rejections).toEqual([])
+          // The app's onError saw the timeout (and a denial, given to no one), nothing of tollbooth's.
+          expect(errors.map((e) => (e instanceof HTTPException ? e.status : e))).toEqual([
+            ...(status === 504 ? [504] : []),
+            ...(scopes.length === 0 ? [] : [403]),
+          ])
+        },
+      )
+    })
+
+async function fetchOk(
+  get: (path: string, key: string) => Promise<Response>,
+  key: string,
+): Promise<number> {
+  const res = await get('/v1/ok', key)
+  await res.text()
+  return res.status
+}
 
 describe('cors() and the guard (Hono on @hono/node-server)', () => {
   it('in front: it answers the preflight; behind: 401, never counted toward the IP block', async () => {
