@@ -93,6 +93,12 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
     done: HookHandlerDoneFunction,
   ): void {
     if (!decision.allowed) {
+      // A hook in front answered while the admission was in flight (a request timeout's 503,
+      // sent or hijacked): a denial adds nothing to that answer. Sent anyway, `reply.code()`
+      // gave the response its status (what a logger reads at its end) and Fastify warned of a
+      // reply sent twice, blaming the route. An admission needs nothing of the kind: Fastify
+      // runs no handler on a sent reply, and it settles with the status that went out.
+      if (reply.sent) return
       // A reply sent from a hook ends the request there: done() is not called.
       reply.code(decision.status).headers(decision.headers).send(decision.body)
       return

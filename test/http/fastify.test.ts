@@ -13,6 +13,7 @@ import Fastify, {
   type FastifyInstance,
   type FastifyReply,
   type FastifyRequest,
+  type FastifyServerOptions,
 } from 'fastify'
 import { describe, expect, expectTypeOf, test } from 'vitest'
 import { requireApiKey, tollbooth } from '../../adapters/fastify/index.js'
@@ -20,13 +21,14 @@ import {
   type Admission,
   ConfigError,
   createTollbooth,
+  memoryStorage,
   type RouteOptions,
   type Tollbooth,
 } from '../../src/index.js'
 import { serveFastify } from '../support/servers.js'
 import { expectBrokenOff, expectSettled, oneSlotKey, PRO } from '../support/settled-response.js'
 import { describeBehaviour, type StartServer, type TestRoute } from './behaviour.js'
-import { eventually, gate, harness, SECRET, sleep } from './harness.js'
+import { eventually, gate, harness, SECRET, sleep, slowKeys } from './harness.js'
 import { describeStreaming } from './streaming.js'
 
 /** Serves `app` on 127.0.0.1:0; closing drops connections a client abandoned mid-stream. */
@@ -38,9 +40,10 @@ const listen = (app: FastifyInstance) => serveFastify(app)
  */
 function guardedFastify(
   route: (app: FastifyInstance, tb: Tollbooth, routes: TestRoute[]) => void,
+  options: FastifyServerOptions = {},
 ): StartServer {
   return async (tb, routes) => {
-    const app = Fastify()
+    const app = Fastify(options)
     await app.register(tollbooth, { tb })
     route(app, tb, routes)
     app.get('/v1/ok', { preHandler: requireApiKey(tb) }, async () => ({}))
@@ -418,4 +421,91 @@ describe('tollbooth/fastify: fastify.inject()', () => {
       await tb.close()
     }
   })
+})
+
+describe('tollbooth/fastify: a reply sent in front while the admission was in flight', () => {
+  // A hook in front may answer while the store's round trip is in flight (a request timeout's
+  // 503 sent from a timer an onRequest hook set, as connect-timeout does on Express, where
+  // this threw ERR_HTTP_HEADERS_SENT unhandled). On Fastify the admission is settled once, with
+  // the status that went out (not billed), its hold and slot given back, nothing thrown or
+  // unhandled. A denial was sent on the sent reply: Fastify logged FST_ERR_REP_ALREADY_SENT
+  // at warn, blaming the route, and `reply.code()` set the response's statusCode to 403.
+  /** What the hook in front does 5 ms in: the two ways a Fastify app answers. */
+  const answers: Record<string, (reply: FastifyReply) => void> = {
+    'reply.send()': (reply) => void reply.code(503).send({ error: 'timed out' }),
+    'reply.hijack() and reply.raw': (reply) => {
+      reply.hijack()
+      reply.raw.writeHead(503, { 'content-type': 'application/json' })
+      reply.raw.end(JSON.stringify({ error: 'timed out' }))
+    },
+  }
+  test.each(
+    Object.keys(answers).flatMap((how) => [
+      ['admitted', how, [] as string[]] as const,
+      ['denied', how, ['admin']] as const,
+    ]),
+  )(
+    '%s, %s: no rejection, the front answer stands, settled with its status',
+    async (_, how, scopes) => {
+      const rejections: unknown[] = []
+      const onRejection = (err: unknown) => rejections.push(err)
+      process.on('unhandledRejection', onRejection)
+      let ran = 0
+      // What Fastify logs at warn and above (a reply sent twice, an error).
+      const logged: Array<{ msg?: string; err?: { code?: string } }> = []
+      const stream = { write: (line: string) => logged.push(JSON.parse(line)) }
+      let raw: ServerResponse | undefined
+      const h = await harness(
+        guardedFastify(
+          (app, tb) => {
+            app.addHook('onRequest', (request, reply, done) => {
+              if (request.url !== '/v1/slow') return done()
+              raw = reply.raw
+              setTimeout(() => {
+                if (!reply.sent) answers[how]!(reply)
+              }, 5)
+              done()
+            })
+            app.get(
+              '/v1/slow',
+              { preHandler: requireApiKey(tb, { cost: 5, scopes: [...scopes] }) },
+              async () => {
+                ran++
+                return { ok: true }
+              },
+            )
+          },
+          { logger: { level: 'warn', stream } },
+        ),
+        [],
+        { storage: slowKeys(memoryStorage()), ...PRO },
+      )
+      try {
+        const key = await oneSlotKey(h)
+        const res = await h.fetch('/v1/slow', { key })
+        expect(res.status).toBe(503)
+        expect(res.body).toEqual({ error: 'timed out' })
+        if (scopes.length === 0) {
+          await expectSettled(h, key, {
+            what: 'the admission to settle',
+            event: { status: 503, units: 0 },
+            used: 0,
+          })
+        } else expect((await h.fetch('/v1/ok', { key })).status).toBe(200)
+        // Fastify runs no handler for a reply already sent.
+        expect(ran).toBe(0)
+        await sleep(50)
+        expect(rejections).toEqual([])
+        expect(h.settled.map((s) => s.status)).toEqual(scopes.length === 0 ? [503, 200] : [200])
+        // A denial adds nothing to the answer sent: no status of its own on the response (what
+        // a logger reads at its end), no second send (Fastify warns "Reply was already sent,
+        // did you forget to return reply", blaming the route).
+        expect(logged.map((l) => l.err?.code ?? l.msg)).toEqual([])
+        expect(raw!.statusCode).toBe(503)
+      } finally {
+        process.off('unhandledRejection', onRejection)
+        await h.close()
+      }
+    },
+  )
 })
