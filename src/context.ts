@@ -94,3 +94,18 @@ export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
     },
   )
 }
+
+/**
+ * How long `tb.flush()`, `tb.close()` and billing's `close()` wait for the store (retried
+ * settles, leases, a meter flush) before going on.
+ */
+export const DRAIN_MS = 10_000
+
+/** Resolves true once `p` has ended (either way) within `ms`, else false then; never rejects. */
+export function endsWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  const ended = p.then(
+    () => true,
+    () => true,
+  )
+  return withTimeout(ended, ms).catch(() => false)
+}

@@ -12,7 +12,7 @@ import { createSealer } from './byok/seal.js'
 import { ProviderKeyService } from './byok/service.js'
 import { createKeyCache } from './cache.js'
 import { type Clock, systemClock } from './clock.js'
-import { type Context, withTimeout } from './context.js'
+import { type Context, DRAIN_MS, endsWithin, withTimeout } from './context.js'
 import type { Decision } from './decision.js'
 import { StorageUnavailableError } from './errors.js'
 import { withAccessors } from './fast-object.js'
@@ -154,8 +154,6 @@ export interface LeaseFigures {
   trackedKeys: number
 }
 
-/** How long `flush()` and `close()` wait for retried settles before going on. */
-const DRAIN_MS = 10_000
 /** close(): the pause before the usage events a store refused are sent again (doubling). */
 const CLOSE_RETRY_MS = 50
 const CLOSE_RETRY_MAX_MS = 1000
@@ -543,15 +541,6 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
 function deadline(ms: number, storage: Pick<Storage, 'closed'>): () => number {
   const until = Date.now() + ms
   return () => (storage.closed?.() === undefined ? Math.max(0, until - Date.now()) : 0)
-}
-
-/** Resolves true once `p` has ended (either way) within `ms`, else false then; never rejects. */
-function endsWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
-  const ended = p.then(
-    () => true,
-    () => true,
-  )
-  return withTimeout(ended, ms).catch(() => false)
 }
 
 /** `p`'s value if it resolves within `ms`, else (or when it rejects) undefined then. */

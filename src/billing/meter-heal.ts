@@ -26,7 +26,7 @@
  * store that lost its markers cannot have old overage sent again.
  */
 
-import { withTimeout } from '../context.js'
+import { endsWithin } from '../context.js'
 import type { Period } from '../metering/periods.js'
 import { reportClosedOnce } from '../storage/closed.js'
 import type { AccountRecord, UsageEvent } from '../storage/types.js'
@@ -330,12 +330,7 @@ export function createMeterHealer(
       // store answers, or by the next process's pass at start, which takes every account.
       const bound = Math.max(tb.options.storageTimeoutMs, 1_000)
       const ended = async (p: Promise<unknown> | null | undefined, what: string) => {
-        if (!p) return
-        const done = p.then(
-          () => true,
-          () => true,
-        )
-        if (!(await withTimeout(done, bound).catch(() => false)))
+        if (p && !(await endsWithin(p, bound)))
           onError(new Error(`meter healing: close() did not wait past ${bound} ms for ${what}`))
       }
       await ended(healing, 'the pass under way')

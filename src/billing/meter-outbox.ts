@@ -18,6 +18,8 @@
  * `billing/meter-heal` does so by itself for the accounts its journal notes.
  */
 
+import { DRAIN_MS, endsWithin, withTimeout } from '../context.js'
+import { StorageUnavailableError } from '../errors.js'
 import { withAccessors } from '../fast-object.js'
 import { reportClosedOnce } from '../storage/closed.js'
 import type { UsageEvent } from '../storage/types.js'
@@ -91,6 +93,15 @@ export interface MeterOutbox {
   close(): Promise<MeterFlushResult>
 }
 
+const EMPTY: MeterFlushResult = {
+  delivered: 0,
+  duplicates: 0,
+  skipped: 0,
+  noCustomer: 0,
+  rejected: 0,
+  retrying: 0,
+}
+
 /**
  * @param report told of rejected sends and storage failures (a storage closed under it once);
  *   never given a secret
@@ -112,7 +123,16 @@ export function createMeterOutbox(
   const ttl = options.markerTtlMs ?? MARKER_TTL_MS
   const amountOf = options.value ?? ((e: UsageEvent) => e.overage)
   const now = () => tb.options.clock?.now() ?? Date.now()
-  const markers = createMarkers(tb.storage, now)
+  // Each wait on the store within `storageTimeoutMs`, as the core's: a store that does not
+  // answer (frozen, a table locked) fails the event for now (kept queued) and stops the flush,
+  // instead of holding it, and close() with it, for as long as the store stays so.
+  const bounded = <T>(p: Promise<T>) => withTimeout(p, tb.options.storageTimeoutMs)
+  const store = createMarkers(tb.storage, now)
+  const markers: typeof store = {
+    has: (key) => bounded(store.has(key)),
+    set: (key, ttlMs) => bounded(store.set(key, ttlMs)),
+    clear: (key) => bounded(store.clear(key)),
+  }
   const queue = new Map<string, UsageEvent>()
   let running: Promise<MeterFlushResult> | null = null
   let timer: ReturnType<typeof setTimeout> | null = null
@@ -141,7 +161,7 @@ export function createMeterOutbox(
     }
     let customer = customers.get(e.accountId)
     if (customer === undefined) {
-      customer = (await tb.storage.accounts.get(e.accountId))?.billingCustomerId ?? null
+      customer = (await bounded(tb.storage.accounts.get(e.accountId)))?.billingCustomerId ?? null
       customers.set(e.accountId, customer)
     }
     if (customer === null) {
@@ -165,14 +185,7 @@ export function createMeterOutbox(
   }
 
   const run = async (): Promise<MeterFlushResult> => {
-    const r: MeterFlushResult = {
-      delivered: 0,
-      duplicates: 0,
-      skipped: 0,
-      noCustomer: 0,
-      rejected: 0,
-      retrying: 0,
-    }
+    const r: MeterFlushResult = { ...EMPTY }
     const customers = new Map<string, string | null>()
     const all = [...queue.values()]
     // A send that fails for now (the provider down, a 429, a 5xx, the store) stops the flush:
@@ -245,11 +258,21 @@ export function createMeterOutbox(
     isRejected: (e) => markers.has(markerKey(e.accountId, 'meter-rejected', e.id)),
     has: (id) => queue.has(id),
     async close() {
-      const r = await flush()
+      // No retry after this flush; it has the core's close() bound (`DRAIN_MS`) for a queue
+      // that takes longer (a slow provider, the store failing each event). What it did not
+      // send stays recorded, in the meter's journal: the next process's healing sends it.
       closed = true
       if (timer) clearTimeout(timer)
       timer = null
-      return r
+      const r = flush()
+      if (await endsWithin(r, DRAIN_MS)) return r
+      const left = queue.size
+      onError(
+        new StorageUnavailableError(
+          `meter out-box: close() did not wait past ${DRAIN_MS} ms for its flush; ${left} event(s) not sent, left to the meter's healing`,
+        ),
+      )
+      return { ...EMPTY, retrying: left }
     },
   }
   return withAccessors(methods, {

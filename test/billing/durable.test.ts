@@ -511,4 +511,50 @@ describe.skipIf(skipPostgres)('the meter journal and usage writes (PostgreSQL)',
       ),
     )
   }, 20_000)
+
+  it('billing.close() with overage queued and the account table locked ends within its bound; the next process sends it, once', async () => {
+    const { schema, drop } = await freshSchema(pool!)
+    // A pool of its own: the other tests' instances are still open on the shared one.
+    const own = newPool(10)
+    cleanups.push(drop, () => own.end())
+    const storage = postgresStorage({ pool: own, schema })
+    closers.push(async () => storage.close?.())
+    const clock = manualClock(T0)
+    const { tb, billing } = instance(storage, clock)
+    const account = `acct_${Math.random().toString(36).slice(2, 10)}`
+    await tb.accounts.setTier(account, 'pro')
+    const customer = await billing.customerFor(account)
+    const { key } = await tb.keys.create({ accountId: account, name: 'k' })
+    await serve(tb, key, 5) // overage 2, 4, 4: recorded, noted, queued (sent in an hour)
+    expect(billing.meter!.pending).toBe(3)
+    await tb.close()
+    // The account table locked (a migration rewriting it, a long transaction on it): the
+    // out-box's read of the customer waits for it.
+    const locker = await pool!.connect()
+    try {
+      await locker.query('BEGIN')
+      await locker.query(`LOCK TABLE "${schema}".accounts IN ACCESS EXCLUSIVE MODE`)
+      const c = performance.now()
+      const closed = await Promise.race([
+        billing.close().then(() => true),
+        new Promise((r) => setTimeout(r, 12_000, false)),
+      ])
+      // Each store wait within storageTimeoutMs (2 s), and close() within the core's 10 s;
+      // it waited for the lock, as long as it is held.
+      expect(closed).toBe(true)
+      expect(performance.now() - c).toBeLessThan(5_000)
+      expect(sendsOf(customer)).toHaveLength(0)
+    } finally {
+      await locker.query('ROLLBACK')
+      locker.release()
+    }
+    // Nothing lost: the next process's healing sends it at start, each event once.
+    const next = instance(storage, clock, true)
+    await vi.waitFor(() => expect(sendsOf(customer)).toHaveLength(3), { timeout: 10_000 })
+    await next.billing.heal()
+    expect(sendsOf(customer)).toHaveLength(3)
+    const mine = fake.meterEvents.filter((e) => e.customer === customer)
+    expect(mine.map((e) => e.value).sort()).toEqual([2, 4, 4])
+    expect((await next.billing.reconcile(account)).drift).toBe(0)
+  }, 30_000)
 })
