@@ -287,14 +287,20 @@ export function createMeterHealer(
       // timeout while the provider does not answer); the next process heals the rest.
       if (closing) break
       tried.set(accountId, t)
-      // One instance at a time heals an account (two would both send what is missing).
-      const claim = markerKey(accountId, 'meter-heal', 'pass')
-      if (!(await markers.set(claim, CLAIM_MS))) continue
-      r.accounts++
+      // Each account on its own: one whose healing fails (a store error on its usage, its
+      // claim) is reported and left in the journal for the next pass; the others go on.
       try {
-        await healOne(accountId, seen, t, cut, r)
-      } finally {
-        await markers.clear(claim).catch(onError)
+        // One instance at a time heals an account (two would both send what is missing).
+        const claim = markerKey(accountId, 'meter-heal', 'pass')
+        if (!(await markers.set(claim, CLAIM_MS))) continue
+        r.accounts++
+        try {
+          await healOne(accountId, seen, t, cut, r)
+        } finally {
+          await markers.clear(claim).catch(onError)
+        }
+      } catch (err) {
+        onError(err)
       }
     }
     r.left = Object.keys(journal).length - r.cleared

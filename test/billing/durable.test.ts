@@ -92,6 +92,7 @@ const instance = (
   clock: ManualClock = manualClock(T0),
   heal = false,
   meter: { timeoutMs?: number } = {},
+  onError: (err: unknown) => void = () => {},
 ) => {
   const tb = createTollbooth({
     secret: SECRET,
@@ -112,7 +113,7 @@ const instance = (
       ...(heal ? {} : { healIntervalMs: 0 }),
       ...meter,
     },
-    onError: () => {},
+    onError,
   })
   closers.unshift(async () => {
     await billing.close()
@@ -415,6 +416,50 @@ describe.each(storages)('billing on %s', (_name, skip, makeStorage) => {
       await next.billing.heal()
       expect(sends()).toHaveLength(2)
       expect((await next.billing.reconcile(account)).drift).toBe(0)
+    },
+  )
+
+  it.skipIf(skip)(
+    'an account whose healing fails (its usage read refused) holds up no other account of the pass',
+    async () => {
+      const storage = await makeStorage()
+      const clock = manualClock(T0)
+      const first = instance(storage, clock)
+      const served = []
+      for (const name of ['a', 'b']) {
+        const account = `acct_${name}_${Math.random().toString(36).slice(2, 10)}`
+        await first.tb.accounts.setTier(account, 'pro')
+        const customer = await first.billing.customerFor(account)
+        const { key, record } = await first.tb.keys.create({ accountId: account, name: 'k' })
+        await serve(first.tb, key, 3) // overage 2, queued; the process dies
+        served.push({ account, customer, keyId: record.id })
+        clock.advance(1_000) // a's overage is older: healed first
+      }
+      const [a, b] = served as [(typeof served)[0], (typeof served)[0]]
+      expect(first.billing.meter!.pending).toBe(2)
+      // The next process's store refuses a's usage reads (a store error for that account).
+      let refuse = true
+      const usage: Storage['usage'] = Object.create(storage.usage)
+      usage.logs = (keyId, opts) =>
+        refuse && keyId === a.keyId
+          ? Promise.reject(new Error('usage read refused'))
+          : storage.usage.logs(keyId, opts)
+      const errors: unknown[] = []
+      const next = instance({ ...storage, usage }, clock, false, {}, (err) => errors.push(err))
+      const r = await next.billing.heal()
+      // b healed in the same pass; a reported and left for the next one.
+      expect(sendsOf(b.customer)).toHaveLength(1)
+      expect(sendsOf(a.customer)).toHaveLength(0)
+      expect(r).toMatchObject({ accounts: 2, redelivered: 1 })
+      expect(errors.map((e) => (e as Error).message)).toContain('usage read refused')
+      const journal = (await storage.accounts.get(METER_JOURNAL_ID))?.metadata['dirty']
+      expect(journal).toHaveProperty(a.account)
+      // The store answers again: a later pass (past the settle time) sends a's, b's not again.
+      refuse = false
+      clock.advance(HEAL_SETTLE_MS + 1_000)
+      await next.billing.heal()
+      expect(sendsOf(a.customer)).toHaveLength(1)
+      expect(sendsOf(b.customer)).toHaveLength(1)
     },
   )
 
