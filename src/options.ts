@@ -205,6 +205,11 @@ export const optionsSchema = z
             memoizeKeys: z.boolean().default(true),
             /** While the storage's change feed is down: the longest a cached entry is served. */
             feedDownTtlMs: integer(1).default(5_000),
+            /**
+             * Every this many ms the instance sends itself a probe through the change feed; one
+             * not back by the next marks the feed down (a connection silently deaf). 0: never.
+             */
+            feedProbeMs: z.union([z.literal(0), integer(50)]).default(2_500),
           })
           .strict(),
       ])
@@ -214,6 +219,7 @@ export const optionsSchema = z
         max: 10_000,
         memoizeKeys: true,
         feedDownTtlMs: 5_000,
+        feedProbeMs: 2_500,
       }),
     keySources: z.array(keySource).min(1).default(['bearer', 'x-api-key']),
     headers: headerFamilies.default({}),

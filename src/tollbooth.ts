@@ -325,7 +325,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     createSealer(deriveKey(o.secret, 'provider-key-seal')),
     o.verifiers,
   )
-  const unsubscribe = subscribe(storage, ctx, onError)
+  const unsubscribe = subscribe(storage, ctx, onError, o.cache === false ? 0 : o.cache.feedProbeMs)
   const decide = createPipeline(ctx)
 
   const route = (routeOptions: RouteOptions = {}): ResolvedRoute => {
@@ -525,7 +525,8 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
             `close(): ${feed.queue.stats().pending} change-feed message(s) not delivered; other instances drop what they name by their cache TTL`,
           ),
         )
-      const off = unsubscribe && (await within(unsubscribe, o.storageTimeoutMs))
+      unsubscribe?.stopProbing()
+      const off = unsubscribe && (await within(unsubscribe.off, o.storageTimeoutMs))
       off?.()
       // Requests still in flight keep their holds no longer: they lapse by their TTL.
       ctx.renewals.close()
@@ -637,38 +638,107 @@ function publisher(
 }
 
 /**
+ * The start of a feed probe's message: never a key hash (hex) nor `account:<id>`, nor the
+ * PostgreSQL feed's own LISTEN probe (`tollbooth:probe:`, which that feed keeps to itself).
+ */
+const PROBE_MESSAGE = 'tollbooth:feed-probe:'
+
+/**
  * Listens to the storage's change feed: a key's hash drops the key from the cache, and
  * `account:<id>` the account's admission view. Whenever the feed reports it stopped
  * delivering, or its subscription failed, both caches serve entries for `cache.feedDownTtlMs`
  * at most; they empty when it reports delivering again.
+ *
+ * A feed can also stop delivering without knowing it (a half-open connection after a network
+ * partition, a NAT or load balancer dropping an idle flow, a pooler handing the LISTEN's
+ * server connection to another client, a subscriber left on a failed-over Redis node): no
+ * error, no close, so no `onStatus(false)`. Every `probeMs` the instance publishes a probe of
+ * its own through the feed; one not heard back by the next is taken as the feed down (caches
+ * trusted `feedDownTtlMs`) until one is heard again. A silent feed is so noticed within
+ * `2 × probeMs`. Probes are one publish each `probeMs` per instance (one not sent while the
+ * last one's publish is still pending); other instances' probes are ignored.
  */
 function subscribe(
   storage: Storage,
   ctx: Context,
   onError: (err: unknown) => void,
-): Promise<() => void> | undefined {
+  probeMs: number,
+): { off: Promise<() => void>; stopProbing(): void } | undefined {
   const feed = storage.changes
   if (!feed) return undefined
+  /** What the feed says (`onStatus`), and whether the last probe came back. */
   let reported = false
-  const status = (live: boolean) => {
-    ctx.cache.feed(live)
-    ctx.accounts.feed(live)
+  let fed = true
+  let heard = true
+  // Both caches act on a change only (a repeated state is a no-op).
+  const update = () => {
+    ctx.cache.feed(fed && heard)
+    ctx.accounts.feed(fed && heard)
   }
-  const onStatus = (live: boolean) => {
+  const onStatus = (up: boolean) => {
     reported = true
-    status(live)
+    fed = up
+    update()
   }
+  // Drawn lazily: Workers allow no random numbers at module scope (no feed there anyway).
+  let mine: string | undefined
+  const own = () => {
+    mine ??= `${PROBE_MESSAGE}${ctx.instanceId}:`
+    return mine
+  }
+  let waiting = false
+  let sending = false
+  let sent = 0
   const onMessage = (message: string) => {
+    if (message.startsWith(PROBE_MESSAGE)) {
+      if (message.startsWith(own())) {
+        waiting = false
+        heard = true
+        update()
+      }
+      return
+    }
     if (message.startsWith(ACCOUNT_MESSAGE))
       ctx.accounts.invalidate(message.slice(ACCOUNT_MESSAGE.length))
     else ctx.cache.delete(message)
   }
-  return feed.subscribe(onMessage, { onStatus }).catch((err) => {
+  let timer: ReturnType<typeof setInterval> | null = null
+  if (probeMs > 0) {
+    timer = setInterval(() => {
+      if (waiting) {
+        heard = false
+        update()
+      }
+      if (sending) return
+      waiting = true
+      sending = true
+      // A probe whose publish fails is not heard: the next tick says so; no report (the feed's
+      // own errors are, and a failed revocation's publish is retried by `publisher`).
+      feed
+        .publish(`${own()}${++sent}`)
+        .catch(() => {})
+        .finally(() => {
+          sending = false
+        })
+    }, probeMs)
+    ;(timer as { unref?: () => void }).unref?.()
+  }
+  const off = feed.subscribe(onMessage, { onStatus }).catch((err) => {
     onError(err)
     // Not delivering (a feed that keeps trying says so with onStatus(true) when it does).
-    if (!reported) status(false)
+    if (!reported) {
+      fed = false
+      update()
+    }
     return () => {}
   })
+  return {
+    off,
+    stopProbing() {
+      if (timer) clearInterval(timer)
+      timer = null
+    },
+  }
 }
 
 /**

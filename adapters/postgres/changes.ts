@@ -14,6 +14,9 @@
  * transaction mode the LISTEN's server connection goes back to the pooler's pool right after
  * it, and no notification ever reaches the feed. It then says so once (`onError`, naming
  * `listenPool`), stays down (caches trusted for `cache.feedDownTtlMs`) and keeps trying.
+ * A LISTEN that goes deaf later (a half-open connection) is noticed by tollbooth's own
+ * periodic probe (`cache.feedProbeMs`, src/tollbooth.ts), which this feed delivers as any
+ * message (its prefix is not this one's).
  * The LISTEN connection comes from `listenPool` when given (a direct or session-pooled one).
  * A pool ended under tollbooth (`pool.end()` before `tb.close()`) gets the client back within
  * 100 ms (the feed looks at `pool.ending`), so `pool.end()` resolves; the feed stops there.

@@ -149,4 +149,21 @@ describe('caches while the change feed is down', () => {
       await tb.close()
     }
   })
+
+  it('takes cache.feedProbeMs as 0 or an integer >= 50, and names it otherwise', async () => {
+    for (const bad of [10, -1, 1.5, '100'])
+      expect(() =>
+        createTollbooth({
+          secret: SECRET,
+          storage: memoryStorage(),
+          cache: { feedProbeMs: bad as number },
+        }),
+      ).toThrow(/options\.cache\.feedProbeMs/)
+    for (const good of [0, 50, 60_000])
+      await createTollbooth({
+        secret: SECRET,
+        storage: memoryStorage(),
+        cache: { feedProbeMs: good },
+      }).close()
+  })
 })
