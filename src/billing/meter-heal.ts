@@ -27,6 +27,7 @@
  */
 
 import { endsWithin } from '../context.js'
+import { blankAccount } from '../metering/accounts.js'
 import type { Period } from '../metering/periods.js'
 import { reportClosedOnce } from '../storage/closed.js'
 import type { AccountRecord, UsageEvent } from '../storage/types.js'
@@ -136,16 +137,8 @@ export function createMeterHealer(
     for (let i = 0; i < CAS_TRIES; i++) {
       const rec =
         (await storage.accounts.get(METER_JOURNAL_ID)) ??
-        (await storage.accounts.ensure({
-          id: METER_JOURNAL_ID,
-          tier: null,
-          balance: 0,
-          carryover: 0,
-          periodStart: 0,
-          tierExpiresAt: null,
-          billingCustomerId: null,
-          metadata: {},
-        }))
+        // `periodStart` is the journal's version (compare-and-set), from 0.
+        (await storage.accounts.ensure(blankAccount(METER_JOURNAL_ID, 0)))
       const j = entriesOf(rec)
       if (!fn(j)) return false
       const v = rec.periodStart

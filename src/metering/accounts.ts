@@ -262,16 +262,7 @@ export class AccountService {
   }
 
   defaults(id: string, now: number): AccountRecord {
-    return {
-      id,
-      tier: null,
-      balance: 0,
-      carryover: 0,
-      periodStart: periodOf(now).start,
-      tierExpiresAt: null,
-      billingCustomerId: null,
-      metadata: {},
-    }
+    return blankAccount(id, periodOf(now).start)
   }
 
   async ensure(id: string): Promise<AccountRecord> {
@@ -669,5 +660,19 @@ export class AccountService {
     await this.storage.accounts.update(id, v)
     await this.changed(id)
     return this.get(id)
+  }
+}
+
+/** An account record with no tier, balance, carryover or metadata, its period from `periodStart`. */
+export function blankAccount(id: string, periodStart: number): AccountRecord {
+  return {
+    id,
+    tier: null,
+    balance: 0,
+    carryover: 0,
+    periodStart,
+    tierExpiresAt: null,
+    billingCustomerId: null,
+    metadata: {},
   }
 }
