@@ -328,7 +328,17 @@ async function lookup(a: Attempt, hash: string): Promise<Denial | undefined> {
   const ctx = a.ctx
   try {
     const generation = ctx.cache.generation()
-    const record = await ctx.guard(ctx.storage.keys.getByHash(hash))
+    let record = await ctx.guard(ctx.storage.keys.getByHash(hash))
+    // Not found under `secret`: a key stored under one of `previousSecrets`, newest first. It
+    // is cached under the hash it is stored by, which is what a revocation or change names.
+    for (let i = 0; record === null && i < ctx.previousHashes.length; i++) {
+      const previous = ctx.previousHashes[i]!(a.key)
+      record = await ctx.guard(ctx.storage.keys.getByHash(previous))
+      if (record !== null) {
+        hash = previous
+        ctx.previous.keys++
+      }
+    }
     const entry = record ? toCached(record, ctx.cache.since(record.lastUsedAt, a.now)) : null
     // Not cached when the key was dropped meanwhile (a change-feed message: revoked or changed
     // while this read was on its way, the record may be older than the change); this request

@@ -23,6 +23,10 @@ export interface Context {
   storage: Storage
   clock: Clock
   hash: KeyHasher
+  /** A hasher per `previousSecrets`, newest first; empty when none is given. */
+  previousHashes: readonly KeyHasher[]
+  /** Keys and provider keys found only under a previous secret (`tb.stats()`). */
+  previous: { keys: number; providerKeys: number }
   cache: KeyCache
   ipGuard: IpGuard | null
   accounts: AccountService

@@ -155,8 +155,18 @@ const quotaStatus = z.union([z.literal(401), z.literal(403), z.literal(429)])
 
 export const optionsSchema = z
   .object({
-    /** At least 32 characters; derives the key-hash and sealing keys. Rotating it invalidates every key. */
+    /** At least 32 characters; derives the key-hash and sealing keys. To rotate it, list the old one in `previousSecrets`. */
     secret: z.string().min(32, 'must be at least 32 characters (e.g. `openssl rand -base64 32`)'),
+    /**
+     * Secrets used before `secret`, newest first, to rotate it: keys and provider keys stored
+     * under one of them keep working (a key is looked up under `secret` first, then under each
+     * of these; a provider key opened with each in turn), while everything new is made under
+     * `secret`. `tb.stats().previousSecrets` counts what was found under one of them.
+     */
+    previousSecrets: z
+      .array(z.string().min(32, 'must be at least 32 characters (e.g. `openssl rand -base64 32`)'))
+      .max(8)
+      .default([]),
     /**
      * Key prefixes. `consumption` may list several (`['sk_live_', 'sk_pool_']`, a prefix per
      * type of key): each is parsed and checksummed alike; the first is the default of new keys.
@@ -504,7 +514,8 @@ export function optionError(
 }
 
 function optionLine(path: string, must: string, got: [] | [unknown], quote = true): string {
-  const name = path.slice(path.lastIndexOf('.') + 1)
+  // An element of a list is named by its list (`previousSecrets.0` by `previousSecrets`).
+  const name = /(?:^|\.)([^.]+)(?:\.\d+)*$/.exec(path)?.[1] ?? path
   const value = got.length === 0 ? '' : `, got ${shown(name, got[0], quote)}`
   return `${path} ${must}${unitOf(name)}${value}`
 }
@@ -593,11 +604,23 @@ export function resolveOptions(options: unknown): ResolvedOptions {
       o.defaultTier,
     )
   }
-  const { secret, ...rest } = o
+  const repeated = o.previousSecrets.findIndex(
+    (s, i) => s === o.secret || o.previousSecrets.indexOf(s) < i,
+  )
+  if (repeated >= 0) {
+    throw optionError(
+      'createTollbooth',
+      `options.previousSecrets.${repeated}`,
+      'must differ from options.secret and from the other previous secrets',
+      o.previousSecrets[repeated],
+    )
+  }
+  const { secret, previousSecrets, ...rest } = o
   const resolved = { ...rest, headers: { ...DEFAULT_HEADER_FAMILIES, ...o.headers } }
   // Readable as `tb.options.secret`, but not enumerable: `console.log(tb)`, `util.inspect`,
-  // `JSON.stringify(tb.options)` and a spread of the options leave it out.
+  // `JSON.stringify(tb.options)` and a spread of the options leave them out.
   Object.defineProperty(resolved, 'secret', { value: secret, enumerable: false })
+  Object.defineProperty(resolved, 'previousSecrets', { value: previousSecrets, enumerable: false })
   return resolved as ResolvedOptions
 }
 

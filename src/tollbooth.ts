@@ -124,9 +124,17 @@ export interface Tollbooth {
   /**
    * Figures of this instance: counter operations waiting to be retried (settles and cancels
    * whose first attempt failed), retried, and dropped because the queue was full; and its
-   * leases (null when the counters are not leased: in-process counters, or `leases: false`).
+   * leases (null when the counters are not leased: in-process counters, or `leases: false`);
+   * and the keys and provider keys found only under one of `previousSecrets` since start
+   * (store reads, not requests: a key found is cached): while they grow, a previous secret is
+   * still needed.
    */
-  stats(): { settleRetries: SettleQueueStats; feedRetries: RetryStats; leases: LeaseFigures | null }
+  stats(): {
+    settleRetries: SettleQueueStats
+    feedRetries: RetryStats
+    leases: LeaseFigures | null
+    previousSecrets: { keys: number; providerKeys: number }
+  }
 }
 
 /** What this instance's leases did (docs/leases.md). */
@@ -263,6 +271,8 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     storage: store,
     clock,
     hash: createKeyHasher(o.secret),
+    previousHashes: o.previousSecrets.map(createKeyHasher),
+    previous: { keys: 0, providerKeys: 0 },
     cache: createKeyCache(o.cache, now),
     ipGuard: o.failedAuth === false ? null : createIpGuard(o.failedAuth, storage.ipBlocks, onError),
     accounts: new AccountService(store, o, now, feed.publish),
@@ -322,7 +332,11 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
   })
   const providerKeys: ProviderKeyService = new ProviderKeyService(
     ctx,
-    createSealer(deriveKey(o.secret, 'provider-key-seal')),
+    createSealer(
+      deriveKey(o.secret, 'provider-key-seal'),
+      o.previousSecrets.map((s) => deriveKey(s, 'provider-key-seal')),
+      () => ctx.previous.providerKeys++,
+    ),
     o.verifiers,
   )
   const unsubscribe = subscribe(storage, ctx, onError, o.cache === false ? 0 : o.cache.feedProbeMs)
@@ -454,6 +468,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       settleRetries: ctx.retries.stats(),
       feedRetries: feed.queue.stats(),
       leases: leased && leaseFigures(leased),
+      previousSecrets: { ...ctx.previous },
     }),
     onUsageFlushed(listener) {
       flushListeners.add(listener)

@@ -18,7 +18,26 @@ export interface Sealer {
 const enc = new TextEncoder()
 const dec = new TextDecoder()
 
-export function createSealer(key: Uint8Array): Sealer {
+/**
+ * @param key the current sealing key: every value is sealed under it
+ * @param previous keys of `previousSecrets`, newest first: a value the current key does not
+ *   open is tried with each (`onPrevious` is told when one of them opened it)
+ */
+export function createSealer(
+  key: Uint8Array,
+  previous: readonly Uint8Array[] = [],
+  onPrevious: () => void = () => {},
+): Sealer {
+  const openWith = async (k: Uint8Array, sealed: string, accountId: string, provider: string) => {
+    const { plaintext, protectedHeader } = await compactDecrypt(sealed, k, {
+      keyManagementAlgorithms: ['dir'],
+      contentEncryptionAlgorithms: ['A256GCM'],
+    })
+    if (protectedHeader['sub'] !== accountId || protectedHeader['prv'] !== provider) {
+      throw new Error('sealed provider key belongs to another account or provider')
+    }
+    return dec.decode(plaintext)
+  }
   return {
     seal: (plaintext, accountId, provider) =>
       new CompactEncrypt(enc.encode(plaintext))
@@ -31,14 +50,18 @@ export function createSealer(key: Uint8Array): Sealer {
         })
         .encrypt(key),
     async open(sealed, accountId, provider) {
-      const { plaintext, protectedHeader } = await compactDecrypt(sealed, key, {
-        keyManagementAlgorithms: ['dir'],
-        contentEncryptionAlgorithms: ['A256GCM'],
-      })
-      if (protectedHeader['sub'] !== accountId || protectedHeader['prv'] !== provider) {
-        throw new Error('sealed provider key belongs to another account or provider')
+      try {
+        return await openWith(key, sealed, accountId, provider)
+      } catch (err) {
+        for (const k of previous) {
+          const opened = await openWith(k, sealed, accountId, provider).catch(() => undefined)
+          if (opened !== undefined) {
+            onPrevious()
+            return opened
+          }
+        }
+        throw err
       }
-      return dec.decode(plaintext)
     },
   }
 }
