@@ -60,13 +60,23 @@ describe.each(Object.entries(stores))('previousSecrets on %s', (_name, make) => 
       expect(await only.providerKeys.get('acct_rot', 'anthropic')).toBe('sk-new-654321')
       await only.close()
 
-      // Revoking an old key found under a previous secret refuses it at once.
+      // Revoking an old key found under a previous secret refuses it at once, here and (by
+      // the change feed, which names the stored hash) on another instance that cached it.
+      const peer = createTollbooth({ secret: NEW_SECRET, previousSecrets: [SECRET], storage })
       expect((await after.authenticate(request(gone.key))).allowed).toBe(true)
+      expect((await peer.authenticate(request(gone.key))).allowed).toBe(true)
       await after.keys.revoke(gone.record.id)
       expect(await after.authenticate(request(gone.key))).toMatchObject({
         allowed: false,
         status: 401,
       })
+      // (The memory store has no change feed: one instance a store.)
+      if (storage.changes) {
+        await expect
+          .poll(async () => (await peer.authenticate(request(gone.key))).status, { timeout: 3000 })
+          .toBe(401)
+      }
+      await peer.close()
       // An unknown key is refused and remembered as unknown like any other.
       const unknown = `${old.key.slice(0, -6)}AAAAAA`
       expect((await after.authenticate(request(unknown))).allowed).toBe(false)
