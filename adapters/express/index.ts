@@ -415,4 +415,6 @@ function extendResponse(p: object | null): WriteHead | null {
   return given
 }
 
+export { sendUsageHeaders } from '../node/session.js'
 export { type FetchHandler, mountFetch, type NodeBindings } from './mount.js'
+export { requireApiKeyOnUpgrade, type UpgradeGuard } from './upgrade.js'

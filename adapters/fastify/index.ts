@@ -7,7 +7,8 @@
  * out in `onSend` (after the handler's charges); the request settles exactly once, at the true
  * end of the response (src/response-end.ts): when the response closes, with the reply's status
  * if it finished, or, when the client went away first, 499 once the handler's payload was sent
- * or the stream it returned closed. Only guarded routes get these hooks, so the others pay
+ * or the stream it returned closed. A `@fastify/websocket` session settles (101) when its socket
+ * closes (adapters/node/session.ts). Only guarded routes get these hooks, so the others pay
  * nothing.
  */
 
@@ -45,6 +46,14 @@ import {
   watchBody,
 } from '../../src/internal.js'
 import { watchQueued } from '../node/queued.js'
+import {
+  asksWebSocket,
+  type HeadersEmitter,
+  isSession,
+  sendUsageHeaders,
+  type UpgradeSocket,
+  watchSession,
+} from '../node/session.js'
 import { closedAlready, writtenInFull } from '../node/written.js'
 
 declare module 'fastify' {
@@ -116,6 +125,8 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
     // for both, where an `onResponse` hook as well cost a hook run per request.
     const raw = reply.raw
     const onClose = () => {
+      // A WebSocket session: settled when its socket closes (see `hijacked`).
+      if (isSession(decision)) return
       if (writtenInFull(raw) || injectedEnd(raw)) responseEnded(tb, decision, raw.statusCode)
       else {
         // A handler that wrote the head on reply.raw itself (no onSend has run), without
@@ -336,6 +347,15 @@ function hijacked(raw: FastifyReply['raw'], decision: Admission): void {
   const tb = s?.adapter as Tollbooth | undefined
   if (s === undefined || tb === undefined || decision.settled) return
   s.adapter = undefined
+  // `@fastify/websocket` hijacks the reply of an upgrade and hands its socket to `ws`, which
+  // writes the 101 there: the handler's work is done, and the session settles with 101 when
+  // that socket closes. A socket already gone was a client gone away (the response's `close`).
+  const req = raw.req
+  if (asksWebSocket(req.headers)) {
+    watchSession(tb, decision, req, req.socket as unknown as UpgradeSocket)
+    endWork(decision)
+    return
+  }
   const writeHead = raw.writeHead
   raw.writeHead = function writeHeadWithUsage(
     this: typeof raw,
@@ -394,6 +414,12 @@ const plugin: FastifyPluginAsync<TollboothPluginOptions> = async (fastify, optio
   tb.route(defaults)
 
   fastify.decorateRequest('apiKey', null as unknown as Admission)
+  // `@fastify/websocket`'s server: tollbooth's headers go on the 101 of a guarded session.
+  fastify.addHook('onReady', function addUsageHeaders(done) {
+    const wss = (this as unknown as { websocketServer?: HeadersEmitter }).websocketServer
+    if (typeof wss?.on === 'function') sendUsageHeaders(wss)
+    done()
+  })
   fastify.decorate('tollbooth', tb)
   fastify.decorate('requireApiKey', (o: FastifyRouteOptions = {}) =>
     requireApiKey(tb, { ...defaults, ...o }),

@@ -11,7 +11,9 @@
  * Worker whose client left; there a body left unread for `abortSettleMs` counts as a departed
  * client, as workerd neither reads nor cancels the answer of a client it did not see leave). A
  * request whose client went away settles (499) once the handler's work is done: the handler,
- * its body's cancel, and the callback of `streamSSE` / `stream` / `streamText` from here.
+ * its body's cancel, and the callback of `streamSSE` / `stream` / `streamText` from here. A
+ * WebSocket upgrade on `@hono/node-ws` settles (101) when its socket closes, and a refused one
+ * is answered on the socket (adapters/node/session.ts).
  */
 
 import type { Context, MiddlewareHandler } from 'hono'
@@ -37,6 +39,7 @@ import {
   watchBody,
 } from '../../src/internal.js'
 import { watchQueued } from '../node/queued.js'
+import { asksWebSocket, refuseUpgrade, type UpgradeSocket, watchSession } from '../node/session.js'
 import { closedAlready, writtenInFull } from '../node/written.js'
 
 declare module 'hono' {
@@ -61,7 +64,7 @@ export interface HonoRouteOptions extends RouteOptions {
 interface NodeBindings {
   incoming?: {
     headers: Record<string, string | string[] | undefined>
-    socket: { remoteAddress?: string; destroyed: boolean } | null
+    socket: ({ remoteAddress?: string } & UpgradeSocket) | null
     closed: boolean
     once(event: 'close', listener: () => void): unknown
   }
@@ -137,6 +140,33 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
 
   const consumption = (routeOptions.kind ?? 'consumption') === 'consumption'
 
+  /**
+   * An admitted WebSocket upgrade on `@hono/node-ws`: its `upgradeWebSocket` answers an empty
+   * 200, after which the library completes the upgrade (the 101) on the socket; the session
+   * settles with 101 when that socket closes (`watchSession`). Any other answer is written as
+   * its status line alone, and the connection closed: it settles now, with its status.
+   */
+  async function upgraded(
+    c: Context,
+    next: () => Promise<void>,
+    decision: Admission,
+    incoming: NonNullable<NodeBindings['incoming']>,
+  ): Promise<void> {
+    try {
+      await next()
+    } catch (err) {
+      handlerFailed(tb, decision)
+      throw err
+    }
+    const res = c.res
+    const socket = incoming.socket
+    if ((res.status === 200 && res.body === null) || res.status === 101) {
+      if (socket === null || !watchSession(tb, decision, incoming, socket))
+        clientGone(tb, decision, route)
+    } else responseEnded(tb, decision, res.status)
+    endWork(decision)
+  }
+
   return async function requireApiKey(c, next) {
     if (c.get('apiKey') !== undefined) throw guardedTwice(c.req.method, c.req.path)
     if (consumption) managementBehind(c)
@@ -154,7 +184,11 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     )
     // Synchronous on a cached key with in-process counters: no promise, no microtask.
     const decision = d instanceof Promise ? await d : d
+    // `@hono/node-ws` runs the app for a server's `upgrade` event: a request with no response
+    // object, its socket handed over (see `upgraded`).
+    const upgrade = node?.incoming && !node.outgoing && asksWebSocket(node.incoming.headers)
     if (!decision.allowed) {
+      if (upgrade) refuseOnSocket(node.incoming!.socket, decision)
       // Every header (the content type too) goes in the init: @hono/node-server's Response
       // would drop a later set().
       const res = new Response(decision.body, {
@@ -164,6 +198,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       throw new HTTPException(decision.status as ContentfulStatusCode, { res })
     }
     c.set('apiKey', decision)
+    if (upgrade) return upgraded(c, next, decision, node.incoming!)
     // On Node the ServerResponse tells how the response ended: `close` after `finish` (the body
     // was written in full) or alone (the client went away). One listener per middleware and
     // one property per response, no closure per request.
@@ -249,6 +284,20 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       )
     }
     endWork(decision)
+  }
+}
+
+/**
+ * Answers a refused upgrade on its socket with the refusal's status, headers and JSON body:
+ * `@hono/node-ws` writes only a status line for the app's answer, and ends the socket itself
+ * after this (its `end` is then dropped: a write after the end would throw on a socket that
+ * has no `error` listener during an upgrade).
+ */
+function refuseOnSocket(socket: UpgradeSocket | null, denial: Parameters<typeof refuseUpgrade>[1]) {
+  if (socket === null) return
+  refuseUpgrade(socket, denial)
+  ;(socket as { end: unknown }).end = function ended(this: UpgradeSocket) {
+    return this
   }
 }
 
@@ -406,4 +455,5 @@ function writeHeaders(c: Context, out: Record<string, string>): void {
   }
 }
 
+export { sendUsageHeaders } from '../node/session.js'
 export { stream, streamSSE, streamText } from './streaming.js'

@@ -108,14 +108,8 @@ export interface Res {
   text: string
 }
 
-/** Starts `startServer` with a fresh tollbooth on a manual clock, recording settle calls. */
-export async function harness(
-  startServer: StartServer,
-  routes: TestRoute[],
-  options: Partial<TollboothOptions> = {},
-): Promise<Harness> {
-  const clock = manualClock(T0)
-  const tb = createTollbooth({ secret: SECRET, prefixes: PREFIXES, clock, ...options })
+/** Records each settle of an admission `tb` makes, in order, with its usage event once written. */
+export function recordSettles(tb: Tollbooth): Settled[] {
   const settled: Settled[] = []
   const settle = tb.settle
   tb.settle = (decision, outcome) => {
@@ -132,6 +126,18 @@ export async function harness(
   // Adapters settle without waiting: through the recorder above (settleLater is settle
   // with its errors sent to onError; src/settle.test.ts covers it).
   tb.settleLater = (decision, outcome) => void tb.settle(decision, outcome).catch(() => {})
+  return settled
+}
+
+/** Starts `startServer` with a fresh tollbooth on a manual clock, recording settle calls. */
+export async function harness(
+  startServer: StartServer,
+  routes: TestRoute[],
+  options: Partial<TollboothOptions> = {},
+): Promise<Harness> {
+  const clock = manualClock(T0)
+  const tb = createTollbooth({ secret: SECRET, prefixes: PREFIXES, clock, ...options })
+  const settled = recordSettles(tb)
   const handled: Admission[] = []
   const finished = { count: 0 }
   const wrapped = routes.map((r) => ({

@@ -1,0 +1,92 @@
+/**
+ * @module tollbooth/express/upgrade
+ *
+ * The guard for a WebSocket route of an Express app. Express's middleware does not run for an
+ * upgrade: Node hands it to the server's `upgrade` event, where `ws` (`noServer: true`)
+ * completes it. `requireApiKeyOnUpgrade` is `requireApiKey` for that event: it answers a
+ * refusal on the socket (status, headers, JSON body), or returns the admission, which settles
+ * once, with 101, when the session's connection closes (adapters/node/session.ts).
+ */
+
+import type { IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
+import {
+  type Admission,
+  clientGone,
+  endWork,
+  type RouteOptions,
+  type Tollbooth,
+} from '../../src/internal.js'
+import { refuseUpgrade, watchSession } from '../node/session.js'
+
+/** What the guard of an upgrade is called with: the `upgrade` event's request and socket. */
+export type UpgradeGuard = (req: IncomingMessage, socket: Duplex) => Promise<Admission | null>
+
+/**
+ * Requires a valid API key on a WebSocket upgrade, in the server's `upgrade` event.
+ *
+ * @param tb the tollbooth instance
+ * @param [options] the route options of `requireApiKey` (`cost`, `scopes`, `trustProxy`…)
+ * @returns a function of the event's request and socket that resolves to the admission, or to
+ *   null when the upgrade was refused (answered on the socket and closed) or its client left
+ *   while it was decided. The admission settles with 101 when the socket closes, charged what
+ *   the session reported with `charge()` / `report()` (up to its `close` handlers), else the
+ *   route's `cost`.
+ * @throws {ConfigError} at construction, naming a bad option
+ * @example
+ * ```ts
+ * const wss = new WebSocketServer({ noServer: true })
+ * sendUsageHeaders(wss) // tollbooth's headers on the 101
+ * const guard = requireApiKeyOnUpgrade(tb, { cost: 0 })
+ * server.on('upgrade', async (req, socket, head) => {
+ *   const apiKey = await guard(req, socket)
+ *   if (apiKey === null) return
+ *   wss.handleUpgrade(req, socket, head, (ws) => {
+ *     const started = Date.now()
+ *     ws.on('close', () => apiKey.report({ cost: Math.ceil((Date.now() - started) / 1000) }))
+ *   })
+ * })
+ * ```
+ */
+export function requireApiKeyOnUpgrade(tb: Tollbooth, options: RouteOptions = {}): UpgradeGuard {
+  const route = tb.route(options)
+  // Node takes its `error` listener off the socket before the `upgrade` event, and `ws` adds
+  // its own only in handleUpgrade: a reset meanwhile (or before the application calls it)
+  // would be an uncaught error. Left on: with `ws`'s, it destroys a socket already closing.
+  const onError = function destroy(this: Duplex) {
+    this.destroy()
+  }
+  return async function requireApiKeyOnUpgrade(req, socket) {
+    socket.on('error', onError)
+    const url = req.url ?? '/'
+    const q = url.indexOf('?')
+    let decision: Awaited<ReturnType<Tollbooth['decide']>>
+    try {
+      decision = await tb.decide(
+        {
+          headers: req.headers,
+          ip: req.socket.remoteAddress ?? null,
+          method: req.method ?? 'GET',
+          path: q === -1 ? url : url.slice(0, q),
+        },
+        route,
+      )
+    } catch (err) {
+      socket.destroy()
+      throw err
+    }
+    if (!decision.allowed) {
+      refuseUpgrade(socket, decision)
+      return null
+    }
+    if (watchSession(tb, decision, req, socket)) {
+      endWork(decision)
+      return decision
+    }
+    // Its client left while it was decided (a half-closed socket stays open until destroyed).
+    clientGone(tb, decision, route)
+    endWork(decision)
+    socket.destroy()
+    return null
+  }
+}

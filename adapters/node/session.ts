@@ -1,0 +1,131 @@
+/**
+ * @module adapters/node/session
+ *
+ * A WebSocket session behind the guard, on Node. An upgrade request the guard admitted is one
+ * request whose response lasts as long as its connection: it settles once, with status 101
+ * (`completed`), when that connection closes (either side closing it, or the TCP connection
+ * dropped), charged what the session reported with `charge()` / `report()` (else the route's
+ * cost); its concurrency slot and credit hold stay taken, and renewed past their TTL, until
+ * then. A refused upgrade is answered on the socket as any refusal is: its status, headers and
+ * JSON body, instead of a 101. Shared by tollbooth/hono (on `@hono/node-ws`), tollbooth/fastify
+ * (on `@fastify/websocket`) and tollbooth/express (`requireApiKeyOnUpgrade`, for `ws` on the
+ * server's `upgrade` event). No `node:*` import: tollbooth/hono is bundled for Workers too.
+ */
+
+import {
+  type Admission,
+  type Denial,
+  responseEnded,
+  responseStarted,
+  type Settler,
+  wireName,
+} from '../../src/internal.js'
+
+/** The status an admitted session settles with: its handshake's, 101 Switching Protocols. */
+const SWITCHING_PROTOCOLS = 101
+
+/** The parts of the upgrade's `net.Socket` read and written here. */
+export interface UpgradeSocket {
+  readonly destroyed: boolean
+  readonly readable: boolean
+  readonly writable: boolean
+  once(event: 'close', listener: () => void): unknown
+  end(data: string): unknown
+}
+
+/** The admitted sessions, by their upgrade request (what `ws` hands its `headers` event). */
+const sessions = new WeakMap<object, Admission>()
+/** The same admissions, for an adapter that meets its response's `close` too (Fastify). */
+const admitted = new WeakSet<Admission>()
+
+/** True for a request asking to become a WebSocket (`Upgrade: websocket`, any case). */
+export function asksWebSocket(headers: Record<string, string | string[] | undefined>): boolean {
+  const upgrade = headers['upgrade']
+  return typeof upgrade === 'string' && upgrade.toLowerCase() === 'websocket'
+}
+
+/** True once {@link watchSession} took the admission: it settles when its connection closes. */
+export const isSession = (d: Admission): boolean => admitted.has(d)
+
+/**
+ * The upgrade is handed over (the 101 is the server's to write next): the admission settles
+ * with 101 when `socket` closes. The settle waits for the next turn of the event loop after
+ * the socket's `close`, as `ws` emits the WebSocket's own `close` a tick after it (once its
+ * receiver has ended): what a `close` handler reports is charged. Returns false, and takes
+ * nothing, for a socket already gone or half-closed (the client left while the admission was
+ * in flight; the server's half-open socket is not destroyed by the client's FIN), which `ws`
+ * refuses to upgrade by the same test: the adapter settles that one as a client gone (499).
+ */
+export function watchSession(
+  tb: Settler,
+  d: Admission,
+  req: object,
+  socket: UpgradeSocket,
+): boolean {
+  if (socket.destroyed || !socket.readable || !socket.writable) return false
+  admitted.add(d)
+  sessions.set(req, d)
+  responseStarted(tb, d)
+  socket.once('close', () => {
+    setImmediate(() => responseEnded(tb, d, SWITCHING_PROTOCOLS))
+  })
+  return true
+}
+
+/**
+ * A `ws` `WebSocketServer`, as far as its `headers` event goes (`(headers: string[], request)`;
+ * typed loosely, as its `on` is overloaded per event).
+ */
+export interface HeadersEmitter {
+  on(event: string, listener: (...args: never[]) => void): unknown
+}
+
+const withHeaders = new WeakSet<object>()
+
+/**
+ * Adds tollbooth's headers (`X-Request-Id`, the rate-limit and usage figures, as docs/headers.md
+ * lists them) to the 101 of each session the guard admitted on this `ws` server, through its
+ * `headers` event; a header of the same name already there stays. Once per server.
+ *
+ * @param wss the `WebSocketServer` that completes the upgrades (`@hono/node-ws`'s `wss`, your own)
+ */
+export function sendUsageHeaders(wss: HeadersEmitter): void {
+  if (withHeaders.has(wss)) return
+  withHeaders.add(wss)
+  wss.on('headers', (headers: string[], request: object) => {
+    const d = sessions.get(request)
+    if (d === undefined) return
+    const out = d.responseHeaders(SWITCHING_PROTOCOLS)
+    const taken = new Set<string>()
+    for (const line of headers) taken.add(line.slice(0, line.indexOf(':')).trim().toLowerCase())
+    for (const name in out) {
+      const wire = wireName(name)
+      if (!taken.has(wire)) headers.push(`${wire}: ${out[name]}`)
+    }
+  })
+}
+
+/** Reason phrases of the statuses a denial has. */
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  402: 'Payment Required',
+  403: 'Forbidden',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+}
+
+/**
+ * Answers a refused upgrade on its socket, as any refusal is answered (status, headers, JSON
+ * body), and closes the connection: the server's `upgrade` event hands the socket over with no
+ * response object to write one.
+ */
+export function refuseUpgrade(socket: UpgradeSocket, denial: Denial): void {
+  if (socket.destroyed) return
+  const h = denial.headers
+  let head = `HTTP/1.1 ${denial.status} ${REASONS[denial.status] ?? ''}\r\nConnection: close\r\n`
+  for (const name in h) head += `${wireName(name)}: ${h[name]}\r\n`
+  const length = new TextEncoder().encode(denial.body).length
+  socket.end(`${head}Content-Length: ${length}\r\n\r\n${denial.body}`)
+}

@@ -1,0 +1,380 @@
+/**
+ * @module test/http/websocket
+ *
+ * WebSocket routes behind the guard, over real WebSocket clients (`ws`) against real servers
+ * on ephemeral ports, the same behaviour on Hono (`@hono/node-ws`), Fastify
+ * (`@fastify/websocket`) and Express (`ws` on the server's `upgrade` event, through
+ * `requireApiKeyOnUpgrade`):
+ *
+ * - a refused upgrade (no key, a bad key, a rate limit, a quota, no credits, the concurrency
+ *   limit) is answered its status and JSON error instead of a 101, the session never opens and
+ *   nothing is charged;
+ * - an admitted session settles once, with 101, when its socket closes (the client closing it,
+ *   the server closing it, the TCP connection dropped), not at the 101: a key limited to 1 in
+ *   flight is refused a second session while the first is open and admitted after it closed;
+ * - units reported during the session and in its `close` handler are what is charged and
+ *   recorded;
+ * - a session longer than the holds' TTL keeps its slot (renewed);
+ * - the 101 carries tollbooth's headers.
+ */
+
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import fastifyWebsocket from '@fastify/websocket'
+import { serve } from '@hono/node-server'
+import { createNodeWebSocket } from '@hono/node-ws'
+import express from 'express'
+import Fastify from 'fastify'
+import { Hono } from 'hono'
+import { afterEach, describe, expect, test } from 'vitest'
+import { WebSocket, WebSocketServer } from 'ws'
+import {
+  sendUsageHeaders as expressUsageHeaders,
+  requireApiKeyOnUpgrade,
+} from '../../adapters/express/index.js'
+import { requireApiKey as fastifyGuard, tollbooth } from '../../adapters/fastify/index.js'
+import { requireApiKey as honoGuard, sendUsageHeaders } from '../../adapters/hono/index.js'
+import {
+  type Admission,
+  createTollbooth,
+  memoryStorage,
+  type RouteOptions,
+  type Tollbooth,
+  type TollboothOptions,
+} from '../../src/internal.js'
+import { eventually, heldStorage, recordSettles, type Settled, sleep } from './harness.js'
+
+const SECRET = 'websocket-suite-secret-websocket-suite-secret'
+const PLAN = { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' }
+
+/**
+ * What every framework's session does: `charge:N` charges N now, `close-report:N` reports a
+ * cost of N in its `close` handler, `bye` closes the session from the server; every other
+ * message is echoed once handled.
+ */
+function session(ws: WebSocket, apiKey: Admission, opened: Admission[]): void {
+  opened.push(apiKey)
+  let atClose: number | undefined
+  ws.on('message', (data) => {
+    const text = String(data)
+    if (text.startsWith('charge:')) apiKey.charge(Number(text.slice(7)))
+    else if (text.startsWith('close-report:')) atClose = Number(text.slice(13))
+    else if (text === 'bye') {
+      ws.close(1000, 'done')
+      return
+    }
+    ws.send(text)
+  })
+  ws.on('close', () => {
+    if (atClose !== undefined) apiKey.report({ cost: atClose })
+  })
+}
+
+interface Running {
+  url: string
+  close(): Promise<void>
+}
+
+type Start = (tb: Tollbooth, options: RouteOptions, opened: Admission[]) => Promise<Running>
+
+const listening = (server: Server) =>
+  `ws://127.0.0.1:${(server.address() as AddressInfo).port}/v1/realtime`
+
+const closing = (server: Server) =>
+  new Promise<void>((resolve) => {
+    server.closeAllConnections()
+    server.close(() => resolve())
+  })
+
+const frameworks: Record<string, Start> = {
+  async hono(tb, options, opened) {
+    const app = new Hono()
+    const { injectWebSocket, upgradeWebSocket, wss } = createNodeWebSocket({ app })
+    sendUsageHeaders(wss)
+    app.get(
+      '/v1/realtime',
+      honoGuard(tb, options),
+      upgradeWebSocket((c) => {
+        const apiKey = c.get('apiKey')
+        return { onOpen: (_e, ws) => session(ws.raw as WebSocket, apiKey, opened) }
+      }),
+    )
+    const server = await new Promise<Server>((resolve) => {
+      const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () =>
+        resolve(s as Server),
+      ) as Server
+    })
+    injectWebSocket(server)
+    return {
+      url: listening(server),
+      close: async () => {
+        for (const ws of wss.clients) ws.terminate()
+        await closing(server)
+      },
+    }
+  },
+  async fastify(tb, options, opened) {
+    const app = Fastify()
+    await app.register(fastifyWebsocket)
+    await app.register(tollbooth, { tb })
+    app.get('/v1/realtime', { websocket: true, preHandler: fastifyGuard(tb, options) }, (ws, r) =>
+      session(ws, r.apiKey, opened),
+    )
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    return { url: listening(app.server), close: () => app.close() }
+  },
+  async express(tb, options, opened) {
+    const app = express()
+    const server = createServer(app)
+    const wss = new WebSocketServer({ noServer: true })
+    expressUsageHeaders(wss)
+    const guard = requireApiKeyOnUpgrade(tb, options)
+    server.on('upgrade', async (req, socket, head) => {
+      const apiKey = await guard(req, socket)
+      if (apiKey === null) return
+      wss.handleUpgrade(req, socket, head, (ws) => session(ws, apiKey, opened))
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    return {
+      url: listening(server),
+      close: async () => {
+        for (const ws of wss.clients) ws.terminate()
+        await closing(server)
+      },
+    }
+  },
+}
+
+type Opened = { ws: WebSocket; status: 101; headers: Record<string, unknown> }
+type Refused = { status: number; headers: Record<string, unknown>; body: unknown }
+
+/** Opens a session, or resolves to the refusal the server answered instead of the 101. */
+function connect(url: string, key?: string): Promise<Opened | Refused> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, key ? { headers: { authorization: `Bearer ${key}` } } : {})
+    let headers: Record<string, unknown> = {}
+    ws.once('upgrade', (res) => {
+      headers = res.headers
+    })
+    ws.once('open', () => resolve({ ws, status: 101, headers }))
+    ws.once('unexpected-response', (_req, res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => {
+        text += chunk
+      })
+      res.on('end', () => {
+        let body: unknown = text
+        try {
+          body = JSON.parse(text)
+        } catch {}
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body })
+      })
+    })
+    ws.once('error', reject)
+  })
+}
+
+async function opened(url: string, key: string): Promise<WebSocket> {
+  const r = await connect(url, key)
+  expect(r.status, JSON.stringify((r as Refused).body)).toBe(101)
+  return (r as Opened).ws
+}
+
+const closed = (ws: WebSocket) =>
+  new Promise<void>((resolve) => {
+    if (ws.readyState === WebSocket.CLOSED) resolve()
+    else ws.once('close', () => resolve())
+  })
+
+/** Sends a message and waits for its echo, so that what came before it was handled. */
+function roundTrip(ws: WebSocket, text: string): Promise<void> {
+  return new Promise((resolve) => {
+    ws.once('message', () => resolve())
+    ws.send(text)
+  })
+}
+
+interface Setup {
+  tb: Tollbooth
+  url: string
+  opened: Admission[]
+  settled: Settled[]
+}
+
+let running: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const stop of running.reverse()) await stop()
+  running = []
+})
+
+async function setup(
+  start: Start,
+  options: RouteOptions = { cost: 10 },
+  tbOptions: Partial<TollboothOptions> = {},
+): Promise<Setup> {
+  const tb = createTollbooth({ secret: SECRET, storage: memoryStorage(), ...PLAN, ...tbOptions })
+  const settled = recordSettles(tb)
+  const opened: Admission[] = []
+  const server = await start(tb, options, opened)
+  running.push(async () => {
+    await server.close()
+    await tb.close()
+  })
+  return { tb, url: server.url, opened, settled }
+}
+
+const used = async (tb: Tollbooth) => (await tb.accounts.get('acct_1')).credits.used
+
+for (const [name, start] of Object.entries(frameworks))
+  describe(`WebSocket sessions behind the guard on ${name}`, () => {
+    test('a refused upgrade is answered its status and JSON error, and charges nothing', async () => {
+      const s = await setup(start)
+      const missing = await connect(s.url)
+      expect(missing).toMatchObject({ status: 401, body: { code: 'missing_api_key' } })
+      expect(missing.headers['www-authenticate']).toMatch(/^Bearer/)
+      const bad = await connect(s.url, `sk_live_${'a'.repeat(33)}`)
+      expect(bad).toMatchObject({ status: 401, body: { code: 'invalid_api_key' } })
+
+      const rated = await s.tb.keys.create({
+        accountId: 'acct_1',
+        limits: { rateLimits: [{ limit: 1, windowMs: 60_000 }] },
+      })
+      ;(await opened(s.url, rated.key)).close()
+      const limited = await connect(s.url, rated.key)
+      expect(limited).toMatchObject({ status: 429, body: { code: 'rate_limited' } })
+      expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0)
+
+      const quota = await s.tb.keys.create({
+        accountId: 'acct_1',
+        limits: { quotas: { total: 1 } },
+      })
+      ;(await opened(s.url, quota.key)).close()
+      expect(await connect(s.url, quota.key)).toMatchObject({ status: 429 })
+
+      const dear = await setup(start, { cost: 1000 })
+      const broke = await dear.tb.keys.create({ accountId: 'acct_2' })
+      expect(await connect(dear.url, broke.key)).toMatchObject({
+        status: 402,
+        body: { code: 'insufficient_credits' },
+      })
+      await eventually(() => s.settled.length === 2, 'the two admitted sessions settled')
+      // Only the two sessions admitted ran, and were charged; no refusal was.
+      expect(s.opened).toHaveLength(2)
+      expect(dear.opened).toHaveLength(0)
+      expect(dear.settled).toHaveLength(0)
+      expect(await used(s.tb)).toBe(20)
+    })
+
+    test('a session settles once, with 101, when the client closes it; its slot is held until then', async () => {
+      const s = await setup(start)
+      const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const ws = await opened(s.url, one.key)
+      await roundTrip(ws, 'hello')
+      await sleep(50)
+      expect(s.settled, 'not settled at the 101').toHaveLength(0)
+      const second = await connect(s.url, one.key)
+      expect(second).toMatchObject({ status: 429, body: { code: 'concurrency_limited' } })
+      ws.close()
+      await closed(ws)
+      await eventually(() => s.settled.length === 1, 'the session settled')
+      expect(s.settled[0]).toMatchObject({ status: 101 })
+      const again = await opened(s.url, one.key)
+      again.terminate()
+      await eventually(() => s.settled.length === 2, 'the second session settled')
+      await sleep(30)
+      expect(s.settled).toHaveLength(2)
+      expect(await used(s.tb)).toBe(20)
+    })
+
+    test('a session closed by the server or dropped settles once, and frees its slot', async () => {
+      const s = await setup(start)
+      const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const ws = await opened(s.url, one.key)
+      ws.send('bye')
+      await closed(ws)
+      await eventually(() => s.settled.length === 1, 'the session the server closed settled')
+      // The TCP connection dropped, no close frame.
+      const dropped = await opened(s.url, one.key)
+      await roundTrip(dropped, 'hello')
+      expect(await connect(s.url, one.key)).toMatchObject({ status: 429 })
+      ;(dropped as unknown as { _socket: { destroy(): void } })._socket.destroy()
+      await eventually(() => s.settled.length === 2, 'the dropped session settled')
+      const third = await opened(s.url, one.key)
+      third.close()
+      await eventually(() => s.settled.length === 3, 'the third session settled')
+      expect(s.settled.map((e) => e.status)).toEqual([101, 101, 101])
+    })
+
+    test('a client gone while its upgrade was decided is settled 499, not charged, its slot freed', async () => {
+      const store = heldStorage()
+      const s = await setup(start, { cost: 10 }, { storage: store.storage })
+      const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const admit = store.hold()
+      const ws = new WebSocket(s.url, { headers: { authorization: `Bearer ${one.key}` } })
+      ws.on('error', () => {})
+      await eventually(() => store.asked === 1, 'the admission to reach the store')
+      ws.terminate()
+      // The server sees the connection go before the store answers.
+      await sleep(50)
+      admit()
+      await eventually(() => s.settled.length === 1, 'the admission settled')
+      expect(s.settled[0]).toMatchObject({ status: 499 })
+      expect(s.opened).toHaveLength(0)
+      expect(await used(s.tb)).toBe(0)
+      const next = await opened(s.url, one.key)
+      next.close()
+      await eventually(() => s.settled.length === 2, 'the next session settled')
+      expect(s.settled[1]).toMatchObject({ status: 101 })
+    })
+
+    test('units reported during the session and at its close are what is charged and recorded', async () => {
+      const s = await setup(start)
+      const { key } = await s.tb.keys.create({ accountId: 'acct_1' })
+      const during = await opened(s.url, key)
+      during.send('charge:3')
+      await roundTrip(during, 'charge:4')
+      during.close()
+      await eventually(() => s.settled[0]?.event != null, 'the first session recorded')
+      expect(s.settled[0]!.event).toMatchObject({ units: 7, status: 101 })
+      const atClose = await opened(s.url, key)
+      await roundTrip(atClose, 'close-report:6')
+      atClose.close()
+      await eventually(() => s.settled[1]?.event != null, 'the second session recorded')
+      expect(s.settled[1]!.event).toMatchObject({ units: 6, status: 101 })
+      // Nothing reported: the route's cost.
+      const none = await opened(s.url, key)
+      none.close()
+      await eventually(() => s.settled[2]?.event != null, 'the third session recorded')
+      expect(s.settled[2]!.event).toMatchObject({ units: 10 })
+      expect(await used(s.tb)).toBe(7 + 6 + 10)
+    })
+
+    test('a session longer than the holds’ TTL keeps its slot', async () => {
+      const s = await setup(start, { cost: 10 }, { leaseTtlMs: 300, reservationTtlMs: 300 })
+      const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const ws = await opened(s.url, one.key)
+      const began = Date.now()
+      for (const at of [200, 450, 700, 950]) {
+        await sleep(began + at - Date.now())
+        expect(await connect(s.url, one.key), `at ${at} ms`).toMatchObject({ status: 429 })
+      }
+      ws.close()
+      await eventually(() => s.settled.length === 1, 'the session settled')
+      const after = await opened(s.url, one.key)
+      after.close()
+      await eventually(() => s.settled.length === 2, 'the next session settled')
+    })
+
+    test('the 101 carries the request id and the usage figures', async () => {
+      const s = await setup(start)
+      const { key } = await s.tb.keys.create({ accountId: 'acct_1' })
+      const r = await connect(s.url, key)
+      expect(r.status).toBe(101)
+      expect(r.headers['x-request-id']).toEqual(expect.any(String))
+      expect(r.headers['x-usage-current']).toBe('10')
+      expect(r.headers['x-usage-limit']).toBe('100')
+      ;(r as Opened).ws.close()
+      await eventually(() => s.settled.length === 1, 'the session settled')
+    })
+  })
