@@ -4,7 +4,7 @@
  * WebSocket routes behind the guard, over real WebSocket clients (`ws`) against real servers
  * on ephemeral ports, the same behaviour on Hono (`@hono/node-ws`), Fastify
  * (`@fastify/websocket`) and Express (`ws` on the server's `upgrade` event, through
- * `requireApiKeyOnUpgrade`):
+ * `requireApiKeyOnUpgrade`), on the memory store and on Redis:
  *
  * - a refused upgrade (no key, a bad key, a rate limit, a quota, no credits, the concurrency
  *   limit) is answered its status and JSON error instead of a 101, the session never opens and
@@ -37,11 +37,12 @@ import { requireApiKey as honoGuard, sendUsageHeaders } from '../../adapters/hon
 import {
   type Admission,
   createTollbooth,
-  memoryStorage,
   type RouteOptions,
+  type Storage,
   type Tollbooth,
   type TollboothOptions,
 } from '../../src/internal.js'
+import { fourStores } from '../support/stores.js'
 import { eventually, heldStorage, recordSettles, type Settled, sleep } from './harness.js'
 
 const SECRET = 'websocket-suite-secret-websocket-suite-secret'
@@ -208,12 +209,16 @@ afterEach(async () => {
   running = []
 })
 
-async function setup(
+const stores = await fourStores('websocket')
+
+async function setupOn(
   start: Start,
   options: RouteOptions = { cost: 10 },
   tbOptions: Partial<TollboothOptions> = {},
+  store: () => Promise<Storage> = stores.memory!,
 ): Promise<Setup> {
-  const tb = createTollbooth({ secret: SECRET, storage: memoryStorage(), ...PLAN, ...tbOptions })
+  const storage = await store()
+  const tb = createTollbooth({ secret: SECRET, storage, ...PLAN, ...tbOptions })
   const settled = recordSettles(tb)
   const opened: Admission[] = []
   const server = await start(tb, options, opened)
@@ -226,155 +231,164 @@ async function setup(
 
 const used = async (tb: Tollbooth) => (await tb.accounts.get('acct_1')).credits.used
 
-for (const [name, start] of Object.entries(frameworks))
-  describe(`WebSocket sessions behind the guard on ${name}`, () => {
-    test('a refused upgrade is answered its status and JSON error, and charges nothing', async () => {
-      const s = await setup(start)
-      const missing = await connect(s.url)
-      expect(missing).toMatchObject({ status: 401, body: { code: 'missing_api_key' } })
-      expect(missing.headers['www-authenticate']).toMatch(/^Bearer/)
-      const bad = await connect(s.url, `sk_live_${'a'.repeat(33)}`)
-      expect(bad).toMatchObject({ status: 401, body: { code: 'invalid_api_key' } })
+for (const [storeName, store] of [
+  ['memory', stores.memory],
+  ['Redis', stores.Redis],
+] as const)
+  for (const [name, start] of Object.entries(frameworks))
+    describe.skipIf(store === null)(
+      `WebSocket sessions behind the guard on ${name}, ${storeName}`,
+      () => {
+        const setup: typeof setupOn = (start, options, tbOptions, s = store!) =>
+          setupOn(start, options, tbOptions, s)
+        test('a refused upgrade is answered its status and JSON error, and charges nothing', async () => {
+          const s = await setup(start)
+          const missing = await connect(s.url)
+          expect(missing).toMatchObject({ status: 401, body: { code: 'missing_api_key' } })
+          expect(missing.headers['www-authenticate']).toMatch(/^Bearer/)
+          const bad = await connect(s.url, `sk_live_${'a'.repeat(33)}`)
+          expect(bad).toMatchObject({ status: 401, body: { code: 'invalid_api_key' } })
 
-      const rated = await s.tb.keys.create({
-        accountId: 'acct_1',
-        limits: { rateLimits: [{ limit: 1, windowMs: 60_000 }] },
-      })
-      ;(await opened(s.url, rated.key)).close()
-      const limited = await connect(s.url, rated.key)
-      expect(limited).toMatchObject({ status: 429, body: { code: 'rate_limited' } })
-      expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0)
+          const rated = await s.tb.keys.create({
+            accountId: 'acct_1',
+            limits: { rateLimits: [{ limit: 1, windowMs: 60_000 }] },
+          })
+          ;(await opened(s.url, rated.key)).close()
+          const limited = await connect(s.url, rated.key)
+          expect(limited).toMatchObject({ status: 429, body: { code: 'rate_limited' } })
+          expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0)
 
-      const quota = await s.tb.keys.create({
-        accountId: 'acct_1',
-        limits: { quotas: { total: 1 } },
-      })
-      ;(await opened(s.url, quota.key)).close()
-      expect(await connect(s.url, quota.key)).toMatchObject({ status: 429 })
+          const quota = await s.tb.keys.create({
+            accountId: 'acct_1',
+            limits: { quotas: { total: 1 } },
+          })
+          ;(await opened(s.url, quota.key)).close()
+          expect(await connect(s.url, quota.key)).toMatchObject({ status: 429 })
 
-      const dear = await setup(start, { cost: 1000 })
-      const broke = await dear.tb.keys.create({ accountId: 'acct_2' })
-      expect(await connect(dear.url, broke.key)).toMatchObject({
-        status: 402,
-        body: { code: 'insufficient_credits' },
-      })
-      await eventually(() => s.settled.length === 2, 'the two admitted sessions settled')
-      // Only the two sessions admitted ran, and were charged; no refusal was.
-      expect(s.opened).toHaveLength(2)
-      expect(dear.opened).toHaveLength(0)
-      expect(dear.settled).toHaveLength(0)
-      expect(await used(s.tb)).toBe(20)
-    })
+          const dear = await setup(start, { cost: 1000 })
+          const broke = await dear.tb.keys.create({ accountId: 'acct_2' })
+          expect(await connect(dear.url, broke.key)).toMatchObject({
+            status: 402,
+            body: { code: 'insufficient_credits' },
+          })
+          await eventually(() => s.settled.length === 2, 'the two admitted sessions settled')
+          // Only the two sessions admitted ran, and were charged; no refusal was.
+          expect(s.opened).toHaveLength(2)
+          expect(dear.opened).toHaveLength(0)
+          expect(dear.settled).toHaveLength(0)
+          expect(await used(s.tb)).toBe(20)
+        })
 
-    test('a session settles once, with 101, when the client closes it; its slot is held until then', async () => {
-      const s = await setup(start)
-      const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
-      const ws = await opened(s.url, one.key)
-      await roundTrip(ws, 'hello')
-      await sleep(50)
-      expect(s.settled, 'not settled at the 101').toHaveLength(0)
-      const second = await connect(s.url, one.key)
-      expect(second).toMatchObject({ status: 429, body: { code: 'concurrency_limited' } })
-      ws.close()
-      await closed(ws)
-      await eventually(() => s.settled.length === 1, 'the session settled')
-      expect(s.settled[0]).toMatchObject({ status: 101 })
-      const again = await opened(s.url, one.key)
-      again.terminate()
-      await eventually(() => s.settled.length === 2, 'the second session settled')
-      await sleep(30)
-      expect(s.settled).toHaveLength(2)
-      expect(await used(s.tb)).toBe(20)
-    })
+        test('a session settles once, with 101, when the client closes it; its slot is held until then', async () => {
+          const s = await setup(start)
+          const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+          const ws = await opened(s.url, one.key)
+          await roundTrip(ws, 'hello')
+          await sleep(50)
+          expect(s.settled, 'not settled at the 101').toHaveLength(0)
+          const second = await connect(s.url, one.key)
+          expect(second).toMatchObject({ status: 429, body: { code: 'concurrency_limited' } })
+          ws.close()
+          await closed(ws)
+          await eventually(() => s.settled.length === 1, 'the session settled')
+          expect(s.settled[0]).toMatchObject({ status: 101 })
+          const again = await opened(s.url, one.key)
+          again.terminate()
+          await eventually(() => s.settled.length === 2, 'the second session settled')
+          await sleep(30)
+          expect(s.settled).toHaveLength(2)
+          expect(await used(s.tb)).toBe(20)
+        })
 
-    test('a session closed by the server or dropped settles once, and frees its slot', async () => {
-      const s = await setup(start)
-      const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
-      const ws = await opened(s.url, one.key)
-      ws.send('bye')
-      await closed(ws)
-      await eventually(() => s.settled.length === 1, 'the session the server closed settled')
-      // The TCP connection dropped, no close frame.
-      const dropped = await opened(s.url, one.key)
-      await roundTrip(dropped, 'hello')
-      expect(await connect(s.url, one.key)).toMatchObject({ status: 429 })
-      ;(dropped as unknown as { _socket: { destroy(): void } })._socket.destroy()
-      await eventually(() => s.settled.length === 2, 'the dropped session settled')
-      const third = await opened(s.url, one.key)
-      third.close()
-      await eventually(() => s.settled.length === 3, 'the third session settled')
-      expect(s.settled.map((e) => e.status)).toEqual([101, 101, 101])
-    })
+        test('a session closed by the server or dropped settles once, and frees its slot', async () => {
+          const s = await setup(start)
+          const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+          const ws = await opened(s.url, one.key)
+          ws.send('bye')
+          await closed(ws)
+          await eventually(() => s.settled.length === 1, 'the session the server closed settled')
+          // The TCP connection dropped, no close frame.
+          const dropped = await opened(s.url, one.key)
+          await roundTrip(dropped, 'hello')
+          expect(await connect(s.url, one.key)).toMatchObject({ status: 429 })
+          ;(dropped as unknown as { _socket: { destroy(): void } })._socket.destroy()
+          await eventually(() => s.settled.length === 2, 'the dropped session settled')
+          const third = await opened(s.url, one.key)
+          third.close()
+          await eventually(() => s.settled.length === 3, 'the third session settled')
+          expect(s.settled.map((e) => e.status)).toEqual([101, 101, 101])
+        })
 
-    test('a client gone while its upgrade was decided is settled 499, not charged, its slot freed', async () => {
-      const store = heldStorage()
-      const s = await setup(start, { cost: 10 }, { storage: store.storage })
-      const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
-      const admit = store.hold()
-      const ws = new WebSocket(s.url, { headers: { authorization: `Bearer ${one.key}` } })
-      ws.on('error', () => {})
-      await eventually(() => store.asked === 1, 'the admission to reach the store')
-      ws.terminate()
-      // The server sees the connection go before the store answers.
-      await sleep(50)
-      admit()
-      await eventually(() => s.settled.length === 1, 'the admission settled')
-      expect(s.settled[0]).toMatchObject({ status: 499 })
-      expect(s.opened).toHaveLength(0)
-      expect(await used(s.tb)).toBe(0)
-      const next = await opened(s.url, one.key)
-      next.close()
-      await eventually(() => s.settled.length === 2, 'the next session settled')
-      expect(s.settled[1]).toMatchObject({ status: 101 })
-    })
+        test('a client gone while its upgrade was decided is settled 499, not charged, its slot freed', async () => {
+          const store = heldStorage()
+          const s = await setup(start, { cost: 10 }, { storage: store.storage })
+          const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+          const admit = store.hold()
+          const ws = new WebSocket(s.url, { headers: { authorization: `Bearer ${one.key}` } })
+          ws.on('error', () => {})
+          await eventually(() => store.asked === 1, 'the admission to reach the store')
+          ws.terminate()
+          // The server sees the connection go before the store answers.
+          await sleep(50)
+          admit()
+          await eventually(() => s.settled.length === 1, 'the admission settled')
+          expect(s.settled[0]).toMatchObject({ status: 499 })
+          expect(s.opened).toHaveLength(0)
+          expect(await used(s.tb)).toBe(0)
+          const next = await opened(s.url, one.key)
+          next.close()
+          await eventually(() => s.settled.length === 2, 'the next session settled')
+          expect(s.settled[1]).toMatchObject({ status: 101 })
+        })
 
-    test('units reported during the session and at its close are what is charged and recorded', async () => {
-      const s = await setup(start)
-      const { key } = await s.tb.keys.create({ accountId: 'acct_1' })
-      const during = await opened(s.url, key)
-      during.send('charge:3')
-      await roundTrip(during, 'charge:4')
-      during.close()
-      await eventually(() => s.settled[0]?.event != null, 'the first session recorded')
-      expect(s.settled[0]!.event).toMatchObject({ units: 7, status: 101 })
-      const atClose = await opened(s.url, key)
-      await roundTrip(atClose, 'close-report:6')
-      atClose.close()
-      await eventually(() => s.settled[1]?.event != null, 'the second session recorded')
-      expect(s.settled[1]!.event).toMatchObject({ units: 6, status: 101 })
-      // Nothing reported: the route's cost.
-      const none = await opened(s.url, key)
-      none.close()
-      await eventually(() => s.settled[2]?.event != null, 'the third session recorded')
-      expect(s.settled[2]!.event).toMatchObject({ units: 10 })
-      expect(await used(s.tb)).toBe(7 + 6 + 10)
-    })
+        test('units reported during the session and at its close are what is charged and recorded', async () => {
+          const s = await setup(start)
+          const { key } = await s.tb.keys.create({ accountId: 'acct_1' })
+          const during = await opened(s.url, key)
+          during.send('charge:3')
+          await roundTrip(during, 'charge:4')
+          during.close()
+          await eventually(() => s.settled[0]?.event != null, 'the first session recorded')
+          expect(s.settled[0]!.event).toMatchObject({ units: 7, status: 101 })
+          const atClose = await opened(s.url, key)
+          await roundTrip(atClose, 'close-report:6')
+          atClose.close()
+          await eventually(() => s.settled[1]?.event != null, 'the second session recorded')
+          expect(s.settled[1]!.event).toMatchObject({ units: 6, status: 101 })
+          // Nothing reported: the route's cost.
+          const none = await opened(s.url, key)
+          none.close()
+          await eventually(() => s.settled[2]?.event != null, 'the third session recorded')
+          expect(s.settled[2]!.event).toMatchObject({ units: 10 })
+          expect(await used(s.tb)).toBe(7 + 6 + 10)
+        })
 
-    test('a session longer than the holds’ TTL keeps its slot', async () => {
-      const s = await setup(start, { cost: 10 }, { leaseTtlMs: 300, reservationTtlMs: 300 })
-      const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
-      const ws = await opened(s.url, one.key)
-      const began = Date.now()
-      for (const at of [200, 450, 700, 950]) {
-        await sleep(began + at - Date.now())
-        expect(await connect(s.url, one.key), `at ${at} ms`).toMatchObject({ status: 429 })
-      }
-      ws.close()
-      await eventually(() => s.settled.length === 1, 'the session settled')
-      const after = await opened(s.url, one.key)
-      after.close()
-      await eventually(() => s.settled.length === 2, 'the next session settled')
-    })
+        test('a session longer than the holds’ TTL keeps its slot', async () => {
+          const s = await setup(start, { cost: 10 }, { leaseTtlMs: 300, reservationTtlMs: 300 })
+          const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+          const ws = await opened(s.url, one.key)
+          const began = Date.now()
+          for (const at of [200, 450, 700, 950]) {
+            await sleep(began + at - Date.now())
+            expect(await connect(s.url, one.key), `at ${at} ms`).toMatchObject({ status: 429 })
+          }
+          ws.close()
+          await eventually(() => s.settled.length === 1, 'the session settled')
+          const after = await opened(s.url, one.key)
+          after.close()
+          await eventually(() => s.settled.length === 2, 'the next session settled')
+        })
 
-    test('the 101 carries the request id and the usage figures', async () => {
-      const s = await setup(start)
-      const { key } = await s.tb.keys.create({ accountId: 'acct_1' })
-      const r = await connect(s.url, key)
-      expect(r.status).toBe(101)
-      expect(r.headers['x-request-id']).toEqual(expect.any(String))
-      expect(r.headers['x-usage-current']).toBe('10')
-      expect(r.headers['x-usage-limit']).toBe('100')
-      ;(r as Opened).ws.close()
-      await eventually(() => s.settled.length === 1, 'the session settled')
-    })
-  })
+        test('the 101 carries the request id and the usage figures', async () => {
+          const s = await setup(start)
+          const { key } = await s.tb.keys.create({ accountId: 'acct_1' })
+          const r = await connect(s.url, key)
+          expect(r.status).toBe(101)
+          expect(r.headers['x-request-id']).toEqual(expect.any(String))
+          expect(r.headers['x-usage-current']).toBe('10')
+          expect(r.headers['x-usage-limit']).toBe('100')
+          ;(r as Opened).ws.close()
+          await eventually(() => s.settled.length === 1, 'the session settled')
+        })
+      },
+    )
