@@ -12,6 +12,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import {
   type Admission,
+  checkTollboothArg,
   clientGone,
   endWork,
   type RouteOptions,
@@ -49,6 +50,7 @@ export type UpgradeGuard = (req: IncomingMessage, socket: Duplex) => Promise<Adm
  * ```
  */
 export function requireApiKeyOnUpgrade(tb: Tollbooth, options: RouteOptions = {}): UpgradeGuard {
+  checkTollboothArg('requireApiKeyOnUpgrade', tb)
   const route = tb.route(options)
   // Node takes its `error` listener off the socket before the `upgrade` event, and `ws` adds
   // its own only in handleUpgrade: a reset meanwhile (or before the application calls it)

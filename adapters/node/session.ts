@@ -15,6 +15,7 @@
 import {
   type Admission,
   type Denial,
+  optionError,
   responseEnded,
   responseStarted,
   type Settler,
@@ -88,8 +89,11 @@ const withHeaders = new WeakSet<object>()
  * `headers` event; a header of the same name already there stays. Once per server.
  *
  * @param wss the `WebSocketServer` that completes the upgrades (`@hono/node-ws`'s `wss`, your own)
+ * @throws {ConfigError} when `wss` has no `on()` (not a `ws` server)
  */
 export function sendUsageHeaders(wss: HeadersEmitter): void {
+  if (typeof (wss as Partial<HeadersEmitter> | null)?.on !== 'function')
+    throw optionError('sendUsageHeaders', 'wss', 'must be a ws WebSocketServer', wss)
   if (withHeaders.has(wss)) return
   withHeaders.add(wss)
   wss.on('headers', (headers: string[], request: object) => {

@@ -229,6 +229,18 @@ async function setupOn(
   return { tb, url: server.url, opened, settled }
 }
 
+test('requireApiKeyOnUpgrade and sendUsageHeaders refuse what they cannot use, naming it', () => {
+  expect(() => requireApiKeyOnUpgrade({} as Tollbooth)).toThrow(
+    'requireApiKeyOnUpgrade: tb must be a tollbooth instance from createTollbooth(), got an object',
+  )
+  const tb = createTollbooth({ secret: SECRET })
+  expect(() => requireApiKeyOnUpgrade(tb, { cost: -1 })).toThrow(/cost/)
+  expect(() => sendUsageHeaders(undefined as never)).toThrow(
+    'sendUsageHeaders: wss must be a ws WebSocketServer, got undefined',
+  )
+  void tb.close()
+})
+
 const used = async (tb: Tollbooth) => (await tb.accounts.get('acct_1')).credits.used
 
 for (const [storeName, store] of [
