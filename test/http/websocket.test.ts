@@ -241,6 +241,27 @@ test('requireApiKeyOnUpgrade and sendUsageHeaders refuse what they cannot use, n
   void tb.close()
 })
 
+test('Fastify: the plugin registered before @fastify/websocket puts the headers on the 101 too', async () => {
+  const tb = createTollbooth({ secret: SECRET, ...PLAN })
+  const settled = recordSettles(tb)
+  const app = Fastify()
+  await app.register(tollbooth, { tb })
+  await app.register(fastifyWebsocket)
+  app.get('/v1/realtime', { websocket: true, config: { tollbooth: { cost: 10 } } }, () => {})
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  running.push(async () => {
+    await app.close()
+    await tb.close()
+  })
+  const { key } = await tb.keys.create({ accountId: 'acct_1' })
+  const r = await connect(listening(app.server), key)
+  expect(r.status).toBe(101)
+  expect(r.headers['x-usage-current']).toBe('10')
+  ;(r as Opened).ws.close()
+  await eventually(() => settled.length === 1, 'the session settled')
+  expect(settled[0]).toMatchObject({ status: 101 })
+})
+
 const used = async (tb: Tollbooth) => (await tb.accounts.get('acct_1')).credits.used
 
 for (const [storeName, store] of [
