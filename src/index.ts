@@ -26,6 +26,7 @@ export {
   providerVerifiers,
   type VerifierEndpoint,
 } from './byok/verifiers.js'
+export type { FeedFigures } from './change-feed.js'
 export type { Clock, ManualClock } from './clock.js'
 export type { Admission, ApiKeyInfo, Decision, Denial, Report } from './decision.js'
 export {

@@ -11,6 +11,7 @@ import { DEFAULT_PROVIDERS } from './byok/providers.js'
 import { createSealer } from './byok/seal.js'
 import { ProviderKeyService } from './byok/service.js'
 import { createKeyCache } from './cache.js'
+import { type FeedFigures, watchFeed } from './change-feed.js'
 import { type Clock, systemClock } from './clock.js'
 import { type Context, DRAIN_MS, endsWithin, withTimeout } from './context.js'
 import type { Decision } from './decision.js'
@@ -22,7 +23,7 @@ import { marksUses } from './keys/first-use.js'
 import { createKeyHasher, deriveKey } from './keys/hash.js'
 import { KeyManager } from './keys/manager.js'
 import { createIpGuard, ipAddressSchema, ipBlocksListSchema } from './limits/ip-block.js'
-import { ACCOUNT_MESSAGE, AccountService } from './metering/accounts.js'
+import { AccountService } from './metering/accounts.js'
 import { createOutbox } from './metering/outbox.js'
 import { UsageService } from './metering/usage.js'
 import {
@@ -123,16 +124,17 @@ export interface Tollbooth {
   close(): Promise<void>
   /**
    * Figures of this instance: counter operations waiting to be retried (settles and cancels
-   * whose first attempt failed), retried, and dropped because the queue was full; and its
-   * leases (null when the counters are not leased: in-process counters, or `leases: false`);
-   * and the keys and provider keys found only under one of `previousSecrets` since start
-   * (store reads, not requests: a key found is cached): while they grow, a previous secret is
-   * still needed.
+   * whose first attempt failed), retried, and dropped because the queue was full; its leases
+   * (null when the counters are not leased: in-process counters, or `leases: false`); its
+   * change feed (null without one): whether it delivers, and whether it went silent; and the
+   * keys and provider keys found only under one of `previousSecrets` since start (store reads,
+   * not requests: a key found is cached): while they grow, a previous secret is still needed.
    */
   stats(): {
     settleRetries: SettleQueueStats
     feedRetries: RetryStats
     leases: LeaseFigures | null
+    feed: FeedFigures | null
     previousSecrets: { keys: number; providerKeys: number }
   }
 }
@@ -339,7 +341,14 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     ),
     o.verifiers,
   )
-  const unsubscribe = subscribe(storage, ctx, onError, o.cache === false ? 0 : o.cache.feedProbeMs)
+  const unsubscribe = watchFeed(
+    storage,
+    ctx,
+    onError,
+    o.cache === false
+      ? { probeMs: 0, feedDownTtlMs: 0 }
+      : { probeMs: o.cache.feedProbeMs, feedDownTtlMs: o.cache.feedDownTtlMs },
+  )
   const decide = createPipeline(ctx)
 
   const route = (routeOptions: RouteOptions = {}): ResolvedRoute => {
@@ -469,6 +478,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       feedRetries: feed.queue.stats(),
       leases: leased && leaseFigures(leased),
       previousSecrets: { ...ctx.previous },
+      feed: unsubscribe?.figures() ?? null,
     }),
     onUsageFlushed(listener) {
       flushListeners.add(listener)
@@ -648,110 +658,6 @@ function publisher(
         // Only a failed message takes a place in the queue (a burst of changes never fills it).
         queue.add(message, Promise.reject(err), false)
       }
-    },
-  }
-}
-
-/**
- * The start of a feed probe's message: never a key hash (hex) nor `account:<id>`, nor the
- * PostgreSQL feed's own LISTEN probe (`tollbooth:probe:`, which that feed keeps to itself).
- */
-const PROBE_MESSAGE = 'tollbooth:feed-probe:'
-
-/**
- * Listens to the storage's change feed: a key's hash drops the key from the cache, and
- * `account:<id>` the account's admission view. Whenever the feed reports it stopped
- * delivering, or its subscription failed, both caches serve entries for `cache.feedDownTtlMs`
- * at most; they empty when it reports delivering again.
- *
- * A feed can also stop delivering without knowing it (a half-open connection after a network
- * partition, a NAT or load balancer dropping an idle flow, a pooler handing the LISTEN's
- * server connection to another client, a subscriber left on a failed-over Redis node): no
- * error, no close, so no `onStatus(false)`. Every `probeMs` the instance publishes a probe of
- * its own through the feed; one not heard back by the next is taken as the feed down (caches
- * trusted `feedDownTtlMs`) until one is heard again. A silent feed is so noticed within
- * `2 × probeMs`. Probes are one publish each `probeMs` per instance (one not sent while the
- * last one's publish is still pending); other instances' probes are ignored.
- */
-function subscribe(
-  storage: Storage,
-  ctx: Context,
-  onError: (err: unknown) => void,
-  probeMs: number,
-): { off: Promise<() => void>; stopProbing(): void } | undefined {
-  const feed = storage.changes
-  if (!feed) return undefined
-  /** What the feed says (`onStatus`), and whether the last probe came back. */
-  let reported = false
-  let fed = true
-  let heard = true
-  // Both caches act on a change only (a repeated state is a no-op).
-  const update = () => {
-    ctx.cache.feed(fed && heard)
-    ctx.accounts.feed(fed && heard)
-  }
-  const onStatus = (up: boolean) => {
-    reported = true
-    fed = up
-    update()
-  }
-  // Drawn lazily: Workers allow no random numbers at module scope (no feed there anyway).
-  let mine: string | undefined
-  const own = () => {
-    mine ??= `${PROBE_MESSAGE}${ctx.instanceId}:`
-    return mine
-  }
-  let waiting = false
-  let sending = false
-  let sent = 0
-  const onMessage = (message: string) => {
-    if (message.startsWith(PROBE_MESSAGE)) {
-      if (message.startsWith(own())) {
-        waiting = false
-        heard = true
-        update()
-      }
-      return
-    }
-    if (message.startsWith(ACCOUNT_MESSAGE))
-      ctx.accounts.invalidate(message.slice(ACCOUNT_MESSAGE.length))
-    else ctx.cache.delete(message)
-  }
-  let timer: ReturnType<typeof setInterval> | null = null
-  if (probeMs > 0) {
-    timer = setInterval(() => {
-      if (waiting) {
-        heard = false
-        update()
-      }
-      if (sending) return
-      waiting = true
-      sending = true
-      // A probe whose publish fails is not heard: the next tick says so; no report (the feed's
-      // own errors are, and a failed revocation's publish is retried by `publisher`).
-      feed
-        .publish(`${own()}${++sent}`)
-        .catch(() => {})
-        .finally(() => {
-          sending = false
-        })
-    }, probeMs)
-    ;(timer as { unref?: () => void }).unref?.()
-  }
-  const off = feed.subscribe(onMessage, { onStatus }).catch((err) => {
-    onError(err)
-    // Not delivering (a feed that keeps trying says so with onStatus(true) when it does).
-    if (!reported) {
-      fed = false
-      update()
-    }
-    return () => {}
-  })
-  return {
-    off,
-    stopProbing() {
-      if (timer) clearInterval(timer)
-      timer = null
     },
   }
 }

@@ -171,7 +171,9 @@ export function sqliteStorage(options: SqliteStorageOptions): SqliteStorage {
   }
   const counters = sqliteCounters(d, o.pruneEvery)
   const stopCheckpoints = startCheckpoints(db, o.checkpointMs, onError)
-  const changes = sqliteChanges(d, o.changePollMs, onError)
+  // Its publisher reads its own message back in the same call: it cannot go silent without
+  // an error, so the core sends it no feed probes (a row each `cache.feedProbeMs`).
+  const changes = markInProcess(sqliteChanges(d, o.changePollMs, onError))
   // Calls on a local file: the core skips its timeout timer; a lock held too long fails after
   // busyTimeoutMs.
   const keys = markInProcess(sqliteKeys(d))

@@ -54,6 +54,7 @@ describe.skipIf(!server || skipPostgres)('a change feed gone silent (no error, n
   const make = async (feed: Storage['changes'], clock: ReturnType<typeof manualClock>) => {
     const keys = postgresStorage({ pool, schema })
     const storage: Storage = { ...keys, changes: feed }
+    const errors: unknown[] = []
     const tb = createTollbooth({
       secret: SECRET,
       clock,
@@ -66,13 +67,13 @@ describe.skipIf(!server || skipPostgres)('a change feed gone silent (no error, n
         feedProbeMs: 100,
       },
       failedAuth: false,
-      onError: () => {},
+      onError: (e: unknown) => errors.push(e),
     })
     const messages: string[] = []
     // Changes only: the instances' feed probes pass through too.
     const off = await feed!.subscribe((m) => m.startsWith('tollbooth:') || messages.push(m))
     cleanups.push(off)
-    return { tb, messages }
+    return { tb, messages, errors }
   }
 
   /** Redis: A's client direct, B's through the proxy (its subscriber connection muted). */
@@ -149,10 +150,18 @@ describe.skipIf(!server || skipPostgres)('a change feed gone silent (no error, n
           3000,
         )
         expect(await b.tb.authenticate(request(one.key))).toMatchObject({ status: 401 })
+        // Said once, with what to check, and shown by stats().
+        expect(b.errors).toHaveLength(1)
+        expect(b.errors[0]).toMatchObject({ code: 'storage_unavailable' })
+        expect((b.errors[0] as Error).message).toMatch(/^change feed silent: .*listenPool/)
+        expect(b.tb.stats().feed).toEqual({ delivering: false, silent: true, silences: 1 })
 
         // 2. Delivering again: a revocation on A reaches B as a message...
         proxy.mute(false)
         const two = await created('two')
+        await until(() => b.errors.length === 2, 3000)
+        expect((b.errors[1] as Error).message).toMatch(/^the change feed delivers again/)
+        expect(b.tb.stats().feed).toEqual({ delivering: true, silent: false, silences: 1 })
         expect(await allowed(b.tb.authenticate(request(two.key)))).toBe(true)
         await a.tb.keys.revoke(two.record.id)
         const backMs = await until(
@@ -173,6 +182,7 @@ describe.skipIf(!server || skipPostgres)('a change feed gone silent (no error, n
         console.log(
           `${name} feed silent: revoked key refused by B ${refusedMs} ms after the mute (feedProbeMs 100); back: a revocation refused by B ${backMs} ms after it`,
         )
+        expect([a.errors, b.errors.length]).toEqual([[], 2])
       } finally {
         proxy.mute(false)
         await Promise.all([a.tb.close(), b.tb.close(), c.close()])

@@ -8,17 +8,21 @@
  * until the entry is one second old; once the feed is back, B's caches are emptied, so a change
  * missed meanwhile shows at once. A feed that never reports is taken as up. B's view of the
  * account is read where admission uses it: a request's `X-Usage-Limit` (the plan's credits plus
- * the balance); `tb.accounts.get()` reads the store anew.
+ * the balance); `tb.accounts.get()` reads the store anew. A feed that loses messages without
+ * saying so (muted) is found by the probe (`cache.feedProbeMs`) and reported once per
+ * transition, through `onError` and `tb.stats().feed`; one that said it was down is not.
  */
 
 import { describe, expect, it } from 'vitest'
 import {
   type ChangeFeed,
   createTollbooth,
+  isTollboothError,
   manualClock,
   memoryStorage,
   type SubscribeOptions,
 } from '../../src/internal.js'
+import { until } from '../support/core.js'
 
 const SECRET = 'feed-status-suite-secret-0123456789abcdef'
 
@@ -56,7 +60,24 @@ function switchableFeed() {
     up = live
     for (const s of subs) s.options?.onStatus?.(live)
   }
-  return { feed, set }
+  /** Loses messages without a word, as a half-open connection does. */
+  const mute = (muted: boolean) => {
+    up = !muted
+  }
+  return { feed, set, mute }
+}
+
+/** An instance on a switchable feed probed every 50 ms, and what it reported. */
+function probed() {
+  const { feed, set, mute } = switchableFeed()
+  const errors: unknown[] = []
+  const tb = createTollbooth({
+    secret: SECRET,
+    storage: { ...memoryStorage(), changes: feed },
+    cache: { feedProbeMs: 50 },
+    onError: (e: unknown) => errors.push(e),
+  })
+  return { tb, errors, set, mute }
 }
 
 describe('caches while the change feed is down', () => {
@@ -148,6 +169,69 @@ describe('caches while the change feed is down', () => {
     } finally {
       await tb.close()
     }
+  })
+
+  it('reports a feed gone silent once, through onError and stats(), and once when it delivers again', async () => {
+    const { tb, errors, mute } = probed()
+    const feedStats = () => tb.stats().feed
+    try {
+      await until(() => errors.length === 0 && feedStats()?.delivering === true, 1000)
+      expect(feedStats()).toEqual({ delivering: true, silent: false, silences: 0 })
+
+      // Messages stop arriving, and the feed says nothing of it.
+      mute(true)
+      await until(() => errors.length > 0, 1000)
+      // Ten more probe periods go unheard: still one report.
+      await new Promise((r) => setTimeout(r, 500))
+      expect(errors).toHaveLength(1)
+      const silent = errors[0]
+      expect(isTollboothError(silent) && silent.code).toBe('storage_unavailable')
+      expect((silent as Error).message).toMatch(
+        /change feed.*cache\.feedProbeMs \(50 ms\).*cache\.feedDownTtlMs \(5000 ms\).*pooler.*listenPool.*load balancer/s,
+      )
+      expect(feedStats()).toEqual({ delivering: false, silent: true, silences: 1 })
+
+      // Delivering again: said once, as no error of the store.
+      mute(false)
+      await until(() => errors.length > 1, 1000)
+      await new Promise((r) => setTimeout(r, 300))
+      expect(errors).toHaveLength(2)
+      expect(isTollboothError(errors[1])).toBe(false)
+      expect((errors[1] as Error).message).toMatch(/change feed delivers again.*silent for \d+ ms/)
+      expect(feedStats()).toEqual({ delivering: true, silent: false, silences: 1 })
+
+      // A second silence is a second transition: reported again.
+      mute(true)
+      await until(() => errors.length > 2, 1000)
+      expect(feedStats()).toEqual({ delivering: false, silent: true, silences: 2 })
+    } finally {
+      await tb.close()
+    }
+  })
+
+  it('does not call a feed that said it is down silent, nor count a probe lost meanwhile', async () => {
+    const { tb, errors, set } = probed()
+    try {
+      await new Promise((r) => setTimeout(r, 120))
+      // Down and saying so (a connection dropped, reconnecting): its own report is the news.
+      set(false)
+      await new Promise((r) => setTimeout(r, 300))
+      expect(tb.stats().feed).toEqual({ delivering: false, silent: false, silences: 0 })
+      // Back: the probes sent while down were lost, and are not taken for silence.
+      set(true)
+      await until(() => tb.stats().feed?.delivering === true, 1000)
+      await new Promise((r) => setTimeout(r, 300))
+      expect(errors).toEqual([])
+      expect(tb.stats().feed).toEqual({ delivering: true, silent: false, silences: 0 })
+    } finally {
+      await tb.close()
+    }
+  })
+
+  it('shows no feed figures without a change feed', async () => {
+    const tb = createTollbooth({ secret: SECRET, storage: memoryStorage() })
+    expect(tb.stats().feed).toBeNull()
+    await tb.close()
   })
 
   it('takes cache.feedProbeMs as 0 or an integer >= 50, and names it otherwise', async () => {
