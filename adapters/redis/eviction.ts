@@ -10,7 +10,8 @@
  * storage reads the server's `maxmemory_policy` (from `INFO memory`, which managed services
  * allow where they block `CONFIG`) once connected, and again after each reconnect (a failover
  * may reach a server configured otherwise), and warns (`TOLLBOOTH_REDIS_EVICTION`) unless it
- * is `noeviction`. A server that refuses INFO is left unchecked.
+ * is `noeviction` or `maxmemory` is 0 (no limit: nothing is evicted, whatever the policy). A
+ * server that refuses INFO is left unchecked.
  */
 
 import { warnOnce } from '../../src/internal.js'
@@ -21,13 +22,19 @@ export function evictionPolicy(info: string): string | undefined {
   return /^maxmemory_policy:(\S+)/m.exec(info)?.[1]
 }
 
-/** Warns once unless `info` (an `INFO memory` reply) shows the `noeviction` policy. */
+/**
+ * Warns once unless `info` (an `INFO memory` reply) shows the `noeviction` policy, or
+ * `maxmemory:0`: no limit, so Redis evicts nothing whatever its policy (the default of a
+ * self-hosted Redis). A reply without `maxmemory` is judged by its policy alone.
+ */
 function check(info: string): void {
   const policy = evictionPolicy(info)
   if (policy === undefined || policy === 'noeviction') return
+  const limit = /^maxmemory:(\d+)/m.exec(info)?.[1]
+  if (limit === '0') return
   warnOnce(
     'TOLLBOOTH_REDIS_EVICTION',
-    `the Redis server's maxmemory-policy is ${policy}: under memory pressure it deletes tollbooth's counters, credit holds and markers (and under allkeys-* its key records and usage), so spent limits admit again; set maxmemory-policy noeviction (a parameter group on ElastiCache, a setting on managed services)`,
+    `the Redis server's maxmemory-policy is ${policy}${limit === undefined ? '' : ` (with maxmemory ${limit})`}: under memory pressure it deletes tollbooth's counters, credit holds and markers (and under allkeys-* its key records and usage), so spent limits admit again; set maxmemory-policy noeviction (a parameter group on ElastiCache, a setting on managed services)`,
   )
 }
 

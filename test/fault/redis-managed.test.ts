@@ -7,7 +7,7 @@
  *   `volatile-lru`): filling the memory evicts a spent rate limit's counter, and the key is
  *   served again (5 more for 10 an hour). Nothing in the storage can prevent that, so it warns
  *   once connected (`TOLLBOOTH_REDIS_EVICTION`, naming the policy); under `noeviction` it does
- *   not.
+ *   not, nor with `maxmemory` 0 (no limit: nothing is evicted, whatever the policy).
  * - `noeviction` with the memory full: admissions get 503 `storage_unavailable` (Redis refuses
  *   the writing call whole), the process serves on, and once memory is freed every admitted
  *   request's usage is recorded, credits charged equal the recorded units, the quota counted the
@@ -246,8 +246,25 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
     expect(await summary()).toMatchObject({ requests: 5, units: 5 })
   })
 
+  it('allkeys-lru without maxmemory (0, no limit): nothing is evicted, and no warning', async () => {
+    await admin.config('SET', 'maxmemory', '0', 'maxmemory-policy', 'allkeys-lru')
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {})
+    const client = await connect()
+    const { tb, route } = make(client, 'nolimit:')
+    await client.ping()
+    await new Promise((r) => setTimeout(r, 10))
+    expect(policyWarnings(warn)).toEqual([])
+    // What the policy would act on, were there a limit: 6 MB written, nothing evicted.
+    const { key } = await tb.keys.create({ accountId: 'acct_nolimit' })
+    expect((await call(tb, route, key)).allowed).toBe(true)
+    expect(await fill(600)).toBe('')
+    expect(Number(/evicted_keys:(\d+)/.exec(await admin.info('stats'))![1])).toBe(0)
+  })
+
   it('allkeys-lru: an evicted rate limit admits again, and the storage warns of the policy once connected', async () => {
-    await admin.config('SET', 'maxmemory-policy', 'allkeys-lru')
+    // A limit, as managed services set one: 1 GB here (lowered below once the counters are
+    // written).
+    await admin.config('SET', 'maxmemory', String(1 << 30), 'maxmemory-policy', 'allkeys-lru')
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => {})
     const client = await connect()
     const { tb, route } = make(client, 'evict:')
@@ -257,6 +274,7 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
     expect(warnings).toHaveLength(1)
     expect(warnings[0]).toContain('allkeys-lru')
     expect(warnings[0]).toContain('noeviction')
+    expect(warnings[0]).toContain('maxmemory 1073741824')
 
     // Why: a spent rate limit's counter evicted under memory pressure admits the key again
     // (a spent `total` quota too, when its usage, which it is rebuilt from, goes as well).
