@@ -3,7 +3,9 @@
  *
  * Tollbooth behind a real nginx (`test/support/nginx.ts`), as nearly every deployment runs it,
  * on Hono, Express and Fastify (the behaviour suite's app builders): a client leaving a stream
- * with nginx's response buffering on (its default) and off, nginx giving up on a slow upstream
+ * with nginx's response buffering on (its default) and off, a client leaving with
+ * `proxy_ignore_client_abort` on and off (on: nginx keeps the upstream request until a write to
+ * the client fails, so an answer not yet begun is billed in full), nginx giving up on a slow upstream
  * (`proxy_read_timeout`), kept-alive upstream connections, and whose address the failed-auth
  * guard blocks with nginx's usual forwarding headers.
  */
@@ -187,6 +189,71 @@ describe.skipIf(skip).each(FRAMEWORKS)('requireApiKey on %s behind nginx', (_, s
       expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(stopped!.sent)
     },
   )
+
+  // `proxy_ignore_client_abort on`: nginx keeps its upstream request when the client leaves,
+  // until it next writes to that client. An answer that comes whole when the handler ends is
+  // then read to its end: tollbooth sees no abort and bills it in full (200, its cost), where
+  // by default nginx closes the upstream connection at once (499, refunded: nothing reported).
+  test.each([
+    ['off (the default)', [], { status: 499, used: 0 }],
+    ['on', ['proxy_ignore_client_abort on;'], { status: 200, used: 5 }],
+  ])(
+    'proxy_ignore_client_abort %s: a client leaving a slow answer before it comes',
+    async (_, location, expected) => {
+      const slow = gate()
+      let finished = false
+      const h = await behind(
+        [
+          {
+            path: '/v1/work',
+            options: { cost: 5 },
+            async handle() {
+              await slow.promise
+              finished = true
+              return {}
+            },
+          },
+        ],
+        location,
+      )
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1' })
+      await leaveAfter(`${nginx!.url}/v1/work`, key, 100)
+      await sleep(100)
+      slow.open()
+      await eventually(() => !!h.settled[0]?.event, 'the request to settle')
+      expect(finished).toBe(true)
+      expect(h.settled[0]!.event).toMatchObject({ path: '/v1/work', status: expected.status })
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(expected.used)
+    },
+  )
+
+  // It holds the upstream only until a write to the departed client fails: a stream nginx
+  // passes on as it comes (buffering off) is cut two events or so after the client left,
+  // as without the directive (499, what it sent charged).
+  test('proxy_ignore_client_abort on, proxy_buffering off: a client leaving mid-stream still cuts it, settled 499', async () => {
+    let stopped: StreamProgress | undefined
+    const h = await behind(
+      [
+        {
+          path: '/v1/stream',
+          options: { cost: 100 },
+          stream: { count: 40, intervalMs: 10 },
+          handle(k: Admission, progress?: StreamProgress) {
+            stopped = progress
+            k.report({ cost: progress!.sent })
+          },
+        },
+      ],
+      ['proxy_ignore_client_abort on;', 'proxy_buffering off;'],
+    )
+    const { key } = await h.tb.keys.create({ accountId: 'acct_1' })
+    await leaveAfter(`${nginx!.url}/v1/stream`, key, 100)
+    await eventually(() => !!h.settled[0]?.event, 'the stream to settle')
+    expect(stopped?.aborted).toBe(true)
+    expect(stopped!.sent).toBeLessThan(40)
+    expect(h.settled[0]!.event).toMatchObject({ status: 499, units: stopped!.sent })
+    expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(stopped!.sent)
+  })
 
   // nginx answers 504 itself and closes its upstream connection: the handler's work is what it
   // reported, settled 499 when it ends, its slot taken until then.
