@@ -239,9 +239,12 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       )
     }
   }
+  /** `close()` was called while the storage's client was still open (the right order). */
+  let closedFirst = false
   const onError = reportClosedOnce(
     storage,
     o.onError ?? ((err: unknown) => console.error('[tollbooth]', withCauses(err))),
+    () => closedFirst,
   )
   const providers: Record<string, string> = {}
   for (const [p, h] of Object.entries(o.providers ?? DEFAULT_PROVIDERS))
@@ -493,6 +496,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       }
     },
     async close() {
+      if (storage.closed?.() === undefined) closedFirst = true
       // One bound for every wait on the store (`DRAIN_MS`), and a storage timeout more for
       // the usage events: a store frozen or down past it no longer holds close() (and a
       // SIGTERM handler awaiting it) for as long as it stays so.

@@ -25,11 +25,14 @@ const told = new WeakSet<object>()
  * `StorageUnavailableError` whose cause is the first failure) and drops every failure reported
  * after it while the storage says it is closed: once per storage, through whichever of the
  * reporters sharing it (the instance, the management API, the meter out-box) hears it first.
- * A storage without `closed()` is reported as before: every failure.
+ * A storage without `closed()` is reported as before: every failure. `closedFirst` says the
+ * instance was closed while the client was still open (the right order, then a call on the
+ * instance afterwards): the report then does not tell to close tollbooth first.
  */
 export function reportClosedOnce(
   storage: Pick<Storage, 'closed'>,
   report: (err: unknown) => void,
+  closedFirst: () => boolean = () => false,
 ): (err: unknown) => void {
   if (!storage.closed) return report
   return (err: unknown) => {
@@ -39,7 +42,9 @@ export function reportClosedOnce(
     told.add(storage)
     report(
       new StorageUnavailableError(
-        `${closedMessage(why)}; until then requests are answered 503 and usage events stay queued (tb.close() rejects naming them)`,
+        closedFirst()
+          ? `${why} after tb.close() (the right order), and the instance was called since: requests are answered 503 and calls to tb.keys, tb.accounts and the like reject; call nothing on a tollbooth instance once its storage's client is closed`
+          : `${closedMessage(why)}; until then requests are answered 503 and usage events stay queued (tb.close() rejects naming them)`,
         { cause: err },
       ),
     )

@@ -8,7 +8,9 @@
  * with the driver's words: `Connection is closed.`, a ConfigError, `The database connection is
  * not open`); the product's routes and the management API answer 503 `storage_unavailable`
  * (the management API answered 500); `tb.close()` rejects at once naming the event it could
- * not write; the Stripe meter's out-box reports the closed store once too.
+ * not write; the Stripe meter's out-box reports the closed store once too. Closed in the right
+ * order (`tb.close()`, then the client) and the instance called since: nothing waits, and the
+ * one report says so (it said to call `tb.close()` first, which had been done).
  * `closed-client.test.ts` checks the same as processes (they end by themselves).
  */
 
@@ -193,5 +195,46 @@ for (const [name, make] of Object.entries(stores))
       } finally {
         await closeServer(server)
       }
+    })
+
+    test('closed after tb.close(), the instance called since: no wait, and a report that does not say to close tollbooth first', async () => {
+      const made = await make!()
+      const errors: unknown[] = []
+      const tb = createTollbooth({
+        secret: SECRET,
+        storage: made.storage,
+        onError: (err) => errors.push(err),
+      })
+      const { key } = await tb.keys.create({ accountId: 'acct_1' })
+      const request = {
+        headers: { authorization: `Bearer ${key}` },
+        ip: '127.0.0.1',
+        method: 'GET',
+        path: '/v1/x',
+      }
+      const route = tb.route({ cost: 0 })
+      const first = await tb.authenticate(request, route)
+      expect(first.allowed).toBe(true)
+      if (first.allowed) await tb.settle(first, { status: 200 })
+      // The right order: tollbooth, then its client.
+      await tb.close()
+      await made.closeClient()
+      const began = Date.now()
+      expect(await tb.authenticate(request, route)).toMatchObject({
+        allowed: false,
+        status: 503,
+        code: 'storage_unavailable',
+      })
+      await expect(tb.keys.create({ accountId: 'acct_2' })).rejects.toThrow()
+      await expect(tb.accounts.get('acct_1')).rejects.toThrow()
+      await tb.flush()
+      await tb.close()
+      expect(Date.now() - began).toBeLessThan(1000)
+      expect(errors, errors.map(String).join('\n')).toHaveLength(1)
+      const told = errors[0] as Error
+      expect(isTollboothError(told) && told.code).toBe('storage_unavailable')
+      expect(told.message).toMatch(made.cause)
+      expect(told.message).toMatch(/after tb\.close\(\)/)
+      expect(told.message).not.toMatch(/first/)
     })
   })
