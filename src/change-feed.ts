@@ -130,7 +130,7 @@ export function watchFeed(
         if (fed && silentSince === null) {
           silentSince = Date.now()
           silences++
-          onError(silent(probeMs, o.feedDownTtlMs, refused))
+          onError(silent(probeMs, o.feedDownTtlMs, sending, refused))
         }
       }
       if (sending) return
@@ -169,14 +169,23 @@ export function watchFeed(
   }
 }
 
-/** The report of a feed gone silent: what it costs, and what to check. */
-function silent(probeMs: number, feedDownTtlMs: number, refused: unknown): StorageUnavailableError {
-  const why =
-    refused === undefined
+/**
+ * The report of a feed gone silent: what it costs, and what to check. `pending`: the probe's
+ * publish has not ended yet; `refused`: why it failed, if it did.
+ */
+function silent(
+  probeMs: number,
+  feedDownTtlMs: number,
+  pending: boolean,
+  refused: unknown,
+): StorageUnavailableError {
+  const why = pending
+    ? `was not published within ${probeMs} ms (its publish still waits for the store)`
+    : refused === undefined
       ? `was not delivered back through the storage's change feed within ${probeMs} ms, and the feed reports no trouble`
       : "could not be published through the storage's change feed"
   return new StorageUnavailableError(
-    `change feed silent: this instance's probe, sent every cache.feedProbeMs (${probeMs} ms), ${why}. Revocations and account changes made on other instances are not reaching this one: its caches are trusted for cache.feedDownTtlMs (${feedDownTtlMs} ms) only until a probe comes back. Check what lies between this process and the store on the subscriber's connection: a pooler in transaction mode (PostgreSQL: give postgresStorage a listenPool that reaches the server directly or through session pooling), a proxy, NAT or load balancer dropping idle connections, a Redis subscriber left on a failed-over node`,
+    `change feed silent: this instance's probe, sent every cache.feedProbeMs (${probeMs} ms), ${why}. Revocations and account changes made on other instances may not be reaching this one: its caches are trusted for cache.feedDownTtlMs (${feedDownTtlMs} ms) only until a probe comes back. Check what lies between this process and the store on the subscriber's connection: a pooler in transaction mode (PostgreSQL: give postgresStorage a listenPool that reaches the server directly or through session pooling), a proxy, NAT or load balancer dropping idle connections, a Redis subscriber left on a failed-over node`,
     refused === undefined ? undefined : { cause: refused },
   )
 }

@@ -228,6 +228,32 @@ describe('caches while the change feed is down', () => {
     }
   })
 
+  it('names a probe the store would not publish, with its error as the cause', async () => {
+    const refusal = new Error('NOPERM this user has no permissions to access the channel')
+    const feed: ChangeFeed = {
+      publish: async () => {
+        throw refusal
+      },
+      subscribe: async () => () => {},
+    }
+    const errors: unknown[] = []
+    const tb = createTollbooth({
+      secret: SECRET,
+      storage: { ...memoryStorage(), changes: feed },
+      cache: { feedProbeMs: 50 },
+      onError: (e: unknown) => errors.push(e),
+    })
+    try {
+      await until(() => errors.length > 0, 1000)
+      expect((errors[0] as Error).message).toMatch(
+        /^change feed silent: .*could not be published through the storage's change feed/,
+      )
+      expect((errors[0] as Error).cause).toBe(refusal)
+    } finally {
+      await tb.close()
+    }
+  })
+
   it('shows no feed figures without a change feed', async () => {
     const tb = createTollbooth({ secret: SECRET, storage: memoryStorage() })
     expect(tb.stats().feed).toBeNull()
