@@ -102,6 +102,20 @@ const slowRoute = (slow: { promise: Promise<void> }): TestRoute => ({
   },
 })
 
+/**
+ * `GET /v1/stream` at cost 100: 40 events 10 ms apart, one credit reported an event sent;
+ * `stopped` is told how far it got.
+ */
+const streamRoute = (stopped: (progress: StreamProgress) => void): TestRoute => ({
+  path: '/v1/stream',
+  options: { cost: 100 },
+  stream: { count: 40, intervalMs: 10 },
+  handle(k: Admission, progress?: StreamProgress) {
+    stopped(progress!)
+    k.report({ cost: progress!.sent })
+  },
+})
+
 /** A handler's work: reports `cost` credits, answers `{}`. */
 const reported = (k: Admission, cost: number) => {
   k.report({ cost })
@@ -154,15 +168,9 @@ describe.skipIf(skip).each(FRAMEWORKS)('requireApiKey on %s behind nginx', (_, s
       const h = await behind(
         [
           ok(),
-          {
-            path: '/v1/stream',
-            options: { cost: 100 },
-            stream: { count: 40, intervalMs: 10 },
-            handle(k: Admission, progress?: StreamProgress) {
-              stopped = progress
-              k.report({ cost: progress!.sent })
-            },
-          },
+          streamRoute((p) => {
+            stopped = p
+          }),
         ],
         location,
       )
@@ -234,15 +242,9 @@ describe.skipIf(skip).each(FRAMEWORKS)('requireApiKey on %s behind nginx', (_, s
     let stopped: StreamProgress | undefined
     const h = await behind(
       [
-        {
-          path: '/v1/stream',
-          options: { cost: 100 },
-          stream: { count: 40, intervalMs: 10 },
-          handle(k: Admission, progress?: StreamProgress) {
-            stopped = progress
-            k.report({ cost: progress!.sent })
-          },
-        },
+        streamRoute((p) => {
+          stopped = p
+        }),
       ],
       ['proxy_ignore_client_abort on;', 'proxy_buffering off;'],
     )

@@ -67,9 +67,8 @@ function switchableFeed() {
   return { feed, set, mute }
 }
 
-/** An instance on a switchable feed probed every 50 ms, and what it reported. */
-function probed() {
-  const { feed, set, mute } = switchableFeed()
+/** An instance on `feed` probed every 50 ms, and what it reported. */
+function probed(feed: ChangeFeed) {
   const errors: unknown[] = []
   const tb = createTollbooth({
     secret: SECRET,
@@ -77,7 +76,7 @@ function probed() {
     cache: { feedProbeMs: 50 },
     onError: (e: unknown) => errors.push(e),
   })
-  return { tb, errors, set, mute }
+  return { tb, errors }
 }
 
 describe('caches while the change feed is down', () => {
@@ -172,7 +171,8 @@ describe('caches while the change feed is down', () => {
   })
 
   it('reports a feed gone silent once, through onError and stats(), and once when it delivers again', async () => {
-    const { tb, errors, mute } = probed()
+    const { feed, mute } = switchableFeed()
+    const { tb, errors } = probed(feed)
     const feedStats = () => tb.stats().feed
     try {
       await until(() => errors.length === 0 && feedStats()?.delivering === true, 1000)
@@ -210,7 +210,8 @@ describe('caches while the change feed is down', () => {
   })
 
   it('does not call a feed that said it is down silent, nor count a probe lost meanwhile', async () => {
-    const { tb, errors, set } = probed()
+    const { feed, set } = switchableFeed()
+    const { tb, errors } = probed(feed)
     try {
       await new Promise((r) => setTimeout(r, 120))
       // Down and saying so (a connection dropped, reconnecting): its own report is the news.
@@ -236,13 +237,7 @@ describe('caches while the change feed is down', () => {
       },
       subscribe: async () => () => {},
     }
-    const errors: unknown[] = []
-    const tb = createTollbooth({
-      secret: SECRET,
-      storage: { ...memoryStorage(), changes: feed },
-      cache: { feedProbeMs: 50 },
-      onError: (e: unknown) => errors.push(e),
-    })
+    const { tb, errors } = probed(feed)
     try {
       await until(() => errors.length > 0, 1000)
       expect((errors[0] as Error).message).toMatch(
