@@ -221,7 +221,9 @@ interface HoldLease {
  * (with its charges), or a request's local hold whose move into the store failed at close. Its
  * release is `ifHeld`, so however often and in whatever order its attempts land it charges once
  * (a release without `ifHeld` of a hold not there charges each time it is applied); a hold the
- * store does not hold (lost, expired, never moved) is made again first (`heldAlready`).
+ * store does not hold (lapsed while the store was out, lost, never moved) is made again first
+ * (`heldAlready`), unless a release of it has landed: every attempt leaves a tombstone
+ * (`record`), and the hold made again carries that record, which the tombstone refuses.
  */
 interface Owed {
   key: string
@@ -230,12 +232,28 @@ interface Owed {
   /** The store holds it until then (0: not at all). */
   heldUntil: number
   /**
-   * A release of it was sent since the store held it: it may have landed, so the hold is not
-   * made again (a release landed, then the hold made again, would charge a second time).
+   * The record (`AdmissionId` key, under the counter's hash tag) whose tombstone says a release
+   * of it has landed: each attempt sends a `cancel` of it with no checks in the same store call
+   * as the release, and the hold made again is consumed under it. Undefined for a counter with
+   * no hash tag: then `sent` stands for it.
+   */
+  record?: string
+  /**
+   * (No `record`.) A release of it was sent since the store held it: it may have landed, so the
+   * hold is not made again (a release landed, then the hold made again, would charge twice).
    */
   sent?: true
   /** Given up then: its release is no longer retried (and is forgotten). */
   until: number
+}
+
+/**
+ * The record of the releases of hold `holdId` of counter `key` (see `Owed.record`): under the
+ * counter's hash tag, so one store call (one Redis Cluster slot) takes both.
+ */
+function releaseRecord(key: string, holdId: string): string | undefined {
+  const tag = /^\{[^{}]+\}/.exec(key)?.[0]
+  return tag === undefined ? undefined : `${tag}:a:rel-${holdId.replaceAll(':', '-')}`
 }
 
 type Lease = GcraLease | WindowLease | HoldLease
@@ -325,6 +343,17 @@ export function leasedCounters(
    * hold and charged nothing (docs/leases.md, "Clocks").
    */
   const storeHoldTtlMs = holdTtlMs + 2 * clockSkewMs
+  /**
+   * How long a release with charges is retried from its end (`Owed.until`): the store hold's
+   * TTL and as long again after it lapses (a minute at least), so the charges land when the
+   * store is back within that, its hold made again if it lapsed meanwhile. Before, it was the
+   * hold's TTL from the lease's end: a store down past it lost the lease's charges.
+   */
+  const owedMs = holdTtlMs + Math.max(storeHoldTtlMs, 60_000)
+  const recordOf = (key: string, holdId: string): { record?: string } => {
+    const record = releaseRecord(key, holdId)
+    return record === undefined ? {} : { record }
+  }
   const instance = `${Date.now().toString(36)}${(leaseSeq++).toString(36)}${Math.random().toString(36).slice(2, 8)}`
 
   const flushEveryMs = options.flushEveryMs ?? 100
@@ -581,40 +610,63 @@ export function leasedCounters(
   }
 
   /**
-   * `ops` with releases the store owes a charge for (`owed`): each is sent `ifHeld`, its hold
-   * made again first (no limit: its credits were held already) when the store does not hold it
-   * at `now`, unless a release of it was sent since it was held (it may have landed). Once the
-   * store has taken them they are owed no more. A hold made again and not released (the settle
-   * failed) is there for the retry, which charges it once; one made twice (a first attempt that
-   * landed late) is the same hold.
+   * `ops` with releases the store owes a charge for (`owed`): each is sent `ifHeld` with a
+   * tombstone of its record in the same call (`cancel`, no checks), its hold made again first
+   * (no limit: its credits were held already) when the store may not hold it at `now`, under
+   * its record: refused, the tombstone is there, a release has landed, and this one is dropped.
+   * Once the store has taken them they are owed no more. A hold made again and not released
+   * (the settle failed) is there for the retry, which charges it once; one made twice (a first
+   * attempt that landed late) is the same hold. Before, a hold was not made again once a
+   * release had been sent (it might have landed), so a lease whose store hold lapsed while the
+   * store was down charged nothing when it was back: its retry found no hold.
    */
   const settleOwed = async (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
     const ids: string[] = []
+    const landed = new Set<string>()
+    const marks: SettleOp[] = []
     for (const op of ops) {
       if (op.type !== 'release') continue
       const o = owed.get(op.holdId)
       if (o?.key !== op.key) continue
       ids.push(op.holdId)
       // With no charge there is nothing to land: the release only drops what is there.
-      if (now < o.heldUntil || o.sent || op.charge === 0) continue
+      if (op.charge === 0) continue
+      // Kept past the last attempt that may make the hold again (before `until`).
+      const ttlMs = Math.max(1, o.until - now) + 2 * clockSkewMs + 1000
+      if (o.record !== undefined)
+        marks.push({ type: 'cancel', key: o.record, ttlMs, at: now, checks: [] })
+      if (now < o.heldUntil || (o.record === undefined && o.sent)) continue
       stats.storeCalls++
       stats.leaseCalls++
       const hold = heldAlready(o.key, o.check, o.amount, op.holdId, storeHoldTtlMs)
-      const r = await inner.consume([hold], now)
-      if (!r.allowed) throw new Error(`leasedCounters: hold ${op.holdId} not made again`)
+      const r = await inner.consume(
+        [hold],
+        now,
+        o.record !== undefined ? { key: o.record, ttlMs } : undefined,
+      )
+      if (!r.allowed) {
+        // Only a tombstone refuses a hold with no limit: a release of it has landed.
+        if (o.record === undefined)
+          throw new Error(`leasedCounters: hold ${op.holdId} not made again`)
+        landed.add(op.holdId)
+        marks.pop()
+        continue
+      }
       o.heldUntil = now + holdTtlMs
     }
     for (const id of ids) {
       const o = owed.get(id)
       if (o) o.sent = true
     }
-    stats.storeCalls++
-    await inner.settle(
-      ops.map((op) =>
-        op.type === 'release' && ids.includes(op.holdId) ? { ...op, ifHeld: true } : op,
-      ),
-      now,
-    )
+    const send: SettleOp[] = []
+    for (const op of ops) {
+      if (op.type !== 'release' || !ids.includes(op.holdId)) send.push(op)
+      else if (!landed.has(op.holdId)) send.push({ ...op, ifHeld: true })
+    }
+    if (send.length > 0) {
+      stats.storeCalls++
+      await inner.settle([...send, ...marks], now)
+    }
     for (const id of ids) owed.delete(id)
   }
 
@@ -658,7 +710,8 @@ export function leasedCounters(
             check: l.check,
             amount: l.n,
             heldUntil: l.gone ? 0 : l.expiresAt,
-            until: now + holdLeaseMs + holdGraceMs,
+            ...recordOf(key, l.id),
+            until: now + owedMs,
           })
         return op
       }
@@ -1324,7 +1377,8 @@ export function leasedCounters(
                     check: l.check,
                     amount,
                     heldUntil: 0,
-                    until: expiresAt + holdLeaseMs + holdGraceMs,
+                    ...recordOf(key, holdId),
+                    until: expiresAt + owedMs,
                   })
               },
             ),
