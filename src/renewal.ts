@@ -109,6 +109,7 @@ export class Renewals {
     const o = ctx.options
     const now = ctx.clock.now()
     let ops: SettleOp[] | null = null
+    const renewed: Settlement[] = []
     for (let s = this.#oldest; s !== null; ) {
       const next = s.newer
       // In order of admission: the first one young enough ends the walk. (Admissions on a
@@ -116,7 +117,8 @@ export class Renewals {
       // behind a younger one is renewed a tick later, still a period before it would lapse.)
       if (now - s.startedAt < this.#periodMs) break
       if (s.settled) this.delete(s)
-      else
+      else {
+        renewed.push(s)
         for (let i = 0; i < s.holds.length; i++) {
           const h = s.holds[i]!
           const ttlMs = s.places[i]!.role === 'concurrency' ? o.leaseTtlMs : o.reservationTtlMs
@@ -125,28 +127,43 @@ export class Renewals {
           ops ??= []
           ops.push(op)
         }
+      }
       s = next
     }
-    if (ops !== null) this.#send(ctx, ops, now)
+    if (ops !== null) this.#send(ctx, ops, now, renewed)
   }
 
-  /** Sends the renewals: to an in-process store at once, else one call (leases first). */
-  #send(ctx: Context, ops: SettleOp[], now: number): void {
+  /**
+   * Sends the renewals: to an in-process store at once, else one call (leases first). Once
+   * applied, each of `renewed` whose holds the store surely held at `now` holds them the
+   * shortest TTL from then (`Settlement.heldUntil`).
+   */
+  #send(ctx: Context, ops: SettleOp[], now: number, renewed: Settlement[]): void {
     const counters = ctx.storage.counters
     const sync = syncCounters(counters)
+    const o = ctx.options
+    const done = () => {
+      const until = now + Math.min(o.leaseTtlMs, o.reservationTtlMs)
+      for (const s of renewed) if (now < s.heldUntil && s.heldUntil < until) s.heldUntil = until
+    }
     try {
       if (sync) {
         sync.settle(ops, now)
+        done()
         return
       }
       const leases = ctx.leases
       const rest = leases ? leases.settleLocal(ops, now) : ops
-      if (rest.length === 0) return
+      if (rest.length === 0) {
+        done()
+        return
+      }
       const raw = leases ? leases.settleCentral(rest, now) : counters.settle(rest, now)
       this.#busy = true
       ctx.guard(raw).then(
         () => {
           this.#busy = false
+          done()
         },
         (err: unknown) => {
           // Tried again at the next tick; a hold that lapsed meanwhile is not made again.

@@ -142,6 +142,13 @@ export interface Settlement {
   byok: Set<string> | null
   settled: boolean
   /**
+   * Until then (this instance's clock) the store holds every hold of this request, unless it
+   * released it: the shortest of their TTLs from the admission, pushed on by each renewal
+   * made while they were held. Its settle's first attempt is `ifHeld` before then (less twice
+   * the clocks' skew), as its retry is, so the two charge once in whatever order they land.
+   */
+  heldUntil: number
+  /**
    * An adapter's own per-request state, so it adds no property to the framework's objects
    * (each new property on Node's ServerResponse costs microseconds per request).
    */
@@ -223,6 +230,7 @@ export function openSettlement(init: SettlementInit): Settlement {
     provider: null,
     byok: init.callerProviders.size > 0 ? new Set(init.callerProviders) : null,
     settled: false,
+    heldUntil: Number.NEGATIVE_INFINITY,
     adapter: undefined,
     work: 1,
     ttfb: -1,
@@ -275,6 +283,7 @@ export function holdCredits(s: Settlement, h: Held): void {
     const c = h.checks[i]!
     const t = h.templates[i]!
     if (c.type === 'hold') {
+      if (holds === 0 || s.startedAt + c.ttlMs < s.heldUntil) s.heldUntil = s.startedAt + c.ttlMs
       const credit = isCharged(t)
       const used = h.results[i]!.used
       const op: Release = { type: 'release', key: c.key, holdId: c.holdId, charge: 0 }
@@ -460,9 +469,18 @@ function apply(
   const { s, outcome, now } = done
   const charge = done.billable && !repeat && outcome.record !== false ? chargeOf(s) : 0
   // The releases made at admission (settle runs once), each credit hold charged; a token
-  // limit's true-up, rare, goes on a copy.
+  // limit's true-up, rare, goes on a copy. While the store surely holds them, `ifHeld` from
+  // the first attempt, as the retry is: a first attempt that failed for this instance may
+  // still land after its retry (on another connection), and a plain release charged again
+  // then (10 credits for a request of 5, test/fault/settle-reorder). Past that (the store out
+  // for the renewals), a plain release: the hold may have lapsed, and is charged all the same.
   let ops: SettleOp[] = s.holds
-  for (let i = 0; i < s.holds.length; i++) s.holds[i]!.charge = isCharged(s.places[i]!) ? charge : 0
+  const held = now < s.heldUntil - 2 * clockSkewOf(ctx)
+  for (let i = 0; i < s.holds.length; i++) {
+    const op = s.holds[i]!
+    op.charge = isCharged(s.places[i]!) ? charge : 0
+    if (held) op.ifHeld = true
+  }
   // Token limits: the estimate counted at admission trued-up to the report (the estimate
   // stands when nothing was reported); what is given back is what has not drained since.
   const excess = (s.tokensReported ? s.tokens : s.tokenEstimate) - s.tokenEstimate
@@ -523,6 +541,12 @@ function apply(
       return record(ctx, done, repeat ? -1 : charge)
     },
   )
+}
+
+/** The most two instances' clocks differ by, halved (`leases.clockSkewMs`, 2 s unless set). */
+function clockSkewOf(ctx: Context): number {
+  const l = ctx.options.leases
+  return l === false ? 2000 : l.clockSkewMs
 }
 
 /**

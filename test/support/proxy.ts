@@ -70,3 +70,90 @@ export async function startProxy(target: number, marker: RegExp): Promise<TcpPro
     },
   }
 }
+
+/**
+ * A proxy on 127.0.0.1 in front of `target` that can hold back what a client sends on the
+ * connections open when {@link HoldingProxy.hold} is called: the next bytes each of them sends
+ * are kept (not passed on) and its client side is closed at once, as a path that stalls a
+ * connection and a client that gives up on it, while the connection to the server stays open.
+ * The client's new connections pass untouched. {@link HoldingProxy.deliver} then sends what was
+ * held to the server, late: a command the client saw fail, run after the ones it sent since.
+ */
+export interface HoldingProxy {
+  port: number
+  /** Holds the next bytes of every connection open now, and closes its client side. */
+  hold(): void
+  /** Bytes held so far, not delivered yet. */
+  readonly held: number
+  /** Sends what was held to the server, on the connections it came on, and closes them. */
+  deliver(): Promise<void>
+  close(): Promise<void>
+}
+
+export async function startHoldingProxy(target: number): Promise<HoldingProxy> {
+  interface Pipe {
+    client: Socket
+    upstream: Socket
+    /** Null: passing; else holding (what was held). */
+    held: Buffer[] | null
+  }
+  const pipes = new Set<Pipe>()
+  const server: Server = createServer((client) => {
+    const upstream = tcp(target, '127.0.0.1')
+    const pipe: Pipe = { client, upstream, held: null }
+    pipes.add(pipe)
+    client.on('data', (d: Buffer) => {
+      if (pipe.held === null) {
+        upstream.write(d)
+        return
+      }
+      pipe.held.push(d)
+      client.destroy()
+    })
+    upstream.on('data', (d: Buffer) => {
+      if (pipe.held === null) client.write(d)
+    })
+    client.on('close', () => {
+      if (pipe.held !== null) return
+      pipes.delete(pipe)
+      upstream.destroy()
+    })
+    upstream.on('close', () => {
+      pipes.delete(pipe)
+      client.destroy()
+    })
+    client.on('error', () => {})
+    upstream.on('error', () => {})
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  return {
+    port: typeof address === 'object' && address ? address.port : 0,
+    hold() {
+      for (const pipe of pipes) pipe.held ??= []
+    },
+    get held() {
+      let n = 0
+      for (const pipe of pipes) for (const d of pipe.held ?? []) n += d.length
+      return n
+    },
+    async deliver() {
+      const sent: Socket[] = []
+      for (const pipe of pipes) {
+        if (pipe.held === null) continue
+        for (const d of pipe.held.splice(0)) pipe.upstream.write(d)
+        sent.push(pipe.upstream)
+      }
+      // Long enough for the server to run it; its answer goes nowhere.
+      await new Promise((r) => setTimeout(r, 300))
+      for (const s of sent) s.destroy()
+    },
+    close() {
+      for (const pipe of pipes) {
+        pipe.client.destroy()
+        pipe.upstream.destroy()
+      }
+      return new Promise((resolve) => server.close(() => resolve()))
+    },
+  }
+}
