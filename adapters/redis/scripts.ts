@@ -278,16 +278,25 @@ local function window_live(raw, first)
   end
   return idx, n, l == 87
 end
--- A negative cost takes units back from bucket \`current\` only, down to zero (rolling-window's add).
+-- A negative cost takes units back from bucket \`current\`, or the first after it when it has
+-- none, never an older one nor below zero (rolling-window's add).
 local function window_add(idx, n, current, cost)
   local last = #idx
+  if cost < 0 then
+    for k = 1, last do
+      if idx[k] >= current then
+        local v = n[k] + cost
+        if v < 0 then v = 0 end
+        n[k] = v
+        return
+      end
+    end
+    return
+  end
   if last >= 1 and idx[last] >= current then
-    local v = n[last] + cost
-    if v < 0 then v = 0 end
-    n[last] = v
+    n[last] = n[last] + cost
   else
     idx[last + 1] = current
-    if cost < 0 then cost = 0 end
     n[last + 1] = cost
   end
 end

@@ -49,20 +49,31 @@ function sum(xs: number[]): number {
 
 /**
  * Adds `cost` to the bucket `current`. A negative cost (a lease's give-back, a cancel's) takes
- * units back from that bucket only, down to zero, never below: more taken back than it holds
- * (a give-back into a counter the store lost, or applied twice) would leave a negative count,
- * which admits that many beyond the limit (a count of -272 on Redis for 300 admitted).
+ * units back from that bucket, or from the first after it when it has none (its units were
+ * counted in a newer one), never from an older one nor below zero: more taken back than it
+ * holds (a give-back into a counter the store lost, or applied twice) would leave a negative
+ * count, which admits that many beyond the limit (a count of -272 on Redis for 300 admitted).
+ * Not from the newest bucket: under clocks apart another instance may have counted in a newer
+ * bucket already, and units taken from it outlive the ones counted in `current`, so the window
+ * counted fewer than it admitted once `current` had left it (55 for 60, then 105 admitted of a
+ * limit of 100: `test/storage/leased-window-skew.test.ts`).
  */
 function add(state: WindowState, current: number, cost: number): void {
   const last = state.idx.length - 1
+  if (cost < 0) {
+    for (let k = 0; k <= last; k++)
+      if (state.idx[k]! >= current) {
+        state.n[k] = Math.max(0, state.n[k]! + cost)
+        return
+      }
+    return
+  }
   // A clock that stepped back counts into the newest bucket: later, so it is kept longer (safe),
   // and the buckets stay in ascending order.
-  if (last >= 0 && state.idx[last]! >= current) {
-    const n = state.n[last]! + cost
-    state.n[last] = Math.max(0, n)
-  } else {
+  if (last >= 0 && state.idx[last]! >= current) state.n[last] = state.n[last]! + cost
+  else {
     state.idx.push(current)
-    state.n.push(Math.max(0, cost))
+    state.n.push(cost)
   }
 }
 

@@ -292,7 +292,8 @@ export type SettleOp =
       /**
        * Adds `cost` to a window or GCRA counter after the fact, never refusing. A negative
        * `cost` takes units back (a token estimate trued-up at settle); a count never goes
-       * below zero.
+       * below zero. On a window, units taken back come from the bucket of `now`, or the first
+       * later one when it has no count, never an earlier one.
        */
       type: 'add'
       check: Extract<Check, { type: 'window' | 'gcra' }>
