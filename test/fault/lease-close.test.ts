@@ -23,8 +23,9 @@
 import pg from 'pg'
 import { afterAll, describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
-import { type Check, createTollbooth, type Decision, type Tollbooth } from '../../src/index.js'
+import { type Check, createTollbooth, type Decision } from '../../src/index.js'
 import { leasedCounters } from '../../src/storage/leased-counters.js'
+import { bearer, creditRequests, holdsLeft } from '../support/leases.js'
 import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'lease-close-secret-lease-close-secret-42'
@@ -40,32 +41,6 @@ try {
 afterAll(async () => {
   await server?.stop()
 })
-
-const req = (key: string) => ({
-  headers: { authorization: `Bearer ${key}` },
-  ip: '127.0.0.1',
-  method: 'GET',
-  path: '/',
-})
-
-/** `count` requests of `cost` credits, `width` at a time, each settled with status 200. */
-async function drive(tb: Tollbooth, key: string, count: number, width: number): Promise<number> {
-  const route = tb.route({ cost: 2 })
-  let admitted = 0
-  let next = 0
-  const worker = async () => {
-    while (next < count) {
-      next++
-      const d = await tb.authenticate(req(key), route)
-      if (d.allowed) {
-        admitted++
-        await tb.settle(d, { status: 200 })
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: width }, worker))
-  return admitted
-}
 
 describe.skipIf(!server)(
   'tb.close() with PostgreSQL down and requests in flight on a credit lease',
@@ -93,12 +68,12 @@ describe.skipIf(!server)(
         onError: (err) => errors.push(err),
       })
       const { key, record } = await tb.keys.create({ accountId: ACCOUNT })
-      expect(await drive(tb, key, 400, 32)).toBe(400)
+      expect(await creditRequests(tb, key, 400, 32)).toBe(400)
       // Requests admitted from the lease, still in their handlers when the store goes down.
       const before = tb.stats().leases!.localAdmissions
       const open: Decision[] = []
       const route = tb.route({ cost: 2 })
-      for (let i = 0; i < 10; i++) open.push(await tb.authenticate(req(key), route))
+      for (let i = 0; i < 10; i++) open.push(await tb.authenticate(bearer(key), route))
       expect(open.every((d) => d.allowed)).toBe(true)
       expect(
         tb.stats().leases!.localAdmissions - before,
@@ -135,12 +110,7 @@ describe.skipIf(!server)(
         const reader = createTollbooth({ secret: SECRET, storage, plans: { pro: {} } })
         const used = (await reader.accounts.get(ACCOUNT)).credits.used
         await reader.close()
-        const rows = await check.query<{ key: string; state: { holds?: unknown[] } }>(
-          `SELECT key, state FROM "${SCHEMA}".counters WHERE kind = 'hold'`,
-        )
-        const held = rows.rows.flatMap((r) =>
-          (r.state?.holds ?? []).map((h) => `${r.key} ${JSON.stringify(h)}`),
-        )
+        const held = await holdsLeft(check, SCHEMA)
         expect(events, 'usage events vs admitted').toBe(410)
         expect(units).toBe(2 * 410)
         // Before: 800 charged for 820 recorded (the 10 requests in flight at close lost).
