@@ -779,9 +779,10 @@ export function leasedCounters(
   /**
    * Sends what ended leases give back, a credit lease's release with charges retried on failure
    * (the store down for a while) with growing pauses for as long as they are owed (`Owed.until`:
-   * the lease's hold TTL from its end; before, 6 s, and the charges were lost after), every
-   * attempt only while its store hold is there (`ifHeld`, see `endOp`: attempts that land late,
-   * in any order, charge once); a window's units given back by a cancel of the lease's record
+   * `owedMs` from its end; before, 6 s, then the hold's TTL, and the charges were lost after),
+   * every attempt only while its store hold is there (`ifHeld`, see `endOp`; a hold that lapsed
+   * is made again first, see `settleOwed`: attempts that land late, in any order, charge once);
+   * a window's units given back by a cancel of the lease's record
    * retried for about 6 s (a second finds the tombstone). A negative `add` (a window lease with
    * no record) is sent once, into the bucket its units were charged in: a failed attempt may
    * have been applied all the same (a call timed out on a frozen store runs when it thaws), and
