@@ -628,6 +628,25 @@ export function counterStoreTests(get: GetStorage): void {
       expect((await c.consume([{ ...fresh, cost: 0 }], T0)).results[0]!.used).toBe(0)
     })
 
+    it('a negative window add takes units from the bucket of its time, never from a newer one', async () => {
+      const n = names()
+      const c = get().counters
+      const used = async (now: number) =>
+        (await c.consume([windowCheck(n.window, 1000, 0)], now)).results[0]!.used
+      // 30 counted in the first hour; another instance, its clock ahead, counts 50 in the next.
+      expect((await c.consume([windowCheck(n.window, 1000, 30)], T0)).allowed).toBe(true)
+      expect((await c.consume([windowCheck(n.window, 1000, 50)], T0 + HOUR)).allowed).toBe(true)
+      // Given back at a time of the first hour (a lease's unused units): from its 30.
+      await c.settle([{ type: 'add', check: windowCheck(n.window, 1000, -20) }], T0 + 10)
+      expect(await used(T0 + HOUR)).toBe(60)
+      // With no count in the bucket of its time, from the first later one: the first hour.
+      await c.settle([{ type: 'add', check: windowCheck(n.window, 1000, -5) }], T0 - HOUR)
+      expect(await used(T0 + HOUR)).toBe(55)
+      // Once the first hour has left the window, the next one still counts its 50 (taken from
+      // it, the window would count 25 for 50 admitted, and admit 25 beyond its limit).
+      expect(await used(T0 + DAY + HOUR)).toBe(50)
+    })
+
     it('claims a marker once until it expires, and clears it', async () => {
       const c = get().counters
       const k = `${names().other}:marker`
