@@ -88,6 +88,7 @@ describe.skipIf(!pgServer)(
         const { key, record } = await tb.keys.create({ accountId: account })
         expect(await creditRequests(tb, key, 400, 32)).toBe(400)
         expect(tb.stats().leases!.localAdmissions, 'answered from leases').toBeGreaterThan(0)
+        expect(tb.stats().leases!.held, 'a lease alive at the kill').toBeGreaterThan(0)
         // Killed at once: the timer ends the lease holding the last requests' charges (within
         // 100 ms), its release fails, and its store hold lapses (1.7 s) while the server is down.
         await server.kill()
