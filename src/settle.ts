@@ -286,7 +286,14 @@ export function holdCredits(s: Settlement, h: Held): void {
       if (holds === 0 || s.startedAt + c.ttlMs < s.heldUntil) s.heldUntil = s.startedAt + c.ttlMs
       const credit = isCharged(t)
       const used = h.results[i]!.used
-      const op: Release = { type: 'release', key: c.key, holdId: c.holdId, charge: 0 }
+      // `ifHeld` set at settle (see `apply`), its field made here: the op keeps its shape.
+      const op: Release = {
+        type: 'release',
+        key: c.key,
+        holdId: c.holdId,
+        charge: 0,
+        ifHeld: false,
+      }
       if (c.keepUntil !== undefined) op.keepUntil = c.keepUntil
       s.holds[holds] = op
       s.places[holds++] = t
@@ -479,7 +486,7 @@ function apply(
   for (let i = 0; i < s.holds.length; i++) {
     const op = s.holds[i]!
     op.charge = isCharged(s.places[i]!) ? charge : 0
-    if (held) op.ifHeld = true
+    op.ifHeld = held
   }
   // Token limits: the estimate counted at admission trued-up to the report (the estimate
   // stands when nothing was reported); what is given back is what has not drained since.
