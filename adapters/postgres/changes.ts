@@ -196,16 +196,32 @@ export function postgresChanges(
   const hears = async () => {
     const token = `${PROBE}${Math.random().toString(36).slice(2)}`
     let timer: ReturnType<typeof setTimeout> | undefined
+    let heard = false
     const arrived = new Promise<boolean>((resolve) => {
-      probe = { token, heard: () => resolve(true) }
-      timer = setTimeout(() => resolve(false), PROBE_MS)
+      probe = {
+        token,
+        heard: () => {
+          heard = true
+          resolve(true)
+        },
+      }
+      timer = setTimeout(() => resolve(heard), PROBE_MS)
     })
     try {
-      // Raced too: a publish that waits for a connection of a busy pool does not hold the
-      // feed (and `close()`, which waits for it) past PROBE_MS.
+      // The answer waits for the publish's own reply too (a notification can arrive before
+      // it, while its connection is still taken from the pool), but no longer than PROBE_MS:
+      // a publish that waits for a connection of a busy pool does not hold the feed (and
+      // `close()`, which waits for it) past that.
       const sent = db.query('SELECT pg_notify($1, $2)', [channel, token])
-      sent.catch(() => {})
-      return await Promise.race([sent.then(() => arrived), arrived])
+      const done = sent.then(
+        () => arrived,
+        () => arrived,
+      )
+      const late = new Promise<boolean>((resolve) => {
+        const at = setTimeout(() => resolve(heard), PROBE_MS)
+        done.finally(() => clearTimeout(at))
+      })
+      return await Promise.race([done, late])
     } finally {
       clearTimeout(timer)
       probe = null
