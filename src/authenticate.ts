@@ -937,6 +937,7 @@ function admission(a: Attempt): Admission {
     chargeWhen: route.chargeWhen,
     usageHeaders: !a.uncounted && route.headers.usage,
     onError: a.ctx.report,
+    waitMs: route.abortSettleMs ?? a.ctx.options.leaseTtlMs,
   })
   if (!a.uncounted) {
     const result = a.result

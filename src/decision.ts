@@ -11,6 +11,7 @@
 import type { ErrorCode } from './errors.js'
 import { setBypassHeaders, setUsageHeaders } from './headers.js'
 import { ownValue } from './input.js'
+import { waitFor } from './response-end.js'
 import {
   billable,
   bindSettlement,
@@ -184,6 +185,28 @@ export class Admission {
   }
 
   /**
+   * Settles this request only once `promise` has ended, as a Worker's `ctx.waitUntil()` keeps
+   * it running: what the handler reports when it resolves (a WebSocket's `close` handler
+   * awaiting its upstream's final figure, a stream's cleanup) is charged, and the concurrency
+   * slot and credit hold stay taken until then. However the response ends, the settle waits
+   * for every promise given, at most the route's `abortSettleMs` (default: `leaseTtlMs`) from
+   * when it would have settled; past that it settles with what was reported. A rejection is
+   * passed to the instance's `onError` and ends the wait. Call it before the request settles
+   * (in a `close` handler, before its first `await`); once settled, it does nothing.
+   *
+   * @throws {TypeError} when `promise` is not a promise (a thenable)
+   * @example
+   * ```ts
+   * ws.on('close', () => apiKey.waitUntil(upstream.finalSeconds().then((cost) => apiKey.report({ cost }))))
+   * ```
+   */
+  waitUntil(promise: PromiseLike<unknown>): void {
+    if (typeof (promise as { then?: unknown } | null)?.then !== 'function')
+      throw new TypeError(`waitUntil(promise): must be a promise, got ${describe(promise)}`)
+    waitFor(this, promise)
+  }
+
+  /**
    * The key of `provider` to call upstream with: the caller's `X-Provider-Key-*` header first
    * (on routes with the `byok` option), else the account's stored key (on every route). A key
    * returned from either makes the request BYOK, not charged, unless the handler reports
@@ -236,6 +259,10 @@ export class Admission {
     return this.headers
   }
 }
+
+/** What a bad argument was, for its error: its type, never its contents. */
+const describe = (v: unknown): string =>
+  v === null ? 'null' : typeof v === 'object' ? 'an object' : typeof v
 
 /** The result of `authenticate()`. */
 export type Decision = Admission | Denial

@@ -663,7 +663,8 @@ export const routeOptionsSchema = z
     chargeWhen: fn<ChargeWhen>().optional(),
     /**
      * How long a request whose client went away waits for its handler to finish before it
-     * settles anyway (ms). Default: the instance's `leaseTtlMs`.
+     * settles anyway, and a settle for the promises given to `Admission.waitUntil()` (ms).
+     * Default: the instance's `leaseTtlMs`.
      */
     abortSettleMs: integer(1).optional(),
     /**

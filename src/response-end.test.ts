@@ -194,6 +194,92 @@ describe('response end', () => {
   })
 })
 
+describe('Admission.waitUntil', () => {
+  /** A promise and the function that resolves it. */
+  function deferred(): { promise: Promise<void>; resolve(): void } {
+    let resolve = () => {}
+    const promise = new Promise<void>((r) => (resolve = r))
+    return { promise, resolve }
+  }
+  const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms))
+
+  it('a body written in full settles once the promises given have ended, with what they reported', async () => {
+    const { tb, key } = await setup(metered)
+    const seen = recording(tb)
+    const route = tb.route({ cost: 10 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    const out = watchBody(tb, d, { route, body: new Response('ok').body!, status: 200 })
+    endWork(d) // the handler returned
+    const first = deferred()
+    const second = deferred()
+    d.waitUntil(first.promise.then(() => d.report({ cost: 7 })))
+    d.waitUntil(second.promise)
+    expect(await new Response(out).text()).toBe('ok')
+    await tick()
+    expect(seen).toEqual([])
+    first.resolve()
+    await tick()
+    expect(seen).toEqual([])
+    second.resolve()
+    await tick()
+    expect(seen).toEqual([{ status: 200, outcome: 'completed' }])
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(7)
+  })
+
+  it('a client gone settles 499 once the handler and the promises have ended, within one abortSettleMs', async () => {
+    const { tb, key } = await setup(metered)
+    const seen = recording(tb)
+    const route = tb.route({ cost: 10, abortSettleMs: 150 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    const late = deferred()
+    d.waitUntil(late.promise)
+    clientGone(tb, d, route)
+    endWork(d) // the handler ended; the promise has not
+    await tick(20)
+    expect(seen).toEqual([])
+    late.resolve()
+    await tick()
+    expect(seen).toEqual([{ status: 499, outcome: 'aborted' }])
+    // One that never ends: settled by the deadline that started when the client left.
+    const d2 = admitted(await tb.authenticate(req(key), route))
+    d2.report({ cost: 3 })
+    clientGone(tb, d2, route)
+    d2.waitUntil(new Promise(() => {}))
+    await tick(100)
+    endWork(d2)
+    await tick(20)
+    expect(seen).toHaveLength(1)
+    await tick(100)
+    expect(seen).toEqual([
+      { status: 499, outcome: 'aborted' },
+      { status: 499, outcome: 'aborted' },
+    ])
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(3)
+  })
+
+  it('a rejection is reported and ends the wait; a non-promise is refused; after the settle it does nothing', async () => {
+    const errors: unknown[] = []
+    const { tb, key } = await setup({ ...metered, onError: (err) => errors.push(err) })
+    const seen = recording(tb)
+    const route = tb.route({ cost: 10 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    expect(() => d.waitUntil(undefined as never)).toThrow(
+      new TypeError('waitUntil(promise): must be a promise, got undefined'),
+    )
+    expect(() => d.waitUntil((() => {}) as never)).toThrow(/must be a promise, got function/)
+    d.waitUntil(Promise.reject(new Error('upstream gone')))
+    endWork(d)
+    responseEnded(tb, d, 200)
+    await tick()
+    expect(seen).toEqual([{ status: 200, outcome: 'completed' }])
+    expect(errors).toEqual([new Error('upstream gone')])
+    d.waitUntil(new Promise(() => {}))
+    responseEnded(tb, d, 200)
+    expect(seen).toHaveLength(1)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(10)
+  })
+})
+
 describe('settle: the abort policy', () => {
   it('bills an aborted request what its handler reported, and nothing when it reported nothing', async () => {
     const { tb, key } = await setup(metered)

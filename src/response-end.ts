@@ -35,19 +35,41 @@ export interface Settler {
   flush(): Promise<void>
 }
 
-/** A request whose client went away, waiting for its handler's work to end. */
+/**
+ * A request whose client went away, waiting for its handler's work to end; or one whose settle
+ * waits for the promises given to `waitUntil()` (`waiting`).
+ */
 export interface AbortWait {
   tb: Settler
   timer: ReturnType<typeof setTimeout>
   /** What it settles with: 499 (`aborted`), or a HEAD's status (`completed`, see {@link headSent}). */
   outcome?: Outcome
+  /** A settle came and waits only for `waitUntil()`'s promises: it is due when they are done. */
+  waiting?: boolean
 }
 
 /** An admission's settlement: every admission has one. */
 const state = (d: Admission) => settlementOf(d) as Settlement
 
-function settleNow(tb: Settler, d: Admission, outcome: Outcome): void {
+/**
+ * Settles now, unless promises given to `waitUntil()` are pending: then once they are, at the
+ * latest at the deadline of a departed client's wait already running, else `waitMs` from now
+ * (`force`: that deadline has come). The first outcome to wait stands.
+ */
+function settleNow(tb: Settler, d: Admission, outcome: Outcome, force = false): void {
   const s = state(d)
+  if (s.waits > 0 && !force) {
+    const g = s.gone
+    if (g === undefined) {
+      const timer = setTimeout(() => due(d, true), s.waitMs)
+      ;(timer as { unref?: () => void }).unref?.()
+      s.gone = { tb, timer, outcome, waiting: true }
+    } else if (!g.waiting) {
+      g.outcome = outcome
+      g.waiting = true
+    }
+    return
+  }
   if (s.gone) clearTimeout(s.gone.timer)
   const kept = s.kept
   s.kept = undefined
@@ -56,6 +78,32 @@ function settleNow(tb: Settler, d: Admission, outcome: Outcome): void {
   // A Worker kept alive for this request stops once `kept` is called, its pending promises
   // and timers with it: the settle and the writes it queued are waited for first.
   if (kept) tb.flush().then(kept, kept)
+}
+
+/** A wait's deadline came, or (`force` false) the last of its `waitUntil()` promises ended. */
+function due(d: Admission, force: boolean): void {
+  const s = state(d)
+  const g = s.gone
+  if (s.settled || g === undefined) return
+  settleNow(g.tb, d, g.outcome ?? { status: ABORTED_STATUS, outcome: 'aborted' }, force)
+}
+
+/**
+ * `Admission.waitUntil(promise)`: the request settles once `promise` has ended, however its
+ * response ends (at the latest `waitMs` after it would have settled). A rejection is reported
+ * to the instance's `onError` and counts as ended: the settle charges what was reported.
+ */
+export function waitFor(d: Admission, promise: PromiseLike<unknown>): void {
+  const s = state(d)
+  if (s.settled) return
+  s.waits++
+  const ended = () => {
+    if (--s.waits === 0 && s.gone?.waiting === true) due(d, false)
+  }
+  promise.then(ended, (err: unknown) => {
+    s.onError(err)
+    ended()
+  })
 }
 
 /** The response head is going out: records the time to first byte (once). */
@@ -91,9 +139,7 @@ export function clientGone(tb: Settler, d: Admission, route: ResolvedRoute): voi
     settleNow(tb, d, { status: ABORTED_STATUS, outcome: 'aborted' })
     return
   }
-  const timer = setTimeout(() => {
-    if (!s.settled) settleNow(tb, d, { status: ABORTED_STATUS, outcome: 'aborted' })
-  }, route.abortSettleMs ?? tb.options.leaseTtlMs)
+  const timer = setTimeout(() => due(d, true), route.abortSettleMs ?? tb.options.leaseTtlMs)
   // A pending deadline must not keep a process alive that is otherwise done.
   ;(timer as { unref?: () => void }).unref?.()
   s.gone = { tb, timer }
@@ -137,11 +183,7 @@ export function beginWork(d: Admission): void {
 
 /** One unit of the handler's work ended; the last one settles a request whose client went away. */
 export function endWork(d: Admission): void {
-  const s = state(d)
-  if (--s.work > 0) return
-  const wait = s.gone
-  if (wait !== undefined && !s.settled)
-    settleNow(wait.tb, d, wait.outcome ?? { status: ABORTED_STATUS, outcome: 'aborted' })
+  if (--state(d).work <= 0) due(d, false)
 }
 
 /**
@@ -160,9 +202,7 @@ export function headSent(tb: Settler, d: Admission, route: ResolvedRoute, status
     settleNow(tb, d, { status, outcome: 'completed' })
     return
   }
-  const timer = setTimeout(() => {
-    if (!s.settled) settleNow(tb, d, { status, outcome: 'completed' })
-  }, route.abortSettleMs ?? tb.options.leaseTtlMs)
+  const timer = setTimeout(() => due(d, true), route.abortSettleMs ?? tb.options.leaseTtlMs)
   ;(timer as { unref?: () => void }).unref?.()
   s.gone = { tb, timer, outcome: { status, outcome: 'completed' } }
 }

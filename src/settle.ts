@@ -160,8 +160,18 @@ export interface Settlement {
   work: number
   /** Ms from admission to the response head, or -1 before it. */
   ttfb: number
-  /** Set when the client went away before the end: who settles, and the deadline. */
+  /**
+   * Set when the client went away before the end, or a settle waits for `waits`: who settles,
+   * with what, and the deadline.
+   */
   gone: AbortWait | undefined
+  /** Promises given to `waitUntil()` still pending: the settle waits for them. */
+  waits: number
+  /**
+   * The longest a settle waits for them, and a departed client's request for its handler (ms):
+   * the route's `abortSettleMs`, else the instance's `leaseTtlMs`.
+   */
+  waitMs: number
   /** Called once when a watched response settles (ends a Worker's `waitUntil`). */
   kept: (() => void) | undefined
   /**
@@ -189,6 +199,7 @@ export interface SettlementInit {
   chargeWhen: ChargeWhen | undefined
   usageHeaders: boolean
   onError: (err: unknown) => void
+  waitMs: number
 }
 
 /**
@@ -235,6 +246,8 @@ export function openSettlement(init: SettlementInit): Settlement {
     work: 1,
     ttfb: -1,
     gone: undefined,
+    waits: 0,
+    waitMs: init.waitMs,
     kept: undefined,
     older: null,
     newer: null,

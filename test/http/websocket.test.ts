@@ -50,16 +50,22 @@ const PLAN = { plans: { pro: { monthlyCredits: 100 } }, defaultTier: 'pro' }
 
 /**
  * What every framework's session does: `charge:N` charges N now, `close-report:N` reports a
- * cost of N in its `close` handler, `bye` closes the session from the server; every other
- * message is echoed once handled.
+ * cost of N in its `close` handler, `close-await:N` reports N there after awaiting 200 ms (an
+ * upstream's final figure) through `waitUntil`, `close-hang` gives `waitUntil` a promise that
+ * never resolves, `bye` closes the session from the server; every other message is echoed once
+ * handled.
  */
 function session(ws: WebSocket, apiKey: Admission, opened: Admission[]): void {
   opened.push(apiKey)
   let atClose: number | undefined
+  let awaited: number | undefined
+  let hang = false
   ws.on('message', (data) => {
     const text = String(data)
     if (text.startsWith('charge:')) apiKey.charge(Number(text.slice(7)))
     else if (text.startsWith('close-report:')) atClose = Number(text.slice(13))
+    else if (text.startsWith('close-await:')) awaited = Number(text.slice(12))
+    else if (text === 'close-hang') hang = true
     else if (text === 'bye') {
       ws.close(1000, 'done')
       return
@@ -68,6 +74,11 @@ function session(ws: WebSocket, apiKey: Admission, opened: Admission[]): void {
   })
   ws.on('close', () => {
     if (atClose !== undefined) apiKey.report({ cost: atClose })
+    if (awaited !== undefined) {
+      const cost = awaited
+      apiKey.waitUntil(sleep(200).then(() => apiKey.report({ cost })))
+    }
+    if (hang) apiKey.waitUntil(new Promise(() => {}))
   })
 }
 
@@ -394,6 +405,46 @@ for (const [storeName, store] of [
           await eventually(() => s.settled[2]?.event != null, 'the third session recorded')
           expect(s.settled[2]!.event).toMatchObject({ units: 10 })
           expect(await used(s.tb)).toBe(7 + 6 + 10)
+        })
+
+        test('a close handler reporting after an await (waitUntil) is charged what it reports, its slot held until then', async () => {
+          const s = await setup(start)
+          const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+          const ws = await opened(s.url, one.key)
+          await roundTrip(ws, 'close-await:7')
+          ws.close()
+          await closed(ws)
+          const closedAt = Date.now()
+          await sleep(100)
+          expect(s.settled, 'not settled while the close handler awaits').toHaveLength(0)
+          expect(await connect(s.url, one.key)).toMatchObject({ status: 429 })
+          await eventually(() => s.settled[0]?.event != null, 'the session recorded')
+          expect(Date.now() - closedAt).toBeGreaterThanOrEqual(190)
+          expect(s.settled).toHaveLength(1)
+          expect(s.settled[0]!.event).toMatchObject({ units: 7, status: 101 })
+          expect(await used(s.tb)).toBe(7)
+          const next = await opened(s.url, one.key)
+          next.close()
+          await eventually(() => s.settled.length === 2, 'the next session settled')
+        })
+
+        test('a waitUntil promise that never ends settles at abortSettleMs with what was reported', async () => {
+          const s = await setup(start, { cost: 10, abortSettleMs: 400 })
+          const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+          const ws = await opened(s.url, one.key)
+          ws.send('charge:3')
+          await roundTrip(ws, 'close-hang')
+          ws.close()
+          await closed(ws)
+          const closedAt = Date.now()
+          await sleep(250)
+          expect(s.settled, 'still waiting at 250 ms').toHaveLength(0)
+          expect(await connect(s.url, one.key)).toMatchObject({ status: 429 })
+          await eventually(() => s.settled[0]?.event != null, 'the session recorded')
+          expect(Date.now() - closedAt).toBeGreaterThanOrEqual(390)
+          expect(s.settled).toHaveLength(1)
+          expect(s.settled[0]!.event).toMatchObject({ units: 3, status: 101 })
+          expect(await used(s.tb)).toBe(3)
         })
 
         test('a session longer than the holds’ TTL keeps its slot', async () => {
