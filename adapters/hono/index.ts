@@ -13,7 +13,7 @@
  * request whose client went away settles (499) once the handler's work is done: the handler,
  * its body's cancel, and the callback of `streamSSE` / `stream` / `streamText` from here. A
  * WebSocket upgrade on `@hono/node-ws` settles (101) when its socket closes, and a refused one
- * is answered on the socket (adapters/node/session.ts).
+ * is answered on the socket (adapters/node/session.ts); on Bun, Deno and Workers too (./sessions.ts).
  */
 
 import type { Context, MiddlewareHandler } from 'hono'
@@ -41,6 +41,7 @@ import {
 import { watchQueued } from '../node/queued.js'
 import { asksWebSocket, refuseUpgrade, type UpgradeSocket, watchSession } from '../node/session.js'
 import { closedAlready, writtenInFull } from '../node/written.js'
+import { sessionOpened, watchUpgrade } from './sessions.js'
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -204,6 +205,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     // one property per response, no closure per request.
     const outgoing = node?.outgoing as Tracked | undefined
     let waitUntil: ((until: Promise<void>) => void) | undefined
+    let session: ReturnType<typeof watchUpgrade> | undefined
     if (outgoing) {
       outgoing[ADMISSION] = decision
       outgoing.on('close', onClose)
@@ -217,6 +219,9 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       // handler included, unless something waits for it.
       waitUntil = workerWaitUntil(c)
       if (waitUntil) keepAlive(decision, waitUntil)
+      // Bun, Deno, Workers: a WebSocket session settles when its socket closes (./sessions.ts).
+      if (c.req.raw.headers.get('upgrade')?.toLowerCase() === 'websocket')
+        session = watchUpgrade(tb, decision, c.req.raw, c.env)
     }
     try {
       await next()
@@ -268,6 +273,10 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       return
     }
     writeHeaders(c, out)
+    if (session !== undefined && sessionOpened(session, c.req.raw, c.res)) {
+      endWork(decision)
+      return
+    }
     // Elsewhere (Bun, Deno, Workers), the body is passed through a stream that sees its end or
     // its cancellation, or whose request's signal aborts first (Deno, before the answer). A
     // response without a body ends here; a HEAD one's body is produced as for the GET and

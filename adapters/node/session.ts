@@ -23,7 +23,7 @@ import {
 } from '../../src/internal.js'
 
 /** The status an admitted session settles with: its handshake's, 101 Switching Protocols. */
-const SWITCHING_PROTOCOLS = 101
+export const SWITCHING_PROTOCOLS = 101
 
 /** The parts of the upgrade's `net.Socket` read and written here. */
 export interface UpgradeSocket {

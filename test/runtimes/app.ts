@@ -21,13 +21,21 @@
  *   (`abortSettleMs` 600 ms).
  * - `GET /v1/cleanup`: an endless stream whose cancel takes 300 ms and then reports 5.
  * - `GET /v1/own`: a plain JSON answer with an `X-Request-Id` of the handler's own.
+ * - `GET /v1/realtime`: a WebSocket (cost 10), with `upgradeWebSocket` from `hono/bun`,
+ *   `hono/deno` or `hono/cloudflare-workers` as the runtime is: `charge:N` charges N,
+ *   `close-await:N` reports N in `onClose` after a 200 ms await given to `waitUntil`; every
+ *   message is echoed once handled.
  * - `GET /usage`: the account's credits used and its settled requests.
  */
 
-import { Hono } from 'hono'
+import { Hono, type MiddlewareHandler } from 'hono'
+import { upgradeWebSocket as bunUpgrade, websocket } from 'hono/bun'
+import { upgradeWebSocket as workersUpgrade } from 'hono/cloudflare-workers'
 import { compress } from 'hono/compress'
+import { upgradeWebSocket as denoUpgrade } from 'hono/deno'
 import { HTTPException } from 'hono/http-exception'
 import { timeout } from 'hono/timeout'
+import type { WSEvents } from 'hono/ws'
 import { requireApiKey, streamSSE } from '../../adapters/hono/index.js'
 import { createTollbooth, type Tollbooth } from '../../src/index.js'
 
@@ -130,6 +138,32 @@ function build(): Hono {
   })
   // The handler names one of tollbooth's headers itself: its own goes out.
   a.get('/v1/own', requireApiKey(tb), (c) => c.json({ ok: true }, 200, { 'X-Request-Id': 'mine' }))
+  const g = globalThis as { Bun?: unknown; Deno?: unknown }
+  const upgradeWebSocket = (g.Bun ? bunUpgrade : g.Deno ? denoUpgrade : workersUpgrade) as (
+    events: (c: Parameters<MiddlewareHandler>[0]) => WSEvents,
+  ) => MiddlewareHandler
+  a.get(
+    '/v1/realtime',
+    requireApiKey(tb, { cost: 10 }),
+    upgradeWebSocket((c) => {
+      const apiKey = c.get('apiKey')
+      let awaited: number | undefined
+      return {
+        onMessage(event, ws) {
+          const text = String(event.data)
+          if (text.startsWith('charge:')) apiKey.charge(Number(text.slice(7)))
+          else if (text.startsWith('close-await:')) awaited = Number(text.slice(12))
+          ws.send(text)
+        },
+        onClose() {
+          const cost = awaited
+          if (cost === undefined) return
+          const late = new Promise((done) => setTimeout(done, 200))
+          apiKey.waitUntil(late.then(() => apiKey.report({ cost })))
+        },
+      }
+    }),
+  )
   a.get('/usage', async (c) => {
     const usage = await tb!.usage.get(ACCOUNT)
     const logs = await tb!.usage.logs(keyId, { limit: 100 })
@@ -147,6 +181,8 @@ function build(): Hono {
 }
 
 export default {
+  /** Bun's WebSocket handlers, for `Bun.serve`. */
+  websocket,
   fetch(request: Request, env?: unknown, ctx?: unknown): Response | Promise<Response> {
     app ??= build()
     return app.fetch(request, env, ctx as never)

@@ -31,6 +31,7 @@ import { join, resolve } from 'node:path'
 import { build } from 'esbuild'
 import { Miniflare } from 'miniflare'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { WebSocket } from 'ws'
 
 const ROOT = resolve(import.meta.dirname, '../..')
 /** The apps served: `app.ts` (built on its first request) and `module-scope.ts`. */
@@ -48,12 +49,29 @@ beforeAll(async () => {
       format: 'esm',
       platform: 'browser',
       outfile: join(dir, `${app}.js`),
+      // The app takes `upgradeWebSocket` of all three runtimes: their modules alone, as the
+      // rest of `hono/bun` and `hono/deno` reads `Bun` or `Deno` at load (and `node:path`).
+      plugins: [
+        {
+          name: 'hono-websocket-modules',
+          setup(b) {
+            b.onResolve({ filter: /^hono\/(bun|deno|cloudflare-workers)$/ }, (args) => ({
+              path: join(
+                ROOT,
+                'node_modules/hono/dist/adapter',
+                args.path.slice(5),
+                'websocket.js',
+              ),
+            }))
+          },
+        },
+      ],
       logLevel: 'error',
     })
     writeFileSync(
       join(dir, `bun-${app}.js`),
       `import app from './${app}.js'
-const server = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: app.fetch })
+const server = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: app.fetch, websocket: app.websocket })
 console.log('LISTENING ' + server.port)
 `,
     )
@@ -440,6 +458,76 @@ describe.each(runtimes)('tollbooth/hono on %s', (name, serve) => {
       const long = usage.requests.filter((r) => r.path === '/v1/long')
       expect(long).toEqual([{ path: '/v1/long', status: 499, units: 42, tokens: 1234 }])
       console.log(`${name}: left at ${leftAt} ms, slot freed at ${freedAt} ms`)
+    } finally {
+      await server.close()
+    }
+  }, 30_000)
+})
+
+/** Opens a WebSocket to `/v1/realtime`: the socket and the 101's headers. */
+function openSession(
+  base: string,
+  auth: Record<string, string>,
+): Promise<{ ws: WebSocket; headers: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/v1/realtime`, { headers: auth })
+    let headers: Record<string, unknown> = {}
+    ws.once('upgrade', (res) => {
+      headers = res.headers
+    })
+    ws.once('open', () => resolve({ ws, headers }))
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`${res.statusCode}`)))
+    ws.once('error', reject)
+  })
+}
+
+/** Sends a message and waits for its echo, so that what came before it was handled. */
+const roundTrip = (ws: WebSocket, text: string) =>
+  new Promise<void>((resolve) => {
+    ws.once('message', () => resolve())
+    ws.send(text)
+  })
+
+describe.each(runtimes)('tollbooth/hono WebSocket sessions on %s', (name, serve) => {
+  // Before, a session settled when its upgrade was answered: its slot free while it was open,
+  // charged the route's 10 (on Bun, recorded as a 200, with no usage headers on the 101).
+  test('a session settles with 101 when its socket closes, charged what onClose reports after an await', async () => {
+    const server = await serve()
+    try {
+      const base = server.url
+      const auth = await newKey(base)
+      const { ws, headers } = await openSession(base, auth)
+      ws.send('charge:3')
+      await roundTrip(ws, 'close-await:7')
+      const busy = await fetch(`${base}/v1/ok`, { headers: auth })
+      const usageHeader = headers['x-usage-current']
+      await busy.body?.cancel()
+      const closedAt = Date.now()
+      ws.close()
+      // workerd answers a close frame only once the Worker closes its end, which Hono's
+      // adapter leaves to the application: the connection is dropped after 1 s (the Worker
+      // saw the close frame at once).
+      const left = setTimeout(() => ws.terminate(), 1_000)
+      await new Promise((done) => ws.once('close', done))
+      clearTimeout(left)
+      const freedAt = await freedSince(base, auth, closedAt)
+      await new Promise((done) => setTimeout(done, 300))
+      const usage = (await (await fetch(`${base}/usage`)).json()) as {
+        used: number
+        requests: Array<{ path: string; status: number; units: number }>
+      }
+      const sessions = usage.requests.filter((r) => r.path === '/v1/realtime')
+      console.log(
+        `${name}: session open: /v1/ok ${busy.status}; 101 x-usage-current ${usageHeader}; ` +
+          `slot freed ${freedAt} ms after the client closed; ${JSON.stringify(sessions)}`,
+      )
+      // Open: its slot taken. Closed: freed once onClose's 200 ms await has ended.
+      expect(busy.status).toBe(429)
+      expect(freedAt).toBeGreaterThanOrEqual(150)
+      expect(sessions.map((r) => [r.status, r.units])).toEqual([[101, 7]])
+      expect(usage.used).toBe(7)
+      // tollbooth's headers on the 101.
+      expect(usageHeader).toBe('10')
     } finally {
       await server.close()
     }
