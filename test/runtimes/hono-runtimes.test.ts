@@ -20,7 +20,11 @@
  *   aborts. A socket the client merely closed is not seen by workerd's HTTP/1.1 listener (a
  *   half-closed client may still read): the answer's body is then neither read nor
  *   cancelled, and the request settles once it has lain unread for the route's
- *   `abortSettleMs` (600 ms here) after the handler ended.
+ *   `abortSettleMs` (600 ms here) after the handler ended;
+ * - a WebSocket session (`upgradeWebSocket` of each runtime's Hono adapter) settles with 101
+ *   when its socket closes, or its connection drops, charged what it reported, in `onClose`
+ *   too after an await given to `waitUntil`; its slot is taken until then, and a second
+ *   upgrade meanwhile is refused with its 429 and JSON error.
  */
 
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -528,6 +532,48 @@ describe.each(runtimes)('tollbooth/hono WebSocket sessions on %s', (name, serve)
       expect(usage.used).toBe(7)
       // tollbooth's headers on the 101.
       expect(usageHeader).toBe('10')
+    } finally {
+      await server.close()
+    }
+  }, 30_000)
+
+  test('a dropped session (no close frame) settles and frees its slot; a refused upgrade gets its JSON error', async () => {
+    const server = await serve()
+    try {
+      const base = server.url
+      const auth = await newKey(base)
+      const { ws } = await openSession(base, auth)
+      await roundTrip(ws, 'charge:3')
+      const refused = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const second = new WebSocket(`${base.replace(/^http/, 'ws')}/v1/realtime`, {
+          headers: auth,
+        })
+        second.once('unexpected-response', (_req, res) => {
+          let body = ''
+          res.on('data', (chunk: Buffer) => {
+            body += chunk.toString()
+          })
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+        })
+        second.once('open', () => reject(new Error('a second session opened')))
+        second.once('error', () => {})
+      })
+      expect(refused.status).toBe(429)
+      expect(JSON.parse(refused.body)).toMatchObject({ code: 'concurrency_limited' })
+      const droppedAt = Date.now()
+      ;(ws as unknown as { _socket: { destroy(): void } })._socket.destroy()
+      const freedAt = await freedSince(base, auth, droppedAt)
+      await new Promise((done) => setTimeout(done, 200))
+      const usage = (await (await fetch(`${base}/usage`)).json()) as {
+        requests: Array<{ path: string; status: number; units: number }>
+      }
+      const sessions = usage.requests.filter((r) => r.path === '/v1/realtime')
+      console.log(`${name}: dropped session freed ${freedAt} ms after; ${JSON.stringify(sessions)}`)
+      // The refusal, logged with nothing charged, and the session.
+      expect(sessions.map((r) => [r.status, r.units])).toEqual([
+        [429, 0],
+        [101, 3],
+      ])
     } finally {
       await server.close()
     }
