@@ -12,6 +12,8 @@
  *   handler has finished (its slot taken until then), charged what the handler reported under
  *   the default policy and refunded under a `chargeWhen` that refuses 499; no unhandled
  *   rejection on the way.
+ * - A handler that reports after the last event through `waitUntil` is charged that, its slot
+ *   held until the promise ends.
  */
 
 import { connect } from 'node:net'
@@ -119,6 +121,42 @@ export function describeStreaming(name: string, startServer: StartServer): void 
       expect(streamed.event).toMatchObject({ status: 200, units: 42, tokens: 1234 })
       expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(42)
       expect(h.settled).toHaveLength(2)
+    })
+
+    // A figure known only after the last byte (an upstream's final count), given to waitUntil:
+    // before, the request settled at the end of the body with the route's cost (100).
+    test('a stream whose handler reports after an await given to waitUntil is charged that, its slot held until then', async () => {
+      const h = await start([
+        ok(),
+        {
+          path: '/v1/stream',
+          options: { cost: 100 },
+          stream: STREAM,
+          handle: (k) =>
+            k.waitUntil(
+              new Promise((done) => setTimeout(done, 300)).then(() => k.report({ cost: 42 })),
+            ),
+        },
+      ])
+      const { key } = await h.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+      const res = await open('/v1/stream', key)
+      const events = eventsOf(res.body!)
+      let count = 0
+      while ((await events.next()) !== null) count++
+      expect(count).toBe(20)
+      const ended = Date.now()
+      // The body has ended; the figure has not come yet: the slot is still taken.
+      const busy = await open('/v1/ok', key)
+      expect(busy.status).toBe(429)
+      await busy.body?.cancel()
+      await eventually(
+        () => h.settled.some((s) => s.event?.path === '/v1/stream'),
+        'the stream to settle',
+      )
+      expect(Date.now() - ended).toBeGreaterThanOrEqual(200)
+      const streamed = h.settled.find((s) => s.event?.path === '/v1/stream')!
+      expect(streamed.event).toMatchObject({ status: 200, units: 42 })
+      expect((await h.tb.accounts.get('acct_1')).credits.used).toBe(42)
     })
 
     // A body handed on as a web ReadableStream (an upstream's, passed through): its end is the
