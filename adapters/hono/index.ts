@@ -13,7 +13,7 @@
  * request whose client went away settles (499) once the handler's work is done: the handler,
  * its body's cancel, and the callback of `streamSSE` / `stream` / `streamText` from here. A
  * WebSocket upgrade on `@hono/node-ws` settles (101) when its socket closes, and a refused one
- * is answered on the socket (adapters/node/session.ts); on Bun, Deno and Workers too (./sessions.ts).
+ * is answered on the socket (adapters/node/session.ts); on Bun and Deno too (./sessions.ts).
  */
 
 import type { Context, MiddlewareHandler } from 'hono'
@@ -219,7 +219,7 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
       // handler included, unless something waits for it.
       waitUntil = workerWaitUntil(c)
       if (waitUntil) keepAlive(decision, waitUntil)
-      // Bun, Deno, Workers: a WebSocket session settles when its socket closes (./sessions.ts).
+      // Bun, Deno: a WebSocket session settles when its socket closes (./sessions.ts).
       if (c.req.raw.headers.get('upgrade')?.toLowerCase() === 'websocket')
         session = watchUpgrade(tb, decision, c.req.raw, c.env)
     }

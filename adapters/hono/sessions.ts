@@ -1,8 +1,8 @@
 /**
  * @module tollbooth/hono/sessions
  *
- * A WebSocket session behind the guard on Bun, Deno and Workers, with Hono's `upgradeWebSocket`
- * from `hono/bun`, `hono/deno` or `hono/cloudflare-workers`: as on Node (adapters/node/session.ts), an admitted upgrade is one
+ * A WebSocket session behind the guard on Bun and Deno, with Hono's `upgradeWebSocket` from
+ * `hono/bun` or `hono/deno`: as on Node (adapters/node/session.ts), an admitted upgrade is one
  * request that settles once, with 101, when its socket closes, charged what the session
  * reported (in its `onClose` too, and what it gives `waitUntil()` there), its concurrency slot
  * and credit hold kept until then. Each runtime shows the socket's end its own way:
@@ -15,12 +15,11 @@
  * - Deno: `Deno.upgradeWebSocket()` returns the 101 Response with its `WebSocket` attached
  *   (under a symbol of Deno's own, found by its value): its `close` event settles.
  *
- * - Workers: the 101 carries the client's end of a `WebSocketPair` (`res.webSocket`), whose
- *   events never fire in the Worker; Hono keeps the server's end, which it has accepted, to
- *   itself. From the first guarded upgrade on, the global `WebSocketPair` is a subclass that
- *   remembers each pair's server end by its client end (nothing else changes): the server
- *   end's `close` settles. A `WebSocketPair` taken before that (a module holding its own
- *   reference) is not seen: such a session settles when the upgrade is answered.
+ * Workers show the Worker no end of a socket it could watch (the 101 carries the client's end
+ * of a `WebSocketPair`, whose events never fire in the Worker; Hono keeps the server's end to
+ * itself), and tollbooth does not patch the runtime's globals: there a session settles when
+ * its upgrade is answered, unless the application holds it open with `waitUntil()` (README,
+ * "WebSockets").
  */
 
 import {
@@ -58,25 +57,6 @@ const wrapped = new WeakSet<object>()
 function closed(tb: Settler, d: Admission): void {
   setTimeout(() => responseEnded(tb, d, SWITCHING_PROTOCOLS), 0)
 }
-
-/** The server end of each `WebSocketPair` made since {@link rememberPairs}, by its client end. */
-const serverEnds = new WeakMap<object, WebSocket>()
-
-/** Workers: makes the global `WebSocketPair` remember its ends (once per isolate). */
-function rememberPairs(): void {
-  const g = globalThis as { WebSocketPair?: new () => Record<0 | 1, WebSocket> }
-  const Pair = g.WebSocketPair
-  if (typeof Pair !== 'function' || (Pair as { [REMEMBERS]?: true })[REMEMBERS]) return
-  const Remembered = class WebSocketPair extends Pair {
-    static readonly [REMEMBERS] = true
-    constructor() {
-      super()
-      serverEnds.set(this[0], this[1])
-    }
-  }
-  g.WebSocketPair = Remembered
-}
-const REMEMBERS = Symbol.for('tollbooth.webSocketPair')
 
 /** The Bun server Hono's `getBunServer(c)` would find in `c.env`, if there is one. */
 function bunServer(env: unknown): BunServer | undefined {
@@ -131,14 +111,14 @@ export function watchUpgrade(tb: Settler, d: Admission, request: Request, env: u
   if (server !== undefined) {
     wrapUpgrade(server)
     upgrades.set(request, u)
-  } else rememberPairs()
+  }
   return u
 }
 
 /**
  * True when the handler's answer `res` opened a session that settles at its close: Bun's
  * upgrade taken (Hono answers an empty 200, which Bun does not send), or a 101 whose server
- * socket is known (Deno, Workers) (tollbooth's headers set on it by the caller already). The time to first byte is
+ * socket is known (Deno) (tollbooth's headers set on it by the caller already). The time to first byte is
  * taken; the caller ends the handler's work.
  */
 export function sessionOpened(u: Upgrade, request: Request, res: Response): boolean {
@@ -155,13 +135,8 @@ export function sessionOpened(u: Upgrade, request: Request, res: Response): bool
   return true
 }
 
-/**
- * The server's `WebSocket` of a 101 Response, if any: Deno's, under a symbol of its own; on
- * Workers, the server end of the pair whose client end it carries.
- */
+/** The server's `WebSocket` of a 101 Response, if any: Deno's, under a symbol of its own. */
 function attachedSocket(res: Response): WebSocket | undefined {
-  const client = (res as { webSocket?: unknown }).webSocket
-  if (typeof client === 'object' && client !== null) return serverEnds.get(client)
   const Socket = (globalThis as { WebSocket?: typeof WebSocket }).WebSocket
   if (typeof Socket !== 'function') return undefined
   const own = res as unknown as Record<symbol, unknown>

@@ -144,10 +144,14 @@ function build(): Hono {
   ) => MiddlewareHandler
   a.get(
     '/v1/realtime',
-    requireApiKey(tb, { cost: 10 }),
+    requireApiKey(tb, { cost: 10, abortSettleMs: 60_000 }),
     upgradeWebSocket((c) => {
       const apiKey = c.get('apiKey')
       let awaited: number | undefined
+      // Workers show no socket's end to the guard: the session is held open with waitUntil
+      // (README, "WebSockets"), bounded by the route's abortSettleMs.
+      let ended: (() => void) | undefined
+      if (!g.Bun && !g.Deno) apiKey.waitUntil(new Promise<void>((done) => (ended = done)))
       return {
         onMessage(event, ws) {
           const text = String(event.data)
@@ -157,9 +161,11 @@ function build(): Hono {
         },
         onClose() {
           const cost = awaited
-          if (cost === undefined) return
-          const late = new Promise((done) => setTimeout(done, 200))
-          apiKey.waitUntil(late.then(() => apiKey.report({ cost })))
+          if (cost !== undefined) {
+            const late = new Promise((done) => setTimeout(done, 200))
+            apiKey.waitUntil(late.then(() => apiKey.report({ cost })))
+          }
+          ended?.()
         },
       }
     }),
