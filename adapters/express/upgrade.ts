@@ -18,7 +18,7 @@ import {
   type RouteOptions,
   type Tollbooth,
 } from '../../src/internal.js'
-import { refuseUpgrade, watchSession } from '../node/session.js'
+import { catchSocketErrors, refuseUpgrade, watchSession } from '../node/session.js'
 
 /** What the guard of an upgrade is called with: the `upgrade` event's request and socket. */
 export type UpgradeGuard = (req: IncomingMessage, socket: Duplex) => Promise<Admission | null>
@@ -52,14 +52,8 @@ export type UpgradeGuard = (req: IncomingMessage, socket: Duplex) => Promise<Adm
 export function requireApiKeyOnUpgrade(tb: Tollbooth, options: RouteOptions = {}): UpgradeGuard {
   checkTollboothArg('requireApiKeyOnUpgrade', tb)
   const route = tb.route(options)
-  // Node takes its `error` listener off the socket before the `upgrade` event, and `ws` adds
-  // its own only in handleUpgrade: a reset meanwhile (or before the application calls it)
-  // would be an uncaught error. Left on: with `ws`'s, it destroys a socket already closing.
-  const onError = function destroy(this: Duplex) {
-    this.destroy()
-  }
   return async function requireApiKeyOnUpgrade(req, socket) {
-    socket.on('error', onError)
+    catchSocketErrors(socket)
     const url = req.url ?? '/'
     const q = url.indexOf('?')
     let decision: Awaited<ReturnType<Tollbooth['decide']>>

@@ -39,7 +39,13 @@ import {
   watchBody,
 } from '../../src/internal.js'
 import { watchQueued } from '../node/queued.js'
-import { asksWebSocket, refuseUpgrade, type UpgradeSocket, watchSession } from '../node/session.js'
+import {
+  asksWebSocket,
+  catchSocketErrors,
+  refuseUpgrade,
+  type UpgradeSocket,
+  watchSession,
+} from '../node/session.js'
 import { closedAlready, writtenInFull } from '../node/written.js'
 import { sessionOpened, watchUpgrade } from './sessions.js'
 
@@ -174,6 +180,10 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     const node = c.env as NodeBindings | undefined
     // On Node, the lowercase header record as it came: building a Web Headers costs more.
     const headers: HeaderSource = node?.incoming?.headers ?? c.req.raw.headers
+    // `@hono/node-ws` runs the app for a server's `upgrade` event: a request with no response
+    // object, its socket handed over (see `upgraded`), no one listening for its errors.
+    const upgrade = node?.incoming && !node.outgoing && asksWebSocket(node.incoming.headers)
+    if (upgrade && node.incoming!.socket !== null) catchSocketErrors(node.incoming!.socket)
     const d = tb.decide(
       {
         headers,
@@ -185,9 +195,6 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     )
     // Synchronous on a cached key with in-process counters: no promise, no microtask.
     const decision = d instanceof Promise ? await d : d
-    // `@hono/node-ws` runs the app for a server's `upgrade` event: a request with no response
-    // object, its socket handed over (see `upgraded`).
-    const upgrade = node?.incoming && !node.outgoing && asksWebSocket(node.incoming.headers)
     if (!decision.allowed) {
       if (upgrade) refuseOnSocket(node.incoming!.socket, decision)
       // Every header (the content type too) goes in the init: @hono/node-server's Response

@@ -31,7 +31,23 @@ export interface UpgradeSocket {
   readonly readable: boolean
   readonly writable: boolean
   once(event: 'close', listener: () => void): unknown
+  on(event: 'error', listener: (this: never) => void): unknown
   end(data: string): unknown
+}
+
+/**
+ * Node takes its `error` listener off the socket before the server's `upgrade` event, and `ws`
+ * adds its own only in `handleUpgrade`: a reset while the upgrade is decided (or before the
+ * application completes it) would be an uncaught exception, ending the process. Left on: with
+ * `ws`'s, it destroys a socket already closing.
+ */
+function destroyOnError(this: { destroy(): void }): void {
+  this.destroy()
+}
+
+/** Keeps an upgrade's socket's errors from being uncaught (see `destroyOnError`). */
+export function catchSocketErrors(socket: Pick<UpgradeSocket, 'on'>): void {
+  socket.on('error', destroyOnError)
 }
 
 /** The admitted sessions, by their upgrade request (what `ws` hands its `headers` event). */

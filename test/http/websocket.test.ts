@@ -19,7 +19,7 @@
  */
 
 import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, type Socket, connect as tcpConnect } from 'node:net'
 import fastifyWebsocket from '@fastify/websocket'
 import { serve } from '@hono/node-server'
 import { createNodeWebSocket } from '@hono/node-ws'
@@ -207,6 +207,22 @@ function roundTrip(ws: WebSocket, text: string): Promise<void> {
   })
 }
 
+/** An upgrade request written on a plain TCP connection, once connected and sent. */
+function rawUpgrade(url: string, key: string): Promise<Socket> {
+  const { hostname, port, pathname } = new URL(url)
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect(Number(port), hostname, () => {
+      socket.write(
+        `GET ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\n` +
+          'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n' +
+          `Sec-WebSocket-Version: 13\r\nAuthorization: Bearer ${key}\r\n\r\n`,
+        () => resolve(socket),
+      )
+    })
+    socket.on('error', reject)
+  })
+}
+
 interface Setup {
   tb: Tollbooth
   url: string
@@ -383,6 +399,25 @@ for (const [storeName, store] of [
           next.close()
           await eventually(() => s.settled.length === 2, 'the next session settled')
           expect(s.settled[1]).toMatchObject({ status: 101 })
+        })
+
+        test('a client that resets its connection while its upgrade is decided is settled 499, the server unharmed', async () => {
+          const store = heldStorage()
+          const s = await setup(start, { cost: 10 }, { storage: store.storage })
+          const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+          const admit = store.hold()
+          const socket = await rawUpgrade(s.url, one.key)
+          await eventually(() => store.asked === 1, 'the admission to reach the store')
+          // A TCP reset (not a FIN) while no one on the server listens for the socket's errors.
+          socket.resetAndDestroy()
+          await sleep(50)
+          admit()
+          await eventually(() => s.settled.length === 1, 'the admission settled')
+          expect(s.settled[0]).toMatchObject({ status: 499 })
+          expect(await used(s.tb)).toBe(0)
+          const next = await opened(s.url, one.key)
+          next.close()
+          await eventually(() => s.settled.length === 2, 'the next session settled')
         })
 
         test('units reported during the session and at its close are what is charged and recorded', async () => {
