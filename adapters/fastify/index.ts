@@ -49,6 +49,7 @@ import { watchQueued } from '../node/queued.js'
 import {
   asksWebSocket,
   type HeadersEmitter,
+  handedOver,
   isSession,
   sendUsageHeaders,
   type UpgradeSocket,
@@ -125,8 +126,9 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
     // for both, where an `onResponse` hook as well cost a hook run per request.
     const raw = reply.raw
     const onClose = () => {
-      // A WebSocket session: settled when its socket closes (see `hijacked`).
-      if (isSession(decision)) return
+      // A WebSocket session: settled when its socket closes (see `hijacked`). Looked up for
+      // an upgrade only, not on every request.
+      if (handedOver(request.raw) && isSession(decision)) return
       if (writtenInFull(raw) || injectedEnd(raw)) responseEnded(tb, decision, raw.statusCode)
       else {
         // A handler that wrote the head on reply.raw itself (no onSend has run), without
@@ -350,8 +352,10 @@ function hijacked(raw: FastifyReply['raw'], decision: Admission): void {
   // `@fastify/websocket` hijacks the reply of an upgrade and hands its socket to `ws`, which
   // writes the 101 there: the handler's work is done, and the session settles with 101 when
   // that socket closes. A socket already gone was a client gone away (the response's `close`).
+  // Only a request Node handed over as an upgrade: a plain one that names `Upgrade: websocket`
+  // (no `Connection: upgrade`) is answered on its keep-alive connection as any other.
   const req = raw.req
-  if (asksWebSocket(req.headers)) {
+  if (handedOver(req) && asksWebSocket(req.headers)) {
     watchSession(tb, decision, req, req.socket as unknown as UpgradeSocket)
     endWork(decision)
     return

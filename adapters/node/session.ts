@@ -61,6 +61,13 @@ export function asksWebSocket(headers: Record<string, string | string[] | undefi
   return typeof upgrade === 'string' && upgrade.toLowerCase() === 'websocket'
 }
 
+/**
+ * True for a request Node emitted as the server's `upgrade` event (its `upgrade`, set by the
+ * HTTP parser, undeclared by @types/node): one that only names `Upgrade: websocket` without
+ * `Connection: upgrade`, or that came with no `upgrade` listener, is a request as any other.
+ */
+export const handedOver = (req: object): boolean => (req as { upgrade?: unknown }).upgrade === true
+
 /** True once {@link watchSession} took the admission: it settles when its connection closes. */
 export const isSession = (d: Admission): boolean => admitted.has(d)
 

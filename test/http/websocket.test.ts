@@ -18,7 +18,7 @@
  * - the 101 carries tollbooth's headers.
  */
 
-import { createServer, type Server } from 'node:http'
+import { Agent, createServer, request as httpRequest, type Server } from 'node:http'
 import { type AddressInfo, type Socket, connect as tcpConnect } from 'node:net'
 import fastifyWebsocket from '@fastify/websocket'
 import { serve } from '@hono/node-server'
@@ -290,6 +290,50 @@ test('Fastify: the plugin registered before @fastify/websocket puts the headers 
 })
 
 const used = async (tb: Tollbooth) => (await tb.accounts.get('acct_1')).credits.used
+
+test('Fastify: a plain request naming `Upgrade: websocket` on a hijacked route settles at its response, not as a session', async () => {
+  const tb = createTollbooth({ secret: SECRET, ...PLAN })
+  const settled = recordSettles(tb)
+  const app = Fastify()
+  await app.register(fastifyWebsocket)
+  await app.register(tollbooth, { tb })
+  app.get('/v1/stream', { preHandler: fastifyGuard(tb, { cost: 10 }) }, (_request, reply) => {
+    reply.hijack()
+    reply.raw.writeHead(500, { 'content-type': 'text/plain' })
+    reply.raw.end('failed')
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const agent = new Agent({ keepAlive: true })
+  running.push(async () => {
+    agent.destroy()
+    await app.close()
+    await tb.close()
+  })
+  const { key } = await tb.keys.create({ accountId: 'acct_1' })
+  // Not an upgrade (no `Connection: upgrade`): Node hands it to Fastify as any request.
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = httpRequest(
+      {
+        agent,
+        host: '127.0.0.1',
+        port: (app.server.address() as AddressInfo).port,
+        path: '/v1/stream',
+        headers: { authorization: `Bearer ${key}`, upgrade: 'websocket' },
+      },
+      (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode ?? 0))
+      },
+    )
+    req.on('error', reject)
+    req.end()
+  })
+  expect(status).toBe(500)
+  // The connection stays open (keep-alive): the request settles at its response's end.
+  await eventually(() => settled.length === 1, 'the request settled')
+  expect(settled[0]).toMatchObject({ status: 500 })
+  expect(await used(tb)).toBe(0)
+})
 
 for (const [storeName, store] of [
   ['memory', stores.memory],
