@@ -40,8 +40,8 @@ import {
 } from '../../src/internal.js'
 import { watchQueued } from '../node/queued.js'
 import {
-  asksWebSocket,
   catchSocketErrors,
+  handedOver,
   refuseUpgrade,
   type UpgradeSocket,
   watchSession,
@@ -148,10 +148,11 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
   const consumption = (routeOptions.kind ?? 'consumption') === 'consumption'
 
   /**
-   * An admitted WebSocket upgrade on `@hono/node-ws`: its `upgradeWebSocket` answers an empty
-   * 200, after which the library completes the upgrade (the 101) on the socket; the session
-   * settles with 101 when that socket closes (`watchSession`). Any other answer is written as
-   * its status line alone, and the connection closed: it settles now, with its status.
+   * An admitted upgrade on `@hono/node-ws`: its `upgradeWebSocket` answers an empty 200, after
+   * which the library completes the upgrade (the 101) on the socket; the session settles with
+   * 101 when that socket closes (`watchSession`). Any other answer (a route that is not a
+   * WebSocket's, an upgrade to another protocol) is written as its status line alone, and the
+   * connection closed: it settles now, with its status.
    */
   async function upgraded(
     c: Context,
@@ -181,8 +182,10 @@ export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): Mi
     // On Node, the lowercase header record as it came: building a Web Headers costs more.
     const headers: HeaderSource = node?.incoming?.headers ?? c.req.raw.headers
     // `@hono/node-ws` runs the app for a server's `upgrade` event: a request with no response
-    // object, its socket handed over (see `upgraded`), no one listening for its errors.
-    const upgrade = node?.incoming && !node.outgoing && asksWebSocket(node.incoming.headers)
+    // object, its socket handed over (see `upgraded`), no one listening for its errors. Any
+    // upgrade, not only to a WebSocket (`curl --http2` asks for h2c): the library writes the
+    // answer's status line alone, and never reads its body, so it settles by its status.
+    const upgrade = node?.incoming && !node.outgoing && handedOver(node.incoming)
     if (upgrade && node.incoming!.socket !== null) catchSocketErrors(node.incoming!.socket)
     const d = tb.decide(
       {

@@ -291,6 +291,49 @@ test('Fastify: the plugin registered before @fastify/websocket puts the headers 
 
 const used = async (tb: Tollbooth) => (await tb.accounts.get('acct_1')).credits.used
 
+test('Hono on @hono/node-ws: an upgrade to another protocol (h2c) on a plain route settles at its answer, its slot freed', async () => {
+  const tb = createTollbooth({ secret: SECRET, ...PLAN })
+  const settled = recordSettles(tb)
+  const app = new Hono()
+  const { injectWebSocket } = createNodeWebSocket({ app })
+  app.get('/v1/models', honoGuard(tb, { cost: 10 }), (c) => c.json({ data: [] }))
+  const server = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () =>
+      resolve(s as Server),
+    ) as Server
+  })
+  injectWebSocket(server)
+  running.push(async () => {
+    await closing(server)
+    await tb.close()
+  })
+  const one = await tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
+  const { port } = server.address() as AddressInfo
+  // What `curl --http2 http://…` sends: Node emits it as an upgrade, @hono/node-ws runs the app.
+  const answer = await new Promise<string>((resolve, reject) => {
+    const socket = tcpConnect(port, '127.0.0.1', () =>
+      socket.write(
+        `GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: Upgrade, HTTP2-Settings\r\n` +
+          `Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nAuthorization: Bearer ${one.key}\r\n\r\n`,
+      ),
+    )
+    let text = ''
+    socket.setEncoding('utf8')
+    socket.on('data', (chunk: string) => {
+      text += chunk
+    })
+    socket.on('close', () => resolve(text))
+    socket.on('error', reject)
+  })
+  expect(answer).toMatch(/^HTTP\/1\.1 200 /)
+  await eventually(() => settled.length === 1, 'the request settled')
+  expect(settled[0]).toMatchObject({ status: 200 })
+  const res = await fetch(`http://127.0.0.1:${port}/v1/models`, {
+    headers: { authorization: `Bearer ${one.key}` },
+  })
+  expect(res.status).toBe(200)
+})
+
 test('Fastify: a plain request naming `Upgrade: websocket` on a hijacked route settles at its response, not as a session', async () => {
   const tb = createTollbooth({ secret: SECRET, ...PLAN })
   const settled = recordSettles(tb)
