@@ -13,6 +13,7 @@
  */
 
 import {
+  ABORTED_STATUS,
   type Admission,
   type Denial,
   optionError,
@@ -32,6 +33,7 @@ export interface UpgradeSocket {
   readonly writable: boolean
   once(event: 'close', listener: () => void): unknown
   on(event: 'error', listener: (this: never) => void): unknown
+  write(data: string): unknown
   end(data: string): unknown
 }
 
@@ -73,7 +75,8 @@ export const isSession = (d: Admission): boolean => admitted.has(d)
 
 /**
  * The upgrade is handed over (the 101 is the server's to write next): the admission settles
- * with 101 when `socket` closes. The settle waits for the next turn of the event loop after
+ * when `socket` closes, with 101, or with the status `ws` refused the handshake with instead
+ * (see `answerOf`). The settle waits for the next turn of the event loop after
  * the socket's `close`, as `ws` emits the WebSocket's own `close` a tick after it (once its
  * receiver has ended): what a `close` handler reports is charged. Returns false, and takes
  * nothing, for a socket already gone or half-closed (the client left while the admission was
@@ -90,10 +93,47 @@ export function watchSession(
   admitted.add(d)
   sessions.set(req, d)
   responseStarted(tb, d)
+  const answer = answerOf(socket)
   socket.once('close', () => {
-    setImmediate(() => responseEnded(tb, d, SWITCHING_PROTOCOLS))
+    setImmediate(() => responseEnded(tb, d, answer.status))
   })
   return true
+}
+
+/**
+ * The status of the answer written on an upgrade's socket, read from its first write: 101 once
+ * `ws` completed the upgrade, or the status of its refusal of the handshake (400 for a missing
+ * `Sec-WebSocket-Key`, as `ws` checks it only after the guard), which is settled as such and
+ * not charged; 499 while nothing was written (the client left before the answer). `write` and
+ * `end` are the socket's own again after that first call: a session's frames pay nothing.
+ */
+function answerOf(socket: UpgradeSocket): { status: number } {
+  const answer = { status: ABORTED_STATUS }
+  const s = socket as unknown as Record<'write' | 'end', (...args: unknown[]) => unknown>
+  const own = { write: Object.hasOwn(s, 'write'), end: Object.hasOwn(s, 'end') }
+  const { write, end } = s
+  const restore = () => {
+    if (own.write) s.write = write
+    else delete (s as Partial<typeof s>).write
+    if (own.end) s.end = end
+    else delete (s as Partial<typeof s>).end
+  }
+  const read = (data: unknown) => {
+    restore()
+    const head = typeof data === 'string' ? data.slice(0, 12) : ''
+    const status = /^HTTP\/1\.[01] (\d{3})$/.exec(head)?.[1]
+    if (status !== undefined) answer.status = Number(status)
+    else if (data !== undefined) answer.status = SWITCHING_PROTOCOLS
+  }
+  s.write = function writeFirst(this: unknown, ...args: unknown[]) {
+    read(args[0])
+    return write.apply(this, args)
+  }
+  s.end = function endFirst(this: unknown, ...args: unknown[]) {
+    read(args[0])
+    return end.apply(this, args)
+  }
+  return answer
 }
 
 /**

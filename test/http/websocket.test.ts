@@ -223,6 +223,23 @@ function rawUpgrade(url: string, key: string): Promise<Socket> {
   })
 }
 
+/** Writes a request head (its `GET` line and `Host` added) and resolves to all it got back. */
+function exchange(url: string, headers: string): Promise<string> {
+  const { hostname, port, pathname } = new URL(url)
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect(Number(port), hostname, () =>
+      socket.write(`GET ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n${headers}\r\n`),
+    )
+    let text = ''
+    socket.setEncoding('utf8')
+    socket.on('data', (chunk: string) => {
+      text += chunk
+    })
+    socket.on('close', () => resolve(text))
+    socket.on('error', reject)
+  })
+}
+
 interface Setup {
   tb: Tollbooth
   url: string
@@ -505,6 +522,22 @@ for (const [storeName, store] of [
           const next = await opened(s.url, one.key)
           next.close()
           await eventually(() => s.settled.length === 2, 'the next session settled')
+        })
+
+        test('a handshake `ws` refuses after the guard admitted it is settled with its 400, and charges nothing', async () => {
+          const s = await setup(start)
+          const { key } = await s.tb.keys.create({ accountId: 'acct_1' })
+          // No Sec-WebSocket-Key: `ws` answers 400 instead of the 101.
+          const answer = await exchange(
+            s.url,
+            `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer ${key}\r\n`,
+          )
+          expect(answer).toMatch(/^HTTP\/1\.1 400 /)
+          await eventually(() => s.settled.length === 1, 'the upgrade settled')
+          expect(s.settled[0]).toMatchObject({ status: 400 })
+          expect(s.opened).toHaveLength(0)
+          await s.tb.flush()
+          expect(await used(s.tb)).toBe(0)
         })
 
         test('units reported during the session and at its close are what is charged and recorded', async () => {
