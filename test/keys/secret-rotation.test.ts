@@ -83,6 +83,38 @@ describe.each(Object.entries(stores))('previousSecrets on %s', (_name, make) => 
       await after.close()
     },
   )
+
+  it.skipIf(make === null)(
+    'a rolling restart: instances given the new secret as a previous one first take what the new ones make',
+    async () => {
+      const storage: Storage = await make!()
+      const clock = manualClock(T0)
+      // Step 1 on every instance: the old secret still makes everything, the new one is read.
+      const first = createTollbooth({
+        secret: SECRET,
+        previousSecrets: [NEW_SECRET],
+        clock,
+        storage,
+      })
+      const oldOnly = createTollbooth({ secret: SECRET, clock, storage })
+      // Step 2, instance by instance: the new secret makes everything, the old one is read.
+      const second = createTollbooth({
+        secret: NEW_SECRET,
+        previousSecrets: [SECRET],
+        clock,
+        storage,
+      })
+      const made = await second.keys.create({ accountId: 'acct_roll' })
+      await second.providerKeys.store('acct_roll', { provider: 'openai', apiKey: 'sk-roll-123456' })
+      expect((await first.authenticate(request(made.key))).allowed).toBe(true)
+      expect(await first.providerKeys.get('acct_roll', 'openai')).toBe('sk-roll-123456')
+      // An instance not yet given the new secret refuses them.
+      expect(await oldOnly.authenticate(request(made.key))).toMatchObject({ status: 401 })
+      const earlier = await first.keys.create({ accountId: 'acct_roll' })
+      expect((await second.authenticate(request(earlier.key))).allowed).toBe(true)
+      await Promise.all([first.close(), oldOnly.close(), second.close()])
+    },
+  )
 })
 
 describe('previousSecrets, the option', () => {
