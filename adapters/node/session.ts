@@ -112,11 +112,16 @@ function answerOf(socket: UpgradeSocket): { status: number } {
   const s = socket as unknown as Record<'write' | 'end', (...args: unknown[]) => unknown>
   const own = { write: Object.hasOwn(s, 'write'), end: Object.hasOwn(s, 'end') }
   const { write, end } = s
+  // Only while they are these wrappers (Node sets its own `write` on a socket its peer ended).
   const restore = () => {
-    if (own.write) s.write = write
-    else delete (s as Partial<typeof s>).write
-    if (own.end) s.end = end
-    else delete (s as Partial<typeof s>).end
+    if (s.write === writeFirst) {
+      if (own.write) s.write = write
+      else delete (s as Partial<typeof s>).write
+    }
+    if (s.end === endFirst) {
+      if (own.end) s.end = end
+      else delete (s as Partial<typeof s>).end
+    }
   }
   const read = (data: unknown) => {
     restore()
@@ -125,14 +130,16 @@ function answerOf(socket: UpgradeSocket): { status: number } {
     if (status !== undefined) answer.status = Number(status)
     else if (data !== undefined) answer.status = SWITCHING_PROTOCOLS
   }
-  s.write = function writeFirst(this: unknown, ...args: unknown[]) {
+  function writeFirst(this: unknown, ...args: unknown[]) {
     read(args[0])
     return write.apply(this, args)
   }
-  s.end = function endFirst(this: unknown, ...args: unknown[]) {
+  function endFirst(this: unknown, ...args: unknown[]) {
     read(args[0])
     return end.apply(this, args)
   }
+  s.write = writeFirst
+  s.end = endFirst
   return answer
 }
 
