@@ -124,11 +124,17 @@ function answerOf(socket: UpgradeSocket): { status: number } {
     }
   }
   const read = (data: unknown) => {
+    // A string or bytes; `end(callback)` writes nothing (`end` is the last call all the same).
+    const head =
+      typeof data === 'string'
+        ? data.slice(0, 12)
+        : data instanceof Uint8Array
+          ? String.fromCharCode(...data.subarray(0, 12))
+          : ''
+    if (head === '') return
     restore()
-    const head = typeof data === 'string' ? data.slice(0, 12) : ''
     const status = /^HTTP\/1\.[01] (\d{3})$/.exec(head)?.[1]
-    if (status !== undefined) answer.status = Number(status)
-    else if (data !== undefined) answer.status = SWITCHING_PROTOCOLS
+    answer.status = status === undefined ? SWITCHING_PROTOCOLS : Number(status)
   }
   function writeFirst(this: unknown, ...args: unknown[]) {
     read(args[0])
@@ -136,6 +142,7 @@ function answerOf(socket: UpgradeSocket): { status: number } {
   }
   function endFirst(this: unknown, ...args: unknown[]) {
     read(args[0])
+    restore()
     return end.apply(this, args)
   }
   s.write = writeFirst
