@@ -14,6 +14,7 @@ import {
   type Admission,
   checkTollboothArg,
   clientGone,
+  denialAnswer,
   endWork,
   type RouteOptions,
   type Tollbooth,
@@ -23,14 +24,23 @@ import { catchSocketErrors, refuseUpgrade, watchSession } from '../node/session.
 /** What the guard of an upgrade is called with: the `upgrade` event's request and socket. */
 export type UpgradeGuard = (req: IncomingMessage, socket: Duplex) => Promise<Admission | null>
 
+/** The answer to an upgrade whose decision threw: what Express answers a plain route's (500). */
+const failed = denialAnswer('internal_error')
+const FAILED = {
+  status: failed.status,
+  headers: { 'Content-Type': 'application/json; charset=utf-8' },
+  body: JSON.stringify(failed.body),
+}
+
 /**
  * Requires a valid API key on a WebSocket upgrade, in the server's `upgrade` event.
  *
  * @param tb the tollbooth instance
  * @param [options] the route options of `requireApiKey` (`cost`, `scopes`, `trustProxy`…)
  * @returns a function of the event's request and socket that resolves to the admission, or to
- *   null when the upgrade was refused (answered on the socket and closed) or its client left
- *   while it was decided. The admission settles with 101 when the socket closes, charged what
+ *   null when the upgrade was refused (answered on the socket and closed), its route's `cost`
+ *   or `tokens` function threw (answered 500 `internal_error`, the error passed to the
+ *   instance's `onError`), or its client left while it was decided. The admission settles with 101 when the socket closes, charged what
  *   the session reported with `charge()` / `report()` (up to its `close` handlers), else the
  *   route's `cost`.
  * @throws {ConfigError} at construction, naming a bad option
@@ -52,6 +62,9 @@ export type UpgradeGuard = (req: IncomingMessage, socket: Duplex) => Promise<Adm
 export function requireApiKeyOnUpgrade(tb: Tollbooth, options: RouteOptions = {}): UpgradeGuard {
   checkTollboothArg('requireApiKeyOnUpgrade', tb)
   const route = tb.route(options)
+  const report =
+    tb.options.onError ??
+    ((err: unknown) => console.error('[tollbooth] requireApiKeyOnUpgrade:', err))
   return async function requireApiKeyOnUpgrade(req, socket) {
     catchSocketErrors(socket)
     const url = req.url ?? '/'
@@ -68,8 +81,12 @@ export function requireApiKeyOnUpgrade(tb: Tollbooth, options: RouteOptions = {}
         route,
       )
     } catch (err) {
-      socket.destroy()
-      throw err
+      // The route's `cost` or `tokens` function threw: nothing was counted. Answered 500 on the
+      // socket and reported, never rethrown: the server's `upgrade` listener is an async
+      // function (above), whose rejection nothing catches, ending the process.
+      report(err)
+      refuseUpgrade(socket, FAILED)
+      return null
     }
     if (!decision.allowed) {
       refuseUpgrade(socket, decision)

@@ -202,7 +202,10 @@ const REASONS: Record<number, string> = {
  * body), and closes the connection: the server's `upgrade` event hands the socket over with no
  * response object to write one.
  */
-export function refuseUpgrade(socket: UpgradeSocket, denial: Denial): void {
+export function refuseUpgrade(
+  socket: UpgradeSocket,
+  denial: Pick<Denial, 'status' | 'headers' | 'body'>,
+): void {
   if (socket.destroyed) return
   const h = denial.headers
   let head = `HTTP/1.1 ${denial.status} ${REASONS[denial.status] ?? ''}\r\nConnection: close\r\n`

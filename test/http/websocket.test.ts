@@ -385,6 +385,44 @@ test('Fastify: a plain request naming `Upgrade: websocket` on a hijacked route s
   expect(await used(tb)).toBe(0)
 })
 
+test("Express: an upgrade whose decision throws (the route's cost function) is answered 500 JSON on its socket, reported, and the handler resolves null", async () => {
+  const errors: unknown[] = []
+  const tb = createTollbooth({ secret: SECRET, ...PLAN, onError: (err) => errors.push(err) })
+  const settled = recordSettles(tb)
+  const server = createServer()
+  const guard = requireApiKeyOnUpgrade(tb, {
+    cost: () => {
+      throw new Error('price list unavailable')
+    },
+  })
+  const answers: Array<Admission | null> = []
+  // The README's handler: an async listener, whose rejection nothing would catch.
+  server.on('upgrade', async (req, socket) => {
+    answers.push(await guard(req, socket))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  running.push(async () => {
+    await closing(server)
+    await tb.close()
+  })
+  const { key } = await tb.keys.create({ accountId: 'acct_1' })
+  const answer = await exchange(
+    listening(server),
+    'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n' +
+      `Sec-WebSocket-Version: 13\r\nAuthorization: Bearer ${key}\r\n`,
+  )
+  expect(answer).toMatch(/^HTTP\/1\.1 500 /)
+  expect(answer).toContain('Connection: close')
+  expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({
+    error: 'Internal server error',
+    code: 'internal_error',
+  })
+  expect(answers).toEqual([null])
+  expect(errors).toEqual([new Error('price list unavailable')])
+  expect(settled).toEqual([])
+  expect(await used(tb)).toBe(0)
+})
+
 for (const [storeName, store] of [
   ['memory', stores.memory],
   ['Redis', stores.Redis],
