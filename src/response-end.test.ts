@@ -280,6 +280,56 @@ describe('Admission.waitUntil', () => {
   })
 })
 
+describe('Admission.waitUntil: thenables', () => {
+  const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms))
+
+  it('a thenable whose then throws is a rejection: reported, not thrown at the caller, and the settle does not wait for it', async () => {
+    const errors: unknown[] = []
+    const { tb, key } = await setup({ ...metered, onError: (err) => errors.push(err) })
+    const seen = recording(tb)
+    const route = tb.route({ cost: 10, abortSettleMs: 60_000 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    const broken = {
+      // biome-ignore lint/suspicious/noThenProperty: a thenable is what is tested
+      then() {
+        throw new Error('not a real promise')
+      },
+    }
+    expect(() => d.waitUntil(broken)).not.toThrow()
+    endWork(d)
+    await tick()
+    responseEnded(tb, d, 200)
+    await tick()
+    expect(seen).toEqual([{ status: 200, outcome: 'completed' }])
+    expect(errors).toEqual([new Error('not a real promise')])
+  })
+
+  it('a thenable that calls back twice counts as one promise: the settle still waits for the others', async () => {
+    const { tb, key } = await setup(metered)
+    const seen = recording(tb)
+    const route = tb.route({ cost: 10, abortSettleMs: 60_000 })
+    const d = admitted(await tb.authenticate(req(key), route))
+    let release = () => {}
+    d.waitUntil(new Promise<void>((r) => (release = r)).then(() => d.report({ cost: 7 })))
+    const twice = {
+      // biome-ignore lint/suspicious/noThenProperty: a thenable is what is tested
+      then(resolve: (v: unknown) => void) {
+        resolve(1)
+        resolve(2)
+      },
+    }
+    d.waitUntil(twice as unknown as PromiseLike<unknown>)
+    endWork(d)
+    responseEnded(tb, d, 200)
+    await tick()
+    expect(seen).toEqual([])
+    release()
+    await tick()
+    expect(seen).toEqual([{ status: 200, outcome: 'completed' }])
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(7)
+  })
+})
+
 describe('settle: the abort policy', () => {
   it('bills an aborted request what its handler reported, and nothing when it reported nothing', async () => {
     const { tb, key } = await setup(metered)

@@ -100,7 +100,9 @@ export function waitFor(d: Admission, promise: PromiseLike<unknown>): void {
   const ended = () => {
     if (--s.waits === 0 && s.gone?.waiting === true) due(d, false)
   }
-  promise.then(ended, (err: unknown) => {
+  // As a promise: a thenable whose `then` throws is a rejection, and one that calls back twice
+  // (or at once) ends once, on a later turn; a promise itself is used as it is.
+  Promise.resolve(promise).then(ended, (err: unknown) => {
     s.onError(err)
     ended()
   })
