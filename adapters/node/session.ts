@@ -77,8 +77,9 @@ export const isSession = (d: Admission): boolean => admitted.has(d)
  * The upgrade is handed over (the 101 is the server's to write next): the admission settles
  * when `socket` closes, with 101, or with the status `ws` refused the handshake with instead
  * (see `answerOf`). The settle waits for the next turn of the event loop after
- * the socket's `close`, as `ws` emits the WebSocket's own `close` a tick after it (once its
- * receiver has ended): what a `close` handler reports is charged. Returns false, and takes
+ * the WebSocket's own `close`, which `ws` emits once its receiver has ended (a tick after the
+ * socket's, or later while received frames are still being inflated): what a `close` handler
+ * reports is charged. Returns false, and takes
  * nothing, for a socket already gone or half-closed (the client left while the admission was
  * in flight; the server's half-open socket is not destroyed by the client's FIN), which `ws`
  * refuses to upgrade by the same test: the adapter settles that one as a client gone (499).
@@ -94,10 +95,41 @@ export function watchSession(
   sessions.set(req, d)
   responseStarted(tb, d)
   const answer = answerOf(socket)
-  socket.once('close', () => {
+  const settle = () => {
     setImmediate(() => responseEnded(tb, d, answer.status))
+  }
+  socket.once('close', () => {
+    // `ws` emits its `close` only once its receiver has ended: later than the socket's when
+    // frames received before it are still being inflated (permessage-deflate, off the main
+    // thread). Settled after that `close`, so what its handlers report is charged.
+    const ws = answer.ws ?? webSocketOf(socket)
+    if (ws !== undefined && ws.readyState !== WS_CLOSED) ws.once('close', settle)
+    else settle()
   })
   return true
+}
+
+/** `ws`'s WebSocket, as far as its end goes. */
+interface WsSocket {
+  readonly readyState: number
+  once(event: 'close', listener: () => void): unknown
+}
+
+/** `WebSocket.CLOSED`: its `close` has been emitted. */
+const WS_CLOSED = 3
+
+/**
+ * The `ws` WebSocket an upgrade's socket was handed to, if any: `ws` keeps it on the socket
+ * under a symbol of its own (`Symbol('websocket')`), found by its name, until the socket closes.
+ */
+function webSocketOf(socket: object): WsSocket | undefined {
+  const own = socket as Record<symbol, unknown>
+  for (const symbol of Object.getOwnPropertySymbols(socket)) {
+    if (symbol.description !== 'websocket') continue
+    const ws = own[symbol] as Partial<WsSocket> | undefined
+    if (typeof ws?.once === 'function' && typeof ws.readyState === 'number') return ws as WsSocket
+  }
+  return undefined
 }
 
 /**
@@ -107,8 +139,11 @@ export function watchSession(
  * not charged; 499 while nothing was written (the client left before the answer). `write` and
  * `end` are the socket's own again after that first call: a session's frames pay nothing.
  */
-function answerOf(socket: UpgradeSocket): { status: number } {
-  const answer = { status: ABORTED_STATUS }
+function answerOf(socket: UpgradeSocket): { status: number; ws: WsSocket | undefined } {
+  const answer: { status: number; ws: WsSocket | undefined } = {
+    status: ABORTED_STATUS,
+    ws: undefined,
+  }
   const s = socket as unknown as Record<'write' | 'end', (...args: unknown[]) => unknown>
   const own = { write: Object.hasOwn(s, 'write'), end: Object.hasOwn(s, 'end') }
   const { write, end } = s
@@ -135,6 +170,13 @@ function answerOf(socket: UpgradeSocket): { status: number } {
     restore()
     const status = /^HTTP\/1\.[01] (\d{3})$/.exec(head)?.[1]
     answer.status = status === undefined ? SWITCHING_PROTOCOLS : Number(status)
+    // `ws` writes its 101, then takes the socket (in the same call): its WebSocket is known
+    // once that call has returned, and is looked up then, as `ws` drops it when the socket
+    // closes, maybe before this guard's `close` listener runs.
+    if (answer.status === SWITCHING_PROTOCOLS)
+      queueMicrotask(() => {
+        answer.ws = webSocketOf(socket)
+      })
   }
   function writeFirst(this: unknown, ...args: unknown[]) {
     read(args[0])

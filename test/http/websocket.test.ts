@@ -423,6 +423,78 @@ test("Express: an upgrade whose decision throws (the route's cost function) is a
   expect(await used(tb)).toBe(0)
 })
 
+/** A session that counts the messages it handled and reports 5 in its `close` handler. */
+function deflated(ws: WebSocket, apiKey: Admission, received: { count: number }): void {
+  ws.on('message', () => received.count++)
+  ws.on('close', () => apiKey.report({ cost: 5 }))
+}
+
+const withDeflate: Record<
+  'express' | 'fastify',
+  (tb: Tollbooth, received: { count: number }) => Promise<string>
+> = {
+  async express(tb, received) {
+    const server = createServer()
+    const wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: true,
+      maxPayload: 1 << 26,
+    })
+    const guard = requireApiKeyOnUpgrade(tb, { cost: 10 })
+    server.on('upgrade', async (req, socket, head) => {
+      const apiKey = await guard(req, socket)
+      if (apiKey === null) return
+      wss.handleUpgrade(req, socket, head, (ws) => deflated(ws, apiKey, received))
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    running.push(async () => {
+      for (const ws of wss.clients) ws.terminate()
+      await closing(server)
+    })
+    return listening(server)
+  },
+  async fastify(tb, received) {
+    const app = Fastify()
+    await app.register(fastifyWebsocket, {
+      options: { perMessageDeflate: true, maxPayload: 1 << 26 },
+    })
+    await app.register(tollbooth, { tb })
+    app.get(
+      '/v1/realtime',
+      { websocket: true, preHandler: fastifyGuard(tb, { cost: 10 }) },
+      (ws, r) => deflated(ws, r.apiKey, received),
+    )
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    running.push(() => app.close())
+    return listening(app.server)
+  },
+}
+
+for (const [name, start] of Object.entries(withDeflate))
+  test(`${name}: a session closed while \`ws\` still inflates what it received (permessage-deflate) settles after its close handler, charged what that reported`, async () => {
+    const tb = createTollbooth({ secret: SECRET, ...PLAN })
+    running.push(() => tb.close())
+    const settled = recordSettles(tb)
+    const received = { count: 0 }
+    const url = await start(tb, received)
+    const { key } = await tb.keys.create({ accountId: 'acct_1' })
+    const ws = new WebSocket(url, {
+      headers: { authorization: `Bearer ${key}` },
+      perMessageDeflate: true,
+    })
+    await new Promise((resolve) => ws.once('open', resolve))
+    // Compressed frames the server inflates off the main thread, the connection dropped as soon
+    // as they are sent: the socket closes while they are being inflated.
+    const large = 'a'.repeat(20_000_000)
+    for (let i = 0; i < 3; i++) ws.send(large)
+    await eventually(() => ws.bufferedAmount === 0, 'the frames sent')
+    ws.terminate()
+    await eventually(() => settled.length === 1, 'the session settled')
+    expect(settled[0]).toMatchObject({ status: 101 })
+    expect(await used(tb)).toBe(5)
+    expect(received.count).toBe(3)
+  })
+
 for (const [storeName, store] of [
   ['memory', stores.memory],
   ['Redis', stores.Redis],
