@@ -103,8 +103,9 @@ export function waitFor(d: Admission, promise: PromiseLike<unknown>): void {
   // As a promise: a thenable whose `then` throws is a rejection, and one that calls back twice
   // (or at once) ends once, on a later turn; a promise itself is used as it is.
   Promise.resolve(promise).then(ended, (err: unknown) => {
-    s.onError(err)
+    // Ended first: an `onError` that throws does not hold the settle to its deadline.
     ended()
+    s.onError(err)
   })
 }
 
