@@ -41,8 +41,9 @@ export interface Context {
    * Bounds a hot-path storage call by `storageTimeoutMs`; rejects with StorageUnavailableError.
    * The call itself goes on: a counter call whose answer was lost is reconciled through
    * `retries` (a cancel for an admission, a retry for a settle), never left to count.
+   * `ms` (when above 0) bounds it by less: what is left of a request's timeout.
    */
-  guard<T>(p: Promise<T>): Promise<T>
+  guard<T>(p: Promise<T>, ms?: number): Promise<T>
   /** Settles and cancels retried until the counter store takes them. */
   retries: SettleQueue
   /** The admissions in flight that hold something, whose holds are renewed until they settle. */

@@ -303,7 +303,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     },
     guard: inProcess
       ? <T>(p: Promise<T>) => p
-      : <T>(p: Promise<T>) => withTimeout(p, o.storageTimeoutMs),
+      : <T>(p: Promise<T>, ms?: number) => withTimeout(p, ms || o.storageTimeoutMs),
     retries: createSettleQueue({
       counters: store.counters,
       now,
