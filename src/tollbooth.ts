@@ -7,6 +7,7 @@
  */
 
 import { createPipeline } from './authenticate.js'
+import { type BoundOptions, boundCalls } from './bounded-calls.js'
 import { DEFAULT_PROVIDERS } from './byok/providers.js'
 import { createSealer } from './byok/seal.js'
 import { ProviderKeyService } from './byok/service.js'
@@ -183,6 +184,8 @@ export interface IpBlocks {
 }
 
 const ROUTE = Symbol('tollbooth.route')
+
+const STORES = ['keys', 'counters', 'usage', 'accounts', 'secrets', 'ipBlocks'] as const
 
 /**
  * Creates a tollbooth instance.
@@ -418,22 +421,40 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     )
   }
 
+  // The calls off the request path, bounded as the request path's (`bounded-calls`), unless
+  // every store is in-process (it cannot hang). Billing applies its changes unbounded.
+  const local = STORES.every((name) => isInProcess(storage[name]))
+  const bound = <T extends object>(service: T, name: string, extra: Partial<BoundOptions> = {}) =>
+    local ? service : boundCalls(service, name, { ms: o.storageTimeoutMs, storage, ...extra })
+  const accounts = bound(ctx.accounts, 'accounts')
+
   return {
     options: o,
     storage,
-    keys: new KeyManager(ctx),
-    accounts: ctx.accounts,
-    usage: new UsageService(ctx),
-    providerKeys,
+    // A delete may wait on purpose for other instances' out-boxes (`KeyManager.delete`).
+    keys: bound(new KeyManager(ctx), 'keys', {
+      longer: {
+        delete: (...[, , d]) =>
+          (d as { evenIfUsed?: boolean } | undefined)?.evenIfUsed === true || !storage.changes
+            ? o.storageTimeoutMs
+            : o.usage.flushIntervalMs + 2 * o.storageTimeoutMs,
+      },
+    }),
+    accounts,
+    usage: bound(new UsageService(ctx), 'usage'),
+    providerKeys: bound(providerKeys, 'providerKeys', { skip: new Set(['verify']) }),
     // Parsed here, so every store is handed the same values (a NUL reached PostgreSQL alone).
-    ipBlocks: {
-      list: async (l = {}) =>
-        (ctx.ipGuard ?? storage.ipBlocks).list(now(), parseInput(ipBlocksListSchema, l)),
-      get: async (ip) =>
-        (ctx.ipGuard ?? storage.ipBlocks).get(parseInput(ipAddressSchema, ip, 'ip'), now()),
-      lift: async (ip) =>
-        (ctx.ipGuard ?? storage.ipBlocks).lift(parseInput(ipAddressSchema, ip, 'ip'), now()),
-    },
+    ipBlocks: bound(
+      {
+        list: async (l = {}) =>
+          (ctx.ipGuard ?? storage.ipBlocks).list(now(), parseInput(ipBlocksListSchema, l)),
+        get: async (ip) =>
+          (ctx.ipGuard ?? storage.ipBlocks).get(parseInput(ipAddressSchema, ip, 'ip'), now()),
+        lift: async (ip) =>
+          (ctx.ipGuard ?? storage.ipBlocks).lift(parseInput(ipAddressSchema, ip, 'ip'), now()),
+      } satisfies IpBlocks,
+      'ipBlocks',
+    ),
     route,
     authenticate: async (request, r) => decide(request, r ?? defaultRoute),
     decide: (request, r) => decide(request, r ?? defaultRoute),

@@ -150,7 +150,9 @@ export function managementApi(tb: Tollbooth, options: ManagementOptions = {}): H
         res = errorResponse(err, report, tb.storage)
       }
       for (const name in auth.headers) res.headers.set(name, auth.headers[name]!)
-      if (usageHeaders) await addUsageHeaders(res.headers, auth.principal.accountId)
+      // After a 503 the store is not asked again: the answer would wait a second timeout.
+      if (usageHeaders && res.status !== 503)
+        await addUsageHeaders(res.headers, auth.principal.accountId)
       auth.done(res.status)
       return res
     })

@@ -1,8 +1,9 @@
 /**
  * @module billing/apply
  *
- * Applies a provider's {@link BillingChange}s to accounts through `tb.accounts`, the same for
- * every provider, with the two guarantees webhooks need:
+ * Applies a provider's {@link BillingChange}s to accounts through `tb.accounts` (without its
+ * `storageTimeoutMs` bound: a change runs to its end once the store answers, the caller bounds
+ * its wait), the same for every provider, with the two guarantees webhooks need:
  *
  * - **Order.** Providers deliver events late, twice and out of order. Each account keeps the
  *   subscription it follows and the time of the last change applied (in its metadata, under
@@ -19,6 +20,7 @@
  * `options.defaultTier` (the tier in force when the record's tier is null or expired).
  */
 
+import { unbounded } from '../bounded-calls.js'
 import { ConflictError, InvalidRequestError } from '../errors.js'
 import type { Tollbooth } from '../tollbooth.js'
 import { createMarkers, MARKER_TTL_MS, markerKey } from './markers.js'
@@ -149,10 +151,10 @@ async function applyOne(
   const id = change.accountId
   switch (change.type) {
     case 'customer': {
-      const a = await tb.accounts.get(id)
+      const a = await unbounded(tb.accounts).get(id)
       if (a.billingCustomerId === change.customerId)
         return { change, applied: false, reason: 'unchanged' }
-      await tb.accounts.patch(id, { billingCustomerId: change.customerId })
+      await unbounded(tb.accounts).patch(id, { billingCustomerId: change.customerId })
       return { change, applied: true }
     }
     case 'credits': {
@@ -161,7 +163,7 @@ async function applyOne(
       if (!(await markers.set(key, options.grantTtlMs ?? MARKER_TTL_MS)))
         return { change, applied: false, reason: 'already-granted' }
       try {
-        await tb.accounts.addCredits(id, change.amount)
+        await unbounded(tb.accounts).addCredits(id, change.amount)
       } catch (err) {
         await markers.clear(key).catch(() => {})
         throw err
@@ -187,14 +189,14 @@ async function applyState(
   current: CurrentState | undefined,
 ): Promise<AppliedChange> {
   const id = change.accountId
-  const a = await tb.accounts.get(id)
+  const a = await unbounded(tb.accounts).get(id)
   const state = stateOf(a.metadata)
   const same = state?.subscriptionId === change.subscriptionId
   if (same && state.ended) {
     // The cancel that ended it, again (the provider's retry): its state went first, so
     // the tier write after it may be what failed. Written again (to the same values).
     if (change.type === 'cancel' && change.at === state.at) {
-      await tb.accounts.setTier(id, null, { expiresAt: null })
+      await unbounded(tb.accounts).setTier(id, null, { expiresAt: null })
       return { change, applied: true }
     }
     return { change, applied: false, reason: 'ended' }
@@ -220,10 +222,10 @@ async function applyState(
   }
   // The state goes first: if the tier write then fails, the provider's retry carries the
   // same `at`, which the rules above let through (a cancel's too), and completes it.
-  await tb.accounts.patch(id, { metadata: { ...a.metadata, [BILLING_STATE_KEY]: next } })
-  if (c.type === 'cancel') await tb.accounts.setTier(id, null, { expiresAt: null })
+  await unbounded(tb.accounts).patch(id, { metadata: { ...a.metadata, [BILLING_STATE_KEY]: next } })
+  if (c.type === 'cancel') await unbounded(tb.accounts).setTier(id, null, { expiresAt: null })
   else
-    await tb.accounts.setTier(
+    await unbounded(tb.accounts).setTier(
       id,
       c.tier,
       c.expiresAt === undefined ? {} : { expiresAt: c.expiresAt },

@@ -7,6 +7,7 @@
  */
 
 import { z } from 'zod'
+import { throughBound } from '../bounded-calls.js'
 import type { Context } from '../context.js'
 import { InvalidRequestError, NotFoundError, NotImplementedError } from '../errors.js'
 import { ownValue, text } from '../input.js'
@@ -68,7 +69,7 @@ export function storeParsedProviderKey(
   accountId: string,
   input: ProviderKeyInput,
 ): Promise<ProviderKeyView> {
-  return storeParsed(service)(accountId, input)
+  return throughBound(service, (s) => ({ store: storeParsed(s) })).store(accountId, input)
 }
 
 export class ProviderKeyService {
@@ -128,14 +129,17 @@ export class ProviderKeyService {
     return r ? this.sealer.open(r.sealed, accountId, r.provider) : undefined
   }
 
-  /** Runs the provider's verifier on the stored key; records when it passed. */
+  /**
+   * Runs the provider's verifier on the stored key; records when it passed. Its store steps are
+   * bounded by `storageTimeoutMs` one by one (the verifier has its own bound).
+   */
   async verify(
     accountId: string,
     provider: string,
   ): Promise<{ provider: string; valid: boolean; verifiedAt: number | null }> {
     checkAccountId(accountId)
     const p = this.provider(provider)
-    const r = await this.ctx.storage.secrets.get(accountId, p)
+    const r = await this.ctx.guard(this.ctx.storage.secrets.get(accountId, p))
     if (!r) throw new NotFoundError('Provider key not found')
     const verifier = ownValue(this.verifiers, p)
     if (!verifier) throw new NotImplementedError(`No verifier is configured for provider "${p}"`)
@@ -146,7 +150,7 @@ export class ProviderKeyService {
       valid = false
     }
     const verifiedAt = valid ? this.ctx.clock.now() : r.verifiedAt
-    if (valid) await this.ctx.storage.secrets.put({ ...r, verifiedAt })
+    if (valid) await this.ctx.guard(this.ctx.storage.secrets.put({ ...r, verifiedAt }))
     return { provider: p, valid, verifiedAt }
   }
 

@@ -13,6 +13,7 @@
  */
 
 import { z } from 'zod'
+import { throughBound } from '../bounded-calls.js'
 import type { Context } from '../context.js'
 import { ConflictError, InvalidRequestError, NotFoundError } from '../errors.js'
 import { text, textProblem } from '../input.js'
@@ -113,7 +114,7 @@ let entriesOf: (keys: KeyManager) => ParsedKeyEntries
 
 /** The {@link ParsedKeyEntries} of `tb.keys` (internal: adapters only, never exported). */
 export function parsedKeyEntries(keys: KeyManager): ParsedKeyEntries {
-  return entriesOf(keys)
+  return throughBound(keys, entriesOf)
 }
 
 export class KeyManager {

@@ -4,15 +4,15 @@
  * `tb.usage`: an account's usage for the current period or a past month (credits used,
  * limit, remaining; breakdown by usage category or by the category of the keys that made the
  * requests, optionally filtered by either; request count; reset date), and a key's request
- * log. Both shapes of the seeds can be answered from {@link UsageReport}. Every storage step
- * of these reads is bounded by `storageTimeoutMs`: a store that hangs or fails makes them
- * reject with `StorageUnavailableError` (503), which the management API and the portal answer
- * as such.
+ * log. Both shapes of the seeds can be answered from {@link UsageReport}. Each of these reads
+ * is bounded by `storageTimeoutMs` as every call of the instance off the request path
+ * (`bounded-calls`): a store that hangs or fails makes it reject with `StorageUnavailableError`
+ * (503), which the management API and the portal answer as such.
  */
 
 import { z } from 'zod'
 import type { Context } from '../context.js'
-import { isTollboothError, NotFoundError, StorageUnavailableError } from '../errors.js'
+import { NotFoundError } from '../errors.js'
 import { text, textProblem } from '../input.js'
 import { roundAmount } from '../limits/amount.js'
 import { parseInput } from '../options.js'
@@ -98,38 +98,8 @@ const logsSchema = z
 /** Store pages read at most for one filtered page of a log. */
 const MAX_FILTERED_READS = 50
 
-/**
- * A storage step of a usage read, bounded by `ms`: a store that does not answer in time, or
- * fails, becomes a {@link StorageUnavailableError} (503 `storage_unavailable`), never a hang or
- * a 500. tollbooth's own errors (a bad cursor, say) pass through as they are.
- */
-async function bounded<T>(ms: number, p: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new StorageUnavailableError(`Storage did not answer within ${ms} ms`)),
-          ms,
-        )
-      }),
-    ])
-  } catch (err) {
-    if (isTollboothError(err)) throw err
-    throw new StorageUnavailableError('Storage unavailable', { cause: err })
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
 export class UsageService {
   constructor(private readonly ctx: Context) {}
-
-  /** Each storage step of a usage read is bounded by `storageTimeoutMs`. */
-  private bounded<T>(p: Promise<T>): Promise<T> {
-    return bounded(this.ctx.options.storageTimeoutMs, p)
-  }
 
   /**
    * An account's admitted requests and credits in `[from, to)` (ms), by usage category and by
@@ -149,8 +119,8 @@ export class UsageService {
   ): Promise<UsageSummary> {
     checkAccountId(accountId)
     const f = filterOf(parseInput(filterSchema, filter))
-    await this.bounded(this.ctx.outbox.flush())
-    return this.bounded(this.ctx.storage.usage.summarize(accountId, from, to, f))
+    await this.ctx.outbox.flush()
+    return this.ctx.storage.usage.summarize(accountId, from, to, f)
   }
 
   /**
@@ -177,19 +147,17 @@ export class UsageService {
     const now = this.ctx.clock.now()
     const period = periodOfMonth(o.month, now)
     const filter = filterOf(o)
-    await this.bounded(this.ctx.outbox.flush())
+    await this.ctx.outbox.flush()
     const current = period.start === periodOf(now).start
     const filtered = filter.category !== undefined || filter.keyCategory !== undefined
-    const [account, summary, all] = await this.bounded(
-      Promise.all([
-        this.ctx.accounts.statement(accountId, period),
-        this.ctx.storage.usage.summarize(accountId, period.start, period.end, filter),
-        // A past period's credits are its requests' units, all of them.
-        filtered && !current
-          ? this.ctx.storage.usage.summarize(accountId, period.start, period.end)
-          : null,
-      ]),
-    )
+    const [account, summary, all] = await Promise.all([
+      this.ctx.accounts.statement(accountId, period),
+      this.ctx.storage.usage.summarize(accountId, period.start, period.end, filter),
+      // A past period's credits are its requests' units, all of them.
+      filtered && !current
+        ? this.ctx.storage.usage.summarize(accountId, period.start, period.end)
+        : null,
+    ])
     // A past period closed with its figures is as its rollover closed it; one closed before
     // they were kept (carryover null) counts its requests' units.
     const c = account.credits
@@ -228,13 +196,13 @@ export class UsageService {
     const { category, ...o } = parseInput(logsSchema, options)
     const key =
       typeof keyId === 'string' && keyId.length <= 64 && textProblem(keyId) === null
-        ? await this.bounded(this.ctx.storage.keys.get(keyId))
+        ? await this.ctx.storage.keys.get(keyId)
         : null
     if (!key || (scope.accountId !== undefined && key.accountId !== scope.accountId))
       throw new NotFoundError('API key not found')
-    await this.bounded(this.ctx.outbox.flush())
+    await this.ctx.outbox.flush()
     if (category === undefined) {
-      const page = await this.bounded(this.ctx.storage.usage.logs(keyId, o))
+      const page = await this.ctx.storage.usage.logs(keyId, o)
       return {
         data: page.data.map(({ accountId: _a, ...e }) => e),
         nextCursor: page.nextCursor,
@@ -246,9 +214,10 @@ export class UsageService {
     const data: LogEntry[] = []
     let cursor = o.cursor ?? null
     for (let reads = 0; reads < MAX_FILTERED_READS && data.length < o.limit; reads++) {
-      const page = await this.bounded(
-        this.ctx.storage.usage.logs(keyId, { limit: o.limit - data.length, cursor }),
-      )
+      const page = await this.ctx.storage.usage.logs(keyId, {
+        limit: o.limit - data.length,
+        cursor,
+      })
       for (const { accountId: _a, ...e } of page.data) if (e.category === category) data.push(e)
       cursor = page.nextCursor
       if (cursor === null) break

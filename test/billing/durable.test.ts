@@ -35,7 +35,7 @@ const WHSEC = 'whsec_test_secret_durable_0004'
 const T0 = Date.UTC(2026, 10, 24, 12, 0, 0)
 
 const redis = await connectRedis()
-const pool = skipPostgres ? null : newPool(10)
+const pool = skipPostgres ? null : newPool(20)
 const cleanups: Array<() => Promise<unknown>> = []
 /** Instances and storages to close before their schema or prefix is dropped. */
 const closers: Array<() => Promise<unknown>> = []

@@ -30,12 +30,12 @@ import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
 const SECRET = 'delete-first-use-secret-delete-first-use-secret'
 const redis = await connectRedis()
 
-function instance(storage: Storage, flushIntervalMs = 200): Tollbooth {
+function instance(storage: Storage, flushIntervalMs = 200, storageTimeoutMs = 500): Tollbooth {
   return createTollbooth({
     secret: SECRET,
     storage,
     failedAuth: false,
-    storageTimeoutMs: 500,
+    storageTimeoutMs,
     usage: { flushIntervalMs },
   })
 }
@@ -101,7 +101,9 @@ async function useDuringDelete(storages: [Storage, Storage], account: string) {
  */
 async function deleteTwiceAndFail(storages: [Storage, Storage], account: string) {
   const g = gated(storages[0])
-  const a = instance(g.storage)
+  // A's delete stays at its gate while B's runs (its own wait included): longer than a storage
+  // timeout of 500 ms, past which tb.keys answers 503.
+  const a = instance(g.storage, 200, 2_000)
   const b = instance(storages[1])
   const failing = instance({
     ...storages[1],
@@ -126,7 +128,11 @@ async function deleteTwiceAndFail(storages: [Storage, Storage], account: string)
     expect(await storages[1].keys.get(first.record.id)).toBeNull()
 
     const other = await a.keys.create({ accountId: account })
-    await expect(failing.keys.delete(other.record.id)).rejects.toThrow('the write failed')
+    // The store's error, as the cause of a 503.
+    await expect(failing.keys.delete(other.record.id)).rejects.toMatchObject({
+      code: 'storage_unavailable',
+      cause: { message: 'the write failed' },
+    })
     const d = await b.authenticate(request(other.key))
     expect(d.allowed).toBe(true)
     await b.settle(d, { status: 200 })
