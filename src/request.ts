@@ -93,6 +93,14 @@ export function incomingRequestId(request: TollboothRequest): string | undefined
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/
 
+/** What an idempotency key must be: the `Idempotency-Key` header's rule and the 400's wording. */
+export const IDEMPOTENCY_KEY_RULE = 'must be 1-255 printable ASCII characters (no space)'
+
+/** Whether `v` is an idempotency key: 1-255 printable ASCII characters, no space. */
+export function isIdempotencyKey(v: unknown): v is string {
+  return typeof v === 'string' && IDEMPOTENCY_KEY.test(v)
+}
+
 /**
  * The `Idempotency-Key` header: its value when printable ASCII of 1-255 characters (no space),
  * undefined when absent, null when present with any other value (the request is refused 400:
@@ -100,7 +108,7 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/
  */
 export function idempotencyKey(request: TollboothRequest): string | null | undefined {
   const v = readHeader(request.headers, 'idempotency-key')
-  return v === undefined ? undefined : IDEMPOTENCY_KEY.test(v) ? v : null
+  return v === undefined ? undefined : isIdempotencyKey(v) ? v : null
 }
 
 /**

@@ -23,11 +23,12 @@
 import { LRUCache } from 'lru-cache'
 import { z } from 'zod'
 import { CacheClock, FeedBound } from '../cache.js'
-import { InvalidRequestError, NotFoundError } from '../errors.js'
+import { ConflictError, InvalidRequestError, NotFoundError } from '../errors.js'
 import { ACCOUNT_METADATA_MAX_BYTES, instantMs, metadataSchema, ownValue, text } from '../input.js'
 import { type CheckTemplate, compilePlanLimits, counterName } from '../limits/admission.js'
 import { roundAmount } from '../limits/amount.js'
 import { type Plan, parseInput, type ResolvedOptions } from '../options.js'
+import { IDEMPOTENCY_KEY_RULE, isIdempotencyKey } from '../request.js'
 import type { AccountRecord, ClosedPeriod, Storage } from '../storage/types.js'
 import { nextPeriod, type Period, periodOf } from './periods.js'
 
@@ -195,6 +196,40 @@ const creditAmount = z
   .positive({ error: AMOUNT_MESSAGE, abort: true })
   .max(Number.MAX_SAFE_INTEGER, { error: AMOUNT_MESSAGE })
   .refine((v) => roundAmount(v) > 0, { error: AMOUNT_MESSAGE })
+
+/** How long a top-up's idempotency key is kept: a retry within it is not credited again. */
+export const TOPUP_KEY_TTL_MS = 86_400_000
+
+/**
+ * The markers of a top-up's idempotency key on the counter store (`claim`: atomic on every
+ * store), one key space for every account (the same key on another account is refused).
+ * `started` is taken before the balance is added, `done` once it was; `what` (the account and
+ * the amount, taken before the add, so it is there once `done` is) tells a replay from a reuse
+ * of the key with other arguments. The key's own text is the Redis Cluster hash tag.
+ */
+function topupMarkers(key: string, id: string, amount: number) {
+  const started = `{topup:${key}}`
+  return { started, what: `${started}:for:${id}:${amount}`, done: `${started}:done` }
+}
+
+/** `addCredits`'s options. */
+const addCreditsOptions = z
+  .object({
+    idempotencyKey: z
+      .unknown()
+      .refine(isIdempotencyKey, { error: IDEMPOTENCY_KEY_RULE })
+      .transform((v) => v as string)
+      .optional(),
+  })
+  .strict()
+
+/** The same idempotency key with another account or amount: a mistake, never retried. */
+function keyReused(): InvalidRequestError {
+  const message = 'this key was used with another account or amount'
+  return new InvalidRequestError(`Invalid request: idempotencyKey: ${message}`, [
+    { path: 'idempotencyKey', message },
+  ])
+}
 
 export class AccountService {
   private readonly cache: LRUCache<string, HeldAccount>
@@ -638,15 +673,73 @@ export class AccountService {
    * A top-up belongs to the moment it is paid: a period that ended before it takes its use
    * beyond the plan from the balance as it stood at its end, never from this money. So the
    * account is rolled over first ({@link closeBefore}).
+   *
+   * With `idempotencyKey` (1-255 printable ASCII characters, no space) it applies once for 24
+   * hours (`TOPUP_KEY_TTL_MS`), on every instance: a call with a key already applied answers
+   * the account as it is now, without crediting; while the first call with the key has not
+   * ended (or its write failed with its outcome unknown), a ConflictError (409); the key with
+   * another account or amount, an InvalidRequestError (400). A call that failed before its
+   * write frees the key.
    */
-  async addCredits(id: string, amount: number): Promise<AccountView> {
+  async addCredits(
+    id: string,
+    amount: number,
+    options: { idempotencyKey?: string } = {},
+  ): Promise<AccountView> {
     checkAccountId(id)
     parseInput(z.object({ amount: creditAmount }), { amount })
-    await this.closeBefore(id, this.now())
-    const r = await this.storage.accounts.addBalance(id, roundAmount(amount))
-    if (!r) throw new NotFoundError('Account not found')
+    const key = parseInput(addCreditsOptions, options).idempotencyKey
+    if (key === undefined) {
+      await this.apply(id, amount)
+      await this.changed(id)
+      return this.get(id)
+    }
+    const m = topupMarkers(key, id, roundAmount(amount))
+    const c = this.storage.counters
+    if (!(await c.claim(m.started, TOPUP_KEY_TTL_MS, this.now()))) {
+      const now = this.now()
+      if (!(await c.claimed(m.done, now))) {
+        // Not done yet (or its outcome unknown: a store failure during the add): no answer
+        // would be true but "wait".
+        throw new ConflictError(
+          'A top-up with this idempotencyKey is in progress: retry later, or read the account',
+          [{ path: 'idempotencyKey', message: 'a request with this key is in progress' }],
+        )
+      }
+      if (!(await c.claimed(m.what, now))) throw keyReused()
+      return this.get(id)
+    }
+    let writing = false
+    try {
+      await c.claim(m.what, TOPUP_KEY_TTL_MS, this.now())
+      await this.apply(id, amount, () => {
+        writing = true
+      })
+    } catch (err) {
+      // Failed for sure before the balance was written (or no account to write it to): the
+      // key is free again. A failure of the write itself leaves it taken (it may have landed):
+      // a retry is told "in progress" until the key expires.
+      if (!writing || err instanceof NotFoundError) {
+        await c.unclaim(m.what).catch(() => {})
+        await c.unclaim(m.started).catch(() => {})
+      }
+      throw err
+    }
+    await c.claim(m.done, TOPUP_KEY_TTL_MS, this.now())
     await this.changed(id)
     return this.get(id)
+  }
+
+  /**
+   * Adds `amount` to the balance, after the close of the periods before ({@link closeBefore});
+   * `writing` is told just before the balance is written (from then on its outcome may be
+   * unknown).
+   */
+  private async apply(id: string, amount: number, writing?: () => void): Promise<void> {
+    await this.closeBefore(id, this.now())
+    writing?.()
+    const r = await this.storage.accounts.addBalance(id, roundAmount(amount))
+    if (!r) throw new NotFoundError('Account not found')
   }
 
   /** Sets fields billing providers manage: customer id, metadata. */

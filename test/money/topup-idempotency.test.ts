@@ -1,0 +1,144 @@
+/**
+ * @module test/money/topup-idempotency
+ *
+ * `tb.accounts.addCredits(id, amount, { idempotencyKey })` credits once per key, on every
+ * store alike: a caller that retries a top-up whose outcome it did not learn (a
+ * `StorageUnavailableError` after `storageTimeoutMs`, a lost answer) with the same key is not
+ * credited twice. Before, every call added: two calls of 10 left a balance of 20.
+ */
+
+import { afterAll, describe, expect, test } from 'vitest'
+import { postgresStorage } from '../../adapters/postgres/index.js'
+import { ConflictError, createTollbooth, InvalidRequestError } from '../../src/internal.js'
+import { SECRET } from '../metering/helpers.js'
+import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
+import { fourStores } from '../support/stores.js'
+
+const stores = await fourStores('money-topup-idempotency')
+
+for (const [name, make] of Object.entries(stores))
+  describe.skipIf(make === null)(`an idempotent top-up on ${name}`, () => {
+    async function withTb(run: (tb: ReturnType<typeof createTollbooth>) => Promise<void>) {
+      const tb = createTollbooth({ secret: SECRET, storage: await make!() })
+      try {
+        await run(tb)
+      } finally {
+        await tb.close()
+      }
+    }
+
+    test('the same key twice credits once; the replay answers the account as it is', async () => {
+      await withTb(async (tb) => {
+        const first = await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-1' })
+        expect(first.balance).toBe(10)
+        const again = await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-1' })
+        expect(again.balance).toBe(10)
+        expect((await tb.accounts.get('acct_1')).balance).toBe(10)
+        // Another key credits again; no key, as before, every time.
+        await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-2' })
+        await tb.accounts.addCredits('acct_1', 1)
+        expect((await tb.accounts.get('acct_1')).balance).toBe(21)
+      })
+    })
+
+    test('two concurrent calls with one key credit once; the other is told it is in progress', async () => {
+      await withTb(async (tb) => {
+        const calls = Array.from({ length: 4 }, () =>
+          tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-c' }),
+        )
+        const out = await Promise.allSettled(calls)
+        expect(out.filter((r) => r.status === 'fulfilled').length).toBeGreaterThanOrEqual(1)
+        for (const r of out) {
+          if (r.status === 'rejected') {
+            expect(r.reason).toBeInstanceOf(ConflictError)
+            expect(r.reason.message).toContain('in progress')
+            expect(r.reason.message).toContain('idempotencyKey')
+          }
+        }
+        expect((await tb.accounts.get('acct_1')).balance).toBe(10)
+        // Once it is done, a retry is answered as a replay.
+        const again = await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-c' })
+        expect(again.balance).toBe(10)
+      })
+    })
+
+    test('the same key with another amount or account is refused 400 naming it, crediting nothing', async () => {
+      await withTb(async (tb) => {
+        await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-x' })
+        for (const [id, amount] of [
+          ['acct_1', 11],
+          ['acct_2', 10],
+        ] as const) {
+          const err = await tb.accounts
+            .addCredits(id, amount, { idempotencyKey: 'order-x' })
+            .catch((e: unknown) => e)
+          expect(err).toBeInstanceOf(InvalidRequestError)
+          expect((err as InvalidRequestError).status).toBe(400)
+          expect((err as InvalidRequestError).issues[0]?.path).toBe('idempotencyKey')
+        }
+        expect((await tb.accounts.get('acct_1')).balance).toBe(10)
+        expect((await tb.accounts.get('acct_2')).balance).toBe(0)
+      })
+    })
+  })
+
+describe('idempotencyKey is validated as the Idempotency-Key header is', () => {
+  const BAD: Array<[string, unknown]> = [
+    ['256 characters', 'k'.repeat(256)],
+    ['empty', ''],
+    ['a space inside', 'order 42'],
+    ['a character outside ASCII', 'commande-\u00e9'],
+    ['a number', 42],
+  ]
+  test.each(BAD)('refuses a key of %s naming idempotencyKey, crediting nothing', async (_, v) => {
+    const tb = createTollbooth({ secret: SECRET })
+    try {
+      const err = await tb.accounts
+        .addCredits('acct_1', 10, { idempotencyKey: v as string })
+        .catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(InvalidRequestError)
+      expect((err as InvalidRequestError).message).toContain('idempotencyKey')
+      expect((await tb.accounts.get('acct_1')).balance).toBe(0)
+      // 255 printable characters are kept.
+      const ok = `~${'K'.repeat(253)}!`
+      await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: ok })
+      await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: ok })
+      expect((await tb.accounts.get('acct_1')).balance).toBe(10)
+    } finally {
+      await tb.close()
+    }
+  })
+})
+
+describe.skipIf(skipPostgres)('a top-up that failed for sure frees its key (PostgreSQL)', () => {
+  const pool = newPool(2)
+  afterAll(() => pool.end())
+
+  test('its retry with the same key is credited, once', async () => {
+    const fresh = await freshSchema(pool)
+    const tb = createTollbooth({
+      secret: SECRET,
+      storage: postgresStorage({ pool, schema: fresh.schema }),
+    })
+    try {
+      await tb.accounts.addCredits('acct_1', 1)
+      // The accounts table gone, the counters (where the key is claimed) still there: the
+      // top-up fails before its balance is written.
+      await pool.query(`ALTER TABLE "${fresh.schema}".accounts RENAME TO accounts_away`)
+      const err = await tb.accounts
+        .addCredits('acct_1', 10, { idempotencyKey: 'order-f' })
+        .catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(Error)
+      await pool.query(`ALTER TABLE "${fresh.schema}".accounts_away RENAME TO accounts`)
+      expect(
+        (await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-f' })).balance,
+      ).toBe(11)
+      expect(
+        (await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-f' })).balance,
+      ).toBe(11)
+    } finally {
+      await tb.close()
+      await fresh.drop()
+    }
+  })
+})
