@@ -11,35 +11,19 @@
  * path, `usage-timeout.test.ts`). Each on a private server of its own.
  */
 
-import { Redis } from 'ioredis'
-import pg from 'pg'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it, type TestContext } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, type Storage, type Tollbooth } from '../../src/index.js'
 import { request } from '../support/core.js'
-import { privateServer, settledWithin, whileFrozen } from '../support/fault.js'
-import { startPostgresServer } from './postgres-server.js'
-import { startRedisServer } from './redis-server.js'
+import { privateStores, settledWithin, whileFrozen } from '../support/fault.js'
 
 const SECRET = 'close-frozen-secret-close-frozen-secret-42'
 const TIMEOUT_MS = 500
 /** What close() waits for the store at most (`DRAIN_MS` in `src/tollbooth.ts`), and slack. */
 const BOUND_MS = 10_000 + TIMEOUT_MS + 1_500
 
-const pgServer = await privateServer(startPostgresServer)
-const redisServer = await privateServer(startRedisServer)
-
-const pools: pg.Pool[] = []
-const clients: Redis[] = []
-afterAll(async () => {
-  pgServer?.freeze(false)
-  redisServer?.freeze(false)
-  for (const c of clients) c.disconnect()
-  for (const p of pools) await p.end().catch(() => {})
-  await pgServer?.stop()
-  await redisServer?.kill()
-})
+const servers = await privateStores()
 
 interface Store {
   storage: Storage
@@ -50,52 +34,39 @@ interface Store {
   dispose(): Promise<void>
 }
 
-const stores: Array<[string, (() => Promise<Store>) | null]> = [
+const stores: Array<[string, (ctx: TestContext) => Promise<Store>]> = [
   [
     'PostgreSQL',
-    pgServer &&
-      (async () => {
-        const server = pgServer!
-        const pool = new pg.Pool({
-          connectionString: server.url,
-          connectionTimeoutMillis: 1000,
-          max: 4,
-        })
-        pool.on('error', () => {})
-        pools.push(pool)
-        const schema = `tb_close_${Math.random().toString(36).slice(2, 8)}`
-        await migrate({ pool, schema })
-        const storage = postgresStorage({ pool, schema })
-        return {
-          storage,
-          freeze: (f) => server.freeze(f),
-          logged: async (keyId) => (await storage.usage.logs(keyId, { limit: 100 })).data.length,
-          dispose: () => storage.close?.() ?? Promise.resolve(),
-        }
-      }),
+    async (ctx) => {
+      const server = await servers.postgres(ctx)
+      const pool = servers.pool(server, { max: 4 })
+      const schema = `tb_close_${Math.random().toString(36).slice(2, 8)}`
+      await migrate({ pool, schema })
+      const storage = postgresStorage({ pool, schema })
+      return {
+        storage,
+        freeze: (f) => server.freeze(f),
+        logged: async (keyId) => (await storage.usage.logs(keyId, { limit: 100 })).data.length,
+        dispose: () => storage.close?.() ?? Promise.resolve(),
+      }
+    },
   ],
   [
     'Redis (a client with no command timeout)',
-    redisServer &&
-      (async () => {
-        const server = redisServer!
-        const client = new Redis(`redis://127.0.0.1:${server.port}`)
-        client.on('error', () => {})
-        clients.push(client)
-        const keyPrefix = `cf${Math.random().toString(36).slice(2, 8)}:`
-        const storage = redisStorage({ client, keyPrefix })
-        return {
-          storage,
-          freeze: (f) => server.freeze(f),
-          logged: async (keyId) => {
-            const fresh = new Redis(`redis://127.0.0.1:${server.port}`)
-            clients.push(fresh)
-            const usage = redisStorage({ client: fresh, keyPrefix }).usage
-            return (await usage.logs(keyId, { limit: 100 })).data.length
-          },
-          dispose: () => storage.close?.() ?? Promise.resolve(),
-        }
-      }),
+    async (ctx) => {
+      const server = await servers.redis(ctx)
+      const keyPrefix = `cf${Math.random().toString(36).slice(2, 8)}:`
+      const storage = redisStorage({ client: servers.client(server), keyPrefix })
+      return {
+        storage,
+        freeze: (f) => server.freeze(f),
+        logged: async (keyId) => {
+          const usage = redisStorage({ client: servers.client(server), keyPrefix }).usage
+          return (await usage.logs(keyId, { limit: 100 })).data.length
+        },
+        dispose: () => storage.close?.() ?? Promise.resolve(),
+      }
+    },
   ],
 ]
 
@@ -143,34 +114,26 @@ async function expectFrozenRejects(
 }
 
 describe.each(stores)('tb.close() with the store frozen: %s', (_, make) => {
-  it.skipIf(!make)(
-    'ends within its bound and says which usage events it could not write',
-    async () => {
-      const store = await make!()
-      await expectFrozenRejects(store, 'acct_close', 'close', async (_tb, keyId) => {
-        // The write that was out when close() gave up may still land (idempotent by id): never
-        // more than the three events.
-        await new Promise((r) => setTimeout(r, 300))
-        expect(await store.logged(keyId)).toBeLessThanOrEqual(3)
-      })
-    },
-    60_000,
-  )
+  it('ends within its bound and says which usage events it could not write', async (ctx) => {
+    const store = await make(ctx)
+    await expectFrozenRejects(store, 'acct_close', 'close', async (_tb, keyId) => {
+      // The write that was out when close() gave up may still land (idempotent by id): never
+      // more than the three events.
+      await new Promise((r) => setTimeout(r, 300))
+      expect(await store.logged(keyId)).toBeLessThanOrEqual(3)
+    })
+  }, 60_000)
 })
 
 describe.each(stores)('tb.flush() with the store frozen: %s', (_, make) => {
-  it.skipIf(!make)(
-    'ends within the bound close() has, names the events not confirmed written, and keeps them queued',
-    async () => {
-      const store = await make!()
-      await expectFrozenRejects(store, 'acct_flush', 'flush', async (tb, keyId, error) => {
-        expect(error.name).toBe('StorageUnavailableError')
-        // Still queued: once thawed, a flush writes them, each once.
-        await tb.flush()
-        expect(await store.logged(keyId)).toBe(3)
-        await tb.close()
-      })
-    },
-    60_000,
-  )
+  it('ends within the bound close() has, names the events not confirmed written, and keeps them queued', async (ctx) => {
+    const store = await make(ctx)
+    await expectFrozenRejects(store, 'acct_flush', 'flush', async (tb, keyId, error) => {
+      expect(error.name).toBe('StorageUnavailableError')
+      // Still queued: once thawed, a flush writes them, each once.
+      await tb.flush()
+      expect(await store.logged(keyId)).toBe(3)
+      await tb.close()
+    })
+  }, 60_000)
 })

@@ -15,16 +15,12 @@
 
 import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
-import { Redis } from 'ioredis'
-import pg from 'pg'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it, type TestContext } from 'vitest'
 import { managementApi } from '../../adapters/management/index.js'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, isTollboothError, type Storage, type Tollbooth } from '../../src/index.js'
-import { privateServer, settledWithin } from '../support/fault.js'
-import { startPostgresServer } from './postgres-server.js'
-import { startRedisServer } from './redis-server.js'
+import { privateStores, settledWithin } from '../support/fault.js'
 
 const SECRET = 'management-store-secret-management-store-1'
 const TIMEOUT_MS = 500
@@ -37,19 +33,7 @@ const ACCOUNT = 'acct_mgmt'
 /** The calls that only read. */
 const READS = new Set(['get', 'list', 'statement', 'summarize', 'logs'])
 
-const pgServer = await privateServer(startPostgresServer)
-const redisServer = await privateServer(startRedisServer)
-
-const pools: pg.Pool[] = []
-const clients: Redis[] = []
-afterAll(async () => {
-  pgServer?.freeze(false)
-  redisServer?.freeze(false)
-  for (const c of clients) c.disconnect()
-  for (const p of pools) await p.end().catch(() => {})
-  await pgServer?.stop()
-  await redisServer?.kill()
-})
+const servers = await privateStores()
 
 interface Store {
   storage: Storage
@@ -67,29 +51,25 @@ const faulty = (server: Server, fault: Fault) => ({
   heal: async () => (fault === 'frozen' ? server.freeze(false) : server.restart()),
 })
 
-const stores: Array<[string, ((fault: Fault) => Promise<Store>) | null]> = [
+const stores: Array<[string, (ctx: TestContext, fault: Fault) => Promise<Store>]> = [
   [
     'Redis (ioredis defaults)',
-    redisServer &&
-      (async (fault) => {
-        const client = new Redis(`redis://127.0.0.1:${redisServer!.port}`)
-        client.on('error', () => {})
-        clients.push(client)
-        const keyPrefix = `ms${Math.random().toString(36).slice(2, 8)}:`
-        return { storage: redisStorage({ client, keyPrefix }), ...faulty(redisServer!, fault) }
-      }),
+    async (ctx, fault) => {
+      const server = await servers.redis(ctx)
+      const client = servers.client(server)
+      const keyPrefix = `ms${Math.random().toString(36).slice(2, 8)}:`
+      return { storage: redisStorage({ client, keyPrefix }), ...faulty(server, fault) }
+    },
   ],
   [
     'PostgreSQL (a connection timeout, no statement timeout)',
-    pgServer &&
-      (async (fault) => {
-        const pool = new pg.Pool({ connectionString: pgServer!.url, connectionTimeoutMillis: 1000 })
-        pool.on('error', () => {})
-        pools.push(pool)
-        const schema = `tb_mgmt_${Math.random().toString(36).slice(2, 8)}`
-        await migrate({ pool, schema })
-        return { storage: postgresStorage({ pool, schema }), ...faulty(pgServer!, fault) }
-      }),
+    async (ctx, fault) => {
+      const server = await servers.postgres(ctx)
+      const pool = servers.pool(server)
+      const schema = `tb_mgmt_${Math.random().toString(36).slice(2, 8)}`
+      await migrate({ pool, schema })
+      return { storage: postgresStorage({ pool, schema }), ...faulty(server, fault) }
+    },
   ],
 ]
 
@@ -214,10 +194,11 @@ function print(label: string, out: readonly Outcome[]): void {
 }
 
 describe.each(stores)('calls off the request path, store failing: %s', (name, make) => {
-  it.skipIf(!make).each<Fault>(['frozen', 'killed'])(
+  it.for<Fault>(['frozen', 'killed'])(
     'with the store %s, each ends within the storage timeout as storage_unavailable; works again after',
-    async (fault) => {
-      const store = await make!(fault)
+    { timeout: 60_000 },
+    async (fault, ctx) => {
+      const store = await make(ctx, fault)
       const tb = createTollbooth({
         secret: SECRET,
         storage: store.storage,
@@ -302,6 +283,5 @@ describe.each(stores)('calls off the request path, store failing: %s', (name, ma
         await store.storage.close?.().catch(() => {})
       }
     },
-    60_000,
   )
 })

@@ -10,114 +10,86 @@
  * (ioredis's defaults) and PostgreSQL, each on a private server.
  */
 
-import { Redis } from 'ioredis'
-import pg from 'pg'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it, type TestContext } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, isTollboothError, type Storage } from '../../src/index.js'
-import { privateServer } from '../support/fault.js'
-import { startPostgresServer } from './postgres-server.js'
-import { startRedisServer } from './redis-server.js'
+import { type Freezable, privateStores } from '../support/fault.js'
 
 const SECRET = 'topup-retry-secret-topup-retry-secret-0001'
 const TIMEOUT_MS = 300
 const ACCOUNT = 'acct_topup'
 
-const pgServer = await privateServer(startPostgresServer)
-const redisServer = await privateServer(startRedisServer)
+const servers = await privateStores()
 
-const pools: pg.Pool[] = []
-const clients: Redis[] = []
-afterAll(async () => {
-  pgServer?.freeze(false)
-  redisServer?.freeze(false)
-  for (const c of clients) c.disconnect()
-  for (const p of pools) await p.end().catch(() => {})
-  await pgServer?.stop()
-  await redisServer?.kill()
-})
+/** A store's private server (frozen by the test) and a storage on it. */
+type Make = (ctx: TestContext) => Promise<{ server: Freezable; storage: Storage }>
 
-type Server = { freeze(f: boolean): void }
-
-const stores: Array<[string, Server | null, (() => Promise<Storage>) | null]> = [
+const stores: Array<[string, Make]> = [
   [
     'Redis (ioredis defaults)',
-    redisServer,
-    redisServer &&
-      (async () => {
-        const client = new Redis(`redis://127.0.0.1:${redisServer!.port}`)
-        client.on('error', () => {})
-        clients.push(client)
-        const keyPrefix = `tr${Math.random().toString(36).slice(2, 8)}:`
-        return redisStorage({ client, keyPrefix })
-      }),
+    async (ctx) => {
+      const server = await servers.redis(ctx)
+      const keyPrefix = `tr${Math.random().toString(36).slice(2, 8)}:`
+      return { server, storage: redisStorage({ client: servers.client(server), keyPrefix }) }
+    },
   ],
   [
     'PostgreSQL',
-    pgServer,
-    pgServer &&
-      (async () => {
-        const pool = new pg.Pool({ connectionString: pgServer!.url, connectionTimeoutMillis: 1000 })
-        pool.on('error', () => {})
-        pools.push(pool)
-        const schema = `tb_topup_${Math.random().toString(36).slice(2, 8)}`
-        await migrate({ pool, schema })
-        return postgresStorage({ pool, schema })
-      }),
+    async (ctx) => {
+      const server = await servers.postgres(ctx)
+      const pool = servers.pool(server)
+      const schema = `tb_topup_${Math.random().toString(36).slice(2, 8)}`
+      await migrate({ pool, schema })
+      return { server, storage: postgresStorage({ pool, schema }) }
+    },
   ],
 ]
 
-describe.each(stores)(
-  'a top-up retried with its key, the store frozen: %s',
-  (name, server, make) => {
-    it.skipIf(!make)(
-      'is credited once',
-      async () => {
-        const tb = createTollbooth({
-          secret: SECRET,
-          storage: await make!(),
-          storageTimeoutMs: TIMEOUT_MS,
-          onError: () => {},
-        })
+describe.each(stores)('a top-up retried with its key, the store frozen: %s', (name, make) => {
+  it('is credited once', async (ctx) => {
+    const { server, storage } = await make(ctx)
+    const tb = createTollbooth({
+      secret: SECRET,
+      storage,
+      storageTimeoutMs: TIMEOUT_MS,
+      onError: () => {},
+    })
+    try {
+      await tb.accounts.addCredits(ACCOUNT, 5)
+      const topUp = () => tb.accounts.addCredits(ACCOUNT, 10, { idempotencyKey: 'pay-77' })
+      server.freeze(true)
+      let frozen = true
+      try {
+        const first = await topUp().catch((e: unknown) => e)
+        expect(isTollboothError(first) && first.code).toBe('storage_unavailable')
+        expect((first as Error).message).toMatch(/outcome is unknown/)
+        const retry = await topUp().catch((e: unknown) => e)
+        expect(isTollboothError(retry) && retry.code).toBe('storage_unavailable')
+        server.freeze(false)
+        frozen = false
+      } finally {
+        if (frozen) server.freeze(false)
+      }
+      // The caller retries until it gets an answer: "in progress" (409) while the first
+      // call runs, then the account as it is.
+      const seen: string[] = []
+      let balance: number | undefined
+      for (let i = 0; i < 100 && balance === undefined; i++) {
         try {
-          await tb.accounts.addCredits(ACCOUNT, 5)
-          const topUp = () => tb.accounts.addCredits(ACCOUNT, 10, { idempotencyKey: 'pay-77' })
-          server!.freeze(true)
-          let frozen = true
-          try {
-            const first = await topUp().catch((e: unknown) => e)
-            expect(isTollboothError(first) && first.code).toBe('storage_unavailable')
-            expect((first as Error).message).toMatch(/outcome is unknown/)
-            const retry = await topUp().catch((e: unknown) => e)
-            expect(isTollboothError(retry) && retry.code).toBe('storage_unavailable')
-            server!.freeze(false)
-            frozen = false
-          } finally {
-            if (frozen) server!.freeze(false)
-          }
-          // The caller retries until it gets an answer: "in progress" (409) while the first
-          // call runs, then the account as it is.
-          const seen: string[] = []
-          let balance: number | undefined
-          for (let i = 0; i < 100 && balance === undefined; i++) {
-            try {
-              balance = (await topUp()).balance
-            } catch (err) {
-              if (!isTollboothError(err)) throw err
-              seen.push(err.code)
-              expect(['conflict', 'storage_unavailable']).toContain(err.code)
-              await new Promise((r) => setTimeout(r, 50))
-            }
-          }
-          console.log(`${name}: retries before the answer: ${seen.join(', ') || 'none'}`)
-          expect(balance).toBe(15)
-          expect((await tb.accounts.get(ACCOUNT)).balance).toBe(15)
-        } finally {
-          await tb.close().catch(() => {})
+          balance = (await topUp()).balance
+        } catch (err) {
+          if (!isTollboothError(err)) throw err
+          seen.push(err.code)
+          expect(['conflict', 'storage_unavailable']).toContain(err.code)
+          await new Promise((r) => setTimeout(r, 50))
         }
-      },
-      60_000,
-    )
-  },
-)
+      }
+      console.log(`${name}: retries before the answer: ${seen.join(', ') || 'none'}`)
+      expect(balance).toBe(15)
+      expect((await tb.accounts.get(ACCOUNT)).balance).toBe(15)
+    } finally {
+      await tb.close().catch(() => {})
+    }
+  }, 60_000)
+})

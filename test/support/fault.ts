@@ -6,8 +6,12 @@
  */
 
 import type { ChildProcess } from 'node:child_process'
-import { expect } from 'vitest'
+import { Redis } from 'ioredis'
+import pg from 'pg'
+import { afterAll, expect, type TestContext } from 'vitest'
 import type { Check, CounterStore, UsageStore } from '../../src/index.js'
+import { type PostgresServer, startPostgresServer } from '../fault/postgres-server.js'
+import { type RedisServer, startRedisServer } from '../fault/redis-server.js'
 
 /** What a fault test keeps of one request. */
 export interface Refused {
@@ -144,6 +148,56 @@ export async function privateServer<T>(start: () => Promise<T>): Promise<T | nul
   } catch (err) {
     if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
     return null
+  }
+}
+
+/**
+ * The private PostgreSQL and Redis of a fault suite, and the pools and clients its tests open
+ * on them. Both servers are started at once, as {@link privateServer} decides; a test that asks
+ * for one that could not be started is skipped. After the suite's last test both are thawed,
+ * the clients disconnected, the pools ended and the servers ended.
+ */
+export async function privateStores(): Promise<{
+  postgres(ctx: TestContext): Promise<PostgresServer>
+  redis(ctx: TestContext): Promise<RedisServer>
+  /** A pool on `server` (a connection timeout of 1 s unless `options` says), errors ignored. */
+  pool(server: PostgresServer, options?: Omit<pg.PoolConfig, 'connectionString'>): pg.Pool
+  /** A client of ioredis's defaults on `server` (no command timeout), errors ignored. */
+  client(server: RedisServer): Redis
+}> {
+  const pgServer = await privateServer(startPostgresServer)
+  const redisServer = await privateServer(startRedisServer)
+  const pools: pg.Pool[] = []
+  const clients: Redis[] = []
+  afterAll(async () => {
+    pgServer?.freeze(false)
+    redisServer?.freeze(false)
+    for (const c of clients) c.disconnect()
+    for (const p of pools) await p.end().catch(() => {})
+    await pgServer?.stop()
+    await redisServer?.kill()
+  })
+  const started = async <T>(server: T | null, ctx: TestContext, what: string) =>
+    server ?? ctx.skip(`${what} could not be started`)
+  return {
+    postgres: (ctx) => started(pgServer, ctx, 'PostgreSQL 15'),
+    redis: (ctx) => started(redisServer, ctx, 'redis-server'),
+    pool(server, options) {
+      const pool = new pg.Pool({
+        connectionTimeoutMillis: 1000,
+        ...options,
+        connectionString: server.url,
+      })
+      pool.on('error', () => {})
+      pools.push(pool)
+      return pool
+    },
+    client(server) {
+      const client = new Redis(`redis://127.0.0.1:${server.port}`)
+      client.on('error', () => {})
+      clients.push(client)
+      return client
+    },
   }
 }
 
