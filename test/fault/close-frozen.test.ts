@@ -23,7 +23,7 @@ const TIMEOUT_MS = 500
 /** What close() waits for the store at most (`DRAIN_MS` in `src/tollbooth.ts`), and slack. */
 const BOUND_MS = 10_000 + TIMEOUT_MS + 1_500
 
-const servers = await privateStores()
+const servers = privateStores()
 
 interface Store {
   storage: Storage

@@ -33,7 +33,7 @@ const ACCOUNT = 'acct_mgmt'
 /** The calls that only read. */
 const READS = new Set(['get', 'list', 'statement', 'summarize', 'logs'])
 
-const servers = await privateStores()
+const servers = privateStores()
 
 interface Store {
   storage: Storage

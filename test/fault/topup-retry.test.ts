@@ -20,7 +20,7 @@ const SECRET = 'topup-retry-secret-topup-retry-secret-0001'
 const TIMEOUT_MS = 300
 const ACCOUNT = 'acct_topup'
 
-const servers = await privateStores()
+const servers = privateStores()
 
 /** A store's private server (frozen by the test) and a storage on it. */
 type Make = (ctx: TestContext) => Promise<{ server: Freezable; storage: Storage }>

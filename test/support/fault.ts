@@ -153,23 +153,28 @@ export async function privateServer<T>(start: () => Promise<T>): Promise<T | nul
 
 /**
  * The private PostgreSQL and Redis of a fault suite, and the pools and clients its tests open
- * on them. Both servers are started at once, as {@link privateServer} decides; a test that asks
- * for one that could not be started is skipped. After the suite's last test both are thawed,
- * the clients disconnected, the pools ended and the servers ended.
+ * on them. Each server is started by the first test that asks for it, never when the file is
+ * collected (`vitest list` starts nothing); that test and the later ones are skipped when it
+ * cannot be started, as {@link privateServer} decides. After the suite's last test both are
+ * thawed, the clients disconnected, the pools ended and the servers it started ended.
  */
-export async function privateStores(): Promise<{
+export function privateStores(): {
   postgres(ctx: TestContext): Promise<PostgresServer>
   redis(ctx: TestContext): Promise<RedisServer>
   /** A pool on `server` (a connection timeout of 1 s unless `options` says), errors ignored. */
   pool(server: PostgresServer, options?: Omit<pg.PoolConfig, 'connectionString'>): pg.Pool
   /** A client of ioredis's defaults on `server` (no command timeout), errors ignored. */
   client(server: RedisServer): Redis
-}> {
-  const pgServer = await privateServer(startPostgresServer)
-  const redisServer = await privateServer(startRedisServer)
+} {
+  let postgres: Promise<PostgresServer | null> | undefined
+  let redis: Promise<RedisServer | null> | undefined
   const pools: pg.Pool[] = []
   const clients: Redis[] = []
   afterAll(async () => {
+    const [pgServer, redisServer] = await Promise.all([
+      postgres?.catch(() => null),
+      redis?.catch(() => null),
+    ])
     pgServer?.freeze(false)
     redisServer?.freeze(false)
     for (const c of clients) c.disconnect()
@@ -177,11 +182,17 @@ export async function privateStores(): Promise<{
     await pgServer?.stop()
     await redisServer?.kill()
   })
-  const started = async <T>(server: T | null, ctx: TestContext, what: string) =>
-    server ?? ctx.skip(`${what} could not be started`)
+  const started = async <T>(server: Promise<T | null>, ctx: TestContext, what: string) =>
+    (await server) ?? ctx.skip(`${what} could not be started`)
   return {
-    postgres: (ctx) => started(pgServer, ctx, 'PostgreSQL 15'),
-    redis: (ctx) => started(redisServer, ctx, 'redis-server'),
+    postgres(ctx) {
+      postgres ??= privateServer(startPostgresServer)
+      return started(postgres, ctx, 'PostgreSQL 15')
+    },
+    redis(ctx) {
+      redis ??= privateServer(startRedisServer)
+      return started(redis, ctx, 'redis-server')
+    },
     pool(server, options) {
       const pool = new pg.Pool({
         connectionTimeoutMillis: 1000,
