@@ -15,6 +15,7 @@
  * that its outcome is unknown.
  */
 
+import { withTimeout } from './context.js'
 import { isTollboothError, StorageUnavailableError } from './errors.js'
 import { closedMessage } from './storage/closed.js'
 import type { Storage } from './storage/types.js'
@@ -90,33 +91,17 @@ export function within<T>(
   writes: boolean,
   storage: Pick<Storage, 'closed'>,
 ): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new StorageUnavailableError(
-            `Storage did not answer within ${ms} ms (${call})${writes ? ': its outcome is unknown (the call goes on and may still apply); read before retrying' : ''}`,
-          ),
-        ),
-      ms,
-    )
-  })
-  return Promise.race([p, timeout]).then(
-    (v) => {
-      clearTimeout(timer)
-      return v
-    },
-    (err: unknown) => {
-      clearTimeout(timer)
-      if (isTollboothError(err)) throw err
+  return withTimeout(p, ms, {
+    message: `Storage did not answer within ${ms} ms (${call})${writes ? ': its outcome is unknown (the call goes on and may still apply); read before retrying' : ''}`,
+    failed(err) {
+      if (isTollboothError(err)) return err
       const why = storage.closed?.()
-      throw new StorageUnavailableError(
+      return new StorageUnavailableError(
         `Storage unavailable (${call}): ${why === undefined ? `the store failed${errorCode(err)}` : closedMessage(why)}`,
         { cause: err },
       )
     },
-  )
+  })
 }
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {

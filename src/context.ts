@@ -74,25 +74,42 @@ export interface Context {
   report(err: unknown): void
 }
 
+/** What {@link withTimeout} rejects with, where a caller says more than its defaults. */
+export interface TimeoutErrors {
+  /** The message once `ms` have passed (default `Storage did not answer within <ms> ms`). */
+  message?: string
+  /**
+   * What a failure of `p` is rejected with (default: a StorageUnavailableError as it is, any
+   * other error as the `cause` of a StorageUnavailableError "Storage unavailable").
+   */
+  failed?: (err: unknown) => unknown
+}
+
 /**
- * Bounds `p` by `ms`. The memory store skips this (it cannot hang), saving a timer and an
- * async hop per call.
+ * Bounds `p` by `ms`: a StorageUnavailableError once they have passed (`p` goes on), and its
+ * failure as `errors.failed` maps it. The memory store skips this (it cannot hang), saving a
+ * timer and an async hop per call.
  */
-export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+export function withTimeout<T>(p: Promise<T>, ms: number, errors?: TimeoutErrors): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined
+  let late: StorageUnavailableError | undefined
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new StorageUnavailableError(`Storage did not answer within ${ms} ms`)),
-      ms,
-    )
+    timer = setTimeout(() => {
+      late = new StorageUnavailableError(
+        errors?.message ?? `Storage did not answer within ${ms} ms`,
+      )
+      reject(late)
+    }, ms)
   })
   return Promise.race([p, timeout]).then(
     (v) => {
       clearTimeout(timer)
       return v
     },
-    (err) => {
+    (err: unknown) => {
       clearTimeout(timer)
+      if (err === late) throw err
+      if (errors?.failed) throw errors.failed(err)
       throw err instanceof StorageUnavailableError
         ? err
         : new StorageUnavailableError('Storage unavailable', { cause: err })
