@@ -20,35 +20,48 @@ export interface TcpProxy {
   close(): Promise<void>
 }
 
-interface Link {
-  marked: boolean
-  held: Buffer[]
+/** One client's connection to the proxy and the proxy's connection to the server for it. */
+interface Pipe {
   client: Socket
+  upstream: Socket
 }
 
-/** A proxy to `target` on 127.0.0.1; a connection is marked once its client sent `marker`. */
-export async function startProxy(target: number, marker: RegExp): Promise<TcpProxy> {
-  const links = new Set<Link>()
-  let muted = false
+/** What a proxy does with the bytes of its pipes (each a {@link Pipe} with its state). */
+interface Relay<P extends Pipe> {
+  /** Bytes the client sent: passed on (`pipe.upstream.write(d)`) or kept. */
+  up(pipe: P, d: Buffer): void
+  /** Bytes the server sent: passed on (`pipe.client.write(d)`) or kept. */
+  down(pipe: P, d: Buffer): void
+  /** True when the server connection stays open after the client's side closed. */
+  keep?(pipe: P): boolean
+}
+
+/**
+ * A TCP server on 127.0.0.1 that connects each client to `target`, the pipe's state from
+ * `state()`, its bytes through `relay`. A side that closes closes the other (but as
+ * `relay.keep` says), and the pipe leaves `pipes`; `close()` ends every pipe and the server.
+ */
+async function startPipes<S extends object>(
+  target: number,
+  state: () => S,
+  relay: Relay<Pipe & S>,
+): Promise<{ port: number; pipes: ReadonlySet<Pipe & S>; close(): Promise<void> }> {
+  const pipes = new Set<Pipe & S>()
   const server: Server = createServer((client) => {
     const upstream = tcp(target, '127.0.0.1')
-    const link: Link = { marked: false, held: [], client }
-    links.add(link)
-    client.on('data', (d: Buffer) => {
-      if (marker.test(d.toString('latin1'))) link.marked = true
-      upstream.write(d)
-    })
-    upstream.on('data', (d: Buffer) => {
-      if (muted && link.marked) link.held.push(d)
-      else client.write(d)
-    })
-    const end = () => {
-      links.delete(link)
-      client.destroy()
+    const pipe = { ...state(), client, upstream }
+    pipes.add(pipe)
+    client.on('data', (d: Buffer) => relay.up(pipe, d))
+    upstream.on('data', (d: Buffer) => relay.down(pipe, d))
+    client.on('close', () => {
+      if (relay.keep?.(pipe)) return
+      pipes.delete(pipe)
       upstream.destroy()
-    }
-    client.on('close', end)
-    upstream.on('close', end)
+    })
+    upstream.on('close', () => {
+      pipes.delete(pipe)
+      client.destroy()
+    })
     client.on('error', () => {})
     upstream.on('error', () => {})
   })
@@ -56,18 +69,41 @@ export async function startProxy(target: number, marker: RegExp): Promise<TcpPro
   const address = server.address()
   return {
     port: typeof address === 'object' && address ? address.port : 0,
+    pipes,
+    close() {
+      for (const pipe of pipes) {
+        pipe.client.destroy()
+        pipe.upstream.destroy()
+      }
+      return new Promise((resolve) => server.close(() => resolve()))
+    },
+  }
+}
+
+/** A proxy to `target` on 127.0.0.1; a connection is marked once its client sent `marker`. */
+export async function startProxy(target: number, marker: RegExp): Promise<TcpProxy> {
+  let muted = false
+  const proxy = await startPipes(target, () => ({ marked: false, held: [] as Buffer[] }), {
+    up(pipe, d) {
+      if (marker.test(d.toString('latin1'))) pipe.marked = true
+      pipe.upstream.write(d)
+    },
+    down(pipe, d) {
+      if (muted && pipe.marked) pipe.held.push(d)
+      else pipe.client.write(d)
+    },
+  })
+  return {
+    port: proxy.port,
     mute(m) {
       muted = m
       if (m) return
-      for (const link of links) for (const d of link.held.splice(0)) link.client.write(d)
+      for (const pipe of proxy.pipes) for (const d of pipe.held.splice(0)) pipe.client.write(d)
     },
     get marked() {
-      return [...links].filter((l) => l.marked).length
+      return [...proxy.pipes].filter((p) => p.marked).length
     },
-    close() {
-      for (const link of links) link.client.destroy()
-      return new Promise((resolve) => server.close(() => resolve()))
-    },
+    close: proxy.close,
   }
 }
 
@@ -91,55 +127,34 @@ export interface HoldingProxy {
 }
 
 export async function startHoldingProxy(target: number): Promise<HoldingProxy> {
-  interface Pipe {
-    client: Socket
-    upstream: Socket
-    /** Null: passing; else holding (what was held). */
-    held: Buffer[] | null
-  }
-  const pipes = new Set<Pipe>()
-  const server: Server = createServer((client) => {
-    const upstream = tcp(target, '127.0.0.1')
-    const pipe: Pipe = { client, upstream, held: null }
-    pipes.add(pipe)
-    client.on('data', (d: Buffer) => {
+  // held: null while passing; else holding, what was held.
+  const proxy = await startPipes(target, () => ({ held: null as Buffer[] | null }), {
+    up(pipe, d) {
       if (pipe.held === null) {
-        upstream.write(d)
+        pipe.upstream.write(d)
         return
       }
       pipe.held.push(d)
-      client.destroy()
-    })
-    upstream.on('data', (d: Buffer) => {
-      if (pipe.held === null) client.write(d)
-    })
-    client.on('close', () => {
-      if (pipe.held !== null) return
-      pipes.delete(pipe)
-      upstream.destroy()
-    })
-    upstream.on('close', () => {
-      pipes.delete(pipe)
-      client.destroy()
-    })
-    client.on('error', () => {})
-    upstream.on('error', () => {})
+      pipe.client.destroy()
+    },
+    down(pipe, d) {
+      if (pipe.held === null) pipe.client.write(d)
+    },
+    keep: (pipe) => pipe.held !== null,
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const address = server.address()
   return {
-    port: typeof address === 'object' && address ? address.port : 0,
+    port: proxy.port,
     hold() {
-      for (const pipe of pipes) pipe.held ??= []
+      for (const pipe of proxy.pipes) pipe.held ??= []
     },
     get held() {
       let n = 0
-      for (const pipe of pipes) for (const d of pipe.held ?? []) n += d.length
+      for (const pipe of proxy.pipes) for (const d of pipe.held ?? []) n += d.length
       return n
     },
     async deliver() {
       const sent: Socket[] = []
-      for (const pipe of pipes) {
+      for (const pipe of proxy.pipes) {
         if (pipe.held === null) continue
         for (const d of pipe.held.splice(0)) pipe.upstream.write(d)
         sent.push(pipe.upstream)
@@ -148,12 +163,6 @@ export async function startHoldingProxy(target: number): Promise<HoldingProxy> {
       await new Promise((r) => setTimeout(r, 300))
       for (const s of sent) s.destroy()
     },
-    close() {
-      for (const pipe of pipes) {
-        pipe.client.destroy()
-        pipe.upstream.destroy()
-      }
-      return new Promise((resolve) => server.close(() => resolve()))
-    },
+    close: proxy.close,
   }
 }
