@@ -11,6 +11,7 @@
 import type { ErrorCode } from './errors.js'
 import { setBypassHeaders, setUsageHeaders } from './headers.js'
 import { ownValue } from './input.js'
+import { argumentError } from './options.js'
 import { waitFor } from './response-end.js'
 import {
   billable,
@@ -194,7 +195,8 @@ export class Admission {
    * passed to the instance's `onError` and ends the wait. Call it before the request settles
    * (in a `close` handler, before its first `await`); once settled, it does nothing.
    *
-   * @throws {TypeError} when `promise` is not a promise (a thenable)
+   * @throws {ConfigError} when `promise` is not a promise or a thenable:
+   *   `apiKey.waitUntil: promise must be a promise or thenable, got 42`
    * @example
    * ```ts
    * ws.on('close', () => apiKey.waitUntil(upstream.finalSeconds().then((cost) => apiKey.report({ cost }))))
@@ -202,7 +204,7 @@ export class Admission {
    */
   waitUntil(promise: PromiseLike<unknown>): void {
     if (typeof (promise as { then?: unknown } | null)?.then !== 'function')
-      throw new TypeError(`waitUntil(promise): must be a promise, got ${describe(promise)}`)
+      throw argumentError('apiKey.waitUntil', 'promise', 'must be a promise or thenable', promise)
     waitFor(this, promise)
   }
 
@@ -259,10 +261,6 @@ export class Admission {
     return this.headers
   }
 }
-
-/** What a bad argument was, for its error: its type, never its contents. */
-const describe = (v: unknown): string =>
-  v === null ? 'null' : typeof v === 'object' ? 'an object' : typeof v
 
 /** The result of `authenticate()`. */
 export type Decision = Admission | Denial

@@ -95,9 +95,10 @@ export class TollboothError<C extends ErrorCode = ErrorCode> extends Error {
 }
 
 /**
- * A bad option given to `createTollbooth()`, a route or an adapter. Thrown at construction,
- * never while serving a request. The message names every bad option and what was expected.
- * `err.code === 'config_invalid'`.
+ * A bad option given to `createTollbooth()`, a route or an adapter, thrown at construction, or
+ * a bad argument given to a function in code (`apiKey.waitUntil(promise)`), thrown by the call;
+ * never an answer to a request. The message names every bad option or argument and what was
+ * expected. `err.code === 'config_invalid'`.
  */
 export class ConfigError extends TollboothError<'config_invalid'> {
   constructor(message: string, options?: { cause?: unknown }) {

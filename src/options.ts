@@ -527,6 +527,18 @@ function takesText(i: z.core.$ZodIssue): boolean {
 }
 
 /**
+ * A bad argument where an object, a function or a promise goes, in the format of a bad option:
+ * `apiKey.waitUntil: promise must be a promise or thenable, got 42` (a string given is shown by
+ * its length, never its characters).
+ *
+ * @param fn the function the user called (`apiKey.waitUntil`, `managementApi`)
+ * @param name the argument's name (`promise`, `tb`)
+ */
+export function argumentError(fn: string, name: string, must: string, got: unknown): ConfigError {
+  return new ConfigError(`${fn}: ${optionLine(name, must, [got], false)}`)
+}
+
+/**
  * Checks the `tb` argument of an adapter's factory (`managementApi(tb)`, `portal(tb)`,
  * `stripeBilling(tb)`), in the same format as a bad option.
  *
@@ -534,9 +546,7 @@ function takesText(i: z.core.$ZodIssue): boolean {
  */
 export function checkTollboothArg(factory: string, tb: unknown): void {
   if (typeof (tb as { authenticate?: unknown } | null)?.authenticate !== 'function')
-    throw new ConfigError(
-      `${factory}: ${optionLine('tb', 'must be a tollbooth instance from createTollbooth()', [tb], false)}`,
-    )
+    throw argumentError(factory, 'tb', 'must be a tollbooth instance from createTollbooth()', tb)
 }
 
 /**

@@ -11,6 +11,7 @@
 import { describe, expect, it } from 'vitest'
 import { admitted, req, setup } from '../test/metering/helpers.js'
 import type { Admission } from './decision.js'
+import { isTollboothError } from './errors.js'
 import {
   beginWork,
   clientGone,
@@ -263,10 +264,22 @@ describe('Admission.waitUntil', () => {
     const seen = recording(tb)
     const route = tb.route({ cost: 10 })
     const d = admitted(await tb.authenticate(req(key), route))
-    expect(() => d.waitUntil(undefined as never)).toThrow(
-      new TypeError('waitUntil(promise): must be a promise, got undefined'),
-    )
-    expect(() => d.waitUntil((() => {}) as never)).toThrow(/must be a promise, got function/)
+    // In the format of every bad argument: the call, the argument, what it must be, what came.
+    const refused = (v: unknown) => {
+      try {
+        d.waitUntil(v as never)
+      } catch (err) {
+        return isTollboothError(err) ? `${err.code}: ${err.message}` : err
+      }
+      return 'not refused'
+    }
+    const must = 'config_invalid: apiKey.waitUntil: promise must be a promise or thenable, got'
+    expect(refused(42)).toBe(`${must} 42`)
+    expect(refused(undefined)).toBe(`${must} undefined`)
+    expect(refused(() => {})).toBe(`${must} a function`)
+    expect(refused({})).toBe(`${must} an object`)
+    // A string is shown by its length only, as for an option that takes no text.
+    expect(refused('sk-live-123')).toBe(`${must} a string of 11 characters`)
     d.waitUntil(Promise.reject(new Error('upstream gone')))
     endWork(d)
     responseEnded(tb, d, 200)
