@@ -16,7 +16,9 @@
  * - usage, under each account's tag: `P{u:<id>}:ev` (HASH), `P{u:<id>}:t`, `P{u:<id>}:k:<keyId>`
  *   (ZSETs), `P{u:<id>}:h:<hour>`, `P{u:<id>}:d:<day>` (HASHes); and the small index
  *   `P{usage}:keys` (HASH key id -> account id), `P{usage}:accts` (SET) (see usage.ts)
- * - accounts: `Paccount:<id>` (HASH); secrets: `Psecrets:<accountId>` (HASH)
+ * - accounts: `Paccount:<id>` (HASH: `j`, `b`, and its top-ups' idempotency records `t:<key>`,
+ *   `tn`); each top-up's idempotency key bound to its account, `Ptopup:<key>` (STRING);
+ *   secrets: `Psecrets:<accountId>` (HASH)
  * - failed-auth guard: `P{ipblocks}:n:<ip>`, `P{ipblocks}:until`, `P{ipblocks}:ips` (ip-blocks.ts)
  * - change feed: the pub/sub channel `Pchanges`
  */
@@ -58,6 +60,9 @@ export interface Commands {
   tollboothAccountEnsure: Run<[string, string]>
   tollboothAccountCas: Run<Reply[]>
   tollboothAccountAdd: Run<[string, string] | null>
+  tollboothTopUpBind: Run<[string, string]>
+  tollboothTopUpUnbind: Run<number>
+  tollboothTopUpApply: Run<[number, string] | null>
   tollboothIpFail: Run<string | null>
   tollboothIpList: Run<string[]>
   tollboothIpLift: Run<number>
@@ -85,6 +90,9 @@ export const SCRIPTS: Record<keyof Commands, string> = {
   tollboothAccountEnsure: records.ACCOUNT_ENSURE,
   tollboothAccountCas: records.ACCOUNT_CAS,
   tollboothAccountAdd: records.ACCOUNT_ADD,
+  tollboothTopUpBind: records.TOPUP_BIND,
+  tollboothTopUpUnbind: records.TOPUP_UNBIND,
+  tollboothTopUpApply: records.TOPUP_APPLY,
   tollboothIpFail: IP_FAIL,
   tollboothIpList: IP_LIST,
   tollboothIpLift: IP_LIFT,

@@ -158,9 +158,25 @@ export const ACCOUNT_CLOSED_PERIODS_SQL = `
 ALTER TABLE accounts ADD COLUMN closed_periods TEXT;
 `
 
+/**
+ * The SQL of migration 4: top-ups' idempotency records (`AccountStore.topUp`), one per key
+ * for every account, each kept until `expires_at` (the caller's clock, ms); the balance and
+ * the record are written in one transaction. Expired ones are deleted by the next top-up.
+ */
+export const TOPUPS_SQL = `
+CREATE TABLE topups (
+  key         TEXT PRIMARY KEY,
+  account_id  TEXT NOT NULL,
+  amount      REAL NOT NULL,
+  expires_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX topups_expires_idx ON topups (expires_at);
+`
+
 /** Every migration, in order. */
 export const MIGRATIONS: ReadonlyArray<Migration> = [
   { id: 1, name: '0001-init', sql: INIT_SQL },
   { id: 2, name: '0002-usage-key-category', sql: USAGE_KEY_CATEGORY_SQL },
   { id: 3, name: '0003-account-closed-periods', sql: ACCOUNT_CLOSED_PERIODS_SQL },
+  { id: 4, name: '0004-topups', sql: TOPUPS_SQL },
 ]

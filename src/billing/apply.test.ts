@@ -125,6 +125,7 @@ describe('applyBillingChanges', () => {
         get: (id) => accounts.get(id),
         ensure: (d) => accounts.ensure(d),
         addBalance: (id, n) => accounts.addBalance(id, n),
+        topUp: (id, t) => accounts.topUp(id, t),
         update: async (id, patch, ifPeriodStart) => {
           if (gate && patch.metadata) {
             const g = gate

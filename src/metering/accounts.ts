@@ -23,7 +23,7 @@
 import { LRUCache } from 'lru-cache'
 import { z } from 'zod'
 import { CacheClock, FeedBound } from '../cache.js'
-import { ConflictError, InvalidRequestError, NotFoundError } from '../errors.js'
+import { ConfigError, InvalidRequestError, NotFoundError } from '../errors.js'
 import { ACCOUNT_METADATA_MAX_BYTES, instantMs, metadataSchema, ownValue, text } from '../input.js'
 import { type CheckTemplate, compilePlanLimits, counterName } from '../limits/admission.js'
 import { roundAmount } from '../limits/amount.js'
@@ -197,20 +197,11 @@ const creditAmount = z
   .max(Number.MAX_SAFE_INTEGER, { error: AMOUNT_MESSAGE })
   .refine((v) => roundAmount(v) > 0, { error: AMOUNT_MESSAGE })
 
-/** How long a top-up's idempotency key is kept: a retry within it is not credited again. */
-export const TOPUP_KEY_TTL_MS = 86_400_000
-
 /**
- * The markers of a top-up's idempotency key on the counter store (`claim`: atomic on every
- * store), one key space for every account (the same key on another account is refused).
- * `started` is taken before the balance is added, `done` once it was; `what` (the account and
- * the amount, taken before the add, so it is there once `done` is) tells a replay from a reuse
- * of the key with other arguments. The key's own text is the Redis Cluster hash tag.
+ * How long a top-up's idempotency key is kept (`AccountStore.topUp`'s record): a retry within
+ * it is not credited again.
  */
-function topupMarkers(key: string, id: string, amount: number) {
-  const started = `{topup:${key}}`
-  return { started, what: `${started}:for:${id}:${amount}`, done: `${started}:done` }
-}
+export const TOPUP_KEY_TTL_MS = 86_400_000
 
 /** `addCredits`'s options. */
 const addCreditsOptions = z
@@ -675,11 +666,11 @@ export class AccountService {
    * account is rolled over first ({@link closeBefore}).
    *
    * With `idempotencyKey` (1-255 printable ASCII characters, no space) it applies once for 24
-   * hours (`TOPUP_KEY_TTL_MS`), on every instance: a call with a key already applied answers
-   * the account as it is now, without crediting; while the first call with the key has not
-   * ended (or its write failed with its outcome unknown), a ConflictError (409); the key with
-   * another account or amount, an InvalidRequestError (400). A call that failed before its
-   * write frees the key.
+   * hours (`TOPUP_KEY_TTL_MS`), on every instance: the store adds the amount and keeps the
+   * key's record in one atomic step (`AccountStore.topUp`), so a call with a key already
+   * applied answers the account as it is now, without crediting, whether the first call
+   * ended, is still running, crashed after its write or lands after this one. The key with
+   * another account or amount is an InvalidRequestError (400).
    */
   async addCredits(
     id: string,
@@ -689,57 +680,30 @@ export class AccountService {
     checkAccountId(id)
     parseInput(z.object({ amount: creditAmount }), { amount })
     const key = parseInput(addCreditsOptions, options).idempotencyKey
+    // A store written before `topUp` was part of the contract: refused before any write.
+    if (key !== undefined && typeof this.storage.accounts.topUp !== 'function')
+      throw new ConfigError(
+        'tb.accounts.addCredits: idempotencyKey needs a storage whose accounts store has topUp (AccountStore.topUp)',
+      )
+    const credit = roundAmount(amount)
+    await this.closeBefore(id, this.now())
     if (key === undefined) {
-      await this.apply(id, amount)
-      await this.changed(id)
-      return this.get(id)
-    }
-    const m = topupMarkers(key, id, roundAmount(amount))
-    const c = this.storage.counters
-    if (!(await c.claim(m.started, TOPUP_KEY_TTL_MS, this.now()))) {
+      if (!(await this.storage.accounts.addBalance(id, credit)))
+        throw new NotFoundError('Account not found')
+    } else {
       const now = this.now()
-      if (!(await c.claimed(m.done, now))) {
-        // Not done yet (or its outcome unknown: a store failure during the add): no answer
-        // would be true but "wait".
-        throw new ConflictError(
-          'A top-up with this idempotencyKey is in progress: retry later, or read the account',
-          [{ path: 'idempotencyKey', message: 'a request with this key is in progress' }],
-        )
-      }
-      if (!(await c.claimed(m.what, now))) throw keyReused()
-      return this.get(id)
-    }
-    let writing = false
-    try {
-      await c.claim(m.what, TOPUP_KEY_TTL_MS, this.now())
-      await this.apply(id, amount, () => {
-        writing = true
+      const r = await this.storage.accounts.topUp(id, {
+        key,
+        amount: credit,
+        now,
+        expiresAt: now + TOPUP_KEY_TTL_MS,
       })
-    } catch (err) {
-      // Failed for sure before the balance was written (or no account to write it to): the
-      // key is free again. A failure of the write itself leaves it taken (it may have landed):
-      // a retry is told "in progress" until the key expires.
-      if (!writing || err instanceof NotFoundError) {
-        await c.unclaim(m.what).catch(() => {})
-        await c.unclaim(m.started).catch(() => {})
-      }
-      throw err
+      if (r === null) throw new NotFoundError('Account not found')
+      if (r.accountId !== id || r.amount !== credit) throw keyReused()
     }
-    await c.claim(m.done, TOPUP_KEY_TTL_MS, this.now())
+    // A replay too: the first call may have ended before telling the other instances.
     await this.changed(id)
     return this.get(id)
-  }
-
-  /**
-   * Adds `amount` to the balance, after the close of the periods before ({@link closeBefore});
-   * `writing` is told just before the balance is written (from then on its outcome may be
-   * unknown).
-   */
-  private async apply(id: string, amount: number, writing?: () => void): Promise<void> {
-    await this.closeBefore(id, this.now())
-    writing?.()
-    const r = await this.storage.accounts.addBalance(id, roundAmount(amount))
-    if (!r) throw new NotFoundError('Account not found')
   }
 
   /** Sets fields billing providers manage: customer id, metadata. */

@@ -468,6 +468,11 @@ function copyAccount(a: AccountRecord): AccountRecord {
 
 function memoryAccounts(): AccountStore {
   const byId = new Map<string, AccountRecord>()
+  /**
+   * Top-ups' idempotency records by key, in the order kept: with one TTL for every record, the
+   * oldest expire first, so the expired ones are dropped from the front.
+   */
+  const topUps = new Map<string, { accountId: string; amount: number; expiresAt: number }>()
   return markInProcess<AccountStore>({
     async get(id) {
       const a = byId.get(id)
@@ -496,6 +501,21 @@ function memoryAccounts(): AccountStore {
       if (!a) return null
       a.balance = roundAmount(a.balance + amount)
       return copyAccount(a)
+    },
+    async topUp(id, t) {
+      for (const [key, r] of topUps) {
+        if (r.expiresAt > t.now) break
+        topUps.delete(key)
+      }
+      const r = topUps.get(t.key)
+      if (r !== undefined && r.expiresAt > t.now)
+        return { applied: false, accountId: r.accountId, amount: r.amount }
+      const a = byId.get(id)
+      if (!a) return null
+      a.balance = roundAmount(a.balance + t.amount)
+      topUps.delete(t.key)
+      topUps.set(t.key, { accountId: id, amount: t.amount, expiresAt: t.expiresAt })
+      return { applied: true, accountId: id, amount: t.amount }
     },
   })
 }

@@ -520,6 +520,39 @@ export interface AccountStore {
   update(id: string, patch: AccountPatch, ifPeriodStart?: number): Promise<AccountRecord | null>
   /** Adds `amount` (may be negative) to `balance` atomically; returns the new record. */
   addBalance(id: string, amount: number): Promise<AccountRecord | null>
+  /**
+   * A top-up under an idempotency key (`tb.accounts.addCredits` with `idempotencyKey`): adds
+   * `t.amount` to the balance and keeps the key's record (`id`, `t.amount`, until
+   * `t.expiresAt`) in ONE atomic step, unless a record of `t.key` is live at `t.now` (its
+   * expiry after it), on any account: then it changes nothing and returns that record. So a
+   * retry, a concurrent call and a first call that lands late (its `now` is then earlier) are
+   * credited once among them, whatever their order. A record past its expiry counts as none.
+   * Null when the account is missing (nothing kept). The core compares the record with its
+   * call; the store neither refuses nor judges it.
+   */
+  topUp(id: string, t: TopUp): Promise<TopUpResult | null>
+}
+
+/** A top-up with its idempotency key ({@link AccountStore.topUp}). */
+export interface TopUp {
+  /** The idempotency key: 1-255 printable ASCII characters (no space). */
+  key: string
+  /** What to add to the balance (> 0, on the amount grid). */
+  amount: number
+  /** The caller's clock (ms): a record whose `expiresAt` is after it is live. */
+  now: number
+  /** When the record this call keeps expires (ms, the caller's clock). */
+  expiresAt: number
+}
+
+/** What {@link AccountStore.topUp} did, and the key's record in force after it. */
+export interface TopUpResult {
+  /** True when this call added the amount (and kept the record). */
+  applied: boolean
+  /** The record's account: this call's when applied, else the first call's. */
+  accountId: string
+  /** The record's amount: this call's when applied, else the first call's. */
+  amount: number
 }
 
 /** A provider key sealed with JWE under the instance secret. */

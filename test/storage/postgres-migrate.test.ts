@@ -31,7 +31,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
       schema,
       applied: MIGRATIONS.map((m) => m.name),
     })
-    expect(MIGRATIONS.map((m) => m.name).slice(-1)).toEqual(['0007-json-as-given'])
+    expect(MIGRATIONS.map((m) => m.name).slice(-1)).toEqual(['0008-topups'])
     expect(await migrate({ pool, schema })).toEqual({ schema, applied: [] })
     const rows = (await pool.query(`SELECT id, name FROM "${schema}".migrations`)).rows
     expect(rows).toEqual(MIGRATIONS.map((m) => ({ id: m.id, name: m.name })))
@@ -73,6 +73,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
         '0005-counters-apply',
         '0006-account-closed-periods',
         '0007-json-as-given',
+        '0008-topups',
       ],
     })
     const storage = postgresStorage({ pool, schema })
@@ -119,6 +120,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
         '0005-counters-apply',
         '0006-account-closed-periods',
         '0007-json-as-given',
+        '0008-topups',
       ],
     })
     const storage = postgresStorage({ pool, schema })
@@ -144,7 +146,7 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     await expect(before.accounts.get(a.id)).rejects.toThrow(/run `await migrate\(/)
     expect(await migrate({ pool, schema })).toEqual({
       schema,
-      applied: ['0006-account-closed-periods', '0007-json-as-given'],
+      applied: ['0006-account-closed-periods', '0007-json-as-given', '0008-topups'],
     })
     await expectUpgradedAccount(postgresStorage({ pool, schema }))
   })
@@ -164,7 +166,10 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
          VALUES ('acct_1', 0, '{"zeta": 1, "a": [true]}'), ('acct_2', 0, DEFAULT)`,
       )
     })
-    expect(await migrate({ pool, schema })).toEqual({ schema, applied: ['0007-json-as-given'] })
+    expect(await migrate({ pool, schema })).toEqual({
+      schema,
+      applied: ['0007-json-as-given', '0008-topups'],
+    })
     const types = await pool.query<{ table_name: string; column_name: string; data_type: string }>(
       `SELECT table_name, column_name, data_type FROM information_schema.columns
        WHERE table_schema = $1 AND column_name IN ('metadata', 'limits') ORDER BY 1, 2`,
@@ -203,6 +208,11 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
        VALUES ('key_3', 'h3', 'sk_', 'three', 'acct_1', 'consumption', 3)`,
     )
     expect(await storage.keys.get('key_3')).toMatchObject({ metadata: {}, limits: {} })
+    // An account of the old schema takes a top-up under an idempotency key, once.
+    const t = { key: 'order-1', amount: 10, now: 1000, expiresAt: 2000 }
+    expect((await storage.accounts.topUp('acct_1', t))?.applied).toBe(true)
+    expect((await storage.accounts.topUp('acct_1', t))?.applied).toBe(false)
+    expect((await storage.accounts.get('acct_1'))?.balance).toBe(10)
     await storage.close?.()
   })
 

@@ -40,7 +40,10 @@ describe.skipIf(skipPostgres)('postgres: a migration run by another process', ()
     // Another process (its own pool) migrates: metadata and limits become json.
     const other = newPool(1)
     try {
-      expect((await migrate({ pool: other, schema })).applied).toEqual(['0007-json-as-given'])
+      expect((await migrate({ pool: other, schema })).applied).toEqual([
+        '0007-json-as-given',
+        '0008-topups',
+      ])
     } finally {
       await other.end()
     }

@@ -42,9 +42,9 @@ describe('sqlite migrate: usage by key category', () => {
     db.close()
 
     expect(await migrate({ path })).toEqual({
-      applied: ['0002-usage-key-category', '0003-account-closed-periods'],
+      applied: ['0002-usage-key-category', '0003-account-closed-periods', '0004-topups'],
     })
-    expect(MIGRATIONS.map((m) => m.id)).toEqual([1, 2, 3])
+    expect(MIGRATIONS.map((m) => m.id)).toEqual([1, 2, 3, 4])
     const storage = sqliteStorage({ path })
     try {
       await expectUpgradedUsage(storage, t0)

@@ -12,6 +12,7 @@ import { USAGE_KEY_CATEGORY_SQL } from './0004-usage-key-category.js'
 import { COUNTERS_APPLY_SQL } from './0005-counters-apply.js'
 import { ACCOUNT_CLOSED_PERIODS_SQL } from './0006-account-closed-periods.js'
 import { JSON_AS_GIVEN_SQL } from './0007-json-as-given.js'
+import { TOPUPS_SQL } from './0008-topups.js'
 
 /** One versioned step of the schema. Ids only grow; a released migration never changes. */
 export interface Migration {
@@ -29,4 +30,5 @@ export const MIGRATIONS: ReadonlyArray<Migration> = [
   { id: 5, name: '0005-counters-apply', sql: COUNTERS_APPLY_SQL },
   { id: 6, name: '0006-account-closed-periods', sql: ACCOUNT_CLOSED_PERIODS_SQL },
   { id: 7, name: '0007-json-as-given', sql: JSON_AS_GIVEN_SQL },
+  { id: 8, name: '0008-topups', sql: TOPUPS_SQL },
 ]
