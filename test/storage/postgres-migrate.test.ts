@@ -216,6 +216,28 @@ describe.skipIf(skipPostgres)('postgres migrate', () => {
     await storage.close?.()
   })
 
+  it('a schema of 0007 serves top-ups without a key; one with a key says to migrate', async () => {
+    const schema = fresh()
+    await schemaAt(pool, schema, 7)
+    const tb = createTollbooth({ secret: SECRET, storage: postgresStorage({ pool, schema }) })
+    try {
+      expect((await tb.accounts.addCredits('acct_1', 5)).balance).toBe(5)
+      const err = await tb.accounts
+        .addCredits('acct_1', 10, { idempotencyKey: 'o' })
+        .catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(ConfigError)
+      expect((err as Error).message).toContain('migrate(')
+      expect(await migrate({ pool, schema })).toEqual({ schema, applied: ['0008-topups'] })
+      // Migrated: credited once, the second call a replay.
+      const balances: number[] = []
+      for (const _ of [1, 2])
+        balances.push((await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'o' })).balance)
+      expect(balances).toEqual([15, 15])
+    } finally {
+      await tb.close()
+    }
+  })
+
   it('creates the indexes for lookup by hash, lists by account and logs by key', async () => {
     const schema = fresh()
     await migrate({ pool, schema })
