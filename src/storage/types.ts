@@ -527,7 +527,8 @@ export interface AccountStore {
    * expiry after it), on any account: then it changes nothing and returns that record. So a
    * retry, a concurrent call and a first call that lands late (its `now` is then earlier) are
    * credited once among them, whatever their order. A record past its expiry counts as none.
-   * Null when the account is missing (nothing kept). The core compares the record with its
+   * Null when the account is missing (nothing kept; a live record of the key may be answered
+   * first). The core compares the record with its
    * call; the store neither refuses nor judges it.
    */
   topUp(id: string, t: TopUp): Promise<TopUpResult | null>

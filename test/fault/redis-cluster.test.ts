@@ -12,6 +12,8 @@
  * master (records under buckets of their hash, the id index under buckets of the id, each
  * account's list under its usage tag), the key store answers through the `Cluster` as the memory
  * store does, and `upgradeKeyRecords` moves keys of the one-tag `{keys}` layout off their master.
+ * Top-ups under idempotency keys of 30 accounts on every master: credited once each, and a key
+ * reused on another account answered from its binding (no call spans two slots).
  */
 
 import { execFile } from 'node:child_process'
@@ -33,6 +35,7 @@ import {
   type UsageEvent,
   type UsageStore,
 } from '../../src/internal.js'
+import { blankAccount } from '../../src/metering/accounts.js'
 import { type RedisServer, startRedisServer } from './redis-server.js'
 
 const run = promisify(execFile)
@@ -395,5 +398,26 @@ describe('redis keys on a 3-master Redis Cluster', () => {
     expect(after.reduce((a, b) => a + b, 0)).toBe(300)
     const got = await keyFigures(store, keys, true)
     expect(got).toEqual(await keyFigures(memoryStorage().keys, keys, false))
+  })
+})
+
+describe('redis accounts on a 3-master Redis Cluster', () => {
+  it("tops up 30 accounts under idempotency keys, each record in its account's slot", async () => {
+    if (!cluster) return
+    const { accounts } = redisStorage({ client: cluster, keyPrefix: 'ta:' })
+    const ids = Array.from({ length: 30 }, (_, i) => `acct_${i}`)
+    for (const id of ids) await accounts.ensure(blankAccount(id, 0))
+    const t = (key: string) => ({ key, amount: 10, now: 1_000, expiresAt: 2_000 })
+    // Each account's key three times at once, then the first account's key on every other.
+    const first = await Promise.all(
+      ids.flatMap((id) => [1, 2, 3].map(() => accounts.topUp(id, t(`pay-${id}`)))),
+    )
+    expect(first.filter((r) => r?.applied)).toHaveLength(30)
+    const reused = await Promise.all(ids.slice(1).map((id) => accounts.topUp(id, t('pay-acct_0'))))
+    for (const r of reused) expect(r).toEqual({ applied: false, accountId: 'acct_0', amount: 10 })
+    for (const id of ids) expect((await accounts.get(id))?.balance).toBe(10)
+    const perMaster: number[] = []
+    for (const m of cluster.nodes('master')) perMaster.push((await m.keys('ta:account:*')).length)
+    expect(perMaster.every((n) => n > 0)).toBe(true)
   })
 })
