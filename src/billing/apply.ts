@@ -13,8 +13,9 @@
  *   tie (Stripe's are whole seconds): two snapshots of one subscription with the same time
  *   that disagree cannot be ordered, so the provider is asked for the subscription's current
  *   state (`options.current`) and that is applied.
- * - **Once.** A credit grant is applied once per `grantId` (a payment or an invoice), with a
- *   marker in the counter store, whatever the event that carries it.
+ * - **Once.** A credit grant is applied once per `grantId` (a payment or an invoice), whatever
+ *   the event that carries it: the credit and the grant's record are one atomic step of the
+ *   store (`AccountStore.topUp`, under the key `grant <grantId>`).
  *
  * A subscription that ends, or that lapses unpaid past its `expiresAt`, leaves the account on
  * `options.defaultTier` (the tier in force when the record's tier is null or expired).
@@ -158,17 +159,20 @@ async function applyOne(
       return { change, applied: true }
     }
     case 'credits': {
+      // A grant applied by an earlier version kept only its counter-store marker.
       const markers = createMarkers(tb.storage, () => tb.options.clock?.now() ?? Date.now())
-      const key = markerKey(id, 'grant', change.grantId)
-      if (!(await markers.set(key, options.grantTtlMs ?? MARKER_TTL_MS)))
+      if (await markers.has(markerKey(id, 'grant', change.grantId)))
         return { change, applied: false, reason: 'already-granted' }
-      try {
-        await unbounded(tb.accounts).addCredits(id, change.amount)
-      } catch (err) {
-        await markers.clear(key).catch(() => {})
-        throw err
-      }
-      return { change, applied: true }
+      // The credit and the grant's record in one step of the store: a retry after a crash or
+      // an unknown outcome is credited once, whichever lands first. The key holds a space,
+      // which no caller's idempotencyKey does.
+      const applied = await unbounded(tb.accounts).credit(id, change.amount, {
+        key: `grant ${change.grantId}`,
+        ttlMs: options.grantTtlMs ?? MARKER_TTL_MS,
+      })
+      return applied
+        ? { change, applied: true }
+        : { change, applied: false, reason: 'already-granted' }
     }
     case 'tier':
     case 'cancel': {

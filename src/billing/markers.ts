@@ -2,8 +2,9 @@
  * @module billing/markers
  *
  * "Has this already happened?" flags for billing, kept in the counter store so every
- * instance sees them and they expire on their own: a processed webhook event, a credit grant,
- * a meter event delivered to the provider. A marker is a counter store's `claim`, so setting
+ * instance sees them and they expire on their own: a processed webhook event, a meter event
+ * delivered to the provider (and a credit grant of an earlier version, which is only read: a
+ * grant is now kept with its credit, see `apply`). A marker is a counter store's `claim`, so setting
  * one is atomic across instances: of two concurrent callers, exactly one gets `true`.
  *
  * **Pro:** Redis and PostgreSQL counters make markers durable and shared. **Con:** a marker

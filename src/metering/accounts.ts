@@ -680,30 +680,51 @@ export class AccountService {
     checkAccountId(id)
     parseInput(z.object({ amount: creditAmount }), { amount })
     const key = parseInput(addCreditsOptions, options).idempotencyKey
+    await this.credit(id, amount, key === undefined ? undefined : { key, ttlMs: TOPUP_KEY_TTL_MS })
+    return this.get(id)
+  }
+
+  /**
+   * Adds `amount` to the balance (`addCredits` without its answer); with `once`, under that
+   * idempotency key for `once.ttlMs` (`AccountStore.topUp`: the credit and the key's record in
+   * one atomic step of the store). True when this call added it, false for a replay of the key.
+   * Billing's grants use it with keys of their own (a space in them: never a caller's key).
+   *
+   * @throws InvalidRequestError for a bad id or amount, or the key with another account or amount
+   */
+  async credit(
+    id: string,
+    amount: number,
+    once?: { key: string; ttlMs: number },
+  ): Promise<boolean> {
+    checkAccountId(id)
+    parseInput(z.object({ amount: creditAmount }), { amount })
     // A store written before `topUp` was part of the contract: refused before any write.
-    if (key !== undefined && typeof this.storage.accounts.topUp !== 'function')
+    if (once !== undefined && typeof this.storage.accounts.topUp !== 'function')
       throw new ConfigError(
         'tb.accounts.addCredits: idempotencyKey needs a storage whose accounts store has topUp (AccountStore.topUp)',
       )
     const credit = roundAmount(amount)
     await this.closeBefore(id, this.now())
-    if (key === undefined) {
+    let applied = true
+    if (once === undefined) {
       if (!(await this.storage.accounts.addBalance(id, credit)))
         throw new NotFoundError('Account not found')
     } else {
       const now = this.now()
       const r = await this.storage.accounts.topUp(id, {
-        key,
+        key: once.key,
         amount: credit,
         now,
-        expiresAt: now + TOPUP_KEY_TTL_MS,
+        expiresAt: now + once.ttlMs,
       })
       if (r === null) throw new NotFoundError('Account not found')
       if (r.accountId !== id || r.amount !== credit) throw keyReused()
+      applied = r.applied
     }
     // A replay too: the first call may have ended before telling the other instances.
     await this.changed(id)
-    return this.get(id)
+    return applied
   }
 
   /** Sets fields billing providers manage: customer id, metadata. */

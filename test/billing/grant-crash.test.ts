@@ -1,0 +1,92 @@
+/**
+ * @module test/billing/grant-crash
+ *
+ * A credit grant (`applyBillingChanges` of a `credits` change, as a paid checkout's webhook
+ * brings it) whose instance stopped before its credit reached the store, then applied again
+ * by another instance (the provider's retry of the event): credited once, 10, on memory,
+ * SQLite, Redis and PostgreSQL. Before, the grant's "already granted" marker was a counter-store
+ * claim made before the credit, a store call of its own: the retry was skipped as
+ * `already-granted` and the payment never credited (balance 0) for the marker's 35 days.
+ */
+
+import { describe, expect, test } from 'vitest'
+import { applyBillingChanges } from '../../src/billing/apply.js'
+import { createMarkers, markerKey } from '../../src/billing/markers.js'
+import { createTollbooth, type Storage, type Tollbooth } from '../../src/internal.js'
+import { fourStores } from '../support/stores.js'
+
+const SECRET = 'grant-crash-secret-grant-crash-secret-0001'
+const stores = await fourStores('billing-grant-crash')
+
+/**
+ * `storage` whose instance stops at its credit: the store's call that adds to the balance
+ * (`addBalance` or `topUp`) is never made and never returns, as in a process that died there.
+ */
+function stoppedAtCredit(storage: Storage, reached: () => void): Storage {
+  const a = storage.accounts
+  const stop = () => {
+    reached()
+    return new Promise<never>(() => {})
+  }
+  return {
+    ...storage,
+    accounts: {
+      get: (id) => a.get(id),
+      ensure: (d) => a.ensure(d),
+      update: (id, patch, ifPeriodStart) => a.update(id, patch, ifPeriodStart),
+      addBalance: stop,
+      topUp: stop,
+    },
+  }
+}
+
+const grant = {
+  type: 'credits',
+  accountId: 'acct_g',
+  amount: 10,
+  grantId: 'cs_paid_1',
+  reason: 'top-up',
+} as const
+
+for (const [name, make] of Object.entries(stores))
+  describe.skipIf(make === null)(`a credit grant cut before its credit: ${name}`, () => {
+    test("another instance's retry of the event credits it, once", async () => {
+      const storage = await make!()
+      let reached: () => void = () => {}
+      const atCredit = new Promise<void>((r) => {
+        reached = r
+      })
+      const first: Tollbooth = createTollbooth({
+        secret: SECRET,
+        storage: stoppedAtCredit(storage, reached),
+      })
+      const tb = createTollbooth({ secret: SECRET, storage })
+      try {
+        void applyBillingChanges(first, [grant]).catch(() => {})
+        await atCredit
+        const retried = await applyBillingChanges(tb, [grant])
+        expect(retried[0]).toMatchObject({ applied: true })
+        expect((await tb.accounts.get('acct_g')).balance).toBe(10)
+        const again = await applyBillingChanges(tb, [grant])
+        expect(again[0]).toMatchObject({ applied: false, reason: 'already-granted' })
+        expect((await tb.accounts.get('acct_g')).balance).toBe(10)
+      } finally {
+        await tb.close()
+      }
+    })
+
+    test('a grant an earlier version marked (its counter-store marker) is not credited again', async () => {
+      const storage = await make!()
+      const tb = createTollbooth({ secret: SECRET, storage })
+      try {
+        await tb.accounts.addCredits('acct_g', 10)
+        const markers = createMarkers(storage, () => Date.now())
+        expect(await markers.set(markerKey('acct_g', 'grant', grant.grantId))).toBe(true)
+        const out = await applyBillingChanges(tb, [grant])
+        expect(out[0]).toMatchObject({ applied: false, reason: 'already-granted' })
+        expect((await tb.accounts.get('acct_g')).balance).toBe(10)
+      } finally {
+        await tb.close()
+      }
+    })
+  })
