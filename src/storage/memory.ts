@@ -469,8 +469,9 @@ function copyAccount(a: AccountRecord): AccountRecord {
 function memoryAccounts(): AccountStore {
   const byId = new Map<string, AccountRecord>()
   /**
-   * Top-ups' idempotency records by key, in the order kept: with one TTL for every record, the
-   * oldest expire first, so the expired ones are dropped from the front.
+   * Top-ups' idempotency records by key, in the order kept: records of one TTL expire in that
+   * order, so the expired ones are dropped from the front (one of a longer TTL there, a billing
+   * grant's, holds back those behind it until it expires).
    */
   const topUps = new Map<string, { accountId: string; amount: number; expiresAt: number }>()
   return markInProcess<AccountStore>({
