@@ -58,6 +58,13 @@ function pushCheck(p: Packed, c: Check): void {
 /** The counter keys and records of one settle op (a cancel takes one record per check more). */
 export function pushOp(keys: string[], p: Packed, prefix: string, op: SettleOp, now: number): void {
   const { nums, ids } = p
+  if (op.type === 'release' && op.record !== undefined) {
+    // Once per record: its KEY first, then the counter's.
+    keys.push(prefix + op.record.key, prefix + op.key)
+    nums.push(9, now, op.charge, op.record.ttlMs, keepArg(op.keepUntil))
+    ids.push(escapeHoldId(op.holdId))
+    return
+  }
   if (op.type === 'release') {
     keys.push(prefix + op.key)
     nums.push(1, now, op.charge, op.ifHeld ? 1 : 0, keepArg(op.keepUntil))

@@ -783,6 +783,17 @@ while i <= nOps do
     end
     i = i + 1 + b
     if c < 0 then i = i + 1 end
+  elseif t == 9 then
+    -- a release once per record (its KEY, then the counter's): with the record's tombstone
+    -- there nothing is done; else the hold dropped if there, a charged whether or not it was,
+    -- and the tombstone kept b ms.
+    local id = ARGV[si]
+    si = si + 1
+    if get(KEYS[i]) ~= 'x' then
+      put(KEYS[i], 'x', max(1, ceil(b)))
+      settle_op(KEYS[i + 1], 1, id, a, 0, c, opNow, slack)
+    end
+    i = i + 2
   else
     local id = nil
     if t == 1 or t == 8 then
@@ -1071,6 +1082,10 @@ const CALL = `-- KEYS[1..nOps]  the counter of settle op i; then KEYS[nOps + i] 
 --            type 2 (add to a window): a windowMs, b bucketMs, c cost
 --            type 3 (add to a GCRA limit): a limit, b windowMs, c cost
 --            type 8 (renew a hold while it is live): a ttlMs, c keepUntil or NaN
+--            type 9 (release a hold once per record; its KEY the record, then the hold
+--              counter's): a charge, b the tombstone's ttlMs, c keepUntil or NaN; with the
+--              record 'x' nothing is done, else the hold dropped if there, a charged, and
+--              the record becomes 'x'
 --            type 4 (cancel an admission; its KEY the admission's record): a ttlMs, b the
 --              count of revert ops that follow, c 0 or the revert op whose hold stands for
 --              the record, or -1: the record is a line of the list that is the KEY after the

@@ -454,6 +454,35 @@ export function counterStoreTests(get: GetStorage): void {
       expect(await c.held(n.hold, T0 + 8)).toBe(14)
     })
 
+    it('a release once per record charges once, whether or not its hold is there', async () => {
+      const n = names()
+      const c = get().counters
+      const once = (holdId: string, charge: number): SettleOp => ({
+        type: 'release',
+        key: n.hold,
+        holdId,
+        charge,
+        ifHeld: true,
+        record: { key: `${n.hold}:a:rel-${holdId}`, ttlMs: 60_000 },
+      })
+      // Held: released and charged; its retry, and a retry in the same call, nothing more.
+      await c.consume([holdCheck(n.hold, 100, 10, 'o1', 60_000)], T0)
+      await c.settle([once('o1', 7), once('o1', 7)], T0 + 1)
+      await c.settle([once('o1', 7)], T0 + 2)
+      expect(await c.held(n.hold, T0 + 3)).toBe(7)
+      // Its hold dropped before it ran (lapsed, and pruned at a later clock): charged all the
+      // same, once (a release ifHeld charged nothing).
+      await c.consume([holdCheck(n.hold, 100, 10, 'o2', 1_000)], T0 + 4)
+      await c.consume([holdCheck(n.hold, 100, 1, 'other', 60_000)], T0 + 10_000)
+      await c.settle([once('o2', 5)], T0 + 5)
+      await c.settle([once('o2', 5)], T0 + 10_001)
+      expect(await c.held(n.hold, T0 + 10_002)).toBe(7 + 5 + 1)
+      // Never held at all: charged once.
+      await c.settle([once('o3', 2)], T0 + 10_003)
+      await c.settle([once('o3', 2)], T0 + 10_004)
+      expect(await c.held(n.hold, T0 + 10_005)).toBe(7 + 5 + 1 + 2)
+    })
+
     it('a cancel undoes a recorded admission, and leaves nothing when it comes first', async () => {
       const n = names()
       const c = get().counters

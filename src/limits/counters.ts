@@ -406,6 +406,7 @@ export function settleKeys(ops: ReadonlyArray<SettleOp>, into?: (n: number) => s
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i]!
     if (op.type === 'cancel') n += op.checks.length
+    else if (op.type === 'release' && op.record !== undefined) n++
   }
   const keys = into === undefined ? new Array<string>(n) : into(n)
   let k = 0
@@ -416,6 +417,7 @@ export function settleKeys(ops: ReadonlyArray<SettleOp>, into?: (n: number) => s
       keys[k++] = op.key
       if (op.type === 'cancel')
         for (let j = 0; j < op.checks.length; j++) keys[k++] = op.checks[j]!.key
+      else if (op.type === 'release' && op.record !== undefined) keys[k++] = op.record.key
     }
   }
   return keys
@@ -430,7 +432,7 @@ function applyOp(
   if (op.type === 'release') {
     const s = asHold(state)
     // A retried release whose hold is gone changes nothing (no empty counter is written).
-    if (op.ifHeld && !isHeld(s, now, op.holdId)) return null
+    if (op.ifHeld && op.record === undefined && !isHeld(s, now, op.holdId)) return null
     const h = s ?? newHold()
     dropHold(h, now, op.holdId, op.charge)
     keep(h, op.keepUntil)
@@ -516,6 +518,15 @@ export function settleStep(
           const c = op.checks[j]!
           set(w, revert(c, latest(w, c.key, current[first + j], now), now, op.at))
         }
+    } else if (op.type === 'release' && op.record !== undefined) {
+      // Once per record (see `SettleOp`): its tombstone says a release of it has landed.
+      const r = op.record
+      const m = markOf(latest(w, r.key, current[i + 1], now))
+      if (m !== 'x') {
+        set(w, put(r.key, CANCELLED, Math.ceil(now + r.ttlMs), now))
+        set(w, applyOp(op, latest(w, op.key, current[i], now), now))
+      }
+      i += 2
     } else {
       const key = op.type === 'add' ? op.check.key : op.key
       set(w, applyOp(op, latest(w, key, current[i], now), now))

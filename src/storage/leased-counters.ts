@@ -219,11 +219,11 @@ interface HoldLease {
 /**
  * A hold this instance releases with a charge not yet taken by the store: a credit lease's own
  * (with its charges), or a request's local hold whose move into the store failed at close. Its
- * release is `ifHeld`, so however often and in whatever order its attempts land it charges once
- * (a release without `ifHeld` of a hold not there charges each time it is applied); a hold the
- * store does not hold (lapsed while the store was out, lost, never moved) is made again first
- * (`heldAlready`), unless a release of it has landed: every attempt leaves a tombstone
- * (`record`), and the hold made again carries that record, which the tombstone refuses.
+ * release is applied once per its `record` (a tombstone), so however often and in whatever
+ * order its attempts land, and whatever became of the hold, it charges once. With no record
+ * (a counter with no hash tag) it is `ifHeld` (a release without it of a hold not there
+ * charges each time it is applied), and a hold the store does not hold (lapsed while the store
+ * was out, lost, never moved) is made again first (`heldAlready`) until a release was sent.
  */
 interface Owed {
   key: string
@@ -233,9 +233,8 @@ interface Owed {
   heldUntil: number
   /**
    * The record (`AdmissionId` key, under the counter's hash tag) whose tombstone says a release
-   * of it has landed: each attempt sends a `cancel` of it with no checks in the same store call
-   * as the release, and the hold made again is consumed under it. Undefined for a counter with
-   * no hash tag: then `sent` stands for it.
+   * of it has landed: each attempt is a release once per this record. Undefined for a counter
+   * with no hash tag: then `sent` stands for it.
    */
   record?: string
   /**
@@ -610,20 +609,19 @@ export function leasedCounters(
   }
 
   /**
-   * `ops` with releases the store owes a charge for (`owed`): each is sent `ifHeld` with a
-   * tombstone of its record in the same call (`cancel`, no checks), its hold made again first
-   * (no limit: its credits were held already) when the store may not hold it at `now`, under
-   * its record: refused, the tombstone is there, a release has landed, and this one is dropped.
-   * Once the store has taken them they are owed no more. A hold made again and not released
-   * (the settle failed) is there for the retry, which charges it once; one made twice (a first
-   * attempt that landed late) is the same hold. Before, a hold was not made again once a
-   * release had been sent (it might have landed), so a lease whose store hold lapsed while the
-   * store was down charged nothing when it was back: its retry found no hold.
+   * `ops` with releases the store owes a charge for (`owed`): each is sent once per its record
+   * (`SettleOp` release `record`): however often and in whatever order its attempts land, and
+   * whether or not the store still holds the hold then, it charges once. Once the store has
+   * taken them they are owed no more. A counter with no hash tag has no record: its release is
+   * sent `ifHeld`, its hold made again first (no limit: its credits were held already) when the
+   * store may not hold it at `now` and no release of it was sent yet. Before, a hold was not
+   * made again once a release had been sent (it might have landed), so a lease whose store
+   * hold lapsed while the store was down charged nothing when it was back: its retry found no
+   * hold.
    */
   const settleOwed = async (ops: ReadonlyArray<SettleOp>, now: number): Promise<void> => {
     const ids: string[] = []
-    const landed = new Set<string>()
-    const marks: SettleOp[] = []
+    const once = new Map<string, { key: string; ttlMs: number }>()
     for (const op of ops) {
       if (op.type !== 'release') continue
       const o = owed.get(op.holdId)
@@ -633,25 +631,22 @@ export function leasedCounters(
       if (op.charge === 0) continue
       // Kept past the last attempt that may make the hold again (before `until`).
       const ttlMs = Math.max(1, o.until - now) + 2 * clockSkewMs + 1000
-      if (o.record !== undefined)
-        marks.push({ type: 'cancel', key: o.record, ttlMs, at: now, checks: [] })
-      if (now < o.heldUntil || (o.record === undefined && o.sent)) continue
+      if (o.record !== undefined) {
+        // Charged once per record whatever became of the hold (`SettleOp` release `record`):
+        // an attempt that finds its hold there and one that finds it gone alike. A release
+        // `ifHeld` paired with a tombstone charged nothing when the hold was dropped before it
+        // ran though no release had landed: in a Redis frozen past the hold's TTL, another
+        // instance's call at its later clock, read first at the thaw, dropped the lapsed hold
+        // (164 of a lease's 200 credits lost, test/fault/lease-outage).
+        once.set(op.holdId, { key: o.record, ttlMs })
+        continue
+      }
+      if (now < o.heldUntil || o.sent) continue
       stats.storeCalls++
       stats.leaseCalls++
       const hold = heldAlready(o.key, o.check, o.amount, op.holdId, storeHoldTtlMs)
-      const r = await inner.consume(
-        [hold],
-        now,
-        o.record !== undefined ? { key: o.record, ttlMs } : undefined,
-      )
-      if (!r.allowed) {
-        // Only a tombstone refuses a hold with no limit: a release of it has landed.
-        if (o.record === undefined)
-          throw new Error(`leasedCounters: hold ${op.holdId} not made again`)
-        landed.add(op.holdId)
-        marks.pop()
-        continue
-      }
+      const r = await inner.consume([hold], now)
+      if (!r.allowed) throw new Error(`leasedCounters: hold ${op.holdId} not made again`)
       o.heldUntil = now + holdTtlMs
     }
     for (const id of ids) {
@@ -661,11 +656,16 @@ export function leasedCounters(
     const send: SettleOp[] = []
     for (const op of ops) {
       if (op.type !== 'release' || !ids.includes(op.holdId)) send.push(op)
-      else if (!landed.has(op.holdId)) send.push({ ...op, ifHeld: true })
+      else {
+        const record = once.get(op.holdId)
+        // `ifHeld` kept beside the record: a store of its own that does not know `record` yet
+        // releases as before, never charging twice.
+        send.push(record ? { ...op, ifHeld: true, record } : { ...op, ifHeld: true })
+      }
     }
     if (send.length > 0) {
       stats.storeCalls++
-      await inner.settle([...send, ...marks], now)
+      await inner.settle(send, now)
     }
     for (const id of ids) owed.delete(id)
   }

@@ -271,6 +271,15 @@ export type SettleOp =
       /** As the hold check's `keepUntil`. */
       keepUntil?: number
       ifHeld?: boolean
+      /**
+       * Applied once per record, whether or not the hold is still there: with the tombstone of
+       * `record.key` (an `AdmissionId` key under the counter's hash tag) there, nothing is done;
+       * otherwise the hold is dropped if there, `charge` added, and the tombstone kept for
+       * `record.ttlMs`, in the same atomic step. For a charge owed whatever became of its hold
+       * (a credit lease's, whose store hold may lapse, or be dropped by another instance's call
+       * at a later clock, before the release runs); `ifHeld` is then ignored.
+       */
+      record?: { key: string; ttlMs: number }
     }
   | {
       /**

@@ -199,4 +199,46 @@ describe.skipIf(!redisServer)('a credit lease ended while Redis is out past its 
     await counters.close(Date.now())
     expect(await storage.counters.held(KEY, Date.now())).toBe(charged)
   }, 30_000)
+
+  it('frozen, shared with another instance whose call runs first at the thaw: the charges land once', async () => {
+    const redis = await connect()
+    await redis.flushall()
+    const storage = redisStorage({ client: redis })
+    const { counters, charged } = await leaseWithCharges(storage.counters, 's')
+    // Another instance on its own connection (ioredis's defaults), taking a request's credit
+    // hold on the same account.
+    const other = new Redis(redisServer!.port, { host: '127.0.0.1' })
+    other.on('error', () => {})
+    try {
+      await ready(other)
+      const peer = redisStorage({ client: other }).counters
+      redisServer!.freeze(true)
+      // Its connection has a call waiting first: at the thaw Redis reads that connection's
+      // calls before this instance's.
+      const first = peer.consume([creditHold(KEY, 'peer-1', 30_000)], Date.now())
+      await sleep(50)
+      const ended = counters.flush(Date.now(), true)
+      // Past the lease's store hold (1.3 s): the other instance's next call, at its time, finds
+      // the hold lapsed.
+      await sleep(3_000)
+      const second = peer.consume([creditHold(KEY, 'peer-2', 30_000)], Date.now())
+      await sleep(50)
+      redisServer!.freeze(false)
+      expect((await first).allowed).toBe(true)
+      expect((await second).allowed).toBe(true)
+      await ended
+      await counters.close(Date.now())
+      await peer.settle(
+        [
+          { type: 'release', key: KEY, holdId: 'peer-1', charge: 0 },
+          { type: 'release', key: KEY, holdId: 'peer-2', charge: 0 },
+        ],
+        Date.now(),
+      )
+      // Before: nothing charged (0 for 200), the release at its time found the hold gone.
+      expect(await storage.counters.held(KEY, Date.now()), 'credits charged').toBe(charged)
+    } finally {
+      other.disconnect()
+    }
+  }, 30_000)
 })
