@@ -27,6 +27,8 @@ import {
   keyPrefixSchema,
   type RedisClient,
   redisClientSchema,
+  watchLink,
+  whileLinked,
 } from './store.js'
 import { redisUsage } from './usage.js'
 
@@ -44,7 +46,9 @@ export interface RedisStorageOptions {
    * twice: `{ maxRetriesPerRequest: 1, enableOfflineQueue: false,
    * autoResendUnfulfilledCommands: false, connectTimeout: 2000, commandTimeout: 1000 }`
    * (with `enableOfflineQueue: false`, wait for the client's `ready` event before serving),
-   * and an `error` listener on the client.
+   * and an `error` listener on the client. With the offline queue on, a call made while a
+   * client that has been ready is not (it lost its connection) fails at once all the same,
+   * nothing sent (`watchLink` in store.ts).
    */
   client: RedisClient
   /** Prepended to every Redis key and to the pub/sub channel. No braces. Default `tollbooth:`. */
@@ -101,16 +105,22 @@ export function redisStorage(options: RedisStorageOptions): Storage {
     optionsSchema,
     options,
   )
-  const ctx: Ctx = { client: defineCommands(options.client), prefix: keyPrefix }
+  const ctx: Ctx = {
+    client: defineCommands(options.client),
+    prefix: keyPrefix,
+    link: watchLink(options.client),
+  }
   watchEviction(options.client)
   const changes = redisChanges(options.client, `${keyPrefix}changes`, subscribeTimeoutMs)
   return {
-    keys: redisKeys(ctx),
+    // Refused at once while the client is not connected, never queued (see `watchLink`); the
+    // counters check it in their one call path.
+    keys: whileLinked(ctx, redisKeys(ctx)),
     counters: redisCounters(ctx, idleSlackMs, settleBatchMs),
-    usage: redisUsage(ctx),
-    accounts: redisAccounts(ctx),
-    secrets: redisSecrets(ctx),
-    ipBlocks: redisIpBlocks(ctx),
+    usage: whileLinked(ctx, redisUsage(ctx)),
+    accounts: whileLinked(ctx, redisAccounts(ctx)),
+    secrets: whileLinked(ctx, redisSecrets(ctx)),
+    ipBlocks: whileLinked(ctx, redisIpBlocks(ctx)),
     changes: { publish: changes.publish, subscribe: changes.subscribe },
     close: () => changes.close(),
     closed: () =>

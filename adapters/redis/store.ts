@@ -112,6 +112,69 @@ export function defineCommands(client: RedisClient): Client {
 export interface Ctx {
   client: Client
   prefix: string
+  /** The client's connection as `redisStorage` watches it (see {@link watchLink}); none: not watched. */
+  link?: Link
+}
+
+/** Whether a client has been ready since tollbooth was given it. */
+export interface Link {
+  up: boolean
+}
+
+/**
+ * Watches `client` for its first `ready` (at once when it is ready already), after which
+ * {@link unsent} refuses a call while it is not ready: ioredis's offline queue (on by default)
+ * keeps a command sent while the connection is down and runs it once Redis is back, long
+ * after tollbooth stopped waiting for it. An admission answered 503 then counted its limits
+ * and held its credits; its cancel, queued behind it, undid it only while the core's retry
+ * queue had room for one cancel per refused request (with `maxPendingSettles` 5 and 20
+ * requests refused while Redis was down: 15 quota units and 15 credit holds left, a top-up and
+ * a key created though both callers were told the outcome was unknown;
+ * test/fault/redis-late.test.ts). Before the first `ready` calls queue as before: an
+ * application may use the client as soon as it creates it.
+ */
+export function watchLink(client: RedisClient): Link {
+  const link: Link = { up: client.status === 'ready' }
+  if (!link.up)
+    client.once('ready', () => {
+      link.up = true
+    })
+  return link
+}
+
+/**
+ * Why a call must not be sent now (the client lost its connection since it was ready: its
+ * offline queue would keep the call, see {@link watchLink}); undefined when it may. A property
+ * read on each call, no round trip.
+ */
+export function unsent(ctx: Ctx): Error | undefined {
+  const status = ctx.client.status
+  if (status === 'ready' || ctx.link?.up !== true) return undefined
+  // A driver's error, as ioredis's own without its offline queue: the core names the call
+  // and gives the code (`Storage unavailable (tb.keys.create): the store failed
+  // (NOT_CONNECTED)`), a request is answered 503.
+  return Object.assign(
+    new Error(`tollbooth/redis: the client is not connected (status ${status}); nothing was sent`),
+    { code: 'NOT_CONNECTED' },
+  )
+}
+
+/**
+ * `store` with each method refused while the client is not connected ({@link unsent}), as a
+ * rejected promise, before anything is sent.
+ */
+export function whileLinked<T extends object>(ctx: Ctx, store: T): T {
+  const out = {} as Record<string, unknown>
+  for (const [name, f] of Object.entries(store)) {
+    out[name] =
+      typeof f === 'function'
+        ? (...args: unknown[]) => {
+            const err = unsent(ctx)
+            return err ? Promise.reject(err) : f.apply(store, args)
+          }
+        : f
+  }
+  return out as T
 }
 
 /** A number for Lua: `inf` for infinities (tonumber reads the rest exactly). */
