@@ -742,7 +742,7 @@ function remoteConsume(a: Attempt, checks: Check[]): ConsumeResult | Promise<Con
           return queued(a, checks, admission)
         },
         (err: unknown) => {
-          ctx.retries.add([cancelOf(admission, now, checks)], r, true)
+          cancelAfter(ctx, admission, now, checks, r)
           throw err
         },
       )
@@ -751,9 +751,25 @@ function remoteConsume(a: Attempt, checks: Check[]): ConsumeResult | Promise<Con
   return queued(a, checks, admission)
 }
 
-/** The cancel of `admission`, made at `now` with `checks`, whose answer was lost. */
-function cancelOf(admission: AdmissionId, now: number, checks: Check[]): SettleOp {
-  return {
+/**
+ * Queues the cancel of `admission`, made at `now` with `checks`, whose answer was lost, for
+ * once `raw` (the store call) has ended. Its record's life (`ttlMs`) is counted from then,
+ * not from `now`: the store may have run the admission any time until then (a Redis frozen
+ * or cut off past it ran the call queued in the socket when it came back), and a record a
+ * hold or a list line stands for is taken as there only while `at + ttlMs` has not passed
+ * (`AdmissionId.holdId`). From `now`, a cancel of an admission run more than `ttlMs` late
+ * found nothing and undid nothing: Redis frozen 61 s (a record's life 60 s), 10 requests
+ * answered 503 left their quota units (daily +5 of a key, +5 of another), credit holds and
+ * concurrency slots (test/fault/redis-late.test.ts).
+ */
+function cancelAfter(
+  ctx: Context,
+  admission: AdmissionId,
+  now: number,
+  checks: Check[],
+  raw: Promise<unknown>,
+): void {
+  const cancel: Extract<SettleOp, { type: 'cancel' }> = {
     type: 'cancel',
     key: admission.key,
     ttlMs: admission.ttlMs,
@@ -761,6 +777,10 @@ function cancelOf(admission: AdmissionId, now: number, checks: Check[]): SettleO
     checks,
     holdId: admission.holdId,
   }
+  const late = () => {
+    cancel.ttlMs = admission.ttlMs + Math.max(0, ctx.clock.now() - now)
+  }
+  ctx.retries.add([cancel], raw.then(late, late), true)
 }
 
 /** An admission sent to the store, in its turn among the account's (see `remoteConsume`). */
@@ -813,7 +833,7 @@ function queued(a: Attempt, checks: Check[], admission: AdmissionId): Promise<Co
   } else p = new Promise<void>((resolve) => l.waiting.push(resolve)).then(send)
   return ctx.guard(p, a.leftMs).catch((err: unknown) => {
     abandoned = true
-    if (raw) ctx.retries.add([cancelOf(admission, now, checks)], raw, true)
+    if (raw) cancelAfter(ctx, admission, now, checks, raw)
     throw err
   })
 }

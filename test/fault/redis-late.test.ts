@@ -21,7 +21,7 @@ import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth } from '../../src/index.js'
-import { privateServer, usageOf } from '../support/fault.js'
+import { privateServer, usageOf, whileFrozen } from '../support/fault.js'
 import { bearer, dailyQuota } from '../support/leases.js'
 import { ready } from '../support/redis.js'
 import { startRedisServer } from './redis-server.js'
@@ -40,7 +40,12 @@ afterAll(async () => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 describe.skipIf(!server)('Redis killed and restarted, ioredis with its default options', () => {
-  const setup = async (exact: boolean) => {
+  /**
+   * A tollbooth on a client of its own, with a key of `exact` limits; its clock runs `skew`'s
+   * `ms` ahead of the machine's (moved by the test); room for `maxPendingSettles` cancels.
+   */
+  const setup = async (exact: boolean, skew = { ms: 0 }, maxPendingSettles = 5) => {
+    const now = () => Date.now() + skew.ms
     // ioredis's defaults: offline queue on, commands resent after a reconnect.
     const client = new Redis(`redis://127.0.0.1:${server!.port}`)
     client.on('error', () => {})
@@ -57,8 +62,9 @@ describe.skipIf(!server)('Redis killed and restarted, ioredis with its default o
       failedAuth: false,
       plans: { pro: { monthlyCredits: 1000 } },
       defaultTier: 'pro',
-      // Room for 5 cancels: fewer than the requests refused below.
-      maxPendingSettles: 5,
+      clock: { now },
+      // Room for 5 cancels: fewer than the requests refused while Redis is down below.
+      maxPendingSettles,
       usage: { flushIntervalMs: 600_000, maxBatch: 100_000, retentionMs: 86_400_000 },
       onError: () => {},
     })
@@ -72,16 +78,16 @@ describe.skipIf(!server)('Redis killed and restarted, ioredis with its default o
         exact,
       },
     })
-    return { client, storage, tb, key, keyId: record.id, account }
+    return { client, storage, tb, key, keyId: record.id, account, now }
   }
   type Setup = Awaited<ReturnType<typeof setup>>
 
   /** What the store counts for the key and its account, once the retries have landed. */
-  const figures = async ({ storage, tb, keyId, account }: Setup) => {
+  const figures = async ({ storage, tb, keyId, account, now: clock }: Setup) => {
     const by = Date.now() + 15_000
     while (tb.stats().settleRetries.pending > 0 && Date.now() < by) await sleep(20)
     await tb.flush()
-    const now = Date.now()
+    const now = clock()
     const daily = dailyQuota(0, { key: `{${account}}:k:${keyId}:q:daily`, limit: 1000 })
     const monthly = { ...daily, key: `{${account}}:k:${keyId}:q:monthly`, windowMs: 0 }
     const credits = (await tb.accounts.get(account)).credits
@@ -153,4 +159,56 @@ describe.skipIf(!server)('Redis killed and restarted, ioredis with its default o
       expect(again.map((o) => o.status)).toEqual(Array(5).fill(200))
       await s.tb.close()
     }, 60_000)
+
+  it('an admission a frozen Redis runs past the life of its record is undone by its cancel', async () => {
+    const skew = { ms: 0 }
+    const s = await setup(true, skew, 10_000)
+    // A key with a daily quota alone, on an account of its own: its admission's record is a
+    // line of a list (the other key's is its credit hold).
+    const lone = await s.tb.keys.create({
+      accountId: 'acct_late_lone',
+      limits: { quotas: { daily: 1000 }, exact: true },
+    })
+    const free = s.tb.route({})
+    const loneRequests = (n: number) =>
+      Promise.all(
+        Array.from({ length: n }, () =>
+          s.tb.authenticate(bearer(lone.key), free).then((d) => (d.allowed ? 200 : d.status)),
+        ),
+      )
+    const loneCount = async () => {
+      await s.tb.flush()
+      const daily = dailyQuota(0, { key: `{acct_late_lone}:k:${lone.record.id}:q:daily` })
+      return (await s.storage.counters.consume([daily], s.now())).results[0]!.used
+    }
+    expect((await requests(s.tb, s.key, 3)).map((o) => o.status)).toEqual([200, 200, 200])
+    expect(await loneRequests(1)).toEqual([200])
+    const before = await figures(s)
+    const loneBefore = await loneCount()
+    // Cached again: the requests below reach the counters.
+    expect((await requests(s.tb, s.key, 2)).map((o) => o.status)).toEqual([200, 200])
+    expect(await loneRequests(1)).toEqual([200])
+
+    let refused: Array<{ status: number }> = []
+    let loneRefused: number[] = []
+    await whileFrozen(server!, async (thaw) => {
+      refused = await requests(s.tb, s.key, 5)
+      loneRefused = await loneRequests(5)
+      // Frozen past a record's life (60 s): the instance's clock moved on by 61 s.
+      skew.ms += 61_000
+      thaw()
+    })
+    const after = await figures(s)
+    const loneAfter = await loneCount()
+    console.log(
+      `Redis frozen 61 s: 5 + 5 refused; before ${JSON.stringify(before)} (+2 served), after ${JSON.stringify(after)}; a quota alone ${loneBefore} (+1 served) -> ${loneAfter}; retries ${JSON.stringify(s.tb.stats().settleRetries)}`,
+    )
+    expect(refused.map((o) => o.status)).toEqual(Array(5).fill(503))
+    expect(loneRefused).toEqual(Array(5).fill(503))
+    // Before: daily and monthly 10, credits 10 charged or held for 5 units, 5 slots held; the
+    // quota alone 7.
+    expect(after).toEqual({ ...before, daily: 5, monthly: 5, used: 5, events: 5, units: 5 })
+    expect(loneAfter).toBe(loneBefore + 1)
+    await s.tb.close()
+  }, 60_000)
 })
