@@ -165,12 +165,14 @@ async function applyOne(
         return { change, applied: false, reason: 'already-granted' }
       // The credit and the grant's record in one step of the store: a retry after a crash or
       // an unknown outcome is credited once, whichever lands first. The key holds a space,
-      // which no caller's idempotencyKey does.
-      const applied = await unbounded(tb.accounts).credit(id, change.amount, {
+      // which no caller's idempotencyKey does. Once per grantId whatever the change carries
+      // now: its retry with another amount (the application's grants changed between the
+      // provider's deliveries) or account is granted already, not a reuse of a key.
+      const r = await unbounded(tb.accounts).credit(id, change.amount, {
         key: `grant ${change.grantId}`,
         ttlMs: options.grantTtlMs ?? MARKER_TTL_MS,
       })
-      return applied
+      return r.applied
         ? { change, applied: true }
         : { change, applied: false, reason: 'already-granted' }
     }

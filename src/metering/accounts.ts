@@ -29,7 +29,7 @@ import { type CheckTemplate, compilePlanLimits, counterName } from '../limits/ad
 import { roundAmount } from '../limits/amount.js'
 import { type Plan, parseInput, type ResolvedOptions } from '../options.js'
 import { IDEMPOTENCY_KEY_RULE, isIdempotencyKey } from '../request.js'
-import type { AccountRecord, ClosedPeriod, Storage } from '../storage/types.js'
+import type { AccountRecord, ClosedPeriod, Storage, TopUpResult } from '../storage/types.js'
 import { nextPeriod, type Period, periodOf } from './periods.js'
 
 /**
@@ -680,23 +680,31 @@ export class AccountService {
     checkAccountId(id)
     parseInput(z.object({ amount: creditAmount }), { amount })
     const key = parseInput(addCreditsOptions, options).idempotencyKey
-    await this.credit(id, amount, key === undefined ? undefined : { key, ttlMs: TOPUP_KEY_TTL_MS })
+    const r = await this.credit(
+      id,
+      amount,
+      key === undefined ? undefined : { key, ttlMs: TOPUP_KEY_TTL_MS },
+    )
+    if (r.accountId !== id || r.amount !== roundAmount(amount)) throw keyReused()
     return this.get(id)
   }
 
   /**
    * Adds `amount` to the balance (`addCredits` without its answer); with `once`, under that
    * idempotency key for `once.ttlMs` (`AccountStore.topUp`: the credit and the key's record in
-   * one atomic step of the store). True when this call added it, false for a replay of the key.
-   * Billing's grants use it with keys of their own (a space in them: never a caller's key).
+   * one atomic step of the store). Answers the key's record in force: `applied` when this call
+   * added it, else the first call's account and amount, which the caller judges (`addCredits`:
+   * another account or amount is a reuse of its key, 400; a billing grant: granted already,
+   * whatever its amount now). Billing's grants use it with keys of their own (a space in them:
+   * never a caller's key).
    *
-   * @throws InvalidRequestError for a bad id or amount, or the key with another account or amount
+   * @throws InvalidRequestError for a bad id or amount
    */
   async credit(
     id: string,
     amount: number,
     once?: { key: string; ttlMs: number },
-  ): Promise<boolean> {
+  ): Promise<TopUpResult> {
     checkAccountId(id)
     parseInput(z.object({ amount: creditAmount }), { amount })
     // A store written before `topUp` was part of the contract: refused before any write.
@@ -706,25 +714,24 @@ export class AccountService {
       )
     const credit = roundAmount(amount)
     await this.closeBefore(id, this.now())
-    let applied = true
+    let r: TopUpResult = { applied: true, accountId: id, amount: credit }
     if (once === undefined) {
       if (!(await this.storage.accounts.addBalance(id, credit)))
         throw new NotFoundError('Account not found')
     } else {
       const now = this.now()
-      const r = await this.storage.accounts.topUp(id, {
+      const kept = await this.storage.accounts.topUp(id, {
         key: once.key,
         amount: credit,
         now,
         expiresAt: now + once.ttlMs,
       })
-      if (r === null) throw new NotFoundError('Account not found')
-      if (r.accountId !== id || r.amount !== credit) throw keyReused()
-      applied = r.applied
+      if (kept === null) throw new NotFoundError('Account not found')
+      r = kept
     }
     // A replay too: the first call may have ended before telling the other instances.
     await this.changed(id)
-    return applied
+    return r
   }
 
   /** Sets fields billing providers manage: customer id, metadata. */

@@ -89,4 +89,25 @@ for (const [name, make] of Object.entries(stores))
         await tb.close()
       }
     })
+
+    test('a grant applied again with another amount or account is already granted, not an error', async () => {
+      // The same invoice delivered again after the application's `grants` changed (a deploy
+      // between Stripe's retries), or its account id changed in the subscription's metadata.
+      const storage = await make!()
+      const tb = createTollbooth({ secret: SECRET, storage })
+      try {
+        expect((await applyBillingChanges(tb, [grant]))[0]).toMatchObject({ applied: true })
+        for (const again of [
+          { ...grant, amount: 12 },
+          { ...grant, accountId: 'acct_h' },
+        ]) {
+          const out = await applyBillingChanges(tb, [again]).catch((e: unknown) => e)
+          expect(out).toEqual([{ change: again, applied: false, reason: 'already-granted' }])
+        }
+        expect((await tb.accounts.get('acct_g')).balance).toBe(10)
+        expect((await tb.accounts.get('acct_h')).balance).toBe(0)
+      } finally {
+        await tb.close()
+      }
+    })
   })
