@@ -144,6 +144,29 @@ export async function applyBillingChanges(
   return out
 }
 
+/**
+ * A credit grant on a storage whose accounts store has no `topUp` (written before it): its
+ * counter-store marker, then the credit, as before `topUp` (a process that dies between the
+ * two leaves the grant uncredited until the marker expires; `topUp` has no such gap).
+ */
+async function grantByMarker(
+  tb: Tollbooth,
+  change: Extract<BillingChange, { type: 'credits' }>,
+  marker: string,
+  ttlMs: number,
+): Promise<AppliedChange> {
+  const markers = createMarkers(tb.storage, () => tb.options.clock?.now() ?? Date.now())
+  if (!(await markers.set(marker, ttlMs)))
+    return { change, applied: false, reason: 'already-granted' }
+  try {
+    await unbounded(tb.accounts).credit(change.accountId, change.amount)
+  } catch (err) {
+    await markers.clear(marker).catch(() => {})
+    throw err
+  }
+  return { change, applied: true }
+}
+
 async function applyOne(
   tb: Tollbooth,
   change: BillingChange,
@@ -161,8 +184,10 @@ async function applyOne(
     case 'credits': {
       // A grant applied by an earlier version kept only its counter-store marker.
       const markers = createMarkers(tb.storage, () => tb.options.clock?.now() ?? Date.now())
-      if (await markers.has(markerKey(id, 'grant', change.grantId)))
-        return { change, applied: false, reason: 'already-granted' }
+      const marker = markerKey(id, 'grant', change.grantId)
+      if (await markers.has(marker)) return { change, applied: false, reason: 'already-granted' }
+      if (typeof tb.storage.accounts.topUp !== 'function')
+        return grantByMarker(tb, change, marker, options.grantTtlMs ?? MARKER_TTL_MS)
       // The credit and the grant's record in one step of the store: a retry after a crash or
       // an unknown outcome is credited once, whichever lands first. The key holds a space,
       // which no caller's idempotencyKey does. Once per grantId whatever the change carries

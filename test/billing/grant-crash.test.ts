@@ -12,8 +12,8 @@
 import { describe, expect, test } from 'vitest'
 import { applyBillingChanges } from '../../src/billing/apply.js'
 import { createMarkers, markerKey } from '../../src/billing/markers.js'
-import { createTollbooth, type Storage, type Tollbooth } from '../../src/internal.js'
-import { fourStores } from '../support/stores.js'
+import { createTollbooth, memoryStorage, type Storage, type Tollbooth } from '../../src/internal.js'
+import { fourStores, withoutTopUp } from '../support/stores.js'
 
 const SECRET = 'grant-crash-secret-grant-crash-secret-0001'
 const stores = await fourStores('billing-grant-crash')
@@ -111,3 +111,16 @@ for (const [name, make] of Object.entries(stores))
       }
     })
   })
+
+test('a storage whose accounts store has no topUp (written before it) still grants, once', async () => {
+  const tb = createTollbooth({ secret: SECRET, storage: withoutTopUp(memoryStorage()) })
+  try {
+    const first = await applyBillingChanges(tb, [grant]).catch((e: unknown) => e)
+    expect(first).toEqual([{ change: grant, applied: true }])
+    const again = await applyBillingChanges(tb, [grant])
+    expect(again[0]).toMatchObject({ applied: false, reason: 'already-granted' })
+    expect((await tb.accounts.get('acct_g')).balance).toBe(10)
+  } finally {
+    await tb.close()
+  }
+})

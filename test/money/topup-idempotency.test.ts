@@ -17,7 +17,7 @@ import {
 } from '../../src/internal.js'
 import { SECRET } from '../metering/helpers.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
-import { fourStores } from '../support/stores.js'
+import { fourStores, withoutTopUp } from '../support/stores.js'
 
 const stores = await fourStores('money-topup-idempotency')
 
@@ -109,12 +109,7 @@ describe('idempotencyKey is validated as the Idempotency-Key header is', () => {
 })
 
 test('a storage whose accounts store has no topUp: a keyed top-up is a ConfigError naming it, crediting nothing', async () => {
-  const storage = memoryStorage()
-  const { topUp: _, ...accounts } = storage.accounts
-  const tb = createTollbooth({
-    secret: SECRET,
-    storage: { ...storage, accounts: accounts as typeof storage.accounts },
-  })
+  const tb = createTollbooth({ secret: SECRET, storage: withoutTopUp(memoryStorage()) })
   try {
     await tb.accounts.addCredits('acct_1', 1)
     const err = await tb.accounts

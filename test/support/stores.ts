@@ -57,3 +57,9 @@ export async function fourStores(
       : null,
   }
 }
+
+/** `storage` as a store written before `AccountStore.topUp` existed sees it: without it. */
+export function withoutTopUp(storage: Storage): Storage {
+  const { topUp: _, ...accounts } = storage.accounts
+  return { ...storage, accounts: accounts as Storage['accounts'] }
+}
