@@ -6,7 +6,8 @@
  * clock, ms). The record and the balance are written by one statement, so a top-up whose
  * process died after it, or that lands after its own retry, is credited once. Expired rows are
  * deleted by later top-ups. A schema not migrated to 8 keeps serving everything else; a top-up
- * with a key then fails with the hint to migrate.
+ * with a key, or a billing credit grant (a top-up under its grant's key), then fails with the
+ * hint to migrate.
  */
 
 /** The SQL of migration 8. */
