@@ -42,7 +42,7 @@ import { roundAmount } from './limits/amount.js'
 import { withinTimeBlocks } from './limits/time-blocks.js'
 import { type AdmissionAccount, CREDIT_KEEP_MS } from './metering/accounts.js'
 import { rebuildBase, rebuildSource } from './metering/rebuild.js'
-import type { ResolvedRoute } from './options.js'
+import { argumentError, type ResolvedRoute } from './options.js'
 import {
   clientIp,
   extractKey,
@@ -504,8 +504,9 @@ function estimates(a: Attempt): undefined {
 
 /**
  * A route's estimate function (`cost`, `tokens`), checked: a bad value would poison the
- * counters.
- * @throws {RangeError} naming the route option when it returns anything but a finite number >= 0
+ * counters. This error propagates from `authenticate()` as a throw of the function itself does.
+ * @throws {ConfigError} naming the route option when it returns anything but a finite number
+ *   >= 0: `tb.route: options.cost(request) must return a finite number >= 0, got NaN`
  */
 function costOf(
   estimate: (r: TollboothRequest) => number,
@@ -514,8 +515,11 @@ function costOf(
 ): number {
   const v = estimate(req)
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
-    throw new RangeError(
-      `route option ${option}(request) must return a finite number >= 0, got ${v}`,
+    throw argumentError(
+      'tb.route',
+      `options.${option}(request)`,
+      'must return a finite number >= 0',
+      v,
     )
   return v
 }

@@ -153,28 +153,39 @@ export class Admission {
     return !this.#s.usageHeaders || !this.#s.metered
   }
 
-  /** Adds `units` credits to this request's charge (the sum of all calls replaces the estimate). */
+  /**
+   * Adds `units` credits to this request's charge (the sum of all calls replaces the estimate).
+   *
+   * @throws {ConfigError} when `units` is not a finite number >= 0:
+   *   `apiKey.charge: units must be a finite number >= 0, got NaN`
+   */
   charge(units: number): void {
-    if (!(units >= 0) || !Number.isFinite(units))
-      throw new RangeError(`charge(units): units must be a finite number >= 0, got ${units}`)
+    if (!isAmount(units)) throw argumentError('apiKey.charge', 'units', AMOUNT, units)
     this.#s.charged = (this.#s.charged ?? 0) + units
   }
 
-  /** Reports what the request used: tokens, the provider that served it, its category. */
+  /**
+   * Reports what the request used: tokens, the provider that served it, its category.
+   *
+   * @throws {ConfigError} naming the first bad field, and changes nothing:
+   *   `apiKey.report: report.cost must be a finite number >= 0, got -1`
+   */
   report(report: Report): void {
     // Check everything first: a bad report throws and changes nothing.
+    if (typeof report !== 'object' || report === null)
+      throw argumentError('apiKey.report', 'report', 'must be an object', report)
     const cost = report.cost
     const tokens = report.tokens
     const provider = report.provider
     const category = report.category
-    if (cost !== undefined && !(Number.isFinite(cost) && cost >= 0))
-      throw new RangeError(`report({ cost }): must be a finite number >= 0, got ${cost}`)
-    if (tokens !== undefined && !(Number.isFinite(tokens) && tokens >= 0))
-      throw new RangeError(`report({ tokens }): must be a finite number >= 0, got ${tokens}`)
+    if (cost !== undefined && !isAmount(cost))
+      throw argumentError('apiKey.report', 'report.cost', AMOUNT, cost)
+    if (tokens !== undefined && !isAmount(tokens))
+      throw argumentError('apiKey.report', 'report.tokens', AMOUNT, tokens)
     if (provider !== undefined && typeof provider !== 'string')
-      throw new TypeError('report({ provider }): must be a string')
+      throw argumentError('apiKey.report', 'report.provider', 'must be a string', provider)
     if (category !== undefined && typeof category !== 'string')
-      throw new TypeError('report({ category }): must be a string')
+      throw argumentError('apiKey.report', 'report.category', 'must be a string', category)
     const s = this.#s
     if (cost !== undefined) s.charged = cost
     if (tokens !== undefined) {
@@ -215,6 +226,8 @@ export class Admission {
    * another provider as the one that served it.
    */
   async providerKey(provider: string): Promise<string | undefined> {
+    if (typeof provider !== 'string')
+      throw argumentError('apiKey.providerKey', 'provider', 'must be a string', provider)
     const p = provider.toLowerCase()
     const fromHeader = ownValue(this.#providerKeys, p)
     if (fromHeader) return fromHeader
@@ -261,6 +274,11 @@ export class Admission {
     return this.headers
   }
 }
+
+/** What a charge, a reported cost or tokens must be. */
+const AMOUNT = 'must be a finite number >= 0'
+
+const isAmount = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0
 
 /** The result of `authenticate()`. */
 export type Decision = Admission | Denial

@@ -107,6 +107,7 @@ export {
   usageKeyCategory,
 } from './metering/usage-buckets.js'
 export {
+  argumentError,
   checkTollboothArg,
   fnOption,
   headersFollowHandler,

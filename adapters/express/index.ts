@@ -20,6 +20,7 @@ import type { Socket } from 'node:net'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 import {
   type Admission,
+  checkTollboothArg,
   clientGone,
   type Decision,
   endWork,
@@ -63,7 +64,8 @@ export type ExpressRouteOptions = RouteOptions
  *   for every hop (see `TrustProxy`);
  *   Express's own `trust proxy` setting is not consulted, so all three adapters agree
  * @returns a middleware named `requireApiKey`
- * @throws {ConfigError} at construction, naming a bad option
+ * @throws {ConfigError} at construction, naming a bad option, or a `tb` that is not a tollbooth
+ *   instance: `requireApiKey: tb must be a tollbooth instance from createTollbooth(), got …`
  * @example
  * ```ts
  * app.use('/v1', requireApiKey(tb, { cost: 1, category: 'tts' }))
@@ -74,6 +76,7 @@ export type ExpressRouteOptions = RouteOptions
  * ```
  */
 export function requireApiKey(tb: Tollbooth, options: ExpressRouteOptions = {}): RequestHandler {
+  checkTollboothArg('requireApiKey', tb)
   const route = tb.route(options)
 
   /**

@@ -26,6 +26,7 @@ import fp from 'fastify-plugin'
 import {
   type Admission,
   ConfigError,
+  checkTollboothArg,
   clientGone,
   type Decision,
   drainBody,
@@ -190,7 +191,8 @@ function guard(tb: Tollbooth, route: ResolvedRoute): preHandlerHookHandler {
  * @param tb the tollbooth instance
  * @param [options] route options (kind, scopes, cost, category, headers, quotaStatus, byok,
  *   keySources, trustProxy), as in every adapter
- * @throws {ConfigError} at construction, naming a bad option
+ * @throws {ConfigError} at construction, naming a bad option, or a `tb` that is not a tollbooth
+ *   instance: `requireApiKey: tb must be a tollbooth instance from createTollbooth(), got …`
  * @example
  * ```ts
  * await app.register(tollbooth, { tb })
@@ -204,6 +206,7 @@ export function requireApiKey(
   tb: Tollbooth,
   options: FastifyRouteOptions = {},
 ): preHandlerAsyncHookHandler {
+  checkTollboothArg('requireApiKey', tb)
   const tag = { tb, route: tb.route(options) }
   const missing = () =>
     new ConfigError(

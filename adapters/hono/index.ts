@@ -23,6 +23,7 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import {
   type Admission,
   ConfigError,
+  checkTollboothArg,
   clientGone,
   drainBody,
   endWork,
@@ -122,7 +123,8 @@ function runtimeAddress(c: Context): string | null | undefined {
  *   `{ hops, header: 'forwarded' }` (RFC 7239), `{ hops: 1, header: 'x-real-ip' }`, or true
  *   for every hop (see `TrustProxy`)
  * @returns a middleware named `requireApiKey`
- * @throws {ConfigError} at construction, naming a bad option
+ * @throws {ConfigError} at construction, naming a bad option, or a `tb` that is not a tollbooth
+ *   instance: `requireApiKey: tb must be a tollbooth instance from createTollbooth(), got …`
  * @example
  * ```ts
  * app.use('/v1/*', requireApiKey(tb, { cost: 1, category: 'tts' }))
@@ -130,6 +132,7 @@ function runtimeAddress(c: Context): string | null | undefined {
  * ```
  */
 export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): MiddlewareHandler {
+  checkTollboothArg('requireApiKey', tb)
   const { socketAddress = runtimeAddress, ...routeOptions } = options
   const route = tb.route(routeOptions)
 

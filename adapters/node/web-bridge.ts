@@ -11,6 +11,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
+import { argumentError } from '../../src/internal.js'
 import { watchQueued } from './queued.js'
 import { closedAlready, writtenInFull } from './written.js'
 
@@ -23,11 +24,18 @@ export interface NodeBindings {
 /** A Web-standard handler: `app.fetch` of Hono, or any function of a `Request`. */
 export type FetchHandler = (request: Request, env: NodeBindings) => Response | Promise<Response>
 
-/** Throws unless `handler` is a function (the check of both `mountFetch`). */
+/**
+ * Throws unless `handler` is a function (the check of both `mountFetch`).
+ *
+ * @throws {ConfigError} `mountFetch: handler must be a function of a Request, e.g. app.fetch, got …`
+ */
 export function checkHandler(handler: unknown): asserts handler is FetchHandler {
   if (typeof handler !== 'function')
-    throw new TypeError(
-      'mountFetch(handler): handler must be a function of a Request, e.g. app.fetch',
+    throw argumentError(
+      'mountFetch',
+      'handler',
+      'must be a function of a Request, e.g. app.fetch',
+      handler,
     )
 }
 

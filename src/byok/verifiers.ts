@@ -12,6 +12,8 @@
  * per verification, bounded by `timeoutMs`.
  */
 
+import { z } from 'zod'
+import { fnOption, integer, parseOptions } from '../options.js'
 import type { ProviderVerifier } from './service.js'
 
 /** How to reach one provider: the endpoint and the headers that carry the key. */
@@ -57,17 +59,30 @@ export interface HttpVerifierOptions {
   fetch?: typeof fetch
 }
 
+/** An http(s) origin or URL, as `new URL()` and `fetch` take it. */
+const httpUrl = z
+  .string()
+  .refine((u) => /^https?:\/\//i.test(u) && URL.canParse(u), 'must be an http(s) URL')
+
+const verifierOptions = z
+  .object({
+    timeoutMs: integer(1).optional(),
+    fetch: fnOption<typeof fetch>('a fetch function').optional(),
+    baseUrls: z.record(z.string(), httpUrl).optional(),
+  })
+  .strict()
+
 /**
  * A verifier that calls `endpoint` with the key: true on 2xx, false on 401/403; throws an
  * error that names the provider's answer (never the key) on anything else.
+ *
+ * @throws {ConfigError} naming a bad option: `httpVerifier: options.timeoutMs must be an integer >= 1 (milliseconds), got 0`
  */
 export function httpVerifier(
   endpoint: VerifierEndpoint,
   options: HttpVerifierOptions = {},
 ): ProviderVerifier {
-  const timeoutMs = options.timeoutMs ?? 5_000
-  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0)
-    throw new RangeError(`httpVerifier: timeoutMs must be a positive integer, got ${timeoutMs}`)
+  const timeoutMs = parseOptions('httpVerifier', verifierOptions, options).timeoutMs ?? 5_000
   const url = new URL(endpoint.url).href
   return async function verifyProviderKey(apiKey: string): Promise<boolean> {
     const f = options.fetch ?? fetch
@@ -97,6 +112,8 @@ export function httpVerifier(
  *
  * @param [options.baseUrls] provider -> origin to call instead (a proxy, or a stand-in in tests)
  * @param [options.timeoutMs=5000] per request
+ * @throws {ConfigError} naming each bad or unknown option:
+ *   `providerVerifiers: options.baseUrls.openai must be an http(s) URL, got "localhost:8080"`
  * @example
  * ```ts
  * const tb = createTollbooth({ secret, verifiers: providerVerifiers() })
@@ -105,6 +122,7 @@ export function httpVerifier(
 export function providerVerifiers(
   options: HttpVerifierOptions & { baseUrls?: Readonly<Record<string, string>> } = {},
 ): Record<string, ProviderVerifier> {
+  parseOptions('providerVerifiers', verifierOptions, options)
   const out: Record<string, ProviderVerifier> = {}
   for (const [provider, endpoint] of Object.entries(PROVIDER_ENDPOINTS)) {
     const base = options.baseUrls?.[provider]

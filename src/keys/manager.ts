@@ -18,7 +18,7 @@ import type { Context } from '../context.js'
 import { ConflictError, InvalidRequestError, NotFoundError } from '../errors.js'
 import { text, textProblem } from '../input.js'
 import { accountIdSchema, checkAccountId } from '../metering/accounts.js'
-import { limitsSchema, parseInput } from '../options.js'
+import { argumentError, limitsSchema, parseInput } from '../options.js'
 import type { KeyKind, KeyLimits, KeyPatch, KeyRecord } from '../storage/types.js'
 import { instant, keyPatchFields, newKeyFields, oneExpiry, rotateKeySchema } from './fields.js'
 import { deleteCheck, refusedBy } from './first-use.js'
@@ -198,6 +198,8 @@ export class KeyManager {
    * another. Rotation copies the old key and runs no rule.
    *
    * @returns a function that removes the rule
+   * @throws {ConfigError} when `rule` is not a function:
+   *   `tb.keys.addRule: rule must be a function of the key draft, got an object`
    * @example
    * ```ts
    * tb.keys.addRule((draft) =>
@@ -209,7 +211,7 @@ export class KeyManager {
    */
   addRule(rule: KeyCreationRule): () => void {
     if (typeof rule !== 'function')
-      throw new TypeError('tb.keys.addRule(rule): rule must be a function')
+      throw argumentError('tb.keys.addRule', 'rule', 'must be a function of the key draft', rule)
     this.rules.push(rule)
     return () => {
       const i = this.rules.indexOf(rule)

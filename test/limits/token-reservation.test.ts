@@ -59,7 +59,9 @@ describe('token limits reserve the route estimate', () => {
     expect(clock.now()).toBe(T0)
     // A bad estimate names the route option and holds nothing.
     const bad = tb.route({ tokens: () => -1 })
-    await expect(tb.authenticate(req(key), bad)).rejects.toThrow(/route option tokens/)
+    await expect(tb.authenticate(req(key), bad)).rejects.toThrow(
+      /tb\.route: options\.tokens\(request\) must return/,
+    )
     expect(() => tb.route({ tokens: -5 })).toThrow(/tb\.route: options\.tokens/)
   })
 })

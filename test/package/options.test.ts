@@ -10,14 +10,27 @@
 import { Redis } from 'ioredis'
 import { Pool } from 'pg'
 import Stripe from 'stripe'
-import { describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { requireApiKey as expressGuard } from '../../adapters/express/index.js'
+import { mountFetch as expressMount } from '../../adapters/express/mount.js'
+import { requireApiKey as fastifyGuard } from '../../adapters/fastify/index.js'
+import { mountFetch as fastifyMount } from '../../adapters/fastify/mount.js'
+import { requireApiKey as honoGuard } from '../../adapters/hono/index.js'
 import { managementApi } from '../../adapters/management/index.js'
 import { portal } from '../../adapters/portal/index.js'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage, upgradeUsageTotals } from '../../adapters/redis/index.js'
 import { sqliteStorage } from '../../adapters/sqlite/index.js'
 import { stripeBilling } from '../../adapters/stripe/index.js'
-import { ConfigError, createTollbooth, memoryStorage } from '../../src/index.js'
+import type { Admission } from '../../src/decision.js'
+import {
+  ConfigError,
+  createTollbooth,
+  isTollboothError,
+  memoryStorage,
+  providerVerifiers,
+  type TollboothRequest,
+} from '../../src/index.js'
 
 const SECRET = 'options-suite-secret-0123456789abcdefghij'
 
@@ -202,5 +215,140 @@ describe('a bad option', () => {
     expect(err.message).toBe(
       'createTollbooth: options.failOpen must be a boolean, got "no"; options.usage.maxBatch must be an integer >= 1, got 0',
     )
+  })
+})
+
+/**
+ * A bad argument given in code (to a method, or returned by a function given as an option) is
+ * a ConfigError in the format of a bad option: `<function>: <argument> must …, got …`, a string
+ * shown by its length only. Each of these was a TypeError, a RangeError or an Error of its own
+ * wording (`charge(units): units must be a finite number >= 0, got NaN`).
+ */
+describe('a bad argument', () => {
+  const tb = createTollbooth({ secret: SECRET })
+  let key = ''
+  let apiKey: Admission
+  const request = (): TollboothRequest => ({
+    headers: { authorization: `Bearer ${key}` },
+    ip: '127.0.0.1',
+    method: 'POST',
+    path: '/v1/chat',
+  })
+  beforeAll(async () => {
+    key = (await tb.keys.create({ accountId: 'acct_args', name: 'args' })).key
+    const d = await tb.authenticate(request())
+    if (!d.allowed) throw new Error(`not admitted: ${d.message}`)
+    apiKey = d
+  })
+  /** What `f` throws or rejects with, as `code: message` when it is a tollbooth error. */
+  async function refusal(f: () => unknown): Promise<unknown> {
+    try {
+      await f()
+    } catch (err) {
+      return isTollboothError(err) ? `${err.code}: ${err.message}` : err
+    }
+    return 'not refused'
+  }
+  const price = (cost: unknown) => tb.route({ cost: () => cost as number })
+
+  it.each<[string, () => unknown, string]>([
+    [
+      'charge(NaN)',
+      () => apiKey.charge(Number.NaN),
+      'apiKey.charge: units must be a finite number >= 0, got NaN',
+    ],
+    [
+      'charge(-1)',
+      () => apiKey.charge(-1),
+      'apiKey.charge: units must be a finite number >= 0, got -1',
+    ],
+    [
+      'charge(text)',
+      () => apiKey.charge('12' as never),
+      'apiKey.charge: units must be a finite number >= 0, got a string of 2 characters',
+    ],
+    [
+      'report()',
+      () => apiKey.report(undefined as never),
+      'apiKey.report: report must be an object, got undefined',
+    ],
+    [
+      'report cost',
+      () => apiKey.report({ cost: -1 }),
+      'apiKey.report: report.cost must be a finite number >= 0, got -1',
+    ],
+    [
+      'report tokens',
+      () => apiKey.report({ tokens: Infinity }),
+      'apiKey.report: report.tokens must be a finite number >= 0, got Infinity',
+    ],
+    [
+      'report provider',
+      () => apiKey.report({ provider: 42 as never }),
+      'apiKey.report: report.provider must be a string, got 42',
+    ],
+    [
+      'report category',
+      () => apiKey.report({ category: null as never }),
+      'apiKey.report: report.category must be a string, got null',
+    ],
+    [
+      'providerKey',
+      () => apiKey.providerKey(undefined as never),
+      'apiKey.providerKey: provider must be a string, got undefined',
+    ],
+    [
+      'keys.addRule',
+      () => tb.keys.addRule({} as never),
+      'tb.keys.addRule: rule must be a function of the key draft, got an object',
+    ],
+    [
+      'a cost function',
+      () => tb.authenticate(request(), price(Number.NaN)),
+      'tb.route: options.cost(request) must return a finite number >= 0, got NaN',
+    ],
+    [
+      'a cost function, text',
+      () => tb.authenticate(request(), price('sk-9')),
+      'tb.route: options.cost(request) must return a finite number >= 0, got a string of 4 characters',
+    ],
+    [
+      'a tokens function',
+      () => tb.authenticate(request(), tb.route({ tokens: () => -2 })),
+      'tb.route: options.tokens(request) must return a finite number >= 0, got -2',
+    ],
+    [
+      'providerVerifiers timeout',
+      () => providerVerifiers({ timeoutMs: 0 }),
+      'providerVerifiers: options.timeoutMs must be an integer >= 1 (milliseconds), got 0',
+    ],
+    [
+      'providerVerifiers base URL',
+      () => providerVerifiers({ baseUrls: { openai: '127.0.0.1:8080' } }),
+      'providerVerifiers: options.baseUrls.openai must be an http(s) URL, got "127.0.0.1:8080"',
+    ],
+    [
+      'providerVerifiers, an unknown option',
+      () => providerVerifiers({ timeout: 100 } as never),
+      'providerVerifiers: options.timeout is not an option',
+    ],
+    [
+      'express mountFetch',
+      () => expressMount(42 as never),
+      'mountFetch: handler must be a function of a Request, e.g. app.fetch, got 42',
+    ],
+    [
+      'fastify mountFetch, a URL',
+      () => fastifyMount('https://u:pw@api.internal' as never),
+      'mountFetch: handler must be a function of a Request, e.g. app.fetch, got a string of 25 characters',
+    ],
+    // The route's options given where the instance goes (tb left out).
+    ...[honoGuard, expressGuard, fastifyGuard].map((guard, i): [string, () => unknown, string] => [
+      `requireApiKey of ${['hono', 'express', 'fastify'][i]}, options for tb`,
+      () => guard({ cost: 1 } as never),
+      'requireApiKey: tb must be a tollbooth instance from createTollbooth(), got an object',
+    ]),
+  ])('%s', async (_, call, message) => {
+    expect(await refusal(call)).toBe(`config_invalid: ${message}`)
   })
 })
