@@ -14,11 +14,14 @@ import { ownValue } from './input.js'
 import { argumentError } from './options.js'
 import { waitFor } from './response-end.js'
 import {
+  AMOUNT,
   billable,
   bindSettlement,
   bypassed,
   chargeOf,
+  checkReport,
   creditsAfter,
+  isAmount,
   type Settlement,
 } from './settle.js'
 import { sharedIfEmpty } from './shared-values.js'
@@ -172,20 +175,8 @@ export class Admission {
    */
   report(report: Report): void {
     // Check everything first: a bad report throws and changes nothing.
-    if (typeof report !== 'object' || report === null)
-      throw argumentError('apiKey.report', 'report', 'must be an object', report)
-    const cost = report.cost
-    const tokens = report.tokens
-    const provider = report.provider
-    const category = report.category
-    if (cost !== undefined && !isAmount(cost))
-      throw argumentError('apiKey.report', 'report.cost', AMOUNT, cost)
-    if (tokens !== undefined && !isAmount(tokens))
-      throw argumentError('apiKey.report', 'report.tokens', AMOUNT, tokens)
-    if (provider !== undefined && typeof provider !== 'string')
-      throw argumentError('apiKey.report', 'report.provider', 'must be a string', provider)
-    if (category !== undefined && typeof category !== 'string')
-      throw argumentError('apiKey.report', 'report.category', 'must be a string', category)
+    checkReport(report, 'apiKey.report', 'report')
+    const { cost, tokens, provider, category } = report
     const s = this.#s
     if (cost !== undefined) s.charged = cost
     if (tokens !== undefined) {
@@ -274,11 +265,6 @@ export class Admission {
     return this.headers
   }
 }
-
-/** What a charge, a reported cost or tokens must be. */
-const AMOUNT = 'must be a finite number >= 0'
-
-const isAmount = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0
 
 /** The result of `authenticate()`. */
 export type Decision = Admission | Denial

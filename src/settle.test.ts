@@ -193,6 +193,11 @@ describe('settle: cost forms', () => {
     const e = await tb.settle(d, { status: 200, cost: -5 })
     expect(e?.units).toBe(3)
     expect(errors).toHaveLength(1)
+    // Named as the call that was made, in the format of every bad argument.
+    expect(errors[0]).toBeInstanceOf(ConfigError)
+    expect((errors[0] as Error).message).toBe(
+      'tb.settle: outcome.cost must be a finite number >= 0, got -5',
+    )
     expect((await tb.accounts.get('acct_1')).credits.used).toBe(3)
   })
 })

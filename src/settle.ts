@@ -29,6 +29,7 @@ import { storableText } from './input.js'
 import type { CheckTemplate } from './limits/admission.js'
 import { roundAmount } from './limits/amount.js'
 import { undrained } from './limits/revert.js'
+import { argumentError } from './options.js'
 import type { AbortWait } from './response-end.js'
 import { syncCounters } from './storage/state-counters.js'
 import type { Check, CheckResult, SettleOp, UsageEvent } from './storage/types.js'
@@ -411,6 +412,32 @@ function idempotencyKeyName(accountId: string, id: string): string {
   return String.fromCharCode(...codes)
 }
 
+/** What a charge, a reported cost or tokens must be. */
+export const AMOUNT = 'must be a finite number >= 0'
+
+export const isAmount = (v: unknown): v is number =>
+  typeof v === 'number' && Number.isFinite(v) && v >= 0
+
+/**
+ * Checks a report (`apiKey.report(report)`, the figures of `tb.settle(decision, outcome)`).
+ *
+ * @param fn the call, and `name` its argument, as the error names them
+ * @throws {ConfigError} naming the first bad field: `apiKey.report: report.cost must be a
+ *   finite number >= 0, got -1`
+ */
+export function checkReport(report: Report, fn: string, name: string): void {
+  if (typeof report !== 'object' || report === null)
+    throw argumentError(fn, name, 'must be an object', report)
+  const { cost, tokens, provider, category } = report
+  if (cost !== undefined && !isAmount(cost)) throw argumentError(fn, `${name}.cost`, AMOUNT, cost)
+  if (tokens !== undefined && !isAmount(tokens))
+    throw argumentError(fn, `${name}.tokens`, AMOUNT, tokens)
+  if (provider !== undefined && typeof provider !== 'string')
+    throw argumentError(fn, `${name}.provider`, 'must be a string', provider)
+  if (category !== undefined && typeof category !== 'string')
+    throw argumentError(fn, `${name}.category`, 'must be a string', category)
+}
+
 /**
  * Never rejects for a bad outcome: an invalid report (a negative cost, say) is passed to
  * `onError` and the request is settled with what was charged before it.
@@ -435,6 +462,7 @@ export function settle(
     outcome.category !== undefined
   ) {
     try {
+      checkReport(outcome, 'tb.settle', 'outcome')
       a.report(outcome)
     } catch (err) {
       ctx.report(err)

@@ -28,6 +28,7 @@ import { AccountService } from './metering/accounts.js'
 import { createOutbox } from './metering/outbox.js'
 import { UsageService } from './metering/usage.js'
 import {
+  argumentError,
   optionError,
   parseInput,
   parseOptions,
@@ -72,7 +73,13 @@ export interface Tollbooth {
    * compiled route that `authenticate()` takes.
    */
   route(options?: RouteOptions): ResolvedRoute
-  /** Decides a request; never throws for the request's own faults. */
+  /**
+   * Decides a request; never throws for the request's own faults.
+   *
+   * @throws {ConfigError} (rejects with) for a bad argument (no request, route options given
+   *   for `route`) or a route's `cost`/`tokens` function returning no finite number >= 0;
+   *   and with whatever that function throws
+   */
   authenticate(request: TollboothRequest, route?: ResolvedRoute): Promise<Decision>
   /**
    * `authenticate()` for adapters: the decision itself when it needs no I/O (a cached key on
@@ -80,11 +87,16 @@ export interface Tollbooth {
    * (synchronously or by rejecting) only what `authenticate()` rejects with.
    */
   decide(request: TollboothRequest, route?: ResolvedRoute): Decision | Promise<Decision>
-  /** Settles an admitted request exactly once (later calls and denials do nothing). */
+  /**
+   * Settles an admitted request exactly once (later calls and denials do nothing). A bad
+   * figure of `outcome` (`cost: -5`) goes to `onError`, and the request settles without it.
+   *
+   * @throws {ConfigError} (rejects with) when `decision` or `outcome` is not an object
+   */
   settle(decision: Decision, outcome: Outcome): Promise<UsageEvent | null>
   /**
    * `settle()` for adapters that do not wait for it: synchronous when the counters are
-   * in-process; a storage failure goes to `onError`, never to the caller.
+   * in-process; a storage failure, or a bad argument, goes to `onError`, never to the caller.
    */
   settleLater(decision: Decision, outcome: Outcome): void
   /**
@@ -101,6 +113,8 @@ export interface Tollbooth {
    * billing provider's meter out-box learns of overage). A batch may be seen again after a
    * retried write: event ids are unique. A listener that throws is reported to `onError` and
    * never fails the flush. Returns the function that removes the listener.
+   *
+   * @throws {ConfigError} when `listener` is not a function
    */
   onUsageFlushed(listener: (events: ReadonlyArray<UsageEvent>) => void): () => void
   /**
@@ -111,6 +125,8 @@ export interface Tollbooth {
    * store does not answer holds no write longer (it runs on). A listener that throws or
    * rejects is reported to `onError` and never fails the write. Returns the function that
    * removes the listener.
+   *
+   * @throws {ConfigError} when `listener` is not a function
    */
   onUsageWriting(listener: (events: ReadonlyArray<UsageEvent>) => Promise<void> | void): () => void
   /**
@@ -385,6 +401,23 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     return resolved
   }
   const defaultRoute = route()
+  /**
+   * The route of `authenticate(request, route)`, its arguments checked (route options given
+   * for the route, the request left out), in the format of a bad option.
+   */
+  const routeOf = (fn: string, request: TollboothRequest, r?: ResolvedRoute): ResolvedRoute => {
+    const headers = (request as Partial<TollboothRequest> | null | undefined)?.headers
+    if (headers === null || (typeof headers !== 'object' && typeof headers !== 'function'))
+      throw argumentError(
+        fn,
+        'request',
+        'must be a request ({ headers, ip, method, path })',
+        request,
+      )
+    if (r === undefined) return defaultRoute
+    if (!isRoute(r)) throw argumentError(fn, 'route', 'must be a route from tb.route(options)', r)
+    return r
+  }
 
   // Settles waiting on remote counters: flush() and close() wait for them, so the events of
   // requests already answered are not left out of the last batch (or lost at shutdown).
@@ -456,11 +489,15 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       'ipBlocks',
     ),
     route,
-    authenticate: async (request, r) => decide(request, r ?? defaultRoute),
-    decide: (request, r) => decide(request, r ?? defaultRoute),
-    settle: async (decision, outcome) => track(settle(ctx, decision, outcome)),
+    authenticate: async (request, r) => decide(request, routeOf('tb.authenticate', request, r)),
+    decide: (request, r) => decide(request, routeOf('tb.decide', request, r)),
+    settle: async (decision, outcome) => {
+      checkSettle('tb.settle', decision, outcome)
+      return track(settle(ctx, decision, outcome))
+    },
     settleLater(decision, outcome) {
       try {
+        checkSettle('tb.settleLater', decision, outcome)
         const p = track(settle(ctx, decision, outcome))
         if (p instanceof Promise) p.catch(onError)
       } catch (err) {
@@ -505,12 +542,14 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       feed: unsubscribe?.figures() ?? null,
     }),
     onUsageFlushed(listener) {
+      checkListener('tb.onUsageFlushed', listener)
       flushListeners.add(listener)
       return () => {
         flushListeners.delete(listener)
       }
     },
     onUsageWriting(listener) {
+      checkListener('tb.onUsageWriting', listener)
       writeListeners.add(listener)
       return () => {
         writeListeners.delete(listener)
@@ -703,6 +742,20 @@ function withCauses(err: unknown): unknown {
     cause = cause.cause
   }
   return text
+}
+
+/** Checks the arguments of `tb.settle(decision, outcome)` (or `settleLater`). */
+function checkSettle(fn: string, decision: Decision, outcome: Outcome): void {
+  if (typeof decision !== 'object' || decision === null)
+    throw argumentError(fn, 'decision', 'must be a decision of tb.authenticate()', decision)
+  if (typeof outcome !== 'object' || outcome === null)
+    throw argumentError(fn, 'outcome', 'must be an outcome ({ status })', outcome)
+}
+
+/** Checks a listener given to `onUsageFlushed` or `onUsageWriting`. */
+function checkListener(fn: string, listener: unknown): void {
+  if (typeof listener !== 'function')
+    throw argumentError(fn, 'listener', 'must be a function of the batch of usage events', listener)
 }
 
 /** True for a route compiled by `tb.route()`. */

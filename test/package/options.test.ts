@@ -342,6 +342,41 @@ describe('a bad argument', () => {
       () => fastifyMount('https://u:pw@api.internal' as never),
       'mountFetch: handler must be a function of a Request, e.g. app.fetch, got a string of 25 characters',
     ],
+    [
+      'authenticate, no request',
+      () => tb.authenticate(undefined as never),
+      'tb.authenticate: request must be a request ({ headers, ip, method, path }), got undefined',
+    ],
+    [
+      'authenticate, route options for the route',
+      () => tb.authenticate(request(), { cost: 5 } as never),
+      'tb.authenticate: route must be a route from tb.route(options), got an object',
+    ],
+    [
+      'decide, a route name for the route',
+      () => tb.decide(request(), 'chat' as never),
+      'tb.decide: route must be a route from tb.route(options), got a string of 4 characters',
+    ],
+    [
+      'settle, no outcome',
+      () => tb.settle(apiKey, undefined as never),
+      'tb.settle: outcome must be an outcome ({ status }), got undefined',
+    ],
+    [
+      'settle, no decision',
+      () => tb.settle(undefined as never, { status: 200 }),
+      'tb.settle: decision must be a decision of tb.authenticate(), got undefined',
+    ],
+    [
+      'onUsageFlushed',
+      () => tb.onUsageFlushed(undefined as never),
+      'tb.onUsageFlushed: listener must be a function of the batch of usage events, got undefined',
+    ],
+    [
+      'onUsageWriting',
+      () => tb.onUsageWriting('audit' as never),
+      'tb.onUsageWriting: listener must be a function of the batch of usage events, got a string of 5 characters',
+    ],
     // The route's options given where the instance goes (tb left out).
     ...[honoGuard, expressGuard, fastifyGuard].map((guard, i): [string, () => unknown, string] => [
       `requireApiKey of ${['hono', 'express', 'fastify'][i]}, options for tb`,
