@@ -221,8 +221,9 @@ describe('a bad option', () => {
 /**
  * A bad argument given in code (to a method, or returned by a function given as an option) is
  * a ConfigError in the format of a bad option: `<function>: <argument> must …, got …`, a string
- * shown by its length only. Each of these was a TypeError, a RangeError or an Error of its own
- * wording (`charge(units): units must be a finite number >= 0, got NaN`).
+ * shown by its length only. Each of these was a TypeError or a RangeError, in its own wording
+ * (`charge(units): units must be a finite number >= 0, got NaN`) or JavaScript's (`Cannot read
+ * properties of undefined`), or was taken without a word (a listener that is no function).
  */
 describe('a bad argument', () => {
   const tb = createTollbooth({ secret: SECRET })
