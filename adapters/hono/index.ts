@@ -22,6 +22,7 @@ import { matchedRoutes } from 'hono/route'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import {
   type Admission,
+  argumentError,
   ConfigError,
   checkTollboothArg,
   clientGone,
@@ -134,6 +135,13 @@ function runtimeAddress(c: Context): string | null | undefined {
 export function requireApiKey(tb: Tollbooth, options: HonoRouteOptions = {}): MiddlewareHandler {
   checkTollboothArg('requireApiKey', tb)
   const { socketAddress = runtimeAddress, ...routeOptions } = options
+  if (typeof socketAddress !== 'function')
+    throw argumentError(
+      'requireApiKey',
+      'options.socketAddress',
+      'must be a function of the Hono context, e.g. (c) => getConnInfo(c).remote.address',
+      socketAddress,
+    )
   const route = tb.route(routeOptions)
 
   /**

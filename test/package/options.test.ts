@@ -378,6 +378,12 @@ describe('a bad argument', () => {
       () => tb.onUsageWriting('audit' as never),
       'tb.onUsageWriting: listener must be a function of the batch of usage events, got a string of 5 characters',
     ],
+    [
+      // Taken, then a TypeError on every request (each answered 500).
+      'requireApiKey of hono, a header name for socketAddress',
+      () => honoGuard(tb, { socketAddress: 'x-real-ip' as never }),
+      'requireApiKey: options.socketAddress must be a function of the Hono context, e.g. (c) => getConnInfo(c).remote.address, got a string of 9 characters',
+    ],
     // The route's options given where the instance goes (tb left out).
     ...[honoGuard, expressGuard, fastifyGuard].map((guard, i): [string, () => unknown, string] => [
       `requireApiKey of ${['hono', 'express', 'fastify'][i]}, options for tb`,
