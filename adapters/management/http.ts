@@ -49,7 +49,7 @@ export function noContent(headers?: Record<string, string>): Response {
 
 /**
  * The error answer: a tollbooth error keeps its status, code, message (and `issues` for a
- * 400); anything else is a 500 whose message says nothing about the cause, which goes to
+ * 400), but a configuration error (`config_invalid`); anything else is a 500 whose message says nothing about the cause, which goes to
  * `report` (without secrets: errors of the core never hold one). A failure while the storage's
  * client is closed under tollbooth (`storage.closed()`) is a 503 `storage_unavailable`, as on
  * the product's routes, whatever the driver threw.
@@ -63,7 +63,10 @@ export function errorResponse(
     report(err)
     return refusal('storage_unavailable')
   }
-  if (isTollboothError(err)) {
+  // A configuration error (a schema never migrated, say) is the operator's to fix: its message
+  // names the setup (a schema, the call to make), so the caller gets the answer of any other
+  // failure of the server, and `onError` the error.
+  if (isTollboothError(err) && err.code !== 'config_invalid') {
     const body: Record<string, unknown> = { error: err.message, code: err.code }
     const issues = (err as { issues?: unknown }).issues
     // A body refused for its size (413) names no field.
