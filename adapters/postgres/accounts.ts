@@ -5,7 +5,8 @@
  * `addBalance` is one `UPDATE … SET balance = balance + $2`, so concurrent top-ups and charges
  * never lose one another; the period rollover's compare-and-set is a `WHERE period_start = $n`
  * on the same `UPDATE` as the patch.
- * `topUp` keeps a key's record in `topups` and adds to the balance in one statement.
+ * `topUp` keeps the account's record of a key in `topups` and adds to the balance in one
+ * statement.
  */
 
 import {
@@ -44,22 +45,24 @@ export function postgresAccounts(db: Db): AccountStore {
   const t = db.table('accounts')
   const topUps = db.table('topups')
   /**
-   * One statement: the key's record is inserted (or an expired one replaced) unless a live one
-   * is there, and only if it was is the balance added. Concurrent calls with one key meet on its
-   * primary key: the second waits for the first and finds its record. Up to 100 expired records
-   * of other keys are deleted on the way, skipping rows another call holds.
+   * One statement: the account's record of the key is inserted (or an expired one replaced)
+   * unless a live one is there, and only if it was is the balance added. Concurrent calls with
+   * one account and key meet on its primary key: the second waits for the first and finds its
+   * record. Up to 100 expired records of other accounts or keys are deleted on the way,
+   * skipping rows another call holds.
    */
   const topUpSql = `WITH pruned AS (
-      DELETE FROM ${topUps} WHERE key IN (
-        SELECT key FROM ${topUps} WHERE expires_at <= $4 AND key <> $2
+      DELETE FROM ${topUps} WHERE (account_id, key) IN (
+        SELECT account_id, key FROM ${topUps}
+        WHERE expires_at <= $4 AND (account_id, key) <> ($1, $2)
         LIMIT 100 FOR UPDATE SKIP LOCKED)
     ), account AS (
       SELECT id FROM ${t} WHERE id = $1
     ), rec AS (
-      INSERT INTO ${topUps} AS r (key, account_id, amount, expires_at)
-      SELECT $2, $1, $3::float8, $5::bigint FROM account
-      ON CONFLICT (key) DO UPDATE SET account_id = excluded.account_id,
-        amount = excluded.amount, expires_at = excluded.expires_at
+      INSERT INTO ${topUps} AS r (account_id, key, amount, expires_at)
+      SELECT $1, $2, $3::float8, $5::bigint FROM account
+      ON CONFLICT (account_id, key) DO UPDATE SET amount = excluded.amount,
+        expires_at = excluded.expires_at
         WHERE r.expires_at <= $4::bigint
       RETURNING key
     ), credited AS (
@@ -138,14 +141,14 @@ export function postgresAccounts(db: Db): AccountStore {
           t.expiresAt,
         ])
         if (!r?.found) return null
-        if (r.applied) return { applied: true, accountId: id, amount: t.amount }
+        if (r.applied) return { applied: true, amount: t.amount }
         // The live record the insert met; it may have been committed after the statement's
         // snapshot, so it is read by a statement of its own.
-        const [rec] = await db.query<{ account_id: string; amount: number }>(
-          `SELECT account_id, amount FROM ${topUps} WHERE key = $1 AND expires_at > $2`,
-          [t.key, t.now],
+        const [rec] = await db.query<{ amount: number }>(
+          `SELECT amount FROM ${topUps} WHERE account_id = $1 AND key = $2 AND expires_at > $3`,
+          [id, t.key, t.now],
         )
-        if (rec) return { applied: false, accountId: rec.account_id, amount: rec.amount }
+        if (rec) return { applied: false, amount: rec.amount }
         // Deleted since (expired by a caller with a later clock): the key is free, again.
         if (i === 2) throw new Error('tollbooth/postgres: a top-up record kept changing')
       }

@@ -5,9 +5,9 @@
  * slots. An account is a HASH of its JSON (`j`, without the balance) and its balance (`b`):
  * `addBalance` is one Lua step in double arithmetic, and `update` a compare-and-set of the
  * JSON, so a period rollover (`ifPeriodStart`) lands once among concurrent callers, its
- * overage (`addToBalance`) taken in the same step. `topUp` keeps a key's record as a field of
- * the account's HASH, so its one Lua step adds and keeps it in the account's slot (Redis
- * Cluster), after binding the key to the account in `topup:<key>`.
+ * overage (`addToBalance`) taken in the same step. `topUp` keeps the account's record of a key
+ * as a field of the account's HASH, so its one Lua step adds and keeps it in the account's
+ * slot (Redis Cluster).
  * Provider keys are one HASH per account, provider -> record JSON.
  */
 
@@ -28,9 +28,6 @@ function split(a: AccountRecord): [json: string, balance: string] {
 function join(json: string, balance: string): AccountRecord {
   return { ...(JSON.parse(json) as Omit<AccountRecord, 'balance'>), balance: dec(balance) }
 }
-
-/** How long Redis keeps a top-up's binding past its expiry (its own clock against the callers'). */
-const BIND_SLACK_MS = 60_000
 
 export function redisAccounts({ client, prefix }: Ctx): AccountStore {
   const key = (id: string) => `${prefix}account:${id}`
@@ -64,35 +61,15 @@ export function redisAccounts({ client, prefix }: Ctx): AccountStore {
       return r ? join(r[0], r[1]) : null
     },
     async topUp(id, t) {
-      // The key's binding first (its own slot): the key with another account or amount is
-      // answered from it. Then the atomic step in the account's HASH (its slot): a binding
-      // left by a call that died before it binds the key to the same account and amount.
-      const bound = `${prefix}topup:${t.key}`
-      const amount = enc(t.amount)
-      const px = Math.max(1, Math.ceil(t.expiresAt - t.now)) + BIND_SLACK_MS
-      const [a, accountId] = await client.tollboothTopUpBind(
-        1,
-        bound,
-        enc(t.now),
-        enc(t.expiresAt),
-        amount,
-        id,
-        px,
-      )
-      if (accountId !== id || a !== amount) return { applied: false, accountId, amount: dec(a) }
       const r = await client.tollboothTopUpApply(
         1,
         key(id),
         t.key,
-        amount,
+        enc(t.amount),
         enc(t.now),
         enc(t.expiresAt),
       )
-      if (r === null) {
-        await client.tollboothTopUpUnbind(1, bound, `${enc(t.expiresAt)} ${amount} ${id}`)
-        return null
-      }
-      return { applied: r[0] === 1, accountId: id, amount: dec(String(r[1])) }
+      return r === null ? null : { applied: r[0] === 1, amount: dec(String(r[1])) }
     },
   }
 }

@@ -287,39 +287,11 @@ return redis.call('HMGET', KEYS[1], 'j', 'b')
 `
 
 /**
- * The binding of a top-up's idempotency key to its call (`AccountStore.topUp`, first step),
- * one Redis key per idempotency key for every account: set unless it is live by the caller's
- * clock, and returned as it is in force, so the key with another account or amount is found
- * whatever account's slot its record is in. Redis drops it by its own clock (`PX`) after.
- * Returns `{ amount, accountId }`.
- */
-export const TOPUP_BIND = `-- KEYS[1]  the binding: STRING '<expiresAt> <amount> <accountId>'
--- ARGV[1]  now
--- ARGV[2]  expiresAt
--- ARGV[3]  amount
--- ARGV[4]  account id
--- ARGV[5]  px
-local v = redis.call('GET', KEYS[1])
-if v then
-  local e, a, id = string.match(v, '^(%S+) (%S+) (.*)$')
-  if e and tonumber(e) > tonumber(ARGV[1]) then return { a, id } end
-end
-redis.call('SET', KEYS[1], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4], 'PX', ARGV[5])
-return { ARGV[3], ARGV[4] }
-`
-
-/** Deletes a top-up's binding if it is still the one given (its account was missing). */
-export const TOPUP_UNBIND = `-- KEYS[1]  the binding
--- ARGV[1]  its value as this call set it
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0
-`
-
-/**
- * A top-up under its idempotency key (`AccountStore.topUp`, the atomic step): in the account's
- * HASH, the field `t:<key>` is the key's record; unless it is live by the caller's clock, the
- * amount is added and the record kept, in this one script. `tn` is the earliest expiry of
- * the records, so the expired ones are looked for (and deleted) only once one is.
+ * A top-up under its idempotency key (`AccountStore.topUp`): in the account's HASH, the field
+ * `t:<key>` is the account's record of the key (a key is its account's); unless it is live by
+ * the caller's clock, the amount is added and the record kept, in this one script. `tn` is the
+ * earliest expiry of the records, so the expired ones are looked for (and deleted) only once
+ * one is; an account that takes no more keyed top-ups keeps its last ones' records.
  * Returns nil (no account), `{ 1, amount }` (added) or `{ 0, amount }` (the record's).
  */
 export const TOPUP_APPLY = `-- KEYS[1]  the account: HASH j, b, t:<key> = '<expiresAt> <amount>', tn

@@ -17,8 +17,7 @@
  *   (ZSETs), `P{u:<id>}:h:<hour>`, `P{u:<id>}:d:<day>` (HASHes); and the small index
  *   `P{usage}:keys` (HASH key id -> account id), `P{usage}:accts` (SET) (see usage.ts)
  * - accounts: `Paccount:<id>` (HASH: `j`, `b`, and its top-ups' idempotency records `t:<key>`,
- *   `tn`); each top-up's idempotency key bound to its account, `Ptopup:<key>` (STRING);
- *   secrets: `Psecrets:<accountId>` (HASH)
+ *   `tn`); secrets: `Psecrets:<accountId>` (HASH)
  * - failed-auth guard: `P{ipblocks}:n:<ip>`, `P{ipblocks}:until`, `P{ipblocks}:ips` (ip-blocks.ts)
  * - change feed: the pub/sub channel `Pchanges`
  */
@@ -60,8 +59,6 @@ export interface Commands {
   tollboothAccountEnsure: Run<[string, string]>
   tollboothAccountCas: Run<Reply[]>
   tollboothAccountAdd: Run<[string, string] | null>
-  tollboothTopUpBind: Run<[string, string]>
-  tollboothTopUpUnbind: Run<number>
   tollboothTopUpApply: Run<[number, string] | null>
   tollboothIpFail: Run<string | null>
   tollboothIpList: Run<string[]>
@@ -90,8 +87,6 @@ export const SCRIPTS: Record<keyof Commands, string> = {
   tollboothAccountEnsure: records.ACCOUNT_ENSURE,
   tollboothAccountCas: records.ACCOUNT_CAS,
   tollboothAccountAdd: records.ACCOUNT_ADD,
-  tollboothTopUpBind: records.TOPUP_BIND,
-  tollboothTopUpUnbind: records.TOPUP_UNBIND,
   tollboothTopUpApply: records.TOPUP_APPLY,
   tollboothIpFail: IP_FAIL,
   tollboothIpList: IP_LIST,

@@ -4,7 +4,8 @@
  * Accounts in the `accounts` table and sealed provider keys in `provider_keys`. `addBalance`
  * is one `UPDATE … SET balance = balance + ?` (the sum rounded by `roundAmountSql`), atomic under the file's write lock; the period
  * rollover's compare-and-set is a `WHERE period_start = ?` on the same `UPDATE` as the patch.
- * `topUp` reads the key's record in `topups`, adds and keeps it in one transaction.
+ * `topUp` reads the account's record of the key in `topups`, adds and keeps it in one
+ * transaction.
  */
 
 import {
@@ -111,21 +112,21 @@ export function sqliteAccounts(d: Db): AccountStore {
     async topUp(id, t) {
       return d.tx((): TopUpResult | null => {
         d.stmt('DELETE FROM topups WHERE expires_at <= ?').run(t.now)
-        const r = d.stmt('SELECT account_id, amount FROM topups WHERE key = ?').get(t.key) as
-          | { account_id: string; amount: number }
-          | undefined
-        if (r) return { applied: false, accountId: r.account_id, amount: r.amount }
+        const r = d
+          .stmt('SELECT amount FROM topups WHERE account_id = ? AND key = ?')
+          .get(id, t.key) as { amount: number } | undefined
+        if (r) return { applied: false, amount: r.amount }
         const credited = d
           .stmt(`UPDATE accounts SET balance = ${ADD_BALANCE} WHERE id = @id RETURNING id`)
           .get({ amount: t.amount, id })
         if (!credited) return null
-        d.stmt('INSERT INTO topups (key, account_id, amount, expires_at) VALUES (?, ?, ?, ?)').run(
-          t.key,
+        d.stmt('INSERT INTO topups (account_id, key, amount, expires_at) VALUES (?, ?, ?, ?)').run(
           id,
+          t.key,
           t.amount,
           t.expiresAt,
         )
-        return { applied: true, accountId: id, amount: t.amount }
+        return { applied: true, amount: t.amount }
       })
     },
   }

@@ -159,16 +159,18 @@ ALTER TABLE accounts ADD COLUMN closed_periods TEXT;
 `
 
 /**
- * The SQL of migration 4: top-ups' idempotency records (`AccountStore.topUp`), one per key
- * for every account, each kept until `expires_at` (the caller's clock, ms); the balance and
- * the record are written in one transaction. Expired ones are deleted by the next top-up.
+ * The SQL of migration 4: top-ups' idempotency records (`AccountStore.topUp`), one per account
+ * and key (a key is its account's), each kept until `expires_at` (the caller's clock, ms); the
+ * balance and the record are written in one transaction. Expired ones are deleted by the next
+ * top-up.
  */
 export const TOPUPS_SQL = `
 CREATE TABLE topups (
-  key         TEXT PRIMARY KEY,
   account_id  TEXT NOT NULL,
+  key         TEXT NOT NULL,
   amount      REAL NOT NULL,
-  expires_at  INTEGER NOT NULL
+  expires_at  INTEGER NOT NULL,
+  PRIMARY KEY (account_id, key)
 ) WITHOUT ROWID;
 CREATE INDEX topups_expires_idx ON topups (expires_at);
 `

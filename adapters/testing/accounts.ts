@@ -161,7 +161,7 @@ export function accountStoreTests(get: GetStorage): void {
       expect((await get().accounts.get(a.id))?.balance).toBe(1_000_000.3)
     })
 
-    it('tops up once per idempotency key, the credit and its record in one step', async () => {
+    it('tops up once per idempotency key of the account, the credit and its record in one step', async () => {
       const a = makeAccount({ balance: 5 })
       const b = makeAccount()
       await get().accounts.ensure(a)
@@ -172,50 +172,47 @@ export function accountStoreTests(get: GetStorage): void {
       // Concurrent calls with the key (a retry racing the first): one adds.
       const all = await Promise.all(Array.from({ length: 10 }, () => get().accounts.topUp(a.id, t)))
       expect(all.filter((r) => r?.applied)).toHaveLength(1)
-      for (const r of all) expect(r).toMatchObject({ accountId: a.id, amount: 10 })
+      for (const r of all) expect(r).toMatchObject({ amount: 10 })
       expect((await get().accounts.get(a.id))?.balance).toBe(15)
       // A first call that lands after its retry (its clock earlier) adds nothing either.
       expect(await get().accounts.topUp(a.id, { ...t, now: now - 500 })).toEqual({
         applied: false,
-        accountId: a.id,
         amount: 10,
       })
-      // The key with another amount or another account: the record comes back, nothing added.
+      // The key with another amount: the record comes back, nothing added.
       expect(await get().accounts.topUp(a.id, { ...t, amount: 11, now: now + 999 })).toEqual({
         applied: false,
-        accountId: a.id,
-        amount: 10,
-      })
-      expect(await get().accounts.topUp(b.id, { ...t, now: now + 1 })).toEqual({
-        applied: false,
-        accountId: a.id,
         amount: 10,
       })
       expect((await get().accounts.get(a.id))?.balance).toBe(15)
-      expect((await get().accounts.get(b.id))?.balance).toBe(0)
+      // A key is its account's: the same key on another account is a top-up of its own, once.
+      const onB = { ...t, amount: 7, now: now + 1 }
+      const both = await Promise.all([1, 2, 3].map(() => get().accounts.topUp(b.id, onB)))
+      expect(both.filter((r) => r?.applied)).toHaveLength(1)
+      for (const r of both) expect(r).toMatchObject({ amount: 7 })
+      expect((await get().accounts.get(b.id))?.balance).toBe(7)
+      expect((await get().accounts.get(a.id))?.balance).toBe(15)
       // Another key adds; the amount is added rounded as addBalance adds it.
       expect(
         await get().accounts.topUp(a.id, { ...t, key: `${key}-2`, amount: 0.1, now: now + 1 }),
-      ).toEqual({ applied: true, accountId: a.id, amount: 0.1 })
+      ).toEqual({ applied: true, amount: 0.1 })
       expect((await get().accounts.get(a.id))?.balance).toBe(15.1)
-      // Past its expiry the record counts as none: the key adds again, on any account.
+      // Past its expiry the record counts as none: the key adds again.
       const later = { ...t, amount: 0.2, now: now + 1000, expiresAt: now + 2000 }
-      expect(await get().accounts.topUp(b.id, later)).toEqual({
-        applied: true,
-        accountId: b.id,
-        amount: 0.2,
-      })
-      expect((await get().accounts.get(b.id))?.balance).toBe(0.2)
+      expect(await get().accounts.topUp(a.id, later)).toEqual({ applied: true, amount: 0.2 })
+      expect(await get().accounts.topUp(b.id, later)).toEqual({ applied: true, amount: 0.2 })
+      expect((await get().accounts.get(b.id))?.balance).toBe(7.2)
       const again = { ...later, key: `${key}-2`, amount: 0.1 }
       expect((await get().accounts.topUp(a.id, again))?.applied).toBe(true)
-      expect(await get().accounts.get(a.id)).toMatchObject({ ...a, balance: 15.2 })
-      // No account: null, and the key stays free.
+      expect(await get().accounts.get(a.id)).toMatchObject({ ...a, balance: 15.4 })
+      // No account: null, nothing kept.
       const missing = newAccountId()
       const free = { ...t, key: `${key}-3` }
       expect(await get().accounts.topUp(missing, free)).toBeNull()
       expect(await get().accounts.get(missing)).toBeNull()
-      expect((await get().accounts.topUp(a.id, free))?.applied).toBe(true)
-      expect((await get().accounts.get(a.id))?.balance).toBe(25.2)
+      await get().accounts.ensure(makeAccount({ id: missing }))
+      expect((await get().accounts.topUp(missing, free))?.applied).toBe(true)
+      expect((await get().accounts.get(missing))?.balance).toBe(10)
     })
   })
 

@@ -13,9 +13,9 @@
  *   tie (Stripe's are whole seconds): two snapshots of one subscription with the same time
  *   that disagree cannot be ordered, so the provider is asked for the subscription's current
  *   state (`options.current`) and that is applied.
- * - **Once.** A credit grant is applied once per `grantId` (a payment or an invoice), whatever
- *   the event that carries it: the credit and the grant's record are one atomic step of the
- *   store (`AccountStore.topUp`, under the key `grant <grantId>`).
+ * - **Once.** A credit grant is applied once per account and `grantId` (a payment or an
+ *   invoice), whatever the event that carries it: the credit and the grant's record are one
+ *   atomic step of the store (`AccountStore.topUp`, under the account's key `grant <grantId>`).
  *
  * A subscription that ends, or that lapses unpaid past its `expiresAt`, leaves the account on
  * `options.defaultTier` (the tier in force when the record's tier is null or expired).
@@ -190,9 +190,9 @@ async function applyOne(
         return grantByMarker(tb, change, marker, options.grantTtlMs ?? MARKER_TTL_MS)
       // The credit and the grant's record in one step of the store: a retry after a crash or
       // an unknown outcome is credited once, whichever lands first. The key holds a space,
-      // which no caller's idempotencyKey does. Once per grantId whatever the change carries
-      // now: its retry with another amount (the application's grants changed between the
-      // provider's deliveries) or account is granted already, not a reuse of a key.
+      // which no caller's idempotencyKey does. Once per grantId of the account whatever the
+      // change carries now: its retry with another amount (the application's grants changed
+      // between the provider's deliveries) is granted already, not a reuse of a key.
       const r = await unbounded(tb.accounts).credit(id, change.amount, {
         key: `grant ${change.grantId}`,
         ttlMs: options.grantTtlMs ?? MARKER_TTL_MS,

@@ -214,9 +214,9 @@ const addCreditsOptions = z
   })
   .strict()
 
-/** The same idempotency key with another account or amount: a mistake, never retried. */
+/** The account's idempotency key with another amount: a mistake, never retried. */
 function keyReused(): InvalidRequestError {
-  const message = 'this key was used with another account or amount'
+  const message = 'this key was used with another amount'
   return new InvalidRequestError(`Invalid request: idempotencyKey: ${message}`, [
     { path: 'idempotencyKey', message },
   ])
@@ -669,8 +669,9 @@ export class AccountService {
    * hours (`TOPUP_KEY_TTL_MS`), on every instance: the store adds the amount and keeps the
    * key's record in one atomic step (`AccountStore.topUp`), so a call with a key already
    * applied answers the account as it is now, without crediting, whether the first call
-   * ended, is still running, crashed after its write or lands after this one. The key with
-   * another account or amount is an InvalidRequestError (400).
+   * ended, is still running, crashed after its write or lands after this one. A key is the
+   * account's: the same key on another account is a top-up of its own. The key with another
+   * amount is an InvalidRequestError (400).
    */
   async addCredits(
     id: string,
@@ -685,17 +686,17 @@ export class AccountService {
       amount,
       key === undefined ? undefined : { key, ttlMs: TOPUP_KEY_TTL_MS },
     )
-    if (r.accountId !== id || r.amount !== roundAmount(amount)) throw keyReused()
+    if (r.amount !== roundAmount(amount)) throw keyReused()
     return this.get(id)
   }
 
   /**
    * Adds `amount` to the balance (`addCredits` without its answer); with `once`, under that
-   * idempotency key for `once.ttlMs` (`AccountStore.topUp`: the credit and the key's record in
-   * one atomic step of the store). Answers the key's record in force: `applied` when this call
-   * added it, else the first call's account and amount, which the caller judges (`addCredits`:
-   * another account or amount is a reuse of its key, 400; a billing grant: granted already,
-   * whatever its amount now). Billing's grants use it with keys of their own (a space in them:
+   * idempotency key of the account for `once.ttlMs` (`AccountStore.topUp`: the credit and the
+   * key's record in one atomic step of the store). Answers the account's record of the key in
+   * force: `applied` when this call added it, else the first call's amount, which the caller
+   * judges (`addCredits`: another amount is a reuse of its key, 400; a billing grant: granted
+   * already, whatever its amount now). Billing's grants use it with keys of their own (a space in them:
    * never a caller's key).
    *
    * @throws InvalidRequestError for a bad id or amount
@@ -714,7 +715,7 @@ export class AccountService {
       )
     const credit = roundAmount(amount)
     await this.closeBefore(id, this.now())
-    let r: TopUpResult = { applied: true, accountId: id, amount: credit }
+    let r: TopUpResult = { applied: true, amount: credit }
     if (once === undefined) {
       if (!(await this.storage.accounts.addBalance(id, credit)))
         throw new NotFoundError('Account not found')

@@ -31,6 +31,7 @@
 import { withAccessors } from '../fast-object.js'
 import { type CounterState, counterKind, type StoredCounter } from '../limits/counters.js'
 import { hashText, randomSeed, SlotIndex } from '../slot-index.js'
+import { heapPop, heapPush } from './min-heap.js'
 import { doubled } from './typed-arrays.js'
 
 /** The span of one bucket of the expiry queue (ms). */
@@ -153,38 +154,6 @@ export interface CounterSlots {
   sweepAll(now: number): number
   /** Bytes of rows held off the V8 heap (free rows included). */
   readonly externalBytes: number
-}
-
-/** A min-heap of bucket numbers. */
-function heapPush(heap: number[], x: number): void {
-  let i = heap.length
-  heap.push(x)
-  while (i > 0) {
-    const p = (i - 1) >> 1
-    if (heap[p]! <= x) break
-    heap[i] = heap[p]!
-    i = p
-  }
-  heap[i] = x
-}
-
-function heapPop(heap: number[]): number {
-  const top = heap[0]!
-  const last = heap.pop()!
-  const n = heap.length
-  if (n > 0) {
-    let i = 0
-    for (;;) {
-      const l = 2 * i + 1
-      if (l >= n) break
-      const c = l + 1 < n && heap[l + 1]! < heap[l]! ? l + 1 : l
-      if (heap[c]! >= last) break
-      heap[i] = heap[c]!
-      i = c
-    }
-    heap[i] = last
-  }
-  return top
 }
 
 export function counterSlots(): CounterSlots {

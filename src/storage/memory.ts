@@ -36,6 +36,7 @@ import { counterSlots } from './counter-slots.js'
 import { EventRing } from './event-ring.js'
 import { markInProcess } from './in-process.js'
 import { memoryIpBlocks } from './memory-ip-blocks.js'
+import { heapPop, heapPush } from './min-heap.js'
 import { rotation } from './rows.js'
 import { listsByLength, type Place, syncCountersFromState } from './state-counters.js'
 import type {
@@ -468,12 +469,28 @@ function copyAccount(a: AccountRecord): AccountRecord {
 
 function memoryAccounts(): AccountStore {
   const byId = new Map<string, AccountRecord>()
+  /** Top-ups' idempotency records: each account's, by key. */
+  const topUps = new Map<string, Map<string, { amount: number; expiresAt: number }>>()
   /**
-   * Top-ups' idempotency records by key, in the order kept: records of one TTL expire in that
-   * order, so the expired ones are dropped from the front (one of a longer TTL there, a billing
-   * grant's, holds back those behind it until it expires).
+   * When records expire (a min-heap of times, ms) and the records kept with each time: a
+   * top-up drops the expired ones, whichever account they are of and whatever was kept
+   * before them (a billing grant's 35 days hold back no one's 24 hours).
    */
-  const topUps = new Map<string, { accountId: string; amount: number; expiresAt: number }>()
+  const expiries: number[] = []
+  const expiring = new Map<number, Array<[accountId: string, key: string]>>()
+  const prune = (now: number) => {
+    while (expiries.length > 0 && expiries[0]! <= now) {
+      const at = heapPop(expiries)
+      for (const [id, key] of expiring.get(at) ?? []) {
+        const records = topUps.get(id)
+        // Replaced since (expired, then kept again by a later top-up): left to its own time.
+        if (records === undefined || (records.get(key)?.expiresAt ?? at) !== at) continue
+        records.delete(key)
+        if (records.size === 0) topUps.delete(id)
+      }
+      expiring.delete(at)
+    }
+  }
   return markInProcess<AccountStore>({
     async get(id) {
       const a = byId.get(id)
@@ -504,19 +521,25 @@ function memoryAccounts(): AccountStore {
       return copyAccount(a)
     },
     async topUp(id, t) {
-      for (const [key, r] of topUps) {
-        if (r.expiresAt > t.now) break
-        topUps.delete(key)
-      }
-      const r = topUps.get(t.key)
-      if (r !== undefined && r.expiresAt > t.now)
-        return { applied: false, accountId: r.accountId, amount: r.amount }
+      prune(t.now)
+      let records = topUps.get(id)
+      const r = records?.get(t.key)
+      if (r !== undefined && r.expiresAt > t.now) return { applied: false, amount: r.amount }
       const a = byId.get(id)
       if (!a) return null
       a.balance = roundAmount(a.balance + t.amount)
-      topUps.delete(t.key)
-      topUps.set(t.key, { accountId: id, amount: t.amount, expiresAt: t.expiresAt })
-      return { applied: true, accountId: id, amount: t.amount }
+      if (records === undefined) {
+        records = new Map()
+        topUps.set(id, records)
+      }
+      records.set(t.key, { amount: t.amount, expiresAt: t.expiresAt })
+      const at = expiring.get(t.expiresAt)
+      if (at !== undefined) at.push([id, t.key])
+      else {
+        expiring.set(t.expiresAt, [[id, t.key]])
+        heapPush(expiries, t.expiresAt)
+      }
+      return { applied: true, amount: t.amount }
     },
   })
 }

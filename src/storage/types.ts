@@ -531,21 +531,24 @@ export interface AccountStore {
   addBalance(id: string, amount: number): Promise<AccountRecord | null>
   /**
    * A top-up under an idempotency key (`tb.accounts.addCredits` with `idempotencyKey`): adds
-   * `t.amount` to the balance and keeps the key's record (`id`, `t.amount`, until
-   * `t.expiresAt`) in ONE atomic step, unless a record of `t.key` is live at `t.now` (its
-   * expiry after it), on any account: then it changes nothing and returns that record. So a
-   * retry, a concurrent call and a first call that lands late (its `now` is then earlier) are
-   * credited once among them, whatever their order. A record past its expiry counts as none.
-   * Null when the account is missing (nothing kept; a live record of the key may be answered
-   * first). The core compares the record with its
-   * call; the store neither refuses nor judges it.
+   * `t.amount` to the balance and keeps the key's record (`t.amount`, until `t.expiresAt`)
+   * with the account, in ONE atomic step, unless the account has a record of `t.key` live at
+   * `t.now` (its expiry after it): then it changes nothing and returns that record. A key is
+   * its account's: the same key on another account is another record. So a retry, a
+   * concurrent call and a first call that lands late (its `now` is then earlier) are credited
+   * once among them, whatever their order. A record past its expiry counts as none. Null when
+   * the account is missing (nothing kept). The core compares the record with its call; the
+   * store neither refuses nor judges it.
    */
   topUp(id: string, t: TopUp): Promise<TopUpResult | null>
 }
 
 /** A top-up with its idempotency key ({@link AccountStore.topUp}). */
 export interface TopUp {
-  /** The idempotency key: 1-255 printable ASCII characters (no space). */
+  /**
+   * The idempotency key, the account's own: printable ASCII (a caller's: 1-255 characters, no
+   * space; billing's grants: `grant <grantId>`).
+   */
   key: string
   /** What to add to the balance (> 0, on the amount grid). */
   amount: number
@@ -555,12 +558,10 @@ export interface TopUp {
   expiresAt: number
 }
 
-/** What {@link AccountStore.topUp} did, and the key's record in force after it. */
+/** What {@link AccountStore.topUp} did, and the account's record of the key after it. */
 export interface TopUpResult {
   /** True when this call added the amount (and kept the record). */
   applied: boolean
-  /** The record's account: this call's when applied, else the first call's. */
-  accountId: string
   /** The record's amount: this call's when applied, else the first call's. */
   amount: number
 }

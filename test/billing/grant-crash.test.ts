@@ -50,6 +50,17 @@ const grant = {
 
 for (const [name, make] of Object.entries(stores))
   describe.skipIf(make === null)(`a credit grant cut before its credit: ${name}`, () => {
+    /** Runs `run` with an instance on a new storage of this store, closed after. */
+    async function withTb(run: (tb: Tollbooth, storage: Storage) => Promise<void>) {
+      const storage = await make!()
+      const tb = createTollbooth({ secret: SECRET, storage })
+      try {
+        await run(tb, storage)
+      } finally {
+        await tb.close()
+      }
+    }
+
     test("another instance's retry of the event credits it, once", async () => {
       const storage = await make!()
       let reached: () => void = () => {}
@@ -76,39 +87,38 @@ for (const [name, make] of Object.entries(stores))
     })
 
     test('a grant an earlier version marked (its counter-store marker) is not credited again', async () => {
-      const storage = await make!()
-      const tb = createTollbooth({ secret: SECRET, storage })
-      try {
+      await withTb(async (tb, storage) => {
         await tb.accounts.addCredits('acct_g', 10)
         const markers = createMarkers(storage, () => Date.now())
         expect(await markers.set(markerKey('acct_g', 'grant', grant.grantId))).toBe(true)
         const out = await applyBillingChanges(tb, [grant])
         expect(out[0]).toMatchObject({ applied: false, reason: 'already-granted' })
         expect((await tb.accounts.get('acct_g')).balance).toBe(10)
-      } finally {
-        await tb.close()
-      }
+      })
     })
 
-    test('a grant applied again with another amount or account is already granted, not an error', async () => {
+    test('a grant applied again with another amount is already granted, not an error', async () => {
       // The same invoice delivered again after the application's `grants` changed (a deploy
-      // between Stripe's retries), or its account id changed in the subscription's metadata.
-      const storage = await make!()
-      const tb = createTollbooth({ secret: SECRET, storage })
-      try {
+      // between Stripe's retries).
+      await withTb(async (tb) => {
         expect((await applyBillingChanges(tb, [grant]))[0]).toMatchObject({ applied: true })
-        for (const again of [
-          { ...grant, amount: 12 },
-          { ...grant, accountId: 'acct_h' },
-        ]) {
-          const out = await applyBillingChanges(tb, [again]).catch((e: unknown) => e)
-          expect(out).toEqual([{ change: again, applied: false, reason: 'already-granted' }])
-        }
+        const again = { ...grant, amount: 12 }
+        const out = await applyBillingChanges(tb, [again]).catch((e: unknown) => e)
+        expect(out).toEqual([{ change: again, applied: false, reason: 'already-granted' }])
         expect((await tb.accounts.get('acct_g')).balance).toBe(10)
-        expect((await tb.accounts.get('acct_h')).balance).toBe(0)
-      } finally {
-        await tb.close()
-      }
+      })
+    })
+
+    test("a grant is once per account, as an application's idempotency key is", async () => {
+      // A grant id with another account is that account's grant (the markers of versions
+      // before topUp were kept per account too), credited once there.
+      await withTb(async (tb) => {
+        const other = { ...grant, accountId: 'acct_h' }
+        const out = await applyBillingChanges(tb, [grant, other, grant, other])
+        expect(out.map((r) => r.applied)).toEqual([true, true, false, false])
+        expect((await tb.accounts.get('acct_g')).balance).toBe(10)
+        expect((await tb.accounts.get('acct_h')).balance).toBe(10)
+      })
     })
   })
 

@@ -60,22 +60,36 @@ for (const [name, make] of Object.entries(stores))
       })
     })
 
-    test('the same key with another amount or account is refused 400 naming it, crediting nothing', async () => {
+    test('the same key with another amount is refused 400 naming it, crediting nothing', async () => {
       await withTb(async (tb) => {
         await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-x' })
-        for (const [id, amount] of [
-          ['acct_1', 11],
-          ['acct_2', 10],
-        ] as const) {
-          const err = await tb.accounts
-            .addCredits(id, amount, { idempotencyKey: 'order-x' })
-            .catch((e: unknown) => e)
-          expect(err).toBeInstanceOf(InvalidRequestError)
-          expect((err as InvalidRequestError).status).toBe(400)
-          expect((err as InvalidRequestError).issues[0]?.path).toBe('idempotencyKey')
-        }
+        const err = await tb.accounts
+          .addCredits('acct_1', 11, { idempotencyKey: 'order-x' })
+          .catch((e: unknown) => e)
+        expect(err).toBeInstanceOf(InvalidRequestError)
+        expect((err as InvalidRequestError).status).toBe(400)
+        expect((err as InvalidRequestError).issues[0]?.path).toBe('idempotencyKey')
         expect((await tb.accounts.get('acct_1')).balance).toBe(10)
-        expect((await tb.accounts.get('acct_2')).balance).toBe(0)
+      })
+    })
+
+    test("a key is its account's: the same key on another account is credited once on each", async () => {
+      // An application that forwards its customers' Idempotency-Key: one tenant's key neither
+      // refuses nor reveals another's, as Stripe scopes its keys to the account.
+      await withTb(async (tb) => {
+        const balances: number[] = []
+        for (const [id, amount] of [
+          ['acct_1', 10],
+          ['acct_2', 7],
+          ['acct_1', 10],
+          ['acct_2', 7],
+        ] as const)
+          balances.push(
+            (await tb.accounts.addCredits(id, amount, { idempotencyKey: 'order-x' })).balance,
+          )
+        expect(balances).toEqual([10, 7, 10, 7])
+        expect((await tb.accounts.get('acct_1')).balance).toBe(10)
+        expect((await tb.accounts.get('acct_2')).balance).toBe(7)
       })
     })
   })
