@@ -23,6 +23,7 @@
 
 import { unbounded } from '../bounded-calls.js'
 import { ConflictError, InvalidRequestError } from '../errors.js'
+import { creditAccount } from '../metering/accounts.js'
 import type { Tollbooth } from '../tollbooth.js'
 import { createMarkers, MARKER_TTL_MS, markerKey } from './markers.js'
 import type { AppliedChange, BillingChange } from './types.js'
@@ -159,7 +160,7 @@ async function grantByMarker(
   if (!(await markers.set(marker, ttlMs)))
     return { change, applied: false, reason: 'already-granted' }
   try {
-    await unbounded(tb.accounts).credit(change.accountId, change.amount)
+    await creditAccount(unbounded(tb.accounts), change.accountId, change.amount)
   } catch (err) {
     await markers.clear(marker).catch(() => {})
     throw err
@@ -193,7 +194,7 @@ async function applyOne(
       // which no caller's idempotencyKey does. Once per grantId of the account whatever the
       // change carries now: its retry with another amount (the application's grants changed
       // between the provider's deliveries) is granted already, not a reuse of a key.
-      const r = await unbounded(tb.accounts).credit(id, change.amount, {
+      const r = await creditAccount(unbounded(tb.accounts), id, change.amount, {
         key: `grant ${change.grantId}`,
         ttlMs: options.grantTtlMs ?? MARKER_TTL_MS,
       })

@@ -222,7 +222,43 @@ function keyReused(): InvalidRequestError {
   ])
 }
 
+/** An idempotent credit: under `key`, remembered for `ttlMs`. */
+interface Once {
+  key: string
+  ttlMs: number
+}
+
+let creditOf: (
+  s: AccountService,
+) => (id: string, amount: number, once?: Once) => Promise<TopUpResult>
+
+/**
+ * Adds `amount` to the account's balance (`addCredits` without its answer); with `once`, under
+ * that idempotency key of the account for `once.ttlMs` (`AccountStore.topUp`: the credit and
+ * the key's record in one atomic step of the store). Answers the account's record of the key
+ * in force: `applied` when this call added it, else the first call's amount, which the caller
+ * judges (`addCredits`: another amount is a reuse of its key, 400; a billing grant: granted
+ * already, whatever its amount now). Internal, billing's only (its grants' keys, `grant <id>`,
+ * hold a space, which no caller's idempotencyKey does; never on `tb.accounts`, so no caller
+ * can take a grant's key).
+ *
+ * @param accounts the service itself, not `tb.accounts`' bounded face (`unbounded`)
+ * @throws InvalidRequestError for a bad id or amount
+ */
+export function creditAccount(
+  accounts: AccountService,
+  id: string,
+  amount: number,
+  once?: Once,
+): Promise<TopUpResult> {
+  return creditOf(accounts)(id, amount, once)
+}
+
 export class AccountService {
+  static {
+    creditOf = (s) => (id, amount, once) => s.#credit(id, amount, once)
+  }
+
   private readonly cache: LRUCache<string, HeldAccount>
   private readonly ttlMs: number
   private readonly bound: FeedBound
@@ -681,7 +717,7 @@ export class AccountService {
     checkAccountId(id)
     parseInput(z.object({ amount: creditAmount }), { amount })
     const key = parseInput(addCreditsOptions, options).idempotencyKey
-    const r = await this.credit(
+    const r = await this.#credit(
       id,
       amount,
       key === undefined ? undefined : { key, ttlMs: TOPUP_KEY_TTL_MS },
@@ -690,22 +726,8 @@ export class AccountService {
     return this.get(id)
   }
 
-  /**
-   * Adds `amount` to the balance (`addCredits` without its answer); with `once`, under that
-   * idempotency key of the account for `once.ttlMs` (`AccountStore.topUp`: the credit and the
-   * key's record in one atomic step of the store). Answers the account's record of the key in
-   * force: `applied` when this call added it, else the first call's amount, which the caller
-   * judges (`addCredits`: another amount is a reuse of its key, 400; a billing grant: granted
-   * already, whatever its amount now). Billing's grants use it with keys of their own (a space in them:
-   * never a caller's key).
-   *
-   * @throws InvalidRequestError for a bad id or amount
-   */
-  async credit(
-    id: string,
-    amount: number,
-    once?: { key: string; ttlMs: number },
-  ): Promise<TopUpResult> {
+  /** {@link creditAccount}. */
+  async #credit(id: string, amount: number, once?: Once): Promise<TopUpResult> {
     checkAccountId(id)
     parseInput(z.object({ amount: creditAmount }), { amount })
     // A store written before `topUp` was part of the contract: refused before any write.

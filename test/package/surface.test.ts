@@ -45,6 +45,17 @@ describe('the public surface', () => {
     for (const name of Object.keys(pub)) expect(internal).toHaveProperty(name)
   })
 
+  it("gives tb.accounts no entry that credits under billing's keys", async () => {
+    const { createTollbooth } = await import('../../src/index.js')
+    const tb = createTollbooth({ secret: 'surface-secret-surface-secret-surface-01' })
+    try {
+      // A caller's `credit(id, n, { key: 'grant <id>' })` would take a billing grant's key.
+      expect(typeof (tb.accounts as unknown as Record<string, unknown>)['credit']).toBe('undefined')
+    } finally {
+      await tb.close()
+    }
+  })
+
   it('gives package.json no entry for the internal module', () => {
     const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'))
     const targets = JSON.stringify(pkg.exports)

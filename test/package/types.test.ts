@@ -70,3 +70,14 @@ describe('createTollbooth options', () => {
     expect(() => createTollbooth({ secret: 1 } as never)).toThrow(ConfigError)
   })
 })
+
+describe('tb.accounts', () => {
+  it("has no entry that credits under a key of billing's (a grant's key is not the caller's)", () => {
+    const tb = createTollbooth({ secret: 'x'.repeat(32) })
+    // Never called: only has to fail the typecheck.
+    const misuse = () =>
+      // @ts-expect-error: billing's credit under its grant's key is not on the public surface
+      tb.accounts.credit('acct_1', 10, { key: 'grant cs_paid_1', ttlMs: 1 })
+    expect(typeof misuse).toBe('function')
+  })
+})
