@@ -14,6 +14,7 @@ import {
   createTollbooth,
   InvalidRequestError,
   memoryStorage,
+  type Tollbooth,
 } from '../../src/internal.js'
 import { SECRET } from '../metering/helpers.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
@@ -137,35 +138,56 @@ test('a storage whose accounts store has no topUp: a keyed top-up is a ConfigErr
   }
 })
 
-describe.skipIf(skipPostgres)('a top-up that failed for sure frees its key (PostgreSQL)', () => {
+describe.skipIf(skipPostgres)('keyed top-ups on PostgreSQL', () => {
   const pool = newPool(2)
   afterAll(() => pool.end())
 
-  test('its retry with the same key is credited, once', async () => {
+  /** Runs `run` with an instance on a schema of its own, dropped after. */
+  async function withSchema(run: (tb: Tollbooth, schema: string) => Promise<void>) {
     const fresh = await freshSchema(pool)
     const tb = createTollbooth({
       secret: SECRET,
       storage: postgresStorage({ pool, schema: fresh.schema }),
     })
     try {
-      await tb.accounts.addCredits('acct_1', 1)
-      // The accounts table gone, the counters (where the key is claimed) still there: the
-      // top-up fails before its balance is written.
-      await pool.query(`ALTER TABLE "${fresh.schema}".accounts RENAME TO accounts_away`)
-      const err = await tb.accounts
-        .addCredits('acct_1', 10, { idempotencyKey: 'order-f' })
-        .catch((e: unknown) => e)
-      expect(err).toBeInstanceOf(Error)
-      await pool.query(`ALTER TABLE "${fresh.schema}".accounts_away RENAME TO accounts`)
-      expect(
-        (await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-f' })).balance,
-      ).toBe(11)
-      expect(
-        (await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-f' })).balance,
-      ).toBe(11)
+      await run(tb, fresh.schema)
     } finally {
       await tb.close()
       await fresh.drop()
     }
+  }
+
+  test('an account deleted takes its keys with it: made again under its id, the key credits it', async () => {
+    await withSchema(async (tb, schema) => {
+      await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-d' })
+      const n = async () =>
+        (await pool.query(`SELECT count(*)::int AS n FROM "${schema}".topups`)).rows[0].n
+      expect(await n()).toBe(1)
+      // An operator deletes the account's row (tollbooth never does).
+      await pool.query(`DELETE FROM "${schema}".accounts WHERE id = 'acct_1'`)
+      expect(await n()).toBe(0)
+      const again = await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-d' })
+      expect(again.balance).toBe(10)
+    })
+  })
+
+  test('a top-up that failed for sure frees its key: its retry is credited, once', async () => {
+    await withSchema(async (tb, schema) => {
+      await tb.accounts.addCredits('acct_1', 1)
+      // The accounts table gone, the counters (where the key is claimed) still there: the
+      // top-up fails before its balance is written.
+      await pool.query(`ALTER TABLE "${schema}".accounts RENAME TO accounts_away`)
+      const err = await tb.accounts
+        .addCredits('acct_1', 10, { idempotencyKey: 'order-f' })
+        .catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(Error)
+      await pool.query(`ALTER TABLE "${schema}".accounts_away RENAME TO accounts`)
+      expect(
+        (await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-f' })).balance,
+      ).toBe(11)
+      expect(
+        (await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-f' })).balance,
+      ).toBe(11)
+    })
   })
 })
