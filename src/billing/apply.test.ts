@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { manualClock } from '../clock.js'
+import { ConfigError, InvalidRequestError } from '../errors.js'
 import { memoryStorage } from '../storage/memory.js'
 import type { Storage } from '../storage/types.js'
 import { createTollbooth } from '../tollbooth.js'
@@ -173,5 +174,42 @@ describe('applyBillingChanges', () => {
       at: T0 + 1_000,
       ended: true,
     })
+  })
+})
+
+describe('applyBillingChanges: bad arguments', () => {
+  const grant = (grantId: string) =>
+    ({ type: 'credits', accountId: 'a', amount: 10, grantId, reason: 'top-up' }) as const
+
+  it.each([
+    [0, 'options.grantTtlMs must be an integer >= 1 (milliseconds), got 0'],
+    [-5, 'options.grantTtlMs must be an integer >= 1 (milliseconds), got -5'],
+    [Number.NaN, 'options.grantTtlMs must be an integer >= 1 (milliseconds), got NaN'],
+    ['35d', 'options.grantTtlMs must be an integer >= 1 (milliseconds), got "35d"'],
+  ])('grantTtlMs %s throws a ConfigError and credits nothing', async (ttl, message) => {
+    const tb = make()
+    await tb.accounts.ensure('a')
+    const err = await applyBillingChanges(tb, [grant('pi_1')], {
+      grantTtlMs: ttl as number,
+    }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as Error).message).toContain(`applyBillingChanges: ${message}`)
+    // Retried at once: a record kept 0 ms would have let it credit again.
+    await applyBillingChanges(tb, [grant('pi_1')], { grantTtlMs: ttl as number }).catch(() => {})
+    expect((await tb.accounts.get('a')).balance).toBe(0)
+  })
+
+  it.each([
+    ['empty', ''],
+    ['256 characters', 'g'.repeat(256)],
+    ['a NUL byte', 'pi_\u0000'],
+    ['a lone surrogate', 'pi_\ud800'],
+  ])('a grantId %s is a 400 naming grantId and credits nothing', async (_, grantId) => {
+    const tb = make()
+    await tb.accounts.ensure('a')
+    const err = await applyBillingChanges(tb, [grant(grantId)]).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(InvalidRequestError)
+    expect((err as InvalidRequestError).issues[0]?.path).toBe('grantId')
+    expect((await tb.accounts.get('a')).balance).toBe(0)
   })
 })

@@ -21,9 +21,12 @@
  * `options.defaultTier` (the tier in force when the record's tier is null or expired).
  */
 
+import { z } from 'zod'
 import { unbounded } from '../bounded-calls.js'
 import { ConflictError, InvalidRequestError } from '../errors.js'
 import { creditAccount } from '../metering/accounts.js'
+import { fnOption, integer, parseInput, parseOptions } from '../options.js'
+import { IDEMPOTENCY_KEY_RULE, isIdempotencyKey } from '../request.js'
 import type { Tollbooth } from '../tollbooth.js'
 import { createMarkers, MARKER_TTL_MS, markerKey } from './markers.js'
 import type { AppliedChange, BillingChange } from './types.js'
@@ -121,13 +124,15 @@ function stateOf(metadata: Record<string, unknown>): BillingState | null {
  * serialized in this process, and a tier or cancel change holds the account's lock in the
  * counter store, so across instances too the newest change is the one that stays.
  *
- * @param [options.grantTtlMs=35 days] how long a credit grant id is remembered
+ * @param [options.grantTtlMs=35 days] how long a credit grant id is remembered (an integer >= 1)
  * @param [options.current] given when `changes` are snapshots of a subscription (the whole
  *   state at their time, as Stripe's `customer.subscription.*` events): asked for the
  *   subscription's current state (the provider's API, under the account's lock) when a tier
  *   or cancel change ties with the last snapshot applied (same subscription, same time) and
  *   sets something else; its answer is applied instead (null: the change as it is)
- * @throws {InvalidRequestError} for a tier that is not a key of `options.plans` or a bad amount
+ * @throws {ConfigError} for a bad option, before any change is applied
+ * @throws {InvalidRequestError} for a tier that is not a key of `options.plans`, a bad amount or
+ *   a `grantId` that is not 1-255 printable ASCII characters
  * @throws {ConflictError} when another instance holds the account's lock past half the
  *   storage timeout (the provider retries)
  * @throws whatever the storage throws; changes before the failing one stay applied, and
@@ -138,6 +143,8 @@ export async function applyBillingChanges(
   changes: ReadonlyArray<BillingChange>,
   options: { grantTtlMs?: number; current?: CurrentState } = {},
 ): Promise<AppliedChange[]> {
+  // A record kept 0 ms (or NaN) would let every retry of a grant credit it again.
+  parseOptions('applyBillingChanges', applyOptions, options)
   const out: AppliedChange[] = []
   for (const change of changes) {
     out.push(await serial(tb, change.accountId, () => applyOne(tb, change, options)))
@@ -168,6 +175,14 @@ async function grantByMarker(
   return { change, applied: true }
 }
 
+const applyOptions = z
+  .object({ grantTtlMs: integer(1).optional(), current: fnOption<CurrentState>().optional() })
+  .strict()
+
+const grantIdSchema = z.object({
+  grantId: z.custom<string>(isIdempotencyKey, { message: IDEMPOTENCY_KEY_RULE }),
+})
+
 async function applyOne(
   tb: Tollbooth,
   change: BillingChange,
@@ -183,6 +198,8 @@ async function applyOne(
       return { change, applied: true }
     }
     case 'credits': {
+      // The grant's key in the store (`grant <grantId>`): what an idempotency key may be.
+      parseInput(grantIdSchema, { grantId: change.grantId })
       // A grant applied by an earlier version kept only its counter-store marker.
       const markers = createMarkers(tb.storage, () => tb.options.clock?.now() ?? Date.now())
       const marker = markerKey(id, 'grant', change.grantId)
