@@ -54,6 +54,7 @@ import {
   readHeader,
   type TollboothRequest,
 } from './request.js'
+import { notSent } from './retry-queue.js'
 import { holdCredits, openSettlement } from './settle.js'
 import { isInProcess } from './storage/in-process.js'
 import { syncCounters } from './storage/state-counters.js'
@@ -746,7 +747,7 @@ function remoteConsume(a: Attempt, checks: Check[]): ConsumeResult | Promise<Con
           return queued(a, checks, admission)
         },
         (err: unknown) => {
-          cancelAfter(ctx, admission, now, checks, r)
+          if (!notSent(err)) cancelAfter(ctx, admission, now, checks, r)
           throw err
         },
       )
@@ -784,7 +785,15 @@ function cancelAfter(
   const late = () => {
     cancel.ttlMs = admission.ttlMs + Math.max(0, ctx.clock.now() - now)
   }
-  ctx.retries.add([cancel], raw.then(late, late), true)
+  // A call the store says it never sent is not cancelled (the queue drops the cancel).
+  ctx.retries.add(
+    [cancel],
+    raw.then(late, (err: unknown) => {
+      late()
+      throw err
+    }),
+    true,
+  )
 }
 
 /** An admission sent to the store, in its turn among the account's (see `remoteConsume`). */
@@ -837,7 +846,9 @@ function queued(a: Attempt, checks: Check[], admission: AdmissionId): Promise<Co
   } else p = new Promise<void>((resolve) => l.waiting.push(resolve)).then(send)
   return ctx.guard(p, a.leftMs).catch((err: unknown) => {
     abandoned = true
-    if (raw) cancelAfter(ctx, admission, now, checks, raw)
+    // Not sent (a client that lost its connection refuses at once): nothing to cancel, and
+    // no room taken in the retry queue (see `notSent`).
+    if (raw && !notSent(err)) cancelAfter(ctx, admission, now, checks, raw)
     throw err
   })
 }

@@ -26,6 +26,21 @@
 import { StorageUnavailableError } from './errors.js'
 import type { CounterStore, SettleOp } from './storage/types.js'
 
+/**
+ * Whether `err` (or an error in its `cause` chain) says its call was never sent to the store
+ * (`notSent: true`, docs/storage.md): a Redis client that lost its connection refuses a call at
+ * once. Nothing of it can have run, so there is nothing to cancel: one cancel per request
+ * refused while Redis was down filled the queue (20 refused, `maxPendingSettles` 5: 15 dropped
+ * as "queue full", test/fault/redis-late.test.ts).
+ */
+export function notSent(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; depth++) {
+    if ((e as { notSent?: unknown }).notSent === true) return true
+    e = e.cause
+  }
+  return false
+}
+
 /** Attempts in flight at once. */
 const CONCURRENT = 4
 /** The first retry's delay; doubled on every failure of an entry, up to {@link MAX_DELAY_MS}. */
@@ -53,7 +68,8 @@ export type SettleQueueStats = RetryStats
 export interface RetryQueue<T> {
   /**
    * Queues `item`, to be applied once `first` (the attempt that failed or timed out) has
-   * ended: only if it rejected, or, with `always`, whatever its outcome (a cancel).
+   * ended: only if it rejected, or, with `always`, whatever its outcome (a cancel), but for a
+   * rejection that says the attempt was never sent ({@link notSent}).
    */
   add(item: T, first: Promise<unknown>, always: boolean): void
   /** Resolves when the queue is empty, or after `ms`: true when it emptied. */
@@ -177,9 +193,14 @@ export function createRetryQueue<T>({
             pump()
           } else finish()
         },
-        () => {
-          ready.push(e)
-          pump()
+        (err: unknown) => {
+          // An entry applied whatever its first attempt's outcome (a cancel) has nothing to
+          // apply when that attempt was never sent.
+          if (always && notSent(err)) finish()
+          else {
+            ready.push(e)
+            pump()
+          }
         },
       )
     },

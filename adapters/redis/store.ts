@@ -148,9 +148,12 @@ export function unsent(ctx: Ctx): Error | undefined {
   // A driver's error, as ioredis's own without its offline queue: the core names the call
   // and gives the code (`Storage unavailable (tb.keys.create): the store failed
   // (NOT_CONNECTED)`), a request is answered 503.
+  // `notSent`: the core queues no cancel for an admission that was never sent (one per
+  // request refused while Redis was down filled the retry queue: 15 of 20 dropped as "queue
+  // full" with `maxPendingSettles` 5, test/fault/redis-late.test.ts).
   return Object.assign(
     new Error(`tollbooth/redis: the client is not connected (status ${status}); nothing was sent`),
-    { code: 'NOT_CONNECTED' },
+    { code: 'NOT_CONNECTED', notSent: true },
   )
 }
 

@@ -46,6 +46,8 @@ describe.skipIf(!server)('Redis killed and restarted, ioredis with its default o
    */
   const setup = async (exact: boolean, skew = { ms: 0 }, maxPendingSettles = 5) => {
     const now = () => Date.now() + skew.ms
+    /** What tollbooth reported to `onError`. */
+    const reported: string[] = []
     // ioredis's defaults: offline queue on, commands resent after a reconnect.
     const client = new Redis(`redis://127.0.0.1:${server!.port}`)
     client.on('error', () => {})
@@ -66,7 +68,7 @@ describe.skipIf(!server)('Redis killed and restarted, ioredis with its default o
       // Room for 5 cancels: fewer than the requests refused while Redis is down below.
       maxPendingSettles,
       usage: { flushIntervalMs: 600_000, maxBatch: 100_000, retentionMs: 86_400_000 },
-      onError: () => {},
+      onError: (err) => reported.push(err instanceof Error ? err.message : String(err)),
     })
     const account = `acct_late_${exact ? 'exact' : 'leased'}`
     const { key, record } = await tb.keys.create({
@@ -78,12 +80,14 @@ describe.skipIf(!server)('Redis killed and restarted, ioredis with its default o
         exact,
       },
     })
-    return { client, storage, tb, key, keyId: record.id, account, now }
+    return { client, storage, tb, key, keyId: record.id, account, now, reported }
   }
   type Setup = Awaited<ReturnType<typeof setup>>
 
   /** What the store counts for the key and its account, once the retries have landed. */
-  const figures = async ({ storage, tb, keyId, account, now: clock }: Setup) => {
+  const figures = async ({ client, storage, tb, keyId, account, now: clock }: Setup) => {
+    // Once the client is back (no cancel waits for it in the retry queue).
+    await ready(client)
     const by = Date.now() + 15_000
     while (tb.stats().settleRetries.pending > 0 && Date.now() < by) await sleep(20)
     await tb.flush()
@@ -157,6 +161,10 @@ describe.skipIf(!server)('Redis killed and restarted, ioredis with its default o
       // 1,100 and 2 keys.
       expect(after).toEqual({ ...before, daily: 12, monthly: 12, used: 12, events: 12, units: 12 })
       expect(again.map((o) => o.status)).toEqual(Array(5).fill(200))
+      // Never sent, so never cancelled: no cancel took room in the retry queue (before: 15
+      // of 20 dropped as "queue full", `maxPendingSettles` 5) and none reported so.
+      expect(s.tb.stats().settleRetries.dropped).toBe(0)
+      expect(s.reported.filter((m) => /queue full/.test(m))).toEqual([])
       await s.tb.close()
     }, 60_000)
 
