@@ -14,7 +14,7 @@
  */
 
 import { z } from 'zod'
-import { integer, parseOptions, type Storage } from '../../src/internal.js'
+import { type CounterStore, integer, parseOptions, type Storage } from '../../src/internal.js'
 import { redisAccounts, redisSecrets } from './accounts.js'
 import { redisChanges } from './changes.js'
 import { redisCounters } from './counters.js'
@@ -23,6 +23,7 @@ import { redisIpBlocks } from './ip-blocks.js'
 import { redisKeys } from './keys.js'
 import {
   type Ctx,
+  counterConnection,
   defineCommands,
   keyPrefixSchema,
   type RedisClient,
@@ -48,7 +49,10 @@ export interface RedisStorageOptions {
    * (with `enableOfflineQueue: false`, wait for the client's `ready` event before serving),
    * and an `error` listener on the client. With the offline queue on, a call made while a
    * client that has been ready is not (it lost its connection) fails at once all the same,
-   * nothing sent (`watchLink` in store.ts).
+   * nothing sent (`watchLink` in store.ts). Unless its options say a call is never sent twice
+   * (`autoResendUnfulfilledCommands: false`; on a Cluster that in `redisOptions` and
+   * `retryDelayOnFailover: 0`), the counters run on a connection tollbooth opens with
+   * `client.duplicate()` and closes (`counterConnection` in store.ts).
    */
   client: RedisClient
   /** Prepended to every Redis key and to the pub/sub channel. No braces. Default `tollbooth:`. */
@@ -87,7 +91,8 @@ const optionsSchema = z
  * @param [options.idleSlackMs=60000] extra life of idle counters (ms)
  * @param [options.settleBatchMs=5] longest wait of a settle for its account's next admission (ms)
  * @param [options.subscribeTimeoutMs=5000] bound on the change feed's first subscribe (ms)
- * @returns a {@link Storage} whose `close()` closes only the subscriber it opened
+ * @returns a {@link Storage} whose `close()` closes only the connections it opened (the
+ *   subscriber, the counters' own)
  * @throws {ConfigError} naming a bad option
  * @example
  * ```ts
@@ -110,22 +115,55 @@ export function redisStorage(options: RedisStorageOptions): Storage {
     prefix: keyPrefix,
     link: watchLink(options.client),
   }
+  // The counters on a connection that never sends a call twice (the user's client when its
+  // options say so, see `counterConnection`), opened on the first counter call: a storage
+  // whose counters are not used (usage alone, an upgrade) opens none.
+  let counter: { conn: RedisClient; own: boolean } | undefined
+  const counters = lazily((): CounterStore => {
+    counter = counterConnection(options.client)
+    const c: Ctx = counter.own
+      ? { client: defineCommands(counter.conn), prefix: keyPrefix, link: watchLink(counter.conn) }
+      : ctx
+    return redisCounters(c, idleSlackMs, settleBatchMs)
+  })
   watchEviction(options.client)
   const changes = redisChanges(options.client, `${keyPrefix}changes`, subscribeTimeoutMs)
   return {
     // Refused at once while the client is not connected, never queued (see `watchLink`); the
     // counters check it in their one call path.
     keys: whileLinked(ctx, redisKeys(ctx)),
-    counters: redisCounters(ctx, idleSlackMs, settleBatchMs),
+    counters,
     usage: whileLinked(ctx, redisUsage(ctx)),
     accounts: whileLinked(ctx, redisAccounts(ctx)),
     secrets: whileLinked(ctx, redisSecrets(ctx)),
     ipBlocks: whileLinked(ctx, redisIpBlocks(ctx)),
     changes: { publish: changes.publish, subscribe: changes.subscribe },
-    close: () => changes.close(),
+    close: async () => {
+      await changes.close()
+      if (counter?.own) counter.conn.disconnect()
+    },
     closed: () =>
       options.client.status === 'end'
         ? 'tollbooth/redis: options.client was closed (quit() or disconnect(), or it gave up reconnecting)'
-        : undefined,
+        : counter?.own && counter.conn.status === 'end'
+          ? "tollbooth/redis: the counters' connection (a duplicate of options.client) gave up reconnecting"
+          : undefined,
+  }
+}
+
+/** The counter store `make` returns, made on the first call of one of its methods. */
+function lazily(make: () => CounterStore): CounterStore {
+  let store: CounterStore | undefined
+  const get = () => {
+    store ??= make()
+    return store
+  }
+  return {
+    consume: (checks, now, admission) => get().consume(checks, now, admission),
+    settle: (ops, now) => get().settle(ops, now),
+    claim: (key, ttlMs, now) => get().claim(key, ttlMs, now),
+    claimed: (key, now) => get().claimed(key, now),
+    unclaim: (key) => get().unclaim(key),
+    held: (key, now) => get().held(key, now),
   }
 }

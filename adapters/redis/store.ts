@@ -30,7 +30,8 @@ import * as keys from './key-scripts.js'
 import * as records from './record-scripts.js'
 import { CLAIM, CONSUME } from './scripts.js'
 
-/** An ioredis client or cluster: the user's, never closed by tollbooth. */
+/** An ioredis client or cluster: the user's, never closed by tollbooth (a connection
+ * tollbooth opens itself, {@link counterConnection}, it closes). */
 export type RedisClient = Redis | Cluster
 
 type Arg = string | number | Buffer
@@ -155,6 +156,65 @@ export function unsent(ctx: Ctx): Error | undefined {
     new Error(`tollbooth/redis: the client is not connected (status ${status}); nothing was sent`),
     { code: 'NOT_CONNECTED', notSent: true },
   )
+}
+
+/**
+ * The connection the counters run on (admissions, cancels, settles, claims): `client` itself
+ * when its options already say a call is never sent twice, else one tollbooth opens with
+ * `client.duplicate()` and options that say so, and closes (`own` true).
+ *
+ * ioredis sends a call again after a reconnect when its reply was lost with the connection
+ * (`autoResendUnfulfilledCommands`, on by default), and a Cluster sends a call whose node
+ * connection closed again to the node it finds next (`retryDelayOnFailover`, 100 ms by
+ * default). Redis may have run it already: an admission is then counted twice, a settle
+ * riding with it sent twice. With a client of ioredis's defaults, Redis frozen, the client's
+ * socket cut and Redis thawed, 3 admissions in flight were counted twice (daily and monthly
+ * quotas 12 for 9 requests served; thawed past the storage timeout, the 3 cancels undid one
+ * run each: 9 for 6; test/fault/redis-resend.test.ts). Making each call idempotent instead, by an
+ * id the script records, would add a key written (and kept) per call, settles included, to
+ * the hot path; a connection of tollbooth's own costs one more connection per instance (one
+ * per node on a cluster) and nothing per call. Its overrides:
+ * - `autoResendUnfulfilledCommands: false` (a Cluster's nodes too, and `retryDelayOnFailover:
+ *   0`): a call in flight at a drop is never sent again;
+ * - `maxRetriesPerRequest: 0`: that call fails at the drop (it may have run: the core cancels
+ *   it) instead of waiting, unanswered, for a `commandTimeout` the client may not have;
+ * - `enableOfflineQueue: true`: calls made before its first `ready` wait for it (failing when
+ *   a connection attempt fails), after it {@link unsent} refuses them while it is down;
+ * - `lazyConnect: false`.
+ * Everything else (host, port, `db`, ACL user and password, TLS, sentinels, `keyPrefix`,
+ * timeouts, retry strategy) is the user's client's, as `duplicate()` copies its options. It is
+ * closed with the storage and when the user's client ends (`quit()`, `disconnect()`, or given
+ * up reconnecting).
+ */
+export function counterConnection(client: RedisClient): { conn: RedisClient; own: boolean } {
+  const safe = { autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 0 }
+  const common = { enableOfflineQueue: true, lazyConnect: false }
+  // Closed already: nothing to open (its calls fail, and `closed()` says why).
+  if (client.status === 'end') return { conn: client, own: false }
+  if ('nodes' in client) {
+    const o = client.options
+    if (o.retryDelayOnFailover === 0 && o.redisOptions?.autoResendUnfulfilledCommands === false)
+      return { conn: client, own: false }
+    const conn = client.duplicate(undefined, {
+      ...common,
+      retryDelayOnFailover: 0,
+      redisOptions: { ...o.redisOptions, ...safe },
+    })
+    return { conn: followEnd(client, conn), own: true }
+  }
+  if (client.options.autoResendUnfulfilledCommands === false) return { conn: client, own: false }
+  return { conn: followEnd(client, client.duplicate({ ...common, ...safe })), own: true }
+}
+
+/** `conn`, disconnected when `client` ends; its errors left to the calls that meet them. */
+function followEnd(client: RedisClient, conn: RedisClient): RedisClient {
+  conn.on('error', () => {
+    // Reconnects by itself; a call it fails answers as the store's error.
+  })
+  const onEnd = () => conn.disconnect()
+  client.once('end', onEnd)
+  conn.once('end', () => client.off('end', onEnd))
+  return conn
 }
 
 /**

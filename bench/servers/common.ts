@@ -132,7 +132,12 @@ export const portOf = (server: { address(): AddressInfo | string | null }) =>
  */
 export function countedRedis(): { client: Redis; commands(): number } | null {
   if (!process.env.REDIS_URL) return null
-  const client = new Redis(process.env.REDIS_URL, { maxRetriesPerRequest: 1 })
+  // As the README recommends: with `autoResendUnfulfilledCommands: false` the counters run on
+  // this client (not on a connection of their own), so its count includes them.
+  const client = new Redis(process.env.REDIS_URL, {
+    maxRetriesPerRequest: 1,
+    autoResendUnfulfilledCommands: false,
+  })
   let n = 0
   const send = client.sendCommand.bind(client)
   client.sendCommand = ((...args: Parameters<typeof send>) => {

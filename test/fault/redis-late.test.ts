@@ -21,7 +21,7 @@ import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth } from '../../src/index.js'
-import { privateServer, usageOf, whileFrozen } from '../support/fault.js'
+import { keyFigures, metered, meteredKey, privateServer, whileFrozen } from '../support/fault.js'
 import { bearer, dailyQuota } from '../support/leases.js'
 import { ready } from '../support/redis.js'
 import { startRedisServer } from './redis-server.js'
@@ -60,51 +60,29 @@ describe.skipIf(!server)('Redis killed and restarted, ioredis with its default o
     const tb = createTollbooth({
       secret: 'redis-late-secret-redis-late-secret-0001',
       storage,
-      storageTimeoutMs: TIMEOUT_MS,
-      failedAuth: false,
-      plans: { pro: { monthlyCredits: 1000 } },
-      defaultTier: 'pro',
+      ...metered(TIMEOUT_MS),
       clock: { now },
       // Room for 5 cancels: fewer than the requests refused while Redis is down below.
       maxPendingSettles,
-      usage: { flushIntervalMs: 600_000, maxBatch: 100_000, retentionMs: 86_400_000 },
       onError: (err) => reported.push(err instanceof Error ? err.message : String(err)),
     })
     const account = `acct_late_${exact ? 'exact' : 'leased'}`
-    const { key, record } = await tb.keys.create({
-      accountId: account,
-      limits: {
-        quotas: { daily: 1000, monthly: 5000 },
-        rateLimits: [{ limit: 1000, windowMs: 60_000 }],
-        concurrency: 50,
-        exact,
-      },
-    })
+    const { key, record } = await meteredKey(tb, account, exact)
     return { client, storage, tb, key, keyId: record.id, account, now, reported }
   }
   type Setup = Awaited<ReturnType<typeof setup>>
 
   /** What the store counts for the key and its account, once the retries have landed. */
-  const figures = async ({ client, storage, tb, keyId, account, now: clock }: Setup) => {
-    // Once the client is back (no cancel waits for it in the retry queue).
-    await ready(client)
-    const by = Date.now() + 15_000
-    while (tb.stats().settleRetries.pending > 0 && Date.now() < by) await sleep(20)
-    await tb.flush()
-    const now = clock()
-    const daily = dailyQuota(0, { key: `{${account}}:k:${keyId}:q:daily`, limit: 1000 })
-    const monthly = { ...daily, key: `{${account}}:k:${keyId}:q:monthly`, windowMs: 0 }
-    const credits = (await tb.accounts.get(account)).credits
-    const { requestIds, units } = await usageOf(storage.usage, keyId)
+  const figures = async (s: Setup) => {
+    // Once the client and the counters' connection (their own with these options: a read
+    // waits for its `ready`) are back.
+    await ready(s.client)
+    await s.storage.counters.held(`{${s.account}}:probe`, s.now())
+    const figures = await keyFigures(s, s.now)
     return {
-      daily: (await storage.counters.consume([daily], now)).results[0]!.used,
-      monthly: (await storage.counters.consume([monthly], now)).results[0]!.used,
-      used: credits.used,
-      limit: credits.limit,
-      slots: await storage.counters.held(`{${account}}:k:${keyId}:c`, now),
-      keys: (await tb.keys.list(account)).data.length,
-      events: requestIds.length,
-      units,
+      ...figures,
+      limit: (await s.tb.accounts.get(s.account)).credits.limit,
+      keys: (await s.tb.keys.list(s.account)).data.length,
     }
   }
 

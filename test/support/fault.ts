@@ -9,9 +9,10 @@ import type { ChildProcess } from 'node:child_process'
 import { Redis } from 'ioredis'
 import pg from 'pg'
 import { afterAll, expect, type TestContext } from 'vitest'
-import type { Check, CounterStore, UsageStore } from '../../src/index.js'
+import type { Check, CounterStore, Storage, Tollbooth, UsageStore } from '../../src/index.js'
 import { type PostgresServer, startPostgresServer } from '../fault/postgres-server.js'
 import { type RedisServer, startRedisServer } from '../fault/redis-server.js'
+import { dailyQuota } from './leases.js'
 
 /** What a fault test keeps of one request. */
 export interface Refused {
@@ -287,4 +288,63 @@ export async function quotaUsed(
     cost: 0,
   }
   return (await counters.consume([total], Date.now())).results[0]!.used
+}
+
+/**
+ * The options of a metered tollbooth that waits `storageTimeoutMs` for its store: every key
+ * on the `pro` plan (1,000 credits a month), no failed-auth guard, usage kept until flushed.
+ */
+export const metered = (storageTimeoutMs: number) => ({
+  storageTimeoutMs,
+  failedAuth: false as const,
+  plans: { pro: { monthlyCredits: 1000 } },
+  defaultTier: 'pro',
+  usage: { flushIntervalMs: 600_000, maxBatch: 100_000, retentionMs: 86_400_000 },
+})
+
+/**
+ * A key of `accountId` with a daily (1,000) and a monthly (5,000) quota, a rate limit (1,000 a
+ * minute) and 50 concurrent requests, every limit decided by the store when `exact`.
+ */
+export const meteredKey = (tb: Pick<Tollbooth, 'keys'>, accountId: string, exact: boolean) =>
+  tb.keys.create({
+    accountId,
+    limits: {
+      quotas: { daily: 1000, monthly: 5000 },
+      rateLimits: [{ limit: 1000, windowMs: 60_000 }],
+      concurrency: 50,
+      exact,
+    },
+  })
+
+/**
+ * What the store counts for a {@link meteredKey} and its account at `now`, once the settle
+ * retries have landed (waited for up to 15 s) and the usage is flushed: its quotas, the
+ * account's credits used, the key's concurrency slots held, its usage events and their units.
+ */
+export async function keyFigures(
+  {
+    tb,
+    storage,
+    account,
+    keyId,
+  }: { tb: Tollbooth; storage: Storage; account: string; keyId: string },
+  now: () => number,
+) {
+  const by = Date.now() + 15_000
+  while (tb.stats().settleRetries.pending > 0 && Date.now() < by)
+    await new Promise((r) => setTimeout(r, 20))
+  await tb.flush()
+  const at = now()
+  const daily = dailyQuota(0, { key: `{${account}}:k:${keyId}:q:daily`, limit: 1000 })
+  const monthly = { ...daily, key: `{${account}}:k:${keyId}:q:monthly`, windowMs: 0 }
+  const { requestIds, units } = await usageOf(storage.usage, keyId)
+  return {
+    daily: (await storage.counters.consume([daily], at)).results[0]!.used,
+    monthly: (await storage.counters.consume([monthly], at)).results[0]!.used,
+    used: (await tb.accounts.get(account)).credits.used,
+    slots: await storage.counters.held(`{${account}}:k:${keyId}:c`, at),
+    events: requestIds.length,
+    units,
+  }
 }

@@ -166,3 +166,41 @@ export async function startHoldingProxy(target: number): Promise<HoldingProxy> {
     close: proxy.close,
   }
 }
+
+/**
+ * A proxy on 127.0.0.1 in front of `target` whose {@link CuttingProxy.cut} closes the client
+ * side of every connection open then, as a network path that drops: the client sees its
+ * connection close, while the server side stays open until the server closes it, so a frozen
+ * server still reads and runs what it was sent before the cut once it thaws (its answers go
+ * nowhere). New connections pass untouched.
+ */
+export interface CuttingProxy {
+  port: number
+  /** Closes the client side of every open connection; returns how many were cut. */
+  cut(): number
+  close(): Promise<void>
+}
+
+export async function startCuttingProxy(target: number): Promise<CuttingProxy> {
+  const proxy = await startPipes(target, () => ({ cut: false }), {
+    up: (pipe, d) => pipe.upstream.write(d),
+    down(pipe, d) {
+      if (!pipe.cut) pipe.client.write(d)
+    },
+    keep: (pipe) => pipe.cut,
+  })
+  return {
+    port: proxy.port,
+    cut() {
+      let n = 0
+      for (const pipe of proxy.pipes) {
+        if (pipe.cut) continue
+        pipe.cut = true
+        pipe.client.destroy()
+        n++
+      }
+      return n
+    },
+    close: proxy.close,
+  }
+}
