@@ -31,9 +31,14 @@ const REQUESTS = arg('requests', 20_000)
 const ACCOUNTS = arg('accounts', 1000)
 const IN_FLIGHT = 64
 
-// `autoResendUnfulfilledCommands: false`: the counters run on this client, whose commands
-// alone MONITOR counts below (else on a connection of their own, adapters/redis/store.ts).
-const client = new Redis(url, { maxRetriesPerRequest: 1, autoResendUnfulfilledCommands: false })
+// `autoResendUnfulfilledCommands: false` and a `commandTimeout`: the counters run on this
+// client, whose commands alone MONITOR counts below (else on a connection of their own,
+// adapters/redis/store.ts).
+const client = new Redis(url, {
+  maxRetriesPerRequest: 1,
+  autoResendUnfulfilledCommands: false,
+  commandTimeout: 2000,
+})
 let sent = 0
 const send = client.sendCommand.bind(client)
 client.sendCommand = ((...args: Parameters<typeof send>) => {

@@ -49,8 +49,9 @@ export interface RedisStorageOptions {
    * (with `enableOfflineQueue: false`, wait for the client's `ready` event before serving),
    * and an `error` listener on the client. With the offline queue on, a call made while a
    * client that has been ready is not (it lost its connection) fails at once all the same,
-   * nothing sent (`watchLink` in store.ts). Unless its options say a call is never sent twice
-   * (`autoResendUnfulfilledCommands: false`; on a Cluster that in `redisOptions` and
+   * nothing sent (`watchLink` in store.ts). Unless its options say a call in flight at a drop
+   * is never sent twice nor left unanswered (`autoResendUnfulfilledCommands: false` with a
+   * `commandTimeout` or `maxRetriesPerRequest: 0`; on a Cluster those in `redisOptions` and
    * `retryDelayOnFailover: 0`), the counters run on a connection tollbooth opens with
    * `client.duplicate()` and closes (`counterConnection` in store.ts).
    */

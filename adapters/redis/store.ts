@@ -160,7 +160,8 @@ export function unsent(ctx: Ctx): Error | undefined {
 
 /**
  * The connection the counters run on (admissions, cancels, settles, claims): `client` itself
- * when its options already say a call is never sent twice, else one tollbooth opens with
+ * when its options already say a call is never sent twice nor left unanswered at a drop
+ * ({@link neverTwice}), else one tollbooth opens with
  * `client.duplicate()` and options that say so, and closes (`own` true).
  *
  * ioredis sends a call again after a reconnect when its reply was lost with the connection
@@ -193,7 +194,7 @@ export function counterConnection(client: RedisClient): { conn: RedisClient; own
   if (client.status === 'end') return { conn: client, own: false }
   if ('nodes' in client) {
     const o = client.options
-    if (o.retryDelayOnFailover === 0 && o.redisOptions?.autoResendUnfulfilledCommands === false)
+    if (o.retryDelayOnFailover === 0 && neverTwice(o.redisOptions ?? {}))
       return { conn: client, own: false }
     const conn = client.duplicate(undefined, {
       ...common,
@@ -202,8 +203,27 @@ export function counterConnection(client: RedisClient): { conn: RedisClient; own
     })
     return { conn: followEnd(client, conn), own: true }
   }
-  if (client.options.autoResendUnfulfilledCommands === false) return { conn: client, own: false }
+  if (neverTwice(client.options)) return { conn: client, own: false }
   return { conn: followEnd(client, client.duplicate({ ...common, ...safe })), own: true }
+}
+
+/**
+ * Whether a client with options `o` neither sends a call in flight at a drop again nor leaves
+ * it unanswered: `autoResendUnfulfilledCommands: false`, and the call failed at the drop
+ * (`maxRetriesPerRequest: 0`) or after `commandTimeout`. With the first alone (ioredis drops
+ * such a call without answering it), the call never ended and its admission's cancel, queued
+ * behind it, never went: 3 admissions in flight at a cut left quotas +3 and 3 concurrency
+ * slots held (test/fault/redis-resend.test.ts).
+ */
+function neverTwice(o: {
+  autoResendUnfulfilledCommands?: boolean | undefined
+  maxRetriesPerRequest?: number | null | undefined
+  commandTimeout?: number | undefined
+}): boolean {
+  return (
+    o.autoResendUnfulfilledCommands === false &&
+    (o.maxRetriesPerRequest === 0 || (o.commandTimeout ?? 0) > 0)
+  )
 }
 
 /** `conn`, disconnected when `client` ends; its errors left to the calls that meet them. */

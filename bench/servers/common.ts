@@ -132,11 +132,13 @@ export const portOf = (server: { address(): AddressInfo | string | null }) =>
  */
 export function countedRedis(): { client: Redis; commands(): number } | null {
   if (!process.env.REDIS_URL) return null
-  // As the README recommends: with `autoResendUnfulfilledCommands: false` the counters run on
-  // this client (not on a connection of their own), so its count includes them.
+  // As the README recommends: with `autoResendUnfulfilledCommands: false` and a
+  // `commandTimeout` the counters run on this client (not on a connection of their own,
+  // adapters/redis/store.ts), so its count includes them.
   const client = new Redis(process.env.REDIS_URL, {
     maxRetriesPerRequest: 1,
     autoResendUnfulfilledCommands: false,
+    commandTimeout: 2000,
   })
   let n = 0
   const send = client.sendCommand.bind(client)
