@@ -120,6 +120,7 @@ export function redisStorage(options: RedisStorageOptions): Storage {
   // options say so, see `counterConnection`), opened on the first counter call: a storage
   // whose counters are not used (usage alone, an upgrade) opens none.
   let counter: { conn: RedisClient; own: boolean } | undefined
+  let closing = false
   const counters = lazily((): CounterStore => {
     counter = counterConnection(options.client)
     const c: Ctx = counter.own
@@ -141,13 +142,16 @@ export function redisStorage(options: RedisStorageOptions): Storage {
     changes: { publish: changes.publish, subscribe: changes.subscribe },
     close: async () => {
       await changes.close()
+      closing = true
       if (counter?.own) counter.conn.disconnect()
     },
     closed: () =>
       options.client.status === 'end'
         ? 'tollbooth/redis: options.client was closed (quit() or disconnect(), or it gave up reconnecting)'
         : counter?.own && counter.conn.status === 'end'
-          ? "tollbooth/redis: the counters' connection (a duplicate of options.client) gave up reconnecting"
+          ? closing
+            ? "tollbooth/redis: the storage was closed (storage.close() closed the counters' connection)"
+            : "tollbooth/redis: the counters' connection (a duplicate of options.client) gave up reconnecting"
           : undefined,
   }
 }

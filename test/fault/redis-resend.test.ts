@@ -189,8 +189,10 @@ describe.skipIf(!server)("the counters' own connection", () => {
     // Its counters are in database 3, under the prefix.
     expect((await observer.keys('own:{acct_own}:*')).length).toBeGreaterThan(0)
     await tb.close()
+    expect(storage.closed?.()).toBeUndefined()
     await storage.close?.()
     await until(async () => (await connections(observer)) === base + 1)
+    expect(storage.closed?.()).toMatch(/storage\.close\(\)/)
     expect(client.status).toBe('ready')
 
     // The client closed under a second tollbooth: its counters' connection goes with it.
