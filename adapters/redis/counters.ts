@@ -39,7 +39,7 @@ import type {
 import { roundAmount } from '../../src/internal.js'
 import { consumeCall, hashTag, pushOp } from './counter-calls.js'
 import { CONSUME_FUNCTION, LIBRARY, SETTLE_FUNCTION } from './scripts.js'
-import { type Ctx, dec, enc, unsent } from './store.js'
+import { type Ctx, dec, enc, linked } from './store.js'
 
 /** A hold counter's figures as stored: `sum` NaN when unknown, `holds` as id, amount, expiry. */
 export interface StoredHolds {
@@ -143,8 +143,8 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
    * reasons ran nothing.
    */
   async function invoke(name: string, numKeys: number, args: Array<string | Buffer>) {
-    const down = unsent(ctx)
-    if (down) throw down
+    const wait = linked(ctx)
+    if (wait) await wait
     if (functions) {
       try {
         return (await client.callBuffer('fcall', name, numKeys, ...args)) as Buffer
@@ -316,8 +316,8 @@ export function redisCounters(ctx: Ctx, slackMs: number, settleBatchMs = 0): Cou
       })
     },
     async claim(key, ttlMs, now) {
-      const down = unsent(ctx)
-      if (down) throw down
+      const wait = linked(ctx)
+      if (wait) await wait
       const ms = Math.max(1, Math.ceil(ttlMs))
       return (
         (await client.tollboothClaim(

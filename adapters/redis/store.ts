@@ -112,14 +112,18 @@ export interface Ctx {
   link?: Link
 }
 
-/** Whether a client has been ready since tollbooth was given it. */
+/** Whether a client has been ready since tollbooth was given it, and how long a call waits for it. */
 export interface Link {
   up: boolean
+  /** The client watched. */
+  client: RedisClient
+  /** How long a call made while it reconnects waits for its `ready` (ms; `reconnectWaitMs`). */
+  waitMs: number
 }
 
 /**
  * Watches `client` for its first `ready` (at once when it is ready already), after which
- * {@link unsent} refuses a call while it is not ready: ioredis's offline queue (on by default)
+ * {@link linked} refuses a call while it is not ready: ioredis's offline queue (on by default)
  * keeps a command sent while the connection is down and runs it once Redis is back, long
  * after tollbooth stopped waiting for it. An admission answered 503 then counted its limits
  * and held its credits; its cancel, queued behind it, undid it only while the core's retry
@@ -129,8 +133,8 @@ export interface Link {
  * test/fault/redis-late.test.ts). Before the first `ready` calls queue as before: an
  * application may use the client as soon as it creates it.
  */
-export function watchLink(client: RedisClient): Link {
-  const link: Link = { up: client.status === 'ready' }
+export function watchLink(client: RedisClient, waitMs: number): Link {
+  const link: Link = { up: client.status === 'ready', client, waitMs }
   if (!link.up)
     client.once('ready', () => {
       link.up = true
@@ -139,19 +143,38 @@ export function watchLink(client: RedisClient): Link {
 }
 
 /**
- * Why a call must not be sent now (the client lost its connection since it was ready: its
- * offline queue would keep the call, see {@link watchLink}); undefined when it may. A property
- * read on each call, no round trip.
+ * Undefined when a call may be sent now (a property read on each call, no round trip); else,
+ * the client having lost its connection since it was ready, a promise that resolves once it is
+ * ready again within `reconnectWaitMs` (a cut connection comes back in 50-100 ms: the calls
+ * made meanwhile are served, not refused), or rejects, nothing sent, when it is not. Never
+ * left to ioredis's offline queue (see {@link watchLink}): a call sent late, after the core
+ * stopped waiting for it, would count for a request answered 503.
  */
-export function unsent(ctx: Ctx): Error | undefined {
-  const status = ctx.client.status
-  if (status === 'ready' || ctx.link?.up !== true) return undefined
-  // A driver's error, as ioredis's own without its offline queue: the core names the call
-  // and gives the code (`Storage unavailable (tb.keys.create): the store failed
-  // (NOT_CONNECTED)`), a request is answered 503.
-  // `notSent`: the core queues no cancel for an admission that was never sent (one per
-  // request refused while Redis was down filled the retry queue: 15 of 20 dropped as "queue
-  // full" with `maxPendingSettles` 5, test/fault/redis-late.test.ts).
+export function linked(ctx: Ctx): Promise<void> | undefined {
+  const link = ctx.link
+  if (ctx.client.status === 'ready' || link?.up !== true) return undefined
+  if (link.waitMs === 0) return Promise.reject(notConnected(ctx.client.status))
+  return new Promise((resolve, reject) => {
+    const onReady = () => {
+      clearTimeout(timer)
+      resolve()
+    }
+    const timer = setTimeout(() => {
+      link.client.off('ready', onReady)
+      reject(notConnected(ctx.client.status))
+    }, link.waitMs)
+    link.client.once('ready', onReady)
+  })
+}
+
+/**
+ * A driver's error, as ioredis's own without its offline queue: the core names the call and
+ * gives the code (`Storage unavailable (tb.keys.create): the store failed (NOT_CONNECTED)`),
+ * a request is answered 503. `notSent`: the core queues no cancel for an admission that was
+ * never sent (one per request refused while Redis was down filled the retry queue: 15 of 20
+ * dropped as "queue full" with `maxPendingSettles` 5, test/fault/redis-late.test.ts).
+ */
+function notConnected(status: string): Error {
   return Object.assign(
     new Error(`tollbooth/redis: the client is not connected (status ${status}); nothing was sent`),
     { code: 'NOT_CONNECTED', notSent: true },
@@ -180,7 +203,7 @@ export function unsent(ctx: Ctx): Error | undefined {
  * - `maxRetriesPerRequest: 0`: that call fails at the drop (it may have run: the core cancels
  *   it) instead of waiting, unanswered, for a `commandTimeout` the client may not have;
  * - `enableOfflineQueue: true`: calls made before its first `ready` wait for it (failing when
- *   a connection attempt fails), after it {@link unsent} refuses them while it is down;
+ *   a connection attempt fails), after it {@link linked} refuses them while it is down;
  * - `lazyConnect: false`.
  * Everything else (host, port, `db`, ACL user and password, TLS, sentinels, `keyPrefix`,
  * timeouts, retry strategy) is the user's client's, as `duplicate()` copies its options. It is
@@ -238,7 +261,7 @@ function followEnd(client: RedisClient, conn: RedisClient): RedisClient {
 }
 
 /**
- * `store` with each method refused while the client is not connected ({@link unsent}), as a
+ * `store` with each method refused while the client is not connected ({@link linked}), as a
  * rejected promise, before anything is sent.
  */
 export function whileLinked<T extends object>(ctx: Ctx, store: T): T {
@@ -247,8 +270,8 @@ export function whileLinked<T extends object>(ctx: Ctx, store: T): T {
     out[name] =
       typeof f === 'function'
         ? (...args: unknown[]) => {
-            const err = unsent(ctx)
-            return err ? Promise.reject(err) : f.apply(store, args)
+            const wait = linked(ctx)
+            return wait ? wait.then(() => f.apply(store, args)) : f.apply(store, args)
           }
         : f
   }
