@@ -21,116 +21,104 @@
  */
 
 import pg from 'pg'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { type Check, createTollbooth, type Decision } from '../../src/index.js'
 import { leasedCounters } from '../../src/storage/leased-counters.js'
+import { privateStores } from '../support/fault.js'
 import { bearer, creditRequests, holdsLeft } from '../support/leases.js'
-import { type PostgresServer, startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'lease-close-secret-lease-close-secret-42'
 const SCHEMA = 'tb_lease_close'
 const ACCOUNT = 'acct_lease_close'
 
-let server: PostgresServer | null = null
-try {
-  server = await startPostgresServer()
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-}
-afterAll(async () => {
-  await server?.stop()
+const servers = privateStores()
+
+describe('tb.close() with PostgreSQL down and requests in flight on a credit lease', () => {
+  it('charges each of them once the store is back: credits charged = units recorded, no hold left', async (ctx) => {
+    const pgServer = await servers.postgres(ctx)
+    const pool = new pg.Pool({
+      connectionString: pgServer.url,
+      max: 4,
+      connectionTimeoutMillis: 1000,
+    })
+    pool.on('error', () => {})
+    await migrate({ pool, schema: SCHEMA })
+    const errors: unknown[] = []
+    const tb = createTollbooth({
+      secret: SECRET,
+      // Each commit waits for its WAL write, so the killed server forgets no count.
+      storage: postgresStorage({ pool, schema: SCHEMA, durableCounters: true }),
+      storageTimeoutMs: 500,
+      failedAuth: false,
+      plans: { pro: { monthlyCredits: 1_000_000 } },
+      defaultTier: 'pro',
+      leases: { maxShare: 0.05 },
+      usage: { flushIntervalMs: 600_000, maxBatch: 100_000, retentionMs: 86_400_000 },
+      onError: (err) => errors.push(err),
+    })
+    const { key, record } = await tb.keys.create({ accountId: ACCOUNT })
+    expect(await creditRequests(tb, key, 400, 32)).toBe(400)
+    // Requests admitted from the lease, still in their handlers when the store goes down.
+    const before = tb.stats().leases!.localAdmissions
+    const open: Decision[] = []
+    const route = tb.route({ cost: 2 })
+    for (let i = 0; i < 10; i++) open.push(await tb.authenticate(bearer(key), route))
+    expect(open.every((d) => d.allowed)).toBe(true)
+    expect(tb.stats().leases!.localAdmissions - before, 'answered from the lease').toBeGreaterThan(
+      0,
+    )
+
+    await pgServer.kill()
+    const closed = tb.close().then(
+      () => null,
+      (err: unknown) => err,
+    )
+    // close() has tried to move their holds into the store (it is down); their settles fail
+    // too and are queued for retry.
+    await new Promise((r) => setTimeout(r, 200))
+    for (const d of open) await tb.settle(d, { status: 200 })
+    await pgServer.restart()
+    const closeError = await closed
+    expect(closeError, String(closeError)).toBeNull()
+
+    const check = new pg.Pool({ connectionString: pgServer.url, max: 2 })
+    try {
+      const storage = postgresStorage({ pool: check, schema: SCHEMA })
+      let events = 0
+      let units = 0
+      let cursor: string | null = null
+      do {
+        const page = await storage.usage.logs(record.id, { limit: 100, cursor })
+        for (const e of page.data) {
+          events++
+          units += e.units
+        }
+        cursor = page.nextCursor
+      } while (cursor)
+      const reader = createTollbooth({ secret: SECRET, storage, plans: { pro: {} } })
+      const used = (await reader.accounts.get(ACCOUNT)).credits.used
+      await reader.close()
+      const held = await holdsLeft(check, SCHEMA)
+      expect(events, 'usage events vs admitted').toBe(410)
+      expect(units).toBe(2 * 410)
+      // Before: 800 charged for 820 recorded (the 10 requests in flight at close lost).
+      expect(used, 'credits charged vs units recorded').toBe(units)
+      expect(held, 'holds left').toEqual([])
+      expect(errors.length, 'the store down was reported').toBeGreaterThan(0)
+      console.log(
+        `lease close, PostgreSQL down: ${events} events, ${units} units, ${used} credits charged; leases ${JSON.stringify(tb.stats().leases)}`,
+      )
+    } finally {
+      await check.end()
+      await pool.end().catch(() => {})
+    }
+  }, 60_000)
 })
 
-describe.skipIf(!server)(
-  'tb.close() with PostgreSQL down and requests in flight on a credit lease',
-  () => {
-    it('charges each of them once the store is back: credits charged = units recorded, no hold left', async () => {
-      const pgServer = server!
-      const pool = new pg.Pool({
-        connectionString: pgServer.url,
-        max: 4,
-        connectionTimeoutMillis: 1000,
-      })
-      pool.on('error', () => {})
-      await migrate({ pool, schema: SCHEMA })
-      const errors: unknown[] = []
-      const tb = createTollbooth({
-        secret: SECRET,
-        // Each commit waits for its WAL write, so the killed server forgets no count.
-        storage: postgresStorage({ pool, schema: SCHEMA, durableCounters: true }),
-        storageTimeoutMs: 500,
-        failedAuth: false,
-        plans: { pro: { monthlyCredits: 1_000_000 } },
-        defaultTier: 'pro',
-        leases: { maxShare: 0.05 },
-        usage: { flushIntervalMs: 600_000, maxBatch: 100_000, retentionMs: 86_400_000 },
-        onError: (err) => errors.push(err),
-      })
-      const { key, record } = await tb.keys.create({ accountId: ACCOUNT })
-      expect(await creditRequests(tb, key, 400, 32)).toBe(400)
-      // Requests admitted from the lease, still in their handlers when the store goes down.
-      const before = tb.stats().leases!.localAdmissions
-      const open: Decision[] = []
-      const route = tb.route({ cost: 2 })
-      for (let i = 0; i < 10; i++) open.push(await tb.authenticate(bearer(key), route))
-      expect(open.every((d) => d.allowed)).toBe(true)
-      expect(
-        tb.stats().leases!.localAdmissions - before,
-        'answered from the lease',
-      ).toBeGreaterThan(0)
-
-      await pgServer.kill()
-      const closed = tb.close().then(
-        () => null,
-        (err: unknown) => err,
-      )
-      // close() has tried to move their holds into the store (it is down); their settles fail
-      // too and are queued for retry.
-      await new Promise((r) => setTimeout(r, 200))
-      for (const d of open) await tb.settle(d, { status: 200 })
-      await pgServer.restart()
-      const closeError = await closed
-      expect(closeError, String(closeError)).toBeNull()
-
-      const check = new pg.Pool({ connectionString: pgServer.url, max: 2 })
-      try {
-        const storage = postgresStorage({ pool: check, schema: SCHEMA })
-        let events = 0
-        let units = 0
-        let cursor: string | null = null
-        do {
-          const page = await storage.usage.logs(record.id, { limit: 100, cursor })
-          for (const e of page.data) {
-            events++
-            units += e.units
-          }
-          cursor = page.nextCursor
-        } while (cursor)
-        const reader = createTollbooth({ secret: SECRET, storage, plans: { pro: {} } })
-        const used = (await reader.accounts.get(ACCOUNT)).credits.used
-        await reader.close()
-        const held = await holdsLeft(check, SCHEMA)
-        expect(events, 'usage events vs admitted').toBe(410)
-        expect(units).toBe(2 * 410)
-        // Before: 800 charged for 820 recorded (the 10 requests in flight at close lost).
-        expect(used, 'credits charged vs units recorded').toBe(units)
-        expect(held, 'holds left').toEqual([])
-        expect(errors.length, 'the store down was reported').toBeGreaterThan(0)
-        console.log(
-          `lease close, PostgreSQL down: ${events} events, ${units} units, ${used} credits charged; leases ${JSON.stringify(tb.stats().leases)}`,
-        )
-      } finally {
-        await check.end()
-        await pool.end().catch(() => {})
-      }
-    }, 60_000)
-  },
-)
-
-describe.skipIf(!server)('a credit lease ended while PostgreSQL is down for 8 s', () => {
-  it('its charges land once the store is back: the store holds exactly the charges', async () => {
-    const pgServer = server!
+describe('a credit lease ended while PostgreSQL is down for 8 s', () => {
+  it('its charges land once the store is back: the store holds exactly the charges', async (ctx) => {
+    const pgServer = await servers.postgres(ctx)
     const schema = 'tb_lease_down'
     const pool = new pg.Pool({
       connectionString: pgServer.url,

@@ -9,23 +9,17 @@
  * redis-server, ended by pid.
  */
 
-import { Redis } from 'ioredis'
-import { afterAll, describe, expect, it } from 'vitest'
+import type { Redis } from 'ioredis'
+import { describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { leasedCounters } from '../../src/storage/leased-counters.js'
-import { privateServer } from '../support/fault.js'
+import { privateStores } from '../support/fault.js'
 import { dailyQuota, LEASE } from '../support/leases.js'
-import { startRedisServer } from './redis-server.js'
 
-const server = await privateServer(startRedisServer)
+const servers = privateStores()
 
-describe.skipIf(!server)('a lease give-back timed out while Redis is frozen', () => {
+describe('a lease give-back timed out while Redis is frozen', () => {
   let client: Redis | null = null
-  afterAll(async () => {
-    server?.freeze(false)
-    client?.disconnect()
-    await server?.kill()
-  })
 
   // With a hash tag the lease's charge is recorded and its give-back is a cancel of the record
   // (retried, applied once); without one it is a negative add (sent once).
@@ -33,9 +27,9 @@ describe.skipIf(!server)('a lease give-back timed out while Redis is frozen', ()
     ['a cancel of the lease record', '{acct_gb}:q:daily'],
     ['a negative add (no record)', 'acct_gb_plain:q:daily'],
   ] as const)
-    it(`is applied once (${name}): the quota counts exactly what was admitted after Redis thaws`, async () => {
-      client ??= new Redis(server!.port, {
-        host: '127.0.0.1',
+    it(`is applied once (${name}): the quota counts exactly what was admitted after Redis thaws`, async (ctx) => {
+      const server = await servers.redis(ctx)
+      client ??= servers.client(server, {
         maxRetriesPerRequest: 1,
         commandTimeout: 300,
         autoResendUnfulfilledCommands: false,
@@ -49,12 +43,12 @@ describe.skipIf(!server)('a lease give-back timed out while Redis is frozen', ()
       const parked = counters.stats().parkedUnits
       expect(parked, 'a quota lease with unused units').toBeGreaterThan(0)
 
-      server!.freeze(true)
+      server.freeze(true)
       const closed = counters.close(Date.now())
       // Several attempts time out (300 ms each, 100-400 ms apart) while their commands wait in
       // the connection; then Redis answers again.
       await new Promise((r) => setTimeout(r, 2_000))
-      server!.freeze(false)
+      server.freeze(false)
       await closed
       const r = await storage.counters.consume([dailyQuota(0, { key })], Date.now())
       expect(

@@ -14,43 +14,35 @@
  * and then it completes and nothing waits any more.
  */
 
-import pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type pg from 'pg'
+import { describe, expect, it, type TestContext } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { createTollbooth, type Tollbooth } from '../../src/index.js'
 import { request } from '../support/core.js'
-import { privateServer } from '../support/fault.js'
-import { startPostgresServer } from './postgres-server.js'
+import { privateStores } from '../support/fault.js'
 
 const SECRET = 'postgres-deadline-secret-postgres-deadline'
 
-const server = await privateServer(startPostgresServer)
+const servers = privateStores()
 
-describe.skipIf(!server)('PostgreSQL admissions past the caller deadline', () => {
-  const pgServer = server!
-  const pools: pg.Pool[] = []
+describe('PostgreSQL admissions past the caller deadline', () => {
   const schema = 'tb_deadline'
-  const newPool = (max: number) => {
-    const p = new pg.Pool({ connectionString: pgServer.url, max, connectionTimeoutMillis: 5000 })
-    p.on('error', () => {})
-    pools.push(p)
-    return p
-  }
-
-  beforeAll(async () => {
-    await migrate({ pool: newPool(2), schema })
-  }, 30_000)
-  afterAll(async () => {
-    pgServer.freeze(false)
-    for (const p of pools) await p.end()
-    await pgServer.stop()
-  })
+  /** The pool the schema was migrated with (2 connections), once for the file. */
+  let admin: Promise<pg.Pool> | undefined
 
   /**
-   * A tollbooth on its own pool of `max` (one connection of which its change feed holds), and
-   * a key (cached) that has used 1 of a total of 2.
+   * The private server and its admin pool; a tollbooth on its own pool of `max` (one
+   * connection of which its change feed holds), and a key (cached) that has used 1 of a total
+   * of 2.
    */
-  const setup = async (max: number) => {
+  const setup = async (ctx: TestContext, max: number) => {
+    const server = await servers.postgres(ctx)
+    const newPool = (n: number) => servers.pool(server, { max: n, connectionTimeoutMillis: 5000 })
+    admin ??= (async (migrated) => {
+      await migrate({ pool: migrated, schema })
+      return migrated
+    })(newPool(2))
+    const adminPool = await admin
     const pool = newPool(max)
     const storage = postgresStorage({ pool, schema, statementTimeoutMs: 700 })
     const tb = createTollbooth({
@@ -70,7 +62,7 @@ describe.skipIf(!server)('PostgreSQL admissions past the caller deadline', () =>
       await tb.close()
       await storage.close()
     }
-    return { pool, tb, key, close }
+    return { server, admin: adminPool, pool, tb, key, close }
   }
 
   /** Waits until only the change feed's connection is out of `pool` (abandoned calls are done). */
@@ -85,8 +77,8 @@ describe.skipIf(!server)('PostgreSQL admissions past the caller deadline', () =>
     expect(await tb.authenticate(request(key))).toMatchObject({ allowed: false, status: 429 })
   }
 
-  it('does not run an admission whose pooled connection came after the deadline', async () => {
-    const { pool, tb, key, close } = await setup(2)
+  it('does not run an admission whose pooled connection came after the deadline', async (ctx) => {
+    const { pool, tb, key, close } = await setup(ctx, 2)
     try {
       const busy = await pool.connect()
       const t = Date.now()
@@ -102,9 +94,9 @@ describe.skipIf(!server)('PostgreSQL admissions past the caller deadline', () =>
     }
   })
 
-  it('gives up a lock wait on the server at the deadline, committing nothing', async () => {
-    const { tb, key, close } = await setup(4)
-    const locker = await pools[0]!.connect()
+  it('gives up a lock wait on the server at the deadline, committing nothing', async (ctx) => {
+    const { admin, tb, key, close } = await setup(ctx, 4)
+    const locker = await admin.connect()
     try {
       await locker.query('BEGIN')
       const locked = await locker.query(`SELECT key FROM "${schema}".counters FOR UPDATE`)
@@ -122,7 +114,7 @@ describe.skipIf(!server)('PostgreSQL admissions past the caller deadline', () =>
       // and is retried until the lock is free. Its statements began after the admission's
       // deadline (t + 700 ms at the earliest); the admission's began right after t.
       const waiting = (since: number) =>
-        pools[0]!.query<{ n: number }>(
+        admin.query<{ n: number }>(
           `SELECT count(*)::int AS n FROM pg_stat_activity
            WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND pid <> $2
              AND query_start < to_timestamp($3::float8 / 1000)`,
@@ -139,7 +131,7 @@ describe.skipIf(!server)('PostgreSQL admissions past the caller deadline', () =>
       await tb.flush()
       expect(tb.stats().settleRetries).toMatchObject({ pending: 0, dropped: 0 })
       expect((await waiting(Date.now() + 60_000)).rows[0]!.n).toBe(0)
-      const holds = await pools[0]!.query<{ state: { holds: unknown[] } }>(
+      const holds = await admin.query<{ state: { holds: unknown[] } }>(
         `SELECT state FROM "${schema}".counters WHERE kind = 'hold'`,
       )
       for (const r of holds.rows) expect(r.state.holds).toEqual([])
@@ -150,16 +142,16 @@ describe.skipIf(!server)('PostgreSQL admissions past the caller deadline', () =>
     }
   })
 
-  it('rolls back an admission the server only got to after the deadline (frozen server)', async () => {
-    const { pool, tb, key, close } = await setup(4)
+  it('rolls back an admission the server only got to after the deadline (frozen server)', async (ctx) => {
+    const { server, pool, tb, key, close } = await setup(ctx, 4)
     try {
-      pgServer.freeze(true)
+      server.freeze(true)
       const t = Date.now()
       let decision: Awaited<ReturnType<Tollbooth['authenticate']>>
       try {
         decision = await tb.authenticate(request(key))
       } finally {
-        setTimeout(() => pgServer.freeze(false), 500)
+        setTimeout(() => server.freeze(false), 500)
       }
       expect(decision).toMatchObject({ status: 503, code: 'storage_unavailable' })
       expect(Date.now() - t).toBeLessThan(1500)

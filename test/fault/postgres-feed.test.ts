@@ -12,31 +12,29 @@
  * listening, so it keeps trusting its cache) is sent again once A can connect.
  */
 
-import pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, type TestContext } from 'vitest'
 import { migrate, type PostgresStorage, postgresStorage } from '../../adapters/postgres/index.js'
 import { createTollbooth, type Decision, manualClock, type Tollbooth } from '../../src/internal.js'
 import { request, until } from '../support/core.js'
-import { privateServer } from '../support/fault.js'
-import { startPostgresServer } from './postgres-server.js'
+import { privateStores } from '../support/fault.js'
 
 const SECRET = 'postgres-feed-fault-secret-postgres-feed-42'
 const SCHEMA = 'tb_feed'
 const T0 = Date.UTC(2026, 0, 15, 12)
 
-const server = await privateServer(startPostgresServer)
+const servers = privateStores()
 
-describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
-  const pgServer = server!
-  const pools: pg.Pool[] = []
+describe('PostgreSQL change feed across a server crash', () => {
   const storages: PostgresStorage[] = []
   const errors: unknown[] = []
+  let migrated: Promise<unknown> | undefined
 
-  const pool = () => {
-    const p = new pg.Pool({ connectionString: pgServer.url, max: 4, connectionTimeoutMillis: 1000 })
-    p.on('error', () => {})
-    pools.push(p)
-    return p
+  /** The private server, its schema migrated (once). */
+  const started = async (ctx: TestContext) => {
+    const server = await servers.postgres(ctx)
+    migrated ??= migrate({ pool: servers.pool(server, { max: 4 }), schema: SCHEMA })
+    await migrated
+    return server
   }
 
   const allowed = async (d: Promise<Decision>) => (await d).allowed
@@ -44,17 +42,13 @@ describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
   const refusedWithin = (tb: Tollbooth, key: string, ms: number) =>
     until(async () => !(await allowed(tb.authenticate(request(key)))), ms)
 
-  beforeAll(async () => {
-    await migrate({ pool: pool(), schema: SCHEMA })
-  }, 30_000)
-
   afterAll(async () => {
     for (const s of storages) await s.close()
-    for (const p of pools) await p.end().catch(() => {})
-    await pgServer.stop()
   })
 
-  it('shortens the cache bound while down and listens again after a restart', async () => {
+  it('shortens the cache bound while down and listens again after a restart', async (ctx) => {
+    const pgServer = await started(ctx)
+    const pool = () => servers.pool(pgServer, { max: 4 })
     const clock = manualClock(T0)
     const make = () => {
       const storage = postgresStorage({
@@ -124,7 +118,9 @@ describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
     }
   }, 60_000)
 
-  it('delivers a revocation published while the publishing connection was refused', async () => {
+  it('delivers a revocation published while the publishing connection was refused', async (ctx) => {
+    const pgServer = await started(ctx)
+    const pool = () => servers.pool(pgServer, { max: 4 })
     // A's keys go through the server's superuser, its change feed through a role of its own
     // that is refused for 300 ms: the revocation's pg_notify fails, and must be sent again.
     const admin = pool()
@@ -133,10 +129,7 @@ describe.skipIf(!server)('PostgreSQL change feed across a server crash', () => {
     const clock = manualClock(T0)
     const make = (url: string) => {
       const keys = postgresStorage({ pool: pool(), schema: SCHEMA })
-      const p = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 1000 })
-      p.on('error', () => {})
-      pools.push(p)
-      const feed = postgresStorage({ pool: p, schema: SCHEMA })
+      const feed = postgresStorage({ pool: servers.pool({ url }, { max: 2 }), schema: SCHEMA })
       storages.push(keys, feed)
       const tb = createTollbooth({
         secret: SECRET,

@@ -26,7 +26,7 @@
  */
 
 import { Redis } from 'ioredis'
-import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
+import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import {
   type Check,
@@ -37,22 +37,26 @@ import {
   type Tollbooth,
 } from '../../src/index.js'
 import { request, T0, until, usageEvent } from '../support/core.js'
-import { privateServer } from '../support/fault.js'
+import { privateStores } from '../support/fault.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
-import { freePort, type RedisServer, startRedisServer } from './redis-server.js'
+import { freePort, type RedisServer } from './redis-server.js'
 
 const SECRET = 'redis-managed-secret-redis-managed-secret'
 const PASSWORD = 'pw-3a9f1c77e2d54b06'
 
-const server = await privateServer(startRedisServer)
+const servers = privateStores()
 
-describe.skipIf(!server)('Redis as managed services configure it', () => {
-  const redis = server as RedisServer
-  const url = `redis://127.0.0.1:${redis.port}`
+describe('Redis as managed services configure it', () => {
+  let redis: RedisServer
+  let url: string
   // The operator's connection: queues its commands while it reconnects (the server's
   // `timeout` closes it too).
-  const admin = new Redis(url, { maxRetriesPerRequest: 3 })
-  admin.on('error', () => {})
+  let admin: Redis
+  beforeEach(async (ctx) => {
+    redis = await servers.redis(ctx)
+    url = `redis://127.0.0.1:${redis.port}`
+    admin ??= servers.client(redis, { maxRetriesPerRequest: 3 })
+  })
   const clients: Redis[] = []
   const tbs: Tollbooth[] = []
   /** Everything reported: client errors and `onError`, to search for the password. */
@@ -174,15 +178,15 @@ describe.skipIf(!server)('Redis as managed services configure it', () => {
   afterEach(async () => {
     for (const tb of tbs.splice(0)) await tb.close().catch(() => {})
     for (const c of clients.splice(0)) c.disconnect()
-    await admin.config('SET', 'maxmemory', '0', 'maxmemory-policy', 'noeviction', 'timeout', '0')
-    await admin.config('SET', 'maxmemory-samples', '5')
-    await admin.flushall()
+    if (admin) {
+      await admin.config('SET', 'maxmemory', '0', 'maxmemory-policy', 'noeviction', 'timeout', '0')
+      await admin.config('SET', 'maxmemory-samples', '5')
+      await admin.flushall()
+    }
     vi.restoreAllMocks()
   })
 
   afterAll(async () => {
-    admin.disconnect()
-    await redis.kill()
     expect(reported.filter((m) => m.includes(PASSWORD))).toEqual([])
   })
 

@@ -16,24 +16,21 @@
  */
 
 import { Redis } from 'ioredis'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth } from '../../src/index.js'
-import { privateServer, usageOf } from '../support/fault.js'
+import { privateStores, usageOf } from '../support/fault.js'
 import { startHoldingProxy } from '../support/proxy.js'
 import { ready } from '../support/redis.js'
-import { startRedisServer } from './redis-server.js'
 
-const server = await privateServer(startRedisServer)
-afterAll(async () => {
-  await server?.kill()
-})
+const servers = privateStores()
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-describe.skipIf(!server)('a settle whose first attempt reaches Redis after its retry', () => {
-  it('charges the request once: credits charged = units recorded', async () => {
-    const proxy = await startHoldingProxy(server!.port)
+describe('a settle whose first attempt reaches Redis after its retry', () => {
+  it('charges the request once: credits charged = units recorded', async (ctx) => {
+    const server = await servers.redis(ctx)
+    const proxy = await startHoldingProxy(server.port)
     const options = {
       host: '127.0.0.1',
       maxRetriesPerRequest: 1,
@@ -45,7 +42,7 @@ describe.skipIf(!server)('a settle whose first attempt reaches Redis after its r
     }
     const client = new Redis(proxy.port, options)
     client.on('error', () => {})
-    const direct = new Redis(server!.port, options)
+    const direct = new Redis(server.port, options)
     direct.on('error', () => {})
     const secret = 'settle-reorder-secret-settle-reorder-42'
     const account = 'acct_settle_reorder'

@@ -10,36 +10,26 @@
 
 import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
-import { Redis, type RedisOptions } from 'ioredis'
-import { afterAll, describe, expect, it } from 'vitest'
+import type { RedisOptions } from 'ioredis'
+import { describe, expect, it } from 'vitest'
 import { managementApi } from '../../adapters/management/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, memoryStorage } from '../../src/index.js'
-import { privateServer } from '../support/fault.js'
-import { startRedisServer } from './redis-server.js'
+import { privateStores } from '../support/fault.js'
 
 const TIMEOUT_MS = 300
 
-const server = await privateServer(startRedisServer)
+const servers = privateStores()
 
-describe.skipIf(!server)('a frozen usage store', () => {
-  const redis = server!
-  const clients: Redis[] = []
-  afterAll(async () => {
-    redis.freeze(false)
-    for (const c of clients) c.disconnect()
-    await redis.kill()
-  })
-
+describe('a frozen usage store', () => {
   const clientOptions: Array<[string, RedisOptions]> = [
     ['a client with a command timeout', { commandTimeout: 1000, maxRetriesPerRequest: 1 }],
     ['a client that waits forever', {}],
   ]
 
-  it.each(clientOptions)('answers 503 storage_unavailable with %s', async (_, options) => {
-    const client = new Redis(`redis://127.0.0.1:${redis.port}`, options)
-    client.on('error', () => {})
-    clients.push(client)
+  it.for(clientOptions)('answers 503 storage_unavailable with %s', async ([, options], ctx) => {
+    const redis = await servers.redis(ctx)
+    const client = servers.client(redis, options)
     const tb = createTollbooth({
       secret: 'usage-timeout-secret-usage-timeout-secret',
       storage: { ...memoryStorage(), usage: redisStorage({ client, keyPrefix: 'ut:' }).usage },

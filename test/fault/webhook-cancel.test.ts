@@ -13,28 +13,20 @@
  * connection drops in the middle of that one statement.
  */
 
-import pg from 'pg'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
-import { privateServer } from '../support/fault.js'
+import { privateStores } from '../support/fault.js'
 import { proSubscription, webhookBilling } from '../support/webhook.js'
-import { startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'webhook-cancel-secret-webhook-cancel-secret'
 const WHSEC = 'whsec_test_webhook_cancel'
 const SCHEMA = 'tb_cancel'
 
-const server = await privateServer(startPostgresServer)
+const servers = privateStores()
 
-describe.skipIf(!server)('a subscription cancel whose tier write is lost', () => {
-  const pool = new pg.Pool({ connectionString: server?.url, max: 4 })
-  pool.on('error', () => {})
-  afterAll(async () => {
-    await pool.end().catch(() => {})
-    await server?.stop()
-  })
-
-  it('answers 500, and the retry puts the account back on the default tier', async () => {
+describe('a subscription cancel whose tier write is lost', () => {
+  it('answers 500, and the retry puts the account back on the default tier', async (ctx) => {
+    const pool = servers.pool(await servers.postgres(ctx), { max: 4, connectionTimeoutMillis: 0 })
     await migrate({ pool, schema: SCHEMA })
     const storage = postgresStorage({ pool, schema: SCHEMA })
     const { tb, deliver } = webhookBilling(storage, { secret: SECRET, whsec: WHSEC })

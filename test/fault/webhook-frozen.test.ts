@@ -9,13 +9,11 @@
  * apply ends, then the event is marked processed and a retry is a duplicate.
  */
 
-import pg from 'pg'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it, type TestContext } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { memoryStorage, type Storage } from '../../src/index.js'
-import { privateServer, settledWithin, whileFrozen } from '../support/fault.js'
+import { privateStores, settledWithin, whileFrozen } from '../support/fault.js'
 import { type Delivered, proSubscription, webhookBilling } from '../support/webhook.js'
-import { startPostgresServer } from './postgres-server.js'
 
 const SECRET = 'webhook-frozen-secret-webhook-frozen-secret'
 const WHSEC = 'whsec_test_webhook_frozen'
@@ -23,19 +21,11 @@ const TIMEOUT_MS = 500
 /** Past the new bound (a few storage timeouts) by far; the old handler never answered. */
 const GIVE_UP_MS = 8_000
 
-const server = await privateServer(startPostgresServer)
+const servers = privateStores()
 
-const pools: pg.Pool[] = []
-afterAll(async () => {
-  server?.freeze(false)
-  for (const p of pools) await p.end().catch(() => {})
-  await server?.stop()
-})
-
-async function setup(markersInMemory: boolean) {
-  const pool = new pg.Pool({ connectionString: server!.url, connectionTimeoutMillis: 1000, max: 4 })
-  pool.on('error', () => {})
-  pools.push(pool)
+async function setup(ctx: TestContext, markersInMemory: boolean) {
+  const server = await servers.postgres(ctx)
+  const pool = servers.pool(server, { max: 4 })
   const schema = `tb_whf_${Math.random().toString(36).slice(2, 8)}`
   await migrate({ pool, schema })
   const pgStore = postgresStorage({ pool, schema })
@@ -55,7 +45,7 @@ async function setup(markersInMemory: boolean) {
   const created = proSubscription('active', s0)
   const deliver = () =>
     billing.deliver('evt_created', 'customer.subscription.created', created, s0 - 60)
-  return { tb: billing.tb, storage: pgStore, deliver }
+  return { server, tb: billing.tb, storage: pgStore, deliver }
 }
 
 /**
@@ -72,11 +62,11 @@ async function expectFailsFrozen(deliver: () => Promise<Delivered>): Promise<voi
   expect(r.body).toMatchObject({ code: 'webhook_failed' })
 }
 
-describe.skipIf(!server)('the Stripe webhook with the store frozen', () => {
-  it('answers 503 within its bound; the retry once thawed applies the event', async () => {
-    const { tb, storage, deliver } = await setup(false)
+describe('the Stripe webhook with the store frozen', () => {
+  it('answers 503 within its bound; the retry once thawed applies the event', async (ctx) => {
+    const { server, tb, storage, deliver } = await setup(ctx, false)
     try {
-      await whileFrozen(server!, async (thaw) => {
+      await whileFrozen(server, async (thaw) => {
         await expectFailsFrozen(deliver)
         thaw()
         const retry = await deliver()
@@ -90,10 +80,10 @@ describe.skipIf(!server)('the Stripe webhook with the store frozen', () => {
     }
   }, 60_000)
 
-  it('an apply that lands after the 503 is not applied again by the retry', async () => {
-    const { tb, storage, deliver } = await setup(true)
+  it('an apply that lands after the 503 is not applied again by the retry', async (ctx) => {
+    const { server, tb, storage, deliver } = await setup(ctx, true)
     try {
-      await whileFrozen(server!, async (thaw) => {
+      await whileFrozen(server, async (thaw) => {
         await expectFailsFrozen(deliver)
         // The apply is still out (its outcome unknown): the lease keeps Stripe's retry out.
         const early = await deliver()

@@ -6,7 +6,10 @@
  */
 
 import type { ChildProcess } from 'node:child_process'
-import { Redis } from 'ioredis'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Redis, type RedisOptions } from 'ioredis'
 import pg from 'pg'
 import { afterAll, expect, type TestContext } from 'vitest'
 import type { Check, CounterStore, Storage, Tollbooth, UsageStore } from '../../src/index.js'
@@ -158,19 +161,33 @@ export async function privateServer<T>(start: () => Promise<T>): Promise<T | nul
  * collected (`vitest list` starts nothing); that test and the later ones are skipped when it
  * cannot be started, as {@link privateServer} decides. After the suite's last test both are
  * thawed, the clients disconnected, the pools ended and the servers it started ended.
+ *
+ * With `persistentRedis`, the Redis writes each command to its append-only file before
+ * answering (`--appendfsync always`, in a temporary folder removed after the suite): its data
+ * survives a kill and a restart.
  */
-export function privateStores(): {
+export function privateStores({ persistentRedis = false }: { persistentRedis?: boolean } = {}): {
   postgres(ctx: TestContext): Promise<PostgresServer>
   redis(ctx: TestContext): Promise<RedisServer>
-  /** A pool on `server` (a connection timeout of 1 s unless `options` says), errors ignored. */
-  pool(server: PostgresServer, options?: Omit<pg.PoolConfig, 'connectionString'>): pg.Pool
-  /** A client of ioredis's defaults on `server` (no command timeout), errors ignored. */
-  client(server: RedisServer): Redis
+  /**
+   * A pool on `server` (or on another URL of it, e.g. another role's), a connection timeout
+   * of 1 s unless `options` says, errors ignored.
+   */
+  pool(
+    server: Pick<PostgresServer, 'url'>,
+    options?: Omit<pg.PoolConfig, 'connectionString'>,
+  ): pg.Pool
+  /**
+   * A client on `server`, of ioredis's defaults (no command timeout) unless `options` says,
+   * errors ignored.
+   */
+  client(server: RedisServer, options?: RedisOptions): Redis
 } {
   let postgres: Promise<PostgresServer | null> | undefined
   let redis: Promise<RedisServer | null> | undefined
   const pools: pg.Pool[] = []
   const clients: Redis[] = []
+  let dir: string | undefined
   afterAll(async () => {
     const [pgServer, redisServer] = await Promise.all([
       postgres?.catch(() => null),
@@ -182,6 +199,7 @@ export function privateStores(): {
     for (const p of pools) await p.end().catch(() => {})
     await pgServer?.stop()
     await redisServer?.kill()
+    if (dir) rmSync(dir, { recursive: true, force: true })
   })
   const started = async <T>(server: Promise<T | null>, ctx: TestContext, what: string) =>
     (await server) ?? ctx.skip(`${what} could not be started`)
@@ -191,7 +209,11 @@ export function privateStores(): {
       return started(postgres, ctx, 'PostgreSQL 15')
     },
     redis(ctx) {
-      redis ??= privateServer(startRedisServer)
+      redis ??= privateServer(() => {
+        if (!persistentRedis) return startRedisServer()
+        dir = mkdtempSync(join(tmpdir(), 'tb-redis-'))
+        return startRedisServer(['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir])
+      })
       return started(redis, ctx, 'redis-server')
     },
     pool(server, options) {
@@ -204,8 +226,8 @@ export function privateStores(): {
       pools.push(pool)
       return pool
     },
-    client(server) {
-      const client = new Redis(`redis://127.0.0.1:${server.port}`)
+    client(server, options = {}) {
+      const client = new Redis(`redis://127.0.0.1:${server.port}`, options)
       client.on('error', () => {})
       clients.push(client)
       return client
