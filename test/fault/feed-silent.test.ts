@@ -14,23 +14,23 @@
 
 import { Redis } from 'ioredis'
 import pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, type Decision, manualClock, type Storage } from '../../src/internal.js'
 import { request, until } from '../support/core.js'
-import { privateServer } from '../support/fault.js'
+import { privateStores } from '../support/fault.js'
 import { DATABASE_URL, freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 import { startProxy, type TcpProxy } from '../support/proxy.js'
 import { FAIL_FAST, feedDelivered, ready } from '../support/redis.js'
-import { startRedisServer } from './redis-server.js'
+import type { RedisServer } from './redis-server.js'
 
 const SECRET = 'feed-silent-fault-secret-feed-silent-fault'
 const T0 = Date.UTC(2026, 0, 15, 12)
-const server = await privateServer(startRedisServer)
+const servers = privateStores()
 
-describe.skipIf(!server || skipPostgres)('a change feed gone silent (no error, no close)', () => {
-  const redis = server!
+describe.skipIf(skipPostgres)('a change feed gone silent (no error, no close)', () => {
+  let redis: RedisServer
   const cleanups: Array<() => Promise<void> | void> = []
   let pool: pg.Pool
   let schema = ''
@@ -44,7 +44,6 @@ describe.skipIf(!server || skipPostgres)('a change feed gone silent (no error, n
 
   afterAll(async () => {
     for (const c of cleanups.reverse()) await c()
-    await redis.kill()
     await pool?.end()
   })
 
@@ -109,12 +108,19 @@ describe.skipIf(!server || skipPostgres)('a change feed gone silent (no error, n
     return [a.changes, b.changes]
   }
 
+  /** The port the proxy forwards to: the private Redis (started by the test), the shared PostgreSQL. */
+  const redisPort = async (ctx: TestContext) => {
+    redis = await servers.redis(ctx)
+    return redis.port
+  }
+  const postgresPort = async () => new URL(DATABASE_URL).port || 5432
+
   for (const [name, port, marker, feeds] of [
-    ['Redis', () => redis.port, /SUBSCRIBE/i, redisFeeds],
-    ['PostgreSQL', () => new URL(DATABASE_URL).port || 5432, /LISTEN/, postgresFeeds],
+    ['Redis', redisPort, /SUBSCRIBE/i, redisFeeds],
+    ['PostgreSQL', postgresPort, /LISTEN/, postgresFeeds],
   ] as const) {
-    it(`${name}: a key revoked on A is refused by B after feedDownTtlMs, and the feed trusted again once it delivers`, async () => {
-      const proxy = await startProxy(Number(port()), marker)
+    it(`${name}: a key revoked on A is refused by B after feedDownTtlMs, and the feed trusted again once it delivers`, async (ctx) => {
+      const proxy = await startProxy(Number(await port(ctx)), marker)
       cleanups.push(() => proxy.close())
       const [feedA, feedB] = await feeds(proxy)
       const clock = manualClock(T0)

@@ -12,71 +12,64 @@
  *   credit holds for 5 minutes).
  */
 
-import { mkdtempSync, rmSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
-import { Redis } from 'ioredis'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { Redis } from 'ioredis'
+import { afterAll, describe, expect, it } from 'vitest'
 import { requireApiKey } from '../../adapters/hono/index.js'
 import { holdState } from '../../adapters/redis/counters.js'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
-import { privateServer, quotaUsed, usageOf } from '../support/fault.js'
+import { createTollbooth, memoryStorage, type Storage, type Tollbooth } from '../../src/index.js'
+import { privateStores, quotaUsed, usageOf } from '../support/fault.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
-import { startRedisServer } from './redis-server.js'
+import type { RedisServer } from './redis-server.js'
 
 const TIMEOUT_MS = 400
-const dir = mkdtempSync(join(tmpdir(), 'tollbooth-reconcile-'))
+// Its data survives a kill: what it had confirmed is there after the restart.
+const servers = privateStores({ persistentRedis: true })
 
-const server = await privateServer(() =>
-  startRedisServer(['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir]),
-)
-
-describe.skipIf(!server)('counters reconciled after Redis faults', () => {
-  const redis = server!
-  const client = new Redis(`redis://127.0.0.1:${redis.port}`, {
-    ...FAIL_FAST,
-    retryStrategy: () => 50,
-  })
-  client.on('error', () => {})
+describe('counters reconciled after Redis faults', () => {
+  let redis: RedisServer
+  let client: Redis
   const memory = memoryStorage()
-  const storage: Storage = {
-    ...memory,
-    counters: redisStorage({ client, keyPrefix: 'rc:' }).counters,
-  }
+  let storage: Storage
   const errors: unknown[] = []
-  const tb = createTollbooth({
-    secret: 'reconcile-test-secret-reconcile-test-42',
-    storage,
-    storageTimeoutMs: TIMEOUT_MS,
-    failedAuth: false,
-    plans: { big: { monthlyCredits: 1_000_000_000 } },
-    defaultTier: 'big',
-    usage: { flushIntervalMs: 60_000, maxBatch: 100_000, retentionMs: 86_400_000 },
-    onError: (e: unknown) => errors.push(e),
-  })
-  const app = new Hono()
-  app.use('/v1/*', requireApiKey(tb, { cost: 1 }))
-  app.get('/v1/work', (c) => c.json({ ok: true }))
+  let tb: Tollbooth
   let http: ReturnType<typeof serve>
   let base = ''
 
-  beforeAll(async () => {
+  /** The client, the instance and its HTTP server on the private Redis `server`. */
+  const start = async (server: RedisServer) => {
+    redis = server
+    client = servers.client(redis, { ...FAIL_FAST, retryStrategy: () => 50 })
+    storage = {
+      ...memory,
+      counters: redisStorage({ client, keyPrefix: 'rc:' }).counters,
+    }
+    tb = createTollbooth({
+      secret: 'reconcile-test-secret-reconcile-test-42',
+      storage,
+      storageTimeoutMs: TIMEOUT_MS,
+      failedAuth: false,
+      plans: { big: { monthlyCredits: 1_000_000_000 } },
+      defaultTier: 'big',
+      usage: { flushIntervalMs: 60_000, maxBatch: 100_000, retentionMs: 86_400_000 },
+      onError: (e: unknown) => errors.push(e),
+    })
+    const app = new Hono()
+    app.use('/v1/*', requireApiKey(tb, { cost: 1 }))
+    app.get('/v1/work', (c) => c.json({ ok: true }))
     await ready(client)
     http = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
     await new Promise((r) => http.once('listening', r))
     base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`
-  })
+  }
+  servers.withRedis(start)
 
   afterAll(async () => {
-    await tb.close()
+    await tb?.close()
     http?.close()
-    client.disconnect()
-    await redis.kill()
-    rmSync(dir, { recursive: true, force: true })
   })
 
   const newKey = async (accountId: string) =>

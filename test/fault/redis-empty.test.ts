@@ -10,19 +10,19 @@
  * charged credits equal the recorded events.
  */
 
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import type pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, type Storage, type Tollbooth } from '../../src/index.js'
 import type { TollboothRequest } from '../../src/request.js'
-import { privateServer } from '../support/fault.js'
+import { privateStores } from '../support/fault.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
-import { startRedisServer } from './redis-server.js'
+import type { RedisServer } from './redis-server.js'
 
-const server = await privateServer(startRedisServer)
+const servers = privateStores()
 
 const req = (key: string): TollboothRequest => ({
   headers: { authorization: `Bearer ${key}` },
@@ -31,20 +31,18 @@ const req = (key: string): TollboothRequest => ({
   path: '/v1/work',
 })
 
-describe.skipIf(!server || skipPostgres)('PostgreSQL + Redis: Redis comes back empty', () => {
-  const redis = server!
-  const client = new Redis(`redis://127.0.0.1:${redis.port}`, {
-    ...FAIL_FAST,
-    retryStrategy: () => 50,
-  })
-  client.on('error', () => {})
+describe.skipIf(skipPostgres)('PostgreSQL + Redis: Redis comes back empty', () => {
+  let redis: RedisServer
+  let client: Redis
   let pool: pg.Pool
   let drop: () => Promise<void>
   let tb: Tollbooth
   const keys = { credits: '', total: '', budget: '' }
   const ids = { credits: '', total: '', budget: '' }
 
-  beforeAll(async () => {
+  servers.withRedis(async (server) => {
+    redis = server
+    client = servers.client(redis, { ...FAIL_FAST, retryStrategy: () => 50 })
     await ready(client)
     pool = newPool()
     const fresh = await freshSchema(pool)
@@ -79,8 +77,6 @@ describe.skipIf(!server || skipPostgres)('PostgreSQL + Redis: Redis comes back e
 
   afterAll(async () => {
     await tb?.close()
-    client.disconnect()
-    await redis.kill()
     await drop?.()
     await pool?.end()
   })

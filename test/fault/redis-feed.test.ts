@@ -11,7 +11,6 @@
  * so it keeps trusting its cache) is sent again once A has reconnected.
  */
 
-import { Redis } from 'ioredis'
 import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
@@ -24,19 +23,21 @@ import {
   type Tollbooth,
 } from '../../src/internal.js'
 import { request, until } from '../support/core.js'
-import { privateServer } from '../support/fault.js'
+import { privateStores } from '../support/fault.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
-import { startRedisServer } from './redis-server.js'
+import type { RedisServer } from './redis-server.js'
 
 const SECRET = 'redis-feed-fault-secret-redis-feed-fault'
 const T0 = Date.UTC(2026, 0, 15, 12)
 
-const server = await privateServer(startRedisServer)
+const servers = privateStores()
 
-describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash', () => {
-  const redis = server!
-  const clients: Redis[] = []
+describe.skipIf(skipPostgres)('Redis change feed across a Redis crash', () => {
+  let redis: RedisServer
+  servers.withRedis(async (server) => {
+    redis = server
+  })
   const storages: Storage[] = []
   let pool: pg.Pool
   let schema = ''
@@ -51,8 +52,6 @@ describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash
 
   afterAll(async () => {
     for (const s of storages) await s.close?.()
-    for (const c of clients) c.disconnect()
-    await redis.kill()
     await drop()
     await pool?.end()
   })
@@ -67,12 +66,7 @@ describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash
    * `states` records its feed's `onStatus` reports.
    */
   const make = async (clock: ReturnType<typeof manualClock>, retryMs = 50) => {
-    const client = new Redis(`redis://127.0.0.1:${redis.port}`, {
-      ...FAIL_FAST,
-      retryStrategy: () => retryMs,
-    })
-    client.on('error', () => {})
-    clients.push(client)
+    const client = servers.client(redis, { ...FAIL_FAST, retryStrategy: () => retryMs })
     await ready(client)
     const feed = redisStorage({ client, keyPrefix: 'feed:' })
     storages.push(feed)
@@ -138,8 +132,7 @@ describe.skipIf(!server || skipPostgres)('Redis change feed across a Redis crash
     const clock = manualClock(T0)
     const a = await make(clock, 300)
     const b = await make(clock)
-    const admin = new Redis(`redis://127.0.0.1:${redis.port}`, FAIL_FAST)
-    clients.push(admin)
+    const admin = servers.client(redis, FAIL_FAST)
     const states = b.states
     try {
       const key = await a.tb.keys.create({ accountId: 'acct_rfeed2', name: 'cut' })

@@ -16,56 +16,38 @@
 import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
-import { Redis } from 'ioredis'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { Redis } from 'ioredis'
+import { afterAll, describe, expect, it } from 'vitest'
 import { requireApiKey } from '../../adapters/hono/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
-import { type Check, createTollbooth, memoryStorage, type Storage } from '../../src/index.js'
+import {
+  type Check,
+  createTollbooth,
+  memoryStorage,
+  type Storage,
+  type Tollbooth,
+} from '../../src/index.js'
 import {
   expectUnavailable,
   type Outcome,
-  privateServer,
+  privateStores,
   send,
   traffic as trafficOf,
 } from '../support/fault.js'
 import { FAIL_FAST, ready } from '../support/redis.js'
-import { startRedisServer } from './redis-server.js'
+import type { RedisServer } from './redis-server.js'
 
 const TIMEOUT_MS = 500
 
-const server = await privateServer(startRedisServer)
+const servers = privateStores()
 
-describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
-  const redis = server!
-  const client = new Redis(`redis://127.0.0.1:${redis.port}`, {
-    ...FAIL_FAST,
-    retryStrategy: () => 50,
-  })
+describe('Redis killed and restarted under traffic', () => {
+  let redis: RedisServer
+  let client: Redis
   const errors: string[] = []
-  client.on('error', (err) => errors.push(err.message))
   const memory = memoryStorage()
-  // Keys and usage in memory, counters on Redis: the Redis counters are not in-process, so
-  // every hot-path call is bounded by storageTimeoutMs.
-  const storage: Storage = {
-    ...memory,
-    counters: redisStorage({ client, keyPrefix: 'fault:' }).counters,
-  }
-  const tb = createTollbooth({
-    secret: 'fault-test-secret-fault-test-secret-42',
-    storage,
-    storageTimeoutMs: TIMEOUT_MS,
-    failedAuth: false,
-    usage: { flushIntervalMs: 60_000, maxBatch: 100_000, retentionMs: 86_400_000 },
-    plans: { pro: { monthlyCredits: 1_000_000 } },
-    defaultTier: 'pro',
-  })
-  const app = new Hono()
-  app.use('/v1/*', requireApiKey(tb, { cost: 1 }))
-  app.get('/v1/work', (c) => c.json({ ok: true }))
-  // Not metered: no credit reservation, so an admission's record is a line of its account's
-  // list of the second (no hold stands for it).
-  app.use('/free/*', requireApiKey(tb))
-  app.get('/free/work', (c) => c.json({ ok: true }))
+  let storage: Storage
+  let tb: Tollbooth
   let http: ReturnType<typeof serve>
   let base = ''
   let key = ''
@@ -82,7 +64,33 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
   let loneKey = ''
   let loneKeyId = ''
 
-  beforeAll(async () => {
+  /** The client, the instance and its HTTP server on the private Redis `server`, and the keys. */
+  const start = async (server: RedisServer) => {
+    redis = server
+    client = servers.client(redis, { ...FAIL_FAST, retryStrategy: () => 50 })
+    client.on('error', (err) => errors.push(err.message))
+    // Keys and usage in memory, counters on Redis: the Redis counters are not in-process, so
+    // every hot-path call is bounded by storageTimeoutMs.
+    storage = {
+      ...memory,
+      counters: redisStorage({ client, keyPrefix: 'fault:' }).counters,
+    }
+    tb = createTollbooth({
+      secret: 'fault-test-secret-fault-test-secret-42',
+      storage,
+      storageTimeoutMs: TIMEOUT_MS,
+      failedAuth: false,
+      usage: { flushIntervalMs: 60_000, maxBatch: 100_000, retentionMs: 86_400_000 },
+      plans: { pro: { monthlyCredits: 1_000_000 } },
+      defaultTier: 'pro',
+    })
+    const app = new Hono()
+    app.use('/v1/*', requireApiKey(tb, { cost: 1 }))
+    app.get('/v1/work', (c) => c.json({ ok: true }))
+    // Not metered: no credit reservation, so an admission's record is a line of its account's
+    // list of the second (no hold stands for it).
+    app.use('/free/*', requireApiKey(tb))
+    app.get('/free/work', (c) => c.json({ ok: true }))
     await ready(client)
     http = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
     await new Promise((r) => http.once('listening', r))
@@ -119,13 +127,12 @@ describe.skipIf(!server)('Redis killed and restarted under traffic', () => {
     })
     loneKey = lone.key
     loneKeyId = lone.record.id
-  })
+  }
+  servers.withRedis(start)
 
   afterAll(async () => {
-    await tb.close()
+    await tb?.close()
     http?.close()
-    client.disconnect()
-    await redis.kill()
   })
 
   const call = (k = key) => send(`${base}/v1/work`, k)

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis, type RedisOptions } from 'ioredis'
 import pg from 'pg'
-import { afterAll, expect, type TestContext } from 'vitest'
+import { afterAll, beforeEach, expect, type TestContext } from 'vitest'
 import type { Check, CounterStore, Storage, Tollbooth, UsageStore } from '../../src/index.js'
 import { type PostgresServer, startPostgresServer } from '../fault/postgres-server.js'
 import { type RedisServer, startRedisServer } from '../fault/redis-server.js'
@@ -170,6 +170,12 @@ export function privateStores({ persistentRedis = false }: { persistentRedis?: b
   postgres(ctx: TestContext): Promise<PostgresServer>
   redis(ctx: TestContext): Promise<RedisServer>
   /**
+   * In the suite it is called in, before each test: the private Redis as {@link redis} gives
+   * it, and `start(server)` (the suite's clients, instances, keys) run once, before the first
+   * test that runs: what a `beforeAll` would do, but never when the file is only collected.
+   */
+  withRedis(start: (server: RedisServer) => Promise<void>): void
+  /**
    * A pool on `server` (or on another URL of it, e.g. another role's), a connection timeout
    * of 1 s unless `options` says, errors ignored.
    */
@@ -203,7 +209,7 @@ export function privateStores({ persistentRedis = false }: { persistentRedis?: b
   })
   const started = async <T>(server: Promise<T | null>, ctx: TestContext, what: string) =>
     (await server) ?? ctx.skip(`${what} could not be started`)
-  return {
+  const stores: ReturnType<typeof privateStores> = {
     postgres(ctx) {
       postgres ??= privateServer(startPostgresServer)
       return started(postgres, ctx, 'PostgreSQL 15')
@@ -215,6 +221,14 @@ export function privateStores({ persistentRedis = false }: { persistentRedis?: b
         return startRedisServer(['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir])
       })
       return started(redis, ctx, 'redis-server')
+    },
+    withRedis(start) {
+      let done: Promise<void> | undefined
+      beforeEach(async (ctx) => {
+        const server = await stores.redis(ctx)
+        done ??= start(server)
+        await done
+      })
     },
     pool(server, options) {
       const pool = new pg.Pool({
@@ -233,6 +247,7 @@ export function privateStores({ persistentRedis = false }: { persistentRedis?: b
       return client
     },
   }
+  return stores
 }
 
 /**
