@@ -9,27 +9,16 @@
  */
 
 import type { Redis } from 'ioredis'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth, type Denial, manualClock, type Tollbooth } from '../../src/internal.js'
-import { type RedisServer, startRedisServer } from '../fault/redis-server.js'
-import { connectRedis } from '../support/redis.js'
+import { privateStores } from '../support/fault.js'
+import { FAIL_FAST, ready } from '../support/redis.js'
 
 const SECRET = 'redis-ip-guard-secret-redis-ip-guard-secret'
 const T0 = Date.UTC(2026, 11, 3, 12, 0, 0)
 
-let server: RedisServer | null = null
-try {
-  server = await startRedisServer()
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-}
-const client: Redis | null = server ? await connectRedis(`redis://127.0.0.1:${server.port}`) : null
-
-afterAll(async () => {
-  client?.disconnect()
-  await server?.kill()
-})
+const servers = privateStores()
 
 /** Calls per Redis command since the last CONFIG RESETSTAT (CONFIG and INFO left out). */
 async function commandCalls(c: Redis): Promise<Record<string, number>> {
@@ -49,12 +38,14 @@ const req = (key: string, ip: string) => ({
   path: '/v1/thing',
 })
 
-describe.skipIf(!client)('failed-auth guard on Redis', () => {
-  const redis = client as Redis
+describe('failed-auth guard on Redis', () => {
+  let redis: Redis
   const clock = manualClock(T0)
   let a: Tollbooth
   let b: Tollbooth
-  beforeAll(() => {
+  servers.withRedis(async (server) => {
+    redis = servers.client(server, FAIL_FAST)
+    await ready(redis)
     const storage = () => redisStorage({ client: redis, keyPrefix: 'g:', settleBatchMs: 0 })
     // No feed probe: its PUBLISH every 2.5 s is no request's command, and would land among
     // the counted ones now and then.

@@ -10,34 +10,21 @@
  * the summary costs Redis about a millisecond and the admissions see no stall.
  */
 
-import { Redis } from 'ioredis'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { makeEvent } from '../../adapters/testing/fixtures.js'
 import { createTollbooth, type UsageEvent } from '../../src/index.js'
-import { type RedisServer, startRedisServer } from '../fault/redis-server.js'
+import { privateStores } from '../support/fault.js'
 
 const EVENTS = 200_000
 const MONTH = { start: Date.UTC(2026, 0, 1), end: Date.UTC(2026, 1, 1) }
 
-let server: RedisServer | null = null
-try {
-  server = await startRedisServer()
-} catch (err) {
-  if (process.env['TOLLBOOTH_REQUIRE_SERVICES'] === '1') throw err
-}
+const servers = privateStores()
 
-describe.skipIf(!server)('a summary of 200,000 events on Redis', () => {
-  const url = `redis://127.0.0.1:${server!.port}`
-  const clients: Redis[] = []
-  afterAll(async () => {
-    for (const c of clients) c.disconnect()
-    await server?.kill()
-  })
-
-  it("does not block another account's admission", { timeout: 240_000 }, async () => {
-    const client = new Redis(url)
-    clients.push(client)
+describe('a summary of 200,000 events on Redis', () => {
+  it("does not block another account's admission", { timeout: 240_000 }, async (ctx) => {
+    const server = await servers.redis(ctx)
+    const client = servers.client(server)
     const storage = redisStorage({ client, keyPrefix: 'scale:' })
     // Recording is off the hot path: batches as the out-box sends them.
     const heavy = 'acct_heavy'
@@ -61,8 +48,7 @@ describe.skipIf(!server)('a summary of 200,000 events on Redis', () => {
     const recordMs = performance.now() - t0
 
     // Another account's admissions, on their own connection as another instance would be.
-    const other = new Redis(url)
-    clients.push(other)
+    const other = servers.client(server)
     const tb = createTollbooth({
       secret: 'scale-test-secret-scale-test-secret-42',
       storage: redisStorage({ client: other, keyPrefix: 'scale:' }),
