@@ -24,101 +24,86 @@
  * Private servers started here, ended by pid.
  */
 
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import pg from 'pg'
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, type TestContext } from 'vitest'
 import { migrate, postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth } from '../../src/index.js'
 import { leasedCounters } from '../../src/storage/leased-counters.js'
 import type { CounterStore } from '../../src/storage/types.js'
-import { privateServer, usageOf } from '../support/fault.js'
+import { privateStores, usageOf } from '../support/fault.js'
 import { creditHold, creditRequests, holdsLeft } from '../support/leases.js'
 import { ready } from '../support/redis.js'
-import { startPostgresServer } from './postgres-server.js'
-import { startRedisServer } from './redis-server.js'
+import type { RedisServer } from './redis-server.js'
 
-const pgServer = await privateServer(startPostgresServer)
-const dir = mkdtempSync(join(tmpdir(), 'tollbooth-lease-outage-'))
-const redisServer = await privateServer(() =>
-  startRedisServer(['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir]),
-)
-afterAll(async () => {
-  redisServer?.freeze(false)
-  await redisServer?.kill()
-  await pgServer?.stop()
-  rmSync(dir, { recursive: true, force: true })
-})
+// Started at the first test that asks (none when the file is only listed), ended after the
+// last; the Redis keeps its data across a kill (append-only file, fsync always).
+const stores = privateStores({ persistentRedis: true })
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-describe.skipIf(!pgServer)(
-  'a credit lease ended while PostgreSQL is down past its hold TTL',
-  () => {
-    it('its charges land once the store is back: usage for every request, credits charged = units recorded, no hold left', async () => {
-      const server = pgServer!
-      const schema = 'tb_lease_outage'
-      const account = 'acct_lease_outage'
-      const pool = new pg.Pool({
-        connectionString: server.url,
-        max: 4,
-        connectionTimeoutMillis: 1000,
-      })
-      pool.on('error', () => {})
-      await migrate({ pool, schema })
-      const secret = 'lease-outage-secret-lease-outage-secret-42'
-      const tb = createTollbooth({
-        secret,
-        storage: postgresStorage({ pool, schema, durableCounters: true, statementTimeoutMs: 300 }),
-        storageTimeoutMs: 300,
-        failedAuth: false,
-        plans: { pro: { monthlyCredits: 1_000_000 } },
-        defaultTier: 'pro',
-        // A request's hold 1 s, a lease 300 ms: the lease's store hold lives 1.7 s (clocks agree).
-        reservationTtlMs: 1000,
-        leases: { maxShare: 0.05, ttlMs: 300, clockSkewMs: 0 },
-        usage: { flushIntervalMs: 600_000, maxBatch: 100_000, retentionMs: 86_400_000 },
-        onError: () => {},
-      })
-      const check = new pg.Pool({ connectionString: server.url, max: 2 })
-      try {
-        const { key, record } = await tb.keys.create({ accountId: account })
-        expect(await creditRequests(tb, key, 400, 32)).toBe(400)
-        expect(tb.stats().leases!.localAdmissions, 'answered from leases').toBeGreaterThan(0)
-        expect(tb.stats().leases!.held, 'a lease alive at the kill').toBeGreaterThan(0)
-        // Killed at once: the timer ends the lease holding the last requests' charges (within
-        // 100 ms), its release fails, and its store hold lapses (1.7 s) while the server is down.
-        await server.kill()
-        await sleep(5_000)
-        await server.restart()
-        await tb.close()
+describe('a credit lease ended while PostgreSQL is down past its hold TTL', () => {
+  it('its charges land once the store is back: usage for every request, credits charged = units recorded, no hold left', async (ctx) => {
+    const server = await stores.postgres(ctx)
+    const schema = 'tb_lease_outage'
+    const account = 'acct_lease_outage'
+    const pool = new pg.Pool({
+      connectionString: server.url,
+      max: 4,
+      connectionTimeoutMillis: 1000,
+    })
+    pool.on('error', () => {})
+    await migrate({ pool, schema })
+    const secret = 'lease-outage-secret-lease-outage-secret-42'
+    const tb = createTollbooth({
+      secret,
+      storage: postgresStorage({ pool, schema, durableCounters: true, statementTimeoutMs: 300 }),
+      storageTimeoutMs: 300,
+      failedAuth: false,
+      plans: { pro: { monthlyCredits: 1_000_000 } },
+      defaultTier: 'pro',
+      // A request's hold 1 s, a lease 300 ms: the lease's store hold lives 1.7 s (clocks agree).
+      reservationTtlMs: 1000,
+      leases: { maxShare: 0.05, ttlMs: 300, clockSkewMs: 0 },
+      usage: { flushIntervalMs: 600_000, maxBatch: 100_000, retentionMs: 86_400_000 },
+      onError: () => {},
+    })
+    const check = new pg.Pool({ connectionString: server.url, max: 2 })
+    try {
+      const { key, record } = await tb.keys.create({ accountId: account })
+      expect(await creditRequests(tb, key, 400, 32)).toBe(400)
+      expect(tb.stats().leases!.localAdmissions, 'answered from leases').toBeGreaterThan(0)
+      expect(tb.stats().leases!.held, 'a lease alive at the kill').toBeGreaterThan(0)
+      // Killed at once: the timer ends the lease holding the last requests' charges (within
+      // 100 ms), its release fails, and its store hold lapses (1.7 s) while the server is down.
+      await server.kill()
+      await sleep(5_000)
+      await server.restart()
+      await tb.close()
 
-        const storage = postgresStorage({ pool: check, schema })
-        const { requestIds, units } = await usageOf(storage.usage, record.id)
-        const reader = createTollbooth({ secret, storage, plans: { pro: {} } })
-        const used = (await reader.accounts.get(account)).credits.used
-        await reader.close()
-        const held = await holdsLeft(check, schema)
-        const leases = tb.stats().leases!
-        console.log(
-          `lease outage, PostgreSQL down 5 s: ${requestIds.length} events, ${units} units, ${used} credits charged; leases ${JSON.stringify(leases)}`,
-        )
-        expect(requestIds.length, 'usage events vs admitted').toBe(400)
-        expect(units).toBe(800)
-        // Before: the last leases' charges lost (494-778 charged for 800, lostGiveBacks 0).
-        expect(used, 'credits charged vs units recorded').toBe(units)
-        expect(held, 'holds left').toEqual([])
-        expect(leases.lostGiveBacks).toBe(0)
-      } finally {
-        await check.end()
-        await pool.end().catch(() => {})
-      }
-    }, 60_000)
-  },
-)
+      const storage = postgresStorage({ pool: check, schema })
+      const { requestIds, units } = await usageOf(storage.usage, record.id)
+      const reader = createTollbooth({ secret, storage, plans: { pro: {} } })
+      const used = (await reader.accounts.get(account)).credits.used
+      await reader.close()
+      const held = await holdsLeft(check, schema)
+      const leases = tb.stats().leases!
+      console.log(
+        `lease outage, PostgreSQL down 5 s: ${requestIds.length} events, ${units} units, ${used} credits charged; leases ${JSON.stringify(leases)}`,
+      )
+      expect(requestIds.length, 'usage events vs admitted').toBe(400)
+      expect(units).toBe(800)
+      // Before: the last leases' charges lost (494-778 charged for 800, lostGiveBacks 0).
+      expect(used, 'credits charged vs units recorded').toBe(units)
+      expect(held, 'holds left').toEqual([])
+      expect(leases.lostGiveBacks).toBe(0)
+    } finally {
+      await check.end()
+      await pool.end().catch(() => {})
+    }
+  }, 60_000)
+})
 
 const KEY = '{acct_lease_outage}:credits'
 /**
@@ -150,11 +135,13 @@ async function leaseWithCharges(inner: CounterStore, tag: string) {
   return { counters, charged }
 }
 
-describe.skipIf(!redisServer)('a credit lease ended while Redis is out past its hold TTL', () => {
+describe('a credit lease ended while Redis is out past its hold TTL', () => {
   let client: Redis | null = null
+  let redisServer: RedisServer | undefined
   afterAll(() => client?.disconnect())
-  const connect = async () => {
-    client ??= new Redis(redisServer!.port, {
+  const connect = async (ctx: TestContext) => {
+    redisServer = await stores.redis(ctx)
+    client ??= new Redis(redisServer.port, {
       host: '127.0.0.1',
       maxRetriesPerRequest: 1,
       enableOfflineQueue: false,
@@ -167,8 +154,8 @@ describe.skipIf(!redisServer)('a credit lease ended while Redis is out past its 
     return client
   }
 
-  it('killed and restarted with its data: the charges land once it is back', async () => {
-    const redis = await connect()
+  it('killed and restarted with its data: the charges land once it is back', async (ctx) => {
+    const redis = await connect(ctx)
     await redis.flushall()
     const storage = redisStorage({ client: redis })
     const { counters, charged } = await leaseWithCharges(storage.counters, 'k')
@@ -184,8 +171,8 @@ describe.skipIf(!redisServer)('a credit lease ended while Redis is out past its 
     expect(counters.stats().lostGiveBacks).toBe(0)
   }, 30_000)
 
-  it('frozen: the release sent before lands when it thaws, and is not charged again', async () => {
-    const redis = await connect()
+  it('frozen: the release sent before lands when it thaws, and is not charged again', async (ctx) => {
+    const redis = await connect(ctx)
     await redis.flushall()
     const storage = redisStorage({ client: redis })
     const { counters, charged } = await leaseWithCharges(storage.counters, 'f')
@@ -200,8 +187,8 @@ describe.skipIf(!redisServer)('a credit lease ended while Redis is out past its 
     expect(await storage.counters.held(KEY, Date.now())).toBe(charged)
   }, 30_000)
 
-  it('frozen, shared with another instance whose call runs first at the thaw: the charges land once', async () => {
-    const redis = await connect()
+  it('frozen, shared with another instance whose call runs first at the thaw: the charges land once', async (ctx) => {
+    const redis = await connect(ctx)
     await redis.flushall()
     const storage = redisStorage({ client: redis })
     const { counters, charged } = await leaseWithCharges(storage.counters, 's')
