@@ -119,6 +119,14 @@ export interface Link {
   client: RedisClient
   /** How long a call made while it reconnects waits for its `ready` (ms; `reconnectWaitMs`). */
   waitMs: number
+  /**
+   * The calls waiting for the next `ready`, answered by one listener on the client (added by
+   * the first, removed when the last gives up): one each left 50 calls made in a reconnect's
+   * gap with 50 `ready` listeners and a MaxListenersExceededWarning on the user's client.
+   */
+  waiting: Set<() => void>
+  /** That one listener: answers every call waiting. */
+  ready: () => void
 }
 
 /**
@@ -134,7 +142,13 @@ export interface Link {
  * application may use the client as soon as it creates it.
  */
 export function watchLink(client: RedisClient, waitMs: number): Link {
-  const link: Link = { up: client.status === 'ready', client, waitMs }
+  const waiting = new Set<() => void>()
+  const ready = () => {
+    const calls = [...waiting]
+    waiting.clear()
+    for (const call of calls) call()
+  }
+  const link: Link = { up: client.status === 'ready', client, waitMs, waiting, ready }
   if (!link.up)
     client.once('ready', () => {
       link.up = true
@@ -160,10 +174,12 @@ export function linked(ctx: Ctx): Promise<void> | undefined {
       resolve()
     }
     const timer = setTimeout(() => {
-      link.client.off('ready', onReady)
+      link.waiting.delete(onReady)
+      if (link.waiting.size === 0) link.client.off('ready', link.ready)
       reject(notConnected(ctx.client.status))
     }, link.waitMs)
-    link.client.once('ready', onReady)
+    if (link.waiting.size === 0) link.client.once('ready', link.ready)
+    link.waiting.add(onReady)
   })
 }
 

@@ -13,7 +13,7 @@
  */
 
 import type { Redis } from 'ioredis'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, type TestContext } from 'vitest'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { createTollbooth } from '../../src/index.js'
 import { keyFigures, metered, meteredKey, privateStores } from '../support/fault.js'
@@ -36,13 +36,19 @@ async function cutConnections(admin: Redis): Promise<number> {
   return cut
 }
 
+/** A private redis-server, a client for the storage, an admin client that cuts its connections. */
+async function clients(ctx: TestContext): Promise<{ client: Redis; admin: Redis }> {
+  const server = await stores.redis(ctx)
+  const client = stores.client(server)
+  const admin = stores.client(server)
+  await Promise.all([ready(client), ready(admin)])
+  return { client, admin }
+}
+
 describe('Redis connections cut and reconnected under traffic', () => {
   for (const reconnectWaitMs of [undefined, 0])
     it(`requests in the gap are ${reconnectWaitMs === 0 ? 'refused, nothing counted (reconnectWaitMs 0)' : 'served (the default wait)'}`, async (ctx) => {
-      const server = await stores.redis(ctx)
-      const client = stores.client(server)
-      const admin = stores.client(server)
-      await Promise.all([ready(client), ready(admin)])
+      const { client, admin } = await clients(ctx)
       const storage = redisStorage({
         client,
         keyPrefix: `reconnect${Math.random().toString(36).slice(2, 8)}:`,
@@ -103,4 +109,35 @@ describe('Redis connections cut and reconnected under traffic', () => {
         await storage.close?.()
       }
     }, 30_000)
+
+  it('many calls waiting for the reconnect add one ready listener to the client, no MaxListenersExceededWarning', async (ctx) => {
+    const { client, admin } = await clients(ctx)
+    const storage = redisStorage({
+      client,
+      keyPrefix: `listeners${Math.random().toString(36).slice(2, 8)}:`,
+    })
+    const warnings: string[] = []
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`)
+    process.on('warning', onWarning)
+    try {
+      const before = client.listenerCount('ready')
+      expect(await cutConnections(admin)).toBeGreaterThan(0)
+      while (client.status === 'ready') await sleep(1)
+      // 50 calls made while the client reconnects (a few ms of traffic on a busy instance).
+      const calls = Array.from({ length: 50 }, (_, i) => storage.keys.get(`key_${i}`))
+      const waiting = client.listenerCount('ready') - before
+      const results = await Promise.allSettled(calls)
+      await sleep(10)
+      console.log(
+        `ready listeners added by 50 waiting calls: ${waiting}; warnings: ${warnings.length}`,
+      )
+      expect(results.filter((r) => r.status === 'fulfilled').length).toBe(50)
+      expect(waiting).toBeLessThanOrEqual(1)
+      expect(client.listenerCount('ready')).toBe(before)
+      expect(warnings.filter((w) => w.startsWith('MaxListenersExceededWarning'))).toEqual([])
+    } finally {
+      process.off('warning', onWarning)
+      await storage.close?.()
+    }
+  }, 30_000)
 })
