@@ -22,6 +22,7 @@ import { watchEviction } from './eviction.js'
 import { redisIpBlocks } from './ip-blocks.js'
 import { redisKeys } from './keys.js'
 import {
+  type CounterConnection,
   type Ctx,
   counterConnection,
   defineCommands,
@@ -128,7 +129,7 @@ export function redisStorage(options: RedisStorageOptions): Storage {
   // The counters on a connection that never sends a call twice (the user's client when its
   // options say so, see `counterConnection`), opened on the first counter call: a storage
   // whose counters are not used (usage alone, an upgrade) opens none.
-  let counter: { conn: RedisClient; own: boolean } | undefined
+  let counter: CounterConnection | undefined
   let closing = false
   const counters = lazily((): CounterStore => {
     counter = counterConnection(options.client)
@@ -156,7 +157,7 @@ export function redisStorage(options: RedisStorageOptions): Storage {
     close: async () => {
       await changes.close()
       closing = true
-      if (counter?.own) counter.conn.disconnect()
+      if (counter?.own) counter.close()
     },
     closed: () =>
       options.client.status === 'end'

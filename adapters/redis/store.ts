@@ -197,6 +197,11 @@ function notConnected(status: string): Error {
   )
 }
 
+/** The counters' connection: the user's client, or one of tollbooth's own that `close()` closes. */
+export type CounterConnection =
+  | { conn: RedisClient; own: false }
+  | { conn: RedisClient; own: true; close: () => void }
+
 /**
  * The connection the counters run on (admissions, cancels, settles, claims): `client` itself
  * when its options already say a call is never sent twice nor left unanswered at a drop
@@ -224,9 +229,9 @@ function notConnected(status: string): Error {
  * Everything else (host, port, `db`, ACL user and password, TLS, sentinels, `keyPrefix`,
  * timeouts, retry strategy) is the user's client's, as `duplicate()` copies its options. It is
  * closed with the storage and when the user's client ends (`quit()`, `disconnect()`, or given
- * up reconnecting).
+ * up reconnecting), and connected again when that client is ready again.
  */
-export function counterConnection(client: RedisClient): { conn: RedisClient; own: boolean } {
+export function counterConnection(client: RedisClient): CounterConnection {
   const safe = { autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 0 }
   const common = { enableOfflineQueue: true, lazyConnect: false }
   // Closed already: nothing to open (its calls fail, and `closed()` says why).
@@ -240,10 +245,10 @@ export function counterConnection(client: RedisClient): { conn: RedisClient; own
       retryDelayOnFailover: 0,
       redisOptions: { ...o.redisOptions, ...safe },
     })
-    return { conn: followEnd(client, conn), own: true }
+    return { ...follow(client, conn), own: true }
   }
   if (neverTwice(client.options)) return { conn: client, own: false }
-  return { conn: followEnd(client, client.duplicate({ ...common, ...safe })), own: true }
+  return { ...follow(client, client.duplicate({ ...common, ...safe })), own: true }
 }
 
 /**
@@ -265,15 +270,47 @@ function neverTwice(o: {
   )
 }
 
-/** `conn`, disconnected when `client` ends; its errors left to the calls that meet them. */
-function followEnd(client: RedisClient, conn: RedisClient): RedisClient {
+/**
+ * `conn` following `client`: disconnected when it ends, and connected again when it is ready
+ * again (an application may `connect()` a client that ended, as after a `retryStrategy` that
+ * gave up: the counters' connection stayed closed, every request 503 and `closed()` saying
+ * it gave up reconnecting, test/fault/redis-resend.test.ts); its errors left to the calls that
+ * meet them. `close()` disconnects it and stops following.
+ */
+function follow(client: RedisClient, conn: RedisClient): { conn: RedisClient; close: () => void } {
   conn.on('error', () => {
     // Reconnects by itself; a call it fails answers as the store's error.
   })
-  const onEnd = () => conn.disconnect()
-  client.once('end', onEnd)
-  conn.once('end', () => client.off('end', onEnd))
-  return conn
+  let ended = false
+  let closed = false
+  const onEnd = () => {
+    ended = true
+    conn.disconnect()
+  }
+  const reconnect = () => {
+    if (closed || client.status !== 'ready') return
+    conn.connect().catch(() => {
+      // Its calls meet the failure, and it reconnects as the client's options say.
+    })
+  }
+  const onReady = () => {
+    if (!ended) return
+    ended = false
+    // Its disconnect may not have ended yet when the client is back that fast.
+    if (conn.status === 'end') reconnect()
+    else conn.once('end', reconnect)
+  }
+  client.on('end', onEnd)
+  client.on('ready', onReady)
+  return {
+    conn,
+    close: () => {
+      closed = true
+      client.off('end', onEnd)
+      client.off('ready', onReady)
+      conn.disconnect()
+    },
+  }
 }
 
 /**

@@ -204,6 +204,32 @@ describe.skipIf(!server)("the counters' own connection", () => {
     expect(storage2.closed?.()).toMatch(/options\.client was closed/)
   })
 
+  it('comes back when the client, closed, is connected again (client.connect())', async () => {
+    const client = new Redis(server!.port, '127.0.0.1', { connectionName: 'tb-again' })
+    client.on('error', () => {})
+    clients.push(client)
+    await ready(client)
+    const storage = redisStorage({ client, keyPrefix: 'again:' })
+    await storage.counters.held('{acct_again}:x', Date.now())
+    // The application closes its client and connects it again (a retryStrategy that gave up,
+    // then a health check's connect()): everything the storage does works again.
+    client.disconnect()
+    await until(async () => client.status === 'end')
+    expect(storage.closed?.()).toMatch(/options\.client was closed/)
+    await client.connect()
+    await sleep(100)
+    const closed = storage.closed?.()
+    const held = await storage.counters.held('{acct_again}:x', Date.now()).then(
+      (v) => `answered ${v}`,
+      (err: Error) => `failed: ${err.message}`,
+    )
+    console.log(`after client.connect(): closed() ${closed}; counters.held ${held}`)
+    expect(closed).toBeUndefined()
+    expect(held).toMatch(/^answered/)
+    await storage.close?.()
+    client.disconnect()
+  })
+
   it('is not opened for a client that never sends a call twice nor leaves it unanswered', async () => {
     const observer = new Redis(server!.port, '127.0.0.1')
     clients.push(observer)
