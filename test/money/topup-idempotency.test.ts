@@ -7,8 +7,12 @@
  * credited twice. Before, every call added: two calls of 10 left a balance of 20.
  */
 
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, describe, expect, test } from 'vitest'
 import { postgresStorage } from '../../adapters/postgres/index.js'
+import { sqliteStorage } from '../../adapters/sqlite/index.js'
 import {
   ConfigError,
   createTollbooth,
@@ -17,6 +21,7 @@ import {
   type Tollbooth,
 } from '../../src/internal.js'
 import { SECRET } from '../metering/helpers.js'
+import { Database } from '../storage/sqlite-driver.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 import { fourStores, withoutTopUp } from '../support/stores.js'
 
@@ -189,5 +194,32 @@ describe.skipIf(skipPostgres)('keyed top-ups on PostgreSQL', () => {
         (await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-f' })).balance,
       ).toBe(11)
     })
+  })
+})
+
+describe('keyed top-ups on SQLite', () => {
+  test('an account deleted takes its keys with it: made again under its id, the key credits it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollbooth-topup-sqlite-'))
+    const database = new Database(join(dir, 'tb.db'))
+    const tb = createTollbooth({ secret: SECRET, storage: sqliteStorage({ database }) })
+    try {
+      await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-d' })
+      const n = () =>
+        (database.prepare('SELECT count(*) AS n FROM topups').get() as { n: number }).n
+      expect(n()).toBe(1)
+      // An operator deletes the account's row (tollbooth never does).
+      database.prepare("DELETE FROM accounts WHERE id = 'acct_1'").run()
+      const left = n()
+      const again = await tb.accounts.addCredits('acct_1', 10, { idempotencyKey: 'order-d' })
+      console.log(
+        `SQLite: top-up records left by the account's delete ${left}; made again, credited to ${again.balance}`,
+      )
+      expect(left).toBe(0)
+      expect(again.balance).toBe(10)
+    } finally {
+      await tb.close()
+      database.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
