@@ -140,4 +140,33 @@ describe('Redis connections cut and reconnected under traffic', () => {
       await storage.close?.()
     }
   }, 30_000)
+
+  it('calls that give up waiting (Redis down past reconnectWaitMs) take their ready listener with them', async (ctx) => {
+    const server = await stores.redis(ctx)
+    const client = stores.client(server)
+    client.on('error', () => {})
+    await ready(client)
+    const storage = redisStorage({
+      client,
+      keyPrefix: `giveup${Math.random().toString(36).slice(2, 8)}:`,
+    })
+    try {
+      const before = client.listenerCount('ready')
+      await server.kill()
+      while (client.status === 'ready') await sleep(1)
+      const results = await Promise.allSettled(
+        Array.from({ length: 30 }, (_, i) => storage.keys.get(`key_${i}`)),
+      )
+      const reasons = results.map((r) =>
+        r.status === 'rejected' ? (r.reason as { notSent?: boolean }).notSent : 'served',
+      )
+      expect(reasons).toEqual(Array.from({ length: 30 }, () => true))
+      expect(client.listenerCount('ready')).toBe(before)
+      await server.restart()
+      await ready(client)
+      expect(await storage.keys.get('key_0')).toBeNull()
+    } finally {
+      await storage.close?.()
+    }
+  }, 30_000)
 })
