@@ -281,12 +281,7 @@ function follow(client: RedisClient, conn: RedisClient): { conn: RedisClient; cl
   conn.on('error', () => {
     // Reconnects by itself; a call it fails answers as the store's error.
   })
-  let ended = false
   let closed = false
-  const onEnd = () => {
-    ended = true
-    conn.disconnect()
-  }
   const reconnect = () => {
     if (closed || client.status !== 'ready') return
     conn.connect().catch(() => {
@@ -294,14 +289,15 @@ function follow(client: RedisClient, conn: RedisClient): { conn: RedisClient; cl
     })
   }
   const onReady = () => {
-    if (!ended) return
-    ended = false
     // Its disconnect may not have ended yet when the client is back that fast.
     if (conn.status === 'end') reconnect()
     else conn.once('end', reconnect)
   }
+  const onEnd = () => {
+    conn.disconnect()
+    client.once('ready', onReady)
+  }
   client.on('end', onEnd)
-  client.on('ready', onReady)
   return {
     conn,
     close: () => {
