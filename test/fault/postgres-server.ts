@@ -51,6 +51,21 @@ function childrenOf(pid: number): number[] {
   }
 }
 
+/** Waits (busy, at most `ms`) until `pid` is stopped by a signal (`T` in /proc/<pid>/stat). */
+function stoppedWithin(pid: number, ms: number): void {
+  const until = Date.now() + ms
+  while (Date.now() < until) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      // `pid (comm) S …`: the state follows the command's closing parenthesis.
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+      if (state === 'T' || state === 't') return
+    } catch {
+      return // gone
+    }
+  }
+}
+
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(pid, sig)
@@ -120,6 +135,15 @@ export async function startPostgresServer(): Promise<PostgresServer> {
     if (proc.pid === undefined) return
     const sig = frozen ? 'SIGSTOP' : 'SIGCONT'
     signal(proc.pid, sig)
+    if (!frozen) {
+      for (const c of childrenOf(proc.pid)) signal(c, sig)
+      return
+    }
+    // A SIGSTOP takes effect when the process next runs: a postmaster in the middle of a fork
+    // (a connection being opened) still makes that child, which a list read at once misses and
+    // which then serves while "frozen" (a call answered under a loaded machine: CI). So the
+    // children are listed once the postmaster is seen stopped, then stopped each.
+    stoppedWithin(proc.pid, 2_000)
     for (const c of childrenOf(proc.pid)) signal(c, sig)
   }
   return {

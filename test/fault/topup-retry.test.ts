@@ -65,7 +65,10 @@ describe.each(stores)('a top-up retried with its key, the store frozen: %s', (na
         expect(isTollboothError(first) && first.code).toBe('storage_unavailable')
         expect((first as Error).message).toMatch(/outcome is unknown/)
         const retry = await topUp().catch((e: unknown) => e)
-        expect(isTollboothError(retry) && retry.code).toBe('storage_unavailable')
+        expect(
+          isTollboothError(retry) && retry.code,
+          `the retry while frozen: ${retry instanceof Error ? retry.message : JSON.stringify(retry)}`,
+        ).toBe('storage_unavailable')
         server.freeze(false)
         frozen = false
       } finally {
