@@ -43,8 +43,14 @@ export function redisChanges(
 
   const open = (): Promise<unknown> => {
     const override = { enableOfflineQueue: true, maxRetriesPerRequest: null, lazyConnect: false }
+    // A reconnected connection is subscribed by the `ready` listener below, with a handler:
+    // ioredis's own resubscribe (`autoResubscribe`) leaves its promise unhandled, so a
+    // connection released before Redis answered it ended the process ("Connection is
+    // closed." as an unhandled rejection). A cluster's subscriber handles its own.
     const conn =
-      'nodes' in client ? client.duplicate(undefined, override) : client.duplicate(override)
+      'nodes' in client
+        ? client.duplicate(undefined, override)
+        : client.duplicate({ ...override, autoResubscribe: false })
     conn.on('error', () => {
       // Reconnects by itself; failures surface as the hot path's storage errors.
     })
