@@ -8,7 +8,7 @@
  * `TB_CREDITS` credits a month. Routes: `GET /v1/work` (uncharged), `GET /v1/paid` (cost 1),
  * `GET /v1/slow` (cost 1, answers after 30 s),
  * `GET /stats` (`tb.stats()`, and `slow`: the
- * admitted requests of `/v1/slow`). `TB_LEASE_TTL_MS` and `TB_RESERVATION_TTL_MS` shorten the lease
+ * admitted requests of `/v1/slow`). `TB_LEASE_TTL_MS`, `TB_RESERVATION_TTL_MS` and `TB_CLOCK_SKEW_MS` shorten the lease
  * and hold lifetimes. Prints `{"port":…}` first; on SIGTERM closes tollbooth (returning its
  * leases) and exits 0.
  */
@@ -62,6 +62,7 @@ const tb = createTollbooth({
   leases: {
     maxShare: 0.05,
     ttlMs: Number(process.env['TB_LEASE_TTL_MS'] ?? 1000),
+    clockSkewMs: Number(process.env['TB_CLOCK_SKEW_MS'] ?? 2000),
   },
   onError: (err: unknown) => console.error(`[${name}]`, (err as Error).message),
 })

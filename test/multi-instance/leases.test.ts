@@ -33,12 +33,14 @@ const LIMIT = 500
 const BURST = 2000
 /** Short lifetimes, so a killed process's leases lapse within the test. */
 const LEASE_TTL_MS = 300
-const RESERVATION_TTL_MS = 15_000
+const RESERVATION_TTL_MS = 6_000
+/** The clock skew the leases allow for (`leases.clockSkewMs`; 2 s by default). */
+const CLOCK_SKEW_MS = 500
 /**
  * A credit lease's store hold: its TTL plus the longest request hold plus four timer periods,
- * plus twice the clock skew it allows for (`clockSkewMs`, 2 s: docs/leases.md, "Clocks").
+ * plus twice the clock skew it allows for (`clockSkewMs`: docs/leases.md, "Clocks").
  */
-const LAPSE_MS = LEASE_TTL_MS + RESERVATION_TTL_MS + 4 * 100 + 2 * 2000
+const LAPSE_MS = LEASE_TTL_MS + RESERVATION_TTL_MS + 4 * 100 + 2 * CLOCK_SKEW_MS
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -123,6 +125,7 @@ for (const backend of backends) {
         TB_CREDITS: String(LIMIT),
         TB_LEASE_TTL_MS: String(LEASE_TTL_MS),
         TB_RESERVATION_TTL_MS: String(RESERVATION_TTL_MS),
+        TB_CLOCK_SKEW_MS: String(CLOCK_SKEW_MS),
       }
       instances = await Promise.all(['A', 'B', 'C', 'D'].map((n) => startInstance(n, env, SERVER)))
       // The test's own instance: keys, usage and credit figures, every decision central.

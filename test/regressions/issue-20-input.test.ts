@@ -185,7 +185,9 @@ for (const store of STORES) {
       const s = await store.make()
       cleanup = s.cleanup
       storage = s.storage
-      tb = makeTollbooth({ storage }).tb
+      // A permanent delete of an unused key on a store with a change feed waits out other
+      // instances' out-box (`usage.flushIntervalMs` + `storageTimeoutMs`, 3 s by default).
+      tb = makeTollbooth({ storage, storageTimeoutMs: 1500, usage: { flushIntervalMs: 100 } }).tb
       served = await serveManagement('hono', tb)
       api = client(served)
       mk = (await tb.keys.create({ accountId: 'acct_in', kind: 'management' })).key
