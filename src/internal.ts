@@ -90,7 +90,7 @@ export { ipAddressSchema, ipBlocksListSchema } from './limits/ip-block.js'
 export { missingResult } from './limits/rebuild.js'
 export { gcraRemove, undrained, windowRemove } from './limits/revert.js'
 export { rollingWindow, type WindowVerdict, windowAdd } from './limits/rolling-window.js'
-export { checkAccountId, isAccountId } from './metering/accounts.js'
+export { authenticatedAccount, checkAccountId, isAccountId } from './metering/accounts.js'
 export { monthSchema, parseMonth, periodOf, periodOfMonth } from './metering/periods.js'
 export { filterOf, usageQuerySchema } from './metering/usage.js'
 export {

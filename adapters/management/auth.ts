@@ -17,6 +17,7 @@ import { getCookie } from 'hono/cookie'
 import { csrf } from 'hono/csrf'
 import {
   type Admission,
+  authenticatedAccount,
   type DenialName,
   isAccountId,
   type ResolvedRoute,
@@ -258,13 +259,15 @@ export function createAuthenticator(
       // A header credential cannot come from another site without passing CORS first.
       const forged = token ? null : await ambient(c)
       if (forged) return forged
-      const who = await auth.authenticate(req)
-      if (who === null || who === undefined) return unknown(token)
-      if (!isAccountId(who.accountId))
-        throw new TypeError('management auth.authenticate() returned an invalid accountId')
+      const accountId = authenticatedAccount(
+        'managementApi',
+        'options.auth.authenticate',
+        await auth.authenticate(req),
+      )
+      if (accountId === null) return unknown(token)
       return {
         ok: true,
-        principal: { accountId: who.accountId, via: 'custom', keyId: null, scopes: [] },
+        principal: { accountId, via: 'custom', keyId: null, scopes: [] },
         headers: {},
         done: noop,
       }

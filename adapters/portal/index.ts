@@ -27,7 +27,7 @@ import { dailyUsageRoute } from './daily-usage.js'
 import { refuseApiKeys, requireCsrf, securityHeaders } from './guard.js'
 import { type PortalOptions, resolvePortalOptions } from './options.js'
 import { pageRoutes } from './page.js'
-import { createIdentify, sessionRoutes } from './session-routes.js'
+import { checkedAuthenticate, createIdentify, sessionRoutes } from './session-routes.js'
 
 export type { UsageDay } from './daily-usage.js'
 export type { PortalAuthenticate, PortalOptions } from './options.js'
@@ -69,7 +69,8 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
       managementKeys: false,
       consumptionKeys: false,
       ...(o.session ? { session: o.session } : {}),
-      ...(o.authenticate ? { authenticate: o.authenticate } : {}),
+      // Checked as the portal's option, so a bad answer is named for it, not the inner API.
+      ...(o.authenticate ? { authenticate: checkedAuthenticate(o.authenticate) } : {}),
     },
     trustProxy: o.trustProxy,
     // Aliases are unique per account (`002_2f2523503321cfc2.txt`, "Unique label per

@@ -14,7 +14,7 @@
 
 import type { Context, Hono } from 'hono'
 import { z } from 'zod'
-import { checkAccountId, type DenialName } from '../../src/internal.js'
+import { authenticatedAccount, type DenialName, isAccountId } from '../../src/internal.js'
 import { json, parse, readJson, refusal } from '../management/http.js'
 import type { SessionVerifier } from '../management/session.js'
 import {
@@ -25,7 +25,7 @@ import {
   readCookie,
   setCookie,
 } from './cookies.js'
-import type { ResolvedPortalOptions } from './options.js'
+import type { PortalAuthenticate, ResolvedPortalOptions } from './options.js'
 
 type Verifier = SessionVerifier
 
@@ -44,14 +44,16 @@ export type Identify = (c: Context) => Promise<Visitor>
 /** The largest session token kept in a cookie (browsers keep about 4 kB per cookie). */
 const MAX_TOKEN = 3800
 
-const validAccount = (id: unknown): id is string => {
-  try {
-    checkAccountId(id)
-    return true
-  } catch {
-    return false
+/**
+ * The portal's `authenticate` option, its answer checked and named as the portal's option (a
+ * bad one is a ConfigError: `portal: options.authenticate(request).accountId must be …`).
+ */
+export const checkedAuthenticate =
+  (authenticate: PortalAuthenticate) =>
+  async (request: Request): Promise<{ accountId: string } | null> => {
+    const id = authenticatedAccount('portal', 'options.authenticate', await authenticate(request))
+    return id === null ? null : { accountId: id }
   }
-}
 
 /** Builds {@link Identify} for the portal's options. */
 export function createIdentify(o: ResolvedPortalOptions, verifier: Verifier | null): Identify {
@@ -61,15 +63,12 @@ export function createIdentify(o: ResolvedPortalOptions, verifier: Verifier | nu
     const token = verifier ? readCookie(c, jar.session) : undefined
     if (verifier && token) {
       const r = await verifier.verify(token)
-      if (r.ok && validAccount(r.accountId)) return { accountId: r.accountId, via: 'session' }
+      if (r.ok && isAccountId(r.accountId)) return { accountId: r.accountId, via: 'session' }
       if (!r.ok && r.status === 503) return { unavailable: r.message, denial: r.denial }
     }
     if (!o.authenticate) return null
-    const who = await o.authenticate(request)
-    if (who === null || who === undefined) return null
-    if (!validAccount(who.accountId))
-      throw new TypeError('portal authenticate() returned an invalid accountId')
-    return { accountId: who.accountId, via: 'authenticate' }
+    const who = await checkedAuthenticate(o.authenticate)(request)
+    return who && { accountId: who.accountId, via: 'authenticate' }
   }
 }
 
@@ -135,7 +134,7 @@ export function sessionRoutes(
     const { token } = parse(signInBody, await readJson(c), 'body')
     const r = await verifier.verify(token.trim())
     if (!r.ok) return refusal(r.denial, r.message)
-    if (!validAccount(r.accountId))
+    if (!isAccountId(r.accountId))
       return refusal('invalid_credentials', 'Invalid session token: the account id is not valid')
     const jar = jarOf(c)
     const csrf = newCsrfToken()

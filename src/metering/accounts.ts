@@ -27,7 +27,7 @@ import { ConfigError, InvalidRequestError, NotFoundError } from '../errors.js'
 import { ACCOUNT_METADATA_MAX_BYTES, instantMs, metadataSchema, ownValue, text } from '../input.js'
 import { type CheckTemplate, compilePlanLimits, counterName } from '../limits/admission.js'
 import { roundAmount } from '../limits/amount.js'
-import { type Plan, parseInput, type ResolvedOptions } from '../options.js'
+import { argumentError, type Plan, parseInput, type ResolvedOptions } from '../options.js'
 import { IDEMPOTENCY_KEY_RULE, isIdempotencyKey } from '../request.js'
 import type { AccountRecord, ClosedPeriod, Storage, TopUpResult } from '../storage/types.js'
 import { nextPeriod, type Period, periodOf } from './periods.js'
@@ -122,6 +122,20 @@ function keptPeriods(done: ClosedPeriod[] | undefined, more: ClosedPeriod[]): Cl
   return [...kept, ...more].slice(-CLOSED_PERIODS_KEPT)
 }
 
+/** Throws a ConfigError naming `fn` unless `record` has an account record's tier and credits. */
+function checkRecord(fn: string, record: AccountRecord): void {
+  const r = record as Partial<AccountRecord> | null | undefined
+  if (
+    typeof r !== 'object' ||
+    r === null ||
+    (r.tier !== null && typeof r.tier !== 'string') ||
+    (r.tierExpiresAt != null && typeof r.tierExpiresAt !== 'number') ||
+    !Number.isFinite(r.balance) ||
+    !Number.isFinite(r.carryover)
+  )
+    throw argumentError(fn, 'record', 'must be an account record', record)
+}
+
 /**
  * A period's credit limit: the plan's monthly credits (null: unlimited) plus the carryover and
  * the prepaid balance, on the amount grid. The current period's and a closed one's alike.
@@ -161,6 +175,28 @@ export const accountIdSchema = z
 /** Whether `id` is an account id: 1-128 of `A-Za-z0-9._:@|-`. */
 export function isAccountId(id: unknown): id is string {
   return typeof id === 'string' && ACCOUNT_ID.test(id)
+}
+
+/**
+ * The account an `authenticate` option (the management API's, the portal's) returned: its
+ * `accountId`, or null for nobody (null or undefined).
+ *
+ * @param fn the factory the option was given to (`managementApi`, `portal`)
+ * @param option the option (`options.auth.authenticate`)
+ * @throws {ConfigError} in the format of a bad argument, when it returned anything else
+ */
+export function authenticatedAccount(fn: string, option: string, who: unknown): string | null {
+  if (who === null || who === undefined) return null
+  if (typeof who !== 'object')
+    throw argumentError(
+      fn,
+      `${option}(request)`,
+      'must return { accountId }, null or undefined',
+      who,
+    )
+  const id = (who as { accountId?: unknown }).accountId
+  if (!isAccountId(id)) throw argumentError(fn, `${option}(request).accountId`, ACCOUNT_ID_RULE, id)
+  return id
 }
 
 /** Throws a 400 unless `id` is 1-128 of `A-Za-z0-9._:@|-` (no braces: they are hash tags). */
@@ -305,6 +341,9 @@ export class AccountService {
 
   /** The tier in force: the record's, unless it expired or is unknown, then the default. */
   effectiveTier(record: AccountRecord, now: number): string | null {
+    checkRecord('tb.accounts.effectiveTier', record)
+    if (typeof now !== 'number' || Number.isNaN(now))
+      throw argumentError('tb.accounts.effectiveTier', 'now', 'must be a time (ms since 1970)', now)
     const t = record.tier
     if (
       t !== null &&
@@ -320,6 +359,14 @@ export class AccountService {
   }
 
   creditLimit(record: AccountRecord, plan: Plan | null): number {
+    checkRecord('tb.accounts.creditLimit', record)
+    if (plan !== null && typeof plan?.monthlyCredits !== 'number' && plan?.monthlyCredits !== null)
+      throw argumentError(
+        'tb.accounts.creditLimit',
+        'plan',
+        'must be a plan (tb.options.plans[tier]) or null',
+        plan,
+      )
     return creditLimitOf(plan ? plan.monthlyCredits : null, record.carryover, record.balance)
   }
 

@@ -7,6 +7,7 @@
  * the rest.
  */
 
+import { Hono } from 'hono'
 import { Redis } from 'ioredis'
 import { Pool } from 'pg'
 import Stripe from 'stripe'
@@ -29,8 +30,10 @@ import {
   isTollboothError,
   memoryStorage,
   providerVerifiers,
+  type Tollbooth,
   type TollboothRequest,
 } from '../../src/index.js'
+import { serveHono } from '../support/servers.js'
 
 const SECRET = 'options-suite-secret-0123456789abcdefghij'
 
@@ -251,6 +254,46 @@ describe('a bad argument', () => {
     return 'not refused'
   }
   const price = (cost: unknown) => tb.route({ cost: () => cost as number })
+  /**
+   * What the management API or the portal, given an `authenticate` option that returns `who`,
+   * reports to `onError` for a request it answers 500 `internal_error` (over HTTP).
+   */
+  async function reported(
+    mount: (tb: Tollbooth, who: () => never) => Hono,
+    paths: string[],
+    who: unknown,
+  ) {
+    const seen: unknown[] = []
+    const t = createTollbooth({ secret: SECRET, onError: (err) => seen.push(err) })
+    const served = await serveHono(
+      new Hono().route(
+        '/',
+        mount(t, () => who as never),
+      ),
+    )
+    try {
+      for (const path of paths) {
+        const res = await fetch(`${served.url}${path}`)
+        expect([res.status, await res.json()]).toEqual([
+          500,
+          { error: 'Internal server error', code: 'internal_error' },
+        ])
+      }
+    } finally {
+      await served.close()
+      await t.close()
+    }
+    // Each path reports the same error.
+    expect(seen.map((e) => (e as Error).message)).toEqual(
+      paths.map(() => (seen[0] as Error).message),
+    )
+    throw seen[0]
+  }
+  const management = (who: unknown) =>
+    reported((t, authenticate) => managementApi(t, { auth: { authenticate } }), ['/keys'], who)
+  const inPortal = (who: unknown) =>
+    reported((t, authenticate) => portal(t, { authenticate }), ['/api/session', '/api/keys'], who)
+  const record = { tier: 'pro', tierExpiresAt: null, balance: 5, carryover: 0 }
 
   it.each<[string, () => unknown, string]>([
     [
@@ -383,6 +426,51 @@ describe('a bad argument', () => {
       'requireApiKey of hono, a header name for socketAddress',
       () => honoGuard(tb, { socketAddress: 'x-real-ip' as never }),
       'requireApiKey: options.socketAddress must be a function of the Hono context, e.g. (c) => getConnInfo(c).remote.address, got a string of 9 characters',
+    ],
+    [
+      'managementApi, authenticate returning a bad accountId',
+      () => management({ accountId: 'acct 1' }),
+      'managementApi: options.auth.authenticate(request).accountId must be 1-128 of A-Z a-z 0-9 . _ : @ | -, got a string of 6 characters',
+    ],
+    [
+      'managementApi, authenticate returning an id alone',
+      () => management('acct_1'),
+      'managementApi: options.auth.authenticate(request) must return { accountId }, null or undefined, got a string of 6 characters',
+    ],
+    [
+      'portal, authenticate returning a bad accountId',
+      () => inPortal({ accountId: 42 }),
+      'portal: options.authenticate(request).accountId must be 1-128 of A-Z a-z 0-9 . _ : @ | -, got 42',
+    ],
+    [
+      'portal, authenticate returning an id alone',
+      () => inPortal(true),
+      'portal: options.authenticate(request) must return { accountId }, null or undefined, got true',
+    ],
+    [
+      'accounts.effectiveTier, no record',
+      () => tb.accounts.effectiveTier(undefined as never, 0),
+      'tb.accounts.effectiveTier: record must be an account record, got undefined',
+    ],
+    [
+      'accounts.effectiveTier, a time as text',
+      () => tb.accounts.effectiveTier(record as never, '2026-01-01' as never),
+      'tb.accounts.effectiveTier: now must be a time (ms since 1970), got a string of 10 characters',
+    ],
+    [
+      'accounts.creditLimit, an account id for the record',
+      () => tb.accounts.creditLimit('acct_1' as never, null),
+      'tb.accounts.creditLimit: record must be an account record, got a string of 6 characters',
+    ],
+    [
+      'accounts.creditLimit, a record without its figures',
+      () => tb.accounts.creditLimit({ tier: null } as never, null),
+      'tb.accounts.creditLimit: record must be an account record, got an object',
+    ],
+    [
+      'accounts.creditLimit, a tier name for the plan',
+      () => tb.accounts.creditLimit(record as never, 'pro' as never),
+      'tb.accounts.creditLimit: plan must be a plan (tb.options.plans[tier]) or null, got a string of 3 characters',
     ],
     // The route's options given where the instance goes (tb left out).
     ...[honoGuard, expressGuard, fastifyGuard].map((guard, i): [string, () => unknown, string] => [
