@@ -12,6 +12,11 @@
  * - `tb.ipBlocks`' limit, cursor and address, and `GET /ip-blocks?cursor=`: a NUL answered
  *   500 on PostgreSQL only (`invalid byte sequence`), a limit of -5 or 1.5 threw a different
  *   error on each store (a `TypeError` on memory, a `RangeError`, a database error).
+ * - A query parameter named `__proto__` (`GET /keys?__proto__=1`, the portal's
+ *   `/api/usage/daily?__proto__=1`): set the prototype of the record the query was read into
+ *   instead of a field, so the strict query schemas never saw it and the request was served
+ *   as if it were not there (`DELETE /keys/:id?permanent=true&__proto__=1` deleted the key),
+ *   where any other unknown parameter (`?constructor=1`) is a 400 naming it.
  * - `tb.accounts.setTier`'s `expiresAt` (1.5, NaN, a string, 1e300) and `addCredits` of
  *   1e308 twice: PostgreSQL refused them with a database error after the account was made,
  *   the other stores kept them (a tier expiring at NaN, a balance of Infinity).
@@ -19,6 +24,7 @@
 
 import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { portal } from '../../adapters/portal/index.js'
 import { postgresStorage } from '../../adapters/postgres/index.js'
 import { redisStorage } from '../../adapters/redis/index.js'
 import { sqliteStorage } from '../../adapters/sqlite/index.js'
@@ -31,6 +37,7 @@ import {
 import { client, makeTollbooth, type Served, serveManagement } from '../management/servers.js'
 import { freshSchema, newPool, skipPostgres } from '../support/postgres.js'
 import { connectRedis, deletePrefix, testPrefix } from '../support/redis.js'
+import { serveHono } from '../support/servers.js'
 
 interface StoreCase {
   name: string
@@ -275,6 +282,54 @@ for (const store of STORES) {
         }
         expect(r.status, `${cursor}: ${r.text}`).toBe(400)
         expect(r.body.issues.map((i: { path: string }) => i.path)).toEqual(['cursor'])
+      }
+    })
+
+    it('a query parameter named __proto__ or constructor: 400 naming it, nothing changed', async () => {
+      const routes: Array<[string, string, string]> = [
+        ['GET', '/keys', mk],
+        ['GET', '/management-keys', mk],
+        ['GET', `/keys/${keyId}`, mk],
+        ['GET', `/keys/${keyId}/logs`, mk],
+        ['GET', '/usage', mk],
+        ['GET', '/provider-keys', mk],
+        ['GET', '/billing/subscription', mk],
+        ['GET', '/ip-blocks', opk],
+        ['DELETE', `/keys/${keyId}`, mk],
+        ['DELETE', `/keys/${keyId}?permanent=true`, mk],
+      ]
+      for (const name of ['__proto__', 'constructor'])
+        for (const [method, path, token] of routes) {
+          const q = `${path.includes('?') ? '&' : '?'}${name}=1`
+          const r = await api(method, `${path}${q}`, { token })
+          expect([r.status, r.body], `${method} ${path}${q}`).toEqual([
+            400,
+            {
+              error: `Invalid request query: unknown field(s) "${name}"`,
+              code: 'invalid_request',
+              issues: [{ path: '(query)', message: `unknown field(s) "${name}"` }],
+            },
+          ])
+        }
+      await unchanged()
+      expect((await tb.keys.get(keyId))?.revokedAt).toBeNull()
+      // The portal reads its own queries the same way.
+      const app = portal(tb, { authenticate: () => ({ accountId: 'acct_q' }) })
+      const page = await serveHono(app)
+      try {
+        for (const path of ['/api/usage/daily', '/api/usage', '/api/keys']) {
+          const r = await fetch(`${page.url}${path}?__proto__=1`)
+          expect([r.status, await r.json()], path).toEqual([
+            400,
+            {
+              error: 'Invalid request query: unknown field(s) "__proto__"',
+              code: 'invalid_request',
+              issues: [{ path: '(query)', message: 'unknown field(s) "__proto__"' }],
+            },
+          ])
+        }
+      } finally {
+        await page.close()
       }
     })
 
