@@ -14,7 +14,7 @@
 
 import type { Context, Hono } from 'hono'
 import { z } from 'zod'
-import { authenticatedAccount, type DenialName, isAccountId } from '../../src/internal.js'
+import { authenticatedAccount, type DenialName, isAccountId, text } from '../../src/internal.js'
 import { json, parse, readJson, refusal } from '../management/http.js'
 import type { SessionVerifier } from '../management/session.js'
 import {
@@ -78,8 +78,11 @@ function withCookies(res: Response, cookies: string[]): Response {
   return res
 }
 
+/** `POST /api/session`: the token follows the text rule of every field (no NUL, valid Unicode). */
 const signInBody = z
-  .object({ token: z.string().min(1).max(MAX_TOKEN, `must be at most ${MAX_TOKEN} characters`) })
+  .object({
+    token: text(z.string().min(1).max(MAX_TOKEN, `must be at most ${MAX_TOKEN} characters`)),
+  })
   .strict()
 
 /** Registers `GET`, `POST` and `DELETE` `/api/session` on `app`. */

@@ -185,6 +185,24 @@ describe('sign-in and cookies', () => {
     expect((await client.call('POST', '/api/session', { json: { jwt: 'x' } })).status).toBe(400)
   })
 
+  it('refuses a token with a NUL or a lone surrogate as every text field: 400 naming token', async () => {
+    // Before, 401 `unauthorized` as a token that did not verify.
+    const client = browserClient(served.url)
+    const good = await sessionToken('acct_a', clock)
+    for (const [token, message] of [
+      [`${good}\u0000`, 'must not contain a NUL character'],
+      [`${good.slice(0, 20)}\ud800`, 'must be valid Unicode (it contains a lone UTF-16 surrogate)'],
+    ] as const) {
+      const r = await client.signIn(token)
+      expect([r.status, r.body.code, r.body.issues]).toEqual([
+        400,
+        'invalid_request',
+        [{ path: 'token', message }],
+      ])
+    }
+    expect(client.jar.has('tollbooth-portal')).toBe(false)
+  })
+
   it('drops a session that expired: signed out, and the API answers 401', async () => {
     const client = await signedIn()
     clock.advance(3_606_000) // past the hour and the 5 s clock tolerance
