@@ -11,6 +11,7 @@
 
 import type { Context } from 'hono'
 import { generateCookie, getCookie } from 'hono/cookie'
+import { looksLikeJwt } from '../management/session.js'
 
 /** The cookie names and attributes that apply to one request. */
 export interface CookieJar {
@@ -89,6 +90,16 @@ export function newCsrfToken(): string {
 }
 
 const TOKEN = /^[A-Za-z0-9_-]{43}$/
+
+/**
+ * The session cookie's token when it is one the portal could have written (a compact JWT that
+ * signed in), else undefined: a value with a NUL or a line break once decoded (`%00`) is no
+ * session, and never reaches a header of the inner call as `Bearer …`.
+ */
+export function sessionCookie(c: Context, jar: CookieJar): string | undefined {
+  const v = readCookie(c, jar.session)
+  return v !== undefined && looksLikeJwt(v) ? v : undefined
+}
 
 /** The CSRF cookie's token when it is one the portal could have made, else undefined. */
 export function csrfCookie(c: Context, jar: CookieJar): string | undefined {

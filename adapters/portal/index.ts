@@ -22,7 +22,7 @@ import { checkTollboothArg, reportClosedOnce, type Tollbooth } from '../../src/i
 import { BODY_LIMIT_BYTES, errorResponse, refusal } from '../management/http.js'
 import { managementApi } from '../management/index.js'
 import { createSessionVerifier, storeMarks } from '../management/session.js'
-import { jarFor, readCookie } from './cookies.js'
+import { jarFor, sessionCookie } from './cookies.js'
 import { dailyUsageRoute } from './daily-usage.js'
 import { refuseApiKeys, requireCsrf, securityHeaders } from './guard.js'
 import { type PortalOptions, resolvePortalOptions } from './options.js'
@@ -96,7 +96,7 @@ export function portal(tb: Tollbooth, options: PortalOptions): Hono {
     // null` of the page's no-referrer policy would read as another site's).
     headers.delete('origin')
     headers.delete('sec-fetch-site')
-    const token = verifier ? readCookie(c, jar.session) : undefined
+    const token = verifier ? sessionCookie(c, jar) : undefined
     if (token && o.authenticate) {
       // Who is signed in is decided once, as GET /api/session decides it: a session cookie
       // that does not verify gives way to authenticate(), here as there.

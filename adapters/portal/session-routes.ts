@@ -23,6 +23,7 @@ import {
   jarFor,
   newCsrfToken,
   readCookie,
+  sessionCookie,
   setCookie,
 } from './cookies.js'
 import type { PortalAuthenticate, ResolvedPortalOptions } from './options.js'
@@ -60,7 +61,7 @@ export function createIdentify(o: ResolvedPortalOptions, verifier: Verifier | nu
   return async function identify(c) {
     const request = c.req.raw
     const jar = jarFor(request, o.cookieName, o.secureCookies)
-    const token = verifier ? readCookie(c, jar.session) : undefined
+    const token = verifier ? sessionCookie(c, jar) : undefined
     if (verifier && token) {
       const r = await verifier.verify(token)
       if (r.ok && isAccountId(r.accountId)) return { accountId: r.accountId, via: 'session' }
@@ -149,7 +150,7 @@ export function sessionRoutes(
 
   app.delete('/api/session', async (c) => {
     const jar = jarOf(c)
-    const token = verifier ? readCookie(c, jar.session) : undefined
+    const token = verifier ? sessionCookie(c, jar) : undefined
     if (verifier && token) {
       // Ended on the server first: when the store cannot be reached the session (and its
       // cookie) stay, and signing out again can finish it.

@@ -203,6 +203,23 @@ describe('sign-in and cookies', () => {
     expect(client.jar.has('tollbooth-portal')).toBe(false)
   })
 
+  it('takes a session cookie the portal never writes (a NUL, a line break) as none: 401, never a 500', async () => {
+    // Before, `/api/keys` handed `%00` on to the management API as `Bearer \0`, which
+    // `Headers` refused: 500 `internal_error`.
+    for (const value of ['%00', 'ey.a%0Ab.c', '%0D%0D%0D', 'a%7Fb']) {
+      for (const path of ['/api/keys', '/api/usage', '/api/usage/daily', '/api/provider-keys']) {
+        const r = await fetch(`${served.url}/portal${path}`, {
+          headers: { cookie: `tollbooth-portal=${value}` },
+        })
+        expect([r.status, (await r.json()).code], `${value} ${path}`).toEqual([401, 'unauthorized'])
+      }
+      const session = await fetch(`${served.url}/portal/api/session`, {
+        headers: { cookie: `tollbooth-portal=${value}` },
+      })
+      expect([session.status, (await session.json()).signedIn]).toEqual([200, false])
+    }
+  })
+
   it('drops a session that expired: signed out, and the API answers 401', async () => {
     const client = await signedIn()
     clock.advance(3_606_000) // past the hour and the 5 s clock tolerance
