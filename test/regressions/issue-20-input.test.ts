@@ -5,7 +5,9 @@
  * UTF-16 surrogate, a NUL byte, metadata nested 20,000 deep or too large, and the names of
  * `Object.prototype`'s members as ids, names, providers and tiers each answer 400 naming the
  * field (404 where a name is only looked up), change nothing, and leave `GET /keys` and
- * `GET /usage` answering 200 for the account. The same through the programmatic API.
+ * `GET /usage` answering 200 for the account. The same through the programmatic API. Issue
+ * 22: the same for every other route's body, query and path (negative, fractional, huge and
+ * `1e400` numbers, bodies 10,000 deep, over-long strings), with the same answer on each store.
  */
 
 import type pg from 'pg'
@@ -106,6 +108,141 @@ const BAD_KEY_BODIES: BadBody[] = [
   },
 ]
 
+/**
+ * Hostile values in the bodies, queries and paths of the other routes (the key bodies above
+ * are sent to both `POST /keys` and `PATCH /keys/:id`): each a 400 naming the field, the same
+ * answer on every store. `:id` is the account's consumption key, `:mid` its management key.
+ */
+const BAD_REQUESTS: Array<{ method: string; path: string; raw?: string; field: string }> = [
+  { method: 'POST', path: '/management-keys', raw: j({ name: 'a\ud800' }), field: 'name' },
+  { method: 'POST', path: '/management-keys', raw: j({ scopes: ['\u0000'] }), field: 'scopes.0' },
+  {
+    method: 'POST',
+    path: '/management-keys',
+    raw: `{"metadata":{"a":${deepArray(10_000)}}}`,
+    field: 'metadata.a',
+  },
+  {
+    method: 'POST',
+    path: '/management-keys',
+    raw: '{"expiresInDays":1e400}',
+    field: 'expiresInDays',
+  },
+  {
+    method: 'POST',
+    path: '/management-keys',
+    raw: '{"expiresInDays":1.5}',
+    field: 'expiresInDays',
+  },
+  { method: 'POST', path: '/management-keys', raw: '{"category":"x"}', field: '(body)' },
+  { method: 'PATCH', path: '/management-keys/:mid', raw: j({ name: 'a\u0000' }), field: 'name' },
+  {
+    method: 'PATCH',
+    path: '/management-keys/:mid',
+    raw: '{"metadata":{"__proto__":{"admin":true}}}',
+    field: 'metadata',
+  },
+  { method: 'POST', path: '/keys/:id/rotate', raw: '{"gracePeriodMs":-1}', field: 'gracePeriodMs' },
+  {
+    method: 'POST',
+    path: '/keys/:id/rotate',
+    raw: '{"gracePeriodMs":0.5}',
+    field: 'gracePeriodMs',
+  },
+  {
+    method: 'POST',
+    path: '/keys/:id/rotate',
+    raw: '{"gracePeriodMs":1e308}',
+    field: 'gracePeriodMs',
+  },
+  {
+    method: 'POST',
+    path: '/keys/:id/rotate',
+    raw: j({ gracePeriodMs: '\ud800' }),
+    field: 'gracePeriodMs',
+  },
+  { method: 'POST', path: '/keys/:id/rotate', raw: deepArray(10_000), field: '(body)' },
+  {
+    method: 'POST',
+    path: '/keys',
+    raw: '{"limits":{"quotas":{"daily":-1}}}',
+    field: 'limits.quotas.daily',
+  },
+  {
+    method: 'POST',
+    path: '/keys',
+    raw: '{"limits":{"quotas":{"daily":1.5}}}',
+    field: 'limits.quotas.daily',
+  },
+  {
+    method: 'POST',
+    path: '/keys',
+    raw: '{"limits":{"quotas":{"daily":1e400}}}',
+    field: 'limits.quotas.daily',
+  },
+  {
+    method: 'POST',
+    path: '/keys',
+    raw: '{"limits":{"rateLimits":[{"limit":1e308,"windowMs":1000}]}}',
+    field: 'limits.rateLimits.0.limit',
+  },
+  { method: 'POST', path: '/keys', raw: '{"limits":{"budget":-0.5}}', field: 'limits.budget' },
+  {
+    method: 'POST',
+    path: '/keys',
+    raw: '{"limits":{"concurrency":2.5}}',
+    field: 'limits.concurrency',
+  },
+  { method: 'POST', path: '/keys', raw: '{"expiresInDays":-1}', field: 'expiresInDays' },
+  { method: 'POST', path: '/keys', raw: deepArray(10_000), field: '(body)' },
+  { method: 'POST', path: '/keys', raw: '{"__proto__":{"name":"x"}}', field: '(body)' },
+  { method: 'POST', path: '/keys', raw: '{"constructor":{"name":"x"}}', field: '(body)' },
+  { method: 'POST', path: '/keys', raw: j({ name: 'x'.repeat(101) }), field: 'name' },
+  {
+    method: 'POST',
+    path: '/provider-keys',
+    raw: j({ provider: 'openai\u0000', apiKey: 'sk-0123456789' }),
+    field: 'provider',
+  },
+  {
+    method: 'POST',
+    path: '/provider-keys',
+    raw: j({ provider: 'openai', apiKey: 'sk-0123456789\ud800' }),
+    field: 'apiKey',
+  },
+  {
+    method: 'POST',
+    path: '/provider-keys',
+    raw: j({ provider: 'openai', apiKey: 'x'.repeat(4097) }),
+    field: 'apiKey',
+  },
+  { method: 'POST', path: '/provider-keys/openai/verify', raw: deepArray(10_000), field: '(body)' },
+  // Queries of the lists and of /usage.
+  ...(
+    [
+      ['/keys?limit=-1', 'limit'],
+      ['/keys?limit=1.5', 'limit'],
+      ['/keys?limit=1e308', 'limit'],
+      ['/keys?cursor=a%00', 'cursor'],
+      [`/keys?category=${'x'.repeat(65)}`, 'category'],
+      ['/keys?includeRevoked=__proto__', 'includeRevoked'],
+      ['/management-keys?limit=0', 'limit'],
+      ['/keys/:id/logs?limit=101', 'limit'],
+      ['/keys/:id/logs?category=%00', 'category'],
+      ['/usage?month=2026-03%00', 'month'],
+      ['/usage?month=__proto__', 'month'],
+      ['/usage?groupBy=constructor', 'groupBy'],
+      ['/usage?keyCategory=a%00', 'keyCategory'],
+      [`/usage?category=${'x'.repeat(10_000)}`, 'category'],
+    ] as const
+  ).map(([path, field]) => ({ method: 'GET', path, field })),
+  { method: 'DELETE', path: '/keys/:id?permanent=__proto__', field: 'permanent' },
+  { method: 'DELETE', path: '/provider-keys/a%00', field: 'provider' },
+]
+
+/** Each answer of {@link BAD_REQUESTS} on the first store, which every other store must give. */
+const firstAnswers = new Map<string, string>()
+
 interface StoreCase {
   name: string
   skip: boolean
@@ -178,6 +315,7 @@ for (const store of STORES) {
     let cleanup: () => Promise<void>
     let api: ReturnType<typeof client>
     let mk: string
+    let mkId: string
     let keyId: string
     let before: unknown
 
@@ -190,7 +328,9 @@ for (const store of STORES) {
       tb = makeTollbooth({ storage, storageTimeoutMs: 1500, usage: { flushIntervalMs: 100 } }).tb
       served = await serveManagement('hono', tb)
       api = client(served)
-      mk = (await tb.keys.create({ accountId: 'acct_in', kind: 'management' })).key
+      const made = await tb.keys.create({ accountId: 'acct_in', kind: 'management' })
+      mk = made.key
+      mkId = made.record.id
       const created = await api('POST', '/keys', {
         token: mk,
         json: { name: 'Good', category: 'production', metadata: { plan: 'a' } },
@@ -245,6 +385,36 @@ for (const store of STORES) {
         await unchanged()
       })
     }
+
+    it('every other route: a hostile body, query or path is a 400 naming the field, the same on every store', async () => {
+      const managementKeys = async () =>
+        (await tb.keys.list('acct_in', { kind: 'management', includeRevoked: true })).data.map(
+          (k) => [k.id, k.name, k.metadata, k.scopes, k.expiresAt, k.revokedAt],
+        )
+      const keysBefore = await managementKeys()
+      for (const bad of BAD_REQUESTS) {
+        const path = bad.path.replace(':mid', mkId).replace(':id', keyId)
+        const label = `${bad.method} ${bad.path} ${bad.raw?.slice(0, 60) ?? ''}`
+        const r = await api(bad.method, path, {
+          token: mk,
+          ...(bad.raw === undefined
+            ? {}
+            : { raw: bad.raw, headers: { 'content-type': 'application/json' } }),
+        })
+        expect(r.status, `${label}: ${r.text}`).toBe(400)
+        expect(r.body.code, label).toBe('invalid_request')
+        // The field, or a value within it (`metadata.a.0.0…` of metadata nested too deep).
+        const named = r.body.issues.some(
+          (i: { path: string }) => i.path === bad.field || i.path.startsWith(`${bad.field}.`),
+        )
+        expect(named, `${label}: ${r.text.slice(0, 300)}`).toBe(true)
+        const answer = r.text.replaceAll(keyId, ':id').replaceAll(mkId, ':mid')
+        if (!firstAnswers.has(label)) firstAnswers.set(label, answer)
+        expect(answer, label).toBe(firstAnswers.get(label))
+      }
+      await unchanged()
+      expect(await managementKeys()).toEqual(keysBefore)
+    })
 
     for (const name of PROTO_NAMES) {
       it(`provider "${name}": 400 naming provider on store, verify and delete`, async () => {
