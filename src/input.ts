@@ -84,6 +84,27 @@ export function text<S extends z.ZodType<string>>(schema: S): S {
 
 type Path = Array<string | number>
 
+const PAGE_SIZE_RULE = 'must be an integer from 1 to 100'
+
+/**
+ * The size of a page of a list, 1-100, with one message for every way to miss it: the core's
+ * lists (`tb.keys.list`, `tb.usage.logs`, `tb.ipBlocks.list`) and the management API's
+ * `?limit=` alike.
+ */
+export const pageSize = z
+  .number({ error: PAGE_SIZE_RULE })
+  .int({ error: PAGE_SIZE_RULE })
+  .min(1, { error: PAGE_SIZE_RULE })
+  .max(100, { error: PAGE_SIZE_RULE })
+
+const CATEGORY_RULE = 'must be 1-64 characters'
+
+/**
+ * A category as given or filtered by (a key's, a request's usage category): 1-64 characters
+ * after trimming, valid Unicode without NUL, one rule and one message wherever it is given.
+ */
+export const categoryText = text(z.string().trim().min(1, CATEGORY_RULE).max(64, CATEGORY_RULE))
+
 /** One problem of a metadata value, its path relative to the metadata object. */
 export interface ValueProblem {
   path: Path

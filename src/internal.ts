@@ -49,11 +49,13 @@ export { setBypassHeaders, setDefaultHeaders, setUsageHeaders, wireName } from '
 export * from './index.js'
 export {
   ACCOUNT_METADATA_MAX_BYTES,
+  categoryText,
   METADATA_MAX_BYTES,
   METADATA_MAX_DEPTH,
   metadataProblems,
   metadataSchema,
   ownValue,
+  pageSize,
   text,
   textProblem,
   type ValueProblem,

@@ -10,7 +10,7 @@
  */
 
 import { z } from 'zod'
-import { text } from '../../src/internal.js'
+import { categoryText, pageSize, text } from '../../src/internal.js'
 
 export {
   createKeyBody,
@@ -40,16 +40,11 @@ export const checkoutBody = z
 /** `POST /billing/portal` (the body is optional). */
 export const portalBody = z.object({ returnUrl: httpUrl.optional() }).strict()
 
+/** `?limit=`: the core's page size, from its digits (anything else is missed as it is). */
 const pageLimit = z
   .string()
-  .regex(/^\d{1,3}$/, 'must be an integer from 1 to 100')
-  .transform(Number)
-  .pipe(
-    z
-      .number()
-      .min(1, 'must be an integer from 1 to 100')
-      .max(100, 'must be an integer from 1 to 100'),
-  )
+  .transform((v) => (/^\d{1,3}$/.test(v) ? Number(v) : Number.NaN))
+  .pipe(pageSize)
 const flag = z
   .enum(['true', 'false'], { message: 'must be true or false' })
   .transform((v) => v === 'true')
@@ -61,7 +56,7 @@ export const listQuery = z
     cursor: text(z.string().min(1).max(200)).optional(),
     includeRevoked: flag.optional(),
     /** Only the keys tagged with this category (`002`'s dashboard filters). */
-    category: text(z.string().trim().min(1).max(64)).optional(),
+    category: categoryText.optional(),
   })
   .strict()
 
@@ -79,7 +74,7 @@ export const logsQuery = z
     limit: pageLimit.optional(),
     cursor: text(z.string().min(1).max(300)).optional(),
     /** Only the requests of this usage category. */
-    category: text(z.string().trim().min(1).max(64)).optional(),
+    category: categoryText.optional(),
   })
   .strict()
 

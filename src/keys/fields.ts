@@ -9,7 +9,7 @@
  */
 
 import { z } from 'zod'
-import { MAX_INSTANT_MS, metadataSchema, text } from '../input.js'
+import { categoryText, MAX_INSTANT_MS, metadataSchema, text } from '../input.js'
 import { limitsSchema } from '../options.js'
 import type { KeyPatch } from '../storage/types.js'
 
@@ -44,7 +44,7 @@ export const keyName = text(
 )
 
 /** A key's category (a free label, e.g. `production`), or null for none. */
-export const keyCategory = text(z.string().trim().min(1).max(64)).nullable()
+export const keyCategory = categoryText.nullable()
 
 /** A key's scopes: at most 100, each 1-128 characters, each kept once (in the order given). */
 export const keyScopes = z

@@ -16,7 +16,7 @@ import { z } from 'zod'
 import { throughBound } from '../bounded-calls.js'
 import type { Context } from '../context.js'
 import { ConflictError, InvalidRequestError, NotFoundError } from '../errors.js'
-import { text, textProblem } from '../input.js'
+import { categoryText, pageSize, text, textProblem } from '../input.js'
 import { accountIdSchema, checkAccountId } from '../metering/accounts.js'
 import { argumentError, limitsSchema, parseInput } from '../options.js'
 import type { KeyKind, KeyLimits, KeyPatch, KeyRecord } from '../storage/types.js'
@@ -73,12 +73,12 @@ export type UpdateKeyInput = z.input<typeof updateKeySchema>
 
 const listSchema = z
   .object({
-    limit: z.number().int().min(1).max(100).default(20),
+    limit: pageSize.default(20),
     cursor: text(z.string().max(200)).nullable().optional(),
     kind: z.enum(['consumption', 'management']).default('consumption'),
     includeRevoked: z.boolean().default(false),
     /** Only the keys tagged with this category. */
-    category: text(z.string().trim().min(1).max(64)).optional(),
+    category: categoryText.optional(),
   })
   .strict()
 

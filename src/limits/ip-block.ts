@@ -20,7 +20,7 @@
 
 import { LRUCache } from 'lru-cache'
 import { z } from 'zod'
-import { text } from '../input.js'
+import { pageSize, text } from '../input.js'
 import { ipAddress } from '../request.js'
 import type { IpBlock, IpBlockStore, ListOptions, Page } from '../storage/types.js'
 
@@ -39,20 +39,13 @@ export const ipAddressSchema = z.string({ error: IP_MESSAGE }).transform((v, ctx
   return ip
 })
 
-const LIMIT_MESSAGE = 'must be an integer from 1 to 100'
-
 /**
  * `tb.ipBlocks.list`'s options: at most 100 blocks a page, the cursor a page gave (an
  * address, so at most 64 characters of valid Unicode without NUL).
  */
 export const ipBlocksListSchema = z
   .object({
-    limit: z
-      .number({ error: LIMIT_MESSAGE })
-      .int({ error: LIMIT_MESSAGE })
-      .min(1, { error: LIMIT_MESSAGE })
-      .max(100, { error: LIMIT_MESSAGE })
-      .default(100),
+    limit: pageSize.default(100),
     cursor: text(z.string().min(1).max(64)).nullable().default(null),
   })
   .strict()

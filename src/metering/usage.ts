@@ -13,7 +13,7 @@
 import { z } from 'zod'
 import type { Context } from '../context.js'
 import { NotFoundError } from '../errors.js'
-import { text, textProblem } from '../input.js'
+import { categoryText, pageSize, text, textProblem } from '../input.js'
 import { roundAmount } from '../limits/amount.js'
 import { parseInput } from '../options.js'
 import type { UsageEvent, UsageFilter, UsageSummary } from '../storage/types.js'
@@ -49,7 +49,7 @@ export interface UsageReport {
  * without NUL, as a key's category is given (`keys/fields.ts`). Shared by `tb.usage`, the
  * management API and the portal, so all three refuse the same values with the same message.
  */
-export const usageFilterValue = text(z.string().trim().min(1).max(64))
+export const usageFilterValue = categoryText
 
 /** What a breakdown is keyed by; `category` when omitted. */
 export const usageGroupBySchema = z
@@ -88,10 +88,10 @@ export type LogEntry = Omit<UsageEvent, 'accountId'>
 
 const logsSchema = z
   .object({
-    limit: z.number().int().min(1).max(100).default(20),
+    limit: pageSize.default(20),
     cursor: text(z.string().max(300)).nullable().optional(),
     /** Only the requests of this usage category. */
-    category: text(z.string().trim().min(1).max(64)).optional(),
+    category: categoryText.optional(),
   })
   .strict()
 

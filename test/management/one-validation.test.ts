@@ -86,6 +86,52 @@ describe('one validation of each body, one wording', () => {
     ])
   })
 
+  /**
+   * The same bad list option as a query of the management API and as an option of the core's
+   * list: the same issue. Before, `tb.keys.list` and `tb.usage.logs` said `Too small: expected
+   * number to be >=1` where `GET /keys?limit=0` (and `tb.ipBlocks.list`) said `must be an
+   * integer from 1 to 100`.
+   */
+  it.each<[string, string, Record<string, unknown>, InvalidField]>([
+    [
+      'limit 0',
+      'limit=0',
+      { limit: 0 },
+      { path: 'limit', message: 'must be an integer from 1 to 100' },
+    ],
+    [
+      'limit 101',
+      'limit=101',
+      { limit: 101 },
+      { path: 'limit', message: 'must be an integer from 1 to 100' },
+    ],
+    [
+      'a category over 64 characters',
+      `category=${'x'.repeat(65)}`,
+      { category: 'x'.repeat(65) },
+      { path: 'category', message: 'must be 1-64 characters' },
+    ],
+    [
+      'a blank category',
+      'category=%20',
+      { category: ' ' },
+      { path: 'category', message: 'must be 1-64 characters' },
+    ],
+  ])('a list option: %s', async (_, query, options, issue) => {
+    const keys = await api('GET', `/keys?${query}`, { token: mk })
+    expect([keys.status, keys.body.issues]).toEqual([400, [issue]])
+    const logs = await api('GET', `/keys/${id}/logs?${query}`, { token: mk })
+    expect([logs.status, logs.body.issues]).toEqual([400, [issue]])
+    expect(await issuesOf(tb.keys.list('acct_a', options))).toEqual([issue])
+    expect(await issuesOf(tb.usage.logs(id, options))).toEqual([issue])
+    if (issue.path === 'limit') expect(await issuesOf(tb.ipBlocks.list(options))).toEqual([issue])
+    else {
+      const usage = await api('GET', `/usage?${query}`, { token: mk })
+      expect([usage.status, usage.body.issues]).toEqual([400, [issue]])
+      expect(await issuesOf(tb.usage.get('acct_a', options))).toEqual([issue])
+    }
+  })
+
   it('the parsed-input entries the management API calls take their input as it is', async () => {
     // tb.keys.create trims a name (its schema's transform); the parsed entry, given a value
     // its caller has parsed, runs no schema, so the name stays as given.
