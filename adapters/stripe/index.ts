@@ -13,6 +13,7 @@
 
 import type Stripe from 'stripe'
 import {
+  argumentError,
   BILLING_STATE_KEY,
   type BillingProvider,
   type BillingState,
@@ -410,6 +411,14 @@ export function stripeBilling(tb: Tollbooth, options: StripeBillingOptions): Str
       return reconcileOverage(tb, meter, accountId, opts)
     },
     async handleRequest(request) {
+      const given = request as Partial<Request> | null | undefined
+      if (typeof given?.arrayBuffer !== 'function' || typeof given.headers?.get !== 'function')
+        throw argumentError(
+          'billing.handleRequest',
+          'request',
+          'must be a fetch Request (e.g. c.req.raw)',
+          request,
+        )
       const reparsed = reparsedWebhookMessage(request)
       if (reparsed) {
         onError(new Error(reparsed))

@@ -13,9 +13,11 @@
  * e.g. daily and once after each period closes, within the log retention.
  */
 
+import { z } from 'zod'
 import { roundAmount } from '../limits/amount.js'
 import { checkAccountId } from '../metering/accounts.js'
-import { type Period, periodOfMonth } from '../metering/periods.js'
+import { monthSchema, type Period, periodOfMonth } from '../metering/periods.js'
+import { parseInput } from '../options.js'
 import type { UsageEvent } from '../storage/types.js'
 import type { Tollbooth } from '../tollbooth.js'
 import type { MeterOutbox } from './meter-outbox.js'
@@ -74,12 +76,20 @@ export async function overageEvents(
 }
 
 /**
+ * The options of {@link reconcileOverage}, strict: `redeliver` sends overage to Stripe again,
+ * so a `'false'` or a misspelt name is refused, never taken as true or left unread.
+ */
+const reconcileOptions = z
+  .object({ month: monthSchema.optional(), redeliver: z.boolean().optional() })
+  .strict()
+
+/**
  * Reconciles one account's overage for the period `month` (`YYYY-MM`; the current one by
  * default). Flushes tollbooth's usage queue first, so the figures include every settled
  * request.
  *
  * @param [options.redeliver=false] queue the missing events in `outbox` again
- * @throws {InvalidRequestError} for a bad account id or month
+ * @throws {InvalidRequestError} for a bad account id, month or option
  */
 export async function reconcileOverage(
   tb: Tollbooth,
@@ -88,10 +98,11 @@ export async function reconcileOverage(
   options: { month?: string; redeliver?: boolean } = {},
 ): Promise<OverageReconciliation> {
   checkAccountId(accountId)
-  const period = periodOfMonth(options.month, tb.options.clock?.now() ?? Date.now())
+  const o = parseInput(reconcileOptions, options)
+  const period = periodOfMonth(o.month, tb.options.clock?.now() ?? Date.now())
   await tb.flush()
   const { result, lost } = await reconcilePeriod(tb, outbox, accountId, period)
-  if (options.redeliver && lost.length > 0) {
+  if (o.redeliver && lost.length > 0) {
     outbox.enqueue(lost)
     result.redelivered = lost.length
   }

@@ -17,6 +17,8 @@ import {
 import {
   createTollbooth,
   HEAL_SETTLE_MS,
+  type InvalidRequestError,
+  isTollboothError,
   type ManualClock,
   METER_JOURNAL_ID,
   manualClock,
@@ -354,6 +356,21 @@ describe('delivery', () => {
     expect((await billing.reconcile(ACCOUNT, { month: '2026-11' })).recorded.events).toBe(2)
     expect((await billing.reconcile(ACCOUNT, { month: '2026-10' })).recorded.events).toBe(0)
     await expect(billing.reconcile(ACCOUNT, { month: '2026-13' })).rejects.toThrow('month')
+  })
+
+  it('refuses an option of reconcile that is not one, naming it', async () => {
+    // Before, `redeliver: 'false'` (or 1) was taken as true and queued the missing overage for
+    // Stripe again; `{ redelivr: true }` reconciled without redelivering, without a word.
+    for (const [options, path] of [
+      [{ redeliver: 'false' }, 'redeliver'],
+      [{ redeliver: 1 }, 'redeliver'],
+      [{ redelivr: true }, '(root)'],
+      ['2026-11', '(root)'],
+    ] as const) {
+      const err = await billing.reconcile(ACCOUNT, options as never).catch((e: unknown) => e)
+      expect(isTollboothError(err) && err.code, JSON.stringify(options)).toBe('invalid_request')
+      expect((err as InvalidRequestError).issues.map((i) => i.path)).toEqual([path])
+    }
   })
 })
 

@@ -11,7 +11,7 @@ import { Hono } from 'hono'
 import { Redis } from 'ioredis'
 import { Pool } from 'pg'
 import Stripe from 'stripe'
-import { beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { requireApiKey as expressGuard } from '../../adapters/express/index.js'
 import { mountFetch as expressMount } from '../../adapters/express/mount.js'
 import { requireApiKey as fastifyGuard } from '../../adapters/fastify/index.js'
@@ -294,6 +294,19 @@ describe('a bad argument', () => {
   const inPortal = (who: unknown) =>
     reported((t, authenticate) => portal(t, { authenticate }), ['/api/session', '/api/keys'], who)
   const record = { tier: 'pro', tierExpiresAt: null, balance: 5, carryover: 0 }
+  let billing: ReturnType<typeof stripeBilling> | undefined
+  const billingOf = () =>
+    (billing ??= stripeBilling(
+      createTollbooth({ secret: SECRET, plans: { pro: { monthlyCredits: 1 } } }),
+      {
+        stripe: new Stripe('sk_test_options_suite', { maxNetworkRetries: 0 }),
+        webhookSecret: 'whsec_options_suite_0001',
+        tiers: { pro: { priceId: 'price_pro' } },
+      },
+    ))
+  afterAll(async () => {
+    await billing?.close()
+  })
 
   it.each<[string, () => unknown, string]>([
     [
@@ -471,6 +484,16 @@ describe('a bad argument', () => {
       'accounts.creditLimit, a tier name for the plan',
       () => tb.accounts.creditLimit(record as never, 'pro' as never),
       'tb.accounts.creditLimit: plan must be a plan (tb.options.plans[tier]) or null, got a string of 3 characters',
+    ],
+    [
+      'billing.handleRequest, no request',
+      () => billingOf().handleRequest(undefined as never),
+      'billing.handleRequest: request must be a fetch Request (e.g. c.req.raw), got undefined',
+    ],
+    [
+      'billing.handleRequest, Express request options',
+      () => billingOf().handleRequest({ body: {}, headers: {} } as never),
+      'billing.handleRequest: request must be a fetch Request (e.g. c.req.raw), got an object',
     ],
     // The route's options given where the instance goes (tb left out).
     ...[honoGuard, expressGuard, fastifyGuard].map((guard, i): [string, () => unknown, string] => [
