@@ -82,6 +82,12 @@ const listSchema = z
   })
   .strict()
 
+/**
+ * `keys.delete`'s options, strict: `evenIfUsed` deletes a key's history with it, so a `'false'`
+ * or a misspelt name is refused, never read as something else.
+ */
+const deleteOptions = z.object({ evenIfUsed: z.boolean().default(false) }).strict()
+
 /** Store pages read at most for one filtered page (each as large as what is still missing). */
 const MAX_FILTERED_READS = 50
 
@@ -337,6 +343,7 @@ export class KeyManager {
     scope: Scope = {},
     options: { evenIfUsed?: boolean } = {},
   ): Promise<void> {
+    const { evenIfUsed } = parseInput(deleteOptions, options)
     const r = await this.owned(id, scope)
     // Another instance's use of the key sits in its out-box until its next flush (every
     // `usage.flushIntervalMs`, a write taking up to `storageTimeoutMs`): with a change feed,
@@ -346,7 +353,7 @@ export class KeyManager {
     // refused (an inactive or expired key, a missing scope: history too).
     const o = this.ctx.options
     const others =
-      options.evenIfUsed !== true && this.ctx.storage.changes !== undefined
+      !evenIfUsed && this.ctx.storage.changes !== undefined
         ? new Promise((resolve) =>
             setTimeout(resolve, o.usage.flushIntervalMs + o.storageTimeoutMs),
           )
@@ -356,13 +363,13 @@ export class KeyManager {
     await others
     const fresh = (await this.ctx.storage.keys.get(r.id)) ?? r
     const used =
-      options.evenIfUsed !== true &&
+      !evenIfUsed &&
       (fresh.lastUsedAt !== null ||
         (await this.ctx.storage.usage.logs(r.id, { limit: 1 })).data.length > 0)
     if (used) throw new ConflictError(USED)
     // The use not written yet (another instance's first request, admitted before this point or
     // from now until the key is gone): the key's first-use counter decides, atomically.
-    const counters = options.evenIfUsed === true ? null : this.ctx.firstUses
+    const counters = evenIfUsed ? null : this.ctx.firstUses
     const mark = deleteCheck(r.accountId, r.id)
     if (counters) {
       const taken = await counters.consume([mark], this.ctx.clock.now())

@@ -122,6 +122,25 @@ function keptPeriods(done: ClosedPeriod[] | undefined, more: ClosedPeriod[]): Cl
   return [...kept, ...more].slice(-CLOSED_PERIODS_KEPT)
 }
 
+/** Throws a ConfigError naming `fn` unless `period` is left out or is a period. */
+function checkPeriod(fn: string, period: Period | undefined): void {
+  const p = period as Partial<Period> | null | undefined
+  if (
+    p !== undefined &&
+    (typeof p !== 'object' ||
+      p === null ||
+      typeof p.id !== 'string' ||
+      !Number.isFinite(p.start) ||
+      !Number.isFinite(p.end))
+  )
+    throw argumentError(
+      fn,
+      'period',
+      "must be a period ({ id, start, end }, e.g. a usage report's period)",
+      period,
+    )
+}
+
 /** Throws a ConfigError naming `fn` unless `record` has an account record's tier and credits. */
 function checkRecord(fn: string, record: AccountRecord): void {
   const r = record as Partial<AccountRecord> | null | undefined
@@ -639,6 +658,7 @@ export class AccountService {
 
   /** The account with its credit figures for the current period, or for the period `month`. */
   async get(id: string, period?: Period): Promise<AccountView> {
+    checkPeriod('tb.accounts.get', period)
     const { view, credits } = await this.statement(id, period)
     const { used, limit, remaining } = credits
     return { ...view, credits: { used, limit, remaining } }
@@ -653,6 +673,7 @@ export class AccountService {
     period?: Period,
   ): Promise<{ view: Omit<AccountView, 'credits'>; credits: PeriodCredits }> {
     checkAccountId(id)
+    checkPeriod('tb.accounts.statement', period)
     const now = this.now()
     // Read anew, not the admission cache's view: it keeps no record (and a view is then as
     // fresh as the store).

@@ -486,6 +486,18 @@ describe('a bad argument', () => {
       'tb.accounts.creditLimit: plan must be a plan (tb.options.plans[tier]) or null, got a string of 3 characters',
     ],
     [
+      // Before, answered, the string spread as its period (`{"0":"2","1":"0",…}`).
+      'accounts.get, a month for the period',
+      () => tb.accounts.get('acct_args', '2026-03' as never),
+      "tb.accounts.get: period must be a period ({ id, start, end }, e.g. a usage report's period), got a string of 7 characters",
+    ],
+    [
+      // Before, answered with `{ month }` as its period and the credits of no period.
+      'accounts.statement, options for the period',
+      () => tb.accounts.statement('acct_args', { month: '2026-03' } as never),
+      "tb.accounts.statement: period must be a period ({ id, start, end }, e.g. a usage report's period), got an object",
+    ],
+    [
       'billing.handleRequest, no request',
       () => billingOf().handleRequest(undefined as never),
       'billing.handleRequest: request must be a fetch Request (e.g. c.req.raw), got undefined',

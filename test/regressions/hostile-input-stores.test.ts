@@ -333,6 +333,24 @@ for (const store of STORES) {
       }
     })
 
+    it("keys.delete's options are strict: a misspelt or non-boolean evenIfUsed is refused, the key kept", async () => {
+      // Before, each was taken without a word (a non-boolean read as false, a misspelt name
+      // unread): the first call deleted the key.
+      const { record } = await tb.keys.create({ accountId: 'acct_del', name: 'Kept' })
+      for (const [options, path] of [
+        [{ evenIfUsed: 'false' }, 'evenIfUsed'],
+        [{ evenIfUsed: 1 }, 'evenIfUsed'],
+        [{ evenIfUsd: true }, '(root)'],
+        ['yes', '(root)'],
+      ] as const) {
+        const err = await tb.keys.delete(record.id, {}, options as never).catch((e) => e)
+        expect(issuePaths(err), JSON.stringify(options)).toEqual([path])
+      }
+      expect((await tb.keys.get(record.id)).name).toBe('Kept')
+      await tb.keys.delete(record.id, {}, { evenIfUsed: false })
+      expect(await tb.keys.get(record.id).catch((e) => e.code)).toBe('not_found')
+    })
+
     it("setTier's expiresAt must be an instant in ms; the account keeps its tier", async () => {
       const account = 'acct_tier'
       await tb.accounts.setTier(account, 'pro', { expiresAt: DATE_MAX })
