@@ -18,7 +18,7 @@ import type { Context } from '../context.js'
 import { ConflictError, InvalidRequestError, NotFoundError } from '../errors.js'
 import { categoryText, pageSize, text, textProblem } from '../input.js'
 import { accountIdSchema, checkAccountId } from '../metering/accounts.js'
-import { argumentError, limitsSchema, parseInput } from '../options.js'
+import { argumentError, limitsSchema, parseInput, parseOptions } from '../options.js'
 import type { KeyKind, KeyLimits, KeyPatch, KeyRecord } from '../storage/types.js'
 import { instant, keyPatchFields, newKeyFields, oneExpiry, rotateKeySchema } from './fields.js'
 import { deleteCheck, refusedBy } from './first-use.js'
@@ -96,6 +96,11 @@ export interface Scope {
   accountId?: string
 }
 
+/** A {@link Scope} as given, strict. */
+const keyScope = z.object({ accountId: accountIdSchema.optional() }).strict()
+/** The scope of `update`, which may ask for a name unique in the account (`NameRule`). */
+const updateScope = keyScope.extend({ uniqueName: z.boolean().optional() }).strict()
+
 export interface CreatedKey {
   /** The plaintext key. Shown once: store it now, it cannot be retrieved again. */
   key: string
@@ -158,7 +163,15 @@ export class KeyManager {
     return asked
   }
 
-  private async owned(id: string, scope: Scope): Promise<KeyRecord> {
+  /**
+   * The key `id` of the scope's account (404 for another account's, as for a missing one).
+   *
+   * @param fn the method called (`get`), named with a bad scope
+   * @throws {ConfigError} for a scope that is not `{ accountId }` (`uniqueName` too on update):
+   *   a misspelt name would otherwise go unread and the key be answered whatever its account
+   */
+  private async owned(id: string, scope: Scope, fn: string): Promise<KeyRecord> {
+    parseOptions(`tb.keys.${fn}`, fn === 'update' ? updateScope : keyScope, scope, 'scope')
     // An id no key can have (too long, a NUL, a lone surrogate) is not looked up: a store
     // could only fail on it.
     const r =
@@ -286,7 +299,7 @@ export class KeyManager {
   }
 
   async get(id: string, scope: Scope = {}): Promise<KeyView> {
-    return keyView(await this.owned(id, scope))
+    return keyView(await this.owned(id, scope, 'get'))
   }
 
   /**
@@ -298,7 +311,7 @@ export class KeyManager {
   }
 
   async #update(id: string, patch: KeyPatch, scope: Scope & NameRule): Promise<KeyView> {
-    const r = await this.owned(id, scope)
+    const r = await this.owned(id, scope, 'update')
     const name = patch.name
     if (scope.uniqueName === true && name !== undefined)
       return this.names.claim({ accountId: r.accountId, kind: r.kind, name, exceptId: r.id }, () =>
@@ -319,7 +332,7 @@ export class KeyManager {
 
   /** Revokes at once (soft: the record and its history stay). Revoking twice is a no-op. */
   async revoke(id: string, scope: Scope = {}): Promise<KeyView> {
-    const r = await this.owned(id, scope)
+    const r = await this.owned(id, scope, 'revoke')
     const now = this.ctx.clock.now()
     if (r.revokedAt !== null && r.revokedAt <= now) return keyView(r)
     const updated = await this.ctx.storage.keys.update(r.id, { revokedAt: now })
@@ -344,7 +357,7 @@ export class KeyManager {
     options: { evenIfUsed?: boolean } = {},
   ): Promise<void> {
     const { evenIfUsed } = parseInput(deleteOptions, options)
-    const r = await this.owned(id, scope)
+    const r = await this.owned(id, scope, 'delete')
     // Another instance's use of the key sits in its out-box until its next flush (every
     // `usage.flushIntervalMs`, a write taking up to `storageTimeoutMs`): with a change feed,
     // other instances may share the store, so the use is read only once what they queued
@@ -403,7 +416,7 @@ export class KeyManager {
   }
 
   async #rotate(id: string, o: RotateOptions, scope: Scope): Promise<CreatedKey> {
-    const r = await this.owned(id, scope)
+    const r = await this.owned(id, scope, 'rotate')
     const now = this.ctx.clock.now()
     if (r.revokedAt !== null && r.revokedAt <= now)
       throw new ConflictError('This key is revoked and cannot be rotated')

@@ -294,6 +294,7 @@ describe('a bad argument', () => {
   const inPortal = (who: unknown) =>
     reported((t, authenticate) => portal(t, { authenticate }), ['/api/session', '/api/keys'], who)
   const record = { tier: 'pro', tierExpiresAt: null, balance: 5, carryover: 0 }
+  const keyId = async () => (await tb.keys.list('acct_args')).data[0]!.id
   let billing: ReturnType<typeof stripeBilling> | undefined
   const billingOf = () =>
     (billing ??= stripeBilling(
@@ -484,6 +485,22 @@ describe('a bad argument', () => {
       'accounts.creditLimit, a tier name for the plan',
       () => tb.accounts.creditLimit(record as never, 'pro' as never),
       'tb.accounts.creditLimit: plan must be a plan (tb.options.plans[tier]) or null, got a string of 3 characters',
+    ],
+    [
+      // Before, the misspelt name went unread: the key was answered, whatever its account.
+      'keys.get, a misspelt scope',
+      async () => tb.keys.get(await keyId(), { accountID: 'acct_other' } as never),
+      'tb.keys.get: scope.accountID is not an option',
+    ],
+    [
+      'keys.revoke, an account id for the scope',
+      async () => tb.keys.revoke(await keyId(), 'acct_args' as never),
+      'tb.keys.revoke: scope must be an object, got a string of 9 characters',
+    ],
+    [
+      'keys.update, a bad account id in the scope',
+      async () => tb.keys.update(await keyId(), { name: 'n' }, { accountId: 'a b' }),
+      'tb.keys.update: scope.accountId must be 1-128 of A-Z a-z 0-9 . _ : @ | -, got "a b"',
     ],
     [
       // Before, answered, the string spread as its period (`{"0":"2","1":"0",…}`).
