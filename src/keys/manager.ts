@@ -17,7 +17,7 @@ import { throughBound } from '../bounded-calls.js'
 import type { Context } from '../context.js'
 import { ConflictError, InvalidRequestError, NotFoundError } from '../errors.js'
 import { categoryText, pageSize, text, textProblem } from '../input.js'
-import { accountIdSchema, checkAccountId } from '../metering/accounts.js'
+import { accountIdSchema, accountScope, checkAccountId } from '../metering/accounts.js'
 import { argumentError, limitsSchema, parseInput, parseOptions } from '../options.js'
 import type { KeyKind, KeyLimits, KeyPatch, KeyRecord } from '../storage/types.js'
 import { instant, keyPatchFields, newKeyFields, oneExpiry, rotateKeySchema } from './fields.js'
@@ -96,10 +96,8 @@ export interface Scope {
   accountId?: string
 }
 
-/** A {@link Scope} as given, strict. */
-const keyScope = z.object({ accountId: accountIdSchema.optional() }).strict()
 /** The scope of `update`, which may ask for a name unique in the account (`NameRule`). */
-const updateScope = keyScope.extend({ uniqueName: z.boolean().optional() }).strict()
+const updateScope = accountScope.extend({ uniqueName: z.boolean().optional() }).strict()
 
 export interface CreatedKey {
   /** The plaintext key. Shown once: store it now, it cannot be retrieved again. */
@@ -171,7 +169,7 @@ export class KeyManager {
    *   a misspelt name would otherwise go unread and the key be answered whatever its account
    */
   private async owned(id: string, scope: Scope, fn: string): Promise<KeyRecord> {
-    parseOptions(`tb.keys.${fn}`, fn === 'update' ? updateScope : keyScope, scope, 'scope')
+    parseOptions(`tb.keys.${fn}`, fn === 'update' ? updateScope : accountScope, scope, 'scope')
     // An id no key can have (too long, a NUL, a lone surrogate) is not looked up: a store
     // could only fail on it.
     const r =

@@ -191,6 +191,13 @@ export const accountIdSchema = z
   .string({ error: ACCOUNT_ID_RULE })
   .regex(ACCOUNT_ID, ACCOUNT_ID_RULE)
 
+/**
+ * The scope of a lookup by key id (`tb.keys.get`, `tb.usage.logs`, …): the account the key
+ * must be of, strict, so a misspelt name is refused rather than left unread (the lookup then
+ * unscoped).
+ */
+export const accountScope = z.object({ accountId: accountIdSchema.optional() }).strict()
+
 /** Whether `id` is an account id: 1-128 of `A-Za-z0-9._:@|-`. */
 export function isAccountId(id: unknown): id is string {
   return typeof id === 'string' && ACCOUNT_ID.test(id)

@@ -15,9 +15,9 @@ import type { Context } from '../context.js'
 import { NotFoundError } from '../errors.js'
 import { categoryText, pageSize, text, textProblem } from '../input.js'
 import { roundAmount } from '../limits/amount.js'
-import { parseInput } from '../options.js'
+import { parseInput, parseOptions } from '../options.js'
 import type { UsageEvent, UsageFilter, UsageSummary } from '../storage/types.js'
-import { checkAccountId, type PeriodCredits } from './accounts.js'
+import { accountScope, checkAccountId, type PeriodCredits } from './accounts.js'
 import { monthSchema, periodOf, periodOfMonth } from './periods.js'
 
 /** What a usage breakdown is keyed by: the request's usage category or its key's category. */
@@ -194,6 +194,7 @@ export class UsageService {
     scope: { accountId?: string } = {},
   ): Promise<{ data: LogEntry[]; nextCursor: string | null; hasMore: boolean }> {
     const { category, ...o } = parseInput(logsSchema, options)
+    parseOptions('tb.usage.logs', accountScope, scope, 'scope')
     const key =
       typeof keyId === 'string' && keyId.length <= 64 && textProblem(keyId) === null
         ? await this.ctx.storage.keys.get(keyId)

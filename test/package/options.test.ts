@@ -493,6 +493,11 @@ describe('a bad argument', () => {
       'tb.keys.get: scope.accountID is not an option',
     ],
     [
+      'usage.logs, a misspelt scope',
+      async () => tb.usage.logs(await keyId(), {}, { account: 'acct_other' } as never),
+      'tb.usage.logs: scope.account is not an option',
+    ],
+    [
       'keys.revoke, an account id for the scope',
       async () => tb.keys.revoke(await keyId(), 'acct_args' as never),
       'tb.keys.revoke: scope must be an object, got a string of 9 characters',
