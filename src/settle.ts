@@ -31,6 +31,8 @@ import { roundAmount } from './limits/amount.js'
 import { undrained } from './limits/revert.js'
 import { argumentError } from './options.js'
 import type { AbortWait } from './response-end.js'
+import { notSent } from './retry-queue.js'
+import { releaseRecord } from './storage/leased-counters.js'
 import { syncCounters } from './storage/state-counters.js'
 import type { Check, CheckResult, SettleOp, UsageEvent } from './storage/types.js'
 import type { TallyPlace } from './storage/usage-tallies.js'
@@ -521,13 +523,25 @@ function apply(
   // the first attempt, as the retry is: a first attempt that failed for this instance may
   // still land after its retry (on another connection), and a plain release charged again
   // then (10 credits for a request of 5, test/fault/settle-reorder). Past that (the store out
-  // for the renewals), a plain release: the hold may have lapsed, and is charged all the same.
+  // for the renewals), a charged release goes once per a record of its own (`SettleOp` release
+  // `record`): the hold may have lapsed, and is charged all the same, once however many of its
+  // attempts land. Before, a plain release, whose retry (`ifHeld`) found the lapsed hold gone
+  // and charged nothing when the first attempt had not landed (a store killed, or a frozen
+  // PostgreSQL that cancelled it: 0 credits for a stream that reported 7, test/fault/settle-lapsed).
   let ops: SettleOp[] = s.holds
   const held = now < s.heldUntil - 2 * clockSkewOf(ctx)
+  let recorded = false
   for (let i = 0; i < s.holds.length; i++) {
     const op = s.holds[i]!
     op.charge = isCharged(s.places[i]!) ? charge : 0
     op.ifHeld = held
+    if (!held && op.charge !== 0) {
+      const key = releaseRecord(op.key, op.holdId)
+      if (key !== undefined) {
+        op.record = { key, ttlMs: ctx.admissionTtlMs }
+        recorded = true
+      }
+    }
   }
   // Token limits: the estimate counted at admission trued-up to the report (the estimate
   // stands when nothing was reported); what is given back is what has not drained since.
@@ -556,12 +570,14 @@ function apply(
   if (sync) {
     // Where admission found each held counter: the store reaches it again without a lookup.
     try {
-      sync.settle(ops, now, s.places)
+      // (A record's key comes after its counter's: the places would no longer line up.)
+      sync.settle(ops, now, recorded ? undefined : s.places)
     } catch (err) {
       // An in-process store can fail too (SQLite: a lock held past its busy timeout): retried
       // as a remote store's settle is, so the charge is not lost.
       ctx.report(err)
-      ctx.retries.add(retryOps(ops), Promise.reject(err), false)
+      // Its transaction rolled back: nothing of it applied.
+      ctx.retries.add(retryOps(ops, true, ctx.admissionTtlMs), Promise.reject(err), false)
     }
     return record(ctx, done, repeat ? -1 : charge)
   }
@@ -585,7 +601,7 @@ function apply(
     (err: unknown) => {
       // Retried until the store takes it, so the charge is not lost while the event is kept.
       ctx.report(err)
-      ctx.retries.add(retryOps(rest), raw, false)
+      ctx.retries.add(retryOps(rest, notSent(err), ctx.admissionTtlMs), raw, false)
       return record(ctx, done, repeat ? -1 : charge)
     },
   )
@@ -599,14 +615,30 @@ function clockSkewOf(ctx: Context): number {
 
 /**
  * A settle's operations as retried: applied twice, they must count once. A release charges
- * only while its hold is still there; a token refund is dropped (given twice it would loosen
- * the limit), an excess kept (counted twice at worst, which only refuses earlier).
+ * only while its hold is still there, or once per its record (`SettleOp` release `record`); a
+ * token refund is dropped (given twice it would loosen the limit), an excess kept (counted
+ * twice at worst, which only refuses earlier).
+ *
+ * @param unsent the first attempt surely applied nothing (never sent, or rolled back): a
+ *   charged release then goes once per a record of its own, as past its hold's TTL (see
+ *   `apply`), so the retries charge it once whatever became of the hold meanwhile. Before, a
+ *   retry `ifHeld` after the store came back past the hold's TTL found it gone and charged
+ *   nothing (0 credits for 7 reported, test/fault/settle-lapsed).
  */
-function retryOps(ops: ReadonlyArray<SettleOp>): SettleOp[] {
+function retryOps(ops: ReadonlyArray<SettleOp>, unsent: boolean, ttlMs: number): SettleOp[] {
   const out: SettleOp[] = []
   for (const op of ops) {
-    if (op.type === 'release') out.push({ ...op, ifHeld: true })
-    else if (op.type !== 'add' || op.check.cost > 0) out.push(op)
+    if (op.type === 'release') {
+      const key =
+        unsent && op.record === undefined && op.charge !== 0
+          ? releaseRecord(op.key, op.holdId)
+          : undefined
+      out.push(
+        key === undefined
+          ? { ...op, ifHeld: true }
+          : { ...op, ifHeld: true, record: { key, ttlMs } },
+      )
+    } else if (op.type !== 'add' || op.check.cost > 0) out.push(op)
   }
   return out
 }

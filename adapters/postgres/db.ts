@@ -341,10 +341,14 @@ export async function checkout(db: Db, deadlineMs = Infinity): Promise<Checkout>
 export function connect(pool: PgPool, onError: (err: Error) => void): Promise<PoolClient> {
   return new Promise((resolve, reject) => {
     pool.connect((err, client) => {
-      if (err || !client)
-        return reject(
-          poolEnded(err) ? endedError(err) : (err ?? new Error('tollbooth/postgres: no client')),
-        )
+      if (err || !client) {
+        if (poolEnded(err)) return reject(endedError(err))
+        // No connection, so nothing of the call was sent (docs/storage.md, `notSent`): the core
+        // then retries a settle once per a record of its own, not `ifHeld` (a hold that lapsed
+        // while the server was down charged nothing, test/fault/settle-lapsed).
+        const e = err ?? new Error('tollbooth/postgres: no client')
+        return reject(Object.assign(e, { notSent: true }))
+      }
       client.on('error', onError)
       resolve(client)
     })

@@ -250,7 +250,7 @@ interface Owed {
  * The record of the releases of hold `holdId` of counter `key` (see `Owed.record`): under the
  * counter's hash tag, so one store call (one Redis Cluster slot) takes both.
  */
-function releaseRecord(key: string, holdId: string): string | undefined {
+export function releaseRecord(key: string, holdId: string): string | undefined {
   const tag = /^\{[^{}]+\}/.exec(key)?.[0]
   return tag === undefined ? undefined : `${tag}:a:rel-${holdId.replaceAll(':', '-')}`
 }
