@@ -115,6 +115,8 @@ interface Pipeline {
 /** One request on its way through the pipeline: what every step reads and fills. */
 interface Attempt {
   readonly p: Pipeline
+  /** Decided for an adapter (`tb.decide`), which settles it at its response's end. */
+  readonly served: boolean
   readonly ctx: Context
   /** The request, its `ip` the client's (behind the trusted proxies). */
   readonly req: TollboothRequest
@@ -179,13 +181,18 @@ const WAITING_PER_SLOT = 32
  */
 export function createPipeline(
   ctx: Context,
-): (req: TollboothRequest, route: ResolvedRoute) => Decision | Promise<Decision> {
+): (req: TollboothRequest, route: ResolvedRoute, served: boolean) => Decision | Promise<Decision> {
   const p: Pipeline = { ctx, seq: 0, idPrefix: undefined, forwardedChecks: 1000 }
-  return (req, route) => run(attempt(p, req, route), 0)
+  return (req, route, served) => run(attempt(p, req, route, served), 0)
 }
 
 /** The record of a new request: its ids, its client's address, nothing decided yet. */
-function attempt(p: Pipeline, req: TollboothRequest, route: ResolvedRoute): Attempt {
+function attempt(
+  p: Pipeline,
+  req: TollboothRequest,
+  route: ResolvedRoute,
+  served: boolean,
+): Attempt {
   const ctx = p.ctx
   // The prefix made once: a request's id, kept with its usage event for `maxEvents` requests,
   // is then one string and its rope, not a third string made anew each time.
@@ -223,6 +230,7 @@ function attempt(p: Pipeline, req: TollboothRequest, route: ResolvedRoute): Atte
     result: null,
     uncounted: false,
     idempotencyKey: undefined,
+    served,
     leftMs: 0,
   }
 }
@@ -1001,15 +1009,13 @@ function admission(a: Attempt): Admission {
       overage: a.metered && account !== null && account.plan?.allowOverage === true,
       overrun: route.overrun,
     })
-    // Its holds are renewed until it settles, however long its response runs.
-    if (s.holds.length > 0) a.ctx.renewals.add(s)
     const idk = a.idempotencyKey
     if (idk !== undefined) s.idempotencyId = `${entry!.info.id}:${idk}`
     // Stored provider keys serve every route; the route's `byok` option governs headers (and
     // which stored keys let in a request its credits cannot cover: `withStoredKey`).
     s.resolveProvider = a.ctx.resolveStoredProvider
   }
-  return new Admission({
+  const d = new Admission({
     requestId: a.requestId,
     key: entry!.info,
     providerKeys: a.providerKeys,
@@ -1017,6 +1023,12 @@ function admission(a: Attempt): Admission {
     settlement: s,
     category: route.category ?? null,
   })
+  // Listed until it settles: its holds are renewed, however long its response runs, and
+  // `tb.close()` waits for it when an adapter serves it.
+  s.admission = d
+  s.served = a.served
+  a.ctx.renewals.add(s)
+  return d
 }
 
 /**

@@ -5,8 +5,9 @@
  * concurrency slot, its credit reservation) are taken with a TTL (`leaseTtlMs`,
  * `reservationTtlMs`) so that those of a process that dies lapse by themselves; a response
  * that runs longer than that (a reasoning model's stream, a voice session) must keep them all
- * the same. So this instance keeps its admissions that hold something, in order of admission,
- * and one timer (started while there is one, unref'd) renews, every third of the shorter TTL,
+ * the same. So this instance keeps its admissions in flight, in order of admission (all of
+ * them: `tb.close()` waits for those an adapter serves, then settles those still running), and one timer (started
+ * while one holds something, unref'd) renews, every third of the shorter TTL,
  * the holds of those older than that third: one `settle` call of `renew` ops for all of them
  * (the store batches them per call, as it does settles). A request shorter than a third of
  * the TTL, nearly all of them, costs a link into and out of a list kept through the
@@ -27,7 +28,10 @@ import type { Settlement } from './settle.js'
 import { syncCounters } from './storage/state-counters.js'
 import type { SettleOp } from './storage/types.js'
 
-/** The admissions of one instance that hold something, and the timer that renews them. */
+/**
+ * The admissions of one instance in flight (every one: `tb.close()` waits for an adapter's), and the
+ * timer that renews the holds of those that hold something.
+ */
 export class Renewals {
   /** The admissions listed, oldest first, linked through their settlements. */
   #oldest: Settlement | null = null
@@ -49,12 +53,12 @@ export class Renewals {
     this.#periodMs = Math.max(1, Math.floor(periodMs))
   }
 
-  /** How many admissions holding something are in flight. */
+  /** How many admissions are in flight. */
   get size(): number {
     return this.#size
   }
 
-  /** An admission with holds: renewed until it settles. */
+  /** An admission: listed until it settles, its holds (if any) renewed meanwhile. */
   add(s: Settlement): void {
     if (this.#closed || s.listed) return
     s.listed = true
@@ -64,7 +68,7 @@ export class Renewals {
     else this.#oldest = s
     this.#newest = s
     this.#size++
-    if (this.#timer === null) {
+    if (this.#timer === null && s.holds.length > 0) {
       this.#timer = setInterval(() => this.tick(), this.#periodMs)
       ;(this.#timer as { unref?: () => void }).unref?.()
     }
@@ -81,6 +85,13 @@ export class Renewals {
     s.older = null
     s.newer = null
     this.#size--
+  }
+
+  /** The admissions in flight, oldest first (a copy). */
+  inFlight(): Settlement[] {
+    const out: Settlement[] = []
+    for (let s = this.#oldest; s !== null; s = s.newer) out.push(s)
+    return out
   }
 
   /** Stops renewing (`tb.close()`): the holds still in flight lapse by their TTL. */
@@ -117,7 +128,7 @@ export class Renewals {
       // behind a younger one is renewed a tick later, still a period before it would lapse.)
       if (now - s.startedAt < this.#periodMs) break
       if (s.settled) this.delete(s)
-      else {
+      else if (s.holds.length > 0) {
         renewed.push(s)
         for (let i = 0; i < s.holds.length; i++) {
           const h = s.holds[i]!

@@ -178,13 +178,20 @@ export interface Settlement {
   /** Called once when a watched response settles (ends a Worker's `waitUntil`). */
   kept: (() => void) | undefined
   /**
-   * Its place among the admissions whose holds are renewed (`renewal`): the one admitted
+   * Its place among the admissions in flight (`renewal`: their holds renewed): the one admitted
    * before it and after it, and whether it is listed (a list through the settlements
    * themselves: nothing allocated or hashed per request).
    */
   older: Settlement | null
   newer: Settlement | null
   listed: boolean
+  /** The admission it settles (`tb.close()` settles those still in flight past its wait). */
+  admission: Admission | null
+  /**
+   * Decided for an adapter (`tb.decide`), which settles it at its response's end: `tb.close()`
+   * waits for it. One of `tb.authenticate` is its caller's to settle.
+   */
+  served: boolean
 }
 
 /** What a new settlement is made of; the rest starts empty. */
@@ -255,6 +262,8 @@ export function openSettlement(init: SettlementInit): Settlement {
     older: null,
     newer: null,
     listed: false,
+    admission: null,
+    served: false,
   }
 }
 
@@ -456,7 +465,7 @@ export function settle(
   if (s === undefined || s.settled) return null
   const a = decision as Admission
   s.settled = true
-  if (s.holds.length > 0) ctx.renewals.delete(s)
+  ctx.renewals.delete(s)
   if (
     outcome.cost !== undefined ||
     outcome.tokens !== undefined ||

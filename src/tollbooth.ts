@@ -41,6 +41,7 @@ import {
 } from './options.js'
 import { Renewals } from './renewal.js'
 import type { TollboothRequest } from './request.js'
+import { ABORTED_STATUS } from './response-end.js'
 import {
   createRetryQueue,
   createSettleQueue,
@@ -130,15 +131,22 @@ export interface Tollbooth {
    */
   onUsageWriting(listener: (events: ReadonlyArray<UsageEvent>) => Promise<void> | void): () => void
   /**
-   * Waits for settles in flight, flushes, stops timers and unsubscribes from the change feed.
+   * Waits for the requests in flight that an adapter serves (`requireApiKey`, `tb.decide`:
+   * admitted, not settled: a stream, a WebSocket session, a handler still running) up to
+   * `options.waitMs` (default 10 s; 0: none), then settles those still running as aborted
+   * (499, charged what they reported so far, the rest of their holds refunded); then waits
+   * for settles in flight, flushes, stops timers and unsubscribes from the change feed. It
+   * does not refuse new requests: stop your server accepting first.
    * The storage is the caller's to close. Its waits on the store end within 10 s (and a
    * storage timeout more for the usage events) while the store is down or frozen; it then
    * rejects with a `StorageUnavailableError` when queued usage events are not known written
    * (they stay queued: `flush()` tries again). Call it before closing the storage's client: on
    * a client already closed (`storage.closed()`), it waits for nothing and rejects at once,
    * naming the events it could not write.
+   *
+   * @throws {ConfigError} when `options.waitMs` is not an integer >= 0
    */
-  close(): Promise<void>
+  close(options?: { waitMs?: number }): Promise<void>
   /**
    * Figures of this instance: counter operations waiting to be retried (settles and cancels
    * whose first attempt failed), retried, and dropped because the queue was full; its leases
@@ -489,8 +497,9 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       'ipBlocks',
     ),
     route,
-    authenticate: async (request, r) => decide(request, routeOf('tb.authenticate', request, r)),
-    decide: (request, r) => decide(request, routeOf('tb.decide', request, r)),
+    authenticate: async (request, r) =>
+      decide(request, routeOf('tb.authenticate', request, r), false),
+    decide: (request, r) => decide(request, routeOf('tb.decide', request, r), true),
     settle: async (decision, outcome) => {
       checkSettle('tb.settle', decision, outcome)
       return track(settle(ctx, decision, outcome))
@@ -555,8 +564,26 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
         writeListeners.delete(listener)
       }
     },
-    async close() {
+    async close(options) {
+      const waitMs = closeWaitOf(options)
       if (storage.closed?.() === undefined) closedFirst = true
+      // The requests in flight first, for up to `waitMs`: a stream or a WebSocket session open
+      // at close() settled after it, when the process had exited (its usage never recorded,
+      // its holds left to lapse). Those still running then are settled as a departed client's
+      // (499, what they reported), as the process is about to end them.
+      // Those of an adapter (`tb.decide`): one of `tb.authenticate` is its caller's to settle.
+      const serving = () => ctx.renewals.inFlight().filter((s) => s.served && !s.settled)
+      for (const until = Date.now() + waitMs; serving().length > 0 && Date.now() < until; )
+        await new Promise((r) => setTimeout(r, Math.min(10, until - Date.now())))
+      for (const s of serving()) {
+        if (s.admission === null) continue
+        try {
+          const p = track(settle(ctx, s.admission, { status: ABORTED_STATUS, outcome: 'aborted' }))
+          if (p instanceof Promise) p.catch(onError)
+        } catch (err) {
+          onError(err)
+        }
+      }
       // One bound for every wait on the store (`DRAIN_MS`), and a storage timeout more for
       // the usage events: a store frozen or down past it no longer holds close() (and a
       // SIGTERM handler awaiting it) for as long as it stays so.
@@ -622,6 +649,25 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       if (failure !== undefined) throw failure
     },
   }
+}
+
+/** How long `tb.close()` waits for the requests in flight (ms), by default. */
+const CLOSE_WAIT_MS = 10_000
+
+/**
+ * `options.waitMs` of `tb.close(options)`, checked.
+ *
+ * @throws {ConfigError} `tb.close: options.waitMs must be an integer >= 0 (milliseconds), got -1`
+ */
+function closeWaitOf(options: { waitMs?: number } | undefined): number {
+  if (options === undefined) return CLOSE_WAIT_MS
+  if (typeof options !== 'object' || options === null)
+    throw argumentError('tb.close', 'options', 'must be an object', options)
+  const w = options.waitMs
+  if (w === undefined) return CLOSE_WAIT_MS
+  if (!Number.isSafeInteger(w) || w < 0)
+    throw argumentError('tb.close', 'options.waitMs', 'must be an integer >= 0', w)
+  return w
 }
 
 /**

@@ -97,6 +97,7 @@ export const startExpress: StartServer = async (tb, routes) => {
               if (sent > 0) await sleep(stream.intervalMs)
               if (gone) break
               res.write(`data: ${sent}\n\n`)
+              stream.each?.(req.apiKey, sent + 1)
             }
           } finally {
             await r.handle(req.apiKey, { sent, aborted: gone })

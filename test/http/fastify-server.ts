@@ -41,6 +41,7 @@ function handlerOf(r: TestRoute): RouteHandlerMethod {
         for (; sent < stream!.count; sent++) {
           if (sent > 0) await sleep(stream!.intervalMs)
           yield `data: ${sent}\n\n`
+          stream!.each?.(apiKey, sent + 1)
         }
         done = true
       } finally {

@@ -35,7 +35,7 @@ export interface TestRoute {
    * written the framework's own way; the writing stops when the client went away, and then
    * `handle` runs with how far it got (its result is not sent).
    */
-  stream?: { count: number; intervalMs: number }
+  stream?: StreamSpec
   /**
    * With `stream`: the handler answers with a web `ReadableStream` of those events (an
    * upstream's body passed through), sent the framework's own way (Hono and Fastify: in a
@@ -49,6 +49,14 @@ export interface TestRoute {
   headers?: Record<string, string>
   /** The handler's work: its result is sent as JSON with status 200; a throw is a 500. */
   handle(apiKey: Admission, progress?: StreamProgress): unknown
+}
+
+/** A streamed route's events (see `TestRoute.stream`). */
+export interface StreamSpec {
+  count: number
+  intervalMs: number
+  /** Called after each event is written, with the events written so far (a running report). */
+  each?: (apiKey: Admission, sent: number) => void
 }
 
 /** How far a streamed route got, told to its `handle` once the writing stopped. */
@@ -216,7 +224,7 @@ export function gate(): { promise: Promise<void>; open(): void } {
 export function webEvents(
   r: TestRoute,
   apiKey: Admission,
-  stream: { count: number; intervalMs: number },
+  stream: StreamSpec,
 ): ReadableStream<Uint8Array> {
   let sent = 0
   const encoder = new TextEncoder()
@@ -229,6 +237,7 @@ export function webEvents(
       }
       if (sent > 0) await sleep(stream.intervalMs)
       controller.enqueue(encoder.encode(`data: ${sent++}\n\n`))
+      stream.each?.(apiKey, sent)
     },
     async cancel() {
       await r.handle(apiKey, { sent, aborted: true })

@@ -38,6 +38,7 @@ export const startHono: StartServer = async (tb, routes) => {
               if (sent > 0) await s.sleep(stream.intervalMs)
               if (s.aborted) break
               await s.writeSSE({ data: String(sent) })
+              stream.each?.(c.get('apiKey'), sent + 1)
             }
           } finally {
             await r.handle(c.get('apiKey'), { sent, aborted: s.aborted })

@@ -410,5 +410,72 @@ export function describeStreaming(name: string, startServer: StartServer): void 
       // Its slot is free once it settled.
       expect((await open('/v1/ok', one.key)).status).toBe(200)
     })
+
+    /** A stream of `count` events 20 ms apart reporting 1 credit an event (of 100 held). */
+    const reporting = (count: number): TestRoute => ({
+      path: '/v1/stream',
+      options: { cost: 100 },
+      stream: { count, intervalMs: 20, each: (k, sent) => k.report({ cost: sent }) },
+      handle: () => {},
+    })
+    /** Key `key`'s usage events, its account's credits used and its slot's hold, once closed. */
+    const afterClose = async (accountId: string, keyId: string) => {
+      const storage = h!.tb.storage
+      const events = (await storage.usage.logs(keyId, { limit: 10 })).data
+      const used = (await h!.tb.accounts.get(accountId)).credits.used
+      const slot = await storage.counters.held(`{${accountId}}:k:${keyId}:c`, h!.clock.now())
+      return { events: events.map((e) => `${e.status} ${e.units}`), used, slot }
+    }
+
+    test('tb.close() waits for a stream open at close(): recorded with its status and what it reported', async () => {
+      const h = await start([reporting(15)])
+      const { key, record } = await h.tb.keys.create({
+        accountId: 'acct_close',
+        limits: { concurrency: 1 },
+      })
+      const res = await open('/v1/stream', key)
+      const events = eventsOf(res.body!)
+      expect(await events.next()).toBe('0')
+      const read = (async () => {
+        while ((await events.next()) !== null);
+      })()
+      // About 300 ms of the stream to go: within close()'s wait.
+      await h.tb.close()
+      await read
+      // Before: close() returned at once, the stream settled after it, its event never
+      // written (none recorded) and its 100 credits held.
+      expect(await afterClose('acct_close', record.id)).toEqual({
+        events: ['200 15'],
+        used: 15,
+        slot: 0,
+      })
+    })
+
+    test('tb.close({ waitMs }) settles a stream still running then as aborted, with what it reported', async () => {
+      const h = await start([reporting(10_000)])
+      const { key, record } = await h.tb.keys.create({
+        accountId: 'acct_close_cut',
+        limits: { concurrency: 1 },
+      })
+      const ac = new AbortController()
+      const res = await open('/v1/stream', key, ac.signal)
+      const events = eventsOf(res.body!)
+      for (let i = 0; i < 3; i++) expect(await events.next()).toBe(String(i))
+      await h.tb.close({ waitMs: 100 })
+      const after = await afterClose('acct_close_cut', record.id)
+      ac.abort()
+      await events.cancel().catch(() => {})
+      // Settled once, 499, charged what it had reported (an event a credit) when close() cut
+      // it; nothing held (before: no event, 100 credits and the slot held).
+      expect(after.events).toHaveLength(1)
+      const [status, units] = after.events[0]!.split(' ').map(Number)
+      expect(status).toBe(499)
+      expect(units).toBeGreaterThanOrEqual(3)
+      expect(after.used).toBe(units)
+      expect(after.slot).toBe(0)
+      // The stream's later reports change nothing.
+      await new Promise((r) => setTimeout(r, 100))
+      expect((await afterClose('acct_close_cut', record.id)).used).toBe(units)
+    })
   })
 }

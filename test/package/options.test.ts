@@ -529,6 +529,13 @@ describe('a bad argument', () => {
       () => billingOf().handleRequest({ body: {}, headers: {} } as never),
       'billing.handleRequest: request must be a fetch Request (e.g. c.req.raw), got an object',
     ],
+    // Checked before it closes anything.
+    [
+      'close({ waitMs: -1 })',
+      () => tb.close({ waitMs: -1 }),
+      'tb.close: options.waitMs must be an integer >= 0 (milliseconds), got -1',
+    ],
+    ['close(1)', () => tb.close(1 as never), 'tb.close: options must be an object, got 1'],
     // The route's options given where the instance goes (tb left out).
     ...[honoGuard, expressGuard, fastifyGuard].map((guard, i): [string, () => unknown, string] => [
       `requireApiKey of ${['hono', 'express', 'fastify'][i]}, options for tb`,
