@@ -87,6 +87,27 @@ describe('settle: cost forms', () => {
     expect((await tb.accounts.get('acct_1')).credits.used).toBe(7)
   })
 
+  it('charges a request settled past its holds TTL once, by a record of its own, its slot freed (in process)', async () => {
+    const { tb, clock, key } = await setup(
+      { ...metered, reservationTtlMs: 1000, leaseTtlMs: 1000 },
+      undefined,
+      { limits: { concurrency: 1 } },
+    )
+    const route = tb.route({ cost: 10 })
+    const late = admitted(await tb.authenticate(req(key), route))
+    // Its holds lapse (no renewal reached them): its settle is no longer surely held.
+    clock.advance(5000)
+    late.report({ cost: 7 })
+    expect((await tb.settle(late, { status: 200 }))?.units).toBe(7)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(7)
+    // The store found each counter again without the places of admission (a record's key
+    // among them), and the next request's settle within its TTL uses them as before.
+    const next = admitted(await tb.authenticate(req(key), route))
+    expect((await tb.settle(next, { status: 200, cost: 2 }))?.units).toBe(2)
+    expect((await tb.accounts.get('acct_1')).credits.used).toBe(9)
+    admitted(await tb.authenticate(req(key), route))
+  })
+
   it('charges what the handler reports, through report() or the outcome', async () => {
     const { tb, key } = await setup(metered)
     const route = tb.route({ cost: 20 })
