@@ -646,6 +646,25 @@ for (const [storeName, store] of [
           expect(await used(s.tb)).toBe(7 + 6 + 10)
         })
 
+        test('a session still open at tb.close({ waitMs }) is settled 499 with what it was charged, nothing held', async () => {
+          const s = await setup(start)
+          const { key, record } = await s.tb.keys.create({
+            accountId: 'acct_1',
+            limits: { concurrency: 1 },
+          })
+          const ws = await opened(s.url, key)
+          await roundTrip(ws, 'charge:4')
+          await s.tb.close({ waitMs: 50 })
+          // Before: close() returned at once, no event (the session settled after it, when a
+          // process would have exited), 10 credits and the slot held.
+          const events = (await s.tb.storage.usage.logs(record.id, { limit: 10 })).data
+          expect(events.map((e) => `${e.status} ${e.units}`)).toEqual(['499 4'])
+          expect(await used(s.tb)).toBe(4)
+          const slot = `{acct_1}:k:${record.id}:c`
+          expect(await s.tb.storage.counters.held(slot, Date.now())).toBe(0)
+          ws.close()
+        })
+
         test('a close handler reporting after an await (waitUntil) is charged what it reports, its slot held until then', async () => {
           const s = await setup(start)
           const one = await s.tb.keys.create({ accountId: 'acct_1', limits: { concurrency: 1 } })
