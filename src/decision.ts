@@ -109,14 +109,17 @@ export class Admission {
     bindSettlement((d) => (#s in d ? d.#s : undefined))
   }
 
-  constructor(init: {
-    requestId: string
-    key: ApiKeyInfo
-    providerKeys: Record<string, string>
-    headers: Record<string, string>
-    settlement: Settlement
-    category: string | null
-  }) {
+  constructor(
+    init: {
+      requestId: string
+      key: ApiKeyInfo
+      providerKeys: Record<string, string>
+      headers: Record<string, string>
+      settlement: Settlement
+      category: string | null
+    },
+    served = false,
+  ) {
     this.requestId = init.requestId
     this.key = init.key
     this.accountId = init.key.accountId
@@ -124,6 +127,9 @@ export class Admission {
     this.category = init.category
     this.#providerKeys = init.providerKeys
     this.#s = init.settlement
+    // Decided for an adapter, which settles it at its response's end: `tb.close()` waits for
+    // it (see `Settlement.admission`).
+    if (served) init.settlement.admission = this
   }
 
   /**

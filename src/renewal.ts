@@ -5,10 +5,10 @@
  * concurrency slot, its credit reservation) are taken with a TTL (`leaseTtlMs`,
  * `reservationTtlMs`) so that those of a process that dies lapse by themselves; a response
  * that runs longer than that (a reasoning model's stream, a voice session) must keep them all
- * the same. So this instance keeps its admissions in flight, in order of admission (all of
- * them: `tb.close()` waits for those an adapter serves, then settles those still running), and one timer (started
- * while one holds something, unref'd) renews, every third of the shorter TTL,
- * the holds of those older than that third: one `settle` call of `renew` ops for all of them
+ * the same. So this instance keeps its admissions in flight that hold something or that an
+ * adapter serves (`tb.close()` waits for those, then settles those still running), in order
+ * of admission, and one timer (started while one holds something, unref'd) renews, every
+ * third of the shorter TTL, the holds of those older than that third: one `settle` call of `renew` ops for all of them
  * (the store batches them per call, as it does settles). A request shorter than a third of
  * the TTL, nearly all of them, costs a link into and out of a list kept through the
  * settlements themselves (nothing allocated); nothing is sent for it.
@@ -29,7 +29,8 @@ import { syncCounters } from './storage/state-counters.js'
 import type { SettleOp } from './storage/types.js'
 
 /**
- * The admissions of one instance in flight (every one: `tb.close()` waits for an adapter's), and the
+ * The admissions of one instance in flight that hold something or that an adapter serves
+ * (`tb.close()` waits for those), and the
  * timer that renews the holds of those that hold something.
  */
 export class Renewals {

@@ -572,11 +572,11 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       // its holds left to lapse). Those still running then are settled as a departed client's
       // (499, what they reported), as the process is about to end them.
       // Those of an adapter (`tb.decide`): one of `tb.authenticate` is its caller's to settle.
-      const serving = () => ctx.renewals.inFlight().filter((s) => s.served && !s.settled)
+      const serving = () => ctx.renewals.inFlight().filter((s) => s.admission && !s.settled)
       for (const until = Date.now() + waitMs; serving().length > 0 && Date.now() < until; )
         await new Promise((r) => setTimeout(r, Math.min(10, until - Date.now())))
       for (const s of serving()) {
-        if (s.admission === null) continue
+        if (!s.admission) continue
         try {
           const p = track(settle(ctx, s.admission, { status: ABORTED_STATUS, outcome: 'aborted' }))
           if (p instanceof Promise) p.catch(onError)
