@@ -337,16 +337,26 @@ export async function checkout(db: Db, deadlineMs = Infinity): Promise<Checkout>
  * Not `await pool.connect()` and then `on('error')`: the server's "terminating connection"
  * can arrive in the same socket read as the end of the connection's start-up, and is then
  * emitted before a promise's continuation runs, with no listener.
+ *
+ * A failure to connect (the server down: `ECONNREFUSED`; the pool exhausted past its
+ * `connectionTimeoutMillis`; the pool ended) is marked `notSent` (docs/storage.md): no query
+ * of the call was sent, so the core queues no cancel for it. Before, one per refused request:
+ * 20 refused with `maxPendingSettles` 5, 15 dropped as "queue full" and 5 replayed once the
+ * server was back (test/fault/postgres-refused.test.ts).
  */
 export function connect(pool: PgPool, onError: (err: Error) => void): Promise<PoolClient> {
   return new Promise((resolve, reject) => {
     pool.connect((err, client) => {
       if (err || !client) {
-        if (poolEnded(err)) return reject(endedError(err))
-        // No connection, so nothing of the call was sent (docs/storage.md, `notSent`): the core
-        // then retries a settle once per a record of its own, not `ifHeld` (a hold that lapsed
-        // while the server was down charged nothing, test/fault/settle-lapsed).
-        const e = err ?? new Error('tollbooth/postgres: no client')
+        // No connection, so nothing of the call was sent (docs/storage.md, `notSent`): no cancel
+        // is queued for it, and the core retries a settle once per a record of its own, not
+        // `ifHeld` (a hold that lapsed while the server was down charged nothing,
+        // test/fault/settle-lapsed).
+        const e = poolEnded(err)
+          ? endedError(err)
+          : err instanceof Error
+            ? err
+            : new Error('tollbooth/postgres: no client')
         return reject(Object.assign(e, { notSent: true }))
       }
       client.on('error', onError)
