@@ -286,15 +286,28 @@ redis.call('HSET', KEYS[1], 'b', string.format('%.17g', b))
 return redis.call('HMGET', KEYS[1], 'j', 'b')
 `
 
+/** Fields of the account's HASH one top-up's pruning step asks HSCAN for (`COUNT`). */
+export const TOPUP_PRUNE_STEP = 64
+
 /**
  * A top-up under its idempotency key (`AccountStore.topUp`): in the account's HASH, the field
  * `t:<key>` is the account's record of the key (a key is its account's); unless it is live by
  * the caller's clock, the amount is added and the record kept, in this one script. `tn` is the
- * earliest expiry of the records, so the expired ones are looked for (and deleted) only once
- * one is; an account that takes no more keyed top-ups keeps its last ones' records.
- * Returns nil (no account), `{ 1, amount }` (added) or `{ 0, amount }` (the record's).
+ * earliest expiry of the records, so the expired ones are looked for only once one is; an
+ * account that takes no more keyed top-ups keeps its last ones' records.
+ *
+ * The search is one HSCAN step a call (`COUNT` {@link TOPUP_PRUNE_STEP}) from where the last
+ * call left it (`tc`), deleting the expired records it meets, with `tm` the earliest expiry of
+ * the live ones met so far (and of those added meanwhile); `tn` takes it when the walk ends.
+ * It read the whole HASH at once (HGETALL), and with keyed top-ups steady over their records'
+ * life the earliest one has always expired: every call read every live record (10,000 records,
+ * 10,000 fields a call, test/storage/redis-topup-prune.test.ts). A walk of n fields ends within
+ * about n / 64 calls, each adding one record: the expired records waiting are a small share of
+ * the live ones.
+ * Returns nil (no account), `{ 1, amount, read }` (added) or `{ 0, amount, read }` (the
+ * record's), `read` the fields its pruning read.
  */
-export const TOPUP_APPLY = `-- KEYS[1]  the account: HASH j, b, t:<key> = '<expiresAt> <amount>', tn
+export const TOPUP_APPLY = `-- KEYS[1]  the account: HASH j, b, t:<key> = '<expiresAt> <amount>', tn, tc, tm
 -- ARGV[1]  the idempotency key
 -- ARGV[2]  amount
 -- ARGV[3]  now
@@ -306,21 +319,29 @@ local field = 't:' .. ARGV[1]
 local v = redis.call('HGET', KEYS[1], field)
 if v then
   local e, a = string.match(v, '^(%S+) (%S+)$')
-  if e and tonumber(e) > now then return { 0, a } end
+  if e and tonumber(e) > now then return { 0, a, 0 } end
 end
-local tn = tonumber(redis.call('HGET', KEYS[1], 'tn') or '')
-if tn and tn <= now then
-  tn = nil
-  local all = redis.call('HGETALL', KEYS[1])
-  for i = 1, #all, 2 do
-    if string.sub(all[i], 1, 2) == 't:' then
-      local e = tonumber(string.match(all[i + 1], '^(%S+)')) or 0
-      if e <= now then
-        redis.call('HDEL', KEYS[1], all[i])
-      elseif not tn or e < tn then
-        tn = e
-      end
+local s = redis.call('HMGET', KEYS[1], 'tn', 'tc', 'tm')
+local tn, tc, tm = tonumber(s[1] or ''), s[2], tonumber(s[3] or '')
+local read = 0
+if tc or (tn and tn <= now) then
+  local r = redis.call('HSCAN', KEYS[1], tc or '0', 'MATCH', 't:*', 'COUNT', ${TOPUP_PRUNE_STEP})
+  local got = r[2]
+  read = #got / 2
+  for i = 1, #got, 2 do
+    local e = tonumber(string.match(got[i + 1], '^(%S+)')) or 0
+    if e <= now then
+      redis.call('HDEL', KEYS[1], got[i])
+    elseif not tm or e < tm then
+      tm = e
     end
+  end
+  if r[1] == '0' then
+    -- The walk is over: every record there at its start was met, or added since (in tm).
+    tn, tc, tm = tm, nil, nil
+    redis.call('HDEL', KEYS[1], 'tc', 'tm', 'tn')
+  else
+    tc = r[1]
   end
 end
 local e = tonumber(ARGV[4])
@@ -328,5 +349,9 @@ if not tn or e < tn then tn = e end
 local b = round_amount(tonumber(redis.call('HGET', KEYS[1], 'b')) + tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'b', string.format('%.17g', b), field, ARGV[4] .. ' ' .. ARGV[2],
   'tn', string.format('%.17g', tn))
-return { 1, ARGV[2] }
+if tc then
+  if not tm or e < tm then tm = e end
+  redis.call('HSET', KEYS[1], 'tc', tc, 'tm', string.format('%.17g', tm))
+end
+return { 1, ARGV[2], read }
 `

@@ -17,7 +17,7 @@
  *   (ZSETs), `P{u:<id>}:h:<hour>`, `P{u:<id>}:d:<day>` (HASHes); and the small index
  *   `P{usage}:keys` (HASH key id -> account id), `P{usage}:accts` (SET) (see usage.ts)
  * - accounts: `Paccount:<id>` (HASH: `j`, `b`, and its top-ups' idempotency records `t:<key>`,
- *   `tn`); secrets: `Psecrets:<accountId>` (HASH)
+ *   `tn`, `tc`, `tm`: see TOPUP_APPLY); secrets: `Psecrets:<accountId>` (HASH)
  * - failed-auth guard: `P{ipblocks}:n:<ip>`, `P{ipblocks}:until`, `P{ipblocks}:ips` (ip-blocks.ts)
  * - change feed: the pub/sub channel `Pchanges`
  */
@@ -60,7 +60,7 @@ export interface Commands {
   tollboothAccountEnsure: Run<[string, string]>
   tollboothAccountCas: Run<Reply[]>
   tollboothAccountAdd: Run<[string, string] | null>
-  tollboothTopUpApply: Run<[number, string] | null>
+  tollboothTopUpApply: Run<[number, string, number] | null>
   tollboothIpFail: Run<string | null>
   tollboothIpList: Run<string[]>
   tollboothIpLift: Run<number>
