@@ -13,7 +13,7 @@
  */
 
 import type { ChangeFeed, SubscribeOptions } from '../../src/internal.js'
-import type { RedisClient } from './store.js'
+import { onClientEnd, type RedisClient } from './store.js'
 
 /** A change feed that can close the connection it opened. */
 export interface RedisChangeFeed extends ChangeFeed {
@@ -68,13 +68,13 @@ export function redisChanges(
     // The user's client closed (quit(), disconnect(), or given up reconnecting): this
     // connection goes too, or it alone would keep the process alive. A later subscribe opens
     // a new one.
-    const onEnd = () => {
+    const stop = onClientEnd(client, () => {
+      stop()
       if (sub !== conn) return
       setLive(false)
       release()
-    }
-    client.once('end', onEnd)
-    conn.once('end', () => client.off('end', onEnd))
+    })
+    conn.once('end', stop)
     sub = conn
     return conn.subscribe(channel).then(
       (n) => {

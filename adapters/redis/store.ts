@@ -270,6 +270,39 @@ function neverTwice(o: {
   )
 }
 
+/** Per client: what its one `end` listener calls, and that listener ({@link onClientEnd}). */
+const endings = new WeakMap<RedisClient, { calls: Set<() => void>; listener: () => void }>()
+
+/**
+ * Calls `fn` each time `client` ends (`quit()`, `disconnect()`, or given up reconnecting),
+ * until the function returned is called. Every storage on the client shares one `end`
+ * listener, added with the first call and removed with the last: one each (the counters'
+ * connection for the storage's life, the change feed while subscribed) made 22 for 11
+ * storages on one client and a MaxListenersExceededWarning on the user's client
+ * (test/storage/redis-client-listeners.test.ts).
+ */
+export function onClientEnd(client: RedisClient, fn: () => void): () => void {
+  let e = endings.get(client)
+  if (!e) {
+    const calls = new Set<() => void>()
+    const listener = () => {
+      for (const call of [...calls]) call()
+    }
+    e = { calls, listener }
+    endings.set(client, e)
+    client.on('end', e.listener)
+  }
+  // Each call its own entry, so one function given twice is stopped once each.
+  const call = () => fn()
+  e.calls.add(call)
+  const ending = e
+  return () => {
+    if (!ending.calls.delete(call) || ending.calls.size > 0) return
+    client.off('end', ending.listener)
+    endings.delete(client)
+  }
+}
+
 /**
  * `conn` following `client`: disconnected when it ends, and connected again when it is ready
  * again (an application may `connect()` a client that ended, as after a `retryStrategy` that
@@ -293,16 +326,15 @@ function follow(client: RedisClient, conn: RedisClient): { conn: RedisClient; cl
     if (conn.status === 'end') reconnect()
     else conn.once('end', reconnect)
   }
-  const onEnd = () => {
+  const stop = onClientEnd(client, () => {
     conn.disconnect()
     client.once('ready', onReady)
-  }
-  client.on('end', onEnd)
+  })
   return {
     conn,
     close: () => {
       closed = true
-      client.off('end', onEnd)
+      stop()
       client.off('ready', onReady)
       conn.disconnect()
     },
