@@ -614,6 +614,17 @@ export function resolveOptions(options: unknown): ResolvedOptions {
       o.defaultTier,
     )
   }
+  const wait = o.storage?.sendWait
+  if (wait !== undefined && wait.ms >= o.storageTimeoutMs) {
+    // Not clamped: a bad value is never taken as another (the storage's own, as given, is
+    // what its other users and its tests rely on); the message says which to change.
+    throw optionError(
+      'createTollbooth',
+      'options.storageTimeoutMs',
+      `must be above the storage's ${wait.option}, ${wait.ms} ms (a call waiting that long for its connection would be sent after its caller was answered 503)`,
+      o.storageTimeoutMs,
+    )
+  }
   const repeated = o.previousSecrets.findIndex(
     (s, i) => s === o.secret || o.previousSecrets.indexOf(s) < i,
   )

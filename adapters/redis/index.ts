@@ -78,8 +78,8 @@ export interface RedisStorageOptions {
    * for it to be ready again, in ms; past it the call is refused with nothing sent (a request
    * answered 503). A cut connection is back in 50-100 ms: the requests meanwhile are served.
    * Never left in ioredis's offline queue, where it would run after tollbooth stopped waiting
-   * (counted for a request answered 503). Keep it below `storageTimeoutMs`. 0 refuses at once.
-   * Default 250.
+   * (counted for a request answered 503). Below `storageTimeoutMs`, or `createTollbooth`
+   * throws a ConfigError. 0 refuses at once. Default 250.
    */
   reconnectWaitMs?: number
 }
@@ -104,7 +104,8 @@ const optionsSchema = z
  * @param [options.settleBatchMs=5] longest wait of a settle for its account's next admission (ms)
  * @param [options.subscribeTimeoutMs=5000] bound on the change feed's first subscribe (ms)
  * @param [options.reconnectWaitMs=250] how long a call made while the client reconnects waits
- *   for it before it is refused, nothing sent (ms; keep it below `storageTimeoutMs`)
+ *   for it before it is refused, nothing sent (ms; below `storageTimeoutMs`, or
+ *   `createTollbooth` throws a ConfigError)
  * @returns a {@link Storage} whose `close()` closes only the connections it opened (the
  *   subscriber, the counters' own)
  * @throws {ConfigError} naming a bad option
@@ -154,6 +155,7 @@ export function redisStorage(options: RedisStorageOptions): Storage {
     secrets: whileLinked(ctx, redisSecrets(ctx)),
     ipBlocks: whileLinked(ctx, redisIpBlocks(ctx)),
     changes: { publish: changes.publish, subscribe: changes.subscribe },
+    sendWait: { ms: reconnectWaitMs, option: 'redisStorage({ reconnectWaitMs })' },
     close: async () => {
       await changes.close()
       closing = true

@@ -674,4 +674,12 @@ export interface Storage {
    * the pool, a duplicated connection), so the user's close completes and the process can exit.
    */
   closed?(): string | undefined
+  /**
+   * The longest a call of this storage may wait in the process before it is sent (a client
+   * reconnecting), and the option that sets it (`redisStorage({ reconnectWaitMs })`).
+   * `createTollbooth` refuses a `storageTimeoutMs` not above it: a call that waited that long
+   * would be sent after its caller was answered 503, an admission counted for a refused
+   * request until its cancel, a top-up answered "outcome unknown" applied.
+   */
+  readonly sendWait?: { ms: number; option: string }
 }

@@ -76,6 +76,18 @@ describe('a bad option', () => {
       'memoryStorage: options.maxEvents must be an integer >= 1, got 0',
     ],
     [
+      // Before: taken, and a call that waited 250 ms for the client was sent after its
+      // caller had been answered 503 at 200 ms.
+      'createTollbooth, a storageTimeoutMs not above the storage’s wait before sending',
+      () =>
+        createTollbooth({
+          secret: SECRET,
+          storage: redisStorage({ client, reconnectWaitMs: 250 }),
+          storageTimeoutMs: 200,
+        }),
+      "createTollbooth: options.storageTimeoutMs must be above the storage's redisStorage({ reconnectWaitMs }), 250 ms (a call waiting that long for its connection would be sent after its caller was answered 503) (milliseconds), got 200",
+    ],
+    [
       'redisStorage',
       () => redisStorage({ client, settleBatchMs: -1 }),
       'redisStorage: options.settleBatchMs must be an integer >= 0 (milliseconds), got -1',
