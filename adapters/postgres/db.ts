@@ -293,10 +293,19 @@ export interface Checkout {
   release(err?: Error): void
 }
 
-/** What a call answers once its deadline has passed: the caller was answered 503 already. */
+/**
+ * What a call answers once its deadline has passed before it ran (its connection came late,
+ * or its turn in a transaction did): nothing of it was sent, so it is `notSent`, as a failure to connect
+ * ({@link connect}), so the core queues no cancel for it. Before, the pool busy past
+ * `statementTimeoutMs` but not past `storageTimeoutMs`: 20 requests refused, 5 cancels
+ * queued and replayed, 15 dropped as "queue full" (test/fault/postgres-refused.test.ts).
+ */
 export function lateError(deadlineMs: number): StorageUnavailableError {
-  return new StorageUnavailableError(
-    `tollbooth/postgres: not done within statementTimeoutMs (${deadlineMs} ms); nothing was committed`,
+  return Object.assign(
+    new StorageUnavailableError(
+      `tollbooth/postgres: not done within statementTimeoutMs (${deadlineMs} ms); nothing was committed`,
+    ),
+    { notSent: true },
   )
 }
 

@@ -4,12 +4,16 @@
  * Admissions PostgreSQL never got: the pool could not give a connection, so no query was sent.
  * (1) The private server killed (SIGKILL, by pid): each new connection is refused
  * (`ECONNREFUSED`). (2) The pool exhausted, every connection held elsewhere: each call gives
- * up after the pool's `connectionTimeoutMillis`. Either way the request is 503 and there is
+ * up after the pool's `connectionTimeoutMillis`; (3) or waits as long as it takes (pg's default)
+ * and the connection comes after the store's `statementTimeoutMs`, the call then refused
+ * unrun. Each time the request is 503 and there is
  * nothing to cancel. Every such admission used to be treated as of unknown outcome, and its
  * cancel queued in the core's retry queue, which has room for `maxPendingSettles` (5 here
  * against 20 refused): 15 dropped as "queue full", reported to `onError`, the 5 others
  * replayed for nothing once the server was back. Now the adapter marks a failed `pool.connect()`
- * `notSent` (docs/storage.md) and no cancel is queued. Afterwards the store counts exactly the
+ * and a call refused at its deadline before it ran `notSent` (docs/storage.md) and no cancel is
+ * queued. And a cancel dropped from the full queue (the core timed out first) left a rejection
+ * unhandled, which ends a Node process. Afterwards the store counts exactly the
  * requests served: quotas, credits used, usage events, no concurrency slot held.
  */
 
@@ -28,17 +32,27 @@ describe('PostgreSQL admissions never sent (no connection from the pool)', () =>
   let migrated: Promise<unknown> | undefined
 
   /** A tollbooth on a pool of `max` (one of which its change feed holds), room for 5 cancels. */
-  const setup = async (ctx: TestContext, exact: boolean, max: number, connectMs = 200) => {
+  const setup = async (
+    ctx: TestContext,
+    exact: boolean,
+    max: number,
+    { connectMs = 200, statementTimeoutMs = 1750, storageTimeoutMs = TIMEOUT_MS } = {},
+  ) => {
     const server = await servers.postgres(ctx)
     migrated ??= migrate({ pool: servers.pool(server, { max: 1 }), schema: SCHEMA })
     await migrated
     const pool = servers.pool(server, { max, connectionTimeoutMillis: connectMs })
-    const storage = postgresStorage({ pool, schema: SCHEMA, durableCounters: true })
+    const storage = postgresStorage({
+      pool,
+      schema: SCHEMA,
+      durableCounters: true,
+      statementTimeoutMs,
+    })
     const reported: string[] = []
     const tb = createTollbooth({
       secret: 'postgres-refused-secret-postgres-refused-01',
       storage,
-      ...metered(TIMEOUT_MS),
+      ...metered(storageTimeoutMs),
       maxPendingSettles: 5,
       onError: (err) => reported.push(err instanceof Error ? err.message : String(err)),
     })
@@ -147,7 +161,7 @@ describe('PostgreSQL admissions never sent (no connection from the pool)', () =>
   it('leaves no rejection unhandled when the retry queue is full (the pool exhausted past the storage timeout)', async (ctx) => {
     // The pool gives up after 1.5 s, the core after 1 s: each request is 503 of unknown outcome
     // and its cancel is queued (5) or dropped (15); the admission then fails, never sent.
-    const s = await setup(ctx, true, 3, 1500)
+    const s = await setup(ctx, true, 3, { connectMs: 1500 })
     const unhandled: unknown[] = []
     const onUnhandled = (reason: unknown) => unhandled.push(reason)
     process.on('unhandledRejection', onUnhandled)
@@ -170,6 +184,41 @@ describe('PostgreSQL admissions never sent (no connection from the pool)', () =>
       expect(after).toMatchObject({ daily: 2, used: 2, events: 2, units: 2, slots: 0 })
     } finally {
       process.off('unhandledRejection', onUnhandled)
+      await s.tb.close()
+      await s.storage.close()
+    }
+  }, 60_000)
+
+  it('queues no cancel for a request whose connection came after statementTimeoutMs', async (ctx) => {
+    // The pool waits for a connection as long as it takes (pg's default), the store gives up
+    // at 400 ms, the core at 1,500: the connections come back at 800, and each call, past its
+    // deadline, is refused unsent then.
+    const s = await setup(ctx, true, 3, {
+      connectMs: 0,
+      statementTimeoutMs: 400,
+      storageTimeoutMs: 1500,
+    })
+    try {
+      expect(await requests(s, 2)).toEqual([200, 200])
+      const giveBack = await exhaust(s.pool)
+      setTimeout(giveBack, 800)
+      const t = Date.now()
+      const refused = await requests(s, 20)
+      const ms = Date.now() - t
+      const queued = s.tb.stats().settleRetries.pending
+      const after = await keyFigures(s, Date.now)
+      const retries = s.tb.stats().settleRetries
+      console.log(
+        `PostgreSQL pool busy past statementTimeoutMs: 20 refused in ${ms} ms; cancels queued ${queued}, retries ${JSON.stringify(retries)}, after ${JSON.stringify(after)}`,
+      )
+      expect(refused).toEqual(Array(20).fill(503))
+      // Refused by the store's deadline, before the core's timeout.
+      expect(ms).toBeLessThan(1500)
+      // Before: 5 queued and replayed, 15 dropped as "queue full".
+      expect(queued).toBe(0)
+      expect(retries).toEqual({ pending: 0, retried: 0, dropped: 0 })
+      expect(after).toMatchObject({ daily: 2, used: 2, events: 2, units: 2, slots: 0 })
+    } finally {
       await s.tb.close()
       await s.storage.close()
     }
