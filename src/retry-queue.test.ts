@@ -80,4 +80,27 @@ describe('settle queue: a cancel of a call never sent', () => {
     expect(await q.drain(1000)).toBe(true)
     expect(settles()).toBe(1)
   })
+
+  it('handles the first attempt of an entry dropped from a full queue (and of an empty one)', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const { q, reported } = queue(1)
+      let fail: (err: Error) => void = () => {}
+      q.add(cancel(), new Promise((_, reject) => (fail = reject)), true)
+      // Dropped: the queue is full; their first attempts fail later.
+      for (let i = 0; i < 3; i++)
+        q.add(cancel(), Promise.reject(new Error('timeout exceeded when trying to connect')), true)
+      q.add([], Promise.reject(new Error('nothing to retry')), false)
+      fail(unsentError())
+      await new Promise((r) => setTimeout(r, 20))
+      expect(q.stats()).toEqual({ pending: 0, retried: 0, dropped: 3 })
+      expect(reported).toHaveLength(3)
+      // Before: 4 unhandled rejections, each the end of a Node process by default.
+      expect(unhandled).toEqual([])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+  })
 })
