@@ -13,7 +13,7 @@
  */
 
 import type { ChangeFeed, SubscribeOptions } from '../../src/internal.js'
-import { onClientEnd, type RedisClient } from './store.js'
+import { onClient, type RedisClient } from './store.js'
 
 /** A change feed that can close the connection it opened. */
 export interface RedisChangeFeed extends ChangeFeed {
@@ -68,7 +68,7 @@ export function redisChanges(
     // The user's client closed (quit(), disconnect(), or given up reconnecting): this
     // connection goes too, or it alone would keep the process alive. A later subscribe opens
     // a new one.
-    const stop = onClientEnd(client, () => {
+    const stop = onClient(client, 'end', () => {
       stop()
       if (sub !== conn) return
       setLive(false)

@@ -119,14 +119,6 @@ export interface Link {
   client: RedisClient
   /** How long a call made while it reconnects waits for its `ready` (ms; `reconnectWaitMs`). */
   waitMs: number
-  /**
-   * The calls waiting for the next `ready`, answered by one listener on the client (added by
-   * the first, removed when the last gives up): one each left 50 calls made in a reconnect's
-   * gap with 50 `ready` listeners and a MaxListenersExceededWarning on the user's client.
-   */
-  waiting: Set<() => void>
-  /** That one listener: answers every call waiting. */
-  ready: () => void
 }
 
 /**
@@ -142,17 +134,13 @@ export interface Link {
  * application may use the client as soon as it creates it.
  */
 export function watchLink(client: RedisClient, waitMs: number): Link {
-  const waiting = new Set<() => void>()
-  const ready = () => {
-    const calls = [...waiting]
-    waiting.clear()
-    for (const call of calls) call()
-  }
-  const link: Link = { up: client.status === 'ready', client, waitMs, waiting, ready }
-  if (!link.up)
-    client.once('ready', () => {
+  const link: Link = { up: client.status === 'ready', client, waitMs }
+  if (!link.up) {
+    const stop = onClient(client, 'ready', () => {
+      stop()
       link.up = true
     })
+  }
   return link
 }
 
@@ -168,18 +156,19 @@ export function linked(ctx: Ctx): Promise<void> | undefined {
   const link = ctx.link
   if (ctx.client.status === 'ready' || link?.up !== true) return undefined
   if (link.waitMs === 0) return Promise.reject(notConnected(ctx.client.status))
+  // Each call waiting is answered by the client's one shared `ready` listener ({@link onClient}):
+  // one each left 50 calls made in a reconnect's gap with 50 `ready` listeners and a
+  // MaxListenersExceededWarning on the user's client (test/fault/redis-reconnect.test.ts).
   return new Promise((resolve, reject) => {
-    const onReady = () => {
+    const stop = onClient(link.client, 'ready', () => {
+      stop()
       clearTimeout(timer)
       resolve()
-    }
+    })
     const timer = setTimeout(() => {
-      link.waiting.delete(onReady)
-      if (link.waiting.size === 0) link.client.off('ready', link.ready)
+      stop()
       reject(notConnected(ctx.client.status))
     }, link.waitMs)
-    if (link.waiting.size === 0) link.client.once('ready', link.ready)
-    link.waiting.add(onReady)
   })
 }
 
@@ -270,36 +259,48 @@ function neverTwice(o: {
   )
 }
 
-/** Per client: what its one `end` listener calls, and that listener ({@link onClientEnd}). */
-const endings = new WeakMap<RedisClient, { calls: Set<() => void>; listener: () => void }>()
+/** A client event tollbooth follows: `ready` (connected again) or `end` (closed for good). */
+type ClientEvent = 'ready' | 'end'
+
+/** Per client and event: what its one listener calls, and that listener ({@link onClient}). */
+const following = new WeakMap<
+  RedisClient,
+  Map<ClientEvent, { calls: Set<() => void>; listener: () => void }>
+>()
 
 /**
- * Calls `fn` each time `client` ends (`quit()`, `disconnect()`, or given up reconnecting),
- * until the function returned is called. Every storage on the client shares one `end`
- * listener, added with the first call and removed with the last: one each (the counters'
- * connection for the storage's life, the change feed while subscribed) made 22 for 11
- * storages on one client and a MaxListenersExceededWarning on the user's client
+ * Calls `fn` each time `client` emits `event`, until the function returned is called. Every
+ * storage on the client shares one listener per event, added with the first call and removed
+ * with the last: one each made 22 `end` listeners for 11 storages on one client (the counters'
+ * connection for the storage's life, the change feed while subscribed), 11 `ready` ones for 11
+ * storages made before it was ready, and a MaxListenersExceededWarning on the user's client
  * (test/storage/redis-client-listeners.test.ts).
  */
-export function onClientEnd(client: RedisClient, fn: () => void): () => void {
-  let e = endings.get(client)
+export function onClient(client: RedisClient, event: ClientEvent, fn: () => void): () => void {
+  let events = following.get(client)
+  if (!events) {
+    events = new Map()
+    following.set(client, events)
+  }
+  const forEvent = events
+  let e = events.get(event)
   if (!e) {
     const calls = new Set<() => void>()
     const listener = () => {
       for (const call of [...calls]) call()
     }
     e = { calls, listener }
-    endings.set(client, e)
-    client.on('end', e.listener)
+    events.set(event, e)
+    client.on(event, listener)
   }
   // Each call its own entry, so one function given twice is stopped once each.
   const call = () => fn()
   e.calls.add(call)
-  const ending = e
+  const followed = e
   return () => {
-    if (!ending.calls.delete(call) || ending.calls.size > 0) return
-    client.off('end', ending.listener)
-    endings.delete(client)
+    if (!followed.calls.delete(call) || followed.calls.size > 0) return
+    client.off(event, followed.listener)
+    forEvent.delete(event)
   }
 }
 
@@ -321,21 +322,24 @@ function follow(client: RedisClient, conn: RedisClient): { conn: RedisClient; cl
       // Its calls meet the failure, and it reconnects as the client's options say.
     })
   }
+  let stopReady: (() => void) | undefined
   const onReady = () => {
+    stopReady?.()
+    stopReady = undefined
     // Its disconnect may not have ended yet when the client is back that fast.
     if (conn.status === 'end') reconnect()
     else conn.once('end', reconnect)
   }
-  const stop = onClientEnd(client, () => {
+  const stop = onClient(client, 'end', () => {
     conn.disconnect()
-    client.once('ready', onReady)
+    stopReady ??= onClient(client, 'ready', onReady)
   })
   return {
     conn,
     close: () => {
       closed = true
       stop()
-      client.off('ready', onReady)
+      stopReady?.()
       conn.disconnect()
     },
   }

@@ -5,7 +5,9 @@
  * none of them closed: each followed the client's `end` with a listener of its own for its
  * life (the counters' connection, closed with the client) and another while its change feed
  * was subscribed, so past 10 storages Node printed a MaxListenersExceededWarning on the user's
- * client. Now one `end` listener per client serves every storage on it, removed with the last.
+ * client; and 11 storages made on a client not ready yet each waited for its first `ready` with
+ * a listener of its own. Now one listener per client and event serves every storage on it,
+ * removed with the last.
  */
 
 import { Redis } from 'ioredis'
@@ -56,6 +58,31 @@ describe('Redis storages sharing one client', () => {
     } finally {
       process.off('warning', onWarning)
       await deletePrefix(client, prefix)
+    }
+  })
+
+  it('add one ready listener to a client not ready yet however many are made on it', async () => {
+    const fresh = new Redis(REDIS_URL)
+    fresh.on('error', () => {})
+    const warnings: string[] = []
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`)
+    process.on('warning', onWarning)
+    try {
+      const before = fresh.listenerCount('ready')
+      for (let i = 0; i < 11; i++) redisStorage({ client: fresh, keyPrefix: `unready${i}:` })
+      const added = fresh.listenerCount('ready') - before
+      await ready(fresh)
+      await new Promise((r) => setImmediate(r))
+      console.log(
+        `11 storages on a client not ready yet: ${added} ready listener(s) added, warnings ${JSON.stringify(warnings)}`,
+      )
+      // Before: 12 (one per storage watching for the first ready, one checking the server's
+      // eviction policy) and "MaxListenersExceededWarning: … 11 ready listeners added".
+      expect(added).toBe(2)
+      expect(warnings.filter((w) => w.startsWith('MaxListenersExceededWarning'))).toEqual([])
+    } finally {
+      process.off('warning', onWarning)
+      fresh.disconnect()
     }
   })
 })
