@@ -18,9 +18,15 @@
  * (`ifHeld`), a cancel is idempotent by its admission's id, a feed message only drops a cache
  * entry.
  *
- * Bounded: at most `max` entries (an entry beyond is dropped and reported) and
- * {@link CONCURRENT} attempts at once, so a store coming back is not flooded and other
- * requests keep their share of it.
+ * Bounded: at most `max` entries known to need an attempt (an entry beyond is dropped and
+ * reported) and {@link CONCURRENT} attempts at once, so a store coming back is not flooded and
+ * other requests keep their share of it. An entry whose first attempt is still under way waits
+ * outside the bound (its store call, in flight, is what it costs), and takes its place, or is
+ * dropped, only once that attempt has ended and it is known to need one: a cancel whose
+ * admission turns out never sent, or a settle whose first attempt lands late, never fills the
+ * queue. Before, one cancel per admission answered 503 took a place at once: the pool
+ * exhausted past the storage timeout (1.5 s against 1 s), 20 refused with room for 5, 15
+ * dropped as "queue full" although none needed cancelling (test/fault/postgres-refused).
  */
 
 import { StorageUnavailableError } from './errors.js'
@@ -56,8 +62,13 @@ interface Entry<T> {
 
 /** Figures of a retry queue, for `tb.stats()`. */
 export interface RetryStats {
-  /** Entries waiting to be applied (or for their first attempt to end). */
+  /** Entries not done: to apply, or waiting for their first attempt to end (`waiting`). */
   pending: number
+  /**
+   * Of `pending`, those waiting for their first attempt to end: outside the bound, which the
+   * others (`pending - waiting`) never exceed.
+   */
+  waiting: number
   /** Retried entries the store has taken so far. */
   retried: number
   /** Entries dropped because the queue was full (each also reported to `onError`). */
@@ -71,7 +82,8 @@ export interface RetryQueue<T> {
   /**
    * Queues `item`, to be applied once `first` (the attempt that failed or timed out) has
    * ended: only if it rejected, or, with `always`, whatever its outcome (a cancel), but for a
-   * rejection that says the attempt was never sent ({@link notSent}).
+   * rejection that says the attempt was never sent ({@link notSent}). It counts against the
+   * bound (or is dropped, the queue full) only then.
    */
   add(item: T, first: Promise<unknown>, always: boolean): void
   /** Resolves when the queue is empty, or after `ms`: true when it emptied. */
@@ -133,16 +145,40 @@ export function createRetryQueue<T>({
   max,
   full,
 }: RetryQueueOptions<T>): RetryQueue<T> {
-  let pending = 0
+  // Entries to apply (their first attempt ended and left them so): at most `max`.
+  let queued = 0
+  // Entries waiting for their first attempt to end, outside the bound.
+  let waiting = 0
   let retried = 0
   let dropped = 0
   let running = 0
   const ready: Entry<T>[] = []
   const idle: Array<() => void> = []
 
+  const settled = () => {
+    if (queued === 0 && waiting === 0) for (const f of idle.splice(0)) f()
+  }
   const finish = () => {
-    pending--
-    if (pending === 0) for (const f of idle.splice(0)) f()
+    queued--
+    settled()
+  }
+  /** Its first attempt has ended and left it to apply: a place in the bound, or dropped. */
+  const due = (item: T) => {
+    waiting--
+    if (queued >= max) {
+      dropped++
+      report(full(dropped))
+      settled()
+      return
+    }
+    queued++
+    ready.push({ item, failures: 0 })
+    pump()
+  }
+  /** Its first attempt has ended and left nothing to apply. */
+  const done = () => {
+    waiting--
+    settled()
   }
   const pump = () => {
     while (running < CONCURRENT && ready.length > 0) {
@@ -182,38 +218,20 @@ export function createRetryQueue<T>({
 
   return {
     add(item, first, always) {
-      if (pending >= max) {
-        dropped++
-        report(full(dropped))
-        // Its outcome goes nowhere: left unhandled, a rejection ends a Node process (20
-        // admissions refused with room for 5 cancels: 15 unhandled, test/fault/postgres-refused).
-        first.catch(ignore)
-        return
-      }
-      pending++
-      const e: Entry<T> = { item, failures: 0 }
+      waiting++
+      // Both outcomes handled: left unhandled, a rejection ends a Node process (20 admissions
+      // refused with room for 5 cancels: 15 unhandled, test/fault/postgres-refused).
       first.then(
-        () => {
-          if (always) {
-            ready.push(e)
-            pump()
-          } else finish()
-        },
-        (err: unknown) => {
-          // An entry applied whatever its first attempt's outcome (a cancel) has nothing to
-          // apply when that attempt was never sent.
-          if (always && notSent(err)) finish()
-          else {
-            ready.push(e)
-            pump()
-          }
-        },
+        () => (always ? due(item) : done()),
+        // An entry applied whatever its first attempt's outcome (a cancel) has nothing to
+        // apply when that attempt was never sent.
+        (err: unknown) => (always && notSent(err) ? done() : due(item)),
       )
     },
     drain(ms) {
-      if (pending === 0) return Promise.resolve(true)
+      if (queued === 0 && waiting === 0) return Promise.resolve(true)
       return new Promise<boolean>((resolve) => {
-        const t = setTimeout(() => resolve(pending === 0), ms)
+        const t = setTimeout(() => resolve(queued === 0 && waiting === 0), ms)
         ;(t as { unref?: () => void }).unref?.()
         idle.push(() => {
           clearTimeout(t)
@@ -221,6 +239,6 @@ export function createRetryQueue<T>({
         })
       })
     },
-    stats: () => ({ pending, retried, dropped }),
+    stats: () => ({ pending: queued + waiting, waiting, retried, dropped }),
   }
 }

@@ -148,8 +148,9 @@ export interface Tollbooth {
    */
   close(options?: { waitMs?: number }): Promise<void>
   /**
-   * Figures of this instance: counter operations waiting to be retried (settles and cancels
-   * whose first attempt failed), retried, and dropped because the queue was full; its leases
+   * Figures of this instance: counter operations pending (settles and cancels whose first
+   * attempt failed, at most `maxPendingSettles`, and those `waiting` for their first attempt to
+   * end, outside that bound), retried, and dropped because the queue was full; its leases
    * (null when the counters are not leased: in-process counters, or `leases: false`); its
    * change feed (null without one): whether it delivers, and whether it went silent; and the
    * keys and provider keys found only under one of `previousSecrets` since start (store reads,

@@ -12,8 +12,10 @@
  * against 20 refused): 15 dropped as "queue full", reported to `onError`, the 5 others
  * replayed for nothing once the server was back. Now the adapter marks a failed `pool.connect()`
  * and a call refused at its deadline before it ran `notSent` (docs/storage.md) and no cancel is
- * queued. And a cancel dropped from the full queue (the core timed out first) left a rejection
- * unhandled, which ends a Node process. Afterwards the store counts exactly the
+ * queued. (4) The pool gives up after the core's timeout: the request is 503 of unknown
+ * outcome, and its cancel waits for the call's end outside the queue's bound (before, 5 took
+ * its room and 15 were dropped as "queue full", each leaving a rejection unhandled, which ends
+ * a Node process); the call then fails unsent and nothing is cancelled or dropped. Afterwards the store counts exactly the
  * requests served: quotas, credits used, usage events, no concurrency slot held.
  */
 
@@ -140,7 +142,7 @@ describe('PostgreSQL admissions never sent (no connection from the pool)', () =>
           expect(refused).toEqual(Array(20).fill(503))
           // Before: 5 queued (the room there was), 15 dropped as "queue full", 5 retried.
           expect(queued).toBe(0)
-          expect(retries).toEqual({ pending: 0, retried: 0, dropped: 0 })
+          expect(retries).toEqual({ pending: 0, waiting: 0, retried: 0, dropped: 0 })
           expect(full).toBe(0)
           // The store counts the 12 served and nothing of the 20 refused.
           expect(after).toEqual({
@@ -158,9 +160,10 @@ describe('PostgreSQL admissions never sent (no connection from the pool)', () =>
         }
       }, 60_000)
 
-  it('leaves no rejection unhandled when the retry queue is full (the pool exhausted past the storage timeout)', async (ctx) => {
+  it('drops no cancel, and leaves no rejection unhandled, when the pool gives up after the storage timeout', async (ctx) => {
     // The pool gives up after 1.5 s, the core after 1 s: each request is 503 of unknown outcome
-    // and its cancel is queued (5) or dropped (15); the admission then fails, never sent.
+    // and its cancel waits for its admission, outside the queue's bound; the admission then
+    // fails, never sent, and the cancel goes nowhere.
     const s = await setup(ctx, true, 3, { connectMs: 1500 })
     const unhandled: unknown[] = []
     const onUnhandled = (reason: unknown) => unhandled.push(reason)
@@ -169,18 +172,25 @@ describe('PostgreSQL admissions never sent (no connection from the pool)', () =>
       expect(await requests(s, 2)).toEqual([200, 200])
       const giveBack = await exhaust(s.pool)
       const refused = await requests(s, 20)
+      const answered = s.tb.stats().settleRetries
       await new Promise((r) => setTimeout(r, 1000))
       giveBack()
       const after = await keyFigures(s, Date.now)
       const retries = s.tb.stats().settleRetries
+      const full = s.reported.filter((m) => /queue full/.test(m)).length
       console.log(
-        `PostgreSQL exhausted past the timeout: ${unhandled.length} unhandled rejections, retries ${JSON.stringify(retries)}, after ${JSON.stringify(after)}; reported ${JSON.stringify([...new Set(s.reported)])}`,
+        `PostgreSQL exhausted past the timeout: ${unhandled.length} unhandled rejections, retries when answered ${JSON.stringify(answered)}, then ${JSON.stringify(retries)}, "queue full" reported ${full}, after ${JSON.stringify(after)}; reported ${JSON.stringify([...new Set(s.reported)])}`,
       )
       expect(refused).toEqual(Array(20).fill(503))
       // Before: 15 unhandled rejections (each would end a Node process), one per cancel dropped.
       expect(unhandled).toEqual([])
-      // The 5 cancels queued waited for their admission, which was never sent: none replayed.
-      expect(retries).toEqual({ pending: 0, retried: 0, dropped: 15 })
+      // Answered while the admissions were still waiting for a connection: their cancels
+      // wait outside the bound of 5.
+      expect(answered).toEqual({ pending: 20, waiting: 20, retried: 0, dropped: 0 })
+      // Never sent: nothing cancelled, nothing dropped (before: 15 dropped as "queue full",
+      // reported, and the 5 queued waited for nothing).
+      expect(retries).toEqual({ pending: 0, waiting: 0, retried: 0, dropped: 0 })
+      expect(full).toBe(0)
       expect(after).toMatchObject({ daily: 2, used: 2, events: 2, units: 2, slots: 0 })
     } finally {
       process.off('unhandledRejection', onUnhandled)
@@ -216,7 +226,7 @@ describe('PostgreSQL admissions never sent (no connection from the pool)', () =>
       expect(ms).toBeLessThan(1500)
       // Before: 5 queued and replayed, 15 dropped as "queue full".
       expect(queued).toBe(0)
-      expect(retries).toEqual({ pending: 0, retried: 0, dropped: 0 })
+      expect(retries).toEqual({ pending: 0, waiting: 0, retried: 0, dropped: 0 })
       expect(after).toMatchObject({ daily: 2, used: 2, events: 2, units: 2, slots: 0 })
     } finally {
       await s.tb.close()

@@ -197,15 +197,28 @@ describe('counters reconciled after Redis faults', () => {
     expect(ds.every((d) => d.allowed)).toBe(true)
     redis.freeze(true)
     try {
-      // Every settle times out: 3 wait for their call's outcome, 7 are dropped and reported.
+      // Every settle times out: its call may still land, so it waits for the call's outcome
+      // outside the bound (before: 3 took the room and 7 were dropped at once).
       await Promise.all(ds.map((d) => small.settle(d, { status: 200 })))
-      expect(small.stats().settleRetries).toEqual({ pending: 3, retried: 0, dropped: 7 })
+      expect(small.stats().settleRetries).toEqual({
+        pending: 10,
+        waiting: 10,
+        retried: 0,
+        dropped: 0,
+      })
+      // The client gives up on them (`commandTimeout`, 2 s): each is to retry, 3 take the
+      // room, 7 are dropped and reported.
+      const until = Date.now() + 10_000
+      while (small.stats().settleRetries.waiting > 0 && Date.now() < until)
+        await new Promise((r) => setTimeout(r, 20))
+      expect(small.stats().settleRetries).toMatchObject({ pending: 3, waiting: 0, dropped: 7 })
       const full = dropped.filter((e) => String(e).includes('settle retry queue full'))
       expect(full).toHaveLength(7)
     } finally {
       redis.freeze(false)
     }
-    // Thawed, the calls land: nothing left to retry, every request charged once.
+    // Thawed, the calls land (those the client gave up on were in Redis's socket), and the
+    // retries find their holds released: every request charged once.
     await small.flush()
     expect(small.stats().settleRetries.pending).toBe(0)
     expect((await small.accounts.get('acct_bound')).credits.used).toBe(10)
