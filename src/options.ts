@@ -621,7 +621,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     throw optionError(
       'createTollbooth',
       'options.storageTimeoutMs',
-      `must be above the storage's ${wait.option}, ${wait.ms} ms (a call waiting that long for its connection would be sent after its caller was answered 503)`,
+      `must be above the storage's ${wait.option}, ${wait.ms} ms (a call of the storage may be sent, or commit, that long after it was made: after its caller was answered 503)`,
       o.storageTimeoutMs,
     )
   }

@@ -242,6 +242,10 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
   }
   const o = resolveOptions(input)
   const storage = o.storage ?? memoryStorage()
+  // A storage's own deadline defaulted from ours stays below it (PostgreSQL's, when
+  // `statementTimeoutMs` is not given: its 1,750 ms let an admission commit after a 503 for
+  // a storageTimeoutMs of 1,000, test/fault/postgres-deadline).
+  storage.storageTimeout?.(o.storageTimeoutMs)
   const clock = o.clock ?? systemClock
   const now = () => clock.now()
   const localCounters = isInProcess(storage.counters)

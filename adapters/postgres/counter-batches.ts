@@ -93,13 +93,14 @@ export function groupOfKey(k: string): string {
  * transaction.
  *
  * @param inFlight transactions of all groups at once, at most
- * @param deadlineMs how long a call may wait and run, from its arrival
+ * @param deadlineMs how long a call may wait and run, from its arrival (read at each arrival:
+ *   it may follow the core's `storageTimeoutMs`, see `Storage.storageTimeout`)
  * @param run one transaction: takes its calls from the turn and answers each of them
  * @param clock stamps each call as it arrives (`BatchCall.at`)
  */
 export function groupBatches(
   inFlight: number,
-  deadlineMs: number,
+  deadlineMs: () => number,
   run: (turn: BatchTurn) => Promise<void>,
   clock: () => number = () => 0,
 ) {
@@ -208,7 +209,7 @@ export function groupBatches(
       g.pending.push({
         keys,
         step,
-        deadline: performance.now() + deadlineMs,
+        deadline: performance.now() + deadlineMs(),
         at: clock(),
         resolve: resolve as (v: unknown) => void,
         reject,

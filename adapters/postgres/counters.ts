@@ -478,7 +478,12 @@ export function postgresCounters(db: Db, pruneEvery: number, durable: boolean): 
     durable: true,
     // No `concurrency`: the batches bound one account to two connections, so the core need
     // not hold an account's admissions back (its `accountInFlight` then defaults to 64).
-    transact: groupBatches(poolSize, db.deadlineMs, run, () => lastNow),
+    transact: groupBatches(
+      poolSize,
+      () => db.deadlineMs,
+      run,
+      () => lastNow,
+    ),
     sweep(now) {
       // Called with the clock of every consume, settle and claim, just before its transact.
       lastNow = now

@@ -79,7 +79,8 @@ export interface Db {
   execute(text: string, values?: unknown[]): Promise<number>
   /**
    * How long an admission may take, from its call to its commit (`statementTimeoutMs`): a
-   * connection obtained later is not used, and no statement runs past it.
+   * connection obtained later is not used, and no statement runs past it. Without the option,
+   * set below the core's `storageTimeoutMs` when an instance is made (`deadlineFor`).
    */
   deadlineMs: number
   /**
@@ -272,10 +273,20 @@ export function explain(err: unknown, schema: string): unknown {
 }
 
 /**
- * The default of `postgresStorage({ statementTimeoutMs })`: below the core's default
- * `storageTimeoutMs` (2,000 ms) by a commit's round trip and more.
+ * `postgresStorage({ statementTimeoutMs })` until an instance is made on the storage: below
+ * the core's default `storageTimeoutMs` (2,000 ms) by a commit's round trip and more.
  */
 export const DEFAULT_STATEMENT_TIMEOUT_MS = 1750
+
+/**
+ * The default of `statementTimeoutMs` for a core's `storageTimeoutMs`: below it by a quarter
+ * of it, at most 250 ms (a commit's round trip and more): 1,750 for 2,000, 750 for 1,000.
+ * A fixed 1,750 let an admission commit after its 503 for a `storageTimeoutMs` of 1,000 (the
+ * rows locked 1,300 ms: it waited and committed then, test/fault/postgres-deadline).
+ */
+export function deadlineFor(storageTimeoutMs: number): number {
+  return Math.max(1, storageTimeoutMs - Math.min(250, Math.ceil(storageTimeoutMs / 4)))
+}
 
 /** A client checked out of the pool by {@link checkout}. */
 export interface Checkout {

@@ -25,6 +25,7 @@ import { postgresCounters } from './counters.js'
 import {
   createDb,
   DEFAULT_STATEMENT_TIMEOUT_MS,
+  deadlineFor,
   type PgPool,
   poolSchema,
   schemaNameSchema,
@@ -80,7 +81,10 @@ export interface PostgresStorageOptions {
    * pooled connection obtained later is handed back unused, and on the server no statement of
    * it (a lock wait included) runs longer (`SET LOCAL statement_timeout`, `lock_timeout`), so an
    * admission the caller was answered 503 for does not commit later. Keep it below the core's
-   * `storageTimeoutMs` by at least a round trip. Default 1,750 (the core's default is 2,000).
+   * `storageTimeoutMs` by at least a round trip: `createTollbooth` throws a `ConfigError`
+   * naming both when it is not below. Default: below the `storageTimeoutMs` of the instances
+   * made on this storage (the shortest) by a quarter of it, at most 250 ms (1,750 for the
+   * core's default 2,000; 750 for 1,000); 1,750 until an instance is made.
    */
   statementTimeoutMs?: number
   /**
@@ -118,7 +122,7 @@ const optionsSchema = z
     pruneEvery: integer(0).default(10_000),
     durableCounters: z.boolean().default(false),
     preparedStatements: z.boolean().default(true),
-    statementTimeoutMs: integer(1).default(DEFAULT_STATEMENT_TIMEOUT_MS),
+    statementTimeoutMs: integer(1).optional(),
     onError: fnOption<(err: unknown) => void>().optional(),
   })
   .strict()
@@ -132,8 +136,8 @@ const optionsSchema = z
  * @param [options.pruneEvery=10000] counter calls between background prunes of expired counters
  * @param [options.durableCounters=false] wait for the WAL flush of each admission's commit
  * @param [options.preparedStatements=true] prepare the hot lookups once per connection
- * @param [options.statementTimeoutMs=1750] deadline of one counter transaction, below the
- *   core's `storageTimeoutMs`
+ * @param [options.statementTimeoutMs] deadline of one counter transaction, below the core's
+ *   `storageTimeoutMs` (default: derived from it, 1,750 for its default 2,000)
  * @param [options.listenPool=options.pool] the pool of the change feed's LISTEN connection:
  *   direct or session-pooled, when `pool` goes through a pooler in transaction mode
  * @param [options.onError=console.error] errors off the request path
@@ -158,7 +162,7 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
     listenPool,
     schema,
     pruneEvery,
-    statementTimeoutMs: deadlineMs,
+    statementTimeoutMs: given,
     durableCounters: durable,
     preparedStatements: prepare,
   } = parseOptions('postgresStorage', optionsSchema, options)
@@ -166,7 +170,9 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
     options.onError ??
     ((err: unknown) =>
       console.error('[tollbooth/postgres]', err instanceof Error ? err.message : err))
-  const db = createDb(pool, schema, prepare, deadlineMs, onError)
+  const db = createDb(pool, schema, prepare, given ?? DEFAULT_STATEMENT_TIMEOUT_MS, onError)
+  // The shortest storageTimeoutMs of the instances made on it, when the deadline follows it.
+  let followed = Infinity
   const counters = postgresCounters(db, pruneEvery, durable)
   const changes = postgresChanges(db, onError, listenPool)
   return {
@@ -178,6 +184,15 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
     ipBlocks: postgresIpBlocks(db),
     changes,
     pruneCounters: (now = Date.now()) => counters.prune(now),
+    ...(given === undefined
+      ? {
+          storageTimeout(ms: number) {
+            if (ms >= followed) return
+            followed = ms
+            db.deadlineMs = deadlineFor(ms)
+          },
+        }
+      : { sendWait: { ms: given, option: 'postgresStorage({ statementTimeoutMs })' } }),
     closed: () =>
       (pool as { ending?: boolean }).ending === true
         ? 'tollbooth/postgres: options.pool was ended (pool.end())'

@@ -675,11 +675,20 @@ export interface Storage {
    */
   closed?(): string | undefined
   /**
-   * The longest a call of this storage may wait in the process before it is sent (a client
-   * reconnecting), and the option that sets it (`redisStorage({ reconnectWaitMs })`).
-   * `createTollbooth` refuses a `storageTimeoutMs` not above it: a call that waited that long
-   * would be sent after its caller was answered 503, an admission counted for a refused
-   * request until its cancel, a top-up answered "outcome unknown" applied.
+   * The longest after a call of this storage is made that anything of it may still be sent
+   * (a client reconnecting) or committed (a transaction's deadline), and the option that sets
+   * it (`redisStorage({ reconnectWaitMs })`, `postgresStorage({ statementTimeoutMs })`).
+   * `createTollbooth` refuses a `storageTimeoutMs` not above it: such a call would be sent or
+   * commit after its caller was answered 503, an admission counted for a refused request
+   * until its cancel, a top-up answered "outcome unknown" applied.
    */
   readonly sendWait?: { ms: number; option: string }
+  /**
+   * Told `createTollbooth`'s `storageTimeoutMs` by each instance made on this storage: a
+   * storage whose own deadline for a call (how long it may still send or commit anything of
+   * it) defaults from the core's timeout takes it from here, below the shortest it is told
+   * (`postgresStorage` without `statementTimeoutMs`). One whose deadline is an option given
+   * declares it as {@link sendWait} instead.
+   */
+  storageTimeout?(ms: number): void
 }

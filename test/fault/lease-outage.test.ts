@@ -58,7 +58,7 @@ describe('a credit lease ended while PostgreSQL is down past its hold TTL', () =
     const secret = 'lease-outage-secret-lease-outage-secret-42'
     const tb = createTollbooth({
       secret,
-      storage: postgresStorage({ pool, schema, durableCounters: true, statementTimeoutMs: 300 }),
+      storage: postgresStorage({ pool, schema, durableCounters: true, statementTimeoutMs: 250 }),
       storageTimeoutMs: 300,
       failedAuth: false,
       plans: { pro: { monthlyCredits: 1_000_000 } },

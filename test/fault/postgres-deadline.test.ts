@@ -12,6 +12,12 @@
  * The core also queues a cancel of the timed-out admission; on PostgreSQL it locks the same rows,
  * so in the lock case it is what waits (each attempt under the same deadline) until the lock goes,
  * and then it completes and nothing waits any more.
+ *
+ * Without `statementTimeoutMs`, the store's deadline follows the core's `storageTimeoutMs`
+ * (750 ms for 1,000): before, it was 1,750 whatever the core's timeout, and an admission
+ * waiting on a row lock held 1,300 ms committed 300 ms after its request was answered 503
+ * (counted until its cancel undid it). A `statementTimeoutMs` given not below
+ * `storageTimeoutMs` is a ConfigError (test/package/options).
  */
 
 import type pg from 'pg'
@@ -35,7 +41,12 @@ describe('PostgreSQL admissions past the caller deadline', () => {
    * connection of which its change feed holds), and a key (cached) that has used 1 of a total
    * of 2.
    */
-  const setup = async (ctx: TestContext, max: number) => {
+  const setup = async (
+    ctx: TestContext,
+    max: number,
+    // null: postgresStorage's default.
+    statementTimeoutMs: number | null = 700,
+  ) => {
     const server = await servers.postgres(ctx)
     const newPool = (n: number) => servers.pool(server, { max: n, connectionTimeoutMillis: 5000 })
     admin ??= (async (migrated) => {
@@ -44,7 +55,9 @@ describe('PostgreSQL admissions past the caller deadline', () => {
     })(newPool(2))
     const adminPool = await admin
     const pool = newPool(max)
-    const storage = postgresStorage({ pool, schema, statementTimeoutMs: 700 })
+    const storage = postgresStorage(
+      statementTimeoutMs === null ? { pool, schema } : { pool, schema, statementTimeoutMs },
+    )
     const tb = createTollbooth({
       secret: SECRET,
       storage,
@@ -62,7 +75,7 @@ describe('PostgreSQL admissions past the caller deadline', () => {
       await tb.close()
       await storage.close()
     }
-    return { server, admin: adminPool, pool, tb, key, close }
+    return { server, admin: adminPool, pool, storage, tb, key, close }
   }
 
   /** Waits until only the change feed's connection is out of `pool` (abandoned calls are done). */
@@ -160,6 +173,54 @@ describe('PostgreSQL admissions past the caller deadline', () => {
       await settled(pool)
       await oneLeft(tb, key)
     } finally {
+      await close()
+    }
+  })
+
+  it('commits no admission after its 503 with the default statementTimeoutMs and a storageTimeoutMs below it', async (ctx) => {
+    // storageTimeoutMs 1,000 and postgresStorage's default statementTimeoutMs (1,750): the
+    // rows locked for 1,300 ms, the requests are answered 503 at 1,000 while their admissions
+    // wait on the lock; a trigger notes each admission's record written (`{ mark: 'c' }`),
+    // rolled back with its transaction unless it commits.
+    const { admin, tb, key, close } = await setup(ctx, 4, null)
+    await admin.query(`
+      CREATE TABLE IF NOT EXISTS "${schema}".admitted (key text, at timestamptz);
+      CREATE OR REPLACE FUNCTION "${schema}".note_admitted() RETURNS trigger AS $$
+      BEGIN
+        IF NEW.kind IS NULL AND NEW.state->>'mark' = 'c' THEN
+          INSERT INTO "${schema}".admitted VALUES (NEW.key, clock_timestamp());
+        END IF;
+        RETURN NEW;
+      END $$ LANGUAGE plpgsql;
+      DROP TRIGGER IF EXISTS note_admitted ON "${schema}".counters;
+      CREATE TRIGGER note_admitted AFTER INSERT OR UPDATE ON "${schema}".counters
+        FOR EACH ROW EXECUTE FUNCTION "${schema}".note_admitted();`)
+    const locker = await admin.connect()
+    try {
+      await locker.query('BEGIN')
+      await locker.query(`SELECT key FROM "${schema}".counters FOR UPDATE`)
+      const t = Date.now()
+      setTimeout(() => void locker.query('COMMIT'), 1300)
+      const answered = await Promise.all(
+        Array.from({ length: 5 }, () => tb.authenticate(request(key))),
+      )
+      const refusedAt = Date.now()
+      for (const d of answered) expect(d).toMatchObject({ status: 503 })
+      await new Promise((r) => setTimeout(r, 1000))
+      await tb.flush()
+      const late = await admin.query<{ n: number }>(
+        `SELECT count(DISTINCT key)::int AS n FROM "${schema}".admitted WHERE at > to_timestamp($1::float8 / 1000)`,
+        [refusedAt],
+      )
+      console.log(
+        `PostgreSQL default statementTimeoutMs, storageTimeoutMs 1,000: 5 answered 503 in ${refusedAt - t} ms, ${late.rows[0]!.n} admission(s) committed after; retries ${JSON.stringify(tb.stats().settleRetries)}`,
+      )
+      // Before: 5 committed at 1,300 ms, each counted until its cancel undid it.
+      expect(late.rows[0]!.n).toBe(0)
+      await oneLeft(tb, key)
+    } finally {
+      locker.release()
+      await admin.query(`DROP TRIGGER IF EXISTS note_admitted ON "${schema}".counters`)
       await close()
     }
   })

@@ -38,7 +38,12 @@ describe('PostgreSQL admissions never sent (no connection from the pool)', () =>
     ctx: TestContext,
     exact: boolean,
     max: number,
-    { connectMs = 200, statementTimeoutMs = 1750, storageTimeoutMs = TIMEOUT_MS } = {},
+    // statementTimeoutMs: by default postgresStorage's, below storageTimeoutMs.
+    {
+      connectMs = 200,
+      statementTimeoutMs,
+      storageTimeoutMs = TIMEOUT_MS,
+    }: { connectMs?: number; statementTimeoutMs?: number; storageTimeoutMs?: number } = {},
   ) => {
     const server = await servers.postgres(ctx)
     migrated ??= migrate({ pool: servers.pool(server, { max: 1 }), schema: SCHEMA })
@@ -48,7 +53,7 @@ describe('PostgreSQL admissions never sent (no connection from the pool)', () =>
       pool,
       schema: SCHEMA,
       durableCounters: true,
-      statementTimeoutMs,
+      ...(statementTimeoutMs === undefined ? {} : { statementTimeoutMs }),
     })
     const reported: string[] = []
     const tb = createTollbooth({

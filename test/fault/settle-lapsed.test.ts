@@ -207,7 +207,7 @@ describe('a streamed request whose credit hold lapses while PostgreSQL is out', 
       const account = `acct_lapsed_p${i}`
       const outage = outages(server)[i]!
       await streamThroughOutage(
-        postgresStorage({ pool, schema, durableCounters: true, statementTimeoutMs: 300 }),
+        postgresStorage({ pool, schema, durableCounters: true, statementTimeoutMs: 250 }),
         postgresStorage({ pool: check, schema }),
         account,
         { ...outage, name: `PostgreSQL ${outage.name}` },

@@ -85,7 +85,20 @@ describe('a bad option', () => {
           storage: redisStorage({ client, reconnectWaitMs: 250 }),
           storageTimeoutMs: 200,
         }),
-      "createTollbooth: options.storageTimeoutMs must be above the storage's redisStorage({ reconnectWaitMs }), 250 ms (a call waiting that long for its connection would be sent after its caller was answered 503) (milliseconds), got 200",
+      "createTollbooth: options.storageTimeoutMs must be above the storage's redisStorage({ reconnectWaitMs }), 250 ms (a call of the storage may be sent, or commit, that long after it was made: after its caller was answered 503) (milliseconds), got 200",
+    ],
+    [
+      // Before: taken, and an admission waiting on a row lock committed after its caller had
+      // been answered 503 (test/fault/postgres-deadline). Without the option, the deadline
+      // follows storageTimeoutMs.
+      'createTollbooth, a storageTimeoutMs not above postgresStorage’s statementTimeoutMs',
+      () =>
+        createTollbooth({
+          secret: SECRET,
+          storage: postgresStorage({ pool, statementTimeoutMs: 1750 }),
+          storageTimeoutMs: 1000,
+        }),
+      "createTollbooth: options.storageTimeoutMs must be above the storage's postgresStorage({ statementTimeoutMs }), 1750 ms (a call of the storage may be sent, or commit, that long after it was made: after its caller was answered 503) (milliseconds), got 1000",
     ],
     [
       'redisStorage',
