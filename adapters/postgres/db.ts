@@ -273,19 +273,22 @@ export function explain(err: unknown, schema: string): unknown {
 }
 
 /**
- * `postgresStorage({ statementTimeoutMs })` until an instance is made on the storage: below
- * the core's default `storageTimeoutMs` (2,000 ms) by a commit's round trip and more.
+ * The default of `postgresStorage({ statementTimeoutMs })`, at most (see {@link deadlineFor}):
+ * below the core's default `storageTimeoutMs` (2,000 ms) by a commit's round trip and more.
  */
 export const DEFAULT_STATEMENT_TIMEOUT_MS = 1750
 
 /**
- * The default of `statementTimeoutMs` for a core's `storageTimeoutMs`: below it by a quarter
- * of it, at most 250 ms (a commit's round trip and more): 1,750 for 2,000, 750 for 1,000.
- * A fixed 1,750 let an admission commit after its 503 for a `storageTimeoutMs` of 1,000 (the
- * rows locked 1,300 ms: it waited and committed then, test/fault/postgres-deadline).
+ * The default of `statementTimeoutMs` under a core's `storageTimeoutMs`: 1,750 ms, or less
+ * when that is not below it by a quarter of it, at most 250 ms (a commit's round trip and
+ * more): 750 for 1,000. A fixed 1,750 let an admission commit after its 503 for a
+ * `storageTimeoutMs` of 1,000 (the rows locked 1,300 ms: it waited and committed then,
+ * test/fault/postgres-deadline). Never longer: a longer `storageTimeoutMs` does not let lock
+ * waits hold connections longer than before (give `statementTimeoutMs` for that).
  */
 export function deadlineFor(storageTimeoutMs: number): number {
-  return Math.max(1, storageTimeoutMs - Math.min(250, Math.ceil(storageTimeoutMs / 4)))
+  const below = storageTimeoutMs - Math.min(250, Math.ceil(storageTimeoutMs / 4))
+  return Math.max(1, Math.min(DEFAULT_STATEMENT_TIMEOUT_MS, below))
 }
 
 /** A client checked out of the pool by {@link checkout}. */

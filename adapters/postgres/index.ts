@@ -82,9 +82,9 @@ export interface PostgresStorageOptions {
    * it (a lock wait included) runs longer (`SET LOCAL statement_timeout`, `lock_timeout`), so an
    * admission the caller was answered 503 for does not commit later. Keep it below the core's
    * `storageTimeoutMs` by at least a round trip: `createTollbooth` throws a `ConfigError`
-   * naming both when it is not below. Default: below the `storageTimeoutMs` of the instances
-   * made on this storage (the shortest) by a quarter of it, at most 250 ms (1,750 for the
-   * core's default 2,000; 750 for 1,000); 1,750 until an instance is made.
+   * naming both when it is not below. Default 1,750, or less under a short `storageTimeoutMs`
+   * (the shortest of the instances made on this storage): below it by a quarter of it, at most
+   * 250 ms (750 for 1,000).
    */
   statementTimeoutMs?: number
   /**
@@ -137,7 +137,7 @@ const optionsSchema = z
  * @param [options.durableCounters=false] wait for the WAL flush of each admission's commit
  * @param [options.preparedStatements=true] prepare the hot lookups once per connection
  * @param [options.statementTimeoutMs] deadline of one counter transaction, below the core's
- *   `storageTimeoutMs` (default: derived from it, 1,750 for its default 2,000)
+ *   `storageTimeoutMs` (default 1,750, or below a shorter `storageTimeoutMs` by a quarter of it)
  * @param [options.listenPool=options.pool] the pool of the change feed's LISTEN connection:
  *   direct or session-pooled, when `pool` goes through a pooler in transaction mode
  * @param [options.onError=console.error] errors off the request path
