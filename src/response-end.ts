@@ -89,6 +89,20 @@ function due(d: Admission, force: boolean): void {
 }
 
 /**
+ * Settles `d` now, as its deadline would (`tb.close()` waited for it long enough): with the
+ * outcome its response already had when only its handler's work or `waitUntil()` promises were
+ * left (a HEAD's status, a complete body's), else as a departed client's (499, `aborted`,
+ * charged what was reported). A 499 for every one made a 200 whose settle waited for a
+ * `waitUntil()` charged nothing (3 credits of its route's, test/http/streaming.ts).
+ */
+export function settleAtDeadline(tb: Settler, d: Admission): void {
+  const s = state(d)
+  if (s.settled) return
+  const g = s.gone
+  settleNow(g?.tb ?? tb, d, g?.outcome ?? { status: ABORTED_STATUS, outcome: 'aborted' }, true)
+}
+
+/**
  * `Admission.waitUntil(promise)`: the request settles once `promise` has ended, however its
  * response ends (at the latest `waitMs` after it would have settled). A rejection is reported
  * to the instance's `onError` and counts as ended: the settle charges what was reported.

@@ -41,7 +41,7 @@ import {
 } from './options.js'
 import { Renewals } from './renewal.js'
 import type { TollboothRequest } from './request.js'
-import { ABORTED_STATUS } from './response-end.js'
+import { settleAtDeadline } from './response-end.js'
 import {
   createRetryQueue,
   createSettleQueue,
@@ -474,7 +474,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
     local ? service : boundCalls(service, name, { ms: o.storageTimeoutMs, storage, ...extra })
   const accounts = bound(ctx.accounts, 'accounts')
 
-  return {
+  const tb: Tollbooth = {
     options: o,
     storage,
     // A delete may wait on purpose for other instances' out-boxes (`KeyManager.delete`).
@@ -577,18 +577,12 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       // its holds left to lapse). Those still running then are settled as a departed client's
       // (499, what they reported), as the process is about to end them.
       // Those of an adapter (`tb.decide`): one of `tb.authenticate` is its caller's to settle.
+      // One whose response is complete (its settle waits for `waitUntil()` promises, or for a
+      // HEAD's handler) keeps its outcome: 499 made a 200 of 3 credits charged 0 (streaming).
       const serving = () => ctx.renewals.inFlight().filter((s) => s.admission && !s.settled)
       for (const until = Date.now() + waitMs; serving().length > 0 && Date.now() < until; )
         await new Promise((r) => setTimeout(r, Math.min(10, until - Date.now())))
-      for (const s of serving()) {
-        if (!s.admission) continue
-        try {
-          const p = track(settle(ctx, s.admission, { status: ABORTED_STATUS, outcome: 'aborted' }))
-          if (p instanceof Promise) p.catch(onError)
-        } catch (err) {
-          onError(err)
-        }
-      }
+      for (const s of serving()) if (s.admission) settleAtDeadline(tb, s.admission)
       // One bound for every wait on the store (`DRAIN_MS`), and a storage timeout more for
       // the usage events: a store frozen or down past it no longer holds close() (and a
       // SIGTERM handler awaiting it) for as long as it stays so.
@@ -654,6 +648,7 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       if (failure !== undefined) throw failure
     },
   }
+  return tb
 }
 
 /** How long `tb.close()` waits for the requests in flight (ms), by default. */

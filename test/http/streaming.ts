@@ -451,6 +451,37 @@ export function describeStreaming(name: string, startServer: StartServer): void 
       })
     })
 
+    test('tb.close({ waitMs }) settles a response already sent, waiting for waitUntil(), with its own status', async () => {
+      let finish = () => {}
+      const h = await start([
+        {
+          path: '/v1/sent',
+          options: { cost: 3 },
+          // A background write after the answer, longer than close()'s wait.
+          handle: (k) => {
+            k.waitUntil(new Promise<void>((r) => (finish = r)))
+            return {}
+          },
+        },
+      ])
+      const { key, record } = await h.tb.keys.create({
+        accountId: 'acct_close_sent',
+        limits: { concurrency: 1 },
+      })
+      const res = await open('/v1/sent', key)
+      expect(res.status).toBe(200)
+      await res.arrayBuffer()
+      await h.tb.close({ waitMs: 50 })
+      finish()
+      // The client got its 200: recorded 200 and charged the route's 3 credits, slot free
+      // (before: recorded 499 and charged 0, as a client gone with nothing reported).
+      expect(await afterClose('acct_close_sent', record.id)).toEqual({
+        events: ['200 3'],
+        used: 3,
+        slot: 0,
+      })
+    })
+
     test('tb.close({ waitMs }) settles a stream still running then as aborted, with what it reported', async () => {
       const h = await start([reporting(10_000)])
       const { key, record } = await h.tb.keys.create({
