@@ -6,6 +6,7 @@
  * then `authenticate()` and `settle()` per request.
  */
 
+import { z } from 'zod'
 import { createPipeline } from './authenticate.js'
 import { type BoundOptions, boundCalls } from './bounded-calls.js'
 import { DEFAULT_PROVIDERS } from './byok/providers.js'
@@ -29,6 +30,7 @@ import { createOutbox } from './metering/outbox.js'
 import { UsageService } from './metering/usage.js'
 import {
   argumentError,
+  integer,
   optionError,
   parseInput,
   parseOptions,
@@ -654,6 +656,9 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
 /** How long `tb.close()` waits for the requests in flight (ms), by default. */
 const CLOSE_WAIT_MS = 10_000
 
+/** `tb.close(options)`'s options, strict: a misspelt `waitMs` was taken as none (10 s waited). */
+const closeOptions = z.object({ waitMs: integer().optional() }).strict()
+
 /**
  * `options.waitMs` of `tb.close(options)`, checked.
  *
@@ -661,13 +666,7 @@ const CLOSE_WAIT_MS = 10_000
  */
 function closeWaitOf(options: { waitMs?: number } | undefined): number {
   if (options === undefined) return CLOSE_WAIT_MS
-  if (typeof options !== 'object' || options === null)
-    throw argumentError('tb.close', 'options', 'must be an object', options)
-  const w = options.waitMs
-  if (w === undefined) return CLOSE_WAIT_MS
-  if (!Number.isSafeInteger(w) || w < 0)
-    throw argumentError('tb.close', 'options.waitMs', 'must be an integer >= 0', w)
-  return w
+  return parseOptions('tb.close', closeOptions, options).waitMs ?? CLOSE_WAIT_MS
 }
 
 /**

@@ -561,6 +561,17 @@ describe('a bad argument', () => {
       'tb.close: options.waitMs must be an integer >= 0 (milliseconds), got -1',
     ],
     ['close(1)', () => tb.close(1 as never), 'tb.close: options must be an object, got 1'],
+    // A misspelt name (the wait of a SIGTERM handler) was taken as none: 10 s waited.
+    [
+      'close({ wait: 0 })',
+      () => tb.close({ wait: 0 } as never),
+      'tb.close: options.wait is not an option',
+    ],
+    [
+      'close({ waitMs: 1.5 })',
+      () => tb.close({ waitMs: 1.5 }),
+      'tb.close: options.waitMs must be an integer >= 0 (milliseconds), got 1.5',
+    ],
     // The route's options given where the instance goes (tb left out).
     ...[honoGuard, expressGuard, fastifyGuard].map((guard, i): [string, () => unknown, string] => [
       `requireApiKey of ${['hono', 'express', 'fastify'][i]}, options for tb`,
