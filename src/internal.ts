@@ -158,6 +158,7 @@ export {
   type SecretRow,
   secretFromRow,
 } from './storage/rows.js'
+export { markSendWait } from './storage/send-wait.js'
 export {
   type CounterBackend,
   countersFromState,

@@ -14,6 +14,7 @@ import { instantMs } from './input.js'
 import { PREFIX_PATTERN } from './keys/format.js'
 import type { KeySource, TollboothRequest, TrustProxy } from './request.js'
 import type { ChargeWhen } from './settle.js'
+import { sendWaitOf } from './storage/send-wait.js'
 import type { Storage } from './storage/types.js'
 
 const posInt = z.number().int().positive().max(Number.MAX_SAFE_INTEGER)
@@ -614,7 +615,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
       o.defaultTier,
     )
   }
-  const wait = o.storage?.sendWait
+  const wait = o.storage && sendWaitOf(o.storage)
   if (wait !== undefined && wait.ms >= o.storageTimeoutMs) {
     // Not clamped: a bad value is never taken as another (the storage's own, as given, is
     // what its other users and its tests rely on); the message says which to change.

@@ -14,7 +14,13 @@
  */
 
 import { z } from 'zod'
-import { type CounterStore, integer, parseOptions, type Storage } from '../../src/internal.js'
+import {
+  type CounterStore,
+  integer,
+  markSendWait,
+  parseOptions,
+  type Storage,
+} from '../../src/internal.js'
 import { redisAccounts, redisSecrets } from './accounts.js'
 import { redisChanges } from './changes.js'
 import { redisCounters } from './counters.js'
@@ -145,17 +151,21 @@ export function redisStorage(options: RedisStorageOptions): Storage {
   })
   watchEviction(options.client)
   const changes = redisChanges(options.client, `${keyPrefix}changes`, subscribeTimeoutMs)
+  const sendWait = { ms: reconnectWaitMs, option: 'redisStorage({ reconnectWaitMs })' }
+  // Each store carries the wait too: one taken into another storage (`{ ...postgres, counters:
+  // redis.counters }`) is checked against `storageTimeoutMs` all the same.
+  const linked = <T extends object>(store: T): T => markSendWait(whileLinked(ctx, store), sendWait)
   return {
     // Refused at once while the client is not connected, never queued (see `watchLink`); the
     // counters check it in their one call path.
-    keys: whileLinked(ctx, redisKeys(ctx)),
-    counters,
-    usage: whileLinked(ctx, redisUsage(ctx)),
-    accounts: whileLinked(ctx, redisAccounts(ctx)),
-    secrets: whileLinked(ctx, redisSecrets(ctx)),
-    ipBlocks: whileLinked(ctx, redisIpBlocks(ctx)),
+    keys: linked(redisKeys(ctx)),
+    counters: markSendWait(counters, sendWait),
+    usage: linked(redisUsage(ctx)),
+    accounts: linked(redisAccounts(ctx)),
+    secrets: linked(redisSecrets(ctx)),
+    ipBlocks: linked(redisIpBlocks(ctx)),
     changes: { publish: changes.publish, subscribe: changes.subscribe },
-    sendWait: { ms: reconnectWaitMs, option: 'redisStorage({ reconnectWaitMs })' },
+    sendWait,
     close: async () => {
       await changes.close()
       closing = true

@@ -101,6 +101,21 @@ describe('a bad option', () => {
       "createTollbooth: options.storageTimeoutMs must be above the storage's postgresStorage({ statementTimeoutMs }), 1750 ms (a call of the storage may be sent, or commit, that long after it was made: after its caller was answered 503) (milliseconds), got 1000",
     ],
     [
+      // The README's combination: PostgreSQL for keys and usage, Redis counting. The
+      // storage's sendWait is PostgreSQL's (none); the counters' wait was not seen.
+      'createTollbooth, Redis counters in a PostgreSQL storage, storageTimeoutMs not above their reconnectWaitMs',
+      () =>
+        createTollbooth({
+          secret: SECRET,
+          storage: {
+            ...postgresStorage({ pool }),
+            counters: redisStorage({ client, reconnectWaitMs: 250 }).counters,
+          },
+          storageTimeoutMs: 200,
+        }),
+      "createTollbooth: options.storageTimeoutMs must be above the storage's redisStorage({ reconnectWaitMs }), 250 ms (a call waiting that long for its connection would be sent after its caller was answered 503) (milliseconds), got 200",
+    ],
+    [
       'redisStorage',
       () => redisStorage({ client, settleBatchMs: -1 }),
       'redisStorage: options.settleBatchMs must be an integer >= 0 (milliseconds), got -1',
