@@ -581,9 +581,11 @@ export function createTollbooth(options: TollboothOptions = {} as TollboothOptio
       // Those of an adapter (`tb.decide`): one of `tb.authenticate` is its caller's to settle.
       // One whose response is complete (its settle waits for `waitUntil()` promises, or for a
       // HEAD's handler) keeps its outcome: 499 made a 200 of 3 credits charged 0 (streaming).
+      // No wait while the storage's client is closed under it: their settles cannot reach the
+      // store (it waited its 10 s for a request still running, then rejected all the same).
       const serving = () => ctx.renewals.inFlight().filter((s) => s.admission && !s.settled)
-      for (const until = Date.now() + waitMs; serving().length > 0 && Date.now() < until; )
-        await new Promise((r) => setTimeout(r, Math.min(10, until - Date.now())))
+      for (const left = deadline(waitMs, storage); serving().length > 0 && left() > 0; )
+        await new Promise((r) => setTimeout(r, Math.min(10, left())))
       for (const s of serving()) if (s.admission) settleAtDeadline(tb, s.admission)
       // One bound for every wait on the store (`DRAIN_MS`), and a storage timeout more for
       // the usage events: a store frozen or down past it no longer holds close() (and a

@@ -103,6 +103,18 @@ const stores: Record<string, (() => Promise<Made>) | null> = {
 }
 if (redis) cleanups.push(() => redis.disconnect())
 
+/** `tb.close()` on a client closed under it: rejects within a second, with what it says. */
+async function closesAtOnce(tb: { close(): Promise<void> }): Promise<Error> {
+  const began = Date.now()
+  const closed = await tb.close().then(
+    () => null,
+    (err: Error) => err,
+  )
+  expect(Date.now() - began).toBeLessThan(1000)
+  expect(closed?.name).toBe('StorageUnavailableError')
+  return closed!
+}
+
 for (const [name, make] of Object.entries(stores))
   describe.skipIf(make === null)(`the ${name} client closed before tb.close()`, () => {
     test('one report, 503s on every route, and tb.close() rejects at once naming the event', async () => {
@@ -182,17 +194,43 @@ for (const [name, make] of Object.entries(stores))
         expect((await meter.close()).retrying).toBe(1)
         expect(meterErrors, meterErrors.map(String).join('\n')).toEqual([])
 
-        const began = Date.now()
-        const closed = await tb.close().then(
-          () => null,
-          (err: Error) => err,
-        )
-        expect(Date.now() - began).toBeLessThan(1000)
-        expect(closed?.name).toBe('StorageUnavailableError')
-        expect(closed?.message).toMatch(/^close\(\): 1 usage event\(s\) not written/)
-        expect(closed?.message).toMatch(made.cause)
+        const closed = await closesAtOnce(tb)
+        expect(closed.message).toMatch(/^close\(\): 1 usage event\(s\) not written/)
+        expect(closed.message).toMatch(made.cause)
         expect(errors).toHaveLength(1)
       } finally {
+        await closeServer(server)
+      }
+    })
+
+    test('tb.close() with a request in flight rejects at once too: no wait for a request whose settle cannot reach the store', async () => {
+      const made = await make!()
+      const tb = createTollbooth({ secret: SECRET, storage: made.storage, onError: () => {} })
+      let release = () => {}
+      const handled = new Promise<void>((r) => (release = r))
+      const app = new Hono()
+      app.post('/v1/long', requireApiKey(tb, { cost: 0 }), async (c) => {
+        await handled
+        return c.json({ ok: true })
+      })
+      const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as HttpServer
+      await new Promise<void>((r) => server.once('listening', () => r()))
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`
+      try {
+        const { key } = await tb.keys.create({ accountId: 'acct_1' })
+        const inFlight = fetch(`${url}/long`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}` },
+        }).catch(() => null)
+        await sleep(200)
+        await made.closeClient()
+        // Before: it waited for the request (its default 10 s), as if the store could take
+        // its settle.
+        await closesAtOnce(tb)
+        release()
+        await inFlight
+      } finally {
+        release()
         await closeServer(server)
       }
     })
