@@ -194,9 +194,10 @@ export const accountIdSchema = z
 /**
  * The scope of a lookup by key id (`tb.keys.get`, `tb.usage.logs`, …): the account the key
  * must be of, strict, so a misspelt name is refused rather than left unread (the lookup then
- * unscoped).
+ * unscoped). Left out, no scope; given, an account id: `{ accountId: undefined }` (a session's
+ * id never set) is refused, not taken as no scope (it revoked another account's key).
  */
-export const accountScope = z.object({ accountId: accountIdSchema.optional() }).strict()
+export const accountScope = z.object({ accountId: accountIdSchema.exactOptional() }).strict()
 
 /** Whether `id` is an account id: 1-128 of `A-Za-z0-9._:@|-`. */
 export function isAccountId(id: unknown): id is string {

@@ -538,6 +538,18 @@ describe('a bad argument', () => {
       'tb.usage.logs: scope.account is not an option',
     ],
     [
+      // An account id read from a session or `res.locals` that was never set (`as string`, as
+      // examples/pdf-api writes it): before, the key was revoked whatever its account.
+      'keys.revoke, a scope whose accountId is undefined',
+      async () => tb.keys.revoke(await keyId(), { accountId: undefined as unknown as string }),
+      'tb.keys.revoke: scope.accountId must be 1-128 of A-Z a-z 0-9 . _ : @ | -, got undefined',
+    ],
+    [
+      'usage.logs, a scope whose accountId is undefined',
+      async () => tb.usage.logs(await keyId(), {}, { accountId: undefined as unknown as string }),
+      'tb.usage.logs: scope.accountId must be 1-128 of A-Z a-z 0-9 . _ : @ | -, got undefined',
+    ],
+    [
       'keys.revoke, an account id for the scope',
       async () => tb.keys.revoke(await keyId(), 'acct_args' as never),
       'tb.keys.revoke: scope must be an object, got a string of 9 characters',
