@@ -113,7 +113,7 @@ describe('a bad option', () => {
           },
           storageTimeoutMs: 200,
         }),
-      "createTollbooth: options.storageTimeoutMs must be above the storage's redisStorage({ reconnectWaitMs }), 250 ms (a call waiting that long for its connection would be sent after its caller was answered 503) (milliseconds), got 200",
+      "createTollbooth: options.storageTimeoutMs must be above the storage's redisStorage({ reconnectWaitMs }), 250 ms (a call of the storage may be sent, or commit, that long after it was made: after its caller was answered 503) (milliseconds), got 200",
     ],
     [
       'redisStorage',
